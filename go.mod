@@ -1,0 +1,15 @@
+module github.com/xmpptrack/xmpptrack
+
+go 1.26
+
+require (
+	github.com/looplab/fsm v1.0.3
+	mellium.im/xmpp v0.23.0
+)
+
+require (
+	golang.org/x/net v0.50.0 // indirect
+	golang.org/x/text v0.34.0 // indirect
+	mellium.im/reader v0.1.0 // indirect
+	mellium.im/xmlstream v0.15.4 // indirect
+)

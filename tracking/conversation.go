@@ -1,0 +1,73 @@
+package tracking
+
+// recentIncoming is how many incoming message ids a conversation remembers, so
+// that a marker naming one of them covers our messages sent before it.
+const recentIncoming = 8
+
+// conversation is one peer (bare JID) or room, with its pending trackers in
+// send order. It exists while it has pending trackers.
+type conversation struct {
+	g     *group
+	jid   string
+	order []*MessageTracker // pending trackers in send order; settled ones until swept
+	live  int               // entries of order that are not settled
+	next  uint32            // position of the next message, in either direction
+	dirty bool              // settled entries wait in order for a sweep
+
+	recent [recentIncoming]incoming // ring of recent incoming message ids
+	rnext  uint8
+}
+
+type incoming struct {
+	id  string
+	seq uint32
+}
+
+// before reports whether position a comes before or at b, modulo 2^32.
+func before(a, b uint32) bool { return int32(a-b) <= 0 }
+
+// position returns the position of the message with the given id in the
+// conversation: one of our pending trackers, or a recent incoming message.
+func (c *conversation) position(t *MessageTracker, id string) (uint32, bool) {
+	if t != nil && t.c == c {
+		return t.seq, true
+	}
+	for i := range c.recent {
+		if in := &c.recent[i]; in.id != "" && in.id == id {
+			return in.seq, true
+		}
+	}
+	return 0, false
+}
+
+// remember records an incoming message id at the current position.
+func (c *conversation) remember(id string) {
+	c.recent[c.rnext%recentIncoming] = incoming{id: id, seq: c.next}
+	c.rnext++
+	c.next++
+}
+
+// sweep drops settled trackers from the front of order, and compacts order
+// when settled entries outnumber live ones, so memory follows the number of
+// pending trackers. The cost is amortized O(1) per settled tracker.
+func (c *conversation) sweep() {
+	c.dirty = false
+	i := 0
+	for i < len(c.order) && c.order[i].Settled() {
+		c.order[i] = nil
+		i++
+	}
+	if i > 0 {
+		c.order = c.order[i:]
+	}
+	if dead := len(c.order) - c.live; dead > 16 && dead > c.live {
+		kept := c.order[:0]
+		for _, t := range c.order {
+			if !t.Settled() {
+				kept = append(kept, t)
+			}
+		}
+		clear(c.order[len(kept):])
+		c.order = append([]*MessageTracker(nil), kept...)
+	}
+}

@@ -1,0 +1,64 @@
+// Package tracking follows outgoing XMPP messages through the network.
+//
+// A [MessageTracker] holds what the wire has proved about one message. Its
+// state only moves forward on evidence: a stream-management ack, a delivery
+// receipt, a room's reflection, a displayed marker, an error reply, or the end
+// of its tracking window.
+//
+// # States
+//
+//	IN_TRANSIT              queued or written; nothing proved yet
+//	DELIVERED_TO_SERVER     our server acknowledged it (XEP-0198): the server took
+//	                        responsibility; says nothing about the recipient
+//	DELIVERED_TO_RECIPIENT  a client of the recipient has it (XEP-0184 receipt,
+//	                        legacy XEP-0333 received) or the room distributed it
+//	                        (reflection); not that anybody read it
+//	SEEN_BY_RECIPIENT       the recipient displayed it or a later message of the
+//	                        conversation (XEP-0333 displayed)
+//	ABORTED                 dropped before the server took it
+//	TIMED_OUT               no proof of delivery to the recipient within the window
+//	CLOSED                  the application stopped tracking before any proof
+//	ERROR                   an error reply arrived; proof from the recipient still
+//	                        lifts it, since bounces can be false alarms
+//
+// The transition graph is written once as a looplab/fsm definition
+// ([Definition], drawn by [Diagram]); trackers run a table compiled from it.
+// Evidence that arrives late, twice or out of order is a silent no-op: an ack
+// after a receipt does not pull the state back, and an error after a receipt
+// is ignored. A timeout or close in DELIVERED_TO_RECIPIENT or ERROR ends
+// tracking without changing the state.
+//
+// # Settling
+//
+// A tracker is settled when tracking ends: it reached SEEN_BY_RECIPIENT,
+// ABORTED, TIMED_OUT or CLOSED, or its window ended or it was closed in another
+// state. [MessageTracker.Done] is closed then; after it nothing changes, and
+// the tracker holds no index entry or timer slot.
+//
+// # Callbacks
+//
+// State-change callbacks run once per change, in transition order, on a
+// goroutine of the library that exists only while callbacks are queued; never
+// on the goroutine that reported the evidence and never under a lock, so a
+// callback may call back into the library. Callbacks of one [Registry] run one
+// at a time. A panicking callback is recovered and logged.
+//
+// # Registry
+//
+// A [Registry] holds the pending trackers of one account. It keys every
+// reference by conversation (the peer's or the room's bare JID) and id;
+// evidence for unknown ids, other conversations, duplicates and late evidence
+// is ignored in O(1). It bounds the number of pending trackers, ends windows
+// with one timer for all trackers, and keeps memory per pending tracker under
+// 128 bytes, index and timer slot included.
+//
+// Decisions where the protocols leave room:
+//   - A displayed marker covers every earlier pending message of the
+//     conversation, whatever its state (also IN_TRANSIT ones): the peer saw a
+//     later message, so the earlier ones reached it. A marker may name one of
+//     our messages or one of the last few the peer sent us.
+//   - A legacy received marker is a per-message receipt, not "up to here".
+//   - A marker that carries a thread covers only messages sent with that thread.
+//   - Error replies count when they come from the recipient (any resource),
+//     from the recipient's domain, or from our own server.
+package tracking // import "github.com/xmpptrack/xmpptrack/tracking"

@@ -1,0 +1,390 @@
+package tracking
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// Defaults for a zero Config.
+const (
+	DefaultMaxPending = 100_000
+	DefaultWindow     = 5 * time.Minute
+)
+
+// Config configures a Registry. The zero value is ready to use.
+type Config struct {
+	// MaxPending bounds the number of trackers that are not settled. Track
+	// waits and TryTrack fails with ErrTooManyPending at the bound. Zero means
+	// DefaultMaxPending; a negative value means no bound.
+	MaxPending int
+	// Window is the default tracking window: when it ends, a tracker without
+	// proof of delivery to the recipient becomes TimedOut, and one in
+	// DeliveredToRecipient or Error stops being tracked. Zero means
+	// DefaultWindow; a negative value means no window. Windows are capped at 24
+	// days.
+	Window time.Duration
+	// OnStateChange, if set, is called for every state change of every tracker
+	// of the registry, under the same rules as MessageTracker.OnStateChange and
+	// before the tracker's own callbacks. It costs no memory per tracker.
+	OnStateChange func(t *MessageTracker, from, to MessageState, resp *Response)
+	// Logger receives callback panics. Nil means silent.
+	Logger *slog.Logger
+}
+
+// TrackOptions are per-message settings for Track.
+type TrackOptions struct {
+	// Window overrides the registry's window: zero keeps it, a negative value
+	// means no window.
+	Window time.Duration
+	// Thread is the message's XEP-0201 thread, if any: a legacy marker that
+	// names a thread covers only messages of that thread.
+	Thread string
+}
+
+// Registry holds the pending trackers of one account and turns evidence into
+// transitions. It owns one lock, one timer and one callback queue for all of
+// them: no tracker has a goroutine or a timer of its own.
+//
+// Evidence methods take the conversation as a bare JID string ("bob@example.org"
+// or "room@conference.example.org") and ignore, in O(1), evidence for unknown
+// ids, for ids of another conversation, duplicates and late evidence. Message
+// ids are unique among pending trackers; lookups always check the conversation
+// too, so evidence never crosses conversations.
+type Registry struct {
+	g      group
+	max    int
+	window time.Duration
+	epoch  time.Time
+
+	index map[string]*MessageTracker // pending trackers by id
+	convs map[string]*conversation   // conversations with pending trackers
+	dirty []*conversation            // conversations waiting for a sweep
+
+	heap    []*MessageTracker // by deadline
+	timer   *time.Timer
+	armed   bool
+	armedAt uint32
+
+	pending int
+	room    chan struct{} // closed when a slot frees; nil when nobody waits
+	idle    chan struct{} // closed when nothing is pending; nil when nobody waits
+	shut    bool
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(cfg Config) *Registry {
+	r := &Registry{
+		max:    cfg.MaxPending,
+		window: cfg.Window,
+		epoch:  time.Now(),
+		index:  make(map[string]*MessageTracker),
+		convs:  make(map[string]*conversation),
+	}
+	if r.max == 0 {
+		r.max = DefaultMaxPending
+	}
+	if r.window == 0 {
+		r.window = DefaultWindow
+	}
+	r.g.hook = cfg.OnStateChange
+	r.g.log = cfg.Logger
+	r.g.reg = r
+	return r
+}
+
+// Track registers a new pending message with the given id to the conversation
+// to (a bare JID). It waits while MaxPending trackers are pending, until a
+// slot frees or ctx ends. Register a message before writing it, so that no
+// evidence can arrive before its tracker.
+func (r *Registry) Track(ctx context.Context, to, id string, o TrackOptions) (*MessageTracker, error) {
+	for {
+		r.g.mu.Lock()
+		if r.shut {
+			r.g.mu.Unlock()
+			return nil, ErrShutdown
+		}
+		if r.max < 0 || r.pending < r.max {
+			t, err := r.insert(to, id, o)
+			r.unlock()
+			return t, err
+		}
+		if r.room == nil {
+			r.room = make(chan struct{})
+		}
+		room := r.room
+		r.g.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// TryTrack is Track without waiting: at the bound it returns ErrTooManyPending.
+func (r *Registry) TryTrack(to, id string, o TrackOptions) (*MessageTracker, error) {
+	r.g.mu.Lock()
+	defer r.unlock()
+	switch {
+	case r.shut:
+		return nil, ErrShutdown
+	case r.max >= 0 && r.pending >= r.max:
+		return nil, ErrTooManyPending
+	}
+	return r.insert(to, id, o)
+}
+
+func (r *Registry) insert(to, id string, o TrackOptions) (*MessageTracker, error) {
+	if _, dup := r.index[id]; dup {
+		return nil, ErrDuplicateID
+	}
+	c := r.convs[to]
+	if c == nil {
+		c = &conversation{g: &r.g, jid: to}
+		r.convs[to] = c
+	}
+	t := &MessageTracker{c: c, id: id, seq: c.next, heapIdx: -1}
+	c.next++
+	w := uint32(inRegistry)
+	window := o.Window
+	if window == 0 {
+		window = r.window
+	}
+	if window > 0 {
+		window = min(window, maxWindow)
+		t.deadline = r.now() + uint32(window.Milliseconds())
+		w |= hasDeadline
+		r.push(t)
+		r.arm()
+	}
+	t.word.Store(w)
+	if o.Thread != "" {
+		t.ext().thread = o.Thread
+	}
+	c.order = append(c.order, t)
+	c.live++
+	r.index[id] = t
+	r.pending++
+	return t, nil
+}
+
+// forget removes a tracker that just settled from every index and the timer
+// heap. The caller holds the lock; the conversation is swept on unlock.
+func (r *Registry) forget(t *MessageTracker) {
+	w := t.word.Load()
+	t.word.Store(w &^ (inRegistry | hasDeadline))
+	delete(r.index, t.id)
+	if w&hasDeadline != 0 && t.heapIdx >= 0 {
+		r.remove(t)
+	}
+	c := t.c
+	c.live--
+	if !c.dirty {
+		c.dirty = true
+		r.dirty = append(r.dirty, c)
+	}
+	r.pending--
+	if r.room != nil && (r.max < 0 || r.pending < r.max) {
+		close(r.room)
+		r.room = nil
+	}
+	if r.idle != nil && r.pending == 0 {
+		close(r.idle)
+		r.idle = nil
+	}
+}
+
+// unlock sweeps what settled, releases the lock and starts the callbacks.
+func (r *Registry) unlock() { r.g.unlock() }
+
+func (r *Registry) tidy() {
+	for i, c := range r.dirty {
+		if c.live == 0 {
+			if r.convs[c.jid] == c {
+				delete(r.convs, c.jid)
+			}
+			c.order, c.dirty = nil, false
+		} else {
+			c.sweep()
+		}
+		r.dirty[i] = nil
+	}
+	r.dirty = r.dirty[:0]
+	if len(r.heap) == 0 && r.armed {
+		r.arm()
+	}
+}
+
+// lookup returns the pending tracker with the id in conversation conv, or nil.
+func (r *Registry) lookup(conv, id string) *MessageTracker {
+	t := r.index[id]
+	if t == nil || t.c.jid != conv {
+		return nil
+	}
+	return t
+}
+
+// Lookup returns the pending tracker of the message with the given id in the
+// conversation conv, or nil.
+func (r *Registry) Lookup(conv, id string) *MessageTracker {
+	r.g.mu.Lock()
+	defer r.g.mu.Unlock()
+	return r.lookup(conv, id)
+}
+
+// Pending returns the number of trackers that are not settled.
+func (r *Registry) Pending() int {
+	r.g.mu.Lock()
+	defer r.g.mu.Unlock()
+	return r.pending
+}
+
+// advance applies one piece of evidence to the message id of conversation conv.
+func (r *Registry) advance(conv, id string, to MessageState, resp *Response) {
+	r.g.mu.Lock()
+	if t := r.lookup(conv, id); t != nil {
+		t.transition(to, resp)
+	}
+	r.unlock()
+}
+
+// ServerAck records that our server acknowledged the message (XEP-0198):
+// DeliveredToServer.
+func (r *Registry) ServerAck(conv, id string) { r.advance(conv, id, DeliveredToServer, nil) }
+
+// Lost records that the message was dropped before the server took it: Aborted.
+func (r *Registry) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) }
+
+// Delivered records proof that a client of the recipient has the message (an
+// XEP-0184 receipt or a legacy XEP-0333 received marker), sent by the
+// conversation's peer: DeliveredToRecipient. The caller checks that the
+// evidence came from the peer conv and not from our own account.
+func (r *Registry) Delivered(conv, id string, resp *Response) {
+	r.advance(conv, id, DeliveredToRecipient, resp)
+}
+
+// Displayed records an XEP-0333 displayed marker (or a legacy acknowledged
+// marker) from the peer conv for the message id: that message and every
+// earlier pending message of the conversation become SeenByRecipient. The id
+// may name one of our messages or a recent message the peer sent us (see
+// Incoming). A non-empty thread limits the effect to messages of that thread.
+// A marker for an unknown or older message changes nothing.
+func (r *Registry) Displayed(conv, id, thread string, resp *Response) {
+	r.g.mu.Lock()
+	if c := r.convs[conv]; c != nil {
+		if upTo, ok := c.position(r.index[id], id); ok {
+			r.displayedUpTo(c, upTo, thread, resp)
+		}
+	}
+	r.unlock()
+}
+
+// DisplayedUpTo applies a marker that covers t: t and every earlier pending
+// message of its conversation become SeenByRecipient. It serves callers that
+// correlate markers themselves, such as group chats with room-assigned ids.
+func (r *Registry) DisplayedUpTo(t *MessageTracker, resp *Response) {
+	r.g.mu.Lock()
+	if t.word.Load()&inRegistry != 0 && t.c.g == &r.g {
+		r.displayedUpTo(t.c, t.seq, "", resp)
+	}
+	r.unlock()
+}
+
+func (r *Registry) displayedUpTo(c *conversation, upTo uint32, thread string, resp *Response) {
+	for _, t := range c.order {
+		if !before(t.seq, upTo) {
+			break
+		}
+		if thread != "" && (t.x == nil || t.x.thread != thread) {
+			continue
+		}
+		t.transition(SeenByRecipient, resp)
+	}
+}
+
+// Incoming records a message the peer conv sent us, so that a later marker
+// naming it covers our messages sent before it (the usual case in 1:1 chats:
+// the peer marks the newest message it displayed, which may be its own). Only
+// the most recent few ids of a conversation with pending messages are kept.
+func (r *Registry) Incoming(conv, id string) {
+	if id == "" {
+		return
+	}
+	r.g.mu.Lock()
+	if c := r.convs[conv]; c != nil {
+		c.remember(id)
+	}
+	r.g.mu.Unlock()
+}
+
+// ErrorReply records an error reply for the message id: Error, with resp.Err
+// as the reason. It counts only when from is the message's recipient (any
+// resource), the recipient's domain, or empty (our own server); mellium
+// reports our own bare JID as empty too.
+func (r *Registry) ErrorReply(from jid.JID, id string, resp *Response) {
+	r.g.mu.Lock()
+	if t := r.index[id]; t != nil && errorFromPeer(from, t.c.jid) {
+		t.transition(Error, resp)
+	}
+	r.unlock()
+}
+
+func errorFromPeer(from jid.JID, conv string) bool {
+	if from.Equal(jid.JID{}) {
+		return true
+	}
+	if from.Bare().String() == conv {
+		return true
+	}
+	if from.Localpart() == "" && from.Resourcepart() == "" {
+		peer, err := jid.Parse(conv)
+		return err == nil && peer.Domainpart() == from.Domainpart()
+	}
+	return false
+}
+
+// Close stops tracking everything: pending trackers become Closed, or keep
+// DeliveredToRecipient or Error, per the transition table. Later Track calls
+// fail with ErrShutdown.
+func (r *Registry) Close() {
+	r.g.mu.Lock()
+	r.stop()
+	for _, t := range r.index {
+		t.transition(Closed, nil)
+	}
+	r.unlock()
+}
+
+// Shutdown stops accepting new messages and waits until every pending tracker
+// has settled or ctx ends; it then returns ctx.Err() and tracking goes on.
+func (r *Registry) Shutdown(ctx context.Context) error {
+	r.g.mu.Lock()
+	r.stop()
+	if r.pending == 0 {
+		r.g.mu.Unlock()
+		return nil
+	}
+	if r.idle == nil {
+		r.idle = make(chan struct{})
+	}
+	idle := r.idle
+	r.g.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stop refuses new messages and wakes Track waiters. The caller holds the lock.
+func (r *Registry) stop() {
+	r.shut = true
+	if r.room != nil {
+		close(r.room)
+		r.room = nil
+	}
+}
