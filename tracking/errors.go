@@ -22,7 +22,8 @@ var (
 	ErrRefused = errors.New("tracking: transition refused")
 	// ErrTooManyPending is returned by [Registry.TryTrack] when the pending limit is reached.
 	ErrTooManyPending = errors.New("tracking: too many pending messages")
-	// ErrDuplicateID means a pending message already uses the id.
+	// ErrDuplicateID means a pending message already uses the id (or, with a
+	// chance of about 2^-64 per pair, an id whose hash collides): pick another.
 	ErrDuplicateID = errors.New("tracking: id already pending")
 	// ErrShutdown means the registry no longer accepts messages.
 	ErrShutdown = errors.New("tracking: registry shut down")

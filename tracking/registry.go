@@ -2,6 +2,7 @@ package tracking
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"time"
 
@@ -59,7 +60,8 @@ type Registry struct {
 	window time.Duration
 	epoch  time.Time
 
-	index map[string]*MessageTracker // pending trackers by id
+	seed  maphash.Seed
+	index map[uint64]*MessageTracker // pending trackers by seeded hash of the id
 	convs map[string]*conversation   // conversations with pending trackers
 	dirty []*conversation            // conversations waiting for a sweep
 
@@ -80,7 +82,8 @@ func NewRegistry(cfg Config) *Registry {
 		max:    cfg.MaxPending,
 		window: cfg.Window,
 		epoch:  time.Now(),
-		index:  make(map[string]*MessageTracker),
+		seed:   maphash.MakeSeed(),
+		index:  make(map[uint64]*MessageTracker),
 		convs:  make(map[string]*conversation),
 	}
 	if r.max == 0 {
@@ -138,7 +141,8 @@ func (r *Registry) TryTrack(to, id string, o TrackOptions) (*MessageTracker, err
 }
 
 func (r *Registry) insert(to, id string, o TrackOptions) (*MessageTracker, error) {
-	if _, dup := r.index[id]; dup {
+	key := r.key(id)
+	if _, dup := r.index[key]; dup {
 		return nil, ErrDuplicateID
 	}
 	c := r.convs[to]
@@ -166,7 +170,7 @@ func (r *Registry) insert(to, id string, o TrackOptions) (*MessageTracker, error
 	}
 	c.order = append(c.order, t)
 	c.live++
-	r.index[id] = t
+	r.index[key] = t
 	r.pending++
 	return t, nil
 }
@@ -176,7 +180,7 @@ func (r *Registry) insert(to, id string, o TrackOptions) (*MessageTracker, error
 func (r *Registry) forget(t *MessageTracker) {
 	w := t.word.Load()
 	t.word.Store(w &^ (inRegistry | hasDeadline))
-	delete(r.index, t.id)
+	delete(r.index, r.key(t.id))
 	if w&hasDeadline != 0 && t.heapIdx >= 0 {
 		r.remove(t)
 	}
@@ -218,9 +222,22 @@ func (r *Registry) tidy() {
 	}
 }
 
+// key hashes an id for the index. The seed is random per registry, so peers
+// cannot aim ids at one bucket; the 8-byte key instead of the id string saves
+// 16 bytes per pending tracker.
+func (r *Registry) key(id string) uint64 { return maphash.String(r.seed, id) }
+
+// byID returns the pending tracker with the id, or nil.
+func (r *Registry) byID(id string) *MessageTracker {
+	if t := r.index[r.key(id)]; t != nil && t.id == id {
+		return t
+	}
+	return nil
+}
+
 // lookup returns the pending tracker with the id in conversation conv, or nil.
 func (r *Registry) lookup(conv, id string) *MessageTracker {
-	t := r.index[id]
+	t := r.byID(id)
 	if t == nil || t.c.jid != conv {
 		return nil
 	}
@@ -275,7 +292,7 @@ func (r *Registry) Delivered(conv, id string, resp *Response) {
 func (r *Registry) Displayed(conv, id, thread string, resp *Response) {
 	r.g.mu.Lock()
 	if c := r.convs[conv]; c != nil {
-		if upTo, ok := c.position(r.index[id], id); ok {
+		if upTo, ok := c.position(r.byID(id), id); ok {
 			r.displayedUpTo(c, upTo, thread, resp)
 		}
 	}
@@ -326,7 +343,7 @@ func (r *Registry) Incoming(conv, id string) {
 // reports our own bare JID as empty too.
 func (r *Registry) ErrorReply(from jid.JID, id string, resp *Response) {
 	r.g.mu.Lock()
-	if t := r.index[id]; t != nil && errorFromPeer(from, t.c.jid) {
+	if t := r.byID(id); t != nil && errorFromPeer(from, t.c.jid) {
 		t.transition(Error, resp)
 	}
 	r.unlock()

@@ -1,0 +1,103 @@
+package tracking
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"runtime"
+	"strconv"
+	"testing"
+)
+
+// newID returns a 16-character id, the shape the client generates.
+func newID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// BenchmarkPendingMemory reports the heap held per pending tracker, index
+// entries and timer slot included, with b.N trackers pending at once in 100
+// conversations. The budget is 128 bytes: run with -benchtime=1000000x.
+func BenchmarkPendingMemory(b *testing.B) {
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = newID()
+	}
+	convs := make([]string, 100)
+	for i := range convs {
+		convs[i] = "peer" + strconv.Itoa(i) + "@example.org"
+	}
+	goroutines := runtime.NumGoroutine()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	r := NewRegistry(Config{MaxPending: -1})
+	for i, id := range ids {
+		if _, err := r.TryTrack(convs[i%len(convs)], id, TrackOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// The id strings are counted: they were allocated before, but the
+	// registry is what keeps them alive.
+	idBytes := 16 * b.N
+	perTracker := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)+int64(idBytes)) / float64(b.N)
+	b.ReportMetric(perTracker, "heap-B/tracker")
+	b.ReportMetric(float64(runtime.NumGoroutine()-goroutines), "goroutines")
+	runtime.KeepAlive(r)
+	runtime.KeepAlive(ids)
+}
+
+// BenchmarkTransition measures one evidence-driven transition through the
+// registry (lookup included), with no callbacks registered.
+func BenchmarkTransition(b *testing.B) {
+	r := NewRegistry(Config{MaxPending: -1})
+	ids := make([]string, 4096)
+	for i := range ids {
+		ids[i] = newID()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := ids[i%len(ids)]
+		if i%len(ids) == 0 {
+			b.StopTimer()
+			r = NewRegistry(Config{MaxPending: -1})
+			for _, id := range ids {
+				r.TryTrack(bob, id, TrackOptions{})
+			}
+			b.StartTimer()
+		}
+		r.ServerAck(bob, id)
+	}
+}
+
+// BenchmarkAdvance measures MessageTracker.Advance between two non-final
+// states on a standalone tracker: the table step alone.
+func BenchmarkAdvance(b *testing.B) {
+	tr := NewMessageTracker("m")
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		tr.word.Store(uint32(InTransit))
+		if err := tr.Advance(DeliveredToServer, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTrack measures registering a message (index, timer heap, order).
+func BenchmarkTrack(b *testing.B) {
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = newID()
+	}
+	r := NewRegistry(Config{MaxPending: -1})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, id := range ids {
+		r.TryTrack(bob, id, TrackOptions{})
+	}
+}

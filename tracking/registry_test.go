@@ -1,0 +1,264 @@
+package tracking
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+const bob = "bob@example.org"
+
+func track(t *testing.T, r *Registry, to, id string, o TrackOptions) *MessageTracker {
+	t.Helper()
+	tr, err := r.TryTrack(to, id, o)
+	if err != nil {
+		t.Fatalf("TryTrack(%s, %s): %v", to, id, err)
+	}
+	return tr
+}
+
+func states(trs ...*MessageTracker) []MessageState {
+	out := make([]MessageState, len(trs))
+	for i, tr := range trs {
+		out[i] = tr.State()
+	}
+	return out
+}
+
+func wantStates(t *testing.T, trs []*MessageTracker, want ...MessageState) {
+	t.Helper()
+	got := states(trs...)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("states %v, want %v", got, want)
+		}
+	}
+}
+
+func TestRegistryEvidence(t *testing.T) {
+	r := NewRegistry(Config{})
+	m := track(t, r, bob, "m1", TrackOptions{})
+	r.ServerAck(bob, "m1")
+	r.Delivered("alice@example.org", "m1", nil) // another conversation
+	r.Delivered(bob, "unknown", nil)
+	wantStates(t, []*MessageTracker{m}, DeliveredToServer)
+	r.Delivered(bob, "m1", &Response{ID: "r1"})
+	r.ServerAck(bob, "m1") // a late ack does not pull back
+	wantStates(t, []*MessageTracker{m}, DeliveredToRecipient)
+	if m.Response().ID != "r1" {
+		t.Fatalf("response %+v", m.Response())
+	}
+	r.Displayed(bob, "m1", "", nil)
+	wantStates(t, []*MessageTracker{m}, SeenByRecipient)
+	if !m.Settled() || r.Pending() != 0 || r.Lookup(bob, "m1") != nil || len(r.convs) != 0 || len(r.heap) != 0 {
+		t.Fatalf("settled tracker still held: pending=%d convs=%d heap=%d", r.Pending(), len(r.convs), len(r.heap))
+	}
+}
+
+func TestRegistryDuplicateID(t *testing.T) {
+	r := NewRegistry(Config{})
+	track(t, r, bob, "m1", TrackOptions{})
+	if _, err := r.TryTrack("carol@example.org", "m1", TrackOptions{}); !errors.Is(err, ErrDuplicateID) {
+		t.Fatalf("duplicate id: %v", err)
+	}
+}
+
+func TestDisplayedUpToHere(t *testing.T) {
+	r := NewRegistry(Config{})
+	a := track(t, r, bob, "a", TrackOptions{})
+	b := track(t, r, bob, "b", TrackOptions{})
+	c := track(t, r, bob, "c", TrackOptions{})
+	other := track(t, r, "carol@example.org", "x", TrackOptions{})
+	r.Delivered(bob, "a", nil)
+	r.Displayed(bob, "b", "", nil)
+	wantStates(t, []*MessageTracker{a, b, c, other}, SeenByRecipient, SeenByRecipient, InTransit, InTransit)
+	r.Displayed(bob, "a", "", nil) // older than the displayed point: ignored
+	r.Delivered(bob, "b", nil)     // a receipt after the marker does not downgrade
+	wantStates(t, []*MessageTracker{a, b, c}, SeenByRecipient, SeenByRecipient, InTransit)
+}
+
+func TestDisplayedNamesIncomingMessage(t *testing.T) {
+	r := NewRegistry(Config{})
+	a := track(t, r, bob, "a", TrackOptions{})
+	r.Incoming(bob, "their-1")
+	b := track(t, r, bob, "b", TrackOptions{})
+	r.Displayed(bob, "their-1", "", nil)
+	wantStates(t, []*MessageTracker{a, b}, SeenByRecipient, InTransit)
+	r.Displayed(bob, "never-seen", "", nil)
+	wantStates(t, []*MessageTracker{b}, InTransit)
+}
+
+func TestDisplayedThread(t *testing.T) {
+	r := NewRegistry(Config{})
+	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
+	b := track(t, r, bob, "b", TrackOptions{Thread: "t2"})
+	c := track(t, r, bob, "c", TrackOptions{Thread: "t1"})
+	r.Displayed(bob, "c", "t1", nil)
+	wantStates(t, []*MessageTracker{a, b, c}, SeenByRecipient, InTransit, SeenByRecipient)
+	r.Displayed(bob, "b", "", nil)
+	wantStates(t, []*MessageTracker{b}, SeenByRecipient)
+}
+
+func TestErrorReplySource(t *testing.T) {
+	reply := &Response{Err: errReply}
+	cases := []struct {
+		from string
+		want MessageState
+	}{
+		{"bob@example.org/phone", Error},
+		{"bob@example.org", Error},
+		{"example.org", Error},
+		{"", Error},
+		{"mallory@example.org", InTransit},
+		{"evil.example", InTransit},
+		{"example.org/resource", InTransit},
+	}
+	for _, tc := range cases {
+		t.Run(tc.from, func(t *testing.T) {
+			r := NewRegistry(Config{})
+			m := track(t, r, bob, "m1", TrackOptions{})
+			var from jid.JID
+			if tc.from != "" {
+				from = jid.MustParse(tc.from)
+			}
+			r.ErrorReply(from, "m1", reply)
+			if m.State() != tc.want {
+				t.Fatalf("state %v, want %v", m.State(), tc.want)
+			}
+		})
+	}
+}
+
+func TestErrorThenProof(t *testing.T) {
+	r := NewRegistry(Config{})
+	m := track(t, r, bob, "m1", TrackOptions{})
+	r.ErrorReply(jid.MustParse(bob), "m1", &Response{Err: errReply})
+	if _, err := m.Wait(context.Background(), DeliveredToRecipient); !errors.Is(err, errReply) {
+		t.Fatalf("Wait in ERROR: %v", err)
+	}
+	r.Delivered(bob, "m1", nil)
+	wantStates(t, []*MessageTracker{m}, DeliveredToRecipient)
+	r.ErrorReply(jid.MustParse(bob), "m1", &Response{Err: errReply}) // late error: ignored
+	wantStates(t, []*MessageTracker{m}, DeliveredToRecipient)
+}
+
+func TestWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var changes []MessageState
+		r := NewRegistry(Config{Window: 30 * time.Second, OnStateChange: func(_ *MessageTracker, _, to MessageState, _ *Response) {
+			changes = append(changes, to)
+		}})
+		pending := track(t, r, bob, "a", TrackOptions{})
+		acked := track(t, r, bob, "b", TrackOptions{})
+		delivered := track(t, r, bob, "c", TrackOptions{})
+		failed := track(t, r, bob, "d", TrackOptions{})
+		long := track(t, r, bob, "e", TrackOptions{Window: time.Hour})
+		none := track(t, r, bob, "f", TrackOptions{Window: -1})
+		r.ServerAck(bob, "b")
+		r.Delivered(bob, "c", nil)
+		r.ErrorReply(jid.JID{}, "d", &Response{Err: errReply})
+
+		time.Sleep(29 * time.Second)
+		synctest.Wait()
+		if pending.Settled() {
+			t.Fatal("window ended early")
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		wantStates(t, []*MessageTracker{pending, acked, delivered, failed, long}, TimedOut, TimedOut, DeliveredToRecipient, Error, InTransit)
+		for _, tr := range []*MessageTracker{pending, acked, delivered, failed} {
+			if !tr.Settled() {
+				t.Fatalf("%s not settled", tr.ID())
+			}
+		}
+		if _, err := delivered.Wait(context.Background(), SeenByRecipient); !errors.Is(err, ErrTimedOut) {
+			t.Fatalf("Wait past the window: %v", err)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if long.State() != TimedOut || none.Settled() || r.Pending() != 1 {
+			t.Fatalf("long=%v none settled=%v pending=%d", long.State(), none.Settled(), r.Pending())
+		}
+		want := []MessageState{DeliveredToServer, DeliveredToRecipient, Error, TimedOut, TimedOut, TimedOut}
+		if len(changes) != len(want) {
+			t.Fatalf("changes %v, want %v", changes, want)
+		}
+		r.Close()
+		synctest.Wait()
+		if none.State() != Closed || len(r.heap) != 0 {
+			t.Fatalf("after Close: %v, heap %d", none.State(), len(r.heap))
+		}
+	})
+}
+
+func TestMaxPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := NewRegistry(Config{MaxPending: 2})
+		a := track(t, r, bob, "a", TrackOptions{})
+		track(t, r, bob, "b", TrackOptions{})
+		if _, err := r.TryTrack(bob, "c", TrackOptions{}); !errors.Is(err, ErrTooManyPending) {
+			t.Fatalf("TryTrack at the bound: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := r.Track(ctx, bob, "c", TrackOptions{}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Track at the bound: %v", err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			_, err := r.Track(context.Background(), bob, "c", TrackOptions{})
+			got <- err
+		}()
+		synctest.Wait()
+		select {
+		case err := <-got:
+			t.Fatalf("Track did not wait: %v", err)
+		default:
+		}
+		a.Close()
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := NewRegistry(Config{})
+		m := track(t, r, bob, "a", TrackOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := r.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown with pending: %v", err)
+		}
+		if _, err := r.TryTrack(bob, "b", TrackOptions{}); !errors.Is(err, ErrShutdown) {
+			t.Fatalf("TryTrack after Shutdown: %v", err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- r.Shutdown(context.Background()) }()
+		r.Displayed(bob, "a", "", nil)
+		if err := <-done; err != nil || m.State() != SeenByRecipient {
+			t.Fatalf("Shutdown: %v, state %v", err, m.State())
+		}
+	})
+}
+
+// TestConversationMemoryFollowsPending checks that settling trackers in any
+// order keeps the per-conversation order list proportional to what is pending.
+func TestConversationMemoryFollowsPending(t *testing.T) {
+	r := NewRegistry(Config{})
+	keep := track(t, r, bob, "keep", TrackOptions{})
+	for i := range 10000 {
+		id := "m" + strconv.Itoa(i)
+		track(t, r, bob, id, TrackOptions{}).Close()
+	}
+	c := r.convs[bob]
+	if len(c.order) > 40 || keep.Settled() {
+		t.Fatalf("order holds %d entries for 1 pending tracker", len(c.order))
+	}
+}
