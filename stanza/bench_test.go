@@ -1,0 +1,81 @@
+package stanza_test
+
+import (
+	"encoding/xml"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+)
+
+// replay serves recorded tokens, so that the benchmark measures
+// ParseMessage and not the XML decoder.
+type replay struct {
+	toks []xml.Token
+	i    int
+}
+
+func (r *replay) Token() (xml.Token, error) {
+	if r.i == len(r.toks) {
+		return nil, io.EOF
+	}
+	r.i++
+	return r.toks[r.i-1], nil
+}
+
+func record(b *testing.B, s string) (xml.StartElement, []xml.Token) {
+	d := xml.NewDecoder(strings.NewReader(s))
+	var toks []xml.Token
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		toks = append(toks, xml.CopyToken(tok))
+	}
+	return toks[0].(xml.StartElement), toks[1:]
+}
+
+// BenchmarkParseMessage parses the Prosody 1:1 chat message from
+// pre-decoded tokens.
+func BenchmarkParseMessage(b *testing.B) {
+	for _, bc := range []struct{ name, in string }{
+		{"prosody-chat", prosodyChat},
+		{"prosody-receipt", prosodyReceipt},
+		{"prosody-muc", prosodyMUC},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			start, toks := record(b, bc.in)
+			r := &replay{toks: toks}
+			b.ReportAllocs()
+			for b.Loop() {
+				r.i = 0
+				if _, err := stanza.ParseMessage(start, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkParseMessageDecoder includes encoding/xml decoding of the Prosody
+// 1:1 chat message, for comparison.
+func BenchmarkParseMessageDecoder(b *testing.B) {
+	var sr strings.Reader
+	b.ReportAllocs()
+	for b.Loop() {
+		sr.Reset(prosodyChat)
+		d := xml.NewDecoder(&sr)
+		tok, err := d.Token()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := stanza.ParseMessage(tok.(xml.StartElement), d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

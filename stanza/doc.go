@@ -1,0 +1,51 @@
+// Package stanza holds the wire types xmpptrack needs on top of
+// mellium.im/xmpp: XEP-0198 stream management elements, XEP-0184 receipts,
+// XEP-0333 markers, XEP-0359 ids, the classification of stanza errors into
+// delivery errors, and a cheap parser that extracts delivery evidence from
+// incoming messages.
+//
+// The package does no I/O and keeps no state. Every element type has
+// TokenReader, WriteXML and MarshalXML methods for encoding and an
+// UnmarshalXML method for decoding.
+//
+// # Decoding is strict and bounded
+//
+// XEP-0198 h values must be xs:unsignedInt (see ParseH). Identifiers longer
+// than MaxIDLen bytes are rejected. Decode failures are *FieldError values
+// naming the element and attribute; they wrap ErrInvalidH, ErrIDTooLong,
+// ErrMissingAttr, ErrInvalidAttr, ErrInvalidJID, ErrUnexpectedElement or
+// ErrTooManyElements.
+// Decoders consume the whole element even when they report an error, so the
+// stream stays usable.
+//
+// # Delivery errors
+//
+// Classify maps the condition of a stanza error to one of the sentinel
+// errors:
+//
+//	condition                                   Kind
+//	recipient-unavailable                       ErrOffline
+//	service-unavailable, resource-constraint,
+//	internal-server-error                       ErrNotAvailable
+//	forbidden, not-allowed, not-authorized,
+//	payment-required, registration-required,
+//	subscription-required, policy-violation     ErrPermissionDenied
+//	jid-malformed, item-not-found, gone,
+//	redirect                                    ErrInvalidHandle
+//	feature-not-implemented                     ErrNotImplemented
+//	remote-server-not-found,
+//	remote-server-timeout                       ErrNetwork
+//	bad-request, conflict, not-acceptable,
+//	unexpected-request, undefined-condition,
+//	anything unknown                            nil
+//
+// ErrDisconnected is never produced by Classify: the client uses it when the
+// connection is lost.
+//
+// # Message evidence
+//
+// ParseMessage reads one <message/> and returns an Evidence: the receipt,
+// marker, ids, error and carbon it carries. It does not decide whether the
+// evidence is trustworthy (sender binding, carbon origin, stanza-id
+// announcements); that is the tracker's job.
+package stanza // import "github.com/xmpptrack/xmpptrack/stanza"
