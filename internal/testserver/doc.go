@@ -1,0 +1,51 @@
+// Package testserver starts real XMPP servers (Prosody 0.12 and ejabberd 23.01,
+// as packaged by Debian) for integration tests, examples and benchmarks.
+//
+// Each server runs from its own temporary directory on a random 127.0.0.1
+// port, with a freshly generated self-signed certificate (offered through
+// STARTTLS), stream management, message carbons, message archive management
+// (unless [Options].NoMAM), a multi-user chat service on
+// conference.localhost, lifted rate limits, and the requested accounts. Any
+// number of servers, of either kind, may run at once.
+//
+// # Use
+//
+// Tests call [Start], which stops the server in t.Cleanup and skips the test
+// when the server's binary is missing (but fails it when the CI environment
+// variable is "true"). Programs call [Launch] and [Server.Stop] themselves.
+//
+//	srv := testserver.Start(t, testserver.Prosody, testserver.Options{
+//		Accounts: []string{"alice", "bob"},
+//	})
+//	conn, _ := net.Dial("tcp", srv.Addr())
+//	// … STARTTLS with srv.TLSConfig(), log in as srv.JID("alice") with
+//	// srv.Password("alice").
+//
+// # Processes
+//
+// A server is started in the foreground in its own process group ("prosody
+// -F", "ejabberdctl foreground") and stopped by its PID: SIGTERM, then
+// SIGKILL to the process group after a grace period, then the process is
+// reaped and the directory removed. Nothing outside the temporary directory
+// is written and only 127.0.0.1 is bound (ejabberd also binds its Erlang
+// distribution port on 127.0.0.1; no epmd is started).
+//
+// Port numbers are reserved by binding port 0 and closing the listener, which
+// is racy: after start-up the harness checks (through /proc) that the
+// listening socket belongs to the server it started, and launches again on a
+// new port if another process took it.
+//
+// # Server differences
+//
+// With NoMAM, Prosody still attaches XEP-0359 stanza-ids to group chat
+// messages (mod_muc_mam runs on in-memory storage), but ejabberd does not:
+// ejabberd adds stanza-ids only to archived messages, and archiving rooms on
+// its default Mnesia storage is what makes MAM slow there. One-to-one messages
+// carry no stanza-id on either server without MAM.
+//
+// Prosody accounts are written to its storage directly (SCRAM-SHA-1 hashed
+// credentials, as mod_auth_internal_hashed stores them), before start-up or
+// while running. ejabberd accounts are created by in-band registration
+// (XEP-0077, enabled for the test server only), in parallel, once its port
+// accepts.
+package testserver // import "github.com/xmpptrack/xmpptrack/internal/testserver"

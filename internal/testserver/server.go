@@ -1,0 +1,548 @@
+package testserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// Kind names a server implementation.
+type Kind string
+
+// The supported servers.
+const (
+	// Prosody is Prosody 0.12, started with "prosody -F".
+	Prosody Kind = "prosody"
+	// Ejabberd is ejabberd 23.01, started with "ejabberdctl foreground".
+	Ejabberd Kind = "ejabberd"
+)
+
+// Kinds returns every supported Kind, for tests that run against each server.
+func Kinds() []Kind { return []Kind{Prosody, Ejabberd} }
+
+// Options configure a server. The zero value is a server without accounts,
+// with MAM on.
+type Options struct {
+	// Accounts are the localparts of the accounts to create before Launch
+	// returns. Each gets a random password (see Server.Password).
+	Accounts []string
+
+	// NoMAM turns message archive management off (benchmarks: archiving
+	// dominates the servers' cost per message). See the package documentation
+	// for what it means for stanza-ids.
+	NoMAM bool
+
+	// Debug raises the server's log level to debug.
+	Debug bool
+
+	// StartTimeout bounds start-up, account creation included.
+	// Zero means 30 s.
+	StartTimeout time.Duration
+
+	// Logf receives progress messages of the harness (not the server's log).
+	// Nil means silent; Start uses t.Logf.
+	Logf func(format string, args ...any)
+}
+
+// Server is a running test server. Its methods are safe for concurrent use.
+type Server struct {
+	kind   Kind
+	opts   Options
+	flavor flavor
+	bin    string
+	dir    string
+	port   int
+	cert   *certificate
+
+	// life serializes Stop, Restart and RegisterAccount.
+	life sync.Mutex
+
+	mu       sync.Mutex
+	accounts map[string]string
+	proc     *process
+	stopped  bool
+	startup  time.Duration
+}
+
+// flavor is what differs between the servers.
+type flavor interface {
+	binary() (string, error)
+	prepareDir(*Server) error
+	configure(*Server) error
+	command(s *Server, bin string) *exec.Cmd
+	preRegister(*Server, map[string]string) error
+	postRegister(context.Context, *Server, map[string]string) error
+	register(ctx context.Context, s *Server, local, password string) error
+	termTarget(pid int) int
+	signal() syscall.Signal
+	grace() time.Duration
+	logFiles(*Server) []string
+	portTaken(logs string) bool
+	release()
+}
+
+func newFlavor(kind Kind) (flavor, error) {
+	switch kind {
+	case Prosody:
+		return prosody{}, nil
+	case Ejabberd:
+		return newEjabberd()
+	}
+	return nil, fmt.Errorf("testserver: unknown server kind %q", kind)
+}
+
+// Available reports why kind cannot be started here, or nil if it can.
+func Available(kind Kind) error {
+	f, err := newFlavor(kind)
+	if err != nil {
+		return err
+	}
+	_, err = f.binary()
+	return err
+}
+
+// Start launches a server for a test and stops it in t.Cleanup (logging the
+// server's log tail first if the test failed). Without the server's binary
+// the test is skipped, unless the environment variable CI is "true": then it
+// fails.
+func Start(t testing.TB, kind Kind, opts Options) *Server {
+	t.Helper()
+	if err := Available(kind); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("testserver: %s is required under CI=true: %v", kind, err)
+		}
+		t.Skipf("testserver: %s not available: %v", kind, err)
+	}
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
+	s, err := Launch(t.Context(), kind, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("testserver: %s log tail (%s):\n%s", kind, s.Dir(), s.Logs())
+		}
+		if err := s.Stop(); err != nil {
+			t.Errorf("testserver: stopping %s: %v", kind, err)
+		}
+	})
+	return s
+}
+
+// Launch starts a server and returns once its port accepts connections and
+// its accounts exist. The caller must call Stop. ctx bounds start-up only.
+func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
+	f, err := newFlavor(kind)
+	if err != nil {
+		return nil, err
+	}
+	bin, err := f.binary()
+	if err != nil {
+		return nil, fmt.Errorf("testserver: %s not available: %w", kind, err)
+	}
+	accounts := make(map[string]string, len(opts.Accounts))
+	for _, local := range opts.Accounts {
+		if _, err := jid.New(local, "localhost", ""); err != nil || local == "" {
+			return nil, fmt.Errorf("testserver: invalid account %q: %v", local, err)
+		}
+		accounts[local] = newPassword()
+	}
+	opts.Accounts = slices.Sorted(maps.Keys(accounts))
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
+	defer cancel()
+
+	began := time.Now()
+	s := &Server{kind: kind, opts: opts, flavor: f, bin: bin, accounts: accounts}
+	if err := s.setup(); err != nil {
+		s.removeDir()
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		if s.port, err = reservePort(); err != nil {
+			break
+		}
+		if err = f.configure(s); err != nil {
+			break
+		}
+		err = s.startProcess(ctx)
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == 3 {
+			break
+		}
+		s.logf("testserver: %s: port %d was taken, retrying on another port", kind, s.port)
+		releasePort(s.port)
+	}
+	portReady := time.Since(began)
+	if err == nil {
+		if err = f.postRegister(ctx, s, accounts); err != nil {
+			err = fmt.Errorf("testserver: %s: creating accounts: %w", kind, err)
+		}
+	}
+	if err != nil {
+		logs := s.Logs()
+		s.Stop()
+		return nil, fmt.Errorf("%w\n--- %s log tail ---\n%s", err, kind, logs)
+	}
+	s.startup = time.Since(began)
+	s.logf("testserver: %s on %s (pid %d, dir %s, MAM %v) ready in %v (port accepted after %v, %d accounts)",
+		kind, s.Addr(), s.PID(), s.dir, !opts.NoMAM, s.startup.Round(time.Millisecond), portReady.Round(time.Millisecond), len(accounts))
+	return s, nil
+}
+
+// setup creates the directory, the certificate and the pre-start accounts.
+func (s *Server) setup() error {
+	dir, err := os.MkdirTemp("", "xmpptrack-"+string(s.kind)+"-")
+	if err != nil {
+		return fmt.Errorf("testserver: %w", err)
+	}
+	s.dir = dir
+	if s.cert, err = newCertificate(s.Domain(), s.MUCDomain()); err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{"cert.pem": s.cert.certPEM, "key.pem": s.cert.keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return fmt.Errorf("testserver: %w", err)
+		}
+	}
+	if err := s.flavor.prepareDir(s); err != nil {
+		return fmt.Errorf("testserver: %s: preparing %s: %w", s.kind, dir, err)
+	}
+	if err := s.flavor.preRegister(s, s.accounts); err != nil {
+		return fmt.Errorf("testserver: %s: creating accounts: %w", s.kind, err)
+	}
+	return nil
+}
+
+// startProcess starts the server and waits for its port. On failure the
+// process is stopped; errPortTaken means another process holds the port.
+func (s *Server) startProcess(ctx context.Context) error {
+	cmd := s.flavor.command(s, s.bin)
+	cmd.Dir = s.dir
+	p := &process{cmd: cmd, done: make(chan struct{}), out: &tail{max: 64 << 10}}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	// Own process group: the whole tree can be killed if SIGTERM is ignored.
+	// Pdeathsig kills the started process if this one dies without cleaning
+	// up (a test binary killed on timeout); for ejabberd that is only the
+	// ejabberdctl script, and the Erlang VM outlives it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("testserver: starting %s: %w", s.kind, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	s.mu.Lock()
+	s.proc = p
+	s.mu.Unlock()
+
+	err := waitPort(ctx, s.Addr(), p.done)
+	if err == nil && !listenerOwned(s.port, cmd.Process.Pid) {
+		err = errPortTaken
+	}
+	if err != nil {
+		if !errors.Is(err, errPortTaken) && s.flavor.portTaken(s.Logs()) {
+			err = fmt.Errorf("%w: %w", errPortTaken, err)
+		}
+		s.stopProcess()
+		return fmt.Errorf("testserver: %s on port %d: %w", s.kind, s.port, err)
+	}
+	return nil
+}
+
+// Stop stops the server (SIGTERM, then SIGKILL to its process group after a
+// grace period), reaps it and removes its directory. It is idempotent.
+func (s *Server) Stop() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	s.mu.Unlock()
+	err := s.stopProcess()
+	s.flavor.release()
+	if s.port != 0 {
+		releasePort(s.port)
+	}
+	return errors.Join(err, s.removeDir())
+}
+
+func (s *Server) removeDir() error {
+	if s.dir == "" {
+		return nil
+	}
+	if err := os.RemoveAll(s.dir); err != nil {
+		return fmt.Errorf("testserver: removing %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Restart stops the server process and starts it again on the same port with
+// the same directory, so accounts persist but every session, stream
+// management state included, is gone.
+func (s *Server) Restart(ctx context.Context) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		return errors.New("testserver: Restart after Stop")
+	}
+	if err := s.stopProcess(); err != nil {
+		return err
+	}
+	if err := s.flavor.configure(s); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.StartTimeout)
+	defer cancel()
+	began := time.Now()
+	if err := s.startProcess(ctx); err != nil {
+		return fmt.Errorf("%w\n--- %s log tail ---\n%s", err, s.kind, s.Logs())
+	}
+	s.logf("testserver: %s restarted on %s (pid %d) in %v", s.kind, s.Addr(), s.PID(), time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// stopProcess stops the current process, if any, and waits until it is reaped.
+func (s *Server) stopProcess() error {
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	pid := p.cmd.Process.Pid
+	target := s.flavor.termTarget(pid)
+	began := time.Now()
+	syscall.Kill(target, s.flavor.signal())
+	timer := time.NewTimer(s.flavor.grace())
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		s.logf("testserver: %s (pid %d) stopped in %v", s.kind, pid, time.Since(began).Round(time.Millisecond))
+		return nil
+	case <-timer.C:
+	}
+	// The group leader has not exited, so the group is still ours.
+	s.logf("testserver: %s (pid %d) ignored SIGTERM for %v, killing its process group", s.kind, pid, s.flavor.grace())
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("testserver: killing %s (pid %d): %w", s.kind, pid, err)
+	}
+	timer.Reset(10 * time.Second)
+	select {
+	case <-p.done:
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("testserver: %s (pid %d) did not exit after SIGKILL", s.kind, pid)
+	}
+}
+
+// RegisterAccount creates another account on the running server. An empty
+// password means a random one. It fails if the account exists.
+func (s *Server) RegisterAccount(ctx context.Context, local, password string) error {
+	if _, err := jid.New(local, s.Domain(), ""); err != nil || local == "" {
+		return fmt.Errorf("testserver: invalid account %q: %v", local, err)
+	}
+	if password == "" {
+		password = newPassword()
+	}
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	_, exists := s.accounts[local]
+	s.mu.Unlock()
+	if exists {
+		return fmt.Errorf("testserver: account %q exists", local)
+	}
+	if err := s.flavor.register(ctx, s, local, password); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.accounts[local] = password
+	s.mu.Unlock()
+	return nil
+}
+
+// Kind returns the server's kind.
+func (s *Server) Kind() Kind { return s.kind }
+
+// Addr returns the client-to-server address, "127.0.0.1:port".
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Domain returns the server's only virtual host, "localhost".
+func (s *Server) Domain() string { return "localhost" }
+
+// MUCDomain returns the multi-user chat service, "conference.localhost".
+// Rooms are created on first join and are unlocked at once.
+func (s *Server) MUCDomain() string { return "conference.localhost" }
+
+// MAM reports whether message archive management is on.
+func (s *Server) MAM() bool { return !s.opts.NoMAM }
+
+// JID returns the bare JID of an account (localpart@localhost).
+func (s *Server) JID(local string) jid.JID {
+	return jid.MustParse(local + "@" + s.Domain())
+}
+
+// Password returns an account's password, or "" for an unknown account.
+func (s *Server) Password(local string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accounts[local]
+}
+
+// Accounts returns the localparts of all accounts, sorted.
+func (s *Server) Accounts() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.accounts))
+}
+
+// TLSConfig returns a new client configuration that trusts only the server's
+// certificate (verification stays on) and expects ServerName "localhost".
+func (s *Server) TLSConfig() *tls.Config { return s.cert.tlsConfig(s.Domain()) }
+
+// CertPool returns a pool holding only the server's certificate.
+func (s *Server) CertPool() *x509.CertPool { return s.cert.pool.Clone() }
+
+// CertPEM returns the server's certificate in PEM form (for third-party
+// clients).
+func (s *Server) CertPEM() []byte { return slices.Clone(s.cert.certPEM) }
+
+// Dir returns the server's temporary directory (removed by Stop).
+func (s *Server) Dir() string { return s.dir }
+
+// PID returns the process ID of the started process (for ejabberd, the
+// ejabberdctl script whose descendant is the Erlang VM), or 0.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
+// StartupTime returns how long Launch took, account creation included.
+func (s *Server) StartupTime() time.Duration { return s.startup }
+
+// Logs returns the tail of the server's log files and of its standard output
+// and error, for failure messages.
+func (s *Server) Logs() string {
+	var b []byte
+	for _, name := range s.flavor.logFiles(s) {
+		data, err := readTail(name, 16<<10)
+		if err != nil || len(data) == 0 {
+			continue
+		}
+		b = fmt.Appendf(b, "== %s ==\n%s\n", filepath.Base(name), data)
+	}
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p != nil {
+		if out := p.out.bytes(); len(out) > 0 {
+			b = fmt.Appendf(b, "== output ==\n%s\n", out)
+		}
+	}
+	return string(b)
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.opts.Logf != nil {
+		s.opts.Logf(format, args...)
+	}
+}
+
+func (s *Server) logLevel() string {
+	if s.opts.Debug {
+		return "debug"
+	}
+	return "info"
+}
+
+// newPassword returns a random password that needs no escaping anywhere.
+func newPassword() string {
+	var b [9]byte
+	rand.Read(b[:])
+	return "pw-" + hex.EncodeToString(b[:])
+}
+
+// process is one run of the server.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once reaped
+	err  error         // Wait's result, valid once done is closed
+	out  *tail
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.buf)
+}
+
+// readTail returns up to the last n bytes of a file.
+func readTail(name string, n int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(st.Size()-n, 0)
+	buf := make([]byte, st.Size()-off)
+	_, err = f.ReadAt(buf, off)
+	return buf, err
+}
