@@ -1,0 +1,323 @@
+package xmpptrack
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/carbons"
+	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack/sm"
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// ErrClientClosed is returned by Send and friends once Close or Shutdown was called.
+var ErrClientClosed = errors.New("xmpptrack: client closed")
+
+// Client is one logged-in account that sends tracked messages. It keeps the
+// connection up: when it drops, the client reconnects with backoff and
+// resumes the stream, and trackers carry on across connections. It is safe
+// for concurrent use.
+type Client struct {
+	cfg      Config
+	account  jid.JID
+	self     string // our bare JID
+	password string
+	log      *slog.Logger
+
+	reg *tracking.Registry
+	sm  *sm.State
+	rcp *recipient
+	obs observers
+
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the connection loop has ended
+
+	mu       sync.Mutex
+	session  *xmpp.Session // current session; nil while reconnecting
+	up       chan struct{} // closed while a session is up; replaced when it drops
+	closing  bool
+	shutting bool
+	err      error // why the connection loop ended
+}
+
+// Dial logs in to the account with the password and returns a Client whose
+// connection is up, stream management enabled, carbons enabled and initial
+// presence sent. Errors from this first connection are returned (an
+// authentication failure matches ErrAuth); later connection losses are
+// handled by reconnecting. cfg may be nil.
+func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*Client, error) {
+	c := &Client{account: account, self: account.Bare().String(), password: password}
+	if cfg != nil {
+		c.cfg = *cfg
+	}
+	c.log = c.cfg.logger()
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.done = make(chan struct{})
+	c.up = make(chan struct{})
+	c.reg = tracking.NewRegistry(tracking.Config{
+		MaxPending:    c.cfg.MaxPending,
+		Window:        c.cfg.Window,
+		OnStateChange: c.cfg.OnStateChange,
+		Logger:        c.cfg.Logger,
+	})
+	smCfg := c.cfg.StreamManagement
+	smCfg.OnAcked = c.acked(smCfg.OnAcked)
+	smCfg.OnLost = c.lost(smCfg.OnLost)
+	if smCfg.Logger == nil {
+		smCfg.Logger = c.cfg.Logger
+	}
+	c.sm = sm.New(smCfg)
+	c.rcp = newRecipient(c)
+
+	conn, err := c.connect(ctx)
+	if err != nil {
+		c.cancel()
+		c.reg.Close()
+		return nil, err
+	}
+	go c.rcp.run()
+	go c.loop(conn)
+	return c, nil
+}
+
+// acked turns stream-management acks of our messages into DeliveredToServer.
+func (c *Client) acked(next func(sm.Stanza)) func(sm.Stanza) {
+	return func(s sm.Stanza) {
+		if s.Name == "message" {
+			c.reg.ServerAck(bareOf(s.To), s.ID)
+		}
+		if next != nil {
+			next(s)
+		}
+	}
+}
+
+// lost turns messages that stream management gave up on into Aborted.
+func (c *Client) lost(next func(sm.Stanza)) func(sm.Stanza) {
+	return func(s sm.Stanza) {
+		if s.Name == "message" {
+			c.reg.Lost(bareOf(s.To), s.ID)
+		}
+		if next != nil {
+			next(s)
+		}
+	}
+}
+
+// conn is one connection: its session, and the context of the goroutines
+// that serve it (the stream-management ack requester).
+type conn struct {
+	s      *xmpp.Session
+	cancel context.CancelFunc
+}
+
+// connect opens one session: dial, TLS, SASL, resume or bind, then stream
+// management, carbons and presence.
+func (c *Client) connect(ctx context.Context) (conn, error) {
+	in, out := c.sm.Tees()
+	s, err := dialSession(ctx, dialConfig{
+		JID:                   c.account,
+		Password:              c.password,
+		Addr:                  c.cfg.Addr,
+		TLSConfig:             c.cfg.TLSConfig,
+		DirectTLS:             c.cfg.DirectTLS,
+		AllowPlaintext:        c.cfg.AllowPlaintext,
+		RequireChannelBinding: c.cfg.RequireChannelBinding,
+		TeeIn:                 in,
+		TeeOut:                out,
+		WrapBind:              c.sm.BindOrResume,
+	})
+	if err != nil {
+		return conn{}, err
+	}
+	connCtx, cancel := context.WithCancel(c.ctx)
+	fail := func(err error) (conn, error) {
+		cancel()
+		s.Close()
+		return conn{}, err
+	}
+	if err := c.sm.Start(connCtx, s); err != nil {
+		return fail(err)
+	}
+	resumed := c.sm.Resumed()
+	if !resumed {
+		// A fresh session: be available, so that markers and receipts sent
+		// to our bare JID reach us.
+		if err := s.Send(ctx, xstanza.Presence{}.Wrap(nil)); err != nil {
+			return fail(err)
+		}
+	}
+	c.mu.Lock()
+	c.session = s
+	close(c.up)
+	c.mu.Unlock()
+	if !resumed && !c.cfg.NoCarbons {
+		go c.enableCarbons(s)
+	}
+	for _, o := range c.obs.get() {
+		if o.Connected != nil {
+			o.Connected(resumed)
+		}
+	}
+	c.log.Debug("xmpptrack: connected", "jid", s.LocalAddr().String(), "resumed", resumed)
+	return conn{s: s, cancel: cancel}, nil
+}
+
+// enableCarbons turns on XEP-0280 for a fresh session. It runs on its own
+// goroutine because the answer arrives through Serve.
+func (c *Client) enableCarbons(s *xmpp.Session) {
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	if err := carbons.Enable(ctx, s); err != nil {
+		c.log.Debug("xmpptrack: carbons not enabled", "err", err)
+	}
+}
+
+// loop serves the session and reconnects until Close, or until a
+// reconnection fails for good (for example the password no longer works).
+func (c *Client) loop(cn conn) {
+	defer close(c.done)
+	lo, hi := c.cfg.backoff()
+	handler := c.sm.Handler(c.tap(c.cfg.Handler))
+	for {
+		err := cn.s.Serve(handler)
+		cn.cancel()
+		c.mu.Lock()
+		c.session = nil
+		c.up = make(chan struct{})
+		closing := c.closing
+		c.mu.Unlock()
+		cn.s.Close()
+		if closing {
+			return
+		}
+		c.log.Debug("xmpptrack: connection lost", "err", err)
+		wait := lo
+		for attempt := 0; ; attempt++ {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(jitter(wait)):
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+			cn, err = c.connect(ctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			if errors.Is(err, ErrAuth) || c.ctx.Err() != nil {
+				c.fail(err)
+				return
+			}
+			c.log.Debug("xmpptrack: reconnect failed", "attempt", attempt+1, "err", err)
+			wait = min(2*wait, hi)
+		}
+	}
+}
+
+// fail ends the client after a permanent connection failure: messages the
+// server never acknowledged are aborted, the rest keep their state.
+func (c *Client) fail(err error) {
+	c.log.Warn("xmpptrack: giving up reconnecting", "err", err)
+	c.mu.Lock()
+	c.err = err
+	c.closing = true
+	c.mu.Unlock()
+	c.sm.Abandon() // unacknowledged messages become Aborted through OnLost
+	c.reg.Close()
+}
+
+// jitter spreads reconnection attempts by up to a quarter of d.
+func jitter(d time.Duration) time.Duration {
+	return d - time.Duration(rand.Int64N(int64(d)/4+1))
+}
+
+// Err returns why the client stopped reconnecting (nil while it runs or after Close).
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Done returns a channel closed when the client has stopped: after Close,
+// Shutdown, or a permanent connection failure (see Err).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Session returns the current session for use with other mellium packages,
+// waiting while the client reconnects. The session changes on reconnection;
+// do not keep it. Never call its Serve method.
+func (c *Client) Session(ctx context.Context) (*xmpp.Session, error) {
+	for {
+		c.mu.Lock()
+		s, up, closing := c.session, c.up, c.closing || c.shutting
+		c.mu.Unlock()
+		switch {
+		case closing:
+			return nil, ErrClientClosed
+		case s != nil:
+			return s, nil
+		}
+		select {
+		case <-up:
+		case <-c.done:
+			return nil, ErrClientClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Close ends the client promptly: pending trackers become Closed (or keep
+// DeliveredToRecipient or Error), the stream is closed and the connection
+// loop ends. It returns after that.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closing = true
+	s := c.session
+	c.mu.Unlock()
+	c.reg.Close()
+	if s != nil {
+		s.Close()
+	}
+	c.cancel()
+	<-c.done
+	return nil
+}
+
+// Shutdown stops accepting new messages, waits until every pending tracker
+// has settled (or ctx ends), then closes the client. On ctx expiry it closes
+// anyway and returns ctx.Err().
+func (c *Client) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	c.shutting = true
+	c.mu.Unlock()
+	err := c.reg.Shutdown(ctx)
+	c.Close()
+	return err
+}
+
+// bareOf returns the bare JID of a JID in string form, or s if it does not parse.
+func bareOf(s string) string {
+	j, err := jid.Parse(s)
+	if err != nil {
+		return s
+	}
+	return j.Bare().String()
+}
+
+// deliveryError wraps a stanza error for a tracker's Response.
+func deliveryError(e *xstanza.Error) error {
+	if e == nil {
+		return stanza.Classify(xstanza.Error{Condition: xstanza.UndefinedCondition})
+	}
+	return stanza.Classify(*e)
+}

@@ -1,0 +1,89 @@
+package xmpptrack
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+
+	"mellium.im/xmpp"
+
+	"github.com/xmpptrack/xmpptrack/sm"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// Config configures a Client. The zero value is ready to use: certificate
+// verification on, stream management on, a 5-minute tracking window, receipts
+// answered and markers available.
+type Config struct {
+	// Addr is the server's host:port. Empty means looking up the account's
+	// domain (DNS SRV, then the domain on port 5222).
+	Addr string
+	// TLSConfig is used for STARTTLS or direct TLS. Nil means the system roots
+	// with the account's domain as server name. It is cloned.
+	TLSConfig *tls.Config
+	// DirectTLS connects with TLS from the first byte (XEP-0368) instead of STARTTLS.
+	DirectTLS bool
+	// AllowPlaintext logs in without TLS (STARTTLS is not attempted): for
+	// loopback tests only. It cannot be combined with TLSConfig, DirectTLS or
+	// RequireChannelBinding.
+	AllowPlaintext bool
+	// RequireChannelBinding refuses to log in without a SCRAM -PLUS mechanism.
+	// By default -PLUS is used only where its channel binding is known to work:
+	// tls-unique on TLS 1.2, and on TLS 1.3 only when the server announces
+	// tls-exporter (XEP-0440); ejabberd 23.01 offers -PLUS on TLS 1.3 but
+	// rejects the binding.
+	RequireChannelBinding bool
+
+	// MaxPending bounds the trackers that are not settled: Send waits at the
+	// bound and TrySend fails with ErrTooManyPending. Zero means 100,000; a
+	// negative value means no bound.
+	MaxPending int
+	// Window is the default tracking window (see tracking.Config.Window). Zero
+	// means 5 minutes; a negative value means none.
+	Window time.Duration
+	// OnStateChange is called for every state change of every message, on a
+	// goroutine of the library, in order. It costs no memory per message.
+	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
+
+	// StreamManagement tunes XEP-0198: ack requests, the unacked queue bound,
+	// and what happens to unacked messages when a stream cannot be resumed.
+	StreamManagement sm.Config
+
+	// Handler receives every incoming stanza unchanged, after tracking has
+	// looked at it. Nil means incoming stanzas are dropped (receipts are still
+	// answered). A mux.ServeMux works here.
+	Handler xmpp.Handler
+	// NoReceipts stops answering XEP-0184 receipt requests.
+	NoReceipts bool
+	// NoMarkers makes MarkDisplayed a no-op, for privacy.
+	NoMarkers bool
+	// NoCarbons leaves XEP-0280 carbons off. With carbons on, receipts and
+	// markers the recipient sends to another of our devices still count.
+	NoCarbons bool
+
+	// MinBackoff and MaxBackoff bound the wait between reconnection attempts.
+	// Zero means 250 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+
+	// Logger receives connection events and dropped input at debug level and
+	// problems at warn level. Nil means silent.
+	Logger *slog.Logger
+}
+
+func (c *Config) backoff() (lo, hi time.Duration) {
+	lo, hi = c.MinBackoff, c.MaxBackoff
+	if lo <= 0 {
+		lo = 250 * time.Millisecond
+	}
+	if hi <= 0 {
+		hi = 30 * time.Second
+	}
+	return lo, max(lo, hi)
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}

@@ -1,0 +1,267 @@
+package xmpptrack
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/dial"
+	"mellium.im/xmpp/jid"
+)
+
+// ErrAuth is reported (through errors.Is) when the server refused the
+// credentials, or when the server failed to prove that it knows them (a SCRAM
+// server signature that does not verify). The error also carries the SASL
+// mechanism and the server's condition and text.
+var ErrAuth = errors.New("xmpptrack: authentication failed")
+
+// errNoChannelBinding is reported when channel binding is required but the
+// server offers no -PLUS mechanism with a binding type both sides support.
+var errNoChannelBinding = errors.New("xmpptrack: channel binding required but not available")
+
+// errNoTLS is reported when TLS could not be established (the server does
+// not offer STARTTLS, or refuses it) and plaintext was not allowed.
+var errNoTLS = errors.New("xmpptrack: no TLS")
+
+// dialConfig holds what dialSession needs to open an authenticated, bound
+// session. The zero value of every field but JID and Password is a safe
+// default.
+type dialConfig struct {
+	// JID is the account. Its resourcepart is ignored: the server assigns
+	// the resource (mellium v0.23.0's bind cannot request one correctly).
+	JID      jid.JID
+	Password string
+
+	// Addr is host:port. Empty means the JID's domain through
+	// mellium.im/xmpp/dial (DNS SRV, then the domain on the standard ports).
+	Addr string
+
+	// TLSConfig verifies the server. Nil means the system roots with
+	// ServerName = the JID's domain; a non-nil one is cloned and its
+	// ServerName filled in when empty. Verification is never turned off here.
+	TLSConfig *tls.Config
+
+	// DirectTLS starts TLS before any XMPP (XEP-0368) instead of STARTTLS.
+	DirectTLS bool
+
+	// AllowPlaintext runs the whole stream unencrypted: STARTTLS is not
+	// attempted even if offered, and SCRAM runs without TLS (PLAIN is never
+	// used without TLS). For loopback tests and benchmarks only. It excludes
+	// DirectTLS, TLSConfig and RequireChannelBinding.
+	AllowPlaintext bool
+
+	// RequireChannelBinding refuses to authenticate unless a SCRAM-*-PLUS
+	// mechanism can run with a channel binding both sides support (see
+	// mechanismsFor for the policy).
+	RequireChannelBinding bool
+
+	// TeeIn and TeeOut receive a copy of the stream as read and written,
+	// above TLS (nil = none). They see the SASL exchange.
+	TeeIn, TeeOut io.Writer
+
+	// WrapBind replaces resource binding (stream management passes
+	// BindOrResume here). Nil means plain binding. The context its Negotiate
+	// receives is never canceled: dialSession enforces its own context
+	// through the connection's deadline, so blocking reads and writes fail
+	// when it ends.
+	WrapBind func(xmpp.StreamFeature) xmpp.StreamFeature
+
+	// Logger receives debug records about TLS and mechanism choices.
+	// Nil means silent.
+	Logger *slog.Logger
+}
+
+// check reports contradictory or incomplete configurations.
+func (c *dialConfig) check() error {
+	switch {
+	case c.JID.Localpart() == "" || c.JID.Domainpart() == "":
+		return fmt.Errorf("xmpptrack: dial: JID %q has no localpart or domain", c.JID)
+	case c.Password == "":
+		return errors.New("xmpptrack: dial: empty password")
+	case c.AllowPlaintext && c.DirectTLS:
+		return errors.New("xmpptrack: dial: AllowPlaintext and DirectTLS exclude each other")
+	case c.AllowPlaintext && c.TLSConfig != nil:
+		return errors.New("xmpptrack: dial: AllowPlaintext with a TLSConfig: the connection would not use it")
+	case c.AllowPlaintext && c.RequireChannelBinding:
+		return errors.New("xmpptrack: dial: RequireChannelBinding needs TLS, but AllowPlaintext is set")
+	}
+	return nil
+}
+
+// tlsConfig returns the configuration used for STARTTLS or direct TLS. It
+// never modifies c.TLSConfig.
+func (c *dialConfig) tlsConfig() *tls.Config {
+	var cfg *tls.Config
+	if c.TLSConfig == nil {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	} else {
+		cfg = c.TLSConfig.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = c.JID.Domainpart()
+	}
+	if c.DirectTLS && len(cfg.NextProtos) == 0 {
+		cfg.NextProtos = []string{"xmpp-client"} // XEP-0368
+	}
+	return cfg
+}
+
+// dialSession connects, secures, authenticates and binds a client session
+// as c says. On success the caller owns the session and its connection
+// (Session.Conn): closing the session does not close the connection.
+//
+// Transport: TCP to c.Addr, or the JID's domain through mellium's dialer;
+// then STARTTLS, or direct TLS with DirectTLS, or nothing with
+// AllowPlaintext. The certificate is always verified.
+//
+// Authentication: SASL with the mechanisms of mechanismsFor, in this order of
+// preference: SCRAM-SHA-256-PLUS, SCRAM-SHA-1-PLUS, SCRAM-SHA-256,
+// SCRAM-SHA-1, PLAIN (PLAIN and the -PLUS variants only over TLS).
+//
+// Fail-closed: configuring a tee makes mellium skip its RFC 7590 "STARTTLS
+// even if not advertised" attempt, so the result is checked instead: a
+// session that is not encrypted (without AllowPlaintext), not authenticated
+// or not bound is closed and reported as an error, whatever the server
+// advertised.
+//
+// Errors start with "xmpptrack: " ("xmpptrack: dial: …", "xmpptrack:
+// authentication failed: …", "xmpptrack: no TLS: …", "xmpptrack: channel
+// binding required but not available: …"); causes stay reachable with
+// errors.Is/As: ErrAuth (and the unexported *authError with the SASL
+// condition), *tls.CertificateVerificationError, net errors, and the
+// context's error when ctx ends during negotiation.
+func dialSession(ctx context.Context, c dialConfig) (*xmpp.Session, error) {
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	conn, err := dialConn(ctx, &c)
+	if err != nil {
+		return nil, fmt.Errorf("xmpptrack: dial: %w", err)
+	}
+	// ctx bounds negotiation through the connection's deadline, set once
+	// and held. mellium's own watch (given a cancelable context) sets a past
+	// deadline and clears it at once, which can leave a blocked read waiting
+	// and would race with this one; negotiateSession hides ctx's
+	// cancellation from mellium for that reason.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	s, err := negotiateSession(ctx, conn, &c)
+	if !stop() {
+		// The context ended during negotiation: report it, whatever the
+		// negotiation returned (an i/o timeout from the deadline, usually).
+		if err == nil {
+			s.Close()
+			err = fmt.Errorf("xmpptrack: dial: %w", context.Cause(ctx))
+		} else {
+			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		}
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// dialConn opens the transport: plain TCP, or TLS with DirectTLS.
+func dialConn(ctx context.Context, c *dialConfig) (net.Conn, error) {
+	var nd net.Dialer
+	if c.Addr == "" {
+		d := dial.Dialer{NoTLS: !c.DirectTLS}
+		if c.DirectTLS {
+			d.TLSConfig = c.tlsConfig()
+		}
+		return d.Dial(ctx, "tcp", c.JID)
+	}
+	if !c.DirectTLS {
+		return nd.DialContext(ctx, "tcp", c.Addr)
+	}
+	td := tls.Dialer{NetDialer: &nd, Config: c.tlsConfig()}
+	return td.DialContext(ctx, "tcp", c.Addr)
+}
+
+// negotiateSession runs stream negotiation on conn and checks the result.
+func negotiateSession(ctx context.Context, conn net.Conn, c *dialConfig) (*xmpp.Session, error) {
+	var state xmpp.SessionState
+	var features []xmpp.StreamFeature
+	_, directTLS := conn.(*tls.Conn)
+	switch {
+	case c.AllowPlaintext:
+		// mellium only runs SASL on a session marked Secure; marking it is how
+		// plaintext is allowed. It also keeps StartTLS from being attempted
+		// (Prosody offers it again after authentication).
+		state |= xmpp.Secure
+	case !directTLS:
+		features = append(features, xmpp.StartTLS(c.tlsConfig()))
+	}
+	a := &authenticator{
+		ctx:       ctx,
+		username:  c.JID.Localpart(),
+		password:  c.Password,
+		requireCB: c.RequireChannelBinding,
+		logger:    c.Logger,
+	}
+	bind := xmpp.BindResource()
+	if c.WrapBind != nil {
+		bind = c.WrapBind(bind)
+	}
+	features = append(features, channelBindingFeature(), a.feature(), bind)
+
+	origin := c.JID.Bare()
+	s, err := xmpp.NewSession(context.WithoutCancel(ctx), origin.Domain(), origin, conn, state, xmpp.NewNegotiator(
+		func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {
+			return xmpp.StreamConfig{Features: features, TeeIn: c.TeeIn, TeeOut: c.TeeOut}
+		}))
+	if err != nil {
+		if errors.Is(err, ErrAuth) || errors.Is(err, errNoChannelBinding) {
+			return nil, err
+		}
+		if s != nil && !c.AllowPlaintext && s.State()&xmpp.Secure == 0 {
+			_, sawSASL := s.Feature(nsSASL)
+			_, sawTLS := s.Feature(nsStartTLS)
+			if sawSASL && !sawTLS {
+				return nil, fmt.Errorf("%w: the server does not offer STARTTLS; refusing to authenticate without TLS: %w", errNoTLS, err)
+			}
+		}
+		return nil, fmt.Errorf("xmpptrack: dial: negotiating with %s: %w", c.JID.Domain(), err)
+	}
+	if err := checkSession(s, c); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if c.Logger != nil {
+		cs := s.ConnectionState()
+		c.Logger.LogAttrs(ctx, slog.LevelDebug, "xmpptrack: session ready",
+			slog.String("jid", s.LocalAddr().String()),
+			slog.String("tls", tlsVersionName(cs.Version)),
+			slog.String("mechanism", a.used.mechanism),
+			slog.String("channel_binding", a.used.binding))
+	}
+	return s, nil
+}
+
+// checkSession verifies what negotiation must have achieved, whatever the
+// server advertised.
+func checkSession(s *xmpp.Session, c *dialConfig) error {
+	switch st := s.State(); {
+	case !c.AllowPlaintext && (st&xmpp.Secure == 0 || s.ConnectionState().Version == 0):
+		return fmt.Errorf("%w: the session was negotiated without TLS", errNoTLS)
+	case st&xmpp.Authn == 0:
+		return errors.New("xmpptrack: dial: the server ended negotiation without authentication")
+	case s.LocalAddr().Resourcepart() == "":
+		return errors.New("xmpptrack: dial: the server ended negotiation without binding a resource")
+	}
+	return nil
+}
+
+func tlsVersionName(v uint16) string {
+	if v == 0 {
+		return "none"
+	}
+	return tls.VersionName(v)
+}

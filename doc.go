@@ -1,0 +1,73 @@
+// Package xmpptrack sends XMPP messages and tracks whether they arrived.
+//
+// [Dial] logs in to an account and returns a [Client]. [Client.Send] sends a
+// message and returns a [tracking.MessageTracker] whose state follows the
+// message on evidence from the wire:
+//
+//	IN_TRANSIT → DELIVERED_TO_SERVER → DELIVERED_TO_RECIPIENT → SEEN_BY_RECIPIENT
+//
+// or ends in ABORTED, TIMED_OUT, CLOSED or ERROR.
+//
+// # What each state proves
+//
+//   - DELIVERED_TO_SERVER: our server acknowledged the stanza (XEP-0198 stream
+//     management). The server took responsibility; the recipient may still be
+//     offline, nonexistent, or never get it.
+//   - DELIVERED_TO_RECIPIENT: a client of the recipient sent a delivery receipt
+//     (XEP-0184, or a legacy XEP-0333 received marker), or a room reflected a
+//     group-chat message. Nobody has necessarily read it. Receipts are optional:
+//     their absence proves nothing.
+//   - SEEN_BY_RECIPIENT: the recipient sent a displayed marker (XEP-0333) for
+//     this message or a later one in the conversation.
+//   - ERROR: an error reply came back from the recipient's side. Servers also
+//     bounce messages that another device of the recipient did get, so a later
+//     receipt or marker lifts ERROR.
+//   - TIMED_OUT: the tracking window ended without proof of delivery to the
+//     recipient. The message may still arrive later.
+//   - ABORTED: the message was dropped before our server took it, for example
+//     when the stream could not be resumed and the stream-management policy
+//     reports unacknowledged messages as lost.
+//   - CLOSED: the application stopped tracking before any proof.
+//
+// # Connecting
+//
+// The client dials the server (the account's domain, or Config.Addr), starts
+// TLS (STARTTLS, or direct TLS), verifies the certificate, and logs in with
+// SCRAM (the -PLUS variants with channel binding where the server supports
+// them) or PLAIN over TLS. Login without TLS needs Config.AllowPlaintext and is
+// meant for loopback tests. Stream management is enabled with resumption,
+// carbons are enabled, and initial presence is sent, so that markers sent to
+// our bare JID reach us.
+//
+// # Reconnecting
+//
+// When the connection drops, the client reconnects with exponential backoff
+// and resumes the stream. While it is down, Send waits (bounded by its
+// context), trackers keep their state, and messages the server had not
+// acknowledged are re-sent with their original ids once the stream is
+// resumed; acks, receipts and markers then arrive as usual. If the stream
+// cannot be resumed, unacknowledged messages are re-sent on the new stream
+// (with a XEP-0203 delay) or reported ABORTED, as Config.StreamManagement.Policy
+// says. An authentication failure while reconnecting stops the client: Done is
+// closed, Err says why, and unacknowledged messages become ABORTED.
+//
+// # Receiving
+//
+// Config.Handler receives every incoming stanza unchanged; tracking only
+// looks at them. The client answers receipt requests itself (unless
+// Config.NoReceipts) and sends displayed markers when the application calls
+// [Client.MarkDisplayed]. It never answers its own messages, error messages,
+// carbons, group-chat messages, receipts or markers.
+//
+// # Security
+//
+// Receipts and markers count only from the recipient's bare JID, never from
+// our own account or a third party. Carbons count only when the wrapper comes
+// from our own account (a forged carbon is dropped whole, also for the
+// application's handler), and a carbon of our own other device's receipt or
+// marker is never evidence. Error replies count only from the recipient, its
+// domain, or our own server. Peers' unknown ids, duplicates and late evidence
+// are ignored in constant time with bounded memory. Receipts are answered to
+// any sender by default: a bot usually talks to accounts that are not in its
+// roster. Set Config.NoReceipts where that leaks presence.
+package xmpptrack // import "github.com/xmpptrack/xmpptrack"

@@ -1,0 +1,144 @@
+package sm
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultAckEvery is the default Config.AckEvery. One <r/> (and the <a/>
+	// that answers it) per 8 stanzas keeps the overhead of a busy sender
+	// under one small element per 8 stanzas, the performance budget of this
+	// project, while the queue of unacknowledged stanzas stays short.
+	DefaultAckEvery = 8
+
+	// DefaultAckDelay is the default Config.AckDelay. A stanza waits at most
+	// this long for an <r/> that covers it, so a lone message is
+	// acknowledged within 10 ms plus one round trip (the budget is 50 ms
+	// plus one round trip; the rest is headroom for scheduling and a slow
+	// server), and messages sent within 10 ms of each other share one <r/>.
+	DefaultAckDelay = 10 * time.Millisecond
+
+	// DefaultMaxUnacked is the default Config.MaxUnacked: at about 300 bytes
+	// per stanza it bounds the queue to a few MiB, and it leaves ample room
+	// for the stanzas written during one round trip at thousands of
+	// messages per second.
+	DefaultMaxUnacked = 4096
+
+	// maxMaxUnacked keeps the unacknowledged window far below 2^31 so that
+	// counter differences are unambiguous modulo 2^32.
+	maxMaxUnacked = 1 << 24
+)
+
+// Policy says what happens to stanzas that the server never acknowledged
+// when their stream cannot be resumed (the server answered <resume/> with
+// <failed/>, did not offer stream management again, sent a stream error that
+// made the session non-resumable, or the session was enabled without
+// resumption).
+//
+// Stanzas covered by the h attribute of <failed/> are acknowledged first
+// (OnAcked); the policy applies to the rest, in their original order. Every
+// such stanza ends in exactly one of OnAcked, OnLost, or (Resend only) a
+// re-send on the new stream announced by OnResend.
+type Policy uint8
+
+const (
+	// Resend (the default) re-sends each unacknowledged message on the new
+	// stream, with its original id and attributes and with a XEP-0203
+	// <delay xmlns='urn:xmpp:delay' stamp='...'/> child carrying the time
+	// it was first written (unless it already has a delay element). This is
+	// what XEP-0198 §4 recommends and what Conversations and Dino do; the
+	// recipient can drop duplicates by id. Presence and IQ stanzas are not
+	// re-sent, because their meaning is tied to the old session (IQ waiters
+	// are gone, presence is announced again by the application): they are
+	// reported to OnLost.
+	Resend Policy = iota
+
+	// ReportLost reports every unacknowledged stanza to OnLost and re-sends
+	// nothing.
+	ReportLost
+)
+
+// String returns "resend" or "report-lost".
+func (p Policy) String() string {
+	switch p {
+	case Resend:
+		return "resend"
+	case ReportLost:
+		return "report-lost"
+	}
+	return "unknown"
+}
+
+// Config configures a State. The zero value is ready to use: resumption is
+// requested, acks are requested by the default policy, and no callbacks are
+// called.
+type Config struct {
+	// NoResume, if set, enables stream management without asking for
+	// resumption (<enable/> without resume='true').
+	NoResume bool
+
+	// Max is the resumption time in seconds to ask the server for (the max
+	// attribute of <enable/>); 0 leaves it to the server. The server's own
+	// value, which is the one that counts, is in Info.Max.
+	Max uint32
+
+	// AckEvery is how many stanzas may be written after the last <r/> before
+	// a new <r/> is sent, provided no earlier <r/> is still unanswered.
+	// 0 means DefaultAckEvery; 1 requests an ack after every stanza.
+	AckEvery int
+
+	// AckDelay is the longest time a written stanza waits before an <r/>
+	// covering it is sent. When it expires an <r/> is sent even if another
+	// one is unanswered: that is the only case with two <r/> in flight.
+	// 0 (or a negative value) means DefaultAckDelay.
+	AckDelay time.Duration
+
+	// MaxUnacked bounds the stanzas kept for re-sending: Reserve blocks
+	// while this many stanzas wait for an ack. 0 means DefaultMaxUnacked.
+	// Stanzas written without Reserve (mellium's own replies, other
+	// packages) are still kept, so the queue may exceed it by those and by
+	// the number of goroutines that passed Reserve at the same time.
+	MaxUnacked int
+
+	// Policy chooses what happens to unacknowledged stanzas when a stream
+	// cannot be resumed. The zero value is Resend.
+	Policy Policy
+
+	// OnAcked is called once for each stanza the server acknowledged, in
+	// the order the stanzas were written.
+	OnAcked func(Stanza)
+
+	// OnLost is called for each unacknowledged stanza that will never be
+	// acknowledged or re-sent: all of them under ReportLost, presence and
+	// IQ stanzas under Resend, and everything still queued when Abandon is
+	// called.
+	OnLost func(Stanza)
+
+	// OnResend is called, under the Resend policy, just before a message of
+	// a stream that could not be resumed is re-sent on the new stream. It
+	// may be called again for the same stanza if that connection fails
+	// too. Retransmissions after a successful resumption belong to the same
+	// stream and are not reported.
+	OnResend func(Stanza)
+
+	// Logger receives diagnostics; nil means no logging. The SM-ID, a
+	// resumption credential, is only ever logged at debug level.
+	Logger *slog.Logger
+}
+
+// withDefaults returns c with zero values replaced by the defaults.
+func (c Config) withDefaults() Config {
+	if c.AckEvery <= 0 {
+		c.AckEvery = DefaultAckEvery
+	}
+	if c.AckDelay <= 0 {
+		c.AckDelay = DefaultAckDelay
+	}
+	if c.MaxUnacked <= 0 {
+		c.MaxUnacked = DefaultMaxUnacked
+	}
+	c.MaxUnacked = min(c.MaxUnacked, maxMaxUnacked)
+	return c
+}

@@ -1,0 +1,193 @@
+package sm
+
+import (
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn is the part of the state that belongs to one connection: the two
+// scanners fed by the tees and the bookkeeping of the ack requester.
+// Fields without a comment are guarded by st.mu.
+type conn struct {
+	st       *State
+	in, out  *scanner // each used by one goroutine at a time (mellium's locks)
+	wake     chan struct{}
+	done     chan struct{} // closed by stop
+	stopOnce sync.Once
+
+	outActive atomic.Bool // outbound stanzas are counted and queued
+
+	outSeen   bool // the outbound scanner saw our stream header
+	started   bool // Start was called
+	resumed   bool // the connection resumed the stream
+	inActive  bool // inbound stanzas are counted
+	smOn      bool // <enabled/> or <resumed/> arrived: acks may be requested
+	snaps     []uint32
+	snapHead  int
+	sinceReq  int    // stanzas written since the last <r/>
+	uncovered int64  // Unix ns when the oldest of them was written
+	rSent     uint64 // <r/> sent by the requester
+	aRecv     uint64 // <a/> received, at most rSent
+	fatal     error  // stream management error that ends the connection
+	ended     bool   // State.Serve returned
+}
+
+// Tees returns fresh writers for the StreamConfig.TeeIn and TeeOut of the
+// next connection. mellium copies every byte read from and written to the
+// stream into them, above TLS, including across stream restarts. They count
+// stanzas and capture outbound stanzas for re-sending; they never fail and
+// never block.
+//
+// Call Tees once per connection, before NewSession and after the previous
+// connection's Serve returned, and give the same pair to every call of the
+// StreamConfig function (if the application has its own tees, combine
+// them with io.MultiWriter). Calling Tees again detaches the previous
+// connection: its ack requester stops.
+func (st *State) Tees() (in, out io.Writer) {
+	c := &conn{
+		st:   st,
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	c.in = newScanner((*inSink)(c), false)
+	c.out = newScanner((*outSink)(c), true)
+	st.mu.Lock()
+	old := st.conn
+	st.conn = c
+	st.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	return c.in, c.out
+}
+
+// stop ends the connection's ack requester.
+func (c *conn) stop() {
+	c.stopOnce.Do(func() { close(c.done) })
+}
+
+// signal wakes the ack requester without blocking.
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// inSink receives inbound elements. It runs inside conn.Read, under
+// mellium's input lock: it only updates counters.
+type inSink conn
+
+func (s *inSink) element(e *element) {
+	c := (*conn)(s)
+	st := c.st
+	switch {
+	case e.kind.isStanza():
+		st.mu.Lock()
+		if c.inActive {
+			st.inH++
+		}
+		st.mu.Unlock()
+	case e.kind == kindR:
+		// The handler answers with the count at this point of the stream,
+		// not with the count after the decoder's read-ahead.
+		st.mu.Lock()
+		if c.snapHead > 0 && c.snapHead == len(c.snaps) {
+			c.snaps, c.snapHead = c.snaps[:0], 0
+		}
+		c.snaps = append(c.snaps, st.inH)
+		st.mu.Unlock()
+	case e.kind == kindEnabled:
+		st.mu.Lock()
+		c.inActive = true
+		st.inH = st.base
+		st.mu.Unlock()
+	case e.kind == kindResumed:
+		st.mu.Lock()
+		c.inActive = true
+		st.mu.Unlock()
+	case e.kind == kindFailed:
+		st.mu.Lock()
+		c.inActive = false
+		st.mu.Unlock()
+	case e.kind == kindStreamEnd:
+		c.stop()
+	}
+}
+
+// popSnapshot returns h for the next inbound <r/>.
+func (c *conn) popSnapshot() uint32 {
+	st := c.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c.snapHead < len(c.snaps) {
+		h := c.snaps[c.snapHead]
+		c.snapHead++
+		return h
+	}
+	// Not seen by the scanner (cannot happen with mellium's tees): the live
+	// count is still a count of stanzas the server did send.
+	return st.inH
+}
+
+// outSink receives outbound elements. It runs inside conn.Write, under
+// mellium's output lock: it only updates counters and the queue, and
+// signals the requester without blocking.
+type outSink conn
+
+func (s *outSink) element(e *element) {
+	c := (*conn)(s)
+	st := c.st
+	switch e.kind {
+	case kindMessage, kindPresence, kindIQ:
+		if !c.outActive.Load() {
+			return
+		}
+		now := time.Now().UnixNano()
+		ent := entry{
+			kind: e.kind,
+			sent: now,
+			id:   attrString(e.id),
+			to:   attrString(e.to),
+			raw:  append([]byte(nil), e.raw...),
+		}
+		st.mu.Lock()
+		if !c.outActive.Load() {
+			st.mu.Unlock()
+			return
+		}
+		st.outH++
+		ent.seq = st.outH
+		st.queue.push(ent)
+		c.sinceReq++
+		if c.sinceReq == 1 {
+			c.uncovered = now
+		}
+		wake := c.sinceReq == 1 || c.sinceReq == st.cfg.AckEvery
+		st.mu.Unlock()
+		if wake {
+			c.signal()
+		}
+	case kindEnable:
+		st.mu.Lock()
+		// Start moved the stanzas of any earlier stream to the policy.
+		st.outH, st.ackedH = st.base, st.base
+		c.sinceReq, c.uncovered = 0, 0
+		c.outActive.Store(true)
+		st.mu.Unlock()
+	case kindStreamStart:
+		st.mu.Lock()
+		c.outSeen = true
+		st.mu.Unlock()
+	}
+}
+
+// attrString decodes a raw attribute value; "" when absent.
+func attrString(v []byte) string {
+	if v == nil {
+		return ""
+	}
+	return string(unescape(nil, v))
+}

@@ -1,0 +1,112 @@
+package sm
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp/stream"
+)
+
+var (
+	// ErrHandledCountTooHigh is matched (errors.Is) by a
+	// *HandledCountTooHighError.
+	ErrHandledCountTooHigh = errors.New("sm: server acknowledged more stanzas than were sent")
+
+	// ErrProtocol is matched (errors.Is) by a *ProtocolError.
+	ErrProtocol = errors.New("sm: stream management protocol violation by the server")
+
+	// ErrNoTees is returned by Start when the session was not created with
+	// the writers returned by the last call to Tees (nothing was counted,
+	// so stream management cannot work).
+	ErrNoTees = errors.New("sm: session does not use this State's Tees")
+
+	// ErrStarted is returned by Start when it was already called for the
+	// current connection (call Tees for each new connection).
+	ErrStarted = errors.New("sm: Start already called for this connection")
+
+	// errPrevID means <resumed/> named another stream than the one resumed.
+	errPrevID = errors.New("sm: previd does not match the resumed stream")
+
+	// errUnexpected means the server answered <resume/> with something
+	// other than <resumed/> or <failed/>.
+	errUnexpected = errors.New("sm: unexpected element")
+)
+
+// HandledCountTooHighError reports an <a/> or <resumed/> from the server
+// whose h exceeds the number of stanzas sent (XEP-0198 §6). The State sends
+// the matching stream error, closes the stream and never resumes it; the
+// stanzas still unacknowledged go to the Policy on the next connection.
+//
+// It matches ErrHandledCountTooHigh with errors.Is, and converts (errors.As)
+// to the stream.Error that is sent:
+//
+//	<stream:error>
+//	  <undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>
+//	  <handled-count-too-high xmlns='urn:xmpp:sm:3' h='H' send-count='SendCount'/>
+//	</stream:error>
+type HandledCountTooHighError struct {
+	H         uint32 // h received from the server
+	SendCount uint32 // stanzas sent (the outbound counter), modulo 2^32
+}
+
+// Error implements error.
+func (e *HandledCountTooHighError) Error() string {
+	return fmt.Sprintf("sm: server acknowledged h=%d but only %d stanzas were sent", e.H, e.SendCount)
+}
+
+// Is reports whether target is ErrHandledCountTooHigh.
+func (e *HandledCountTooHighError) Is(target error) bool { return target == ErrHandledCountTooHigh }
+
+// As converts e to the stream.Error it stands for. mellium's Session.Serve
+// relies on this to send the stream error when a handler returns e.
+func (e *HandledCountTooHighError) As(target any) bool {
+	p, ok := target.(*stream.Error)
+	if ok {
+		*p = stream.UndefinedCondition.ApplicationError(xmlstream.Wrap(nil, xml.StartElement{
+			Name: xml.Name{Space: NS, Local: "handled-count-too-high"},
+			Attr: []xml.Attr{
+				{Name: xml.Name{Local: "h"}, Value: strconv.FormatUint(uint64(e.H), 10)},
+				{Name: xml.Name{Local: "send-count"}, Value: strconv.FormatUint(uint64(e.SendCount), 10)},
+			},
+		}))
+	}
+	return ok
+}
+
+// ProtocolError reports a stream management element from the server that
+// cannot be processed: an <a/> whose h is missing or not an unsignedInt, a
+// <resumed/> without a valid h or for another stream, or an unexpected
+// answer to <resume/>. The State does not resume such a stream again.
+// When it happens on an established stream, the State sends a bad-format
+// stream error (errors.As converts a *ProtocolError to that stream.Error)
+// and closes the stream.
+//
+// It matches ErrProtocol with errors.Is; Unwrap returns the cause, for
+// example a *stanza.FieldError wrapping stanza.ErrInvalidH.
+type ProtocolError struct {
+	Element string // local name of the offending element, e.g. "a"
+	Err     error  // the cause
+}
+
+// Error implements error.
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("sm: invalid <%s/> from the server: %v", e.Element, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrProtocol.
+func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }
+
+// As converts e to a bad-format stream.Error.
+func (e *ProtocolError) As(target any) bool {
+	p, ok := target.(*stream.Error)
+	if ok {
+		*p = stream.BadFormat
+	}
+	return ok
+}

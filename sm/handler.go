@@ -1,0 +1,208 @@
+package sm
+
+import (
+	"encoding/xml"
+	"errors"
+	"log/slog"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/stream"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+)
+
+// Serve serves the session with st.Handler(inner) (see Handler) and stops
+// the connection's ack requester when the session ends. When stream
+// management closed the stream (a *HandledCountTooHighError or a
+// *ProtocolError), Serve returns that error rather than whatever the
+// closing stream produced.
+func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
+	h := st.Handler(inner).(handler)
+	err := s.Serve(h)
+	if c := h.c; c != nil {
+		c.stop()
+		st.mu.Lock()
+		c.ended = true
+		if c.fatal != nil {
+			err = c.fatal
+		}
+		st.mu.Unlock()
+	}
+	return err
+}
+
+// Handler returns the handler to give to Session.Serve for the current
+// connection (call it after Tees); State.Serve is the simpler way to use
+// it. The handler consumes the stream management elements and passes
+// everything else to inner (nil: dropped):
+//
+//   - <r/>: answered at once with <a h/>, written through the handler's
+//     own encoder, with the count of stanzas received before that <r/>;
+//   - <a h/>: releases the acknowledged stanzas and calls OnAcked for each,
+//     in order, on the Serve goroutine;
+//   - <enabled/>: records the SM-ID, resume, max and location;
+//   - <failed/> (the answer to <enable/>): stream management is off for
+//     this connection. Stanzas written since <enable/> are dropped from
+//     the queue without a callback: they were written to a live stream,
+//     but no ack can ever cover them (rely on receipts instead).
+//
+// When the server acknowledges more stanzas than were sent, or sends an
+// <a/> without a valid h, the handler writes the corresponding stream error
+// and returns a *HandledCountTooHighError or a *ProtocolError, and
+// Session.Serve closes the stream. (Session.Serve may return the error of
+// that close instead; State.Serve returns the typed error.) The stream is
+// not resumed.
+func (st *State) Handler(inner xmpp.Handler) xmpp.Handler {
+	st.mu.Lock()
+	c := st.conn
+	st.mu.Unlock()
+	return handler{c: c, inner: inner}
+}
+
+type handler struct {
+	c     *conn
+	inner xmpp.Handler
+}
+
+func (h handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	if start.Name.Space != NS || h.c == nil {
+		if h.inner == nil {
+			return nil
+		}
+		return h.inner.HandleXMPP(t, start)
+	}
+	c := h.c
+	switch start.Name.Local {
+	case "r":
+		_, err := stanza.Ack{H: c.popSnapshot()}.WriteXML(t)
+		return err
+	case "a":
+		return c.handleAck(t, start)
+	case "enabled":
+		c.handleEnabled(t, start)
+	case "failed":
+		c.handleFailed(t, start)
+	default:
+		c.st.logAt(slog.LevelDebug, "sm: ignoring element", "element", start.Name.Local)
+	}
+	return nil
+}
+
+// decodeSM decodes the element that starts with start into v.
+func decodeSM(r xml.TokenReader, start *xml.StartElement, v any) error {
+	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), r))
+	return d.Decode(v)
+}
+
+// fail records err as the reason the connection ends, writes the stream
+// error it stands for through the handler's encoder and returns err, so
+// that Serve closes the stream.
+//
+// mellium v0.23.0 does not flush the stream error that Serve itself writes
+// for a handler error (Session.sendError encodes it, then closes the stream
+// without a flush), so the handler writes it: mellium flushes what a
+// handler wrote when the handler returns. For the same reason Serve may
+// return the error of that close instead of err; State.Serve returns err.
+func (c *conn) fail(t xmlstream.TokenWriter, err error) error {
+	c.st.mu.Lock()
+	if c.fatal == nil {
+		c.fatal = err
+	}
+	c.st.mu.Unlock()
+	var se stream.Error
+	if errors.As(err, &se) {
+		xmlstream.Copy(t, se.TokenReader())
+	}
+	return err
+}
+
+func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	st := c.st
+	var a stanza.Ack
+	if err := decodeSM(t, start, &a); err != nil {
+		// Stanzas written until the stream is closed are still queued: they
+		// go to the Policy with the others on the next connection.
+		st.mu.Lock()
+		st.dropSessionLocked()
+		st.mu.Unlock()
+		c.stop()
+		st.logAt(slog.LevelWarn, "sm: invalid ack from the server; closing the stream", "error", err)
+		return c.fail(t, &ProtocolError{Element: "a", Err: err})
+	}
+	st.mu.Lock()
+	if c.aRecv < c.rSent {
+		c.aRecv++
+	}
+	n, tooHigh := st.ackLocked(a.H)
+	if tooHigh {
+		sent := st.outH
+		st.dropSessionLocked()
+		st.mu.Unlock()
+		c.stop()
+		st.logAt(slog.LevelWarn, "sm: server acknowledged more stanzas than were sent; closing the stream",
+			"h", a.H, "sent", sent)
+		return c.fail(t, &HandledCountTooHighError{H: a.H, SendCount: sent})
+	}
+	if n > 0 && c.aRecv == c.rSent && c.sinceReq == 0 && st.queue.len() > 0 {
+		// Every <r/> is answered, the server makes progress, but stanzas
+		// the requests covered are still unacknowledged: ask once more
+		// after AckDelay. (An answer without progress does not re-arm, so
+		// a server that lost stanzas is not polled forever; they are
+		// retransmitted on resumption.)
+		c.sinceReq, c.uncovered = 1, timeNow()
+	}
+	wake := n > 0 || c.sinceReq > 0
+	st.mu.Unlock()
+	if wake {
+		c.signal()
+	}
+	st.deliver()
+	return nil
+}
+
+func (c *conn) handleEnabled(t xml.TokenReader, start *xml.StartElement) {
+	st := c.st
+	var en stanza.Enabled
+	err := decodeSM(t, start, &en)
+	st.mu.Lock()
+	c.smOn = true
+	if err != nil {
+		st.dropSessionLocked()
+		st.max, st.location = 0, ""
+	} else {
+		st.id = en.ID
+		st.resumable = en.Resume && en.ID != "" && !st.cfg.NoResume
+		st.max = en.Max
+		st.location = en.Location
+	}
+	resumable, max := st.resumable, st.max
+	st.mu.Unlock()
+	c.signal()
+	if err != nil {
+		st.logAt(slog.LevelWarn, "sm: enabled without resumption: invalid <enabled/>", "error", err)
+		return
+	}
+	st.logAt(slog.LevelInfo, "sm: stream management enabled", "resumable", resumable, "max", max)
+	st.logAt(slog.LevelDebug, "sm: stream management session", "id", en.ID, "location", en.Location)
+}
+
+func (c *conn) handleFailed(t xml.TokenReader, start *xml.StartElement) {
+	st := c.st
+	var f stanza.Failed
+	_ = decodeSM(t, start, &f) // the condition is informative only
+	st.mu.Lock()
+	c.smOn = false
+	c.outActive.Store(false)
+	st.dropSessionLocked()
+	dropped := st.queue.len()
+	for st.queue.len() > 0 {
+		st.queue.pop()
+	}
+	st.ackedH = st.outH
+	st.spaceLocked()
+	st.mu.Unlock()
+	c.stop()
+	st.logAt(slog.LevelWarn, "sm: server refused to enable stream management",
+		"condition", string(f.Condition), "unconfirmed", dropped)
+}

@@ -1,0 +1,183 @@
+package sm
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"io"
+	"log/slog"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/stream"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+)
+
+// BindOrResume wraps the resource binding feature (usually
+// xmpp.BindResource()) so that a connection resumes the previous stream
+// instead of binding when it can. Put it in the feature list in place of
+// bind, never next to it: it has the same name, and mellium negotiates
+// the first feature of a name.
+//
+// When the state holds a resumable stream and the server offers stream
+// management, the feature sends <resume previd h/> and:
+//
+//   - on <resumed h/>: releases the stanzas h covers (their OnAcked calls
+//     run in Start), keeps the rest for Start to retransmit, restores the
+//     full JID of the stream and completes negotiation without binding;
+//   - on <failed/>: releases the stanzas its h covers, if any, forgets the
+//     stream and binds; Start applies the Policy to the rest;
+//   - on a <resumed/> that is invalid (no valid h, another previd) or whose
+//     h exceeds what was sent: fails negotiation (NewSession returns a
+//     *ProtocolError or a *HandledCountTooHighError, after sending the
+//     stream error for the latter) and forgets the stream.
+//
+// Otherwise it forgets any earlier stream and binds.
+func (st *State) BindOrResume(bind xmpp.StreamFeature) xmpp.StreamFeature {
+	f := bind
+	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data interface{}) (xmpp.SessionState, io.ReadWriter, error) {
+		st.mu.Lock()
+		c := st.conn
+		prev, h := st.id, st.inH
+		try := st.resumable && prev != "" && c != nil
+		st.mu.Unlock()
+		if _, offered := s.Feature(NS); offered && try {
+			ok, err := st.resume(s, c, prev, h)
+			if err != nil {
+				return 0, nil, err
+			}
+			if ok {
+				return xmpp.Ready, nil, nil
+			}
+		}
+		st.mu.Lock()
+		st.dropSessionLocked()
+		st.mu.Unlock()
+		mask, rw, err := bind.Negotiate(ctx, s, data)
+		if err == nil {
+			st.mu.Lock()
+			st.jid = s.LocalAddr()
+			st.mu.Unlock()
+		}
+		return mask, rw, err
+	}
+	return f
+}
+
+// resume sends <resume/> and processes the answer. ok reports a resumed
+// stream; false with a nil error means "bind instead".
+func (st *State) resume(s *xmpp.Session, c *conn, prev string, h uint32) (ok bool, err error) {
+	w := s.TokenWriter()
+	_, err = stanza.Resume{PrevID: prev, H: h}.WriteXML(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	w.Close()
+	if err != nil {
+		return false, err
+	}
+
+	r := s.TokenReader()
+	defer r.Close()
+	d := xml.NewTokenDecoder(r)
+	start, err := nextStart(d)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case start.Name.Space == NS && start.Name.Local == "resumed":
+		return st.resumed(s, c, d, &start, prev)
+	case start.Name.Space == NS && start.Name.Local == "failed":
+		var f stanza.Failed
+		ferr := d.DecodeElement(&f, &start)
+		st.mu.Lock()
+		st.dropSessionLocked()
+		tooHigh := false
+		if ferr == nil && f.HasH {
+			_, tooHigh = st.ackLocked(f.H)
+		}
+		st.mu.Unlock()
+		if tooHigh {
+			st.logAt(slog.LevelWarn, "sm: <failed/> acknowledges more stanzas than were sent; h ignored", "h", f.H)
+		}
+		st.logAt(slog.LevelInfo, "sm: resumption failed; binding a new session",
+			"condition", string(f.Condition), "h", f.H, "has_h", f.HasH)
+		return false, nil
+	default:
+		st.mu.Lock()
+		st.dropSessionLocked()
+		st.mu.Unlock()
+		return false, &ProtocolError{Element: start.Name.Local, Err: errUnexpected}
+	}
+}
+
+// resumed processes <resumed/>.
+func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.StartElement, prev string) (bool, error) {
+	var res stanza.Resumed
+	err := d.DecodeElement(&res, start)
+	if err == nil && res.PrevID != prev {
+		err = errPrevID
+	}
+	st.mu.Lock()
+	if err != nil {
+		st.dropSessionLocked()
+		st.mu.Unlock()
+		return false, &ProtocolError{Element: "resumed", Err: err}
+	}
+	_, tooHigh := st.ackLocked(res.H)
+	if tooHigh {
+		sent := st.outH
+		st.dropSessionLocked()
+		st.mu.Unlock()
+		herr := &HandledCountTooHighError{H: res.H, SendCount: sent}
+		sendStreamError(s, herr)
+		return false, herr
+	}
+	// Whatever h did not cover is retransmitted by Start, numbered from h,
+	// followed by what an interrupted earlier retransmission did not
+	// re-send (it came later in the original order).
+	st.retransmit = append(st.queue.drain(nil), st.retransmit...)
+	st.outH, st.ackedH = res.H, res.H
+	c.resumed, c.smOn = true, true
+	c.outActive.Store(true)
+	addr := st.jid
+	n := len(st.retransmit)
+	st.mu.Unlock()
+	s.UpdateAddr(addr)
+	st.logAt(slog.LevelInfo, "sm: stream resumed", "h", res.H, "retransmit", n)
+	return true, nil
+}
+
+// nextStart returns the next start element, skipping white space.
+func nextStart(d *xml.Decoder) (xml.StartElement, error) {
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return xml.StartElement{}, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			return t, nil
+		case xml.CharData, xml.Comment, xml.ProcInst:
+		default:
+			return xml.StartElement{}, &ProtocolError{Element: "?", Err: errUnexpected}
+		}
+	}
+}
+
+// sendStreamError writes the stream error err stands for and closes the
+// output stream, during negotiation (Serve does this itself afterwards).
+func sendStreamError(s *xmpp.Session, err error) {
+	var se stream.Error
+	if !errors.As(err, &se) {
+		return
+	}
+	w := s.TokenWriter()
+	_, werr := xmlstream.Copy(w, se.TokenReader())
+	if werr == nil {
+		w.Flush()
+	}
+	w.Close()
+	s.Close()
+}

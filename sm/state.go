@@ -1,0 +1,276 @@
+package sm
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+)
+
+// State is the stream management state of one account. It outlives
+// connections: create one with New, then for every connection call Tees,
+// BindOrResume, Start and Handler as described in the package
+// documentation. Its methods are safe for concurrent use.
+type State struct {
+	cfg Config
+	log *slog.Logger
+
+	// cbMu serializes callbacks so that they run in order; spare is the
+	// event slice not in use, owned by the holder of cbMu.
+	cbMu  sync.Mutex
+	spare []event
+
+	mu   sync.Mutex
+	conn *conn  // connection of the last Tees call
+	base uint32 // counters restart here; tests set values near 2^32
+
+	// The stream management session, which resumption carries over.
+	id        string // SM-ID; a credential, never logged above debug level
+	resumable bool
+	max       uint32
+	location  string
+	jid       jid.JID // full JID bound for the session, restored on resume
+
+	inH    uint32 // inbound stanzas handled
+	outH   uint32 // outbound stanzas written (number of the last one)
+	ackedH uint32 // last h acknowledged by the server
+
+	queue      queue   // written, not acknowledged: seq ackedH+1 .. outH
+	retransmit []entry // to retransmit after <resumed/>, not yet re-sent
+	orphans    []entry // of a stream that cannot be resumed; for the Policy
+
+	events []event       // callbacks to run, in order
+	space  chan struct{} // closed when Reserve may proceed
+}
+
+type evKind uint8
+
+const (
+	evAcked evKind = iota
+	evLost
+	evResend
+)
+
+type event struct {
+	kind evKind
+	e    entry
+}
+
+// New returns a State for one account.
+func New(cfg Config) *State {
+	cfg = cfg.withDefaults()
+	return &State{cfg: cfg, log: cfg.Logger}
+}
+
+// Info describes the stream management state at one point in time.
+type Info struct {
+	// Enabled reports whether stream management is on for the current
+	// connection (the server answered <enabled/> or <resumed/>, and
+	// State.Serve has not returned).
+	Enabled bool
+	// Resumed reports whether the current connection resumed the previous
+	// stream instead of binding a new session.
+	Resumed bool
+	// Resumable reports whether the stream can be resumed after the
+	// connection is lost.
+	Resumable bool
+	// Max is how long the server keeps the stream resumable after the
+	// connection is lost (the max attribute of <enabled/>); 0 means the
+	// server did not say.
+	Max time.Duration
+	// Location is the server's preferred address for reconnecting
+	// ("host:port"), "" if none. Only connect there after the server
+	// proved its identity, and fall back to normal resolution.
+	Location string
+	// Unacked counts the stanzas that wait for an ack or for re-sending.
+	Unacked int
+	// Sent, Acked and Handled are the outbound counter, the last h the
+	// server acknowledged, and the inbound counter, all modulo 2^32.
+	Sent, Acked, Handled uint32
+}
+
+// Info returns the current state.
+func (st *State) Info() Info {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	i := Info{
+		Resumable: st.resumable && st.id != "",
+		Max:       time.Duration(st.max) * time.Second,
+		Location:  st.location,
+		Unacked:   st.pendingLocked(),
+		Sent:      st.outH,
+		Acked:     st.ackedH,
+		Handled:   st.inH,
+	}
+	if c := st.conn; c != nil {
+		i.Enabled = c.smOn && !c.ended
+		i.Resumed = c.resumed
+	}
+	return i
+}
+
+// Enabled reports whether stream management is on for the current
+// connection.
+func (st *State) Enabled() bool { return st.Info().Enabled }
+
+// Resumed reports whether the current connection resumed the previous
+// stream.
+func (st *State) Resumed() bool { return st.Info().Resumed }
+
+// Reserve waits until the queue of unacknowledged stanzas has room
+// (Config.MaxUnacked) or ctx ends. Call it before each Session.Send of an
+// application stanza so that a sender that outruns the server, or keeps
+// sending while disconnected, blocks instead of growing the queue without
+// limit. It returns at once when there is room, including when stream
+// management is off.
+func (st *State) Reserve(ctx context.Context) error {
+	for {
+		st.mu.Lock()
+		if st.pendingLocked() < st.cfg.MaxUnacked {
+			st.mu.Unlock()
+			return nil
+		}
+		if st.space == nil {
+			st.space = make(chan struct{})
+		}
+		ch := st.space
+		st.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// SendAck sends an unsolicited <a h/> with the number of stanzas received
+// so far. XEP-0198 recommends it just before closing a stream gracefully,
+// so that the server does not re-send what was already received.
+func (st *State) SendAck(ctx context.Context, s *xmpp.Session) error {
+	st.mu.Lock()
+	h := st.inH
+	st.mu.Unlock()
+	return s.Send(ctx, stanza.Ack{H: h}.TokenReader())
+}
+
+// Abandon gives up on every stanza that waits for an ack or a re-send:
+// each is reported to OnLost, and the stream becomes non-resumable. Call it
+// when the account is shut down for good, after its last session ended.
+// Callbacks run on the calling goroutine.
+func (st *State) Abandon() {
+	st.mu.Lock()
+	all := st.queue.drain(nil)
+	all = append(all, st.retransmit...)
+	all = append(all, st.orphans...)
+	st.retransmit, st.orphans = nil, nil
+	st.ackedH = st.outH
+	st.dropSessionLocked()
+	for _, e := range all {
+		st.pushLocked(evLost, e)
+	}
+	st.spaceLocked()
+	st.mu.Unlock()
+	st.deliver()
+}
+
+// pendingLocked counts the stanzas not yet acknowledged.
+func (st *State) pendingLocked() int {
+	return st.queue.len() + len(st.retransmit) + len(st.orphans)
+}
+
+// spaceLocked wakes Reserve callers when there is room.
+func (st *State) spaceLocked() {
+	if st.space != nil && st.pendingLocked() < st.cfg.MaxUnacked {
+		close(st.space)
+		st.space = nil
+	}
+}
+
+// dropSessionLocked forgets the stream management session: it can no
+// longer be resumed.
+func (st *State) dropSessionLocked() {
+	st.id = ""
+	st.resumable = false
+}
+
+// ackLocked processes h from <a/>, <resumed/> or <failed/>. It releases the
+// stanzas it covers (comparing modulo 2^32) and queues OnAcked events.
+// An h that does not advance (repeated, older, unsolicited) is a no-op. An h
+// beyond what was sent releases nothing and reports tooHigh.
+func (st *State) ackLocked(h uint32) (n int, tooHigh bool) {
+	d := int32(h - st.ackedH)
+	if d <= 0 {
+		return 0, false
+	}
+	if uint32(d) > st.outH-st.ackedH {
+		return 0, true
+	}
+	for n = 0; n < int(d) && st.queue.len() > 0; n++ {
+		st.pushLocked(evAcked, st.queue.pop())
+	}
+	st.ackedH = h
+	st.spaceLocked()
+	return n, false
+}
+
+// pushLocked queues a callback, if there is one for k.
+func (st *State) pushLocked(k evKind, e entry) {
+	switch k {
+	case evAcked:
+		if st.cfg.OnAcked == nil {
+			return
+		}
+	case evLost:
+		if st.cfg.OnLost == nil {
+			return
+		}
+	case evResend:
+		if st.cfg.OnResend == nil {
+			return
+		}
+	}
+	st.events = append(st.events, event{kind: k, e: e})
+}
+
+// deliver runs the queued callbacks, in order, outside st.mu. Concurrent
+// callers are serialized so that the global order is kept.
+func (st *State) deliver() {
+	st.cbMu.Lock()
+	defer st.cbMu.Unlock()
+	for {
+		st.mu.Lock()
+		evs := st.events
+		if len(evs) == 0 {
+			st.mu.Unlock()
+			return
+		}
+		st.events = st.spare[:0]
+		st.mu.Unlock()
+		for i := range evs {
+			s := evs[i].e.stanza()
+			switch evs[i].kind {
+			case evAcked:
+				st.cfg.OnAcked(s)
+			case evLost:
+				st.cfg.OnLost(s)
+			case evResend:
+				st.cfg.OnResend(s)
+			}
+		}
+		clear(evs)
+		st.spare = evs[:0]
+	}
+}
+
+// logAt logs if a logger is configured and the level is enabled.
+func (st *State) logAt(level slog.Level, msg string, args ...any) {
+	if st.log == nil || !st.log.Enabled(context.Background(), level) {
+		return
+	}
+	st.log.Log(context.Background(), level, msg, args...)
+}
