@@ -187,9 +187,9 @@ func (c *Client) enableCarbons(s *xmpp.Session) {
 func (c *Client) loop(cn conn) {
 	defer close(c.done)
 	lo, hi := c.cfg.backoff()
-	handler := c.sm.Handler(c.tap(c.cfg.Handler))
+	handler := c.tap(c.cfg.Handler)
 	for {
-		err := cn.s.Serve(handler)
+		err := c.sm.Serve(cn.s, handler)
 		cn.cancel()
 		c.mu.Lock()
 		c.session = nil

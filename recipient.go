@@ -119,5 +119,5 @@ func (a answer) stanza() xml.TokenReader {
 	if typ == "" {
 		typ = xstanza.NormalMessage
 	}
-	return xstanza.Message{To: a.to, Type: typ, ID: newID()}.Wrap(payload)
+	return xstanza.Message{To: a.to, Type: typ, ID: NewID()}.Wrap(payload)
 }

@@ -75,7 +75,7 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	for range 3 { // a fresh id only collides with a pending one by hash, ~2^-64
 		id := m.ID
 		if id == "" {
-			id = newID()
+			id = NewID()
 		}
 		if try {
 			t, err = c.reg.TryTrack(conv, id, opts)
@@ -124,8 +124,8 @@ func messageXML(id string, m Message) xml.TokenReader {
 	return xstanza.Message{To: m.To, Type: m.Type, ID: id}.Wrap(xmlstream.MultiReader(children...))
 }
 
-// newID returns 96 random bits in 16 URL-safe characters.
-func newID() string {
+// NewID returns a fresh message id: 96 random bits in 16 URL-safe characters.
+func NewID() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])

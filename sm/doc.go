@@ -83,9 +83,10 @@
 //   - time: once the oldest stanza not covered by an <r/> has waited
 //     AckDelay (default 10 ms), request, even if one <r/> is unanswered.
 //
-// So a busy sender sends at most one <r/> per 8 stanzas (fewer while the
-// server is slow: measured one per 9.5 for a 5,000-message burst against a
-// scripted server), with one request in flight; and a lone stanza is
+// So a busy sender sends at most one <r/> per 8 stanzas, fewer while the
+// answer to the last one is on its way (a 5,000-message burst against a
+// scripted server measured one per 9 to 90 stanzas, depending on
+// scheduling), with one request in flight; and a lone stanza is
 // acknowledged within AckDelay plus one round trip (the budget is 50 ms
 // plus one round trip). A second request is only in flight when the time
 // rule needs it for stanzas written after the first one.

@@ -60,8 +60,7 @@ func (e *HandledCountTooHighError) Error() string {
 // Is reports whether target is ErrHandledCountTooHigh.
 func (e *HandledCountTooHighError) Is(target error) bool { return target == ErrHandledCountTooHigh }
 
-// As converts e to the stream.Error it stands for. mellium's Session.Serve
-// relies on this to send the stream error when a handler returns e.
+// As converts e to the stream.Error it stands for (the one that was sent).
 func (e *HandledCountTooHighError) As(target any) bool {
 	p, ok := target.(*stream.Error)
 	if ok {
@@ -80,9 +79,10 @@ func (e *HandledCountTooHighError) As(target any) bool {
 // cannot be processed: an <a/> whose h is missing or not an unsignedInt, a
 // <resumed/> without a valid h or for another stream, or an unexpected
 // answer to <resume/>. The State does not resume such a stream again.
-// When it happens on an established stream, the State sends a bad-format
-// stream error (errors.As converts a *ProtocolError to that stream.Error)
-// and closes the stream.
+// When it happens on an established stream (<a/>), the handler sends a
+// bad-format stream error (errors.As converts a *ProtocolError to that
+// stream.Error) and the stream is closed; during negotiation, NewSession
+// fails with it.
 //
 // It matches ErrProtocol with errors.Is; Unwrap returns the cause, for
 // example a *stanza.FieldError wrapping stanza.ErrInvalidH.
@@ -102,7 +102,8 @@ func (e *ProtocolError) Unwrap() error { return e.Err }
 // Is reports whether target is ErrProtocol.
 func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }
 
-// As converts e to a bad-format stream.Error.
+// As converts e to the bad-format stream.Error (sent when e ended an
+// established stream).
 func (e *ProtocolError) As(target any) bool {
 	p, ok := target.(*stream.Error)
 	if ok {

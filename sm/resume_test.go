@@ -205,6 +205,13 @@ func TestResumeFailed(t *testing.T) {
 				if info := st.Info(); info.Unacked != 0 || !info.Enabled || !info.Resumable {
 					t.Fatalf("info %+v", info)
 				}
+				// Both counters restarted with the new <enable/>.
+				c.sc.send(`<message from='peer@example.org/x' id='s0'/>`)
+				c.sc.requestAck()
+				synctest.Wait()
+				if _, _, acks, errs := srv.snapshot(); len(errs) > 0 || acks[len(acks)-1] != 1 {
+					t.Fatalf("inbound count after a new enable: %v %v", acks, errs)
+				}
 				c.close()
 			})
 		})

@@ -21,8 +21,10 @@ import (
 //     Resend policy (so the re-sent messages are counted on the new
 //     stream);
 //   - it then starts the ack requester, a goroutine that lives until ctx
-//     ends, the input stream closes, or Tees is called again. Cancel ctx
-//     when Serve returns.
+//     ends, State.Serve returns, the input stream closes, or Tees is
+//     called again. ctx must therefore live as long as the connection (it
+//     is not a connect timeout: when it ends, a send in progress fails and
+//     no more acks are requested); cancel it when Serve returns.
 //
 // The answer to <enable/> is processed by the Handler, so call Serve with
 // st.Handler(...) right after Start. OnAcked, OnLost and OnResend calls for

@@ -1,0 +1,228 @@
+package muc
+
+import (
+	"encoding/xml"
+	"errors"
+	"io"
+
+	mmuc "mellium.im/xmpp/muc"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// message sees every incoming message (on the client's reading goroutine;
+// never blocks, never sends). It reports whether to consume the message.
+func (r *Room) message(ev *stanza.Evidence) bool {
+	if ev.Type != xstanza.GroupChatMessage || ev.From.Bare().String() != r.room {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ours(ev) {
+		return r.reflected(ev)
+	}
+	switch ev.Marker.Type {
+	case stanza.MarkerDisplayed, stanza.MarkerAcknowledged:
+		r.marked(ev)
+	}
+	return false
+}
+
+// ours reports whether the message comes from our own occupant. The caller
+// holds r.mu.
+func (r *Room) ours(ev *stanza.Evidence) bool {
+	if r.occ && r.ourOcc != "" && ev.OccupantID != "" {
+		return ev.OccupantID == r.ourOcc
+	}
+	return ev.From.Resourcepart() == r.addr.Resourcepart()
+}
+
+// reflected handles our own message coming back from the room. The caller
+// holds r.mu.
+func (r *Room) reflected(ev *stanza.Evidence) bool {
+	e := r.match(ev)
+	if e == nil {
+		return false // sent by another of our devices, or already matched
+	}
+	e.reflected = true
+	if sid := r.roomStanzaID(ev); sid != "" {
+		e.sid = sid
+		r.bySID[sid] = e
+	}
+	resp := &tracking.Response{From: ev.From, ID: ev.ID, Body: ev.Body, StanzaID: e.sid}
+	if r.occ {
+		resp.OccupantID = ev.OccupantID
+	}
+	if e.t == nil {
+		e.early = resp // Send has not returned the tracker yet
+	} else {
+		e.t.Advance(tracking.DeliveredToRecipient, resp)
+	}
+	r.trim()
+	return !r.cfg.PassReflections
+}
+
+// match finds the unreflected message a reflection belongs to: by origin-id,
+// then id, then the same body, oldest first (for rooms that rewrite ids and
+// strip origin-ids). The caller holds r.mu.
+func (r *Room) match(ev *stanza.Evidence) *entry {
+	for _, id := range [2]string{ev.OriginID, ev.ID} {
+		if e := r.byID[id]; id != "" && e != nil && !e.reflected {
+			return e
+		}
+	}
+	if ev.OriginID != "" && r.byID[ev.OriginID] != nil {
+		return nil // a repeat of one already matched
+	}
+	for _, e := range r.entries {
+		if !e.reflected && e.body == ev.Body && r.byID[ev.ID] == nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// roomStanzaID returns the stanza-id the room assigned, when the room is
+// trusted to assign them and assigned exactly one. The caller holds r.mu.
+func (r *Room) roomStanzaID(ev *stanza.Evidence) string {
+	if !r.sid {
+		return ""
+	}
+	id := ""
+	for _, s := range ev.StanzaIDs {
+		if s.By == r.room {
+			if id != "" {
+				return "" // two from the room: trust neither (XEP-0359 §3 rule 4)
+			}
+			id = s.ID
+		}
+	}
+	return id
+}
+
+// marked applies another occupant's displayed marker: our message it names,
+// and every earlier one, become SeenByRecipient. The caller holds r.mu.
+func (r *Room) marked(ev *stanza.Evidence) {
+	var e *entry
+	if r.sid {
+		e = r.bySID[ev.Marker.ID] // markers must name the room's id
+	} else {
+		e = r.byID[ev.Marker.ID]
+	}
+	if e == nil {
+		return
+	}
+	reader := ev.From.Resourcepart()
+	if r.occ && ev.OccupantID != "" {
+		reader = ev.OccupantID
+	}
+	if upTo, ok := r.readers[reader]; ok || len(r.readers) < maxReaders {
+		r.readers[reader] = max(upTo, e.seq+1)
+	}
+	resp := &tracking.Response{From: ev.From, ID: ev.ID}
+	if r.occ {
+		resp.OccupantID = ev.OccupantID
+	}
+	for _, o := range r.entries {
+		if o.seq > e.seq {
+			break
+		}
+		if o.t != nil {
+			o.t.Advance(tracking.SeenByRecipient, resp)
+		}
+	}
+	r.trim()
+}
+
+// presence sees every incoming presence: mellium's room client completes
+// joins and leaves from it, and our own presences tell our occupant-id and
+// whether we were removed.
+func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
+	if p.From.Bare().String() != r.room {
+		return
+	}
+	toks := collect(rd)
+	self := scanSelf(toks)
+	if p.From.Resourcepart() == r.addr.Resourcepart() || self.status110 {
+		r.mu.Lock()
+		if self.occupantID != "" {
+			r.ourOcc = self.occupantID
+		}
+		r.mu.Unlock()
+		if p.Type == xstanza.UnavailablePresence {
+			defer r.settle() // left, kicked, banned, or the room was destroyed
+		}
+	}
+	r.mc.HandlePresence(p, readEncoder{&replay{toks: toks}})
+}
+
+// self is what our own presence says about us.
+type self struct {
+	occupantID string
+	status110  bool
+}
+
+// scanSelf reads the occupant-id and the self-presence status from a presence's tokens.
+func scanSelf(toks []xml.Token) (s self) {
+	for _, t := range toks {
+		start, ok := t.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		switch {
+		case start.Name.Space == stanza.NSOccupantID && start.Name.Local == "occupant-id":
+			s.occupantID = attr(start, "id")
+		case start.Name.Space == mmuc.NSUser && start.Name.Local == "status":
+			s.status110 = s.status110 || attr(start, "code") == "110"
+		}
+	}
+	return s
+}
+
+func attr(start xml.StartElement, name string) string {
+	for _, a := range start.Attr {
+		if a.Name.Local == name && a.Name.Space == "" {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+// collect copies the tokens of one presence (bounded).
+func collect(rd xml.TokenReader) []xml.Token {
+	var toks []xml.Token
+	for len(toks) < 1024 {
+		t, err := rd.Token()
+		if t != nil {
+			toks = append(toks, xml.CopyToken(t))
+		}
+		if err != nil {
+			break
+		}
+	}
+	return toks
+}
+
+type replay struct {
+	toks []xml.Token
+	pos  int
+}
+
+func (r *replay) Token() (xml.Token, error) {
+	if r.pos >= len(r.toks) {
+		return nil, io.EOF
+	}
+	r.pos++
+	return r.toks[r.pos-1], nil
+}
+
+// readEncoder gives mellium's presence handler a reader; it never writes.
+type readEncoder struct{ xml.TokenReader }
+
+func (readEncoder) EncodeToken(xml.Token) error               { return errReadOnly }
+func (readEncoder) EncodeElement(any, xml.StartElement) error { return errReadOnly }
+func (readEncoder) Encode(any) error                          { return errReadOnly }
+
+var errReadOnly = errors.New("muc: presence handler may not write")
