@@ -26,6 +26,13 @@ func (r *Room) message(ev *stanza.Evidence) bool {
 	switch ev.Marker.Type {
 	case stanza.MarkerDisplayed, stanza.MarkerAcknowledged:
 		r.marked(ev)
+	default:
+		if ev.Body != "" {
+			r.newest = ev.ID
+			if sid := r.roomStanzaID(ev); sid != "" || r.sid {
+				r.newest = sid // rooms with XEP-0359: markers name the room's id
+			}
+		}
 	}
 	return false
 }
@@ -155,7 +162,9 @@ func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 			defer r.settle() // left, kicked, banned, or the room was destroyed
 		}
 	}
-	r.mc.HandlePresence(p, readEncoder{&replay{toks: toks}})
+	// mellium's handler decodes the whole presence, start element first.
+	whole := append([]xml.Token{p.StartElement()}, toks...)
+	r.mc.HandlePresence(p, readEncoder{&replay{toks: whole}})
 }
 
 // self is what our own presence says about us.

@@ -60,6 +60,7 @@ type Room struct {
 	bySID     map[string]*entry
 	next      uint64            // position of the next message we send
 	readers   map[string]uint64 // occupant -> one past the last position it displayed
+	newest    string            // id to mark for the newest message from another occupant
 	left      bool
 	done      chan struct{}
 	rejoining bool
@@ -207,6 +208,27 @@ func (r *Room) SeenBy(t *tracking.MessageTracker) []string {
 	}
 	slices.Sort(who)
 	return who
+}
+
+// MarkDisplayed sends a displayed marker (XEP-0333) for the newest message
+// another occupant sent to the room, which covers every earlier one. It
+// references the room's stanza-id where the room announces XEP-0359, else the
+// message id. It reports whether there was something new to mark. It writes
+// to the stream: do not call it from a Handler.
+func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
+	r.mu.Lock()
+	id := r.newest
+	r.newest = ""
+	r.mu.Unlock()
+	if id == "" {
+		return false, nil
+	}
+	s, err := r.c.Session(ctx)
+	if err != nil {
+		return false, err
+	}
+	msg := xstanza.Message{To: r.addr.Bare(), Type: xstanza.GroupChatMessage, ID: xmpptrack.NewID()}
+	return true, s.Send(ctx, msg.Wrap(stanza.Marker{Type: stanza.MarkerDisplayed, ID: id}.TokenReader()))
 }
 
 // Leave exits the room with an optional status text and settles the room's
