@@ -14,6 +14,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/interop"
 	"github.com/xmpptrack/xmpptrack/internal/testserver"
 	"github.com/xmpptrack/xmpptrack/muc"
 	"github.com/xmpptrack/xmpptrack/stanza"
@@ -206,6 +207,36 @@ func TestIntegrationRoomHistoryReplay(t *testing.T) {
 		}
 		if _, err := tr.Wait(ctx, tracking.DeliveredToRecipient); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestIntegrationRoomMarkerFromSlixmpp has an occupant nobody here wrote
+// (slixmpp) mark our group-chat message displayed.
+func TestIntegrationRoomMarkerFromSlixmpp(t *testing.T) {
+	forEachServer(t, []string{"alice", "bob"}, func(t *testing.T, srv *testserver.Server) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		room := jid.MustParse("slix@" + srv.MUCDomain())
+		peer := interop.StartSlixmpp(t, interop.Options{
+			Addr: srv.Addr(), JID: srv.JID("bob").String(), Password: srv.Password("bob"),
+			CertPEM: srv.CertPEM(), Room: room.String(), Nick: "slixbob", RoomMarkers: true,
+		})
+		alice := dial(t, srv, "alice", xmpptrack.Config{})
+		r := join(t, ctx, alice, withNick(room, "alice"))
+		tr, err := r.Send(ctx, "tests passed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := tr.Wait(ctx, tracking.SeenByRecipient); err != nil {
+			t.Fatalf("Wait: %v, %v\npeer:\n%s", st, err, peer.Logs())
+		}
+		seen := r.SeenBy(tr)
+		if len(seen) != 1 {
+			t.Fatalf("seen by %v", seen)
+		}
+		if srv.Kind() == testserver.Ejabberd && seen[0] != "slixbob" {
+			t.Fatalf("seen by %v, want the nick slixbob", seen)
 		}
 	})
 }

@@ -1,0 +1,247 @@
+package muc
+
+import (
+	"encoding/xml"
+	"slices"
+	"strings"
+	"testing"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+const roomJID = "ops@conference.example.org"
+
+// scriptedRoom is a joined room fed by hand: the tests call the observer
+// with stanzas as a room would send them.
+func scriptedRoom(sid, occ bool) *Room {
+	return &Room{
+		addr:    jid.MustParse(roomJID + "/alice"),
+		room:    roomJID,
+		byID:    make(map[string]*entry),
+		bySID:   make(map[string]*entry),
+		readers: make(map[string]uint64),
+		done:    make(chan struct{}),
+		sid:     sid,
+		occ:     occ,
+		ourOcc:  "occ-alice",
+	}
+}
+
+// sent registers a message of ours as SendMessage does.
+func (r *Room) sent(id, body string) *tracking.MessageTracker {
+	t := tracking.NewMessageTracker(id)
+	e := &entry{t: t, id: id, body: body, seq: r.next}
+	r.next++
+	r.entries = append(r.entries, e)
+	r.byID[id] = e
+	return t
+}
+
+// feed parses a message as the client would and hands it to the observer.
+func feed(t *testing.T, r *Room, raw string) bool {
+	t.Helper()
+	d := xml.NewDecoder(strings.NewReader(raw))
+	tok, err := d.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := stanza.ParseMessage(tok.(xml.StartElement), d)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return r.message(&ev)
+}
+
+// groupchat builds a message from an occupant of the room.
+func groupchat(nick, id, inner string) string {
+	return `<message xmlns='jabber:client' type='groupchat' from='` + roomJID + `/` + nick + `' to='alice@example.org/x' id='` + id + `'>` + inner + `</message>`
+}
+
+func sidOf(id, by string) string {
+	return `<stanza-id xmlns='urn:xmpp:sid:0' id='` + id + `' by='` + by + `'/>`
+}
+
+func originID(id string) string { return `<origin-id xmlns='urn:xmpp:sid:0' id='` + id + `'/>` }
+
+func displayed(id string) string { return `<displayed xmlns='urn:xmpp:chat-markers:0' id='` + id + `'/>` }
+
+func occupantID(id string) string {
+	return `<occupant-id xmlns='urn:xmpp:occupant-id:0' id='` + id + `'/>`
+}
+
+func TestReflection(t *testing.T) {
+	r := scriptedRoom(true, true)
+	m := r.sent("m1", "deploy done")
+	consumed := feed(t, r, groupchat("alice", "m1", `<body>deploy done (edited by the room)</body>`+originID("m1")+occupantID("occ-alice")+sidOf("room-1", roomJID)))
+	if !consumed || m.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("consumed=%v state=%v", consumed, m.State())
+	}
+	resp := m.Response()
+	if resp.Body != "deploy done (edited by the room)" || resp.StanzaID != "room-1" || resp.OccupantID != "occ-alice" {
+		t.Fatalf("response %+v", resp)
+	}
+	r.cfg.PassReflections = true
+	r.sent("m2", "x")
+	if feed(t, r, groupchat("alice", "m2", `<body>x</body>`)) {
+		t.Fatal("PassReflections: reflection consumed")
+	}
+}
+
+func TestSpoofedReflection(t *testing.T) {
+	r := scriptedRoom(true, false)
+	m := r.sent("m1", "hello")
+	// Another occupant reuses our id, origin-id and body: nothing changes.
+	if feed(t, r, groupchat("mallory", "m1", `<body>hello</body>`+originID("m1"))) {
+		t.Fatal("spoof consumed")
+	}
+	if m.State() != tracking.InTransit {
+		t.Fatalf("spoof moved the tracker to %v", m.State())
+	}
+}
+
+// TestBadInputMUC covers the group-chat rows of protocol-brief.md §10
+// (rows 14 to 19; row 36 below).
+func TestBadInputMUC(t *testing.T) {
+	t.Run("row14_marker_names_message_id_in_room_with_stanza_ids", func(t *testing.T) {
+		r := scriptedRoom(true, false)
+		m := r.sent("m1", "a")
+		feed(t, r, groupchat("alice", "m1", `<body>a</body>`+sidOf("room-1", roomJID)))
+		feed(t, r, groupchat("bob", "b1", displayed("m1")))
+		if m.State() != tracking.DeliveredToRecipient {
+			t.Fatalf("marker by message id applied: %v", m.State())
+		}
+		feed(t, r, groupchat("bob", "b2", displayed("room-1")))
+		if m.State() != tracking.SeenByRecipient {
+			t.Fatalf("marker by stanza-id not applied: %v", m.State())
+		}
+	})
+	t.Run("row15_stanza_id_from_room_without_xep0359", func(t *testing.T) {
+		r := scriptedRoom(false, false)
+		m := r.sent("m1", "a")
+		feed(t, r, groupchat("alice", "m1", `<body>a</body>`+sidOf("forged", roomJID)))
+		if m.Response().StanzaID != "" {
+			t.Fatalf("untrusted stanza-id kept: %q", m.Response().StanzaID)
+		}
+		feed(t, r, groupchat("bob", "b1", displayed("forged")))
+		if m.State() != tracking.DeliveredToRecipient {
+			t.Fatalf("marker naming an untrusted stanza-id applied: %v", m.State())
+		}
+		feed(t, r, groupchat("bob", "b2", displayed("m1")))
+		if m.State() != tracking.SeenByRecipient {
+			t.Fatalf("marker by message id not applied: %v", m.State())
+		}
+	})
+	t.Run("row16_two_stanza_ids_from_the_room", func(t *testing.T) {
+		r := scriptedRoom(true, false)
+		m := r.sent("m1", "a")
+		feed(t, r, groupchat("alice", "m1", `<body>a</body>`+sidOf("s1", roomJID)+sidOf("s2", roomJID)))
+		if m.State() != tracking.DeliveredToRecipient || m.Response().StanzaID != "" {
+			t.Fatalf("state %v, stanza-id %q", m.State(), m.Response().StanzaID)
+		}
+		feed(t, r, groupchat("bob", "b1", displayed("s1")))
+		if m.State() != tracking.DeliveredToRecipient {
+			t.Fatal("marker naming a conflicting stanza-id applied")
+		}
+	})
+	t.Run("row17_rewritten_id_without_origin_id", func(t *testing.T) {
+		r := scriptedRoom(false, false)
+		first := r.sent("m1", "same text")
+		second := r.sent("m2", "same text")
+		other := r.sent("m3", "other text")
+		feed(t, r, groupchat("alice", "room-chose-this", `<body>same text</body>`))
+		if first.State() != tracking.DeliveredToRecipient || second.State() != tracking.InTransit || other.State() != tracking.InTransit {
+			t.Fatalf("body fallback matched %v %v %v", first.State(), second.State(), other.State())
+		}
+		feed(t, r, groupchat("alice", "room-chose-that", `<body>same text</body>`))
+		if second.State() != tracking.DeliveredToRecipient {
+			t.Fatalf("second body match: %v", second.State())
+		}
+	})
+	t.Run("row18_history_replay_after_rejoin", func(t *testing.T) {
+		r := scriptedRoom(true, false)
+		m := r.sent("m1", "a")
+		reflection := groupchat("alice", "m1", `<body>a</body>`+originID("m1")+sidOf("room-1", roomJID))
+		feed(t, r, reflection)
+		feed(t, r, groupchat("bob", "b1", displayed("room-1")))
+		m.Close()
+		history := groupchat("alice", "m1", `<body>a</body>`+originID("m1")+sidOf("room-1", roomJID)+
+			`<delay xmlns='urn:xmpp:delay' from='`+roomJID+`' stamp='2026-11-22T06:00:00Z'/>`)
+		if feed(t, r, history) {
+			t.Fatal("history of an already reflected message consumed as a reflection")
+		}
+		if m.State() != tracking.SeenByRecipient || len(r.entries) != 1 {
+			t.Fatalf("replay changed things: %v, %d entries", m.State(), len(r.entries))
+		}
+	})
+	t.Run("row19_own_message_from_another_device", func(t *testing.T) {
+		r := scriptedRoom(true, true)
+		m := r.sent("m1", "a")
+		// Same occupant-id (our account), a message we never sent here.
+		if feed(t, r, groupchat("alice-phone", "phone-1", `<body>from my phone</body>`+occupantID("occ-alice"))) {
+			t.Fatal("another device's message consumed")
+		}
+		if m.State() != tracking.InTransit {
+			t.Fatalf("another device's message moved ours: %v", m.State())
+		}
+	})
+	// row36 (error for a MUC message): the client's registry applies room
+	// errors as for 1:1 messages; TestIntegrationRoomErrorWhenNotJoined checks
+	// not-acceptable from real Prosody and ejabberd.
+}
+
+func TestMarkerCoversEarlierAndSeenBy(t *testing.T) {
+	r := scriptedRoom(true, true)
+	a := r.sent("a", "1")
+	b := r.sent("b", "2")
+	c := r.sent("c", "3")
+	for i, id := range []string{"a", "b", "c"} {
+		feed(t, r, groupchat("alice", id, `<body>`+string(rune('1'+i))+`</body>`+sidOf("s-"+id, roomJID)))
+	}
+	feed(t, r, groupchat("bob", "x", displayed("s-b")+occupantID("occ-bob")))
+	if a.State() != tracking.SeenByRecipient || b.State() != tracking.SeenByRecipient || c.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("states %v %v %v", a.State(), b.State(), c.State())
+	}
+	feed(t, r, groupchat("carol", "y", displayed("s-a")+occupantID("occ-carol")))
+	if got := r.SeenBy(a); !slices.Equal(got, []string{"occ-bob", "occ-carol"}) {
+		t.Fatalf("SeenBy(a) = %v", got)
+	}
+	if got := r.SeenBy(b); !slices.Equal(got, []string{"occ-bob"}) {
+		t.Fatalf("SeenBy(b) = %v", got)
+	}
+	if got := r.SeenBy(c); len(got) != 0 {
+		t.Fatalf("SeenBy(c) = %v", got)
+	}
+	// Our own marker is not somebody else's reading.
+	feed(t, r, groupchat("alice", "z", displayed("s-c")+occupantID("occ-alice")))
+	if c.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("our own marker applied: %v", c.State())
+	}
+}
+
+func TestEarlyReflection(t *testing.T) {
+	r := scriptedRoom(false, false)
+	e := &entry{id: "m1", body: "a"}
+	r.entries = append(r.entries, e)
+	r.byID["m1"] = e
+	feed(t, r, groupchat("alice", "m1", `<body>a</body>`))
+	if e.early == nil {
+		t.Fatal("a reflection before Send returned was lost")
+	}
+}
+
+func TestTrimKeepsMemoryBounded(t *testing.T) {
+	r := scriptedRoom(false, false)
+	for i := range 2 * keepSettled {
+		id := "m" + strings.Repeat("x", i%5) + string(rune('a'+i%26)) + string(rune('a'+i/26%26))
+		m := r.sent(id, "b")
+		m.Close()
+	}
+	r.sent("last", "b")
+	feed(t, r, groupchat("alice", "last", `<body>b</body>`))
+	if len(r.entries) > keepSettled+1 {
+		t.Fatalf("%d entries kept", len(r.entries))
+	}
+}
