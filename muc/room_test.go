@@ -66,7 +66,9 @@ func sidOf(id, by string) string {
 
 func originID(id string) string { return `<origin-id xmlns='urn:xmpp:sid:0' id='` + id + `'/>` }
 
-func displayed(id string) string { return `<displayed xmlns='urn:xmpp:chat-markers:0' id='` + id + `'/>` }
+func displayed(id string) string {
+	return `<displayed xmlns='urn:xmpp:chat-markers:0' id='` + id + `'/>`
+}
 
 func occupantID(id string) string {
 	return `<occupant-id xmlns='urn:xmpp:occupant-id:0' id='` + id + `'/>`
