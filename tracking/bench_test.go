@@ -16,14 +16,21 @@ func newID() string {
 }
 
 // BenchmarkPendingMemory reports the heap held per pending tracker, index
-// entries and timer slot included, with b.N trackers pending at once in 100
-// conversations. The budget is 128 bytes: run with -benchtime=1000000x.
+// entries and timer slot included, with b.N trackers pending at once to one
+// peer and spread over 100 peers. The budget is 128 bytes: run with
+// -benchtime=1000000x.
 func BenchmarkPendingMemory(b *testing.B) {
+	for _, peers := range []int{1, 100} {
+		b.Run(strconv.Itoa(peers)+"peers", func(b *testing.B) { pendingMemory(b, peers) })
+	}
+}
+
+func pendingMemory(b *testing.B, peers int) {
 	ids := make([]string, b.N)
 	for i := range ids {
 		ids[i] = newID()
 	}
-	convs := make([]string, 100)
+	convs := make([]string, peers)
 	for i := range convs {
 		convs[i] = "peer" + strconv.Itoa(i) + "@example.org"
 	}
