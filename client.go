@@ -197,6 +197,7 @@ func (c *Client) loop(cn conn) {
 		closing := c.closing
 		c.mu.Unlock()
 		cn.s.Close()
+		cn.s.Conn().Close()
 		if closing {
 			return
 		}
@@ -286,11 +287,31 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	c.reg.Close()
 	if s != nil {
-		s.Close()
+		c.closeGracefully(s)
 	}
 	c.cancel()
 	<-c.done
 	return nil
+}
+
+// closeGrace bounds a graceful close: a peer that stops reading or never
+// answers </stream:stream> cannot hold Close longer than this.
+const closeGrace = 2 * time.Second
+
+// closeGracefully acknowledges what the server sent (XEP-0198 recommends a
+// final <a/>, so the server does not re-send it elsewhere) and closes the
+// stream, waiting at most closeGrace for the server's answer.
+func (c *Client) closeGracefully(s *xmpp.Session) {
+	deadline := time.Now().Add(closeGrace)
+	// Deadlines on the connection itself: mellium's SetCloseDeadline races
+	// with a running Serve (it swaps a context without a lock).
+	s.Conn().SetDeadline(deadline)
+	if c.sm.Enabled() {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		c.sm.SendAck(ctx, s)
+		cancel()
+	}
+	s.Close()
 }
 
 // Shutdown stops accepting new messages, waits until every pending tracker
