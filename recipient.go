@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
@@ -51,9 +52,16 @@ func (r *recipient) received(ev *stanza.Evidence) {
 	if ev.Markable && !r.c.cfg.NoMarkers {
 		peer := ev.From.Bare().String()
 		r.mu.Lock()
-		if _, ok := r.markable[peer]; ok || len(r.markable) < maxMarkable {
-			r.markable[peer] = answer{to: ev.From.Bare(), typ: ev.Type, ref: ev.ID, thread: ev.Thread, marker: true}
+		if _, ok := r.markable[peer]; !ok && len(r.markable) >= maxMarkable {
+			// Full (peers the application never marks, or a flood of
+			// senders): forget an arbitrary one rather than stop
+			// remembering new peers for good.
+			for k := range r.markable {
+				delete(r.markable, k)
+				break
+			}
 		}
+		r.markable[peer] = answer{to: ev.From.Bare(), typ: ev.Type, ref: ev.ID, thread: ev.Thread, marker: true}
 		r.mu.Unlock()
 	}
 }
@@ -71,19 +79,24 @@ func (r *recipient) queue(a answer) bool {
 // MarkDisplayed sends an XEP-0333 displayed marker for the newest markable
 // message received from peer, which tells the sender that it and every
 // earlier message were displayed. It reports whether a marker was queued:
-// false when there is nothing new to mark, when Config.NoMarkers is set, or
-// when the outbox is full. It never blocks, so it may be called from a Handler.
+// false when there is nothing new to mark, when Config.NoMarkers is set,
+// after Close, or when the outbox is full (then the message stays the one to
+// mark, and a later call may send the marker). It never blocks, so it may be
+// called from a Handler.
 func (c *Client) MarkDisplayed(peer jid.JID) bool {
-	if c.cfg.NoMarkers {
+	if c.cfg.NoMarkers || c.ctx.Err() != nil {
 		return false
 	}
 	r := c.rcp
 	key := peer.Bare().String()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	a, ok := r.markable[key]
+	if !ok || !r.queue(a) {
+		return false
+	}
 	delete(r.markable, key)
-	r.mu.Unlock()
-	return ok && r.queue(a)
+	return true
 }
 
 // run writes queued answers until the client closes.
@@ -91,7 +104,7 @@ func (r *recipient) run() {
 	for {
 		select {
 		case a := <-r.out:
-			s, err := r.c.Session(r.c.ctx)
+			s, err := r.session()
 			if err != nil {
 				return
 			}
@@ -100,6 +113,31 @@ func (r *recipient) run() {
 			}
 		case <-r.c.ctx.Done():
 			return
+		}
+	}
+}
+
+// session returns the current session, waiting while the client reconnects.
+// Unlike Client.Session it keeps working during Shutdown: peers are still
+// answered while our own messages settle.
+func (r *recipient) session() (*xmpp.Session, error) {
+	c := r.c
+	for {
+		c.mu.Lock()
+		s, up, closing := c.session, c.up, c.closing
+		c.mu.Unlock()
+		switch {
+		case closing:
+			return nil, ErrClientClosed
+		case s != nil:
+			return s, nil
+		}
+		select {
+		case <-up:
+		case <-c.done:
+			return nil, ErrClientClosed
+		case <-c.ctx.Done():
+			return nil, c.ctx.Err()
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"time"
 
 	"mellium.im/xmlstream"
@@ -19,7 +20,9 @@ import (
 // Message is one message to send.
 type Message struct {
 	// ID is the message's id. Empty means a fresh random one (the usual
-	// choice); a caller-chosen id must be unique among pending messages.
+	// choice); a caller-chosen id must be unique among pending messages
+	// (else Send fails with tracking.ErrDuplicateID) and at most
+	// stanza.MaxIDLen bytes long (else Send fails with stanza.ErrIDTooLong).
 	ID string
 	// To is the recipient. A bare JID is usual; the tracker's conversation is
 	// its bare JID either way.
@@ -64,6 +67,10 @@ func (c *Client) TrySend(ctx context.Context, m Message) (*tracking.MessageTrack
 func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.MessageTracker, error) {
 	if m.Type == "" {
 		m.Type = xstanza.ChatMessage
+	}
+	if len(m.ID) > stanza.MaxIDLen {
+		// Peers' receipts and markers for it would be refused as oversized.
+		return nil, fmt.Errorf("xmpptrack: message id of %d bytes: %w", len(m.ID), stanza.ErrIDTooLong)
 	}
 	s, err := c.Session(ctx)
 	if err != nil {

@@ -13,9 +13,9 @@ import (
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// maxBufferedTokens bounds what the tap buffers of one message; a larger
-// message is passed on without being observed (the server's own stanza size
-// limit is far below what a real message needs).
+// maxBufferedTokens bounds what the tap buffers of one stanza; a larger
+// stanza is passed on whole but without being observed (a real message needs
+// far fewer tokens).
 const maxBufferedTokens = 4096
 
 // tap returns the handler that observes every incoming stanza without
@@ -32,11 +32,15 @@ func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 		default:
 			return pass(app, t, start)
 		}
-		toks, err := readTokens(t)
+		toks, complete, err := readTokens(t)
 		if err != nil {
 			return err
 		}
 		rp := &replay{toks: toks}
+		if !complete {
+			c.log.Debug("xmpptrack: oversized message ignored by tracking", "tokens", len(toks))
+			return passRest(app, rp, t, start)
+		}
 		if ev, err := stanza.ParseMessage(*start, rp); err == nil {
 			if drop := c.observe(&ev); drop {
 				return nil
@@ -68,12 +72,15 @@ func (c *Client) presence(app xmpp.Handler, t xmlstream.TokenReadEncoder, start 
 	if !want {
 		return pass(app, t, start)
 	}
-	toks, err := readTokens(t)
+	toks, complete, err := readTokens(t)
 	if err != nil {
 		return err
 	}
-	p, err := xstanza.NewPresence(*start)
 	rp := &replay{toks: toks}
+	if !complete {
+		return passRest(app, rp, t, start)
+	}
+	p, err := xstanza.NewPresence(*start)
 	if err == nil {
 		for _, o := range obs {
 			if o.Presence != nil {
@@ -96,22 +103,32 @@ func pass(app xmpp.Handler, t xmlstream.TokenReadEncoder, start *xml.StartElemen
 	return app.HandleXMPP(t, start)
 }
 
-// readTokens reads the rest of one stanza, copying the tokens.
-func readTokens(r xml.TokenReader) ([]xml.Token, error) {
-	var toks []xml.Token
+// passRest passes a stanza that was read only in part (the buffered tokens
+// in rp, the rest still in t) on to the application whole.
+func passRest(app xmpp.Handler, rp *replay, t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	return pass(app, struct {
+		xml.TokenReader
+		xmlstream.Encoder
+	}{xmlstream.MultiReader(rp, t), t}, start)
+}
+
+// readTokens reads the rest of one stanza, copying the tokens. complete is
+// false when the stanza has more than maxBufferedTokens tokens; the rest is
+// then still unread in r.
+func readTokens(r xml.TokenReader) (toks []xml.Token, complete bool, err error) {
 	for len(toks) < maxBufferedTokens {
 		tok, err := r.Token()
 		if tok != nil {
 			toks = append(toks, xml.CopyToken(tok))
 		}
 		if err == io.EOF {
-			return toks, nil
+			return toks, true, nil
 		}
 		if err != nil {
-			return toks, err
+			return toks, false, err
 		}
 	}
-	return toks, nil
+	return toks, false, nil
 }
 
 // replay reads buffered tokens.
@@ -132,10 +149,14 @@ func (r *replay) Token() (xml.Token, error) {
 // and feeds the registry. It reports whether the stanza must be dropped
 // whole (a forged carbon).
 func (c *Client) observe(ev *stanza.Evidence) (drop bool) {
-	fromSelf := ev.From.Equal(jid.JID{}) || ev.From.Bare().String() == c.self
+	// mellium reports our own bare JID as an empty from; a stanza without
+	// from comes from our server on behalf of the account.
+	fromAccount := ev.From.Equal(jid.JID{}) || ev.From.Resourcepart() == "" && ev.From.String() == c.self
+	fromSelf := fromAccount || ev.From.Bare().String() == c.self
 	if ev.Carbon != stanza.CarbonNone {
-		if !fromSelf {
-			// Only our own account may send carbons (XEP-0280 §11).
+		if !fromAccount {
+			// Only our own account's bare JID may send carbons (XEP-0280
+			// §11), not even another of our resources.
 			c.log.Debug("xmpptrack: dropped a carbon not from our account", "from", ev.From.String())
 			return true
 		}

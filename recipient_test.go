@@ -1,0 +1,257 @@
+package xmpptrack
+
+import (
+	"fmt"
+	"testing"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+)
+
+// checkAnswer checks that w is a bare receipt or marker: addressed to to,
+// of type typ, referring to ref with its own fresh id, and carrying nothing
+// that asks for an answer.
+func checkAnswer(t *testing.T, w element, to, typ, ref string, marker bool) {
+	t.Helper()
+	name, space := "received", stanza.NSReceipts
+	if marker {
+		name, space = "displayed", stanza.NSMarkers
+	}
+	if w.XMLName.Local != "message" || w.attr("to") != to || w.attr("type") != typ {
+		t.Errorf("answer %s, want a %s message to %s", w.String(), typ, to)
+	}
+	if c := w.child(space, name); c == nil || c.attr("id") != ref {
+		t.Errorf("answer %s, want <%s id='%s'/>", w.String(), name, ref)
+	}
+	if id := w.attr("id"); id == "" || id == ref {
+		t.Errorf("answer id %q: want a fresh one", id)
+	}
+	for _, c := range w.Children {
+		switch {
+		case c.XMLName.Space == stanza.NSReceipts && c.XMLName.Local == "request",
+			c.XMLName.Space == stanza.NSMarkers && c.XMLName.Local == "markable",
+			c.XMLName.Local == "body":
+			t.Errorf("answer %s carries <%s/>", w.String(), c.XMLName.Local)
+		}
+	}
+}
+
+// nextAnswer returns the next message the client wrote.
+func nextAnswer(t *testing.T, e *badInputEnv) element {
+	t.Helper()
+	return e.written(func(element) bool { return true })
+}
+
+func TestRecipientAnswersReceiptRequests(t *testing.T) {
+	e := newBadInputEnv(t, Config{})
+	tests := []struct {
+		name, from, attrs, children string
+		wantType                    string
+	}{
+		{"chat", "bob@example.org/pc", "type='chat'", "<body>hi</body>", "chat"},
+		{"normal", "bob@example.org/pc", "type='normal'", "<body>hi</body>", "normal"},
+		{"no type is normal", "bob@example.org/pc", "", "<body>hi</body>", "normal"},
+		{"unknown type is normal", "bob@example.org/pc", "type='whatever'", "<body>hi</body>", "normal"},
+		{"headline", "bob@example.org/pc", "type='headline'", "<body>hi</body>", "headline"},
+		{"no body", "bob@example.org/pc", "type='chat'", "", "chat"},
+		{"with markable and thread", "bob@example.org/pc", "type='chat'", "<body>hi</body><thread>t1</thread><markable xmlns='urn:xmpp:chat-markers:0'/>", "chat"},
+		{"bare JID sender", "bob@example.org", "type='chat'", "<body>hi</body>", "chat"},
+		{"a stranger", "stranger@elsewhere.example/x", "type='chat'", "<body>hi</body>", "chat"},
+		{"a room occupant in private", "room@conference.example.org/nick", "type='chat'", "<body>hi</body><x xmlns='http://jabber.org/protocol/muc#user'/>", "chat"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.t = t
+			id := fmt.Sprintf("req-%d", i)
+			e.inject(`<message from='%s' to='alice@localhost/phone' id='%s' %s>%s<request xmlns='urn:xmpp:receipts'/></message>`,
+				tc.from, id, tc.attrs, tc.children)
+			checkAnswer(t, nextAnswer(t, e), tc.from, tc.wantType, id, false)
+		})
+	}
+	e.t = t
+	e.noAnswer()
+	e.finish()
+}
+
+// TestRecipientDoesNotAnswer: each input is followed by a probe; the
+// client's next message must be the probe's receipt.
+func TestRecipientDoesNotAnswer(t *testing.T) {
+	req := "<request xmlns='urn:xmpp:receipts'/>"
+	inner := func(from, to string) string {
+		return fmt.Sprintf(`<message from='%s' to='%s' id='inner' type='chat'><body>hi</body>%s</message>`, from, to, req)
+	}
+	tests := []struct{ name, raw string }{
+		{"own bare JID", `<message from='alice@localhost' id='x' type='chat'><body>hi</body>` + req + `</message>`},
+		{"own other resource", `<message from='alice@localhost/laptop' id='x' type='chat'><body>hi</body>` + req + `</message>`},
+		{"own full JID", `<message from='alice@localhost/phone' id='x' type='chat'><body>hi</body>` + req + `</message>`},
+		{"no from: our server", `<message id='x' type='chat'><body>hi</body>` + req + `</message>`},
+		{"error", `<message from='bob@example.org/pc' id='x' type='error'><body>hi</body>` + req + `<error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`},
+		{"received carbon", carbon("alice@localhost", "received", "x", inner("bob@example.org/pc", "alice@localhost"))},
+		{"sent carbon", carbon("alice@localhost", "sent", "x", inner("alice@localhost/laptop", "bob@example.org"))},
+		{"forged carbon", carbon("mallory@evil.example", "received", "x", inner("bob@example.org/pc", "alice@localhost"))},
+		{"groupchat", `<message from='room@conference.example.org/nick' id='x' type='groupchat'><body>hi</body>` + req + `</message>`},
+		{"receipt", `<message from='bob@example.org/pc' id='x' type='chat'>` + receiptFor("m") + req + `</message>`},
+		{"legacy received marker", `<message from='bob@example.org/pc' id='x' type='chat'><received xmlns='urn:xmpp:chat-markers:0' id='m'/>` + req + `</message>`},
+		{"displayed marker", `<message from='bob@example.org/pc' id='x' type='chat'>` + displayedFor("m") + req + `</message>`},
+		{"acknowledged marker", `<message from='bob@example.org/pc' id='x' type='chat'><acknowledged xmlns='urn:xmpp:chat-markers:0' id='m'/>` + req + `</message>`},
+		{"no id", `<message from='bob@example.org/pc' type='chat'><body>hi</body>` + req + `</message>`},
+		{"invalid from", `<message from='bob@@example.org' id='x' type='chat'><body>hi</body>` + req + `</message>`},
+	}
+	e := newBadInputEnv(t, Config{})
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.t = t
+			e.inject("%s", tc.raw)
+			e.noAnswer()
+		})
+	}
+	e.t = t
+	e.finish()
+}
+
+// TestRecipientNoReceipts: with Config.NoReceipts nothing is answered; a
+// displayed marker, the only thing the client writes, proves it.
+func TestRecipientNoReceipts(t *testing.T) {
+	e := newBadInputEnv(t, Config{NoReceipts: true})
+	e.inject(`<message from='bob@example.org/pc' id='q1' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='%s'/></message>`, stanza.NSMarkers)
+	e.app.waitFor(t, "q1")
+	if !e.c.MarkDisplayed(bob) {
+		t.Fatal("nothing to mark")
+	}
+	checkAnswer(t, nextAnswer(t, e), "bob@example.org", "chat", "q1", true)
+	e.finish()
+}
+
+func TestRecipientMarkDisplayed(t *testing.T) {
+	e := newBadInputEnv(t, Config{})
+	markable := "<markable xmlns='urn:xmpp:chat-markers:0'/>"
+	e.inject(`<message from='bob@example.org/pc' id='b1' type='chat'><body>1</body>%s</message>`, markable)
+	e.inject(`<message from='bob@example.org/laptop' id='b2' type='chat'><body>2</body>%s</message>`, markable)
+	e.inject(`<message from='bob@example.org/pc' id='b3' type='chat'><body>3, not markable</body></message>`)
+	e.inject(`<message from='carol@example.org/pc' id='c1' type='normal'><body>1</body>%s</message>`, markable)
+	e.app.waitFor(t, "c1")
+
+	// The newest markable message of the conversation, to the bare JID, for
+	// any resource of the peer.
+	if !e.c.MarkDisplayed(jid.MustParse("bob@example.org/whatever")) {
+		t.Fatal("nothing to mark for bob")
+	}
+	checkAnswer(t, nextAnswer(t, e), "bob@example.org", "chat", "b2", true)
+	if e.c.MarkDisplayed(bob) {
+		t.Error("marked twice")
+	}
+	if e.c.MarkDisplayed(jid.MustParse("dave@example.org")) {
+		t.Error("marked a peer that sent nothing")
+	}
+	if !e.c.MarkDisplayed(jid.MustParse("carol@example.org")) {
+		t.Fatal("nothing to mark for carol")
+	}
+	checkAnswer(t, nextAnswer(t, e), "carol@example.org", "normal", "c1", true)
+
+	// A message with a thread is marked in its thread.
+	e.inject(`<message from='bob@example.org/pc' id='b4' type='chat'><body>4</body><thread>th</thread>%s</message>`, markable)
+	e.app.waitFor(t, "b4")
+	if !e.c.MarkDisplayed(bob) {
+		t.Fatal("nothing to mark")
+	}
+	w := nextAnswer(t, e)
+	checkAnswer(t, w, "bob@example.org", "chat", "b4", true)
+	if th := w.child("jabber:client", "thread"); th == nil || th.Text != "th" {
+		t.Errorf("marker %s without the thread", w.String())
+	}
+	e.noAnswer()
+	e.finish()
+}
+
+// TestRecipientNeverMarks: messages that must never be marked displayed,
+// and Config.NoMarkers.
+func TestRecipientNeverMarks(t *testing.T) {
+	markable := "<markable xmlns='urn:xmpp:chat-markers:0'/>"
+	inner := func(from, to string) string {
+		return fmt.Sprintf(`<message from='%s' to='%s' id='inner' type='chat'><body>hi</body>%s</message>`, from, to, markable)
+	}
+	tests := []struct {
+		name, peer, raw string
+	}{
+		{"own message", "alice@localhost", `<message from='alice@localhost/laptop' id='x' type='chat'><body>hi</body>` + markable + `</message>`},
+		{"error", "bob@example.org", `<message from='bob@example.org/pc' id='x' type='error'><body>hi</body>` + markable + `<error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`},
+		{"received carbon", "bob@example.org", carbon("alice@localhost", "received", "x", inner("bob@example.org/pc", "alice@localhost"))},
+		{"sent carbon", "bob@example.org", carbon("alice@localhost", "sent", "x", inner("alice@localhost/laptop", "bob@example.org"))},
+		{"groupchat", "room@conference.example.org", `<message from='room@conference.example.org/nick' id='x' type='groupchat'><body>hi</body>` + markable + `</message>`},
+		{"receipt", "bob@example.org", `<message from='bob@example.org/pc' id='x' type='chat'>` + receiptFor("m") + markable + `</message>`},
+		{"marker for a marker", "bob@example.org", `<message from='bob@example.org/pc' id='x' type='chat'>` + displayedFor("m") + markable + `</message>`},
+		{"not markable", "bob@example.org", `<message from='bob@example.org/pc' id='x' type='chat'><body>hi</body></message>`},
+	}
+	e := newBadInputEnv(t, Config{})
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.t = t
+			e.inject("%s", tc.raw)
+			e.barrier()
+			if e.c.MarkDisplayed(jid.MustParse(tc.peer)) {
+				t.Errorf("marked %s", tc.peer)
+			}
+			e.noAnswer()
+		})
+	}
+	e.t = t
+	e.finish()
+
+	t.Run("NoMarkers", func(t *testing.T) {
+		e := newBadInputEnv(t, Config{NoMarkers: true})
+		e.inject(`<message from='bob@example.org/pc' id='q1' type='chat'><body>hi</body>%s</message>`, markable)
+		e.barrier()
+		if e.c.MarkDisplayed(bob) {
+			t.Error("MarkDisplayed with NoMarkers queued a marker")
+		}
+		e.noAnswer()
+		e.finish()
+	})
+}
+
+// TestRecipientBounds: the outbox and the markable map are bounded; a full
+// outbox drops answers instead of blocking the stream, and keeps the
+// message to mark for a later MarkDisplayed.
+func TestRecipientBounds(t *testing.T) {
+	c := newTapClient(t, Config{}) // nobody drains its outbox
+	fed := feedTap(t, c, nil, newStanzaStream(outboxSize+100, func(i int) string {
+		return fmt.Sprintf(`<message from='peer%d@example.org/x' id='q%d' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='%s'/></message>`, i, i, stanza.NSMarkers)
+	}))
+	if fed != outboxSize+100 {
+		t.Fatalf("fed %d", fed)
+	}
+	if n := len(c.rcp.out); n != outboxSize {
+		t.Fatalf("outbox holds %d, want %d", n, outboxSize)
+	}
+	peer := jid.MustParse("peer0@example.org")
+	if c.MarkDisplayed(peer) {
+		t.Fatal("MarkDisplayed queued into a full outbox")
+	}
+	<-c.rcp.out
+	if !c.MarkDisplayed(peer) {
+		t.Fatal("the message to mark was lost with the full outbox")
+	}
+	a := <-c.rcp.out // the oldest answer; the marker is last
+	for len(c.rcp.out) > 0 {
+		a = <-c.rcp.out
+	}
+	if !a.marker || a.ref != "q0" || a.to.String() != "peer0@example.org" {
+		t.Errorf("last answer %+v, want the marker for q0", a)
+	}
+
+	// The markable map keeps the newest maxMarkable peers at most.
+	c = newTapClient(t, Config{})
+	feedTap(t, c, nil, newStanzaStream(maxMarkable+50, func(i int) string {
+		return fmt.Sprintf(`<message from='peer%d@example.org/x' id='m%d' type='chat'><body>hi</body><markable xmlns='%s'/></message>`, i, i, stanza.NSMarkers)
+	}))
+	c.rcp.mu.Lock()
+	n := len(c.rcp.markable)
+	c.rcp.mu.Unlock()
+	if n != maxMarkable {
+		t.Errorf("markable map holds %d, want %d", n, maxMarkable)
+	}
+	if !c.MarkDisplayed(jid.MustParse(fmt.Sprintf("peer%d@example.org", maxMarkable+49))) {
+		t.Error("the newest peer cannot be marked")
+	}
+}
