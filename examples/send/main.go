@@ -1,0 +1,461 @@
+// Command send sends tracked XMPP messages and prints every state change of
+// each one.
+//
+//	go run ./examples/send -jid alice@example.org -to bob@example.org [flags] [message text]
+//
+// Without message text it sends each line of standard input as its own
+// message, in order, without waiting for the previous one. It prints one
+// line per state change of each message (elapsed time since that message was
+// sent, its id, the state; for ERROR the condition and text), or with -json
+// one JSON object per line with the fields id, to, state, elapsed_ms and, for
+// ERROR, condition and error.
+//
+// Flags:
+//
+//	-password-file F   password file (else the XMPP_PASSWORD environment variable)
+//	-addr host:port    server address (default: from the JID's domain)
+//	-muc NICK          -to is a room: join it as NICK, send, leave
+//	-wait STATE        server | delivered | seen   (default delivered)
+//	-timeout D         tracking window, a Go duration (default 30s); it also bounds logging in
+//	-plaintext         allow login without TLS (loopback testing only)
+//	-insecure          skip certificate verification (testing only)
+//	-json              print JSON lines instead of text
+//
+// Exit status: 0 when every message reached the -wait state; 2 when any did
+// not (ERROR, ABORTED, TIMED_OUT, CLOSED, or tracking ended short of it); 1
+// for usage, connection and authentication errors, with a one-line message on
+// standard error that says what to fix.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/muc"
+	"github.com/xmpptrack/xmpptrack/sm"
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// Exit statuses.
+const (
+	exitOK       = 0
+	exitFailed   = 1 // usage, connection, authentication
+	exitNotThere = 2 // a message did not reach the -wait state
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the parsed command line.
+type options struct {
+	account, to  jid.JID
+	password     string
+	addr         string
+	nick         string
+	wait         tracking.MessageState
+	timeout      time.Duration
+	plaintext    bool
+	insecure     bool
+	json         bool
+	text         string
+	hasText      bool
+	passwordFile string
+}
+
+var waitStates = map[string]tracking.MessageState{
+	"server":    tracking.DeliveredToServer,
+	"delivered": tracking.DeliveredToRecipient,
+	"seen":      tracking.SeenByRecipient,
+}
+
+// usageError is a command-line mistake: exit status 1 with the message.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: send -jid alice@example.org -to bob@example.org [flags] [message text]")
+		fmt.Fprintln(fs.Output(), "Without message text, each line of standard input is sent as its own message.")
+		fs.PrintDefaults()
+	}
+	var o options
+	var account, to, wait string
+	fs.StringVar(&account, "jid", "", "our account, `user@domain`")
+	fs.StringVar(&to, "to", "", "the recipient, or the room with -muc")
+	fs.StringVar(&o.passwordFile, "password-file", "", "read the password from `file` (else $XMPP_PASSWORD)")
+	fs.StringVar(&o.addr, "addr", "", "server address `host:port` (default: from the JID's domain)")
+	fs.StringVar(&o.nick, "muc", "", "-to is a room: join it as `nick`, send, leave")
+	fs.StringVar(&wait, "wait", "delivered", "the state to wait for: server | delivered | seen")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "tracking window; also bounds logging in")
+	fs.BoolVar(&o.plaintext, "plaintext", false, "allow login without TLS (loopback testing only)")
+	fs.BoolVar(&o.insecure, "insecure", false, "skip certificate verification (testing only)")
+	fs.BoolVar(&o.json, "json", false, "print JSON lines instead of text")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+
+	var err error
+	switch {
+	case account == "":
+		return nil, usageError{"missing -jid: give the account to send from, e.g. -jid alice@example.org"}
+	case to == "":
+		return nil, usageError{"missing -to: give the recipient (or the room with -muc), e.g. -to bob@example.org"}
+	case o.plaintext && o.insecure:
+		return nil, usageError{"-plaintext and -insecure exclude each other: -plaintext uses no TLS at all"}
+	case o.timeout <= 0:
+		return nil, usageError{"-timeout must be positive, e.g. -timeout 30s"}
+	}
+	if o.account, err = jid.Parse(account); err != nil || o.account.Localpart() == "" {
+		return nil, usageError{fmt.Sprintf("-jid %q is not an account address like alice@example.org", account)}
+	}
+	if o.to, err = jid.Parse(to); err != nil {
+		return nil, usageError{fmt.Sprintf("-to %q is not a valid address: %v", to, err)}
+	}
+	if o.nick != "" && o.to.Resourcepart() != "" {
+		return nil, usageError{"with -muc, give -to as the bare room address room@service; the nick goes in -muc"}
+	}
+	var ok bool
+	if o.wait, ok = waitStates[strings.ToLower(wait)]; !ok {
+		return nil, usageError{fmt.Sprintf("-wait %q: use server, delivered or seen", wait)}
+	}
+	if o.passwordFile != "" {
+		b, err := os.ReadFile(o.passwordFile)
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("cannot read the password file: %v", err)}
+		}
+		o.password = strings.TrimRight(string(b), "\r\n")
+	} else {
+		o.password = os.Getenv("XMPP_PASSWORD")
+	}
+	if o.password == "" {
+		return nil, usageError{"no password: give -password-file FILE or set XMPP_PASSWORD"}
+	}
+	if fs.NArg() > 0 {
+		o.text, o.hasText = strings.Join(fs.Args(), " "), true
+	}
+	return &o, nil
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	o, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(stderr, "send:", ue.msg)
+		}
+		return exitFailed
+	}
+
+	p := newPrinter(stdout, o.json)
+	cfg := xmpptrack.Config{
+		Addr:           o.addr,
+		AllowPlaintext: o.plaintext,
+		Window:         o.timeout,
+		OnStateChange:  p.change,
+		// One ack request per message: DELIVERED_TO_SERVER shows at once.
+		StreamManagement: sm.Config{AckEvery: 1},
+	}
+	if o.insecure {
+		cfg.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	// A context that ends right after a write can break the next write:
+	// mellium v0.23.0 may apply its cancellation to the connection's write
+	// deadline just after the write returned. So the contexts of logging
+	// in, joining and leaving end only when the program does.
+	setupCtx, cancelSetup := context.WithTimeout(ctx, o.timeout)
+	defer cancelSetup()
+	c, err := xmpptrack.Dial(setupCtx, o.account, o.password, &cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "send:", explainDial(o, err))
+		return exitFailed
+	}
+	var room *muc.Room
+	defer func() {
+		leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 5*time.Second)
+		if room != nil {
+			room.Leave(leaveCtx, "")
+		}
+		c.Close()
+		cancelLeave() // after Close: see above
+	}()
+
+	// send writes one message; it returns its tracker (nil if it was never
+	// sent) and the error.
+	send := func(ctx context.Context, id, body string) (*tracking.MessageTracker, error) {
+		return c.Send(ctx, xmpptrack.Message{ID: id, To: o.to, Body: body})
+	}
+	if o.nick != "" {
+		addr, err := o.to.WithResource(o.nick)
+		if err != nil {
+			fmt.Fprintf(stderr, "send: -muc %q is not a valid nick: %v\n", o.nick, err)
+			return exitFailed
+		}
+		r, err := muc.Join(setupCtx, c, addr, nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "send: cannot join %s as %s: %v (check -to and -muc)\n", o.to, o.nick, err)
+			return exitFailed
+		}
+		room = r
+		send = func(ctx context.Context, id, body string) (*tracking.MessageTracker, error) {
+			return r.SendMessage(ctx, xmpptrack.Message{ID: id, Body: body})
+		}
+	}
+
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		missed  []string // one line per message that did not reach the -wait state
+		sendErr error
+	)
+	sendOne := func(body string) bool {
+		id := xmpptrack.NewID()
+		p.start(id, o.to.String())
+		t, err := send(ctx, id, body)
+		if t == nil {
+			// Never tracked: report it as aborted, as the library would.
+			p.synthetic(id, tracking.Aborted, err)
+			mu.Lock()
+			missed = append(missed, fmt.Sprintf("%s: not sent: %v", id, err))
+			sendErr = err
+			mu.Unlock()
+			p.finish(id, tracking.Aborted)
+			return false
+		}
+		wg.Go(func() {
+			st, err := t.Wait(ctx, o.wait)
+			p.finish(id, st)
+			if err != nil {
+				mu.Lock()
+				missed = append(missed, fmt.Sprintf("%s: %s, not %s: %v", id, st, o.wait, err))
+				mu.Unlock()
+			}
+		})
+		return true
+	}
+
+	if o.hasText {
+		sendOne(o.text)
+	} else {
+		sc := bufio.NewScanner(stdin)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() && ctx.Err() == nil {
+			if line := strings.TrimRight(sc.Text(), "\r"); strings.TrimSpace(line) != "" {
+				if !sendOne(line) {
+					break
+				}
+			}
+		}
+		if err := sc.Err(); err != nil {
+			fmt.Fprintln(stderr, "send: reading standard input:", err)
+		}
+	}
+	wg.Wait()
+	p.stop() // later changes (CLOSED on disconnect) are not printed
+
+	if len(missed) == 0 {
+		return exitOK
+	}
+	for _, m := range missed {
+		fmt.Fprintln(stderr, "send:", m)
+	}
+	if sendErr != nil && errors.Is(sendErr, xmpptrack.ErrClientClosed) {
+		fmt.Fprintln(stderr, "send: the connection ended for good:", c.Err())
+	}
+	return exitNotThere
+}
+
+// explainDial turns a login failure into a line that says what to fix.
+func explainDial(o *options, err error) string {
+	var (
+		certErr *tls.CertificateVerificationError
+		unknown x509.UnknownAuthorityError
+		opErr   *net.OpError
+		dnsErr  *net.DNSError
+	)
+	where := o.addr
+	if where == "" {
+		where = o.account.Domainpart()
+	}
+	switch {
+	case errors.Is(err, xmpptrack.ErrAuth):
+		return fmt.Sprintf("cannot log in as %s: %v (check the password in -password-file or XMPP_PASSWORD)", o.account, err)
+	case errors.As(err, &certErr), errors.As(err, &unknown):
+		return fmt.Sprintf("the certificate of %s is not trusted: %v (fix the server's certificate; -insecure skips the check for testing only)", where, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("logging in to %s took longer than -timeout %v (check -addr and that the server runs)", where, o.timeout)
+	case errors.As(err, &dnsErr):
+		return fmt.Sprintf("cannot find the server of %s: %v (give its address with -addr host:port)", o.account.Domainpart(), err)
+	case errors.As(err, &opErr):
+		return fmt.Sprintf("cannot connect to %s: %v (check -addr and that the server runs)", where, err)
+	case strings.Contains(err.Error(), "no TLS"):
+		return fmt.Sprintf("%s offers no TLS: %v (for a loopback test server, use -plaintext)", where, err)
+	}
+	return fmt.Sprintf("cannot log in to %s as %s: %v", where, o.account, err)
+}
+
+// printer prints state changes, one line each, and knows when every change
+// up to a message's final state has been printed.
+type printer struct {
+	w    io.Writer
+	json bool
+
+	mu      sync.Mutex
+	changed *sync.Cond
+	msgs    map[string]*message
+	stopped bool
+}
+
+// message is what the printer knows of one message.
+type message struct {
+	to      string
+	start   time.Time
+	printed uint16 // bit i: state i was printed
+	done    bool   // waiting ended; print nothing more
+}
+
+// line is one output line in -json form.
+type line struct {
+	ID        string  `json:"id"`
+	To        string  `json:"to"`
+	State     string  `json:"state"`
+	ElapsedMS float64 `json:"elapsed_ms"`
+	Condition string  `json:"condition,omitempty"`
+	Error     string  `json:"error,omitempty"`
+}
+
+func newPrinter(w io.Writer, json bool) *printer {
+	p := &printer{w: w, json: json, msgs: make(map[string]*message)}
+	p.changed = sync.NewCond(&p.mu)
+	return p
+}
+
+// start records that a message is about to be sent and prints IN_TRANSIT.
+func (p *printer) start(id, to string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := &message{to: to, start: time.Now()}
+	p.msgs[id] = m
+	p.print(id, m, tracking.InTransit, 0, nil)
+}
+
+// change is the client's OnStateChange hook.
+func (p *printer) change(t *tracking.MessageTracker, _, to tracking.MessageState, resp *tracking.Response) {
+	var err error
+	if resp != nil {
+		err = resp.Err
+	}
+	p.record(t.ID(), to, err)
+}
+
+// synthetic prints a state for a message the library never tracked.
+func (p *printer) synthetic(id string, st tracking.MessageState, err error) {
+	p.record(id, st, err)
+}
+
+func (p *printer) record(id string, st tracking.MessageState, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.msgs[id]
+	if m == nil || m.done || p.stopped {
+		return
+	}
+	p.print(id, m, st, time.Since(m.start), err)
+	m.printed |= 1 << st
+	p.changed.Broadcast()
+}
+
+// finish waits until the message's state st has been printed (the hook runs
+// on another goroutine), then stops printing for it.
+func (p *printer) finish(id string, st tracking.MessageState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.msgs[id]
+	for st != tracking.InTransit && m.printed&(1<<st) == 0 && !p.stopped {
+		p.changed.Wait()
+	}
+	m.done = true
+}
+
+// stop ends all printing.
+func (p *printer) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.changed.Broadcast()
+	p.mu.Unlock()
+}
+
+// print writes one line. The caller holds p.mu.
+func (p *printer) print(id string, m *message, st tracking.MessageState, elapsed time.Duration, err error) {
+	var cond, text string
+	if st == tracking.Error || st == tracking.Aborted {
+		cond, text = condition(err)
+	}
+	if p.json {
+		b, _ := json.Marshal(line{
+			ID: id, To: m.to, State: st.String(),
+			ElapsedMS: float64(elapsed.Microseconds()) / 1000,
+			Condition: cond, Error: text,
+		})
+		fmt.Fprintf(p.w, "%s\n", b)
+		return
+	}
+	out := fmt.Sprintf("%10s  %s  %s", fmtElapsed(elapsed), id, st)
+	if cond != "" {
+		out += "  " + cond
+	}
+	if text != "" {
+		out += "  " + text
+	}
+	fmt.Fprintln(p.w, out)
+}
+
+// condition returns the stanza error condition of err (for an error reply)
+// and err's text.
+func condition(err error) (cond, text string) {
+	if err == nil {
+		return "", ""
+	}
+	var de *stanza.DeliveryError
+	if errors.As(err, &de) {
+		cond = string(de.Stanza.Condition)
+		if cond == "" {
+			cond = "undefined-condition"
+		}
+	}
+	return cond, err.Error()
+}
+
+func fmtElapsed(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+	}
+	return fmt.Sprintf("%.3fs", d.Seconds())
+}

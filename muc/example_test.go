@@ -1,0 +1,53 @@
+package muc_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/muc"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// Join takes the room's address with our nick as its resource.
+func Example_roomAddress() {
+	room := jid.MustParse("ops@conference.example.org")
+	addr, err := room.WithResource("deploybot")
+	if err != nil {
+		panic(err) // an invalid nick
+	}
+	fmt.Println(addr)
+	// Output: ops@conference.example.org/deploybot
+}
+
+// A CI notifier: join, post, wait until somebody has seen it, leave.
+func ExampleJoin() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := xmpptrack.Dial(ctx, jid.MustParse("ci@example.org"), "secret", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	r, err := muc.Join(ctx, c, jid.MustParse("ops@conference.example.org/ci"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Leave(ctx, "done")
+
+	t, err := r.Send(ctx, "release 1.4 is out")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if st, err := t.Wait(ctx, tracking.DeliveredToRecipient); err != nil {
+		log.Fatalf("the room did not take it: %s, %v", st, err)
+	}
+	if _, err := t.Wait(ctx, tracking.SeenByRecipient); err == nil {
+		log.Printf("seen by %v", r.SeenBy(t))
+	}
+}

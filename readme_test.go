@@ -1,0 +1,50 @@
+package xmpptrack_test
+
+//go:generate go test -run TestREADMEStateDiagram -update-readme .
+
+import (
+	"flag"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+var updateREADME = flag.Bool("update-readme", false, "rewrite the state diagram in README.md from tracking.Diagram")
+
+// The Mermaid state diagram in README.md is the one looplab/fsm draws from
+// tracking.Definition. Refresh it with "go generate ." (or go test -run
+// TestREADMEStateDiagram -update-readme .).
+func TestREADMEStateDiagram(t *testing.T) {
+	const open, end = "```mermaid\n", "```\n"
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	i := strings.Index(readme, open)
+	if i < 0 {
+		t.Fatal("README.md has no ```mermaid block")
+	}
+	j := strings.Index(readme[i+len(open):], end)
+	if j < 0 {
+		t.Fatal("README.md: the ```mermaid block is not closed")
+	}
+	start, stop := i+len(open), i+len(open)+j
+	want := tracking.Diagram()
+	if !strings.HasSuffix(want, "\n") {
+		want += "\n"
+	}
+	if readme[start:stop] == want {
+		return
+	}
+	if *updateREADME {
+		readme = readme[:start] + want + readme[stop:]
+		if err := os.WriteFile("README.md", []byte(readme), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("the state diagram in README.md differs from tracking.Diagram(); run go generate . in the module root\nwant:\n%s", want)
+}

@@ -1,0 +1,284 @@
+package xmpptrack
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// OnceOptions configures SendOnce. The zero value waits for
+// DeliveredToRecipient and otherwise uses the defaults of Config.
+type OnceOptions struct {
+	// Config configures the connection as for Dial (Addr, TLSConfig,
+	// AllowPlaintext, Logger, ...). One default differs from Dial's: a zero
+	// StreamManagement.AckEvery means 1, so the server is asked at once to
+	// acknowledge the message. The tracking window is Message.Window, else
+	// Config.Window, else 5 minutes.
+	Config Config
+
+	// Until is the state to wait for: DeliveredToServer,
+	// DeliveredToRecipient or SeenByRecipient. Zero (InTransit) means
+	// DeliveredToRecipient.
+	Until tracking.MessageState
+
+	// OnMessage receives every incoming message with a body that arrives
+	// while SendOnce is connected (replies, offline messages delivered at
+	// login, group chat messages), parsed. Error messages and carbons are not
+	// handed to it; Config.Handler, which may be set as well, sees every
+	// stanza unchanged. It runs on the goroutine that reads the stream, in
+	// stream order: it must not block for long. Nil means such messages are
+	// dropped (receipt requests are still answered).
+	OnMessage func(stanza.Evidence)
+}
+
+// SendOnce logs in to the account, sends one tracked message, waits until it
+// reaches opts.Until (or can no longer reach it), disconnects, and returns
+// the message's id, the state it was in when waiting ended, and an error.
+// It is for programs that send now and then and do not want to keep a
+// connection: a send-only bot, a gateway that turns requests into messages.
+// Programs that send more should keep a Client and use Client.SendAndWait.
+// opts may be nil.
+//
+// The id is m.ID, or a fresh one when m.ID is empty; it is returned even when
+// the message was never sent, so that a caller can log it. When the message
+// was never sent, the state is Aborted. Disconnecting ends tracking: a
+// message still waiting for proof becomes Closed, but the state returned is
+// the one it had before.
+//
+// # Errors
+//
+// The error is nil when the message reached opts.Until. Otherwise it matches
+// one of these with errors.Is, and its cause stays reachable with errors.Is
+// and errors.As:
+//
+//	what happened                          error matches
+//	the server refused our credentials     ErrAuth
+//	dial, DNS, TCP or TLS failure          stanza.ErrNetwork (cause: the net, tls or x509 error)
+//	ctx ended                              ctx.Err() (context.DeadlineExceeded or context.Canceled)
+//	no recipient in m.To                   stanza.ErrInvalidHandle
+//	an error reply (ERROR state)           tracking.ErrFailed and the reply's kind:
+//	                                       stanza.ErrOffline, ErrNotAvailable,
+//	                                       ErrPermissionDenied, ErrInvalidHandle,
+//	                                       ErrNotImplemented or ErrNetwork
+//	                                       (cause: *stanza.DeliveryError, mellium's stanza.Error)
+//	tracking window ended short of Until   tracking.ErrTimedOut
+//	connection lost, client closed         stanza.ErrDisconnected, with tracking.ErrAborted or
+//	                                       tracking.ErrClosed (cause: the connection error,
+//	                                       ErrClientClosed, or ErrAuth when re-login failed)
+//
+// A connection that drops while waiting is re-established and the stream
+// resumed, as for any Client: the message is not lost and tracking goes on.
+// If the window or ctx ends while the connection is down, the error matches
+// stanza.ErrDisconnected as well as tracking.ErrTimedOut or the context's
+// error.
+//
+// An error reply ends waiting at once, although a later receipt could still
+// lift the ERROR state: SendOnce disconnects, so no such proof could arrive.
+func SendOnce(ctx context.Context, account jid.JID, password string, m Message, opts *OnceOptions) (id string, st tracking.MessageState, err error) {
+	var o OnceOptions
+	if opts != nil {
+		o = *opts
+	}
+	if m.ID == "" {
+		m.ID = NewID()
+	}
+	target, err := onceTarget(o.Until)
+	if err != nil {
+		return m.ID, tracking.Aborted, err
+	}
+	if err := checkRecipient(m.To); err != nil {
+		return m.ID, tracking.Aborted, err
+	}
+	cfg := o.Config
+	if cfg.StreamManagement.AckEvery == 0 {
+		cfg.StreamManagement.AckEvery = 1
+	}
+	if o.OnMessage != nil {
+		cfg.Handler = messageHandler(o.OnMessage, cfg.Handler)
+	}
+	// Configuration mistakes are reported as they are, not as network errors.
+	check := dialConfig{
+		JID: account, Password: password, TLSConfig: cfg.TLSConfig, DirectTLS: cfg.DirectTLS,
+		AllowPlaintext: cfg.AllowPlaintext, RequireChannelBinding: cfg.RequireChannelBinding,
+	}
+	if err := check.check(); err != nil {
+		return m.ID, tracking.Aborted, err
+	}
+	c, err := Dial(ctx, account, password, &cfg)
+	if err != nil {
+		return m.ID, tracking.Aborted, dialError(ctx, err)
+	}
+	defer c.Close()
+	return c.SendAndWait(ctx, m, target)
+}
+
+// SendAndWait sends a tracked message with the client and waits until it
+// reaches target (DeliveredToServer, DeliveredToRecipient or
+// SeenByRecipient), or can no longer reach it, or ctx ends. It returns the
+// message's id (m.ID, or a fresh one when empty), its state when waiting
+// ended, and an error as documented for SendOnce (minus the login errors).
+// When the message was never sent, the state is Aborted.
+//
+// Tracking goes on after SendAndWait returns: Config.OnStateChange still sees
+// later changes (a displayed marker after the receipt, the end of the
+// window).
+func (c *Client) SendAndWait(ctx context.Context, m Message, target tracking.MessageState) (id string, st tracking.MessageState, err error) {
+	if m.ID == "" {
+		m.ID = NewID()
+	}
+	if _, err := onceTarget(target); err != nil || target == tracking.InTransit {
+		return m.ID, tracking.Aborted, tracking.ErrInvalidTarget
+	}
+	if err := checkRecipient(m.To); err != nil {
+		return m.ID, tracking.Aborted, err
+	}
+	t, err := c.Send(ctx, m)
+	if err != nil {
+		if t == nil {
+			return m.ID, tracking.Aborted, c.sendError(ctx, err)
+		}
+		return t.ID(), t.State(), c.sendError(ctx, err)
+	}
+	st, err = t.Wait(ctx, target)
+	return t.ID(), st, c.waitError(err)
+}
+
+// onceTarget checks a state to wait for; InTransit means DeliveredToRecipient.
+func onceTarget(s tracking.MessageState) (tracking.MessageState, error) {
+	switch s {
+	case tracking.InTransit:
+		return tracking.DeliveredToRecipient, nil
+	case tracking.DeliveredToServer, tracking.DeliveredToRecipient, tracking.SeenByRecipient:
+		return s, nil
+	}
+	return s, tracking.ErrInvalidTarget
+}
+
+// checkRecipient reports a missing recipient as an invalid handle.
+func checkRecipient(to jid.JID) error {
+	if to.Domainpart() == "" {
+		return fmt.Errorf("%w: the message has no recipient (Message.To)", stanza.ErrInvalidHandle)
+	}
+	return nil
+}
+
+// dialError maps an error of the first connection: authentication and
+// context errors stay as they are, everything else is a network failure.
+func dialError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, ErrAuth), errors.Is(err, errNoChannelBinding):
+		return err
+	case ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
+		return err
+	}
+	return fmt.Errorf("%w: %w", stanza.ErrNetwork, err)
+}
+
+// sendError maps an error of Client.Send.
+func (c *Client) sendError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, tracking.ErrDuplicateID), errors.Is(err, tracking.ErrTooManyPending):
+		return err
+	case ctx.Err() != nil && !c.down():
+		return err
+	}
+	// The client was closed, or the connection broke under the write, or it
+	// was down until ctx ended.
+	if cause := c.Err(); cause != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w: %w: %w", stanza.ErrDisconnected, err, cause)
+	}
+	return fmt.Errorf("%w: %w", stanza.ErrDisconnected, err)
+}
+
+// waitError maps an error of MessageTracker.Wait.
+func (c *Client) waitError(err error) error {
+	switch {
+	case err == nil, errors.Is(err, tracking.ErrFailed):
+		return err
+	case errors.Is(err, tracking.ErrAborted), errors.Is(err, tracking.ErrClosed):
+		// The server never took it, or tracking was ended by Close or by a
+		// permanent connection failure.
+		cause := c.Err()
+		if cause == nil && c.isClosed() {
+			cause = ErrClientClosed
+		}
+		if cause == nil && errors.Is(err, tracking.ErrClosed) {
+			return err // closed by the application, not by the connection
+		}
+		if cause == nil {
+			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, err)
+		}
+		return fmt.Errorf("%w: %w: %w", stanza.ErrDisconnected, err, cause)
+	case c.down():
+		// Window or ctx ended while we could not have heard the proof.
+		return fmt.Errorf("%w (%w: the connection was down)", err, stanza.ErrDisconnected)
+	}
+	return err
+}
+
+// down reports whether the client has no session now (it is reconnecting,
+// closing, or stopped).
+func (c *Client) down() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session == nil || c.closing
+}
+
+// isClosed reports whether Close, Shutdown or a permanent failure ended the client.
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing || c.shutting
+}
+
+// messageHandler hands incoming messages with a body to f, and every stanza,
+// unchanged, to next.
+func messageHandler(f func(stanza.Evidence), next xmpp.Handler) xmpp.Handler {
+	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+		if start.Name.Local != "message" {
+			if next == nil {
+				return nil
+			}
+			return next.HandleXMPP(t, start)
+		}
+		toks, err := xmlstream.ReadAll(t)
+		if err != nil {
+			return err
+		}
+		ev, err := stanza.ParseMessage(*start, &tokens{toks: toks})
+		if err == nil && ev.Body != "" && ev.Type != xstanza.ErrorMessage && ev.Carbon == stanza.CarbonNone {
+			f(ev)
+		}
+		if next == nil {
+			return nil
+		}
+		return next.HandleXMPP(struct {
+			xml.TokenReader
+			xmlstream.Encoder
+		}{&tokens{toks: toks}, t}, start)
+	})
+}
+
+// tokens reads a slice of tokens.
+type tokens struct {
+	toks []xml.Token
+	pos  int
+}
+
+func (r *tokens) Token() (xml.Token, error) {
+	if r.pos >= len(r.toks) {
+		return nil, io.EOF
+	}
+	r.pos++
+	return r.toks[r.pos-1], nil
+}
