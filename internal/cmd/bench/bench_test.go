@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/testserver"
+)
+
+// TestMain lets the test binary play the child roles: the program
+// re-executes itself (os.Executable) with -role as first argument.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "-role") {
+		os.Exit(childMain(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuick runs the whole program in -quick mode with few messages
+// against Prosody, so that it cannot rot. It checks that every part
+// produced a result, never the numbers (benchmarks are not timed tests).
+func TestQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Prosody and child processes")
+	}
+	if err := testserver.Available(testserver.Prosody); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("prosody is required under CI=true: %v", err)
+		}
+		t.Skipf("prosody not available: %v", err)
+	}
+	opts, err := parseOptions([]string{
+		// Every role and path once (ceiling: plain without stream
+		// management, two sessions), few runs: each child takes about a
+		// second under -race.
+		"-server", "prosody", "-quick", "-n", "100", "-ceiling-senders", "2",
+		"-senders", "xmpptrack,plain-sm,aioxmpp,ceiling",
+		"-latency-samples", "3", "-pending-n", "300", "-run-timeout", "1m",
+	}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, progress bytes.Buffer
+	began := time.Now()
+	if err := runBench(t.Context(), opts, &out, &progress); err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	t.Logf("ran in %v\n%s", time.Since(began).Round(time.Millisecond), out.String())
+	report := out.String()
+	for _, want := range []string{
+		"prosody|     xmpptrack|", "prosody|      plain-sm|", "prosody|  ceiling (2×)|",
+		"xmpptrack / plain-sm", "<r/> per 8 stanzas", "lone message DTS", "pending: 1,000,000 trackers",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(report, "failure:") {
+		t.Errorf("a run failed:\n%s\n%s", report, progress.String())
+	}
+}
+
+func TestTagCounter(t *testing.T) {
+	tests := []struct {
+		name   string
+		chunks []string
+		r, a   int64
+		stanza int64
+	}{
+		{"empty", nil, 0, 0, 0},
+		{"r and a", []string{`<r xmlns='urn:xmpp:sm:3'/><a xmlns='urn:xmpp:sm:3' h='1'/>`}, 1, 1, 0},
+		{"stanzas", []string{`<message id='1'><body>x &lt;r/></body><request xmlns='urn:xmpp:receipts'/></message><iq/><presence>`}, 0, 0, 3},
+		{"split tags", []string{`<mess`, `age to='x'></message><`, `r`, `/>`}, 1, 0, 1},
+		{"end tags and prefixes", []string{`</r><stream:stream><?xml version='1.0'?><rr/><r>`}, 1, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var c tagCounter
+			for _, ch := range tc.chunks {
+				c.Write([]byte(ch))
+			}
+			if c.r.Load() != tc.r || c.a.Load() != tc.a || c.stanzas() != tc.stanza {
+				t.Errorf("r %d a %d stanzas %d, want %d %d %d", c.r.Load(), c.a.Load(), c.stanzas(), tc.r, tc.a, tc.stanza)
+			}
+		})
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	tests := []struct {
+		v    []float64
+		q    float64
+		want float64
+	}{
+		{[]float64{3, 1, 2}, 0.5, 2},
+		{[]float64{4, 1, 3, 2}, 0.5, 2.5},
+		{[]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 0.95, 10},
+		{[]float64{5}, 0.95, 5},
+	}
+	for _, tc := range tests {
+		if got := quantile(tc.v, tc.q); got != tc.want {
+			t.Errorf("quantile(%v, %v) = %v, want %v", tc.v, tc.q, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Roles of the child processes (the -role flag).
+const (
+	roleResponder = "responder"
+	roleTracked   = "xmpptrack"
+	rolePlain     = "plain"   // -sm and -senders select the variants
+	roleLatency   = "latency" // lone-message ack latency and ping round trip
+	rolePending   = "pending" // memory of many pending trackers
+)
+
+// passwordEnv carries the passwords of a child's accounts, comma-separated
+// in the order of -jid (test passwords never contain commas).
+const passwordEnv = "XT_BENCH_PASSWORDS"
+
+// childArgs is what a child process is told on its command line.
+type childArgs struct {
+	role       string
+	addr       string   // server host:port (or the counting relay)
+	jids       []string // accounts to log in (several for the ceiling)
+	passwords  []string
+	to         string // the responder's full JID
+	n          int    // messages per sender
+	sm         bool   // plain: with stream management
+	cafile     string // STARTTLS trusting only this certificate; "" = plaintext
+	samples    int    // latency: lone messages
+	gap        time.Duration
+	timeout    time.Duration
+	cpuprofile string
+	markers    string // responder: markEach or markLatest
+	noCarbons  bool   // xmpptrack: Config.NoCarbons
+	observe    string // xmpptrack: observeHook or observePoll
+}
+
+func parseChildArgs(args []string) (*childArgs, error) {
+	fs := flag.NewFlagSet("bench child", flag.ContinueOnError)
+	a := &childArgs{}
+	var jids string
+	fs.StringVar(&a.role, "role", "", "")
+	fs.StringVar(&a.addr, "addr", "", "")
+	fs.StringVar(&jids, "jid", "", "")
+	fs.StringVar(&a.to, "to", "", "")
+	fs.IntVar(&a.n, "n", 0, "")
+	fs.BoolVar(&a.sm, "sm", false, "")
+	fs.StringVar(&a.cafile, "cafile", "", "")
+	fs.IntVar(&a.samples, "samples", 50, "")
+	fs.DurationVar(&a.gap, "gap", 60*time.Millisecond, "")
+	fs.DurationVar(&a.timeout, "timeout", 3*time.Minute, "")
+	fs.StringVar(&a.cpuprofile, "cpuprofile", "", "")
+	fs.StringVar(&a.markers, "markers", markEach, "")
+	fs.BoolVar(&a.noCarbons, "nocarbons", false, "")
+	fs.StringVar(&a.observe, "observe", observeHook, "")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	a.jids = strings.Split(jids, ",")
+	a.passwords = strings.Split(os.Getenv(passwordEnv), ",")
+	if jids == "" || len(a.passwords) != len(a.jids) {
+		return nil, errors.New("bench: child needs -jid and one password per account in " + passwordEnv)
+	}
+	return a, nil
+}
+
+// tlsConfig returns the STARTTLS configuration, nil for plaintext.
+func (a *childArgs) tlsConfig() (*tls.Config, error) {
+	if a.cafile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(a.cafile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("bench: no certificate in " + a.cafile)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}, nil
+}
+
+// result is the JSON line a child prints last. Times are seconds from the
+// first send; a milestone's time is 0 unless every message reached it.
+type result struct {
+	Event string `json:"event"` // "ready" or "result"
+	Role  string `json:"role,omitempty"`
+	JID   string `json:"jid,omitempty"` // ready: the full JID bound
+	Error string `json:"error,omitempty"`
+
+	N        int  `json:"n,omitempty"`       // messages, all senders together
+	Senders  int  `json:"senders,omitempty"` // sessions sending in parallel
+	SM       bool `json:"sm,omitempty"`
+	Complete bool `json:"complete,omitempty"`
+
+	ToServer    float64 `json:"to_server_s,omitempty"`
+	ToRecipient float64 `json:"to_recipient_s,omitempty"`
+	Seen        float64 `json:"seen_s,omitempty"`
+	Written     float64 `json:"written_s,omitempty"`    // last message written
+	LastRecip   float64 `json:"last_recip_s,omitempty"` // plain: latest receipt, complete or not
+	CntServer   int     `json:"to_server,omitempty"`
+	CntRecip    int     `json:"to_recipient,omitempty"`
+	CntSeen     int     `json:"seen,omitempty"`
+	Failed      int     `json:"failed,omitempty"`
+
+	CPU float64 `json:"cpu_s,omitempty"` // user+system of the workload
+
+	// Stream management elements and stanzas written (plain -sm, from the tee).
+	RSent   int `json:"r_sent,omitempty"`
+	Stanzas int `json:"stanzas,omitempty"`
+
+	// latency: seconds per sample.
+	AckLatency []float64 `json:"ack_latency_s,omitempty"`
+	PingRTT    []float64 `json:"ping_rtt_s,omitempty"`
+
+	// pending: memory before and after the trackers were pending.
+	RSSBefore  int64 `json:"rss_before,omitempty"`
+	RSSAfter   int64 `json:"rss_after,omitempty"`
+	RSSFreed   int64 `json:"rss_freed,omitempty"` // after debug.FreeOSMemory
+	HeapBefore int64 `json:"heap_before,omitempty"`
+	HeapAfter  int64 `json:"heap_after,omitempty"`
+	Pending    int   `json:"pending,omitempty"`
+
+	// responder
+	Received int `json:"received,omitempty"`
+	Dropped  int `json:"dropped,omitempty"`
+}
+
+// emit writes one JSON line on standard output.
+func emit(r result) {
+	b, _ := json.Marshal(r)
+	os.Stdout.Write(append(b, '\n'))
+}
+
+// childMain runs one role and returns the exit code.
+func childMain(args []string) int {
+	a, err := parseChildArgs(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var res result
+	switch a.role {
+	case roleResponder:
+		res = runResponder(ctx, a)
+	case roleTracked:
+		res = runTracked(ctx, a)
+	case rolePlain:
+		res = runPlain(ctx, a)
+	case roleLatency:
+		res = runLatency(ctx, a)
+	case rolePending:
+		res = runPending(ctx, a)
+	default:
+		fmt.Fprintln(os.Stderr, "bench: unknown role "+strconv.Quote(a.role))
+		return 2
+	}
+	res.Event, res.Role = "result", a.role
+	emit(res)
+	if res.Error != "" {
+		return 1
+	}
+	return 0
+}
+
+// cpuNow returns the user+system CPU time of this process.
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rssNow returns this process's resident set in bytes (VmRSS).
+func rssNow() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// profile starts a CPU profile if a path was given; stop ends it.
+func profile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+// body returns the text of message i: about 32 bytes, like the aioxmpp
+// script's.
+func body(i int) string {
+	return "bench xxxxxxxxxxxxxxxxxxxxxxxxxx " + strconv.Itoa(i)
+}
+
+// seconds converts a duration to float seconds.
+func seconds(d time.Duration) float64 { return d.Seconds() }

@@ -1,0 +1,51 @@
+// Command bench measures what tracking costs: it starts its own XMPP server
+// on loopback (Prosody or ejabberd, through internal/testserver), logs in a
+// responder that answers every receipt request and marks every message
+// displayed, and runs the same workload with several senders, each in a
+// child process of its own, alternating them round after round (A B C … A B
+// C …) so that machine drift hits all alike:
+//
+//   - xmpptrack: N chat messages, each tracked, with a receipt request and
+//     <markable/>; times to all DELIVERED_TO_SERVER, DELIVERED_TO_RECIPIENT
+//     and SEEN_BY_RECIPIENT;
+//   - plain: a bare mellium session, no stream management, the same
+//     messages untracked, counting the receipts and markers that come back:
+//     the floor that tracking is measured against;
+//   - plain-sm: the same with stream management (package sm on a bare
+//     mellium session), the fair floor on Prosody, whose ceiling stream
+//     management alone roughly halves;
+//   - aioxmpp: aioxmpp 0.13 BasicTrackingService and
+//     DeliveryReceiptsService, through the script of internal/interop;
+//   - ceiling, ceiling-sm: several plain senders in parallel, sharing the
+//     N messages, without and with stream management: what the server
+//     routes on this machine.
+//
+// The responder marks every message displayed from its handler (-markers
+// latest marks only the newest message of each peer every 2 ms, as
+// XEP-0333 allows). The xmpptrack sender observes its trackers through
+// Config.OnStateChange; the optional sender xmpptrack-poll reads their
+// states every 2 ms instead, to tell what observing costs.
+//
+// It then measures the <r/> rate of a tracked burst (through a counting
+// relay, in separate runs), the time a lone message takes to
+// DELIVERED_TO_SERVER against an IQ ping round trip, and the memory of
+// 100,000 trackers pending to an offline account (through a Prosody with
+// its archive on: without it such messages bounce). The throughput
+// comparison runs with message archiving (MAM) off: archiving costs the
+// servers far more than anything a client does.
+//
+// Per-sender CPU seconds and peak RSS come from the child's rusage
+// (os.ProcessState): the whole process, and the workload alone (from the
+// first send to the last marker, measured by the child). Everything shares
+// the machine's cores, so the report also shows the server's CPU and the
+// CPU that processes outside the benchmark took during each run.
+//
+// # Use
+//
+//	go run ./internal/cmd/bench                  # both servers, N=5000, 5 rounds
+//	go run ./internal/cmd/bench -server prosody -quick
+//
+// Run with -h for the flags. Everything is printed on standard output at the
+// end, as one table followed by the targets; progress goes to standard
+// error.
+package main // import "github.com/xmpptrack/xmpptrack/internal/cmd/bench"

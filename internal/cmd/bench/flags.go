@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/testserver"
+)
+
+// Senders, in the order each round runs them.
+const (
+	sXmpptrack = "xmpptrack"
+	sPolled    = "xmpptrack-poll" // observing by polling instead of OnStateChange
+	sPlain     = "plain"
+	sPlainSM   = "plain-sm"
+	sAioxmpp   = "aioxmpp"
+	sCeiling   = "ceiling"
+	sCeilingSM = "ceiling-sm"
+)
+
+var allSenders = []string{sXmpptrack, sPlain, sPlainSM, sAioxmpp, sCeiling, sCeilingSM}
+
+// extraSenders may be named in -senders but do not run by default.
+var extraSenders = []string{sPolled}
+
+// options are the parent's flags.
+type options struct {
+	servers        []testserver.Kind
+	n              int
+	rounds         int
+	senders        []string
+	ceilingSenders int
+	warmup         bool
+	latencySamples int
+	rcountRuns     int
+	pendingN       int
+	tls            bool
+	runTimeout     time.Duration
+	profileDir     string
+	markers        string
+	noCarbons      bool
+}
+
+func parseOptions(args []string, usage io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	o := &options{}
+	server := fs.String("server", "both", "server to run: prosody, ejabberd or both")
+	fs.IntVar(&o.n, "n", 5000, "messages per sender and run")
+	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every sender once, in turn")
+	quick := fs.Bool("quick", false, "smoke run: 1 round, no warm-up, 10 latency samples, 1 <r/> count run, 10,000 pending (flags given explicitly win)")
+	senders := fs.String("senders", strings.Join(allSenders, ","), "senders to compare, comma-separated; also "+strings.Join(extraSenders, ", ")+
+		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange)")
+	fs.IntVar(&o.ceilingSenders, "ceiling-senders", 4, "parallel plain sessions of the ceiling senders, sharing the -n messages")
+	fs.BoolVar(&o.warmup, "warmup", true, "run every sender once with n/10 messages before the first round, unrecorded")
+	fs.IntVar(&o.latencySamples, "latency-samples", 50, "lone messages (and pings) for the ack latency; 0 skips it")
+	fs.IntVar(&o.rcountRuns, "rcount-runs", 3, "tracked runs through the counting relay, for <r/> per stanza; 0 skips them")
+	fs.IntVar(&o.pendingN, "pending-n", 100_000, "messages pending to an offline account (Prosody with its archive on); 0 skips it")
+	fs.BoolVar(&o.tls, "tls", false, "use STARTTLS for every sender and the responder (default: plaintext on loopback)")
+	fs.DurationVar(&o.runTimeout, "run-timeout", 3*time.Minute, "limit of one sender run")
+	fs.StringVar(&o.markers, "markers", markEach, "responder's displayed markers: each (every message, from its handler) or latest (the newest message of each peer every 2 ms; a marker covers every earlier message)")
+	fs.BoolVar(&o.noCarbons, "nocarbons", false, "xmpptrack sender with Config.NoCarbons (default: carbons on, the library's default)")
+	fs.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the Go senders' workloads (one file per run)")
+	fs.Usage = func() {
+		fmt.Fprintf(usage, "Usage: go run ./internal/cmd/bench [flags]\n\nCompares tracked sending with plain mellium, aioxmpp and the server's ceiling\nagainst a Prosody or ejabberd it starts on loopback. Flags:\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *quick {
+		for name, v := range map[string]*int{"rounds": &o.rounds, "latency-samples": &o.latencySamples, "rcount-runs": &o.rcountRuns, "pending-n": &o.pendingN} {
+			if !set[name] {
+				*v = map[string]int{"rounds": 1, "latency-samples": 10, "rcount-runs": 1, "pending-n": 10_000}[name]
+			}
+		}
+		if !set["warmup"] {
+			o.warmup = false
+		}
+	}
+	switch *server {
+	case "both":
+		o.servers = testserver.Kinds()
+	case string(testserver.Prosody), string(testserver.Ejabberd):
+		o.servers = []testserver.Kind{testserver.Kind(*server)}
+	default:
+		return nil, fmt.Errorf("bench: -server %q: want prosody, ejabberd or both", *server)
+	}
+	for _, s := range strings.Split(*senders, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !slices.Contains(allSenders, s) && !slices.Contains(extraSenders, s) {
+			return nil, fmt.Errorf("bench: unknown sender %q (have %s)", s, strings.Join(append(allSenders, extraSenders...), ", "))
+		}
+		o.senders = append(o.senders, s)
+	}
+	if o.markers != markEach && o.markers != markLatest {
+		return nil, fmt.Errorf("bench: -markers %q: want %s or %s", o.markers, markEach, markLatest)
+	}
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: -profile: %w", err)
+		}
+	}
+	if o.n <= 0 || o.rounds <= 0 || o.ceilingSenders <= 0 || len(o.senders) == 0 {
+		return nil, errors.New("bench: -n, -rounds, -ceiling-senders and -senders must be positive")
+	}
+	return o, nil
+}
+
+// runLabels are the labels of the runs of one sender: warm-up, rounds,
+// and for xmpptrack the <r/> count runs.
+func (o *options) runLabels(sender string) []string {
+	var l []string
+	if o.warmup {
+		l = append(l, "w")
+	}
+	for r := 1; r <= o.rounds; r++ {
+		l = append(l, strconv.Itoa(r))
+	}
+	if sender == sXmpptrack {
+		for i := 1; i <= o.rcountRuns; i++ {
+			l = append(l, "c"+strconv.Itoa(i))
+		}
+	}
+	return l
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/interop"
+)
+
+// runSender runs one sender once with n messages (shared by the ceiling's
+// sessions), from the accounts of label, connecting to addr (the server or
+// the counting relay).
+func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label string, n int, addr, prof string) run {
+	pg := env.srv.PID()
+	var before result
+	if env.resp != nil {
+		before, _ = env.resp.stats(ctx)
+	}
+	cpu0, self0 := treeCPU(pg), cpuNow()
+	busy0, total0 := cpuTicks()
+	began := time.Now()
+	var r run
+	locals := senderAccounts(sender, label, b.opts.ceilingSenders)
+	if sender == sAioxmpp {
+		r = b.runAioxmpp(ctx, env, locals[0], n, addr)
+	} else {
+		var args []string
+		switch sender {
+		case sXmpptrack, sPolled:
+			args = []string{"-role=" + roleTracked}
+			if sender == sPolled {
+				args = append(args, "-observe", observePoll)
+			}
+			if b.opts.noCarbons {
+				args = append(args, "-nocarbons")
+			}
+		case sPlain, sCeiling:
+			args = []string{"-role=" + rolePlain}
+		case sPlainSM, sCeilingSM:
+			args = []string{"-role=" + rolePlain, "-sm"}
+		}
+		n = max(n/len(locals), 1) // the ceiling's sessions share the n messages
+		e := *env
+		e.addr = addr
+		args = append(args, e.args("", locals...)[1:]...)
+		args = append(args, "-n", strconv.Itoa(n), "-timeout", b.opts.runTimeout.String())
+		if prof != "" {
+			args = append(args, "-cpuprofile", prof)
+		}
+		c, err := startChild(ctx, args, env.passwords(locals...))
+		if err != nil {
+			r.err = err
+		} else {
+			r.res, r.proc, r.err = c.wait()
+		}
+	}
+	r.serverCPU = treeCPU(pg) - cpu0
+	self := (cpuNow() - self0).Seconds()
+	busy1, total1 := cpuTicks()
+	wall := time.Since(began).Seconds()
+	var respCPU float64
+	if env.resp != nil {
+		if after, err := env.resp.stats(ctx); err == nil {
+			r.dropped = after.Dropped - before.Dropped
+			respCPU = after.CPU - before.CPU
+		}
+	}
+	if total1 > total0 && wall > 0 {
+		// Busy CPU time of the whole machine, minus ours: what other
+		// processes took during the run, in cores.
+		busy := float64(busy1-busy0) / clockTicks
+		r.otherLoad = max(0, busy-r.serverCPU-r.proc.CPU-respCPU-self) / wall
+	}
+	return r
+}
+
+// runAioxmpp runs the aioxmpp sender of internal/interop.
+func (b *bench) runAioxmpp(ctx context.Context, env *serverEnv, local string, n int, addr string) run {
+	var cert []byte
+	if env.cafile != "" {
+		cert = env.srv.CertPEM()
+	}
+	start := time.Now()
+	ar, err := interop.RunAioxmppBench(ctx, interop.BenchOptions{
+		Addr: addr, JID: env.srv.JID(local).String(), Password: env.srv.Password(local), CertPEM: cert,
+		// Answers the responder dropped never come: the script then waits
+		// for its timeout, here a floor of 250 messages per second.
+		To: env.to, Count: n, Timeout: min(b.opts.runTimeout, 15*time.Second+time.Duration(n)*4*time.Millisecond),
+	})
+	r := run{err: err}
+	r.res = result{
+		Role: sAioxmpp, N: ar.Count, Senders: 1, SM: ar.SM, Complete: ar.Complete,
+		ToServer: ar.ToServer.All.Seconds(), ToRecipient: ar.ToRecipient.All.Seconds(), Seen: ar.Seen.All.Seconds(),
+		CntServer: ar.ToServer.Count, CntRecip: ar.ToRecipient.Count, CntSeen: ar.Seen.Count, Failed: ar.Failed,
+		CPU: ar.CPU.Seconds(), Error: ar.Error,
+	}
+	r.proc = proc{CPU: ar.CPUTotal.Seconds(), MaxRSS: ar.PeakRSS, Wall: time.Since(start).Seconds()}
+	return r
+}
