@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/carbons"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
 
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
@@ -36,6 +38,8 @@ type Client struct {
 	sm  *sm.State
 	rcp *recipient
 	obs observers
+
+	failWith atomic.Pointer[error] // set while policyViolated abandons the stream
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -105,7 +109,7 @@ func (c *Client) acked(next func(sm.Stanza)) func(sm.Stanza) {
 func (c *Client) lost(next func(sm.Stanza)) func(sm.Stanza) {
 	return func(s sm.Stanza) {
 		if s.Name == "message" {
-			c.reg.Lost(bareOf(s.To), s.ID)
+			c.lostMessage(s.To, s.ID)
 		}
 		if next != nil {
 			next(s)
@@ -200,6 +204,9 @@ func (c *Client) loop(cn conn) {
 		cn.s.Conn().Close()
 		if closing {
 			return
+		}
+		if se, ok := c.streamError(err); ok && se.Err == stream.PolicyViolation.Err {
+			c.policyViolated(se)
 		}
 		c.log.Debug("xmpptrack: connection lost", "err", err)
 		wait := lo

@@ -51,6 +51,21 @@
 // says. An authentication failure while reconnecting stops the client: Done is
 // closed, Err says why, and unacknowledged messages become ABORTED.
 //
+// One stream error is not a connection loss: when the server closes the
+// stream with policy-violation (a spam filter, a rate or size limit), the
+// messages it had not acknowledged become ERROR with the server's text
+// (matching stanza.ErrPermissionDenied and mellium's stream.PolicyViolation)
+// and are not re-sent, since sending them again would likely break the same
+// rule. The client then reconnects on a new stream.
+//
+// # Sending once
+//
+// [SendOnce] logs in, sends one message, waits until it reaches a chosen
+// state (DELIVERED_TO_RECIPIENT by default) and disconnects, returning errors
+// from one vocabulary (ErrAuth, the stanza package's delivery kinds,
+// tracking.ErrTimedOut, ...) that a send API can map to its own status codes.
+// A program that sends more keeps a Client and calls [Client.SendAndWait].
+//
 // # Receiving
 //
 // Config.Handler receives every incoming stanza unchanged; tracking only

@@ -13,6 +13,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -27,7 +28,7 @@ var badInputElsewhere = map[int]string{
 	17: "MUC reflections with a rewritten id: package muc",
 	18: "MUC history replay after rejoining: package muc",
 	19: "own reflections after a nick change or from another own device: package muc",
-	36: "errors for MUC messages and suspect room membership: package muc",
+	36: "errors for MUC messages and suspect room membership: muc TestBadInputMUCRow36",
 	// Stream management lives in package sm; each row names the test there.
 	20: "sm: TestHandledCountTooHigh, TestResumedInvalid (h too high)",
 	21: "sm: TestAckReleasesInOrderAndIgnoresStaleH (backwards h is a no-op, nothing is un-acked)",
@@ -471,10 +472,10 @@ func TestBadInput(t *testing.T) {
 			wantState(t, m, tracking.DeliveredToRecipient)
 		}},
 		{name: "row37_stream_error_policy_violation", run: func(t *testing.T, e *badInputEnv) {
-			// Design decision (doc.go, "Reconnecting"): a stream error is a
-			// lost connection; trackers keep their state, unacknowledged
-			// messages are re-sent with their ids (sm.Resend), and evidence
-			// on the next stream still counts. Nothing becomes Error.
+			// Decision (Client.policyViolated): the messages the server had
+			// not acknowledged fail with the stream error's text and are not
+			// re-sent; acknowledged ones keep their state. The client
+			// reconnects on a new stream.
 			acked := e.send(Message{})
 			e.srv.set(func(srv *peerServer) { srv.noAcks, srv.noResume = true, true })
 			unacked, err := e.c.Send(waitCtx(t), Message{To: bob})
@@ -483,19 +484,26 @@ func TestBadInput(t *testing.T) {
 			}
 			e.written(func(w element) bool { return w.attr("id") == unacked.ID() })
 			e.srv.set(func(srv *peerServer) { srv.noAcks = false })
-			e.pc.kill("policy-violation")
+			e.pc.write(`<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>` +
+				`<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many messages</text></stream:error></stream:stream>`)
+			e.pc.conn.Close()
 			e.pc = e.srv.next(t)
-			resent := e.written(func(w element) bool { return w.attr("id") == unacked.ID() })
-			if resent.child(stanza.NSDelay, "delay") == nil {
-				t.Errorf("re-sent without a delay: %s", resent.String())
+			if st, err := unacked.Wait(waitCtx(t), tracking.DeliveredToServer); st != tracking.Error || !errors.Is(err, tracking.ErrFailed) {
+				t.Fatalf("unacked: %v, %v; want Error", st, err)
 			}
-			waitState(t, unacked, tracking.DeliveredToServer)
+			resp := unacked.Response()
+			if resp == nil || !errors.Is(resp.Err, stanza.ErrPermissionDenied) || !errors.Is(resp.Err, stream.PolicyViolation) ||
+				!strings.Contains(resp.Err.Error(), "too many messages") {
+				t.Errorf("response %+v", resp)
+			}
 			wantState(t, acked, tracking.DeliveredToServer)
+			// Evidence on the next stream still counts, and lifts Error.
 			e.inject(`<message from='bob@example.org/pc' id='r1' type='chat'>%s</message>`, receiptFor(acked.ID()))
 			e.inject(`<message from='bob@example.org/pc' id='r2' type='chat'>%s</message>`, receiptFor(unacked.ID()))
-			waitState(t, acked, tracking.DeliveredToRecipient)
-			waitState(t, unacked, tracking.DeliveredToRecipient)
-			e.pending(2)
+			e.barrier() // Wait would return at once: unacked is in Error
+			wantState(t, acked, tracking.DeliveredToRecipient)
+			wantState(t, unacked, tracking.DeliveredToRecipient)
+			e.pending(2) // finish checks that unacked was not re-sent
 		}},
 		{name: "row38_id_reused_across_conversations", run: func(t *testing.T, e *badInputEnv) {
 			m := e.send(Message{ID: "shared-id"})

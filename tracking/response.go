@@ -13,7 +13,9 @@ type Response struct {
 	ID string
 	// Err is the error reply for the Error state. The client sets a
 	// *stanza.DeliveryError, which works with errors.Is against the stanza
-	// package's sentinels and with errors.As to mellium's stanza.Error.
+	// package's sentinels and with errors.As to mellium's stanza.Error, or,
+	// when the server closed the stream for a policy violation, an error
+	// wrapping one and mellium's stream.Error.
 	Err error
 	// Body is the message body as the room distributed it (group chat
 	// reflections), so a caller can see whether the room rewrote it.
