@@ -41,5 +41,10 @@
 // settles the room's pending trackers: those without proof become CLOSED.
 // History replayed on (re)join is handled like any other evidence: it can only
 // move trackers forward, never duplicate or revive them. After a connection
-// that could not be resumed, the room is joined again automatically.
+// that could not be resumed, the room is joined again automatically, and
+// also when the room answers one of our messages with an error that means we
+// are probably no longer in it although we never saw ourselves leave
+// (not-acceptable, item-not-found, remote-server-*: a "ghost" membership
+// after a restart of the room's server); Config.OnSuspect tells the
+// application. The message itself stays in ERROR and is not re-sent.
 package muc // import "github.com/xmpptrack/xmpptrack/muc"

@@ -15,7 +15,14 @@ import (
 // message sees every incoming message (on the client's reading goroutine;
 // never blocks, never sends). It reports whether to consume the message.
 func (r *Room) message(ev *stanza.Evidence) bool {
-	if ev.Type != xstanza.GroupChatMessage || ev.From.Bare().String() != r.room {
+	if ev.From.Bare().String() != r.room {
+		return false
+	}
+	if ev.Type == xstanza.ErrorMessage {
+		r.errorReply(ev) // the client's registry moves the tracker to Error
+		return false
+	}
+	if ev.Type != xstanza.GroupChatMessage {
 		return false
 	}
 	r.mu.Lock()
@@ -235,3 +242,24 @@ func (readEncoder) EncodeElement(any, xml.StartElement) error { return errReadOn
 func (readEncoder) Encode(any) error                          { return errReadOnly }
 
 var errReadOnly = errors.New("muc: presence handler may not write")
+
+// errorReply rejoins the room when it answers one of our messages with an
+// error that says we may no longer be an occupant (protocol-brief.md §10 row
+// 36; Conversations and Monal check membership the same way).
+func (r *Room) errorReply(ev *stanza.Evidence) {
+	switch ev.Error.Condition {
+	case xstanza.NotAcceptable, xstanza.ItemNotFound, xstanza.RemoteServerNotFound, xstanza.RemoteServerTimeout:
+	default:
+		return
+	}
+	r.mu.Lock()
+	_, ours := r.byID[ev.ID]
+	if ours && !r.left && !r.rejoining {
+		r.log.Debug("muc: membership suspect; joining again", "room", r.room, "condition", ev.Error.Condition)
+		r.rejoinLocked()
+		if f := r.cfg.OnSuspect; f != nil {
+			go f(stanza.Classify(*ev.Error))
+		}
+	}
+	r.mu.Unlock()
+}

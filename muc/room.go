@@ -38,6 +38,14 @@ type Config struct {
 	PassReflections bool
 	// Logger receives room events at debug level. Nil means silent.
 	Logger *slog.Logger
+	// OnSuspect is called when the room answers one of our messages with
+	// an error that suggests we are no longer an occupant although we never
+	// saw ourselves leave (not-acceptable, item-not-found or
+	// remote-server-*: a "ghost" membership after a room or server
+	// restart). err is the error reply. The room is joined again in any
+	// case; the message's tracker is in Error and is not re-sent. It runs on
+	// its own goroutine. Nil means no call.
+	OnSuspect func(err error)
 }
 
 // Room is a joined group chat whose messages are tracked. It is safe for
@@ -64,6 +72,7 @@ type Room struct {
 	left      bool
 	done      chan struct{}
 	rejoining bool
+	joinAgain func(context.Context) error // tests' stand-in for join; nil in use
 }
 
 // entry is one message we sent to the room.
@@ -270,17 +279,28 @@ func (r *Room) settle() {
 // connected rejoins the room after a connection whose stream could not be
 // resumed (room membership does not survive a new session).
 func (r *Room) connected(resumed bool) {
-	r.mu.Lock()
-	again := !resumed && !r.left && !r.rejoining
-	r.rejoining = r.rejoining || again
-	r.mu.Unlock()
-	if !again {
+	if !resumed {
+		r.mu.Lock()
+		r.rejoinLocked()
+		r.mu.Unlock()
+	}
+}
+
+// rejoinLocked joins the room again on its own goroutine, unless we left it
+// or a rejoin is already running. The caller holds r.mu.
+func (r *Room) rejoinLocked() {
+	if r.left || r.rejoining {
 		return
+	}
+	r.rejoining = true
+	join := r.joinAgain
+	if join == nil {
+		join = r.join
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		err := r.join(ctx)
+		err := join(ctx)
 		r.mu.Lock()
 		r.rejoining = false
 		r.mu.Unlock()

@@ -191,7 +191,9 @@ func TestBadInputMUC(t *testing.T) {
 	})
 	// row36 (error for a MUC message): the client's registry applies room
 	// errors as for 1:1 messages; TestIntegrationRoomErrorWhenNotJoined checks
-	// not-acceptable from real Prosody and ejabberd.
+	// not-acceptable from real Prosody and ejabberd. The "membership suspect"
+	// signal and rejoin: TestBadInputMUCRow36 and
+	// TestIntegrationRoomJoinAgainWhileJoined.
 }
 
 func TestMarkerCoversEarlierAndSeenBy(t *testing.T) {
