@@ -87,8 +87,11 @@ func (r *Room) match(ev *stanza.Evidence) *entry {
 			return e
 		}
 	}
-	if ev.OriginID != "" && r.byID[ev.OriginID] != nil {
-		return nil // a repeat of one already matched
+	if ev.OriginID != "" {
+		// An origin-id we do not know (another of our devices under our
+		// nick) or one already matched: the room kept origin-ids, so a
+		// rewritten id is no reason to fall back to the body.
+		return nil
 	}
 	for _, e := range r.entries {
 		if !e.reflected && e.body == ev.Body && r.byID[ev.ID] == nil {

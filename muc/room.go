@@ -14,6 +14,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -165,7 +166,9 @@ func (r *Room) Send(ctx context.Context, body string) (*tracking.MessageTracker,
 
 // SendMessage posts a tracked message to the room: m.To and m.Type are set
 // for the room, and no receipt is requested (XEP-0184 advises against it in
-// group chats; the reflection is the proof).
+// group chats; the reflection is the proof). It is Client.Send underneath:
+// it waits as Send does, and writes the message again on the next
+// connection when a write fails.
 func (r *Room) SendMessage(ctx context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
 	m.To = r.addr.Bare()
 	m.Type = xstanza.GroupChatMessage
@@ -202,6 +205,10 @@ func (r *Room) SendMessage(ctx context.Context, m xmpptrack.Message) (*tracking.
 
 // SeenBy returns who has displayed the message, or a later one of ours in
 // the room: occupant-ids where the room announces them, else nicks, sorted.
+// It reads the room's memory: nil once the message is among the settled ones
+// the room no longer keeps (it keeps the last 256), and readers beyond the
+// first 10,000 occupants that sent markers are not listed (their markers
+// still move trackers).
 func (r *Room) SeenBy(t *tracking.MessageTracker) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -223,7 +230,9 @@ func (r *Room) SeenBy(t *tracking.MessageTracker) []string {
 // another occupant sent to the room, which covers every earlier one. It
 // references the room's stanza-id where the room announces XEP-0359, else the
 // message id. It reports whether there was something new to mark. It writes
-// to the stream: do not call it from a Handler.
+// to the stream: do not call it from a Handler. ctx bounds the wait for a
+// connection; if it ends while the write is blocked, the connection is
+// closed (see Client.Send), and the marker is not sent again.
 func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 	r.mu.Lock()
 	id := r.newest
@@ -237,7 +246,8 @@ func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	msg := xstanza.Message{To: r.addr.Bare(), Type: xstanza.GroupChatMessage, ID: xmpptrack.NewID()}
-	return true, s.Send(ctx, msg.Wrap(stanza.Marker{Type: stanza.MarkerDisplayed, ID: id}.TokenReader()))
+	_, err = wire.Write(ctx, s, msg.Wrap(stanza.Marker{Type: stanza.MarkerDisplayed, ID: id}.TokenReader()))
+	return true, err
 }
 
 // Leave exits the room with an optional status text and settles the room's

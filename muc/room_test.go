@@ -188,6 +188,18 @@ func TestBadInputMUC(t *testing.T) {
 		if m.State() != tracking.InTransit {
 			t.Fatalf("another device's message moved ours: %v", m.State())
 		}
+		// The same text from another of our devices, under our nick, with
+		// its own origin-id: not our reflection either.
+		if feed(t, r, groupchat("alice", "phone-2", `<body>a</body>`+originID("phone-2")+occupantID("occ-alice"))) {
+			t.Fatal("another device's message with our text consumed")
+		}
+		if m.State() != tracking.InTransit {
+			t.Fatalf("another device's message with our text moved ours: %v", m.State())
+		}
+		// Our own reflection still matches.
+		if !feed(t, r, groupchat("alice", "m1", `<body>a</body>`+originID("m1")+occupantID("occ-alice"))) || m.State() != tracking.DeliveredToRecipient {
+			t.Fatalf("own reflection: %v", m.State())
+		}
 	})
 	// row36 (error for a MUC message): the client's registry applies room
 	// errors as for 1:1 messages; TestIntegrationRoomErrorWhenNotJoined checks
@@ -247,5 +259,20 @@ func TestTrimKeepsMemoryBounded(t *testing.T) {
 	feed(t, r, groupchat("alice", "last", `<body>b</body>`))
 	if len(r.entries) > keepSettled+1 {
 		t.Fatalf("%d entries kept", len(r.entries))
+	}
+}
+
+// TestOccupantIDOnlyWhenAnnounced covers protocol-brief.md §9 item 7: an
+// occupant-id counts only in rooms that announce urn:xmpp:occupant-id:0,
+// since elsewhere anyone can put ours in a message.
+func TestOccupantIDOnlyWhenAnnounced(t *testing.T) {
+	r := scriptedRoom(true, false)
+	m := r.sent("m1", "a")
+	if feed(t, r, groupchat("mallory", "m1", `<body>a</body>`+originID("m1")+occupantID("occ-alice"))) || m.State() != tracking.InTransit {
+		t.Fatalf("unannounced occupant-id trusted: %v", m.State())
+	}
+	feed(t, r, groupchat("alice", "m1", `<body>a</body>`+originID("m1")+occupantID("occ-mallory")))
+	if m.State() != tracking.DeliveredToRecipient || m.Response().OccupantID != "" {
+		t.Fatalf("state %v, occupant-id %q", m.State(), m.Response().OccupantID)
 	}
 }

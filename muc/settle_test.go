@@ -1,0 +1,81 @@
+package muc
+
+import (
+	"context"
+	"encoding/xml"
+	"strings"
+	"testing"
+
+	mmuc "mellium.im/xmpp/muc"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// presenceFrom hands a presence from the room, as the client would, to the
+// room's observer.
+func presenceFrom(t *testing.T, r *Room, raw string) {
+	t.Helper()
+	d := xml.NewDecoder(strings.NewReader(raw))
+	tok, err := d.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := tok.(xml.StartElement)
+	p, err := xstanza.NewPresence(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.presence(p, d)
+}
+
+func unavailable(nick, inner string) string {
+	return `<presence xmlns='jabber:client' type='unavailable' from='` + roomJID + `/` + nick + `' to='alice@example.org/x'>` +
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='none'/>` + inner + `</x></presence>`
+}
+
+// TestRemovalSettles checks that leaving, a kick, a ban or the room's
+// destruction settle the room's trackers: those without proof become
+// Closed, those with proof keep their state; another
+// occupant leaving changes nothing.
+func TestRemovalSettles(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		remove func(t *testing.T, r *Room)
+	}{
+		{"leave", func(t *testing.T, r *Room) { r.Leave(context.Background(), "") }},
+		{"kick", func(t *testing.T, r *Room) {
+			presenceFrom(t, r, unavailable("alice", `<status code='307'/><status code='110'/>`))
+		}},
+		{"ban", func(t *testing.T, r *Room) {
+			presenceFrom(t, r, unavailable("alice", `<status code='301'/><status code='110'/>`))
+		}},
+		{"destroyed", func(t *testing.T, r *Room) {
+			presenceFrom(t, r, unavailable("alice", `<destroy jid='new@conference.example.org'><reason>moved</reason></destroy><status code='110'/>`))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := scriptedRoom(true, false)
+			r.mc = &mmuc.Client{}
+			r.remove = func() {}
+			open := r.sent("m1", "a")
+			proved := r.sent("m2", "b")
+			feed(t, r, groupchat("alice", "m2", `<body>b</body>`))
+			presenceFrom(t, r, unavailable("bob", ``))
+			select {
+			case <-r.Done():
+				t.Fatal("another occupant leaving ended the room")
+			default:
+			}
+			tc.remove(t, r)
+			select {
+			case <-r.Done():
+			default:
+				t.Fatal("room not done")
+			}
+			if open.State() != tracking.Closed || proved.State() != tracking.DeliveredToRecipient || !proved.Settled() {
+				t.Fatalf("states %v, %v (settled %v)", open.State(), proved.State(), proved.Settled())
+			}
+		})
+	}
+}
