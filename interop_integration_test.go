@@ -7,13 +7,15 @@ import (
 
 	"github.com/xmpptrack/xmpptrack/internal/interop"
 	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // TestIntegrationInterop sends tracked messages to recipients nobody on
 // this project wrote: slixmpp (its receipts and markers plugins answering)
 // and aioxmpp (receipts and markers built with its stanza classes), on both
-// servers. Each message must walk to SEEN_BY_RECIPIENT.
+// servers. Each message must be acknowledged by the server and walk to
+// SEEN_BY_RECIPIENT through DELIVERED_TO_RECIPIENT.
 func TestIntegrationInterop(t *testing.T) {
 	forEachServer(t, []string{"alice", "bob"}, func(t *testing.T, srv *testserver.Server) {
 		for _, kind := range []interop.Kind{interop.Slixmpp, interop.Aioxmpp} {
@@ -31,7 +33,11 @@ func TestIntegrationInterop(t *testing.T) {
 					peer = interop.StartAioxmpp(t, opts)
 				}
 				var log stateLog
-				alice := dialTest(t, srv, "alice", Config{OnStateChange: log.hook})
+				acked := make(chan string, 16)
+				alice := dialTest(t, srv, "alice", Config{
+					OnStateChange:    log.hook,
+					StreamManagement: sm.Config{OnAcked: func(s sm.Stanza) { acked <- s.ID }},
+				})
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				tr, err := alice.Send(ctx, Message{To: srv.JID("bob"), Body: "hello from Go"})
@@ -50,6 +56,15 @@ func TestIntegrationInterop(t *testing.T) {
 				}
 				if ev, err := peer.WaitMessage(ctx, 1); err != nil || ev.ID != tr.ID() || ev.Body != "hello from Go" {
 					t.Fatalf("peer got %+v, %v", ev, err)
+				}
+				// The server acknowledged it too: DELIVERED_TO_SERVER was
+				// reached, or skipped only because the receipt came first.
+				for id := ""; id != tr.ID(); {
+					select {
+					case id = <-acked:
+					case <-ctx.Done():
+						t.Fatalf("the server never acknowledged the message; states %v", got)
+					}
 				}
 			})
 		}
