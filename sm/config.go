@@ -117,10 +117,13 @@ type Config struct {
 	OnLost func(Stanza)
 
 	// OnResend is called, under the Resend policy, just before a message of
-	// a stream that could not be resumed is re-sent on the new stream. It
+	// a stream that could not be resumed is re-sent on a new stream: once
+	// the server answered <enable/> on it (on the connection's ack
+	// requester goroutine), or during Start when the server does not offer
+	// stream management or the re-send continues after a resumption. It
 	// may be called again for the same stanza if that connection fails
-	// too. Retransmissions after a successful resumption belong to the same
-	// stream and are not reported.
+	// before the stanza was written. Retransmissions after a successful
+	// resumption belong to the same stream and are not reported.
 	OnResend func(Stanza)
 
 	// Logger receives diagnostics; nil means no logging. The SM-ID, a

@@ -15,6 +15,7 @@ type conn struct {
 	in, out  *scanner // each used by one goroutine at a time (mellium's locks)
 	wake     chan struct{}
 	done     chan struct{} // closed by stop
+	ready    chan struct{} // closed by setReadyLocked
 	stopOnce sync.Once
 
 	outActive atomic.Bool // outbound stanzas are counted and queued
@@ -24,6 +25,13 @@ type conn struct {
 	resumed   bool // the connection resumed the stream
 	inActive  bool // inbound stanzas are counted
 	smOn      bool // <enabled/> or <resumed/> arrived: acks may be requested
+	refused   bool // the server answered <enable/> with <failed/>
+	held      bool // Start left st.orphans to re-send for the answer to <enable/>
+	readyErr  error
+	isReady   bool // ready is closed; readyErr is WaitEnabled's result
+	copying   bool // copyOf is being written again (re-send or retransmission)
+	copySeen  bool // the outbound scanner queued that copy
+	copyOf    entry
 	snaps     []uint32
 	snapHead  int
 	sinceReq  int    // stanzas written since the last <r/>
@@ -47,9 +55,10 @@ type conn struct {
 // connection: its ack requester stops.
 func (st *State) Tees() (in, out io.Writer) {
 	c := &conn{
-		st:   st,
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		st:    st,
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		ready: make(chan struct{}),
 	}
 	c.in = newScanner((*inSink)(c), false)
 	c.out = newScanner((*outSink)(c), true)
@@ -66,6 +75,16 @@ func (st *State) Tees() (in, out io.Writer) {
 // stop ends the connection's ack requester.
 func (c *conn) stop() {
 	c.stopOnce.Do(func() { close(c.done) })
+}
+
+// setReadyLocked records what WaitEnabled returns for the connection and
+// wakes its callers; only the first call counts. The caller holds st.mu.
+func (c *conn) setReadyLocked(err error) {
+	if c.isReady {
+		return
+	}
+	c.isReady, c.readyErr = true, err
+	close(c.ready)
 }
 
 // signal wakes the ack requester without blocking.
@@ -160,6 +179,15 @@ func (s *outSink) element(e *element) {
 		}
 		st.outH++
 		ent.seq = st.outH
+		if o := &c.copyOf; c.copying && !c.copySeen && ent.kind == o.kind && ent.id == o.id && ent.to == o.to {
+			// A stanza written again keeps its place in the order of first
+			// writes, and its time.
+			ent.ord, ent.sent = o.ord, o.sent
+			c.copySeen = true
+		} else {
+			st.ord++
+			ent.ord = st.ord
+		}
 		st.queue.push(ent)
 		c.sinceReq++
 		if c.sinceReq == 1 {

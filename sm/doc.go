@@ -39,17 +39,26 @@
 //	// 3. Enable stream management, or retransmit after resumption.
 //	connCtx, cancel := context.WithCancel(ctx)
 //	err = st.Start(connCtx, s)
-//	// 4. Only now may the application send on s (st.Reserve before each
-//	//    send); Serve runs until the connection ends.
-//	err = st.Serve(s, appHandler)
-//	cancel()
-//	conn.Close()
-//	// 5. Reconnect (with backoff) and start again at 1.
+//	// 4. Serve runs until the connection ends; it processes the answer
+//	//    to <enable/>.
+//	go func() {
+//		st.Serve(s, appHandler)
+//		cancel()
+//		conn.Close()
+//	}()
+//	// 5. Optionally wait for that answer (and the re-sends it releases).
+//	err = st.WaitEnabled(ctx)
+//	// 6. Only now may the application send on s (st.Reserve before each
+//	//    send). When Serve has returned, reconnect (with backoff) and
+//	//    start again at 1.
 //
 // If NewSession or Start fails, close the connection and reconnect: nothing
 // is lost, the state keeps every unacknowledged stanza. Start must run
 // before Serve and before the application sends anything: it writes
-// <enable/>, or the retransmissions, first. st.Serve(s, h) is
+// <enable/>, or the retransmissions, first. The application may send as
+// soon as Start returned; WaitEnabled tells when stream management is on
+// (Info().Enabled) and the messages of a lost stream were re-sent, so that
+// what is sent next follows them. st.Serve(s, h) is
 // s.Serve(st.Handler(h)) plus clean-up; use Handler directly if Serve is
 // called elsewhere, and cancel Start's context when Serve returns.
 //
@@ -97,10 +106,12 @@
 // management, BindOrResume sends <resume previd h/> instead of binding. On
 // <resumed h/> the stanzas h covers are acknowledged and Start retransmits
 // the others, in their original order with their original bytes (and ids),
-// before the application can send anything new; the server retransmits
-// what it had queued, which arrives in the handler like any stanza. The
-// session (full JID, presence, roster, room joins) is the old one: do not
-// announce presence again (XEP-0198 §5).
+// followed by the messages of an earlier lost stream whose re-send (see
+// below) the lost connection interrupted, before the application can send
+// anything new; the server retransmits what it had queued, which arrives
+// in the handler like any stanza. The session (full JID, presence,
+// roster, room joins) is the old one: do not announce presence again
+// (XEP-0198 §5).
 //
 // # Streams that cannot be resumed
 //
@@ -112,25 +123,56 @@
 // same id and a XEP-0203 <delay/> stamped with the original time, and
 // reports presence and IQ stanzas lost; ReportLost reports them all to
 // OnLost (the tracking layer turns that into ABORTED). Every stanza ends in
-// OnAcked, OnLost or a re-send announced by OnResend: none vanishes. This
-// happens in Start, after a new session was bound: the application must
-// set the session up again (presence, rooms).
+// OnAcked, OnLost or a re-send announced by OnResend: none vanishes. The
+// application must set the new session up again (presence, rooms).
+//
+// Start reports what the Policy reports lost, writes <enable/>, and holds
+// the messages to re-send until the server answered it. Re-sending them
+// right after <enable/> would put them on a stream not yet known to be
+// resumable: a connection lost during the re-send would make the next
+// connection re-send them all again, and frequent losses would deliver the
+// backlog over and over without getting through. So the connection's ack
+// requester re-sends them once the handler processed the answer:
+//
+//   - <enabled/>: they are counted on the new stream, with <r/> requested
+//     as for any stanza; a connection lost during the re-send is resumed,
+//     and only what the server did not acknowledge is retransmitted;
+//   - <failed/>: they are re-sent without stream management; OnResend is
+//     their last callback (rely on receipts);
+//   - the connection ends first: nothing was re-sent and no callback fired
+//     for them; they wait for the next connection with the rest.
+//
+// If the server does not offer stream management, Start re-sends them
+// itself. The Policy always sees the unacknowledged stanzas of every
+// earlier connection in the order they were first written (re-sent and
+// retransmitted copies keep their place, and their Stanza.Sent).
 //
 // When the server answers <enable/> with <failed/>, stream management is
 // off for the connection; stanzas written since <enable/> leave the queue
 // without a callback, since no ack can ever cover them (they were written
 // to a live stream; rely on receipts).
 //
+// # Ordering
+//
+// Retransmissions after <resumed/> go out before Start returns, so before
+// anything the application sends next, in their original order. Re-sends
+// of a lost stream go out in their original order too, but after the
+// answer to <enable/>, a round trip after Start returned: what the
+// application writes in between precedes them on the wire. An application
+// that needs the original order calls WaitEnabled before sending.
+//
 // # Callbacks and goroutines
 //
 // OnAcked, OnLost and OnResend run outside the package's locks, one at a
-// time, in order: on the Serve goroutine for <a/> (inside the handler), and
-// on the goroutine that calls Start for what negotiation decided (the h of
-// <resumed/> or <failed/>, the Policy) and Abandon. They must not block
-// and must not send on the session (the Serve goroutine may hold the
-// session's output lock): hand work to another goroutine. The tees run
-// inside mellium's Read and Write, under its locks: they only count,
-// queue and signal, and never call user code.
+// time, in order: on the Serve goroutine for <a/> (inside the handler), on
+// the connection's ack requester goroutine for the re-sends held for the
+// answer to <enable/>, and on the goroutine that calls Start for what
+// negotiation decided (the h of <resumed/> or <failed/>, what the Policy
+// reports lost, re-sends without stream management) and Abandon. They
+// must not block and must not send on the session (the Serve goroutine may
+// hold the session's output lock): hand work to another goroutine. The
+// tees run inside mellium's Read and Write, under its locks: they only
+// count, queue and signal, and never call user code.
 //
 // # What the application observes while reconnecting
 //
@@ -143,10 +185,12 @@
 // resumption, Start reports the stanzas <resumed/> acknowledged and
 // retransmits the rest, the server's queued stanzas arrive, and the
 // session continues as if uninterrupted (Info().Resumed). After a failed
-// resumption, the application gets a new session and the Policy's
-// callbacks, before Start returns. Stanzas the server had queued for the
-// old session are its business: XEP-0198 lets it store them offline or
-// bounce them with errors, which then arrive on the new session.
+// resumption, the application gets a new session, OnLost calls before
+// Start returns, and the re-sends with their OnResend calls once the
+// server enabled stream management (WaitEnabled). Stanzas the server had
+// queued for the old session are its business: XEP-0198 lets it store
+// them offline or bounce them with errors, which then arrive on the new
+// session.
 //
 // # Limits
 //

@@ -27,6 +27,20 @@ var (
 	// current connection (call Tees for each new connection).
 	ErrStarted = errors.New("sm: Start already called for this connection")
 
+	// ErrNotEnabled is returned by WaitEnabled when the connection works
+	// without stream management: the server does not offer it, or
+	// answered <enable/> with <failed/>. Nothing is acknowledged on such a
+	// connection; rely on receipts.
+	ErrNotEnabled = errors.New("sm: stream management is not enabled on this connection")
+
+	// ErrConnEnded is returned by WaitEnabled when the connection ended,
+	// or Start failed, before stream management was enabled. Reconnect;
+	// the messages held for re-sending wait for the next connection.
+	ErrConnEnded = errors.New("sm: connection ended before stream management was enabled")
+
+	// errStopped means the connection was detached during a re-send.
+	errStopped = errors.New("sm: connection stopped")
+
 	// errPrevID means <resumed/> named another stream than the one resumed.
 	errPrevID = errors.New("sm: previd does not match the resumed stream")
 

@@ -41,11 +41,13 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 //     own encoder, with the count of stanzas received before that <r/>;
 //   - <a h/>: releases the acknowledged stanzas and calls OnAcked for each,
 //     in order, on the Serve goroutine;
-//   - <enabled/>: records the SM-ID, resume, max and location;
+//   - <enabled/>: records the SM-ID, resume, max and location, and lets
+//     the ack requester re-send the messages Start held (see Start);
 //   - <failed/> (the answer to <enable/>): stream management is off for
 //     this connection. Stanzas written since <enable/> are dropped from
 //     the queue without a callback: they were written to a live stream,
-//     but no ack can ever cover them (rely on receipts instead).
+//     but no ack can ever cover them (rely on receipts instead). The
+//     messages Start held are re-sent without stream management.
 //
 // When the server acknowledges more stanzas than were sent, or sends an
 // <a/> without a valid h, the handler writes the corresponding stream error
@@ -177,6 +179,9 @@ func (c *conn) handleEnabled(t xml.TokenReader, start *xml.StartElement) {
 		st.location = en.Location
 	}
 	resumable, max := st.resumable, st.max
+	if !c.held { // else the requester re-sends the held messages first
+		c.setReadyLocked(nil)
+	}
 	st.mu.Unlock()
 	c.signal()
 	if err != nil {
@@ -192,7 +197,7 @@ func (c *conn) handleFailed(t xml.TokenReader, start *xml.StartElement) {
 	var f stanza.Failed
 	_ = decodeSM(t, start, &f) // the condition is informative only
 	st.mu.Lock()
-	c.smOn = false
+	c.smOn, c.refused = false, true
 	c.outActive.Store(false)
 	st.dropSessionLocked()
 	dropped := st.queue.len()
@@ -201,8 +206,13 @@ func (c *conn) handleFailed(t xml.TokenReader, start *xml.StartElement) {
 	}
 	st.ackedH = st.outH
 	st.spaceLocked()
+	if !c.held {
+		c.setReadyLocked(ErrNotEnabled)
+	}
 	st.mu.Unlock()
-	c.stop()
+	// The requester re-sends what Start held, without stream management,
+	// then stops: there are no acks to request.
+	c.signal()
 	st.logAt(slog.LevelWarn, "sm: server refused to enable stream management",
 		"condition", string(f.Condition), "unconfirmed", dropped)
 }

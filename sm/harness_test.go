@@ -151,6 +151,8 @@ type fakeServer struct {
 	dieOnResume  bool                  // cut the connection after <resumed/>
 	tls          *tls.Config           // require STARTTLS with this config
 	rtt          time.Duration         // delay of the answers to <r/>
+	holdEnabled  bool                  // keep the answer to <enable/> until releaseEnabled
+	cutAfter     func(g got) bool      // cut the connection after handling g
 
 	wmu sync.Mutex // orders the server's writes with its outbound counter
 
@@ -169,6 +171,9 @@ type fakeServer struct {
 	cur               *srvConn
 	resumedAt         []uint32 // h of each <resume/> received
 	lastResumeFromCli uint32
+	heldEnabled       string   // answer to <enable/> kept by holdEnabled
+	heldOn            *srvConn // its connection
+	conns             []*srvConn
 }
 
 type sentRec struct {
@@ -196,6 +201,7 @@ func (srv *fakeServer) accept(c net.Conn) *srvConn {
 	sc := &srvConn{srv: srv, conn: newBufConn(c), done: make(chan struct{}), ready: make(chan struct{})}
 	srv.mu.Lock()
 	srv.cur = sc
+	srv.conns = append(srv.conns, sc)
 	srv.mu.Unlock()
 	go func() {
 		defer close(sc.done)
@@ -527,7 +533,12 @@ func (sc *srvConn) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElem
 		}
 		srv.got = append(srv.got, g)
 	}
+	cut := srv.cutAfter != nil && srv.cutAfter(g)
 	srv.mu.Unlock()
+	if cut {
+		sc.conn.Close()
+		return nil
+	}
 	if !lost && g.name == "iq" && (g.typ == "get" || g.typ == "set") {
 		// Answer through the handler's encoder, or mellium answers too.
 		srv.wmu.Lock()
@@ -572,8 +583,26 @@ func (srv *fakeServer) enable(sc *srvConn, en stanza.Enable) {
 		srv.sent = nil
 		sc.smOn = true
 	}
+	hold := srv.holdEnabled
+	if hold {
+		srv.heldEnabled, srv.heldOn = reply, sc
+	}
 	srv.mu.Unlock()
-	sc.writeLocked(reply)
+	if !hold {
+		sc.writeLocked(reply)
+	}
+}
+
+// releaseEnabled sends the answer to <enable/> that holdEnabled kept, and
+// answers the next ones at once.
+func (srv *fakeServer) releaseEnabled() {
+	srv.mu.Lock()
+	reply, sc := srv.heldEnabled, srv.heldOn
+	srv.heldEnabled, srv.heldOn, srv.holdEnabled = "", nil, false
+	srv.mu.Unlock()
+	if sc != nil {
+		sc.raw(reply)
+	}
 }
 
 // snapshot returns a copy of what the server observed.

@@ -17,7 +17,8 @@ type Stanza struct {
 	// Raw holds the stanza exactly as written to the stream. It is shared:
 	// do not modify it.
 	Raw []byte
-	// Sent is when the stanza was first written.
+	// Sent is when the stanza was first written (a retransmitted or
+	// re-sent copy keeps the time of the original).
 	Sent time.Time
 }
 
@@ -25,7 +26,8 @@ type Stanza struct {
 type entry struct {
 	seq    uint32
 	kind   kind
-	sent   int64 // Unix nanoseconds of the first write
+	sent   int64  // Unix nanoseconds of the first write
+	ord    uint64 // order of the first write, kept by the copies written again
 	id, to string
 	raw    []byte
 }

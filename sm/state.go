@@ -36,6 +36,8 @@ type State struct {
 	location  string
 	jid       jid.JID // full JID bound for the session, restored on resume
 
+	ord uint64 // stanzas first written, for entry.ord
+
 	inH    uint32 // inbound stanzas handled
 	outH   uint32 // outbound stanzas written (number of the last one)
 	ackedH uint32 // last h acknowledged by the server
@@ -121,6 +123,48 @@ func (st *State) Enabled() bool { return st.Info().Enabled }
 // Resumed reports whether the current connection resumed the previous
 // stream.
 func (st *State) Resumed() bool { return st.Info().Resumed }
+
+// WaitEnabled waits until stream management is up on the current
+// connection (that of the last Tees call): the server answered <enable/>
+// with <enabled/>, or the connection resumed the stream, and the messages
+// of a lost stream that Start held for that answer were re-sent (see
+// Start). Serve must run meanwhile: it processes the answer. Sending after
+// WaitEnabled returned nil keeps the original order of the re-sent
+// messages and new ones, and Info().Enabled is true (until the connection
+// ends).
+//
+// It returns promptly with ErrNotEnabled when the connection works
+// without stream management (the server does not offer it, or refused it;
+// the held messages were then re-sent without it), with ErrConnEnded
+// when the connection ended or Start failed first, with ctx.Err() when
+// ctx ends first, and with ErrNoTees before the first Tees call. It may be
+// called before Start, from any goroutine, but not from a handler: it
+// would wait for the answer that the handler's goroutine is to process.
+func (st *State) WaitEnabled(ctx context.Context) error {
+	st.mu.Lock()
+	c := st.conn
+	st.mu.Unlock()
+	if c == nil {
+		return ErrNoTees
+	}
+	select {
+	case <-c.ready:
+	case <-c.done:
+	case <-ctx.Done():
+	}
+	st.mu.Lock()
+	ready, err := c.isReady, c.readyErr
+	st.mu.Unlock()
+	if ready {
+		return err
+	}
+	select {
+	case <-c.done:
+		return ErrConnEnded
+	default:
+		return ctx.Err()
+	}
+}
 
 // Reserve waits until the queue of unacknowledged stanzas has room
 // (Config.MaxUnacked) or ctx ends. Call it before each Session.Send of an
