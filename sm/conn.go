@@ -39,6 +39,7 @@ type conn struct {
 	rSent     uint64 // <r/> sent by the requester
 	aRecv     uint64 // <a/> received, at most rSent
 	fatal     error  // stream management error that ends the connection
+	peerErr   error  // the <stream:error/> the server sent, a stream.Error
 	ended     bool   // State.Serve returned
 }
 
@@ -130,6 +131,11 @@ func (s *inSink) element(e *element) {
 	case e.kind == kindFailed:
 		st.mu.Lock()
 		c.inActive = false
+		st.mu.Unlock()
+	case e.kind == kindStreamError:
+		err := parseStreamError(e.raw)
+		st.mu.Lock()
+		c.peerErr = err
 		st.mu.Unlock()
 	case e.kind == kindStreamEnd:
 		c.stop()

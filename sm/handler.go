@@ -16,7 +16,10 @@ import (
 // the connection's ack requester when the session ends. When stream
 // management closed the stream (a *HandledCountTooHighError or a
 // *ProtocolError), Serve returns that error rather than whatever the
-// closing stream produced.
+// closing stream produced. When the server closed it with a stream error,
+// Serve returns that mellium stream.Error (test it with errors.Is, e.g.
+// against stream.PolicyViolation), even where mellium's Serve reported the
+// failure of its reply instead.
 func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 	h := st.Handler(inner).(handler)
 	err := s.Serve(h)
@@ -24,8 +27,11 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 		c.stop()
 		st.mu.Lock()
 		c.ended = true
-		if c.fatal != nil {
+		switch {
+		case c.fatal != nil:
 			err = c.fatal
+		case c.peerErr != nil:
+			err = c.peerErr
 		}
 		st.mu.Unlock()
 	}

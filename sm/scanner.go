@@ -19,6 +19,7 @@ const (
 	kindFailed
 	kindStreamStart // a <stream:stream> start tag (initial stream or restart)
 	kindStreamEnd   // an end tag at stream level (</stream:stream>)
+	kindStreamError // a <stream:error/>, buffered whole (up to maxTagLen)
 )
 
 // isStanza reports whether k counts toward h.
@@ -357,7 +358,7 @@ func (s *scanner) endStartTag(p []byte, mark, i int, self bool) int {
 		return mark
 	}
 	s.depth = 1
-	if !s.capture || !k.isStanza() {
+	if k != kindStreamError && (!s.capture || !k.isStanza()) {
 		s.buffering = false
 	}
 	return mark

@@ -115,8 +115,11 @@ func refScan(data []byte, capture bool) (out []rec, ok bool) {
 			}
 			depth--
 			if depth == 0 {
-				if capture && cur.kind.isStanza() {
+				if capture && cur.kind.isStanza() || cur.kind == kindStreamError {
 					cur.raw = string(data[start:d.InputOffset()])
+					if !capture && len(cur.raw) > maxTagLen {
+						cur.raw = cur.raw[:maxTagLen]
+					}
 				}
 				out = append(out, cur)
 			}
@@ -152,6 +155,10 @@ func refKind(n xml.Name) kind {
 		case "failed":
 			return kindFailed
 		}
+	case nsStream:
+		if n.Local == "error" {
+			return kindStreamError
+		}
 	}
 	return kindOther
 }
@@ -173,6 +180,17 @@ func TestScanner(t *testing.T) {
 				{kind: kindStreamStart},
 				{kind: kindMessage, hasID: true, id: `x>/''A"`, hasTo: true, to: "a@b/c&d",
 					raw: `<message to="a@b/c&amp;d" id='x&gt;/&apos;&#39;&#x41;"'><body>a &lt; b</body></message>`},
+			},
+		},
+		{
+			name: "stream error, buffered whole",
+			in: testHeader + `<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>` +
+				`<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>slow down</text></stream:error></stream:stream>`,
+			want: []rec{
+				{kind: kindStreamStart},
+				{kind: kindStreamError, raw: `<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>` +
+					`<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>slow down</text></stream:error>`},
+				{kind: kindStreamEnd},
 			},
 		},
 		{

@@ -84,9 +84,12 @@ func (s *scanner) classify() kind {
 			return kindFailed
 		}
 	case nsIDStream:
-		if string(local) == "stream" {
+		switch string(local) {
+		case "stream":
 			s.streamHeader(tag, attrStart)
 			return kindStreamStart
+		case "error":
+			return kindStreamError
 		}
 	}
 	return kindOther
