@@ -15,6 +15,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -48,15 +49,20 @@ type Client struct {
 	mu       sync.Mutex
 	session  *xmpp.Session // current session; nil while reconnecting
 	up       chan struct{} // closed while a session is up; replaced when it drops
+	gone     chan struct{} // closed when the current session drops
 	closing  bool
 	shutting bool
 	err      error // why the connection loop ended
 }
 
 // Dial logs in to the account with the password and returns a Client whose
-// connection is up, stream management enabled, carbons enabled and initial
-// presence sent. Errors from this first connection are returned (an
-// authentication failure matches ErrAuth); later connection losses are
+// connection is up, stream management enabled (Dial waits for the server's
+// <enabled/>, unless the server does not offer stream management or
+// refuses it), carbons enabled and initial presence sent. Errors from this
+// first connection are returned (an authentication failure matches
+// ErrAuth; a connection that ends before <enabled/> returns
+// sm.ErrConnEnded); if ctx ends first, Dial returns its error. Later
+// connection losses are
 // handled by reconnecting. cfg may be nil.
 func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*Client, error) {
 	c := &Client{account: account, self: account.Bare().String(), password: password}
@@ -90,6 +96,11 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	}
 	go c.rcp.run()
 	go c.loop(conn)
+	// Start only wrote <enable/>: the loop's Serve processes the answer.
+	if err := c.sm.WaitEnabled(ctx); err != nil && !errors.Is(err, sm.ErrNotEnabled) {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -156,12 +167,13 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 	if !resumed {
 		// A fresh session: be available, so that markers and receipts sent
 		// to our bare JID reach us.
-		if err := s.Send(ctx, xstanza.Presence{}.Wrap(nil)); err != nil {
+		if _, err := wire.Write(ctx, s, xstanza.Presence{}.Wrap(nil)); err != nil {
 			return fail(err)
 		}
 	}
 	c.mu.Lock()
 	c.session = s
+	c.gone = make(chan struct{})
 	close(c.up)
 	c.mu.Unlock()
 	if !resumed && !c.cfg.NoCarbons {
@@ -198,6 +210,7 @@ func (c *Client) loop(cn conn) {
 		c.mu.Lock()
 		c.session = nil
 		c.up = make(chan struct{})
+		close(c.gone)
 		closing := c.closing
 		c.mu.Unlock()
 		cn.s.Close()
@@ -262,20 +275,41 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Session returns the current session for use with other mellium packages,
 // waiting while the client reconnects. The session changes on reconnection;
-// do not keep it. Never call its Serve method.
+// do not keep it. Never call its Serve method. It fails with ErrClientClosed
+// once Close or Shutdown was called.
+//
+// A context given to the session's Send (or to mellium functions that send)
+// should not end while other goroutines may write: mellium v0.23.0 can
+// apply its end to the connection after Send returned, failing a concurrent
+// write, and a write it cuts short leaves half a stanza on the stream.
+// Client.Send and the client's receipts and markers never hand mellium a
+// context.
 func (c *Client) Session(ctx context.Context) (*xmpp.Session, error) {
+	return c.waitSession(ctx, nil, false)
+}
+
+// waitSession returns the current session, waiting while the client
+// reconnects, or while the current session is stale (one whose write
+// failed: wire.Write closed it, and the loop is about to drop it). During
+// Shutdown it fails with ErrClientClosed unless draining is set: the
+// client's own writes (answers to peers, messages already tracked) go on
+// while pending messages settle.
+func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining bool) (*xmpp.Session, error) {
 	for {
 		c.mu.Lock()
-		s, up, closing := c.session, c.up, c.closing || c.shutting
+		s, up, gone, closing := c.session, c.up, c.gone, c.closing || c.shutting && !draining
 		c.mu.Unlock()
+		wait := up
 		switch {
 		case closing:
 			return nil, ErrClientClosed
-		case s != nil:
+		case s != nil && s != stale:
 			return s, nil
+		case s != nil:
+			wait = gone
 		}
 		select {
-		case <-up:
+		case <-wait:
 		case <-c.done:
 			return nil, ErrClientClosed
 		case <-ctx.Done():

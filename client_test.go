@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +18,7 @@ import (
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -468,5 +473,196 @@ func TestClientEndToEnd(t *testing.T) {
 	}
 	if n := c.reg.Pending(); n != 0 {
 		t.Errorf("%d pending", n)
+	}
+}
+
+// cutBody is the body of a message too large for the socket buffers of a
+// connection that the peer server cuts after cutAt bytes
+// (peerServer.cutAfter): its write is still under way at the cut, and fails.
+// The peer's receive buffer is made small; the client's send buffer grows up
+// to the system's limit.
+var cutBody = strings.Repeat("x", sendBufferLimit()+2<<20)
+
+const cutAt = 64 << 10
+
+// sendBufferLimit returns the largest send buffer of a TCP connection
+// (Linux's tcp_wmem), or 14 MiB where it cannot tell.
+func sendBufferLimit() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) != 3 {
+		return 14 << 20
+	}
+	n, err := strconv.Atoi(f[2])
+	if err != nil {
+		return 14 << 20
+	}
+	return n
+}
+
+// cutUnderNextWrite makes the client's connection to srv break under its next
+// large write: the client writes a small message, which pc reads, then the
+// peer server reads cutAt bytes more and hangs up.
+func cutUnderNextWrite(t *testing.T, c *Client, srv *peerServer, pc *peerConn) {
+	t.Helper()
+	srv.set(func(srv *peerServer) { srv.cutAfter = cutAt })
+	small, err := c.Send(waitCtx(t), Message{To: bob, Body: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != small.ID() {
+		t.Fatalf("wrote %s, want the small message", e.String())
+	}
+}
+
+// TestSendWritesAgainAfterFailedWrite: a write that fails because the
+// connection breaks under it is written again, once, with the same id, on
+// the next connection. Send succeeds and the tracker goes on.
+func TestSendWritesAgainAfterFailedWrite(t *testing.T) {
+	logs := &logRecorder{}
+	srv := newPeerServer(t)
+	c := dialPeer(t, srv, Config{Logger: slog.New(logs)})
+	pc := srv.next(t)
+	cutUnderNextWrite(t, c, srv, pc)
+	ctx, cancel := context.WithTimeout(t.Context(), 6*testWait) // megabytes under the race detector
+	defer cancel()
+	tr, err := c.Send(ctx, Message{To: bob, ID: "big", Body: cutBody})
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if n := logs.count("write failed"); n != 1 {
+		t.Fatalf("%d failed writes logged, want 1", n)
+	}
+	pc = srv.next(t)
+	if !pc.resumed {
+		t.Error("the stream was not resumed")
+	}
+	e := pc.nextMessage(t)
+	if b := e.child("jabber:client", "body"); e.attr("id") != "big" || b == nil || len(b.Text) != len(cutBody) {
+		t.Fatalf("wrote the message with id %q, want the large one", e.attr("id"))
+	}
+	waitState(t, tr, tracking.DeliveredToServer)
+	probe := sendAcked(t, c, Message{To: bob})
+	if e := pc.nextMessage(t); e.attr("id") != probe.ID() {
+		t.Fatalf("wrote the message with id %q after the large one, want the probe", e.attr("id"))
+	}
+	pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message>`, receiptFor("big"))
+	waitState(t, tr, tracking.DeliveredToRecipient)
+}
+
+// TestSendContextEndsWhileReconnecting: when ctx ends before the connection
+// that would take the message again, Send returns ctx's error with the
+// tracker Aborted, and the message is not written later.
+func TestSendContextEndsWhileReconnecting(t *testing.T) {
+	srv := newPeerServer(t)
+	c := dialPeer(t, srv, Config{})
+	pc := srv.next(t)
+	srv.waitAccepted(t)
+	gate := make(chan struct{})
+	srv.set(func(srv *peerServer) { srv.hold = gate })
+	cutUnderNextWrite(t, c, srv, pc)
+	ctx, cancel := context.WithCancel(t.Context())
+	type result struct {
+		tr  *tracking.MessageTracker
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		tr, err := c.Send(ctx, Message{To: bob, ID: "big", Body: cutBody})
+		got <- result{tr, err}
+	}()
+	srv.waitAccepted(t) // the connection broke; the next one waits at the gate
+	cancel()
+	r := <-got
+	if !errors.Is(r.err, context.Canceled) || r.tr == nil {
+		t.Fatalf("Send: %v, %v; want a tracker and context.Canceled", r.tr, r.err)
+	}
+	wantState(t, r.tr, tracking.Aborted)
+	close(gate)
+	pc = srv.next(t)
+	probe := sendAcked(t, c, Message{To: bob})
+	if e := pc.nextMessage(t); e.attr("id") != probe.ID() {
+		t.Fatalf("wrote the message with id %q, want the probe", e.attr("id"))
+	}
+}
+
+// TestSendShortContexts: contexts cancelled as soon as Send returns, while
+// other goroutines write on the connection (more Sends, receipts for a peer,
+// ack requests), break nothing. mellium's Session.Send may apply such a
+// cancellation to the connection after it returned, failing a concurrent
+// write.
+func TestSendShortContexts(t *testing.T) {
+	const senders, each, requests = 8, 500, 500
+	logs := &logRecorder{}
+	srv := newPeerServer(t)
+	c := dialPeer(t, srv, Config{Logger: slog.New(logs), StreamManagement: sm.Config{AckEvery: 1}})
+	pc := srv.next(t)
+	srv.waitAccepted(t)
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Go(func() {
+			for i := range each {
+				ctx, cancel := context.WithTimeout(t.Context(), testWait)
+				_, err := c.Send(ctx, Message{To: bob, ID: fmt.Sprintf("s%d-%d", g, i)})
+				cancel()
+				if err != nil {
+					t.Errorf("Send: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range requests {
+			pc.send(`<message from='bob@example.org/pc' id='q%d' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`, i)
+		}
+	})
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	sent, receipts := 0, 0
+	for sent < senders*each || receipts < requests {
+		e := pc.nextMessage(t)
+		if e.child(stanza.NSReceipts, "received") != nil {
+			receipts++
+		} else {
+			sent++
+		}
+	}
+	for _, msg := range []string{"connection lost", "write failed", "not written"} {
+		if n := logs.count(msg); n != 0 {
+			t.Errorf("%q logged %d times", msg, n)
+		}
+	}
+	select {
+	case <-srv.accepted:
+		t.Error("the client reconnected")
+	default:
+	}
+}
+
+// TestSendBadPayload: a payload that does not encode is refused before the
+// message is tracked or anything is written, and the stream stays usable.
+func TestSendBadPayload(t *testing.T) {
+	c, pc := newPeer(t, Config{})
+	x := xml.StartElement{Name: xml.Name{Space: "urn:example:x", Local: "x"}}
+	for name, payload := range map[string]xml.Token{
+		"unclosed":    x,
+		"unopened":    x.End(),
+		"no name":     xml.StartElement{},
+		"bad comment": xml.Comment("a --> b"),
+	} {
+		tr, err := c.Send(waitCtx(t), Message{To: bob, Body: "hi", Payload: xmlstream.Token(payload)})
+		if err == nil || tr != nil {
+			t.Errorf("%s: Send: %v, %v; want an error", name, tr, err)
+		}
+	}
+	if n := c.reg.Pending(); n != 0 {
+		t.Errorf("%d pending", n)
+	}
+	probe := sendAcked(t, c, Message{To: bob})
+	if e := pc.nextMessage(t); e.attr("id") != probe.ID() {
+		t.Fatalf("wrote %s, want the probe", e.String())
 	}
 }

@@ -49,7 +49,11 @@
 // cannot be resumed, unacknowledged messages are re-sent on the new stream
 // (with a XEP-0203 delay) or reported ABORTED, as Config.StreamManagement.Policy
 // says. An authentication failure while reconnecting stops the client: Done is
-// closed, Err says why, and unacknowledged messages become ABORTED.
+// closed, Err says why, and unacknowledged messages become ABORTED. A message
+// whose write fails (the server never got it whole) is written again, with
+// its id, on the next connection; contexts bound waiting, never a write in
+// progress: one that ends while a write is blocked closes the connection
+// rather than leave half a stanza on it.
 //
 // One stream error is not a connection loss: when the server closes the
 // stream with policy-violation (a spam filter, a rate or size limit), the

@@ -9,23 +9,38 @@ import (
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
 // Bounds of the recipient side, so that peers cannot grow our memory.
 const (
-	outboxSize  = 1024   // receipts and markers waiting to be written
+	// outboxSize bounds the answers (receipts and markers) waiting to be
+	// written. The writer empties the outbox into its own buffer whenever it
+	// can write (so up to twice as many answers are held), and the bound is
+	// reached only when answers come in faster than the connection takes
+	// them, or while it is down (TestRecipientBurst logs what a burst of
+	// 5,000 requests drops). An answer that does not fit is dropped and
+	// logged at debug level: the Serve goroutine never waits for the writer.
+	outboxSize  = 4096
 	maxMarkable = 10_000 // conversations whose newest markable message we remember
+	// answerBatch is how many answers are written per hold of the session's
+	// output (each flushed on its own, see wire.Write): a burst of answers
+	// costs one acquisition of the output, not one per answer, and a
+	// message the application sends meanwhile waits for one batch at most.
+	answerBatch = 64
 )
 
 // recipient is the receiving half: it answers receipt requests and sends
 // displayed markers on request. Answers are written by one goroutine, never by
 // the Serve goroutine that observes the requests.
 type recipient struct {
-	c   *Client
-	out chan answer
+	c     *Client
+	ready chan struct{} // holds a value when answers were queued since the writer last looked
 
 	mu       sync.Mutex
+	out      []answer          // the outbox, oldest first
+	markerAt map[string]int    // peer (bare JID) -> index in out of its queued displayed marker
 	markable map[string]answer // newest markable message per peer (bare JID)
 }
 
@@ -39,19 +54,30 @@ type answer struct {
 }
 
 func newRecipient(c *Client) *recipient {
-	return &recipient{c: c, out: make(chan answer, outboxSize), markable: make(map[string]answer)}
+	return &recipient{
+		c:        c,
+		ready:    make(chan struct{}, 1),
+		markerAt: make(map[string]int),
+		markable: make(map[string]answer),
+	}
 }
 
 // received handles a content message from a peer (never an error, group
 // chat, carbon, receipt or marker: the tap filters those, so there are no
 // loops). It runs on the Serve goroutine and never blocks.
 func (r *recipient) received(ev *stanza.Evidence) {
-	if ev.ReceiptRequested && !r.c.cfg.NoReceipts {
-		r.queue(answer{to: ev.From, typ: ev.Type, ref: ev.ID})
+	answerReceipt := ev.ReceiptRequested && !r.c.cfg.NoReceipts
+	markable := ev.Markable && !r.c.cfg.NoMarkers
+	if !answerReceipt && !markable {
+		return
 	}
-	if ev.Markable && !r.c.cfg.NoMarkers {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if answerReceipt {
+		r.queueLocked("", answer{to: ev.From, typ: ev.Type, ref: ev.ID})
+	}
+	if markable {
 		peer := ev.From.Bare().String()
-		r.mu.Lock()
 		if _, ok := r.markable[peer]; !ok && len(r.markable) >= maxMarkable {
 			// Full (peers the application never marks, or a flood of
 			// senders): forget an arbitrary one rather than stop
@@ -62,27 +88,44 @@ func (r *recipient) received(ev *stanza.Evidence) {
 			}
 		}
 		r.markable[peer] = answer{to: ev.From.Bare(), typ: ev.Type, ref: ev.ID, thread: ev.Thread, marker: true}
-		r.mu.Unlock()
 	}
 }
 
-func (r *recipient) queue(a answer) bool {
-	select {
-	case r.out <- a:
-		return true
-	default:
-		r.c.log.Debug("xmpptrack: outbox full, answer dropped", "to", a.to.String(), "ref", a.ref)
+// queueLocked adds an answer to the outbox and reports whether it is there.
+// A displayed marker for peer replaces one still queued for the same peer
+// (markers are cumulative: the newer one covers the older), in its place.
+// When the outbox is full the answer is dropped and logged. The caller
+// holds r.mu.
+func (r *recipient) queueLocked(peer string, a answer) bool {
+	if a.marker {
+		if i, ok := r.markerAt[peer]; ok {
+			r.out[i] = a
+			return true
+		}
+	}
+	if len(r.out) >= outboxSize {
+		r.c.log.Debug("xmpptrack: outbox full, answer dropped", "to", a.to.String(), "ref", a.ref, "marker", a.marker)
 		return false
 	}
+	if a.marker {
+		r.markerAt[peer] = len(r.out)
+	}
+	r.out = append(r.out, a)
+	select {
+	case r.ready <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // MarkDisplayed sends an XEP-0333 displayed marker for the newest markable
 // message received from peer, which tells the sender that it and every
-// earlier message were displayed. It reports whether a marker was queued:
-// false when there is nothing new to mark, when Config.NoMarkers is set,
-// after Close, or when the outbox is full (then the message stays the one to
-// mark, and a later call may send the marker). It never blocks, so it may be
-// called from a Handler.
+// earlier message were displayed. A marker for peer that is still waiting
+// to be written is replaced by the new one. It reports whether a marker was
+// queued: false when there is nothing new to mark, when Config.NoMarkers is
+// set, after Close, or when the outbox is full (then the message stays the
+// one to mark, and a later call may send the marker). It never blocks, so
+// it may be called from a Handler.
 func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	if c.cfg.NoMarkers || c.ctx.Err() != nil {
 		return false
@@ -92,52 +135,64 @@ func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a, ok := r.markable[key]
-	if !ok || !r.queue(a) {
+	if !ok || !r.queueLocked(key, a) {
 		return false
 	}
 	delete(r.markable, key)
 	return true
 }
 
-// run writes queued answers until the client closes.
-func (r *recipient) run() {
-	for {
-		select {
-		case a := <-r.out:
-			s, err := r.session()
-			if err != nil {
-				return
-			}
-			if err := s.Send(r.c.ctx, a.stanza()); err != nil {
-				r.c.log.Debug("xmpptrack: answer not sent", "to", a.to.String(), "err", err)
-			}
-		case <-r.c.ctx.Done():
-			return
-		}
-	}
+// take moves the outbox's answers to the end of dst.
+func (r *recipient) take(dst []answer) []answer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dst = append(dst, r.out...)
+	clear(r.out) // drop the JIDs' strings
+	r.out = r.out[:0]
+	clear(r.markerAt)
+	return dst
 }
 
-// session returns the current session, waiting while the client reconnects.
-// Unlike Client.Session it keeps working during Shutdown: peers are still
-// answered while our own messages settle.
-func (r *recipient) session() (*xmpp.Session, error) {
-	c := r.c
+// run writes queued answers until the client closes. It keeps working
+// during Shutdown: peers are still answered while our own messages settle.
+// Answers whose write fails are written again on the next connection (see
+// wire.Write: the one that failed was not counted, those before it were).
+func (r *recipient) run() {
+	var (
+		pending []answer // taken from the outbox; pending[next:] are not written yet
+		next    int
+		rs      []xml.TokenReader
+		stale   *xmpp.Session // the session of the last failed write
+	)
 	for {
-		c.mu.Lock()
-		s, up, closing := c.session, c.up, c.closing
-		c.mu.Unlock()
-		switch {
-		case closing:
-			return nil, ErrClientClosed
-		case s != nil:
-			return s, nil
+		if next == len(pending) {
+			clear(pending)
+			pending, next = pending[:0], 0
+			select {
+			case <-r.ready:
+			case <-r.c.ctx.Done():
+				return
+			}
+			pending = r.take(pending)
+			continue
 		}
-		select {
-		case <-up:
-		case <-c.done:
-			return nil, ErrClientClosed
-		case <-c.ctx.Done():
-			return nil, c.ctx.Err()
+		s, err := r.c.waitSession(r.c.ctx, stale, true)
+		if err != nil {
+			return
+		}
+		for next < len(pending) {
+			rs = rs[:0]
+			for _, a := range pending[next:min(len(pending), next+answerBatch)] {
+				rs = append(rs, a.stanza())
+			}
+			n, err := wire.Write(r.c.ctx, s, rs...)
+			next += n
+			if err != nil {
+				r.c.log.Debug("xmpptrack: answers not written; writing them on the next connection",
+					"pending", len(pending)-next, "err", err)
+				stale = s
+				break
+			}
 		}
 	}
 }

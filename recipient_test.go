@@ -2,6 +2,10 @@ package xmpptrack
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
 	"testing"
 
 	"mellium.im/xmpp/jid"
@@ -228,16 +232,14 @@ func TestRecipientBounds(t *testing.T) {
 	if c.MarkDisplayed(peer) {
 		t.Fatal("MarkDisplayed queued into a full outbox")
 	}
-	<-c.rcp.out
+	if got := c.rcp.take(nil); len(got) != outboxSize || got[0].ref != "q0" {
+		t.Fatalf("took %d answers", len(got))
+	}
 	if !c.MarkDisplayed(peer) {
 		t.Fatal("the message to mark was lost with the full outbox")
 	}
-	a := <-c.rcp.out // the oldest answer; the marker is last
-	for len(c.rcp.out) > 0 {
-		a = <-c.rcp.out
-	}
-	if !a.marker || a.ref != "q0" || a.to.String() != "peer0@example.org" {
-		t.Errorf("last answer %+v, want the marker for q0", a)
+	if got := c.rcp.take(nil); len(got) != 1 || !got[0].marker || got[0].ref != "q0" || got[0].to.String() != "peer0@example.org" {
+		t.Errorf("outbox %+v, want the marker for q0", got)
 	}
 
 	// The markable map keeps the newest maxMarkable peers at most.
@@ -254,4 +256,78 @@ func TestRecipientBounds(t *testing.T) {
 	if !c.MarkDisplayed(jid.MustParse(fmt.Sprintf("peer%d@example.org", maxMarkable+49))) {
 		t.Error("the newest peer cannot be marked")
 	}
+}
+
+// TestRecipientBurst: a burst of receipt requests is answered in full, each
+// receipt once, or the dropped ones are logged. It logs how many were
+// dropped (none is expected: the outbox absorbs the writer's scheduling
+// delays, and the writer writes answers in batches).
+func TestRecipientBurst(t *testing.T) {
+	const n = 5000
+	logs := &logRecorder{}
+	app := newAppLog()
+	_, pc := newPeer(t, Config{Handler: app, Logger: slog.New(logs)})
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `<message from='bob@example.org/pc' id='q%d' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`, i)
+	}
+	pc.write(b.String())
+	app.waitFor(t, fmt.Sprintf("q%d", n-1)) // every request was seen: drops are logged by now
+	dropped := logs.count("outbox full")
+	seen := make(map[string]bool, n)
+	for range n - dropped {
+		e := pc.nextMessage(t)
+		r := e.child(stanza.NSReceipts, "received")
+		if r == nil || seen[r.attr("id")] || !strings.HasPrefix(r.attr("id"), "q") {
+			t.Fatalf("wrote %s, want a receipt not written before", e.String())
+		}
+		seen[r.attr("id")] = true
+	}
+	t.Logf("%d of %d receipts dropped (outbox %d, batch %d)", dropped, n, outboxSize, answerBatch)
+}
+
+// TestRecipientMarkersCoalesce: a displayed marker replaces the one still
+// queued for the same peer, in its place; other answers stay.
+func TestRecipientMarkersCoalesce(t *testing.T) {
+	c := newTapClient(t, Config{}) // nobody drains its outbox
+	markable := `<markable xmlns='urn:xmpp:chat-markers:0'/>`
+	msg := func(from, id string) io.Reader {
+		return strings.NewReader(fmt.Sprintf(`<stream xmlns='jabber:client'><message from='%s' id='%s' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/>%s</message></stream>`, from, id, markable))
+	}
+	carol := jid.MustParse("carol@example.org")
+	feedTap(t, c, nil, msg("bob@example.org/pc", "b1"))
+	if !c.MarkDisplayed(bob) {
+		t.Fatal("nothing to mark for b1")
+	}
+	feedTap(t, c, nil, msg("carol@example.org/pc", "c1"))
+	if !c.MarkDisplayed(carol) {
+		t.Fatal("nothing to mark for c1")
+	}
+	feedTap(t, c, nil, msg("bob@example.org/laptop", "b2"))
+	if !c.MarkDisplayed(bob) {
+		t.Fatal("nothing to mark for b2")
+	}
+	type want struct {
+		ref    string
+		marker bool
+	}
+	check := func(wants ...want) {
+		t.Helper()
+		got := c.rcp.take(nil)
+		var gotW []want
+		for _, a := range got {
+			gotW = append(gotW, want{a.ref, a.marker})
+		}
+		if !slices.Equal(gotW, wants) {
+			t.Errorf("outbox %v, want %v", gotW, wants)
+		}
+	}
+	// b2's marker took b1's place.
+	check(want{"b1", false}, want{"b2", true}, want{"c1", false}, want{"c1", true}, want{"b2", false})
+	// A marker taken by the writer is not replaced: the next one is queued anew.
+	feedTap(t, c, nil, msg("bob@example.org/pc", "b3"))
+	if !c.MarkDisplayed(bob) {
+		t.Fatal("nothing to mark for b3")
+	}
+	check(want{"b3", false}, want{"b3", true})
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -128,6 +129,7 @@ type peerServer struct {
 	mu       sync.Mutex
 	hold     chan struct{} // non-nil: a new connection waits until it is closed
 	noAcks   bool          // leave <r/> unanswered
+	cutAfter int           // non-zero: after the next message, read this many bytes unparsed, then hang up
 	noResume bool          // answer <resume/> with <failed/>
 	sessions int           // SM sessions enabled so far
 	smID     string        // current SM session; "" = none
@@ -139,6 +141,7 @@ type peerServer struct {
 type peerConn struct {
 	srv     *peerServer
 	conn    net.Conn
+	raw     net.Conn // the TCP connection under conn
 	wmu     sync.Mutex
 	in      chan element  // stanzas the client wrote, in order
 	done    chan struct{} // closed when the connection is over
@@ -244,7 +247,7 @@ func (srv *peerServer) serve(raw net.Conn) {
 		}
 	}
 	conn := tls.Server(raw, testCertificate(srv.t))
-	pc := &peerConn{srv: srv, conn: conn, in: make(chan element, 1<<14), done: make(chan struct{})}
+	pc := &peerConn{srv: srv, conn: conn, raw: raw, in: make(chan element, 1<<14), done: make(chan struct{})}
 	defer close(pc.done)
 	srv.mu.Lock()
 	srv.live = append(srv.live, pc)
@@ -351,7 +354,23 @@ func (srv *peerServer) loop(pc *peerConn, d *xml.Decoder) {
 			pc.write(fmt.Sprintf(`<iq type='result' id='%s' to='%s'/>`, e.attr("id"), peerFullJID))
 			continue
 		}
+		srv.mu.Lock()
+		cut := 0
+		if e.XMLName.Local == "message" {
+			cut, srv.cutAfter = srv.cutAfter, 0
+		}
+		srv.mu.Unlock()
+		if cut > 0 {
+			// A small receive buffer, so that a large write of the client's
+			// is still under way when it reaches the cut.
+			pc.raw.(*net.TCPConn).SetReadBuffer(cut)
+		}
 		pc.in <- e
+		if cut > 0 {
+			io.CopyN(io.Discard, pc.conn, int64(cut))
+			pc.raw.Close() // unread data: the client gets a reset
+			return
+		}
 	}
 }
 
@@ -613,4 +632,35 @@ func feedTap(t testing.TB, c *Client, app xmpp.Handler, r io.Reader) int {
 // receiptFor is the XML of a receipt for id.
 func receiptFor(id string) string {
 	return fmt.Sprintf(`<received xmlns='%s' id='%s'/>`, stanza.NSReceipts, id)
+}
+
+// logRecorder is a slog.Handler that keeps the messages of every record.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Message)
+	return nil
+}
+
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+// count returns how many records contained substr.
+func (l *logRecorder) count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.msgs {
+		if strings.Contains(m, substr) {
+			n++
+		}
+	}
+	return n
 }

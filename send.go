@@ -7,12 +7,15 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -33,7 +36,12 @@ type Message struct {
 	Type xstanza.MessageType
 	// Thread is an optional XEP-0201 thread id.
 	Thread string
-	// Payload holds extra child elements, written after the body.
+	// Payload holds extra child elements, written after the body. Send
+	// reads it whole before tracking the message (so that it can write the
+	// message again), and fails if it cannot be read or if encoding/xml
+	// refuses to encode it (unbalanced elements, a comment holding "-->").
+	// Encoding does not check that names and comments are well-formed: a
+	// payload that is not makes the server close the stream.
 	Payload xml.TokenReader
 	// NoReceipt leaves out the XEP-0184 receipt request (never sent on group
 	// chat messages anyway).
@@ -45,24 +53,42 @@ type Message struct {
 	Window time.Duration
 }
 
-// Send sends a tracked message and returns its tracker. Send waits while the
-// client reconnects, while the pending-tracker bound is reached and while the
-// stream-management queue is full, until ctx ends; ctx bounds only that
-// waiting and the write, never the tracking.
+// Send sends a tracked message and returns its tracker.
 //
 // The message gets a fresh unique id, used as its id attribute and XEP-0359
 // origin-id and kept when it is re-sent after a reconnection. The tracker is
-// registered before the message is written. If the write fails the tracker
-// becomes Aborted and the error is returned with it.
+// registered before the message is written.
+//
+// Send waits while the client reconnects, while the pending-tracker bound is
+// reached, and while the stream-management queue is full. A write that fails
+// never reached the server whole and stream management has not counted it,
+// so Send closes that connection, waits for the next one and writes the
+// message again, with the same id: a connection that breaks under Send costs
+// no message. Send has no time limit of its own: it waits as long as ctx
+// allows (with context.Background, until the client is closed), so give it a
+// deadline. ctx bounds only this waiting, never the tracking.
+//
+// Send returns once the message is written, with a nil error. It returns an
+// error, and the tracker Aborted (Closed after Close), when ctx ends first,
+// when the client is closed, or when the write failed on three connections
+// in a row (a message that makes the server drop the connection, one over
+// its size limit say, must not make the client reconnect for ever). If ctx
+// ends while the write itself is blocked (the server does not read), the
+// connection is closed, since half a stanza cannot be taken back; the client
+// reconnects and resumes the stream.
 func (c *Client) Send(ctx context.Context, m Message) (*tracking.MessageTracker, error) {
 	return c.send(ctx, m, false)
 }
 
 // TrySend is Send without waiting for a pending-tracker slot: at the bound it
-// returns an error matching tracking.ErrTooManyPending.
+// returns an error matching tracking.ErrTooManyPending. It waits for a
+// connection and writes as Send does.
 func (c *Client) TrySend(ctx context.Context, m Message) (*tracking.MessageTracker, error) {
 	return c.send(ctx, m, true)
 }
+
+// maxWrites bounds the writes of one message that fail (see Send).
+const maxWrites = 3
 
 func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.MessageTracker, error) {
 	if m.Type == "" {
@@ -72,13 +98,21 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		// Peers' receipts and markers for it would be refused as oversized.
 		return nil, fmt.Errorf("xmpptrack: message id of %d bytes: %w", len(m.ID), stanza.ErrIDTooLong)
 	}
-	s, err := c.Session(ctx)
-	if err != nil {
+	var payload []xml.Token
+	if m.Payload != nil {
+		var err error
+		if payload, err = readPayload(m.Payload); err != nil {
+			return nil, fmt.Errorf("xmpptrack: message payload: %w", err)
+		}
+	}
+	// Refuse after Close and during Shutdown; track only once connected.
+	if _, err := c.Session(ctx); err != nil {
 		return nil, err
 	}
 	conv := m.To.Bare().String()
 	opts := tracking.TrackOptions{Window: m.Window, Thread: m.Thread}
 	var t *tracking.MessageTracker
+	var err error
 	for range 3 { // a fresh id only collides with a pending one by hash, ~2^-64
 		id := m.ID
 		if id == "" {
@@ -103,11 +137,51 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
-	if err := s.Send(ctx, messageXML(t.ID(), m)); err != nil {
+	if err := c.writeMessage(ctx, t.ID(), m, payload); err != nil {
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
 	return t, nil
+}
+
+// writeMessage writes the message, again on the next connection when a
+// write fails (see Send). It keeps working during Shutdown: the message is
+// tracked, and Shutdown waits for it.
+func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload []xml.Token) error {
+	var stale *xmpp.Session
+	for attempt := 1; ; attempt++ {
+		s, err := c.waitSession(ctx, stale, true)
+		if err != nil {
+			return err
+		}
+		if payload != nil {
+			m.Payload = &tokens{toks: payload}
+		}
+		_, err = wire.Write(ctx, s, messageXML(id, m))
+		if err == nil || ctx.Err() != nil || attempt == maxWrites {
+			return err
+		}
+		c.log.Debug("xmpptrack: write failed; writing the message again on the next connection",
+			"id", id, "attempt", attempt, "err", err)
+		stale = s
+	}
+}
+
+// readPayload reads Message.Payload into memory, so that the message can be
+// written again, and checks that it encodes: an encoding error in the middle
+// of a stanza would break the stream.
+func readPayload(r xml.TokenReader) ([]xml.Token, error) {
+	toks, err := xmlstream.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	enc := xml.NewEncoder(io.Discard)
+	for _, tok := range toks {
+		if err := enc.EncodeToken(tok); err != nil {
+			return nil, err
+		}
+	}
+	return toks, enc.Close()
 }
 
 // messageXML builds the message stanza.
