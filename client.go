@@ -52,6 +52,10 @@ type Client struct {
 	gone     chan struct{} // closed when the current session drops
 	closing  bool
 	shutting bool
+	// fresh: a connection bound a new session since the last one that was
+	// published; a later resumption resumes that session, whose state
+	// (carbons, room membership) was never set up.
+	fresh bool
 	err      error // why the connection loop ended
 }
 
@@ -96,8 +100,13 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	}
 	go c.rcp.run()
 	go c.loop(conn)
-	// Start only wrote <enable/>: the loop's Serve processes the answer.
-	if err := c.sm.WaitEnabled(ctx); err != nil && !errors.Is(err, sm.ErrNotEnabled) {
+	// Start only wrote <enable/>: the loop's Serve processes the answer,
+	// then publish hands the session out.
+	err = c.sm.WaitEnabled(ctx)
+	if err == nil || errors.Is(err, sm.ErrNotEnabled) {
+		_, err = c.waitSession(ctx, nil, false)
+	}
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -129,14 +138,16 @@ func (c *Client) lost(next func(sm.Stanza)) func(sm.Stanza) {
 }
 
 // conn is one connection: its session, and the context of the goroutines
-// that serve it (the stream-management ack requester).
+// that serve it (the stream-management ack requester, publish).
 type conn struct {
-	s      *xmpp.Session
-	cancel context.CancelFunc
+	s       *xmpp.Session
+	ctx     context.Context
+	cancel  context.CancelFunc
+	resumed bool
 }
 
 // connect opens one session: dial, TLS, SASL, resume or bind, then stream
-// management, carbons and presence.
+// management and presence. The session is handed to senders by publish.
 func (c *Client) connect(ctx context.Context) (conn, error) {
 	in, out := c.sm.Tees()
 	s, err := dialSession(ctx, dialConfig{
@@ -165,27 +176,50 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 	}
 	resumed := c.sm.Resumed()
 	if !resumed {
+		c.mu.Lock()
+		c.fresh = true
+		c.mu.Unlock()
 		// A fresh session: be available, so that markers and receipts sent
 		// to our bare JID reach us.
 		if _, err := wire.Write(ctx, s, xstanza.Presence{}.Wrap(nil)); err != nil {
 			return fail(err)
 		}
 	}
-	c.mu.Lock()
-	c.session = s
-	c.gone = make(chan struct{})
-	close(c.up)
-	c.mu.Unlock()
-	if !resumed && !c.cfg.NoCarbons {
-		go c.enableCarbons(s)
+	return conn{s: s, ctx: connCtx, cancel: cancel, resumed: resumed}, nil
+}
+
+// publish hands the connection to senders once the server answered
+// <enable/>: a message written earlier would go out ahead of the lost
+// stream's re-sends, and could not be resumed if the connection broke
+// before the answer. It runs on its own goroutine, since the answer is
+// processed by Serve; if the connection ends first, it does nothing.
+func (c *Client) publish(cn conn) {
+	if err := c.sm.WaitEnabled(cn.ctx); err != nil && !errors.Is(err, sm.ErrNotEnabled) {
+		return
 	}
+	c.mu.Lock()
+	resumed := cn.resumed && !c.fresh
+	c.fresh = false
+	c.mu.Unlock()
+	// Observers first, so that Dial returns after the first call.
 	for _, o := range c.obs.get() {
 		if o.Connected != nil {
 			o.Connected(resumed)
 		}
 	}
-	c.log.Debug("xmpptrack: connected", "jid", s.LocalAddr().String(), "resumed", resumed)
-	return conn{s: s, cancel: cancel}, nil
+	c.mu.Lock()
+	if cn.ctx.Err() != nil { // the loop is done with it (it cancels, then locks)
+		c.mu.Unlock()
+		return
+	}
+	c.session = cn.s
+	c.gone = make(chan struct{})
+	close(c.up)
+	c.mu.Unlock()
+	if !resumed && !c.cfg.NoCarbons {
+		go c.enableCarbons(cn.s)
+	}
+	c.log.Debug("xmpptrack: connected", "jid", cn.s.LocalAddr().String(), "resumed", resumed)
 }
 
 // enableCarbons turns on XEP-0280 for a fresh session. It runs on its own
@@ -205,12 +239,15 @@ func (c *Client) loop(cn conn) {
 	lo, hi := c.cfg.backoff()
 	handler := c.tap(c.cfg.Handler)
 	for {
+		go c.publish(cn)
 		err := c.sm.Serve(cn.s, handler)
 		cn.cancel()
 		c.mu.Lock()
-		c.session = nil
-		c.up = make(chan struct{})
-		close(c.gone)
+		if c.session != nil { // published
+			c.session = nil
+			c.up = make(chan struct{})
+			close(c.gone)
+		}
 		closing := c.closing
 		c.mu.Unlock()
 		cn.s.Close()

@@ -19,9 +19,11 @@ type Observer struct {
 	Message func(ev *stanza.Evidence) (consume bool)
 	// Presence receives every incoming presence with its children.
 	Presence func(p xstanza.Presence, r xml.TokenReader)
-	// Connected is called after every new connection, on the goroutine that
-	// keeps the client connected; resumed reports a resumed stream, on which
-	// state such as room membership survived.
+	// Connected is called after every new connection, once stream
+	// management is up and just before the session is handed to senders,
+	// on a goroutine of the client's (it must not wait for the session);
+	// resumed reports a resumed stream, on which state such as room
+	// membership survived.
 	Connected func(resumed bool)
 }
 
