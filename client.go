@@ -56,7 +56,7 @@ type Client struct {
 	// published; a later resumption resumes that session, whose state
 	// (carbons, room membership) was never set up.
 	fresh bool
-	err      error // why the connection loop ended
+	err   error // why the connection loop ended
 }
 
 // Dial logs in to the account with the password and returns a Client whose
