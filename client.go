@@ -42,9 +42,10 @@ type Client struct {
 
 	failWith atomic.Pointer[error] // set while policyViolated abandons the stream
 
-	ctx    context.Context // ends with Close
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the connection loop has ended
+	ctx     context.Context // ends with Close
+	cancel  context.CancelFunc
+	done    chan struct{}  // closed when the connection loop has ended
+	workers sync.WaitGroup // every goroutine of the client; Close waits for them
 
 	mu       sync.Mutex
 	session  *xmpp.Session // current session; nil while reconnecting
@@ -98,8 +99,8 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		c.reg.Close()
 		return nil, err
 	}
-	go c.rcp.run()
-	go c.loop(conn)
+	c.workers.Go(c.rcp.run)
+	c.workers.Go(func() { c.loop(conn) })
 	// Start only wrote <enable/>: the loop's Serve processes the answer,
 	// then publish hands the session out.
 	err = c.sm.WaitEnabled(ctx)
@@ -217,7 +218,7 @@ func (c *Client) publish(cn conn) {
 	close(c.up)
 	c.mu.Unlock()
 	if !resumed && !c.cfg.NoCarbons {
-		go c.enableCarbons(cn.s)
+		c.workers.Go(func() { c.enableCarbons(cn.s) })
 	}
 	c.log.Debug("xmpptrack: connected", "jid", cn.s.LocalAddr().String(), "resumed", resumed)
 }
@@ -239,7 +240,7 @@ func (c *Client) loop(cn conn) {
 	lo, hi := c.cfg.backoff()
 	handler := c.tap(c.cfg.Handler)
 	for {
-		go c.publish(cn)
+		c.workers.Go(func() { c.publish(cn) })
 		err := c.sm.Serve(cn.s, handler)
 		cn.cancel()
 		c.mu.Lock()
@@ -357,7 +358,8 @@ func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining 
 
 // Close ends the client promptly: pending trackers become Closed (or keep
 // DeliveredToRecipient or Error), the stream is closed and the connection
-// loop ends. It returns after that.
+// loop ends. It returns after that, once every goroutine the client started
+// has returned (callbacks already running may still be finishing).
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
@@ -369,6 +371,8 @@ func (c *Client) Close() error {
 	}
 	c.cancel()
 	<-c.done
+	c.workers.Wait()
+	c.sm.Wait()
 	return nil
 }
 

@@ -160,7 +160,7 @@ func (st *State) startConn(ctx context.Context, s *xmpp.Session, c *conn, resume
 	} // else the answer to <enable/> decides
 	st.mu.Unlock()
 	if resumed || offered {
-		go st.requester(ctx, s, c)
+		st.workers.Go(func() { st.requester(ctx, s, c) })
 	}
 	return nil
 }

@@ -25,6 +25,8 @@ type State struct {
 	cbMu  sync.Mutex
 	spare []event
 
+	workers sync.WaitGroup // the ack requesters Start started
+
 	mu   sync.Mutex
 	conn *conn  // connection of the last Tees call
 	base uint32 // counters restart here; tests set values near 2^32
@@ -123,6 +125,12 @@ func (st *State) Enabled() bool { return st.Info().Enabled }
 // Resumed reports whether the current connection resumed the previous
 // stream.
 func (st *State) Resumed() bool { return st.Info().Resumed }
+
+// Wait waits until the goroutines that Start started have returned. They
+// return when their connection ends (Serve returned and the connection is
+// closed) or when the ctx given to Start ends; call Wait after that, for
+// example before a program checks that it leaked no goroutines.
+func (st *State) Wait() { st.workers.Wait() }
 
 // WaitEnabled waits until stream management is up on the current
 // connection (that of the last Tees call): the server answered <enable/>
