@@ -2,98 +2,164 @@ package xmpptrack
 
 import (
 	"encoding/xml"
+	"errors"
 	"io"
+	"sync/atomic"
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// maxBufferedTokens bounds what the tap buffers of one stanza; a larger
-// stanza is passed on whole but without being observed (a real message needs
-// far fewer tokens).
+// maxBufferedTokens bounds what the tap reads of one message or presence
+// it observes; a larger stanza is passed on whole but without being observed
+// (a real message needs far fewer tokens).
 const maxBufferedTokens = 4096
+
+// errOversized stops ParseMessage at maxBufferedTokens.
+var errOversized = errors.New("xmpptrack: oversized stanza")
 
 // tap returns the handler that observes every incoming stanza without
 // stealing any: it reads each message once, turns what it proves into tracker
 // evidence, queues receipt answers, and hands the stanza, unchanged, to the
 // application's handler. It runs on the Serve goroutine: nothing here may
 // block or send.
+//
+// Per message it costs little: without an application handler a message is
+// parsed straight from the stream, copying nothing; with one, its tokens go
+// to a buffer that is reused from stanza to stanza (tokbuf). A Parser
+// remembers the last few addresses, so a stream of messages between the
+// same parties runs the PRECIS rules once, not once per message.
 func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
+	own := &tapState{c: c, app: app}
 	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+		// Serve calls a handler for one stanza at a time, and the client
+		// serves one session at a time; should two calls ever overlap, the
+		// second gets state of its own rather than share the buffer.
+		s := own
+		if !s.busy.CompareAndSwap(false, true) {
+			s = &tapState{c: c, app: app}
+		}
+		defer s.busy.Store(false)
 		switch start.Name.Local {
 		case "message":
+			return s.message(t, start)
 		case "presence":
-			return c.presence(app, t, start)
-		default:
-			return pass(app, t, start)
+			return s.presence(t, start)
 		}
-		toks, complete, err := readTokens(t)
-		if err != nil {
-			return err
-		}
-		rp := &replay{toks: toks}
-		if !complete {
-			c.log.Debug("xmpptrack: oversized message ignored by tracking", "tokens", len(toks))
-			return passRest(app, rp, t, start)
-		}
-		if ev, err := stanza.ParseMessage(*start, rp); err == nil {
-			if drop := c.observe(&ev); drop {
-				return nil
-			}
-			for _, o := range c.obs.get() {
-				if o.Message != nil && o.Message(&ev) {
-					return nil
-				}
-			}
-		} else {
-			c.log.Debug("xmpptrack: unparsable message ignored by tracking", "err", err)
-		}
-		rp.pos = 0
-		return pass(app, struct {
-			xml.TokenReader
-			xmlstream.Encoder
-		}{rp, t}, start)
+		return pass(app, t, start)
 	})
+}
+
+// tapState is what the tap keeps from stanza to stanza.
+type tapState struct {
+	c      *Client
+	app    xmpp.Handler
+	busy   atomic.Bool
+	parser stanza.Parser
+	buf    tokbuf.Buffer // the current stanza's tokens; emptied after each
+	lr     limitReader
+}
+
+// message observes a message and passes it on.
+func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	c := s.c
+	if s.app == nil {
+		// Nobody reads the message after us: parse it from the stream.
+		lr := &s.lr
+		*lr = limitReader{r: t, n: maxBufferedTokens - 1}
+		ev, err := s.parser.ParseMessage(*start, lr)
+		lr.r = nil
+		switch {
+		case lr.err != nil:
+			return lr.err
+		case lr.over:
+			c.log.Debug("xmpptrack: oversized message ignored by tracking", "tokens", maxBufferedTokens)
+		case err != nil:
+			c.log.Debug("xmpptrack: unparsable message ignored by tracking", "err", err)
+		default:
+			s.observe(&ev)
+		}
+		return nil
+	}
+	b := &s.buf
+	defer b.Reset()
+	complete, err := b.ReadFrom(t, maxBufferedTokens)
+	if err != nil {
+		return err
+	}
+	if !complete {
+		c.log.Debug("xmpptrack: oversized message ignored by tracking", "tokens", b.Len())
+		return passRest(s.app, b, t, start)
+	}
+	if ev, err := s.parser.ParseMessage(*start, b); err == nil {
+		if consumed := s.observe(&ev); consumed {
+			return nil
+		}
+	} else {
+		c.log.Debug("xmpptrack: unparsable message ignored by tracking", "err", err)
+	}
+	b.Rewind()
+	return pass(s.app, struct {
+		xml.TokenReader
+		xmlstream.Encoder
+	}{b, t}, start)
+}
+
+// observe feeds a parsed message to tracking and to the observers. It
+// reports whether the message is consumed: a forged carbon, or one an
+// observer took.
+func (s *tapState) observe(ev *stanza.Evidence) (consumed bool) {
+	if drop := s.c.observe(ev); drop {
+		return true
+	}
+	for _, o := range s.c.obs.get() {
+		if o.Message != nil && o.Message(ev) {
+			return true
+		}
+	}
+	return false
 }
 
 // presence shows a presence to the observers that want presences, then
 // passes it on.
-func (c *Client) presence(app xmpp.Handler, t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-	obs := c.obs.get()
+func (s *tapState) presence(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	obs := s.c.obs.get()
 	want := false
 	for _, o := range obs {
 		want = want || o.Presence != nil
 	}
 	if !want {
-		return pass(app, t, start)
+		return pass(s.app, t, start)
 	}
-	toks, complete, err := readTokens(t)
+	b := &s.buf
+	defer b.Reset()
+	complete, err := b.ReadFrom(t, maxBufferedTokens)
 	if err != nil {
 		return err
 	}
-	rp := &replay{toks: toks}
 	if !complete {
-		return passRest(app, rp, t, start)
+		return passRest(s.app, b, t, start)
 	}
 	p, err := xstanza.NewPresence(*start)
 	if err == nil {
 		for _, o := range obs {
 			if o.Presence != nil {
-				rp.pos = 0
-				o.Presence(p, rp)
+				b.Rewind()
+				o.Presence(p, b)
 			}
 		}
 	}
-	rp.pos = 0
-	return pass(app, struct {
+	b.Rewind()
+	return pass(s.app, struct {
 		xml.TokenReader
 		xmlstream.Encoder
-	}{rp, t}, start)
+	}{b, t}, start)
 }
 
 func pass(app xmpp.Handler, t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
@@ -104,45 +170,38 @@ func pass(app xmpp.Handler, t xmlstream.TokenReadEncoder, start *xml.StartElemen
 }
 
 // passRest passes a stanza that was read only in part (the buffered tokens
-// in rp, the rest still in t) on to the application whole.
-func passRest(app xmpp.Handler, rp *replay, t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+// in b, the rest still in t) on to the application whole.
+func passRest(app xmpp.Handler, b *tokbuf.Buffer, t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	b.Rewind()
 	return pass(app, struct {
 		xml.TokenReader
 		xmlstream.Encoder
-	}{xmlstream.MultiReader(rp, t), t}, start)
+	}{xmlstream.MultiReader(b, t), t}, start)
 }
 
-// readTokens reads the rest of one stanza, copying the tokens. complete is
-// false when the stanza has more than maxBufferedTokens tokens; the rest is
-// then still unread in r.
-func readTokens(r xml.TokenReader) (toks []xml.Token, complete bool, err error) {
-	for len(toks) < maxBufferedTokens {
-		tok, err := r.Token()
-		if tok != nil {
-			toks = append(toks, xml.CopyToken(tok))
-		}
-		if err == io.EOF {
-			return toks, true, nil
-		}
-		if err != nil {
-			return toks, false, err
-		}
+// limitReader reads at most n tokens from r, then fails with errOversized.
+// It keeps the first error of r other than io.EOF, so that the caller can
+// tell a broken stream from a message that does not parse.
+type limitReader struct {
+	r    xml.TokenReader
+	n    int
+	over bool
+	err  error
+}
+
+func (l *limitReader) Token() (xml.Token, error) {
+	if l.n <= 0 {
+		l.over = true
+		return nil, errOversized
 	}
-	return toks, false, nil
-}
-
-// replay reads buffered tokens.
-type replay struct {
-	toks []xml.Token
-	pos  int
-}
-
-func (r *replay) Token() (xml.Token, error) {
-	if r.pos >= len(r.toks) {
-		return nil, io.EOF
+	tok, err := l.r.Token()
+	if tok != nil {
+		l.n--
 	}
-	r.pos++
-	return r.toks[r.pos-1], nil
+	if err != nil && err != io.EOF && l.err == nil {
+		l.err = err
+	}
+	return tok, err
 }
 
 // observe applies the correlation and security rules to one parsed message
@@ -150,9 +209,11 @@ func (r *replay) Token() (xml.Token, error) {
 // whole (a forged carbon).
 func (c *Client) observe(ev *stanza.Evidence) (drop bool) {
 	// mellium reports our own bare JID as an empty from; a stanza without
-	// from comes from our server on behalf of the account.
-	fromAccount := ev.From.Equal(jid.JID{}) || ev.From.Resourcepart() == "" && ev.From.String() == c.self
-	fromSelf := fromAccount || ev.From.Bare().String() == c.self
+	// from comes from our server on behalf of the account. (A JID equal to
+	// its bare JID has no resourcepart; the test allocates nothing.)
+	bare := ev.From.Bare().String()
+	fromAccount := ev.From.Equal(jid.JID{}) || bare == c.self && ev.From.Equal(ev.From.Bare())
+	fromSelf := fromAccount || bare == c.self
 	if ev.Carbon != stanza.CarbonNone {
 		if !fromAccount {
 			// Only our own account's bare JID may send carbons (XEP-0280
@@ -163,7 +224,7 @@ func (c *Client) observe(ev *stanza.Evidence) (drop bool) {
 		if ev.Carbon == stanza.CarbonReceived && ev.Forwarded != nil {
 			// A message to us that another of our devices got first: its
 			// receipts and markers are evidence, checked like direct ones.
-			c.evidence(ev.Forwarded, false)
+			c.evidence(ev.Forwarded, ev.Forwarded.From.Bare().String(), false)
 		}
 		// A sent carbon is our other device's outgoing message: a receipt or
 		// marker in it is read-sync for incoming messages, never evidence.
@@ -176,17 +237,17 @@ func (c *Client) observe(ev *stanza.Evidence) (drop bool) {
 	if fromSelf {
 		return false // our own account never proves delivery
 	}
-	c.evidence(ev, true)
+	c.evidence(ev, bare, true)
 	return false
 }
 
 // evidence handles a message from a peer: receipts, markers, and the
-// message's own position for later markers. direct is false for carbons.
-func (c *Client) evidence(ev *stanza.Evidence, direct bool) {
+// message's own position for later markers. conv is the bare JID of
+// ev.From; direct is false for carbons.
+func (c *Client) evidence(ev *stanza.Evidence, conv string, direct bool) {
 	if ev.Type == xstanza.ErrorMessage || ev.Type == xstanza.GroupChatMessage {
 		return // group chat evidence belongs to the muc package
 	}
-	conv := ev.From.Bare().String()
 	if conv == c.self || conv == "" {
 		return
 	}

@@ -3,11 +3,11 @@ package muc
 import (
 	"encoding/xml"
 	"errors"
-	"io"
 
 	mmuc "mellium.im/xmpp/muc"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -153,6 +153,10 @@ func (r *Room) marked(ev *stanza.Evidence) {
 	r.trim()
 }
 
+// maxPresenceTokens bounds what presence reads of one presence, after its
+// start element.
+const maxPresenceTokens = 1024
+
 // presence sees every incoming presence: mellium's room client completes
 // joins and leaves from it, and our own presences tell our occupant-id and
 // whether we were removed.
@@ -160,8 +164,11 @@ func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 	if p.From.Bare().String() != r.room {
 		return
 	}
-	toks := collect(rd)
-	self := scanSelf(toks)
+	// mellium's handler decodes the whole presence, start element first.
+	var b tokbuf.Buffer
+	b.Add(p.StartElement())
+	b.ReadFrom(rd, 1+maxPresenceTokens) // a read error ends the presence early, as io.EOF would
+	self := scanSelf(b.Tokens())
 	if p.From.Resourcepart() == r.addr.Resourcepart() || self.status110 {
 		r.mu.Lock()
 		if self.occupantID != "" {
@@ -172,9 +179,7 @@ func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 			defer r.settle() // left, kicked, banned, or the room was destroyed
 		}
 	}
-	// mellium's handler decodes the whole presence, start element first.
-	whole := append([]xml.Token{p.StartElement()}, toks...)
-	r.mc.HandlePresence(p, readEncoder{&replay{toks: whole}})
+	r.mc.HandlePresence(p, readEncoder{&b})
 }
 
 // self is what our own presence says about us.
@@ -207,34 +212,6 @@ func attr(start xml.StartElement, name string) string {
 		}
 	}
 	return ""
-}
-
-// collect copies the tokens of one presence (bounded).
-func collect(rd xml.TokenReader) []xml.Token {
-	var toks []xml.Token
-	for len(toks) < 1024 {
-		t, err := rd.Token()
-		if t != nil {
-			toks = append(toks, xml.CopyToken(t))
-		}
-		if err != nil {
-			break
-		}
-	}
-	return toks
-}
-
-type replay struct {
-	toks []xml.Token
-	pos  int
-}
-
-func (r *replay) Token() (xml.Token, error) {
-	if r.pos >= len(r.toks) {
-		return nil, io.EOF
-	}
-	r.pos++
-	return r.toks[r.pos-1], nil
 }
 
 // readEncoder gives mellium's presence handler a reader; it never writes.
