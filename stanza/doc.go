@@ -4,7 +4,8 @@
 // delivery errors, and a cheap parser that extracts delivery evidence from
 // incoming messages.
 //
-// The package does no I/O and keeps no state. Every element type has
+// The package does no I/O and keeps no global state (a Parser keeps what its
+// owner gives it). Every element type has
 // TokenReader, WriteXML and MarshalXML methods for encoding and an
 // UnmarshalXML method for decoding.
 //
@@ -47,5 +48,7 @@
 // ParseMessage reads one <message/> and returns an Evidence: the receipt,
 // marker, ids, error and carbon it carries. It does not decide whether the
 // evidence is trustworthy (sender binding, carbon origin, stanza-id
-// announcements); that is the tracker's job.
+// announcements); that is the tracker's job. A Parser does the same for a
+// stream of messages, remembering the last few addresses it validated so
+// that the same parties are not validated again on every message.
 package stanza // import "github.com/xmpptrack/xmpptrack/stanza"

@@ -81,9 +81,9 @@ func parseMessage(t *tokens, start xml.StartElement, ev *Evidence, nested bool) 
 			}
 			ev.ID = a.Value
 		case "from":
-			report(parseJID(&ev.From, a))
+			report(t.parseJID(&ev.From, a))
 		case "to":
-			report(parseJID(&ev.To, a))
+			report(t.parseJID(&ev.To, a))
 		case "type":
 			ev.Type = messageType(a.Value)
 		}
@@ -205,14 +205,20 @@ func optionalID(start xml.StartElement, local string, report func(error)) string
 	return v
 }
 
-func parseJID(dst *jid.JID, a xml.Attr) error {
+func (t *tokens) parseJID(dst *jid.JID, a xml.Attr) error {
 	if a.Value == "" {
 		return nil
 	}
 	if len(a.Value) > MaxIDLen {
 		return fieldErr("message", a.Name.Local, ErrIDTooLong)
 	}
-	j, err := jid.Parse(a.Value)
+	var j jid.JID
+	var err error
+	if t.jids != nil {
+		j, err = t.jids.parse(a.Value)
+	} else {
+		j, err = jid.Parse(a.Value)
+	}
 	if err != nil {
 		return fieldErr("message", a.Name.Local, ErrInvalidJID)
 	}

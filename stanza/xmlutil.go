@@ -38,6 +38,7 @@ const maxNilTokens = 100
 type tokens struct {
 	r       xml.TokenReader
 	pending error
+	jids    *Parser // remembered addresses; nil: parse every one
 }
 
 func (t *tokens) next() (xml.Token, error) {
