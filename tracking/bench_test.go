@@ -108,3 +108,30 @@ func BenchmarkTrack(b *testing.B) {
 		r.TryTrack(bob, id, TrackOptions{})
 	}
 }
+
+// BenchmarkCallbackDispatch measures handing one state change to the
+// registry's OnStateChange hook and waiting until it ran, as a stream of
+// receipts does: each op settles one tracker and waits for its callback.
+// Before a callback goroutine per registry, every op started a goroutine.
+func BenchmarkCallbackDispatch(b *testing.B) {
+	ran := make(chan struct{}, 1)
+	r := NewRegistry(Config{MaxPending: -1, OnStateChange: func(*MessageTracker, MessageState, MessageState, *Response) {
+		ran <- struct{}{}
+	}})
+	defer r.Close()
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = newID()
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		id := ids[i%len(ids)]
+		i++
+		if _, err := r.TryTrack(bob, id, TrackOptions{Window: -1}); err != nil {
+			b.Fatal(err)
+		}
+		r.Displayed(bob, id, "", nil)
+		<-ran
+	}
+}

@@ -38,10 +38,15 @@
 // # Callbacks
 //
 // State-change callbacks run once per change, in transition order, on a
-// goroutine of the library that exists only while callbacks are queued; never
-// on the goroutine that reported the evidence and never under a lock, so a
-// callback may call back into the library. Callbacks of one [Registry] run one
-// at a time. A panicking callback is recovered and logged.
+// goroutine of the library; never on the goroutine that reported the evidence
+// and never under a lock, so a callback may call back into the library.
+// Callbacks of one [Registry] run one at a time, on one goroutine of the
+// registry: it starts with the first callback, stays while callbacks keep
+// coming (so that a stream of evidence does not start a goroutine per
+// change), and ends within a second once none come, or at
+// [Registry.Close]. A tracker from [NewMessageTracker] has a goroutine only
+// while its callbacks are queued. A panicking callback is recovered and
+// logged.
 //
 // # Registry
 //

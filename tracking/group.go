@@ -3,15 +3,39 @@ package tracking
 import (
 	"log/slog"
 	"sync"
+	"time"
 )
+
+// linger is how long a registry's callback goroutine waits for more
+// callbacks before it ends: long enough that a stream of evidence (a
+// receipt every few milliseconds) is served by one goroutine instead of
+// one per callback, short enough that an idle registry has none.
+const linger = 500 * time.Millisecond
 
 // group is what trackers share: one lock and one ordered callback queue. A
 // Registry is one group; a tracker from NewMessageTracker has its own.
+//
+// Callbacks run on one goroutine per group at a time, the dispatcher, so
+// they run in transition order. A standalone tracker's dispatcher is
+// started when a change is queued and ends as soon as the queue is empty. A
+// registry's dispatcher waits for more, parked on wake, until a whole linger
+// period passed without callbacks (it ends between linger and twice linger
+// after the last one) or the registry is closed: under load, a change then
+// costs a wake-up instead of a new goroutine. The linger timer is set once
+// per period, not once per change. Either way it is at most one goroutine
+// per group, never one per tracker.
 type group struct {
 	mu      sync.Mutex
 	queue   []change // state changes whose callbacks have not run, oldest first
 	spare   []change // the previous queue's storage, reused
-	running bool     // a goroutine is running callbacks
+	running bool     // the dispatcher exists
+	parked  bool     // the dispatcher waits on wake; whoever clears it sends one wake-up
+	closed  bool     // the registry is closed: the dispatcher ends once the queue is empty
+	worked  bool     // the dispatcher took callbacks since the last linger tick
+	expire  bool     // a linger period passed without callbacks: the dispatcher ends
+	armed   bool     // timer is pending, or a tick is on its way
+	wake    chan struct{}
+	timer   *time.Timer // linger ticks (time.AfterFunc); nil until needed
 	hook    func(t *MessageTracker, from, to MessageState, resp *Response)
 	log     *slog.Logger
 	reg     *Registry // nil for standalone trackers
@@ -26,43 +50,96 @@ type change struct {
 }
 
 // unlock finishes a locked operation: the registry sweeps what settled, the
-// lock is released, and queued callbacks start on a goroutine of their own.
-// Callbacks therefore never run on the goroutine that reported the evidence,
-// and at most one goroutine per group runs them, so they run in transition
-// order. No goroutine exists while the queue is empty.
+// lock is released, and queued callbacks are handed to the dispatcher,
+// which is woken or started. Callbacks therefore never run on the goroutine
+// that reported the evidence, nor under the lock.
 func (g *group) unlock() {
 	if g.reg != nil {
 		g.reg.tidy()
 	}
-	start := len(g.queue) > 0 && !g.running
-	if start {
-		g.running = true
+	var start, wake bool
+	if len(g.queue) > 0 || g.closed {
+		switch {
+		case g.parked:
+			g.parked, wake = false, true
+		case !g.running && len(g.queue) > 0:
+			g.running, g.expire, start = true, false, true
+		}
 	}
 	g.mu.Unlock()
+	if wake {
+		g.wakeUp()
+	}
 	if start {
 		go g.runCallbacks()
 	}
 }
 
-// runCallbacks runs queued callbacks until the queue is empty.
+// wakeUp wakes the parked dispatcher. It never blocks: parked is set only
+// while wake is empty, and only the one who cleared it calls wakeUp.
+func (g *group) wakeUp() { g.wake <- struct{}{} }
+
+// runCallbacks is the dispatcher: it runs queued callbacks until the queue
+// is empty and, for a registry, waits for more.
 func (g *group) runCallbacks() {
+	g.mu.Lock()
 	for {
-		g.mu.Lock()
-		batch := g.queue
-		if len(batch) == 0 {
-			g.running = false
+		if batch := g.queue; len(batch) > 0 {
+			g.queue = g.spare[:0]
+			g.worked = true
+			g.mu.Unlock()
+			for i := range batch {
+				g.call(&batch[i])
+				batch[i] = change{}
+			}
+			g.mu.Lock()
+			g.spare = batch[:0]
+			continue
+		}
+		if g.reg == nil || g.closed || g.expire {
+			if g.armed && g.timer.Stop() {
+				g.armed = false
+			}
+			g.running, g.expire = false, false
 			g.mu.Unlock()
 			return
 		}
-		g.queue = g.spare[:0]
-		g.mu.Unlock()
-		for i := range batch {
-			g.call(&batch[i])
-			batch[i] = change{}
+		if !g.armed {
+			if g.timer == nil {
+				g.wake = make(chan struct{}, 1)
+				g.timer = time.AfterFunc(linger, g.tick)
+			} else {
+				g.timer.Reset(linger)
+			}
+			g.armed, g.worked = true, false
 		}
-		g.mu.Lock()
-		g.spare = batch[:0]
+		g.parked = true
 		g.mu.Unlock()
+		<-g.wake
+		g.mu.Lock()
+	}
+}
+
+// tick runs once per linger period while a registry's dispatcher exists,
+// on the timer's goroutine. After a period without callbacks it ends the
+// dispatcher. A late tick (the timer fired as the dispatcher ended, and a
+// new one armed it again) can at worst end a dispatcher early: the next
+// change starts another.
+func (g *group) tick() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.armed = false
+	switch {
+	case !g.running:
+	case g.worked:
+		g.worked, g.armed = false, true
+		g.timer.Reset(linger)
+	default:
+		g.expire = true
+		if g.parked {
+			g.parked = false
+			g.wakeUp()
+		}
 	}
 }
 

@@ -47,7 +47,8 @@ type TrackOptions struct {
 
 // Registry holds the pending trackers of one account and turns evidence into
 // transitions. It owns one lock, one timer and one callback queue for all of
-// them: no tracker has a goroutine or a timer of its own.
+// them, and at most one goroutine, which runs the callbacks: no tracker has
+// a goroutine or a timer of its own.
 //
 // Evidence methods take the conversation as a bare JID string ("bob@example.org"
 // or "room@conference.example.org") and ignore, in O(1), evidence for unknown
@@ -372,6 +373,7 @@ func (r *Registry) Close() {
 	for _, t := range r.index {
 		t.transition(Closed, nil)
 	}
+	r.g.closed = true // the callback goroutine ends once these callbacks ran
 	r.unlock()
 }
 
