@@ -51,7 +51,9 @@ type Config struct {
 
 	// Handler receives every incoming stanza unchanged, after tracking has
 	// looked at it. Nil means incoming stanzas are dropped (receipts are still
-	// answered). A mux.ServeMux works here.
+	// answered). A mux.ServeMux works here. As with a decoder, a token's
+	// bytes (xml.CharData and the like) are valid only until the next
+	// Token call: copy what you keep.
 	Handler xmpp.Handler
 	// NoReceipts stops answering XEP-0184 receipt requests.
 	NoReceipts bool

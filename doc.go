@@ -81,7 +81,9 @@
 // # Security
 //
 // Receipts and markers count only from the recipient's bare JID, never from
-// our own account or a third party. Carbons count only when the wrapper comes
+// our own account or a third party; for a group-chat message only as the
+// room's group-chat traffic (package muc), never from an occupant's private
+// message, whose bare JID is the room's. Carbons count only when the wrapper comes
 // from our own account (a forged carbon is dropped whole, also for the
 // application's handler), and a carbon of our own other device's receipt or
 // marker is never evidence. Error replies count only from the recipient, its

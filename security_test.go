@@ -778,3 +778,23 @@ func testOversizedStanza(t *testing.T, e *badInputEnv) {
 	}
 	e.noAnswer()
 }
+
+// TestOccupantPrivateMessageIsNoEvidence: an occupant's private message
+// (type chat or normal, from room@service/nick, whose bare JID is the
+// room's) carrying a receipt or marker for one of our group-chat messages
+// changes nothing. Group-chat evidence is the muc package's (reflections,
+// markers of type groupchat).
+func TestOccupantPrivateMessageIsNoEvidence(t *testing.T) {
+	e := newBadInputEnv(t, Config{})
+	room := jid.MustParse("ops@conference.example.org")
+	m := e.send(Message{To: room, Type: xstanza.GroupChatMessage})
+	for _, typ := range []string{"chat", "normal"} {
+		e.inject(`<message from='ops@conference.example.org/mallory' id='p%d' type='%s'>%s</message>`, e.n, typ, receiptFor(m.ID()))
+		e.inject(`<message from='ops@conference.example.org/mallory' id='p%d' type='%s'><received xmlns='%s' id='%s'/></message>`, e.n, typ, stanza.NSMarkers, m.ID())
+		e.inject(`<message from='ops@conference.example.org/mallory' id='p%d' type='%s'>%s</message>`, e.n, typ, displayedFor(m.ID()))
+	}
+	e.barrier()
+	wantState(t, m, tracking.DeliveredToServer)
+	e.pending(1)
+	e.finish()
+}

@@ -110,7 +110,7 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		return nil, err
 	}
 	conv := m.To.Bare().String()
-	opts := tracking.TrackOptions{Window: m.Window, Thread: m.Thread}
+	opts := tracking.TrackOptions{Window: m.Window, Thread: m.Thread, Room: m.Type == xstanza.GroupChatMessage}
 	var t *tracking.MessageTracker
 	var err error
 	for range 3 { // a fresh id only collides with a pending one by hash, ~2^-64

@@ -13,6 +13,7 @@ type conversation struct {
 	live  int               // entries of order that are not settled
 	next  uint32            // position of the next message, in either direction
 	dirty bool              // settled entries wait in order for a sweep
+	room  bool              // a group chat: no one-to-one evidence (TrackOptions.Room)
 
 	recent [recentIncoming]incoming // ring of recent incoming message ids
 	rnext  uint8

@@ -43,6 +43,14 @@ type TrackOptions struct {
 	// Thread is the message's XEP-0201 thread, if any: a legacy marker that
 	// names a thread covers only messages of that thread.
 	Thread string
+	// Room marks the conversation as a group chat. Its trackers then take
+	// no evidence from Delivered, Displayed or Incoming, which carry
+	// one-to-one evidence keyed by bare JID: a private message from an
+	// occupant (room@service/nick, whose bare JID is the room's) must not
+	// move the room's messages. Group-chat evidence goes to the trackers
+	// directly (Advance, DisplayedUpTo), as package muc does; acks, losses
+	// and error replies apply as usual.
+	Room bool
 }
 
 // Registry holds the pending trackers of one account and turns evidence into
@@ -151,6 +159,7 @@ func (r *Registry) insert(to, id string, o TrackOptions) (*MessageTracker, error
 		c = &conversation{g: &r.g, jid: to}
 		r.convs[to] = c
 	}
+	c.room = c.room || o.Room
 	t := &MessageTracker{c: c, id: id, seq: c.next, heapIdx: -1}
 	c.next++
 	w := uint32(inRegistry)
@@ -279,9 +288,14 @@ func (r *Registry) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) }
 // Delivered records proof that a client of the recipient has the message (an
 // XEP-0184 receipt or a legacy XEP-0333 received marker), sent by the
 // conversation's peer: DeliveredToRecipient. The caller checks that the
-// evidence came from the peer conv and not from our own account.
+// evidence came from the peer conv and not from our own account. It ignores
+// group-chat conversations (see TrackOptions.Room).
 func (r *Registry) Delivered(conv, id string, resp *Response) {
-	r.advance(conv, id, DeliveredToRecipient, resp)
+	r.g.mu.Lock()
+	if t := r.lookup(conv, id); t != nil && !t.c.room {
+		t.transition(DeliveredToRecipient, resp)
+	}
+	r.unlock()
 }
 
 // Displayed records an XEP-0333 displayed marker (or a legacy acknowledged
@@ -289,10 +303,11 @@ func (r *Registry) Delivered(conv, id string, resp *Response) {
 // earlier pending message of the conversation become SeenByRecipient. The id
 // may name one of our messages or a recent message the peer sent us (see
 // Incoming). A non-empty thread limits the effect to messages of that thread.
-// A marker for an unknown or older message changes nothing.
+// A marker for an unknown or older message changes nothing, and so does one
+// for a group-chat conversation (see TrackOptions.Room).
 func (r *Registry) Displayed(conv, id, thread string, resp *Response) {
 	r.g.mu.Lock()
-	if c := r.convs[conv]; c != nil {
+	if c := r.convs[conv]; c != nil && !c.room {
 		if upTo, ok := c.position(r.byID(id), id); ok {
 			r.displayedUpTo(c, upTo, thread, resp)
 		}
@@ -332,7 +347,7 @@ func (r *Registry) Incoming(conv, id string) {
 		return
 	}
 	r.g.mu.Lock()
-	if c := r.convs[conv]; c != nil {
+	if c := r.convs[conv]; c != nil && !c.room {
 		c.remember(id)
 	}
 	r.g.mu.Unlock()

@@ -262,3 +262,24 @@ func TestConversationMemoryFollowsPending(t *testing.T) {
 		t.Fatalf("order holds %d entries for 1 pending tracker", len(c.order))
 	}
 }
+
+// TestRoomTakesNoDirectEvidence checks TrackOptions.Room: a private message
+// from an occupant (bare JID = the room's) cannot move a group-chat
+// message, while acks, error replies and direct Advance still apply.
+func TestRoomTakesNoDirectEvidence(t *testing.T) {
+	const room = "ops@conference.example.org"
+	r := NewRegistry(Config{})
+	a := track(t, r, room, "g1", TrackOptions{Room: true})
+	b := track(t, r, room, "g2", TrackOptions{Room: true})
+	r.Incoming(room, "pm1")
+	r.Delivered(room, "g1", nil)
+	r.Displayed(room, "g2", "", nil)
+	r.Displayed(room, "pm1", "", nil)
+	wantStates(t, []*MessageTracker{a, b}, InTransit, InTransit)
+	r.ServerAck(room, "g1")
+	a.Advance(DeliveredToRecipient, nil) // the reflection, as package muc applies it
+	r.ErrorReply(jid.MustParse(room), "g2", &Response{Err: errors.New("not-acceptable")})
+	wantStates(t, []*MessageTracker{a, b}, DeliveredToRecipient, Error)
+	r.DisplayedUpTo(a, nil)
+	wantStates(t, []*MessageTracker{a}, SeenByRecipient)
+}
