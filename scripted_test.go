@@ -287,7 +287,11 @@ func (srv *peerServer) serve(raw net.Conn) {
 			return
 		}
 	}
-	srv.conns <- pc
+	select {
+	case srv.conns <- pc:
+	case <-srv.closed:
+		return
+	}
 	srv.loop(pc, d)
 }
 
@@ -365,7 +369,11 @@ func (srv *peerServer) loop(pc *peerConn, d *xml.Decoder) {
 			// is still under way when it reaches the cut.
 			pc.raw.(*net.TCPConn).SetReadBuffer(cut)
 		}
-		pc.in <- e
+		select {
+		case pc.in <- e:
+		case <-srv.closed: // the test ended (failed) without reading it
+			return
+		}
 		if cut > 0 {
 			io.CopyN(io.Discard, pc.conn, int64(cut))
 			pc.raw.Close() // unread data: the client gets a reset
