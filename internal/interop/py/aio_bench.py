@@ -7,7 +7,8 @@ management acks: DELIVERED_TO_SERVER) and DeliveryReceiptsService (receipts:
 DELIVERED_TO_RECIPIENT). aioxmpp 0.13 has no chat marker service, so
 <displayed/> markers are matched to trackers here and move them to
 SEEN_BY_RECIPIENT through MessageTracker._set_state, the hook aioxmpp's own
-tracking services use.
+tracking services use. As XEP-0333 says, a marker also covers every
+earlier message (the responder may send one marker for several).
 
 DeliveryReceiptsService matches a receipt by (the message's "to", id) against
 (the receipt's "from", id): address --to as the responder's full JID, or the
@@ -78,6 +79,9 @@ class Bench:
         self.client.on_failure.connect(self.on_failure)
 
         self.trackers = {}        # id -> tracker
+        self.order = []           # ids in send order
+        self.position = {}        # id -> index in order
+        self.seen_upto = 0        # order[:seen_upto] were marked displayed
         self.sent_at = {}         # id -> monotonic send time
         self.reached = {name: {} for name in MILESTONES}  # name -> id -> time
         self.failed = {}          # id -> state name
@@ -98,14 +102,16 @@ class Bench:
         marker = getattr(msg, "xep0333_marker", None)
         if not isinstance(marker, aioxmpp.misc.DisplayedMarker):
             return
-        tracker = self.trackers.get(marker.id_)
-        if tracker is None:
+        pos = self.position.get(marker.id_)
+        if pos is None:
             self.markers_unmatched += 1
             return
-        try:
-            tracker._set_state(MessageState.SEEN_BY_RECIPIENT, msg)
-        except (ValueError, RuntimeError) as exc:
-            logging.debug("marker for %s: %s", marker.id_, exc)
+        for msg_id in self.order[self.seen_upto:pos + 1]:
+            try:
+                self.trackers[msg_id]._set_state(MessageState.SEEN_BY_RECIPIENT, msg)
+            except (ValueError, RuntimeError) as exc:
+                logging.debug("marker for %s: %s", msg_id, exc)
+        self.seen_upto = max(self.seen_upto, pos + 1)
 
     def on_state(self, msg_id, state, response=None):
         now = time.monotonic()
@@ -135,6 +141,8 @@ class Bench:
             tracker = aioxmpp.tracking.MessageTracker()
             self.receipts.attach_tracker(msg, tracker)  # adds <request/>, sets the id
             self.trackers[msg.id_] = tracker
+            self.position[msg.id_] = len(self.order)
+            self.order.append(msg.id_)
             self.sent_at[msg.id_] = time.monotonic()
             tracker.on_state_changed.connect(
                 lambda state, response=None, _id=msg.id_: self.on_state(_id, state, response))
