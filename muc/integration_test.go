@@ -280,3 +280,55 @@ func TestIntegrationRoomJoinAgainWhileJoined(t *testing.T) {
 		}
 	})
 }
+
+// TestIntegrationRoomSpoofedReflection has another occupant post messages
+// that copy ours (same id, same XEP-0359 origin-id, same body) right
+// before and after ours: only our own reflection counts, whatever order the
+// room delivers them in, and the copies reach the handler as anybody's
+// messages do.
+func TestIntegrationRoomSpoofedReflection(t *testing.T) {
+	forEachServer(t, []string{"alice", "mallory"}, func(t *testing.T, srv *testserver.Server) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		room := jid.MustParse("spoof@" + srv.MUCDomain())
+		aliceSees := make(chan string, 16)
+		alice := dial(t, srv, "alice", xmpptrack.Config{Handler: groupchats(aliceSees)})
+		mallory := dial(t, srv, "mallory", xmpptrack.Config{})
+		ra := join(t, ctx, alice, withNick(room, "alice"))
+		join(t, ctx, mallory, withNick(room, "mallory"))
+		const id = "spoofed-id-1"
+		copyOf := func() {
+			s, err := mallory.Session(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := xstanza.Message{To: room, Type: xstanza.GroupChatMessage, ID: id}
+			body := xmlstream.Wrap(xmlstream.Token(xml.CharData("deploy")), xml.StartElement{Name: xml.Name{Local: "body"}})
+			if err := s.Send(ctx, msg.Wrap(xmlstream.MultiReader(body, stanza.OriginID{ID: id}.TokenReader()))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		copyOf()
+		tr, err := ra.SendMessage(ctx, xmpptrack.Message{ID: id, Body: "deploy"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		copyOf()
+		if st, err := tr.Wait(ctx, tracking.DeliveredToRecipient); err != nil {
+			t.Fatalf("reflection: %v, %v", st, err)
+		}
+		if resp := tr.Response(); resp == nil || resp.From.Resourcepart() != "alice" {
+			t.Fatalf("response %+v: not our own reflection", resp)
+		}
+		for range 2 {
+			select {
+			case body := <-aliceSees:
+				if body != "deploy" {
+					t.Fatalf("the handler got %q", body)
+				}
+			case <-ctx.Done():
+				t.Fatal("a copy never reached the handler")
+			}
+		}
+	})
+}
