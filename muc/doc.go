@@ -13,7 +13,8 @@
 //     body. A reflection is matched by its XEP-0359 origin-id, then its id,
 //     then, for rooms that rewrite both, by our own occupant and the same
 //     body, oldest first. Only a reflection from our own occupant counts (our
-//     nick, or our XEP-0421 occupant-id where the room announces them):
+//     current nick, following a nick change or a nick the room assigned, or
+//     our XEP-0421 occupant-id where the room announces them):
 //     another occupant reusing our id changes nothing.
 //   - SEEN_BY_RECIPIENT: another occupant sent a displayed marker (XEP-0333)
 //     for the message or a later one. In rooms that announce XEP-0359, markers

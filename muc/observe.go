@@ -50,7 +50,7 @@ func (r *Room) ours(ev *stanza.Evidence) bool {
 	if r.occ && r.ourOcc != "" && ev.OccupantID != "" {
 		return ev.OccupantID == r.ourOcc
 	}
-	return ev.From.Resourcepart() == r.addr.Resourcepart()
+	return ev.From.Resourcepart() == r.nick
 }
 
 // reflected handles our own message coming back from the room. The caller
@@ -169,15 +169,26 @@ func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 	b.Add(p.StartElement())
 	b.ReadFrom(rd, 1+maxPresenceTokens) // a read error ends the presence early, as io.EOF would
 	self := scanSelf(b.Tokens())
-	if p.From.Resourcepart() == r.addr.Resourcepart() || self.status110 {
-		r.mu.Lock()
-		if self.occupantID != "" {
-			r.ourOcc = self.occupantID
+	unavailable := p.Type == xstanza.UnavailablePresence
+	r.mu.Lock()
+	ours := p.From.Resourcepart() == r.nick || self.status110
+	if ours && self.occupantID != "" {
+		r.ourOcc = self.occupantID
+	}
+	switch {
+	case ours && unavailable && self.status303:
+		// A nick change (XEP-0045 §7.6): we stay; our presence from the new
+		// nick follows.
+		if self.newNick != "" {
+			r.nick = self.newNick
 		}
-		r.mu.Unlock()
-		if p.Type == xstanza.UnavailablePresence {
-			defer r.settle() // left, kicked, banned, or the room was destroyed
-		}
+	case ours && !unavailable && self.status110:
+		r.nick = p.From.Resourcepart() // also a nick the room assigned (status 210)
+	}
+	left := ours && unavailable && !self.status303
+	r.mu.Unlock()
+	if left {
+		defer r.settle() // left, kicked, banned, or the room was destroyed
 	}
 	r.mc.HandlePresence(p, readEncoder{&b})
 }
@@ -186,6 +197,8 @@ func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 type self struct {
 	occupantID string
 	status110  bool
+	status303  bool   // a nick change
+	newNick    string // the item's nick, with status303
 }
 
 // scanSelf reads the occupant-id and the self-presence status from a presence's tokens.
@@ -200,6 +213,9 @@ func scanSelf(toks []xml.Token) (s self) {
 			s.occupantID = attr(start, "id")
 		case start.Name.Space == mmuc.NSUser && start.Name.Local == "status":
 			s.status110 = s.status110 || attr(start, "code") == "110"
+			s.status303 = s.status303 || attr(start, "code") == "303"
+		case start.Name.Space == mmuc.NSUser && start.Name.Local == "item":
+			s.newNick = attr(start, "nick")
 		}
 	}
 	return s

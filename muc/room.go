@@ -61,6 +61,7 @@ type Room struct {
 	remove func()
 
 	mu        sync.Mutex
+	nick      string // our nick in the room: the one asked for, or the room's
 	ch        *mmuc.Channel
 	sid, occ  bool   // the room announces XEP-0359, XEP-0421
 	ourOcc    string // our occupant-id
@@ -96,6 +97,7 @@ func Join(ctx context.Context, c *xmpptrack.Client, room jid.JID, cfg *Config) (
 	r := &Room{
 		c:       c,
 		addr:    room,
+		nick:    room.Resourcepart(),
 		room:    room.Bare().String(),
 		mc:      &mmuc.Client{},
 		byID:    make(map[string]*entry),
@@ -152,8 +154,18 @@ func (r *Room) join(ctx context.Context) error {
 	return nil
 }
 
-// Addr returns the room's address with our nick: room@service/nick.
-func (r *Room) Addr() jid.JID { return r.addr }
+// Addr returns the room's address with our nick, room@service/nick: the
+// nick the room uses for us, which may differ from the one Join asked for
+// (a nick the room assigned, or changed).
+func (r *Room) Addr() jid.JID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, err := r.addr.WithResource(r.nick)
+	if err != nil {
+		return r.addr
+	}
+	return a
+}
 
 // Done returns a channel closed when we are no longer in the room: after
 // Leave, a kick or ban, or the room's destruction.

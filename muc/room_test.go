@@ -19,6 +19,7 @@ const roomJID = "ops@conference.example.org"
 func scriptedRoom(sid, occ bool) *Room {
 	return &Room{
 		addr:    jid.MustParse(roomJID + "/alice"),
+		nick:    "alice",
 		room:    roomJID,
 		byID:    make(map[string]*entry),
 		bySID:   make(map[string]*entry),

@@ -79,3 +79,39 @@ func TestRemovalSettles(t *testing.T) {
 		})
 	}
 }
+
+// TestOurNickChanges covers row 19's "after our nick changed": a nick
+// change (status 303) does not count as leaving, and from then on only the
+// new nick's reflections are ours; a nick the room assigns (status 210 on
+// our self-presence) is followed the same way.
+func TestOurNickChanges(t *testing.T) {
+	r := scriptedRoom(false, false)
+	r.mc = &mmuc.Client{}
+	r.remove = func() {}
+	m1 := r.sent("m1", "a")
+	presenceFrom(t, r, `<presence xmlns='jabber:client' type='unavailable' from='`+roomJID+`/alice' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant' nick='alice2'/><status code='303'/><status code='110'/></x></presence>`)
+	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/alice2' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/><status code='110'/></x></presence>`)
+	select {
+	case <-r.Done():
+		t.Fatal("a nick change ended the room")
+	default:
+	}
+	if feed(t, r, groupchat("alice", "m1", `<body>a</body>`)) || m1.State() != tracking.InTransit {
+		t.Fatalf("the old nick's copy counted: %v", m1.State())
+	}
+	if !feed(t, r, groupchat("alice2", "m1", `<body>a</body>`)) || m1.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("the new nick's reflection: %v", m1.State())
+	}
+	if got := r.Addr().Resourcepart(); got != "alice2" {
+		t.Fatalf("Addr nick %q", got)
+	}
+	// The room renames us (status 210 with our self-presence).
+	m2 := r.sent("m2", "b")
+	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/Alice (2)' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/><status code='110'/><status code='210'/></x></presence>`)
+	if !feed(t, r, groupchat("Alice (2)", "m2", `<body>b</body>`)) || m2.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("reflection under the assigned nick: %v", m2.State())
+	}
+}
