@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 
 	"mellium.im/xmpp/stream"
 )
@@ -34,4 +35,23 @@ func TestParseStreamError(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServeReturnsServerStreamError: the server sends a stream error and
+// closes the connection at once. mellium's Serve then fails to write its
+// reply and reports that write; State.Serve reports the server's error.
+func TestServeReturnsServerStreamError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		st := New(Config{})
+		c := mustDial(t, srv, st, nil)
+		c.sc.raw(`<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>` +
+			`<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>slow down</text></stream:error></stream:stream>`)
+		c.sc.conn.closeWhenDrained()
+		<-c.served
+		if !errors.Is(c.serveEr, stream.PolicyViolation) {
+			t.Fatalf("Serve: %v", c.serveEr)
+		}
+		c.conn.Close()
+	})
 }
