@@ -135,3 +135,21 @@ func BenchmarkCallbackDispatch(b *testing.B) {
 		<-ran
 	}
 }
+
+// BenchmarkRepeatedThreadMarker is a peer repeating a threaded marker while
+// 10,000 messages of another thread are pending: each repeat must cost
+// O(1), not a walk over them.
+func BenchmarkRepeatedThreadMarker(b *testing.B) {
+	r := NewRegistry(Config{})
+	for i := range 10_000 {
+		if _, err := r.TryTrack("bob@example.org", "o"+strconv.Itoa(i), TrackOptions{Thread: "busy"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r.Incoming("bob@example.org", "theirs")
+	r.Displayed("bob@example.org", "theirs", "quiet", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Displayed("bob@example.org", "theirs", "quiet", nil)
+	}
+}

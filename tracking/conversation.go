@@ -1,8 +1,14 @@
 package tracking
 
+import "sort"
+
 // recentIncoming is how many incoming message ids a conversation remembers, so
 // that a marker naming one of them covers our messages sent before it.
 const recentIncoming = 8
+
+// maxThreadMarks bounds the threads whose marker position a conversation
+// remembers (peers choose thread ids).
+const maxThreadMarks = 8
 
 // conversation is one peer (bare JID) or room, with its pending trackers in
 // send order. It exists while it has pending trackers.
@@ -17,6 +23,12 @@ type conversation struct {
 
 	recent [recentIncoming]incoming // ring of recent incoming message ids
 	rnext  uint8
+
+	// marks holds, per thread, the position the thread's last marker
+	// covered: a marker that covers no more is ignored in O(1), and the
+	// next one walks only the messages after it. Nil until a threaded
+	// marker arrives.
+	marks map[string]uint32
 }
 
 type incoming struct {
@@ -39,6 +51,33 @@ func (c *conversation) position(t *MessageTracker, id string) (uint32, bool) {
 		}
 	}
 	return 0, false
+}
+
+// threadStart returns where in order a marker of the thread covering upTo
+// must start its walk, and false when an earlier marker of the thread
+// covered upTo already. It records upTo as the thread's position.
+func (c *conversation) threadStart(thread string, upTo uint32) (int, bool) {
+	from, ok := c.marks[thread]
+	if ok && before(upTo, from) {
+		return 0, false
+	}
+	start := 0
+	if ok {
+		// order is in send order; everything of the thread up to from
+		// was covered by the earlier marker.
+		start = sort.Search(len(c.order), func(i int) bool { return !before(c.order[i].seq, from) })
+	}
+	if c.marks == nil {
+		c.marks = make(map[string]uint32)
+	}
+	if _, known := c.marks[thread]; !known && len(c.marks) >= maxThreadMarks {
+		for k := range c.marks { // forget one; its next marker walks from the start
+			delete(c.marks, k)
+			break
+		}
+	}
+	c.marks[thread] = upTo
+	return start, true
 }
 
 // remember records an incoming message id at the current position.

@@ -327,7 +327,17 @@ func (r *Registry) DisplayedUpTo(t *MessageTracker, resp *Response) {
 }
 
 func (r *Registry) displayedUpTo(c *conversation, upTo uint32, thread string, resp *Response) {
-	for _, t := range c.order {
+	start := 0
+	if thread != "" {
+		// Messages of other threads stay pending: without the thread's
+		// position, a peer repeating a threaded marker would make every
+		// one walk them all.
+		var ok bool
+		if start, ok = c.threadStart(thread, upTo); !ok {
+			return
+		}
+	}
+	for _, t := range c.order[start:] {
 		if !before(t.seq, upTo) {
 			break
 		}

@@ -283,3 +283,33 @@ func TestRoomTakesNoDirectEvidence(t *testing.T) {
 	r.DisplayedUpTo(a, nil)
 	wantStates(t, []*MessageTracker{a}, SeenByRecipient)
 }
+
+// TestDisplayedThreadWalksOnlyNewMessages checks the per-thread marker
+// position: a later marker of the thread covers the thread's new messages
+// (the walk starts after the last marker's position), an older or repeated
+// one changes nothing, and other threads are untouched throughout.
+func TestDisplayedThreadWalksOnlyNewMessages(t *testing.T) {
+	r := NewRegistry(Config{})
+	other := track(t, r, bob, "o1", TrackOptions{Thread: "t2"})
+	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
+	r.Incoming(bob, "in1")
+	b := track(t, r, bob, "b", TrackOptions{Thread: "t1"})
+	r.Displayed(bob, "in1", "t1", nil)
+	wantStates(t, []*MessageTracker{other, a, b}, InTransit, SeenByRecipient, InTransit)
+	r.Displayed(bob, "in1", "t1", nil) // repeated
+	r.Displayed(bob, "a", "t1", nil)   // older
+	wantStates(t, []*MessageTracker{other, b}, InTransit, InTransit)
+	c := track(t, r, bob, "c", TrackOptions{Thread: "t1"})
+	r.Displayed(bob, "c", "t1", nil)
+	wantStates(t, []*MessageTracker{other, b, c}, InTransit, SeenByRecipient, SeenByRecipient)
+	if n := len(r.convs[bob].marks); n != 1 {
+		t.Fatalf("%d thread marks", n)
+	}
+	for i := range 2 * maxThreadMarks { // peers choose thread ids: bounded
+		r.Displayed(bob, "o1", strconv.Itoa(i), nil)
+	}
+	if n := len(r.convs[bob].marks); n > maxThreadMarks {
+		t.Fatalf("%d thread marks", n)
+	}
+	wantStates(t, []*MessageTracker{other}, InTransit)
+}
