@@ -647,13 +647,16 @@ func TestSendShortContexts(t *testing.T) {
 func TestSendBadPayload(t *testing.T) {
 	c, pc := newPeer(t, Config{})
 	x := xml.StartElement{Name: xml.Name{Space: "urn:example:x", Local: "x"}}
-	for name, payload := range map[string]xml.Token{
-		"unclosed":    x,
-		"unopened":    x.End(),
-		"no name":     xml.StartElement{},
-		"bad comment": xml.Comment("a --> b"),
+	bad := xml.StartElement{Name: xml.Name{Local: "1bad"}}
+	for name, payload := range map[string]xml.TokenReader{
+		"unclosed":    xmlstream.Token(x),
+		"unopened":    xmlstream.Token(x.End()),
+		"no name":     xmlstream.Token(xml.StartElement{}),
+		"bad comment": xmlstream.Token(xml.Comment("a --> b")),
+		"dashes":      xmlstream.Token(xml.Comment("a -- b")),
+		"bad name":    xmlstream.Wrap(nil, bad),
 	} {
-		tr, err := c.Send(waitCtx(t), Message{To: bob, Body: "hi", Payload: xmlstream.Token(payload)})
+		tr, err := c.Send(waitCtx(t), Message{To: bob, Body: "hi", Payload: payload})
 		if err == nil || tr != nil {
 			t.Errorf("%s: Send: %v, %v; want an error", name, tr, err)
 		}

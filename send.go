@@ -1,6 +1,7 @@
 package xmpptrack
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -38,10 +39,9 @@ type Message struct {
 	Thread string
 	// Payload holds extra child elements, written after the body. Send
 	// reads it whole before tracking the message (so that it can write the
-	// message again), and fails if it cannot be read or if encoding/xml
-	// refuses to encode it (unbalanced elements, a comment holding "-->").
-	// Encoding does not check that names and comments are well-formed: a
-	// payload that is not makes the server close the stream.
+	// message again), and fails if it cannot be read or is not well-formed
+	// XML (unbalanced elements, a comment holding "--", an invalid name):
+	// the server would close the stream over it.
 	Payload xml.TokenReader
 	// NoReceipt leaves out the XEP-0184 receipt request (never sent on group
 	// chat messages anyway).
@@ -175,13 +175,29 @@ func readPayload(r xml.TokenReader) ([]xml.Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	enc := xml.NewEncoder(io.Discard)
-	for _, tok := range toks {
+	// Encode it inside an element and parse it back: encoding/xml encodes
+	// some things that are not well-formed (a comment holding "--", an
+	// invalid name), which would make the server close the stream, and
+	// stream management would then write it again on every connection.
+	var buf bytes.Buffer
+	enc := xml.NewEncoder(&buf)
+	wrap := xml.StartElement{Name: xml.Name{Local: "payload"}}
+	for _, tok := range append(append([]xml.Token{wrap}, toks...), wrap.End()) {
 		if err := enc.EncodeToken(tok); err != nil {
 			return nil, err
 		}
 	}
-	return toks, enc.Close()
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	d := xml.NewDecoder(&buf)
+	for {
+		if _, err := d.RawToken(); err == io.EOF {
+			return toks, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("not well-formed: %w", err)
+		}
+	}
 }
 
 // messageXML builds the message stanza.
