@@ -256,7 +256,7 @@ func (c *Client) loop(cn conn) {
 		if closing {
 			return
 		}
-		if se, ok := c.streamError(err); ok && se.Err == stream.PolicyViolation.Err {
+		if se := (stream.Error{}); errors.As(err, &se) && se.Err == stream.PolicyViolation.Err {
 			c.policyViolated(se)
 		}
 		c.log.Debug("xmpptrack: connection lost", "err", err)

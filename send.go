@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"mellium.im/xmlstream"
@@ -16,6 +17,7 @@ import (
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -98,7 +100,7 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		// Peers' receipts and markers for it would be refused as oversized.
 		return nil, fmt.Errorf("xmpptrack: message id of %d bytes: %w", len(m.ID), stanza.ErrIDTooLong)
 	}
-	var payload []xml.Token
+	var payload *tokbuf.Buffer
 	if m.Payload != nil {
 		var err error
 		if payload, err = readPayload(m.Payload); err != nil {
@@ -147,7 +149,7 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 // writeMessage writes the message, again on the next connection when a
 // write fails (see Send). It keeps working during Shutdown: the message is
 // tracked, and Shutdown waits for it.
-func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload []xml.Token) error {
+func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload *tokbuf.Buffer) error {
 	var stale *xmpp.Session
 	for attempt := 1; ; attempt++ {
 		s, err := c.waitSession(ctx, stale, true)
@@ -155,7 +157,8 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 			return err
 		}
 		if payload != nil {
-			m.Payload = &tokens{toks: payload}
+			payload.Rewind()
+			m.Payload = payload
 		}
 		_, err = wire.Write(ctx, s, messageXML(id, m))
 		if err == nil || ctx.Err() != nil || attempt == maxWrites {
@@ -170,9 +173,9 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 // readPayload reads Message.Payload into memory, so that the message can be
 // written again, and checks that it encodes: an encoding error in the middle
 // of a stanza would break the stream.
-func readPayload(r xml.TokenReader) ([]xml.Token, error) {
-	toks, err := xmlstream.ReadAll(r)
-	if err != nil {
+func readPayload(r xml.TokenReader) (*tokbuf.Buffer, error) {
+	b := new(tokbuf.Buffer)
+	if _, err := b.ReadFrom(r, math.MaxInt); err != nil {
 		return nil, err
 	}
 	// Encode it inside an element and parse it back: encoding/xml encodes
@@ -182,7 +185,7 @@ func readPayload(r xml.TokenReader) ([]xml.Token, error) {
 	var buf bytes.Buffer
 	enc := xml.NewEncoder(&buf)
 	wrap := xml.StartElement{Name: xml.Name{Local: "payload"}}
-	for _, tok := range append(append([]xml.Token{wrap}, toks...), wrap.End()) {
+	for _, tok := range append(append([]xml.Token{wrap}, b.Tokens()...), wrap.End()) {
 		if err := enc.EncodeToken(tok); err != nil {
 			return nil, err
 		}
@@ -193,7 +196,7 @@ func readPayload(r xml.TokenReader) ([]xml.Token, error) {
 	d := xml.NewDecoder(&buf)
 	for {
 		if _, err := d.RawToken(); err == io.EOF {
-			return toks, nil
+			return b, nil
 		} else if err != nil {
 			return nil, fmt.Errorf("not well-formed: %w", err)
 		}

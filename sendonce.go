@@ -5,13 +5,13 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -251,34 +251,17 @@ func messageHandler(f func(stanza.Evidence), next xmpp.Handler) xmpp.Handler {
 			}
 			return next.HandleXMPP(t, start)
 		}
-		toks, err := xmlstream.ReadAll(t)
+		var b tokbuf.Buffer
+		complete, err := b.ReadFrom(t, maxBufferedTokens)
 		if err != nil {
 			return err
 		}
-		ev, err := stanza.ParseMessage(*start, &tokens{toks: toks})
-		if err == nil && ev.Body != "" && ev.Type != xstanza.ErrorMessage && ev.Carbon == stanza.CarbonNone {
-			f(ev)
+		if complete {
+			ev, err := stanza.ParseMessage(*start, &b)
+			if err == nil && ev.Body != "" && ev.Type != xstanza.ErrorMessage && ev.Carbon == stanza.CarbonNone {
+				f(ev)
+			}
 		}
-		if next == nil {
-			return nil
-		}
-		return next.HandleXMPP(struct {
-			xml.TokenReader
-			xmlstream.Encoder
-		}{&tokens{toks: toks}, t}, start)
+		return passRest(next, &b, t, start) // oversized: passed on, not parsed
 	})
-}
-
-// tokens reads a slice of tokens.
-type tokens struct {
-	toks []xml.Token
-	pos  int
-}
-
-func (r *tokens) Token() (xml.Token, error) {
-	if r.pos >= len(r.toks) {
-		return nil, io.EOF
-	}
-	r.pos++
-	return r.toks[r.pos-1], nil
 }

@@ -1,7 +1,6 @@
 package xmpptrack
 
 import (
-	"errors"
 	"fmt"
 
 	"mellium.im/xmpp/jid"
@@ -11,13 +10,6 @@ import (
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
-
-// streamError returns the stream error the server ended the connection
-// with, if Serve's error says.
-func (c *Client) streamError(err error) (stream.Error, bool) {
-	var se stream.Error
-	return se, errors.As(err, &se)
-}
 
 // policyViolated ends the stream-management session after the server closed
 // the stream with a policy-violation error: the messages it had not
