@@ -15,6 +15,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
+	"github.com/xmpptrack/xmpptrack/internal/login"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
@@ -31,8 +32,8 @@ var ErrClientClosed = errors.New("xmpptrack: client closed")
 type Client struct {
 	cfg      Config
 	account  jid.JID
-	self     string // our bare JID
-	password string
+	self     string       // our bare JID
+	login    login.Config // how to log in (without tees)
 	log      *slog.Logger
 
 	reg *tracking.Registry
@@ -70,10 +71,11 @@ type Client struct {
 // connection losses are
 // handled by reconnecting. cfg may be nil.
 func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*Client, error) {
-	c := &Client{account: account, self: account.Bare().String(), password: password}
+	c := &Client{account: account, self: account.Bare().String()}
 	if cfg != nil {
 		c.cfg = *cfg
 	}
+	c.login = loginConfig(account, password, &c.cfg)
 	c.log = c.cfg.logger()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
@@ -150,19 +152,10 @@ type conn struct {
 // connect opens one session: dial, TLS, SASL, resume or bind, then stream
 // management and presence. The session is handed to senders by publish.
 func (c *Client) connect(ctx context.Context) (conn, error) {
-	in, out := c.sm.Tees()
-	s, err := dialSession(ctx, dialConfig{
-		JID:                   c.account,
-		Password:              c.password,
-		Addr:                  c.cfg.Addr,
-		TLSConfig:             c.cfg.TLSConfig,
-		DirectTLS:             c.cfg.DirectTLS,
-		AllowPlaintext:        c.cfg.AllowPlaintext,
-		RequireChannelBinding: c.cfg.RequireChannelBinding,
-		TeeIn:                 in,
-		TeeOut:                out,
-		WrapBind:              c.sm.BindOrResume,
-	})
+	lc := c.login
+	lc.TeeIn, lc.TeeOut = c.sm.Tees()
+	lc.WrapBind = c.sm.BindOrResume
+	s, err := login.Dial(ctx, lc)
 	if err != nil {
 		return conn{}, err
 	}

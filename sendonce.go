@@ -107,11 +107,8 @@ func SendOnce(ctx context.Context, account jid.JID, password string, m Message, 
 		cfg.Handler = messageHandler(o.OnMessage, cfg.Handler)
 	}
 	// Configuration mistakes are reported as they are, not as network errors.
-	check := dialConfig{
-		JID: account, Password: password, TLSConfig: cfg.TLSConfig, DirectTLS: cfg.DirectTLS,
-		AllowPlaintext: cfg.AllowPlaintext, RequireChannelBinding: cfg.RequireChannelBinding,
-	}
-	if err := check.check(); err != nil {
+	lc := loginConfig(account, password, &cfg)
+	if err := lc.Check(); err != nil {
 		return m.ID, tracking.Aborted, err
 	}
 	c, err := Dial(ctx, account, password, &cfg)
@@ -176,7 +173,7 @@ func checkRecipient(to jid.JID) error {
 // context errors stay as they are, everything else is a network failure.
 func dialError(ctx context.Context, err error) error {
 	switch {
-	case errors.Is(err, ErrAuth), errors.Is(err, errNoChannelBinding):
+	case errors.Is(err, ErrAuth), errors.Is(err, ErrNoChannelBinding):
 		return err
 	case ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
 		return err

@@ -1,4 +1,4 @@
-package xmpptrack
+package login
 
 import (
 	"bytes"
@@ -82,18 +82,18 @@ func readTranscript(t *testing.T, in, out string) saslTranscript {
 	return tr
 }
 
-// loginResult is one dialSession through tees.
+// loginResult is one Dial through tees.
 type loginResult struct {
 	s       *xmpp.Session
 	err     error
 	in, out *lockedBuffer
 }
 
-func login(ctx context.Context, t *testing.T, c dialConfig) loginResult {
+func login(ctx context.Context, t *testing.T, c Config) loginResult {
 	t.Helper()
 	r := loginResult{in: &lockedBuffer{}, out: &lockedBuffer{}}
 	c.TeeIn, c.TeeOut = r.in, r.out
-	r.s, r.err = dialSession(ctx, c)
+	r.s, r.err = Dial(ctx, c)
 	if r.err == nil {
 		t.Cleanup(func() {
 			r.s.Close()
@@ -114,7 +114,7 @@ func TestLoginIntegration(t *testing.T) {
 
 			tests := []struct {
 				name string
-				cfg  dialConfig
+				cfg  Config
 				// Success: the TLS version, the mechanism and GS2 header chosen.
 				wantTLS   uint16
 				wantMech  string
@@ -127,7 +127,7 @@ func TestLoginIntegration(t *testing.T) {
 			}{
 				{
 					name:     "plaintext",
-					cfg:      dialConfig{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), AllowPlaintext: true},
+					cfg:      Config{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), AllowPlaintext: true},
 					wantTLS:  0,
 					wantMech: "SCRAM-SHA-1", wantGS2: "n,,",
 				},
@@ -135,43 +135,43 @@ func TestLoginIntegration(t *testing.T) {
 					// TLS 1.3: ejabberd offers SCRAM-SHA-1-PLUS but fails its
 					// binding; the client must not pick it (see mechanismsFor).
 					name:     "starttls-tls13",
-					cfg:      dialConfig{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), TLSConfig: srv.TLSConfig()},
+					cfg:      Config{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), TLSConfig: srv.TLSConfig()},
 					wantTLS:  tls.VersionTLS13,
 					wantMech: "SCRAM-SHA-1", wantGS2: "n,,",
 					wantOffer: map[testserver.Kind]string{testserver.Ejabberd: "SCRAM-SHA-1-PLUS"}[kind],
 				},
 				{
 					name:     "starttls-tls12-channel-binding",
-					cfg:      dialConfig{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), TLSConfig: tls12},
+					cfg:      Config{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), TLSConfig: tls12},
 					wantTLS:  tls.VersionTLS12,
 					wantMech: "SCRAM-SHA-1-PLUS", wantGS2: "p=tls-unique,,",
 				},
 				{
 					name:     "require-channel-binding-tls12",
-					cfg:      dialConfig{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), TLSConfig: tls12, RequireChannelBinding: true},
+					cfg:      Config{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), TLSConfig: tls12, RequireChannelBinding: true},
 					wantTLS:  tls.VersionTLS12,
 					wantMech: "SCRAM-SHA-1-PLUS", wantGS2: "p=tls-unique,,",
 				},
 				{
 					name:    "require-channel-binding-tls13",
-					cfg:     dialConfig{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), TLSConfig: srv.TLSConfig(), RequireChannelBinding: true},
-					wantErr: errNoChannelBinding,
+					cfg:     Config{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr(), TLSConfig: srv.TLSConfig(), RequireChannelBinding: true},
+					wantErr: ErrNoChannelBinding,
 				},
 				{
 					name:     "wrong-password-starttls",
-					cfg:      dialConfig{JID: alice, Password: "wrong", Addr: srv.Addr(), TLSConfig: srv.TLSConfig()},
+					cfg:      Config{JID: alice, Password: "wrong", Addr: srv.Addr(), TLSConfig: srv.TLSConfig()},
 					wantErr:  ErrAuth,
 					wantCond: "not-authorized",
 				},
 				{
 					name:     "wrong-password-plaintext",
-					cfg:      dialConfig{JID: alice, Password: "wrong", Addr: srv.Addr(), AllowPlaintext: true},
+					cfg:      Config{JID: alice, Password: "wrong", Addr: srv.Addr(), AllowPlaintext: true},
 					wantErr:  ErrAuth,
 					wantCond: "not-authorized",
 				},
 				{
 					name:     "unknown-account",
-					cfg:      dialConfig{JID: srv.JID("mallory"), Password: "x", Addr: srv.Addr(), TLSConfig: srv.TLSConfig()},
+					cfg:      Config{JID: srv.JID("mallory"), Password: "x", Addr: srv.Addr(), TLSConfig: srv.TLSConfig()},
 					wantErr:  ErrAuth,
 					wantCond: "not-authorized",
 				},
@@ -179,7 +179,7 @@ func TestLoginIntegration(t *testing.T) {
 					// No TLSConfig: the system roots do not know the test
 					// certificate, and verification is on by default.
 					name:       "untrusted-certificate",
-					cfg:        dialConfig{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr()},
+					cfg:        Config{JID: alice, Password: srv.Password("alice"), Addr: srv.Addr()},
 					wantVerify: true,
 				},
 			}
@@ -191,7 +191,7 @@ func TestLoginIntegration(t *testing.T) {
 					switch {
 					case tc.wantErr != nil || tc.wantVerify:
 						if r.err == nil {
-							t.Fatalf("dialSession succeeded, want an error")
+							t.Fatalf("Dial succeeded, want an error")
 						}
 						t.Logf("error: %v", r.err)
 						if tc.wantErr != nil && !errors.Is(r.err, tc.wantErr) {
@@ -201,8 +201,8 @@ func TestLoginIntegration(t *testing.T) {
 							t.Errorf("error %v matches ErrAuth", r.err)
 						}
 						if tc.wantCond != "" {
-							var ae *authError
-							if !errors.As(r.err, &ae) || ae.condition != tc.wantCond {
+							var ae *AuthError
+							if !errors.As(r.err, &ae) || ae.Condition != tc.wantCond {
 								t.Errorf("error %v: want SASL condition %q", r.err, tc.wantCond)
 							}
 						}
@@ -215,7 +215,7 @@ func TestLoginIntegration(t *testing.T) {
 						}
 						return
 					case r.err != nil:
-						t.Fatalf("dialSession: %v\nin:\n%s\nout:\n%s", r.err, r.in, r.out)
+						t.Fatalf("Dial: %v\nin:\n%s\nout:\n%s", r.err, r.in, r.out)
 					}
 					if got := r.s.ConnectionState().Version; got != tc.wantTLS {
 						t.Errorf("TLS version %#x, want %#x", got, tc.wantTLS)
@@ -273,7 +273,7 @@ func testMessage(t *testing.T, srv *testserver.Server) {
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
 	dial := func(local string) *xmpp.Session {
-		r := login(ctx, t, dialConfig{JID: srv.JID(local), Password: srv.Password(local), Addr: srv.Addr(), TLSConfig: srv.TLSConfig()})
+		r := login(ctx, t, Config{JID: srv.JID(local), Password: srv.Password(local), Addr: srv.Addr(), TLSConfig: srv.TLSConfig()})
 		if r.err != nil {
 			t.Fatalf("login %s: %v", local, r.err)
 		}

@@ -1,4 +1,4 @@
-package xmpptrack
+package login
 
 import (
 	"context"
@@ -57,11 +57,11 @@ const (
 // a second connection on every login. Gating also leaves channel binding to
 // the server's own announcement, which the attacker above can strip as well:
 // RequireChannelBinding is the answer for deployments that need it; it turns
-// "no usable binding" into errNoChannelBinding instead of a silent fallback.
+// "no usable binding" into ErrNoChannelBinding instead of a silent fallback.
 func mechanismsFor(cs tls.ConnectionState, cbTypes []string, cbAnnounced, requireCB bool) ([]sasl.Mechanism, error) {
 	if cs.Version == 0 {
 		if requireCB {
-			return nil, fmt.Errorf("%w: the connection has no TLS", errNoChannelBinding)
+			return nil, fmt.Errorf("%w: the connection has no TLS", ErrNoChannelBinding)
 		}
 		return []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1}, nil
 	}
@@ -83,7 +83,7 @@ func mechanismsFor(cs tls.ConnectionState, cbTypes []string, cbAnnounced, requir
 	if requireCB {
 		if !usable {
 			return nil, fmt.Errorf("%w: %s would bind with %s, which the server does not announce (XEP-0440: %v)",
-				errNoChannelBinding, tls.VersionName(cs.Version), binding, cbTypes)
+				ErrNoChannelBinding, tls.VersionName(cs.Version), binding, cbTypes)
 		}
 		return mechs, nil
 	}
@@ -127,42 +127,6 @@ func announcedBindings(s *xmpp.Session) (types []string, announced bool) {
 	types, _ = data.([]string)
 	return types, true
 }
-
-// authError is a SASL failure. It matches ErrAuth with errors.Is.
-type authError struct {
-	mechanism string
-	condition string // RFC 6120 §6.5 condition; "" if the server's proof failed
-	text      string
-	cause     error // e.g. sasl.ErrAuthn for a bad server signature
-}
-
-func (e *authError) Error() string {
-	var b strings.Builder
-	b.WriteString(ErrAuth.Error())
-	b.WriteString(": ")
-	switch {
-	case e.condition != "":
-		b.WriteString(e.condition)
-	case e.cause != nil:
-		b.WriteString(e.cause.Error())
-	}
-	if e.text != "" {
-		fmt.Fprintf(&b, " (%q)", e.text)
-	}
-	fmt.Fprintf(&b, " [%s]", e.mechanism)
-	return b.String()
-}
-
-func (e *authError) Unwrap() []error {
-	if e.cause != nil {
-		return []error{ErrAuth, e.cause}
-	}
-	return []error{ErrAuth}
-}
-
-// Temporary reports the temporary-auth-failure condition: retrying later
-// may succeed with the same credentials.
-func (e *authError) Temporary() bool { return e.condition == "temporary-auth-failure" }
 
 // authenticator is the client side of SASL (RFC 6120 §6) with
 // mellium.im/sasl mechanisms.
@@ -220,7 +184,7 @@ func (a *authenticator) negotiate(_ context.Context, s *xmpp.Session, data any) 
 	}
 	if mech.Name == "" {
 		if a.requireCB {
-			return 0, nil, fmt.Errorf("%w: the server offers %v", errNoChannelBinding, offered)
+			return 0, nil, fmt.Errorf("%w: the server offers %v", ErrNoChannelBinding, offered)
 		}
 		return 0, nil, fmt.Errorf("no acceptable SASL mechanism: the server offers %v, this connection allows %v", offered, mechanismNames(mechs))
 	}
@@ -282,7 +246,7 @@ func (a *authenticator) negotiate(_ context.Context, s *xmpp.Session, data any) 
 			}
 			more, resp, err = client.Step(msg.payload)
 			if errors.Is(err, sasl.ErrAuthn) {
-				return 0, nil, &authError{mechanism: mech.Name, cause: fmt.Errorf("the server's SCRAM signature does not verify: %w", err)}
+				return 0, nil, &AuthError{Mechanism: mech.Name, Err: fmt.Errorf("the server's SCRAM signature does not verify: %w", err)}
 			}
 			if err != nil {
 				return fail(err)
@@ -296,11 +260,11 @@ func (a *authenticator) negotiate(_ context.Context, s *xmpp.Session, data any) 
 				// proves the server knows the password. Without it, or with a
 				// wrong one, the server is not who it claims to be.
 				if len(msg.payload) == 0 {
-					return 0, nil, &authError{mechanism: mech.Name, cause: fmt.Errorf("the server reported success without its SCRAM signature: %w", sasl.ErrAuthn)}
+					return 0, nil, &AuthError{Mechanism: mech.Name, Err: fmt.Errorf("the server reported success without its SCRAM signature: %w", sasl.ErrAuthn)}
 				}
 				more, _, err = client.Step(msg.payload)
 				if err != nil {
-					return 0, nil, &authError{mechanism: mech.Name, cause: fmt.Errorf("the server's SCRAM signature does not verify: %w", err)}
+					return 0, nil, &AuthError{Mechanism: mech.Name, Err: fmt.Errorf("the server's SCRAM signature does not verify: %w", err)}
 				}
 				if more {
 					return fail(errors.New("the server reported success before the exchange was complete"))
@@ -309,7 +273,7 @@ func (a *authenticator) negotiate(_ context.Context, s *xmpp.Session, data any) 
 			// Restart the stream on the same connection.
 			return xmpp.Authn, s.Conn(), nil
 		case "failure":
-			return 0, nil, &authError{mechanism: mech.Name, condition: msg.condition, text: msg.text}
+			return 0, nil, &AuthError{Mechanism: mech.Name, Condition: msg.condition, Text: msg.text}
 		default:
 			return fail(fmt.Errorf("unexpected element <%s/>", msg.name))
 		}

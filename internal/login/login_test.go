@@ -1,4 +1,4 @@
-package xmpptrack
+package login
 
 import (
 	"bytes"
@@ -29,27 +29,27 @@ import (
 var testJID = jid.MustParse("alice@localhost")
 
 func TestDialConfigCheck(t *testing.T) {
-	ok := dialConfig{JID: testJID, Password: "pw"}
+	ok := Config{JID: testJID, Password: "pw"}
 	tests := []struct {
 		name    string
-		mutate  func(*dialConfig)
+		mutate  func(*Config)
 		wantErr string
 	}{
-		{"valid", func(*dialConfig) {}, ""},
-		{"valid plaintext", func(c *dialConfig) { c.AllowPlaintext = true }, ""},
-		{"valid direct TLS", func(c *dialConfig) { c.DirectTLS = true; c.RequireChannelBinding = true }, ""},
-		{"no localpart", func(c *dialConfig) { c.JID = jid.MustParse("localhost") }, "no localpart"},
-		{"zero JID", func(c *dialConfig) { c.JID = jid.JID{} }, "no localpart"},
-		{"empty password", func(c *dialConfig) { c.Password = "" }, "empty password"},
-		{"plaintext and direct TLS", func(c *dialConfig) { c.AllowPlaintext, c.DirectTLS = true, true }, "exclude each other"},
-		{"plaintext and TLS config", func(c *dialConfig) { c.AllowPlaintext, c.TLSConfig = true, &tls.Config{} }, "TLSConfig"},
-		{"plaintext and channel binding", func(c *dialConfig) { c.AllowPlaintext, c.RequireChannelBinding = true, true }, "RequireChannelBinding"},
+		{"valid", func(*Config) {}, ""},
+		{"valid plaintext", func(c *Config) { c.AllowPlaintext = true }, ""},
+		{"valid direct TLS", func(c *Config) { c.DirectTLS = true; c.RequireChannelBinding = true }, ""},
+		{"no localpart", func(c *Config) { c.JID = jid.MustParse("localhost") }, "no localpart"},
+		{"zero JID", func(c *Config) { c.JID = jid.JID{} }, "no localpart"},
+		{"empty password", func(c *Config) { c.Password = "" }, "empty password"},
+		{"plaintext and direct TLS", func(c *Config) { c.AllowPlaintext, c.DirectTLS = true, true }, "exclude each other"},
+		{"plaintext and TLS config", func(c *Config) { c.AllowPlaintext, c.TLSConfig = true, &tls.Config{} }, "TLSConfig"},
+		{"plaintext and channel binding", func(c *Config) { c.AllowPlaintext, c.RequireChannelBinding = true, true }, "RequireChannelBinding"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
 			tc.mutate(&c)
-			err := c.check()
+			err := c.Check()
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("check() = %v", err)
@@ -59,9 +59,9 @@ func TestDialConfigCheck(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), "xmpptrack: dial: ") {
 				t.Fatalf("check() = %v, want an error about %q", err, tc.wantErr)
 			}
-			// dialSession refuses it before touching the network.
-			if _, err := dialSession(t.Context(), c); err == nil {
-				t.Fatal("dialSession accepted the configuration")
+			// Dial refuses it before touching the network.
+			if _, err := Dial(t.Context(), c); err == nil {
+				t.Fatal("Dial accepted the configuration")
 			}
 		})
 	}
@@ -73,16 +73,16 @@ func TestDialTLSConfig(t *testing.T) {
 	named := &tls.Config{ServerName: "xmpp.example.net"}
 	tests := []struct {
 		name       string
-		c          dialConfig
+		c          Config
 		wantName   string
 		wantMin    uint16
 		wantProtos []string
 		wantRoots  *x509.CertPool
 	}{
-		{"nil: system roots", dialConfig{JID: testJID}, "localhost", tls.VersionTLS12, nil, nil},
-		{"custom: cloned, name filled", dialConfig{JID: testJID, TLSConfig: custom}, "localhost", tls.VersionTLS13, nil, roots},
-		{"custom: name kept", dialConfig{JID: testJID, TLSConfig: named}, "xmpp.example.net", 0, nil, nil},
-		{"direct TLS: ALPN", dialConfig{JID: testJID, DirectTLS: true}, "localhost", tls.VersionTLS12, []string{"xmpp-client"}, nil},
+		{"nil: system roots", Config{JID: testJID}, "localhost", tls.VersionTLS12, nil, nil},
+		{"custom: cloned, name filled", Config{JID: testJID, TLSConfig: custom}, "localhost", tls.VersionTLS13, nil, roots},
+		{"custom: name kept", Config{JID: testJID, TLSConfig: named}, "xmpp.example.net", 0, nil, nil},
+		{"direct TLS: ALPN", Config{JID: testJID, DirectTLS: true}, "localhost", tls.VersionTLS12, []string{"xmpp-client"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,7 +121,7 @@ func TestDialMechanismsFor(t *testing.T) {
 		wantErr   error
 	}{
 		{"plaintext", tls.ConnectionState{}, nil, false, false, []string{"SCRAM-SHA-256", "SCRAM-SHA-1"}, nil},
-		{"plaintext, CB required", tls.ConnectionState{}, nil, false, true, nil, errNoChannelBinding},
+		{"plaintext, CB required", tls.ConnectionState{}, nil, false, true, nil, ErrNoChannelBinding},
 		{"TLS 1.2, nothing announced", tls12, nil, false, false, all, nil},
 		{"TLS 1.2 without tls-unique data", tls12NoUnique, nil, false, false, noPlus, nil},
 		{"TLS 1.2, tls-unique announced", tls12, []string{"tls-unique"}, true, false, all, nil},
@@ -129,7 +129,7 @@ func TestDialMechanismsFor(t *testing.T) {
 		{"TLS 1.3, nothing announced (ejabberd 23.01)", tls13, nil, false, false, noPlus, nil},
 		{"TLS 1.3, tls-exporter announced", tls13, []string{"tls-server-end-point", "tls-exporter"}, true, false, all, nil},
 		{"TLS 1.3, tls-unique announced", tls13, []string{"tls-unique"}, true, false, noPlus, nil},
-		{"TLS 1.3, CB required, nothing announced", tls13, nil, false, true, nil, errNoChannelBinding},
+		{"TLS 1.3, CB required, nothing announced", tls13, nil, false, true, nil, ErrNoChannelBinding},
 		{"TLS 1.3, CB required, tls-exporter announced", tls13, []string{"tls-exporter"}, true, true, plus, nil},
 		{"TLS 1.2, CB required", tls12, nil, false, true, plus, nil},
 	}
@@ -148,14 +148,14 @@ func TestDialMechanismsFor(t *testing.T) {
 
 func TestDialAuthError(t *testing.T) {
 	tests := []struct {
-		err       *authError
+		err       *AuthError
 		want      string
 		temporary bool
 		isAuthn   bool
 	}{
-		{&authError{mechanism: "SCRAM-SHA-1", condition: "not-authorized", text: "bad"}, `xmpptrack: authentication failed: not-authorized ("bad") [SCRAM-SHA-1]`, false, false},
-		{&authError{mechanism: "PLAIN", condition: "temporary-auth-failure"}, `xmpptrack: authentication failed: temporary-auth-failure [PLAIN]`, true, false},
-		{&authError{mechanism: "SCRAM-SHA-1", cause: sasl.ErrAuthn}, `xmpptrack: authentication failed: authentication error [SCRAM-SHA-1]`, false, true},
+		{&AuthError{Mechanism: "SCRAM-SHA-1", Condition: "not-authorized", Text: "bad"}, `xmpptrack: authentication failed: not-authorized ("bad") [SCRAM-SHA-1]`, false, false},
+		{&AuthError{Mechanism: "PLAIN", Condition: "temporary-auth-failure"}, `xmpptrack: authentication failed: temporary-auth-failure [PLAIN]`, true, false},
+		{&AuthError{Mechanism: "SCRAM-SHA-1", Err: sasl.ErrAuthn}, `xmpptrack: authentication failed: authentication error [SCRAM-SHA-1]`, false, true},
 	}
 	for _, tc := range tests {
 		if got := tc.err.Error(); got != tc.want {
@@ -302,7 +302,7 @@ func noStartTLS(conn net.Conn, d *xml.Decoder) error {
 func TestDialScripted(t *testing.T) {
 	tests := []struct {
 		name      string
-		cfg       dialConfig // Addr filled in
+		cfg       Config // Addr filled in
 		script    func(conn net.Conn, d *xml.Decoder) error
 		wantErr   error  // matched with errors.Is, if set
 		wantText  string // substring of the error
@@ -313,7 +313,7 @@ func TestDialScripted(t *testing.T) {
 	}{
 		{
 			name: "PLAIN is never used without TLS",
-			cfg:  dialConfig{AllowPlaintext: true},
+			cfg:  Config{AllowPlaintext: true},
 			script: func(conn net.Conn, d *xml.Decoder) error {
 				if err := openStream(conn, d, plainOnly); err != nil {
 					return err
@@ -325,21 +325,21 @@ func TestDialScripted(t *testing.T) {
 		{
 			// Without a tee, mellium tries STARTTLS anyway (RFC 7590).
 			name:    "no STARTTLS offered: no authentication",
-			cfg:     dialConfig{},
+			cfg:     Config{},
 			script:  noStartTLS,
-			wantErr: errNoTLS, notAuth: true,
+			wantErr: ErrNoTLS, notAuth: true,
 		},
 		{
 			// With a tee, mellium skips that attempt; the result check
 			// still refuses the session.
 			name:    "no STARTTLS offered, with tees: no authentication",
-			cfg:     dialConfig{TeeIn: io.Discard, TeeOut: io.Discard},
+			cfg:     Config{TeeIn: io.Discard, TeeOut: io.Discard},
 			script:  noStartTLS,
-			wantErr: errNoTLS, notAuth: true,
+			wantErr: ErrNoTLS, notAuth: true,
 		},
 		{
 			name: "STARTTLS refused: fail closed",
-			cfg:  dialConfig{},
+			cfg:  Config{},
 			script: func(conn net.Conn, d *xml.Decoder) error {
 				if err := openStream(conn, d, `<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`+scramSHA1); err != nil {
 					return err
@@ -352,11 +352,11 @@ func TestDialScripted(t *testing.T) {
 				}
 				return expectEnd(d)
 			},
-			wantErr: errNoTLS, notAuth: true,
+			wantErr: ErrNoTLS, notAuth: true,
 		},
 		{
 			name: "empty feature list: fail closed",
-			cfg:  dialConfig{AllowPlaintext: true},
+			cfg:  Config{AllowPlaintext: true},
 			script: func(conn net.Conn, d *xml.Decoder) error {
 				if err := openStream(conn, d, ""); err != nil {
 					return err
@@ -367,7 +367,7 @@ func TestDialScripted(t *testing.T) {
 		},
 		{
 			name: "SASL failure with text",
-			cfg:  dialConfig{AllowPlaintext: true},
+			cfg:  Config{AllowPlaintext: true},
 			script: func(conn net.Conn, d *xml.Decoder) error {
 				if err := openStream(conn, d, scramSHA1); err != nil {
 					return err
@@ -383,7 +383,7 @@ func TestDialScripted(t *testing.T) {
 		},
 		{
 			name: "temporary failure",
-			cfg:  dialConfig{AllowPlaintext: true},
+			cfg:  Config{AllowPlaintext: true},
 			script: func(conn net.Conn, d *xml.Decoder) error {
 				if err := openStream(conn, d, scramSHA1); err != nil {
 					return err
@@ -398,7 +398,7 @@ func TestDialScripted(t *testing.T) {
 		},
 		{
 			name: "SCRAM success without the server's signature",
-			cfg:  dialConfig{AllowPlaintext: true},
+			cfg:  Config{AllowPlaintext: true},
 			script: func(conn net.Conn, d *xml.Decoder) error {
 				if err := openStream(conn, d, scramSHA1); err != nil {
 					return err
@@ -420,7 +420,7 @@ func TestDialScripted(t *testing.T) {
 		},
 		{
 			name: "SCRAM success with a wrong server signature",
-			cfg:  dialConfig{AllowPlaintext: true},
+			cfg:  Config{AllowPlaintext: true},
 			script: func(conn net.Conn, d *xml.Decoder) error {
 				if err := openStream(conn, d, scramSHA1); err != nil {
 					return err
@@ -446,7 +446,7 @@ func TestDialScripted(t *testing.T) {
 		},
 		{
 			name: "RequireChannelBinding without -PLUS offered",
-			cfg:  dialConfig{DirectTLS: true, RequireChannelBinding: true},
+			cfg:  Config{DirectTLS: true, RequireChannelBinding: true},
 			script: func(conn net.Conn, d *xml.Decoder) error {
 				tc := tls.Server(conn, testCertificate(t))
 				d = xml.NewDecoder(tc)
@@ -455,7 +455,7 @@ func TestDialScripted(t *testing.T) {
 				}
 				return expectEnd(d)
 			},
-			wantErr: errNoChannelBinding, notAuth: true,
+			wantErr: ErrNoChannelBinding, notAuth: true,
 		},
 	}
 	for _, tc := range tests {
@@ -467,11 +467,11 @@ func TestDialScripted(t *testing.T) {
 			if c.DirectTLS {
 				c.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
 			}
-			s, err := dialSession(ctx, c)
+			s, err := Dial(ctx, c)
 			if err == nil {
 				s.Close()
 				s.Conn().Close()
-				t.Fatal("dialSession succeeded")
+				t.Fatal("Dial succeeded")
 			}
 			t.Logf("error: %v", err)
 			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
@@ -486,13 +486,13 @@ func TestDialScripted(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "xmpptrack: ") {
 				t.Error("error lacks the xmpptrack: prefix")
 			}
-			var ae *authError
+			var ae *AuthError
 			if errors.As(err, &ae) {
-				if ae.condition != tc.wantCond || ae.Temporary() != tc.wantTemp {
-					t.Errorf("condition %q temporary %v, want %q %v", ae.condition, ae.Temporary(), tc.wantCond, tc.wantTemp)
+				if ae.Condition != tc.wantCond || ae.Temporary() != tc.wantTemp {
+					t.Errorf("condition %q temporary %v, want %q %v", ae.Condition, ae.Temporary(), tc.wantCond, tc.wantTemp)
 				}
 			} else if tc.wantCond != "" {
-				t.Errorf("error is not an *authError")
+				t.Errorf("error is not an *AuthError")
 			}
 			if errors.Is(err, sasl.ErrAuthn) != tc.wantAuthn {
 				t.Errorf("errors.Is(err, sasl.ErrAuthn) = %v, want %v", !tc.wantAuthn, tc.wantAuthn)
@@ -501,7 +501,7 @@ func TestDialScripted(t *testing.T) {
 	}
 }
 
-// TestDialContext: a server that never answers does not hold dialSession past
+// TestDialContext: a server that never answers does not hold Dial past
 // the context.
 func TestDialContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
@@ -511,9 +511,9 @@ func TestDialContext(t *testing.T) {
 		return nil
 	})
 	began := time.Now()
-	_, err := dialSession(ctx, dialConfig{JID: testJID, Password: "pw", Addr: addr, AllowPlaintext: true})
+	_, err := Dial(ctx, Config{JID: testJID, Password: "pw", Addr: addr, AllowPlaintext: true})
 	if elapsed := time.Since(began); elapsed > 5*time.Second {
-		t.Errorf("dialSession returned after %v, long after the context's deadline", elapsed)
+		t.Errorf("Dial returned after %v, long after the context's deadline", elapsed)
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("error %v, want the context's deadline", err)
@@ -562,7 +562,7 @@ func TestDialDirectTLS(t *testing.T) {
 			})
 			var in, out bytes.Buffer
 			var wrapped bool
-			s, err := dialSession(ctx, dialConfig{
+			s, err := Dial(ctx, Config{
 				JID: testJID, Password: tc.password, Addr: addr, DirectTLS: true,
 				TLSConfig: &tls.Config{RootCAs: testRoots(t)},
 				TeeIn:     &in, TeeOut: &out,
@@ -582,7 +582,7 @@ func TestDialDirectTLS(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("dialSession: %v", err)
+				t.Fatalf("Dial: %v", err)
 			}
 			defer s.Conn().Close()
 			defer s.Close()

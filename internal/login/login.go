@@ -1,4 +1,4 @@
-package xmpptrack
+package login
 
 import (
 	"context"
@@ -15,24 +15,10 @@ import (
 	"mellium.im/xmpp/jid"
 )
 
-// ErrAuth is reported (through errors.Is) when the server refused the
-// credentials, or when the server failed to prove that it knows them (a SCRAM
-// server signature that does not verify). The error also carries the SASL
-// mechanism and the server's condition and text.
-var ErrAuth = errors.New("xmpptrack: authentication failed")
-
-// errNoChannelBinding is reported when channel binding is required but the
-// server offers no -PLUS mechanism with a binding type both sides support.
-var errNoChannelBinding = errors.New("xmpptrack: channel binding required but not available")
-
-// errNoTLS is reported when TLS could not be established (the server does
-// not offer STARTTLS, or refuses it) and plaintext was not allowed.
-var errNoTLS = errors.New("xmpptrack: no TLS")
-
-// dialConfig holds what dialSession needs to open an authenticated, bound
+// Config holds what Dial needs to open an authenticated, bound
 // session. The zero value of every field but JID and Password is a safe
 // default.
-type dialConfig struct {
+type Config struct {
 	// JID is the account. Its resourcepart is ignored: the server assigns
 	// the resource (mellium v0.23.0's bind cannot request one correctly).
 	JID      jid.JID
@@ -67,7 +53,7 @@ type dialConfig struct {
 
 	// WrapBind replaces resource binding (stream management passes
 	// BindOrResume here). Nil means plain binding. The context its Negotiate
-	// receives is never canceled: dialSession enforces its own context
+	// receives is never canceled: Dial enforces its own context
 	// through the connection's deadline, so blocking reads and writes fail
 	// when it ends.
 	WrapBind func(xmpp.StreamFeature) xmpp.StreamFeature
@@ -77,8 +63,8 @@ type dialConfig struct {
 	Logger *slog.Logger
 }
 
-// check reports contradictory or incomplete configurations.
-func (c *dialConfig) check() error {
+// Check reports contradictory or incomplete configurations.
+func (c *Config) Check() error {
 	switch {
 	case c.JID.Localpart() == "" || c.JID.Domainpart() == "":
 		return fmt.Errorf("xmpptrack: dial: JID %q has no localpart or domain", c.JID)
@@ -96,7 +82,7 @@ func (c *dialConfig) check() error {
 
 // tlsConfig returns the configuration used for STARTTLS or direct TLS. It
 // never modifies c.TLSConfig.
-func (c *dialConfig) tlsConfig() *tls.Config {
+func (c *Config) tlsConfig() *tls.Config {
 	var cfg *tls.Config
 	if c.TLSConfig == nil {
 		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -112,7 +98,7 @@ func (c *dialConfig) tlsConfig() *tls.Config {
 	return cfg
 }
 
-// dialSession connects, secures, authenticates and binds a client session
+// Dial connects, secures, authenticates and binds a client session
 // as c says. On success the caller owns the session and its connection
 // (Session.Conn): closing the session does not close the connection.
 //
@@ -133,11 +119,11 @@ func (c *dialConfig) tlsConfig() *tls.Config {
 // Errors start with "xmpptrack: " ("xmpptrack: dial: …", "xmpptrack:
 // authentication failed: …", "xmpptrack: no TLS: …", "xmpptrack: channel
 // binding required but not available: …"); causes stay reachable with
-// errors.Is/As: ErrAuth (and the unexported *authError with the SASL
+// errors.Is/As: ErrAuth (and *AuthError with the SASL
 // condition), *tls.CertificateVerificationError, net errors, and the
 // context's error when ctx ends during negotiation.
-func dialSession(ctx context.Context, c dialConfig) (*xmpp.Session, error) {
-	if err := c.check(); err != nil {
+func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
+	if err := c.Check(); err != nil {
 		return nil, err
 	}
 	conn, err := dialConn(ctx, &c)
@@ -169,7 +155,7 @@ func dialSession(ctx context.Context, c dialConfig) (*xmpp.Session, error) {
 }
 
 // dialConn opens the transport: plain TCP, or TLS with DirectTLS.
-func dialConn(ctx context.Context, c *dialConfig) (net.Conn, error) {
+func dialConn(ctx context.Context, c *Config) (net.Conn, error) {
 	var nd net.Dialer
 	if c.Addr == "" {
 		d := dial.Dialer{NoTLS: !c.DirectTLS}
@@ -186,7 +172,7 @@ func dialConn(ctx context.Context, c *dialConfig) (net.Conn, error) {
 }
 
 // negotiateSession runs stream negotiation on conn and checks the result.
-func negotiateSession(ctx context.Context, conn net.Conn, c *dialConfig) (*xmpp.Session, error) {
+func negotiateSession(ctx context.Context, conn net.Conn, c *Config) (*xmpp.Session, error) {
 	var state xmpp.SessionState
 	var features []xmpp.StreamFeature
 	_, directTLS := conn.(*tls.Conn)
@@ -218,14 +204,14 @@ func negotiateSession(ctx context.Context, conn net.Conn, c *dialConfig) (*xmpp.
 			return xmpp.StreamConfig{Features: features, TeeIn: c.TeeIn, TeeOut: c.TeeOut}
 		}))
 	if err != nil {
-		if errors.Is(err, ErrAuth) || errors.Is(err, errNoChannelBinding) {
+		if errors.Is(err, ErrAuth) || errors.Is(err, ErrNoChannelBinding) {
 			return nil, err
 		}
 		if s != nil && !c.AllowPlaintext && s.State()&xmpp.Secure == 0 {
 			_, sawSASL := s.Feature(nsSASL)
 			_, sawTLS := s.Feature(nsStartTLS)
 			if sawSASL && !sawTLS {
-				return nil, fmt.Errorf("%w: the server does not offer STARTTLS; refusing to authenticate without TLS: %w", errNoTLS, err)
+				return nil, fmt.Errorf("%w: the server does not offer STARTTLS; refusing to authenticate without TLS: %w", ErrNoTLS, err)
 			}
 		}
 		return nil, fmt.Errorf("xmpptrack: dial: negotiating with %s: %w", c.JID.Domain(), err)
@@ -247,10 +233,10 @@ func negotiateSession(ctx context.Context, conn net.Conn, c *dialConfig) (*xmpp.
 
 // checkSession verifies what negotiation must have achieved, whatever the
 // server advertised.
-func checkSession(s *xmpp.Session, c *dialConfig) error {
+func checkSession(s *xmpp.Session, c *Config) error {
 	switch st := s.State(); {
 	case !c.AllowPlaintext && (st&xmpp.Secure == 0 || s.ConnectionState().Version == 0):
-		return fmt.Errorf("%w: the session was negotiated without TLS", errNoTLS)
+		return fmt.Errorf("%w: the session was negotiated without TLS", ErrNoTLS)
 	case st&xmpp.Authn == 0:
 		return errors.New("xmpptrack: dial: the server ended negotiation without authentication")
 	case s.LocalAddr().Resourcepart() == "":

@@ -1,0 +1,10 @@
+// Package login opens an authenticated, bound XMPP client session: TCP (or
+// DNS SRV through mellium's dialer), STARTTLS or direct TLS, SASL with
+// SCRAM (channel binding where it is known to work) or PLAIN over TLS, then
+// resource binding or, through Config.WrapBind, stream resumption.
+//
+// It is the client's login stack, kept apart from the client so that its
+// one Config is the only place the connection settings live. Its errors are
+// re-exported by the root package (ErrAuth, ErrNoTLS, ErrNoChannelBinding,
+// ErrConnect, AuthError), where users read their documentation.
+package login // import "github.com/xmpptrack/xmpptrack/internal/login"
