@@ -30,11 +30,11 @@ var ErrClientClosed = errors.New("xmpptrack: client closed")
 // resumes the stream, and trackers carry on across connections. It is safe
 // for concurrent use.
 type Client struct {
-	cfg      Config
-	account  jid.JID
-	self     string       // our bare JID
-	login    login.Config // how to log in (without tees)
-	log      *slog.Logger
+	cfg     Config
+	account jid.JID
+	self    string       // our bare JID
+	login   login.Config // how to log in (without tees)
+	log     *slog.Logger
 
 	reg *tracking.Registry
 	sm  *sm.State
