@@ -6,7 +6,9 @@
 // STARTTLS), stream management, message carbons, message archive management
 // (unless [Options].NoMAM), a multi-user chat service on
 // conference.localhost, lifted rate limits, and the requested accounts. Any
-// number of servers, of either kind, may run at once.
+// number of servers, of either kind, may run at once. [Options].HTTPUpload adds
+// an XEP-0363 HTTP File Upload service on upload.localhost, served over plain
+// HTTP on another random 127.0.0.1 port ([Server.HTTPAddr]).
 //
 // # Use
 //

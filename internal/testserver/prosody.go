@@ -58,9 +58,29 @@ storage_archive_item_limit = 1000000
 {{- end}}
 
 ssl = { certificate = "{{.Dir}}/cert.pem"; key = "{{.Dir}}/key.pem" }
+{{- if .HTTPPort}}
+
+-- HTTP File Upload (XEP-0363) on plain HTTP, loopback only.
+http_ports = { {{.HTTPPort}} }
+http_interfaces = { "127.0.0.1" }
+https_ports = { }
+https_interfaces = { }
+http_external_url = "http://127.0.0.1:{{.HTTPPort}}/"
+http_default_host = "{{.UploadDomain}}"
+{{- end}}
 
 VirtualHost "{{.Domain}}"
 	ssl = { certificate = "{{.Dir}}/cert.pem"; key = "{{.Dir}}/key.pem" }
+{{- if .HTTPPort}}
+
+-- HTTP File Upload (XEP-0363) on plain HTTP, loopback only.
+http_ports = { {{.HTTPPort}} }
+http_interfaces = { "127.0.0.1" }
+https_ports = { }
+https_interfaces = { }
+http_external_url = "http://127.0.0.1:{{.HTTPPort}}/"
+http_default_host = "{{.UploadDomain}}"
+{{- end}}
 
 Component "{{.MUCDomain}}" "muc"
 	modules_enabled = { "muc_mam" }
@@ -76,6 +96,13 @@ Component "{{.MUCDomain}}" "muc"
 	-- a bounded archive in memory.
 	storage = { muc_log = "memory" }
 	storage_archive_item_limit = 10000
+{{- end}}
+{{- if .HTTPPort}}
+
+Component "{{.UploadDomain}}" "http_file_share"
+	http_file_share_size_limit = {{.UploadLimit}}
+	http_file_share_daily_quota = {{.UploadLimit}} * 100
+	http_file_share_expires_after = 3600
 {{- end}}
 `))
 
@@ -93,6 +120,10 @@ func (prosody) configure(s *Server) error {
 		"MAM":       !s.opts.NoMAM,
 		"Accounts":  s.opts.Accounts,
 		"LogLevel":  s.logLevel(),
+
+		"HTTPPort":     s.httpPort,
+		"UploadDomain": s.UploadDomain(),
+		"UploadLimit":  s.uploadLimit(),
 	})
 	if err != nil {
 		return fmt.Errorf("testserver: prosody config: %w", err)

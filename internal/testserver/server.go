@@ -49,6 +49,16 @@ type Options struct {
 	// for what it means for stanza-ids.
 	NoMAM bool
 
+	// HTTPUpload turns on XEP-0363 HTTP File Upload: Prosody's
+	// mod_http_file_share, ejabberd's mod_http_upload, as the service
+	// UploadDomain(), serving plain HTTP on a random loopback port
+	// (HTTPAddr). Off by default, so other tests' servers do not change.
+	HTTPUpload bool
+
+	// UploadLimit is the largest file the upload service accepts, in bytes.
+	// Zero means 10 MiB.
+	UploadLimit int64
+
 	// Debug raises the server's log level to debug.
 	Debug bool
 
@@ -69,7 +79,9 @@ type Server struct {
 	bin    string
 	dir    string
 	port   int
-	cert   *certificate
+	// httpPort is the HTTP upload port, 0 without Options.HTTPUpload.
+	httpPort int
+	cert     *certificate
 
 	// life serializes Stop, Restart and RegisterAccount.
 	life sync.Mutex
@@ -183,6 +195,11 @@ func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
 		if s.port, err = reservePort(); err != nil {
 			break
 		}
+		if opts.HTTPUpload {
+			if s.httpPort, err = reservePort(); err != nil {
+				break
+			}
+		}
 		if err = f.configure(s); err != nil {
 			break
 		}
@@ -192,6 +209,10 @@ func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
 		}
 		s.logf("testserver: %s: port %d was taken, retrying on another port", kind, s.port)
 		releasePort(s.port)
+		if s.httpPort != 0 {
+			releasePort(s.httpPort)
+			s.httpPort = 0
+		}
 	}
 	portReady := time.Since(began)
 	if err == nil {
@@ -287,6 +308,9 @@ func (s *Server) Stop() error {
 	s.flavor.release()
 	if s.port != 0 {
 		releasePort(s.port)
+	}
+	if s.httpPort != 0 {
+		releasePort(s.httpPort)
 	}
 	return errors.Join(err, s.removeDir())
 }
@@ -406,6 +430,27 @@ func (s *Server) Domain() string { return "localhost" }
 // MUCDomain returns the multi-user chat service, "conference.localhost".
 // Rooms are created on first join and are unlocked at once.
 func (s *Server) MUCDomain() string { return "conference.localhost" }
+
+// UploadDomain is the address of the HTTP File Upload service (with
+// Options.HTTPUpload).
+func (s *Server) UploadDomain() string { return "upload.localhost" }
+
+// HTTPAddr is the 127.0.0.1:port of the HTTP upload service, empty without
+// Options.HTTPUpload.
+func (s *Server) HTTPAddr() string {
+	if s.httpPort == 0 {
+		return ""
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.httpPort))
+}
+
+// uploadLimit is Options.UploadLimit with its default.
+func (s *Server) uploadLimit() int64 {
+	if s.opts.UploadLimit > 0 {
+		return s.opts.UploadLimit
+	}
+	return 10 << 20
+}
 
 // MAM reports whether message archive management is on.
 func (s *Server) MAM() bool { return !s.opts.NoMAM }
