@@ -2,6 +2,7 @@ package xmpptrack
 
 import (
 	"context"
+	"encoding/xml"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/carbons"
 	"mellium.im/xmpp/jid"
@@ -40,6 +42,12 @@ type Client struct {
 	sm  *sm.State
 	rcp *recipient
 	obs observers
+	ev  *events // runs the application's callbacks
+
+	carbonsID atomic.Pointer[string] // id of the carbons <enable/> IQ of the current session
+	// publishHook, when set by a test, runs at the start of every publish
+	// goroutine, before it looks at its connection.
+	publishHook atomic.Pointer[func()]
 
 	failWith atomic.Pointer[error] // set while policyViolated abandons the stream
 
@@ -59,6 +67,8 @@ type Client struct {
 	// (carbons, room membership) was never set up.
 	fresh bool
 	err   error // why the connection loop ended
+	// Counters for Stats.
+	connections, resumptions int
 }
 
 // Dial logs in to the account with the password and returns a Client whose
@@ -94,6 +104,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	}
 	c.sm = sm.New(smCfg)
 	c.rcp = newRecipient(c)
+	c.ev = newEvents()
 
 	conn, err := c.connect(ctx)
 	if err != nil {
@@ -101,6 +112,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		c.reg.Close()
 		return nil, err
 	}
+	go c.ev.run() // not a worker: Close may be called from a callback
 	c.workers.Go(c.rcp.run)
 	c.workers.Go(func() { c.loop(conn) })
 	// Start only wrote <enable/>: the loop's Serve processes the answer,
@@ -192,36 +204,43 @@ func (c *Client) publish(cn conn) {
 		return
 	}
 	c.mu.Lock()
-	resumed := cn.resumed && !c.fresh
-	c.fresh = false
-	c.mu.Unlock()
-	// Observers first, so that Dial returns after the first call.
-	for _, o := range c.obs.get() {
-		if o.Connected != nil {
-			o.Connected(resumed)
-		}
-	}
-	c.mu.Lock()
 	if cn.ctx.Err() != nil { // the loop is done with it (it cancels, then locks)
 		c.mu.Unlock()
 		return
+	}
+	resumed := cn.resumed && !c.fresh
+	c.fresh = false
+	c.connections++
+	if resumed {
+		c.resumptions++
+	}
+	// Observers first, in order with the disconnection that the loop
+	// queues once it has taken the session back.
+	for _, o := range c.obs.get() {
+		if o.Connected != nil {
+			c.ev.push(func() { o.Connected(resumed) })
+		}
 	}
 	c.session = cn.s
 	c.gone = make(chan struct{})
 	close(c.up)
 	c.mu.Unlock()
 	if !resumed && !c.cfg.NoCarbons {
-		c.workers.Go(func() { c.enableCarbons(cn.s) })
+		c.enableCarbons(cn)
 	}
 	c.log.Debug("xmpptrack: connected", "jid", cn.s.LocalAddr().String(), "resumed", resumed)
 }
 
-// enableCarbons turns on XEP-0280 for a fresh session. It runs on its own
-// goroutine because the answer arrives through Serve.
-func (c *Client) enableCarbons(s *xmpp.Session) {
-	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
-	defer cancel()
-	if err := carbons.Enable(ctx, s); err != nil {
+// enableCarbons turns on XEP-0280 for a fresh session. It writes the IQ
+// itself (never handing mellium a context, see internal/wire) and does not
+// wait for the answer, which the tap takes out of the stream: nothing is
+// left waiting once the connection ends.
+func (c *Client) enableCarbons(cn conn) {
+	id := NewID()
+	c.carbonsID.Store(&id)
+	iq := xstanza.IQ{ID: id, Type: xstanza.SetIQ}.Wrap(xmlstream.Wrap(nil,
+		xml.StartElement{Name: xml.Name{Space: carbons.NS, Local: "enable"}}))
+	if _, err := wire.Write(cn.ctx, cn.s, iq); err != nil {
 		c.log.Debug("xmpptrack: carbons not enabled", "err", err)
 	}
 }
@@ -233,7 +252,13 @@ func (c *Client) loop(cn conn) {
 	lo, hi := c.cfg.backoff()
 	handler := c.tap(c.cfg.Handler)
 	for {
-		c.workers.Go(func() { c.publish(cn) })
+		cur := cn // the publish goroutine must not see the next connection
+		c.workers.Go(func() {
+			if hook := c.publishHook.Load(); hook != nil {
+				(*hook)()
+			}
+			c.publish(cur)
+		})
 		err := c.sm.Serve(cn.s, handler)
 		cn.cancel()
 		c.mu.Lock()
@@ -241,6 +266,11 @@ func (c *Client) loop(cn conn) {
 			c.session = nil
 			c.up = make(chan struct{})
 			close(c.gone)
+			for _, o := range c.obs.get() {
+				if o.Disconnected != nil {
+					c.ev.push(func() { o.Disconnected(err) })
+				}
+			}
 		}
 		closing := c.closing
 		c.mu.Unlock()
@@ -352,7 +382,10 @@ func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining 
 // Close ends the client promptly: pending trackers become Closed (or keep
 // DeliveredToRecipient or Error), the stream is closed and the connection
 // loop ends. It returns after that, once every goroutine the client started
-// has returned (callbacks already running may still be finishing).
+// has returned, except that a callback running at that moment is left to
+// finish on its own (Close may be called from a callback). Callbacks still
+// queued are not run: incoming stanzas the application had not seen yet
+// were acknowledged to the server, so they are not delivered again.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
@@ -366,6 +399,10 @@ func (c *Client) Close() error {
 	<-c.done
 	c.workers.Wait()
 	c.sm.Wait()
+	if n := c.ev.stop(); n > 0 {
+		c.log.Debug("xmpptrack: closed with callbacks not run", "count", n)
+	}
+	c.ev.wait()
 	return nil
 }
 
@@ -416,4 +453,38 @@ func deliveryError(e *xstanza.Error) error {
 		return stanza.Classify(xstanza.Error{Condition: xstanza.UndefinedCondition})
 	}
 	return stanza.Classify(*e)
+}
+
+// Stats is a snapshot of a client's health, as returned by Client.Stats.
+type Stats struct {
+	// Pending counts the trackers that are not settled (see
+	// Config.MaxPending).
+	Pending int
+	// Unacked counts the stanzas written that the server has not
+	// acknowledged yet (XEP-0198), including those waiting to be re-sent.
+	Unacked int
+	// Connected reports whether a session is up now.
+	Connected bool
+	// Reconnections counts the connections made after the first, and
+	// Resumptions those of them that resumed the stream, keeping the
+	// server-side session (and its room memberships) alive.
+	Reconnections, Resumptions int
+}
+
+// Stats returns a snapshot of the client's health. It never blocks on the
+// network.
+func (c *Client) Stats() Stats {
+	st := Stats{Pending: c.reg.Pending(), Unacked: c.sm.Info().Unacked}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.Connected = c.session != nil && !c.closing
+	st.Reconnections = max(c.connections-1, 0)
+	st.Resumptions = c.resumptions
+	return st
+}
+
+// Tracker returns the tracker of the pending message with the id (one that
+// Send returned and that has not settled), or nil if there is none.
+func (c *Client) Tracker(id string) *tracking.MessageTracker {
+	return c.reg.Find(id)
 }

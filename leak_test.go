@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// TestCloseLeavesNoGoroutines is the goroutine-leak check of design.md's
-// test strategy: once Close returns, no goroutine that the library started
-// (client, stream management, tracking) is left, also after a reconnection.
+// TestCloseLeavesNoGoroutines is the goroutine-leak check: once Close
+// returns, no goroutine that the library started (client, stream
+// management, tracking, callbacks) is left, also after a reconnection.
 // It runs alone (not parallel), after every earlier test closed its clients,
 // so a leak anywhere before it shows here too.
 func TestCloseLeavesNoGoroutines(t *testing.T) {

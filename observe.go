@@ -10,21 +10,35 @@ import (
 )
 
 // Observer lets an extension, such as this module's muc package, see incoming
-// stanzas before the application's handler does. Message and Presence run on
-// the goroutine that reads the stream, in stream order: they must not block
-// and must not send (hand work to another goroutine). Any field may be nil.
+// stanzas before the application's callbacks do, and hear connections come
+// and go. Any field may be nil.
+//
+// Message and Presence are for library code: they run on the goroutine
+// that reads the stream, in stream order, and must not block and must not
+// send (hand work to another goroutine); the stream stops while they run.
+// Applications read messages with Config.OnMessage and other stanzas with
+// Config.Handler, which run on a goroutine of their own.
+//
+// Connected and Disconnected run on the goroutine of the application's
+// callbacks, in order with Config.OnMessage and Config.Handler: they may
+// call any method of the client.
 type Observer struct {
 	// Message receives every incoming message, parsed. Returning true
-	// consumes it: the application's handler does not see it.
+	// consumes it: Config.OnMessage and Config.Handler do not see it (the
+	// muc package consumes our own messages reflected by a room this way).
 	Message func(ev *stanza.Evidence) (consume bool)
 	// Presence receives every incoming presence with its children.
 	Presence func(p xstanza.Presence, r xml.TokenReader)
 	// Connected is called after every new connection, once stream
-	// management is up and just before the session is handed to senders,
-	// on a goroutine of the client's (it must not wait for the session);
-	// resumed reports a resumed stream, on which state such as room
-	// membership survived.
+	// management is up and the session is handed to senders; resumed
+	// reports a resumed stream, on which state such as room membership
+	// survived.
 	Connected func(resumed bool)
+	// Disconnected is called when a connection that Connected reported
+	// ends, with the reason (nil for a clean end of the stream). The client
+	// reconnects unless it is closing; Client.Err reports a permanent
+	// failure.
+	Disconnected func(err error)
 }
 
 // observers is the client's copy-on-write list of observers.

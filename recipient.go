@@ -10,6 +10,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/internal/wire"
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
@@ -181,8 +182,18 @@ func (r *recipient) run() {
 			return
 		}
 		for next < len(pending) {
+			// Answers are stanzas like any other: they count against
+			// StreamManagement.MaxUnacked, so a peer's requests cannot grow
+			// the queue of unacknowledged stanzas past it.
+			room := r.c.unackedRoom()
+			if room <= 0 {
+				if r.c.sm.Reserve(r.c.ctx) != nil {
+					return
+				}
+				room = 1
+			}
 			rs = rs[:0]
-			for _, a := range pending[next:min(len(pending), next+answerBatch)] {
+			for _, a := range pending[next:min(len(pending), next+min(answerBatch, room))] {
 				rs = append(rs, a.stanza())
 			}
 			n, err := wire.Write(r.c.ctx, s, rs...)
@@ -213,4 +224,14 @@ func (a answer) stanza() xml.TokenReader {
 		typ = xstanza.NormalMessage
 	}
 	return xstanza.Message{To: a.to, Type: typ, ID: NewID()}.Wrap(payload)
+}
+
+// unackedRoom returns how many more stanzas may be written before the queue
+// of unacknowledged stanzas reaches StreamManagement.MaxUnacked.
+func (c *Client) unackedRoom() int {
+	max := c.cfg.StreamManagement.MaxUnacked
+	if max <= 0 {
+		max = sm.DefaultMaxUnacked
+	}
+	return max - c.sm.Info().Unacked
 }

@@ -126,15 +126,16 @@ type peerServer struct {
 	closed   chan struct{}
 	wg       sync.WaitGroup
 
-	mu       sync.Mutex
-	hold     chan struct{} // non-nil: a new connection waits until it is closed
-	noAcks   bool          // leave <r/> unanswered
-	cutAfter int           // non-zero: after the next message, read this many bytes unparsed, then hang up
-	noResume bool          // answer <resume/> with <failed/>
-	sessions int           // SM sessions enabled so far
-	smID     string        // current SM session; "" = none
-	inH      uint32        // stanzas received on the SM session
-	live     []*peerConn
+	mu        sync.Mutex
+	hold      chan struct{} // non-nil: a new connection waits until it is closed
+	noAcks    bool          // leave <r/> unanswered
+	cutAfter  int           // non-zero: after the next message, read this many bytes unparsed, then hang up
+	noResume  bool          // answer <resume/> with <failed/>
+	noCarbons bool          // hand the carbons <enable/> IQ to the test unanswered
+	sessions  int           // SM sessions enabled so far
+	smID      string        // current SM session; "" = none
+	inH       uint32        // stanzas received on the SM session
+	live      []*peerConn
 }
 
 // peerConn is one logged-in connection.
@@ -354,7 +355,10 @@ func (srv *peerServer) loop(pc *peerConn, d *xml.Decoder) {
 			srv.fail("unexpected %s", e.String())
 			continue
 		}
-		if e.XMLName.Local == "iq" && e.child("urn:xmpp:carbons:2", "enable") != nil {
+		srv.mu.Lock()
+		noCarbons := srv.noCarbons
+		srv.mu.Unlock()
+		if e.XMLName.Local == "iq" && e.child("urn:xmpp:carbons:2", "enable") != nil && !noCarbons {
 			pc.write(fmt.Sprintf(`<iq type='result' id='%s' to='%s'/>`, e.attr("id"), peerFullJID))
 			continue
 		}
@@ -553,6 +557,7 @@ func newTapClient(t testing.TB, cfg Config) *Client {
 	c.reg = tracking.NewRegistry(tracking.Config{MaxPending: cfg.MaxPending, Window: cfg.Window})
 	c.sm = sm.New(cfg.StreamManagement)
 	c.rcp = newRecipient(c)
+	c.ev = newEvents()
 	t.Cleanup(func() {
 		c.cancel()
 		c.reg.Close()

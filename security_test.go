@@ -19,8 +19,10 @@ import (
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// The rows of protocol-brief.md §10 ("Bad inputs a tracker must survive")
-// that TestBadInput does not cover, each with the reason.
+// TestBadInput walks a numbered catalogue of bad inputs a tracker must
+// survive (forged, duplicated, late or malformed evidence from peers and
+// from the server); its subtests are named rowNN after it. These are the
+// rows it does not cover here, each with the test that does.
 var badInputElsewhere = map[int]string{
 	14: "MUC markers by message id in rooms with XEP-0359: package muc",
 	15: "MUC stanza-ids in rooms without urn:xmpp:sid:0: package muc",

@@ -30,8 +30,9 @@ type Message struct {
 	// (else Send fails with tracking.ErrDuplicateID) and at most
 	// stanza.MaxIDLen bytes long (else Send fails with stanza.ErrIDTooLong).
 	ID string
-	// To is the recipient. A bare JID is usual; the tracker's conversation is
-	// its bare JID either way.
+	// To is the recipient; required (a zero To fails with an error matching
+	// stanza.ErrInvalidHandle before anything is written). A bare JID is
+	// usual; the tracker's conversation is its bare JID either way.
 	To jid.JID
 	// Body is the text.
 	Body string
@@ -70,14 +71,20 @@ type Message struct {
 // allows (with context.Background, until the client is closed), so give it a
 // deadline. ctx bounds only this waiting, never the tracking.
 //
-// Send returns once the message is written, with a nil error. It returns an
-// error, and the tracker Aborted (Closed after Close), when ctx ends first,
-// when the client is closed, or when the write failed on three connections
-// in a row (a message that makes the server drop the connection, one over
-// its size limit say, must not make the client reconnect for ever). If ctx
-// ends while the write itself is blocked (the server does not read), the
-// connection is closed, since half a stanza cannot be taken back; the client
-// reconnects and resumes the stream.
+// Errors follow one contract. Invalid input (no recipient in m.To, an id
+// that is too long, a payload that is not well-formed) and failures before
+// the message is tracked (the client is closed, ctx ended while waiting for
+// a connection or a MaxPending slot, a duplicate id) return a nil tracker
+// and the error: nothing was written. Once the message is tracked, an error
+// comes with its tracker in a final state: Aborted when ctx ended first
+// (waiting for room in the stream-management queue, or while the client
+// reconnects), when the client is closed under it (Closed after Close), or
+// when the write failed on three connections in a row (a message that makes
+// the server drop the connection, one over its size limit say, must not
+// make the client reconnect for ever). If ctx ends while the write itself
+// is blocked (the server does not read), the connection is closed, since
+// half a stanza cannot be taken back; the client reconnects and resumes the
+// stream. Send returns a nil error once the message is written.
 func (c *Client) Send(ctx context.Context, m Message) (*tracking.MessageTracker, error) {
 	return c.send(ctx, m, false)
 }
@@ -93,6 +100,9 @@ func (c *Client) TrySend(ctx context.Context, m Message) (*tracking.MessageTrack
 const maxWrites = 3
 
 func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.MessageTracker, error) {
+	if err := checkRecipient(m.To); err != nil {
+		return nil, err
+	}
 	if m.Type == "" {
 		m.Type = xstanza.ChatMessage
 	}

@@ -51,6 +51,10 @@ func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 			return s.message(t, start)
 		case "presence":
 			return s.presence(t, start)
+		case "iq":
+			if c.carbonsAnswer(start) {
+				return nil
+			}
 		}
 		return pass(app, t, start)
 	})
@@ -270,4 +274,27 @@ func (c *Client) evidence(ev *stanza.Evidence, conv string, direct bool) {
 			c.rcp.received(ev)
 		}
 	}
+}
+
+// carbonsAnswer reports whether start is the server's answer to the
+// carbons <enable/> of this session (see enableCarbons), and logs a refusal.
+func (c *Client) carbonsAnswer(start *xml.StartElement) bool {
+	var id, typ string
+	for _, a := range start.Attr {
+		switch a.Name.Local {
+		case "id":
+			id = a.Value
+		case "type":
+			typ = a.Value
+		}
+	}
+	want := c.carbonsID.Load()
+	if want == nil || id != *want || typ != string(xstanza.ResultIQ) && typ != string(xstanza.ErrorIQ) {
+		return false
+	}
+	c.carbonsID.Store(nil)
+	if typ == string(xstanza.ErrorIQ) {
+		c.log.Debug("xmpptrack: carbons not enabled: the server answered with an error")
+	}
+	return true
 }

@@ -262,6 +262,14 @@ func (r *Registry) Lookup(conv, id string) *MessageTracker {
 	return r.lookup(conv, id)
 }
 
+// Find returns the pending tracker of the message with the given id, in
+// any conversation, or nil.
+func (r *Registry) Find(id string) *MessageTracker {
+	r.g.mu.Lock()
+	defer r.g.mu.Unlock()
+	return r.byID(id)
+}
+
 // Pending returns the number of trackers that are not settled.
 func (r *Registry) Pending() int {
 	r.g.mu.Lock()
