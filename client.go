@@ -18,6 +18,7 @@ import (
 	"mellium.im/xmpp/stream"
 
 	"github.com/xmpptrack/xmpptrack/internal/login"
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
@@ -38,7 +39,7 @@ type Client struct {
 	login   login.Config // how to log in (without tees)
 	log     *slog.Logger
 
-	reg *tracking.Registry
+	reg *registry.Registry
 	sm  *sm.State
 	rcp *recipient
 	obs observers
@@ -90,7 +91,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
 	c.up = make(chan struct{})
-	c.reg = tracking.NewRegistry(tracking.Config{
+	c.reg = registry.New(registry.Config{
 		MaxPending:    c.cfg.MaxPending,
 		Window:        c.cfg.Window,
 		OnStateChange: c.cfg.OnStateChange,

@@ -38,8 +38,10 @@ type Config struct {
 	// bound and TrySend fails with ErrTooManyPending. Zero means 100,000; a
 	// negative value means no bound.
 	MaxPending int
-	// Window is the default tracking window (see tracking.Config.Window). Zero
-	// means 5 minutes; a negative value means none.
+	// Window is the default tracking window: when it ends, a message without
+	// proof of delivery to the recipient becomes TIMED_OUT, and one in
+	// DELIVERED_TO_RECIPIENT or ERROR stops being tracked. Zero means 5
+	// minutes; a negative value means none; windows are capped at 24 days.
 	Window time.Duration
 	// OnStateChange is called for every state change of every message, on a
 	// goroutine of the library, in order. It costs no memory per message.

@@ -8,13 +8,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xmpptrack/xmpptrack/tracking"
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 )
 
-var updateREADME = flag.Bool("update-readme", false, "rewrite the state diagram in README.md from tracking.Diagram")
+var updateREADME = flag.Bool("update-readme", false, "rewrite the state diagram in README.md from registry.Diagram")
 
 // The Mermaid state diagram in README.md is the one looplab/fsm draws from
-// tracking.Definition. Refresh it with "go generate ." (or go test -run
+// the transition definition in internal/trackcore. Refresh it with "go generate ." (or go test -run
 // TestREADMEStateDiagram -update-readme .).
 func TestREADMEStateDiagram(t *testing.T) {
 	const open, end = "```mermaid\n", "```\n"
@@ -32,7 +32,7 @@ func TestREADMEStateDiagram(t *testing.T) {
 		t.Fatal("README.md: the ```mermaid block is not closed")
 	}
 	start, stop := i+len(open), i+len(open)+j
-	want := tracking.Diagram()
+	want := registry.Diagram()
 	if !strings.HasSuffix(want, "\n") {
 		want += "\n"
 	}
@@ -46,5 +46,5 @@ func TestREADMEStateDiagram(t *testing.T) {
 		}
 		return
 	}
-	t.Errorf("the state diagram in README.md differs from tracking.Diagram(); run go generate . in the module root\nwant:\n%s", want)
+	t.Errorf("the state diagram in README.md differs from registry.Diagram(); run go generate . in the module root\nwant:\n%s", want)
 }

@@ -32,6 +32,7 @@ import (
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -554,7 +555,7 @@ func newTapClient(t testing.TB, cfg Config) *Client {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
 	c.up = make(chan struct{})
-	c.reg = tracking.NewRegistry(tracking.Config{MaxPending: cfg.MaxPending, Window: cfg.Window})
+	c.reg = registry.New(registry.Config{MaxPending: cfg.MaxPending, Window: cfg.Window})
 	c.sm = sm.New(cfg.StreamManagement)
 	c.rcp = newRecipient(c)
 	c.ev = newEvents()
@@ -568,7 +569,7 @@ func newTapClient(t testing.TB, cfg Config) *Client {
 // track registers a message to the conversation as Send does.
 func track(t testing.TB, c *Client, to, id string) *tracking.MessageTracker {
 	t.Helper()
-	tr, err := c.reg.TryTrack(to, id, tracking.TrackOptions{})
+	tr, err := c.reg.TryTrack(to, id, registry.TrackOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

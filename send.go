@@ -17,6 +17,7 @@ import (
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
@@ -122,7 +123,7 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		return nil, err
 	}
 	conv := m.To.Bare().String()
-	opts := tracking.TrackOptions{Window: m.Window, Thread: m.Thread, Room: m.Type == xstanza.GroupChatMessage}
+	opts := registry.TrackOptions{Window: m.Window, Thread: m.Thread, Room: m.Type == xstanza.GroupChatMessage}
 	var t *tracking.MessageTracker
 	var err error
 	for range 3 { // a fresh id only collides with a pending one by hash, ~2^-64
@@ -139,7 +140,7 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 			break
 		}
 	}
-	if errors.Is(err, tracking.ErrShutdown) {
+	if errors.Is(err, registry.ErrShutdown) {
 		return nil, ErrClientClosed
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	mmuc "mellium.im/xmpp/muc"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -72,7 +73,7 @@ func (r *Room) reflected(ev *stanza.Evidence) bool {
 	if e.t == nil {
 		e.early = resp // Send has not returned the tracker yet
 	} else {
-		e.t.Advance(tracking.DeliveredToRecipient, resp)
+		registry.Advance(e.t, tracking.DeliveredToRecipient, resp)
 	}
 	r.trim()
 	return !r.cfg.PassReflections
@@ -147,7 +148,7 @@ func (r *Room) marked(ev *stanza.Evidence) {
 			break
 		}
 		if o.t != nil {
-			o.t.Advance(tracking.SeenByRecipient, resp)
+			registry.Advance(o.t, tracking.SeenByRecipient, resp)
 		}
 	}
 	r.trim()

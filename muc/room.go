@@ -14,6 +14,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -209,7 +210,7 @@ func (r *Room) SendMessage(ctx context.Context, m xmpptrack.Message) (*tracking.
 	}
 	e.t = t
 	if e.early != nil {
-		t.Advance(tracking.DeliveredToRecipient, e.early)
+		registry.Advance(t, tracking.DeliveredToRecipient, e.early)
 		e.early = nil
 	}
 	return t, err

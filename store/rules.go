@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 
+	"github.com/xmpptrack/xmpptrack/internal/trackcore"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -11,7 +12,7 @@ import (
 const numStates = int(tracking.Error) + 1
 
 // graph[from][req] is the state reached from "from" when a change requests
-// "req", or -1 if the graph refuses it; compiled from tracking.Definition so
+// "req", or -1 if the graph refuses it; compiled from the trackers' own definition so
 // that the store and the trackers never disagree.
 var graph = compile()
 
@@ -21,7 +22,7 @@ func compile() (g [numStates][numStates]int) {
 			g[f][r] = -1
 		}
 	}
-	def := tracking.Definition()
+	def := trackcore.Definition()
 	// The state an event requests is where it leads from InTransit: every
 	// event of the graph starts there.
 	req := map[string]tracking.MessageState{}

@@ -21,8 +21,8 @@
 //	ERROR                   an error reply arrived; proof from the recipient still
 //	                        lifts it, since bounces can be false alarms
 //
-// The transition graph is written once as a looplab/fsm definition
-// ([Definition], drawn by [Diagram]); trackers run a table compiled from it.
+// The transition graph is written once as a looplab/fsm definition (the
+// README draws it); trackers run a table compiled from it.
 // Evidence that arrives late, twice or out of order is a silent no-op: an ack
 // after a receipt does not pull the state back, and an error after a receipt
 // is ignored. A timeout or close in DELIVERED_TO_RECIPIENT or ERROR ends
@@ -40,22 +40,32 @@
 // State-change callbacks run once per change, in transition order, on a
 // goroutine of the library; never on the goroutine that reported the evidence
 // and never under a lock, so a callback may call back into the library.
-// Callbacks of one [Registry] run one at a time, on one goroutine of the
-// registry: it starts with the first callback, stays while callbacks keep
-// coming (so that a stream of evidence does not start a goroutine per
-// change), and ends within a second once none come, or at
-// [Registry.Close]. A tracker from [NewMessageTracker] has a goroutine only
-// while its callbacks are queued. A panicking callback is recovered and
-// logged.
+// Callbacks of one client run one at a time, on one goroutine that starts
+// with the first callback, stays while callbacks keep coming (so that a
+// stream of evidence does not start a goroutine per change), and ends within
+// a second once none come, or when the client closes. A tracker from
+// [NewMessageTracker] has a goroutine only while its callbacks are queued. A
+// panicking callback is recovered and logged.
 //
-// # Registry
+// # Who drives a tracker
 //
-// A [Registry] holds the pending trackers of one account. It keys every
-// reference by conversation (the peer's or the room's bare JID) and id;
-// evidence for unknown ids, other conversations, duplicates and late evidence
-// is ignored in O(1). It bounds the number of pending trackers, ends windows
-// with one timer for all trackers, and keeps memory per pending tracker under
-// 128 bytes, index and timer slot included.
+// A tracker returned by the client is a read-only view: the application reads
+// it ([MessageTracker.State], [MessageTracker.Response]), waits for it
+// ([MessageTracker.Wait], [MessageTracker.Done]), registers callbacks and may
+// [MessageTracker.Close] it; only evidence from the wire moves it, so its
+// state is always proof. [MessageTracker.Advance] returns [ErrReadOnly] on
+// such a tracker. A tracker from [NewMessageTracker] belongs to its owner,
+// who drives it with Advance: the building block for other tracking
+// implementations.
+//
+// # Correlation
+//
+// The client keys every piece of evidence by conversation (the peer's or the
+// room's bare JID) and message id; evidence for unknown ids, other
+// conversations, duplicates and late evidence is ignored in O(1). It bounds
+// the number of pending trackers, ends windows with one timer for all
+// trackers, and keeps memory per pending tracker under 128 bytes, index and
+// timer slot included.
 //
 // Decisions where the protocols leave room:
 //   - A displayed marker covers every earlier pending message of the

@@ -1,6 +1,10 @@
 package tracking
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/xmpptrack/xmpptrack/internal/trackcore"
+)
 
 // Errors returned by [MessageTracker.Wait] when the awaited state cannot be
 // reached. They work with errors.Is.
@@ -14,22 +18,29 @@ var (
 	// ErrFailed means an error reply arrived for the message. The error returned
 	// with it also unwraps to the reply's error (see Response.Err).
 	ErrFailed = errors.New("tracking: error reply")
-)
-
-// Errors returned by the Registry and by Advance.
-var (
-	// ErrRefused means the transition graph does not allow the requested change.
-	ErrRefused = errors.New("tracking: transition refused")
-	// ErrTooManyPending is returned by [Registry.TryTrack] when the pending limit is reached.
-	ErrTooManyPending = errors.New("tracking: too many pending messages")
-	// ErrDuplicateID means a pending message already uses the id (or, with a
-	// chance of about 2^-64 per pair, an id whose hash collides): pick another.
-	ErrDuplicateID = errors.New("tracking: id already pending")
-	// ErrShutdown means the registry no longer accepts messages.
-	ErrShutdown = errors.New("tracking: registry shut down")
 	// ErrInvalidTarget means Wait was asked for a state outside the order
 	// InTransit < DeliveredToServer < DeliveredToRecipient < SeenByRecipient.
 	ErrInvalidTarget = errors.New("tracking: wait target must be a progress state")
+)
+
+// Errors returned by [MessageTracker.Advance].
+var (
+	// ErrRefused means the transition graph does not allow the requested change.
+	ErrRefused = errors.New("tracking: transition refused")
+	// ErrReadOnly means the tracker was made by the client and only evidence
+	// from the wire moves it: Advance works only on trackers from
+	// [NewMessageTracker].
+	ErrReadOnly = errors.New("tracking: tracker is driven by the client; Advance works only on trackers from NewMessageTracker")
+)
+
+// Errors returned when a message cannot be tracked (Client.Send and friends).
+var (
+	// ErrTooManyPending means the pending limit is reached and the call
+	// does not wait (Client.TrySend).
+	ErrTooManyPending = trackcore.ErrTooManyPending
+	// ErrDuplicateID means a pending message already uses the id (or, with a
+	// chance of about 2^-64 per pair, an id whose hash collides): pick another.
+	ErrDuplicateID = trackcore.ErrDuplicateID
 )
 
 // failedError is what Wait returns in the Error state: errors.Is(err,

@@ -1,6 +1,6 @@
 package tracking
 
-import "strconv"
+import "github.com/xmpptrack/xmpptrack/internal/trackcore"
 
 // MessageState is what the network has proved about one outgoing message.
 //
@@ -20,30 +20,15 @@ const (
 	TimedOut                                 // no proof of delivery within the tracking window
 	Closed                                   // the application stopped tracking before any proof
 	Error                                    // an error reply arrived for it
-	numStates
 )
 
-var stateNames = [numStates]string{
-	"IN_TRANSIT", "DELIVERED_TO_SERVER", "DELIVERED_TO_RECIPIENT", "SEEN_BY_RECIPIENT",
-	"ABORTED", "TIMED_OUT", "CLOSED", "ERROR",
-}
-
 // String returns the wire-style name of the state, such as "IN_TRANSIT".
-func (s MessageState) String() string {
-	if s < numStates {
-		return stateNames[s]
-	}
-	return "MessageState(" + strconv.Itoa(int(s)) + ")"
-}
+func (s MessageState) String() string { return trackcore.State(s).String() }
 
 // ParseState returns the state whose String is name.
 func ParseState(name string) (MessageState, bool) {
-	for i, n := range stateNames {
-		if n == name {
-			return MessageState(i), true
-		}
-	}
-	return 0, false
+	s, ok := trackcore.ParseState(name)
+	return MessageState(s), ok
 }
 
 // IsFinal reports whether no evidence can ever change the state again:
@@ -53,19 +38,8 @@ func ParseState(name string) (MessageState, bool) {
 // lifts it, because error replies can be false alarms (a bounce from one of the
 // recipient's expired sessions while another device got the message). Use
 // [MessageTracker.Done] to learn when tracking has ended in any state.
-func (s MessageState) IsFinal() bool {
-	switch s {
-	case SeenByRecipient, Aborted, TimedOut, Closed:
-		return true
-	}
-	return false
-}
+func (s MessageState) IsFinal() bool { return trackcore.State(s).IsFinal() }
 
 // progress reports the rank of s in the order InTransit < DeliveredToServer <
 // DeliveredToRecipient < SeenByRecipient, and false for the other states.
-func (s MessageState) progress() (int, bool) {
-	if s <= SeenByRecipient {
-		return int(s), true
-	}
-	return 0, false
-}
+func (s MessageState) progress() (int, bool) { return trackcore.State(s).Progress() }

@@ -1,4 +1,4 @@
-package tracking
+package trackcore
 
 import (
 	"context"
@@ -29,7 +29,7 @@ var designTable = map[MessageState][7]string{
 // trackerIn returns a standalone tracker forced into state from, settled when
 // that state is final.
 func trackerIn(from MessageState) *MessageTracker {
-	t := NewMessageTracker("m1")
+	t := NewStandalone[Response]("m1")
 	w := uint32(from)
 	if from.IsFinal() {
 		w |= settledBit
@@ -39,7 +39,7 @@ func trackerIn(from MessageState) *MessageTracker {
 }
 
 func TestTransitionTable(t *testing.T) {
-	for from := InTransit; from < numStates; from++ {
+	for from := InTransit; from < NumStates; from++ {
 		for col, cell := range designTable[from] {
 			to := MessageState(col + 1)
 			t.Run(from.String()+"->"+to.String(), func(t *testing.T) {
@@ -52,12 +52,12 @@ func TestTransitionTable(t *testing.T) {
 						got = [2]MessageState{f, d}
 					})
 					resp := &Response{ID: "evidence"}
-					err := tr.Advance(to, resp)
+					_, ok := tr.Advance(to, resp)
 					synctest.Wait()
 					switch cell {
 					case "ok":
-						if err != nil || tr.State() != to || calls.Load() != 1 || got != [2]MessageState{from, to} {
-							t.Fatalf("err=%v state=%v calls=%d got=%v", err, tr.State(), calls.Load(), got)
+						if !ok || tr.State() != to || calls.Load() != 1 || got != [2]MessageState{from, to} {
+							t.Fatalf("ok=%v state=%v calls=%d got=%v", ok, tr.State(), calls.Load(), got)
 						}
 						if tr.Response() != resp {
 							t.Fatalf("response not recorded")
@@ -66,15 +66,15 @@ func TestTransitionTable(t *testing.T) {
 							t.Fatalf("settled=%v for %v", tr.Settled(), to)
 						}
 					case "-", "end":
-						if err != nil || tr.State() != from || calls.Load() != 0 {
-							t.Fatalf("err=%v state=%v calls=%d", err, tr.State(), calls.Load())
+						if !ok || tr.State() != from || calls.Load() != 0 {
+							t.Fatalf("ok=%v state=%v calls=%d", ok, tr.State(), calls.Load())
 						}
 						if want := cell == "end" || from.IsFinal(); tr.Settled() != want {
 							t.Fatalf("settled=%v, want %v", tr.Settled(), want)
 						}
 					case "no":
-						if !errors.Is(err, ErrRefused) || tr.State() != from || calls.Load() != 0 {
-							t.Fatalf("err=%v state=%v calls=%d", err, tr.State(), calls.Load())
+						if ok || tr.State() != from || calls.Load() != 0 {
+							t.Fatalf("ok=%v state=%v calls=%d", ok, tr.State(), calls.Load())
 						}
 						if tr.Settled() != from.IsFinal() {
 							t.Fatalf("refusal changed settlement")
@@ -90,9 +90,9 @@ func TestTransitionTable(t *testing.T) {
 // (state, event) pair and checks that the compiled table agrees.
 func TestTableMatchesLooplab(t *testing.T) {
 	ctx := context.Background()
-	for from := InTransit; from < numStates; from++ {
-		for to := DeliveredToServer; to < numStates; to++ {
-			f := fsm.NewFSM(from.String(), Definition(), nil)
+	for from := InTransit; from < NumStates; from++ {
+		for to := DeliveredToServer; to < NumStates; to++ {
+			f := fsm.NewFSM(from.String(), definition(), nil)
 			err := f.Event(ctx, eventNames[to])
 			next := table[from][to]
 			var noTransition fsm.NoTransitionError
@@ -126,7 +126,7 @@ func mustParse(t *testing.T, name string) MessageState {
 }
 
 func TestStateNames(t *testing.T) {
-	for s := InTransit; s < numStates; s++ {
+	for s := InTransit; s < NumStates; s++ {
 		if got, ok := ParseState(s.String()); !ok || got != s {
 			t.Errorf("ParseState(%q) = %v, %v", s.String(), got, ok)
 		}

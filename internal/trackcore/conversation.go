@@ -1,4 +1,4 @@
-package tracking
+package trackcore
 
 import "sort"
 
@@ -12,14 +12,14 @@ const maxThreadMarks = 8
 
 // conversation is one peer (bare JID) or room, with its pending trackers in
 // send order. It exists while it has pending trackers.
-type conversation struct {
-	g     *group
+type conversation[R any] struct {
+	g     *group[R]
 	jid   string
-	order []*MessageTracker // pending trackers in send order; settled ones until swept
-	live  int               // entries of order that are not settled
-	next  uint32            // position of the next message, in either direction
-	dirty bool              // settled entries wait in order for a sweep
-	room  bool              // a group chat: no one-to-one evidence (TrackOptions.Room)
+	order []*Tracker[R] // pending trackers in send order; settled ones until swept
+	live  int           // entries of order that are not settled
+	next  uint32        // position of the next message, in either direction
+	dirty bool          // settled entries wait in order for a sweep
+	room  bool          // a group chat: no one-to-one evidence (TrackOptions.Room)
 
 	recent [recentIncoming]incoming // ring of recent incoming message ids
 	rnext  uint8
@@ -41,7 +41,7 @@ func before(a, b uint32) bool { return int32(a-b) <= 0 }
 
 // position returns the position of the message with the given id in the
 // conversation: one of our pending trackers, or a recent incoming message.
-func (c *conversation) position(t *MessageTracker, id string) (uint32, bool) {
+func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
 	if t != nil && t.c == c {
 		return t.seq, true
 	}
@@ -56,7 +56,7 @@ func (c *conversation) position(t *MessageTracker, id string) (uint32, bool) {
 // threadStart returns where in order a marker of the thread covering upTo
 // must start its walk, and false when an earlier marker of the thread
 // covered upTo already. It records upTo as the thread's position.
-func (c *conversation) threadStart(thread string, upTo uint32) (int, bool) {
+func (c *conversation[R]) threadStart(thread string, upTo uint32) (int, bool) {
 	from, ok := c.marks[thread]
 	if ok && before(upTo, from) {
 		return 0, false
@@ -81,7 +81,7 @@ func (c *conversation) threadStart(thread string, upTo uint32) (int, bool) {
 }
 
 // remember records an incoming message id at the current position.
-func (c *conversation) remember(id string) {
+func (c *conversation[R]) remember(id string) {
 	c.recent[c.rnext%recentIncoming] = incoming{id: id, seq: c.next}
 	c.rnext++
 	c.next++
@@ -90,7 +90,7 @@ func (c *conversation) remember(id string) {
 // sweep drops settled trackers from the front of order, and compacts order
 // when settled entries outnumber live ones, so memory follows the number of
 // pending trackers. The cost is amortized O(1) per settled tracker.
-func (c *conversation) sweep() {
+func (c *conversation[R]) sweep() {
 	c.dirty = false
 	i := 0
 	for i < len(c.order) && c.order[i].Settled() {
@@ -108,6 +108,6 @@ func (c *conversation) sweep() {
 			}
 		}
 		clear(c.order[len(kept):])
-		c.order = append([]*MessageTracker(nil), kept...)
+		c.order = append([]*Tracker[R](nil), kept...)
 	}
 }

@@ -1,4 +1,4 @@
-package tracking
+package trackcore
 
 import (
 	"github.com/looplab/fsm"
@@ -6,7 +6,7 @@ import (
 
 // The events of the transition graph, one per state that evidence can request.
 // Event i requests state i+1: DeliveredToServer is "server_ack", and so on.
-var eventNames = [numStates]string{
+var eventNames = [NumStates]string{
 	DeliveredToServer:    "server_ack",
 	DeliveredToRecipient: "delivered",
 	SeenByRecipient:      "displayed",
@@ -17,20 +17,20 @@ var eventNames = [numStates]string{
 }
 
 // definition is the transition graph, written once. Everything else derives
-// from it: the runtime table below, [Definition], [Diagram], and the test that
+// from it: the runtime table below, [Diagram], and the test that
 // checks the table against looplab/fsm executing this same definition.
 //
 // A self-loop (Src == Dst) is a silent no-op for the evidence events, and ends
 // tracking without a state change for "timeout" and "close".
 func definition() fsm.Events {
-	s := func(states ...MessageState) []string {
+	s := func(states ...State) []string {
 		names := make([]string, len(states))
 		for i, st := range states {
 			names[i] = st.String()
 		}
 		return names
 	}
-	ev := func(to MessageState, dst MessageState, from ...MessageState) fsm.EventDesc {
+	ev := func(to State, dst State, from ...State) fsm.EventDesc {
 		return fsm.EventDesc{Name: eventNames[to], Src: s(from...), Dst: dst.String()}
 	}
 	return fsm.Events{
@@ -58,22 +58,12 @@ func definition() fsm.Events {
 	}
 }
 
-// Definition returns the transition graph as a looplab/fsm definition: one
-// event per requested state ("server_ack", "delivered", "displayed", "abort",
-// "timeout", "close", "error"), states named as by [MessageState.String]. It is
-// a fresh copy on each call.
-//
-// A [MessageTracker] does not run a looplab FSM (one costs about 2.4 KB); it
-// runs a table compiled from this definition, and a test proves that both
-// agree on every pair of state and event.
-func Definition() fsm.Events { return definition() }
-
 // Diagram returns the transition graph as a Mermaid state diagram, generated
-// by looplab/fsm from [Definition].
+// by looplab/fsm from the definition. The README's diagram is this output.
 func Diagram() string {
 	out, err := fsm.VisualizeWithType(fsm.NewFSM(InTransit.String(), definition(), nil), fsm.MERMAID)
 	if err != nil {
-		panic("tracking: " + err.Error()) // unreachable: MERMAID is a known type
+		panic("trackcore: " + err.Error()) // unreachable: MERMAID is a known type
 	}
 	return out
 }
@@ -85,7 +75,7 @@ const refused = 0xff
 // requests "to", or refused. Read-only after init.
 var table = compile(definition())
 
-func compile(def fsm.Events) (t [numStates][numStates]uint8) {
+func compile(def fsm.Events) (t [NumStates][NumStates]uint8) {
 	for from := range t {
 		for to := range t[from] {
 			t[from][to] = refused
@@ -95,12 +85,12 @@ func compile(def fsm.Events) (t [numStates][numStates]uint8) {
 		to, ok := eventState(e.Name)
 		dst, ok2 := ParseState(e.Dst)
 		if !ok || !ok2 {
-			panic("tracking: bad definition entry " + e.Name)
+			panic("trackcore: bad definition entry " + e.Name)
 		}
 		for _, src := range e.Src {
 			from, ok := ParseState(src)
 			if !ok {
-				panic("tracking: bad source state " + src)
+				panic("trackcore: bad source state " + src)
 			}
 			t[from][to] = uint8(dst)
 		}
@@ -108,10 +98,10 @@ func compile(def fsm.Events) (t [numStates][numStates]uint8) {
 	return t
 }
 
-func eventState(name string) (MessageState, bool) {
+func eventState(name string) (State, bool) {
 	for i, n := range eventNames {
 		if n != "" && n == name {
-			return MessageState(i), true
+			return State(i), true
 		}
 	}
 	return 0, false
@@ -120,6 +110,11 @@ func eventState(name string) (MessageState, bool) {
 // endsTracking reports whether reaching dst through a request for "to" ends
 // tracking: a final state, or a timeout or close that leaves the state as it
 // is (DeliveredToRecipient, Error).
-func endsTracking(to, dst MessageState) bool {
+func endsTracking(to, dst State) bool {
 	return dst.IsFinal() || to == TimedOut || to == Closed
 }
+
+// Definition returns the transition graph as a looplab/fsm definition, a
+// fresh copy on each call: for code of this module that must apply the same
+// graph elsewhere (package store).
+func Definition() fsm.Events { return definition() }

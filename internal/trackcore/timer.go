@@ -1,4 +1,4 @@
-package tracking
+package trackcore
 
 import "time"
 
@@ -11,20 +11,20 @@ const maxWindow = 24 * 24 * time.Hour
 // Registry, armed for the earliest deadline. No tracker owns a timer.
 
 // now returns the registry clock: milliseconds since the epoch, wrapping.
-func (r *Registry) now() uint32 { return uint32(time.Since(r.epoch).Milliseconds()) }
+func (r *Registry[R]) now() uint32 { return uint32(time.Since(r.epoch).Milliseconds()) }
 
-func (r *Registry) less(i, j int) bool {
+func (r *Registry[R]) less(i, j int) bool {
 	return int32(r.heap[i].deadline-r.heap[j].deadline) < 0
 }
 
-func (r *Registry) swap(i, j int) {
+func (r *Registry[R]) swap(i, j int) {
 	h := r.heap
 	h[i], h[j] = h[j], h[i]
 	h[i].heapIdx = int32(i)
 	h[j].heapIdx = int32(j)
 }
 
-func (r *Registry) up(i int) {
+func (r *Registry[R]) up(i int) {
 	for i > 0 {
 		p := (i - 1) / 2
 		if !r.less(i, p) {
@@ -35,7 +35,7 @@ func (r *Registry) up(i int) {
 	}
 }
 
-func (r *Registry) down(i int) {
+func (r *Registry[R]) down(i int) {
 	n := len(r.heap)
 	for {
 		l := 2*i + 1
@@ -54,13 +54,13 @@ func (r *Registry) down(i int) {
 	}
 }
 
-func (r *Registry) push(t *MessageTracker) {
+func (r *Registry[R]) push(t *Tracker[R]) {
 	t.heapIdx = int32(len(r.heap))
 	r.heap = append(r.heap, t)
 	r.up(int(t.heapIdx))
 }
 
-func (r *Registry) remove(t *MessageTracker) {
+func (r *Registry[R]) remove(t *Tracker[R]) {
 	i := int(t.heapIdx)
 	last := len(r.heap) - 1
 	if i != last {
@@ -74,12 +74,12 @@ func (r *Registry) remove(t *MessageTracker) {
 		r.up(i)
 	}
 	if cap(r.heap) > 1024 && len(r.heap) < cap(r.heap)/4 {
-		r.heap = append([]*MessageTracker(nil), r.heap...)
+		r.heap = append([]*Tracker[R](nil), r.heap...)
 	}
 }
 
 // arm sets the registry timer for the earliest deadline. The caller holds the lock.
-func (r *Registry) arm() {
+func (r *Registry[R]) arm() {
 	if len(r.heap) == 0 || r.shut && r.pending == 0 {
 		if r.timer != nil {
 			r.timer.Stop()
@@ -104,7 +104,7 @@ func (r *Registry) arm() {
 }
 
 // expire ends the window of every tracker whose deadline has passed.
-func (r *Registry) expire() {
+func (r *Registry[R]) expire() {
 	r.g.mu.Lock()
 	r.armed = false
 	now := r.now()

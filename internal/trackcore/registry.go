@@ -1,4 +1,4 @@
-package tracking
+package trackcore
 
 import (
 	"context"
@@ -16,7 +16,7 @@ const (
 )
 
 // Config configures a Registry. The zero value is ready to use.
-type Config struct {
+type Config[R any] struct {
 	// MaxPending bounds the number of trackers that are not settled. Track
 	// waits and TryTrack fails with ErrTooManyPending at the bound. Zero means
 	// DefaultMaxPending; a negative value means no bound.
@@ -28,9 +28,9 @@ type Config struct {
 	// days.
 	Window time.Duration
 	// OnStateChange, if set, is called for every state change of every tracker
-	// of the registry, under the same rules as MessageTracker.OnStateChange and
+	// of the registry, under the same rules as Tracker.OnStateChange and
 	// before the tracker's own callbacks. It costs no memory per tracker.
-	OnStateChange func(t *MessageTracker, from, to MessageState, resp *Response)
+	OnStateChange Hook[R]
 	// Logger receives callback panics. Nil means silent.
 	Logger *slog.Logger
 }
@@ -48,7 +48,7 @@ type TrackOptions struct {
 	// one-to-one evidence keyed by bare JID: a private message from an
 	// occupant (room@service/nick, whose bare JID is the room's) must not
 	// move the room's messages. Group-chat evidence goes to the trackers
-	// directly (Advance, DisplayedUpTo), as package muc does; acks, losses
+	// directly (Advance), as package muc does; acks, losses
 	// and error replies apply as usual.
 	Room bool
 }
@@ -63,18 +63,18 @@ type TrackOptions struct {
 // ids, for ids of another conversation, duplicates and late evidence. Message
 // ids are unique among pending trackers; lookups always check the conversation
 // too, so evidence never crosses conversations.
-type Registry struct {
-	g      group
+type Registry[R any] struct {
+	g      group[R]
 	max    int
 	window time.Duration
 	epoch  time.Time
 
 	seed  maphash.Seed
-	index map[uint64]*MessageTracker // pending trackers by seeded hash of the id
-	convs map[string]*conversation   // conversations with pending trackers
-	dirty []*conversation            // conversations waiting for a sweep
+	index map[uint64]*Tracker[R]      // pending trackers by seeded hash of the id
+	convs map[string]*conversation[R] // conversations with pending trackers
+	dirty []*conversation[R]          // conversations waiting for a sweep
 
-	heap    []*MessageTracker // by deadline
+	heap    []*Tracker[R] // by deadline
 	timer   *time.Timer
 	armed   bool
 	armedAt uint32
@@ -86,14 +86,14 @@ type Registry struct {
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry(cfg Config) *Registry {
-	r := &Registry{
+func NewRegistry[R any](cfg Config[R]) *Registry[R] {
+	r := &Registry[R]{
 		max:    cfg.MaxPending,
 		window: cfg.Window,
 		epoch:  time.Now(),
 		seed:   maphash.MakeSeed(),
-		index:  make(map[uint64]*MessageTracker),
-		convs:  make(map[string]*conversation),
+		index:  make(map[uint64]*Tracker[R]),
+		convs:  make(map[string]*conversation[R]),
 	}
 	if r.max == 0 {
 		r.max = DefaultMaxPending
@@ -111,7 +111,7 @@ func NewRegistry(cfg Config) *Registry {
 // to (a bare JID). It waits while MaxPending trackers are pending, until a
 // slot frees or ctx ends. Register a message before writing it, so that no
 // evidence can arrive before its tracker.
-func (r *Registry) Track(ctx context.Context, to, id string, o TrackOptions) (*MessageTracker, error) {
+func (r *Registry[R]) Track(ctx context.Context, to, id string, o TrackOptions) (*Tracker[R], error) {
 	for {
 		r.g.mu.Lock()
 		if r.shut {
@@ -137,7 +137,7 @@ func (r *Registry) Track(ctx context.Context, to, id string, o TrackOptions) (*M
 }
 
 // TryTrack is Track without waiting: at the bound it returns ErrTooManyPending.
-func (r *Registry) TryTrack(to, id string, o TrackOptions) (*MessageTracker, error) {
+func (r *Registry[R]) TryTrack(to, id string, o TrackOptions) (*Tracker[R], error) {
 	r.g.mu.Lock()
 	defer r.unlock()
 	switch {
@@ -149,18 +149,18 @@ func (r *Registry) TryTrack(to, id string, o TrackOptions) (*MessageTracker, err
 	return r.insert(to, id, o)
 }
 
-func (r *Registry) insert(to, id string, o TrackOptions) (*MessageTracker, error) {
+func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error) {
 	key := r.key(id)
 	if _, dup := r.index[key]; dup {
 		return nil, ErrDuplicateID
 	}
 	c := r.convs[to]
 	if c == nil {
-		c = &conversation{g: &r.g, jid: to}
+		c = &conversation[R]{g: &r.g, jid: to}
 		r.convs[to] = c
 	}
 	c.room = c.room || o.Room
-	t := &MessageTracker{c: c, id: id, seq: c.next, heapIdx: -1}
+	t := &Tracker[R]{c: c, id: id, seq: c.next, heapIdx: -1}
 	c.next++
 	w := uint32(inRegistry)
 	window := o.Window
@@ -187,7 +187,7 @@ func (r *Registry) insert(to, id string, o TrackOptions) (*MessageTracker, error
 
 // forget removes a tracker that just settled from every index and the timer
 // heap. The caller holds the lock; the conversation is swept on unlock.
-func (r *Registry) forget(t *MessageTracker) {
+func (r *Registry[R]) forget(t *Tracker[R]) {
 	w := t.word.Load()
 	t.word.Store(w &^ (inRegistry | hasDeadline))
 	delete(r.index, r.key(t.id))
@@ -212,9 +212,9 @@ func (r *Registry) forget(t *MessageTracker) {
 }
 
 // unlock sweeps what settled, releases the lock and starts the callbacks.
-func (r *Registry) unlock() { r.g.unlock() }
+func (r *Registry[R]) unlock() { r.g.unlock() }
 
-func (r *Registry) tidy() {
+func (r *Registry[R]) tidy() {
 	for i, c := range r.dirty {
 		if c.live == 0 {
 			if r.convs[c.jid] == c {
@@ -235,10 +235,10 @@ func (r *Registry) tidy() {
 // key hashes an id for the index. The seed is random per registry, so peers
 // cannot aim ids at one bucket; the 8-byte key instead of the id string saves
 // 16 bytes per pending tracker.
-func (r *Registry) key(id string) uint64 { return maphash.String(r.seed, id) }
+func (r *Registry[R]) key(id string) uint64 { return maphash.String(r.seed, id) }
 
 // byID returns the pending tracker with the id, or nil.
-func (r *Registry) byID(id string) *MessageTracker {
+func (r *Registry[R]) byID(id string) *Tracker[R] {
 	if t := r.index[r.key(id)]; t != nil && t.id == id {
 		return t
 	}
@@ -246,7 +246,7 @@ func (r *Registry) byID(id string) *MessageTracker {
 }
 
 // lookup returns the pending tracker with the id in conversation conv, or nil.
-func (r *Registry) lookup(conv, id string) *MessageTracker {
+func (r *Registry[R]) lookup(conv, id string) *Tracker[R] {
 	t := r.byID(id)
 	if t == nil || t.c.jid != conv {
 		return nil
@@ -256,7 +256,7 @@ func (r *Registry) lookup(conv, id string) *MessageTracker {
 
 // Lookup returns the pending tracker of the message with the given id in the
 // conversation conv, or nil.
-func (r *Registry) Lookup(conv, id string) *MessageTracker {
+func (r *Registry[R]) Lookup(conv, id string) *Tracker[R] {
 	r.g.mu.Lock()
 	defer r.g.mu.Unlock()
 	return r.lookup(conv, id)
@@ -264,21 +264,21 @@ func (r *Registry) Lookup(conv, id string) *MessageTracker {
 
 // Find returns the pending tracker of the message with the given id, in
 // any conversation, or nil.
-func (r *Registry) Find(id string) *MessageTracker {
+func (r *Registry[R]) Find(id string) *Tracker[R] {
 	r.g.mu.Lock()
 	defer r.g.mu.Unlock()
 	return r.byID(id)
 }
 
 // Pending returns the number of trackers that are not settled.
-func (r *Registry) Pending() int {
+func (r *Registry[R]) Pending() int {
 	r.g.mu.Lock()
 	defer r.g.mu.Unlock()
 	return r.pending
 }
 
 // advance applies one piece of evidence to the message id of conversation conv.
-func (r *Registry) advance(conv, id string, to MessageState, resp *Response) {
+func (r *Registry[R]) advance(conv, id string, to State, resp *R) {
 	r.g.mu.Lock()
 	if t := r.lookup(conv, id); t != nil {
 		t.transition(to, resp)
@@ -288,17 +288,17 @@ func (r *Registry) advance(conv, id string, to MessageState, resp *Response) {
 
 // ServerAck records that our server acknowledged the message (XEP-0198):
 // DeliveredToServer.
-func (r *Registry) ServerAck(conv, id string) { r.advance(conv, id, DeliveredToServer, nil) }
+func (r *Registry[R]) ServerAck(conv, id string) { r.advance(conv, id, DeliveredToServer, nil) }
 
 // Lost records that the message was dropped before the server took it: Aborted.
-func (r *Registry) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) }
+func (r *Registry[R]) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) }
 
 // Delivered records proof that a client of the recipient has the message (an
 // XEP-0184 receipt or a legacy XEP-0333 received marker), sent by the
 // conversation's peer: DeliveredToRecipient. The caller checks that the
 // evidence came from the peer conv and not from our own account. It ignores
 // group-chat conversations (see TrackOptions.Room).
-func (r *Registry) Delivered(conv, id string, resp *Response) {
+func (r *Registry[R]) Delivered(conv, id string, resp *R) {
 	r.g.mu.Lock()
 	if t := r.lookup(conv, id); t != nil && !t.c.room {
 		t.transition(DeliveredToRecipient, resp)
@@ -313,7 +313,7 @@ func (r *Registry) Delivered(conv, id string, resp *Response) {
 // Incoming). A non-empty thread limits the effect to messages of that thread.
 // A marker for an unknown or older message changes nothing, and so does one
 // for a group-chat conversation (see TrackOptions.Room).
-func (r *Registry) Displayed(conv, id, thread string, resp *Response) {
+func (r *Registry[R]) Displayed(conv, id, thread string, resp *R) {
 	r.g.mu.Lock()
 	if c := r.convs[conv]; c != nil && !c.room {
 		if upTo, ok := c.position(r.byID(id), id); ok {
@@ -323,18 +323,7 @@ func (r *Registry) Displayed(conv, id, thread string, resp *Response) {
 	r.unlock()
 }
 
-// DisplayedUpTo applies a marker that covers t: t and every earlier pending
-// message of its conversation become SeenByRecipient. It serves callers that
-// correlate markers themselves, such as group chats with room-assigned ids.
-func (r *Registry) DisplayedUpTo(t *MessageTracker, resp *Response) {
-	r.g.mu.Lock()
-	if t.word.Load()&inRegistry != 0 && t.c.g == &r.g {
-		r.displayedUpTo(t.c, t.seq, "", resp)
-	}
-	r.unlock()
-}
-
-func (r *Registry) displayedUpTo(c *conversation, upTo uint32, thread string, resp *Response) {
+func (r *Registry[R]) displayedUpTo(c *conversation[R], upTo uint32, thread string, resp *R) {
 	start := 0
 	if thread != "" {
 		// Messages of other threads stay pending: without the thread's
@@ -360,7 +349,7 @@ func (r *Registry) displayedUpTo(c *conversation, upTo uint32, thread string, re
 // naming it covers our messages sent before it (the usual case in 1:1 chats:
 // the peer marks the newest message it displayed, which may be its own). Only
 // the most recent few ids of a conversation with pending messages are kept.
-func (r *Registry) Incoming(conv, id string) {
+func (r *Registry[R]) Incoming(conv, id string) {
 	if id == "" {
 		return
 	}
@@ -375,7 +364,7 @@ func (r *Registry) Incoming(conv, id string) {
 // as the reason. It counts only when from is the message's recipient (any
 // resource), the recipient's domain, or empty (our own server); mellium
 // reports our own bare JID as empty too.
-func (r *Registry) ErrorReply(from jid.JID, id string, resp *Response) {
+func (r *Registry[R]) ErrorReply(from jid.JID, id string, resp *R) {
 	r.g.mu.Lock()
 	if t := r.byID(id); t != nil && errorFromPeer(from, t.c.jid) {
 		t.transition(Error, resp)
@@ -400,7 +389,7 @@ func errorFromPeer(from jid.JID, conv string) bool {
 // Close stops tracking everything: pending trackers become Closed, or keep
 // DeliveredToRecipient or Error, per the transition table. Later Track calls
 // fail with ErrShutdown.
-func (r *Registry) Close() {
+func (r *Registry[R]) Close() {
 	r.g.mu.Lock()
 	r.stop()
 	for _, t := range r.index {
@@ -412,7 +401,7 @@ func (r *Registry) Close() {
 
 // Shutdown stops accepting new messages and waits until every pending tracker
 // has settled or ctx ends; it then returns ctx.Err() and tracking goes on.
-func (r *Registry) Shutdown(ctx context.Context) error {
+func (r *Registry[R]) Shutdown(ctx context.Context) error {
 	r.g.mu.Lock()
 	r.stop()
 	if r.pending == 0 {
@@ -433,7 +422,7 @@ func (r *Registry) Shutdown(ctx context.Context) error {
 }
 
 // stop refuses new messages and wakes Track waiters. The caller holds the lock.
-func (r *Registry) stop() {
+func (r *Registry[R]) stop() {
 	r.shut = true
 	if r.room != nil {
 		close(r.room)

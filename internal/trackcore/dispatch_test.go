@@ -1,4 +1,4 @@
-package tracking
+package trackcore
 
 import (
 	"strconv"
@@ -9,7 +9,7 @@ import (
 )
 
 // dispatcher reports whether the registry's callback goroutine exists.
-func dispatcher(r *Registry) bool {
+func dispatcher(r *Registry[Response]) bool {
 	r.g.mu.Lock()
 	defer r.g.mu.Unlock()
 	return r.g.running
@@ -21,7 +21,7 @@ func dispatcher(r *Registry) bool {
 func TestRegistryDispatcher(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var got []string
-		r := NewRegistry(Config{OnStateChange: func(tr *MessageTracker, _, to MessageState, _ *Response) {
+		r := NewRegistry(Config[Response]{OnStateChange: func(tr *MessageTracker, _, to MessageState, _ *Response) {
 			got = append(got, tr.ID()+">"+to.String())
 			time.Sleep(time.Millisecond) // slow callbacks: changes queue up meanwhile
 		}})
@@ -87,7 +87,7 @@ func TestRegistryCallbacksConcurrentEvidence(t *testing.T) {
 	bad := 0
 	done := make(chan struct{})
 	seen := 0
-	r := NewRegistry(Config{OnStateChange: func(tr *MessageTracker, from, to MessageState, _ *Response) {
+	r := NewRegistry(Config[Response]{OnStateChange: func(tr *MessageTracker, from, to MessageState, _ *Response) {
 		mu.Lock()
 		defer mu.Unlock()
 		if last[tr] != from {

@@ -1,4 +1,4 @@
-package tracking
+package trackcore
 
 import (
 	"log/slog"
@@ -13,7 +13,7 @@ import (
 const linger = 500 * time.Millisecond
 
 // group is what trackers share: one lock and one ordered callback queue. A
-// Registry is one group; a tracker from NewMessageTracker has its own.
+// Registry is one group; a standalone tracker (NewStandalone) has its own.
 //
 // Callbacks run on one goroutine per group at a time, the dispatcher, so
 // they run in transition order. A standalone tracker's dispatcher is
@@ -24,36 +24,39 @@ const linger = 500 * time.Millisecond
 // costs a wake-up instead of a new goroutine. The linger timer is set once
 // per period, not once per change. Either way it is at most one goroutine
 // per group, never one per tracker.
-type group struct {
+type group[R any] struct {
 	mu      sync.Mutex
-	queue   []change // state changes whose callbacks have not run, oldest first
-	spare   []change // the previous queue's storage, reused
-	running bool     // the dispatcher exists
-	parked  bool     // the dispatcher waits on wake; whoever clears it sends one wake-up
-	closed  bool     // the registry is closed: the dispatcher ends once the queue is empty
-	worked  bool     // the dispatcher took callbacks since the last linger tick
-	expire  bool     // a linger period passed without callbacks: the dispatcher ends
-	armed   bool     // timer is pending, or a tick is on its way
+	queue   []change[R] // state changes whose callbacks have not run, oldest first
+	spare   []change[R] // the previous queue's storage, reused
+	running bool        // the dispatcher exists
+	parked  bool        // the dispatcher waits on wake; whoever clears it sends one wake-up
+	closed  bool        // the registry is closed: the dispatcher ends once the queue is empty
+	worked  bool        // the dispatcher took callbacks since the last linger tick
+	expire  bool        // a linger period passed without callbacks: the dispatcher ends
+	armed   bool        // timer is pending, or a tick is on its way
 	wake    chan struct{}
 	timer   *time.Timer // linger ticks (time.AfterFunc); nil until needed
-	hook    func(t *MessageTracker, from, to MessageState, resp *Response)
+	hook    Hook[R]
 	log     *slog.Logger
-	reg     *Registry // nil for standalone trackers
+	reg     *Registry[R] // nil for standalone trackers
 }
 
 // change is one state change waiting for its callbacks.
-type change struct {
-	t        *MessageTracker
-	from, to MessageState
-	resp     *Response
-	cbs      []func(from, to MessageState, resp *Response)
+type change[R any] struct {
+	t        *Tracker[R]
+	from, to State
+	resp     *R
+	cbs      []Callback[R]
 }
+
+// Hook is a registry-wide state-change callback.
+type Hook[R any] func(t *Tracker[R], from, to State, resp *R)
 
 // unlock finishes a locked operation: the registry sweeps what settled, the
 // lock is released, and queued callbacks are handed to the dispatcher,
 // which is woken or started. Callbacks therefore never run on the goroutine
 // that reported the evidence, nor under the lock.
-func (g *group) unlock() {
+func (g *group[R]) unlock() {
 	if g.reg != nil {
 		g.reg.tidy()
 	}
@@ -77,11 +80,11 @@ func (g *group) unlock() {
 
 // wakeUp wakes the parked dispatcher. It never blocks: parked is set only
 // while wake is empty, and only the one who cleared it calls wakeUp.
-func (g *group) wakeUp() { g.wake <- struct{}{} }
+func (g *group[R]) wakeUp() { g.wake <- struct{}{} }
 
 // runCallbacks is the dispatcher: it runs queued callbacks until the queue
 // is empty and, for a registry, waits for more.
-func (g *group) runCallbacks() {
+func (g *group[R]) runCallbacks() {
 	g.mu.Lock()
 	for {
 		if batch := g.queue; len(batch) > 0 {
@@ -90,7 +93,7 @@ func (g *group) runCallbacks() {
 			g.mu.Unlock()
 			for i := range batch {
 				g.call(&batch[i])
-				batch[i] = change{}
+				batch[i] = change[R]{}
 			}
 			g.mu.Lock()
 			g.spare = batch[:0]
@@ -125,7 +128,7 @@ func (g *group) runCallbacks() {
 // dispatcher. A late tick (the timer fired as the dispatcher ended, and a
 // new one armed it again) can at worst end a dispatcher early: the next
 // change starts another.
-func (g *group) tick() {
+func (g *group[R]) tick() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.armed = false
@@ -143,7 +146,7 @@ func (g *group) tick() {
 	}
 }
 
-func (g *group) call(c *change) {
+func (g *group[R]) call(c *change[R]) {
 	if g.hook != nil {
 		g.safely(c, func() { g.hook(c.t, c.from, c.to, c.resp) })
 	}
@@ -154,10 +157,10 @@ func (g *group) call(c *change) {
 
 // safely runs f and recovers a panic, so one bad callback breaks neither the
 // tracker nor the callbacks queued after it.
-func (g *group) safely(c *change, f func()) {
+func (g *group[R]) safely(c *change[R], f func()) {
 	defer func() {
 		if p := recover(); p != nil && g.log != nil {
-			g.log.Error("tracking: state-change callback panicked",
+			g.log.Error("xmpptrack: state-change callback panicked",
 				"id", c.t.id, "from", c.from.String(), "to", c.to.String(), "panic", p)
 		}
 	}()

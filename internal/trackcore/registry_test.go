@@ -1,4 +1,4 @@
-package tracking
+package trackcore
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 const bob = "bob@example.org"
 
-func track(t *testing.T, r *Registry, to, id string, o TrackOptions) *MessageTracker {
+func track(t *testing.T, r *Registry[Response], to, id string, o TrackOptions) *MessageTracker {
 	t.Helper()
 	tr, err := r.TryTrack(to, id, o)
 	if err != nil {
@@ -41,7 +41,7 @@ func wantStates(t *testing.T, trs []*MessageTracker, want ...MessageState) {
 }
 
 func TestRegistryEvidence(t *testing.T) {
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	m := track(t, r, bob, "m1", TrackOptions{})
 	r.ServerAck(bob, "m1")
 	r.Delivered("alice@example.org", "m1", nil) // another conversation
@@ -61,7 +61,7 @@ func TestRegistryEvidence(t *testing.T) {
 }
 
 func TestRegistryDuplicateID(t *testing.T) {
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	track(t, r, bob, "m1", TrackOptions{})
 	if _, err := r.TryTrack("carol@example.org", "m1", TrackOptions{}); !errors.Is(err, ErrDuplicateID) {
 		t.Fatalf("duplicate id: %v", err)
@@ -69,7 +69,7 @@ func TestRegistryDuplicateID(t *testing.T) {
 }
 
 func TestDisplayedUpToHere(t *testing.T) {
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	a := track(t, r, bob, "a", TrackOptions{})
 	b := track(t, r, bob, "b", TrackOptions{})
 	c := track(t, r, bob, "c", TrackOptions{})
@@ -83,7 +83,7 @@ func TestDisplayedUpToHere(t *testing.T) {
 }
 
 func TestDisplayedNamesIncomingMessage(t *testing.T) {
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	a := track(t, r, bob, "a", TrackOptions{})
 	r.Incoming(bob, "their-1")
 	b := track(t, r, bob, "b", TrackOptions{})
@@ -94,7 +94,7 @@ func TestDisplayedNamesIncomingMessage(t *testing.T) {
 }
 
 func TestDisplayedThread(t *testing.T) {
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
 	b := track(t, r, bob, "b", TrackOptions{Thread: "t2"})
 	c := track(t, r, bob, "c", TrackOptions{Thread: "t1"})
@@ -120,7 +120,7 @@ func TestErrorReplySource(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.from, func(t *testing.T) {
-			r := NewRegistry(Config{})
+			r := NewRegistry(Config[Response]{})
 			m := track(t, r, bob, "m1", TrackOptions{})
 			var from jid.JID
 			if tc.from != "" {
@@ -135,11 +135,11 @@ func TestErrorReplySource(t *testing.T) {
 }
 
 func TestErrorThenProof(t *testing.T) {
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	m := track(t, r, bob, "m1", TrackOptions{})
 	r.ErrorReply(jid.MustParse(bob), "m1", &Response{Err: errReply})
-	if _, err := m.Wait(context.Background(), DeliveredToRecipient); !errors.Is(err, errReply) {
-		t.Fatalf("Wait in ERROR: %v", err)
+	if _, stop, resp, _ := m.Wait(context.Background(), DeliveredToRecipient); stop != Failed || resp == nil || resp.Err != errReply {
+		t.Fatalf("Wait in ERROR: stop %v", stop)
 	}
 	r.Delivered(bob, "m1", nil)
 	wantStates(t, []*MessageTracker{m}, DeliveredToRecipient)
@@ -150,7 +150,7 @@ func TestErrorThenProof(t *testing.T) {
 func TestWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var changes []MessageState
-		r := NewRegistry(Config{Window: 30 * time.Second, OnStateChange: func(_ *MessageTracker, _, to MessageState, _ *Response) {
+		r := NewRegistry(Config[Response]{Window: 30 * time.Second, OnStateChange: func(_ *MessageTracker, _, to MessageState, _ *Response) {
 			changes = append(changes, to)
 		}})
 		pending := track(t, r, bob, "a", TrackOptions{})
@@ -176,8 +176,8 @@ func TestWindow(t *testing.T) {
 				t.Fatalf("%s not settled", tr.ID())
 			}
 		}
-		if _, err := delivered.Wait(context.Background(), SeenByRecipient); !errors.Is(err, ErrTimedOut) {
-			t.Fatalf("Wait past the window: %v", err)
+		if _, stop, _, _ := delivered.Wait(context.Background(), SeenByRecipient); stop != Expired {
+			t.Fatalf("Wait past the window: stop %v", stop)
 		}
 		time.Sleep(time.Hour)
 		synctest.Wait()
@@ -198,7 +198,7 @@ func TestWindow(t *testing.T) {
 
 func TestMaxPending(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := NewRegistry(Config{MaxPending: 2})
+		r := NewRegistry(Config[Response]{MaxPending: 2})
 		a := track(t, r, bob, "a", TrackOptions{})
 		track(t, r, bob, "b", TrackOptions{})
 		if _, err := r.TryTrack(bob, "c", TrackOptions{}); !errors.Is(err, ErrTooManyPending) {
@@ -229,7 +229,7 @@ func TestMaxPending(t *testing.T) {
 
 func TestShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := NewRegistry(Config{})
+		r := NewRegistry(Config[Response]{})
 		m := track(t, r, bob, "a", TrackOptions{})
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -251,7 +251,7 @@ func TestShutdown(t *testing.T) {
 // TestConversationMemoryFollowsPending checks that settling trackers in any
 // order keeps the per-conversation order list proportional to what is pending.
 func TestConversationMemoryFollowsPending(t *testing.T) {
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	keep := track(t, r, bob, "keep", TrackOptions{})
 	for i := range 10000 {
 		id := "m" + strconv.Itoa(i)
@@ -268,7 +268,7 @@ func TestConversationMemoryFollowsPending(t *testing.T) {
 // message, while acks, error replies and direct Advance still apply.
 func TestRoomTakesNoDirectEvidence(t *testing.T) {
 	const room = "ops@conference.example.org"
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	a := track(t, r, room, "g1", TrackOptions{Room: true})
 	b := track(t, r, room, "g2", TrackOptions{Room: true})
 	r.Incoming(room, "pm1")
@@ -280,8 +280,6 @@ func TestRoomTakesNoDirectEvidence(t *testing.T) {
 	a.Advance(DeliveredToRecipient, nil) // the reflection, as package muc applies it
 	r.ErrorReply(jid.MustParse(room), "g2", &Response{Err: errors.New("not-acceptable")})
 	wantStates(t, []*MessageTracker{a, b}, DeliveredToRecipient, Error)
-	r.DisplayedUpTo(a, nil)
-	wantStates(t, []*MessageTracker{a}, SeenByRecipient)
 }
 
 // TestDisplayedThreadWalksOnlyNewMessages checks the per-thread marker
@@ -289,7 +287,7 @@ func TestRoomTakesNoDirectEvidence(t *testing.T) {
 // (the walk starts after the last marker's position), an older or repeated
 // one changes nothing, and other threads are untouched throughout.
 func TestDisplayedThreadWalksOnlyNewMessages(t *testing.T) {
-	r := NewRegistry(Config{})
+	r := NewRegistry(Config[Response]{})
 	other := track(t, r, bob, "o1", TrackOptions{Thread: "t2"})
 	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
 	r.Incoming(bob, "in1")

@@ -1,0 +1,168 @@
+// Package registry is the driving side of message tracking, for this
+// module's client and package muc only: it creates the trackers handed to
+// applications and turns evidence from the wire into their state changes.
+//
+// Applications see a tracker as a read-only [tracking.MessageTracker]: they
+// can read it, wait for it, register callbacks and close it, never advance
+// it. Everything that moves a tracker lives here, behind internal/, so that
+// no caller outside the module can claim evidence the wire did not give.
+//
+// A Registry holds the pending trackers of one account. It keys every
+// reference by conversation and id; evidence for unknown ids, other
+// conversations, duplicates and late evidence is ignored in O(1). It bounds
+// the number of pending trackers, ends windows with one timer for all
+// trackers, and keeps memory per pending tracker under 128 bytes, index and
+// timer slot included. The implementation is in internal/trackcore.
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/internal/trackcore"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+type core = trackcore.Registry[tracking.Response]
+
+// Defaults for a zero Config.
+const (
+	DefaultMaxPending = trackcore.DefaultMaxPending
+	DefaultWindow     = trackcore.DefaultWindow
+)
+
+// ErrShutdown is returned by Track and TryTrack once Close or Shutdown was
+// called.
+var ErrShutdown = trackcore.ErrShutdown
+
+// TrackOptions are per-message settings for Track.
+type TrackOptions = trackcore.TrackOptions
+
+// Config configures a Registry. The zero value is ready to use.
+type Config struct {
+	// MaxPending bounds the number of trackers that are not settled. Track
+	// waits and TryTrack fails with tracking.ErrTooManyPending at the bound.
+	// Zero means DefaultMaxPending; a negative value means no bound.
+	MaxPending int
+	// Window is the default tracking window: when it ends, a tracker without
+	// proof of delivery to the recipient becomes TimedOut, and one in
+	// DeliveredToRecipient or Error stops being tracked. Zero means
+	// DefaultWindow; a negative value means no window. Windows are capped at
+	// 24 days.
+	Window time.Duration
+	// OnStateChange, if set, is called for every state change of every
+	// tracker of the registry, under the same rules as
+	// MessageTracker.OnStateChange and before the tracker's own callbacks.
+	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
+	// Logger receives callback panics. Nil means silent.
+	Logger *slog.Logger
+}
+
+// Registry holds the pending trackers of one account and turns evidence into
+// transitions. It is safe for concurrent use.
+type Registry core
+
+func (r *Registry) core() *core { return (*core)(r) }
+
+func public(t *trackcore.Tracker[tracking.Response]) *tracking.MessageTracker {
+	return (*tracking.MessageTracker)(t)
+}
+
+// New returns an empty registry.
+func New(cfg Config) *Registry {
+	c := trackcore.Config[tracking.Response]{MaxPending: cfg.MaxPending, Window: cfg.Window, Logger: cfg.Logger}
+	if f := cfg.OnStateChange; f != nil {
+		c.OnStateChange = func(t *trackcore.Tracker[tracking.Response], from, to trackcore.State, resp *tracking.Response) {
+			f(public(t), tracking.MessageState(from), tracking.MessageState(to), resp)
+		}
+	}
+	return (*Registry)(trackcore.NewRegistry(c))
+}
+
+// Track registers a new pending message with the given id to the
+// conversation to (a bare JID). It waits while MaxPending trackers are
+// pending, until a slot frees or ctx ends. Register a message before writing
+// it, so that no evidence can arrive before its tracker.
+func (r *Registry) Track(ctx context.Context, to, id string, o TrackOptions) (*tracking.MessageTracker, error) {
+	t, err := r.core().Track(ctx, to, id, o)
+	return public(t), err
+}
+
+// TryTrack is Track without waiting: at the bound it returns
+// tracking.ErrTooManyPending.
+func (r *Registry) TryTrack(to, id string, o TrackOptions) (*tracking.MessageTracker, error) {
+	t, err := r.core().TryTrack(to, id, o)
+	return public(t), err
+}
+
+// Lookup returns the pending tracker of the message with the given id in the
+// conversation conv, or nil.
+func (r *Registry) Lookup(conv, id string) *tracking.MessageTracker {
+	return public(r.core().Lookup(conv, id))
+}
+
+// Find returns the pending tracker of the message with the given id, in any
+// conversation, or nil.
+func (r *Registry) Find(id string) *tracking.MessageTracker { return public(r.core().Find(id)) }
+
+// Pending returns the number of trackers that are not settled.
+func (r *Registry) Pending() int { return r.core().Pending() }
+
+// ServerAck records that our server acknowledged the message (XEP-0198):
+// DeliveredToServer.
+func (r *Registry) ServerAck(conv, id string) { r.core().ServerAck(conv, id) }
+
+// Lost records that the message was dropped before the server took it: Aborted.
+func (r *Registry) Lost(conv, id string) { r.core().Lost(conv, id) }
+
+// Delivered records proof that a client of the recipient has the message (an
+// XEP-0184 receipt or a legacy XEP-0333 received marker), sent by the
+// conversation's peer: DeliveredToRecipient. The caller checks that the
+// evidence came from the peer conv and not from our own account. It ignores
+// group-chat conversations (see TrackOptions.Room).
+func (r *Registry) Delivered(conv, id string, resp *tracking.Response) {
+	r.core().Delivered(conv, id, resp)
+}
+
+// Displayed records an XEP-0333 displayed marker (or a legacy acknowledged
+// marker) from the peer conv for the message id. See trackcore's
+// Registry.Displayed for which messages it covers.
+func (r *Registry) Displayed(conv, id, thread string, resp *tracking.Response) {
+	r.core().Displayed(conv, id, thread, resp)
+}
+
+// Incoming records a message the peer conv sent us, so that a later marker
+// naming it covers our messages sent before it.
+func (r *Registry) Incoming(conv, id string) { r.core().Incoming(conv, id) }
+
+// ErrorReply records an error reply for the message id: Error, with resp.Err
+// as the reason. It counts only when from is the message's recipient (any
+// resource), the recipient's domain, or empty (our own server).
+func (r *Registry) ErrorReply(from jid.JID, id string, resp *tracking.Response) {
+	r.core().ErrorReply(from, id, resp)
+}
+
+// Close stops tracking everything: pending trackers become Closed, or keep
+// DeliveredToRecipient or Error. Later Track calls fail with ErrShutdown.
+func (r *Registry) Close() { r.core().Close() }
+
+// Shutdown stops accepting new messages and waits until every pending
+// tracker has settled or ctx ends; it then returns ctx.Err() and tracking
+// goes on.
+func (r *Registry) Shutdown(ctx context.Context) error { return r.core().Shutdown(ctx) }
+
+// Advance applies evidence to a tracker directly, for callers that correlate
+// evidence themselves (package muc: a room's reflection, an occupant's
+// marker). It reports whether the transition graph allowed the request.
+func Advance(t *tracking.MessageTracker, to tracking.MessageState, resp *tracking.Response) bool {
+	_, ok := (*trackcore.Tracker[tracking.Response])(t).Advance(trackcore.State(to), resp)
+	return ok
+}
+
+// Diagram returns the transition graph as a Mermaid state diagram, generated
+// by looplab/fsm from the definition the trackers' table is compiled from.
+// The README's diagram is its output.
+func Diagram() string { return trackcore.Diagram() }

@@ -1,0 +1,267 @@
+package trackcore
+
+import (
+	"context"
+	"sync/atomic"
+)
+
+// Bits of Tracker.word below the state.
+const (
+	stateMask   = 0x0f
+	settledBit  = 1 << 4 // tracking has ended; nothing changes any more
+	byTimeout   = 1 << 5 // tracking ended by the window (with settledBit)
+	byClose     = 1 << 6 // tracking ended by Close (with settledBit)
+	inRegistry  = 1 << 7 // held by a Registry's index
+	hasDeadline = 1 << 8 // deadline is set and the tracker is in the timer heap
+)
+
+// Tracker follows one outgoing message; R is the evidence type
+// (tracking.Response). It is safe for concurrent use. tracking.MessageTracker
+// is defined as Tracker[tracking.Response] and exposes only the reading
+// methods; the driving ones (Advance, and the Registry's evidence methods)
+// are reachable only inside this module.
+type Tracker[R any] struct {
+	c        *conversation[R] // the conversation, and through it the lock
+	id       string
+	x        *extra[R]     // rarely needed data, allocated on first use; guarded by the lock
+	word     atomic.Uint32 // state and flag bits; written under the lock, read without it
+	seq      uint32        // position in the conversation, for "displayed up to here"
+	deadline uint32        // end of the window, in ms since the registry epoch (wrapping)
+	heapIdx  int32         // index in the registry's timer heap
+}
+
+// Callback is a per-tracker state-change callback.
+type Callback[R any] func(from, to State, resp *R)
+
+// extra holds what only some trackers need, so a pending tracker stays small.
+type extra[R any] struct {
+	resp    *R
+	changed chan struct{} // closed on the next change, then replaced; nil without waiters
+	done    chan struct{} // closed when tracking ends; nil until asked for
+	cbs     []Callback[R]
+	thread  string
+}
+
+// NewStandalone returns a tracker in InTransit that belongs to no registry:
+// driven only by Advance, with no window.
+func NewStandalone[R any](id string) *Tracker[R] {
+	g := &group[R]{}
+	return &Tracker[R]{c: &conversation[R]{g: g}, id: id, heapIdx: -1}
+}
+
+// Standalone reports whether t belongs to no registry (NewStandalone).
+func (t *Tracker[R]) Standalone() bool { return t.c.g.reg == nil }
+
+// ID returns the message's id.
+func (t *Tracker[R]) ID() string { return t.id }
+
+// To returns the conversation key; empty for standalone trackers.
+func (t *Tracker[R]) To() string { return t.c.jid }
+
+// State returns the current state.
+func (t *Tracker[R]) State() State {
+	return State(t.word.Load() & stateMask)
+}
+
+// Response returns the evidence for the last state change, or nil.
+func (t *Tracker[R]) Response() *R {
+	g := t.c.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t.x == nil {
+		return nil
+	}
+	return t.x.resp
+}
+
+// OnStateChange registers f for each later state change of t.
+func (t *Tracker[R]) OnStateChange(f Callback[R]) {
+	if f == nil {
+		return
+	}
+	g := t.c.g
+	g.mu.Lock()
+	x := t.ext()
+	// Copy on write: queued changes keep the slice they were queued with.
+	x.cbs = append(x.cbs[:len(x.cbs):len(x.cbs)], f)
+	g.mu.Unlock()
+}
+
+// Done returns a channel that is closed when tracking ends.
+func (t *Tracker[R]) Done() <-chan struct{} {
+	g := t.c.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	x := t.ext()
+	if x.done == nil {
+		x.done = make(chan struct{})
+		if t.word.Load()&settledBit != 0 {
+			close(x.done)
+		}
+	}
+	return x.done
+}
+
+// Settled reports whether tracking has ended.
+func (t *Tracker[R]) Settled() bool { return t.word.Load()&settledBit != 0 }
+
+// Close stops tracking: Closed, or DeliveredToRecipient and Error kept.
+func (t *Tracker[R]) Close() {
+	g := t.c.g
+	g.mu.Lock()
+	t.transition(Closed, nil)
+	g.unlock()
+}
+
+// Advance applies evidence that the message reached state to. It returns
+// the state before and whether the graph allowed the request (a same-state
+// request, or one that ends tracking without a change, is allowed).
+func (t *Tracker[R]) Advance(to State, resp *R) (State, bool) {
+	if to >= NumStates {
+		return t.State(), false
+	}
+	g := t.c.g
+	g.mu.Lock()
+	from := t.State()
+	ok := t.transition(to, resp)
+	g.unlock()
+	return from, ok
+}
+
+// Stop says why a tracker can make no more progress.
+type Stop uint8
+
+const (
+	Going   Stop = iota // progress is still possible
+	Stopped             // tracking ended short of the target (by Close, or settled otherwise)
+	Expired             // tracking ended short of the target by the window
+	Failed              // in Error: an error reply arrived
+)
+
+// Wait blocks until the state is at or past target (a progress state) and
+// returns (state, Going, nil, nil), or returns as soon as target cannot be
+// reached now: the state, why, and in the Error state the error reply's
+// evidence. When ctx ends first it returns the state, Going, nil and ctx.Err().
+func (t *Tracker[R]) Wait(ctx context.Context, target State) (State, Stop, *R, error) {
+	want, _ := target.Progress()
+	g := t.c.g
+	for {
+		g.mu.Lock()
+		w := t.word.Load()
+		st := State(w & stateMask)
+		if have, ok := st.Progress(); ok && have >= want {
+			g.mu.Unlock()
+			return st, Going, nil, nil
+		}
+		if stop := blocked(w); stop != Going {
+			var resp *R
+			if stop == Failed && t.x != nil {
+				resp = t.x.resp
+			}
+			g.mu.Unlock()
+			return st, stop, resp, nil
+		}
+		x := t.ext()
+		if x.changed == nil {
+			x.changed = make(chan struct{})
+		}
+		ch := x.changed
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return t.State(), Going, nil, ctx.Err()
+		}
+	}
+}
+
+// blocked returns why a tracker with word w can make no more progress now.
+func blocked(w uint32) Stop {
+	switch State(w & stateMask) {
+	case Aborted, Closed:
+		return Stopped
+	case TimedOut:
+		return Expired
+	case Error:
+		return Failed
+	}
+	switch {
+	case w&byTimeout != 0:
+		return Expired
+	case w&settledBit != 0:
+		return Stopped
+	}
+	return Going
+}
+
+// ext returns the tracker's extra data, allocating it. The caller holds the lock.
+func (t *Tracker[R]) ext() *extra[R] {
+	if t.x == nil {
+		t.x = &extra[R]{}
+	}
+	return t.x
+}
+
+// transition applies a request for state to. It reports whether the request
+// was allowed (a same-state request is allowed and changes nothing). The
+// caller holds the lock and calls g.unlock afterwards.
+func (t *Tracker[R]) transition(to State, resp *R) bool {
+	w := t.word.Load()
+	from := State(w & stateMask)
+	next := table[from][to]
+	if next == refused {
+		return false
+	}
+	if w&settledBit != 0 {
+		return State(next) == from // a same-state request stays a no-op
+	}
+	dst := State(next)
+	ends := endsTracking(to, dst)
+	if dst == from && !ends {
+		return true
+	}
+	nw := w&^stateMask | uint32(dst)
+	if ends {
+		nw |= settledBit
+		switch to {
+		case TimedOut:
+			nw |= byTimeout
+		case Closed:
+			nw |= byClose
+		}
+	}
+	t.word.Store(nw)
+	g := t.c.g
+	x := t.x
+	if dst != from {
+		if resp != nil {
+			x = t.ext()
+			x.resp = resp
+		} else if x != nil {
+			x.resp = nil
+		}
+		if x != nil && len(x.cbs) > 0 || g.hook != nil {
+			g.queue = append(g.queue, change[R]{t: t, from: from, to: dst, resp: resp, cbs: cbsOf(x)})
+		}
+	}
+	if x != nil && x.changed != nil {
+		close(x.changed)
+		x.changed = nil
+	}
+	if ends {
+		if x != nil && x.done != nil {
+			close(x.done)
+		}
+		if w&inRegistry != 0 {
+			g.reg.forget(t)
+		}
+	}
+	return true
+}
+
+func cbsOf[R any](x *extra[R]) []Callback[R] {
+	if x == nil {
+		return nil
+	}
+	return x.cbs
+}
