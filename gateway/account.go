@@ -1,0 +1,185 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/muc"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+var jidZero jid.JID
+
+// Account is one XMPP account the gateway sends from.
+type Account struct {
+	// JID is the account's address; requests name it in "from".
+	JID jid.JID
+	// Client is the account's logged-in client. Its Config.OnStateChange
+	// must call Gateway.OnStateChange, else the gateway records only the
+	// first state of each message.
+	Client *xmpptrack.Client
+	// Nick is the nick the gateway joins group chats with. Empty means the
+	// JID's local part.
+	Nick string
+}
+
+// sender is what the gateway needs from an account: sending, the readers
+// of a room message, and whether it is connected. Tests replace it.
+type sender interface {
+	send(ctx context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error)
+	seenBy(t *tracking.MessageTracker) []string
+	ready(ctx context.Context) error
+	health() health
+}
+
+// AddAccount adds an account. The first one added is the default for
+// requests without "from".
+func (g *Gateway) AddAccount(a Account) error {
+	if a.Client == nil || a.JID.Equal(jidZero) {
+		return errors.New("gateway: an account needs a JID and a client")
+	}
+	if a.Nick == "" {
+		a.Nick = a.JID.Localpart()
+	}
+	cs := &clientSender{a: a, rooms: make(map[string]*roomJoin)}
+	cs.remove = a.Client.Observe(xmpptrack.Observer{Connected: cs.connected})
+	return g.addSender(a.JID.Bare().String(), cs)
+}
+
+func (g *Gateway) addSender(name string, s sender) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, dup := g.accounts[name]; dup {
+		return fmt.Errorf("gateway: account %s added twice", name)
+	}
+	g.accounts[name] = s
+	if g.first == "" {
+		g.first = name
+	}
+	g.metrics.addAccount(name, s)
+	return nil
+}
+
+// clientSender sends through an xmpptrack.Client, joining rooms on first use.
+type clientSender struct {
+	a Account
+
+	remove func()
+
+	mu            sync.Mutex
+	rooms         map[string]*roomJoin // by room bare JID
+	connections   int
+	resumptions   int
+}
+
+func (c *clientSender) connected(resumed bool) {
+	c.mu.Lock()
+	c.connections++
+	if resumed {
+		c.resumptions++
+	}
+	c.mu.Unlock()
+}
+
+func (c *clientSender) health() health {
+	c.mu.Lock()
+	h := health{reconnections: max(0, c.connections-1), resumptions: c.resumptions}
+	c.mu.Unlock()
+	h.connected = !isDone(c.a.Client.Done()) && connected(context.Background(), c.a.Client) == nil
+	return h
+}
+
+type roomJoin struct {
+	done chan struct{} // closed when the join attempt ended
+	room *muc.Room
+	err  error
+}
+
+func (c *clientSender) send(ctx context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
+	if m.Type != xstanza.GroupChatMessage {
+		return c.a.Client.Send(ctx, m)
+	}
+	r, err := c.room(ctx, m.To)
+	if err != nil {
+		return nil, err
+	}
+	return r.SendMessage(ctx, m)
+}
+
+// room returns the joined room, joining it (again, after we left or were
+// kicked) when needed. Concurrent senders share one join.
+func (c *clientSender) room(ctx context.Context, addr jid.JID) (*muc.Room, error) {
+	key := addr.Bare().String()
+	c.mu.Lock()
+	j := c.rooms[key]
+	if j != nil {
+		select {
+		case <-j.done:
+			if j.err != nil || isDone(j.room.Done()) {
+				j = nil
+			}
+		default:
+		}
+	}
+	if j == nil {
+		j = &roomJoin{done: make(chan struct{})}
+		c.rooms[key] = j
+		go func() {
+			defer close(j.done)
+			full, err := addr.Bare().WithResource(c.a.Nick)
+			if err != nil {
+				j.err = err
+				return
+			}
+			// The join outlives the request that started it: other senders
+			// wait for it too.
+			jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), joinTimeout)
+			defer cancel()
+			j.room, j.err = muc.Join(jctx, c.a.Client, full, nil)
+		}()
+	}
+	c.mu.Unlock()
+	select {
+	case <-j.done:
+		return j.room, j.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *clientSender) seenBy(t *tracking.MessageTracker) []string {
+	c.mu.Lock()
+	j := c.rooms[t.To()]
+	c.mu.Unlock()
+	if j == nil || !isDone(j.done) || j.room == nil {
+		return nil
+	}
+	return j.room.SeenBy(t)
+}
+
+func (c *clientSender) ready(ctx context.Context) error {
+	select {
+	case <-c.a.Client.Done():
+		if err := c.a.Client.Err(); err != nil {
+			return err
+		}
+		return xmpptrack.ErrClientClosed
+	default:
+	}
+	return connected(ctx, c.a.Client)
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// cookieName is the cookie the status page's login form sets. It holds the
+// token and is accepted only on GET requests (see the package docs).
+const cookieName = "xmpptrack_token"
+
+type tokenKey struct{}
+
+// tokenSet holds the SHA-256 of every token, so that comparing a presented
+// token costs the same whatever it is: its hash is compared with each known
+// hash in constant time, and all of them are always compared.
+type tokenSet struct {
+	hashes [][32]byte
+}
+
+func newTokenSet(tokens []string) tokenSet {
+	var s tokenSet
+	for _, t := range tokens {
+		if t = strings.TrimSpace(t); t != "" {
+			s.hashes = append(s.hashes, sha256.Sum256([]byte(t)))
+		}
+	}
+	return s
+}
+
+// check returns the token's id (a short hash prefix, safe to log) and
+// whether it is valid.
+func (s tokenSet) check(token string) (string, bool) {
+	h := sha256.Sum256([]byte(token))
+	found := 0
+	for i := range s.hashes {
+		found |= subtle.ConstantTimeCompare(h[:], s.hashes[i][:])
+	}
+	return hex.EncodeToString(h[:6]), found == 1 && token != ""
+}
+
+// presented returns the bearer token of the request: the Authorization
+// header, or on GET and HEAD requests the status page's cookie.
+func presented(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); a != "" {
+		scheme, tok, ok := strings.Cut(a, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return ""
+		}
+		return strings.TrimSpace(tok)
+	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if c, err := r.Cookie(cookieName); err == nil {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// tokenID returns the id of the authenticated token of the request.
+func tokenID(ctx context.Context) string {
+	s, _ := ctx.Value(tokenKey{}).(string)
+	return s
+}
+
+// limiter is a token bucket per API token.
+type limiter struct {
+	rate  float64 // requests per second
+	burst float64
+	now   func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(rate float64, burst int, now func() time.Time) *limiter {
+	return &limiter{rate: rate, burst: float64(burst), now: now, buckets: make(map[string]*bucket)}
+}
+
+// allow takes one request from id's bucket; when empty it returns false and
+// how long until one is available.
+func (l *limiter) allow(id string) (bool, time.Duration) {
+	if l.rate <= 0 {
+		return true, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	b, ok := l.buckets[id]
+	if !ok {
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[id] = b
+	}
+	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+}
+
+// authenticate wraps next: every request but GET /healthz needs a valid
+// token, and each token is rate limited.
+func (g *Gateway) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		id, ok := g.tokens.check(presented(r))
+		if !ok {
+			if r.URL.Path == "/" && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
+				g.loginPage(w, r)
+				return
+			}
+			if r.URL.Path == "/login" && r.Method == http.MethodPost {
+				g.login(w, r)
+				return
+			}
+			writeProblem(w, newProblem("unauthorized", "send Authorization: Bearer <token>"))
+			return
+		}
+		if ok, wait := g.limit.allow(id); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			writeProblem(w, newProblem("rate-limited", "slow down"))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, id)))
+	})
+}

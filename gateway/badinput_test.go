@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBadInput sends bad requests: each gets a 4xx problem document with
+// its stable type, and nothing is sent, recorded or cancelled.
+func TestBadInput(t *testing.T) {
+	f := newFixture(t, Config{MaxBody: 1024, MaxWait: time.Minute})
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	sched := f.send(`{"to":"bob@example.org","body":"scheduled","send_at":"` + later + `"}`)
+	sentMsg := f.send(`{"to":"bob@example.org","body":"sent"}`, "Idempotency-Key", "used")
+	head := sentMsg.Cursor
+	sentBefore := f.fake.count()
+
+	msg := func(extra string) string { return `{"to":"bob@example.org","body":"hi"` + extra + `}` }
+	rows := []struct {
+		name, method, path, body string
+		hdr                      []string
+		status                   int
+		typ                      string
+	}{
+		{"malformed JSON", "POST", "/v1/messages", `{"to":`, nil, 400, "malformed-json"},
+		{"not an object", "POST", "/v1/messages", `[1,2]`, nil, 400, "wrong-type"},
+		{"empty body", "POST", "/v1/messages", ``, nil, 400, "malformed-json"},
+		{"trailing data", "POST", "/v1/messages", msg(``) + `{}`, nil, 400, "malformed-json"},
+		{"unknown field", "POST", "/v1/messages", msg(`,"bcc":"eve@example.org"`), nil, 400, "unknown-field"},
+		{"to is a number", "POST", "/v1/messages", `{"to":42,"body":"hi"}`, nil, 400, "wrong-type"},
+		{"body is an object", "POST", "/v1/messages", `{"to":"bob@example.org","body":{}}`, nil, 400, "wrong-type"},
+		{"window is a number", "POST", "/v1/messages", msg(`,"window":30`), nil, 400, "wrong-type"},
+		{"missing to", "POST", "/v1/messages", `{"body":"hi"}`, nil, 422, "missing-field"},
+		{"missing body", "POST", "/v1/messages", `{"to":"bob@example.org"}`, nil, 422, "missing-field"},
+		{"empty body text", "POST", "/v1/messages", `{"to":"bob@example.org","body":""}`, nil, 422, "invalid-field"},
+		{"invalid JID", "POST", "/v1/messages", `{"to":"bob@@example.org","body":"hi"}`, nil, 422, "invalid-jid"},
+		{"JID with bad domain", "POST", "/v1/messages", `{"to":"bob@exa mple.org","body":"hi"}`, nil, 422, "invalid-jid"},
+		{"room JID with a nick", "POST", "/v1/messages", `{"to":"room@muc.example.org/nick","body":"hi","type":"groupchat"}`, nil, 422, "invalid-jid"},
+		{"unknown type", "POST", "/v1/messages", msg(`,"type":"headline"`), nil, 422, "invalid-field"},
+		{"unknown account", "POST", "/v1/messages", msg(`,"from":"mallory@example.org"`), nil, 422, "unknown-account"},
+		{"invalid from", "POST", "/v1/messages", msg(`,"from":"@@"`), nil, 422, "invalid-jid"},
+		{"negative window", "POST", "/v1/messages", msg(`,"window":"-5s"`), nil, 422, "invalid-duration"},
+		{"window too long", "POST", "/v1/messages", msg(`,"window":"1000h"`), nil, 422, "invalid-duration"},
+		{"not a duration", "POST", "/v1/messages", msg(`,"window":"soon"`), nil, 422, "invalid-duration"},
+		{"send_at not RFC 3339", "POST", "/v1/messages", msg(`,"send_at":"tomorrow"`), nil, 422, "invalid-time"},
+		{"send_at too far", "POST", "/v1/messages", msg(`,"send_at":"2999-01-01T00:00:00Z"`), nil, 422, "invalid-time"},
+		{"bad channel", "POST", "/v1/messages", msg(`,"channel":"a b"`), nil, 422, "invalid-field"},
+		{"unknown wait", "POST", "/v1/messages", msg(`,"wait":"read"`), nil, 422, "invalid-field"},
+		{"wait too long", "POST", "/v1/messages", msg(`,"wait":"seen","wait_timeout":"2h"`), nil, 400, "wait-too-long"},
+		{"wait_timeout without wait", "POST", "/v1/messages", msg(`,"wait_timeout":"5s"`), nil, 422, "invalid-field"},
+		{"control character", "POST", "/v1/messages", `{"to":"bob@example.org","body":"a\u0001b"}`, nil, 422, "invalid-field"},
+		{"thread too long", "POST", "/v1/messages", msg(`,"thread":"` + strings.Repeat("t", 300) + `"`), nil, 422, "invalid-field"},
+		{"oversized body", "POST", "/v1/messages", `{"to":"bob@example.org","body":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, "body-too-large"},
+		{"wrong content type", "POST", "/v1/messages", msg(``), []string{"Content-Type", "text/plain"}, 415, "unsupported-media"},
+		{"idempotency key reused", "POST", "/v1/messages", `{"to":"bob@example.org","body":"other"}`, []string{"Idempotency-Key", "used"}, 422, "idempotency-mismatch"},
+		{"idempotency key too long", "POST", "/v1/messages", msg(``), []string{"Idempotency-Key", strings.Repeat("k", 300)}, 400, "invalid-idempotency"},
+		{"notify priority 7", "POST", "/v1/notify", `{"to":"bob@example.org","title":"x","priority":7}`, nil, 422, "invalid-field"},
+		{"notify priority string", "POST", "/v1/notify", `{"to":"bob@example.org","title":"x","priority":"high"}`, nil, 400, "wrong-type"},
+		{"notify without text", "POST", "/v1/notify", `{"to":"bob@example.org"}`, nil, 422, "missing-field"},
+		{"test invalid JID", "POST", "/v1/test", `{"to":"not a jid"}`, nil, 422, "invalid-jid"},
+		{"test timeout too long", "POST", "/v1/test", `{"to":"bob@example.org","timeout":"1h"}`, nil, 400, "wait-too-long"},
+		{"cursor from the future", "GET", "/v1/events?after=999999", ``, nil, 400, "invalid-cursor"},
+		{"cursor not a number", "GET", "/v1/events?after=abc", ``, nil, 400, "invalid-cursor"},
+		{"negative cursor", "GET", "/v1/events?after=-1", ``, nil, 400, "invalid-cursor"},
+		{"Last-Event-ID from the future", "GET", "/v1/events", ``, []string{"Accept", "text/event-stream", "Last-Event-ID", "99999"}, 400, "invalid-cursor"},
+		{"events wait too long", "GET", "/v1/events?wait=2h", ``, nil, 400, "wait-too-long"},
+		{"events negative wait", "GET", "/v1/events?wait=-1s", ``, nil, 422, "invalid-duration"},
+		{"events limit 0", "GET", "/v1/events?limit=0", ``, nil, 400, "invalid-query"},
+		{"events unknown parameter", "GET", "/v1/events?since=1", ``, nil, 400, "invalid-query"},
+		{"events bad channel", "GET", "/v1/events?channels=a,b%20c", ``, nil, 400, "invalid-query"},
+		{"cancel a sent message", "DELETE", "/v1/messages/" + sentMsg.ID, ``, nil, 409, "not-cancellable"},
+		{"cancel unknown", "DELETE", "/v1/messages/nope", ``, nil, 404, "not-found"},
+		{"wrong method", "PUT", "/v1/messages", msg(``), nil, 405, "method-not-allowed"},
+		{"unknown route", "POST", "/v2/messages", msg(``), nil, 404, "not-found"},
+	}
+	if len(rows) < 30 {
+		t.Fatalf("only %d rows", len(rows))
+	}
+	for _, r := range rows {
+		t.Run(r.name, func(t *testing.T) {
+			code, h, b := f.do(r.method, r.path, r.body, r.hdr...)
+			if code != r.status {
+				t.Errorf("status %d, want %d: %s", code, r.status, b)
+			}
+			p := problemOf(t, h, b)
+			if p.Type != ProblemTypePrefix+r.typ || p.Status != code || p.Title == "" {
+				t.Errorf("problem %+v, want type %s", p, r.typ)
+			}
+		})
+	}
+	if n := f.fake.count(); n != sentBefore {
+		t.Errorf("%d messages sent by bad requests", n-sentBefore)
+	}
+	if h, _ := f.g.rec.head(context.Background()); h != head {
+		t.Errorf("the record moved from %d to %d", head, h)
+	}
+	if st := f.status(sched.ID); st.State.String() != "IN_TRANSIT" {
+		t.Errorf("scheduled message is %s", st.State)
+	}
+}

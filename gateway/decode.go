@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// Duration is a time.Duration written in JSON as a string in Go's syntax
+// ("30s", "5m", "1h30m").
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return errBadDuration{s}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+type errBadDuration struct{ s string }
+
+func (e errBadDuration) Error() string {
+	return fmt.Sprintf("%q is not a Go duration such as \"30s\" or \"5m\"", e.s)
+}
+
+// State is a tracking.MessageState written in JSON by name
+// ("SEEN_BY_RECIPIENT").
+type State tracking.MessageState
+
+// MarshalJSON writes the state's name.
+func (s State) MarshalJSON() ([]byte, error) {
+	return json.Marshal(tracking.MessageState(s).String())
+}
+
+// UnmarshalJSON reads a state's name.
+func (s *State) UnmarshalJSON(b []byte) error {
+	var n string
+	if err := json.Unmarshal(b, &n); err != nil {
+		return err
+	}
+	st, ok := tracking.ParseState(n)
+	if !ok {
+		return fmt.Errorf("unknown state %q", n)
+	}
+	*s = State(st)
+	return nil
+}
+
+func (s State) String() string { return tracking.MessageState(s).String() }
+
+// decodeBody reads one JSON object from the request into v, refusing
+// unknown fields, trailing data and bodies over the limit.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *problem {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return newProblem("unsupported-media", "Content-Type is "+ct)
+		}
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	data, err := io.ReadAll(body)
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			p := newProblem("body-too-large", fmt.Sprintf("the body is limited to %d bytes", limit))
+			p.Limit = fmt.Sprint(limit)
+			return p
+		}
+		return newProblem("malformed-json", "reading the body failed")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonProblem(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return newProblem("malformed-json", "trailing data after the JSON object")
+	}
+	return nil
+}
+
+func jsonProblem(err error) *problem {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	var bd errBadDuration
+	switch {
+	case errors.As(err, &se):
+		return newProblem("malformed-json", fmt.Sprintf("syntax error at byte %d", se.Offset))
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return newProblem("malformed-json", "the body is empty or cut short")
+	case errors.As(err, &te):
+		return fieldProblem("wrong-type", te.Field, fmt.Sprintf("field %q must be a JSON %s", te.Field, jsonKind(te.Type.Kind().String())))
+	case errors.As(err, &bd):
+		return newProblem("invalid-duration", bd.Error())
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return fieldProblem("unknown-field", f, fmt.Sprintf("field %q is not part of the API", f))
+	}
+	var pe *time.ParseError
+	if errors.As(err, &pe) {
+		return newProblem("invalid-time", "times are RFC 3339, such as 2026-01-02T15:04:05Z")
+	}
+	return newProblem("malformed-json", err.Error())
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int", "int64", "uint64", "float64", "int8", "int16", "int32", "uint8", "uint16", "uint32":
+		return "number"
+	case "struct", "map":
+		return "object"
+	case "slice":
+		return "array"
+	case "bool":
+		return "boolean"
+	}
+	return k
+}

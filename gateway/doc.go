@@ -1,0 +1,148 @@
+// Package gateway is an HTTP API for tracked XMPP messages, for programs in
+// any language: send a message, get an id, and learn what happened to it by
+// asking, by following a feed of changes with a cursor, or by a signed
+// webhook. A Gateway is an http.Handler; the program examples/gateway runs
+// one. It uses only the public API of this module.
+//
+// # Wiring
+//
+//	g, _ := gateway.New(gateway.Config{Tokens: tokens})
+//	c, _ := xmpptrack.Dial(ctx, account, password, &xmpptrack.Config{OnStateChange: g.OnStateChange})
+//	g.AddAccount(gateway.Account{JID: account, Client: c})
+//	http.ListenAndServe("127.0.0.1:8080", g)
+//
+// # Routes (v1)
+//
+//	POST   /v1/messages       send {"to","body","type"?,"from"?,"thread"?,"window"?,
+//	                          "send_at"?,"channel"?,"wait"?,"wait_timeout"?};
+//	                          202 {"id","state","cursor","settled"}
+//	GET    /v1/messages/{id}  {"id","to","state","settled","history":[{"state","at",...}],...}
+//	DELETE /v1/messages/{id}  cancel a scheduled message not sent yet: CLOSED
+//	GET    /v1/events         ?after=&channels=&limit=&wait=: the changes after a cursor
+//	POST   /v1/notify         {"to","title","body","priority":0-3}
+//	POST   /v1/test           {"to"}: send a test message, wait for DELIVERED_TO_RECIPIENT
+//	GET    /v1/openapi.json   the OpenAPI 3.1 description of all of this
+//	GET    /healthz, /readyz  liveness; readiness (XMPP connected, record reachable)
+//	GET    /metrics           Prometheus metrics
+//	GET    /                  the status page
+//
+// JSON in and out; durations are strings in Go's syntax ("30s", "5m"), times
+// RFC 3339, states the tracker's names ("SEEN_BY_RECIPIENT"), cursors strings
+// of decimal digits.
+//
+// # Sending
+//
+// A message is recorded (IN_TRANSIT, with a cursor) before it is handed to the
+// account's client, so every state it reaches after that is in its history
+// and in the feed. "type" is "chat" (the default) or "groupchat"; for a group
+// chat "to" is the room's bare JID and the gateway joins the room on first use
+// with the account's nick (Account.Nick), and again after it left or was
+// kicked. "from" names the account by bare JID; without it the first account
+// added sends.
+//
+// With "wait" ("server", "delivered" or "seen": DELIVERED_TO_SERVER,
+// DELIVERED_TO_RECIPIENT, SEEN_BY_RECIPIENT) the request is held until that
+// state, or a state from which it cannot be reached (ERROR, ABORTED,
+// TIMED_OUT, CLOSED), or "wait_timeout" (default 30 s, at most
+// Config.MaxWait). The answer is 200 with "reached": true when the state was
+// reached, else 202 with "reached": false and the state it is in.
+//
+// An Idempotency-Key header (1 to 255 printable ASCII characters) makes a
+// retry safe: the same key with the same request, from the same token, within
+// 24 hours, returns the first message's id and current state (header
+// Idempotent-Replayed: true) and sends nothing; the same key with a different
+// request is refused (idempotency-mismatch). Keys belong to a token.
+//
+// "send_at" (RFC 3339) schedules the message; until then it is IN_TRANSIT
+// with "send_at" in its status, and DELETE /v1/messages/{id} cancels it
+// (CLOSED). A message that is sent can no longer be cancelled
+// (not-cancellable). The in-memory record keeps scheduled messages in memory
+// only: they are not sent if the process ends first.
+//
+// # Notifications and tests
+//
+// POST /v1/notify sends the title as the message's subject and the body as
+// its body (the title when the body is empty). The priority (default 1)
+// changes how long the message is tracked and whether servers should keep it
+// (XEP-0334 hints): 0 tracks for 1 minute and asks servers not to store it
+// (<no-store/>: a notice that is useless later); 1 uses the client's window;
+// 2 tracks for 1 hour and 3 for 24 hours, both with <store/>, so that an
+// offline recipient gets it from its server's offline storage or archive.
+//
+// POST /v1/test sends "xmpptrack gateway test message (<time>)" and waits for
+// DELIVERED_TO_RECIPIENT ("timeout", default 30 s): 200 when it arrived,
+// 502 test-failed when the message failed (ERROR, ABORTED, TIMED_OUT), 504
+// test-timeout when the wait ended first. The recipient must answer receipt
+// requests for the test to pass.
+//
+// # The feed
+//
+// Every state change gets a cursor, greater than every earlier one.
+// GET /v1/events?after=C returns the changes after C, oldest first, up to
+// "limit" (default 100, at most 1000), and "cursor": the value to pass as
+// after next time (it moves past changes the channel filter left out).
+// after=0 starts from the oldest change kept; without after, from now. When
+// there is nothing yet, the request waits up to "wait" (default 30 s, at most
+// Config.MaxWait; "0s" answers at once). A cursor ahead of the newest change
+// is refused (invalid-cursor); one older than what is kept is cursor-expired.
+//
+// With "Accept: text/event-stream" the same feed is a stream of Server-Sent
+// Events, one "change" event per state change, whose id is the cursor: a
+// browser's EventSource resumes with Last-Event-ID. A comment line is sent
+// every 15 s when nothing happens.
+//
+// # Webhooks
+//
+// Each Config.Webhooks URL receives a POST per state change (optionally only
+// for some channels), in feed order, so in order per message, with the body
+// {"type":"message.state","timestamp","data":<event>} and the Standard
+// Webhooks headers: webhook-id ("evt_<cursor>", the same on every retry),
+// webhook-timestamp (Unix seconds) and webhook-signature ("v1,<base64
+// HMAC-SHA256 over id.timestamp.body>", see Sign). A change is retried with
+// exponential backoff (1 s doubling to 10 minutes) until the receiver answers
+// 2xx or 24 hours have passed; later changes wait for it (order first). The
+// in-memory record keeps the outbox (a cursor per webhook) in memory: a restart
+// starts webhooks from the newest change.
+//
+// # Security
+//
+// Every route but GET /healthz needs "Authorization: Bearer <token>", one of
+// Config.Tokens. Tokens are compared through their SHA-256 in constant time,
+// against all configured tokens every time. Every token may read and cancel
+// every message: tokens are credentials, not tenants. Each token has its
+// own rate limit (Config.RateLimit, Burst: 429 rate-limited with
+// Retry-After). Request bodies are limited to Config.MaxBody (64 KiB). No CORS
+// headers are sent, so browsers refuse cross-origin calls. Tokens, passwords
+// and webhook secrets are never logged; logs name a token by a short hash
+// prefix and a webhook by its URL without credentials and query.
+//
+// The status page GET / is a browser's view of the feed. A browser cannot
+// send a bearer header on navigation, so an unauthenticated GET / that accepts
+// HTML gets a login form (status 401); it posts the token to /login, which
+// sets it as an HttpOnly, SameSite=Strict cookie. The cookie is accepted on
+// GET requests only, so it cannot be used to send or cancel messages.
+//
+// # Errors
+//
+// Errors are RFC 9457 problem documents (application/problem+json) whose
+// "type" is ProblemTypePrefix followed by a stable name:
+//
+//	400 malformed-json, unknown-field, wrong-type, invalid-cursor,
+//	    wait-too-long, invalid-query, invalid-idempotency
+//	401 unauthorized            404 not-found          405 method-not-allowed
+//	409 not-cancellable         410 cursor-expired     413 body-too-large
+//	415 unsupported-media       429 rate-limited
+//	422 missing-field, invalid-field, invalid-jid, invalid-duration,
+//	    invalid-time, unknown-account, idempotency-mismatch
+//	502 send-failed, test-failed                       503 unavailable
+//	504 test-timeout            500 internal
+//
+// Problems about a field name it in "field"; problems about a message carry
+// its "id" and "state". A request that gets a 4xx problem changed nothing.
+//
+// # Record
+//
+// Without a store the gateway keeps its record in memory: the newest
+// Config.MaxMessages messages and Config.MaxEvents changes, lost with the
+// process.
+package gateway

@@ -1,0 +1,208 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mellium.im/xmlstream"
+
+	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+const testToken = "s3cret-token-for-tests"
+
+// fakeSender stands for an account: its trackers are driven by the test
+// through Advance.
+type fakeSender struct {
+	g *Gateway
+
+	mu       sync.Mutex
+	sent     []xmpptrack.Message
+	payloads []string
+	trackers map[string]*tracking.MessageTracker
+	sentCh   chan string
+	err      error
+	readyErr error
+	seen     []string
+}
+
+func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	var payload string
+	if m.Payload != nil {
+		toks, err := xmlstream.ReadAll(m.Payload)
+		if err != nil {
+			return nil, err
+		}
+		var b bytes.Buffer
+		enc := xml.NewEncoder(&b)
+		for _, t := range toks {
+			enc.EncodeToken(t)
+		}
+		enc.Flush()
+		payload = b.String()
+		m.Payload = nil
+	}
+	t := tracking.NewMessageTracker(m.ID)
+	t.OnStateChange(func(from, to tracking.MessageState, resp *tracking.Response) {
+		f.g.OnStateChange(t, from, to, resp)
+	})
+	f.sent = append(f.sent, m)
+	f.payloads = append(f.payloads, payload)
+	f.trackers[m.ID] = t
+	if f.sentCh != nil {
+		f.sentCh <- m.ID
+	}
+	return t, nil
+}
+
+func (f *fakeSender) seenBy(*tracking.MessageTracker) []string { return f.seen }
+func (f *fakeSender) ready(context.Context) error            { return f.readyErr }
+func (f *fakeSender) health() health                         { return health{connected: f.readyErr == nil} }
+
+func (f *fakeSender) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sent)
+}
+
+func (f *fakeSender) tracker(id string) *tracking.MessageTracker {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.trackers[id]
+}
+
+type fixture struct {
+	t    *testing.T
+	g    *Gateway
+	fake *fakeSender
+	srv  *httptest.Server
+}
+
+// newFixture starts a gateway with one fake account, alice@example.org,
+// behind a real HTTP server.
+func newFixture(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	if cfg.Tokens == nil {
+		cfg.Tokens = []string{testToken, "other-token"}
+	}
+	if cfg.RateLimit == 0 {
+		cfg.RateLimit = -1
+	}
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeSender{g: g, trackers: make(map[string]*tracking.MessageTracker)}
+	if err := g.addSender("alice@example.org", f); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(func() {
+		srv.Close()
+		g.Close()
+	})
+	return &fixture{t: t, g: g, fake: f, srv: srv}
+}
+
+// do sends a request with the test token and returns the status and body.
+func (f *fixture) do(method, path, body string, hdr ...string) (int, http.Header, []byte) {
+	f.t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i+1] == "" {
+			req.Header.Del(hdr[i])
+		} else {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// send posts a message and returns the response.
+func (f *fixture) send(body string, hdr ...string) sendResponse {
+	f.t.Helper()
+	code, _, b := f.do("POST", "/v1/messages", body, hdr...)
+	if code != http.StatusAccepted && code != http.StatusOK {
+		f.t.Fatalf("POST /v1/messages = %d %s", code, b)
+	}
+	var r sendResponse
+	mustJSON(f.t, b, &r)
+	return r
+}
+
+func (f *fixture) status(id string) Status {
+	f.t.Helper()
+	code, _, b := f.do("GET", "/v1/messages/"+id, "")
+	if code != 200 {
+		f.t.Fatalf("GET status = %d %s", code, b)
+	}
+	var st Status
+	mustJSON(f.t, b, &st)
+	return st
+}
+
+// waitState waits (through the long poll) until the message's record shows
+// state.
+func (f *fixture) waitState(id string, state tracking.MessageState) Status {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		h, _ := f.g.rec.head(ctx)
+		st := f.status(id)
+		if tracking.MessageState(st.State) == state {
+			return st
+		}
+		if err := f.g.rec.wait(ctx, h); err != nil {
+			f.t.Fatalf("message %s never reached %s (is %s)", id, state, st.State)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("decoding %s: %v", b, err)
+	}
+}
+
+func problemOf(t *testing.T, h http.Header, b []byte) problem {
+	t.Helper()
+	if ct := h.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("Content-Type = %q, want application/problem+json (body %s)", ct, b)
+	}
+	var p problem
+	mustJSON(t, b, &p)
+	return p
+}
+
+var errTest = errors.New("test failure")

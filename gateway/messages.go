@@ -1,0 +1,274 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// sendRequest is the body of POST /v1/messages.
+type sendRequest struct {
+	To          string     `json:"to"`
+	Body        *string    `json:"body"`
+	Type        string     `json:"type,omitempty"`
+	From        string     `json:"from,omitempty"`
+	Thread      string     `json:"thread,omitempty"`
+	Window      *Duration  `json:"window,omitempty"`
+	SendAt      *time.Time `json:"send_at,omitempty"`
+	Channel     string     `json:"channel,omitempty"`
+	Wait        string     `json:"wait,omitempty"`
+	WaitTimeout *Duration  `json:"wait_timeout,omitempty"`
+}
+
+// sendResponse answers POST /v1/messages and /v1/notify.
+type sendResponse struct {
+	ID      string `json:"id"`
+	State   State  `json:"state"`
+	Cursor  Cursor `json:"cursor"`
+	Settled bool   `json:"settled"`
+	// Reached tells, when the request asked to wait, whether the awaited
+	// state was reached.
+	Reached *bool `json:"reached,omitempty"`
+}
+
+func (g *Gateway) postMessage(w http.ResponseWriter, r *http.Request) {
+	var req sendRequest
+	if p := decodeBody(w, r, g.cfg.MaxBody, &req); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	var o outgoing
+	if p := g.validateMessage(&req, &o); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	g.submit(w, r, &o, requestHash("messages", &req))
+}
+
+func (g *Gateway) validateMessage(req *sendRequest, o *outgoing) *problem {
+	if p := g.validateCommon(common{req.To, req.From, req.Type, req.Channel}, o); p != nil {
+		return p
+	}
+	if req.Body == nil {
+		return fieldProblem("missing-field", "body", `"body" is required`)
+	}
+	if *req.Body == "" {
+		return fieldProblem("invalid-field", "body", "body must not be empty")
+	}
+	if p := validText("body", *req.Body); p != nil {
+		return p
+	}
+	o.msg.Body = *req.Body
+	if len(req.Thread) > maxThread {
+		return fieldProblem("invalid-field", "thread", "thread is at most 256 bytes")
+	}
+	if p := validText("thread", req.Thread); p != nil {
+		return p
+	}
+	o.msg.Thread = req.Thread
+	if p := validateWindow(req.Window, o); p != nil {
+		return p
+	}
+	if p := g.validateSendAt(req.SendAt, o); p != nil {
+		return p
+	}
+	return g.validateWait(req.Wait, req.WaitTimeout, o)
+}
+
+// submit records the message (or finds the one sent under the same
+// Idempotency-Key), sends it or schedules it, waits if asked and answers.
+func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, hash [32]byte) {
+	key, p := idempotencyKey(r.Header.Get("Idempotency-Key"), tokenID(r.Context()))
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
+	st, created, p := g.create(r.Context(), o, key, hash)
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
+	if !created {
+		w.Header().Set("Idempotent-Replayed", "true")
+	} else if o.sendAt.IsZero() {
+		if p := g.dispatch(o); p != nil {
+			writeProblem(w, p)
+			return
+		}
+	} else {
+		g.sched.add(o)
+	}
+	resp := sendResponse{ID: st.ID, State: st.State, Cursor: st.Cursor, Settled: st.Settled}
+	if o.waitFor > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), o.waitFor)
+		defer cancel()
+		cur, reached := g.waitState(ctx, st.ID, o.wait)
+		if cur != nil {
+			resp = sendResponse{ID: cur.ID, State: cur.State, Cursor: cur.Cursor, Settled: cur.Settled}
+		}
+		resp.Reached = &reached
+		if reached {
+			writeJSON(w, http.StatusOK, resp)
+			return
+		}
+	}
+	writeJSON(w, http.StatusAccepted, resp)
+}
+
+// create stores a new message in IN_TRANSIT.
+func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]byte) (*Status, bool, *problem) {
+	now := g.now().UTC()
+	o.msg.ID = xmpptrack.NewID()
+	st := &Status{
+		ID: o.msg.ID, To: o.msg.To.String(), From: o.account, Type: string(o.msg.Type),
+		Channel: o.channel, Thread: o.msg.Thread, Created: now,
+		History: []Change{{State: State(tracking.InTransit), At: now}},
+	}
+	if !o.sendAt.IsZero() {
+		st.SendAt = &o.sendAt
+	}
+	out, created, err := g.rec.create(ctx, st, key, hash)
+	switch {
+	case errors.Is(err, errIdemMismatch):
+		return nil, false, newProblem("idempotency-mismatch", "this Idempotency-Key was used for a different request")
+	case err != nil:
+		g.log.Warn("gateway: recording a message failed", "err", err)
+		return nil, false, newProblem("unavailable", "the record is not available")
+	}
+	if created {
+		g.metrics.observe(Event{ID: out.ID, Change: out.History[0]}, now)
+	} else {
+		o.msg.ID = out.ID
+	}
+	return out, created, nil
+}
+
+// dispatch hands a recorded message to its account's client.
+func (g *Gateway) dispatch(o *outgoing) *problem {
+	id := o.msg.ID
+	created := g.now()
+	g.mu.Lock()
+	g.live[id] = liveMsg{s: o.s, room: o.room, created: created}
+	g.mu.Unlock()
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SendTimeout)
+	defer cancel()
+	t, err := o.s.send(ctx, o.msg)
+	g.mu.Lock()
+	// Callbacks may be queued still: a settled tracker's entry stays until
+	// the sweep (see sweepLive).
+	if lm, ok := g.live[id]; ok && t != nil {
+		lm.t = t
+		g.live[id] = lm
+	} else if t == nil {
+		delete(g.live, id)
+	}
+	g.mu.Unlock()
+	if err == nil {
+		return nil
+	}
+	g.log.Warn("gateway: send failed", "id", id, "account", o.account, "err", err)
+	if t == nil {
+		// Never tracked: record why.
+		ev, rerr := g.rec.change(g.ctx, id, Change{State: State(tracking.Aborted), At: g.now().UTC(),
+			Evidence: Evidence{Error: &ErrorInfo{Condition: "send-failed", Text: err.Error()}}})
+		if rerr == nil {
+			g.metrics.observe(ev, created)
+		}
+	}
+	p := newProblem("send-failed", err.Error())
+	p.ID = id
+	if st, err := g.rec.status(g.ctx, id); err == nil {
+		p.State = st.State.String()
+	}
+	return p
+}
+
+// waitState waits until the message reached target, or can no longer reach
+// it, or ctx ends. It returns the last status read and whether target was
+// reached.
+func (g *Gateway) waitState(ctx context.Context, id string, target tracking.MessageState) (*Status, bool) {
+	var last *Status
+	for {
+		h, err := g.rec.head(ctx)
+		if err != nil {
+			return last, false
+		}
+		st, err := g.statusOf(ctx, id)
+		if err != nil {
+			return last, false
+		}
+		last = st
+		s := tracking.MessageState(st.State)
+		if s <= tracking.SeenByRecipient && s >= target {
+			return st, true
+		}
+		if st.Settled || s > tracking.SeenByRecipient {
+			return st, false
+		}
+		if err := g.rec.wait(ctx, h); err != nil {
+			return last, false
+		}
+	}
+}
+
+// statusOf reads a message's record; settled also covers trackers whose
+// window ended without a change of state.
+func (g *Gateway) statusOf(ctx context.Context, id string) (*Status, error) {
+	st, err := g.rec.status(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Settled {
+		g.mu.Lock()
+		lm, ok := g.live[id]
+		g.mu.Unlock()
+		if ok && lm.t != nil && lm.t.Settled() {
+			st.Settled = true
+		}
+	}
+	return st, nil
+}
+
+func (g *Gateway) getMessage(w http.ResponseWriter, r *http.Request) {
+	st, err := g.statusOf(r.Context(), r.PathValue("id"))
+	if err != nil {
+		g.recordProblem(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (g *Gateway) deleteMessage(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	st, err := g.statusOf(r.Context(), id)
+	if err != nil {
+		g.recordProblem(w, err)
+		return
+	}
+	if !g.sched.cancel(id) {
+		p := newProblem("not-cancellable", "only a scheduled message that was not sent yet can be cancelled")
+		p.ID, p.State = id, st.State.String()
+		writeProblem(w, p)
+		return
+	}
+	ev, err := g.rec.change(r.Context(), id, Change{State: State(tracking.Closed), At: g.now().UTC()})
+	if err != nil {
+		g.recordProblem(w, err)
+		return
+	}
+	g.metrics.observe(ev, st.Created)
+	writeJSON(w, http.StatusOK, sendResponse{ID: id, State: ev.State, Cursor: ev.Cursor, Settled: true})
+}
+
+func (g *Gateway) recordProblem(w http.ResponseWriter, err error) {
+	if errors.Is(err, errNotFound) {
+		writeProblem(w, newProblem("not-found", "no message with this id"))
+		return
+	}
+	g.log.Warn("gateway: record failed", "err", err)
+	writeProblem(w, newProblem("unavailable", "the record is not available"))
+}

@@ -1,0 +1,228 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+var (
+	errNotFound      = errors.New("gateway: no such message")
+	errCursorFuture  = errors.New("gateway: cursor from the future")
+	errCursorExpired = errors.New("gateway: cursor older than the changes kept")
+	errIdemMismatch  = errors.New("gateway: idempotency key reused with another request")
+)
+
+// record is what the gateway keeps about messages: their status and history,
+// the feed of changes with cursors, and idempotency keys. The in-memory
+// record below is the default; a durable one sits on a store.
+type record interface {
+	// create stores a new message with its first change. With a non-empty
+	// key already used by the same scope, it returns the message stored then
+	// and created false (errIdemMismatch if the request hash differs).
+	create(ctx context.Context, st *Status, key string, hash [32]byte) (out *Status, created bool, err error)
+	// change appends a change to a message's history and to the feed.
+	change(ctx context.Context, id string, c Change) (Event, error)
+	// status returns a copy of a message's record, or errNotFound.
+	status(ctx context.Context, id string) (*Status, error)
+	// changes returns up to limit events after a cursor whose channel is in
+	// channels (all if empty), and the cursor to ask from next time.
+	changes(ctx context.Context, after Cursor, channels []string, limit int) ([]Event, Cursor, error)
+	// head returns the newest cursor (0 when the feed is empty).
+	head(ctx context.Context) (Cursor, error)
+	// wait returns when the head is past after, or ctx ends.
+	wait(ctx context.Context, after Cursor) error
+	// ping checks that the record is reachable.
+	ping(ctx context.Context) error
+}
+
+// memRecord is a record in memory: it is lost with the process. It keeps the
+// newest maxMsgs messages and maxEvents changes.
+type memRecord struct {
+	mu        sync.Mutex
+	msgs      map[string]*Status
+	order     []string // ids, oldest first
+	keys      map[string]idem
+	feed      []Event // oldest first
+	last      Cursor
+	notify    chan struct{}
+	maxMsgs   int
+	maxEvents int
+	keyTTL    time.Duration
+	now       func() time.Time
+}
+
+type idem struct {
+	id   string
+	hash [32]byte
+	at   time.Time
+}
+
+func newMemRecord(maxMsgs, maxEvents int) *memRecord {
+	return &memRecord{
+		msgs:      make(map[string]*Status),
+		keys:      make(map[string]idem),
+		notify:    make(chan struct{}),
+		maxMsgs:   maxMsgs,
+		maxEvents: maxEvents,
+		keyTTL:    24 * time.Hour,
+		now:       time.Now,
+	}
+}
+
+func (m *memRecord) create(_ context.Context, st *Status, key string, hash [32]byte) (*Status, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if key != "" {
+		if k, ok := m.keys[key]; ok && m.now().Sub(k.at) < m.keyTTL {
+			if k.hash != hash {
+				return nil, false, errIdemMismatch
+			}
+			if old, ok := m.msgs[k.id]; ok {
+				return copyStatus(old), false, nil
+			}
+		}
+	}
+	if _, dup := m.msgs[st.ID]; dup {
+		return nil, false, tracking.ErrDuplicateID
+	}
+	s := copyStatus(st)
+	m.msgs[s.ID] = s
+	m.order = append(m.order, s.ID)
+	if key != "" {
+		m.keys[key] = idem{id: s.ID, hash: hash, at: m.now()}
+	}
+	c := s.History[0]
+	s.History = s.History[:0]
+	m.appendLocked(s, c)
+	m.pruneLocked()
+	return copyStatus(s), true, nil
+}
+
+func (m *memRecord) appendLocked(s *Status, c Change) Event {
+	m.last++
+	c.Cursor = m.last
+	s.History = append(s.History, c)
+	s.State = c.State
+	s.Cursor = c.Cursor
+	if tracking.MessageState(c.State).IsFinal() {
+		s.Settled = true
+	}
+	ev := Event{ID: s.ID, To: s.To, Channel: s.Channel, Change: c}
+	m.feed = append(m.feed, ev)
+	close(m.notify)
+	m.notify = make(chan struct{})
+	return ev
+}
+
+func (m *memRecord) pruneLocked() {
+	if n := len(m.feed) - m.maxEvents; n > 0 {
+		n = max(n, m.maxEvents/8) // trim in batches
+		m.feed = slices.Delete(m.feed, 0, min(n, len(m.feed)))
+	}
+	if n := len(m.order) - m.maxMsgs; n > 0 {
+		n = max(n, m.maxMsgs/8)
+		n = min(n, len(m.order))
+		for _, id := range m.order[:n] {
+			delete(m.msgs, id)
+		}
+		m.order = slices.Delete(m.order, 0, n)
+		now := m.now()
+		for k, v := range m.keys {
+			if now.Sub(v.at) >= m.keyTTL {
+				delete(m.keys, k)
+			}
+		}
+	}
+}
+
+func (m *memRecord) change(_ context.Context, id string, c Change) (Event, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.msgs[id]
+	if !ok {
+		return Event{}, errNotFound
+	}
+	ev := m.appendLocked(s, c)
+	m.pruneLocked()
+	return ev, nil
+}
+
+func (m *memRecord) status(_ context.Context, id string) (*Status, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.msgs[id]
+	if !ok {
+		return nil, errNotFound
+	}
+	return copyStatus(s), nil
+}
+
+func (m *memRecord) changes(_ context.Context, after Cursor, channels []string, limit int) ([]Event, Cursor, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if after > m.last {
+		return nil, after, errCursorFuture
+	}
+	if len(m.feed) == 0 {
+		return nil, after, nil
+	}
+	first := m.feed[0].Cursor
+	if after != 0 && after+1 < first {
+		return nil, after, errCursorExpired
+	}
+	// Cursors in the feed are consecutive.
+	i := 0
+	if after >= first {
+		i = int(after - first + 1)
+	}
+	var out []Event
+	next := after
+	for ; i < len(m.feed) && len(out) < limit; i++ {
+		ev := m.feed[i]
+		next = ev.Cursor
+		if len(channels) == 0 || slices.Contains(channels, ev.Channel) {
+			ev.SeenBy = slices.Clone(ev.SeenBy)
+			out = append(out, ev)
+		}
+	}
+	return out, next, nil
+}
+
+func (m *memRecord) head(context.Context) (Cursor, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last, nil
+}
+
+func (m *memRecord) wait(ctx context.Context, after Cursor) error {
+	m.mu.Lock()
+	if m.last > after {
+		m.mu.Unlock()
+		return nil
+	}
+	ch := m.notify
+	m.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *memRecord) ping(context.Context) error { return nil }
+
+func copyStatus(s *Status) *Status {
+	c := *s
+	c.History = slices.Clone(s.History)
+	if s.SendAt != nil {
+		t := *s.SendAt
+		c.SendAt = &t
+	}
+	return &c
+}

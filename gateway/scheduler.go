@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"container/heap"
+	"context"
+	"sync"
+	"time"
+)
+
+// sweepEvery is how often the scheduler's goroutine forgets settled trackers.
+const sweepEvery = time.Minute
+
+// scheduler sends messages at their send_at time: one goroutine and one timer
+// for all of them. It lives in memory: scheduled messages that were not sent
+// when the process ends stay IN_TRANSIT in the record and are not sent.
+type scheduler struct {
+	g *Gateway
+
+	mu    sync.Mutex
+	queue schedHeap
+	byID  map[string]*outgoing
+	wake  chan struct{}
+}
+
+func newScheduler(g *Gateway) *scheduler {
+	return &scheduler{g: g, byID: make(map[string]*outgoing), wake: make(chan struct{}, 1)}
+}
+
+func (s *scheduler) add(o *outgoing) {
+	s.mu.Lock()
+	s.byID[o.msg.ID] = o
+	heap.Push(&s.queue, o)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// cancel removes a message that was not sent yet, and reports whether it did.
+func (s *scheduler) cancel(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.byID[id]; !ok {
+		return false
+	}
+	delete(s.byID, id) // its heap entry is skipped when it comes up
+	return true
+}
+
+// due pops the messages due at now and returns the wait until the next one.
+func (s *scheduler) due(now time.Time) ([]*outgoing, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*outgoing
+	for s.queue.Len() > 0 {
+		o := s.queue[0]
+		if o.sendAt.After(now) {
+			return out, o.sendAt.Sub(now)
+		}
+		heap.Pop(&s.queue)
+		if s.byID[o.msg.ID] == o {
+			delete(s.byID, o.msg.ID)
+			out = append(out, o)
+		}
+	}
+	return out, sweepEvery
+}
+
+func (s *scheduler) run(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	lastSweep := s.g.now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+		now := s.g.now()
+		os, next := s.due(now)
+		for _, o := range os {
+			go s.g.dispatch(o) // dispatch waits for the connection; not in the loop
+		}
+		if now.Sub(lastSweep) >= sweepEvery {
+			s.g.sweepLive()
+			lastSweep = now
+		}
+		t.Reset(min(next, sweepEvery))
+	}
+}
+
+type schedHeap []*outgoing
+
+func (h schedHeap) Len() int           { return len(h) }
+func (h schedHeap) Less(i, j int) bool { return h[i].sendAt.Before(h[j].sendAt) }
+func (h schedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *schedHeap) Push(x any)        { *h = append(*h, x.(*outgoing)) }
+func (h *schedHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return x
+}
+
+// sweepLive forgets trackers that settled before the previous sweep: their
+// callbacks have run by now.
+func (g *Gateway) sweepLive() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, lm := range g.live {
+		if lm.t == nil || !lm.t.Settled() {
+			continue
+		}
+		if lm.settledSeen {
+			delete(g.live, id)
+			continue
+		}
+		lm.settledSeen = true
+		g.live[id] = lm
+	}
+}

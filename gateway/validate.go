@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// Limits on fields (documented in the package docs and the OpenAPI document).
+const (
+	maxThread    = 256
+	maxWindow    = 24 * 24 * time.Hour // the tracking package's cap
+	maxSchedule  = 366 * 24 * time.Hour
+	maxIdemKey   = 255
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+var channelRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// outgoing is a validated request to send one message.
+type outgoing struct {
+	s       sender
+	account string
+	msg     xmpptrack.Message
+	room    bool
+	channel string
+	sendAt  time.Time // zero: now
+	wait    tracking.MessageState
+	waitFor time.Duration // zero: no waiting
+}
+
+// common holds the fields shared by /v1/messages, /v1/notify and /v1/test.
+type common struct {
+	to, from, typ, channel string
+}
+
+func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
+	if c.to == "" {
+		return fieldProblem("missing-field", "to", `"to" is required`)
+	}
+	to, err := jid.Parse(c.to)
+	if err != nil || to.Domainpart() == "" {
+		return fieldProblem("invalid-jid", "to", fmt.Sprintf("%q is not a valid XMPP address", c.to))
+	}
+	switch c.typ {
+	case "", "chat":
+		o.msg.Type = xstanza.ChatMessage
+	case "groupchat":
+		if to.Localpart() == "" || to.Resourcepart() != "" {
+			return fieldProblem("invalid-jid", "to", "a group chat address is a room's bare JID, room@service")
+		}
+		o.msg.Type = xstanza.GroupChatMessage
+		o.room = true
+	default:
+		p := fieldProblem("invalid-field", "type", fmt.Sprintf("type %q is neither chat nor groupchat", c.typ))
+		p.Valid = []string{"chat", "groupchat"}
+		return p
+	}
+	o.msg.To = to
+	if c.channel != "" && !channelRE.MatchString(c.channel) {
+		return fieldProblem("invalid-field", "channel", "a channel is 1 to 64 letters, digits, '.', '_' or '-'")
+	}
+	o.channel = c.channel
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	name := g.first
+	if c.from != "" {
+		f, err := jid.Parse(c.from)
+		if err != nil {
+			return fieldProblem("invalid-jid", "from", fmt.Sprintf("%q is not a valid XMPP address", c.from))
+		}
+		name = f.Bare().String()
+	}
+	s, ok := g.accounts[name]
+	if !ok {
+		if name == "" {
+			return fieldProblem("unknown-account", "from", "the gateway has no account")
+		}
+		return fieldProblem("unknown-account", "from", fmt.Sprintf("%s is not an account of this gateway", name))
+	}
+	o.s, o.account = s, name
+	return nil
+}
+
+// validText checks that s can travel in XML: valid UTF-8 without control
+// characters other than tab, newline and carriage return.
+func validText(field, s string) *problem {
+	if !utf8.ValidString(s) {
+		return fieldProblem("invalid-field", field, field+" is not valid UTF-8")
+	}
+	for _, r := range s {
+		if (r < 0x20 && r != '\t' && r != '\n' && r != '\r') || r == 0xFFFE || r == 0xFFFF {
+			return fieldProblem("invalid-field", field, fmt.Sprintf("%s holds the control character U+%04X, which XML cannot carry", field, r))
+		}
+	}
+	return nil
+}
+
+func (g *Gateway) validateWait(wait string, timeout *Duration, o *outgoing) *problem {
+	switch wait {
+	case "":
+		if timeout != nil {
+			return fieldProblem("invalid-field", "wait_timeout", `"wait_timeout" needs "wait"`)
+		}
+		return nil
+	case "server":
+		o.wait = tracking.DeliveredToServer
+	case "delivered":
+		o.wait = tracking.DeliveredToRecipient
+	case "seen":
+		o.wait = tracking.SeenByRecipient
+	default:
+		p := fieldProblem("invalid-field", "wait", fmt.Sprintf("wait %q is not one of server, delivered, seen", wait))
+		p.Valid = []string{"server", "delivered", "seen"}
+		return p
+	}
+	o.waitFor = min(30*time.Second, g.cfg.MaxWait)
+	if timeout != nil {
+		d := time.Duration(*timeout)
+		if d <= 0 {
+			return fieldProblem("invalid-duration", "wait_timeout", "wait_timeout must be positive")
+		}
+		if d > g.cfg.MaxWait {
+			p := fieldProblem("wait-too-long", "wait_timeout", fmt.Sprintf("wait_timeout is at most %s", g.cfg.MaxWait))
+			p.Limit = g.cfg.MaxWait.String()
+			return p
+		}
+		o.waitFor = d
+	}
+	return nil
+}
+
+func validateWindow(w *Duration, o *outgoing) *problem {
+	if w == nil {
+		return nil
+	}
+	d := time.Duration(*w)
+	if d < 0 {
+		return fieldProblem("invalid-duration", "window", "window must not be negative")
+	}
+	if d > maxWindow {
+		return fieldProblem("invalid-duration", "window", "window is at most "+maxWindow.String())
+	}
+	o.msg.Window = d
+	return nil
+}
+
+func (g *Gateway) validateSendAt(at *time.Time, o *outgoing) *problem {
+	if at == nil {
+		return nil
+	}
+	if at.Sub(g.now()) > maxSchedule {
+		return fieldProblem("invalid-time", "send_at", "send_at is at most a year ahead")
+	}
+	if at.After(g.now()) {
+		o.sendAt = at.UTC()
+	}
+	return nil
+}
+
+// idempotencyKey returns the scoped key of the request, if any.
+func idempotencyKey(h string, scope string) (string, *problem) {
+	if h == "" {
+		return "", nil
+	}
+	if len(h) > maxIdemKey {
+		return "", newProblem("invalid-idempotency", fmt.Sprintf("Idempotency-Key is at most %d characters", maxIdemKey))
+	}
+	for _, r := range h {
+		if r < 0x21 || r > 0x7e {
+			return "", newProblem("invalid-idempotency", "Idempotency-Key is printable ASCII without spaces")
+		}
+	}
+	return scope + ":" + h, nil
+}
+
+// requestHash identifies a request's content for idempotency checks.
+func requestHash(route string, v any) [32]byte {
+	b, _ := json.Marshal(v)
+	return sha256.Sum256(append([]byte(route+"\n"), b...))
+}
+
+func trimList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

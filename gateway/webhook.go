@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Webhook is an URL that receives every state change, signed the Standard
+// Webhooks way.
+type Webhook struct {
+	// URL receives a POST per state change.
+	URL string
+	// Secret signs the requests. A secret "whsec_<base64>" (the Standard
+	// Webhooks format) is the base64-decoded key; any other string is the
+	// key's bytes. It must not be empty.
+	Secret string
+	// Channels limits the changes sent to messages of these channels.
+	// Empty means all.
+	Channels []string
+	// Client sends the requests. Nil means a client with a 10 s timeout.
+	Client *http.Client
+	// RetryFor is how long one change is retried before it is given up.
+	// Zero means 24 hours.
+	RetryFor time.Duration
+	// MinBackoff and MaxBackoff bound the wait between attempts, which
+	// doubles after each failure. Zero means 1 s and 10 minutes.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// WebhookPayload is the JSON body of a webhook request.
+type WebhookPayload struct {
+	// Type is "message.state".
+	Type string `json:"type"`
+	// Timestamp is the time of the change.
+	Timestamp time.Time `json:"timestamp"`
+	// Data is the change, as in GET /v1/events.
+	Data Event `json:"data"`
+}
+
+// Sign returns the value of the webhook-signature header for a request with
+// the given webhook-id, webhook-timestamp (Unix seconds) and body:
+// "v1,<base64 HMAC-SHA256 of id.timestamp.body>". Receivers compute the
+// same to verify a request.
+func Sign(secret, id string, timestamp int64, body []byte) string {
+	mac := hmac.New(sha256.New, secretKey(secret))
+	fmt.Fprintf(mac, "%s.%d.", id, timestamp)
+	mac.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func secretKey(s string) []byte {
+	if rest, ok := strings.CutPrefix(s, "whsec_"); ok {
+		if k, err := base64.StdEncoding.DecodeString(rest); err == nil {
+			return k
+		}
+	}
+	return []byte(s)
+}
+
+// webhookWorker delivers the feed to one URL, in feed order (so in order per
+// message), each change until it is accepted or RetryFor has passed.
+type webhookWorker struct {
+	g     *Gateway
+	h     Webhook
+	name  string // the URL without credentials or query, for logs and metrics
+	after Cursor
+	sleep func(ctx context.Context, d time.Duration) error
+}
+
+func newWebhookWorker(g *Gateway, h Webhook) (*webhookWorker, error) {
+	u, err := url.Parse(h.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("gateway: webhook URL %q is not an http(s) URL", redactURL(h.URL))
+	}
+	if h.Secret == "" {
+		return nil, errors.New("gateway: a webhook needs a secret")
+	}
+	if h.Client == nil {
+		h.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if h.RetryFor <= 0 {
+		h.RetryFor = 24 * time.Hour
+	}
+	if h.MinBackoff <= 0 {
+		h.MinBackoff = time.Second
+	}
+	if h.MaxBackoff <= 0 {
+		h.MaxBackoff = 10 * time.Minute
+	}
+	head, err := g.rec.head(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return &webhookWorker{g: g, h: h, name: redactURL(h.URL), after: head, sleep: sleepCtx}, nil
+}
+
+// redactURL drops user info and query, which may hold credentials.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *webhookWorker) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		evs, next, err := w.g.rec.changes(ctx, w.after, w.h.Channels, 100)
+		if errors.Is(err, errCursorExpired) {
+			w.g.log.Warn("gateway: webhook fell behind the record; skipping to the oldest change kept", "webhook", w.name)
+			w.after = 0
+			continue
+		}
+		if err != nil {
+			if w.sleep(ctx, w.h.MinBackoff) != nil {
+				return
+			}
+			continue
+		}
+		for _, ev := range evs {
+			if !w.deliver(ctx, ev) {
+				return
+			}
+			w.after = ev.Cursor
+		}
+		w.after = next
+		if len(evs) == 0 {
+			if w.g.rec.wait(ctx, next) != nil {
+				return
+			}
+		}
+	}
+}
+
+// deliver sends one change until it is accepted or given up; it returns
+// false only when ctx ended.
+func (w *webhookWorker) deliver(ctx context.Context, ev Event) bool {
+	body, _ := json.Marshal(WebhookPayload{Type: "message.state", Timestamp: ev.At, Data: ev})
+	id := "evt_" + ev.Cursor.String()
+	start := w.g.now()
+	backoff := w.h.MinBackoff
+	for {
+		err := w.attempt(ctx, id, body)
+		if err == nil {
+			w.g.metrics.hookOK.WithLabelValues(w.name).Inc()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		w.g.metrics.hookFail.WithLabelValues(w.name).Inc()
+		if w.g.now().Sub(start)+backoff > w.h.RetryFor {
+			w.g.log.Warn("gateway: webhook gave up on a change", "webhook", w.name, "event", id, "err", err)
+			return true
+		}
+		w.g.log.Debug("gateway: webhook failed, retrying", "webhook", w.name, "event", id, "in", backoff, "err", err)
+		if w.sleep(ctx, backoff) != nil {
+			return false
+		}
+		backoff = min(2*backoff, w.h.MaxBackoff)
+	}
+}
+
+func (w *webhookWorker) attempt(ctx context.Context, id string, body []byte) error {
+	ts := w.g.now().Unix()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.h.URL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("webhook-id", id)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("webhook-signature", Sign(w.h.Secret, id, ts, body))
+	resp, err := w.h.Client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return ue.Err // the URL may hold credentials
+		}
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
