@@ -47,9 +47,7 @@ func (g *Gateway) AddAccount(a Account) error {
 	if a.Nick == "" {
 		a.Nick = a.JID.Localpart()
 	}
-	cs := &clientSender{a: a, rooms: make(map[string]*roomJoin)}
-	cs.remove = a.Client.Observe(xmpptrack.Observer{Connected: cs.connected})
-	return g.addSender(a.JID.Bare().String(), cs)
+	return g.addSender(a.JID.Bare().String(), &clientSender{a: a, rooms: make(map[string]*roomJoin)})
 }
 
 func (g *Gateway) addSender(name string, s sender) error {
@@ -70,29 +68,13 @@ func (g *Gateway) addSender(name string, s sender) error {
 type clientSender struct {
 	a Account
 
-	remove func()
-
-	mu            sync.Mutex
-	rooms         map[string]*roomJoin // by room bare JID
-	connections   int
-	resumptions   int
-}
-
-func (c *clientSender) connected(resumed bool) {
-	c.mu.Lock()
-	c.connections++
-	if resumed {
-		c.resumptions++
-	}
-	c.mu.Unlock()
+	mu    sync.Mutex
+	rooms map[string]*roomJoin // by room bare JID
 }
 
 func (c *clientSender) health() health {
-	c.mu.Lock()
-	h := health{reconnections: max(0, c.connections-1), resumptions: c.resumptions}
-	c.mu.Unlock()
-	h.connected = !isDone(c.a.Client.Done()) && connected(context.Background(), c.a.Client) == nil
-	return h
+	st := c.a.Client.Stats()
+	return health{connected: st.Connected, reconnections: st.Reconnections, resumptions: st.Resumptions}
 }
 
 type roomJoin struct {
@@ -172,7 +154,10 @@ func (c *clientSender) ready(ctx context.Context) error {
 		return xmpptrack.ErrClientClosed
 	default:
 	}
-	return connected(ctx, c.a.Client)
+	if !c.a.Client.Stats().Connected {
+		return errNotConnected
+	}
+	return nil
 }
 
 func isDone(ch <-chan struct{}) bool {

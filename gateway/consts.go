@@ -1,0 +1,10 @@
+package gateway
+
+import (
+	"errors"
+	"time"
+)
+
+const joinTimeout = 30 * time.Second
+
+var errNotConnected = errors.New("not connected")
