@@ -57,8 +57,8 @@ type Gateway struct {
 	hooks   []*webhookWorker
 
 	mu       sync.Mutex
-	accounts map[string]sender // by bare JID
-	first    string            // the default account
+	accounts map[string]sender  // by bare JID
+	first    string             // the default account
 	live     map[string]liveMsg // sent messages whose tracking may go on
 
 	closeOnce sync.Once

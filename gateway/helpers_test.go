@@ -72,8 +72,8 @@ func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.Mes
 }
 
 func (f *fakeSender) seenBy(*tracking.MessageTracker) []string { return f.seen }
-func (f *fakeSender) ready(context.Context) error            { return f.readyErr }
-func (f *fakeSender) health() health                         { return health{connected: f.readyErr == nil} }
+func (f *fakeSender) ready(context.Context) error              { return f.readyErr }
+func (f *fakeSender) health() health                           { return health{connected: f.readyErr == nil} }
 
 func (f *fakeSender) count() int {
 	f.mu.Lock()
