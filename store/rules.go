@@ -2,6 +2,8 @@ package store
 
 import (
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/xmpptrack/xmpptrack/internal/trackcore"
 	"github.com/xmpptrack/xmpptrack/stanza"
@@ -87,6 +89,9 @@ func (b *Batch) Validate() error {
 		if err := checkID(c.ID); err != nil {
 			return err
 		}
+		if err := checkText(c.From, c.StanzaID, c.Condition, c.Text); err != nil {
+			return err
+		}
 		if c.State == tracking.InTransit || int(c.State) >= numStates {
 			return fmt.Errorf("%w: change of %q to state %v", ErrInvalid, c.ID, c.State)
 		}
@@ -97,8 +102,11 @@ func (b *Batch) Validate() error {
 		}
 	}
 	for _, s := range b.Sessions {
-		if s.Owner.Account == "" {
-			return fmt.Errorf("%w: session without an account", ErrInvalid)
+		if err := s.Owner.Validate(); err != nil {
+			return err
+		}
+		if err := checkText(s.JID, s.ID, s.Location); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -108,9 +116,13 @@ func (m *Message) validate() error {
 	if err := checkID(m.ID); err != nil {
 		return err
 	}
+	if err := m.Owner.Validate(); err != nil {
+		return err
+	}
+	if err := checkText(m.To, m.Thread, m.Channel); err != nil {
+		return err
+	}
 	switch {
-	case m.Owner.Account == "":
-		return fmt.Errorf("%w: message %q without an owner account", ErrInvalid, m.ID)
 	case m.To == "":
 		return fmt.Errorf("%w: message %q without a recipient", ErrInvalid, m.ID)
 	case int(m.State) >= numStates:
@@ -122,6 +134,9 @@ func (m *Message) validate() error {
 }
 
 func checkID(id string) error {
+	if err := checkText(id); err != nil {
+		return err
+	}
 	switch {
 	case id == "":
 		return fmt.Errorf("%w: empty message id", ErrInvalid)
@@ -129,4 +144,67 @@ func checkID(id string) error {
 		return fmt.Errorf("%w: message id of %d bytes", ErrInvalid, len(id))
 	}
 	return nil
+}
+
+// checkText refuses strings that are not valid UTF-8 or hold a NUL byte:
+// neither can come from XML, and databases refuse them.
+func checkText(ss ...string) error {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("%w: %q is not valid text", ErrInvalid, s)
+		}
+	}
+	return nil
+}
+
+// Validate checks an owner; its error matches ErrInvalid.
+func (i Instance) Validate() error {
+	if i.Account == "" {
+		return fmt.Errorf("%w: instance without an account", ErrInvalid)
+	}
+	return checkText(i.Account, i.Resource)
+}
+
+// Validate checks a key; its error matches ErrInvalid.
+func (k Key) Validate() error {
+	if k.Scope == "" && k.Name == "" {
+		return fmt.Errorf("%w: empty key", ErrInvalid)
+	}
+	return checkText(k.Scope, k.Name, k.Value)
+}
+
+// Validate checks a job; its error matches ErrInvalid.
+func (j Job) Validate() error {
+	if j.Queue == "" || j.Name == "" {
+		return fmt.Errorf("%w: job without a queue or name", ErrInvalid)
+	}
+	return checkText(j.Queue, j.Name)
+}
+
+// Validate checks a feed query; its error matches ErrInvalid.
+func (q FeedQuery) Validate() error {
+	if q.After < 0 {
+		return fmt.Errorf("%w: negative cursor %d", ErrInvalid, q.After)
+	}
+	if q.Owner != (Instance{}) {
+		if err := q.Owner.Validate(); err != nil {
+			return err
+		}
+	}
+	return checkText(q.Channels...)
+}
+
+// MaxFeedLimit caps FeedQuery.Limit.
+const MaxFeedLimit = 10000
+
+// Count returns how many changes to return at most: q.Limit, 100 when it
+// is zero or negative, capped at MaxFeedLimit.
+func (q FeedQuery) Count() int {
+	switch {
+	case q.Limit <= 0:
+		return 100
+	case q.Limit > MaxFeedLimit:
+		return MaxFeedLimit
+	}
+	return q.Limit
 }

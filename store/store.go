@@ -229,7 +229,7 @@ type FeedQuery struct {
 	// at the oldest change kept.
 	After int64
 	// Limit bounds the number of changes returned; zero or negative means
-	// 100, and implementations may cap it (at 10,000 or more).
+	// 100, and it is capped at MaxFeedLimit (see Count).
 	Limit int
 	// Channels, if not empty, keeps only changes of messages in these
 	// channels.

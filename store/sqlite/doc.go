@@ -1,0 +1,60 @@
+// Package sqlite is the embedded store: one SQLite file, written by one
+// process, through a pure-Go driver (modernc.org/sqlite: no cgo).
+//
+//	st, err := sqlite.Open(ctx, "xmpptrack.db")
+//
+// # Durability
+//
+// The file is in WAL mode. By default (synchronous=NORMAL) a commit reaches
+// the operating system before Commit returns: it survives the process being
+// killed (kill -9, an OOM kill), but the last commits before a power loss or
+// a kernel crash may be lost. Config.Sync (synchronous=FULL) syncs the WAL
+// to disk at every commit, so that every commit also survives power loss.
+// Commits are grouped: concurrent Commit calls share one transaction and
+// one sync, so writing each message ahead costs a fraction of a sync.
+// Measured costs are in the repository's README (BenchmarkCommit).
+//
+// # Files
+//
+// Besides the database file, SQLite keeps path-wal and path-shm next to it,
+// and the ownership locks use path-lock (see below). Copy the database only
+// while no process has it open, or with SQLite's backup tools.
+//
+// # Schema and bad files
+//
+// The database carries SQLite's application id 0x78747263 ("xtrc") and its
+// schema version in user_version. Open creates the schema in an empty or new
+// file, upgrades an older schema in one transaction, and refuses with a clear
+// error, never a panic: a file that is not an SQLite database, or is corrupt
+// in its header or schema (store.ErrForeign), an SQLite database of another
+// application (store.ErrForeign), and a schema newer than this library
+// (store.ErrNewerSchema). Corruption deeper in the file is reported by the
+// operation that reads it.
+//
+// # Errors of the disk
+//
+// A full disk or a read-only file makes Commit fail with the driver's error
+// ("database or disk is full", "attempt to write a readonly database"): the
+// batch is not written, nothing else is lost, and commits succeed again once
+// there is space.
+//
+// # Ownership
+//
+// Lock takes an operating-system lock on one byte of path-lock chosen by the
+// owner's hash (Linux open-file-description locks, F_OFD_SETLK): it conflicts
+// with any other Lock of that owner, in this process or another, and the
+// kernel releases it when its holder closes the store or dies, so that a
+// restarted process takes its state back at once. On other systems the lock
+// only covers the process that holds it.
+//
+// # Followers
+//
+// Wait is woken at once by commits made through the same Store value; it
+// notices commits by other Store values or processes on the same file by
+// checking the file's data version every 25 ms.
+//
+// # Retention
+//
+// Settled messages are pruned after Config.Retention (default
+// store.DefaultRetention, 7 days), at Open and then hourly.
+package sqlite

@@ -1,0 +1,172 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/store"
+)
+
+// pruneChunk bounds the messages one pruning transaction deletes, so that
+// commits are not held up for long.
+const pruneChunk = 5000
+
+// Prune implements store.Store.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
+	if s.isClosed() {
+		return 0, store.ErrClosed
+	}
+	total := 0
+	for {
+		n, err := s.pruneChunk(ctx, micros(before))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("sqlite: prune: %w", err)
+		}
+		if n < pruneChunk {
+			break
+		}
+	}
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM keys WHERE expires != 0 AND expires < ?`, micros(time.Now())); err != nil {
+		return total, fmt.Errorf("sqlite: prune keys: %w", err)
+	}
+	return total, nil
+}
+
+func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS doomed (n INTEGER PRIMARY KEY);
+		DELETE FROM doomed;
+		INSERT INTO doomed SELECT n FROM messages WHERE settled = 1 AND updated < ? LIMIT ?;
+		DELETE FROM changes WHERE msg IN (SELECT n FROM doomed)`, before, pruneChunk)
+	if err != nil {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE n IN (SELECT n FROM doomed)`)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	return int(n), tx.Commit()
+}
+
+// ClaimKey implements store.Store. A zero Expires never expires.
+func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error) {
+	if s.isClosed() {
+		return "", false, store.ErrClosed
+	}
+	if err := k.Validate(); err != nil {
+		return "", false, err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return "", false, fmt.Errorf("sqlite: %w", err)
+	}
+	defer tx.Rollback()
+	var value string
+	var expires int64
+	err = tx.QueryRowContext(ctx, `SELECT value, expires FROM keys WHERE scope = ? AND name = ?`, k.Scope, k.Name).Scan(&value, &expires)
+	switch {
+	case err == nil && (expires == 0 || expires >= micros(time.Now())):
+		return value, false, nil
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return "", false, fmt.Errorf("sqlite: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO keys (scope, name, value, expires) VALUES (?, ?, ?, ?)
+		ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value, expires = excluded.expires`,
+		k.Scope, k.Name, k.Value, micros(k.Expires))
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("sqlite: %w", err)
+	}
+	return k.Value, true, nil
+}
+
+// PutJob implements store.Store.
+func (s *Store) PutJob(ctx context.Context, j store.Job) error {
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	if err := j.Validate(); err != nil {
+		return err
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO jobs (queue, name, due, data, attempts) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (queue, name) DO UPDATE SET due = excluded.due, data = excluded.data, attempts = excluded.attempts`,
+		j.Queue, j.Name, micros(j.Due), j.Data, j.Attempts)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	return nil
+}
+
+// ClaimJobs implements store.Store.
+func (s *Store) ClaimJobs(ctx context.Context, queue string, now time.Time, lease time.Duration, limit int) ([]store.Job, error) {
+	if s.isClosed() {
+		return nil, store.ErrClosed
+	}
+	if lease <= 0 || limit <= 0 {
+		return nil, fmt.Errorf("%w: claim of %d jobs for %v", store.ErrInvalid, limit, lease)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	defer tx.Rollback()
+	due := now.Add(lease)
+	// The transaction holds SQLite's write lock: the select and the update
+	// see the same jobs.
+	rows, err := tx.QueryContext(ctx, `SELECT name, data, attempts FROM jobs
+		WHERE queue = ? AND due <= ? ORDER BY due, name LIMIT ?`, queue, micros(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	var js []store.Job
+	for rows.Next() {
+		j := store.Job{Queue: queue, Due: due}
+		if err := rows.Scan(&j.Name, &j.Data, &j.Attempts); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+		j.Attempts++
+		js = append(js, j)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE jobs SET due = ?, attempts = attempts + 1
+		WHERE queue = ? AND name IN (SELECT name FROM jobs WHERE queue = ? AND due <= ? ORDER BY due, name LIMIT ?)`,
+		micros(due), queue, queue, micros(now), limit)
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	return js, nil
+}
+
+// DeleteJob implements store.Store.
+func (s *Store) DeleteJob(ctx context.Context, queue, name string) (bool, error) {
+	if s.isClosed() {
+		return false, store.ErrClosed
+	}
+	res, err := s.w.ExecContext(ctx, `DELETE FROM jobs WHERE queue = ? AND name = ?`, queue, name)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}

@@ -1,0 +1,213 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+func message(id string) store.Message {
+	return store.Message{ID: id, Owner: store.Instance{Account: "a@example.org"}, To: "b@example.org",
+		Raw: []byte(`<message id="` + id + `"/>`)}
+}
+
+// TestOpenBadFiles opens files that are not stores: each gives a clear
+// error at Open, never a panic, and the file is left as it was.
+func TestOpenBadFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// A real store, to corrupt and to age.
+	good := filepath.Join(dir, "good.db")
+	s, err := Open(ctx, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("m1")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	img, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	corruptSchema := append([]byte(nil), img...)
+	for i := 100; i < min(len(corruptSchema), 4096); i++ { // page 1 after the header: the schema
+		corruptSchema[i] ^= 0x5a
+	}
+
+	other := filepath.Join(dir, "other.db")
+	db, err := sql.Open("sqlite", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE photos (id INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	newer := filepath.Join(dir, "newer.db")
+	write("newer.db", img)
+	db, _ = sql.Open("sqlite", newer)
+	if _, err := db.Exec(`PRAGMA user_version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	for _, tc := range []struct {
+		name, path string
+		want       error
+	}{
+		{"text", write("text.db", []byte("hello, this is not a database\n")), store.ErrForeign},
+		{"random", write("random.db", []byte(strings.Repeat("\x13\x37\xfe", 3000))), store.ErrForeign},
+		{"header only", write("header.db", []byte("SQLite format 3\x00")), store.ErrForeign},
+		{"truncated", write("trunc.db", img[:150]), store.ErrForeign},
+		{"corrupt schema", write("corrupt.db", corruptSchema), store.ErrForeign},
+		{"other application", other, store.ErrForeign},
+		{"newer schema", newer, store.ErrNewerSchema},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := os.ReadFile(tc.path)
+			s, err := Open(ctx, tc.path)
+			if err == nil {
+				s.Close()
+				t.Fatal("opened")
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.path) {
+				t.Errorf("error does not name the file: %v", err)
+			}
+			after, _ := os.ReadFile(tc.path)
+			if string(before) != string(after) {
+				t.Error("Open changed the file")
+			}
+		})
+	}
+	if _, err := Open(ctx, filepath.Join(dir, "missing", "x.db")); err == nil {
+		t.Error("opened a file in a missing directory")
+	}
+	if _, err := Open(ctx, ""); err == nil {
+		t.Error("opened an empty path")
+	}
+}
+
+// TestReopen keeps what was committed across Close and Open, and opens an
+// empty existing file as a new store.
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &store.Batch{Messages: []store.Message{message("m1")}, Changes: []store.Change{{ID: "m1", State: tracking.DeliveredToServer}}}
+	if err := s.Commit(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.Message(ctx, "m1")
+	if err != nil || r.State != tracking.DeliveredToServer || len(r.History) != 2 {
+		t.Fatalf("after reopen: %+v, %v", r, err)
+	}
+	if c, _ := s.LastCursor(ctx); c != b.Changes[0].Cursor {
+		t.Errorf("LastCursor %d, want %d", c, b.Changes[0].Cursor)
+	}
+}
+
+// TestDiskFull fills the database to a page limit (as a full disk does):
+// Commit fails with an error, nothing is half-written, stored messages stay
+// readable and changeable... once there is space again, commits succeed.
+func TestDiskFull(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := OpenConfig(ctx, p, Config{pragmas: []string{"max_page_count(40)"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var full error
+	n := 0
+	for ; n < 10000; n++ {
+		m := message(string(rune('a'+n%26)) + strings.Repeat("x", 30) + strconv.Itoa(n))
+		m.Raw = make([]byte, 2000)
+		if full = s.Commit(ctx, &store.Batch{Messages: []store.Message{m}}); full != nil {
+			break
+		}
+	}
+	if full == nil || !strings.Contains(full.Error(), "full") {
+		t.Fatalf("after %d messages: %v, want a disk-full error", n, full)
+	}
+	// The failed message is not there; earlier ones are.
+	last, _ := s.LastCursor(ctx)
+	all, err := s.Changes(ctx, store.FeedQuery{Limit: store.MaxFeedLimit})
+	if err != nil || len(all) != n {
+		t.Fatalf("feed holds %d changes for %d messages (%v)", len(all), n, err)
+	}
+	// Space comes back.
+	if _, err := s.w.ExecContext(ctx, "PRAGMA max_page_count = 100000"); err != nil {
+		t.Fatal(err)
+	}
+	b := &store.Batch{Messages: []store.Message{message("after")}, Changes: []store.Change{{ID: all[0].ID, State: tracking.DeliveredToServer}}}
+	if err := s.Commit(ctx, b); err != nil {
+		t.Fatalf("after space came back: %v", err)
+	}
+	if b.Messages[0].Cursor <= last || b.Changes[0].Cursor == 0 {
+		t.Errorf("cursors after recovery: %d %d (last %d)", b.Messages[0].Cursor, b.Changes[0].Cursor, last)
+	}
+}
+
+// TestReadOnly makes the database refuse writes: Commit fails, and works
+// again once the database is writable.
+func TestReadOnly(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("m1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.ExecContext(ctx, "PRAGMA query_only = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("m2")}}); err == nil {
+		t.Fatal("committed to a read-only database")
+	}
+	if _, _, err := s.ClaimKey(ctx, store.Key{Scope: "s", Name: "k", Value: "v"}); err == nil {
+		t.Error("claimed a key in a read-only database")
+	}
+	if _, err := s.Message(ctx, "m1"); err != nil {
+		t.Errorf("reading a read-only database: %v", err)
+	}
+	if _, err := s.w.ExecContext(ctx, "PRAGMA query_only = 0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("m2")}}); err != nil {
+		t.Fatalf("after the database became writable: %v", err)
+	}
+}

@@ -1,0 +1,292 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/store"
+)
+
+const messageColumns = `n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq,
+	state, settled, updated, (SELECT max(cursor) FROM changes WHERE msg = messages.n)`
+
+// scanner is *sql.Row or *sql.Rows.
+type scanner interface{ Scan(...any) error }
+
+// scanMessage reads messageColumns.
+func scanMessage(sc scanner) (int64, store.Message, error) {
+	var (
+		m                                store.Message
+		n, created, deadline, state, upd int64
+		seq, cursor                      sql.NullInt64
+		room, settled                    bool
+	)
+	err := sc.Scan(&n, &m.ID, &m.Owner.Account, &m.Owner.Resource, &m.To, &room, &m.Thread, &m.Channel,
+		&m.Raw, &created, &deadline, &seq, &state, &settled, &upd, &cursor)
+	if err != nil {
+		return 0, m, err
+	}
+	return n, m, fillMessage(&m, room, settled, created, deadline, state, upd, seq, cursor)
+}
+
+// fillMessage decodes the stored columns of a message.
+func fillMessage(m *store.Message, room, settled bool, created, deadline, state, upd int64, seq, cursor sql.NullInt64) error {
+	var err error
+	if m.State, err = decodeState(state); err != nil {
+		return err
+	}
+	if seq.Valid {
+		if m.Seq, err = decodeSeq(seq.Int64); err != nil {
+			return err
+		}
+		m.Written = true
+	}
+	m.Room, m.Settled = room, settled
+	m.Created, m.Deadline, m.Updated = fromMicros(created), fromMicros(deadline), fromMicros(upd)
+	m.Cursor = cursor.Int64
+	return nil
+}
+
+// Message implements store.Store.
+func (s *Store) Message(ctx context.Context, id string) (store.Record, error) {
+	if s.isClosed() {
+		return store.Record{}, store.ErrClosed
+	}
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return store.Record{}, readErr(err)
+	}
+	defer tx.Rollback()
+	n, m, err := scanMessage(tx.QueryRowContext(ctx, `SELECT `+messageColumns+` FROM messages WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Record{}, fmt.Errorf("sqlite: message %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Record{}, readErr(err)
+	}
+	rec := store.Record{Message: m}
+	rows, err := tx.QueryContext(ctx, `SELECT cursor, state, settles, at, evidence FROM changes WHERE msg = ? ORDER BY cursor`, n)
+	if err != nil {
+		return store.Record{}, readErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		c := store.Change{ID: m.ID, Owner: m.Owner, To: m.To, Room: m.Room, Channel: m.Channel}
+		var state, at int64
+		var ev []byte
+		if err := rows.Scan(&c.Cursor, &state, &c.Settled, &at, &ev); err != nil {
+			return store.Record{}, readErr(err)
+		}
+		if err := fillChange(&c, state, at, ev); err != nil {
+			return store.Record{}, err
+		}
+		rec.History = append(rec.History, c)
+	}
+	if err := rows.Err(); err != nil {
+		return store.Record{}, readErr(err)
+	}
+	return rec, nil
+}
+
+func fillChange(c *store.Change, state, at int64, ev []byte) error {
+	var err error
+	if c.State, err = decodeState(state); err != nil {
+		return err
+	}
+	if c.Evidence, err = decodeEvidence(ev); err != nil {
+		return err
+	}
+	c.At = fromMicros(at)
+	return nil
+}
+
+// pendingChunk is how many messages Pending reads per query.
+const pendingChunk = 1000
+
+// Pending implements store.Store. It reads in chunks, so that fn may take
+// its time without holding a read transaction open.
+func (s *Store) Pending(ctx context.Context, owner store.Instance, fn func(store.Message) error) error {
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	if err := owner.Validate(); err != nil {
+		return err
+	}
+	var after int64
+	for {
+		var chunk []store.Message
+		rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM messages
+			WHERE account = ? AND resource = ? AND settled = 0 AND n > ? ORDER BY n LIMIT ?`,
+			owner.Account, owner.Resource, after, pendingChunk)
+		if err != nil {
+			return readErr(err)
+		}
+		for rows.Next() {
+			n, m, err := scanMessage(rows)
+			if err != nil {
+				rows.Close()
+				return readErr(err)
+			}
+			chunk = append(chunk, m)
+			after = n
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return readErr(err)
+		}
+		for _, m := range chunk {
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		if len(chunk) < pendingChunk {
+			return nil
+		}
+	}
+}
+
+// Session implements store.Store.
+func (s *Store) Session(ctx context.Context, owner store.Instance) (store.Session, error) {
+	if s.isClosed() {
+		return store.Session{}, store.ErrClosed
+	}
+	if err := owner.Validate(); err != nil {
+		return store.Session{}, err
+	}
+	ss := store.Session{Owner: owner}
+	var max, in, out, acked, upd int64
+	err := s.r.QueryRowContext(ctx, `SELECT jid, smid, location, max, inbound, outbound, acked, updated
+		FROM sessions WHERE account = ? AND resource = ?`, owner.Account, owner.Resource).
+		Scan(&ss.JID, &ss.ID, &ss.Location, &max, &in, &out, &acked, &upd)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Session{}, fmt.Errorf("sqlite: session of %v: %w", owner, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Session{}, readErr(err)
+	}
+	for _, v := range []int64{in, out, acked} {
+		if _, err := decodeSeq(v); err != nil {
+			return store.Session{}, err
+		}
+	}
+	ss.Max = time.Duration(max) * time.Second
+	ss.Inbound, ss.Outbound, ss.Acked = uint32(in), uint32(out), uint32(acked)
+	ss.Updated = fromMicros(upd)
+	return ss, nil
+}
+
+// Changes implements store.Store.
+func (s *Store) Changes(ctx context.Context, q store.FeedQuery) ([]store.Change, error) {
+	if s.isClosed() {
+		return nil, store.ErrClosed
+	}
+	if err := q.Validate(); err != nil {
+		return nil, err
+	}
+	var sb strings.Builder
+	sb.WriteString(`SELECT c.cursor, m.id, c.state, c.settles, c.at, c.evidence, m.account, m.resource, m.rcpt, m.room, m.channel
+		FROM changes c JOIN messages m ON m.n = c.msg WHERE c.cursor > ?`)
+	args := []any{q.After}
+	if len(q.Channels) > 0 {
+		sb.WriteString(` AND m.channel IN (?` + strings.Repeat(`, ?`, len(q.Channels)-1) + `)`)
+		for _, ch := range q.Channels {
+			args = append(args, ch)
+		}
+	}
+	if q.Owner != (store.Instance{}) {
+		sb.WriteString(` AND m.account = ? AND m.resource = ?`)
+		args = append(args, q.Owner.Account, q.Owner.Resource)
+	}
+	sb.WriteString(` ORDER BY c.cursor LIMIT ?`)
+	args = append(args, q.Count())
+	rows, err := s.r.QueryContext(ctx, sb.String(), args...)
+	if err != nil {
+		return nil, readErr(err)
+	}
+	defer rows.Close()
+	var out []store.Change
+	for rows.Next() {
+		var c store.Change
+		var state, at int64
+		var ev []byte
+		if err := rows.Scan(&c.Cursor, &c.ID, &state, &c.Settled, &at, &ev, &c.Owner.Account, &c.Owner.Resource,
+			&c.To, &c.Room, &c.Channel); err != nil {
+			return nil, readErr(err)
+		}
+		if err := fillChange(&c, state, at, ev); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, readErr(err)
+	}
+	return out, nil
+}
+
+// LastCursor implements store.Store: the last cursor ever assigned, kept by
+// SQLite for the AUTOINCREMENT column even when that change was pruned.
+func (s *Store) LastCursor(ctx context.Context) (int64, error) {
+	if s.isClosed() {
+		return 0, store.ErrClosed
+	}
+	var c int64
+	err := s.r.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'changes'`).Scan(&c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, readErr(err)
+	}
+	return c, nil
+}
+
+// pollEvery is how often Wait looks for commits of other handles.
+const pollEvery = 25 * time.Millisecond
+
+// Wait implements store.Store.
+func (s *Store) Wait(ctx context.Context, after int64) error {
+	var tick *time.Ticker
+	for {
+		s.mu.Lock()
+		ch := s.notify
+		s.mu.Unlock()
+		last, err := s.LastCursor(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		if last > after {
+			return nil
+		}
+		if tick == nil {
+			tick = time.NewTicker(pollEvery)
+			defer tick.Stop()
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.ctx.Done():
+			return store.ErrClosed
+		}
+	}
+}
+
+// readErr wraps a driver error.
+func readErr(err error) error {
+	if errors.Is(err, store.ErrForeign) {
+		return err
+	}
+	return fmt.Errorf("sqlite: %w", err)
+}
+
+func nullInt(v int64) sql.NullInt64 { return sql.NullInt64{Int64: v, Valid: true} }

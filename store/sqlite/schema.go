@@ -1,0 +1,187 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/xmpptrack/xmpptrack/store"
+)
+
+// appID is SQLite's application_id of an xmpptrack store: "xtrc".
+const appID = 0x78747263
+
+// migrations[i] upgrades schema version i to i+1. Released entries are
+// never edited: a change to the schema is a new entry.
+var migrations = []string{
+	// 0 → 1: the first release.
+	`
+CREATE TABLE messages (
+	n        INTEGER PRIMARY KEY,           -- commit order
+	id       TEXT    NOT NULL UNIQUE,
+	account  TEXT    NOT NULL,
+	resource TEXT    NOT NULL,
+	rcpt     TEXT    NOT NULL,
+	room     INTEGER NOT NULL,
+	thread   TEXT    NOT NULL,
+	channel  TEXT    NOT NULL,
+	raw      BLOB,                          -- NULL once settled
+	created  INTEGER NOT NULL,              -- Unix microseconds
+	deadline INTEGER NOT NULL,              -- 0: none
+	seq      INTEGER,                       -- NULL: not written
+	state    INTEGER NOT NULL,
+	settled  INTEGER NOT NULL,
+	updated  INTEGER NOT NULL
+);
+CREATE INDEX messages_pending ON messages (account, resource, n) WHERE settled = 0;
+CREATE INDEX messages_settled ON messages (updated) WHERE settled = 1;
+CREATE TABLE changes (
+	cursor   INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused, in commit order
+	msg      INTEGER NOT NULL REFERENCES messages (n) ON DELETE CASCADE,
+	state    INTEGER NOT NULL,
+	settles  INTEGER NOT NULL,
+	at       INTEGER NOT NULL,
+	evidence BLOB                               -- see codec.go; NULL: none
+);
+CREATE INDEX changes_msg ON changes (msg);
+CREATE TABLE sessions (
+	account  TEXT    NOT NULL,
+	resource TEXT    NOT NULL,
+	jid      TEXT    NOT NULL,
+	smid     TEXT    NOT NULL,
+	location TEXT    NOT NULL,
+	max      INTEGER NOT NULL,                  -- seconds
+	inbound  INTEGER NOT NULL,
+	outbound INTEGER NOT NULL,
+	acked    INTEGER NOT NULL,
+	updated  INTEGER NOT NULL,
+	PRIMARY KEY (account, resource)
+) WITHOUT ROWID;
+CREATE TABLE keys (
+	scope   TEXT    NOT NULL,
+	name    TEXT    NOT NULL,
+	value   TEXT    NOT NULL,
+	expires INTEGER NOT NULL,
+	PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
+CREATE TABLE jobs (
+	queue    TEXT    NOT NULL,
+	name     TEXT    NOT NULL,
+	due      INTEGER NOT NULL,
+	data     BLOB,
+	attempts INTEGER NOT NULL,
+	PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
+CREATE INDEX jobs_due ON jobs (queue, due);
+`,
+}
+
+// SchemaVersion is the schema version this package writes.
+var SchemaVersion = len(migrations)
+
+// migrate checks the file and creates or upgrades its schema.
+func (s *Store) migrate(ctx context.Context) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return openErr(s.path, err)
+	}
+	defer conn.Close()
+	// Look before writing anything: a foreign file stays as it was.
+	var id, version, tables int
+	if err := conn.QueryRowContext(ctx, "PRAGMA application_id").Scan(&id); err != nil {
+		return openErr(s.path, err)
+	}
+	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return openErr(s.path, err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil {
+		return openErr(s.path, err)
+	}
+	switch {
+	case id == 0 && version == 0 && tables == 0: // new
+	case id != appID:
+		return fmt.Errorf("sqlite: %s is an SQLite database of another application (application id %#x): %w", s.path, id, store.ErrForeign)
+	case version > SchemaVersion:
+		return fmt.Errorf("sqlite: %s has schema version %d, this library knows up to %d: %w", s.path, version, SchemaVersion, store.ErrNewerSchema)
+	case version < 1:
+		return fmt.Errorf("sqlite: %s has no schema version: %w", s.path, store.ErrForeign)
+	}
+	if version == SchemaVersion {
+		if err := s.checkTables(ctx, conn); err != nil {
+			return err
+		}
+	}
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+		return openErr(s.path, err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("sqlite: %s: cannot use WAL mode (journal mode %q)", s.path, mode)
+	}
+	if version == SchemaVersion {
+		return nil
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return openErr(s.path, err)
+	}
+	defer tx.Rollback()
+	// Another process may have created the schema meanwhile.
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return openErr(s.path, err)
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("sqlite: %s has schema version %d, this library knows up to %d: %w", s.path, version, SchemaVersion, store.ErrNewerSchema)
+	}
+	if version == SchemaVersion {
+		return s.checkTables(ctx, tx)
+	}
+	for v := version; v < SchemaVersion; v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("sqlite: %s: migrating schema %d to %d: %w", s.path, v, v+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id=%d; PRAGMA user_version=%d", appID, SchemaVersion)); err != nil {
+		return openErr(s.path, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return openErr(s.path, err)
+	}
+	return nil
+}
+
+// tables are the tables of the current schema.
+var tables = []string{"messages", "changes", "sessions", "keys", "jobs"}
+
+// querier is *sql.Conn or *sql.Tx.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// checkTables checks that a database of the current version has its tables
+// and that they can be read.
+func (s *Store) checkTables(ctx context.Context, q querier) error {
+	for _, t := range tables {
+		var n int64
+		if err := q.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+t+" LIMIT 1)").Scan(&n); err != nil {
+			return fmt.Errorf("sqlite: %s: damaged schema (table %s: %v): %w", s.path, t, err, store.ErrForeign)
+		}
+	}
+	return nil
+}
+
+// openErr turns the driver's complaints about a bad file into ErrForeign.
+func openErr(path string, err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT:
+			return fmt.Errorf("sqlite: %s is not a usable SQLite database (%v): %w", path, err, store.ErrForeign)
+		}
+	}
+	return fmt.Errorf("sqlite: %s: %w", path, err)
+}

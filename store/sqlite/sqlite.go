@@ -1,0 +1,213 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/xmpptrack/xmpptrack/store"
+)
+
+// Config configures a store. The zero value is ready to use.
+type Config struct {
+	// Sync makes every commit survive power loss (synchronous=FULL),
+	// instead of surviving the process being killed (the default).
+	Sync bool
+	// Retention is how long settled messages are kept: zero means
+	// store.DefaultRetention, a negative value keeps them for ever.
+	Retention time.Duration
+	// Logger receives pruning failures; nil discards them.
+	Logger *slog.Logger
+
+	// pragmas are extra connection pragmas for the writer (tests).
+	pragmas []string
+}
+
+// Store is a store.Store on an SQLite file.
+type Store struct {
+	path string
+	cfg  Config
+	log  *slog.Logger
+	w    *sql.DB // the writer: one connection
+	r    *sql.DB // readers
+
+	reqs chan *request // to the committer
+
+	ctx  context.Context // ends with Close
+	stop context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool
+	notify  chan struct{} // closed and replaced at each commit
+	leases  map[store.Instance]*lease
+	workers sync.WaitGroup
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating it if needed) the store at path, with the default
+// Config.
+func Open(ctx context.Context, path string) (*Store, error) {
+	return OpenConfig(ctx, path, Config{})
+}
+
+// OpenConfig opens the store at path with cfg.
+func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("sqlite: invalid path %q", path)
+	}
+	if err := checkHeader(path); err != nil {
+		return nil, err
+	}
+	syncMode := "NORMAL"
+	if cfg.Sync {
+		syncMode = "FULL"
+	}
+	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode
+	for _, p := range cfg.pragmas {
+		params += "&_pragma=" + p
+	}
+	w, err := sql.Open("sqlite", path+params)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s := &Store{
+		path:   path,
+		cfg:    cfg,
+		log:    cfg.Logger,
+		w:      w,
+		reqs:   make(chan *request, 1024),
+		notify: make(chan struct{}),
+		leases: map[store.Instance]*lease{},
+	}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	if err := s.migrate(ctx); err != nil {
+		s.stop()
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_query_only=1")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+	s.r = r
+	s.workers.Go(s.committer)
+	if cfg.Retention >= 0 {
+		s.workers.Go(s.pruner)
+	}
+	return s, nil
+}
+
+// header is the first bytes of every SQLite database file.
+var header = []byte("SQLite format 3\x00")
+
+// checkHeader refuses an existing, non-empty file that is not an SQLite
+// database before the driver touches it.
+func checkHeader(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, 100)
+	n, err := io.ReadFull(f, buf)
+	if n == 0 {
+		return nil // empty: a new database
+	}
+	if err != nil || !bytes.Equal(buf[:len(header)], header) {
+		return fmt.Errorf("sqlite: %s is not an SQLite database: %w", path, store.ErrForeign)
+	}
+	return nil
+}
+
+// Close stops the committer and the pruner, releases every lease and closes
+// the database. Commits already queued are written first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.stop()
+	leases := s.leases
+	s.leases = nil
+	s.mu.Unlock()
+	for _, l := range leases {
+		l.release()
+	}
+	s.workers.Wait()
+	rerr := s.r.Close()
+	// Fold the WAL into the database file, so that the file alone holds
+	// everything (best effort: another process may be reading).
+	s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	err := errors.Join(rerr, s.w.Close())
+	if err != nil {
+		return fmt.Errorf("sqlite: close: %w", err)
+	}
+	return nil
+}
+
+// isClosed reports whether Close was called.
+func (s *Store) isClosed() bool {
+	return s.ctx.Err() != nil
+}
+
+// pruner prunes at start and then hourly.
+func (s *Store) pruner() {
+	ret := s.cfg.Retention
+	if ret == 0 {
+		ret = store.DefaultRetention
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Minute)
+		_, err := s.Prune(ctx, time.Now().Add(-ret))
+		cancel()
+		if err != nil && s.log != nil && !s.isClosed() {
+			s.log.Warn("sqlite: pruning failed", "err", err)
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// micros encodes a time; the zero time is 0.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// fromMicros decodes micros.
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}

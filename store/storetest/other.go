@@ -1,0 +1,382 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+func testRetention(t *testing.T, open Open) {
+	s, _ := fresh(t, open)
+	ctx := ctxT(t)
+	now := time.Now()
+	old, recent := now.Add(-8*24*time.Hour), now.Add(-time.Hour)
+	ancient := msg(alice, "unsettled")
+	ancient.Created = now.Add(-30 * 24 * time.Hour)
+	insert(t, s, ancient, msg(alice, "old1"), msg(alice, "old2"), msg(alice, "recent"), msg(alice, "ackedOld"))
+	commit(t, s, &store.Batch{Changes: []store.Change{
+		{ID: "old1", State: tracking.SeenByRecipient, At: old},
+		{ID: "old2", State: tracking.DeliveredToRecipient, At: old},
+		{ID: "old2", State: tracking.TimedOut, At: old},
+		{ID: "recent", State: tracking.Closed, At: recent},
+		{ID: "ackedOld", State: tracking.DeliveredToServer, At: old},
+	}})
+	expired := store.Key{Scope: "tok", Name: "k-old", Value: "v1", Expires: now.Add(-time.Minute)}
+	live := store.Key{Scope: "tok", Name: "k-live", Value: "v2", Expires: now.Add(time.Hour)}
+	for _, k := range []store.Key{expired, live} {
+		if _, ok, err := s.ClaimKey(ctx, k); err != nil || !ok {
+			t.Fatalf("ClaimKey: %v %v", ok, err)
+		}
+	}
+	n, err := s.Prune(ctx, now.Add(-store.DefaultRetention))
+	if err != nil || n != 2 {
+		t.Fatalf("Prune: %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{"old1", "old2"} {
+		if _, err := s.Message(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s kept: %v", id, err)
+		}
+	}
+	for _, id := range []string{"unsettled", "recent", "ackedOld"} {
+		get(t, s, id)
+	}
+	for _, c := range all(t, s, store.FeedQuery{}) {
+		if strings.HasPrefix(c.ID, "old") {
+			t.Errorf("feed keeps an event of pruned %s", c.ID)
+		}
+	}
+	// The live key still answers; the expired one was removed.
+	if v, ok, _ := s.ClaimKey(ctx, store.Key{Scope: "tok", Name: "k-live", Value: "other", Expires: now.Add(time.Hour)}); ok || v != "v2" {
+		t.Errorf("live key: %q %v", v, ok)
+	}
+	if v, ok, _ := s.ClaimKey(ctx, store.Key{Scope: "tok", Name: "k-old", Value: "new", Expires: now.Add(time.Hour)}); !ok || v != "new" {
+		t.Errorf("expired key: %q %v", v, ok)
+	}
+	if n, err := s.Prune(ctx, now.Add(-store.DefaultRetention)); err != nil || n != 0 {
+		t.Errorf("second Prune: %d, %v", n, err)
+	}
+}
+
+func testLock(t *testing.T, open Open) {
+	s, name := fresh(t, open)
+	other := opened(t, open, name)
+	ctx := ctxT(t)
+	l, err := s.Lock(ctx, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Owner() != alice {
+		t.Errorf("lease owner %v", l.Owner())
+	}
+	if _, err := other.Lock(ctx, alice); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("second holder: %v, want ErrLocked", err)
+	}
+	if _, err := s.Lock(ctx, alice); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("second lock on the same handle: %v, want ErrLocked", err)
+	}
+	l2, err := other.Lock(ctx, alice2)
+	if err != nil {
+		t.Fatalf("another resource: %v", err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(); err != nil {
+		t.Errorf("second Release: %v", err)
+	}
+	select {
+	case <-l.Lost():
+		t.Error("a released lease reports it was lost")
+	default:
+	}
+	l3, err := other.Lock(ctx, alice)
+	if err != nil {
+		t.Fatalf("after Release: %v", err)
+	}
+	// Closing a store releases its leases.
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = l2, l3
+	third := opened(t, open, name)
+	if _, err := third.Lock(ctx, alice); err != nil {
+		t.Fatalf("after the holder closed: %v", err)
+	}
+	if _, err := third.Lock(ctx, alice2); err != nil {
+		t.Fatalf("after the holder closed: %v", err)
+	}
+}
+
+func testKeys(t *testing.T, open Open) {
+	s, name := fresh(t, open)
+	other := opened(t, open, name)
+	ctx := ctxT(t)
+	exp := time.Now().Add(24 * time.Hour)
+	v, ok, err := s.ClaimKey(ctx, store.Key{Scope: "a", Name: "k", Value: "id-1", Expires: exp})
+	if err != nil || !ok || v != "id-1" {
+		t.Fatalf("first claim: %q %v %v", v, ok, err)
+	}
+	v, ok, err = other.ClaimKey(ctx, store.Key{Scope: "a", Name: "k", Value: "id-2", Expires: exp})
+	if err != nil || ok || v != "id-1" {
+		t.Fatalf("repeat: %q %v %v", v, ok, err)
+	}
+	if _, ok, _ := s.ClaimKey(ctx, store.Key{Scope: "b", Name: "k", Value: "id-3", Expires: exp}); !ok {
+		t.Error("another scope shares the key")
+	}
+	// Concurrent claims: exactly one wins, everybody gets its value.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, values := 0, map[string]bool{}
+	for i := range 10 {
+		h := []store.Store{s, other}[i%2]
+		wg.Go(func() {
+			v, ok, err := h.ClaimKey(ctx, store.Key{Scope: "a", Name: "race", Value: fmt.Sprint("v", i), Expires: exp})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				wins++
+			}
+			values[v] = true
+		})
+	}
+	wg.Wait()
+	if wins != 1 || len(values) != 1 {
+		t.Errorf("concurrent claims: %d wins, values %v", wins, values)
+	}
+}
+
+func testJobs(t *testing.T, open Open) {
+	s, name := fresh(t, open)
+	other := opened(t, open, name)
+	ctx := ctxT(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, j := range []store.Job{
+		{Queue: "send", Name: "late", Due: t0.Add(time.Hour), Data: []byte("3")},
+		{Queue: "send", Name: "second", Due: t0.Add(time.Second), Data: []byte("2")},
+		{Queue: "send", Name: "first", Due: t0, Data: []byte("1")},
+		{Queue: "webhook", Name: "first", Due: t0, Data: []byte("w")},
+	} {
+		if err := s.PutJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := t0.Add(2 * time.Second)
+	js, err := other.ClaimJobs(ctx, "send", now, time.Minute, 10)
+	if err != nil || len(js) != 2 || js[0].Name != "first" || js[1].Name != "second" {
+		t.Fatalf("claim: %+v, %v", js, err)
+	}
+	if string(js[0].Data) != "1" || js[0].Attempts != 1 || !sameTime(js[0].Due, now.Add(time.Minute)) {
+		t.Errorf("claimed job %+v", js[0])
+	}
+	if js, _ := s.ClaimJobs(ctx, "send", now, time.Minute, 10); len(js) != 0 {
+		t.Errorf("claimed again within the lease: %+v", js)
+	}
+	js, _ = s.ClaimJobs(ctx, "send", now.Add(2*time.Minute), time.Minute, 1)
+	if len(js) != 1 || js[0].Name != "first" || js[0].Attempts != 2 {
+		t.Errorf("after the lease: %+v", js)
+	}
+	if ok, err := s.DeleteJob(ctx, "send", "first"); !ok || err != nil {
+		t.Errorf("DeleteJob: %v %v", ok, err)
+	}
+	if ok, err := other.DeleteJob(ctx, "send", "first"); ok || err != nil {
+		t.Errorf("DeleteJob again: %v %v", ok, err)
+	}
+	// Replace: a new due time and data.
+	if err := s.PutJob(ctx, store.Job{Queue: "send", Name: "late", Due: t0, Data: []byte("now")}); err != nil {
+		t.Fatal(err)
+	}
+	js, _ = s.ClaimJobs(ctx, "send", now, time.Minute, 10)
+	if len(js) != 1 || js[0].Name != "late" || string(js[0].Data) != "now" {
+		t.Errorf("replaced job: %+v", js)
+	}
+	if js, _ := s.ClaimJobs(ctx, "webhook", now, time.Minute, 10); len(js) != 1 || string(js[0].Data) != "w" {
+		t.Errorf("webhook queue: %+v", js)
+	}
+	// Concurrent claimers never share a job.
+	for i := range 60 {
+		if err := s.PutJob(ctx, store.Job{Queue: "bulk", Name: fmt.Sprint("j", i), Due: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	claimed := map[string]int{}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		h := []store.Store{s, other}[w%2]
+		wg.Go(func() {
+			for {
+				js, err := h.ClaimJobs(ctx, "bulk", now, time.Hour, 7)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(js) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, j := range js {
+					claimed[j.Name]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(claimed) != 60 {
+		t.Errorf("%d of 60 jobs claimed", len(claimed))
+	}
+	for n, c := range claimed {
+		if c != 1 {
+			t.Errorf("job %s claimed %d times", n, c)
+		}
+	}
+}
+
+// testGroupCommit commits from many goroutines at once, some batches
+// failing: each batch succeeds or fails on its own.
+func testGroupCommit(t *testing.T, open Open) {
+	s, _ := fresh(t, open)
+	ctx := ctxT(t)
+	insert(t, s, msg(alice, "taken"))
+	var wg sync.WaitGroup
+	errs := make([]error, 60)
+	for i := range errs {
+		wg.Go(func() {
+			b := &store.Batch{Messages: []store.Message{msg(alice, fmt.Sprint("g", i))}}
+			if i%6 == 0 {
+				b.Messages = append(b.Messages, msg(alice, "taken"))
+			}
+			b.Changes = []store.Change{{ID: fmt.Sprint("g", i), State: tracking.DeliveredToServer}}
+			errs[i] = s.Commit(ctx, b)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		_, gerr := s.Message(ctx, fmt.Sprint("g", i))
+		if i%6 == 0 {
+			if !errors.Is(err, store.ErrExists) || !errors.Is(gerr, store.ErrNotFound) {
+				t.Errorf("batch %d: %v; message: %v", i, err, gerr)
+			}
+			continue
+		}
+		if err != nil || gerr != nil {
+			t.Errorf("batch %d: %v; message: %v", i, err, gerr)
+		}
+		if r := get(t, s, fmt.Sprint("g", i)); r.State != tracking.DeliveredToServer {
+			t.Errorf("batch %d: state %v", i, r.State)
+		}
+	}
+}
+
+func testBadInput(t *testing.T, open Open) {
+	s, _ := fresh(t, open)
+	ctx := ctxT(t)
+	insert(t, s, msg(alice, "ok"))
+	last, _ := s.LastCursor(ctx)
+	bad := []store.Batch{
+		{Messages: []store.Message{msg(alice, "")}},
+		{Messages: []store.Message{msg(alice, "new"), msg(store.Instance{}, "x")}},
+		{Messages: []store.Message{msg(alice, "nul\x00")}},
+		{Messages: []store.Message{msg(alice, "bad\xffutf8")}},
+		{Messages: []store.Message{func() store.Message { m := msg(alice, "noraw"); m.Raw = nil; return m }()}},
+		{Messages: []store.Message{func() store.Message { m := msg(alice, "st"); m.State = 42; return m }()}},
+		{Messages: []store.Message{msg(alice, "new2")}, Changes: []store.Change{{ID: "ok", State: 42}}},
+		{Changes: []store.Change{{ID: "ok", State: tracking.InTransit}}},
+		{Changes: []store.Change{{ID: "ok", State: tracking.Error, Evidence: store.Evidence{Text: "a\x00b"}}}},
+		{Written: []store.Written{{ID: strings.Repeat("x", 5000)}}},
+		{Sessions: []store.Session{{JID: "a@b/c"}}},
+	}
+	for i := range bad {
+		if err := s.Commit(ctx, &bad[i]); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("bad batch %d: %v, want ErrInvalid", i, err)
+		}
+	}
+	if c, _ := s.LastCursor(ctx); c != last {
+		t.Errorf("bad batches wrote to the feed: %d, was %d", c, last)
+	}
+	for _, id := range []string{"new", "new2"} {
+		if _, err := s.Message(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s written by a bad batch", id)
+		}
+	}
+	if r := get(t, s, "ok"); r.State != tracking.InTransit {
+		t.Errorf("ok changed: %v", r.State)
+	}
+	if err := s.Commit(ctx, &store.Batch{}); err != nil {
+		t.Errorf("empty batch: %v", err)
+	}
+	if err := s.Commit(ctx, nil); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("nil batch: %v", err)
+	}
+	if _, err := s.Message(ctx, ""); !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Message(\"\"): %v", err)
+	}
+	if _, err := s.Changes(ctx, store.FeedQuery{After: -1}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("negative cursor: %v", err)
+	}
+	if cs, err := s.Changes(ctx, store.FeedQuery{Limit: 1 << 40}); err != nil || len(cs) != 1 {
+		t.Errorf("huge limit: %d, %v", len(cs), err)
+	}
+	if _, err := s.Lock(ctx, store.Instance{}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Lock without an account: %v", err)
+	}
+	if _, err := s.Session(ctx, store.Instance{}); !errors.Is(err, store.ErrInvalid) && !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Session without an account: %v", err)
+	}
+	if _, _, err := s.ClaimKey(ctx, store.Key{}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("empty key: %v", err)
+	}
+	if err := s.PutJob(ctx, store.Job{Queue: "q"}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("job without a name: %v", err)
+	}
+	if _, err := s.ClaimJobs(ctx, "q", time.Now(), 0, 1); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("claim with no lease: %v", err)
+	}
+	if _, err := s.ClaimJobs(ctx, "q", time.Now(), time.Minute, 0); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("claim of no jobs: %v", err)
+	}
+	// Odd but valid text round-trips: quotes, SQL, long strings, unicode.
+	odd := msg(alice, `o'd"d;--`)
+	odd.To, odd.Channel = "björk@例え.jp", strings.Repeat("c", 1000)
+	odd.Raw = []byte{0, 1, 2, 0xff}
+	insert(t, s, odd)
+	if r := get(t, s, odd.ID); r.To != odd.To || r.Channel != odd.Channel || string(r.Raw) != string(odd.Raw) {
+		t.Errorf("odd message read back as %+v", r.Message)
+	}
+}
+
+func testClosed(t *testing.T, open Open) {
+	s, _ := fresh(t, open)
+	ctx := ctxT(t)
+	insert(t, s, msg(alice, "x"))
+	waitErr := make(chan error, 1)
+	last, _ := s.LastCursor(ctx)
+	go func() { waitErr <- s.Wait(ctx, last) }()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waitErr; !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Wait across Close: %v, want ErrClosed", err)
+	}
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{msg(alice, "y")}}); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Commit after Close: %v", err)
+	}
+	if _, err := s.Message(ctx, "x"); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Message after Close: %v", err)
+	}
+	if _, err := s.Lock(ctx, alice); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Lock after Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
