@@ -29,6 +29,11 @@ type Observer struct {
 	Message func(ev *stanza.Evidence) (consume bool)
 	// Presence receives every incoming presence with its children.
 	Presence func(p xstanza.Presence, r xml.TokenReader)
+	// IQ receives every incoming IQ result or error (requests are not
+	// shown) with its children, on the reading goroutine like Message.
+	// Returning true consumes it: the answer to a request the observer
+	// wrote itself. (mellium's own requests are answered before this.)
+	IQ func(iq xstanza.IQ, r xml.TokenReader) (consume bool)
 	// Connected is called after every new connection, once stream
 	// management is up and the session is handed to senders; resumed
 	// reports a resumed stream, on which state such as room membership

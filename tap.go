@@ -55,6 +55,7 @@ func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 			if c.carbonsAnswer(start) {
 				return nil
 			}
+			return s.iq(t, start)
 		}
 		return pass(app, t, start)
 	})
@@ -164,6 +165,38 @@ func (s *tapState) presence(t xmlstream.TokenReadEncoder, start *xml.StartElemen
 		xml.TokenReader
 		xmlstream.Encoder
 	}{b, t}, start)
+}
+
+// iq shows an IQ result or error to the observers that want IQs; the
+// first one that takes it consumes it, else it is passed on.
+func (s *tapState) iq(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	iq, err := xstanza.NewIQ(*start)
+	if err != nil || iq.Type != xstanza.ResultIQ && iq.Type != xstanza.ErrorIQ {
+		return pass(s.app, t, start)
+	}
+	obs := s.c.obs.get()
+	want := false
+	for _, o := range obs {
+		want = want || o.IQ != nil
+	}
+	if !want {
+		return pass(s.app, t, start)
+	}
+	b := &s.buf
+	defer b.Reset()
+	complete, err := b.ReadFrom(t, maxBufferedTokens)
+	if err != nil {
+		return err
+	}
+	if complete {
+		for _, o := range obs {
+			b.Rewind()
+			if o.IQ != nil && o.IQ(iq, b) {
+				return nil
+			}
+		}
+	}
+	return passRest(s.app, b, t, start)
 }
 
 func pass(app xmpp.Handler, t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
