@@ -15,17 +15,27 @@
 //     body, oldest first. Only a reflection from our own occupant counts (our
 //     current nick, following a nick change or a nick the room assigned, or
 //     our XEP-0421 occupant-id where the room announces them):
-//     another occupant reusing our id changes nothing.
+//     another occupant reusing our id changes nothing. A room where we are
+//     alone reflects too: DELIVERED_TO_RECIPIENT then means distributed to
+//     nobody. [Room.Occupants] tells who else is there.
 //   - SEEN_BY_RECIPIENT: another occupant sent a displayed marker (XEP-0333)
-//     for the message or a later one. In rooms that announce XEP-0359, markers
-//     reference the room-assigned stanza-id taken from our reflection, and
-//     markers that reference our own id are ignored; elsewhere they reference
-//     our id. [Room.SeenBy] lists who has seen a message: by occupant-id where
-//     the room announces them, else by nick. The list keeps growing as more
-//     occupants read, for as long as the room remembers the message (its last
-//     256 messages), also after the tracker settled on the first reader.
+//     for the message, or for a later one when the room reflected this one:
+//     a marker proves nothing about a message the room may never have
+//     distributed, which keeps its state and can still get its own marker.
+//     In rooms that announce XEP-0359, markers reference the room-assigned
+//     stanza-id taken from our reflection, and markers that reference our
+//     own id are ignored; elsewhere they reference our id. [Room.SeenBy]
+//     lists who has seen a message: each reader's nick as of its marker, its
+//     occupant-id where the room announces them, its real JID where the room
+//     reveals it. The list keeps growing as more occupants read, for as long
+//     as the room remembers the message (at least its last 256 messages),
+//     also after the tracker settled on the first reader. Each message is
+//     walked once however many markers cover it: a repeated marker costs
+//     O(1).
 //   - ERROR: the room refused the message (not an occupant, visitor in a
-//     moderated room, forbidden, not-acceptable).
+//     moderated room, forbidden, not-acceptable). Only the room itself (its
+//     bare JID) speaks for the room: an error that another occupant sends us
+//     (the room forwards it from room@service/nick) moves nothing.
 //
 // # Decisions
 //
@@ -41,11 +51,24 @@
 // Leaving the room, being kicked or banned, or the room being destroyed
 // settles the room's pending trackers: those without proof become CLOSED.
 // History replayed on (re)join is handled like any other evidence: it can only
-// move trackers forward, never duplicate or revive them. After a connection
-// that could not be resumed, the room is joined again automatically, and
-// also when the room answers one of our messages with an error that means we
-// are probably no longer in it although we never saw ourselves leave
-// (not-acceptable, item-not-found, remote-server-*: a "ghost" membership
-// after a restart of the room's server); Config.OnSuspect tells the
-// application. The message itself stays in ERROR and is not re-sent.
+// move trackers forward, never duplicate or revive them; it reaches the
+// application as anybody's messages do, with its XEP-0203 delay. After a
+// connection that could not be resumed, the room is joined again
+// automatically, and also when the room itself answers one of our messages
+// with an error that means we are probably no longer in it although we never
+// saw ourselves leave (not-acceptable, item-not-found, remote-server-*: a
+// "ghost" membership after a restart of the room's server); Config.OnSuspect
+// tells the application. The message itself stays in ERROR and is not
+// re-sent. Rejoins are paced whatever asks for them: the first runs at once,
+// each further one waits twice as long as the one before, from 2 seconds up
+// to 5 minutes, and the pace starts over after 5 quiet minutes. A failed
+// rejoin is tried again at that pace; one the room refuses (a ban, a
+// members-only room) ends the room as a kick does. [Room.Leave] stops a
+// rejoin and waits for it: once Leave returned, the room is never joined
+// again.
+//
+// Joining, leaving and disco#info requests are written by this package
+// through the client's connection without ever handing mellium a context
+// that another goroutine's write could suffer from; their answers are read
+// by the room's observer.
 package muc // import "github.com/xmpptrack/xmpptrack/muc"

@@ -2,12 +2,11 @@ package muc
 
 import (
 	"encoding/xml"
-	"errors"
 
+	"mellium.im/xmpp/jid"
 	mmuc "mellium.im/xmpp/muc"
 	xstanza "mellium.im/xmpp/stanza"
 
-	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -20,7 +19,11 @@ func (r *Room) message(ev *stanza.Evidence) bool {
 		return false
 	}
 	if ev.Type == xstanza.ErrorMessage {
-		r.errorReply(ev) // the client's registry moves the tracker to Error
+		// Only the room itself can say we are not an occupant: an
+		// occupant's error (room@service/nick) is anybody's word.
+		if ev.From.Resourcepart() == "" {
+			r.errorReply(ev)
+		}
 		return false
 	}
 	if ev.Type != xstanza.GroupChatMessage {
@@ -73,7 +76,7 @@ func (r *Room) reflected(ev *stanza.Evidence) bool {
 	if e.t == nil {
 		e.early = resp // Send has not returned the tracker yet
 	} else {
-		registry.Advance(e.t, tracking.DeliveredToRecipient, resp)
+		advance(e.t, tracking.DeliveredToRecipient, resp)
 	}
 	r.trim()
 	return !r.cfg.PassReflections
@@ -120,8 +123,13 @@ func (r *Room) roomStanzaID(ev *stanza.Evidence) string {
 	return id
 }
 
-// marked applies another occupant's displayed marker: our message it names,
-// and every earlier one, become SeenByRecipient. The caller holds r.mu.
+// marked applies another occupant's displayed marker. The message it names
+// becomes SeenByRecipient, and so does every earlier one of ours that the
+// room reflected: a marker proves nothing about a message the room may
+// never have distributed (one that ended in Error, or is still unproven),
+// which keeps its state and can still get its own marker. Each message is
+// walked once, however many markers cover it: a repeated or older marker
+// costs O(1). The caller holds r.mu.
 func (r *Room) marked(ev *stanza.Evidence) {
 	var e *entry
 	if r.sid {
@@ -129,81 +137,143 @@ func (r *Room) marked(ev *stanza.Evidence) {
 	} else {
 		e = r.byID[ev.Marker.ID]
 	}
-	if e == nil {
+	if e == nil || e.failed {
 		return
 	}
-	reader := ev.From.Resourcepart()
-	if r.occ && ev.OccupantID != "" {
-		reader = ev.OccupantID
+	nick := ev.From.Resourcepart()
+	who := Occupant{Nick: nick}
+	if o := r.occupants[nick]; o != nil {
+		who.JID, who.OccupantID = o.JID, o.OccupantID
 	}
-	if upTo, ok := r.readers[reader]; ok || len(r.readers) < maxReaders {
-		r.readers[reader] = max(upTo, e.seq+1)
+	key := "\x00" + nick // cannot collide with an occupant-id, which has no NUL
+	if r.occ && ev.OccupantID != "" {
+		key, who.OccupantID = ev.OccupantID, ev.OccupantID
+	}
+	if rd, ok := r.readers[key]; ok || len(r.readers) < maxReaders {
+		rd.upTo = max(rd.upTo, e.seq+1)
+		rd.who = who
+		r.readers[key] = rd
 	}
 	resp := &tracking.Response{From: ev.From, ID: ev.ID}
 	if r.occ {
 		resp.OccupantID = ev.OccupantID
 	}
-	for _, o := range r.entries {
-		if o.seq > e.seq {
-			break
-		}
-		if o.t != nil {
-			registry.Advance(o.t, tracking.SeenByRecipient, resp)
+	r.seen(e, resp)
+	first := r.next - uint64(len(r.entries))
+	for seq := max(r.seenUpTo, first); seq < e.seq; seq++ {
+		if o := r.at(seq); o.reflected {
+			r.seen(o, resp)
 		}
 	}
+	r.seenUpTo = max(r.seenUpTo, e.seq+1)
 	r.trim()
 }
 
-// maxPresenceTokens bounds what presence reads of one presence, after its
-// start element.
+// seen moves one message to SeenByRecipient. The caller holds r.mu.
+func (r *Room) seen(e *entry, resp *tracking.Response) {
+	switch {
+	case e.failed:
+	case e.t == nil:
+		if e.earlySeen == nil {
+			e.earlySeen = resp // Send has not returned the tracker yet
+		}
+	case !e.t.Settled() && e.t.State() != tracking.SeenByRecipient:
+		advance(e.t, tracking.SeenByRecipient, resp)
+	}
+}
+
+// maxPresenceTokens bounds what presence reads of one presence.
 const maxPresenceTokens = 1024
 
-// presence sees every incoming presence: mellium's room client completes
-// joins and leaves from it, and our own presences tell our occupant-id and
-// whether we were removed.
+// presence sees every incoming presence from the room: answers to our join
+// presence, who is in the room, and our own presences, which tell our nick,
+// our occupant-id and whether we were removed.
 func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 	if p.From.Bare().String() != r.room {
 		return
 	}
-	// mellium's handler decodes the whole presence, start element first.
 	var b tokbuf.Buffer
-	b.Add(p.StartElement())
-	b.ReadFrom(rd, 1+maxPresenceTokens) // a read error ends the presence early, as io.EOF would
-	self := scanSelf(b.Tokens())
+	b.ReadFrom(rd, maxPresenceTokens) // a read error ends the presence early, as io.EOF would
+	nick := p.From.Resourcepart()
+	if p.Type == xstanza.ErrorPresence {
+		r.mu.Lock()
+		if r.joinWait != nil && (nick == "" || nick == r.nick) {
+			r.joinWait <- stanzaError(b.Tokens()) // the room refused our join
+			r.joinWait = nil
+		}
+		r.mu.Unlock()
+		return
+	}
+	info := scanPresence(b.Tokens())
 	unavailable := p.Type == xstanza.UnavailablePresence
 	r.mu.Lock()
-	ours := p.From.Resourcepart() == r.nick || self.status110
-	if ours && self.occupantID != "" {
-		r.ourOcc = self.occupantID
-	}
+	ours := nick == r.nick || info.status110
 	switch {
-	case ours && unavailable && self.status303:
+	case nick == "":
+		// From the room itself (ejabberd announces a new room so): nobody.
+	case !ours:
+		r.occupant(nick, unavailable, info)
+	case unavailable && info.status303:
 		// A nick change (XEP-0045 §7.6): we stay; our presence from the new
 		// nick follows.
-		if self.newNick != "" {
-			r.nick = self.newNick
+		if info.newNick != "" {
+			r.nick = info.newNick
 		}
-	case ours && !unavailable && self.status110:
-		r.nick = p.From.Resourcepart() // also a nick the room assigned (status 210)
+	case !unavailable:
+		if info.status110 {
+			r.nick = nick // also a nick the room assigned (status 210)
+		}
+		if info.occupantID != "" {
+			r.ourOcc = info.occupantID
+		}
+		if r.joinWait != nil {
+			r.joinWait <- nil // we are in; everybody else's presence came first
+			r.joinWait = nil
+		}
 	}
-	left := ours && unavailable && !self.status303
+	left := ours && unavailable && !info.status303
 	r.mu.Unlock()
 	if left {
-		defer r.settle() // left, kicked, banned, or the room was destroyed
+		r.settle() // left, kicked, banned, or the room was destroyed
 	}
-	r.mc.HandlePresence(p, readEncoder{&b})
 }
 
-// self is what our own presence says about us.
-type self struct {
+// occupant records another occupant's presence. The caller holds r.mu.
+func (r *Room) occupant(nick string, unavailable bool, info presenceInfo) {
+	o := r.occupants[nick]
+	switch {
+	case unavailable && info.status303 && o != nil && info.newNick != "":
+		delete(r.occupants, nick)
+		o.Nick = info.newNick
+		r.occupants[o.Nick] = o
+	case unavailable:
+		delete(r.occupants, nick)
+	case o != nil || len(r.occupants) < maxOccupants:
+		if o == nil {
+			o = &Occupant{Nick: nick}
+			r.occupants[nick] = o
+		}
+		o.OccupantID, o.Role = info.occupantID, info.role
+		o.JID = jid.JID{}
+		if info.jid != "" {
+			if j, err := jid.Parse(info.jid); err == nil {
+				o.JID = j
+			}
+		}
+	}
+}
+
+// presenceInfo is what a room presence says about its occupant.
+type presenceInfo struct {
 	occupantID string
-	status110  bool
+	status110  bool   // the presence is ours
 	status303  bool   // a nick change
 	newNick    string // the item's nick, with status303
+	jid, role  string // the item's real JID (when revealed) and role
 }
 
-// scanSelf reads the occupant-id and the self-presence status from a presence's tokens.
-func scanSelf(toks []xml.Token) (s self) {
+// scanPresence reads a presence's occupant-id, item and status codes.
+func scanPresence(toks []xml.Token) (s presenceInfo) {
 	for _, t := range toks {
 		start, ok := t.(xml.StartElement)
 		if !ok {
@@ -216,7 +286,7 @@ func scanSelf(toks []xml.Token) (s self) {
 			s.status110 = s.status110 || attr(start, "code") == "110"
 			s.status303 = s.status303 || attr(start, "code") == "303"
 		case start.Name.Space == mmuc.NSUser && start.Name.Local == "item":
-			s.newNick = attr(start, "nick")
+			s.newNick, s.jid, s.role = attr(start, "nick"), attr(start, "jid"), attr(start, "role")
 		}
 	}
 	return s
@@ -231,18 +301,11 @@ func attr(start xml.StartElement, name string) string {
 	return ""
 }
 
-// readEncoder gives mellium's presence handler a reader; it never writes.
-type readEncoder struct{ xml.TokenReader }
-
-func (readEncoder) EncodeToken(xml.Token) error               { return errReadOnly }
-func (readEncoder) EncodeElement(any, xml.StartElement) error { return errReadOnly }
-func (readEncoder) Encode(any) error                          { return errReadOnly }
-
-var errReadOnly = errors.New("muc: presence handler may not write")
-
-// errorReply rejoins the room when it answers one of our messages with an
-// error that says we may no longer be an occupant (protocol-brief.md §10 row
-// 36; Conversations and Monal check membership the same way).
+// errorReply rejoins the room when the room itself answers one of our
+// messages with an error that says we may no longer be an occupant
+// (Conversations and Monal check membership the same way). The rejoin is
+// paced (see rejoinMin), so that even the room cannot make us rejoin in a
+// loop.
 func (r *Room) errorReply(ev *stanza.Evidence) {
 	switch ev.Error.Condition {
 	case xstanza.NotAcceptable, xstanza.ItemNotFound, xstanza.RemoteServerNotFound, xstanza.RemoteServerTimeout:
@@ -251,7 +314,7 @@ func (r *Room) errorReply(ev *stanza.Evidence) {
 	}
 	r.mu.Lock()
 	_, ours := r.byID[ev.ID]
-	if ours && !r.left && !r.rejoining {
+	if ours && !r.left && !r.leaving && !r.rejoining {
 		r.log.Debug("muc: membership suspect; joining again", "room", r.room, "condition", ev.Error.Condition)
 		r.rejoinLocked()
 		if f := r.cfg.OnSuspect; f != nil {

@@ -3,12 +3,13 @@ package muc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
-	"mellium.im/xmpp/disco"
 	"mellium.im/xmpp/jid"
 	mmuc "mellium.im/xmpp/muc"
 	xstanza "mellium.im/xmpp/stanza"
@@ -25,13 +26,19 @@ const NS = mmuc.NS
 
 // Bounds, so that a room cannot grow our memory.
 const (
-	keepSettled = 256    // settled messages remembered for SeenBy and late markers
-	maxReaders  = 10_000 // occupants whose read position is kept
+	keepSettled  = 256    // messages remembered for SeenBy and late markers
+	maxReaders   = 10_000 // occupants whose read position is kept
+	maxOccupants = 10_000 // occupants Occupants lists
 )
 
 // ErrNotJoined is returned by Send after the room was left, or when we were
 // removed from it.
 var ErrNotJoined = errors.New("muc: not in the room")
+
+// ErrNotARoom is returned by Join when the address's service says it is not
+// a group chat service (for example a user's address, whose server
+// identifies itself as an instant messaging server).
+var ErrNotARoom = errors.New("muc: not a group chat address")
 
 // Config configures a Room. The zero value is ready to use.
 type Config struct {
@@ -40,42 +47,75 @@ type Config struct {
 	PassReflections bool
 	// Logger receives room events at debug level. Nil means silent.
 	Logger *slog.Logger
-	// OnSuspect is called when the room answers one of our messages with
-	// an error that suggests we are no longer an occupant although we never
-	// saw ourselves leave (not-acceptable, item-not-found or
-	// remote-server-*: a "ghost" membership after a room or server
-	// restart). err is the error reply. The room is joined again in any
-	// case; the message's tracker is in Error and is not re-sent. It runs on
-	// its own goroutine. Nil means no call.
+	// OnSuspect is called when the room itself (its bare JID) answers one
+	// of our messages with an error that suggests we are no longer an
+	// occupant although we never saw ourselves leave (not-acceptable,
+	// item-not-found or remote-server-*: a "ghost" membership after a room
+	// or server restart). err is the error reply. The room is joined again
+	// (rate-limited, see the package docs); the message's tracker is in
+	// Error and is not re-sent. It runs on its own goroutine. Nil means no
+	// call.
 	OnSuspect func(err error)
+}
+
+// Occupant is somebody in the room, as the room presents them.
+type Occupant struct {
+	// Nick is the occupant's nick in the room (for SeenBy: the nick when
+	// the marker arrived).
+	Nick string
+	// OccupantID is the occupant's XEP-0421 id, stable across nick changes
+	// and sessions; empty unless the room announces urn:xmpp:occupant-id:0.
+	OccupantID string
+	// JID is the occupant's real address, when the room reveals it
+	// (non-anonymous rooms, or to moderators); else the zero JID.
+	JID jid.JID
+	// Role is the occupant's role: "moderator", "participant" or "visitor"
+	// (empty in SeenBy, which records readers, not roles).
+	Role string
 }
 
 // Room is a joined group chat whose messages are tracked. It is safe for
 // concurrent use.
 type Room struct {
-	c      *xmpptrack.Client
-	addr   jid.JID // room@service/nick
-	room   string  // room@service
-	cfg    Config
-	log    *slog.Logger
-	mc     *mmuc.Client
-	remove func()
+	c       *xmpptrack.Client
+	addr    jid.JID // room@service/nick as Join was asked
+	roomJID jid.JID // room@service
+	room    string  // room@service
+	cfg     Config
+	log     *slog.Logger
+	remove  func()
+	life    context.Context    // ends when the room is left: stops rejoins
+	stop    context.CancelFunc // ends life
+	wg      sync.WaitGroup     // the rejoin goroutine
 
 	mu        sync.Mutex
-	nick      string // our nick in the room: the one asked for, or the room's
-	ch        *mmuc.Channel
-	sid, occ  bool   // the room announces XEP-0359, XEP-0421
-	ourOcc    string // our occupant-id
-	entries   []*entry
+	nick      string     // our nick in the room: the one asked for, or the room's
+	joinWait  chan error // the answer to our pending join presence
+	iqs       map[string]chan iqAnswer
+	sid, occ  bool                 // the room announces XEP-0359, XEP-0421
+	ourOcc    string               // our occupant-id
+	occupants map[string]*Occupant // by nick, everybody but us; OccupantID unfiltered
+	entries   []*entry             // our messages, entries[i].seq == next-len(entries)+i
 	byID      map[string]*entry
 	bySID     map[string]*entry
+	byTracker map[*tracking.MessageTracker]*entry
 	next      uint64            // position of the next message we send
-	readers   map[string]uint64 // occupant -> one past the last position it displayed
+	seenUpTo  uint64            // one past the newest message a marker covered
+	readers   map[string]reader // occupant -> where it read up to
 	newest    string            // id to mark for the newest message from another occupant
+	leaving   bool              // Leave was called
 	left      bool
 	done      chan struct{}
 	rejoining bool
+	nextJoin  time.Time                   // no rejoin before this
+	backoff   time.Duration               // the wait after the next rejoin
 	joinAgain func(context.Context) error // tests' stand-in for join; nil in use
+}
+
+// reader is where an occupant read up to, and who it was then.
+type reader struct {
+	upTo uint64 // one past the newest of our messages it displayed
+	who  Occupant
 }
 
 // entry is one message we sent to the room.
@@ -85,27 +125,60 @@ type entry struct {
 	seq       uint64
 	sid       string             // room-assigned stanza-id, from the reflection
 	reflected bool               // the reflection arrived
+	failed    bool               // Send failed: a placeholder that keeps positions
 	early     *tracking.Response // a reflection that arrived before t was known
+	earlySeen *tracking.Response // a marker that arrived before t was known
 }
 
 // Join enters the room given as room@service/nick with the client's current
-// session, and returns when the room has sent us its occupant list. It then
-// asks the room which ids it announces (XEP-0359, XEP-0421). cfg may be nil.
+// session, and returns when the room has sent us its occupant list (see
+// Occupants). It first asks the room's service what it is, so that a user's
+// address fails at once with ErrNotARoom; after joining it asks the room
+// which ids it announces (XEP-0359, XEP-0421). A refusal by the room is
+// returned as a stanza error (errors.As to xstanza.Error): a nick in use,
+// a members-only room, a ban. cfg may be nil.
 func Join(ctx context.Context, c *xmpptrack.Client, room jid.JID, cfg *Config) (*Room, error) {
 	if room.Resourcepart() == "" {
 		return nil, errors.New("muc: the room JID needs a nick as its resource: room@service/nick")
 	}
-	r := &Room{
-		c:       c,
-		addr:    room,
-		nick:    room.Resourcepart(),
-		room:    room.Bare().String(),
-		mc:      &mmuc.Client{},
-		byID:    make(map[string]*entry),
-		bySID:   make(map[string]*entry),
-		readers: make(map[string]uint64),
-		done:    make(chan struct{}),
+	if room.Localpart() == "" {
+		return nil, fmt.Errorf("%w: %s has no room name (room@service/nick)", ErrNotARoom, room.Bare())
 	}
+	r := newRoom(room, cfg)
+	r.c = c
+	r.remove = c.Observe(xmpptrack.Observer{
+		Message:   r.message,
+		Presence:  r.presence,
+		IQ:        r.iq,
+		Connected: r.connected,
+	})
+	err := r.checkService(ctx)
+	if err == nil {
+		err = r.join(ctx)
+	}
+	if err != nil {
+		r.stop()
+		r.remove()
+		return nil, err
+	}
+	return r, nil
+}
+
+func newRoom(room jid.JID, cfg *Config) *Room {
+	r := &Room{
+		addr:      room,
+		nick:      room.Resourcepart(),
+		roomJID:   room.Bare(),
+		room:      room.Bare().String(),
+		iqs:       make(map[string]chan iqAnswer),
+		occupants: make(map[string]*Occupant),
+		byID:      make(map[string]*entry),
+		bySID:     make(map[string]*entry),
+		byTracker: make(map[*tracking.MessageTracker]*entry),
+		readers:   make(map[string]reader),
+		done:      make(chan struct{}),
+	}
+	r.life, r.stop = context.WithCancel(context.Background())
 	if cfg != nil {
 		r.cfg = *cfg
 	}
@@ -113,46 +186,7 @@ func Join(ctx context.Context, c *xmpptrack.Client, room jid.JID, cfg *Config) (
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	r.remove = c.Observe(xmpptrack.Observer{
-		Message:   r.message,
-		Presence:  r.presence,
-		Connected: r.connected,
-	})
-	if err := r.join(ctx); err != nil {
-		r.remove()
-		return nil, err
-	}
-	return r, nil
-}
-
-// join sends the join presence, waits for the roster, and reads the room's
-// features.
-func (r *Room) join(ctx context.Context) error {
-	s, err := r.c.Session(ctx)
-	if err != nil {
-		return err
-	}
-	ch, err := r.mc.Join(ctx, r.addr, s)
-	if err != nil {
-		return err
-	}
-	info, err := disco.GetInfo(ctx, "", r.addr.Bare(), s)
-	if err != nil {
-		r.log.Debug("muc: no disco#info from the room; stanza-ids and occupant-ids untrusted", "room", r.room, "err", err)
-	}
-	r.mu.Lock()
-	r.ch = ch
-	r.sid, r.occ = false, false
-	for _, f := range info.Features {
-		switch f.Var {
-		case stanza.NSSID:
-			r.sid = true
-		case stanza.NSOccupantID:
-			r.occ = true
-		}
-	}
-	r.mu.Unlock()
-	return nil
+	return r
 }
 
 // Addr returns the room's address with our nick, room@service/nick: the
@@ -161,6 +195,10 @@ func (r *Room) join(ctx context.Context) error {
 func (r *Room) Addr() jid.JID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.addrLocked()
+}
+
+func (r *Room) addrLocked() jid.JID {
 	a, err := r.addr.WithResource(r.nick)
 	if err != nil {
 		return r.addr
@@ -169,8 +207,32 @@ func (r *Room) Addr() jid.JID {
 }
 
 // Done returns a channel closed when we are no longer in the room: after
-// Leave, a kick or ban, or the room's destruction.
+// Leave, a kick or ban, the room's destruction, or a rejoin the room refused.
 func (r *Room) Done() <-chan struct{} { return r.done }
+
+// Occupants returns who else is in the room now, sorted by nick: everybody
+// the room announced since we joined, less those who left, without
+// ourselves (see Addr). It is empty in a room where we are alone, in which
+// our messages still reach DeliveredToRecipient: the room distributed them,
+// to nobody. At most 10,000 occupants are listed.
+func (r *Room) Occupants() []Occupant {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list := make([]Occupant, 0, len(r.occupants))
+	for _, o := range r.occupants {
+		list = append(list, r.shown(*o))
+	}
+	slices.SortFunc(list, func(a, b Occupant) int { return strings.Compare(a.Nick, b.Nick) })
+	return list
+}
+
+// shown hides an occupant-id the room does not vouch for. The caller holds r.mu.
+func (r *Room) shown(o Occupant) Occupant {
+	if !r.occ {
+		o.OccupantID = ""
+	}
+	return o
+}
 
 // Send posts a tracked message with the given body to the room.
 func (r *Room) Send(ctx context.Context, body string) (*tracking.MessageTracker, error) {
@@ -181,9 +243,10 @@ func (r *Room) Send(ctx context.Context, body string) (*tracking.MessageTracker,
 // for the room, and no receipt is requested (XEP-0184 advises against it in
 // group chats; the reflection is the proof). It is Client.Send underneath:
 // it waits as Send does, and writes the message again on the next
-// connection when a write fails.
+// connection when a write fails. An id still pending in this room fails
+// with tracking.ErrDuplicateID and changes nothing.
 func (r *Room) SendMessage(ctx context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
-	m.To = r.addr.Bare()
+	m.To = r.roomJID
 	m.Type = xstanza.GroupChatMessage
 	m.NoReceipt = true
 	if m.ID == "" {
@@ -191,9 +254,13 @@ func (r *Room) SendMessage(ctx context.Context, m xmpptrack.Message) (*tracking.
 	}
 	e := &entry{id: m.ID, body: m.Body}
 	r.mu.Lock()
-	if r.left {
+	if r.left || r.leaving {
 		r.mu.Unlock()
 		return nil, ErrNotJoined
+	}
+	if o := r.byID[e.id]; o != nil && (o.t == nil || !o.t.Settled()) {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("muc: message id %q: %w", e.id, tracking.ErrDuplicateID)
 	}
 	e.seq = r.next
 	r.next++
@@ -205,47 +272,64 @@ func (r *Room) SendMessage(ctx context.Context, m xmpptrack.Message) (*tracking.
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if t == nil {
-		r.drop(e)
+		r.fail(e)
 		return nil, err
 	}
 	e.t = t
+	r.byTracker[t] = e
 	if e.early != nil {
-		registry.Advance(t, tracking.DeliveredToRecipient, e.early)
+		advance(t, tracking.DeliveredToRecipient, e.early)
 		e.early = nil
+	}
+	if e.earlySeen != nil {
+		advance(t, tracking.SeenByRecipient, e.earlySeen)
+		e.earlySeen = nil
 	}
 	return t, err
 }
 
+// advance moves a tracker of ours on the room's evidence.
+func advance(t *tracking.MessageTracker, to tracking.MessageState, resp *tracking.Response) {
+	registry.Advance(t, to, resp)
+}
+
 // SeenBy returns who has displayed the message, or a later one of ours in
-// the room: occupant-ids where the room announces them, else nicks, sorted.
-// It reads the room's memory: nil once the message is among the settled ones
-// the room no longer keeps (it keeps the last 256), and readers beyond the
-// first 10,000 occupants that sent markers are not listed (their markers
-// still move trackers).
-func (r *Room) SeenBy(t *tracking.MessageTracker) []string {
+// the room, sorted by nick: each reader with the nick it had when its marker
+// arrived, its occupant-id where the room announces them, and its real JID
+// where the room revealed it. Readers are told apart by occupant-id where
+// the room announces them, else by nick. It reads the room's memory: nil
+// once the message is among the settled ones the room no longer keeps (it
+// keeps at least the last 256), and readers beyond the first 10,000
+// occupants that sent markers are not listed (their markers still move
+// trackers).
+func (r *Room) SeenBy(t *tracking.MessageTracker) []Occupant {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e := r.byID[t.ID()]
-	if e == nil || e.t != t {
+	e := r.byTracker[t]
+	if e == nil {
 		return nil
 	}
-	var who []string
-	for reader, upTo := range r.readers {
-		if upTo > e.seq {
-			who = append(who, reader)
+	var who []Occupant
+	for _, rd := range r.readers {
+		if rd.upTo > e.seq {
+			who = append(who, r.shown(rd.who))
 		}
 	}
-	slices.Sort(who)
+	slices.SortFunc(who, func(a, b Occupant) int {
+		if c := strings.Compare(a.Nick, b.Nick); c != 0 {
+			return c
+		}
+		return strings.Compare(a.OccupantID, b.OccupantID)
+	})
 	return who
 }
 
 // MarkDisplayed sends a displayed marker (XEP-0333) for the newest message
 // another occupant sent to the room, which covers every earlier one. It
 // references the room's stanza-id where the room announces XEP-0359, else the
-// message id. It reports whether there was something new to mark. It writes
-// to the stream: do not call it from a Handler. ctx bounds the wait for a
-// connection; if it ends while the write is blocked, the connection is
-// closed (see Client.Send), and the marker is not sent again.
+// message id. It reports whether there was something new to mark. ctx bounds
+// the wait for a connection; if it ends while the write is blocked, the
+// connection is closed (see Client.Send), and the marker is not sent again.
 func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 	r.mu.Lock()
 	id := r.newest
@@ -258,26 +342,37 @@ func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	msg := xstanza.Message{To: r.addr.Bare(), Type: xstanza.GroupChatMessage, ID: xmpptrack.NewID()}
+	msg := xstanza.Message{To: r.roomJID, Type: xstanza.GroupChatMessage, ID: xmpptrack.NewID()}
 	_, err = wire.Write(ctx, s, msg.Wrap(stanza.Marker{Type: stanza.MarkerDisplayed, ID: id}.TokenReader()))
 	return true, err
 }
 
 // Leave exits the room with an optional status text and settles the room's
-// pending trackers (those without proof become CLOSED).
+// pending trackers (those without proof become CLOSED). It first stops a
+// rejoin in progress and waits for it, so that once Leave returns the room
+// is never joined again. It returns when the room confirmed our departure,
+// or with ctx's error when ctx ends first (the room is settled anyway).
 func (r *Room) Leave(ctx context.Context, status string) error {
 	r.mu.Lock()
-	ch := r.ch
+	if r.left {
+		r.mu.Unlock()
+		return nil
+	}
+	r.leaving = true
 	r.mu.Unlock()
+	r.stop()
+	r.wg.Wait()
 	var err error
-	if ch != nil {
-		err = ch.Leave(ctx, status)
+	if r.c != nil {
+		err = r.leave(ctx, status)
 	}
 	r.settle()
 	return err
 }
 
-// settle ends the room: pending trackers are closed, the observer removed.
+// settle ends the room: pending trackers are closed, the observer removed,
+// a rejoin stopped. It never waits (it runs on the reading goroutine when
+// the room removes us).
 func (r *Room) settle() {
 	r.mu.Lock()
 	if r.left {
@@ -292,73 +387,59 @@ func (r *Room) settle() {
 		}
 	}
 	close(r.done)
+	if r.joinWait != nil {
+		r.joinWait <- ErrNotJoined
+		r.joinWait = nil
+	}
 	r.mu.Unlock()
-	r.remove()
+	r.stop()
+	if r.remove != nil {
+		r.remove()
+	}
 	for _, t := range open {
 		t.Close()
 	}
 }
 
-// connected rejoins the room after a connection whose stream could not be
-// resumed (room membership does not survive a new session).
-func (r *Room) connected(resumed bool) {
-	if !resumed {
-		r.mu.Lock()
-		r.rejoinLocked()
-		r.mu.Unlock()
+// fail marks the entry of a message whose Send failed: it keeps its
+// position, gives up its id. The caller holds r.mu.
+func (r *Room) fail(e *entry) {
+	e.failed = true
+	if r.byID[e.id] == e {
+		delete(r.byID, e.id)
 	}
+	r.trim()
 }
 
-// rejoinLocked joins the room again on its own goroutine, unless we left it
-// or a rejoin is already running. The caller holds r.mu.
-func (r *Room) rejoinLocked() {
-	if r.left || r.rejoining {
-		return
-	}
-	r.rejoining = true
-	join := r.joinAgain
-	if join == nil {
-		join = r.join
-	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		err := join(ctx)
-		r.mu.Lock()
-		r.rejoining = false
-		r.mu.Unlock()
-		if err != nil {
-			r.log.Debug("muc: rejoin failed", "room", r.room, "err", err)
-		}
-	}()
-}
-
-// drop forgets an entry. The caller holds r.mu.
-func (r *Room) drop(e *entry) {
-	delete(r.byID, e.id)
-	if e.sid != "" {
-		delete(r.bySID, e.sid)
-	}
-	if i := slices.Index(r.entries, e); i >= 0 {
-		r.entries = slices.Delete(r.entries, i, i+1)
-	}
-}
-
-// trim forgets the oldest settled entries beyond keepSettled. The caller holds r.mu.
+// trim forgets the oldest messages beyond keepSettled, as long as they are
+// settled (or failed): O(1) amortized, since each message is forgotten
+// once. A pending message holds back the ones after it until it settles;
+// the client's pending limit bounds those. The caller holds r.mu.
 func (r *Room) trim() {
-	settled := 0
-	for _, e := range r.entries {
-		if e.t != nil && e.t.Settled() {
-			settled++
+	for len(r.entries) > keepSettled {
+		e := r.entries[0]
+		if !e.failed && (e.t == nil || !e.t.Settled()) {
+			return
+		}
+		r.entries[0] = nil
+		r.entries = r.entries[1:]
+		if r.byID[e.id] == e {
+			delete(r.byID, e.id)
+		}
+		if e.sid != "" && r.bySID[e.sid] == e {
+			delete(r.bySID, e.sid)
+		}
+		if e.t != nil {
+			delete(r.byTracker, e.t)
 		}
 	}
-	for i := 0; settled > keepSettled && i < len(r.entries); {
-		e := r.entries[i]
-		if e.t != nil && e.t.Settled() {
-			r.drop(e)
-			settled--
-			continue
-		}
-		i++
+}
+
+// at returns the entry of position seq, nil if forgotten. The caller holds r.mu.
+func (r *Room) at(seq uint64) *entry {
+	first := r.next - uint64(len(r.entries))
+	if seq < first || seq >= r.next {
+		return nil
 	}
+	return r.entries[seq-first]
 }

@@ -2,12 +2,14 @@ package muc
 
 import (
 	"encoding/xml"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -17,18 +19,11 @@ const roomJID = "ops@conference.example.org"
 // scriptedRoom is a joined room fed by hand: the tests call the observer
 // with stanzas as a room would send them.
 func scriptedRoom(sid, occ bool) *Room {
-	return &Room{
-		addr:    jid.MustParse(roomJID + "/alice"),
-		nick:    "alice",
-		room:    roomJID,
-		byID:    make(map[string]*entry),
-		bySID:   make(map[string]*entry),
-		readers: make(map[string]uint64),
-		done:    make(chan struct{}),
-		sid:     sid,
-		occ:     occ,
-		ourOcc:  "occ-alice",
-	}
+	r := newRoom(jid.MustParse(roomJID+"/alice"), nil)
+	r.sid, r.occ = sid, occ
+	r.ourOcc = "occ-alice"
+	r.remove = func() {}
+	return r
 }
 
 // sent registers a message of ours as SendMessage does.
@@ -38,7 +33,21 @@ func (r *Room) sent(id, body string) *tracking.MessageTracker {
 	r.next++
 	r.entries = append(r.entries, e)
 	r.byID[id] = e
+	r.byTracker[t] = e
 	return t
+}
+
+// who lists occupants as nick/occupant-id[/real JID].
+func who(list []Occupant) []string {
+	var s []string
+	for _, o := range list {
+		w := o.Nick + "/" + o.OccupantID
+		if !o.JID.Equal(jid.JID{}) {
+			w += "/" + o.JID.String()
+		}
+		s = append(s, w)
+	}
+	return s
 }
 
 // feed parses a message as the client would and hands it to the observer.
@@ -222,10 +231,10 @@ func TestMarkerCoversEarlierAndSeenBy(t *testing.T) {
 		t.Fatalf("states %v %v %v", a.State(), b.State(), c.State())
 	}
 	feed(t, r, groupchat("carol", "y", displayed("s-a")+occupantID("occ-carol")))
-	if got := r.SeenBy(a); !slices.Equal(got, []string{"occ-bob", "occ-carol"}) {
+	if got := who(r.SeenBy(a)); !slices.Equal(got, []string{"bob/occ-bob", "carol/occ-carol"}) {
 		t.Fatalf("SeenBy(a) = %v", got)
 	}
-	if got := r.SeenBy(b); !slices.Equal(got, []string{"occ-bob"}) {
+	if got := who(r.SeenBy(b)); !slices.Equal(got, []string{"bob/occ-bob"}) {
 		t.Fatalf("SeenBy(b) = %v", got)
 	}
 	if got := r.SeenBy(c); len(got) != 0 {
@@ -275,5 +284,82 @@ func TestOccupantIDOnlyWhenAnnounced(t *testing.T) {
 	feed(t, r, groupchat("alice", "m1", `<body>a</body>`+originID("m1")+occupantID("occ-mallory")))
 	if m.State() != tracking.DeliveredToRecipient || m.Response().OccupantID != "" {
 		t.Fatalf("state %v, occupant-id %q", m.State(), m.Response().OccupantID)
+	}
+}
+
+// TestDuplicateIDKeepsBookkeeping: a caller-chosen id that is still pending
+// is refused before anything is sent, and the first message keeps its
+// reflection, markers and readers.
+func TestDuplicateIDKeepsBookkeeping(t *testing.T) {
+	r := scriptedRoom(true, true)
+	first := r.sent("m1", "a")
+	feed(t, r, groupchat("alice", "m1", `<body>a</body>`+sidOf("s-1", roomJID)+occupantID("occ-alice")))
+	if _, err := r.SendMessage(t.Context(), xmpptrack.Message{ID: "m1", Body: "again"}); !errors.Is(err, tracking.ErrDuplicateID) {
+		t.Fatalf("duplicate id: %v", err)
+	}
+	feed(t, r, groupchat("bob", "b1", displayed("s-1")+occupantID("occ-bob")))
+	if first.State() != tracking.SeenByRecipient {
+		t.Fatalf("first message: %v", first.State())
+	}
+	if got := who(r.SeenBy(first)); !slices.Equal(got, []string{"bob/occ-bob"}) {
+		t.Fatalf("SeenBy(first) = %v", got)
+	}
+}
+
+// TestMarkerLiftsOnlyReflected: a marker for a later message lifts an
+// earlier one only when the room reflected it (proof that it distributed
+// it); an unproven one keeps its state and can still be marked itself.
+func TestMarkerLiftsOnlyReflected(t *testing.T) {
+	r := scriptedRoom(false, false)
+	lost := r.sent("m1", "never reflected")
+	ok := r.sent("m2", "reflected")
+	last := r.sent("m3", "marked")
+	feed(t, r, groupchat("alice", "m2", `<body>reflected</body>`))
+	feed(t, r, groupchat("alice", "m3", `<body>marked</body>`))
+	feed(t, r, groupchat("bob", "b1", displayed("m3")))
+	if lost.State() != tracking.InTransit || ok.State() != tracking.SeenByRecipient || last.State() != tracking.SeenByRecipient {
+		t.Fatalf("states %v %v %v", lost.State(), ok.State(), last.State())
+	}
+	feed(t, r, groupchat("bob", "b2", displayed("m1")))
+	if lost.State() != tracking.SeenByRecipient {
+		t.Fatalf("its own marker: %v", lost.State())
+	}
+}
+
+// TestOccupantsAndReaders: Occupants lists who else is in the room (real
+// JID where the room reveals it, occupant-id where it announces them), and
+// SeenBy names each reader with its nick as of its marker.
+func TestOccupantsAndReaders(t *testing.T) {
+	r := scriptedRoom(true, true)
+	if len(r.Occupants()) != 0 {
+		t.Fatal("occupants in an empty room")
+	}
+	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/bob' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant' jid='bob@example.org/phone'/></x>`+occupantID("occ-bob")+`</presence>`)
+	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/carol' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='visitor'/></x></presence>`)
+	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/alice' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='owner' role='moderator'/><status code='110'/></x>`+occupantID("occ-alice")+`</presence>`)
+	occ := r.Occupants()
+	if got := who(occ); !slices.Equal(got, []string{"bob/occ-bob/bob@example.org/phone", "carol/"}) || occ[0].Role != "participant" || occ[1].Role != "visitor" {
+		t.Fatalf("occupants %v %+v", got, occ)
+	}
+	m := r.sent("m1", "a")
+	feed(t, r, groupchat("alice", "m1", `<body>a</body>`+sidOf("s-1", roomJID)+occupantID("occ-alice")))
+	feed(t, r, groupchat("bob", "b1", displayed("s-1")+occupantID("occ-bob")))
+	// bob becomes robert: he stays who he was when he read.
+	presenceFrom(t, r, `<presence xmlns='jabber:client' type='unavailable' from='`+roomJID+`/bob' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant' nick='robert'/><status code='303'/></x></presence>`)
+	if got := who(r.SeenBy(m)); !slices.Equal(got, []string{"bob/occ-bob/bob@example.org/phone"}) {
+		t.Fatalf("SeenBy %v", got)
+	}
+	presenceFrom(t, r, unavailable("carol", ``))
+	if got := who(r.Occupants()); !slices.Equal(got, []string{"robert/occ-bob/bob@example.org/phone"}) {
+		t.Fatalf("after a nick change and a departure: %v", got)
+	}
+	// Without XEP-0421 announced, occupant-ids are nobody's word.
+	r.occ = false
+	if got := who(r.SeenBy(m)); !slices.Equal(got, []string{"bob//bob@example.org/phone"}) {
+		t.Fatalf("SeenBy without occupant-ids: %v", got)
 	}
 }

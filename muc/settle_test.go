@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	mmuc "mellium.im/xmpp/muc"
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -56,8 +55,6 @@ func TestRemovalSettles(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := scriptedRoom(true, false)
-			r.mc = &mmuc.Client{}
-			r.remove = func() {}
 			open := r.sent("m1", "a")
 			proved := r.sent("m2", "b")
 			feed(t, r, groupchat("alice", "m2", `<body>b</body>`))
@@ -86,8 +83,6 @@ func TestRemovalSettles(t *testing.T) {
 // our self-presence) is followed the same way.
 func TestOurNickChanges(t *testing.T) {
 	r := scriptedRoom(false, false)
-	r.mc = &mmuc.Client{}
-	r.remove = func() {}
 	m1 := r.sent("m1", "a")
 	presenceFrom(t, r, `<presence xmlns='jabber:client' type='unavailable' from='`+roomJID+`/alice' to='alice@example.org/x'>`+
 		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant' nick='alice2'/><status code='303'/><status code='110'/></x></presence>`)

@@ -4,23 +4,28 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
-// errorFromRoom builds the room's error reply to our message id.
-func errorFromRoom(id, condition string) string {
-	return `<message xmlns='jabber:client' type='error' from='` + roomJID + `' to='alice@example.org/x' id='` + id + `'>` +
+// errorFrom builds an error reply to our message id from the given address.
+func errorFrom(from, id, condition string) string {
+	return `<message xmlns='jabber:client' type='error' from='` + from + `' to='alice@example.org/x' id='` + id + `'>` +
 		`<error type='cancel'><` + condition + ` xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`
 }
 
-// TestBadInputMUCRow36 covers row 36 of protocol-brief.md §10: an error for
-// one of our room messages that suggests a ghost membership makes the room
-// join again and tells the application, once per rejoin; other errors, and
-// errors for ids we did not send, do neither.
-func TestBadInputMUCRow36(t *testing.T) {
+// errorFromRoom builds the room's error reply to our message id.
+func errorFromRoom(id, condition string) string { return errorFrom(roomJID, id, condition) }
+
+// TestSuspectMembership: an error from the room for one of our room
+// messages that suggests a ghost membership makes the room join again and
+// tells the application, once per rejoin; other errors, and errors for ids
+// we did not send, do neither.
+func TestSuspectMembership(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := scriptedRoom(true, false)
 		r.log = slog.New(slog.DiscardHandler)
@@ -64,5 +69,94 @@ func TestBadInputMUCRow36(t *testing.T) {
 		if r.rejoining {
 			t.Fatal("still rejoining")
 		}
+	})
+}
+
+// TestOccupantErrorsCauseNoRejoin: error messages from an occupant
+// (room@service/nick, which the room forwards) are anybody's word: 6,000
+// of them for our message's id make us rejoin not once.
+func TestOccupantErrorsCauseNoRejoin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := scriptedRoom(true, false)
+		var joins atomic.Int64
+		r.joinAgain = func(context.Context) error { joins.Add(1); return nil }
+		suspects := make(chan error, 8)
+		r.cfg.OnSuspect = func(err error) { suspects <- err }
+		r.sent("m1", "a")
+		for i := range 6000 {
+			feed(t, r, errorFrom(roomJID+"/carol", "m1", []string{"not-acceptable", "item-not-found", "remote-server-not-found"}[i%3]))
+			synctest.Wait()
+		}
+		if n := joins.Load(); n != 0 || len(suspects) != 0 {
+			t.Fatalf("an occupant's errors made us rejoin %d times (%d signals)", n, len(suspects))
+		}
+		r.Leave(context.Background(), "")
+	})
+}
+
+// TestRejoinsArePaced: even the room itself cannot make us rejoin in a
+// loop: an error every 10 ms for a minute gives a rejoin at once, then
+// after 2, 4, 8, 16 s... (5 in the minute).
+func TestRejoinsArePaced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := scriptedRoom(true, false)
+		var joins atomic.Int64
+		r.joinAgain = func(context.Context) error { joins.Add(1); return nil }
+		r.sent("m1", "a")
+		start := time.Now()
+		for time.Since(start) < time.Minute {
+			feed(t, r, errorFromRoom("m1", "not-acceptable"))
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := joins.Load(); n != 5 {
+			t.Fatalf("%d rejoins in a minute of errors every 10 ms; want 5 (at 0, 2, 6, 14, 30 s)", n)
+		}
+		r.Leave(context.Background(), "")
+	})
+}
+
+// TestLeaveStopsRejoin: once Leave returns, the room is never joined
+// again: a rejoin about to start does not, and one in progress is
+// stopped and waited for.
+func TestLeaveStopsRejoin(t *testing.T) {
+	t.Run("pending", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			r := scriptedRoom(true, false)
+			var returned, lateJoin atomic.Bool
+			r.joinAgain = func(context.Context) error {
+				if returned.Load() {
+					lateJoin.Store(true)
+				}
+				return nil
+			}
+			r.connected(false)
+			r.Leave(context.Background(), "")
+			returned.Store(true)
+			synctest.Wait()
+			if lateJoin.Load() {
+				t.Fatal("joined the room again after Leave returned")
+			}
+		})
+	})
+	t.Run("in_progress", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			r := scriptedRoom(true, false)
+			var inJoin atomic.Bool
+			r.joinAgain = func(ctx context.Context) error {
+				inJoin.Store(true)
+				defer inJoin.Store(false)
+				<-ctx.Done() // the room never answers
+				return ctx.Err()
+			}
+			r.connected(false)
+			synctest.Wait()
+			if !inJoin.Load() {
+				t.Fatal("no rejoin started")
+			}
+			r.Leave(context.Background(), "")
+			if inJoin.Load() {
+				t.Fatal("Leave returned while a rejoin was still running")
+			}
+		})
 	})
 }

@@ -1,0 +1,317 @@
+package muc
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/disco"
+	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
+	"github.com/xmpptrack/xmpptrack/internal/wire"
+	"github.com/xmpptrack/xmpptrack/stanza"
+)
+
+// Every write here goes through internal/wire: mellium is never handed a
+// context that could be cancelled while other goroutines write on the same
+// connection. So the join and leave presences, and the disco#info requests,
+// are written by this package, and their answers are caught by its
+// observer (presence and IQ), not by mellium's muc client or SendIQ.
+
+// Rejoin pacing: the first rejoin runs at once, each further one waits
+// twice as long as the one before (from rejoinMin up to rejoinMax); after a
+// quiet rejoinMax the wait starts again from rejoinMin.
+const (
+	rejoinMin     = 2 * time.Second
+	rejoinMax     = 5 * time.Minute
+	rejoinTimeout = time.Minute // one join attempt
+)
+
+// identity is a disco#info identity.
+type identity struct{ Category, Type string }
+
+// iqAnswer is a disco#info answer.
+type iqAnswer struct {
+	identities []identity
+	features   []string
+	err        error
+}
+
+// checkService asks the room's service for its identity: a service that
+// answers without a conference identity is not a group chat service.
+func (r *Room) checkService(ctx context.Context) error {
+	s, err := r.c.Session(ctx)
+	if err != nil {
+		return err
+	}
+	service := r.roomJID.Domain()
+	a, err := r.discoInfo(ctx, s, service)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		r.log.Debug("muc: no disco#info from the service", "service", service, "err", err)
+		return nil // some services hide: let the join decide
+	}
+	for _, id := range a.identities {
+		if id.Category == "conference" {
+			return nil
+		}
+	}
+	what := "no identity"
+	if len(a.identities) > 0 {
+		what = "a " + a.identities[0].Category + "/" + a.identities[0].Type + " service"
+	}
+	return fmt.Errorf("%w: %s is %s, not a group chat service", ErrNotARoom, service, what)
+}
+
+// join sends the join presence, waits for our own presence from the room
+// (which comes after everybody else's: Occupants is then complete), and
+// reads the room's features.
+func (r *Room) join(ctx context.Context) error {
+	s, err := r.c.Session(ctx)
+	if err != nil {
+		return err
+	}
+	answer := make(chan error, 1)
+	r.mu.Lock()
+	if r.left {
+		r.mu.Unlock()
+		return ErrNotJoined
+	}
+	to := r.addrLocked()
+	r.joinWait = answer
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.joinWait == answer {
+			r.joinWait = nil
+		}
+		r.mu.Unlock()
+	}()
+	p := xstanza.Presence{To: to, ID: xmpptrack.NewID()}
+	x := xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: NS, Local: "x"}})
+	if _, err := wire.Write(ctx, s, p.Wrap(x)); err != nil {
+		return err
+	}
+	select {
+	case err := <-answer:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// We are in. Without an answer the room's ids stay untrusted.
+	a, err := r.discoInfo(ctx, s, r.roomJID)
+	if err != nil {
+		r.log.Debug("muc: no disco#info from the room; stanza-ids and occupant-ids untrusted", "room", r.room, "err", err)
+	}
+	r.mu.Lock()
+	r.sid, r.occ = false, false
+	for _, f := range a.features {
+		switch f {
+		case stanza.NSSID:
+			r.sid = true
+		case stanza.NSOccupantID:
+			r.occ = true
+		}
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// leave sends the leave presence and waits for the room to confirm it.
+func (r *Room) leave(ctx context.Context, status string) error {
+	s, err := r.c.Session(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	to := r.addrLocked()
+	r.mu.Unlock()
+	p := xstanza.Presence{To: to, Type: xstanza.UnavailablePresence, ID: xmpptrack.NewID()}
+	var inner xml.TokenReader
+	if status != "" {
+		inner = xmlstream.Wrap(xmlstream.Token(xml.CharData(status)), xml.StartElement{Name: xml.Name{Local: "status"}})
+	}
+	if _, err := wire.Write(ctx, s, p.Wrap(inner)); err != nil {
+		return err
+	}
+	select {
+	case <-r.done: // our unavailable presence came back
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// discoInfo asks to for its disco#info and waits for the answer.
+func (r *Room) discoInfo(ctx context.Context, s *xmpp.Session, to jid.JID) (iqAnswer, error) {
+	id := xmpptrack.NewID()
+	answer := make(chan iqAnswer, 1)
+	r.mu.Lock()
+	r.iqs[id] = answer
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.iqs, id)
+		r.mu.Unlock()
+	}()
+	iq := xstanza.IQ{ID: id, To: to, Type: xstanza.GetIQ}
+	q := xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: disco.NSInfo, Local: "query"}})
+	if _, err := wire.Write(ctx, s, iq.Wrap(q)); err != nil {
+		return iqAnswer{}, err
+	}
+	select {
+	case a := <-answer:
+		return a, a.err
+	case <-ctx.Done():
+		return iqAnswer{}, ctx.Err()
+	}
+}
+
+// maxIQTokens bounds what iq reads of one answer.
+const maxIQTokens = 4096
+
+// iq catches the answers to our disco#info requests (on the reading
+// goroutine): only from the address asked, with an id we are waiting for.
+func (r *Room) iq(iq xstanza.IQ, rd xml.TokenReader) bool {
+	r.mu.Lock()
+	answer := r.iqs[iq.ID]
+	r.mu.Unlock()
+	if answer == nil {
+		return false
+	}
+	if !iq.From.Equal(r.roomJID) && !iq.From.Equal(r.roomJID.Domain()) {
+		return false
+	}
+	var b tokbuf.Buffer
+	b.ReadFrom(rd, maxIQTokens)
+	var a iqAnswer
+	for _, tok := range b.Tokens() {
+		start, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		switch {
+		case start.Name.Local == "identity":
+			a.identities = append(a.identities, identity{Category: attr(start, "category"), Type: attr(start, "type")})
+		case start.Name.Local == "feature":
+			a.features = append(a.features, attr(start, "var"))
+		}
+	}
+	if iq.Type == xstanza.ErrorIQ {
+		a = iqAnswer{err: stanzaError(b.Tokens())}
+	}
+	select {
+	case answer <- a:
+	default: // answered already (the same id twice)
+	}
+	return true
+}
+
+// stanzaError decodes the <error/> among a stanza's children.
+func stanzaError(toks []xml.Token) error {
+	var b tokbuf.Buffer
+	for _, t := range toks {
+		b.Add(t)
+	}
+	d := xml.NewTokenDecoder(&b)
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return xstanza.Error{Condition: xstanza.UndefinedCondition}
+		}
+		if start, ok := tok.(xml.StartElement); ok && start.Name.Local == "error" {
+			var e xstanza.Error
+			if err := d.DecodeElement(&e, &start); err != nil {
+				return xstanza.Error{Condition: xstanza.UndefinedCondition}
+			}
+			return e
+		}
+	}
+}
+
+// connected rejoins the room after a connection whose stream could not be
+// resumed (room membership does not survive a new session).
+func (r *Room) connected(resumed bool) {
+	if !resumed {
+		r.mu.Lock()
+		r.rejoinLocked()
+		r.mu.Unlock()
+	}
+}
+
+// rejoinLocked starts the rejoin goroutine, unless we left the room or a
+// rejoin is already on its way. The caller holds r.mu.
+func (r *Room) rejoinLocked() {
+	if r.left || r.leaving || r.rejoining {
+		return
+	}
+	r.rejoining = true
+	r.wg.Add(1)
+	go r.rejoin()
+}
+
+// rejoin joins the room again, paced (see rejoinMin), until it succeeds,
+// the room refuses us (the room is then settled: we are not an occupant
+// and it will not take us), or the room is left.
+func (r *Room) rejoin() {
+	defer r.wg.Done()
+	defer func() {
+		r.mu.Lock()
+		r.rejoining = false
+		r.mu.Unlock()
+	}()
+	for {
+		r.mu.Lock()
+		wait := time.Until(r.nextJoin)
+		r.mu.Unlock()
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-r.life.Done():
+				t.Stop()
+				return
+			}
+		}
+		r.mu.Lock()
+		if r.left || r.leaving {
+			r.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		if now.Sub(r.nextJoin) > rejoinMax {
+			r.backoff = 0 // quiet for long enough: start over
+		}
+		r.backoff = min(max(2*r.backoff, rejoinMin), rejoinMax)
+		r.nextJoin = now.Add(r.backoff)
+		join := r.joinAgain
+		if join == nil {
+			join = r.join
+		}
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(r.life, rejoinTimeout)
+		err := join(ctx)
+		cancel()
+		var se xstanza.Error
+		switch {
+		case err == nil || r.life.Err() != nil:
+			return
+		case errors.As(err, &se):
+			r.log.Debug("muc: the room refused our rejoin", "room", r.room, "err", err)
+			r.settle()
+			return
+		}
+		r.log.Debug("muc: rejoin failed; trying again", "room", r.room, "err", err)
+	}
+}
