@@ -142,7 +142,11 @@ func (c *clientSender) seenBy(t *tracking.MessageTracker) []string {
 	if j == nil || !isDone(j.done) || j.room == nil {
 		return nil
 	}
-	return j.room.SeenBy(t)
+	var nicks []string
+	for _, o := range j.room.SeenBy(t) {
+		nicks = append(nicks, o.Nick)
+	}
+	return nicks
 }
 
 func (c *clientSender) ready(ctx context.Context) error {

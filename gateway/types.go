@@ -50,7 +50,7 @@ type Evidence struct {
 	// Error is the error reply for the ERROR state (and ABORTED with a
 	// local cause).
 	Error *ErrorInfo `json:"error,omitempty"`
-	// SeenBy lists the room occupants (nicks or occupant-ids) known to have
+	// SeenBy lists the nicks of the room occupants known to have
 	// displayed a group-chat message when the change was recorded.
 	SeenBy []string `json:"seen_by,omitempty"`
 	// StanzaID is the id a room assigned to a group-chat message.
