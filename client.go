@@ -15,7 +15,6 @@ import (
 	"mellium.im/xmpp/carbons"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
-	"mellium.im/xmpp/stream"
 
 	"github.com/xmpptrack/xmpptrack/internal/login"
 	"github.com/xmpptrack/xmpptrack/internal/registry"
@@ -49,8 +48,6 @@ type Client struct {
 	// publishHook, when set by a test, runs at the start of every publish
 	// goroutine, before it looks at its connection.
 	publishHook atomic.Pointer[func()]
-
-	failWith atomic.Pointer[error] // set while policyViolated abandons the stream
 
 	ctx     context.Context // ends with Close
 	cancel  context.CancelFunc
@@ -100,6 +97,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	smCfg := c.cfg.StreamManagement
 	smCfg.OnAcked = c.acked(smCfg.OnAcked)
 	smCfg.OnLost = c.lost(smCfg.OnLost)
+	smCfg.OnRefused = c.refused(smCfg.OnRefused)
 	if smCfg.Logger == nil {
 		smCfg.Logger = c.cfg.Logger
 	}
@@ -279,9 +277,6 @@ func (c *Client) loop(cn conn) {
 		cn.s.Conn().Close()
 		if closing {
 			return
-		}
-		if se := (stream.Error{}); errors.As(err, &se) && se.Err == stream.PolicyViolation.Err {
-			c.policyViolated(se)
 		}
 		c.log.Debug("xmpptrack: connection lost", "err", err)
 		wait := lo

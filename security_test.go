@@ -474,10 +474,12 @@ func TestBadInput(t *testing.T) {
 			wantState(t, m, tracking.DeliveredToRecipient)
 		}},
 		{name: "row37_stream_error_policy_violation", run: func(t *testing.T, e *badInputEnv) {
-			// Decision (Client.policyViolated): the messages the server had
-			// not acknowledged fail with the stream error's text and are not
-			// re-sent; acknowledged ones keep their state. The client
-			// reconnects on a new stream.
+			// Decision (sm, "Policy violations"): a policy-violation stream
+			// error makes no message fail by itself: the unacknowledged
+			// messages are re-sent, one at a time, on a new stream. A
+			// message refused again while it is the only one in flight
+			// fails with the stream error's text and is not re-sent again;
+			// acknowledged ones keep their state.
 			acked := e.send(Message{})
 			e.srv.set(func(srv *peerServer) { srv.noAcks, srv.noResume = true, true })
 			unacked, err := e.c.Send(waitCtx(t), Message{To: bob})
@@ -485,9 +487,18 @@ func TestBadInput(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.written(func(w element) bool { return w.attr("id") == unacked.ID() })
+			violation := `<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>` +
+				`<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many messages</text></stream:error></stream:stream>`
+			e.pc.write(violation)
+			e.pc.conn.Close()
+			e.pc = e.srv.next(t)
+			// Re-sent on the new stream, not failed.
+			e.written(func(w element) bool { return w.attr("id") == unacked.ID() })
+			if st := unacked.State(); st != tracking.InTransit {
+				t.Fatalf("after the first violation: %v", st)
+			}
 			e.srv.set(func(srv *peerServer) { srv.noAcks = false })
-			e.pc.write(`<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>` +
-				`<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many messages</text></stream:error></stream:stream>`)
+			e.pc.write(violation)
 			e.pc.conn.Close()
 			e.pc = e.srv.next(t)
 			if st, err := unacked.Wait(waitCtx(t), tracking.DeliveredToServer); st != tracking.Error || !errors.Is(err, tracking.ErrFailed) {

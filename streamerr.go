@@ -1,23 +1,43 @@
 package xmpptrack
 
 import (
+	"errors"
 	"fmt"
 
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// policyViolated ends the stream-management session after the server closed
-// the stream with a policy-violation error: the messages it had not
-// acknowledged become Error with that reason and are not re-sent. Re-sending
-// would likely break the same rule again (a spam filter, a rate or size
-// limit); the application decides. Other stream errors are connection
-// losses: the stream is resumed or its messages re-sent.
-func (c *Client) policyViolated(se stream.Error) {
+// refused turns a message the server refused with a policy-violation
+// stream error into Error. Stream management only reports a message when
+// the refusal can be pinned on it: it was re-sent alone on a new stream
+// after a first policy violation and refused again (see the sm package,
+// "Policy violations"). Other unacknowledged messages of a stream closed
+// for a policy violation are re-sent, like those of any stream that cannot
+// be resumed.
+func (c *Client) refused(next func(sm.Stanza, error)) func(sm.Stanza, error) {
+	return func(s sm.Stanza, err error) {
+		if s.Name == "message" {
+			c.log.Warn("xmpptrack: the server refused a message with a policy-violation stream error", "id", s.ID, "err", err)
+			c.reg.ErrorReply(jid.JID{}, s.ID, &tracking.Response{Err: refusalError(err)})
+		}
+		if next != nil {
+			next(s, err)
+		}
+	}
+}
+
+// refusalError is the tracker's error for a message refused by a
+// policy-violation stream error: it matches the stream error and
+// stanza.ErrPermissionDenied, and carries the server's text.
+func refusalError(err error) error {
+	var se stream.Error
+	errors.As(err, &se)
 	text := ""
 	if len(se.Text) > 0 {
 		text = se.Text[0].Value
@@ -27,19 +47,10 @@ func (c *Client) policyViolated(se stream.Error) {
 		Condition: xstanza.PolicyViolation,
 		Text:      map[string]string{"": text},
 	})
-	err := fmt.Errorf("xmpptrack: the server closed the stream: %w: %w", se, de)
-	c.log.Warn("xmpptrack: stream closed for a policy violation; unacknowledged messages failed", "text", text)
-	c.failWith.Store(&err)
-	c.sm.Abandon() // OnLost, on this goroutine, for every unacknowledged stanza
-	c.failWith.Store(nil)
+	return fmt.Errorf("xmpptrack: the server closed the stream: %w: %w", err, de)
 }
 
-// lostMessage reports a message that stream management gave up on: Aborted,
-// or Error during policyViolated.
+// lostMessage reports a message that stream management gave up on.
 func (c *Client) lostMessage(to, id string) {
-	if err := c.failWith.Load(); err != nil {
-		c.reg.ErrorReply(jid.JID{}, id, &tracking.Response{Err: *err})
-		return
-	}
 	c.reg.Lost(bareOf(to), id)
 }

@@ -26,6 +26,18 @@ const (
 	// messages per second.
 	DefaultMaxUnacked = 4096
 
+	// DefaultAckTimeout is the default Config.AckTimeout. Servers answer an
+	// <r/> within a round trip plus the time to process what was written
+	// before it; five seconds without any <a/> is far beyond that on a live
+	// link, and short enough that a frozen connection is replaced long
+	// before the server's resumption window (minutes) closes.
+	DefaultAckTimeout = 5 * time.Second
+
+	// DefaultIdleProbe is the default Config.IdleProbe: an idle connection
+	// is checked every 30 seconds, below the idle timeouts of common NATs
+	// and firewalls, at the cost of one <r/> and one <a/> (about 60 bytes).
+	DefaultIdleProbe = 30 * time.Second
+
 	// maxMaxUnacked keeps the unacknowledged window far below 2^31 so that
 	// counter differences are unambiguous modulo 2^32.
 	maxMaxUnacked = 1 << 24
@@ -95,6 +107,24 @@ type Config struct {
 	// 0 (or a negative value) means DefaultAckDelay.
 	AckDelay time.Duration
 
+	// AckTimeout bounds the wait for the server's answer to an <r/> or to
+	// <enable/>: once a request has stayed unanswered for AckTimeout plus
+	// four times the smoothed round trip (measured from earlier <r/> to
+	// their <a/>), with no <a/> received meanwhile, the connection is dead
+	// (frozen: no FIN, no RST, bytes stop flowing). The State then expires
+	// the connection's deadlines, so that Serve returns ErrAckTimeout at
+	// once; close the connection (drop TCP, do not close the stream) and
+	// reconnect: the stream is resumed. 0 means DefaultAckTimeout; a
+	// negative value disables the bound.
+	AckTimeout time.Duration
+
+	// IdleProbe is how long a connection may go without an <r/> sent or an
+	// <a/> received before the State sends an <r/> to check that the link
+	// is alive (AckTimeout then applies), so that a dead connection is
+	// found before the next message needs it. 0 means DefaultIdleProbe; a
+	// negative value disables probing.
+	IdleProbe time.Duration
+
 	// MaxUnacked bounds the stanzas kept for re-sending: Reserve blocks
 	// while this many stanzas wait for an ack. 0 means DefaultMaxUnacked.
 	// Stanzas written without Reserve (mellium's own replies, other
@@ -115,6 +145,17 @@ type Config struct {
 	// IQ stanzas under Resend, and everything still queued when Abandon is
 	// called.
 	OnLost func(Stanza)
+
+	// OnRefused is called for a message the server refused by closing the
+	// stream with a policy-violation stream error, when the refusal can be
+	// pinned on that message: after a first policy violation, the
+	// unacknowledged messages are re-sent one at a time on a fresh stream,
+	// each waiting for its ack, and a message that is the only one
+	// unacknowledged when the server closes that stream with
+	// policy-violation again is refused. err is that stream error (a
+	// mellium stream.Error). The message is not re-sent again. See the
+	// package documentation, "Policy violations".
+	OnRefused func(s Stanza, err error)
 
 	// OnResend is called, under the Resend policy, just before a message of
 	// a stream that could not be resumed is re-sent on a new stream: once
@@ -143,5 +184,11 @@ func (c Config) withDefaults() Config {
 		c.MaxUnacked = DefaultMaxUnacked
 	}
 	c.MaxUnacked = min(c.MaxUnacked, maxMaxUnacked)
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.IdleProbe == 0 {
+		c.IdleProbe = DefaultIdleProbe
+	}
 	return c
 }

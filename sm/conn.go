@@ -2,6 +2,8 @@ package sm
 
 import (
 	"io"
+
+	"mellium.im/xmpp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,27 +22,38 @@ type conn struct {
 
 	outActive atomic.Bool // outbound stanzas are counted and queued
 
-	outSeen   bool // the outbound scanner saw our stream header
-	started   bool // Start was called
-	resumed   bool // the connection resumed the stream
-	inActive  bool // inbound stanzas are counted
-	smOn      bool // <enabled/> or <resumed/> arrived: acks may be requested
-	refused   bool // the server answered <enable/> with <failed/>
-	held      bool // Start left st.orphans to re-send for the answer to <enable/>
-	readyErr  error
-	isReady   bool // ready is closed; readyErr is WaitEnabled's result
-	copying   bool // copyOf is being written again (re-send or retransmission)
-	copySeen  bool // the outbound scanner queued that copy
-	copyOf    entry
-	snaps     []uint32
-	snapHead  int
-	sinceReq  int    // stanzas written since the last <r/>
-	uncovered int64  // Unix ns when the oldest of them was written
-	rSent     uint64 // <r/> sent by the requester
-	aRecv     uint64 // <a/> received, at most rSent
-	fatal     error  // stream management error that ends the connection
-	peerErr   error  // the <stream:error/> the server sent, a stream.Error
-	ended     bool   // State.Serve returned
+	outSeen      bool // the outbound scanner saw our stream header
+	started      bool // Start was called
+	resumed      bool // the connection resumed the stream
+	inActive     bool // inbound stanzas are counted
+	smOn         bool // <enabled/> or <resumed/> arrived: acks may be requested
+	refused      bool // the server answered <enable/> with <failed/>
+	held         bool // Start left st.orphans to re-send for the answer to <enable/>
+	readyErr     error
+	isReady      bool // ready is closed; readyErr is WaitEnabled's result
+	copying      bool // copyOf is being written again (re-send or retransmission)
+	copySeen     bool // the outbound scanner queued that copy
+	copyOf       entry
+	snaps        []uint32
+	snapHead     int
+	sinceReq     int           // stanzas written since the last <r/>
+	uncovered    int64         // Unix ns when the oldest of them was written
+	rSent        uint64        // <r/> sent by the requester
+	aRecv        uint64        // <a/> received, at most rSent
+	rAt          int64         // Unix ns of an <r/> sent with none outstanding, until its answer (RTT sample)
+	rWait        int64         // Unix ns since when an answer is awaited with no <a/> received; 0: none outstanding
+	enableAt     int64         // Unix ns when <enable/> was written
+	lastAct      int64         // Unix ns of the last <r/> sent or <a/> received (idle probe)
+	gotAck       bool          // an <a/> arrived on this connection
+	failedResume bool          // a stream error right after resuming: the session was dropped
+	sess         *xmpp.Session // set by Start; the watchdog expires its deadlines
+	watch        *time.Timer   // the watchdog (armLocked); created stopped, never replaced
+	watchArmed   bool
+	careful      bool   // re-send the held messages one at a time (after a policy violation)
+	carefulOn    uint64 // ord of the held message last re-sent carefully
+	fatal        error  // stream management error that ends the connection
+	peerErr      error  // the <stream:error/> the server sent, a stream.Error
+	ended        bool   // State.Serve returned
 }
 
 // Tees returns fresh writers for the StreamConfig.TeeIn and TeeOut of the
@@ -61,6 +74,8 @@ func (st *State) Tees() (in, out io.Writer) {
 		done:  make(chan struct{}),
 		ready: make(chan struct{}),
 	}
+	c.watch = time.AfterFunc(time.Hour, c.watchdog)
+	c.watch.Stop()
 	c.in = newScanner((*inSink)(c), false)
 	c.out = newScanner((*outSink)(c), true)
 	st.mu.Lock()
@@ -75,7 +90,10 @@ func (st *State) Tees() (in, out io.Writer) {
 
 // stop ends the connection's ack requester.
 func (c *conn) stop() {
-	c.stopOnce.Do(func() { close(c.done) })
+	c.stopOnce.Do(func() {
+		close(c.done)
+		c.watch.Stop()
+	})
 }
 
 // setReadyLocked records what WaitEnabled returns for the connection and
@@ -136,6 +154,7 @@ func (s *inSink) element(e *element) {
 		err := parseStreamError(e.raw)
 		st.mu.Lock()
 		c.peerErr = err
+		c.streamErrorLocked(err)
 		st.mu.Unlock()
 	case e.kind == kindStreamEnd:
 		c.stop()

@@ -100,6 +100,63 @@
 // plus one round trip). A second request is only in flight when the time
 // rule needs it for stanzas written after the first one.
 //
+// # Dead connections
+//
+// A connection can freeze without ending: a NAT or firewall drops its
+// state, a proxy stalls, a server stops reading. No FIN or RST arrives,
+// writes fill the socket buffer and block, and nothing would ever be
+// acknowledged again. The State notices: once an <r/> (or the <enable/>
+// it wrote) has stayed unanswered for Config.AckTimeout (default 5 s) plus
+// four times the smoothed round trip of earlier <r/>, with no <a/> at all
+// received meanwhile, the connection is dead. A slow server that answers
+// late but answers (under a burst, each <a/> restarts the bound) is not.
+// A timer watches this, not the ack requester, which may itself be
+// blocked writing to the frozen connection. The State then expires the
+// connection's deadlines (net.Conn.SetDeadline in the past): reads and
+// writes in progress fail at once, and Serve returns ErrAckTimeout. Close
+// the connection as after any loss (drop TCP: a graceful close would wait
+// on the dead peer) and reconnect; the stream is resumed as usual.
+//
+// An idle connection is probed: when no <r/> was sent and no <a/>
+// received for Config.IdleProbe (default 30 s), the requester sends an
+// <r/>, so a dead link is found (within IdleProbe plus the bound) before
+// the next message needs it, and NAT state stays fresh.
+//
+// # Failed resumptions
+//
+// A resumption that the server accepted can still fail. Prosody 0.12.3
+// keeps feeding the resumed connection's bytes to the XML parser of the
+// connection that was cut; if the cut fell inside a stanza, that parser
+// swallows what follows, and the stream either never acknowledges anything
+// again or dies with not-well-formed, policy-violation or stanza-too-big.
+// Resuming once more would hit the same parser. So a resumed connection
+// that ends, before the server acknowledged anything on it (no <a/>), with
+// ErrAckTimeout or with one of those three stream errors is a failed
+// resumption: the State forgets the stream, the next connection binds a
+// new session, and the unacknowledged stanzas go to the Policy as after
+// <failed/> (messages are re-sent by default). The recipient may get a
+// message twice (the id is the same); it never misses one.
+//
+// # Policy violations
+//
+// A server closes a stream with policy-violation when something broke its
+// rules (a spam filter, a size or rate limit), and the session cannot be
+// resumed. Which stanza was refused is not said, and the unacknowledged
+// ones include innocent stanzas written after it (or before it, whose ack
+// was still on its way). So no message is failed on that word alone:
+//
+//   - the unacknowledged stanzas go to the Policy on the next connection,
+//     as for any stream that cannot be resumed;
+//   - the messages to re-send are re-sent carefully: one at a time, each
+//     followed by an <r/>, the next only once the last was acknowledged;
+//   - if the server closes that stream with policy-violation again while
+//     one re-sent message is the only one unacknowledged, the refusal is
+//     pinned on it: it is reported to Config.OnRefused (OnLost if unset)
+//     with the stream error, and not re-sent again. The others carry on.
+//
+// A policy violation right after a resumption is a failed resumption (see
+// above), not a refusal.
+//
 // # Resumption
 //
 // When the last stream was resumable and the server offers stream
@@ -163,8 +220,9 @@
 //
 // # Callbacks and goroutines
 //
-// OnAcked, OnLost and OnResend run outside the package's locks, one at a
-// time, in order: on the Serve goroutine for <a/> (inside the handler), on
+// OnAcked, OnLost, OnResend and OnRefused run outside the package's locks,
+// one at a time, in order: on the Serve goroutine for <a/> (inside the
+// handler) and for a refusal (as State.Serve returns), on
 // the connection's ack requester goroutine for the re-sends held for the
 // answer to <enable/>, and on the goroutine that calls Start for what
 // negotiation decided (the h of <resumed/> or <failed/>, what the Policy

@@ -33,7 +33,12 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 		case c.peerErr != nil:
 			err = c.peerErr
 		}
+		failedResume := c.failedResume
 		st.mu.Unlock()
+		if failedResume {
+			st.logAt(slog.LevelWarn, "sm: stream error right after resuming; the next connection starts a new session", "error", err)
+		}
+		st.deliver() // OnRefused for a message pinned by the stream error
 	}
 	return err
 }
@@ -138,9 +143,20 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 		st.logAt(slog.LevelWarn, "sm: invalid ack from the server; closing the stream", "error", err)
 		return c.fail(t, &ProtocolError{Element: "a", Err: err})
 	}
+	now := timeNow()
 	st.mu.Lock()
 	if c.aRecv < c.rSent {
 		c.aRecv++
+	}
+	c.gotAck, c.lastAct = true, now
+	if c.rAt != 0 {
+		st.sampleRTTLocked(now - c.rAt)
+		c.rAt = 0
+	}
+	if c.aRecv < c.rSent {
+		c.rWait = now // progress: the bound starts again
+	} else {
+		c.rWait = 0
 	}
 	n, tooHigh := st.ackLocked(a.H)
 	if tooHigh {
@@ -160,11 +176,8 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 		// retransmitted on resumption.)
 		c.sinceReq, c.uncovered = 1, timeNow()
 	}
-	wake := n > 0 || c.sinceReq > 0
 	st.mu.Unlock()
-	if wake {
-		c.signal()
-	}
+	c.signal() // the rules' timers moved (idle probe, re-arm)
 	st.deliver()
 	return nil
 }
@@ -175,6 +188,7 @@ func (c *conn) handleEnabled(t xml.TokenReader, start *xml.StartElement) {
 	err := decodeSM(t, start, &en)
 	st.mu.Lock()
 	c.smOn = true
+	c.lastAct = timeNow()
 	if err != nil {
 		st.dropSessionLocked()
 		st.max, st.location = 0, ""

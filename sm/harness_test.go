@@ -46,6 +46,22 @@ type bufConn struct {
 	closed  chan struct{}
 	once    sync.Once
 	drained bool // close once everything pending is written
+	frozen  bool // bytes stop flowing both ways (a frozen link); guarded by mu
+}
+
+// freeze stops the link without closing it: what the client writes is
+// read and discarded (a pipe has no buffer to fill), what the server
+// writes is never delivered.
+func (b *bufConn) freeze() {
+	b.mu.Lock()
+	b.frozen = true
+	b.mu.Unlock()
+}
+
+func (b *bufConn) isFrozen() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.frozen
 }
 
 // closeWhenDrained closes the connection after the pending bytes reached
@@ -92,8 +108,9 @@ func (b *bufConn) pump() {
 		b.mu.Lock()
 		p := b.pending
 		b.pending = nil
+		frozen := b.frozen
 		b.mu.Unlock()
-		if len(p) > 0 {
+		if len(p) > 0 && !frozen {
 			if _, err := b.Conn.Write(p); err != nil {
 				return
 			}
@@ -109,7 +126,15 @@ func (b *bufConn) pump() {
 }
 
 func (b *bufConn) Read(p []byte) (int, error) {
+	if b.isFrozen() {
+		<-b.closed
+		return 0, net.ErrClosed
+	}
 	n, err := b.Conn.Read(p)
+	if b.isFrozen() {
+		<-b.closed
+		return 0, net.ErrClosed
+	}
 	b.mu.Lock()
 	b.read.Write(p[:n])
 	b.mu.Unlock()
@@ -153,6 +178,7 @@ type fakeServer struct {
 	rtt          time.Duration         // delay of the answers to <r/>
 	holdEnabled  bool                  // keep the answer to <enable/> until releaseEnabled
 	cutAfter     func(g got) bool      // cut the connection after handling g
+	refuse       func(g got) bool      // close the stream with policy-violation on g, unhandled
 
 	wmu sync.Mutex // orders the server's writes with its outbound counter
 
@@ -526,6 +552,12 @@ func (sc *srvConn) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElem
 		}
 	}
 	srv.mu.Lock()
+	if srv.refuse != nil && srv.refuse(g) {
+		srv.mu.Unlock()
+		sc.raw(`<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
+		sc.conn.closeWhenDrained()
+		return nil
+	}
 	lost := srv.lose != nil && srv.lose(g.id)
 	if !lost {
 		if sc.smOn {

@@ -13,13 +13,15 @@ import (
 func timeNow() int64 { return time.Now().UnixNano() }
 
 // requester sends <r/> for one connection, following the policy of
-// nextRequest, and re-sends the messages Start held for the answer to
+// nextRequest, re-sends the messages Start held for the answer to
 // <enable/> once the Handler processed it (a handler must not send on the
-// session, so this happens here). Start runs it on its own goroutine; it
-// returns when ctx ends, when the connection is detached (Tees called
-// again, input stream closed, fatal stream management error), when the
-// server refused stream management, or when a send fails. It uses one
-// timer, however many stanzas are written.
+// session, so this happens here), and declares the connection dead when a
+// request stays unanswered too long (see Config.AckTimeout). Start runs it
+// on its own goroutine; it returns when ctx ends, when the connection is
+// detached (Tees called again, input stream closed, fatal stream
+// management error), when the server refused stream management, when a
+// send fails, or when the connection is dead. It uses one timer, however
+// many stanzas are written.
 func (st *State) requester(ctx context.Context, s *xmpp.Session, c *conn) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -28,11 +30,23 @@ func (st *State) requester(ctx context.Context, s *xmpp.Session, c *conn) {
 		st.mu.Lock()
 		resend := c.held && (c.smOn || c.refused)
 		refused := c.refused
+		careful := resend && c.careful && !refused
+		if careful && st.unackedMessageLocked() {
+			resend = false // one at a time: wait for the ack of the last one
+		}
 		st.mu.Unlock()
 		if resend {
-			if _, err := st.resendOrphans(ctx, s, c, !refused); err != nil {
+			max := 0
+			if careful {
+				max = 1
+			}
+			n, err := st.resendOrphans(ctx, s, c, !refused, max)
+			if err != nil {
 				st.logAt(slog.LevelDebug, "sm: re-send interrupted", "error", err)
 				return
+			}
+			if careful && n > 0 {
+				continue // more may follow, after the ack
 			}
 			st.mu.Lock()
 			c.held = false
@@ -47,12 +61,12 @@ func (st *State) requester(ctx context.Context, s *xmpp.Session, c *conn) {
 		if refused {
 			return // no acks to request
 		}
-		sent, wait, err := st.request(ctx, s, c)
+		act, wait, err := st.request(ctx, s, c, false)
 		if err != nil {
 			st.logAt(slog.LevelDebug, "sm: ack requester stops", "error", err)
 			return
 		}
-		if sent {
+		if act == actRequest {
 			continue
 		}
 		if wait > 0 {
@@ -70,28 +84,136 @@ func (st *State) requester(ctx context.Context, s *xmpp.Session, c *conn) {
 	}
 }
 
-// request sends an <r/> if nextRequest calls for one now; otherwise wait
-// is how long until the time rule may fire (0: wait for a signal).
-func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn) (sent bool, wait time.Duration, err error) {
+// unackedMessageLocked reports whether a message waits for an ack.
+func (st *State) unackedMessageLocked() bool {
+	q := &st.queue
+	for i := range q.n {
+		if q.buf[(q.head+i)%len(q.buf)].kind == kindMessage {
+			return true
+		}
+	}
+	return false
+}
+
+// deadlineLocked returns when the connection is dead if no <a/> (or answer
+// to <enable/>) arrives until then; 0 if no answer is awaited or there is
+// no bound.
+func (c *conn) deadlineLocked() int64 {
+	bound := c.st.ackBoundLocked()
+	if bound <= 0 {
+		return 0
+	}
+	since := c.rWait
+	if since == 0 && !c.smOn && !c.refused && c.enableAt != 0 {
+		since = c.enableAt
+	}
+	if since == 0 {
+		return 0
+	}
+	return since + bound
+}
+
+// armLocked starts the watchdog when an answer is awaited. The watchdog
+// is a timer, not the requester: the requester may be blocked in a write
+// to the very connection that froze.
+func (c *conn) armLocked() {
+	if c.watchArmed || c.watch == nil {
+		return
+	}
+	dl := c.deadlineLocked()
+	if dl == 0 {
+		return
+	}
+	c.watchArmed = true
+	c.watch.Reset(time.Duration(max(dl-timeNow(), 1)))
+}
+
+// watchdog runs when the awaited answer may be overdue: it re-arms if an
+// <a/> moved the deadline, and ends the connection if not.
+func (c *conn) watchdog() {
+	st := c.st
+	select {
+	case <-c.done:
+		return
+	default:
+	}
 	st.mu.Lock()
-	send, wait := c.nextRequest(timeNow(), st.cfg)
-	if send {
+	c.watchArmed = false
+	dl := c.deadlineLocked()
+	if now := timeNow(); dl == 0 || now < dl {
+		c.armLocked()
+		st.mu.Unlock()
+		return
+	}
+	st.mu.Unlock()
+	st.dead(c)
+}
+
+// dead ends a connection whose server stopped answering: it expires the
+// connection's deadlines so that Serve returns (with ErrAckTimeout) and
+// the application drops it. A resumed connection on which the server
+// acknowledged nothing is a failed resumption: the next connection starts
+// a new session.
+func (st *State) dead(c *conn) {
+	st.mu.Lock()
+	s := c.sess
+	if c.fatal == nil {
+		c.fatal = ErrAckTimeout
+	}
+	failedResume := c.resumed && !c.gotAck
+	if failedResume {
+		c.failedResume = true
+		st.dropSessionLocked()
+	}
+	bound := time.Duration(st.ackBoundLocked())
+	srtt := time.Duration(st.srtt)
+	st.mu.Unlock()
+	c.stop()
+	st.logAt(slog.LevelWarn, "sm: the server stopped answering; dropping the connection",
+		"bound", bound, "rtt", srtt, "resumed_without_ack", failedResume)
+	if s != nil {
+		s.Conn().SetDeadline(time.Unix(1, 0))
+	}
+}
+
+// Requester decisions.
+const (
+	actWait = iota
+	actRequest
+)
+
+// request sends an <r/> if nextRequest calls for one now (or always with
+// force); otherwise wait is how long until a rule may fire (0: wait for a
+// signal).
+func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bool) (act int, wait time.Duration, err error) {
+	st.mu.Lock()
+	now := timeNow()
+	act, wait = c.nextRequest(now, st.cfg)
+	if force && act == actWait && c.smOn {
+		act = actRequest
+	}
+	if act == actRequest {
 		// Book the request before writing it: its answer can be
 		// processed before the write returns. A stanza written in
 		// between is covered too but counted as not covered, which at
 		// worst costs one extra <r/>.
+		if c.aRecv == c.rSent {
+			c.rAt, c.rWait = now, now
+			c.armLocked()
+		}
+		c.lastAct = now
 		c.rSent++
 		c.sinceReq, c.uncovered = 0, 0
 	}
 	st.mu.Unlock()
-	if !send {
-		return false, wait, nil
+	if act != actRequest {
+		return act, wait, nil
 	}
-	return true, 0, s.Send(ctx, stanza.AckRequest{}.TokenReader())
+	return act, 0, s.Send(ctx, stanza.AckRequest{}.TokenReader())
 }
 
 // nextRequest decides whether to send an <r/> now and, if not, how long
-// until the time rule may fire (0: wait for a signal). The rules:
+// until a rule may fire (0: wait for a signal). The rules:
 //
 //   - nothing is requested before the server enabled stream management;
 //     once it did, the stanzas written since <enable/> are covered by the
@@ -102,17 +224,45 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn) (sent bo
 //     wake the requester);
 //   - time rule: once the oldest stanza not covered by an <r/> has waited
 //     AckDelay, request even if an <r/> is unanswered, so that every
-//     stanza is covered within AckDelay.
-func (c *conn) nextRequest(now int64, cfg Config) (bool, time.Duration) {
-	if !c.smOn || c.sinceReq == 0 {
-		return false, 0
+//     stanza is covered within AckDelay;
+//   - idle rule: once no <r/> was sent and no <a/> received for
+//     IdleProbe, and none is unanswered, request (a probe).
+//
+// Whether the connection is dead is the watchdog's business (armLocked).
+func (c *conn) nextRequest(now int64, cfg Config) (int, time.Duration) {
+	var due int64 // earliest time a rule fires, 0 if none
+	at := func(t int64) {
+		if due == 0 || t < due {
+			due = t
+		}
 	}
-	if c.sinceReq >= cfg.AckEvery && c.aRecv == c.rSent {
-		return true, 0
+	if !c.smOn {
+		return actWait, wait(due, now)
 	}
-	due := c.uncovered + int64(cfg.AckDelay)
-	if now >= due {
-		return true, 0
+	if c.sinceReq > 0 {
+		if c.sinceReq >= cfg.AckEvery && c.aRecv == c.rSent {
+			return actRequest, 0
+		}
+		d := c.uncovered + int64(cfg.AckDelay)
+		if now >= d {
+			return actRequest, 0
+		}
+		at(d)
 	}
-	return false, time.Duration(due - now)
+	if cfg.IdleProbe > 0 && c.aRecv == c.rSent && c.lastAct != 0 {
+		d := c.lastAct + int64(cfg.IdleProbe)
+		if now >= d {
+			return actRequest, 0
+		}
+		at(d)
+	}
+	return actWait, wait(due, now)
+}
+
+// wait converts a due time into a timer duration (0: none).
+func wait(due, now int64) time.Duration {
+	if due == 0 {
+		return 0
+	}
+	return time.Duration(max(due-now, 1))
 }

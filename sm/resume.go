@@ -140,6 +140,7 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 	st.retransmit = append(st.queue.drain(nil), st.retransmit...)
 	st.outH, st.ackedH = res.H, res.H
 	c.resumed, c.smOn = true, true
+	c.lastAct = timeNow()
 	c.outActive.Store(true)
 	addr := st.jid
 	n := len(st.retransmit)

@@ -71,6 +71,7 @@ func (st *State) Start(ctx context.Context, s *xmpp.Session) error {
 		return ErrStarted
 	}
 	c.started = true
+	c.sess = s
 	resumed := c.resumed
 	_, offered := s.Feature(NS)
 	lost, held := 0, 0
@@ -124,6 +125,9 @@ func (st *State) settleLocked(offered bool) (lost, resend int) {
 		st.orphans = nil
 	}
 	c.held = offered && len(keep) > 0
+	// After a policy violation, the held messages go one at a time, so
+	// that a refusal can be pinned on one (see streamErrorLocked).
+	c.careful, st.careful = st.careful && c.held, false
 	st.spaceLocked()
 	return lost, resend
 }
@@ -137,17 +141,21 @@ func (st *State) startConn(ctx context.Context, s *xmpp.Session, c *conn, resume
 		}
 		// Left over by a re-send that a lost connection interrupted: the
 		// stream is on, so they are counted.
-		if _, err := st.resendOrphans(ctx, s, c, false); err != nil {
+		if _, err := st.resendOrphans(ctx, s, c, false, 0); err != nil {
 			return err
 		}
 	case offered:
+		st.mu.Lock()
+		c.enableAt = timeNow() // the answer is awaited from here (AckTimeout)
+		c.armLocked()
+		st.mu.Unlock()
 		en := stanza.Enable{Resume: !st.cfg.NoResume, Max: st.cfg.Max}
 		if err := s.Send(ctx, en.TokenReader()); err != nil {
 			return err
 		}
 	default:
 		st.logAt(slog.LevelInfo, "sm: server does not offer stream management")
-		if _, err := st.resendOrphans(ctx, s, c, false); err != nil {
+		if _, err := st.resendOrphans(ctx, s, c, false, 0); err != nil {
 			return err
 		}
 	}
@@ -194,8 +202,9 @@ func (st *State) retransmitAll(ctx context.Context, s *xmpp.Session, c *conn) er
 // a <delay/> stamped with its first write and announced by OnResend just
 // before. With request set (on the ack requester's goroutine), it sends
 // the <r/> that the request rules call for between two re-sends. It
-// stops when the connection was stopped.
-func (st *State) resendOrphans(ctx context.Context, s *xmpp.Session, c *conn, request bool) (n int, err error) {
+// stops when the connection was stopped, and after max messages if max >
+// 0 (a careful re-send: each is followed by an <r/>).
+func (st *State) resendOrphans(ctx context.Context, s *xmpp.Session, c *conn, request bool, max int) (n int, err error) {
 	defer func() {
 		if n > 0 {
 			st.logAt(slog.LevelInfo, "sm: re-sent the messages of the lost stream", "resent", n)
@@ -215,6 +224,9 @@ func (st *State) resendOrphans(ctx context.Context, s *xmpp.Session, c *conn, re
 			return n, nil
 		}
 		e := st.orphans[0]
+		if max > 0 {
+			c.carefulOn = e.ord
+		}
 		st.pushLocked(evResend, e)
 		st.mu.Unlock()
 		st.deliver()
@@ -231,9 +243,12 @@ func (st *State) resendOrphans(ctx context.Context, s *xmpp.Session, c *conn, re
 		}
 		n++
 		if request {
-			if _, _, err := st.request(ctx, s, c); err != nil {
+			if _, _, err := st.request(ctx, s, c, max > 0); err != nil {
 				return n, err
 			}
+		}
+		if max > 0 && n >= max {
+			return n, nil
 		}
 	}
 }

@@ -40,6 +40,9 @@ type State struct {
 
 	ord uint64 // stanzas first written, for entry.ord
 
+	srtt    int64 // smoothed <r/> round trip in ns, 0 before the first sample
+	careful bool  // the next connection re-sends one message at a time (policy violation)
+
 	inH    uint32 // inbound stanzas handled
 	outH   uint32 // outbound stanzas written (number of the last one)
 	ackedH uint32 // last h acknowledged by the server
@@ -58,11 +61,13 @@ const (
 	evAcked evKind = iota
 	evLost
 	evResend
+	evRefused
 )
 
 type event struct {
 	kind evKind
 	e    entry
+	err  error // evRefused: the stream error
 }
 
 // New returns a State for one account.
@@ -285,8 +290,45 @@ func (st *State) pushLocked(k evKind, e entry) {
 		if st.cfg.OnResend == nil {
 			return
 		}
+	case evRefused:
+		if st.cfg.OnRefused == nil {
+			k = evLost // never vanish: without OnRefused it is lost
+			if st.cfg.OnLost == nil {
+				return
+			}
+		}
 	}
 	st.events = append(st.events, event{kind: k, e: e})
+}
+
+// refuseLocked queues the OnRefused call for e.
+func (st *State) refuseLocked(e entry, err error) {
+	st.pushLocked(evRefused, e)
+	if n := len(st.events); n > 0 && st.events[n-1].kind == evRefused {
+		st.events[n-1].err = err
+	}
+}
+
+// sampleRTTLocked folds one <r/> round trip into the smoothed value
+// (weight 1/8, as TCP does).
+func (st *State) sampleRTTLocked(d int64) {
+	if d < 0 {
+		return
+	}
+	if st.srtt == 0 {
+		st.srtt = d
+		return
+	}
+	st.srtt += (d - st.srtt) / 8
+}
+
+// ackBoundLocked is how long a request may stay unanswered: AckTimeout
+// plus four smoothed round trips. 0: no bound.
+func (st *State) ackBoundLocked() int64 {
+	if st.cfg.AckTimeout < 0 {
+		return 0
+	}
+	return int64(st.cfg.AckTimeout) + 4*st.srtt
 }
 
 // deliver runs the queued callbacks, in order, outside st.mu. Concurrent
@@ -312,6 +354,8 @@ func (st *State) deliver() {
 				st.cfg.OnLost(s)
 			case evResend:
 				st.cfg.OnResend(s)
+			case evRefused:
+				st.cfg.OnRefused(s, evs[i].err)
 			}
 		}
 		clear(evs)

@@ -1,0 +1,360 @@
+package sm
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"mellium.im/xmpp/stream"
+	"slices"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// waitServed waits until the client's Serve returned, then closes the
+// server's side (a dead link is never closed by the peer) and returns
+// Serve's error.
+func (c *client) waitServed() error {
+	<-c.served
+	c.sc.conn.Close()
+	c.conn.Close()
+	<-c.sc.done
+	return c.serveEr
+}
+
+// TestDeadConnectionDetected: the link freezes (no FIN, no RST) while an
+// <r/> is in flight; the connection is declared dead exactly when the
+// request has been unanswered for AckTimeout plus four smoothed round
+// trips, Serve returns ErrAckTimeout, and the next connection resumes the
+// stream and retransmits what was not acknowledged.
+func TestDeadConnectionDetected(t *testing.T) {
+	for _, rtt := range []time.Duration{0, 200 * time.Millisecond} {
+		t.Run(rtt.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := newFakeServer(t)
+				srv.rtt = rtt
+				rec := newRecorder()
+				st := New(rec.config(Config{AckTimeout: 2 * time.Second}))
+				c := mustDial(t, srv, st, nil)
+				synctest.Wait()
+				// A few round trips to measure.
+				for i := range 3 {
+					sendMsg(t, st, c.sess, fmt.Sprint("m", i))
+					rec.next(t)
+				}
+				st.mu.Lock()
+				srtt := time.Duration(st.srtt)
+				st.mu.Unlock()
+				if srtt != rtt {
+					t.Fatalf("smoothed rtt %v, want %v", srtt, rtt)
+				}
+				c.sc.conn.freeze()
+				start := time.Now()
+				sendMsg(t, st, c.sess, "frozen1")
+				err := c.waitServed()
+				if !errors.Is(err, ErrAckTimeout) {
+					t.Fatalf("Serve: %v, want ErrAckTimeout", err)
+				}
+				// The <r/> goes out AckDelay after the stanza.
+				want := DefaultAckDelay + 2*time.Second + 4*rtt
+				if d := time.Since(start); d != want {
+					t.Errorf("detected after %v, want %v", d, want)
+				}
+				if !st.Info().Resumable {
+					t.Fatal("a dead connection must stay resumable")
+				}
+				c = mustDial(t, srv, st, nil)
+				if !st.Resumed() {
+					t.Fatal("not resumed")
+				}
+				if ev := rec.next(t); ev != "acked:frozen1" {
+					t.Fatalf("got %s, want acked:frozen1", ev)
+				}
+				c.close()
+			})
+		})
+	}
+}
+
+// TestDeadWhileWriterBlocked: the link freezes under a burst, so the
+// requester itself is stuck writing (behind a blocked writer holding
+// mellium's output lock); the watchdog still ends the connection. Real
+// time: synctest does not advance while a goroutine waits for a mutex.
+func TestDeadWhileWriterBlocked(t *testing.T) {
+	func(t *testing.T) {
+		srv := newFakeServer(t)
+		rec := newRecorder()
+		st := New(rec.config(Config{AckTimeout: 50 * time.Millisecond}))
+		c := mustDial(t, srv, st, nil)
+		if err := st.WaitEnabled(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		c.sc.conn.freeze()
+		sent := make(chan error, 1)
+		go func() {
+			var err error
+			for i := 0; err == nil; i++ {
+				if err = st.Reserve(t.Context()); err == nil {
+					err = c.sess.Send(t.Context(), msgReader(fmt.Sprint("b", i)))
+				}
+			}
+			sent <- err
+		}()
+		err := c.waitServed()
+		if !errors.Is(err, ErrAckTimeout) {
+			t.Fatalf("Serve: %v", err)
+		}
+		if err := <-sent; err == nil {
+			t.Fatal("the blocked writer did not fail")
+		}
+	}(t)
+}
+
+// TestAckProgressKeepsConnection: a slow server that answers each <r/>
+// late, but answers, is never declared dead, even when the total wait
+// for the oldest request exceeds the bound.
+func TestAckProgressKeepsConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		rec := newRecorder()
+		st := New(rec.config(Config{AckTimeout: time.Second, AckEvery: 1}))
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		for i := range 5 {
+			sendMsg(t, st, c.sess, fmt.Sprint("m", i))
+		}
+		synctest.Wait()
+		// Release one answer per 900 ms: each <a/> restarts the bound.
+		for range 5 {
+			time.Sleep(900 * time.Millisecond)
+			srv.mu.Lock()
+			srv.held--
+			h := srv.inH
+			srv.mu.Unlock()
+			c.sc.raw(fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='%d'/>`, h))
+			synctest.Wait()
+		}
+		select {
+		case <-c.served:
+			t.Fatalf("connection ended: %v", c.serveEr)
+		default:
+		}
+		c.close()
+	})
+}
+
+// TestIdleProbe: an idle connection is probed after IdleProbe, and a
+// dead idle connection is found IdleProbe plus AckTimeout after the last
+// exchange.
+func TestIdleProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		st := New(Config{IdleProbe: 10 * time.Second, AckTimeout: 3 * time.Second})
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		for i := 1; i <= 3; i++ {
+			time.Sleep(10 * time.Second)
+			synctest.Wait()
+			if _, rs, _, _ := srv.snapshot(); rs != i {
+				t.Fatalf("after %d idle periods: %d <r/>, want %d", i, rs, i)
+			}
+		}
+		c.sc.conn.freeze()
+		start := time.Now()
+		err := c.waitServed()
+		if !errors.Is(err, ErrAckTimeout) {
+			t.Fatalf("Serve: %v", err)
+		}
+		if d := time.Since(start); d != 13*time.Second {
+			t.Errorf("idle dead link found after %v, want 13s", d)
+		}
+	})
+}
+
+// TestEnableUnanswered: a server that never answers <enable/> is dead
+// after AckTimeout; WaitEnabled returns ErrConnEnded.
+func TestEnableUnanswered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		srv.holdEnabled = true
+		st := New(Config{})
+		c := mustDial(t, srv, st, nil)
+		start := time.Now()
+		if err := st.WaitEnabled(t.Context()); !errors.Is(err, ErrConnEnded) {
+			t.Fatalf("WaitEnabled: %v", err)
+		}
+		if d := time.Since(start); d != DefaultAckTimeout {
+			t.Errorf("after %v", d)
+		}
+		if err := c.waitServed(); !errors.Is(err, ErrAckTimeout) {
+			t.Fatalf("Serve: %v", err)
+		}
+	})
+}
+
+// TestNoAckAfterResumption: a resumed stream on which the server
+// acknowledges nothing (Prosody 0.12 feeding it to a corrupt parser) is a
+// failed resumption: the next connection binds a new session and the
+// messages are re-sent under the Resend policy.
+func TestNoAckAfterResumption(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		srv.lose = func(string) bool { return true } // swallowed, as by a corrupt parser
+		rec := newRecorder()
+		st := New(rec.config(Config{}))
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		sendMsg(t, st, c.sess, "m0")
+		synctest.Wait()
+		c.drop()
+		c = mustDial(t, srv, st, nil)
+		if !st.Resumed() {
+			t.Fatal("not resumed")
+		}
+		if err := c.waitServed(); !errors.Is(err, ErrAckTimeout) {
+			t.Fatalf("Serve: %v", err)
+		}
+		if st.Info().Resumable {
+			t.Fatal("the stream is still resumable")
+		}
+		srv.mu.Lock()
+		srv.holdR, srv.lose = false, nil
+		srv.mu.Unlock()
+		resumes := srv.resumes
+		c = mustDial(t, srv, st, nil)
+		if st.Resumed() || srv.resumes != resumes {
+			t.Fatal("resumed again")
+		}
+		if evs := waitEvents(t, rec, 2); !slices.Equal(evs, []string{"resent:m0", "acked:m0"}) {
+			t.Fatal(evs)
+		}
+		c.close()
+	})
+}
+
+// TestStreamErrorAfterResumption: a parse or size stream error on a
+// resumed stream before any ack is a failed resumption, not a refusal:
+// the messages are re-sent on a new session, nothing is refused.
+func TestStreamErrorAfterResumption(t *testing.T) {
+	for _, cond := range []string{"not-well-formed", "policy-violation", "stanza-too-big"} {
+		t.Run(cond, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := newFakeServer(t)
+				holdAcks(srv)
+				srv.lose = func(string) bool { return true } // swallowed, as by a corrupt parser
+				rec := newRecorder()
+				refused := 0
+				cfg := rec.config(Config{})
+				cfg.OnRefused = func(Stanza, error) { refused++ }
+				st := New(cfg)
+				c := mustDial(t, srv, st, nil)
+				synctest.Wait()
+				sendMsg(t, st, c.sess, "m0")
+				synctest.Wait()
+				c.drop()
+				c = mustDial(t, srv, st, nil)
+				if !st.Resumed() {
+					t.Fatal("not resumed")
+				}
+				synctest.Wait()
+				c.sc.raw(`<stream:error><` + cond + ` xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
+				c.sc.conn.closeWhenDrained()
+				c.waitServed()
+				if st.Info().Resumable {
+					t.Fatal("the stream is still resumable")
+				}
+				srv.mu.Lock()
+				srv.holdR, srv.lose = false, nil
+				srv.mu.Unlock()
+				c = mustDial(t, srv, st, nil)
+				if st.Resumed() {
+					t.Fatal("resumed again")
+				}
+				if evs := waitEvents(t, rec, 2); !slices.Equal(evs, []string{"resent:m0", "acked:m0"}) {
+					t.Fatal(evs)
+				}
+				if refused != 0 {
+					t.Fatalf("%d refused", refused)
+				}
+				c.close()
+			})
+		})
+	}
+}
+
+// msgReader returns a chat message with the given id.
+func msgReader(id string) xml.TokenReader {
+	raw := fmt.Sprintf(`<message xmlns='jabber:client' to='peer@example.org' id='%s' type='chat'><body>hi %s</body></message>`, id, id)
+	return xml.NewDecoder(strings.NewReader(raw))
+}
+
+// TestPolicyViolationPinned: a policy-violation stream error makes no
+// message fail by itself. The unacknowledged messages are re-sent one at
+// a time on a new stream; the one the server refuses again while it is
+// the only one in flight is refused (OnRefused), the others are
+// acknowledged, and nothing is re-sent a third time.
+func TestPolicyViolationPinned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		rec := newRecorder()
+		cfg := rec.config(Config{})
+		var refusedErr error
+		cfg.OnRefused = func(s Stanza, err error) {
+			refusedErr = err
+			rec.ch <- "refused:" + s.ID
+		}
+		st := New(cfg)
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		for _, id := range []string{"m0", "m1", "m2"} {
+			sendMsg(t, st, c.sess, id)
+		}
+		synctest.Wait()
+		c.sc.raw(`<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
+		c.sc.conn.closeWhenDrained()
+		if err := c.waitServed(); !errors.Is(err, stream.PolicyViolation) {
+			t.Fatalf("Serve: %v", err)
+		}
+		srv.mu.Lock()
+		srv.holdR = false
+		refusals := 0
+		srv.refuse = func(g got) bool {
+			if g.id == "m1" {
+				refusals++
+				return true
+			}
+			return false
+		}
+		srv.mu.Unlock()
+
+		c = mustDial(t, srv, st, nil)
+		if st.Resumed() {
+			t.Fatal("resumed a stream the server closed")
+		}
+		want := []string{"resent:m0", "acked:m0", "resent:m1", "refused:m1"}
+		if evs := waitEvents(t, rec, len(want)); !slices.Equal(evs, want) {
+			t.Fatalf("second stream: %v, want %v", evs, want)
+		}
+		if !errors.Is(refusedErr, stream.PolicyViolation) {
+			t.Errorf("refused with %v", refusedErr)
+		}
+		c.waitServed()
+		c = mustDial(t, srv, st, nil)
+		want = []string{"resent:m2", "acked:m2"}
+		if evs := waitEvents(t, rec, len(want)); !slices.Equal(evs, want) {
+			t.Fatalf("third stream: %v, want %v", evs, want)
+		}
+		synctest.Wait()
+		if info := st.Info(); info.Unacked != 0 {
+			t.Errorf("%+v", info)
+		}
+		if refusals != 1 || rec.ids("lost") != nil {
+			t.Errorf("m1 refused %d times on the wire; lost: %v", refusals, rec.ids("lost"))
+		}
+		c.close()
+	})
+}
