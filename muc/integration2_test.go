@@ -57,8 +57,9 @@ func TestIntegrationRoomDuplicateID(t *testing.T) {
 
 // TestIntegrationRoomOccupantErrorStorm: another occupant sends us 6,000
 // error messages carrying the id of our room message (the room forwards
-// them from room@service/carol). None makes us rejoin. (Before the fix,
-// Prosody's forwarding made us rejoin 2,772 times.)
+// them from room@service/carol). None makes us rejoin, none moves our
+// message to Error. (Before the fix, 6,000 such errors made us rejoin 2,772
+// times on Prosody.)
 func TestIntegrationRoomOccupantErrorStorm(t *testing.T) {
 	forEachServer(t, []string{"alice", "carol"}, func(t *testing.T, srv *testserver.Server) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -136,6 +137,9 @@ func TestIntegrationRoomOccupantErrorStorm(t *testing.T) {
 		}
 		if n := suspects.Load(); n != 0 {
 			t.Fatalf("carol's errors made us rejoin %d times", n)
+		}
+		if st := tr.State(); st != tracking.DeliveredToRecipient {
+			t.Fatalf("carol's errors moved our message to %v", st)
 		}
 		if n := selfPresences.Load() - joinedAt; n != 0 {
 			t.Fatalf("%d self-presences after the storm: we joined again", n)

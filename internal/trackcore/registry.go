@@ -362,22 +362,26 @@ func (r *Registry[R]) Incoming(conv, id string) {
 
 // ErrorReply records an error reply for the message id: Error, with resp.Err
 // as the reason. It counts only when from is the message's recipient (any
-// resource), the recipient's domain, or empty (our own server); mellium
+// resource, except for a group chat: the room's bare JID only, not an
+// occupant), the recipient's domain, or empty (our own server); mellium
 // reports our own bare JID as empty too.
 func (r *Registry[R]) ErrorReply(from jid.JID, id string, resp *R) {
 	r.g.mu.Lock()
-	if t := r.byID(id); t != nil && errorFromPeer(from, t.c.jid) {
+	if t := r.byID(id); t != nil && errorFromPeer(from, t.c.jid, t.c.room) {
 		t.transition(Error, resp)
 	}
 	r.unlock()
 }
 
-func errorFromPeer(from jid.JID, conv string) bool {
+// errorFromPeer reports whether from may answer for conv. In a group chat
+// (room) every occupant's address has the room's bare JID: only the room
+// itself, without a resource, speaks for the room.
+func errorFromPeer(from jid.JID, conv string, room bool) bool {
 	if from.Equal(jid.JID{}) {
 		return true
 	}
 	if from.Bare().String() == conv {
-		return true
+		return !room || from.Resourcepart() == ""
 	}
 	if from.Localpart() == "" && from.Resourcepart() == "" {
 		peer, err := jid.Parse(conv)
