@@ -3,7 +3,7 @@
 //
 //	go run ./examples/send -jid alice@example.org -to bob@example.org [flags] [message text]
 //
-// Without message text it sends each line of standard input as its own
+// Without message text or -file it sends each line of standard input as its own
 // message, in order, without waiting for the previous one. It prints one
 // line per state change of each message (elapsed time since that message was
 // sent, its id, the state; for ERROR the condition and text), or with -json
@@ -20,6 +20,15 @@
 //	-plaintext         allow login without TLS (loopback testing only)
 //	-insecure          skip certificate verification (testing only)
 //	-json              print JSON lines instead of text
+//	-file PATH         send a file (repeatable); see below
+//
+// With -file, each file is uploaded through the server's HTTP File Upload
+// service (XEP-0363) and sent as a message whose body is its download URL
+// (with XEP-0066 out-of-band data, so clients show it inline); message text,
+// if given, follows as a caption. Every file is uploaded before anything is
+// sent: a failed upload sends nothing. On a terminal a progress bar is drawn on
+// standard error; with -json progress events are printed as JSON lines with
+// the fields file, sent, size and, once uploaded, url.
 //
 // Exit status: 0 when every message reached the -wait state; 2 when any did
 // not (ERROR, ABORTED, TIMED_OUT, CLOSED, or tracking ended short of it); 1
@@ -48,6 +57,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/attach"
 	"github.com/xmpptrack/xmpptrack/muc"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
@@ -82,6 +92,7 @@ type options struct {
 	text         string
 	hasText      bool
 	passwordFile string
+	files        []string
 }
 
 var waitStates = map[string]tracking.MessageState{
@@ -115,6 +126,10 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.plaintext, "plaintext", false, "allow login without TLS (loopback testing only)")
 	fs.BoolVar(&o.insecure, "insecure", false, "skip certificate verification (testing only)")
 	fs.BoolVar(&o.json, "json", false, "print JSON lines instead of text")
+	fs.Func("file", "send the file at `path` (repeatable); message text becomes its caption", func(s string) error {
+		o.files = append(o.files, s)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -209,8 +224,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 	// send writes one message; it returns its tracker (nil if it was never
 	// sent) and the error.
-	send := func(ctx context.Context, id, body string) (*tracking.MessageTracker, error) {
-		return c.Send(ctx, xmpptrack.Message{ID: id, To: o.to, Body: body})
+	send := func(ctx context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
+		m.To = o.to
+		return c.Send(ctx, m)
 	}
 	if o.nick != "" {
 		addr, err := o.to.WithResource(o.nick)
@@ -224,9 +240,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return exitFailed
 		}
 		room = r
-		send = func(ctx context.Context, id, body string) (*tracking.MessageTracker, error) {
-			return r.SendMessage(ctx, xmpptrack.Message{ID: id, Body: body})
-		}
+		send = r.SendMessage
 	}
 
 	var (
@@ -235,10 +249,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		missed  []string // one line per message that did not reach the -wait state
 		sendErr error
 	)
-	sendOne := func(body string) bool {
+	sendOne := func(m xmpptrack.Message) bool {
 		id := xmpptrack.NewID()
+		m.ID = id
 		p.start(id, o.to.String())
-		t, err := send(ctx, id, body)
+		t, err := send(ctx, m)
 		if t == nil {
 			// Never tracked: report it as aborted, as the library would.
 			p.synthetic(id, tracking.Aborted, err)
@@ -261,14 +276,25 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return true
 	}
 
+	// Files first, every one uploaded before anything is sent.
+	urls, err := uploadFiles(ctx, o, c, cfg.TLSConfig, stdout, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "send:", err)
+		return exitFailed
+	}
+	for _, u := range urls {
+		if !sendOne(attach.Message(u)) {
+			break
+		}
+	}
 	if o.hasText {
-		sendOne(o.text)
-	} else {
+		sendOne(xmpptrack.Message{Body: o.text})
+	} else if len(o.files) == 0 {
 		sc := bufio.NewScanner(stdin)
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		for sc.Scan() && ctx.Err() == nil {
 			if line := strings.TrimRight(sc.Text(), "\r"); strings.TrimSpace(line) != "" {
-				if !sendOne(line) {
+				if !sendOne(xmpptrack.Message{Body: line}) {
 					break
 				}
 			}

@@ -1,0 +1,138 @@
+package examples_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+func TestExampleSendFile(t *testing.T) {
+	srv := testserver.Start(t, testserver.Prosody, testserver.Options{Accounts: []string{"alice", "bob"}, HTTPUpload: true})
+	bob := startResponder(t, srv, "bob", "-display-after", "0")
+	dir := t.TempDir()
+	write := func(name string, n int) []byte {
+		b := make([]byte, n)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	logTail := write("build.log", 300<<10)
+	shot := write("shot.png", 1<<20)
+	base := []string{"-jid", srv.JID("alice").String(), "-addr", srv.Addr(), "-to", srv.JID("bob").String()}
+	env := []string{"XMPP_PASSWORD=" + srv.Password("alice")}
+
+	t.Run("json", func(t *testing.T) {
+		args := append(base, "-plaintext", "-json", "-wait", "seen",
+			"-file", filepath.Join(dir, "build.log"), "-file", filepath.Join(dir, "shot.png"), "build 1234 failed")
+		r := send(t, "", env, args...)
+		if r.code != 0 {
+			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		var urls []string
+		progress := map[string]int{}
+		states := map[string][]tracking.MessageState{}
+		for line := range strings.Lines(r.stdout) {
+			var v struct {
+				File  string `json:"file"`
+				Sent  int64  `json:"sent"`
+				Size  int64  `json:"size"`
+				URL   string `json:"url"`
+				ID    string `json:"id"`
+				State string `json:"state"`
+			}
+			if err := json.Unmarshal([]byte(line), &v); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+			switch {
+			case v.File != "":
+				progress[v.File]++
+				if v.Sent > v.Size {
+					t.Errorf("progress past the size: %s", line)
+				}
+				if v.URL != "" {
+					urls = append(urls, v.URL)
+				}
+			case v.ID != "":
+				st, ok := tracking.ParseState(v.State)
+				if !ok {
+					t.Fatalf("state in %q", line)
+				}
+				states[v.ID] = append(states[v.ID], st)
+			default:
+				t.Fatalf("unexpected line %q", line)
+			}
+		}
+		if len(urls) != 2 || progress["build.log"] < 3 || progress["shot.png"] < 3 {
+			t.Fatalf("urls %v, progress events %v:\n%s", urls, progress, r.stdout)
+		}
+		if len(states) != 3 {
+			t.Fatalf("%d messages, want the two files and the caption:\n%s", len(states), r.stdout)
+		}
+		for id, sts := range states {
+			if !reached(sts, tracking.SeenByRecipient) {
+				t.Errorf("%s: %v", id, sts)
+			}
+		}
+		for i, want := range [][]byte{logTail, shot} {
+			bob.expect(t, urls[i])
+			if got := fetch(t, urls[i]); got != sha256.Sum256(want) {
+				t.Errorf("%s: the download differs", urls[i])
+			}
+		}
+		bob.expect(t, "build 1234 failed")
+	})
+
+	t.Run("text on a pipe", func(t *testing.T) {
+		r := send(t, "", env, append(base, "-plaintext", "-file", filepath.Join(dir, "build.log"))...)
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		// State lines only: no progress bar on a pipe.
+		ids, _ := byID(parseText(t, r.stdout))
+		if len(ids) != 1 {
+			t.Fatalf("want one message:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("plain HTTP refused", func(t *testing.T) {
+		// TLS for XMPP, so no -plaintext: the http:// upload URL is refused
+		// and nothing is sent.
+		r := send(t, "", env, append(base, "-insecure", "-file", filepath.Join(dir, "build.log"), "caption")...)
+		if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "plain-HTTP") || !strings.Contains(r.stderr, "nothing was sent") {
+			t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("missing file", func(t *testing.T) {
+		r := send(t, "", env, append(base, "-plaintext", "-file", filepath.Join(dir, "nope"), "caption")...)
+		if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "nothing was sent") {
+			t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+		}
+	})
+}
+
+func fetch(t *testing.T, url string) [32]byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := io.Copy(&b, resp.Body); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return sha256.Sum256(b.Bytes())
+}
