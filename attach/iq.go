@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
@@ -56,7 +57,7 @@ var errConnGone = fmt.Errorf("attach: the connection ended before the reply: %w"
 // for it or for ctx. When ctx ends first the caller returns at once and the
 // goroutine stays until the reply arrives (a server answers every IQ) or the
 // connection is gone.
-func sessionQuery(c *xmpptrack.Client) queryFunc {
+func sessionQuery(c sessions) queryFunc {
 	return func(ctx context.Context, to jid.JID, payload xml.TokenReader, v any) error {
 		s, err := c.Session(ctx)
 		if err != nil {
@@ -97,6 +98,13 @@ func sessionQuery(c *xmpptrack.Client) queryFunc {
 			return ctx.Err()
 		}
 	}
+}
+
+// sessions is what sessionQuery needs of a client; *xmpptrack.Client has it.
+type sessions interface {
+	Session(context.Context) (*xmpp.Session, error)
+	Observe(xmpptrack.Observer) (remove func())
+	Done() <-chan struct{}
 }
 
 // iqError is an error reply, with what mellium's stanza.Error drops: the
