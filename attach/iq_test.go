@@ -54,10 +54,10 @@ func (c *watchedConn) kicks() int {
 // pipeClient is a client whose session runs over a synchronous pipe: a
 // write blocks until the peer reads it.
 type pipeClient struct {
-	s         *xmpp.Session
-	conn      *watchedConn
-	peer      net.Conn
-	done      chan struct{}
+	s    *xmpp.Session
+	conn *watchedConn
+	peer net.Conn
+	done chan struct{}
 
 	mu        sync.Mutex
 	next      int
