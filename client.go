@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -54,6 +55,8 @@ type Client struct {
 	done    chan struct{}  // closed when the connection loop has ended
 	workers sync.WaitGroup // every goroutine of the client; Close waits for them
 
+	firstLoss chan error // why the first connection ended, for Dial
+
 	mu       sync.Mutex
 	session  *xmpp.Session // current session; nil while reconnecting
 	up       chan struct{} // closed while a session is up; replaced when it drops
@@ -73,11 +76,12 @@ type Client struct {
 // connection is up, stream management enabled (Dial waits for the server's
 // <enabled/>, unless the server does not offer stream management or
 // refuses it), carbons enabled and initial presence sent. Errors from this
-// first connection are returned (an authentication failure matches
-// ErrAuth; a connection that ends before <enabled/> returns
-// sm.ErrConnEnded); if ctx ends first, Dial returns its error. Later
-// connection losses are
-// handled by reconnecting. cfg may be nil.
+// first connection are returned: an authentication failure matches ErrAuth,
+// a server we cannot reach or talk to (including one that hangs up before
+// <enabled/>) matches ErrConnect, with the cause reachable. ctx bounds
+// every step: if it ends first, Dial returns an error matching its error
+// (and ErrConnect for a deadline), after closing what it opened. Later
+// connection losses are handled by reconnecting. cfg may be nil.
 func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*Client, error) {
 	c := &Client{account: account, self: account.Bare().String()}
 	if cfg != nil {
@@ -87,6 +91,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.log = c.cfg.logger()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
+	c.firstLoss = make(chan error, 1)
 	c.up = make(chan struct{})
 	c.reg = registry.New(registry.Config{
 		MaxPending:    c.cfg.MaxPending,
@@ -120,9 +125,15 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	if err == nil || errors.Is(err, sm.ErrNotEnabled) {
 		_, err = c.waitSession(ctx, nil, false)
 	}
+	switch {
+	case errors.Is(err, sm.ErrConnEnded):
+		err = fmt.Errorf("%w: %w", err, <-c.firstLoss)
+	case err != nil && ctx.Err() != nil:
+		err = fmt.Errorf("the session was not ready in time: %w", err)
+	}
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, c.login.Failed(ctx, err)
 	}
 	return c, nil
 }
@@ -171,10 +182,15 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 		return conn{}, err
 	}
 	connCtx, cancel := context.WithCancel(c.ctx)
+	// ctx bounds the rest as it bounded the login: a write the server
+	// does not read fails when it ends.
+	stop := context.AfterFunc(ctx, func() { s.Conn().Close() })
 	fail := func(err error) (conn, error) {
+		stop()
 		cancel()
 		s.Close()
-		return conn{}, err
+		s.Conn().Close()
+		return conn{}, c.login.Failed(ctx, err)
 	}
 	if err := c.sm.Start(connCtx, s); err != nil {
 		return fail(err)
@@ -189,6 +205,9 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 		if _, err := wire.Write(ctx, s, xstanza.Presence{}.Wrap(nil)); err != nil {
 			return fail(err)
 		}
+	}
+	if !stop() {
+		return fail(ctx.Err())
 	}
 	return conn{s: s, ctx: connCtx, cancel: cancel, resumed: resumed}, nil
 }
@@ -258,7 +277,13 @@ func (c *Client) loop(cn conn) {
 			}
 			c.publish(cur)
 		})
+		stop := context.AfterFunc(c.ctx, func() { c.cut(cur) })
 		err := c.sm.Serve(cn.s, handler)
+		stop()
+		select {
+		case c.firstLoss <- err:
+		default:
+		}
 		cn.cancel()
 		c.mu.Lock()
 		if c.session != nil { // published
@@ -300,6 +325,22 @@ func (c *Client) loop(cn conn) {
 			wait = min(2*wait, hi)
 		}
 	}
+}
+
+// cut bounds the end of a connection once Close was called. Close closes a
+// published session gracefully within closeGrace; one that never was
+// (stream management not answered yet, say) is dropped at once: Serve
+// would otherwise wait in a read that nothing bounds.
+func (c *Client) cut(cn conn) {
+	c.mu.Lock()
+	published := c.session == cn.s
+	c.mu.Unlock()
+	if published {
+		// Close may have missed it (published just after it looked).
+		cn.s.Conn().SetDeadline(time.Now().Add(closeGrace))
+		return
+	}
+	cn.s.Conn().Close()
 }
 
 // fail ends the client after a permanent connection failure: messages the

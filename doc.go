@@ -66,8 +66,8 @@
 //
 // [SendOnce] logs in, sends one message, waits until it reaches a chosen
 // state (DELIVERED_TO_RECIPIENT by default) and disconnects, returning errors
-// from one vocabulary (ErrAuth, the stanza package's delivery kinds,
-// tracking.ErrTimedOut, ...) that a send API can map to its own status codes.
+// from one vocabulary (ErrAuth, ErrConnect, the stanza package's delivery
+// kinds, tracking.ErrTimedOut, ...) that a send API can map to its own status codes.
 // A program that sends more keeps a Client and calls [Client.SendAndWait].
 //
 // # Receiving

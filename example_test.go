@@ -62,8 +62,10 @@ func ExampleSendOnce_errors() {
 			return "the recipient does not exist or is unreachable"
 		case errors.Is(err, stanza.ErrOffline):
 			return "the recipient is offline: try later"
-		case errors.Is(err, stanza.ErrNetwork), errors.Is(err, stanza.ErrDisconnected):
+		case errors.Is(err, xmpptrack.ErrConnect), errors.Is(err, stanza.ErrDisconnected):
 			return "network trouble: retry"
+		case errors.Is(err, stanza.ErrNetwork):
+			return "the recipient's server is unreachable: retry later"
 		case errors.Is(err, tracking.ErrTimedOut):
 			return "no proof within the window: the message may still arrive"
 		}

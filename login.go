@@ -23,6 +23,30 @@ var ErrNoTLS = login.ErrNoTLS
 // authenticated.
 var ErrNoChannelBinding = login.ErrNoChannelBinding
 
+// ErrConnect is reported (through errors.Is) when we could not reach or talk
+// to our own server: the name did not resolve, TCP failed, the TLS handshake
+// or the certificate failed, what answered does not speak XMPP (see
+// ErrNotXMPP), the server broke off or broke the protocol before the
+// session was ready (including before it answered stream management's
+// <enable/>), or the context's deadline passed first (the error then
+// matches context.DeadlineExceeded as well). The cause stays reachable with
+// errors.As: *net.DNSError, *net.OpError, *tls.CertificateVerificationError
+// and the x509 errors, tls.RecordHeaderError, *xml.SyntaxError, mellium's
+// stream.Error. Dial, SendOnce and a Client's reconnections report it.
+//
+// Not ErrConnect: ErrAuth, ErrNoTLS, ErrNoChannelBinding, a server that
+// offers no SASL mechanism in common, configuration mistakes and a
+// canceled context (context.Canceled): retrying the same login would not
+// help, or was not wanted. A recipient's server that cannot be reached is
+// another matter: that is stanza.ErrNetwork, on a message's tracker.
+var ErrConnect = login.ErrConnect
+
+// ErrNotXMPP is reported (through errors.Is, along with ErrConnect) when
+// what answered at the server's address does not speak XMPP: an HTTP
+// server, say, or a server without TLS where Config.DirectTLS expects it.
+// Check Config.Addr.
+var ErrNotXMPP = login.ErrNotXMPP
+
 // AuthError is a SASL failure: the server refused the credentials, or could
 // not prove that it knows them. It matches ErrAuth with errors.Is; get it
 // with errors.As. Its fields:

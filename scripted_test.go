@@ -133,6 +133,8 @@ type peerServer struct {
 	cutAfter  int           // non-zero: after the next message, read this many bytes unparsed, then hang up
 	noResume  bool          // answer <resume/> with <failed/>
 	noCarbons bool          // hand the carbons <enable/> IQ to the test unanswered
+	stall     string        // "enable" or "resume": leave it unanswered, and signal stalled; "hangup": close the connection on <enable/>
+	stalled   chan struct{} // receives a value each time stall applied
 	sessions  int           // SM sessions enabled so far
 	smID      string        // current SM session; "" = none
 	inH       uint32        // stanzas received on the SM session
@@ -161,6 +163,7 @@ func newPeerServer(t *testing.T) *peerServer {
 		conns:    make(chan *peerConn, 16),
 		accepted: make(chan struct{}, 16),
 		closed:   make(chan struct{}),
+		stalled:  make(chan struct{}, 16),
 	}
 	srv.wg.Add(1)
 	go srv.acceptLoop()
@@ -278,6 +281,8 @@ func (srv *peerServer) serve(raw net.Conn) {
 			return
 		}
 		switch {
+		case e.XMLName.Local == "resume" && srv.stalls("resume"):
+			continue
 		case e.XMLName.Local == "resume":
 			bound = srv.resume(pc, &e)
 		case e.XMLName.Local == "iq" && e.child("urn:ietf:params:xml:ns:xmpp-bind", "bind") != nil:
@@ -295,6 +300,18 @@ func (srv *peerServer) serve(raw net.Conn) {
 		return
 	}
 	srv.loop(pc, d)
+}
+
+// stalls reports whether the script leaves the element named what
+// unanswered, and signals it.
+func (srv *peerServer) stalls(what string) bool {
+	srv.mu.Lock()
+	stall := srv.stall == what
+	srv.mu.Unlock()
+	if stall {
+		srv.stalled <- struct{}{}
+	}
+	return stall
 }
 
 // resume answers <resume/>; it reports whether the stream was resumed.
@@ -328,6 +345,12 @@ func (srv *peerServer) loop(pc *peerConn, d *xml.Decoder) {
 		}
 		switch e.XMLName.Local {
 		case "enable":
+			if srv.stalls("enable") {
+				continue
+			}
+			if srv.stalls("hangup") {
+				return
+			}
 			srv.mu.Lock()
 			srv.sessions++
 			srv.smID = fmt.Sprintf("sm-%d", srv.sessions)

@@ -62,14 +62,19 @@ type OnceOptions struct {
 // and errors.As:
 //
 //	what happened                          error matches
-//	the server refused our credentials     ErrAuth
-//	dial, DNS, TCP or TLS failure          stanza.ErrNetwork (cause: the net, tls or x509 error)
+//	the server refused our credentials     ErrAuth (an *AuthError: mechanism, SASL condition)
+//	our server unreachable: DNS, TCP,      ErrConnect (cause: *net.DNSError, *net.OpError,
+//	TLS, certificate, not XMPP (then       tls and x509 errors, *xml.SyntaxError ...), and
+//	ErrNotXMPP too), hung up or too slow   context.DeadlineExceeded when ctx's deadline passed
+//	during login                           during login
+//	no TLS, or no channel binding          ErrNoTLS, ErrNoChannelBinding
 //	ctx ended                              ctx.Err() (context.DeadlineExceeded or context.Canceled)
 //	no recipient in m.To                   stanza.ErrInvalidHandle
 //	an error reply (ERROR state)           tracking.ErrFailed and the reply's kind:
 //	                                       stanza.ErrOffline, ErrNotAvailable,
 //	                                       ErrPermissionDenied, ErrInvalidHandle,
-//	                                       ErrNotImplemented or ErrNetwork
+//	                                       ErrNotImplemented or ErrNetwork (the
+//	                                       recipient's server is unreachable)
 //	                                       (cause: *stanza.DeliveryError, mellium's stanza.Error)
 //	tracking window ended short of Until   tracking.ErrTimedOut
 //	connection lost, client closed         stanza.ErrDisconnected, with tracking.ErrAborted or
@@ -106,14 +111,14 @@ func SendOnce(ctx context.Context, account jid.JID, password string, m Message, 
 	if o.OnMessage != nil {
 		cfg.Handler = messageHandler(o.OnMessage, cfg.Handler)
 	}
-	// Configuration mistakes are reported as they are, not as network errors.
+	// Configuration mistakes are reported before anything is opened.
 	lc := loginConfig(account, password, &cfg)
 	if err := lc.Check(); err != nil {
 		return m.ID, tracking.Aborted, err
 	}
 	c, err := Dial(ctx, account, password, &cfg)
 	if err != nil {
-		return m.ID, tracking.Aborted, dialError(ctx, err)
+		return m.ID, tracking.Aborted, err
 	}
 	defer c.Close()
 	return c.SendAndWait(ctx, m, target)
@@ -167,18 +172,6 @@ func checkRecipient(to jid.JID) error {
 		return fmt.Errorf("%w: the message has no recipient (Message.To)", stanza.ErrInvalidHandle)
 	}
 	return nil
-}
-
-// dialError maps an error of the first connection: authentication and
-// context errors stay as they are, everything else is a network failure.
-func dialError(ctx context.Context, err error) error {
-	switch {
-	case errors.Is(err, ErrAuth), errors.Is(err, ErrNoChannelBinding):
-		return err
-	case ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
-		return err
-	}
-	return fmt.Errorf("%w: %w", stanza.ErrNetwork, err)
 }
 
 // sendError maps an error of Client.Send.

@@ -2,9 +2,14 @@ package xmpptrack_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/xml"
 	"errors"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -246,6 +251,7 @@ func TestSendOnceNoServer(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	ln.Close()
+	untrusted := tlsListener(t)
 
 	alice := jid.MustParse("alice@localhost")
 	bob := jid.MustParse("bob@localhost")
@@ -258,7 +264,8 @@ func TestSendOnceNoServer(t *testing.T) {
 		want  error
 		cause any // a pointer to a type the error must unwrap to, or nil
 	}{
-		{"unreachable", xmpptrack.Message{To: bob}, 0, cfg, stanza.ErrNetwork, new(*net.OpError)},
+		{"unreachable", xmpptrack.Message{To: bob}, 0, cfg, xmpptrack.ErrConnect, new(*net.OpError)},
+		{"untrusted certificate", xmpptrack.Message{To: bob}, 0, xmpptrack.Config{Addr: untrusted, DirectTLS: true}, xmpptrack.ErrConnect, new(*tls.CertificateVerificationError)},
 		{"no recipient", xmpptrack.Message{}, 0, cfg, stanza.ErrInvalidHandle, nil},
 		{"bad target", xmpptrack.Message{To: bob}, tracking.Aborted, cfg, tracking.ErrInvalidTarget, nil},
 	}
@@ -273,6 +280,9 @@ func TestSendOnceNoServer(t *testing.T) {
 			if tc.cause != nil && !errors.As(err, tc.cause) {
 				t.Fatalf("error %v does not unwrap to %T", err, tc.cause)
 			}
+			if errors.Is(err, stanza.ErrNetwork) {
+				t.Errorf("error %v matches stanza.ErrNetwork, which is about the recipient's side", err)
+			}
 		})
 	}
 
@@ -281,8 +291,19 @@ func TestSendOnceNoServer(t *testing.T) {
 		// network failure.
 		bad := xmpptrack.Config{Addr: closed, AllowPlaintext: true, DirectTLS: true}
 		_, _, err := xmpptrack.SendOnce(t.Context(), alice, "secret", xmpptrack.Message{To: bob}, &xmpptrack.OnceOptions{Config: bad})
-		if err == nil || errors.Is(err, stanza.ErrNetwork) {
+		if err == nil || errors.Is(err, xmpptrack.ErrConnect) {
 			t.Fatalf("SendOnce = %v; want a configuration error", err)
 		}
 	})
+}
+
+// tlsListener returns the address of a TLS server whose certificate no
+// client trusts.
+func tlsListener(t *testing.T) string {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.TLS = &tls.Config{NextProtos: []string{"xmpp-client"}} // XEP-0368's ALPN
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
 }

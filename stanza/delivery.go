@@ -35,8 +35,10 @@ var (
 	// was sent (feature-not-implemented).
 	ErrNotImplemented = errors.New("stanza: feature not implemented")
 
-	// ErrNetwork: the recipient's server could not be found or reached
-	// (remote-server-not-found, remote-server-timeout).
+	// ErrNetwork: the recipient's side is unreachable: our server could not
+	// find or reach the recipient's server (remote-server-not-found,
+	// remote-server-timeout). It comes only from such an error reply, never
+	// from a failure to reach our own server (xmpptrack.ErrConnect).
 	ErrNetwork = errors.New("stanza: remote server unreachable")
 
 	// ErrDisconnected: the connection was lost before the fate of the

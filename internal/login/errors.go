@@ -20,6 +20,11 @@ var (
 	// ErrNoTLS: TLS could not be established (the server does not offer
 	// STARTTLS, or refuses it) and plaintext was not allowed.
 	ErrNoTLS = errors.New("xmpptrack: no TLS")
+
+	// errNoMechanism: the server offers no SASL mechanism this connection
+	// may use (PLAIN only, without TLS, say). Not ErrConnect: the server
+	// answered, and retrying would not help.
+	errNoMechanism = errors.New("no acceptable SASL mechanism")
 )
 
 // AuthError is a SASL failure. It matches ErrAuth with errors.Is.

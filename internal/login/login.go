@@ -116,19 +116,27 @@ func (c *Config) tlsConfig() *tls.Config {
 // or not bound is closed and reported as an error, whatever the server
 // advertised.
 //
-// Errors start with "xmpptrack: " ("xmpptrack: dial: …", "xmpptrack:
-// authentication failed: …", "xmpptrack: no TLS: …", "xmpptrack: channel
-// binding required but not available: …"); causes stay reachable with
-// errors.Is/As: ErrAuth (and *AuthError with the SASL
-// condition), *tls.CertificateVerificationError, net errors, and the
-// context's error when ctx ends during negotiation.
+// Errors start with "xmpptrack: " and keep their causes reachable with
+// errors.Is/As. A failure to reach or talk to the server matches ErrConnect
+// (and ErrNotXMPP when the peer does not speak XMPP); its cause is the net
+// error (*net.OpError, *net.DNSError), the TLS or certificate error
+// (*tls.CertificateVerificationError, x509 errors, tls.RecordHeaderError),
+// the XML or stream error, and, when ctx's deadline passed, the context's
+// error. ErrAuth (an *AuthError), ErrNoTLS and ErrNoChannelBinding do not
+// match ErrConnect, nor do no SASL mechanism in common, configuration
+// mistakes (Check) and a canceled ctx (which matches context.Canceled).
 func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 	if err := c.Check(); err != nil {
 		return nil, err
 	}
 	conn, err := dialConn(ctx, &c)
 	if err != nil {
-		return nil, fmt.Errorf("xmpptrack: dial: %w", err)
+		return nil, c.classify(ctx, nil, err)
+	}
+	var probe *probeConn
+	if _, direct := conn.(*tls.Conn); !direct {
+		probe = &probeConn{Conn: conn}
+		conn = probe
 	}
 	// ctx bounds negotiation through the connection's deadline, set once
 	// and held. mellium's own watch (given a cancelable context) sets a past
@@ -137,19 +145,15 @@ func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 	// cancellation from mellium for that reason.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	s, err := negotiateSession(ctx, conn, &c)
-	if !stop() {
+	if !stop() && err == nil {
 		// The context ended during negotiation: report it, whatever the
-		// negotiation returned (an i/o timeout from the deadline, usually).
-		if err == nil {
-			s.Close()
-			err = fmt.Errorf("xmpptrack: dial: %w", context.Cause(ctx))
-		} else {
-			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
-		}
+		// negotiation returned.
+		s.Close()
+		err = context.Cause(ctx)
 	}
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, c.classify(ctx, probe, err)
 	}
 	return s, nil
 }
@@ -214,7 +218,7 @@ func negotiateSession(ctx context.Context, conn net.Conn, c *Config) (*xmpp.Sess
 				return nil, fmt.Errorf("%w: the server does not offer STARTTLS; refusing to authenticate without TLS: %w", ErrNoTLS, err)
 			}
 		}
-		return nil, fmt.Errorf("xmpptrack: dial: negotiating with %s: %w", c.JID.Domain(), err)
+		return nil, fmt.Errorf("negotiating with %s: %w", c.JID.Domain(), err)
 	}
 	if err := checkSession(s, c); err != nil {
 		s.Close()
@@ -238,9 +242,9 @@ func checkSession(s *xmpp.Session, c *Config) error {
 	case !c.AllowPlaintext && (st&xmpp.Secure == 0 || s.ConnectionState().Version == 0):
 		return fmt.Errorf("%w: the session was negotiated without TLS", ErrNoTLS)
 	case st&xmpp.Authn == 0:
-		return errors.New("xmpptrack: dial: the server ended negotiation without authentication")
+		return errors.New("the server ended negotiation without authentication")
 	case s.LocalAddr().Resourcepart() == "":
-		return errors.New("xmpptrack: dial: the server ended negotiation without binding a resource")
+		return errors.New("the server ended negotiation without binding a resource")
 	}
 	return nil
 }

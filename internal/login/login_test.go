@@ -310,6 +310,7 @@ func TestDialScripted(t *testing.T) {
 		wantCond  string
 		wantTemp  bool
 		wantAuthn bool // the error matches sasl.ErrAuthn
+		connect   bool // the error matches ErrConnect
 	}{
 		{
 			name: "PLAIN is never used without TLS",
@@ -363,7 +364,7 @@ func TestDialScripted(t *testing.T) {
 				}
 				return expectEnd(d)
 			},
-			wantText: "without authentication", notAuth: true,
+			wantText: "without authentication", notAuth: true, connect: true,
 		},
 		{
 			name: "SASL failure with text",
@@ -479,6 +480,9 @@ func TestDialScripted(t *testing.T) {
 			}
 			if tc.wantText != "" && !strings.Contains(err.Error(), tc.wantText) {
 				t.Errorf("error does not mention %q", tc.wantText)
+			}
+			if errors.Is(err, ErrConnect) != tc.connect {
+				t.Errorf("errors.Is(err, ErrConnect) = %v, want %v", !tc.connect, tc.connect)
 			}
 			if tc.notAuth && errors.Is(err, ErrAuth) {
 				t.Error("error matches ErrAuth")

@@ -186,7 +186,7 @@ func (a *authenticator) negotiate(_ context.Context, s *xmpp.Session, data any) 
 		if a.requireCB {
 			return 0, nil, fmt.Errorf("%w: the server offers %v", ErrNoChannelBinding, offered)
 		}
-		return 0, nil, fmt.Errorf("no acceptable SASL mechanism: the server offers %v, this connection allows %v", offered, mechanismNames(mechs))
+		return 0, nil, fmt.Errorf("%w: the server offers %v, this connection allows %v", errNoMechanism, offered, mechanismNames(mechs))
 	}
 	a.used.mechanism = mech.Name
 	a.used.binding = "none"
