@@ -150,7 +150,7 @@ func serviceInfo(ctx context.Context, q queryFunc, j jid.JID) (Service, error) {
 	}
 	ok, max := info.upload()
 	if !ok {
-		return Service{}, fmt.Errorf("%w: %s does not announce %s", ErrNoService, j, NSUpload)
+		return Service{}, fmt.Errorf("%w: %s does not announce %s", ErrNoService, j, nsUpload)
 	}
 	return Service{JID: j, MaxSize: max}, nil
 }

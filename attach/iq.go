@@ -151,10 +151,10 @@ func (r *rawError) iqError() *iqError {
 			if e.Stanza.Condition == "" {
 				e.Stanza.Condition = xstanza.Condition(c.XMLName.Local)
 			}
-		case c.XMLName.Space == NSUpload && c.XMLName.Local == "file-too-large":
+		case c.XMLName.Space == nsUpload && c.XMLName.Local == "file-too-large":
 			e.TooBig = true
 			e.MaxSize = parseSize(c.Max)
-		case c.XMLName.Space == NSUpload && c.XMLName.Local == "retry":
+		case c.XMLName.Space == nsUpload && c.XMLName.Local == "retry":
 			if t, err := time.Parse(time.RFC3339, c.Stamp); err == nil {
 				e.RetryAt = t
 			}

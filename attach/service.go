@@ -14,8 +14,8 @@ import (
 	"mellium.im/xmpp/upload"
 )
 
-// NSUpload is the XEP-0363 namespace, version 0.
-const NSUpload = upload.NS
+// nsUpload is the XEP-0363 namespace, version 0.
+const nsUpload = upload.NS
 
 // Service is an HTTP File Upload service.
 type Service struct {
@@ -42,7 +42,7 @@ type discoInfo struct {
 // upload returns whether the entity offers XEP-0363 and its size limit.
 func (i *discoInfo) upload() (ok bool, max int64) {
 	for _, f := range i.Features {
-		if f.Var == NSUpload {
+		if f.Var == nsUpload {
 			ok = true
 		}
 	}
@@ -62,7 +62,7 @@ func (i *discoInfo) upload() (ok bool, max int64) {
 				size = f.Values[0]
 			}
 		}
-		if formType == NSUpload {
+		if formType == nsUpload {
 			return true, parseSize(size)
 		}
 	}
