@@ -68,12 +68,14 @@
 // the IQ and for waiting for its reply, and mellium v0.23.0 applies the end
 // of that context to the connection's write deadline, which can fail other
 // goroutines' writes on the same connection, or cut its own write and leave
-// half a stanza on the stream. So the IQs of this package are written with a
-// context that ends only when the connection is gone, on a goroutine of
-// their own, and the caller's context bounds only the waiting. A caller that
-// gives up leaves that goroutine waiting for the server's reply (a server
-// answers every IQ) or the end of the connection. The slot request is built
-// with mellium's upload.File and read into upload.Slot, whose Put builds the
-// request; error replies are decoded here because mellium's stanza.Error
-// drops the limit in <file-too-large/> and the time in <retry/>.
+// half a stanza on the stream. So this package writes its IQs (disco#items,
+// disco#info, the slot request) the way the client writes messages, without
+// handing mellium a context: if ctx ends while an IQ is being written, the
+// connection is closed and the client resumes the stream. The reply is taken
+// off the stream through xmpptrack.Observer.IQ, only from the address asked,
+// with the random id of the request. The slot request is mellium's
+// upload.File, the reply is read into mellium's upload.Slot, whose Put builds
+// the PUT request, and the message payload is mellium's oob.Data; error
+// replies are decoded here, because mellium's stanza.Error drops the limit in
+// <file-too-large/> and the time in <retry/>.
 package attach // import "github.com/xmpptrack/xmpptrack/attach"

@@ -15,6 +15,7 @@ import (
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -54,8 +55,7 @@ func (s *scriptedService) query(ctx context.Context, to jid.JID, payload xml.Tok
 	if rest, ok := strings.CutPrefix(out, "error:"); ok {
 		typ, out = "error", rest
 	}
-	raw := fmt.Sprintf(`<iq xmlns='jabber:client' type='%s' id='x' from='%s'>%s</iq>`, typ, to, out)
-	return decodeReply(xml.NewDecoder(strings.NewReader(raw)), v)
+	return decodeReply(xstanza.IQType(typ), xml.NewDecoder(strings.NewReader(out)), v)
 }
 
 func (s *scriptedService) slotRequests() []xml.StartElement {

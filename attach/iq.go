@@ -9,12 +9,13 @@ import (
 	"sync"
 	"time"
 
-	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
@@ -23,81 +24,81 @@ import (
 // *iqError.
 type queryFunc func(ctx context.Context, to jid.JID, payload xml.TokenReader, v any) error
 
-// connCtx is the context handed to mellium for one IQ. It ends only when
-// the connection the IQ was written on is gone (the client reconnected or
-// stopped), never because the caller gave up: mellium v0.23.0 applies the
-// end of a context to the connection's write deadline, which would fail
-// the writes of other goroutines on a connection that is still in use, and
-// cuts its own write short, leaving half a stanza on the stream.
-type connCtx struct {
-	done chan struct{}
-	once sync.Once
-}
-
-func (c *connCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *connCtx) Done() <-chan struct{}       { return c.done }
-func (c *connCtx) Value(any) any               { return nil }
-func (c *connCtx) end()                        { c.once.Do(func() { close(c.done) }) }
-func (c *connCtx) Err() error {
-	select {
-	case <-c.done:
-		return errConnGone
-	default:
-		return nil
-	}
-}
-
 var errConnGone = fmt.Errorf("attach: the connection ended before the reply: %w", stanza.ErrDisconnected)
 
-// sessionQuery is the queryFunc of a client: it writes the IQ with mellium
-// on the client's current session and waits for the reply.
-//
-// mellium's IQ functions take one context for both writing and waiting, so
-// the IQ runs on a goroutine of its own with a connCtx, and the caller waits
-// for it or for ctx. When ctx ends first the caller returns at once and the
-// goroutine stays until the reply arrives (a server answers every IQ) or the
-// connection is gone.
+// sessionQuery is the queryFunc of a client. The IQ is written with
+// internal/wire, which never hands mellium a context (mellium v0.23.0
+// applies the end of a context to the connection's write deadline, failing
+// other goroutines' writes, and cuts its own write short, leaving half a
+// stanza on the stream): ctx ending while the IQ is being written closes the
+// connection instead, and the client resumes the stream. The reply is taken
+// on the reading goroutine through Observer.IQ: only from the address asked
+// (or, for our own domain, from no address), with the id we chose. ctx, the
+// end of the connection or of the client stop the waiting.
 func sessionQuery(c sessions) queryFunc {
 	return func(ctx context.Context, to jid.JID, payload xml.TokenReader, v any) error {
 		s, err := c.Session(ctx)
 		if err != nil {
 			return err
 		}
-		mctx := &connCtx{done: make(chan struct{})}
-		remove := c.Observe(xmpptrack.Observer{Connected: func(bool) { mctx.end() }})
-		result := make(chan error, 1)
-		go func() {
-			defer remove()
-			finished := make(chan struct{})
-			defer close(finished)
-			go func() {
+		id := xmpptrack.NewID()
+		ours := s.LocalAddr()
+		answers := make(chan iqReply, 1)
+		gone := make(chan struct{})
+		var goneOnce sync.Once
+		remove := c.Observe(xmpptrack.Observer{
+			IQ: func(iq xstanza.IQ, r xml.TokenReader) bool {
+				if iq.ID != id || !replyFrom(iq.From, to, ours) {
+					return false
+				}
+				rep := iqReply{typ: iq.Type}
+				rep.complete, _ = rep.buf.ReadFrom(r, maxReplyTokens)
 				select {
-				case <-c.Done():
-					mctx.end()
-				case <-finished:
+				case answers <- rep:
+				default: // the same id twice
 				}
-			}()
-			resp, err := s.SendIQElement(mctx, payload, xstanza.IQ{To: to, Type: xstanza.GetIQ})
-			if err != nil {
-				if mctx.Err() != nil {
-					err = errConnGone
-				}
-				result <- err
-				return
+				return true
+			},
+			Disconnected: func(error) { goneOnce.Do(func() { close(gone) }) },
+		})
+		defer remove()
+		iq := xstanza.IQ{ID: id, To: to, Type: xstanza.GetIQ}
+		if _, err := wire.Write(ctx, s, iq.Wrap(payload)); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			err = decodeReply(resp, v)
-			if cerr := resp.Close(); err == nil {
-				err = cerr
-			}
-			result <- err
-		}()
+			return fmt.Errorf("attach: writing the request: %w: %w", stanza.ErrDisconnected, err)
+		}
 		select {
-		case err := <-result:
-			return err
+		case rep := <-answers:
+			if !rep.complete {
+				return errors.New("attach: reply too long")
+			}
+			return decodeReply(rep.typ, &rep.buf, v)
+		case <-gone:
+			return errConnGone
+		case <-c.Done():
+			return errConnGone
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// iqReply is an IQ reply taken off the stream: its type and children.
+type iqReply struct {
+	typ      xstanza.IQType
+	buf      tokbuf.Buffer
+	complete bool
+}
+
+// replyFrom reports whether a reply from from answers a request to to: the
+// same address, or for a request to our own domain or account, no address.
+func replyFrom(from, to, ours jid.JID) bool {
+	if from.Equal(to) {
+		return true
+	}
+	return from.Equal(jid.JID{}) && (to.Equal(ours.Domain()) || to.Equal(ours.Bare()))
 }
 
 // sessions is what sessionQuery needs of a client; *xmpptrack.Client has it.
@@ -163,37 +164,21 @@ func (r *rawError) iqError() *iqError {
 	return e
 }
 
-// maxReply bounds the tokens of one reply that are looked at: a disco#items
-// list of a big server is a few thousand; a peer cannot make us loop for
-// ever on an endless reply.
+// maxReplyTokens bounds the tokens of one reply that are kept: a
+// disco#items list of a big server is a few thousand.
 const maxReplyTokens = 1 << 16
 
-// decodeReply reads an IQ reply: the payload of a result is decoded into v,
-// an error reply becomes an *iqError.
-func decodeReply(r xml.TokenReader, v any) error {
-	r = &boundedReader{r: r, left: maxReplyTokens}
-	tok, err := r.Token()
-	if err != nil {
-		return fmt.Errorf("attach: reading the reply: %w", err)
-	}
-	start, ok := tok.(xml.StartElement)
-	if !ok || start.Name.Local != "iq" {
-		return fmt.Errorf("attach: the reply is not an IQ: %v", tok)
-	}
-	typ := ""
-	for _, a := range start.Attr {
-		if a.Name.Local == "type" && a.Name.Space == "" {
-			typ = a.Value
-		}
-	}
-	d := xml.NewTokenDecoder(xmlstream.Inner(r))
+// decodeReply reads the children of an IQ reply of type typ: the payload of
+// a result is decoded into v, an error reply becomes an *iqError.
+func decodeReply(typ xstanza.IQType, children xml.TokenReader, v any) error {
+	d := xml.NewTokenDecoder(children)
 	for {
 		tok, err := d.Token()
 		if errors.Is(err, io.EOF) {
-			if typ == "error" {
+			if typ == xstanza.ErrorIQ {
 				return &iqError{Stanza: xstanza.Error{Condition: xstanza.UndefinedCondition}}
 			}
-			if typ != "result" {
+			if typ != xstanza.ResultIQ {
 				return fmt.Errorf("attach: the reply has type %q", typ)
 			}
 			return nil // an empty result
@@ -206,13 +191,13 @@ func decodeReply(r xml.TokenReader, v any) error {
 			continue
 		}
 		switch {
-		case typ == "error" && child.Name.Local == "error":
+		case typ == xstanza.ErrorIQ && child.Name.Local == "error":
 			var raw rawError
 			if err := d.DecodeElement(&raw, &child); err != nil {
 				return fmt.Errorf("attach: reading the error reply: %w", err)
 			}
 			return raw.iqError()
-		case typ == "result":
+		case typ == xstanza.ResultIQ:
 			if v == nil {
 				return d.Skip()
 			}
@@ -226,17 +211,4 @@ func decodeReply(r xml.TokenReader, v any) error {
 			}
 		}
 	}
-}
-
-type boundedReader struct {
-	r    xml.TokenReader
-	left int
-}
-
-func (b *boundedReader) Token() (xml.Token, error) {
-	if b.left <= 0 {
-		return nil, errors.New("attach: reply too long")
-	}
-	b.left--
-	return b.r.Token()
 }
