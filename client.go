@@ -317,7 +317,7 @@ func (c *Client) loop(cn conn) {
 			if err == nil {
 				break
 			}
-			if errors.Is(err, ErrAuth) || c.ctx.Err() != nil {
+			if permanent(err) || c.ctx.Err() != nil {
 				c.fail(err)
 				return
 			}
@@ -325,6 +325,15 @@ func (c *Client) loop(cn conn) {
 			wait = min(2*wait, hi)
 		}
 	}
+}
+
+// permanent reports a reconnection failure that retrying cannot mend: the
+// server refused the credentials. A temporary authentication failure (the
+// server could not check them for now: temporary-auth-failure, its login
+// backend down, say) is retried with backoff like a network failure.
+func permanent(err error) bool {
+	var ae *AuthError
+	return errors.Is(err, ErrAuth) && !(errors.As(err, &ae) && ae.Temporary())
 }
 
 // cut bounds the end of a connection once Close was called. Close closes a

@@ -49,7 +49,9 @@
 // cannot be resumed, unacknowledged messages are re-sent on the new stream
 // (with a XEP-0203 delay) or reported ABORTED, as Config.StreamManagement.Policy
 // says. An authentication failure while reconnecting stops the client: Done is
-// closed, Err says why, and unacknowledged messages become ABORTED. A message
+// closed, Err says why, and unacknowledged messages become ABORTED. A
+// temporary one (SASL temporary-auth-failure: the server cannot check
+// credentials for now) is retried with backoff, like a network failure. A message
 // whose write fails (the server never got it whole) is written again, with
 // its id, on the next connection; contexts bound waiting, never a write in
 // progress: one that ends while a write is blocked closes the connection

@@ -133,6 +133,7 @@ type peerServer struct {
 	cutAfter  int           // non-zero: after the next message, read this many bytes unparsed, then hang up
 	noResume  bool          // answer <resume/> with <failed/>
 	noCarbons bool          // hand the carbons <enable/> IQ to the test unanswered
+	authFail  []string      // SASL conditions for the next logins, one per login, before the password is checked
 	stall     string        // "enable" or "resume": leave it unanswered, and signal stalled; "hangup": close the connection on <enable/>
 	stalled   chan struct{} // receives a value each time stall applied
 	sessions  int           // SM sessions enabled so far
@@ -264,6 +265,16 @@ func (srv *peerServer) serve(raw net.Conn) {
 	}
 	auth, err := readElement(d)
 	if err != nil {
+		return
+	}
+	srv.mu.Lock()
+	var authFail string
+	if len(srv.authFail) > 0 {
+		authFail, srv.authFail = srv.authFail[0], srv.authFail[1:]
+	}
+	srv.mu.Unlock()
+	if authFail != "" {
+		pc.write(`<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><` + authFail + `/></failure>`)
 		return
 	}
 	creds, _ := base64.StdEncoding.DecodeString(auth.Text)
