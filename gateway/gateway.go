@@ -10,6 +10,7 @@ import (
 
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -37,6 +38,11 @@ type Config struct {
 	// MaxMessages and MaxEvents bound what the in-memory record keeps: the
 	// newest messages and changes. Zero means 200,000 and 1,000,000.
 	MaxMessages, MaxEvents int
+	// Store, if set, keeps the record (messages, their history, the feed,
+	// idempotency keys, scheduled sends and webhook cursors), so that it
+	// survives a restart and several gateways on one store serve one record.
+	// Nil keeps it in memory. The gateway does not close it.
+	Store store.Store
 	// Logger receives problems at warn level and requests at debug level.
 	// Tokens and passwords are never logged. Nil means silent.
 	Logger *slog.Logger
@@ -53,7 +59,7 @@ type Gateway struct {
 	rec     record
 	handler http.Handler
 	metrics *metrics
-	sched   *scheduler
+	sched   sendScheduler
 	hooks   []*webhookWorker
 
 	mu       sync.Mutex
@@ -100,15 +106,23 @@ func New(cfg Config) (*Gateway, error) {
 		cfg:      cfg,
 		log:      log,
 		tokens:   newTokenSet(cfg.Tokens),
-		rec:      newMemRecord(cfg.MaxMessages, cfg.MaxEvents),
 		accounts: make(map[string]sender),
 		live:     make(map[string]liveMsg),
 		now:      time.Now,
 	}
 	g.limit = newLimiter(cfg.RateLimit, cfg.Burst, time.Now)
+	if cfg.Store != nil {
+		g.rec = &storeRecord{s: cfg.Store, now: g.now}
+	} else {
+		g.rec = newMemRecord(cfg.MaxMessages, cfg.MaxEvents)
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.metrics = newMetrics(g)
-	g.sched = newScheduler(g)
+	if cfg.Store != nil {
+		g.sched = &jobScheduler{g: g, s: cfg.Store}
+	} else {
+		g.sched = newScheduler(g)
+	}
 	for _, h := range cfg.Webhooks {
 		w, err := newWebhookWorker(g, h)
 		if err != nil {
@@ -117,8 +131,9 @@ func New(cfg Config) (*Gateway, error) {
 		g.hooks = append(g.hooks, w)
 	}
 	g.handler = g.authenticate(g.routes())
-	g.wg.Add(1)
+	g.wg.Add(2)
 	go func() { defer g.wg.Done(); g.sched.run(g.ctx) }()
+	go func() { defer g.wg.Done(); g.housekeeping(g.ctx) }()
 	for _, w := range g.hooks {
 		g.wg.Add(1)
 		go func() { defer g.wg.Done(); w.run(g.ctx) }()
@@ -235,6 +250,9 @@ func (g *Gateway) OnStateChange(t *tracking.MessageTracker, from, to tracking.Me
 		c.SeenBy = lm.s.seenBy(t)
 	}
 	ev, err := g.rec.change(g.ctx, t.ID(), c)
+	if errors.Is(err, errNotApplied) {
+		return // another instance recorded it, or the graph refuses it
+	}
 	if err != nil {
 		g.log.Warn("gateway: recording a state change failed", "id", t.ID(), "state", to.String(), "err", err)
 		return

@@ -99,8 +99,12 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 			writeProblem(w, p)
 			return
 		}
-	} else {
-		g.sched.add(o)
+	} else if err := g.sched.add(r.Context(), o); err != nil {
+		g.log.Warn("gateway: scheduling failed", "id", o.msg.ID, "err", err)
+		p := newProblem("unavailable", "the message could not be scheduled")
+		p.ID = o.msg.ID
+		writeProblem(w, p)
+		return
 	}
 	resp := sendResponse{ID: st.ID, State: st.State, Cursor: st.Cursor, Settled: st.Settled}
 	if o.waitFor > 0 {
@@ -131,6 +135,7 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 	if !o.sendAt.IsZero() {
 		st.SendAt = &o.sendAt
 	}
+	st.raw = o.rawOf()
 	out, created, err := g.rec.create(ctx, st, key, hash)
 	switch {
 	case errors.Is(err, errIdemMismatch):
@@ -249,7 +254,12 @@ func (g *Gateway) deleteMessage(w http.ResponseWriter, r *http.Request) {
 		g.recordProblem(w, err)
 		return
 	}
-	if !g.sched.cancel(id) {
+	ok, err := g.sched.cancel(r.Context(), id)
+	if err != nil {
+		g.recordProblem(w, err)
+		return
+	}
+	if !ok {
 		p := newProblem("not-cancellable", "only a scheduled message that was not sent yet can be cancelled")
 		p.ID, p.State = id, st.State.String()
 		writeProblem(w, p)

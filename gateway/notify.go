@@ -68,6 +68,7 @@ func (g *Gateway) validateNotify(req *notifyRequest, o *outgoing) *problem {
 	}
 	o.msg.Window = priorityWindows[prio]
 	o.msg.Payload = notifyPayload(req.Title, prio)
+	o.title, o.prio = req.Title, &prio
 	return nil
 }
 

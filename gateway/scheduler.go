@@ -7,8 +7,16 @@ import (
 	"time"
 )
 
-// sweepEvery is how often the scheduler's goroutine forgets settled trackers.
+// sweepEvery is how often the gateway forgets settled trackers.
 const sweepEvery = time.Minute
+
+// sendScheduler sends messages at their send_at time.
+type sendScheduler interface {
+	add(ctx context.Context, o *outgoing) error
+	// cancel removes a message not sent yet and reports whether it did.
+	cancel(ctx context.Context, id string) (bool, error)
+	run(ctx context.Context)
+}
 
 // scheduler sends messages at their send_at time: one goroutine and one timer
 // for all of them. It lives in memory: scheduled messages that were not sent
@@ -26,7 +34,7 @@ func newScheduler(g *Gateway) *scheduler {
 	return &scheduler{g: g, byID: make(map[string]*outgoing), wake: make(chan struct{}, 1)}
 }
 
-func (s *scheduler) add(o *outgoing) {
+func (s *scheduler) add(_ context.Context, o *outgoing) error {
 	s.mu.Lock()
 	s.byID[o.msg.ID] = o
 	heap.Push(&s.queue, o)
@@ -35,17 +43,17 @@ func (s *scheduler) add(o *outgoing) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+	return nil
 }
 
-// cancel removes a message that was not sent yet, and reports whether it did.
-func (s *scheduler) cancel(id string) bool {
+func (s *scheduler) cancel(_ context.Context, id string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.byID[id]; !ok {
-		return false
+		return false, nil
 	}
 	delete(s.byID, id) // its heap entry is skipped when it comes up
-	return true
+	return true, nil
 }
 
 // due pops the messages due at now and returns the wait until the next one.
@@ -70,7 +78,6 @@ func (s *scheduler) due(now time.Time) ([]*outgoing, time.Duration) {
 func (s *scheduler) run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
-	lastSweep := s.g.now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -83,11 +90,7 @@ func (s *scheduler) run(ctx context.Context) {
 		for _, o := range os {
 			go s.g.dispatch(o) // dispatch waits for the connection; not in the loop
 		}
-		if now.Sub(lastSweep) >= sweepEvery {
-			s.g.sweepLive()
-			lastSweep = now
-		}
-		t.Reset(min(next, sweepEvery))
+		t.Reset(next)
 	}
 }
 
@@ -103,6 +106,20 @@ func (h *schedHeap) Pop() any {
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
 	return x
+}
+
+// housekeeping forgets settled trackers now and then.
+func (g *Gateway) housekeeping(ctx context.Context) {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.sweepLive()
+		}
+	}
 }
 
 // sweepLive forgets trackers that settled before the previous sweep: their

@@ -100,4 +100,6 @@ type Status struct {
 	Created time.Time  `json:"created"`
 	SendAt  *time.Time `json:"send_at,omitempty"`
 	History []Change   `json:"history"`
+
+	raw *rawRequest // the accepted request, kept by a durable record
 }

@@ -38,6 +38,34 @@ type outgoing struct {
 	sendAt  time.Time // zero: now
 	wait    tracking.MessageState
 	waitFor time.Duration // zero: no waiting
+	// title and prio are a notification's (payload rebuilt from them).
+	title string
+	prio  *int
+}
+
+// rawOf returns the request to store with the message.
+func (o *outgoing) rawOf() *rawRequest {
+	r := &rawRequest{To: o.msg.To.String(), Body: o.msg.Body, Type: string(o.msg.Type), Thread: o.msg.Thread,
+		Window: Duration(o.msg.Window), Channel: o.channel, Account: o.account, Title: o.title, Priority: o.prio}
+	if !o.sendAt.IsZero() {
+		t := o.sendAt
+		r.SendAt = &t
+	}
+	return r
+}
+
+// outgoingOf rebuilds a stored request (a scheduled message).
+func (g *Gateway) outgoingOf(id string, r *rawRequest) (*outgoing, error) {
+	o := &outgoing{}
+	if p := g.validateCommon(common{r.To, r.Account, r.Type, r.Channel}, o); p != nil {
+		return nil, p
+	}
+	o.msg.ID, o.msg.Body, o.msg.Thread, o.msg.Window = id, r.Body, r.Thread, time.Duration(r.Window)
+	if r.Priority != nil {
+		o.title, o.prio = r.Title, r.Priority
+		o.msg.Payload = notifyPayload(r.Title, *r.Priority)
+	}
+	return o, nil
 }
 
 // common holds the fields shared by /v1/messages, /v1/notify and /v1/test.

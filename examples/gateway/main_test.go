@@ -1,0 +1,324 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/interop"
+	"github.com/xmpptrack/xmpptrack/internal/testserver"
+)
+
+const token = "e2e-token"
+
+// hookSink is a webhook receiver that verifies signatures.
+type hookSink struct {
+	t      *testing.T
+	secret []byte
+	mu     sync.Mutex
+	events []map[string]any
+	ch     chan struct{}
+}
+
+func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	mac := hmac.New(sha256.New, h.secret)
+	fmt.Fprintf(mac, "%s.%s.%s", r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp"), body)
+	if r.Header.Get("webhook-signature") != "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)) {
+		h.t.Errorf("webhook signature does not verify")
+		w.WriteHeader(400)
+		return
+	}
+	var p struct {
+		Data map[string]any `json:"data"`
+	}
+	json.Unmarshal(body, &p)
+	h.mu.Lock()
+	h.events = append(h.events, p.Data)
+	h.mu.Unlock()
+	select {
+	case h.ch <- struct{}{}:
+	default:
+	}
+}
+
+// states returns the states the webhook got for message id, in order.
+func (h *hookSink) states(id string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, e := range h.events {
+		if e["id"] == id {
+			out = append(out, e["state"].(string))
+		}
+	}
+	return out
+}
+
+// running is a gateway started with run().
+type running struct {
+	url    string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+var readyLine = regexp.MustCompile(`^xmpptrack gateway ready on (http://\S+) \(accounts: (.*)\)$`)
+
+// start runs the program with args and waits for its ready line.
+func start(t *testing.T, args ...string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	stderr := &lockedBuf{}
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		err := run(ctx, args, pw, stderr)
+		pw.CloseWithError(fmt.Errorf("run returned %v", err))
+		r.done <- err
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no ready line: %v\n%s", err, stderr.String())
+	}
+	m := readyLine.FindStringSubmatch(strings.TrimSpace(line))
+	if m == nil {
+		t.Fatalf("ready line %q", line)
+	}
+	go io.Copy(io.Discard, pr)
+	r.url = m[1]
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	if err := <-r.done; err != nil {
+		t.Errorf("gateway: %v", err)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// call sends a request to the gateway and decodes the JSON answer.
+func (r *running) call(t *testing.T, method, path, body string, out any, hdr ...string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, r.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+type sent struct {
+	ID, State, Cursor string
+	Reached           *bool
+}
+
+type status struct {
+	ID, To, State string
+	Settled       bool
+	History       []struct{ State, At, From string }
+}
+
+func TestEndToEnd(t *testing.T) {
+	for _, kind := range testserver.Kinds() {
+		t.Run(string(kind), func(t *testing.T) { endToEnd(t, kind) })
+	}
+}
+
+func endToEnd(t *testing.T, kind testserver.Kind) {
+	srv := testserver.Start(t, kind, testserver.Options{Accounts: []string{"gw", "bob"}})
+	bob := interop.StartSlixmpp(t, interop.Options{Addr: srv.Addr(), JID: srv.JID("bob").String(),
+		Password: srv.Password("bob"), CertPEM: srv.CertPEM()})
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	hook := &hookSink{t: t, secret: []byte("hook-secret"), ch: make(chan struct{}, 1)}
+	hookSrv := httptest.NewServer(hook)
+	defer hookSrv.Close()
+	g := start(t, "-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
+		"-password-file", write("pw", srv.Password("gw")+"\n"), "-token-file", write("tokens", "# tokens\n"+token+"\n"),
+		"-store", "memory", "-webhook", hookSrv.URL, "-webhook-secret-file", write("hook", "hook-secret"))
+	to := srv.JID("bob").String()
+
+	// Send and wait until seen: the slixmpp peer answers with a receipt and
+	// a displayed marker.
+	var s sent
+	if code := g.call(t, "POST", "/v1/messages", `{"to":"`+to+`","body":"hello from the gateway","wait":"seen","wait_timeout":"20s","channel":"e2e"}`, &s); code != 200 || s.State != "SEEN_BY_RECIPIENT" {
+		t.Fatalf("send: %d %+v", code, s)
+	}
+	var st status
+	g.call(t, "GET", "/v1/messages/"+s.ID, "", &st)
+	var hist []string
+	for _, h := range st.History {
+		hist = append(hist, h.State)
+	}
+	// The ack may come after the receipt: DELIVERED_TO_SERVER is then
+	// passed over.
+	got := strings.Join(hist, " ")
+	if got != "IN_TRANSIT DELIVERED_TO_SERVER DELIVERED_TO_RECIPIENT SEEN_BY_RECIPIENT" &&
+		got != "IN_TRANSIT DELIVERED_TO_RECIPIENT SEEN_BY_RECIPIENT" || !st.Settled {
+		t.Fatalf("history %s, settled %v", got, st.Settled)
+	}
+	if from := st.History[len(st.History)-2].From; !strings.HasPrefix(from, to+"/") {
+		t.Errorf("receipt from %q", from)
+	}
+
+	// The feed has the same changes, in order, with cursors.
+	var feed struct {
+		Events []struct{ ID, State, Cursor string }
+		Cursor string
+	}
+	g.call(t, "GET", "/v1/events?after=0&channels=e2e", "", &feed)
+	var fs []string
+	for _, e := range feed.Events {
+		if e.ID == s.ID {
+			fs = append(fs, e.State)
+		}
+	}
+	if strings.Join(fs, " ") != strings.Join(hist, " ") {
+		t.Fatalf("feed %v, history %v", fs, hist)
+	}
+
+	// The webhook got them all, signed, in order.
+	deadline := time.After(20 * time.Second)
+	for len(hook.states(s.ID)) < len(hist) {
+		select {
+		case <-hook.ch:
+		case <-deadline:
+			t.Fatalf("webhook got %v", hook.states(s.ID))
+		}
+	}
+	if got := strings.Join(hook.states(s.ID), " "); got != strings.Join(hist, " ") {
+		t.Fatalf("webhook %s", got)
+	}
+
+	// An idempotent retry sends nothing.
+	body := `{"to":"` + to + `","body":"exactly once","wait":"delivered","wait_timeout":"20s"}`
+	var a, b sent
+	g.call(t, "POST", "/v1/messages", body, &a, "Idempotency-Key", "retry-1")
+	g.call(t, "POST", "/v1/messages", body, &b, "Idempotency-Key", "retry-1")
+	if a.ID == "" || a.ID != b.ID || b.Reached == nil || !*b.Reached {
+		t.Fatalf("retry: %+v then %+v", a, b)
+	}
+
+	// A notification, and the test route.
+	var n sent
+	if code := g.call(t, "POST", "/v1/notify", `{"to":"`+to+`","title":"Disk full","body":"95% on /var","priority":2}`, &n); code != 202 {
+		t.Fatalf("notify: %d", code)
+	}
+	var tr struct{ ID, State, Elapsed string }
+	if code := g.call(t, "POST", "/v1/test", `{"to":"`+to+`","timeout":"20s"}`, &tr); code != 200 || (tr.State != "DELIVERED_TO_RECIPIENT" && tr.State != "SEEN_BY_RECIPIENT") {
+		t.Fatalf("test: %d %+v", code, tr)
+	}
+
+	// A scheduled message is cancelled before it is sent.
+	var sch sent
+	at := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	g.call(t, "POST", "/v1/messages", `{"to":"`+to+`","body":"never","send_at":"`+at+`"}`, &sch)
+	var c sent
+	if code := g.call(t, "DELETE", "/v1/messages/"+sch.ID, "", &c); code != 200 || c.State != "CLOSED" {
+		t.Fatalf("cancel: %d %+v", code, c)
+	}
+
+	// The recipient got each message once, and the notification's body.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := bob.WaitEvent(ctx, func(e interop.Event) bool { return e.Kind == "message" && e.Body == "95% on /var" }); err != nil {
+		t.Fatalf("notification not received: %v", err)
+	}
+	count := map[string]int{}
+	for _, e := range bob.Events() {
+		if e.Kind == "message" {
+			count[e.Body]++
+		}
+	}
+	if count["hello from the gateway"] != 1 || count["exactly once"] != 1 || count["never"] != 0 {
+		t.Fatalf("received %v", count)
+	}
+
+	// Health and readiness.
+	var ready struct{ Status string }
+	if code := g.call(t, "GET", "/readyz", "", &ready); code != 200 || ready.Status != "ready" {
+		t.Fatalf("readyz: %d %+v", code, ready)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "t")
+	os.WriteFile(tokens, []byte(token), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-jid", "a@b"}, "-token-file is required"},
+		{[]string{"-token-file", tokens}, "give -jid or -config"},
+		{[]string{"-token-file", tokens, "-jid", "a@b", "-listen", "0.0.0.0:8080"}, "not a loopback address"},
+		{[]string{"-token-file", tokens, "-jid", "a@b", "-listen", ":8080"}, "not a loopback address"},
+		{[]string{"-token-file", tokens, "-jid", "a@b", "-tls-cert", "x"}, "go together"},
+		{[]string{"-token-file", tokens, "-jid", "a@b", "extra"}, "unexpected argument"},
+	} {
+		_, err := parseFlags(c.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
+	}
+	if _, err := parseFlags([]string{"-token-file", tokens, "-jid", "a@b", "-listen", "0.0.0.0:8080", "-insecure-http"}, io.Discard); err != nil {
+		t.Errorf("-insecure-http: %v", err)
+	}
+	if _, err := parseFlags([]string{"-token-file", tokens, "-jid", "a@b", "-listen", "[::1]:8080"}, io.Discard); err != nil {
+		t.Errorf("[::1]: %v", err)
+	}
+}

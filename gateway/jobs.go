@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// Durable scheduling: a scheduled message is a job of the store's queue
+// sendQueue, named by the message id and due at send_at. Every gateway on the
+// store claims due jobs (a claim is exclusive for jobLease), sends the
+// message from the request stored with it, and deletes the job. A gateway
+// that dies while sending leaves the job to be claimed again after the
+// lease: the message may then be sent twice, never lost.
+const (
+	sendQueue = "gateway-send"
+	jobLease  = time.Minute
+	jobPoll   = time.Second
+)
+
+type jobScheduler struct {
+	g *Gateway
+	s store.Store
+}
+
+func (j *jobScheduler) add(ctx context.Context, o *outgoing) error {
+	return j.s.PutJob(ctx, store.Job{Queue: sendQueue, Name: o.msg.ID, Due: o.sendAt})
+}
+
+func (j *jobScheduler) cancel(ctx context.Context, id string) (bool, error) {
+	return j.s.DeleteJob(ctx, sendQueue, id)
+}
+
+func (j *jobScheduler) run(ctx context.Context) {
+	t := time.NewTicker(jobPoll)
+	defer t.Stop()
+	for {
+		jobs, err := j.s.ClaimJobs(ctx, sendQueue, j.g.now(), jobLease, 100)
+		if err != nil && ctx.Err() == nil {
+			j.g.log.Warn("gateway: claiming scheduled sends failed", "err", err)
+		}
+		for _, job := range jobs {
+			j.send(ctx, job)
+		}
+		if len(jobs) == 100 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// send sends one claimed message, unless it was cancelled meanwhile.
+func (j *jobScheduler) send(ctx context.Context, job store.Job) {
+	rec, err := j.s.Message(ctx, job.Name)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (rec.Settled || rec.State != tracking.InTransit)) {
+		j.s.DeleteJob(ctx, sendQueue, job.Name)
+		return
+	}
+	if err != nil {
+		return // claimed again after the lease
+	}
+	var raw rawRequest
+	if err := json.Unmarshal(rec.Raw, &raw); err != nil {
+		j.g.log.Warn("gateway: a scheduled message's request is unreadable", "id", job.Name, "err", err)
+		j.s.DeleteJob(ctx, sendQueue, job.Name)
+		return
+	}
+	o, err := j.g.outgoingOf(job.Name, &raw)
+	if err != nil {
+		// Not an account of this gateway: another instance may have it.
+		j.g.log.Debug("gateway: cannot send a scheduled message here", "id", job.Name, "err", err)
+		return
+	}
+	j.g.dispatch(o)
+	j.s.DeleteJob(ctx, sendQueue, job.Name)
+}

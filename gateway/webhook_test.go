@@ -1,0 +1,187 @@
+package gateway
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// receiver is a webhook endpoint that verifies signatures the way the
+// Standard Webhooks specification describes, independently of Sign.
+type receiver struct {
+	t      *testing.T
+	key    []byte
+	failN  int // fail the first failN requests with 500
+	failID string
+
+	mu       sync.Mutex
+	requests int
+	got      []WebhookPayload
+	ids      []string
+	ch       chan WebhookPayload
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	id, ts, sig := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp"), r.Header.Get("webhook-signature")
+	mac := hmac.New(sha256.New, rc.key)
+	mac.Write([]byte(id + "." + ts + "." + string(body)))
+	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	if !hmac.Equal([]byte(sig), []byte(want)) {
+		rc.t.Errorf("bad signature %q for id %q ts %q", sig, id, ts)
+		w.WriteHeader(400)
+		return
+	}
+	if sec, err := strconv.ParseInt(ts, 10, 64); err != nil || time.Since(time.Unix(sec, 0)).Abs() > 5*time.Minute {
+		rc.t.Errorf("timestamp %q", ts)
+	}
+	rc.mu.Lock()
+	rc.requests++
+	fail := rc.requests <= rc.failN || (rc.failID != "" && id == rc.failID)
+	rc.mu.Unlock()
+	if fail {
+		w.WriteHeader(500)
+		return
+	}
+	var p WebhookPayload
+	if err := json.Unmarshal(body, &p); err != nil {
+		rc.t.Errorf("payload %s: %v", body, err)
+	}
+	rc.mu.Lock()
+	rc.got = append(rc.got, p)
+	rc.ids = append(rc.ids, id)
+	rc.mu.Unlock()
+	rc.ch <- p
+}
+
+func TestWebhooks(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
+	all := &receiver{t: t, key: key, failN: 2, ch: make(chan WebhookPayload, 100)}
+	ops := &receiver{t: t, key: key, ch: make(chan WebhookPayload, 100)}
+	srvAll, srvOps := httptest.NewServer(all), httptest.NewServer(ops)
+	defer srvAll.Close()
+	defer srvOps.Close()
+	f := newFixture(t, Config{Webhooks: []Webhook{
+		{URL: srvAll.URL, Secret: secret, MinBackoff: time.Millisecond},
+		{URL: srvOps.URL, Secret: secret, Channels: []string{"ops"}, MinBackoff: time.Millisecond},
+	}})
+	a := f.send(`{"to":"bob@example.org","body":"1","channel":"ops"}`)
+	b := f.send(`{"to":"carol@example.org","body":"2"}`)
+	ta, tb := f.fake.tracker(a.ID), f.fake.tracker(b.ID)
+	ta.Advance(tracking.DeliveredToServer, nil)
+	tb.Advance(tracking.DeliveredToServer, nil)
+	ta.Advance(tracking.SeenByRecipient, nil)
+
+	var seq []string
+	for range 5 {
+		p := <-all.ch
+		if p.Type != "message.state" || p.Timestamp.IsZero() || !p.Timestamp.Equal(p.Data.At) {
+			t.Fatalf("payload %+v", p)
+		}
+		seq = append(seq, map[string]string{a.ID: "a", b.ID: "b"}[p.Data.ID]+":"+p.Data.State.String())
+	}
+	// Delivered in feed order (so in order per message).
+	var er eventsResponse
+	_, _, body := f.do("GET", "/v1/events?after=0", "")
+	mustJSON(t, body, &er)
+	var feed []string
+	for _, ev := range er.Events {
+		feed = append(feed, map[string]string{a.ID: "a", b.ID: "b"}[ev.ID]+":"+ev.State.String())
+	}
+	if got, want := strings.Join(seq, " "), strings.Join(feed, " "); got != want {
+		t.Fatalf("deliveries\n got %s\nfeed %s", got, want)
+	}
+	// The first change failed twice and was retried with the same id.
+	all.mu.Lock()
+	if all.requests != 7 || all.ids[0] != "evt_"+a.Cursor.String() {
+		t.Errorf("%d requests, ids %v", all.requests, all.ids)
+	}
+	all.mu.Unlock()
+	for _, st := range []string{"IN_TRANSIT", "DELIVERED_TO_SERVER", "SEEN_BY_RECIPIENT"} {
+		if p := <-ops.ch; p.Data.ID != a.ID || p.Data.State.String() != st || p.Data.Channel != "ops" {
+			t.Fatalf("ops hook got %+v, want %s of %s", p.Data, st, a.ID)
+		}
+	}
+	// Metrics count deliveries and failures. The worker is sequential: once
+	// a sixth change arrived, the fifth delivery was counted.
+	f.send(`{"to":"dave@example.org","body":"3"}`)
+	<-all.ch
+	_, _, m := f.do("GET", "/metrics", "")
+	if v := metricValue(t, m, `xmpptrack_gateway_webhook_deliveries_total{webhook="`+srvAll.URL+`"}`); v < 5 {
+		t.Errorf("deliveries %v", v)
+	}
+	if v := metricValue(t, m, `xmpptrack_gateway_webhook_failures_total{webhook="`+srvAll.URL+`"}`); v != 2 {
+		t.Errorf("failures %v", v)
+	}
+}
+
+// TestWebhookGivesUp: a change the receiver keeps refusing is given up after
+// RetryFor, and the following changes are still delivered.
+func TestWebhookGivesUp(t *testing.T) {
+	key := []byte("k")
+	rc := &receiver{t: t, key: key, ch: make(chan WebhookPayload, 10)}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	f := newFixture(t, Config{})
+	// The hook starts at the feed's head: the first message is refused for good.
+	head := er0(f)
+	rc.failID = "evt_" + (head + 1).String()
+	w, err := newWebhookWorker(f.g, Webhook{URL: srv.URL, Secret: "k", MinBackoff: time.Millisecond, RetryFor: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.g.wg.Add(1)
+	go func() { defer f.g.wg.Done(); w.run(f.g.ctx) }()
+	a := f.send(`{"to":"bob@example.org","body":"refused"}`)
+	b := f.send(`{"to":"bob@example.org","body":"accepted"}`)
+	if a.Cursor != head+1 {
+		t.Fatalf("cursor %d", a.Cursor)
+	}
+	if p := <-rc.ch; p.Data.ID != b.ID {
+		t.Fatalf("got %+v, want %s", p.Data, b.ID)
+	}
+}
+
+func TestSign(t *testing.T) {
+	// The Standard Webhooks specification's example.
+	got := Sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, []byte(`{"test": 2432232314}`))
+	if want := "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; got != want {
+		t.Fatalf("Sign = %s, want %s", got, want)
+	}
+}
+
+func TestWebhookConfig(t *testing.T) {
+	for _, h := range []Webhook{{URL: "ftp://x", Secret: "s"}, {URL: "http://x"}, {URL: "::", Secret: "s"}} {
+		if _, err := New(Config{Webhooks: []Webhook{h}}); err == nil {
+			t.Errorf("New accepted webhook %+v", h)
+		}
+	}
+}
+
+// metricValue returns the value of a series in Prometheus text output.
+func metricValue(t *testing.T, text []byte, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(string(text), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no series %s in\n%s", series, text)
+	return 0
+}
