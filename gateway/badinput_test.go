@@ -9,8 +9,10 @@ import (
 
 // TestBadInput sends bad requests: each gets a 4xx problem document with
 // its stable type, and nothing is sent, recorded or cancelled.
-func TestBadInput(t *testing.T) {
-	f := newFixture(t, Config{MaxBody: 1024, MaxWait: time.Minute})
+func TestBadInput(t *testing.T) { records(t, testBadInput) }
+
+func testBadInput(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{MaxBody: 1024, MaxWait: time.Minute}))
 	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	sched := f.send(`{"to":"bob@example.org","body":"scheduled","send_at":"` + later + `"}`)
 	sentMsg := f.send(`{"to":"bob@example.org","body":"sent"}`, "Idempotency-Key", "used")

@@ -18,8 +18,10 @@ import (
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-func TestSendAndStatus(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestSendAndStatus(t *testing.T) { records(t, testSendAndStatus) }
+
+func testSendAndStatus(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	r := f.send(`{"to":"bob@example.org","body":"hi","thread":"t1","window":"2m","channel":"ops"}`)
 	if r.ID == "" || r.State.String() != "IN_TRANSIT" || r.Cursor == 0 {
 		t.Fatalf("response %+v", r)
@@ -54,8 +56,10 @@ func TestSendAndStatus(t *testing.T) {
 	}
 }
 
-func TestErrorEvidence(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestErrorEvidence(t *testing.T) { records(t, testErrorEvidence) }
+
+func testErrorEvidence(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	r := f.send(`{"to":"bob@example.org","body":"hi"}`)
 	f.fake.tracker(r.ID).Advance(tracking.Error, &tracking.Response{Err: fmt.Errorf("wrapped: %w", errTest)})
 	st := f.waitState(r.ID, tracking.Error)
@@ -65,8 +69,10 @@ func TestErrorEvidence(t *testing.T) {
 	}
 }
 
-func TestIdempotency(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestIdempotency(t *testing.T) { records(t, testIdempotency) }
+
+func testIdempotency(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	body := `{"to":"bob@example.org","body":"once"}`
 	a := f.send(body, "Idempotency-Key", "k-1")
 	code, h, b := f.do("POST", "/v1/messages", body, "Idempotency-Key", "k-1")
@@ -97,8 +103,10 @@ func TestIdempotency(t *testing.T) {
 	}
 }
 
-func TestWait(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestWait(t *testing.T) { records(t, testWait) }
+
+func testWait(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	f.fake.sentCh = make(chan string, 1)
 	done := make(chan sendResponse)
 	go func() {
@@ -143,8 +151,10 @@ func TestWait(t *testing.T) {
 	}
 }
 
-func TestSendFailed(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestSendFailed(t *testing.T) { records(t, testSendFailed) }
+
+func testSendFailed(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	f.fake.err = errTest
 	code, h, b := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"hi"}`)
 	p := problemOf(t, h, b)
@@ -157,8 +167,10 @@ func TestSendFailed(t *testing.T) {
 	}
 }
 
-func TestEventsLongPoll(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestEventsLongPoll(t *testing.T) { records(t, testEventsLongPoll) }
+
+func testEventsLongPoll(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	a := f.send(`{"to":"bob@example.org","body":"1","channel":"a"}`)
 	b := f.send(`{"to":"bob@example.org","body":"2","channel":"b"}`)
 	var er eventsResponse
@@ -209,8 +221,10 @@ func TestEventsLongPoll(t *testing.T) {
 	}
 }
 
-func TestEventsSSE(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestEventsSSE(t *testing.T) { records(t, testEventsSSE) }
+
+func testEventsSSE(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	a := f.send(`{"to":"bob@example.org","body":"1"}`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -271,8 +285,10 @@ func TestEventsSSE(t *testing.T) {
 	}
 }
 
-func TestScheduleAndCancel(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestScheduleAndCancel(t *testing.T) { records(t, testScheduleAndCancel) }
+
+func testScheduleAndCancel(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	f.fake.sentCh = make(chan string, 1)
 	at := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	r := f.send(`{"to":"bob@example.org","body":"later","send_at":"` + at + `"}`)
@@ -304,8 +320,10 @@ func TestScheduleAndCancel(t *testing.T) {
 	}
 }
 
-func TestNotify(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestNotify(t *testing.T) { records(t, testNotify) }
+
+func testNotify(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	code, _, b := f.do("POST", "/v1/notify", `{"to":"bob@example.org","title":"Disk <full>","body":"95%","priority":3}`)
 	if code != 202 {
 		t.Fatalf("%d %s", code, b)
@@ -321,8 +339,10 @@ func TestNotify(t *testing.T) {
 	}
 }
 
-func TestTestRoute(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestTestRoute(t *testing.T) { records(t, testTestRoute) }
+
+func testTestRoute(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	f.fake.sentCh = make(chan string, 1)
 	type result struct {
 		code int
@@ -462,5 +482,17 @@ func TestReadyz(t *testing.T) {
 	f.fake.readyErr = errTest
 	if code, _, b := f.do("GET", "/readyz", ""); code != 503 || !strings.Contains(string(b), "test failure") {
 		t.Fatalf("not ready: %d %s", code, b)
+	}
+}
+
+// TestSettledFollowsRecord: a tracker that settled before its changes were
+// recorded does not make the record's state look settled.
+func TestSettledFollowsRecord(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.fake.mute = true
+	r := f.send(`{"to":"bob@example.org","body":"hi"}`)
+	f.fake.tracker(r.ID).Advance(tracking.SeenByRecipient, nil)
+	if st := f.status(r.ID); st.State.String() != "IN_TRANSIT" || st.Settled {
+		t.Fatalf("status %s settled=%v", st.State, st.Settled)
 	}
 }

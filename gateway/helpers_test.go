@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"mellium.im/xmlstream"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -35,6 +37,9 @@ type fakeSender struct {
 	err      error
 	readyErr error
 	seen     []string
+	// mute stops forwarding state changes to the gateway (a record that
+	// lags behind its trackers).
+	mute bool
 }
 
 func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
@@ -59,8 +64,11 @@ func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.Mes
 		m.Payload = nil
 	}
 	t := tracking.NewMessageTracker(m.ID)
+	mute := f.mute
 	t.OnStateChange(func(from, to tracking.MessageState, resp *tracking.Response) {
-		f.g.OnStateChange(t, from, to, resp)
+		if !mute {
+			f.g.OnStateChange(t, from, to, resp)
+		}
 	})
 	f.sent = append(f.sent, m)
 	f.payloads = append(f.payloads, payload)
@@ -206,3 +214,22 @@ func problemOf(t *testing.T, h http.Header, b []byte) problem {
 }
 
 var errTest = errors.New("test failure")
+
+// records runs a test with the in-memory record and with a SQLite store.
+func records(t *testing.T, f func(t *testing.T, rc Config)) {
+	t.Run("memory", func(t *testing.T) { f(t, Config{}) })
+	t.Run("sqlite", func(t *testing.T) {
+		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		f(t, Config{Store: st})
+	})
+}
+
+// with returns cfg on the record of rc.
+func with(rc, cfg Config) Config {
+	cfg.Store = rc.Store
+	return cfg
+}

@@ -16,7 +16,13 @@ import (
 // message from the request stored with it, and deletes the job. A gateway
 // that dies while sending leaves the job to be claimed again after the
 // lease: the message may then be sent twice, never lost.
+//
+// Sending and cancelling race for one idempotency key per message
+// (decisionScope): whoever claims it first decides, durably, so that a
+// cancelled message is never sent and a message being sent is never reported
+// cancelled.
 const (
+	decisionScope = "gateway-send-decision"
 	sendQueue = "gateway-send"
 	jobLease  = time.Minute
 	jobPoll   = time.Second
@@ -32,7 +38,18 @@ func (j *jobScheduler) add(ctx context.Context, o *outgoing) error {
 }
 
 func (j *jobScheduler) cancel(ctx context.Context, id string) (bool, error) {
+	v, _, err := j.decide(ctx, id, "cancel")
+	if err != nil || v != "cancel" {
+		return false, err
+	}
 	return j.s.DeleteJob(ctx, sendQueue, id)
+}
+
+// decide claims the decision for a scheduled message and returns the one
+// that holds.
+func (j *jobScheduler) decide(ctx context.Context, id, what string) (string, bool, error) {
+	return j.s.ClaimKey(ctx, store.Key{Scope: decisionScope, Name: id, Value: what,
+		Expires: j.g.now().Add(maxSchedule + 24*time.Hour)})
 }
 
 func (j *jobScheduler) run(ctx context.Context) {
@@ -79,6 +96,12 @@ func (j *jobScheduler) send(ctx context.Context, job store.Job) {
 		j.g.log.Debug("gateway: cannot send a scheduled message here", "id", job.Name, "err", err)
 		return
 	}
-	j.g.dispatch(o)
+	v, _, err := j.decide(ctx, job.Name, "send")
+	if err != nil {
+		return // claimed again after the lease
+	}
+	if v == "send" { // also when an earlier attempt died before sending
+		j.g.dispatch(o)
+	}
 	j.s.DeleteJob(ctx, sendQueue, job.Name)
 }

@@ -231,7 +231,9 @@ func (g *Gateway) statusOf(ctx context.Context, id string) (*Status, error) {
 		g.mu.Lock()
 		lm, ok := g.live[id]
 		g.mu.Unlock()
-		if ok && lm.t != nil && lm.t.Settled() {
+		// Only once the record caught up with the tracker: its callbacks
+		// are recorded after the change.
+		if ok && lm.t != nil && lm.t.Settled() && State(lm.t.State()) == st.State {
 			st.Settled = true
 		}
 	}

@@ -7,8 +7,10 @@ import (
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-func TestMetrics(t *testing.T) {
-	f := newFixture(t, Config{})
+func TestMetrics(t *testing.T) { records(t, testMetrics) }
+
+func testMetrics(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
 	a := f.send(`{"to":"bob@example.org","body":"1"}`)
 	b := f.send(`{"to":"bob@example.org","body":"2"}`)
 	ta := f.fake.tracker(a.ID)

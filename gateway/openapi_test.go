@@ -21,8 +21,10 @@ import (
 // gateway's real responses against it: every valid request passes request
 // validation, every bad one fails it, and every response, success or
 // problem, matches the document.
-func TestOpenAPI(t *testing.T) {
-	f := newFixture(t, Config{MaxBody: 1024})
+func TestOpenAPI(t *testing.T) { records(t, testOpenAPI) }
+
+func testOpenAPI(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{MaxBody: 1024}))
 	code, _, b := f.do("GET", "/v1/openapi.json", "")
 	if code != 200 {
 		t.Fatalf("GET openapi.json: %d", code)

@@ -66,14 +66,15 @@ func (r *storeRecord) create(ctx context.Context, st *Status, key string, hash [
 		To: st.To, Room: st.Type == "groupchat", Thread: st.Thread, Channel: st.Channel,
 		Raw: raw, Created: st.Created, State: tracking.InTransit,
 	}
-	if err := r.s.Commit(ctx, &store.Batch{Messages: []store.Message{m}}); err != nil {
+	b := &store.Batch{Messages: []store.Message{m}}
+	if err := r.s.Commit(ctx, b); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, false, tracking.ErrDuplicateID
 		}
 		return nil, false, err
 	}
 	out := *st
-	out.Cursor = Cursor(m.Cursor)
+	out.Cursor = Cursor(b.Messages[0].Cursor)
 	out.History = []Change{{State: State(tracking.InTransit), At: st.Created, Cursor: out.Cursor}}
 	return &out, true, nil
 }

@@ -100,7 +100,12 @@ func start(t *testing.T, args ...string) *running {
 	}
 	go io.Copy(io.Discard, pr)
 	r.url = m[1]
-	t.Cleanup(func() { r.stop(t) })
+	t.Cleanup(func() {
+		r.stop(t)
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", stderr.String())
+		}
+	})
 	return r
 }
 
@@ -187,9 +192,10 @@ func endToEnd(t *testing.T, kind testserver.Kind) {
 	hook := &hookSink{t: t, secret: []byte("hook-secret"), ch: make(chan struct{}, 1)}
 	hookSrv := httptest.NewServer(hook)
 	defer hookSrv.Close()
-	g := start(t, "-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
+	args := []string{"-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
 		"-password-file", write("pw", srv.Password("gw")+"\n"), "-token-file", write("tokens", "# tokens\n"+token+"\n"),
-		"-store", "memory", "-webhook", hookSrv.URL, "-webhook-secret-file", write("hook", "hook-secret"))
+		"-store", filepath.Join(dir, "gw.db"), "-webhook", hookSrv.URL, "-webhook-secret-file", write("hook", "hook-secret")}
+	g := start(t, args...)
 	to := srv.JID("bob").String()
 
 	// Send and wait until seen: the slixmpp peer answers with a receipt and
@@ -292,6 +298,37 @@ func endToEnd(t *testing.T, kind testserver.Kind) {
 	var ready struct{ Status string }
 	if code := g.call(t, "GET", "/readyz", "", &ready); code != 200 || ready.Status != "ready" {
 		t.Fatalf("readyz: %d %+v", code, ready)
+	}
+
+	// A message scheduled before a restart is sent after it; the record
+	// and the idempotency keys survive the restart.
+	soon := time.Now().Add(2 * time.Second).UTC().Format(time.RFC3339Nano)
+	var later sent
+	g.call(t, "POST", "/v1/messages", `{"to":"`+to+`","body":"scheduled across a restart","send_at":"`+soon+`"}`, &later)
+	g.stop(t)
+	g = start(t, args...)
+	var again sent
+	g.call(t, "POST", "/v1/messages", body, &again, "Idempotency-Key", "retry-1")
+	if again.ID != a.ID {
+		t.Fatalf("retry after restart: %+v, first %+v", again, a)
+	}
+	if _, err := bob.WaitEvent(ctx, func(e interop.Event) bool { return e.Kind == "message" && e.Body == "scheduled across a restart" }); err != nil {
+		t.Fatalf("scheduled message not received after the restart: %v", err)
+	}
+	// Its tracking goes on in the new process: wait for the receipt.
+	for i := 0; ; i++ {
+		var st status
+		g.call(t, "GET", "/v1/messages/"+later.ID, "", &st)
+		if st.State == "DELIVERED_TO_RECIPIENT" || st.State == "SEEN_BY_RECIPIENT" {
+			break
+		}
+		var ev struct{ Cursor string }
+		if code := g.call(t, "GET", "/v1/events?wait=10s", "", &ev); code != 200 || i > 20 {
+			t.Fatalf("scheduled message is %s", st.State)
+		}
+	}
+	if code := g.call(t, "GET", "/v1/messages/"+s.ID, "", &st); code != 200 || st.State != "SEEN_BY_RECIPIENT" {
+		t.Fatalf("status after restart: %d %+v", code, st)
 	}
 }
 
