@@ -23,9 +23,9 @@ import (
 // cancelled.
 const (
 	decisionScope = "gateway-send-decision"
-	sendQueue = "gateway-send"
-	jobLease  = time.Minute
-	jobPoll   = time.Second
+	sendQueue     = "gateway-send"
+	jobLease      = time.Minute
+	jobPoll       = time.Second
 )
 
 type jobScheduler struct {

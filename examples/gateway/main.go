@@ -83,9 +83,9 @@ func main() {
 
 type options struct {
 	listen, jid, passwordFile, addr, nick, store string
-	tokenFile, config, webhook, webhookSecret   string
-	tlsCert, tlsKey                             string
-	plaintext, insecure, insecureHTTP, verbose  bool
+	tokenFile, config, webhook, webhookSecret    string
+	tlsCert, tlsKey                              string
+	plaintext, insecure, insecureHTTP, verbose   bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
