@@ -1,0 +1,94 @@
+// Package postgres is the store for several instances sharing one record:
+// gateways behind a load balancer, a fleet of bots sending from several
+// resources of one account, several accounts. Any instance reads every
+// message and the one feed; each instance owns the messages it sent and
+// its stream-management state.
+//
+//	st, err := postgres.Open(ctx, "postgres://xmpptrack@db.example.org/xmpptrack")
+//
+// # The feed never skips
+//
+// A follower reads the changes after its cursor in cursor order. With a
+// serial column this is a trap: transaction A takes cursor 9, B takes 10, B
+// commits first, a follower reads 10 and moves past 9, then A commits and 9
+// is never read. Here cursors come from a single-row counter
+// (xmpptrack_feed) that each group commit updates as its last step before
+// COMMIT: the row lock is held until the transaction ends, so a transaction
+// that takes cursors waits until the one that took the previous cursors has
+// committed or rolled back (a rollback hands its cursors out again). Cursor
+// order is therefore commit order: a follower that sees cursor c sees every
+// cursor below c. The price is that group commits of all instances take
+// their cursors one at a time; the lock is held only for the last
+// statements and the commit, and one group commit carries many batches.
+//
+// Waiting followers are woken by LISTEN/NOTIFY: each commit that moves the
+// feed notifies the channel xmpptrack_feed, and every Store keeps one
+// listening connection (reconnecting when it breaks).
+//
+// # State changes are race-free
+//
+// A receipt or marker may reach several instances (carbons copy it to every
+// resource). A commit locks the messages it changes (SELECT ... FOR UPDATE,
+// in id order so that instances never deadlock), applies store.Next to the
+// state it finds, and records a change only if the state moves: the same
+// evidence recorded twice, or by two instances at once, leaves one history.
+//
+// # Ownership
+//
+// Lock takes a session-level advisory lock (pg_try_advisory_lock, keyed by
+// a hash of account and resource) on a connection of its own, and records
+// the holder (host and pid) in xmpptrack_owners for error messages. The
+// lock is a lease that ends with its holder: PostgreSQL releases it when
+// the connection ends, which it notices at once when the holder's process
+// dies on a live host (the kernel closes the socket) and, when the holder's
+// host vanishes, once TCP keepalives give up (tcp_keepalives_* settings of
+// the server). The holder checks its connection every second; Lease.Lost is
+// closed if it breaks, since another instance may then take the lease.
+//
+// # Durability
+//
+// By default a commit returns once PostgreSQL flushed it to disk. With
+// Config.NoSync (synchronous_commit = off) it returns earlier: our process
+// dying loses nothing, a crash of the database server may lose the last
+// commits. Concurrent Commit calls share one transaction (group commit).
+//
+// # Setting up a database
+//
+// The first Open creates the tables (all named xmpptrack_*, in the first
+// schema of the role's search_path) and later versions upgrade them; Open
+// serializes this between instances with an advisory lock. A database of a
+// newer schema is refused with store.ErrNewerSchema. The role needs:
+//
+//   - to create or upgrade the schema: CREATE on the schema (or own the
+//     tables); a deployment can run the first Open with an owner role and
+//     the instances with a smaller one;
+//   - to run: CONNECT on the database, USAGE on the schema, SELECT, INSERT,
+//     UPDATE and DELETE on the tables xmpptrack_*, and USAGE on the
+//     sequence xmpptrack_messages_n_seq. Advisory locks and LISTEN/NOTIFY
+//     need no grant.
+//
+// For example, as the database owner:
+//
+//	CREATE ROLE xmpptrack LOGIN PASSWORD '...';
+//	GRANT CONNECT ON DATABASE app TO xmpptrack;
+//	GRANT USAGE ON SCHEMA public TO xmpptrack;
+//	GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO xmpptrack;
+//	GRANT USAGE ON SEQUENCE xmpptrack_messages_n_seq TO xmpptrack;
+//
+// Open checks these privileges and fails with ErrPrivileges, naming what
+// is missing, rather than at the first write.
+//
+// # Faults
+//
+// While the database is unreachable, Commit fails (a Send cannot write
+// ahead, and writes nothing to the wire); reads fail; waiters sleep until
+// the listener is back. A commit whose connection broke during COMMIT may
+// have been committed nonetheless (PostgreSQL cannot tell the client);
+// Commit reports the error.
+//
+// # Retention
+//
+// Settled messages are pruned after Config.Retention (default
+// store.DefaultRetention, 7 days), at Open and then hourly, by every
+// instance (pruning is idempotent).
+package postgres

@@ -1,0 +1,150 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/xmpptrack/xmpptrack/store"
+)
+
+const pruneChunk = 5000
+
+// Prune implements store.Store. It deletes in chunks (a change row goes
+// with its message), so that no transaction runs long.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
+	if s.isClosed() {
+		return 0, store.ErrClosed
+	}
+	total := 0
+	for {
+		tag, err := s.pool.Exec(ctx, `DELETE FROM xmpptrack_messages WHERE n IN
+			(SELECT n FROM xmpptrack_messages WHERE settled AND updated < $1 LIMIT $2)`, before, pruneChunk)
+		if err != nil {
+			return total, fmt.Errorf("postgres: prune: %w", err)
+		}
+		total += int(tag.RowsAffected())
+		if tag.RowsAffected() < pruneChunk {
+			break
+		}
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM xmpptrack_keys WHERE expires < $1`, time.Now()); err != nil {
+		return total, fmt.Errorf("postgres: prune keys: %w", err)
+	}
+	return total, nil
+}
+
+// ClaimKey implements store.Store. A zero Expires never expires.
+func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error) {
+	if s.isClosed() {
+		return "", false, store.ErrClosed
+	}
+	if err := k.Validate(); err != nil {
+		return "", false, err
+	}
+	var exp *time.Time
+	if !k.Expires.IsZero() {
+		exp = &k.Expires
+	}
+	for range 10 {
+		var v string
+		// Insert, or replace an expired key; a live key is left alone.
+		err := s.pool.QueryRow(ctx, `INSERT INTO xmpptrack_keys (scope, name, value, expires) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (scope, name) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires
+			WHERE xmpptrack_keys.expires IS NOT NULL AND xmpptrack_keys.expires < $5
+			RETURNING value`, k.Scope, k.Name, k.Value, exp, time.Now()).Scan(&v)
+		if err == nil {
+			return v, true, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return "", false, fmt.Errorf("postgres: %w", err)
+		}
+		err = s.pool.QueryRow(ctx, `SELECT value FROM xmpptrack_keys WHERE scope = $1 AND name = $2`, k.Scope, k.Name).Scan(&v)
+		if err == nil {
+			return v, false, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return "", false, fmt.Errorf("postgres: %w", err)
+		}
+		// Pruned in between: try again.
+	}
+	return "", false, fmt.Errorf("postgres: key %s/%s keeps changing", k.Scope, k.Name)
+}
+
+// PutJob implements store.Store.
+func (s *Store) PutJob(ctx context.Context, j store.Job) error {
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	if err := j.Validate(); err != nil {
+		return err
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO xmpptrack_jobs (queue, name, due, data, attempts) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (queue, name) DO UPDATE SET due = EXCLUDED.due, data = EXCLUDED.data, attempts = EXCLUDED.attempts`,
+		j.Queue, j.Name, j.Due, j.Data, j.Attempts)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	return nil
+}
+
+// ClaimJobs implements store.Store. Claimers skip the rows other claimers
+// hold (FOR UPDATE SKIP LOCKED), so that they never wait for each other.
+func (s *Store) ClaimJobs(ctx context.Context, queue string, now time.Time, lease time.Duration, limit int) ([]store.Job, error) {
+	if s.isClosed() {
+		return nil, store.ErrClosed
+	}
+	if lease <= 0 || limit <= 0 {
+		return nil, fmt.Errorf("%w: claim of %d jobs for %v", store.ErrInvalid, limit, lease)
+	}
+	rows, err := s.pool.Query(ctx, `WITH c AS (
+			SELECT name, due AS old FROM xmpptrack_jobs WHERE queue = $1 AND due <= $2
+			ORDER BY due, name LIMIT $3 FOR UPDATE SKIP LOCKED)
+		UPDATE xmpptrack_jobs j SET due = $4, attempts = j.attempts + 1 FROM c
+		WHERE j.queue = $1 AND j.name = c.name
+		RETURNING j.name, j.data, j.attempts, j.due, c.old`, queue, now, limit, now.Add(lease))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	defer rows.Close()
+	type claimed struct {
+		j   store.Job
+		old time.Time
+	}
+	var cs []claimed
+	for rows.Next() {
+		c := claimed{j: store.Job{Queue: queue}}
+		if err := rows.Scan(&c.j.Name, &c.j.Data, &c.j.Attempts, &c.j.Due, &c.old); err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		cs = append(cs, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	slices.SortFunc(cs, func(a, b claimed) int {
+		return cmp.Or(a.old.Compare(b.old), cmp.Compare(a.j.Name, b.j.Name))
+	})
+	js := make([]store.Job, len(cs))
+	for i, c := range cs {
+		js[i] = c.j
+	}
+	return js, nil
+}
+
+// DeleteJob implements store.Store.
+func (s *Store) DeleteJob(ctx context.Context, queue, name string) (bool, error) {
+	if s.isClosed() {
+		return false, store.ErrClosed
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM xmpptrack_jobs WHERE queue = $1 AND name = $2`, queue, name)
+	if err != nil {
+		return false, fmt.Errorf("postgres: %w", err)
+	}
+	return tag.RowsAffected() > 0, nil
+}

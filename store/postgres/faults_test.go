@@ -1,0 +1,272 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/storetest"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+func msg(id string) store.Message {
+	return store.Message{ID: id, Owner: store.Instance{Account: "a@example.org", Resource: "r"}, To: "b@example.org",
+		Raw: []byte(`<message id="` + id + `"/>`)}
+}
+
+// TestFeedNeverSkipsDelayedCommits runs the suite's never-skipping test
+// with every commit held up for a random time after it took its cursors:
+// the window in which a serial column lets a follower skip.
+func TestFeedNeverSkipsDelayedCommits(t *testing.T) {
+	for range 2 {
+		storetest.FeedNeverSkips(t, opener(Config{beforeCommit: func() {
+			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+		}}))
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	// A newer schema.
+	dsn := database(t, "newer")
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := srv.SQL(ctx, "newer", `UPDATE xmpptrack_schema SET version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, dsn); !errors.Is(err, store.ErrNewerSchema) {
+		t.Errorf("newer schema: %v", err)
+	}
+	// Another application's table of the same name.
+	database(t, "foreign")
+	if _, err := srv.SQL(ctx, "foreign", `CREATE TABLE xmpptrack_schema (app text, version int); INSERT INTO xmpptrack_schema VALUES ('other', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, database(t, "foreign")); !errors.Is(err, store.ErrForeign) {
+		t.Errorf("foreign table: %v", err)
+	}
+	// A role that may not create tables, on an empty database.
+	database(t, "empty")
+	if _, err := srv.SQL(ctx, "empty", `CREATE ROLE weak LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+		REVOKE ALL ON DATABASE empty FROM PUBLIC; GRANT CONNECT ON DATABASE empty TO weak;`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, srv.DSN("weak", "empty")); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CREATE") {
+		t.Errorf("no CREATE: %v", err)
+	}
+	// The schema exists (made by the owner), but the role has no grants.
+	s, err = Open(ctx, database(t, "empty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := srv.SQL(ctx, "empty", `GRANT USAGE ON SCHEMA public TO weak`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, srv.DSN("weak", "empty")); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "xmpptrack_") {
+		t.Errorf("no grants: %v", err)
+	}
+	// The documented minimal grants are enough for everything.
+	if _, err := srv.SQL(ctx, "empty", `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO weak;
+		GRANT USAGE ON SEQUENCE xmpptrack_messages_n_seq TO weak`); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, srv.DSN("weak", "empty"))
+	if err != nil {
+		t.Fatalf("with the minimal grants: %v", err)
+	}
+	defer s.Close()
+	b := &store.Batch{Messages: []store.Message{msg("m1")}, Changes: []store.Change{{ID: "m1", State: tracking.DeliveredToServer}}}
+	if err := s.Commit(ctx, b); err != nil {
+		t.Fatalf("commit with the minimal grants: %v", err)
+	}
+	l, err := s.Lock(ctx, msg("").Owner)
+	if err != nil {
+		t.Fatalf("lock with the minimal grants: %v", err)
+	}
+	l.Release()
+	if _, err := s.Prune(ctx, time.Now()); err != nil {
+		t.Fatalf("prune with the minimal grants: %v", err)
+	}
+	if _, err := s.ClaimJobs(ctx, "q", time.Now(), time.Minute, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Bad DSNs.
+	if _, err := Open(ctx, "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"); err == nil {
+		t.Error("opened an unreachable server")
+	}
+	if _, err := Open(ctx, "host=%%%"); err == nil {
+		t.Error("opened a malformed DSN")
+	}
+	if _, err := Open(ctx, srv.DSN("", "no_such_database")); err == nil {
+		t.Error("opened a missing database")
+	}
+}
+
+// childLocker takes a lease, says so, and waits to be killed.
+func childLocker(dsn string) {
+	s, err := Open(context.Background(), dsn)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	if _, err := s.Lock(context.Background(), msg("").Owner); err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println("locked")
+	select {}
+}
+
+// TestLeaseEndsWithItsHolder: another process's lease refuses ours while
+// it lives, names its holder, and ends when the process is killed.
+func TestLeaseEndsWithItsHolder(t *testing.T) {
+	ctx := context.Background()
+	dsn := database(t, "lease")
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "XMPPTRACK_PG_CHILD=locker", "XMPPTRACK_PG_DSN="+dsn)
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != "locked" {
+		t.Fatalf("child: %q", sc.Text())
+	}
+	_, err = s.Lock(ctx, msg("").Owner)
+	if !errors.Is(err, store.ErrLocked) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", cmd.Process.Pid)) {
+		t.Fatalf("while the child holds it: %v", err)
+	}
+	cmd.Process.Kill() // SIGKILL: no release
+	cmd.Wait()
+	// The server notices the closed socket at once, but asynchronously.
+	var l store.Lease
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if l, err = s.Lock(ctx, msg("").Owner); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("after the holder died: %v", err)
+	}
+	l.Release()
+}
+
+// TestLeaseLost: when the lease's connection is cut, Lost says so and
+// another holder can take it.
+func TestLeaseLost(t *testing.T) {
+	ctx := context.Background()
+	dsn := database(t, "leaselost")
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := s.Lock(ctx, msg("").Owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server(t).SQL(ctx, "leaselost", `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Lost not closed after the connection was cut")
+	}
+	other, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Lock(ctx, msg("").Owner); err != nil {
+		t.Fatalf("after the lease was lost: %v", err)
+	}
+	if err := l.Release(); err != nil {
+		t.Errorf("releasing a lost lease: %v", err)
+	}
+}
+
+// TestDatabaseDown stops PostgreSQL in the middle: commits fail (nothing is
+// written), and once it is back, commits succeed and waiting followers are
+// woken again through a new LISTEN connection.
+func TestDatabaseDown(t *testing.T) {
+	ctx := context.Background()
+	srv := testserver.StartPostgres(t, testserver.PostgresOptions{NoFsync: true})
+	dsn, err := srv.CreateDatabase(ctx, "down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	reader, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{msg("before")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	err = s.Commit(cctx, &store.Batch{Messages: []store.Message{msg("during")}})
+	cancel()
+	if err == nil {
+		t.Fatal("committed while the database was down")
+	}
+	if err := srv.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Message(ctx, "during"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the failed commit left %v", err)
+	}
+	last, err := reader.LastCursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	woken := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		woken <- reader.Wait(wctx, last)
+	}()
+	b := &store.Batch{Messages: []store.Message{msg("after")}}
+	for deadline := time.Now().Add(20 * time.Second); ; { // the pool reconnects on demand
+		if err = s.Commit(ctx, b); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("after the database came back: %v", err)
+	}
+	if err := <-woken; err != nil {
+		t.Fatalf("follower not woken after the restart: %v", err)
+	}
+}

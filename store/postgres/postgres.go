@@ -1,0 +1,232 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/xmpptrack/xmpptrack/store"
+)
+
+// Config configures a store. The zero value is ready to use.
+type Config struct {
+	// NoSync lets a commit return before PostgreSQL flushed it to disk
+	// (synchronous_commit = off): faster, and safe against our process
+	// dying, but a crash of the database server can lose the last commits
+	// (never corrupting anything). The default waits for the flush.
+	NoSync bool
+	// Retention is how long settled messages are kept: zero means
+	// store.DefaultRetention, a negative value keeps them for ever.
+	Retention time.Duration
+	// MaxConns bounds the connections of the pool (default 8); leases and
+	// the listener use connections of their own.
+	MaxConns int32
+	// Logger receives connection and pruning troubles; nil discards them.
+	Logger *slog.Logger
+
+	// beforeCommit, if set, runs after a group's cursors were taken and
+	// before COMMIT (tests delay commits with it).
+	beforeCommit func()
+}
+
+// Store is a store.Store on PostgreSQL.
+type Store struct {
+	cfg     Config
+	log     *slog.Logger
+	pool    *pgxpool.Pool
+	connCfg *pgx.ConnConfig // for the listener and leases
+
+	reqs chan *request
+
+	ctx  context.Context // ends with Close
+	stop context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool
+	notify  chan struct{} // closed and replaced when the feed moves
+	leases  map[store.Instance]*lease
+	workers sync.WaitGroup
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database of dsn (a URL or key=value string, as
+// libpq takes), creates or upgrades the schema, checks the privileges, and
+// returns the store.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	return OpenConfig(ctx, dsn, Config{})
+}
+
+// OpenConfig is Open with a Config.
+func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 8
+	}
+	pcfg.MaxConns = cfg.MaxConns
+	if cfg.NoSync {
+		pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	}
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "xmpptrack"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connecting: %w", err)
+	}
+	s := &Store{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		pool:    pool,
+		connCfg: pcfg.ConnConfig.Copy(),
+		reqs:    make(chan *request, 1024),
+		notify:  make(chan struct{}),
+		leases:  map[store.Instance]*lease{},
+	}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	if err := s.migrate(ctx); err != nil {
+		s.stop()
+		pool.Close()
+		return nil, err
+	}
+	ready := make(chan error, 1)
+	s.workers.Go(func() { s.listen(ready) })
+	if err := <-ready; err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.workers.Go(s.committer)
+	if cfg.Retention >= 0 {
+		s.workers.Go(s.pruner)
+	}
+	return s, nil
+}
+
+// Close stops the committer, the listener and the pruner, releases every
+// lease and closes the pool. Commits already taken are written first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	leases := s.leases
+	s.leases = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, l := range leases {
+		errs = append(errs, l.release())
+	}
+	s.stop()
+	s.workers.Wait()
+	s.pool.Close()
+	return errors.Join(errs...)
+}
+
+func (s *Store) isClosed() bool { return s.ctx.Err() != nil }
+
+// wake wakes this Store's waiters.
+func (s *Store) wake() {
+	s.mu.Lock()
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// channel is the NOTIFY channel of the feed.
+const channel = "xmpptrack_feed"
+
+// listen keeps a connection that LISTENs on the feed's channel and wakes
+// waiters at each notification; it reconnects with backoff when the
+// connection breaks, and wakes everybody then (they look again). ready gets
+// the outcome of the first connection.
+func (s *Store) listen(ready chan<- error) {
+	backoff := 50 * time.Millisecond
+	first := true
+	for s.ctx.Err() == nil {
+		conn, err := s.listenConn()
+		if first {
+			ready <- err
+			first = false
+			if err != nil {
+				return
+			}
+		}
+		if err != nil {
+			s.logf("postgres: listener: %v", err)
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		s.wake() // anything committed while we were not listening
+		for {
+			_, err := conn.WaitForNotification(s.ctx)
+			if err != nil {
+				break
+			}
+			s.wake()
+		}
+		conn.Close(context.Background())
+		s.wake()
+	}
+}
+
+func (s *Store) listenConn() (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: listener: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("postgres: listener: %w", err)
+	}
+	return conn, nil
+}
+
+func (s *Store) logf(format string, args ...any) {
+	if s.log != nil && s.ctx.Err() == nil {
+		s.log.Warn(fmt.Sprintf(format, args...))
+	}
+}
+
+// pruner prunes at start and then hourly.
+func (s *Store) pruner() {
+	ret := s.cfg.Retention
+	if ret == 0 {
+		ret = store.DefaultRetention
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Minute)
+		_, err := s.Prune(ctx, time.Now().Add(-ret))
+		cancel()
+		if err != nil {
+			s.logf("postgres: pruning failed: %v", err)
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
