@@ -157,6 +157,13 @@ func (s *Store) commitGroup(group []*request) {
 		if retryable(err) && attempt < 5 {
 			continue
 		}
+		// A broken connection before COMMIT was sent: the transaction is
+		// gone, try again on fresh connections.
+		var atCommit *commitError
+		if transient(err) && !errors.As(err, &atCommit) && attempt < 2 {
+			s.pool.Reset()
+			continue
+		}
 		for _, i := range live {
 			errs[i] = fmt.Errorf("postgres: commit: %w", err)
 		}
@@ -480,7 +487,14 @@ func (s *Store) tryGroup(group []*request, live []int) ([]result, map[string]boo
 		s.cfg.beforeCommit()
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return nil, nil, err
+		return nil, nil, &commitError{err}
 	}
 	return out, nil, nil
 }
+
+// commitError is an error of COMMIT itself: the transaction may have been
+// committed, so it is not tried again.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -229,4 +234,28 @@ func (s *Store) pruner() {
 		case <-t.C:
 		}
 	}
+}
+
+// transient reports an error of a broken connection: the server restarted
+// or went away. The statement did not complete; the pool may hold more
+// connections broken the same way.
+func transient(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "57P") || strings.HasPrefix(pe.Code, "08")
+	}
+	return pgconn.SafeToRetry(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// read runs a read, and runs it once more on fresh connections if it
+// failed on a broken one (the database restarted since the pool last used
+// its connections).
+func (s *Store) read(ctx context.Context, f func() error) error {
+	err := f()
+	if err != nil && transient(err) && ctx.Err() == nil && !s.isClosed() {
+		s.pool.Reset()
+		err = f()
+	}
+	return err
 }

@@ -56,10 +56,18 @@ func decodeState(v int16) (tracking.MessageState, error) {
 }
 
 // Message implements store.Store.
-func (s *Store) Message(ctx context.Context, id string) (store.Record, error) {
+func (s *Store) Message(ctx context.Context, id string) (rec store.Record, err error) {
 	if s.isClosed() {
 		return store.Record{}, store.ErrClosed
 	}
+	err = s.read(ctx, func() error {
+		rec, err = s.message(ctx, id)
+		return err
+	})
+	return rec, err
+}
+
+func (s *Store) message(ctx context.Context, id string) (store.Record, error) {
 	// One snapshot for the message and its history.
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -109,26 +117,31 @@ func (s *Store) Pending(ctx context.Context, owner store.Instance, fn func(store
 	}
 	var after int64
 	for {
-		rows, err := s.pool.Query(ctx, `SELECT `+messageColumns+` FROM xmpptrack_messages
-			WHERE account = $1 AND resource = $2 AND NOT settled AND n > $3 ORDER BY n LIMIT $4`,
-			owner.Account, owner.Resource, after, pendingChunk)
+		var chunk []store.Message
+		var lastN int64
+		err := s.read(ctx, func() error {
+			chunk = chunk[:0]
+			rows, err := s.pool.Query(ctx, `SELECT `+messageColumns+` FROM xmpptrack_messages
+				WHERE account = $1 AND resource = $2 AND NOT settled AND n > $3 ORDER BY n LIMIT $4`,
+				owner.Account, owner.Resource, after, pendingChunk)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				n, m, err := scanMessage(rows)
+				if err != nil {
+					return err
+				}
+				chunk = append(chunk, m)
+				lastN = n
+			}
+			return rows.Err()
+		})
 		if err != nil {
 			return fmt.Errorf("postgres: %w", err)
 		}
-		var chunk []store.Message
-		for rows.Next() {
-			n, m, err := scanMessage(rows)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("postgres: %w", err)
-			}
-			chunk = append(chunk, m)
-			after = n
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("postgres: %w", err)
-		}
+		after = lastN
 		for _, m := range chunk {
 			if err := fn(m); err != nil {
 				return err
@@ -150,9 +163,11 @@ func (s *Store) Session(ctx context.Context, owner store.Instance) (store.Sessio
 	}
 	ss := store.Session{Owner: owner}
 	var max, in, out, acked int64
-	err := s.pool.QueryRow(ctx, `SELECT jid, smid, location, max_s, inbound, outbound, acked, updated
-		FROM xmpptrack_sessions WHERE account = $1 AND resource = $2`, owner.Account, owner.Resource).
-		Scan(&ss.JID, &ss.ID, &ss.Location, &max, &in, &out, &acked, &ss.Updated)
+	err := s.read(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT jid, smid, location, max_s, inbound, outbound, acked, updated
+			FROM xmpptrack_sessions WHERE account = $1 AND resource = $2`, owner.Account, owner.Resource).
+			Scan(&ss.JID, &ss.ID, &ss.Location, &max, &in, &out, &acked, &ss.Updated)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Session{}, fmt.Errorf("postgres: session of %v: %w", owner, store.ErrNotFound)
 	}
@@ -191,28 +206,36 @@ func (s *Store) Changes(ctx context.Context, q store.FeedQuery) ([]store.Change,
 		fmt.Fprintf(&sb, ` AND m.account = $%d AND m.resource = $%d`, len(args)-1, len(args))
 	}
 	sb.WriteString(` ORDER BY c.cursor LIMIT $2`)
-	rows, err := s.pool.Query(ctx, sb.String(), args...)
+	var out []store.Change
+	err := s.read(ctx, func() error {
+		out = out[:0]
+		return s.changes(ctx, sb.String(), args, &out)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	return out, nil
+}
+
+func (s *Store) changes(ctx context.Context, query string, args []any, out *[]store.Change) error {
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
 	defer rows.Close()
-	var out []store.Change
 	for rows.Next() {
 		var c store.Change
 		var st int16
 		if err := rows.Scan(&c.Cursor, &c.ID, &st, &c.Settled, &c.At, &c.From, &c.StanzaID, &c.Condition, &c.Text,
 			&c.Owner.Account, &c.Owner.Resource, &c.To, &c.Room, &c.Channel); err != nil {
-			return nil, fmt.Errorf("postgres: %w", err)
+			return err
 		}
 		if c.State, err = decodeState(st); err != nil {
-			return nil, err
+			return err
 		}
-		out = append(out, c)
+		*out = append(*out, c)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	return out, nil
+	return rows.Err()
 }
 
 // LastCursor implements store.Store.
@@ -221,7 +244,7 @@ func (s *Store) LastCursor(ctx context.Context) (int64, error) {
 		return 0, store.ErrClosed
 	}
 	var last int64
-	if err := s.pool.QueryRow(ctx, `SELECT last FROM xmpptrack_feed`).Scan(&last); err != nil {
+	if err := s.read(ctx, func() error { return s.pool.QueryRow(ctx, `SELECT last FROM xmpptrack_feed`).Scan(&last) }); err != nil {
 		return 0, fmt.Errorf("postgres: %w", err)
 	}
 	return last, nil
