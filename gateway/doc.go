@@ -100,9 +100,15 @@
 // webhook-timestamp (Unix seconds) and webhook-signature ("v1,<base64
 // HMAC-SHA256 over id.timestamp.body>", see Sign). A change is retried with
 // exponential backoff (1 s doubling to 10 minutes) until the receiver answers
-// 2xx or 24 hours have passed; later changes wait for it (order first). The
-// in-memory record keeps the outbox (a cursor per webhook) in memory: a restart
-// starts webhooks from the newest change.
+// 2xx or 24 hours have passed; later changes wait for it (order first).
+//
+// The outbox is the feed itself plus a cursor per webhook. With a store the
+// cursor is saved in it after every delivery, and one gateway at a time
+// delivers to a webhook (it holds the cursor job's claim, a one-minute lease
+// renewed while it works): a restarted gateway, or another one on the same
+// store, goes on from the saved cursor, so a restart loses no delivery (one
+// delivered just before a crash may come twice). Without a store the cursor
+// is in memory and a restart starts from the newest change.
 //
 // # Security
 //
@@ -144,5 +150,28 @@
 //
 // Without a store the gateway keeps its record in memory: the newest
 // Config.MaxMessages messages and Config.MaxEvents changes, lost with the
-// process.
+// process; scheduled messages are kept in memory too.
+//
+// With Config.Store (store/sqlite, or a shared PostgreSQL store for several
+// gateways) the record is durable. The gateway records each message itself,
+// through the store's interface, under the owner {account, "gateway"}; the
+// stored Raw is the request the gateway accepted (JSON), from which it sends
+// a scheduled message, not a stanza. Every instance on the store answers for
+// every message and serves one feed, in one order. The store keeps settled
+// messages for its retention time (7 days by default), so the gateway never
+// answers cursor-expired there. The store's evidence has no room for the
+// seen-by list and the error type: with a store, seen_by and error.kind are
+// not kept. Idempotency keys are the store's keys (24 hours), shared by all
+// instances. A scheduled message is a job of the store, due at send_at:
+// whichever gateway claims it when due sends it, and survives restarts; a
+// cancel and a send race for a per-message decision key, so a cancelled
+// message is never sent and a message being sent is never reported
+// cancelled. A gateway that dies between claiming and sending leaves the job
+// to be sent again after a one-minute lease.
+//
+// The gateway records only what the client tells it through
+// Config.OnStateChange while the process runs: a message that was not yet
+// settled when the process ended stays in its last recorded state (tracking
+// does not resume across a restart without the client's own durable
+// tracking).
 package gateway

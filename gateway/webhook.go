@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,6 +78,7 @@ type webhookWorker struct {
 	name  string // the URL without credentials or query, for logs and metrics
 	after Cursor
 	sleep func(ctx context.Context, d time.Duration) error
+	out   *outbox // nil: the cursor lives in memory
 }
 
 func newWebhookWorker(g *Gateway, h Webhook) (*webhookWorker, error) {
@@ -103,7 +105,12 @@ func newWebhookWorker(g *Gateway, h Webhook) (*webhookWorker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &webhookWorker{g: g, h: h, name: redactURL(h.URL), after: head, sleep: sleepCtx}, nil
+	w := &webhookWorker{g: g, h: h, name: redactURL(h.URL), after: head, sleep: sleepCtx}
+	if g.cfg.Store != nil {
+		sum := sha256.Sum256([]byte(h.URL))
+		w.out = &outbox{s: g.cfg.Store, name: hex.EncodeToString(sum[:8]), now: g.now}
+	}
+	return w, nil
 }
 
 // redactURL drops user info and query, which may hold credentials.
@@ -128,6 +135,33 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 func (w *webhookWorker) run(ctx context.Context) {
+	if w.out == nil {
+		w.follow(ctx)
+		return
+	}
+	for {
+		after, err := w.out.acquire(ctx, w)
+		if err != nil {
+			return
+		}
+		w.after = after
+		w.follow(ctx)
+		w.out.release(w.after)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// checkpoint saves the cursor in the durable outbox (renewing its lease).
+func (w *webhookWorker) checkpoint(ctx context.Context) {
+	if w.out != nil {
+		w.out.save(ctx, w.after)
+	}
+}
+
+// follow delivers the feed from w.after until ctx ends.
+func (w *webhookWorker) follow(ctx context.Context) {
 	for ctx.Err() == nil {
 		evs, next, err := w.g.rec.changes(ctx, w.after, w.h.Channels, 100)
 		if errors.Is(err, errCursorExpired) {
@@ -146,11 +180,21 @@ func (w *webhookWorker) run(ctx context.Context) {
 				return
 			}
 			w.after = ev.Cursor
+			w.checkpoint(ctx)
 		}
-		w.after = next
+		if w.after != next {
+			w.after = next
+			w.checkpoint(ctx)
+		}
 		if len(evs) == 0 {
-			if w.g.rec.wait(ctx, next) != nil {
+			wctx, cancel := context.WithTimeout(ctx, renewEvery)
+			err := w.g.rec.wait(wctx, next)
+			cancel()
+			if ctx.Err() != nil {
 				return
+			}
+			if err != nil {
+				w.checkpoint(ctx) // renew the lease while idle
 			}
 		}
 	}
@@ -178,8 +222,11 @@ func (w *webhookWorker) deliver(ctx context.Context, ev Event) bool {
 			return true
 		}
 		w.g.log.Debug("gateway: webhook failed, retrying", "webhook", w.name, "event", id, "in", backoff, "err", err)
-		if w.sleep(ctx, backoff) != nil {
-			return false
+		for left := backoff; left > 0; left -= renewEvery {
+			if w.sleep(ctx, min(left, renewEvery)) != nil {
+				return false
+			}
+			w.checkpoint(ctx)
 		}
 		backoff = min(2*backoff, w.h.MaxBackoff)
 	}

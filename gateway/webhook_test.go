@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -8,12 +9,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -65,7 +68,9 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc.ch <- p
 }
 
-func TestWebhooks(t *testing.T) {
+func TestWebhooks(t *testing.T) { records(t, testWebhooks) }
+
+func testWebhooks(t *testing.T, rc Config) {
 	key := []byte("0123456789abcdef0123456789abcdef")
 	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
 	all := &receiver{t: t, key: key, failN: 2, ch: make(chan WebhookPayload, 100)}
@@ -73,10 +78,10 @@ func TestWebhooks(t *testing.T) {
 	srvAll, srvOps := httptest.NewServer(all), httptest.NewServer(ops)
 	defer srvAll.Close()
 	defer srvOps.Close()
-	f := newFixture(t, Config{Webhooks: []Webhook{
+	f := newFixture(t, with(rc, Config{Webhooks: []Webhook{
 		{URL: srvAll.URL, Secret: secret, MinBackoff: time.Millisecond},
 		{URL: srvOps.URL, Secret: secret, Channels: []string{"ops"}, MinBackoff: time.Millisecond},
-	}})
+	}}))
 	a := f.send(`{"to":"bob@example.org","body":"1","channel":"ops"}`)
 	b := f.send(`{"to":"carol@example.org","body":"2"}`)
 	ta, tb := f.fake.tracker(a.ID), f.fake.tracker(b.ID)
@@ -184,4 +189,46 @@ func metricValue(t *testing.T, text []byte, series string) float64 {
 	}
 	t.Fatalf("no series %s in\n%s", series, text)
 	return 0
+}
+
+// TestWebhookOutboxSurvivesRestart: with a store, changes that a gateway
+// could not deliver before it stopped are delivered by the next gateway on
+// the same store, from the saved cursor.
+func TestWebhookOutboxSurvivesRestart(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rc := &receiver{t: t, key: []byte("k"), failN: 1 << 30, ch: make(chan WebhookPayload, 10)}
+	failed := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc.ServeHTTP(w, r)
+		once.Do(func() { close(failed) })
+	}))
+	defer srv.Close()
+	hook := Webhook{URL: srv.URL, Secret: "k", MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
+	f := newFixture(t, Config{Store: st, Webhooks: []Webhook{hook}})
+	a := f.send(`{"to":"bob@example.org","body":"1"}`)
+	<-failed // the receiver refused it at least once
+	f.g.Close()
+
+	rc.mu.Lock()
+	rc.failN = 0
+	rc.requests = 1 << 30
+	rc.mu.Unlock()
+	g2, err := New(Config{Store: st, Tokens: []string{testToken}, Webhooks: []Webhook{hook}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	select {
+	case p := <-rc.ch:
+		if p.Data.ID != a.ID || p.Data.State.String() != "IN_TRANSIT" {
+			t.Fatalf("got %+v, want the IN_TRANSIT of %s", p.Data, a.ID)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the change was never delivered after the restart")
+	}
 }
