@@ -9,6 +9,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -127,6 +128,15 @@ func TestPageLive(t *testing.T) {
 		t.Fatalf("no filter shows %v", v)
 	}
 	if path := os.Getenv("GATEWAY_SCREENSHOT"); path != "" {
+		// A few more rows for the picture in the README.
+		e := f.send(`{"to":"nobody@example.org","body":"x","channel":"ops"}`)
+		f.fake.tracker(e.ID).Advance(tracking.Error, &tracking.Response{Err: xstanza.Error{Type: xstanza.Cancel, Condition: xstanza.ServiceUnavailable}})
+		d := f.send(`{"to":"dave@example.org","body":"x","channel":"deploys"}`)
+		f.fake.tracker(d.ID).Advance(tracking.DeliveredToServer, nil)
+		if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`tr[data-id="`+d.ID+`"][data-state="DELIVERED_TO_SERVER"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`tr[data-id="`+e.ID+`"][data-state="ERROR"]`))); err != nil {
+			t.Fatal(err)
+		}
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
