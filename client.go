@@ -68,6 +68,9 @@ type Client struct {
 	// (carbons, room membership) was never set up.
 	fresh bool
 	err   error // why the connection loop ended
+	// downSince and upSince: when the last published session dropped,
+	// and when the current one was published (see wasDown).
+	downSince, upSince time.Time
 	// Counters for Stats.
 	connections, resumptions int
 }
@@ -129,7 +132,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	case errors.Is(err, sm.ErrConnEnded):
 		err = fmt.Errorf("%w: %w", err, <-c.firstLoss)
 	case err != nil && ctx.Err() != nil:
-		err = fmt.Errorf("the session was not ready in time: %w", err)
+		err = fmt.Errorf("the session was not ready in time: %w", ctx.Err())
 	}
 	if err != nil {
 		c.Close()
@@ -240,6 +243,7 @@ func (c *Client) publish(cn conn) {
 		}
 	}
 	c.session = cn.s
+	c.upSince = time.Now()
 	c.gone = make(chan struct{})
 	close(c.up)
 	c.mu.Unlock()
@@ -288,6 +292,7 @@ func (c *Client) loop(cn conn) {
 		c.mu.Lock()
 		if c.session != nil { // published
 			c.session = nil
+			c.downSince = time.Now()
 			c.up = make(chan struct{})
 			close(c.gone)
 			for _, o := range c.obs.get() {
@@ -401,6 +406,11 @@ func (c *Client) Session(ctx context.Context) (*xmpp.Session, error) {
 // Shutdown it fails with ErrClientClosed unless draining is set: the
 // client's own writes (answers to peers, messages already tracked) go on
 // while pending messages settle.
+//
+// Its errors are classified here: ctx's end while waiting (the client had
+// no usable connection) matches stanza.ErrDisconnected as well as ctx's
+// error, and ErrClientClosed carries Err's cause when a permanent failure
+// stopped the client.
 func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining bool) (*xmpp.Session, error) {
 	for {
 		c.mu.Lock()
@@ -409,7 +419,7 @@ func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining 
 		wait := up
 		switch {
 		case closing:
-			return nil, ErrClientClosed
+			return nil, c.closedError()
 		case s != nil && s != stale:
 			return s, nil
 		case s != nil:
@@ -418,11 +428,33 @@ func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining 
 		select {
 		case <-wait:
 		case <-c.done:
-			return nil, ErrClientClosed
+			return nil, c.closedError()
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("%w: %w", stanza.ErrDisconnected, ctx.Err())
 		}
 	}
+}
+
+// closedError is ErrClientClosed, with the reason when a permanent
+// connection failure stopped the client.
+func (c *Client) closedError() error {
+	if err := c.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrClientClosed, err)
+	}
+	return ErrClientClosed
+}
+
+// wasDown reports whether the client had no usable connection at the
+// moment at (not in the future): during the down time that is going on,
+// or during the last one before the current connection. Earlier flaps are
+// not remembered.
+func (c *Client) wasDown(at time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.session == nil || c.closing {
+		return !at.Before(c.downSince)
+	}
+	return !at.Before(c.downSince) && at.Before(c.upSince)
 }
 
 // Close ends the client promptly: pending trackers become Closed (or keep

@@ -86,6 +86,10 @@ type Message struct {
 // is blocked (the server does not read), the connection is closed, since
 // half a stanza cannot be taken back; the client reconnects and resumes the
 // stream. Send returns a nil error once the message is written.
+//
+// Errors that come from the connection match stanza.ErrDisconnected: ctx
+// ended while the client had no connection (with ctx's error), or the
+// write failed on three connections.
 func (c *Client) Send(ctx context.Context, m Message) (*tracking.MessageTracker, error) {
 	return c.send(ctx, m, false)
 }
@@ -172,8 +176,13 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 			m.Payload = payload
 		}
 		_, err = wire.Write(ctx, s, messageXML(id, m))
-		if err == nil || ctx.Err() != nil || attempt == maxWrites {
-			return err
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return err // ctx cut a write the server did not take
+		case attempt == maxWrites:
+			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, err)
 		}
 		c.log.Debug("xmpptrack: write failed; writing the message again on the next connection",
 			"id", id, "attempt", attempt, "err", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"time"
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
@@ -147,12 +148,12 @@ func (c *Client) SendAndWait(ctx context.Context, m Message, target tracking.Mes
 	t, err := c.Send(ctx, m)
 	if err != nil {
 		if t == nil {
-			return m.ID, tracking.Aborted, c.sendError(ctx, err)
+			return m.ID, tracking.Aborted, sendError(err)
 		}
-		return t.ID(), t.State(), c.sendError(ctx, err)
+		return t.ID(), t.State(), sendError(err)
 	}
 	st, err = t.Wait(ctx, target)
-	return t.ID(), st, c.waitError(err)
+	return t.ID(), st, c.waitError(ctx, err)
 }
 
 // onceTarget checks a state to wait for; InTransit means DeliveredToRecipient.
@@ -174,30 +175,26 @@ func checkRecipient(to jid.JID) error {
 	return nil
 }
 
-// sendError maps an error of Client.Send.
-func (c *Client) sendError(ctx context.Context, err error) error {
-	switch {
-	case errors.Is(err, tracking.ErrDuplicateID), errors.Is(err, tracking.ErrTooManyPending):
-		return err
-	case ctx.Err() != nil && !c.down():
-		return err
+// sendError maps an error of Client.Send, which classified it where it
+// happened (a connection that was down until ctx ended, or broke under
+// the write, already matches stanza.ErrDisconnected): the end of the
+// client is a disconnection as well.
+func sendError(err error) error {
+	if errors.Is(err, ErrClientClosed) && !errors.Is(err, stanza.ErrDisconnected) {
+		return fmt.Errorf("%w: %w", stanza.ErrDisconnected, err)
 	}
-	// The client was closed, or the connection broke under the write, or it
-	// was down until ctx ended.
-	if cause := c.Err(); cause != nil && !errors.Is(err, cause) {
-		return fmt.Errorf("%w: %w: %w", stanza.ErrDisconnected, err, cause)
-	}
-	return fmt.Errorf("%w: %w", stanza.ErrDisconnected, err)
+	return err
 }
 
 // waitError maps an error of MessageTracker.Wait.
-func (c *Client) waitError(err error) error {
+func (c *Client) waitError(ctx context.Context, err error) error {
 	switch {
 	case err == nil, errors.Is(err, tracking.ErrFailed):
 		return err
 	case errors.Is(err, tracking.ErrAborted), errors.Is(err, tracking.ErrClosed):
 		// The server never took it, or tracking was ended by Close or by a
-		// permanent connection failure.
+		// permanent connection failure (the client records both before
+		// ending tracking).
 		cause := c.Err()
 		if cause == nil && c.isClosed() {
 			cause = ErrClientClosed
@@ -209,19 +206,17 @@ func (c *Client) waitError(err error) error {
 			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, err)
 		}
 		return fmt.Errorf("%w: %w: %w", stanza.ErrDisconnected, err, cause)
-	case c.down():
-		// Window or ctx ended while we could not have heard the proof.
+	}
+	// The window or ctx ended: was the connection down at that moment
+	// (we could not have heard the proof)? Not whether it is down now.
+	at := time.Now()
+	if d, ok := ctx.Deadline(); ok && errors.Is(err, context.DeadlineExceeded) {
+		at = d
+	}
+	if c.wasDown(at) {
 		return fmt.Errorf("%w (%w: the connection was down)", err, stanza.ErrDisconnected)
 	}
 	return err
-}
-
-// down reports whether the client has no session now (it is reconnecting,
-// closing, or stopped).
-func (c *Client) down() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.session == nil || c.closing
 }
 
 // isClosed reports whether Close, Shutdown or a permanent failure ended the client.

@@ -1,0 +1,95 @@
+package xmpptrack
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// TestSendWhileDisconnected: Send classifies a context that ends while the
+// client has no connection where it happens, as stanza.ErrDisconnected as
+// well as the context's error; one that ends while connected (Send waits for
+// a pending-tracker slot) is only the context's error.
+func TestSendWhileDisconnected(t *testing.T) {
+	bob := jid.MustParse("bob@localhost")
+	t.Run("connected", func(t *testing.T) {
+		srv := newPeerServer(t)
+		c := dialPeer(t, srv, Config{MaxPending: 1})
+		if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "m1"}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		_, err := c.Send(ctx, Message{To: bob, ID: "m2"}) // waits for m1's slot
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, stanza.ErrDisconnected) {
+			t.Errorf("Send = %v, want the context's error alone", err)
+		}
+	})
+	t.Run("disconnected", func(t *testing.T) {
+		srv := newPeerServer(t)
+		c := dialPeer(t, srv, Config{})
+		pc := srv.next(t)
+		hold := make(chan struct{})
+		defer close(hold)
+		srv.set(func(srv *peerServer) { srv.hold = hold })
+		pc.conn.Close()
+		srv.waitAccepted(t) // the client is reconnecting, and will wait
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		_, _, err := c.SendAndWait(ctx, Message{To: bob, ID: "m3"}, tracking.DeliveredToServer)
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, stanza.ErrDisconnected) {
+			t.Errorf("SendAndWait = %v, want the context's error and stanza.ErrDisconnected", err)
+		}
+		_, err = c.Send(ctx, Message{To: bob, ID: "m4"})
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, stanza.ErrDisconnected) {
+			t.Errorf("Send = %v, want the context's error and stanza.ErrDisconnected", err)
+		}
+	})
+}
+
+// TestWasDown: the classification of a window or context that ended asks
+// whether the connection was down at that moment, not at the moment of
+// asking.
+func TestWasDown(t *testing.T) {
+	srv := newPeerServer(t)
+	c := dialPeer(t, srv, Config{})
+	pc := srv.next(t)
+	before := time.Now()
+	if c.wasDown(before) {
+		t.Error("down while connected")
+	}
+	lost := make(chan struct{}, 1)
+	c.Observe(Observer{Disconnected: func(error) { lost <- struct{}{} }})
+	hold := make(chan struct{})
+	srv.set(func(srv *peerServer) { srv.hold = hold })
+	pc.conn.Close()
+	select {
+	case <-lost:
+	case <-time.After(testWait):
+		t.Fatal("the loss was not reported")
+	}
+	during := time.Now()
+	if !c.wasDown(during) {
+		t.Error("not down during the reconnection")
+	}
+	if c.wasDown(before) {
+		t.Error("down before the loss")
+	}
+	close(hold)
+	srv.next(t)
+	if _, err := c.Session(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.wasDown(during) {
+		t.Error("not down during the reconnection, asked after it")
+	}
+	if c.wasDown(time.Now()) || c.wasDown(before) {
+		t.Error("down while connected")
+	}
+}
