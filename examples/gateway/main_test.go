@@ -359,3 +359,55 @@ func TestFlags(t *testing.T) {
 		t.Errorf("[::1]: %v", err)
 	}
 }
+
+// TestTwoInstances runs two gateways for one account on one PostgreSQL
+// store: a message sent through one is read and followed through the other,
+// the feed is the same from both, and an idempotency key holds across them.
+func TestTwoInstances(t *testing.T) {
+	pg := testserver.StartPostgres(t, testserver.PostgresOptions{NoFsync: true})
+	dsn, err := pg.CreateDatabase(context.Background(), "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Prosody, testserver.Options{Accounts: []string{"gw", "bob"}})
+	interop.StartSlixmpp(t, interop.Options{Addr: srv.Addr(), JID: srv.JID("bob").String(),
+		Password: srv.Password("bob"), CertPEM: srv.CertPEM()})
+	dir := t.TempDir()
+	pw, tokens := filepath.Join(dir, "pw"), filepath.Join(dir, "tokens")
+	os.WriteFile(pw, []byte(srv.Password("gw")), 0o600)
+	os.WriteFile(tokens, []byte(token), 0o600)
+	args := []string{"-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
+		"-password-file", pw, "-token-file", tokens, "-store", dsn}
+	a, b := start(t, args...), start(t, args...)
+	to := srv.JID("bob").String()
+
+	var s sent
+	body := `{"to":"` + to + `","body":"through A","wait":"seen","wait_timeout":"20s"}`
+	if code := a.call(t, "POST", "/v1/messages", body, &s, "Idempotency-Key", "k"); code != 200 {
+		t.Fatalf("send through A: %d %+v", code, s)
+	}
+	var sb sent
+	b.call(t, "POST", "/v1/messages", body, &sb, "Idempotency-Key", "k")
+	if sb.ID != s.ID {
+		t.Fatalf("the key sent again through B: %s, first %s", sb.ID, s.ID)
+	}
+	var sa, stb status
+	a.call(t, "GET", "/v1/messages/"+s.ID, "", &sa)
+	b.call(t, "GET", "/v1/messages/"+s.ID, "", &stb)
+	ja, _ := json.Marshal(sa)
+	jb, _ := json.Marshal(stb)
+	if string(ja) != string(jb) || stb.State != "SEEN_BY_RECIPIENT" {
+		t.Fatalf("A says %s\nB says %s", ja, jb)
+	}
+	// One through B, followed through A's feed.
+	var s2 sent
+	if code := b.call(t, "POST", "/v1/messages", `{"to":"`+to+`","body":"through B","wait":"seen","wait_timeout":"20s"}`, &s2); code != 200 {
+		t.Fatalf("send through B: %d", code)
+	}
+	var fa, fb json.RawMessage
+	a.call(t, "GET", "/v1/events?after=0&limit=1000&wait=0s", "", &fa)
+	b.call(t, "GET", "/v1/events?after=0&limit=1000&wait=0s", "", &fb)
+	if string(fa) != string(fb) || !strings.Contains(string(fa), s2.ID) {
+		t.Fatalf("feeds differ:\nA %s\nB %s", fa, fb)
+	}
+}

@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/postgres"
 )
 
-// openPostgres is replaced once store/postgres is in the module.
-func openPostgres(context.Context, string) (store.Store, func(), error) {
-	return nil, nil, errors.New("-store postgres://: the PostgreSQL store is not in this build")
+// openPostgres opens a PostgreSQL store: several gateways on one database
+// serve one record.
+func openPostgres(ctx context.Context, dsn string) (store.Store, func(), error) {
+	st, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("-store: PostgreSQL: %w", err)
+	}
+	return st, func() { st.Close() }, nil
 }
