@@ -24,9 +24,11 @@
 //     receipt or marker lifts ERROR.
 //   - TIMED_OUT: the tracking window ended without proof of delivery to the
 //     recipient. The message may still arrive later.
-//   - ABORTED: the message was dropped before our server took it, for example
-//     when the stream could not be resumed and the stream-management policy
-//     reports unacknowledged messages as lost.
+//   - ABORTED: our server never acknowledged the message and it was not
+//     re-sent: its write failed, or the stream could not be resumed and the
+//     stream-management policy reports unacknowledged messages as lost. It
+//     may still have been delivered: a server can process a message and die
+//     before its acknowledgement reaches us.
 //   - CLOSED: the application stopped tracking before any proof.
 //
 // # Connecting

@@ -16,6 +16,10 @@ package xmpptrack
 //     is then the server's doing; the audit says which kind, and the test
 //     reports it (ejabberd 23.01 sometimes routes stanzas of a dying
 //     connection that its <resumed h/> does not count).
+//   - freeze: the proxy freezes the sender's live connection (no FIN, no
+//     RST, bytes stop flowing) twice during the burst. The sender must
+//     notice within its ack bound (sm.Config.AckTimeout), reconnect and
+//     resume; every message is acknowledged once and received.
 //   - restart-resend and restart-lost: the server is restarted once while
 //     the messages are being sent, so resumption fails (<failed/>), under the
 //     default Resend policy and under ReportLost (see faultRestart for what
@@ -31,8 +35,8 @@ package xmpptrack
 // -short sends 200 messages per scenario instead of 1,000.
 //
 // Other environment variables: XMPPTRACK_FAULT_DEBUG=<dir> keeps the
-// servers' debug logs; XMPPTRACK_FAULT_UNALIGNED=1 shows a Prosody 0.12
-// resumption bug (see dialSender) and makes the test fail.
+// servers' debug logs; XMPPTRACK_FAULT_ALIGNED=1 aligns the cuts on
+// Prosody, which avoids its 0.12 resumption bug (see dialSender).
 
 import (
 	"context"
@@ -70,9 +74,12 @@ const (
 	// faultDebugEnv, set to a directory, raises the servers' log level and
 	// copies each server's directory (configuration, logs) there.
 	faultDebugEnv = "XMPPTRACK_FAULT_DEBUG"
-	// faultUnalignedEnv, if set, cuts Prosody at random bytes too, which
-	// shows the Prosody 0.12 resumption bug described in dialSender.
-	faultUnalignedEnv = "XMPPTRACK_FAULT_UNALIGNED"
+	// faultAlignedEnv, if set, aligns the cuts on Prosody, which avoids
+	// the Prosody 0.12 resumption bug described in dialSender.
+	faultAlignedEnv = "XMPPTRACK_FAULT_ALIGNED"
+	// faultFreezes is how many times the freeze scenario freezes the
+	// sender's connection.
+	faultFreezes = 2
 	// faultWait bounds one scenario.
 	faultWait = 45 * time.Second
 	// Budget range of the resume scenario, in bytes over both directions. A
@@ -125,6 +132,7 @@ func TestFaultInjection(t *testing.T) {
 		run  func(t *testing.T, f *faultScenario)
 	}{
 		{"resume", faultResume},
+		{"freeze", faultFreeze},
 		{"restart-resend", func(t *testing.T, f *faultScenario) { faultRestart(t, f, sm.Resend) }},
 		{"restart-lost", func(t *testing.T, f *faultScenario) { faultRestart(t, f, sm.ReportLost) }},
 	}
@@ -232,13 +240,18 @@ func (f *faultScenario) dialSender(t *testing.T, policy sm.Policy) {
 		// element, or is still being parsed when the client resumes (the
 		// server lags behind a burst), that parser holds half a stanza and
 		// the resumed stream is corrupt: stanzas vanish into it
-		// unacknowledged, or the stream dies with not-well-formed and the
-		// session with it. Against Prosody, cuts are therefore Aligned:
-		// the server gets whole top-level elements and an orderly end, and
+		// unacknowledged, or the stream dies with not-well-formed,
+		// policy-violation or stanza-too-big and the session with it.
+		// Real networks do not align cuts, so the cuts fall at random
+		// bytes on both servers: the client must notice such a failed
+		// resumption and start a new session, re-sending what was not
+		// acknowledged (sm package, "Failed resumptions").
+		// XMPPTRACK_FAULT_ALIGNED=1 aligns the cuts on Prosody: the
+		// server gets whole top-level elements and an orderly end, and
 		// has closed the old connection before the new one reaches it
-		// (the client's side is still reset at a random point).
-		// XMPPTRACK_FAULT_UNALIGNED=1 shows the server bug.
-		Aligned: f.srv.Kind() == testserver.Prosody && os.Getenv(faultUnalignedEnv) == "",
+		// (the client's side is still reset at a random point), which
+		// avoids the bug.
+		Aligned: f.srv.Kind() == testserver.Prosody && os.Getenv(faultAlignedEnv) != "",
 		Units:   faultproxy.XMPPUnits,
 		Tap:     f.audit.tap,
 		Logf:    f.log.printf,
@@ -264,7 +277,7 @@ func (f *faultScenario) dialSender(t *testing.T, policy sm.Policy) {
 		Logger: f.log.logger("alice"),
 	}
 	f.alice = faultDial(t, f.ctx, f.srv, f.prefix+"-alice", cfg)
-	f.alice.Observe(Observer{Connected: f.led.aliceConnected})
+	f.alice.Observe(Observer{Connected: f.led.aliceConnected, Disconnected: f.led.aliceDisconnected})
 	// The server answers <enable/> before a later IQ: once a ping is
 	// answered, the stream is resumable. A cut before that would make the
 	// next connection a new session, which is not what a scenario starts
@@ -422,32 +435,76 @@ func faultResume(t *testing.T, f *faultScenario) {
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	// The client's part: every message acknowledged exactly once, nothing
-	// lost, and (the audit) exactly what each <resumed h/> did not cover
-	// was retransmitted. A second copy at the recipient is then the
-	// server's doing; the audit tells which kind.
-	serverTwice, notCounted := 0, 0
+	if stats.Cuts == 0 {
+		t.Error("the proxy cut nothing")
+	}
+	d := f.checkResumed(t, audit, info)
+	cutMode := "at random bytes"
+	if f.aligned() {
+		cutMode = "aligned to the client's writes on the server's side"
+	}
+	t.Logf("%s resume: %d messages + 1 barrier in %v (all acked and received after %v); %d acked exactly once; "+
+		"%d cuts %s (%d by byte budget, %d on command), %d connections; sender resumed %d times (%d <resumed/> on the wire, counting resumptions cut before they completed), "+
+		"bound %d new sessions after failed resumptions (re-sending %d messages); "+
+		"retransmitted %d stanzas that had reached the server (and those lost in the cuts); %d writes failed during a cut (sent again under a new id, never delivered); "+
+		"recipient got %d ids twice: %d re-sent after a failed resumption, %d delivered twice by the server from one copy, %d routed by the server but not counted in its <resumed h/>",
+		f.srv.Kind(), f.n, sentIn.Round(time.Millisecond), done.Round(time.Millisecond), len(l.ids), stats.Cuts, cutMode,
+		stats.BudgetCuts, commanded, stats.Accepted, l.aliceResumed, audit.resumed, l.aliceFresh, d.resent, audit.retransmit,
+		len(l.failedWrites), d.resentTwice+d.serverTwice+d.notCounted, d.resentTwice, d.serverTwice, d.notCounted)
+}
+
+// aligned reports whether the proxy aligns its cuts (see dialSender).
+func (f *faultScenario) aligned() bool {
+	return f.srv.Kind() == testserver.Prosody && os.Getenv(faultAlignedEnv) != ""
+}
+
+// resumeDups counts what the resume-like scenarios re-sent and received
+// twice.
+type resumeDups struct {
+	resent      int // messages re-sent on a new session after a failed resumption
+	resentTwice int // of them, received twice
+	serverTwice int // received twice although one copy reached the server
+	notCounted  int // retransmitted above <resumed h/>, yet the first copy had been routed
+}
+
+// checkResumed checks the client's part in the scenarios where every
+// reconnection should resume (l.mu held): every message acknowledged
+// exactly once, nothing lost, and (the audit) exactly what each <resumed
+// h/> did not cover was retransmitted. A resumption the server accepted
+// but then broke (Prosody 0.12 after a cut inside a stanza: see
+// dialSender) makes the client start a new session and re-send; that is
+// allowed on Prosody with unaligned cuts only, and a message received
+// twice after such a re-send is counted. Any other second copy at the
+// recipient is the server's doing; the audit tells which kind.
+func (f *faultScenario) checkResumed(t *testing.T, audit auditReport, info sm.Info) resumeDups {
+	t.Helper()
+	l := f.led
+	allowFresh := f.srv.Kind() == testserver.Prosody && !f.aligned()
+	var d resumeDups
 	for _, id := range l.ids {
-		if l.smAcked[id] != 1 || l.toServer[id] != 1 || l.received[id] == 0 || l.aborted[id] != 0 || l.errored[id] != 0 || l.resend[id] != 0 {
+		if l.smAcked[id] != 1 || l.toServer[id] != 1 || l.received[id] == 0 || l.aborted[id] != 0 || l.errored[id] != 0 ||
+			l.resend[id] != 0 && !allowFresh {
 			t.Errorf("%s: %s, want acked once and received", id, l.describe(id))
+		}
+		if l.resend[id] > 0 {
+			d.resent++
 		}
 		if l.received[id] > 1 {
 			switch {
+			case l.resend[id] > 0:
+				d.resentTwice++
 			case len(audit.problems) > 0:
 				t.Errorf("%s: %s", id, l.describe(id))
 			case audit.forwards[id] <= 1:
-				serverTwice++ // one copy reached the server, more left it
+				d.serverTwice++ // one copy reached the server, more left it
 			default:
-				notCounted++ // retransmitted above <resumed h/>, yet the first copy had been routed
+				d.notCounted++
 			}
 		}
 	}
 	l.checkFailedWrites(t)
 	l.checkAcksOnWire(t, audit)
-	if stats.Cuts == 0 {
-		t.Error("the proxy cut nothing")
-	}
-	if l.aliceFresh != 0 || audit.failed != 0 {
+	if (l.aliceFresh != 0 || audit.failed != 0) && !allowFresh {
 		t.Errorf("%d reconnections of the sender bound a new session (%d failed resumptions); every one should have resumed", l.aliceFresh, audit.failed)
 	}
 	if l.bobFresh+l.bobResumed != 0 {
@@ -456,17 +513,94 @@ func faultResume(t *testing.T, f *faultScenario) {
 	if info.Unacked != 0 || info.Acked != info.Sent {
 		t.Errorf("sender's stream management: %+v, want everything acknowledged", info)
 	}
-	cutMode := "at random bytes"
-	if f.srv.Kind() == testserver.Prosody && os.Getenv(faultUnalignedEnv) == "" {
-		cutMode = "aligned to the client's writes on the server's side"
+	return d
+}
+
+// faultFreeze: the sender's live connection freezes (no FIN, no RST,
+// bytes stop flowing) at random messages; the sender must notice within
+// its ack bound, reconnect and resume, and lose nothing.
+func faultFreeze(t *testing.T, f *faultScenario) {
+	f.dialRecipient(t)
+	f.dialSender(t, sm.Resend)
+	freezeAt := map[int]bool{}
+	for len(freezeAt) < faultFreezes {
+		freezeAt[f.n/10+f.rng.IntN(f.n*8/10)] = true
 	}
-	t.Logf("%s resume: %d messages + 1 barrier in %v (all acked and received after %v); %d acked exactly once; "+
-		"%d cuts %s (%d by byte budget, %d on command), %d connections; sender resumed %d times (%d <resumed/> on the wire, counting resumptions cut before they completed), bound %d new sessions, "+
-		"retransmitted %d stanzas that had reached the server (and those lost in the cuts); %d writes failed during a cut (sent again under a new id, never delivered); "+
-		"recipient got %d ids twice: %d delivered twice by the server from one copy, %d routed by the server but not counted in its <resumed h/>",
-		f.srv.Kind(), f.n, sentIn.Round(time.Millisecond), done.Round(time.Millisecond), len(l.ids), stats.Cuts, cutMode,
-		stats.BudgetCuts, commanded, stats.Accepted, l.aliceResumed, audit.resumed, l.aliceFresh, audit.retransmit,
-		len(l.failedWrites), serverTwice+notCounted, serverTwice, notCounted)
+	var frozeAt []time.Time
+	var bounds []time.Duration // the client's ack bound at each freeze
+	began := time.Now()
+	f.sendAll(t, func(i int) {
+		if !freezeAt[i] {
+			return
+		}
+		// Freeze a live connection: wait for the one after the last
+		// freeze to be up and to have acknowledged something. (A resumed
+		// connection that freezes before its first ack cannot be told
+		// from a failed resumption: the client starts a new session and
+		// re-sends, see the sm package, "Failed resumptions".)
+		l := f.led
+		if err := l.wait(f.ctx, func() bool {
+			return l.generationLocked() >= len(frozeAt) && (len(frozeAt) == 0 || l.acks > l.acksAtConnect)
+		}); err != nil {
+			t.Fatalf("no connection to freeze: %v", err)
+		}
+		if f.proxy.Freeze() > 0 {
+			frozeAt = append(frozeAt, time.Now())
+			// No answer comes once frozen, so the bound stays put.
+			bounds = append(bounds, f.alice.sm.Info().AckBound)
+		}
+	})
+	sentIn := time.Since(began)
+	l := f.led
+	err := l.wait(f.ctx, func() bool {
+		for _, id := range l.ids {
+			if l.smAcked[id] == 0 || l.toServer[id] == 0 || l.received[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("not every message was acknowledged and received: %v\n%s", err, l.missing())
+	}
+	done := time.Since(began)
+	f.barrier(t, f.bob)
+	info := f.alice.sm.Info()
+	stats := f.proxy.Stats()
+	audit := f.finishAudit(t, true)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(frozeAt) == 0 {
+		t.Fatal("the proxy froze nothing")
+	}
+	// Each freeze ends the connection within the client's bound
+	// (AckTimeout plus four smoothed round trips, which under a burst
+	// include the server's backlog) after the first unanswered <r/>,
+	// which goes out within AckDelay of the next message. Allow a second
+	// of scheduling on a loaded machine.
+	var detect []time.Duration
+	for i, at := range frozeAt {
+		bound := bounds[i] + sm.DefaultAckDelay + time.Second
+		j := slices.IndexFunc(l.aliceDown, func(d faultDown) bool { return d.at.After(at) })
+		if j < 0 {
+			t.Errorf("the connection frozen at %v never ended", at.Sub(began))
+			continue
+		}
+		down := l.aliceDown[j]
+		took := down.at.Sub(at)
+		detect = append(detect, took.Round(time.Millisecond))
+		if !errors.Is(down.err, sm.ErrAckTimeout) || took > bound {
+			t.Errorf("frozen connection ended after %v with %v, want sm.ErrAckTimeout within %v", took, down.err, bound)
+		}
+	}
+	d := f.checkResumed(t, audit, info)
+	t.Logf("%s freeze: %d messages + 1 barrier in %v (all acked and received after %v); %d freezes detected after %v (bounds %v: AckTimeout + 4 RTT); "+
+		"%d connections; sender resumed %d times, bound %d new sessions (re-sending %d messages); retransmitted %d stanzas; "+
+		"recipient got %d ids twice (%d re-sent, %d by the server)",
+		f.srv.Kind(), f.n, sentIn.Round(time.Millisecond), done.Round(time.Millisecond), stats.Frozen, detect, bounds,
+		stats.Accepted, l.aliceResumed, l.aliceFresh, d.resent, audit.retransmit,
+		d.resentTwice+d.serverTwice+d.notCounted, d.resentTwice, d.serverTwice+d.notCounted)
 }
 
 // faultRestart: the server restarts once while the messages are sent, so
@@ -694,8 +828,11 @@ type faultLedger struct {
 	received map[string]int // copies that reached the recipient
 	ownDelay map[string]int // of them, copies with the sender's re-send <delay/> (no from)
 
-	aliceResumed, aliceFresh int // reconnections of the sender
-	bobResumed, bobFresh     int // reconnections of the recipient
+	aliceResumed, aliceFresh int         // reconnections of the sender
+	aliceDown                []faultDown // ends of the sender's connections
+	acks                     int         // sm OnAcked calls for messages
+	acksAtConnect            int         // acks when the sender last connected
+	bobResumed, bobFresh     int         // reconnections of the recipient
 }
 
 func newFaultLedger() *faultLedger {
@@ -755,7 +892,10 @@ func (l *faultLedger) writeFailed(id string) {
 
 func (l *faultLedger) onAcked(s sm.Stanza) {
 	if s.Name == "message" {
-		l.update(func() { l.smAcked[s.ID]++ })
+		l.update(func() {
+			l.smAcked[s.ID]++
+			l.acks++
+		})
 	}
 }
 
@@ -795,12 +935,25 @@ func (l *faultLedger) generationLocked() int { return l.aliceResumed + l.aliceFr
 
 func (l *faultLedger) aliceConnected(resumed bool) {
 	l.update(func() {
+		l.acksAtConnect = l.acks
 		if resumed {
 			l.aliceResumed++
 		} else {
 			l.aliceFresh++
 		}
 	})
+}
+
+func (l *faultLedger) aliceDisconnected(err error) {
+	l.update(func() {
+		l.aliceDown = append(l.aliceDown, faultDown{at: time.Now(), err: err})
+	})
+}
+
+// faultDown is one end of a sender's connection.
+type faultDown struct {
+	at  time.Time
+	err error
 }
 
 func (l *faultLedger) bobConnected(resumed bool) {

@@ -110,7 +110,8 @@ type Config struct {
 	// AckTimeout bounds the wait for the server's answer to an <r/> or to
 	// <enable/>: once a request has stayed unanswered for AckTimeout plus
 	// four times the smoothed round trip (measured from earlier <r/> to
-	// their <a/>), with no <a/> received meanwhile, the connection is dead
+	// their <a/>; this part at most AckTimeout again, Info.AckBound says
+	// the total), with no <a/> received meanwhile, the connection is dead
 	// (frozen: no FIN, no RST, bytes stop flowing). The State then expires
 	// the connection's deadlines, so that Serve returns ErrAckTimeout at
 	// once; close the connection (drop TCP, do not close the stream) and
@@ -153,8 +154,10 @@ type Config struct {
 	// each waiting for its ack, and a message that is the only one
 	// unacknowledged when the server closes that stream with
 	// policy-violation again is refused. err is that stream error (a
-	// mellium stream.Error). The message is not re-sent again. See the
-	// package documentation, "Policy violations".
+	// mellium stream.Error). It is called when the next connection starts
+	// (Start), and the message is not re-sent again. Without OnRefused,
+	// the message goes to OnLost. See the package documentation, "Policy
+	// violations".
 	OnRefused func(s Stanza, err error)
 
 	// OnResend is called, under the Resend policy, just before a message of

@@ -107,7 +107,8 @@
 // writes fill the socket buffer and block, and nothing would ever be
 // acknowledged again. The State notices: once an <r/> (or the <enable/>
 // it wrote) has stayed unanswered for Config.AckTimeout (default 5 s) plus
-// four times the smoothed round trip of earlier <r/>, with no <a/> at all
+// four times the smoothed round trip of earlier <r/> (at most AckTimeout
+// again; Info.RTT and Info.AckBound report both), with no <a/> at all
 // received meanwhile, the connection is dead. A slow server that answers
 // late but answers (under a burst, each <a/> restarts the bound) is not.
 // A timer watches this, not the ack requester, which may itself be
@@ -151,8 +152,9 @@
 //     followed by an <r/>, the next only once the last was acknowledged;
 //   - if the server closes that stream with policy-violation again while
 //     one re-sent message is the only one unacknowledged, the refusal is
-//     pinned on it: it is reported to Config.OnRefused (OnLost if unset)
-//     with the stream error, and not re-sent again. The others carry on.
+//     pinned on it: when the next connection starts, it is reported to
+//     Config.OnRefused (OnLost if unset) with the stream error, and not
+//     re-sent again. The others carry on.
 //
 // A policy violation right after a resumption is a failed resumption (see
 // above), not a refusal.
@@ -222,11 +224,12 @@
 //
 // OnAcked, OnLost, OnResend and OnRefused run outside the package's locks,
 // one at a time, in order: on the Serve goroutine for <a/> (inside the
-// handler) and for a refusal (as State.Serve returns), on
+// handler), on
 // the connection's ack requester goroutine for the re-sends held for the
 // answer to <enable/>, and on the goroutine that calls Start for what
 // negotiation decided (the h of <resumed/> or <failed/>, what the Policy
-// reports lost, re-sends without stream management) and Abandon. They
+// reports lost, a refusal pinned on a message, re-sends without stream
+// management) and Abandon. They
 // must not block and must not send on the session (the Serve goroutine may
 // hold the session's output lock): hand work to another goroutine. The
 // tees run inside mellium's Read and Write, under its locks: they only

@@ -38,7 +38,6 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 		if failedResume {
 			st.logAt(slog.LevelWarn, "sm: stream error right after resuming; the next connection starts a new session", "error", err)
 		}
-		st.deliver() // OnRefused for a message pinned by the stream error
 	}
 	return err
 }

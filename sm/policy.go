@@ -30,9 +30,34 @@ func (c *conn) streamErrorLocked(err error) {
 		// only one unacknowledged, re-sent carefully; otherwise re-send
 		// the unacknowledged messages one at a time on the next stream.
 		st.dropSessionLocked()
-		if !c.careful || !st.pinLocked(c.carefulOn, se) {
+		if c.careful {
+			// Decided when the next connection settles the queue: the
+			// message in flight may not be queued yet (the tee sees a
+			// write after the peer does).
+			st.refusal = &refusal{ord: c.carefulOn, err: se}
+		} else {
 			st.careful = true
 		}
+	}
+}
+
+// refusal is a policy violation that may be pinned on the message of
+// order ord.
+type refusal struct {
+	ord uint64
+	err stream.Error
+}
+
+// settleRefusalLocked pins a pending refusal if it can, before the queue
+// goes to the Policy; otherwise the next re-send is careful.
+func (st *State) settleRefusalLocked() {
+	r := st.refusal
+	if r == nil {
+		return
+	}
+	st.refusal = nil
+	if !st.pinLocked(r.ord, r.err) {
+		st.careful = true
 	}
 }
 
@@ -48,7 +73,7 @@ func resumptionSuspect(se stream.Error) bool {
 
 // pinLocked reports the message of order ord refused, if it is the only
 // message waiting for an ack. The other unacknowledged stanzas leave the
-// queue for the Policy of the next connection (the session is gone).
+// queue for the Policy (the session is gone).
 func (st *State) pinLocked(ord uint64, se stream.Error) bool {
 	n, found := 0, false
 	for i := range st.queue.n {

@@ -100,6 +100,7 @@ func (st *State) Start(ctx context.Context, s *xmpp.Session) error {
 // the connection holds them until the server answers <enable/>.
 func (st *State) settleLocked(offered bool) (lost, resend int) {
 	c := st.conn
+	st.settleRefusalLocked()
 	// What the last stream did not acknowledge (including copies of
 	// earlier streams' stanzas it re-sent) and what an earlier connection
 	// did not get to re-send.

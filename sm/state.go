@@ -40,8 +40,9 @@ type State struct {
 
 	ord uint64 // stanzas first written, for entry.ord
 
-	srtt    int64 // smoothed <r/> round trip in ns, 0 before the first sample
-	careful bool  // the next connection re-sends one message at a time (policy violation)
+	srtt    int64    // smoothed <r/> round trip in ns, 0 before the first sample
+	careful bool     // the next connection re-sends one message at a time (policy violation)
+	refusal *refusal // a policy violation to pin when the next connection settles
 
 	inH    uint32 // inbound stanzas handled
 	outH   uint32 // outbound stanzas written (number of the last one)
@@ -101,6 +102,14 @@ type Info struct {
 	// Sent, Acked and Handled are the outbound counter, the last h the
 	// server acknowledged, and the inbound counter, all modulo 2^32.
 	Sent, Acked, Handled uint32
+	// RTT is the smoothed time from an <r/> to its <a/> (the network round
+	// trip plus the server's time to process what was written before the
+	// <r/>); 0 before the first answer.
+	RTT time.Duration
+	// AckBound is how long an <r/> may stay unanswered before the
+	// connection is taken for dead (Config.AckTimeout, scaled by RTT); 0
+	// if disabled.
+	AckBound time.Duration
 }
 
 // Info returns the current state.
@@ -115,6 +124,8 @@ func (st *State) Info() Info {
 		Sent:      st.outH,
 		Acked:     st.ackedH,
 		Handled:   st.inH,
+		RTT:       time.Duration(st.srtt),
+		AckBound:  time.Duration(st.ackBoundLocked()),
 	}
 	if c := st.conn; c != nil {
 		i.Enabled = c.smOn && !c.ended
@@ -323,12 +334,12 @@ func (st *State) sampleRTTLocked(d int64) {
 }
 
 // ackBoundLocked is how long a request may stay unanswered: AckTimeout
-// plus four smoothed round trips. 0: no bound.
+// plus four smoothed round trips, at most twice AckTimeout. 0: no bound.
 func (st *State) ackBoundLocked() int64 {
 	if st.cfg.AckTimeout < 0 {
 		return 0
 	}
-	return int64(st.cfg.AckTimeout) + 4*st.srtt
+	return int64(st.cfg.AckTimeout) + min(4*st.srtt, int64(st.cfg.AckTimeout))
 }
 
 // deliver runs the queued callbacks, in order, outside st.mu. Concurrent

@@ -15,7 +15,8 @@
 //	                        (reflection); not that anybody read it
 //	SEEN_BY_RECIPIENT       the recipient displayed it or a later message of the
 //	                        conversation (XEP-0333 displayed)
-//	ABORTED                 dropped before the server took it
+//	ABORTED                 our server never acknowledged it and it was not
+//	                        re-sent; it may still have been delivered
 //	TIMED_OUT               no proof of delivery to the recipient within the window
 //	CLOSED                  the application stopped tracking before any proof
 //	ERROR                   an error reply arrived; proof from the recipient still

@@ -9,8 +9,10 @@ import (
 // Errors returned by [MessageTracker.Wait] when the awaited state cannot be
 // reached. They work with errors.Is.
 var (
-	// ErrAborted means the message was dropped before the server took it.
-	ErrAborted = errors.New("tracking: message aborted before the server took it")
+	// ErrAborted means our server never acknowledged the message and it was
+	// not re-sent. It may still have been delivered: the server may have
+	// processed it and died before its acknowledgement reached us.
+	ErrAborted = errors.New("tracking: message aborted: our server never acknowledged it and it was not re-sent")
 	// ErrTimedOut means the tracking window ended before the awaited proof.
 	ErrTimedOut = errors.New("tracking: tracking window ended")
 	// ErrClosed means tracking was stopped by the application.

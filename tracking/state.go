@@ -16,7 +16,7 @@ const (
 	DeliveredToServer                        // our server took responsibility (XEP-0198 ack)
 	DeliveredToRecipient                     // a client of the recipient has it (receipt, MUC reflection)
 	SeenByRecipient                          // the recipient displayed it or a later message (XEP-0333)
-	Aborted                                  // dropped before our server took it
+	Aborted                                  // never acknowledged by our server, not re-sent; may still have been delivered
 	TimedOut                                 // no proof of delivery within the tracking window
 	Closed                                   // the application stopped tracking before any proof
 	Error                                    // an error reply arrived for it

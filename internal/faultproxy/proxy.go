@@ -98,6 +98,8 @@ type Stats struct {
 	DialFailures int
 	// Cuts counts connections cut, BudgetCuts those cut by their budget.
 	Cuts, BudgetCuts int
+	// Frozen counts connections frozen by Freeze.
+	Frozen int
 	// Live counts connections being forwarded now.
 	Live int
 	// Up and Down count bytes forwarded, client to target and back.
@@ -216,6 +218,31 @@ func (p *Proxy) Cut() int {
 	return cut
 }
 
+// Freeze freezes every live connection and returns how many it froze.
+// From then on the proxy forwards nothing more in either direction and
+// stops reading from both sides, without closing anything: no FIN, no
+// RST. Each side's writes fill the socket buffers and then block, as when
+// a NAT or firewall drops the connection's state or a middlebox stalls.
+// Whatever the proxy had read but not forwarded is discarded. A frozen
+// connection stays open, on both sides, until Cut or Close (or the budget:
+// none is spent while frozen); the endpoints must notice by themselves.
+func (p *Proxy) Freeze() int {
+	p.mu.Lock()
+	n := 0
+	for _, l := range p.links {
+		if !l.frozen {
+			l.frozen = true
+			n++
+		}
+	}
+	p.stats.Frozen += n
+	p.mu.Unlock()
+	if n > 0 {
+		p.logf("faultproxy: froze %d connections", n)
+	}
+	return n
+}
+
 // Close stops accepting, cuts every live connection (as Cut does) and waits
 // until every goroutine of the proxy has returned. Closing again does
 // nothing.
@@ -298,7 +325,7 @@ func (p *Proxy) serve(n int, client *net.TCPConn, budget int64) {
 		abort(client)
 		return
 	}
-	l := &link{p: p, n: n, client: client, server: sc.(*net.TCPConn), budget: budget}
+	l := &link{p: p, n: n, client: client, server: sc.(*net.TCPConn), budget: budget, done: make(chan struct{})}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -380,8 +407,23 @@ type link struct {
 
 	budget   int64 // bytes left before the cut; negative: none
 	up, down int64
-	halfDone int  // directions that ended with an orderly EOF
-	ended    bool // cut or closed: nothing more is forwarded
+	halfDone int           // directions that ended with an orderly EOF
+	ended    bool          // cut or closed: nothing more is forwarded
+	frozen   bool          // Freeze: nothing more is read or forwarded
+	done     chan struct{} // closed when ended is set
+}
+
+// isFrozen reports whether the link was frozen.
+func (l *link) isFrozen() bool {
+	l.p.mu.Lock()
+	defer l.p.mu.Unlock()
+	return l.frozen
+}
+
+// markEndedLocked sets ended and wakes the pipes of a frozen link.
+func (l *link) markEndedLocked() {
+	l.ended = true
+	close(l.done)
 }
 
 // pipe forwards src to dst until src ends, the budget runs out or the link
@@ -389,7 +431,15 @@ type link struct {
 func (l *link) pipe(src, dst *net.TCPConn, up bool) {
 	buf := make([]byte, 32<<10)
 	for {
+		if l.isFrozen() {
+			<-l.done
+			return
+		}
 		n, err := src.Read(buf)
+		if l.isFrozen() { // what the read returned is lost in the freeze
+			<-l.done
+			return
+		}
 		if n > 0 && !l.forwardUnits(dst, buf[:n], up) {
 			if !up && l.p.cfg.Aligned {
 				// An aligned cut half-closed the target's side: read
@@ -527,7 +577,7 @@ func (l *link) end() bool {
 	if l.ended {
 		return false
 	}
-	l.ended = true
+	l.markEndedLocked()
 	delete(p.links, l.n)
 	return true
 }
@@ -548,7 +598,7 @@ func (l *link) cut(budget bool) bool {
 		p.mu.Unlock()
 		return false
 	}
-	l.ended = true
+	l.markEndedLocked()
 	delete(p.links, l.n)
 	p.stats.Cuts++
 	if budget {

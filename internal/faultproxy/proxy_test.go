@@ -640,3 +640,52 @@ func TestFaultProxyAlignedWaitsForClose(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultProxyFreeze: after Freeze nothing more reaches either side,
+// not even the client's end of stream, and the connection stays live
+// until Cut.
+func TestFaultProxyFreeze(t *testing.T) {
+	got := make(chan int64, 1)
+	addr := target(t, func(c *net.TCPConn) {
+		var n int64
+		buf := make([]byte, 1024)
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if k > 0 {
+				c.Write(buf[:k])
+			}
+			if err != nil {
+				break
+			}
+		}
+		got <- n
+	})
+	p := listen(t, faultproxy.Config{Target: addr})
+	c := dial(t, p)
+	roundTrip(t, c, []byte("ping"))
+	if n := p.Freeze(); n != 1 {
+		t.Fatalf("Freeze() = %d, want 1", n)
+	}
+	if _, err := c.Write([]byte("lost in the freeze")); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	if s := p.Stats(); s.Frozen != 1 || s.Live != 1 || s.Up != 4 {
+		t.Fatalf("stats %+v", s)
+	}
+	if n := p.Cut(); n != 1 {
+		t.Fatalf("Cut() after the client's end = %d, want 1: the frozen proxy must not notice it", n)
+	}
+	select {
+	case n := <-got:
+		if n != 4 {
+			t.Errorf("the target read %d bytes, want the 4 before the freeze", n)
+		}
+	case <-time.After(testWait):
+		t.Fatal("the target's side was not closed by Cut")
+	}
+	if s := p.Stats(); s.Up != 4 || s.Down != 4 {
+		t.Errorf("stats %+v", s)
+	}
+}

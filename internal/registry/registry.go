@@ -115,7 +115,8 @@ func (r *Registry) Pending() int { return r.core().Pending() }
 // DeliveredToServer.
 func (r *Registry) ServerAck(conv, id string) { r.core().ServerAck(conv, id) }
 
-// Lost records that the message was dropped before the server took it: Aborted.
+// Lost records that our server never acknowledged the message and that it will
+// not be re-sent: Aborted (it may still have been delivered).
 func (r *Registry) Lost(conv, id string) { r.core().Lost(conv, id) }
 
 // Delivered records proof that a client of the recipient has the message (an

@@ -290,7 +290,8 @@ func (r *Registry[R]) advance(conv, id string, to State, resp *R) {
 // DeliveredToServer.
 func (r *Registry[R]) ServerAck(conv, id string) { r.advance(conv, id, DeliveredToServer, nil) }
 
-// Lost records that the message was dropped before the server took it: Aborted.
+// Lost records that our server never acknowledged the message and that it will
+// not be re-sent: Aborted (it may still have been delivered).
 func (r *Registry[R]) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) }
 
 // Delivered records proof that a client of the recipient has the message (an
