@@ -295,9 +295,10 @@ func (c *Client) loop(cn conn) {
 			c.downSince = time.Now()
 			c.up = make(chan struct{})
 			close(c.gone)
+			lossErr := err // err is reused by the reconnection below
 			for _, o := range c.obs.get() {
 				if o.Disconnected != nil {
-					c.ev.push(func() { o.Disconnected(err) })
+					c.ev.push(func() { o.Disconnected(lossErr) })
 				}
 			}
 		}
