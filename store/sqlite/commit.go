@@ -101,43 +101,50 @@ func (s *Store) committer() {
 	}
 }
 
-// commitGroup writes the batches in one transaction, each inside a
-// savepoint so that a failing batch fails alone.
+// commitGroup writes the batches in one transaction. The transaction
+// holds SQLite's write lock, so a batch whose new message exists is found
+// by looking first, and left out. If the transaction fails anyway (a full
+// disk, say), each batch is tried again in a transaction of its own, so
+// that a batch fails only for its own reasons.
 func (s *Store) commitGroup(group []*request) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	errs := make([]error, len(group))
-	err := func() error {
-		tx, err := s.w.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
+	err := s.inTx(ctx, func(ts *txStmts) error {
+		ids := map[string]bool{}
 		for i, r := range group {
-			if _, err := tx.ExecContext(ctx, "SAVEPOINT batch"); err != nil {
+			if errs[i] = s.check(ctx, ts, r.b, ids); errs[i] != nil {
+				continue
+			}
+			if err := s.apply(ctx, ts, r.b); err != nil {
 				return err
 			}
-			if errs[i] = s.apply(ctx, tx, r.b); errs[i] != nil {
-				if _, err := tx.ExecContext(ctx, "ROLLBACK TO batch"); err != nil {
+		}
+		return nil
+	})
+	if err != nil && len(group) > 1 {
+		for i, r := range group {
+			if errs[i] != nil {
+				continue
+			}
+			unset(r.b)
+			errs[i] = s.inTx(ctx, func(ts *txStmts) error {
+				if err := s.check(ctx, ts, r.b, map[string]bool{}); err != nil {
 					return err
 				}
-			}
-			if _, err := tx.ExecContext(ctx, "RELEASE batch"); err != nil {
-				return err
-			}
+				return s.apply(ctx, ts, r.b)
+			})
 		}
-		return tx.Commit()
-	}()
-	if err != nil {
-		err = fmt.Errorf("sqlite: commit: %w", err)
+	} else if err != nil {
+		errs[0] = err
 	}
 	ok := false
 	for i, r := range group {
-		if err != nil {
-			errs[i] = err
-		}
 		if errs[i] != nil {
 			unset(r.b)
+			if !errors.Is(errs[i], store.ErrExists) {
+				errs[i] = fmt.Errorf("sqlite: commit: %w", errs[i])
+			}
 		} else {
 			ok = true
 		}
@@ -146,6 +153,45 @@ func (s *Store) commitGroup(group []*request) {
 	if ok {
 		s.wake()
 	}
+}
+
+// inTx runs f in a write transaction with the prepared statements.
+func (s *Store) inTx(ctx context.Context, f func(*txStmts) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	ts := s.st.in(ctx, tx)
+	defer ts.close()
+	if err := f(ts); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// check refuses a batch whose new messages exist, in the database or
+// earlier in the group (ids); it adds the batch's ids to ids.
+func (s *Store) check(ctx context.Context, ts *txStmts, b *store.Batch, ids map[string]bool) error {
+	mine := map[string]bool{}
+	for _, m := range b.Messages {
+		if ids[m.ID] || mine[m.ID] {
+			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
+		}
+		var one int
+		err := ts.exists.QueryRowContext(ctx, m.ID).Scan(&one)
+		if err == nil {
+			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		mine[m.ID] = true
+	}
+	for id := range mine {
+		ids[id] = true
+	}
+	return nil
 }
 
 // unset clears the cursors of a batch that was not written.
@@ -167,7 +213,7 @@ func (s *Store) wake() {
 }
 
 // apply writes one batch inside the group's transaction.
-func (s *Store) apply(ctx context.Context, tx *sql.Tx, b *store.Batch) error {
+func (s *Store) apply(ctx context.Context, ts *txStmts, b *store.Batch) error {
 	now := time.Now()
 	for i := range b.Messages {
 		m := &b.Messages[i]
@@ -180,10 +226,7 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, b *store.Batch) error {
 			raw = nil
 		}
 		var n int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO messages
-			(id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
-			ON CONFLICT (id) DO NOTHING RETURNING n`,
+		err := ts.insMsg.QueryRowContext(ctx,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
 			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created)).Scan(&n)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -192,8 +235,7 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, b *store.Batch) error {
 		if err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO changes (msg, state, settles, at, evidence) VALUES (?, ?, ?, ?, NULL)`,
-			n, int64(m.State), settled, micros(m.Created))
+		res, err := ts.insChange.ExecContext(ctx, n, int64(m.State), settled, micros(m.Created), nil)
 		if err != nil {
 			return err
 		}
@@ -209,7 +251,7 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, b *store.Batch) error {
 		}
 		var n, state int64
 		var settled bool
-		err := tx.QueryRowContext(ctx, `SELECT n, state, settled FROM messages WHERE id = ?`, c.ID).Scan(&n, &state, &settled)
+		err := ts.getMsg.QueryRowContext(ctx, c.ID).Scan(&n, &state, &settled)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
@@ -225,8 +267,7 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, b *store.Batch) error {
 			continue
 		}
 		if to != from {
-			res, err := tx.ExecContext(ctx, `INSERT INTO changes (msg, state, settles, at, evidence) VALUES (?, ?, ?, ?, ?)`,
-				n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
+			res, err := ts.insChange.ExecContext(ctx, n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
 			if err != nil {
 				return err
 			}
@@ -234,15 +275,13 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, b *store.Batch) error {
 				return err
 			}
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE messages SET state = ?, settled = ?, updated = ?,
-			raw = CASE WHEN ? THEN NULL ELSE raw END WHERE n = ?`,
-			int64(to), settles, micros(c.At), settles, n)
+		_, err = ts.updMsg.ExecContext(ctx, int64(to), settles, micros(c.At), settles, n)
 		if err != nil {
 			return err
 		}
 	}
 	for _, w := range b.Written {
-		if _, err := tx.ExecContext(ctx, `UPDATE messages SET seq = ? WHERE id = ?`, int64(w.Seq), w.ID); err != nil {
+		if _, err := ts.setSeq.ExecContext(ctx, int64(w.Seq), w.ID); err != nil {
 			return err
 		}
 	}
@@ -250,12 +289,7 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, b *store.Batch) error {
 		if ss.Updated.IsZero() {
 			ss.Updated = now
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions
-			(account, resource, jid, smid, location, max, inbound, outbound, acked, updated)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (account, resource) DO UPDATE SET jid = excluded.jid, smid = excluded.smid,
-			location = excluded.location, max = excluded.max, inbound = excluded.inbound,
-			outbound = excluded.outbound, acked = excluded.acked, updated = excluded.updated`,
+		_, err := ts.upSession.ExecContext(ctx,
 			ss.Owner.Account, ss.Owner.Resource, ss.JID, ss.ID, ss.Location, int64(ss.Max/time.Second),
 			int64(ss.Inbound), int64(ss.Outbound), int64(ss.Acked), micros(ss.Updated))
 		if err != nil {
@@ -264,3 +298,65 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, b *store.Batch) error {
 	}
 	return nil
 }
+
+// The statements of a commit, prepared once on the writer connection.
+const (
+	sqlInsMsg = `INSERT INTO messages
+		(id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
+		ON CONFLICT (id) DO NOTHING RETURNING n`
+	sqlExists    = `SELECT 1 FROM messages WHERE id = ?`
+	sqlInsChange = `INSERT INTO changes (msg, state, settles, at, evidence) VALUES (?, ?, ?, ?, ?)`
+	sqlGetMsg    = `SELECT n, state, settled FROM messages WHERE id = ?`
+	sqlUpdMsg    = `UPDATE messages SET state = ?, settled = ?, updated = ?,
+		raw = CASE WHEN ? THEN NULL ELSE raw END WHERE n = ?`
+	sqlSetSeq    = `UPDATE messages SET seq = ? WHERE id = ?`
+	sqlUpSession = `INSERT INTO sessions
+		(account, resource, jid, smid, location, max, inbound, outbound, acked, updated)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (account, resource) DO UPDATE SET jid = excluded.jid, smid = excluded.smid,
+		location = excluded.location, max = excluded.max, inbound = excluded.inbound,
+		outbound = excluded.outbound, acked = excluded.acked, updated = excluded.updated`
+)
+
+type stmts struct {
+	insMsg, exists, insChange, getMsg, updMsg, setSeq, upSession *sql.Stmt
+}
+
+func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
+	for _, p := range []struct {
+		s **sql.Stmt
+		q string
+	}{
+		{&st.insMsg, sqlInsMsg}, {&st.exists, sqlExists}, {&st.insChange, sqlInsChange}, {&st.getMsg, sqlGetMsg},
+		{&st.updMsg, sqlUpdMsg}, {&st.setSeq, sqlSetSeq}, {&st.upSession, sqlUpSession},
+	} {
+		var err error
+		if *p.s, err = db.PrepareContext(ctx, p.q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (st *stmts) close() {
+	for _, s := range []*sql.Stmt{st.insMsg, st.exists, st.insChange, st.getMsg, st.updMsg, st.setSeq, st.upSession} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// txStmts are the statements bound to one transaction.
+type txStmts stmts
+
+func (st *stmts) in(ctx context.Context, tx *sql.Tx) *txStmts {
+	return &txStmts{
+		insMsg: tx.StmtContext(ctx, st.insMsg), exists: tx.StmtContext(ctx, st.exists),
+		insChange: tx.StmtContext(ctx, st.insChange), getMsg: tx.StmtContext(ctx, st.getMsg),
+		updMsg: tx.StmtContext(ctx, st.updMsg), setSeq: tx.StmtContext(ctx, st.setSeq),
+		upSession: tx.StmtContext(ctx, st.upSession),
+	}
+}
+
+func (ts *txStmts) close() { (*stmts)(ts).close() }

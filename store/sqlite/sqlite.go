@@ -40,6 +40,7 @@ type Store struct {
 	log  *slog.Logger
 	w    *sql.DB // the writer: one connection
 	r    *sql.DB // readers
+	st   stmts   // the writer's prepared statements
 
 	reqs chan *request // to the committer
 
@@ -100,8 +101,16 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 		w.Close()
 		return nil, err
 	}
+	if err := s.st.prepare(ctx, w); err != nil {
+		s.stop()
+		s.st.close()
+		w.Close()
+		return nil, openErr(path, err)
+	}
 	r, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_query_only=1")
 	if err != nil {
+		s.stop()
+		s.st.close()
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -158,6 +167,7 @@ func (s *Store) Close() error {
 	}
 	s.workers.Wait()
 	rerr := s.r.Close()
+	s.st.close()
 	// Fold the WAL into the database file, so that the file alone holds
 	// everything (best effort: another process may be reading).
 	s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
