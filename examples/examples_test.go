@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -268,6 +270,16 @@ func TestExampleSend(t *testing.T) {
 		for _, body := range []string{"one", "two", "three"} {
 			bob.expect(t, ": "+body) // in order
 		}
+		// Each IN_TRANSIT line shows the start of its text.
+		var previews []string
+		for _, c := range parseText(t, r.stdout) {
+			if c.state == tracking.InTransit {
+				previews = append(previews, c.rest)
+			}
+		}
+		if fmt.Sprint(previews) != `["one" "two" "three"]` {
+			t.Fatalf("IN_TRANSIT lines show %q, want each message's text:\n%s", previews, r.stdout)
+		}
 	})
 
 	t.Run("nonexistent", func(t *testing.T) {
@@ -279,6 +291,9 @@ func TestExampleSend(t *testing.T) {
 		last := changes[len(changes)-1]
 		if last.state != tracking.Error || !strings.HasPrefix(last.rest, "service-unavailable  ") {
 			t.Fatalf("want ERROR with its condition and text:\n%s", r.stdout)
+		}
+		if !strings.Contains(r.stderr, "the account nobody@"+srv.Domain()+" may not exist") {
+			t.Fatalf("want a hint that the account may not exist:\n%s", r.stderr)
 		}
 	})
 
@@ -362,6 +377,9 @@ func TestExampleSend(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	ln.Close()
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	webAddr := web.Listener.Addr().String()
 	jidArg := []string{"-jid", srv.JID("alice").String()}
 	for _, tc := range []struct {
 		name string
@@ -377,6 +395,8 @@ func TestExampleSend(t *testing.T) {
 		{"wrong password", []string{"XMPP_PASSWORD=wrong"}, args(jidArg, to("bob"), []string{"-addr", srv.Addr(), "-plaintext", "x"}), "password"},
 		{"unreachable", []string{"XMPP_PASSWORD=x"}, args(jidArg, to("bob"), []string{"-addr", closed, "-plaintext", "x"}), "-addr"},
 		{"untrusted certificate", []string{"XMPP_PASSWORD=x"}, args(jidArg, to("bob"), []string{"-addr", srv.Addr(), "x"}), "-insecure"},
+		{"-addr does not resolve", []string{"XMPP_PASSWORD=x"}, args(jidArg, to("bob"), []string{"-addr", "no..such.host:5222", "x"}), "check the -addr host"},
+		{"not an XMPP server", []string{"XMPP_PASSWORD=x"}, args(jidArg, to("bob"), []string{"-addr", webAddr, "x"}), "check the port in -addr"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := send(t, "", tc.env, tc.args...)

@@ -6,7 +6,9 @@
 // Without message text or -file it sends each line of standard input as its own
 // message, in order, without waiting for the previous one. It prints one
 // line per state change of each message (elapsed time since that message was
-// sent, its id, the state; for ERROR the condition and text), or with -json
+// sent, its id, the state; for IN_TRANSIT the start of the text, quoted, so
+// that each id can be matched to its line of input; for ERROR the condition
+// and text), or with -json
 // one JSON object per line with the fields id, to, state, elapsed_ms and, for
 // ERROR, condition and error.
 //
@@ -49,12 +51,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/attach"
@@ -252,7 +256,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	sendOne := func(m xmpptrack.Message) bool {
 		id := xmpptrack.NewID()
 		m.ID = id
-		p.start(id, o.to.String())
+		p.start(id, o.to.String(), m.Body)
 		t, err := send(ctx, m)
 		if t == nil {
 			// Never tracked: report it as aborted, as the library would.
@@ -269,7 +273,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			p.finish(id, st)
 			if err != nil {
 				mu.Lock()
-				missed = append(missed, fmt.Sprintf("%s: %s, not %s: %v", id, st, o.wait, err))
+				missed = append(missed, fmt.Sprintf("%s: %s, not %s: %v%s", id, st, o.wait, err, missedHint(o, err)))
 				mu.Unlock()
 			}
 		})
@@ -323,7 +327,6 @@ func explainDial(o *options, err error) string {
 	var (
 		certErr *tls.CertificateVerificationError
 		unknown x509.UnknownAuthorityError
-		opErr   *net.OpError
 		dnsErr  *net.DNSError
 	)
 	where := o.addr
@@ -333,18 +336,31 @@ func explainDial(o *options, err error) string {
 	switch {
 	case errors.Is(err, xmpptrack.ErrAuth):
 		return fmt.Sprintf("cannot log in as %s: %v (check the password in -password-file or XMPP_PASSWORD)", o.account, err)
+	case errors.Is(err, xmpptrack.ErrNoTLS):
+		return fmt.Sprintf("%s offers no TLS: %v (for a loopback test server, use -plaintext)", where, err)
 	case errors.As(err, &certErr), errors.As(err, &unknown):
 		return fmt.Sprintf("the certificate of %s is not trusted: %v (fix the server's certificate; -insecure skips the check for testing only)", where, err)
+	case errors.Is(err, xmpptrack.ErrNotXMPP):
+		return fmt.Sprintf("%s does not speak XMPP: %v (check the port in -addr: XMPP clients use 5222)", where, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("logging in to %s took longer than -timeout %v (check -addr and that the server runs)", where, o.timeout)
+	case errors.As(err, &dnsErr) && o.addr != "":
+		return fmt.Sprintf("cannot resolve %s, the host of -addr: %v (check the -addr host)", dnsErr.Name, err)
 	case errors.As(err, &dnsErr):
 		return fmt.Sprintf("cannot find the server of %s: %v (give its address with -addr host:port)", o.account.Domainpart(), err)
-	case errors.As(err, &opErr):
+	case errors.Is(err, xmpptrack.ErrConnect):
 		return fmt.Sprintf("cannot connect to %s: %v (check -addr and that the server runs)", where, err)
-	case strings.Contains(err.Error(), "no TLS"):
-		return fmt.Sprintf("%s offers no TLS: %v (for a loopback test server, use -plaintext)", where, err)
 	}
 	return fmt.Sprintf("cannot log in to %s as %s: %v", where, o.account, err)
+}
+
+// missedHint says what a failure to deliver may mean, or "".
+func missedHint(o *options, err error) string {
+	var de *stanza.DeliveryError
+	if o.nick == "" && o.to.Resourcepart() == "" && errors.As(err, &de) && de.Stanza.Condition == xstanza.ServiceUnavailable {
+		return fmt.Sprintf(" (service-unavailable for a bare JID: the account %s may not exist)", o.to)
+	}
+	return ""
 }
 
 // printer prints state changes, one line each, and knows when every change
@@ -363,6 +379,7 @@ type printer struct {
 type message struct {
 	to      string
 	start   time.Time
+	preview string // the start of the body, quoted, for the IN_TRANSIT line
 	printed uint16 // bit i: state i was printed
 	done    bool   // waiting ended; print nothing more
 }
@@ -383,13 +400,27 @@ func newPrinter(w io.Writer, json bool) *printer {
 	return p
 }
 
-// start records that a message is about to be sent and prints IN_TRANSIT.
-func (p *printer) start(id, to string) {
+// start records that a message is about to be sent and prints IN_TRANSIT;
+// in text mode with the start of its body, so that each id can be matched
+// to its line of input.
+func (p *printer) start(id, to, body string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	m := &message{to: to, start: time.Now()}
+	m := &message{to: to, start: time.Now(), preview: preview(body)}
 	p.msgs[id] = m
 	p.print(id, m, tracking.InTransit, 0, nil)
+}
+
+// previewLen is how many characters of a body the IN_TRANSIT line shows.
+const previewLen = 40
+
+// preview quotes the start of a body.
+func preview(body string) string {
+	r := []rune(body)
+	if len(r) > previewLen {
+		return strconv.Quote(string(r[:previewLen])) + "..."
+	}
+	return strconv.Quote(body)
 }
 
 // change is the client's OnStateChange hook.
@@ -459,6 +490,9 @@ func (p *printer) print(id string, m *message, st tracking.MessageState, elapsed
 	}
 	if text != "" {
 		out += "  " + text
+	}
+	if st == tracking.InTransit {
+		out += "  " + m.preview
 	}
 	fmt.Fprintln(p.w, out)
 }
