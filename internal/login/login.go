@@ -158,11 +158,17 @@ func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 	return s, nil
 }
 
+// keepAlive is the TCP keepalive of every connection: after 15 s without
+// traffic the kernel probes every 5 s and gives up after 4 unanswered
+// probes, so a dead peer is found within about 35 s even when stream
+// management's own probes (sm.Config.IdleProbe) are off.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 4}
+
 // dialConn opens the transport: plain TCP, or TLS with DirectTLS.
 func dialConn(ctx context.Context, c *Config) (net.Conn, error) {
-	var nd net.Dialer
+	nd := net.Dialer{KeepAliveConfig: keepAlive}
 	if c.Addr == "" {
-		d := dial.Dialer{NoTLS: !c.DirectTLS}
+		d := dial.Dialer{Dialer: nd, NoTLS: !c.DirectTLS}
 		if c.DirectTLS {
 			d.TLSConfig = c.tlsConfig()
 		}
