@@ -65,7 +65,10 @@
 // Settled messages, with their history and their feed events, are deleted
 // once they have been settled for longer than the retention time (default
 // [DefaultRetention], 7 days; implementations prune on their own and
-// [Store.Prune] prunes on demand). Unsettled messages are never pruned.
+// [Store.Prune] prunes on demand). A message in DELIVERED_TO_RECIPIENT or
+// ERROR whose deadline has passed by as long counts as settled (its window
+// ended: its tracker settled without a change to record). Other unsettled
+// messages are never pruned.
 // Expired idempotency keys are pruned at the same time.
 //
 // # Ownership

@@ -52,7 +52,9 @@ type Store interface {
 
 	// Prune deletes the messages settled before before, with their history,
 	// and expired idempotency keys, and returns the number of messages
-	// deleted.
+	// deleted. A message in DELIVERED_TO_RECIPIENT or ERROR whose deadline
+	// is before before counts as settled: its window ended, which settles
+	// its tracker without a change to record.
 	Prune(ctx context.Context, before time.Time) (int, error)
 
 	// Lock takes owner's ownership lock. It fails with ErrLocked while

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 const pruneChunk = 5000
@@ -24,7 +25,9 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	total := 0
 	for {
 		tag, err := s.pool.Exec(ctx, `DELETE FROM xmpptrack_messages WHERE n IN
-			(SELECT n FROM xmpptrack_messages WHERE settled AND updated < $1 LIMIT $2)`, before, pruneChunk)
+			(SELECT n FROM xmpptrack_messages WHERE settled AND updated < $1
+				OR NOT settled AND state IN ($3, $4) AND deadline < $1 LIMIT $2)`,
+			before, pruneChunk, int16(tracking.DeliveredToRecipient), int16(tracking.Error))
 		if err != nil {
 			return total, fmt.Errorf("postgres: prune: %w", err)
 		}

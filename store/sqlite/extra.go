@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // pruneChunk bounds the messages one pruning transaction deletes, so that
@@ -44,8 +45,10 @@ func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 	defer tx.Rollback()
 	_, err = tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS doomed (n INTEGER PRIMARY KEY);
 		DELETE FROM doomed;
-		INSERT INTO doomed SELECT n FROM messages WHERE settled = 1 AND updated < ? LIMIT ?;
-		DELETE FROM changes WHERE msg IN (SELECT n FROM doomed)`, before, pruneChunk)
+		INSERT INTO doomed SELECT n FROM messages WHERE settled = 1 AND updated < ?1
+			OR settled = 0 AND state IN (?2, ?3) AND deadline != 0 AND deadline < ?1 LIMIT ?4;
+		DELETE FROM changes WHERE msg IN (SELECT n FROM doomed)`,
+		before, int64(tracking.DeliveredToRecipient), int64(tracking.Error), pruneChunk)
 	if err != nil {
 		return 0, err
 	}

@@ -19,8 +19,19 @@ func testRetention(t *testing.T, open Open) {
 	old, recent := now.Add(-8*24*time.Hour), now.Add(-time.Hour)
 	ancient := msg(alice, "unsettled")
 	ancient.Created = now.Add(-30 * 24 * time.Hour)
-	insert(t, s, ancient, msg(alice, "old1"), msg(alice, "old2"), msg(alice, "recent"), msg(alice, "ackedOld"))
+	windowEnded := func(id string, deadline time.Time) store.Message {
+		m := msg(alice, id)
+		m.Deadline = deadline
+		return m
+	}
+	insert(t, s, ancient, msg(alice, "old1"), msg(alice, "old2"), msg(alice, "recent"), msg(alice, "ackedOld"),
+		windowEnded("oldReceipt", old), windowEnded("oldError", old), windowEnded("liveReceipt", now.Add(time.Hour)),
+		windowEnded("ackedWindowEnded", old))
 	commit(t, s, &store.Batch{Changes: []store.Change{
+		{ID: "oldReceipt", State: tracking.DeliveredToRecipient, At: old},
+		{ID: "oldError", State: tracking.Error, At: old},
+		{ID: "liveReceipt", State: tracking.DeliveredToRecipient, At: old},
+		{ID: "ackedWindowEnded", State: tracking.DeliveredToServer, At: old},
 		{ID: "old1", State: tracking.SeenByRecipient, At: old},
 		{ID: "old2", State: tracking.DeliveredToRecipient, At: old},
 		{ID: "old2", State: tracking.TimedOut, At: old},
@@ -35,15 +46,17 @@ func testRetention(t *testing.T, open Open) {
 		}
 	}
 	n, err := s.Prune(ctx, now.Add(-store.DefaultRetention))
-	if err != nil || n != 2 {
-		t.Fatalf("Prune: %d, %v; want 2", n, err)
+	if err != nil || n != 4 {
+		t.Fatalf("Prune: %d, %v; want 4", n, err)
 	}
-	for _, id := range []string{"old1", "old2"} {
+	for _, id := range []string{"old1", "old2", "oldReceipt", "oldError"} {
 		if _, err := s.Message(ctx, id); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("%s kept: %v", id, err)
 		}
 	}
-	for _, id := range []string{"unsettled", "recent", "ackedOld"} {
+	// A message without proof of delivery is kept until it settles (on
+	// restart, its tracker times out and records it).
+	for _, id := range []string{"unsettled", "recent", "ackedOld", "liveReceipt", "ackedWindowEnded"} {
 		get(t, s, id)
 	}
 	for _, c := range all(t, s, store.FeedQuery{}) {
