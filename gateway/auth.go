@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -71,7 +72,20 @@ func tokenID(ctx context.Context) string {
 	return s
 }
 
-// limiter is a token bucket per API token.
+// maxBuckets bounds the limiter's memory.
+const maxBuckets = 100_000
+
+// remoteHost is the request's peer address without the port.
+func remoteHost(r *http.Request) string {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return h
+}
+
+// limiter is a token bucket per API token (and per address for requests
+// without a valid token).
 type limiter struct {
 	rate  float64 // requests per second
 	burst float64
@@ -101,6 +115,9 @@ func (l *limiter) allow(id string) (bool, time.Duration) {
 	now := l.now()
 	b, ok := l.buckets[id]
 	if !ok {
+		if len(l.buckets) >= maxBuckets {
+			clear(l.buckets) // bounded memory against many addresses; all start full
+		}
 		b = &bucket{tokens: l.burst, last: now}
 		l.buckets[id] = b
 	}
@@ -123,6 +140,12 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		}
 		id, ok := g.tokens.check(presented(r))
 		if !ok {
+			// Guessing tokens costs the guesser's address its rate limit.
+			if ok, wait := g.limit.allow("addr:" + remoteHost(r)); !ok {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+				writeProblem(w, newProblem("rate-limited", "slow down"))
+				return
+			}
 			if r.URL.Path == "/" && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
 				g.loginPage(w, r)
 				return

@@ -117,7 +117,8 @@
 // against all configured tokens every time. Every token may read and cancel
 // every message: tokens are credentials, not tenants. Each token has its
 // own rate limit (Config.RateLimit, Burst: 429 rate-limited with
-// Retry-After). Request bodies are limited to Config.MaxBody (64 KiB). No CORS
+// Retry-After), and requests without a valid token share one limit per
+// client address, so that guessing tokens is slow. Request bodies are limited to Config.MaxBody (64 KiB). No CORS
 // headers are sent, so browsers refuse cross-origin calls. Tokens, passwords
 // and webhook secrets are never logged; logs name a token by a short hash
 // prefix and a webhook by its URL without credentials and query.
@@ -160,8 +161,8 @@
 // every message and serves one feed, in one order. The store keeps settled
 // messages for its retention time (7 days by default), so the gateway never
 // answers cursor-expired there. The store's evidence has no room for the
-// seen-by list and the error type: with a store, seen_by and error.kind are
-// not kept. Idempotency keys are the store's keys (24 hours), shared by all
+// seen-by list and the error type: with a store, error.kind is not kept, and
+// seen_by holds only the nick of the occupant whose marker made the change. Idempotency keys are the store's keys (24 hours), shared by all
 // instances. A scheduled message is a job of the store, due at send_at:
 // whichever gateway claims it when due sends it, and survives restarts; a
 // cancel and a send race for a per-message decision key, so a cancelled

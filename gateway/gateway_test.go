@@ -424,6 +424,15 @@ func TestRateLimit(t *testing.T) {
 	if code, _, _ := f.do("GET", "/v1/events?wait=0s", "", "Authorization", "Bearer other-token"); code != 200 {
 		t.Fatalf("other token: %d", code)
 	}
+	// Guessing tokens is limited per address.
+	for i := range 3 {
+		if code, _, _ := f.do("GET", "/v1/events", "", "Authorization", fmt.Sprintf("Bearer guess-%d", i)); code != 401 {
+			t.Fatalf("guess %d: %d", i, code)
+		}
+	}
+	if code, _, _ := f.do("GET", "/v1/events", "", "Authorization", "Bearer guess-4"); code != 429 {
+		t.Fatalf("guessing beyond the limit: %d", code)
+	}
 }
 
 func TestNoSecretsInLogs(t *testing.T) {

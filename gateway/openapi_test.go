@@ -137,7 +137,7 @@ func testOpenAPI(t *testing.T, rc Config) {
 		}
 	}
 	// Every route of the gateway is in the document.
-	for _, p := range []string{"/v1/messages", "/v1/messages/{id}", "/v1/events", "/v1/notify", "/v1/test", "/v1/openapi.json", "/healthz", "/readyz", "/metrics", "/"} {
+	for _, p := range []string{"/v1/messages", "/v1/messages/{id}", "/v1/events", "/v1/notify", "/v1/test", "/v1/openapi.json", "/healthz", "/readyz", "/metrics", "/", "/login"} {
 		if doc.Paths.Find(p) == nil {
 			t.Errorf("%s is not in the document", p)
 		}

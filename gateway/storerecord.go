@@ -137,16 +137,24 @@ func (r *storeRecord) status(ctx context.Context, id string) (*Status, error) {
 		st.SendAt = raw.SendAt
 	}
 	for _, c := range rec.History {
-		st.History = append(st.History, changeOf(c))
+		st.History = append(st.History, changeOf(c, rec.Room))
 	}
 	return st, nil
 }
 
-func changeOf(c store.Change) Change {
+// changeOf converts a stored change. The store keeps no seen-by list: for a
+// room message's SEEN_BY_RECIPIENT it is the nick of the marker's sender,
+// the occupant known to have displayed it when the change was recorded.
+func changeOf(c store.Change, room bool) Change {
 	out := Change{State: State(c.State), At: c.At.UTC(), Cursor: Cursor(c.Cursor),
 		Evidence: Evidence{From: c.From, StanzaID: c.StanzaID}}
 	if c.Condition != "" || c.Text != "" {
 		out.Error = &ErrorInfo{Condition: c.Condition, Text: c.Text}
+	}
+	if room && c.State == tracking.SeenByRecipient {
+		if _, nick, ok := strings.Cut(c.From, "/"); ok && nick != "" {
+			out.SeenBy = []string{nick}
+		}
 	}
 	return out
 }
@@ -166,7 +174,7 @@ func (r *storeRecord) changes(ctx context.Context, after Cursor, channels []stri
 	out := make([]Event, 0, len(cs))
 	next := after
 	for _, c := range cs {
-		out = append(out, Event{ID: c.ID, To: c.To, Channel: c.Channel, Change: changeOf(c)})
+		out = append(out, Event{ID: c.ID, To: c.To, Channel: c.Channel, Change: changeOf(c, c.Room)})
 		next = Cursor(c.Cursor)
 	}
 	// Changes the filter left out up to the head need not be read again.

@@ -179,8 +179,9 @@ func TestEndToEnd(t *testing.T) {
 
 func endToEnd(t *testing.T, kind testserver.Kind) {
 	srv := testserver.Start(t, kind, testserver.Options{Accounts: []string{"gw", "bob"}})
+	room := "ops@" + srv.MUCDomain()
 	bob := interop.StartSlixmpp(t, interop.Options{Addr: srv.Addr(), JID: srv.JID("bob").String(),
-		Password: srv.Password("bob"), CertPEM: srv.CertPEM()})
+		Password: srv.Password("bob"), CertPEM: srv.CertPEM(), Room: room, Nick: "bobby", RoomMarkers: true})
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -292,6 +293,25 @@ func endToEnd(t *testing.T, kind testserver.Kind) {
 	}
 	if count["hello from the gateway"] != 1 || count["exactly once"] != 1 || count["never"] != 0 {
 		t.Fatalf("received %v", count)
+	}
+
+	// Group chat: the gateway joins the room as "gw"; the room's reflection
+	// is DELIVERED_TO_RECIPIENT and bob's marker SEEN_BY_RECIPIENT.
+	var gc sent
+	if code := g.call(t, "POST", "/v1/messages", `{"to":"`+room+`","type":"groupchat","body":"to the room","wait":"seen","wait_timeout":"20s"}`, &gc); code != 200 {
+		t.Fatalf("group chat: %d %+v", code, gc)
+	}
+	var gst struct {
+		Type, State string
+		History     []struct {
+			State  string
+			SeenBy []string `json:"seen_by"`
+		}
+	}
+	g.call(t, "GET", "/v1/messages/"+gc.ID, "", &gst)
+	last := gst.History[len(gst.History)-1]
+	if gst.Type != "groupchat" || last.State != "SEEN_BY_RECIPIENT" || strings.Join(last.SeenBy, ",") != "bobby" {
+		t.Fatalf("group chat status %+v", gst)
 	}
 
 	// Health and readiness.
