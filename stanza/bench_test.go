@@ -103,3 +103,37 @@ func BenchmarkParseMessageDecoder(b *testing.B) {
 		}
 	}
 }
+
+// splitBody is a message whose 71 KB body arrives as 1,360 text nodes
+// (separated by comments), as any peer can send it through a server.
+var splitBody = func() string {
+	var b strings.Builder
+	b.WriteString(`<message xmlns='jabber:client' from='peer@example.org/x' to='me@example.org/y' id='split' type='chat'><body>`)
+	chunk := strings.Repeat("x", 52)
+	for i := range 1360 {
+		if i > 0 {
+			b.WriteString("<!---->")
+		}
+		b.WriteString(chunk)
+	}
+	b.WriteString(`</body></message>`)
+	return b.String()
+}()
+
+// BenchmarkParseMessageSplitBody parses a body split into many text
+// nodes: building it must take linear time.
+func BenchmarkParseMessageSplitBody(b *testing.B) {
+	start, toks := record(b, splitBody)
+	r := &replay{toks: toks}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.i = 0
+		m, err := stanza.ParseMessage(start, r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(m.Body) != stanza.MaxBodyLen {
+			b.Fatalf("body of %d bytes", len(m.Body))
+		}
+	}
+}

@@ -348,3 +348,35 @@ func TestParseMessageOddReaders(t *testing.T) {
 		t.Errorf("stray end: %v", err)
 	}
 }
+
+// TestSplitBodyLinear: a body that arrives as 1,360 text nodes is
+// gathered whole (up to MaxBodyLen) with a few allocations, not one copy
+// of the growing text per node (which cost 2,531 allocations and 44 MB).
+func TestSplitBodyLinear(t *testing.T) {
+	d := xml.NewDecoder(strings.NewReader(splitBody))
+	var toks []xml.Token
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			break
+		}
+		toks = append(toks, xml.CopyToken(tok))
+	}
+	start := toks[0].(xml.StartElement)
+	r := &replay{toks: toks[1:]}
+	var body string
+	allocs := testing.AllocsPerRun(10, func() {
+		r.i = 0
+		m, err := stanza.ParseMessage(start, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = m.Body
+	})
+	if want := strings.Repeat("x", stanza.MaxBodyLen); body != want {
+		t.Errorf("body of %d bytes, want %d x", len(body), len(want))
+	}
+	if allocs > 100 {
+		t.Errorf("%v allocations per parse, want a few dozen", allocs)
+	}
+}

@@ -84,13 +84,24 @@ func (t *tokens) skip() error {
 
 // text consumes the element whose start was just read and returns its
 // character data (not that of nested elements), keeping at most limit bytes,
-// cut at a UTF-8 boundary. over reports that text was cut.
+// cut at a UTF-8 boundary. over reports that text was cut. Text that arrives
+// in many nodes (split by comments, CDATA sections or child elements) is
+// gathered in one growing buffer, in time linear in its length; a single
+// node costs one string conversion, as before.
 func (t *tokens) text(limit int) (s string, over bool, err error) {
 	depth := 1
+	var buf []byte // from the second text node on; s holds the first
+	done := func() string {
+		if buf != nil {
+			return string(buf)
+		}
+		return s
+	}
+	n := 0
 	for {
 		tok, err := t.next()
 		if err != nil {
-			return s, over, unexpectedEOF(err)
+			return done(), over, unexpectedEOF(err)
 		}
 		switch tok := tok.(type) {
 		case xml.StartElement:
@@ -98,21 +109,25 @@ func (t *tokens) text(limit int) (s string, over bool, err error) {
 		case xml.EndElement:
 			depth--
 			if depth == 0 {
-				return s, over, nil
+				return done(), over, nil
 			}
 		case xml.CharData:
 			if depth != 1 || over || len(tok) == 0 {
 				continue
 			}
-			if room := limit - len(s); len(tok) > room {
+			if room := limit - n; len(tok) > room {
 				over = true
 				tok = tok[:runeCut(tok, room)]
 			}
-			if s == "" {
+			switch {
+			case n == 0:
 				s = string(tok)
-			} else {
-				s += string(tok)
+			case buf == nil:
+				buf = append(append(make([]byte, 0, 2*(n+len(tok))), s...), tok...)
+			default:
+				buf = append(buf, tok...)
 			}
+			n += len(tok)
 		}
 	}
 }
