@@ -100,7 +100,6 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		MaxPending:    c.cfg.MaxPending,
 		Window:        c.cfg.Window,
 		OnStateChange: c.cfg.OnStateChange,
-		Logger:        c.cfg.Logger,
 	})
 	smCfg := c.cfg.StreamManagement
 	smCfg.OnAcked = c.acked(smCfg.OnAcked)

@@ -35,8 +35,10 @@ type Config struct {
 	RequireChannelBinding bool
 
 	// MaxPending bounds the trackers that are not settled: Send waits at the
-	// bound and TrySend fails with ErrTooManyPending. Zero means 100,000; a
-	// negative value means no bound.
+	// bound and TrySend fails with ErrTooManyPending. It also bounds the
+	// state changes waiting for OnStateChange and the trackers' callbacks
+	// (1024 + 4*MaxPending). Zero means 100,000; a negative value means no
+	// bound on either.
 	MaxPending int
 	// Window is the default tracking window: when it ends, a message without
 	// proof of delivery to the recipient becomes TIMED_OUT, and one in
@@ -44,7 +46,11 @@ type Config struct {
 	// minutes; a negative value means none; windows are capped at 24 days.
 	Window time.Duration
 	// OnStateChange is called for every state change of every message, on a
-	// goroutine of the library, in order. It costs no memory per message.
+	// goroutine of the library, in order, before the tracker's own
+	// callbacks. Changes wait for it in a bounded queue: when it falls 1024 +
+	// 4*MaxPending changes behind, Send waits and TrySend fails until it
+	// catches up (see package tracking, "Callbacks"). A panic in it crashes
+	// the program.
 	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
 
 	// StreamManagement tunes XEP-0198: ack requests, the unacked queue bound,

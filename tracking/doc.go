@@ -38,15 +38,39 @@
 //
 // # Callbacks
 //
-// State-change callbacks run once per change, in transition order, on a
-// goroutine of the library; never on the goroutine that reported the evidence
-// and never under a lock, so a callback may call back into the library.
-// Callbacks of one client run one at a time, on one goroutine that starts
-// with the first callback, stays while callbacks keep coming (so that a
-// stream of evidence does not start a goroutine per change), and ends within
-// a second once none come, or when the client closes. A tracker from
-// [NewMessageTracker] has a goroutine only while its callbacks are queued. A
-// panicking callback is recovered and logged.
+// State-change callbacks run once per change, in transition order, one at a
+// time, on a goroutine of the library; never on the goroutine that reads the
+// stream or reported the evidence, and never under a lock, so a callback may
+// call back into the library. Callbacks of one client share one goroutine
+// that starts with the first callback, stays while callbacks keep coming,
+// and ends within a second once none come, or when the client closes. A
+// tracker from [NewMessageTracker] has a goroutine only while its callbacks
+// are queued.
+//
+// A panic in a callback is not recovered: the program crashes with the
+// panic and the callback's own stack, as with a panic on any goroutine. The
+// library never drops one silently.
+//
+// Slow callbacks cost bounded memory. Evidence is applied at once (State,
+// Wait and Done stay current) and the changes wait for their callbacks in a
+// queue; when the queue reaches 1024 + 4×MaxPending changes, the client
+// stops taking new messages (Send waits, TrySend fails with
+// [ErrTooManyPending]) until the callbacks catch up. A tracker makes at most
+// 4 changes, so a callback that never returns holds at most 1023 +
+// 8×MaxPending changes (about 48 bytes each, plus the trackers they name),
+// however many sends are attempted: with MaxPending = 10, 1,103 changes and
+// about 1.5 MiB of heap in 200,000 attempted sends (the test
+// TestStuckCallbackBoundsMemory measures it).
+//
+// A callback may call any method of the client or a tracker, Send and
+// SendAndWait included. Its Send waits for a free slot like any other (the
+// evidence that frees one keeps flowing), but cannot wait for the queue to
+// drain, since the queue is drained by the goroutine the callback runs on:
+// if a callback's Send finds the queue full it waits until its context
+// ends. That takes more than about 256 messages sent (by the callback or
+// other goroutines) while the callback runs, or an application already
+// that far behind. Pass a context with a deadline when sending from a
+// callback.
 //
 // # Who drives a tracker
 //

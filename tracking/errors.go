@@ -37,7 +37,9 @@ var (
 
 // Errors returned when a message cannot be tracked (Client.Send and friends).
 var (
-	// ErrTooManyPending means the pending limit is reached and the call
+	// ErrTooManyPending means the pending limit is reached, or the
+	// application's state-change callbacks lag so far behind that no new
+	// message is taken (see Config.MaxPending of the client), and the call
 	// does not wait (Client.TrySend).
 	ErrTooManyPending = trackcore.ErrTooManyPending
 	// ErrDuplicateID means a pending message already uses the id (or, with a

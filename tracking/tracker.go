@@ -47,7 +47,9 @@ func (t *MessageTracker) Response() *Response { return t.core().Response() }
 // nil). Callbacks run in transition order on a goroutine of the library, never
 // on the one that reported the evidence and never while a lock is held, so f
 // may call back into the library. Callbacks of one client run one at a time:
-// a slow f delays the others. A panic in f is recovered and logged.
+// a slow f delays the others, and one far behind makes Send wait (see the
+// package documentation). A panic in f is not recovered: it crashes the
+// program, as a panic on any goroutine does.
 func (t *MessageTracker) OnStateChange(f func(from, to MessageState, resp *Response)) {
 	if f == nil {
 		return

@@ -17,7 +17,6 @@ package registry
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -38,14 +37,21 @@ const (
 // called.
 var ErrShutdown = trackcore.ErrShutdown
 
+// QueueLimit returns, for a MaxPending (after defaults), the number of
+// queued state changes at which Track waits and the most a stuck callback
+// can make the registry hold (see trackcore.QueueLimit).
+func QueueLimit(maxPending int) (limit, most int) { return trackcore.QueueLimit(maxPending) }
+
 // TrackOptions are per-message settings for Track.
 type TrackOptions = trackcore.TrackOptions
 
 // Config configures a Registry. The zero value is ready to use.
 type Config struct {
-	// MaxPending bounds the number of trackers that are not settled. Track
-	// waits and TryTrack fails with tracking.ErrTooManyPending at the bound.
-	// Zero means DefaultMaxPending; a negative value means no bound.
+	// MaxPending bounds the number of trackers that are not settled, and
+	// through it the state changes waiting for callbacks (see
+	// trackcore.QueueLimit). Track waits and TryTrack fails with
+	// tracking.ErrTooManyPending at either bound. Zero means
+	// DefaultMaxPending; a negative value means no bound.
 	MaxPending int
 	// Window is the default tracking window: when it ends, a tracker without
 	// proof of delivery to the recipient becomes TimedOut, and one in
@@ -57,8 +63,6 @@ type Config struct {
 	// tracker of the registry, under the same rules as
 	// MessageTracker.OnStateChange and before the tracker's own callbacks.
 	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
-	// Logger receives callback panics. Nil means silent.
-	Logger *slog.Logger
 }
 
 // Registry holds the pending trackers of one account and turns evidence into
@@ -73,7 +77,7 @@ func public(t *trackcore.Tracker[tracking.Response]) *tracking.MessageTracker {
 
 // New returns an empty registry.
 func New(cfg Config) *Registry {
-	c := trackcore.Config[tracking.Response]{MaxPending: cfg.MaxPending, Window: cfg.Window, Logger: cfg.Logger}
+	c := trackcore.Config[tracking.Response]{MaxPending: cfg.MaxPending, Window: cfg.Window}
 	if f := cfg.OnStateChange; f != nil {
 		c.OnStateChange = func(t *trackcore.Tracker[tracking.Response], from, to trackcore.State, resp *tracking.Response) {
 			f(public(t), tracking.MessageState(from), tracking.MessageState(to), resp)
@@ -107,6 +111,10 @@ func (r *Registry) Lookup(conv, id string) *tracking.MessageTracker {
 // Find returns the pending tracker of the message with the given id, in any
 // conversation, or nil.
 func (r *Registry) Find(id string) *tracking.MessageTracker { return public(r.core().Find(id)) }
+
+// Queued returns the number of state changes whose callbacks have not
+// finished, and the number at which Track waits (0: no limit).
+func (r *Registry) Queued() (n, limit int) { return r.core().Queued() }
 
 // Pending returns the number of trackers that are not settled.
 func (r *Registry) Pending() int { return r.core().Pending() }

@@ -1,7 +1,6 @@
 package trackcore
 
 import (
-	"log/slog"
 	"sync"
 	"time"
 )
@@ -24,9 +23,22 @@ const linger = 500 * time.Millisecond
 // costs a wake-up instead of a new goroutine. The linger timer is set once
 // per period, not once per change. Either way it is at most one goroutine
 // per group, never one per tracker.
+//
+// The queue is bounded through admission, not by dropping or waiting on
+// the evidence side: held counts the changes queued or in the batch being
+// run, and a registry admits a new tracker (Track) only while held is
+// below limit. Evidence always applies at once, so the goroutine that
+// reads the stream never waits for the application. Since a tracker makes
+// at most maxChanges changes in its life, held never exceeds
+// limit - 1 + maxChanges*MaxPending (see Registry).
+//
+// Callbacks are not protected against panics: a panic in a callback
+// crashes the program with the callback's own stack, as a panic in any
+// goroutine does. The library never swallows one.
 type group[R any] struct {
 	mu      sync.Mutex
 	queue   []change[R] // state changes whose callbacks have not run, oldest first
+	held    int         // changes in queue or in the batch being run
 	spare   []change[R] // the previous queue's storage, reused
 	running bool        // the dispatcher exists
 	parked  bool        // the dispatcher waits on wake; whoever clears it sends one wake-up
@@ -37,7 +49,6 @@ type group[R any] struct {
 	wake    chan struct{}
 	timer   *time.Timer // linger ticks (time.AfterFunc); nil until needed
 	hook    Hook[R]
-	log     *slog.Logger
 	reg     *Registry[R] // nil for standalone trackers
 }
 
@@ -97,6 +108,10 @@ func (g *group[R]) runCallbacks() {
 			}
 			g.mu.Lock()
 			g.spare = batch[:0]
+			g.held -= len(batch)
+			if g.reg != nil {
+				g.reg.wakeTrack()
+			}
 			continue
 		}
 		if g.reg == nil || g.closed || g.expire {
@@ -148,21 +163,9 @@ func (g *group[R]) tick() {
 
 func (g *group[R]) call(c *change[R]) {
 	if g.hook != nil {
-		g.safely(c, func() { g.hook(c.t, c.from, c.to, c.resp) })
+		g.hook(c.t, c.from, c.to, c.resp)
 	}
 	for _, f := range c.cbs {
-		g.safely(c, func() { f(c.from, c.to, c.resp) })
+		f(c.from, c.to, c.resp)
 	}
-}
-
-// safely runs f and recovers a panic, so one bad callback breaks neither the
-// tracker nor the callbacks queued after it.
-func (g *group[R]) safely(c *change[R], f func()) {
-	defer func() {
-		if p := recover(); p != nil && g.log != nil {
-			g.log.Error("xmpptrack: state-change callback panicked",
-				"id", c.t.id, "from", c.from.String(), "to", c.to.String(), "panic", p)
-		}
-	}()
-	f()
 }

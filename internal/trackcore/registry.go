@@ -3,7 +3,6 @@ package trackcore
 import (
 	"context"
 	"hash/maphash"
-	"log/slog"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -29,10 +28,31 @@ type Config[R any] struct {
 	Window time.Duration
 	// OnStateChange, if set, is called for every state change of every tracker
 	// of the registry, under the same rules as Tracker.OnStateChange and
-	// before the tracker's own callbacks. It costs no memory per tracker.
+	// before the tracker's own callbacks.
 	OnStateChange Hook[R]
-	// Logger receives callback panics. Nil means silent.
-	Logger *slog.Logger
+}
+
+// maxChanges is the most state changes one tracker makes in its life:
+// IN_TRANSIT, DELIVERED_TO_SERVER, ERROR, DELIVERED_TO_RECIPIENT,
+// SEEN_BY_RECIPIENT (a test checks it against the graph).
+const maxChanges = 4
+
+// queueSlack is how many queued changes, beyond what the pending trackers
+// can make on their own, the registry accepts before Track waits for the
+// callbacks: room for a callback to send about queueSlack/maxChanges
+// messages while it runs.
+const queueSlack = 1024
+
+// QueueLimit returns the number of queued state changes at which a
+// registry with the given MaxPending (after defaults) stops admitting new
+// trackers, and the most changes it can then hold. Both are zero for an
+// unbounded registry (maxPending < 0).
+func QueueLimit(maxPending int) (limit, most int) {
+	if maxPending < 0 {
+		return 0, 0
+	}
+	limit = queueSlack + maxChanges*maxPending
+	return limit, limit - 1 + maxChanges*maxPending
 }
 
 // TrackOptions are per-message settings for Track.
@@ -58,6 +78,25 @@ type TrackOptions struct {
 // them, and at most one goroutine, which runs the callbacks: no tracker has
 // a goroutine or a timer of its own.
 //
+// Backpressure: evidence is applied at once and its callbacks queued, so
+// the goroutine reading the stream never waits for the application. What
+// waits is admission: Track waits (TryTrack fails) while MaxPending
+// trackers are pending, and while the callbacks lag behind by limit =
+// 1024 + 4*MaxPending changes (see QueueLimit). Every change belongs to a
+// tracker, a tracker makes at most 4 changes, and only the trackers pending
+// when the last one was admitted can add changes after that: so a stuck
+// callback holds at most limit - 1 + 4*MaxPending changes, and the trackers
+// they name, however long it stays stuck and however many sends are
+// attempted.
+//
+// A callback may call Track (Client.Send): it waits for a slot like any
+// caller, and evidence keeps flowing, so a slot frees. It waits for the
+// queue only if the queue reaches limit, which the callback's own run
+// cannot drain: when the callback started with q changes queued, that
+// takes more than (1024 - q)/4 messages sent, by the callback or others,
+// while it runs (the pending trackers alone make at most 4*MaxPending).
+// Beyond that the call waits until its context ends.
+//
 // Evidence methods take the conversation as a bare JID string ("bob@example.org"
 // or "room@conference.example.org") and ignore, in O(1), evidence for unknown
 // ids, for ids of another conversation, duplicates and late evidence. Message
@@ -80,7 +119,8 @@ type Registry[R any] struct {
 	armedAt uint32
 
 	pending int
-	room    chan struct{} // closed when a slot frees; nil when nobody waits
+	limit   int           // queued changes at which Track waits; 0: none
+	room    chan struct{} // closed when a slot frees or the queue drains; nil when nobody waits
 	idle    chan struct{} // closed when nothing is pending; nil when nobody waits
 	shut    bool
 }
@@ -101,15 +141,15 @@ func NewRegistry[R any](cfg Config[R]) *Registry[R] {
 	if r.window == 0 {
 		r.window = DefaultWindow
 	}
+	r.limit, _ = QueueLimit(r.max)
 	r.g.hook = cfg.OnStateChange
-	r.g.log = cfg.Logger
 	r.g.reg = r
 	return r
 }
 
 // Track registers a new pending message with the given id to the conversation
-// to (a bare JID). It waits while MaxPending trackers are pending, until a
-// slot frees or ctx ends. Register a message before writing it, so that no
+// to (a bare JID). It waits while MaxPending trackers are pending or the
+// callbacks lag by the queue limit, until that changes or ctx ends. Register a message before writing it, so that no
 // evidence can arrive before its tracker.
 func (r *Registry[R]) Track(ctx context.Context, to, id string, o TrackOptions) (*Tracker[R], error) {
 	for {
@@ -118,7 +158,7 @@ func (r *Registry[R]) Track(ctx context.Context, to, id string, o TrackOptions) 
 			r.g.mu.Unlock()
 			return nil, ErrShutdown
 		}
-		if r.max < 0 || r.pending < r.max {
+		if r.admits() {
 			t, err := r.insert(to, id, o)
 			r.unlock()
 			return t, err
@@ -136,14 +176,15 @@ func (r *Registry[R]) Track(ctx context.Context, to, id string, o TrackOptions) 
 	}
 }
 
-// TryTrack is Track without waiting: at the bound it returns ErrTooManyPending.
+// TryTrack is Track without waiting: where Track would wait it returns
+// ErrTooManyPending.
 func (r *Registry[R]) TryTrack(to, id string, o TrackOptions) (*Tracker[R], error) {
 	r.g.mu.Lock()
 	defer r.unlock()
 	switch {
 	case r.shut:
 		return nil, ErrShutdown
-	case r.max >= 0 && r.pending >= r.max:
+	case !r.admits():
 		return nil, ErrTooManyPending
 	}
 	return r.insert(to, id, o)
@@ -201,13 +242,26 @@ func (r *Registry[R]) forget(t *Tracker[R]) {
 		r.dirty = append(r.dirty, c)
 	}
 	r.pending--
-	if r.room != nil && (r.max < 0 || r.pending < r.max) {
-		close(r.room)
-		r.room = nil
-	}
+	r.wakeTrack()
 	if r.idle != nil && r.pending == 0 {
 		close(r.idle)
 		r.idle = nil
+	}
+}
+
+// admits reports whether a new tracker may be registered now: fewer than
+// MaxPending are pending and the callbacks lag by fewer than limit
+// changes. The caller holds the lock.
+func (r *Registry[R]) admits() bool {
+	return r.max < 0 || r.pending < r.max && r.g.held < r.limit
+}
+
+// wakeTrack wakes the Track calls that wait, if one may proceed. The caller
+// holds the lock.
+func (r *Registry[R]) wakeTrack() {
+	if r.room != nil && r.admits() {
+		close(r.room)
+		r.room = nil
 	}
 }
 
@@ -268,6 +322,14 @@ func (r *Registry[R]) Find(id string) *Tracker[R] {
 	r.g.mu.Lock()
 	defer r.g.mu.Unlock()
 	return r.byID(id)
+}
+
+// Queued returns the number of state changes whose callbacks have not
+// finished, and the number at which Track waits (0: no limit).
+func (r *Registry[R]) Queued() (n, limit int) {
+	r.g.mu.Lock()
+	defer r.g.mu.Unlock()
+	return r.g.held, r.limit
 }
 
 // Pending returns the number of trackers that are not settled.

@@ -242,6 +242,7 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 		}
 		if x != nil && len(x.cbs) > 0 || g.hook != nil {
 			g.queue = append(g.queue, change[R]{t: t, from: from, to: dst, resp: resp, cbs: cbsOf(x)})
+			g.held++
 		}
 	}
 	if x != nil && x.changed != nil {
