@@ -44,32 +44,52 @@ type iqAnswer struct {
 	err        error
 }
 
-// checkService asks the room's service for its identity: a service that
-// answers without a conference identity is not a group chat service.
-func (r *Room) checkService(ctx context.Context) error {
-	s, err := r.c.Session(ctx)
+// IsRoom reports whether addr belongs to a group chat service: it asks
+// the service (addr's domain) for its disco#info identity, which is
+// "conference" for a XEP-0045 service. A service that does not answer
+// gives false and the error; one that answers with other identities (a
+// user's server, "server"/"im") gives false and nil.
+func IsRoom(ctx context.Context, c *xmpptrack.Client, addr jid.JID) (bool, error) {
+	ok, _, err := isRoom(ctx, c, addr)
+	return ok, err
+}
+
+// isRoom is IsRoom, with what the service said it is.
+func isRoom(ctx context.Context, c *xmpptrack.Client, addr jid.JID) (bool, string, error) {
+	s, err := c.Session(ctx)
 	if err != nil {
-		return err
+		return false, "", err
 	}
-	service := r.roomJID.Domain()
-	a, err := r.discoInfo(ctx, s, service)
+	a, err := discoInfo(ctx, c, s, addr.Domain())
 	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		r.log.Debug("muc: no disco#info from the service", "service", service, "err", err)
-		return nil // some services hide: let the join decide
+		return false, "", err
 	}
 	for _, id := range a.identities {
 		if id.Category == "conference" {
-			return nil
+			return true, "", nil
 		}
 	}
-	what := "no identity"
+	what := "a service with no identity"
 	if len(a.identities) > 0 {
 		what = "a " + a.identities[0].Category + "/" + a.identities[0].Type + " service"
 	}
-	return fmt.Errorf("%w: %s is %s, not a group chat service", ErrNotARoom, service, what)
+	return false, what, nil
+}
+
+// checkService asks the room's service for its identity: a service that
+// answers without a conference identity is not a group chat service.
+func (r *Room) checkService(ctx context.Context) error {
+	ok, what, err := isRoom(ctx, r.c, r.roomJID)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return err
+	case err != nil:
+		r.log.Debug("muc: no disco#info from the service", "service", r.roomJID.Domain(), "err", err)
+		return nil // some services hide: let the join decide
+	case !ok:
+		return fmt.Errorf("%w: %s is %s", ErrNotARoom, r.roomJID.Domain(), what)
+	}
+	return nil
 }
 
 // join sends the join presence, waits for our own presence from the room
@@ -110,7 +130,7 @@ func (r *Room) join(ctx context.Context) error {
 		return ctx.Err()
 	}
 	// We are in. Without an answer the room's ids stay untrusted.
-	a, err := r.discoInfo(ctx, s, r.roomJID)
+	a, err := discoInfo(ctx, r.c, s, r.roomJID)
 	if err != nil {
 		r.log.Debug("muc: no disco#info from the room; stanza-ids and occupant-ids untrusted", "room", r.room, "err", err)
 	}
@@ -153,18 +173,22 @@ func (r *Room) leave(ctx context.Context, status string) error {
 	}
 }
 
-// discoInfo asks to for its disco#info and waits for the answer.
-func (r *Room) discoInfo(ctx context.Context, s *xmpp.Session, to jid.JID) (iqAnswer, error) {
+// discoInfo asks to for its disco#info and waits for the answer, which
+// its own observer catches: only from the address asked, with our id.
+func discoInfo(ctx context.Context, c *xmpptrack.Client, s *xmpp.Session, to jid.JID) (iqAnswer, error) {
 	id := xmpptrack.NewID()
 	answer := make(chan iqAnswer, 1)
-	r.mu.Lock()
-	r.iqs[id] = answer
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(r.iqs, id)
-		r.mu.Unlock()
-	}()
+	remove := c.Observe(xmpptrack.Observer{IQ: func(iq xstanza.IQ, rd xml.TokenReader) bool {
+		if iq.ID != id || !iq.From.Equal(to) {
+			return false
+		}
+		select {
+		case answer <- readInfo(iq, rd):
+		default: // answered already (the same id twice)
+		}
+		return true
+	}})
+	defer remove()
 	iq := xstanza.IQ{ID: id, To: to, Type: xstanza.GetIQ}
 	q := xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: disco.NSInfo, Local: "query"}})
 	if _, err := wire.Write(ctx, s, iq.Wrap(q)); err != nil {
@@ -178,44 +202,29 @@ func (r *Room) discoInfo(ctx context.Context, s *xmpp.Session, to jid.JID) (iqAn
 	}
 }
 
-// maxIQTokens bounds what iq reads of one answer.
+// maxIQTokens bounds what readInfo reads of one answer.
 const maxIQTokens = 4096
 
-// iq catches the answers to our disco#info requests (on the reading
-// goroutine): only from the address asked, with an id we are waiting for.
-func (r *Room) iq(iq xstanza.IQ, rd xml.TokenReader) bool {
-	r.mu.Lock()
-	answer := r.iqs[iq.ID]
-	r.mu.Unlock()
-	if answer == nil {
-		return false
-	}
-	if !iq.From.Equal(r.roomJID) && !iq.From.Equal(r.roomJID.Domain()) {
-		return false
-	}
+// readInfo reads a disco#info answer's identities and features.
+func readInfo(iq xstanza.IQ, rd xml.TokenReader) (a iqAnswer) {
 	var b tokbuf.Buffer
 	b.ReadFrom(rd, maxIQTokens)
-	var a iqAnswer
+	if iq.Type == xstanza.ErrorIQ {
+		return iqAnswer{err: stanzaError(b.Tokens())}
+	}
 	for _, tok := range b.Tokens() {
 		start, ok := tok.(xml.StartElement)
-		if !ok {
+		if !ok || start.Name.Space != disco.NSInfo {
 			continue
 		}
-		switch {
-		case start.Name.Local == "identity":
+		switch start.Name.Local {
+		case "identity":
 			a.identities = append(a.identities, identity{Category: attr(start, "category"), Type: attr(start, "type")})
-		case start.Name.Local == "feature":
+		case "feature":
 			a.features = append(a.features, attr(start, "var"))
 		}
 	}
-	if iq.Type == xstanza.ErrorIQ {
-		a = iqAnswer{err: stanzaError(b.Tokens())}
-	}
-	select {
-	case answer <- a:
-	default: // answered already (the same id twice)
-	}
-	return true
+	return a
 }
 
 // stanzaError decodes the <error/> among a stanza's children.

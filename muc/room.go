@@ -89,9 +89,8 @@ type Room struct {
 	wg      sync.WaitGroup     // the rejoin goroutine
 
 	mu        sync.Mutex
-	nick      string     // our nick in the room: the one asked for, or the room's
-	joinWait  chan error // the answer to our pending join presence
-	iqs       map[string]chan iqAnswer
+	nick      string               // our nick in the room: the one asked for, or the room's
+	joinWait  chan error           // the answer to our pending join presence
 	sid, occ  bool                 // the room announces XEP-0359, XEP-0421
 	ourOcc    string               // our occupant-id
 	occupants map[string]*Occupant // by nick, everybody but us; OccupantID unfiltered
@@ -149,7 +148,6 @@ func Join(ctx context.Context, c *xmpptrack.Client, room jid.JID, cfg *Config) (
 	r.remove = c.Observe(xmpptrack.Observer{
 		Message:   r.message,
 		Presence:  r.presence,
-		IQ:        r.iq,
 		Connected: r.connected,
 	})
 	err := r.checkService(ctx)
@@ -170,7 +168,6 @@ func newRoom(room jid.JID, cfg *Config) *Room {
 		nick:      room.Resourcepart(),
 		roomJID:   room.Bare(),
 		room:      room.Bare().String(),
-		iqs:       make(map[string]chan iqAnswer),
 		occupants: make(map[string]*Occupant),
 		byID:      make(map[string]*entry),
 		bySID:     make(map[string]*entry),

@@ -12,6 +12,13 @@
 // one JSON object per line with the fields id, to, state, elapsed_ms and, for
 // ERROR, condition and error.
 //
+// With -muc, it joins the room first and says on standard error how many
+// other occupants are there (in an empty room, messages still reach
+// DELIVERED_TO_RECIPIENT: the room distributed them, to nobody). The
+// SEEN_BY_RECIPIENT line names who has seen the message ("by bob, carol"),
+// and in -json its seen_by field is the array of their nicks. A room
+// address without -muc, or -muc with a person's address, fails with a hint.
+//
 // Flags:
 //
 //	-password-file F   password file (else the XMPP_PASSWORD environment variable)
@@ -239,12 +246,30 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return exitFailed
 		}
 		r, err := muc.Join(setupCtx, c, addr, nil)
+		if errors.Is(err, muc.ErrNotARoom) {
+			fmt.Fprintf(stderr, "send: cannot join %s: %v (-muc needs a room address room@service; without -muc, -to is a person)\n", o.to, err)
+			return exitFailed
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "send: cannot join %s as %s: %v (check -to and -muc)\n", o.to, o.nick, err)
 			return exitFailed
 		}
 		room = r
+		p.room(r)
+		fmt.Fprintln(stderr, "send:", joined(r))
 		send = r.SendMessage
+	}
+
+	// Sending to a room without -muc fails: find out meanwhile whether -to
+	// is a room, to say so if it does.
+	isRoom := make(chan bool, 1)
+	if o.nick == "" && o.to.Localpart() != "" && o.to.Resourcepart() == "" {
+		go func() {
+			ok, _ := muc.IsRoom(setupCtx, c, o.to)
+			isRoom <- ok
+		}()
+	} else {
+		isRoom <- false
 	}
 
 	var (
@@ -316,10 +341,31 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	for _, m := range missed {
 		fmt.Fprintln(stderr, "send:", m)
 	}
+	if <-isRoom {
+		fmt.Fprintf(stderr, "send: %s is a group chat: is this a room? use -muc NICK\n", o.to)
+	}
 	if sendErr != nil && errors.Is(sendErr, xmpptrack.ErrClientClosed) {
 		fmt.Fprintln(stderr, "send: the connection ended for good:", c.Err())
 	}
 	return exitNotThere
+}
+
+// joined says who else is in the room we joined.
+func joined(r *muc.Room) string {
+	others := r.Occupants()
+	var nicks []string
+	for _, o := range others {
+		nicks = append(nicks, o.Nick)
+	}
+	switch len(others) {
+	case 0:
+		return fmt.Sprintf("joined %s alone: messages reach DELIVERED_TO_RECIPIENT (the room distributed them) but nobody is there to read them", r.Addr())
+	case 1:
+		return fmt.Sprintf("joined %s with 1 other occupant: %s", r.Addr(), nicks[0])
+	case 2, 3, 4, 5:
+		return fmt.Sprintf("joined %s with %d other occupants: %s", r.Addr(), len(others), strings.Join(nicks, ", "))
+	}
+	return fmt.Sprintf("joined %s with %d other occupants", r.Addr(), len(others))
 }
 
 // explainDial turns a login failure into a line that says what to fix.
@@ -373,6 +419,7 @@ type printer struct {
 	changed *sync.Cond
 	msgs    map[string]*message
 	stopped bool
+	seenBy  func(*tracking.MessageTracker) []string // -muc: the readers' nicks
 }
 
 // message is what the printer knows of one message.
@@ -386,12 +433,13 @@ type message struct {
 
 // line is one output line in -json form.
 type line struct {
-	ID        string  `json:"id"`
-	To        string  `json:"to"`
-	State     string  `json:"state"`
-	ElapsedMS float64 `json:"elapsed_ms"`
-	Condition string  `json:"condition,omitempty"`
-	Error     string  `json:"error,omitempty"`
+	ID        string   `json:"id"`
+	To        string   `json:"to"`
+	State     string   `json:"state"`
+	ElapsedMS float64  `json:"elapsed_ms"`
+	Condition string   `json:"condition,omitempty"`
+	Error     string   `json:"error,omitempty"`
+	SeenBy    []string `json:"seen_by,omitempty"` // -muc: nicks of the readers
 }
 
 func newPrinter(w io.Writer, json bool) *printer {
@@ -408,7 +456,7 @@ func (p *printer) start(id, to, body string) {
 	defer p.mu.Unlock()
 	m := &message{to: to, start: time.Now(), preview: preview(body)}
 	p.msgs[id] = m
-	p.print(id, m, tracking.InTransit, 0, nil)
+	p.print(id, m, tracking.InTransit, 0, nil, nil)
 }
 
 // previewLen is how many characters of a body the IN_TRANSIT line shows.
@@ -429,7 +477,29 @@ func (p *printer) change(t *tracking.MessageTracker, _, to tracking.MessageState
 	if resp != nil {
 		err = resp.Err
 	}
-	p.record(t.ID(), to, err)
+	var who []string
+	if to == tracking.SeenByRecipient {
+		p.mu.Lock()
+		seenBy := p.seenBy
+		p.mu.Unlock()
+		if seenBy != nil {
+			who = seenBy(t)
+		}
+	}
+	p.record(t.ID(), to, err, who...)
+}
+
+// room makes SEEN lines name the room's readers.
+func (p *printer) room(r *muc.Room) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seenBy = func(t *tracking.MessageTracker) []string {
+		var nicks []string
+		for _, o := range r.SeenBy(t) {
+			nicks = append(nicks, o.Nick)
+		}
+		return nicks
+	}
 }
 
 // synthetic prints a state for a message the library never tracked.
@@ -437,14 +507,14 @@ func (p *printer) synthetic(id string, st tracking.MessageState, err error) {
 	p.record(id, st, err)
 }
 
-func (p *printer) record(id string, st tracking.MessageState, err error) {
+func (p *printer) record(id string, st tracking.MessageState, err error, seenBy ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m := p.msgs[id]
 	if m == nil || m.done || p.stopped {
 		return
 	}
-	p.print(id, m, st, time.Since(m.start), err)
+	p.print(id, m, st, time.Since(m.start), err, seenBy)
 	m.printed |= 1 << st
 	p.changed.Broadcast()
 }
@@ -470,7 +540,7 @@ func (p *printer) stop() {
 }
 
 // print writes one line. The caller holds p.mu.
-func (p *printer) print(id string, m *message, st tracking.MessageState, elapsed time.Duration, err error) {
+func (p *printer) print(id string, m *message, st tracking.MessageState, elapsed time.Duration, err error, seenBy []string) {
 	var cond, text string
 	if st == tracking.Error || st == tracking.Aborted {
 		cond, text = condition(err)
@@ -479,7 +549,7 @@ func (p *printer) print(id string, m *message, st tracking.MessageState, elapsed
 		b, _ := json.Marshal(line{
 			ID: id, To: m.to, State: st.String(),
 			ElapsedMS: float64(elapsed.Microseconds()) / 1000,
-			Condition: cond, Error: text,
+			Condition: cond, Error: text, SeenBy: seenBy,
 		})
 		fmt.Fprintf(p.w, "%s\n", b)
 		return
@@ -493,6 +563,9 @@ func (p *printer) print(id string, m *message, st tracking.MessageState, elapsed
 	}
 	if st == tracking.InTransit {
 		out += "  " + m.preview
+	}
+	if len(seenBy) > 0 {
+		out += "  by " + strings.Join(seenBy, ", ")
 	}
 	fmt.Fprintln(p.w, out)
 }
