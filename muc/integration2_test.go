@@ -15,6 +15,7 @@ import (
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/internal/testserver"
 	"github.com/xmpptrack/xmpptrack/muc"
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -68,7 +69,10 @@ func TestIntegrationRoomOccupantErrorStorm(t *testing.T) {
 		var suspects atomic.Int64
 		var selfPresences, errorsSeen atomic.Int64
 		done := make(chan struct{}, 1)
-		alice := dial(t, srv, "alice", xmpptrack.Config{})
+		// The server, busy with the flood, answers <r/> late: that is no
+		// dead connection here.
+		patient := xmpptrack.Config{StreamManagement: sm.Config{AckTimeout: 3 * time.Minute}}
+		alice := dial(t, srv, "alice", patient)
 		alice.Observe(xmpptrack.Observer{Presence: func(p xstanza.Presence, _ xml.TokenReader) {
 			if p.From.Bare().Equal(room) && p.From.Resourcepart() == "alice" {
 				selfPresences.Add(1)
@@ -86,7 +90,7 @@ func TestIntegrationRoomOccupantErrorStorm(t *testing.T) {
 			}
 			return false
 		}})
-		carol := dial(t, srv, "carol", xmpptrack.Config{})
+		carol := dial(t, srv, "carol", patient)
 		ra, err := muc.Join(ctx, alice, withNick(room, "alice"), &muc.Config{OnSuspect: func(error) { suspects.Add(1) }})
 		if err != nil {
 			t.Fatal(err)
