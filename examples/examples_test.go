@@ -447,3 +447,85 @@ func TestExampleDemo(t *testing.T) {
 		io.WriteString(os.Stdout, text)
 	}
 }
+
+// TestExampleDemoHelp: -h prints the usage and exits 0 without installing
+// or starting anything (with an empty PATH it could do neither).
+func TestExampleDemoHelp(t *testing.T) {
+	cmd := exec.Command(bin(t, "demo"), "-h")
+	cmd.Env = append(os.Environ(), gorace, "PATH=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo -h: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "usage: demo") || !strings.Contains(string(out), "-port") || strings.Contains(string(out), "xmpptrack demo:") {
+		t.Fatalf("want the usage and nothing else:\n%s", out)
+	}
+}
+
+// TestExampleDemoInterrupt: -port chooses the server's port, and SIGINT or
+// SIGTERM stops Prosody and removes its directory.
+func TestExampleDemoInterrupt(t *testing.T) {
+	if err := testserver.Available(testserver.Prosody); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("prosody is required under CI=true: %v", err)
+		}
+		t.Skipf("prosody not available: %v", err)
+	}
+	serverLine := regexp.MustCompile(`^  server  Prosody on (\S+), files in (\S+) \(`)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			ln.Close()
+			_, port, _ := net.SplitHostPort(addr)
+
+			ctx, cancel := context.WithTimeout(t.Context(), 25*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin(t, "demo"), "-port", port)
+			cmd.Env = append(os.Environ(), gorace)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var gotAddr, dir string
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if m := serverLine.FindStringSubmatch(sc.Text()); m != nil {
+					gotAddr, dir = m[1], m[2]
+					break
+				}
+			}
+			if dir == "" {
+				cmd.Wait()
+				t.Fatalf("the demo did not start its server:\n%s", stderr.String())
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			go io.Copy(io.Discard, out)
+			err = cmd.Wait()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(stderr.String(), "interrupted") {
+				t.Errorf("demo: %v, want exit status 1 and \"interrupted\"\n%s", err, stderr.String())
+			}
+			if gotAddr != addr {
+				t.Errorf("server on %s, want -port's %s", gotAddr, addr)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the server directory %q is still there: %v", dir, err)
+			}
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				t.Errorf("the server still accepts connections on %s", addr)
+			}
+		})
+	}
+}

@@ -15,20 +15,30 @@
 //  4. to a group chat that bob is in: reflected by the room, then seen by bob.
 //
 // Then it stops the server and removes its files. It takes about five
-// seconds. Exit status 1 means the demo could not run (or a step did not
-// happen as narrated).
+// seconds. SIGINT or SIGTERM (Ctrl-C) stops it early, and the server is
+// stopped and its files removed all the same. Exit status 1 means the demo
+// could not run, was interrupted, or a step did not happen as narrated; 2 a
+// usage error.
+//
+// Flags:
+//
+//	-port N   the server's client port on 127.0.0.1 (default: a free random one)
+//	-h        print this usage and exit
 package main
 
 import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,27 +62,80 @@ const (
 	stepTimeout   = 15 * time.Second       // a step that takes longer failed
 )
 
+// stopGrace is how long an interrupted demo waits for its steps to end
+// before it stops the server itself.
+const stopGrace = 5 * time.Second
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Stdout)
-	stop()
+	port, err := parse(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
 	if err != nil {
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	var live atomic.Pointer[testserver.Server]
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, os.Stdout, port, &live) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// Interrupted: the steps end on ctx, and run stops the server. In
+		// case one does not, the server is stopped here all the same.
+		select {
+		case err = <-done:
+		case <-time.After(stopGrace):
+			if srv := live.Load(); srv != nil {
+				srv.Stop()
+			}
+		}
+	}
+	interrupted := ctx.Err() != nil
+	stop()
+	switch {
+	case interrupted:
+		fmt.Fprintln(os.Stderr, "demo: interrupted")
+		os.Exit(1)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, w io.Writer) error {
+// parse reads the command line: the port, 0 for a random one.
+func parse(args []string, stderr io.Writer) (port int, err error) {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: demo [-port N]")
+		fmt.Fprintln(fs.Output(), "Runs a throwaway Prosody on 127.0.0.1 and narrates four tracked messages.")
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&port, "port", 0, "the server's client port on 127.0.0.1 (0: a free random one)")
+	if err := fs.Parse(args); err != nil {
+		return 0, err
+	}
+	if fs.NArg() > 0 || port < 0 || port > 65535 {
+		fs.Usage()
+		return 0, errors.New("bad usage")
+	}
+	return port, nil
+}
+
+// run runs the demo; live holds the server while it runs.
+func run(ctx context.Context, w io.Writer, port int, live *atomic.Pointer[testserver.Server]) error {
 	if err := ensureProsody(w, systemInstaller()); err != nil {
 		return err
 	}
 	fmt.Fprintln(w, "xmpptrack demo: tracked XMPP messages on a throwaway Prosody server")
 	fmt.Fprintln(w)
 
-	srv, err := testserver.Launch(ctx, testserver.Prosody, testserver.Options{Accounts: []string{"alice", "bob", "carol"}})
+	srv, err := testserver.Launch(ctx, testserver.Prosody, testserver.Options{Accounts: []string{"alice", "bob", "carol"}, Port: port})
 	if err != nil {
 		return fmt.Errorf("starting Prosody: %w", err)
 	}
+	live.Store(srv)
 	dir := srv.Dir()
 	defer func() {
 		srv.Stop()
@@ -111,7 +174,7 @@ func run(ctx context.Context, w io.Writer) error {
 type installer struct {
 	available func() error // nil when Prosody can be started
 	root      bool
-	aptGet    func(args ...string) error // runs apt-get; nil when it is missing
+	aptGet    func(args ...string) (output []byte, err error) // runs apt-get; nil when it is missing
 }
 
 func systemInstaller() installer {
@@ -120,11 +183,10 @@ func systemInstaller() installer {
 		root:      os.Geteuid() == 0,
 	}
 	if _, err := exec.LookPath("apt-get"); err == nil {
-		in.aptGet = func(args ...string) error {
+		in.aptGet = func(args ...string) ([]byte, error) {
 			cmd := exec.Command("apt-get", args...)
 			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			return cmd.Run()
+			return cmd.CombinedOutput()
 		}
 	}
 	return in
@@ -134,7 +196,8 @@ func systemInstaller() installer {
 const installCommand = "sudo apt-get install -y prosody"
 
 // ensureProsody installs Prosody when it is missing, as root; otherwise it
-// says how to.
+// says how to. The installation prints one line; apt-get's output is shown
+// only when it fails.
 func ensureProsody(w io.Writer, in installer) error {
 	if in.available() == nil {
 		return nil
@@ -145,21 +208,25 @@ func ensureProsody(w io.Writer, in installer) error {
 	case in.aptGet == nil:
 		return errors.New("Prosody is not installed and apt-get is missing: install Prosody 0.12 or later with your package manager")
 	}
-	fmt.Fprintln(w, "Prosody is missing: installing it with apt-get install -y prosody.")
-	fmt.Fprintln(w, "(Debian starts its own Prosody service on *:5222; the demo does not use it.)")
-	if in.aptGet("install", "-y", "prosody") != nil {
-		// A fresh machine may have no package lists yet.
-		if err := in.aptGet("update"); err != nil {
-			return fmt.Errorf("apt-get update: %w", err)
+	fmt.Fprintln(w, "installing prosody with apt-get ... (Debian also starts its own Prosody service on *:5222; the demo does not use it)")
+	aptGet := func(args ...string) error {
+		if out, err := in.aptGet(args...); err != nil {
+			return fmt.Errorf("apt-get %s: %w\n%s", strings.Join(args, " "), err, out)
 		}
-		if err := in.aptGet("install", "-y", "prosody"); err != nil {
-			return fmt.Errorf("apt-get install -y prosody: %w", err)
+		return nil
+	}
+	if aptGet("install", "-y", "prosody") != nil {
+		// A fresh machine may have no package lists yet.
+		if err := aptGet("update"); err != nil {
+			return err
+		}
+		if err := aptGet("install", "-y", "prosody"); err != nil {
+			return err
 		}
 	}
 	if err := in.available(); err != nil {
 		return fmt.Errorf("Prosody still not found after installing it: %w", err)
 	}
-	fmt.Fprintln(w)
 	return nil
 }
 

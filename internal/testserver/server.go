@@ -59,6 +59,11 @@ type Options struct {
 	// Zero means 10 MiB.
 	UploadLimit int64
 
+	// Port is the client port on 127.0.0.1. Zero means a free random one
+	// (retried if another process takes it first); a fixed port that is
+	// taken fails Launch.
+	Port int
+
 	// Debug raises the server's log level to debug.
 	Debug bool
 
@@ -192,7 +197,9 @@ func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
-		if s.port, err = reservePort(); err != nil {
+		if opts.Port != 0 {
+			s.port = opts.Port
+		} else if s.port, err = reservePort(); err != nil {
 			break
 		}
 		if opts.HTTPUpload {
@@ -204,7 +211,7 @@ func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
 			break
 		}
 		err = s.startProcess(ctx)
-		if err == nil || !errors.Is(err, errPortTaken) || attempt == 3 {
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == 3 || opts.Port != 0 {
 			break
 		}
 		s.logf("testserver: %s: port %d was taken, retrying on another port", kind, s.port)
