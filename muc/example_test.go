@@ -36,9 +36,12 @@ func ExampleJoin() {
 
 	r, err := muc.Join(ctx, c, jid.MustParse("ops@conference.example.org/ci"), nil)
 	if err != nil {
-		log.Fatal(err)
+		log.Fatal(err) // errors.Is(err, muc.ErrNotARoom) for a person's address
 	}
 	defer r.Leave(ctx, "done")
+	if len(r.Occupants()) == 0 {
+		log.Print("nobody else is in the room: the message will be distributed to nobody")
+	}
 
 	t, err := r.Send(ctx, "release 1.4 is out")
 	if err != nil {
@@ -48,6 +51,8 @@ func ExampleJoin() {
 		log.Fatalf("the room did not take it: %s, %v", st, err)
 	}
 	if _, err := t.Wait(ctx, tracking.SeenByRecipient); err == nil {
-		log.Printf("seen by %v", r.SeenBy(t))
+		for _, o := range r.SeenBy(t) {
+			log.Printf("seen by %s (occupant-id %q, address %v)", o.Nick, o.OccupantID, o.JID)
+		}
 	}
 }

@@ -254,6 +254,8 @@ func stanzaError(toks []xml.Token) error {
 func (r *Room) connected(resumed bool) {
 	if !resumed {
 		r.mu.Lock()
+		// Who was there is stale: the join brings everybody's presence again.
+		clear(r.occupants)
 		r.rejoinLocked()
 		r.mu.Unlock()
 	}

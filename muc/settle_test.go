@@ -110,3 +110,27 @@ func TestOurNickChanges(t *testing.T) {
 		t.Fatalf("reflection under the assigned nick: %v", m2.State())
 	}
 }
+
+// TestNewSessionForgetsOccupants: after a connection that could not be
+// resumed, who was in the room is stale until the rejoin announces
+// everybody again.
+func TestNewSessionForgetsOccupants(t *testing.T) {
+	r := scriptedRoom(false, false)
+	joined := make(chan struct{})
+	r.joinAgain = func(context.Context) error { close(joined); return nil }
+	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/bob' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/></x></presence>`)
+	if len(r.Occupants()) != 1 {
+		t.Fatalf("occupants %+v", r.Occupants())
+	}
+	r.connected(true)
+	if len(r.Occupants()) != 1 {
+		t.Fatal("a resumed stream forgot the occupants")
+	}
+	r.connected(false)
+	<-joined
+	if occ := r.Occupants(); len(occ) != 0 {
+		t.Fatalf("stale occupants after a new session: %+v", occ)
+	}
+	r.Leave(t.Context(), "")
+}
