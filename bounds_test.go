@@ -106,3 +106,21 @@ func TestCloseStalledReconnection(t *testing.T) {
 		}
 	}
 }
+
+// TestSendOnceStalledEnable: SendOnce honours its context when the server
+// never answers <enable/>.
+func TestSendOnceStalledEnable(t *testing.T) {
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.stall = "enable" })
+	opts := &OnceOptions{Config: Config{Addr: srv.l.Addr().String(), DirectTLS: true, TLSConfig: &tls.Config{RootCAs: testRoots(t)}}}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	var err error
+	returns(t, "SendOnce", func() {
+		_, _, err = SendOnce(ctx, testJID, peerPassword, Message{To: testJID, Body: "x"}, opts)
+	})
+	t.Logf("error: %v", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrConnect) {
+		t.Errorf("error does not match context.DeadlineExceeded and ErrConnect")
+	}
+}
