@@ -39,10 +39,13 @@
 //
 // # Decisions
 //
-// Reflections of tracked messages are consumed: the application's handler
-// does not see its own messages echoed, which spares bots from answering
-// themselves. Set Config.PassReflections to see them. Markers and everybody
-// else's messages always reach the handler.
+// Reflections of the messages a Room sent are consumed: neither the
+// client's OnMessage nor its Handler sees its own messages echoed, which
+// spares bots from answering themselves. Set Config.PassReflections to see
+// them. Markers and everybody else's messages always reach the application,
+// and so does the history a room replays at join, with its XEP-0203 stamp
+// (Incoming.Delay): our own earlier messages included, since they are not
+// reflections of anything this Room sent (their nick is ours, see Addr).
 //
 // A room's stanza-ids and occupant-ids are trusted only when the room
 // announces urn:xmpp:sid:0 and urn:xmpp:occupant-id:0 in its disco#info; a

@@ -155,7 +155,11 @@ func Join(ctx context.Context, c *xmpptrack.Client, room jid.JID, cfg *Config) (
 		err = r.join(ctx)
 	}
 	if err != nil {
+		r.mu.Lock()
+		r.leaving = true // a rejoin that a new connection started meanwhile stops
+		r.mu.Unlock()
 		r.stop()
+		r.wg.Wait()
 		r.remove()
 		return nil, err
 	}
