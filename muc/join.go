@@ -274,7 +274,8 @@ func (r *Room) rejoinLocked() {
 
 // rejoin joins the room again, paced (see rejoinMin), until it succeeds,
 // the room refuses us (the room is then settled: we are not an occupant
-// and it will not take us), or the room is left.
+// and it will not take us), the client is closed (settled too), or the
+// room is left.
 func (r *Room) rejoin() {
 	defer r.wg.Done()
 	defer func() {
@@ -282,6 +283,10 @@ func (r *Room) rejoin() {
 		r.rejoining = false
 		r.mu.Unlock()
 	}()
+	var closed <-chan struct{} // the client's end
+	if r.c != nil {
+		closed = r.c.Done()
+	}
 	for {
 		r.mu.Lock()
 		wait := time.Until(r.nextJoin)
@@ -292,6 +297,10 @@ func (r *Room) rejoin() {
 			case <-t.C:
 			case <-r.life.Done():
 				t.Stop()
+				return
+			case <-closed:
+				t.Stop()
+				r.settle()
 				return
 			}
 		}
@@ -321,6 +330,9 @@ func (r *Room) rejoin() {
 		case errors.As(err, &se):
 			r.log.Debug("muc: the room refused our rejoin", "room", r.room, "err", err)
 			r.settle()
+			return
+		case errors.Is(err, xmpptrack.ErrClientClosed):
+			r.settle() // no connection will ever come
 			return
 		}
 		r.log.Debug("muc: rejoin failed; trying again", "room", r.room, "err", err)

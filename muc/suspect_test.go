@@ -9,7 +9,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // errorFrom builds an error reply to our message id from the given address.
@@ -158,5 +160,27 @@ func TestLeaveStopsRejoin(t *testing.T) {
 				t.Fatal("Leave returned while a rejoin was still running")
 			}
 		})
+	})
+}
+
+// TestRejoinEndsWithTheClient: a rejoin that fails because the client was
+// closed does not go on trying: the room is settled and the goroutine ends
+// (synctest fails the test if it is still waiting).
+func TestRejoinEndsWithTheClient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := scriptedRoom(true, false)
+		var joins atomic.Int64
+		r.joinAgain = func(context.Context) error { joins.Add(1); return xmpptrack.ErrClientClosed }
+		m := r.sent("m1", "a")
+		r.connected(false)
+		synctest.Wait()
+		select {
+		case <-r.Done():
+		default:
+			t.Fatal("the room is not settled")
+		}
+		if joins.Load() != 1 || m.State() != tracking.Closed {
+			t.Fatalf("%d joins, tracker %v", joins.Load(), m.State())
+		}
 	})
 }
