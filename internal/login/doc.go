@@ -6,5 +6,10 @@
 // It is the client's login stack, kept apart from the client so that its
 // one Config is the only place the connection settings live. Its errors are
 // re-exported by the root package (ErrAuth, ErrNoTLS, ErrNoChannelBinding,
-// ErrConnect, AuthError), where users read their documentation.
+// ErrConnect, ErrNotXMPP, AuthError), where users read their documentation.
+//
+// Errors are classified where they happen: Dial returns an ErrConnect
+// (*ConnectError) for every failure to reach or talk to the server, and the
+// client classifies failures after Dial (the connection ends before stream
+// management is enabled, or ctx ends) with Config.Failed the same way.
 package login // import "github.com/xmpptrack/xmpptrack/internal/login"
