@@ -65,8 +65,10 @@
 // re-sent. Rejoins are paced whatever asks for them: the first runs at once,
 // each further one waits twice as long as the one before, from 2 seconds up
 // to 5 minutes, and the pace starts over after 5 quiet minutes. A failed
-// rejoin is tried again at that pace; one the room refuses (a ban, a
-// members-only room) ends the room as a kick does. [Room.Leave] stops a
+// rejoin is tried again at that pace, and so is one refused for a nick
+// conflict (our own ghost may hold the nick for a while); one the room
+// refuses otherwise (a ban, a members-only room) ends the room as a kick
+// does. [Room.Leave] stops a
 // rejoin and waits for it: once Leave returned, the room is never joined
 // again.
 //

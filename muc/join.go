@@ -327,7 +327,9 @@ func (r *Room) rejoin() {
 		switch {
 		case err == nil || r.life.Err() != nil:
 			return
-		case errors.As(err, &se):
+		case errors.As(err, &se) && se.Condition != xstanza.Conflict:
+			// A conflict is worth another try: the nick may be held by our
+			// own ghost from the lost session, which the room drops in time.
 			r.log.Debug("muc: the room refused our rejoin", "room", r.room, "err", err)
 			r.settle()
 			return

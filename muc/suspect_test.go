@@ -9,6 +9,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	xstanza "mellium.im/xmpp/stanza"
+
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -181,6 +183,37 @@ func TestRejoinEndsWithTheClient(t *testing.T) {
 		}
 		if joins.Load() != 1 || m.State() != tracking.Closed {
 			t.Fatalf("%d joins, tracker %v", joins.Load(), m.State())
+		}
+	})
+}
+
+// TestRejoinRefused: a rejoin the room refuses ends the room, except for a
+// nick conflict, which is tried again at the rejoin pace.
+func TestRejoinRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := scriptedRoom(true, false)
+		answers := []error{xstanza.Error{Type: xstanza.Cancel, Condition: xstanza.Conflict}, xstanza.Error{Type: xstanza.Auth, Condition: xstanza.Forbidden}}
+		var joins atomic.Int64
+		r.joinAgain = func(context.Context) error { return answers[joins.Add(1)-1] }
+		r.connected(false)
+		synctest.Wait()
+		if joins.Load() != 1 {
+			t.Fatalf("%d joins", joins.Load())
+		}
+		select {
+		case <-r.Done():
+			t.Fatal("a nick conflict ended the room")
+		default:
+		}
+		time.Sleep(rejoinMin)
+		synctest.Wait()
+		select {
+		case <-r.Done():
+		default:
+			t.Fatal("a ban did not end the room")
+		}
+		if joins.Load() != 2 {
+			t.Fatalf("%d joins", joins.Load())
 		}
 	})
 }
