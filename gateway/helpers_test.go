@@ -96,7 +96,7 @@ func (f *fakeSender) tracker(id string) *tracking.MessageTracker {
 }
 
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	g    *Gateway
 	fake *fakeSender
 	srv  *httptest.Server
@@ -104,7 +104,7 @@ type fixture struct {
 
 // newFixture starts a gateway with one fake account, alice@example.org,
 // behind a real HTTP server.
-func newFixture(t *testing.T, cfg Config) *fixture {
+func newFixture(t testing.TB, cfg Config) *fixture {
 	t.Helper()
 	if cfg.Tokens == nil {
 		cfg.Tokens = []string{testToken, "other-token"}
@@ -196,7 +196,7 @@ func (f *fixture) waitState(id string, state tracking.MessageState) Status {
 	}
 }
 
-func mustJSON(t *testing.T, b []byte, v any) {
+func mustJSON(t testing.TB, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("decoding %s: %v", b, err)
