@@ -60,6 +60,7 @@ type Gateway struct {
 	handler http.Handler
 	metrics *metrics
 	sched   sendScheduler
+	changeQ chan queuedChange // state changes to commit, with a store
 	hooks   []*webhookWorker
 
 	mu       sync.Mutex
@@ -113,6 +114,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.limit = newLimiter(cfg.RateLimit, cfg.Burst, time.Now)
 	if cfg.Store != nil {
 		g.rec = &storeRecord{s: cfg.Store, now: g.now}
+		g.changeQ = make(chan queuedChange, 4096)
 	} else {
 		g.rec = newMemRecord(cfg.MaxMessages, cfg.MaxEvents)
 	}
@@ -131,6 +133,10 @@ func New(cfg Config) (*Gateway, error) {
 		g.hooks = append(g.hooks, w)
 	}
 	g.handler = g.authenticate(g.routes())
+	if g.changeQ != nil {
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); g.recordChanges(g.ctx) }()
+	}
 	g.wg.Add(2)
 	go func() { defer g.wg.Done(); g.sched.run(g.ctx) }()
 	go func() { defer g.wg.Done(); g.housekeeping(g.ctx) }()
@@ -249,10 +255,16 @@ func (g *Gateway) OnStateChange(t *tracking.MessageTracker, from, to tracking.Me
 	if lm.room && to == tracking.SeenByRecipient {
 		c.SeenBy = lm.s.seenBy(t)
 	}
-	ev, err := g.rec.change(g.ctx, t.ID(), c)
-	if errors.Is(err, errNotApplied) {
-		return // another instance recorded it, or the graph refuses it
+	if g.changeQ != nil {
+		// A durable record: one goroutine commits the changes in order,
+		// many per transaction.
+		select {
+		case g.changeQ <- queuedChange{id: t.ID(), c: c, created: lm.created}:
+		case <-g.ctx.Done():
+		}
+		return
 	}
+	ev, err := g.rec.change(g.ctx, t.ID(), c)
 	if err != nil {
 		g.log.Warn("gateway: recording a state change failed", "id", t.ID(), "state", to.String(), "err", err)
 		return

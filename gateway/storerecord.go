@@ -100,12 +100,7 @@ func (r *storeRecord) waitMessage(ctx context.Context, id string) (*Status, erro
 }
 
 func (r *storeRecord) change(ctx context.Context, id string, c Change) (Event, error) {
-	sc := store.Change{ID: id, State: tracking.MessageState(c.State), At: c.At,
-		Evidence: store.Evidence{From: c.From, StanzaID: c.StanzaID}}
-	if c.Error != nil {
-		sc.Condition, sc.Text = c.Error.Condition, c.Error.Text
-	}
-	b := &store.Batch{Changes: []store.Change{sc}}
+	b := &store.Batch{Changes: []store.Change{storeChange(id, c)}}
 	if err := r.s.Commit(ctx, b); err != nil {
 		return Event{}, err
 	}
@@ -196,4 +191,82 @@ func (r *storeRecord) wait(ctx context.Context, after Cursor) error {
 func (r *storeRecord) ping(ctx context.Context) error {
 	_, err := r.s.LastCursor(ctx)
 	return err
+}
+
+// queuedChange is a state change waiting to be committed.
+type queuedChange struct {
+	id      string
+	c       Change
+	created time.Time
+}
+
+// maxChangeBatch bounds the changes committed in one batch.
+const maxChangeBatch = 512
+
+// recordChanges commits the queued state changes in order, as many per
+// batch as are waiting (the client's callbacks come one at a time; a commit
+// each would make the store's latency the limit). When ctx ends it commits
+// what is queued still, for up to 5 seconds.
+func (g *Gateway) recordChanges(ctx context.Context) {
+	r := g.rec.(*storeRecord)
+	var batch []queuedChange
+	for {
+		batch = batch[:0]
+		select {
+		case q := <-g.changeQ:
+			batch = append(batch, q)
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			for {
+				select {
+				case q := <-g.changeQ:
+					batch = append(batch, q)
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				g.commitChanges(dctx, r, batch)
+			}
+			cancel()
+			return
+		}
+	drain:
+		for len(batch) < maxChangeBatch {
+			select {
+			case q := <-g.changeQ:
+				batch = append(batch, q)
+			default:
+				break drain
+			}
+		}
+		g.commitChanges(ctx, r, batch)
+	}
+}
+
+func (g *Gateway) commitChanges(ctx context.Context, r *storeRecord, batch []queuedChange) {
+	b := &store.Batch{Changes: make([]store.Change, len(batch))}
+	for i, q := range batch {
+		b.Changes[i] = storeChange(q.id, q.c)
+	}
+	if err := r.s.Commit(ctx, b); err != nil {
+		g.log.Warn("gateway: recording state changes failed", "changes", len(batch), "err", err)
+		return
+	}
+	for i, q := range batch {
+		if cur := b.Changes[i].Cursor; cur != 0 {
+			q.c.Cursor = Cursor(cur)
+			g.metrics.observe(Event{ID: q.id, Change: q.c}, q.created)
+		}
+	}
+}
+
+func storeChange(id string, c Change) store.Change {
+	sc := store.Change{ID: id, State: tracking.MessageState(c.State), At: c.At,
+		Evidence: store.Evidence{From: c.From, StanzaID: c.StanzaID}}
+	if c.Error != nil {
+		sc.Condition, sc.Text = c.Error.Condition, c.Error.Text
+	}
+	return sc
 }
