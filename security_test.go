@@ -541,7 +541,7 @@ func TestBadInput(t *testing.T) {
 		{name: "row39_oversized_ids", run: func(t *testing.T, e *badInputEnv) {
 			m := e.send(Message{})
 			long := strings.Repeat("z", stanza.MaxIDLen+1)
-			huge := strings.Repeat("h", 1<<20)
+			huge := strings.Repeat("h", 1<<19) // below sm.DefaultMaxStanzaSize: a bigger stanza ends the connection
 			e.inject(`<message from='bob@example.org/pc' id='%s' type='chat'>%s<request xmlns='urn:xmpp:receipts'/></message>`, huge, receiptFor(m.ID()))
 			e.inject(`<message from='bob@example.org/pc' id='l1' type='chat'>%s%s</message>`, receiptFor(long), receiptFor(m.ID()))
 			e.inject(`<message from='bob@example.org/pc' id='l2' type='chat'>%s<thread>%s</thread></message>`, displayedFor(m.ID()), long)

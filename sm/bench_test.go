@@ -12,7 +12,8 @@ var benchMessage = []byte(`<message xmlns="jabber:client" to="juliet@capulet.exa
 
 type nopSink struct{ n int }
 
-func (s *nopSink) element(*element) { s.n++ }
+func (s *nopSink) element(*element)  { s.n++ }
+func (s *nopSink) limit(*LimitError) {}
 
 // BenchmarkScanner reports the cost of the scanner per stanza (ns/op is
 // per stanza): alone (in: counting, out: also capturing the bytes), in

@@ -38,6 +38,20 @@ const (
 	// and firewalls, at the cost of one <r/> and one <a/> (about 60 bytes).
 	DefaultIdleProbe = 30 * time.Second
 
+	// DefaultMaxStanzaSize is the default Config.MaxStanzaSize: 1 MiB,
+	// Prosody's default limit for a client's stanza (c2s_stanza_size_limit)
+	// and far above what any message, roster or history page takes.
+	DefaultMaxStanzaSize = 1 << 20
+
+	// DefaultMaxWhitespace is the default Config.MaxWhitespace: 64 KiB of
+	// text between two top-level elements. Servers send a single space or
+	// newline as a keepalive.
+	DefaultMaxWhitespace = 64 << 10
+
+	// DefaultMaxStreamErrorSize is the default Config.MaxStreamErrorSize:
+	// 64 KiB for a <stream:error/> with its text.
+	DefaultMaxStreamErrorSize = 64 << 10
+
 	// maxMaxUnacked keeps the unacknowledged window far below 2^31 so that
 	// counter differences are unambiguous modulo 2^32.
 	maxMaxUnacked = 1 << 24
@@ -133,6 +147,23 @@ type Config struct {
 	// the number of goroutines that passed Reserve at the same time.
 	MaxUnacked int
 
+	// MaxStanzaSize, MaxWhitespace and MaxStreamErrorSize are the input
+	// limits, in bytes, of every connection, from its first byte (so during
+	// negotiation too): the size of one top-level element the server sends
+	// (a stanza, a stream feature list, a SASL challenge, a stream
+	// management element; comments and processing instructions count
+	// too), of one run of text between two top-level elements (whitespace
+	// keepalives), and of a <stream:error/>. mellium's XML decoder buffers
+	// a whole text node or tag before anyone can look at it; without
+	// limits, a hostile server or a man in the middle can make the client
+	// buffer gigabytes. The inbound tee counts every byte and stops the
+	// connection at the first byte over a limit: Serve (or NewSession)
+	// returns a *LimitError, mellium sends the policy-violation stream
+	// error, and the application reconnects. 0 means the default
+	// (DefaultMaxStanzaSize, DefaultMaxWhitespace,
+	// DefaultMaxStreamErrorSize); a negative value removes the limit.
+	MaxStanzaSize, MaxWhitespace, MaxStreamErrorSize int64
+
 	// Policy chooses what happens to unacknowledged stanzas when a stream
 	// cannot be resumed. The zero value is Resend.
 	Policy Policy
@@ -193,5 +224,19 @@ func (c Config) withDefaults() Config {
 	if c.IdleProbe == 0 {
 		c.IdleProbe = DefaultIdleProbe
 	}
+	c.MaxStanzaSize = limitOrDefault(c.MaxStanzaSize, DefaultMaxStanzaSize)
+	c.MaxWhitespace = limitOrDefault(c.MaxWhitespace, DefaultMaxWhitespace)
+	c.MaxStreamErrorSize = limitOrDefault(c.MaxStreamErrorSize, DefaultMaxStreamErrorSize)
 	return c
+}
+
+// limitOrDefault maps 0 to def and a negative value to 0 (no limit).
+func limitOrDefault(v, def int64) int64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }

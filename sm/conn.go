@@ -2,6 +2,7 @@ package sm
 
 import (
 	"io"
+	"log/slog"
 
 	"mellium.im/xmpp"
 	"sync"
@@ -59,8 +60,9 @@ type conn struct {
 // Tees returns fresh writers for the StreamConfig.TeeIn and TeeOut of the
 // next connection. mellium copies every byte read from and written to the
 // stream into them, above TLS, including across stream restarts. They count
-// stanzas and capture outbound stanzas for re-sending; they never fail and
-// never block.
+// stanzas and capture outbound stanzas for re-sending; they never block,
+// and only the inbound one fails, once the server exceeds an input limit
+// (see Config.MaxStanzaSize).
 //
 // Call Tees once per connection, before NewSession and after the previous
 // connection's Serve returned, and give the same pair to every call of the
@@ -77,6 +79,7 @@ func (st *State) Tees() (in, out io.Writer) {
 	c.watch = time.AfterFunc(time.Hour, c.watchdog)
 	c.watch.Stop()
 	c.in = newScanner((*inSink)(c), false)
+	c.in.lim = limits{stanza: st.cfg.MaxStanzaSize, ws: st.cfg.MaxWhitespace, streamErr: st.cfg.MaxStreamErrorSize}
 	c.out = newScanner((*outSink)(c), true)
 	st.mu.Lock()
 	old := st.conn
@@ -161,6 +164,18 @@ func (s *inSink) element(e *element) {
 	}
 }
 
+// limit records an input limit breach as the reason the connection ends.
+func (s *inSink) limit(err *LimitError) {
+	c := (*conn)(s)
+	c.st.mu.Lock()
+	if c.fatal == nil {
+		c.fatal = err
+	}
+	c.st.mu.Unlock()
+	c.stop()
+	c.st.logAt(slog.LevelWarn, "sm: input limit exceeded; closing the connection", "what", err.What, "limit", err.Limit)
+}
+
 // popSnapshot returns h for the next inbound <r/>.
 func (c *conn) popSnapshot() uint32 {
 	st := c.st
@@ -236,6 +251,9 @@ func (s *outSink) element(e *element) {
 		st.mu.Unlock()
 	}
 }
+
+// limit never fires: the outbound scanner has no limits.
+func (s *outSink) limit(*LimitError) {}
 
 // attrString decodes a raw attribute value; "" when absent.
 func attrString(v []byte) string {

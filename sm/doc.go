@@ -253,6 +253,22 @@
 // them offline or bounce them with errors, which then arrive on the new
 // session.
 //
+// # Input limits
+//
+// mellium's XML decoder (encoding/xml) buffers a whole text node or tag
+// before anyone sees it: 400 MB of whitespace keepalives, or a 50 MB
+// body, would be held in memory. The inbound tee already sees every byte,
+// so it enforces limits (Config.MaxStanzaSize, 1 MiB by default, like
+// Prosody's; MaxWhitespace, 64 KiB; MaxStreamErrorSize, 64 KiB) from the
+// connection's first byte, negotiation included. At the first byte over a
+// limit the tee fails the read that brought it: the decoder gets none of
+// those bytes and reads no more, Serve returns a *LimitError (matching
+// ErrInputLimit), and mellium answers with the policy-violation stream
+// error it converts to. During negotiation NewSession fails instead
+// (mellium may describe the input it got cut short rather than the
+// limit). Either way the connection ends within one read of the limit;
+// reconnect as after any loss.
+//
 // # Limits
 //
 //   - Only xmpp.NewNegotiator provides tees; a custom Negotiator must feed

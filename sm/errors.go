@@ -57,6 +57,38 @@ var (
 	errUnexpected = errors.New("sm: unexpected element")
 )
 
+// ErrInputLimit is matched (errors.Is) by a *LimitError.
+var ErrInputLimit = errors.New("sm: the server exceeded an input limit")
+
+// LimitError reports that the server sent a construct larger than the
+// State's input limits (Config.MaxStanzaSize, MaxWhitespace,
+// MaxStreamErrorSize). The read that brought the excess fails with it, so
+// mellium's XML decoder stops before buffering more; Serve (or NewSession,
+// during negotiation) returns it, and mellium answers with the
+// policy-violation stream error it converts to (errors.As). Close the
+// connection and reconnect.
+type LimitError struct {
+	What  string // "stanza", "whitespace" or "stream error"
+	Limit int64  // the limit exceeded, in bytes
+}
+
+// Error implements error.
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("sm: the server sent a %s of more than %d bytes", e.What, e.Limit)
+}
+
+// Is reports whether target is ErrInputLimit.
+func (e *LimitError) Is(target error) bool { return target == ErrInputLimit }
+
+// As converts e to the policy-violation stream.Error it stands for.
+func (e *LimitError) As(target any) bool {
+	p, ok := target.(*stream.Error)
+	if ok {
+		*p = stream.PolicyViolation
+	}
+	return ok
+}
+
 // HandledCountTooHighError reports an <a/> or <resumed/> from the server
 // whose h exceeds the number of stanzas sent (XEP-0198 §6). The State sends
 // the matching stream error, closes the stream and never resumes it; the

@@ -55,6 +55,16 @@ type element struct {
 // sink receives the elements found by a scanner.
 type sink interface {
 	element(e *element)
+	// limit is called once, when the input exceeded a limit.
+	limit(err *LimitError)
+}
+
+// limits caps what one construct of the stream may take, in bytes; 0 is
+// no cap. Only the inbound scanner has limits.
+type limits struct {
+	stanza    int64 // a top-level element (or comment, PI, declaration)
+	ws        int64 // a run of text at stream level (whitespace keepalives)
+	streamErr int64 // a <stream:error/>
 }
 
 // Lexer states.
@@ -112,6 +122,13 @@ type scanner struct {
 	toOff   [2]int  // to value offsets in buf
 	scopes  []scope // namespace declarations of the open stream headers
 	scratch []byte  // entity-decoding scratch space
+
+	lim     limits
+	err     *LimitError // a limit was exceeded: every later Write fails
+	inTop   bool        // inside a top-level construct
+	topFrom int         // where it began in the current p (0: earlier)
+	topLen  int64       // its bytes in earlier calls of Write
+	wsLen   int64       // bytes of the current text run at stream level
 }
 
 type nsDecl struct{ prefix, ns string }
@@ -120,14 +137,34 @@ func newScanner(s sink, capture bool) *scanner {
 	return &scanner{sink: s, capture: capture}
 }
 
-// Write scans p. It never fails, so it is safe as a StreamConfig tee.
+// Write scans p. Without limits it never fails. With limits, once a
+// construct exceeds one, it reports the LimitError to the sink and fails
+// with it, now and on every later call, consuming nothing: as the inbound
+// tee (an io.TeeReader in mellium), that makes the read that brought the
+// bytes fail, so the XML decoder neither gets them nor reads any more.
 func (s *scanner) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
 	mark := 0 // start of the bytes of p that are not yet in buf
 	i := 0
 	for i < len(p) {
+		if s.err != nil {
+			return 0, s.err
+		}
 		switch s.state {
 		case stText:
 			j := bytes.IndexByte(p[i:], '<')
+			if s.depth == 0 && s.lim.ws > 0 {
+				run := j
+				if j < 0 {
+					run = len(p) - i
+				}
+				if s.wsLen += int64(run); s.wsLen > s.lim.ws {
+					s.exceeded("whitespace", s.lim.ws)
+					return 0, s.err
+				}
+			}
 			if j < 0 {
 				i = len(p)
 				continue
@@ -136,6 +173,8 @@ func (s *scanner) Write(p []byte) (int, error) {
 			if s.depth == 0 {
 				s.startBuffer()
 				mark = i
+				s.wsLen = 0
+				s.inTop, s.topFrom, s.topLen = true, i, 0
 			}
 			s.state = stLT
 			i++
@@ -194,7 +233,7 @@ func (s *scanner) Write(p []byte) (int, error) {
 				i++
 				if c == '>' && s.n == 1 {
 					s.state = stText
-					s.endMisc()
+					s.endMisc(i)
 					break
 				}
 				if c == '?' {
@@ -234,7 +273,7 @@ func (s *scanner) Write(p []byte) (int, error) {
 				}
 				if c == '>' && s.n >= 2 {
 					s.state = stText
-					s.endMisc()
+					s.endMisc(i)
 					break
 				}
 				s.n = 0
@@ -251,7 +290,7 @@ func (s *scanner) Write(p []byte) (int, error) {
 				}
 				if c == '>' {
 					s.state = stText
-					s.endMisc()
+					s.endMisc(i)
 					break
 				}
 			}
@@ -265,7 +304,7 @@ func (s *scanner) Write(p []byte) (int, error) {
 				}
 				if c == '>' && s.n >= 2 {
 					s.state = stText
-					s.endMisc()
+					s.endMisc(i)
 					break
 				}
 				s.n = 0
@@ -288,10 +327,45 @@ func (s *scanner) Write(p []byte) (int, error) {
 			}
 		}
 	}
+	if s.inTop {
+		s.topLen += int64(len(p) - s.topFrom)
+		s.topFrom = 0
+		s.checkTop()
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
 	if s.buffering {
 		s.appendBuf(p[mark:])
 	}
 	return len(p), nil
+}
+
+// endTop ends the top-level construct at p[i-1].
+func (s *scanner) endTop(i int) {
+	if !s.inTop {
+		return
+	}
+	s.topLen += int64(i - s.topFrom)
+	s.checkTop()
+	s.inTop, s.topFrom, s.topLen = false, 0, 0
+}
+
+// checkTop checks the size of the top-level construct so far.
+func (s *scanner) checkTop() {
+	what, max := "stanza", s.lim.stanza
+	if s.cur.kind == kindStreamError {
+		what, max = "stream error", s.lim.streamErr
+	}
+	if max > 0 && s.topLen > max && s.err == nil {
+		s.exceeded(what, max)
+	}
+}
+
+// exceeded records a limit breach and reports it.
+func (s *scanner) exceeded(what string, max int64) {
+	s.err = &LimitError{What: what, Limit: max}
+	s.sink.limit(s.err)
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\t' || c == '\r' }
@@ -321,9 +395,10 @@ func (s *scanner) appendBuf(b []byte) {
 
 // endMisc ends a comment, PI, CDATA section or declaration. At top level
 // its bytes are dropped; inside a captured element they stay.
-func (s *scanner) endMisc() {
+func (s *scanner) endMisc(i int) {
 	if s.depth == 0 {
 		s.buffering = false
+		s.endTop(i)
 	}
 }
 
@@ -342,6 +417,7 @@ func (s *scanner) endStartTag(p []byte, mark, i int, self bool) int {
 	mark = i
 	k := s.classify()
 	if k == kindStreamStart {
+		s.endTop(i)
 		s.depth = 0
 		s.buffering = false
 		s.emit(kindStreamStart)
@@ -353,6 +429,7 @@ func (s *scanner) endStartTag(p []byte, mark, i int, self bool) int {
 	}
 	s.cur.kind = k
 	if self {
+		s.endTop(i)
 		s.emit(k)
 		s.buffering = false
 		return mark
@@ -369,6 +446,7 @@ func (s *scanner) endStartTag(p []byte, mark, i int, self bool) int {
 func (s *scanner) endEndTag(p []byte, mark, i int) int {
 	if s.depth == 0 {
 		// An end tag at stream level closes the stream.
+		s.endTop(i)
 		s.buffering = false
 		s.cur = element{}
 		s.idOff, s.toOff = [2]int{-1, -1}, [2]int{-1, -1}
@@ -385,12 +463,17 @@ func (s *scanner) endEndTag(p []byte, mark, i int) int {
 		mark = i
 		s.buffering = false
 	}
+	s.endTop(i)
 	s.emit(s.cur.kind)
 	return mark
 }
 
 func (s *scanner) emit(k kind) {
 	e := &s.cur
+	if s.err != nil { // over a limit: the decoder never gets it
+		*e = element{}
+		return
+	}
 	e.kind = k
 	e.raw = s.buf
 	e.id = s.slice(s.idOff)
@@ -434,7 +517,7 @@ func (s *scanner) scanDecl(p []byte, i int) int {
 			}
 		case c == '>' && s.n == 0:
 			s.state = stText
-			s.endMisc()
+			s.endMisc(i)
 			return i
 		case c == '\'' || c == '"':
 			s.quote = c

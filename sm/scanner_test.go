@@ -22,7 +22,12 @@ func (r rec) String() string {
 	return fmt.Sprintf("{%d id=%q(%v) to=%q(%v) raw=%q}", r.kind, r.id, r.hasID, r.to, r.hasTo, r.raw)
 }
 
-type recSink struct{ got []rec }
+type recSink struct {
+	got []rec
+	lim *LimitError
+}
+
+func (s *recSink) limit(err *LimitError) { s.lim = err }
 
 func (s *recSink) element(e *element) {
 	r := rec{kind: e.kind}
