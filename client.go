@@ -68,6 +68,8 @@ type Client struct {
 	// (carbons, room membership) was never set up.
 	fresh bool
 	err   error // why the connection loop ended
+	// graceful is the session Close closes gracefully, within closeGrace.
+	graceful *xmpp.Session
 	// downSince and upSince: when the last published session dropped,
 	// and when the current one was published (see wasDown).
 	downSince, upSince time.Time
@@ -347,14 +349,16 @@ func permanent(err error) bool {
 // would otherwise wait in a read that nothing bounds.
 func (c *Client) cut(cn conn) {
 	c.mu.Lock()
-	published := c.session == cn.s
+	published, graceful := c.session == cn.s, c.graceful == cn.s
 	c.mu.Unlock()
-	if published {
-		// Close may have missed it (published just after it looked).
+	switch {
+	case graceful: // closeGracefully set its deadline
+	case published:
+		// Published just after Close looked: bound it the same way.
 		cn.s.Conn().SetDeadline(time.Now().Add(closeGrace))
-		return
+	default:
+		cn.s.Conn().Close()
 	}
-	cn.s.Conn().Close()
 }
 
 // fail ends the client after a permanent connection failure: messages the
@@ -468,6 +472,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
 	s := c.session
+	c.graceful = s
 	c.mu.Unlock()
 	c.reg.Close()
 	if s != nil {
