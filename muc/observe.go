@@ -65,6 +65,7 @@ func (r *Room) reflected(ev *stanza.Evidence) bool {
 		return false // sent by another of our devices, or already matched
 	}
 	e.reflected = true
+	r.unbody(e)
 	if sid := r.roomStanzaID(ev); sid != "" {
 		e.sid = sid
 		r.bySID[sid] = e
@@ -97,10 +98,11 @@ func (r *Room) match(ev *stanza.Evidence) *entry {
 		// rewritten id is no reason to fall back to the body.
 		return nil
 	}
-	for _, e := range r.entries {
-		if !e.reflected && e.body == ev.Body && r.byID[ev.ID] == nil {
-			return e
-		}
+	if r.byID[ev.ID] != nil {
+		return nil // our id, already matched: a copy, not a rewrite
+	}
+	if q := r.byBody[ev.Body]; len(q) > 0 {
+		return q[0]
 	}
 	return nil
 }

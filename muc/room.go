@@ -98,11 +98,12 @@ type Room struct {
 	byID      map[string]*entry
 	bySID     map[string]*entry
 	byTracker map[*tracking.MessageTracker]*entry
-	next      uint64            // position of the next message we send
-	seenUpTo  uint64            // one past the newest message a marker covered
-	readers   map[string]reader // occupant -> where it read up to
-	newest    string            // id to mark for the newest message from another occupant
-	leaving   bool              // Leave was called
+	byBody    map[string][]*entry // unreflected messages by body, oldest first
+	next      uint64              // position of the next message we send
+	seenUpTo  uint64              // one past the newest message a marker covered
+	readers   map[string]reader   // occupant -> where it read up to
+	newest    string              // id to mark for the newest message from another occupant
+	leaving   bool                // Leave was called
 	left      bool
 	done      chan struct{}
 	rejoining bool
@@ -176,6 +177,7 @@ func newRoom(room jid.JID, cfg *Config) *Room {
 		byID:      make(map[string]*entry),
 		bySID:     make(map[string]*entry),
 		byTracker: make(map[*tracking.MessageTracker]*entry),
+		byBody:    make(map[string][]*entry),
 		readers:   make(map[string]reader),
 		done:      make(chan struct{}),
 	}
@@ -267,6 +269,7 @@ func (r *Room) SendMessage(ctx context.Context, m xmpptrack.Message) (*tracking.
 	r.next++
 	r.entries = append(r.entries, e)
 	r.byID[e.id] = e
+	r.byBody[e.body] = append(r.byBody[e.body], e)
 	r.mu.Unlock()
 
 	t, err := r.c.Send(ctx, m)
@@ -409,7 +412,26 @@ func (r *Room) fail(e *entry) {
 	if r.byID[e.id] == e {
 		delete(r.byID, e.id)
 	}
+	r.unbody(e)
 	r.trim()
+}
+
+// unbody removes a message from those a reflection can match by body: it
+// was reflected, failed or is forgotten. Reflections come in the order we
+// sent, so it is nearly always the first of its body. The caller holds r.mu.
+func (r *Room) unbody(e *entry) {
+	q := r.byBody[e.body]
+	i := slices.Index(q, e)
+	switch {
+	case i < 0:
+	case len(q) == 1:
+		delete(r.byBody, e.body)
+	case i == 0:
+		q[0] = nil
+		r.byBody[e.body] = q[1:]
+	default:
+		r.byBody[e.body] = slices.Delete(q, i, i+1)
+	}
 }
 
 // trim forgets the oldest messages beyond keepSettled, as long as they are
@@ -432,6 +454,9 @@ func (r *Room) trim() {
 		}
 		if e.t != nil {
 			delete(r.byTracker, e.t)
+		}
+		if !e.reflected {
+			r.unbody(e)
 		}
 	}
 }

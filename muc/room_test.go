@@ -34,6 +34,7 @@ func (r *Room) sent(id, body string) *tracking.MessageTracker {
 	r.entries = append(r.entries, e)
 	r.byID[id] = e
 	r.byTracker[t] = e
+	r.byBody[body] = append(r.byBody[body], e)
 	return t
 }
 
@@ -361,5 +362,25 @@ func TestOccupantsAndReaders(t *testing.T) {
 	r.occ = false
 	if got := who(r.SeenBy(m)); !slices.Equal(got, []string{"bob//bob@example.org/phone"}) {
 		t.Fatalf("SeenBy without occupant-ids: %v", got)
+	}
+}
+
+// TestBodyIndexBounded: the body index that rewritten reflections are
+// matched with holds only unreflected messages the room remembers.
+func TestBodyIndexBounded(t *testing.T) {
+	r := scriptedRoom(false, false)
+	for i := range 1000 {
+		id := "m" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + string(rune('a'+i/26%26))
+		body := "text " + id
+		m := r.sent(id, body)
+		if i%2 == 0 {
+			feed(t, r, groupchat("alice", id, `<body>`+body+`</body>`))
+		}
+		m.Close() // settled: reflected or not
+	}
+	r.sent("last", "b")
+	feed(t, r, groupchat("alice", "last", `<body>b</body>`))
+	if len(r.byBody) > keepSettled || len(r.entries) > keepSettled+1 {
+		t.Fatalf("%d bodies, %d entries remembered", len(r.byBody), len(r.entries))
 	}
 }
