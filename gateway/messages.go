@@ -196,6 +196,14 @@ func (g *Gateway) dispatch(o *outgoing) *problem {
 // it, or ctx ends. It returns the last status read and whether target was
 // reached.
 func (g *Gateway) waitState(ctx context.Context, id string, target tracking.MessageState) (*Status, bool) {
+	// A message sent here: wait on its tracker first, which costs no read of
+	// the record; then until the record caught up.
+	g.mu.Lock()
+	lm, ok := g.live[id]
+	g.mu.Unlock()
+	if ok && lm.t != nil {
+		lm.t.Wait(ctx, target)
+	}
 	var last *Status
 	for {
 		h, err := g.rec.head(ctx)
