@@ -392,7 +392,8 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 // Session returns the current session for use with other mellium packages,
 // waiting while the client reconnects. The session changes on reconnection;
 // do not keep it. Never call its Serve method. It fails with ErrClientClosed
-// once Close or Shutdown was called.
+// once Close or Shutdown was called, and with ctx's error, matching
+// stanza.ErrDisconnected as well, when ctx ends while it waits.
 //
 // A context given to the session's Send (or to mellium functions that send)
 // should not end while other goroutines may write: mellium v0.23.0 can
