@@ -7,6 +7,7 @@ import (
 	"mellium.im/xmpp/stream"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -359,4 +360,50 @@ func TestPolicyViolationPinned(t *testing.T) {
 		}
 		c.close()
 	})
+}
+
+// TestCallbacksMayCallState: callbacks run without any lock of the
+// package, so OnLost may call Abandon (and OnAcked may call Info) without
+// deadlocking, and the events such a call causes still run in order.
+func TestCallbacksMayCallState(t *testing.T) {
+	srv := newFakeServer(t)
+	holdAcks(srv)
+	var st *State
+	var mu sync.Mutex
+	var events []string
+	st = New(Config{
+		OnAcked: func(s Stanza) {
+			st.Info()
+		},
+		OnLost: func(s Stanza) {
+			mu.Lock()
+			events = append(events, "lost:"+s.ID)
+			mu.Unlock()
+			st.Abandon()
+			st.Info()
+		},
+	})
+	c := mustDial(t, srv, st, nil)
+	if err := st.WaitEnabled(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"m0", "m1", "m2"} {
+		sendMsg(t, st, c.sess, id)
+	}
+	c.drop()
+	done := make(chan struct{})
+	go func() {
+		st.Abandon()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Abandon called from OnLost deadlocked")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"lost:m0", "lost:m1", "lost:m2"}; !slices.Equal(events, want) {
+		t.Errorf("events %v, want %v", events, want)
+	}
 }

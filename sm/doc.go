@@ -229,7 +229,10 @@
 // answer to <enable/>, and on the goroutine that calls Start for what
 // negotiation decided (the h of <resumed/> or <failed/>, what the Policy
 // reports lost, a refusal pinned on a message, re-sends without stream
-// management) and Abandon. They
+// management) and Abandon. No lock of the package is held while they run:
+// they may call any method of the State (OnLost may call Abandon); the
+// callbacks such a call causes run after the current one returns, on the
+// goroutine already delivering. They
 // must not block and must not send on the session (the Serve goroutine may
 // hold the session's output lock): hand work to another goroutine. The
 // tees run inside mellium's Read and Write, under its locks: they only

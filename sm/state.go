@@ -20,9 +20,8 @@ type State struct {
 	cfg Config
 	log *slog.Logger
 
-	// cbMu serializes callbacks so that they run in order; spare is the
-	// event slice not in use, owned by the holder of cbMu.
-	cbMu  sync.Mutex
+	// spare is the event slice not in use, owned by the goroutine that is
+	// delivering (see deliver).
 	spare []event
 
 	workers sync.WaitGroup // the ack requesters Start started
@@ -52,8 +51,9 @@ type State struct {
 	retransmit []entry // to retransmit after <resumed/>, not yet re-sent
 	orphans    []entry // of a stream that cannot be resumed; for the Policy
 
-	events []event       // callbacks to run, in order
-	space  chan struct{} // closed when Reserve may proceed
+	events     []event       // callbacks to run, in order
+	delivering bool          // a goroutine is running callbacks (deliver)
+	space      chan struct{} // closed when Reserve may proceed
 }
 
 type evKind uint8
@@ -342,35 +342,59 @@ func (st *State) ackBoundLocked() int64 {
 	return int64(st.cfg.AckTimeout) + min(4*st.srtt, int64(st.cfg.AckTimeout))
 }
 
-// deliver runs the queued callbacks, in order, outside st.mu. Concurrent
-// callers are serialized so that the global order is kept.
+// deliver runs the queued callbacks, in order, one at a time, with no
+// lock held, so that a callback may call any method of the State (OnLost
+// may call Abandon). Only one goroutine delivers at a time: a call made
+// while another goroutine (or, from a callback, the same one) is
+// delivering only queues its events, and the delivering goroutine runs
+// them once the callback in progress returned.
 func (st *State) deliver() {
-	st.cbMu.Lock()
-	defer st.cbMu.Unlock()
+	st.mu.Lock()
+	if st.delivering {
+		st.mu.Unlock()
+		return
+	}
+	st.delivering = true
 	for {
-		st.mu.Lock()
 		evs := st.events
 		if len(evs) == 0 {
+			st.delivering = false
 			st.mu.Unlock()
 			return
 		}
 		st.events = st.spare[:0]
+		st.spare = nil
 		st.mu.Unlock()
-		for i := range evs {
-			s := evs[i].e.stanza()
-			switch evs[i].kind {
-			case evAcked:
-				st.cfg.OnAcked(s)
-			case evLost:
-				st.cfg.OnLost(s)
-			case evResend:
-				st.cfg.OnResend(s)
-			case evRefused:
-				st.cfg.OnRefused(s, evs[i].err)
-			}
-		}
+		st.run(evs)
 		clear(evs)
+		st.mu.Lock()
 		st.spare = evs[:0]
+	}
+}
+
+// run calls the callbacks of evs. A callback's panic propagates to the
+// goroutine that delivered; later calls of deliver run later events.
+func (st *State) run(evs []event) {
+	defer func() {
+		if r := recover(); r != nil {
+			st.mu.Lock()
+			st.delivering = false
+			st.mu.Unlock()
+			panic(r)
+		}
+	}()
+	for i := range evs {
+		s := evs[i].e.stanza()
+		switch evs[i].kind {
+		case evAcked:
+			st.cfg.OnAcked(s)
+		case evLost:
+			st.cfg.OnLost(s)
+		case evResend:
+			st.cfg.OnResend(s)
+		case evRefused:
+			st.cfg.OnRefused(s, evs[i].err)
+		}
 	}
 }
 
