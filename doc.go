@@ -18,7 +18,12 @@
 //     group-chat message. Nobody has necessarily read it. Receipts are optional:
 //     their absence proves nothing.
 //   - SEEN_BY_RECIPIENT: the recipient sent a displayed marker (XEP-0333) for
-//     this message or a later one in the conversation.
+//     this message, or for a later one of the conversation after this one was
+//     proven delivered (DELIVERED_TO_RECIPIENT). A marker for a later message
+//     never lifts a message without that proof: the recipient may never have
+//     got it (it was lost in a session that died), and XEP-0333's "everything
+//     before was displayed too" holds only for messages it has. Such a
+//     message keeps its state and can still get its own receipt or marker.
 //   - ERROR: an error reply came back from the recipient's side. Servers also
 //     bounce messages that another device of the recipient did get, so a later
 //     receipt or marker lifts ERROR.

@@ -328,9 +328,10 @@ func TestBadInput(t *testing.T) {
 		}},
 		{name: "row10_displayed_older_than_displayed_point", run: func(t *testing.T, e *badInputEnv) {
 			m1, m2, m3 := e.send(Message{}), e.send(Message{}), e.send(Message{})
+			e.inject(`<message from='bob@example.org/pc' id='r1' type='chat'>%s</message>`, receiptFor(m1.ID()))
 			e.inject(`<message from='bob@example.org/pc' id='d2' type='chat'>%s</message>`, displayedFor(m2.ID()))
 			waitState(t, m2, tracking.SeenByRecipient)
-			wantState(t, m1, tracking.SeenByRecipient)
+			wantState(t, m1, tracking.SeenByRecipient) // proven delivered: the marker lifts it
 			e.inject(`<message from='bob@example.org/pc' id='d1' type='chat'>%s</message>`, displayedFor(m1.ID()))
 			e.inject(`<message from='bob@example.org/pc' id='d1b' type='chat'>%s</message>`, displayedFor(m2.ID()))
 			e.barrier()
@@ -348,11 +349,17 @@ func TestBadInput(t *testing.T) {
 			e.inject(`<message from='bob@example.org/pc' id='r1' type='chat'>%s</message>`, receiptFor(m1.ID()))
 			e.inject(`<message from='bob@example.org/pc' id='e1' type='error'><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`)
 			e.barrier()
-			wantState(t, m1, tracking.SeenByRecipient)
+			// The marker came before m1's proof of delivery: it does not
+			// lift m1, the receipt only makes it DELIVERED_TO_RECIPIENT.
+			wantState(t, m1, tracking.DeliveredToRecipient)
 			wantState(t, m2, tracking.SeenByRecipient)
 			if r := m2.Response(); r == nil || r.ID != "d2" {
 				t.Errorf("response %+v, want the marker's", r)
 			}
+			e.pending(1)
+			// The next marker, after the proof, lifts it.
+			e.inject(`<message from='bob@example.org/pc' id='d2b' type='chat'>%s</message>`, displayedFor(m2.ID()))
+			waitState(t, m1, tracking.SeenByRecipient)
 			e.pending(0)
 		}},
 		{name: "row12_displayed_names_incoming_message", run: func(t *testing.T, e *badInputEnv) {
@@ -363,6 +370,7 @@ func TestBadInput(t *testing.T) {
 				return r != nil && r.attr("id") == "p1"
 			})
 			m2 := e.send(Message{})
+			e.inject(`<message from='bob@example.org/pc' id='r1' type='chat'>%s</message>`, receiptFor(m1.ID()))
 			e.inject(`<message from='bob@example.org/pc' id='d1' type='chat'>%s</message>`, displayedFor("p1"))
 			waitState(t, m1, tracking.SeenByRecipient)
 			e.barrier()
@@ -377,13 +385,15 @@ func TestBadInput(t *testing.T) {
 			b1 := e.send(Message{Thread: "tb"})
 			a2 := e.send(Message{Thread: "ta"})
 			none := e.send(Message{})
+			e.inject(`<message from='bob@example.org/pc' id='ra' type='chat'>%s</message>`, receiptFor(a1.ID()))
+			e.inject(`<message from='bob@example.org/pc' id='rb' type='chat'>%s</message>`, receiptFor(b1.ID()))
 			e.inject(`<message from='bob@example.org/pc' id='d1' type='chat'>%s<thread>ta</thread></message>`, displayedFor(a2.ID()))
 			waitState(t, a2, tracking.SeenByRecipient)
 			// A thread that the named message does not have covers nothing.
 			e.inject(`<message from='bob@example.org/pc' id='d2' type='chat'>%s<thread>tz</thread></message>`, displayedFor(none.ID()))
 			e.barrier()
 			wantState(t, a1, tracking.SeenByRecipient)
-			wantState(t, b1, tracking.DeliveredToServer)
+			wantState(t, b1, tracking.DeliveredToRecipient)
 			wantState(t, none, tracking.DeliveredToServer)
 			e.pending(2)
 			// Without a thread, a marker covers the whole conversation.

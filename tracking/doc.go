@@ -13,8 +13,9 @@
 //	DELIVERED_TO_RECIPIENT  a client of the recipient has it (XEP-0184 receipt,
 //	                        legacy XEP-0333 received) or the room distributed it
 //	                        (reflection); not that anybody read it
-//	SEEN_BY_RECIPIENT       the recipient displayed it or a later message of the
-//	                        conversation (XEP-0333 displayed)
+//	SEEN_BY_RECIPIENT       the recipient displayed it (XEP-0333 displayed), or
+//	                        displayed a later message after this one was
+//	                        proven delivered
 //	ABORTED                 our server never acknowledged it and it was not
 //	                        re-sent; it may still have been delivered
 //	TIMED_OUT               no proof of delivery to the recipient within the window
@@ -93,10 +94,17 @@
 // timer slot included.
 //
 // Decisions where the protocols leave room:
-//   - A displayed marker covers every earlier pending message of the
-//     conversation, whatever its state (also IN_TRANSIT ones): the peer saw a
-//     later message, so the earlier ones reached it. A marker may name one of
-//     our messages or one of the last few the peer sent us.
+//   - A displayed marker lifts the message it names, and an earlier pending
+//     message of the conversation only when that one is proven delivered: in
+//     DELIVERED_TO_RECIPIENT when the marker arrives (an ERROR lifted by a
+//     receipt included). XEP-0333 lets a marker stand for every earlier
+//     message, assuming the recipient has them all; that fails whenever
+//     messages are lost (a recipient killed while the server acked messages
+//     into its dead session displays a later one after it comes back), and
+//     would claim SEEN for messages it never got. Earlier messages without
+//     proof keep their state and can still get their own receipt or marker;
+//     one proven after the marker is lifted by the next marker. A marker may
+//     name one of our messages or one of the last few the peer sent us.
 //   - A legacy received marker is a per-message receipt, not "up to here".
 //   - A marker that carries a thread covers only messages sent with that thread.
 //   - Error replies count when they come from the recipient (any resource),

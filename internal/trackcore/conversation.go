@@ -6,6 +6,9 @@ import "sort"
 // that a marker naming one of them covers our messages sent before it.
 const recentIncoming = 8
 
+// recentMarks is how many marker targets a conversation remembers.
+const recentMarks = 4
+
 // maxThreadMarks bounds the threads whose marker position a conversation
 // remembers (peers choose thread ids).
 const maxThreadMarks = 8
@@ -25,10 +28,23 @@ type conversation[R any] struct {
 	rnext  uint8
 
 	// marks holds, per thread, the position the thread's last marker
-	// covered: a marker that covers no more is ignored in O(1), and the
-	// next one walks only the messages after it. Nil until a threaded
-	// marker arrives.
-	marks map[string]uint32
+	// covered: the next marker of the thread walks only the messages after
+	// it. Nil until a threaded marker arrives. mark is the same for
+	// markers without a thread, valid when marked.
+	marks  map[string]uint32
+	mark   uint32
+	marked bool
+
+	// named holds the ids and positions of the last few markers' messages,
+	// so that a repeated marker still places after its message settled and
+	// left the index.
+	named [recentMarks]incoming
+	nnext uint8
+
+	// late holds pending trackers that reached DeliveredToRecipient after
+	// a marker had covered their position: that marker did not lift them
+	// (they had no proof then), the next one may. Usually empty.
+	late []*Tracker[R]
 }
 
 type incoming struct {
@@ -50,7 +66,105 @@ func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
 			return in.seq, true
 		}
 	}
+	for i := range c.named {
+		if in := &c.named[i]; in.id != "" && in.id == id {
+			return in.seq, true
+		}
+	}
 	return 0, false
+}
+
+// displayed applies a displayed marker at position upTo (see
+// Registry.Displayed): the named tracker, if any, and every earlier pending
+// tracker in DeliveredToRecipient become SeenByRecipient; with a thread, only
+// trackers of that thread. A repeated marker costs O(late + log n): the walk over
+// order starts after the last marker's position.
+func (c *conversation[R]) displayed(named *Tracker[R], id string, upTo uint32, thread string, resp *R) {
+	c.rememberMark(id, upTo)
+	if named != nil && (thread == "" || named.x != nil && named.x.thread == thread) {
+		named.transition(SeenByRecipient, resp) // its own marker: direct proof
+	}
+	c.liftLate(upTo, thread, resp)
+	start, ok := c.markStart(thread, upTo)
+	if !ok {
+		return
+	}
+	for _, t := range c.order[start:] {
+		if !before(t.seq, upTo) {
+			break
+		}
+		if thread != "" && (t.x == nil || t.x.thread != thread) {
+			continue
+		}
+		if t.State() == DeliveredToRecipient {
+			t.transition(SeenByRecipient, resp)
+		}
+	}
+}
+
+// rememberMark records a marker's message, unless it is already known.
+func (c *conversation[R]) rememberMark(id string, pos uint32) {
+	for i := range c.named {
+		if c.named[i].id == id {
+			return
+		}
+	}
+	c.named[c.nnext%recentMarks] = incoming{id: id, seq: pos}
+	c.nnext++
+}
+
+// liftLate lifts the late trackers the marker covers and forgets those that
+// settled.
+func (c *conversation[R]) liftLate(upTo uint32, thread string, resp *R) {
+	if len(c.late) == 0 {
+		return
+	}
+	kept := c.late[:0]
+	for _, t := range c.late {
+		if t.Settled() {
+			continue
+		}
+		if before(t.seq, upTo) && (thread == "" || t.x != nil && t.x.thread == thread) && t.State() == DeliveredToRecipient {
+			t.transition(SeenByRecipient, resp)
+			continue
+		}
+		kept = append(kept, t)
+	}
+	clear(c.late[len(kept):])
+	c.late = kept
+}
+
+// covered reports whether a marker already walked past t's position, so
+// that t, reaching DeliveredToRecipient now, must wait in late for the
+// next marker. The caller holds the lock.
+func (c *conversation[R]) covered(t *Tracker[R]) bool {
+	if c.marked && before(t.seq, c.mark) {
+		return true
+	}
+	if c.marks == nil || t.x == nil || t.x.thread == "" {
+		return false
+	}
+	pos, ok := c.marks[t.x.thread]
+	return ok && before(t.seq, pos)
+}
+
+// markStart returns where in order a marker (of the thread, or without
+// one) covering upTo must start its walk, and false when an earlier marker
+// of the same kind covered upTo already. It records upTo as the position.
+func (c *conversation[R]) markStart(thread string, upTo uint32) (int, bool) {
+	if thread != "" {
+		return c.threadStart(thread, upTo)
+	}
+	if c.marked && before(upTo, c.mark) {
+		return 0, false
+	}
+	start := 0
+	if c.marked {
+		from := c.mark
+		start = sort.Search(len(c.order), func(i int) bool { return !before(c.order[i].seq, from) })
+	}
+	c.mark, c.marked = upTo, true
+	return start, true
 }
 
 // threadStart returns where in order a marker of the thread covering upTo

@@ -275,6 +275,8 @@ func (r *Registry[R]) tidy() {
 				delete(r.convs, c.jid)
 			}
 			c.order, c.dirty = nil, false
+			clear(c.late)
+			c.late = nil
 		} else {
 			c.sweep()
 		}
@@ -370,8 +372,13 @@ func (r *Registry[R]) Delivered(conv, id string, resp *R) {
 }
 
 // Displayed records an XEP-0333 displayed marker (or a legacy acknowledged
-// marker) from the peer conv for the message id: that message and every
-// earlier pending message of the conversation become SeenByRecipient. The id
+// marker) from the peer conv for the message id: that message becomes
+// SeenByRecipient, and so does every earlier pending message of the
+// conversation that is proven delivered (in DeliveredToRecipient when the
+// marker arrives). Earlier messages without that proof keep their state and
+// can still get their own receipt or marker: a marker says the recipient
+// displayed the conversation up to here, which proves nothing about a
+// message that never reached it (lost in a session that died, for example). The id
 // may name one of our messages or a recent message the peer sent us (see
 // Incoming). A non-empty thread limits the effect to messages of that thread.
 // A marker for an unknown or older message changes nothing, and so does one
@@ -379,33 +386,15 @@ func (r *Registry[R]) Delivered(conv, id string, resp *R) {
 func (r *Registry[R]) Displayed(conv, id, thread string, resp *R) {
 	r.g.mu.Lock()
 	if c := r.convs[conv]; c != nil && !c.room {
-		if upTo, ok := c.position(r.byID(id), id); ok {
-			r.displayedUpTo(c, upTo, thread, resp)
+		named := r.byID(id)
+		if named != nil && named.c != c {
+			named = nil
+		}
+		if upTo, ok := c.position(named, id); ok {
+			c.displayed(named, id, upTo, thread, resp)
 		}
 	}
 	r.unlock()
-}
-
-func (r *Registry[R]) displayedUpTo(c *conversation[R], upTo uint32, thread string, resp *R) {
-	start := 0
-	if thread != "" {
-		// Messages of other threads stay pending: without the thread's
-		// position, a peer repeating a threaded marker would make every
-		// one walk them all.
-		var ok bool
-		if start, ok = c.threadStart(thread, upTo); !ok {
-			return
-		}
-	}
-	for _, t := range c.order[start:] {
-		if !before(t.seq, upTo) {
-			break
-		}
-		if thread != "" && (t.x == nil || t.x.thread != thread) {
-			continue
-		}
-		t.transition(SeenByRecipient, resp)
-	}
 }
 
 // Incoming records a message the peer conv sent us, so that a later marker

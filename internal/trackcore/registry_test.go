@@ -77,7 +77,7 @@ func TestDisplayedUpToHere(t *testing.T) {
 	r.Delivered(bob, "a", nil)
 	r.Displayed(bob, "b", "", nil)
 	wantStates(t, []*MessageTracker{a, b, c, other}, SeenByRecipient, SeenByRecipient, InTransit, InTransit)
-	r.Displayed(bob, "a", "", nil) // older than the displayed point: ignored
+	r.Displayed(bob, "a", "", nil) // older than the displayed point: nothing to do
 	r.Delivered(bob, "b", nil)     // a receipt after the marker does not downgrade
 	wantStates(t, []*MessageTracker{a, b, c}, SeenByRecipient, SeenByRecipient, InTransit)
 }
@@ -87,6 +87,7 @@ func TestDisplayedNamesIncomingMessage(t *testing.T) {
 	a := track(t, r, bob, "a", TrackOptions{})
 	r.Incoming(bob, "their-1")
 	b := track(t, r, bob, "b", TrackOptions{})
+	r.Delivered(bob, "a", nil)
 	r.Displayed(bob, "their-1", "", nil)
 	wantStates(t, []*MessageTracker{a, b}, SeenByRecipient, InTransit)
 	r.Displayed(bob, "never-seen", "", nil)
@@ -98,8 +99,10 @@ func TestDisplayedThread(t *testing.T) {
 	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
 	b := track(t, r, bob, "b", TrackOptions{Thread: "t2"})
 	c := track(t, r, bob, "c", TrackOptions{Thread: "t1"})
+	r.Delivered(bob, "a", nil)
+	r.Delivered(bob, "b", nil)
 	r.Displayed(bob, "c", "t1", nil)
-	wantStates(t, []*MessageTracker{a, b, c}, SeenByRecipient, InTransit, SeenByRecipient)
+	wantStates(t, []*MessageTracker{a, b, c}, SeenByRecipient, DeliveredToRecipient, SeenByRecipient)
 	r.Displayed(bob, "b", "", nil)
 	wantStates(t, []*MessageTracker{b}, SeenByRecipient)
 }
@@ -292,14 +295,17 @@ func TestDisplayedThreadWalksOnlyNewMessages(t *testing.T) {
 	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
 	r.Incoming(bob, "in1")
 	b := track(t, r, bob, "b", TrackOptions{Thread: "t1"})
+	r.Delivered(bob, "o1", nil)
+	r.Delivered(bob, "a", nil)
 	r.Displayed(bob, "in1", "t1", nil)
-	wantStates(t, []*MessageTracker{other, a, b}, InTransit, SeenByRecipient, InTransit)
+	wantStates(t, []*MessageTracker{other, a, b}, DeliveredToRecipient, SeenByRecipient, InTransit)
 	r.Displayed(bob, "in1", "t1", nil) // repeated
 	r.Displayed(bob, "a", "t1", nil)   // older
-	wantStates(t, []*MessageTracker{other, b}, InTransit, InTransit)
+	wantStates(t, []*MessageTracker{other, b}, DeliveredToRecipient, InTransit)
 	c := track(t, r, bob, "c", TrackOptions{Thread: "t1"})
+	r.Delivered(bob, "b", nil)
 	r.Displayed(bob, "c", "t1", nil)
-	wantStates(t, []*MessageTracker{other, b, c}, InTransit, SeenByRecipient, SeenByRecipient)
+	wantStates(t, []*MessageTracker{other, b, c}, DeliveredToRecipient, SeenByRecipient, SeenByRecipient)
 	if n := len(r.convs[bob].marks); n != 1 {
 		t.Fatalf("%d thread marks", n)
 	}
@@ -309,5 +315,5 @@ func TestDisplayedThreadWalksOnlyNewMessages(t *testing.T) {
 	if n := len(r.convs[bob].marks); n > maxThreadMarks {
 		t.Fatalf("%d thread marks", n)
 	}
-	wantStates(t, []*MessageTracker{other}, InTransit)
+	wantStates(t, []*MessageTracker{other}, DeliveredToRecipient)
 }
