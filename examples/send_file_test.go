@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -103,6 +104,20 @@ func TestExampleSendFile(t *testing.T) {
 		ids, _ := byID(parseText(t, r.stdout))
 		if len(ids) != 1 {
 			t.Fatalf("want one message:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("terminal", func(t *testing.T) {
+		// script(1) (util-linux, essential on Debian) gives send a terminal.
+		cmdline := strings.Join(append([]string{bin(t, "send")}, append(base, "-plaintext", "-file", filepath.Join(dir, "shot.png"))...), " ")
+		cmd := exec.Command("script", "-qec", cmdline, "/dev/null")
+		cmd.Env = append(append(os.Environ(), gorace), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "shot.png  [##############################] 100%") || !strings.Contains(string(out), "DELIVERED_TO_RECIPIENT") {
+			t.Fatalf("no progress bar reaching 100%% and no state lines:\n%q", out)
 		}
 	})
 
