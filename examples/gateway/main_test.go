@@ -431,3 +431,75 @@ func TestTwoInstances(t *testing.T) {
 		t.Fatalf("feeds differ:\nA %s\nB %s", fa, fb)
 	}
 }
+
+// TestConfigFile runs two accounts from a -config file (password from a
+// file and from the environment) and a webhook from it; "from" picks the
+// account.
+func TestConfigFile(t *testing.T) {
+	srv := testserver.Start(t, testserver.Prosody, testserver.Options{Accounts: []string{"alerts", "ci", "bob"}})
+	interop.StartSlixmpp(t, interop.Options{Addr: srv.Addr(), JID: srv.JID("bob").String(),
+		Password: srv.Password("bob"), CertPEM: srv.CertPEM()})
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o600)
+		return p
+	}
+	hook := &hookSink{t: t, secret: []byte("s3"), ch: make(chan struct{}, 1)}
+	hookSrv := httptest.NewServer(hook)
+	defer hookSrv.Close()
+	t.Setenv("CI_XMPP_PASSWORD", srv.Password("ci"))
+	cfg := fmt.Sprintf(`{
+  "accounts": [
+    {"jid": %q, "password_file": %q, "addr": %q, "insecure": true, "nick": "alerts"},
+    {"jid": %q, "password_env": "CI_XMPP_PASSWORD", "addr": %q, "insecure": true}
+  ],
+  "webhooks": [{"url": %q, "secret_file": %q, "channels": ["ci"]}]
+}`, srv.JID("alerts"), write("pw", srv.Password("alerts")), srv.Addr(), srv.JID("ci"), srv.Addr(), hookSrv.URL, write("hook", "s3"))
+	g := start(t, "-listen", "127.0.0.1:0", "-config", write("gw.json", cfg), "-token-file", write("tokens", token), "-store", "memory")
+	to := srv.JID("bob").String()
+	for _, from := range []string{"", srv.JID("ci").String()} {
+		var s sent
+		if code := g.call(t, "POST", "/v1/messages", `{"to":"`+to+`","from":"`+from+`","body":"hi","channel":"ci","wait":"delivered","wait_timeout":"20s"}`, &s); code != 200 {
+			t.Fatalf("from %q: %d %+v", from, code, s)
+		}
+		var st struct{ From string }
+		g.call(t, "GET", "/v1/messages/"+s.ID, "", &st)
+		want := srv.JID("alerts").String()
+		if from != "" {
+			want = from
+		}
+		if st.From != want {
+			t.Errorf("sent from %s, want %s", st.From, want)
+		}
+		deadline := time.After(20 * time.Second)
+		for len(hook.states(s.ID)) == 0 {
+			select {
+			case <-hook.ch:
+			case <-deadline:
+				t.Fatalf("webhook got nothing for %s", s.ID)
+			}
+		}
+	}
+	var p struct{ Type string }
+	if code := g.call(t, "POST", "/v1/messages", `{"to":"`+to+`","from":"nobody@localhost","body":"hi"}`, &p); code != 422 || !strings.HasSuffix(p.Type, "unknown-account") {
+		t.Fatalf("unknown account: %d %+v", code, p)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for i, c := range []struct{ json, want string }{
+		{`{"accounts":[{"jid":"a@b","password":"inline"}]}`, "unknown field"},
+		{`{"accounts":[{"jid":"a@b"}]}`, "give a file or an environment variable"},
+		{`{"accounts":[{"jid":"b","password_env":"HOME"}]}`, "not an account address"},
+		{`{"accounts":[{"jid":"a@b","password_env":"XMPPTRACK_UNSET_VARIABLE"}]}`, "is empty"},
+		{`{"accounts":`, "unexpected EOF"},
+	} {
+		p := filepath.Join(dir, fmt.Sprint(i))
+		os.WriteFile(p, []byte(c.json), 0o600)
+		if _, err := loadConfig(p); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.json, err, c.want)
+		}
+	}
+}
