@@ -40,6 +40,7 @@ type Client struct {
 	log     *slog.Logger
 
 	reg *registry.Registry
+	dur *durable // Config.Store; nil without one
 	sm  *sm.State
 	rcp *recipient
 	obs observers
@@ -98,10 +99,19 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.done = make(chan struct{})
 	c.firstLoss = make(chan error, 1)
 	c.up = make(chan struct{})
+	onChange := c.cfg.OnStateChange
+	if c.cfg.Store != nil {
+		var err error
+		if c.dur, err = openDurable(ctx, c.cfg.Store, account, c.cfg.Logger); err != nil {
+			c.cancel()
+			return nil, err
+		}
+		onChange = c.dur.hook(onChange, c.closingNow)
+	}
 	c.reg = registry.New(registry.Config{
 		MaxPending:    c.cfg.MaxPending,
 		Window:        c.cfg.Window,
-		OnStateChange: c.cfg.OnStateChange,
+		OnStateChange: onChange,
 	})
 	smCfg := c.cfg.StreamManagement
 	smCfg.OnAcked = c.acked(smCfg.OnAcked)
@@ -118,6 +128,9 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	if err != nil {
 		c.cancel()
 		c.reg.Close()
+		if c.dur != nil {
+			c.dur.close()
+		}
 		return nil, err
 	}
 	go c.ev.run() // not a worker: Close may be called from a callback
@@ -487,7 +500,18 @@ func (c *Client) Close() error {
 		c.log.Debug("xmpptrack: closed with callbacks not run", "count", n)
 	}
 	c.ev.wait()
+	if c.dur != nil {
+		c.dur.close()
+	}
 	return nil
+}
+
+// closingNow reports whether Close (or a permanent failure) is closing the
+// client.
+func (c *Client) closingNow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
 }
 
 // closeGrace bounds a graceful close: a peer that stops reading or never

@@ -8,6 +8,7 @@ import (
 	"mellium.im/xmpp"
 
 	"github.com/xmpptrack/xmpptrack/sm"
+	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -52,6 +53,18 @@ type Config struct {
 	// catches up (see package tracking, "Callbacks"). A panic in it crashes
 	// the program.
 	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
+
+	// Store, if set, keeps a durable record of the messages: each is
+	// committed to it, with its stanza, before its first byte is written
+	// (Send fails, writing nothing, if that fails), and every state change
+	// is recorded with its evidence (in order, committed in the background;
+	// while the store fails, tracking goes on and the changes are written
+	// once it is back). Dial takes the store's lease of this account and
+	// resource (store.ErrLocked while another process or client holds it);
+	// Close releases it. Closing the client does not record its pending
+	// messages as CLOSED: they stay pending in the store. Status reads the
+	// record. Nil keeps everything in memory. See package store.
+	Store store.Store
 
 	// StreamManagement tunes XEP-0198: ack requests, the unacked queue bound,
 	// and what happens to unacked messages when a stream cannot be resumed.

@@ -154,6 +154,12 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
+	if c.dur != nil {
+		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window)); err != nil {
+			c.reg.Lost(conv, t.ID())
+			return t, err
+		}
+	}
 	if err := c.writeMessage(ctx, t.ID(), m, payload); err != nil {
 		c.reg.Lost(conv, t.ID())
 		return t, err

@@ -1,0 +1,329 @@
+package xmpptrack
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack/internal/registry"
+	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// durable is the client's side of Config.Store: the ownership lease, the
+// write-ahead of messages, and a recorder that commits state changes in
+// the order the trackers made them.
+type durable struct {
+	st    store.Store
+	owner store.Instance
+	lease store.Lease
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	queue    []store.Change
+	queued   uint64        // changes handed to record so far
+	written  uint64        // of those, committed (or given up on)
+	progress chan struct{} // closed and replaced when written moves
+	wake     chan struct{} // capacity 1: the queue is not empty
+	stop     chan struct{} // closed by close: the recorder ends
+	done     chan struct{} // closed when the recorder ended
+	once     sync.Once
+}
+
+// recorderRetry bounds the wait between attempts to commit changes while
+// the store fails.
+const recorderRetry = 2 * time.Second
+
+// closeFlush bounds how long Close waits for recorded changes to be
+// committed.
+const closeFlush = 5 * time.Second
+
+// openDurable takes the owner's lease and starts the recorder.
+func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog.Logger) (*durable, error) {
+	owner := store.Instance{Account: account.Bare().String(), Resource: account.Resourcepart()}
+	lease, err := st.Lock(ctx, owner)
+	if err != nil {
+		return nil, fmt.Errorf("xmpptrack: the store's record of %v: %w", owner, err)
+	}
+	d := &durable{
+		st: st, owner: owner, lease: lease, log: log,
+		progress: make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go d.run()
+	return d, nil
+}
+
+// hook wraps the registry's OnStateChange: each change is recorded, then
+// next runs. closing reports whether the client is being closed: the
+// CLOSED changes that closing the client makes are not recorded, since the
+// messages are still to be delivered, by the next process on this store.
+func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response),
+	closing func() bool) func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response) {
+	return func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
+		if to != tracking.Closed || !closing() {
+			d.record(changeOf(t.ID(), to, resp))
+		}
+		if next != nil {
+			next(t, from, to, resp)
+		}
+	}
+}
+
+// changeOf turns a tracker's state change into a store change.
+func changeOf(id string, to tracking.MessageState, resp *tracking.Response) store.Change {
+	c := store.Change{ID: id, State: to, At: time.Now()}
+	if resp == nil {
+		return c
+	}
+	c.From = resp.From.String()
+	c.StanzaID = resp.StanzaID
+	if resp.Err != nil {
+		var de *stanza.DeliveryError
+		if errors.As(resp.Err, &de) {
+			c.Condition = string(de.Stanza.Condition)
+			c.Text = errorText(de.Stanza)
+		} else {
+			c.Text = resp.Err.Error()
+		}
+	}
+	return c
+}
+
+// errorText picks the text of a stanza error: the one without a language
+// tag, else English, else any.
+func errorText(e xstanza.Error) string {
+	if t, ok := e.Text[""]; ok {
+		return t
+	}
+	if t, ok := e.Text["en"]; ok {
+		return t
+	}
+	for _, t := range e.Text {
+		return t
+	}
+	return ""
+}
+
+// record queues a change for the recorder. It never blocks.
+func (d *durable) record(c store.Change) {
+	d.mu.Lock()
+	d.queue = append(d.queue, c)
+	d.queued++
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run commits the queued changes, as many at a time as are waiting. While
+// the store fails it keeps them (tracking goes on in memory) and tries
+// again, so that they are written once the store is back.
+func (d *durable) run() {
+	defer close(d.done)
+	for {
+		select {
+		case <-d.wake:
+		case <-d.stop:
+			return
+		}
+		for {
+			d.mu.Lock()
+			batch := d.queue
+			d.queue = nil
+			d.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			if !d.commit(batch) {
+				return
+			}
+			d.mu.Lock()
+			d.written += uint64(len(batch))
+			close(d.progress)
+			d.progress = make(chan struct{})
+			d.mu.Unlock()
+		}
+	}
+}
+
+// commit commits changes, trying again while the store fails; it returns
+// false if the recorder was stopped meanwhile.
+func (d *durable) commit(changes []store.Change) bool {
+	wait := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := d.st.Commit(ctx, &store.Batch{Changes: changes})
+		cancel()
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrClosed):
+			d.warn("xmpptrack: state changes not recorded", "count", len(changes), "err", err)
+			return true
+		}
+		d.warn("xmpptrack: recording state changes failed; trying again", "count", len(changes), "err", err)
+		select {
+		case <-d.stop:
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, recorderRetry)
+	}
+}
+
+// flush waits until every change recorded before the call is committed.
+func (d *durable) flush(ctx context.Context) error {
+	d.mu.Lock()
+	target := d.queued
+	d.mu.Unlock()
+	for {
+		d.mu.Lock()
+		written, progress := d.written, d.progress
+		d.mu.Unlock()
+		if written >= target {
+			return nil
+		}
+		select {
+		case <-progress:
+		case <-d.done:
+			return store.ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// close commits what was recorded (waiting at most closeFlush), stops the
+// recorder and releases the lease.
+func (d *durable) close() {
+	d.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
+		if err := d.flush(ctx); err != nil {
+			d.warn("xmpptrack: closing with state changes not recorded", "err", err)
+		}
+		cancel()
+		close(d.stop)
+		<-d.done
+		if err := d.lease.Release(); err != nil {
+			d.warn("xmpptrack: releasing the store's lease", "err", err)
+		}
+	})
+}
+
+func (d *durable) warn(msg string, args ...any) {
+	if d.log != nil {
+		d.log.Warn(msg, args...)
+	}
+}
+
+// writeAhead commits a message with its stanza before it is written.
+func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload *tokbuf.Buffer, deadline time.Time) error {
+	if payload != nil {
+		payload.Rewind()
+		m.Payload = payload
+	}
+	var buf bytes.Buffer
+	enc := xml.NewEncoder(&buf)
+	if _, err := xmlstream.Copy(enc, messageXML(id, m)); err != nil {
+		return fmt.Errorf("xmpptrack: encoding the message for the store: %w", err)
+	}
+	if err := enc.Flush(); err != nil {
+		return fmt.Errorf("xmpptrack: encoding the message for the store: %w", err)
+	}
+	sm := store.Message{
+		ID: id, Owner: d.owner, To: m.To.String(), Room: m.Type == xstanza.GroupChatMessage, Thread: m.Thread,
+		Raw: buf.Bytes(), Deadline: deadline,
+	}
+	if err := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{sm}}); err != nil {
+		return fmt.Errorf("xmpptrack: writing the message ahead to the store: %w", err)
+	}
+	return nil
+}
+
+// deadline is when the tracking window of a message sent now ends; zero
+// for none. It mirrors the registry's rule.
+func (c *Client) deadline(window time.Duration) time.Time {
+	if window == 0 {
+		window = c.cfg.Window
+	}
+	if window == 0 {
+		window = registry.DefaultWindow
+	}
+	if window < 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(min(window, maxWindow))
+}
+
+// maxWindow is the registry's cap on windows.
+const maxWindow = 24 * 24 * time.Hour
+
+// Status is what is known of one message: its state and, with
+// Config.Store, its recorded history.
+type Status struct {
+	ID string
+	// State is the message's state: the live tracker's while this client
+	// tracks it, else the store's.
+	State tracking.MessageState
+	// Settled reports that tracking ended.
+	Settled bool
+	// Pending reports that this client tracks it now (Client.Tracker
+	// returns its tracker).
+	Pending bool
+	// History lists the recorded state changes with their evidence, oldest
+	// first, the first being the message's creation in IN_TRANSIT. It is
+	// empty without a store.
+	History []store.Change
+}
+
+// Status returns a message's state and history, whether it is pending or
+// settled, from this client's trackers and Config.Store (which holds every
+// instance's messages). It reads its own writes: the history holds every
+// change of this client's trackers whose callbacks had started before the
+// call (the store records a change right before the callbacks of
+// Config.OnStateChange and of the tracker run). Without a store it answers
+// for pending messages only. An unknown id gives an error matching
+// store.ErrNotFound.
+func (c *Client) Status(ctx context.Context, id string) (Status, error) {
+	t := c.reg.Find(id)
+	st := Status{ID: id}
+	if t != nil {
+		st.State, st.Settled, st.Pending = t.State(), t.Settled(), true
+	}
+	if c.dur == nil {
+		if t == nil {
+			return Status{}, fmt.Errorf("xmpptrack: message %q is not pending (no store to ask): %w", id, store.ErrNotFound)
+		}
+		return st, nil
+	}
+	if err := c.dur.flush(ctx); err != nil {
+		return Status{}, fmt.Errorf("xmpptrack: status of %q: %w", id, err)
+	}
+	rec, err := c.dur.st.Message(ctx, id)
+	switch {
+	case err == nil:
+		st.History = rec.History
+		if t == nil {
+			st.State, st.Settled = rec.State, rec.Settled
+		}
+		return st, nil
+	case errors.Is(err, store.ErrNotFound) && t != nil:
+		return st, nil // not written ahead yet
+	}
+	return Status{}, fmt.Errorf("xmpptrack: status of %q: %w", id, err)
+}

@@ -1,0 +1,268 @@
+package xmpptrack
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// openStore opens an SQLite store for the test.
+func openStore(t *testing.T) store.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "x.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// faultyStore wraps a store: while failMessages or failChanges is set,
+// commits of new messages or of changes fail; committed lists the ids of
+// the messages committed so far.
+type faultyStore struct {
+	store.Store
+	failMessages, failChanges atomic.Bool
+	changeFailed              chan struct{} // gets a value (if there is room) when a change commit failed
+
+	mu        sync.Mutex
+	committed []string
+}
+
+var errDiskFull = errors.New("database or disk is full")
+
+func (f *faultyStore) Commit(ctx context.Context, b *store.Batch) error {
+	if len(b.Messages) > 0 && f.failMessages.Load() {
+		return errDiskFull
+	}
+	if len(b.Changes) > 0 && f.failChanges.Load() {
+		select {
+		case f.changeFailed <- struct{}{}:
+		default:
+		}
+		return errDiskFull
+	}
+	if err := f.Store.Commit(ctx, b); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	for _, m := range b.Messages {
+		f.committed = append(f.committed, m.ID)
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *faultyStore) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.committed, id)
+}
+
+// callbackRan returns a channel closed once the callbacks of tr's change
+// to state have run: the store has been handed the change by then.
+func callbackRan(tr *tracking.MessageTracker, state tracking.MessageState) <-chan struct{} {
+	ch := make(chan struct{})
+	tr.OnStateChange(func(_, to tracking.MessageState, _ *tracking.Response) {
+		if to == state {
+			close(ch)
+		}
+	})
+	return ch
+}
+
+func waitClosed(t *testing.T, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-waitCtx(t).Done():
+		t.Fatal("the state change's callbacks did not run")
+	}
+}
+
+func historyStates(h []store.Change) []tracking.MessageState {
+	var out []tracking.MessageState
+	for _, c := range h {
+		out = append(out, c.State)
+	}
+	return out
+}
+
+// TestStoreWriteAhead: a message is in the store, with its stanza, by the
+// time the server reads it, and its state changes are recorded with their
+// evidence; Status reads them back.
+func TestStoreWriteAhead(t *testing.T) {
+	fs := &faultyStore{Store: openStore(t)}
+	c, pc := newPeer(t, Config{Store: fs})
+	tr, err := c.Send(waitCtx(t), Message{To: bob, Body: "disk 91%", Thread: "th"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := pc.nextMessage(t)
+	if !fs.has(e.attr("id")) {
+		t.Fatal("the server read a message that was not in the store")
+	}
+	rec, err := fs.Message(waitCtx(t), tr.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(rec.Raw), "disk 91%") || !strings.Contains(string(rec.Raw), tr.ID()) ||
+		rec.To != bob.String() || rec.Thread != "th" || rec.Owner.Account != "alice@localhost" || rec.Deadline.IsZero() {
+		t.Errorf("stored message %+v (raw %s)", rec.Message, rec.Raw)
+	}
+	waitState(t, tr, tracking.DeliveredToServer)
+	pc.send(`<message from='bob@example.org/pc' id='r1'><received xmlns='%s' id='%s'/></message>`, stanza.NSReceipts, tr.ID())
+	waitState(t, tr, tracking.DeliveredToRecipient)
+	seen := callbackRan(tr, tracking.SeenByRecipient)
+	pc.send(`<message from='bob@example.org/pc' id='d1'><displayed xmlns='%s' id='%s'/></message>`, stanza.NSMarkers, tr.ID())
+	waitClosed(t, seen)
+	st, err := c.Status(waitCtx(t), tr.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.DeliveredToRecipient, tracking.SeenByRecipient}
+	if got := historyStates(st.History); !slices.Equal(got, want) {
+		t.Fatalf("history %v, want %v", got, want)
+	}
+	if st.State != tracking.SeenByRecipient || !st.Settled {
+		t.Errorf("status %+v", st)
+	}
+	if from := st.History[2].From; from != "bob@example.org/pc" {
+		t.Errorf("receipt evidence from %q", from)
+	}
+	// The record stays readable after the tracker is gone.
+	if c.Tracker(tr.ID()) != nil {
+		t.Fatal("settled tracker still pending")
+	}
+	if _, err := c.Status(waitCtx(t), "unknown"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
+	}
+}
+
+// TestStoreWriteAheadFails: when the store cannot take the message (a full
+// disk), Send fails and writes nothing; once the store works again, Send
+// works again.
+func TestStoreWriteAheadFails(t *testing.T) {
+	fs := &faultyStore{Store: openStore(t)}
+	c, pc := newPeer(t, Config{Store: fs})
+	fs.failMessages.Store(true)
+	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "lost"})
+	if !errors.Is(err, errDiskFull) {
+		t.Fatalf("Send with a full store: %v", err)
+	}
+	if tr == nil || tr.State() != tracking.Aborted {
+		t.Fatalf("tracker %v", tr)
+	}
+	fs.failMessages.Store(false)
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "kept" {
+		t.Fatalf("the server got %s: a message that was not written ahead went out", e.String())
+	}
+}
+
+// TestStoreRecorderRetries: while the store refuses changes, tracking goes
+// on in memory; the changes are written, in order, once it works again.
+func TestStoreRecorderRetries(t *testing.T) {
+	fs := &faultyStore{Store: openStore(t), changeFailed: make(chan struct{}, 1)}
+	c, pc := newPeer(t, Config{Store: fs})
+	fs.failChanges.Store(true)
+	tr := sendAcked(t, c, Message{To: bob})
+	pc.nextMessage(t)
+	seen := callbackRan(tr, tracking.DeliveredToRecipient)
+	pc.send(`<message from='bob@example.org/pc' id='r1'><received xmlns='%s' id='%s'/></message>`, stanza.NSReceipts, tr.ID())
+	waitClosed(t, seen)
+	select {
+	case <-fs.changeFailed:
+	case <-waitCtx(t).Done():
+		t.Fatal("the recorder did not try")
+	}
+	if rec, err := fs.Message(waitCtx(t), tr.ID()); err != nil || rec.State != tracking.InTransit {
+		t.Fatalf("while the store refused changes: %v, %v", rec.State, err)
+	}
+	fs.failChanges.Store(false)
+	st, err := c.Status(waitCtx(t), tr.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.DeliveredToRecipient}
+	if got := historyStates(st.History); !slices.Equal(got, want) {
+		t.Fatalf("history %v, want %v", got, want)
+	}
+}
+
+// TestStoreLease: a second client of the same account and resource on the
+// same store is refused while the first one lives, and accepted after it
+// closed.
+func TestStoreLease(t *testing.T) {
+	st := openStore(t)
+	srv := newPeerServer(t)
+	c := dialPeer(t, srv, Config{Store: st})
+	cfg := Config{Store: st, Addr: srv.l.Addr().String()}
+	if _, err := Dial(waitCtx(t), testJID, peerPassword, &cfg); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("second client: %v, want ErrLocked", err)
+	}
+	c.Close()
+	dialPeer(t, srv, Config{Store: st})
+}
+
+// TestStoreCloseKeepsPending: closing the client leaves its unacknowledged
+// messages pending in the store (for the next process), while a tracker
+// the application closed is recorded CLOSED.
+func TestStoreCloseKeepsPending(t *testing.T) {
+	st := openStore(t)
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	c := dialPeer(t, srv, Config{Store: st})
+	pc := srv.next(t)
+	closed, err := c.Send(waitCtx(t), Message{To: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := c.Send(waitCtx(t), Message{To: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.nextMessage(t)
+	pc.nextMessage(t)
+	// The store records a change when its callbacks run, right before the
+	// tracker's own.
+	seen := callbackRan(closed, tracking.Closed)
+	closed.Close()
+	waitClosed(t, seen)
+	if s, err := c.Status(waitCtx(t), closed.ID()); err != nil || s.State != tracking.Closed || !s.Settled {
+		t.Fatalf("closed by the application: %+v, %v", s, err)
+	}
+	c.Close()
+	rec, err := st.Message(waitCtx(t), kept.ID())
+	if err != nil || rec.State != tracking.InTransit || rec.Settled || len(rec.Raw) == 0 {
+		t.Fatalf("after Close: %+v, %v", rec.Message, err)
+	}
+}
+
+// TestStatusWithoutStore answers for pending messages only.
+func TestStatusWithoutStore(t *testing.T) {
+	c, _ := newPeer(t, Config{})
+	tr, err := c.Send(waitCtx(t), Message{To: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(waitCtx(t), tr.ID())
+	if err != nil || !st.Pending || st.History != nil {
+		t.Fatalf("pending: %+v, %v", st, err)
+	}
+	if _, err := c.Status(waitCtx(t), "unknown"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown: %v", err)
+	}
+}
