@@ -23,27 +23,27 @@ func parsed(b *testing.B, raw string) *stanza.Evidence {
 	return &ev
 }
 
-// BenchmarkRepeatedMarker: 10,000 of our messages that the room reflected,
-// and an occupant repeating its displayed marker, for the newest (which
-// settles them all) or for the oldest (the 9,999 others stay pending and
-// remembered). A repeat should cost O(1), not a walk of the messages.
+// BenchmarkRepeatedMarker: 10,000 of our messages, all but the first
+// reflected by the room (the first is still unproven, so the room keeps
+// remembering every message after it), and an occupant repeating its
+// displayed marker, for the newest message or for the second. A repeat
+// should cost O(1), not a walk of the messages.
 func BenchmarkRepeatedMarker(b *testing.B) {
-	for _, which := range []string{"newest", "oldest"} {
+	for _, which := range []string{"newest", "second"} {
 		b.Run(which, func(b *testing.B) {
 			r := scriptedRoom(true, false)
 			const n = 10_000
-			var first, last *tracking.MessageTracker
+			var trackers []*tracking.MessageTracker
 			for i := range n {
 				id := "m" + strconv.Itoa(i)
-				last = r.sent(id, "body")
-				if i == 0 {
-					first = last
+				trackers = append(trackers, r.sent(id, "body"))
+				if i > 0 {
+					r.message(parsed(b, groupchat("alice", id, `<body>body</body>`+sidOf("s"+strconv.Itoa(i), roomJID))))
 				}
-				r.message(parsed(b, groupchat("alice", id, `<body>body</body>`+sidOf("s"+strconv.Itoa(i), roomJID))))
 			}
-			target, marked := "s0", first
+			target, marked := "s1", trackers[1]
 			if which == "newest" {
-				target, marked = "s"+strconv.Itoa(n-1), last
+				target, marked = "s"+strconv.Itoa(n-1), trackers[n-1]
 			}
 			marker := parsed(b, groupchat("bob", "b1", displayed(target)))
 			r.message(marker)
@@ -54,6 +54,7 @@ func BenchmarkRepeatedMarker(b *testing.B) {
 			for b.Loop() {
 				r.message(marker)
 			}
+			b.ReportMetric(float64(len(r.entries)), "remembered")
 		})
 	}
 }
