@@ -3,12 +3,21 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -76,7 +85,7 @@ type running struct {
 	done   chan error
 }
 
-var readyLine = regexp.MustCompile(`^xmpptrack gateway ready on (http://\S+) \(accounts: (.*)\)$`)
+var readyLine = regexp.MustCompile(`^xmpptrack gateway ready on (https?://\S+) \(accounts: (.*)\)$`)
 
 // start runs the program with args and waits for its ready line.
 func start(t *testing.T, args ...string) *running {
@@ -502,4 +511,53 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%s: %v, want %q", c.json, err, c.want)
 		}
 	}
+}
+
+// TestServeTLS serves HTTPS with -tls-cert and -tls-key.
+func TestServeTLS(t *testing.T) {
+	srv := testserver.Start(t, testserver.Prosody, testserver.Options{Accounts: []string{"gw"}})
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte(token), 0o600)
+	t.Setenv("XMPP_PASSWORD", srv.Password("gw"))
+	g := start(t, "-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
+		"-token-file", tokens, "-store", "memory", "-tls-cert", certFile, "-tls-key", keyFile)
+	if !strings.HasPrefix(g.url, "https://") {
+		t.Fatalf("ready on %s", g.url)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(must(x509.ParseCertificate(der)))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, _ := http.NewRequest("GET", g.url+"/readyz", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Fatalf("readyz over TLS: %d", resp.StatusCode)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
