@@ -47,6 +47,7 @@ type Client struct {
 	ev  *events // runs the application's callbacks
 
 	carbonsID atomic.Pointer[string] // id of the carbons <enable/> IQ of the current session
+	dropped   atomic.Int64           // incoming stanzas dropped as unparsable
 	// publishHook, when set by a test, runs at the start of every publish
 	// goroutine, before it looks at its connection.
 	publishHook atomic.Pointer[func()]
@@ -296,7 +297,7 @@ func (c *Client) loop(cn conn) {
 			c.publish(cur)
 		})
 		stop := context.AfterFunc(c.ctx, func() { c.cut(cur) })
-		err := c.sm.Serve(cn.s, handler)
+		err := c.sm.Serve(cn.s, dropOnError(cn, handler))
 		stop()
 		select {
 		case c.firstLoss <- err:
@@ -372,6 +373,21 @@ func (c *Client) cut(cn conn) {
 	default:
 		cn.s.Conn().Close()
 	}
+}
+
+// dropOnError wraps the tap for one connection: when it fails (the stream
+// broke under it), the TCP connection is closed before mellium sees the
+// error. mellium would otherwise write a stream error and close the stream
+// gracefully, which ends the server's session for good; a dropped
+// connection leaves it resumable. Only Close ends a stream gracefully.
+func dropOnError(cn conn, h xmpp.Handler) xmpp.Handler {
+	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+		err := h.HandleXMPP(t, start)
+		if err != nil {
+			cn.s.Conn().Close()
+		}
+		return err
+	})
 }
 
 // fail ends the client after a permanent connection failure: messages the
@@ -577,12 +593,15 @@ type Stats struct {
 	// Resumptions those of them that resumed the stream, keeping the
 	// server-side session (and its room memberships) alive.
 	Reconnections, Resumptions int
+	// Dropped counts the incoming stanzas dropped because an address in
+	// them does not parse (see Config.Handler).
+	Dropped int64
 }
 
 // Stats returns a snapshot of the client's health. It never blocks on the
 // network.
 func (c *Client) Stats() Stats {
-	st := Stats{Pending: c.reg.Pending(), Unacked: c.sm.Info().Unacked}
+	st := Stats{Pending: c.reg.Pending(), Unacked: c.sm.Info().Unacked, Dropped: c.dropped.Load()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st.Connected = c.session != nil && !c.closing

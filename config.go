@@ -70,11 +70,41 @@ type Config struct {
 	// and what happens to unacked messages when a stream cannot be resumed.
 	StreamManagement sm.Config
 
-	// Handler receives every incoming stanza unchanged, after tracking has
-	// looked at it. Nil means incoming stanzas are dropped (receipts are still
-	// answered). A mux.ServeMux works here. As with a decoder, a token's
-	// bytes (xml.CharData and the like) are valid only until the next
-	// Token call: copy what you keep.
+	// OnMessage is called once for each incoming message with content (a
+	// body, a subject or an attachment), in arrival order, with the client
+	// so that it can answer (Incoming.Reply, Client.MarkDisplayed).
+	// Receipts, markers, error replies, carbons and our own messages
+	// reflected by a room never reach it (see Incoming). Nil means such
+	// messages go to Handler like any other stanza.
+	OnMessage func(c *Client, m *Incoming)
+
+	// Handler receives, unchanged, every incoming stanza that tracking and
+	// the observers did not consume and that OnMessage did not get: IQs,
+	// presences, messages without content, and all messages when OnMessage
+	// is nil. A mux.ServeMux works here. Nil means they are dropped
+	// (receipts are still answered, and mellium answers IQ requests with
+	// service-unavailable).
+	//
+	// A stanza whose from or to address does not parse (a server may
+	// accept addresses mellium refuses) reaches neither: it is dropped,
+	// counted in Stats.Dropped and logged at debug level, and the session
+	// goes on.
+	//
+	// OnMessage, Handler and the observers' Connected and Disconnected run
+	// one at a time, in order, on one goroutine of the library, never on
+	// the goroutine that reads the stream: they may call any method of the
+	// client, Close included. Up to 256 incoming stanzas wait for them;
+	// beyond that the client stops reading until they catch up, so a slow
+	// application slows the stream down (the server buffers) instead of
+	// growing memory. Evidence for our own messages is applied before a
+	// stanza waits, so trackers keep moving meanwhile. Handler reads a
+	// copy of the stanza; what it writes to its encoder is written once it
+	// returns. An IQ request is answered by Handler or, if Handler writes
+	// no answer, with service-unavailable; the client stops reading until
+	// Handler returns from an IQ request, so answer it before waiting for
+	// anything. An error returned by Handler is logged, never fatal. A
+	// panic in any callback is not recovered: the program crashes with the
+	// callback's stack, as it would without the library.
 	Handler xmpp.Handler
 	// NoReceipts stops answering XEP-0184 receipt requests.
 	NoReceipts bool

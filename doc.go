@@ -81,11 +81,16 @@
 //
 // # Receiving
 //
-// Config.Handler receives every incoming stanza unchanged; tracking only
-// looks at them. The client answers receipt requests itself (unless
-// Config.NoReceipts) and sends displayed markers when the application calls
-// [Client.MarkDisplayed]. It never answers its own messages, error messages,
-// carbons, group-chat messages, receipts or markers.
+// Config.OnMessage receives each incoming message with content as a parsed
+// [Incoming], in order, with the client to answer with ([Incoming.Reply],
+// [Client.MarkDisplayed]); Config.Handler receives every other stanza
+// unchanged. Both run on a goroutine of the library, never on the one that
+// reads the stream, behind a bounded queue (see Config.Handler). The client
+// answers receipt requests itself (unless Config.NoReceipts) and sends
+// displayed markers when the application calls [Client.MarkDisplayed]. It
+// never answers its own messages, error messages, carbons, group-chat
+// messages, receipts or markers. A stanza whose address does not parse is
+// dropped and counted ([Stats]); it never ends the session.
 //
 // # Security
 //

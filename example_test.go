@@ -102,6 +102,26 @@ func ExampleNewID() {
 	// Output: 16 true
 }
 
+// A bot that answers each message in its thread and marks it displayed.
+// OnMessage runs on a goroutine of the library, one message at a time, so
+// it may send, wait, or even Close the client.
+func ExampleConfig_onMessage() {
+	ctx := context.Background()
+	cfg := &xmpptrack.Config{OnMessage: func(c *xmpptrack.Client, m *xmpptrack.Incoming) {
+		if m.Delay.IsZero() { // not room history or an offline message
+			if _, err := c.Send(ctx, m.Reply("you said: "+m.Body)); err != nil {
+				log.Printf("reply to %s: %v", m.From, err)
+			}
+		}
+		c.MarkDisplayed(m.From)
+	}}
+	c, err := xmpptrack.Dial(ctx, jid.MustParse("echo@example.org"), "secret", cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	<-c.Done()
+}
+
 // A Config for a test server on loopback: no TLS, quick reconnection, a
 // short tracking window. The zero Config is the production default.
 func ExampleConfig() {
@@ -117,4 +137,21 @@ func ExampleConfig() {
 		log.Fatal(err)
 	}
 	defer c.Close()
+}
+
+// Reply answers in the same thread, to the sender, or to the room for a
+// group chat message.
+func ExampleIncoming_Reply() {
+	chat := &xmpptrack.Incoming{From: jid.MustParse("bob@example.org/phone"), Type: xstanza.ChatMessage, Thread: "t1", Body: "status?"}
+	room := &xmpptrack.Incoming{
+		From: jid.MustParse("ops@conference.example.org/carol"), Type: xstanza.GroupChatMessage,
+		Room: jid.MustParse("ops@conference.example.org"), Nick: "carol", Body: "status?",
+	}
+	for _, m := range []*xmpptrack.Incoming{chat, room} {
+		r := m.Reply("all green")
+		fmt.Println(r.To, r.Type, r.Thread)
+	}
+	// Output:
+	// bob@example.org/phone chat t1
+	// ops@conference.example.org groupchat
 }

@@ -22,7 +22,7 @@ const (
 	// reached only when answers come in faster than the connection takes
 	// them, or while it is down (TestRecipientBurst logs what a burst of
 	// 5,000 requests drops). An answer that does not fit is dropped and
-	// logged at debug level: the Serve goroutine never waits for the writer.
+	// logged at debug level: the reading goroutine never waits for the writer.
 	outboxSize  = 4096
 	maxMarkable = 10_000 // conversations whose newest markable message we remember
 	// answerBatch is how many answers are written per hold of the session's
@@ -65,31 +65,39 @@ func newRecipient(c *Client) *recipient {
 
 // received handles a content message from a peer (never an error, group
 // chat, carbon, receipt or marker: the tap filters those, so there are no
-// loops). It runs on the Serve goroutine and never blocks.
+// loops). It runs on the Serve goroutine and never blocks. With
+// Config.OnMessage set, the message is remembered as markable only once
+// OnMessage is called with it (see Client.deliver).
 func (r *recipient) received(ev *stanza.Evidence) {
-	answerReceipt := ev.ReceiptRequested && !r.c.cfg.NoReceipts
-	markable := ev.Markable && !r.c.cfg.NoMarkers
-	if !answerReceipt && !markable {
+	if ev.ReceiptRequested && !r.c.cfg.NoReceipts {
+		r.mu.Lock()
+		r.queueLocked("", answer{to: ev.From, typ: ev.Type, ref: ev.ID})
+		r.mu.Unlock()
+	}
+	if ev.Markable && r.c.cfg.OnMessage == nil {
+		r.remember(ev.From, ev.Type, ev.ID, ev.Thread)
+	}
+}
+
+// remember remembers the newest markable message of a peer, for
+// MarkDisplayed.
+func (r *recipient) remember(from jid.JID, typ xstanza.MessageType, id, thread string) {
+	if r.c.cfg.NoMarkers {
 		return
 	}
+	peer := from.Bare().String()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if answerReceipt {
-		r.queueLocked("", answer{to: ev.From, typ: ev.Type, ref: ev.ID})
-	}
-	if markable {
-		peer := ev.From.Bare().String()
-		if _, ok := r.markable[peer]; !ok && len(r.markable) >= maxMarkable {
-			// Full (peers the application never marks, or a flood of
-			// senders): forget an arbitrary one rather than stop
-			// remembering new peers for good.
-			for k := range r.markable {
-				delete(r.markable, k)
-				break
-			}
+	if _, ok := r.markable[peer]; !ok && len(r.markable) >= maxMarkable {
+		// Full (peers the application never marks, or a flood of
+		// senders): forget an arbitrary one rather than stop
+		// remembering new peers for good.
+		for k := range r.markable {
+			delete(r.markable, k)
+			break
 		}
-		r.markable[peer] = answer{to: ev.From.Bare(), typ: ev.Type, ref: ev.ID, thread: ev.Thread, marker: true}
 	}
+	r.markable[peer] = answer{to: from.Bare(), typ: typ, ref: id, thread: thread, marker: true}
 }
 
 // queueLocked adds an answer to the outbox and reports whether it is there.
@@ -125,8 +133,12 @@ func (r *recipient) queueLocked(peer string, a answer) bool {
 // to be written is replaced by the new one. It reports whether a marker was
 // queued: false when there is nothing new to mark, when Config.NoMarkers is
 // set, after Close, or when the outbox is full (then the message stays the
-// one to mark, and a later call may send the marker). It never blocks, so
-// it may be called from a Handler.
+// one to mark, and a later call may send the marker). It never blocks.
+//
+// With Config.OnMessage set, the newest markable message is the newest one
+// OnMessage has been called with: a callback that marks its message marks
+// that one, never one the reader has read ahead of the application. Group
+// chat messages are never marked here (see package muc).
 func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	if c.cfg.NoMarkers || c.ctx.Err() != nil {
 		return false

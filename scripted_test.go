@@ -136,6 +136,7 @@ type peerServer struct {
 	authFail  []string      // SASL conditions for the next logins, one per login, before the password is checked
 	stall     string        // "enable" or "resume": leave it unanswered, and signal stalled; "hangup": close the connection on <enable/>
 	stalled   chan struct{} // receives a value each time stall applied
+	closes    int           // streams the client ended with </stream:stream> or a stream error
 	sessions  int           // SM sessions enabled so far
 	smID      string        // current SM session; "" = none
 	inH       uint32        // stanzas received on the SM session
@@ -348,10 +349,15 @@ func (srv *peerServer) loop(pc *peerConn, d *xml.Decoder) {
 	for {
 		e, err := readElement(d)
 		if errors.Is(err, io.EOF) {
+			srv.set(func(srv *peerServer) { srv.closes++ })
 			pc.write(`</stream:stream>`)
 			return
 		}
 		if err != nil {
+			return
+		}
+		if e.XMLName.Local == "error" && e.XMLName.Space == "http://etherx.jabber.org/streams" {
+			srv.set(func(srv *peerServer) { srv.closes++ })
 			return
 		}
 		switch e.XMLName.Local {
@@ -593,7 +599,9 @@ func newTapClient(t testing.TB, cfg Config) *Client {
 	c.sm = sm.New(cfg.StreamManagement)
 	c.rcp = newRecipient(c)
 	c.ev = newEvents()
+	go c.ev.run()
 	t.Cleanup(func() {
+		c.ev.stop()
 		c.cancel()
 		c.reg.Close()
 	})

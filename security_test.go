@@ -109,6 +109,7 @@ func (e *badInputEnv) barrier() {
 	e.last = fmt.Sprintf("barrier-d%d", e.n)
 	e.inject(`<message from='zed@example.org/x' id='%s' type='chat'><displayed xmlns='%s' id='%s'/></message>`, e.last, stanza.NSMarkers, tr.ID())
 	waitState(e.t, tr, tracking.SeenByRecipient)
+	e.app.waitFor(e.t, e.last) // the application runs behind the reader
 }
 
 // noAnswer checks that the client answered nothing since the last check:
@@ -561,10 +562,14 @@ func TestBadInput(t *testing.T) {
 			e.barrier()
 			wantState(t, m, tracking.DeliveredToServer)
 			e.noAnswer() // never echo an oversized id
-			for _, id := range []string{"l1", "l2", "l3", "l4", "l5"} {
+			for _, id := range []string{"l1", "l2", "l4", "l5"} {
 				if !e.app.saw(id) {
 					t.Errorf("the application did not get %s", id)
 				}
+			}
+			// A resource of 4,001 bytes is no JID (at most 1,023): dropped.
+			if e.app.saw("l3") || e.c.Stats().Dropped != 1 {
+				t.Errorf("a message from an address that does not parse: seen %v, Stats %+v", e.app.saw("l3"), e.c.Stats())
 			}
 			e.pending(1)
 		}},

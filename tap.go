@@ -16,25 +16,29 @@ import (
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// maxBufferedTokens bounds what the tap reads of one message or presence
-// it observes; a larger stanza is passed on whole but without being observed
-// (a real message needs far fewer tokens).
+// maxBufferedTokens bounds what the tap reads of one message before it
+// parses it for tracking; a larger stanza is not tracked nor handed to
+// OnMessage (a real message needs far fewer tokens), but still reaches
+// Config.Handler whole.
 const maxBufferedTokens = 4096
 
 // errOversized stops ParseMessage at maxBufferedTokens.
 var errOversized = errors.New("xmpptrack: oversized stanza")
 
-// tap returns the handler that observes every incoming stanza without
-// stealing any: it reads each message once, turns what it proves into tracker
-// evidence, queues receipt answers, and hands the stanza, unchanged, to the
-// application's handler. It runs on the Serve goroutine: nothing here may
-// block or send.
+// tap returns the handler that the client serves each session with. It runs
+// on the goroutine that reads the stream and never runs application code:
+// it reads each stanza once, drops stanzas whose addresses do not parse,
+// turns what a message proves into tracker evidence, queues receipt
+// answers, shows messages and presences to the observers, and queues
+// what the application gets (Config.OnMessage, Config.Handler) for the
+// goroutine of the callbacks.
 //
-// Per message it costs little: without an application handler a message is
-// parsed straight from the stream, copying nothing; with one, its tokens go
-// to a buffer that is reused from stanza to stanza (tokbuf). A Parser
-// remembers the last few addresses, so a stream of messages between the
-// same parties runs the PRECIS rules once, not once per message.
+// Per message it costs little: with neither OnMessage nor Handler a message
+// is parsed straight from the stream, copying nothing; otherwise its tokens
+// go to a buffer reused from stanza to stanza (tokbuf), and only what is
+// handed to the application is copied. A Parser remembers the last few
+// addresses, so a stream of messages between the same parties runs the
+// PRECIS rules once, not once per message.
 func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 	own := &tapState{c: c, app: app}
 	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
@@ -46,6 +50,11 @@ func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 			s = &tapState{c: c, app: app}
 		}
 		defer s.busy.Store(false)
+		if isStanza(start.Name) {
+			if bad := s.badAddress(start); bad != "" {
+				return s.dropUnparsable(t, start, bad)
+			}
+		}
 		switch start.Name.Local {
 		case "message":
 			return s.message(t, start)
@@ -57,7 +66,7 @@ func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 			}
 			return s.iq(t, start)
 		}
-		return pass(app, t, start)
+		return s.handOff(t, start, t)
 	})
 }
 
@@ -67,14 +76,91 @@ type tapState struct {
 	app    xmpp.Handler
 	busy   atomic.Bool
 	parser stanza.Parser
+	addrs  [4]string     // addresses that jid.Parse accepted lately
+	next   uint8         // next slot of addrs
 	buf    tokbuf.Buffer // the current stanza's tokens; emptied after each
 	lr     limitReader
 }
 
-// message observes a message and passes it on.
+func isStanza(n xml.Name) bool {
+	return (n.Local == "message" || n.Local == "presence" || n.Local == "iq") && isClient(n.Space)
+}
+
+// badAddress returns the from or to attribute of a stanza that jid.Parse
+// refuses, or "". Such addresses exist: a server's rules for addresses
+// (stringprep, or another PRECIS version) may accept what mellium's
+// refuses, e.g. a resource starting with U+1100.
+func (s *tapState) badAddress(start *xml.StartElement) string {
+	for _, a := range start.Attr {
+		if a.Name.Space != "" || a.Name.Local != "from" && a.Name.Local != "to" || a.Value == "" {
+			continue
+		}
+		if !s.addrOK(a.Value) {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+// addrOK reports whether jid.Parse accepts v, remembering the last few
+// addresses it accepted.
+func (s *tapState) addrOK(v string) bool {
+	for _, a := range s.addrs {
+		if a == v {
+			return true
+		}
+	}
+	if _, err := jid.Parse(v); err != nil {
+		return false
+	}
+	s.addrs[s.next%uint8(len(s.addrs))] = v
+	s.next++
+	return true
+}
+
+// dropUnparsable drops a stanza with an address that does not parse: it is
+// counted (Stats.Dropped) and logged at debug level, and the stream goes
+// on. Stream management counts it as handled, so the server never sends it
+// again. An IQ request gets an error reply built from the raw address:
+// mellium would otherwise answer it itself and fail on parsing the address,
+// which would end the session.
+func (s *tapState) dropUnparsable(t xmlstream.TokenReadEncoder, start *xml.StartElement, bad string) error {
+	c := s.c
+	c.dropped.Add(1)
+	c.log.Debug("xmpptrack: dropped a stanza with an address that does not parse",
+		"stanza", start.Name.Local, "address", bad)
+	if start.Name.Local != "iq" {
+		return nil
+	}
+	var id, typ, from string
+	for _, a := range start.Attr {
+		switch a.Name.Local {
+		case "id":
+			id = a.Value
+		case "type":
+			typ = a.Value
+		case "from":
+			from = a.Value
+		}
+	}
+	if typ != string(xstanza.GetIQ) && typ != string(xstanza.SetIQ) {
+		return nil
+	}
+	attrs := []xml.Attr{{Name: xml.Name{Local: "type"}, Value: string(xstanza.ErrorIQ)}, {Name: xml.Name{Local: "id"}, Value: id}}
+	if from != "" {
+		attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "to"}, Value: from})
+	}
+	_, err := xmlstream.Copy(t, xmlstream.Wrap(
+		xstanza.Error{Type: xstanza.Cancel, Condition: xstanza.ServiceUnavailable}.TokenReader(),
+		xml.StartElement{Name: xml.Name{Local: "iq"}, Attr: attrs}))
+	return err
+}
+
+// message observes a message and hands it on: to OnMessage when it has
+// content, else to the application's Handler.
 func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 	c := s.c
-	if s.app == nil {
+	if s.app == nil && c.cfg.OnMessage == nil {
 		// Nobody reads the message after us: parse it from the stream.
 		lr := &s.lr
 		*lr = limitReader{r: t, n: maxBufferedTokens - 1}
@@ -100,20 +186,36 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 	}
 	if !complete {
 		c.log.Debug("xmpptrack: oversized message ignored by tracking", "tokens", b.Len())
-		return passRest(s.app, b, t, start)
+		return s.handOff(xmlstream.MultiReader(b, t), start, t)
 	}
-	if ev, err := s.parser.ParseMessage(*start, b); err == nil {
-		if consumed := s.observe(&ev); consumed {
+	ev, err := s.parser.ParseMessage(*start, b)
+	if err != nil {
+		c.log.Debug("xmpptrack: unparsable message ignored by tracking", "err", err)
+		b.Rewind()
+		return s.handOff(b, start, t)
+	}
+	if consumed := s.observe(&ev); consumed {
+		return nil
+	}
+	if on := c.cfg.OnMessage; on != nil && ev.Type != xstanza.ErrorMessage && ev.Carbon == stanza.CarbonNone {
+		b.Rewind()
+		if m := newIncoming(&ev, b); m.hasContent() {
+			c.ev.pushStanza(func() { c.deliver(on, m) }, c.ctx.Done())
 			return nil
 		}
-	} else {
-		c.log.Debug("xmpptrack: unparsable message ignored by tracking", "err", err)
 	}
 	b.Rewind()
-	return pass(s.app, struct {
-		xml.TokenReader
-		xmlstream.Encoder
-	}{b, t}, start)
+	return s.handOff(b, start, t)
+}
+
+// deliver runs OnMessage for m, on the goroutine of the callbacks.
+func (c *Client) deliver(on func(*Client, *Incoming), m *Incoming) {
+	if m.markable && m.Type != xstanza.GroupChatMessage && m.From.Bare().String() != c.self {
+		// MarkDisplayed marks what the application has seen, not what the
+		// reader has read ahead of it.
+		c.rcp.remember(m.From, m.Type, m.ID, m.Thread)
+	}
+	on(c, m)
 }
 
 // observe feeds a parsed message to tracking and to the observers. It
@@ -132,7 +234,7 @@ func (s *tapState) observe(ev *stanza.Evidence) (consumed bool) {
 }
 
 // presence shows a presence to the observers that want presences, then
-// passes it on.
+// hands it to the application's Handler.
 func (s *tapState) presence(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 	obs := s.c.obs.get()
 	want := false
@@ -140,7 +242,7 @@ func (s *tapState) presence(t xmlstream.TokenReadEncoder, start *xml.StartElemen
 		want = want || o.Presence != nil
 	}
 	if !want {
-		return pass(s.app, t, start)
+		return s.handOff(t, start, t)
 	}
 	b := &s.buf
 	defer b.Reset()
@@ -149,7 +251,7 @@ func (s *tapState) presence(t xmlstream.TokenReadEncoder, start *xml.StartElemen
 		return err
 	}
 	if !complete {
-		return passRest(s.app, b, t, start)
+		return s.handOff(xmlstream.MultiReader(b, t), start, t)
 	}
 	p, err := xstanza.NewPresence(*start)
 	if err == nil {
@@ -161,18 +263,15 @@ func (s *tapState) presence(t xmlstream.TokenReadEncoder, start *xml.StartElemen
 		}
 	}
 	b.Rewind()
-	return pass(s.app, struct {
-		xml.TokenReader
-		xmlstream.Encoder
-	}{b, t}, start)
+	return s.handOff(b, start, t)
 }
 
 // iq shows an IQ result or error to the observers that want IQs; the
-// first one that takes it consumes it, else it is passed on.
+// first one that takes it consumes it, else it is handed on.
 func (s *tapState) iq(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 	iq, err := xstanza.NewIQ(*start)
 	if err != nil || iq.Type != xstanza.ResultIQ && iq.Type != xstanza.ErrorIQ {
-		return pass(s.app, t, start)
+		return s.handOff(t, start, t)
 	}
 	obs := s.c.obs.get()
 	want := false
@@ -180,7 +279,7 @@ func (s *tapState) iq(t xmlstream.TokenReadEncoder, start *xml.StartElement) err
 		want = want || o.IQ != nil
 	}
 	if !want {
-		return pass(s.app, t, start)
+		return s.handOff(t, start, t)
 	}
 	b := &s.buf
 	defer b.Reset()
@@ -188,32 +287,17 @@ func (s *tapState) iq(t xmlstream.TokenReadEncoder, start *xml.StartElement) err
 	if err != nil {
 		return err
 	}
-	if complete {
-		for _, o := range obs {
-			b.Rewind()
-			if o.IQ != nil && o.IQ(iq, b) {
-				return nil
-			}
+	if !complete {
+		return s.handOff(xmlstream.MultiReader(b, t), start, t)
+	}
+	for _, o := range obs {
+		b.Rewind()
+		if o.IQ != nil && o.IQ(iq, b) {
+			return nil
 		}
 	}
-	return passRest(s.app, b, t, start)
-}
-
-func pass(app xmpp.Handler, t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-	if app == nil {
-		return nil
-	}
-	return app.HandleXMPP(t, start)
-}
-
-// passRest passes a stanza that was read only in part (the buffered tokens
-// in b, the rest still in t) on to the application whole.
-func passRest(app xmpp.Handler, b *tokbuf.Buffer, t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 	b.Rewind()
-	return pass(app, struct {
-		xml.TokenReader
-		xmlstream.Encoder
-	}{xmlstream.MultiReader(b, t), t}, start)
+	return s.handOff(b, start, t)
 }
 
 // limitReader reads at most n tokens from r, then fails with errOversized.
