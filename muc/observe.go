@@ -66,6 +66,13 @@ func (r *Room) reflected(ev *stanza.Evidence) bool {
 	}
 	e.reflected = true
 	r.unbody(e)
+	if e.seq < r.seenUpTo {
+		// Proven after a marker covered it: the next marker lifts it.
+		if len(r.late) == keepSettled {
+			r.late = append(r.late[:0], r.late[1:]...) // bounded: the oldest waits no more
+		}
+		r.late = append(r.late, e)
+	}
 	if sid := r.roomStanzaID(ev); sid != "" {
 		e.sid = sid
 		r.bySID[sid] = e
@@ -129,7 +136,8 @@ func (r *Room) roomStanzaID(ev *stanza.Evidence) string {
 // becomes SeenByRecipient, and so does every earlier one of ours that the
 // room reflected: a marker proves nothing about a message the room may
 // never have distributed (one that ended in Error, or is still unproven),
-// which keeps its state and can still get its own marker. Each message is
+// which keeps its state and can still get its own marker, or, once the
+// room reflects it, the next marker for a later message. Each message is
 // walked once, however many markers cover it: a repeated or older marker
 // costs O(1). The caller holds r.mu.
 func (r *Room) marked(ev *stanza.Evidence) {
@@ -168,6 +176,16 @@ func (r *Room) marked(ev *stanza.Evidence) {
 		}
 	}
 	r.seenUpTo = max(r.seenUpTo, e.seq+1)
+	kept := r.late[:0]
+	for _, o := range r.late {
+		if o.seq < e.seq {
+			r.seen(o, resp)
+		} else {
+			kept = append(kept, o)
+		}
+	}
+	clear(r.late[len(kept):])
+	r.late = kept
 	r.trim()
 }
 

@@ -101,6 +101,7 @@ type Room struct {
 	byBody    map[string][]*entry // unreflected messages by body, oldest first
 	next      uint64              // position of the next message we send
 	seenUpTo  uint64              // one past the newest message a marker covered
+	late      []*entry            // reflected after a marker covered them, for the next marker
 	readers   map[string]reader   // occupant -> where it read up to
 	newest    string              // id to mark for the newest message from another occupant
 	leaving   bool                // Leave was called

@@ -325,6 +325,22 @@ func TestMarkerLiftsOnlyReflected(t *testing.T) {
 	if lost.State() != tracking.SeenByRecipient {
 		t.Fatalf("its own marker: %v", lost.State())
 	}
+
+	// Proven after a marker covered it: the next marker lifts it.
+	late := r.sent("m4", "late")
+	r.sent("m5", "next")
+	feed(t, r, groupchat("alice", "m5", `<body>next</body>`))
+	feed(t, r, groupchat("bob", "b3", displayed("m5")))
+	feed(t, r, groupchat("alice", "m4", `<body>late</body>`))
+	if late.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("late reflection: %v", late.State())
+	}
+	r.sent("m6", "later")
+	feed(t, r, groupchat("alice", "m6", `<body>later</body>`))
+	feed(t, r, groupchat("bob", "b4", displayed("m6")))
+	if late.State() != tracking.SeenByRecipient || len(r.late) != 0 {
+		t.Fatalf("the next marker: %v (%d waiting)", late.State(), len(r.late))
+	}
 }
 
 // TestOccupantsAndReaders: Occupants lists who else is in the room (real
