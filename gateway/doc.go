@@ -170,9 +170,12 @@
 // cancelled. A gateway that dies between claiming and sending leaves the job
 // to be sent again after a one-minute lease.
 //
-// The gateway records only what the client tells it through
-// Config.OnStateChange while the process runs: a message that was not yet
-// settled when the process ended stays in its last recorded state (tracking
-// does not resume across a restart without the client's own durable
-// tracking).
+// The gateway records what the accounts' clients tell it through
+// Config.OnStateChange. A client without a durable store of its own forgets
+// its trackers when the process ends: a message that was not settled then
+// stays in its last recorded state. With a store, the gateway also records
+// changes of messages it did not send in this process, when the store holds
+// them, so that a client that re-loads its trackers after a restart goes on
+// filling the record. Such a client must not be given the gateway's store
+// (xmpptrack.Config.Store): both would write the same message ids.
 package gateway

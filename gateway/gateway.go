@@ -245,9 +245,16 @@ func (g *Gateway) OnStateChange(t *tracking.MessageTracker, from, to tracking.Me
 		delete(g.live, t.ID())
 	}
 	g.mu.Unlock()
-	if !ok || (lm.t != nil && lm.t != t) {
+	if ok && lm.t != nil && lm.t != t {
+		return // another message with the same id: not ours
+	}
+	if !ok && g.changeQ == nil {
 		return // not sent through the gateway
 	}
+	// With a store, a change of a message this process did not send is
+	// recorded too, if the store holds the message (the store ignores
+	// unknown ids): a client that re-loaded its trackers after a restart
+	// goes on tracking the gateway's messages.
 	c := Change{State: State(to), At: g.now().UTC()}
 	if resp != nil {
 		c.Evidence = evidenceOf(resp)
