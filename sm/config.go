@@ -13,11 +13,11 @@ const (
 	// project, while the queue of unacknowledged stanzas stays short.
 	DefaultAckEvery = 8
 
-	// DefaultAckDelay is the default Config.AckDelay. A stanza waits at most
-	// this long for an <r/> that covers it, so a lone message is
-	// acknowledged within 10 ms plus one round trip (the budget is 50 ms
-	// plus one round trip; the rest is headroom for scheduling and a slow
-	// server), and messages sent within 10 ms of each other share one <r/>.
+	// DefaultAckDelay is the default Config.AckDelay. A stanza written
+	// behind unacknowledged ones waits at most this long for an <r/> that
+	// covers it (a stanza written on an idle link gets its <r/> at once),
+	// so it is acknowledged within 10 ms plus one round trip, and messages
+	// sent within 10 ms of each other share one <r/>.
 	DefaultAckDelay = 10 * time.Millisecond
 
 	// DefaultMaxUnacked is the default Config.MaxUnacked: at about 300 bytes

@@ -38,6 +38,7 @@ type conn struct {
 	snaps        []uint32
 	snapHead     int
 	sinceReq     int           // stanzas written since the last <r/>
+	lone         bool          // the first of them found nothing unacknowledged in flight: request at once
 	uncovered    int64         // Unix ns when the oldest of them was written
 	rSent        uint64        // <r/> sent by the requester
 	aRecv        uint64        // <a/> received, at most rSent
@@ -217,6 +218,10 @@ func (s *outSink) element(e *element) {
 			st.mu.Unlock()
 			return
 		}
+		// Nothing unacknowledged and no <r/> in flight: the link is idle,
+		// so the stanza's ack is requested at once (one round trip);
+		// stanzas written behind unacknowledged ones are batched.
+		idle := st.queue.len() == 0 && c.aRecv == c.rSent
 		st.outH++
 		ent.seq = st.outH
 		if o := &c.copyOf; c.copying && !c.copySeen && ent.kind == o.kind && ent.id == o.id && ent.to == o.to {
@@ -232,6 +237,7 @@ func (s *outSink) element(e *element) {
 		c.sinceReq++
 		if c.sinceReq == 1 {
 			c.uncovered = now
+			c.lone = idle
 		}
 		wake := c.sinceReq == 1 || c.sinceReq == st.cfg.AckEvery
 		st.mu.Unlock()

@@ -57,8 +57,8 @@ func TestDeadConnectionDetected(t *testing.T) {
 				if !errors.Is(err, ErrAckTimeout) {
 					t.Fatalf("Serve: %v, want ErrAckTimeout", err)
 				}
-				// The <r/> goes out AckDelay after the stanza.
-				want := DefaultAckDelay + 2*time.Second + 4*rtt
+				// The <r/> goes out with the stanza (the link was idle).
+				want := 2*time.Second + 4*rtt
 				if d := time.Since(start); d != want {
 					t.Errorf("detected after %v, want %v", d, want)
 				}

@@ -85,20 +85,26 @@
 // # Requesting acknowledgements
 //
 // One goroutine per connection sends <r/> (with Session.Send; never from
-// the tee path or a handler), with one timer, under two rules:
+// the tee path or a handler), with one timer, under these rules:
 //
+//   - idle link: a stanza written while nothing was unacknowledged and no
+//     <r/> unanswered is requested at once, so a lone message is
+//     acknowledged in one round trip;
 //   - count: once AckEvery (default 8) stanzas were written since the last
 //     <r/>, request, unless an earlier <r/> is unanswered;
 //   - time: once the oldest stanza not covered by an <r/> has waited
-//     AckDelay (default 10 ms), request, even if one <r/> is unanswered.
+//     AckDelay (default 10 ms), request, even if one <r/> is unanswered;
+//   - probe: see "Dead connections".
 //
 // So a busy sender sends at most one <r/> per 8 stanzas, fewer while the
 // answer to the last one is on its way (a 5,000-message burst against a
-// scripted server measured one per 9 to 90 stanzas, depending on
-// scheduling), with one request in flight; and a lone stanza is
-// acknowledged within AckDelay plus one round trip (the budget is 50 ms
-// plus one round trip). A second request is only in flight when the time
-// rule needs it for stanzas written after the first one.
+// scripted server measured one per 9 to 106 stanzas, depending on
+// scheduling), with one request in flight; stanzas written behind
+// unacknowledged ones are batched, and a stanza is acknowledged within
+// AckDelay plus one round trip at worst. A second request is only in
+// flight when the time rule needs it for stanzas written after the first
+// one. A sender slower than one message per round trip gets one <r/> per
+// message: each finds the link idle.
 //
 // # Dead connections
 //

@@ -93,7 +93,7 @@ func TestHeldResendWaitsForEnabled(t *testing.T) {
 			t.Fatalf("server got %v", ids)
 		}
 		want := []string{"resent:m0", "resent:m1", "acked:new", "acked:m0", "acked:m1"}
-		if evs := waitEvents(t, rec, len(want)); !slices.Equal(evs, want) {
+		if evs := waitEvents(t, rec, len(want)); !sameOrderPerKind(evs, want) {
 			t.Fatalf("got  %v\nwant %v", evs, want)
 		}
 		if err := st.WaitEnabled(context.Background()); err != nil {
@@ -142,7 +142,7 @@ func TestHeldResendKeptWhenConnEnds(t *testing.T) {
 			t.Fatalf("WaitEnabled: %v", err)
 		}
 		want := []string{"resent:m0", "resent:m1", "acked:m0", "acked:m1"}
-		if evs := waitEvents(t, rec, len(want)); !slices.Equal(evs, want) {
+		if evs := waitEvents(t, rec, len(want)); !sameOrderPerKind(evs, want) {
 			t.Fatalf("got  %v\nwant %v", evs, want)
 		}
 		if ids := gotSince(srv, 2); !slices.Equal(ids, []string{"m0+", "m1+"}) {
@@ -174,7 +174,9 @@ func TestCutDuringHeldResend(t *testing.T) {
 		c := mustDial(t, srv, st, nil)
 		<-c.served
 		c.drop()
-		if info := st.Info(); !info.Resumable || info.Unacked != 6 {
+		// The first re-send went out on an idle link, so some may have
+		// been acknowledged before the cut.
+		if info := st.Info(); !info.Resumable || info.Unacked == 0 {
 			t.Fatalf("after the cut: %+v", info)
 		}
 		srv.mu.Lock()
@@ -275,6 +277,7 @@ func TestPolicyKeepsFirstWriteOrder(t *testing.T) {
 		loseStream(t, srv, st, "m0", "m1", "m2", "m3")
 		srv.mu.Lock()
 		srv.holdEnabled = true
+		srv.holdR = true // nothing is acknowledged before the cut
 		srv.cutAfter = func(g got) bool { return g.delay && g.id == "m1" }
 		srv.mu.Unlock()
 		c := mustDial(t, srv, st, nil)
@@ -285,6 +288,7 @@ func TestPolicyKeepsFirstWriteOrder(t *testing.T) {
 		c.drop()
 		srv.mu.Lock()
 		srv.cutAfter = nil
+		srv.holdR, srv.held = false, 0
 		srv.mu.Unlock()
 		n := len(srv.ids())
 
@@ -316,9 +320,9 @@ func TestPolicyKeepsFirstWriteOrder(t *testing.T) {
 	})
 }
 
-// TestRequestAfterLateEnabled: a stanza written between <enable/> and
-// <enabled/> is covered by an <r/> AckDelay after it was written, or at
-// once when <enabled/> comes later than that.
+// TestRequestAfterLateEnabled: a lone stanza written between <enable/> and
+// <enabled/> is covered by an <r/> as soon as <enabled/> arrives (it was
+// written on an idle link).
 func TestRequestAfterLateEnabled(t *testing.T) {
 	for _, late := range []time.Duration{2 * time.Millisecond, 30 * time.Millisecond} {
 		t.Run(late.String(), func(t *testing.T) {
@@ -339,7 +343,7 @@ func TestRequestAfterLateEnabled(t *testing.T) {
 				if ev := rec.next(t); ev != "acked:lone" {
 					t.Fatal(ev)
 				}
-				if d, want := time.Since(start), max(late, DefaultAckDelay); d != want {
+				if d, want := time.Since(start), late; d != want {
 					t.Errorf("acked %v after the write, want %v", d, want)
 				}
 				c.close()

@@ -51,21 +51,20 @@ func TestLoneStanzaLatency(t *testing.T) {
 func TestAckDelayConfigurable(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := newFakeServer(t)
+		srv.rtt = 100 * time.Millisecond
 		rec := newRecorder()
-		st := New(rec.config(Config{AckDelay: 30 * time.Millisecond, AckEvery: 2}))
+		st := New(rec.config(Config{AckDelay: 30 * time.Millisecond}))
 		c := mustDial(t, srv, st, nil)
 		synctest.Wait()
 		start := time.Now()
-		sendMsg(t, st, c.sess, "m0")
-		rec.next(t)
-		if d := time.Since(start); d != 30*time.Millisecond {
-			t.Errorf("acked after %v", d)
-		}
-		sendMsg(t, st, c.sess, "m1")
-		sendMsg(t, st, c.sess, "m2") // AckEvery reached: no delay
+		sendMsg(t, st, c.sess, "m0") // on an idle link: <r/> at once
 		synctest.Wait()
-		if evs := waitEvents(t, rec, 2); time.Since(start) != 30*time.Millisecond || evs[1] != "acked:m2" {
-			t.Errorf("count rule: %v after %v", evs, time.Since(start))
+		sendMsg(t, st, c.sess, "m1") // behind m0: waits AckDelay
+		if ev := rec.next(t); ev != "acked:m0" || time.Since(start) != 100*time.Millisecond {
+			t.Errorf("%s after %v, want acked:m0 after one round trip", ev, time.Since(start))
+		}
+		if ev := rec.next(t); ev != "acked:m1" || time.Since(start) != 130*time.Millisecond {
+			t.Errorf("%s after %v, want acked:m1 after AckDelay and a round trip", ev, time.Since(start))
 		}
 		c.close()
 	})

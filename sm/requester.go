@@ -203,7 +203,7 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 		}
 		c.lastAct = now
 		c.rSent++
-		c.sinceReq, c.uncovered = 0, 0
+		c.sinceReq, c.uncovered, c.lone = 0, 0, false
 	}
 	st.mu.Unlock()
 	if act != actRequest {
@@ -219,13 +219,17 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 //     once it did, the stanzas written since <enable/> are covered by the
 //     time rule, counted from when they were written (so at once if the
 //     answer took longer than AckDelay);
+//   - idle rule: a stanza written while nothing was unacknowledged and no
+//     <r/> unanswered (the link was idle) is requested at once, so a lone
+//     message is acknowledged in one round trip; the stanzas that follow
+//     it before its answer are batched by the other rules;
 //   - count rule: once AckEvery stanzas were written since the last <r/>,
 //     request, unless an earlier <r/> is still unanswered (its <a/> will
 //     wake the requester);
 //   - time rule: once the oldest stanza not covered by an <r/> has waited
 //     AckDelay, request even if an <r/> is unanswered, so that every
 //     stanza is covered within AckDelay;
-//   - idle rule: once no <r/> was sent and no <a/> received for
+//   - probe rule: once no <r/> was sent and no <a/> received for
 //     IdleProbe, and none is unanswered, request (a probe).
 //
 // Whether the connection is dead is the watchdog's business (armLocked).
@@ -240,7 +244,7 @@ func (c *conn) nextRequest(now int64, cfg Config) (int, time.Duration) {
 		return actWait, wait(due, now)
 	}
 	if c.sinceReq > 0 {
-		if c.sinceReq >= cfg.AckEvery && c.aRecv == c.rSent {
+		if c.lone || c.sinceReq >= cfg.AckEvery && c.aRecv == c.rSent {
 			return actRequest, 0
 		}
 		d := c.uncovered + int64(cfg.AckDelay)

@@ -82,7 +82,9 @@ func TestSmoke(t *testing.T) {
 				t.Fatalf("event %d: %s", i, ev)
 			}
 		}
-		if d := time.Since(start); d != DefaultAckDelay {
+		// The first went out on an idle link and its <r/> at once; the
+		// others are covered by it or by the time rule.
+		if d := time.Since(start); d > DefaultAckDelay {
 			t.Errorf("acked after %v", d)
 		}
 		c.close()
