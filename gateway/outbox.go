@@ -31,18 +31,16 @@ type outbox struct {
 func (o *outbox) queue() string { return hookScope + ":" + o.name }
 
 // acquire waits until this gateway holds the webhook's claim and returns
-// the saved cursor. The first gateway ever starts from the newest change.
+// the saved cursor. The first gateway ever starts from the newest change
+// when it was created (w.after).
 func (o *outbox) acquire(ctx context.Context, w *webhookWorker) (Cursor, error) {
+	head := int64(w.after)
 	for {
-		head, err := o.s.LastCursor(ctx)
-		if err == nil {
-			var claimed bool
-			_, claimed, err = o.s.ClaimKey(ctx, store.Key{Scope: hookScope, Name: o.name,
-				Value: strconv.FormatInt(head, 10), Expires: o.now().AddDate(100, 0, 0)})
-			if err == nil && claimed {
-				err = o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: o.now(),
-					Data: []byte(strconv.FormatInt(head, 10))})
-			}
+		_, claimed, err := o.s.ClaimKey(ctx, store.Key{Scope: hookScope, Name: o.name,
+			Value: strconv.FormatInt(head, 10), Expires: o.now().AddDate(100, 0, 0)})
+		if err == nil && claimed {
+			err = o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: o.now(),
+				Data: []byte(strconv.FormatInt(head, 10))})
 		}
 		if err == nil {
 			var jobs []store.Job

@@ -273,3 +273,33 @@ func TestStoreTakesChangesOfReloadedMessages(t *testing.T) {
 		t.Fatal("a change created a message")
 	}
 }
+
+// TestWebhookStartsAtCreation: with a store, a webhook delivers the changes
+// made after the gateway was created, even those made before its goroutine
+// first ran.
+func TestWebhookStartsAtCreation(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rc := &receiver{t: t, key: []byte("k"), ch: make(chan WebhookPayload, 10)}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	f := newFixture(t, Config{Store: st})
+	w, err := newWebhookWorker(f.g, Webhook{URL: srv.URL, Secret: "k", MinBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := f.send(`{"to":"bob@example.org","body":"before the worker ran"}`)
+	f.g.wg.Add(1)
+	go func() { defer f.g.wg.Done(); w.run(f.g.ctx) }()
+	select {
+	case p := <-rc.ch:
+		if p.Data.ID != a.ID {
+			t.Fatalf("got %+v", p.Data)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the change made before the worker ran was never delivered")
+	}
+}
