@@ -153,6 +153,12 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		c.Close()
 		return nil, c.login.Failed(ctx, err)
 	}
+	if c.dur != nil {
+		if _, _, err := c.reload(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 

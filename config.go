@@ -62,8 +62,15 @@ type Config struct {
 	// once it is back). Dial takes the store's lease of this account and
 	// resource (store.ErrLocked while another process or client holds it);
 	// Close releases it. Closing the client does not record its pending
-	// messages as CLOSED: they stay pending in the store. Status reads the
-	// record. Nil keeps everything in memory. See package store.
+	// messages as CLOSED: they stay pending in the store, and the next Dial
+	// on the store (after a redeploy or a crash) takes them back: it tracks
+	// them again in their stored state and the rest of their window, ends
+	// the windows that ended meanwhile (stamped with their deadline), and
+	// re-sends, with their ids, the messages the server never
+	// acknowledged (or reports them ABORTED under sm.ReportLost); the
+	// previous stream is not resumed, so those may reach the recipient
+	// twice. Status reads the record. Nil keeps everything in memory. See
+	// package store.
 	Store store.Store
 
 	// StreamManagement tunes XEP-0198: ack requests, the unacked queue bound,

@@ -1,0 +1,129 @@
+package xmpptrack
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/sm"
+	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// TestStoreRestart: a client on the store of a previous process re-sends
+// the messages the server never acknowledged, with their ids and in order,
+// and tracks again the ones that were acknowledged, in their state, so that
+// later evidence counts.
+func TestStoreRestart(t *testing.T) {
+	st := openStore(t)
+	srv := newPeerServer(t)
+	c1 := dialPeer(t, srv, Config{Store: st})
+	pc := srv.next(t)
+	acked := sendAcked(t, c1, Message{To: bob, Body: "acked"})
+	pc.nextMessage(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	var unacked []string
+	for _, body := range []string{"first", "second <&> third"} {
+		tr, err := c1.Send(waitCtx(t), Message{To: bob, Body: body, Payload: stanza.OriginID{ID: "x"}.TokenReader()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		unacked = append(unacked, tr.ID())
+		pc.nextMessage(t)
+	}
+	c1.Close() // as a redeploy would; the store keeps them pending
+
+	c2 := dialPeer(t, srv, Config{Store: st})
+	pc2 := srv.next(t)
+	for i, id := range unacked {
+		e := pc2.nextMessage(t)
+		if e.attr("id") != id {
+			t.Fatalf("re-sent %d: %s, want id %s", i, e.String(), id)
+		}
+		if i == 1 && e.child("jabber:client", "body") == nil {
+			t.Fatalf("re-sent without its body: %s", e.String())
+		}
+	}
+	tr := c2.Tracker(acked.ID())
+	if tr == nil || tr.State() != tracking.DeliveredToServer {
+		t.Fatalf("re-loaded tracker of the acknowledged message: %v", tr)
+	}
+	seen := callbackRan(tr, tracking.DeliveredToRecipient)
+	pc2.send(`<message from='bob@example.org/pc' id='r1'><received xmlns='%s' id='%s'/></message>`, stanza.NSReceipts, acked.ID())
+	waitClosed(t, seen)
+	s, err := c2.Status(waitCtx(t), acked.ID())
+	if err != nil || s.State != tracking.DeliveredToRecipient || len(s.History) != 3 {
+		t.Fatalf("after the restart: %+v, %v", s, err)
+	}
+	for _, id := range unacked {
+		if tr := c2.Tracker(id); tr == nil || tr.State() != tracking.InTransit {
+			t.Errorf("re-sent message %s: tracker %v", id, tr)
+		}
+	}
+}
+
+// TestStoreRestartWindowEnded: a window that ended while no process ran
+// ends at load, stamped with its deadline; nothing is re-sent.
+func TestStoreRestartWindowEnded(t *testing.T) {
+	st := openStore(t)
+	deadline := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	owner := store.Instance{Account: testJID.Bare().String(), Resource: testJID.Resourcepart()}
+	b := &store.Batch{Messages: []store.Message{
+		{ID: "late", Owner: owner, To: bob.String(), Raw: []byte(`<message id="late"/>`), Deadline: deadline},
+		{ID: "seen", Owner: owner, To: bob.String(), Raw: []byte(`<message id="seen"/>`), Deadline: deadline},
+	}, Changes: []store.Change{{ID: "seen", State: tracking.DeliveredToRecipient}}}
+	if err := st.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	c, pc := newPeer(t, Config{Store: st})
+	if c.Tracker("late") != nil || c.Tracker("seen") != nil {
+		t.Fatal("a message whose window ended is tracked again")
+	}
+	s, err := c.Status(waitCtx(t), "late")
+	if err != nil || s.State != tracking.TimedOut || !s.Settled || !s.History[1].At.Equal(deadline) {
+		t.Fatalf("late: %+v, %v", s, err)
+	}
+	s, err = c.Status(waitCtx(t), "seen")
+	if err != nil || s.State != tracking.DeliveredToRecipient || !s.Settled {
+		t.Fatalf("seen: %+v, %v", s, err)
+	}
+	// Nothing was re-sent: the next message the server reads is a new one.
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "new" {
+		t.Fatalf("server read %s", e.String())
+	}
+}
+
+// TestStoreRestartReportLost: under ReportLost, messages the server never
+// acknowledged are reported ABORTED at load instead of re-sent.
+func TestStoreRestartReportLost(t *testing.T) {
+	st := openStore(t)
+	owner := store.Instance{Account: testJID.Bare().String(), Resource: testJID.Resourcepart()}
+	b := &store.Batch{Messages: []store.Message{{ID: "unacked", Owner: owner, To: bob.String(),
+		Raw: []byte(`<message xmlns="jabber:client" to="bob@example.org" id="unacked"><body>x</body></message>`)}}}
+	if err := st.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	aborted := make(chan struct{})
+	c, pc := newPeer(t, Config{Store: st, StreamManagement: sm.Config{Policy: sm.ReportLost},
+		// The store is handed a change before this callback runs.
+		OnStateChange: func(tr *tracking.MessageTracker, _, to tracking.MessageState, _ *tracking.Response) {
+			if tr.ID() == "unacked" && to == tracking.Aborted {
+				close(aborted)
+			}
+		}})
+	waitClosed(t, aborted)
+	s, err := c.Status(waitCtx(t), "unacked")
+	if err != nil || s.State != tracking.Aborted || !s.Settled {
+		t.Fatalf("unacknowledged message under ReportLost: %+v, %v", s, err)
+	}
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "new" {
+		t.Fatalf("server read %s: the lost message was re-sent", e.String())
+	}
+}
