@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"encoding/xml"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -120,5 +121,91 @@ func TestCallbackSendAndWait(t *testing.T) {
 	pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message>`, receiptFor(reply.attr("id")))
 	if st := recv(t, done); st != tracking.DeliveredToRecipient {
 		t.Errorf("SendAndWait from a callback: %v", st)
+	}
+}
+
+// TestSlowCallbackBackpressure: while OnMessage is stuck, the client queues
+// at most maxQueuedStanzas stanzas, then stops reading (the server's writes
+// back up); once it is released, every message arrives, in order.
+func TestSlowCallbackBackpressure(t *testing.T) {
+	const n = 1000
+	gate := make(chan struct{})
+	got := make(chan string, n)
+	c, pc := newPeer(t, Config{OnMessage: func(_ *Client, m *Incoming) {
+		<-gate
+		got <- m.ID
+	}})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range n {
+			pc.send(`<message from='bob@example.org/pc' type='chat' id='m%d'><body>%d</body></message>`, i, i)
+		}
+	}()
+	// Wait until the queue is full: the reader then waits for room.
+	deadline := time.Now().Add(testWait)
+	for {
+		c.ev.mu.Lock()
+		queued := c.ev.stanzas
+		c.ev.mu.Unlock()
+		if queued == maxQueuedStanzas {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d stanzas queued, want %d", queued, maxQueuedStanzas)
+		}
+		runtime.Gosched()
+	}
+	close(gate)
+	for i := range n {
+		if id := recv(t, got); id != fmt.Sprintf("m%d", i) {
+			t.Fatalf("message %d is %s", i, id)
+		}
+	}
+	recv(t, (<-chan struct{})(sent))
+	c.ev.mu.Lock()
+	peak := c.ev.peak
+	c.ev.mu.Unlock()
+	if peak != maxQueuedStanzas {
+		t.Errorf("at most %d stanzas queued, want %d", peak, maxQueuedStanzas)
+	}
+}
+
+// TestCallbackWaitsWhileFlooded: a callback waits for the receipt of its
+// reply while the peer sends more messages than the callbacks' queue holds
+// before the receipt; the reader goes on reading (up to maxQueuedWaiting),
+// so the callback gets its proof and every message arrives.
+func TestCallbackWaitsWhileFlooded(t *testing.T) {
+	const n = 2 * maxQueuedStanzas
+	got := make(chan string, n+1)
+	states := make(chan tracking.MessageState, 1)
+	_, pc := newPeer(t, Config{OnMessage: func(c *Client, m *Incoming) {
+		if m.ID == "first" {
+			_, st, _ := c.SendAndWait(waitCtx(t), m.Reply("pong"), tracking.DeliveredToRecipient)
+			states <- st
+		}
+		got <- m.ID
+	}})
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='first'><body>ping</body></message>`)
+	var reply element
+	for reply.child("jabber:client", "body") == nil {
+		reply = pc.nextMessage(t)
+	}
+	go func() {
+		for i := range n {
+			pc.send(`<message from='bob@example.org/pc' type='chat' id='m%d'><body>%d</body></message>`, i, i)
+		}
+		pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message>`, receiptFor(reply.attr("id")))
+	}()
+	if st := recv(t, states); st != tracking.DeliveredToRecipient {
+		t.Fatalf("SendAndWait from a callback: %v", st)
+	}
+	if id := recv(t, got); id != "first" {
+		t.Fatalf("got %s first", id)
+	}
+	for i := range n {
+		if id := recv(t, got); id != fmt.Sprintf("m%d", i) {
+			t.Fatalf("message %d is %s", i, id)
+		}
 	}
 }

@@ -48,6 +48,7 @@ type Client struct {
 
 	carbonsID atomic.Pointer[string] // id of the carbons <enable/> IQ of the current session
 	dropped   atomic.Int64           // incoming stanzas dropped as unparsable
+	waits     atomic.Int32           // calls that may wait for the stream (see maxQueuedWaiting)
 	// publishHook, when set by a test, runs at the start of every publish
 	// goroutine, before it looks at its connection.
 	publishHook atomic.Pointer[func()]
@@ -124,6 +125,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.sm = sm.New(smCfg)
 	c.rcp = newRecipient(c)
 	c.ev = newEvents()
+	c.ev.waiting = func() bool { return c.waits.Load() > 0 }
 
 	conn, err := c.connect(ctx)
 	if err != nil {
@@ -563,7 +565,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	c.shutting = true
 	c.mu.Unlock()
+	c.waitBegin()
 	err := c.reg.Shutdown(ctx)
+	c.waitEnd()
 	c.Close()
 	return err
 }
@@ -621,3 +625,15 @@ func (c *Client) Stats() Stats {
 func (c *Client) Tracker(id string) *tracking.MessageTracker {
 	return c.reg.Find(id)
 }
+
+// waitBegin and waitEnd bracket a call that may wait for what the stream
+// brings (acks, receipts, markers): while one runs, the reader keeps
+// reading past the usual bound of the callbacks' queue, since the call may
+// come from a callback (see maxQueuedWaiting).
+func (c *Client) waitBegin() {
+	if c.waits.Add(1) == 1 {
+		c.ev.nudge()
+	}
+}
+
+func (c *Client) waitEnd() { c.waits.Add(-1) }

@@ -104,7 +104,13 @@ type Config struct {
 	// beyond that the client stops reading until they catch up, so a slow
 	// application slows the stream down (the server buffers) instead of
 	// growing memory. Evidence for our own messages is applied before a
-	// stanza waits, so trackers keep moving meanwhile. Handler reads a
+	// stanza waits, so trackers keep moving meanwhile. While a call into
+	// the client waits for what the stream brings (Send waiting for a
+	// MaxPending slot or for room in the stream-management queue,
+	// SendAndWait, Shutdown), the bound is 2,048 instead, so that such a
+	// call made from a callback gets the ack, receipt or marker it waits
+	// for; only if more than that many stanzas arrive before it does the
+	// call wait until its context ends. Handler reads a
 	// copy of the stanza; what it writes to its encoder is written once it
 	// returns. An IQ request is answered by Handler or, if Handler writes
 	// no answer, with service-unavailable; the client stops reading until

@@ -13,6 +13,16 @@ import (
 // stanza is queued, so trackers keep moving until the reader waits.
 const maxQueuedStanzas = 256
 
+// maxQueuedWaiting is the bound while a call into the client may be
+// waiting for the stream (Send waiting for a MaxPending slot or for room in
+// the stream-management queue, SendAndWait waiting for proof, Shutdown):
+// that call may come from a callback, and what it waits for (an ack, a
+// receipt, a marker) may be behind the stanzas that fill the queue, so the
+// reader goes on reading. Past this bound it waits in any case, so memory
+// stays bounded; a callback that waits for proof while more than this many
+// stanzas arrive first waits until its context ends.
+const maxQueuedWaiting = 8 * maxQueuedStanzas
+
 // events runs the application's callbacks (OnMessage, Handler, the
 // observers' Connected and Disconnected) one at a time, in the order they
 // were queued, on one goroutine of the library: never on the goroutine
@@ -26,11 +36,13 @@ type events struct {
 	mu      sync.Mutex
 	q       []func()      // oldest first
 	stanzas int           // entries of q that hold a stanza (bounded)
+	peak    int           // the most stanzas queued at once
 	space   chan struct{} // closed when a stanza may be queued; nil when nobody waits
 	wake    chan struct{} // holds a value when q changed
 	running bool          // a callback is running now
 	stopped bool          // stop was called: no callback starts any more
 	done    chan struct{} // closed when run returned
+	waiting func() bool   // reports a call into the client that may wait for the stream
 }
 
 func newEvents() *events {
@@ -55,7 +67,7 @@ func (e *events) push(f func()) bool {
 // reports whether f was queued.
 func (e *events) pushStanza(f func(), cancel <-chan struct{}) bool {
 	e.mu.Lock()
-	for !e.stopped && e.stanzas >= maxQueuedStanzas {
+	for !e.stopped && e.stanzas >= e.limit() {
 		if e.space == nil {
 			e.space = make(chan struct{})
 		}
@@ -83,8 +95,27 @@ func (e *events) pushStanza(f func(), cancel <-chan struct{}) bool {
 		f()
 	})
 	e.stanzas++
+	e.peak = max(e.peak, e.stanzas)
 	e.signal()
 	return true
+}
+
+// limit returns the bound on queued stanzas now.
+func (e *events) limit() int {
+	if e.waiting != nil && e.waiting() {
+		return maxQueuedWaiting
+	}
+	return maxQueuedStanzas
+}
+
+// nudge makes stanza pushers that wait for room look at the bound again.
+func (e *events) nudge() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.space != nil {
+		close(e.space)
+		e.space = nil
+	}
 }
 
 // signal wakes run. The caller holds e.mu.

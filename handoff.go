@@ -96,6 +96,11 @@ func (c *Client) runHandler(app xmpp.Handler, start *xml.StartElement, in *tokbu
 // written is dropped and logged at debug level.
 func (c *Client) writeOut(b *tokbuf.Buffer) {
 	elems := splitElements(b.Tokens())
+	if len(elems) == 0 {
+		return
+	}
+	c.waitBegin()
+	defer c.waitEnd()
 	for len(elems) > 0 {
 		n := min(len(elems), max(c.unackedRoom(), 0))
 		if n == 0 {

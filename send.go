@@ -122,6 +122,8 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 			return nil, fmt.Errorf("xmpptrack: message payload: %w", err)
 		}
 	}
+	c.waitBegin() // a callback may wait here for what the reader reads
+	defer c.waitEnd()
 	// Refuse after Close and during Shutdown; track only once connected.
 	if _, err := c.Session(ctx); err != nil {
 		return nil, err

@@ -152,7 +152,9 @@ func (c *Client) SendAndWait(ctx context.Context, m Message, target tracking.Mes
 		}
 		return t.ID(), t.State(), sendError(err)
 	}
+	c.waitBegin() // a callback may wait here for what the reader reads
 	st, err = t.Wait(ctx, target)
+	c.waitEnd()
 	return t.ID(), st, c.waitError(ctx, err)
 }
 
