@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -19,6 +20,7 @@ func testMetrics(t *testing.T, rc Config) {
 	f.waitState(a.ID, tracking.SeenByRecipient)
 	f.fake.tracker(b.ID).Advance(tracking.DeliveredToServer, nil)
 	f.waitState(b.ID, tracking.DeliveredToServer)
+	f.g.flushChanges(context.Background()) // the counters follow the commit
 
 	code, h, m := f.do("GET", "/metrics", "")
 	if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") {

@@ -198,6 +198,25 @@ type queuedChange struct {
 	id      string
 	c       Change
 	created time.Time
+	flushed chan struct{} // a marker, closed once what came before is done
+}
+
+// flushChanges returns once every change queued before the call was
+// committed and counted.
+func (g *Gateway) flushChanges(ctx context.Context) {
+	if g.changeQ == nil {
+		return
+	}
+	ch := make(chan struct{})
+	select {
+	case g.changeQ <- queuedChange{flushed: ch}:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
 }
 
 // maxChangeBatch bounds the changes committed in one batch.
@@ -246,15 +265,31 @@ func (g *Gateway) recordChanges(ctx context.Context) {
 }
 
 func (g *Gateway) commitChanges(ctx context.Context, r *storeRecord, batch []queuedChange) {
-	b := &store.Batch{Changes: make([]store.Change, len(batch))}
-	for i, q := range batch {
+	var changes []queuedChange
+	for _, q := range batch {
+		if q.flushed == nil {
+			changes = append(changes, q)
+		}
+	}
+	defer func() {
+		for _, q := range batch {
+			if q.flushed != nil {
+				close(q.flushed)
+			}
+		}
+	}()
+	if len(changes) == 0 {
+		return
+	}
+	b := &store.Batch{Changes: make([]store.Change, len(changes))}
+	for i, q := range changes {
 		b.Changes[i] = storeChange(q.id, q.c)
 	}
 	if err := r.s.Commit(ctx, b); err != nil {
-		g.log.Warn("gateway: recording state changes failed", "changes", len(batch), "err", err)
+		g.log.Warn("gateway: recording state changes failed", "changes", len(changes), "err", err)
 		return
 	}
-	for i, q := range batch {
+	for i, q := range changes {
 		if cur := b.Changes[i].Cursor; cur != 0 {
 			q.c.Cursor = Cursor(cur)
 			g.metrics.observe(Event{ID: q.id, Change: q.c}, q.created)
