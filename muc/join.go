@@ -148,7 +148,9 @@ func (r *Room) join(ctx context.Context) error {
 	return nil
 }
 
-// leave sends the leave presence and waits for the room to confirm it.
+// leave sends the leave presence. It does not wait for the room's answer,
+// which the reading goroutine delivers: Leave may be called from the
+// client's callbacks, while the reader waits for them.
 func (r *Room) leave(ctx context.Context, status string) error {
 	s, err := r.c.Session(ctx)
 	if err != nil {
@@ -162,15 +164,8 @@ func (r *Room) leave(ctx context.Context, status string) error {
 	if status != "" {
 		inner = xmlstream.Wrap(xmlstream.Token(xml.CharData(status)), xml.StartElement{Name: xml.Name{Local: "status"}})
 	}
-	if _, err := wire.Write(ctx, s, p.Wrap(inner)); err != nil {
-		return err
-	}
-	select {
-	case <-r.done: // our unavailable presence came back
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	_, err = wire.Write(ctx, s, p.Wrap(inner))
+	return err
 }
 
 // discoInfo asks to for its disco#info and waits for the answer, which

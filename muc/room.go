@@ -133,7 +133,9 @@ type entry struct {
 
 // Join enters the room given as room@service/nick with the client's current
 // session, and returns when the room has sent us its occupant list (see
-// Occupants). It first asks the room's service what it is, so that a user's
+// Occupants). The answers are read by the goroutine that reads the stream,
+// which waits while the client's callbacks are behind: called from a
+// callback, Join can wait until ctx ends, so give it a deadline there. It first asks the room's service what it is, so that a user's
 // address fails at once with ErrNotARoom; after joining it asks the room
 // which ids it announces (XEP-0359, XEP-0421). A refusal by the room is
 // returned as a stanza error (errors.As to xstanza.Error): a nick in use,
@@ -355,8 +357,10 @@ func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 // Leave exits the room with an optional status text and settles the room's
 // pending trackers (those without proof become CLOSED). It first stops a
 // rejoin in progress and waits for it, so that once Leave returns the room
-// is never joined again. It returns when the room confirmed our departure,
-// or with ctx's error when ctx ends first (the room is settled anyway).
+// is never joined again. It returns once the leave presence is written,
+// without waiting for the room's answer, so that it may be called from
+// the client's callbacks (OnMessage, a tracker's callback); ctx bounds the
+// wait for a connection and the write. The room is settled in any case.
 func (r *Room) Leave(ctx context.Context, status string) error {
 	r.mu.Lock()
 	if r.left {
