@@ -64,12 +64,29 @@
 // progress: one that ends while a write is blocked closes the connection
 // rather than leave half a stanza on it.
 //
-// One stream error is not a connection loss: when the server closes the
-// stream with policy-violation (a spam filter, a rate or size limit), the
-// messages it had not acknowledged become ERROR with the server's text
-// (matching stanza.ErrPermissionDenied and mellium's stream.PolicyViolation)
-// and are not re-sent, since sending them again would likely break the same
-// rule. The client then reconnects on a new stream.
+// A connection that freezes (no FIN, no RST: a NAT that dropped its state,
+// a stalled proxy) is noticed: an <r/> unanswered for
+// StreamManagement.AckTimeout (5 s, plus four round trips) drops it, and
+// idle connections are probed every 30 s; the client then reconnects and
+// resumes. A resumption the server accepted but then breaks (Prosody 0.12
+// after a connection cut inside a stanza: no ack ever again, or a
+// not-well-formed, policy-violation or stanza-too-big stream error before
+// any ack) is treated as a failed one: the next connection starts a new
+// session and re-sends what was not acknowledged. Duplicates are possible
+// then, loss is not.
+//
+// When the server closes the stream with policy-violation (a spam filter, a
+// rate or size limit), it does not say which stanza broke the rule, so no
+// message fails on that alone: the unacknowledged messages are re-sent on a
+// new stream, one at a time, each waiting for its ack. A message the server
+// refuses again while it is the only one in flight becomes ERROR with the
+// server's text (matching stanza.ErrPermissionDenied and mellium's
+// stream.PolicyViolation) and is not re-sent again; the others carry on.
+//
+// What the server sends is bounded (StreamManagement.MaxStanzaSize, 1 MiB
+// per element; 64 KiB of whitespace between elements; 64 KiB per stream
+// error): more ends the connection with a policy-violation stream error of
+// ours, and the client reconnects.
 //
 // # Sending once
 //
