@@ -1,0 +1,218 @@
+package xmpptrack
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// The test binary doubles as the crash test's sending process.
+func TestMain(m *testing.M) {
+	if os.Getenv("XMPPTRACK_CRASH_CHILD") != "" {
+		if err := crashChild(); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// crashMessages is how many messages the crash test sends.
+const crashMessages = 2000
+
+// crashChild sends the messages m0000… at a steady rate through a client
+// on the store, skipping those an earlier run already wrote ahead (the
+// store re-sends those at Dial if needed), printing each id once Send
+// returned, then "done", and waits to be killed.
+func crashChild() error {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, os.Getenv("XMPPTRACK_CRASH_STORE"))
+	if err != nil {
+		return err
+	}
+	account := jid.MustParse(os.Getenv("XMPPTRACK_CRASH_JID"))
+	to := jid.MustParse(os.Getenv("XMPPTRACK_CRASH_TO"))
+	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	c, err := Dial(dctx, account, os.Getenv("XMPPTRACK_CRASH_PASSWORD"), &Config{
+		Store: st, Addr: os.Getenv("XMPPTRACK_CRASH_ADDR"), AllowPlaintext: true, Window: time.Hour,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Println("up")
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for i := range crashMessages {
+		id := fmt.Sprintf("m%04d", i)
+		if _, err := st.Message(ctx, id); err == nil {
+			continue
+		}
+		<-tick.C
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := c.Send(sctx, Message{To: to, ID: id, Body: id})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("Send %s: %w", id, err)
+		}
+		fmt.Println("sent", id)
+	}
+	fmt.Println("done")
+	select {}
+}
+
+// TestIntegrationStoreCrash kills a sending process with SIGKILL at random
+// moments, three times, restarting it on the same SQLite store each time,
+// while a recipient logs what it receives. Afterwards every message
+// arrived; the re-sends of messages the server had not acknowledged when
+// the process died (the previous stream is not resumed) are the only
+// duplicates, never more than were unacknowledged at the kills; and no
+// stored state claims delivery to the recipient without the recipient
+// having the message.
+func TestIntegrationStoreCrash(t *testing.T) {
+	forEachServer(t, []string{"alice", "bob"}, func(t *testing.T, srv *testserver.Server) {
+		var mu sync.Mutex
+		got := map[string]int{}
+		all := make(chan struct{})
+		dialTest(t, srv, "bob", Config{AllowPlaintext: true, OnMessage: func(_ *Client, m *Incoming) {
+			mu.Lock()
+			defer mu.Unlock()
+			got[m.ID]++
+			if len(got) == crashMessages && got[m.ID] == 1 {
+				close(all)
+			}
+		}})
+		path := filepath.Join(t.TempDir(), "crash.db")
+		child := func() (*exec.Cmd, *bufio.Scanner) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "XMPPTRACK_CRASH_CHILD=1", "XMPPTRACK_CRASH_STORE="+path,
+				"XMPPTRACK_CRASH_JID="+srv.JID("alice").String()+"/crash", "XMPPTRACK_CRASH_PASSWORD="+srv.Password("alice"),
+				"XMPPTRACK_CRASH_TO="+srv.JID("bob").String(), "XMPPTRACK_CRASH_ADDR="+srv.Addr())
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			return cmd, bufio.NewScanner(out)
+		}
+		unackedAtKills := 0
+		for run := 0; run < 4; run++ {
+			cmd, sc := child()
+			killAfter := -1
+			if run < 3 {
+				killAfter = 100 + rand.IntN(500) // lines: during Send, between write and ack
+				if run == 1 {
+					killAfter = 0 // right after Dial: during the re-sends
+				}
+			}
+			lines := 0
+			for sc.Scan() {
+				line := sc.Text()
+				if strings.HasPrefix(line, "error") {
+					t.Fatalf("run %d: child: %s", run, line)
+				}
+				if line == "up" && killAfter == 0 || lines == killAfter || line == "done" {
+					break
+				}
+				if strings.HasPrefix(line, "sent") {
+					lines++
+				}
+			}
+			if killAfter < 0 {
+				select {
+				case <-all:
+				case <-time.After(2 * time.Minute):
+					mu.Lock()
+					n := len(got)
+					mu.Unlock()
+					t.Fatalf("the recipient got %d of %d messages", n, crashMessages)
+				}
+			}
+			cmd.Process.Kill() // SIGKILL
+			cmd.Wait()
+			if killAfter < 0 {
+				break
+			}
+			n, err := countUnacked(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("run %d killed after %d sends, %d unacknowledged", run, lines, n)
+			unackedAtKills += n
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		dups := 0
+		for i := range crashMessages {
+			id := fmt.Sprintf("m%04d", i)
+			switch n := got[id]; {
+			case n == 0:
+				t.Errorf("%s never arrived", id)
+			case n > 1:
+				dups += n - 1
+			}
+		}
+		t.Logf("%d duplicates, %d unacknowledged at the kills", dups, unackedAtKills)
+		if dups > unackedAtKills {
+			t.Errorf("%d duplicates, more than the %d messages unacknowledged at the kills", dups, unackedAtKills)
+		}
+		st, err := sqlite.Open(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		for i := range crashMessages {
+			id := fmt.Sprintf("m%04d", i)
+			rec, err := st.Message(context.Background(), id)
+			if err != nil {
+				t.Fatalf("%s: %v", id, err)
+			}
+			if (rec.State == tracking.DeliveredToRecipient || rec.State == tracking.SeenByRecipient) && got[id] == 0 {
+				t.Errorf("%s is %v in the store, but the recipient never got it", id, rec.State)
+			}
+			if rec.State == tracking.Aborted {
+				t.Errorf("%s was aborted", id)
+			}
+		}
+	})
+}
+
+// countUnacked counts the messages of the store that our server never
+// acknowledged: those a restart re-sends.
+func countUnacked(path string) (int, error) {
+	st, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	n := 0
+	owner := store.Instance{Account: "alice@localhost", Resource: "crash"}
+	err = st.Pending(context.Background(), owner, func(m store.Message) error {
+		if m.State == tracking.InTransit {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
