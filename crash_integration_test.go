@@ -215,4 +215,3 @@ func countUnacked(path string) (int, error) {
 	})
 	return n, err
 }
-
