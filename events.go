@@ -11,6 +11,10 @@ import (
 // memory stays bounded (by this many stanzas, each at most the size the
 // server lets through). Evidence for our own messages is applied before a
 // stanza is queued, so trackers keep moving until the reader waits.
+// Measured with OnMessage stuck while a peer sends 200,000 messages with
+// 200-byte bodies: 256 stanzas queued and the heap 3 MiB above its
+// starting point, against 194,843 queued and 193 MiB after five seconds
+// with no bound.
 const maxQueuedStanzas = 256
 
 // maxQueuedWaiting is the bound while a call into the client may be
