@@ -209,3 +209,20 @@ func TestCallbackWaitsWhileFlooded(t *testing.T) {
 		}
 	}
 }
+
+// TestCallbackCallsShutdown: Shutdown from a callback waits for the pending
+// message to settle (the reader goes on reading its marker), then closes.
+func TestCallbackCallsShutdown(t *testing.T) {
+	done := make(chan error, 1)
+	c, pc := newPeer(t, Config{OnMessage: func(c *Client, m *Incoming) {
+		done <- c.Shutdown(waitCtx(t))
+	}})
+	tr := sendAcked(t, c, Message{To: bob})
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='bye'><body>shut down</body></message>`)
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='d1'><displayed xmlns='%s' id='%s'/></message>`, stanza.NSMarkers, tr.ID())
+	if err := recv(t, done); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	wantState(t, tr, tracking.SeenByRecipient)
+	recv(t, c.Done())
+}
