@@ -22,6 +22,14 @@
 //	-insecure-http        allow plain HTTP on a non-loopback address
 //	-v                    debug logging
 //
+// With a SQLite -store PATH the gateway keeps its record in PATH and the
+// accounts' clients keep their own store in PATH.client, logging in with the
+// resource "gateway" (unless the JID names one): a restarted gateway takes
+// back the messages still pending (their trackers, and a re-send of those
+// the server never acknowledged), so receipts and markers that arrive after
+// the restart still reach the record. With a postgres:// DSN several
+// gateways share one record; their clients keep no store of their own.
+//
 // Listening on an address other than loopback needs -tls-cert and -tls-key,
 // unless -insecure-http says otherwise (behind a TLS-terminating proxy).
 // When the gateway is ready it prints one line to standard output:
@@ -203,6 +211,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeStore()
+	cst, closeClientStore, err := openClientStore(ctx, o.store)
+	if err != nil {
+		return err
+	}
+	defer closeClientStore()
 	g, err := gateway.New(gateway.Config{Tokens: tokens, Webhooks: hooks, Logger: log, Store: rec})
 	if err != nil {
 		return err
@@ -211,10 +224,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	var clients []*xmpptrack.Client
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+		// With a store of their own, pending messages stay pending in it
+		// for the next start; without, Close ends their tracking.
 		for _, c := range clients {
-			c.Shutdown(sctx)
+			c.Close()
 		}
 	}()
 	var names []string
@@ -228,8 +241,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if a.Insecure && !a.Plaintext {
 			cfg.TLSConfig = &tls.Config{ServerName: a.account.Domainpart(), InsecureSkipVerify: true}
 		}
+		login := a.account
+		if cst != nil {
+			// The client's record belongs to one resource: the next start
+			// takes back what this one left pending.
+			cfg.Store = cst
+			if login, err = a.account.WithResource(clientResource); err != nil {
+				return err
+			}
+		}
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		c, err := xmpptrack.Dial(dctx, a.account, a.password, cfg)
+		c, err := xmpptrack.Dial(dctx, login, a.password, cfg)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("%s: %w", a.account, err)

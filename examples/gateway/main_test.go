@@ -175,7 +175,7 @@ type sent struct {
 }
 
 type status struct {
-	ID, To, State string
+	ID, To, State, Cursor string
 	Settled       bool
 	History       []struct{ State, At, From string }
 }
@@ -560,4 +560,43 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestTrackingAcrossRestart: a message sent before a restart, to a
+// recipient who is offline then, is followed after it: the clients' own
+// store gives the new process its tracker back, and the receipt and marker
+// that arrive later fill the gateway's record.
+func TestTrackingAcrossRestart(t *testing.T) {
+	srv := testserver.Start(t, testserver.Prosody, testserver.Options{Accounts: []string{"gw", "bob"}})
+	dir := t.TempDir()
+	pw, tokens := filepath.Join(dir, "pw"), filepath.Join(dir, "tokens")
+	os.WriteFile(pw, []byte(srv.Password("gw")), 0o600)
+	os.WriteFile(tokens, []byte(token), 0o600)
+	args := []string{"-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
+		"-password-file", pw, "-token-file", tokens, "-store", filepath.Join(dir, "gw.db")}
+	to := srv.JID("bob").String()
+
+	g := start(t, args...)
+	var s sent
+	if code := g.call(t, "POST", "/v1/messages", `{"to":"`+to+`","body":"while you were out","wait":"server","wait_timeout":"20s"}`, &s); code != 200 {
+		t.Fatalf("send: %d %+v", code, s)
+	}
+	g.stop(t)
+
+	g = start(t, args...)
+	// Bob comes online and gets the message from offline storage.
+	interop.StartSlixmpp(t, interop.Options{Addr: srv.Addr(), JID: to, Password: srv.Password("bob"), CertPEM: srv.CertPEM()})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st status
+		g.call(t, "GET", "/v1/messages/"+s.ID, "", &st)
+		if st.State == "SEEN_BY_RECIPIENT" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart the message is %s: %+v", st.State, st.History)
+		}
+		var ev struct{ Cursor string }
+		g.call(t, "GET", "/v1/events?wait=5s&after="+st.Cursor, "", &ev)
+	}
 }

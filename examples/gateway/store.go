@@ -25,3 +25,25 @@ func openStore(ctx context.Context, spec string) (store.Store, func(), error) {
 	}
 	return st, func() { st.Close() }, nil
 }
+
+// clientResource is the resource the accounts log in with when their clients
+// keep a store: the next start takes back that resource's pending messages.
+const clientResource = "gateway"
+
+// openClientStore opens the accounts' clients' own store for a SQLite -store
+// PATH: PATH.client. The clients keep in it what a restart needs to go on
+// tracking (each message's stanza, the unacknowledged ones, the state of
+// every tracker); the gateway's record stays in PATH. They cannot share one
+// store: both would record the same message ids. With "memory" or a
+// PostgreSQL store the clients keep no store (several gateways on one
+// account would fight over one resource's record).
+func openClientStore(ctx context.Context, spec string) (store.Store, func(), error) {
+	if spec == "memory" || strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://") {
+		return nil, func() {}, nil
+	}
+	st, err := sqlite.Open(ctx, spec+".client")
+	if err != nil {
+		return nil, nil, fmt.Errorf("-store %s.client: %w", spec, err)
+	}
+	return st, func() { st.Close() }, nil
+}
