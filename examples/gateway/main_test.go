@@ -176,8 +176,8 @@ type sent struct {
 
 type status struct {
 	ID, To, State, Cursor string
-	Settled       bool
-	History       []struct{ State, At, From string }
+	Settled               bool
+	History               []struct{ State, At, From string }
 }
 
 func TestEndToEnd(t *testing.T) {
