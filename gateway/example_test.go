@@ -2,18 +2,24 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/gateway"
 )
 
@@ -85,4 +91,25 @@ func Example_webhookReceiver() {
 	// Output:
 	// evt_42 H8B8t5hOkaGFjzUi SEEN_BY_RECIPIENT
 	// 401
+}
+
+// Embedding the gateway in a Go server: one account, its state changes
+// routed to the gateway, the API served on loopback.
+func ExampleNew() {
+	ctx := context.Background()
+	g, err := gateway.New(gateway.Config{Tokens: []string{os.Getenv("GATEWAY_TOKEN")}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer g.Close()
+	account := jid.MustParse("alerts@example.org")
+	c, err := xmpptrack.Dial(ctx, account, os.Getenv("XMPP_PASSWORD"), &xmpptrack.Config{OnStateChange: g.OnStateChange})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if err := g.AddAccount(gateway.Account{JID: account, Client: c, Nick: "alerts"}); err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(http.ListenAndServe("127.0.0.1:8080", g))
 }
