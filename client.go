@@ -550,10 +550,10 @@ func (c *Client) closeGracefully(s *xmpp.Session) {
 	// Deadlines on the connection itself: mellium's SetCloseDeadline races
 	// with a running Serve (it swaps a context without a lock).
 	s.Conn().SetDeadline(deadline)
-	if c.sm.Enabled() {
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		c.sm.SendAck(ctx, s)
-		cancel()
+	if info := c.sm.Info(); info.Enabled {
+		// Through internal/wire: a context handed to mellium could cut
+		// another goroutine's write still under way.
+		wire.Write(context.Background(), s, stanza.Ack{H: info.Handled}.TokenReader())
 	}
 	s.Close()
 }
