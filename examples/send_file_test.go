@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/testserver"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -87,7 +88,8 @@ func TestExampleSendFile(t *testing.T) {
 			}
 		}
 		for i, want := range [][]byte{logTail, shot} {
-			bob.expect(t, urls[i])
+			bob.expect(t, urls[i])        // the body
+			bob.expect(t, " attachment ") // the out-of-band URL, same message
 			if got := fetch(t, urls[i]); got != sha256.Sum256(want) {
 				t.Errorf("%s: the download differs", urls[i])
 			}
@@ -136,6 +138,26 @@ func TestExampleSendFile(t *testing.T) {
 			t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 		}
 	})
+}
+
+// expectBoth waits for a line of the responder's output that holds a and b.
+func expectBoth(t *testing.T, r *responder, a, b string) {
+	t.Helper()
+	timeout := time.NewTimer(15 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case line, ok := <-r.lines:
+			if !ok {
+				t.Fatalf("responder exited before printing %q and %q", a, b)
+			}
+			if strings.Contains(line, a) && strings.Contains(line, b) {
+				return
+			}
+		case <-timeout.C:
+			t.Fatalf("responder never printed %q and %q", a, b)
+		}
+	}
 }
 
 func fetch(t *testing.T, url string) [32]byte {

@@ -18,7 +18,9 @@
 //
 // It prints "ready <our address>" once it is logged in and has joined its
 // rooms, then one line per received message: the sender, the message type
-// and id, and the body. It runs until interrupted (SIGINT or SIGTERM), then
+// and id, and the body; and one line per file it carries (XEP-0066
+// out-of-band data, as sent by send -file): the sender, "attachment", the
+// message id and the URL. It runs until interrupted (SIGINT or SIGTERM), then
 // leaves its rooms and logs out. Exit status 1 means a usage, connection or
 // authentication error.
 package main
@@ -124,6 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		AllowPlaintext: plaintext,
 		NoReceipts:     noReceipts,
 		Handler:        b,
+		OnMessage:      b.onMessage,
 	}
 	if insecure {
 		cfg.TLSConfig = &tls.Config{InsecureSkipVerify: true}
@@ -175,8 +178,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// bot handles incoming stanzas. It runs on the client's reading goroutine,
-// so it neither blocks nor sends there: markers go out from timers.
+// bot handles incoming messages. Markers go out from timers, after the
+// display delay.
 type bot struct {
 	ctx          context.Context // bounds markers to rooms; ends with the program
 	out          io.Writer
@@ -207,7 +210,8 @@ func (b *bot) printf(format string, a ...any) {
 	fmt.Fprintf(b.out, format+"\n", a...)
 }
 
-// HandleXMPP prints messages and schedules displayed markers.
+// HandleXMPP prints the error replies to what we sent; messages with
+// content go to onMessage.
 func (b *bot) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 	if start.Name.Local != "message" {
 		return nil
@@ -216,41 +220,48 @@ func (b *bot) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	if err != nil {
 		return nil
 	}
-	switch {
-	case ev.Type == xstanza.ErrorMessage && ev.Error != nil:
+	if ev.Type == xstanza.ErrorMessage && ev.Error != nil {
 		b.printf("error from %s for %s: %s", ev.From, ev.ID, ev.Error.Condition)
-		return nil
-	case ev.Body == "" || ev.Carbon != stanza.CarbonNone:
-		return nil // receipts, markers, chat states, carbons
+	}
+	return nil
+}
+
+// onMessage prints a message, one line more for each file it carries
+// (XEP-0066 out-of-band data), and schedules its displayed marker. It runs
+// on a goroutine of the library, in order: it must not wait long.
+func (b *bot) onMessage(c *xmpptrack.Client, m *xmpptrack.Incoming) {
+	if m.Body == "" && len(m.Attachments) == 0 {
+		return // a subject
 	}
 	note := ""
-	if ev.HasDelay {
+	if !m.Delay.IsZero() {
 		note = " (delayed)"
 	}
-	b.printf("%s %s %s%s: %s", ev.From, ev.Type, ev.ID, note, ev.Body)
-	if b.displayAfter < 0 {
-		return nil
+	if m.Body != "" {
+		b.printf("%s %s %s%s: %s", m.From, m.Type, m.ID, note, m.Body)
 	}
-	from := ev.From
-	if ev.Type == xstanza.GroupChatMessage {
+	for _, a := range m.Attachments {
+		if a.Desc != "" {
+			b.printf("%s attachment %s: %s (%s)", m.From, m.ID, a.URL, a.Desc)
+		} else {
+			b.printf("%s attachment %s: %s", m.From, m.ID, a.URL)
+		}
+	}
+	if b.displayAfter < 0 {
+		return
+	}
+	if m.Type == xstanza.GroupChatMessage {
 		b.mu.Lock()
-		r := b.rooms[from.Bare().String()]
+		r := b.rooms[m.Room.String()]
 		b.mu.Unlock()
 		if r == nil {
-			return nil // a room we are joining right now: its history
+			return // a room we are joining right now: its history
 		}
 		b.after(func() { r.MarkDisplayed(b.ctx) })
-		return nil
+		return
 	}
-	b.after(func() {
-		b.mu.Lock()
-		c := b.c
-		b.mu.Unlock()
-		if c != nil {
-			c.MarkDisplayed(from)
-		}
-	})
-	return nil
+	from := m.From
+	b.after(func() { c.MarkDisplayed(from) })
 }
 
 // after runs f after the display delay on its own goroutine.
