@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"math"
 	"net"
@@ -15,7 +16,8 @@ import (
 )
 
 // cookieName is the cookie the status page's login form sets. It holds the
-// token and is accepted only on GET requests (see the package docs).
+// token (base64url, so that any token fits in a cookie) and is accepted only
+// on GET requests (see the package docs).
 const cookieName = "xmpptrack_token"
 
 type tokenKey struct{}
@@ -60,7 +62,9 @@ func presented(r *http.Request) string {
 	}
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		if c, err := r.Cookie(cookieName); err == nil {
-			return c.Value
+			if tok, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil {
+				return string(tok)
+			}
 		}
 	}
 	return ""

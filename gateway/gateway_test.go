@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -396,10 +398,10 @@ func TestAuth(t *testing.T) {
 		t.Errorf("healthz without token: %d", code)
 	}
 	// The cookie works for GET only.
-	if code, _, b := f.do("GET", "/v1/events?wait=0s", "", "Authorization", "", "Cookie", cookieName+"="+testToken); code != 200 {
+	if code, _, b := f.do("GET", "/v1/events?wait=0s", "", "Authorization", "", "Cookie", cookieName+"="+base64.RawURLEncoding.EncodeToString([]byte(testToken))); code != 200 {
 		t.Errorf("GET with cookie: %d %s", code, b)
 	}
-	if code, _, _ := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"x"}`, "Authorization", "", "Cookie", cookieName+"="+testToken); code != 401 || f.fake.count() != 0 {
+	if code, _, _ := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"x"}`, "Authorization", "", "Cookie", cookieName+"="+base64.RawURLEncoding.EncodeToString([]byte(testToken))); code != 401 || f.fake.count() != 0 {
 		t.Errorf("POST with cookie only: %d", code)
 	}
 	// No CORS: a preflight gets nothing that would allow a cross-origin call.
@@ -503,5 +505,40 @@ func TestSettledFollowsRecord(t *testing.T) {
 	f.fake.tracker(r.ID).Advance(tracking.SeenByRecipient, nil)
 	if st := f.status(r.ID); st.State.String() != "IN_TRANSIT" || st.Settled {
 		t.Fatalf("status %s settled=%v", st.State, st.Settled)
+	}
+}
+
+// TestLoginCookie: the sign-in form sets a cookie that works for GET
+// requests whatever characters the token has; a wrong token gets the form
+// again.
+func TestLoginCookie(t *testing.T) {
+	const tok = `a token; with "quotes", commas and spaces`
+	f := newFixture(t, Config{Tokens: []string{tok}})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	post := func(token string) *http.Response {
+		resp, err := client.PostForm(f.srv.URL+"/login", url.Values{"token": {token}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post("wrong"); resp.StatusCode != 401 || len(resp.Cookies()) != 0 {
+		t.Fatalf("wrong token: %d %v", resp.StatusCode, resp.Cookies())
+	}
+	resp := post(tok)
+	cs := resp.Cookies()
+	if resp.StatusCode != 303 || len(cs) != 1 || !cs[0].HttpOnly || cs[0].SameSite != http.SameSiteStrictMode {
+		t.Fatalf("login: %d %+v", resp.StatusCode, cs)
+	}
+	req, _ := http.NewRequest("GET", f.srv.URL+"/v1/events?wait=0s", nil)
+	req.AddCookie(cs[0])
+	got, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Body.Close()
+	if got.StatusCode != 200 {
+		t.Fatalf("GET with the cookie: %d", got.StatusCode)
 	}
 }
