@@ -168,7 +168,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 func (c *Client) acked(next func(sm.Stanza)) func(sm.Stanza) {
 	return func(s sm.Stanza) {
 		if s.Name == "message" {
-			c.reg.ServerAck(bareOf(s.To), s.ID)
+			c.reg.ServerAck(registry.ConvOf(s.To), s.ID)
 		}
 		if next != nil {
 			next(s)
@@ -570,15 +570,6 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	c.waitEnd()
 	c.Close()
 	return err
-}
-
-// bareOf returns the bare JID of a JID in string form, or s if it does not parse.
-func bareOf(s string) string {
-	j, err := jid.Parse(s)
-	if err != nil {
-		return s
-	}
-	return j.Bare().String()
 }
 
 // deliveryError wraps a stanza error for a tracker's Response.

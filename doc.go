@@ -114,7 +114,13 @@
 // Receipts and markers count only from the recipient's bare JID, never from
 // our own account or a third party; for a group-chat message only as the
 // room's group-chat traffic (package muc), never from an occupant's private
-// message, whose bare JID is the room's. Carbons count only when the wrapper comes
+// message, whose bare JID is the room's. A message sent to a full JID is a
+// conversation with that one resource: its receipts, markers and errors
+// count only from that full JID (errors also from the bare JID without a
+// resource, and the domain). That is what protects a private message to a
+// room occupant (room@service/nick) from the other occupants, who share the
+// room's bare JID; for a person, send to the bare JID to accept evidence
+// from any of their devices. Carbons count only when the wrapper comes
 // from our own account (a forged carbon is dropped whole, also for the
 // application's handler), and a carbon of our own other device's receipt or
 // marker is never evidence. Error replies count only from the recipient, its

@@ -51,7 +51,7 @@ func (c *Client) reload(ctx context.Context) (tracked, resent int, err error) {
 		lost    []resend
 	)
 	err = c.dur.st.Pending(ctx, c.dur.owner, func(m store.Message) error {
-		conv := bareOf(m.To)
+		conv := registry.ConvOf(m.To)
 		if !m.Deadline.IsZero() && !m.Deadline.After(now) {
 			ended = append(ended, store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
 			return nil

@@ -583,7 +583,7 @@ func TestBadInput(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if full.To() != "bob@example.org" {
+			if full.To() != "bob@example.org/gone" { // a conversation with that resource
 				t.Errorf("conversation %q", full.To())
 			}
 			for _, m := range []*tracking.MessageTracker{headline, full} {

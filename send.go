@@ -128,7 +128,7 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	if _, err := c.Session(ctx); err != nil {
 		return nil, err
 	}
-	conv := m.To.Bare().String()
+	conv := registry.Conv(m.To)
 	opts := registry.TrackOptions{Window: m.Window, Thread: m.Thread, Room: m.Type == xstanza.GroupChatMessage}
 	var t *tracking.MessageTracker
 	var err error

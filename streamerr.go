@@ -8,6 +8,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -52,5 +53,5 @@ func refusalError(err error) error {
 
 // lostMessage reports a message that stream management gave up on.
 func (c *Client) lostMessage(to, id string) {
-	c.reg.Lost(bareOf(to), id)
+	c.reg.Lost(registry.ConvOf(to), id)
 }

@@ -373,20 +373,20 @@ func (c *Client) evidence(ev *stanza.Evidence, conv string, direct bool) {
 		return
 	}
 	if ev.Receipt != "" {
-		c.reg.Delivered(conv, ev.Receipt, &tracking.Response{From: ev.From, ID: ev.ID})
+		c.reg.Delivered(ev.From, ev.Receipt, &tracking.Response{From: ev.From, ID: ev.ID})
 	}
 	switch ev.Marker.Type {
 	case stanza.MarkerReceived:
 		if ev.Marker.ID != "" {
-			c.reg.Delivered(conv, ev.Marker.ID, &tracking.Response{From: ev.From, ID: ev.ID})
+			c.reg.Delivered(ev.From, ev.Marker.ID, &tracking.Response{From: ev.From, ID: ev.ID})
 		}
 	case stanza.MarkerDisplayed, stanza.MarkerAcknowledged:
 		if ev.Marker.ID != "" {
-			c.reg.Displayed(conv, ev.Marker.ID, ev.Thread, &tracking.Response{From: ev.From, ID: ev.ID})
+			c.reg.Displayed(ev.From, ev.Marker.ID, ev.Thread, &tracking.Response{From: ev.From, ID: ev.ID})
 		}
 	}
 	if ev.Receipt == "" && ev.Marker.ID == "" && ev.ID != "" {
-		c.reg.Incoming(conv, ev.ID)
+		c.reg.Incoming(ev.From, ev.ID)
 		if direct {
 			c.rcp.received(ev)
 		}

@@ -86,8 +86,11 @@
 //
 // # Correlation
 //
-// The client keys every piece of evidence by conversation (the peer's or the
-// room's bare JID) and message id; evidence for unknown ids, other
+// The client keys every piece of evidence by conversation and message id. The
+// conversation is the address the message was sent to: a bare JID (a person,
+// whose every resource may answer, or a room) or a full JID (one resource,
+// or one room occupant for a private message, and only it may answer: the
+// other occupants share the room's bare JID and must not speak for it); evidence for unknown ids, other
 // conversations, duplicates and late evidence is ignored in O(1). It bounds
 // the number of pending trackers, ends windows with one timer for all
 // trackers, and keeps memory per pending tracker under 128 bytes, index and
@@ -107,6 +110,8 @@
 //     name one of our messages or one of the last few the peer sent us.
 //   - A legacy received marker is a per-message receipt, not "up to here".
 //   - A marker that carries a thread covers only messages sent with that thread.
-//   - Error replies count when they come from the recipient (any resource),
-//     from the recipient's domain, or from our own server.
+//   - Error replies count when they come from the recipient (any resource of
+//     a bare JID; exactly the full JID a message was sent to), from its bare
+//     JID without a resource (a room speaks for itself), from its domain, or
+//     from our own server; in a room, never from an occupant.
 package tracking // import "github.com/xmpptrack/xmpptrack/tracking"

@@ -31,7 +31,9 @@ func NewMessageTracker(id string) *MessageTracker {
 func (t *MessageTracker) ID() string { return t.core().ID() }
 
 // To returns the conversation the message belongs to: the recipient's or the
-// room's bare JID. It is empty for trackers made by NewMessageTracker.
+// room's bare JID, or the full JID the message was sent to (a private
+// conversation with that resource or room occupant: only its evidence
+// counts). It is empty for trackers made by NewMessageTracker.
 func (t *MessageTracker) To() string { return t.core().To() }
 
 // State returns the current state.

@@ -87,7 +87,7 @@ func New(cfg Config) *Registry {
 }
 
 // Track registers a new pending message with the given id to the
-// conversation to (a bare JID). It waits while MaxPending trackers are
+// conversation to (see Conv). It waits while MaxPending trackers are
 // pending, until a slot frees or ctx ends. Register a message before writing
 // it, so that no evidence can arrive before its tracker.
 func (r *Registry) Track(ctx context.Context, to, id string, o TrackOptions) (*tracking.MessageTracker, error) {
@@ -128,24 +128,67 @@ func (r *Registry) ServerAck(conv, id string) { r.core().ServerAck(conv, id) }
 func (r *Registry) Lost(conv, id string) { r.core().Lost(conv, id) }
 
 // Delivered records proof that a client of the recipient has the message (an
-// XEP-0184 receipt or a legacy XEP-0333 received marker), sent by the
-// conversation's peer: DeliveredToRecipient. The caller checks that the
-// evidence came from the peer conv and not from our own account. It ignores
-// group-chat conversations (see TrackOptions.Room).
-func (r *Registry) Delivered(conv, id string, resp *tracking.Response) {
-	r.core().Delivered(conv, id, resp)
+// XEP-0184 receipt or a legacy XEP-0333 received marker) from the sender
+// from: DeliveredToRecipient, when from is the message's peer (see Conv). The
+// caller checks that the evidence did not come from our own account. It
+// ignores group-chat conversations (see TrackOptions.Room).
+func (r *Registry) Delivered(from jid.JID, id string, resp *tracking.Response) {
+	bare, full := peer(from)
+	r.core().Delivered(bare, full, id, resp)
 }
 
 // Displayed records an XEP-0333 displayed marker (or a legacy acknowledged
-// marker) from the peer conv for the message id. See trackcore's
-// Registry.Displayed for which messages it covers.
-func (r *Registry) Displayed(conv, id, thread string, resp *tracking.Response) {
-	r.core().Displayed(conv, id, thread, resp)
+// marker) from the sender from for the message id: that message, and every
+// earlier pending message of the sender's conversations that is proven
+// delivered, become SeenByRecipient (see trackcore's Registry.Displayed).
+func (r *Registry) Displayed(from jid.JID, id, thread string, resp *tracking.Response) {
+	bare, full := peer(from)
+	r.core().Displayed(bare, full, id, thread, resp)
 }
 
-// Incoming records a message the peer conv sent us, so that a later marker
+// Incoming records a message the sender from sent us, so that a later marker
 // naming it covers our messages sent before it.
-func (r *Registry) Incoming(conv, id string) { r.core().Incoming(conv, id) }
+func (r *Registry) Incoming(from jid.JID, id string) {
+	bare, full := peer(from)
+	r.core().Incoming(bare, full, id)
+}
+
+// peer returns the conversation keys a sender's evidence may match: its bare
+// JID, and its full JID ("" without a resource).
+func peer(from jid.JID) (bare, full string) {
+	if from.Resourcepart() != "" {
+		full = from.String()
+	}
+	return from.Bare().String(), full
+}
+
+// Conv returns the conversation key of a message sent to to, which decides
+// whose evidence counts for it. A message to a bare JID is a conversation
+// with that account: receipts and markers from any of its resources count,
+// errors from the account, any resource or its domain. A message to a full
+// JID is a conversation with that one resource: only its receipts and
+// markers count, and errors from it, from the bare JID without a resource
+// or from the domain. That is what makes private messages to a room
+// occupant (room@service/nick) safe: every occupant shares the room's bare
+// JID, and only the occupant addressed, or the room itself, can answer for
+// them. For a person's device it means evidence from the person's other
+// devices does not count: send to the bare JID to accept any of them.
+func Conv(to jid.JID) string {
+	if to.Resourcepart() != "" {
+		return to.String()
+	}
+	return to.Bare().String()
+}
+
+// ConvOf is Conv for an address in string form (the to attribute of a
+// written stanza); an address that does not parse is its own key.
+func ConvOf(to string) string {
+	j, err := jid.Parse(to)
+	if err != nil {
+		return to
+	}
+	return Conv(j)
+}
 
 // ErrorReply records an error reply for the message id: Error, with resp.Err
 // as the reason. It counts only when from is the message's recipient (any

@@ -67,8 +67,8 @@ func TestStuckCallbackBoundsMemory(t *testing.T) {
 		} else {
 			admitted++
 			r.ServerAck(bob, id)
-			r.Delivered(bob, id, nil)
-			r.Displayed(bob, id, "", nil)
+			r.Delivered(bob, "", id, nil)
+			r.Displayed(bob, "", id, "", nil)
 		}
 		if i == 0 {
 			<-entered
@@ -134,8 +134,8 @@ func TestCallbackSendsMany(t *testing.T) {
 		go func() { // the reader: evidence for everything the callback sent
 			for id := range sent {
 				r.ServerAck(bob, id)
-				r.Delivered(bob, id, nil)
-				r.Displayed(bob, id, "", nil)
+				r.Delivered(bob, "", id, nil)
+				r.Displayed(bob, "", id, "", nil)
 			}
 		}()
 		const carol = "carol@example.org"

@@ -131,7 +131,7 @@ func BenchmarkCallbackDispatch(b *testing.B) {
 		if _, err := r.TryTrack(bob, id, TrackOptions{Window: -1}); err != nil {
 			b.Fatal(err)
 		}
-		r.Displayed(bob, id, "", nil)
+		r.Displayed(bob, "", id, "", nil)
 		<-ran
 	}
 }
@@ -146,10 +146,10 @@ func BenchmarkRepeatedThreadMarker(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	r.Incoming("bob@example.org", "theirs")
-	r.Displayed("bob@example.org", "theirs", "quiet", nil)
+	r.Incoming("bob@example.org", "", "theirs")
+	r.Displayed("bob@example.org", "", "theirs", "quiet", nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		r.Displayed("bob@example.org", "theirs", "quiet", nil)
+		r.Displayed("bob@example.org", "", "theirs", "quiet", nil)
 	}
 }

@@ -23,6 +23,7 @@ type conversation[R any] struct {
 	next  uint32        // position of the next message, in either direction
 	dirty bool          // settled entries wait in order for a sweep
 	room  bool          // a group chat: no one-to-one evidence (TrackOptions.Room)
+	full  bool          // jid is a full JID: a private conversation with one resource or occupant
 
 	recent [recentIncoming]incoming // ring of recent incoming message ids
 	rnext  uint8
@@ -50,6 +51,16 @@ type conversation[R any] struct {
 type incoming struct {
 	id  string
 	seq uint32
+}
+
+// from reports whether receipts and markers from the sender (bare and full
+// JID; full "" without a resource) count for the conversation: any resource
+// of a bare-JID peer, exactly the full JID of a private conversation.
+func (c *conversation[R]) from(bare, full string) bool {
+	if c.full {
+		return full != "" && full == c.jid
+	}
+	return bare == c.jid
 }
 
 // before reports whether position a comes before or at b, modulo 2^32.

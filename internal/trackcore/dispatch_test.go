@@ -33,7 +33,7 @@ func TestRegistryDispatcher(t *testing.T) {
 			id := strconv.Itoa(i)
 			track(t, r, bob, id, TrackOptions{})
 			r.ServerAck(bob, id)
-			r.Delivered(bob, id, nil)
+			r.Delivered(bob, "", id, nil)
 			want = append(want, id+">"+DeliveredToServer.String(), id+">"+DeliveredToRecipient.String())
 			time.Sleep(linger / 2) // the callbacks ran; the goroutine waits for more
 			synctest.Wait()
@@ -111,8 +111,8 @@ func TestRegistryCallbacksConcurrentEvidence(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, report := range []func(id string){
 		func(id string) { r.ServerAck(bob, id) },
-		func(id string) { r.Delivered(bob, id, nil) },
-		func(id string) { r.Displayed(bob, id, "", nil) },
+		func(id string) { r.Delivered(bob, "", id, nil) },
+		func(id string) { r.Displayed(bob, "", id, "", nil) },
 	} {
 		wg.Go(func() {
 			for i := range n {

@@ -23,32 +23,32 @@ func TestDisplayedLiftsOnlyProven(t *testing.T) {
 	named := track(t, r, bob, "named", TrackOptions{})         // the marker names it
 	later := track(t, r, bob, "later", TrackOptions{})
 	r.ServerAck(bob, "acked")
-	r.Delivered(bob, "got", nil)
+	r.Delivered(bob, "", "got", nil)
 	r.ErrorReply(jid.MustParse(bob), "bounced", &Response{Err: errReply})
 	r.ErrorReply(jid.MustParse(bob), "recovered", &Response{Err: errReply})
-	r.Delivered(bob, "recovered", nil)
-	r.Displayed(bob, "named", "", nil)
+	r.Delivered(bob, "", "recovered", nil)
+	r.Displayed(bob, "", "named", "", nil)
 	all := []*MessageTracker{lost, acked, got, bounced, recovered, named, later}
 	wantStates(t, all, InTransit, DeliveredToServer, SeenByRecipient, Error, SeenByRecipient, SeenByRecipient, InTransit)
 
 	// The same marker again proves nothing new.
-	r.Displayed(bob, "named", "", nil)
+	r.Displayed(bob, "", "named", "", nil)
 	wantStates(t, all, InTransit, DeliveredToServer, SeenByRecipient, Error, SeenByRecipient, SeenByRecipient, InTransit)
 
 	// Their own evidence still counts: a receipt, then a later marker.
-	r.Delivered(bob, "acked", nil)
+	r.Delivered(bob, "", "acked", nil)
 	wantStates(t, []*MessageTracker{acked}, DeliveredToRecipient)
-	r.Displayed(bob, "named", "", nil) // a marker after the proof lifts it
+	r.Displayed(bob, "", "named", "", nil) // a marker after the proof lifts it
 	wantStates(t, []*MessageTracker{lost, acked, bounced}, InTransit, SeenByRecipient, Error)
-	r.Displayed(bob, "lost", "", nil) // its own marker
+	r.Displayed(bob, "", "lost", "", nil) // its own marker
 	wantStates(t, []*MessageTracker{lost, bounced}, SeenByRecipient, Error)
 
 	// A receipt for a message the last marker walked past waits for the
 	// next marker, which may name a message of the peer.
-	r.Delivered(bob, "bounced", nil)
+	r.Delivered(bob, "", "bounced", nil)
 	wantStates(t, []*MessageTracker{bounced}, DeliveredToRecipient)
-	r.Incoming(bob, "their-1")
-	r.Displayed(bob, "their-1", "", nil)
+	r.Incoming(bob, "", "their-1")
+	r.Displayed(bob, "", "their-1", "", nil)
 	wantStates(t, []*MessageTracker{bounced, later}, SeenByRecipient, InTransit)
 	if n := len(r.convs[bob].late); n != 0 {
 		t.Fatalf("%d trackers left waiting for a marker", n)
@@ -63,8 +63,8 @@ func TestDisplayedWaitDoesNotClaimDelivery(t *testing.T) {
 	lost := track(t, r, bob, "lost", TrackOptions{})
 	r.ServerAck(bob, "lost")
 	track(t, r, bob, "next", TrackOptions{})
-	r.Delivered(bob, "next", nil)
-	r.Displayed(bob, "next", "", nil)
+	r.Delivered(bob, "", "next", nil)
+	r.Displayed(bob, "", "next", "", nil)
 	if st := lost.State(); st != DeliveredToServer {
 		t.Fatalf("a message without proof of delivery became %v on a marker for a later one", st)
 	}
@@ -81,11 +81,11 @@ func TestLateReceiptThreaded(t *testing.T) {
 	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
 	b := track(t, r, bob, "b", TrackOptions{Thread: "t1"})
 	track(t, r, bob, "x", TrackOptions{Thread: "t2"})
-	r.Displayed(bob, "b", "t1", nil)
+	r.Displayed(bob, "", "b", "t1", nil)
 	wantStates(t, []*MessageTracker{a, b}, InTransit, SeenByRecipient)
-	r.Delivered(bob, "a", nil)
-	r.Displayed(bob, "x", "t2", nil)
+	r.Delivered(bob, "", "a", nil)
+	r.Displayed(bob, "", "x", "t2", nil)
 	wantStates(t, []*MessageTracker{a}, DeliveredToRecipient)
-	r.Displayed(bob, "b", "t1", nil)
+	r.Displayed(bob, "", "b", "t1", nil)
 	wantStates(t, []*MessageTracker{a}, SeenByRecipient)
 }

@@ -3,6 +3,7 @@ package trackcore
 import (
 	"context"
 	"hash/maphash"
+	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -111,6 +112,7 @@ type Registry[R any] struct {
 	seed  maphash.Seed
 	index map[uint64]*Tracker[R]      // pending trackers by seeded hash of the id
 	convs map[string]*conversation[R] // conversations with pending trackers
+	nfull int                         // entries of convs keyed by a full JID
 	dirty []*conversation[R]          // conversations waiting for a sweep
 
 	heap    []*Tracker[R] // by deadline
@@ -197,8 +199,11 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 	}
 	c := r.convs[to]
 	if c == nil {
-		c = &conversation[R]{g: &r.g, jid: to}
+		c = &conversation[R]{g: &r.g, jid: to, full: strings.IndexByte(to, '/') >= 0}
 		r.convs[to] = c
+		if c.full {
+			r.nfull++
+		}
 	}
 	c.room = c.room || o.Room
 	t := &Tracker[R]{c: c, id: id, seq: c.next, heapIdx: -1}
@@ -273,6 +278,9 @@ func (r *Registry[R]) tidy() {
 		if c.live == 0 {
 			if r.convs[c.jid] == c {
 				delete(r.convs, c.jid)
+				if c.full {
+					r.nfull--
+				}
 			}
 			c.order, c.dirty = nil, false
 			clear(c.late)
@@ -359,20 +367,23 @@ func (r *Registry[R]) ServerAck(conv, id string) { r.advance(conv, id, Delivered
 func (r *Registry[R]) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) }
 
 // Delivered records proof that a client of the recipient has the message (an
-// XEP-0184 receipt or a legacy XEP-0333 received marker), sent by the
-// conversation's peer: DeliveredToRecipient. The caller checks that the
-// evidence came from the peer conv and not from our own account. It ignores
-// group-chat conversations (see TrackOptions.Room).
-func (r *Registry[R]) Delivered(conv, id string, resp *R) {
+// XEP-0184 receipt or a legacy XEP-0333 received marker): DeliveredToRecipient.
+// bare and full are the sender's bare and full JIDs (full is "" when the
+// sender has no resource); the evidence counts only when it comes from the
+// message's peer (see Conversation keys). The caller checks that it did not
+// come from our own account. It ignores group-chat conversations (see
+// TrackOptions.Room).
+func (r *Registry[R]) Delivered(bare, full, id string, resp *R) {
 	r.g.mu.Lock()
-	if t := r.lookup(conv, id); t != nil && !t.c.room {
+	if t := r.byID(id); t != nil && !t.c.room && t.c.from(bare, full) {
 		t.transition(DeliveredToRecipient, resp)
 	}
 	r.unlock()
 }
 
 // Displayed records an XEP-0333 displayed marker (or a legacy acknowledged
-// marker) from the peer conv for the message id: that message becomes
+// marker) from the sender (bare, full, as for Delivered) for the message
+// id, in each conversation of the sender (see Conversation keys): that message becomes
 // SeenByRecipient, and so does every earlier pending message of the
 // conversation that is proven delivered (in DeliveredToRecipient when the
 // marker arrives). Earlier messages without that proof keep their state and
@@ -383,9 +394,12 @@ func (r *Registry[R]) Delivered(conv, id string, resp *R) {
 // Incoming). A non-empty thread limits the effect to messages of that thread.
 // A marker for an unknown or older message changes nothing, and so does one
 // for a group-chat conversation (see TrackOptions.Room).
-func (r *Registry[R]) Displayed(conv, id, thread string, resp *R) {
+func (r *Registry[R]) Displayed(bare, full, id, thread string, resp *R) {
 	r.g.mu.Lock()
-	if c := r.convs[conv]; c != nil && !c.room {
+	for _, c := range r.peerConvs(bare, full) {
+		if c == nil || c.room {
+			continue
+		}
 		named := r.byID(id)
 		if named != nil && named.c != c {
 			named = nil
@@ -397,17 +411,35 @@ func (r *Registry[R]) Displayed(conv, id, thread string, resp *R) {
 	r.unlock()
 }
 
-// Incoming records a message the peer conv sent us, so that a later marker
+// peerConvs returns the conversations evidence from the sender (bare, full)
+// may touch: the one keyed by its bare JID and, for a sender with a
+// resource, the private one keyed by its full JID. Either may be nil.
+func (r *Registry[R]) peerConvs(bare, full string) [2]*conversation[R] {
+	var cs [2]*conversation[R]
+	if c := r.convs[bare]; c != nil && !c.full {
+		cs[0] = c
+	}
+	if full != "" && r.nfull > 0 {
+		if c := r.convs[full]; c != nil && c.full {
+			cs[1] = c
+		}
+	}
+	return cs
+}
+
+// Incoming records a message the sender (bare, full) sent us, so that a later marker
 // naming it covers our messages sent before it (the usual case in 1:1 chats:
 // the peer marks the newest message it displayed, which may be its own). Only
 // the most recent few ids of a conversation with pending messages are kept.
-func (r *Registry[R]) Incoming(conv, id string) {
+func (r *Registry[R]) Incoming(bare, full, id string) {
 	if id == "" {
 		return
 	}
 	r.g.mu.Lock()
-	if c := r.convs[conv]; c != nil && !c.room {
-		c.remember(id)
+	for _, c := range r.peerConvs(bare, full) {
+		if c != nil && !c.room {
+			c.remember(id)
+		}
 	}
 	r.g.mu.Unlock()
 }
@@ -419,27 +451,39 @@ func (r *Registry[R]) Incoming(conv, id string) {
 // reports our own bare JID as empty too.
 func (r *Registry[R]) ErrorReply(from jid.JID, id string, resp *R) {
 	r.g.mu.Lock()
-	if t := r.byID(id); t != nil && errorFromPeer(from, t.c.jid, t.c.room) {
+	if t := r.byID(id); t != nil && errorFromPeer(from, t.c) {
 		t.transition(Error, resp)
 	}
 	r.unlock()
 }
 
-// errorFromPeer reports whether from may answer for conv. In a group chat
-// (room) every occupant's address has the room's bare JID: only the room
-// itself, without a resource, speaks for the room.
-func errorFromPeer(from jid.JID, conv string, room bool) bool {
+// errorFromPeer reports whether from may answer for conversation c: its
+// peer (any resource of a bare-JID peer; exactly the full JID of a private
+// conversation), the peer's bare JID without a resource (the account's
+// server, or a room itself), the peer's domain, or our own server. In a
+// group chat (room) every occupant's address has the room's bare JID: only
+// the room itself, without a resource, speaks for the room. In a private
+// conversation with an occupant, the room and that occupant speak, never
+// another occupant.
+func errorFromPeer[R any](from jid.JID, c *conversation[R]) bool {
 	if from.Equal(jid.JID{}) {
 		return true
 	}
-	if from.Bare().String() == conv {
-		return !room || from.Resourcepart() == ""
+	peer, err := jid.Parse(c.jid)
+	if err != nil {
+		return false
 	}
-	if from.Localpart() == "" && from.Resourcepart() == "" {
-		peer, err := jid.Parse(conv)
-		return err == nil && peer.Domainpart() == from.Domainpart()
+	if from.Bare().Equal(peer.Bare()) {
+		switch {
+		case from.Resourcepart() == "":
+			return true
+		case c.full:
+			return from.Equal(peer)
+		default:
+			return !c.room
+		}
 	}
-	return false
+	return from.Localpart() == "" && from.Resourcepart() == "" && peer.Domainpart() == from.Domainpart()
 }
 
 // Close stops tracking everything: pending trackers become Closed, or keep

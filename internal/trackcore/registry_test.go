@@ -44,16 +44,16 @@ func TestRegistryEvidence(t *testing.T) {
 	r := NewRegistry(Config[Response]{})
 	m := track(t, r, bob, "m1", TrackOptions{})
 	r.ServerAck(bob, "m1")
-	r.Delivered("alice@example.org", "m1", nil) // another conversation
-	r.Delivered(bob, "unknown", nil)
+	r.Delivered("alice@example.org", "", "m1", nil) // another conversation
+	r.Delivered(bob, "", "unknown", nil)
 	wantStates(t, []*MessageTracker{m}, DeliveredToServer)
-	r.Delivered(bob, "m1", &Response{ID: "r1"})
+	r.Delivered(bob, "", "m1", &Response{ID: "r1"})
 	r.ServerAck(bob, "m1") // a late ack does not pull back
 	wantStates(t, []*MessageTracker{m}, DeliveredToRecipient)
 	if m.Response().ID != "r1" {
 		t.Fatalf("response %+v", m.Response())
 	}
-	r.Displayed(bob, "m1", "", nil)
+	r.Displayed(bob, "", "m1", "", nil)
 	wantStates(t, []*MessageTracker{m}, SeenByRecipient)
 	if !m.Settled() || r.Pending() != 0 || r.Lookup(bob, "m1") != nil || len(r.convs) != 0 || len(r.heap) != 0 {
 		t.Fatalf("settled tracker still held: pending=%d convs=%d heap=%d", r.Pending(), len(r.convs), len(r.heap))
@@ -74,23 +74,23 @@ func TestDisplayedUpToHere(t *testing.T) {
 	b := track(t, r, bob, "b", TrackOptions{})
 	c := track(t, r, bob, "c", TrackOptions{})
 	other := track(t, r, "carol@example.org", "x", TrackOptions{})
-	r.Delivered(bob, "a", nil)
-	r.Displayed(bob, "b", "", nil)
+	r.Delivered(bob, "", "a", nil)
+	r.Displayed(bob, "", "b", "", nil)
 	wantStates(t, []*MessageTracker{a, b, c, other}, SeenByRecipient, SeenByRecipient, InTransit, InTransit)
-	r.Displayed(bob, "a", "", nil) // older than the displayed point: nothing to do
-	r.Delivered(bob, "b", nil)     // a receipt after the marker does not downgrade
+	r.Displayed(bob, "", "a", "", nil) // older than the displayed point: nothing to do
+	r.Delivered(bob, "", "b", nil)     // a receipt after the marker does not downgrade
 	wantStates(t, []*MessageTracker{a, b, c}, SeenByRecipient, SeenByRecipient, InTransit)
 }
 
 func TestDisplayedNamesIncomingMessage(t *testing.T) {
 	r := NewRegistry(Config[Response]{})
 	a := track(t, r, bob, "a", TrackOptions{})
-	r.Incoming(bob, "their-1")
+	r.Incoming(bob, "", "their-1")
 	b := track(t, r, bob, "b", TrackOptions{})
-	r.Delivered(bob, "a", nil)
-	r.Displayed(bob, "their-1", "", nil)
+	r.Delivered(bob, "", "a", nil)
+	r.Displayed(bob, "", "their-1", "", nil)
 	wantStates(t, []*MessageTracker{a, b}, SeenByRecipient, InTransit)
-	r.Displayed(bob, "never-seen", "", nil)
+	r.Displayed(bob, "", "never-seen", "", nil)
 	wantStates(t, []*MessageTracker{b}, InTransit)
 }
 
@@ -99,11 +99,11 @@ func TestDisplayedThread(t *testing.T) {
 	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
 	b := track(t, r, bob, "b", TrackOptions{Thread: "t2"})
 	c := track(t, r, bob, "c", TrackOptions{Thread: "t1"})
-	r.Delivered(bob, "a", nil)
-	r.Delivered(bob, "b", nil)
-	r.Displayed(bob, "c", "t1", nil)
+	r.Delivered(bob, "", "a", nil)
+	r.Delivered(bob, "", "b", nil)
+	r.Displayed(bob, "", "c", "t1", nil)
 	wantStates(t, []*MessageTracker{a, b, c}, SeenByRecipient, DeliveredToRecipient, SeenByRecipient)
-	r.Displayed(bob, "b", "", nil)
+	r.Displayed(bob, "", "b", "", nil)
 	wantStates(t, []*MessageTracker{b}, SeenByRecipient)
 }
 
@@ -144,7 +144,7 @@ func TestErrorThenProof(t *testing.T) {
 	if _, stop, resp, _ := m.Wait(context.Background(), DeliveredToRecipient); stop != Failed || resp == nil || resp.Err != errReply {
 		t.Fatalf("Wait in ERROR: stop %v", stop)
 	}
-	r.Delivered(bob, "m1", nil)
+	r.Delivered(bob, "", "m1", nil)
 	wantStates(t, []*MessageTracker{m}, DeliveredToRecipient)
 	r.ErrorReply(jid.MustParse(bob), "m1", &Response{Err: errReply}) // late error: ignored
 	wantStates(t, []*MessageTracker{m}, DeliveredToRecipient)
@@ -163,7 +163,7 @@ func TestWindow(t *testing.T) {
 		long := track(t, r, bob, "e", TrackOptions{Window: time.Hour})
 		none := track(t, r, bob, "f", TrackOptions{Window: -1})
 		r.ServerAck(bob, "b")
-		r.Delivered(bob, "c", nil)
+		r.Delivered(bob, "", "c", nil)
 		r.ErrorReply(jid.JID{}, "d", &Response{Err: errReply})
 
 		time.Sleep(29 * time.Second)
@@ -244,7 +244,7 @@ func TestShutdown(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- r.Shutdown(context.Background()) }()
-		r.Displayed(bob, "a", "", nil)
+		r.Displayed(bob, "", "a", "", nil)
 		if err := <-done; err != nil || m.State() != SeenByRecipient {
 			t.Fatalf("Shutdown: %v, state %v", err, m.State())
 		}
@@ -274,10 +274,10 @@ func TestRoomTakesNoDirectEvidence(t *testing.T) {
 	r := NewRegistry(Config[Response]{})
 	a := track(t, r, room, "g1", TrackOptions{Room: true})
 	b := track(t, r, room, "g2", TrackOptions{Room: true})
-	r.Incoming(room, "pm1")
-	r.Delivered(room, "g1", nil)
-	r.Displayed(room, "g2", "", nil)
-	r.Displayed(room, "pm1", "", nil)
+	r.Incoming(room, "", "pm1")
+	r.Delivered(room, "", "g1", nil)
+	r.Displayed(room, "", "g2", "", nil)
+	r.Displayed(room, "", "pm1", "", nil)
 	wantStates(t, []*MessageTracker{a, b}, InTransit, InTransit)
 	r.ServerAck(room, "g1")
 	a.Advance(DeliveredToRecipient, nil) // the reflection, as package muc applies it
@@ -293,24 +293,24 @@ func TestDisplayedThreadWalksOnlyNewMessages(t *testing.T) {
 	r := NewRegistry(Config[Response]{})
 	other := track(t, r, bob, "o1", TrackOptions{Thread: "t2"})
 	a := track(t, r, bob, "a", TrackOptions{Thread: "t1"})
-	r.Incoming(bob, "in1")
+	r.Incoming(bob, "", "in1")
 	b := track(t, r, bob, "b", TrackOptions{Thread: "t1"})
-	r.Delivered(bob, "o1", nil)
-	r.Delivered(bob, "a", nil)
-	r.Displayed(bob, "in1", "t1", nil)
+	r.Delivered(bob, "", "o1", nil)
+	r.Delivered(bob, "", "a", nil)
+	r.Displayed(bob, "", "in1", "t1", nil)
 	wantStates(t, []*MessageTracker{other, a, b}, DeliveredToRecipient, SeenByRecipient, InTransit)
-	r.Displayed(bob, "in1", "t1", nil) // repeated
-	r.Displayed(bob, "a", "t1", nil)   // older
+	r.Displayed(bob, "", "in1", "t1", nil) // repeated
+	r.Displayed(bob, "", "a", "t1", nil)   // older
 	wantStates(t, []*MessageTracker{other, b}, DeliveredToRecipient, InTransit)
 	c := track(t, r, bob, "c", TrackOptions{Thread: "t1"})
-	r.Delivered(bob, "b", nil)
-	r.Displayed(bob, "c", "t1", nil)
+	r.Delivered(bob, "", "b", nil)
+	r.Displayed(bob, "", "c", "t1", nil)
 	wantStates(t, []*MessageTracker{other, b, c}, DeliveredToRecipient, SeenByRecipient, SeenByRecipient)
 	if n := len(r.convs[bob].marks); n != 1 {
 		t.Fatalf("%d thread marks", n)
 	}
 	for i := range 2 * maxThreadMarks { // peers choose thread ids: bounded
-		r.Displayed(bob, "o1", strconv.Itoa(i), nil)
+		r.Displayed(bob, "", "o1", strconv.Itoa(i), nil)
 	}
 	if n := len(r.convs[bob].marks); n > maxThreadMarks {
 		t.Fatalf("%d thread marks", n)
