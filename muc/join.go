@@ -251,6 +251,7 @@ func (r *Room) connected(resumed bool) {
 		r.mu.Lock()
 		// Who was there is stale: the join brings everybody's presence again.
 		clear(r.occupants)
+		r.in = false
 		r.rejoinLocked()
 		r.mu.Unlock()
 	}

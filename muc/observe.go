@@ -246,12 +246,15 @@ func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 		if info.occupantID != "" {
 			r.ourOcc = info.occupantID
 		}
+		r.in = true
 		if r.joinWait != nil {
 			r.joinWait <- nil // we are in; everybody else's presence came first
 			r.joinWait = nil
 		}
 	}
-	left := ours && unavailable && !info.status303
+	// Before our presence came back, an unavailable one is stale: the
+	// answer to an earlier Leave of this client's in the same room.
+	left := ours && unavailable && !info.status303 && r.in
 	r.mu.Unlock()
 	if left {
 		r.settle() // left, kicked, banned, or the room was destroyed

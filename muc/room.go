@@ -105,6 +105,7 @@ type Room struct {
 	readers   map[string]reader   // occupant -> where it read up to
 	newest    string              // id to mark for the newest message from another occupant
 	leaving   bool                // Leave was called
+	in        bool                // the room sent our presence since we (re)joined
 	left      bool
 	done      chan struct{}
 	rejoining bool

@@ -22,6 +22,7 @@ func scriptedRoom(sid, occ bool) *Room {
 	r := newRoom(jid.MustParse(roomJID+"/alice"), nil)
 	r.sid, r.occ = sid, occ
 	r.ourOcc = "occ-alice"
+	r.in = true
 	r.remove = func() {}
 	return r
 }

@@ -134,3 +134,30 @@ func TestNewSessionForgetsOccupants(t *testing.T) {
 	}
 	r.Leave(t.Context(), "")
 }
+
+// TestStaleDepartureDuringJoin: joining right after a Leave of the same
+// client, the room's answer to that Leave (our unavailable presence) may
+// come after the new join presence went out: it does not end the new room.
+func TestStaleDepartureDuringJoin(t *testing.T) {
+	r := scriptedRoom(false, false)
+	r.in = false // joining
+	answer := make(chan error, 1)
+	r.joinWait = answer
+	presenceFrom(t, r, unavailable("alice", `<status code='110'/>`))
+	select {
+	case <-r.Done():
+		t.Fatal("a stale departure ended the room")
+	default:
+	}
+	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/alice' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/><status code='110'/></x></presence>`)
+	if err := <-answer; err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	presenceFrom(t, r, unavailable("alice", `<status code='307'/><status code='110'/>`))
+	select {
+	case <-r.Done():
+	default:
+		t.Fatal("a kick after the join did not end the room")
+	}
+}
