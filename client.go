@@ -590,7 +590,8 @@ type Stats struct {
 	Unacked int
 	// Connected reports whether a session is up now.
 	Connected bool
-	// Reconnections counts the connections made after the first, and
+	// Reconnections counts the connections that went live (stream
+	// management up, session handed to senders) after the first, and
 	// Resumptions those of them that resumed the stream, keeping the
 	// server-side session (and its room memberships) alive.
 	Reconnections, Resumptions int
