@@ -31,6 +31,7 @@ type durable struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
+	restored map[string]tracking.MessageState // re-loaded trackers on their way to their stored state
 	queue    []store.Change
 	queued   uint64        // changes handed to record so far
 	written  uint64        // of those, committed (or given up on)
@@ -74,6 +75,9 @@ func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog
 func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response),
 	closing func() bool) func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response) {
 	return func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
+		if d.wasRestored(t.ID(), to) {
+			return // the store has it; the application saw it before the restart
+		}
 		if to != tracking.Closed || !closing() {
 			d.record(changeOf(t.ID(), to, resp))
 		}
@@ -81,6 +85,32 @@ func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState
 			next(t, from, to, resp)
 		}
 	}
+}
+
+// restoring notes that a re-loaded tracker is about to be moved to its
+// stored state, a change that is neither recorded nor reported again.
+func (d *durable) restoring(id string, st tracking.MessageState) {
+	d.mu.Lock()
+	if d.restored == nil {
+		d.restored = map[string]tracking.MessageState{}
+	}
+	d.restored[id] = st
+	d.mu.Unlock()
+}
+
+// wasRestored reports (once) whether a change is a re-loaded tracker's
+// move to its stored state.
+func (d *durable) wasRestored(id string, to tracking.MessageState) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st, ok := d.restored[id]; ok && st == to {
+		delete(d.restored, id)
+		if len(d.restored) == 0 {
+			d.restored = nil // let the map's memory go
+		}
+		return true
+	}
+	return false
 }
 
 // changeOf turns a tracker's state change into a store change.

@@ -31,7 +31,9 @@ var errRecordedError = errors.New("xmpptrack: an error reply was recorded before
 //     to the recipient, its state kept otherwise;
 //   - every other unsettled message gets its tracker again, in its stored
 //     state and with the rest of its window, so that evidence arriving
-//     later still counts (Client.Tracker returns it);
+//     later still counts (Client.Tracker returns it); its move to the
+//     stored state is neither recorded again nor reported to
+//     Config.OnStateChange, which saw it before the restart;
 //   - a message still IN_TRANSIT (our server never acknowledged it) is
 //     handled as after a failed stream resumption: re-sent, with its id,
 //     under the Resend policy, reported ABORTED under ReportLost. The
@@ -75,8 +77,10 @@ func (c *Client) reload(ctx context.Context) (tracked, resent int, err error) {
 				resends = append(resends, r)
 			}
 		case tracking.Error:
+			c.dur.restoring(m.ID, m.State)
 			registry.Advance(t, m.State, &tracking.Response{Err: errRecordedError})
 		default:
+			c.dur.restoring(m.ID, m.State)
 			registry.Advance(t, m.State, nil)
 		}
 		return nil

@@ -34,7 +34,8 @@ func TestStoreRestart(t *testing.T) {
 	}
 	c1.Close() // as a redeploy would; the store keeps them pending
 
-	c2 := dialPeer(t, srv, Config{Store: st})
+	var log stateLog
+	c2 := dialPeer(t, srv, Config{Store: st, OnStateChange: log.hook})
 	pc2 := srv.next(t)
 	for i, id := range unacked {
 		e := pc2.nextMessage(t)
@@ -55,6 +56,10 @@ func TestStoreRestart(t *testing.T) {
 	s, err := c2.Status(waitCtx(t), acked.ID())
 	if err != nil || s.State != tracking.DeliveredToRecipient || len(s.History) != 3 {
 		t.Fatalf("after the restart: %+v, %v", s, err)
+	}
+	// The move back to DELIVERED_TO_SERVER is not reported again.
+	if got := log.of(acked.ID()); len(got) != 1 || got[0] != tracking.DeliveredToRecipient {
+		t.Errorf("changes reported after the restart: %v", got)
 	}
 	for _, id := range unacked {
 		if tr := c2.Tracker(id); tr == nil || tr.State() != tracking.InTransit {

@@ -47,6 +47,7 @@ type childArgs struct {
 	markers    string // responder: markEach or markLatest
 	noCarbons  bool   // xmpptrack: Config.NoCarbons
 	observe    string // xmpptrack: observeHook or observePoll
+	store      string // xmpptrack: "" or storeSQLite
 }
 
 func parseChildArgs(args []string) (*childArgs, error) {
@@ -67,6 +68,7 @@ func parseChildArgs(args []string) (*childArgs, error) {
 	fs.StringVar(&a.markers, "markers", markEach, "")
 	fs.BoolVar(&a.noCarbons, "nocarbons", false, "")
 	fs.StringVar(&a.observe, "observe", observeHook, "")
+	fs.StringVar(&a.store, "store", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

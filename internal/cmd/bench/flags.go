@@ -17,7 +17,8 @@ import (
 // Senders, in the order each round runs them.
 const (
 	sXmpptrack = "xmpptrack"
-	sPolled    = "xmpptrack-poll" // observing by polling instead of OnStateChange
+	sPolled    = "xmpptrack-poll"   // observing by polling instead of OnStateChange
+	sSQLite    = "xmpptrack-sqlite" // with Config.Store on an SQLite file
 	sPlain     = "plain"
 	sPlainSM   = "plain-sm"
 	sAioxmpp   = "aioxmpp"
@@ -28,7 +29,7 @@ const (
 var allSenders = []string{sXmpptrack, sPlain, sPlainSM, sAioxmpp, sCeiling, sCeilingSM}
 
 // extraSenders may be named in -senders but do not run by default.
-var extraSenders = []string{sPolled}
+var extraSenders = []string{sPolled, sSQLite}
 
 // options are the parent's flags.
 type options struct {
@@ -56,8 +57,9 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	fs.IntVar(&o.n, "n", 5000, "messages per sender and run")
 	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every sender once, in turn")
 	quick := fs.Bool("quick", false, "smoke run: 1 round, no warm-up, 10 latency samples, 1 <r/> count run, 10,000 pending (flags given explicitly win)")
-	senders := fs.String("senders", strings.Join(allSenders, ","), "senders to compare, comma-separated; also "+strings.Join(extraSenders, ", ")+
-		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange)")
+	senders := fs.String("senders", strings.Join(allSenders, ","), "senders to compare, comma-separated; also "+sPolled+
+		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange) and "+sSQLite+
+		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded)")
 	fs.IntVar(&o.ceilingSenders, "ceiling-senders", 4, "parallel plain sessions of the ceiling senders, sharing the -n messages")
 	fs.BoolVar(&o.warmup, "warmup", true, "run every sender once with n/10 messages before the first round, unrecorded")
 	fs.IntVar(&o.latencySamples, "latency-samples", 50, "lone messages (and pings) for the ack latency; 0 skips it")

@@ -27,10 +27,13 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	} else {
 		var args []string
 		switch sender {
-		case sXmpptrack, sPolled:
+		case sXmpptrack, sPolled, sSQLite:
 			args = []string{"-role=" + roleTracked}
 			if sender == sPolled {
 				args = append(args, "-observe", observePoll)
+			}
+			if sender == sSQLite {
+				args = append(args, "-store", storeSQLite)
 			}
 			if b.opts.noCarbons {
 				args = append(args, "-nocarbons")

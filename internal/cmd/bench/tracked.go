@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -20,6 +23,10 @@ const (
 	msSeen
 	numMilestones
 )
+
+// storeSQLite is the -store value for Config.Store on an SQLite file in a
+// temporary directory (default durability: it survives kill -9).
+const storeSQLite = "sqlite"
 
 // milestones counts, through Config.OnStateChange (no memory per
 // message), how many messages reached each milestone or a later one, and
@@ -183,6 +190,21 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		trackers = make([]*tracking.MessageTracker, a.n)
 	} else {
 		cfg.OnStateChange = m.change
+	}
+	if a.store == storeSQLite {
+		dir, err := os.MkdirTemp("", "xmpptrack-bench-")
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		defer os.RemoveAll(dir)
+		st, err := sqlite.Open(ctx, filepath.Join(dir, "bench.db"))
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		defer st.Close()
+		cfg.Store = st
 	}
 	c, err := dialTracked(ctx, a, cfg)
 	if err != nil {

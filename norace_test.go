@@ -1,0 +1,5 @@
+//go:build !race
+
+package xmpptrack
+
+const raceEnabled = false
