@@ -144,10 +144,9 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 		g.log.Warn("gateway: recording a message failed", "err", err)
 		return nil, false, newProblem("unavailable", "the record is not available")
 	}
+	o.msg.ID = out.ID // a retry may take over the id of its first attempt
 	if created {
 		g.metrics.observe(Event{ID: out.ID, Change: out.History[0]}, now)
-	} else {
-		o.msg.ID = out.ID
 	}
 	return out, created, nil
 }

@@ -56,10 +56,31 @@ func (r *storeRecord) create(ctx context.Context, st *Status, key string, hash [
 			if h != hex.EncodeToString(hash[:]) {
 				return nil, false, errIdemMismatch
 			}
-			old, err := r.waitMessage(ctx, id)
-			return old, false, err
+			old, err := r.status(ctx, id)
+			if !errors.Is(err, errNotFound) {
+				return old, false, err
+			}
+			// The request that claimed the key recorded nothing: it failed
+			// before sending (or is committing right now). Record the
+			// message under the key's id; one of the two commits wins.
+			again := *st
+			again.ID = id
+			st = &again
 		}
 	}
+	out, err := r.commitNew(ctx, st)
+	if errors.Is(err, store.ErrExists) && key != "" {
+		old, err := r.waitMessage(ctx, st.ID)
+		return old, false, err
+	}
+	if errors.Is(err, store.ErrExists) {
+		return nil, false, tracking.ErrDuplicateID
+	}
+	return out, err == nil, err
+}
+
+// commitNew writes a new message in IN_TRANSIT.
+func (r *storeRecord) commitNew(ctx context.Context, st *Status) (*Status, error) {
 	raw, _ := json.Marshal(st.raw)
 	m := store.Message{
 		ID: st.ID, Owner: store.Instance{Account: st.From, Resource: ownerResource},
@@ -68,15 +89,12 @@ func (r *storeRecord) create(ctx context.Context, st *Status, key string, hash [
 	}
 	b := &store.Batch{Messages: []store.Message{m}}
 	if err := r.s.Commit(ctx, b); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return nil, false, tracking.ErrDuplicateID
-		}
-		return nil, false, err
+		return nil, err
 	}
 	out := *st
 	out.Cursor = Cursor(b.Messages[0].Cursor)
 	out.History = []Change{{State: State(tracking.InTransit), At: st.Created, Cursor: out.Cursor}}
-	return &out, true, nil
+	return &out, nil
 }
 
 // waitMessage reads a message that another request claimed the key for; it

@@ -233,47 +233,6 @@ func TestWebhookOutboxSurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestStoreTakesChangesOfReloadedMessages: with a store, a gateway records
-// the changes a client reports for a message it did not send in this
-// process (a client that re-loaded its trackers after a restart), and
-// ignores those of messages the store does not hold.
-func TestStoreTakesChangesOfReloadedMessages(t *testing.T) {
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	f := newFixture(t, Config{Store: st})
-	r := f.send(`{"to":"bob@example.org","body":"before the restart"}`)
-	f.g.Close()
-
-	g2, err := New(Config{Store: st, Tokens: []string{testToken}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g2.Close()
-	g2.OnStateChange(tracking.NewMessageTracker("not-in-the-store"), tracking.InTransit, tracking.DeliveredToServer, nil)
-	g2.OnStateChange(tracking.NewMessageTracker(r.ID), tracking.InTransit, tracking.DeliveredToServer, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for {
-		h, _ := g2.rec.head(ctx)
-		s, err := g2.statusOf(ctx, r.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.State.String() == "DELIVERED_TO_SERVER" {
-			break
-		}
-		if err := g2.rec.wait(ctx, h); err != nil {
-			t.Fatalf("the change was not recorded: %s", s.State)
-		}
-	}
-	if _, err := g2.statusOf(ctx, "not-in-the-store"); err == nil {
-		t.Fatal("a change created a message")
-	}
-}
-
 // TestWebhookStartsAtCreation: with a store, a webhook delivers the changes
 // made after the gateway was created, even those made before its goroutine
 // first ran.
