@@ -20,6 +20,8 @@
 //	-webhook-secret-file F  ... signed with the secret in this file
 //	-tls-cert F, -tls-key F  serve HTTPS
 //	-insecure-http        allow plain HTTP on a non-loopback address
+//	-rate-limit N         requests per second per token (default 100; negative: none)
+//	-rate-burst N         requests a token may make at once (default 2 × the rate)
 //	-v                    debug logging
 //
 // With a SQLite -store PATH the gateway keeps its record in PATH and the
@@ -94,6 +96,8 @@ type options struct {
 	tokenFile, config, webhook, webhookSecret    string
 	tlsCert, tlsKey                              string
 	plaintext, insecure, insecureHTTP, verbose   bool
+	rateLimit                                    float64
+	rateBurst                                    int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -116,6 +120,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.insecure, "insecure", false, "skip XMPP certificate verification (testing only)")
 	fs.BoolVar(&o.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	fs.Float64Var(&o.rateLimit, "rate-limit", 100, "requests per second per token (negative: no limit)")
+	fs.IntVar(&o.rateBurst, "rate-burst", 0, "requests a token may make at once (default: twice the rate)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -216,7 +222,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeClientStore()
-	g, err := gateway.New(gateway.Config{Tokens: tokens, Webhooks: hooks, Logger: log, Store: rec})
+	g, err := gateway.New(gateway.Config{Tokens: tokens, Webhooks: hooks, Logger: log, Store: rec,
+		RateLimit: o.rateLimit, Burst: o.rateBurst})
 	if err != nil {
 		return err
 	}
