@@ -100,9 +100,13 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 			return
 		}
 	} else if err := g.sched.add(r.Context(), o); err != nil {
+		// Never to be sent: say so in the record (a retry under the same
+		// Idempotency-Key finds it ABORTED).
 		g.log.Warn("gateway: scheduling failed", "id", o.msg.ID, "err", err)
+		g.rec.change(g.ctx, o.msg.ID, Change{State: State(tracking.Aborted), At: g.now().UTC(),
+			Evidence: Evidence{Error: &ErrorInfo{Condition: "schedule-failed", Text: err.Error()}}})
 		p := newProblem("unavailable", "the message could not be scheduled")
-		p.ID = o.msg.ID
+		p.ID, p.State = o.msg.ID, tracking.Aborted.String()
 		writeProblem(w, p)
 		return
 	}

@@ -89,3 +89,28 @@ func TestIdempotencyAfterFailedCreate(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// failPutJob is a store that cannot schedule.
+type failPutJob struct{ store.Store }
+
+func (failPutJob) PutJob(context.Context, store.Job) error { return errTest }
+
+// TestScheduleFailure: a message that could not be scheduled is recorded
+// ABORTED, and a retry under its key says so rather than IN_TRANSIT for ever.
+func TestScheduleFailure(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := newFixture(t, Config{Store: failPutJob{st}})
+	body := `{"to":"bob@example.org","body":"later","send_at":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `"}`
+	code, h, b := f.do("POST", "/v1/messages", body, "Idempotency-Key", "k")
+	p := problemOf(t, h, b)
+	if code != 503 || p.ID == "" || p.State != "ABORTED" {
+		t.Fatalf("%d %s", code, b)
+	}
+	if r := f.send(body, "Idempotency-Key", "k"); r.ID != p.ID || r.State.String() != "ABORTED" {
+		t.Fatalf("retry: %+v", r)
+	}
+}
