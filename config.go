@@ -69,8 +69,9 @@ type Config struct {
 	// re-sends, with their ids, the messages the server never
 	// acknowledged (or reports them ABORTED under sm.ReportLost); the
 	// previous stream is not resumed, so those may reach the recipient
-	// twice. Status reads the record. Nil keeps everything in memory. See
-	// package store.
+	// twice. A message id stays taken for as long as the store keeps its
+	// record (Send fails with tracking.ErrDuplicateID). Status reads the
+	// record. Nil keeps everything in memory. See package store.
 	Store store.Store
 
 	// StreamManagement tunes XEP-0198: ack requests, the unacked queue bound,

@@ -280,6 +280,11 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 		Raw: buf.Bytes(), Deadline: deadline,
 	}
 	if err := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{sm}}); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			// The store keeps ids for as long as their records: an id of a
+			// settled message is taken too.
+			return fmt.Errorf("xmpptrack: message id %q is in the store: %w: %w", id, tracking.ErrDuplicateID, err)
+		}
 		return fmt.Errorf("xmpptrack: writing the message ahead to the store: %w", err)
 	}
 	return nil

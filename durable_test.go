@@ -147,6 +147,10 @@ func TestStoreWriteAhead(t *testing.T) {
 	if _, err := c.Status(waitCtx(t), "unknown"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown id: %v", err)
 	}
+	// The id of a settled message stays taken while the store keeps it.
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: tr.ID()}); !errors.Is(err, tracking.ErrDuplicateID) || !errors.Is(err, store.ErrExists) {
+		t.Errorf("Send with the id of a stored message: %v", err)
+	}
 }
 
 // TestStoreWriteAheadFails: when the store cannot take the message (a full
