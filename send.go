@@ -188,7 +188,13 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 		case err == nil:
 			return nil
 		case ctx.Err() != nil:
-			return err // ctx cut a write the server did not take
+			// ctx cut a write the server did not take, or ended while a
+			// write failed on its own: either way ctx ended first for the
+			// caller, and its error says so.
+			if !errors.Is(err, ctx.Err()) {
+				err = fmt.Errorf("%w (the write failed too: %w)", ctx.Err(), err)
+			}
+			return err
 		case attempt == maxWrites:
 			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, err)
 		}
