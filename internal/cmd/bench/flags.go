@@ -17,8 +17,9 @@ import (
 // Senders, in the order each round runs them.
 const (
 	sXmpptrack = "xmpptrack"
-	sPolled    = "xmpptrack-poll"   // observing by polling instead of OnStateChange
-	sSQLite    = "xmpptrack-sqlite" // with Config.Store on an SQLite file
+	sPolled    = "xmpptrack-poll"     // observing by polling instead of OnStateChange
+	sSQLite    = "xmpptrack-sqlite"   // with Config.Store on an SQLite file
+	sPostgres  = "xmpptrack-postgres" // with Config.Store on a throwaway PostgreSQL
 	sPlain     = "plain"
 	sPlainSM   = "plain-sm"
 	sAioxmpp   = "aioxmpp"
@@ -29,7 +30,7 @@ const (
 var allSenders = []string{sXmpptrack, sPlain, sPlainSM, sAioxmpp, sCeiling, sCeilingSM}
 
 // extraSenders may be named in -senders but do not run by default.
-var extraSenders = []string{sPolled, sSQLite}
+var extraSenders = []string{sPolled, sSQLite, sPostgres}
 
 // options are the parent's flags.
 type options struct {
@@ -59,7 +60,8 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	quick := fs.Bool("quick", false, "smoke run: 1 round, no warm-up, 10 latency samples, 1 <r/> count run, 10,000 pending (flags given explicitly win)")
 	senders := fs.String("senders", strings.Join(allSenders, ","), "senders to compare, comma-separated; also "+sPolled+
 		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange) and "+sSQLite+
-		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded)")
+		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded) and "+sPostgres+
+		" (the same on a PostgreSQL 15 that the run starts)")
 	fs.IntVar(&o.ceilingSenders, "ceiling-senders", 4, "parallel plain sessions of the ceiling senders, sharing the -n messages")
 	fs.BoolVar(&o.warmup, "warmup", true, "run every sender once with n/10 messages before the first round, unrecorded")
 	fs.IntVar(&o.latencySamples, "latency-samples", 50, "lone messages (and pings) for the ack latency; 0 skips it")

@@ -27,13 +27,16 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	} else {
 		var args []string
 		switch sender {
-		case sXmpptrack, sPolled, sSQLite:
+		case sXmpptrack, sPolled, sSQLite, sPostgres:
 			args = []string{"-role=" + roleTracked}
 			if sender == sPolled {
 				args = append(args, "-observe", observePoll)
 			}
-			if sender == sSQLite {
+			switch sender {
+			case sSQLite:
 				args = append(args, "-store", storeSQLite)
+			case sPostgres:
+				args = append(args, "-store", storePostgres)
 			}
 			if b.opts.noCarbons {
 				args = append(args, "-nocarbons")

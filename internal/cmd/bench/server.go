@@ -56,7 +56,7 @@ type pendingResult struct {
 // run.
 func senderAccounts(sender, label string, k int) []string {
 	prefix := map[string]string{
-		sXmpptrack: "xt", sPolled: "xtpoll", sSQLite: "xtsql", sPlain: "plain", sPlainSM: "plainsm", sAioxmpp: "aio", sCeiling: "ceil", sCeilingSM: "ceilsm",
+		sXmpptrack: "xt", sPolled: "xtpoll", sSQLite: "xtsql", sPostgres: "xtpg", sPlain: "plain", sPlainSM: "plainsm", sAioxmpp: "aio", sCeiling: "ceil", sCeilingSM: "ceilsm",
 	}[sender] + "-" + label
 	if sender != sCeiling && sender != sCeilingSM {
 		return []string{prefix}

@@ -11,6 +11,8 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/store/postgres"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -27,6 +29,10 @@ const (
 // storeSQLite is the -store value for Config.Store on an SQLite file in a
 // temporary directory (default durability: it survives kill -9).
 const storeSQLite = "sqlite"
+
+// storePostgres is the -store value for Config.Store on a PostgreSQL 15
+// started for the run (fsync on, the default durability).
+const storePostgres = "postgres"
 
 // milestones counts, through Config.OnStateChange (no memory per
 // message), how many messages reached each milestone or a later one, and
@@ -190,6 +196,26 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		trackers = make([]*tracking.MessageTracker, a.n)
 	} else {
 		cfg.OnStateChange = m.change
+	}
+	if a.store == storePostgres {
+		pg, err := testserver.LaunchPostgres(ctx, testserver.PostgresOptions{})
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		defer pg.Stop()
+		dsn, err := pg.CreateDatabase(ctx, "bench")
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		st, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		defer st.Close()
+		cfg.Store = st
 	}
 	if a.store == storeSQLite {
 		dir, err := os.MkdirTemp("", "xmpptrack-bench-")
