@@ -28,6 +28,13 @@ type conversation[R any] struct {
 	recent [recentIncoming]incoming // ring of recent incoming message ids
 	rnext  uint8
 
+	// mk is the displayed-marker state, allocated by the first marker:
+	// most conversations never get one.
+	mk *markState[R]
+}
+
+// markState is what a conversation remembers of displayed markers.
+type markState[R any] struct {
 	// marks holds, per thread, the position the thread's last marker
 	// covered: the next marker of the thread walks only the messages after
 	// it. Nil until a threaded marker arrives. mark is the same for
@@ -77,9 +84,11 @@ func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
 			return in.seq, true
 		}
 	}
-	for i := range c.named {
-		if in := &c.named[i]; in.id != "" && in.id == id {
-			return in.seq, true
+	if c.mk != nil {
+		for i := range c.mk.named {
+			if in := &c.mk.named[i]; in.id != "" && in.id == id {
+				return in.seq, true
+			}
 		}
 	}
 	return 0, false
@@ -91,7 +100,10 @@ func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
 // trackers of that thread. A repeated marker costs O(late + log n): the walk over
 // order starts after the last marker's position.
 func (c *conversation[R]) displayed(named *Tracker[R], id string, upTo uint32, thread string, resp *R) {
-	c.rememberMark(id, upTo)
+	if c.mk == nil {
+		c.mk = &markState[R]{}
+	}
+	c.mk.rememberMark(id, upTo)
 	if named != nil && (thread == "" || named.x != nil && named.x.thread == thread) {
 		named.transition(SeenByRecipient, resp) // its own marker: direct proof
 	}
@@ -114,24 +126,25 @@ func (c *conversation[R]) displayed(named *Tracker[R], id string, upTo uint32, t
 }
 
 // rememberMark records a marker's message, unless it is already known.
-func (c *conversation[R]) rememberMark(id string, pos uint32) {
-	for i := range c.named {
-		if c.named[i].id == id {
+func (m *markState[R]) rememberMark(id string, pos uint32) {
+	for i := range m.named {
+		if m.named[i].id == id {
 			return
 		}
 	}
-	c.named[c.nnext%recentMarks] = incoming{id: id, seq: pos}
-	c.nnext++
+	m.named[m.nnext%recentMarks] = incoming{id: id, seq: pos}
+	m.nnext++
 }
 
 // liftLate lifts the late trackers the marker covers and forgets those that
 // settled.
 func (c *conversation[R]) liftLate(upTo uint32, thread string, resp *R) {
-	if len(c.late) == 0 {
+	m := c.mk
+	if len(m.late) == 0 {
 		return
 	}
-	kept := c.late[:0]
-	for _, t := range c.late {
+	kept := m.late[:0]
+	for _, t := range m.late {
 		if t.Settled() {
 			continue
 		}
@@ -141,21 +154,25 @@ func (c *conversation[R]) liftLate(upTo uint32, thread string, resp *R) {
 		}
 		kept = append(kept, t)
 	}
-	clear(c.late[len(kept):])
-	c.late = kept
+	clear(m.late[len(kept):])
+	m.late = kept
 }
 
 // covered reports whether a marker already walked past t's position, so
 // that t, reaching DeliveredToRecipient now, must wait in late for the
 // next marker. The caller holds the lock.
 func (c *conversation[R]) covered(t *Tracker[R]) bool {
-	if c.marked && before(t.seq, c.mark) {
-		return true
-	}
-	if c.marks == nil || t.x == nil || t.x.thread == "" {
+	m := c.mk
+	if m == nil {
 		return false
 	}
-	pos, ok := c.marks[t.x.thread]
+	if m.marked && before(t.seq, m.mark) {
+		return true
+	}
+	if m.marks == nil || t.x == nil || t.x.thread == "" {
+		return false
+	}
+	pos, ok := m.marks[t.x.thread]
 	return ok && before(t.seq, pos)
 }
 
@@ -166,15 +183,16 @@ func (c *conversation[R]) markStart(thread string, upTo uint32) (int, bool) {
 	if thread != "" {
 		return c.threadStart(thread, upTo)
 	}
-	if c.marked && before(upTo, c.mark) {
+	m := c.mk
+	if m.marked && before(upTo, m.mark) {
 		return 0, false
 	}
 	start := 0
-	if c.marked {
-		from := c.mark
+	if m.marked {
+		from := m.mark
 		start = sort.Search(len(c.order), func(i int) bool { return !before(c.order[i].seq, from) })
 	}
-	c.mark, c.marked = upTo, true
+	m.mark, m.marked = upTo, true
 	return start, true
 }
 
@@ -182,7 +200,8 @@ func (c *conversation[R]) markStart(thread string, upTo uint32) (int, bool) {
 // must start its walk, and false when an earlier marker of the thread
 // covered upTo already. It records upTo as the thread's position.
 func (c *conversation[R]) threadStart(thread string, upTo uint32) (int, bool) {
-	from, ok := c.marks[thread]
+	m := c.mk
+	from, ok := m.marks[thread]
 	if ok && before(upTo, from) {
 		return 0, false
 	}
@@ -192,16 +211,16 @@ func (c *conversation[R]) threadStart(thread string, upTo uint32) (int, bool) {
 		// was covered by the earlier marker.
 		start = sort.Search(len(c.order), func(i int) bool { return !before(c.order[i].seq, from) })
 	}
-	if c.marks == nil {
-		c.marks = make(map[string]uint32)
+	if m.marks == nil {
+		m.marks = make(map[string]uint32)
 	}
-	if _, known := c.marks[thread]; !known && len(c.marks) >= maxThreadMarks {
-		for k := range c.marks { // forget one; its next marker walks from the start
-			delete(c.marks, k)
+	if _, known := m.marks[thread]; !known && len(m.marks) >= maxThreadMarks {
+		for k := range m.marks { // forget one; its next marker walks from the start
+			delete(m.marks, k)
 			break
 		}
 	}
-	c.marks[thread] = upTo
+	m.marks[thread] = upTo
 	return start, true
 }
 

@@ -50,7 +50,7 @@ func TestDisplayedLiftsOnlyProven(t *testing.T) {
 	r.Incoming(bob, "", "their-1")
 	r.Displayed(bob, "", "their-1", "", nil)
 	wantStates(t, []*MessageTracker{bounced, later}, SeenByRecipient, InTransit)
-	if n := len(r.convs[bob].late); n != 0 {
+	if n := len(r.convs[bob].mk.late); n != 0 {
 		t.Fatalf("%d trackers left waiting for a marker", n)
 	}
 }

@@ -283,8 +283,7 @@ func (r *Registry[R]) tidy() {
 				}
 			}
 			c.order, c.dirty = nil, false
-			clear(c.late)
-			c.late = nil
+			c.mk = nil
 		} else {
 			c.sweep()
 		}

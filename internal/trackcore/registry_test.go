@@ -306,13 +306,13 @@ func TestDisplayedThreadWalksOnlyNewMessages(t *testing.T) {
 	r.Delivered(bob, "", "b", nil)
 	r.Displayed(bob, "", "c", "t1", nil)
 	wantStates(t, []*MessageTracker{other, b, c}, DeliveredToRecipient, SeenByRecipient, SeenByRecipient)
-	if n := len(r.convs[bob].marks); n != 1 {
+	if n := len(r.convs[bob].mk.marks); n != 1 {
 		t.Fatalf("%d thread marks", n)
 	}
 	for i := range 2 * maxThreadMarks { // peers choose thread ids: bounded
 		r.Displayed(bob, "", "o1", strconv.Itoa(i), nil)
 	}
-	if n := len(r.convs[bob].marks); n > maxThreadMarks {
+	if n := len(r.convs[bob].mk.marks); n > maxThreadMarks {
 		t.Fatalf("%d thread marks", n)
 	}
 	wantStates(t, []*MessageTracker{other}, DeliveredToRecipient)

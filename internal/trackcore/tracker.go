@@ -233,7 +233,7 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 	t.word.Store(nw)
 	g := t.c.g
 	if dst == DeliveredToRecipient && w&inRegistry != 0 && t.c.covered(t) {
-		t.c.late = append(t.c.late, t)
+		t.c.mk.late = append(t.c.mk.late, t)
 	}
 	x := t.x
 	if dst != from {
