@@ -61,7 +61,8 @@ type Config struct {
 	// while the store fails, tracking goes on and the changes are written
 	// once it is back). Dial takes the store's lease of this account and
 	// resource (store.ErrLocked while another process or client holds it);
-	// Close releases it. Closing the client does not record its pending
+	// Close waits (at most 5 s) for the recorded changes to be committed,
+	// then releases it. Closing the client does not record its pending
 	// messages as CLOSED: they stay pending in the store, and the next Dial
 	// on the store (after a redeploy or a crash) takes them back: it tracks
 	// them again in their stored state and the rest of their window, ends
