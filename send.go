@@ -156,6 +156,10 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
+	if err := c.sm.Pace(ctx); err != nil {
+		c.reg.Lost(conv, t.ID())
+		return t, err
+	}
 	if c.dur != nil {
 		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window)); err != nil {
 			c.reg.Lost(conv, t.ID())

@@ -146,6 +146,11 @@ type Config struct {
 	// packages) are still kept, so the queue may exceed it by those and by
 	// the number of goroutines that passed Reserve at the same time.
 	MaxUnacked int
+	// Window bounds the stanzas in flight on a connection (written, not yet
+	// acknowledged) that Pace lets through; see DefaultWindow for why a
+	// burst should not run far ahead of the server's acks. 0 means
+	// DefaultWindow; a negative value disables the window.
+	Window int
 
 	// MaxStanzaSize, MaxWhitespace and MaxStreamErrorSize are the input
 	// limits, in bytes, of every connection, from its first byte (so during

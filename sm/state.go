@@ -54,6 +54,7 @@ type State struct {
 	events     []event       // callbacks to run, in order
 	delivering bool          // a goroutine is running callbacks (deliver)
 	space      chan struct{} // closed when Reserve may proceed
+	paced      chan struct{} // closed when Pace may proceed
 }
 
 type evKind uint8
@@ -253,6 +254,7 @@ func (st *State) pendingLocked() int {
 
 // spaceLocked wakes Reserve callers when there is room.
 func (st *State) spaceLocked() {
+	st.paceLocked()
 	if st.space != nil && st.pendingLocked() < st.cfg.MaxUnacked {
 		close(st.space)
 		st.space = nil
