@@ -128,8 +128,7 @@ type Config struct {
 	// the total), with no <a/> received meanwhile, the connection is dead
 	// (frozen: no FIN, no RST, bytes stop flowing). The State then expires
 	// the connection's deadlines, so that Serve returns ErrAckTimeout at
-	// once; close the connection (drop TCP, do not close the stream) and
-	// reconnect: the stream is resumed. 0 means DefaultAckTimeout; a
+	// once, and closes the connection; reconnect: the stream is resumed. 0 means DefaultAckTimeout; a
 	// negative value disables the bound.
 	AckTimeout time.Duration
 

@@ -119,10 +119,11 @@
 // late but answers (under a burst, each <a/> restarts the bound) is not.
 // A timer watches this, not the ack requester, which may itself be
 // blocked writing to the frozen connection. The State then expires the
-// connection's deadlines (net.Conn.SetDeadline in the past): reads and
-// writes in progress fail at once, and Serve returns ErrAckTimeout. Close
-// the connection as after any loss (drop TCP: a graceful close would wait
-// on the dead peer) and reconnect; the stream is resumed as usual.
+// connection's deadlines (net.Conn.SetDeadline in the past), so reads and
+// writes in progress fail at once and Serve returns ErrAckTimeout, and
+// closes the connection (on a goroutine that Wait waits for: a TLS close
+// may wait up to 5 s for room to send close_notify). Reconnect as after any
+// loss; the stream is resumed as usual.
 //
 // An idle connection is probed: when no <r/> was sent and no <a/>
 // received for Config.IdleProbe (default 30 s), the requester sends an

@@ -40,8 +40,8 @@ var (
 
 	// ErrAckTimeout is returned by Serve when the connection was taken for
 	// dead: an <r/> (or <enable/>) stayed unanswered beyond
-	// Config.AckTimeout. The State expired the connection's deadlines;
-	// close the connection and reconnect. The stream is resumed, unless
+	// Config.AckTimeout. The State expired the connection's deadlines and
+	// closed it; reconnect. The stream is resumed, unless
 	// the connection had resumed it and the server acknowledged nothing
 	// since (see the package documentation, "Failed resumptions").
 	ErrAckTimeout = errors.New("sm: the server did not answer an ack request in time; connection dead")

@@ -150,8 +150,8 @@ func (c *conn) watchdog() {
 }
 
 // dead ends a connection whose server stopped answering: it expires the
-// connection's deadlines so that Serve returns (with ErrAckTimeout) and
-// the application drops it. A resumed connection on which the server
+// connection's deadlines so that Serve returns (with ErrAckTimeout), and
+// closes it. A resumed connection on which the server
 // acknowledged nothing is a failed resumption: the next connection starts
 // a new session.
 func (st *State) dead(c *conn) {
@@ -172,7 +172,13 @@ func (st *State) dead(c *conn) {
 	st.logAt(slog.LevelWarn, "sm: the server stopped answering; dropping the connection",
 		"bound", bound, "rtt", srtt, "resumed_without_ack", failedResume)
 	if s != nil {
-		s.Conn().SetDeadline(time.Unix(1, 0))
+		conn := s.Conn()
+		conn.SetDeadline(time.Unix(1, 0))
+		// Close it too, off this goroutine: a TLS connection's Close sends
+		// close_notify under a deadline of its own (5 s), which a full
+		// send buffer would make it wait out; the application's Close after
+		// Serve returned then returns at once.
+		st.workers.Go(func() { conn.Close() })
 	}
 }
 
