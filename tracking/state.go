@@ -15,7 +15,7 @@ const (
 	InTransit            MessageState = iota // written or queued, no proof yet
 	DeliveredToServer                        // our server took responsibility (XEP-0198 ack)
 	DeliveredToRecipient                     // a client of the recipient has it (receipt, MUC reflection)
-	SeenByRecipient                          // the recipient displayed it or a later message (XEP-0333)
+	SeenByRecipient                          // the recipient displayed it, or a later one after this was proven delivered (XEP-0333)
 	Aborted                                  // never acknowledged by our server, not re-sent; may still have been delivered
 	TimedOut                                 // no proof of delivery within the tracking window
 	Closed                                   // the application stopped tracking before any proof
