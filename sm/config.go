@@ -205,6 +205,13 @@ type Config struct {
 	// resumption belong to the same stream and are not reported.
 	OnResend func(Stanza)
 
+	// OnWritten is called for each stanza counted on the stream (a first
+	// write, a retransmission or a re-send: a copy gets a new number),
+	// with its number in Seq, so that a durable store can record it (see
+	// State.Restore). It runs on the writing goroutine, inside mellium's
+	// output lock: it must be quick and must not block or write.
+	OnWritten func(Stanza)
+
 	// Logger receives diagnostics; nil means no logging. The SM-ID, a
 	// resumption credential, is only ever logged at debug level.
 	Logger *slog.Logger

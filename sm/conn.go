@@ -85,6 +85,7 @@ func (st *State) Tees() (in, out io.Writer) {
 	st.mu.Lock()
 	old := st.conn
 	st.conn = c
+	st.read = 0
 	st.mu.Unlock()
 	if old != nil {
 		old.stop()
@@ -128,6 +129,7 @@ func (s *inSink) element(e *element) {
 	switch {
 	case e.kind.isStanza():
 		st.mu.Lock()
+		st.read++
 		if c.inActive {
 			st.inH++
 		}
@@ -234,6 +236,9 @@ func (s *outSink) element(e *element) {
 			ent.ord = st.ord
 		}
 		st.queue.push(ent)
+		if st.cfg.OnWritten != nil {
+			defer st.cfg.OnWritten(ent.stanza()) // after the unlock below
+		}
 		c.sinceReq++
 		if c.sinceReq == 1 {
 			c.uncovered = now

@@ -113,6 +113,9 @@ func (st *State) settleLocked(offered bool) (lost, resend int) {
 	st.dropSessionLocked()
 	keep := all[:0]
 	for _, e := range all {
+		if e.raw == nil {
+			continue // a gap left by Restore: nothing to report or re-send
+		}
 		if st.cfg.Policy == ReportLost || e.kind != kindMessage {
 			st.pushLocked(evLost, e)
 			continue
@@ -185,7 +188,10 @@ func (st *State) retransmitAll(ctx context.Context, s *xmpp.Session, c *conn) er
 		}
 		e := st.retransmit[0]
 		st.mu.Unlock()
-		written, err := st.writeCopy(ctx, s, c, e, rawReader(e.raw))
+		written, err := true, error(nil)
+		if e.raw != nil { // else a gap left by Restore: nothing to write
+			written, err = st.writeCopy(ctx, s, c, e, rawReader(e.raw))
+		}
 		st.mu.Lock()
 		if written && len(st.retransmit) > 0 && st.retransmit[0].ord == e.ord { // unless Abandon emptied it meanwhile
 			st.retransmit[0] = entry{}

@@ -44,6 +44,7 @@ type State struct {
 	refusal *refusal // a policy violation to pin when the next connection settles
 
 	inH    uint32 // inbound stanzas handled
+	read   uint32 // inbound stanzas read on the current connection, counted or not (Resumption)
 	outH   uint32 // outbound stanzas written (number of the last one)
 	ackedH uint32 // last h acknowledged by the server
 
@@ -290,6 +291,9 @@ func (st *State) ackLocked(h uint32) (n int, tooHigh bool) {
 
 // pushLocked queues a callback, if there is one for k.
 func (st *State) pushLocked(k evKind, e entry) {
+	if e.raw == nil {
+		return // a gap left by Restore: no stanza to report
+	}
 	switch k {
 	case evAcked:
 		if st.cfg.OnAcked == nil {

@@ -1,0 +1,136 @@
+package sm
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// Resumption is what a process needs to resume the stream after a
+// restart: the stream management session and its counters. A durable
+// store saves it (with each unacknowledged stanza's number, reported to
+// Config.OnWritten) and a new process hands it back to Restore.
+type Resumption struct {
+	// ID is the SM-ID ("" when the stream cannot be resumed). It is a
+	// credential: never log it.
+	ID       string
+	Location string
+	Max      time.Duration
+	// JID is the full JID bound for the session.
+	JID jid.JID
+	// Handled is the inbound count (the h a resumption claims); Read
+	// counts every stanza read on the current connection, counted or not,
+	// so that a caller that knows how many the application finished can
+	// claim less (Handled - (Read - finished)).
+	Handled, Read uint32
+	// Sent is the number of the last stanza written, Acked the last h
+	// the server acknowledged.
+	Sent, Acked uint32
+}
+
+// Resumption returns the current resumption state.
+func (st *State) Resumption() Resumption {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r := Resumption{
+		Location: st.location,
+		Max:      time.Duration(st.max) * time.Second,
+		JID:      st.jid,
+		Handled:  st.inH,
+		Read:     st.read,
+		Sent:     st.outH,
+		Acked:    st.ackedH,
+	}
+	if st.resumable {
+		r.ID = st.id
+	}
+	return r
+}
+
+// ErrRestore is returned by Restore when the state is already in use.
+var ErrRestore = errors.New("sm: Restore must be called before the first connection")
+
+// Restore loads the state a previous process saved, before the first call
+// of Tees: the next connection tries to resume r.ID with r.Handled as its
+// h (if r.ID is empty it binds, and the Policy gets the stanzas). unacked
+// are the stanzas written and not acknowledged, each with the Seq it got
+// (after r.Acked, modulo 2^32), Name, ID, To, Raw and Sent; order does not
+// matter. Numbers after r.Acked that no stanza claims (stanzas the store
+// did not keep, such as receipts) are gaps: acknowledged or retransmitted
+// as nothing, never reported. A stanza whose Seq is zero (its number was
+// never recorded) is numbered after the others, in the order given: it is
+// taken to have been written after them, or not at all.
+func (st *State) Restore(r Resumption, unacked []Stanza) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.conn != nil || st.outH != st.base || st.queue.len() > 0 {
+		return ErrRestore
+	}
+	st.id, st.resumable = r.ID, r.ID != ""
+	st.max = uint32(r.Max / time.Second)
+	st.location = r.Location
+	st.jid = r.JID
+	st.inH = r.Handled
+	st.ackedH = r.Acked
+	var known, unknown []Stanza
+	for _, s := range unacked {
+		if d := int32(s.Seq - r.Acked); s.Seq != 0 && d > 0 {
+			known = append(known, s)
+		} else {
+			unknown = append(unknown, s)
+		}
+	}
+	slices.SortStableFunc(known, func(a, b Stanza) int { return int(int32(a.Seq - b.Seq)) })
+	next := r.Acked
+	push := func(s Stanza) {
+		next++
+		st.ord++
+		st.queue.push(entry{
+			seq:  next,
+			kind: kindOf(s.Name),
+			sent: s.Sent.UnixNano(),
+			ord:  st.ord,
+			id:   s.ID,
+			to:   s.To,
+			raw:  s.Raw,
+		})
+	}
+	for _, s := range known {
+		for int32(s.Seq-next) > 1 { // a gap
+			next++
+			st.ord++
+			st.queue.push(entry{seq: next, ord: st.ord})
+		}
+		if s.Seq == next { // a repeated number: keep the first
+			unknown = append(unknown, s)
+			continue
+		}
+		push(s)
+	}
+	for _, s := range unknown {
+		push(s)
+	}
+	if int32(r.Sent-next) > 0 && len(unknown) == 0 {
+		// Stanzas the store did not keep were written after the last one
+		// it knows: count them, so that the server's h is not too high.
+		for next != r.Sent {
+			next++
+			st.ord++
+			st.queue.push(entry{seq: next, ord: st.ord})
+		}
+	}
+	st.outH = next
+	return nil
+}
+
+func kindOf(name string) kind {
+	switch name {
+	case "presence":
+		return kindPresence
+	case "iq":
+		return kindIQ
+	}
+	return kindMessage
+}
