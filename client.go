@@ -116,6 +116,16 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		OnStateChange: onChange,
 	})
 	smCfg := c.cfg.StreamManagement
+	if c.dur != nil {
+		c.dur.c = c
+		next := smCfg.OnWritten
+		smCfg.OnWritten = func(s sm.Stanza) {
+			c.dur.onWritten(s)
+			if next != nil {
+				next(s)
+			}
+		}
+	}
 	smCfg.OnAcked = c.acked(smCfg.OnAcked)
 	smCfg.OnLost = c.lost(smCfg.OnLost)
 	smCfg.OnRefused = c.refused(smCfg.OnRefused)
@@ -126,6 +136,15 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.rcp = newRecipient(c)
 	c.ev = newEvents()
 	c.ev.waiting = func() bool { return c.waits.Load() > 0 }
+	if c.dur != nil {
+		// Before the first connection: it resumes the stored stream.
+		if err := c.reload(ctx); err != nil {
+			c.cancel()
+			c.reg.Close()
+			c.dur.close()
+			return nil, err
+		}
+	}
 
 	conn, err := c.connect(ctx)
 	if err != nil {
@@ -154,12 +173,6 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	if err != nil {
 		c.Close()
 		return nil, c.login.Failed(ctx, err)
-	}
-	if c.dur != nil {
-		if _, _, err := c.reload(ctx); err != nil {
-			c.Close()
-			return nil, err
-		}
 	}
 	return c, nil
 }
@@ -202,6 +215,9 @@ type conn struct {
 func (c *Client) connect(ctx context.Context) (conn, error) {
 	lc := c.login
 	lc.TeeIn, lc.TeeOut = c.sm.Tees()
+	if c.dur != nil {
+		c.dur.newConn()
+	}
 	lc.WrapBind = c.sm.BindOrResume
 	s, err := login.Dial(ctx, lc)
 	if err != nil {
@@ -296,6 +312,9 @@ func (c *Client) loop(cn conn) {
 	defer close(c.done)
 	lo, hi := c.cfg.backoff()
 	handler := c.tap(c.cfg.Handler)
+	if c.dur != nil {
+		handler = c.dur.inbound(handler)
+	}
 	for {
 		cur := cn // the publish goroutine must not see the next connection
 		c.workers.Go(func() {

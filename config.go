@@ -59,19 +59,26 @@ type Config struct {
 	// (Send fails, writing nothing, if that fails), and every state change
 	// is recorded with its evidence (in order, committed in the background;
 	// while the store fails, tracking goes on and the changes are written
-	// once it is back). Dial takes the store's lease of this account and
-	// resource (store.ErrLocked while another process or client holds it);
-	// Close waits (at most 5 s) for the recorded changes to be committed,
-	// then releases it. Closing the client does not record its pending
-	// messages as CLOSED: they stay pending in the store, and the next Dial
-	// on the store (after a redeploy or a crash) takes them back: it tracks
-	// them again in their stored state and the rest of their window, ends
-	// the windows that ended meanwhile (stamped with their deadline), and
-	// re-sends, with their ids, the messages the server never
-	// acknowledged (or reports them ABORTED under sm.ReportLost); the
-	// previous stream is not resumed, so those may reach the recipient
-	// twice. A message id stays taken for as long as the store keeps its
-	// record (Send fails with tracking.ErrDuplicateID). Status reads the
+	// once it is back), as are each message's stream-management number and
+	// the stream's resumption state. Dial takes the store's lease of this
+	// account and resource (store.ErrLocked while another process or
+	// client holds it) and refuses a store whose slot for the resource
+	// belongs to another account (ErrStoreAccount); Close waits (at most
+	// 5 s) for the recorded changes to be committed, then releases it.
+	// Closing the client does not record its pending messages as CLOSED:
+	// they stay pending in the store, and the next Dial on the store (after
+	// a redeploy or a crash) takes them back: it tracks them again in their
+	// stored state and the rest of their window, ends the windows that
+	// ended meanwhile (stamped with their deadline), and resumes the
+	// previous stream while the server still holds it (the server's
+	// <resumed h> settles what it got; the rest is written again with the
+	// same ids; the server replays what the application had not finished
+	// with). When the stream cannot be resumed, the messages the server
+	// never acknowledged are re-sent with their ids (or reported ABORTED
+	// under sm.ReportLost), so a message the server had taken without
+	// acknowledging it yet reaches the recipient twice. A message id stays
+	// taken for as long as the store keeps its record (Send fails with
+	// tracking.ErrDuplicateID). Status reads the
 	// record. Nil keeps everything in memory. See package store.
 	Store store.Store
 

@@ -8,14 +8,17 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -30,17 +33,31 @@ type durable struct {
 	lease store.Lease
 	log   *slog.Logger
 
+	c *Client // set by Dial once its stream-management state exists
+
+	// Inbound stanzas the application finished on the current connection
+	// (gen), for the inbound count saved for a resumption (see inbound).
+	gen      atomic.Uint64
+	finished atomic.Uint32
+
 	mu       sync.Mutex
 	restored map[string]tracking.MessageState // re-loaded trackers on their way to their stored state
 	queue    []store.Change
-	queued   uint64        // changes handed to record so far
-	written  uint64        // of those, committed (or given up on)
-	progress chan struct{} // closed and replaced when written moves
-	wake     chan struct{} // capacity 1: the queue is not empty
-	stop     chan struct{} // closed by close: the recorder ends
-	done     chan struct{} // closed when the recorder ended
+	seqs     []store.Written // sequence numbers to record
+	last     store.Session   // the stream-management state last saved (recorder only)
+	queued   uint64          // changes handed to record so far
+	written  uint64          // of those, committed (or given up on)
+	progress chan struct{}   // closed and replaced when written moves
+	wake     chan struct{}   // capacity 1: the queue is not empty
+	stop     chan struct{}   // closed by close: the recorder ends
+	done     chan struct{}   // closed when the recorder ended
 	once     sync.Once
 }
+
+// ErrStoreAccount: Config.Store holds another account's messages for the
+// same resource (or both without one). Use a store per account, or a
+// resource per account in a shared store.
+var ErrStoreAccount = errors.New("xmpptrack: the store belongs to another account")
 
 // recorderRetry bounds the wait between attempts to commit changes while
 // the store fails.
@@ -53,6 +70,16 @@ const closeFlush = 5 * time.Second
 // openDurable takes the owner's lease and starts the recorder.
 func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog.Logger) (*durable, error) {
 	owner := store.Instance{Account: account.Bare().String(), Resource: account.Resourcepart()}
+	// A store's slot (a resource, or none) belongs to the first account
+	// that used it: a store left by another account is refused.
+	v, _, err := st.ClaimKey(ctx, store.Key{Scope: "xmpptrack/owner", Name: owner.Resource, Value: owner.Account,
+		Expires: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)})
+	if err != nil {
+		return nil, fmt.Errorf("xmpptrack: the store's owner: %w", err)
+	}
+	if v != owner.Account {
+		return nil, fmt.Errorf("%w: resource %q of this store is used by %s", ErrStoreAccount, owner.Resource, v)
+	}
 	lease, err := st.Lock(ctx, owner)
 	if err != nil {
 		return nil, fmt.Errorf("xmpptrack: the store's record of %v: %w", owner, err)
@@ -160,27 +187,44 @@ func (d *durable) record(c store.Change) {
 	}
 }
 
-// run commits the queued changes, as many at a time as are waiting. While
+// sessionEvery is how often the recorder saves the stream-management state
+// when it changed and nothing else was committed.
+const sessionEvery = 100 * time.Millisecond
+
+// run commits the queued changes and sequence numbers, as many at a time
+// as are waiting, with the stream-management state when it changed. While
 // the store fails it keeps them (tracking goes on in memory) and tries
 // again, so that they are written once the store is back.
 func (d *durable) run() {
 	defer close(d.done)
+	tick := time.NewTicker(sessionEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-d.wake:
+		case <-tick.C:
 		case <-d.stop:
+			d.saveSession() // the last word, best effort
 			return
 		}
-		for {
+		for first := true; ; first = false {
 			d.mu.Lock()
-			batch := d.queue
-			d.queue = nil
+			batch, seqs := d.queue, d.seqs
+			d.queue, d.seqs = nil, nil
 			d.mu.Unlock()
-			if len(batch) == 0 {
+			b := &store.Batch{Changes: batch, Written: seqs}
+			sess, changed := d.session()
+			if changed && first {
+				b.Sessions = []store.Session{sess}
+			}
+			if len(batch)+len(seqs)+len(b.Sessions) == 0 {
 				break
 			}
-			if !d.commit(batch) {
+			if !d.commit(b) {
 				return
+			}
+			if len(b.Sessions) > 0 {
+				d.last = sess
 			}
 			d.mu.Lock()
 			d.written += uint64(len(batch))
@@ -191,22 +235,110 @@ func (d *durable) run() {
 	}
 }
 
-// commit commits changes, trying again while the store fails; it returns
+// saveSession commits the stream-management state if it changed.
+func (d *durable) saveSession() {
+	sess, changed := d.session()
+	if !changed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
+	defer cancel()
+	if err := d.st.Commit(ctx, &store.Batch{Sessions: []store.Session{sess}}); err != nil {
+		d.warn("xmpptrack: the stream-management state was not saved", "err", err)
+		return
+	}
+	d.last = sess
+}
+
+// session returns the stream-management state to save and whether it
+// differs from the last one saved. Its inbound count covers only the
+// stanzas the application finished with: the stream's count, less the
+// stanzas read on this connection that are not finished yet.
+func (d *durable) session() (store.Session, bool) {
+	if d.c == nil || d.c.sm == nil {
+		return store.Session{}, false
+	}
+	gen := d.gen.Load()
+	fin := d.finished.Load() // before the counters: it only grows
+	r := d.c.sm.Resumption()
+	in := r.Handled
+	switch {
+	case d.gen.Load() != gen || r.Read < fin:
+		in = d.last.Inbound // a new connection meanwhile: keep the last
+	case r.Read-fin <= in:
+		in -= r.Read - fin
+	default:
+		in = 0
+	}
+	s := store.Session{Owner: d.owner, JID: r.JID.String(), ID: r.ID, Location: r.Location, Max: r.Max,
+		Inbound: in, Outbound: r.Sent, Acked: r.Acked}
+	if s.JID == "" && s.ID == "" && d.last.ID == "" {
+		return s, false // nothing to resume yet
+	}
+	last := d.last
+	last.Updated = time.Time{}
+	return s, s != last
+}
+
+// onWritten records the sequence number a message got on the stream
+// (sm.Config.OnWritten). It runs under mellium's output lock: it only
+// queues.
+func (d *durable) onWritten(s sm.Stanza) {
+	if s.Name != "message" || s.ID == "" {
+		return
+	}
+	d.mu.Lock()
+	d.seqs = append(d.seqs, store.Written{ID: s.ID, Seq: s.Seq})
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// newConn starts counting the inbound stanzas of a new connection.
+func (d *durable) newConn() {
+	d.gen.Add(1)
+	d.finished.Store(0)
+}
+
+// inbound wraps the Serve handler: a stanza counts as finished once its
+// handling returned and every callback queued for it ran (a marker queued
+// behind them on the callbacks' goroutine counts it). A stanza whose
+// callback had not returned when the process died is thus not covered by
+// the saved inbound count, and the server sends it again on resumption.
+func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
+	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+		err := h.HandleXMPP(t, start)
+		switch start.Name.Local {
+		case "message", "presence", "iq":
+			gen := d.gen.Load()
+			d.c.ev.push(func() {
+				if d.gen.Load() == gen {
+					d.finished.Add(1)
+				}
+			})
+		}
+		return err
+	})
+}
+
+// commit commits a batch, trying again while the store fails; it returns
 // false if the recorder was stopped meanwhile.
-func (d *durable) commit(changes []store.Change) bool {
+func (d *durable) commit(b *store.Batch) bool {
 	wait := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err := d.st.Commit(ctx, &store.Batch{Changes: changes})
+		err := d.st.Commit(ctx, b)
 		cancel()
 		switch {
 		case err == nil:
 			return true
 		case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrClosed):
-			d.warn("xmpptrack: state changes not recorded", "count", len(changes), "err", err)
+			d.warn("xmpptrack: state changes not recorded", "count", len(b.Changes), "err", err)
 			return true
 		}
-		d.warn("xmpptrack: recording state changes failed; trying again", "count", len(changes), "err", err)
+		d.warn("xmpptrack: recording state changes failed; trying again", "count", len(b.Changes), "err", err)
 		select {
 		case <-d.stop:
 			return false

@@ -1,19 +1,14 @@
 package xmpptrack
 
 import (
-	"bytes"
 	"context"
-	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
-	"mellium.im/xmlstream"
-	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack/internal/registry"
-	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -24,7 +19,7 @@ import (
 var errRecordedError = errors.New("xmpptrack: an error reply was recorded before the restart (see Client.Status)")
 
 // reload takes back what a previous process left in the store for this
-// account and resource, once the first session is up:
+// account and resource, before the first connection:
 //
 //   - a message whose tracking window ended while no process ran ends now,
 //     stamped with its deadline: TIMED_OUT if it had no proof of delivery
@@ -34,23 +29,33 @@ var errRecordedError = errors.New("xmpptrack: an error reply was recorded before
 //     later still counts (Client.Tracker returns it); its move to the
 //     stored state is neither recorded again nor reported to
 //     Config.OnStateChange, which saw it before the restart;
-//   - a message still IN_TRANSIT (our server never acknowledged it) is
-//     handled as after a failed stream resumption: re-sent, with its id,
-//     under the Resend policy, reported ABORTED under ReportLost. The
-//     previous stream is not resumed, so a message the server had taken
-//     without acknowledging it yet reaches the recipient twice.
-//
-// It reports how many trackers it re-registered and re-sent.
-func (c *Client) reload(ctx context.Context) (tracked, resent int, err error) {
+//   - the stream-management state goes back into c.sm with every message
+//     still IN_TRANSIT under the sequence number it had on the stream
+//     (sm.State.Restore), so that the first connection resumes the
+//     previous stream when the server still holds it: the server's
+//     <resumed h> settles what it got (DELIVERED_TO_SERVER), the rest is
+//     written again with the same ids, and the server replays the stanzas
+//     the application had not finished with. When the stream cannot be
+//     resumed, the stream-management Policy applies to those messages, as
+//     after any failed resumption: re-sent with their ids under Resend
+//     (the server may have taken some without acknowledging them: they
+//     reach the recipient twice), ABORTED under ReportLost.
+func (c *Client) reload(ctx context.Context) error {
 	now := time.Now()
-	type resend struct {
-		id, conv string
-		raw      []byte
+	var res sm.Resumption
+	sess, err := c.dur.st.Session(ctx, c.dur.owner)
+	switch {
+	case err == nil:
+		res = sm.Resumption{ID: sess.ID, Location: sess.Location, Max: sess.Max,
+			Handled: sess.Inbound, Sent: sess.Outbound, Acked: sess.Acked}
+		res.JID, _ = jid.Parse(sess.JID)
+		c.dur.last = sess
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("xmpptrack: reading the store's stream-management state: %w", err)
 	}
 	var (
 		ended   []store.Change
-		resends []resend
-		lost    []resend
+		unacked []sm.Stanza
 	)
 	err = c.dur.st.Pending(ctx, c.dur.owner, func(m store.Message) error {
 		conv := registry.ConvOf(m.To)
@@ -67,73 +72,44 @@ func (c *Client) reload(ctx context.Context) (tracked, resent int, err error) {
 			c.log.Warn("xmpptrack: a stored message cannot be tracked again", "id", m.ID, "err", err)
 			return nil
 		}
-		tracked++
-		switch m.State {
+		state := m.State
+		if state == tracking.InTransit && res.ID != "" && m.Written && int32(m.Seq-res.Acked) <= 0 {
+			// The server acknowledged it; the change was not recorded.
+			state = tracking.DeliveredToServer
+		}
+		switch state {
 		case tracking.InTransit:
-			r := resend{id: m.ID, conv: conv, raw: m.Raw}
-			if c.cfg.StreamManagement.Policy == sm.ReportLost || len(m.Raw) == 0 {
-				lost = append(lost, r)
-			} else {
-				resends = append(resends, r)
+			s := sm.Stanza{Name: "message", ID: m.ID, To: m.To, Raw: m.Raw, Sent: m.Created}
+			if res.ID != "" && m.Written {
+				s.Seq = m.Seq
 			}
+			if len(m.Raw) == 0 {
+				c.reg.Lost(conv, m.ID)
+				return nil
+			}
+			unacked = append(unacked, s)
 		case tracking.Error:
-			c.dur.restoring(m.ID, m.State)
-			registry.Advance(t, m.State, &tracking.Response{Err: errRecordedError})
+			c.dur.restoring(m.ID, state)
+			registry.Advance(t, state, &tracking.Response{Err: errRecordedError})
 		default:
-			c.dur.restoring(m.ID, m.State)
-			registry.Advance(t, m.State, nil)
+			if state == m.State { // else new: the server's ack, to record
+				c.dur.restoring(m.ID, state)
+			}
+			registry.Advance(t, state, nil)
 		}
 		return nil
 	})
 	if err != nil {
-		return tracked, 0, fmt.Errorf("xmpptrack: reading the store's pending messages: %w", err)
+		return fmt.Errorf("xmpptrack: reading the store's pending messages: %w", err)
 	}
 	if len(ended) > 0 {
 		if err := c.dur.st.Commit(ctx, &store.Batch{Changes: ended}); err != nil {
-			return tracked, 0, fmt.Errorf("xmpptrack: ending the windows that ended while no process ran: %w", err)
+			return fmt.Errorf("xmpptrack: ending the windows that ended while no process ran: %w", err)
 		}
 	}
-	for _, r := range lost {
-		c.reg.Lost(r.conv, r.id)
+	if err := c.sm.Restore(res, unacked); err != nil {
+		return fmt.Errorf("xmpptrack: restoring the stream-management state: %w", err)
 	}
-	for _, r := range resends {
-		if err := c.sm.Reserve(ctx); err != nil {
-			return tracked, resent, err
-		}
-		if err := c.writeRaw(ctx, r.raw); err != nil {
-			return tracked, resent, fmt.Errorf("xmpptrack: re-sending stored message %s: %w", r.id, err)
-		}
-		resent++
-	}
-	return tracked, resent, nil
-}
-
-// writeRaw writes a stored stanza, again on the next connection when a
-// write fails (see Send).
-func (c *Client) writeRaw(ctx context.Context, raw []byte) error {
-	var stale *xmpp.Session
-	for attempt := 1; ; attempt++ {
-		s, err := c.waitSession(ctx, stale, true)
-		if err != nil {
-			return err
-		}
-		_, err = wire.Write(ctx, s, rawTokens(raw))
-		if err == nil || ctx.Err() != nil || attempt == maxWrites {
-			return err
-		}
-		stale = s
-	}
-}
-
-// rawTokens reads a stored stanza back as tokens, without namespace
-// processing: the encoder writes them as they were.
-func rawTokens(raw []byte) xml.TokenReader {
-	d := xml.NewDecoder(bytes.NewReader(raw))
-	return xmlstream.ReaderFunc(func() (xml.Token, error) {
-		tok, err := d.RawToken()
-		if err == io.EOF {
-			return nil, io.EOF
-		}
-		return xml.CopyToken(tok), err
-	})
+	c.log.Debug("xmpptrack: re-loaded from the store", "unacked", len(unacked), "resumable", res.ID != "")
+	return nil
 }

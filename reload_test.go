@@ -2,19 +2,24 @@ package xmpptrack
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// TestStoreRestart: a client on the store of a previous process re-sends
-// the messages the server never acknowledged, with their ids and in order,
-// and tracks again the ones that were acknowledged, in their state, so that
-// later evidence counts.
+// TestStoreRestart: a client on the store of a previous process whose
+// stream the server no longer holds re-sends the messages the server never
+// acknowledged, with their ids and in order, and tracks again the ones
+// that were acknowledged, in their state, so that later evidence counts.
 func TestStoreRestart(t *testing.T) {
 	st := openStore(t)
 	srv := newPeerServer(t)
@@ -33,6 +38,7 @@ func TestStoreRestart(t *testing.T) {
 		pc.nextMessage(t)
 	}
 	c1.Close() // as a redeploy would; the store keeps them pending
+	srv.set(func(srv *peerServer) { srv.noResume = true })
 
 	var log stateLog
 	c2 := dialPeer(t, srv, Config{Store: st, OnStateChange: log.hook})
@@ -131,4 +137,82 @@ func TestStoreRestartReportLost(t *testing.T) {
 	if e := pc.nextMessage(t); e.attr("id") != "new" {
 		t.Fatalf("server read %s: the lost message was re-sent", e.String())
 	}
+}
+
+// TestStoreRestartResumes: a client restarted on the store resumes the
+// previous stream while the server holds it: the server's <resumed h>
+// settles what it got, only the rest is written again (same id), and the
+// re-loaded trackers take later evidence. A second client on the same
+// store and account while the first lives is refused.
+func TestStoreRestartResumes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "track.db")
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	c1 := dialPeer(t, srv, Config{Store: openStorePath(t, path)})
+	pc := srv.next(t)
+	var ids []string
+	for range 3 {
+		tr, err := c1.Send(waitCtx(t), Message{To: bob, Body: "hi"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tr.ID())
+		if e := pc.nextMessage(t); e.attr("id") != tr.ID() {
+			t.Fatalf("server got %s, want %s", e.attr("id"), tr.ID())
+		}
+	}
+	cfg := Config{Store: openStorePath(t, path), Addr: srv.l.Addr().String(), AllowPlaintext: true}
+	if _, err := Dial(waitCtx(t), testJID, peerPassword, &cfg); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("second Dial on a locked store: %v, want store.ErrLocked", err)
+	}
+	c1.Close()
+	// The server got the first two of the three messages only.
+	srv.set(func(srv *peerServer) { srv.inH--; srv.noAcks = false })
+
+	c2 := dialPeer(t, srv, Config{Store: openStorePath(t, path)})
+	pc = srv.next(t)
+	if !pc.resumed {
+		t.Fatal("the restarted client did not resume the stream")
+	}
+	if e := pc.nextMessage(t); e.attr("id") != ids[2] {
+		t.Fatalf("retransmitted %s, want %s", e.attr("id"), ids[2])
+	}
+	for i, id := range ids {
+		tr := c2.Tracker(id)
+		if tr == nil {
+			t.Fatalf("message %d not re-loaded", i)
+		}
+		waitState(t, tr, tracking.DeliveredToServer)
+	}
+	seen := callbackRan(c2.Tracker(ids[0]), tracking.DeliveredToRecipient)
+	pc.send(`<message from='bob@example.org/pc' id='r1'><received xmlns='%s' id='%s'/></message>`, stanza.NSReceipts, ids[0])
+	waitClosed(t, seen)
+	s, err := c2.Status(waitCtx(t), ids[0])
+	if err != nil || len(s.History) != 3 || s.History[1].State != tracking.DeliveredToServer ||
+		s.History[2].State != tracking.DeliveredToRecipient || s.History[2].From != "bob@example.org/pc" {
+		t.Fatalf("status after the restart: %+v, %v", s, err)
+	}
+}
+
+// TestStoreOtherAccount: a store whose slot belongs to another account is
+// refused before anything is sent.
+func TestStoreOtherAccount(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "track.db")
+	srv := newPeerServer(t)
+	dialPeer(t, srv, Config{Store: openStorePath(t, path)}).Close()
+	cfg := Config{Store: openStorePath(t, path), Addr: srv.l.Addr().String(), AllowPlaintext: true}
+	if _, err := Dial(waitCtx(t), jid.MustParse("mallory@localhost"), peerPassword, &cfg); !errors.Is(err, ErrStoreAccount) {
+		t.Fatalf("Dial of another account: %v, want ErrStoreAccount", err)
+	}
+}
+
+// openStorePath opens an SQLite store at path, closed when the test ends.
+func openStorePath(t *testing.T, path string) store.Store {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
