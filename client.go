@@ -117,7 +117,6 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	})
 	smCfg := c.cfg.StreamManagement
 	if c.dur != nil {
-		c.dur.c = c
 		next := smCfg.OnWritten
 		smCfg.OnWritten = func(s sm.Stanza) {
 			c.dur.onWritten(s)
@@ -144,6 +143,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 			c.dur.close()
 			return nil, err
 		}
+		c.dur.client.Store(c)
 	}
 
 	conn, err := c.connect(ctx)

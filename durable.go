@@ -33,7 +33,9 @@ type durable struct {
 	lease store.Lease
 	log   *slog.Logger
 
-	c *Client // set by Dial once its stream-management state exists
+	// client is set by Dial once the stream-management state is restored:
+	// from then on the recorder saves it.
+	client atomic.Pointer[Client]
 
 	// Inbound stanzas the application finished on the current connection
 	// (gen), for the inbound count saved for a resumption (see inbound).
@@ -255,12 +257,13 @@ func (d *durable) saveSession() {
 // stanzas the application finished with: the stream's count, less the
 // stanzas read on this connection that are not finished yet.
 func (d *durable) session() (store.Session, bool) {
-	if d.c == nil || d.c.sm == nil {
+	c := d.client.Load()
+	if c == nil {
 		return store.Session{}, false
 	}
 	gen := d.gen.Load()
 	fin := d.finished.Load() // before the counters: it only grows
-	r := d.c.sm.Resumption()
+	r := c.sm.Resumption()
 	in := r.Handled
 	switch {
 	case d.gen.Load() != gen || r.Read < fin:
@@ -313,7 +316,7 @@ func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 		switch start.Name.Local {
 		case "message", "presence", "iq":
 			gen := d.gen.Load()
-			d.c.ev.push(func() {
+			d.client.Load().ev.push(func() {
 				if d.gen.Load() == gen {
 					d.finished.Add(1)
 				}
