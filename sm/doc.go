@@ -156,7 +156,9 @@
 //   - the unacknowledged stanzas go to the Policy on the next connection,
 //     as for any stream that cannot be resumed;
 //   - the messages to re-send are re-sent carefully: one at a time, each
-//     followed by an <r/>, the next only once the last was acknowledged;
+//     followed by an <r/>, the next only once the last was acknowledged
+//     (one round trip per message; WaitEnabled returns once they are all
+//     through, so new messages wait for them);
 //   - if the server closes that stream with policy-violation again while
 //     one re-sent message is the only one unacknowledged, the refusal is
 //     pinned on it: when the next connection starts, it is reported to
