@@ -24,6 +24,7 @@ const (
 	rolePlain     = "plain"   // -sm and -senders select the variants
 	roleLatency   = "latency" // lone-message ack latency and ping round trip
 	rolePending   = "pending" // memory of many pending trackers
+	roleOffline   = "offline" // plain mellium to an offline account, timed by an IQ ping
 )
 
 // passwordEnv carries the passwords of a child's accounts, comma-separated
@@ -48,6 +49,7 @@ type childArgs struct {
 	noCarbons  bool   // xmpptrack: Config.NoCarbons
 	observe    string // xmpptrack: observeHook or observePoll
 	store      string // xmpptrack: "" or storeSQLite
+	window     int    // xmpptrack, pending: StreamManagement.Window (0: default)
 }
 
 func parseChildArgs(args []string) (*childArgs, error) {
@@ -69,6 +71,7 @@ func parseChildArgs(args []string) (*childArgs, error) {
 	fs.BoolVar(&a.noCarbons, "nocarbons", false, "")
 	fs.StringVar(&a.observe, "observe", observeHook, "")
 	fs.StringVar(&a.store, "store", "", "")
+	fs.IntVar(&a.window, "window", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -169,6 +172,8 @@ func childMain(args []string) int {
 		res = runLatency(ctx, a)
 	case rolePending:
 		res = runPending(ctx, a)
+	case roleOffline:
+		res = runOffline(ctx, a)
 	default:
 		fmt.Fprintln(os.Stderr, "bench: unknown role "+strconv.Quote(a.role))
 		return 2

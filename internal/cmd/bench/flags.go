@@ -48,13 +48,17 @@ type options struct {
 	profileDir     string
 	markers        string
 	noCarbons      bool
+	window         int
+	offlineN       int
+	offlineRounds  int
+	offlineSenders []string
 }
 
 func parseOptions(args []string, usage io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(usage)
 	o := &options{}
-	server := fs.String("server", "both", "server to run: prosody, ejabberd or both")
+	server := fs.String("server", "both", "server to run: prosody, ejabberd, both, or none (only -pending-n and -offline-n)")
 	fs.IntVar(&o.n, "n", 5000, "messages per sender and run")
 	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every sender once, in turn")
 	quick := fs.Bool("quick", false, "smoke run: 1 round, no warm-up, 10 latency samples, 1 <r/> count run, 10,000 pending (flags given explicitly win)")
@@ -71,6 +75,10 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.runTimeout, "run-timeout", 3*time.Minute, "limit of one sender run")
 	fs.StringVar(&o.markers, "markers", markEach, "responder's displayed markers: each (every message, from its handler) or latest (the newest message of each peer every 2 ms; a marker covers every earlier message)")
 	fs.BoolVar(&o.noCarbons, "nocarbons", false, "xmpptrack sender with Config.NoCarbons (default: carbons on, the library's default)")
+	fs.IntVar(&o.window, "window", 0, "xmpptrack sender's sm.Config.Window (0: the default, -1: no window)")
+	fs.IntVar(&o.offlineN, "offline-n", 0, "messages to an offline account through Prosody with its archive on, from xmpptrack, xmpptrack without a window and plain mellium, alternating; 0 skips it")
+	fs.IntVar(&o.offlineRounds, "offline-rounds", 1, "rounds of the -offline-n comparison")
+	offSenders := fs.String("offline-senders", strings.Join(offlineSenders, ","), "senders of the -offline-n comparison (xmpptrack follows -window)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the Go senders' workloads (one file per run)")
 	fs.Usage = func() {
 		fmt.Fprintf(usage, "Usage: go run ./internal/cmd/bench [flags]\n\nCompares tracked sending with plain mellium, aioxmpp and the server's ceiling\nagainst a Prosody or ejabberd it starts on loopback. Flags:\n\n")
@@ -97,10 +105,11 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	switch *server {
 	case "both":
 		o.servers = testserver.Kinds()
+	case "none": // only the pending and offline measurements
 	case string(testserver.Prosody), string(testserver.Ejabberd):
 		o.servers = []testserver.Kind{testserver.Kind(*server)}
 	default:
-		return nil, fmt.Errorf("bench: -server %q: want prosody, ejabberd or both", *server)
+		return nil, fmt.Errorf("bench: -server %q: want prosody, ejabberd, both or none", *server)
 	}
 	for _, s := range strings.Split(*senders, ",") {
 		if s = strings.TrimSpace(s); s == "" {
@@ -110,6 +119,15 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 			return nil, fmt.Errorf("bench: unknown sender %q (have %s)", s, strings.Join(append(allSenders, extraSenders...), ", "))
 		}
 		o.senders = append(o.senders, s)
+	}
+	for _, s := range strings.Split(*offSenders, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !slices.Contains(offlineSenders, s) {
+			return nil, fmt.Errorf("bench: unknown offline sender %q (have %s)", s, strings.Join(offlineSenders, ", "))
+		}
+		o.offlineSenders = append(o.offlineSenders, s)
 	}
 	if o.markers != markEach && o.markers != markLatest {
 		return nil, fmt.Errorf("bench: -markers %q: want %s or %s", o.markers, markEach, markLatest)

@@ -52,6 +52,13 @@ func runBench(ctx context.Context, o *options, out, progress io.Writer) error {
 		}
 		b.pending = pr
 	}
+	if o.offlineN > 0 && o.offlineRounds > 0 {
+		runs, err := b.runOfflineCompare(ctx)
+		if err != nil {
+			b.notes = append(b.notes, "offline: "+err.Error())
+		}
+		b.offline = runs
+	}
 	busy1, total1 := cpuTicks()
 	if total1 > total0 {
 		b.mach.BusyPct = 100 * float64(busy1-busy0) / float64(total1-total0)
@@ -69,6 +76,7 @@ type bench struct {
 	mach    *machine
 	servers []*serverResults
 	pending *pendingResult
+	offline []offlineRun
 	notes   []string
 	elapsed time.Duration
 }

@@ -11,6 +11,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/sm"
 )
 
 // runPending sends a.n tracked messages to an account that is offline
@@ -29,9 +30,10 @@ func runPending(ctx context.Context, a *childArgs) result {
 	}
 	m := newMilestones(a.n)
 	c, err := dialTracked(ctx, a, xmpptrack.Config{
-		OnStateChange: m.change,
-		MaxPending:    -1, // no bound: all of them pending at once
-		Window:        -1, // no tracking window: nothing times out
+		OnStateChange:    m.change,
+		MaxPending:       -1, // no bound: all of them pending at once
+		Window:           -1, // no tracking window: nothing times out
+		StreamManagement: sm.Config{Window: a.window},
 	})
 	if err != nil {
 		res.Error = err.Error()

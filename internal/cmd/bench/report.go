@@ -267,6 +267,7 @@ func (b *bench) report(w io.Writer) {
 			mb(r.RSSBefore), mb(r.RSSAfter), mb(r.RSSAfter-r.RSSBefore), rssPer, mb(r.RSSFreed),
 			float64(r.RSSFreed-r.RSSBefore)/float64(r.Pending), mb(p.proc.MaxRSS))
 	}
+	reportOffline(w, b.opts.offlineN, b.offline)
 	fmt.Fprintln(w, "  Go benchmark of the same budget: go test -run '^$' -bench BenchmarkPendingMemory -benchtime=1000000x ./tracking/")
 
 	b.targets(w)

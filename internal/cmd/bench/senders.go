@@ -38,6 +38,9 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 			case sPostgres:
 				args = append(args, "-store", storePostgres)
 			}
+			if b.opts.window != 0 {
+				args = append(args, "-window", strconv.Itoa(b.opts.window))
+			}
 			if b.opts.noCarbons {
 				args = append(args, "-nocarbons")
 			}

@@ -190,6 +190,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	}
 	m := newMilestones(a.n)
 	cfg := xmpptrack.Config{NoCarbons: a.noCarbons}
+	cfg.StreamManagement.Window = a.window
 	var trackers []*tracking.MessageTracker
 	var sent atomic.Int64 // trackers[:sent] are filled
 	if a.observe == observePoll {
