@@ -90,7 +90,10 @@ type Config struct {
 	// body, a subject or an attachment), in arrival order, with the client
 	// so that it can answer (Incoming.Reply, Client.MarkDisplayed).
 	// Receipts, markers, error replies, carbons and our own messages
-	// reflected by a room never reach it (see Incoming). Nil means such
+	// reflected by a room joined with package muc never reach it (see
+	// Incoming; Client.Send of a message to such a room goes through the
+	// room, so a reply to a group chat message is never handed back to
+	// OnMessage). Nil means such
 	// messages go to Handler like any other stanza.
 	OnMessage func(c *Client, m *Incoming)
 

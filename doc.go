@@ -109,6 +109,16 @@
 // messages, receipts or markers. A stanza whose address does not parse is
 // dropped and counted ([Stats]); it never ends the session.
 //
+// Once a room is joined with package muc, the room owns the client's traffic
+// to it: [Client.Send] of any message to the room's bare JID (a reply built
+// by [Incoming.Reply] for a group chat message, say) is sent as
+// muc.Room.SendMessage sends it, as a group chat message proven by the
+// room's reflection (DELIVERED_TO_RECIPIENT), and that reflection is
+// consumed, so a bot that answers what it reads never answers itself; and
+// [Client.MarkDisplayed] of the room or of an occupant marks the room's
+// newest message. A message to a room not joined through package muc is
+// sent as is (the room refuses it: we are not an occupant).
+//
 // # Security
 //
 // Receipts and markers count only from the recipient's bare JID, never from

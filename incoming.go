@@ -23,7 +23,8 @@ const nsOOB = "jabber:x:oob"
 // Only messages with content reach OnMessage: a body, a subject, or an
 // attachment. Receipts, chat markers, error replies and carbons (copies of
 // what our other devices sent or received) never do; nor do our own
-// messages reflected by a room we joined with package muc.
+// messages reflected by a room we joined with package muc, whether sent with
+// muc.Room.Send or with Client.Send to the room (see Reply).
 type Incoming struct {
 	// From and To are the sender and the recipient (our full or bare JID).
 	// For a group chat message, From is room@service/nick.
@@ -67,7 +68,9 @@ type Attachment struct {
 // Reply returns a message that answers m: to the sender (to the room, for a
 // group chat message), of the same type (chat for a headline, which cannot
 // be answered in kind), in the same XEP-0201 thread. Send it with
-// Client.Send.
+// Client.Send. A reply to a group chat message of a room joined with package
+// muc goes through the room: it is proven by the room's reflection, which
+// never reaches OnMessage.
 func (m *Incoming) Reply(body string) Message {
 	r := Message{To: m.From, Body: body, Type: m.Type, Thread: m.Thread}
 	switch m.Type {

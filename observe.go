@@ -1,12 +1,15 @@
 package xmpptrack
 
 import (
+	"context"
 	"encoding/xml"
 	"sync"
 
+	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // Observer lets an extension, such as this module's muc package, see incoming
@@ -44,6 +47,32 @@ type Observer struct {
 	// reconnects unless it is closing; Client.Err reports a permanent
 	// failure.
 	Disconnected func(err error)
+
+	// Room, Route and Mark let an extension that joined a group chat (package
+	// muc does) take over the client's messages to it. Client.Send and
+	// Client.TrySend of any message whose To is Room (a bare JID) call Route
+	// instead, so that the room tracks it: the room's reflection proves it
+	// and is not handed to the application. Client.MarkDisplayed of the
+	// room, or of one of its occupants, queues a displayed marker for the id
+	// that Mark returns, sent to the room as a group chat message; Mark
+	// returns "" when there is nothing new to mark. Mark runs under the
+	// client's lock: it must not block or call the client.
+	Room  jid.JID
+	Route func(ctx context.Context, m Message) (*tracking.MessageTracker, error)
+	Mark  func() (id string)
+}
+
+// roomOf returns the observer that takes over messages to addr, if any.
+func (c *Client) roomOf(addr jid.JID) *Observer {
+	if addr.Resourcepart() != "" {
+		return nil
+	}
+	for _, o := range c.obs.get() {
+		if o.Route != nil && o.Room.Equal(addr) {
+			return o
+		}
+	}
+	return nil
 }
 
 // observers is the client's copy-on-write list of observers.

@@ -137,14 +137,25 @@ func (r *recipient) queueLocked(peer string, a answer) bool {
 //
 // With Config.OnMessage set, the newest markable message is the newest one
 // OnMessage has been called with: a callback that marks its message marks
-// that one, never one the reader has read ahead of the application. Group
-// chat messages are never marked here (see package muc).
+// that one, never one the reader has read ahead of the application.
+//
+// For a room joined with package muc, peer may be the room or any of its
+// occupants (Incoming.From of a group chat message): the marker goes to the
+// room, for the newest message another occupant sent there (see
+// muc.Room.MarkDisplayed). Group chat messages of rooms not joined through
+// package muc are never marked.
 func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	if c.cfg.NoMarkers || c.ctx.Err() != nil {
 		return false
 	}
 	r := c.rcp
 	key := peer.Bare().String()
+	if o := c.roomOf(peer.Bare()); o != nil && o.Mark != nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		id := o.Mark()
+		return id != "" && r.queueLocked(key, answer{to: peer.Bare(), typ: xstanza.GroupChatMessage, ref: id, marker: true})
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a, ok := r.markable[key]

@@ -18,6 +18,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/internal/registry"
+	"github.com/xmpptrack/xmpptrack/internal/route"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
@@ -58,6 +59,11 @@ type Message struct {
 }
 
 // Send sends a tracked message and returns its tracker.
+//
+// A message to the bare JID of a room joined with package muc goes through
+// the room (muc.Room.SendMessage): as a group chat message without a
+// receipt request, proven by the room's reflection, which the application
+// does not see again.
 //
 // The message gets a fresh unique id, used as its id attribute and XEP-0359
 // origin-id and kept when it is re-sent after a reconnection. The tracker is
@@ -107,6 +113,11 @@ const maxWrites = 3
 func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.MessageTracker, error) {
 	if err := checkRecipient(m.To); err != nil {
 		return nil, err
+	}
+	if !route.IsDirect(ctx) {
+		if o := c.roomOf(m.To); o != nil {
+			return o.Route(ctx, m) // a room joined with package muc tracks it
+		}
 	}
 	if m.Type == "" {
 		m.Type = xstanza.ChatMessage

@@ -39,9 +39,14 @@
 //
 // # Decisions
 //
-// Reflections of the messages a Room sent are consumed: neither the
-// client's OnMessage nor its Handler sees its own messages echoed, which
-// spares bots from answering themselves. Set Config.PassReflections to see
+// While a Room is joined it owns the client's traffic to the room's bare JID:
+// xmpptrack.Client.Send of any message to it (a reply built by
+// xmpptrack.Incoming.Reply, say) is Room.SendMessage, and
+// xmpptrack.Client.MarkDisplayed of the room or of an occupant is
+// Room.MarkDisplayed (queued by the client, never blocking). Reflections of
+// the messages a Room sent are consumed: neither the client's OnMessage nor
+// its Handler sees its own messages echoed, which spares bots from
+// answering themselves. Set Config.PassReflections to see
 // them. Markers and everybody else's messages always reach the application,
 // and so does the history a room replays at join, with its XEP-0203 stamp
 // (Incoming.Delay): our own earlier messages included, since they are not

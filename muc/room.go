@@ -16,6 +16,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/internal/registry"
+	"github.com/xmpptrack/xmpptrack/internal/route"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -154,6 +155,9 @@ func Join(ctx context.Context, c *xmpptrack.Client, room jid.JID, cfg *Config) (
 		Message:   r.message,
 		Presence:  r.presence,
 		Connected: r.connected,
+		Room:      r.roomJID,
+		Route:     r.SendMessage,
+		Mark:      r.takeNewest,
 	})
 	err := r.checkService(ctx)
 	if err == nil {
@@ -248,7 +252,9 @@ func (r *Room) Send(ctx context.Context, body string) (*tracking.MessageTracker,
 
 // SendMessage posts a tracked message to the room: m.To and m.Type are set
 // for the room, and no receipt is requested (XEP-0184 advises against it in
-// group chats; the reflection is the proof). It is Client.Send underneath:
+// group chats; the reflection is the proof). Client.Send of a message to
+// the room's bare JID comes here while the room is joined. It is Client.Send
+// underneath:
 // it waits as Send does, and writes the message again on the next
 // connection when a write fails. An id still pending in this room fails
 // with tracking.ErrDuplicateID and changes nothing.
@@ -276,7 +282,7 @@ func (r *Room) SendMessage(ctx context.Context, m xmpptrack.Message) (*tracking.
 	r.byBody[e.body] = append(r.byBody[e.body], e)
 	r.mu.Unlock()
 
-	t, err := r.c.Send(ctx, m)
+	t, err := r.c.Send(route.Direct(ctx), m)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if t == nil {
@@ -339,10 +345,7 @@ func (r *Room) SeenBy(t *tracking.MessageTracker) []Occupant {
 // the wait for a connection; if it ends while the write is blocked, the
 // connection is closed (see Client.Send), and the marker is not sent again.
 func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
-	r.mu.Lock()
-	id := r.newest
-	r.newest = ""
-	r.mu.Unlock()
+	id := r.takeNewest()
 	if id == "" {
 		return false, nil
 	}
@@ -353,6 +356,16 @@ func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 	msg := xstanza.Message{To: r.roomJID, Type: xstanza.GroupChatMessage, ID: xmpptrack.NewID()}
 	_, err = wire.Write(ctx, s, msg.Wrap(stanza.Marker{Type: stanza.MarkerDisplayed, ID: id}.TokenReader()))
 	return true, err
+}
+
+// takeNewest returns the id to mark for the newest message another
+// occupant sent, "" if there is none since the last call.
+func (r *Room) takeNewest() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := r.newest
+	r.newest = ""
+	return id
 }
 
 // Leave exits the room with an optional status text and settles the room's
