@@ -412,7 +412,7 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 	}
 	sm := store.Message{
 		ID: id, Owner: d.owner, To: m.To.String(), Room: m.Type == xstanza.GroupChatMessage, Thread: m.Thread,
-		Raw: buf.Bytes(), Deadline: deadline,
+		Channel: m.Channel, Raw: buf.Bytes(), Deadline: deadline,
 	}
 	if err := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{sm}}); err != nil {
 		if errors.Is(err, store.ErrExists) {

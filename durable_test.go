@@ -98,13 +98,13 @@ func historyStates(h []store.Change) []tracking.MessageState {
 	return out
 }
 
-// TestStoreWriteAhead: a message is in the store, with its stanza, by the
-// time the server reads it, and its state changes are recorded with their
+// TestStoreWriteAhead: a message is in the store, with its stanza and
+// channel, by the time the server reads it, and its state changes are recorded with their
 // evidence; Status reads them back.
 func TestStoreWriteAhead(t *testing.T) {
 	fs := &faultyStore{Store: openStore(t)}
 	c, pc := newPeer(t, Config{Store: fs})
-	tr, err := c.Send(waitCtx(t), Message{To: bob, Body: "disk 91%", Thread: "th"})
+	tr, err := c.Send(waitCtx(t), Message{To: bob, Body: "disk 91%", Thread: "th", Channel: "alerts"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestStoreWriteAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(rec.Raw), "disk 91%") || !strings.Contains(string(rec.Raw), tr.ID()) ||
-		rec.To != bob.String() || rec.Thread != "th" || rec.Owner.Account != "alice@localhost" || rec.Deadline.IsZero() {
+		rec.To != bob.String() || rec.Thread != "th" || rec.Channel != "alerts" || rec.Owner.Account != "alice@localhost" || rec.Deadline.IsZero() {
 		t.Errorf("stored message %+v (raw %s)", rec.Message, rec.Raw)
 	}
 	waitState(t, tr, tracking.DeliveredToServer)

@@ -56,6 +56,10 @@ type Message struct {
 	// Window overrides the client's tracking window for this message: zero
 	// keeps it, a negative value means none.
 	Window time.Duration
+	// Channel is an application label stored with the message by
+	// Config.Store (store.Message.Channel), so that a reader of the store
+	// can filter by it; it is never sent. Without a store it is unused.
+	Channel string
 }
 
 // Send sends a tracked message and returns its tracker.
