@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,7 +50,8 @@ type State tracking.MessageState
 
 // MarshalJSON writes the state's name.
 func (s State) MarshalJSON() ([]byte, error) {
-	return json.Marshal(tracking.MessageState(s).String())
+	// State names are plain ASCII: quoting needs no escaping.
+	return strconv.AppendQuote(make([]byte, 0, 24), tracking.MessageState(s).String()), nil
 }
 
 // UnmarshalJSON reads a state's name.
@@ -71,7 +73,7 @@ func (s State) String() string { return tracking.MessageState(s).String() }
 // decodeBody reads one JSON object from the request into v, refusing
 // unknown fields, trailing data and bodies over the limit.
 func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *problem {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 			return newProblem("unsupported-media", "Content-Type is "+ct)

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack"
@@ -35,6 +37,37 @@ type sendResponse struct {
 	Reached *bool `json:"reached,omitempty"`
 }
 
+// appendJSON appends r as encoding/json writes it (the answer of every
+// POST, written without reflection).
+func (r sendResponse) appendJSON(b []byte) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, r.ID)
+	b = append(b, `,"state":"`...)
+	b = append(b, r.State.String()...)
+	b = append(b, `","cursor":"`...)
+	b = strconv.AppendUint(b, uint64(r.Cursor), 10)
+	b = append(b, `","settled":`...)
+	b = strconv.AppendBool(b, r.Settled)
+	if r.Reached != nil {
+		b = append(b, `,"reached":`...)
+		b = strconv.AppendBool(b, *r.Reached)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // escaping needed: as encoding/json does it
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 func (g *Gateway) postMessage(w http.ResponseWriter, r *http.Request) {
 	var req sendRequest
 	if p := decodeBody(w, r, g.cfg.MaxBody, &req); p != nil {
@@ -46,7 +79,7 @@ func (g *Gateway) postMessage(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	g.submit(w, r, &o, requestHash("messages", &req))
+	g.submit(w, r, &o, func() [32]byte { return requestHash("messages", &req) })
 }
 
 func (g *Gateway) validateMessage(req *sendRequest, o *outgoing) *problem {
@@ -81,11 +114,17 @@ func (g *Gateway) validateMessage(req *sendRequest, o *outgoing) *problem {
 
 // submit records the message (or finds the one sent under the same
 // Idempotency-Key), sends it or schedules it, waits if asked and answers.
-func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, hash [32]byte) {
+// hash is called only for a request with an Idempotency-Key: only those
+// are compared with an earlier request.
+func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, hashOf func() [32]byte) {
 	key, p := idempotencyKey(r.Header.Get("Idempotency-Key"), tokenID(r.Context()))
 	if p != nil {
 		writeProblem(w, p)
 		return
+	}
+	var hash [32]byte
+	if key != "" {
+		hash = hashOf()
 	}
 	st, created, p := g.create(r.Context(), o, key, hash)
 	if p != nil {
@@ -134,12 +173,19 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 	st := &Status{
 		ID: o.msg.ID, To: o.msg.To.String(), From: o.account, Type: string(o.msg.Type),
 		Channel: o.channel, Thread: o.msg.Thread, Created: now,
-		History: []Change{{State: State(tracking.InTransit), At: now}},
+		// Room for the server's ack without growing: most messages have
+		// at least two changes.
+		History: append(make([]Change, 0, 2), Change{State: State(tracking.InTransit), At: now}),
 	}
 	if !o.sendAt.IsZero() {
-		st.SendAt = &o.sendAt
+		t := o.sendAt
+		st.SendAt = &t
 	}
-	st.raw = o.rawOf()
+	if g.cfg.Store != nil {
+		// Only a durable record keeps the request (to send it after a
+		// restart); the in-memory scheduler holds its outgoing itself.
+		st.raw = o.rawOf()
+	}
 	out, created, err := g.rec.create(ctx, st, key, hash)
 	switch {
 	case errors.Is(err, errIdemMismatch):

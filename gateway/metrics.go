@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // metrics are the gateway's Prometheus metrics, in a registry of its own (no
@@ -18,9 +20,17 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	hookOK   *prometheus.CounterVec
 	hookFail *prometheus.CounterVec
+	// byState holds each state's counter and histogram, looked up once:
+	// observe runs for every change and a label lookup hashes the name.
+	byState [tracking.Error + 1]stateMetrics
 
 	mu       sync.Mutex
 	accounts map[string]sender
+}
+
+type stateMetrics struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // health is an account's connection as the metrics show it.
@@ -63,6 +73,10 @@ func newMetrics(g *Gateway) *metrics {
 		accounts: make(map[string]sender),
 	}
 	m.reg.MustRegister(m.states, m.latency, m.hookOK, m.hookFail, &collector{g: g, m: m})
+	for st := range m.byState {
+		name := tracking.MessageState(st).String()
+		m.byState[st] = stateMetrics{count: m.states.WithLabelValues(name), latency: m.latency.WithLabelValues(name)}
+	}
 	return m
 }
 
@@ -78,10 +92,13 @@ func (m *metrics) addAccount(name string, s sender) {
 
 // observe counts a recorded change; created is when the message was accepted.
 func (m *metrics) observe(ev Event, created time.Time) {
-	name := ev.State.String()
-	m.states.WithLabelValues(name).Inc()
+	if int(ev.State) < 0 || int(ev.State) >= len(m.byState) {
+		return
+	}
+	sm := &m.byState[ev.State]
+	sm.count.Inc()
 	if !created.IsZero() {
-		m.latency.WithLabelValues(name).Observe(max(0, ev.At.Sub(created).Seconds()))
+		sm.latency.Observe(max(0, ev.At.Sub(created).Seconds()))
 	}
 }
 

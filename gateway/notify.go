@@ -39,7 +39,7 @@ func (g *Gateway) notify(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	g.submit(w, r, &o, requestHash("notify", &req))
+	g.submit(w, r, &o, func() [32]byte { return requestHash("notify", &req) })
 }
 
 func (g *Gateway) validateNotify(req *notifyRequest, o *outgoing) *problem {

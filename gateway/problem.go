@@ -92,17 +92,28 @@ func writeProblem(w http.ResponseWriter, p *problem) {
 	w.Write(append(b, '\n'))
 }
 
+// Header values shared by every JSON response (net/http only reads them;
+// an Add would copy, as they are full).
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+)
+
 // writeJSON writes v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var b []byte
+	var err error
+	if r, ok := v.(sendResponse); ok {
+		b = r.appendJSON(make([]byte, 0, 160))
+	} else if b, err = json.Marshal(v); err != nil {
 		writeProblem(w, newProblem("internal", "encoding the response failed"))
 		return
 	}
+	b = append(b, '\n')
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(b)
 }

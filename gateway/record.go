@@ -21,7 +21,8 @@ var (
 // the feed of changes with cursors, and idempotency keys. The in-memory
 // record below is the default; a durable one sits on a store.
 type record interface {
-	// create stores a new message with its first change. With a non-empty
+	// create stores a new message with its first change; it may keep st,
+	// which the caller must not use afterwards. With a non-empty
 	// key already used by the same scope, it returns the message stored then
 	// and created false (errIdemMismatch if the request hash differs).
 	create(ctx context.Context, st *Status, key string, hash [32]byte) (out *Status, created bool, err error)
@@ -47,13 +48,26 @@ type memRecord struct {
 	msgs      map[string]*Status
 	order     []string // ids, oldest first
 	keys      map[string]idem
-	feed      []Event // oldest first
+	feed      []feedRef // oldest first
 	last      Cursor
 	notify    chan struct{}
 	maxMsgs   int
 	maxEvents int
 	keyTTL    time.Duration
 	now       func() time.Time
+}
+
+// feedRef is a change in the feed: the i-th entry of a message's history.
+// The feed holds references rather than copies of the events (an Event is
+// ten times its size); a message's history only grows, and is read and
+// appended under the record's lock.
+type feedRef struct {
+	s *Status
+	i int
+}
+
+func (f feedRef) event() Event {
+	return Event{ID: f.s.ID, To: f.s.To, Channel: f.s.Channel, Change: f.s.History[f.i]}
 }
 
 type idem struct {
@@ -90,7 +104,8 @@ func (m *memRecord) create(_ context.Context, st *Status, key string, hash [32]b
 	if _, dup := m.msgs[st.ID]; dup {
 		return nil, false, tracking.ErrDuplicateID
 	}
-	s := copyStatus(st)
+	s := st // owned from here on (see record.create)
+	s.raw = nil
 	m.msgs[s.ID] = s
 	m.order = append(m.order, s.ID)
 	if key != "" {
@@ -112,11 +127,11 @@ func (m *memRecord) appendLocked(s *Status, c Change) Event {
 	if tracking.MessageState(c.State).IsFinal() {
 		s.Settled = true
 	}
-	ev := Event{ID: s.ID, To: s.To, Channel: s.Channel, Change: c}
-	m.feed = append(m.feed, ev)
+	ref := feedRef{s: s, i: len(s.History) - 1}
+	m.feed = append(m.feed, ref)
 	close(m.notify)
 	m.notify = make(chan struct{})
-	return ev
+	return ref.event()
 }
 
 func (m *memRecord) pruneLocked() {
@@ -171,7 +186,7 @@ func (m *memRecord) changes(_ context.Context, after Cursor, channels []string, 
 	if len(m.feed) == 0 {
 		return nil, after, nil
 	}
-	first := m.feed[0].Cursor
+	first := m.feed[0].event().Cursor
 	if after != 0 && after+1 < first {
 		return nil, after, errCursorExpired
 	}
@@ -183,7 +198,7 @@ func (m *memRecord) changes(_ context.Context, after Cursor, channels []string, 
 	var out []Event
 	next := after
 	for ; i < len(m.feed) && len(out) < limit; i++ {
-		ev := m.feed[i]
+		ev := m.feed[i].event()
 		next = ev.Cursor
 		if len(channels) == 0 || slices.Contains(channels, ev.Channel) {
 			ev.SeenBy = slices.Clone(ev.SeenBy)

@@ -13,7 +13,10 @@ type Cursor uint64
 
 // MarshalJSON writes the cursor as a decimal string.
 func (c Cursor) MarshalJSON() ([]byte, error) {
-	return json.Marshal(strconv.FormatUint(uint64(c), 10))
+	b := make([]byte, 0, 24)
+	b = append(b, '"')
+	b = strconv.AppendUint(b, uint64(c), 10)
+	return append(b, '"'), nil
 }
 
 // UnmarshalJSON reads a decimal string (or number).

@@ -12,12 +12,22 @@
 //
 // The recipient is logged in (an xmpptrack client that sends no receipts),
 // so messages stay pending for their window. Rounds alternate direct and
-// gateway to spread the noise of a shared machine.
+// gateway to spread the noise of a shared machine. Each round also reports
+// the CPU time per message of this process and of the XMPP server's process
+// tree: on a loaded machine the throughputs swing with the other processes,
+// the CPU times much less.
 //
-//	go run ./internal/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite]
+// The HTTP clients run in this process, so their CPU time counts against the
+// gateway. By default they are minimal keep-alive clients (one write and one
+// read per request, as load generators such as wrk do); -client net/http
+// uses net/http's client instead, which costs about as much per request as
+// the gateway's HTTP server.
+//
+//	go run ./internal/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite] [-client raw|net/http] [-cpuprofile f] [-memprofile f]
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -29,7 +39,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +55,7 @@ import (
 
 const token = "bench-token"
 
-var cpuProfile string
+var cpuProfile, memProfile string
 
 func main() {
 	server := flag.String("server", "ejabberd", "prosody or ejabberd")
@@ -55,9 +64,11 @@ func main() {
 	pending := flag.Int("pending", 100000, "pending messages for the memory measurement (0: skip)")
 	rounds := flag.Int("rounds", 2, "direct/gateway rounds")
 	storeKind := flag.String("store", "memory", "the gateway's record: memory or sqlite")
+	client := flag.String("client", "raw", "the HTTP client: raw (a minimal keep-alive client, as load generators use) or net/http")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway runs to `file`")
+	flag.StringVar(&memProfile, "memprofile", "", "write a heap profile taken with the pending messages held to `file`")
 	flag.Parse()
-	if err := run(testserver.Kind(*server), *n, *c, *pending, *rounds, *storeKind); err != nil {
+	if err := run(testserver.Kind(*server), *n, *c, *pending, *rounds, *storeKind, *client); err != nil {
 		fmt.Fprintln(os.Stderr, "gatewaybench:", err)
 		os.Exit(1)
 	}
@@ -93,7 +104,7 @@ func dial(ctx context.Context, srv *testserver.Server, local string, onChange fu
 	})
 }
 
-func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind string) error {
+func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client string) error {
 	ctx := context.Background()
 	srv, err := testserver.Launch(ctx, kind, testserver.Options{Accounts: []string{"direct", "gw", "bob"}, NoMAM: true})
 	if err != nil {
@@ -155,39 +166,61 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind string) e
 	hs := &http.Server{Handler: g}
 	go hs.Serve(ln)
 	defer hs.Close()
-	url := "http://" + ln.Addr().String() + "/v1/messages"
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}}
+	body := []byte(`{"to":"` + to.String() + `","body":"benchmark message"}`)
+	var post poster
+	switch client {
+	case "raw":
+		p, closeAll, err := rawPoster(ln.Addr().String(), conc, body)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		post = p
+	case "net/http":
+		// Keep-alive with a connection per concurrent request, reused
+		// across rounds.
+		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}}
+		post = netHTTPPoster(hc, "http://"+ln.Addr().String()+"/v1/messages", body)
+	default:
+		return fmt.Errorf("unknown -client %q", client)
+	}
 
-	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, record %s, %d CPUs, %s\n",
-		kind, n, conc, storeKind, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, record %s, client %s, %d CPUs, %s\n",
+		kind, n, conc, storeKind, client, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
 	var directRates, gwRates []float64
+	var directCPU, gwCPU cpuUse
 	var lat []time.Duration
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	pid := srv.PID()
 	for r := range rounds {
 		dc.reset(n)
+		c0 := cpuNow(pid)
 		d, err := runDirect(ctx, direct, to.String(), n, conc, &dc)
 		if err != nil {
 			return err
 		}
+		c1 := cpuNow(pid)
 		gc.reset(n)
-		if cpuProfile != "" {
-			f, err := os.Create(cpuProfile)
-			if err != nil {
-				return err
-			}
-			pprof.StartCPUProfile(f)
-		}
-		gd, l, err := runGateway(hc, url, to.String(), n, conc, &gc)
-		if cpuProfile != "" {
-			pprof.StopCPUProfile()
-		}
+		gd, l, err := runGateway(post, n, conc, &gc)
 		if err != nil {
 			return err
 		}
+		c2 := cpuNow(pid)
+		dcpu, gcpu := c1.sub(c0), c2.sub(c1)
+		directCPU, gwCPU = directCPU.add(dcpu), gwCPU.add(gcpu)
 		lat = append(lat, l...)
 		directRates = append(directRates, float64(n)/d.Seconds())
 		gwRates = append(gwRates, float64(n)/gd.Seconds())
-		fmt.Printf("round %d: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f\n", r+1,
-			directRates[r], gwRates[r], gwRates[r]/directRates[r])
+		fmt.Printf("round %d: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; CPU per message: direct %s (server %s), gateway %s (server %s)\n", r+1,
+			directRates[r], gwRates[r], gwRates[r]/directRates[r],
+			perMsg(dcpu.self, n), perMsg(dcpu.server, n), perMsg(gcpu.self, n), perMsg(gcpu.server, n))
 	}
 	dsum, gsum := 0.0, 0.0
 	for i := range directRates {
@@ -198,6 +231,8 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind string) e
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	fmt.Printf("throughput to DELIVERED_TO_SERVER: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f\n",
 		dsum/float64(rounds), gsum/float64(rounds), gsum/dsum)
+	fmt.Printf("CPU per message: direct %s in this process + %s in the server, gateway %s + %s (this process runs the HTTP clients too)\n",
+		perMsg(directCPU.self, rounds*n), perMsg(directCPU.server, rounds*n), perMsg(gwCPU.self, rounds*n), perMsg(gwCPU.server, rounds*n))
 	fmt.Printf("POST /v1/messages latency: p50 %s, p90 %s, p99 %s, max %s (%d requests)\n",
 		pct(.5).Round(10*time.Microsecond), pct(.9).Round(10*time.Microsecond), pct(.99).Round(10*time.Microsecond),
 		lat[len(lat)-1].Round(10*time.Microsecond), len(lat))
@@ -205,15 +240,27 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind string) e
 	if pending > 0 {
 		before := heap()
 		gc.reset(pending)
-		if _, _, err := runGateway(hc, url, to.String(), pending, conc, &gc); err != nil {
+		if _, _, err := runGateway(post, pending, conc, &gc); err != nil {
 			return err
 		}
 		after := heap()
+		if memProfile != "" {
+			f, err := os.Create(memProfile)
+			if err != nil {
+				return err
+			}
+			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
 		st := gwc.Stats()
 		fmt.Printf("memory: %d pending messages (client: %d pending trackers) hold %.1f MiB of heap, %.0f bytes each (gateway record, live trackers, client)\n",
 			pending, st.Pending, float64(after-before)/(1<<20), float64(after-before)/float64(pending))
 	}
 	return nil
+}
+
+func perMsg(d time.Duration, n int) time.Duration {
+	return (d / time.Duration(n)).Round(time.Microsecond)
 }
 
 func heap() uint64 {
@@ -256,10 +303,56 @@ func runDirect(ctx context.Context, c *xmpptrack.Client, to string, n, conc int,
 	return time.Since(start), nil
 }
 
+// poster sends POST /v1/messages as worker w and returns the status and
+// body of the response.
+type poster func(w int) (int, []byte, error)
+
+// netHTTPPoster posts with net/http's client.
+func netHTTPPoster(hc *http.Client, url string, body []byte) poster {
+	return func(int) (int, []byte, error) {
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, b, err
+	}
+}
+
+// rawPoster posts on conc connections of its own, one per worker, opened
+// before the first round.
+func rawPoster(addr string, conc int, body []byte) (poster, func(), error) {
+	conns := make([]*rawConn, conc)
+	bufs := make([][]byte, conc)
+	closeAll := func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}
+	for i := range conns {
+		c, err := dialRaw(addr, "/v1/messages", token, body)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns[i] = c
+	}
+	return func(w int) (int, []byte, error) {
+		st, b, err := conns[w].post(bufs[w])
+		bufs[w] = b
+		return st, b, err
+	}, closeAll, nil
+}
+
 // runGateway posts n messages from conc HTTP clients and waits until the
 // server acknowledged every one; it returns the POST latencies.
-func runGateway(hc *http.Client, url, to string, n, conc int, cnt *counter) (time.Duration, []time.Duration, error) {
-	body := `{"to":"` + to + `","body":"benchmark message"}`
+func runGateway(post poster, n, conc int, cnt *counter) (time.Duration, []time.Duration, error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	lats := make([][]time.Duration, conc)
@@ -270,20 +363,15 @@ func runGateway(hc *http.Client, url, to string, n, conc int, cnt *counter) (tim
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
-				req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+token)
-				req.Header.Set("Content-Type", "application/json")
 				t0 := time.Now()
-				resp, err := hc.Do(req)
+				st, b, err := post(w)
 				if err != nil {
 					errc <- err
 					return
 				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
 				lats[w] = append(lats[w], time.Since(t0))
-				if resp.StatusCode != http.StatusAccepted {
-					errc <- fmt.Errorf("POST: %d %s", resp.StatusCode, b)
+				if st != http.StatusAccepted {
+					errc <- fmt.Errorf("POST: %d %s", st, b)
 					return
 				}
 			}

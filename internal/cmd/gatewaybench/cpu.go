@@ -1,0 +1,75 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ, 100 on
+// Linux for every architecture Go supports).
+const clockTick = 10 * time.Millisecond
+
+// cpuUse is the CPU time (user and system) used so far by this process and
+// by the XMPP server's process tree.
+type cpuUse struct{ self, server time.Duration }
+
+func (a cpuUse) sub(b cpuUse) cpuUse { return cpuUse{a.self - b.self, a.server - b.server} }
+
+func (a cpuUse) add(b cpuUse) cpuUse { return cpuUse{a.self + b.self, a.server + b.server} }
+
+func cpuNow(serverPID int) cpuUse {
+	var u cpuUse
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		u.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	if serverPID > 0 {
+		u.server = treeCPU(serverPID)
+	}
+	return u
+}
+
+// treeCPU sums the CPU time of pid and its descendants (ejabberd's VM is a
+// grandchild of the script the harness starts). It reads /proc; elsewhere
+// it returns 0.
+func treeCPU(pid int) time.Duration {
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	parent := map[int]int{}
+	ticks := map[int]int64{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... utime(14) stime(15)
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		id, _ := strconv.Atoi(strings.TrimSpace(s[:strings.IndexByte(s, '(')]))
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		parent[id] = pp
+		ticks[id] = ut + st
+	}
+	var sum int64
+	for id, t := range ticks {
+		for p := id; p > 1; p = parent[p] {
+			if p == pid {
+				sum += t
+				break
+			}
+		}
+	}
+	return time.Duration(sum) * clockTick
+}
