@@ -75,7 +75,7 @@ func Example_connect() {
 		log.Fatal(err)
 	}
 	// The application may send on s from now on, calling st.Reserve(ctx)
-	// before each send.
+	// and st.Pace(ctx) before each send.
 	err = st.Serve(s, nil)
 	conn.Close()
 	log.Printf("connection ended (%v); resumable: %v", err, st.Info().Resumable)
