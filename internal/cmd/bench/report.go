@@ -270,6 +270,7 @@ func (b *bench) report(w io.Writer) {
 	reportOffline(w, b.opts.offlineN, b.offline)
 	fmt.Fprintln(w, "  Go benchmark of the same budget: go test -run '^$' -bench BenchmarkPendingMemory -benchtime=1000000x ./tracking/")
 
+	b.reportRounds(w)
 	b.targets(w)
 	for _, sr := range b.servers {
 		for _, f := range sr.failures {
