@@ -147,6 +147,15 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	}
 
 	conn, err := c.connect(ctx)
+	if err != nil && c.dur != nil && c.sm.Resumption().ID != "" && !errors.Is(err, ErrAuth) && ctx.Err() == nil {
+		// The stored stream's resumption broke the connection (Prosody
+		// 0.12 may hang up on a <resume/> that comes while it still tears
+		// down the killed process's connection): bind a new stream, and
+		// let the Policy re-send the unacknowledged messages.
+		c.log.Info("xmpptrack: resuming the stored stream failed; binding a new one", "err", err)
+		c.sm.Forget()
+		conn, err = c.connect(ctx)
+	}
 	if err != nil {
 		c.cancel()
 		c.reg.Close()

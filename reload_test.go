@@ -216,3 +216,30 @@ func openStorePath(t *testing.T, path string) store.Store {
 	t.Cleanup(func() { st.Close() })
 	return st
 }
+
+// TestStoreRestartResumeBreaks: when the server hangs up on the stored
+// stream's <resume/>, Dial binds a new stream and re-sends the
+// unacknowledged message with its id, instead of failing.
+func TestStoreRestartResumeBreaks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "track.db")
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	c1 := dialPeer(t, srv, Config{Store: openStorePath(t, path)})
+	pc := srv.next(t)
+	tr, err := c1.Send(waitCtx(t), Message{To: bob, Body: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.nextMessage(t)
+	c1.Close()
+	srv.set(func(srv *peerServer) { srv.stall = "resume-hangup"; srv.noAcks = false })
+	c2 := dialPeer(t, srv, Config{Store: openStorePath(t, path)})
+	pc = srv.next(t)
+	if pc.resumed {
+		t.Fatal("resumed")
+	}
+	if e := pc.nextMessage(t); e.attr("id") != tr.ID() {
+		t.Fatalf("re-sent %s, want %s", e.attr("id"), tr.ID())
+	}
+	waitState(t, c2.Tracker(tr.ID()), tracking.DeliveredToServer)
+}

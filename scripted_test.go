@@ -134,7 +134,7 @@ type peerServer struct {
 	noResume  bool          // answer <resume/> with <failed/>
 	noCarbons bool          // hand the carbons <enable/> IQ to the test unanswered
 	authFail  []string      // SASL conditions for the next logins, one per login, before the password is checked
-	stall     string        // "enable" or "resume": leave it unanswered, and signal stalled; "hangup": close the connection on <enable/>
+	stall     string        // "enable" or "resume": leave it unanswered, and signal stalled; "hangup": close the connection on <enable/>; "resume-hangup": on <resume/>
 	stalled   chan struct{} // receives a value each time stall applied
 	closes    int           // streams the client ended with </stream:stream> or a stream error
 	sessions  int           // SM sessions enabled so far
@@ -295,6 +295,8 @@ func (srv *peerServer) serve(raw net.Conn) {
 		switch {
 		case e.XMLName.Local == "resume" && srv.stalls("resume"):
 			continue
+		case e.XMLName.Local == "resume" && srv.stalls("resume-hangup"):
+			return
 		case e.XMLName.Local == "resume":
 			bound = srv.resume(pc, &e)
 		case e.XMLName.Local == "iq" && e.child("urn:ietf:params:xml:ns:xmpp-bind", "bind") != nil:

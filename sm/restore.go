@@ -134,3 +134,14 @@ func kindOf(name string) kind {
 	}
 	return kindMessage
 }
+
+// Forget forgets the stream-management session, so that the next
+// connection binds a new one instead of resuming it; the unacknowledged
+// stanzas stay, for the Policy to apply on that connection. A client calls
+// it when an attempt to resume a stream restored from a store broke the
+// connection (a server that cannot take the resumption back).
+func (st *State) Forget() {
+	st.mu.Lock()
+	st.dropSessionLocked()
+	st.mu.Unlock()
+}
