@@ -45,11 +45,14 @@ type childArgs struct {
 	gap        time.Duration
 	timeout    time.Duration
 	cpuprofile string
-	markers    string // responder: markEach or markLatest
-	noCarbons  bool   // xmpptrack: Config.NoCarbons
-	observe    string // xmpptrack: observeHook or observePoll
-	store      string // xmpptrack: "" or storeSQLite
-	window     int    // xmpptrack, pending: StreamManagement.Window (0: default)
+	markers    string  // responder: markEach or markLatest
+	noCarbons  bool    // xmpptrack: Config.NoCarbons
+	observe    string  // xmpptrack: observeHook or observePoll
+	store      string  // xmpptrack: "" or storeSQLite
+	window     int     // xmpptrack, pending: StreamManagement.Window (0: default)
+	goroutines int     // xmpptrack: goroutines calling Send
+	rate       float64 // xmpptrack: messages per second, 0 = unpaced
+	instances  int     // xmpptrack: clients (one per account of -jid), each with its own store handle
 }
 
 func parseChildArgs(args []string) (*childArgs, error) {
@@ -72,6 +75,9 @@ func parseChildArgs(args []string) (*childArgs, error) {
 	fs.StringVar(&a.observe, "observe", observeHook, "")
 	fs.StringVar(&a.store, "store", "", "")
 	fs.IntVar(&a.window, "window", 0, "")
+	fs.IntVar(&a.goroutines, "goroutines", 1, "")
+	fs.Float64Var(&a.rate, "rate", 0, "")
+	fs.IntVar(&a.instances, "instances", 1, "")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -123,6 +129,11 @@ type result struct {
 	Failed      int     `json:"failed,omitempty"`
 
 	CPU float64 `json:"cpu_s,omitempty"` // user+system of the workload
+
+	// xmpptrack paced (-rate): seconds per Send call.
+	SendP50 float64 `json:"send_p50_s,omitempty"`
+	SendP99 float64 `json:"send_p99_s,omitempty"`
+	SendMax float64 `json:"send_max_s,omitempty"`
 
 	// Stream management elements and stanzas written (plain -sm, from the tee).
 	RSent   int `json:"r_sent,omitempty"`

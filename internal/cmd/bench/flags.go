@@ -17,9 +17,10 @@ import (
 // Senders, in the order each round runs them.
 const (
 	sXmpptrack = "xmpptrack"
-	sPolled    = "xmpptrack-poll"     // observing by polling instead of OnStateChange
-	sSQLite    = "xmpptrack-sqlite"   // with Config.Store on an SQLite file
-	sPostgres  = "xmpptrack-postgres" // with Config.Store on a throwaway PostgreSQL
+	sPolled    = "xmpptrack-poll"        // observing by polling instead of OnStateChange
+	sSQLite    = "xmpptrack-sqlite"      // with Config.Store on an SQLite file
+	sPostgres  = "xmpptrack-postgres"    // with Config.Store on a throwaway PostgreSQL
+	sPostgres2 = "xmpptrack-postgres-x2" // two clients (two accounts), each with its own store handle, on one PostgreSQL
 	sPlain     = "plain"
 	sPlainSM   = "plain-sm"
 	sAioxmpp   = "aioxmpp"
@@ -30,7 +31,7 @@ const (
 var allSenders = []string{sXmpptrack, sPlain, sPlainSM, sAioxmpp, sCeiling, sCeilingSM}
 
 // extraSenders may be named in -senders but do not run by default.
-var extraSenders = []string{sPolled, sSQLite, sPostgres}
+var extraSenders = []string{sPolled, sSQLite, sPostgres, sPostgres2}
 
 // options are the parent's flags.
 type options struct {
@@ -52,6 +53,7 @@ type options struct {
 	offlineN       int
 	offlineRounds  int
 	offlineSenders []string
+	send           sendPattern // how the xmpptrack senders call Send
 }
 
 func parseOptions(args []string, usage io.Writer) (*options, error) {
@@ -65,7 +67,10 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	senders := fs.String("senders", strings.Join(allSenders, ","), "senders to compare, comma-separated; also "+sPolled+
 		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange) and "+sSQLite+
 		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded) and "+sPostgres+
-		" (the same on a PostgreSQL 15 that the run starts)")
+		" (the same on a PostgreSQL 15 that the run starts) and "+sPostgres2+
+		" (two clients of two accounts on one PostgreSQL, sharing the -n messages: two instances of a service)")
+	fs.IntVar(&o.send.goroutines, "send-goroutines", 1, "xmpptrack senders: goroutines calling Send at once, sharing the messages (1: sequential)")
+	fs.Float64Var(&o.send.rate, "send-rate", 0, "xmpptrack senders: messages per second over all goroutines, open loop, reporting Send latency p50/p99 (0: unpaced)")
 	fs.IntVar(&o.ceilingSenders, "ceiling-senders", 4, "parallel plain sessions of the ceiling senders, sharing the -n messages")
 	fs.BoolVar(&o.warmup, "warmup", true, "run every sender once with n/10 messages before the first round, unrecorded")
 	fs.IntVar(&o.latencySamples, "latency-samples", 50, "lone messages (and pings) for the ack latency; 0 skips it")
@@ -137,8 +142,8 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 			return nil, fmt.Errorf("bench: -profile: %w", err)
 		}
 	}
-	if o.n <= 0 || o.rounds <= 0 || o.ceilingSenders <= 0 || len(o.senders) == 0 {
-		return nil, errors.New("bench: -n, -rounds, -ceiling-senders and -senders must be positive")
+	if o.n <= 0 || o.rounds <= 0 || o.ceilingSenders <= 0 || len(o.senders) == 0 || o.send.goroutines <= 0 || o.send.rate < 0 {
+		return nil, errors.New("bench: -n, -rounds, -ceiling-senders, -send-goroutines and -senders must be positive, -send-rate not negative")
 	}
 	return o, nil
 }

@@ -115,6 +115,9 @@ func (r run) summary() string {
 	if r.err != nil && r.res.LastRecip > 0 {
 		s += fmt.Sprintf(", %d receipts by %.2fs (%.0f msg/s)", r.res.CntRecip, r.res.LastRecip, r.received())
 	}
+	if r.res.SendP50 > 0 {
+		s += fmt.Sprintf(", Send latency p50 %s p99 %s max %s", ms(r.res.SendP50), ms(r.res.SendP99), ms(r.res.SendMax))
+	}
 	if r.dropped > 0 {
 		s += fmt.Sprintf(", responder DROPPED %d answers", r.dropped)
 	}
@@ -158,6 +161,13 @@ func (b *bench) report(w io.Writer) {
 		m.CPUs, m.Model, m.Kernel, m.Go, pkgv(m, "prosody"), pkgv(m, "ejabberd"), pkgv(m, "python3-aioxmpp"))
 	fmt.Fprintf(w, "load average at start %s, at end %s; all CPUs %.0f%% busy during the %s run (every process on the machine)\n\n",
 		m.LoadStart, m.LoadEnd, m.BusyPct, b.elapsed.Round(time.Second))
+	if o.send.goroutines > 1 || o.send.rate > 0 {
+		pace := "unpaced"
+		if o.send.rate > 0 {
+			pace = fmt.Sprintf("paced at %.0f msg/s (open loop)", o.send.rate)
+		}
+		fmt.Fprintf(w, "xmpptrack senders: Send called from %d goroutine(s) at once, %s\n\n", o.send.goroutines, pace)
+	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "server\tsender\tmsg/s to DTR: median (range)\tDTS s\tDTR s\tSEEN s\tCPU s/1k msgs: workload (range)\tprocess\tpeak RSS MB\tserver CPU s/1k\tother load\tdropped\truns used\t")
@@ -218,6 +228,10 @@ func (b *bench) report(w io.Writer) {
 					spread(ratios(st, xt, run.throughput), "%.2f"), spread(ratios(st, xt, run.cpuPer1k), "%.2f"))
 			}
 		}
+		if two, one := sr.runs[sPostgres2], sr.runs[sPostgres]; two != nil && one != nil {
+			fmt.Fprintf(tw, "%s\t%s / %s\tthroughput %s\tCPU per message %s\t(two instances on one PostgreSQL)\t\n", sr.kind, sPostgres2, sPostgres,
+				spread(ratios(two, one, run.throughput), "%.2f"), spread(ratios(two, one, run.cpuPer1k), "%.2f"))
+		}
 		if c := sr.runs[sCeiling]; c != nil && xt != nil {
 			fmt.Fprintf(tw, "%s\txmpptrack / ceiling\tthroughput %s\t\t\t\n", sr.kind, spread(ratios(xt, c, run.throughput), "%.2f"))
 		}
@@ -251,6 +265,15 @@ func (b *bench) report(w io.Writer) {
 			fmt.Fprintf(w, "  %s: lone message to DELIVERED_TO_SERVER (%d samples, idle gaps): median %s, p95 %s, max %s; IQ ping round trip median %s, p95 %s\n",
 				sr.kind, len(l.AckLatency), ms(median(l.AckLatency)), ms(quantile(l.AckLatency, 0.95)), ms(slices.Max(l.AckLatency)),
 				ms(median(l.PingRTT)), ms(quantile(l.PingRTT, 0.95)))
+		}
+		for _, s := range o.senders {
+			p50 := values(sr.runs[s], func(r run) float64 { return nanUnless(r.res.SendP50) })
+			p99 := values(sr.runs[s], func(r run) float64 { return nanUnless(r.res.SendP99) })
+			mx := values(sr.runs[s], func(r run) float64 { return nanUnless(r.res.SendMax) })
+			if len(p50) > 0 {
+				fmt.Fprintf(w, "  %s: %s Send latency at %.0f msg/s, per round: p50 %s, p99 %s, max %s (ms, median (range))\n", sr.kind, s, o.send.rate,
+					spread(scale(p50, 1000), "%.1f"), spread(scale(p99, 1000), "%.1f"), spread(scale(mx, 1000), "%.1f"))
+			}
 		}
 		if r := sr.responder; r != nil {
 			fmt.Fprintf(w, "  %s: responder queued %d displayed markers, refused %d answers (outbox full); its CPU %.1f s, peak RSS %s\n",
@@ -395,4 +418,21 @@ func med(runs []run, f func(run) float64, format string) string {
 		return "–"
 	}
 	return fmt.Sprintf(format, median(v))
+}
+
+// nanUnless returns v, NaN if v is 0 (not measured).
+func nanUnless(v float64) float64 {
+	if v == 0 {
+		return math.NaN()
+	}
+	return v
+}
+
+// scale returns v multiplied by f.
+func scale(v []float64, f float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x * f
+	}
+	return out
 }

@@ -27,15 +27,16 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	} else {
 		var args []string
 		switch sender {
-		case sXmpptrack, sPolled, sSQLite, sPostgres:
-			args = []string{"-role=" + roleTracked}
+		case sXmpptrack, sPolled, sSQLite, sPostgres, sPostgres2:
+			args = []string{"-role=" + roleTracked, "-instances", strconv.Itoa(len(locals))}
+			args = append(args, b.opts.send.args()...)
 			if sender == sPolled {
 				args = append(args, "-observe", observePoll)
 			}
 			switch sender {
 			case sSQLite:
 				args = append(args, "-store", storeSQLite)
-			case sPostgres:
+			case sPostgres, sPostgres2:
 				args = append(args, "-store", storePostgres)
 			}
 			if b.opts.window != 0 {
@@ -49,7 +50,9 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		case sPlainSM, sCeilingSM:
 			args = []string{"-role=" + rolePlain, "-sm"}
 		}
-		n = max(n/len(locals), 1) // the ceiling's sessions share the n messages
+		if sender == sCeiling || sender == sCeilingSM {
+			n = max(n/len(locals), 1) // the ceiling's sessions share the n messages
+		}
 		e := *env
 		e.addr = addr
 		args = append(args, e.args("", locals...)[1:]...)

@@ -56,9 +56,13 @@ type pendingResult struct {
 // run.
 func senderAccounts(sender, label string, k int) []string {
 	prefix := map[string]string{
-		sXmpptrack: "xt", sPolled: "xtpoll", sSQLite: "xtsql", sPostgres: "xtpg", sPlain: "plain", sPlainSM: "plainsm", sAioxmpp: "aio", sCeiling: "ceil", sCeilingSM: "ceilsm",
+		sXmpptrack: "xt", sPolled: "xtpoll", sSQLite: "xtsql", sPostgres: "xtpg", sPostgres2: "xtpg2", sPlain: "plain", sPlainSM: "plainsm", sAioxmpp: "aio", sCeiling: "ceil", sCeilingSM: "ceilsm",
 	}[sender] + "-" + label
-	if sender != sCeiling && sender != sCeilingSM {
+	switch sender {
+	case sPostgres2:
+		k = 2
+	case sCeiling, sCeilingSM:
+	default:
 		return []string{prefix}
 	}
 	var a []string

@@ -198,47 +198,69 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	} else {
 		cfg.OnStateChange = m.change
 	}
+	if trackers != nil && a.goroutines > 1 {
+		res.Error = "-observe poll reads the trackers in order: it needs one goroutine sending"
+		return res
+	}
+	k := max(a.instances, 1)
+	if k > len(a.jids) {
+		res.Error = fmt.Sprintf("-instances %d needs as many accounts in -jid", k)
+		return res
+	}
+	res.Senders = k
+	var dsn, dir string
 	if a.store == storePostgres {
+		// One PostgreSQL for all instances, as for services sharing it.
 		pg, err := testserver.LaunchPostgres(ctx, testserver.PostgresOptions{})
 		if err != nil {
 			res.Error = err.Error()
 			return res
 		}
 		defer pg.Stop()
-		dsn, err := pg.CreateDatabase(ctx, "bench")
-		if err != nil {
+		if dsn, err = pg.CreateDatabase(ctx, "bench"); err != nil {
 			res.Error = err.Error()
 			return res
 		}
-		st, err := postgres.Open(ctx, dsn)
-		if err != nil {
-			res.Error = err.Error()
-			return res
-		}
-		defer st.Close()
-		cfg.Store = st
 	}
 	if a.store == storeSQLite {
-		dir, err := os.MkdirTemp("", "xmpptrack-bench-")
-		if err != nil {
+		if dir, err = os.MkdirTemp("", "xmpptrack-bench-"); err != nil {
 			res.Error = err.Error()
 			return res
 		}
 		defer os.RemoveAll(dir)
-		st, err := sqlite.Open(ctx, filepath.Join(dir, "bench.db"))
+	}
+	clients := make([]*xmpptrack.Client, k)
+	for i := range k {
+		cfg := cfg
+		switch a.store {
+		case storePostgres:
+			st, err := postgres.Open(ctx, dsn)
+			if err != nil {
+				res.Error = err.Error()
+				return res
+			}
+			defer st.Close()
+			cfg.Store = st
+		case storeSQLite:
+			// A file per instance: an SQLite file has one writer process.
+			st, err := sqlite.Open(ctx, filepath.Join(dir, fmt.Sprintf("bench%d.db", i)))
+			if err != nil {
+				res.Error = err.Error()
+				return res
+			}
+			defer st.Close()
+			cfg.Store = st
+		}
+		one := *a
+		one.jids, one.passwords = a.jids[i:i+1], a.passwords[i:i+1]
+		c, err := dialTracked(ctx, &one, cfg)
 		if err != nil {
 			res.Error = err.Error()
 			return res
 		}
-		defer st.Close()
-		cfg.Store = st
+		defer c.Close()
+		clients[i] = c
 	}
-	c, err := dialTracked(ctx, a, cfg)
-	if err != nil {
-		res.Error = err.Error()
-		return res
-	}
-	defer c.Close()
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer stopPoll()
 
@@ -249,17 +271,18 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	if trackers != nil {
 		go m.poll(pollCtx, trackers, &sent)
 	}
-	for i := range a.n {
-		t, err := c.Send(ctx, xmpptrack.Message{To: to, Body: body(i)})
-		if err != nil {
-			res.Error = fmt.Sprintf("send %d: %v", i, err)
-			break
-		}
-		if trackers != nil {
+	var keep func(int, *tracking.MessageTracker)
+	if trackers != nil {
+		keep = func(i int, t *tracking.MessageTracker) {
 			trackers[i] = t
 			sent.Store(int64(i + 1))
 		}
 	}
+	out := sendAll(ctx, clients, to, a.n, sendPattern{goroutines: a.goroutines, rate: a.rate}, keep)
+	if out.err != nil {
+		res.Error = out.err.Error()
+	}
+	fillLatency(&res, out.latencies)
 	res.Written = seconds(time.Since(t0))
 	cpu := cpuNow()
 	if res.Error == "" {

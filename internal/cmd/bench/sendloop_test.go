@@ -1,0 +1,60 @@
+package main
+
+import (
+	"io"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestSendPatternFlags(t *testing.T) {
+	o, err := parseOptions([]string{"-send-goroutines", "32", "-send-rate", "1000", "-senders", "xmpptrack,xmpptrack-postgres-x2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.send.goroutines != 32 || o.send.rate != 1000 {
+		t.Errorf("pattern %+v, want 32 goroutines at 1000/s", o.send)
+	}
+	if got, want := o.send.args(), []string{"-goroutines", "32", "-rate", "1000"}; !slices.Equal(got, want) {
+		t.Errorf("child args %q, want %q", got, want)
+	}
+	for _, bad := range [][]string{{"-send-goroutines", "0"}, {"-send-rate", "-1"}} {
+		if _, err := parseOptions(bad, io.Discard); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	t.Setenv(passwordEnv, "pw")
+	a, err := parseChildArgs([]string{"-role=xmpptrack", "-jid", "a@localhost", "-goroutines", "8", "-rate", "500", "-instances", "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.goroutines != 8 || a.rate != 500 || a.instances != 2 {
+		t.Errorf("child got %d goroutines, rate %v, %d instances", a.goroutines, a.rate, a.instances)
+	}
+}
+
+func TestSenderAccountsTwoInstances(t *testing.T) {
+	if got := senderAccounts(sPostgres2, "1", 4); len(got) != 2 || got[0] == got[1] {
+		t.Errorf("accounts %q, want two distinct", got)
+	}
+	if got := senderAccounts(sPostgres, "1", 4); len(got) != 1 {
+		t.Errorf("accounts %q, want one", got)
+	}
+}
+
+func TestFillLatency(t *testing.T) {
+	var l []time.Duration
+	for i := 100; i >= 1; i-- { // unsorted
+		l = append(l, time.Duration(i)*time.Millisecond)
+	}
+	var r result
+	fillLatency(&r, l)
+	if r.SendP50 != 0.051 || r.SendP99 != 0.1 || r.SendMax != 0.1 {
+		t.Errorf("p50 %v p99 %v max %v, want 0.051 0.1 0.1", r.SendP50, r.SendP99, r.SendMax)
+	}
+	var none result
+	fillLatency(&none, nil)
+	if none.SendP50 != 0 {
+		t.Error("latency without samples")
+	}
+}
