@@ -51,7 +51,8 @@ type Config struct {
 	// callbacks. Changes wait for it in a bounded queue: when it falls 1024 +
 	// 4*MaxPending changes behind, Send waits and TrySend fails until it
 	// catches up (see package tracking, "Callbacks"). A panic in it crashes
-	// the program.
+	// the program. With a Store, a CLOSED whose Response.Err matches
+	// ErrStillPending is not final (see Store).
 	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
 
 	// Store, if set, keeps a durable record of the messages: each is
@@ -66,10 +67,16 @@ type Config struct {
 	// belongs to another account (ErrStoreAccount); Close waits (at most
 	// 5 s) for the recorded changes to be committed, then releases it.
 	// Closing the client does not record its pending messages as CLOSED:
-	// they stay pending in the store, and the next Dial on the store (after
-	// a redeploy or a crash) takes them back: it tracks them again in their
-	// stored state and the rest of their window, ends the windows that
-	// ended meanwhile (stamped with their deadline), and resumes the
+	// they stay pending in the store. Their trackers in this process still
+	// end CLOSED (tracking stops here), but the CLOSED change that
+	// OnStateChange gets for them carries a Response whose Err matches
+	// ErrStillPending: not final, the store's record (Status) says what
+	// the message is. The next Dial on the store (after a redeploy or a
+	// crash) takes them back: it tracks them again in their stored state
+	// (a move OnStateChange is not told again) and the rest of their
+	// window, ends the windows that ended meanwhile (stamped with their
+	// deadline; OnStateChange is told of each TIMED_OUT, with a tracker
+	// that is already settled), and resumes the
 	// previous stream while the server still holds it (the server's
 	// <resumed h> settles what it got; the rest is written again with the
 	// same ids; the server replays what the application had not finished

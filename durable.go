@@ -43,7 +43,7 @@ type durable struct {
 	finished atomic.Uint32
 
 	mu       sync.Mutex
-	restored map[string]tracking.MessageState // re-loaded trackers on their way to their stored state
+	restored map[string]restoredState // re-loaded trackers on their way to their stored state
 	queue    []store.Change
 	seqs     []store.Written // sequence numbers to record
 	last     store.Session   // the stream-management state last saved (recorder only)
@@ -55,6 +55,20 @@ type durable struct {
 	done     chan struct{}   // closed when the recorder ended
 	once     sync.Once
 }
+
+// restoredState is the stored state a re-loaded tracker is moved to, and
+// whether Config.OnStateChange hears of that move.
+type restoredState struct {
+	to     tracking.MessageState
+	report bool
+}
+
+// ErrStillPending is the Err of the Response that Config.OnStateChange gets
+// with the CLOSED change of a message that Client.Close stopped tracking
+// while it was pending in Config.Store: CLOSED then ends tracking in this
+// process only, the store keeps the message pending, and the next Dial on
+// the store takes it back.
+var ErrStillPending = errors.New("xmpptrack: closed in this process only; the message stays pending in the store for the next Dial")
 
 // ErrStoreAccount: Config.Store holds another account's messages for the
 // same resource (or both without one). Use a store per account, or a
@@ -104,10 +118,23 @@ func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog
 func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response),
 	closing func() bool) func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response) {
 	return func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
-		if d.wasRestored(t.ID(), to) {
-			return // the store has it; the application saw it before the restart
+		if ok, report := d.wasRestored(t.ID(), to); ok {
+			// The store has it; the application saw it before the
+			// restart, unless report says it did not.
+			if report && next != nil {
+				next(t, from, to, resp)
+			}
+			return
 		}
-		if to != tracking.Closed || !closing() {
+		if to == tracking.Closed && closing() {
+			// Not final for the record: the store keeps it pending.
+			r := tracking.Response{}
+			if resp != nil {
+				r = *resp
+			}
+			r.Err = ErrStillPending
+			resp = &r
+		} else {
 			d.record(changeOf(t.ID(), to, resp))
 		}
 		if next != nil {
@@ -117,29 +144,31 @@ func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState
 }
 
 // restoring notes that a re-loaded tracker is about to be moved to its
-// stored state, a change that is neither recorded nor reported again.
-func (d *durable) restoring(id string, st tracking.MessageState) {
+// stored state, a change that is not recorded again, and reported to
+// Config.OnStateChange only if report is set (the application has not seen
+// it: a window that ended while no process ran).
+func (d *durable) restoring(id string, st tracking.MessageState, report bool) {
 	d.mu.Lock()
 	if d.restored == nil {
-		d.restored = map[string]tracking.MessageState{}
+		d.restored = map[string]restoredState{}
 	}
-	d.restored[id] = st
+	d.restored[id] = restoredState{to: st, report: report}
 	d.mu.Unlock()
 }
 
 // wasRestored reports (once) whether a change is a re-loaded tracker's
-// move to its stored state.
-func (d *durable) wasRestored(id string, to tracking.MessageState) bool {
+// move to its stored state, and whether to report it.
+func (d *durable) wasRestored(id string, to tracking.MessageState) (ok, report bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if st, ok := d.restored[id]; ok && st == to {
+	if st, ok := d.restored[id]; ok && st.to == to {
 		delete(d.restored, id)
 		if len(d.restored) == 0 {
 			d.restored = nil // let the map's memory go
 		}
-		return true
+		return true, st.report
 	}
-	return false
+	return false, false
 }
 
 // changeOf turns a tracker's state change into a store change.

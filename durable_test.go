@@ -270,3 +270,26 @@ func TestStatusWithoutStore(t *testing.T) {
 		t.Errorf("unknown: %v", err)
 	}
 }
+
+// TestStoreCloseIsNotFinal: with a store, the CLOSED change that closing
+// the client makes reaches OnStateChange marked as not final
+// (ErrStillPending) and is not recorded; a tracker the application closes
+// is final and recorded.
+func TestStoreCloseIsNotFinal(t *testing.T) {
+	c, _ := newPeer(t, Config{Store: openStore(t)})
+	tr, err := c.Send(waitCtx(t), Message{To: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *tracking.Response
+	next := func(_ *tracking.MessageTracker, _, _ tracking.MessageState, resp *tracking.Response) { got = resp }
+	c.dur.hook(next, func() bool { return true })(tr, tracking.InTransit, tracking.Closed, nil)
+	if got == nil || !errors.Is(got.Err, ErrStillPending) {
+		t.Fatalf("CLOSED by closing the client: response %+v, want Err matching ErrStillPending", got)
+	}
+	got = nil
+	c.dur.hook(next, func() bool { return false })(tr, tracking.InTransit, tracking.Closed, nil)
+	if got != nil {
+		t.Fatalf("CLOSED by the application: response %+v, want nil", got)
+	}
+}

@@ -23,7 +23,8 @@ var errRecordedError = errors.New("xmpptrack: an error reply was recorded before
 //
 //   - a message whose tracking window ended while no process ran ends now,
 //     stamped with its deadline: TIMED_OUT if it had no proof of delivery
-//     to the recipient, its state kept otherwise;
+//     to the recipient (reported to Config.OnStateChange, with a tracker
+//     that is already settled), its state kept otherwise;
 //   - every other unsettled message gets its tracker again, in its stored
 //     state and with the rest of its window, so that evidence arriving
 //     later still counts (Client.Tracker returns it); its move to the
@@ -55,12 +56,16 @@ func (c *Client) reload(ctx context.Context) error {
 	}
 	var (
 		ended   []store.Change
+		expired []store.Message // ended without proof: OnStateChange hears TIMED_OUT
 		unacked []sm.Stanza
 	)
 	err = c.dur.st.Pending(ctx, c.dur.owner, func(m store.Message) error {
 		conv := registry.ConvOf(m.To)
 		if !m.Deadline.IsZero() && !m.Deadline.After(now) {
 			ended = append(ended, store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
+			if m.State == tracking.InTransit || m.State == tracking.DeliveredToServer {
+				expired = append(expired, m)
+			}
 			return nil
 		}
 		window := time.Duration(-1)
@@ -89,11 +94,11 @@ func (c *Client) reload(ctx context.Context) error {
 			}
 			unacked = append(unacked, s)
 		case tracking.Error:
-			c.dur.restoring(m.ID, state)
+			c.dur.restoring(m.ID, state, false)
 			registry.Advance(t, state, &tracking.Response{Err: errRecordedError})
 		default:
 			if state == m.State { // else new: the server's ack, to record
-				c.dur.restoring(m.ID, state)
+				c.dur.restoring(m.ID, state, false)
 			}
 			registry.Advance(t, state, nil)
 		}
@@ -106,6 +111,21 @@ func (c *Client) reload(ctx context.Context) error {
 		if err := c.dur.st.Commit(ctx, &store.Batch{Changes: ended}); err != nil {
 			return fmt.Errorf("xmpptrack: ending the windows that ended while no process ran: %w", err)
 		}
+	}
+	for _, m := range expired {
+		// The application has not heard of it: a tracker that ends at once
+		// tells OnStateChange (the store has the change, stamped with the
+		// deadline).
+		t, err := c.reg.TryTrack(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: -1, Thread: m.Thread, Room: m.Room})
+		if err != nil {
+			continue
+		}
+		if m.State != tracking.InTransit {
+			c.dur.restoring(m.ID, m.State, false)
+			registry.Advance(t, m.State, nil)
+		}
+		c.dur.restoring(m.ID, tracking.TimedOut, true)
+		registry.Advance(t, tracking.TimedOut, nil)
 	}
 	if err := c.sm.Restore(res, unacked); err != nil {
 		return fmt.Errorf("xmpptrack: restoring the stream-management state: %w", err)

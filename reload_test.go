@@ -87,7 +87,8 @@ func TestStoreRestartWindowEnded(t *testing.T) {
 	if err := st.Commit(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
-	c, pc := newPeer(t, Config{Store: st})
+	var log stateLog
+	c, pc := newPeer(t, Config{Store: st, OnStateChange: log.hook})
 	if c.Tracker("late") != nil || c.Tracker("seen") != nil {
 		t.Fatal("a message whose window ended is tracked again")
 	}
@@ -98,6 +99,13 @@ func TestStoreRestartWindowEnded(t *testing.T) {
 	s, err = c.Status(waitCtx(t), "seen")
 	if err != nil || s.State != tracking.DeliveredToRecipient || !s.Settled {
 		t.Fatalf("seen: %+v, %v", s, err)
+	}
+	// The application hears of the TIMED_OUT, and of nothing else.
+	if got := waitLog(waitCtx(t), &log, "late", tracking.TimedOut); len(got) != 1 || got[0] != tracking.TimedOut {
+		t.Fatalf("late: OnStateChange got %v, want [TIMED_OUT]", got)
+	}
+	if got := log.of("seen"); len(got) != 0 {
+		t.Fatalf("seen: OnStateChange got %v", got)
 	}
 	// Nothing was re-sent: the next message the server reads is a new one.
 	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "new"}); err != nil {
