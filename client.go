@@ -626,12 +626,22 @@ type Stats struct {
 	// Dropped counts the incoming stanzas dropped because an address in
 	// them does not parse (see Config.Handler).
 	Dropped int64
+	// StoreErr is Config.Store's last failure: a message Send could not
+	// write ahead (ErrNotRecorded), or state changes the client could not
+	// commit (it keeps trying). Nil without a store, or once a write
+	// succeeded again.
+	StoreErr error
 }
 
 // Stats returns a snapshot of the client's health. It never blocks on the
 // network.
 func (c *Client) Stats() Stats {
 	st := Stats{Pending: c.reg.Pending(), Unacked: c.sm.Info().Unacked, Dropped: c.dropped.Load()}
+	if c.dur != nil {
+		if p := c.dur.failure.Load(); p != nil {
+			st.StoreErr = *p
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st.Connected = c.session != nil && !c.closing

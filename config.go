@@ -57,7 +57,9 @@ type Config struct {
 
 	// Store, if set, keeps a durable record of the messages: each is
 	// committed to it, with its stanza, before its first byte is written
-	// (Send fails, writing nothing, if that fails), and every state change
+	// (if that fails, Send writes nothing and returns a nil tracker and an
+	// error matching ErrNotRecorded; Stats.StoreErr keeps the failure),
+	// and every state change
 	// is recorded with its evidence (in order, committed in the background;
 	// while the store fails, tracking goes on and the changes are written
 	// once it is back), as are each message's stream-management number and

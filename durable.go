@@ -42,6 +42,8 @@ type durable struct {
 	gen      atomic.Uint64
 	finished atomic.Uint32
 
+	failure atomic.Pointer[error] // the store's last failure, nil after a success (Stats.StoreErr)
+
 	mu       sync.Mutex
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
 	queue    []store.Change
@@ -69,6 +71,22 @@ type restoredState struct {
 // process only, the store keeps the message pending, and the next Dial on
 // the store takes it back.
 var ErrStillPending = errors.New("xmpptrack: closed in this process only; the message stays pending in the store for the next Dial")
+
+// ErrNotRecorded: Send could not write the message ahead to Config.Store;
+// the error wraps the store's. Nothing was sent and nothing is tracked (Send
+// returns a nil tracker); Stats.StoreErr keeps the failure.
+var ErrNotRecorded = errors.New("xmpptrack: the store could not record the message, so it was not sent")
+
+// failed notes the store's last failure (nil: its last write succeeded).
+func (d *durable) failed(err error) {
+	if err == nil {
+		if d.failure.Load() != nil {
+			d.failure.Store(nil)
+		}
+		return
+	}
+	d.failure.Store(&err)
+}
 
 // ErrStoreAccount: Config.Store holds another account's messages for the
 // same resource (or both without one). Use a store per account, or a
@@ -363,6 +381,7 @@ func (d *durable) commit(b *store.Batch) bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := d.st.Commit(ctx, b)
 		cancel()
+		d.failed(err)
 		switch {
 		case err == nil:
 			return true
@@ -449,8 +468,10 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 			// settled message is taken too.
 			return fmt.Errorf("xmpptrack: message id %q is in the store: %w: %w", id, tracking.ErrDuplicateID, err)
 		}
-		return fmt.Errorf("xmpptrack: writing the message ahead to the store: %w", err)
+		d.failed(err)
+		return fmt.Errorf("%w: %w", ErrNotRecorded, err)
 	}
+	d.failed(nil)
 	return nil
 }
 

@@ -161,15 +161,24 @@ func TestStoreWriteAheadFails(t *testing.T) {
 	c, pc := newPeer(t, Config{Store: fs})
 	fs.failMessages.Store(true)
 	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "lost"})
-	if !errors.Is(err, errDiskFull) {
+	if !errors.Is(err, errDiskFull) || !errors.Is(err, ErrNotRecorded) {
 		t.Fatalf("Send with a full store: %v", err)
 	}
-	if tr == nil || tr.State() != tracking.Aborted {
-		t.Fatalf("tracker %v", tr)
+	if tr != nil {
+		t.Fatalf("Send with a full store returned a tracker in %s; want nil (nothing written)", tr.State())
+	}
+	if c.Tracker("lost") != nil || c.Stats().Pending != 0 {
+		t.Fatalf("the message that was not recorded is tracked: %+v", c.Stats())
+	}
+	if err := c.Stats().StoreErr; !errors.Is(err, errDiskFull) {
+		t.Fatalf("Stats().StoreErr = %v", err)
 	}
 	fs.failMessages.Store(false)
 	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "kept"}); err != nil {
 		t.Fatal(err)
+	}
+	if err := c.Stats().StoreErr; err != nil {
+		t.Fatalf("Stats().StoreErr after a good write: %v", err)
 	}
 	if e := pc.nextMessage(t); e.attr("id") != "kept" {
 		t.Fatalf("the server got %s: a message that was not written ahead went out", e.String())

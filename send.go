@@ -85,8 +85,9 @@ type Message struct {
 // Errors follow one contract. Invalid input (no recipient in m.To, an id
 // that is too long, a payload that is not well-formed) and failures before
 // the message is tracked (the client is closed, ctx ended while waiting for
-// a connection or a MaxPending slot, a duplicate id) return a nil tracker
-// and the error: nothing was written. Once the message is tracked, an error
+// a connection or a MaxPending slot, a duplicate id, a Config.Store that
+// could not record it: ErrNotRecorded) return a nil tracker and the error:
+// nothing was written. Once the message is tracked, an error
 // comes with its tracker in a final state: Aborted when ctx ended first
 // (waiting for room in the stream-management queue, or while the client
 // reconnects), when the client is closed under it (Closed after Close), or
@@ -177,8 +178,10 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	}
 	if c.dur != nil {
 		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window)); err != nil {
+			// Nothing was written anywhere: the tracker goes, unreported.
+			c.dur.restoring(t.ID(), tracking.Aborted, false)
 			c.reg.Lost(conv, t.ID())
-			return t, err
+			return nil, err
 		}
 	}
 	if err := c.writeMessage(ctx, t.ID(), m, payload); err != nil {
