@@ -71,6 +71,14 @@ type Attachment struct {
 // Client.Send. A reply to a group chat message of a room joined with package
 // muc goes through the room: it is proven by the room's reflection, which
 // never reaches OnMessage.
+//
+// A one-to-one reply goes to m.From as it came, usually a full JID: the
+// reply is a conversation with that one device (see Message.To), so it
+// reaches DELIVERED_TO_RECIPIENT and SEEN_BY_RECIPIENT only on that
+// device's receipt and displayed marker; the same person reading it on
+// another device moves nothing. Set To to m.From.Bare() to accept evidence
+// from any of the sender's devices (the server then routes the reply by
+// its own rules).
 func (m *Incoming) Reply(body string) Message {
 	r := Message{To: m.From, Body: body, Type: m.Type, Thread: m.Thread}
 	switch m.Type {

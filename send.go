@@ -34,7 +34,12 @@ type Message struct {
 	ID string
 	// To is the recipient; required (a zero To fails with an error matching
 	// stanza.ErrInvalidHandle before anything is written). A bare JID is
-	// usual; the tracker's conversation is its bare JID either way.
+	// usual: the message is a conversation with the account, and receipts,
+	// markers and errors count from any of its resources. A full JID is a
+	// conversation with that one resource: the tracker's To shows the full
+	// JID, and only evidence from that full JID counts (errors also from
+	// the bare JID and the domain), so a receipt or marker from the
+	// person's other device moves nothing.
 	To jid.JID
 	// Body is the text.
 	Body string
