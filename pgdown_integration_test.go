@@ -1,0 +1,154 @@
+package xmpptrack
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/postgres"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// TestIntegrationPostgresDown stops PostgreSQL in the middle of a run:
+// while it is down, Send returns an error and writes nothing to the wire,
+// and a message sent before goes on being tracked in memory (bob reads
+// it: SEEN_BY_RECIPIENT); once the database is back, that change is
+// written, Send works again, and nothing Send acknowledged is lost.
+func TestIntegrationPostgresDown(t *testing.T) {
+	forEachServer(t, []string{"alice", "bob"}, func(t *testing.T, srv *testserver.Server) {
+		pg := testserver.StartPostgres(t, testserver.PostgresOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		dsn, err := pg.CreateDatabase(ctx, "down")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+
+		var mu sync.Mutex
+		got := map[string]int{}
+		var from jid.JID
+		arrived := make(chan string, 16)
+		bob := dialTest(t, srv, "bob", Config{AllowPlaintext: true, OnMessage: func(_ *Client, m *Incoming) {
+			mu.Lock()
+			got[m.ID]++
+			from = m.From
+			mu.Unlock()
+			arrived <- m.ID
+		}})
+		alice := dialTest(t, srv, "alice", Config{AllowPlaintext: true, Store: st, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+		to := srv.JID("bob")
+
+		before, err := alice.Send(ctx, Message{To: to, Body: "before"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, err := before.Wait(ctx, tracking.DeliveredToRecipient); err != nil || s != tracking.DeliveredToRecipient {
+			t.Fatalf("before: %v, %v", s, err)
+		}
+		if <-arrived != before.ID() {
+			t.Fatal("bob got another message first")
+		}
+		if _, err := alice.Status(ctx, before.ID()); err != nil { // its changes so far are written
+			t.Fatal(err)
+		}
+
+		if err := pg.Halt(); err != nil {
+			t.Fatal(err)
+		}
+		// Tracking goes on in memory: bob reads the message.
+		mu.Lock()
+		peer := from
+		mu.Unlock()
+		if !bob.MarkDisplayed(peer) {
+			t.Fatal("bob could not mark the message displayed")
+		}
+		if s, err := before.Wait(ctx, tracking.SeenByRecipient); err != nil || s != tracking.SeenByRecipient {
+			t.Fatalf("before, with the database down: %v, %v", s, err)
+		}
+		// Send fails and writes nothing.
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		down, err := alice.Send(sctx, Message{To: to, Body: "down"})
+		scancel()
+		if err == nil {
+			t.Fatal("Send succeeded with the database down")
+		}
+		t.Logf("Send with the database down: %v", err)
+		refused := []string{down.ID()}
+
+		if err := pg.Resume(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// The pool reconnects on demand: the first Sends may still fail,
+		// and those write nothing either.
+		var after *tracking.MessageTracker
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			after, err = alice.Send(ctx, Message{To: to, Body: "after"})
+			if err == nil {
+				break
+			}
+			refused = append(refused, after.ID())
+			if time.Now().After(deadline) {
+				t.Fatalf("Send after the database came back: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if s, err := after.Wait(ctx, tracking.DeliveredToRecipient); err != nil || s != tracking.DeliveredToRecipient {
+			t.Fatalf("after: %v, %v", s, err)
+		}
+		// One stream, in order: a refused message written before "after"
+		// would have arrived before it.
+		if id := <-arrived; id != after.ID() {
+			t.Fatalf("bob got %q before %q", id, after.ID())
+		}
+		mu.Lock()
+		for _, id := range refused {
+			if got[id] > 0 {
+				t.Errorf("refused message %s reached bob", id)
+			}
+		}
+		mu.Unlock()
+
+		// The change made while the database was down is written.
+		status, err := alice.Status(ctx, before.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.DeliveredToRecipient, tracking.SeenByRecipient}
+		if h := historyStates(status.History); !slices.Equal(h, want) {
+			t.Errorf("history of before %v, want %v", h, want)
+		}
+		// Read back through another handle, as another instance would.
+		other, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		for id, state := range map[string]tracking.MessageState{before.ID(): tracking.SeenByRecipient} {
+			rec, err := other.Message(ctx, id)
+			if err != nil || rec.State != state {
+				t.Errorf("%s in the database: %v, %v; want %v", id, rec.State, err, state)
+			}
+		}
+		if _, err := other.Message(ctx, after.ID()); err != nil {
+			t.Errorf("after in the database: %v", err)
+		}
+		for _, id := range refused {
+			if _, err := other.Message(ctx, id); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("refused message %s in the database: %v", id, err)
+			}
+		}
+	})
+}
