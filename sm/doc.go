@@ -109,17 +109,15 @@
 // # Pacing
 //
 // Pace, called before each application stanza (after Reserve), waits
-// while Config.Window stanzas (default 64) written on the connection wait
+// while Config.Window stanzas (default 256) written on the connection wait
 // for an ack. A sender that writes thousands of stanzas ahead of the
 // server's acks fills the server's input: the server's answers to our <r/>
 // and its own <r/> wait behind that backlog, and the stanzas it keeps for
 // us until our <a/> pile up. Measured against Prosody 0.12 on loopback,
 // 5,000 messages with their receipts and markers cost the server 2.3 s of
-// CPU unpaced and 0.9 s paced (0.8–0.9 s for plain mellium without stream
-// management), and 20,000 messages to an offline account with the archive
-// on took 123 s unpaced and 55 s paced (155 s from plain mellium). The
-// window allows Window stanzas per round trip; raise it on links with a
-// long round trip.
+// CPU unpaced and 0.9–1.1 s paced (0.8–1.0 s for plain mellium without
+// stream management). The window allows Window stanzas per round trip;
+// raise it on links with a long round trip.
 //
 // # Dead connections
 //
