@@ -147,6 +147,7 @@ func (s *inSink) element(e *element) {
 		st.mu.Lock()
 		c.inActive = true
 		st.inH = st.base
+		st.toldH = st.base
 		st.mu.Unlock()
 	case e.kind == kindResumed:
 		st.mu.Lock()

@@ -87,7 +87,9 @@ func (h handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElemen
 	c := h.c
 	switch start.Name.Local {
 	case "r":
-		_, err := stanza.Ack{H: c.popSnapshot()}.WriteXML(t)
+		h := c.popSnapshot()
+		c.st.told(h)
+		_, err := stanza.Ack{H: h}.WriteXML(t)
 		return err
 	case "a":
 		return c.handleAck(t, start)

@@ -25,6 +25,10 @@ type Resumption struct {
 	// so that a caller that knows how many the application finished can
 	// claim less (Handled - (Read - finished)).
 	Handled, Read uint32
+	// Told is the last h sent to the server in an <a/> (0 before the
+	// first). The server drops what it covers, so a resumption never
+	// claims less: some servers (Prosody 0.12) refuse an h below it.
+	Told uint32
 	// Sent is the number of the last stanza written, Acked the last h
 	// the server acknowledged.
 	Sent, Acked uint32
@@ -40,6 +44,7 @@ func (st *State) Resumption() Resumption {
 		JID:      st.jid,
 		Handled:  st.inH,
 		Read:     st.read,
+		Told:     st.toldH,
 		Sent:     st.outH,
 		Acked:    st.ackedH,
 	}
@@ -73,6 +78,7 @@ func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.location = r.Location
 	st.jid = r.JID
 	st.inH = r.Handled
+	st.toldH = r.Handled
 	st.ackedH = r.Acked
 	var known, unknown []Stanza
 	for _, s := range unacked {
@@ -143,5 +149,14 @@ func kindOf(name string) kind {
 func (st *State) Forget() {
 	st.mu.Lock()
 	st.dropSessionLocked()
+	st.mu.Unlock()
+}
+
+// told records an h sent to the server in <a/>.
+func (st *State) told(h uint32) {
+	st.mu.Lock()
+	if int32(h-st.toldH) > 0 {
+		st.toldH = h
+	}
 	st.mu.Unlock()
 }

@@ -45,6 +45,7 @@ type State struct {
 
 	inH    uint32 // inbound stanzas handled
 	read   uint32 // inbound stanzas read on the current connection, counted or not (Resumption)
+	toldH  uint32 // the last h we sent the server in <a/> (Resumption)
 	outH   uint32 // outbound stanzas written (number of the last one)
 	ackedH uint32 // last h acknowledged by the server
 
@@ -225,6 +226,7 @@ func (st *State) SendAck(ctx context.Context, s *xmpp.Session) error {
 	st.mu.Lock()
 	h := st.inH
 	st.mu.Unlock()
+	st.told(h)
 	return s.Send(ctx, stanza.Ack{H: h}.TokenReader())
 }
 
