@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -33,6 +34,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// restartDelay is how long the crash test waits before it restarts the
+// killed process (XMPPTRACK_CRASH_RESTART_DELAY, a Go duration; default
+// none).
+var restartDelay = func() time.Duration {
+	d, _ := time.ParseDuration(os.Getenv("XMPPTRACK_CRASH_RESTART_DELAY"))
+	return d
+}()
+
 // crashMessages is how many messages the crash test sends.
 const crashMessages = 2000
 
@@ -52,6 +61,7 @@ func crashChild() error {
 	defer cancel()
 	c, err := Dial(dctx, account, os.Getenv("XMPPTRACK_CRASH_PASSWORD"), &Config{
 		Store: st, Addr: os.Getenv("XMPPTRACK_CRASH_ADDR"), AllowPlaintext: true, Window: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		return err
@@ -117,6 +127,9 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		}
 		unackedAtKills := 0
 		for run := 0; run < 4; run++ {
+			if run > 0 {
+				time.Sleep(restartDelay) // a process manager's restart delay (default none)
+			}
 			cmd, sc := child()
 			killAfter := -1
 			if run < 3 {
@@ -125,7 +138,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 					killAfter = 0 // right after Dial: during the re-sends
 				}
 			}
-			lines := 0
+			lines, last := 0, ""
 			for sc.Scan() {
 				line := sc.Text()
 				if strings.HasPrefix(line, "error") {
@@ -136,6 +149,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				}
 				if strings.HasPrefix(line, "sent") {
 					lines++
+					last = line
 				}
 			}
 			if killAfter < 0 {
@@ -157,7 +171,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("run %d killed after %d sends, %d unacknowledged", run, lines, n)
+			t.Logf("run %d killed after %d sends (last %q), %d unacknowledged", run, lines, last, n)
 			unackedAtKills += n
 		}
 		mu.Lock()
@@ -170,6 +184,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				t.Errorf("%s never arrived", id)
 			case n > 1:
 				dups += n - 1
+				t.Logf("%s arrived %d times", id, n)
 			}
 		}
 		t.Logf("%d duplicates, %d unacknowledged at the kills", dups, unackedAtKills)

@@ -320,6 +320,14 @@ func (d *durable) session() (store.Session, bool) {
 	default:
 		in = 0
 	}
+	if int32(r.Told-in) > 0 {
+		// The server dropped what our acks covered: claiming less would
+		// not bring it back, and Prosody 0.12 refuses the resumption.
+		// (Acks answer the server's <r/> with the stanzas read, so a
+		// stanza acknowledged before its callback returned is not
+		// replayed.)
+		in = r.Told
+	}
 	s := store.Session{Owner: d.owner, JID: r.JID.String(), ID: r.ID, Location: r.Location, Max: r.Max,
 		Inbound: in, Outbound: r.Sent, Acked: r.Acked}
 	if s.JID == "" && s.ID == "" && d.last.ID == "" {
