@@ -41,3 +41,20 @@ func TestRestoreNumbers(t *testing.T) {
 		t.Fatalf("second Restore: %v", err)
 	}
 }
+
+// Told follows the h sent in <a/>, never goes back, and starts at the
+// restored inbound count.
+func TestResumptionTold(t *testing.T) {
+	st := New(Config{})
+	if err := st.Restore(Resumption{ID: "sm1", Handled: 7}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Resumption().Told; got != 7 {
+		t.Fatalf("Told after Restore: %d, want 7", got)
+	}
+	st.told(9)
+	st.told(8)
+	if got := st.Resumption().Told; got != 9 {
+		t.Fatalf("Told: %d, want 9", got)
+	}
+}
