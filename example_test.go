@@ -26,9 +26,9 @@ func ExampleSendOnce() {
 	}
 	id, st, err := xmpptrack.SendOnce(ctx, jid.MustParse("alerts@example.org"), "secret", m, &xmpptrack.OnceOptions{
 		Until: tracking.DeliveredToRecipient,
-		OnMessage: func(ev stanza.Evidence) {
-			log.Printf("reply from %s: %s", ev.From, ev.Body)
-		},
+		Config: xmpptrack.Config{OnMessage: func(_ *xmpptrack.Client, in *xmpptrack.Incoming) {
+			log.Printf("reply from %s: %s", in.From, in.Body)
+		}},
 	})
 	log.Printf("message %s: %s (%v)", id, st, err)
 }

@@ -2,17 +2,12 @@ package xmpptrack
 
 import (
 	"context"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"time"
 
-	"mellium.im/xmlstream"
-	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
-	xstanza "mellium.im/xmpp/stanza"
 
-	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -21,7 +16,9 @@ import (
 // DeliveredToRecipient and otherwise uses the defaults of Config.
 type OnceOptions struct {
 	// Config configures the connection as for Dial (Addr, TLSConfig,
-	// AllowPlaintext, Logger, ...). One default differs from Dial's: a zero
+	// AllowPlaintext, Logger, ...); Config.OnMessage receives the messages
+	// that arrive while SendOnce is connected (replies, offline messages
+	// delivered at login), as for a Client. One default differs from Dial's: a zero
 	// StreamManagement.AckEvery means 1, so the server is asked at once to
 	// acknowledge the message. The tracking window is Message.Window, else
 	// Config.Window, else 5 minutes.
@@ -31,15 +28,6 @@ type OnceOptions struct {
 	// DeliveredToRecipient or SeenByRecipient. Zero (InTransit) means
 	// DeliveredToRecipient.
 	Until tracking.MessageState
-
-	// OnMessage receives every incoming message with a body that arrives
-	// while SendOnce is connected (replies, offline messages delivered at
-	// login, group chat messages), parsed. Error messages and carbons are not
-	// handed to it; Config.Handler, which may be set as well, sees every
-	// stanza unchanged. It runs on the goroutine that reads the stream, in
-	// stream order: it must not block for long. Nil means such messages are
-	// dropped (receipt requests are still answered).
-	OnMessage func(stanza.Evidence)
 }
 
 // SendOnce logs in to the account, sends one tracked message, waits until it
@@ -108,9 +96,6 @@ func SendOnce(ctx context.Context, account jid.JID, password string, m Message, 
 	cfg := o.Config
 	if cfg.StreamManagement.AckEvery == 0 {
 		cfg.StreamManagement.AckEvery = 1
-	}
-	if o.OnMessage != nil {
-		cfg.Handler = messageHandler(o.OnMessage, cfg.Handler)
 	}
 	// Configuration mistakes are reported before anything is opened.
 	lc := loginConfig(account, password, &cfg)
@@ -226,29 +211,4 @@ func (c *Client) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closing || c.shutting
-}
-
-// messageHandler hands incoming messages with a body to f, and every stanza,
-// unchanged, to next.
-func messageHandler(f func(stanza.Evidence), next xmpp.Handler) xmpp.Handler {
-	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-		if start.Name.Local != "message" {
-			if next == nil {
-				return nil
-			}
-			return next.HandleXMPP(t, start)
-		}
-		var b tokbuf.Buffer
-		complete, err := b.ReadFrom(t, maxBufferedTokens)
-		if err != nil {
-			return err
-		}
-		if complete {
-			ev, err := stanza.ParseMessage(*start, &b)
-			if err == nil && ev.Body != "" && ev.Type != xstanza.ErrorMessage && ev.Carbon == stanza.CarbonNone {
-				f(ev)
-			}
-		}
-		return passRest(next, &b, t, start) // oversized: passed on, not parsed
-	})
 }
