@@ -80,13 +80,17 @@ func TestIntegrationPostgresDown(t *testing.T) {
 		}
 		// Send fails and writes nothing.
 		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-		down, err := alice.Send(sctx, Message{To: to, Body: "down"})
+		downID := NewID()
+		down, err := alice.Send(sctx, Message{ID: downID, To: to, Body: "down"})
 		scancel()
 		if err == nil {
 			t.Fatal("Send succeeded with the database down")
 		}
+		if down != nil || !errors.Is(err, ErrNotRecorded) {
+			t.Fatalf("Send with the database down: %v, %v; want a nil tracker and ErrNotRecorded", down, err)
+		}
 		t.Logf("Send with the database down: %v", err)
-		refused := []string{down.ID()}
+		refused := []string{downID}
 
 		if err := pg.Resume(ctx); err != nil {
 			t.Fatal(err)
@@ -95,11 +99,12 @@ func TestIntegrationPostgresDown(t *testing.T) {
 		// and those write nothing either.
 		var after *tracking.MessageTracker
 		for deadline := time.Now().Add(30 * time.Second); ; {
-			after, err = alice.Send(ctx, Message{To: to, Body: "after"})
+			id := NewID()
+			after, err = alice.Send(ctx, Message{ID: id, To: to, Body: "after"})
 			if err == nil {
 				break
 			}
-			refused = append(refused, after.ID())
+			refused = append(refused, id)
 			if time.Now().After(deadline) {
 				t.Fatalf("Send after the database came back: %v", err)
 			}
