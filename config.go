@@ -82,7 +82,7 @@ type Config struct {
 	// previous stream while the server still holds it (the server's
 	// <resumed h> settles what it got; the rest is written again with the
 	// same ids; the server replays what the application had not finished
-	// with). When the stream cannot be resumed, the messages the server
+	// with and the client had not acknowledged). When the stream cannot be resumed, the messages the server
 	// never acknowledged are re-sent with their ids (or reported ABORTED
 	// under sm.ReportLost), so a message the server had taken without
 	// acknowledging it yet reaches the recipient twice. A message id stays
