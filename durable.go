@@ -115,6 +115,9 @@ func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog
 		return nil, fmt.Errorf("%w: resource %q of this store is used by %s", ErrStoreAccount, owner.Resource, v)
 	}
 	lease, err := st.Lock(ctx, owner)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, err // one sentence: who holds which instance
+	}
 	if err != nil {
 		return nil, fmt.Errorf("xmpptrack: the store's record of %v: %w", owner, err)
 	}

@@ -223,8 +223,13 @@ func TestStoreLease(t *testing.T) {
 	srv := newPeerServer(t)
 	c := dialPeer(t, srv, Config{Store: st})
 	cfg := Config{Store: st, Addr: srv.l.Addr().String()}
-	if _, err := Dial(waitCtx(t), testJID, peerPassword, &cfg); !errors.Is(err, store.ErrLocked) {
+	_, err := Dial(waitCtx(t), testJID, peerPassword, &cfg)
+	if !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("second client: %v, want ErrLocked", err)
+	}
+	// One sentence that names the instance and the holder.
+	if want := "store: " + testJID.String() + " is locked by another client of this store"; err.Error() != want {
+		t.Errorf("second client's error:\n%s\nwant\n%s", err, want)
 	}
 	c.Close()
 	dialPeer(t, srv, Config{Store: st})

@@ -72,7 +72,10 @@ type Message struct {
 // A message to the bare JID of a room joined with package muc goes through
 // the room (muc.Room.SendMessage): as a group chat message without a
 // receipt request, proven by the room's reflection, which the application
-// does not see again.
+// does not see again. A room that was not joined that way takes us for a
+// stranger: it answers with an error reply (ERROR, typically
+// service-unavailable or not-acceptable, matching stanza.ErrNotAvailable or
+// nothing definite); join it with muc.Join first.
 //
 // The message gets a fresh unique id, used as its id attribute and XEP-0359
 // origin-id and kept when it is re-sent after a reconnection. The tracker is

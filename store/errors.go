@@ -1,6 +1,9 @@
 package store
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors shared by implementations; test with errors.Is.
 var (
@@ -22,3 +25,26 @@ var (
 	// corrupt).
 	ErrForeign = errors.New("store: not an xmpptrack store")
 )
+
+// LockedError is the error of Store.Lock while another holder owns the
+// instance: one sentence naming the instance and the holder. It matches
+// ErrLocked.
+type LockedError struct {
+	// Owner is the instance asked for.
+	Owner Instance
+	// By describes the holder as far as the store knows it ("another client
+	// of this store", "another process", a host and since when), "" if it
+	// does not.
+	By string
+}
+
+func (e *LockedError) Error() string {
+	by := e.By
+	if by == "" {
+		by = "another holder"
+	}
+	return fmt.Sprintf("store: %s is locked by %s", e.Owner, by)
+}
+
+// Is reports whether target is ErrLocked.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }

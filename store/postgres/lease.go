@@ -113,7 +113,7 @@ func (s *Store) Lock(ctx context.Context, owner store.Instance) (store.Lease, er
 	}
 	if _, ok := s.leases[owner]; ok {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("postgres: %v: %w (by this store)", owner, store.ErrLocked)
+		return nil, &store.LockedError{Owner: owner, By: "another client of this store"}
 	}
 	s.mu.Unlock()
 
@@ -134,9 +134,9 @@ func (s *Store) Lock(ctx context.Context, owner store.Instance) (store.Lease, er
 			owner.Account, owner.Resource).Scan(&holder, &since)
 		conn.Close(context.Background())
 		if err == nil {
-			return nil, fmt.Errorf("postgres: %v: %w (by %s since %s)", owner, store.ErrLocked, holder, since.Format(time.RFC3339))
+			return nil, &store.LockedError{Owner: owner, By: fmt.Sprintf("%s since %s", holder, since.Format(time.RFC3339))}
 		}
-		return nil, fmt.Errorf("postgres: %v: %w", owner, store.ErrLocked)
+		return nil, &store.LockedError{Owner: owner}
 	}
 	host, _ := os.Hostname()
 	if _, err := conn.Exec(ctx, `INSERT INTO xmpptrack_owners (account, resource, holder, since) VALUES ($1, $2, $3, now())
@@ -155,7 +155,7 @@ func (s *Store) Lock(ctx context.Context, owner store.Instance) (store.Lease, er
 		if closed {
 			return nil, store.ErrClosed
 		}
-		return nil, fmt.Errorf("postgres: %v: %w (by this store)", owner, store.ErrLocked)
+		return nil, &store.LockedError{Owner: owner, By: "another client of this store"}
 	}
 	s.leases[owner] = l
 	s.mu.Unlock()

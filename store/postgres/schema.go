@@ -14,7 +14,7 @@ import (
 
 // migrations[i] upgrades schema version i to i+1. Released entries are
 // never edited: a change to the schema is a new entry.
-var migrations = []string{
+var migrations = [...]string{
 	// 0 → 1: the first release.
 	`
 CREATE TABLE xmpptrack_messages (
@@ -93,7 +93,7 @@ CREATE TABLE xmpptrack_owners (
 }
 
 // SchemaVersion is the schema version this package writes.
-var SchemaVersion = len(migrations)
+const SchemaVersion = len(migrations)
 
 // tables are the tables of the current schema, for the privilege check.
 var tables = []string{"xmpptrack_messages", "xmpptrack_changes", "xmpptrack_feed", "xmpptrack_sessions",

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -63,9 +64,12 @@ func (s *Store) Lock(ctx context.Context, owner store.Instance) (store.Lease, er
 		return nil, store.ErrClosed
 	}
 	if _, ok := s.leases[owner]; ok {
-		return nil, fmt.Errorf("sqlite: %v: %w (by this store)", owner, store.ErrLocked)
+		return nil, &store.LockedError{Owner: owner, By: "another client of this store"}
 	}
 	f, err := lockFile(s.path+"-lock", offset(owner))
+	if errors.Is(err, store.ErrLocked) {
+		return nil, &store.LockedError{Owner: owner, By: "another process (or another sqlite.Store on the same file)"}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %v: %w", owner, err)
 	}

@@ -17,7 +17,7 @@ const appID = 0x78747263
 
 // migrations[i] upgrades schema version i to i+1. Released entries are
 // never edited: a change to the schema is a new entry.
-var migrations = []string{
+var migrations = [...]string{
 	// 0 → 1: the first release.
 	`
 CREATE TABLE messages (
@@ -81,7 +81,7 @@ CREATE INDEX jobs_due ON jobs (queue, due);
 }
 
 // SchemaVersion is the schema version this package writes.
-var SchemaVersion = len(migrations)
+const SchemaVersion = len(migrations)
 
 // migrate checks the file and creates or upgrades its schema.
 func (s *Store) migrate(ctx context.Context) error {
