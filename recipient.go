@@ -142,7 +142,9 @@ func (r *recipient) queueLocked(peer string, a answer) bool {
 // For a room joined with package muc, peer may be the room or any of its
 // occupants (Incoming.From of a group chat message): the marker goes to the
 // room, for the newest message another occupant sent there (see
-// muc.Room.MarkDisplayed). Group chat messages of rooms not joined through
+// muc.Room.MarkDisplayed), which may be newer than the one OnMessage is
+// running with: the room's marker is cumulative and its reader does not wait
+// for the application. Group chat messages of rooms not joined through
 // package muc are never marked.
 func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	if c.cfg.NoMarkers || c.ctx.Err() != nil {
