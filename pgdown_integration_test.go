@@ -131,9 +131,13 @@ func TestIntegrationPostgresDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.DeliveredToRecipient, tracking.SeenByRecipient}
-		if h := historyStates(status.History); !slices.Equal(h, want) {
-			t.Errorf("history of before %v, want %v", h, want)
+		// The server's ack may come after bob's receipt: DELIVERED_TO_SERVER
+		// is then skipped.
+		h := historyStates(status.History)
+		h = slices.DeleteFunc(h, func(s tracking.MessageState) bool { return s == tracking.DeliveredToServer })
+		want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToRecipient, tracking.SeenByRecipient}
+		if !slices.Equal(h, want) {
+			t.Errorf("history of before %v, want %v (DELIVERED_TO_SERVER optional)", historyStates(status.History), want)
 		}
 		// Read back through another handle, as another instance would.
 		other, err := postgres.Open(ctx, dsn)
