@@ -144,7 +144,7 @@ func TestFaultInjection(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
 			// ejabberd archives on Mnesia at 20-70 messages per second
-			// (servers.md): its MAM is off, and mod_offline stores for
+			// (measured on the 2-core test machine): its MAM is off, and mod_offline stores for
 			// offline accounts. Prosody keeps MAM (the default); it stores
 			// offline messages with mod_offline either way.
 			debugDir := os.Getenv(faultDebugEnv)

@@ -68,7 +68,7 @@ func (a *ackLog) waitFor(ctx context.Context, cond func() bool) error {
 
 func smIntegrationServer(t *testing.T, kind testserver.Kind, debug bool, accounts ...string) *testserver.Server {
 	t.Helper()
-	// ejabberd's MAM on Mnesia is the bottleneck (servers.md); Prosody
+	// ejabberd's MAM on Mnesia is the bottleneck (20-70 archived messages per second); Prosody
 	// keeps its default (MAM on).
 	return testserver.Start(t, kind, testserver.Options{Accounts: accounts, NoMAM: kind == testserver.Ejabberd, Debug: debug})
 }

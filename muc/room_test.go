@@ -116,8 +116,8 @@ func TestSpoofedReflection(t *testing.T) {
 	}
 }
 
-// TestBadInputMUC covers the group-chat rows of protocol-brief.md §10
-// (rows 14 to 19; row 36 below).
+// TestBadInputMUC covers the group-chat rows of the bad-input catalogue
+// that TestBadInput in the root package walks (rows 14 to 19; row 36 below).
 func TestBadInputMUC(t *testing.T) {
 	t.Run("row14_marker_names_message_id_in_room_with_stanza_ids", func(t *testing.T) {
 		r := scriptedRoom(true, false)
@@ -274,7 +274,7 @@ func TestTrimKeepsMemoryBounded(t *testing.T) {
 	}
 }
 
-// TestOccupantIDOnlyWhenAnnounced covers protocol-brief.md §9 item 7: an
+// TestOccupantIDOnlyWhenAnnounced checks the XEP-0421 trust rule: an
 // occupant-id counts only in rooms that announce urn:xmpp:occupant-id:0,
 // since elsewhere anyone can put ours in a message.
 func TestOccupantIDOnlyWhenAnnounced(t *testing.T) {

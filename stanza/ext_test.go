@@ -8,7 +8,7 @@ import (
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
-// Elements cut out of the Prosody and ejabberd messages in servers.md.
+// Elements cut out of the Prosody and ejabberd messages in parse_test.go.
 func TestExtensionRoundTrip(t *testing.T) {
 	roundTrip(t, `<request xmlns='urn:xmpp:receipts'/>`, stanza.ReceiptRequest{}, `<request xmlns="urn:xmpp:receipts"></request>`)
 	roundTrip(t, `<received id='kit-msg-ad890374' xmlns='urn:xmpp:receipts'/>`, stanza.Receipt{ID: "kit-msg-ad890374"},

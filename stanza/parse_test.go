@@ -13,7 +13,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 )
 
-// Messages as Prosody 0.12.3 and ejabberd 23.01 deliver them (servers.md).
+// Messages as Prosody 0.12.3 and ejabberd 23.01 deliver them (captured on loopback).
 const (
 	prosodyChat     = `<message type='chat' to='bob@localhost' xml:lang='en' id='kit-msg-ad890374' from='alice@localhost/smoke'><body>hello bob (smoke)</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/><origin-id id='kit-oid-6e3f96e0' xmlns='urn:xmpp:sid:0'/><stanza-id id='SXLS9VFxZUJcd41twmXObp4o' xmlns='urn:xmpp:sid:0' by='bob@localhost'/></message>`
 	prosodyReceipt  = `<message type='chat' to='alice@localhost/smoke' xml:lang='en' id='kit-rcpt-b41d04' from='bob@localhost/smoke'><received id='kit-msg-ad890374' xmlns='urn:xmpp:receipts'/><stanza-id id='2b_FLN4tWGF_I7TgIY7yJo9X' xmlns='urn:xmpp:sid:0' by='alice@localhost'/></message>`
@@ -23,7 +23,7 @@ const (
 	ejabberdMarker  = `<message xml:lang='en' to='alice@localhost' from='bob@localhost/smoke' type='chat' id='kit-disp-1d5138'><displayed xmlns='urn:xmpp:chat-markers:0' id='kit-msg-9673bd1c'/></message>`
 	prosodyMUC      = `<message type='groupchat' to='alice@localhost/smoke' xml:lang='en' id='kit-muc-b2850da0' from='test@conference.localhost/alice'><body>hello room (smoke)</body><origin-id id='kit-muc-oid-a01d855a' xmlns='urn:xmpp:sid:0'/><occupant-id xmlns='urn:xmpp:occupant-id:0' id='p9yqkMQJGyVyYEcAqegNLzWW+39BPX9CEcEcQp6wGSY='/><stanza-id id='HHrUwehAzAfzGlBC0fO7-MQL' xmlns='urn:xmpp:sid:0' by='test@conference.localhost'/></message>`
 	ejabberdMUC     = `<message xml:lang='en' to='alice@localhost/smoke' from='test@conference.localhost/alice' type='groupchat' id='kit-muc-0ca30017'><archived by='test@conference.localhost' id='1795316702478370' xmlns='urn:xmpp:mam:tmp'/><stanza-id by='test@conference.localhost' id='1795316702478370' xmlns='urn:xmpp:sid:0'/><origin-id xmlns='urn:xmpp:sid:0' id='kit-muc-oid-9ad04f8a'/><body>hello room (smoke)</body></message>`
-	// Re-sent after resumption with a delay (servers.md XEP-0198 table).
+	// Re-sent after resumption with a delay (as Prosody re-sends after a resumption).
 	prosodyResent  = `<message type='chat' to='bob@localhost' id='m1' from='alice@localhost/smoke'><body>hi</body><delay stamp='2024-01-01T00:00:00Z' xmlns='urn:xmpp:delay' from='alice@localhost'/></message>`
 	ejabberdResent = `<message type='chat' to='bob@localhost' id='m1' from='alice@localhost/smoke'><body>hi</body><delay from='localhost' stamp='2024-01-01T00:00:00.985215Z' xmlns='urn:xmpp:delay'>Resent</delay></message>`
 )

@@ -9,7 +9,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 )
 
-// Bytes as Prosody 0.12.3 and ejabberd 23.01 send them (servers.md).
+// Bytes as Prosody 0.12.3 and ejabberd 23.01 send them (captured on loopback).
 const (
 	prosodyEnabled  = `<enabled id='OQfkUrMcMi8I' max='600' xmlns='urn:xmpp:sm:3' resume='true'/>`
 	ejabberdEnabled = `<enabled resume='true' max='300' id='g2gCbQAAAAVzbW9rZW0AAAAIIxM4CprPXxw=' xmlns='urn:xmpp:sm:3'/>`

@@ -18,8 +18,8 @@ import (
 	"time"
 )
 
-// ejabberdConfig is the configuration of a test ejabberd 23.01 (see
-// servers.md for why each option is there). Deliberately not loaded:
+// ejabberdConfig is the configuration of a test ejabberd 23.01 (the package
+// documentation lists what it enables and why). Deliberately not loaded:
 // mod_fail2ban (bans 127.0.0.1 after failed logins), mod_client_state (delays
 // delivery), mod_pres_counter, mod_push, mod_mqtt, pubsub, and HTTP modules
 // unless Options.HTTPUpload.
