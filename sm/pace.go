@@ -9,8 +9,8 @@ import "context"
 // behind that backlog, and the stanzas the server keeps for us until our
 // <a/> pile up; the server then spends twice the CPU per message (2.3 s
 // instead of 0.9 s for 5,000 messages with their receipts and markers).
-// With 256 stanzas in flight the server's CPU per run stays within 1.2× of
-// a plain session's there, and ejabberd's throughput is not held back (64
+// With 256 stanzas in flight the server's CPU per run stays about 1.2× a
+// plain session's there, and ejabberd's throughput is not held back (64
 // was as good for Prosody but slowed ejabberd, which acknowledges later).
 // The window allows 256 messages per round trip (2,560 per second at
 // 100 ms); raise it on links with a longer round trip.
