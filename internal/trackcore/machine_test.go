@@ -12,8 +12,9 @@ import (
 )
 
 // designTable is the transition table written out by hand, cell by cell,
-// independently of the looplab definition: rows are the current state, columns the requested one (DTS, DTR, SBR, ABORTED,
-// TIMED_OUT, CLOSED, ERROR). "ok" moves and fires callbacks once, "-" is a
+// independently of the looplab definition: rows are the current state,
+// columns the requested one (DTS, DTR, SBR, ABORTED, TIMED_OUT, CLOSED,
+// ERROR). "ok" moves and fires callbacks once, "-" is a
 // silent no-op, "no" is refused, "end" keeps the state and ends tracking.
 var designTable = map[MessageState][7]string{
 	InTransit:            {"ok", "ok", "ok", "ok", "ok", "ok", "ok"},
