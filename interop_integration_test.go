@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/interop"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )

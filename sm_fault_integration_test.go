@@ -3,7 +3,7 @@ package xmpptrack
 // Fault injection against real Prosody and ejabberd (issue 3).
 //
 // A sender (an xmpptrack.Client) reaches the server through
-// internal/faultproxy, which cuts its connection at random points; a
+// internal/testkit/faultproxy, which cuts its connection at random points; a
 // recipient (another Client) is connected directly and counts the ids it
 // receives. Three scenarios run one after the other on one server of each
 // kind, each with its own pair of accounts:
@@ -61,8 +61,8 @@ import (
 	"mellium.im/xmpp"
 	xstanza "mellium.im/xmpp/stanza"
 
-	"github.com/xmpptrack/xmpptrack/internal/faultproxy"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/faultproxy"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"

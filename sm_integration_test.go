@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -363,7 +363,7 @@ func TestLoneAckLatency(t *testing.T) {
 			t.Logf("%s, %d lone sends: ack after median %v, p95 %v, max %v; ping round trip median %v, p95 %v",
 				kind, n, med(lat), p95(lat), lat[len(lat)-1], med(rtt), p95(rtt))
 			// Reported, not asserted: a slow machine must not fail go test.
-			// The benchmark program (internal/cmd/bench) checks the budget.
+			// The benchmark program (internal/testkit/cmd/bench) checks the budget.
 			if budget := 50*time.Millisecond + med(rtt); med(lat) > budget {
 				t.Logf("median ack latency %v is over the budget of 50 ms plus a round trip (%v)", med(lat), budget)
 			}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/attach"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/muc"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )

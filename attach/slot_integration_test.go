@@ -11,7 +11,7 @@ import (
 	"mellium.im/xmpp/upload"
 
 	"github.com/xmpptrack/xmpptrack"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 // TestIntegrationSlotRefused: the servers' own refusals decode into

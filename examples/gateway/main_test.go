@@ -28,8 +28,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/interop"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 const token = "e2e-token"

@@ -3,7 +3,7 @@ package interop_test
 import (
 	"fmt"
 
-	"github.com/xmpptrack/xmpptrack/internal/interop"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
 )
 
 // Peers describe what they do as JSON lines; ParseEvent decodes one.

@@ -1,5 +1,5 @@
 // Command bench measures what tracking costs: it starts its own XMPP server
-// on loopback (Prosody or ejabberd, through internal/testserver), logs in a
+// on loopback (Prosody or ejabberd, through internal/testkit/testserver), logs in a
 // responder that answers every receipt request and marks every message
 // displayed, and runs the same workload with several senders, each in a
 // child process of its own, alternating them round after round (A B C … A B
@@ -15,7 +15,7 @@
 //     mellium session), the fair floor on Prosody, whose ceiling stream
 //     management alone roughly halves;
 //   - aioxmpp: aioxmpp 0.13 BasicTrackingService and
-//     DeliveryReceiptsService, through the script of internal/interop;
+//     DeliveryReceiptsService, through the script of internal/testkit/interop;
 //   - ceiling, ceiling-sm: several plain senders in parallel, sharing the
 //     N messages, without and with stream management: what the server
 //     routes on this machine.
@@ -42,10 +42,10 @@
 //
 // # Use
 //
-//	go run ./internal/cmd/bench                  # both servers, N=5000, 5 rounds
-//	go run ./internal/cmd/bench -server prosody -quick
+//	go run ./internal/testkit/cmd/bench                  # both servers, N=5000, 5 rounds
+//	go run ./internal/testkit/cmd/bench -server prosody -quick
 //
 // Run with -h for the flags. Everything is printed on standard output at the
 // end, as one table followed by the targets; progress goes to standard
 // error.
-package main // import "github.com/xmpptrack/xmpptrack/internal/cmd/bench"
+package main // import "github.com/xmpptrack/xmpptrack/internal/testkit/cmd/bench"

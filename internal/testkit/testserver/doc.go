@@ -50,4 +50,4 @@
 // while running. ejabberd accounts are created by in-band registration
 // (XEP-0077, enabled for the test server only), in parallel, once its port
 // accepts.
-package testserver // import "github.com/xmpptrack/xmpptrack/internal/testserver"
+package testserver // import "github.com/xmpptrack/xmpptrack/internal/testkit/testserver"

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/faultproxy"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/faultproxy"
 )
 
 // testWait bounds every wait, so that a broken proxy fails a test instead

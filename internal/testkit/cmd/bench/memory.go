@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 // runPending measures the memory of o.pendingN trackers pending to an

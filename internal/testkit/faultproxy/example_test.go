@@ -6,7 +6,7 @@ import (
 	"log"
 	"net"
 
-	"github.com/xmpptrack/xmpptrack/internal/faultproxy"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/faultproxy"
 )
 
 // A client talks to an echo server through the proxy until the test cuts

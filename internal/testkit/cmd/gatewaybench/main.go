@@ -23,7 +23,7 @@
 // uses net/http's client instead, which costs about as much per request as
 // the gateway's HTTP server.
 //
-//	go run ./internal/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite] [-client raw|net/http] [-cpuprofile f] [-memprofile f]
+//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite] [-client raw|net/http] [-cpuprofile f] [-memprofile f]
 package main
 
 import (
@@ -47,7 +47,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/gateway"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"

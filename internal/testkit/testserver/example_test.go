@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 func ExampleKinds() {

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/interop"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
 )
 
 // runSender runs one sender once with n messages (shared by the ceiling's
@@ -87,7 +87,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	return r
 }
 
-// runAioxmpp runs the aioxmpp sender of internal/interop.
+// runAioxmpp runs the aioxmpp sender of internal/testkit/interop.
 func (b *bench) runAioxmpp(ctx context.Context, env *serverEnv, local string, n int, addr string) run {
 	var cert []byte
 	if env.cafile != "" {

@@ -41,4 +41,4 @@
 // gets the same budget for a given seed and range, so logging the seed is
 // enough to replay the cut points of a failing test, up to how the client
 // happens to split its writes among connections.
-package faultproxy // import "github.com/xmpptrack/xmpptrack/internal/faultproxy"
+package faultproxy // import "github.com/xmpptrack/xmpptrack/internal/testkit/faultproxy"

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 // Senders, in the order each round runs them.
@@ -86,7 +86,7 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	offSenders := fs.String("offline-senders", strings.Join(offlineSenders, ","), "senders of the -offline-n comparison (xmpptrack follows -window)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the Go senders' workloads (one file per run)")
 	fs.Usage = func() {
-		fmt.Fprintf(usage, "Usage: go run ./internal/cmd/bench [flags]\n\nCompares tracked sending with plain mellium, aioxmpp and the server's ceiling\nagainst a Prosody or ejabberd it starts on loopback. Flags:\n\n")
+		fmt.Fprintf(usage, "Usage: go run ./internal/testkit/cmd/bench [flags]\n\nCompares tracked sending with plain mellium, aioxmpp and the server's ceiling\nagainst a Prosody or ejabberd it starts on loopback. Flags:\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

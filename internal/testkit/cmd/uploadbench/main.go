@@ -2,7 +2,7 @@
 // on Prosody 0.12 (mod_http_file_share) and ejabberd 23.01 (mod_http_upload)
 // started by the test harness on loopback.
 //
-//	go run ./internal/cmd/uploadbench [-size MB] [-runs N] [-servers prosody,ejabberd]
+//	go run ./internal/testkit/cmd/uploadbench [-size MB] [-runs N] [-servers prosody,ejabberd]
 //
 // For each server it uploads the same file with `curl -T` (the baseline,
 // given a slot asked for the same way) and with attach.Uploader.Upload,
@@ -29,7 +29,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/attach"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 func main() {

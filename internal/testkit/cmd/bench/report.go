@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 // The performance budgets this program checks; the README's Benchmarks

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 // TestMain lets the test binary play the child roles: the program

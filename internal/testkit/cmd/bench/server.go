@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/interop"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 // serverResults are the measurements against one server.

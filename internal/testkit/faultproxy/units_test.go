@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/xmpptrack/xmpptrack/internal/faultproxy"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/faultproxy"
 )
 
 // units splits data with XMPPUnits as a scanner at the end of input would.

@@ -11,7 +11,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack"
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store/postgres"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 // BenchmarkAioxmppTracking runs the aioxmpp sender benchmark (500 tracked

@@ -1,7 +1,7 @@
 // Package interop runs XMPP clients that nobody on this project wrote —
 // slixmpp 1.8 and aioxmpp 0.13, as packaged by Debian — as the other party
 // of integration tests and benchmarks of xmpptrack against the real servers
-// of internal/testserver.
+// of internal/testkit/testserver.
 //
 // # Peers
 //
@@ -59,4 +59,4 @@
 // <markable/>) to a running responder and reports the time until every
 // message was DELIVERED_TO_SERVER, DELIVERED_TO_RECIPIENT and
 // SEEN_BY_RECIPIENT, the CPU time and the peak RSS of the Python process.
-package interop // import "github.com/xmpptrack/xmpptrack/internal/interop"
+package interop // import "github.com/xmpptrack/xmpptrack/internal/testkit/interop"

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xmpptrack/xmpptrack/internal/testserver"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
 // Senders of the bulk-to-offline comparison.
