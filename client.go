@@ -116,15 +116,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		OnStateChange: onChange,
 	})
 	smCfg := c.cfg.StreamManagement
-	if c.dur != nil {
-		next := smCfg.OnWritten
-		smCfg.OnWritten = func(s sm.Stanza) {
-			c.dur.onWritten(s)
-			if next != nil {
-				next(s)
-			}
-		}
-	}
+	smCfg.OnWritten = c.written(smCfg.OnWritten)
 	smCfg.OnAcked = c.acked(smCfg.OnAcked)
 	smCfg.OnLost = c.lost(smCfg.OnLost)
 	smCfg.OnRefused = c.refused(smCfg.OnRefused)
@@ -184,6 +176,26 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		return nil, c.login.Failed(ctx, err)
 	}
 	return c, nil
+}
+
+// written gives each message, in wire order, its position in its
+// conversation (a displayed marker covers the messages written before the
+// marked one; with concurrent senders that is not the order of Send calls)
+// and lets durable tracking record its number. It runs on the writing
+// goroutine inside mellium's output lock: it only takes short locks that
+// are never held while writing.
+func (c *Client) written(next func(sm.Stanza)) func(sm.Stanza) {
+	return func(s sm.Stanza) {
+		if s.Name == "message" && s.ID != "" {
+			c.reg.Written(registry.ConvOf(s.To), s.ID)
+		}
+		if c.dur != nil {
+			c.dur.onWritten(s)
+		}
+		if next != nil {
+			next(s)
+		}
+	}
 }
 
 // acked turns stream-management acks of our messages into DeliveredToServer.

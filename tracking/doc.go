@@ -108,6 +108,14 @@
 //     proof keep their state and can still get their own receipt or marker;
 //     one proven after the marker is lifted by the next marker. A marker may
 //     name one of our messages or one of the last few the peer sent us.
+//   - "Earlier" is wire order: a marker covers the messages written to the
+//     stream before the marked one (and the peer's messages received before
+//     it). With several goroutines sending at once, the order of Send calls
+//     is not the order on the wire, and a message written after the marked
+//     one has no proof the recipient saw it. A message written again after a
+//     reconnection takes its place at the new write. Where the server offers
+//     no stream management, writes are not reported and the order of Send
+//     calls stands in for it.
 //   - A legacy received marker is a per-message receipt, not "up to here".
 //   - A marker that carries a thread covers only messages sent with that thread.
 //   - Error replies count when they come from the recipient (any resource of

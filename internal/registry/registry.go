@@ -153,6 +153,13 @@ func (r *Registry) Incoming(from jid.JID, id string) {
 	r.core().Incoming(bare, full, id)
 }
 
+// Written records that our message id to conversation conv was written to
+// the stream, in wire order (sm.Config.OnWritten), so that a displayed
+// marker covers the messages written before the marked one. It never
+// writes and queues no callback: it may run inside the writer's output
+// lock. Group chats are left alone.
+func (r *Registry) Written(conv, id string) { r.core().Written(conv, id) }
+
 // peer returns the conversation keys a sender's evidence may match: its bare
 // JID, and its full JID ("" without a resource).
 func peer(from jid.JID) (bare, full string) {

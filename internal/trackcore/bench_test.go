@@ -109,6 +109,29 @@ func BenchmarkTrack(b *testing.B) {
 	}
 }
 
+// BenchmarkWritten measures giving a message its wire position, with 32
+// concurrent senders' worth of messages registered but not yet written:
+// each write moves its tracker past them.
+func BenchmarkWritten(b *testing.B) {
+	const behind = 32
+	ids := make([]string, b.N+behind)
+	for i := range ids {
+		ids[i] = newID()
+	}
+	r := NewRegistry(Config[Response]{MaxPending: -1})
+	for _, id := range ids[:behind] {
+		r.TryTrack(bob, id, TrackOptions{})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i, id := range ids[:b.N] {
+		b.StopTimer()
+		r.TryTrack(bob, ids[i+behind], TrackOptions{})
+		b.StartTimer()
+		r.Written(bob, id)
+	}
+}
+
 // BenchmarkCallbackDispatch measures handing one state change to the
 // registry's OnStateChange hook and waiting until it ran, as a stream of
 // receipts does: each op settles one tracker and waits for its callback.

@@ -15,10 +15,16 @@ const maxThreadMarks = 8
 
 // conversation is one peer (bare JID) or room, with its pending trackers in
 // send order. It exists while it has pending trackers.
+//
+// A tracker's position (Tracker.seq) is given at registration and given
+// again, from the same counter, each time the message is written to the
+// stream (Registry.Written): with concurrent senders, registration order is
+// not wire order, and a marker covers what the peer received before the
+// marked message. order stays sorted by position.
 type conversation[R any] struct {
 	g     *group[R]
 	jid   string
-	order []*Tracker[R] // pending trackers in send order; settled ones until swept
+	order []*Tracker[R] // pending trackers by position; settled ones until swept
 	live  int           // entries of order that are not settled
 	next  uint32        // position of the next message, in either direction
 	dirty bool          // settled entries wait in order for a sweep
@@ -222,6 +228,21 @@ func (c *conversation[R]) threadStart(thread string, upTo uint32) (int, bool) {
 	}
 	m.marks[thread] = upTo
 	return start, true
+}
+
+// written gives t the next position and moves it to the end of order,
+// which stays sorted by position. The search goes backwards from the end:
+// writes in about registration order find t near it.
+func (c *conversation[R]) written(t *Tracker[R]) {
+	for i := len(c.order) - 1; i >= 0; i-- {
+		if c.order[i] == t {
+			copy(c.order[i:], c.order[i+1:])
+			c.order[len(c.order)-1] = t
+			t.seq = c.next
+			c.next++
+			return
+		}
+	}
 }
 
 // remember records an incoming message id at the current position.

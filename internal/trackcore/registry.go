@@ -443,6 +443,23 @@ func (r *Registry[R]) Incoming(bare, full, id string) {
 	r.g.mu.Unlock()
 }
 
+// Written records that the message id of conversation conv was written to
+// the stream, in wire order: it takes the next position of the conversation,
+// after every message written (or received, see Incoming) before it, so
+// that a displayed marker covers exactly the messages the peer could have
+// received before the marked one. A message written again (after a
+// reconnection) moves again. Messages never reported keep the position of
+// their registration. It ignores group-chat conversations (see
+// TrackOptions.Room). It takes only the registry's lock, never writes, and
+// queues no callback: it may run inside the writer's output lock.
+func (r *Registry[R]) Written(conv, id string) {
+	r.g.mu.Lock()
+	if t := r.lookup(conv, id); t != nil && !t.c.room {
+		t.c.written(t)
+	}
+	r.g.mu.Unlock()
+}
+
 // ErrorReply records an error reply for the message id: Error, with resp.Err
 // as the reason. It counts only when from is the message's recipient (any
 // resource, except for a group chat: the room's bare JID only, not an
