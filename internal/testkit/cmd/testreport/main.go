@@ -73,6 +73,14 @@ func main() {
 				if b := outputs[key]; b != nil {
 					fmt.Print(b.String())
 				}
+				// Tests of the package that never ended (a panic, a
+				// timeout's goroutine dump): their output says why.
+				for k, b := range outputs {
+					if strings.HasPrefix(k, e.Package+" ") && k != key {
+						fmt.Printf("--- UNFINISHED %s\n%s", k, b.String())
+						delete(outputs, k)
+					}
+				}
 			} else {
 				failed++
 				failedNames = append(failedNames, key)
