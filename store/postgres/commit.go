@@ -5,102 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// maxGroup bounds the batches of one group commit.
-const maxGroup = 512
-
-// request is a batch waiting for the committer.
-type request struct {
-	b     *store.Batch
-	state atomic.Int32 // queued, taken (the committer answers), cancelled
-	done  chan error
-}
-
-const (
-	queued int32 = iota
-	taken
-	cancelled
-)
-
-// Commit implements store.Store. Batches of concurrent callers are written
-// in one transaction by the committer goroutine. Once the committer took a
-// batch, Commit waits for its outcome even if ctx ends, so that a batch is
-// never reported cancelled while it may still be committed.
+// Commit implements store.Store: batches of concurrent callers are written
+// in one transaction by the committer goroutine (see package groupcommit).
 func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
-	if b == nil {
-		return fmt.Errorf("%w: nil batch", store.ErrInvalid)
-	}
-	if err := b.Validate(); err != nil {
-		return err
-	}
-	if s.isClosed() {
-		return store.ErrClosed
-	}
-	if len(b.Messages)+len(b.Changes)+len(b.Written)+len(b.Sessions) == 0 {
-		return nil
-	}
-	r := &request{b: b, done: make(chan error, 1)}
-	select {
-	case s.reqs <- r:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.ctx.Done():
-		return store.ErrClosed
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(queued, cancelled) {
-			return ctx.Err()
-		}
-	case <-s.ctx.Done():
-		if r.state.CompareAndSwap(queued, cancelled) {
-			return store.ErrClosed
-		}
-	}
-	return <-r.done
-}
-
-// committer writes queued batches, as many as are waiting in one
-// transaction, until Close.
-func (s *Store) committer() {
-	group := make([]*request, 0, maxGroup)
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case r := <-s.reqs:
-			group = append(group[:0], r)
-		}
-	more:
-		for len(group) < maxGroup {
-			select {
-			case r := <-s.reqs:
-				group = append(group, r)
-			default:
-				break more
-			}
-		}
-		live := group[:0]
-		for _, r := range group {
-			if r.state.CompareAndSwap(queued, taken) {
-				live = append(live, r)
-			}
-		}
-		if len(live) > 0 {
-			s.commitGroup(live)
-		}
-		clear(group)
-	}
+	return s.group.Commit(ctx, b)
 }
 
 // errConflict: some new message ids exist (found by the insert).
@@ -109,13 +26,13 @@ var errConflict = errors.New("conflict")
 // commitGroup writes the batches in one transaction. A batch whose new
 // message exists fails alone: the transaction is tried again without it.
 // Deadlocks and serialization failures are retried too.
-func (s *Store) commitGroup(group []*request) {
+func (s *Store) commitGroup(group []*groupcommit.Request) {
 	errs := make([]error, len(group))
 	// Duplicates within the group: the later batch fails.
 	seen := map[string]bool{}
 	for i, r := range group {
 		ids := map[string]bool{}
-		for _, m := range r.b.Messages {
+		for _, m := range r.Batch.Messages {
 			if ids[m.ID] || seen[m.ID] {
 				errs[i] = fmt.Errorf("postgres: message %q: %w", m.ID, store.ErrExists)
 			}
@@ -146,7 +63,7 @@ func (s *Store) commitGroup(group []*request) {
 		}
 		if errors.Is(err, errConflict) {
 			for _, i := range live {
-				for _, m := range group[i].b.Messages {
+				for _, m := range group[i].Batch.Messages {
 					if conflicts[m.ID] {
 						errs[i] = fmt.Errorf("postgres: message %q: %w", m.ID, store.ErrExists)
 					}
@@ -171,10 +88,10 @@ func (s *Store) commitGroup(group []*request) {
 		break
 	}
 	for _, r := range group {
-		unset(r.b)
+		unset(r.Batch)
 	}
 	for _, o := range out {
-		b := group[o.batch].b
+		b := group[o.batch].Batch
 		if o.change < 0 {
 			b.Messages[o.msg].Cursor = o.cursor
 		} else {
@@ -184,7 +101,7 @@ func (s *Store) commitGroup(group []*request) {
 	ok := false
 	for i, r := range group {
 		ok = ok || errs[i] == nil
-		r.done <- errs[i]
+		r.Answer(errs[i])
 	}
 	if ok {
 		s.wake()
@@ -234,7 +151,7 @@ type feedRow struct {
 // tryGroup runs one transaction for the live batches of group. It returns
 // the ids that exist already (with errConflict), or the cursors to hand
 // back.
-func (s *Store) tryGroup(group []*request, live []int) ([]result, map[string]bool, error) {
+func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	tx, err := s.pool.Begin(ctx)
@@ -254,8 +171,8 @@ func (s *Store) tryGroup(group []*request, live []int) ([]result, map[string]boo
 		states                                             []int16
 	)
 	for _, i := range live {
-		for j := range group[i].b.Messages {
-			m := &group[i].b.Messages[j]
+		for j := range group[i].Batch.Messages {
+			m := &group[i].Batch.Messages[j]
 			if m.Created.IsZero() {
 				m.Created = now
 			}
@@ -326,10 +243,10 @@ func (s *Store) tryGroup(group []*request, live []int) ([]result, map[string]boo
 	// in id order (so that concurrent instances cannot deadlock).
 	var lockIDs []string
 	for _, i := range live {
-		for _, c := range group[i].b.Changes {
+		for _, c := range group[i].Batch.Changes {
 			lockIDs = append(lockIDs, c.ID)
 		}
-		for _, w := range group[i].b.Written {
+		for _, w := range group[i].Batch.Written {
 			lockIDs = append(lockIDs, w.ID)
 		}
 	}
@@ -366,7 +283,7 @@ func (s *Store) tryGroup(group []*request, live []int) ([]result, map[string]boo
 	// 3. Apply the changes in order; collect the feed rows.
 	var feed []feedRow
 	for _, i := range live {
-		b := group[i].b
+		b := group[i].Batch
 		for j, m := range b.Messages {
 			feed = append(feed, feedRow{res: result{batch: i, msg: j, change: -1}, n: newN[m.ID], state: m.State,
 				settles: store.SettledState(m.State), at: m.Created})
@@ -416,7 +333,7 @@ func (s *Store) tryGroup(group []*request, live []int) ([]result, map[string]boo
 	var wids []string
 	var wseqs []int64
 	for _, i := range live {
-		for _, w := range group[i].b.Written {
+		for _, w := range group[i].Batch.Written {
 			wids = append(wids, w.ID)
 			wseqs = append(wseqs, int64(w.Seq))
 		}
@@ -430,7 +347,7 @@ func (s *Store) tryGroup(group []*request, live []int) ([]result, map[string]boo
 	}
 	var sess []store.Session
 	for _, i := range live {
-		sess = append(sess, group[i].b.Sessions...)
+		sess = append(sess, group[i].Batch.Sessions...)
 	}
 	for _, ss := range sess {
 		if ss.Updated.IsZero() {

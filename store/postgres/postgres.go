@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 )
 
 // Config configures a store. The zero value is ready to use.
@@ -47,7 +48,7 @@ type Store struct {
 	pool    *pgxpool.Pool
 	connCfg *pgx.ConnConfig // for the listener and leases
 
-	reqs chan *request
+	group *groupcommit.Queue // to the committer
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc
@@ -95,11 +96,11 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		log:     cfg.Logger,
 		pool:    pool,
 		connCfg: pcfg.ConnConfig.Copy(),
-		reqs:    make(chan *request, 1024),
 		notify:  make(chan struct{}),
 		leases:  map[store.Instance]*lease{},
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.group = groupcommit.New(s.ctx)
 	if err := s.migrate(ctx); err != nil {
 		s.stop()
 		pool.Close()
@@ -111,7 +112,7 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	s.workers.Go(s.committer)
+	s.workers.Go(func() { s.group.Run(s.commitGroup) })
 	if cfg.Retention >= 0 {
 		s.workers.Go(s.pruner)
 	}

@@ -5,100 +5,16 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 )
 
-// maxGroup bounds the batches of one group commit.
-const maxGroup = 512
-
-// request is a batch waiting for the committer.
-type request struct {
-	b     *store.Batch
-	state atomic.Int32 // queued, taken (the committer answers), cancelled
-	done  chan error
-}
-
-const (
-	queued int32 = iota
-	taken
-	cancelled
-)
-
-// Commit implements store.Store. Batches of concurrent callers are written
-// in one transaction by the committer goroutine. Once the committer took a
-// batch, Commit waits for its outcome even if ctx ends: a batch is either
-// refused before anything happened or its real result is returned, never
-// "cancelled" while it may still be committed.
+// Commit implements store.Store: batches of concurrent callers are written
+// in one transaction by the committer goroutine (see package groupcommit).
 func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
-	if b == nil {
-		return fmt.Errorf("%w: nil batch", store.ErrInvalid)
-	}
-	if err := b.Validate(); err != nil {
-		return err
-	}
-	if s.isClosed() {
-		return store.ErrClosed
-	}
-	if len(b.Messages)+len(b.Changes)+len(b.Written)+len(b.Sessions) == 0 {
-		return nil
-	}
-	r := &request{b: b, done: make(chan error, 1)}
-	select {
-	case s.reqs <- r:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.ctx.Done():
-		return store.ErrClosed
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(queued, cancelled) {
-			return ctx.Err()
-		}
-	case <-s.ctx.Done():
-		if r.state.CompareAndSwap(queued, cancelled) {
-			return store.ErrClosed
-		}
-	}
-	return <-r.done
-}
-
-// committer writes queued batches, as many as are waiting in one
-// transaction, until Close.
-func (s *Store) committer() {
-	group := make([]*request, 0, maxGroup)
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case r := <-s.reqs:
-			group = append(group[:0], r)
-		}
-	more:
-		for len(group) < maxGroup {
-			select {
-			case r := <-s.reqs:
-				group = append(group, r)
-			default:
-				break more
-			}
-		}
-		live := group[:0]
-		for _, r := range group {
-			if r.state.CompareAndSwap(queued, taken) {
-				live = append(live, r)
-			}
-		}
-		if len(live) > 0 {
-			s.commitGroup(live)
-		}
-		clear(group)
-	}
+	return s.group.Commit(ctx, b)
 }
 
 // commitGroup writes the batches in one transaction. The transaction
@@ -106,17 +22,17 @@ func (s *Store) committer() {
 // by looking first, and left out. If the transaction fails anyway (a full
 // disk, say), each batch is tried again in a transaction of its own, so
 // that a batch fails only for its own reasons.
-func (s *Store) commitGroup(group []*request) {
+func (s *Store) commitGroup(group []*groupcommit.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	errs := make([]error, len(group))
 	err := s.inTx(ctx, func(ts *txStmts) error {
 		ids := map[string]bool{}
 		for i, r := range group {
-			if errs[i] = s.check(ctx, ts, r.b, ids); errs[i] != nil {
+			if errs[i] = s.check(ctx, ts, r.Batch, ids); errs[i] != nil {
 				continue
 			}
-			if err := s.apply(ctx, ts, r.b); err != nil {
+			if err := s.apply(ctx, ts, r.Batch); err != nil {
 				return err
 			}
 		}
@@ -127,12 +43,12 @@ func (s *Store) commitGroup(group []*request) {
 			if errs[i] != nil {
 				continue
 			}
-			unset(r.b)
+			unset(r.Batch)
 			errs[i] = s.inTx(ctx, func(ts *txStmts) error {
-				if err := s.check(ctx, ts, r.b, map[string]bool{}); err != nil {
+				if err := s.check(ctx, ts, r.Batch, map[string]bool{}); err != nil {
 					return err
 				}
-				return s.apply(ctx, ts, r.b)
+				return s.apply(ctx, ts, r.Batch)
 			})
 		}
 	} else if err != nil {
@@ -141,14 +57,14 @@ func (s *Store) commitGroup(group []*request) {
 	ok := false
 	for i, r := range group {
 		if errs[i] != nil {
-			unset(r.b)
+			unset(r.Batch)
 			if !errors.Is(errs[i], store.ErrExists) {
 				errs[i] = fmt.Errorf("sqlite: commit: %w", errs[i])
 			}
 		} else {
 			ok = true
 		}
-		r.done <- errs[i]
+		r.Answer(errs[i])
 	}
 	if ok {
 		s.wake()

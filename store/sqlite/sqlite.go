@@ -16,6 +16,7 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 )
 
 // Config configures a store. The zero value is ready to use.
@@ -42,7 +43,7 @@ type Store struct {
 	r    *sql.DB // readers
 	st   stmts   // the writer's prepared statements
 
-	reqs chan *request // to the committer
+	group *groupcommit.Queue // to the committer
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc
@@ -91,11 +92,11 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 		cfg:    cfg,
 		log:    cfg.Logger,
 		w:      w,
-		reqs:   make(chan *request, 1024),
 		notify: make(chan struct{}),
 		leases: map[store.Instance]*lease{},
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.group = groupcommit.New(s.ctx)
 	if err := s.migrate(ctx); err != nil {
 		s.stop()
 		w.Close()
@@ -117,7 +118,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s.r = r
-	s.workers.Go(s.committer)
+	s.workers.Go(func() { s.group.Run(s.commitGroup) })
 	if cfg.Retention >= 0 {
 		s.workers.Go(s.pruner)
 	}
