@@ -1,12 +1,10 @@
 package xmpptrack
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/xmpptrack/xmpptrack/internal/testkit/wirerule"
 )
 
 // TestNoContextToMellium guards the rule that the client never hands
@@ -24,58 +22,8 @@ import (
 // are the client itself (c), whose Send goes through internal/wire, and
 // encoding/xml's encoders.
 func TestNoContextToMellium(t *testing.T) {
-	writers := map[string]bool{}
-	for _, m := range []string{"Send", "SendElement", "SendIQ", "SendIQElement", "SendPresence",
-		"SendPresenceElement", "SendMessage", "SendMessageElement", "Encode", "EncodeElement",
-		"EncodeIQ", "EncodeIQElement", "UnmarshalIQ", "UnmarshalIQElement", "IterIQ", "IterIQElement",
-		"SendAck", "Enable", "EnableIQ", "Disable", "DisableIQ", "Ping"} {
-		writers[m] = true
-	}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	checked := 0
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checked++
-		ast.Inspect(f, func(n ast.Node) bool {
-			call, ok := n.(*ast.CallExpr)
-			if !ok {
-				return true
-			}
-			sel, ok := call.Fun.(*ast.SelectorExpr)
-			if !ok || !writers[sel.Sel.Name] {
-				return true
-			}
-			if recv := renderExpr(sel.X); recv != "c" && !strings.HasPrefix(recv, "xml.") {
-				t.Errorf("%s: %s.%s writes through mellium with a context; use internal/wire",
-					fset.Position(call.Pos()), recv, sel.Sel.Name)
-			}
-			return true
-		})
-	}
-	if checked == 0 {
-		t.Fatal("no source files read")
-	}
-}
-
-// renderExpr renders a receiver expression such as c.sm.
-func renderExpr(e ast.Expr) string {
-	switch e := e.(type) {
-	case *ast.Ident:
-		return e.Name
-	case *ast.SelectorExpr:
-		return renderExpr(e.X) + "." + e.Sel.Name
-	case *ast.CallExpr:
-		return renderExpr(e.Fun) + "()"
-	}
-	return "?"
+	names := append(wirerule.SessionWriters, "SendAck", "Enable", "EnableIQ", "Disable", "DisableIQ", "Ping")
+	wirerule.Check(t, names, func(recv string) bool {
+		return recv == "c" || strings.HasPrefix(recv, "xml.")
+	})
 }
