@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -102,11 +103,18 @@ func TestPublishSeesItsOwnConnection(t *testing.T) {
 	srv := newPeerServer(t)
 	c := dialPeer(t, srv, Config{})
 	pc := srv.next(t)
-	gate := make(chan struct{})
+	// The first publish after the hook is installed (the second
+	// connection's, unless that connection ended before stream management
+	// was up) waits until the third connection is logged in, so that it
+	// runs late. The release is also a cleanup: a failing test must not
+	// leave Close waiting for a publish held here.
+	replaced := make(chan struct{})
+	release := sync.OnceFunc(func() { close(replaced) })
+	t.Cleanup(release)
 	var calls atomic.Int32
 	hook := func() {
 		if calls.Add(1) == 1 {
-			<-gate // the second connection's publish waits
+			<-replaced
 		}
 	}
 	c.publishHook.Store(&hook)
@@ -114,10 +122,10 @@ func TestPublishSeesItsOwnConnection(t *testing.T) {
 	pc = srv.next(t) // second connection: not published
 	pc.conn.Close()
 	srv.next(t) // third connection: published
+	release()
 	if _, err := c.Session(waitCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	close(gate)
 	sendAcked(t, c, Message{To: bob})
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
