@@ -138,8 +138,12 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		c.dur.client.Store(c)
 	}
 
+	// Whether a stored stream is to be resumed, asked before connecting: a
+	// refused resumption (an h above what the store knows was written)
+	// clears it.
+	stored := c.dur != nil && c.sm.Resumption().ID != ""
 	conn, err := c.connect(ctx)
-	if err != nil && c.dur != nil && c.sm.Resumption().ID != "" && !errors.Is(err, ErrAuth) && ctx.Err() == nil {
+	if err != nil && stored && !errors.Is(err, ErrAuth) && ctx.Err() == nil {
 		// The stored stream's resumption broke the connection (Prosody
 		// 0.12 may hang up on a <resume/> that comes while it still tears
 		// down the killed process's connection): bind a new stream, and
