@@ -154,28 +154,40 @@
 // process; scheduled messages are kept in memory too.
 //
 // With Config.Store (store/sqlite, or a shared PostgreSQL store for several
-// gateways) the record is durable. The gateway records each message itself,
-// through the store's interface, under the owner {account, "gateway"}; the
-// stored Raw is the request the gateway accepted (JSON), from which it sends
-// a scheduled message, not a stanza. Every instance on the store answers for
-// every message and serves one feed, in one order. The store keeps settled
-// messages for its retention time (7 days by default), so the gateway never
-// answers cursor-expired there. The store's evidence has no room for the
-// seen-by list and the error type: with a store, error.kind is not kept, and
-// seen_by holds only the nick of the occupant whose marker made the change. Idempotency keys are the store's keys (24 hours), shared by all
-// instances. A scheduled message is a job of the store, due at send_at:
-// whichever gateway claims it when due sends it, and survives restarts; a
-// cancel and a send race for a per-message decision key, so a cancelled
-// message is never sent and a message being sent is never reported
-// cancelled. A gateway that dies between claiming and sending leaves the job
-// to be sent again after a one-minute lease.
+// gateways) the record is durable, and it is the accounts' clients' record:
+// give each client the same store (xmpptrack.Config.Store) and a resource
+// of its own. A client records each message before writing it (with its
+// channel, xmpptrack.Message.Channel) and every state change after, so the
+// gateway writes nothing for a message that was sent: it reads the store.
+// A client restarted on the store (same account and resource) takes its
+// pending messages back, so a message pending when a gateway stopped still
+// reaches its final state in the record afterwards. What the gateway writes
+// itself are the messages no client tracks, recorded settled in one batch
+// under the owner {account, "gateway"} with the accepted request (JSON) as
+// their Raw: a send that failed before it was tracked (ABORTED), a
+// scheduled message cancelled (CLOSED) or that could not be scheduled
+// (ABORTED). Every instance on the store answers for every message and
+// serves one feed, in one order. The store keeps settled messages for its
+// retention time (7 days by default), so the gateway never answers
+// cursor-expired there. The store's evidence has no room for the seen-by
+// list and the error type: with a store, error.kind is not kept, and
+// seen_by holds only the nick of the occupant whose marker made the change.
+// Idempotency keys are the store's keys (24 hours), shared by all
+// instances; a failed send that recorded nothing (the store was down: 503)
+// can be retried under its key.
 //
-// The gateway records what the accounts' clients tell it through
-// Config.OnStateChange. A client without a durable store of its own forgets
-// its trackers when the process ends: a message that was not settled then
-// stays in its last recorded state. With a store, the gateway also records
-// changes of messages it did not send in this process, when the store holds
-// them, so that a client that re-loads its trackers after a restart goes on
-// filling the record. Such a client must not be given the gateway's store
-// (xmpptrack.Config.Store): both would write the same message ids.
+// A scheduled message is a job of the store, due at send_at, and a key
+// holding its request (which GET /v1/messages/{id} reads until it is sent):
+// it enters the feed when it is sent (its client records it then), so the
+// cursor of the POST answer is the feed's head when it was scheduled.
+// Whichever gateway claims the job when due sends it, and it survives
+// restarts; a cancel and a send race for a per-message decision key, so a
+// cancelled message is never sent and a message being sent is never
+// reported cancelled. A gateway that dies between claiming and sending
+// leaves the job to be sent again after a one-minute lease (its client
+// refuses the id if the message was recorded already).
+//
+// The gateway learns of changes through Config.OnStateChange: without a
+// store it records them in memory, with one it counts them in its metrics
+// (the client records them).
 package gateway

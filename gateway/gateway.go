@@ -60,7 +60,6 @@ type Gateway struct {
 	handler http.Handler
 	metrics *metrics
 	sched   sendScheduler
-	changeQ chan queuedChange // state changes to commit, with a store
 	hooks   []*webhookWorker
 
 	mu       sync.Mutex
@@ -114,7 +113,6 @@ func New(cfg Config) (*Gateway, error) {
 	g.limit = newLimiter(cfg.RateLimit, cfg.Burst, time.Now)
 	if cfg.Store != nil {
 		g.rec = &storeRecord{s: cfg.Store, now: g.now}
-		g.changeQ = make(chan queuedChange, 4096)
 	} else {
 		g.rec = newMemRecord(cfg.MaxMessages, cfg.MaxEvents)
 	}
@@ -133,10 +131,6 @@ func New(cfg Config) (*Gateway, error) {
 		g.hooks = append(g.hooks, w)
 	}
 	g.handler = g.authenticate(g.routes())
-	if g.changeQ != nil {
-		g.wg.Add(1)
-		go func() { defer g.wg.Done(); g.recordChanges(g.ctx) }()
-	}
 	g.wg.Add(2)
 	go func() { defer g.wg.Done(); g.sched.run(g.ctx) }()
 	go func() { defer g.wg.Done(); g.housekeeping(g.ctx) }()
@@ -238,6 +232,10 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 // OnStateChange records a state change of a message sent through the
 // gateway. Set it as xmpptrack.Config.OnStateChange of every account's
 // client; changes of messages the gateway did not send are ignored.
+//
+// With Config.Store the account's client records its messages itself
+// (xmpptrack.Config.Store set to the same store): OnStateChange then only
+// counts the change in the metrics.
 func (g *Gateway) OnStateChange(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
 	g.mu.Lock()
 	lm, ok := g.live[t.ID()]
@@ -248,28 +246,20 @@ func (g *Gateway) OnStateChange(t *tracking.MessageTracker, from, to tracking.Me
 	if ok && lm.t != nil && lm.t != t {
 		return // another message with the same id: not ours
 	}
-	if !ok && g.changeQ == nil {
+	if g.cfg.Store != nil {
+		// A message re-loaded after a restart is counted without latency.
+		g.metrics.observe(Event{ID: t.ID(), Change: Change{State: State(to), At: g.now()}}, lm.created)
+		return
+	}
+	if !ok {
 		return // not sent through the gateway
 	}
-	// With a store, a change of a message this process did not send is
-	// recorded too, if the store holds the message (the store ignores
-	// unknown ids): a client that re-loaded its trackers after a restart
-	// goes on tracking the gateway's messages.
 	c := Change{State: State(to), At: g.now().UTC()}
 	if resp != nil {
 		c.Evidence = evidenceOf(resp)
 	}
 	if lm.room && to == tracking.SeenByRecipient {
 		c.SeenBy = lm.s.seenBy(t)
-	}
-	if g.changeQ != nil {
-		// A durable record: one goroutine commits the changes in order,
-		// many per transaction.
-		select {
-		case g.changeQ <- queuedChange{id: t.ID(), c: c, created: lm.created}:
-		case <-g.ctx.Done():
-		}
-		return
 	}
 	ev, err := g.rec.change(g.ctx, t.ID(), c)
 	if err != nil {

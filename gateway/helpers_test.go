@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"mellium.im/xmlstream"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -63,12 +65,37 @@ func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.Mes
 		payload = b.String()
 		m.Payload = nil
 	}
+	// With a store, record as xmpptrack.Client does with Config.Store:
+	// write-ahead, then every change.
+	st := f.g.cfg.Store
+	if st != nil {
+		err := st.Commit(context.Background(), &store.Batch{Messages: []store.Message{{ID: m.ID,
+			Owner: store.Instance{Account: "alice@example.org", Resource: "fake"}, To: m.To.String(),
+			Room: m.Type == "groupchat", Thread: m.Thread, Channel: m.Channel, Raw: []byte("<message/>")}}})
+		switch {
+		case errors.Is(err, store.ErrExists):
+			return nil, fmt.Errorf("fake: %w", tracking.ErrDuplicateID)
+		case err != nil:
+			return nil, fmt.Errorf("%w: %w", xmpptrack.ErrNotRecorded, err)
+		}
+	}
 	t := tracking.NewMessageTracker(m.ID)
 	mute := f.mute
 	t.OnStateChange(func(from, to tracking.MessageState, resp *tracking.Response) {
-		if !mute {
-			f.g.OnStateChange(t, from, to, resp)
+		if mute {
+			return
 		}
+		if st != nil {
+			c := store.Change{ID: t.ID(), State: to}
+			if resp != nil {
+				c.From = resp.From.String()
+				if resp.Err != nil {
+					c.Condition, c.Text = "undefined-condition", resp.Err.Error()
+				}
+			}
+			st.Commit(context.Background(), &store.Batch{Changes: []store.Change{c}})
+		}
+		f.g.OnStateChange(t, from, to, resp)
 	})
 	f.sent = append(f.sent, m)
 	f.payloads = append(f.payloads, payload)

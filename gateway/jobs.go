@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
-	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // Durable scheduling: a scheduled message is a job of the store's queue
@@ -34,7 +33,19 @@ type jobScheduler struct {
 }
 
 func (j *jobScheduler) add(ctx context.Context, o *outgoing) error {
-	return j.s.PutJob(ctx, store.Job{Queue: sendQueue, Name: o.msg.ID, Due: o.sendAt})
+	raw := o.rawOf()
+	raw.Created = o.created
+	data, err := json.Marshal(raw)
+	if err != nil {
+		return err
+	}
+	// The key first: a job whose key is missing would be sent but not
+	// shown; a key without its job is shown, then refused when cancelled.
+	if _, _, err := j.s.ClaimKey(ctx, store.Key{Scope: scheduledScope, Name: o.msg.ID, Value: string(data),
+		Expires: o.sendAt.Add(24 * time.Hour)}); err != nil {
+		return err
+	}
+	return j.s.PutJob(ctx, store.Job{Queue: sendQueue, Name: o.msg.ID, Due: o.sendAt, Data: data})
 }
 
 func (j *jobScheduler) cancel(ctx context.Context, id string) (bool, error) {
@@ -76,16 +87,17 @@ func (j *jobScheduler) run(ctx context.Context) {
 
 // send sends one claimed message, unless it was cancelled meanwhile.
 func (j *jobScheduler) send(ctx context.Context, job store.Job) {
-	rec, err := j.s.Message(ctx, job.Name)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && (rec.Settled || rec.State != tracking.InTransit)) {
+	_, err := j.s.Message(ctx, job.Name)
+	if err == nil {
+		// Sent (its client recorded it) or cancelled already.
 		j.s.DeleteJob(ctx, sendQueue, job.Name)
 		return
 	}
-	if err != nil {
+	if !errors.Is(err, store.ErrNotFound) {
 		return // claimed again after the lease
 	}
 	var raw rawRequest
-	if err := json.Unmarshal(rec.Raw, &raw); err != nil {
+	if err := json.Unmarshal(job.Data, &raw); err != nil {
 		j.g.log.Warn("gateway: a scheduled message's request is unreadable", "id", job.Name, "err", err)
 		j.s.DeleteJob(ctx, sendQueue, job.Name)
 		return

@@ -134,20 +134,40 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 	if !created {
 		w.Header().Set("Idempotent-Replayed", "true")
 	} else if o.sendAt.IsZero() {
-		if p := g.dispatch(o); p != nil {
+		dup, p := g.dispatch(o)
+		if dup && key != "" {
+			// A concurrent request with the same key is sending it.
+			if st, p = g.replay(r.Context(), o.msg.ID); p != nil {
+				writeProblem(w, p)
+				return
+			}
+			w.Header().Set("Idempotent-Replayed", "true")
+		} else if p != nil {
 			writeProblem(w, p)
 			return
+		} else if g.cfg.Store != nil {
+			// Its client recorded it: the record has its cursor.
+			if cur, err := g.rec.status(r.Context(), o.msg.ID); err == nil {
+				st = cur
+			}
 		}
 	} else if err := g.sched.add(r.Context(), o); err != nil {
 		// Never to be sent: say so in the record (a retry under the same
 		// Idempotency-Key finds it ABORTED).
 		g.log.Warn("gateway: scheduling failed", "id", o.msg.ID, "err", err)
-		g.rec.change(g.ctx, o.msg.ID, Change{State: State(tracking.Aborted), At: g.now().UTC(),
+		g.rec.settle(g.ctx, o.status(), Change{State: State(tracking.Aborted), At: g.now().UTC(),
 			Evidence: Evidence{Error: &ErrorInfo{Condition: "schedule-failed", Text: err.Error()}}})
 		p := newProblem("unavailable", "the message could not be scheduled")
 		p.ID, p.State = o.msg.ID, tracking.Aborted.String()
 		writeProblem(w, p)
 		return
+	}
+	if created && !o.sendAt.IsZero() && g.cfg.Store != nil {
+		// Not in the feed until it is sent: its changes come after the
+		// head.
+		if h, err := g.rec.head(r.Context()); err == nil {
+			st.Cursor = h
+		}
 	}
 	resp := sendResponse{ID: st.ID, State: st.State, Cursor: st.Cursor, Settled: st.Settled}
 	if o.waitFor > 0 {
@@ -166,10 +186,12 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 	writeJSON(w, http.StatusAccepted, resp)
 }
 
-// create stores a new message in IN_TRANSIT.
+// create stores a new message in IN_TRANSIT (in the in-memory record; with
+// a store, its client records it when it sends it).
 func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]byte) (*Status, bool, *problem) {
 	now := g.now().UTC()
 	o.msg.ID = xmpptrack.NewID()
+	o.created = now
 	st := &Status{
 		ID: o.msg.ID, To: o.msg.To.String(), From: o.account, Type: string(o.msg.Type),
 		Channel: o.channel, Thread: o.msg.Thread, Created: now,
@@ -180,11 +202,6 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 	if !o.sendAt.IsZero() {
 		t := o.sendAt
 		st.SendAt = &t
-	}
-	if g.cfg.Store != nil {
-		// Only a durable record keeps the request (to send it after a
-		// restart); the in-memory scheduler holds its outgoing itself.
-		st.raw = o.rawOf()
 	}
 	out, created, err := g.rec.create(ctx, st, key, hash)
 	switch {
@@ -201,10 +218,31 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 	return out, created, nil
 }
 
-// dispatch hands a recorded message to its account's client.
-func (g *Gateway) dispatch(o *outgoing) *problem {
+// replay reads the message a concurrent request with the same
+// Idempotency-Key is sending.
+func (g *Gateway) replay(ctx context.Context, id string) (*Status, *problem) {
+	r, ok := g.rec.(*storeRecord)
+	if !ok {
+		return nil, newProblem("internal", "a duplicate id")
+	}
+	st, err := r.waitMessage(ctx, id)
+	if err != nil {
+		g.log.Warn("gateway: reading a message failed", "id", id, "err", err)
+		return nil, newProblem("unavailable", "the record is not available")
+	}
+	return st, nil
+}
+
+// dispatch hands an accepted message to its account's client, which
+// records it in the store, if any. dup reports that its id was taken
+// already (a concurrent request with the same Idempotency-Key sent it).
+func (g *Gateway) dispatch(o *outgoing) (dup bool, _ *problem) {
 	id := o.msg.ID
-	created := g.now()
+	created := o.created
+	if created.IsZero() {
+		created = g.now()
+	}
+	o.msg.Channel = o.channel
 	g.mu.Lock()
 	g.live[id] = liveMsg{s: o.s, room: o.room, created: created}
 	g.mu.Unlock()
@@ -222,12 +260,22 @@ func (g *Gateway) dispatch(o *outgoing) *problem {
 	}
 	g.mu.Unlock()
 	if err == nil {
-		return nil
+		return false, nil
+	}
+	if t == nil && errors.Is(err, tracking.ErrDuplicateID) {
+		return true, nil
 	}
 	g.log.Warn("gateway: send failed", "id", id, "account", o.account, "err", err)
+	if t == nil && errors.Is(err, xmpptrack.ErrNotRecorded) {
+		// Nothing recorded, nothing sent: a retry under the same
+		// Idempotency-Key sends it.
+		p := newProblem("unavailable", "the record is not available")
+		p.ID = id
+		return false, p
+	}
 	if t == nil {
 		// Never tracked: record why.
-		ev, rerr := g.rec.change(g.ctx, id, Change{State: State(tracking.Aborted), At: g.now().UTC(),
+		ev, rerr := g.rec.settle(g.ctx, o.status(), Change{State: State(tracking.Aborted), At: g.now().UTC(),
 			Evidence: Evidence{Error: &ErrorInfo{Condition: "send-failed", Text: err.Error()}}})
 		if rerr == nil {
 			g.metrics.observe(ev, created)
@@ -238,7 +286,7 @@ func (g *Gateway) dispatch(o *outgoing) *problem {
 	if st, err := g.rec.status(g.ctx, id); err == nil {
 		p.State = st.State.String()
 	}
-	return p
+	return false, p
 }
 
 // waitState waits until the message reached target, or can no longer reach
@@ -324,7 +372,7 @@ func (g *Gateway) deleteMessage(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	ev, err := g.rec.change(r.Context(), id, Change{State: State(tracking.Closed), At: g.now().UTC()})
+	ev, err := g.rec.settle(r.Context(), st, Change{State: State(tracking.Closed), At: g.now().UTC()})
 	if err != nil {
 		g.recordProblem(w, err)
 		return

@@ -28,6 +28,10 @@ type record interface {
 	create(ctx context.Context, st *Status, key string, hash [32]byte) (out *Status, created bool, err error)
 	// change appends a change to a message's history and to the feed.
 	change(ctx context.Context, id string, c Change) (Event, error)
+	// settle records the final change of a message that no client tracks
+	// (a send that failed before it was tracked, a cancelled or unscheduled
+	// message); st is its status as accepted.
+	settle(ctx context.Context, st *Status, c Change) (Event, error)
 	// status returns a copy of a message's record, or errNotFound.
 	status(ctx context.Context, id string) (*Status, error)
 	// changes returns up to limit events after a cursor whose channel is in
@@ -165,6 +169,10 @@ func (m *memRecord) change(_ context.Context, id string, c Change) (Event, error
 	ev := m.appendLocked(s, c)
 	m.pruneLocked()
 	return ev, nil
+}
+
+func (m *memRecord) settle(ctx context.Context, st *Status, c Change) (Event, error) {
+	return m.change(ctx, st.ID, c)
 }
 
 func (m *memRecord) status(_ context.Context, id string) (*Status, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +19,11 @@ const ownerResource = "gateway"
 
 // keyScope prefixes the scope of the gateway's idempotency keys.
 const keyScope = "gateway:"
+
+// scheduledScope is the scope of the keys that hold scheduled messages not
+// sent yet (name: the id, value: the request, rawRequest as JSON), read by
+// status; the store's jobs cannot be read by name.
+const scheduledScope = "gateway-scheduled"
 
 var errNotApplied = errors.New("gateway: change not applied")
 
@@ -39,6 +45,7 @@ type rawRequest struct {
 	Channel  string     `json:"channel,omitempty"`
 	Account  string     `json:"account"`
 	SendAt   *time.Time `json:"send_at,omitempty"`
+	Created  time.Time  `json:"created,omitzero"`
 	Title    string     `json:"title,omitempty"`
 	Priority *int       `json:"priority,omitempty"`
 }
@@ -61,44 +68,50 @@ func (r *storeRecord) create(ctx context.Context, st *Status, key string, hash [
 				return old, false, err
 			}
 			// The request that claimed the key recorded nothing: it failed
-			// before sending (or is committing right now). Record the
-			// message under the key's id; one of the two commits wins.
+			// before sending (or is sending right now). Send under the
+			// key's id: the store takes the id once, so of two concurrent
+			// sends one fails with a duplicate id and replays the other.
 			again := *st
 			again.ID = id
 			st = &again
 		}
 	}
-	out, err := r.commitNew(ctx, st)
-	if errors.Is(err, store.ErrExists) && key != "" {
-		old, err := r.waitMessage(ctx, st.ID)
-		return old, false, err
-	}
-	if errors.Is(err, store.ErrExists) {
-		return nil, false, tracking.ErrDuplicateID
-	}
-	return out, err == nil, err
+	// Nothing is written here: the account's client records the message
+	// when it sends it (write-ahead, xmpptrack.Config.Store), a scheduled
+	// message is a job (see jobScheduler), and a message that fails before
+	// either is recorded settled (settle).
+	out := *st
+	out.History = slices.Clone(st.History)
+	return &out, true, nil
 }
 
-// commitNew writes a new message in IN_TRANSIT.
-func (r *storeRecord) commitNew(ctx context.Context, st *Status) (*Status, error) {
+// settle records, in one batch, a message the client never recorded (a
+// send that failed before it was tracked, a scheduled message cancelled or
+// never scheduled) with its final change: its history is IN_TRANSIT, when
+// it was accepted, then c. The gateway owns it: {account, "gateway"}.
+func (r *storeRecord) settle(ctx context.Context, st *Status, c Change) (Event, error) {
 	raw, _ := json.Marshal(st.raw)
 	m := store.Message{
 		ID: st.ID, Owner: store.Instance{Account: st.From, Resource: ownerResource},
 		To: st.To, Room: st.Type == "groupchat", Thread: st.Thread, Channel: st.Channel,
 		Raw: raw, Created: st.Created, State: tracking.InTransit,
 	}
-	b := &store.Batch{Messages: []store.Message{m}}
+	b := &store.Batch{Messages: []store.Message{m}, Changes: []store.Change{storeChange(st.ID, c)}}
 	if err := r.s.Commit(ctx, b); err != nil {
-		return nil, err
+		if errors.Is(err, store.ErrExists) {
+			return r.change(ctx, st.ID, c) // the client recorded it after all
+		}
+		return Event{}, err
 	}
-	out := *st
-	out.Cursor = Cursor(b.Messages[0].Cursor)
-	out.History = []Change{{State: State(tracking.InTransit), At: st.Created, Cursor: out.Cursor}}
-	return &out, nil
+	if b.Changes[0].Cursor == 0 {
+		return Event{}, errNotApplied
+	}
+	c.Cursor = Cursor(b.Changes[0].Cursor)
+	return Event{ID: st.ID, To: st.To, Channel: st.Channel, Change: c}, nil
 }
 
-// waitMessage reads a message that another request claimed the key for; it
-// may still be committing it.
+// waitMessage reads a message that another request claimed the key for; its
+// client may still be committing it.
 func (r *storeRecord) waitMessage(ctx context.Context, id string) (*Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -132,7 +145,7 @@ func (r *storeRecord) change(ctx context.Context, id string, c Change) (Event, e
 func (r *storeRecord) status(ctx context.Context, id string) (*Status, error) {
 	rec, err := r.s.Message(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, errNotFound
+		return r.scheduled(ctx, id)
 	}
 	if err != nil {
 		return nil, err
@@ -151,6 +164,27 @@ func (r *storeRecord) status(ctx context.Context, id string) (*Status, error) {
 	}
 	for _, c := range rec.History {
 		st.History = append(st.History, changeOf(c, rec.Room))
+	}
+	return st, nil
+}
+
+// scheduled returns the status of a scheduled message that is not sent yet
+// (nor cancelled), from its key, or errNotFound. A key claimed here for an
+// unknown id expires at once.
+func (r *storeRecord) scheduled(ctx context.Context, id string) (*Status, error) {
+	val, claimed, err := r.s.ClaimKey(ctx, store.Key{Scope: scheduledScope, Name: id, Expires: r.now().Add(-time.Second)})
+	if err != nil {
+		return nil, err
+	}
+	var raw rawRequest
+	if claimed || val == "" || json.Unmarshal([]byte(val), &raw) != nil {
+		return nil, errNotFound
+	}
+	st := &Status{ID: id, To: raw.To, From: raw.Account, Type: raw.Type, Channel: raw.Channel,
+		Thread: raw.Thread, State: State(tracking.InTransit), Created: raw.Created.UTC(), SendAt: raw.SendAt,
+		History: []Change{{State: State(tracking.InTransit), At: raw.Created.UTC()}}, raw: &raw}
+	if st.Type == "" {
+		st.Type = "chat"
 	}
 	return st, nil
 }
@@ -209,110 +243,6 @@ func (r *storeRecord) wait(ctx context.Context, after Cursor) error {
 func (r *storeRecord) ping(ctx context.Context) error {
 	_, err := r.s.LastCursor(ctx)
 	return err
-}
-
-// queuedChange is a state change waiting to be committed.
-type queuedChange struct {
-	id      string
-	c       Change
-	created time.Time
-	flushed chan struct{} // a marker, closed once what came before is done
-}
-
-// flushChanges returns once every change queued before the call was
-// committed and counted.
-func (g *Gateway) flushChanges(ctx context.Context) {
-	if g.changeQ == nil {
-		return
-	}
-	ch := make(chan struct{})
-	select {
-	case g.changeQ <- queuedChange{flushed: ch}:
-	case <-ctx.Done():
-		return
-	}
-	select {
-	case <-ch:
-	case <-ctx.Done():
-	}
-}
-
-// maxChangeBatch bounds the changes committed in one batch.
-const maxChangeBatch = 512
-
-// recordChanges commits the queued state changes in order, as many per
-// batch as are waiting (the client's callbacks come one at a time; a commit
-// each would make the store's latency the limit). When ctx ends it commits
-// what is queued still, for up to 5 seconds.
-func (g *Gateway) recordChanges(ctx context.Context) {
-	r := g.rec.(*storeRecord)
-	var batch []queuedChange
-	for {
-		batch = batch[:0]
-		select {
-		case q := <-g.changeQ:
-			batch = append(batch, q)
-		case <-ctx.Done():
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			for {
-				select {
-				case q := <-g.changeQ:
-					batch = append(batch, q)
-					continue
-				default:
-				}
-				break
-			}
-			if len(batch) > 0 {
-				g.commitChanges(dctx, r, batch)
-			}
-			cancel()
-			return
-		}
-	drain:
-		for len(batch) < maxChangeBatch {
-			select {
-			case q := <-g.changeQ:
-				batch = append(batch, q)
-			default:
-				break drain
-			}
-		}
-		g.commitChanges(ctx, r, batch)
-	}
-}
-
-func (g *Gateway) commitChanges(ctx context.Context, r *storeRecord, batch []queuedChange) {
-	var changes []queuedChange
-	for _, q := range batch {
-		if q.flushed == nil {
-			changes = append(changes, q)
-		}
-	}
-	defer func() {
-		for _, q := range batch {
-			if q.flushed != nil {
-				close(q.flushed)
-			}
-		}
-	}()
-	if len(changes) == 0 {
-		return
-	}
-	b := &store.Batch{Changes: make([]store.Change, len(changes))}
-	for i, q := range changes {
-		b.Changes[i] = storeChange(q.id, q.c)
-	}
-	if err := r.s.Commit(ctx, b); err != nil {
-		g.log.Warn("gateway: recording state changes failed", "changes", len(changes), "err", err)
-		return
-	}
-	for i, q := range changes {
-		if cur := b.Changes[i].Cursor; cur != 0 {
-			q.c.Cursor = Cursor(cur)
-			g.metrics.observe(Event{ID: q.id, Change: q.c}, q.created)
-		}
-	}
 }
 
 func storeChange(id string, c Change) store.Change {

@@ -36,6 +36,7 @@ type outgoing struct {
 	room    bool
 	channel string
 	sendAt  time.Time // zero: now
+	created time.Time // when the request was accepted
 	wait    tracking.MessageState
 	waitFor time.Duration // zero: no waiting
 	// title and prio are a notification's (payload rebuilt from them).
@@ -54,6 +55,21 @@ func (o *outgoing) rawOf() *rawRequest {
 	return r
 }
 
+// status is the record of o before anything happened to it.
+func (o *outgoing) status() *Status {
+	st := &Status{ID: o.msg.ID, To: o.msg.To.String(), From: o.account, Type: string(o.msg.Type),
+		Channel: o.channel, Thread: o.msg.Thread, State: State(tracking.InTransit), Created: o.created,
+		History: []Change{{State: State(tracking.InTransit), At: o.created}}, raw: o.rawOf()}
+	if st.Type == "" {
+		st.Type = "chat"
+	}
+	if !o.sendAt.IsZero() {
+		t := o.sendAt
+		st.SendAt = &t
+	}
+	return st
+}
+
 // outgoingOf rebuilds a stored request (a scheduled message).
 func (g *Gateway) outgoingOf(id string, r *rawRequest) (*outgoing, error) {
 	o := &outgoing{}
@@ -61,6 +77,10 @@ func (g *Gateway) outgoingOf(id string, r *rawRequest) (*outgoing, error) {
 		return nil, p
 	}
 	o.msg.ID, o.msg.Body, o.msg.Thread, o.msg.Window = id, r.Body, r.Thread, time.Duration(r.Window)
+	o.created = r.Created
+	if r.SendAt != nil {
+		o.sendAt = *r.SendAt
+	}
 	if r.Priority != nil {
 		o.title, o.prio = r.Title, r.Priority
 		o.msg.Payload = notifyPayload(r.Title, *r.Priority)

@@ -47,6 +47,7 @@ type accountConfig struct {
 	Insecure     bool   `json:"insecure"`
 
 	account  jid.JID
+	resource string // the one the JID names, if any
 	password string
 }
 
@@ -84,6 +85,7 @@ func (a *accountConfig) resolve() error {
 		return fmt.Errorf("jid %q is not an account address (user@domain)", a.JID)
 	}
 	a.account = j.Bare()
+	a.resource = j.Resourcepart()
 	if a.password == "" {
 		a.password, err = secret(a.PasswordFile, a.PasswordEnv)
 		if err != nil {

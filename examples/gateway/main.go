@@ -14,6 +14,7 @@
 //	-plaintext            allow login without TLS (loopback testing only)
 //	-insecure             skip certificate verification (testing only)
 //	-store PATH|DSN       the record: a SQLite file (default ./xmpptrack.db) or a postgres:// DSN
+//	-resource NAME        this instance's name: the accounts' resources start with it (default gateway)
 //	-token-file F         API tokens, one per line (required)
 //	-config F             several accounts and webhooks (JSON; see below)
 //	-webhook URL          a webhook receiving every state change ...
@@ -24,13 +25,17 @@
 //	-rate-burst N         requests a token may make at once (default 2 × the rate)
 //	-v                    debug logging
 //
-// With a SQLite -store PATH the gateway keeps its record in PATH and the
-// accounts' clients keep their own store in PATH.client, logging in with the
-// resource "gateway" (unless the JID names one): a restarted gateway takes
-// back the messages still pending (their trackers, and a re-send of those
-// the server never acknowledged), so receipts and markers that arrive after
-// the restart still reach the record. With a postgres:// DSN several
-// gateways share one record; their clients keep no store of their own.
+// The accounts' clients record their messages in the -store themselves
+// (write-ahead, then every state change), which is the gateway's record;
+// each logs in with a resource of its own: the one its JID names, else
+// -resource followed by a hash of the account ("gateway-1f2e3d4c"). A
+// restarted gateway with the same -resource takes back the messages still
+// pending (their trackers, the stream if the server still holds it, and a
+// re-send of those the server never acknowledged), so receipts and markers
+// that arrive after the restart still reach the record. With a postgres://
+// DSN several gateways share one record: give each its own -resource (a
+// resource is held by one process at a time), and restart a stopped one
+// with its -resource to take its pending messages back.
 //
 // Listening on an address other than loopback needs -tls-cert and -tls-key,
 // unless -insecure-http says otherwise (behind a TLS-terminating proxy).
@@ -93,6 +98,7 @@ func main() {
 
 type options struct {
 	listen, jid, passwordFile, addr, nick, store string
+	resource                                     string
 	tokenFile, config, webhook, webhookSecret    string
 	tlsCert, tlsKey                              string
 	plaintext, insecure, insecureHTTP, verbose   bool
@@ -110,6 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.addr, "addr", "", "server `host:port` (default: from the JID)")
 	fs.StringVar(&o.nick, "nick", "", "nick in group chats")
 	fs.StringVar(&o.store, "store", "./xmpptrack.db", "the record: a SQLite `path` or a postgres:// DSN")
+	fs.StringVar(&o.resource, "resource", "gateway", "this instance's `name`: the accounts log in with resources starting with it")
 	fs.StringVar(&o.tokenFile, "token-file", "", "API tokens `file`, one per line")
 	fs.StringVar(&o.config, "config", "", "accounts and webhooks `file` (JSON)")
 	fs.StringVar(&o.webhook, "webhook", "", "webhook `URL`")
@@ -217,11 +224,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeStore()
-	cst, closeClientStore, err := openClientStore(ctx, o.store)
-	if err != nil {
-		return err
-	}
-	defer closeClientStore()
 	g, err := gateway.New(gateway.Config{Tokens: tokens, Webhooks: hooks, Logger: log, Store: rec,
 		RateLimit: o.rateLimit, Burst: o.rateBurst})
 	if err != nil {
@@ -249,11 +251,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			cfg.TLSConfig = &tls.Config{ServerName: a.account.Domainpart(), InsecureSkipVerify: true}
 		}
 		login := a.account
-		if cst != nil {
-			// The client's record belongs to one resource: the next start
-			// takes back what this one left pending.
-			cfg.Store = cst
-			if login, err = a.account.WithResource(clientResource); err != nil {
+		if rec != nil {
+			// The client records its messages in the gateway's record,
+			// under its account and resource: the next start with the same
+			// resource takes back what this one left pending.
+			cfg.Store = rec
+			if login, err = a.account.WithResource(clientResource(a, o.resource)); err != nil {
 				return err
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -407,7 +408,7 @@ func TestTwoInstances(t *testing.T) {
 	os.WriteFile(tokens, []byte(token), 0o600)
 	args := []string{"-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
 		"-password-file", pw, "-token-file", tokens, "-store", dsn}
-	a, b := start(t, args...), start(t, args...)
+	a, b := start(t, append(args, "-resource", "a")...), start(t, append(args, "-resource", "b")...)
 	to := srv.JID("bob").String()
 
 	var s sent
@@ -563,17 +564,30 @@ func must[T any](v T, err error) T {
 }
 
 // TestTrackingAcrossRestart: a message sent before a restart, to a
-// recipient who is offline then, is followed after it: the clients' own
-// store gives the new process its tracker back, and the receipt and marker
-// that arrive later fill the gateway's record.
+// recipient who is offline then, is followed after it: its client recorded
+// it in the gateway's store, the new process takes its tracker back, and the
+// receipt and marker that arrive later reach the record. On SQLite and on
+// PostgreSQL.
 func TestTrackingAcrossRestart(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { trackingAcrossRestart(t, filepath.Join(t.TempDir(), "gw.db")) })
+	t.Run("postgres", func(t *testing.T) {
+		pg := testserver.StartPostgres(t, testserver.PostgresOptions{NoFsync: true})
+		dsn, err := pg.CreateDatabase(context.Background(), "gw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		trackingAcrossRestart(t, dsn)
+	})
+}
+
+func trackingAcrossRestart(t *testing.T, storeSpec string) {
 	srv := testserver.Start(t, testserver.Prosody, testserver.Options{Accounts: []string{"gw", "bob"}})
 	dir := t.TempDir()
 	pw, tokens := filepath.Join(dir, "pw"), filepath.Join(dir, "tokens")
 	os.WriteFile(pw, []byte(srv.Password("gw")), 0o600)
 	os.WriteFile(tokens, []byte(token), 0o600)
 	args := []string{"-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
-		"-password-file", pw, "-token-file", tokens, "-store", filepath.Join(dir, "gw.db")}
+		"-password-file", pw, "-token-file", tokens, "-store", storeSpec}
 	to := srv.JID("bob").String()
 
 	g := start(t, args...)
@@ -584,19 +598,169 @@ func TestTrackingAcrossRestart(t *testing.T) {
 	g.stop(t)
 
 	g = start(t, args...)
+	var st status
+	g.call(t, "GET", "/v1/messages/"+s.ID, "", &st)
+	if st.State != "DELIVERED_TO_SERVER" || st.Settled {
+		t.Fatalf("after the restart, before the recipient is online: %+v", st)
+	}
 	// Bob comes online and gets the message from offline storage.
 	interop.StartSlixmpp(t, interop.Options{Addr: srv.Addr(), JID: to, Password: srv.Password("bob"), CertPEM: srv.CertPEM()})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var st status
 		g.call(t, "GET", "/v1/messages/"+s.ID, "", &st)
-		if st.State == "SEEN_BY_RECIPIENT" {
+		if st.State == "SEEN_BY_RECIPIENT" && st.Settled {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after the restart the message is %s: %+v", st.State, st.History)
+			t.Fatalf("after the restart the message is %s (settled %v): %+v", st.State, st.Settled, st.History)
 		}
 		var ev struct{ Cursor string }
 		g.call(t, "GET", "/v1/events?wait=5s&after="+st.Cursor, "", &ev)
 	}
+	var states []string
+	for _, h := range st.History {
+		states = append(states, h.State)
+	}
+	if got := strings.Join(states, " "); got != "IN_TRANSIT DELIVERED_TO_SERVER DELIVERED_TO_RECIPIENT SEEN_BY_RECIPIENT" {
+		t.Fatalf("history %s", got)
+	}
+}
+
+// TestWebhookTakeover: two gateways on one PostgreSQL deliver to one
+// webhook: one holds the outbox's lease and delivers; when it stops, the
+// other takes the deliveries over from the saved cursor. Every change of the
+// feed reaches the receiver at least once, signed, and the first delivery of
+// each is in feed order per message.
+func TestWebhookTakeover(t *testing.T) {
+	pg := testserver.StartPostgres(t, testserver.PostgresOptions{NoFsync: true})
+	dsn, err := pg.CreateDatabase(context.Background(), "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Prosody, testserver.Options{Accounts: []string{"gw", "bob"}})
+	interop.StartSlixmpp(t, interop.Options{Addr: srv.Addr(), JID: srv.JID("bob").String(),
+		Password: srv.Password("bob"), CertPEM: srv.CertPEM()})
+	sink := &hookSink{t: t, secret: []byte("takeover-secret"), ch: make(chan struct{}, 1)}
+	hs := httptest.NewServer(sink)
+	defer hs.Close()
+	dir := t.TempDir()
+	pw, tokens, secret := filepath.Join(dir, "pw"), filepath.Join(dir, "tokens"), filepath.Join(dir, "secret")
+	os.WriteFile(pw, []byte(srv.Password("gw")), 0o600)
+	os.WriteFile(tokens, []byte(token), 0o600)
+	os.WriteFile(secret, sink.secret, 0o600)
+	args := []string{"-listen", "127.0.0.1:0", "-jid", srv.JID("gw").String(), "-addr", srv.Addr(), "-insecure",
+		"-password-file", pw, "-token-file", tokens, "-store", dsn, "-webhook", hs.URL, "-webhook-secret-file", secret}
+	a := start(t, append(args, "-resource", "a")...)
+	b := start(t, append(args, "-resource", "b")...)
+	to := srv.JID("bob").String()
+	send := func(g *running, body, wait string) {
+		t.Helper()
+		var s sent
+		if code := g.call(t, "POST", "/v1/messages", `{"to":"`+to+`","body":"`+body+`","wait":"`+wait+`","wait_timeout":"20s"}`, &s); code/100 != 2 {
+			t.Fatalf("send %s: %d %+v", body, code, s)
+		}
+	}
+	for i := range 3 {
+		send(a, fmt.Sprint("before ", i), "seen")
+		send(b, fmt.Sprint("before, through b ", i), "seen")
+	}
+	// Which instance delivers?
+	waitDelivered(t, a, sink)
+	holder, other := a, b
+	if deliveries(t, a) == 0 {
+		holder, other = b, a
+	}
+	if deliveries(t, holder) == 0 || deliveries(t, other) != 0 {
+		t.Fatalf("deliveries: holder %v, other %v", deliveries(t, holder), deliveries(t, other))
+	}
+	// Messages still moving when the holder stops, then more after.
+	send(holder, "at the stop", "server")
+	holder.stop(t)
+	for i := range 3 {
+		send(other, fmt.Sprint("after ", i), "seen")
+	}
+	waitDelivered(t, other, sink)
+	if deliveries(t, other) == 0 {
+		t.Fatal("the other instance delivered nothing")
+	}
+}
+
+// waitDelivered waits until the sink got every change of g's feed, then
+// checks that each message's changes came in feed order (first deliveries;
+// a change may come twice).
+func waitDelivered(t *testing.T, g *running, sink *hookSink) {
+	t.Helper()
+	type ev struct{ ID, State, Cursor string }
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var feed struct{ Events []ev }
+		g.call(t, "GET", "/v1/events?after=0&limit=1000&wait=0s", "", &feed)
+		sink.mu.Lock()
+		events := slices.Clone(sink.events)
+		sink.mu.Unlock()
+		got := map[string]bool{}
+		var order []ev
+		for _, e := range events {
+			c, _ := e["cursor"].(string)
+			if c == "" {
+				t.Fatalf("an event without a cursor: %v", e)
+			}
+			if !got[c] {
+				got[c] = true
+				order = append(order, ev{ID: e["id"].(string), State: e["state"].(string), Cursor: c})
+			}
+		}
+		missing := 0
+		for _, e := range feed.Events {
+			if !got[e.Cursor] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			// Per message, the first deliveries follow the feed.
+			want := map[string][]string{}
+			for _, e := range feed.Events {
+				want[e.ID] = append(want[e.ID], e.Cursor)
+			}
+			have := map[string][]string{}
+			for _, e := range order {
+				have[e.ID] = append(have[e.ID], e.Cursor)
+			}
+			for id, w := range want {
+				if strings.Join(have[id], " ") != strings.Join(w, " ") {
+					t.Fatalf("message %s: delivered %v, feed %v", id, have[id], w)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d changes never delivered", missing, len(feed.Events))
+		}
+		select {
+		case <-sink.ch:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// deliveries reads g's count of webhook deliveries.
+func deliveries(t *testing.T, g *running) float64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", g.url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "xmpptrack_gateway_webhook_deliveries_total{") {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			sum += v
+		}
+	}
+	return sum
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -26,24 +28,17 @@ func openStore(ctx context.Context, spec string) (store.Store, func(), error) {
 	return st, func() { st.Close() }, nil
 }
 
-// clientResource is the resource the accounts log in with when their clients
-// keep a store: the next start takes back that resource's pending messages.
-const clientResource = "gateway"
-
-// openClientStore opens the accounts' clients' own store for a SQLite -store
-// PATH: PATH.client. The clients keep in it what a restart needs to go on
-// tracking (each message's stanza, the unacknowledged ones, the state of
-// every tracker); the gateway's record stays in PATH. They cannot share one
-// store: both would record the same message ids. With "memory" or a
-// PostgreSQL store the clients keep no store (several gateways on one
-// account would fight over one resource's record).
-func openClientStore(ctx context.Context, spec string) (store.Store, func(), error) {
-	if spec == "memory" || strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://") {
-		return nil, func() {}, nil
+// clientResource returns the resource an account's client logs in with:
+// the one its JID names, else instance followed by a hash of the account
+// ("gateway-1f2e3d4c"). The client's part of the store (its lease, its
+// pending messages, its stream) belongs to that account and resource: a
+// restart with the same -resource takes back what the last run left
+// pending, and each resource belongs to one account, so that accounts
+// sharing a store never share one.
+func clientResource(a accountConfig, instance string) string {
+	if a.resource != "" {
+		return a.resource
 	}
-	st, err := sqlite.Open(ctx, spec+".client")
-	if err != nil {
-		return nil, nil, fmt.Errorf("-store %s.client: %w", spec, err)
-	}
-	return st, func() { st.Close() }, nil
+	h := sha256.Sum256([]byte(a.account.String()))
+	return instance + "-" + hex.EncodeToString(h[:4])
 }
