@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -20,8 +19,6 @@ import (
 // on GET requests (see the package docs).
 const cookieName = "xmpptrack_token"
 
-type tokenKey struct{}
-
 // tokenSet holds the SHA-256 of every token, so that comparing a presented
 // token costs the same whatever it is: its hash is compared with each known
 // hash in constant time, and all of them are always compared.
@@ -39,16 +36,18 @@ func newTokenSet(tokens []string) tokenSet {
 	return s
 }
 
-// check returns the token's id (a short hash prefix, safe to log) and
-// whether it is valid.
-func (s tokenSet) check(token string) (string, bool) {
+// check returns the token's hash and whether it is valid.
+func (s tokenSet) check(token string) ([32]byte, bool) {
 	h := sha256.Sum256([]byte(token))
 	found := 0
 	for i := range s.hashes {
 		found |= subtle.ConstantTimeCompare(h[:], s.hashes[i][:])
 	}
-	return hex.EncodeToString(h[:6]), found == 1 && token != ""
+	return h, found == 1 && token != ""
 }
+
+// idOf returns a token's id: a short prefix of its hash, safe to log.
+func idOf(h [32]byte) string { return hex.EncodeToString(h[:6]) }
 
 // presented returns the bearer token of the request: the Authorization
 // header, or on GET and HEAD requests the status page's cookie.
@@ -70,10 +69,12 @@ func presented(r *http.Request) string {
 	return ""
 }
 
-// tokenID returns the id of the authenticated token of the request.
-func tokenID(ctx context.Context) string {
-	s, _ := ctx.Value(tokenKey{}).(string)
-	return s
+// tokenID returns the id of the authenticated token of the request. It is
+// computed again where it is needed rather than carried in the request's
+// context, which would copy every request.
+func (g *Gateway) tokenID(r *http.Request) string {
+	h, _ := g.tokens.check(presented(r))
+	return idOf(h)
 }
 
 // maxBuckets bounds the limiter's memory.
@@ -142,7 +143,7 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		id, ok := g.tokens.check(presented(r))
+		h, ok := g.tokens.check(presented(r))
 		if !ok {
 			// Guessing tokens costs the guesser's address its rate limit.
 			if ok, wait := g.limit.allow("addr:" + remoteHost(r)); !ok {
@@ -161,11 +162,13 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 			writeProblem(w, newProblem("unauthorized", "send Authorization: Bearer <token>"))
 			return
 		}
-		if ok, wait := g.limit.allow(id); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			writeProblem(w, newProblem("rate-limited", "slow down"))
-			return
+		if g.limit.rate > 0 {
+			if ok, wait := g.limit.allow(idOf(h)); !ok {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+				writeProblem(w, newProblem("rate-limited", "slow down"))
+				return
+			}
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, id)))
+		next.ServeHTTP(w, r)
 	})
 }

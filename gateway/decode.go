@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -80,7 +81,10 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *pro
 		}
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
-	data, err := io.ReadAll(body)
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer putBody(buf)
+	_, err := buf.ReadFrom(body)
+	data := buf.Bytes()
 	if err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
@@ -99,6 +103,17 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *pro
 		return newProblem("malformed-json", "trailing data after the JSON object")
 	}
 	return nil
+}
+
+// bodyPool holds the buffers request bodies are read into (the decoder
+// copies what it keeps).
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putBody(b *bytes.Buffer) {
+	if b.Cap() <= 64<<10 {
+		b.Reset()
+		bodyPool.Put(b)
+	}
 }
 
 func jsonProblem(err error) *problem {

@@ -155,8 +155,9 @@
 //
 // With Config.Store (store/sqlite, or a shared PostgreSQL store for several
 // gateways) the record is durable, and it is the accounts' clients' record:
-// give each client the same store (xmpptrack.Config.Store) and a resource
-// of its own. A client records each message before writing it (with its
+// give each client Gateway.ClientStore() (Config.Store, through which the
+// gateway learns each message's cursor) as xmpptrack.Config.Store, and a
+// resource of its own. A client records each message before writing it (with its
 // channel, xmpptrack.Message.Channel) and every state change after, so the
 // gateway writes nothing for a message that was sent: it reads the store.
 // A client restarted on the store (same account and resource) takes its

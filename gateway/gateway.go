@@ -275,6 +275,9 @@ type liveMsg struct {
 	s       sender
 	room    bool
 	created time.Time
+	// cursor is the feed cursor of its creation, once its client recorded
+	// it through ClientStore.
+	cursor Cursor
 	// settledSeen is set by the sweep that first found t settled.
 	settledSeen bool
 }

@@ -42,6 +42,8 @@ type fakeSender struct {
 	// mute stops forwarding state changes to the gateway (a record that
 	// lags behind its trackers).
 	mute bool
+	// plainStore records in Config.Store rather than ClientStore.
+	plainStore bool
 }
 
 func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
@@ -66,8 +68,12 @@ func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.Mes
 		m.Payload = nil
 	}
 	// With a store, record as xmpptrack.Client does with Config.Store:
-	// write-ahead, then every change.
-	st := f.g.cfg.Store
+	// write-ahead, then every change; through ClientStore unless
+	// plainStore.
+	st := f.g.ClientStore()
+	if f.plainStore {
+		st = f.g.cfg.Store
+	}
 	if st != nil {
 		err := st.Commit(context.Background(), &store.Batch{Messages: []store.Message{{ID: m.ID,
 			Owner: store.Instance{Account: "alice@example.org", Resource: "fake"}, To: m.To.String(),

@@ -117,7 +117,11 @@ func (g *Gateway) validateMessage(req *sendRequest, o *outgoing) *problem {
 // hash is called only for a request with an Idempotency-Key: only those
 // are compared with an earlier request.
 func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, hashOf func() [32]byte) {
-	key, p := idempotencyKey(r.Header.Get("Idempotency-Key"), tokenID(r.Context()))
+	var key string
+	var p *problem
+	if v := r.Header.Get("Idempotency-Key"); v != "" {
+		key, p = idempotencyKey(v, g.tokenID(r))
+	}
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -134,7 +138,7 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 	if !created {
 		w.Header().Set("Idempotent-Replayed", "true")
 	} else if o.sendAt.IsZero() {
-		dup, p := g.dispatch(o)
+		cur, dup, p := g.dispatch(o)
 		if dup && key != "" {
 			// A concurrent request with the same key is sending it.
 			if st, p = g.replay(r.Context(), o.msg.ID); p != nil {
@@ -145,10 +149,12 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 		} else if p != nil {
 			writeProblem(w, p)
 			return
+		} else if g.cfg.Store != nil && cur != 0 {
+			st.Cursor = cur // its client recorded it through ClientStore
 		} else if g.cfg.Store != nil {
 			// Its client recorded it: the record has its cursor.
-			if cur, err := g.rec.status(r.Context(), o.msg.ID); err == nil {
-				st = cur
+			if rec, err := g.rec.status(r.Context(), o.msg.ID); err == nil {
+				st = rec
 			}
 		}
 	} else if err := g.sched.add(r.Context(), o); err != nil {
@@ -234,9 +240,10 @@ func (g *Gateway) replay(ctx context.Context, id string) (*Status, *problem) {
 }
 
 // dispatch hands an accepted message to its account's client, which
-// records it in the store, if any. dup reports that its id was taken
-// already (a concurrent request with the same Idempotency-Key sent it).
-func (g *Gateway) dispatch(o *outgoing) (dup bool, _ *problem) {
+// records it in the store, if any: cur is its cursor then, when the client
+// records through ClientStore. dup reports that its id was taken already (a
+// concurrent request with the same Idempotency-Key sent it).
+func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 	id := o.msg.ID
 	created := o.created
 	if created.IsZero() {
@@ -255,15 +262,16 @@ func (g *Gateway) dispatch(o *outgoing) (dup bool, _ *problem) {
 	if lm, ok := g.live[id]; ok && t != nil {
 		lm.t = t
 		g.live[id] = lm
+		cur = lm.cursor
 	} else if t == nil {
 		delete(g.live, id)
 	}
 	g.mu.Unlock()
 	if err == nil {
-		return false, nil
+		return cur, false, nil
 	}
 	if t == nil && errors.Is(err, tracking.ErrDuplicateID) {
-		return true, nil
+		return 0, true, nil
 	}
 	g.log.Warn("gateway: send failed", "id", id, "account", o.account, "err", err)
 	if t == nil && errors.Is(err, xmpptrack.ErrNotRecorded) {
@@ -271,7 +279,7 @@ func (g *Gateway) dispatch(o *outgoing) (dup bool, _ *problem) {
 		// Idempotency-Key sends it.
 		p := newProblem("unavailable", "the record is not available")
 		p.ID = id
-		return false, p
+		return 0, false, p
 	}
 	if t == nil {
 		// Never tracked: record why.
@@ -286,7 +294,7 @@ func (g *Gateway) dispatch(o *outgoing) (dup bool, _ *problem) {
 	if st, err := g.rec.status(g.ctx, id); err == nil {
 		p.State = st.State.String()
 	}
-	return false, p
+	return cur, false, p
 }
 
 // waitState waits until the message reached target, or can no longer reach

@@ -129,7 +129,7 @@ func (g *Gateway) test(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	if _, p := g.dispatch(&o); p != nil {
+	if _, _, p := g.dispatch(&o); p != nil {
 		writeProblem(w, p)
 		return
 	}

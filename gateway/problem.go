@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"sync"
 )
 
 // ProblemTypePrefix starts the type URI of every problem document the
@@ -104,8 +105,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	var b []byte
 	var err error
 	if r, ok := v.(sendResponse); ok {
-		b = r.appendJSON(make([]byte, 0, 160))
-	} else if b, err = json.Marshal(v); err != nil {
+		// The answer of every POST: no reflection, a pooled buffer (Write
+		// copies it), and the Content-Length net/http sets itself for a
+		// body written whole before the handler returns.
+		buf := respPool.Get().(*[]byte)
+		b = append(r.appendJSON((*buf)[:0]), '\n')
+		h := w.Header()
+		h["Content-Type"] = hdrJSON
+		h["Cache-Control"] = hdrNoStore
+		w.WriteHeader(status)
+		w.Write(b)
+		*buf = b
+		respPool.Put(buf)
+		return
+	}
+	if b, err = json.Marshal(v); err != nil {
 		writeProblem(w, newProblem("internal", "encoding the response failed"))
 		return
 	}
@@ -117,3 +131,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	w.Write(b)
 }
+
+var respPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}

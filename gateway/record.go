@@ -54,7 +54,7 @@ type memRecord struct {
 	keys      map[string]idem
 	feed      []feedRef // oldest first
 	last      Cursor
-	notify    chan struct{}
+	notify    chan struct{} // closed at the next change; nil while nobody waits
 	maxMsgs   int
 	maxEvents int
 	keyTTL    time.Duration
@@ -84,7 +84,6 @@ func newMemRecord(maxMsgs, maxEvents int) *memRecord {
 	return &memRecord{
 		msgs:      make(map[string]*Status),
 		keys:      make(map[string]idem),
-		notify:    make(chan struct{}),
 		maxMsgs:   maxMsgs,
 		maxEvents: maxEvents,
 		keyTTL:    24 * time.Hour,
@@ -119,7 +118,11 @@ func (m *memRecord) create(_ context.Context, st *Status, key string, hash [32]b
 	s.History = s.History[:0]
 	m.appendLocked(s, c)
 	m.pruneLocked()
-	return copyStatus(s), true, nil
+	// A shallow copy: the first change of a history never changes, and
+	// the caller reads only that.
+	out := *s
+	out.History = s.History[:1:1]
+	return &out, true, nil
 }
 
 func (m *memRecord) appendLocked(s *Status, c Change) Event {
@@ -133,8 +136,10 @@ func (m *memRecord) appendLocked(s *Status, c Change) Event {
 	}
 	ref := feedRef{s: s, i: len(s.History) - 1}
 	m.feed = append(m.feed, ref)
-	close(m.notify)
-	m.notify = make(chan struct{})
+	if m.notify != nil {
+		close(m.notify)
+		m.notify = nil
+	}
 	return ref.event()
 }
 
@@ -227,6 +232,9 @@ func (m *memRecord) wait(ctx context.Context, after Cursor) error {
 	if m.last > after {
 		m.mu.Unlock()
 		return nil
+	}
+	if m.notify == nil {
+		m.notify = make(chan struct{})
 	}
 	ch := m.notify
 	m.mu.Unlock()

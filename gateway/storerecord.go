@@ -34,6 +34,40 @@ type storeRecord struct {
 	now func() time.Time
 }
 
+// ClientStore returns the store to give each account's client as
+// xmpptrack.Config.Store: Config.Store, through which the gateway also
+// learns the feed cursor of each message its client records, so that the
+// answer to a POST needs no read of the store. Nil without Config.Store.
+// A client given Config.Store itself works too, at the cost of that read.
+func (g *Gateway) ClientStore() store.Store {
+	if g.cfg.Store == nil {
+		return nil
+	}
+	return cursorStore{Store: g.cfg.Store, g: g}
+}
+
+// cursorStore notes the cursors of the messages a client commits.
+type cursorStore struct {
+	store.Store
+	g *Gateway
+}
+
+func (s cursorStore) Commit(ctx context.Context, b *store.Batch) error {
+	err := s.Store.Commit(ctx, b)
+	if err == nil && len(b.Messages) > 0 {
+		s.g.mu.Lock()
+		for i := range b.Messages {
+			m := &b.Messages[i]
+			if lm, ok := s.g.live[m.ID]; ok {
+				lm.cursor = Cursor(m.Cursor)
+				s.g.live[m.ID] = lm
+			}
+		}
+		s.g.mu.Unlock()
+	}
+	return err
+}
+
 // rawRequest is what the gateway stores as a message's Raw: the request it
 // accepted (JSON), which is what it needs to send the message later.
 type rawRequest struct {

@@ -15,14 +15,23 @@ import (
 // TestStoreRecordIsTheClients: with a store, the account's client records
 // a message sent through the gateway (the gateway writes nothing of its
 // own for it), so that a change the client records after the gateway was
-// closed is what a new gateway on the store answers.
+// closed is what a new gateway on the store answers. The answer's cursor is
+// the record's, whether the client records through ClientStore or in
+// Config.Store.
 func TestStoreRecordIsTheClients(t *testing.T) {
+	t.Run("ClientStore", func(t *testing.T) { testStoreRecordIsTheClients(t, false) })
+	t.Run("Config.Store", func(t *testing.T) { testStoreRecordIsTheClients(t, true) })
+}
+
+func testStoreRecordIsTheClients(t *testing.T, plain bool) {
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	f := newFixture(t, Config{Store: st})
+	f.fake.plainStore = plain
+	f.send(`{"to":"bob@example.org","body":"an earlier one"}`) // cursor 1
 	r := f.send(`{"to":"bob@example.org","body":"before the restart","channel":"ops"}`)
 	rec, err := st.Message(context.Background(), r.ID)
 	if err != nil {

@@ -255,7 +255,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			// The client records its messages in the gateway's record,
 			// under its account and resource: the next start with the same
 			// resource takes back what this one left pending.
-			cfg.Store = rec
+			cfg.Store = g.ClientStore()
 			if login, err = a.account.WithResource(clientResource(a, o.resource)); err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,22 +14,46 @@ import (
 // Linux for every architecture Go supports).
 const clockTick = 10 * time.Millisecond
 
-// cpuUse is the CPU time (user and system) used so far by this process and
-// by the XMPP server's process tree.
-type cpuUse struct{ self, server time.Duration }
+// cpuUse is the CPU time (user and system) used so far by this process, by
+// the XMPP server's process tree, by PostgreSQL's and by the load client.
+type cpuUse struct{ self, server, db, load time.Duration }
 
-func (a cpuUse) sub(b cpuUse) cpuUse { return cpuUse{a.self - b.self, a.server - b.server} }
+// pidSet names the processes measured; 0 for none.
+type pidSet struct{ server, db, load int }
 
-func (a cpuUse) add(b cpuUse) cpuUse { return cpuUse{a.self + b.self, a.server + b.server} }
+func (a cpuUse) sub(b cpuUse) cpuUse {
+	return cpuUse{a.self - b.self, a.server - b.server, a.db - b.db, a.load - b.load}
+}
 
-func cpuNow(serverPID int) cpuUse {
+func (a cpuUse) add(b cpuUse) cpuUse {
+	return cpuUse{a.self + b.self, a.server + b.server, a.db + b.db, a.load + b.load}
+}
+
+// perMsg formats the CPU time per message of n messages.
+func (a cpuUse) perMsg(n int) string {
+	s := fmt.Sprintf("self %s + server %s", perMsg(a.self, n), perMsg(a.server, n))
+	if a.db != 0 {
+		s += fmt.Sprintf(" + PostgreSQL %s", perMsg(a.db, n))
+	}
+	if a.load != 0 {
+		s += fmt.Sprintf(" (load client %s)", perMsg(a.load, n))
+	}
+	return s
+}
+
+func cpuNow(p pidSet) cpuUse {
 	var u cpuUse
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		u.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	if serverPID > 0 {
-		u.server = treeCPU(serverPID)
+	for _, m := range []struct {
+		pid int
+		d   *time.Duration
+	}{{p.server, &u.server}, {p.db, &u.db}, {p.load, &u.load}} {
+		if m.pid > 0 {
+			*m.d = treeCPU(m.pid)
+		}
 	}
 	return u
 }

@@ -10,20 +10,30 @@
 //     (accepted, acknowledged by the server, waiting for a receipt that never
 //     comes), per message.
 //
+// Like is compared with like: with -store sqlite or postgres the direct
+// client records in a store of the same kind (its own SQLite file, or its
+// own database on the same PostgreSQL server) as the gateway, whose
+// account's client records in the gateway's store; with -store memory
+// neither records anything.
+//
 // The recipient is logged in (an xmpptrack client that sends no receipts),
 // so messages stay pending for their window. Rounds alternate direct and
 // gateway to spread the noise of a shared machine. Each round also reports
-// the CPU time per message of this process and of the XMPP server's process
-// tree: on a loaded machine the throughputs swing with the other processes,
-// the CPU times much less.
+// the CPU time per message of this process (the library alone, or the
+// gateway with its account's client), of the XMPP server's process tree, of
+// PostgreSQL's, and of the HTTP load client: on a loaded machine the
+// throughputs swing with the other processes, the CPU times much less.
 //
-// The HTTP clients run in this process, so their CPU time counts against the
-// gateway. By default they are minimal keep-alive clients (one write and one
-// read per request, as load generators such as wrk do); -client net/http
-// uses net/http's client instead, which costs about as much per request as
-// the gateway's HTTP server.
+// The HTTP clients run in a child process (this program again), so that
+// their CPU time is measured apart; it still competes for the same cores. By
+// default they are minimal keep-alive clients with a pre-encoded request
+// (one write and one read per request, as load generators such as wrk do);
+// -client net/http uses net/http's client instead.
 //
-//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite] [-client raw|net/http] [-cpuprofile f] [-memprofile f]
+// With -cpuprofile, one more gateway run of n messages follows the rounds,
+// profiled alone.
+//
+//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client raw|net/http] [-cpuprofile f] [-memprofile f]
 package main
 
 import (
@@ -49,6 +59,7 @@ import (
 	"github.com/xmpptrack/xmpptrack/gateway"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/postgres"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -63,12 +74,20 @@ func main() {
 	c := flag.Int("c", 1000, "concurrent senders (goroutines, HTTP clients)")
 	pending := flag.Int("pending", 100000, "pending messages for the memory measurement (0: skip)")
 	rounds := flag.Int("rounds", 2, "direct/gateway rounds")
-	storeKind := flag.String("store", "memory", "the gateway's record: memory or sqlite")
+	storeKind := flag.String("store", "memory", "the record: memory, sqlite or postgres (the direct client gets the same kind)")
 	client := flag.String("client", "raw", "the HTTP client: raw (a minimal keep-alive client, as load generators use) or net/http")
-	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway runs to `file`")
+	loadAddr := flag.String("load-addr", "", "(internal) run as the HTTP load client of this address")
+	loadBody := flag.String("load-body", "", "(internal) the load client's request body")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of one more gateway run to `file`")
 	flag.StringVar(&memProfile, "memprofile", "", "write a heap profile taken with the pending messages held to `file`")
 	flag.Parse()
-	if err := run(testserver.Kind(*server), *n, *c, *pending, *rounds, *storeKind, *client); err != nil {
+	var err error
+	if *loadAddr != "" {
+		err = loadMain(*loadAddr, *client, *c, []byte(*loadBody))
+	} else {
+		err = run(testserver.Kind(*server), *n, *c, *pending, *rounds, *storeKind, *client)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "gatewaybench:", err)
 		os.Exit(1)
 	}
@@ -97,11 +116,65 @@ func (c *counter) onChange(_ *tracking.MessageTracker, from, to tracking.Message
 	}
 }
 
-func dial(ctx context.Context, srv *testserver.Server, local string, onChange func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response)) (*xmpptrack.Client, error) {
-	return xmpptrack.Dial(ctx, srv.JID(local), srv.Password(local), &xmpptrack.Config{
+func dial(ctx context.Context, srv *testserver.Server, local string, st store.Store, onChange func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response)) (*xmpptrack.Client, error) {
+	addr := srv.JID(local)
+	if st != nil {
+		addr, _ = addr.WithResource("bench")
+	}
+	return xmpptrack.Dial(ctx, addr, srv.Password(local), &xmpptrack.Config{
 		Addr: srv.Addr(), TLSConfig: srv.TLSConfig(), MaxPending: -1, Window: time.Hour,
-		OnStateChange: onChange, NoReceipts: true,
+		OnStateChange: onChange, NoReceipts: true, Store: st,
 	})
+}
+
+// openStores opens the direct client's store and the gateway's, of one
+// kind; dbPID is PostgreSQL's (0 for none).
+func openStores(ctx context.Context, kind string) (direct, gw store.Store, dbPID int, cleanup func(), err error) {
+	var undo []func()
+	cleanup = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	switch kind {
+	case "memory":
+		return nil, nil, 0, cleanup, nil
+	case "sqlite":
+		dir, err := os.MkdirTemp("", "gatewaybench-")
+		if err != nil {
+			return nil, nil, 0, cleanup, err
+		}
+		undo = append(undo, func() { os.RemoveAll(dir) })
+		for _, name := range []string{"direct.db", "gw.db"} {
+			st, err := sqlite.Open(ctx, filepath.Join(dir, name))
+			if err != nil {
+				return nil, nil, 0, cleanup, err
+			}
+			undo = append(undo, func() { st.Close() })
+			direct, gw = gw, st
+		}
+		return direct, gw, 0, cleanup, nil
+	case "postgres":
+		pg, err := testserver.LaunchPostgres(ctx, testserver.PostgresOptions{})
+		if err != nil {
+			return nil, nil, 0, cleanup, err
+		}
+		undo = append(undo, func() { pg.Stop() })
+		for _, name := range []string{"direct", "gw"} {
+			dsn, err := pg.CreateDatabase(ctx, name)
+			if err != nil {
+				return nil, nil, 0, cleanup, err
+			}
+			st, err := postgres.Open(ctx, dsn)
+			if err != nil {
+				return nil, nil, 0, cleanup, err
+			}
+			undo = append(undo, func() { st.Close() })
+			direct, gw = gw, st
+		}
+		return direct, gw, pg.PID(), cleanup, nil
+	}
+	return nil, nil, 0, cleanup, fmt.Errorf("unknown -store %q", kind)
 }
 
 func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client string) error {
@@ -111,36 +184,27 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		return err
 	}
 	defer srv.Stop()
-	bob, err := dial(ctx, srv, "bob", nil)
+	bob, err := dial(ctx, srv, "bob", nil, nil)
 	if err != nil {
 		return err
 	}
 	defer bob.Close()
 	to := srv.JID("bob")
 
+	dst, gst, dbPID, closeStores, err := openStores(ctx, storeKind)
+	defer closeStores()
+	if err != nil {
+		return err
+	}
 	var dc counter
 	dc.reset(0)
-	direct, err := dial(ctx, srv, "direct", dc.onChange)
+	direct, err := dial(ctx, srv, "direct", dst, dc.onChange)
 	if err != nil {
 		return err
 	}
 	defer direct.Close()
 
-	var rec store.Store
-	if storeKind == "sqlite" {
-		dir, err := os.MkdirTemp("", "gatewaybench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		st, err := sqlite.Open(ctx, filepath.Join(dir, "gw.db"))
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		rec = st
-	}
-	g, err := gateway.New(gateway.Config{Tokens: []string{token}, RateLimit: -1, Store: rec,
+	g, err := gateway.New(gateway.Config{Tokens: []string{token}, RateLimit: -1, Store: gst,
 		MaxMessages: 2 * (pending + rounds*n), MaxEvents: 4 * (pending + rounds*n)})
 	if err != nil {
 		return err
@@ -148,7 +212,7 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 	defer g.Close()
 	var gc counter
 	gc.reset(0)
-	gwc, err := dial(ctx, srv, "gw", func(t *tracking.MessageTracker, from, to tracking.MessageState, r *tracking.Response) {
+	gwc, err := dial(ctx, srv, "gw", g.ClientStore(), func(t *tracking.MessageTracker, from, to tracking.MessageState, r *tracking.Response) {
 		g.OnStateChange(t, from, to, r)
 		gc.onChange(t, from, to, r)
 	})
@@ -167,60 +231,39 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 	go hs.Serve(ln)
 	defer hs.Close()
 	body := []byte(`{"to":"` + to.String() + `","body":"benchmark message"}`)
-	var post poster
-	switch client {
-	case "raw":
-		p, closeAll, err := rawPoster(ln.Addr().String(), conc, body)
-		if err != nil {
-			return err
-		}
-		defer closeAll()
-		post = p
-	case "net/http":
-		// Keep-alive with a connection per concurrent request, reused
-		// across rounds.
-		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}}
-		post = netHTTPPoster(hc, "http://"+ln.Addr().String()+"/v1/messages", body)
-	default:
-		return fmt.Errorf("unknown -client %q", client)
+	load, err := startLoad(ln.Addr().String(), client, conc, body)
+	if err != nil {
+		return err
 	}
+	defer load.close()
 
-	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, record %s, client %s, %d CPUs, %s\n",
+	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, store %s (direct and gateway), client %s, %d CPUs, %s\n",
 		kind, n, conc, storeKind, client, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
 	var directRates, gwRates []float64
 	var directCPU, gwCPU cpuUse
 	var lat []time.Duration
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return err
-		}
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
-	pid := srv.PID()
+	pids := pidSet{server: srv.PID(), db: dbPID, load: load.pid()}
 	for r := range rounds {
 		dc.reset(n)
-		c0 := cpuNow(pid)
+		c0 := cpuNow(pids)
 		d, err := runDirect(ctx, direct, to.String(), n, conc, &dc)
 		if err != nil {
 			return err
 		}
-		c1 := cpuNow(pid)
+		c1 := cpuNow(pids)
 		gc.reset(n)
-		gd, l, err := runGateway(post, n, conc, &gc)
+		gd, l, err := runGateway(load, n, &gc)
 		if err != nil {
 			return err
 		}
-		c2 := cpuNow(pid)
+		c2 := cpuNow(pids)
 		dcpu, gcpu := c1.sub(c0), c2.sub(c1)
 		directCPU, gwCPU = directCPU.add(dcpu), gwCPU.add(gcpu)
 		lat = append(lat, l...)
 		directRates = append(directRates, float64(n)/d.Seconds())
 		gwRates = append(gwRates, float64(n)/gd.Seconds())
-		fmt.Printf("round %d: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; CPU per message: direct %s (server %s), gateway %s (server %s)\n", r+1,
-			directRates[r], gwRates[r], gwRates[r]/directRates[r],
-			perMsg(dcpu.self, n), perMsg(dcpu.server, n), perMsg(gcpu.self, n), perMsg(gcpu.server, n))
+		fmt.Printf("round %d: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; CPU per message: direct %s, gateway %s\n", r+1,
+			directRates[r], gwRates[r], gwRates[r]/directRates[r], dcpu.perMsg(n), gcpu.perMsg(n))
 	}
 	dsum, gsum := 0.0, 0.0
 	for i := range directRates {
@@ -231,16 +274,32 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	fmt.Printf("throughput to DELIVERED_TO_SERVER: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f\n",
 		dsum/float64(rounds), gsum/float64(rounds), gsum/dsum)
-	fmt.Printf("CPU per message: direct %s in this process + %s in the server, gateway %s + %s (this process runs the HTTP clients too)\n",
-		perMsg(directCPU.self, rounds*n), perMsg(directCPU.server, rounds*n), perMsg(gwCPU.self, rounds*n), perMsg(gwCPU.server, rounds*n))
+	fmt.Printf("CPU per message: direct %s; gateway %s\n", directCPU.perMsg(rounds*n), gwCPU.perMsg(rounds*n))
+	fmt.Printf("  (self: the library alone, or the gateway with its account's client; load: the HTTP client process)\n")
 	fmt.Printf("POST /v1/messages latency: p50 %s, p90 %s, p99 %s, max %s (%d requests)\n",
 		pct(.5).Round(10*time.Microsecond), pct(.9).Round(10*time.Microsecond), pct(.99).Round(10*time.Microsecond),
 		lat[len(lat)-1].Round(10*time.Microsecond), len(lat))
 
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		gc.reset(n)
+		c0 := cpuNow(pids)
+		pprof.StartCPUProfile(f)
+		_, _, err = runGateway(load, n, &gc)
+		pprof.StopCPUProfile()
+		f.Close()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("profiled gateway run: CPU per message %s\n", cpuNow(pids).sub(c0).perMsg(n))
+	}
 	if pending > 0 {
 		before := heap()
 		gc.reset(pending)
-		if _, _, err := runGateway(post, pending, conc, &gc); err != nil {
+		if _, _, err := runGateway(load, pending, &gc); err != nil {
 			return err
 		}
 		after := heap()
@@ -303,12 +362,8 @@ func runDirect(ctx context.Context, c *xmpptrack.Client, to string, n, conc int,
 	return time.Since(start), nil
 }
 
-// poster sends POST /v1/messages as worker w and returns the status and
-// body of the response.
-type poster func(w int) (int, []byte, error)
-
 // netHTTPPoster posts with net/http's client.
-func netHTTPPoster(hc *http.Client, url string, body []byte) poster {
+func netHTTPPoster(hc *http.Client, url string, body []byte) func(int) (int, []byte, error) {
 	return func(int) (int, []byte, error) {
 		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -325,7 +380,7 @@ func netHTTPPoster(hc *http.Client, url string, body []byte) poster {
 
 // rawPoster posts on conc connections of its own, one per worker, opened
 // before the first round.
-func rawPoster(addr string, conc int, body []byte) (poster, func(), error) {
+func rawPoster(addr string, conc int, body []byte) (func(int) (int, []byte, error), func(), error) {
 	conns := make([]*rawConn, conc)
 	bufs := make([][]byte, conc)
 	closeAll := func() {
@@ -350,48 +405,18 @@ func rawPoster(addr string, conc int, body []byte) (poster, func(), error) {
 	}, closeAll, nil
 }
 
-// runGateway posts n messages from conc HTTP clients and waits until the
+// runGateway has the load client post n messages and waits until the
 // server acknowledged every one; it returns the POST latencies.
-func runGateway(post poster, n, conc int, cnt *counter) (time.Duration, []time.Duration, error) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	lats := make([][]time.Duration, conc)
-	errc := make(chan error, conc)
+func runGateway(load *loadClient, n int, cnt *counter) (time.Duration, []time.Duration, error) {
 	start := time.Now()
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				t0 := time.Now()
-				st, b, err := post(w)
-				if err != nil {
-					errc <- err
-					return
-				}
-				lats[w] = append(lats[w], time.Since(t0))
-				if st != http.StatusAccepted {
-					errc <- fmt.Errorf("POST: %d %s", st, b)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	select {
-	case err := <-errc:
+	lats, err := load.post(n)
+	if err != nil {
 		return 0, nil, err
-	default:
 	}
 	if err := waitCount(cnt); err != nil {
 		return 0, nil, err
 	}
-	d := time.Since(start)
-	var all []time.Duration
-	for _, l := range lats {
-		all = append(all, l...)
-	}
-	return d, all, nil
+	return time.Since(start), lats, nil
 }
 
 func waitCount(c *counter) error {

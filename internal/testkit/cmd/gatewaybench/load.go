@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The HTTP load runs in a child process (this program started again with
+// -load-addr), so that its CPU time is measured apart from the gateway's.
+// The parent writes a number of requests per line to its standard input;
+// the child sends them from its workers and answers with one line of
+// latencies in nanoseconds ("ok 123 456 ...") or "err <text>".
+
+// loadClient is the parent's handle on the child.
+type loadClient struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startLoad(addr, client string, conc int, body []byte) (*loadClient, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "-load-addr", addr, "-client", client, "-c", strconv.Itoa(conc), "-load-body", string(body))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	l := &loadClient{cmd: cmd, in: in, out: bufio.NewReaderSize(out, 1<<20)}
+	line, err := l.out.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		l.close()
+		return nil, fmt.Errorf("load client: %q %v", line, err)
+	}
+	return l, nil
+}
+
+func (l *loadClient) pid() int { return l.cmd.Process.Pid }
+
+// post has the child send n requests and returns their latencies.
+func (l *loadClient) post(n int) ([]time.Duration, error) {
+	if _, err := fmt.Fprintln(l.in, n); err != nil {
+		return nil, err
+	}
+	line, err := l.out.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(line)
+	if len(f) == 0 || f[0] != "ok" {
+		return nil, fmt.Errorf("load client: %s", strings.TrimSpace(line))
+	}
+	lats := make([]time.Duration, 0, len(f)-1)
+	for _, s := range f[1:] {
+		v, _ := strconv.ParseInt(s, 10, 64)
+		lats = append(lats, time.Duration(v))
+	}
+	return lats, nil
+}
+
+func (l *loadClient) close() {
+	l.in.Close()
+	l.cmd.Wait()
+}
+
+// loadMain is the child: it keeps conc connections (or net/http's client
+// with as many) and posts the pre-encoded body.
+func loadMain(addr, client string, conc int, body []byte) error {
+	var post func(w int) (int, []byte, error)
+	switch client {
+	case "raw":
+		p, closeAll, err := rawPoster(addr, conc, body)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		post = p
+	case "net/http":
+		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}}
+		post = netHTTPPoster(hc, "http://"+addr+"/v1/messages", body)
+	default:
+		return fmt.Errorf("unknown -client %q", client)
+	}
+	out := bufio.NewWriterSize(os.Stdout, 1<<20)
+	fmt.Fprintln(out, "ready")
+	out.Flush()
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		n, err := strconv.Atoi(strings.TrimSpace(in.Text()))
+		if err != nil {
+			return err
+		}
+		lats, err := postAll(post, n, conc)
+		if err != nil {
+			fmt.Fprintf(out, "err %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		} else {
+			out.WriteString("ok")
+			for _, l := range lats {
+				out.WriteByte(' ')
+				out.WriteString(strconv.FormatInt(int64(l), 10))
+			}
+			out.WriteByte('\n')
+		}
+		out.Flush()
+	}
+	return in.Err()
+}
+
+// postAll posts n messages from conc workers and returns the latencies.
+func postAll(post func(w int) (int, []byte, error), n, conc int) ([]time.Duration, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	lats := make([][]time.Duration, conc)
+	errc := make(chan error, conc)
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				t0 := time.Now()
+				st, b, err := post(w)
+				if err != nil {
+					errc <- err
+					return
+				}
+				lats[w] = append(lats[w], time.Since(t0))
+				if st != http.StatusAccepted {
+					errc <- fmt.Errorf("POST: %d %s", st, bytes.TrimSpace(b))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return nil, err
+	default:
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	return all, nil
+}
