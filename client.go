@@ -191,7 +191,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 func (c *Client) written(next func(sm.Stanza)) func(sm.Stanza) {
 	return func(s sm.Stanza) {
 		if s.Name == "message" && s.ID != "" {
-			c.reg.Written(registry.ConvOf(s.To), s.ID)
+			c.reg.WrittenTo(s.To, s.ID)
 		}
 		if c.dur != nil {
 			c.dur.onWritten(s)
@@ -206,7 +206,7 @@ func (c *Client) written(next func(sm.Stanza)) func(sm.Stanza) {
 func (c *Client) acked(next func(sm.Stanza)) func(sm.Stanza) {
 	return func(s sm.Stanza) {
 		if s.Name == "message" {
-			c.reg.ServerAck(registry.ConvOf(s.To), s.ID)
+			c.reg.ServerAckTo(s.To, s.ID)
 		}
 		if next != nil {
 			next(s)

@@ -123,6 +123,11 @@ func (r *Registry) Pending() int { return r.core().Pending() }
 // DeliveredToServer.
 func (r *Registry) ServerAck(conv, id string) { r.core().ServerAck(conv, id) }
 
+// ServerAckTo is ServerAck for a message known by the to attribute it was
+// written with (sm.Stanza.To): it parses the address only when it is not
+// a conversation key already, which a message written by Send always is.
+func (r *Registry) ServerAckTo(to, id string) { r.core().ServerAckAddr(to, id, ConvOf) }
+
 // Lost records that our server never acknowledged the message and that it will
 // not be re-sent: Aborted (it may still have been delivered).
 func (r *Registry) Lost(conv, id string) { r.core().Lost(conv, id) }
@@ -159,6 +164,11 @@ func (r *Registry) Incoming(from jid.JID, id string) {
 // writes and queues no callback: it may run inside the writer's output
 // lock. Group chats are left alone.
 func (r *Registry) Written(conv, id string) { r.core().Written(conv, id) }
+
+// WrittenTo is Written for a message known by the to attribute it was
+// written with (sm.Stanza.To), parsed only when it is not a conversation
+// key already (see ServerAckTo).
+func (r *Registry) WrittenTo(to, id string) { r.core().WrittenAddr(to, id, ConvOf) }
 
 // peer returns the conversation keys a sender's evidence may match: its bare
 // JID, and its full JID ("" without a resource).

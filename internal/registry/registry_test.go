@@ -6,6 +6,8 @@ import (
 	"testing"
 	"testing/synctest"
 
+	"mellium.im/xmpp/jid"
+
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -71,5 +73,53 @@ func TestNilTracker(t *testing.T) {
 	defer r.Close()
 	if tr := r.Lookup("bob@example.org", "none"); tr != nil {
 		t.Fatalf("Lookup of an unknown id = %v, want nil", tr)
+	}
+}
+
+// TestEvidenceByAddress checks WrittenTo and ServerAckTo: the to attribute
+// as written matches the message's conversation in its canonical form and
+// in any other form of the same address (parsed then), never another
+// conversation's address.
+func TestEvidenceByAddress(t *testing.T) {
+	r := New(Config{})
+	defer r.Close()
+	bob, _ := r.TryTrack("bob@example.org", "b1", TrackOptions{})
+	phone, _ := r.TryTrack("bob@example.org/phone", "p1", TrackOptions{})
+	odd, _ := r.TryTrack("bob@example.org", "b2", TrackOptions{})
+	r.ServerAckTo("carol@example.org", "b1")      // another peer's address
+	r.ServerAckTo("bob@example.org/phone", "b1")  // the bare conversation's id, from a full address
+	r.ServerAckTo("bob@example.org", "p1")        // the private conversation's id, from the bare address
+	r.ServerAckTo("bob@example.org/laptop", "p1") // another resource
+	if bob.State() != tracking.InTransit || phone.State() != tracking.InTransit {
+		t.Fatalf("acks from other addresses moved trackers: %v %v", bob.State(), phone.State())
+	}
+	r.ServerAckTo("bob@example.org", "b1")
+	r.ServerAckTo("bob@example.org/phone", "p1")
+	r.ServerAckTo("Bob@EXAMPLE.org", "b2") // not canonical: parsed to bob@example.org
+	for _, tr := range []*tracking.MessageTracker{bob, phone, odd} {
+		if tr.State() != tracking.DeliveredToServer {
+			t.Fatalf("%s: %v after its ack, want DELIVERED_TO_SERVER", tr.ID(), tr.State())
+		}
+	}
+}
+
+// TestWrittenByAddress checks that WrittenTo orders messages like Written:
+// a marker for the message written last covers the one written first,
+// whatever their registration order, and a foreign address moves nothing.
+func TestWrittenByAddress(t *testing.T) {
+	r := New(Config{})
+	defer r.Close()
+	x, _ := r.TryTrack("bob@example.org", "x", TrackOptions{})
+	y, _ := r.TryTrack("bob@example.org", "y", TrackOptions{})
+	r.WrittenTo("Bob@example.org", "y")
+	r.WrittenTo("bob@example.org", "x")   // x is now after y
+	r.WrittenTo("carol@example.org", "y") // not bob's address: y keeps its place
+	for _, tr := range []*tracking.MessageTracker{x, y} {
+		Advance(tr, tracking.DeliveredToRecipient, nil)
+	}
+	bob, _ := jid.Parse("bob@example.org/phone")
+	r.Displayed(bob, "y", "", &tracking.Response{ID: "d1"})
+	if x.State() != tracking.DeliveredToRecipient || y.State() != tracking.SeenByRecipient {
+		t.Fatalf("marker for y: x %v, y %v; want x (written after y) untouched", x.State(), y.State())
 	}
 }

@@ -361,6 +361,41 @@ func (r *Registry[R]) advance(conv, id string, to State, resp *R) {
 // DeliveredToServer.
 func (r *Registry[R]) ServerAck(conv, id string) { r.advance(conv, id, DeliveredToServer, nil) }
 
+// lookupAddr is lookup for a message known by the to attribute it was
+// written with: addr matches the tracker's conversation when it is the
+// conversation key itself, else when conv(addr) is. Messages written by
+// the client carry their key's own string (a key is the canonical form of
+// the address), so the usual case costs a string comparison and never
+// calls conv, which parses the address.
+func (r *Registry[R]) lookupAddr(addr, id string, conv func(string) string) *Tracker[R] {
+	t := r.byID(id)
+	if t == nil || t.c.jid != addr && t.c.jid != conv(addr) {
+		return nil
+	}
+	return t
+}
+
+// ServerAckAddr is ServerAck for a message known by the to attribute addr
+// it was written with; conv turns an address into its conversation key
+// and is called only when addr is not a key already.
+func (r *Registry[R]) ServerAckAddr(addr, id string, conv func(string) string) {
+	r.g.mu.Lock()
+	if t := r.lookupAddr(addr, id, conv); t != nil {
+		t.transition(DeliveredToServer, nil)
+	}
+	r.unlock()
+}
+
+// WrittenAddr is Written for a message known by the to attribute addr it
+// was written with (see ServerAckAddr).
+func (r *Registry[R]) WrittenAddr(addr, id string, conv func(string) string) {
+	r.g.mu.Lock()
+	if t := r.lookupAddr(addr, id, conv); t != nil && !t.c.room {
+		t.c.written(t)
+	}
+	r.g.mu.Unlock()
+}
+
 // Lost records that our server never acknowledged the message and that it will
 // not be re-sent: Aborted (it may still have been delivered).
 func (r *Registry[R]) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) }
