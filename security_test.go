@@ -778,9 +778,10 @@ func testEvidenceCost(t *testing.T) {
 		ev := stanza.Evidence{From: jid.MustParse("bob@example.org/pc"), ID: "r", Type: xstanza.ChatMessage, Receipt: "unknown"}
 		mk := stanza.Evidence{From: jid.MustParse("bob@example.org/pc"), ID: "d", Type: xstanza.ChatMessage,
 			Marker: stanza.Marker{Type: stanza.MarkerDisplayed, ID: "unknown"}, Thread: "t"}
+		var peers peerCache
 		return testing.AllocsPerRun(1000, func() {
-			c.observe(&ev)
-			c.observe(&mk)
+			c.observe(&ev, &peers)
+			c.observe(&mk, &peers)
 		})
 	}
 	small, large := allocs(1), allocs(50_000)

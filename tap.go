@@ -11,6 +11,7 @@ import (
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -80,6 +81,36 @@ type tapState struct {
 	next   uint8         // next slot of addrs
 	buf    tokbuf.Buffer // the current stanza's tokens; emptied after each
 	lr     limitReader
+	peers  peerCache
+}
+
+// peerCache remembers the conversation keys of the last few senders, so
+// that a stream of receipts and markers from the same peers formats their
+// addresses once, not three times per stanza. A nil cache remembers
+// nothing.
+type peerCache struct {
+	from [2]jid.JID
+	keys [2]registry.Peer
+	next uint8
+}
+
+// of returns the conversation keys of the sender from.
+func (pc *peerCache) of(from jid.JID) registry.Peer {
+	if pc == nil {
+		return registry.PeerOf(from)
+	}
+	for i := range pc.from {
+		// Equal compares the bytes, and tells apart the zero JID (our own
+		// server or account) from a JID with a different split.
+		if pc.keys[i].Bare != "" && pc.from[i].Equal(from) {
+			return pc.keys[i]
+		}
+	}
+	p := registry.PeerOf(from)
+	i := pc.next % uint8(len(pc.from))
+	pc.from[i], pc.keys[i] = from, p
+	pc.next++
+	return p
 }
 
 func isStanza(n xml.Name) bool {
@@ -222,7 +253,7 @@ func (c *Client) deliver(on func(*Client, *Incoming), m *Incoming) {
 // reports whether the message is consumed: a forged carbon, or one an
 // observer took.
 func (s *tapState) observe(ev *stanza.Evidence) (consumed bool) {
-	if drop := s.c.observe(ev); drop {
+	if drop := s.c.observe(ev, &s.peers); drop {
 		return true
 	}
 	for _, o := range s.c.obs.get() {
@@ -328,11 +359,12 @@ func (l *limitReader) Token() (xml.Token, error) {
 // observe applies the correlation and security rules to one parsed message
 // and feeds the registry. It reports whether the stanza must be dropped
 // whole (a forged carbon).
-func (c *Client) observe(ev *stanza.Evidence) (drop bool) {
+func (c *Client) observe(ev *stanza.Evidence, peers *peerCache) (drop bool) {
 	// mellium reports our own bare JID as an empty from; a stanza without
 	// from comes from our server on behalf of the account. (A JID equal to
 	// its bare JID has no resourcepart; the test allocates nothing.)
-	bare := ev.From.Bare().String()
+	p := peers.of(ev.From)
+	bare := p.Bare
 	fromAccount := ev.From.Equal(jid.JID{}) || bare == c.self && ev.From.Equal(ev.From.Bare())
 	fromSelf := fromAccount || bare == c.self
 	if ev.Carbon != stanza.CarbonNone {
@@ -345,7 +377,7 @@ func (c *Client) observe(ev *stanza.Evidence) (drop bool) {
 		if ev.Carbon == stanza.CarbonReceived && ev.Forwarded != nil {
 			// A message to us that another of our devices got first: its
 			// receipts and markers are evidence, checked like direct ones.
-			c.evidence(ev.Forwarded, ev.Forwarded.From.Bare().String(), false)
+			c.evidence(ev.Forwarded, peers.of(ev.Forwarded.From), false)
 		}
 		// A sent carbon is our other device's outgoing message: a receipt or
 		// marker in it is read-sync for incoming messages, never evidence.
@@ -358,35 +390,35 @@ func (c *Client) observe(ev *stanza.Evidence) (drop bool) {
 	if fromSelf {
 		return false // our own account never proves delivery
 	}
-	c.evidence(ev, bare, true)
+	c.evidence(ev, p, true)
 	return false
 }
 
 // evidence handles a message from a peer: receipts, markers, and the
-// message's own position for later markers. conv is the bare JID of
-// ev.From; direct is false for carbons.
-func (c *Client) evidence(ev *stanza.Evidence, conv string, direct bool) {
+// message's own position for later markers. p holds the conversation
+// keys of ev.From; direct is false for carbons.
+func (c *Client) evidence(ev *stanza.Evidence, p registry.Peer, direct bool) {
 	if ev.Type == xstanza.ErrorMessage || ev.Type == xstanza.GroupChatMessage {
 		return // group chat evidence belongs to the muc package
 	}
-	if conv == c.self || conv == "" {
+	if p.Bare == c.self || p.Bare == "" {
 		return
 	}
 	if ev.Receipt != "" {
-		c.reg.Delivered(ev.From, ev.Receipt, &tracking.Response{From: ev.From, ID: ev.ID})
+		c.reg.DeliveredBy(p, ev.Receipt, &tracking.Response{From: ev.From, ID: ev.ID})
 	}
 	switch ev.Marker.Type {
 	case stanza.MarkerReceived:
 		if ev.Marker.ID != "" {
-			c.reg.Delivered(ev.From, ev.Marker.ID, &tracking.Response{From: ev.From, ID: ev.ID})
+			c.reg.DeliveredBy(p, ev.Marker.ID, &tracking.Response{From: ev.From, ID: ev.ID})
 		}
 	case stanza.MarkerDisplayed, stanza.MarkerAcknowledged:
 		if ev.Marker.ID != "" {
-			c.reg.Displayed(ev.From, ev.Marker.ID, ev.Thread, &tracking.Response{From: ev.From, ID: ev.ID})
+			c.reg.DisplayedBy(p, ev.Marker.ID, ev.Thread, &tracking.Response{From: ev.From, ID: ev.ID})
 		}
 	}
 	if ev.Receipt == "" && ev.Marker.ID == "" && ev.ID != "" {
-		c.reg.Incoming(ev.From, ev.ID)
+		c.reg.IncomingBy(p, ev.ID)
 		if direct {
 			c.rcp.received(ev)
 		}

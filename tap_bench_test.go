@@ -8,6 +8,9 @@ import (
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 )
 
 // Messages as ejabberd 23.01 delivers them to alice@localhost (the
@@ -97,5 +100,29 @@ func BenchmarkTap(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestPeerCache checks that the tap's cache of conversation keys gives,
+// for any sequence of senders, the keys registry.PeerOf gives: senders
+// that alternate, come back after being evicted, have no resource, or are
+// the zero JID (our own server).
+func TestPeerCache(t *testing.T) {
+	var pc peerCache
+	senders := []string{"bob@example.org/pc", "bob@example.org/phone", "bob@example.org/pc", "example.org",
+		"", "carol@example.org", "bob@example.org", "bob@example.org/pc", "", "room@muc.example.org/bob"}
+	for round := range 2 {
+		for _, s := range senders {
+			var from jid.JID
+			if s != "" {
+				from = jid.MustParse(s)
+			}
+			if got, want := pc.of(from), registry.PeerOf(from); got != want {
+				t.Fatalf("round %d, sender %q: keys %+v, want %+v", round, s, got, want)
+			}
+		}
+	}
+	if got := (*peerCache)(nil).of(jid.MustParse("bob@example.org/pc")); got.Full != "bob@example.org/pc" {
+		t.Fatalf("nil cache: %+v", got)
 	}
 }

@@ -179,6 +179,32 @@ func peer(from jid.JID) (bare, full string) {
 	return from.Bare().String(), full
 }
 
+// Peer holds the conversation keys a sender's evidence may match (see
+// Conv): its bare JID, and its full JID ("" without a resource). Building
+// them formats the address; a reader of a stream of evidence from one
+// sender builds them once (PeerOf) and passes them to DeliveredBy,
+// DisplayedBy and IncomingBy.
+type Peer struct{ Bare, Full string }
+
+// PeerOf returns the conversation keys of the sender from.
+func PeerOf(from jid.JID) Peer {
+	bare, full := peer(from)
+	return Peer{Bare: bare, Full: full}
+}
+
+// DeliveredBy is Delivered for a sender given by its keys (PeerOf).
+func (r *Registry) DeliveredBy(p Peer, id string, resp *tracking.Response) {
+	r.core().Delivered(p.Bare, p.Full, id, resp)
+}
+
+// DisplayedBy is Displayed for a sender given by its keys (PeerOf).
+func (r *Registry) DisplayedBy(p Peer, id, thread string, resp *tracking.Response) {
+	r.core().Displayed(p.Bare, p.Full, id, thread, resp)
+}
+
+// IncomingBy is Incoming for a sender given by its keys (PeerOf).
+func (r *Registry) IncomingBy(p Peer, id string) { r.core().Incoming(p.Bare, p.Full, id) }
+
 // Conv returns the conversation key of a message sent to to, which decides
 // whose evidence counts for it. A message to a bare JID is a conversation
 // with that account: receipts and markers from any of its resources count,
