@@ -22,6 +22,8 @@ type conn struct {
 	stopOnce sync.Once
 
 	outActive atomic.Bool // outbound stanzas are counted and queued
+	lastToRaw string      // to attribute of the last outbound stanza as written, and
+	lastTo    string      // decoded; both used under mellium's output lock only
 
 	outSeen      bool // the outbound scanner saw our stream header
 	started      bool // Start was called
@@ -213,7 +215,7 @@ func (s *outSink) element(e *element) {
 			kind: e.kind,
 			sent: now,
 			id:   attrString(e.id),
-			to:   attrString(e.to),
+			to:   c.toString(e.to),
 			raw:  append([]byte(nil), e.raw...),
 		}
 		st.mu.Lock()
@@ -266,6 +268,25 @@ func (s *outSink) element(e *element) {
 
 // limit never fires: the outbound scanner has no limits.
 func (s *outSink) limit(*LimitError) {}
+
+// toString is attrString for the to attribute of an outbound stanza,
+// reusing the string of the previous stanza when it has the same bytes: a
+// burst to one peer then allocates no address per stanza. It runs under
+// mellium's output lock, as the outbound scanner does.
+func (c *conn) toString(v []byte) string {
+	if v == nil {
+		return ""
+	}
+	if string(v) == c.lastToRaw {
+		return c.lastTo
+	}
+	c.lastTo = attrString(v)
+	c.lastToRaw = c.lastTo
+	if len(v) != len(c.lastTo) || string(v) != c.lastTo {
+		c.lastToRaw = string(v) // it had entities to decode
+	}
+	return c.lastTo
+}
 
 // attrString decodes a raw attribute value; "" when absent.
 func attrString(v []byte) string {
