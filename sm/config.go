@@ -212,6 +212,24 @@ type Config struct {
 	// output lock: it must be quick and must not block or write.
 	OnWritten func(Stanza)
 
+	// Handled, when set, bounds the inbound count the State acknowledges:
+	// every <a h/> it sends (the answer to the server's <r/>, SendAck,
+	// NextAck) carries Handled(received) instead of received, the count of
+	// stanzas received, so that the server keeps, and replays when the
+	// stream is resumed, the stanzas the application has not finished with
+	// yet. A durable client returns the count its store has saved, so that
+	// a process killed with stanzas still in its callbacks gets them again
+	// from the server, and its successor never claims less than was
+	// acknowledged (servers refuse that: Prosody 0.12 ends the session).
+	// The result is clamped: never above received, never below an h sent
+	// before (comparing modulo 2^32). Resuming the stream within the same
+	// process still claims every stanza received, which that process
+	// finishes. Nil: every stanza received is acknowledged. It runs on the
+	// goroutine that reads the stream, without the State's lock: it must be
+	// quick and must not call the State's methods other than Resumption and
+	// Info.
+	Handled func(received uint32) uint32
+
 	// Logger receives diagnostics; nil means no logging. The SM-ID, a
 	// resumption credential, is only ever logged at debug level.
 	Logger *slog.Logger

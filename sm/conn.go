@@ -131,9 +131,9 @@ func (s *inSink) element(e *element) {
 	switch {
 	case e.kind.isStanza():
 		st.mu.Lock()
-		st.read++
 		if c.inActive {
 			st.inH++
+			st.read++
 		}
 		st.mu.Unlock()
 	case e.kind == kindR:

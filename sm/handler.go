@@ -48,7 +48,8 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 // everything else to inner (nil: dropped):
 //
 //   - <r/>: answered at once with <a h/>, written through the handler's
-//     own encoder, with the count of stanzas received before that <r/>;
+//     own encoder, with the count of stanzas received before that <r/>
+//     (bounded by Config.Handled);
 //   - <a h/>: releases the acknowledged stanzas and calls OnAcked for each,
 //     in order, on the Serve goroutine;
 //   - <enabled/>: records the SM-ID, resume, max and location, and lets
@@ -87,8 +88,7 @@ func (h handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElemen
 	c := h.c
 	switch start.Name.Local {
 	case "r":
-		h := c.popSnapshot()
-		c.st.told(h)
+		h := c.st.ackFor(c.popSnapshot())
 		_, err := stanza.Ack{H: h}.WriteXML(t)
 		return err
 	case "a":

@@ -21,9 +21,10 @@ type Resumption struct {
 	// JID is the full JID bound for the session.
 	JID jid.JID
 	// Handled is the inbound count (the h a resumption claims); Read
-	// counts every stanza read on the current connection, counted or not,
-	// so that a caller that knows how many the application finished can
-	// claim less (Handled - (Read - finished)).
+	// counts the stanzas of that count read on the current connection (a
+	// stanza read before <enabled/>, such as the bind result, is not), so
+	// that a caller that knows how many of them the application finished
+	// can claim less (Handled - (Read - finished)).
 	Handled, Read uint32
 	// Told is the last h sent to the server in an <a/> (0 before the
 	// first). The server drops what it covers, so a resumption never
@@ -152,11 +153,30 @@ func (st *State) Forget() {
 	st.mu.Unlock()
 }
 
-// told records an h sent to the server in <a/>.
-func (st *State) told(h uint32) {
+// ackFor returns the h of an <a/> sent now, for received stanzas (see
+// Config.Handled), and records it as told.
+func (st *State) ackFor(received uint32) uint32 {
+	h := received
+	if f := st.cfg.Handled; f != nil {
+		if l := f(received); int32(l-h) < 0 {
+			h = l
+		}
+	}
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	if int32(h-st.toldH) > 0 {
 		st.toldH = h
 	}
+	return st.toldH
+}
+
+// NextAck returns the h of an unsolicited <a/> sent now: the count of
+// stanzas received, bounded by Config.Handled, never below an h sent
+// before. It records it as sent: write the <a/>. A client sends one just
+// before closing a stream gracefully (see SendAck).
+func (st *State) NextAck() uint32 {
+	st.mu.Lock()
+	h := st.inH
 	st.mu.Unlock()
+	return st.ackFor(h)
 }

@@ -52,8 +52,8 @@ func TestResumptionTold(t *testing.T) {
 	if got := st.Resumption().Told; got != 7 {
 		t.Fatalf("Told after Restore: %d, want 7", got)
 	}
-	st.told(9)
-	st.told(8)
+	st.ackFor(9)
+	st.ackFor(8)
 	if got := st.Resumption().Told; got != 9 {
 		t.Fatalf("Told: %d, want 9", got)
 	}

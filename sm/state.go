@@ -44,7 +44,7 @@ type State struct {
 	refusal *refusal // a policy violation to pin when the next connection settles
 
 	inH    uint32 // inbound stanzas handled
-	read   uint32 // inbound stanzas read on the current connection, counted or not (Resumption)
+	read   uint32 // inbound stanzas counted on the current connection (Resumption)
 	toldH  uint32 // the last h we sent the server in <a/> (Resumption)
 	outH   uint32 // outbound stanzas written (number of the last one)
 	ackedH uint32 // last h acknowledged by the server
@@ -220,14 +220,11 @@ func (st *State) Reserve(ctx context.Context) error {
 }
 
 // SendAck sends an unsolicited <a h/> with the number of stanzas received
-// so far. XEP-0198 recommends it just before closing a stream gracefully,
-// so that the server does not re-send what was already received.
+// so far (bounded by Config.Handled; see NextAck). XEP-0198 recommends it
+// just before closing a stream gracefully, so that the server does not
+// re-send what was already received.
 func (st *State) SendAck(ctx context.Context, s *xmpp.Session) error {
-	st.mu.Lock()
-	h := st.inH
-	st.mu.Unlock()
-	st.told(h)
-	return s.Send(ctx, stanza.Ack{H: h}.TokenReader())
+	return s.Send(ctx, stanza.Ack{H: st.NextAck()}.TokenReader())
 }
 
 // Abandon gives up on every stanza that waits for an ack or a re-send:
