@@ -120,6 +120,9 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	smCfg.OnAcked = c.acked(smCfg.OnAcked)
 	smCfg.OnLost = c.lost(smCfg.OnLost)
 	smCfg.OnRefused = c.refused(smCfg.OnRefused)
+	if c.dur != nil {
+		smCfg.Handled = c.dur.handled(smCfg.Handled)
+	}
 	if smCfg.Logger == nil {
 		smCfg.Logger = c.cfg.Logger
 	}
@@ -596,8 +599,9 @@ func (c *Client) closeGracefully(s *xmpp.Session) {
 	s.Conn().SetDeadline(deadline)
 	if info := c.sm.Info(); info.Enabled {
 		// Through internal/wire: a context handed to mellium could cut
-		// another goroutine's write still under way.
-		wire.Write(context.Background(), s, stanza.Ack{H: info.Handled}.TokenReader())
+		// another goroutine's write still under way. With Config.Store it
+		// covers only what the store saved (see durable.handled).
+		wire.Write(context.Background(), s, stanza.Ack{H: c.sm.NextAck()}.TokenReader())
 	}
 	s.Close()
 }

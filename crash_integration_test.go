@@ -24,6 +24,13 @@ import (
 
 // The test binary doubles as the crash test's sending process.
 func TestMain(m *testing.M) {
+	if os.Getenv("XMPPTRACK_INBOUND_CHILD") != "" {
+		if err := inboundChild(); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv("XMPPTRACK_CRASH_CHILD") != "" {
 		if err := crashChild(); err != nil {
 			fmt.Println("error", err)
@@ -41,6 +48,17 @@ var restartDelay = func() time.Duration {
 	d, _ := time.ParseDuration(os.Getenv("XMPPTRACK_CRASH_RESTART_DELAY"))
 	return d
 }()
+
+// crashLogs, when set (XMPPTRACK_CRASH_LOGS, a directory), turns on the
+// servers' debug logs and the child's, and keeps them there.
+var crashLogs = os.Getenv("XMPPTRACK_CRASH_LOGS")
+
+func crashLogLevel() slog.Level {
+	if crashLogs != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
 
 // crashMessages is how many messages the crash test sends.
 const crashMessages = 2000
@@ -61,7 +79,7 @@ func crashChild() error {
 	defer cancel()
 	c, err := Dial(dctx, account, os.Getenv("XMPPTRACK_CRASH_PASSWORD"), &Config{
 		Store: st, Addr: os.Getenv("XMPPTRACK_CRASH_ADDR"), AllowPlaintext: true, Window: time.Hour,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: crashLogLevel()})),
 	})
 	if err != nil {
 		return err
@@ -96,7 +114,7 @@ func crashChild() error {
 // stored state claims delivery to the recipient without the recipient
 // having the message.
 func TestIntegrationStoreCrash(t *testing.T) {
-	forEachServer(t, []string{"alice", "bob"}, func(t *testing.T, srv *testserver.Server) {
+	crashServers(t, func(t *testing.T, srv *testserver.Server) {
 		var mu sync.Mutex
 		got := map[string]int{}
 		all := make(chan struct{})
@@ -119,6 +137,15 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd.Stderr = os.Stderr
+			if crashLogs != "" {
+				f, err := os.OpenFile(filepath.Join(crashLogs, string(srv.Kind())+"-child.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { f.Close() })
+				fmt.Fprintf(f, "==== child start %s\n", time.Now().Format(time.RFC3339Nano))
+				cmd.Stderr = f
+			}
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -172,6 +199,9 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("run %d killed after %d sends (last %q), %d unacknowledged", run, lines, last, n)
+			if crashLogs != "" {
+				dumpCrashStore(t, path)
+			}
 			unackedAtKills += n
 		}
 		mu.Lock()
@@ -229,4 +259,42 @@ func countUnacked(path string) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// crashServers runs f against each server, like forEachServer, with the
+// servers' debug logs on and kept in crashLogs when that is set.
+func crashServers(t *testing.T, f func(t *testing.T, srv *testserver.Server)) {
+	for _, kind := range testserver.Kinds() {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			srv := testserver.Start(t, kind, testserver.Options{Accounts: []string{"alice", "bob"}, Debug: crashLogs != ""})
+			if crashLogs != "" {
+				t.Cleanup(func() {
+					exec.Command("sh", "-c", "cp -r "+srv.Dir()+"/*.log "+srv.Dir()+"/logs "+crashLogs+"/ 2>/dev/null").Run()
+				})
+			}
+			f(t, srv)
+		})
+	}
+}
+
+// dumpCrashStore logs the stored stream-management state and the
+// unacknowledged messages with their numbers.
+func dumpCrashStore(t *testing.T, path string) {
+	st, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	owner := store.Instance{Account: "alice@localhost", Resource: "crash"}
+	sess, err := st.Session(context.Background(), owner)
+	t.Logf("session: in %d out %d acked %d (%v)", sess.Inbound, sess.Outbound, sess.Acked, err)
+	var b strings.Builder
+	st.Pending(context.Background(), owner, func(m store.Message) error {
+		if m.State == tracking.InTransit {
+			fmt.Fprintf(&b, " %s:%d/%v", m.ID, m.Seq, m.Written)
+		}
+		return nil
+	})
+	t.Logf("unacked:%s", b.String())
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/store"
@@ -43,6 +44,12 @@ type durable struct {
 	finished atomic.Uint32
 
 	failure atomic.Pointer[error] // the store's last failure, nil after a success (Stats.StoreErr)
+
+	// saved is the stream-management state last committed (or restored):
+	// what a successor process would claim, and so the bound of the acks
+	// we send (see handled).
+	saved  atomic.Pointer[store.Session]
+	acking atomic.Bool // an unsolicited <a/> is being written (ackSaved)
 
 	mu       sync.Mutex
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
@@ -277,6 +284,10 @@ func (d *durable) run() {
 			}
 			if len(b.Sessions) > 0 {
 				d.last = sess
+				if d.failure.Load() == nil { // committed, not given up on
+					d.saved.Store(&sess)
+					d.ackSaved(sess)
+				}
 			}
 			d.mu.Lock()
 			d.written += uint64(len(batch))
@@ -300,6 +311,89 @@ func (d *durable) saveSession() {
 		return
 	}
 	d.last = sess
+	d.saved.Store(&sess)
+}
+
+// handled bounds the inbound count of the acks we send
+// (sm.Config.Handled) by the count the store has saved for the current
+// stream: the stanzas whose callbacks returned, as committed. A stanza
+// still in its callbacks when the process dies is thus never acknowledged
+// to the server, which replays it to the next process on resumption; and
+// that process, claiming the saved count, never claims less than an ack
+// said (Prosody 0.12 ends a session whose resumption does: "Client
+// acknowledged less stanzas than already acknowledged"). The acks lag the
+// application by a commit (at most sessionEvery): a bound below what was
+// received wakes the recorder, so that the next ack is current. A stream
+// that cannot be resumed has nothing to carry over: every stanza received
+// is acknowledged. next is the application's own bound, if any.
+func (d *durable) handled(next func(uint32) uint32) func(uint32) uint32 {
+	return func(received uint32) uint32 {
+		h := received
+		if next != nil {
+			h = next(received)
+		}
+		c := d.client.Load()
+		if c == nil {
+			return h
+		}
+		id := c.sm.Resumption().ID
+		if id == "" {
+			return h
+		}
+		var bound uint32 // nothing saved for this stream yet: the last ack stands
+		if s := d.saved.Load(); s != nil && s.ID == id {
+			bound = s.Inbound
+		}
+		if int32(bound-h) < 0 {
+			h = bound
+			d.kick()
+		}
+		return h
+	}
+}
+
+// ackSaved tells the server, with an unsolicited <a/> (XEP-0198 allows
+// one at any time), that the stanzas the store now counts as finished are
+// handled, when an earlier ack covered less (see handled). Servers ask
+// again only once they sent more (Prosody), so without it the last stanzas
+// of a quiet stream would stay unacknowledged, and be replayed on the next
+// resumption. The write runs on a goroutine of its own, one at a time:
+// the recorder never waits for the network.
+func (d *durable) ackSaved(sess store.Session) {
+	c := d.client.Load()
+	if c == nil {
+		return
+	}
+	if r := c.sm.Resumption(); r.ID == "" || r.ID != sess.ID || int32(sess.Inbound-r.Told) <= 0 {
+		return
+	}
+	if !d.acking.CompareAndSwap(false, true) {
+		return // the one under way sends the latest count
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.session
+	if s == nil || c.closing {
+		d.acking.Store(false)
+		return
+	}
+	// Under c.mu, so that Close (which sets closing under it, then waits
+	// for the workers) either waits for this one or sees none.
+	c.workers.Go(func() {
+		defer d.acking.Store(false)
+		if c.sm.Info().Enabled {
+			// Through internal/wire: never a context handed to mellium.
+			wire.Write(context.Background(), s, stanza.Ack{H: c.sm.NextAck()}.TokenReader())
+		}
+	})
+}
+
+// kick wakes the recorder without blocking.
+func (d *durable) kick() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
 }
 
 // session returns the stream-management state to save and whether it
@@ -326,9 +420,9 @@ func (d *durable) session() (store.Session, bool) {
 	if int32(r.Told-in) > 0 {
 		// The server dropped what our acks covered: claiming less would
 		// not bring it back, and Prosody 0.12 refuses the resumption.
-		// (Acks answer the server's <r/> with the stanzas read, so a
-		// stanza acknowledged before its callback returned is not
-		// replayed.)
+		// (Acks never exceed the saved count, see handled; this keeps a
+		// resumption within the process, which claims every stanza read,
+		// from going back.)
 		in = r.Told
 	}
 	s := store.Session{Owner: d.owner, JID: r.JID.String(), ID: r.ID, Location: r.Location, Max: r.Max,

@@ -51,6 +51,7 @@ func (c *Client) reload(ctx context.Context) error {
 			Handled: sess.Inbound, Sent: sess.Outbound, Acked: sess.Acked}
 		res.JID, _ = jid.Parse(sess.JID)
 		c.dur.last = sess
+		c.dur.saved.Store(&sess)
 	case !errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("xmpptrack: reading the store's stream-management state: %w", err)
 	}

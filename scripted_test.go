@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -140,6 +141,7 @@ type peerServer struct {
 	sessions  int           // SM sessions enabled so far
 	smID      string        // current SM session; "" = none
 	inH       uint32        // stanzas received on the SM session
+	acks      chan uint32   // the h of each <a/> the client wrote
 	live      []*peerConn
 }
 
@@ -166,6 +168,7 @@ func newPeerServer(t *testing.T) *peerServer {
 		accepted: make(chan struct{}, 16),
 		closed:   make(chan struct{}),
 		stalled:  make(chan struct{}, 16),
+		acks:     make(chan uint32, 64),
 	}
 	srv.wg.Add(1)
 	go srv.acceptLoop()
@@ -387,6 +390,11 @@ func (srv *peerServer) loop(pc *peerConn, d *xml.Decoder) {
 			}
 			continue
 		case "a":
+			h, _ := strconv.ParseUint(e.attr("h"), 10, 32)
+			select {
+			case srv.acks <- uint32(h):
+			default:
+			}
 			continue
 		case "message", "presence", "iq":
 			srv.mu.Lock()

@@ -1,0 +1,64 @@
+package xmpptrack
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestStoreAcksCoverFinished: with Config.Store, the client's <a h/> never
+// covers a stanza whose OnMessage has not returned (a process killed then
+// must get it again on resumption); once the store has the stanzas the
+// application finished, an unsolicited <a/> tells the server, and the
+// answer to its <r/> says the same.
+func TestStoreAcksCoverFinished(t *testing.T) {
+	srv := newPeerServer(t)
+	release, blocked := make(chan struct{}), make(chan struct{})
+	got := make(chan string, 4)
+	c := dialPeer(t, srv, Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoReceipts: true,
+		OnMessage: func(_ *Client, m *Incoming) {
+			if m.ID == "in2" {
+				close(blocked)
+				<-release
+			}
+			got <- m.ID
+		}})
+	pc := srv.next(t)
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='in1'><body>1</body></message>`)
+	if id := <-got; id != "in1" {
+		t.Fatalf("got %s", id)
+	}
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='in2'><body>2</body></message>`)
+	<-blocked
+	n := c.sm.Info().Handled // in2 is the last stanza counted
+	nextAck := func() uint32 {
+		t.Helper()
+		select {
+		case h := <-srv.acks:
+			if h >= n {
+				t.Fatalf("<a h='%d'/> covers in2 (stanza %d), whose OnMessage has not returned", h, n)
+			}
+			return h
+		case <-time.After(testWait):
+			t.Fatalf("no <a/> covering in1 (stanza %d)", n-1)
+			return 0
+		}
+	}
+	pc.send(`<r xmlns='urn:xmpp:sm:3'/>`)
+	for nextAck() != n-1 { // the answer, then the unsolicited ack once in1 is saved
+	}
+	pc.send(`<r xmlns='urn:xmpp:sm:3'/>`)
+	if h := nextAck(); h != n-1 {
+		t.Fatalf("<r/> answered with h=%d, want %d", h, n-1)
+	}
+	close(release)
+	<-got
+	select {
+	case h := <-srv.acks:
+		if h != n {
+			t.Fatalf("after in2 returned: <a h='%d'/>, want %d", h, n)
+		}
+	case <-time.After(testWait):
+		t.Fatal("no unsolicited <a/> once in2 was finished and saved")
+	}
+}
