@@ -551,8 +551,12 @@ func (c *Client) wasDown(at time.Time) bool {
 // loop ends. It returns after that, once every goroutine the client started
 // has returned, except that a callback running at that moment is left to
 // finish on its own (Close may be called from a callback). Callbacks still
-// queued are not run: incoming stanzas the application had not seen yet
-// were acknowledged to the server, so they are not delivered again.
+// queued are not run: without Config.Store, incoming stanzas the
+// application had not seen yet were acknowledged to the server, so they
+// are not delivered again. With a store, the final ack covers only the
+// stanzas the store saved as finished: the server keeps the others for
+// this account as undelivered (offline storage or its archive, depending
+// on the server).
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true

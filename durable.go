@@ -461,8 +461,8 @@ func (d *durable) newConn() {
 // handling returned and every callback queued for it ran (a marker queued
 // behind them on the callbacks' goroutine counts it). A stanza whose
 // callback had not returned when the process died is thus not covered by
-// the saved inbound count, and the server sends it again on resumption,
-// unless an ack the client had sent covered it (see session).
+// the saved inbound count, nor by any ack we sent (see handled), and the
+// server sends it again on resumption.
 func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 		err := h.HandleXMPP(t, start)
