@@ -361,14 +361,11 @@ func (d *durable) handled(next func(uint32) uint32) func(uint32) uint32 {
 // the recorder never waits for the network.
 func (d *durable) ackSaved(sess store.Session) {
 	c := d.client.Load()
-	if c == nil {
-		return
-	}
-	if r := c.sm.Resumption(); r.ID == "" || r.ID != sess.ID || int32(sess.Inbound-r.Told) <= 0 {
+	if c == nil || !d.ackDue(c) {
 		return
 	}
 	if !d.acking.CompareAndSwap(false, true) {
-		return // the one under way sends the latest count
+		return // the one under way looks again when done
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -380,12 +377,31 @@ func (d *durable) ackSaved(sess store.Session) {
 	// Under c.mu, so that Close (which sets closing under it, then waits
 	// for the workers) either waits for this one or sees none.
 	c.workers.Go(func() {
-		defer d.acking.Store(false)
-		if c.sm.Info().Enabled {
+		for {
+			if !c.sm.Info().Enabled {
+				d.acking.Store(false)
+				return
+			}
 			// Through internal/wire: never a context handed to mellium.
 			wire.Write(context.Background(), s, stanza.Ack{H: c.sm.NextAck()}.TokenReader())
+			d.acking.Store(false)
+			// A save while this one wrote: its call found this one under way.
+			if !d.ackDue(c) || !d.acking.CompareAndSwap(false, true) {
+				return
+			}
 		}
 	})
+}
+
+// ackDue reports whether the store saved more of the current stream's
+// inbound stanzas than the last ack we sent covered.
+func (d *durable) ackDue(c *Client) bool {
+	sess := d.saved.Load()
+	if sess == nil {
+		return false
+	}
+	r := c.sm.Resumption()
+	return r.ID != "" && r.ID == sess.ID && int32(sess.Inbound-r.Told) > 0
 }
 
 // kick wakes the recorder without blocking.

@@ -15,7 +15,7 @@ func TestStoreAcksCoverFinished(t *testing.T) {
 	srv := newPeerServer(t)
 	release, blocked := make(chan struct{}), make(chan struct{})
 	got := make(chan string, 4)
-	c := dialPeer(t, srv, Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoReceipts: true,
+	c := dialPeer(t, srv, Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoReceipts: true, NoCarbons: true,
 		OnMessage: func(_ *Client, m *Incoming) {
 			if m.ID == "in2" {
 				close(blocked)
@@ -53,12 +53,17 @@ func TestStoreAcksCoverFinished(t *testing.T) {
 	}
 	close(release)
 	<-got
-	select {
-	case h := <-srv.acks:
-		if h != n {
-			t.Fatalf("after in2 returned: <a h='%d'/>, want %d", h, n)
+	for { // an ack of 1 may still be on its way: then the one of in2
+		select {
+		case h := <-srv.acks:
+			if h == n {
+				return
+			}
+			if h != n-1 {
+				t.Fatalf("after in2 returned: <a h='%d'/>, want %d", h, n)
+			}
+		case <-time.After(testWait):
+			t.Fatal("no unsolicited <a/> once in2 was finished and saved")
 		}
-	case <-time.After(testWait):
-		t.Fatal("no unsolicited <a/> once in2 was finished and saved")
 	}
 }
