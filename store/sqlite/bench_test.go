@@ -2,11 +2,16 @@ package sqlite
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -63,3 +68,93 @@ func commitOne(b *testing.B, s *Store, i int64) {
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// BenchmarkTracked commits what the client commits for each tracked message
+// on a busy stream: 32 goroutines write messages ahead (random ids, a
+// 350-byte stanza), and one recorder commits, as many at a time as are
+// waiting, their sequence numbers and their DELIVERED_TO_SERVER,
+// DELIVERED_TO_RECIPIENT and SEEN_BY_RECIPIENT changes with the
+// stream-management state. It reports the process's CPU per message
+// (cpu-us/msg) besides the time.
+func BenchmarkTracked(b *testing.B) {
+	s, err := OpenConfig(context.Background(), filepath.Join(b.TempDir(), "b.db"), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	owner := store.Instance{Account: "a@example.org", Resource: "r"}
+	var (
+		mu    sync.Mutex
+		queue []store.Change
+		seqs  []store.Written
+		seq   uint32
+		wake  = make(chan struct{}, 1)
+		stop  = make(chan struct{})
+		done  = make(chan struct{})
+	)
+	go func() { // the recorder
+		defer close(done)
+		for {
+			select {
+			case <-wake:
+			case <-stop:
+				return
+			}
+			mu.Lock()
+			cs, ws, n := queue, seqs, seq
+			queue, seqs = nil, nil
+			mu.Unlock()
+			bt := &store.Batch{Changes: cs, Written: ws, Sessions: []store.Session{{Owner: owner,
+				JID: "a@example.org/r", ID: "smid", Outbound: n, Acked: n, Inbound: n}}}
+			if err := s.Commit(context.Background(), bt); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	}()
+	raw := make([]byte, 350)
+	var cpu0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+	b.SetParallelism(max(1, 32/runtimeProcs()))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var rb [16]byte
+		for pb.Next() {
+			rand.Read(rb[:])
+			id := base64.RawURLEncoding.EncodeToString(rb[:])
+			m := store.Message{ID: id, Owner: owner, To: "b@example.org", Raw: raw, Deadline: time.Now().Add(time.Hour)}
+			if err := s.Commit(context.Background(), &store.Batch{Messages: []store.Message{m}}); err != nil {
+				b.Error(err)
+				return
+			}
+			mu.Lock()
+			seq++
+			seqs = append(seqs, store.Written{ID: id, Seq: seq})
+			for _, st := range []tracking.MessageState{tracking.DeliveredToServer, tracking.DeliveredToRecipient, tracking.SeenByRecipient} {
+				queue = append(queue, store.Change{ID: id, State: st, Evidence: store.Evidence{From: "b@example.org/phone"}})
+			}
+			mu.Unlock()
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	})
+	close(stop)
+	<-done
+	// The last changes, so that every message's work is counted.
+	mu.Lock()
+	last := &store.Batch{Changes: queue, Written: seqs}
+	mu.Unlock()
+	if err := s.Commit(context.Background(), last); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	var cpu1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
+	us := func(r syscall.Rusage) float64 {
+		return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e3
+	}
+	b.ReportMetric((us(cpu1)-us(cpu0))/float64(b.N), "cpu-us/msg")
+}

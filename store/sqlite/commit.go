@@ -9,6 +9,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // Commit implements store.Store: batches of concurrent callers are written
@@ -17,39 +18,39 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 	return s.group.Commit(ctx, b)
 }
 
-// commitGroup writes the batches in one transaction. The transaction
-// holds SQLite's write lock, so a batch whose new message exists is found
-// by looking first, and left out. If the transaction fails anyway (a full
-// disk, say), each batch is tried again in a transaction of its own, so
-// that a batch fails only for its own reasons.
+// errStale: a message row was not in the state the committer's cache said
+// (another Store value or process changed or pruned it). The transaction is
+// rolled back and written again with the cache emptied.
+var errStale = errors.New("sqlite: cached message state is stale")
+
+// commitGroup writes the batches in one transaction. A batch whose new
+// message exists is left out (the transaction holds SQLite's write lock, so
+// the insert itself finds it). If the transaction fails anyway (a full disk,
+// say), each batch is tried again in a transaction of its own, so that a
+// batch fails only for its own reasons.
+//
+// It runs on the committer goroutine only, which owns s.states. Its
+// statements get a context that is never cancelled: the driver would start
+// a goroutine per statement to watch one, and waits for SQLite's lock are
+// bounded by the busy timeout anyway.
 func (s *Store) commitGroup(group []*groupcommit.Request) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := context.Background()
 	errs := make([]error, len(group))
-	err := s.inTx(ctx, func(ts *txStmts) error {
-		ids := map[string]bool{}
+	err := s.write(ctx, func(w *writer) error {
 		for i, r := range group {
-			if errs[i] = s.check(ctx, ts, r.Batch, ids); errs[i] != nil {
-				continue
-			}
-			if err := s.apply(ctx, ts, r.Batch); err != nil {
-				return err
+			if errs[i] = w.apply(r.Batch); errs[i] != nil && !errors.Is(errs[i], store.ErrExists) {
+				return errs[i]
 			}
 		}
 		return nil
 	})
 	if err != nil && len(group) > 1 {
 		for i, r := range group {
-			if errs[i] != nil {
+			if errors.Is(errs[i], store.ErrExists) {
 				continue
 			}
 			unset(r.Batch)
-			errs[i] = s.inTx(ctx, func(ts *txStmts) error {
-				if err := s.check(ctx, ts, r.Batch, map[string]bool{}); err != nil {
-					return err
-				}
-				return s.apply(ctx, ts, r.Batch)
-			})
+			errs[i] = s.write(ctx, func(w *writer) error { return w.apply(r.Batch) })
 		}
 	} else if err != nil {
 		errs[0] = err
@@ -71,41 +72,41 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 	}
 }
 
-// inTx runs f in a write transaction with the prepared statements.
-func (s *Store) inTx(ctx context.Context, f func(*txStmts) error) error {
+// write runs f in a write transaction and then writes the message rows f
+// changed. If the cache of message states turns out stale, it empties the
+// cache and runs f again in a new transaction.
+func (s *Store) write(ctx context.Context, f func(*writer) error) error {
+	err := s.writeOnce(ctx, f)
+	if errors.Is(err, errStale) {
+		s.states.clear()
+		err = s.writeOnce(ctx, f)
+	}
+	return err
+}
+
+func (s *Store) writeOnce(ctx context.Context, f func(*writer) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	ts := s.st.in(ctx, tx)
-	defer ts.close()
-	if err := f(ts); err != nil {
+	w := &writer{s: s, ctx: ctx, ts: s.st.in(ctx, tx), now: time.Now(), rows: map[string]*row{}}
+	defer w.ts.close()
+	if err := f(w); err != nil {
 		return err
 	}
-	return tx.Commit()
-}
-
-// check refuses a batch whose new messages exist, in the database or
-// earlier in the group (ids); it adds the batch's ids to ids.
-func (s *Store) check(ctx context.Context, ts *txStmts, b *store.Batch, ids map[string]bool) error {
-	mine := map[string]bool{}
-	for _, m := range b.Messages {
-		if ids[m.ID] || mine[m.ID] {
-			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
-		}
-		var one int
-		err := ts.exists.QueryRowContext(ctx, m.ID).Scan(&one)
-		if err == nil {
-			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		mine[m.ID] = true
+	if err := w.flush(); err != nil {
+		return err
 	}
-	for id := range mine {
-		ids[id] = true
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	for id, r := range w.rows {
+		if r.cur.settled {
+			s.states.remove(id) // it never changes again
+		} else {
+			s.states.put(id, msgState{n: r.n, state: r.cur.state, settled: false})
+		}
 	}
 	return nil
 }
@@ -128,13 +129,77 @@ func (s *Store) wake() {
 	s.mu.Unlock()
 }
 
-// apply writes one batch inside the group's transaction.
-func (s *Store) apply(ctx context.Context, ts *txStmts, b *store.Batch) error {
-	now := time.Now()
+// writer is one write transaction of the committer. The message rows that
+// its changes and sequence numbers touch are updated once each, by flush,
+// at the end of the transaction.
+type writer struct {
+	s    *Store
+	ctx  context.Context
+	ts   *txStmts
+	now  time.Time
+	rows map[string]*row // by id: the message rows this transaction read or wrote
+}
+
+// row is a message row as this transaction sees it.
+type row struct {
+	n        int64
+	was, cur status // in the database before the transaction (as inserted for a new one), and now
+	updated  int64  // Unix microseconds of the latest change; 0: unchanged
+	seq      int64
+	hasSeq   bool
+	dirty    bool // flush must write cur, updated and seq
+}
+
+type status struct {
+	state   tracking.MessageState
+	settled bool
+}
+
+// lookup returns the row of message id, or nil if there is none: from this
+// transaction, else from the cache, else from the database.
+func (w *writer) lookup(id string) (*row, error) {
+	if r := w.rows[id]; r != nil {
+		return r, nil
+	}
+	if ms, ok := w.s.states.get(id); ok {
+		st := status{state: ms.state, settled: ms.settled}
+		r := &row{n: ms.n, was: st, cur: st}
+		w.rows[id] = r
+		return r, nil
+	}
+	var n, state int64
+	var settled bool
+	err := w.ts.getMsg.QueryRowContext(w.ctx, id).Scan(&n, &state, &settled)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ms, err := decodeState(state)
+	if err != nil {
+		return nil, err
+	}
+	st := status{state: ms, settled: settled}
+	r := &row{n: n, was: st, cur: st}
+	w.rows[id] = r
+	return r, nil
+}
+
+// apply writes one batch, in the order messages, changes, sequence
+// numbers, sessions. A batch with one new message that exists fails with
+// ErrExists having written nothing (the insert is its first statement); a
+// batch with several is checked first, so that it never fails halfway.
+func (w *writer) apply(b *store.Batch) error {
+	if len(b.Messages) > 1 {
+		if err := w.check(b); err != nil {
+			return err
+		}
+	}
 	for i := range b.Messages {
 		m := &b.Messages[i]
 		if m.Created.IsZero() {
-			m.Created = now
+			m.Created = w.now
 		}
 		settled := store.SettledState(m.State)
 		raw := m.Raw
@@ -142,7 +207,7 @@ func (s *Store) apply(ctx context.Context, ts *txStmts, b *store.Batch) error {
 			raw = nil
 		}
 		var n int64
-		err := ts.insMsg.QueryRowContext(ctx,
+		err := w.ts.insMsg.QueryRowContext(w.ctx,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
 			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created)).Scan(&n)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -151,39 +216,35 @@ func (s *Store) apply(ctx context.Context, ts *txStmts, b *store.Batch) error {
 		if err != nil {
 			return err
 		}
-		res, err := ts.insChange.ExecContext(ctx, n, int64(m.State), settled, micros(m.Created), nil)
+		res, err := w.ts.insChange.ExecContext(w.ctx, n, int64(m.State), settled, micros(m.Created), nil)
 		if err != nil {
 			return err
 		}
 		if m.Cursor, err = res.LastInsertId(); err != nil {
 			return err
 		}
+		st := status{state: m.State, settled: settled}
+		w.rows[m.ID] = &row{n: n, was: st, cur: st}
 	}
 	for i := range b.Changes {
 		c := &b.Changes[i]
 		c.Cursor = 0
 		if c.At.IsZero() {
-			c.At = now
+			c.At = w.now
 		}
-		var n, state int64
-		var settled bool
-		err := ts.getMsg.QueryRowContext(ctx, c.ID).Scan(&n, &state, &settled)
-		if errors.Is(err, sql.ErrNoRows) {
+		r, err := w.lookup(c.ID)
+		if err != nil {
+			return err
+		}
+		if r == nil {
 			continue
 		}
-		if err != nil {
-			return err
-		}
-		from, err := decodeState(state)
-		if err != nil {
-			return err
-		}
-		to, settles, changed := store.Next(from, settled, c.State)
+		to, settles, changed := store.Next(r.cur.state, r.cur.settled, c.State)
 		if !changed {
 			continue
 		}
-		if to != from {
-			res, err := ts.insChange.ExecContext(ctx, n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
+		if to != r.cur.state {
+			res, err := w.ts.insChange.ExecContext(w.ctx, r.n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
 			if err != nil {
 				return err
 			}
@@ -191,25 +252,81 @@ func (s *Store) apply(ctx context.Context, ts *txStmts, b *store.Batch) error {
 				return err
 			}
 		}
-		_, err = ts.updMsg.ExecContext(ctx, int64(to), settles, micros(c.At), settles, n)
+		r.cur = status{state: to, settled: settles}
+		r.updated = micros(c.At)
+		r.dirty = true
+	}
+	for _, wr := range b.Written {
+		r, err := w.lookup(wr.ID)
 		if err != nil {
 			return err
 		}
-	}
-	for _, w := range b.Written {
-		if _, err := ts.setSeq.ExecContext(ctx, int64(w.Seq), w.ID); err != nil {
-			return err
+		if r == nil {
+			continue
 		}
+		r.seq, r.hasSeq, r.dirty = int64(wr.Seq), true, true
 	}
 	for _, ss := range b.Sessions {
 		if ss.Updated.IsZero() {
-			ss.Updated = now
+			ss.Updated = w.now
 		}
-		_, err := ts.upSession.ExecContext(ctx,
+		_, err := w.ts.upSession.ExecContext(w.ctx,
 			ss.Owner.Account, ss.Owner.Resource, ss.JID, ss.ID, ss.Location, int64(ss.Max/time.Second),
 			int64(ss.Inbound), int64(ss.Outbound), int64(ss.Acked), micros(ss.Updated))
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// check refuses a batch whose new messages exist, in the database, earlier
+// in the transaction or earlier in the batch.
+func (w *writer) check(b *store.Batch) error {
+	mine := map[string]bool{}
+	for _, m := range b.Messages {
+		if mine[m.ID] {
+			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
+		}
+		var one int
+		err := w.ts.exists.QueryRowContext(w.ctx, m.ID).Scan(&one)
+		if err == nil {
+			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		mine[m.ID] = true
+	}
+	return nil
+}
+
+// flush writes each changed message row once. The update checks that the
+// row is still the one it was (id, state, settled): if not, the cache was
+// stale and the transaction is refused with errStale.
+func (w *writer) flush() error {
+	for id, r := range w.rows {
+		if !r.dirty {
+			continue
+		}
+		var updated, seq any
+		if r.updated != 0 {
+			updated = r.updated
+		}
+		if r.hasSeq {
+			seq = r.seq
+		}
+		res, err := w.ts.updMsg.ExecContext(w.ctx, int64(r.cur.state), r.cur.settled, updated, seq,
+			r.n, id, int64(r.was.state), r.was.settled)
+		if err != nil {
+			return err
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if k != 1 {
+			return errStale
 		}
 	}
 	return nil
@@ -224,9 +341,9 @@ const (
 	sqlExists    = `SELECT 1 FROM messages WHERE id = ?`
 	sqlInsChange = `INSERT INTO changes (msg, state, settles, at, evidence) VALUES (?, ?, ?, ?, ?)`
 	sqlGetMsg    = `SELECT n, state, settled FROM messages WHERE id = ?`
-	sqlUpdMsg    = `UPDATE messages SET state = ?, settled = ?, updated = ?,
-		raw = CASE WHEN ? THEN NULL ELSE raw END WHERE n = ?`
-	sqlSetSeq    = `UPDATE messages SET seq = ? WHERE id = ?`
+	sqlUpdMsg    = `UPDATE messages SET state = ?1, settled = ?2, updated = coalesce(?3, updated),
+		raw = CASE WHEN ?2 THEN NULL ELSE raw END, seq = coalesce(?4, seq)
+		WHERE n = ?5 AND id = ?6 AND state = ?7 AND settled = ?8`
 	sqlUpSession = `INSERT INTO sessions
 		(account, resource, jid, smid, location, max, inbound, outbound, acked, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -236,7 +353,7 @@ const (
 )
 
 type stmts struct {
-	insMsg, exists, insChange, getMsg, updMsg, setSeq, upSession *sql.Stmt
+	insMsg, exists, insChange, getMsg, updMsg, upSession *sql.Stmt
 }
 
 func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
@@ -245,7 +362,7 @@ func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
 		q string
 	}{
 		{&st.insMsg, sqlInsMsg}, {&st.exists, sqlExists}, {&st.insChange, sqlInsChange}, {&st.getMsg, sqlGetMsg},
-		{&st.updMsg, sqlUpdMsg}, {&st.setSeq, sqlSetSeq}, {&st.upSession, sqlUpSession},
+		{&st.updMsg, sqlUpdMsg}, {&st.upSession, sqlUpSession},
 	} {
 		var err error
 		if *p.s, err = db.PrepareContext(ctx, p.q); err != nil {
@@ -256,7 +373,7 @@ func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (st *stmts) close() {
-	for _, s := range []*sql.Stmt{st.insMsg, st.exists, st.insChange, st.getMsg, st.updMsg, st.setSeq, st.upSession} {
+	for _, s := range []*sql.Stmt{st.insMsg, st.exists, st.insChange, st.getMsg, st.updMsg, st.upSession} {
 		if s != nil {
 			s.Close()
 		}
@@ -270,8 +387,7 @@ func (st *stmts) in(ctx context.Context, tx *sql.Tx) *txStmts {
 	return &txStmts{
 		insMsg: tx.StmtContext(ctx, st.insMsg), exists: tx.StmtContext(ctx, st.exists),
 		insChange: tx.StmtContext(ctx, st.insChange), getMsg: tx.StmtContext(ctx, st.getMsg),
-		updMsg: tx.StmtContext(ctx, st.updMsg), setSeq: tx.StmtContext(ctx, st.setSeq),
-		upSession: tx.StmtContext(ctx, st.upSession),
+		updMsg: tx.StmtContext(ctx, st.updMsg), upSession: tx.StmtContext(ctx, st.upSession),
 	}
 }
 

@@ -43,7 +43,8 @@ type Store struct {
 	r    *sql.DB // readers
 	st   stmts   // the writer's prepared statements
 
-	group *groupcommit.Queue // to the committer
+	group  *groupcommit.Queue // to the committer
+	states states             // the committer's cache of message states
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc

@@ -1,0 +1,176 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+func commitT(t *testing.T, s *Store, b *store.Batch) {
+	t.Helper()
+	if err := s.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func change(id string, st tracking.MessageState) *store.Batch {
+	return &store.Batch{Changes: []store.Change{{ID: id, State: st}}}
+}
+
+func historyOf(t *testing.T, s *Store, id string) []tracking.MessageState {
+	t.Helper()
+	r, err := s.Message(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h []tracking.MessageState
+	for _, c := range r.History {
+		h = append(h, c.State)
+	}
+	return h
+}
+
+// TestCacheOtherWriter: another Store value on the same file settles a
+// message whose state this one caches. A later change through this one
+// sees the settled row, not its cache, and is refused.
+func TestCacheOtherWriter(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	a, err := Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	commitT(t, a, &store.Batch{Messages: []store.Message{message("m")}})
+	commitT(t, a, change("m", tracking.DeliveredToServer))
+	commitT(t, b, change("m", tracking.SeenByRecipient))
+	late := change("m", tracking.DeliveredToRecipient)
+	commitT(t, a, late)
+	if late.Changes[0].Cursor != 0 {
+		t.Errorf("a change of a settled message was applied (cursor %d)", late.Changes[0].Cursor)
+	}
+	r, err := a.Message(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.SeenByRecipient}
+	if got := historyOf(t, a, "m"); r.State != tracking.SeenByRecipient || !r.Settled || !equal(got, want) {
+		t.Errorf("state %v settled %v history %v, want SEEN_BY_RECIPIENT settled %v", r.State, r.Settled, got, want)
+	}
+}
+
+// TestCacheRowReused: a cached message is pruned and a new message gets
+// its row number; a change of the pruned message must not move the new one.
+func TestCacheRowReused(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenConfig(ctx, filepath.Join(t.TempDir(), "s.db"), Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x := message("x")
+	x.Deadline = time.Now().Add(time.Minute)
+	commitT(t, s, &store.Batch{Messages: []store.Message{x}})
+	commitT(t, s, change("x", tracking.DeliveredToRecipient))
+	if n, err := s.Prune(ctx, time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("pruned %d, %v; want 1", n, err)
+	}
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("y")}})
+	commitT(t, s, change("y", tracking.DeliveredToRecipient))
+	late := change("x", tracking.SeenByRecipient)
+	commitT(t, s, late)
+	if late.Changes[0].Cursor != 0 {
+		t.Errorf("a change of a pruned message was applied (cursor %d)", late.Changes[0].Cursor)
+	}
+	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToRecipient}
+	if got := historyOf(t, s, "y"); !equal(got, want) {
+		t.Errorf("history of y %v, want %v", got, want)
+	}
+	if _, err := s.Message(ctx, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("pruned message: %v", err)
+	}
+}
+
+// TestCacheRolledBack: a transaction that applied a change and then failed
+// leaves neither the change nor a trace of it in the cache.
+func TestCacheRolledBack(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("m")}})
+	boom := errors.New("boom")
+	// The committer is idle between commits; the test stands in for it.
+	err = s.write(ctx, func(w *writer) error {
+		if err := w.apply(change("m", tracking.SeenByRecipient)); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("write: %v", err)
+	}
+	if ms, ok := s.states.get("m"); !ok || ms.state != tracking.InTransit || ms.settled {
+		t.Errorf("cache after the rollback: %+v %v, want IN_TRANSIT", ms, ok)
+	}
+	commitT(t, s, change("m", tracking.DeliveredToServer))
+	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer}
+	if got := historyOf(t, s, "m"); !equal(got, want) {
+		t.Errorf("history %v, want %v", got, want)
+	}
+}
+
+// TestDuplicateWritesNothing: a batch whose one new message exists fails
+// with ErrExists and writes none of its changes, sequence numbers and
+// sessions, alone and in a group with other batches.
+func TestDuplicateWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	owner := store.Instance{Account: "a@example.org"}
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("m"), message("other")}})
+	dup := &store.Batch{Messages: []store.Message{message("m")},
+		Changes:  []store.Change{{ID: "other", State: tracking.DeliveredToServer}},
+		Written:  []store.Written{{ID: "other", Seq: 7}},
+		Sessions: []store.Session{{Owner: owner, ID: "sm"}}}
+	if err := s.Commit(ctx, dup); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate: %v, want ErrExists", err)
+	}
+	if dup.Changes[0].Cursor != 0 {
+		t.Errorf("refused batch has a cursor %d", dup.Changes[0].Cursor)
+	}
+	r, err := s.Message(ctx, "other")
+	if err != nil || r.State != tracking.InTransit || r.Written || len(r.History) != 1 {
+		t.Errorf("refused batch changed another message: %+v %v", r.Message, err)
+	}
+	if _, err := s.Session(ctx, owner); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("refused batch saved a session: %v", err)
+	}
+}
+
+func equal(a, b []tracking.MessageState) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
