@@ -206,17 +206,22 @@ func (w *writer) apply(b *store.Batch) error {
 		if settled {
 			raw = nil
 		}
-		var n int64
-		err := w.ts.insMsg.QueryRowContext(w.ctx,
+		res, err := w.ts.insMsg.ExecContext(w.ctx,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
-			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created)).Scan(&n)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
-		}
+			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created))
 		if err != nil {
 			return err
 		}
-		res, err := w.ts.insChange.ExecContext(w.ctx, n, int64(m.State), settled, micros(m.Created), nil)
+		if k, err := res.RowsAffected(); err != nil {
+			return err
+		} else if k == 0 {
+			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
+		}
+		n, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		res, err = w.ts.insChange.ExecContext(w.ctx, n, int64(m.State), settled, micros(m.Created), nil)
 		if err != nil {
 			return err
 		}
@@ -337,7 +342,7 @@ const (
 	sqlInsMsg = `INSERT INTO messages
 		(id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
-		ON CONFLICT (id) DO NOTHING RETURNING n`
+		ON CONFLICT (id) DO NOTHING`
 	sqlExists    = `SELECT 1 FROM messages WHERE id = ?`
 	sqlInsChange = `INSERT INTO changes (msg, state, settles, at, evidence) VALUES (?, ?, ?, ?, ?)`
 	sqlGetMsg    = `SELECT n, state, settled FROM messages WHERE id = ?`
