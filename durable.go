@@ -60,6 +60,7 @@ type durable struct {
 	written  uint64          // of those, committed (or given up on)
 	progress chan struct{}   // closed and replaced when written moves
 	wake     chan struct{}   // capacity 1: the queue is not empty
+	hurry    chan struct{}   // capacity 1: flush waits, commit without gathering
 	stop     chan struct{}   // closed by close: the recorder ends
 	done     chan struct{}   // closed when the recorder ended
 	once     sync.Once
@@ -132,6 +133,7 @@ func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog
 		st: st, owner: owner, lease: lease, log: log,
 		progress: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
+		hurry:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -250,6 +252,15 @@ func (d *durable) record(c store.Change) {
 // when it changed and nothing else was committed.
 const sessionEvery = 100 * time.Millisecond
 
+// gather is how long the recorder lets changes accumulate after the first
+// one before it commits them: on a busy stream a commit then carries many
+// messages' changes (each commit costs a transaction, a write of the
+// stream-management state and an update per message), and a message whose
+// receipt and marker arrive together is updated once. It bounds how much
+// later than now a change reaches the store; Client.Status and Close do not
+// wait for it (see flush).
+const gather = 2 * time.Millisecond
+
 // run commits the queued changes and sequence numbers, as many at a time
 // as are waiting, with the stream-management state when it changed. While
 // the store fails it keeps them (tracking goes on in memory) and tries
@@ -258,26 +269,34 @@ func (d *durable) run() {
 	defer close(d.done)
 	tick := time.NewTicker(sessionEvery)
 	defer tick.Stop()
+	linger := time.NewTimer(gather)
+	linger.Stop()
 	for {
+		woke := false
 		select {
 		case <-d.wake:
+			woke = true
+		case <-d.hurry:
 		case <-tick.C:
 		case <-d.stop:
 			d.saveSession() // the last word, best effort
 			return
 		}
 		for first := true; ; first = false {
+			if woke || !first {
+				d.gather(linger)
+			}
 			d.mu.Lock()
 			batch, seqs := d.queue, d.seqs
 			d.queue, d.seqs = nil, nil
 			d.mu.Unlock()
 			b := &store.Batch{Changes: batch, Written: seqs}
 			sess, changed := d.session()
-			if changed && first {
-				b.Sessions = []store.Session{sess}
-			}
-			if len(batch)+len(seqs)+len(b.Sessions) == 0 {
+			if len(batch)+len(seqs) == 0 && !(changed && first) {
 				break
+			}
+			if changed {
+				b.Sessions = []store.Session{sess}
 			}
 			if !d.commit(b) {
 				return
@@ -296,6 +315,19 @@ func (d *durable) run() {
 			d.mu.Unlock()
 		}
 	}
+}
+
+// gather waits for more changes to queue: gather long, or until flush
+// hurries it or close stops the recorder.
+func (d *durable) gather(t *time.Timer) {
+	t.Reset(gather)
+	select {
+	case <-t.C:
+		return
+	case <-d.hurry:
+	case <-d.stop:
+	}
+	t.Stop()
 }
 
 // saveSession commits the stream-management state if it changed.
@@ -526,6 +558,10 @@ func (d *durable) flush(ctx context.Context) error {
 	d.mu.Lock()
 	target := d.queued
 	d.mu.Unlock()
+	select {
+	case d.hurry <- struct{}{}:
+	default:
+	}
 	for {
 		d.mu.Lock()
 		written, progress := d.written, d.progress

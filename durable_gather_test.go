@@ -1,0 +1,86 @@
+package xmpptrack
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// batchStore is a store that keeps the change batches committed to it; only
+// what the recorder uses is implemented.
+type batchStore struct {
+	store.Store
+	mu      sync.Mutex
+	batches [][]string // the ids of each batch's changes
+}
+
+func (b *batchStore) Commit(_ context.Context, bt *store.Batch) error {
+	var ids []string
+	for _, c := range bt.Changes {
+		ids = append(ids, c.ID)
+	}
+	b.mu.Lock()
+	b.batches = append(b.batches, ids)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *batchStore) ClaimKey(_ context.Context, k store.Key) (string, bool, error) {
+	return k.Value, true, nil
+}
+
+func (b *batchStore) Lock(_ context.Context, owner store.Instance) (store.Lease, error) {
+	return nopLease{owner}, nil
+}
+
+func (b *batchStore) committed() [][]string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([][]string(nil), b.batches...)
+}
+
+type nopLease struct{ owner store.Instance }
+
+func (l nopLease) Owner() store.Instance { return l.owner }
+func (l nopLease) Lost() <-chan struct{} { return nil }
+func (l nopLease) Release() error        { return nil }
+
+// TestRecorderGathers: the recorder lets changes that come within gather of
+// each other accumulate and commits them together; flush (Client.Status,
+// Close) does not wait for that.
+func TestRecorderGathers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bs := &batchStore{}
+		d, err := openDurable(context.Background(), bs, jid.MustParse("a@example.org/r"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.close()
+		d.record(store.Change{ID: "m1", State: tracking.DeliveredToServer})
+		synctest.Wait()
+		d.record(store.Change{ID: "m2", State: tracking.DeliveredToServer})
+		time.Sleep(gather)
+		synctest.Wait()
+		if got := bs.committed(); len(got) != 1 || len(got[0]) != 2 {
+			t.Errorf("batches %v, want one with m1 and m2", got)
+		}
+		d.record(store.Change{ID: "m3", State: tracking.DeliveredToServer})
+		start := time.Now()
+		if err := d.flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("flush waited %v for the recorder to gather", waited)
+		}
+		if got := bs.committed(); len(got) != 2 || len(got[1]) != 1 || got[1][0] != "m3" {
+			t.Errorf("batches %v, want m3 alone second", got)
+		}
+	})
+}
