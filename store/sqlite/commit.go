@@ -314,15 +314,22 @@ func (w *writer) flush() error {
 		if !r.dirty {
 			continue
 		}
-		var updated, seq any
-		if r.updated != 0 {
-			updated = r.updated
-		}
+		var seq any
 		if r.hasSeq {
 			seq = r.seq
 		}
-		res, err := w.ts.updMsg.ExecContext(w.ctx, int64(r.cur.state), r.cur.settled, updated, seq,
-			r.n, id, int64(r.was.state), r.was.settled)
+		// The cheapest statement that does it: an update that leaves
+		// settled and updated alone touches no index.
+		var res sql.Result
+		var err error
+		switch {
+		case r.updated == 0:
+			res, err = w.ts.setSeq.ExecContext(w.ctx, seq, r.n, id, int64(r.was.state), r.was.settled)
+		case !r.cur.settled:
+			res, err = w.ts.updMsg.ExecContext(w.ctx, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
+		default:
+			res, err = w.ts.settleMsg.ExecContext(w.ctx, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
+		}
 		if err != nil {
 			return err
 		}
@@ -346,9 +353,11 @@ const (
 	sqlExists    = `SELECT 1 FROM messages WHERE id = ?`
 	sqlInsChange = `INSERT INTO changes (msg, state, settles, at, evidence) VALUES (?, ?, ?, ?, ?)`
 	sqlGetMsg    = `SELECT n, state, settled FROM messages WHERE id = ?`
-	sqlUpdMsg    = `UPDATE messages SET state = ?1, settled = ?2, updated = coalesce(?3, updated),
-		raw = CASE WHEN ?2 THEN NULL ELSE raw END, seq = coalesce(?4, seq)
-		WHERE n = ?5 AND id = ?6 AND state = ?7 AND settled = ?8`
+	sqlSetSeq    = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
+	sqlUpdMsg    = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
+		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
+	sqlSettleMsg = `UPDATE messages SET state = ?1, settled = 1, updated = ?2, raw = NULL, seq = coalesce(?3, seq)
+		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
 	sqlUpSession = `INSERT INTO sessions
 		(account, resource, jid, smid, location, max, inbound, outbound, acked, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -358,7 +367,7 @@ const (
 )
 
 type stmts struct {
-	insMsg, exists, insChange, getMsg, updMsg, upSession *sql.Stmt
+	insMsg, exists, insChange, getMsg, setSeq, updMsg, settleMsg, upSession *sql.Stmt
 }
 
 func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
@@ -367,7 +376,7 @@ func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
 		q string
 	}{
 		{&st.insMsg, sqlInsMsg}, {&st.exists, sqlExists}, {&st.insChange, sqlInsChange}, {&st.getMsg, sqlGetMsg},
-		{&st.updMsg, sqlUpdMsg}, {&st.upSession, sqlUpSession},
+		{&st.setSeq, sqlSetSeq}, {&st.updMsg, sqlUpdMsg}, {&st.settleMsg, sqlSettleMsg}, {&st.upSession, sqlUpSession},
 	} {
 		var err error
 		if *p.s, err = db.PrepareContext(ctx, p.q); err != nil {
@@ -378,7 +387,7 @@ func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (st *stmts) close() {
-	for _, s := range []*sql.Stmt{st.insMsg, st.exists, st.insChange, st.getMsg, st.updMsg, st.upSession} {
+	for _, s := range []*sql.Stmt{st.insMsg, st.exists, st.insChange, st.getMsg, st.setSeq, st.updMsg, st.settleMsg, st.upSession} {
 		if s != nil {
 			s.Close()
 		}
@@ -392,7 +401,8 @@ func (st *stmts) in(ctx context.Context, tx *sql.Tx) *txStmts {
 	return &txStmts{
 		insMsg: tx.StmtContext(ctx, st.insMsg), exists: tx.StmtContext(ctx, st.exists),
 		insChange: tx.StmtContext(ctx, st.insChange), getMsg: tx.StmtContext(ctx, st.getMsg),
-		updMsg: tx.StmtContext(ctx, st.updMsg), upSession: tx.StmtContext(ctx, st.upSession),
+		setSeq: tx.StmtContext(ctx, st.setSeq), updMsg: tx.StmtContext(ctx, st.updMsg),
+		settleMsg: tx.StmtContext(ctx, st.settleMsg), upSession: tx.StmtContext(ctx, st.upSession),
 	}
 }
 
