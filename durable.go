@@ -259,7 +259,7 @@ const sessionEvery = 100 * time.Millisecond
 // receipt and marker arrive together is updated once. It bounds how much
 // later than now a change reaches the store; Client.Status and Close do not
 // wait for it (see flush).
-const gather = 2 * time.Millisecond
+const gather = 5 * time.Millisecond
 
 // run commits the queued changes and sequence numbers, as many at a time
 // as are waiting, with the stream-management state when it changed. While
