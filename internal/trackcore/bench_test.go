@@ -176,3 +176,36 @@ func BenchmarkRepeatedThreadMarker(b *testing.B) {
 		r.Displayed("bob@example.org", "", "theirs", "quiet", nil)
 	}
 }
+
+// BenchmarkSteadyFlow measures a registry under a steady stream of
+// messages, as a sender with a window of 256 keeps it: each op registers
+// a message and settles the oldest of the 256 pending (the one whose
+// deadline the registry's timer is set for).
+func BenchmarkSteadyFlow(b *testing.B) {
+	const inFlight = 256
+	r := NewRegistry(Config[Response]{MaxPending: -1})
+	defer r.Close()
+	ids := make([]string, 4*inFlight)
+	for i := range ids {
+		ids[i] = newID()
+	}
+	ring := make([]*Tracker[Response], 0, inFlight)
+	track := func(i int) *Tracker[Response] {
+		t, err := r.TryTrack(bob, ids[i%len(ids)], TrackOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return t
+	}
+	for i := range inFlight {
+		ring = append(ring, track(i))
+	}
+	b.ReportAllocs()
+	i := inFlight
+	for b.Loop() {
+		oldest := ring[i%inFlight]
+		oldest.Advance(SeenByRecipient, nil)
+		ring[i%inFlight] = track(i)
+		i++
+	}
+}

@@ -78,7 +78,13 @@ func (r *Registry[R]) remove(t *Tracker[R]) {
 	}
 }
 
-// arm sets the registry timer for the earliest deadline. The caller holds the lock.
+// arm sets the registry timer for the earliest deadline, unless it is set
+// for that deadline or an earlier one already: under a steady stream of
+// messages the earliest deadline moves with every message that settles,
+// and resetting a runtime timer each time (a lock of the runtime's timer
+// heap) costs more than letting the timer fire early once per window,
+// when expire finds nothing due and sets it again. The caller holds the
+// lock.
 func (r *Registry[R]) arm() {
 	if len(r.heap) == 0 || r.shut && r.pending == 0 {
 		if r.timer != nil {
@@ -88,7 +94,7 @@ func (r *Registry[R]) arm() {
 		return
 	}
 	at := r.heap[0].deadline
-	if r.armed && at == r.armedAt {
+	if r.armed && int32(at-r.armedAt) >= 0 {
 		return
 	}
 	d := time.Duration(int32(at-r.now())) * time.Millisecond
