@@ -82,7 +82,16 @@ type tapState struct {
 	buf    tokbuf.Buffer // the current stanza's tokens; emptied after each
 	lr     limitReader
 	peers  peerCache
+	// ev is the current message's evidence, kept here rather than
+	// allocated per stanza: observers and the registry read it during the
+	// call and keep none of it (what they keep, they copy). Cleared after
+	// each message.
+	ev stanza.Evidence
 }
+
+// clearEvidence drops the current message's evidence, so that the tap
+// keeps nothing of it alive.
+func (s *tapState) clearEvidence() { s.ev = stanza.Evidence{} }
 
 // peerCache remembers the conversation keys of the last few senders, so
 // that a stream of receipts and markers from the same peers formats their
@@ -195,7 +204,10 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 		// Nobody reads the message after us: parse it from the stream.
 		lr := &s.lr
 		*lr = limitReader{r: t, n: maxBufferedTokens - 1}
-		ev, err := s.parser.ParseMessage(*start, lr)
+		ev := &s.ev
+		defer s.clearEvidence()
+		var err error
+		*ev, err = s.parser.ParseMessage(*start, lr)
 		lr.r = nil
 		switch {
 		case lr.err != nil:
@@ -205,7 +217,7 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 		case err != nil:
 			c.log.Debug("xmpptrack: unparsable message ignored by tracking", "err", err)
 		default:
-			s.observe(&ev)
+			s.observe(ev)
 		}
 		return nil
 	}
@@ -219,18 +231,20 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 		c.log.Debug("xmpptrack: oversized message ignored by tracking", "tokens", b.Len())
 		return s.handOff(xmlstream.MultiReader(b, t), start, t)
 	}
-	ev, err := s.parser.ParseMessage(*start, b)
+	ev := &s.ev
+	defer s.clearEvidence()
+	*ev, err = s.parser.ParseMessage(*start, b)
 	if err != nil {
 		c.log.Debug("xmpptrack: unparsable message ignored by tracking", "err", err)
 		b.Rewind()
 		return s.handOff(b, start, t)
 	}
-	if consumed := s.observe(&ev); consumed {
+	if consumed := s.observe(ev); consumed {
 		return nil
 	}
 	if on := c.cfg.OnMessage; on != nil && ev.Type != xstanza.ErrorMessage && ev.Carbon == stanza.CarbonNone {
 		b.Rewind()
-		if m := newIncoming(&ev, b); m.hasContent() {
+		if m := newIncoming(ev, b); m.hasContent() {
 			c.ev.pushStanza(func() { c.deliver(on, m) }, c.ctx.Done())
 			return nil
 		}
