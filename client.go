@@ -39,12 +39,13 @@ type Client struct {
 	login   login.Config // how to log in (without tees)
 	log     *slog.Logger
 
-	reg *registry.Registry
-	dur *durable // Config.Store; nil without one
-	sm  *sm.State
-	rcp *recipient
-	obs observers
-	ev  *events // runs the application's callbacks
+	reg   *registry.Registry
+	convs registry.ConvCache // Send's conversation keys
+	dur   *durable           // Config.Store; nil without one
+	sm    *sm.State
+	rcp   *recipient
+	obs   observers
+	ev    *events // runs the application's callbacks
 
 	carbonsID atomic.Pointer[string] // id of the carbons <enable/> IQ of the current session
 	dropped   atomic.Int64           // incoming stanzas dropped as unparsable

@@ -152,7 +152,7 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	if _, err := c.Session(ctx); err != nil {
 		return nil, err
 	}
-	conv := registry.Conv(m.To)
+	conv := c.convs.Conv(m.To)
 	opts := registry.TrackOptions{Window: m.Window, Thread: m.Thread, Room: m.Type == xstanza.GroupChatMessage}
 	var t *tracking.MessageTracker
 	var err error

@@ -47,3 +47,23 @@ func BenchmarkAckByAddress(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkConv measures the conversation key of a message's recipient, as
+// Send needs it for every message: formatted each time (Conv), and
+// through a ConvCache, to one peer.
+func BenchmarkConv(b *testing.B) {
+	to := jid.MustParse("responder@localhost")
+	b.Run("Conv", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = Conv(to)
+		}
+	})
+	b.Run("ConvCache", func(b *testing.B) {
+		var cc ConvCache
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = cc.Conv(to)
+		}
+	})
+}

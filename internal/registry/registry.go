@@ -17,6 +17,7 @@ package registry
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -221,6 +222,27 @@ func Conv(to jid.JID) string {
 		return to.String()
 	}
 	return to.Bare().String()
+}
+
+// ConvCache remembers the conversation key of the last address it was
+// asked for, so that a stream of messages to one peer formats the address
+// once rather than per message. It is safe for concurrent use; the zero
+// value is ready.
+type ConvCache struct{ last atomic.Pointer[convMemo] }
+
+type convMemo struct {
+	to   jid.JID
+	conv string
+}
+
+// Conv returns Conv(to).
+func (cc *ConvCache) Conv(to jid.JID) string {
+	if m := cc.last.Load(); m != nil && m.to.Equal(to) {
+		return m.conv
+	}
+	conv := Conv(to)
+	cc.last.Store(&convMemo{to: to, conv: conv})
+	return conv
 }
 
 // ConvOf is Conv for an address in string form (the to attribute of a

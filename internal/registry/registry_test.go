@@ -123,3 +123,17 @@ func TestWrittenByAddress(t *testing.T) {
 		t.Fatalf("marker for y: x %v, y %v; want x (written after y) untouched", x.State(), y.State())
 	}
 }
+
+// TestConvCache checks that a ConvCache gives Conv's key for any sequence
+// of addresses: repeated, alternating, bare and full, and the same
+// characters split differently.
+func TestConvCache(t *testing.T) {
+	var cc ConvCache
+	for _, s := range []string{"bob@example.org", "bob@example.org", "bob@example.org/pc", "bob@example.org",
+		"room@muc.example.org/nick", "example.org", "bob@example.org/pc", "bob@example.org/pc"} {
+		to := jid.MustParse(s)
+		if got, want := cc.Conv(to), Conv(to); got != want {
+			t.Fatalf("Conv(%s) through the cache = %q, want %q", s, got, want)
+		}
+	}
+}
