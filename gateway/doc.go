@@ -6,10 +6,16 @@
 //
 // # Wiring
 //
-//	g, _ := gateway.New(gateway.Config{Tokens: tokens})
-//	c, _ := xmpptrack.Dial(ctx, account, password, &xmpptrack.Config{OnStateChange: g.OnStateChange})
+//	st, _ := sqlite.Open(ctx, "xmpptrack.db") // without Store: a record in memory
+//	g, _ := gateway.New(gateway.Config{Tokens: tokens, Store: st})
+//	c, _ := xmpptrack.Dial(ctx, account, password, &xmpptrack.Config{
+//		OnStateChange: g.OnStateChange, Store: g.ClientStore()})
 //	g.AddAccount(gateway.Account{JID: account, Client: c})
 //	http.ListenAndServe("127.0.0.1:8080", g)
+//
+// With a store, log each account in with a resource of its own (account
+// "alerts@example.org/gateway-1", say): its client's part of the store
+// (lease, pending messages, stream) belongs to that account and resource.
 //
 // # Routes (v1)
 //
