@@ -44,6 +44,9 @@ type fakeSender struct {
 	mute bool
 	// plainStore records in Config.Store rather than ClientStore.
 	plainStore bool
+	// hold, if set, is received from after the first message is recorded
+	// in the store and before it is tracked; held is closed then.
+	hold, held chan struct{}
 }
 
 func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
@@ -83,6 +86,13 @@ func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.Mes
 			return nil, fmt.Errorf("fake: %w", tracking.ErrDuplicateID)
 		case err != nil:
 			return nil, fmt.Errorf("%w: %w", xmpptrack.ErrNotRecorded, err)
+		}
+		if h := f.hold; h != nil {
+			f.hold = nil
+			close(f.held)
+			f.mu.Unlock()
+			<-h
+			f.mu.Lock()
 		}
 	}
 	t := tracking.NewMessageTracker(m.ID)

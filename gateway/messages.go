@@ -251,7 +251,12 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 	}
 	o.msg.Channel = o.channel
 	g.mu.Lock()
-	g.live[id] = liveMsg{s: o.s, room: o.room, created: created}
+	// A concurrent request with the same Idempotency-Key may be sending
+	// this id: its entry stays.
+	_, taken := g.live[id]
+	if !taken {
+		g.live[id] = liveMsg{s: o.s, room: o.room, created: created}
+	}
 	g.mu.Unlock()
 	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SendTimeout)
 	defer cancel()
@@ -263,7 +268,7 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 		lm.t = t
 		g.live[id] = lm
 		cur = lm.cursor
-	} else if t == nil {
+	} else if t == nil && !taken {
 		delete(g.live, id)
 	}
 	g.mu.Unlock()

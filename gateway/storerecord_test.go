@@ -117,3 +117,32 @@ func TestScheduleFailure(t *testing.T) {
 		t.Fatalf("retry: %+v", r)
 	}
 }
+
+// TestIdempotencyConcurrent: with a store, a request whose Idempotency-Key
+// another request is still sending under (the message is recorded, not yet
+// answered) gets that message, marked as a replay; one message is sent.
+func TestIdempotencyConcurrent(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := newFixture(t, Config{Store: st})
+	hold, held := make(chan struct{}), make(chan struct{})
+	f.fake.hold, f.fake.held = hold, held
+	body := `{"to":"bob@example.org","body":"once"}`
+	first := make(chan []byte, 1)
+	go func() {
+		_, _, b := f.do("POST", "/v1/messages", body, "Idempotency-Key", "k")
+		first <- b
+	}()
+	<-held // the first is recorded, not answered
+	code, h, b := f.do("POST", "/v1/messages", body, "Idempotency-Key", "k")
+	close(hold)
+	var a, r sendResponse
+	mustJSON(t, <-first, &a)
+	mustJSON(t, b, &r)
+	if code != 202 || h.Get("Idempotent-Replayed") != "true" || r.ID != a.ID || f.fake.count() != 1 {
+		t.Fatalf("second: %d %s, first %+v, %d sent", code, b, a, f.fake.count())
+	}
+}
