@@ -1,11 +1,17 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,6 +68,7 @@ func BenchmarkCommit(b *testing.B) {
 				}
 				defer s.Close()
 				var n atomic.Int64
+				cpu := startCPU()
 				b.ResetTimer()
 				if par == 1 {
 					for b.Loop() {
@@ -76,9 +83,111 @@ func BenchmarkCommit(b *testing.B) {
 					})
 				}
 				b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "msgs/s")
+				cpu.report(b, n.Load())
 			})
 		}
 	}
+}
+
+// BenchmarkLifecycle commits what the client commits for each message:
+// the write-ahead, its sequence number with DELIVERED_TO_SERVER, then
+// DELIVERED_TO_RECIPIENT and SEEN_BY_RECIPIENT, from 64 goroutines (group
+// commit), fsync on. It reports the client's and the database server's
+// CPU per message.
+func BenchmarkLifecycle(b *testing.B) {
+	s, err := Open(context.Background(), benchDSN(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var n atomic.Int64
+	cpu := startCPU()
+	b.ResetTimer()
+	b.SetParallelism(benchPar)
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			i := n.Add(1)
+			id := fmt.Sprintf("l%012d", i)
+			m := msg(id)
+			m.Raw = make([]byte, 350)
+			for _, bt := range []*store.Batch{
+				{Messages: []store.Message{m}},
+				{Written: []store.Written{{ID: id, Seq: uint32(i)}}, Changes: []store.Change{{ID: id, State: tracking.DeliveredToServer}}},
+				{Changes: []store.Change{{ID: id, State: tracking.DeliveredToRecipient, Evidence: store.Evidence{From: "b@example.org/phone"}}}},
+				{Changes: []store.Change{{ID: id, State: tracking.SeenByRecipient, Evidence: store.Evidence{From: "b@example.org/phone"}}}},
+			} {
+				if err := s.Commit(ctx, bt); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "msgs/s")
+	cpu.report(b, n.Load())
+}
+
+// cpuMeter measures this process's CPU and the database server's (the
+// postmaster and its backends, from /proc) from start to report.
+type cpuMeter struct {
+	self, db time.Duration
+	pid      int
+}
+
+func startCPU() cpuMeter {
+	pid := 0
+	if benchPG.srv != nil {
+		pid = benchPG.srv.PID()
+	}
+	return cpuMeter{self: selfCPU(), db: treeCPU(pid), pid: pid}
+}
+
+func (c cpuMeter) report(b *testing.B, msgs int64) {
+	if msgs == 0 {
+		return
+	}
+	b.ReportMetric(float64((selfCPU()-c.self).Microseconds())/float64(msgs), "client-µs/msg")
+	b.ReportMetric(float64((treeCPU(c.pid)-c.db).Microseconds())/float64(msgs), "db-µs/msg")
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// treeCPU is the user+system CPU of pid and its live children.
+func treeCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, d := range dirs {
+		data, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(data[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		p, _ := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+		ppid, _ := strconv.Atoi(f[1])
+		if p != pid && ppid != pid {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }
 
 func commitOne(b *testing.B, s *Store, i int64) {
@@ -148,3 +257,11 @@ func BenchmarkFollowerLatency(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
+
+var benchPar = func() int {
+	n, err := strconv.Atoi(os.Getenv("XMPPTRACK_BENCH_PAR"))
+	if err != nil || n <= 0 {
+		return 32
+	}
+	return n
+}()

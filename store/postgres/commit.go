@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -74,10 +75,11 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 		if retryable(err) && attempt < 5 {
 			continue
 		}
-		// A broken connection before COMMIT was sent: the transaction is
-		// gone, try again on fresh connections.
-		var atCommit *commitError
-		if transient(err) && !errors.As(err, &atCommit) && attempt < 2 {
+		// A broken connection before the call reached the server, or the
+		// server ending the session (which aborts the call): nothing was
+		// written, try again on fresh connections. Other connection errors
+		// leave the outcome unknown: the call may have committed.
+		if unsent(err) && attempt < 2 {
 			s.pool.Reset()
 			continue
 		}
@@ -108,6 +110,17 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 	}
 }
 
+// unsent reports an error after which the group was certainly not
+// committed, and which fresh connections may not have.
+func unsent(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return transient(err)
+	}
+	var atCommit *commitError
+	return pgconn.SafeToRetry(err) && !errors.As(err, &atCommit)
+}
+
 func retryable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
@@ -129,50 +142,85 @@ type result struct {
 	cursor             int64
 }
 
-// row is a locked message.
-type row struct {
-	n       int64
-	state   tracking.MessageState
-	settled bool
-	updated time.Time
-	dirty   bool
-}
-
-// feedRow is a change to insert once cursors are known.
-type feedRow struct {
-	res     result
-	n       int64
-	state   tracking.MessageState
-	settles bool
-	at      time.Time
-	ev      store.Evidence
-}
-
-// tryGroup runs one transaction for the live batches of group. It returns
-// the ids that exist already (with errConflict), or the cursors to hand
-// back.
-func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, map[string]bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return nil, nil, err
+// graph is store.Next as a table for xmpptrack_commit:
+// graph[from*numStates+req] is -1 when the change is a no-op, else the
+// state reached, plus 16 if the message settles with it.
+var graph = func() []int16 {
+	g := make([]int16, numStates*numStates)
+	for from := range numStates {
+		for req := range numStates {
+			to, settles, changed := store.Next(tracking.MessageState(from), false, tracking.MessageState(req))
+			switch {
+			case !changed:
+				g[from*numStates+req] = -1
+			case settles:
+				g[from*numStates+req] = int16(to) + 16
+			default:
+				g[from*numStates+req] = int16(to)
+			}
+		}
 	}
-	defer tx.Rollback(ctx)
-	now := time.Now()
+	return g
+}()
 
-	// 1. New messages, in one statement.
-	var (
-		ids, accounts, resources, rcpts, threads, channels []string
-		rooms, settled                                     []bool
-		raws                                               [][]byte
-		created                                            []time.Time
-		deadlines                                          []*time.Time
-		states                                             []int16
-	)
+const numStates = int(tracking.Error) + 1
+
+// commitCall is the statement of a group commit: one round trip.
+const commitCall = `SELECT keys, last FROM xmpptrack_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+	$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)`
+
+// args are the arguments of xmpptrack_commit (see the schema): columns of
+// the new messages, the ids to lock, the changes and sequence numbers as
+// positions in the ids to lock, the sessions. Each creation event and
+// change has a key, its rank in the feed: the function returns the keys of
+// the feed rows it wrote, in cursor order.
+type args struct {
+	mID, mAccount, mResource, mRcpt, mThread, mChannel []string
+	mRoom, mSettled                                    []bool
+	mRaw                                               [][]byte
+	mCreated                                           []time.Time
+	mDeadline                                          []*time.Time
+	mState                                             []int16
+	mKey                                               []int32
+
+	lID []string
+
+	cLock                     []int32
+	cState                    []int16
+	cAt                       []time.Time
+	cFrom, cSID, cCond, cText []string
+	cKey                      []int32
+	wLock                     []int32
+	wSeq                      []int64
+	sAccount, sResource, sJID []string
+	sSMID, sLocation          []string
+	sMax, sIn, sOut, sAcked   []int64
+	sUpdated                  []time.Time
+}
+
+func (a *args) list() []any {
+	return []any{graph, int32(numStates),
+		a.mID, a.mAccount, a.mResource, a.mRcpt, a.mRoom, a.mThread, a.mChannel, a.mRaw, a.mCreated, a.mDeadline,
+		a.mState, a.mSettled, a.mKey,
+		a.lID,
+		a.cLock, a.cState, a.cAt, a.cFrom, a.cSID, a.cCond, a.cText, a.cKey,
+		a.wLock, a.wSeq,
+		a.sAccount, a.sResource, a.sJID, a.sSMID, a.sLocation, a.sMax, a.sIn, a.sOut, a.sAcked, a.sUpdated}
+}
+
+// build fills the arguments for the live batches of group and returns
+// what each key stands for.
+func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []result) {
+	a := &args{}
+	var keys []result
+	key := func(r result) int32 {
+		keys = append(keys, r)
+		return int32(len(keys) - 1)
+	}
 	for _, i := range live {
-		for j := range group[i].Batch.Messages {
-			m := &group[i].Batch.Messages[j]
+		b := group[i].Batch
+		for j := range b.Messages {
+			m := &b.Messages[j]
 			if m.Created.IsZero() {
 				m.Created = now
 			}
@@ -186,227 +234,148 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 				d := m.Deadline
 				dl = &d
 			}
-			ids = append(ids, m.ID)
-			accounts = append(accounts, m.Owner.Account)
-			resources = append(resources, m.Owner.Resource)
-			rcpts = append(rcpts, m.To)
-			rooms = append(rooms, m.Room)
-			threads = append(threads, m.Thread)
-			channels = append(channels, m.Channel)
-			raws = append(raws, raw)
-			created = append(created, m.Created)
-			deadlines = append(deadlines, dl)
-			states = append(states, int16(m.State))
-			settled = append(settled, st)
+			a.mID = append(a.mID, m.ID)
+			a.mAccount = append(a.mAccount, m.Owner.Account)
+			a.mResource = append(a.mResource, m.Owner.Resource)
+			a.mRcpt = append(a.mRcpt, m.To)
+			a.mRoom = append(a.mRoom, m.Room)
+			a.mThread = append(a.mThread, m.Thread)
+			a.mChannel = append(a.mChannel, m.Channel)
+			a.mRaw = append(a.mRaw, raw)
+			a.mCreated = append(a.mCreated, m.Created)
+			a.mDeadline = append(a.mDeadline, dl)
+			a.mState = append(a.mState, int16(m.State))
+			a.mSettled = append(a.mSettled, st)
+			a.mKey = append(a.mKey, key(result{batch: i, msg: j, change: -1}))
+		}
+		for j := range b.Changes {
+			a.lID = append(a.lID, b.Changes[j].ID)
+		}
+		for _, w := range b.Written {
+			a.lID = append(a.lID, w.ID)
 		}
 	}
-	newN := map[string]int64{}
-	if len(ids) > 0 {
-		rows, err := tx.Query(ctx, `INSERT INTO xmpptrack_messages
-			(id, account, resource, rcpt, room, thread, channel, raw, created, deadline, state, settled, updated)
-			SELECT u.id, u.account, u.resource, u.rcpt, u.room, u.thread, u.channel, u.raw, u.created, u.deadline,
-				u.state, u.settled, u.created
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[],
-				$8::bytea[], $9::timestamptz[], $10::timestamptz[], $11::int2[], $12::bool[])
-				WITH ORDINALITY AS u(id, account, resource, rcpt, room, thread, channel, raw, created, deadline, state, settled, o)
-			ORDER BY u.o
-			ON CONFLICT (id) DO NOTHING RETURNING id, n`,
-			ids, accounts, resources, rcpts, rooms, threads, channels, raws, created, deadlines, states, settled)
-		if err != nil {
-			return nil, nil, err
-		}
-		for rows.Next() {
-			var id string
-			var n int64
-			if err := rows.Scan(&id, &n); err != nil {
-				rows.Close()
-				return nil, nil, err
-			}
-			newN[id] = n
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, err
-		}
-		if len(newN) < len(ids) {
-			conflicts := map[string]bool{}
-			for _, id := range ids {
-				if _, ok := newN[id]; !ok {
-					conflicts[id] = true
-				}
-			}
-			return nil, conflicts, errConflict
-		}
+	slices.Sort(a.lID)
+	a.lID = slices.Compact(a.lID)
+	pos := func(id string) int32 {
+		k, _ := slices.BinarySearch(a.lID, id)
+		return int32(k + 1)
 	}
-
-	// 2. Lock the messages that changes and sequence numbers are about,
-	// in id order (so that concurrent instances cannot deadlock).
-	var lockIDs []string
-	for _, i := range live {
-		for _, c := range group[i].Batch.Changes {
-			lockIDs = append(lockIDs, c.ID)
-		}
-		for _, w := range group[i].Batch.Written {
-			lockIDs = append(lockIDs, w.ID)
-		}
-	}
-	slices.Sort(lockIDs)
-	lockIDs = slices.Compact(lockIDs)
-	locked := map[string]*row{}
-	if len(lockIDs) > 0 {
-		rows, err := tx.Query(ctx, `SELECT id, n, state, settled, updated FROM xmpptrack_messages
-			WHERE id = ANY($1) ORDER BY id FOR UPDATE`, lockIDs)
-		if err != nil {
-			return nil, nil, err
-		}
-		for rows.Next() {
-			var id string
-			var r row
-			var st int16
-			if err := rows.Scan(&id, &r.n, &st, &r.settled, &r.updated); err != nil {
-				rows.Close()
-				return nil, nil, err
-			}
-			if st < 0 || int(st) > int(tracking.Error) {
-				rows.Close()
-				return nil, nil, fmt.Errorf("message %q has state %d: %w", id, st, store.ErrForeign)
-			}
-			r.state = tracking.MessageState(st)
-			locked[id] = &r
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, err
-		}
-	}
-
-	// 3. Apply the changes in order; collect the feed rows.
-	var feed []feedRow
+	// Sessions: the last one of each owner.
+	last := map[store.Instance]int{}
+	var sess []store.Session
 	for _, i := range live {
 		b := group[i].Batch
-		for j, m := range b.Messages {
-			feed = append(feed, feedRow{res: result{batch: i, msg: j, change: -1}, n: newN[m.ID], state: m.State,
-				settles: store.SettledState(m.State), at: m.Created})
-		}
 		for j := range b.Changes {
 			c := &b.Changes[j]
 			if c.At.IsZero() {
 				c.At = now
 			}
-			r := locked[c.ID]
-			if r == nil {
-				continue
+			a.cLock = append(a.cLock, pos(c.ID))
+			a.cState = append(a.cState, int16(c.State))
+			a.cAt = append(a.cAt, c.At)
+			a.cFrom = append(a.cFrom, c.From)
+			a.cSID = append(a.cSID, c.StanzaID)
+			a.cCond = append(a.cCond, c.Condition)
+			a.cText = append(a.cText, c.Text)
+			a.cKey = append(a.cKey, key(result{batch: i, change: j}))
+		}
+		for _, w := range b.Written {
+			a.wLock = append(a.wLock, pos(w.ID))
+			a.wSeq = append(a.wSeq, int64(w.Seq))
+		}
+		for _, ss := range b.Sessions {
+			if k, ok := last[ss.Owner]; ok {
+				sess[k] = ss
+			} else {
+				last[ss.Owner] = len(sess)
+				sess = append(sess, ss)
 			}
-			to, settles, changed := store.Next(r.state, r.settled, c.State)
-			if !changed {
-				continue
-			}
-			if to != r.state {
-				feed = append(feed, feedRow{res: result{batch: i, change: j}, n: r.n, state: to, settles: settles, at: c.At, ev: c.Evidence})
-			}
-			r.state, r.settled, r.updated, r.dirty = to, settles, c.At, true
 		}
-	}
-	var dn []int64
-	var dstate []int16
-	var dsettled []bool
-	var dupdated []time.Time
-	for _, r := range locked {
-		if r.dirty {
-			dn = append(dn, r.n)
-			dstate = append(dstate, int16(r.state))
-			dsettled = append(dsettled, r.settled)
-			dupdated = append(dupdated, r.updated)
-		}
-	}
-	if len(dn) > 0 {
-		_, err := tx.Exec(ctx, `UPDATE xmpptrack_messages m SET state = u.state, settled = u.settled, updated = u.updated,
-			raw = CASE WHEN u.settled THEN NULL ELSE m.raw END
-			FROM unnest($1::int8[], $2::int2[], $3::bool[], $4::timestamptz[]) AS u(n, state, settled, updated)
-			WHERE m.n = u.n`, dn, dstate, dsettled, dupdated)
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-
-	// 4. Sequence numbers and sessions.
-	var wids []string
-	var wseqs []int64
-	for _, i := range live {
-		for _, w := range group[i].Batch.Written {
-			wids = append(wids, w.ID)
-			wseqs = append(wseqs, int64(w.Seq))
-		}
-	}
-	if len(wids) > 0 {
-		_, err := tx.Exec(ctx, `UPDATE xmpptrack_messages m SET seq = u.seq
-			FROM unnest($1::text[], $2::int8[]) AS u(id, seq) WHERE m.id = u.id`, wids, wseqs)
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-	var sess []store.Session
-	for _, i := range live {
-		sess = append(sess, group[i].Batch.Sessions...)
 	}
 	for _, ss := range sess {
 		if ss.Updated.IsZero() {
 			ss.Updated = now
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO xmpptrack_sessions
-			(account, resource, jid, smid, location, max_s, inbound, outbound, acked, updated)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-			ON CONFLICT (account, resource) DO UPDATE SET jid = EXCLUDED.jid, smid = EXCLUDED.smid,
-			location = EXCLUDED.location, max_s = EXCLUDED.max_s, inbound = EXCLUDED.inbound,
-			outbound = EXCLUDED.outbound, acked = EXCLUDED.acked, updated = EXCLUDED.updated`,
-			ss.Owner.Account, ss.Owner.Resource, ss.JID, ss.ID, ss.Location, int64(ss.Max/time.Second),
-			int64(ss.Inbound), int64(ss.Outbound), int64(ss.Acked), ss.Updated)
-		if err != nil {
-			return nil, nil, err
-		}
+		a.sAccount = append(a.sAccount, ss.Owner.Account)
+		a.sResource = append(a.sResource, ss.Owner.Resource)
+		a.sJID = append(a.sJID, ss.JID)
+		a.sSMID = append(a.sSMID, ss.ID)
+		a.sLocation = append(a.sLocation, ss.Location)
+		a.sMax = append(a.sMax, int64(ss.Max/time.Second))
+		a.sIn = append(a.sIn, int64(ss.Inbound))
+		a.sOut = append(a.sOut, int64(ss.Outbound))
+		a.sAcked = append(a.sAcked, int64(ss.Acked))
+		a.sUpdated = append(a.sUpdated, ss.Updated)
 	}
+	return a, keys
+}
 
-	// 5. Cursors, last: the counter row stays locked until COMMIT, so that
-	// cursors become visible in the order they were handed out.
+// tryGroup writes the live batches of group with one call of
+// xmpptrack_commit, a transaction of its own (one round trip). It returns
+// the ids that exist already (with errConflict), or the cursors to hand
+// back.
+func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, map[string]bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, keys := build(group, live, time.Now())
+	var got []int32
+	var last *int64
+	var err error
+	if s.cfg.beforeCommit == nil {
+		err = s.pool.QueryRow(ctx, commitCall, a.list()...).Scan(&got, &last)
+	} else {
+		err = s.callInTx(ctx, a, &got, &last)
+	}
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			switch pe.Code {
+			case "XT409":
+				var ids []string
+				if json.Unmarshal([]byte(pe.Detail), &ids) != nil || len(ids) == 0 {
+					return nil, nil, err
+				}
+				conflicts := map[string]bool{}
+				for _, id := range ids {
+					conflicts[id] = true
+				}
+				return nil, conflicts, errConflict
+			case "XT422":
+				return nil, nil, fmt.Errorf("%s: %w", pe.Message, store.ErrForeign)
+			}
+		}
+		return nil, nil, err
+	}
 	var out []result
-	if len(feed) > 0 {
-		var last int64
-		if err := tx.QueryRow(ctx, `UPDATE xmpptrack_feed SET last = last + $1 RETURNING last`, len(feed)).Scan(&last); err != nil {
-			return nil, nil, err
+	if len(got) > 0 && last != nil {
+		base := *last - int64(len(got)) + 1
+		for k, key := range got {
+			r := keys[key]
+			r.cursor = base + int64(k)
+			out = append(out, r)
 		}
-		base := last - int64(len(feed)) + 1
-		cur := make([]int64, len(feed))
-		msg := make([]int64, len(feed))
-		st := make([]int16, len(feed))
-		sets := make([]bool, len(feed))
-		at := make([]time.Time, len(feed))
-		from := make([]string, len(feed))
-		sid := make([]string, len(feed))
-		cond := make([]string, len(feed))
-		text := make([]string, len(feed))
-		for k, f := range feed {
-			cur[k], msg[k], st[k], sets[k], at[k] = base+int64(k), f.n, int16(f.state), f.settles, f.at
-			from[k], sid[k], cond[k], text[k] = f.ev.From, f.ev.StanzaID, f.ev.Condition, f.ev.Text
-			f.res.cursor = base + int64(k)
-			out = append(out, f.res)
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO xmpptrack_changes (cursor, msg, state, settles, at, ev_from, stanza_id, condition, ev_text)
-			SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::bool[], $5::timestamptz[],
-				$6::text[], $7::text[], $8::text[], $9::text[])`, cur, msg, st, sets, at, from, sid, cond, text)
-		if err != nil {
-			return nil, nil, err
-		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, fmt.Sprint(last)); err != nil {
-			return nil, nil, err
-		}
-	}
-	if s.cfg.beforeCommit != nil {
-		s.cfg.beforeCommit()
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, nil, &commitError{err}
 	}
 	return out, nil, nil
+}
+
+// callInTx is the call in an explicit transaction, with beforeCommit run
+// between the call (which took the cursors) and COMMIT: tests hold commits
+// up there.
+func (s *Store) callInTx(ctx context.Context, a *args, got *[]int32, last **int64) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	if err := tx.QueryRow(ctx, commitCall, a.list()...).Scan(got, last); err != nil {
+		return err
+	}
+	s.cfg.beforeCommit()
+	if err := tx.Commit(ctx); err != nil {
+		return &commitError{err}
+	}
+	return nil
 }
 
 // commitError is an error of COMMIT itself: the transaction may have been

@@ -18,8 +18,20 @@
 // committed or rolled back (a rollback hands its cursors out again). Cursor
 // order is therefore commit order: a follower that sees cursor c sees every
 // cursor below c. The price is that group commits of all instances take
-// their cursors one at a time; the lock is held only for the last
-// statements and the commit, and one group commit carries many batches.
+// their cursors one at a time; the lock is held only for the insert of the
+// group's changes and the commit's flush, and one group commit carries
+// many batches.
+//
+// # One round trip per group commit
+//
+// A group commit is one call of the server-side function xmpptrack_commit
+// (PL/pgSQL, created by the schema migrations), a transaction of its own:
+// it inserts the new messages, locks the messages that changes and
+// sequence numbers are about, applies the changes (the transition graph is
+// an argument, computed from package tracking, so that the two never
+// disagree), writes the sessions, and takes the cursors last. A new
+// message whose id exists fails the call, which is made again without its
+// batch.
 //
 // Waiting followers are woken by LISTEN/NOTIFY: each commit that moves the
 // feed notifies the channel xmpptrack_feed, and every Store keeps one
@@ -63,9 +75,11 @@
 //     tables); a deployment can run the first Open with an owner role and
 //     the instances with a smaller one;
 //   - to run: CONNECT on the database, USAGE on the schema, SELECT, INSERT,
-//     UPDATE and DELETE on the tables xmpptrack_*, and USAGE on the
-//     sequence xmpptrack_messages_n_seq. Advisory locks and LISTEN/NOTIFY
-//     need no grant.
+//     UPDATE and DELETE on the tables xmpptrack_*, USAGE on the sequence
+//     xmpptrack_messages_n_seq, and EXECUTE on the function
+//     xmpptrack_commit (granted to PUBLIC when it is created, as
+//     PostgreSQL does for every function). Advisory locks and
+//     LISTEN/NOTIFY need no grant.
 //
 // For example, as the database owner:
 //
@@ -82,9 +96,12 @@
 //
 // While the database is unreachable, Commit fails (a Send cannot write
 // ahead, and writes nothing to the wire); reads fail; waiters sleep until
-// the listener is back. A commit whose connection broke during COMMIT may
-// have been committed nonetheless (PostgreSQL cannot tell the client);
-// Commit reports the error.
+// the listener is back. A group commit is tried again on fresh connections
+// when it certainly did not reach the server (or the server ended the
+// session, which aborts it); a commit whose connection broke while the call
+// ran may have been committed nonetheless (PostgreSQL cannot tell the
+// client), and Commit reports the error. (The pool checks a connection
+// idle for over a second before using it.)
 //
 // # Retention
 //

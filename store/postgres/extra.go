@@ -16,23 +16,22 @@ import (
 
 const pruneChunk = 5000
 
-// Prune implements store.Store. It deletes in chunks (a change row goes
-// with its message), so that no transaction runs long.
+// Prune implements store.Store. It deletes in chunks, each message with
+// its history in one transaction, so that no transaction runs long. (The
+// history is deleted by a second statement: its fresh snapshot sees a
+// change committed while the first one waited for the message's lock.)
 func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	if s.isClosed() {
 		return 0, store.ErrClosed
 	}
 	total := 0
 	for {
-		tag, err := s.pool.Exec(ctx, `DELETE FROM xmpptrack_messages WHERE n IN
-			(SELECT n FROM xmpptrack_messages WHERE settled AND updated < $1
-				OR NOT settled AND state IN ($3, $4) AND deadline < $1 LIMIT $2)`,
-			before, pruneChunk, int16(tracking.DeliveredToRecipient), int16(tracking.Error))
+		n, err := s.pruneChunk(ctx, before)
 		if err != nil {
 			return total, fmt.Errorf("postgres: prune: %w", err)
 		}
-		total += int(tag.RowsAffected())
-		if tag.RowsAffected() < pruneChunk {
+		total += n
+		if n < pruneChunk {
 			break
 		}
 	}
@@ -40,6 +39,33 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 		return total, fmt.Errorf("postgres: prune keys: %w", err)
 	}
 	return total, nil
+}
+
+func (s *Store) pruneChunk(ctx context.Context, before time.Time) (int, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx)
+	// settled_at is updated as of settling (the index for this).
+	rows, err := tx.Query(ctx, `DELETE FROM xmpptrack_messages WHERE n IN
+		(SELECT n FROM xmpptrack_messages WHERE settled_at < $1
+			OR NOT settled AND state IN ($3, $4) AND deadline < $1 LIMIT $2) RETURNING n`,
+		before, pruneChunk, int16(tracking.DeliveredToRecipient), int16(tracking.Error))
+	if err != nil {
+		return 0, err
+	}
+	ns, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, err
+	}
+	if len(ns) == 0 {
+		return 0, nil
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM xmpptrack_changes WHERE msg = ANY($1)`, ns); err != nil {
+		return 0, err
+	}
+	return len(ns), tx.Commit(ctx)
 }
 
 // ClaimKey implements store.Store. A zero Expires never expires.

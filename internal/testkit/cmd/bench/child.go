@@ -129,6 +129,9 @@ type result struct {
 	Failed      int     `json:"failed,omitempty"`
 
 	CPU float64 `json:"cpu_s,omitempty"` // user+system of the workload
+	// DBCPU is the user+system of the database server the sender started
+	// (PostgreSQL and its backends) during the workload.
+	DBCPU float64 `json:"db_cpu_s,omitempty"`
 
 	// xmpptrack paced (-rate): seconds per Send call.
 	SendP50 float64 `json:"send_p50_s,omitempty"`

@@ -103,6 +103,19 @@ func (r run) cpuPer1k() float64 {
 	return r.res.CPU / float64(r.res.N) * 1000
 }
 
+// dbCPUPer1k is the database server's CPU seconds per 1,000 messages
+// during the workload (0 without one).
+func (r run) dbCPUPer1k() float64 {
+	if !r.usable() {
+		return math.NaN()
+	}
+	return r.res.DBCPU / float64(r.res.N) * 1000
+}
+
+// totalCPUPer1k is the sender's and its database's CPU seconds per 1,000
+// messages during the workload.
+func (r run) totalCPUPer1k() float64 { return r.cpuPer1k() + r.dbCPUPer1k() }
+
 func (r run) procCPUPer1k() float64 {
 	if !r.usable() {
 		return math.NaN()
@@ -115,6 +128,9 @@ func (r run) summary() string {
 		r.res.N, r.res.ToServer, r.res.ToRecipient, r.res.Seen, r.throughput(), r.res.CPU, r.proc.CPU, mb(r.proc.MaxRSS), r.serverCPU, r.otherLoad)
 	if r.err != nil && r.res.LastRecip > 0 {
 		s += fmt.Sprintf(", %d receipts by %.2fs (%.0f msg/s)", r.res.CntRecip, r.res.LastRecip, r.received())
+	}
+	if r.res.DBCPU > 0 {
+		s += fmt.Sprintf(", database CPU %.3fs", r.res.DBCPU)
 	}
 	if r.res.SendP50 > 0 {
 		s += fmt.Sprintf(", Send latency p50 %s p99 %s max %s", ms(r.res.SendP50), ms(r.res.SendP99), ms(r.res.SendMax))
@@ -227,11 +243,17 @@ func (b *bench) report(w io.Writer) {
 			if st := sr.runs[durable]; st != nil && xt != nil {
 				fmt.Fprintf(tw, "%s\t%s / xmpptrack\tthroughput %s\tCPU per message %s\t(what the durable record costs)\t\n", sr.kind, durable,
 					spread(ratios(st, xt, run.throughput), "%.2f"), spread(ratios(st, xt, run.cpuPer1k), "%.2f"))
+				if db := values(st, run.dbCPUPer1k); len(db) > 0 && median(db) > 0 {
+					fmt.Fprintf(tw, "%s\t%s\tdatabase CPU s/1k msgs %s\tsender+database CPU per message / xmpptrack %s\t(the database server's own CPU during the workload)\t\n", sr.kind, durable,
+						spread(db, "%.3f"), spread(ratios(st, xt, run.totalCPUPer1k), "%.2f"))
+				}
 			}
 		}
 		if two, one := sr.runs[sPostgres2], sr.runs[sPostgres]; two != nil && one != nil {
 			fmt.Fprintf(tw, "%s\t%s / %s\tthroughput %s\tCPU per message %s\t(two instances on one PostgreSQL)\t\n", sr.kind, sPostgres2, sPostgres,
 				spread(ratios(two, one, run.throughput), "%.2f"), spread(ratios(two, one, run.cpuPer1k), "%.2f"))
+			fmt.Fprintf(tw, "%s\t%s\tdatabase CPU s/1k msgs %s\tsender+database CPU per message / %s %s\t\t\n", sr.kind, sPostgres2,
+				spread(values(two, run.dbCPUPer1k), "%.3f"), sPostgres, spread(ratios(two, one, run.totalCPUPer1k), "%.2f"))
 		}
 		if c := sr.runs[sCeiling]; c != nil && xt != nil {
 			fmt.Fprintf(tw, "%s\txmpptrack / ceiling\tthroughput %s\t\t\t\n", sr.kind, spread(ratios(xt, c, run.throughput), "%.2f"))

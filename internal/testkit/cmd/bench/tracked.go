@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -209,6 +210,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	}
 	res.Senders = k
 	var dsn, dir string
+	dbPID := 0
 	if a.store == storePostgres {
 		// One PostgreSQL for all instances, as for services sharing it.
 		pg, err := testserver.LaunchPostgres(ctx, testserver.PostgresOptions{})
@@ -217,6 +219,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			return res
 		}
 		defer pg.Stop()
+		dbPID = pg.PID()
 		if dsn, err = pg.CreateDatabase(ctx, "bench"); err != nil {
 			res.Error = err.Error()
 			return res
@@ -253,6 +256,12 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		}
 		one := *a
 		one.jids, one.passwords = a.jids[i:i+1], a.passwords[i:i+1]
+		if k > 1 && a.store == storePostgres && !strings.Contains(one.jids[0], "/") {
+			// Instances sharing a store: a resource each (an instance is
+			// an account and a resource; a store's slot for a resource
+			// belongs to one account).
+			one.jids = []string{fmt.Sprintf("%s/instance%d", one.jids[0], i)}
+		}
 		c, err := dialTracked(ctx, &one, cfg)
 		if err != nil {
 			res.Error = err.Error()
@@ -266,6 +275,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 
 	stopProfile := profile(a.cpuprofile)
 	cpu0 := cpuNow()
+	db0 := treeCPU(dbPID)
 	t0 := time.Now()
 	m.t0.Store(t0.UnixNano())
 	if trackers != nil {
@@ -289,6 +299,9 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		cpu = waitQuiet(ctx, m.done, m.progress)
 	}
 	res.CPU = seconds(cpu - cpu0)
+	if dbPID > 0 {
+		res.DBCPU = treeCPU(dbPID) - db0
+	}
 	stopProfile()
 	stopPoll()
 	m.fill(&res)
