@@ -214,7 +214,7 @@ type Config struct {
 
 	// Handled, when set, bounds the inbound count the State acknowledges:
 	// every <a h/> it sends (the answer to the server's <r/>, SendAck,
-	// NextAck) carries Handled(received) instead of received, the count of
+	// WriteAck) carries Handled(received) instead of received, the count of
 	// stanzas received, so that the server keeps, and replays when the
 	// stream is resumed, the stanzas the application has not finished with
 	// yet. A durable client returns the count its store has saved, so that

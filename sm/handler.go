@@ -88,8 +88,13 @@ func (h handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElemen
 	c := h.c
 	switch start.Name.Local {
 	case "r":
+		// The first token takes mellium's output lock (the handler's
+		// writer takes it on first use): no other ack is chosen and
+		// written in between (see WriteAck).
+		c.st.ackMu.Lock()
 		h := c.st.ackFor(c.popSnapshot())
 		_, err := stanza.Ack{H: h}.WriteXML(t)
+		c.st.ackMu.Unlock()
 		return err
 	case "a":
 		return c.handleAck(t, start)

@@ -26,6 +26,10 @@ type State struct {
 
 	workers sync.WaitGroup // the ack requesters Start started
 
+	// ackMu orders the acks we write: it is held from the choice of an h
+	// until the writer holds mellium's output lock (see WriteAck).
+	ackMu sync.Mutex
+
 	mu   sync.Mutex
 	conn *conn  // connection of the last Tees call
 	base uint32 // counters restart here; tests set values near 2^32
@@ -220,11 +224,17 @@ func (st *State) Reserve(ctx context.Context) error {
 }
 
 // SendAck sends an unsolicited <a h/> with the number of stanzas received
-// so far (bounded by Config.Handled; see NextAck). XEP-0198 recommends it
-// just before closing a stream gracefully, so that the server does not
-// re-send what was already received.
+// so far (bounded by Config.Handled; see WriteAck, which never hands
+// mellium a context). XEP-0198 recommends it just before closing a stream
+// gracefully, so that the server does not re-send what was already
+// received.
 func (st *State) SendAck(ctx context.Context, s *xmpp.Session) error {
-	return s.Send(ctx, stanza.Ack{H: st.NextAck()}.TokenReader())
+	st.ackMu.Lock()
+	defer st.ackMu.Unlock()
+	st.mu.Lock()
+	h := st.inH
+	st.mu.Unlock()
+	return s.Send(ctx, stanza.Ack{H: st.ackFor(h)}.TokenReader())
 }
 
 // Abandon gives up on every stanza that waits for an ack or a re-send:
