@@ -146,6 +146,9 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	// refused resumption (an h above what the store knows was written)
 	// clears it.
 	stored := c.dur != nil && c.sm.Resumption().ID != ""
+	if stored {
+		c.settle(ctx, c.dur.last.Updated)
+	}
 	conn, err := c.connect(ctx)
 	if err != nil && stored && !errors.Is(err, ErrAuth) && ctx.Err() == nil {
 		// The stored stream's resumption broke the connection (Prosody
@@ -184,6 +187,35 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		return nil, c.login.Failed(ctx, err)
 	}
 	return c, nil
+}
+
+// resumeSettle is how long after the previous process last saved its
+// stream-management state Dial waits before it resumes that stream.
+// ejabberd 23.01 answers <resume/> with the count of stanzas the killed
+// connection's session had handled when it handed the session over, while
+// that session goes on reading and routing what the dead connection had
+// already delivered to the server (its input backlog): those stanzas reach
+// their recipients, are not counted in <resumed h>, and so are
+// retransmitted, and delivered twice. A killed process's connection leaves
+// at most a window of stanzas (sm.DefaultWindow) in flight, which the
+// server works off in well under a second; resuming after that gets an h
+// that counts them all.
+const resumeSettle = time.Second
+
+// settle waits until resumeSettle has passed since saved (the time the
+// stored stream-management state was saved), or ctx ends.
+func (c *Client) settle(ctx context.Context, saved time.Time) {
+	wait := time.Until(saved.Add(resumeSettle))
+	if wait <= 0 || saved.IsZero() {
+		return
+	}
+	c.log.Debug("xmpptrack: letting the server finish with the previous process's connection", "wait", wait)
+	t := time.NewTimer(min(wait, resumeSettle))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // written gives each message, in wire order, its position in its
@@ -603,10 +635,10 @@ func (c *Client) closeGracefully(s *xmpp.Session) {
 	// with a running Serve (it swaps a context without a lock).
 	s.Conn().SetDeadline(deadline)
 	if info := c.sm.Info(); info.Enabled {
-		// Through internal/wire: a context handed to mellium could cut
-		// another goroutine's write still under way. With Config.Store it
-		// covers only what the store saved (see durable.handled).
-		wire.Write(context.Background(), s, stanza.Ack{H: c.sm.NextAck()}.TokenReader())
+		// Never through a context handed to mellium: it could cut another
+		// goroutine's write still under way. With Config.Store it covers
+		// only what the store saved (see durable.handled).
+		c.sm.WriteAck(s)
 	}
 	s.Close()
 }

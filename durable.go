@@ -18,7 +18,6 @@ import (
 
 	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
-	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/store"
@@ -414,8 +413,9 @@ func (d *durable) ackSaved(sess store.Session) {
 				d.acking.Store(false)
 				return
 			}
-			// Through internal/wire: never a context handed to mellium.
-			wire.Write(context.Background(), s, stanza.Ack{H: c.sm.NextAck()}.TokenReader())
+			if err := c.sm.WriteAck(s); err != nil {
+				s.Conn().Close() // a write cut short: the loop reconnects
+			}
 			d.acking.Store(false)
 			// A save while this one wrote: its call found this one under way.
 			if !d.ackDue(c) || !d.acking.CompareAndSwap(false, true) {
