@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -66,7 +67,8 @@ const crashMessages = 2000
 // crashChild sends the messages m0000… at a steady rate through a client
 // on the store, skipping those an earlier run already wrote ahead (the
 // store re-sends those at Dial if needed), printing each id once Send
-// returned, then "done", and waits to be killed.
+// returned, then, once the server acknowledged them all and the store
+// recorded it, "done", and waits to be killed.
 func crashChild() error {
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, os.Getenv("XMPPTRACK_CRASH_STORE"))
@@ -101,31 +103,58 @@ func crashChild() error {
 		}
 		fmt.Println("sent", id)
 	}
+	// Until the server acknowledged everything and the store has it, so
+	// that the last kill leaves the store agreeing with the recipient.
+	for deadline := time.Now().Add(30 * time.Second); c.Stats().Unacked > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	err = c.dur.flush(fctx)
+	fcancel()
+	if err != nil {
+		return err
+	}
 	fmt.Println("done")
 	select {}
 }
 
 // TestIntegrationStoreCrash kills a sending process with SIGKILL at random
-// moments, three times, restarting it on the same SQLite store each time,
-// while a recipient logs what it receives. Afterwards every message
-// arrived; the re-sends of messages the server had not acknowledged when
-// the process died (the previous stream is not resumed) are the only
-// duplicates, never more than were unacknowledged at the kills; and no
-// stored state claims delivery to the recipient without the recipient
-// having the message.
+// moments, four times, restarting it on the same SQLite store each time,
+// while a recipient logs what it receives.
+//
+// The first three restarts come within the server's resumption window
+// (at once; the third kill right after the restarted process is up, during
+// its retransmissions): each message must arrive exactly once. Before the
+// fourth restart the server itself is restarted, so the stored stream is
+// gone: the messages the server had not acknowledged at that kill are
+// re-sent, and those are the only duplicates allowed, never more than were
+// unacknowledged then. In the end every message arrived, none was aborted,
+// no stored state claims DELIVERED_TO_RECIPIENT or SEEN_BY_RECIPIENT for a
+// message the recipient does not have, and every message the recipient has
+// is past IN_TRANSIT in the store.
 func TestIntegrationStoreCrash(t *testing.T) {
 	crashServers(t, func(t *testing.T, srv *testserver.Server) {
 		var mu sync.Mutex
 		got := map[string]int{}
 		all := make(chan struct{})
-		dialTest(t, srv, "bob", Config{AllowPlaintext: true, OnMessage: func(_ *Client, m *Incoming) {
+		bobCfg := Config{AllowPlaintext: true, OnMessage: func(_ *Client, m *Incoming) {
 			mu.Lock()
 			defer mu.Unlock()
 			got[m.ID]++
 			if len(got) == crashMessages && got[m.ID] == 1 {
 				close(all)
 			}
-		}})
+		}}
+		bob := dialTest(t, srv, "bob", bobCfg)
+		received := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			n := 0
+			for _, c := range got {
+				n += c
+			}
+			return n
+		}
 		path := filepath.Join(t.TempDir(), "crash.db")
 		child := func() (*exec.Cmd, *bufio.Scanner) {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -152,17 +181,19 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 			return cmd, bufio.NewScanner(out)
 		}
-		unackedAtKills := 0
-		for run := 0; run < 4; run++ {
+		const serverRestartRun = 3 // the server restarts between its kill and the next run
+		var beforeRestart map[string]int
+		unackedAtRestart := 0
+		for run := 0; run < 5; run++ {
 			if run > 0 {
 				time.Sleep(restartDelay) // a process manager's restart delay (default none)
 			}
 			cmd, sc := child()
 			killAfter := -1
-			if run < 3 {
-				killAfter = 100 + rand.IntN(500) // lines: during Send, between write and ack
+			if run < 4 {
+				killAfter = 100 + rand.IntN(400) // lines: during Send, between write and ack
 				if run == 1 {
-					killAfter = 0 // right after Dial: during the re-sends
+					killAfter = 0 // right after Dial: during the retransmissions
 				}
 			}
 			lines, last := 0, ""
@@ -183,10 +214,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				select {
 				case <-all:
 				case <-time.After(2 * time.Minute):
-					mu.Lock()
-					n := len(got)
-					mu.Unlock()
-					t.Fatalf("the recipient got %d of %d messages", n, crashMessages)
+					t.Fatalf("the recipient got %d of %d messages", received(), crashMessages)
 				}
 			}
 			cmd.Process.Kill() // SIGKILL
@@ -202,44 +230,106 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			if crashLogs != "" {
 				dumpCrashStore(t, path)
 			}
-			unackedAtKills += n
+			if run == serverRestartRun {
+				unackedAtRestart = n
+				// Let the server deliver what the killed connection had
+				// sent (the recipient's count stops moving), so that the
+				// restart loses nothing on the recipient's side; then
+				// restart it: every stream-management session is gone.
+				quiet(t, received)
+				mu.Lock()
+				beforeRestart = maps.Clone(got)
+				mu.Unlock()
+				was := bob.Stats().Reconnections
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				if err := srv.Restart(ctx); err != nil {
+					t.Fatal(err)
+				}
+				cancel()
+				waitFor(t, "the recipient to reconnect", func() bool {
+					st := bob.Stats()
+					return st.Connected && st.Reconnections > was
+				})
+			}
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		dups := 0
+		dupsWindow, dupsRestart := 0, 0
 		for i := range crashMessages {
 			id := fmt.Sprintf("m%04d", i)
-			switch n := got[id]; {
+			n, before := got[id], beforeRestart[id]
+			switch {
 			case n == 0:
 				t.Errorf("%s never arrived", id)
+			case before > 1:
+				dupsWindow += before - 1
+				t.Errorf("%s arrived %d times before the server restart (restarts within the resumption window)", id, before)
+			case n > 1 && before == 1:
+				dupsRestart += n - 1
+				t.Logf("%s arrived again after the server restart (%d times)", id, n)
 			case n > 1:
-				dups += n - 1
-				t.Logf("%s arrived %d times", id, n)
+				dupsWindow += n - 1
+				t.Errorf("%s arrived %d times, after the server restart (a restart within the resumption window)", id, n)
 			}
 		}
-		t.Logf("%d duplicates, %d unacknowledged at the kills", dups, unackedAtKills)
-		if dups > unackedAtKills {
-			t.Errorf("%d duplicates, more than the %d messages unacknowledged at the kills", dups, unackedAtKills)
+		t.Logf("%d duplicates within the resumption window; %d after the server restart, %d unacknowledged at that kill",
+			dupsWindow, dupsRestart, unackedAtRestart)
+		if dupsRestart > unackedAtRestart {
+			t.Errorf("%d duplicates after the server restart, more than the %d messages unacknowledged at that kill", dupsRestart, unackedAtRestart)
 		}
 		st, err := sqlite.Open(context.Background(), path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer st.Close()
+		delivered := 0
 		for i := range crashMessages {
 			id := fmt.Sprintf("m%04d", i)
 			rec, err := st.Message(context.Background(), id)
 			if err != nil {
 				t.Fatalf("%s: %v", id, err)
 			}
-			if (rec.State == tracking.DeliveredToRecipient || rec.State == tracking.SeenByRecipient) && got[id] == 0 {
-				t.Errorf("%s is %v in the store, but the recipient never got it", id, rec.State)
-			}
-			if rec.State == tracking.Aborted {
+			switch rec.State {
+			case tracking.DeliveredToRecipient, tracking.SeenByRecipient:
+				delivered++
+				if got[id] == 0 {
+					t.Errorf("%s is %v in the store, but the recipient never got it", id, rec.State)
+				}
+			case tracking.Aborted:
 				t.Errorf("%s was aborted", id)
+			case tracking.InTransit:
+				if got[id] > 0 {
+					t.Errorf("%s is IN_TRANSIT in the store, but the recipient got it", id)
+				}
 			}
 		}
+		t.Logf("%d of %d stored as DELIVERED_TO_RECIPIENT or later (the others wait for receipts that may still come)", delivered, crashMessages)
 	})
+}
+
+// quiet waits until count stops moving for a second (at most a minute).
+func quiet(t *testing.T, count func() int) {
+	t.Helper()
+	last, since := count(), time.Now()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if n := count(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= time.Second {
+			return
+		}
+	}
+	t.Fatal("the recipient kept receiving for a minute")
+}
+
+// waitFor polls cond every 50 ms, for at most a minute.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("waited a minute for %s", what)
 }
 
 // countUnacked counts the messages of the store that our server never
