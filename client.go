@@ -147,7 +147,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	// clears it.
 	stored := c.dur != nil && c.sm.Resumption().ID != ""
 	if stored {
-		c.settle(ctx, c.dur.last.Updated)
+		c.settle(ctx, c.dur.last.Updated, c.dur.last.Outbound-c.dur.last.Acked)
 	}
 	conn, err := c.connect(ctx)
 	if err != nil && stored && !errors.Is(err, ErrAuth) && ctx.Err() == nil {
@@ -190,27 +190,41 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 }
 
 // resumeSettle is how long after the previous process last saved its
-// stream-management state Dial waits before it resumes that stream.
+// stream-management state Dial waits at least before it resumes that
+// stream, and settlePerStanza what it adds for each stanza that process
+// had written and not had acknowledged (at most maxSettle in all).
 // ejabberd 23.01 answers <resume/> with the count of stanzas the killed
 // connection's session had handled when it handed the session over, while
-// that session goes on reading and routing what the dead connection had
-// already delivered to the server (its input backlog): those stanzas reach
-// their recipients, are not counted in <resumed h>, and so are
-// retransmitted, and delivered twice. A killed process's connection leaves
-// at most a window of stanzas (sm.DefaultWindow) in flight, which the
-// server works off in well under a second; resuming after that gets an h
-// that counts them all.
-const resumeSettle = time.Second
+// that session goes on routing what it had already read from the dead
+// connection: those stanzas reach their recipients, are not counted in
+// <resumed h>, are retransmitted, and arrive twice (seen in its debug log:
+// the old session received m0588…m0593 after the <resume/>, the new one
+// answered h=590 and got them again). Resuming once the server has worked
+// off the dead connection's input gets an h that counts them all; that
+// input is at most the stanzas in flight, which the server works off in
+// well under a second on an idle machine.
+const (
+	resumeSettle    = time.Second
+	settlePerStanza = 5 * time.Millisecond
+	maxSettle       = 3 * time.Second
+)
 
-// settle waits until resumeSettle has passed since saved (the time the
-// stored stream-management state was saved), or ctx ends.
-func (c *Client) settle(ctx context.Context, saved time.Time) {
-	wait := time.Until(saved.Add(resumeSettle))
-	if wait <= 0 || saved.IsZero() {
+// settle waits, before a stored stream is resumed, until the server has
+// had time to finish with the previous process's connection (see
+// resumeSettle), or ctx ends. saved is when that process last saved the
+// stream-management state, inFlight how many stanzas it had written that
+// the server had not acknowledged.
+func (c *Client) settle(ctx context.Context, saved time.Time, inFlight uint32) {
+	if saved.IsZero() {
 		return
 	}
-	c.log.Debug("xmpptrack: letting the server finish with the previous process's connection", "wait", wait)
-	t := time.NewTimer(min(wait, resumeSettle))
+	d := min(resumeSettle+time.Duration(inFlight)*settlePerStanza, maxSettle)
+	wait := time.Until(saved.Add(d))
+	if wait <= 0 {
+		return
+	}
+	c.log.Debug("xmpptrack: letting the server finish with the previous process's connection", "wait", wait, "in_flight", inFlight)
+	t := time.NewTimer(min(wait, d))
 	defer t.Stop()
 	select {
 	case <-t.C:
