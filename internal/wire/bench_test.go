@@ -89,3 +89,28 @@ func BenchmarkWrite(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWriteContext measures Write of one stanza with a context that
+// can never end (context.Background: no watch registered) and with one
+// that can (context.WithCancel: a watch per write).
+func BenchmarkWriteContext(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"Background", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }},
+		{"WithCancel", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := tcpSession(b)
+			ctx, cancel := bc.ctx()
+			defer cancel()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Write(ctx, s, receipt()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
