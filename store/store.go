@@ -69,6 +69,10 @@ type Store interface {
 	// request's value.
 	ClaimKey(ctx context.Context, k Key) (value string, claimed bool, err error)
 
+	// Key returns the value of the key of that scope and name, and whether
+	// there is one: an expired key is not found. It writes nothing.
+	Key(ctx context.Context, scope, name string) (value string, ok bool, err error)
+
 	// PutJob adds a job to its queue, or replaces the job of the same Queue
 	// and Name.
 	PutJob(ctx context.Context, j Job) error

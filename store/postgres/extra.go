@@ -105,6 +105,23 @@ func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error)
 	return "", false, fmt.Errorf("postgres: key %s/%s keeps changing", k.Scope, k.Name)
 }
 
+// Key implements store.Store.
+func (s *Store) Key(ctx context.Context, scope, name string) (string, bool, error) {
+	if s.isClosed() {
+		return "", false, store.ErrClosed
+	}
+	var v string
+	err := s.pool.QueryRow(ctx, `SELECT value FROM xmpptrack_keys WHERE scope = $1 AND name = $2
+		AND (expires IS NULL OR expires >= $3)`, scope, name, time.Now()).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("postgres: %w", err)
+	}
+	return v, true, nil
+}
+
 // PutJob implements store.Store.
 func (s *Store) PutJob(ctx context.Context, j store.Job) error {
 	if s.isClosed() {

@@ -97,6 +97,23 @@ func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error)
 	return k.Value, true, nil
 }
 
+// Key implements store.Store.
+func (s *Store) Key(ctx context.Context, scope, name string) (string, bool, error) {
+	if s.isClosed() {
+		return "", false, store.ErrClosed
+	}
+	var value string
+	err := s.r.QueryRowContext(ctx, `SELECT value FROM keys WHERE scope = ? AND name = ? AND (expires = 0 OR expires >= ?)`,
+		scope, name, micros(time.Now())).Scan(&value)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, readErr(err)
+	}
+	return value, true, nil
+}
+
 // PutJob implements store.Store.
 func (s *Store) PutJob(ctx context.Context, j store.Job) error {
 	if s.isClosed() {

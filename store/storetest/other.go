@@ -167,6 +167,42 @@ func testKeys(t *testing.T, open Open) {
 	}
 }
 
+// testKeyRead: Key reads a key without writing: an unknown or expired key
+// is not found, and stays claimable.
+func testKeyRead(t *testing.T, open Open) {
+	s, name := fresh(t, open)
+	other := opened(t, open, name)
+	ctx := ctxT(t)
+	if v, ok, err := s.Key(ctx, "a", "k"); err != nil || ok || v != "" {
+		t.Fatalf("unknown key: %q %v %v", v, ok, err)
+	}
+	if _, ok, err := s.ClaimKey(ctx, store.Key{Scope: "a", Name: "k", Value: "id-1", Expires: time.Now().Add(time.Hour)}); err != nil || !ok {
+		t.Fatalf("claim after a read: %v %v (the read stored the key?)", ok, err)
+	}
+	if v, ok, err := other.Key(ctx, "a", "k"); err != nil || !ok || v != "id-1" {
+		t.Errorf("claimed key read through another handle: %q %v %v", v, ok, err)
+	}
+	if _, ok, _ := s.Key(ctx, "b", "k"); ok {
+		t.Error("another scope shares the key")
+	}
+	if _, _, err := s.ClaimKey(ctx, store.Key{Scope: "a", Name: "forever", Value: "v"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := s.Key(ctx, "a", "forever"); err != nil || !ok || v != "v" {
+		t.Errorf("a key without expiry: %q %v %v", v, ok, err)
+	}
+	// An expired key is not found, and a read leaves it claimable.
+	if _, ok, err := s.ClaimKey(ctx, store.Key{Scope: "a", Name: "old", Value: "gone", Expires: time.Now().Add(-time.Second)}); err != nil || !ok {
+		t.Fatalf("claim of an expired key: %v %v", ok, err)
+	}
+	if v, ok, err := s.Key(ctx, "a", "old"); err != nil || ok {
+		t.Errorf("expired key read as %q %v %v", v, ok, err)
+	}
+	if v, ok, err := other.ClaimKey(ctx, store.Key{Scope: "a", Name: "old", Value: "new", Expires: time.Now().Add(time.Hour)}); err != nil || !ok || v != "new" {
+		t.Errorf("claim of an expired key after a read: %q %v %v", v, ok, err)
+	}
+}
+
 func testJobs(t *testing.T, open Open) {
 	s, name := fresh(t, open)
 	other := opened(t, open, name)
@@ -388,6 +424,9 @@ func testClosed(t *testing.T, open Open) {
 	}
 	if _, err := s.Lock(ctx, alice); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("Lock after Close: %v", err)
+	}
+	if _, _, err := s.Key(ctx, "a", "k"); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Key after Close: %v", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)

@@ -48,6 +48,7 @@ func Tests() []Test {
 		{"Retention", testRetention},
 		{"Lock", testLock},
 		{"Keys", testKeys},
+		{"KeyRead", testKeyRead},
 		{"Jobs", testJobs},
 		{"GroupCommitIsolation", testGroupCommit},
 		{"BadInput", testBadInput},
