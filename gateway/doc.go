@@ -59,11 +59,16 @@
 // Idempotent-Replayed: true) and sends nothing; the same key with a different
 // request is refused (idempotency-mismatch). Keys belong to a token.
 //
-// "send_at" (RFC 3339) schedules the message; until then it is IN_TRANSIT
-// with "send_at" in its status, and DELETE /v1/messages/{id} cancels it
+// "send_at" (RFC 3339) schedules the message (one not in the future is sent
+// at once); until then it is IN_TRANSIT with "send_at" in its status, which
+// keeps it after it is sent, and DELETE /v1/messages/{id} cancels it
 // (CLOSED). A message that is sent can no longer be cancelled
 // (not-cancellable). The in-memory record keeps scheduled messages in memory
 // only: they are not sent if the process ends first.
+//
+// Two requests with one Idempotency-Key at the same time send one message:
+// the one that finds it taken answers with it as a replay (with a store, the
+// store takes a message id once and decides which).
 //
 // # Notifications and tests
 //
@@ -180,19 +185,31 @@
 // list and the error type: with a store, error.kind is not kept, and
 // seen_by holds only the nick of the occupant whose marker made the change.
 // Idempotency keys are the store's keys (24 hours), shared by all
-// instances; a failed send that recorded nothing (the store was down: 503)
-// can be retried under its key.
+// instances. A send that its client could not record (the store failed)
+// was not sent either: the answer is 503 unavailable with the message's id,
+// which is in no record (GET answers not-found), and a retry under the same
+// Idempotency-Key sends it, under that id.
 //
 // A scheduled message is a job of the store, due at send_at, and a key
 // holding its request (which GET /v1/messages/{id} reads until it is sent):
-// it enters the feed when it is sent (its client records it then), so the
-// cursor of the POST answer is the feed's head when it was scheduled.
-// Whichever gateway claims the job when due sends it, and it survives
-// restarts; a cancel and a send race for a per-message decision key, so a
-// cancelled message is never sent and a message being sent is never
-// reported cancelled. A gateway that dies between claiming and sending
-// leaves the job to be sent again after a one-minute lease (its client
-// refuses the id if the message was recorded already).
+// it enters the feed when it is sent (its client records it then; in
+// memory it is in the feed from the start), so its IN_TRANSIT change is
+// dated when it was sent, and the cursor of the POST answer, and of a
+// replay while it waits, is the feed's head when it was answered: its
+// changes come after that cursor. Whichever gateway claims the job when due
+// sends it, and it survives restarts; a gateway without the message's
+// account (another instance's, or one started before its accounts were
+// added) hands the job back for another two seconds. A cancel and a send
+// race for a per-message decision key, so a cancelled message is never
+// sent and a message being sent is never reported cancelled; the decision
+// also keeps send_at and the time the request was accepted, shown once the
+// message is sent. A gateway that dies between claiming and sending, or a
+// send its client could not record, leaves the job to be sent again after
+// a one-minute lease (its client refuses the id if the message was
+// recorded already). Due messages are sent one after the other, each
+// waiting up to Config.SendTimeout for its account's connection.
+//
+// Reading the record (GET, a refused DELETE) writes nothing to the store.
 //
 // The gateway learns of changes through Config.OnStateChange: without a
 // store it records them in memory, with one it counts them in its metrics

@@ -280,6 +280,9 @@ type liveMsg struct {
 	cursor Cursor
 	// settledSeen is set by the sweep that first found t settled.
 	settledSeen bool
+	// sends counts the sends of its id under way (concurrent requests
+	// with one Idempotency-Key).
+	sends int
 }
 
 func evidenceOf(resp *tracking.Response) Evidence {

@@ -47,6 +47,9 @@ type fakeSender struct {
 	// hold, if set, is received from after the first message is recorded
 	// in the store and before it is tracked; held is closed then.
 	hold, held chan struct{}
+	// beforeCommit, if set, is called (unlocked) before a message is
+	// recorded in the store; an error fails the send before tracking.
+	beforeCommit func() error
 }
 
 func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
@@ -76,6 +79,14 @@ func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.Mes
 	st := f.g.ClientStore()
 	if f.plainStore {
 		st = f.g.cfg.Store
+	}
+	if h := f.beforeCommit; h != nil && st != nil {
+		f.mu.Unlock()
+		err := h()
+		f.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
 	}
 	if st != nil {
 		err := st.Commit(context.Background(), &store.Batch{Messages: []store.Message{{ID: m.ID,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -25,6 +26,9 @@ const (
 	sendQueue     = "gateway-send"
 	jobLease      = time.Minute
 	jobPoll       = time.Second
+	// handBack is when a job this gateway cannot send (not its account)
+	// is due again, for the gateway that can.
+	handBack = 2 * jobPoll
 )
 
 type jobScheduler struct {
@@ -48,19 +52,61 @@ func (j *jobScheduler) add(ctx context.Context, o *outgoing) error {
 	return j.s.PutJob(ctx, store.Job{Queue: sendQueue, Name: o.msg.ID, Due: o.sendAt, Data: data})
 }
 
-func (j *jobScheduler) cancel(ctx context.Context, id string) (bool, error) {
-	v, _, err := j.decide(ctx, id, "cancel")
-	if err != nil || v != "cancel" {
+func (j *jobScheduler) cancel(ctx context.Context, st *Status) (bool, error) {
+	// Only a message scheduled and not sent yet: a request that cancels
+	// nothing writes nothing.
+	if _, ok, err := j.s.Key(ctx, scheduledScope, st.ID); err != nil || !ok {
 		return false, err
 	}
-	return j.s.DeleteJob(ctx, sendQueue, id)
+	d := decision{what: "cancel", created: st.Created}
+	if st.SendAt != nil {
+		d.sendAt = *st.SendAt
+	}
+	v, _, err := j.decide(ctx, st.ID, d)
+	if err != nil || v.what != "cancel" {
+		return false, err
+	}
+	return j.s.DeleteJob(ctx, sendQueue, st.ID)
+}
+
+// decision is what became of a scheduled message: sent or cancelled. It
+// keeps the message's send_at and creation time, which a message its client
+// recorded has no room for, so that its status shows them once sent.
+type decision struct {
+	what            string // "send" or "cancel"
+	sendAt, created time.Time
+}
+
+func (d decision) String() string {
+	if d.sendAt.IsZero() {
+		return d.what
+	}
+	return d.what + " " + d.sendAt.Format(time.RFC3339Nano) + " " + d.created.Format(time.RFC3339Nano)
+}
+
+func parseDecision(v string) (decision, bool) {
+	what, rest, _ := strings.Cut(v, " ")
+	d := decision{what: what}
+	if rest == "" {
+		return d, what != ""
+	}
+	a, c, _ := strings.Cut(rest, " ")
+	var err1, err2 error
+	d.sendAt, err1 = time.Parse(time.RFC3339Nano, a)
+	d.created, err2 = time.Parse(time.RFC3339Nano, c)
+	return d, err1 == nil && err2 == nil
 }
 
 // decide claims the decision for a scheduled message and returns the one
 // that holds.
-func (j *jobScheduler) decide(ctx context.Context, id, what string) (string, bool, error) {
-	return j.s.ClaimKey(ctx, store.Key{Scope: decisionScope, Name: id, Value: what,
+func (j *jobScheduler) decide(ctx context.Context, id string, d decision) (decision, bool, error) {
+	v, claimed, err := j.s.ClaimKey(ctx, store.Key{Scope: decisionScope, Name: id, Value: d.String(),
 		Expires: j.g.now().Add(maxSchedule + 24*time.Hour)})
+	if err != nil {
+		return decision{}, false, err
+	}
+	held, _ := parseDecision(v)
+	return held, claimed, nil
 }
 
 func (j *jobScheduler) run(ctx context.Context) {
@@ -104,16 +150,30 @@ func (j *jobScheduler) send(ctx context.Context, job store.Job) {
 	}
 	o, err := j.g.outgoingOf(job.Name, &raw)
 	if err != nil {
-		// Not an account of this gateway: another instance may have it.
+		// Not an account of this gateway (yet: accounts are added after
+		// New), or of another instance on the store: handed back soon,
+		// rather than held for the lease.
 		j.g.log.Debug("gateway: cannot send a scheduled message here", "id", job.Name, "err", err)
+		job.Due = j.g.now().Add(handBack)
+		j.s.PutJob(ctx, job)
 		return
 	}
-	v, _, err := j.decide(ctx, job.Name, "send")
+	d := decision{what: "send", created: o.created}
+	if r := raw.SendAt; r != nil {
+		d.sendAt = *r
+	}
+	v, _, err := j.decide(ctx, job.Name, d)
 	if err != nil {
 		return // claimed again after the lease
 	}
-	if v == "send" { // also when an earlier attempt died before sending
+	if v.what == "send" { // also when an earlier attempt died before sending
 		j.g.dispatch(o)
+		if _, err := j.s.Message(ctx, job.Name); err != nil {
+			// Neither its client nor the gateway recorded it (the store
+			// failed): sent again after the lease.
+			j.g.log.Warn("gateway: a scheduled message was not recorded; trying again", "id", job.Name, "err", err)
+			return
+		}
 	}
 	j.s.DeleteJob(ctx, sendQueue, job.Name)
 }

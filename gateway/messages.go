@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -157,7 +158,7 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 				st = rec
 			}
 		}
-	} else if err := g.sched.add(r.Context(), o); err != nil {
+	} else if err := g.schedule(r.Context(), o, st); err != nil {
 		// Never to be sent: say so in the record (a retry under the same
 		// Idempotency-Key finds it ABORTED).
 		g.log.Warn("gateway: scheduling failed", "id", o.msg.ID, "err", err)
@@ -167,13 +168,6 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 		p.ID, p.State = o.msg.ID, tracking.Aborted.String()
 		writeProblem(w, p)
 		return
-	}
-	if created && !o.sendAt.IsZero() && g.cfg.Store != nil {
-		// Not in the feed until it is sent: its changes come after the
-		// head.
-		if h, err := g.rec.head(r.Context()); err == nil {
-			st.Cursor = h
-		}
 	}
 	resp := sendResponse{ID: st.ID, State: st.State, Cursor: st.Cursor, Settled: st.Settled}
 	if o.waitFor > 0 {
@@ -190,6 +184,21 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 		}
 	}
 	writeJSON(w, http.StatusAccepted, resp)
+}
+
+// schedule hands a message to the scheduler. With a store, a scheduled
+// message enters the feed when it is sent: the answer's cursor is the feed's
+// head before it was scheduled, so that every change of the message comes
+// after it, even when it is due at once.
+func (g *Gateway) schedule(ctx context.Context, o *outgoing, st *Status) error {
+	if g.cfg.Store != nil {
+		h, err := g.rec.head(ctx)
+		if err != nil {
+			return err
+		}
+		st.Cursor = h
+	}
+	return g.sched.add(ctx, o)
 }
 
 // create stores a new message in IN_TRANSIT (in the in-memory record; with
@@ -251,12 +260,15 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 	}
 	o.msg.Channel = o.channel
 	g.mu.Lock()
-	// A concurrent request with the same Idempotency-Key may be sending
-	// this id: its entry stays.
-	_, taken := g.live[id]
-	if !taken {
-		g.live[id] = liveMsg{s: o.s, room: o.room, created: created}
+	// Concurrent requests with the same Idempotency-Key send the same id
+	// (the store takes it once): they share the entry, which goes when
+	// none of them tracks it.
+	lm, ok := g.live[id]
+	if !ok {
+		lm = liveMsg{s: o.s, room: o.room, created: created}
 	}
+	lm.sends++
+	g.live[id] = lm
 	g.mu.Unlock()
 	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SendTimeout)
 	defer cancel()
@@ -264,12 +276,17 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 	g.mu.Lock()
 	// Callbacks may be queued still: a settled tracker's entry stays until
 	// the sweep (see sweepLive).
-	if lm, ok := g.live[id]; ok && t != nil {
-		lm.t = t
-		g.live[id] = lm
-		cur = lm.cursor
-	} else if t == nil && !taken {
-		delete(g.live, id)
+	if lm, ok := g.live[id]; ok {
+		lm.sends--
+		if t != nil {
+			lm.t = t
+			cur = lm.cursor
+		}
+		if lm.t == nil && lm.sends == 0 {
+			delete(g.live, id)
+		} else {
+			g.live[id] = lm
+		}
 	}
 	g.mu.Unlock()
 	if err == nil {
@@ -290,6 +307,10 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 		// Never tracked: record why.
 		ev, rerr := g.rec.settle(g.ctx, o.status(), Change{State: State(tracking.Aborted), At: g.now().UTC(),
 			Evidence: Evidence{Error: &ErrorInfo{Condition: "send-failed", Text: err.Error()}}})
+		if errors.Is(rerr, store.ErrExists) {
+			// A concurrent request with the same Idempotency-Key sent it.
+			return 0, true, nil
+		}
 		if rerr == nil {
 			g.metrics.observe(ev, created)
 		}
@@ -374,7 +395,7 @@ func (g *Gateway) deleteMessage(w http.ResponseWriter, r *http.Request) {
 		g.recordProblem(w, err)
 		return
 	}
-	ok, err := g.sched.cancel(r.Context(), id)
+	ok, err := g.sched.cancel(r.Context(), st)
 	if err != nil {
 		g.recordProblem(w, err)
 		return

@@ -15,7 +15,10 @@ import (
 // works), so that of several gateways on one store one delivers, in feed
 // order; a restarted or surviving gateway takes over from the saved cursor.
 // A change delivered just before a crash, whose cursor was not saved yet, is
-// delivered again (at least once).
+// delivered again (at least once). The first gateway ever claims a key,
+// then creates the job, until that works; one that dies in between leaves
+// the webhook without a job, and its deliveries do not start (a gap left:
+// the store cannot create a job only if it is missing).
 const (
 	hookLease  = time.Minute
 	renewEvery = 20 * time.Second
@@ -35,12 +38,17 @@ func (o *outbox) queue() string { return hookScope + ":" + o.name }
 // when it was created (w.after).
 func (o *outbox) acquire(ctx context.Context, w *webhookWorker) (Cursor, error) {
 	head := int64(w.after)
+	create := false // this gateway claimed the key: the job is its to create
 	for {
 		_, claimed, err := o.s.ClaimKey(ctx, store.Key{Scope: hookScope, Name: o.name,
 			Value: strconv.FormatInt(head, 10), Expires: o.now().AddDate(100, 0, 0)})
-		if err == nil && claimed {
+		create = create || claimed
+		if err == nil && create {
+			// Until it is created: a key without its job would stop
+			// every delivery to the webhook.
 			err = o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: o.now(),
 				Data: []byte(strconv.FormatInt(head, 10))})
+			create = err != nil
 		}
 		if err == nil {
 			var jobs []store.Job

@@ -30,7 +30,9 @@ type record interface {
 	change(ctx context.Context, id string, c Change) (Event, error)
 	// settle records the final change of a message that no client tracks
 	// (a send that failed before it was tracked, a cancelled or unscheduled
-	// message); st is its status as accepted.
+	// message); st is its status as accepted. With a store, an id recorded
+	// already (another request with the same Idempotency-Key sent it)
+	// fails with store.ErrExists and changes nothing.
 	settle(ctx context.Context, st *Status, c Change) (Event, error)
 	// status returns a copy of a message's record, or errNotFound.
 	status(ctx context.Context, id string) (*Status, error)

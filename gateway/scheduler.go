@@ -14,7 +14,7 @@ const sweepEvery = time.Minute
 type sendScheduler interface {
 	add(ctx context.Context, o *outgoing) error
 	// cancel removes a message not sent yet and reports whether it did.
-	cancel(ctx context.Context, id string) (bool, error)
+	cancel(ctx context.Context, st *Status) (bool, error)
 	run(ctx context.Context)
 }
 
@@ -46,7 +46,8 @@ func (s *scheduler) add(_ context.Context, o *outgoing) error {
 	return nil
 }
 
-func (s *scheduler) cancel(_ context.Context, id string) (bool, error) {
+func (s *scheduler) cancel(_ context.Context, st *Status) (bool, error) {
+	id := st.ID
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.byID[id]; !ok {

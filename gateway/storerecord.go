@@ -97,7 +97,16 @@ func (r *storeRecord) create(ctx context.Context, st *Status, key string, hash [
 			if h != hex.EncodeToString(hash[:]) {
 				return nil, false, errIdemMismatch
 			}
+			// The head first: a scheduled message not sent yet has no
+			// cursor, and its changes come after this one.
+			head, err := r.s.LastCursor(ctx)
+			if err != nil {
+				return nil, false, err
+			}
 			old, err := r.status(ctx, id)
+			if err == nil && old.Cursor == 0 {
+				old.Cursor = Cursor(head)
+			}
 			if !errors.Is(err, errNotFound) {
 				return old, false, err
 			}
@@ -131,10 +140,9 @@ func (r *storeRecord) settle(ctx context.Context, st *Status, c Change) (Event, 
 		Raw: raw, Created: st.Created, State: tracking.InTransit,
 	}
 	b := &store.Batch{Messages: []store.Message{m}, Changes: []store.Change{storeChange(st.ID, c)}}
+	// An id that exists (store.ErrExists) was sent by another request
+	// with the same Idempotency-Key: its record is left alone.
 	if err := r.s.Commit(ctx, b); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return r.change(ctx, st.ID, c) // the client recorded it after all
-		}
 		return Event{}, err
 	}
 	if b.Changes[0].Cursor == 0 {
@@ -194,7 +202,13 @@ func (r *storeRecord) status(ctx context.Context, id string) (*Status, error) {
 	}
 	var raw rawRequest
 	if json.Unmarshal(rec.Raw, &raw) == nil && raw.SendAt != nil {
-		st.SendAt = raw.SendAt
+		st.SendAt = raw.SendAt // the request, recorded by the gateway
+	} else {
+		// Sent by its client, or settled (its Raw dropped): a scheduled
+		// message's decision keeps its send_at and when it was accepted.
+		if err := r.decided(ctx, st); err != nil {
+			return nil, err
+		}
 	}
 	for _, c := range rec.History {
 		st.History = append(st.History, changeOf(c, rec.Room))
@@ -203,15 +217,14 @@ func (r *storeRecord) status(ctx context.Context, id string) (*Status, error) {
 }
 
 // scheduled returns the status of a scheduled message that is not sent yet
-// (nor cancelled), from its key, or errNotFound. A key claimed here for an
-// unknown id expires at once.
+// (nor cancelled), from its key, or errNotFound. It writes nothing.
 func (r *storeRecord) scheduled(ctx context.Context, id string) (*Status, error) {
-	val, claimed, err := r.s.ClaimKey(ctx, store.Key{Scope: scheduledScope, Name: id, Expires: r.now().Add(-time.Second)})
+	val, ok, err := r.s.Key(ctx, scheduledScope, id)
 	if err != nil {
 		return nil, err
 	}
 	var raw rawRequest
-	if claimed || val == "" || json.Unmarshal([]byte(val), &raw) != nil {
+	if !ok || json.Unmarshal([]byte(val), &raw) != nil {
 		return nil, errNotFound
 	}
 	st := &Status{ID: id, To: raw.To, From: raw.Account, Type: raw.Type, Channel: raw.Channel,
@@ -221,6 +234,20 @@ func (r *storeRecord) scheduled(ctx context.Context, id string) (*Status, error)
 		st.Type = "chat"
 	}
 	return st, nil
+}
+
+// decided sets the send_at and creation time of a scheduled message that
+// was sent or cancelled, from its decision (see jobScheduler.decide).
+func (r *storeRecord) decided(ctx context.Context, st *Status) error {
+	v, ok, err := r.s.Key(ctx, decisionScope, st.ID)
+	if err != nil || !ok {
+		return err
+	}
+	if d, ok := parseDecision(v); ok && !d.sendAt.IsZero() {
+		st.SendAt = &d.sendAt
+		st.Created = d.created.UTC()
+	}
+	return nil
 }
 
 // changeOf converts a stored change. The store keeps no seen-by list: for a

@@ -13,7 +13,8 @@
 //	-nick NICK            its nick in group chats (default: the JID's local part)
 //	-plaintext            allow login without TLS (loopback testing only)
 //	-insecure             skip certificate verification (testing only)
-//	-store PATH|DSN       the record: a SQLite file (default ./xmpptrack.db) or a postgres:// DSN
+//	-store PATH|DSN       the record: a SQLite file (default ./xmpptrack.db), a postgres:// DSN,
+//	                      or "memory" (lost at exit; scheduled messages too)
 //	-resource NAME        this instance's name: the accounts' resources start with it (default gateway)
 //	-token-file F         API tokens, one per line (required)
 //	-config F             several accounts and webhooks (JSON; see below)
@@ -35,7 +36,11 @@
 // that arrive after the restart still reach the record. With a postgres://
 // DSN several gateways share one record: give each its own -resource (a
 // resource is held by one process at a time), and restart a stopped one
-// with its -resource to take its pending messages back.
+// with its -resource to take its pending messages back. A JID that names a
+// resource (-jid or "jid" in -config) is used as it is, whatever -resource
+// says, so two instances need JIDs with different resources then. Messages
+// left pending under a resource no instance uses any more stay pending in
+// the record.
 //
 // Listening on an address other than loopback needs -tls-cert and -tls-key,
 // unless -insecure-http says otherwise (behind a TLS-terminating proxy).
