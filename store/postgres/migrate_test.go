@@ -2,12 +2,16 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
+
+var upgrades atomic.Int64
 
 // TestUpgradeFromVersion1: a database of the first schema, with a settled
 // message, a pending one and their history, is upgraded by Open: the
@@ -17,8 +21,12 @@ import (
 func TestUpgradeFromVersion1(t *testing.T) {
 	ctx := context.Background()
 	srv := server(t)
-	dsn := database(t, "upgrade1")
-	if _, err := srv.SQL(ctx, "upgrade1", `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
+	name := fmt.Sprintf("upgrade1_%d", upgrades.Add(1)) // a new database at each run (-count)
+	dsn, err := srv.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
 		INSERT INTO xmpptrack_schema VALUES ('xmpptrack', 1);`+migrations[0]+`
 		INSERT INTO xmpptrack_messages (id, account, resource, rcpt, room, thread, channel, raw, created, state, settled, updated)
 		VALUES ('old', 'a@example.org', 'r', 'b@example.org', false, '', '', NULL, now() - interval '30 days', 3, true, now() - interval '20 days'),
@@ -50,7 +58,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if n, err := s.Prune(ctx, time.Now().Add(-7*24*time.Hour)); err != nil || n != 1 {
 		t.Fatalf("Prune: %d, %v; want 1", n, err)
 	}
-	if out, err := srv.SQL(ctx, "upgrade1", `SELECT count(*) FROM xmpptrack_changes WHERE msg = 1`); err != nil || out != "0" {
+	if out, err := srv.SQL(ctx, name, `SELECT count(*) FROM xmpptrack_changes WHERE msg = 1`); err != nil || out != "0" {
 		t.Errorf("history of the pruned message: %q, %v", out, err)
 	}
 }
