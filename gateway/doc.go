@@ -57,7 +57,11 @@
 // retry safe: the same key with the same request, from the same token, within
 // 24 hours, returns the first message's id and current state (header
 // Idempotent-Replayed: true) and sends nothing; the same key with a different
-// request is refused (idempotency-mismatch). Keys belong to a token.
+// request is refused (idempotency-mismatch). Keys belong to a token. The
+// outcome is replayed as it is: a message whose send failed (502
+// send-failed, ABORTED) is answered ABORTED again; only a send that nothing
+// recorded (503 unavailable, see Record) is sent by a retry; to send a
+// failed message again, use a new key.
 //
 // "send_at" (RFC 3339) schedules the message (one not in the future is sent
 // at once); until then it is IN_TRANSIT with "send_at" in its status, which

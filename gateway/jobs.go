@@ -53,8 +53,11 @@ func (j *jobScheduler) add(ctx context.Context, o *outgoing) error {
 }
 
 func (j *jobScheduler) cancel(ctx context.Context, st *Status) (bool, error) {
-	// Only a message scheduled and not sent yet: a request that cancels
-	// nothing writes nothing.
+	// Only a message scheduled and not sent yet (nor cancelled and
+	// recorded): a request that cancels nothing writes nothing.
+	if st.Settled {
+		return false, nil
+	}
 	if _, ok, err := j.s.Key(ctx, scheduledScope, st.ID); err != nil || !ok {
 		return false, err
 	}
@@ -66,7 +69,10 @@ func (j *jobScheduler) cancel(ctx context.Context, st *Status) (bool, error) {
 	if err != nil || v.what != "cancel" {
 		return false, err
 	}
-	return j.s.DeleteJob(ctx, sendQueue, st.ID)
+	// Cancelled, now or by an earlier request that could not record it
+	// (its job is gone then): the caller records it.
+	_, err = j.s.DeleteJob(ctx, sendQueue, st.ID)
+	return err == nil, err
 }
 
 // decision is what became of a scheduled message: sent or cancelled. It

@@ -407,6 +407,13 @@ func (g *Gateway) deleteMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev, err := g.rec.settle(r.Context(), st, Change{State: State(tracking.Closed), At: g.now().UTC()})
+	if errors.Is(err, store.ErrExists) {
+		// A concurrent DELETE recorded it.
+		if cur, err2 := g.rec.status(r.Context(), id); err2 == nil && cur.State == State(tracking.Closed) {
+			writeJSON(w, http.StatusOK, sendResponse{ID: id, State: cur.State, Cursor: cur.Cursor, Settled: true})
+			return
+		}
+	}
 	if err != nil {
 		g.recordProblem(w, err)
 		return

@@ -340,3 +340,82 @@ func TestOutboxFirstJobRetried(t *testing.T) {
 		t.Fatalf("acquire: %v %v after %d attempts", c, err, sleeps)
 	}
 }
+
+// failCloseOnce is a store whose first commit of a CLOSED change fails.
+type failCloseOnce struct {
+	store.Store
+	failed atomic.Bool
+}
+
+func (s *failCloseOnce) Commit(ctx context.Context, b *store.Batch) error {
+	for _, c := range b.Changes {
+		if c.State == tracking.Closed && s.failed.CompareAndSwap(false, true) {
+			return errTest
+		}
+	}
+	return s.Store.Commit(ctx, b)
+}
+
+// TestCancelRetried: a DELETE that decided to cancel a scheduled message
+// but could not record it (503) is completed by the next DELETE; the
+// message is never sent.
+func TestCancelRetried(t *testing.T) {
+	st := &failCloseOnce{Store: openSQLite(t)}
+	f := newFixture(t, Config{Store: st})
+	at := time.Now().Add(time.Hour)
+	r := f.send(`{"to":"bob@example.org","body":"later","send_at":"` + at.UTC().Format(time.RFC3339) + `"}`)
+	if code, _, b := f.do("DELETE", "/v1/messages/"+r.ID, ""); code != 503 {
+		t.Fatalf("first DELETE: %d %s", code, b)
+	}
+	if code, _, b := f.do("DELETE", "/v1/messages/"+r.ID, ""); code != 200 {
+		t.Fatalf("second DELETE: %d %s", code, b)
+	}
+	if s := f.status(r.ID); s.State.String() != "CLOSED" || !s.Settled {
+		t.Fatalf("%+v", s)
+	}
+	if code, _, b := f.do("DELETE", "/v1/messages/"+r.ID, ""); code != 409 {
+		t.Fatalf("third DELETE: %d %s", code, b)
+	}
+	if n := runDue(t, f.g, st, at.Add(time.Second)); n != 0 || f.fake.count() != 0 {
+		t.Fatalf("%d due, %d sent", n, f.fake.count())
+	}
+}
+
+// cancelOnRead is a store on which another DELETE cancels and records a
+// scheduled message while this one checks it.
+type cancelOnRead struct {
+	store.Store
+	g     *Gateway
+	armed atomic.Bool
+}
+
+func (s *cancelOnRead) Key(ctx context.Context, scope, name string) (string, bool, error) {
+	if scope == scheduledScope && s.armed.CompareAndSwap(true, false) {
+		st, err := s.g.rec.status(ctx, name)
+		if err == nil {
+			if ok, err := s.g.sched.cancel(ctx, st); ok && err == nil {
+				_, err = s.g.rec.settle(ctx, st, Change{State: State(tracking.Closed), At: time.Now()})
+			}
+		}
+		if err != nil {
+			return "", false, err
+		}
+	}
+	return s.Store.Key(ctx, scope, name)
+}
+
+// TestCancelConcurrent: of two DELETEs of one scheduled message, the one
+// that finds it recorded CLOSED by the other answers 200 CLOSED too.
+func TestCancelConcurrent(t *testing.T) {
+	st := &cancelOnRead{Store: openSQLite(t)}
+	f := newFixture(t, Config{Store: st})
+	st.g = f.g
+	r := f.send(`{"to":"bob@example.org","body":"later","send_at":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `"}`)
+	st.armed.Store(true)
+	code, _, b := f.do("DELETE", "/v1/messages/"+r.ID, "")
+	var resp sendResponse
+	mustJSON(t, b, &resp)
+	if code != 200 || resp.State.String() != "CLOSED" || resp.Cursor == 0 || st.armed.Load() {
+		t.Fatalf("DELETE: %d %s", code, b)
+	}
+}
