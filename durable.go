@@ -291,7 +291,7 @@ func (d *durable) run() {
 			d.mu.Unlock()
 			b := &store.Batch{Changes: batch, Written: seqs}
 			sess, changed := d.session()
-			if len(batch)+len(seqs) == 0 && !(changed && first) {
+			if len(batch)+len(seqs) == 0 && !changed {
 				break
 			}
 			if changed {
@@ -436,10 +436,11 @@ func (d *durable) ackDue(c *Client) bool {
 	return r.ID != "" && r.ID == sess.ID && int32(sess.Inbound-r.Told) > 0
 }
 
-// kick wakes the recorder without blocking.
+// kick makes the recorder save the stream-management state now, without
+// gathering (the acks we send wait for it); it never blocks.
 func (d *durable) kick() {
 	select {
-	case d.wake <- struct{}{}:
+	case d.hurry <- struct{}{}:
 	default:
 	}
 }
