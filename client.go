@@ -359,7 +359,7 @@ func (c *Client) publish(cn conn) {
 	c.session = cn.s
 	c.upSince = time.Now()
 	if c.dur != nil {
-		c.dur.kick() // the store gets the new stream's state now, not at the next tick
+		c.dur.saveNow() // the store gets the new stream's state now, not at the next tick
 	}
 	c.gone = make(chan struct{})
 	close(c.up)

@@ -436,9 +436,18 @@ func (d *durable) ackDue(c *Client) bool {
 	return r.ID != "" && r.ID == sess.ID && int32(sess.Inbound-r.Told) > 0
 }
 
-// kick makes the recorder save the stream-management state now, without
-// gathering (the acks we send wait for it); it never blocks.
+// kick wakes the recorder without blocking.
 func (d *durable) kick() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// saveNow makes the recorder save the stream-management state at once,
+// without gathering (a new stream's: a process killed right after it must
+// find it); it never blocks.
+func (d *durable) saveNow() {
 	select {
 	case d.hurry <- struct{}{}:
 	default:
