@@ -22,6 +22,7 @@ import (
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -131,6 +132,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.rcp = newRecipient(c)
 	c.ev = newEvents()
 	c.ev.waiting = func() bool { return c.waits.Load() > 0 }
+	var prev store.Session // the stream-management state the store had
 	if c.dur != nil {
 		// Before the first connection: it resumes the stored stream.
 		if err := c.reload(ctx); err != nil {
@@ -139,6 +141,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 			c.dur.close()
 			return nil, err
 		}
+		prev = c.dur.last // before the recorder may change it
 		c.dur.client.Store(c)
 	}
 
@@ -147,7 +150,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	// clears it.
 	stored := c.dur != nil && c.sm.Resumption().ID != ""
 	if stored {
-		c.settle(ctx, c.dur.last.Updated, c.dur.last.Outbound-c.dur.last.Acked)
+		c.settle(ctx, prev.Updated, prev.Outbound-prev.Acked)
 	}
 	conn, err := c.connect(ctx)
 	if err != nil && stored && !errors.Is(err, ErrAuth) && ctx.Err() == nil {

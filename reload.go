@@ -83,6 +83,13 @@ func (c *Client) reload(ctx context.Context) error {
 			// The server acknowledged it; the change was not recorded.
 			state = tracking.DeliveredToServer
 		}
+		if state != tracking.InTransit && res.ID != "" && m.Written && int32(m.Seq-res.Acked) > 0 {
+			// Settled otherwise (a receipt overtook the server's ack), yet
+			// written under this number: it holds its place, so that the
+			// count of stanzas written is right when it was the last one
+			// (the server's <resumed h> would otherwise exceed it).
+			unacked = append(unacked, sm.Stanza{Seq: m.Seq})
+		}
 		switch state {
 		case tracking.InTransit:
 			s := sm.Stanza{Name: "message", ID: m.ID, To: m.To, Raw: m.Raw, Sent: m.Created}

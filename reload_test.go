@@ -251,3 +251,45 @@ func TestStoreRestartResumeBreaks(t *testing.T) {
 	}
 	waitState(t, c2.Tracker(tr.ID()), tracking.DeliveredToServer)
 }
+
+// TestStoreRestartSettledLast: a message settled by a receipt before the
+// server acknowledged it still counts among the stanzas written: a message
+// written after it whose number was never recorded is numbered after it,
+// so the server's <resumed h>, which covers both, is not taken for too
+// high, and the stream is resumed with nothing written again.
+func TestStoreRestartSettledLast(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "track.db")
+	st := openStorePath(t, path)
+	owner := store.Instance{Account: testJID.String()}
+	raw := func(id string) []byte {
+		return []byte(`<message xmlns='jabber:client' type='chat' to='bob@example.org' id='` + id + `'><body>hi</body></message>`)
+	}
+	// Written: presence 1, m1 2, m2 3 (a receipt settled it first), m3 4
+	// (its number not recorded when the process died).
+	err := st.Commit(waitCtx(t), &store.Batch{
+		Messages: []store.Message{
+			{ID: "m1", Owner: owner, To: "bob@example.org", Raw: raw("m1"), State: tracking.InTransit},
+			{ID: "m2", Owner: owner, To: "bob@example.org", Raw: raw("m2"), State: tracking.InTransit},
+			{ID: "m3", Owner: owner, To: "bob@example.org", Raw: raw("m3"), State: tracking.InTransit},
+		},
+		Written:  []store.Written{{ID: "m1", Seq: 2}, {ID: "m2", Seq: 3}},
+		Changes:  []store.Change{{ID: "m2", State: tracking.DeliveredToRecipient, At: time.Now(), Evidence: store.Evidence{From: "bob@example.org/pc"}}},
+		Sessions: []store.Session{{Owner: owner, JID: peerFullJID, ID: "sm-stored", Outbound: 3, Acked: 1}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 4 })
+	c := dialPeer(t, srv, Config{Store: st})
+	pc := srv.next(t)
+	if !pc.resumed {
+		t.Fatal("the restarted client did not resume the stream")
+	}
+	for _, id := range []string{"m1", "m3"} {
+		waitState(t, c.Tracker(id), tracking.DeliveredToServer)
+	}
+	if s := c.Stats(); s.Unacked != 0 || s.Resumptions != 1 || s.Reconnections != 0 {
+		t.Fatalf("after the restart: %+v; want the first connection resumed, nothing unacknowledged", s)
+	}
+}

@@ -68,9 +68,11 @@ var ErrRestore = errors.New("sm: Restore must be called before the first connect
 // (after r.Acked, modulo 2^32), Name, ID, To, Raw and Sent; order does not
 // matter. Numbers after r.Acked that no stanza claims (stanzas the store
 // did not keep, such as receipts) are gaps: acknowledged or retransmitted
-// as nothing, never reported. A stanza whose Seq is zero (its number was
-// never recorded) is numbered after the others, in the order given: it is
-// taken to have been written after them, or not at all.
+// as nothing, never reported; a stanza with a Seq and no Raw holds its
+// number the same way (a message settled otherwise, whose number still
+// counts). A stanza whose Seq is zero (its number was never recorded) is
+// numbered after the others, in the order given: it is taken to have been
+// written after them, or not at all.
 func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
