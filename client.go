@@ -192,10 +192,11 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	return c, nil
 }
 
-// resumeSettle is how long after the previous process last saved its
-// stream-management state Dial waits at least before it resumes that
-// stream, and settlePerStanza what it adds for each stanza that process
-// had written and not had acknowledged (at most maxSettle in all).
+// resumeSettle is how long Dial waits before it resumes the stream of a
+// process that saved its stream-management state within the last
+// recentSave (one killed a moment ago), and settlePerStanza what it adds
+// for each stanza that process had written and not had acknowledged (at
+// most maxSettle in all).
 // ejabberd 23.01 answers <resume/> with the count of stanzas the killed
 // connection's session had handled when it handed the session over, while
 // that session goes on routing what it had already read from the dead
@@ -210,24 +211,25 @@ const (
 	resumeSettle    = time.Second
 	settlePerStanza = 5 * time.Millisecond
 	maxSettle       = 3 * time.Second
+	recentSave      = 10 * time.Second
 )
 
 // settle waits, before a stored stream is resumed, until the server has
 // had time to finish with the previous process's connection (see
 // resumeSettle), or ctx ends. saved is when that process last saved the
 // stream-management state, inFlight how many stanzas it had written that
-// the server had not acknowledged.
+// the server had not acknowledged. The moment that process died is not
+// known (its last save may lag its last write when the store is slow), so
+// the wait counts from now when it saved within the last recentSave, and
+// not at all otherwise (an idle predecessor left nothing in flight that
+// recently).
 func (c *Client) settle(ctx context.Context, saved time.Time, inFlight uint32) {
-	if saved.IsZero() {
+	if saved.IsZero() || time.Since(saved) > recentSave {
 		return
 	}
-	d := min(resumeSettle+time.Duration(inFlight)*settlePerStanza, maxSettle)
-	wait := time.Until(saved.Add(d))
-	if wait <= 0 {
-		return
-	}
+	wait := min(resumeSettle+time.Duration(inFlight)*settlePerStanza, maxSettle)
 	c.log.Debug("xmpptrack: letting the server finish with the previous process's connection", "wait", wait, "in_flight", inFlight)
-	t := time.NewTimer(min(wait, d))
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-t.C:
