@@ -153,11 +153,27 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		c.settle(ctx, prev.Updated, prev.Outbound-prev.Acked)
 	}
 	conn, err := c.connect(ctx)
+	for retry := 0; err != nil && stored && retry < resumeRetries && !errors.Is(err, ErrAuth) &&
+		ctx.Err() == nil && c.sm.Resumption().ID != ""; retry++ {
+		// The connection broke while the stored stream was being resumed
+		// (a hang-up on <resume/>, a reset during the retransmissions):
+		// resume again after a short back-off. A server that still holds
+		// the stream answers with the count it got, so nothing is written
+		// twice; one that dropped it answers <failed/> (Prosody with the
+		// count, which settles what it got) and the connection binds.
+		c.log.Info("xmpptrack: resuming the stored stream failed; trying again", "err", err)
+		t := time.NewTimer(resumeBackoff << retry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		conn, err = c.connect(ctx)
+	}
 	if err != nil && stored && !errors.Is(err, ErrAuth) && ctx.Err() == nil {
-		// The stored stream's resumption broke the connection (Prosody
-		// 0.12 may hang up on a <resume/> that comes while it still tears
-		// down the killed process's connection): bind a new stream, and
-		// let the Policy re-send the unacknowledged messages.
+		// The stored stream's resumption keeps breaking the connection:
+		// bind a new stream, and let the Policy re-send the
+		// unacknowledged messages.
 		c.log.Info("xmpptrack: resuming the stored stream failed; binding a new one", "err", err)
 		c.sm.Forget()
 		conn, err = c.connect(ctx)
@@ -212,6 +228,14 @@ const (
 	settlePerStanza = 5 * time.Millisecond
 	maxSettle       = 3 * time.Second
 	recentSave      = 10 * time.Second
+)
+
+// resumeRetries and resumeBackoff: how often, and after what first wait
+// (doubling), Dial resumes a stored stream again when the attempt broke
+// the connection, before it binds a new stream instead.
+const (
+	resumeRetries = 2
+	resumeBackoff = 500 * time.Millisecond
 )
 
 // settle waits, before a stored stream is resumed, until the server has

@@ -293,3 +293,42 @@ func TestStoreRestartSettledLast(t *testing.T) {
 		t.Fatalf("after the restart: %+v; want the first connection resumed, nothing unacknowledged", s)
 	}
 }
+
+// TestStoreRestartResumeRetried: when the server hangs up on the stored
+// stream's <resume/> once, Dial resumes again after a short back-off, and
+// the stream is resumed: the server's h settles the message, which is not
+// written again.
+func TestStoreRestartResumeRetried(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "track.db")
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	c1 := dialPeer(t, srv, Config{Store: openStorePath(t, path)})
+	pc := srv.next(t)
+	tr, err := c1.Send(waitCtx(t), Message{To: bob, Body: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.nextMessage(t)
+	c1.Close()
+	srv.set(func(srv *peerServer) { srv.stall = "resume-hangup"; srv.noAcks = false })
+	go func() {
+		<-srv.stalled // the first <resume/> was hung up on: the next one works
+		srv.set(func(srv *peerServer) { srv.stall = "" })
+	}()
+	c2 := dialPeer(t, srv, Config{Store: openStorePath(t, path)})
+	pc = srv.next(t)
+	if !pc.resumed {
+		t.Fatal("not resumed")
+	}
+	waitState(t, c2.Tracker(tr.ID()), tracking.DeliveredToServer)
+	if s := c2.Stats(); s.Resumptions != 1 || s.Unacked != 0 {
+		t.Fatalf("after the restart: %+v", s)
+	}
+	select {
+	case e := <-pc.in:
+		if e.XMLName.Local == "message" {
+			t.Fatalf("wrote %s again", e.attr("id"))
+		}
+	default:
+	}
+}
