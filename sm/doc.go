@@ -73,7 +73,10 @@
 //
 // The server's <r/> is answered at once, from the Serve goroutine, with the
 // number of stanzas received before that <r/> (not after the decoder's
-// read-ahead). The server's <a h/> releases the stanzas it covers and calls
+// read-ahead), or less when Config.Handled bounds it (a durable client
+// acknowledges only what its store saved as handled; an unsolicited <a/>,
+// WriteAck, tells the server once that count moves). Acks reach the server
+// in the order of their values, never below one sent before. The server's <a h/> releases the stanzas it covers and calls
 // OnAcked for each, in order: the tracking layer turns that into
 // DELIVERED_TO_SERVER. An h that does not advance (repeated, older,
 // unsolicited) is a no-op. An h above what was sent ends the stream with
