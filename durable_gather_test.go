@@ -9,6 +9,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -17,8 +18,9 @@ import (
 // what the recorder uses is implemented.
 type batchStore struct {
 	store.Store
-	mu      sync.Mutex
-	batches [][]string // the ids of each batch's changes
+	mu       sync.Mutex
+	batches  [][]string      // the ids of each batch's changes
+	sessions []store.Session // the sessions saved, in order
 }
 
 func (b *batchStore) Commit(_ context.Context, bt *store.Batch) error {
@@ -28,8 +30,15 @@ func (b *batchStore) Commit(_ context.Context, bt *store.Batch) error {
 	}
 	b.mu.Lock()
 	b.batches = append(b.batches, ids)
+	b.sessions = append(b.sessions, bt.Sessions...)
 	b.mu.Unlock()
 	return nil
+}
+
+func (b *batchStore) saved() []store.Session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]store.Session(nil), b.sessions...)
 }
 
 func (b *batchStore) ClaimKey(_ context.Context, k store.Key) (string, bool, error) {
@@ -81,6 +90,39 @@ func TestRecorderGathers(t *testing.T) {
 		}
 		if got := bs.committed(); len(got) != 2 || len(got[1]) != 1 || got[1][0] != "m3" {
 			t.Errorf("batches %v, want m3 alone second", got)
+		}
+	})
+}
+
+// TestRecorderSavesNow: saveNow (a new stream) makes the recorder save the
+// stream-management state at once, also when it comes while the recorder
+// gathers after a commit and no change follows.
+func TestRecorderSavesNow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bs := &batchStore{}
+		d, err := openDurable(context.Background(), bs, jid.MustParse("a@example.org/r"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.close()
+		c := &Client{sm: sm.New(sm.Config{})}
+		if err := c.sm.Restore(sm.Resumption{ID: "s1", JID: jid.MustParse("a@example.org/r")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		d.client.Store(c)
+		d.record(store.Change{ID: "m1", State: tracking.DeliveredToServer})
+		time.Sleep(gather)
+		synctest.Wait() // m1 committed with the session; the recorder gathers again
+		if got := bs.saved(); len(got) != 1 || got[0].ID != "s1" {
+			t.Fatalf("sessions saved %+v, want s1", got)
+		}
+		if err := c.sm.Restore(sm.Resumption{ID: "s2", JID: jid.MustParse("a@example.org/r")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		d.saveNow()
+		synctest.Wait()
+		if got := bs.saved(); len(got) != 2 || got[1].ID != "s2" {
+			t.Errorf("sessions saved %+v, want s1 then s2 at once", got)
 		}
 	})
 }
