@@ -285,12 +285,16 @@ func (d *durable) run() {
 			if woke || !first {
 				d.gather(linger)
 			}
+			// The session first: its outbound count covers only numbers
+			// already reported to onWritten (sm reports a number before
+			// it counts it), so the drain below takes every message
+			// number up to it, and a successor never guesses their place.
+			sess, changed := d.session()
 			d.mu.Lock()
 			batch, seqs := d.queue, d.seqs
 			d.queue, d.seqs = nil, nil
 			d.mu.Unlock()
 			b := &store.Batch{Changes: batch, Written: seqs}
-			sess, changed := d.session()
 			if len(batch)+len(seqs) == 0 && !changed {
 				break
 			}
@@ -329,15 +333,20 @@ func (d *durable) gather(t *time.Timer) {
 	t.Stop()
 }
 
-// saveSession commits the stream-management state if it changed.
+// saveSession commits the stream-management state if it changed, with the
+// message numbers its outbound count covers (see run).
 func (d *durable) saveSession() {
 	sess, changed := d.session()
 	if !changed {
 		return
 	}
+	d.mu.Lock()
+	seqs := d.seqs
+	d.seqs = nil
+	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
 	defer cancel()
-	if err := d.st.Commit(ctx, &store.Batch{Sessions: []store.Session{sess}}); err != nil {
+	if err := d.st.Commit(ctx, &store.Batch{Sessions: []store.Session{sess}, Written: seqs}); err != nil {
 		d.warn("xmpptrack: the stream-management state was not saved", "err", err)
 		return
 	}
@@ -494,8 +503,9 @@ func (d *durable) session() (store.Session, bool) {
 }
 
 // onWritten records the sequence number a message got on the stream
-// (sm.Config.OnWritten). It runs under mellium's output lock: it only
-// queues.
+// (sm.Config.OnWritten). It runs under mellium's output lock and the sm
+// State's lock (so d.mu comes after that one, and is never held while the
+// State is called): it only queues.
 func (d *durable) onWritten(s sm.Stanza) {
 	if s.Name != "message" || s.ID == "" {
 		return

@@ -209,7 +209,10 @@ type Config struct {
 	// write, a retransmission or a re-send: a copy gets a new number),
 	// with its number in Seq, so that a durable store can record it (see
 	// State.Restore). It runs on the writing goroutine, inside mellium's
-	// output lock: it must be quick and must not block or write.
+	// output lock and the State's own lock, before the number shows in
+	// Resumption().Sent: a Resumption taken after it covers every stanza
+	// reported so far. It must be quick, must not block or write, and must
+	// not call the State's methods.
 	OnWritten func(Stanza)
 
 	// Handled, when set, bounds the inbound count the State acknowledges:

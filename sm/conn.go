@@ -240,7 +240,9 @@ func (s *outSink) element(e *element) {
 		}
 		st.queue.push(ent)
 		if st.cfg.OnWritten != nil {
-			defer st.cfg.OnWritten(ent.stanza()) // after the unlock below
+			// Under st.mu: a Resumption whose Sent covers this number is
+			// taken after the report (a store saves every number up to it).
+			st.cfg.OnWritten(ent.stanza())
 		}
 		c.sinceReq++
 		if c.sinceReq == 1 {

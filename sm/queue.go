@@ -30,6 +30,10 @@ type entry struct {
 	ord    uint64 // order of the first write, kept by the copies written again
 	id, to string
 	raw    []byte
+	// unsure marks a stanza restored without a recorded number (see
+	// State.Restore): an h that covers its assumed number does not prove
+	// that the server got it, so the h never settles it.
+	unsure bool
 }
 
 func (e *entry) stanza() Stanza {

@@ -70,9 +70,18 @@ var ErrRestore = errors.New("sm: Restore must be called before the first connect
 // did not keep, such as receipts) are gaps: acknowledged or retransmitted
 // as nothing, never reported; a stanza with a Seq and no Raw holds its
 // number the same way (a message settled otherwise, whose number still
-// counts). A stanza whose Seq is zero (its number was never recorded) is
-// numbered after the others, in the order given: it is taken to have been
-// written after them, or not at all.
+// counts). r.Sent is taken as exact: every stanza the store keeps that was
+// numbered up to r.Sent must come with its Seq (a store saves the count
+// together with all the numbers up to it).
+//
+// A stanza whose Seq is zero (its number was never recorded) is numbered
+// after the others and after r.Sent, in the order given: it was written
+// after them, or not at all. Its number is a guess, since stanzas a store
+// does not keep may have been written before it: when the server's h
+// (of <resumed/> or <failed/>) covers it, it is not taken as received but
+// sent again, with the same id (logged at Warn). The recipient may then
+// get it twice, and can tell by its id; nothing is lost. Above h it is
+// retransmitted as usual.
 func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -96,42 +105,42 @@ func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	}
 	slices.SortStableFunc(known, func(a, b Stanza) int { return int(int32(a.Seq - b.Seq)) })
 	next := r.Acked
-	push := func(s Stanza) {
+	push := func(s Stanza, unsure bool) {
 		next++
 		st.ord++
 		st.queue.push(entry{
-			seq:  next,
-			kind: kindOf(s.Name),
-			sent: s.Sent.UnixNano(),
-			ord:  st.ord,
-			id:   s.ID,
-			to:   s.To,
-			raw:  s.Raw,
+			seq:    next,
+			kind:   kindOf(s.Name),
+			sent:   s.Sent.UnixNano(),
+			ord:    st.ord,
+			id:     s.ID,
+			to:     s.To,
+			raw:    s.Raw,
+			unsure: unsure,
 		})
 	}
-	for _, s := range known {
-		for int32(s.Seq-next) > 1 { // a gap
+	gap := func(to uint32) {
+		for int32(to-next) > 0 {
 			next++
 			st.ord++
 			st.queue.push(entry{seq: next, ord: st.ord})
 		}
+	}
+	for _, s := range known {
+		gap(s.Seq - 1)
 		if s.Seq == next { // a repeated number: keep the first
 			unknown = append(unknown, s)
 			continue
 		}
-		push(s)
+		push(s, false)
 	}
+	// Stanzas the store did not keep (receipts, markers, presence) were
+	// written up to r.Sent: count them, so that the server's h is not
+	// taken to cover more of the stored ones than it does. Every stanza
+	// without a recorded number came after them, or was never written.
+	gap(r.Sent)
 	for _, s := range unknown {
-		push(s)
-	}
-	if int32(r.Sent-next) > 0 && len(unknown) == 0 {
-		// Stanzas the store did not keep were written after the last one
-		// it knows: count them, so that the server's h is not too high.
-		for next != r.Sent {
-			next++
-			st.ord++
-			st.queue.push(entry{seq: next, ord: st.ord})
-		}
+		push(s, true)
 	}
 	st.outH = next
 	return nil

@@ -2,12 +2,18 @@ package sm
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
+	"testing/synctest"
+
+	"mellium.im/xmpp/jid"
 )
 
 // Restore numbers stored stanzas by their Seq, leaves gaps for numbers no
-// stored stanza claims (acknowledged and retransmitted as nothing) and
-// numbers stanzas whose Seq was never recorded after the others.
+// stored stanza claims (acknowledged and retransmitted as nothing), counts
+// the saved outbound count as written (stanzas the store did not keep) and
+// numbers stanzas whose Seq was never recorded after all of them.
 func TestRestoreNumbers(t *testing.T) {
 	var acked []string
 	st := New(Config{OnAcked: func(s Stanza) { acked = append(acked, s.ID) }})
@@ -21,25 +27,99 @@ func TestRestoreNumbers(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := st.Resumption()
-	if r.ID != "sm1" || r.Handled != 7 || r.Acked != 10 || r.Sent != 14 {
+	if r.ID != "sm1" || r.Handled != 7 || r.Acked != 10 || r.Sent != 15 {
 		t.Fatalf("restored %+v", r)
 	}
 	st.mu.Lock()
-	_, tooHigh := st.ackLocked(13)
+	_, tooHigh := st.ackLocked(14)
 	st.mu.Unlock()
 	st.deliver()
 	if tooHigh || len(acked) != 2 || acked[0] != "a" || acked[1] != "b" {
-		t.Fatalf("h=13 acknowledged %v (too high: %v), want [a b]", acked, tooHigh)
+		t.Fatalf("h=14 acknowledged %v (too high: %v), want [a b]", acked, tooHigh)
 	}
 	st.mu.Lock()
 	left := st.queue.drain(nil)
 	st.mu.Unlock()
-	if len(left) != 1 || left[0].id != "c" || left[0].seq != 14 {
-		t.Fatalf("left %+v, want c as 14", left)
+	if len(left) != 1 || left[0].id != "c" || left[0].seq != 15 {
+		t.Fatalf("left %+v, want c as 15", left)
 	}
 	if err := st.Restore(Resumption{}, nil); !errors.Is(err, ErrRestore) {
 		t.Fatalf("second Restore: %v", err)
 	}
+}
+
+// restoredResume restores unacked into a State, lets the scripted server
+// answer the resumption with <resumed h/>, asks for an ack and returns the
+// State's reports (acked first) and the ids the server received.
+func restoredResume(t *testing.T, r Resumption, h uint32, unacked []Stanza, reports int) (evs, got []string) {
+	srv := newFakeServer(t)
+	srv.smID, srv.resumable, srv.inH = r.ID, true, h
+	rec := newRecorder()
+	st := New(rec.config(Config{}))
+	if err := st.Restore(r, unacked); err != nil {
+		t.Fatal(err)
+	}
+	c := mustDial(t, srv, st, nil)
+	if !st.Resumed() {
+		t.Fatal("not resumed")
+	}
+	c.sc.requestAck()
+	evs = waitEvents(t, rec, reports)
+	synctest.Wait()
+	if info := st.Info(); info.Unacked != 0 {
+		t.Fatalf("after the ack: %+v", info)
+	}
+	got = srv.ids()
+	c.close()
+	return evs, got
+}
+
+func restoredMsg(seq uint32, id string) Stanza {
+	return Stanza{Seq: seq, Name: "message", ID: id, To: "peer@example.org",
+		Raw: []byte("<message xmlns='jabber:client' to='peer@example.org' id='" + id + "' type='chat'><body>hi</body></message>")}
+}
+
+// A message written ahead but whose number was never recorded, restored
+// after a stanza the store does not keep (a receipt written as 201): the
+// server's h covers the number the message would get, yet it never got the
+// message. It is sent again, never taken as received.
+func TestRestoreUnknownCoveredIsResent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 199, Sent: 200}
+		evs, got := restoredResume(t, r, 201, []Stanza{restoredMsg(200, "a"), restoredMsg(0, "m")}, 2)
+		if !slices.Equal(evs, []string{"acked:a", "acked:m"}) || !slices.Equal(got, []string{"m"}) {
+			t.Fatalf("reports %v, server got %v; want [acked:a acked:m], [m]", evs, got)
+		}
+	})
+}
+
+// Without a stanza whose number is unknown, the restored numbers are
+// exact: h settles what it covers (stanzas the store did not keep in the
+// gaps and up to Sent) and nothing is sent again.
+func TestRestoreKnownExact(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 10, Sent: 16}
+		unacked := []Stanza{restoredMsg(12, "a"), restoredMsg(14, "b"), restoredMsg(16, "c")}
+		evs, got := restoredResume(t, r, 14, unacked, 3)
+		if !slices.Equal(evs, []string{"acked:a", "acked:b", "acked:c"}) || !slices.Equal(got, []string{"c"}) {
+			t.Fatalf("reports %v, server got %v; want [acked:a acked:b acked:c], [c]", evs, got)
+		}
+	})
+}
+
+// The gap up to Sent is counted before the stanzas without a number: with
+// h = Sent they are all sent again, whether or not h could cover them.
+func TestRestoreGapBeforeUnknown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 10, Sent: 14}
+		unacked := []Stanza{restoredMsg(12, "a"), restoredMsg(0, "x"), restoredMsg(0, "y")}
+		for _, h := range []uint32{14, 15, 16} {
+			evs, got := restoredResume(t, r, h, unacked, 3)
+			if !slices.Equal(evs, []string{"acked:a", "acked:x", "acked:y"}) || !slices.Equal(got, []string{"x", "y"}) {
+				t.Fatalf("h=%d: reports %v, server got %v; want [acked:a acked:x acked:y], [x y]", h, evs, got)
+			}
+		}
+	})
 }
 
 // Told follows the h sent in <a/>, never goes back, and starts at the
@@ -57,4 +137,34 @@ func TestResumptionTold(t *testing.T) {
 	if got := st.Resumption().Told; got != 9 {
 		t.Fatalf("Told: %d, want 9", got)
 	}
+}
+
+// OnWritten reports a stanza's number before Resumption counts it, so that
+// a store that reads the Resumption and then the numbers reported so far
+// saves every number its Sent covers. (A Resumption taken while OnWritten
+// runs waits for it: the State's lock is held.)
+func TestOnWrittenBeforeCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		var st *State
+		var early []uint32
+		st = New(Config{OnWritten: func(s Stanza) {
+			if !st.mu.TryLock() {
+				return // a Resumption would wait for the report to end
+			}
+			st.mu.Unlock()
+			if r := st.Resumption(); int32(r.Sent-s.Seq) >= 0 {
+				early = append(early, s.Seq)
+			}
+		}})
+		c := mustDial(t, srv, st, nil)
+		for i := range 3 {
+			sendMsg(t, st, c.sess, fmt.Sprint("m", i))
+		}
+		synctest.Wait()
+		if len(early) > 0 {
+			t.Fatalf("Resumption counted %v before their OnWritten returned", early)
+		}
+		c.close()
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
@@ -125,6 +126,7 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 		st.mu.Unlock()
 		return false, &ProtocolError{Element: "resumed", Err: err}
 	}
+	prior := len(st.retransmit)
 	_, tooHigh := st.ackLocked(res.H)
 	if tooHigh {
 		sent := st.outH
@@ -137,7 +139,12 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 	// Whatever h did not cover is retransmitted by Start, numbered from h,
 	// followed by what an interrupted earlier retransmission did not
 	// re-send (it came later in the original order).
-	st.retransmit = append(st.queue.drain(nil), st.retransmit...)
+	// The stanzas restored without a recorded number that h covers
+	// (ackLocked kept them after the prior ones) come first: they were
+	// written, if at all, before the rest.
+	held := slices.Clone(st.retransmit[prior:])
+	all := append(held, st.queue.drain(nil)...)
+	st.retransmit = append(all, st.retransmit[:prior]...)
 	st.outH, st.ackedH = res.H, res.H
 	c.resumed, c.smOn = true, true
 	c.lastAct = timeNow()
@@ -146,6 +153,12 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 	n := len(st.retransmit)
 	st.mu.Unlock()
 	s.UpdateAddr(addr)
+	for _, e := range held {
+		if e.raw != nil {
+			st.logAt(slog.LevelWarn, "sm: a stanza restored without a recorded number may have reached the server; sending it again (the recipient may get it twice)",
+				"stanza", e.kind.stanzaName(), "id", e.id, "assumed_seq", e.seq, "h", res.H)
+		}
+	}
 	st.logAt(slog.LevelInfo, "sm: stream resumed", "h", res.H, "retransmit", n)
 	return true, nil
 }

@@ -279,7 +279,9 @@ func (st *State) dropSessionLocked() {
 }
 
 // ackLocked processes h from <a/>, <resumed/> or <failed/>. It releases the
-// stanzas it covers (comparing modulo 2^32) and queues OnAcked events.
+// stanzas it covers (comparing modulo 2^32) and queues OnAcked events; a
+// stanza whose number Restore guessed (entry.unsure) is moved to the end
+// of st.retransmit instead, to be sent again.
 // An h that does not advance (repeated, older, unsolicited) is a no-op. An h
 // beyond what was sent releases nothing and reports tooHigh.
 func (st *State) ackLocked(h uint32) (n int, tooHigh bool) {
@@ -291,7 +293,13 @@ func (st *State) ackLocked(h uint32) (n int, tooHigh bool) {
 		return 0, true
 	}
 	for n = 0; n < int(d) && st.queue.len() > 0; n++ {
-		st.pushLocked(evAcked, st.queue.pop())
+		e := st.queue.pop()
+		if e.unsure {
+			// Its number is a guess (State.Restore): kept to be sent again.
+			st.retransmit = append(st.retransmit, e)
+			continue
+		}
+		st.pushLocked(evAcked, e)
 	}
 	st.ackedH = h
 	st.spaceLocked()
