@@ -197,6 +197,17 @@
 // roster, room joins) is the old one: do not announce presence again
 // (XEP-0198 §5).
 //
+// A stream restored in a new process (State.Restore) is resumed the same
+// way, with one exception: a stanza the store kept without its number
+// (written ahead, and the process died before the number was saved) is
+// numbered after the saved outbound count, and the h of <resumed/> or
+// <failed/> never settles it, even when it covers that number, since
+// stanzas the store does not keep (receipts, markers, IQ results) count in
+// h too. It is sent again with the same id and logged at Warn: the
+// recipient may get it twice, and can tell by its id; it is never lost.
+// The saved count must come with every number up to it: Config.OnWritten
+// reports a number before Resumption counts it.
+//
 // # Streams that cannot be resumed
 //
 // When resumption fails (<failed/>), is impossible (stream management

@@ -168,3 +168,28 @@ func TestOnWrittenBeforeCounted(t *testing.T) {
 		c.close()
 	})
 }
+
+// The h of <failed/> does not settle a stanza restored without a number
+// either: the Policy re-sends it on the new stream.
+func TestRestoreUnknownCoveredByFailed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		srv.resumeReply = func(uint32) string {
+			return `<failed xmlns='urn:xmpp:sm:3' h='201'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>`
+		}
+		rec := newRecorder()
+		st := New(rec.config(Config{}))
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 199, Sent: 200}
+		if err := st.Restore(r, []Stanza{restoredMsg(200, "a"), restoredMsg(0, "m")}); err != nil {
+			t.Fatal(err)
+		}
+		c := mustDial(t, srv, st, nil)
+		c.sc.requestAck()
+		evs := waitEvents(t, rec, 3)
+		synctest.Wait()
+		if !slices.Equal(evs, []string{"acked:a", "resent:m", "acked:m"}) || !slices.Equal(srv.ids(), []string{"m"}) {
+			t.Fatalf("reports %v, server got %v; want [acked:a resent:m acked:m], [m]", evs, srv.ids())
+		}
+		c.close()
+	})
+}
