@@ -239,6 +239,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 						ambiguous[id]++
 						mu.Unlock()
 					}
+					continue // printed during Dial, before "up"
 				}
 				if line == "up" && killAfter == 0 || lines == killAfter || line == "done" {
 					break
