@@ -69,6 +69,7 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 	}
 	if ok {
 		s.wake()
+		s.wrote()
 	}
 }
 

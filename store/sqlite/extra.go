@@ -20,6 +20,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	if s.isClosed() {
 		return 0, store.ErrClosed
 	}
+	defer s.wrote()
 	total := 0
 	for {
 		n, err := s.pruneChunk(ctx, micros(before))
@@ -68,6 +69,7 @@ func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error)
 	if s.isClosed() {
 		return "", false, store.ErrClosed
 	}
+	defer s.wrote()
 	if err := k.Validate(); err != nil {
 		return "", false, err
 	}
@@ -119,6 +121,7 @@ func (s *Store) PutJob(ctx context.Context, j store.Job) error {
 	if s.isClosed() {
 		return store.ErrClosed
 	}
+	defer s.wrote()
 	if err := j.Validate(); err != nil {
 		return err
 	}
@@ -136,6 +139,7 @@ func (s *Store) ClaimJobs(ctx context.Context, queue string, now time.Time, leas
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
+	defer s.wrote()
 	if lease <= 0 || limit <= 0 {
 		return nil, fmt.Errorf("%w: claim of %d jobs for %v", store.ErrInvalid, limit, lease)
 	}
@@ -183,6 +187,7 @@ func (s *Store) DeleteJob(ctx context.Context, queue, name string) (bool, error)
 	if s.isClosed() {
 		return false, store.ErrClosed
 	}
+	defer s.wrote()
 	res, err := s.w.ExecContext(ctx, `DELETE FROM jobs WHERE queue = ? AND name = ?`, queue, name)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: %w", err)

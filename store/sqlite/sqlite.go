@@ -32,6 +32,9 @@ type Config struct {
 
 	// pragmas are extra connection pragmas for the writer (tests).
 	pragmas []string
+	// checkpointed, if set, gets the outcome of each background checkpoint
+	// (tests): the WAL's frames and how many of them are in the database.
+	checkpointed func(log, done int)
 }
 
 // Store is a store.Store on an SQLite file.
@@ -41,9 +44,11 @@ type Store struct {
 	log  *slog.Logger
 	w    *sql.DB // the writer: one connection
 	r    *sql.DB // readers
+	ck   *sql.DB // the checkpointer's connection (see checkpoint.go)
 	st   stmts   // the writer's prepared statements
 
 	group  *groupcommit.Queue // to the committer
+	ckWake chan struct{}      // capacity 1: the writer wrote (see wrote)
 	states states             // the committer's cache of message states
 
 	ctx  context.Context // ends with Close
@@ -76,7 +81,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if cfg.Sync {
 		syncMode = "FULL"
 	}
-	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode
+	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)"
 	for _, p := range cfg.pragmas {
 		params += "&_pragma=" + p
 	}
@@ -95,6 +100,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 		w:      w,
 		notify: make(chan struct{}),
 		leases: map[store.Instance]*lease{},
+		ckWake: make(chan struct{}, 1),
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.group = groupcommit.New(s.ctx)
@@ -119,7 +125,19 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s.r = r
+	ck, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_synchronous="+syncMode)
+	if err != nil {
+		s.stop()
+		s.st.close()
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	ck.SetMaxOpenConns(1)
+	ck.SetMaxIdleConns(1)
+	s.ck = ck
 	s.workers.Go(func() { s.group.Run(s.commitGroup) })
+	s.workers.Go(func() { s.checkpointer(ck) })
 	if cfg.Retention >= 0 {
 		s.workers.Go(s.pruner)
 	}
@@ -168,7 +186,7 @@ func (s *Store) Close() error {
 		l.release()
 	}
 	s.workers.Wait()
-	rerr := s.r.Close()
+	rerr := errors.Join(s.r.Close(), s.ck.Close())
 	s.st.close()
 	// Fold the WAL into the database file, so that the file alone holds
 	// everything (best effort: another process may be reading).
