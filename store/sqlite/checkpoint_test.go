@@ -5,58 +5,96 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
-	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 )
 
-// TestCheckpointOffCommitPath: commits never checkpoint (the writer's
-// wal_autocheckpoint is 0), the checkpointer copies what they wrote into
-// the database file, and Close leaves no WAL behind.
-func TestCheckpointOffCommitPath(t *testing.T) {
+// commitPages commits batches of large messages, pages/5 batches of 20 kB
+// (with the indexes, several times pages pages of WAL).
+func commitPages(t *testing.T, s *Store, prefix string, pages int, after func()) {
+	t.Helper()
 	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "s.db")
-	outcomes := make(chan [2]int, 1000)
-	s, err := OpenConfig(ctx, p, Config{checkpointed: func(log, done int) { outcomes <- [2]int{log, done} }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var auto int
-	if err := s.w.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&auto); err != nil || auto != 0 {
-		t.Fatalf("the writer's wal_autocheckpoint is %d (%v), want 0", auto, err)
-	}
-	// More than SQLite's default threshold of 1000 pages.
-	for i := range 300 {
+	for i := range pages / 5 {
 		b := &store.Batch{}
 		for j := range 10 {
-			m := message(fmt.Sprintf("m%d-%d", i, j))
+			m := message(fmt.Sprintf("%s%d-%d", prefix, i, j))
 			m.Raw = make([]byte, 2000)
 			b.Messages = append(b.Messages, m)
 		}
 		if err := s.Commit(ctx, b); err != nil {
 			t.Fatal(err)
 		}
+		if after != nil {
+			after()
+		}
 	}
+}
+
+// walSize is the size of the WAL file (0 if there is none).
+func walSize(t *testing.T, p string) int64 {
+	fi, err := os.Stat(p + "-wal")
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// TestCheckpointBoundsWAL: commits never checkpoint (the writer's
+// wal_autocheckpoint is 0), yet under a steady write load of many times
+// the threshold the WAL stays within a few thresholds, by the
+// checkpointer's passive checkpoints alone; Close leaves no WAL behind and
+// everything is in the file.
+func TestCheckpointBoundsWAL(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	const threshold = 100
+	var mu sync.Mutex
+	modes := map[string]int{}
+	s, err := OpenConfig(ctx, p, Config{checkpointPages: threshold, checkpointed: func(mode string, log, done int) {
+		mu.Lock()
+		modes[mode]++
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var auto, pageSize int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&auto); err != nil || auto != 0 {
+		t.Fatalf("the writer's wal_autocheckpoint is %d (%v), want 0", auto, err)
+	}
+	if err := s.w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
+		t.Fatal(err)
+	}
+	// 60 thresholds' worth of pages; without checkpoints the WAL would
+	// hold all of them.
+	var most int64
+	commitPages(t, s, "m", 60*threshold, func() { most = max(most, walSize(t, p)) })
+	// The WAL passes walCap thresholds by what commits append while the
+	// checkpointer copies (a lot, in this loop without pauses).
+	limit := int64(6*walCap) * threshold * int64(pageSize+24)
+	if most > limit {
+		t.Errorf("the WAL grew to %d bytes, more than %d", most, limit)
+	}
+	mu.Lock()
+	t.Logf("largest WAL %d bytes (limit %d); checkpoints %v", most, limit, modes)
+	if modes["PASSIVE"] == 0 {
+		t.Error("no passive checkpoint ran")
+	}
+	mu.Unlock()
 	last, err := s.LastCursor(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The checkpointer copies every frame of the WAL into the database.
-	deadline := time.After(time.Minute)
-	for complete := false; !complete; {
-		select {
-		case o := <-outcomes:
-			complete = o[0] > 0 && o[0] == o[1]
-		case <-deadline:
-			t.Fatal("no complete checkpoint after the commits")
-		}
-	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(p + "-wal"); err == nil && fi.Size() > 0 {
-		t.Errorf("WAL of %d bytes after Close", fi.Size())
+	if n := walSize(t, p); n > 0 {
+		t.Errorf("WAL of %d bytes after Close", n)
 	}
 	s, err = Open(ctx, p)
 	if err != nil {
@@ -65,5 +103,53 @@ func TestCheckpointOffCommitPath(t *testing.T) {
 	defer s.Close()
 	if c, err := s.LastCursor(ctx); err != nil || c != last {
 		t.Errorf("after reopening: last cursor %d (%v), want %d", c, err, last)
+	}
+}
+
+// TestOpenFoldsLeftOverWAL: a WAL left behind by a killed process is
+// copied into the database file by Open, before it returns, so that the
+// first commits do not compete with that copy.
+func TestOpenFoldsLeftOverWAL(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "s.db")
+	s, err := OpenConfig(ctx, p, Config{checkpointPages: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	commitPages(t, s, "m", 500, nil)
+	// What a SIGKILL leaves: the file and the WAL, the commits in the WAL.
+	q := filepath.Join(dir, "killed.db")
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(p + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(q+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fileSize := func() int64 {
+		fi, err := os.Stat(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before, wal := fileSize(), walSize(t, q)
+	if wal < 400*4096 {
+		t.Fatalf("only %d bytes of WAL left behind", wal)
+	}
+	k, err := OpenConfig(ctx, q, Config{checkpointPages: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if after := fileSize(); after < before+wal/2 {
+		t.Errorf("after Open the file has %d bytes (%d before, WAL %d): the WAL was not folded", after, before, wal)
+	}
+	if _, err := k.Message(ctx, "m99-9"); err != nil {
+		t.Errorf("a message of the WAL: %v", err)
 	}
 }

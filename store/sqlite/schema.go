@@ -157,7 +157,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // tables are the tables of the current schema.
 var tables = []string{"messages", "changes", "sessions", "keys", "jobs"}
 
-// querier is *sql.Conn or *sql.Tx.
+// querier is *sql.DB, *sql.Conn or *sql.Tx.
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
@@ -33,8 +34,12 @@ type Config struct {
 	// pragmas are extra connection pragmas for the writer (tests).
 	pragmas []string
 	// checkpointed, if set, gets the outcome of each background checkpoint
-	// (tests): the WAL's frames and how many of them are in the database.
-	checkpointed func(log, done int)
+	// (tests): its mode, the WAL's frames and how many of them are in the
+	// database file.
+	checkpointed func(mode string, log, done int)
+	// checkpointPages, if positive, replaces the checkpoint threshold
+	// checkpointPages (tests).
+	checkpointPages int
 }
 
 // Store is a store.Store on an SQLite file.
@@ -48,8 +53,11 @@ type Store struct {
 	st   stmts   // the writer's prepared statements
 
 	group  *groupcommit.Queue // to the committer
-	ckWake chan struct{}      // capacity 1: the writer wrote (see wrote)
-	states states             // the committer's cache of message states
+	ckWake chan struct{}      // capacity 1: the WAL passed the threshold (see wrote)
+	// walPages counts the pages written to the WAL since the last
+	// checkpoint (see wrote).
+	walPages atomic.Int64
+	states   states // the committer's cache of message states
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc
@@ -108,6 +116,12 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 		s.stop()
 		w.Close()
 		return nil, err
+	}
+	// Copy a WAL left behind into the file now (see checkpoint.go).
+	if _, err := w.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		s.stop()
+		w.Close()
+		return nil, openErr(path, err)
 	}
 	if err := s.st.prepare(ctx, w); err != nil {
 		s.stop()
