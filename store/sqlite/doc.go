@@ -13,8 +13,12 @@
 // Commits are grouped: concurrent Commit calls share one transaction and
 // one sync, so writing each message ahead costs a fraction of a sync.
 // Checkpoints (copying the WAL into the database file, with its sync) run
-// on a goroutine and connection of their own, at most every 100 ms after
-// writes, never inside a commit; Close folds the WAL into the file.
+// on a goroutine and connection of their own, passive, each time the
+// writer has added 1,000 pages (SQLite's automatic threshold), never inside
+// a commit; should commits outrun them and the WAL pass 4,000 pages, one
+// checkpoint holds the writer while it lets the WAL start over. Open folds
+// a WAL left by a killed process into the file before it returns, and
+// Close folds the WAL into the file.
 // Measured costs are in the repository's README (BenchmarkCommit).
 //
 // # Files
