@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -121,17 +120,33 @@ func crashChild() error {
 // ambiguousLog is the crash child's log handler: it also prints
 // "ambiguous ID" for each message the resumption sent again because the
 // killed process never recorded its number (sm.State.Restore), the only
-// duplicates allowed within the resumption window.
+// duplicates allowed within the resumption window; and "dropped HOW" when
+// the stored stream could not be resumed and the client bound a new one
+// (the server refused the resumption with <failed/>, or Dial gave up
+// resuming), so that the test judges that restart by the rule for a
+// session the server dropped.
 type ambiguousLog struct{ slog.Handler }
 
 func (h ambiguousLog) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level == slog.LevelWarn && strings.HasPrefix(r.Message, "sm: a stanza restored without a recorded number") {
+	switch {
+	case r.Level == slog.LevelWarn && strings.HasPrefix(r.Message, "sm: a stanza restored without a recorded number"):
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "id" {
 				fmt.Println("ambiguous", a.Value.String())
 			}
 			return true
 		})
+	case r.Message == "sm: resumption failed; binding a new session":
+		cond := ""
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "condition" {
+				cond = a.Value.String()
+			}
+			return true
+		})
+		fmt.Println("dropped refused:" + cond)
+	case r.Message == "xmpptrack: resuming the stored stream failed; binding a new one":
+		fmt.Println("dropped given-up")
 	}
 	return h.Handler.Handle(ctx, r)
 }
@@ -157,7 +172,14 @@ func (h ambiguousLog) WithGroup(name string) slog.Handler {
 // fourth restart the server itself is restarted, so the stored stream is
 // gone: the messages the server had not acknowledged at that kill are
 // re-sent, and those are the only duplicates allowed, never more than were
-// unacknowledged then. In the end every message arrived, none was aborted,
+// unacknowledged then.
+//
+// Each restart is judged by what its child reported: a restart within the
+// window whose resumption the server nevertheless refused (Prosody 0.12
+// drops a resumed session whose old connection ended inside a stanza; the
+// next attempt gets item-not-found) or that Dial gave up resuming bound a
+// new stream, and gets the rule of the server restart for its kill. The
+// fourth restart must report so. In the end every message arrived, none was aborted,
 // no stored state claims DELIVERED_TO_RECIPIENT or SEEN_BY_RECIPIENT for a
 // message the recipient does not have, and every message the recipient has
 // is past IN_TRANSIT in the store.
@@ -210,10 +232,10 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 			return cmd, bufio.NewScanner(out)
 		}
-		const serverRestartRun = 3 // the server restarts between its kill and the next run
-		var beforeRestart map[string]int
-		ambiguous := map[string]int{} // re-sent by a restart within the window, as ambiguous
-		unackedAtRestart := 0
+		const serverRestartRun = 3       // the server restarts between its kill and the next run
+		ambiguous := map[string]int{}    // re-sent as ambiguous by a restart that resumed
+		unackedAt := []map[string]bool{} // per kill, the messages the store had unacknowledged
+		droppedRuns := []int{}           // the restarts whose stored stream was not resumed
 		for run := 0; run < 5; run++ {
 			if run > 0 {
 				time.Sleep(restartDelay) // a process manager's restart delay (default none)
@@ -227,19 +249,20 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				}
 			}
 			lines, last := 0, ""
+			var amb []string // printed during Dial, before "up"
+			dropped := ""    // how the stored stream was not resumed
 			for sc.Scan() {
 				line := sc.Text()
 				if strings.HasPrefix(line, "error") {
 					t.Fatalf("run %d: child: %s", run, line)
 				}
 				if id, ok := strings.CutPrefix(line, "ambiguous "); ok {
-					t.Logf("run %d: %s was sent again as ambiguous", run, id)
-					if run <= serverRestartRun {
-						mu.Lock()
-						ambiguous[id]++
-						mu.Unlock()
-					}
-					continue // printed during Dial, before "up"
+					amb = append(amb, id)
+					continue
+				}
+				if how, ok := strings.CutPrefix(line, "dropped "); ok {
+					dropped += fmt.Sprintf(" %s (after %d sends)", how, lines)
+					continue
 				}
 				if line == "up" && killAfter == 0 || lines == killAfter || line == "done" {
 					break
@@ -257,28 +280,56 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				}
 			}
 			cmd.Process.Kill() // SIGKILL
+			for sc.Scan() {
+				// What the child printed before it died: a stream it bound
+				// after the kill point still re-sent, before the kill.
+				if how, ok := strings.CutPrefix(sc.Text(), "dropped "); ok {
+					dropped += fmt.Sprintf(" %s (after the kill point)", how)
+				}
+			}
 			cmd.Wait()
+			// Judge this restart by what happened to its stored stream: one
+			// that resumed must deliver each message exactly once, except
+			// those re-sent as ambiguous; one the server dropped (refused
+			// with <failed/>, or Dial gave up resuming and bound a new
+			// stream) re-sends the messages unacknowledged at the kill
+			// before it, which may arrive twice.
+			switch {
+			case run == 0:
+			case dropped != "":
+				droppedRuns = append(droppedRuns, run)
+				t.Logf("run %d: the stored stream was not resumed:%s; rule: duplicates only of the %d messages unacknowledged at kill %d (%d ambiguous among them)",
+					run, dropped, len(unackedAt[run-1]), run-1, len(amb))
+			default:
+				for _, id := range amb {
+					t.Logf("run %d: %s was sent again as ambiguous", run, id)
+					mu.Lock()
+					ambiguous[id]++
+					mu.Unlock()
+				}
+				t.Logf("run %d: the stored stream resumed; rule: exactly once, except %d message(s) re-sent as ambiguous", run, len(amb))
+			}
+			if run == serverRestartRun+1 && dropped == "" {
+				t.Errorf("run %d: the child reported no dropped session after the server restart", run)
+			}
 			if killAfter < 0 {
 				break
 			}
-			n, err := countUnacked(path)
+			unacked, err := unackedIDs(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("run %d killed after %d sends (last %q), %d unacknowledged", run, lines, last, n)
+			unackedAt = append(unackedAt, unacked)
+			t.Logf("run %d killed after %d sends (last %q), %d unacknowledged", run, lines, last, len(unacked))
 			if crashLogs != "" {
 				dumpCrashStore(t, path)
 			}
 			if run == serverRestartRun {
-				unackedAtRestart = n
 				// Let the server deliver what the killed connection had
 				// sent (the recipient's count stops moving), so that the
 				// restart loses nothing on the recipient's side; then
 				// restart it: every stream-management session is gone.
 				quiet(t, received)
-				mu.Lock()
-				beforeRestart = maps.Clone(got)
-				mu.Unlock()
 				was := bob.Stats().Reconnections
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				if err := srv.Restart(ctx); err != nil {
@@ -293,35 +344,44 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		dupsWindow, dupsRestart, dupsAmbiguous := 0, 0, 0
+		dupsAmbiguous, dupsResumed := 0, 0
+		dupsDropped := map[int]int{} // per dropped restart
 		for i := range crashMessages {
 			id := fmt.Sprintf("m%04d", i)
-			n, before := got[id], beforeRestart[id]
-			if a := min(ambiguous[id], max(before-1, 0)); a > 0 {
+			n := got[id]
+			if n == 0 {
+				t.Errorf("%s never arrived", id)
+				continue
+			}
+			extra := n - 1
+			if a := min(ambiguous[id], extra); a > 0 {
 				// Sent again on purpose: not proof of a double delivery.
 				dupsAmbiguous += a
-				n, before = n-a, before-a
+				extra -= a
 				t.Logf("%s arrived %d more time(s): re-sent as ambiguous", id, a)
 			}
-			switch {
-			case n == 0:
-				t.Errorf("%s never arrived", id)
-			case before > 1:
-				dupsWindow += before - 1
-				t.Errorf("%s arrived %d times before the server restart (restarts within the resumption window)", id, before)
-			case n > 1 && before == 1:
-				dupsRestart += n - 1
-				t.Logf("%s arrived again after the server restart (%d times)", id, n)
-			case n > 1:
-				dupsWindow += n - 1
-				t.Errorf("%s arrived %d times, after the server restart (a restart within the resumption window)", id, n)
+			for _, run := range droppedRuns {
+				if extra > 0 && unackedAt[run-1][id] {
+					// Re-sent on the new stream bound after the server
+					// dropped the session: at most once per such restart.
+					dupsDropped[run]++
+					extra--
+					t.Logf("%s arrived again: unacknowledged at kill %d, re-sent by run %d on a new stream", id, run-1, run)
+				}
+			}
+			if extra > 0 {
+				dupsResumed += extra
+				t.Errorf("%s arrived %d times: %d duplicate(s) not explained by an ambiguous re-send or a dropped session", id, n, extra)
 			}
 		}
-		t.Logf("%d duplicates within the resumption window (%d more of messages re-sent as ambiguous); %d after the server restart, %d unacknowledged at that kill",
-			dupsWindow, dupsAmbiguous, dupsRestart, unackedAtRestart)
-		if dupsRestart > unackedAtRestart {
-			t.Errorf("%d duplicates after the server restart, more than the %d messages unacknowledged at that kill", dupsRestart, unackedAtRestart)
+		for _, run := range droppedRuns {
+			t.Logf("run %d (session dropped): %d duplicates, %d messages unacknowledged at kill %d", run, dupsDropped[run], len(unackedAt[run-1]), run-1)
+			if dupsDropped[run] > len(unackedAt[run-1]) {
+				t.Errorf("run %d: %d duplicates, more than the %d messages unacknowledged at kill %d", run, dupsDropped[run], len(unackedAt[run-1]), run-1)
+			}
 		}
+		t.Logf("%d unexplained duplicates, %d of messages re-sent as ambiguous, %d re-sent after a dropped session",
+			dupsResumed, dupsAmbiguous, sum(dupsDropped))
 		st, err := sqlite.Open(context.Background(), path)
 		if err != nil {
 			t.Fatal(err)
@@ -377,23 +437,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("waited a minute for %s", what)
 }
 
-// countUnacked counts the messages of the store that our server never
-// acknowledged: those a restart re-sends.
-func countUnacked(path string) (int, error) {
+// unackedIDs returns the ids of the messages of the store that our server
+// never acknowledged: those a restart re-sends.
+func unackedIDs(path string) (map[string]bool, error) {
 	st, err := sqlite.Open(context.Background(), path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer st.Close()
-	n := 0
+	ids := map[string]bool{}
 	owner := store.Instance{Account: "alice@localhost", Resource: "crash"}
 	err = st.Pending(context.Background(), owner, func(m store.Message) error {
 		if m.State == tracking.InTransit {
-			n++
+			ids[m.ID] = true
 		}
 		return nil
 	})
-	return n, err
+	return ids, err
+}
+
+func sum(m map[int]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 // crashServers runs f against each server, like forEachServer, with the
