@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/xmpptrack/xmpptrack/internal/testkit/child"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
@@ -208,15 +210,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		}
 		path := filepath.Join(t.TempDir(), "crash.db")
 		child := func() (*exec.Cmd, *bufio.Scanner) {
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), "XMPPTRACK_CRASH_CHILD=1", "XMPPTRACK_CRASH_STORE="+path,
-				"XMPPTRACK_CRASH_JID="+srv.JID("alice").String()+"/crash", "XMPPTRACK_CRASH_PASSWORD="+srv.Password("alice"),
-				"XMPPTRACK_CRASH_TO="+srv.JID("bob").String(), "XMPPTRACK_CRASH_ADDR="+srv.Addr())
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
+			var stderr io.Writer
 			if crashLogs != "" {
 				f, err := os.OpenFile(filepath.Join(crashLogs, string(srv.Kind())+"-child.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 				if err != nil {
@@ -224,13 +218,11 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				}
 				t.Cleanup(func() { f.Close() })
 				fmt.Fprintf(f, "==== child start %s\n", time.Now().Format(time.RFC3339Nano))
-				cmd.Stderr = f
+				stderr = f
 			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			return cmd, bufio.NewScanner(out)
+			return child.Start(t, stderr, "^$", "XMPPTRACK_CRASH_CHILD=1", "XMPPTRACK_CRASH_STORE="+path,
+				"XMPPTRACK_CRASH_JID="+srv.JID("alice").String()+"/crash", "XMPPTRACK_CRASH_PASSWORD="+srv.Password("alice"),
+				"XMPPTRACK_CRASH_TO="+srv.JID("bob").String(), "XMPPTRACK_CRASH_ADDR="+srv.Addr())
 		}
 		const serverRestartRun = 3       // the server restarts between its kill and the next run
 		ambiguous := map[string]int{}    // re-sent as ambiguous by a restart that resumed

@@ -1,7 +1,6 @@
 package xmpptrack
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/xmpptrack/xmpptrack/internal/testkit/child"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -68,21 +68,10 @@ func TestIntegrationStoreInboundCrash(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "inbound.db")
 		lines := make(chan string, 100)
 		child := func(block string) *exec.Cmd {
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), "XMPPTRACK_INBOUND_CHILD=1", "XMPPTRACK_CRASH_STORE="+path,
+			cmd, sc := child.Start(t, nil, "^$", "XMPPTRACK_INBOUND_CHILD=1", "XMPPTRACK_CRASH_STORE="+path,
 				"XMPPTRACK_CRASH_JID="+srv.JID("alice").String()+"/inbound", "XMPPTRACK_CRASH_PASSWORD="+srv.Password("alice"),
 				"XMPPTRACK_CRASH_ADDR="+srv.Addr(), "XMPPTRACK_INBOUND_BLOCK="+block)
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 			go func() {
-				sc := bufio.NewScanner(out)
 				for sc.Scan() {
 					lines <- sc.Text()
 				}

@@ -1,12 +1,10 @@
 package xmpptrack
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +12,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/xmpptrack/xmpptrack/internal/testkit/child"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/postgres"
@@ -156,20 +155,9 @@ func TestIntegrationPostgresKilled(t *testing.T) {
 		}})
 
 		account := srv.JID("alice").String() + "/pgkill"
-		cmd := exec.Command(os.Args[0], "-test.run=^TestIntegrationPostgresKilled$", "-test.timeout=0")
-		cmd.Env = append(os.Environ(), "XMPPTRACK_PGKILL_CHILD=1", "XMPPTRACK_PGKILL_DSN="+dsn,
+		cmd, sc := child.Start(t, nil, "^TestIntegrationPostgresKilled$", "XMPPTRACK_PGKILL_CHILD=1", "XMPPTRACK_PGKILL_DSN="+dsn,
 			"XMPPTRACK_PGKILL_JID="+account, "XMPPTRACK_PGKILL_PASSWORD="+srv.Password("alice"),
 			"XMPPTRACK_PGKILL_TO="+srv.JID("bob").String(), "XMPPTRACK_PGKILL_ADDR="+srv.Addr())
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		sc := bufio.NewScanner(out)
 		sent := map[string]bool{}
 		for sc.Scan() && len(sent) < pgKillMessages/3 {
 			line := sc.Text()

@@ -1,17 +1,16 @@
 package postgres
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/testkit/child"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/storetest"
@@ -141,15 +140,7 @@ func TestLeaseEndsWithItsHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "XMPPTRACK_PG_CHILD=locker", "XMPPTRACK_PG_DSN="+dsn)
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	sc := bufio.NewScanner(out)
+	cmd, sc := child.Start(t, nil, "^$", "XMPPTRACK_PG_CHILD=locker", "XMPPTRACK_PG_DSN="+dsn)
 	if !sc.Scan() || sc.Text() != "locked" {
 		t.Fatalf("child: %q", sc.Text())
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	testchild "github.com/xmpptrack/xmpptrack/internal/testkit/child"
 	"github.com/xmpptrack/xmpptrack/store"
 )
 
@@ -75,18 +76,7 @@ func childLocker(path string) {
 
 func child(t *testing.T, kind, path, prefix string) (*exec.Cmd, *bufio.Scanner) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "XMPPTRACK_SQLITE_CHILD="+kind, "XMPPTRACK_SQLITE_PATH="+path, "XMPPTRACK_SQLITE_PREFIX="+prefix)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd, bufio.NewScanner(out)
+	return testchild.Start(t, nil, "^$", "XMPPTRACK_SQLITE_CHILD="+kind, "XMPPTRACK_SQLITE_PATH="+path, "XMPPTRACK_SQLITE_PREFIX="+prefix)
 }
 
 // TestKillDurability kills a writing process with SIGKILL at random
