@@ -228,6 +228,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		ambiguous := map[string]int{}    // re-sent as ambiguous by a restart that resumed
 		unackedAt := []map[string]bool{} // per kill, the messages the store had unacknowledged
 		droppedRuns := []int{}           // the restarts whose stored stream was not resumed
+		handoverRuns := []int{}          // the restarts on ejabberd that resumed (see the count below)
 		for run := 0; run < 5; run++ {
 			if run > 0 {
 				time.Sleep(restartDelay) // a process manager's restart delay (default none)
@@ -293,6 +294,9 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				t.Logf("run %d: the stored stream was not resumed:%s; rule: duplicates only of the %d messages unacknowledged at kill %d (%d ambiguous among them)",
 					run, dropped, len(unackedAt[run-1]), run-1, len(amb))
 			default:
+				if srv.Kind() == testserver.Ejabberd {
+					handoverRuns = append(handoverRuns, run)
+				}
 				for _, id := range amb {
 					t.Logf("run %d: %s was sent again as ambiguous", run, id)
 					mu.Lock()
@@ -337,7 +341,8 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		dupsAmbiguous, dupsResumed := 0, 0
-		dupsDropped := map[int]int{} // per dropped restart
+		dupsDropped := map[int]int{}  // per dropped restart
+		dupsHandover := map[int]int{} // per resumed restart on ejabberd
 		for i := range crashMessages {
 			id := fmt.Sprintf("m%04d", i)
 			n := got[id]
@@ -351,6 +356,18 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				dupsAmbiguous += a
 				extra -= a
 				t.Logf("%s arrived %d more time(s): re-sent as ambiguous", id, a)
+			}
+			for _, run := range handoverRuns {
+				if extra > 0 && unackedAt[run-1][id] {
+					// ejabberd 23.01 hands its count to the resuming stream
+					// while the dead connection's session still routes what
+					// it had read; the wait before resuming covers that
+					// unless the server is slower than the wait (a busy
+					// machine). Only messages in flight at the kill.
+					dupsHandover[run]++
+					extra--
+					t.Logf("%s arrived again: unacknowledged at kill %d, routed by ejabberd's old session after run %d resumed", id, run-1, run)
+				}
 			}
 			for _, run := range droppedRuns {
 				if extra > 0 && unackedAt[run-1][id] {
@@ -372,8 +389,14 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				t.Errorf("run %d: %d duplicates, more than the %d messages unacknowledged at kill %d", run, dupsDropped[run], len(unackedAt[run-1]), run-1)
 			}
 		}
-		t.Logf("%d unexplained duplicates, %d of messages re-sent as ambiguous, %d re-sent after a dropped session",
-			dupsResumed, dupsAmbiguous, sum(dupsDropped))
+		for _, run := range handoverRuns {
+			if dupsHandover[run] > 0 {
+				t.Logf("run %d (resumed on ejabberd): %d duplicates from the server's hand-over, of %d messages unacknowledged at kill %d",
+					run, dupsHandover[run], len(unackedAt[run-1]), run-1)
+			}
+		}
+		t.Logf("%d unexplained duplicates, %d of messages re-sent as ambiguous, %d re-sent after a dropped session, %d from ejabberd's hand-over",
+			dupsResumed, dupsAmbiguous, sum(dupsDropped), sum(dupsHandover))
 		st, err := sqlite.Open(context.Background(), path)
 		if err != nil {
 			t.Fatal(err)

@@ -218,6 +218,11 @@ func TestIntegrationPostgresKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("killed after %d sends; %d of its messages pending in the store", len(sent), len(written))
+		pending := map[string]bool{} // in flight at the kill
+		for _, id := range written {
+			pending[id] = true
+		}
+		handover := srv.Kind() == testserver.Ejabberd
 
 		// The killed instance restarts on the same store and resumes.
 		before, err := readerStore.Session(ctx, killed)
@@ -344,9 +349,13 @@ func TestIntegrationPostgresKilled(t *testing.T) {
 				conns.mu.Lock()
 				a := conns.ambiguous[id]
 				conns.mu.Unlock()
-				if n-1 > a && resumed && restarted.Stats().Reconnections == 0 {
+				if n-1 > a && resumed && restarted.Stats().Reconnections == 0 && !(handover && pending[id] && n == 2) {
 					// Within one resumed stream only a message sent again
-					// as ambiguous may arrive twice.
+					// as ambiguous may arrive twice; on ejabberd also one
+					// in flight at the kill, which the dead connection's
+					// session may still route after handing its count to
+					// the resumed stream (when the server is slower than
+					// the client's wait before resuming).
 					t.Errorf("bob got %s %d times; the resumption sent it again as ambiguous %d times", id, n, a)
 				}
 			}
