@@ -1,9 +1,12 @@
 package sm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 
@@ -52,10 +55,14 @@ func TestRestoreNumbers(t *testing.T) {
 // answer the resumption with <resumed h/>, asks for an ack and returns the
 // State's reports (acked first) and the ids the server received.
 func restoredResume(t *testing.T, r Resumption, h uint32, unacked []Stanza, reports int) (evs, got []string) {
+	return restoredResumeConfig(t, Config{}, r, h, unacked, reports)
+}
+
+func restoredResumeConfig(t *testing.T, cfg Config, r Resumption, h uint32, unacked []Stanza, reports int) (evs, got []string) {
 	srv := newFakeServer(t)
 	srv.smID, srv.resumable, srv.inH = r.ID, true, h
 	rec := newRecorder()
-	st := New(rec.config(Config{}))
+	st := New(rec.config(cfg))
 	if err := st.Restore(r, unacked); err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +96,43 @@ func TestRestoreUnknownCoveredIsResent(t *testing.T) {
 		evs, got := restoredResume(t, r, 201, []Stanza{restoredMsg(200, "a"), restoredMsg(0, "m")}, 2)
 		if !slices.Equal(evs, []string{"acked:a", "acked:m"}) || !slices.Equal(got, []string{"m"}) {
 			t.Fatalf("reports %v, server got %v; want [acked:a acked:m], [m]", evs, got)
+		}
+	})
+}
+
+// Stanzas without a recorded number may have reached the wire in any
+// order: once h covers the number guessed for one of them, each of them is
+// reported as possibly received (the recipient may get it twice), not only
+// the ones whose guessed number h covers.
+func TestRestoreUnknownAllReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		for _, tc := range []struct {
+			h    uint32
+			want []string
+		}{
+			{200, nil}, // h covers no guessed number: none reached the server
+			{201, []string{"x", "y", "z"}},
+			{203, []string{"x", "y", "z"}},
+		} {
+			var buf bytes.Buffer
+			cfg := Config{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+			r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 199, Sent: 200}
+			unacked := []Stanza{restoredMsg(200, "a"), restoredMsg(0, "x"), restoredMsg(0, "y"), restoredMsg(0, "z")}
+			_, got := restoredResumeConfig(t, cfg, r, tc.h, unacked, 4)
+			if !slices.Equal(got, []string{"x", "y", "z"}) {
+				t.Fatalf("h=%d: server got %v, want [x y z]", tc.h, got)
+			}
+			var reported []string
+			for line := range strings.Lines(buf.String()) {
+				if _, rest, ok := strings.Cut(line, "may have reached the server"); ok {
+					_, id, _ := strings.Cut(rest, " id=")
+					id, _, _ = strings.Cut(id, " ")
+					reported = append(reported, id)
+				}
+			}
+			if !slices.Equal(reported, tc.want) {
+				t.Errorf("h=%d: reported as possibly received %v, want %v", tc.h, reported, tc.want)
+			}
 		}
 	})
 }

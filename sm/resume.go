@@ -151,13 +151,23 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 	c.outActive.Store(true)
 	addr := st.jid
 	n := len(st.retransmit)
+	// The numbers of those stanzas are guesses in the order they were
+	// written ahead; they may have reached the wire in another order. Once
+	// h covers one guessed number, any of them may be the one the server
+	// got, so each is reported.
+	var maybe []entry
+	if len(held) > 0 {
+		for _, e := range st.retransmit {
+			if e.unsure && e.raw != nil {
+				maybe = append(maybe, e)
+			}
+		}
+	}
 	st.mu.Unlock()
 	s.UpdateAddr(addr)
-	for _, e := range held {
-		if e.raw != nil {
-			st.logAt(slog.LevelWarn, "sm: a stanza restored without a recorded number may have reached the server; sending it again (the recipient may get it twice)",
-				"stanza", e.kind.stanzaName(), "id", e.id, "assumed_seq", e.seq, "h", res.H)
-		}
+	for _, e := range maybe {
+		st.logAt(slog.LevelWarn, "sm: a stanza restored without a recorded number may have reached the server; sending it again (the recipient may get it twice)",
+			"stanza", e.kind.stanzaName(), "id", e.id, "assumed_seq", e.seq, "h", res.H)
 	}
 	st.logAt(slog.LevelInfo, "sm: stream resumed", "h", res.H, "retransmit", n)
 	return true, nil
