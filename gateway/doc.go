@@ -95,7 +95,9 @@
 // Every state change gets a cursor, greater than every earlier one.
 // GET /v1/events?after=C returns the changes after C, oldest first, up to
 // "limit" (default 100, at most 1000), and "cursor": the value to pass as
-// after next time (it moves past changes the channel filter left out).
+// after next time (it moves past changes the channel filter left out). A
+// page may hold fewer than "limit" changes with more to come: only an empty
+// one says the follower is at the newest change.
 // after=0 starts from the oldest change kept; without after, from now. When
 // there is nothing yet, the request waits up to "wait" (default 30 s, at most
 // Config.MaxWait; "0s" answers at once). A cursor ahead of the newest change

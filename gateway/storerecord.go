@@ -285,8 +285,11 @@ func (r *storeRecord) changes(ctx context.Context, after Cursor, channels []stri
 		out = append(out, Event{ID: c.ID, To: c.To, Channel: c.Channel, Change: changeOf(c, c.Room)})
 		next = Cursor(c.Cursor)
 	}
-	// Changes the filter left out up to the head need not be read again.
-	if len(cs) < limit && Cursor(head) > next {
+	// Only an empty page shows that no change up to the head is left for
+	// this follower (a store may return fewer changes than asked with more
+	// to come): the changes the filter left out up to the head need not be
+	// read again.
+	if len(cs) == 0 && Cursor(head) > next {
 		next = Cursor(head)
 	}
 	return out, next, nil

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,5 +145,67 @@ func TestIdempotencyConcurrent(t *testing.T) {
 	mustJSON(t, b, &r)
 	if code != 202 || h.Get("Idempotent-Replayed") != "true" || r.ID != a.ID || f.fake.count() != 1 {
 		t.Fatalf("second: %d %s, first %+v, %d sent", code, b, a, f.fake.count())
+	}
+}
+
+// shortPages is a store whose feed pages hold at most n changes, whatever
+// the limit asked.
+type shortPages struct {
+	store.Store
+	n int
+}
+
+func (s shortPages) Changes(ctx context.Context, q store.FeedQuery) ([]store.Change, error) {
+	cs, err := s.Store.Changes(ctx, q)
+	return cs[:min(len(cs), s.n)], err
+}
+
+// TestFeedShortPages: a store that returns fewer changes than asked does
+// not make the feed skip the rest: following the cursors of GET /v1/events
+// (with and without a channel filter) yields every change.
+func TestFeedShortPages(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := newFixture(t, Config{Store: shortPages{Store: st, n: 2}})
+	var want, wantA []string
+	for i := range 7 {
+		ch := "b"
+		if i%2 == 0 {
+			ch = "a"
+		}
+		r := f.send(`{"to":"bob@example.org","body":"m","channel":"` + ch + `"}`)
+		want = append(want, r.ID)
+		if ch == "a" {
+			wantA = append(wantA, r.ID)
+		}
+	}
+	follow := func(query string) (ids []string) {
+		after := Cursor(0)
+		for range 20 {
+			var er eventsResponse
+			code, _, body := f.do("GET", "/v1/events?wait=0s&after="+after.String()+query, "")
+			mustJSON(t, body, &er)
+			if code != 200 {
+				t.Fatalf("GET /v1/events: %d %s", code, body)
+			}
+			for _, ev := range er.Events {
+				ids = append(ids, ev.ID)
+			}
+			if len(er.Events) == 0 {
+				return ids
+			}
+			after = er.Cursor
+		}
+		t.Fatal("the feed never ends")
+		return nil
+	}
+	if got := follow(""); !slices.Equal(got, want) {
+		t.Errorf("feed: %v\nwant %v", got, want)
+	}
+	if got := follow("&channels=a"); !slices.Equal(got, wantA) {
+		t.Errorf("channel a: %v\nwant %v", got, wantA)
 	}
 }
