@@ -77,6 +77,12 @@ type Store interface {
 	// and Name.
 	PutJob(ctx context.Context, j Job) error
 
+	// AddJob adds a job unless its queue has one of the same Name, which it
+	// leaves as it is (its data, due time and claim), and reports whether
+	// it added it. Of several instances that each create a job they all
+	// need, one creates it and none replaces what another wrote since.
+	AddJob(ctx context.Context, j Job) (added bool, err error)
+
 	// ClaimJobs returns up to limit jobs of queue due at or before now,
 	// earliest first, and makes each one due again at now+lease with
 	// Attempts incremented, atomically: concurrent claimers (other

@@ -139,6 +139,22 @@ func (s *Store) PutJob(ctx context.Context, j store.Job) error {
 	return nil
 }
 
+// AddJob implements store.Store.
+func (s *Store) AddJob(ctx context.Context, j store.Job) (bool, error) {
+	if s.isClosed() {
+		return false, store.ErrClosed
+	}
+	if err := j.Validate(); err != nil {
+		return false, err
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO xmpptrack_jobs (queue, name, due, data, attempts) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (queue, name) DO NOTHING`, j.Queue, j.Name, j.Due, j.Data, j.Attempts)
+	if err != nil {
+		return false, fmt.Errorf("postgres: %w", err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
 // ClaimJobs implements store.Store. Claimers skip the rows other claimers
 // hold (FOR UPDATE SKIP LOCKED), so that they never wait for each other.
 func (s *Store) ClaimJobs(ctx context.Context, queue string, now time.Time, lease time.Duration, limit int) ([]store.Job, error) {

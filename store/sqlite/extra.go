@@ -134,6 +134,24 @@ func (s *Store) PutJob(ctx context.Context, j store.Job) error {
 	return nil
 }
 
+// AddJob implements store.Store.
+func (s *Store) AddJob(ctx context.Context, j store.Job) (bool, error) {
+	if s.isClosed() {
+		return false, store.ErrClosed
+	}
+	defer s.wrote()
+	if err := j.Validate(); err != nil {
+		return false, err
+	}
+	res, err := s.w.ExecContext(ctx, `INSERT INTO jobs (queue, name, due, data, attempts) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (queue, name) DO NOTHING`, j.Queue, j.Name, micros(j.Due), j.Data, j.Attempts)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
 // ClaimJobs implements store.Store.
 func (s *Store) ClaimJobs(ctx context.Context, queue string, now time.Time, lease time.Duration, limit int) ([]store.Job, error) {
 	if s.isClosed() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,6 +251,47 @@ func testJobs(t *testing.T, open Open) {
 	if js, _ := s.ClaimJobs(ctx, "webhook", now, time.Minute, 10); len(js) != 1 || string(js[0].Data) != "w" {
 		t.Errorf("webhook queue: %+v", js)
 	}
+	// AddJob adds a missing job, and leaves one that exists (claimed
+	// or not) as it is.
+	if ok, err := s.AddJob(ctx, store.Job{Queue: "add", Name: "a", Due: t0, Data: []byte("1")}); !ok || err != nil {
+		t.Fatalf("AddJob: %v %v", ok, err)
+	}
+	if ok, err := other.AddJob(ctx, store.Job{Queue: "add", Name: "a", Due: t0, Data: []byte("2")}); ok || err != nil {
+		t.Errorf("AddJob of an existing job: %v %v", ok, err)
+	}
+	js, _ = other.ClaimJobs(ctx, "add", now, time.Minute, 10)
+	if len(js) != 1 || string(js[0].Data) != "1" || js[0].Attempts != 1 {
+		t.Fatalf("added job: %+v", js)
+	}
+	if ok, err := s.AddJob(ctx, store.Job{Queue: "add", Name: "a", Due: t0, Data: []byte("3")}); ok || err != nil {
+		t.Errorf("AddJob of a claimed job: %v %v", ok, err)
+	}
+	if js, _ := s.ClaimJobs(ctx, "add", now, time.Minute, 10); len(js) != 0 {
+		t.Errorf("AddJob ended a claim: %+v", js)
+	}
+	js, _ = s.ClaimJobs(ctx, "add", now.Add(2*time.Minute), time.Minute, 10)
+	if len(js) != 1 || string(js[0].Data) != "1" || js[0].Attempts != 2 {
+		t.Errorf("AddJob changed a claimed job: %+v", js)
+	}
+	// Of concurrent adders, one adds.
+	var adds atomic.Int32
+	var wg sync.WaitGroup
+	for w := range 4 {
+		h := []store.Store{s, other}[w%2]
+		wg.Go(func() {
+			ok, err := h.AddJob(ctx, store.Job{Queue: "add", Name: "race", Due: t0, Data: []byte(fmt.Sprint(w))})
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				adds.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := adds.Load(); n != 1 {
+		t.Errorf("%d concurrent AddJob calls added the job", n)
+	}
 	// Concurrent claimers never share a job.
 	for i := range 60 {
 		if err := s.PutJob(ctx, store.Job{Queue: "bulk", Name: fmt.Sprint("j", i), Due: t0}); err != nil {
@@ -258,7 +300,6 @@ func testJobs(t *testing.T, open Open) {
 	}
 	var mu sync.Mutex
 	claimed := map[string]int{}
-	var wg sync.WaitGroup
 	for w := range 4 {
 		h := []store.Store{s, other}[w%2]
 		wg.Go(func() {
@@ -387,6 +428,9 @@ func testBadInput(t *testing.T, open Open) {
 	if err := s.PutJob(ctx, store.Job{Queue: "q"}); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("job without a name: %v", err)
 	}
+	if _, err := s.AddJob(ctx, store.Job{Queue: "q"}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("added job without a name: %v", err)
+	}
 	if _, err := s.ClaimJobs(ctx, "q", time.Now(), 0, 1); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("claim with no lease: %v", err)
 	}
@@ -427,6 +471,9 @@ func testClosed(t *testing.T, open Open) {
 	}
 	if _, _, err := s.Key(ctx, "a", "k"); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("Key after Close: %v", err)
+	}
+	if _, err := s.AddJob(ctx, store.Job{Queue: "q", Name: "j"}); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("AddJob after Close: %v", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
