@@ -15,10 +15,13 @@ import (
 // works), so that of several gateways on one store one delivers, in feed
 // order; a restarted or surviving gateway takes over from the saved cursor.
 // A change delivered just before a crash, whose cursor was not saved yet, is
-// delivered again (at least once). The first gateway ever claims a key,
-// then creates the job, until that works; one that dies in between leaves
-// the webhook without a job, and its deliveries do not start (a gap left:
-// the store cannot create a job only if it is missing).
+// delivered again (at least once). Where a webhook starts is fixed once, by
+// the first gateway ever: it claims a key whose value is its newest change
+// when it was created. Every gateway then adds the job from that value if it
+// is missing (store.Store.AddJob, which leaves an existing job alone), so
+// that one that died between the two steps leaves nothing undone: the next
+// gateway to start creates the job, and the webhook gets every change since
+// the first gateway was created.
 const (
 	hookLease  = time.Minute
 	renewEvery = 20 * time.Second
@@ -29,6 +32,8 @@ type outbox struct {
 	s    store.Store
 	name string
 	now  func() time.Time
+	// made is set once the job exists.
+	made bool
 }
 
 func (o *outbox) queue() string { return hookScope + ":" + o.name }
@@ -37,18 +42,18 @@ func (o *outbox) queue() string { return hookScope + ":" + o.name }
 // the saved cursor. The first gateway ever starts from the newest change
 // when it was created (w.after).
 func (o *outbox) acquire(ctx context.Context, w *webhookWorker) (Cursor, error) {
-	head := int64(w.after)
-	create := false // this gateway claimed the key: the job is its to create
+	head := strconv.FormatInt(int64(w.after), 10)
 	for {
-		_, claimed, err := o.s.ClaimKey(ctx, store.Key{Scope: hookScope, Name: o.name,
-			Value: strconv.FormatInt(head, 10), Expires: o.now().AddDate(100, 0, 0)})
-		create = create || claimed
-		if err == nil && create {
-			// Until it is created: a key without its job would stop
-			// every delivery to the webhook.
-			err = o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: o.now(),
-				Data: []byte(strconv.FormatInt(head, 10))})
-			create = err != nil
+		var err error
+		if !o.made {
+			var start string
+			start, _, err = o.s.ClaimKey(ctx, store.Key{Scope: hookScope, Name: o.name,
+				Value: head, Expires: o.now().AddDate(100, 0, 0)})
+			if err == nil {
+				_, err = o.s.AddJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: o.now(),
+					Data: []byte(start)})
+				o.made = err == nil
+			}
 		}
 		if err == nil {
 			var jobs []store.Job
@@ -59,7 +64,7 @@ func (o *outbox) acquire(ctx context.Context, w *webhookWorker) (Cursor, error) 
 					return c, nil
 				}
 				w.g.log.Warn("gateway: webhook cursor unreadable; starting from the newest change", "webhook", w.name)
-				return Cursor(head), nil
+				return w.after, nil
 			}
 		}
 		if err != nil && ctx.Err() == nil {

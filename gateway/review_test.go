@@ -306,24 +306,24 @@ func TestScheduledForeignAccount(t *testing.T) {
 	}
 }
 
-// failFirstHookPut is a store whose first PutJob of a webhook cursor fails.
-type failFirstHookPut struct {
+// failFirstHookAdd is a store whose first AddJob of a webhook cursor fails.
+type failFirstHookAdd struct {
 	store.Store
 	failed atomic.Bool
 }
 
-func (s *failFirstHookPut) PutJob(ctx context.Context, j store.Job) error {
+func (s *failFirstHookAdd) AddJob(ctx context.Context, j store.Job) (bool, error) {
 	if strings.HasPrefix(j.Queue, hookScope+":") && s.failed.CompareAndSwap(false, true) {
-		return errTest
+		return false, errTest
 	}
-	return s.Store.PutJob(ctx, j)
+	return s.Store.AddJob(ctx, j)
 }
 
 // TestOutboxFirstJobRetried: the first gateway on a store claims a
 // webhook's key, then creates its cursor job; when that fails, it creates
 // it on its next attempt (the key alone would stop every delivery).
 func TestOutboxFirstJobRetried(t *testing.T) {
-	st := &failFirstHookPut{Store: openSQLite(t)}
+	st := &failFirstHookAdd{Store: openSQLite(t)}
 	f := newFixture(t, Config{Store: st})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

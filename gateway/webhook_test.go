@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -260,5 +262,68 @@ func TestWebhookStartsAtCreation(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the change made before the worker ran was never delivered")
+	}
+}
+
+// stopAfterHookClaim is a store on which a gateway stops (as if its process
+// died) right after it claimed a webhook's key, before it creates the
+// webhook's cursor job: the claim is stored, then the call blocks until the
+// gateway closes.
+type stopAfterHookClaim struct {
+	store.Store
+	claimed chan struct{}
+}
+
+func (s *stopAfterHookClaim) ClaimKey(ctx context.Context, k store.Key) (string, bool, error) {
+	v, ok, err := s.Store.ClaimKey(ctx, k)
+	if err != nil || k.Scope != hookScope {
+		return v, ok, err
+	}
+	close(s.claimed)
+	<-ctx.Done()
+	return "", false, ctx.Err()
+}
+
+// TestWebhookOutboxGap: a gateway that stops between claiming a webhook's
+// key and creating its cursor job leaves the next gateway on the store to
+// create the job, from where the first one started: a change made through
+// the first gateway (before the second existed) is delivered.
+func TestWebhookOutboxGap(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rc := &receiver{t: t, key: []byte("k"), ch: make(chan WebhookPayload, 10)}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	hook := Webhook{URL: srv.URL, Secret: "k", MinBackoff: time.Millisecond}
+	stop := &stopAfterHookClaim{Store: st, claimed: make(chan struct{})}
+	f := newFixture(t, Config{Store: stop, Webhooks: []Webhook{hook}})
+	<-stop.claimed
+	a := f.send(`{"to":"bob@example.org","body":"sent while the outbox was half made"}`)
+	f.g.Close()
+	// The first gateway stopped between the two steps: a key, no job.
+	sum := sha256.Sum256([]byte(srv.URL))
+	name := hex.EncodeToString(sum[:8])
+	if _, ok, err := st.Key(context.Background(), hookScope, name); !ok || err != nil {
+		t.Fatalf("the webhook's key: %v %v", ok, err)
+	}
+	if js, err := st.ClaimJobs(context.Background(), hookScope+":"+name, time.Now(), time.Nanosecond, 1); len(js) != 0 || err != nil {
+		t.Fatalf("the first gateway made the job: %+v %v", js, err)
+	}
+
+	g2, err := New(Config{Store: st, Tokens: []string{testToken}, Webhooks: []Webhook{hook}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	select {
+	case p := <-rc.ch:
+		if p.Data.ID != a.ID || p.Data.State.String() != "IN_TRANSIT" {
+			t.Fatalf("got %+v, want the IN_TRANSIT of %s", p.Data, a.ID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the webhook never started after the restart")
 	}
 }
