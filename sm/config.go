@@ -205,6 +205,21 @@ type Config struct {
 	// resumption belong to the same stream and are not reported.
 	OnResend func(Stanza)
 
+	// OnAmbiguous, when set, takes over the stanzas that a resumption
+	// cannot settle by its h: stanzas restored without a recorded number
+	// (see State.Restore) once h covers one of their guessed numbers, and
+	// those an earlier stream left in doubt (Stanza.Ambiguous). Any of them
+	// may have reached the server. Instead of being sent again at once
+	// (the default: logged at Warn, the recipient may get them twice), they
+	// are held back, uncounted on the stream, and handed to OnAmbiguous
+	// once Start has written the retransmissions, on Start's goroutine; the
+	// caller looks for proof (the account's own message archive, say) and
+	// calls State.ResolveAmbiguous, which acknowledges the ones it proved
+	// and writes the others again. It must not block. Held stanzas count as
+	// unacknowledged (Info.Unacked, Reserve); a failed resumption hands
+	// them to the Policy, Abandon to OnLost.
+	OnAmbiguous func([]Stanza)
+
 	// OnWritten is called for each stanza counted on the stream (a first
 	// write, a retransmission or a re-send: a copy gets a new number),
 	// with its number in Seq, so that a durable store can record it (see

@@ -205,6 +205,10 @@
 // stanzas the store does not keep (receipts, markers, IQ results) count in
 // h too. It is sent again with the same id and logged at Warn: the
 // recipient may get it twice, and can tell by its id; it is never lost.
+// With Config.OnAmbiguous, those stanzas are held back instead, uncounted
+// on the stream, for the caller to prove or disprove with
+// State.ResolveAmbiguous (a client looks them up in the account's own
+// message archive): the proved ones are acknowledged, the rest sent again.
 // The saved count must come with every number up to it: Config.OnWritten
 // reports a number before Resumption counts it.
 //

@@ -20,6 +20,11 @@ type Stanza struct {
 	// Sent is when the stanza was first written (a retransmitted or
 	// re-sent copy keeps the time of the original).
 	Sent time.Time
+	// Ambiguous, given to State.Restore with a zero Seq, says the stanza
+	// may have reached the server on an earlier stream: a resumption took
+	// it for ambiguous before (see Config.OnAmbiguous) and its fate was
+	// never settled. A resumption holds it back again whatever its h.
+	Ambiguous bool
 }
 
 // entry is a stanza kept until the server acknowledges it.
@@ -34,6 +39,10 @@ type entry struct {
 	// State.Restore): an h that covers its assumed number does not prove
 	// that the server got it, so the h never settles it.
 	unsure bool
+	// doubt marks a stanza that may have reached the server on an earlier
+	// stream (Stanza.Ambiguous, or held back by a resumption): an h does
+	// not tell, so a resumption always treats it as ambiguous.
+	doubt bool
 }
 
 func (e *entry) stanza() Stanza {

@@ -81,7 +81,9 @@ var ErrRestore = errors.New("sm: Restore must be called before the first connect
 // (of <resumed/> or <failed/>) covers it, it is not taken as received but
 // sent again, with the same id (logged at Warn). The recipient may then
 // get it twice, and can tell by its id; nothing is lost. Above h it is
-// retransmitted as usual.
+// retransmitted as usual. With Config.OnAmbiguous the caller settles such
+// stanzas instead (see there), and s.Ambiguous marks one that an earlier
+// stream left in doubt.
 func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -117,6 +119,7 @@ func (st *State) Restore(r Resumption, unacked []Stanza) error {
 			to:     s.To,
 			raw:    s.Raw,
 			unsure: unsure,
+			doubt:  unsure && s.Ambiguous,
 		})
 	}
 	gap := func(to uint32) {

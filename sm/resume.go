@@ -150,19 +150,23 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 	c.lastAct = timeNow()
 	c.outActive.Store(true)
 	addr := st.jid
-	n := len(st.retransmit)
 	// The numbers of those stanzas are guesses in the order they were
 	// written ahead; they may have reached the wire in another order. Once
 	// h covers one guessed number, any of them may be the one the server
-	// got, so each is reported.
+	// got, so each is reported (or, with Config.OnAmbiguous, held back for
+	// the caller to settle), as is one that an earlier stream left in doubt.
+	ambiguous := func(e entry) bool { return e.unsure && e.raw != nil && (len(held) > 0 || e.doubt) }
 	var maybe []entry
-	if len(held) > 0 {
+	if st.cfg.OnAmbiguous != nil {
+		st.holdLocked(ambiguous)
+	} else {
 		for _, e := range st.retransmit {
-			if e.unsure && e.raw != nil {
+			if ambiguous(e) {
 				maybe = append(maybe, e)
 			}
 		}
 	}
+	n := len(st.retransmit)
 	st.mu.Unlock()
 	s.UpdateAddr(addr)
 	for _, e := range maybe {

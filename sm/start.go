@@ -90,8 +90,12 @@ func (st *State) Start(ctx context.Context, s *xmpp.Session) error {
 	st.deliver()
 	if err != nil {
 		c.stop() // the connection is unusable: WaitEnabled must not wait for it
+		return err
 	}
-	return err
+	if resumed {
+		st.announceHeld()
+	}
+	return nil
 }
 
 // settleLocked hands the stanzas of a stream that cannot be resumed to the
@@ -107,8 +111,9 @@ func (st *State) settleLocked(offered bool) (lost, resend int) {
 	all := st.queue.drain(nil)
 	all = append(all, st.retransmit...)
 	all = append(all, st.orphans...)
+	all = append(all, st.held...) // ambiguous ones too: the Policy re-sends them
 	slices.SortFunc(all, func(a, b entry) int { return cmp.Compare(a.ord, b.ord) })
-	st.retransmit = nil
+	st.retransmit, st.held = nil, nil
 	st.ackedH = st.outH
 	st.dropSessionLocked()
 	keep := all[:0]

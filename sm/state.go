@@ -55,6 +55,7 @@ type State struct {
 
 	queue      queue   // written, not acknowledged: seq ackedH+1 .. outH
 	retransmit []entry // to retransmit after <resumed/>, not yet re-sent
+	held       []entry // ambiguous, held back for Config.OnAmbiguous; not counted on the stream
 	orphans    []entry // of a stream that cannot be resumed; for the Policy
 
 	events     []event       // callbacks to run, in order
@@ -246,7 +247,8 @@ func (st *State) Abandon() {
 	all := st.queue.drain(nil)
 	all = append(all, st.retransmit...)
 	all = append(all, st.orphans...)
-	st.retransmit, st.orphans = nil, nil
+	all = append(all, st.held...)
+	st.retransmit, st.orphans, st.held = nil, nil, nil
 	st.ackedH = st.outH
 	st.dropSessionLocked()
 	for _, e := range all {
@@ -259,7 +261,7 @@ func (st *State) Abandon() {
 
 // pendingLocked counts the stanzas not yet acknowledged.
 func (st *State) pendingLocked() int {
-	return st.queue.len() + len(st.retransmit) + len(st.orphans)
+	return st.queue.len() + len(st.retransmit) + len(st.orphans) + len(st.held)
 }
 
 // spaceLocked wakes Reserve callers when there is room.

@@ -1,0 +1,211 @@
+package sm
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+
+	"mellium.im/xmpp/jid"
+)
+
+// heldLog records the calls of Config.OnAmbiguous.
+type heldLog struct {
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (h *heldLog) config(cfg Config) Config {
+	cfg.OnAmbiguous = func(ss []Stanza) {
+		var ids []string
+		for _, s := range ss {
+			ids = append(ids, s.ID)
+		}
+		h.mu.Lock()
+		h.calls = append(h.calls, ids)
+		h.mu.Unlock()
+	}
+	return cfg
+}
+
+func (h *heldLog) get() [][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.calls)
+}
+
+// restoreAmbiguous restores a (numbered 200) and x, y, z (no number) into
+// a State with OnAmbiguous, and resumes with <resumed h/>.
+func restoreAmbiguous(t *testing.T, h uint32, unacked []Stanza) (*fakeServer, *State, *recorder, *heldLog, *client) {
+	srv := newFakeServer(t)
+	srv.smID, srv.resumable, srv.inH = "sm1", true, h
+	rec, held := newRecorder(), &heldLog{}
+	st := New(held.config(rec.config(Config{})))
+	r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 199, Sent: 200}
+	if err := st.Restore(r, unacked); err != nil {
+		t.Fatal(err)
+	}
+	c := mustDial(t, srv, st, nil)
+	if !st.Resumed() {
+		t.Fatal("not resumed")
+	}
+	return srv, st, rec, held, c
+}
+
+func xyz() []Stanza {
+	return []Stanza{restoredMsg(200, "a"), restoredMsg(0, "x"), restoredMsg(0, "y"), restoredMsg(0, "z")}
+}
+
+// With OnAmbiguous, an h that covers a guessed number holds back every
+// stanza without a recorded number: none is written nor counted until
+// ResolveAmbiguous, which acknowledges the ones proved received and
+// retransmits the others, numbered from their write.
+func TestAmbiguousHeldThenResolved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, st, rec, held, c := restoreAmbiguous(t, 201, xyz())
+		if evs := waitEvents(t, rec, 1); !slices.Equal(evs, []string{"acked:a"}) {
+			t.Fatalf("reports %v, want [acked:a]", evs)
+		}
+		if got := held.get(); len(got) != 1 || !slices.Equal(got[0], []string{"x", "y", "z"}) {
+			t.Fatalf("OnAmbiguous calls %v, want [[x y z]]", got)
+		}
+		synctest.Wait()
+		if got := srv.ids(); len(got) != 0 {
+			t.Fatalf("server got %v before the resolution", got)
+		}
+		if info := st.Info(); info.Sent != 201 || info.Unacked != 3 {
+			t.Fatalf("held: %+v, want Sent 201 (held stanzas uncounted), Unacked 3", info)
+		}
+		settled, resent, err := st.ResolveAmbiguous(context.Background(), c.sess, func(s Stanza) bool { return s.ID == "y" })
+		if err != nil || settled != 1 || resent != 2 {
+			t.Fatalf("ResolveAmbiguous: %d settled, %d resent, %v", settled, resent, err)
+		}
+		c.sc.requestAck()
+		if evs := waitEvents(t, rec, 3); !slices.Equal(evs, []string{"acked:y", "acked:x", "acked:z"}) {
+			t.Fatalf("reports %v, want [acked:y acked:x acked:z]", evs)
+		}
+		synctest.Wait()
+		if got := srv.ids(); !slices.Equal(got, []string{"x", "z"}) {
+			t.Fatalf("server got %v, want [x z]", got)
+		}
+		if info := st.Info(); info.Sent != 203 || info.Acked != 203 || info.Unacked != 0 {
+			t.Fatalf("after: %+v, want Sent = Acked = 203", info)
+		}
+		c.close()
+	})
+}
+
+// An h that covers no guessed number proves that none of them reached the
+// server: nothing is held, they are retransmitted at once.
+func TestAmbiguousNotCovered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, st, rec, held, c := restoreAmbiguous(t, 200, xyz())
+		c.sc.requestAck()
+		if evs := waitEvents(t, rec, 4); !slices.Equal(evs, []string{"acked:a", "acked:x", "acked:y", "acked:z"}) {
+			t.Fatalf("reports %v", evs)
+		}
+		synctest.Wait()
+		if got := held.get(); len(got) != 0 {
+			t.Fatalf("OnAmbiguous calls %v, want none", got)
+		}
+		if got := srv.ids(); !slices.Equal(got, []string{"x", "y", "z"}) {
+			t.Fatalf("server got %v, want [x y z]", got)
+		}
+		if info := st.Info(); info.Sent != 203 {
+			t.Fatalf("%+v", info)
+		}
+		c.close()
+	})
+}
+
+// A stanza restored as Ambiguous (held by an earlier stream, never
+// settled) is held again whatever h says; the others follow h.
+func TestAmbiguousDoubtCarriedOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		unacked := xyz()
+		unacked[2].Ambiguous = true // y
+		srv, _, rec, held, c := restoreAmbiguous(t, 200, unacked)
+		c.sc.requestAck()
+		if evs := waitEvents(t, rec, 3); !slices.Equal(evs, []string{"acked:a", "acked:x", "acked:z"}) {
+			t.Fatalf("reports %v", evs)
+		}
+		synctest.Wait()
+		if got := held.get(); len(got) != 1 || !slices.Equal(got[0], []string{"y"}) {
+			t.Fatalf("OnAmbiguous calls %v, want [[y]]", got)
+		}
+		if got := srv.ids(); !slices.Equal(got, []string{"x", "z"}) {
+			t.Fatalf("server got %v, want [x z]", got)
+		}
+		c.close()
+	})
+}
+
+// A connection lost before the resolution keeps the held stanzas: the next
+// resumption announces them again (uncounted, whatever its h); a
+// resolution on the dead connection acknowledges what it proved and
+// writes nothing.
+func TestAmbiguousSurvivesReconnect(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, st, rec, held, c := restoreAmbiguous(t, 201, xyz())
+		waitEvents(t, rec, 1) // acked:a
+		c.drop()
+		settled, resent, err := st.ResolveAmbiguous(context.Background(), c.sess, func(s Stanza) bool { return s.ID == "x" })
+		if !errors.Is(err, ErrConnEnded) || settled != 1 || resent != 0 {
+			t.Fatalf("on a dead connection: %d settled, %d resent, %v", settled, resent, err)
+		}
+		if evs := waitEvents(t, rec, 1); !slices.Equal(evs, []string{"acked:x"}) {
+			t.Fatalf("reports %v", evs)
+		}
+		c = mustDial(t, srv, st, nil)
+		if got := held.get(); len(got) != 2 || !slices.Equal(got[1], []string{"y", "z"}) {
+			t.Fatalf("OnAmbiguous calls %v, want [x y z] then [y z]", got)
+		}
+		if info := st.Info(); info.Sent != 201 || info.Unacked != 2 {
+			t.Fatalf("%+v", info)
+		}
+		if _, resent, err := st.ResolveAmbiguous(context.Background(), c.sess, nil); err != nil || resent != 2 {
+			t.Fatalf("resolve: %d resent, %v", resent, err)
+		}
+		c.sc.requestAck()
+		if evs := waitEvents(t, rec, 2); !slices.Equal(evs, []string{"acked:y", "acked:z"}) {
+			t.Fatalf("reports %v", evs)
+		}
+		synctest.Wait()
+		if got := srv.ids(); !slices.Equal(got, []string{"y", "z"}) {
+			t.Fatalf("server got %v, want [y z]", got)
+		}
+		c.close()
+	})
+}
+
+// A resumption that fails hands the held stanzas to the Policy, which
+// re-sends them on the new stream.
+func TestAmbiguousFailedResumption(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, st, rec, _, c := restoreAmbiguous(t, 201, xyz())
+		waitEvents(t, rec, 1) // acked:a
+		c.drop()
+		srv.mu.Lock()
+		srv.resumable = false
+		srv.mu.Unlock()
+		srv.resumeReply = func(uint32) string {
+			return `<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>`
+		}
+		c = mustDial(t, srv, st, nil)
+		if st.Resumed() {
+			t.Fatal("resumed")
+		}
+		c.sc.requestAck()
+		evs := waitEvents(t, rec, 6)
+		synctest.Wait()
+		if r, a := rec.ids("resent"), rec.ids("acked"); !slices.Equal(r, []string{"x", "y", "z"}) || !slices.Equal(a, []string{"a", "x", "y", "z"}) {
+			t.Fatalf("reports %v", evs)
+		}
+		if got := srv.ids(); !slices.Equal(got, []string{"x", "y", "z"}) {
+			t.Fatalf("server got %v", got)
+		}
+		c.close()
+	})
+}
