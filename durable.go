@@ -398,7 +398,7 @@ func (d *durable) handled(next func(uint32) uint32) func(uint32) uint32 {
 // again only once they sent more (Prosody), so without it the last stanzas
 // of a quiet stream would stay unacknowledged, and be replayed on the next
 // resumption. The write runs on a goroutine of its own, one at a time:
-// the recorder never waits for the network.
+// the recorder waits for its store's commits, never for the XMPP stream.
 func (d *durable) ackSaved(sess store.Session) {
 	c := d.client.Load()
 	if c == nil || !d.ackDue(c) {

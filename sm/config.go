@@ -243,7 +243,8 @@ type Config struct {
 	// before (comparing modulo 2^32). Resuming the stream within the same
 	// process still claims every stanza received, which that process
 	// finishes. Nil: every stanza received is acknowledged. It runs on the
-	// goroutine that reads the stream, without the State's lock: it must be
+	// goroutine that reads the stream (answering <r/>) and on the callers of
+	// WriteAck and SendAck, without the State's lock: it must be
 	// quick and must not call the State's methods other than Resumption and
 	// Info.
 	Handled func(received uint32) uint32
