@@ -2,6 +2,7 @@ package xmpptrack
 
 import (
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -65,5 +66,63 @@ func TestStoreAcksCoverFinished(t *testing.T) {
 		case <-time.After(testWait):
 			t.Fatal("no unsolicited <a/> once in2 was finished and saved")
 		}
+	}
+}
+
+// TestStoreResumeClaimsFinished: with Config.Store, resuming the stream
+// within the process claims only the stanzas the store saved as finished
+// (a process killed right after must get the others again, and its
+// successor, claiming the saved count, must not claim less), and the
+// inbound count saved after the resumption does not cover a stanza read
+// on the old connection whose OnMessage has not returned.
+func TestStoreResumeClaimsFinished(t *testing.T) {
+	srv := newPeerServer(t)
+	release, blocked := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	got := make(chan string, 4)
+	st := openStorePath(t, filepath.Join(t.TempDir(), "track.db"))
+	c := dialPeer(t, srv, Config{Store: st, NoReceipts: true, NoCarbons: true,
+		OnMessage: func(_ *Client, m *Incoming) {
+			if m.ID == "in2" {
+				close(blocked)
+				<-release
+			}
+			got <- m.ID
+		}})
+	pc := srv.next(t)
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='in1'><body>1</body></message>`)
+	if id := <-got; id != "in1" {
+		t.Fatalf("got %s", id)
+	}
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='in2'><body>2</body></message>`)
+	<-blocked
+	// Once in1 is saved as finished, the client tells the server.
+	for h := uint32(0); h != 1; {
+		select {
+		case h = <-srv.acks:
+			if h > 1 {
+				t.Fatalf("<a h='%d'/> covers in2, whose OnMessage has not returned", h)
+			}
+		case <-time.After(testWait):
+			t.Fatal("no <a/> covering in1")
+		}
+	}
+	pc.conn.Close() // in2 is still in OnMessage
+	if pc = srv.next(t); !pc.resumed {
+		t.Fatal("not resumed")
+	}
+	srv.mu.Lock()
+	resumedAt := slices.Clone(srv.resumedAt)
+	srv.mu.Unlock()
+	if !slices.Equal(resumedAt, []uint32{1}) {
+		t.Errorf("<resume h/>: %v, want [1] (in1 only: in2's OnMessage has not returned)", resumedAt)
+	}
+	c.Close() // saves the stream-management state a last time
+	sess, err := st.Session(t.Context(), c.dur.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.Inbound != 1 {
+		t.Errorf("saved inbound count %d, want 1 (in2's OnMessage has not returned)", sess.Inbound)
 	}
 }

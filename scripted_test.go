@@ -142,6 +142,7 @@ type peerServer struct {
 	smID      string        // current SM session; "" = none
 	inH       uint32        // stanzas received on the SM session
 	acks      chan uint32   // the h of each <a/> the client wrote
+	resumedAt []uint32      // the h of each <resume/> the client wrote
 	live      []*peerConn
 }
 
@@ -339,6 +340,8 @@ func (srv *peerServer) resume(pc *peerConn, e *element) bool {
 	if !ok {
 		srv.smID = ""
 	}
+	claim, _ := strconv.ParseUint(e.attr("h"), 10, 32)
+	srv.resumedAt = append(srv.resumedAt, uint32(claim))
 	srv.mu.Unlock()
 	if !ok {
 		pc.write(`<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>`)

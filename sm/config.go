@@ -240,13 +240,18 @@ type Config struct {
 	// from the server, and its successor never claims less than was
 	// acknowledged (servers refuse that: Prosody 0.12 ends the session).
 	// The result is clamped: never above received, never below an h sent
-	// before (comparing modulo 2^32). Resuming the stream within the same
-	// process still claims every stanza received, which that process
-	// finishes. Nil: every stanza received is acknowledged. It runs on the
-	// goroutine that reads the stream (answering <r/>) and on the callers of
-	// WriteAck and SendAck, without the State's lock: it must be
-	// quick and must not call the State's methods other than Resumption and
-	// Info.
+	// before (comparing modulo 2^32). The h of <resume/> is bounded the
+	// same way, also when the stream is resumed within the same process:
+	// a process killed right after it must not have claimed stanzas still
+	// in its callbacks, and a successor claiming its saved count must not
+	// claim less than that h. The server then sends again the stanzas the
+	// claim did not cover, and the application gets them a second time
+	// (by their ids it can tell). Nil: every stanza received is
+	// acknowledged. It runs on the goroutine that reads the stream
+	// (answering <r/>), on the callers of WriteAck, SendAck and Tees, and
+	// on the goroutine that negotiates a resumption, without the State's
+	// lock: it must be quick and must not call the State's methods other
+	// than Resumption and Info.
 	Handled func(received uint32) uint32
 
 	// Logger receives diagnostics; nil means no logging. The SM-ID, a

@@ -85,9 +85,25 @@ func (st *State) Tees() (in, out io.Writer) {
 	c.in.lim = limits{stanza: st.cfg.MaxStanzaSize, ws: st.cfg.MaxWhitespace, streamErr: st.cfg.MaxStreamErrorSize}
 	c.out = newScanner((*outSink)(c), true)
 	st.mu.Lock()
+	received, resumable := st.inH, st.resumable && st.id != ""
+	st.mu.Unlock()
+	// From here on the inbound count is what a resumption claims (see
+	// BindOrResume): the stanzas of the previous connection that
+	// Config.Handled does not cover will be sent again.
+	h := received
+	if resumable {
+		h = st.handled(received)
+	}
+	st.mu.Lock()
 	old := st.conn
 	st.conn = c
 	st.read = 0
+	if int32(h-st.toldH) < 0 {
+		h = st.toldH
+	}
+	if st.inH == received {
+		st.inH = h
+	}
 	st.mu.Unlock()
 	if old != nil {
 		old.stop()

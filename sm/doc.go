@@ -197,6 +197,17 @@
 // roster, room joins) is the old one: do not announce presence again
 // (XEP-0198 §5).
 //
+// The h of <resume/> is the inbound count bounded by Config.Handled, as
+// for any ack, and never below an h sent before; it is recorded as told
+// (Resumption.Told). A client whose Handled hook returns what its store
+// saved thus never claims a stanza still in its callbacks, even when it
+// resumes within the same process: a kill right after loses nothing, and
+// a successor claiming the saved count never claims less than the server
+// was told. The server sends again what the claim does not cover, and the
+// application gets those stanzas a second time. From Tees on, the inbound
+// count (Resumption.Handled) is that bounded count, so a store saving it
+// then does not cover them either.
+//
 // A stream restored in a new process (State.Restore) is resumed the same
 // way, with one exception: a stanza the store kept without its number
 // (written ahead, and the process died before the number was saved) is

@@ -23,11 +23,12 @@ type Resumption struct {
 	Max      time.Duration
 	// JID is the full JID bound for the session.
 	JID jid.JID
-	// Handled is the inbound count (the h a resumption claims); Read
-	// counts the stanzas of that count read on the current connection (a
-	// stanza read before <enabled/>, such as the bind result, is not), so
-	// that a caller that knows how many of them the application finished
-	// can claim less (Handled - (Read - finished)).
+	// Handled is the inbound count (the h a resumption claims; from Tees
+	// on it is bounded by Config.Handled); Read counts the stanzas of that
+	// count read on the current connection (only those after <enabled/>
+	// or <resumed/>: a stanza read before, such as the bind result, is
+	// not), so that a caller that knows how many of them the application
+	// finished can claim less (Handled - (Read - finished)).
 	Handled, Read uint32
 	// Told is the last h sent to the server in an <a/> (0 before the
 	// first). The server drops what it covers, so a resumption never
@@ -173,18 +174,25 @@ func (st *State) Forget() {
 // ackFor returns the h of an <a/> sent now, for received stanzas (see
 // Config.Handled), and records it as told.
 func (st *State) ackFor(received uint32) uint32 {
-	h := received
-	if f := st.cfg.Handled; f != nil {
-		if l := f(received); int32(l-h) < 0 {
-			h = l
-		}
-	}
+	h := st.handled(received)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if int32(h-st.toldH) > 0 {
 		st.toldH = h
 	}
 	return st.toldH
+}
+
+// handled returns received bounded by Config.Handled (never above
+// received), without the State's lock.
+func (st *State) handled(received uint32) uint32 {
+	h := received
+	if f := st.cfg.Handled; f != nil {
+		if l := f(received); int32(l-h) < 0 {
+			h = l
+		}
+	}
+	return h
 }
 
 // WriteAck writes an unsolicited <a/> now (XEP-0198 allows one at any

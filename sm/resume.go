@@ -40,11 +40,11 @@ func (st *State) BindOrResume(bind xmpp.StreamFeature) xmpp.StreamFeature {
 	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data interface{}) (xmpp.SessionState, io.ReadWriter, error) {
 		st.mu.Lock()
 		c := st.conn
-		prev, h := st.id, st.inH
+		prev := st.id
 		try := st.resumable && prev != "" && c != nil
 		st.mu.Unlock()
 		if _, offered := s.Feature(NS); offered && try {
-			ok, err := st.resume(s, c, prev, h)
+			ok, err := st.resume(s, c, prev, st.claim())
 			if err != nil {
 				return 0, nil, err
 			}
@@ -64,6 +64,25 @@ func (st *State) BindOrResume(bind xmpp.StreamFeature) xmpp.StreamFeature {
 		return mask, rw, err
 	}
 	return f
+}
+
+// claim returns the h of a <resume/> sent now, and makes it the inbound
+// count: the stanzas received, bounded by Config.Handled (never below an
+// h told before), recorded as told. The server sends again what the claim
+// does not cover, and those stanzas count again, from the claim on. The
+// new connection counts nothing before <resumed/>, so the count cannot
+// move meanwhile.
+func (st *State) claim() uint32 {
+	st.ackMu.Lock()
+	defer st.ackMu.Unlock()
+	st.mu.Lock()
+	received := st.inH
+	st.mu.Unlock()
+	h := st.ackFor(received)
+	st.mu.Lock()
+	st.inH = h
+	st.mu.Unlock()
+	return h
 }
 
 // resume sends <resume/> and processes the answer. ok reports a resumed
