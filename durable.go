@@ -530,12 +530,17 @@ func (d *durable) newConn() {
 // behind them on the callbacks' goroutine counts it). A stanza whose
 // callback had not returned when the process died is thus not covered by
 // the saved inbound count, nor by any ack we sent (see handled), and the
-// server sends it again on resumption.
+// server sends it again on resumption. Only the stanzas in the stream's
+// inbound count count: those after <enabled/> or <resumed/>, which this
+// goroutine handled before them (Enabled says so).
 func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 		err := h.HandleXMPP(t, start)
 		switch start.Name.Local {
 		case "message", "presence", "iq":
+			if !d.client.Load().sm.Enabled() {
+				break
+			}
 			gen := d.gen.Load()
 			d.client.Load().ev.push(func() {
 				if d.gen.Load() == gen {

@@ -1,6 +1,8 @@
 package xmpptrack
 
 import (
+	"context"
+	"crypto/tls"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -124,5 +126,76 @@ func TestStoreResumeClaimsFinished(t *testing.T) {
 	}
 	if sess.Inbound != 1 {
 		t.Errorf("saved inbound count %d, want 1 (in2's OnMessage has not returned)", sess.Inbound)
+	}
+}
+
+// TestStoreFinishedCountsAfterEnabled: a stanza handled before <enabled/>
+// is not in the stream's inbound count (XEP-0198 counts from <enabled/>),
+// so its callbacks' return must not count as finishing one of the counted
+// stanzas: the acks, bounded by the count the store saved, never cover a
+// stanza whose OnMessage has not returned.
+func TestStoreFinishedCountsAfterEnabled(t *testing.T) {
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.stall = "enable" })
+	release, blocked := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	got := make(chan string, 4)
+	cfg := Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoReceipts: true, NoCarbons: true,
+		OnMessage: func(_ *Client, m *Incoming) {
+			if m.ID == "b" {
+				close(blocked)
+				<-release
+			}
+			got <- m.ID
+		},
+		Addr: srv.l.Addr().String(), DirectTLS: true, TLSConfig: &tls.Config{RootCAs: testRoots(t)},
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}
+	type dialed struct {
+		c   *Client
+		err error
+	}
+	res := make(chan dialed, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), testWait)
+		defer cancel()
+		c, err := Dial(ctx, testJID, peerPassword, &cfg)
+		res <- dialed{c, err}
+	}()
+	pc := srv.next(t)
+	select {
+	case <-srv.stalled: // <enable/> written, unanswered
+	case <-time.After(testWait):
+		t.Fatal("no <enable/>")
+	}
+	srv.set(func(srv *peerServer) { srv.stall, srv.smID, srv.inH = "", "sm-pre", 0 })
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='pre'><body>0</body></message>`)
+	pc.send(`<enabled xmlns='urn:xmpp:sm:3' id='sm-pre' resume='true'/>`)
+	d := <-res
+	if d.err != nil {
+		t.Fatalf("Dial: %v", d.err)
+	}
+	c := d.c
+	t.Cleanup(func() { c.Close() })
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='a'><body>1</body></message>`)
+	for _, want := range []string{"pre", "a"} {
+		if id := <-got; id != want {
+			t.Fatalf("got %s, want %s", id, want)
+		}
+	}
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='b'><body>2</body></message>`)
+	<-blocked
+	if n := c.sm.Info().Handled; n != 2 {
+		t.Fatalf("inbound count %d, want 2 (a and b)", n)
+	}
+	pc.send(`<r xmlns='urn:xmpp:sm:3'/>`)
+	for h := uint32(0); h != 1; { // the answer, then the ack once a is saved
+		select {
+		case h = <-srv.acks:
+			if h > 1 {
+				t.Fatalf("<a h='%d'/> covers b, whose OnMessage has not returned", h)
+			}
+		case <-time.After(testWait):
+			t.Fatal("no <a/> covering a")
+		}
 	}
 }
