@@ -64,7 +64,9 @@ var ErrRestore = errors.New("sm: Restore must be called before the first connect
 
 // Restore loads the state a previous process saved, before the first call
 // of Tees: the next connection tries to resume r.ID with r.Handled as its
-// h (if r.ID is empty it binds, and the Policy gets the stanzas). unacked
+// h, or r.Told when that is higher (never less than an ack said; a zero
+// Told counts as none sent), and if r.ID is empty it binds, and the
+// Policy gets the stanzas. unacked
 // are the stanzas written and not acknowledged, each with the Seq it got
 // (after r.Acked, modulo 2^32), Name, ID, To, Raw and Sent; order does not
 // matter. Numbers after r.Acked that no stanza claims (stanzas the store
@@ -97,6 +99,9 @@ func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.jid = r.JID
 	st.inH = r.Handled
 	st.toldH = r.Handled
+	if r.Told != 0 && int32(r.Told-r.Handled) > 0 {
+		st.toldH = r.Told // the server dropped what it covers
+	}
 	st.ackedH = r.Acked
 	var known, unknown []Stanza
 	for _, s := range unacked {

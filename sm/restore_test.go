@@ -166,6 +166,38 @@ func TestRestoreGapBeforeUnknown(t *testing.T) {
 	})
 }
 
+// A restored Told above the restored inbound count is kept: the
+// resumption claims it, never less than an ack said (Prosody 0.12 ends a
+// stream whose resumption claims less).
+func TestRestoreTold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		srv.smID, srv.resumable = "sm1", true
+		st := New(Config{})
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Handled: 5, Told: 7}
+		if err := st.Restore(r, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Resumption().Told; got != 7 {
+			t.Errorf("Told after Restore: %d, want 7", got)
+		}
+		c := mustDial(t, srv, st, nil)
+		if !st.Resumed() {
+			t.Fatal("not resumed")
+		}
+		srv.mu.Lock()
+		resumedAt := slices.Clone(srv.resumedAt)
+		srv.mu.Unlock()
+		if !slices.Equal(resumedAt, []uint32{7}) {
+			t.Errorf("<resume h/>: %v, want [7] (the restored Told)", resumedAt)
+		}
+		if info := st.Info(); info.Handled != 7 {
+			t.Errorf("inbound count after resuming: %d, want 7", info.Handled)
+		}
+		c.close()
+	})
+}
+
 // Told follows the h sent in <a/>, never goes back, and starts at the
 // restored inbound count.
 func TestResumptionTold(t *testing.T) {
