@@ -132,6 +132,9 @@ type result struct {
 	// DBCPU is the user+system of the database server the sender started
 	// (PostgreSQL and its backends) during the workload.
 	DBCPU float64 `json:"db_cpu_s,omitempty"`
+	// DBStats are the database's counters over the workload and the
+	// stores' closing (see dbStatsQuery).
+	DBStats map[string]float64 `json:"db_stats,omitempty"`
 
 	// xmpptrack paced (-rate): seconds per Send call.
 	SendP50 float64 `json:"send_p50_s,omitempty"`

@@ -131,6 +131,9 @@ func (r run) summary() string {
 	}
 	if r.res.DBCPU > 0 {
 		s += fmt.Sprintf(", database CPU %.3fs", r.res.DBCPU)
+		if d := dbStatsPerMessage(r.res.DBStats, r.res.N); d != "" {
+			s += "; database " + d
+		}
 	}
 	if r.res.SendP50 > 0 {
 		s += fmt.Sprintf(", Send latency p50 %s p99 %s max %s", ms(r.res.SendP50), ms(r.res.SendP99), ms(r.res.SendMax))

@@ -211,9 +211,10 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	res.Senders = k
 	var dsn, dir string
 	dbPID := 0
+	var pg *testserver.Postgres
 	if a.store == storePostgres {
 		// One PostgreSQL for all instances, as for services sharing it.
-		pg, err := testserver.LaunchPostgres(ctx, testserver.PostgresOptions{})
+		pg, err = testserver.LaunchPostgres(ctx, testserver.PostgresOptions{})
 		if err != nil {
 			res.Error = err.Error()
 			return res
@@ -233,6 +234,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		defer os.RemoveAll(dir)
 	}
 	clients := make([]*xmpptrack.Client, k)
+	var stores []*postgres.Store
 	for i := range k {
 		cfg := cfg
 		switch a.store {
@@ -243,6 +245,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 				return res
 			}
 			defer st.Close()
+			stores = append(stores, st)
 			cfg.Store = st
 		case storeSQLite:
 			// A file per instance: an SQLite file has one writer process.
@@ -273,6 +276,13 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer stopPoll()
 
+	var stats0 map[string]float64
+	if pg != nil {
+		if stats0, err = dbStats(ctx, pg, "bench"); err != nil {
+			res.Error = err.Error()
+			return res
+		}
+	}
 	stopProfile := profile(a.cpuprofile)
 	cpu0 := cpuNow()
 	db0 := treeCPU(dbPID)
@@ -305,6 +315,20 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	stopProfile()
 	stopPoll()
 	m.fill(&res)
+	if pg != nil && res.Error == "" {
+		// The backends report their counters when they end.
+		for i := range k {
+			clients[i].Close()
+			stores[i].Close()
+		}
+		stats, err := dbStats(ctx, pg, "bench")
+		if err == nil {
+			res.DBStats = map[string]float64{}
+			for k, v := range stats {
+				res.DBStats[k] = v - stats0[k]
+			}
+		}
+	}
 	if !res.Complete && res.Error == "" {
 		res.Error = fmt.Sprintf("incomplete: %d to server, %d to recipient, %d seen, %d failed of %d",
 			res.CntServer, res.CntRecip, res.CntSeen, res.Failed, res.N)
