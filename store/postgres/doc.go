@@ -34,8 +34,10 @@
 // batch.
 //
 // Waiting followers are woken by LISTEN/NOTIFY: each commit that moves the
-// feed notifies the channel xmpptrack_feed, and every Store keeps one
-// listening connection (reconnecting when it breaks).
+// feed notifies the channel xmpptrack_feed, and a Store keeps one listening
+// connection (reconnecting when it breaks) from its first Wait on. A Store
+// that never waits, such as a client's that only records, listens on none:
+// a listening session costs the server a transaction at each notification.
 //
 // # State changes are race-free
 //

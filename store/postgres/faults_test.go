@@ -261,3 +261,67 @@ func TestDatabaseDown(t *testing.T) {
 		t.Fatalf("follower not woken after the restart: %v", err)
 	}
 }
+
+// TestListenOnlyToFollow: a Store that only writes holds no listening
+// session (each one costs the server a transaction per notification); its
+// first Wait starts one, and a commit through another Store wakes it.
+func TestListenOnlyToFollow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := server(t)
+	dsn := database(t, "listen_to_follow")
+	listeners := func() string {
+		t.Helper()
+		out, err := srv.SQL(ctx, "listen_to_follow", `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND query = 'LISTEN xmpptrack_feed'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	w, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	f, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg("lazy1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := listeners(); n != "0" {
+		t.Fatalf("%s listening sessions before any Wait, want 0", n)
+	}
+	last, err := f.LastCursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan error, 1)
+	go func() { woke <- f.Wait(ctx, last) }()
+	// The commit may come before or after the listener started: Wait
+	// returns either way.
+	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg("lazy2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-woke; err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if n := listeners(); n != "1" {
+		t.Fatalf("%s listening sessions after a Wait, want 1", n)
+	}
+	// Woken by the notification of another Store's commit.
+	last, err = f.LastCursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { woke <- f.Wait(ctx, last) }()
+	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg("lazy3")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-woke; err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+}

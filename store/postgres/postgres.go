@@ -53,11 +53,13 @@ type Store struct {
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc
 
-	mu      sync.Mutex
-	closed  bool
-	notify  chan struct{} // closed and replaced when the feed moves
-	leases  map[store.Instance]*lease
-	workers sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	notify    chan struct{} // closed and replaced when the feed moves
+	listening bool          // the listener was started (by the first Wait)
+	firstTry  chan struct{} // closed after the listener's first connection attempt
+	leases    map[store.Instance]*lease
+	workers   sync.WaitGroup
 }
 
 var _ store.Store = (*Store)(nil)
@@ -92,24 +94,19 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: connecting: %w", err)
 	}
 	s := &Store{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		pool:    pool,
-		connCfg: pcfg.ConnConfig.Copy(),
-		notify:  make(chan struct{}),
-		leases:  map[store.Instance]*lease{},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		pool:     pool,
+		connCfg:  pcfg.ConnConfig.Copy(),
+		notify:   make(chan struct{}),
+		firstTry: make(chan struct{}),
+		leases:   map[store.Instance]*lease{},
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.group = groupcommit.New(s.ctx)
 	if err := s.migrate(ctx); err != nil {
 		s.stop()
 		pool.Close()
-		return nil, err
-	}
-	ready := make(chan error, 1)
-	s.workers.Go(func() { s.listen(ready) })
-	if err := <-ready; err != nil {
-		s.Close()
 		return nil, err
 	}
 	s.workers.Go(func() { s.group.Run(s.commitGroup) })
@@ -154,21 +151,33 @@ func (s *Store) wake() {
 // channel is the NOTIFY channel of the feed.
 const channel = "xmpptrack_feed"
 
+// startListener starts the listener unless it runs, and returns a channel
+// closed once its first connection attempt ended. A Store listens only
+// from its first Wait on: a listening session costs the server a
+// transaction at each notification, which a Store that only writes (a
+// client's) would pay for nothing.
+func (s *Store) startListener() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.listening && !s.closed {
+		s.listening = true
+		s.workers.Go(s.listen)
+	}
+	return s.firstTry
+}
+
 // listen keeps a connection that LISTENs on the feed's channel and wakes
 // waiters at each notification; it reconnects with backoff when the
-// connection breaks, and wakes everybody then (they look again). ready gets
-// the outcome of the first connection.
-func (s *Store) listen(ready chan<- error) {
+// connection breaks, and wakes everybody then (they look again). It closes
+// firstTry after its first connection attempt.
+func (s *Store) listen() {
 	backoff := 50 * time.Millisecond
 	first := true
 	for s.ctx.Err() == nil {
 		conn, err := s.listenConn()
 		if first {
-			ready <- err
 			first = false
-			if err != nil {
-				return
-			}
+			close(s.firstTry)
 		}
 		if err != nil {
 			s.logf("postgres: listener: %v", err)

@@ -253,6 +253,14 @@ func (s *Store) LastCursor(ctx context.Context) (int64, error) {
 // Wait implements store.Store: it sleeps until a notification (or a commit
 // through this Store) moves the feed.
 func (s *Store) Wait(ctx context.Context, after int64) error {
+	// Listening before the first look: a commit after it is notified.
+	select {
+	case <-s.startListener():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return store.ErrClosed
+	}
 	for {
 		s.mu.Lock()
 		ch := s.notify
