@@ -30,7 +30,8 @@ type Config struct {
 	// means 60 s.
 	MaxWait time.Duration
 	// SendTimeout bounds how long a send may wait for the connection (while
-	// the client reconnects, or the pending bound is reached). Zero means
+	// the client reconnects, or the pending bound is reached), at most 1/30
+	// longer: sends that start within that share one deadline. Zero means
 	// 30 s.
 	SendTimeout time.Duration
 	// Webhooks receive every state change (see Webhook).
@@ -66,6 +67,8 @@ type Gateway struct {
 	accounts map[string]sender  // by bare JID
 	first    string             // the default account
 	live     map[string]liveMsg // sent messages whose tracking may go on
+
+	sends sendCtxs
 
 	closeOnce sync.Once
 	ctx       context.Context

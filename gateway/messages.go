@@ -270,9 +270,7 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 	lm.sends++
 	g.live[id] = lm
 	g.mu.Unlock()
-	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SendTimeout)
-	defer cancel()
-	t, err := o.s.send(ctx, o.msg)
+	t, err := o.s.send(g.sendCtx(), o.msg)
 	g.mu.Lock()
 	// Callbacks may be queued still: a settled tracker's entry stays until
 	// the sweep (see sweepLive).
