@@ -301,12 +301,16 @@ func (d *durable) run() {
 			if changed {
 				b.Sessions = []store.Session{sess}
 			}
-			if !d.commit(b) {
+			committed, running := d.commit(b)
+			if !running {
 				return
 			}
 			if len(b.Sessions) > 0 {
 				d.last = sess
-				if d.failure.Load() == nil { // committed, not given up on
+				// Only what this commit wrote raises the bound of the acks
+				// (see handled): d.failure is shared with writeAhead, whose
+				// success may clear it while a refused batch is handled.
+				if committed {
 					d.saved.Store(&sess)
 					d.ackSaved(sess)
 				}
@@ -552,9 +556,11 @@ func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 	})
 }
 
-// commit commits a batch, trying again while the store fails; it returns
-// false if the recorder was stopped meanwhile.
-func (d *durable) commit(b *store.Batch) bool {
+// commit commits a batch, trying again while the store fails. committed
+// reports whether the store took the batch: false when it refused it for
+// good (store.ErrInvalid, store.ErrClosed: the recorder gives up on it) or
+// when the recorder was stopped meanwhile, which running reports.
+func (d *durable) commit(b *store.Batch) (committed, running bool) {
 	wait := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -563,15 +569,15 @@ func (d *durable) commit(b *store.Batch) bool {
 		d.failed(err)
 		switch {
 		case err == nil:
-			return true
+			return true, true
 		case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrClosed):
 			d.warn("xmpptrack: state changes not recorded", "count", len(b.Changes), "err", err)
-			return true
+			return false, true
 		}
 		d.warn("xmpptrack: recording state changes failed; trying again", "count", len(b.Changes), "err", err)
 		select {
 		case <-d.stop:
-			return false
+			return false, false
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, recorderRetry)
