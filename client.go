@@ -681,9 +681,16 @@ func (c *Client) closeGracefully(s *xmpp.Session) {
 	// with a running Serve (it swaps a context without a lock).
 	s.Conn().SetDeadline(deadline)
 	if info := c.sm.Info(); info.Enabled {
+		if c.dur != nil {
+			// With Config.Store the ack covers only what the store saved
+			// (see durable.handled): save the stanzas finished by now
+			// first, within half the grace.
+			ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-closeGrace/2))
+			c.dur.saveSessionNow(ctx)
+			cancel()
+		}
 		// Never through a context handed to mellium: it could cut another
-		// goroutine's write still under way. With Config.Store it covers
-		// only what the store saved (see durable.handled).
+		// goroutine's write still under way.
 		c.sm.WriteAck(s)
 	}
 	s.Close()

@@ -57,6 +57,8 @@ type durable struct {
 	last     store.Session   // the stream-management state last saved (recorder only)
 	queued   uint64          // changes handed to record so far
 	written  uint64          // of those, committed (or given up on)
+	asked    uint64          // saveSessionNow calls so far
+	answered uint64          // of those, answered: a session taken after them was committed (or given up on)
 	progress chan struct{}   // closed and replaced when written moves
 	wake     chan struct{}   // capacity 1: the queue is not empty
 	hurry    chan struct{}   // capacity 1: flush waits, commit without gathering
@@ -289,6 +291,9 @@ func (d *durable) run() {
 			// already reported to onWritten (sm reports a number before
 			// it counts it), so the drain below takes every message
 			// number up to it, and a successor never guesses their place.
+			d.mu.Lock()
+			asked := d.asked // answered by the session taken now
+			d.mu.Unlock()
 			sess, changed := d.session()
 			d.mu.Lock()
 			batch, seqs := d.queue, d.seqs
@@ -296,6 +301,9 @@ func (d *durable) run() {
 			d.mu.Unlock()
 			b := &store.Batch{Changes: batch, Written: seqs}
 			if len(batch)+len(seqs) == 0 && !changed {
+				d.mu.Lock()
+				d.answer(asked)
+				d.mu.Unlock()
 				break
 			}
 			if changed {
@@ -317,9 +325,51 @@ func (d *durable) run() {
 			}
 			d.mu.Lock()
 			d.written += uint64(len(batch))
+			d.answered = max(d.answered, asked)
 			close(d.progress)
 			d.progress = make(chan struct{})
 			d.mu.Unlock()
+		}
+	}
+}
+
+// answer notes (under d.mu) that the session taken after asked calls of
+// saveSessionNow is as saved as it will be.
+func (d *durable) answer(asked uint64) {
+	if asked > d.answered {
+		d.answered = asked
+		close(d.progress)
+		d.progress = make(chan struct{})
+	}
+}
+
+// saveSessionNow makes the recorder save the stream-management state as it
+// is now, without gathering, and waits until it did (or gave up, or ctx
+// ended): the inbound count then covers every stanza the application
+// finished before the call, and so may the acks we send (see handled).
+// Client.Close calls it before its final <a/>.
+func (d *durable) saveSessionNow(ctx context.Context) {
+	d.mu.Lock()
+	d.asked++
+	target := d.asked
+	d.mu.Unlock()
+	select {
+	case d.hurry <- struct{}{}:
+	default:
+	}
+	for {
+		d.mu.Lock()
+		answered, progress := d.answered, d.progress
+		d.mu.Unlock()
+		if answered >= target {
+			return
+		}
+		select {
+		case <-progress:
+		case <-d.done:
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
 }
