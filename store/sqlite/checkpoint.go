@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"fmt"
 	"time"
 
 	msqlite "modernc.org/sqlite"
@@ -24,6 +26,12 @@ import (
 // than the copy), one checkpoint in RESTART mode holds the writer's
 // connection while it copies the rest and makes the WAL start over: the
 // WAL stays bounded under any write load, at the cost of that one stall.
+// A RESTART checkpoint also waits for the readers of the WAL to finish;
+// it waits at most restartBusy (not the connections' busy timeout of
+// seconds), so that a long reader (a large Pending or History, another
+// process's query) cannot hold the writer: if readers remain, it gives up
+// having copied what it could, and the next threshold's checkpoint tries
+// again.
 //
 // Open copies a WAL left behind (by a killed process) into the file before
 // it returns, so that the first commits do not compete with that copy.
@@ -37,6 +45,10 @@ const (
 	walCap = 4
 	// passes bounds the passive passes of one checkpoint.
 	passes = 4
+	// restartBusy bounds a RESTART checkpoint's wait for readers (and
+	// so the writer's stall); the connection's own busy timeout is back in
+	// force after it.
+	restartBusy = 100 * time.Millisecond
 )
 
 // wrote adds the pages the writer connection wrote to the WAL since the
@@ -108,14 +120,29 @@ func (s *Store) checkpoint(ck *sql.DB) {
 
 // restart holds the writer's connection, so that no commit can append
 // meanwhile, for a checkpoint in RESTART mode: it copies what the last
-// passive pass left and makes the next commit start the WAL over.
+// passive pass left and makes the next commit start the WAL over. Its
+// busy timeout is restartBusy: readers of the WAL that outlast it make it
+// give up (the WAL does not start over yet) rather than hold the writer.
 func (s *Store) restart() {
 	conn, err := s.w.Conn(s.ctx)
 	if err != nil {
 		return
 	}
 	defer conn.Close()
+	var prev int
+	ctx := context.Background() // short statements; a cancelled one would leave the short timeout
+	if err := conn.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&prev); err != nil {
+		return
+	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", restartBusy.Milliseconds())); err != nil {
+		return
+	}
 	s.checkpointOnce(conn, "RESTART")
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", prev)); err != nil {
+		// Never leave the writer with the short timeout: drop the
+		// connection (database/sql opens a new one, with the DSN's).
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
 }
 
 // checkpointOnce runs one checkpoint in mode and returns the WAL's frames

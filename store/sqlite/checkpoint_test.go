@@ -2,11 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 )
@@ -152,4 +154,87 @@ func TestOpenFoldsLeftOverWAL(t *testing.T) {
 	if _, err := k.Message(ctx, "m99-9"); err != nil {
 		t.Errorf("a message of the WAL: %v", err)
 	}
+}
+
+// TestCheckpointRestartSparesWriter: a RESTART checkpoint (the WAL past
+// walCap thresholds) that finds a long reader of the WAL gives up after
+// its own short busy timeout instead of holding the writer's connection
+// until the reader ends: a commit made after it goes through while the
+// reader still reads. The writer's busy timeout is an hour here, so that
+// a checkpoint waiting with it would hold the writer for the whole test.
+func TestCheckpointRestartSparesWriter(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	const threshold = 20
+	restarted := make(chan struct{})
+	var once sync.Once
+	s, err := OpenConfig(ctx, p, Config{checkpointPages: threshold, pragmas: []string{"busy_timeout(3600000)"},
+		checkpointed: func(mode string, log, done int) {
+			if mode == "RESTART" {
+				once.Do(func() { close(restarted) })
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	commitPages(t, s, "a", threshold, nil)
+	// The long reader: a read transaction on the WAL, open until the end.
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM messages").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	guard := time.NewTimer(time.Minute) // only against a hang: no outcome depends on it
+	defer guard.Stop()
+	// Commit until a RESTART checkpoint has run (the reader keeps the
+	// passive ones from emptying the WAL).
+	written := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-restarted:
+				written <- nil
+				return
+			default:
+			}
+			b := &store.Batch{}
+			for j := range 10 {
+				m := message(fmt.Sprintf("b%d-%d", i, j))
+				m.Raw = make([]byte, 2000)
+				b.Messages = append(b.Messages, m)
+			}
+			if err := s.Commit(ctx, b); err != nil {
+				written <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-written:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-guard.C:
+		t.Fatal("no RESTART checkpoint came back while a reader read: it holds the writer")
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Commit(ctx, &store.Batch{Messages: []store.Message{message("after")}}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("a commit after the RESTART checkpoint: %v", err)
+		}
+	case <-guard.C:
+		t.Fatal("a commit waited for the reader")
+	}
+	var busy int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&busy); err != nil || busy != 3600000 {
+		t.Errorf("the writer's busy timeout after the checkpoint: %d (%v), want its own, 3600000", busy, err)
+	}
+	tx.Rollback() // only now does the reader end
 }
