@@ -689,9 +689,10 @@ func (c *Client) closeGracefully(s *xmpp.Session) {
 			c.dur.saveSessionNow(ctx)
 			cancel()
 		}
-		// Never through a context handed to mellium: it could cut another
-		// goroutine's write still under way.
-		c.sm.WriteAck(s)
+		// A context that never ends (SendAck never hands it to mellium,
+		// and one that ended could cut another goroutine's write still
+		// under way): the deadline above bounds the write.
+		c.sm.SendAck(context.Background(), s)
 	}
 	s.Close()
 }

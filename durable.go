@@ -476,9 +476,8 @@ func (d *durable) ackSaved(sess store.Session) {
 				d.acking.Store(false)
 				return
 			}
-			if err := c.sm.WriteAck(s); err != nil {
-				s.Conn().Close() // a write cut short: the loop reconnects
-			}
+			// A write cut short closes the connection: the loop reconnects.
+			c.sm.SendAck(context.Background(), s)
 			d.acking.Store(false)
 			// A save while this one wrote: its call found this one under way.
 			if !d.ackDue(c) || !d.acking.CompareAndSwap(false, true) {

@@ -231,8 +231,8 @@ type Config struct {
 	OnWritten func(Stanza)
 
 	// Handled, when set, bounds the inbound count the State acknowledges:
-	// every <a h/> it sends (the answer to the server's <r/>, SendAck,
-	// WriteAck) carries Handled(received) instead of received, the count of
+	// every <a h/> it sends (the answer to the server's <r/>, SendAck)
+	// carries Handled(received) instead of received, the count of
 	// stanzas received, so that the server keeps, and replays when the
 	// stream is resumed, the stanzas the application has not finished with
 	// yet. A durable client returns the count its store has saved, so that
@@ -248,7 +248,7 @@ type Config struct {
 	// claim did not cover, and the application gets them a second time
 	// (by their ids it can tell). Nil: every stanza received is
 	// acknowledged. It runs on the goroutine that reads the stream
-	// (answering <r/>), on the callers of WriteAck, SendAck and Tees, and
+	// (answering <r/>), on the callers of SendAck and Tees, and
 	// on the goroutine that negotiates a resumption, without the State's
 	// lock: it must be quick and must not call the State's methods other
 	// than Resumption and Info.

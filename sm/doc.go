@@ -75,8 +75,17 @@
 // number of stanzas received before that <r/> (not after the decoder's
 // read-ahead), or less when Config.Handled bounds it (a durable client
 // acknowledges only what its store saved as handled; an unsolicited <a/>,
-// WriteAck, tells the server once that count moves). Acks reach the server
-// in the order of their values, never below one sent before. The server's <a h/> releases the stanzas it covers and calls
+// SendAck, tells the server once that count moves). Acks reach the server
+// in the order of their values, never below one sent before.
+//
+// SendAck is the one exported way to send an ack of one's own: it takes
+// a context first, like every method here that writes, and never hands
+// that context to mellium (see SendAck). There is no variant without a
+// context: a caller that must not cut the stream short passes one that
+// never ends and bounds the write with the connection's deadline, as this
+// module's client does.
+//
+// The server's <a h/> releases the stanzas it covers and calls
 // OnAcked for each, in order: the tracking layer turns that into
 // DELIVERED_TO_SERVER. An h that does not advance (repeated, older,
 // unsolicited) is a no-op. An h above what was sent ends the stream with

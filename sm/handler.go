@@ -90,7 +90,7 @@ func (h handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElemen
 	case "r":
 		// The first token takes mellium's output lock (the handler's
 		// writer takes it on first use): no other ack is chosen and
-		// written in between (see WriteAck).
+		// written in between (see writeAck).
 		c.st.ackMu.Lock()
 		h := c.st.ackFor(c.popSnapshot())
 		_, err := stanza.Ack{H: h}.WriteXML(t)

@@ -5,10 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
-
-	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
 // Resumption is what a process needs to resume the stream after a
@@ -198,26 +195,4 @@ func (st *State) handled(received uint32) uint32 {
 		}
 	}
 	return h
-}
-
-// WriteAck writes an unsolicited <a/> now (XEP-0198 allows one at any
-// time): the count of stanzas received, bounded by Config.Handled, never
-// below an h sent before. Its h is taken while it holds the session's
-// output, and the answers to the server's <r/> do the same, so acks reach
-// the server in the order of their values: a server ends the stream on an
-// h below one it got before (Prosody 0.12 does). A client sends one just
-// before closing a stream gracefully, or when its bound moved.
-func (st *State) WriteAck(s *xmpp.Session) error {
-	st.ackMu.Lock()
-	w := s.TokenWriter() // mellium's output lock, until Close
-	st.mu.Lock()
-	h := st.inH
-	st.mu.Unlock()
-	h = st.ackFor(h)
-	st.ackMu.Unlock()
-	defer w.Close()
-	if _, err := (stanza.Ack{H: h}).WriteXML(w); err != nil {
-		return err
-	}
-	return w.Flush()
 }

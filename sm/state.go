@@ -6,10 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
-
-	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
 // State is the stream management state of one account. It outlives
@@ -27,7 +24,7 @@ type State struct {
 	workers sync.WaitGroup // the ack requesters Start started
 
 	// ackMu orders the acks we write: it is held from the choice of an h
-	// until the writer holds mellium's output lock (see WriteAck).
+	// until the writer holds mellium's output lock (see SendAck).
 	ackMu sync.Mutex
 
 	mu   sync.Mutex
@@ -222,20 +219,6 @@ func (st *State) Reserve(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// SendAck sends an unsolicited <a h/> with the number of stanzas received
-// so far (bounded by Config.Handled; see WriteAck, which never hands
-// mellium a context). XEP-0198 recommends it just before closing a stream
-// gracefully, so that the server does not re-send what was already
-// received.
-func (st *State) SendAck(ctx context.Context, s *xmpp.Session) error {
-	st.ackMu.Lock()
-	defer st.ackMu.Unlock()
-	st.mu.Lock()
-	h := st.inH
-	st.mu.Unlock()
-	return s.Send(ctx, stanza.Ack{H: st.ackFor(h)}.TokenReader())
 }
 
 // Abandon gives up on every stanza that waits for an ack or a re-send:
