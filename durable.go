@@ -49,6 +49,9 @@ type durable struct {
 	// we send (see handled).
 	saved  atomic.Pointer[store.Session]
 	acking atomic.Bool // an unsolicited <a/> is being written (ackSaved)
+	// ackHook, when set by a test, runs at the start of each round of the
+	// ackSaved worker, before it picks the session to write to.
+	ackHook atomic.Pointer[func()]
 
 	mu       sync.Mutex
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
@@ -463,8 +466,7 @@ func (d *durable) ackSaved(sess store.Session) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.session
-	if s == nil || c.closing {
+	if c.session == nil || c.closing {
 		d.acking.Store(false)
 		return
 	}
@@ -472,7 +474,15 @@ func (d *durable) ackSaved(sess store.Session) {
 	// for the workers) either waits for this one or sees none.
 	c.workers.Go(func() {
 		for {
-			if !c.sm.Info().Enabled {
+			if hook := d.ackHook.Load(); hook != nil {
+				(*hook)()
+			}
+			// The current session each time: a reconnection replaces the
+			// one of the save that started this.
+			c.mu.Lock()
+			s, closing := c.session, c.closing
+			c.mu.Unlock()
+			if s == nil || closing || !c.sm.Info().Enabled {
 				d.acking.Store(false)
 				return
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -197,5 +198,56 @@ func TestStoreFinishedCountsAfterEnabled(t *testing.T) {
 		case <-time.After(testWait):
 			t.Fatal("no <a/> covering a")
 		}
+	}
+}
+
+// TestStoreAckFollowsSession: the unsolicited <a/> that tells the server
+// what the store saved as finished goes to the current session, not to the
+// one of the save that started the ack's writer: a reconnection while the
+// writer was on its way must not send the ack into the dead connection.
+func TestStoreAckFollowsSession(t *testing.T) {
+	srv := newPeerServer(t)
+	got := make(chan string, 4)
+	c := dialPeer(t, srv, Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoReceipts: true, NoCarbons: true,
+		OnMessage: func(_ *Client, m *Incoming) { got <- m.ID }})
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func() {
+		once.Do(func() {
+			close(entered)
+			<-proceed
+		})
+	}
+	c.dur.ackHook.Store(&hook)
+	pc := srv.next(t)
+	old, err := c.Session(waitCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='in1'><body>1</body></message>`)
+	<-got
+	select {
+	case <-entered: // in1 saved as finished: the writer is on its way
+	case <-time.After(testWait):
+		close(proceed)
+		t.Fatal("no ack writer once in1 was saved")
+	}
+	pc.conn.Close()
+	if pc = srv.next(t); !pc.resumed {
+		close(proceed)
+		t.Fatal("not resumed")
+	}
+	if _, err := c.waitSession(waitCtx(t), old, false); err != nil {
+		close(proceed)
+		t.Fatal(err)
+	}
+	close(proceed)
+	select {
+	case h := <-srv.acks:
+		if h != 1 {
+			t.Errorf("<a h='%d'/>, want 1 (in1)", h)
+		}
+	case <-time.After(testWait):
+		t.Fatal("no <a/> on the new connection: the writer wrote to the old one")
 	}
 }
