@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,6 +263,8 @@ func TestDatabaseDown(t *testing.T) {
 	}
 }
 
+var lazyRuns atomic.Int64
+
 // TestListenOnlyToFollow: a Store that only writes holds no listening
 // session (each one costs the server a transaction per notification); its
 // first Wait starts one, and a commit through another Store wakes it.
@@ -289,7 +292,8 @@ func TestListenOnlyToFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg("lazy1")}}); err != nil {
+	id := fmt.Sprintf("lazy%d-", lazyRuns.Add(1)) // a new id at each run (-count)
+	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg(id + "1")}}); err != nil {
 		t.Fatal(err)
 	}
 	if n := listeners(); n != "0" {
@@ -303,7 +307,7 @@ func TestListenOnlyToFollow(t *testing.T) {
 	go func() { woke <- f.Wait(ctx, last) }()
 	// The commit may come before or after the listener started: Wait
 	// returns either way.
-	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg("lazy2")}}); err != nil {
+	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg(id + "2")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-woke; err != nil {
@@ -318,7 +322,7 @@ func TestListenOnlyToFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { woke <- f.Wait(ctx, last) }()
-	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg("lazy3")}}); err != nil {
+	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg(id + "3")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-woke; err != nil {
