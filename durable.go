@@ -89,6 +89,15 @@ var ErrStillPending = errors.New("xmpptrack: closed in this process only; the me
 // returns a nil tracker); Stats.StoreErr keeps the failure.
 var ErrNotRecorded = errors.New("xmpptrack: the store could not record the message, so it was not sent")
 
+// ErrRecordUncertain: Send cannot tell whether Config.Store recorded the
+// message (the store's commit failed with store.ErrOutcomeUnknown, and
+// reading the message back did not find it, or failed); the error wraps
+// the store's. It was not sent and Send returns a nil tracker, but it may
+// be stored: then it is pending there, and the next Dial on the store
+// sends it. (A Send that finds it stored when reading back goes on and
+// sends it.)
+var ErrRecordUncertain = errors.New("xmpptrack: the store may have recorded the message; it was not sent now")
+
 // failed notes the store's last failure (nil: its last write succeeded).
 func (d *durable) failed(err error) {
 	if err == nil {
@@ -715,6 +724,16 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 			// The store keeps ids for as long as their records: an id of a
 			// settled message is taken too.
 			return fmt.Errorf("xmpptrack: message id %q is in the store: %w: %w", id, tracking.ErrDuplicateID, err)
+		}
+		if errors.Is(err, store.ErrOutcomeUnknown) {
+			// Found when read back, it is stored: send it. Not found, it
+			// may still be (the database may not have finished the commit).
+			if rec, rerr := d.st.Message(ctx, id); rerr == nil && rec.Owner == d.owner {
+				d.failed(nil)
+				return nil
+			}
+			d.failed(err)
+			return fmt.Errorf("%w: %w", ErrRecordUncertain, err)
 		}
 		d.failed(err)
 		return fmt.Errorf("%w: %w", ErrNotRecorded, err)

@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -33,7 +34,10 @@ func openStore(t *testing.T) store.Store {
 type faultyStore struct {
 	store.Store
 	failMessages, failChanges atomic.Bool
-	changeFailed              chan struct{} // gets a value (if there is room) when a change commit failed
+	// doubt makes message commits fail with store.ErrOutcomeUnknown,
+	// after committing them (doubtStored) or not (doubtLost).
+	doubt        atomic.Int32
+	changeFailed chan struct{} // gets a value (if there is room) when a change commit failed
 
 	mu        sync.Mutex
 	committed []string
@@ -41,9 +45,25 @@ type faultyStore struct {
 
 var errDiskFull = errors.New("database or disk is full")
 
+const (
+	doubtStored = 1 + iota
+	doubtLost
+)
+
+var errConnReset = errors.New("connection reset by peer")
+
 func (f *faultyStore) Commit(ctx context.Context, b *store.Batch) error {
 	if len(b.Messages) > 0 && f.failMessages.Load() {
 		return errDiskFull
+	}
+	if len(b.Messages) > 0 && f.doubt.Load() == doubtLost {
+		return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
+	}
+	if len(b.Messages) > 0 && f.doubt.Load() == doubtStored {
+		if err := f.Store.Commit(ctx, b); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
 	}
 	if len(b.Changes) > 0 && f.failChanges.Load() {
 		select {
@@ -182,6 +202,35 @@ func TestStoreWriteAheadFails(t *testing.T) {
 	}
 	if e := pc.nextMessage(t); e.attr("id") != "kept" {
 		t.Fatalf("the server got %s: a message that was not written ahead went out", e.String())
+	}
+}
+
+// TestStoreWriteAheadInDoubt: the store cannot tell whether it recorded
+// the message (its connection broke during the commit). Send reads it
+// back: stored, it is sent and tracked; not found, Send reports
+// ErrRecordUncertain, not ErrNotRecorded (which says that nothing was
+// recorded), and writes nothing.
+func TestStoreWriteAheadInDoubt(t *testing.T) {
+	fs := &faultyStore{Store: openStore(t)}
+	c, pc := newPeer(t, Config{Store: fs})
+	fs.doubt.Store(doubtLost)
+	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "maybe"})
+	if tr != nil || !errors.Is(err, ErrRecordUncertain) || errors.Is(err, ErrNotRecorded) || !errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Fatalf("Send whose write-ahead is in doubt and not found: %v, %v; want a nil tracker and ErrRecordUncertain only", tr, err)
+	}
+	if err := c.Stats().StoreErr; !errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Fatalf("Stats().StoreErr = %v", err)
+	}
+	fs.doubt.Store(doubtStored)
+	tr, err = c.Send(waitCtx(t), Message{To: bob, ID: "stored"})
+	if err != nil || tr == nil {
+		t.Fatalf("Send whose write-ahead is in doubt but stored: %v, %v; want it sent", tr, err)
+	}
+	if err := c.Stats().StoreErr; err != nil {
+		t.Fatalf("Stats().StoreErr after the message was found stored: %v", err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "stored" {
+		t.Fatalf("the server got %s, want the stored message only", e.String())
 	}
 }
 

@@ -94,8 +94,9 @@ type Message struct {
 // that is too long, a payload that is not well-formed) and failures before
 // the message is tracked (the client is closed, ctx ended while waiting for
 // a connection or a MaxPending slot, a duplicate id, a Config.Store that
-// could not record it: ErrNotRecorded) return a nil tracker and the error:
-// nothing was written. Once the message is tracked, an error
+// could not record it: ErrNotRecorded, or cannot tell whether it did:
+// ErrRecordUncertain) return a nil tracker and the error: nothing was
+// written. Once the message is tracked, an error
 // comes with its tracker in a final state: Aborted when ctx ended first
 // (waiting for room in the stream-management queue, or while the client
 // reconnects), when the client is closed under it (Closed after Close), or

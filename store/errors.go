@@ -24,6 +24,13 @@ var (
 	// ErrForeign: the file or database is not an xmpptrack store (or is
 	// corrupt).
 	ErrForeign = errors.New("store: not an xmpptrack store")
+	// ErrOutcomeUnknown: Commit cannot tell whether the batch was written
+	// (the connection to a database server broke while it committed, and
+	// the store could not find out afterwards). It may be stored, whole,
+	// or not at all; its cursors are unknown. Reading it back (Message)
+	// finds it if it was stored; not finding it proves nothing (the server
+	// may not have finished the commit).
+	ErrOutcomeUnknown = errors.New("store: the commit's outcome is unknown")
 )
 
 // LockedError is the error of Store.Lock while another holder owns the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
@@ -78,10 +79,20 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 		// A broken connection before the call reached the server, or the
 		// server ending the session (which aborts the call): nothing was
 		// written, try again on fresh connections. Other connection errors
-		// leave the outcome unknown: the call may have committed.
+		// leave the outcome unknown: the call may have committed. It did
+		// not if its session ended and none of the group's new messages
+		// exists.
 		if unsent(err) && attempt < 2 {
 			s.pool.Reset()
 			continue
+		}
+		var doubt *inDoubt
+		if errors.As(err, &doubt) {
+			s.pool.Reset()
+			if attempt < 2 && s.notCommitted(group, live, doubt.pid) {
+				continue
+			}
+			err = fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, err)
 		}
 		for _, i := range live {
 			errs[i] = fmt.Errorf("postgres: commit: %w", err)
@@ -321,11 +332,19 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 	a, keys := build(group, live, time.Now())
 	var got []int32
 	var last *int64
-	var err error
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	pid := conn.Conn().PgConn().PID()
 	if s.cfg.beforeCommit == nil {
-		err = s.pool.QueryRow(ctx, commitCall, a.list()...).Scan(&got, &last)
+		err = conn.QueryRow(ctx, commitCall, a.list()...).Scan(&got, &last)
 	} else {
-		err = s.callInTx(ctx, a, &got, &last)
+		err = s.callInTx(ctx, conn, a, &got, &last)
+	}
+	conn.Release()
+	if err != nil && doubtful(err) {
+		return nil, nil, &inDoubt{pid: pid, err: err}
 	}
 	if err != nil {
 		var pe *pgconn.PgError
@@ -362,8 +381,8 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 // callInTx is the call in an explicit transaction, with beforeCommit run
 // between the call (which took the cursors) and COMMIT: tests hold commits
 // up there.
-func (s *Store) callInTx(ctx context.Context, a *args, got *[]int32, last **int64) error {
-	tx, err := s.pool.Begin(ctx)
+func (s *Store) callInTx(ctx context.Context, conn *pgxpool.Conn, a *args, got *[]int32, last **int64) error {
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -384,3 +403,69 @@ type commitError struct{ err error }
 
 func (e *commitError) Error() string { return e.err.Error() }
 func (e *commitError) Unwrap() error { return e.err }
+
+// doubtful reports an error after which the call may have committed: the
+// connection broke (or the call was cut short) once the call may have
+// reached the server. An error the server sent means that it rolled back.
+func doubtful(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return false
+	}
+	var atCommit *commitError
+	return errors.As(err, &atCommit) || !pgconn.SafeToRetry(err)
+}
+
+// inDoubt is the error of a call that may have committed, with the
+// process id of the server session that ran it.
+type inDoubt struct {
+	pid uint32
+	err error
+}
+
+func (e *inDoubt) Error() string { return e.err.Error() }
+func (e *inDoubt) Unwrap() error { return e.err }
+
+// settleWait bounds how long notCommitted waits for the session of a call
+// in doubt to end.
+const settleWait = 10 * time.Second
+
+// notCommitted reports whether the call in doubt that session pid ran is
+// certainly not committed: the session has finished it (it is gone, or
+// idle: its transaction ended) and none of the group's new messages
+// exists. With no new message in the group, or when the database cannot
+// be asked, it cannot tell, and reports false.
+func (s *Store) notCommitted(group []*groupcommit.Request, live []int, pid uint32) bool {
+	var ids []string
+	for _, i := range live {
+		for _, m := range group[i].Batch.Messages {
+			ids = append(ids, m.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, settleWait)
+	defer cancel()
+	for {
+		// A session of our role shows its state; NULL (hidden) counts
+		// as busy.
+		var busy bool
+		err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE pid = $1 AND coalesce(state, '') <> 'idle')`, int32(pid)).Scan(&busy)
+		if err != nil {
+			return false
+		}
+		if !busy {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	var found bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM xmpptrack_messages WHERE id = ANY($1))`, ids).Scan(&found)
+	return err == nil && !found
+}

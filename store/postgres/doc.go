@@ -100,10 +100,14 @@
 // ahead, and writes nothing to the wire); reads fail; waiters sleep until
 // the listener is back. A group commit is tried again on fresh connections
 // when it certainly did not reach the server (or the server ended the
-// session, which aborts it); a commit whose connection broke while the call
-// ran may have been committed nonetheless (PostgreSQL cannot tell the
-// client), and Commit reports the error. (The pool checks a connection
-// idle for over a second before using it.)
+// session, which aborts it). A commit whose connection broke while the
+// call ran may have been committed nonetheless (PostgreSQL cannot tell the
+// client): the store then waits (up to 10 s) for the server session that
+// ran it to finish, on a fresh connection, and tries again if none of the
+// group's new messages was stored; otherwise, or when it cannot find out,
+// Commit fails with an error matching store.ErrOutcomeUnknown: the batch
+// may be stored. (The pool checks a connection idle for over a second
+// before using it.)
 //
 // # Retention
 //
