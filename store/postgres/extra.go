@@ -47,10 +47,23 @@ func (s *Store) pruneChunk(ctx context.Context, before time.Time) (int, error) {
 		return 0, err
 	}
 	defer tx.Rollback(ctx)
-	// settled_at is updated as of settling (the index for this).
-	rows, err := tx.Query(ctx, `DELETE FROM xmpptrack_messages WHERE n IN
-		(SELECT n FROM xmpptrack_messages WHERE settled_at < $1
-			OR NOT settled AND state IN ($3, $4) AND deadline < $1 LIMIT $2) RETURNING n`,
+	// Index scans only (an OR of the two conditions would scan the whole
+	// table): settled_at (updated as of settling), and the pending
+	// messages of each owner (the owners found by skipping through the
+	// pending index).
+	rows, err := tx.Query(ctx, `WITH RECURSIVE o AS (
+			(SELECT account, resource FROM xmpptrack_messages WHERE NOT settled ORDER BY account, resource LIMIT 1)
+			UNION ALL
+			SELECT x.account, x.resource FROM o, LATERAL (SELECT account, resource FROM xmpptrack_messages
+				WHERE NOT settled AND (account, resource) > (o.account, o.resource)
+				ORDER BY account, resource LIMIT 1) x)
+		DELETE FROM xmpptrack_messages WHERE n = ANY (ARRAY(
+			SELECT n FROM xmpptrack_messages WHERE settled_at < $1
+			UNION ALL
+			SELECT m.n FROM o, LATERAL (SELECT n FROM xmpptrack_messages m WHERE m.account = o.account
+				AND m.resource = o.resource AND NOT m.settled AND m.state IN ($3, $4) AND m.deadline < $1
+				OFFSET 0) m -- per owner: not flattened into a join
+			LIMIT $2)) RETURNING n`,
 		before, pruneChunk, int16(tracking.DeliveredToRecipient), int16(tracking.Error))
 	if err != nil {
 		return 0, err

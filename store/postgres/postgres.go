@@ -39,6 +39,9 @@ type Config struct {
 	// beforeCommit, if set, runs after a group's cursors were taken and
 	// before COMMIT (tests delay commits with it).
 	beforeCommit func()
+	// tune, if set, adjusts the pool's configuration (tests log the
+	// plans of the store's statements with it).
+	tune func(*pgxpool.Config)
 }
 
 // Store is a store.Store on PostgreSQL.
@@ -85,6 +88,9 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	}
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "xmpptrack"
+	if cfg.tune != nil {
+		cfg.tune(pcfg)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
