@@ -44,6 +44,8 @@ type durable struct {
 
 	failure atomic.Pointer[error] // the store's last failure, nil after a success (Stats.StoreErr)
 
+	nums numbers // the message numbers the store keeps, and their stream (see numbers.go)
+
 	// saved is the stream-management state last committed (or restored):
 	// what a successor process would claim, and so the bound of the acks
 	// we send (see handled).
@@ -56,17 +58,17 @@ type durable struct {
 	mu       sync.Mutex
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
 	queue    []store.Change
-	seqs     []store.Written // sequence numbers to record
-	last     store.Session   // the stream-management state last saved (recorder only)
-	queued   uint64          // changes handed to record so far
-	written  uint64          // of those, committed (or given up on)
-	asked    uint64          // saveSessionNow calls so far
-	answered uint64          // of those, answered: a session taken after them was committed (or given up on)
-	progress chan struct{}   // closed and replaced when written moves
-	wake     chan struct{}   // capacity 1: the queue is not empty
-	hurry    chan struct{}   // capacity 1: flush waits, commit without gathering
-	stop     chan struct{}   // closed by close: the recorder ends
-	done     chan struct{}   // closed when the recorder ended
+	seqs     []numbered    // sequence numbers to record
+	last     store.Session // the stream-management state last saved (recorder only)
+	queued   uint64        // changes handed to record so far
+	written  uint64        // of those, committed (or given up on)
+	asked    uint64        // saveSessionNow calls so far
+	answered uint64        // of those, answered: a session taken after them was committed (or given up on)
+	progress chan struct{} // closed and replaced when written moves
+	wake     chan struct{} // capacity 1: the queue is not empty
+	hurry    chan struct{} // capacity 1: flush waits, commit without gathering
+	stop     chan struct{} // closed by close: the recorder ends
+	done     chan struct{} // closed when the recorder ended
 	once     sync.Once
 }
 
@@ -306,13 +308,13 @@ func (d *durable) run() {
 			d.mu.Lock()
 			asked := d.asked // answered by the session taken now
 			d.mu.Unlock()
-			sess, changed := d.session()
+			sess, changed, gen := d.session()
 			d.mu.Lock()
 			batch, seqs := d.queue, d.seqs
 			d.queue, d.seqs = nil, nil
 			d.mu.Unlock()
-			b := &store.Batch{Changes: batch, Written: seqs}
-			if len(batch)+len(seqs) == 0 && !changed {
+			b := &store.Batch{Changes: batch, Written: d.tie(seqs, sess, gen)}
+			if len(batch)+len(b.Written) == 0 && !changed {
 				d.mu.Lock()
 				d.answer(asked)
 				d.mu.Unlock()
@@ -324,6 +326,9 @@ func (d *durable) run() {
 			committed, running := d.commit(b)
 			if !running {
 				return
+			}
+			if committed {
+				d.nums.committed(b)
 			}
 			if len(b.Sessions) > 0 {
 				d.last = sess
@@ -402,7 +407,7 @@ func (d *durable) gather(t *time.Timer) {
 // saveSession commits the stream-management state if it changed, with the
 // message numbers its outbound count covers (see run).
 func (d *durable) saveSession() {
-	sess, changed := d.session()
+	sess, changed, gen := d.session()
 	if !changed {
 		return
 	}
@@ -412,10 +417,12 @@ func (d *durable) saveSession() {
 	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
 	defer cancel()
-	if err := d.st.Commit(ctx, &store.Batch{Sessions: []store.Session{sess}, Written: seqs}); err != nil {
+	b := &store.Batch{Sessions: []store.Session{sess}, Written: d.tie(seqs, sess, gen)}
+	if err := d.st.Commit(ctx, b); err != nil {
 		d.warn("xmpptrack: the stream-management state was not saved", "err", err)
 		return
 	}
+	d.nums.committed(b)
 	d.last = sess
 	d.saved.Store(&sess)
 }
@@ -535,21 +542,23 @@ func (d *durable) saveNow() {
 	}
 }
 
-// session returns the stream-management state to save and whether it
-// differs from the last one saved. Its inbound count covers only the
-// stanzas the application finished with: the stream's count, less the
-// stanzas read on this connection that are not finished yet.
-func (d *durable) session() (store.Session, bool) {
+// session returns the stream-management state to save, whether it
+// differs from the last one saved, and the connection current once it was
+// read (see tie). Its inbound count covers only the stanzas the
+// application finished with: the stream's count, less the stanzas read on
+// this connection that are not finished yet.
+func (d *durable) session() (store.Session, bool, uint64) {
 	c := d.client.Load()
 	if c == nil {
-		return store.Session{}, false
+		return store.Session{}, false, 0
 	}
 	gen := d.gen.Load()
 	fin := d.finished.Load() // before the counters: it only grows
 	r := c.sm.Resumption()
 	in := r.Handled
+	now := d.gen.Load()
 	switch {
-	case d.gen.Load() != gen || r.Read < fin:
+	case now != gen || r.Read < fin:
 		in = d.last.Inbound // a new connection meanwhile: keep the last
 	case r.Read-fin <= in:
 		in -= r.Read - fin
@@ -567,11 +576,11 @@ func (d *durable) session() (store.Session, bool) {
 	s := store.Session{Owner: d.owner, JID: r.JID.String(), ID: r.ID, Location: r.Location, Max: r.Max,
 		Inbound: in, Outbound: r.Sent, Acked: r.Acked}
 	if s.JID == "" && s.ID == "" && d.last.ID == "" {
-		return s, false // nothing to resume yet
+		return s, false, now // nothing to resume yet
 	}
 	last := d.last
 	last.Updated = time.Time{}
-	return s, s != last
+	return s, s != last, now
 }
 
 // onWritten records the sequence number a message got on the stream
@@ -582,8 +591,9 @@ func (d *durable) onWritten(s sm.Stanza) {
 	if s.Name != "message" || s.ID == "" {
 		return
 	}
+	gen := d.gen.Load() // the connection that counted it (see tie)
 	d.mu.Lock()
-	d.seqs = append(d.seqs, store.Written{ID: s.ID, Seq: s.Seq})
+	d.seqs = append(d.seqs, numbered{store.Written{ID: s.ID, Seq: s.Seq}, gen})
 	d.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:

@@ -56,11 +56,19 @@ func (c *Client) reload(ctx context.Context) error {
 		return fmt.Errorf("xmpptrack: reading the store's stream-management state: %w", err)
 	}
 	var (
-		ended   []store.Change
-		expired []store.Message // ended without proof: OnStateChange hears TIMED_OUT
-		unacked []sm.Stanza
+		ended    []store.Change
+		expired  []store.Message // ended without proof: OnStateChange hears TIMED_OUT
+		unacked  []sm.Stanza
+		numbered []string // messages with a number on the stored stream
 	)
 	err = c.dur.st.Pending(ctx, c.dur.owner, func(m store.Message) error {
+		// Every number the store keeps is of the stored stream: the
+		// recorder voids (Seq 0) the others when it saves the state of a
+		// new stream (see numbers.go).
+		m.Written = m.Written && m.Seq != 0
+		if m.Written {
+			numbered = append(numbered, m.ID)
+		}
 		conv := registry.ConvOf(m.To)
 		if !m.Deadline.IsZero() && !m.Deadline.After(now) {
 			ended = append(ended, store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
@@ -115,6 +123,7 @@ func (c *Client) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("xmpptrack: reading the store's pending messages: %w", err)
 	}
+	c.dur.nums.restored(res.ID, numbered)
 	if len(ended) > 0 {
 		if err := c.dur.st.Commit(ctx, &store.Batch{Changes: ended}); err != nil {
 			return fmt.Errorf("xmpptrack: ending the windows that ended while no process ran: %w", err)

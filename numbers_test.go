@@ -1,0 +1,127 @@
+package xmpptrack
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/sm"
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// writtenStore is a store that keeps the numbers and the stream-management
+// states committed to it, batch by batch; only what the recorder uses is
+// implemented.
+type writtenStore struct {
+	batchStore
+	mu      sync.Mutex
+	written [][]store.Written
+	streams []string
+}
+
+func (w *writtenStore) Commit(ctx context.Context, b *store.Batch) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(b.Written)+len(b.Sessions) > 0 {
+		w.written = append(w.written, slices.Clone(b.Written))
+		id := "(kept)"
+		if len(b.Sessions) > 0 {
+			id = b.Sessions[0].ID
+		}
+		w.streams = append(w.streams, id)
+	}
+	return nil
+}
+
+// TestRecorderTiesNumbersToStream: when the recorder saves the state of a
+// new stream, the same batch voids (Seq 0) the numbers the store keeps of
+// the old one, for the messages not numbered on the new stream yet, and
+// leaves out a number of the old connection drained with it; a successor
+// would otherwise judge them by the new stream's counts.
+func TestRecorderTiesNumbersToStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ws := &writtenStore{}
+		d, err := openDurable(context.Background(), ws, jid.MustParse("a@example.org/r"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.close()
+		me := jid.MustParse("a@example.org/r")
+		c := &Client{sm: sm.New(sm.Config{})}
+		if err := c.sm.Restore(sm.Resumption{ID: "s1", JID: me}, nil); err != nil {
+			t.Fatal(err)
+		}
+		d.client.Store(c)
+		d.newConn()
+		d.onWritten(sm.Stanza{Name: "message", ID: "m1", Seq: 1})
+		d.onWritten(sm.Stanza{Name: "message", ID: "m2", Seq: 2})
+		time.Sleep(gather)
+		synctest.Wait()
+		// m3 is counted on s1 just before the connection breaks, and not
+		// saved yet.
+		d.onWritten(sm.Stanza{Name: "message", ID: "m3", Seq: 3})
+		// The next connection cannot resume s1: it binds s2, where m2 is
+		// re-sent first (m1 and m3 are still to come).
+		d.newConn()
+		if err := c.sm.Restore(sm.Resumption{ID: "s2", JID: me}, nil); err != nil {
+			t.Fatal(err)
+		}
+		d.onWritten(sm.Stanza{Name: "message", ID: "m2", Seq: 1})
+		time.Sleep(gather)
+		synctest.Wait()
+		ws.mu.Lock()
+		defer ws.mu.Unlock()
+		if len(ws.written) != 2 {
+			t.Fatalf("batches %v of streams %v, want two", ws.written, ws.streams)
+		}
+		if ws.streams[0] != "s1" || !slices.Equal(ws.written[0], []store.Written{{ID: "m1", Seq: 1}, {ID: "m2", Seq: 2}}) {
+			t.Errorf("first batch %v with %s; want m1 1, m2 2 with s1", ws.written[0], ws.streams[0])
+		}
+		want := []store.Written{{ID: "m1"}, {ID: "m2", Seq: 1}}
+		if ws.streams[1] != "s2" || !slices.Equal(ws.written[1], want) {
+			t.Errorf("batch of the new stream %v with %s; want %v with s2 (m1's number of s1 voided, m3's left out)",
+				ws.written[1], ws.streams[1], want)
+		}
+	})
+}
+
+// TestStoreRestartVoidedNumber: a message whose stored number was voided
+// (Seq 0: its stream was replaced before it was numbered again) is re-sent
+// after a restart, not taken as acknowledged by the stored state's counts.
+func TestStoreRestartVoidedNumber(t *testing.T) {
+	st := openStore(t)
+	srv := newPeerServer(t)
+	c1 := dialPeer(t, srv, Config{Store: st})
+	pc := srv.next(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	tr, err := c1.Send(waitCtx(t), Message{To: bob, Body: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.nextMessage(t)
+	owner := c1.dur.owner
+	c1.Close()
+	// What the recorder leaves when a new stream's state is saved before
+	// the message was re-sent on it: the state of that stream, whose
+	// counts are past the message's old number, and the number voided.
+	err = st.Commit(t.Context(), &store.Batch{Written: []store.Written{{ID: tr.ID()}},
+		Sessions: []store.Session{{Owner: owner, JID: peerFullJID, ID: "sm-gone", Outbound: 5, Acked: 5}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.set(func(srv *peerServer) { srv.noResume = true })
+	c2 := dialPeer(t, srv, Config{Store: st})
+	pc2 := srv.next(t)
+	if e := pc2.nextMessage(t); e.attr("id") != tr.ID() {
+		t.Fatalf("re-sent %s, want id %s", e.String(), tr.ID())
+	}
+	if tr2 := c2.Tracker(tr.ID()); tr2 == nil || tr2.State() != tracking.InTransit {
+		t.Errorf("re-loaded tracker %v, want IN_TRANSIT", tr2)
+	}
+}
