@@ -186,7 +186,9 @@ type Change struct {
 }
 
 // Written records the stream-management sequence number a message got when
-// it was written.
+// it was written. Stores keep Seq as given; the client writes 0 (no
+// number: XEP-0198 counts from 1) to void a number of a stream that was
+// replaced, and reads a stored 0 as none.
 type Written struct {
 	ID  string
 	Seq uint32
