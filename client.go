@@ -48,9 +48,12 @@ type Client struct {
 	obs   observers
 	ev    *events // runs the application's callbacks
 
-	carbonsID atomic.Pointer[string] // id of the carbons <enable/> IQ of the current session
-	dropped   atomic.Int64           // incoming stanzas dropped as unparsable
-	waits     atomic.Int32           // calls that may wait for the stream (see maxQueuedWaiting)
+	carbonsID atomic.Pointer[string]       // id of the carbons <enable/> IQ of the current session
+	ambiguous atomic.Pointer[[]sm.Stanza]  // held back by the last resumption, to look up in the archive
+	archive   atomic.Pointer[archiveQuery] // the archive query in flight, for the tap
+	checking  chan struct{}                // closed when the first connection's archive check ended; nil if none (set by publish under mu)
+	dropped   atomic.Int64                 // incoming stanzas dropped as unparsable
+	waits     atomic.Int32                 // calls that may wait for the stream (see maxQueuedWaiting)
 	// publishHook, when set by a test, runs at the start of every publish
 	// goroutine, before it looks at its connection.
 	publishHook atomic.Pointer[func()]
@@ -124,6 +127,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	smCfg.OnRefused = c.refused(smCfg.OnRefused)
 	if c.dur != nil {
 		smCfg.Handled = c.dur.handled(smCfg.Handled)
+		smCfg.OnAmbiguous = c.onAmbiguous // see archive.go
 	}
 	if smCfg.Logger == nil {
 		smCfg.Logger = c.cfg.Logger
@@ -194,6 +198,19 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	err = c.sm.WaitEnabled(ctx)
 	if err == nil || errors.Is(err, sm.ErrNotEnabled) {
 		_, err = c.waitSession(ctx, nil, false)
+	}
+	if err == nil {
+		// Messages a resumption held back are looked up in the archive
+		// first, so that those written again precede anything new.
+		c.mu.Lock()
+		checking := c.checking
+		c.mu.Unlock()
+		if checking != nil {
+			select {
+			case <-checking:
+			case <-ctx.Done():
+			}
+		}
 	}
 	switch {
 	case errors.Is(err, sm.ErrConnEnded):
@@ -387,6 +404,9 @@ func (c *Client) publish(cn conn) {
 	}
 	c.session = cn.s
 	c.upSince = time.Now()
+	if done := c.startArchiveCheck(cn); done != nil && c.connections == 1 {
+		c.checking = done // Dial waits for it
+	}
 	if c.dur != nil {
 		c.dur.saveNow() // the store gets the new stream's state now, not at the next tick
 	}

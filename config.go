@@ -157,6 +157,10 @@ type Config struct {
 	// Logger receives connection events and dropped input at debug level and
 	// problems at warn level. Nil means silent.
 	Logger *slog.Logger
+
+	// archiveTimeout, for tests: the bound of the archive check after a
+	// resumed restart (0: archiveTimeout).
+	archiveTimeout time.Duration
 }
 
 func (c *Config) backoff() (lo, hi time.Duration) {

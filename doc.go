@@ -83,6 +83,22 @@
 // server's text (matching stanza.ErrPermissionDenied and mellium's
 // stream.PolicyViolation) and is not re-sent again; the others carry on.
 //
+// With Config.Store, a restarted process resumes the stream of the one
+// before it. A message that process wrote ahead but whose stream number it
+// never recorded (it died within milliseconds of the write) may or may not
+// have reached the server, and <resumed h> cannot tell once h could cover
+// it. Dial then looks it up in the account's own message archive
+// (XEP-0313), by its id or origin-id among the messages sent to its
+// recipient around the time it was written ahead, before it returns (at
+// most 10 s): found, it is settled as DELIVERED_TO_SERVER and not written
+// again; not found, or when the query fails or times out, the server keeps
+// no archive, or it went to a group chat (rooms archive apart), it is
+// written again with its id (logged at Warn): the recipient may get it
+// twice, never not at all. A process killed during that check leaves it to
+// the next one, which checks again. The archive must hold the account's
+// outgoing messages (Prosody's mod_mam does by default; ejabberd's needs
+// default: always).
+//
 // What the server sends is bounded (StreamManagement.MaxStanzaSize, 1 MiB
 // per element; 64 KiB of whitespace between elements; 64 KiB per stream
 // error): more ends the connection with a policy-violation stream error of

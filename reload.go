@@ -144,6 +144,9 @@ func (c *Client) reload(ctx context.Context) error {
 		c.dur.restoring(m.ID, tracking.TimedOut, true)
 		registry.Advance(t, tracking.TimedOut, nil)
 	}
+	if res.ID != "" {
+		c.markUnnumbered(ctx, unacked) // archive.go
+	}
 	if err := c.sm.Restore(res, unacked); err != nil {
 		return fmt.Errorf("xmpptrack: restoring the stream-management state: %w", err)
 	}

@@ -58,11 +58,14 @@ func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 		}
 		switch start.Name.Local {
 		case "message":
+			if q := c.archiveResult(start); q != nil {
+				return s.archiveMessage(q, t, start)
+			}
 			return s.message(t, start)
 		case "presence":
 			return s.presence(t, start)
 		case "iq":
-			if c.carbonsAnswer(start) {
+			if c.carbonsAnswer(start) || c.archiveAnswer(t, start) {
 				return nil
 			}
 			return s.iq(t, start)
@@ -80,6 +83,7 @@ type tapState struct {
 	addrs  [4]string     // addresses that jid.Parse accepted lately
 	next   uint8         // next slot of addrs
 	buf    tokbuf.Buffer // the current stanza's tokens; emptied after each
+	arch   tokbuf.Buffer // a message read while an archive query is in flight (archiveMessage)
 	lr     limitReader
 	peers  peerCache
 	// ev is the current message's evidence, kept here rather than

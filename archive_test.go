@@ -1,0 +1,211 @@
+package xmpptrack
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// ambiguousStore holds what a process killed mid-send leaves: the
+// presence (1, acknowledged) and m1 (2, recorded) written, m2 and m3
+// written ahead with no number recorded, and the stream sm-stored.
+func ambiguousStore(t *testing.T) store.Store {
+	t.Helper()
+	st := openStorePath(t, filepath.Join(t.TempDir(), "track.db"))
+	owner := store.Instance{Account: testJID.String()}
+	raw := func(id string) []byte {
+		return []byte(`<message xmlns='jabber:client' type='chat' to='bob@example.org' id='` + id + `'><body>hi</body><origin-id xmlns='urn:xmpp:sid:0' id='` + id + `'/></message>`)
+	}
+	var msgs []store.Message
+	for _, id := range []string{"m1", "m2", "m3"} {
+		msgs = append(msgs, store.Message{ID: id, Owner: owner, To: "bob@example.org", Raw: raw(id), State: tracking.InTransit})
+	}
+	err := st.Commit(waitCtx(t), &store.Batch{
+		Messages: msgs,
+		Written:  []store.Written{{ID: "m1", Seq: 2}},
+		Sessions: []store.Session{{Owner: owner, JID: peerFullJID, ID: "sm-stored", Outbound: 2, Acked: 1}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// dialAsync dials srv on another goroutine: Dial waits for the archive
+// check, which the test answers meanwhile.
+func dialAsync(t *testing.T, srv *peerServer, cfg Config) <-chan *Client {
+	t.Helper()
+	cfg.Addr = srv.l.Addr().String()
+	cfg.DirectTLS = true
+	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
+	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 10*time.Millisecond
+	ch := make(chan *Client, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testWait)
+		defer cancel()
+		c, err := Dial(ctx, testJID, peerPassword, &cfg)
+		if err != nil {
+			t.Errorf("Dial: %v", err)
+			close(ch)
+			return
+		}
+		ch <- c
+	}()
+	return ch
+}
+
+// archiveResult is a result of our own archive holding a message we sent.
+func archiveResult(queryID, id string) string {
+	return `<message to='` + peerFullJID + `' from='alice@localhost'><result xmlns='urn:xmpp:mam:2' queryid='` + queryID + `' id='arch-` + id + `'>` +
+		`<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2026-01-01T00:00:00Z'/>` +
+		`<message xmlns='jabber:client' from='` + peerFullJID + `' to='bob@example.org' type='chat' id='` + id + `'><body>hi</body>` +
+		`<origin-id xmlns='urn:xmpp:sid:0' id='` + id + `'/></message></forwarded></result></message>`
+}
+
+// After a resumed restart whose h (3) covers the number guessed for m2,
+// m2 and m3 are ambiguous: the client looks them up in the account's
+// archive before Dial returns. A message found there is settled as
+// DELIVERED_TO_SERVER and never written again; one not found, or all of
+// them when the query fails, times out or the server has no archive, is
+// written again with its id. Nothing else reaches the application.
+func TestArchiveSettlesAmbiguous(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answer  func(pc *peerConn, iqID, queryID string)
+		resent  []string
+		foundN  int
+		timeout time.Duration
+	}{
+		{"found", func(pc *peerConn, iqID, queryID string) {
+			// A result from another sender with m3's id proves nothing.
+			pc.send(archiveResult(queryID, "m2"))
+			pc.send(`<message to='%s' from='alice@localhost'><result xmlns='urn:xmpp:mam:2' queryid='%s' id='x'><forwarded xmlns='urn:xmpp:forward:0'>`+
+				`<message xmlns='jabber:client' from='bob@example.org/pc' to='%s' type='chat' id='m3'><body>hi</body></message></forwarded></result></message>`,
+				peerFullJID, queryID, peerFullJID)
+			pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'><set xmlns='http://jabber.org/protocol/rsm'><first>arch-m2</first><last>x</last></set></fin></iq>`, iqID)
+		}, []string{"m3"}, 1, 0},
+		{"not found", func(pc *peerConn, iqID, queryID string) {
+			pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'><set xmlns='http://jabber.org/protocol/rsm'/></fin></iq>`, iqID)
+		}, []string{"m2", "m3"}, 0, 0},
+		{"query error", func(pc *peerConn, iqID, queryID string) {
+			pc.send(archiveResult(queryID, "m2")) // a partial answer, then the error: nothing proved
+			pc.send(`<iq type='error' id='%s'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, iqID)
+		}, []string{"m2", "m3"}, 0, 0},
+		{"timeout", func(pc *peerConn, iqID, queryID string) {}, []string{"m2", "m3"}, 0, 50 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newPeerServer(t)
+			srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 3 })
+			logs := &logRecorder{}
+			app := newAppLog()
+			cfg := Config{Store: ambiguousStore(t), Handler: app, Logger: slog.New(logs)}
+			cfg.archiveTimeout = tc.timeout
+			dialed := dialAsync(t, srv, cfg)
+			pc := srv.next(t)
+			if !pc.resumed {
+				t.Fatal("not resumed")
+			}
+			iq := pc.next(t)
+			q := iq.child("urn:xmpp:mam:2", "query")
+			if iq.XMLName.Local != "iq" || iq.attr("type") != "set" || q == nil {
+				t.Fatalf("wrote %s, want an archive query", iq.String())
+			}
+			with := ""
+			if x := q.child("jabber:x:data", "x"); x != nil {
+				for _, f := range x.Children {
+					if f.attr("var") == "with" && len(f.Children) > 0 {
+						with = f.Children[0].Text
+					}
+				}
+			}
+			if with != "bob@example.org" {
+				t.Fatalf("query %s: with %q, want bob@example.org", iq.String(), with)
+			}
+			tc.answer(pc, iq.attr("id"), q.attr("queryid"))
+			c := <-dialed
+			if c == nil {
+				return
+			}
+			defer c.Close()
+			tr, err := c.Send(waitCtx(t), Message{To: bob, Body: "new", ID: "m4"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var written []string
+			for {
+				e := pc.nextMessage(t)
+				if id := e.attr("id"); id != "m4" {
+					written = append(written, id)
+					continue
+				}
+				break
+			}
+			if !slices.Equal(written, tc.resent) {
+				t.Fatalf("written again before m4: %v, want %v", written, tc.resent)
+			}
+			for _, id := range []string{"m1", "m2", "m3"} {
+				waitState(t, c.Tracker(id), tracking.DeliveredToServer)
+			}
+			waitState(t, tr, tracking.DeliveredToServer)
+			if n := logs.count("is in the account's archive"); n != tc.foundN {
+				t.Errorf("%d found in the archive, want %d", n, tc.foundN)
+			}
+			if n := logs.count("not found in the account's archive"); n != len(tc.resent) {
+				t.Errorf("%d logged as written again, want %d", n, len(tc.resent))
+			}
+			if app.saw("") || app.saw("x") {
+				t.Error("an archive result reached the application")
+			}
+		})
+	}
+}
+
+// A message an earlier restart restored without a number (its mark is in
+// the store: that process held it back and was killed before its archive
+// check settled it) is looked up again even when this resumption's h
+// covers no guessed number; the other one follows h and is retransmitted.
+func TestArchiveAmbiguousAgainAfterKill(t *testing.T) {
+	st := ambiguousStore(t)
+	if _, _, err := st.ClaimKey(waitCtx(t), store.Key{Scope: unnumberedScope, Name: "m2", Value: "1", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 2 })
+	dialed := dialAsync(t, srv, Config{Store: st})
+	pc := srv.next(t)
+	var iq element
+	var written []string
+	for {
+		e := pc.next(t)
+		if e.XMLName.Local == "iq" {
+			iq = e
+			break
+		}
+		written = append(written, e.attr("id"))
+	}
+	q := iq.child("urn:xmpp:mam:2", "query")
+	if q == nil || !slices.Equal(written, []string{"m3"}) {
+		t.Fatalf("wrote %v then %s; want m3 retransmitted, then an archive query", written, iq.String())
+	}
+	pc.send(archiveResult(q.attr("queryid"), "m2"))
+	pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>`, iq.attr("id"))
+	c := <-dialed
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	for _, id := range []string{"m1", "m2", "m3"} {
+		waitState(t, c.Tracker(id), tracking.DeliveredToServer)
+	}
+	// m3, restored without a number for the first time, is marked now.
+	if _, ok, err := st.Key(waitCtx(t), unnumberedScope, "m3"); err != nil || !ok {
+		t.Fatalf("m3 not marked: %v, %v", ok, err)
+	}
+}
