@@ -120,9 +120,12 @@ func crashChild() error {
 }
 
 // ambiguousLog is the crash child's log handler: it also prints
-// "ambiguous ID" for each message the resumption sent again because the
-// killed process never recorded its number (sm.State.Restore), the only
-// duplicates allowed within the resumption window; and "dropped HOW" when
+// "ambiguous ID" for each message the killed process never recorded the
+// number of (sm.State.Restore) that a resumption sent again because the
+// account's archive did not have it, the only duplicates allowed within
+// the resumption window; "archived ID" for each one the archive had (it
+// was settled, not sent again); "blind ID" for one sent again without
+// that check (there must be none); and "dropped HOW" when
 // the stored stream could not be resumed and the client bound a new one
 // (the server refused the resumption with <failed/>, or Dial gave up
 // resuming), so that the test judges that restart by the rule for a
@@ -131,13 +134,18 @@ type ambiguousLog struct{ slog.Handler }
 
 func (h ambiguousLog) Handle(ctx context.Context, r slog.Record) error {
 	switch {
-	case r.Level == slog.LevelWarn && strings.HasPrefix(r.Message, "sm: a stanza restored without a recorded number"):
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "id" {
-				fmt.Println("ambiguous", a.Value.String())
+	case strings.HasPrefix(r.Message, ambiguousResent), strings.HasPrefix(r.Message, ambiguousArchived), strings.HasPrefix(r.Message, ambiguousBlind):
+		what := map[string]string{ambiguousResent: "ambiguous", ambiguousArchived: "archived", ambiguousBlind: "blind"}
+		for prefix, word := range what {
+			if strings.HasPrefix(r.Message, prefix) {
+				r.Attrs(func(a slog.Attr) bool {
+					if a.Key == "id" {
+						fmt.Println(word, a.Value.String())
+					}
+					return true
+				})
 			}
-			return true
-		})
+		}
 	case r.Message == "sm: resumption failed; binding a new session":
 		cond := ""
 		r.Attrs(func(a slog.Attr) bool {
@@ -152,6 +160,14 @@ func (h ambiguousLog) Handle(ctx context.Context, r slog.Record) error {
 	}
 	return h.Handler.Handle(ctx, r)
 }
+
+// The log messages of the three fates of a message restored without a
+// recorded number after a resumption whose h covers its guessed number.
+const (
+	ambiguousResent   = "xmpptrack: a message restored without a recorded number was not found in the account's archive"
+	ambiguousArchived = "xmpptrack: a message restored without a recorded number is in the account's archive"
+	ambiguousBlind    = "sm: a stanza restored without a recorded number may have reached the server"
+)
 
 func (h ambiguousLog) WithAttrs(as []slog.Attr) slog.Handler {
 	return ambiguousLog{h.Handler.WithAttrs(as)}
@@ -168,9 +184,11 @@ func (h ambiguousLog) WithGroup(name string) slog.Handler {
 // The first three restarts come within the server's resumption window
 // (at once; the third kill right after the restarted process is up, during
 // its retransmissions): each message must arrive exactly once, except a
-// message the restarted process logged as ambiguous (written ahead, its
-// number never recorded, and covered by the server's h: sent again rather
-// than risk its loss), which may arrive once more. Before the
+// message the restarted process logged as sent again because the
+// account's archive did not have it (written ahead, its number never
+// recorded, and its guessed number covered by the server's h: looked up in
+// the archive, and sent again when not found rather than risk its loss),
+// which may arrive once more. Before the
 // fourth restart the server itself is restarted, so the stored stream is
 // gone: the messages the server had not acknowledged at that kill are
 // re-sent, and those are the only duplicates allowed, never more than were
@@ -224,11 +242,12 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				"XMPPTRACK_CRASH_JID="+srv.JID("alice").String()+"/crash", "XMPPTRACK_CRASH_PASSWORD="+srv.Password("alice"),
 				"XMPPTRACK_CRASH_TO="+srv.JID("bob").String(), "XMPPTRACK_CRASH_ADDR="+srv.Addr())
 		}
-		const serverRestartRun = 3       // the server restarts between its kill and the next run
-		ambiguous := map[string]int{}    // re-sent as ambiguous by a restart that resumed
-		unackedAt := []map[string]bool{} // per kill, the messages the store had unacknowledged
-		droppedRuns := []int{}           // the restarts whose stored stream was not resumed
-		handoverRuns := []int{}          // the restarts on ejabberd that resumed (see the count below)
+		const serverRestartRun = 3         // the server restarts between its kill and the next run
+		ambiguous := map[string]int{}      // re-sent as ambiguous by a restart that resumed
+		unackedAt := []map[string]bool{}   // per kill, the messages the store had unacknowledged
+		droppedRuns := []int{}             // the restarts whose stored stream was not resumed
+		handoverRuns := []int{}            // the restarts on ejabberd that resumed (see the count below)
+		totalArchived, totalResent := 0, 0 // ambiguous messages of resumed restarts: found in the archive, re-sent
 		for run := 0; run < 5; run++ {
 			if run > 0 {
 				time.Sleep(restartDelay) // a process manager's restart delay (default none)
@@ -242,15 +261,30 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				}
 			}
 			lines, last := 0, ""
-			var amb []string // printed during Dial, before "up"
+			var amb []string // re-sent as not archived (printed during Dial, before "up", or after a reconnection)
+			archived := 0    // found in the archive
 			dropped := ""    // how the stored stream was not resumed
+			fate := func(line string) bool {
+				if id, ok := strings.CutPrefix(line, "ambiguous "); ok {
+					amb = append(amb, id)
+					return true
+				}
+				if _, ok := strings.CutPrefix(line, "archived "); ok {
+					archived++
+					return true
+				}
+				if id, ok := strings.CutPrefix(line, "blind "); ok {
+					t.Errorf("run %d: %s was sent again without looking it up in the archive", run, id)
+					return true
+				}
+				return false
+			}
 			for sc.Scan() {
 				line := sc.Text()
 				if strings.HasPrefix(line, "error") {
 					t.Fatalf("run %d: child: %s", run, line)
 				}
-				if id, ok := strings.CutPrefix(line, "ambiguous "); ok {
-					amb = append(amb, id)
+				if fate(line) {
 					continue
 				}
 				if how, ok := strings.CutPrefix(line, "dropped "); ok {
@@ -276,6 +310,9 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			for sc.Scan() {
 				// What the child printed before it died: a stream it bound
 				// after the kill point still re-sent, before the kill.
+				if fate(sc.Text()) {
+					continue
+				}
 				if how, ok := strings.CutPrefix(sc.Text(), "dropped "); ok {
 					dropped += fmt.Sprintf(" %s (after the kill point)", how)
 				}
@@ -303,7 +340,10 @@ func TestIntegrationStoreCrash(t *testing.T) {
 					ambiguous[id]++
 					mu.Unlock()
 				}
-				t.Logf("run %d: the stored stream resumed; rule: exactly once, except %d message(s) re-sent as ambiguous", run, len(amb))
+				t.Logf("run %d: the stored stream resumed; rule: exactly once, except %d message(s) re-sent as not in the archive (%d found there)",
+					run, len(amb), archived)
+				totalArchived += archived
+				totalResent += len(amb)
 			}
 			if run == serverRestartRun+1 && dropped == "" {
 				t.Errorf("run %d: the child reported no dropped session after the server restart", run)
@@ -355,7 +395,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				// Sent again on purpose: not proof of a double delivery.
 				dupsAmbiguous += a
 				extra -= a
-				t.Logf("%s arrived %d more time(s): re-sent as ambiguous", id, a)
+				t.Logf("%s arrived %d more time(s): re-sent as not in the archive", id, a)
 			}
 			for _, run := range handoverRuns {
 				if extra > 0 && unackedAt[run-1][id] {
@@ -397,6 +437,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		}
 		t.Logf("%d unexplained duplicates, %d of messages re-sent as ambiguous, %d re-sent after a dropped session, %d from ejabberd's hand-over",
 			dupsResumed, dupsAmbiguous, sum(dupsDropped), sum(dupsHandover))
+		t.Logf("ambiguous messages after resumed restarts on %s: %d settled by the archive, %d re-sent (not found)", srv.Kind(), totalArchived, totalResent)
 		st, err := sqlite.Open(context.Background(), path)
 		if err != nil {
 			t.Fatal(err)

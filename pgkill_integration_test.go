@@ -80,16 +80,20 @@ func pgKillChild() error {
 
 // connLog hands on the "resumed" attribute of a client's "connected" log
 // records (logged right after Dial returns), the error of a failed
-// resumption and the ids of the messages the resumption sent again as
-// ambiguous (written ahead, their stream number never recorded, and
-// covered by the server's h: see sm.State.Restore), and passes every
-// record on.
+// resumption and the ids of the ambiguous messages (written ahead, their
+// stream number never recorded, and their guessed number covered by the
+// server's h: see sm.State.Restore) by their fate: sent again because the
+// account's archive did not have them, settled because it did, or sent
+// again without looking (which must not happen); and passes every record
+// on.
 type connLog struct {
 	slog.Handler
 	resumed   chan bool
 	mu        *sync.Mutex
 	failed    *string
-	ambiguous map[string]int // under mu
+	ambiguous map[string]int // under mu: sent again, not in the archive
+	archived  map[string]int // under mu: found in the archive
+	blind     map[string]int // under mu: sent again unchecked
 }
 
 func (l connLog) Enabled(context.Context, slog.Level) bool { return true }
@@ -105,9 +109,17 @@ func (l connLog) Handle(ctx context.Context, r slog.Record) error {
 			l.mu.Lock()
 			*l.failed = a.Value.String()
 			l.mu.Unlock()
-		case r.Level == slog.LevelWarn && strings.HasPrefix(r.Message, "sm: a stanza restored without a recorded number") && a.Key == "id":
+		case a.Key == "id" && strings.HasPrefix(r.Message, ambiguousResent):
 			l.mu.Lock()
 			l.ambiguous[a.Value.String()]++
+			l.mu.Unlock()
+		case a.Key == "id" && strings.HasPrefix(r.Message, ambiguousArchived):
+			l.mu.Lock()
+			l.archived[a.Value.String()]++
+			l.mu.Unlock()
+		case a.Key == "id" && strings.HasPrefix(r.Message, ambiguousBlind):
+			l.mu.Lock()
+			l.blind[a.Value.String()]++
 			l.mu.Unlock()
 		}
 		return true
@@ -124,7 +136,8 @@ func (l connLog) Handle(ctx context.Context, r slog.Record) error {
 // then reaches SEEN_BY_RECIPIENT, and the store agrees with what the
 // recipient received. When the stream was resumed (and not lost again), a
 // message arrives twice only if the restarted instance logged it as sent
-// again as ambiguous.
+// again because the account's archive did not have it (or, on ejabberd,
+// it was in flight at the kill: see below).
 func TestIntegrationPostgresKilled(t *testing.T) {
 	if os.Getenv("XMPPTRACK_PGKILL_CHILD") != "" {
 		// The child: it never returns (the parent kills it).
@@ -235,7 +248,7 @@ func TestIntegrationPostgresKilled(t *testing.T) {
 		}
 		defer st.Close()
 		conns := connLog{slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}), make(chan bool, 8),
-			new(sync.Mutex), new(string), map[string]int{}}
+			new(sync.Mutex), new(string), map[string]int{}, map[string]int{}, map[string]int{}}
 		restarted, err := Dial(ctx, jid.MustParse(account), srv.Password("alice"), &Config{
 			Store: st, Addr: srv.Addr(), AllowPlaintext: true, Window: pgKillWindow, Logger: slog.New(conns)})
 		if err != nil {
@@ -356,10 +369,17 @@ func TestIntegrationPostgresKilled(t *testing.T) {
 					// session may still route after handing its count to
 					// the resumed stream (when the server is slower than
 					// the client's wait before resuming).
-					t.Errorf("bob got %s %d times; the resumption sent it again as ambiguous %d times", id, n, a)
+					t.Errorf("bob got %s %d times; the resumption sent it again as not in the archive %d times", id, n, a)
 				}
 			}
 		}
+		conns.mu.Lock()
+		for id := range conns.blind {
+			t.Errorf("%s was sent again without looking it up in the archive", id)
+		}
+		t.Logf("ambiguous messages after the restart on %s: %d settled by the archive, %d re-sent (not found)",
+			srv.Kind(), len(conns.archived), len(conns.ambiguous))
+		conns.mu.Unlock()
 		for id := range got {
 			if !all[id] {
 				t.Errorf("bob got %s, which the store does not know", id)
