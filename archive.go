@@ -99,8 +99,8 @@ func (c *Client) onAmbiguous(ss []sm.Stanza) {
 // ended (nil if there is none). The caller holds c.mu (publish).
 func (c *Client) startArchiveCheck(cn conn) chan struct{} {
 	p := c.ambiguous.Swap(nil)
-	if p == nil || len(*p) == 0 {
-		return nil
+	if p == nil || len(*p) == 0 || !cn.resumed {
+		return nil // (a stream bound anew hands them to the Policy)
 	}
 	done := make(chan struct{})
 	c.workers.Go(func() {
