@@ -48,12 +48,15 @@ type Client struct {
 	obs   observers
 	ev    *events // runs the application's callbacks
 
-	carbonsID atomic.Pointer[string]       // id of the carbons <enable/> IQ of the current session
-	ambiguous atomic.Pointer[[]sm.Stanza]  // held back by the last resumption, to look up in the archive
-	archive   atomic.Pointer[archiveQuery] // the archive query in flight, for the tap
-	checking  chan struct{}                // closed when the first connection's archive check ended; nil if none (set by publish under mu)
-	dropped   atomic.Int64                 // incoming stanzas dropped as unparsable
-	waits     atomic.Int32                 // calls that may wait for the stream (see maxQueuedWaiting)
+	carbonsID atomic.Pointer[string] // id of the carbons <enable/> IQ of the current session
+	dropped   atomic.Int64           // incoming stanzas dropped as unparsable
+	waits     atomic.Int32           // calls that may wait for the stream (see maxQueuedWaiting)
+
+	// The archive check of ambiguous messages (archive.go).
+	ambiguous atomic.Pointer[[]sm.Stanza]  // held back by the last resumption
+	archive   atomic.Pointer[archiveQuery] // the query in flight, for the tap
+	checking  chan struct{}                // closed when the first connection's check ended; nil if none (under mu)
+
 	// publishHook, when set by a test, runs at the start of every publish
 	// goroutine, before it looks at its connection.
 	publishHook atomic.Pointer[func()]
