@@ -209,3 +209,48 @@ func TestArchiveAmbiguousAgainAfterKill(t *testing.T) {
 		t.Fatalf("m3 not marked: %v, %v", ok, err)
 	}
 }
+
+// The check pages through the archive: an incomplete page is followed by a
+// query for the page after its last result, until the messages are found.
+func TestArchivePages(t *testing.T) {
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 3 })
+	dialed := dialAsync(t, srv, Config{Store: ambiguousStore(t)})
+	pc := srv.next(t)
+	after := func(q *element) string {
+		if set := q.child("http://jabber.org/protocol/rsm", "set"); set != nil {
+			if a := set.child("http://jabber.org/protocol/rsm", "after"); a != nil {
+				return a.Text
+			}
+		}
+		return ""
+	}
+	iq := pc.next(t)
+	q := iq.child("urn:xmpp:mam:2", "query")
+	if q == nil || after(q) != "" {
+		t.Fatalf("first query %s", iq.String())
+	}
+	pc.send(archiveResult(q.attr("queryid"), "m2"))
+	pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><first>a</first><last>p1</last></set></fin></iq>`, iq.attr("id"))
+	iq = pc.next(t)
+	q = iq.child("urn:xmpp:mam:2", "query")
+	if q == nil || after(q) != "p1" {
+		t.Fatalf("second query %s, want one after p1", iq.String())
+	}
+	pc.send(archiveResult(q.attr("queryid"), "m3"))
+	pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'><set xmlns='http://jabber.org/protocol/rsm'><first>b</first><last>p2</last></set></fin></iq>`, iq.attr("id"))
+	c := <-dialed
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	for _, id := range []string{"m2", "m3"} {
+		waitState(t, c.Tracker(id), tracking.DeliveredToServer)
+	}
+	if _, err := c.Send(waitCtx(t), Message{To: bob, Body: "new", ID: "m4"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "m4" {
+		t.Fatalf("wrote %s, want nothing again before m4", e.attr("id"))
+	}
+}
