@@ -656,9 +656,10 @@ func (c *Client) wasDown(at time.Time) bool {
 // queued are not run: without Config.Store, incoming stanzas the
 // application had not seen yet were acknowledged to the server, so they
 // are not delivered again. With a store, the final ack covers only the
-// stanzas the store saved as finished: the server keeps the others for
-// this account as undelivered (offline storage or its archive, depending
-// on the server).
+// stanzas the store saved as finished (Close saves every stanza finished
+// before it first, waiting at most half of its 2 s grace for the store):
+// the server keeps the others for this account as undelivered (offline
+// storage or its archive, depending on the server).
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true

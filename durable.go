@@ -436,7 +436,8 @@ func (d *durable) saveSession() {
 // said (Prosody 0.12 ends a session whose resumption does: "Client
 // acknowledged less stanzas than already acknowledged"). The acks lag the
 // application by a commit (at most sessionEvery): a bound below what was
-// received wakes the recorder, so that the next ack is current. A stream
+// received wakes the recorder, so that the next ack is current; Close's
+// final ack saves first (saveSessionNow) and does not lag. A stream
 // that cannot be resumed has nothing to carry over: every stanza received
 // is acknowledged. next is the application's own bound, if any.
 func (d *durable) handled(next func(uint32) uint32) func(uint32) uint32 {
