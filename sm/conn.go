@@ -36,6 +36,7 @@ type conn struct {
 	isReady      bool // ready is closed; readyErr is WaitEnabled's result
 	copying      bool // copyOf is being written again (re-send or retransmission)
 	copySeen     bool // the outbound scanner queued that copy
+	copyOrphan   bool // copyOf is st.orphans[0], which the scanner drops when it queues the copy
 	copyOf       entry
 	snaps        []uint32
 	snapHead     int
@@ -250,6 +251,15 @@ func (s *outSink) element(e *element) {
 			// writes, and its time.
 			ent.ord, ent.sent = o.ord, o.sent
 			c.copySeen = true
+			if c.copyOrphan && st.conn == c && len(st.orphans) > 0 && st.orphans[0].ord == o.ord {
+				// In the same step: the next connection's Start may take
+				// the queue and the orphans before the re-send returns.
+				// (Once another connection took over, its Start may have
+				// taken them already: the message stays, to be re-sent
+				// again rather than lost.)
+				st.orphans[0] = entry{}
+				st.orphans = st.orphans[1:]
+			}
 		} else {
 			st.ord++
 			ent.ord = st.ord

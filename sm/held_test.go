@@ -388,3 +388,39 @@ func TestWaitEnabled(t *testing.T) {
 		c.close()
 	})
 }
+
+// TestResentLeavesOrphans: a re-sent message leaves the messages to
+// re-send in the same step that queues its copy on the stream, so that it
+// is never in both. (The ack requester re-sends them; when the connection
+// was lost during a re-send, the next connection's Start could take the
+// stanzas of both before the requester's write returned, and re-send the
+// message twice: TestPolicyKeepsFirstWriteOrder failed about 1 run in 150.)
+func TestResentLeavesOrphans(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		rec := newRecorder()
+		var st *State
+		var both []string
+		st = New(rec.config(Config{OnWritten: func(s Stanza) {
+			// Runs under st.mu, in the step that queued s.
+			for _, e := range st.orphans {
+				if e.id == s.ID {
+					both = append(both, s.ID)
+				}
+			}
+		}}))
+		loseStream(t, srv, st, "m0", "m1")
+		c := mustDial(t, srv, st, nil)
+		if err := st.WaitEnabled(context.Background()); err != nil {
+			t.Fatalf("WaitEnabled: %v", err)
+		}
+		synctest.Wait()
+		if len(both) > 0 {
+			t.Errorf("%v queued on the stream while still to be re-sent", both)
+		}
+		if ids := srv.ids(); !slices.Equal(ids[len(ids)-2:], []string{"m0", "m1"}) {
+			t.Errorf("server got %v", ids)
+		}
+		c.close()
+	})
+}

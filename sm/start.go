@@ -242,6 +242,9 @@ func (st *State) resendOrphans(ctx context.Context, s *xmpp.Session, c *conn, re
 		st.pushLocked(evResend, e)
 		st.mu.Unlock()
 		st.deliver()
+		st.mu.Lock()
+		c.copyOrphan = true // writeCopy resets it
+		st.mu.Unlock()
 		written, err := st.writeCopy(ctx, s, c, e, withDelay(e.raw, e.sent))
 		st.mu.Lock()
 		if written && len(st.orphans) > 0 && st.orphans[0].ord == e.ord { // unless Abandon emptied it meanwhile
@@ -277,7 +280,7 @@ func (st *State) writeCopy(ctx context.Context, s *xmpp.Session, c *conn, e entr
 	err = s.Send(ctx, r)
 	st.mu.Lock()
 	written = err == nil || c.copySeen
-	c.copying, c.copySeen, c.copyOf = false, false, entry{}
+	c.copying, c.copySeen, c.copyOf, c.copyOrphan = false, false, entry{}, false
 	st.mu.Unlock()
 	return written, err
 }
