@@ -569,9 +569,9 @@ func (d *durable) session() (store.Session, bool, uint64) {
 	if int32(r.Told-in) > 0 {
 		// The server dropped what our acks covered: claiming less would
 		// not bring it back, and Prosody 0.12 refuses the resumption.
-		// (Acks never exceed the saved count, see handled; this keeps a
-		// resumption within the process, which claims every stanza read,
-		// from going back.)
+		// (Acks, and the h of a resumption within the process, never
+		// exceed the saved count, see handled: this only guards against
+		// going back.)
 		in = r.Told
 	}
 	s := store.Session{Owner: d.owner, JID: r.JID.String(), ID: r.ID, Location: r.Location, Max: r.Max,
