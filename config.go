@@ -83,8 +83,9 @@ type Config struct {
 	// <resumed h> settles what it got; the rest is written again with the
 	// same ids; the server replays every incoming stanza whose callbacks
 	// had not returned: with a store, the acks the client sends cover only
-	// the stanzas the store saved as finished, so an incoming stanza may be
-	// delivered twice, never lost). When the stream cannot be resumed, the messages the server
+	// the stanzas the store saved as finished, and so does the h of a
+	// resumption, also within the process after a lost connection, so an
+	// incoming stanza may be delivered twice, never lost). When the stream cannot be resumed, the messages the server
 	// never acknowledged are re-sent with their ids (or reported ABORTED
 	// under sm.ReportLost), so a message the server had taken without
 	// acknowledging it yet reaches the recipient twice. A message id stays
