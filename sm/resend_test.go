@@ -59,6 +59,10 @@ func TestRetransmissionKeepsXML(t *testing.T) {
 		t.Run(raw[:12], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				srv := newFakeServer(t)
+				// Unacknowledged, so that the copy stays queued: a stanza on
+				// an idle link gets its <r/> at once, and the answer could
+				// release it before it is looked at.
+				holdAcks(srv)
 				st := New(Config{})
 				c := mustDial(t, srv, st, nil)
 				synctest.Wait()
@@ -69,6 +73,7 @@ func TestRetransmissionKeepsXML(t *testing.T) {
 					if err := c.sess.Send(context.Background(), r); err != nil {
 						t.Fatal(err)
 					}
+					synctest.Wait()
 					st.mu.Lock()
 					if st.outH != before+1 {
 						t.Fatal("not captured")
