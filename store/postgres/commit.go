@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -190,7 +191,7 @@ type args struct {
 	mRoom, mSettled                                    []bool
 	mRaw                                               [][]byte
 	mCreated                                           []time.Time
-	mDeadline                                          []*time.Time
+	mDeadline                                          []pgtype.Timestamptz // not Valid: none
 	mState                                             []int16
 	mKey                                               []int32
 
@@ -222,8 +223,25 @@ func (a *args) list() []any {
 // build fills the arguments for the live batches of group and returns
 // what each key stands for.
 func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []result) {
-	a := &args{}
-	var keys []result
+	// Sized up front: a group commit may carry thousands of rows.
+	var nm, nc, nw int
+	for _, i := range live {
+		b := group[i].Batch
+		nm, nc, nw = nm+len(b.Messages), nc+len(b.Changes), nw+len(b.Written)
+	}
+	a := &args{
+		mID: make([]string, 0, nm), mAccount: make([]string, 0, nm), mResource: make([]string, 0, nm),
+		mRcpt: make([]string, 0, nm), mThread: make([]string, 0, nm), mChannel: make([]string, 0, nm),
+		mRoom: make([]bool, 0, nm), mSettled: make([]bool, 0, nm), mRaw: make([][]byte, 0, nm),
+		mCreated: make([]time.Time, 0, nm), mDeadline: make([]pgtype.Timestamptz, 0, nm),
+		mState: make([]int16, 0, nm), mKey: make([]int32, 0, nm),
+		lID:   make([]string, 0, nc+nw),
+		cLock: make([]int32, 0, nc), cState: make([]int16, 0, nc), cAt: make([]time.Time, 0, nc),
+		cFrom: make([]string, 0, nc), cSID: make([]string, 0, nc), cCond: make([]string, 0, nc),
+		cText: make([]string, 0, nc), cKey: make([]int32, 0, nc),
+		wLock: make([]int32, 0, nw), wSeq: make([]int64, 0, nw),
+	}
+	keys := make([]result, 0, nm+nc)
 	key := func(r result) int32 {
 		keys = append(keys, r)
 		return int32(len(keys) - 1)
@@ -240,11 +258,7 @@ func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []re
 			if st {
 				raw = nil
 			}
-			var dl *time.Time
-			if !m.Deadline.IsZero() {
-				d := m.Deadline
-				dl = &d
-			}
+			dl := pgtype.Timestamptz{Time: m.Deadline, Valid: !m.Deadline.IsZero()}
 			a.mID = append(a.mID, m.ID)
 			a.mAccount = append(a.mAccount, m.Owner.Account)
 			a.mResource = append(a.mResource, m.Owner.Resource)
