@@ -83,7 +83,7 @@ func (c *Client) markUnnumbered(ctx context.Context, unacked []sm.Stanza) {
 		if err != nil {
 			c.log.Warn("xmpptrack: marking a message restored without a recorded number", "id", s.ID, "err", err)
 		}
-		s.Ambiguous = err != nil || !claimed
+		s.Ambiguous = s.Ambiguous || err != nil || !claimed // (reload: a voided number)
 	}
 }
 

@@ -125,3 +125,44 @@ func TestStoreRestartVoidedNumber(t *testing.T) {
 		t.Errorf("re-loaded tracker %v, want IN_TRANSIT", tr2)
 	}
 }
+
+// TestArchiveVoidedNumberAmbiguous: a message whose number was voided (it
+// was written on a stream that was then replaced) may have reached the
+// server on that stream, which no h of the stored one tells: after a
+// resumed restart it is looked up in the account's archive even when the
+// h covers no guessed number, and not written again when found; a message
+// never numbered follows h and is retransmitted.
+func TestArchiveVoidedNumberAmbiguous(t *testing.T) {
+	st := ambiguousStore(t)
+	if err := st.Commit(waitCtx(t), &store.Batch{Written: []store.Written{{ID: "m2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 2 })
+	dialed := dialAsync(t, srv, Config{Store: st})
+	pc := srv.next(t)
+	var iq element
+	var written []string
+	for {
+		e := pc.next(t)
+		if e.XMLName.Local == "iq" {
+			iq = e
+			break
+		}
+		written = append(written, e.attr("id"))
+	}
+	q := iq.child("urn:xmpp:mam:2", "query")
+	if q == nil || !slices.Equal(written, []string{"m3"}) {
+		t.Fatalf("wrote %v then %s; want m3 retransmitted, then an archive query", written, iq.String())
+	}
+	pc.send(archiveResult(q.attr("queryid"), "m2"))
+	pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>`, iq.attr("id"))
+	c := <-dialed
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	for _, id := range []string{"m1", "m2", "m3"} {
+		waitState(t, c.Tracker(id), tracking.DeliveredToServer)
+	}
+}

@@ -64,7 +64,10 @@ func (c *Client) reload(ctx context.Context) error {
 	err = c.dur.st.Pending(ctx, c.dur.owner, func(m store.Message) error {
 		// Every number the store keeps is of the stored stream: the
 		// recorder voids (Seq 0) the others when it saves the state of a
-		// new stream (see numbers.go).
+		// new stream (see numbers.go). A message with a voided number was
+		// written on an earlier stream: the server may have it, which no
+		// h of this stream can tell (sm.Stanza.Ambiguous).
+		voided := m.Written && m.Seq == 0
 		m.Written = m.Written && m.Seq != 0
 		if m.Written {
 			numbered = append(numbered, m.ID)
@@ -100,7 +103,7 @@ func (c *Client) reload(ctx context.Context) error {
 		}
 		switch state {
 		case tracking.InTransit:
-			s := sm.Stanza{Name: "message", ID: m.ID, To: m.To, Raw: m.Raw, Sent: m.Created}
+			s := sm.Stanza{Name: "message", ID: m.ID, To: m.To, Raw: m.Raw, Sent: m.Created, Ambiguous: voided}
 			if res.ID != "" && m.Written {
 				s.Seq = m.Seq
 			}
