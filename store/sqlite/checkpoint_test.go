@@ -238,3 +238,53 @@ func TestCheckpointRestartSparesWriter(t *testing.T) {
 	}
 	tx.Rollback() // only now does the reader end
 }
+
+// TestCloseSparesReader: Close's last checkpoint, which folds the WAL into
+// the file, does not wait for another process's reader beyond its own short
+// busy timeout: Close returns while the reader still reads, leaving the
+// WAL for the next Open. The writer's busy timeout is an hour here.
+func TestCloseSparesReader(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := OpenConfig(ctx, p, Config{checkpointPages: 1 << 30, pragmas: []string{"busy_timeout(3600000)"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitPages(t, s, "a", 20, nil)
+	// Another process's reader, on the WAL until the end.
+	other, err := sql.Open("sqlite", p+"?_pragma=query_only(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	tx, err := other.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM messages").Scan(&n); err != nil || n == 0 {
+		t.Fatalf("the reader sees %d messages (%v)", n, err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	guard := time.NewTimer(time.Minute) // only against a hang: no outcome depends on it
+	defer guard.Stop()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-guard.C:
+		t.Fatal("Close waited for another process's reader")
+	}
+	tx.Rollback() // only now does the reader end
+	s, err = Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Message(ctx, "a3-9"); err != nil {
+		t.Errorf("a message of the WAL left behind: %v", err)
+	}
+}

@@ -203,7 +203,10 @@ func (s *Store) Close() error {
 	rerr := errors.Join(s.r.Close(), s.ck.Close())
 	s.st.close()
 	// Fold the WAL into the database file, so that the file alone holds
-	// everything (best effort: another process may be reading).
+	// everything (best effort: another process may be reading, and its
+	// readers are waited for at most restartBusy, not the busy timeout; a
+	// WAL left behind is folded by the next Open).
+	s.w.Exec(fmt.Sprintf("PRAGMA busy_timeout = %d", restartBusy.Milliseconds()))
 	s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	err := errors.Join(rerr, s.w.Close())
 	if err != nil {
