@@ -35,9 +35,10 @@
 //
 // Waiting followers are woken by LISTEN/NOTIFY: each commit that moves the
 // feed notifies the channel xmpptrack_feed, and a Store keeps one listening
-// connection (reconnecting when it breaks) from its first Wait on. A Store
-// that never waits, such as a client's that only records, listens on none:
-// a listening session costs the server a transaction at each notification.
+// connection (reconnecting when it breaks) once it reads the feed (Wait,
+// Changes or LastCursor). A Store that never does, such as a client's that
+// only records, listens on none: a listening session costs the server a
+// transaction at each notification.
 //
 // # State changes are race-free
 //

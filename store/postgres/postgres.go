@@ -42,6 +42,9 @@ type Config struct {
 	// tune, if set, adjusts the pool's configuration (tests log the
 	// plans of the store's statements with it).
 	tune func(*pgxpool.Config)
+	// listening, if set, is called each time the listener has executed
+	// LISTEN.
+	listening func()
 }
 
 // Store is a store.Store on PostgreSQL.
@@ -59,8 +62,7 @@ type Store struct {
 	mu        sync.Mutex
 	closed    bool
 	notify    chan struct{} // closed and replaced when the feed moves
-	listening bool          // the listener was started (by the first Wait)
-	firstTry  chan struct{} // closed after the listener's first connection attempt
+	listening bool          // the listener was started (by the first read of the feed)
 	leases    map[store.Instance]*lease
 	workers   sync.WaitGroup
 }
@@ -100,13 +102,12 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: connecting: %w", err)
 	}
 	s := &Store{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		pool:     pool,
-		connCfg:  pcfg.ConnConfig.Copy(),
-		notify:   make(chan struct{}),
-		firstTry: make(chan struct{}),
-		leases:   map[store.Instance]*lease{},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		pool:    pool,
+		connCfg: pcfg.ConnConfig.Copy(),
+		notify:  make(chan struct{}),
+		leases:  map[store.Instance]*lease{},
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.group = groupcommit.New(s.ctx)
@@ -157,34 +158,27 @@ func (s *Store) wake() {
 // channel is the NOTIFY channel of the feed.
 const channel = "xmpptrack_feed"
 
-// startListener starts the listener unless it runs, and returns a channel
-// closed once its first connection attempt ended. A Store listens only
-// from its first Wait on: a listening session costs the server a
-// transaction at each notification, which a Store that only writes (a
-// client's) would pay for nothing.
-func (s *Store) startListener() <-chan struct{} {
+// startListener starts the listener unless it runs. A Store listens only
+// once it reads the feed (Wait, Changes, LastCursor): a listening session
+// costs the server a transaction at each notification, which a Store that
+// only writes (a client's) would pay for nothing. Waiters need not wait
+// for it: it wakes them once it listens, and they look again.
+func (s *Store) startListener() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.listening && !s.closed {
 		s.listening = true
 		s.workers.Go(s.listen)
 	}
-	return s.firstTry
 }
 
 // listen keeps a connection that LISTENs on the feed's channel and wakes
 // waiters at each notification; it reconnects with backoff when the
-// connection breaks, and wakes everybody then (they look again). It closes
-// firstTry after its first connection attempt.
+// connection breaks, and wakes everybody then (they look again).
 func (s *Store) listen() {
 	backoff := 50 * time.Millisecond
-	first := true
 	for s.ctx.Err() == nil {
 		conn, err := s.listenConn()
-		if first {
-			first = false
-			close(s.firstTry)
-		}
 		if err != nil {
 			s.logf("postgres: listener: %v", err)
 			select {
@@ -196,6 +190,9 @@ func (s *Store) listen() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		if s.cfg.listening != nil {
+			s.cfg.listening()
+		}
 		s.wake() // anything committed while we were not listening
 		for {
 			_, err := conn.WaitForNotification(s.ctx)

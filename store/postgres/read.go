@@ -189,6 +189,7 @@ func (s *Store) Changes(ctx context.Context, q store.FeedQuery) ([]store.Change,
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
+	s.startListener() // a follower: Wait comes next
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
@@ -243,6 +244,7 @@ func (s *Store) LastCursor(ctx context.Context) (int64, error) {
 	if s.isClosed() {
 		return 0, store.ErrClosed
 	}
+	s.startListener() // a follower: Wait comes next
 	var last int64
 	if err := s.read(ctx, func() error { return s.pool.QueryRow(ctx, `SELECT last FROM xmpptrack_feed`).Scan(&last) }); err != nil {
 		return 0, fmt.Errorf("postgres: %w", err)
@@ -253,14 +255,8 @@ func (s *Store) LastCursor(ctx context.Context) (int64, error) {
 // Wait implements store.Store: it sleeps until a notification (or a commit
 // through this Store) moves the feed.
 func (s *Store) Wait(ctx context.Context, after int64) error {
-	// Listening before the first look: a commit after it is notified.
-	select {
-	case <-s.startListener():
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.ctx.Done():
-		return store.ErrClosed
-	}
+	// Woken by the listener once it listens, if not by a notification.
+	s.startListener()
 	for {
 		s.mu.Lock()
 		ch := s.notify
