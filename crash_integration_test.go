@@ -305,6 +305,17 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				case <-time.After(2 * time.Minute):
 					t.Fatalf("the recipient got %d of %d messages", received(), crashMessages)
 				}
+				// The child's record catches up with the recipient: a
+				// message's ack, and its state change, may be committed
+				// after the recipient already has it. None may stay
+				// IN_TRANSIT while the process lives.
+				waitFor(t, "the store to record the server's ack of every message", func() bool {
+					unacked, err := unackedIDs(path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return len(unacked) == 0
+				})
 			}
 			cmd.Process.Kill() // SIGKILL
 			for sc.Scan() {
