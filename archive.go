@@ -121,6 +121,12 @@ func (c *Client) settleAmbiguous(cn conn, held []sm.Stanza) {
 	ctx, cancel := context.WithTimeout(cn.ctx, wait)
 	found, why := c.searchArchive(ctx, cn, held)
 	cancel()
+	if cn.ctx.Err() != nil {
+		// The connection ended: they stay held, and the next resumption
+		// hands them over again.
+		c.log.Debug("xmpptrack: the connection ended during the archive check", "held", len(held))
+		return
+	}
 	settled, resent, err := c.sm.ResolveAmbiguous(cn.ctx, cn.s, func(s sm.Stanza) bool {
 		if t := c.reg.Find(s.ID); t != nil && (t.State() == tracking.DeliveredToRecipient || t.State() == tracking.SeenByRecipient) {
 			// The recipient's receipt or marker came meanwhile (the server
