@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -252,5 +253,21 @@ func TestArchivePages(t *testing.T) {
 	}
 	if e := pc.nextMessage(t); e.attr("id") != "m4" {
 		t.Fatalf("wrote %s, want nothing again before m4", e.attr("id"))
+	}
+}
+
+// A group chat message is never looked up in the account's archive (rooms
+// keep their own): it is written again, with that reason, and no query is
+// made for it.
+func TestArchiveSkipsGroupChat(t *testing.T) {
+	c := &Client{}
+	room := sm.Stanza{Name: "message", ID: "g1", To: "room@muc.example.org", Sent: time.Now(),
+		Raw: []byte(`<message xmlns='jabber:client' type='groupchat' to='room@muc.example.org' id='g1'><body>hi</body></message>`)}
+	found, why := c.searchArchive(t.Context(), conn{}, []sm.Stanza{room})
+	if found["g1"] || why["g1"] != errRoomArchived {
+		t.Fatalf("found %v, reason %v; want not found, %v", found["g1"], why["g1"], errRoomArchived)
+	}
+	if isGroupChat([]byte(`<message xmlns='jabber:client' type='chat' to='bob@example.org'/>`)) {
+		t.Fatal("a chat message taken for group chat")
 	}
 }
