@@ -72,13 +72,16 @@ func TestCheckpointBoundsWAL(t *testing.T) {
 	if err := s.w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
 		t.Fatal(err)
 	}
-	// 60 thresholds' worth of pages; without checkpoints the WAL would
+	// 100 thresholds' worth of pages; without checkpoints the WAL would
 	// hold all of them.
 	var most int64
-	commitPages(t, s, "m", 60*threshold, func() { most = max(most, walSize(t, p)) })
+	commitPages(t, s, "m", 100*threshold, func() { most = max(most, walSize(t, p)) })
 	// The WAL passes walCap thresholds by what commits append while the
-	// checkpointer copies (a lot, in this loop without pauses).
-	limit := int64(6*walCap) * threshold * int64(pageSize+24)
+	// checkpointer copies (a lot, in this loop without pauses), and more
+	// when a RESTART gives up on a slow passive checkpoint (a busy
+	// machine: 29 thresholds once, 5 to 9 usually). The bound is what
+	// matters: 40 thresholds, well below the 100 an unchecked WAL holds.
+	limit := int64(10*walCap) * threshold * int64(pageSize+24)
 	if most > limit {
 		t.Errorf("the WAL grew to %d bytes, more than %d", most, limit)
 	}
