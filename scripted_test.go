@@ -44,8 +44,11 @@ const (
 	peerFullJID  = "alice@localhost/phone"
 	peerFeatures = `<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><sm xmlns='urn:xmpp:sm:3'/>`
 	// testWait bounds every wait for an event, so that a broken client
-	// fails the test instead of hanging it.
-	testWait = 10 * time.Second
+	// fails the test instead of hanging it. No test waits it out when the
+	// client works; it is long because a busy machine under the race
+	// detector once took more than 10 s over TestRecipientBurst's 5,000
+	// stanzas.
+	testWait = 30 * time.Second
 )
 
 // element is one element the client wrote, as a tree.
