@@ -19,6 +19,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/child"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -82,7 +83,11 @@ func crashChild() error {
 	defer cancel()
 	c, err := Dial(dctx, account, os.Getenv("XMPPTRACK_CRASH_PASSWORD"), &Config{
 		Store: st, Addr: os.Getenv("XMPPTRACK_CRASH_ADDR"), AllowPlaintext: true, Window: time.Hour,
-		Logger: slog.New(ambiguousLog{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: crashLogLevel()})}),
+		// A message re-sent on a new stream after a failed resumption
+		// (also one within this process, when a busy server stops
+		// answering and then refuses the resumption) may arrive twice.
+		StreamManagement: sm.Config{OnResend: func(s sm.Stanza) { fmt.Println("resent", s.ID) }},
+		Logger:           slog.New(ambiguousLog{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: crashLogLevel()})}),
 	})
 	if err != nil {
 		return err
@@ -199,7 +204,10 @@ func (h ambiguousLog) WithGroup(name string) slog.Handler {
 // drops a resumed session whose old connection ended inside a stanza; the
 // next attempt gets item-not-found) or that Dial gave up resuming bound a
 // new stream, and gets the rule of the server restart for its kill. The
-// fourth restart must report so. In the end every message arrived, none was aborted,
+// fourth restart must report so. A connection lost within a run whose
+// resumption then fails (a busy server that stopped answering) re-sends on
+// a new stream, and each message the child's OnResend announced may arrive
+// once more. In the end every message arrived, none was aborted,
 // no stored state claims DELIVERED_TO_RECIPIENT or SEEN_BY_RECIPIENT for a
 // message the recipient does not have, and every message the recipient has
 // is past IN_TRANSIT in the store.
@@ -244,6 +252,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		}
 		const serverRestartRun = 3         // the server restarts between its kill and the next run
 		ambiguous := map[string]int{}      // re-sent as ambiguous by a restart that resumed
+		resent := map[string]int{}         // re-sent on a new stream after a failed resumption
 		unackedAt := []map[string]bool{}   // per kill, the messages the store had unacknowledged
 		droppedRuns := []int{}             // the restarts whose stored stream was not resumed
 		handoverRuns := []int{}            // the restarts on ejabberd that resumed (see the count below)
@@ -271,6 +280,12 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				}
 				if _, ok := strings.CutPrefix(line, "archived "); ok {
 					archived++
+					return true
+				}
+				if id, ok := strings.CutPrefix(line, "resent "); ok {
+					mu.Lock()
+					resent[id]++
+					mu.Unlock()
 					return true
 				}
 				if id, ok := strings.CutPrefix(line, "blind "); ok {
@@ -393,7 +408,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		dupsAmbiguous, dupsResumed := 0, 0
+		dupsAmbiguous, dupsResumed, dupsResent := 0, 0, 0
 		dupsDropped := map[int]int{}  // per dropped restart
 		dupsHandover := map[int]int{} // per resumed restart on ejabberd
 		for i := range crashMessages {
@@ -431,6 +446,15 @@ func TestIntegrationStoreCrash(t *testing.T) {
 					t.Logf("%s arrived again: unacknowledged at kill %d, re-sent by run %d on a new stream", id, run-1, run)
 				}
 			}
+			if a := min(resent[id], extra); a > 0 {
+				// Re-sent on a new stream after a failed resumption within
+				// a run (a busy server that stopped answering, then refused
+				// the resumption): the documented at-least-once fallback,
+				// announced by OnResend.
+				dupsResent += a
+				extra -= a
+				t.Logf("%s arrived %d more time(s): re-sent on a new stream after a failed resumption", id, a)
+			}
 			if extra > 0 {
 				dupsResumed += extra
 				t.Errorf("%s arrived %d times: %d duplicate(s) not explained by an ambiguous re-send or a dropped session", id, n, extra)
@@ -448,8 +472,8 @@ func TestIntegrationStoreCrash(t *testing.T) {
 					run, dupsHandover[run], len(unackedAt[run-1]), run-1)
 			}
 		}
-		t.Logf("%d unexplained duplicates, %d of messages re-sent as ambiguous, %d re-sent after a dropped session, %d from ejabberd's hand-over",
-			dupsResumed, dupsAmbiguous, sum(dupsDropped), sum(dupsHandover))
+		t.Logf("%d unexplained duplicates, %d of messages re-sent as ambiguous, %d re-sent after a dropped session, %d from ejabberd's hand-over, %d re-sent after a failed resumption within a run",
+			dupsResumed, dupsAmbiguous, sum(dupsDropped), sum(dupsHandover), dupsResent)
 		t.Logf("ambiguous messages after the restarts on %s: %d settled by the archive, %d re-sent (not found)", srv.Kind(), totalArchived, totalResent)
 		st, err := sqlite.Open(context.Background(), path)
 		if err != nil {
