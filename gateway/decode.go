@@ -94,9 +94,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *pro
 		}
 		return newProblem("malformed-json", "reading the body failed")
 	}
-	if f, ok := v.(interface{ decodeFast([]byte) bool }); ok && f.decodeFast(data) {
-		return nil
-	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
