@@ -107,12 +107,17 @@ func (st *State) ResolveAmbiguous(ctx context.Context, s *xmpp.Session, received
 			return settled, resent, ErrConnEnded
 		}
 		e := st.held[0]
+		c.copyHeld = true // writeCopy resets it
 		st.mu.Unlock()
 		written, err := st.writeCopy(ctx, s, c, e, rawReader(e.raw))
 		st.mu.Lock()
+		// The scanner dropped e from st.held when it queued the copy,
+		// unless another connection took over meanwhile.
 		if written && len(st.held) > 0 && st.held[0].ord == e.ord { // unless Abandon emptied it meanwhile
 			st.held[0] = entry{}
 			st.held = st.held[1:]
+		}
+		if written {
 			resent++
 		}
 		st.spaceLocked()

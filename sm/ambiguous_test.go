@@ -209,3 +209,49 @@ func TestAmbiguousFailedResumption(t *testing.T) {
 		c.close()
 	})
 }
+
+// TestResolveLeavesHeld: a held stanza that ResolveAmbiguous writes again
+// leaves st.held in the same step that queues its copy on the stream, so
+// that it is never in both. (A resumption between the two steps would
+// retransmit the copy and announce the stanza as held once more: the
+// caller's archive check would then write it a third time, or acknowledge
+// it twice.)
+func TestResolveLeavesHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		srv.smID, srv.resumable, srv.inH = "sm1", true, 201
+		rec, held := newRecorder(), &heldLog{}
+		var st *State
+		var both []string
+		cfg := held.config(rec.config(Config{}))
+		cfg.OnWritten = func(s Stanza) {
+			// Runs under st.mu, in the step that queued s.
+			for _, e := range st.held {
+				if e.id == s.ID {
+					both = append(both, s.ID)
+				}
+			}
+		}
+		st = New(cfg)
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 199, Sent: 200}
+		if err := st.Restore(r, xyz()); err != nil {
+			t.Fatal(err)
+		}
+		c := mustDial(t, srv, st, nil)
+		settled, resent, err := st.ResolveAmbiguous(context.Background(), c.sess, func(s Stanza) bool { return s.ID == "y" })
+		if err != nil || settled != 1 || resent != 2 {
+			t.Fatalf("ResolveAmbiguous: %d settled, %d resent, %v", settled, resent, err)
+		}
+		synctest.Wait()
+		if len(both) > 0 {
+			t.Errorf("%v queued on the stream while still held", both)
+		}
+		if got := srv.ids(); !slices.Equal(got, []string{"x", "z"}) {
+			t.Errorf("server got %v, want [x z]", got)
+		}
+		if info := st.Info(); info.Sent != 203 || info.Unacked != 0 {
+			t.Errorf("%+v, want Sent 203 and nothing held", info)
+		}
+		c.close()
+	})
+}

@@ -37,6 +37,7 @@ type conn struct {
 	copying      bool // copyOf is being written again (re-send or retransmission)
 	copySeen     bool // the outbound scanner queued that copy
 	copyOrphan   bool // copyOf is st.orphans[0], which the scanner drops when it queues the copy
+	copyHeld     bool // copyOf is st.held[0], which the scanner drops when it queues the copy
 	copyOf       entry
 	snaps        []uint32
 	snapHead     int
@@ -259,6 +260,13 @@ func (s *outSink) element(e *element) {
 				// again rather than lost.)
 				st.orphans[0] = entry{}
 				st.orphans = st.orphans[1:]
+			}
+			if c.copyHeld && st.conn == c && len(st.held) > 0 && st.held[0].ord == o.ord {
+				// The same for a held stanza that ResolveAmbiguous writes
+				// again: a resumption before its write returns would
+				// retransmit the copy and announce it as held once more.
+				st.held[0] = entry{}
+				st.held = st.held[1:]
 			}
 		} else {
 			st.ord++

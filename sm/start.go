@@ -280,7 +280,7 @@ func (st *State) writeCopy(ctx context.Context, s *xmpp.Session, c *conn, e entr
 	err = s.Send(ctx, r)
 	st.mu.Lock()
 	written = err == nil || c.copySeen
-	c.copying, c.copySeen, c.copyOf, c.copyOrphan = false, false, entry{}, false
+	c.copying, c.copySeen, c.copyOf, c.copyOrphan, c.copyHeld = false, false, entry{}, false, false
 	st.mu.Unlock()
 	return written, err
 }
