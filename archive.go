@@ -33,7 +33,8 @@ import (
 // of them may have reached the server (sm.Config.OnAmbiguous). The server's
 // own archive of the account's messages (XEP-0313) says which: the client
 // looks each one up there, by its id or origin-id, among the messages the
-// account sent to its recipient around the time it was written ahead. One
+// account sent to its recipient from the time it was written ahead (less
+// a clock skew allowance) up to the check. One
 // found there is settled as DELIVERED_TO_SERVER; one not found, or when the
 // query fails or times out, the server has no archive, or the message went
 // to a group chat (rooms archive apart), is written again (at least once,
@@ -43,9 +44,9 @@ const (
 	// archiveTimeout bounds the whole check of one resumption's ambiguous
 	// messages: whatever it has not found by then is written again.
 	archiveTimeout = 10 * time.Second
-	// archiveSkew widens the searched time range on both sides of the
-	// messages' write-ahead times: the server stamps its archive with its
-	// own clock.
+	// archiveSkew widens the searched time range, from the messages'
+	// earliest write-ahead time up to the check, on both sides: the server
+	// stamps its archive with its own clock.
 	archiveSkew = 2 * time.Second
 	// archivePage is the page size asked for (servers may cap it lower:
 	// Prosody's default is 50).
@@ -158,9 +159,9 @@ func (c *Client) settleAmbiguous(cn conn, held []sm.Stanza) {
 func (c *Client) searchArchive(ctx context.Context, cn conn, held []sm.Stanza) (found map[string]bool, why map[string]error) {
 	found, why = map[string]bool{}, map[string]error{}
 	type group struct {
-		with       jid.JID
-		ids        map[string]bool
-		first, end time.Time
+		with  jid.JID
+		ids   map[string]bool
+		first time.Time
 	}
 	groups := map[string]*group{}
 	for _, s := range held {
@@ -176,21 +177,23 @@ func (c *Client) searchArchive(ctx context.Context, cn conn, held []sm.Stanza) (
 		key := to.Bare().String()
 		g := groups[key]
 		if g == nil {
-			g = &group{with: to.Bare(), ids: map[string]bool{}, first: s.Sent, end: s.Sent}
+			g = &group{with: to.Bare(), ids: map[string]bool{}, first: s.Sent}
 			groups[key] = g
 		}
 		g.ids[s.ID] = true
 		if s.Sent.Before(g.first) {
 			g.first = s.Sent
 		}
-		if s.Sent.After(g.end) {
-			g.end = s.Sent
-		}
 	}
+	// From the earliest write-ahead time up to now: a message may reach
+	// the wire long after it was written ahead (a write waiting for a
+	// reconnect, paced re-sends, a number voided and written on a later
+	// stream), and the server archives it then.
+	now := time.Now()
 	for _, key := range slices.Sorted(maps.Keys(groups)) {
 		g := groups[key]
 		err := c.queryArchive(ctx, cn, history.Query{
-			With: g.with, Start: g.first.Add(-archiveSkew), End: g.end.Add(archiveSkew + time.Second),
+			With: g.with, Start: g.first.Add(-archiveSkew), End: now.Add(archiveSkew + time.Second),
 		}, g.ids, found)
 		for id := range g.ids {
 			switch {

@@ -19,6 +19,13 @@ import (
 // written ahead with no number recorded, and the stream sm-stored.
 func ambiguousStore(t *testing.T) store.Store {
 	t.Helper()
+	return ambiguousStoreAt(t, time.Time{})
+}
+
+// ambiguousStoreAt is ambiguousStore with the messages written ahead at
+// created (the store's time when zero).
+func ambiguousStoreAt(t *testing.T, created time.Time) store.Store {
+	t.Helper()
 	st := openStorePath(t, filepath.Join(t.TempDir(), "track.db"))
 	owner := store.Instance{Account: testJID.String()}
 	raw := func(id string) []byte {
@@ -26,7 +33,7 @@ func ambiguousStore(t *testing.T) store.Store {
 	}
 	var msgs []store.Message
 	for _, id := range []string{"m1", "m2", "m3"} {
-		msgs = append(msgs, store.Message{ID: id, Owner: owner, To: "bob@example.org", Raw: raw(id), State: tracking.InTransit})
+		msgs = append(msgs, store.Message{ID: id, Owner: owner, To: "bob@example.org", Raw: raw(id), State: tracking.InTransit, Created: created})
 	}
 	err := st.Commit(waitCtx(t), &store.Batch{
 		Messages: msgs,
@@ -269,5 +276,55 @@ func TestArchiveSkipsGroupChat(t *testing.T) {
 	}
 	if isGroupChat([]byte(`<message xmlns='jabber:client' type='chat' to='bob@example.org'/>`)) {
 		t.Fatal("a chat message taken for group chat")
+	}
+}
+
+// The archive is searched from the messages' write-ahead time, less the
+// clock skew allowed, up to the time of the check: a message may reach the
+// wire long after it was written ahead (a write waiting for a reconnect,
+// paced re-sends, a number voided and written on a later stream), and the
+// server archives it then.
+func TestArchiveSearchesUntilNow(t *testing.T) {
+	created := time.Now().Add(-time.Minute).Truncate(time.Second)
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 3 })
+	dialed := dialAsync(t, srv, Config{Store: ambiguousStoreAt(t, created)})
+	pc := srv.next(t)
+	iq := pc.next(t)
+	asked := time.Now()
+	q := iq.child("urn:xmpp:mam:2", "query")
+	if q == nil {
+		t.Fatalf("wrote %s, want an archive query", iq.String())
+	}
+	field := func(name string) time.Time {
+		if x := q.child("jabber:x:data", "x"); x != nil {
+			for _, f := range x.Children {
+				if f.attr("var") == name && len(f.Children) > 0 {
+					at, err := time.Parse(time.RFC3339, f.Children[0].Text)
+					if err != nil {
+						t.Fatalf("query %s: %s: %v", iq.String(), name, err)
+					}
+					return at
+				}
+			}
+		}
+		return time.Time{}
+	}
+	if start := field("start"); start.IsZero() || start.After(created.Add(-archiveSkew)) {
+		t.Errorf("query %s: start %v, want at most %v", iq.String(), start, created.Add(-archiveSkew))
+	}
+	if end := field("end"); !end.IsZero() && end.Before(asked.Truncate(time.Second)) {
+		t.Errorf("query %s: end %v, want none or at least %v (the time of the check)", iq.String(), end, asked)
+	}
+	pc.send(archiveResult(q.attr("queryid"), "m2"))
+	pc.send(archiveResult(q.attr("queryid"), "m3"))
+	pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>`, iq.attr("id"))
+	c := <-dialed
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	for _, id := range []string{"m2", "m3"} {
+		waitState(t, c.Tracker(id), tracking.DeliveredToServer)
 	}
 }
