@@ -3,6 +3,7 @@ package sm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -251,6 +252,52 @@ func TestResolveLeavesHeld(t *testing.T) {
 		}
 		if info := st.Info(); info.Sent != 203 || info.Unacked != 0 {
 			t.Errorf("%+v, want Sent 203 and nothing held", info)
+		}
+		c.close()
+	})
+}
+
+// TestAmbiguousReported: the callbacks report a held stanza as Ambiguous
+// (OnAmbiguous, and OnAcked for one ResolveAmbiguous settled), so that a
+// caller can persist the doubt; a copy written again has its own number
+// on the stream and is not ambiguous.
+func TestAmbiguousReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		srv.smID, srv.resumable, srv.inH = "sm1", true, 201
+		rec := newRecorder()
+		var mu sync.Mutex
+		var got []string
+		note := func(what string, s Stanza) {
+			mu.Lock()
+			got = append(got, fmt.Sprintf("%s:%s:%v", what, s.ID, s.Ambiguous))
+			mu.Unlock()
+		}
+		cfg := rec.config(Config{})
+		acked := cfg.OnAcked
+		cfg.OnAcked = func(s Stanza) { note("acked", s); acked(s) }
+		cfg.OnWritten = func(s Stanza) { note("written", s) }
+		cfg.OnAmbiguous = func(ss []Stanza) {
+			for _, s := range ss {
+				note("held", s)
+			}
+		}
+		st := New(cfg)
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 199, Sent: 200}
+		if err := st.Restore(r, xyz()); err != nil {
+			t.Fatal(err)
+		}
+		c := mustDial(t, srv, st, nil)
+		waitEvents(t, rec, 1) // acked:a
+		if _, _, err := st.ResolveAmbiguous(context.Background(), c.sess, func(s Stanza) bool { return s.ID == "y" }); err != nil {
+			t.Fatal(err)
+		}
+		waitEvents(t, rec, 1) // acked:y
+		mu.Lock()
+		defer mu.Unlock()
+		want := []string{"acked:a:false", "held:x:true", "held:y:true", "held:z:true", "acked:y:true", "written:x:false", "written:z:false"}
+		if !slices.Equal(got, want) {
+			t.Errorf("reported %v, want %v", got, want)
 		}
 		c.close()
 	})

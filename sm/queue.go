@@ -20,10 +20,14 @@ type Stanza struct {
 	// Sent is when the stanza was first written (a retransmitted or
 	// re-sent copy keeps the time of the original).
 	Sent time.Time
-	// Ambiguous, given to State.Restore with a zero Seq, says the stanza
-	// may have reached the server on an earlier stream: a resumption took
-	// it for ambiguous before (see Config.OnAmbiguous) and its fate was
-	// never settled. A resumption holds it back again whatever its h.
+	// Ambiguous says the stanza may have reached the server on an earlier
+	// stream: a resumption took it for ambiguous (see Config.OnAmbiguous)
+	// and its fate is not settled. Given to State.Restore with a zero Seq,
+	// it makes a resumption hold the stanza back again whatever its h. The
+	// callbacks report it as well (OnAmbiguous, OnLost and the Policy's,
+	// OnAcked for a stanza ResolveAmbiguous settled), so that a caller can
+	// persist the doubt; a copy written again on a stream has its own
+	// number and is not ambiguous.
 	Ambiguous bool
 }
 
@@ -53,6 +57,8 @@ func (e *entry) stanza() Stanza {
 		To:   e.to,
 		Raw:  e.raw,
 		Sent: time.Unix(0, e.sent),
+
+		Ambiguous: e.doubt,
 	}
 }
 
