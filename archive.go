@@ -97,7 +97,12 @@ func (c *Client) onAmbiguous(ss []sm.Stanza) {
 
 // startArchiveCheck starts the check of the messages the connection's
 // resumption held back, if any, and returns a channel closed when it
-// ended (nil if there is none). The caller holds c.mu (publish).
+// ended (nil if there is none). The caller holds c.mu (publish). Only Dial
+// waits for it, on the first connection: on a later one (the first was
+// lost before its check ended) senders have the session meanwhile, so a
+// message written again may go out after messages sent during the check,
+// which is at most archiveTimeout. Each keeps its own tracker; only the
+// order on the wire differs.
 func (c *Client) startArchiveCheck(cn conn) chan struct{} {
 	p := c.ambiguous.Swap(nil)
 	if p == nil || len(*p) == 0 || !cn.resumed {

@@ -204,7 +204,11 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	}
 	if err == nil {
 		// Messages a resumption held back are looked up in the archive
-		// first, so that those written again precede anything new.
+		// first, so that those written again precede anything new. Only
+		// here: on a later connection (this one was lost before its check
+		// ended, and the next resumption holds the rest back again) the
+		// session is handed out during the check, and a message written
+		// again may follow messages sent meanwhile (see archive.go).
 		c.mu.Lock()
 		checking := c.checking
 		c.mu.Unlock()

@@ -89,13 +89,16 @@
 // have reached the server, and <resumed h> cannot tell once h could cover
 // it. Dial then looks it up in the account's own message archive
 // (XEP-0313), by its id or origin-id among the messages sent to its
-// recipient around the time it was written ahead, before it returns (at
-// most 10 s): found, it is settled as DELIVERED_TO_SERVER and not written
-// again; not found, or when the query fails or times out, the server keeps
-// no archive, or it went to a group chat (rooms archive apart), it is
-// written again with its id (logged at Warn): the recipient may get it
-// twice, never not at all. A process killed during that check leaves it to
-// the next one, which checks again. The archive must hold the account's
+// recipient from the time it was written ahead up to the check, before it
+// returns (at most 10 s): found, it is settled as DELIVERED_TO_SERVER and
+// not written again; not found, or when the query fails or times out, the
+// server keeps no archive, or it went to a group chat (rooms archive
+// apart), it is written again with its id (logged at Warn): the recipient
+// may get it twice, never not at all. A process killed during that check
+// leaves it to the next one, which checks again. A connection lost during
+// that check leaves the rest to the next resumption, which checks them
+// again without holding back new messages: one written again then may go
+// out after messages sent meanwhile. The archive must hold the account's
 // outgoing messages (Prosody's mod_mam does by default; ejabberd's needs
 // default: always).
 //
