@@ -57,6 +57,7 @@ type durable struct {
 
 	mu       sync.Mutex
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
+	unsure   map[string]bool          // ids Send reported ErrRecordUncertain for, not adopted yet (see uncertain.go)
 	queue    []store.Change
 	seqs     []numbered    // sequence numbers to record
 	last     store.Session // the stream-management state last saved (recorder only)
@@ -92,12 +93,29 @@ var ErrStillPending = errors.New("xmpptrack: closed in this process only; the me
 var ErrNotRecorded = errors.New("xmpptrack: the store could not record the message, so it was not sent")
 
 // ErrRecordUncertain: Send cannot tell whether Config.Store recorded the
-// message (the store's commit failed with store.ErrOutcomeUnknown, and
-// reading the message back did not find it, or failed); the error wraps
-// the store's. It was not sent and Send returns a nil tracker, but it may
-// be stored: then it is pending there, and the next Dial on the store
-// sends it. (A Send that finds it stored when reading back goes on and
-// sends it.)
+// message; the error wraps the store's. It was not sent and Send returns a
+// nil tracker, but it may be stored, pending.
+//
+// When a commit's outcome is unknown (store.ErrOutcomeUnknown: the
+// connection broke during the commit), Send first commits the message
+// again. Ids are unique, so the database orders that commit after the first
+// one, even one still running on a server that lost its client: it either
+// stores the message (the first commit did not) or fails with
+// store.ErrExists, and Send then reads the record back. Only a record that
+// is this message (same owner and the very stanza Send wrote ahead, still
+// IN_TRANSIT and unsettled) counts as stored; another record with that id
+// (an earlier message's) makes Send fail with tracking.ErrDuplicateID.
+// Send sends the message once it knows it is stored. ErrRecordUncertain
+// comes only when the second commit fails too and the read-back does not
+// find the message.
+//
+// Then retry Send with the same id and the same message: the client keeps
+// the ids it reported uncertain, and a retry that finds this message stored
+// (the first commit landed late) adopts it: it sends it and returns its
+// tracker, instead of failing with tracking.ErrDuplicateID. A retry that
+// finds nothing stores it as usual. Without a retry, a message that was
+// stored stays pending there, and the next Dial on the store sends it (or
+// records TIMED_OUT if its window ended first).
 var ErrRecordUncertain = errors.New("xmpptrack: the store may have recorded the message; it was not sent now")
 
 // failed notes the store's last failure (nil: its last write succeeded).
@@ -730,23 +748,23 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 		ID: id, Owner: d.owner, To: m.To.String(), Room: m.Type == xstanza.GroupChatMessage, Thread: m.Thread,
 		Channel: m.Channel, Raw: buf.Bytes(), Deadline: deadline,
 	}
-	if err := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{sm}}); err != nil {
+	err := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{sm}})
+	if errors.Is(err, store.ErrOutcomeUnknown) {
+		err = d.inDoubt(ctx, sm, err) // see uncertain.go
+	}
+	if err != nil {
 		if errors.Is(err, store.ErrExists) {
+			if d.adopt(ctx, sm) {
+				return nil
+			}
 			// The store keeps ids for as long as their records: an id of a
 			// settled message is taken too.
 			return fmt.Errorf("xmpptrack: message id %q is in the store: %w: %w", id, tracking.ErrDuplicateID, err)
 		}
-		if errors.Is(err, store.ErrOutcomeUnknown) {
-			// Found when read back, it is stored: send it. Not found, it
-			// may still be (the database may not have finished the commit).
-			if rec, rerr := d.st.Message(ctx, id); rerr == nil && rec.Owner == d.owner {
-				d.failed(nil)
-				return nil
-			}
-			d.failed(err)
-			return fmt.Errorf("%w: %w", ErrRecordUncertain, err)
-		}
 		d.failed(err)
+		if errors.Is(err, ErrRecordUncertain) {
+			return err
+		}
 		return fmt.Errorf("%w: %w", ErrNotRecorded, err)
 	}
 	d.failed(nil)

@@ -213,6 +213,9 @@ func TestStoreWriteAheadFails(t *testing.T) {
 func TestStoreWriteAheadInDoubt(t *testing.T) {
 	fs := &faultyStore{Store: openStore(t)}
 	c, pc := newPeer(t, Config{Store: fs})
+	// The recorder's next success would clear Stats().StoreErr: let it
+	// save the new stream first.
+	c.dur.saveSessionNow(waitCtx(t))
 	fs.doubt.Store(doubtLost)
 	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "maybe"})
 	if tr != nil || !errors.Is(err, ErrRecordUncertain) || errors.Is(err, ErrNotRecorded) || !errors.Is(err, store.ErrOutcomeUnknown) {

@@ -96,7 +96,8 @@ type Message struct {
 // a connection or a MaxPending slot, a duplicate id, a Config.Store that
 // could not record it: ErrNotRecorded, or cannot tell whether it did:
 // ErrRecordUncertain) return a nil tracker and the error: nothing was
-// written. Once the message is tracked, an error
+// sent (after ErrRecordUncertain the store may hold the message: retry with
+// the same id, see there). Once the message is tracked, an error
 // comes with its tracker in a final state: Aborted when ctx ended first
 // (waiting for room in the stream-management queue, or while the client
 // reconnects), when the client is closed under it (Closed after Close), or
@@ -187,7 +188,9 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	}
 	if c.dur != nil {
 		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window)); err != nil {
-			// Nothing was written anywhere: the tracker goes, unreported.
+			// Nothing was sent: the tracker goes, unreported. The store
+			// may hold the message after ErrRecordUncertain; a retry with
+			// its id adopts it (see ErrRecordUncertain).
 			c.dur.restoring(t.ID(), tracking.Aborted, false)
 			c.reg.Lost(conv, t.ID())
 			return nil, err

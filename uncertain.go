@@ -1,0 +1,71 @@
+package xmpptrack
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// inDoubt settles a write-ahead whose commit failed with
+// store.ErrOutcomeUnknown (err): nil when the message is stored, an error
+// matching store.ErrExists when another record holds its id, else
+// ErrRecordUncertain (see there for the rules).
+func (d *durable) inDoubt(ctx context.Context, m store.Message, err error) error {
+	// Commit it again. The id is unique: the database makes this insert
+	// wait for a first one still in progress, or makes a late first one
+	// fail, so that at most one lands.
+	again := m
+	cerr := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{again}})
+	if cerr == nil {
+		return nil
+	}
+	rec, rerr := d.st.Message(ctx, m.ID)
+	switch {
+	case rerr == nil && d.isThis(rec, m):
+		return nil
+	case rerr == nil:
+		// Another message's record: ours cannot have been stored.
+		return fmt.Errorf("%w (an earlier record has this id)", store.ErrExists)
+	}
+	d.mu.Lock()
+	if d.unsure == nil {
+		d.unsure = map[string]bool{}
+	}
+	d.unsure[m.ID] = true
+	d.mu.Unlock()
+	return fmt.Errorf("%w: %w", ErrRecordUncertain, err)
+}
+
+// isThis reports whether rec is the record of m as Send wrote it ahead,
+// still pending and untouched: same owner, same stanza, IN_TRANSIT.
+func (d *durable) isThis(rec store.Record, m store.Message) bool {
+	return rec.Owner == d.owner && !rec.Settled && rec.State == tracking.InTransit &&
+		bytes.Equal(rec.Raw, m.Raw)
+}
+
+// adopt reports whether m, whose id the store holds, is a message an
+// earlier Send reported ErrRecordUncertain for, stored after all (its
+// commit landed late): this Send then sends it.
+func (d *durable) adopt(ctx context.Context, m store.Message) bool {
+	d.mu.Lock()
+	unsure := d.unsure[m.ID]
+	d.mu.Unlock()
+	if !unsure {
+		return false
+	}
+	rec, err := d.st.Message(ctx, m.ID)
+	if err != nil || !d.isThis(rec, m) {
+		return false
+	}
+	d.mu.Lock()
+	delete(d.unsure, m.ID)
+	if len(d.unsure) == 0 {
+		d.unsure = nil
+	}
+	d.mu.Unlock()
+	d.failed(nil)
+	return true
+}

@@ -1,0 +1,158 @@
+package xmpptrack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// lateStore wraps a store whose message commits, while late is set, fail
+// with store.ErrOutcomeUnknown and land later, as on a PostgreSQL server
+// still committing for a client whose connection broke. The held commit
+// lands right after the next read-back of one of its ids (which does not
+// find it), or before the next commit of one of its ids: the database
+// makes that insert wait for it. With twice set, that next commit fails
+// with an unknown outcome too, having done nothing.
+type lateStore struct {
+	store.Store
+	mu    sync.Mutex
+	late  bool
+	twice bool
+	held  *store.Batch
+}
+
+func (l *lateStore) Commit(ctx context.Context, b *store.Batch) error {
+	if len(b.Messages) == 0 {
+		return l.Store.Commit(ctx, b)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held != nil && l.held.Messages[0].ID == b.Messages[0].ID {
+		if l.twice {
+			return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
+		}
+		l.land(ctx)
+	}
+	if l.late && l.held == nil {
+		l.held = &store.Batch{Messages: append([]store.Message(nil), b.Messages...)}
+		return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
+	}
+	return l.Store.Commit(ctx, b)
+}
+
+func (l *lateStore) Message(ctx context.Context, id string) (store.Record, error) {
+	rec, err := l.Store.Message(ctx, id)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held != nil && l.held.Messages[0].ID == id {
+		l.land(ctx)
+	}
+	return rec, err
+}
+
+// land commits the held batch; l.mu is held.
+func (l *lateStore) land(ctx context.Context) {
+	if err := l.Store.Commit(ctx, l.held); err != nil {
+		panic(fmt.Sprintf("the late commit failed: %v", err))
+	}
+	l.held, l.late = nil, false
+}
+
+// TestStoreWriteAheadLandsLate: the write-ahead's commit has an unknown
+// outcome and lands only after a read-back would have missed it. Send
+// commits the message again, which the database orders after the late
+// commit: it finds its own record and sends the message, once.
+func TestStoreWriteAheadLandsLate(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true}
+	c, pc := newPeer(t, Config{Store: ls})
+	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "late", Body: "hello"})
+	if err != nil || tr == nil {
+		t.Fatalf("Send whose write-ahead landed late: %v, %v; want it sent", tr, err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "late" {
+		t.Fatalf("the server got %s, want the message", e.String())
+	}
+	rec, err := ls.Message(waitCtx(t), "late")
+	if err != nil || rec.Settled {
+		t.Fatalf("the record: %+v, %v", rec.Message, err)
+	}
+	if err := c.Stats().StoreErr; err != nil {
+		t.Fatalf("Stats().StoreErr after the message was found stored: %v", err)
+	}
+}
+
+// TestStoreUncertainRetry: the second commit's outcome is unknown too,
+// and the read-back misses the message, which lands right after: Send
+// reports ErrRecordUncertain and the store holds the message, pending. A
+// retry with the same id and another stanza is refused as a duplicate; a
+// retry with the same message adopts the record: it sends the message and
+// returns its tracker.
+func TestStoreUncertainRetry(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true, twice: true}
+	c, pc := newPeer(t, Config{Store: ls})
+	m := Message{To: bob, ID: "unsure", Body: "hello"}
+	tr, err := c.Send(waitCtx(t), m)
+	if tr != nil || !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Fatalf("Send whose write-ahead stayed in doubt: %v, %v; want a nil tracker and ErrRecordUncertain", tr, err)
+	}
+	rec, err := ls.Store.Message(waitCtx(t), "unsure")
+	if err != nil || rec.Settled || rec.State != tracking.InTransit {
+		t.Fatalf("the late commit did not land: %+v, %v", rec.Message, err)
+	}
+	other := m
+	other.Body = "something else"
+	if tr, err := c.Send(waitCtx(t), other); tr != nil || !errors.Is(err, tracking.ErrDuplicateID) {
+		t.Fatalf("retry with the same id and another body: %v, %v; want ErrDuplicateID", tr, err)
+	}
+	tr, err = c.Send(waitCtx(t), m)
+	if err != nil || tr == nil || tr.ID() != "unsure" {
+		t.Fatalf("retry of the uncertain message: %v, %v; want it adopted and sent", tr, err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "unsure" {
+		t.Fatalf("the server got %s, want the uncertain message", e.String())
+	}
+	if c.Tracker("unsure") != tr {
+		t.Fatal("the adopted message is not tracked")
+	}
+	// Adopted once: its id is an ordinary stored id again.
+	tr.Close()
+	if _, err := c.Send(waitCtx(t), m); !errors.Is(err, tracking.ErrDuplicateID) {
+		t.Fatalf("a second retry after the adoption: %v; want ErrDuplicateID", err)
+	}
+}
+
+// TestStoreInDoubtReusedID: a write-ahead in doubt whose id belongs to an
+// earlier, settled message of the same owner: the record read back is not
+// this message, so Send refuses the id and sends nothing.
+func TestStoreInDoubtReusedID(t *testing.T) {
+	fs := &faultyStore{Store: openStore(t)}
+	c, pc := newPeer(t, Config{Store: fs})
+	old, err := c.Send(waitCtx(t), Message{To: bob, ID: "reused", Body: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.nextMessage(t)
+	seen := callbackRan(old, tracking.Closed)
+	old.Close()
+	waitClosed(t, seen)
+	if s, err := c.Status(waitCtx(t), "reused"); err != nil || !s.Settled {
+		t.Fatalf("the earlier message: %+v, %v", s, err)
+	}
+	fs.doubt.Store(doubtLost)
+	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "reused", Body: "second"})
+	if tr != nil || !errors.Is(err, tracking.ErrDuplicateID) || !errors.Is(err, store.ErrExists) {
+		t.Fatalf("Send in doubt with a reused id: %v, %v; want a nil tracker and ErrDuplicateID", tr, err)
+	}
+	fs.doubt.Store(0)
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "next"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "next" {
+		t.Fatalf("the server got %s: the message with the reused id went out", e.String())
+	}
+}
