@@ -50,7 +50,7 @@ func TestStoreCloseAckCoversFinished(t *testing.T) {
 		t.Fatal("in1 not handed to OnMessage")
 	}
 	// in1 is finished once the marker queued behind its callbacks ran.
-	for c.dur.finished.Load() == 0 {
+	for _, fin := c.dur.counts(); fin == 0; _, fin = c.dur.counts() {
 		ran := make(chan struct{})
 		c.ev.push(func() { close(ran) })
 		<-ran

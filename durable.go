@@ -37,10 +37,11 @@ type durable struct {
 	// from then on the recorder saves it.
 	client atomic.Pointer[Client]
 
-	// Inbound stanzas the application finished on the current connection
-	// (gen), for the inbound count saved for a resumption (see inbound).
-	gen      atomic.Uint64
-	finished atomic.Uint32
+	// The current connection (gen, counted by newConn) and the inbound
+	// stanzas the application finished on it, for the inbound count saved
+	// for a resumption (see inbound): gen<<32 | finished, in one word so
+	// that a stanza of an old connection is never counted for a new one.
+	conn atomic.Uint64
 
 	failure atomic.Pointer[error] // the store's last failure, nil after a success (Stats.StoreErr)
 
@@ -54,6 +55,12 @@ type durable struct {
 	// ackHook, when set by a test, runs at the start of each round of the
 	// ackSaved worker, before it picks the session to write to.
 	ackHook atomic.Pointer[func()]
+	// readHook, when set by a test, runs right after the recorder read the
+	// stream-management state, before it drains the message numbers.
+	readHook atomic.Pointer[func()]
+	// finishHook, when set by a test, runs in finish between the reading
+	// of the connection and the count.
+	finishHook atomic.Pointer[func()]
 
 	mu       sync.Mutex
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
@@ -321,17 +328,18 @@ func (d *durable) run() {
 			}
 			// The session first: its outbound count covers only numbers
 			// already reported to onWritten (sm reports a number before
-			// it counts it), so the drain below takes every message
-			// number up to it, and a successor never guesses their place.
+			// it counts it), so the drain after it (take) takes every
+			// message number up to it, and a successor never guesses
+			// their place.
 			d.mu.Lock()
 			asked := d.asked // answered by the session taken now
 			d.mu.Unlock()
-			sess, changed, gen := d.session()
+			sess, changed, written := d.take()
 			d.mu.Lock()
-			batch, seqs := d.queue, d.seqs
-			d.queue, d.seqs = nil, nil
+			batch := d.queue
+			d.queue = nil
 			d.mu.Unlock()
-			b := &store.Batch{Changes: batch, Written: d.tie(seqs, sess, gen)}
+			b := &store.Batch{Changes: batch, Written: written}
 			if len(batch)+len(b.Written) == 0 && !changed {
 				d.mu.Lock()
 				d.answer(asked)
@@ -425,17 +433,13 @@ func (d *durable) gather(t *time.Timer) {
 // saveSession commits the stream-management state if it changed, with the
 // message numbers its outbound count covers (see run).
 func (d *durable) saveSession() {
-	sess, changed, gen := d.session()
+	sess, changed, written := d.take()
 	if !changed {
 		return
 	}
-	d.mu.Lock()
-	seqs := d.seqs
-	d.seqs = nil
-	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
 	defer cancel()
-	b := &store.Batch{Sessions: []store.Session{sess}, Written: d.tie(seqs, sess, gen)}
+	b := &store.Batch{Sessions: []store.Session{sess}, Written: written}
 	if err := d.st.Commit(ctx, b); err != nil {
 		d.warn("xmpptrack: the stream-management state was not saved", "err", err)
 		return
@@ -571,11 +575,10 @@ func (d *durable) session() (store.Session, bool, uint64) {
 	if c == nil {
 		return store.Session{}, false, 0
 	}
-	gen := d.gen.Load()
-	fin := d.finished.Load() // before the counters: it only grows
+	gen, fin := d.counts() // before the counters: fin only grows
 	r := c.sm.Resumption()
 	in := r.Handled
-	now := d.gen.Load()
+	now, _ := d.counts()
 	switch {
 	case now != gen || r.Read < fin:
 		in = d.last.Inbound // a new connection meanwhile: keep the last
@@ -610,7 +613,7 @@ func (d *durable) onWritten(s sm.Stanza) {
 	if s.Name != "message" || s.ID == "" {
 		return
 	}
-	gen := d.gen.Load() // the connection that counted it (see tie)
+	gen, _ := d.counts() // the connection that counted it (see tie)
 	d.mu.Lock()
 	d.seqs = append(d.seqs, numbered{store.Written{ID: s.ID, Seq: s.Seq}, gen})
 	d.mu.Unlock()
@@ -622,8 +625,36 @@ func (d *durable) onWritten(s sm.Stanza) {
 
 // newConn starts counting the inbound stanzas of a new connection.
 func (d *durable) newConn() {
-	d.gen.Add(1)
-	d.finished.Store(0)
+	for {
+		v := d.conn.Load()
+		if d.conn.CompareAndSwap(v, (v>>32+1)<<32) {
+			return
+		}
+	}
+}
+
+// counts returns the current connection and the inbound stanzas finished
+// on it.
+func (d *durable) counts() (gen uint64, finished uint32) {
+	v := d.conn.Load()
+	return v >> 32, uint32(v)
+}
+
+// finish counts an inbound stanza of connection gen as finished, unless
+// a newer connection started.
+func (d *durable) finish(gen uint64) {
+	for {
+		v := d.conn.Load()
+		if v>>32 != gen {
+			return
+		}
+		if hook := d.finishHook.Load(); hook != nil {
+			(*hook)()
+		}
+		if d.conn.CompareAndSwap(v, v>>32<<32|uint64(uint32(v)+1)) {
+			return
+		}
+	}
 }
 
 // inbound wraps the Serve handler: a stanza counts as finished once its
@@ -642,12 +673,8 @@ func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 			if !d.client.Load().sm.Enabled() {
 				break
 			}
-			gen := d.gen.Load()
-			d.client.Load().ev.push(func() {
-				if d.gen.Load() == gen {
-					d.finished.Add(1)
-				}
-			})
+			gen, _ := d.counts()
+			d.client.Load().ev.push(func() { d.finish(gen) })
 		}
 		return err
 	})

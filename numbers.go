@@ -1,6 +1,8 @@
 package xmpptrack
 
 import (
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -25,17 +27,24 @@ import (
 //
 // So the recorder keeps this rule for the store: every number it keeps for
 // an unsettled message belongs to the stream of the stored state. A batch
-// that saves the state of another stream voids (Seq 0, which reload takes
-// for no number) the numbers the store keeps, and records only those
-// counted on a connection from the one the new state was read on; a
-// message without a number is "unsure" for sm.State.Restore (sent again
-// when the server's count covers its guessed place: at worst twice, never
-// lost). The stream is read again after the drain: if it changed
-// meanwhile, the drained numbers may be of either stream, and none is
-// recorded.
+// that saves the state of another stream records only the numbers counted
+// on a connection from the one the new state was read on, and voids (Seq
+// 0) every other: those the store keeps, and those of older connections
+// drained with it. Voided, never left out: such a message reached an
+// earlier stream, whose server may have it, so reload takes it for
+// ambiguous (sm.Stanza.Ambiguous: looked up in the account's archive
+// before it is written again), where a message that was never numbered is
+// merely "unsure" for sm.State.Restore (sent again when the server's count
+// covers its guessed place).
+//
+// The stream is read again after the drain: if it changed meanwhile, the
+// drained numbers may be of either stream. They go back to be drained
+// again with a state read anew (take), so that a saved outbound count
+// never covers a number that was not recorded: sm.State.Restore takes the
+// saved count for exact.
 
 // numbered is a message number to record, with the connection it was
-// counted on (durable.gen).
+// counted on (durable.counts).
 type numbered struct {
 	store.Written
 	gen uint64
@@ -65,9 +74,31 @@ func (n *numbers) note(id string) {
 	n.ids[id] = struct{}{}
 }
 
+// take reads the stream-management state to save (see durable.session)
+// and drains the message numbers its outbound count covers, tied to it.
+func (d *durable) take() (sess store.Session, changed bool, written []store.Written) {
+	for {
+		sess, changed, gen := d.session()
+		if hook := d.readHook.Load(); hook != nil {
+			(*hook)()
+		}
+		d.mu.Lock()
+		seqs := d.seqs
+		d.seqs = nil
+		d.mu.Unlock()
+		if written, ok := d.tie(seqs, sess, gen); ok {
+			return sess, changed, written
+		}
+		d.mu.Lock()
+		d.seqs = append(seqs, d.seqs...) // drained first, so reported first
+		d.mu.Unlock()
+	}
+}
+
 // tie returns the numbers to write with a batch that saves (or keeps) the
-// state sess, read with connection gen current (see above).
-func (d *durable) tie(seqs []numbered, sess store.Session, gen uint64) []store.Written {
+// state sess, read with connection gen current, or false when the stream
+// changed since (see above).
+func (d *durable) tie(seqs []numbered, sess store.Session, gen uint64) ([]store.Written, bool) {
 	c := d.client.Load()
 	plain := func(seqs []numbered) []store.Written {
 		out := make([]store.Written, 0, len(seqs))
@@ -77,30 +108,39 @@ func (d *durable) tie(seqs []numbered, sess store.Session, gen uint64) []store.W
 		return out
 	}
 	if c == nil {
-		return plain(seqs) // no connection yet: none
+		return plain(seqs), true // no connection yet: none
 	}
-	stable := c.sm.Resumption().ID == sess.ID // stream IDs never come back
+	if c.sm.Resumption().ID != sess.ID { // stream IDs never come back
+		return nil, false
+	}
 	n := &d.nums
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if stable && sess.ID == n.stream {
-		return plain(seqs)
+	if sess.ID == n.stream {
+		return plain(seqs), true
 	}
 	var keep []store.Written
 	kept := map[string]bool{}
 	for _, s := range seqs {
-		if stable && s.gen >= gen {
+		if s.gen >= gen {
 			keep = append(keep, s.Written)
 			kept[s.ID] = true
 		}
 	}
-	out := make([]store.Written, 0, len(n.ids)+len(keep))
+	void := map[string]bool{}
 	for id := range n.ids {
-		if !kept[id] {
+		void[id] = !kept[id]
+	}
+	for _, s := range seqs {
+		void[s.ID] = !kept[s.ID]
+	}
+	out := make([]store.Written, 0, len(void)+len(keep))
+	for _, id := range slices.Sorted(maps.Keys(void)) {
+		if void[id] {
 			out = append(out, store.Written{ID: id})
 		}
 	}
-	return append(out, keep...)
+	return append(out, keep...), true
 }
 
 // committed notes what a committed batch did to the store's numbers.

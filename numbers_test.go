@@ -2,6 +2,7 @@ package xmpptrack
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -41,9 +42,11 @@ func (w *writtenStore) Commit(ctx context.Context, b *store.Batch) error {
 
 // TestRecorderTiesNumbersToStream: when the recorder saves the state of a
 // new stream, the same batch voids (Seq 0) the numbers the store keeps of
-// the old one, for the messages not numbered on the new stream yet, and
-// leaves out a number of the old connection drained with it; a successor
-// would otherwise judge them by the new stream's counts.
+// the old one, for the messages not numbered on the new stream yet, and a
+// number of the old connection drained with it; a successor would
+// otherwise judge them by the new stream's counts. Voided, not left out:
+// the message reached the old stream's server, and a successor looks it
+// up in the archive before it writes it again (it is ambiguous).
 func TestRecorderTiesNumbersToStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ws := &writtenStore{}
@@ -83,10 +86,72 @@ func TestRecorderTiesNumbersToStream(t *testing.T) {
 		if ws.streams[0] != "s1" || !slices.Equal(ws.written[0], []store.Written{{ID: "m1", Seq: 1}, {ID: "m2", Seq: 2}}) {
 			t.Errorf("first batch %v with %s; want m1 1, m2 2 with s1", ws.written[0], ws.streams[0])
 		}
-		want := []store.Written{{ID: "m1"}, {ID: "m2", Seq: 1}}
+		want := []store.Written{{ID: "m1"}, {ID: "m3"}, {ID: "m2", Seq: 1}}
 		if ws.streams[1] != "s2" || !slices.Equal(ws.written[1], want) {
-			t.Errorf("batch of the new stream %v with %s; want %v with s2 (m1's number of s1 voided, m3's left out)",
+			t.Errorf("batch of the new stream %v with %s; want %v with s2 (the numbers of s1 voided)",
 				ws.written[1], ws.streams[1], want)
+		}
+	})
+}
+
+// TestRecorderStreamChangesWhileSaving: when the stream changes after the
+// recorder read the state to save and before it tied the numbers it
+// drained to it (the drain holds numbers of either stream), the recorder
+// reads the state again: no saved outbound count covers a number that was
+// not recorded (sm.State.Restore takes the saved count as exact), and a
+// number of the old stream is voided, not left out.
+func TestRecorderStreamChangesWhileSaving(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ws := &writtenStore{}
+		d, err := openDurable(context.Background(), ws, jid.MustParse("a@example.org/r"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.close()
+		me := jid.MustParse("a@example.org/r")
+		c := &Client{sm: sm.New(sm.Config{})}
+		if err := c.sm.Restore(sm.Resumption{ID: "s1", JID: me}, nil); err != nil {
+			t.Fatal(err)
+		}
+		d.client.Store(c)
+		d.newConn()
+		d.onWritten(sm.Stanza{Name: "message", ID: "m1", Seq: 1})
+		time.Sleep(gather)
+		synctest.Wait()
+		// m2 is counted on s1; the recorder reads the state of s1, and
+		// then, before it drains m2, the connection binds s2, where m3 is
+		// counted.
+		hook := func() {
+			d.readHook.Store(nil)
+			d.newConn()
+			if err := c.sm.Restore(sm.Resumption{ID: "s2", JID: me}, nil); err != nil {
+				t.Error(err)
+			}
+			d.onWritten(sm.Stanza{Name: "message", ID: "m3", Seq: 1})
+		}
+		d.readHook.Store(&hook)
+		d.onWritten(sm.Stanza{Name: "message", ID: "m2", Seq: 2})
+		time.Sleep(gather)
+		synctest.Wait()
+		time.Sleep(sessionEvery) // any later save too
+		synctest.Wait()
+		ws.mu.Lock()
+		defer ws.mu.Unlock()
+		// What a successor would read: the numbers as the batches left
+		// them, by the last stream saved.
+		last, stream := map[string]uint32{}, ""
+		for i, b := range ws.written {
+			for _, w := range b {
+				last[w.ID] = w.Seq
+			}
+			if ws.streams[i] != "(kept)" {
+				stream = ws.streams[i]
+			}
+		}
+		want := map[string]uint32{"m1": 0, "m2": 0, "m3": 1}
+		if stream != "s2" || !maps.Equal(last, want) {
+			t.Errorf("numbers %v by stream %s (batches %v of streams %v); want %v by s2 (m3 numbered, the numbers of s1 voided)",
+				last, stream, ws.written, ws.streams, want)
 		}
 	})
 }
