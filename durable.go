@@ -440,7 +440,7 @@ func (d *durable) saveSession() {
 	ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
 	defer cancel()
 	b := &store.Batch{Sessions: []store.Session{sess}, Written: written}
-	if err := d.st.Commit(ctx, b); err != nil {
+	if err := d.st.Commit(ctx, b); err != nil && !errors.Is(err, store.ErrCursorsUnknown) {
 		d.warn("xmpptrack: the stream-management state was not saved", "err", err)
 		return
 	}
@@ -690,6 +690,9 @@ func (d *durable) commit(b *store.Batch) (committed, running bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := d.st.Commit(ctx, b)
 		cancel()
+		if errors.Is(err, store.ErrCursorsUnknown) {
+			err = nil // stored: committing it again would be a repeat
+		}
 		d.failed(err)
 		switch {
 		case err == nil:
@@ -776,6 +779,9 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 		Channel: m.Channel, Raw: buf.Bytes(), Deadline: deadline,
 	}
 	err := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{sm}})
+	if errors.Is(err, store.ErrCursorsUnknown) {
+		err = nil // stored; its cursor is not needed here
+	}
 	if errors.Is(err, store.ErrOutcomeUnknown) {
 		err = d.inDoubt(ctx, sm, err) // see uncertain.go
 	}

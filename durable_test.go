@@ -38,6 +38,10 @@ type faultyStore struct {
 	// after committing them (doubtStored) or not (doubtLost).
 	doubt        atomic.Int32
 	changeFailed chan struct{} // gets a value (if there is room) when a change commit failed
+	// cursorsUnknown makes every commit fail with store.ErrCursorsUnknown
+	// after committing it; changeCommits counts the commits with changes.
+	cursorsUnknown atomic.Bool
+	changeCommits  atomic.Int32
 
 	mu        sync.Mutex
 	committed []string
@@ -55,6 +59,15 @@ var errConnReset = errors.New("connection reset by peer")
 func (f *faultyStore) Commit(ctx context.Context, b *store.Batch) error {
 	if len(b.Messages) > 0 && f.failMessages.Load() {
 		return errDiskFull
+	}
+	if f.cursorsUnknown.Load() {
+		if len(b.Changes) > 0 {
+			f.changeCommits.Add(1)
+		}
+		if err := f.Store.Commit(ctx, b); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %w", store.ErrCursorsUnknown, errConnReset)
 	}
 	if len(b.Messages) > 0 && f.doubt.Load() == doubtLost {
 		return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
@@ -264,6 +277,34 @@ func TestStoreRecorderRetries(t *testing.T) {
 	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.DeliveredToRecipient}
 	if got := historyStates(st.History); !slices.Equal(got, want) {
 		t.Fatalf("history %v, want %v", got, want)
+	}
+}
+
+// TestStoreCursorsUnknown: the store committed a batch but lost its
+// cursors (store.ErrCursorsUnknown). The write-ahead counts as stored, and
+// the recorder takes its batch as committed: it does not commit it again.
+func TestStoreCursorsUnknown(t *testing.T) {
+	fs := &faultyStore{Store: openStore(t)}
+	c, pc := newPeer(t, Config{Store: fs})
+	fs.cursorsUnknown.Store(true)
+	tr := sendAcked(t, c, Message{To: bob})
+	pc.nextMessage(t)
+	seen := callbackRan(tr, tracking.DeliveredToRecipient)
+	pc.send(`<message from='bob@example.org/pc' id='r1'><received xmlns='%s' id='%s'/></message>`, stanza.NSReceipts, tr.ID())
+	waitClosed(t, seen)
+	st, err := c.Status(waitCtx(t), tr.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.DeliveredToRecipient}
+	if got := historyStates(st.History); !slices.Equal(got, want) {
+		t.Fatalf("history %v, want %v", got, want)
+	}
+	if err := c.Stats().StoreErr; err != nil {
+		t.Fatalf("Stats().StoreErr after commits that were stored: %v", err)
+	}
+	if n := fs.changeCommits.Load(); n > 2 {
+		t.Fatalf("%d commits of changes for the ack and the receipt: a stored batch was committed again", n)
 	}
 }
 

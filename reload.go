@@ -128,7 +128,7 @@ func (c *Client) reload(ctx context.Context) error {
 	}
 	c.dur.nums.restored(res.ID, numbered)
 	if len(ended) > 0 {
-		if err := c.dur.st.Commit(ctx, &store.Batch{Changes: ended}); err != nil {
+		if err := c.dur.st.Commit(ctx, &store.Batch{Changes: ended}); err != nil && !errors.Is(err, store.ErrCursorsUnknown) {
 			return fmt.Errorf("xmpptrack: ending the windows that ended while no process ran: %w", err)
 		}
 	}

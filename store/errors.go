@@ -31,6 +31,14 @@ var (
 	// finds it if it was stored; not finding it proves nothing (the server
 	// may not have finished the commit).
 	ErrOutcomeUnknown = errors.New("store: the commit's outcome is unknown")
+	// ErrCursorsUnknown: Commit wrote the batch, whole, but cannot hand
+	// back its cursors (the connection to a database server broke while it
+	// committed, and the store found the commit afterwards): they are left
+	// 0. The batch is stored: do not commit it again. (Committing its
+	// changes again would record nothing, a repeat being a no-op, but a
+	// new message of it would fail with ErrExists.) It does not match
+	// ErrOutcomeUnknown.
+	ErrCursorsUnknown = errors.New("store: the batch was committed, its cursors are unknown")
 )
 
 // LockedError is the error of Store.Lock while another holder owns the

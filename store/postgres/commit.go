@@ -90,10 +90,19 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 		var doubt *inDoubt
 		if errors.As(err, &doubt) {
 			s.pool.Reset()
-			if attempt < 2 && s.notCommitted(group, live, doubt.pid) {
-				continue
+			switch s.settle(group, live, doubt.pid) {
+			case notCommitted:
+				if attempt < 2 {
+					continue
+				}
+				err = fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, err)
+			case committed:
+				// The group is one transaction: every batch of it is
+				// stored. Their cursors are lost with the answer.
+				err = fmt.Errorf("%w: %w", store.ErrCursorsUnknown, err)
+			default:
+				err = fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, err)
 			}
-			err = fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, err)
 		}
 		for _, i := range live {
 			errs[i] = fmt.Errorf("postgres: commit: %w", err)
@@ -444,42 +453,68 @@ func (e *inDoubt) Unwrap() error { return e.err }
 // in doubt to end.
 const settleWait = 10 * time.Second
 
-// notCommitted reports whether the call in doubt that session pid ran is
-// certainly not committed: the session has finished it (it is gone, or
-// idle: its transaction ended) and none of the group's new messages
-// exists. With no new message in the group, or when the database cannot
-// be asked, it cannot tell, and reports false.
-func (s *Store) notCommitted(group []*groupcommit.Request, live []int, pid uint32) bool {
-	var ids []string
+// outcome is what settle found out about a call in doubt.
+type outcome int
+
+const (
+	unknown      outcome = iota // it cannot tell
+	committed                   // the group's new messages are stored
+	notCommitted                // the call's session finished it and they are not
+)
+
+// settle finds out what became of the call in doubt that session pid ran.
+// Committed: some of the group's new messages exist (the group is one
+// transaction). Not committed: the session has finished the call (it is
+// gone, or idle: its transaction ended) and none of them exists. That
+// second proof rests on pid being the server session that ran the call,
+// which is not so behind a connection pooler (s.pooled): there a missing
+// message proves nothing, and settle reports unknown. With no new message
+// in the group, or when the database cannot be asked, it reports unknown.
+func (s *Store) settle(group []*groupcommit.Request, live []int, pid uint32) outcome {
+	var ids, accounts, resources []string
 	for _, i := range live {
 		for _, m := range group[i].Batch.Messages {
 			ids = append(ids, m.ID)
+			accounts = append(accounts, m.Owner.Account)
+			resources = append(resources, m.Owner.Resource)
 		}
 	}
 	if len(ids) == 0 {
-		return false
+		return unknown
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, settleWait)
 	defer cancel()
-	for {
+	for !s.pooled.Load() {
 		// A session of our role shows its state; NULL (hidden) counts
 		// as busy.
 		var busy bool
 		err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 			WHERE pid = $1 AND coalesce(state, '') <> 'idle')`, int32(pid)).Scan(&busy)
 		if err != nil {
-			return false
+			return unknown
 		}
 		if !busy {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return false
+			return unknown
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	var found bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM xmpptrack_messages WHERE id = ANY($1))`, ids).Scan(&found)
-	return err == nil && !found
+	// All of them, as the batches have them: one of them stored by
+	// another writer meanwhile would have failed the call.
+	var found int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, a, r)
+		JOIN xmpptrack_messages m ON m.id = u.id AND m.account = u.a AND m.resource = u.r`,
+		ids, accounts, resources).Scan(&found)
+	switch {
+	case err != nil:
+		return unknown
+	case found == len(ids):
+		return committed
+	case found > 0 || s.pooled.Load():
+		return unknown
+	}
+	return notCommitted
 }

@@ -112,11 +112,32 @@
 // session, which aborts it). A commit whose connection broke while the
 // call ran may have been committed nonetheless (PostgreSQL cannot tell the
 // client): the store then waits (up to 10 s) for the server session that
-// ran it to finish, on a fresh connection, and tries again if none of the
-// group's new messages was stored; otherwise, or when it cannot find out,
-// Commit fails with an error matching store.ErrOutcomeUnknown: the batch
-// may be stored. (The pool checks a connection idle for over a second
-// before using it.)
+// ran it to finish, on a fresh connection, and looks for the group's new
+// messages. All found, the group (one transaction) is committed: Commit
+// fails with store.ErrCursorsUnknown for each of its batches, which are
+// stored but whose cursors are lost; callers must not commit them again.
+// None found, it tries again. Otherwise, or when it cannot find out (a
+// group with no new message, such as a recorder's changes alone), Commit
+// fails with an error matching store.ErrOutcomeUnknown: the batch may be
+// stored. Committing a batch of changes again is harmless: a change that
+// does not move the message's state is a no-op, and the states only move
+// forward, so a repeat records nothing and moves no follower. (The pool
+// checks a connection idle for over a second before using it.)
+//
+// # Connection poolers
+//
+// Behind a connection pooler in transaction mode (PgBouncer, ...) the
+// store works, but the server session that ran a call in doubt cannot be
+// known: the session id a pooler hands out is its own, and the next
+// transaction may run on another server session. The store notices a
+// pooler when a new connection's session id differs from the server's
+// (pg_backend_pid()), and then never tries a call in doubt again: a group
+// whose messages are not all found fails with store.ErrOutcomeUnknown.
+// A pooler that passed the server's session id through while moving
+// transactions between sessions would defeat this check, and is not
+// supported. LISTEN needs a session of its own: the listener must connect
+// to the server, or to a pooler in session mode (see Wait for what happens
+// when it cannot listen).
 //
 // # Retention
 //

@@ -16,6 +16,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/faultproxy"
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // freezer is a proxy tap that freezes the proxy once the client sends a
@@ -49,9 +50,12 @@ var doubtRuns atomic.Int64
 
 // TestCommitInDoubt: the connection breaks after the commit call went to
 // the server and before its answer came back. If the server committed it,
-// Commit fails with store.ErrOutcomeUnknown (not as a plain failure, which
-// would say that nothing was stored); if its session ended without
-// committing, the store finds that out and commits the batch again.
+// the store finds the group's messages and Commit fails with
+// store.ErrCursorsUnknown (stored, do not commit again), for every batch
+// of the group; if its session ended without committing, the store finds
+// that out and commits the batch again, unless its connections go through
+// a pooler: then the session it knows is not the server's, and Commit
+// fails with store.ErrOutcomeUnknown.
 func TestCommitInDoubt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -75,6 +79,9 @@ func TestCommitInDoubt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if s.pooled.Load() {
+		t.Fatal("a direct connection taken for a pooler's")
+	}
 	// A session of its own, straight to the server.
 	direct, err := pgx.Connect(ctx, dsn+"&application_name=doubt_test")
 	if err != nil {
@@ -107,15 +114,16 @@ func TestCommitInDoubt(t *testing.T) {
 		}
 		p.Cut()
 		err := <-done
-		if !errors.Is(err, store.ErrOutcomeUnknown) {
-			t.Fatalf("Commit whose answer was lost: %v; want store.ErrOutcomeUnknown", err)
+		if !errors.Is(err, store.ErrCursorsUnknown) || errors.Is(err, store.ErrOutcomeUnknown) {
+			t.Fatalf("Commit whose answer was lost: %v; want store.ErrCursorsUnknown only", err)
 		}
 		if _, err := s.Message(ctx, id(2)); err != nil {
 			t.Fatalf("the message in doubt: %v", err)
 		}
 	})
 
-	t.Run("not committed", func(t *testing.T) {
+	notCommitted := func(t *testing.T, s *Store, n int, want error) {
+		t.Helper()
 		// The call waits for the feed's lock, held here, and its session
 		// is ended before it can commit.
 		tx, err := direct.Begin(ctx)
@@ -126,8 +134,8 @@ func TestCommitInDoubt(t *testing.T) {
 		if _, err := tx.Exec(ctx, `SELECT last FROM xmpptrack_feed FOR UPDATE`); err != nil {
 			t.Fatal(err)
 		}
-		frozen := f.arm(id(3))
-		b := &store.Batch{Messages: []store.Message{msg(id(3))}}
+		frozen := f.arm(id(n))
+		b := &store.Batch{Messages: []store.Message{msg(id(n))}}
 		done := make(chan error, 1)
 		go func() { done <- s.Commit(ctx, b) }()
 		<-frozen
@@ -139,12 +147,82 @@ func TestCommitInDoubt(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.Cut()
-		if err := <-done; err != nil {
-			t.Fatalf("Commit whose session ended before committing: %v; want it committed again", err)
+		err = <-done
+		if want == nil {
+			if err != nil {
+				t.Fatalf("Commit whose session ended before committing: %v; want it committed again", err)
+			}
+			rec, err := s.Message(ctx, id(n))
+			if err != nil || b.Messages[0].Cursor == 0 || rec.History[0].Cursor != b.Messages[0].Cursor {
+				t.Fatalf("the message committed again: %+v, cursor %d, %v", rec, b.Messages[0].Cursor, err)
+			}
+			return
 		}
-		rec, err := s.Message(ctx, id(3))
-		if err != nil || b.Messages[0].Cursor == 0 || rec.History[0].Cursor != b.Messages[0].Cursor {
-			t.Fatalf("the message committed again: %+v, cursor %d, %v", rec, b.Messages[0].Cursor, err)
+		if !errors.Is(err, want) {
+			t.Fatalf("Commit whose session ended before committing: %v; want %v", err, want)
 		}
+		if _, err := s.Message(ctx, id(n)); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("the message not committed: %v", err)
+		}
+	}
+
+	t.Run("not committed", func(t *testing.T) { notCommitted(t, s, 3, nil) })
+
+	t.Run("not committed, pooled", func(t *testing.T) {
+		// The session ids of a pooler's connections are not the
+		// server's: an idle or missing session proves nothing.
+		sp, err := OpenConfig(ctx, u.String(), Config{MaxConns: 1, Retention: -1, pooled: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.Close()
+		if err := sp.Commit(ctx, &store.Batch{Messages: []store.Message{msg(id(4))}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := direct.WaitForNotification(ctx); err != nil {
+			t.Fatal(err)
+		}
+		notCommitted(t, sp, 5, store.ErrOutcomeUnknown)
 	})
+}
+
+// TestChangesRepeated: committing a batch of changes again (a caller
+// that did not know that the first commit went through) records nothing:
+// the feed does not move, and the changes get no cursor.
+func TestChangesRepeated(t *testing.T) {
+	ctx := context.Background()
+	st, err := OpenConfig(ctx, database(t, "changes_repeated"), Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Commit(ctx, &store.Batch{Messages: []store.Message{msg("rep1"), msg("rep2")}}); err != nil {
+		t.Fatal(err)
+	}
+	changes := func() *store.Batch {
+		return &store.Batch{Changes: []store.Change{
+			{ID: "rep1", State: tracking.DeliveredToServer}, {ID: "rep1", State: tracking.Error},
+			{ID: "rep1", State: tracking.DeliveredToRecipient},
+			{ID: "rep2", State: tracking.DeliveredToServer}, {ID: "rep2", State: tracking.TimedOut},
+		}}
+	}
+	if err := st.Commit(ctx, changes()); err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.LastCursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := changes()
+	if err := st.Commit(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range b.Changes {
+		if c.Cursor != 0 {
+			t.Errorf("repeated change %v of %s recorded at %d", c.State, c.ID, c.Cursor)
+		}
+	}
+	if again, err := st.LastCursor(ctx); err != nil || again != last {
+		t.Fatalf("the feed moved from %d to %d (%v)", last, again, err)
+	}
 }

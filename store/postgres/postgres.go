@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,6 +46,9 @@ type Config struct {
 	// listening, if set, is called each time the listener has executed
 	// LISTEN.
 	listening func()
+	// pooled, if set, makes the store take its connections for a
+	// pooler's (tests).
+	pooled bool
 }
 
 // Store is a store.Store on PostgreSQL.
@@ -54,7 +58,8 @@ type Store struct {
 	pool    *pgxpool.Pool
 	connCfg *pgx.ConnConfig // for the listener and leases
 
-	group *groupcommit.Queue // to the committer
+	group  *groupcommit.Queue // to the committer
+	pooled *atomic.Bool       // the session ids are not the server's (a connection pooler)
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc
@@ -93,6 +98,29 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 	if cfg.tune != nil {
 		cfg.tune(pcfg)
 	}
+	// A connection pooler (PgBouncer, ...) hands its clients a session id
+	// of its own: the server's differs. A commit in doubt cannot then be
+	// told apart from one that did not happen (see settle).
+	pooled := new(atomic.Bool)
+	if cfg.pooled {
+		pooled.Store(true)
+	}
+	after := pcfg.AfterConnect
+	pcfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if after != nil {
+			if err := after(ctx, c); err != nil {
+				return err
+			}
+		}
+		var pid uint32
+		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		if pid != c.PgConn().PID() {
+			pooled.Store(true)
+		}
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -106,6 +134,7 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		log:     cfg.Logger,
 		pool:    pool,
 		connCfg: pcfg.ConnConfig.Copy(),
+		pooled:  pooled,
 		notify:  make(chan struct{}),
 		leases:  map[store.Instance]*lease{},
 	}
