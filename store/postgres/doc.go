@@ -36,7 +36,9 @@
 // Waiting followers are woken by LISTEN/NOTIFY: each commit that moves the
 // feed notifies the channel xmpptrack_feed, and a Store keeps one listening
 // connection (reconnecting when it breaks) once it reads the feed (Wait,
-// Changes or LastCursor). A Store that never does, such as a client's that
+// Changes or LastCursor). While that connection is down, or cannot LISTEN
+// (a failure the store logs and retries, but Open does not report, since
+// it listens only later), Wait looks at the feed every second instead. A Store that never does, such as a client's that
 // only records, listens on none: a listening session costs the server a
 // transaction at each notification.
 //
@@ -106,8 +108,8 @@
 // # Faults
 //
 // While the database is unreachable, Commit fails (a Send cannot write
-// ahead, and writes nothing to the wire); reads fail; waiters sleep until
-// the listener is back. A group commit is tried again on fresh connections
+// ahead, and writes nothing to the wire); reads fail, and so does Wait,
+// which reads the feed. A group commit is tried again on fresh connections
 // when it certainly did not reach the server (or the server ended the
 // session, which aborts it). A commit whose connection broke while the
 // call ran may have been committed nonetheless (PostgreSQL cannot tell the

@@ -326,3 +326,52 @@ func TestListenOnlyToFollow(t *testing.T) {
 		t.Fatalf("Wait: %v", err)
 	}
 }
+
+// TestWaitWithoutListener: a follower whose listener cannot connect (its
+// role may hold one connection, which the pool has) still sees other
+// instances' commits: Wait polls the feed while nobody listens.
+func TestWaitWithoutListener(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := server(t)
+	const name = "no_listener"
+	dsn := database(t, name)
+	w, err := Open(ctx, dsn) // creates the schema
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := srv.SQL(ctx, name, `DO $$ BEGIN
+			IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'one_conn') THEN
+				CREATE ROLE one_conn LOGIN CONNECTION LIMIT 1;
+			END IF;
+		END $$;
+		GRANT USAGE ON SCHEMA public TO one_conn;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO one_conn;
+		GRANT USAGE ON SEQUENCE xmpptrack_messages_n_seq TO one_conn`); err != nil {
+		t.Fatal(err)
+	}
+	var listened atomic.Bool
+	f, err := OpenConfig(ctx, srv.DSN("one_conn", name), Config{MaxConns: 1, Retention: -1,
+		listening: func() { listened.Store(true) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	last, err := f.LastCursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan error, 1)
+	go func() { woke <- f.Wait(ctx, last) }()
+	id := fmt.Sprintf("nolisten%d", lazyRuns.Add(1))
+	if err := w.Commit(ctx, &store.Batch{Messages: []store.Message{msg(id)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-woke; err != nil {
+		t.Fatalf("Wait while the listener cannot connect: %v", err)
+	}
+	if listened.Load() {
+		t.Fatal("the listener listened: the test proves nothing")
+	}
+}

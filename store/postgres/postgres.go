@@ -68,6 +68,7 @@ type Store struct {
 	closed    bool
 	notify    chan struct{} // closed and replaced when the feed moves
 	listening bool          // the listener was started (by the first read of the feed)
+	heard     bool          // the listener listens now
 	leases    map[store.Instance]*lease
 	workers   sync.WaitGroup
 }
@@ -203,7 +204,9 @@ func (s *Store) startListener() {
 
 // listen keeps a connection that LISTENs on the feed's channel and wakes
 // waiters at each notification; it reconnects with backoff when the
-// connection breaks, and wakes everybody then (they look again).
+// connection breaks, and wakes everybody then (they look again). A failure
+// to connect or to LISTEN is logged, not returned: waiters poll meanwhile
+// (see pollEvery), and it tries again.
 func (s *Store) listen() {
 	backoff := 50 * time.Millisecond
 	for s.ctx.Err() == nil {
@@ -222,6 +225,7 @@ func (s *Store) listen() {
 		if s.cfg.listening != nil {
 			s.cfg.listening()
 		}
+		s.hear(true)
 		s.wake() // anything committed while we were not listening
 		for {
 			_, err := conn.WaitForNotification(s.ctx)
@@ -230,10 +234,24 @@ func (s *Store) listen() {
 			}
 			s.wake()
 		}
+		s.hear(false)
 		conn.Close(context.Background())
-		s.wake()
+		s.wake() // they poll until it listens again
 	}
 }
+
+// hear notes whether the listener listens.
+func (s *Store) hear(on bool) {
+	s.mu.Lock()
+	s.heard = on
+	s.mu.Unlock()
+}
+
+// pollEvery is how often Wait looks at the feed while the listener does
+// not listen (it has not yet, or it cannot connect or LISTEN, or its
+// connection broke): commits of other instances then reach waiters within
+// that time, those of this Store at once.
+const pollEvery = time.Second
 
 func (s *Store) listenConn() (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)

@@ -253,13 +253,16 @@ func (s *Store) LastCursor(ctx context.Context) (int64, error) {
 }
 
 // Wait implements store.Store: it sleeps until a notification (or a commit
-// through this Store) moves the feed.
+// through this Store) moves the feed. While the listener does not listen
+// (it cannot connect, or LISTEN fails, or its connection broke), it looks
+// at the feed every second (pollEvery): a follower then lags other
+// instances' commits by up to that, and never sleeps through them.
 func (s *Store) Wait(ctx context.Context, after int64) error {
 	// Woken by the listener once it listens, if not by a notification.
 	s.startListener()
 	for {
 		s.mu.Lock()
-		ch := s.notify
+		ch, heard := s.notify, s.heard
 		s.mu.Unlock()
 		last, err := s.LastCursor(ctx)
 		if err != nil {
@@ -274,12 +277,23 @@ func (s *Store) Wait(ctx context.Context, after int64) error {
 		if last > after {
 			return nil
 		}
+		var poll <-chan time.Time
+		stop := func() bool { return false }
+		if !heard {
+			// No notification may come: look again soon.
+			t := time.NewTimer(pollEvery)
+			poll, stop = t.C, t.Stop
+		}
 		select {
 		case <-ch:
+		case <-poll:
 		case <-ctx.Done():
+			stop()
 			return ctx.Err()
 		case <-s.ctx.Done():
+			stop()
 			return store.ErrClosed
 		}
+		stop()
 	}
 }
