@@ -142,7 +142,7 @@ func (r *storeRecord) settle(ctx context.Context, st *Status, c Change) (Event, 
 	b := &store.Batch{Messages: []store.Message{m}, Changes: []store.Change{storeChange(st.ID, c)}}
 	// An id that exists (store.ErrExists) was sent by another request
 	// with the same Idempotency-Key: its record is left alone.
-	if err := r.s.Commit(ctx, b); err != nil {
+	if err := r.commit(ctx, b); err != nil {
 		return Event{}, err
 	}
 	if b.Changes[0].Cursor == 0 {
@@ -174,7 +174,7 @@ func (r *storeRecord) waitMessage(ctx context.Context, id string) (*Status, erro
 
 func (r *storeRecord) change(ctx context.Context, id string, c Change) (Event, error) {
 	b := &store.Batch{Changes: []store.Change{storeChange(id, c)}}
-	if err := r.s.Commit(ctx, b); err != nil {
+	if err := r.commit(ctx, b); err != nil {
 		return Event{}, err
 	}
 	if b.Changes[0].Cursor == 0 {
@@ -182,6 +182,28 @@ func (r *storeRecord) change(ctx context.Context, id string, c Change) (Event, e
 	}
 	c.Cursor = Cursor(b.Changes[0].Cursor)
 	return Event{ID: id, Change: c}, nil
+}
+
+// commit commits a batch of one change. A batch stored whose cursors were
+// lost (store.ErrCursorsUnknown) is read back for the change's cursor: a
+// message reaches each state once, so its history's change to the state
+// asked for is that change (0, not applied, when there is none).
+func (r *storeRecord) commit(ctx context.Context, b *store.Batch) error {
+	err := r.s.Commit(ctx, b)
+	if !errors.Is(err, store.ErrCursorsUnknown) {
+		return err
+	}
+	c := &b.Changes[0]
+	rec, err := r.s.Message(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	for _, h := range rec.History {
+		if h.State == c.State {
+			c.Cursor = h.Cursor
+		}
+	}
+	return nil
 }
 
 func (r *storeRecord) status(ctx context.Context, id string) (*Status, error) {

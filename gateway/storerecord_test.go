@@ -209,3 +209,45 @@ func TestFeedShortPages(t *testing.T) {
 		t.Errorf("channel a: %v\nwant %v", got, wantA)
 	}
 }
+
+// cursorsLost is a store whose commits lose their cursors: they are
+// stored, and fail with store.ErrCursorsUnknown.
+type cursorsLost struct{ store.Store }
+
+func (s cursorsLost) Commit(ctx context.Context, b *store.Batch) error {
+	if err := s.Store.Commit(ctx, b); err != nil {
+		return err
+	}
+	for i := range b.Messages {
+		b.Messages[i].Cursor = 0
+	}
+	for i := range b.Changes {
+		b.Changes[i].Cursor = 0
+	}
+	return store.ErrCursorsUnknown
+}
+
+// TestStoreRecordCursorsLost: a change the store committed but whose
+// cursor it lost (store.ErrCursorsUnknown) is recorded: its event has the
+// cursor read back, and a repeat of it is still not applied.
+func TestStoreRecordCursorsLost(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := &storeRecord{s: cursorsLost{st}, now: time.Now}
+	s := &Status{ID: "lost1", From: "a@example.org", To: "b@example.org", Created: time.Now()}
+	ev, err := r.settle(ctx, s, Change{State: State(tracking.Closed), At: time.Now()})
+	if err != nil {
+		t.Fatalf("settle whose cursors were lost: %v", err)
+	}
+	rec, err := st.Message(ctx, "lost1")
+	if err != nil || len(rec.History) != 2 || ev.Cursor != Cursor(rec.History[1].Cursor) || ev.Cursor == 0 {
+		t.Fatalf("event %+v for the record %+v (%v)", ev, rec, err)
+	}
+	if _, err := r.change(ctx, "lost1", Change{State: State(tracking.DeliveredToServer), At: time.Now()}); err != errNotApplied {
+		t.Fatalf("a change the settled message cannot take: %v, want errNotApplied", err)
+	}
+}
