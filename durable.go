@@ -104,17 +104,18 @@ var ErrNotRecorded = errors.New("xmpptrack: the store could not record the messa
 // nil tracker, but it may be stored, pending.
 //
 // When a commit's outcome is unknown (store.ErrOutcomeUnknown: the
-// connection broke during the commit), Send first commits the message
-// again. Ids are unique, so the database orders that commit after the first
-// one, even one still running on a server that lost its client: it either
-// stores the message (the first commit did not) or fails with
-// store.ErrExists, and Send then reads the record back. Only a record that
-// is this message (same owner and the very stanza Send wrote ahead, still
-// IN_TRANSIT and unsettled) counts as stored; another record with that id
-// (an earlier message's) makes Send fail with tracking.ErrDuplicateID.
-// Send sends the message once it knows it is stored. ErrRecordUncertain
-// comes only when the second commit fails too and the read-back does not
-// find the message.
+// connection broke during the commit), Send commits the message again. Ids
+// are unique, so the database orders that commit after the first one, even
+// one still running on a server that lost its client: it either stores the
+// message (the first commit did not) or fails with store.ErrExists, and
+// Send then reads the record back. Only a record that is this message (same
+// owner and the very stanza Send wrote ahead, still IN_TRANSIT and
+// unsettled) counts as stored; another record with that id (an earlier
+// message's) makes Send fail with tracking.ErrDuplicateID. While the store
+// keeps failing, Send tries again (up to every two seconds) as long as ctx
+// allows, and sends the message once it knows it is stored.
+// ErrRecordUncertain comes only when ctx ends (or the client or the store
+// is closed) first.
 //
 // Then retry Send with the same id and the same message: the client keeps
 // the ids it reported uncertain, and a retry that finds this message stored

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/store"
@@ -220,9 +221,9 @@ func TestStoreWriteAheadFails(t *testing.T) {
 
 // TestStoreWriteAheadInDoubt: the store cannot tell whether it recorded
 // the message (its connection broke during the commit). Send reads it
-// back: stored, it is sent and tracked; not found, Send reports
-// ErrRecordUncertain, not ErrNotRecorded (which says that nothing was
-// recorded), and writes nothing.
+// back: stored, it is sent and tracked; not found until ctx ends, Send
+// reports ErrRecordUncertain, not ErrNotRecorded (which says that nothing
+// was recorded), and writes nothing.
 func TestStoreWriteAheadInDoubt(t *testing.T) {
 	fs := &faultyStore{Store: openStore(t)}
 	c, pc := newPeer(t, Config{Store: fs})
@@ -230,7 +231,11 @@ func TestStoreWriteAheadInDoubt(t *testing.T) {
 	// save the new stream first.
 	c.dur.saveSessionNow(waitCtx(t))
 	fs.doubt.Store(doubtLost)
-	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "maybe"})
+	// Send tries again while ctx allows. A deadline, not a timed
+	// assertion: this store never answers anything definite.
+	ctx, cancel := context.WithTimeout(waitCtx(t), 200*time.Millisecond)
+	defer cancel()
+	tr, err := c.Send(ctx, Message{To: bob, ID: "maybe"})
 	if tr != nil || !errors.Is(err, ErrRecordUncertain) || errors.Is(err, ErrNotRecorded) || !errors.Is(err, store.ErrOutcomeUnknown) {
 		t.Fatalf("Send whose write-ahead is in doubt and not found: %v, %v; want a nil tracker and ErrRecordUncertain only", tr, err)
 	}

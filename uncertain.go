@@ -3,7 +3,9 @@ package xmpptrack
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -11,24 +13,36 @@ import (
 
 // inDoubt settles a write-ahead whose commit failed with
 // store.ErrOutcomeUnknown (err): nil when the message is stored, an error
-// matching store.ErrExists when another record holds its id, else
-// ErrRecordUncertain (see there for the rules).
+// matching store.ErrExists when another record holds its id, else, once
+// ctx ended (or the client closed, or the store did) with the store still
+// failing, ErrRecordUncertain (see there for the rules).
 func (d *durable) inDoubt(ctx context.Context, m store.Message, err error) error {
-	// Commit it again. The id is unique: the database makes this insert
-	// wait for a first one still in progress, or makes a late first one
-	// fail, so that at most one lands.
-	again := m
-	cerr := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{again}})
-	if cerr == nil {
-		return nil
-	}
-	rec, rerr := d.st.Message(ctx, m.ID)
-	switch {
-	case rerr == nil && d.isThis(rec, m):
-		return nil
-	case rerr == nil:
-		// Another message's record: ours cannot have been stored.
-		return fmt.Errorf("%w (an earlier record has this id)", store.ErrExists)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, recorderRetry) {
+		// Commit it again. The id is unique: the database makes this
+		// insert wait for a first one still in progress, or makes a late
+		// first one fail, so that at most one lands.
+		again := m
+		cerr := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{again}})
+		if cerr == nil {
+			return nil
+		}
+		rec, rerr := d.st.Message(ctx, m.ID)
+		switch {
+		case rerr == nil && d.isThis(rec, m):
+			return nil
+		case rerr == nil:
+			// Another message's record: ours cannot have been stored.
+			return fmt.Errorf("%w (an earlier record has this id)", store.ErrExists)
+		case errors.Is(cerr, store.ErrClosed):
+		default:
+			select {
+			case <-time.After(wait):
+				continue
+			case <-ctx.Done():
+			case <-d.stop:
+			}
+		}
+		break
 	}
 	d.mu.Lock()
 	if d.unsure == nil {

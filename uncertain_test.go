@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -17,12 +18,14 @@ import (
 // lands right after the next read-back of one of its ids (which does not
 // find it), or before the next commit of one of its ids: the database
 // makes that insert wait for it. With twice set, that next commit fails
-// with an unknown outcome too, having done nothing.
+// with an unknown outcome too, having done nothing. With stuck set, every
+// commit of its ids fails so and it lands only when the test calls land.
 type lateStore struct {
 	store.Store
 	mu    sync.Mutex
 	late  bool
 	twice bool
+	stuck bool
 	held  *store.Batch
 }
 
@@ -33,7 +36,8 @@ func (l *lateStore) Commit(ctx context.Context, b *store.Batch) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.held != nil && l.held.Messages[0].ID == b.Messages[0].ID {
-		if l.twice {
+		if l.twice || l.stuck {
+			l.twice = false
 			return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
 		}
 		l.land(ctx)
@@ -49,7 +53,7 @@ func (l *lateStore) Message(ctx context.Context, id string) (store.Record, error
 	rec, err := l.Store.Message(ctx, id)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.held != nil && l.held.Messages[0].ID == id {
+	if l.held != nil && l.held.Messages[0].ID == id && !l.stuck {
 		l.land(ctx)
 	}
 	return rec, err
@@ -57,7 +61,7 @@ func (l *lateStore) Message(ctx context.Context, id string) (store.Record, error
 
 // land commits the held batch; l.mu is held.
 func (l *lateStore) land(ctx context.Context) {
-	if err := l.Store.Commit(ctx, l.held); err != nil {
+	if err := l.Store.Commit(context.WithoutCancel(ctx), l.held); err != nil {
 		panic(fmt.Sprintf("the late commit failed: %v", err))
 	}
 	l.held, l.late = nil, false
@@ -66,40 +70,53 @@ func (l *lateStore) land(ctx context.Context) {
 // TestStoreWriteAheadLandsLate: the write-ahead's commit has an unknown
 // outcome and lands only after a read-back would have missed it. Send
 // commits the message again, which the database orders after the late
-// commit: it finds its own record and sends the message, once.
+// commit: it finds its own record and sends the message, once. When that
+// second commit's outcome is unknown too (twice), and the read-back misses
+// the record, which then lands, Send tries again and finds it.
 func TestStoreWriteAheadLandsLate(t *testing.T) {
-	ls := &lateStore{Store: openStore(t), late: true}
-	c, pc := newPeer(t, Config{Store: ls})
-	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "late", Body: "hello"})
-	if err != nil || tr == nil {
-		t.Fatalf("Send whose write-ahead landed late: %v, %v; want it sent", tr, err)
-	}
-	if e := pc.nextMessage(t); e.attr("id") != "late" {
-		t.Fatalf("the server got %s, want the message", e.String())
-	}
-	rec, err := ls.Message(waitCtx(t), "late")
-	if err != nil || rec.Settled {
-		t.Fatalf("the record: %+v, %v", rec.Message, err)
-	}
-	if err := c.Stats().StoreErr; err != nil {
-		t.Fatalf("Stats().StoreErr after the message was found stored: %v", err)
+	for _, twice := range []bool{false, true} {
+		t.Run(fmt.Sprintf("twice=%v", twice), func(t *testing.T) {
+			ls := &lateStore{Store: openStore(t), late: true, twice: twice}
+			c, pc := newPeer(t, Config{Store: ls})
+			tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "late", Body: "hello"})
+			if err != nil || tr == nil {
+				t.Fatalf("Send whose write-ahead landed late: %v, %v; want it sent", tr, err)
+			}
+			if e := pc.nextMessage(t); e.attr("id") != "late" {
+				t.Fatalf("the server got %s, want the message", e.String())
+			}
+			rec, err := ls.Message(waitCtx(t), "late")
+			if err != nil || rec.Settled {
+				t.Fatalf("the record: %+v, %v", rec.Message, err)
+			}
+			if err := c.Stats().StoreErr; err != nil {
+				t.Fatalf("Stats().StoreErr after the message was found stored: %v", err)
+			}
+		})
 	}
 }
 
-// TestStoreUncertainRetry: the second commit's outcome is unknown too,
-// and the read-back misses the message, which lands right after: Send
-// reports ErrRecordUncertain and the store holds the message, pending. A
-// retry with the same id and another stanza is refused as a duplicate; a
-// retry with the same message adopts the record: it sends the message and
-// returns its tracker.
+// TestStoreUncertainRetry: the store stays in doubt until Send's ctx ends,
+// and the message lands after: Send reports ErrRecordUncertain and the
+// store holds the message, pending. A retry with the same id and another
+// stanza is refused as a duplicate; a retry with the same message adopts
+// the record: it sends the message and returns its tracker.
 func TestStoreUncertainRetry(t *testing.T) {
-	ls := &lateStore{Store: openStore(t), late: true, twice: true}
+	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, ID: "unsure", Body: "hello"}
-	tr, err := c.Send(waitCtx(t), m)
+	// A deadline, not a timed assertion: the store answers nothing
+	// definite before it, however long it is.
+	ctx, cancel := context.WithTimeout(waitCtx(t), 200*time.Millisecond)
+	defer cancel()
+	tr, err := c.Send(ctx, m)
 	if tr != nil || !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, store.ErrOutcomeUnknown) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v, %v; want a nil tracker and ErrRecordUncertain", tr, err)
 	}
+	ls.mu.Lock()
+	ls.land(waitCtx(t))
+	ls.stuck = false
+	ls.mu.Unlock()
 	rec, err := ls.Store.Message(waitCtx(t), "unsure")
 	if err != nil || rec.Settled || rec.State != tracking.InTransit {
 		t.Fatalf("the late commit did not land: %+v, %v", rec.Message, err)
