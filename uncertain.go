@@ -23,8 +23,8 @@ func (d *durable) inDoubt(ctx context.Context, m store.Message, err error) error
 		// first one fail, so that at most one lands.
 		again := m
 		cerr := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{again}})
-		if cerr == nil {
-			return nil
+		if cerr == nil || errors.Is(cerr, store.ErrCursorsUnknown) {
+			return nil // stored now
 		}
 		rec, rerr := d.st.Message(ctx, m.ID)
 		switch {
