@@ -117,7 +117,8 @@ var ErrNotRecorded = errors.New("xmpptrack: the store could not record the messa
 // ErrRecordUncertain comes only when ctx ends (or the client or the store
 // is closed) first.
 //
-// Then retry Send with the same id and the same message: the client keeps
+// The error is an *UncertainError, which names the id, also one Send made
+// up. Retry Send with that id and the same message: the client keeps
 // the ids it reported uncertain, and a retry that finds this message stored
 // (the first commit landed late) adopts it: it sends it and returns its
 // tracker, instead of failing with tracking.ErrDuplicateID. A retry that

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/store"
@@ -43,6 +42,11 @@ type faultyStore struct {
 	// after committing it; changeCommits counts the commits with changes.
 	cursorsUnknown atomic.Bool
 	changeCommits  atomic.Int32
+	// lostDoubts counts the commits answered doubtLost; onSecondDoubt, if
+	// set, runs at the second one (a test ends Send's ctx there, once Send
+	// is surely in its loop of commits again).
+	lostDoubts    atomic.Int32
+	onSecondDoubt func()
 
 	mu        sync.Mutex
 	committed []string
@@ -71,6 +75,9 @@ func (f *faultyStore) Commit(ctx context.Context, b *store.Batch) error {
 		return fmt.Errorf("%w: %w", store.ErrCursorsUnknown, errConnReset)
 	}
 	if len(b.Messages) > 0 && f.doubt.Load() == doubtLost {
+		if f.lostDoubts.Add(1) == 2 && f.onSecondDoubt != nil {
+			f.onSecondDoubt()
+		}
 		return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
 	}
 	if len(b.Messages) > 0 && f.doubt.Load() == doubtStored {
@@ -230,11 +237,12 @@ func TestStoreWriteAheadInDoubt(t *testing.T) {
 	// The recorder's next success would clear Stats().StoreErr: let it
 	// save the new stream first.
 	c.dur.saveSessionNow(waitCtx(t))
-	fs.doubt.Store(doubtLost)
-	// Send tries again while ctx allows. A deadline, not a timed
-	// assertion: this store never answers anything definite.
-	ctx, cancel := context.WithTimeout(waitCtx(t), 200*time.Millisecond)
+	// Send tries again while ctx allows: ctx ends at its second try (this
+	// store never answers anything definite).
+	ctx, cancel := context.WithCancel(waitCtx(t))
 	defer cancel()
+	fs.onSecondDoubt = cancel
+	fs.doubt.Store(doubtLost)
 	tr, err := c.Send(ctx, Message{To: bob, ID: "maybe"})
 	if tr != nil || !errors.Is(err, ErrRecordUncertain) || errors.Is(err, ErrNotRecorded) || !errors.Is(err, store.ErrOutcomeUnknown) {
 		t.Fatalf("Send whose write-ahead is in doubt and not found: %v, %v; want a nil tracker and ErrRecordUncertain only", tr, err)

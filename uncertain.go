@@ -50,8 +50,26 @@ func (d *durable) inDoubt(ctx context.Context, m store.Message, err error) error
 	}
 	d.unsure[m.ID] = true
 	d.mu.Unlock()
-	return fmt.Errorf("%w: %w", ErrRecordUncertain, err)
+	return &UncertainError{ID: m.ID, Err: err}
 }
+
+// UncertainError is the error Send returns with ErrRecordUncertain
+// (errors.Is matches it): it names the message's id, also one that Send
+// made up for a Message without one, so that a retry can use it.
+type UncertainError struct {
+	ID  string // the message's id: retry Send with it and the same message
+	Err error  // the store's error
+}
+
+func (e *UncertainError) Error() string {
+	return fmt.Sprintf("%v (message id %q): %v", ErrRecordUncertain, e.ID, e.Err)
+}
+
+// Is reports whether target is ErrRecordUncertain.
+func (e *UncertainError) Is(target error) bool { return target == ErrRecordUncertain }
+
+// Unwrap returns the store's error.
+func (e *UncertainError) Unwrap() error { return e.Err }
 
 // isThis reports whether rec is the record of m as Send wrote it ahead,
 // still pending and untouched: same owner, same stanza, IN_TRANSIT.

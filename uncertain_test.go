@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -27,6 +26,11 @@ type lateStore struct {
 	twice bool
 	stuck bool
 	held  *store.Batch
+	// doubts counts the commits of the held message answered in doubt;
+	// onSecondDoubt, if set, runs at the second (a test ends Send's ctx
+	// there, once Send is surely in its loop of commits again).
+	doubts        int
+	onSecondDoubt func()
 }
 
 func (l *lateStore) Commit(ctx context.Context, b *store.Batch) error {
@@ -38,6 +42,9 @@ func (l *lateStore) Commit(ctx context.Context, b *store.Batch) error {
 	if l.held != nil && l.held.Messages[0].ID == b.Messages[0].ID {
 		if l.twice || l.stuck {
 			l.twice = false
+			if l.doubts++; l.doubts == 1 && l.onSecondDoubt != nil {
+				l.onSecondDoubt()
+			}
 			return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
 		}
 		l.land(ctx)
@@ -96,6 +103,36 @@ func TestStoreWriteAheadLandsLate(t *testing.T) {
 	}
 }
 
+// TestStoreUncertainGeneratedID: a message without an id gets one from
+// Send; when its write-ahead stays in doubt, the error names that id, and a
+// retry with it adopts the record that landed late instead of storing and
+// sending a second copy under a new id.
+func TestStoreUncertainGeneratedID(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
+	c, pc := newPeer(t, Config{Store: ls})
+	m := Message{To: bob, Body: "hello"}
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	defer cancel()
+	ls.onSecondDoubt = cancel
+	_, err := c.Send(ctx, m)
+	var ue *UncertainError
+	if !errors.As(err, &ue) || ue.ID == "" || !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want an *UncertainError naming the id", err)
+	}
+	ls.mu.Lock()
+	ls.land(waitCtx(t))
+	ls.stuck = false
+	ls.mu.Unlock()
+	m.ID = ue.ID
+	tr, err := c.Send(waitCtx(t), m)
+	if err != nil || tr == nil || tr.ID() != ue.ID {
+		t.Fatalf("retry with the id of the error: %v, %v; want the late record adopted and sent", tr, err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != ue.ID {
+		t.Fatalf("the server got %s, want %s", e.attr("id"), ue.ID)
+	}
+}
+
 // TestStoreUncertainRetry: the store stays in doubt until Send's ctx ends,
 // and the message lands after: Send reports ErrRecordUncertain and the
 // store holds the message, pending. A retry with the same id and another
@@ -105,10 +142,11 @@ func TestStoreUncertainRetry(t *testing.T) {
 	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, ID: "unsure", Body: "hello"}
-	// A deadline, not a timed assertion: the store answers nothing
-	// definite before it, however long it is.
-	ctx, cancel := context.WithTimeout(waitCtx(t), 200*time.Millisecond)
+	// ctx ends at Send's second try (the store answers nothing definite
+	// before it, however long it is).
+	ctx, cancel := context.WithCancel(waitCtx(t))
 	defer cancel()
+	ls.onSecondDoubt = cancel
 	tr, err := c.Send(ctx, m)
 	if tr != nil || !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, store.ErrOutcomeUnknown) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v, %v; want a nil tracker and ErrRecordUncertain", tr, err)
