@@ -187,7 +187,9 @@ func (r *storeRecord) change(ctx context.Context, id string, c Change) (Event, e
 // commit commits a batch of one change. A batch stored whose cursors were
 // lost (store.ErrCursorsUnknown) is read back for the change's cursor: a
 // message reaches each state once, so its history's change to the state
-// asked for is that change (0, not applied, when there is none).
+// asked for, at the time this change gives, is this change (0, not
+// applied, when there is none: another writer, such as the account's
+// client, recorded that state first, at its own time).
 func (r *storeRecord) commit(ctx context.Context, b *store.Batch) error {
 	err := r.s.Commit(ctx, b)
 	if !errors.Is(err, store.ErrCursorsUnknown) {
@@ -199,7 +201,8 @@ func (r *storeRecord) commit(ctx context.Context, b *store.Batch) error {
 		return err
 	}
 	for _, h := range rec.History {
-		if h.State == c.State {
+		// A store keeps at least microseconds of a time.
+		if d := h.At.Sub(c.At); h.State == c.State && (c.At.IsZero() || d > -time.Microsecond && d < time.Microsecond) {
 			c.Cursor = h.Cursor
 		}
 	}

@@ -250,4 +250,15 @@ func TestStoreRecordCursorsLost(t *testing.T) {
 	if _, err := r.change(ctx, "lost1", Change{State: State(tracking.DeliveredToServer), At: time.Now()}); err != errNotApplied {
 		t.Fatalf("a change the settled message cannot take: %v, want errNotApplied", err)
 	}
+	// Another writer (the account's client) recorded DELIVERED_TO_SERVER
+	// first: the gateway's own change of that state did nothing, and the
+	// earlier change's cursor is not this one's.
+	owner := store.Instance{Account: "a@example.org", Resource: "r"}
+	if err := st.Commit(ctx, &store.Batch{Messages: []store.Message{{ID: "p1", Owner: owner, To: "b@example.org", Created: time.Now(), Raw: []byte("<message/>")}},
+		Changes: []store.Change{{ID: "p1", State: tracking.DeliveredToServer, At: time.Now().Add(-time.Second)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := r.change(ctx, "p1", Change{State: State(tracking.DeliveredToServer), At: time.Now()}); err != errNotApplied {
+		t.Fatalf("a state another writer recorded first: %+v, %v; want errNotApplied", ev, err)
+	}
 }
