@@ -153,8 +153,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	}
 
 	// Whether a stored stream is to be resumed, asked before connecting: a
-	// refused resumption (an h above what the store knows was written)
-	// clears it.
+	// refused resumption clears it.
 	stored := c.dur != nil && c.sm.Resumption().ID != ""
 	if stored {
 		c.settle(ctx, prev.Updated, prev.Outbound-prev.Acked)

@@ -292,6 +292,7 @@ func (s *outSink) element(e *element) {
 		st.mu.Lock()
 		// Start moved the stanzas of any earlier stream to the policy.
 		st.outH, st.ackedH = st.base, st.base
+		st.loose = false
 		c.sinceReq, c.uncovered = 0, 0
 		c.outActive.Store(true)
 		st.mu.Unlock()

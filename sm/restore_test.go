@@ -137,6 +137,28 @@ func TestRestoreUnknownAllReported(t *testing.T) {
 	})
 }
 
+// A restored count misses the stanzas a store does not keep written after
+// it was saved (a receipt, the carbons IQ): a <resumed h> above it resumes
+// the stream, counting those as gaps, and every stanza without a recorded
+// number, which h then covers, is sent again as possibly received, never
+// taken as received. Within a process the same h is refused (see
+// TestResumedInvalid).
+func TestRestoreHAboveSavedCount(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		cfg := Config{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 199, Sent: 200}
+		unacked := []Stanza{restoredMsg(200, "a"), restoredMsg(0, "x"), restoredMsg(0, "y")}
+		evs, got := restoredResumeConfig(t, cfg, r, 205, unacked, 3)
+		if !slices.Equal(evs, []string{"acked:a", "acked:x", "acked:y"}) || !slices.Equal(got, []string{"x", "y"}) {
+			t.Fatalf("reports %v, server got %v; want [acked:a acked:x acked:y], [x y]", evs, got)
+		}
+		if n := strings.Count(buf.String(), "may have reached the server"); n != 2 {
+			t.Fatalf("%d stanzas reported as possibly received, want 2:\n%s", n, buf.String())
+		}
+	})
+}
+
 // Without a stanza whose number is unknown, the restored numbers are
 // exact: h settles what it covers (stanzas the store did not keep in the
 // gaps and up to Sent) and nothing is sent again.

@@ -146,6 +146,20 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 		return false, &ProtocolError{Element: "resumed", Err: err}
 	}
 	prior := len(st.retransmit)
+	if st.loose && int32(res.H-st.outH) > 0 {
+		// A restored count misses the stanzas the store does not keep
+		// (receipts, presence, IQs) written after it saved the count: h
+		// counts them. They are counted now, as gaps. Every stanza
+		// restored without a recorded number is then covered by h, and so
+		// may have reached the server: each is settled as such (held for
+		// Config.OnAmbiguous, or sent again), never taken as received.
+		for int32(res.H-st.outH) > 0 {
+			st.outH++
+			st.ord++
+			st.queue.push(entry{seq: st.outH, ord: st.ord})
+		}
+	}
+	st.loose = false
 	_, tooHigh := st.ackLocked(res.H)
 	if tooHigh {
 		sent := st.outH

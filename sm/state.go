@@ -44,10 +44,14 @@ type State struct {
 	careful bool     // the next connection re-sends one message at a time (policy violation)
 	refusal *refusal // a policy violation to pin when the next connection settles
 
-	inH    uint32 // inbound stanzas handled
-	read   uint32 // inbound stanzas counted on the current connection (Resumption)
-	toldH  uint32 // the last h we sent the server in <a/> (Resumption)
-	outH   uint32 // outbound stanzas written (number of the last one)
+	inH   uint32 // inbound stanzas handled
+	read  uint32 // inbound stanzas counted on the current connection (Resumption)
+	toldH uint32 // the last h we sent the server in <a/> (Resumption)
+	outH  uint32 // outbound stanzas written (number of the last one)
+	// loose says that outH came from Restore: stanzas a store does not
+	// keep, written after the count it saved, are not in it, so the first
+	// <resumed h> may exceed it (see resumed).
+	loose  bool
 	ackedH uint32 // last h acknowledged by the server
 
 	queue      queue   // written, not acknowledged: seq ackedH+1 .. outH
