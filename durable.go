@@ -398,25 +398,7 @@ func (d *durable) saveSessionNow(ctx context.Context) {
 	d.asked++
 	target := d.asked
 	d.mu.Unlock()
-	select {
-	case d.hurry <- struct{}{}:
-	default:
-	}
-	for {
-		d.mu.Lock()
-		answered, progress := d.answered, d.progress
-		d.mu.Unlock()
-		if answered >= target {
-			return
-		}
-		select {
-		case <-progress:
-		case <-d.done:
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
+	d.hurryUntil(ctx, func() bool { return d.answered >= target })
 }
 
 // gather waits for more changes to queue: gather long, or until flush
@@ -718,15 +700,22 @@ func (d *durable) flush(ctx context.Context) error {
 	d.mu.Lock()
 	target := d.queued
 	d.mu.Unlock()
+	return d.hurryUntil(ctx, func() bool { return d.written >= target })
+}
+
+// hurryUntil wakes the recorder from its gathering and waits until reached
+// (called with d.mu held) reports true after one of its rounds, the
+// recorder stops (store.ErrClosed) or ctx ends.
+func (d *durable) hurryUntil(ctx context.Context, reached func() bool) error {
 	select {
 	case d.hurry <- struct{}{}:
 	default:
 	}
 	for {
 		d.mu.Lock()
-		written, progress := d.written, d.progress
+		ok, progress := reached(), d.progress
 		d.mu.Unlock()
-		if written >= target {
+		if ok {
 			return nil
 		}
 		select {

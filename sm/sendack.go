@@ -2,10 +2,10 @@ package sm
 
 import (
 	"context"
-	"sync"
 
 	"mellium.im/xmpp"
 
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
@@ -30,41 +30,7 @@ import (
 // back, and SendAck returns ctx.Err(); a failed write closes it too.
 // Either way reconnect: the stream is resumed as after any loss.
 func (st *State) SendAck(ctx context.Context, s *xmpp.Session) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	conn := s.Conn()
-	if ctx.Done() == nil { // ctx never ends: nothing to watch
-		err := st.writeAck(s)
-		if err != nil {
-			conn.Close()
-		}
-		return err
-	}
-	var mu sync.Mutex
-	finished, cut := false, false
-	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !finished {
-			cut = true
-			conn.Close()
-		}
-	})
-	err := st.writeAck(s)
-	mu.Lock()
-	finished = true
-	wasCut := cut
-	mu.Unlock()
-	stop()
-	if err == nil {
-		return nil
-	}
-	conn.Close()
-	if wasCut {
-		return ctx.Err()
-	}
-	return err
+	return wire.Guard(ctx, s, func() error { return st.writeAck(s) })
 }
 
 // writeAck writes the <a/> of SendAck. st.ackMu is held from before it

@@ -42,19 +42,32 @@ import (
 // connection is closed and Write returns ctx.Err(). Any other write error
 // closes the connection too: the stream is broken.
 func Write(ctx context.Context, s *xmpp.Session, rs ...xml.TokenReader) (int, error) {
+	var n int
+	err := Guard(ctx, s, func() (err error) {
+		n, err = write(s, rs)
+		return err
+	})
+	return n, err
+}
+
+// Guard runs f, a write on s that takes the session's output itself, by
+// the rules of Write: if ctx is done before, f does not run and Guard
+// returns ctx.Err(); if ctx ends while f runs, the connection is closed
+// and Guard returns ctx.Err(); any error of f closes the connection too.
+func Guard(ctx context.Context, s *xmpp.Session, f func() error) error {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return err
 	}
 	conn := s.Conn()
 	if ctx.Done() == nil {
 		// ctx can never end (context.Background): nothing to watch, and
 		// no watch to register and remove per write (context.AfterFunc
 		// costs about half a microsecond and four allocations).
-		n, err := write(s, rs)
+		err := f()
 		if err != nil {
 			conn.Close()
 		}
-		return n, err
+		return err
 	}
 	var mu sync.Mutex
 	finished, cut := false, false
@@ -66,20 +79,20 @@ func Write(ctx context.Context, s *xmpp.Session, rs ...xml.TokenReader) (int, er
 			conn.Close()
 		}
 	})
-	n, err := write(s, rs)
+	err := f()
 	mu.Lock()
 	finished = true
 	wasCut := cut
 	mu.Unlock()
 	stop()
 	if err == nil {
-		return n, nil
+		return nil
 	}
 	conn.Close()
 	if wasCut {
-		return n, ctx.Err()
+		return ctx.Err()
 	}
-	return n, err
+	return err
 }
 
 func write(s *xmpp.Session, rs []xml.TokenReader) (int, error) {
