@@ -46,6 +46,44 @@ func ambiguousStoreAt(t *testing.T, created time.Time) store.Store {
 	return st
 }
 
+// resumeFindsM2 dials st (see ambiguousStore) against a server that
+// resumes sm-stored with h=2: the client retransmits m3, above h, and
+// then looks its guessed messages up in the archive, which has m2; m1 to
+// m3 reach DELIVERED_TO_SERVER. It returns the client, closed when the
+// test ends, or nil when Dial failed (the test has failed then).
+func resumeFindsM2(t *testing.T, st store.Store) *Client {
+	t.Helper()
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 2 })
+	dialed := dialAsync(t, srv, Config{Store: st})
+	pc := srv.next(t)
+	var iq element
+	var written []string
+	for {
+		e := pc.next(t)
+		if e.XMLName.Local == "iq" {
+			iq = e
+			break
+		}
+		written = append(written, e.attr("id"))
+	}
+	q := iq.child("urn:xmpp:mam:2", "query")
+	if q == nil || !slices.Equal(written, []string{"m3"}) {
+		t.Fatalf("wrote %v then %s; want m3 retransmitted, then an archive query", written, iq.String())
+	}
+	pc.send(archiveResult(q.attr("queryid"), "m2"))
+	pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>`, iq.attr("id"))
+	c := <-dialed
+	if c == nil {
+		return nil
+	}
+	t.Cleanup(func() { c.Close() })
+	for _, id := range []string{"m1", "m2", "m3"} {
+		waitState(t, c.Tracker(id), tracking.DeliveredToServer)
+	}
+	return c
+}
+
 // dialAsync dials srv on another goroutine: Dial waits for the archive
 // check, which the test answers meanwhile.
 func dialAsync(t *testing.T, srv *peerServer, cfg Config) <-chan *Client {
@@ -184,33 +222,9 @@ func TestArchiveAmbiguousAgainAfterKill(t *testing.T) {
 	if _, _, err := st.ClaimKey(waitCtx(t), store.Key{Scope: unnumberedScope, Name: "m2", Value: "1", Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	srv := newPeerServer(t)
-	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 2 })
-	dialed := dialAsync(t, srv, Config{Store: st})
-	pc := srv.next(t)
-	var iq element
-	var written []string
-	for {
-		e := pc.next(t)
-		if e.XMLName.Local == "iq" {
-			iq = e
-			break
-		}
-		written = append(written, e.attr("id"))
-	}
-	q := iq.child("urn:xmpp:mam:2", "query")
-	if q == nil || !slices.Equal(written, []string{"m3"}) {
-		t.Fatalf("wrote %v then %s; want m3 retransmitted, then an archive query", written, iq.String())
-	}
-	pc.send(archiveResult(q.attr("queryid"), "m2"))
-	pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>`, iq.attr("id"))
-	c := <-dialed
+	c := resumeFindsM2(t, st)
 	if c == nil {
 		return
-	}
-	defer c.Close()
-	for _, id := range []string{"m1", "m2", "m3"} {
-		waitState(t, c.Tracker(id), tracking.DeliveredToServer)
 	}
 	// m3, restored without a number for the first time, is marked now.
 	if _, ok, err := st.Key(waitCtx(t), unnumberedScope, "m3"); err != nil || !ok {

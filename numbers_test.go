@@ -40,6 +40,25 @@ func (w *writtenStore) Commit(ctx context.Context, b *store.Batch) error {
 	return nil
 }
 
+// recorderOnS1 returns a recorder on a writtenStore for a client whose
+// stream s1 is restored and connected; the caller closes it.
+func recorderOnS1(t *testing.T) (*writtenStore, *durable, *Client) {
+	t.Helper()
+	ws := &writtenStore{}
+	d, err := openDurable(context.Background(), ws, jid.MustParse("a@example.org/r"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{sm: sm.New(sm.Config{})}
+	if err := c.sm.Restore(sm.Resumption{ID: "s1", JID: jid.MustParse("a@example.org/r")}, nil); err != nil {
+		d.close()
+		t.Fatal(err)
+	}
+	d.client.Store(c)
+	d.newConn()
+	return ws, d, c
+}
+
 // TestRecorderTiesNumbersToStream: when the recorder saves the state of a
 // new stream, the same batch voids (Seq 0) the numbers the store keeps of
 // the old one, for the messages not numbered on the new stream yet, and a
@@ -49,19 +68,9 @@ func (w *writtenStore) Commit(ctx context.Context, b *store.Batch) error {
 // up in the archive before it writes it again (it is ambiguous).
 func TestRecorderTiesNumbersToStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ws := &writtenStore{}
-		d, err := openDurable(context.Background(), ws, jid.MustParse("a@example.org/r"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.close()
+		ws, d, c := recorderOnS1(t)
 		me := jid.MustParse("a@example.org/r")
-		c := &Client{sm: sm.New(sm.Config{})}
-		if err := c.sm.Restore(sm.Resumption{ID: "s1", JID: me}, nil); err != nil {
-			t.Fatal(err)
-		}
-		d.client.Store(c)
-		d.newConn()
+		defer d.close()
 		d.onWritten(sm.Stanza{Name: "message", ID: "m1", Seq: 1})
 		d.onWritten(sm.Stanza{Name: "message", ID: "m2", Seq: 2})
 		time.Sleep(gather)
@@ -102,19 +111,9 @@ func TestRecorderTiesNumbersToStream(t *testing.T) {
 // number of the old stream is voided, not left out.
 func TestRecorderStreamChangesWhileSaving(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ws := &writtenStore{}
-		d, err := openDurable(context.Background(), ws, jid.MustParse("a@example.org/r"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.close()
+		ws, d, c := recorderOnS1(t)
 		me := jid.MustParse("a@example.org/r")
-		c := &Client{sm: sm.New(sm.Config{})}
-		if err := c.sm.Restore(sm.Resumption{ID: "s1", JID: me}, nil); err != nil {
-			t.Fatal(err)
-		}
-		d.client.Store(c)
-		d.newConn()
+		defer d.close()
 		d.onWritten(sm.Stanza{Name: "message", ID: "m1", Seq: 1})
 		time.Sleep(gather)
 		synctest.Wait()
@@ -202,32 +201,8 @@ func TestArchiveVoidedNumberAmbiguous(t *testing.T) {
 	if err := st.Commit(waitCtx(t), &store.Batch{Written: []store.Written{{ID: "m2"}}}); err != nil {
 		t.Fatal(err)
 	}
-	srv := newPeerServer(t)
-	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 2 })
-	dialed := dialAsync(t, srv, Config{Store: st})
-	pc := srv.next(t)
-	var iq element
-	var written []string
-	for {
-		e := pc.next(t)
-		if e.XMLName.Local == "iq" {
-			iq = e
-			break
-		}
-		written = append(written, e.attr("id"))
-	}
-	q := iq.child("urn:xmpp:mam:2", "query")
-	if q == nil || !slices.Equal(written, []string{"m3"}) {
-		t.Fatalf("wrote %v then %s; want m3 retransmitted, then an archive query", written, iq.String())
-	}
-	pc.send(archiveResult(q.attr("queryid"), "m2"))
-	pc.send(`<iq type='result' id='%s'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>`, iq.attr("id"))
-	c := <-dialed
+	c := resumeFindsM2(t, st)
 	if c == nil {
 		return
-	}
-	defer c.Close()
-	for _, id := range []string{"m1", "m2", "m3"} {
-		waitState(t, c.Tracker(id), tracking.DeliveredToServer)
 	}
 }
