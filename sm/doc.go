@@ -92,11 +92,12 @@
 // the handled-count-too-high stream error (XEP-0198 §6); an h that is
 // missing or not an unsignedInt ends it with bad-format. Such a stream is
 // never resumed; its unacknowledged stanzas go to the Policy on the next
-// connection. The one exception is the first <resumed h> of a stream
-// restored from a store (State.Restore): the saved count misses the
-// stanzas the store does not keep written after it was saved, so an h
-// above it counts those, and every stanza restored without a recorded
-// number is then taken as possibly received (see Config.OnAmbiguous).
+// connection. The one exception is the first answer (<resumed h> or
+// <failed h>) to the resumption of a stream restored from a store
+// (State.Restore): the saved count misses the stanzas the store does not
+// keep written after it was saved, so an h up to 65,536 above it counts
+// those, and every stanza restored without a recorded number is then taken
+// as possibly received (see Config.OnAmbiguous).
 //
 // # Requesting acknowledgements
 //

@@ -114,10 +114,15 @@ func (st *State) resume(s *xmpp.Session, c *conn, prev string, h uint32) (ok boo
 		st.mu.Lock()
 		st.dropSessionLocked()
 		tooHigh := false
+		var excess uint32
 		if ferr == nil && f.HasH {
+			// Prosody's <failed h> counts like <resumed h>: the stanzas a
+			// store does not keep count too.
+			excess = st.looseLocked(f.H)
 			_, tooHigh = st.ackLocked(f.H)
 		}
 		st.mu.Unlock()
+		st.logExcess(excess, f.H)
 		if tooHigh {
 			st.logAt(slog.LevelWarn, "sm: <failed/> acknowledges more stanzas than were sent; h ignored", "h", f.H)
 		}
@@ -146,19 +151,7 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 		return false, &ProtocolError{Element: "resumed", Err: err}
 	}
 	prior := len(st.retransmit)
-	if st.loose && int32(res.H-st.outH) > 0 {
-		// A restored count misses the stanzas the store does not keep
-		// (receipts, presence, IQs) written after it saved the count: h
-		// counts them. They are counted now, as gaps. Every stanza
-		// restored without a recorded number is then covered by h, and so
-		// may have reached the server: each is settled as such (held for
-		// Config.OnAmbiguous, or sent again), never taken as received.
-		for int32(res.H-st.outH) > 0 {
-			st.outH++
-			st.ord++
-			st.queue.push(entry{seq: st.outH, ord: st.ord})
-		}
-	}
+	excess := st.looseLocked(res.H)
 	st.loose = false
 	_, tooHigh := st.ackLocked(res.H)
 	if tooHigh {
@@ -206,8 +199,43 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 		st.logAt(slog.LevelWarn, "sm: a stanza restored without a recorded number may have reached the server; sending it again (the recipient may get it twice)",
 			"stanza", e.kind.stanzaName(), "id", e.id, "assumed_seq", e.seq, "h", res.H)
 	}
+	st.logExcess(excess, res.H)
 	st.logAt(slog.LevelInfo, "sm: stream resumed", "h", res.H, "retransmit", n)
 	return true, nil
+}
+
+// maxLooseExcess bounds how many stanzas the server's first answer to the
+// resumption of a restored stream may count beyond the restored count (see
+// looseLocked): far more than a store that saves its count every few
+// milliseconds leaves unsaved, far less than an h that is garbage.
+const maxLooseExcess = 1 << 16
+
+// looseLocked takes the h of the first answer (<resumed/> or <failed/>) to
+// the resumption of a stream restored from a store (st.loose), and returns
+// how many stanzas it counts beyond the restored count: the stanzas the
+// store does not keep (receipts, presence, IQs), written after it saved
+// the count, which the server counted. They are counted now, without
+// entries (there is no stanza to report), so that ackLocked accepts h.
+// Every stanza restored without a recorded number is then covered by h, and
+// so may have reached the server: ackLocked keeps each to be settled as
+// such (held for Config.OnAmbiguous, or sent again), never taken as
+// received. An h more than maxLooseExcess beyond, or any h on a later
+// answer, is judged as usual (too high ends the stream).
+func (st *State) looseLocked(h uint32) uint32 {
+	d := int32(h - st.outH)
+	if !st.loose || d <= 0 || d > maxLooseExcess {
+		return 0
+	}
+	st.outH = h
+	return uint32(d)
+}
+
+// logExcess logs what looseLocked counted.
+func (st *State) logExcess(excess, h uint32) {
+	if excess > 0 {
+		st.logAt(slog.LevelInfo, "sm: the server counted stanzas written after the store saved the count; stanzas restored without a recorded number are settled as possibly received",
+			"h", h, "beyond_saved_count", excess)
+	}
 }
 
 // nextStart returns the next start element, skipping white space.

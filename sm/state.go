@@ -50,7 +50,7 @@ type State struct {
 	outH  uint32 // outbound stanzas written (number of the last one)
 	// loose says that outH came from Restore: stanzas a store does not
 	// keep, written after the count it saved, are not in it, so the first
-	// <resumed h> may exceed it (see resumed).
+	// answer to a resumption may exceed it (see looseLocked).
 	loose  bool
 	ackedH uint32 // last h acknowledged by the server
 
