@@ -88,7 +88,10 @@
 // The server's <a h/> releases the stanzas it covers and calls
 // OnAcked for each, in order: the tracking layer turns that into
 // DELIVERED_TO_SERVER. An h that does not advance (repeated, older,
-// unsolicited) is a no-op. An h above what was sent ends the stream with
+// unsolicited) is a no-op, except in <resumed/>: a server cannot unhandle
+// what it acknowledged, so a <resumed h> below an earlier h is a protocol
+// error (bind anew; the Policy takes the unacknowledged stanzas). An h
+// above what was sent ends the stream with
 // the handled-count-too-high stream error (XEP-0198 §6); an h that is
 // missing or not an unsignedInt ends it with bad-format. Such a stream is
 // never resumed; its unacknowledged stanzas go to the Policy on the next

@@ -51,6 +51,9 @@ var (
 
 	// errPrevID means <resumed/> named another stream than the one resumed.
 	errPrevID = errors.New("sm: previd does not match the resumed stream")
+	// errHBackwards means <resumed h> counted fewer stanzas than the server
+	// had acknowledged before (or, modulo 2^32, is 2^31 or more ahead).
+	errHBackwards = errors.New("sm: <resumed h> is below an h the server acknowledged before")
 
 	// errUnexpected means the server answered <resume/> with something
 	// other than <resumed/> or <failed/>.

@@ -145,6 +145,11 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 		err = errPrevID
 	}
 	st.mu.Lock()
+	if err == nil && int32(res.H-st.ackedH) < 0 {
+		// A server cannot unhandle what it acknowledged: taken as is, such
+		// an h would renumber the retransmissions below the server's count.
+		err = errHBackwards
+	}
 	if err != nil {
 		st.dropSessionLocked()
 		st.mu.Unlock()

@@ -237,6 +237,9 @@ func TestResumedInvalid(t *testing.T) {
 			return fmt.Sprintf(`<resumed xmlns='urn:xmpp:sm:3' previd='sm-2' h='%d'/>`, h+5)
 		},
 			func(err error) bool { return errors.Is(err, ErrHandledCountTooHigh) }},
+		{"h below the acknowledged count", func(h uint32) string {
+			return fmt.Sprintf(`<resumed xmlns='urn:xmpp:sm:3' previd='sm-2' h='%d'/>`, h+1<<31)
+		}, func(err error) bool { return errors.Is(err, ErrProtocol) }},
 		{"unexpected element", func(uint32) string { return `<enabled xmlns='urn:xmpp:sm:3'/>` },
 			func(err error) bool { return errors.Is(err, ErrProtocol) }},
 	}
