@@ -61,23 +61,36 @@ type durable struct {
 	// finishHook, when set by a test, runs in finish between the reading
 	// of the connection and the count.
 	finishHook atomic.Pointer[func()]
+	// resolveHook, when set by a test, runs at the end of each round of
+	// resolveDoubts.
+	resolveHook atomic.Pointer[func()]
+	// claimHook, when set by a test, runs when a Send waits for a message
+	// in doubt that another holds (see claim).
+	claimHook atomic.Pointer[func()]
+	// trackedHook, when set by a test, runs when resolveDoubts tracked a
+	// message in doubt it found stored, before it lets go of it.
+	trackedHook atomic.Pointer[func()]
+	resolving   atomic.Bool
 
 	mu       sync.Mutex
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
-	unsure   map[string]bool          // ids Send reported ErrRecordUncertain for, not adopted yet (see uncertain.go)
-	queue    []store.Change
-	seqs     []numbered    // sequence numbers to record
-	last     store.Session // the stream-management state last saved (recorder only)
-	queued   uint64        // changes handed to record so far
-	written  uint64        // of those, committed (or given up on)
-	asked    uint64        // saveSessionNow calls so far
-	answered uint64        // of those, answered: a session taken after them was committed (or given up on)
-	progress chan struct{} // closed and replaced when written moves
-	wake     chan struct{} // capacity 1: the queue is not empty
-	hurry    chan struct{} // capacity 1: flush waits, commit without gathering
-	stop     chan struct{} // closed by close: the recorder ends
-	done     chan struct{} // closed when the recorder ended
-	once     sync.Once
+	unsure   map[string]*doubt        // messages Send reported ErrRecordUncertain for (see uncertain.go)
+	// resolveAt is when the recorder next starts resolveDoubts; resolving
+	// is set while it runs.
+	resolveAt time.Time
+	queue     []store.Change
+	seqs      []numbered    // sequence numbers to record
+	last      store.Session // the stream-management state last saved (recorder only)
+	queued    uint64        // changes handed to record so far
+	written   uint64        // of those, committed (or given up on)
+	asked     uint64        // saveSessionNow calls so far
+	answered  uint64        // of those, answered: a session taken after them was committed (or given up on)
+	progress  chan struct{} // closed and replaced when written moves
+	wake      chan struct{} // capacity 1: the queue is not empty
+	hurry     chan struct{} // capacity 1: flush waits, commit without gathering
+	stop      chan struct{} // closed by close: the recorder ends
+	done      chan struct{} // closed when the recorder ended
+	once      sync.Once
 }
 
 // restoredState is the stored state a re-loaded tracker is moved to, and
@@ -100,8 +113,8 @@ var ErrStillPending = errors.New("xmpptrack: closed in this process only; the me
 var ErrNotRecorded = errors.New("xmpptrack: the store could not record the message, so it was not sent")
 
 // ErrRecordUncertain: Send cannot tell whether Config.Store recorded the
-// message; the error wraps the store's. It was not sent and Send returns a
-// nil tracker, but it may be stored, pending.
+// message; the error wraps the store's. It was not sent now and Send
+// returns a nil tracker, but it may be stored, pending.
 //
 // When a commit's outcome is unknown (store.ErrOutcomeUnknown: the
 // connection broke during the commit), Send commits the message again. Ids
@@ -109,21 +122,46 @@ var ErrNotRecorded = errors.New("xmpptrack: the store could not record the messa
 // one still running on a server that lost its client: it either stores the
 // message (the first commit did not) or fails with store.ErrExists, and
 // Send then reads the record back. Only a record that is this message (same
-// owner and the very stanza Send wrote ahead, still IN_TRANSIT and
-// unsettled) counts as stored; another record with that id (an earlier
-// message's) makes Send fail with tracking.ErrDuplicateID. While the store
-// keeps failing, Send tries again (up to every two seconds) as long as ctx
-// allows, and sends the message once it knows it is stored.
-// ErrRecordUncertain comes only when ctx ends (or the client or the store
-// is closed) first.
+// owner and the very stanza Send wrote ahead, still IN_TRANSIT, unsettled
+// and unsent) counts as stored; the record of another message with that id
+// (an earlier one's) makes Send fail with tracking.ErrDuplicateID. While
+// the store keeps failing, Send tries again (up to every two seconds) and
+// sends the message once it knows it is stored. ErrRecordUncertain comes
+// only when ctx ends (or the client or the store is closed) first, or the
+// message's tracking window does: a message whose window ended is not sent,
+// however long ctx lasts. In that last case the error also matches
+// tracking.ErrTimedOut, and the message's tracker times out as any
+// message's does (recorded, and reported to Config.OnStateChange).
 //
 // The error is an *UncertainError, which names the id, also one Send made
-// up. Retry Send with that id and the same message: the client keeps
-// the ids it reported uncertain, and a retry that finds this message stored
-// (the first commit landed late) adopts it: it sends it and returns its
-// tracker, instead of failing with tracking.ErrDuplicateID. A retry that
-// finds nothing stores it as usual. Without a retry, a message that was
-// stored stays pending there, and the next Dial on the store sends it (or
+// up. The client keeps that message in memory until its window ends (at
+// most five minutes while the store does not have it), and settles it in
+// the background, as the next Dial would after a restart: while the store
+// answers, about every two seconds, the recorder looks for its record, and
+// a record that is this message, stored and unsent, is sent and tracked for
+// the rest of its window (Config.OnStateChange hears its changes,
+// Client.Tracker returns its tracker), or recorded TIMED_OUT, stamped with
+// its deadline, once its window ended. Sending it is what the record
+// promises: the store holds it as pending, and a restart would send it
+// too; an application that does not want it sent after ErrRecordUncertain
+// cannot stop that (closing it would break the rule that the next Dial
+// sends what the store holds pending), so it should retry rather than send
+// it again under a new id.
+//
+// Retry Send with that id and the same message: the retry and the
+// background look never both send it (a retry waits while the look works
+// on the message, and the other way round). A retry that finds the message
+// stored (the first commit landed late) sends it and returns its tracker;
+// one that finds it sent already by the client returns its tracker too,
+// while it is pending; one that finds nothing stores and sends it as
+// usual. A retry after the message's record settled (its window ended
+// before it was sent, or the client sent it and its tracking ended) fails
+// with ErrRecordSettled, and one with another stanza under that id with
+// tracking.ErrDuplicateID. The client forgets the message once its window
+// ended and the store did not have it, or five minutes after it settled
+// it (a retry then is an ordinary Send: it fails with ErrDuplicateID when
+// the id is in the store). A record that lands after the client forgot it
+// stays pending in the store, and the next Dial on the store sends it (or
 // records TIMED_OUT if its window ended first).
 var ErrRecordUncertain = errors.New("xmpptrack: the store may have recorded the message; it was not sent now")
 
@@ -320,6 +358,7 @@ func (d *durable) run() {
 			woke = true
 		case <-d.hurry:
 		case <-tick.C:
+			d.maybeResolve() // see uncertain.go
 		case <-d.stop:
 			d.saveSession() // the last word, best effort
 			return
@@ -751,39 +790,38 @@ func (d *durable) warn(msg string, args ...any) {
 	}
 }
 
-// writeAhead commits a message with its stanza before it is written.
-func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload *tokbuf.Buffer, deadline time.Time) error {
-	if payload != nil {
-		payload.Rewind()
-		m.Payload = payload
-	}
-	var buf bytes.Buffer
-	enc := xml.NewEncoder(&buf)
-	if _, err := xmlstream.Copy(enc, messageXML(id, m)); err != nil {
-		return fmt.Errorf("xmpptrack: encoding the message for the store: %w", err)
-	}
-	if err := enc.Flush(); err != nil {
+// writeAhead commits a message with its stanza before it is written. held
+// is the message in doubt with its id that this Send holds (see claim), if
+// any: a retry.
+func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload *tokbuf.Buffer, deadline time.Time, held *doubt) error {
+	raw, err := encodeMessage(id, m, payload)
+	if err != nil {
 		return fmt.Errorf("xmpptrack: encoding the message for the store: %w", err)
 	}
 	sm := store.Message{
 		ID: id, Owner: d.owner, To: m.To.String(), Room: m.Type == xstanza.GroupChatMessage, Thread: m.Thread,
-		Channel: m.Channel, Raw: buf.Bytes(), Deadline: deadline,
+		Channel: m.Channel, Raw: raw, Deadline: deadline, Created: time.Now(),
 	}
-	err := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{sm}})
+	err = d.st.Commit(ctx, &store.Batch{Messages: []store.Message{sm}})
 	if errors.Is(err, store.ErrCursorsUnknown) {
 		err = nil // stored; its cursor is not needed here
 	}
 	if errors.Is(err, store.ErrOutcomeUnknown) {
-		err = d.inDoubt(ctx, sm, err) // see uncertain.go
+		err = d.inDoubt(ctx, sm, m, payload, err) // see uncertain.go
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
-			if d.adopt(ctx, sm) {
-				return nil
+			if held != nil {
+				if ok, aerr := d.adopt(ctx, held, sm); ok || aerr != nil {
+					return aerr
+				}
 			}
 			// The store keeps ids for as long as their records: an id of a
 			// settled message is taken too.
 			return fmt.Errorf("xmpptrack: message id %q is in the store: %w: %w", id, tracking.ErrDuplicateID, err)
+		}
+		if errors.Is(err, ErrRecordSettled) {
+			return err
 		}
 		d.failed(err)
 		if errors.Is(err, ErrRecordUncertain) {
@@ -791,8 +829,28 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 		}
 		return fmt.Errorf("%w: %w", ErrNotRecorded, err)
 	}
+	if held != nil {
+		d.resolvedAs(held, sm) // stored by this retry
+	}
 	d.failed(nil)
 	return nil
+}
+
+// encodeMessage returns the stanza Send writes for m, as stored.
+func encodeMessage(id string, m Message, payload *tokbuf.Buffer) ([]byte, error) {
+	if payload != nil {
+		payload.Rewind()
+		m.Payload = payload
+	}
+	var buf bytes.Buffer
+	enc := xml.NewEncoder(&buf)
+	if _, err := xmlstream.Copy(enc, messageXML(id, m)); err != nil {
+		return nil, err
+	}
+	if err := enc.Flush(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // deadline is when the tracking window of a message sent now ends; zero

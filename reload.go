@@ -73,18 +73,14 @@ func (c *Client) reload(ctx context.Context) error {
 			numbered = append(numbered, m.ID)
 		}
 		conv := registry.ConvOf(m.To)
-		if !m.Deadline.IsZero() && !m.Deadline.After(now) {
+		if windowEnded(m, now) {
 			ended = append(ended, store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
 			if m.State == tracking.InTransit || m.State == tracking.DeliveredToServer {
 				expired = append(expired, m)
 			}
 			return nil
 		}
-		window := time.Duration(-1)
-		if !m.Deadline.IsZero() {
-			window = m.Deadline.Sub(now)
-		}
-		t, err := c.reg.TryTrack(conv, m.ID, registry.TrackOptions{Window: window, Thread: m.Thread, Room: m.Room})
+		t, err := c.trackStored(m, now)
 		if err != nil {
 			c.log.Warn("xmpptrack: a stored message cannot be tracked again", "id", m.ID, "err", err)
 			return nil
@@ -133,19 +129,7 @@ func (c *Client) reload(ctx context.Context) error {
 		}
 	}
 	for _, m := range expired {
-		// The application has not heard of it: a tracker that ends at once
-		// tells OnStateChange (the store has the change, stamped with the
-		// deadline).
-		t, err := c.reg.TryTrack(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: -1, Thread: m.Thread, Room: m.Room})
-		if err != nil {
-			continue
-		}
-		if m.State != tracking.InTransit {
-			c.dur.restoring(m.ID, m.State, false)
-			registry.Advance(t, m.State, nil)
-		}
-		c.dur.restoring(m.ID, tracking.TimedOut, true)
-		registry.Advance(t, tracking.TimedOut, nil)
+		c.expire(m)
 	}
 	if res.ID != "" {
 		c.markUnnumbered(ctx, unacked) // archive.go
@@ -155,4 +139,37 @@ func (c *Client) reload(ctx context.Context) error {
 	}
 	c.log.Debug("xmpptrack: re-loaded from the store", "unacked", len(unacked), "resumable", res.ID != "")
 	return nil
+}
+
+// windowEnded reports whether a stored message's tracking window ended by
+// now.
+func windowEnded(m store.Message, now time.Time) bool {
+	return !m.Deadline.IsZero() && !m.Deadline.After(now)
+}
+
+// trackStored tracks a stored message again, in IN_TRANSIT, for the rest
+// of its window.
+func (c *Client) trackStored(m store.Message, now time.Time) (*tracking.MessageTracker, error) {
+	window := time.Duration(-1)
+	if !m.Deadline.IsZero() {
+		window = m.Deadline.Sub(now)
+	}
+	return c.reg.TryTrack(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: window, Thread: m.Thread, Room: m.Room})
+}
+
+// expire tells Config.OnStateChange that a stored message whose window
+// ended without proof of delivery is TIMED_OUT, which the application has
+// not heard of: a tracker that ends at once (the store has the change,
+// stamped with the deadline, committed by the caller).
+func (c *Client) expire(m store.Message) {
+	t, err := c.reg.TryTrack(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: -1, Thread: m.Thread, Room: m.Room})
+	if err != nil {
+		return
+	}
+	if m.State != tracking.InTransit {
+		c.dur.restoring(m.ID, m.State, false)
+		registry.Advance(t, m.State, nil)
+	}
+	c.dur.restoring(m.ID, tracking.TimedOut, true)
+	registry.Advance(t, tracking.TimedOut, nil)
 }

@@ -96,8 +96,9 @@ type Message struct {
 // a connection or a MaxPending slot, a duplicate id, a Config.Store that
 // could not record it: ErrNotRecorded, or cannot tell whether it did:
 // ErrRecordUncertain) return a nil tracker and the error: nothing was
-// sent (after ErrRecordUncertain the store may hold the message: retry with
-// the same id, see there). Once the message is tracked, an error
+// sent (after ErrRecordUncertain the store may hold the message, and the
+// client sends it once it finds it there: retry with the same id, see
+// there). Once the message is tracked, an error
 // comes with its tracker in a final state: Aborted when ctx ended first
 // (waiting for room in the stream-management queue, or while the client
 // reconnects), when the client is closed under it (Closed after Close), or
@@ -154,6 +155,28 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	if _, err := c.Session(ctx); err != nil {
 		return nil, err
 	}
+	if c.dur != nil && m.ID != "" {
+		// A retry of a message Send reported ErrRecordUncertain for: held
+		// while this Send works on it, so that it and the client's own
+		// look at the store (resolveDoubts) cannot both send it.
+		held, err := c.dur.claim(ctx, m.ID)
+		if err != nil {
+			return nil, err
+		}
+		if held != nil {
+			defer c.dur.release(m.ID)
+			if held.resolved {
+				return c.retryResolved(ctx, held, m, payload)
+			}
+			return c.track(ctx, m, payload, try, held)
+		}
+	}
+	return c.track(ctx, m, payload, try, nil)
+}
+
+// track tracks the message, writes it ahead to the store, if any, and
+// writes it (see Send); held is the message in doubt a retry holds.
+func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, try bool, held *doubt) (*tracking.MessageTracker, error) {
 	conv := c.convs.Conv(m.To)
 	opts := registry.TrackOptions{Window: m.Window, Thread: m.Thread, Room: m.Type == xstanza.GroupChatMessage}
 	var t *tracking.MessageTracker
@@ -187,12 +210,20 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		return t, err
 	}
 	if c.dur != nil {
-		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window)); err != nil {
-			// Nothing was sent: the tracker goes, unreported. The store
-			// may hold the message after ErrRecordUncertain; a retry with
-			// its id adopts it (see ErrRecordUncertain).
-			c.dur.restoring(t.ID(), tracking.Aborted, false)
-			c.reg.Lost(conv, t.ID())
+		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window), held); err != nil {
+			// Nothing was sent: the tracker goes, unreported, unless its
+			// window ended. The store may hold the message after
+			// ErrRecordUncertain (see there).
+			if errors.Is(err, tracking.ErrTimedOut) {
+				// Its window ended: its tracker times out now, as any
+				// message's does, recorded and reported.
+				<-t.Done()
+			} else {
+				c.dur.restoring(t.ID(), tracking.Aborted, false)
+				c.reg.Lost(conv, t.ID())
+			}
+			c.dur.gaveUp(t)
+			c.dur.release(t.ID())
 			return nil, err
 		}
 	}

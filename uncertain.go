@@ -7,29 +7,67 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
+// doubtKeep bounds how long the client remembers a message Send reported
+// ErrRecordUncertain for (see ErrRecordUncertain): until its window ends
+// and at most doubtKeep after Send gave up on it while the store has no
+// record of it, and doubtKeep after the client resolved it (sent it, or
+// found its record settled), so that a retry still gets its tracker or
+// ErrRecordSettled.
+const doubtKeep = 5 * time.Minute
+
+// doubt is a message Send reported ErrRecordUncertain for: the store may
+// hold it, unsent.
+type doubt struct {
+	sm      store.Message  // as written ahead last
+	created []time.Time    // the Created of each write-ahead in doubt: any one may land
+	msg     Message        // what Send was given, to send it (see resolveDoubts)
+	payload *tokbuf.Buffer // its payload
+	until   time.Time      // when the client forgets it
+	// resolved: the client sent it, or found its record settled; a retry
+	// gets its tracker or ErrRecordSettled.
+	resolved bool
+	// heard: the application heard its TIMED_OUT already (Send's tracker
+	// ended so before Send gave up).
+	heard bool
+	drop  bool          // forget it once released
+	busy  chan struct{} // while a Send or the resolver works on it; closed when done
+}
+
 // inDoubt settles a write-ahead whose commit failed with
 // store.ErrOutcomeUnknown (err): nil when the message is stored, an error
-// matching store.ErrExists when another record holds its id, else, once
-// ctx ended (or the client closed, or the store did) with the store still
-// failing, ErrRecordUncertain (see there for the rules).
-func (d *durable) inDoubt(ctx context.Context, m store.Message, err error) error {
+// matching store.ErrExists when another record holds its id, one matching
+// ErrRecordSettled when its own record is settled already, else, once ctx
+// ended or the message's window did (or the client closed, or the store
+// did) with the store still failing, ErrRecordUncertain (see there for the
+// rules). It then keeps the message as in doubt, held for the caller, who
+// releases it.
+func (d *durable) inDoubt(ctx context.Context, m store.Message, msg Message, payload *tokbuf.Buffer, err error) error {
+	wctx := ctx
+	if !m.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, m.Deadline)
+		defer cancel()
+	}
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, recorderRetry) {
 		// Commit it again. The id is unique: the database makes this
 		// insert wait for a first one still in progress, or makes a late
 		// first one fail, so that at most one lands.
 		again := m
-		cerr := d.st.Commit(ctx, &store.Batch{Messages: []store.Message{again}})
+		cerr := d.st.Commit(wctx, &store.Batch{Messages: []store.Message{again}})
 		if cerr == nil || errors.Is(cerr, store.ErrCursorsUnknown) {
 			return nil // stored now
 		}
-		rec, rerr := d.st.Message(ctx, m.ID)
+		rec, rerr := d.st.Message(wctx, m.ID)
 		switch {
 		case rerr == nil && d.isThis(rec, m):
 			return nil
+		case rerr == nil && d.mine(rec, m.To, []time.Time{m.Created}):
+			return settledError(rec) // its window ended meanwhile
 		case rerr == nil:
 			// Another message's record: ours cannot have been stored.
 			return fmt.Errorf("%w (an earlier record has this id)", store.ErrExists)
@@ -38,19 +76,122 @@ func (d *durable) inDoubt(ctx context.Context, m store.Message, err error) error
 			select {
 			case <-time.After(wait):
 				continue
-			case <-ctx.Done():
+			case <-wctx.Done():
 			case <-d.stop:
 			}
 		}
 		break
 	}
-	d.mu.Lock()
-	if d.unsure == nil {
-		d.unsure = map[string]bool{}
+	ended := ctx.Err() == nil && wctx.Err() != nil
+	d.doubted(m, msg, payload)
+	return &UncertainError{ID: m.ID, Err: err, windowEnded: ended}
+}
+
+// doubted keeps m as in doubt, held (busy) for the Send that reports it:
+// a new entry, or the one a retry holds, which gets m's write-ahead too.
+func (d *durable) doubted(m store.Message, msg Message, payload *tokbuf.Buffer) {
+	until := time.Now().Add(doubtKeep)
+	if !m.Deadline.IsZero() && m.Deadline.Before(until) {
+		until = m.Deadline
 	}
-	d.unsure[m.ID] = true
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.unsure == nil {
+		d.unsure = map[string]*doubt{}
+	}
+	e := d.unsure[m.ID]
+	if e == nil {
+		e = &doubt{}
+		d.unsure[m.ID] = e
+	}
+	if e.busy == nil {
+		e.busy = make(chan struct{})
+	}
+	e.sm, e.msg, e.payload = m, msg, payload
+	e.created = append(e.created, m.Created)
+	e.until = maxTime(e.until, until)
+	e.resolved = false
+	d.resolveAt = time.Time{} // look at it soon
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// claim waits until no other Send nor the resolver works on the message
+// with the id that Send reported ErrRecordUncertain for, and holds it for
+// the caller, who releases it; nil if the client keeps no such message.
+func (d *durable) claim(ctx context.Context, id string) (*doubt, error) {
+	for {
+		d.mu.Lock()
+		e := d.unsure[id]
+		if e == nil {
+			d.mu.Unlock()
+			return nil, nil
+		}
+		busy := e.busy
+		if busy == nil {
+			e.busy = make(chan struct{})
+			d.mu.Unlock()
+			return e, nil
+		}
+		d.mu.Unlock()
+		if hook := d.claimHook.Load(); hook != nil {
+			(*hook)()
+		}
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// tryClaim is claim without waiting: nil when the entry is held or gone.
+func (d *durable) tryClaim(id string) *doubt {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.unsure[id]
+	if e == nil || e.busy != nil {
+		return nil
+	}
+	e.busy = make(chan struct{})
+	return e
+}
+
+// release lets go of the message in doubt with the id, if held, and
+// forgets it if it is to be dropped.
+func (d *durable) release(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.unsure[id]
+	if e == nil || e.busy == nil {
+		return
+	}
+	close(e.busy)
+	e.busy = nil
+	if e.drop {
+		d.forget(id)
+	}
+}
+
+// forget drops the entry of id; d.mu is held.
+func (d *durable) forget(id string) {
+	delete(d.unsure, id)
+	if len(d.unsure) == 0 {
+		d.unsure = nil // let the map's memory go
+	}
+}
+
+// resolved marks a held message in doubt as resolved: sent, or settled.
+func (d *durable) resolved(e *doubt) {
+	d.mu.Lock()
+	e.resolved = true
+	e.until = time.Now().Add(doubtKeep)
 	d.mu.Unlock()
-	return &UncertainError{ID: m.ID, Err: err}
 }
 
 // UncertainError is the error Send returns with ErrRecordUncertain
@@ -59,45 +200,282 @@ func (d *durable) inDoubt(ctx context.Context, m store.Message, err error) error
 type UncertainError struct {
 	ID  string // the message's id: retry Send with it and the same message
 	Err error  // the store's error
+
+	windowEnded bool
 }
 
 func (e *UncertainError) Error() string {
+	if e.windowEnded {
+		return fmt.Sprintf("%v (message id %q; its tracking window ended first): %v", ErrRecordUncertain, e.ID, e.Err)
+	}
 	return fmt.Sprintf("%v (message id %q): %v", ErrRecordUncertain, e.ID, e.Err)
 }
 
-// Is reports whether target is ErrRecordUncertain.
-func (e *UncertainError) Is(target error) bool { return target == ErrRecordUncertain }
+// Is reports whether target is ErrRecordUncertain, or tracking.ErrTimedOut
+// when the message's tracking window ended before the store answered.
+func (e *UncertainError) Is(target error) bool {
+	return target == ErrRecordUncertain || e.windowEnded && target == tracking.ErrTimedOut
+}
 
 // Unwrap returns the store's error.
 func (e *UncertainError) Unwrap() error { return e.Err }
 
+// ErrRecordSettled: Send was retried for a message it had reported
+// ErrRecordUncertain for (the same id and message), and the store's record
+// of it is settled: its window ended before it was sent (TIMED_OUT), or the
+// client sent it meanwhile and its tracking ended (see ErrRecordUncertain).
+// The error names the state; Client.Status has the history. Nothing was
+// sent: send the message again under a new id if it is still wanted.
+var ErrRecordSettled = errors.New("xmpptrack: the message Send was retried for is recorded as settled; nothing was sent")
+
+func settledError(rec store.Record) error {
+	return fmt.Errorf("%w (message id %q, %v)", ErrRecordSettled, rec.ID, rec.State)
+}
+
 // isThis reports whether rec is the record of m as Send wrote it ahead,
-// still pending and untouched: same owner, same stanza, IN_TRANSIT.
+// still pending, untouched and unsent: same owner, same stanza,
+// IN_TRANSIT.
 func (d *durable) isThis(rec store.Record, m store.Message) bool {
-	return rec.Owner == d.owner && !rec.Settled && rec.State == tracking.InTransit &&
+	return rec.Owner == d.owner && !rec.Settled && rec.State == tracking.InTransit && !rec.Written &&
 		bytes.Equal(rec.Raw, m.Raw)
 }
 
-// adopt reports whether m, whose id the store holds, is a message an
-// earlier Send reported ErrRecordUncertain for, stored after all (its
-// commit landed late): this Send then sends it.
-func (d *durable) adopt(ctx context.Context, m store.Message) bool {
-	d.mu.Lock()
-	unsure := d.unsure[m.ID]
-	d.mu.Unlock()
-	if !unsure {
+// mine reports whether rec is the record of a message to `to` that one of
+// this owner's write-aheads created at one of the times created, in
+// whatever state: a settled record has no stanza left to compare, and a
+// record of an earlier message that used the id was created earlier. (The
+// stores keep microseconds.)
+func (d *durable) mine(rec store.Record, to string, created []time.Time) bool {
+	if rec.Owner != d.owner || rec.To != to {
 		return false
 	}
+	for _, c := range created {
+		if rec.Created.Truncate(time.Microsecond).Equal(c.Truncate(time.Microsecond)) {
+			return true
+		}
+	}
+	return false
+}
+
+// adopt decides, for a retry that holds e (see claim), what to do with m
+// whose id the store holds: true when the record is the message stored
+// after all (its commit landed late): this Send then sends it; else the
+// error to return.
+func (d *durable) adopt(ctx context.Context, e *doubt, m store.Message) (bool, error) {
 	rec, err := d.st.Message(ctx, m.ID)
-	if err != nil || !d.isThis(rec, m) {
-		return false
+	switch {
+	case err != nil, !bytes.Equal(m.Raw, e.sm.Raw):
+		return false, nil // another message with the id is refused
+	case d.isThis(rec, m):
+		d.resolved(e)
+		d.failed(nil)
+		return true, nil
+	case d.mine(rec, m.To, e.created):
+		d.resolved(e)
+		return false, settledError(rec)
+	}
+	// Another message's record: ours can no longer land.
+	d.mu.Lock()
+	e.drop = true
+	d.mu.Unlock()
+	return false, nil
+}
+
+// resolvedAs marks a held message in doubt as resolved by m, the
+// write-ahead of a retry that stored it.
+func (d *durable) resolvedAs(e *doubt, m store.Message) {
+	d.mu.Lock()
+	e.sm = m
+	e.created = append(e.created, m.Created)
+	d.mu.Unlock()
+	d.resolved(e)
+}
+
+// gaveUp is told of the tracker of a message Send gave up on after it
+// called Lost: a tracker that had ended on its own (its window, TIMED_OUT,
+// reported to the application) leaves no stale restoring entry, and its
+// message in doubt, if any, is noted as heard of.
+func (d *durable) gaveUp(t *tracking.MessageTracker) {
+	st := t.State()
+	if st == tracking.Aborted {
+		return
 	}
 	d.mu.Lock()
-	delete(d.unsure, m.ID)
-	if len(d.unsure) == 0 {
-		d.unsure = nil
+	defer d.mu.Unlock()
+	if r, ok := d.restored[t.ID()]; ok && r.to == tracking.Aborted {
+		delete(d.restored, t.ID())
+		if len(d.restored) == 0 {
+			d.restored = nil
+		}
+	}
+	if e := d.unsure[t.ID()]; e != nil && st == tracking.TimedOut {
+		e.heard = true
+	}
+}
+
+// retryResolved answers a retry of Send for a message in doubt that the
+// client resolved already (held, see claim): its tracker while it is
+// pending, else ErrRecordSettled; tracking.ErrDuplicateID for another
+// message with its id.
+func (c *Client) retryResolved(ctx context.Context, e *doubt, m Message, payload *tokbuf.Buffer) (*tracking.MessageTracker, error) {
+	raw, err := encodeMessage(m.ID, m, payload)
+	if err != nil {
+		return nil, fmt.Errorf("xmpptrack: encoding the message for the store: %w", err)
+	}
+	if !bytes.Equal(raw, e.sm.Raw) {
+		return nil, fmt.Errorf("xmpptrack: message id %q is in the store: %w", m.ID, tracking.ErrDuplicateID)
+	}
+	if t := c.reg.Find(m.ID); t != nil {
+		return t, nil
+	}
+	err = c.dur.flush(ctx) // the record has this process's changes
+	var rec store.Record
+	if err == nil {
+		rec, err = c.dur.st.Message(ctx, m.ID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (message id %q; reading its record: %w)", ErrRecordSettled, m.ID, err)
+	}
+	return nil, settledError(rec)
+}
+
+// resolveEvery is how often the client looks at the store for messages in
+// doubt while it keeps some.
+const resolveEvery = recorderRetry
+
+// maybeResolve starts resolveDoubts on a worker when it is due and none
+// runs. The recorder calls it on its ticks; it never blocks.
+func (d *durable) maybeResolve() {
+	d.mu.Lock()
+	due := len(d.unsure) > 0 && !time.Now().Before(d.resolveAt)
+	d.mu.Unlock()
+	c := d.client.Load()
+	if !due || c == nil || !d.resolving.CompareAndSwap(false, true) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		d.resolving.Store(false)
+		return
+	}
+	// Under c.mu, so that Close (which sets closing under it, then waits
+	// for the workers) either waits for this one or sees none.
+	c.workers.Go(func() {
+		defer d.resolving.Store(false)
+		c.resolveDoubts()
+	})
+}
+
+// resolveDoubts looks at the store for each message in doubt that no Send
+// holds (see ErrRecordUncertain): a record that is the message, stored
+// and unsent, is taken back as Dial takes back the messages of a previous
+// process (see reload): sent and tracked while its window lasts, else
+// settled TIMED_OUT, stamped with its deadline. A message the store does
+// not have is kept until its time ends; the store failing ends the round.
+func (c *Client) resolveDoubts() {
+	d := c.dur
+	d.mu.Lock()
+	ids := make([]string, 0, len(d.unsure))
+	for id := range d.unsure {
+		ids = append(ids, id)
 	}
 	d.mu.Unlock()
-	d.failed(nil)
-	return true
+	for _, id := range ids {
+		e := d.tryClaim(id)
+		if e == nil {
+			continue
+		}
+		send, ok := c.resolve(e)
+		d.release(id)
+		if send != nil {
+			send()
+		}
+		if !ok {
+			break
+		}
+	}
+	d.mu.Lock()
+	d.resolveAt = time.Now().Add(resolveEvery)
+	d.mu.Unlock()
+	if hook := d.resolveHook.Load(); hook != nil {
+		(*hook)()
+	}
+}
+
+// resolve resolves one held message in doubt (see resolveDoubts). ok is
+// false when the store failed; send, if not nil, sends it, to be called
+// once it is released.
+func (c *Client) resolve(e *doubt) (send func(), ok bool) {
+	d := c.dur
+	now := time.Now()
+	drop := func() {
+		d.mu.Lock()
+		e.drop = true
+		d.mu.Unlock()
+	}
+	if e.resolved {
+		if !now.Before(e.until) {
+			drop()
+		}
+		return nil, true
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, resolveEvery)
+	defer cancel()
+	rec, err := d.st.Message(ctx, e.sm.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Not stored (yet): kept until its time ends, looked at once
+		// after.
+		if !now.Before(e.until) {
+			drop()
+		}
+		return nil, true
+	case err != nil:
+		return nil, false
+	case d.isThis(rec, e.sm):
+	case d.mine(rec, e.sm.To, e.created):
+		d.resolved(e) // settled, or moving, already
+		return nil, true
+	default:
+		drop() // another message's record: ours can no longer land
+		return nil, true
+	}
+	m := rec.Message
+	if windowEnded(m, now) {
+		d.record(store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
+		if !e.heard {
+			c.expire(m)
+		}
+		d.resolved(e)
+		return nil, true
+	}
+	t, err := c.trackStored(m, now)
+	if err != nil {
+		// At the MaxPending bound: the next round tries again.
+		c.log.Debug("xmpptrack: a message in doubt found stored cannot be tracked yet", "id", m.ID, "err", err)
+		return nil, true
+	}
+	if hook := d.trackedHook.Load(); hook != nil {
+		(*hook)()
+	}
+	d.resolved(e)
+	return func() { c.sendStored(t, e.msg, e.payload) }, true
+}
+
+// sendStored sends a message in doubt that the store turned out to hold,
+// as Send would have: a failure ends its tracker ABORTED.
+func (c *Client) sendStored(t *tracking.MessageTracker, m Message, payload *tokbuf.Buffer) {
+	conv := c.convs.Conv(m.To)
+	err := c.sm.Reserve(c.ctx)
+	if err == nil {
+		err = c.sm.Pace(c.ctx)
+	}
+	if err == nil {
+		err = c.writeMessage(c.ctx, t.ID(), m, payload)
+	}
+	if err != nil {
+		c.log.Debug("xmpptrack: a message in doubt found stored was not sent", "id", t.ID(), "err", err)
+		c.reg.Lost(conv, t.ID())
+	}
 }

@@ -4,8 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
+
+	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -31,11 +37,21 @@ type lateStore struct {
 	// there, once Send is surely in its loop of commits again).
 	doubts        int
 	onSecondDoubt func()
+	// onRead and onCommit, if set, run at the start of each read of a
+	// message and of each commit of new messages.
+	onRead   func(id string)
+	onCommit func()
 }
 
 func (l *lateStore) Commit(ctx context.Context, b *store.Batch) error {
 	if len(b.Messages) == 0 {
 		return l.Store.Commit(ctx, b)
+	}
+	l.mu.Lock()
+	hook := l.onCommit
+	l.mu.Unlock()
+	if hook != nil {
+		hook()
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -57,6 +73,12 @@ func (l *lateStore) Commit(ctx context.Context, b *store.Batch) error {
 }
 
 func (l *lateStore) Message(ctx context.Context, id string) (store.Record, error) {
+	l.mu.Lock()
+	hook := l.onRead
+	l.mu.Unlock()
+	if hook != nil {
+		hook(id)
+	}
 	rec, err := l.Store.Message(ctx, id)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -174,10 +196,17 @@ func TestStoreUncertainRetry(t *testing.T) {
 	if c.Tracker("unsure") != tr {
 		t.Fatal("the adopted message is not tracked")
 	}
-	// Adopted once: its id is an ordinary stored id again.
+	// A second retry while it is tracked gets its tracker; once its
+	// tracking ended, ErrRecordSettled, which names the state.
+	if again, err := c.Send(waitCtx(t), m); again != tr || err != nil {
+		t.Fatalf("a second retry after the adoption: %v, %v; want its tracker", again, err)
+	}
+	seen := callbackRan(tr, tracking.Closed)
 	tr.Close()
-	if _, err := c.Send(waitCtx(t), m); !errors.Is(err, tracking.ErrDuplicateID) {
-		t.Fatalf("a second retry after the adoption: %v; want ErrDuplicateID", err)
+	waitClosed(t, seen)
+	if _, err := c.Send(waitCtx(t), m); !errors.Is(err, ErrRecordSettled) || errors.Is(err, tracking.ErrDuplicateID) ||
+		!strings.Contains(err.Error(), "CLOSED") {
+		t.Fatalf("a retry after its tracking ended: %v; want ErrRecordSettled naming CLOSED", err)
 	}
 }
 
@@ -209,5 +238,285 @@ func TestStoreInDoubtReusedID(t *testing.T) {
 	}
 	if e := pc.nextMessage(t); e.attr("id") != "next" {
 		t.Fatalf("the server got %s: the message with the reused id went out", e.String())
+	}
+}
+
+// doubtStore is a store whose message commits all end in doubt and which
+// has no message: a store that never answers.
+type doubtStore struct{ batchStore }
+
+func (s *doubtStore) Commit(ctx context.Context, b *store.Batch) error {
+	if len(b.Messages) > 0 {
+		return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, errConnReset)
+	}
+	return s.batchStore.Commit(ctx, b)
+}
+
+func (s *doubtStore) Message(context.Context, string) (store.Record, error) {
+	return store.Record{}, store.ErrNotFound
+}
+
+// TestInDoubtEndsWithWindow: while the store cannot tell whether it stored
+// the message, Send tries again until ctx ends or, first, the message's
+// tracking window does: a message whose window ended is not sent, however
+// long ctx lasts. The error then also matches tracking.ErrTimedOut.
+func TestInDoubtEndsWithWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, err := openDurable(context.Background(), &doubtStore{}, jid.MustParse("a@example.org/r"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		start := time.Now()
+		deadline := start.Add(time.Minute)
+		err = d.writeAhead(ctx, "m1", Message{To: bob, Body: "hi"}, nil, deadline, nil)
+		if !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, tracking.ErrTimedOut) {
+			t.Fatalf("write-ahead in doubt past its window: %v; want ErrRecordUncertain and ErrTimedOut", err)
+		}
+		if got := time.Since(start); got != time.Minute {
+			t.Fatalf("Send gave up after %v; want the window, %v", got, time.Minute)
+		}
+		d.release("m1")
+		// A ctx shorter than the window: ErrRecordUncertain alone.
+		ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+		defer cancel2()
+		err = d.writeAhead(ctx2, "m2", Message{To: bob, Body: "hi"}, nil, time.Now().Add(time.Minute), nil)
+		if !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
+			t.Fatalf("write-ahead in doubt past ctx: %v; want ErrRecordUncertain only", err)
+		}
+	})
+}
+
+// resolveRounds makes c's rounds of resolveDoubts send on the returned
+// channel when they end.
+func resolveRounds(c *Client) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	f := func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	c.dur.resolveHook.Store(&f)
+	return ch
+}
+
+// nextRound waits for the end of a round of resolveDoubts (the caller
+// loops until it sees what it waits for).
+func nextRound(t *testing.T, rounds <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-rounds:
+	case <-waitCtx(t).Done():
+		t.Fatal("the client did not look at the messages in doubt")
+	}
+}
+
+// landAndAnswer lands the held commit of ls and lets its commits and reads
+// answer again.
+func landAndAnswer(t *testing.T, ls *lateStore) {
+	ls.mu.Lock()
+	ls.land(waitCtx(t))
+	ls.stuck = false
+	ls.mu.Unlock()
+}
+
+// TestStoreUncertainSentLater: the write-ahead stays in doubt until Send's
+// ctx ends, then lands; the application does not retry. Once the store
+// answers, the client finds the message stored and unsent and sends it, as
+// the next Dial would; its tracker is then Client.Tracker's, and a retry
+// that comes after gets it too, without a second copy on the wire.
+func TestStoreUncertainSentLater(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
+	c, pc := newPeer(t, Config{Store: ls})
+	m := Message{To: bob, ID: "later", Body: "hello"}
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	defer cancel()
+	ls.onSecondDoubt = cancel
+	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) {
+		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)
+	}
+	landAndAnswer(t, ls)
+	if e := pc.nextMessage(t); e.attr("id") != "later" {
+		t.Fatalf("the server got %s, want the message found stored", e.String())
+	}
+	tr := c.Tracker("later")
+	if tr == nil {
+		t.Fatal("the message sent after all is not tracked")
+	}
+	again, err := c.Send(waitCtx(t), m)
+	if err != nil || again != tr {
+		t.Fatalf("retry of a message the client sent: %v, %v; want its tracker", again, err)
+	}
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "next"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "next" {
+		t.Fatalf("the server got %s, want the next message: the message went out twice", e.String())
+	}
+	c.dur.mu.Lock()
+	e := c.dur.unsure["later"]
+	c.dur.mu.Unlock()
+	if e == nil || !e.resolved {
+		t.Fatalf("the message in doubt: %+v; want it kept as resolved", e)
+	}
+}
+
+// TestStoreUncertainWindowEnded: the write-ahead stays in doubt past the
+// message's window: Send gives up then, with ErrRecordUncertain and
+// tracking.ErrTimedOut, and the record lands after. The client settles it
+// TIMED_OUT, stamped with its deadline, as the next Dial would, and the
+// application hears TIMED_OUT once; a retry gets ErrRecordSettled, not
+// tracking.ErrDuplicateID.
+func TestStoreUncertainWindowEnded(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
+	var timedOut atomic.Int32
+	closed, heard := make(chan struct{}), make(chan struct{})
+	c, pc := newPeer(t, Config{Store: ls, OnStateChange: func(t *tracking.MessageTracker, _, to tracking.MessageState, _ *tracking.Response) {
+		switch {
+		case t.ID() == "short" && to == tracking.TimedOut:
+			if timedOut.Add(1) == 1 {
+				close(heard)
+			}
+		case t.ID() == "barrier" && to == tracking.Closed:
+			close(closed)
+		}
+	}})
+	rounds := resolveRounds(c)
+	m := Message{To: bob, ID: "short", Body: "hello", Window: 300 * time.Millisecond}
+	_, err := c.Send(waitCtx(t), m)
+	if !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, tracking.ErrTimedOut) {
+		t.Fatalf("Send in doubt past the window: %v; want ErrRecordUncertain and tracking.ErrTimedOut", err)
+	}
+	// Its tracker timed out, as any message's: the store is handed the
+	// change, which finds no record yet; the record lands after.
+	waitClosed(t, heard)
+	if err := c.dur.flush(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	landAndAnswer(t, ls)
+	var rec store.Record
+	for rec.State != tracking.TimedOut {
+		nextRound(t, rounds)
+		if err := c.dur.flush(waitCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		if rec, err = ls.Message(waitCtx(t), "short"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := rec.History[len(rec.History)-1]
+	if !rec.Settled || !last.At.Equal(rec.Deadline) {
+		t.Fatalf("the record: %+v, last change %+v; want TIMED_OUT at its deadline %v", rec.Message, last, rec.Deadline)
+	}
+	_, err = c.Send(waitCtx(t), m)
+	if !errors.Is(err, ErrRecordSettled) || errors.Is(err, tracking.ErrDuplicateID) || !strings.Contains(err.Error(), "TIMED_OUT") {
+		t.Fatalf("retry of a message whose record timed out: %v; want ErrRecordSettled naming TIMED_OUT", err)
+	}
+	// Callbacks run in order: once the barrier's ran, so did every
+	// TIMED_OUT of "short".
+	b, err := c.Send(waitCtx(t), Message{To: bob, ID: "barrier"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "barrier" {
+		t.Fatalf("the server got %s, want only the barrier", e.String())
+	}
+	b.Close()
+	waitClosed(t, closed)
+	if n := timedOut.Load(); n != 1 {
+		t.Fatalf("the application heard TIMED_OUT %d times; want once", n)
+	}
+}
+
+// TestStoreUncertainForgotten: a message in doubt that the store never
+// stored is forgotten once its window ended: an application that never
+// retries leaks nothing.
+func TestStoreUncertainForgotten(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
+	c, _ := newPeer(t, Config{Store: ls})
+	rounds := resolveRounds(c)
+	_, err := c.Send(waitCtx(t), Message{To: bob, ID: "never", Body: "hello", Window: 200 * time.Millisecond})
+	if !errors.Is(err, ErrRecordUncertain) {
+		t.Fatalf("Send in doubt: %v", err)
+	}
+	ctx := waitCtx(t)
+	for {
+		c.dur.mu.Lock()
+		n := len(c.dur.unsure)
+		c.dur.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-rounds:
+		case <-ctx.Done():
+			t.Fatalf("%d messages in doubt kept after their window ended; want none", n)
+		}
+	}
+}
+
+// TestStoreUncertainRetryMeetsResolver: the client's own look at the store
+// (resolveDoubts) has found the message in doubt stored and tracks it when
+// the application retries it: the retry waits for the look to end, then
+// gets the tracker of the message the client sends; it goes out once.
+func TestStoreUncertainRetryMeetsResolver(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
+	c, pc := newPeer(t, Config{Store: ls})
+	m := Message{To: bob, ID: "race", Body: "hello"}
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	defer cancel()
+	ls.onSecondDoubt = cancel
+	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) {
+		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)
+	}
+	// The client's look tracks the landed message, and waits there.
+	tracked, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hold := func() { once.Do(func() { close(tracked); <-proceed }) }
+	c.dur.trackedHook.Store(&hold)
+	landAndAnswer(t, ls)
+	waitClosed(t, tracked)
+	// The retry comes now.
+	type result struct {
+		tr  *tracking.MessageTracker
+		err error
+	}
+	waiting := make(chan struct{}, 1)
+	hook := func() {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	}
+	c.dur.claimHook.Store(&hook)
+	res := make(chan result, 1)
+	go func() {
+		tr, err := c.Send(waitCtx(t), m)
+		res <- result{tr, err}
+	}()
+	var r result
+	select {
+	case <-waiting: // it waits for the look to end
+		close(proceed)
+		r = <-res
+	case r = <-res: // it did not wait
+		close(proceed)
+	case <-waitCtx(t).Done():
+		t.Fatal("the retry did not return")
+	}
+	if r.err != nil || r.tr == nil || r.tr != c.Tracker("race") {
+		t.Fatalf("retry while the client sends the message: %v, %v; want the tracker of the message sent", r.tr, r.err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "race" {
+		t.Fatalf("the server got %s, want the message", e.String())
+	}
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "next"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "next" {
+		t.Fatalf("the server got %s, want the next message: the message went out twice", e.String())
 	}
 }
