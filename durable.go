@@ -134,19 +134,20 @@ var ErrNotRecorded = errors.New("xmpptrack: the store could not record the messa
 // message's does (recorded, and reported to Config.OnStateChange).
 //
 // The error is an *UncertainError, which names the id, also one Send made
-// up. The client keeps that message in memory until its window ends (at
-// most five minutes while the store does not have it), and settles it in
-// the background, as the next Dial would after a restart: while the store
-// answers, about every two seconds, the recorder looks for its record, and
-// a record that is this message, stored and unsent, is sent and tracked for
-// the rest of its window (Config.OnStateChange hears its changes,
-// Client.Tracker returns its tracker), or recorded TIMED_OUT, stamped with
-// its deadline, once its window ended. Sending it is what the record
-// promises: the store holds it as pending, and a restart would send it
-// too; an application that does not want it sent after ErrRecordUncertain
-// cannot stop that (closing it would break the rule that the next Dial
-// sends what the store holds pending), so it should retry rather than send
-// it again under a new id.
+// up. The client keeps that message in memory (up to 10,000 such messages)
+// and settles it in the background as the next Dial would after a
+// restart: while the store answers, the recorder looks for its record
+// (soon, then after two seconds, then less and less often, up to every
+// minute), and a record that is this message, stored and unsent, is sent
+// and tracked for the rest of its window (Config.OnStateChange hears its
+// changes, Client.Tracker returns its tracker), or recorded TIMED_OUT,
+// stamped with its deadline, once its window ended. Sending it, rather
+// than closing it ABORTED, keeps one rule for what the store holds
+// pending: the next Dial sends it too, and Client.Status and the other
+// instances sharing the store see a pending message; a message's fate
+// does not depend on whether the process restarted meanwhile. So an
+// application that gets ErrRecordUncertain should retry with the id rather
+// than send the message again under a new one, which may deliver it twice.
 //
 // Retry Send with that id and the same message: the retry and the
 // background look never both send it (a retry waits while the look works
@@ -157,10 +158,11 @@ var ErrNotRecorded = errors.New("xmpptrack: the store could not record the messa
 // usual. A retry after the message's record settled (its window ended
 // before it was sent, or the client sent it and its tracking ended) fails
 // with ErrRecordSettled, and one with another stanza under that id with
-// tracking.ErrDuplicateID. The client forgets the message once its window
-// ended and the store did not have it, or five minutes after it settled
-// it (a retry then is an ordinary Send: it fails with ErrDuplicateID when
-// the id is in the store). A record that lands after the client forgot it
+// tracking.ErrDuplicateID. The client forgets the message when the store
+// does not have it once its window ended (at most five minutes after Send
+// gave up), and five minutes after it found it (a retry then is an
+// ordinary Send: it fails with ErrDuplicateID when the id is in the
+// store). A record that lands after the client forgot it
 // stays pending in the store, and the next Dial on the store sends it (or
 // records TIMED_OUT if its window ended first).
 var ErrRecordUncertain = errors.New("xmpptrack: the store may have recorded the message; it was not sent now")

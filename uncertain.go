@@ -20,6 +20,12 @@ import (
 // ErrRecordSettled.
 const doubtKeep = 5 * time.Minute
 
+// maxDoubts bounds the number of messages in doubt the client keeps (a
+// store that hangs while Sends end makes one per Send): beyond it, a
+// message Send reports ErrRecordUncertain for is left to the next Dial, as
+// one the client forgot (see ErrRecordUncertain).
+const maxDoubts = 10000
+
 // doubt is a message Send reported ErrRecordUncertain for: the store may
 // hold it, unsent.
 type doubt struct {
@@ -34,8 +40,12 @@ type doubt struct {
 	// heard: the application heard its TIMED_OUT already (Send's tracker
 	// ended so before Send gave up).
 	heard bool
-	drop  bool          // forget it once released
-	busy  chan struct{} // while a Send or the resolver works on it; closed when done
+	// next is when the resolver looks at it next (it backs off while the
+	// store does not have it); wait is the last wait.
+	next time.Time
+	wait time.Duration
+	drop bool          // forget it once released
+	busy chan struct{} // while a Send or the resolver works on it; closed when done
 }
 
 // inDoubt settles a write-ahead whose commit failed with
@@ -101,6 +111,10 @@ func (d *durable) doubted(m store.Message, msg Message, payload *tokbuf.Buffer) 
 	}
 	e := d.unsure[m.ID]
 	if e == nil {
+		if len(d.unsure) >= maxDoubts {
+			d.warn("xmpptrack: too many messages in doubt; this one is left to the next Dial", "id", m.ID, "max", maxDoubts)
+			return
+		}
 		e = &doubt{}
 		d.unsure[m.ID] = e
 	}
@@ -187,10 +201,12 @@ func (d *durable) forget(id string) {
 }
 
 // resolved marks a held message in doubt as resolved: sent, or settled.
+// Only its stanza stays, for a retry to compare.
 func (d *durable) resolved(e *doubt) {
 	d.mu.Lock()
 	e.resolved = true
 	e.until = time.Now().Add(doubtKeep)
+	e.msg, e.payload = Message{}, nil
 	d.mu.Unlock()
 }
 
@@ -337,145 +353,4 @@ func (c *Client) retryResolved(ctx context.Context, e *doubt, m Message, payload
 		return nil, fmt.Errorf("%w (message id %q; reading its record: %w)", ErrRecordSettled, m.ID, err)
 	}
 	return nil, settledError(rec)
-}
-
-// resolveEvery is how often the client looks at the store for messages in
-// doubt while it keeps some.
-const resolveEvery = recorderRetry
-
-// maybeResolve starts resolveDoubts on a worker when it is due and none
-// runs. The recorder calls it on its ticks; it never blocks.
-func (d *durable) maybeResolve() {
-	d.mu.Lock()
-	due := len(d.unsure) > 0 && !time.Now().Before(d.resolveAt)
-	d.mu.Unlock()
-	c := d.client.Load()
-	if !due || c == nil || !d.resolving.CompareAndSwap(false, true) {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing {
-		d.resolving.Store(false)
-		return
-	}
-	// Under c.mu, so that Close (which sets closing under it, then waits
-	// for the workers) either waits for this one or sees none.
-	c.workers.Go(func() {
-		defer d.resolving.Store(false)
-		c.resolveDoubts()
-	})
-}
-
-// resolveDoubts looks at the store for each message in doubt that no Send
-// holds (see ErrRecordUncertain): a record that is the message, stored
-// and unsent, is taken back as Dial takes back the messages of a previous
-// process (see reload): sent and tracked while its window lasts, else
-// settled TIMED_OUT, stamped with its deadline. A message the store does
-// not have is kept until its time ends; the store failing ends the round.
-func (c *Client) resolveDoubts() {
-	d := c.dur
-	d.mu.Lock()
-	ids := make([]string, 0, len(d.unsure))
-	for id := range d.unsure {
-		ids = append(ids, id)
-	}
-	d.mu.Unlock()
-	for _, id := range ids {
-		e := d.tryClaim(id)
-		if e == nil {
-			continue
-		}
-		send, ok := c.resolve(e)
-		d.release(id)
-		if send != nil {
-			send()
-		}
-		if !ok {
-			break
-		}
-	}
-	d.mu.Lock()
-	d.resolveAt = time.Now().Add(resolveEvery)
-	d.mu.Unlock()
-	if hook := d.resolveHook.Load(); hook != nil {
-		(*hook)()
-	}
-}
-
-// resolve resolves one held message in doubt (see resolveDoubts). ok is
-// false when the store failed; send, if not nil, sends it, to be called
-// once it is released.
-func (c *Client) resolve(e *doubt) (send func(), ok bool) {
-	d := c.dur
-	now := time.Now()
-	drop := func() {
-		d.mu.Lock()
-		e.drop = true
-		d.mu.Unlock()
-	}
-	if e.resolved {
-		if !now.Before(e.until) {
-			drop()
-		}
-		return nil, true
-	}
-	ctx, cancel := context.WithTimeout(c.ctx, resolveEvery)
-	defer cancel()
-	rec, err := d.st.Message(ctx, e.sm.ID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		// Not stored (yet): kept until its time ends, looked at once
-		// after.
-		if !now.Before(e.until) {
-			drop()
-		}
-		return nil, true
-	case err != nil:
-		return nil, false
-	case d.isThis(rec, e.sm):
-	case d.mine(rec, e.sm.To, e.created):
-		d.resolved(e) // settled, or moving, already
-		return nil, true
-	default:
-		drop() // another message's record: ours can no longer land
-		return nil, true
-	}
-	m := rec.Message
-	if windowEnded(m, now) {
-		d.record(store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
-		if !e.heard {
-			c.expire(m)
-		}
-		d.resolved(e)
-		return nil, true
-	}
-	t, err := c.trackStored(m, now)
-	if err != nil {
-		// At the MaxPending bound: the next round tries again.
-		c.log.Debug("xmpptrack: a message in doubt found stored cannot be tracked yet", "id", m.ID, "err", err)
-		return nil, true
-	}
-	if hook := d.trackedHook.Load(); hook != nil {
-		(*hook)()
-	}
-	d.resolved(e)
-	return func() { c.sendStored(t, e.msg, e.payload) }, true
-}
-
-// sendStored sends a message in doubt that the store turned out to hold,
-// as Send would have: a failure ends its tracker ABORTED.
-func (c *Client) sendStored(t *tracking.MessageTracker, m Message, payload *tokbuf.Buffer) {
-	conv := c.convs.Conv(m.To)
-	err := c.sm.Reserve(c.ctx)
-	if err == nil {
-		err = c.sm.Pace(c.ctx)
-	}
-	if err == nil {
-		err = c.writeMessage(c.ctx, t.ID(), m, payload)
-	}
-	if err != nil {
-		c.log.Debug("xmpptrack: a message in doubt found stored was not sent", "id", t.ID(), "err", err)
-		c.reg.Lost(conv, t.ID())
-	}
 }
