@@ -159,10 +159,10 @@ var ErrNotRecorded = errors.New("xmpptrack: the store could not record the messa
 // before it was sent, or the client sent it and its tracking ended) fails
 // with ErrRecordSettled, and one with another stanza under that id with
 // tracking.ErrDuplicateID. The client forgets the message when the store
-// does not have it once its window ended (at most five minutes after Send
-// gave up), and five minutes after it found it (a retry then is an
-// ordinary Send: it fails with ErrDuplicateID when the id is in the
-// store). A record that lands after the client forgot it
+// still does not have it once its window ended (at least a minute and at
+// most five minutes after Send gave up), and five minutes after it found
+// it (a retry then is an ordinary Send: it fails with ErrDuplicateID when
+// the id is in the store). A record that lands after the client forgot it
 // stays pending in the store, and the next Dial on the store sends it (or
 // records TIMED_OUT if its window ended first).
 var ErrRecordUncertain = errors.New("xmpptrack: the store may have recorded the message; it was not sent now")
@@ -360,12 +360,14 @@ func (d *durable) run() {
 			woke = true
 		case <-d.hurry:
 		case <-tick.C:
-			d.maybeResolve() // see uncertain.go
 		case <-d.stop:
 			d.saveSession() // the last word, best effort
 			return
 		}
 		for first := true; ; first = false {
+			// Every round, also on a stream so busy that the recorder
+			// never waits for its tick.
+			d.maybeResolve() // see resolve.go
 			if woke || !first {
 				d.gather(linger)
 			}

@@ -15,6 +15,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -161,33 +162,6 @@ func TestStoreUncertainWindowEnded(t *testing.T) {
 	}
 }
 
-// TestStoreUncertainForgotten: a message in doubt that the store never
-// stored is forgotten once its window ended: an application that never
-// retries leaks nothing.
-func TestStoreUncertainForgotten(t *testing.T) {
-	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
-	c, _ := newPeer(t, Config{Store: ls})
-	rounds := resolveRounds(c)
-	_, err := c.Send(waitCtx(t), Message{To: bob, ID: "never", Body: "hello", Window: 200 * time.Millisecond})
-	if !errors.Is(err, ErrRecordUncertain) {
-		t.Fatalf("Send in doubt: %v", err)
-	}
-	ctx := waitCtx(t)
-	for {
-		c.dur.mu.Lock()
-		n := len(c.dur.unsure)
-		c.dur.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		select {
-		case <-rounds:
-		case <-ctx.Done():
-			t.Fatalf("%d messages in doubt kept after their window ended; want none", n)
-		}
-	}
-}
-
 // TestStoreUncertainRetryMeetsResolver: the client's own look at the store
 // (resolveDoubts) has found the message in doubt stored and tracks it when
 // the application retries it: the retry waits for the look to end, then
@@ -264,7 +238,8 @@ func (s *countStore) Message(ctx context.Context, id string) (store.Record, erro
 
 // TestResolveBacksOff: a message in doubt that the store does not have is
 // looked for again less and less often (2 s, 4 s, 8 s ...), and once more
-// when its window ended, after which the client forgets it.
+// when its time ended, after which the client forgets it: a message whose
+// window ended is kept doubtGrace after Send gave up on it.
 func TestResolveBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cs := &countStore{}
@@ -278,7 +253,7 @@ func TestResolveBacksOff(t *testing.T) {
 		d.doubted(store.Message{ID: "m", To: "b@example.org", Deadline: start.Add(20 * time.Second)}, Message{}, nil)
 		d.release("m")
 		var readAt []time.Duration
-		for time.Since(start) < 30*time.Second {
+		for time.Since(start) < 70*time.Second {
 			before := cs.reads.Load()
 			c.resolveDoubts()
 			if cs.reads.Load() != before {
@@ -286,7 +261,8 @@ func TestResolveBacksOff(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 		}
-		want := []time.Duration{0, 2 * time.Second, 6 * time.Second, 14 * time.Second, 20 * time.Second}
+		// The window ends at 20 s; the client keeps it a minute anyway.
+		want := []time.Duration{0, 2 * time.Second, 6 * time.Second, 14 * time.Second, 30 * time.Second, time.Minute}
 		if !slices.Equal(readAt, want) {
 			t.Fatalf("the store was asked at %v; want %v", readAt, want)
 		}
@@ -317,4 +293,43 @@ func TestDoubtsBounded(t *testing.T) {
 	if n != maxDoubts {
 		t.Fatalf("%d messages in doubt kept; want at most %d", n, maxDoubts)
 	}
+}
+
+// TestResolveOnBusyStream: the recorder starts its look at the messages in
+// doubt also while changes keep coming so fast that it never waits for its
+// tick.
+func TestResolveOnBusyStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cs := &countStore{}
+		d, err := openDurable(context.Background(), cs, jid.MustParse("a@example.org/r"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.close()
+		ctx, cancel := context.WithCancel(context.Background())
+		c := &Client{dur: d, ctx: ctx, log: slog.New(slog.DiscardHandler), sm: sm.New(sm.Config{})}
+		d.client.Store(c)
+		d.doubted(store.Message{ID: "m", To: "b@example.org"}, Message{}, nil)
+		d.release("m")
+		stop := make(chan struct{})
+		go func() {
+			for {
+				d.record(store.Change{ID: "busy", State: tracking.DeliveredToServer})
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		reads := cs.reads.Load()
+		close(stop)
+		cancel()
+		c.workers.Wait()
+		if reads == 0 {
+			t.Fatal("the recorder did not look at the message in doubt while the stream was busy")
+		}
+	})
 }

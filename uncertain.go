@@ -13,12 +13,18 @@ import (
 )
 
 // doubtKeep bounds how long the client remembers a message Send reported
-// ErrRecordUncertain for (see ErrRecordUncertain): until its window ends
-// and at most doubtKeep after Send gave up on it while the store has no
-// record of it, and doubtKeep after the client resolved it (sent it, or
-// found its record settled), so that a retry still gets its tracker or
-// ErrRecordSettled.
+// ErrRecordUncertain for (see ErrRecordUncertain): while the store has no
+// record of it, until its window ends (but at least doubtGrace) and at
+// most doubtKeep after Send gave up on it; and doubtKeep after the client
+// resolved it (sent it, or found its record settled), so that a retry
+// still gets its tracker or ErrRecordSettled.
 const doubtKeep = 5 * time.Minute
+
+// doubtGrace is how long the client keeps a message in doubt at least, also
+// one whose window ended: a commit whose outcome was unknown usually lands,
+// if at all, within moments, and then its record is settled here rather
+// than left pending for the next Dial.
+const doubtGrace = time.Minute
 
 // maxDoubts bounds the number of messages in doubt the client keeps (a
 // store that hangs while Sends end makes one per Send): beyond it, a
@@ -100,9 +106,10 @@ func (d *durable) inDoubt(ctx context.Context, m store.Message, msg Message, pay
 // doubted keeps m as in doubt, held (busy) for the Send that reports it:
 // a new entry, or the one a retry holds, which gets m's write-ahead too.
 func (d *durable) doubted(m store.Message, msg Message, payload *tokbuf.Buffer) {
-	until := time.Now().Add(doubtKeep)
+	now := time.Now()
+	until := now.Add(doubtKeep)
 	if !m.Deadline.IsZero() && m.Deadline.Before(until) {
-		until = m.Deadline
+		until = maxTime(m.Deadline, now.Add(doubtGrace))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -266,8 +273,8 @@ func (d *durable) mine(rec store.Record, to string, created []time.Time) bool {
 		return false
 	}
 	for _, c := range created {
-		if rec.Created.Truncate(time.Microsecond).Equal(c.Truncate(time.Microsecond)) {
-			return true
+		if d := rec.Created.Truncate(time.Microsecond).Sub(c.Truncate(time.Microsecond)); d >= -time.Microsecond && d <= time.Microsecond {
+			return true // (a store may round)
 		}
 	}
 	return false
