@@ -23,7 +23,7 @@ const resolveEvery = recorderRetry
 const resolveMax = time.Minute
 
 // maybeResolve starts resolveDoubts on a worker when it is due and none
-// runs. The recorder calls it on its ticks; it never blocks.
+// runs. The recorder calls it on each of its rounds; it never blocks.
 func (d *durable) maybeResolve() {
 	d.mu.Lock()
 	due := len(d.unsure) > 0 && !time.Now().Before(d.resolveAt)

@@ -95,10 +95,11 @@ type Message struct {
 // the message is tracked (the client is closed, ctx ended while waiting for
 // a connection or a MaxPending slot, a duplicate id, a Config.Store that
 // could not record it: ErrNotRecorded, or cannot tell whether it did:
-// ErrRecordUncertain) return a nil tracker and the error: nothing was
-// sent (after ErrRecordUncertain the store may hold the message, and the
-// client sends it once it finds it there: retry with the same id, see
-// there). Once the message is tracked, an error
+// ErrRecordUncertain, a retry of such a message whose record settled:
+// ErrRecordSettled) return a nil tracker and the error: nothing was sent
+// (after ErrRecordUncertain the store may hold the message, and the client
+// sends it once it finds it there: retry with the same id, see there).
+// Once the message is tracked, an error
 // comes with its tracker in a final state: Aborted when ctx ended first
 // (waiting for room in the stream-management queue, or while the client
 // reconnects), when the client is closed under it (Closed after Close), or

@@ -247,8 +247,10 @@ func (e *UncertainError) Unwrap() error { return e.Err }
 // ErrRecordUncertain for (the same id and message), and the store's record
 // of it is settled: its window ended before it was sent (TIMED_OUT), or the
 // client sent it meanwhile and its tracking ended (see ErrRecordUncertain).
-// The error names the state; Client.Status has the history. Nothing was
-// sent: send the message again under a new id if it is still wanted.
+// The error names the state; Client.Status has the history. This Send
+// sent nothing; the state tells whether the message went out earlier (one
+// that ended TIMED_OUT or ABORTED did not reach the recipient: send it
+// again under a new id if it is still wanted).
 var ErrRecordSettled = errors.New("xmpptrack: the message Send was retried for is recorded as settled; nothing was sent")
 
 func settledError(rec store.Record) error {

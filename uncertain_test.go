@@ -287,3 +287,35 @@ func TestInDoubtEndsWithWindow(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreInDoubtFindsOwnSettled: the write-ahead's first commit lands
+// late and its record is settled (TIMED_OUT) before Send reads it back:
+// Send reports ErrRecordSettled, its own record's state, not
+// tracking.ErrDuplicateID as for another message's record.
+func TestStoreInDoubtFindsOwnSettled(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true}
+	c, pc := newPeer(t, Config{Store: ls})
+	var commits int
+	ls.onCommit = func() {
+		if commits++; commits != 2 {
+			return
+		}
+		// Send commits it again: the first lands now, and is settled.
+		ls.mu.Lock()
+		ls.land(waitCtx(t))
+		ls.mu.Unlock()
+		if err := ls.Store.Commit(waitCtx(t), &store.Batch{Changes: []store.Change{{ID: "own", State: tracking.TimedOut}}}); err != nil {
+			t.Error(err)
+		}
+	}
+	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "own", Body: "hello"})
+	if tr != nil || !errors.Is(err, ErrRecordSettled) || errors.Is(err, tracking.ErrDuplicateID) {
+		t.Fatalf("Send finding its own record settled: %v, %v; want ErrRecordSettled", tr, err)
+	}
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "next"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "next" {
+		t.Fatalf("the server got %s: the settled message went out", e.String())
+	}
+}
