@@ -78,19 +78,21 @@ type durable struct {
 	// resolveAt is when the recorder next starts resolveDoubts; resolving
 	// is set while it runs.
 	resolveAt time.Time
-	queue     []store.Change
-	seqs      []numbered    // sequence numbers to record
-	last      store.Session // the stream-management state last saved (recorder only)
-	queued    uint64        // changes handed to record so far
-	written   uint64        // of those, committed (or given up on)
-	asked     uint64        // saveSessionNow calls so far
-	answered  uint64        // of those, answered: a session taken after them was committed (or given up on)
-	progress  chan struct{} // closed and replaced when written moves
-	wake      chan struct{} // capacity 1: the queue is not empty
-	hurry     chan struct{} // capacity 1: flush waits, commit without gathering
-	stop      chan struct{} // closed by close: the recorder ends
-	done      chan struct{} // closed when the recorder ended
-	once      sync.Once
+	// doubtsFull: maxDoubts was reached (logged once until below).
+	doubtsFull bool
+	queue      []store.Change
+	seqs       []numbered    // sequence numbers to record
+	last       store.Session // the stream-management state last saved (recorder only)
+	queued     uint64        // changes handed to record so far
+	written    uint64        // of those, committed (or given up on)
+	asked      uint64        // saveSessionNow calls so far
+	answered   uint64        // of those, answered: a session taken after them was committed (or given up on)
+	progress   chan struct{} // closed and replaced when written moves
+	wake       chan struct{} // capacity 1: the queue is not empty
+	hurry      chan struct{} // capacity 1: flush waits, commit without gathering
+	stop       chan struct{} // closed by close: the recorder ends
+	done       chan struct{} // closed when the recorder ended
+	once       sync.Once
 }
 
 // restoredState is the stored state a re-loaded tracker is moved to, and

@@ -275,9 +275,16 @@ func TestResolveBacksOff(t *testing.T) {
 	})
 }
 
-// TestDoubtsBounded: the client keeps at most maxDoubts messages in doubt.
+// TestDoubtsBounded: the client keeps at most maxDoubts messages in doubt,
+// and says so once.
 func TestDoubtsBounded(t *testing.T) {
-	d, err := openDurable(context.Background(), &doubtStore{}, jid.MustParse("a@example.org/r"), nil)
+	var warned atomic.Int32
+	log := slog.New(hookHandler{func(r slog.Record) {
+		if strings.Contains(r.Message, "too many messages in doubt") {
+			warned.Add(1)
+		}
+	}})
+	d, err := openDurable(context.Background(), &doubtStore{}, jid.MustParse("a@example.org/r"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,6 +299,9 @@ func TestDoubtsBounded(t *testing.T) {
 	d.mu.Unlock()
 	if n != maxDoubts {
 		t.Fatalf("%d messages in doubt kept; want at most %d", n, maxDoubts)
+	}
+	if w := warned.Load(); w != 1 {
+		t.Fatalf("the bound was logged %d times; want once", w)
 	}
 }
 

@@ -119,9 +119,13 @@ func (d *durable) doubted(m store.Message, msg Message, payload *tokbuf.Buffer) 
 	e := d.unsure[m.ID]
 	if e == nil {
 		if len(d.unsure) >= maxDoubts {
-			d.warn("xmpptrack: too many messages in doubt; this one is left to the next Dial", "id", m.ID, "max", maxDoubts)
+			if !d.doubtsFull {
+				d.doubtsFull = true // logged once until there is room again
+				d.warn("xmpptrack: too many messages in doubt; the next ones are left to the next Dial", "id", m.ID, "max", maxDoubts)
+			}
 			return
 		}
+		d.doubtsFull = false
 		e = &doubt{}
 		d.unsure[m.ID] = e
 	}
