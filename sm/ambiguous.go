@@ -45,7 +45,7 @@ func (st *State) announceHeld() {
 	if len(ss) == 0 {
 		return
 	}
-	st.logAt(slog.LevelInfo, "sm: holding back stanzas restored without a recorded number that may have reached the server, for the caller to settle",
+	st.logAt(slog.LevelInfo, "sm: holding back restored stanzas that may have reached the server, for the caller to settle",
 		"count", len(ss))
 	f(ss)
 }

@@ -98,46 +98,113 @@ func TestAmbiguousHeldThenResolved(t *testing.T) {
 	})
 }
 
-// An h that covers no guessed number proves that none of them reached the
-// server: nothing is held, they are retransmitted at once.
-func TestAmbiguousNotCovered(t *testing.T) {
+// On the first resumption after Restore, an h that covers no guessed
+// number does not prove that the server lacks those stanzas (the session
+// of the dead connection may still route them after it handed its count
+// over): with OnAmbiguous they are held back all the same.
+func TestAmbiguousNotCoveredHeld(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, st, rec, held, c := restoreAmbiguous(t, 200, xyz())
-		c.sc.requestAck()
-		if evs := waitEvents(t, rec, 4); !slices.Equal(evs, []string{"acked:a", "acked:x", "acked:y", "acked:z"}) {
+		if evs := waitEvents(t, rec, 1); !slices.Equal(evs, []string{"acked:a"}) {
 			t.Fatalf("reports %v", evs)
 		}
+		if got := held.get(); len(got) != 1 || !slices.Equal(got[0], []string{"x", "y", "z"}) {
+			t.Fatalf("OnAmbiguous calls %v, want [[x y z]]", got)
+		}
 		synctest.Wait()
-		if got := held.get(); len(got) != 0 {
-			t.Fatalf("OnAmbiguous calls %v, want none", got)
+		if got := srv.ids(); len(got) != 0 {
+			t.Fatalf("server got %v before the resolution", got)
 		}
-		if got := srv.ids(); !slices.Equal(got, []string{"x", "y", "z"}) {
-			t.Fatalf("server got %v, want [x y z]", got)
-		}
-		if info := st.Info(); info.Sent != 203 {
-			t.Fatalf("%+v", info)
+		if info := st.Info(); info.Sent != 200 || info.Unacked != 3 {
+			t.Fatalf("held: %+v, want Sent 200, Unacked 3", info)
 		}
 		c.close()
 	})
 }
 
-// A stanza restored as Ambiguous (held by an earlier stream, never
-// settled) is held again whatever h says; the others follow h.
-func TestAmbiguousDoubtCarriedOver(t *testing.T) {
+// The first resumption after Restore holds back the numbered restored
+// messages its h does not cover too (with the unnumbered ones, in the
+// order of first writes): none is retransmitted before ResolveAmbiguous,
+// which acknowledges the ones proved received and writes the others,
+// numbered from h.
+func TestAmbiguousFirstResumptionHoldsNumbered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		unacked := xyz()
-		unacked[2].Ambiguous = true // y
-		srv, _, rec, held, c := restoreAmbiguous(t, 200, unacked)
+		srv := newFakeServer(t)
+		srv.smID, srv.resumable, srv.inH = "sm1", true, 201
+		rec, held := newRecorder(), &heldLog{}
+		st := New(held.config(rec.config(Config{})))
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 199, Sent: 203}
+		unacked := []Stanza{restoredMsg(0, "x"), restoredMsg(203, "d"), restoredMsg(201, "b"), restoredMsg(200, "a"), restoredMsg(202, "c")}
+		if err := st.Restore(r, unacked); err != nil {
+			t.Fatal(err)
+		}
+		c := mustDial(t, srv, st, nil)
+		if evs := waitEvents(t, rec, 2); !slices.Equal(evs, []string{"acked:a", "acked:b"}) {
+			t.Fatalf("reports %v, want [acked:a acked:b]", evs)
+		}
+		if got := held.get(); len(got) != 1 || !slices.Equal(got[0], []string{"c", "d", "x"}) {
+			t.Fatalf("OnAmbiguous calls %v, want [[c d x]]", got)
+		}
+		synctest.Wait()
+		if got := srv.ids(); len(got) != 0 {
+			t.Fatalf("server got %v before the resolution (retransmitted)", got)
+		}
+		if info := st.Info(); info.Sent != 201 || info.Unacked != 3 {
+			t.Fatalf("held: %+v, want Sent 201 (held stanzas uncounted), Unacked 3", info)
+		}
+		settled, resent, err := st.ResolveAmbiguous(context.Background(), c.sess, func(s Stanza) bool { return s.ID == "d" })
+		if err != nil || settled != 1 || resent != 2 {
+			t.Fatalf("ResolveAmbiguous: %d settled, %d resent, %v", settled, resent, err)
+		}
 		c.sc.requestAck()
-		if evs := waitEvents(t, rec, 3); !slices.Equal(evs, []string{"acked:a", "acked:x", "acked:z"}) {
+		if evs := waitEvents(t, rec, 3); !slices.Equal(evs, []string{"acked:d", "acked:c", "acked:x"}) {
+			t.Fatalf("reports %v, want [acked:d acked:c acked:x]", evs)
+		}
+		synctest.Wait()
+		if got := srv.ids(); !slices.Equal(got, []string{"c", "x"}) {
+			t.Fatalf("server got %v, want [c x]", got)
+		}
+		if info := st.Info(); info.Sent != 203 || info.Acked != 203 || info.Unacked != 0 {
+			t.Fatalf("after: %+v, want Sent = Acked = 203", info)
+		}
+		c.close()
+	})
+}
+
+// Only the first resumption after Restore holds back what its h does not
+// cover: a later one within the process retransmits the stanzas it wrote
+// itself, and announces nothing.
+func TestAmbiguousLaterResumptionRetransmits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, st, rec, held, c := restoreAmbiguous(t, 201, xyz())
+		waitEvents(t, rec, 1) // acked:a
+		if _, resent, err := st.ResolveAmbiguous(context.Background(), c.sess, nil); err != nil || resent != 3 {
+			t.Fatalf("resolve: %d resent, %v", resent, err)
+		}
+		srv.mu.Lock()
+		srv.lose = func(id string) bool { return id == "n1" || id == "n2" }
+		srv.mu.Unlock()
+		sendMsg(t, st, c.sess, "n1")
+		sendMsg(t, st, c.sess, "n2")
+		synctest.Wait()
+		c.drop()
+		srv.mu.Lock()
+		srv.lose = nil
+		srv.mu.Unlock()
+		c = mustDial(t, srv, st, nil)
+		if !st.Resumed() {
+			t.Fatal("not resumed")
+		}
+		c.sc.requestAck()
+		if evs := waitEvents(t, rec, 5); !slices.Equal(evs, []string{"acked:x", "acked:y", "acked:z", "acked:n1", "acked:n2"}) {
 			t.Fatalf("reports %v", evs)
 		}
 		synctest.Wait()
-		if got := held.get(); len(got) != 1 || !slices.Equal(got[0], []string{"y"}) {
-			t.Fatalf("OnAmbiguous calls %v, want [[y]]", got)
+		if got := held.get(); len(got) != 1 {
+			t.Fatalf("OnAmbiguous calls %v, want only the first resumption's", got)
 		}
-		if got := srv.ids(); !slices.Equal(got, []string{"x", "z"}) {
-			t.Fatalf("server got %v, want [x z]", got)
+		if got := srv.ids(); !slices.Equal(got, []string{"x", "y", "z", "n1", "n2"}) {
+			t.Fatalf("server got %v, want [x y z n1 n2]", got)
 		}
 		c.close()
 	})

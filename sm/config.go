@@ -218,6 +218,19 @@ type Config struct {
 	// and writes the others again. It must not block. Held stanzas count as
 	// unacknowledged (Info.Unacked, Reserve); a failed resumption hands
 	// them to the Policy, Abandon to OnLost.
+	//
+	// With OnAmbiguous set, the first resumption after Restore also holds
+	// back every restored message that its h does not cover, numbered or
+	// not, where it would otherwise retransmit it: a server may answer
+	// <resume/> with the count that the session of the dead connection
+	// had reached when it handed over, while that session still routes
+	// what it had read from the connection (ejabberd 23.01), so such an h
+	// does not prove that the server lacks them. The Seq reported for a
+	// held stanza is the number it had on the restored stream, which the
+	// stream no longer counts (the next number goes to the next stanza
+	// written): a caller that records numbers must void it. A later
+	// resumption within the process retransmits what its h does not
+	// cover, as without OnAmbiguous.
 	OnAmbiguous func([]Stanza)
 
 	// OnWritten is called for each stanza counted on the stream (a first

@@ -83,7 +83,9 @@ var ErrRestore = errors.New("sm: Restore must be called before the first connect
 // get it twice, and can tell by its id; nothing is lost. Above h it is
 // retransmitted as usual. With Config.OnAmbiguous the caller settles such
 // stanzas instead (see there), and s.Ambiguous marks one that an earlier
-// stream left in doubt. Stanzas the store does not keep may also have been
+// stream left in doubt; the first resumption then also holds back every
+// restored message above its h, numbered or not, for the caller to
+// settle the same way. Stanzas the store does not keep may also have been
 // written after r.Sent: the first <resumed h> may exceed the restored
 // count by them, and resumes the stream all the same (they are counted as
 // gaps, and every stanza without a recorded number is then covered).

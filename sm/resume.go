@@ -25,7 +25,9 @@ import (
 // management, the feature sends <resume previd h/> and:
 //
 //   - on <resumed h/>: releases the stanzas h covers (their OnAcked calls
-//     run in Start), keeps the rest for Start to retransmit, restores the
+//     run in Start), keeps the rest for Start to retransmit (except those
+//     held back for Config.OnAmbiguous: on the first resumption after
+//     Restore, every restored message h does not cover), restores the
 //     full JID of the stream and completes negotiation without binding;
 //   - on <failed/>: releases the stanzas its h covers, if any, forgets the
 //     stream and binds; Start applies the Policy to the rest;
@@ -156,6 +158,9 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 		return false, &ProtocolError{Element: "resumed", Err: err}
 	}
 	prior := len(st.retransmit)
+	// The first resumption since Restore: every stanza in the queue was
+	// restored from a store (nothing is written before it).
+	first := st.loose
 	excess := st.looseLocked(res.H)
 	st.loose = false
 	_, tooHigh := st.ackLocked(res.H)
@@ -189,7 +194,15 @@ func (st *State) resumed(s *xmpp.Session, c *conn, d *xml.Decoder, start *xml.St
 	ambiguous := func(e entry) bool { return e.unsure && e.raw != nil && (len(held) > 0 || e.doubt) }
 	var maybe []entry
 	if st.cfg.OnAmbiguous != nil {
-		st.holdLocked(ambiguous)
+		// On the first resumption after Restore, h does not prove that
+		// the server lacks a restored message it does not cover either:
+		// the session of the previous process's connection may still
+		// route what it had read from it after it handed its count over
+		// (ejabberd 23.01). So every restored message h does not cover
+		// is held back too, for the caller to settle.
+		st.holdLocked(func(e entry) bool {
+			return ambiguous(e) || first && e.raw != nil && e.kind == kindMessage
+		})
 	} else {
 		for _, e := range st.retransmit {
 			if ambiguous(e) {
