@@ -26,19 +26,32 @@ import (
 
 // Settling ambiguous messages by the account's archive.
 //
-// A message is written ahead to the store before the wire, and its
-// stream-management number is recorded a few milliseconds after it is
-// written. A process killed in between leaves messages without a number;
-// when the resumed stream's h covers a number guessed for one of them, any
-// of them may have reached the server (sm.Config.OnAmbiguous). The server's
-// own archive of the account's messages (XEP-0313) says which: the client
-// looks each one up there, by its id or origin-id, among the messages the
-// account sent to its recipient from the time it was written ahead (less
-// a clock skew allowance) up to the check. One
-// found there is settled as DELIVERED_TO_SERVER; one not found, or when the
-// query fails or times out, the server has no archive, or the message went
-// to a group chat (rooms archive apart), is written again (at least once,
-// never lost).
+// After a restart, the first resumption of the stored stream cannot settle
+// every restored message by the server's <resumed h>:
+//
+//   - A message is written ahead to the store before the wire, and its
+//     stream-management number is recorded a few milliseconds after it is
+//     written. A process killed in between leaves messages without a
+//     number; when h covers a number guessed for one of them, any of them
+//     may have reached the server.
+//   - A message that h does not cover, numbered or not, may have reached
+//     the server too: ejabberd 23.01 answers <resume/> with the count the
+//     session of the killed process's connection had reached when it
+//     handed over, while that session still routes what it had read from
+//     the connection.
+//
+// So that resumption holds back every restored message that h does not
+// settle (sm.Config.OnAmbiguous; its stored number, which the stream no
+// longer counts, is voided). The server's own archive of the account's
+// messages (XEP-0313) says which of them it has: the client looks each
+// one up there, by its id or origin-id, among the messages the account
+// sent to its recipient from the time it was written ahead (less a clock
+// skew allowance) up to the check. One found there is settled as
+// DELIVERED_TO_SERVER; one not found, or when the query fails or times
+// out, the server has no archive, or the message went to a group chat
+// (rooms archive apart), is written again (at least once, never lost). A
+// later resumption within the process retransmits what its h does not
+// cover, as usual, and hands back only what is still held.
 
 const (
 	// archiveTimeout bounds the whole check of one resumption's ambiguous
@@ -92,6 +105,7 @@ func (c *Client) markUnnumbered(ctx context.Context, unacked []sm.Stanza) {
 // (sm.Config.OnAmbiguous, on the connecting goroutine): publish checks them
 // once the session is handed out.
 func (c *Client) onAmbiguous(ss []sm.Stanza) {
+	c.dur.void(ss) // numbers.go
 	c.ambiguous.Store(&ss)
 }
 
@@ -137,16 +151,16 @@ func (c *Client) settleAmbiguous(cn conn, held []sm.Stanza) {
 		if t := c.reg.Find(s.ID); t != nil && (t.State() == tracking.DeliveredToRecipient || t.State() == tracking.SeenByRecipient) {
 			// The recipient's receipt or marker came meanwhile (the server
 			// replays what we had not acknowledged): proof enough.
-			c.log.Info("xmpptrack: a message restored without a recorded number reached its recipient meanwhile: settled as received by the server",
+			c.log.Info("xmpptrack: a restored message the resumption could not settle reached its recipient meanwhile: settled as received by the server",
 				"id", s.ID)
 			return true
 		}
 		if found[s.ID] {
-			c.log.Info("xmpptrack: a message restored without a recorded number is in the account's archive: settled as received by the server",
+			c.log.Info("xmpptrack: a restored message the resumption could not settle is in the account's archive: settled as received by the server",
 				"id", s.ID)
 			return true
 		}
-		c.log.Warn("xmpptrack: a message restored without a recorded number was not found in the account's archive; sending it again (the recipient may get it twice)",
+		c.log.Warn("xmpptrack: a restored message the resumption could not settle was not found in the account's archive; sending it again (the recipient may get it twice)",
 			"id", s.ID, "reason", why[s.ID])
 		return false
 	})

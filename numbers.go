@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/store"
 )
 
@@ -164,5 +165,30 @@ func (n *numbers) committed(b *store.Batch) {
 	}
 	if len(n.ids) == 0 {
 		n.ids = nil // let the map's memory go
+	}
+}
+
+// void voids the stored numbers of the messages a resumption held back
+// (sm.Config.OnAmbiguous): the stream no longer counts them (it goes on
+// from the server's h, and the next stanza written takes the number such
+// a message had), so a number left in the store would stand beside
+// another message's under a later saved count. Voided, such a message is
+// ambiguous after a restart (see reload) until it is settled or numbered
+// again, as it should be: it may have reached the server. It runs before
+// the first write on the resumed stream (Start announces the held
+// messages before it returns), so that the recorder drains the voids with
+// any state whose count covers a number written after them.
+func (d *durable) void(held []sm.Stanza) {
+	gen, _ := d.counts()
+	d.mu.Lock()
+	for _, s := range held {
+		if s.Name == "message" && s.ID != "" {
+			d.seqs = append(d.seqs, numbered{store.Written{ID: s.ID}, gen})
+		}
+	}
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
 	}
 }

@@ -193,9 +193,8 @@ func TestStoreRestartVoidedNumber(t *testing.T) {
 // TestArchiveVoidedNumberAmbiguous: a message whose number was voided (it
 // was written on a stream that was then replaced) may have reached the
 // server on that stream, which no h of the stored one tells: after a
-// resumed restart it is looked up in the account's archive even when the
-// h covers no guessed number, and not written again when found; a message
-// never numbered follows h and is retransmitted.
+// resumed restart it is looked up in the account's archive although the
+// h covers no guessed number, and not written again when found.
 func TestArchiveVoidedNumberAmbiguous(t *testing.T) {
 	st := ambiguousStore(t)
 	if err := st.Commit(waitCtx(t), &store.Batch{Written: []store.Written{{ID: "m2"}}}); err != nil {
