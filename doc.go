@@ -84,17 +84,22 @@
 // stream.PolicyViolation) and is not re-sent again; the others carry on.
 //
 // With Config.Store, a restarted process resumes the stream of the one
-// before it. A message that process wrote ahead but whose stream number it
-// never recorded (it died within milliseconds of the write) may or may not
-// have reached the server, and <resumed h> cannot tell once h could cover
-// it. Dial then looks it up in the account's own message archive
-// (XEP-0313), by its id or origin-id among the messages sent to its
-// recipient from the time it was written ahead up to the check, before it
-// returns (at most 10 s): found, it is settled as DELIVERED_TO_SERVER and
-// not written again; not found, or when the query fails or times out, the
-// server keeps no archive, or it went to a group chat (rooms archive
-// apart), it is written again with its id (logged at Warn): the recipient
-// may get it twice, never not at all. A process killed during that check
+// before it, and <resumed h> settles each restored message whose recorded
+// stream number h covers. Every other restored message may or may not have
+// reached the server: one whose number that process never recorded (it
+// died within milliseconds of the write) has only a guessed place on the
+// stream, and one that h does not cover may still have been routed by the
+// server's session of the dead connection after the server answered with
+// h (ejabberd 23.01 hands its count over while that session still routes
+// what it had read). Dial holds them back and looks each up in the
+// account's own message archive (XEP-0313), by its id or origin-id among
+// the messages sent to its recipient from the time it was written ahead
+// up to the check, before it returns (at most 10 s): found, it is settled
+// as DELIVERED_TO_SERVER and not written again; not found, or when the
+// query fails or times out, the server keeps no archive, or it went to a
+// group chat (rooms archive apart), it is written again with its id, in
+// its original order (logged at Warn): the recipient may get it twice,
+// never not at all. A process killed during that check
 // leaves it to the next one, which checks again. A connection lost during
 // that check leaves the rest to the next resumption, which checks them
 // again without holding back new messages: one written again then may go

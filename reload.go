@@ -35,8 +35,9 @@ var errRecordedError = errors.New("xmpptrack: an error reply was recorded before
 //     (sm.State.Restore), so that the first connection resumes the
 //     previous stream when the server still holds it: the server's
 //     <resumed h> settles what it got (DELIVERED_TO_SERVER), the rest is
-//     written again with the same ids, and the server replays the stanzas
-//     the application had not finished with. When the stream cannot be
+//     looked up in the account's archive and written again, with the
+//     same ids, when not found there (see archive.go), and the server
+//     replays the stanzas the application had not finished with. When the stream cannot be
 //     resumed, the stream-management Policy applies to those messages, as
 //     after any failed resumption: re-sent with their ids under Resend
 //     (the server may have taken some without acknowledging them: they

@@ -237,6 +237,11 @@
 // on the stream, for the caller to prove or disprove with
 // State.ResolveAmbiguous (a client looks them up in the account's own
 // message archive): the proved ones are acknowledged, the rest sent again.
+// The first resumption after Restore then holds back every restored
+// message its h does not cover, too: a server may answer <resume/> with
+// the count of the dead connection's session while that session still
+// routes what it had read (ejabberd 23.01), so h does not prove that the
+// server lacks them. Later resumptions retransmit as usual.
 // The saved count must come with every number up to it: Config.OnWritten
 // reports a number before Resumption counts it.
 //
