@@ -361,10 +361,17 @@ func TestAmbiguousReported(t *testing.T) {
 		}
 		waitEvents(t, rec, 1) // acked:y
 		mu.Lock()
-		defer mu.Unlock()
+		seen := slices.Clone(got)
+		mu.Unlock()
+		// The copies' acks may come at any point after their writes (the
+		// first copy goes out on an idle link, and its ack is asked for at
+		// once): they are not ambiguous either.
+		seen = slices.DeleteFunc(seen, func(s string) bool {
+			return s == "acked:x:false" || s == "acked:z:false"
+		})
 		want := []string{"acked:a:false", "held:x:true", "held:y:true", "held:z:true", "acked:y:true", "written:x:false", "written:z:false"}
-		if !slices.Equal(got, want) {
-			t.Errorf("reported %v, want %v", got, want)
+		if !slices.Equal(seen, want) {
+			t.Errorf("reported %v, want %v", seen, want)
 		}
 		c.close()
 	})
