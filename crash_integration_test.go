@@ -130,7 +130,8 @@ func crashChild() error {
 // and sent again because the account's archive did not have it, the only
 // duplicates allowed within the resumption window besides OnResend's;
 // "archived ID" for each one the archive had (it was settled, not sent
-// again); "blind ID" for one sent again without that check (there must be
+// again); "proved ID" for one whose receipt came during the check (settled
+// too); "blind ID" for one sent again without that check (there must be
 // none); and "dropped HOW" when
 // the stored stream could not be resumed and the client bound a new one
 // (the server refused the resumption with <failed/>, or Dial gave up
@@ -140,8 +141,9 @@ type ambiguousLog struct{ slog.Handler }
 
 func (h ambiguousLog) Handle(ctx context.Context, r slog.Record) error {
 	switch {
-	case strings.HasPrefix(r.Message, ambiguousResent), strings.HasPrefix(r.Message, ambiguousArchived), strings.HasPrefix(r.Message, ambiguousBlind):
-		what := map[string]string{ambiguousResent: "ambiguous", ambiguousArchived: "archived", ambiguousBlind: "blind"}
+	case strings.HasPrefix(r.Message, ambiguousResent), strings.HasPrefix(r.Message, ambiguousArchived),
+		strings.HasPrefix(r.Message, ambiguousProved), strings.HasPrefix(r.Message, ambiguousBlind):
+		what := map[string]string{ambiguousResent: "ambiguous", ambiguousArchived: "archived", ambiguousProved: "proved", ambiguousBlind: "blind"}
 		for prefix, word := range what {
 			if strings.HasPrefix(r.Message, prefix) {
 				r.Attrs(func(a slog.Attr) bool {
@@ -167,11 +169,12 @@ func (h ambiguousLog) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-// The log messages of the three fates of a restored message that the
-// first resumption after a restart did not settle by its h.
+// The log messages of the fates of a restored message that the first
+// resumption after a restart did not settle by its h.
 const (
 	ambiguousResent   = "xmpptrack: a restored message the resumption could not settle was not found in the account's archive"
 	ambiguousArchived = "xmpptrack: a restored message the resumption could not settle is in the account's archive"
+	ambiguousProved   = "xmpptrack: a restored message the resumption could not settle reached its recipient meanwhile"
 	ambiguousBlind    = "sm: a stanza restored without a recorded number may have reached the server"
 )
 
@@ -253,12 +256,12 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				"XMPPTRACK_CRASH_JID="+srv.JID("alice").String()+"/crash", "XMPPTRACK_CRASH_PASSWORD="+srv.Password("alice"),
 				"XMPPTRACK_CRASH_TO="+srv.JID("bob").String(), "XMPPTRACK_CRASH_ADDR="+srv.Addr())
 		}
-		const serverRestartRun = 3         // the server restarts between its kill and the next run
-		ambiguous := map[string]int{}      // re-sent as ambiguous by a restart that resumed
-		resent := map[string]int{}         // re-sent on a new stream after a failed resumption
-		unackedAt := []map[string]bool{}   // per kill, the messages the store had unacknowledged
-		droppedRuns := []int{}             // the restarts whose stored stream was not resumed
-		totalArchived, totalResent := 0, 0 // held messages of all restarts: found in the archive, re-sent
+		const serverRestartRun = 3                         // the server restarts between its kill and the next run
+		ambiguous := map[string]int{}                      // re-sent as ambiguous by a restart that resumed
+		resent := map[string]int{}                         // re-sent on a new stream after a failed resumption
+		unackedAt := []map[string]bool{}                   // per kill, the messages the store had unacknowledged
+		droppedRuns := []int{}                             // the restarts whose stored stream was not resumed
+		totalArchived, totalProved, totalResent := 0, 0, 0 // held messages of all restarts: found in the archive, proved by a receipt, re-sent
 		for run := 0; run < 5; run++ {
 			if run > 0 {
 				time.Sleep(restartDelay) // a process manager's restart delay (default none)
@@ -274,6 +277,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			lines, last := 0, ""
 			var amb []string // re-sent as not archived (printed during Dial, before "up", or after a reconnection)
 			archived := 0    // found in the archive
+			proved := 0      // their receipt came during the check
 			dropped := ""    // how the stored stream was not resumed
 			fate := func(line string) bool {
 				if id, ok := strings.CutPrefix(line, "ambiguous "); ok {
@@ -282,6 +286,10 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				}
 				if _, ok := strings.CutPrefix(line, "archived "); ok {
 					archived++
+					return true
+				}
+				if _, ok := strings.CutPrefix(line, "proved "); ok {
+					proved++
 					return true
 				}
 				if id, ok := strings.CutPrefix(line, "resent "); ok {
@@ -354,6 +362,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			// before it, which may arrive twice.
 			if run > 0 {
 				totalArchived += archived
+				totalProved += proved
 				totalResent += len(amb)
 			}
 			switch {
@@ -369,8 +378,8 @@ func TestIntegrationStoreCrash(t *testing.T) {
 					ambiguous[id]++
 					mu.Unlock()
 				}
-				t.Logf("run %d: the stored stream resumed; rule: exactly once, except %d message(s) re-sent as not in the archive (%d found there)",
-					run, len(amb), archived)
+				t.Logf("run %d: the stored stream resumed; rule: exactly once, except %d message(s) re-sent as not in the archive (%d found there, %d proved by their receipt)",
+					run, len(amb), archived, proved)
 			}
 			if run == serverRestartRun+1 && dropped == "" {
 				t.Errorf("run %d: the child reported no dropped session after the server restart", run)
@@ -454,7 +463,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		}
 		t.Logf("%d unexplained duplicates, %d of messages re-sent as not in the archive, %d re-sent after a dropped session, %d re-sent after a failed resumption within a run",
 			dupsResumed, dupsAmbiguous, sum(dupsDropped), dupsResent)
-		t.Logf("held messages after the restarts on %s: %d settled by the archive, %d re-sent (not found)", srv.Kind(), totalArchived, totalResent)
+		t.Logf("held messages after the restarts on %s: %d settled by the archive, %d by their receipt, %d re-sent (not found)", srv.Kind(), totalArchived, totalProved, totalResent)
 		st, err := sqlite.Open(context.Background(), path)
 		if err != nil {
 			t.Fatal(err)
