@@ -20,7 +20,6 @@ import (
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
-	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -71,35 +70,6 @@ var (
 	errNotArchived  = errors.New("not in the archive")
 	errRoomArchived = errors.New("a group chat message (rooms keep their own archive)")
 )
-
-// unnumberedScope is the store's key scope that marks a message restored
-// without a recorded number (keyed by message id).
-const unnumberedScope = "xmpptrack/unnumbered"
-
-// markUnnumbered marks, in the store, each message about to be restored
-// without a recorded number, and flags the ones an earlier restart marked
-// already as sm.Stanza.Ambiguous. Such a message was restored so before
-// and still has no number: the previous process held it back and was
-// killed before its archive check settled it (or before its number was
-// recorded), so it may have reached the server on an earlier stream, which
-// the h of this resumption cannot tell. A store that fails to answer makes
-// the message ambiguous too: the archive check costs a query, a wrong guess
-// a duplicate. The mark is written before the first connection, so no
-// later save of the stream's counts can come before it.
-func (c *Client) markUnnumbered(ctx context.Context, unacked []sm.Stanza) {
-	expires := time.Now().Add(maxWindow) // past any message's window
-	for i := range unacked {
-		s := &unacked[i]
-		if s.Seq != 0 || s.Raw == nil {
-			continue
-		}
-		_, claimed, err := c.dur.st.ClaimKey(ctx, store.Key{Scope: unnumberedScope, Name: s.ID, Value: "1", Expires: expires})
-		if err != nil {
-			c.log.Warn("xmpptrack: marking a message restored without a recorded number", "id", s.ID, "err", err)
-		}
-		s.Ambiguous = s.Ambiguous || err != nil || !claimed // (reload: a voided number)
-	}
-}
 
 // onAmbiguous takes the messages a resumption held back
 // (sm.Config.OnAmbiguous, on the connecting goroutine): publish checks them

@@ -209,26 +209,6 @@ func TestArchiveSettlesAmbiguous(t *testing.T) {
 	}
 }
 
-// A message an earlier restart restored without a number (its mark is in
-// the store: that process held it back and was killed before its archive
-// check settled it) is looked up again although this resumption's h
-// covers no guessed number; a message restored without a number for the
-// first time is marked.
-func TestArchiveAmbiguousAgainAfterKill(t *testing.T) {
-	st := ambiguousStore(t)
-	if _, _, err := st.ClaimKey(waitCtx(t), store.Key{Scope: unnumberedScope, Name: "m2", Value: "1", Expires: time.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	c := resumeFindsM2(t, st)
-	if c == nil {
-		return
-	}
-	// m3, restored without a number for the first time, is marked now.
-	if _, ok, err := st.Key(waitCtx(t), unnumberedScope, "m3"); err != nil || !ok {
-		t.Fatalf("m3 not marked: %v, %v", ok, err)
-	}
-}
-
 // The check pages through the archive: an incomplete page is followed by a
 // query for the page after its last result, until the messages are found.
 func TestArchivePages(t *testing.T) {

@@ -33,10 +33,10 @@ import (
 // 0) every other: those the store keeps, and those of older connections
 // drained with it. Voided, never left out: such a message reached an
 // earlier stream, whose server may have it, so reload takes it for
-// ambiguous (sm.Stanza.Ambiguous: looked up in the account's archive
-// before it is written again), where a message that was never numbered is
-// merely "unsure" for sm.State.Restore (sent again when the server's count
-// covers its guessed place).
+// ambiguous (sm.Stanza.Ambiguous), and the first resumption after the
+// restart looks it up in the account's archive before it is written
+// again, as it does every restored message its h does not settle (see
+// archive.go).
 //
 // The stream is read again after the drain: if it changed meanwhile, the
 // drained numbers may be of either stream. They go back to be drained

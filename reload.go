@@ -132,9 +132,6 @@ func (c *Client) reload(ctx context.Context) error {
 	for _, m := range expired {
 		c.expire(m)
 	}
-	if res.ID != "" {
-		c.markUnnumbered(ctx, unacked) // archive.go
-	}
 	if err := c.sm.Restore(res, unacked); err != nil {
 		return fmt.Errorf("xmpptrack: restoring the stream-management state: %w", err)
 	}
