@@ -434,3 +434,43 @@ func TestArchiveHeldNumbersVoided(t *testing.T) {
 		}
 	}
 }
+
+// What the resumption of a stored stream settled is in the store when
+// Dial returns, also when the resumed stream breaks during the archive
+// check (Prosody's parser flaw): a process killed right after Dial must
+// not leave m1 and m2, which the server's h acknowledged, IN_TRANSIT for
+// a successor that cannot resume the stream to send again.
+func TestDialRecordsResumptionAcks(t *testing.T) {
+	st := numberedStore(t)
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.smID, srv.inH = "sm-stored", 3 })
+	dialed := dialAsync(t, srv, Config{Store: slowCommits{st}})
+	pc := srv.next(t)
+	if iq := pc.next(t); iq.child("urn:xmpp:mam:2", "query") == nil {
+		t.Fatalf("wrote %s; want an archive query", iq.String())
+	}
+	srv.set(func(srv *peerServer) { srv.noResume = true })
+	pc.kill("not-well-formed")
+	c := <-dialed
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	for _, id := range []string{"m1", "m2"} {
+		m, err := st.Message(waitCtx(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.State != tracking.DeliveredToServer {
+			t.Errorf("%s is %v in the store when Dial returned, want DELIVERED_TO_SERVER", id, m.State)
+		}
+	}
+}
+
+// slowCommits is a store whose commits take 100 ms longer (a busy disk).
+type slowCommits struct{ store.Store }
+
+func (s slowCommits) Commit(ctx context.Context, b *store.Batch) error {
+	time.Sleep(100 * time.Millisecond)
+	return s.Store.Commit(ctx, b)
+}

@@ -218,6 +218,19 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 			}
 		}
 	}
+	if err == nil && stored {
+		// What the first connection settled (the messages the server's h
+		// acknowledged, those the archive check settled) is committed
+		// before Dial returns: a process killed right after it would
+		// otherwise leave them IN_TRANSIT, and a successor that cannot
+		// resume the stream (Prosody drops a session whose resumed stream
+		// failed) would send them all again.
+		fctx, cancel := context.WithTimeout(ctx, dialFlush)
+		if ferr := c.dur.flush(fctx); ferr != nil {
+			c.log.Debug("xmpptrack: what the resumption settled is not recorded yet", "err", ferr)
+		}
+		cancel()
+	}
 	switch {
 	case errors.Is(err, sm.ErrConnEnded):
 		err = fmt.Errorf("%w: %w", err, <-c.firstLoss)
@@ -252,6 +265,10 @@ const (
 	maxSettle       = 3 * time.Second
 	recentSave      = 10 * time.Second
 )
+
+// dialFlush bounds how long Dial waits for the store to record what the
+// resumption of a stored stream settled (see Dial).
+const dialFlush = time.Second
 
 // resumeRetries and resumeBackoff: how often, and after what first wait
 // (doubling), Dial resumes a stored stream again when the attempt broke
