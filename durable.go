@@ -154,19 +154,29 @@ var ErrNotRecorded = errors.New("xmpptrack: the store could not record the messa
 // Retry Send with that id and the same message: the retry and the
 // background look never both send it (a retry waits while the look works
 // on the message, and the other way round). A retry that finds the message
-// stored (the first commit landed late) sends it and returns its tracker;
-// one that finds it sent already by the client returns its tracker too,
-// while it is pending; one that finds nothing stores and sends it as
-// usual. A retry after the message's record settled (its window ended
-// before it was sent, or the client sent it and its tracking ended) fails
-// with ErrRecordSettled, and one with another stanza under that id with
-// tracking.ErrDuplicateID. The client forgets the message when the store
-// still does not have it once its window ended (at least a minute and at
-// most five minutes after Send gave up), and five minutes after it found
-// it (a retry then is an ordinary Send: it fails with ErrDuplicateID when
-// the id is in the store). A record that lands after the client forgot it
-// stays pending in the store, and the next Dial on the store sends it (or
-// records TIMED_OUT if its window ended first).
+// stored (the first commit landed late) applies the background look's
+// rule: it sends it and returns its tracker, tracked for the rest of the
+// stored window (not a new one), or, once that window ended, records it
+// TIMED_OUT, stamped with its deadline, and fails with ErrRecordSettled
+// (matching tracking.ErrTimedOut). One that finds it sent already by the
+// client returns its tracker too, while it is pending; one that finds
+// nothing stores and sends it as usual; one whose commit meets a record it
+// cannot read fails with ErrRecordUncertain again (retry later: the
+// message stays in doubt). A retry after the message's record settled
+// (its window ended before it was sent, or the client sent it and its
+// tracking ended) fails with ErrRecordSettled, and one with another stanza
+// under that id with tracking.ErrDuplicateID. A TIMED_OUT the client
+// records for a message in doubt is reported to Config.OnStateChange unless
+// the application heard it from Send's tracker already; at the MaxPending
+// bound the report waits for a free slot. The client forgets the message
+// when the store still does not have it once its window ended (at least a
+// minute and at most five minutes after Send gave up), and five minutes
+// after it found it (a retry then is an ordinary Send: it fails with
+// ErrDuplicateID when the id is in the store). A record that lands after
+// the client forgot it stays pending in the store, and the next Dial on
+// the store sends it, or records TIMED_OUT if its window ended first and
+// reports it: an application that heard TIMED_OUT from Send's tracker
+// (the window ended while Send was in doubt) then hears it a second time.
 var ErrRecordUncertain = errors.New("xmpptrack: the store may have recorded the message; it was not sent now")
 
 // failed notes the store's last failure (nil: its last write succeeded).
@@ -796,10 +806,10 @@ func (d *durable) warn(msg string, args ...any) {
 	}
 }
 
-// writeAhead commits a message with its stanza before it is written. held
-// is the message in doubt with its id that this Send holds (see claim), if
-// any: a retry.
-func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload *tokbuf.Buffer, deadline time.Time, held *doubt) error {
+// writeAhead commits a message with its stanza before it is written. h
+// holds the message in doubt with its id that this Send holds (see claim),
+// if any (a retry); a write-ahead in doubt keeps the message there.
+func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload *tokbuf.Buffer, deadline time.Time, h *hold) error {
 	raw, err := encodeMessage(id, m, payload)
 	if err != nil {
 		return fmt.Errorf("xmpptrack: encoding the message for the store: %w", err)
@@ -813,12 +823,12 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 		err = nil // stored; its cursor is not needed here
 	}
 	if errors.Is(err, store.ErrOutcomeUnknown) {
-		err = d.inDoubt(ctx, sm, m, payload, err) // see uncertain.go
+		err = d.inDoubt(ctx, sm, m, payload, err, h) // see uncertain.go
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
-			if held != nil {
-				if ok, aerr := d.adopt(ctx, held, sm); ok || aerr != nil {
+			if h.e != nil && h.tok != nil {
+				if ok, aerr := d.adopt(ctx, h, sm); ok || aerr != nil {
 					return aerr
 				}
 			}
@@ -835,8 +845,8 @@ func (d *durable) writeAhead(ctx context.Context, id string, m Message, payload 
 		}
 		return fmt.Errorf("%w: %w", ErrNotRecorded, err)
 	}
-	if held != nil {
-		d.resolvedAs(held, sm) // stored by this retry
+	if h.e != nil && h.tok != nil {
+		d.resolvedAs(h.e, sm) // stored by this retry
 	}
 	d.failed(nil)
 	return nil

@@ -49,7 +49,7 @@ func TestRecorderRefusedSessionNotSaved(t *testing.T) {
 			// Send's write-ahead lands now.
 			if strings.Contains(r.Message, "not recorded") && !raced {
 				raced = true
-				err := d.writeAhead(context.Background(), "m1", Message{To: jid.MustParse("b@example.org"), Body: "hi"}, nil, time.Time{}, nil)
+				err := d.writeAhead(context.Background(), "m1", Message{To: jid.MustParse("b@example.org"), Body: "hi"}, nil, time.Time{}, &hold{})
 				if err != nil {
 					t.Errorf("write-ahead: %v", err)
 				}

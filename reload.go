@@ -130,7 +130,9 @@ func (c *Client) reload(ctx context.Context) error {
 		}
 	}
 	for _, m := range expired {
-		c.expire(m)
+		if err := c.expire(m); err != nil {
+			c.log.Warn("xmpptrack: the TIMED_OUT of a stored message cannot be reported", "id", m.ID, "err", err)
+		}
 	}
 	if err := c.sm.Restore(res, unacked); err != nil {
 		return fmt.Errorf("xmpptrack: restoring the stream-management state: %w", err)
@@ -158,11 +160,13 @@ func (c *Client) trackStored(m store.Message, now time.Time) (*tracking.MessageT
 // expire tells Config.OnStateChange that a stored message whose window
 // ended without proof of delivery is TIMED_OUT, which the application has
 // not heard of: a tracker that ends at once (the store has the change,
-// stamped with the deadline, committed by the caller).
-func (c *Client) expire(m store.Message) {
+// stamped with the deadline, committed by the caller). It needs a pending
+// slot for that moment: at the MaxPending bound it fails with
+// tracking.ErrTooManyPending.
+func (c *Client) expire(m store.Message) error {
 	t, err := c.reg.TryTrack(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: -1, Thread: m.Thread, Room: m.Room})
 	if err != nil {
-		return
+		return err
 	}
 	if m.State != tracking.InTransit {
 		c.dur.restoring(m.ID, m.State, false)
@@ -170,4 +174,5 @@ func (c *Client) expire(m store.Message) {
 	}
 	c.dur.restoring(m.ID, tracking.TimedOut, true)
 	registry.Advance(t, tracking.TimedOut, nil)
+	return nil
 }

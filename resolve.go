@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
@@ -61,12 +62,12 @@ func (c *Client) resolveDoubts() {
 	}
 	d.mu.Unlock()
 	for _, id := range ids {
-		e := d.tryClaim(id)
-		if e == nil {
+		h := d.tryClaim(id)
+		if h == nil {
 			continue
 		}
-		send, ok := c.resolve(e)
-		d.release(id)
+		send, ok := c.resolve(h.e)
+		d.release(h)
 		if send != nil {
 			send()
 		}
@@ -88,53 +89,59 @@ func (c *Client) resolveDoubts() {
 func (c *Client) resolve(e *doubt) (send func(), ok bool) {
 	d := c.dur
 	now := time.Now()
-	drop := func() {
-		d.mu.Lock()
-		e.drop = true
-		d.mu.Unlock()
+	d.mu.Lock()
+	resolved, until, next, wait, owed := e.resolved, e.until, e.next, e.wait, e.owed != nil
+	sm, created := e.sm, slices.Clone(e.created)
+	d.mu.Unlock()
+	if owed {
+		c.reportOwed(e) // at the MaxPending bound, again next round
+		return nil, true
 	}
-	if e.resolved {
-		if !now.Before(e.until) {
-			drop()
+	if resolved {
+		if !now.Before(until) {
+			d.dropped(e)
 		}
 		return nil, true
 	}
-	if now.Before(e.next) {
+	if now.Before(next) {
 		return nil, true
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, resolveEvery)
 	defer cancel()
-	rec, err := d.st.Message(ctx, e.sm.ID)
+	rec, err := d.st.Message(ctx, sm.ID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		// Not stored (yet): looked at again less and less often, at the
 		// latest once its time ended, when it goes.
-		if !now.Before(e.until) {
-			drop()
+		wait = min(max(2*wait, resolveEvery), resolveMax)
+		if next = now.Add(wait); next.After(until) {
+			next = until
 		}
-		e.wait = min(max(2*e.wait, resolveEvery), resolveMax)
-		e.next = now.Add(e.wait)
-		if e.next.After(e.until) {
-			e.next = e.until
-		}
+		d.mu.Lock()
+		e.wait, e.next = wait, next
+		e.drop = e.drop || !now.Before(until)
+		d.mu.Unlock()
 		return nil, true
 	case err != nil:
 		return nil, false
-	case d.isThis(rec, e.sm):
-	case d.mine(rec, e.sm.To, e.created):
+	case d.isThis(rec, sm):
+	case d.mine(rec, sm.To, created):
 		d.resolved(e) // settled, or moving, already
 		return nil, true
 	default:
-		drop() // another message's record: ours can no longer land
+		d.dropped(e) // another message's record: ours can no longer land
 		return nil, true
 	}
 	m := rec.Message
 	if windowEnded(m, now) {
 		d.record(store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
+		d.mu.Lock()
 		if !e.heard {
-			c.expire(m)
+			e.owed = &m // reported below, or on a later round
 		}
+		d.mu.Unlock()
 		d.resolved(e)
+		c.reportOwed(e)
 		return nil, true
 	}
 	t, err := c.trackStored(m, now)
@@ -146,7 +153,9 @@ func (c *Client) resolve(e *doubt) (send func(), ok bool) {
 	if hook := d.trackedHook.Load(); hook != nil {
 		(*hook)()
 	}
+	d.mu.Lock()
 	msg, payload := e.msg, e.payload
+	d.mu.Unlock()
 	d.resolved(e)
 	return func() { c.sendStored(t, msg, payload) }, true
 }

@@ -250,8 +250,7 @@ func TestResolveBacksOff(t *testing.T) {
 		defer d.close()
 		c := &Client{dur: d, ctx: context.Background(), log: slog.New(slog.DiscardHandler)}
 		start := time.Now()
-		d.doubted(store.Message{ID: "m", To: "b@example.org", Deadline: start.Add(20 * time.Second)}, Message{}, nil)
-		d.release("m")
+		doubtOne(d, store.Message{ID: "m", To: "b@example.org", Deadline: start.Add(20 * time.Second)})
 		var readAt []time.Duration
 		for time.Since(start) < 70*time.Second {
 			before := cs.reads.Load()
@@ -291,8 +290,7 @@ func TestDoubtsBounded(t *testing.T) {
 	defer d.close()
 	for i := range maxDoubts + 10 {
 		id := fmt.Sprint("m", i)
-		d.doubted(store.Message{ID: id, To: "b@example.org"}, Message{}, nil)
-		d.release(id)
+		doubtOne(d, store.Message{ID: id, To: "b@example.org"})
 	}
 	d.mu.Lock()
 	n := len(d.unsure)
@@ -319,8 +317,7 @@ func TestResolveOnBusyStream(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		c := &Client{dur: d, ctx: ctx, log: slog.New(slog.DiscardHandler), sm: sm.New(sm.Config{})}
 		d.client.Store(c)
-		d.doubted(store.Message{ID: "m", To: "b@example.org"}, Message{}, nil)
-		d.release("m")
+		doubtOne(d, store.Message{ID: "m", To: "b@example.org"})
 		stop := make(chan struct{})
 		go func() {
 			for {

@@ -95,7 +95,7 @@ type Message struct {
 // the message is tracked (the client is closed, ctx ended while waiting for
 // a connection or a MaxPending slot, a duplicate id, a Config.Store that
 // could not record it: ErrNotRecorded, or cannot tell whether it did:
-// ErrRecordUncertain, a retry of such a message whose record settled:
+// ErrRecordUncertain, such a message whose record turned out settled:
 // ErrRecordSettled) return a nil tracker and the error: nothing was sent
 // (after ErrRecordUncertain the store may hold the message, and the client
 // sends it once it finds it there: retry with the same id, see there).
@@ -156,28 +156,28 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	if _, err := c.Session(ctx); err != nil {
 		return nil, err
 	}
+	h := &hold{id: m.ID} // the message in doubt this Send holds, if any
+	if c.dur != nil {
+		defer c.dur.release(h)
+	}
 	if c.dur != nil && m.ID != "" {
 		// A retry of a message Send reported ErrRecordUncertain for: held
 		// while this Send works on it, so that it and the client's own
 		// look at the store (resolveDoubts) cannot both send it.
-		held, err := c.dur.claim(ctx, m.ID)
-		if err != nil {
+		if err := c.dur.claim(ctx, h); err != nil {
 			return nil, err
 		}
-		if held != nil {
-			defer c.dur.release(m.ID)
-			if held.resolved {
-				return c.retryResolved(ctx, held, m, payload)
-			}
-			return c.track(ctx, m, payload, try, held)
+		if h.e != nil && c.dur.isResolved(h.e) {
+			return c.retryResolved(ctx, h.e, m, payload)
 		}
 	}
-	return c.track(ctx, m, payload, try, nil)
+	return c.track(ctx, m, payload, try, h)
 }
 
 // track tracks the message, writes it ahead to the store, if any, and
-// writes it (see Send); held is the message in doubt a retry holds.
-func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, try bool, held *doubt) (*tracking.MessageTracker, error) {
+// writes it (see Send); h holds the message in doubt with its id, if any
+// (a retry), and is where a write-ahead in doubt keeps it.
+func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, try bool, h *hold) (*tracking.MessageTracker, error) {
 	conv := c.convs.Conv(m.To)
 	opts := registry.TrackOptions{Window: m.Window, Thread: m.Thread, Room: m.Type == xstanza.GroupChatMessage}
 	var t *tracking.MessageTracker
@@ -211,11 +211,11 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 		return t, err
 	}
 	if c.dur != nil {
-		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window), held); err != nil {
+		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window), h); err != nil {
 			// Nothing was sent: the tracker goes, unreported, unless its
 			// window ended. The store may hold the message after
 			// ErrRecordUncertain (see there).
-			if errors.Is(err, tracking.ErrTimedOut) {
+			if ue := (*UncertainError)(nil); errors.As(err, &ue) && ue.windowEnded {
 				// Its window ended: its tracker times out now, as any
 				// message's does, recorded and reported.
 				<-t.Done()
@@ -224,8 +224,22 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 				c.reg.Lost(conv, t.ID())
 			}
 			c.dur.gaveUp(t)
-			c.dur.release(t.ID())
+			if h.e != nil && h.tok != nil {
+				c.reportOwed(h.e) // a record whose window ended (see adopt)
+			}
 			return nil, err
+		}
+		if h.adopted != nil {
+			// An earlier write-ahead landed: tracked for the rest of its
+			// window, as the store has it, not for a new one.
+			c.dur.restoring(t.ID(), tracking.Aborted, false)
+			c.reg.Lost(conv, t.ID())
+			if t, err = c.trackAdopted(ctx, *h.adopted); err != nil {
+				// The record stays pending and unsent, in doubt: the
+				// client sends it (see ErrRecordUncertain).
+				return nil, &UncertainError{ID: h.id, Err: err}
+			}
+			c.dur.resolved(h.e)
 		}
 	}
 	if err := c.writeMessage(ctx, t.ID(), m, payload); err != nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -50,8 +52,24 @@ type doubt struct {
 	// store does not have it); wait is the last wait.
 	next time.Time
 	wait time.Duration
+	// owed is the stored message whose TIMED_OUT the client recorded but
+	// could not report yet (no pending slot): reported on a later round.
+	owed *store.Message
 	drop bool          // forget it once released
 	busy chan struct{} // while a Send or the resolver works on it; closed when done
+}
+
+// hold is a Send's or the resolver's hold on a message in doubt (see
+// claim): only the holder's release lets it go. Every field of a doubt is
+// read and written under d.mu.
+type hold struct {
+	id  string
+	e   *doubt
+	tok chan struct{} // e.busy while held; nil once released, or if never held
+	// adopted, set by adopt, is the record of an earlier write-ahead that
+	// the retry found stored and unsent: it is tracked for the rest of the
+	// record's window.
+	adopted *store.Message
 }
 
 // inDoubt settles a write-ahead whose commit failed with
@@ -60,9 +78,9 @@ type doubt struct {
 // ErrRecordSettled when its own record is settled already, else, once ctx
 // ended or the message's window did (or the client closed, or the store
 // did) with the store still failing, ErrRecordUncertain (see there for the
-// rules). It then keeps the message as in doubt, held for the caller, who
-// releases it.
-func (d *durable) inDoubt(ctx context.Context, m store.Message, msg Message, payload *tokbuf.Buffer, err error) error {
+// rules). It then keeps the message as in doubt, held in h for the caller,
+// who releases it.
+func (d *durable) inDoubt(ctx context.Context, m store.Message, msg Message, payload *tokbuf.Buffer, err error, h *hold) error {
 	wctx := ctx
 	if !m.Deadline.IsZero() {
 		var cancel context.CancelFunc
@@ -80,8 +98,12 @@ func (d *durable) inDoubt(ctx context.Context, m store.Message, msg Message, pay
 		}
 		rec, rerr := d.st.Message(wctx, m.ID)
 		switch {
-		case rerr == nil && d.isThis(rec, m):
+		case rerr == nil && d.isThis(rec, m) && sameCreated(rec.Created, m.Created):
 			return nil
+		case rerr == nil && d.isThis(rec, m):
+			// An earlier write-ahead of this message (a retry's) landed: the
+			// caller's adopt decides.
+			return fmt.Errorf("%w (an earlier write-ahead of this message)", store.ErrExists)
 		case rerr == nil && d.mine(rec, m.To, []time.Time{m.Created}):
 			return settledError(rec) // its window ended meanwhile
 		case rerr == nil:
@@ -99,18 +121,26 @@ func (d *durable) inDoubt(ctx context.Context, m store.Message, msg Message, pay
 		break
 	}
 	ended := ctx.Err() == nil && wctx.Err() != nil
-	d.doubted(m, msg, payload)
+	d.doubted(m, msg, payload, h)
 	return &UncertainError{ID: m.ID, Err: err, windowEnded: ended}
 }
 
-// doubted keeps m as in doubt, held (busy) for the Send that reports it:
-// a new entry, or the one a retry holds, which gets m's write-ahead too.
-func (d *durable) doubted(m store.Message, msg Message, payload *tokbuf.Buffer) {
+// doubted keeps m as in doubt, held in h for the Send that reports it: a
+// new entry, or the one h holds already (a retry's), which gets m's
+// write-ahead too. An entry someone else holds (another Send with the id)
+// only notes m's creation time, so that its record is known as ours.
+func (d *durable) doubted(m store.Message, msg Message, payload *tokbuf.Buffer, h *hold) {
 	now := time.Now()
 	until := now.Add(doubtKeep)
 	if !m.Deadline.IsZero() && m.Deadline.Before(until) {
 		until = maxTime(m.Deadline, now.Add(doubtGrace))
 	}
+	full := false
+	defer func() {
+		if full { // logged outside d.mu, as every warning
+			d.warn("xmpptrack: too many messages in doubt; the next ones are left to the next Dial", "id", m.ID, "max", maxDoubts)
+		}
+	}()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.unsure == nil {
@@ -119,24 +149,26 @@ func (d *durable) doubted(m store.Message, msg Message, payload *tokbuf.Buffer) 
 	e := d.unsure[m.ID]
 	if e == nil {
 		if len(d.unsure) >= maxDoubts {
-			if !d.doubtsFull {
-				d.doubtsFull = true // logged once until there is room again
-				d.warn("xmpptrack: too many messages in doubt; the next ones are left to the next Dial", "id", m.ID, "max", maxDoubts)
-			}
+			full = !d.doubtsFull // logged once until there is room again
+			d.doubtsFull = true
 			return
 		}
 		d.doubtsFull = false
 		e = &doubt{}
 		d.unsure[m.ID] = e
 	}
-	if e.busy == nil {
-		e.busy = make(chan struct{})
-	}
-	e.sm, e.msg, e.payload = m, msg, payload
 	e.created = append(e.created, m.Created)
 	e.until = maxTime(e.until, until)
-	e.resolved = false
 	d.resolveAt = time.Time{} // look at it soon
+	switch {
+	case e.busy == nil:
+		e.busy = make(chan struct{})
+		h.id, h.e, h.tok = m.ID, e, e.busy
+	case e.busy != h.tok:
+		return // someone else works on it
+	}
+	e.sm, e.msg, e.payload = m, msg, payload
+	e.resolved = false
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -147,21 +179,23 @@ func maxTime(a, b time.Time) time.Time {
 }
 
 // claim waits until no other Send nor the resolver works on the message
-// with the id that Send reported ErrRecordUncertain for, and holds it for
-// the caller, who releases it; nil if the client keeps no such message.
-func (d *durable) claim(ctx context.Context, id string) (*doubt, error) {
+// with the id that Send reported ErrRecordUncertain for, and holds it in h
+// for the caller, who releases it; h.e stays nil if the client keeps no
+// such message.
+func (d *durable) claim(ctx context.Context, h *hold) error {
 	for {
 		d.mu.Lock()
-		e := d.unsure[id]
+		e := d.unsure[h.id]
 		if e == nil {
 			d.mu.Unlock()
-			return nil, nil
+			return nil
 		}
 		busy := e.busy
 		if busy == nil {
 			e.busy = make(chan struct{})
+			h.e, h.tok = e, e.busy
 			d.mu.Unlock()
-			return e, nil
+			return nil
 		}
 		d.mu.Unlock()
 		if hook := d.claimHook.Load(); hook != nil {
@@ -170,13 +204,13 @@ func (d *durable) claim(ctx context.Context, id string) (*doubt, error) {
 		select {
 		case <-busy:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }
 
 // tryClaim is claim without waiting: nil when the entry is held or gone.
-func (d *durable) tryClaim(id string) *doubt {
+func (d *durable) tryClaim(id string) *hold {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.unsure[id]
@@ -184,23 +218,44 @@ func (d *durable) tryClaim(id string) *doubt {
 		return nil
 	}
 	e.busy = make(chan struct{})
-	return e
+	return &hold{id: id, e: e, tok: e.busy}
 }
 
-// release lets go of the message in doubt with the id, if held, and
-// forgets it if it is to be dropped.
-func (d *durable) release(id string) {
+// release lets go of the message in doubt that h holds, if it still holds
+// it (a second release does nothing), and forgets it if it is to be
+// dropped.
+func (d *durable) release(h *hold) {
+	if h.tok == nil { // (h is its holder's own: no lock needed)
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e := d.unsure[id]
-	if e == nil || e.busy == nil {
+	tok := h.tok
+	h.tok = nil
+	e := d.unsure[h.id]
+	if e == nil || e.busy != tok {
 		return
 	}
 	close(e.busy)
 	e.busy = nil
 	if e.drop {
-		d.forget(id)
+		d.forget(h.id)
 	}
+}
+
+// isResolved reports whether the held message in doubt is resolved (see
+// doubt.resolved).
+func (d *durable) isResolved(e *doubt) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return e.resolved
+}
+
+// dropped marks a held message in doubt to be forgotten once released.
+func (d *durable) dropped(e *doubt) {
+	d.mu.Lock()
+	e.drop = true
+	d.mu.Unlock()
 }
 
 // forget drops the entry of id; d.mu is held.
@@ -247,18 +302,36 @@ func (e *UncertainError) Is(target error) bool {
 // Unwrap returns the store's error.
 func (e *UncertainError) Unwrap() error { return e.Err }
 
-// ErrRecordSettled: Send was retried for a message it had reported
-// ErrRecordUncertain for (the same id and message), and the store's record
-// of it is settled: its window ended before it was sent (TIMED_OUT), or the
-// client sent it meanwhile and its tracking ended (see ErrRecordUncertain).
-// The error names the state; Client.Status has the history. This Send
-// sent nothing; the state tells whether the message went out earlier (one
-// that ended TIMED_OUT or ABORTED did not reach the recipient: send it
-// again under a new id if it is still wanted).
-var ErrRecordSettled = errors.New("xmpptrack: the message Send was retried for is recorded as settled; nothing was sent")
+// ErrRecordSettled: Send was given a message it had reported
+// ErrRecordUncertain for (a retry with the same id and message), or a
+// first Send's write-ahead in doubt read back its own record (see
+// ErrRecordUncertain), and the store's record of it is settled: its window
+// ended before it was sent (TIMED_OUT: the error then matches
+// tracking.ErrTimedOut too), or the client sent it meanwhile and its
+// tracking ended. The error names the state; Client.Status has the
+// history. This Send sent nothing; the state tells whether the message
+// went out earlier (one that ended TIMED_OUT or ABORTED did not reach the
+// recipient: send it again under a new id if it is still wanted).
+var ErrRecordSettled = errors.New("xmpptrack: the message is recorded as settled; nothing was sent")
+
+// settledErr is the error matching ErrRecordSettled.
+type settledErr struct {
+	id    string
+	state tracking.MessageState
+}
+
+func (e *settledErr) Error() string {
+	return fmt.Sprintf("%v (message id %q, %v)", ErrRecordSettled, e.id, e.state)
+}
+
+// Is reports whether target is ErrRecordSettled, or tracking.ErrTimedOut
+// for a record settled TIMED_OUT.
+func (e *settledErr) Is(target error) bool {
+	return target == ErrRecordSettled || e.state == tracking.TimedOut && target == tracking.ErrTimedOut
+}
 
 func settledError(rec store.Record) error {
-	return fmt.Errorf("%w (message id %q, %v)", ErrRecordSettled, rec.ID, rec.State)
+	return &settledErr{id: rec.ID, state: rec.State}
 }
 
 // isThis reports whether rec is the record of m as Send wrote it ahead,
@@ -272,42 +345,91 @@ func (d *durable) isThis(rec store.Record, m store.Message) bool {
 // mine reports whether rec is the record of a message to `to` that one of
 // this owner's write-aheads created at one of the times created, in
 // whatever state: a settled record has no stanza left to compare, and a
-// record of an earlier message that used the id was created earlier. (The
-// stores keep microseconds.)
+// record of an earlier message that used the id was created earlier.
 func (d *durable) mine(rec store.Record, to string, created []time.Time) bool {
 	if rec.Owner != d.owner || rec.To != to {
 		return false
 	}
 	for _, c := range created {
-		if d := rec.Created.Truncate(time.Microsecond).Sub(c.Truncate(time.Microsecond)); d >= -time.Microsecond && d <= time.Microsecond {
-			return true // (a store may round)
+		if sameCreated(rec.Created, c) {
+			return true
 		}
 	}
 	return false
 }
 
-// adopt decides, for a retry that holds e (see claim), what to do with m
+// sameCreated reports whether a record's creation time is the one its
+// write-ahead gave, at the precision the store contract promises: a
+// millisecond (see store.Message.Created; a store may truncate or round).
+// (Checking microseconds would make a conforming store that keeps
+// milliseconds never match.) The record of another message with the same
+// id, owner and recipient created within that millisecond is not a
+// collision that happens; two write-aheads of one message that close
+// together are both this message's.
+func sameCreated(stored, given time.Time) bool {
+	d := stored.Sub(given)
+	return d >= -time.Millisecond && d <= time.Millisecond
+}
+
+// adopt decides, for a retry that holds h (see claim), what to do with m
 // whose id the store holds: true when the record is the message stored
-// after all (its commit landed late): this Send then sends it; else the
-// error to return.
-func (d *durable) adopt(ctx context.Context, e *doubt, m store.Message) (bool, error) {
+// after all (an earlier write-ahead landed late) and its window lasts:
+// h.adopted is then the record, which this Send tracks for the rest of its
+// window and sends; else the error to return (false, nil: another
+// message's record). A record whose window ended is recorded TIMED_OUT,
+// stamped with its deadline, as resolveDoubts does, and its TIMED_OUT
+// reported unless the application heard it (see reportOwed); the error
+// then matches ErrRecordSettled and tracking.ErrTimedOut. A record that
+// cannot be read leaves the message in doubt: the error matches
+// ErrRecordUncertain.
+func (d *durable) adopt(ctx context.Context, h *hold, m store.Message) (bool, error) {
+	e := h.e
+	d.mu.Lock()
+	raw, created := e.sm.Raw, slices.Clone(e.created)
+	d.mu.Unlock()
+	if !bytes.Equal(m.Raw, raw) {
+		return false, nil // another message with the id is refused
+	}
 	rec, err := d.st.Message(ctx, m.ID)
 	switch {
-	case err != nil, !bytes.Equal(m.Raw, e.sm.Raw):
-		return false, nil // another message with the id is refused
-	case d.isThis(rec, m):
+	case err != nil:
+		return false, &UncertainError{ID: m.ID, Err: fmt.Errorf("its id is in the store, whose record could not be read: %w", err)}
+	case d.isThis(rec, m) && windowEnded(rec.Message, time.Now()):
+		d.record(store.Change{ID: m.ID, State: tracking.TimedOut, At: rec.Deadline})
+		stored := rec.Message
+		d.mu.Lock()
+		if !e.heard {
+			e.owed = &stored
+		}
+		d.mu.Unlock()
 		d.resolved(e)
+		return false, &settledErr{id: m.ID, state: tracking.TimedOut}
+	case d.isThis(rec, m):
+		stored := rec.Message
+		h.adopted = &stored
 		d.failed(nil)
 		return true, nil
-	case d.mine(rec, m.To, e.created):
+	case d.mine(rec, m.To, created):
 		d.resolved(e)
 		return false, settledError(rec)
 	}
 	// Another message's record: ours can no longer land.
-	d.mu.Lock()
-	e.drop = true
-	d.mu.Unlock()
+	d.dropped(e)
 	return false, nil
+}
+
+// trackAdopted tracks a message a retry found stored (see adopt) for the
+// rest of its stored window.
+func (c *Client) trackAdopted(ctx context.Context, m store.Message) (*tracking.MessageTracker, error) {
+	window := time.Duration(-1)
+	if !m.Deadline.IsZero() {
+		window = max(time.Until(m.Deadline), time.Millisecond) // ended meanwhile: it times out at once
+	}
+	t, err := c.reg.Track(ctx, registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: window, Thread: m.Thread, Room: m.Room})
+	if errors.Is(err, registry.ErrShutdown) {
+		err = ErrClientClosed
+	}
+	return t, err
 }
 
 // resolvedAs marks a held message in doubt as resolved by m, the
@@ -318,6 +440,26 @@ func (d *durable) resolvedAs(e *doubt, m store.Message) {
 	e.created = append(e.created, m.Created)
 	d.mu.Unlock()
 	d.resolved(e)
+}
+
+// reportOwed tells the application of the TIMED_OUT the client recorded
+// for the held message in doubt e, if it owes that report (see
+// doubt.owed); at the MaxPending bound it stays owed, for a later round.
+func (c *Client) reportOwed(e *doubt) {
+	d := c.dur
+	d.mu.Lock()
+	m := e.owed
+	e.owed = nil
+	d.mu.Unlock()
+	if m == nil {
+		return
+	}
+	if err := c.expire(*m); err != nil && !errors.Is(err, registry.ErrShutdown) {
+		c.log.Debug("xmpptrack: the TIMED_OUT of a message in doubt cannot be reported yet", "id", m.ID, "err", err)
+		d.mu.Lock()
+		e.owed = m
+		d.mu.Unlock()
+	}
 }
 
 // gaveUp is told of the tracker of a message Send gave up on after it
@@ -345,13 +487,17 @@ func (d *durable) gaveUp(t *tracking.MessageTracker) {
 // retryResolved answers a retry of Send for a message in doubt that the
 // client resolved already (held, see claim): its tracker while it is
 // pending, else ErrRecordSettled; tracking.ErrDuplicateID for another
-// message with its id.
+// message with its id; the store's or ctx's error if the record cannot be
+// read.
 func (c *Client) retryResolved(ctx context.Context, e *doubt, m Message, payload *tokbuf.Buffer) (*tracking.MessageTracker, error) {
 	raw, err := encodeMessage(m.ID, m, payload)
 	if err != nil {
 		return nil, fmt.Errorf("xmpptrack: encoding the message for the store: %w", err)
 	}
-	if !bytes.Equal(raw, e.sm.Raw) {
+	c.dur.mu.Lock()
+	stored := e.sm.Raw
+	c.dur.mu.Unlock()
+	if !bytes.Equal(raw, stored) {
 		return nil, fmt.Errorf("xmpptrack: message id %q is in the store: %w", m.ID, tracking.ErrDuplicateID)
 	}
 	if t := c.reg.Find(m.ID); t != nil {
@@ -363,7 +509,7 @@ func (c *Client) retryResolved(ctx context.Context, e *doubt, m Message, payload
 		rec, err = c.dur.st.Message(ctx, m.ID)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w (message id %q; reading its record: %w)", ErrRecordSettled, m.ID, err)
+		return nil, fmt.Errorf("xmpptrack: message id %q was sent or settled already; reading its record: %w", m.ID, err)
 	}
 	return nil, settledError(rec)
 }

@@ -255,6 +255,14 @@ func (s *doubtStore) Message(context.Context, string) (store.Record, error) {
 	return store.Record{}, store.ErrNotFound
 }
 
+// doubtOne keeps m in doubt as a Send that gave up on it does, and
+// releases it.
+func doubtOne(d *durable, m store.Message) {
+	h := &hold{}
+	d.doubted(m, Message{}, nil, h)
+	d.release(h)
+}
+
 // TestInDoubtEndsWithWindow: while the store cannot tell whether it stored
 // the message, Send tries again until ctx ends or, first, the message's
 // tracking window does: a message whose window ended is not sent, however
@@ -270,18 +278,19 @@ func TestInDoubtEndsWithWindow(t *testing.T) {
 		defer cancel()
 		start := time.Now()
 		deadline := start.Add(time.Minute)
-		err = d.writeAhead(ctx, "m1", Message{To: bob, Body: "hi"}, nil, deadline, nil)
+		h := &hold{}
+		err = d.writeAhead(ctx, "m1", Message{To: bob, Body: "hi"}, nil, deadline, h)
 		if !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, tracking.ErrTimedOut) {
 			t.Fatalf("write-ahead in doubt past its window: %v; want ErrRecordUncertain and ErrTimedOut", err)
 		}
 		if got := time.Since(start); got != time.Minute {
 			t.Fatalf("Send gave up after %v; want the window, %v", got, time.Minute)
 		}
-		d.release("m1")
+		d.release(h)
 		// A ctx shorter than the window: ErrRecordUncertain alone.
 		ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
 		defer cancel2()
-		err = d.writeAhead(ctx2, "m2", Message{To: bob, Body: "hi"}, nil, time.Now().Add(time.Minute), nil)
+		err = d.writeAhead(ctx2, "m2", Message{To: bob, Body: "hi"}, nil, time.Now().Add(time.Minute), &hold{})
 		if !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
 			t.Fatalf("write-ahead in doubt past ctx: %v; want ErrRecordUncertain only", err)
 		}

@@ -131,7 +131,9 @@ type Message struct {
 	// message is committed unless its state is already settled; dropped
 	// once it settles.
 	Raw []byte
-	// Created is when it was committed (set by the store when zero).
+	// Created is when it was committed (set by the store when zero). A
+	// store keeps a given Created to the millisecond at least (the
+	// conformance suite checks it): a client tells its own records by it.
 	Created time.Time
 	// Deadline is when its tracking window ends; zero for none.
 	Deadline time.Time
