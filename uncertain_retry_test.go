@@ -339,3 +339,84 @@ func TestDoubtsBoundLoggedOutsideLock(t *testing.T) {
 		t.Fatalf("logged %v, with the lock held %v; want logged without it", logged.Load(), held.Load())
 	}
 }
+
+// TestStoreRetryWindowEndedReports: as TestStoreRetryWindowEndedNotSent,
+// but Send's ctx ended before the window did, so the application never
+// heard the message's TIMED_OUT: the retry that records it tells
+// Config.OnStateChange, once.
+func TestStoreRetryWindowEndedReports(t *testing.T) {
+	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
+	var timedOut atomic.Int32
+	closed := make(chan struct{})
+	c, pc := newPeer(t, Config{Store: ls, OnStateChange: func(tr *tracking.MessageTracker, _, to tracking.MessageState, _ *tracking.Response) {
+		switch {
+		case tr.ID() == "short" && to == tracking.TimedOut:
+			timedOut.Add(1)
+		case tr.ID() == "barrier" && to == tracking.Closed:
+			close(closed)
+		}
+	}})
+	noResolver(c)
+	m := Message{To: bob, ID: "short", Body: "hello", Window: 300 * time.Millisecond}
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	defer cancel()
+	ls.onSecondDoubt = cancel
+	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
+		t.Fatalf("first Send: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond) // the window of "short" ends
+	ls.mu.Lock()
+	ls.stuck = false // the late commit lands at the retry's commit
+	ls.mu.Unlock()
+	tr, err := c.Send(waitCtx(t), m)
+	if tr != nil || !errors.Is(err, ErrRecordSettled) || !errors.Is(err, tracking.ErrTimedOut) {
+		t.Fatalf("retry of a message whose stored window ended: %v, %v; want ErrRecordSettled and tracking.ErrTimedOut", tr, err)
+	}
+	b, err := c.Send(waitCtx(t), Message{To: bob, ID: "barrier"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "barrier" {
+		t.Fatalf("the server got %s, want only the barrier", e.String())
+	}
+	b.Close()
+	waitClosed(t, closed)
+	if n := timedOut.Load(); n != 1 {
+		t.Fatalf("the application heard TIMED_OUT %d times; want once", n)
+	}
+}
+
+// TestStoreRetryResolvedReadFails: a retry of a message the client sent
+// meanwhile, whose tracking ended, cannot read its record: it gets the
+// store's error, not ErrRecordSettled, which would claim a settled record
+// nobody read.
+func TestStoreRetryResolvedReadFails(t *testing.T) {
+	fr := &failReadStore{Store: openStore(t)}
+	ls := &lateStore{Store: fr, late: true, stuck: true}
+	c, pc := newPeer(t, Config{Store: ls})
+	m := Message{To: bob, ID: "later", Body: "hello"}
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	defer cancel()
+	ls.onSecondDoubt = cancel
+	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) {
+		t.Fatalf("first Send: %v", err)
+	}
+	landAndAnswer(t, ls)
+	if e := pc.nextMessage(t); e.attr("id") != "later" {
+		t.Fatalf("the server got %s, want the message found stored", e.String())
+	}
+	tr := c.Tracker("later")
+	if tr == nil {
+		t.Fatal("the message sent after all is not tracked")
+	}
+	tr.Close()
+	<-tr.Done()
+	fr.arm.Store(true)
+	_, err := c.Send(waitCtx(t), m)
+	if err == nil || errors.Is(err, ErrRecordSettled) || !errors.Is(err, errConnReset) {
+		t.Fatalf("retry whose record cannot be read: %v; want the store's error, not ErrRecordSettled", err)
+	}
+	if _, err := c.Send(waitCtx(t), m); !errors.Is(err, ErrRecordSettled) {
+		t.Fatalf("retry once the store answers: %v; want ErrRecordSettled", err)
+	}
+}
