@@ -63,10 +63,7 @@ func TestStoreUncertainSentLater(t *testing.T) {
 	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, ID: "later", Body: "hello"}
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
-	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) {
+	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)
 	}
 	landAndAnswer(t, ls)
@@ -148,14 +145,7 @@ func TestStoreUncertainWindowEnded(t *testing.T) {
 	}
 	// Callbacks run in order: once the barrier's ran, so did every
 	// TIMED_OUT of "short".
-	b, err := c.Send(waitCtx(t), Message{To: bob, ID: "barrier"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e := pc.nextMessage(t); e.attr("id") != "barrier" {
-		t.Fatalf("the server got %s, want only the barrier", e.String())
-	}
-	b.Close()
+	sendBarrier(t, c, pc).Close()
 	waitClosed(t, closed)
 	if n := timedOut.Load(); n != 1 {
 		t.Fatalf("the application heard TIMED_OUT %d times; want once", n)
@@ -170,10 +160,7 @@ func TestStoreUncertainRetryMeetsResolver(t *testing.T) {
 	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, ID: "race", Body: "hello"}
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
-	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) {
+	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)
 	}
 	// The client's look tracks the landed message, and waits there.

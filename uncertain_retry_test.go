@@ -72,14 +72,7 @@ func TestStoreRetryWindowEndedNotSent(t *testing.T) {
 	if !rec.Settled || rec.State != tracking.TimedOut || !last.At.Equal(rec.Deadline) || rec.Written {
 		t.Fatalf("the record: %+v, last change %+v; want TIMED_OUT at its deadline %v, unsent", rec.Message, last, rec.Deadline)
 	}
-	b, err := c.Send(waitCtx(t), Message{To: bob, ID: "barrier"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e := pc.nextMessage(t); e.attr("id") != "barrier" {
-		t.Fatalf("the server got %s, want only the barrier", e.String())
-	}
-	b.Close()
+	sendBarrier(t, c, pc).Close()
 	waitClosed(t, closed)
 	if n, o := timedOut.Load(), other.Load(); n != 1 || o != 0 {
 		t.Fatalf("the application heard TIMED_OUT %d times and %d other changes; want TIMED_OUT once", n, o)
@@ -95,10 +88,7 @@ func TestStoreRetryAdoptsStoredWindow(t *testing.T) {
 	c, pc := newPeer(t, Config{Store: ls})
 	noResolver(c)
 	m := Message{To: bob, ID: "adopt", Body: "hello", Window: time.Second}
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
-	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
+	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
 		t.Fatalf("first Send: %v", err)
 	}
 	ls.mu.Lock()
@@ -137,10 +127,7 @@ func TestStoreOwedTimedOutAtMaxPending(t *testing.T) {
 	}})
 	rounds := resolveRounds(c)
 	m := Message{To: bob, ID: "short", Body: "hello", Window: 300 * time.Millisecond}
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
-	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
+	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
 		t.Fatalf("first Send: %v", err)
 	}
 	// Another message takes the only pending slot (no receipt comes).
@@ -192,11 +179,8 @@ func TestStoreRetryReadFails(t *testing.T) {
 	ls := &lateStore{Store: fr, late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, ID: "dup", Body: "hello"}
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
 	noResolver(c)
-	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) {
+	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) {
 		t.Fatalf("first Send: %v", err)
 	}
 	ls.mu.Lock()
@@ -358,10 +342,7 @@ func TestStoreRetryWindowEndedReports(t *testing.T) {
 	}})
 	noResolver(c)
 	m := Message{To: bob, ID: "short", Body: "hello", Window: 300 * time.Millisecond}
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
-	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
+	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
 		t.Fatalf("first Send: %v", err)
 	}
 	time.Sleep(400 * time.Millisecond) // the window of "short" ends
@@ -372,14 +353,7 @@ func TestStoreRetryWindowEndedReports(t *testing.T) {
 	if tr != nil || !errors.Is(err, ErrRecordSettled) || !errors.Is(err, tracking.ErrTimedOut) {
 		t.Fatalf("retry of a message whose stored window ended: %v, %v; want ErrRecordSettled and tracking.ErrTimedOut", tr, err)
 	}
-	b, err := c.Send(waitCtx(t), Message{To: bob, ID: "barrier"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e := pc.nextMessage(t); e.attr("id") != "barrier" {
-		t.Fatalf("the server got %s, want only the barrier", e.String())
-	}
-	b.Close()
+	sendBarrier(t, c, pc).Close()
 	waitClosed(t, closed)
 	if n := timedOut.Load(); n != 1 {
 		t.Fatalf("the application heard TIMED_OUT %d times; want once", n)
@@ -395,10 +369,7 @@ func TestStoreRetryResolvedReadFails(t *testing.T) {
 	ls := &lateStore{Store: fr, late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, ID: "later", Body: "hello"}
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
-	if _, err := c.Send(ctx, m); !errors.Is(err, ErrRecordUncertain) {
+	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) {
 		t.Fatalf("first Send: %v", err)
 	}
 	landAndAnswer(t, ls)

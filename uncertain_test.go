@@ -132,10 +132,7 @@ func TestStoreUncertainGeneratedID(t *testing.T) {
 	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, Body: "hello"}
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
-	_, err := c.Send(ctx, m)
+	_, err := sendInDoubt(t, c, ls, m)
 	var ue *UncertainError
 	if !errors.As(err, &ue) || ue.ID == "" || !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, store.ErrOutcomeUnknown) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want an *UncertainError naming the id", err)
@@ -165,10 +162,7 @@ func TestStoreUncertainRetry(t *testing.T) {
 	m := Message{To: bob, ID: "unsure", Body: "hello"}
 	// ctx ends at Send's second try (the store answers nothing definite
 	// before it, however long it is).
-	ctx, cancel := context.WithCancel(waitCtx(t))
-	defer cancel()
-	ls.onSecondDoubt = cancel
-	tr, err := c.Send(ctx, m)
+	tr, err := sendInDoubt(t, c, ls, m)
 	if tr != nil || !errors.Is(err, ErrRecordUncertain) || !errors.Is(err, store.ErrOutcomeUnknown) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v, %v; want a nil tracker and ErrRecordUncertain", tr, err)
 	}
@@ -327,4 +321,32 @@ func TestStoreInDoubtFindsOwnSettled(t *testing.T) {
 	if e := pc.nextMessage(t); e.attr("id") != "next" {
 		t.Fatalf("the server got %s: the settled message went out", e.String())
 	}
+}
+
+// sendInDoubt sends m through a client on ls whose write-ahead stays in
+// doubt: Send's ctx ends at its second commit, once Send is surely in its
+// loop of commits. It returns Send's tracker and error.
+func sendInDoubt(t *testing.T, c *Client, ls *lateStore, m Message) (*tracking.MessageTracker, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	defer cancel()
+	ls.mu.Lock()
+	ls.onSecondDoubt = cancel
+	ls.mu.Unlock()
+	return c.Send(ctx, m)
+}
+
+// sendBarrier sends a message after the others and checks that it is the
+// next one the server gets: callbacks run in order, so once the barrier's
+// tracker closed every earlier callback ran (see waitClosed).
+func sendBarrier(t *testing.T, c *Client, pc *peerConn) *tracking.MessageTracker {
+	t.Helper()
+	b, err := c.Send(waitCtx(t), Message{To: bob, ID: "barrier"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := pc.nextMessage(t); e.attr("id") != "barrier" {
+		t.Fatalf("the server got %s, want only the barrier", e.String())
+	}
+	return b
 }
