@@ -72,11 +72,29 @@ var (
 )
 
 // onAmbiguous takes the messages a resumption held back
-// (sm.Config.OnAmbiguous, on the connecting goroutine): publish checks them
-// once the session is handed out.
+// (sm.Config.OnAmbiguous, on the connecting goroutine): connect voids
+// their stored numbers before anything is written on the stream, and
+// publish checks them once the session is handed out.
 func (c *Client) onAmbiguous(ss []sm.Stanza) {
-	c.dur.void(ss) // numbers.go
 	c.ambiguous.Store(&ss)
+}
+
+// voidHeld voids, in the store, the numbers of the messages the resumption
+// of this connection held back (see durable.void), before anything is
+// written on the resumed stream: the next stanza written takes the number
+// of the first of them, and a process killed before a void was saved
+// would leave a successor that number beside the server's count, which
+// then covers it: the message taken as received, never sent. An error
+// (the store failing, ctx ending) ends the connection before it writes.
+func (c *Client) voidHeld(ctx context.Context) error {
+	p := c.ambiguous.Load()
+	if c.dur == nil || p == nil || len(*p) == 0 {
+		return nil
+	}
+	if err := c.dur.void(ctx, *p); err != nil {
+		return fmt.Errorf("xmpptrack: voiding the numbers of the messages the resumption held back: %w", err)
+	}
+	return nil
 }
 
 // startArchiveCheck starts the check of the messages the connection's

@@ -98,6 +98,13 @@ type Client struct {
 // every step: if it ends first, Dial returns an error matching its error
 // (and ErrConnect for a deadline), after closing what it opened. Later
 // connection losses are handled by reconnecting. cfg may be nil.
+//
+// With Config.Store holding a previous process's stream, Dial resumes it,
+// and returns only once the messages its resumption held back were looked
+// up in the account's archive (at most 10 s) and what the connection
+// settled was recorded (at most 1 s more); see the package documentation.
+// If ctx ends during the lookup, Dial fails, and the held messages stay in
+// the store for the next Dial.
 func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*Client, error) {
 	c := &Client{account: account, self: account.Bare().String()}
 	if cfg != nil {
@@ -215,6 +222,9 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 			select {
 			case <-checking:
 			case <-ctx.Done():
+				// Not handed out before the held messages went: Close
+				// leaves them held, in the store, for the next Dial.
+				err = fmt.Errorf("the archive check of the messages the resumption held back did not end in time: %w", ctx.Err())
 			}
 		}
 	}
@@ -234,7 +244,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	switch {
 	case errors.Is(err, sm.ErrConnEnded):
 		err = fmt.Errorf("%w: %w", err, <-c.firstLoss)
-	case err != nil && ctx.Err() != nil:
+	case err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()):
 		err = fmt.Errorf("the session was not ready in time: %w", ctx.Err())
 	}
 	if err != nil {
@@ -382,6 +392,11 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 		return fail(err)
 	}
 	resumed := c.sm.Resumed()
+	if resumed {
+		if err := c.voidHeld(ctx); err != nil {
+			return fail(err)
+		}
+	}
 	if !resumed {
 		c.mu.Lock()
 		c.fresh = true

@@ -1,6 +1,8 @@
 package xmpptrack
 
 import (
+	"context"
+	"errors"
 	"maps"
 	"slices"
 	"sync"
@@ -172,23 +174,29 @@ func (n *numbers) committed(b *store.Batch) {
 // (sm.Config.OnAmbiguous): the stream no longer counts them (it goes on
 // from the server's h, and the next stanza written takes the number such
 // a message had), so a number left in the store would stand beside
-// another message's under a later saved count. Voided, such a message is
-// ambiguous after a restart (see reload) until it is settled or numbered
-// again, as it should be: it may have reached the server. It runs before
-// the first write on the resumed stream (Start announces the held
-// messages before it returns), so that the recorder drains the voids with
-// any state whose count covers a number written after them.
-func (d *durable) void(held []sm.Stanza) {
-	gen, _ := d.counts()
-	d.mu.Lock()
+// another message's under a later saved count, or beside a stale one the
+// store holds already. Voided, such a message is ambiguous after a
+// restart (see reload) until it is settled or numbered again, as it
+// should be: it may have reached the server. The voids are committed at
+// once, not through the recorder: the connection writes nothing on the
+// resumed stream until they are (see Client.voidHeld).
+func (d *durable) void(ctx context.Context, held []sm.Stanza) error {
+	b := &store.Batch{}
 	for _, s := range held {
 		if s.Name == "message" && s.ID != "" {
-			d.seqs = append(d.seqs, numbered{store.Written{ID: s.ID}, gen})
+			b.Written = append(b.Written, store.Written{ID: s.ID})
 		}
 	}
-	d.mu.Unlock()
-	select {
-	case d.wake <- struct{}{}:
-	default:
+	if len(b.Written) == 0 {
+		return nil
 	}
+	err := d.st.Commit(ctx, b)
+	if errors.Is(err, store.ErrCursorsUnknown) {
+		err = nil // stored
+	}
+	if err != nil {
+		return err
+	}
+	d.nums.committed(b)
+	return nil
 }
