@@ -103,8 +103,9 @@ type Client struct {
 // and returns only once the messages its resumption held back were looked
 // up in the account's archive (at most 10 s) and what the connection
 // settled was recorded (at most 1 s more); see the package documentation.
-// If ctx ends during the lookup, Dial fails, and the held messages stay in
-// the store for the next Dial.
+// If ctx ends during the lookup, Dial returns the client all the same (its
+// stream is resumed; failing would end it): the lookup goes on, and a held
+// message written again may then follow messages sent meanwhile.
 func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*Client, error) {
 	c := &Client{account: account, self: account.Bare().String()}
 	if cfg != nil {
@@ -222,9 +223,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 			select {
 			case <-checking:
 			case <-ctx.Done():
-				// Not handed out before the held messages went: Close
-				// leaves them held, in the store, for the next Dial.
-				err = fmt.Errorf("the archive check of the messages the resumption held back did not end in time: %w", ctx.Err())
+				// The check goes on (see Dial).
 			}
 		}
 	}
@@ -244,7 +243,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	switch {
 	case errors.Is(err, sm.ErrConnEnded):
 		err = fmt.Errorf("%w: %w", err, <-c.firstLoss)
-	case err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()):
+	case err != nil && ctx.Err() != nil:
 		err = fmt.Errorf("the session was not ready in time: %w", ctx.Err())
 	}
 	if err != nil {
@@ -372,6 +371,7 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 	if c.dur != nil {
 		c.dur.newConn()
 	}
+	c.ambiguous.Store(nil) // this connection's resumption says what it holds back
 	lc.WrapBind = c.sm.BindOrResume
 	s, err := login.Dial(ctx, lc)
 	if err != nil {
@@ -394,6 +394,9 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 	resumed := c.sm.Resumed()
 	if resumed {
 		if err := c.voidHeld(ctx); err != nil {
+			// Cut, not closed: </stream:stream> would end the server's
+			// session, which the next connection resumes to check them.
+			s.Conn().Close()
 			return fail(err)
 		}
 	}

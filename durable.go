@@ -75,6 +75,7 @@ type durable struct {
 	mu       sync.Mutex
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
 	unsure   map[string]*doubt        // messages Send reported ErrRecordUncertain for (see uncertain.go)
+	voided   map[string]bool          // held messages whose stored numbers void committed (see numbers.go)
 	// resolveAt is when the recorder next starts resolveDoubts; resolving
 	// is set while it runs.
 	resolveAt time.Time
@@ -655,6 +656,7 @@ func (d *durable) onWritten(s sm.Stanza) {
 	gen, _ := d.counts() // the connection that counted it (see tie)
 	d.mu.Lock()
 	d.seqs = append(d.seqs, numbered{store.Written{ID: s.ID, Seq: s.Seq}, gen})
+	delete(d.voided, s.ID) // numbered again: a later hold voids it again
 	d.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:

@@ -180,13 +180,18 @@ func (n *numbers) committed(b *store.Batch) {
 // should be: it may have reached the server. The voids are committed at
 // once, not through the recorder: the connection writes nothing on the
 // resumed stream until they are (see Client.voidHeld).
+// A message voided once stays so while held (it is not written while
+// held): a later resumption that holds it back again commits nothing for
+// it, so that a store failing then does not end that connection.
 func (d *durable) void(ctx context.Context, held []sm.Stanza) error {
 	b := &store.Batch{}
+	d.mu.Lock()
 	for _, s := range held {
-		if s.Name == "message" && s.ID != "" {
+		if s.Name == "message" && s.ID != "" && !d.voided[s.ID] {
 			b.Written = append(b.Written, store.Written{ID: s.ID})
 		}
 	}
+	d.mu.Unlock()
 	if len(b.Written) == 0 {
 		return nil
 	}
@@ -198,5 +203,13 @@ func (d *durable) void(ctx context.Context, held []sm.Stanza) error {
 		return err
 	}
 	d.nums.committed(b)
+	d.mu.Lock()
+	if d.voided == nil {
+		d.voided = map[string]bool{}
+	}
+	for _, w := range b.Written {
+		d.voided[w.ID] = true
+	}
+	d.mu.Unlock()
 	return nil
 }
