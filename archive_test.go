@@ -326,6 +326,13 @@ func TestArchiveSearchesUntilNow(t *testing.T) {
 func numberedStore(t *testing.T) store.Store {
 	t.Helper()
 	st := openStorePath(t, filepath.Join(t.TempDir(), "track.db"))
+	seedNumbered(t, st)
+	return st
+}
+
+// seedNumbered commits to st what numberedStore holds.
+func seedNumbered(t *testing.T, st store.Store) {
+	t.Helper()
 	owner := store.Instance{Account: testJID.String()}
 	var msgs []store.Message
 	for _, id := range []string{"m1", "m2", "m3"} {
@@ -340,7 +347,6 @@ func numberedStore(t *testing.T) store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
 }
 
 // On the first resumption after a restart, the restored messages that h

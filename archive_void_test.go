@@ -118,20 +118,3 @@ func TestArchiveHeldNumbersVoidedBeforeWrites(t *testing.T) {
 		})
 	}
 }
-func seedNumbered(t *testing.T, st store.Store) {
-	t.Helper()
-	owner := store.Instance{Account: testJID.String()}
-	var msgs []store.Message
-	for _, id := range []string{"m1", "m2", "m3"} {
-		msgs = append(msgs, store.Message{ID: id, Owner: owner, To: "bob@example.org", State: tracking.InTransit,
-			Raw: []byte(`<message xmlns='jabber:client' type='chat' to='bob@example.org' id='` + id + `'><body>hi</body></message>`)})
-	}
-	err := st.Commit(waitCtx(t), &store.Batch{
-		Messages: msgs,
-		Written:  []store.Written{{ID: "m1", Seq: 2}, {ID: "m2", Seq: 3}, {ID: "m3", Seq: 4}},
-		Sessions: []store.Session{{Owner: owner, JID: peerFullJID, ID: "sm-stored", Outbound: 4, Acked: 1}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}

@@ -134,14 +134,8 @@ func (c *Client) resolve(e *doubt) (send func(), ok bool) {
 	}
 	m := rec.Message
 	if windowEnded(m, now) {
-		d.record(store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
-		d.mu.Lock()
-		if !e.heard {
-			e.owed = &m // reported below, or on a later round
-		}
-		d.mu.Unlock()
-		d.resolved(e)
-		c.reportOwed(e)
+		d.timedOut(e, m)
+		c.reportOwed(e) // now, or on a later round
 		return nil, true
 	}
 	t, err := c.trackStored(m, now)

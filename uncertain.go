@@ -395,14 +395,7 @@ func (d *durable) adopt(ctx context.Context, h *hold, m store.Message) (bool, er
 	case err != nil:
 		return false, &UncertainError{ID: m.ID, Err: fmt.Errorf("its id is in the store, whose record could not be read: %w", err)}
 	case d.isThis(rec, m) && windowEnded(rec.Message, time.Now()):
-		d.record(store.Change{ID: m.ID, State: tracking.TimedOut, At: rec.Deadline})
-		stored := rec.Message
-		d.mu.Lock()
-		if !e.heard {
-			e.owed = &stored
-		}
-		d.mu.Unlock()
-		d.resolved(e)
+		d.timedOut(e, rec.Message)
 		return false, &settledErr{id: m.ID, state: tracking.TimedOut}
 	case d.isThis(rec, m):
 		stored := rec.Message
@@ -438,6 +431,20 @@ func (d *durable) resolvedAs(e *doubt, m store.Message) {
 	d.mu.Lock()
 	e.sm = m
 	e.created = append(e.created, m.Created)
+	d.mu.Unlock()
+	d.resolved(e)
+}
+
+// timedOut settles the held message in doubt e, whose stored record m is
+// this message and whose window ended: it records TIMED_OUT, stamped with
+// the deadline, and owes the application that report unless it heard it
+// (see reportOwed).
+func (d *durable) timedOut(e *doubt, m store.Message) {
+	d.record(store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
+	d.mu.Lock()
+	if !e.heard {
+		e.owed = &m
+	}
 	d.mu.Unlock()
 	d.resolved(e)
 }
