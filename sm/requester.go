@@ -7,6 +7,7 @@ import (
 
 	"mellium.im/xmpp"
 
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
@@ -215,7 +216,8 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 	if act != actRequest {
 		return act, wait, nil
 	}
-	return act, 0, s.Send(ctx, stanza.AckRequest{}.TokenReader())
+	_, err = wire.Write(ctx, s, stanza.AckRequest{}.TokenReader())
+	return act, 0, err
 }
 
 // nextRequest decides whether to send an <r/> now and, if not, how long

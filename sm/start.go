@@ -9,6 +9,7 @@ import (
 
 	"mellium.im/xmpp"
 
+	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
@@ -28,8 +29,10 @@ import (
 //   - it then starts the ack requester, a goroutine that lives until ctx
 //     ends, State.Serve returns, the input stream closes, or Tees is
 //     called again. ctx must therefore live as long as the connection (it
-//     is not a connect timeout: when it ends, a send in progress fails and
-//     no more acks are requested); cancel it when Serve returns.
+//     is not a connect timeout: when it ends, no more acks are requested,
+//     and a write of Start or of the requester still under way is cut by
+//     closing the connection, never left half-written on an open stream;
+//     see SendAck); cancel it when Serve returns.
 //
 // The answer to <enable/> is processed by the Handler, so call Serve with
 // st.Handler(...) right after Start. The messages held for it are re-sent
@@ -159,7 +162,7 @@ func (st *State) startConn(ctx context.Context, s *xmpp.Session, c *conn, resume
 		c.armLocked()
 		st.mu.Unlock()
 		en := stanza.Enable{Resume: !st.cfg.NoResume, Max: st.cfg.Max}
-		if err := s.Send(ctx, en.TokenReader()); err != nil {
+		if _, err := wire.Write(ctx, s, en.TokenReader()); err != nil {
 			return err
 		}
 	default:
@@ -277,7 +280,7 @@ func (st *State) writeCopy(ctx context.Context, s *xmpp.Session, c *conn, e entr
 	st.mu.Lock()
 	c.copying, c.copySeen, c.copyOf = true, false, e
 	st.mu.Unlock()
-	err = s.Send(ctx, r)
+	_, err = wire.Write(ctx, s, r)
 	st.mu.Lock()
 	written = err == nil || c.copySeen
 	c.copying, c.copySeen, c.copyOf, c.copyOrphan, c.copyHeld = false, false, entry{}, false, false
