@@ -125,8 +125,9 @@ func TestStoreOwedTimedOutAtMaxPending(t *testing.T) {
 			heard <- struct{}{}
 		}
 	}})
-	rounds := resolveRounds(c)
-	m := Message{To: bob, ID: "short", Body: "hello", Window: 300 * time.Millisecond}
+	// The test runs the client's rounds itself, each at once.
+	noResolver(c)
+	m := Message{To: bob, ID: "short", Body: "hello", Window: time.Minute}
 	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
 		t.Fatalf("first Send: %v", err)
 	}
@@ -136,24 +137,41 @@ func TestStoreOwedTimedOutAtMaxPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc.nextMessage(t)
-	time.Sleep(400 * time.Millisecond) // the window of "short" ends
+	ls.endWindow()
 	landAndAnswer(t, ls)
-	var rec store.Record
-	for rec.State != tracking.TimedOut {
-		nextRound(t, rounds)
-		if err := c.dur.flush(waitCtx(t)); err != nil {
-			t.Fatal(err)
-		}
-		if rec, err = ls.Message(waitCtx(t), "short"); err != nil {
-			t.Fatal(err)
-		}
+	c.resolveDoubts()
+	if err := c.dur.flush(waitCtx(t)); err != nil {
+		t.Fatal(err)
 	}
-	blocker.Close() // a slot frees
+	rec, err := ls.Message(waitCtx(t), "short")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Settled || rec.State != tracking.TimedOut {
+		t.Fatalf("after a round, the record: %+v; want it settled TIMED_OUT", rec.Message)
+	}
+	select {
+	case <-heard:
+		t.Fatal("the application heard TIMED_OUT with no pending slot free")
+	default:
+	}
+	blocker.Close()   // a slot frees
+	c.resolveDoubts() // the next round
 	select {
 	case <-heard:
 	case <-waitCtx(t).Done():
 		t.Fatal("the store settled the message TIMED_OUT, but the application never heard it")
 	}
+}
+
+// endWindow ends the window of the held write-ahead: its deadline becomes
+// now, so that it lands as a record whose window ended while it was in
+// doubt (the client decides by the stored deadline), without the test
+// waiting for a window to pass.
+func (l *lateStore) endWindow() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held.Messages[0].Deadline = time.Now()
 }
 
 // failReadStore fails the next read of a message once armed.
@@ -341,11 +359,11 @@ func TestStoreRetryWindowEndedReports(t *testing.T) {
 		}
 	}})
 	noResolver(c)
-	m := Message{To: bob, ID: "short", Body: "hello", Window: 300 * time.Millisecond}
+	m := Message{To: bob, ID: "short", Body: "hello", Window: time.Minute}
 	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) || errors.Is(err, tracking.ErrTimedOut) {
 		t.Fatalf("first Send: %v", err)
 	}
-	time.Sleep(400 * time.Millisecond) // the window of "short" ends
+	ls.endWindow()
 	ls.mu.Lock()
 	ls.stuck = false // the late commit lands at the retry's commit
 	ls.mu.Unlock()
