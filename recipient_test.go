@@ -287,7 +287,10 @@ func TestRecipientBurst(t *testing.T) {
 }
 
 // TestRecipientMarkersCoalesce: a displayed marker replaces the one still
-// queued for the same peer, in its place; other answers stay.
+// queued for the same peer: in its place, unless a receipt to that peer
+// was queued after it (a marker never overtakes a receipt to its peer:
+// the sender would not take it as proof for that receipt's message); other
+// answers stay.
 func TestRecipientMarkersCoalesce(t *testing.T) {
 	c := newTapClient(t, Config{}) // nobody drains its outbox
 	markable := `<markable xmlns='urn:xmpp:chat-markers:0'/>`
@@ -322,8 +325,20 @@ func TestRecipientMarkersCoalesce(t *testing.T) {
 			t.Errorf("outbox %v, want %v", gotW, wants)
 		}
 	}
-	// b2's marker took b1's place.
-	check(want{"b1", false}, want{"b2", true}, want{"c1", false}, want{"c1", true}, want{"b2", false})
+	// b2's marker replaced b1's, after b2's receipt.
+	check(want{"b1", false}, want{"c1", false}, want{"c1", true}, want{"b2", false}, want{"b2", true})
+	// Without a receipt to bob after his queued marker, the new one takes
+	// its place.
+	feedTap(t, c, nil, msg("bob@example.org/pc", "b4"))
+	if !c.MarkDisplayed(bob) {
+		t.Fatal("nothing to mark for b4")
+	}
+	feedTap(t, c, nil, msg("carol@example.org/pc", "c2"))
+	feedTap(t, c, nil, strings.NewReader(fmt.Sprintf(`<stream xmlns='jabber:client'><message from='bob@example.org/pc' id='b5' type='chat'><body>hi</body>%s</message></stream>`, markable)))
+	if !c.MarkDisplayed(bob) {
+		t.Fatal("nothing to mark for b5")
+	}
+	check(want{"b4", false}, want{"b5", true}, want{"c2", false})
 	// A marker taken by the writer is not replaced: the next one is queued anew.
 	feedTap(t, c, nil, msg("bob@example.org/pc", "b3"))
 	if !c.MarkDisplayed(bob) {
