@@ -91,8 +91,7 @@ func (s *Store) writeOnce(ctx context.Context, f func(*writer) error) error {
 		return err
 	}
 	defer tx.Rollback()
-	w := &writer{s: s, ctx: ctx, ts: s.st.in(ctx, tx), now: time.Now(), rows: map[string]*row{}}
-	defer w.ts.close()
+	w := &writer{s: s, ctx: ctx, ts: txStmts{ctx: ctx, tx: tx, st: &s.st}, now: time.Now(), rows: map[string]*row{}}
 	if err := f(w); err != nil {
 		return err
 	}
@@ -136,7 +135,7 @@ func (s *Store) wake() {
 type writer struct {
 	s    *Store
 	ctx  context.Context
-	ts   *txStmts
+	ts   txStmts
 	now  time.Time
 	rows map[string]*row // by id: the message rows this transaction read or wrote
 }
@@ -170,7 +169,7 @@ func (w *writer) lookup(id string) (*row, error) {
 	}
 	var n, state int64
 	var settled bool
-	err := w.ts.getMsg.QueryRowContext(w.ctx, id).Scan(&n, &state, &settled)
+	err := w.ts.get(getMsg).QueryRowContext(w.ctx, id).Scan(&n, &state, &settled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -207,7 +206,7 @@ func (w *writer) apply(b *store.Batch) error {
 		if settled {
 			raw = nil
 		}
-		res, err := w.ts.insMsg.ExecContext(w.ctx,
+		res, err := w.ts.get(insMsg).ExecContext(w.ctx,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
 			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created))
 		if err != nil {
@@ -222,7 +221,7 @@ func (w *writer) apply(b *store.Batch) error {
 		if err != nil {
 			return err
 		}
-		res, err = w.ts.insChange.ExecContext(w.ctx, n, int64(m.State), settled, micros(m.Created), nil)
+		res, err = w.ts.get(insChange).ExecContext(w.ctx, n, int64(m.State), settled, micros(m.Created), nil)
 		if err != nil {
 			return err
 		}
@@ -250,7 +249,7 @@ func (w *writer) apply(b *store.Batch) error {
 			continue
 		}
 		if to != r.cur.state {
-			res, err := w.ts.insChange.ExecContext(w.ctx, r.n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
+			res, err := w.ts.get(insChange).ExecContext(w.ctx, r.n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
 			if err != nil {
 				return err
 			}
@@ -276,7 +275,7 @@ func (w *writer) apply(b *store.Batch) error {
 		if ss.Updated.IsZero() {
 			ss.Updated = w.now
 		}
-		_, err := w.ts.upSession.ExecContext(w.ctx,
+		_, err := w.ts.get(upSession).ExecContext(w.ctx,
 			ss.Owner.Account, ss.Owner.Resource, ss.JID, ss.ID, ss.Location, int64(ss.Max/time.Second),
 			int64(ss.Inbound), int64(ss.Outbound), int64(ss.Acked), micros(ss.Updated))
 		if err != nil {
@@ -295,7 +294,7 @@ func (w *writer) check(b *store.Batch) error {
 			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
 		}
 		var one int
-		err := w.ts.exists.QueryRowContext(w.ctx, m.ID).Scan(&one)
+		err := w.ts.get(exists).QueryRowContext(w.ctx, m.ID).Scan(&one)
 		if err == nil {
 			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
 		}
@@ -325,11 +324,11 @@ func (w *writer) flush() error {
 		var err error
 		switch {
 		case r.updated == 0:
-			res, err = w.ts.setSeq.ExecContext(w.ctx, seq, r.n, id, int64(r.was.state), r.was.settled)
+			res, err = w.ts.get(setSeq).ExecContext(w.ctx, seq, r.n, id, int64(r.was.state), r.was.settled)
 		case !r.cur.settled:
-			res, err = w.ts.updMsg.ExecContext(w.ctx, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
+			res, err = w.ts.get(updMsg).ExecContext(w.ctx, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
 		default:
-			res, err = w.ts.settleMsg.ExecContext(w.ctx, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
+			res, err = w.ts.get(settleMsg).ExecContext(w.ctx, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
 		}
 		if err != nil {
 			return err
@@ -367,20 +366,31 @@ const (
 		outbound = excluded.outbound, acked = excluded.acked, updated = excluded.updated`
 )
 
-type stmts struct {
-	insMsg, exists, insChange, getMsg, setSeq, updMsg, settleMsg, upSession *sql.Stmt
+// The statements of a commit, by index into stmts.
+const (
+	insMsg = iota
+	exists
+	insChange
+	getMsg
+	setSeq
+	updMsg
+	settleMsg
+	upSession
+	nStmts
+)
+
+var stmtSQL = [nStmts]string{
+	insMsg: sqlInsMsg, exists: sqlExists, insChange: sqlInsChange, getMsg: sqlGetMsg,
+	setSeq: sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
 }
 
+// stmts are the statements of a commit, prepared once on the writer.
+type stmts [nStmts]*sql.Stmt
+
 func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
-	for _, p := range []struct {
-		s **sql.Stmt
-		q string
-	}{
-		{&st.insMsg, sqlInsMsg}, {&st.exists, sqlExists}, {&st.insChange, sqlInsChange}, {&st.getMsg, sqlGetMsg},
-		{&st.setSeq, sqlSetSeq}, {&st.updMsg, sqlUpdMsg}, {&st.settleMsg, sqlSettleMsg}, {&st.upSession, sqlUpSession},
-	} {
+	for i, q := range stmtSQL {
 		var err error
-		if *p.s, err = db.PrepareContext(ctx, p.q); err != nil {
+		if st[i], err = db.PrepareContext(ctx, q); err != nil {
 			return err
 		}
 	}
@@ -388,23 +398,25 @@ func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (st *stmts) close() {
-	for _, s := range []*sql.Stmt{st.insMsg, st.exists, st.insChange, st.getMsg, st.setSeq, st.updMsg, st.settleMsg, st.upSession} {
+	for _, s := range st {
 		if s != nil {
 			s.Close()
 		}
 	}
 }
 
-// txStmts are the statements bound to one transaction.
-type txStmts stmts
-
-func (st *stmts) in(ctx context.Context, tx *sql.Tx) *txStmts {
-	return &txStmts{
-		insMsg: tx.StmtContext(ctx, st.insMsg), exists: tx.StmtContext(ctx, st.exists),
-		insChange: tx.StmtContext(ctx, st.insChange), getMsg: tx.StmtContext(ctx, st.getMsg),
-		setSeq: tx.StmtContext(ctx, st.setSeq), updMsg: tx.StmtContext(ctx, st.updMsg),
-		settleMsg: tx.StmtContext(ctx, st.settleMsg), upSession: tx.StmtContext(ctx, st.upSession),
-	}
+// txStmts binds the statements to one transaction, each when it is first
+// used (a write-ahead uses two of them): the transaction closes them.
+type txStmts struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	st    *stmts
+	bound [nStmts]*sql.Stmt
 }
 
-func (ts *txStmts) close() { (*stmts)(ts).close() }
+func (ts *txStmts) get(i int) *sql.Stmt {
+	if ts.bound[i] == nil {
+		ts.bound[i] = ts.tx.StmtContext(ts.ctx, ts.st[i])
+	}
+	return ts.bound[i]
+}

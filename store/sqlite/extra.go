@@ -38,6 +38,11 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	return total, nil
 }
 
+// pruneChunk deletes up to pruneChunk messages and their changes, but the
+// change with the highest cursor is kept as a tombstone (msg 0: no message
+// has it, so no read sees it) instead of deleted: SQLite numbers a new change
+// with the highest cursor in the table plus one, which must stay above every
+// cursor a follower may have seen. Older tombstones are deleted.
 func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -48,7 +53,10 @@ func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 		DELETE FROM doomed;
 		INSERT INTO doomed SELECT n FROM messages WHERE settled = 1 AND updated < ?1
 			OR settled = 0 AND state IN (?2, ?3) AND deadline != 0 AND deadline < ?1 LIMIT ?4;
-		DELETE FROM changes WHERE msg IN (SELECT n FROM doomed)`,
+		UPDATE changes SET msg = 0, evidence = NULL
+			WHERE cursor = (SELECT max(cursor) FROM changes) AND msg IN (SELECT n FROM doomed);
+		DELETE FROM changes WHERE msg IN (SELECT n FROM doomed);
+		DELETE FROM changes WHERE msg = 0 AND cursor < (SELECT max(cursor) FROM changes)`,
 		before, int64(tracking.DeliveredToRecipient), int64(tracking.Error), pruneChunk)
 	if err != nil {
 		return 0, err

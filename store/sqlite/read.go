@@ -229,17 +229,14 @@ func (s *Store) Changes(ctx context.Context, q store.FeedQuery) ([]store.Change,
 	return out, nil
 }
 
-// LastCursor implements store.Store: the last cursor ever assigned, kept by
-// SQLite for the AUTOINCREMENT column even when that change was pruned.
+// LastCursor implements store.Store: the last cursor ever assigned, which
+// stays in the table even when its change was pruned (see pruneChunk).
 func (s *Store) LastCursor(ctx context.Context) (int64, error) {
 	if s.isClosed() {
 		return 0, store.ErrClosed
 	}
 	var c int64
-	err := s.r.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'changes'`).Scan(&c)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
+	err := s.r.QueryRowContext(ctx, `SELECT coalesce(max(cursor), 0) FROM changes`).Scan(&c)
 	if err != nil {
 		return 0, readErr(err)
 	}

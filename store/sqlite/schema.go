@@ -78,6 +78,31 @@ CREATE TABLE jobs (
 ) WITHOUT ROWID;
 CREATE INDEX jobs_due ON jobs (queue, due);
 `,
+	// 1 → 2: change cursors without AUTOINCREMENT, whose sqlite_sequence
+	// row cost every transaction that adds a change one more page written.
+	// SQLite gives a new row the highest cursor plus one; the highest cursor
+	// ever assigned stays in the table because Prune never deletes its row
+	// but turns it into a tombstone (msg 0, which no message has: see
+	// pruneChunk). A file whose latest changes were pruned keeps their
+	// cursor as such a tombstone, from sqlite_sequence.
+	`
+CREATE TABLE changes_v2 (
+	cursor   INTEGER PRIMARY KEY, -- never reused, in commit order (see above)
+	msg      INTEGER NOT NULL,    -- messages.n; 0: a tombstone
+	state    INTEGER NOT NULL,
+	settles  INTEGER NOT NULL,
+	at       INTEGER NOT NULL,
+	evidence BLOB                 -- see codec.go; NULL: none
+);
+INSERT INTO changes_v2 (cursor, msg, state, settles, at, evidence)
+	SELECT cursor, msg, state, settles, at, evidence FROM changes;
+INSERT INTO changes_v2 (cursor, msg, state, settles, at)
+	SELECT seq, 0, 0, 0, 0 FROM sqlite_sequence
+	WHERE name = 'changes' AND seq > (SELECT coalesce(max(cursor), 0) FROM changes);
+DROP TABLE changes;
+ALTER TABLE changes_v2 RENAME TO changes;
+CREATE INDEX changes_msg ON changes (msg);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

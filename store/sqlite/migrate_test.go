@@ -1,0 +1,170 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// testdata/schema1.db was written by the schema-1 code (before migration
+// 1 → 2): messages pending (cursor 1, seq 1) and acked (cursors 2 and 4,
+// seq 2), a session, and message gone (cursors 3 and 5), settled and
+// pruned, so that its last cursor, 5, was kept only by sqlite_sequence.
+
+// TestMigrateSchema1 opens a schema-1 file: it is upgraded, its records read
+// as before, and new changes get cursors above every cursor it ever gave,
+// the pruned ones included.
+func TestMigrateSchema1(t *testing.T) {
+	ctx := context.Background()
+	data, err := os.ReadFile("testdata/schema1.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "s.db")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v := userVersion(t, p); v != SchemaVersion {
+		t.Errorf("user_version %d, want %d", v, SchemaVersion)
+	}
+	if c, err := s.LastCursor(ctx); err != nil || c != 5 {
+		t.Errorf("LastCursor %d, %v; want 5", c, err)
+	}
+	r, err := s.Message(ctx, "acked")
+	if err != nil || r.State != tracking.DeliveredToServer || !r.Written || r.Seq != 2 || r.Cursor != 4 ||
+		len(r.History) != 2 || r.History[0].Cursor != 2 || r.History[1].Cursor != 4 {
+		t.Fatalf("acked: %+v, %v", r, err)
+	}
+	var pending []store.Message
+	owner := store.Instance{Account: "a@example.org", Resource: "r"}
+	if err := s.Pending(ctx, owner, func(m store.Message) error { pending = append(pending, m); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 2 || pending[0].ID != "pending" || pending[0].Cursor != 1 || pending[1].Cursor != 4 {
+		t.Errorf("pending: %+v", pending)
+	}
+	if ss, err := s.Session(ctx, owner); err != nil || ss.ID != "smid" || ss.Outbound != 2 {
+		t.Errorf("session: %+v, %v", ss, err)
+	}
+	b := &store.Batch{Messages: []store.Message{message("new")}, Changes: []store.Change{{ID: "pending", State: tracking.DeliveredToServer}}}
+	commitT(t, s, b)
+	if b.Messages[0].Cursor != 6 || b.Changes[0].Cursor != 7 {
+		t.Errorf("new cursors %d, %d; want 6, 7", b.Messages[0].Cursor, b.Changes[0].Cursor)
+	}
+	var got []int64
+	for _, c := range feed(t, s, 0) {
+		got = append(got, c.Cursor)
+	}
+	if want := []int64{1, 2, 4, 6, 7}; !equalInts(got, want) {
+		t.Errorf("feed cursors %v, want %v", got, want)
+	}
+	// The file keeps no AUTOINCREMENT: its sqlite_sequence row was the page
+	// every transaction wrote besides its rows.
+	db := rawDB(t, p)
+	var ddl string
+	if err := db.QueryRow(`SELECT sql FROM sqlite_schema WHERE name = 'changes'`).Scan(&ddl); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.ToUpper(ddl), "AUTOINCREMENT") {
+		t.Errorf("changes: %s", ddl)
+	}
+}
+
+// TestPruneKeepsLastCursor prunes the messages that hold the latest
+// cursors: a change committed after gets a higher cursor (a follower that
+// saw the pruned ones would otherwise skip it), the tombstone that keeps the
+// cursor shows nowhere, and later prunes keep one tombstone at most.
+func TestPruneKeepsLastCursor(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old := time.Now().Add(-time.Hour)
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("live")}})
+	for round, ids := range [][]string{{"a", "b"}, {"c"}} {
+		for _, id := range ids {
+			commitT(t, s, &store.Batch{Messages: []store.Message{message(id)},
+				Changes: []store.Change{{ID: id, State: tracking.Closed, At: old}}})
+		}
+		last, _ := s.LastCursor(ctx)
+		if n, err := s.Prune(ctx, time.Now()); err != nil || n != len(ids) {
+			t.Fatalf("round %d: Prune %d, %v", round, n, err)
+		}
+		if c, err := s.LastCursor(ctx); err != nil || c != last {
+			t.Errorf("round %d: LastCursor after Prune %d, %v; want %d", round, c, err, last)
+		}
+		if f := feed(t, s, 0); len(f) != 1+round || f[0].ID != "live" {
+			t.Errorf("round %d: feed %+v", round, f)
+		}
+		// A new message may get the row number of a pruned one: its
+		// history is its own.
+		id := "after" + ids[0]
+		b := &store.Batch{Messages: []store.Message{message(id)}}
+		commitT(t, s, b)
+		if b.Messages[0].Cursor != last+1 {
+			t.Errorf("round %d: cursor %d after pruning, want %d", round, b.Messages[0].Cursor, last+1)
+		}
+		if h := historyOf(t, s, id); len(h) != 1 {
+			t.Errorf("round %d: history of %s: %v", round, id, h)
+		}
+		var tombs int
+		if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM changes WHERE msg = 0`).Scan(&tombs); err != nil || tombs != 1 {
+			t.Errorf("round %d: %d tombstones, %v", round, tombs, err)
+		}
+	}
+}
+
+func feed(t *testing.T, s *Store, after int64) []store.Change {
+	t.Helper()
+	cs, err := s.Changes(context.Background(), store.FeedQuery{After: after})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func rawDB(t *testing.T, p string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", p+"?_query_only=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func userVersion(t *testing.T, p string) int {
+	t.Helper()
+	var v int
+	if err := rawDB(t, p).QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func equalInts(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
