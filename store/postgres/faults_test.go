@@ -44,27 +44,28 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	if _, err := srv.SQL(ctx, "newer", `UPDATE xmpptrack_schema SET version = 99`); err != nil {
+	if _, err := srv.SQL(ctx, dbName(t, "newer"), `UPDATE xmpptrack_schema SET version = 99`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Open(ctx, dsn); !errors.Is(err, store.ErrNewerSchema) {
 		t.Errorf("newer schema: %v", err)
 	}
 	// Another application's table of the same name.
-	database(t, "foreign")
-	if _, err := srv.SQL(ctx, "foreign", `CREATE TABLE xmpptrack_schema (app text, version int); INSERT INTO xmpptrack_schema VALUES ('other', 1)`); err != nil {
+	if _, err := srv.SQL(ctx, dbName(t, "foreign"), `CREATE TABLE xmpptrack_schema (app text, version int); INSERT INTO xmpptrack_schema VALUES ('other', 1)`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Open(ctx, database(t, "foreign")); !errors.Is(err, store.ErrForeign) {
 		t.Errorf("foreign table: %v", err)
 	}
-	// A role that may not create tables, on an empty database.
-	database(t, "empty")
-	if _, err := srv.SQL(ctx, "empty", `CREATE ROLE weak LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-		REVOKE ALL ON DATABASE empty FROM PUBLIC; GRANT CONNECT ON DATABASE empty TO weak;`); err != nil {
+	// A role that may not create tables, on an empty database. Roles
+	// belong to the server: each run of the test makes its own.
+	empty := dbName(t, "empty")
+	weak := "weak_" + strings.TrimPrefix(empty, "empty_")
+	if _, err := srv.SQL(ctx, empty, `CREATE ROLE `+weak+` LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+		REVOKE ALL ON DATABASE `+empty+` FROM PUBLIC; GRANT CONNECT ON DATABASE `+empty+` TO `+weak+`;`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(ctx, srv.DSN("weak", "empty")); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CREATE") {
+	if _, err := Open(ctx, srv.DSN(weak, empty)); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CREATE") {
 		t.Errorf("no CREATE: %v", err)
 	}
 	// The schema exists (made by the owner), but the role has no grants.
@@ -73,18 +74,18 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	if _, err := srv.SQL(ctx, "empty", `GRANT USAGE ON SCHEMA public TO weak`); err != nil {
+	if _, err := srv.SQL(ctx, empty, `GRANT USAGE ON SCHEMA public TO `+weak); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(ctx, srv.DSN("weak", "empty")); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "xmpptrack_") {
+	if _, err := Open(ctx, srv.DSN(weak, empty)); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "xmpptrack_") {
 		t.Errorf("no grants: %v", err)
 	}
 	// The documented minimal grants are enough for everything.
-	if _, err := srv.SQL(ctx, "empty", `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO weak;
-		GRANT USAGE ON SEQUENCE xmpptrack_messages_n_seq TO weak`); err != nil {
+	if _, err := srv.SQL(ctx, empty, `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO `+weak+`;
+		GRANT USAGE ON SEQUENCE xmpptrack_messages_n_seq TO `+weak); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(ctx, srv.DSN("weak", "empty"))
+	s, err = Open(ctx, srv.DSN(weak, empty))
 	if err != nil {
 		t.Fatalf("with the minimal grants: %v", err)
 	}
@@ -179,7 +180,7 @@ func TestLeaseLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := server(t).SQL(ctx, "leaselost", `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`); err != nil {
+	if _, err := server(t).SQL(ctx, dbName(t, "leaselost"), `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -276,7 +277,7 @@ func TestListenOnlyToFollow(t *testing.T) {
 	dsn := database(t, "listen_to_follow")
 	listeners := func() string {
 		t.Helper()
-		out, err := srv.SQL(ctx, "listen_to_follow", `SELECT count(*) FROM pg_stat_activity
+		out, err := srv.SQL(ctx, dbName(t, "listen_to_follow"), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND query = 'LISTEN xmpptrack_feed'`)
 		if err != nil {
 			t.Fatal(err)
@@ -334,25 +335,24 @@ func TestWaitWithoutListener(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv := server(t)
-	const name = "no_listener"
-	dsn := database(t, name)
+	db := dbName(t, "no_listener")
+	dsn := database(t, "no_listener")
 	w, err := Open(ctx, dsn) // creates the schema
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	if _, err := srv.SQL(ctx, name, `DO $$ BEGIN
-			IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'one_conn') THEN
-				CREATE ROLE one_conn LOGIN CONNECTION LIMIT 1;
-			END IF;
-		END $$;
-		GRANT USAGE ON SCHEMA public TO one_conn;
-		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO one_conn;
-		GRANT USAGE ON SEQUENCE xmpptrack_messages_n_seq TO one_conn`); err != nil {
+	// A role of its own at each run of the test: roles belong to the
+	// server, and a connection of the last run may still hold its one.
+	role := "one_conn_" + strings.TrimPrefix(db, "no_listener_")
+	if _, err := srv.SQL(ctx, db, `CREATE ROLE `+role+` LOGIN CONNECTION LIMIT 1;
+		GRANT USAGE ON SCHEMA public TO `+role+`;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO `+role+`;
+		GRANT USAGE ON SEQUENCE xmpptrack_messages_n_seq TO `+role); err != nil {
 		t.Fatal(err)
 	}
 	var listened atomic.Bool
-	f, err := OpenConfig(ctx, srv.DSN("one_conn", name), Config{MaxConns: 1, Retention: -1,
+	f, err := OpenConfig(ctx, srv.DSN(role, db), Config{MaxConns: 1, Retention: -1,
 		listening: func() { listened.Store(true) }})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"strings"
 	"sync"
@@ -54,31 +55,51 @@ func server(t testing.TB) *testserver.Postgres {
 
 var dbs struct {
 	sync.Mutex
-	made map[string]string
+	seq  int
+	made map[string]string // a name the running tests gave -> its database
 }
 
-// database returns the DSN of a database for name, creating it once.
-func database(t testing.TB, name string) string {
+// dbName returns the database that the running test calls name, creating
+// it on first use. Its real name is name with a number of its own, so that
+// each run of a test (go test -count=N) starts on new, empty databases;
+// within the test that made it (and its subtests), name stays that
+// database.
+func dbName(t testing.TB, name string) string {
 	t.Helper()
 	srv := server(t)
-	name = strings.ToLower(name)
-	if len(name) > 60 {
-		name = fmt.Sprintf("%s_%x", name[:40], len(name))
-	}
+	key := strings.ToLower(name)
 	dbs.Lock()
 	defer dbs.Unlock()
-	if dsn, ok := dbs.made[name]; ok {
-		return dsn
+	if db, ok := dbs.made[key]; ok {
+		return db
 	}
-	dsn, err := srv.CreateDatabase(context.Background(), name)
-	if err != nil {
+	dbs.seq++
+	base := key
+	if len(base) > 48 { // PostgreSQL keeps 63 bytes of a name
+		h := fnv.New32a()
+		h.Write([]byte(key))
+		base = fmt.Sprintf("%s_%08x", base[:39], h.Sum32())
+	}
+	db := fmt.Sprintf("%s_%d", base, dbs.seq)
+	if _, err := srv.CreateDatabase(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	if dbs.made == nil {
 		dbs.made = map[string]string{}
 	}
-	dbs.made[name] = dsn
-	return dsn
+	dbs.made[key] = db
+	t.Cleanup(func() {
+		dbs.Lock()
+		delete(dbs.made, key)
+		dbs.Unlock()
+	})
+	return db
+}
+
+// database returns the DSN of dbName(t, name).
+func database(t testing.TB, name string) string {
+	t.Helper()
+	return server(t).DSN("", dbName(t, name))
 }
 
 func opener(cfg Config) storetest.Open {
