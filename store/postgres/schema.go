@@ -245,6 +245,127 @@ BEGIN
 END
 $fn$;
 `,
+	// 2 → 3: xmpptrack_commit without loops. The caller folds the group's
+	// changes of each message with store.Next for every state the message
+	// may be found in (see build in args.go); the function locks the
+	// messages and keeps the outcomes and events of the states it finds,
+	// in set-based statements. New messages take their numbers first and
+	// are inserted without ON CONFLICT: an existing id fails the call with
+	// unique_violation (23505), and the caller looks the ids up.
+	`
+DROP FUNCTION xmpptrack_commit(int2[], int4, text[], text[], text[], text[], bool[], text[], text[], bytea[],
+	timestamptz[], timestamptz[], int2[], bool[], int4[], text[], int4[], int2[], timestamptz[], text[], text[],
+	text[], text[], int4[], int4[], int8[], text[], text[], text[], text[], text[], int8[], int8[], int8[], int8[],
+	timestamptz[]);
+CREATE FUNCTION xmpptrack_commit(
+	nstates int4,
+	m_id text[], m_account text[], m_resource text[], m_rcpt text[], m_room bool[], m_thread text[],
+	m_channel text[], m_raw bytea[], m_created timestamptz[], m_deadline timestamptz[], m_state int2[],
+	m_settled bool[], m_key int4[],
+	l_id text[],
+	c_at timestamptz[], c_from text[], c_sid text[], c_cond text[], c_text text[],
+	o_pos int4[], o_from int2[], o_state int2[], o_settled bool[], o_at timestamptz[],
+	e_pos int4[], e_from int2[], e_key int4[], e_state int2[], e_settles bool[], e_change int4[],
+	w_pos int4[], w_seq int8[],
+	s_account text[], s_resource text[], s_jid text[], s_smid text[], s_location text[], s_max int8[],
+	s_in int8[], s_out int8[], s_acked int8[], s_updated timestamptz[],
+	OUT keys int4[], OUT last int8)
+LANGUAGE plpgsql
+-- As in version 2: keyed lookups only, whatever the statistics were when
+-- the session cached the plans; and generic plans from the first call
+-- (custom plans are made for each call until the fifth, and for ever for
+-- a statement whose generic plan looks dearer).
+SET enable_seqscan = off
+SET jit = off
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+	m_n int8[] := '{}'; ln int8[]; lst int2[]; lset bool[]; bad int4;
+	u_n int8[]; u_st int2[]; u_set bool[]; u_at timestamptz[]; u_seq int8[];
+BEGIN
+	-- 1. New messages, numbered in their order.
+	IF cardinality(m_id) > 0 THEN
+		m_n := ARRAY(SELECT nextval('xmpptrack_messages_n_seq') FROM generate_series(1, cardinality(m_id)));
+		INSERT INTO xmpptrack_messages
+			(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, state, settled, updated,
+			settled_at)
+		SELECT u.n, u.id, u.account, u.resource, u.rcpt, u.room, u.thread, u.channel,
+			CASE WHEN u.settled THEN NULL ELSE u.raw END, u.created, u.deadline, u.state, u.settled, u.created,
+			CASE WHEN u.settled THEN u.created END
+		FROM unnest(m_n, m_id, m_account, m_resource, m_rcpt, m_room, m_thread, m_channel, m_raw, m_created,
+			m_deadline, m_state, m_settled)
+			AS u(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, state, settled);
+	END IF;
+
+	-- 2. Lock the messages that changes and sequence numbers are about, in
+	-- id order (concurrent instances cannot deadlock), and read them by
+	-- their position in l_id (NULL: unknown).
+	IF cardinality(l_id) > 0 THEN
+		SELECT array_agg(m.n ORDER BY u.o), array_agg(m.state ORDER BY u.o), array_agg(m.settled ORDER BY u.o)
+		INTO ln, lst, lset
+		FROM unnest(l_id) WITH ORDINALITY AS u(id, o)
+		LEFT JOIN (SELECT x.n, x.id, x.state, x.settled FROM xmpptrack_messages x
+			WHERE x.id = ANY (l_id) ORDER BY x.id FOR UPDATE) m ON m.id = u.id;
+		SELECT k INTO bad FROM generate_subscripts(lst, 1) AS k WHERE lst[k] < 0 OR lst[k] >= nstates LIMIT 1;
+		IF bad IS NOT NULL THEN
+			RAISE EXCEPTION 'xmpptrack: message % has state %', l_id[bad], lst[bad] USING ERRCODE = 'XT422';
+		END IF;
+
+		-- 3. The outcome of the changes from the state found, and the
+		-- last sequence number, of each message.
+		IF cardinality(o_pos) > 0 OR cardinality(w_pos) > 0 THEN
+			SELECT array_agg(ln[coalesce(o.pos, w.pos)]), array_agg(o.st), array_agg(o.sets), array_agg(o.at),
+				array_agg(w.seq)
+			INTO u_n, u_st, u_set, u_at, u_seq
+			FROM (SELECT * FROM unnest(o_pos, o_from, o_state, o_settled, o_at) AS o(pos, frm, st, sets, at)
+				WHERE o.frm = lst[o.pos] AND NOT lset[o.pos]) o
+			FULL JOIN unnest(w_pos, w_seq) AS w(pos, seq) ON w.pos = o.pos
+			WHERE ln[coalesce(o.pos, w.pos)] IS NOT NULL;
+			IF u_n IS NOT NULL THEN
+				UPDATE xmpptrack_messages m SET state = coalesce(u.st, m.state), settled = coalesce(u.sets, m.settled),
+					updated = coalesce(u.at, m.updated), seq = coalesce(u.seq, m.seq),
+					settled_at = CASE WHEN coalesce(u.sets, m.settled) THEN coalesce(u.at, m.updated) END,
+					raw = CASE WHEN coalesce(u.sets, m.settled) THEN NULL ELSE m.raw END
+				FROM unnest(u_n, u_st, u_set, u_at, u_seq) AS u(n, st, sets, at, seq)
+				WHERE m.n = u.n;
+			END IF;
+		END IF;
+	END IF;
+
+	-- 4. Sessions (one per owner).
+	IF cardinality(s_account) > 0 THEN
+		INSERT INTO xmpptrack_sessions
+			(account, resource, jid, smid, location, max_s, inbound, outbound, acked, updated)
+		SELECT * FROM unnest(s_account, s_resource, s_jid, s_smid, s_location, s_max, s_in, s_out, s_acked, s_updated)
+		ON CONFLICT (account, resource) DO UPDATE SET jid = EXCLUDED.jid, smid = EXCLUDED.smid,
+			location = EXCLUDED.location, max_s = EXCLUDED.max_s, inbound = EXCLUDED.inbound,
+			outbound = EXCLUDED.outbound, acked = EXCLUDED.acked, updated = EXCLUDED.updated;
+	END IF;
+
+	-- 5. Cursors, last: the counter row stays locked until the commit, so
+	-- that cursors become visible in the order they were handed out. The
+	-- events are the new messages' creation and the events of the changes
+	-- from the state found, in key order.
+	keys := ARRAY(SELECT x.key FROM (SELECT unnest(m_key) AS key
+		UNION ALL SELECT e.key FROM unnest(e_pos, e_from, e_key) AS e(pos, frm, key)
+			WHERE e.frm = lst[e.pos] AND NOT lset[e.pos]) x ORDER BY x.key);
+	IF cardinality(keys) > 0 THEN
+		UPDATE xmpptrack_feed SET last = xmpptrack_feed.last + cardinality(keys) WHERE one
+			RETURNING xmpptrack_feed.last INTO last;
+		INSERT INTO xmpptrack_changes (cursor, msg, state, settles, at, ev_from, stanza_id, condition, ev_text)
+		SELECT last - cardinality(keys) + row_number() OVER (ORDER BY x.key), x.n, x.st, x.sets, x.at,
+			x.f, x.sid, x.cond, x.txt
+		FROM (SELECT u.key, u.n, u.st, u.sets, u.at, ''::text AS f, ''::text AS sid, ''::text AS cond, ''::text AS txt
+				FROM unnest(m_key, m_n, m_state, m_settled, m_created) AS u(key, n, st, sets, at)
+			UNION ALL
+			SELECT e.key, ln[e.pos], e.st, e.sets, c_at[e.ch], c_from[e.ch], c_sid[e.ch], c_cond[e.ch], c_text[e.ch]
+				FROM unnest(e_pos, e_from, e_key, e_state, e_settles, e_change) AS e(pos, frm, key, st, sets, ch)
+				WHERE e.frm = lst[e.pos] AND NOT lset[e.pos]) x;
+		PERFORM pg_notify('xmpptrack_feed', last::text);
+	END IF;
+END
+$fn$;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
