@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"mellium.im/xmpp/jid"
@@ -53,15 +54,35 @@ func (g *Gateway) AddAccount(a Account) error {
 func (g *Gateway) addSender(name string, s sender) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, dup := g.accounts[name]; dup {
+	old := g.accounts()
+	if _, dup := old.m[name]; dup {
 		return fmt.Errorf("gateway: account %s added twice", name)
 	}
-	g.accounts[name] = s
-	if g.first == "" {
-		g.first = name
+	a := &accountSet{first: old.first, m: make(map[string]sender, len(old.m)+1)}
+	maps.Copy(a.m, old.m)
+	a.m[name] = s
+	if a.first == "" {
+		a.first = name
 	}
+	g.accts.Store(a)
 	g.metrics.addAccount(name, s)
 	return nil
+}
+
+// accounts returns the accounts (none before the first AddAccount).
+func (g *Gateway) accounts() *accountSet {
+	if a := g.accts.Load(); a != nil {
+		return a
+	}
+	return &accountSet{}
+}
+
+// accountSet is the gateway's accounts; never modified once published
+// (AddAccount publishes a new one), so that requests read it without a
+// lock.
+type accountSet struct {
+	m     map[string]sender // by bare JID
+	first string            // the default account
 }
 
 // clientSender sends through an xmpptrack.Client, joining rooms on first use.

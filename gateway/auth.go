@@ -24,13 +24,16 @@ const cookieName = "xmpptrack_token"
 // hash in constant time, and all of them are always compared.
 type tokenSet struct {
 	hashes [][32]byte
+	ids    []string // idOf each hash, computed once
 }
 
 func newTokenSet(tokens []string) tokenSet {
 	var s tokenSet
 	for _, t := range tokens {
 		if t = strings.TrimSpace(t); t != "" {
-			s.hashes = append(s.hashes, sha256.Sum256([]byte(t)))
+			h := sha256.Sum256([]byte(t))
+			s.hashes = append(s.hashes, h)
+			s.ids = append(s.ids, idOf(h))
 		}
 	}
 	return s
@@ -38,12 +41,31 @@ func newTokenSet(tokens []string) tokenSet {
 
 // check returns the token's hash and whether it is valid.
 func (s tokenSet) check(token string) ([32]byte, bool) {
+	h, i := s.find(token)
+	return h, i >= 0
+}
+
+// find returns the token's hash and its index among the valid tokens, or
+// -1.
+func (s tokenSet) find(token string) ([32]byte, int) {
 	h := sha256.Sum256([]byte(token))
-	found := 0
+	found := -1
 	for i := range s.hashes {
-		found |= subtle.ConstantTimeCompare(h[:], s.hashes[i][:])
+		eq := subtle.ConstantTimeCompare(h[:], s.hashes[i][:])
+		found = subtle.ConstantTimeSelect(eq, i, found)
 	}
-	return h, found == 1 && token != ""
+	if token == "" {
+		return h, -1
+	}
+	return h, found
+}
+
+// id returns the id of the token with hash h found at index i (see find).
+func (s tokenSet) id(h [32]byte, i int) string {
+	if i >= 0 {
+		return s.ids[i]
+	}
+	return idOf(h)
 }
 
 // idOf returns a token's id: a short prefix of its hash, safe to log.
@@ -73,8 +95,7 @@ func presented(r *http.Request) string {
 // computed again where it is needed rather than carried in the request's
 // context, which would copy every request.
 func (g *Gateway) tokenID(r *http.Request) string {
-	h, _ := g.tokens.check(presented(r))
-	return idOf(h)
+	return g.tokens.id(g.tokens.find(presented(r)))
 }
 
 // maxBuckets bounds the limiter's memory.
@@ -143,8 +164,8 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		h, ok := g.tokens.check(presented(r))
-		if !ok {
+		h, i := g.tokens.find(presented(r))
+		if i < 0 {
 			// Guessing tokens costs the guesser's address its rate limit.
 			if ok, wait := g.limit.allow("addr:" + remoteHost(r)); !ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
@@ -163,7 +184,7 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		if g.limit.rate > 0 {
-			if ok, wait := g.limit.allow(idOf(h)); !ok {
+			if ok, wait := g.limit.allow(g.tokens.id(h, i)); !ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 				writeProblem(w, newProblem("rate-limited", "slow down"))
 				return

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	xstanza "mellium.im/xmpp/stanza"
@@ -63,10 +64,14 @@ type Gateway struct {
 	sched   sendScheduler
 	hooks   []*webhookWorker
 
-	mu       sync.Mutex
-	accounts map[string]sender  // by bare JID
-	first    string             // the default account
-	live     map[string]liveMsg // sent messages whose tracking may go on
+	// accts is the accounts, read by every request without a lock;
+	// AddAccount replaces it under mu.
+	accts atomic.Pointer[accountSet]
+	// lastTo is the last recipient parsed (see parseTo).
+	lastTo atomic.Pointer[parsedJID]
+
+	mu   sync.Mutex
+	live map[string]*liveMsg // sent messages whose tracking may go on; fields written under mu
 
 	sends sendCtxs
 
@@ -106,12 +111,11 @@ func New(cfg Config) (*Gateway, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		log:      log,
-		tokens:   newTokenSet(cfg.Tokens),
-		accounts: make(map[string]sender),
-		live:     make(map[string]liveMsg),
-		now:      time.Now,
+		cfg:    cfg,
+		log:    log,
+		tokens: newTokenSet(cfg.Tokens),
+		live:   make(map[string]*liveMsg),
+		now:    time.Now,
 	}
 	g.limit = newLimiter(cfg.RateLimit, cfg.Burst, time.Now)
 	if cfg.Store != nil {
@@ -188,7 +192,15 @@ func (g *Gateway) routes() http.Handler {
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, newProblem("not-found", r.URL.Path+" is not part of the API"))
 	}))
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The route of nearly every request, to the handler the mux
+		// would pick for it, without the mux's pattern matching.
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/messages" {
+			g.postMessage(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -206,12 +218,7 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	} else {
 		checks["store"] = "ok"
 	}
-	g.mu.Lock()
-	accts := make(map[string]sender, len(g.accounts))
-	for k, v := range g.accounts {
-		accts[k] = v
-	}
-	g.mu.Unlock()
+	accts := g.accounts().m
 	if len(accts) == 0 {
 		ok = false
 		checks["xmpp"] = "no account"
@@ -241,9 +248,13 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 // counts the change in the metrics.
 func (g *Gateway) OnStateChange(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
 	g.mu.Lock()
-	lm, ok := g.live[t.ID()]
-	if ok && to.IsFinal() {
-		delete(g.live, t.ID())
+	var lm liveMsg
+	p, ok := g.live[t.ID()]
+	if ok {
+		lm = *p
+		if to.IsFinal() {
+			delete(g.live, t.ID())
+		}
 	}
 	g.mu.Unlock()
 	if ok && lm.t != nil && lm.t != t {

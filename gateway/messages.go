@@ -179,11 +179,11 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 		}
 		resp.Reached = &reached
 		if reached {
-			writeJSON(w, http.StatusOK, resp)
+			resp.write(w, http.StatusOK)
 			return
 		}
 	}
-	writeJSON(w, http.StatusAccepted, resp)
+	resp.write(w, http.StatusAccepted)
 }
 
 // schedule hands a message to the scheduler. With a store, a scheduled
@@ -208,7 +208,7 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 	o.msg.ID = xmpptrack.NewID()
 	o.created = now
 	st := &Status{
-		ID: o.msg.ID, To: o.msg.To.String(), From: o.account, Type: string(o.msg.Type),
+		ID: o.msg.ID, To: o.to, From: o.account, Type: string(o.msg.Type),
 		Channel: o.channel, Thread: o.msg.Thread, Created: now,
 		// Room for the server's ack without growing: most messages have
 		// at least two changes.
@@ -263,28 +263,25 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 	// Concurrent requests with the same Idempotency-Key send the same id
 	// (the store takes it once): they share the entry, which goes when
 	// none of them tracks it.
-	lm, ok := g.live[id]
-	if !ok {
-		lm = liveMsg{s: o.s, room: o.room, created: created}
+	lm := g.live[id]
+	if lm == nil {
+		lm = &liveMsg{s: o.s, room: o.room, created: created}
+		g.live[id] = lm
 	}
 	lm.sends++
-	g.live[id] = lm
 	g.mu.Unlock()
 	t, err := o.s.send(g.sendCtx(), o.msg)
 	g.mu.Lock()
 	// Callbacks may be queued still: a settled tracker's entry stays until
-	// the sweep (see sweepLive).
-	if lm, ok := g.live[id]; ok {
-		lm.sends--
-		if t != nil {
-			lm.t = t
-			cur = lm.cursor
-		}
-		if lm.t == nil && lm.sends == 0 {
-			delete(g.live, id)
-		} else {
-			g.live[id] = lm
-		}
+	// the sweep (see sweepLive). The entry may have gone meanwhile (its
+	// tracker settled): what is written to it then is not read again.
+	lm.sends--
+	if t != nil {
+		lm.t = t
+		cur = lm.cursor
+	}
+	if lm.t == nil && lm.sends == 0 && g.live[id] == lm {
+		delete(g.live, id)
 	}
 	g.mu.Unlock()
 	if err == nil {
@@ -328,10 +325,13 @@ func (g *Gateway) waitState(ctx context.Context, id string, target tracking.Mess
 	// A message sent here: wait on its tracker first, which costs no read of
 	// the record; then until the record caught up.
 	g.mu.Lock()
-	lm, ok := g.live[id]
+	var t *tracking.MessageTracker
+	if lm := g.live[id]; lm != nil {
+		t = lm.t
+	}
 	g.mu.Unlock()
-	if ok && lm.t != nil {
-		lm.t.Wait(ctx, target)
+	if t != nil {
+		t.Wait(ctx, target)
 	}
 	var last *Status
 	for {
@@ -366,11 +366,14 @@ func (g *Gateway) statusOf(ctx context.Context, id string) (*Status, error) {
 	}
 	if !st.Settled {
 		g.mu.Lock()
-		lm, ok := g.live[id]
+		var t *tracking.MessageTracker
+		if lm := g.live[id]; lm != nil {
+			t = lm.t
+		}
 		g.mu.Unlock()
 		// Only once the record caught up with the tracker: its callbacks
 		// are recorded after the change.
-		if ok && lm.t != nil && lm.t.Settled() && State(lm.t.State()) == st.State {
+		if t != nil && t.Settled() && State(t.State()) == st.State {
 			st.Settled = true
 		}
 	}
@@ -408,7 +411,7 @@ func (g *Gateway) deleteMessage(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, store.ErrExists) {
 		// A concurrent DELETE recorded it.
 		if cur, err2 := g.rec.status(r.Context(), id); err2 == nil && cur.State == State(tracking.Closed) {
-			writeJSON(w, http.StatusOK, sendResponse{ID: id, State: cur.State, Cursor: cur.Cursor, Settled: true})
+			sendResponse{ID: id, State: cur.State, Cursor: cur.Cursor, Settled: true}.write(w, http.StatusOK)
 			return
 		}
 	}
@@ -417,7 +420,7 @@ func (g *Gateway) deleteMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.metrics.observe(ev, st.Created)
-	writeJSON(w, http.StatusOK, sendResponse{ID: id, State: ev.State, Cursor: ev.Cursor, Settled: true})
+	sendResponse{ID: id, State: ev.State, Cursor: ev.Cursor, Settled: true}.write(w, http.StatusOK)
 }
 
 func (g *Gateway) recordProblem(w http.ResponseWriter, err error) {

@@ -100,26 +100,26 @@ var (
 	hdrNoStore = []string{"no-store"}
 )
 
+// write writes r with status: the answer of every POST, without
+// reflection, from a pooled buffer (Write copies it), with the
+// Content-Length net/http sets itself for a body written whole before the
+// handler returns.
+func (r sendResponse) write(w http.ResponseWriter, status int) {
+	buf := respPool.Get().(*[]byte)
+	b := append(r.appendJSON((*buf)[:0]), '\n')
+	h := w.Header()
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
+	w.WriteHeader(status)
+	w.Write(b)
+	*buf = b
+	respPool.Put(buf)
+}
+
 // writeJSON writes v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var b []byte
-	var err error
-	if r, ok := v.(sendResponse); ok {
-		// The answer of every POST: no reflection, a pooled buffer (Write
-		// copies it), and the Content-Length net/http sets itself for a
-		// body written whole before the handler returns.
-		buf := respPool.Get().(*[]byte)
-		b = append(r.appendJSON((*buf)[:0]), '\n')
-		h := w.Header()
-		h["Content-Type"] = hdrJSON
-		h["Cache-Control"] = hdrNoStore
-		w.WriteHeader(status)
-		w.Write(b)
-		*buf = b
-		respPool.Put(buf)
-		return
-	}
-	if b, err = json.Marshal(v); err != nil {
+	b, err := json.Marshal(v)
+	if err != nil {
 		writeProblem(w, newProblem("internal", "encoding the response failed"))
 		return
 	}

@@ -295,7 +295,7 @@ func TestScheduledForeignAccount(t *testing.T) {
 	f.send(`{"to":"bob@example.org","body":"later","send_at":"` + at.UTC().Format(time.RFC3339) + `"}`)
 	// Another gateway without the account, whose clock is at send_at (so
 	// that this one's own runner leaves the job to the test).
-	other := &Gateway{log: slog.New(slog.DiscardHandler), accounts: map[string]sender{},
+	other := &Gateway{log: slog.New(slog.DiscardHandler),
 		now: func() time.Time { return at }}
 	other.sched = &jobScheduler{g: other, s: st}
 	if n := runDue(t, other, st, at); n != 1 {

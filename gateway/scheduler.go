@@ -137,6 +137,5 @@ func (g *Gateway) sweepLive() {
 			continue
 		}
 		lm.settledSeen = true
-		g.live[id] = lm
 	}
 }

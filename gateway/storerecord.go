@@ -58,9 +58,8 @@ func (s cursorStore) Commit(ctx context.Context, b *store.Batch) error {
 		s.g.mu.Lock()
 		for i := range b.Messages {
 			m := &b.Messages[i]
-			if lm, ok := s.g.live[m.ID]; ok {
+			if lm := s.g.live[m.ID]; lm != nil {
 				lm.cursor = Cursor(m.Cursor)
-				s.g.live[m.ID] = lm
 			}
 		}
 		s.g.mu.Unlock()

@@ -33,6 +33,7 @@ type outgoing struct {
 	s       sender
 	account string
 	msg     xmpptrack.Message
+	to      string // msg.To.String()
 	room    bool
 	channel string
 	sendAt  time.Time // zero: now
@@ -46,7 +47,7 @@ type outgoing struct {
 
 // rawOf returns the request to store with the message.
 func (o *outgoing) rawOf() *rawRequest {
-	r := &rawRequest{To: o.msg.To.String(), Body: o.msg.Body, Type: string(o.msg.Type), Thread: o.msg.Thread,
+	r := &rawRequest{To: o.to, Body: o.msg.Body, Type: string(o.msg.Type), Thread: o.msg.Thread,
 		Window: Duration(o.msg.Window), Channel: o.channel, Account: o.account, Title: o.title, Priority: o.prio}
 	if !o.sendAt.IsZero() {
 		t := o.sendAt
@@ -57,7 +58,7 @@ func (o *outgoing) rawOf() *rawRequest {
 
 // status is the record of o before anything happened to it.
 func (o *outgoing) status() *Status {
-	st := &Status{ID: o.msg.ID, To: o.msg.To.String(), From: o.account, Type: string(o.msg.Type),
+	st := &Status{ID: o.msg.ID, To: o.to, From: o.account, Type: string(o.msg.Type),
 		Channel: o.channel, Thread: o.msg.Thread, State: State(tracking.InTransit), Created: o.created,
 		History: []Change{{State: State(tracking.InTransit), At: o.created}}, raw: o.rawOf()}
 	if st.Type == "" {
@@ -97,8 +98,8 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 	if c.to == "" {
 		return fieldProblem("missing-field", "to", `"to" is required`)
 	}
-	to, err := jid.Parse(c.to)
-	if err != nil || to.Domainpart() == "" {
+	to, norm, ok := g.parseTo(c.to)
+	if !ok {
 		return fieldProblem("invalid-jid", "to", fmt.Sprintf("%q is not a valid XMPP address", c.to))
 	}
 	switch c.typ {
@@ -115,14 +116,13 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 		p.Valid = []string{"chat", "groupchat"}
 		return p
 	}
-	o.msg.To = to
+	o.msg.To, o.to = to, norm
 	if c.channel != "" && !channelRE.MatchString(c.channel) {
 		return fieldProblem("invalid-field", "channel", "a channel is 1 to 64 letters, digits, '.', '_' or '-'")
 	}
 	o.channel = c.channel
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	name := g.first
+	accts := g.accounts()
+	name := accts.first
 	if c.from != "" {
 		f, err := jid.Parse(c.from)
 		if err != nil {
@@ -130,7 +130,7 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 		}
 		name = f.Bare().String()
 	}
-	s, ok := g.accounts[name]
+	s, ok := accts.m[name]
 	if !ok {
 		if name == "" {
 			return fieldProblem("unknown-account", "from", "the gateway has no account")
@@ -139,6 +139,31 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 	}
 	o.s, o.account = s, name
 	return nil
+}
+
+// parsedJID is a recipient's address as a request gave it, parsed.
+type parsedJID struct {
+	in   string
+	j    jid.JID
+	norm string // j.String()
+}
+
+// parseTo parses a recipient's address; ok is false for an invalid one or
+// one without a domain. The last valid address parsed is kept: most
+// requests of a busy sender go to the few recipients it has, and the
+// parse (normalization, IDNA) costs more than the rest of validating a
+// request.
+func (g *Gateway) parseTo(s string) (_ jid.JID, norm string, ok bool) {
+	if p := g.lastTo.Load(); p != nil && p.in == s {
+		return p.j, p.norm, true
+	}
+	j, err := jid.Parse(s)
+	if err != nil || j.Domainpart() == "" {
+		return j, "", false
+	}
+	p := &parsedJID{in: s, j: j, norm: j.String()}
+	g.lastTo.Store(p)
+	return p.j, p.norm, true
 }
 
 // validText checks that s can travel in XML: valid UTF-8 without control
