@@ -84,10 +84,19 @@ func (l *loadClient) close() {
 }
 
 // loadMain is the child: it keeps conc connections (or net/http's client
-// with as many) and posts the pre-encoded body.
+// with as many) and posts the pre-encoded body, one request in flight on
+// each.
 func loadMain(addr, client string, conc int, body []byte) error {
 	var post func(w int) (int, []byte, error)
+	var postN func(n int) ([]time.Duration, error)
 	switch client {
+	case "epoll":
+		c, err := dialEpoll(addr, "/v1/messages", token, body, conc)
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		postN = c.postAll
 	case "raw":
 		p, closeAll, err := rawPoster(addr, conc, body)
 		if err != nil {
@@ -110,7 +119,12 @@ func loadMain(addr, client string, conc int, body []byte) error {
 		if err != nil {
 			return err
 		}
-		lats, err := postAll(post, n, conc)
+		var lats []time.Duration
+		if postN != nil {
+			lats, err = postN(n)
+		} else {
+			lats, err = postAll(post, n, conc)
+		}
 		if err != nil {
 			fmt.Fprintf(out, "err %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		} else {

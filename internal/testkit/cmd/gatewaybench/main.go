@@ -26,14 +26,17 @@
 //
 // The HTTP clients run in a child process (this program again), so that
 // their CPU time is measured apart; it still competes for the same cores. By
-// default they are minimal keep-alive clients with a pre-encoded request
-// (one write and one read per request, as load generators such as wrk do);
-// -client net/http uses net/http's client instead.
+// default they are minimal keep-alive connections with a pre-encoded request,
+// served by one epoll loop (one write and one read per request, as load
+// generators such as wrk do; Linux only); -client raw gives each connection
+// a goroutine of its own (about twice the client's CPU per request), and
+// -client net/http uses net/http's client.
 //
 // With -cpuprofile, one more gateway run of n messages follows the rounds,
-// profiled alone.
+// profiled alone, then one more direct run, profiled into the same name with
+// ".direct" appended.
 //
-//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client raw|net/http] [-cpuprofile f] [-memprofile f]
+//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-cpuprofile f] [-memprofile f]
 package main
 
 import (
@@ -75,7 +78,7 @@ func main() {
 	pending := flag.Int("pending", 100000, "pending messages for the memory measurement (0: skip)")
 	rounds := flag.Int("rounds", 2, "direct/gateway rounds")
 	storeKind := flag.String("store", "memory", "the record: memory, sqlite or postgres (the direct client gets the same kind)")
-	client := flag.String("client", "raw", "the HTTP client: raw (a minimal keep-alive client, as load generators use) or net/http")
+	client := flag.String("client", "epoll", "the HTTP client: epoll (one loop over all connections, as wrk sends), raw (a goroutine per connection) or net/http")
 	loadAddr := flag.String("load-addr", "", "(internal) run as the HTTP load client of this address")
 	loadBody := flag.String("load-body", "", "(internal) the load client's request body")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of one more gateway run to `file`")
@@ -295,6 +298,21 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 			return err
 		}
 		fmt.Printf("profiled gateway run: CPU per message %s\n", cpuNow(pids).sub(c0).perMsg(n))
+		// The library alone, profiled the same way, to hold the gateway's
+		// profile against.
+		if f, err = os.Create(cpuProfile + ".direct"); err != nil {
+			return err
+		}
+		dc.reset(n)
+		c0 = cpuNow(pids)
+		pprof.StartCPUProfile(f)
+		_, err = runDirect(ctx, direct, to.String(), n, conc, &dc)
+		pprof.StopCPUProfile()
+		f.Close()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("profiled direct run (%s.direct): CPU per message %s\n", cpuProfile, cpuNow(pids).sub(c0).perMsg(n))
 	}
 	if pending > 0 {
 		before := heap()

@@ -1,0 +1,18 @@
+//go:build !linux
+
+package main
+
+import (
+	"errors"
+	"time"
+)
+
+type epollClient struct{}
+
+func dialEpoll(addr, path, token string, body []byte, conc int) (*epollClient, error) {
+	return nil, errors.New("-client epoll needs Linux: use -client raw")
+}
+
+func (c *epollClient) close() {}
+
+func (c *epollClient) postAll(n int) ([]time.Duration, error) { return nil, errors.New("unreachable") }
