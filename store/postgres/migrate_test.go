@@ -44,6 +44,10 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if v, err := s.version(ctx, s.pool); err != nil || v != SchemaVersion {
 		t.Fatalf("version %d, %v; want %d", v, err, SchemaVersion)
 	}
+	// Version 4: the messages' pages are written half full.
+	if out, err := srv.SQL(ctx, name, `SELECT reloptions FROM pg_class WHERE relname = 'xmpptrack_messages'`); err != nil || out != "{fillfactor=50}" {
+		t.Errorf("reloptions of xmpptrack_messages: %q, %v", out, err)
+	}
 	rec, err := s.Message(ctx, "old")
 	if err != nil || !rec.Settled || len(rec.History) != 2 {
 		t.Fatalf("old: %+v, %v", rec, err)
