@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"database/sql"
 	"errors"
 	"testing"
 
@@ -77,6 +78,7 @@ func FuzzDecodeRow(f *testing.F) {
 		var m store.Message
 		_ = fillMessage(&m, true, false, at, at, state, at, nullInt(seq), nullInt(at))
 		var c store.Change
-		_ = fillChange(&c, state, at, ev)
+		_ = fillChange(&c, state, sql.NullBool{}, at, ev)
+		_ = fillChange(&c, state, sql.NullBool{Valid: true}, at, ev)
 	})
 }

@@ -208,7 +208,7 @@ func (w *writer) apply(b *store.Batch) error {
 		}
 		res, err := w.ts.get(insMsg).ExecContext(w.ctx,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
-			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created))
+			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created), int64(m.State))
 		if err != nil {
 			return err
 		}
@@ -217,17 +217,12 @@ func (w *writer) apply(b *store.Batch) error {
 		} else if k == 0 {
 			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
 		}
+		// Its row is the first entry of its history: n is its cursor.
 		n, err := res.LastInsertId()
 		if err != nil {
 			return err
 		}
-		res, err = w.ts.get(insChange).ExecContext(w.ctx, n, int64(m.State), settled, micros(m.Created), nil)
-		if err != nil {
-			return err
-		}
-		if m.Cursor, err = res.LastInsertId(); err != nil {
-			return err
-		}
+		m.Cursor = n
 		st := status{state: m.State, settled: settled}
 		w.rows[m.ID] = &row{n: n, was: st, cur: st}
 	}
@@ -347,14 +342,15 @@ func (w *writer) flush() error {
 // The statements of a commit, prepared once on the writer connection.
 const (
 	sqlInsMsg = `INSERT INTO messages
-		(id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
+		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first)
+		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`
 	sqlExists    = `SELECT 1 FROM messages WHERE id = ?`
-	sqlInsChange = `INSERT INTO changes (msg, state, settles, at, evidence) VALUES (?, ?, ?, ?, ?)`
-	sqlGetMsg    = `SELECT n, state, settled FROM messages WHERE id = ?`
-	sqlSetSeq    = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
-	sqlUpdMsg    = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
+	sqlInsChange = `INSERT INTO changes (cursor, msg, state, settles, at, evidence)
+		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?)`
+	sqlGetMsg = `SELECT n, state, settled FROM messages WHERE id = ?`
+	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
+	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
 	sqlSettleMsg = `UPDATE messages SET state = ?1, settled = 1, updated = ?2, raw = NULL, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`

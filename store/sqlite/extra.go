@@ -38,25 +38,26 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	return total, nil
 }
 
-// pruneChunk deletes up to pruneChunk messages and their changes, but the
-// change with the highest cursor is kept as a tombstone (msg 0: no message
-// has it, so no read sees it) instead of deleted: SQLite numbers a new change
-// with the highest cursor in the table plus one, which must stay above every
-// cursor a follower may have seen. Older tombstones are deleted.
+// pruneChunk deletes up to pruneChunk messages and their changes. When
+// that deletes the highest cursor (a message's creation or a change), a
+// tombstone change (msg 0: no message has it, so no read sees it) keeps it:
+// a new cursor is the highest in the tables plus one, which must stay above
+// every cursor a follower may have seen. Older tombstones are deleted.
 func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
+	var last int64
+	if err := tx.QueryRowContext(ctx, `SELECT `+sqlLastCursor).Scan(&last); err != nil {
+		return 0, err
+	}
 	_, err = tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS doomed (n INTEGER PRIMARY KEY);
 		DELETE FROM doomed;
 		INSERT INTO doomed SELECT n FROM messages WHERE settled = 1 AND updated < ?1
 			OR settled = 0 AND state IN (?2, ?3) AND deadline != 0 AND deadline < ?1 LIMIT ?4;
-		UPDATE changes SET msg = 0, evidence = NULL
-			WHERE cursor = (SELECT max(cursor) FROM changes) AND msg IN (SELECT n FROM doomed);
-		DELETE FROM changes WHERE msg IN (SELECT n FROM doomed);
-		DELETE FROM changes WHERE msg = 0 AND cursor < (SELECT max(cursor) FROM changes)`,
+		DELETE FROM changes WHERE msg IN (SELECT n FROM doomed)`,
 		before, int64(tracking.DeliveredToRecipient), int64(tracking.Error), pruneChunk)
 	if err != nil {
 		return 0, err
@@ -66,6 +67,11 @@ func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 		return 0, err
 	}
 	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM changes WHERE msg = 0 AND cursor < ?1;
+		INSERT INTO changes (cursor, msg, state, settles, at) SELECT ?1, 0, 0, 0, 0 WHERE ?1 > `+sqlLastCursor, last)
 	if err != nil {
 		return 0, err
 	}

@@ -83,7 +83,8 @@ func TestMigrateSchema1(t *testing.T) {
 }
 
 // TestPruneKeepsLastCursor prunes the messages that hold the latest
-// cursors: a change committed after gets a higher cursor (a follower that
+// cursors (changes, or a message's creation): a change committed after
+// gets a higher cursor (a follower that
 // saw the pruned ones would otherwise skip it), the tombstone that keeps the
 // cursor shows nowhere, and later prunes keep one tombstone at most.
 func TestPruneKeepsLastCursor(t *testing.T) {
@@ -96,8 +97,14 @@ func TestPruneKeepsLastCursor(t *testing.T) {
 	defer s.Close()
 	old := time.Now().Add(-time.Hour)
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("live")}})
-	for round, ids := range [][]string{{"a", "b"}, {"c"}} {
+	for round, ids := range [][]string{{"a", "b"}, {"c"}, {"d"}} {
 		for _, id := range ids {
+			if id == "d" { // created settled: the highest cursor is its creation
+				m := message(id)
+				m.State, m.Created = tracking.Closed, old
+				commitT(t, s, &store.Batch{Messages: []store.Message{m}})
+				continue
+			}
 			commitT(t, s, &store.Batch{Messages: []store.Message{message(id)},
 				Changes: []store.Change{{ID: id, State: tracking.Closed, At: old}}})
 		}

@@ -11,8 +11,10 @@ import (
 	"github.com/xmpptrack/xmpptrack/store"
 )
 
+// messageColumns are the columns scanMessage reads. A message's cursor is
+// that of its latest change, or of its creation (n) if it has none.
 const messageColumns = `n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq,
-	state, settled, updated, (SELECT max(cursor) FROM changes WHERE msg = messages.n)`
+	state, settled, updated, coalesce((SELECT max(cursor) FROM changes WHERE msg = messages.n), n)`
 
 // scanner is *sql.Row or *sql.Rows.
 type scanner interface{ Scan(...any) error }
@@ -69,7 +71,7 @@ func (s *Store) Message(ctx context.Context, id string) (store.Record, error) {
 		return store.Record{}, readErr(err)
 	}
 	rec := store.Record{Message: m}
-	rows, err := tx.QueryContext(ctx, `SELECT cursor, state, settles, at, evidence FROM changes WHERE msg = ? ORDER BY cursor`, n)
+	rows, err := tx.QueryContext(ctx, sqlHistory, n)
 	if err != nil {
 		return store.Record{}, readErr(err)
 	}
@@ -77,11 +79,12 @@ func (s *Store) Message(ctx context.Context, id string) (store.Record, error) {
 	for rows.Next() {
 		c := store.Change{ID: m.ID, Owner: m.Owner, To: m.To, Room: m.Room, Channel: m.Channel}
 		var state, at int64
+		var settles sql.NullBool
 		var ev []byte
-		if err := rows.Scan(&c.Cursor, &state, &c.Settled, &at, &ev); err != nil {
+		if err := rows.Scan(&c.Cursor, &state, &settles, &at, &ev); err != nil {
 			return store.Record{}, readErr(err)
 		}
-		if err := fillChange(&c, state, at, ev); err != nil {
+		if err := fillChange(&c, state, settles, at, ev); err != nil {
 			return store.Record{}, err
 		}
 		rec.History = append(rec.History, c)
@@ -92,10 +95,22 @@ func (s *Store) Message(ctx context.Context, id string) (store.Record, error) {
 	return rec, nil
 }
 
-func fillChange(c *store.Change, state, at int64, ev []byte) error {
+// sqlHistory is the history of message n: its creation (settles NULL),
+// then its changes.
+const sqlHistory = `SELECT n, first, NULL, created, NULL FROM messages WHERE n = ?1
+	UNION ALL SELECT cursor, state, settles, at, evidence FROM changes WHERE msg = ?1
+	ORDER BY 1`
+
+// fillChange decodes the stored columns of a change, or of a message's
+// creation: settles is NULL for one, which settles if its state is final.
+func fillChange(c *store.Change, state int64, settles sql.NullBool, at int64, ev []byte) error {
 	var err error
 	if c.State, err = decodeState(state); err != nil {
 		return err
+	}
+	c.Settled = settles.Bool
+	if !settles.Valid {
+		c.Settled = store.SettledState(c.State)
 	}
 	if c.Evidence, err = decodeEvidence(ev); err != nil {
 		return err
@@ -188,23 +203,34 @@ func (s *Store) Changes(ctx context.Context, q store.FeedQuery) ([]store.Change,
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
-	var sb strings.Builder
-	sb.WriteString(`SELECT c.cursor, m.id, c.state, c.settles, c.at, c.evidence, m.account, m.resource, m.rcpt, m.room, m.channel
-		FROM changes c JOIN messages m ON m.n = c.msg WHERE c.cursor > ?`)
+	// The feed is the messages' creations and the changes, merged in
+	// cursor order: SQLite reads both by cursor (their row ids) and stops
+	// at the limit.
 	args := []any{q.After}
+	var filter strings.Builder
 	if len(q.Channels) > 0 {
-		sb.WriteString(` AND m.channel IN (?` + strings.Repeat(`, ?`, len(q.Channels)-1) + `)`)
-		for _, ch := range q.Channels {
+		filter.WriteString(` AND m.channel IN (`)
+		for i, ch := range q.Channels {
+			if i > 0 {
+				filter.WriteString(`, `)
+			}
 			args = append(args, ch)
+			fmt.Fprintf(&filter, `?%d`, len(args))
 		}
+		filter.WriteString(`)`)
 	}
 	if q.Owner != (store.Instance{}) {
-		sb.WriteString(` AND m.account = ? AND m.resource = ?`)
 		args = append(args, q.Owner.Account, q.Owner.Resource)
+		fmt.Fprintf(&filter, ` AND m.account = ?%d AND m.resource = ?%d`, len(args)-1, len(args))
 	}
-	sb.WriteString(` ORDER BY c.cursor LIMIT ?`)
 	args = append(args, q.Count())
-	rows, err := s.r.QueryContext(ctx, sb.String(), args...)
+	query := `SELECT m.n, m.id, m.first, NULL, m.created, NULL, m.account, m.resource, m.rcpt, m.room, m.channel
+		FROM messages m WHERE m.n > ?1` + filter.String() + `
+		UNION ALL
+		SELECT c.cursor, m.id, c.state, c.settles, c.at, c.evidence, m.account, m.resource, m.rcpt, m.room, m.channel
+		FROM changes c JOIN messages m ON m.n = c.msg WHERE c.cursor > ?1` + filter.String() + `
+		ORDER BY 1 LIMIT ?` + fmt.Sprint(len(args))
+	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, readErr(err)
 	}
@@ -213,12 +239,13 @@ func (s *Store) Changes(ctx context.Context, q store.FeedQuery) ([]store.Change,
 	for rows.Next() {
 		var c store.Change
 		var state, at int64
+		var settles sql.NullBool
 		var ev []byte
-		if err := rows.Scan(&c.Cursor, &c.ID, &state, &c.Settled, &at, &ev, &c.Owner.Account, &c.Owner.Resource,
+		if err := rows.Scan(&c.Cursor, &c.ID, &state, &settles, &at, &ev, &c.Owner.Account, &c.Owner.Resource,
 			&c.To, &c.Room, &c.Channel); err != nil {
 			return nil, readErr(err)
 		}
-		if err := fillChange(&c, state, at, ev); err != nil {
+		if err := fillChange(&c, state, settles, at, ev); err != nil {
 			return nil, err
 		}
 		out = append(out, c)
@@ -236,7 +263,7 @@ func (s *Store) LastCursor(ctx context.Context) (int64, error) {
 		return 0, store.ErrClosed
 	}
 	var c int64
-	err := s.r.QueryRowContext(ctx, `SELECT coalesce(max(cursor), 0) FROM changes`).Scan(&c)
+	err := s.r.QueryRowContext(ctx, `SELECT `+sqlLastCursor).Scan(&c)
 	if err != nil {
 		return 0, readErr(err)
 	}

@@ -103,7 +103,67 @@ DROP TABLE changes;
 ALTER TABLE changes_v2 RENAME TO changes;
 CREATE INDEX changes_msg ON changes (msg);
 `,
+	// 2 → 3: a message's creation, the first entry of its history, is its
+	// row instead of a change row: messages.n is that entry's cursor, from
+	// the same sequence as the changes' cursors, and first its state (its
+	// time is created). A write-ahead then writes a message row and its two
+	// index entries, not also a change row and its index entry. A new
+	// cursor is the highest n or cursor plus one; Prune keeps the highest as
+	// a tombstone change (msg 0) when it deletes what held it, so that
+	// cursors stay in commit order and are never reused.
+	`
+CREATE TABLE messages_v3 (
+	n        INTEGER PRIMARY KEY,           -- the cursor of its creation
+	id       TEXT    NOT NULL UNIQUE,
+	account  TEXT    NOT NULL,
+	resource TEXT    NOT NULL,
+	rcpt     TEXT    NOT NULL,
+	room     INTEGER NOT NULL,
+	thread   TEXT    NOT NULL,
+	channel  TEXT    NOT NULL,
+	raw      BLOB,                          -- NULL once settled
+	created  INTEGER NOT NULL,              -- Unix microseconds
+	deadline INTEGER NOT NULL,              -- 0: none
+	seq      INTEGER,                       -- NULL: not written
+	state    INTEGER NOT NULL,
+	settled  INTEGER NOT NULL,
+	updated  INTEGER NOT NULL,
+	first    INTEGER NOT NULL               -- the state it was created in
+);
+CREATE TABLE changes_v3 (
+	cursor   INTEGER PRIMARY KEY, -- never reused, in commit order
+	msg      INTEGER NOT NULL,    -- messages.n; 0: a tombstone
+	state    INTEGER NOT NULL,
+	settles  INTEGER NOT NULL,
+	at       INTEGER NOT NULL,
+	evidence BLOB                 -- see codec.go; NULL: none
+);
+CREATE TEMP TABLE creations (msg INTEGER PRIMARY KEY, cursor INTEGER NOT NULL);
+INSERT INTO creations SELECT msg, min(cursor) FROM changes WHERE msg != 0 GROUP BY msg;
+INSERT INTO messages_v3 (n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline,
+		seq, state, settled, updated, first)
+	SELECT f.cursor, m.id, m.account, m.resource, m.rcpt, m.room, m.thread, m.channel, m.raw, m.created,
+		m.deadline, m.seq, m.state, m.settled, m.updated, coalesce(c.state, m.state)
+	FROM messages m LEFT JOIN creations f ON f.msg = m.n LEFT JOIN changes c ON c.cursor = f.cursor
+	ORDER BY f.cursor IS NULL, f.cursor;
+INSERT INTO changes_v3 (cursor, msg, state, settles, at, evidence)
+	SELECT c.cursor, f.cursor, c.state, c.settles, c.at, c.evidence
+	FROM changes c JOIN creations f ON f.msg = c.msg WHERE c.cursor > f.cursor;
+INSERT INTO changes_v3 (cursor, msg, state, settles, at) SELECT cursor, 0, 0, 0, 0 FROM changes WHERE msg = 0;
+DROP TABLE creations;
+DROP TABLE changes;
+DROP TABLE messages;
+ALTER TABLE messages_v3 RENAME TO messages;
+ALTER TABLE changes_v3 RENAME TO changes;
+CREATE INDEX messages_pending ON messages (account, resource, n) WHERE settled = 0;
+CREATE INDEX messages_settled ON messages (updated) WHERE settled = 1;
+CREATE INDEX changes_msg ON changes (msg);
+`,
 }
+
+// sqlLastCursor is the highest cursor ever assigned: the highest message
+// creation or change (a pruned one is kept as a tombstone, see pruneChunk).
+const sqlLastCursor = `max(coalesce((SELECT max(n) FROM messages), 0), coalesce((SELECT max(cursor) FROM changes), 0))`
 
 // SchemaVersion is the schema version this package writes.
 const SchemaVersion = len(migrations)
