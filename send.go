@@ -263,7 +263,7 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 			payload.Rewind()
 			m.Payload = payload
 		}
-		_, err = wire.Write(ctx, s, messageXML(id, m))
+		_, err = wire.Write(ctx, s, messageStanza(id, m))
 		switch {
 		case err == nil:
 			return nil
@@ -315,6 +315,53 @@ func readPayload(r xml.TokenReader) (*tokbuf.Buffer, error) {
 			return nil, fmt.Errorf("not well-formed: %w", err)
 		}
 	}
+}
+
+// messageStanza is the message stanza as Send writes it: messageXML, or
+// for a message without payload (the usual case) the same element's bytes,
+// built directly (see appendMessage).
+func messageStanza(id string, m Message) xml.TokenReader {
+	if m.Payload != nil {
+		return messageXML(id, m)
+	}
+	size := 320 + len(m.Body) + len(m.Thread) + 2*len(id) + len(m.To.Localpart()) + len(m.To.Domainpart()) + len(m.To.Resourcepart())
+	return &wire.Raw{B: appendMessage(make([]byte, 0, size), id, m)}
+}
+
+// appendMessage appends the message stanza messageXML builds for a message
+// without payload, byte for byte as the session's encoder writes it (in
+// the jabber:client namespace, attributes in mellium's order, empty
+// elements with an end tag, text escaped as encoding/xml escapes it): a
+// tenth of the cost of encoding its tokens, which was the largest part of
+// Send's own work.
+func appendMessage(b []byte, id string, m Message) []byte {
+	b = append(b, `<message xmlns="jabber:client" type="`...)
+	b = wire.AppendEscaped(b, string(m.Type), true)
+	if !m.To.Equal(jid.JID{}) {
+		b = append(b, `" to="`...)
+		b = wire.AppendEscaped(b, m.To.String(), true)
+	}
+	if id != "" {
+		b = append(b, `" id="`...)
+		b = wire.AppendEscaped(b, id, true)
+	}
+	b = append(b, `"><body>`...)
+	b = wire.AppendEscaped(b, m.Body, false)
+	b = append(b, `</body>`...)
+	if m.Thread != "" {
+		b = append(b, `<thread>`...)
+		b = wire.AppendEscaped(b, m.Thread, false)
+		b = append(b, `</thread>`...)
+	}
+	if !m.NoReceipt && m.Type != xstanza.GroupChatMessage {
+		b = append(b, `<request xmlns="`+stanza.NSReceipts+`"></request>`...)
+	}
+	if !m.NoMarkable {
+		b = append(b, `<markable xmlns="`+stanza.NSMarkers+`"></markable>`...)
+	}
+	b = append(b, `<origin-id xmlns="`+stanza.NSSID+`" id="`...)
+	b = wire.AppendEscaped(b, id, true)
+	return append(b, `"></origin-id></message>`...)
 }
 
 // messageXML builds the message stanza.

@@ -99,6 +99,12 @@ func write(s *xmpp.Session, rs []xml.TokenReader) (int, error) {
 	w := s.TokenWriter()
 	defer w.Close()
 	for i, r := range rs {
+		if raw, ok := r.(*Raw); ok {
+			if err := writeRaw(s, w, raw.B); err != nil {
+				return i, err
+			}
+			continue
+		}
 		if _, err := xmlstream.Copy(w, r); err != nil {
 			return i, err
 		}
