@@ -36,7 +36,13 @@
 // in its header or schema (store.ErrForeign), an SQLite database of another
 // application (store.ErrForeign), and a schema newer than this library
 // (store.ErrNewerSchema). Corruption deeper in the file is reported by the
-// operation that reads it.
+// operation that reads it. Stop every process that uses the file before a
+// newer version of this package opens it: an upgrade rewrites the tables in
+// one transaction, which holds the write lock meanwhile (seconds for a
+// million records; other processes' commits wait up to their busy timeout),
+// and the pages of the old tables become free pages of the file; a process
+// still running the older code would then read the new schema wrongly (its
+// LastCursor, for one) and fail to write.
 //
 // # Errors of the disk
 //

@@ -70,9 +70,32 @@ func TestMigrateSchema1(t *testing.T) {
 	if want := []int64{1, 2, 4, 6, 7}; !equalInts(got, want) {
 		t.Errorf("feed cursors %v, want %v", got, want)
 	}
+	// Pruning the holder of the highest cursor keeps it, in place of the
+	// tombstone the migration made for cursor 5.
+	commitT(t, s, &store.Batch{Changes: []store.Change{{ID: "new", State: tracking.Closed, At: time.Now().Add(-time.Hour)}}})
+	if n, err := s.Prune(ctx, time.Now()); err != nil || n != 1 {
+		t.Fatalf("Prune %d, %v; want 1", n, err)
+	}
+	if c, err := s.LastCursor(ctx); err != nil || c != 8 {
+		t.Errorf("LastCursor after Prune %d, %v; want 8", c, err)
+	}
+	db := rawDB(t, p)
+	var tombs []int64
+	rows, err := db.Query(`SELECT cursor FROM changes WHERE msg = 0`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c int64
+		rows.Scan(&c)
+		tombs = append(tombs, c)
+	}
+	rows.Close()
+	if !equalInts(tombs, []int64{8}) {
+		t.Errorf("tombstones %v, want [8]", tombs)
+	}
 	// The file keeps no AUTOINCREMENT: its sqlite_sequence row was the page
 	// every transaction wrote besides its rows.
-	db := rawDB(t, p)
 	var ddl string
 	if err := db.QueryRow(`SELECT sql FROM sqlite_schema WHERE name = 'changes'`).Scan(&ddl); err != nil {
 		t.Fatal(err)
@@ -108,7 +131,10 @@ func TestPruneKeepsLastCursor(t *testing.T) {
 			commitT(t, s, &store.Batch{Messages: []store.Message{message(id)},
 				Changes: []store.Change{{ID: id, State: tracking.Closed, At: old}}})
 		}
-		last, _ := s.LastCursor(ctx)
+		last, err := s.LastCursor(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if n, err := s.Prune(ctx, time.Now()); err != nil || n != len(ids) {
 			t.Fatalf("round %d: Prune %d, %v", round, n, err)
 		}

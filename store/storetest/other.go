@@ -77,6 +77,44 @@ func testRetention(t *testing.T, open Open) {
 	}
 }
 
+// testPruneKeepsCursors prunes the messages that hold the latest cursors (a
+// change, then a creation): LastCursor does not go down, and what is
+// committed next gets a cursor above every one a follower may have seen.
+func testPruneKeepsCursors(t *testing.T, open Open) {
+	s, _ := fresh(t, open)
+	ctx := ctxT(t)
+	old := time.Now().Add(-8 * 24 * time.Hour)
+	insert(t, s, msg(alice, "live"))
+	created := msg(alice, "createdSettled")
+	created.State, created.Created = tracking.Closed, old
+	for i, b := range []*store.Batch{
+		{Messages: []store.Message{msg(alice, "changed")},
+			Changes: []store.Change{{ID: "changed", State: tracking.Closed, At: old}}},
+		{Messages: []store.Message{created}},
+	} {
+		commit(t, s, b)
+		last, err := s.LastCursor(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.Prune(ctx, time.Now().Add(-store.DefaultRetention)); err != nil || n != 1 {
+			t.Fatalf("%d: Prune %d, %v; want 1", i, n, err)
+		}
+		if c, err := s.LastCursor(ctx); err != nil || c < last {
+			t.Errorf("%d: LastCursor %d after Prune, %v; was %d", i, c, err, last)
+		}
+		next := insert(t, s, msg(alice, fmt.Sprint("after", i)))
+		if next[0].Cursor <= last {
+			t.Errorf("%d: cursor %d after Prune, at or below %d", i, next[0].Cursor, last)
+		}
+	}
+	for _, c := range all(t, s, store.FeedQuery{}) {
+		if c.ID == "changed" || c.ID == "createdSettled" {
+			t.Errorf("feed keeps an event of pruned %s", c.ID)
+		}
+	}
+}
+
 func testLock(t *testing.T, open Open) {
 	s, name := fresh(t, open)
 	other := opened(t, open, name)

@@ -46,6 +46,7 @@ func Tests() []Test {
 		{"FeedNeverSkips", FeedNeverSkips},
 		{"Wait", testWait},
 		{"Retention", testRetention},
+		{"PruneKeepsCursors", testPruneKeepsCursors},
 		{"Lock", testLock},
 		{"Keys", testKeys},
 		{"KeyRead", testKeyRead},
