@@ -50,7 +50,11 @@ type Client struct {
 
 	carbonsID atomic.Pointer[string] // id of the carbons <enable/> IQ of the current session
 	dropped   atomic.Int64           // incoming stanzas dropped as unparsable
-	waits     atomic.Int32           // calls that may wait for the stream (see maxQueuedWaiting)
+	// batching is set once the current connection calls its read hook
+	// (login.Config.BeforeRead, see readIdle): the tap may then hold the
+	// registry's callback wake-ups until the reader needs more input.
+	batching atomic.Bool
+	waits    atomic.Int32 // calls that may wait for the stream (see maxQueuedWaiting)
 
 	// The archive check of ambiguous messages (archive.go).
 	ambiguous atomic.Pointer[[]sm.Stanza]  // held back by the last resumption
@@ -147,6 +151,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.rcp = newRecipient(c)
 	c.ev = newEvents()
 	c.ev.waiting = func() bool { return c.waits.Load() > 0 }
+	c.ev.idle = c.reg.Release
 	var prev store.Session // the stream-management state the store had
 	if c.dur != nil {
 		// Before the first connection: it resumes the stored stream.
@@ -373,6 +378,12 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 	}
 	c.ambiguous.Store(nil) // this connection's resumption says what it holds back
 	lc.WrapBind = c.sm.BindOrResume
+	c.batching.Store(false)
+	if c.dur == nil {
+		// With a store, the reader may wait for the recorder, which
+		// follows the callbacks: their wake-ups are not held.
+		lc.BeforeRead = c.readIdle
+	}
 	s, err := login.Dial(ctx, lc)
 	if err != nil {
 		return conn{}, err
@@ -474,6 +485,17 @@ func (c *Client) enableCarbons(cn conn) {
 	}
 }
 
+// readIdle is the read hook of a connection (login.Config.BeforeRead): the
+// reader has worked through everything it read and asks the connection for
+// more, so the state changes the tap applied meanwhile go to the
+// callbacks with one wake-up (see registry.Registry.Hold).
+func (c *Client) readIdle() {
+	c.reg.Release()
+	if !c.batching.Load() {
+		c.batching.Store(true)
+	}
+}
+
 // loop serves the session and reconnects until Close, or until a
 // reconnection fails for good (for example the password no longer works).
 func (c *Client) loop(cn conn) {
@@ -493,6 +515,7 @@ func (c *Client) loop(cn conn) {
 		})
 		stop := context.AfterFunc(c.ctx, func() { c.cut(cur) })
 		err := c.sm.Serve(cn.s, dropOnError(cn, handler))
+		c.reg.Release() // the reader is done with this connection
 		stop()
 		select {
 		case c.firstLoss <- err:

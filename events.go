@@ -47,6 +47,7 @@ type events struct {
 	stopped bool          // stop was called: no callback starts any more
 	done    chan struct{} // closed when run returned
 	waiting func() bool   // reports a call into the client that may wait for the stream
+	idle    func()        // called before pushStanza waits for room (Client.readIdle's Release)
 }
 
 func newEvents() *events {
@@ -77,6 +78,9 @@ func (e *events) pushStanza(f func(), cancel <-chan struct{}) bool {
 		}
 		space := e.space
 		e.mu.Unlock()
+		if e.idle != nil {
+			e.idle() // the reader waits: nothing it applied is held back
+		}
 		select {
 		case <-space:
 		case <-cancel:

@@ -58,6 +58,11 @@ func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 		}
 		switch start.Name.Local {
 		case "message":
+			if c.batching.Load() {
+				// Evidence read ahead goes to the callbacks with one
+				// wake-up when the reader needs more input (readIdle).
+				c.reg.Hold()
+			}
 			if q := c.archiveResult(start); q != nil {
 				return s.archiveMessage(q, t, start)
 			}

@@ -114,12 +114,16 @@ func looksLikeXML(b []byte) bool {
 // only by Dial after negotiation failed: no lock.
 type probeConn struct {
 	net.Conn
-	first []byte
+	first      []byte
+	beforeRead func() // Config.BeforeRead
 }
 
 const probeLen = 32
 
 func (p *probeConn) Read(b []byte) (int, error) {
+	if p.beforeRead != nil {
+		p.beforeRead()
+	}
 	n, err := p.Conn.Read(b)
 	if k := probeLen - len(p.first); k > 0 && n > 0 {
 		p.first = append(p.first, b[:min(k, n)]...)

@@ -162,3 +162,26 @@ func TestDialContextErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeConnBeforeRead: Config.BeforeRead runs before every read of
+// the connection, before the read blocks.
+func TestProbeConnBeforeRead(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	calls := 0
+	p := &probeConn{Conn: a, beforeRead: func() { calls++ }}
+	go b.Write([]byte("<stream"))
+	buf := make([]byte, 16)
+	if _, err := p.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Fatalf("BeforeRead ran %d times for one read", calls)
+	}
+	b.Close()
+	p.Read(buf)
+	if calls != 2 {
+		t.Errorf("BeforeRead ran %d times for two reads", calls)
+	}
+}

@@ -57,6 +57,11 @@ type Config struct {
 	// through the connection's deadline, so blocking reads and writes fail
 	// when it ends.
 	WrapBind func(xmpp.StreamFeature) xmpp.StreamFeature
+	// BeforeRead, if set, is called before each read of the network
+	// connection under the stream, on the goroutine that reads: when the
+	// reader has worked through all it read before. It is called only on
+	// connections without DirectTLS (with DirectTLS it is never called).
+	BeforeRead func()
 
 	// Logger receives debug records about TLS and mechanism choices.
 	// Nil means silent.
@@ -135,7 +140,7 @@ func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 	}
 	var probe *probeConn
 	if _, direct := conn.(*tls.Conn); !direct {
-		probe = &probeConn{Conn: conn}
+		probe = &probeConn{Conn: conn, beforeRead: c.BeforeRead}
 		conn = probe
 	}
 	// ctx bounds negotiation through the connection's deadline, set once

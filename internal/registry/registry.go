@@ -283,3 +283,11 @@ func Advance(t *tracking.MessageTracker, to tracking.MessageState, resp *trackin
 // by looplab/fsm from the definition the trackers' table is compiled from.
 // The README's diagram is its output.
 func Diagram() string { return trackcore.Diagram() }
+
+// Hold and Release batch the wake-ups of the callbacks while the goroutine
+// that reads the stream works through input it has read (see
+// trackcore.Registry.Hold).
+func (r *Registry) Hold() { r.core().Hold() }
+
+// Release ends Hold (see Hold).
+func (r *Registry) Release() { r.core().Release() }

@@ -2,6 +2,7 @@ package trackcore
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,6 +51,18 @@ type group[R any] struct {
 	timer   *time.Timer // linger ticks (time.AfterFunc); nil until needed
 	hook    Hook[R]
 	reg     *Registry[R] // nil for standalone trackers
+
+	// holding is set while the goroutine that reads the stream works through
+	// what it has read (Registry.Hold): changes are queued without waking
+	// the parked dispatcher, and Registry.Release, called before that
+	// goroutine waits for more input, wakes it once for all of them. A
+	// burst of evidence then costs one wake-up instead of one per change.
+	// A dispatcher that is not running is started as usual, and the
+	// linger tick wakes a parked one with changes queued, so a Release that
+	// comes late (the reading goroutine blocked elsewhere) delays callbacks
+	// by at most about two linger periods.
+	holding atomic.Bool
+	owed    bool // changes were queued while held: Release hands them over
 }
 
 // change is one state change waiting for its callbacks.
@@ -74,6 +87,8 @@ func (g *group[R]) unlock() {
 	var start, wake bool
 	if len(g.queue) > 0 || g.closed {
 		switch {
+		case g.parked && !g.closed && g.holding.Load():
+			g.owed = true // Release wakes it; the linger tick if none comes
 		case g.parked:
 			g.parked, wake = false, true
 		case !g.running && len(g.queue) > 0:
@@ -87,6 +102,21 @@ func (g *group[R]) unlock() {
 	if start {
 		go g.runCallbacks()
 	}
+}
+
+// release ends a hold (see holding) and hands over the changes queued
+// during it.
+func (g *group[R]) release() {
+	if !g.holding.Swap(false) {
+		return
+	}
+	g.mu.Lock()
+	if !g.owed {
+		g.mu.Unlock()
+		return
+	}
+	g.owed = false
+	g.unlock()
 }
 
 // wakeUp wakes the parked dispatcher. It never blocks: parked is set only

@@ -580,3 +580,20 @@ func (r *Registry[R]) stop() {
 		r.room = nil
 	}
 }
+
+// Hold makes the registry queue state changes without waking its callback
+// goroutine until Release: for the goroutine that reads the stream, while
+// it works through input it has already read, so that a burst of evidence
+// costs one wake-up of the callbacks instead of one per change. Callbacks
+// still never run on the caller's goroutine. Call Release before waiting
+// for more input; a Release that does not come delays callbacks by at most
+// about a second (two linger periods), never loses them.
+func (r *Registry[R]) Hold() { r.g.holding.Store(true) }
+
+// Release ends Hold and wakes the callback goroutine for the changes
+// queued meanwhile. It is cheap when nothing is held.
+func (r *Registry[R]) Release() {
+	if r.g.holding.Load() {
+		r.g.release()
+	}
+}
