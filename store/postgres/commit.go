@@ -2,16 +2,19 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // Commit implements store.Store: batches of concurrent callers are written
@@ -139,28 +142,9 @@ func unsent(err error) bool {
 	return pgconn.SafeToRetry(err) && !errors.As(err, &atCommit)
 }
 
-// retryable reports a serialization failure, a deadlock, or a new
-// message's id taken by a transaction that rolled back (tryGroup).
 func retryable(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "23505")
-}
-
-// existing returns those of ids that are stored.
-func (s *Store) existing(ctx context.Context, ids []string) (map[string]bool, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id FROM xmpptrack_messages WHERE id = ANY ($1)`, ids)
-	if err != nil {
-		return nil, err
-	}
-	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, err
-	}
-	m := make(map[string]bool, len(found))
-	for _, id := range found {
-		m[id] = true
-	}
-	return m, nil
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
 
 func unset(b *store.Batch) {
@@ -177,6 +161,188 @@ func unset(b *store.Batch) {
 type result struct {
 	batch, msg, change int
 	cursor             int64
+}
+
+// graph is store.Next as a table for xmpptrack_commit:
+// graph[from*numStates+req] is -1 when the change is a no-op, else the
+// state reached, plus 16 if the message settles with it.
+var graph = func() []int16 {
+	g := make([]int16, numStates*numStates)
+	for from := range numStates {
+		for req := range numStates {
+			to, settles, changed := store.Next(tracking.MessageState(from), false, tracking.MessageState(req))
+			switch {
+			case !changed:
+				g[from*numStates+req] = -1
+			case settles:
+				g[from*numStates+req] = int16(to) + 16
+			default:
+				g[from*numStates+req] = int16(to)
+			}
+		}
+	}
+	return g
+}()
+
+const numStates = int(tracking.Error) + 1
+
+// commitCall is the statement of a group commit: one round trip.
+const commitCall = `SELECT keys, last FROM xmpptrack_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+	$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)`
+
+// args are the arguments of xmpptrack_commit (see the schema): columns of
+// the new messages, the ids to lock, the changes and sequence numbers as
+// positions in the ids to lock, the sessions. Each creation event and
+// change has a key, its rank in the feed: the function returns the keys of
+// the feed rows it wrote, in cursor order.
+type args struct {
+	mID, mAccount, mResource, mRcpt, mThread, mChannel []string
+	mRoom, mSettled                                    []bool
+	mRaw                                               [][]byte
+	mCreated                                           []time.Time
+	mDeadline                                          []pgtype.Timestamptz // not Valid: none
+	mState                                             []int16
+	mKey                                               []int32
+
+	lID []string
+
+	cLock                     []int32
+	cState                    []int16
+	cAt                       []time.Time
+	cFrom, cSID, cCond, cText []string
+	cKey                      []int32
+	wLock                     []int32
+	wSeq                      []int64
+	sAccount, sResource, sJID []string
+	sSMID, sLocation          []string
+	sMax, sIn, sOut, sAcked   []int64
+	sUpdated                  []time.Time
+}
+
+func (a *args) list() []any {
+	return []any{graph, int32(numStates),
+		a.mID, a.mAccount, a.mResource, a.mRcpt, a.mRoom, a.mThread, a.mChannel, a.mRaw, a.mCreated, a.mDeadline,
+		a.mState, a.mSettled, a.mKey,
+		a.lID,
+		a.cLock, a.cState, a.cAt, a.cFrom, a.cSID, a.cCond, a.cText, a.cKey,
+		a.wLock, a.wSeq,
+		a.sAccount, a.sResource, a.sJID, a.sSMID, a.sLocation, a.sMax, a.sIn, a.sOut, a.sAcked, a.sUpdated}
+}
+
+// build fills the arguments for the live batches of group and returns
+// what each key stands for.
+func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []result) {
+	// Sized up front: a group commit may carry thousands of rows.
+	var nm, nc, nw int
+	for _, i := range live {
+		b := group[i].Batch
+		nm, nc, nw = nm+len(b.Messages), nc+len(b.Changes), nw+len(b.Written)
+	}
+	a := &args{
+		mID: make([]string, 0, nm), mAccount: make([]string, 0, nm), mResource: make([]string, 0, nm),
+		mRcpt: make([]string, 0, nm), mThread: make([]string, 0, nm), mChannel: make([]string, 0, nm),
+		mRoom: make([]bool, 0, nm), mSettled: make([]bool, 0, nm), mRaw: make([][]byte, 0, nm),
+		mCreated: make([]time.Time, 0, nm), mDeadline: make([]pgtype.Timestamptz, 0, nm),
+		mState: make([]int16, 0, nm), mKey: make([]int32, 0, nm),
+		lID:   make([]string, 0, nc+nw),
+		cLock: make([]int32, 0, nc), cState: make([]int16, 0, nc), cAt: make([]time.Time, 0, nc),
+		cFrom: make([]string, 0, nc), cSID: make([]string, 0, nc), cCond: make([]string, 0, nc),
+		cText: make([]string, 0, nc), cKey: make([]int32, 0, nc),
+		wLock: make([]int32, 0, nw), wSeq: make([]int64, 0, nw),
+	}
+	keys := make([]result, 0, nm+nc)
+	key := func(r result) int32 {
+		keys = append(keys, r)
+		return int32(len(keys) - 1)
+	}
+	for _, i := range live {
+		b := group[i].Batch
+		for j := range b.Messages {
+			m := &b.Messages[j]
+			if m.Created.IsZero() {
+				m.Created = now
+			}
+			st := store.SettledState(m.State)
+			raw := m.Raw
+			if st {
+				raw = nil
+			}
+			dl := pgtype.Timestamptz{Time: m.Deadline, Valid: !m.Deadline.IsZero()}
+			a.mID = append(a.mID, m.ID)
+			a.mAccount = append(a.mAccount, m.Owner.Account)
+			a.mResource = append(a.mResource, m.Owner.Resource)
+			a.mRcpt = append(a.mRcpt, m.To)
+			a.mRoom = append(a.mRoom, m.Room)
+			a.mThread = append(a.mThread, m.Thread)
+			a.mChannel = append(a.mChannel, m.Channel)
+			a.mRaw = append(a.mRaw, raw)
+			a.mCreated = append(a.mCreated, m.Created)
+			a.mDeadline = append(a.mDeadline, dl)
+			a.mState = append(a.mState, int16(m.State))
+			a.mSettled = append(a.mSettled, st)
+			a.mKey = append(a.mKey, key(result{batch: i, msg: j, change: -1}))
+		}
+		for j := range b.Changes {
+			a.lID = append(a.lID, b.Changes[j].ID)
+		}
+		for _, w := range b.Written {
+			a.lID = append(a.lID, w.ID)
+		}
+	}
+	slices.Sort(a.lID)
+	a.lID = slices.Compact(a.lID)
+	pos := func(id string) int32 {
+		k, _ := slices.BinarySearch(a.lID, id)
+		return int32(k + 1)
+	}
+	// Sessions: the last one of each owner.
+	last := map[store.Instance]int{}
+	var sess []store.Session
+	for _, i := range live {
+		b := group[i].Batch
+		for j := range b.Changes {
+			c := &b.Changes[j]
+			if c.At.IsZero() {
+				c.At = now
+			}
+			a.cLock = append(a.cLock, pos(c.ID))
+			a.cState = append(a.cState, int16(c.State))
+			a.cAt = append(a.cAt, c.At)
+			a.cFrom = append(a.cFrom, c.From)
+			a.cSID = append(a.cSID, c.StanzaID)
+			a.cCond = append(a.cCond, c.Condition)
+			a.cText = append(a.cText, c.Text)
+			a.cKey = append(a.cKey, key(result{batch: i, change: j}))
+		}
+		for _, w := range b.Written {
+			a.wLock = append(a.wLock, pos(w.ID))
+			a.wSeq = append(a.wSeq, int64(w.Seq))
+		}
+		for _, ss := range b.Sessions {
+			if k, ok := last[ss.Owner]; ok {
+				sess[k] = ss
+			} else {
+				last[ss.Owner] = len(sess)
+				sess = append(sess, ss)
+			}
+		}
+	}
+	for _, ss := range sess {
+		if ss.Updated.IsZero() {
+			ss.Updated = now
+		}
+		a.sAccount = append(a.sAccount, ss.Owner.Account)
+		a.sResource = append(a.sResource, ss.Owner.Resource)
+		a.sJID = append(a.sJID, ss.JID)
+		a.sSMID = append(a.sSMID, ss.ID)
+		a.sLocation = append(a.sLocation, ss.Location)
+		a.sMax = append(a.sMax, int64(ss.Max/time.Second))
+		a.sIn = append(a.sIn, int64(ss.Inbound))
+		a.sOut = append(a.sOut, int64(ss.Outbound))
+		a.sAcked = append(a.sAcked, int64(ss.Acked))
+		a.sUpdated = append(a.sUpdated, ss.Updated)
+	}
+	return a, keys
 }
 
 // tryGroup writes the live batches of group with one call of
@@ -207,18 +373,14 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) {
 			switch pe.Code {
-			case "23505":
-				// A new message's id exists (or did, in a transaction
-				// that the insert waited for): which ones?
-				if pe.TableName != "xmpptrack_messages" {
+			case "XT409":
+				var ids []string
+				if json.Unmarshal([]byte(pe.Detail), &ids) != nil || len(ids) == 0 {
 					return nil, nil, err
 				}
-				conflicts, qerr := s.existing(ctx, a.mID)
-				if qerr != nil {
-					return nil, nil, fmt.Errorf("%w (looking up the ids: %w)", err, qerr)
-				}
-				if len(conflicts) == 0 {
-					return nil, nil, err // rolled back meanwhile: retryable
+				conflicts := map[string]bool{}
+				for _, id := range ids {
+					conflicts[id] = true
 				}
 				return nil, conflicts, errConflict
 			case "XT422":

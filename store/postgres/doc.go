@@ -25,16 +25,13 @@
 // # One round trip per group commit
 //
 // A group commit is one call of the server-side function xmpptrack_commit
-// (PL/pgSQL, created by the schema migrations), a transaction of its own,
-// made of set-based statements (no loop over rows): it inserts the new
-// messages, locks the messages that changes and sequence numbers are
-// about, applies the changes, writes the sessions, and takes the cursors
-// last. The changes are folded by the store beforehand with store.Next
-// (so that the rules of package store and the database never disagree),
-// for each state a message may be found in; the function keeps the fold
-// of the state it finds under the lock. A new message whose id exists
-// fails the call (a unique violation, after which the store looks the ids
-// up), which is made again without its batch.
+// (PL/pgSQL, created by the schema migrations), a transaction of its own:
+// it inserts the new messages, locks the messages that changes and
+// sequence numbers are about, applies the changes (the transition graph is
+// an argument, computed from package tracking, so that the two never
+// disagree), writes the sessions, and takes the cursors last. A new
+// message whose id exists fails the call, which is made again without its
+// batch.
 //
 // Waiting followers are woken by LISTEN/NOTIFY: each commit that moves the
 // feed notifies the channel xmpptrack_feed, and a Store keeps one listening
