@@ -52,7 +52,6 @@ type answer struct {
 	ref    string // id of the message it refers to
 	thread string
 	marker bool // a displayed marker instead of a receipt
-	gone   bool // a marker replaced by a newer one queued after it: not written
 }
 
 func newRecipient(c *Client) *recipient {
@@ -104,30 +103,29 @@ func (r *recipient) remember(from jid.JID, typ xstanza.MessageType, id, thread s
 // queueLocked adds an answer to the outbox and reports whether it is there.
 // A displayed marker for peer replaces one still queued for the same peer
 // (markers are cumulative: the newer one covers the older): in its place
-// when no receipt to that peer was queued after it, else at the end, the
-// older one left out. A marker never overtakes a receipt to its peer: a
-// sender takes a marker as proof only for messages whose receipt came
-// before it, so a marker written ahead of the receipts of the messages it
-// covers would leave them short of SEEN_BY_RECIPIENT until a later marker,
-// for good when it is the last. When the outbox is full the answer is
-// dropped and logged. The caller holds r.mu.
+// when no receipt to that peer was queued after it (or it is a room's), else
+// at the end, the older one removed. A marker never overtakes a receipt to
+// its peer: a sender takes a marker as proof only for messages whose receipt
+// came before it, so a marker written ahead of the receipts of the messages
+// it covers would leave them short of SEEN_BY_RECIPIENT until a later
+// marker, for good when it is the last. A replacement never needs room.
+// When the outbox is full any other answer is dropped and logged. The
+// caller holds r.mu.
 func (r *recipient) queueLocked(peer string, a answer) bool {
-	old, replace := -1, false
 	if a.marker {
 		if i, ok := r.markerAt[peer]; ok {
-			if !r.receiptAfter(i) {
+			// Group chat messages ask for no receipts; those queued to
+			// the room's occupants answer their private messages.
+			if a.typ == xstanza.GroupChatMessage || !r.receiptAfter(i) {
 				r.out[i] = a
 				return true
 			}
-			old, replace = i, true
+			r.removeLocked(i)
 		}
 	}
 	if len(r.out) >= outboxSize {
 		r.c.log.Debug("xmpptrack: outbox full, answer dropped", "to", a.to.String(), "ref", a.ref, "marker", a.marker)
 		return false
-	}
-	if replace {
-		r.out[old] = answer{gone: true}
 	}
 	if a.marker {
 		r.markerAt[peer] = len(r.out)
@@ -145,11 +143,27 @@ func (r *recipient) queueLocked(peer string, a answer) bool {
 func (r *recipient) receiptAfter(i int) bool {
 	to := r.out[i].to.Bare()
 	for _, a := range r.out[i+1:] {
-		if !a.marker && !a.gone && a.to.Bare().Equal(to) {
+		if !a.marker && a.to.Bare().Equal(to) {
 			return true
 		}
 	}
 	return false
+}
+
+// removeLocked removes the answer out[i], a queued marker, keeping the
+// order of the others. The caller holds r.mu.
+func (r *recipient) removeLocked(i int) {
+	copy(r.out[i:], r.out[i+1:])
+	r.out[len(r.out)-1] = answer{}
+	r.out = r.out[:len(r.out)-1]
+	for k, j := range r.markerAt {
+		switch {
+		case j == i:
+			delete(r.markerAt, k)
+		case j > i:
+			r.markerAt[k] = j - 1
+		}
+	}
 }
 
 // MarkDisplayed sends an XEP-0333 displayed marker for the newest markable
@@ -197,11 +211,7 @@ func (c *Client) MarkDisplayed(peer jid.JID) bool {
 func (r *recipient) take(dst []answer) []answer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, a := range r.out {
-		if !a.gone {
-			dst = append(dst, a)
-		}
-	}
+	dst = append(dst, r.out...)
 	clear(r.out) // drop the JIDs' strings
 	r.out = r.out[:0]
 	clear(r.markerAt)

@@ -346,3 +346,46 @@ func TestRecipientMarkersCoalesce(t *testing.T) {
 	}
 	check(want{"b3", false}, want{"b3", true})
 }
+
+// TestRecipientMarkEveryMessage: a bot that marks every message of a peer
+// that asks for receipts, while nobody drains the outbox, keeps every
+// receipt and one marker, for the last message, after them: a moved
+// marker leaves no slot behind. With the outbox full, a marker that
+// replaces a queued one still gets in.
+func TestRecipientMarkEveryMessage(t *testing.T) {
+	c := newTapClient(t, Config{}) // nobody drains its outbox
+	const n = 3000
+	for i := range n {
+		feedTap(t, c, nil, strings.NewReader(fmt.Sprintf(`<stream xmlns='jabber:client'><message from='bob@example.org/pc' id='q%d' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='%s'/></message></stream>`, i, stanza.NSMarkers)))
+		if !c.MarkDisplayed(bob) {
+			t.Fatalf("nothing to mark for q%d", i)
+		}
+	}
+	c.rcp.mu.Lock()
+	out := slices.Clone(c.rcp.out)
+	c.rcp.mu.Unlock()
+	if len(out) != n+1 {
+		t.Fatalf("outbox holds %d answers, want %d receipts and a marker", len(out), n)
+	}
+	for i, a := range out[:n] {
+		if a.marker || a.ref != fmt.Sprintf("q%d", i) {
+			t.Fatalf("answer %d is %+v, want the receipt for q%d", i, a, i)
+		}
+	}
+	if last := out[n]; !last.marker || last.ref != fmt.Sprintf("q%d", n-1) {
+		t.Fatalf("last answer %+v, want the marker for q%d", last, n-1)
+	}
+
+	// Fill the outbox with carol's receipts and a receipt to bob.
+	feedTap(t, c, nil, newStanzaStream(outboxSize-len(out)-1, func(i int) string {
+		return fmt.Sprintf(`<message from='carol@example.org/x' id='c%d' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`, i)
+	}))
+	feedTap(t, c, nil, strings.NewReader(fmt.Sprintf(`<stream xmlns='jabber:client'><message from='bob@example.org/pc' id='last' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='%s'/></message></stream>`, stanza.NSMarkers)))
+	if !c.MarkDisplayed(bob) {
+		t.Fatal("a marker replacing a queued one was refused with the outbox full")
+	}
+	got := c.rcp.take(nil)
+	if len(got) != outboxSize || got[len(got)-2].marker || got[len(got)-2].ref != "last" || !got[len(got)-1].marker || got[len(got)-1].ref != "last" {
+		t.Errorf("outbox of %d answers ending with %+v, want %d ending with the receipt and the marker for last", len(got), got[len(got)-2:], outboxSize)
+	}
+}
