@@ -47,6 +47,13 @@ func TestMigrateSchema1(t *testing.T) {
 		len(r.History) != 2 || r.History[0].Cursor != 2 || r.History[1].Cursor != 4 {
 		t.Fatalf("acked: %+v, %v", r, err)
 	}
+	// Its creation, once a change row, is its row now: same state and time.
+	if h := r.History[0]; h.State != tracking.InTransit || h.Settled || !h.At.Equal(r.Created) {
+		t.Errorf("acked's creation: %+v, created %v", h, r.Created)
+	}
+	if h := r.History[1]; h.State != tracking.DeliveredToServer || h.Settled {
+		t.Errorf("acked's ack: %+v", h)
+	}
 	var pending []store.Message
 	owner := store.Instance{Account: "a@example.org", Resource: "r"}
 	if err := s.Pending(ctx, owner, func(m store.Message) error { pending = append(pending, m); return nil }); err != nil {
@@ -144,8 +151,8 @@ func TestPruneKeepsLastCursor(t *testing.T) {
 		if f := feed(t, s, 0); len(f) != 1+round || f[0].ID != "live" {
 			t.Errorf("round %d: feed %+v", round, f)
 		}
-		// A new message may get the row number of a pruned one: its
-		// history is its own.
+		// A new message's history is its own (the tombstone belongs to no
+		// message).
 		id := "after" + ids[0]
 		b := &store.Batch{Messages: []store.Message{message(id)}}
 		commitT(t, s, b)
@@ -159,6 +166,49 @@ func TestPruneKeepsLastCursor(t *testing.T) {
 		if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM changes WHERE msg = 0`).Scan(&tombs); err != nil || tombs != 1 {
 			t.Errorf("round %d: %d tombstones, %v", round, tombs, err)
 		}
+	}
+}
+
+// TestMigrateMessageWithoutChanges: a schema-1 message whose change rows
+// are gone (a damaged file) is numbered above every cursor, so that no two
+// events of the feed share one.
+func TestMigrateMessageWithoutChanges(t *testing.T) {
+	ctx := context.Background()
+	data, err := os.ReadFile("testdata/schema1.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "s.db")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(`DELETE FROM changes WHERE msg = (SELECT n FROM messages WHERE id = 'acked')`)
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.Message(ctx, "acked")
+	if err != nil || r.Cursor != 6 || r.State != tracking.DeliveredToServer || len(r.History) != 1 {
+		t.Fatalf("acked: %+v, %v; want cursor 6 (above the tombstone 5)", r, err)
+	}
+	seen := map[int64]bool{}
+	for _, c := range feed(t, s, 0) {
+		if seen[c.Cursor] {
+			t.Errorf("cursor %d twice in the feed", c.Cursor)
+		}
+		seen[c.Cursor] = true
+	}
+	if c, err := s.LastCursor(ctx); err != nil || c != 6 {
+		t.Errorf("LastCursor %d, %v; want 6", c, err)
 	}
 }
 

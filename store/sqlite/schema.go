@@ -121,14 +121,16 @@ CREATE TABLE messages_v3 (
 	room     INTEGER NOT NULL,
 	thread   TEXT    NOT NULL,
 	channel  TEXT    NOT NULL,
-	raw      BLOB,                          -- NULL once settled
 	created  INTEGER NOT NULL,              -- Unix microseconds
+	first    INTEGER NOT NULL,              -- the state it was created in
 	deadline INTEGER NOT NULL,              -- 0: none
 	seq      INTEGER,                       -- NULL: not written
 	state    INTEGER NOT NULL,
 	settled  INTEGER NOT NULL,
 	updated  INTEGER NOT NULL,
-	first    INTEGER NOT NULL               -- the state it was created in
+	raw      BLOB                           -- NULL once settled; last, so that
+	                                        -- reading the others never walks
+	                                        -- its overflow pages
 );
 CREATE TABLE changes_v3 (
 	cursor   INTEGER PRIMARY KEY, -- never reused, in commit order
@@ -140,12 +142,19 @@ CREATE TABLE changes_v3 (
 );
 CREATE TEMP TABLE creations (msg INTEGER PRIMARY KEY, cursor INTEGER NOT NULL);
 INSERT INTO creations SELECT msg, min(cursor) FROM changes WHERE msg != 0 GROUP BY msg;
-INSERT INTO messages_v3 (n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline,
-		seq, state, settled, updated, first)
-	SELECT f.cursor, m.id, m.account, m.resource, m.rcpt, m.room, m.thread, m.channel, m.raw, m.created,
-		m.deadline, m.seq, m.state, m.settled, m.updated, coalesce(c.state, m.state)
-	FROM messages m LEFT JOIN creations f ON f.msg = m.n LEFT JOIN changes c ON c.cursor = f.cursor
-	ORDER BY f.cursor IS NULL, f.cursor;
+INSERT INTO messages_v3 (n, id, account, resource, rcpt, room, thread, channel, created, first, deadline,
+		seq, state, settled, updated, raw)
+	SELECT f.cursor, m.id, m.account, m.resource, m.rcpt, m.room, m.thread, m.channel, m.created, c.state,
+		m.deadline, m.seq, m.state, m.settled, m.updated, m.raw
+	FROM messages m JOIN creations f ON f.msg = m.n JOIN changes c ON c.cursor = f.cursor;
+-- A message without a change row (a damaged file: every message was written
+-- with its creation's) is numbered above every cursor.
+INSERT INTO messages_v3 (n, id, account, resource, rcpt, room, thread, channel, created, first, deadline,
+		seq, state, settled, updated, raw)
+	SELECT (SELECT coalesce(max(cursor), 0) FROM changes) + row_number() OVER (ORDER BY m.n), m.id, m.account,
+		m.resource, m.rcpt, m.room, m.thread, m.channel, m.created, m.state, m.deadline, m.seq, m.state,
+		m.settled, m.updated, m.raw
+	FROM messages m WHERE m.n NOT IN (SELECT msg FROM creations);
 INSERT INTO changes_v3 (cursor, msg, state, settles, at, evidence)
 	SELECT c.cursor, f.cursor, c.state, c.settles, c.at, c.evidence
 	FROM changes c JOIN creations f ON f.msg = c.msg WHERE c.cursor > f.cursor;

@@ -164,8 +164,19 @@ func testMonotonic(t *testing.T, open Open) {
 	cl := msg(alice, "d")
 	cl.Raw, cl.State = nil, tracking.Closed
 	insert(t, s, cl)
-	if r := get(t, s, "d"); r.State != tracking.Closed || !r.Settled {
+	r = get(t, s, "d")
+	if r.State != tracking.Closed || !r.Settled {
 		t.Errorf("settled at creation: %v %v", r.State, r.Settled)
+	}
+	// Its creation, in its history and in the feed, says so too.
+	if len(r.History) != 1 || r.History[0].State != tracking.Closed || !r.History[0].Settled ||
+		r.History[0].Cursor != r.Cursor {
+		t.Errorf("history of a message settled at creation: %+v", r.History)
+	}
+	for _, c := range all(t, s, store.FeedQuery{}) {
+		if c.ID == "d" && (c.State != tracking.Closed || !c.Settled) {
+			t.Errorf("feed event of a message settled at creation: %+v", c)
+		}
 	}
 }
 
