@@ -251,3 +251,41 @@ func equalInts(a, b []int64) bool {
 	}
 	return true
 }
+
+// TestOlderWriterRefused: a change written as an older version of this
+// package writes it (SQLite numbers it after the highest change, at or
+// below the creation of a message a follower may have seen) is refused.
+func TestOlderWriterRefused(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("x")}})
+	commitT(t, s, change("x", tracking.DeliveredToServer))
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("y")}})
+	db, err := sql.Open("sqlite", p+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		`INSERT INTO changes (msg, state, settles, at) VALUES (1, 2, 0, 1)`, // schema 1 and 2
+		`INSERT INTO changes (cursor, msg, state, settles, at) VALUES (3, 1, 2, 0, 1)`,
+	} {
+		if _, err := db.Exec(q); err == nil || !strings.Contains(err.Error(), "older version") {
+			t.Errorf("%s: %v, want refused", q, err)
+		}
+	}
+	if c, err := s.LastCursor(ctx); err != nil || c != 3 {
+		t.Errorf("LastCursor %d, %v; want 3", c, err)
+	}
+	// This version's commits and pruning pass.
+	commitT(t, s, change("y", tracking.Closed))
+	if n, err := s.Prune(ctx, time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Errorf("Prune %d, %v", n, err)
+	}
+	commitT(t, s, change("x", tracking.DeliveredToRecipient))
+}

@@ -168,6 +168,17 @@ CREATE INDEX messages_pending ON messages (account, resource, n) WHERE settled =
 CREATE INDEX messages_settled ON messages (updated) WHERE settled = 1;
 CREATE INDEX changes_msg ON changes (msg);
 `,
+	// 3 → 4: a change is refused unless its cursor is above every message's
+	// creation. This version always gives one (the highest cursor plus
+	// one); an older version still running on the upgraded file would let
+	// SQLite number it after the highest change only, at or below a
+	// creation a follower may have seen, and now fails instead. Its cost is
+	// a read of the rightmost messages page per change, no page written.
+	`
+CREATE TRIGGER changes_cursor BEFORE INSERT ON changes
+	WHEN NEW.cursor IS NULL OR NEW.cursor <= coalesce((SELECT max(n) FROM messages), 0)
+	BEGIN SELECT RAISE(ABORT, 'xmpptrack: a change numbered at or below a message; is an older version of the library writing this file?'); END;
+`,
 }
 
 // sqlLastCursor is the highest cursor ever assigned: the highest message
