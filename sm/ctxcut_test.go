@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/wirerule"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
@@ -85,5 +86,44 @@ func TestContextEndsWhileIdle(t *testing.T) {
 func TestNoContextToMellium(t *testing.T) {
 	wirerule.Check(t, wirerule.SessionWriters, func(recv string) bool {
 		return strings.HasPrefix(recv, "xml.")
+	})
+}
+
+// TestRequestAfterStreamClosed: the requester's turn to send an <r/>
+// comes after the application closed the stream (</stream:stream>
+// written, the server's answer not in yet). Nothing can be written on a
+// closed stream, so nothing was: the connection is left to the closing
+// handshake, not cut, and Serve goes on reading until the server's end.
+func TestRequestAfterStreamClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		st := New(Config{})
+		c := mustDial(t, srv, st, nil)
+		if err := st.WaitEnabled(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		sendMsg(t, st, c.sess, "m1") // the idle rule: an <r/> at once, unanswered
+		synctest.Wait()
+		sendMsg(t, st, c.sess, "m2") // covered by the time rule, AckDelay later
+		synctest.Wait()
+		c.sc.conn.freeze() // the server's answer to the close never comes
+		if err := c.sess.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * DefaultAckDelay) // fake time: the requester's turn
+		synctest.Wait()
+		st.mu.Lock()
+		requested := st.conn.rSent
+		st.mu.Unlock()
+		if requested != 2 {
+			t.Fatalf("%d <r/> booked, want 2 (the second after the close)", requested)
+		}
+		select {
+		case <-c.served:
+			t.Fatalf("the connection was cut during the closing handshake: Serve returned %v", c.serveEr)
+		default:
+		}
+		c.waitServed()
 	})
 }

@@ -21,8 +21,11 @@ func timeNow() int64 { return time.Now().UnixNano() }
 // on its own goroutine; it returns when ctx ends, when the connection is
 // detached (Tees called again, input stream closed, fatal stream
 // management error), when the server refused stream management, when a
-// send fails, or when the connection is dead. It uses one timer, however
-// many stanzas are written.
+// write fails, or when the connection is dead. Its writes go through
+// internal/wire: a failed one closes the connection (the stream is
+// broken), except one refused because the application closed the stream,
+// which wrote nothing and leaves the closing handshake alone. It uses one
+// timer, however many stanzas are written.
 func (st *State) requester(ctx context.Context, s *xmpp.Session, c *conn) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()

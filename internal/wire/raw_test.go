@@ -32,6 +32,7 @@ func TestWriteRaw(t *testing.T) {
 	if n, err := Write(context.Background(), s, &Raw{B: []byte(raw)}); n != 0 || !errors.Is(err, xmpp.ErrOutputStreamClosed) {
 		t.Errorf("Write after the output closed: %d, %v", n, err)
 	}
+	s.Conn().Close() // a refused element leaves the connection open
 	out := <-got
 	i1, ir, i2 := strings.Index(out, `id="m1"`), strings.Index(out, raw), strings.Index(out, `id="m2"`)
 	if i1 < 0 || ir < i1 || i2 < ir {

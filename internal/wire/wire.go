@@ -19,6 +19,7 @@ package wire // import "github.com/xmpptrack/xmpptrack/internal/wire"
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"sync"
 
 	"mellium.im/xmlstream"
@@ -40,7 +41,10 @@ import (
 // If ctx is done before anything is written, Write returns ctx.Err() at
 // once. If ctx ends while Write waits for the output or writes, the
 // connection is closed and Write returns ctx.Err(). Any other write error
-// closes the connection too: the stream is broken.
+// closes the connection too: the stream is broken. Except
+// xmpp.ErrOutputStreamClosed: the stream was closed (</stream:stream>
+// written) before the element, of which nothing was written, and the
+// connection is left to the closing handshake.
 func Write(ctx context.Context, s *xmpp.Session, rs ...xml.TokenReader) (int, error) {
 	var n int
 	err := Guard(ctx, s, func() (err error) {
@@ -53,7 +57,8 @@ func Write(ctx context.Context, s *xmpp.Session, rs ...xml.TokenReader) (int, er
 // Guard runs f, a write on s that takes the session's output itself, by
 // the rules of Write: if ctx is done before, f does not run and Guard
 // returns ctx.Err(); if ctx ends while f runs, the connection is closed
-// and Guard returns ctx.Err(); any error of f closes the connection too.
+// and Guard returns ctx.Err(); any error of f closes the connection too,
+// except xmpp.ErrOutputStreamClosed (f must then have written nothing).
 func Guard(ctx context.Context, s *xmpp.Session, f func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -64,7 +69,7 @@ func Guard(ctx context.Context, s *xmpp.Session, f func() error) error {
 		// no watch to register and remove per write (context.AfterFunc
 		// costs about half a microsecond and four allocations).
 		err := f()
-		if err != nil {
+		if err != nil && !errors.Is(err, xmpp.ErrOutputStreamClosed) {
 			conn.Close()
 		}
 		return err
@@ -88,9 +93,12 @@ func Guard(ctx context.Context, s *xmpp.Session, f func() error) error {
 	if err == nil {
 		return nil
 	}
-	conn.Close()
 	if wasCut {
+		conn.Close()
 		return ctx.Err()
+	}
+	if !errors.Is(err, xmpp.ErrOutputStreamClosed) {
+		conn.Close()
 	}
 	return err
 }

@@ -158,3 +158,35 @@ func TestWritePartial(t *testing.T) {
 		t.Errorf("peer read %q", got)
 	}
 }
+
+// TestWriteAfterStreamClosed: a write after the stream was closed
+// (</stream:stream> written) writes nothing and fails with
+// xmpp.ErrOutputStreamClosed, with a context that can end or not; the
+// connection is left open for the closing handshake (the peer's
+// </stream:stream> still to be read).
+func TestWriteAfterStreamClosed(t *testing.T) {
+	s, peer := newSession(t)
+	read := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(peer)
+		read <- b
+	}()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	for _, ctx := range []context.Context{context.Background(), ctx} {
+		if n, err := Write(ctx, s, msg("late")); n != 0 || !errors.Is(err, xmpp.ErrOutputStreamClosed) {
+			t.Fatalf("Write on a closed stream: %d, %v; want 0, xmpp.ErrOutputStreamClosed", n, err)
+		}
+	}
+	// Still open: the peer can write its </stream:stream>.
+	if _, err := s.Conn().Write(nil); err != nil {
+		t.Fatalf("the connection was closed: %v", err)
+	}
+	s.Conn().Close()
+	if b := <-read; bytes.Contains(b, []byte("late")) {
+		t.Errorf("the peer read %q", b)
+	}
+}
