@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"time"
+	"unicode/utf8"
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
@@ -29,8 +30,11 @@ import (
 type Message struct {
 	// ID is the message's id. Empty means a fresh random one (the usual
 	// choice); a caller-chosen id must be unique among pending messages
-	// (else Send fails with tracking.ErrDuplicateID) and at most
-	// stanza.MaxIDLen bytes long (else Send fails with stanza.ErrIDTooLong).
+	// (else Send fails with tracking.ErrDuplicateID), at most
+	// stanza.MaxIDLen bytes long (else Send fails with stanza.ErrIDTooLong)
+	// and valid UTF-8 made of characters XML allows (else Send fails with
+	// stanza.ErrInvalidAttr: it could not be sent unchanged, so nothing
+	// could answer it).
 	ID string
 	// To is the recipient; required (a zero To fails with an error matching
 	// stanza.ErrInvalidHandle before anything is written). A bare JID is
@@ -45,7 +49,8 @@ type Message struct {
 	Body string
 	// Type is the message type; empty means chat.
 	Type xstanza.MessageType
-	// Thread is an optional XEP-0201 thread id.
+	// Thread is an optional XEP-0201 thread id, valid UTF-8 made of
+	// characters XML allows (else Send fails with stanza.ErrInvalidAttr).
 	Thread string
 	// Payload holds extra child elements, written after the body. Send
 	// reads it whole before tracking the message (so that it can write the
@@ -91,7 +96,8 @@ type Message struct {
 // deadline. ctx bounds only this waiting, never the tracking.
 //
 // Errors follow one contract. Invalid input (no recipient in m.To, an id
-// that is too long, a payload that is not well-formed) and failures before
+// that is too long, an id or thread that is not valid UTF-8 or holds
+// characters XML does not allow, a payload that is not well-formed) and failures before
 // the message is tracked (the client is closed, ctx ended while waiting for
 // a connection or a MaxPending slot, a duplicate id, a Config.Store that
 // could not record it: ErrNotRecorded, or cannot tell whether it did:
@@ -142,6 +148,14 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	if len(m.ID) > stanza.MaxIDLen {
 		// Peers' receipts and markers for it would be refused as oversized.
 		return nil, fmt.Errorf("xmpptrack: message id of %d bytes: %w", len(m.ID), stanza.ErrIDTooLong)
+	}
+	// Text XML cannot carry would go out as U+FFFD, and receipts, markers
+	// and errors echoing the id (markers the thread) would never match it.
+	if !xmlText(m.ID) {
+		return nil, fmt.Errorf("xmpptrack: message id %q: not valid UTF-8 or holds characters XML does not allow: %w", m.ID, stanza.ErrInvalidAttr)
+	}
+	if !xmlText(m.Thread) {
+		return nil, fmt.Errorf("xmpptrack: thread %q: not valid UTF-8 or holds characters XML does not allow: %w", m.Thread, stanza.ErrInvalidAttr)
 	}
 	var payload *tokbuf.Buffer
 	if m.Payload != nil {
@@ -317,11 +331,24 @@ func readPayload(r xml.TokenReader) (*tokbuf.Buffer, error) {
 	}
 }
 
+// xmlText reports whether s is valid UTF-8 made of characters XML allows.
+func xmlText(s string) bool {
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && w == 1 || !wire.XMLChar(r) {
+			return false
+		}
+		i += w
+	}
+	return true
+}
+
 // messageStanza is the message stanza as Send writes it: messageXML, or
 // for a message without payload (the usual case) the same element's bytes,
-// built directly (see appendMessage).
+// built directly (see appendMessage). An empty id (Send never writes one)
+// goes through the encoder, which gives the stanza a random id.
 func messageStanza(id string, m Message) xml.TokenReader {
-	if m.Payload != nil {
+	if m.Payload != nil || id == "" {
 		return messageXML(id, m)
 	}
 	size := 320 + len(m.Body) + len(m.Thread) + 2*len(id) + len(m.To.Localpart()) + len(m.To.Domainpart()) + len(m.To.Resourcepart())
@@ -329,8 +356,9 @@ func messageStanza(id string, m Message) xml.TokenReader {
 }
 
 // appendMessage appends the message stanza messageXML builds for a message
-// without payload, byte for byte as the session's encoder writes it (in
-// the jabber:client namespace, attributes in mellium's order, empty
+// without payload and with an id, byte for byte as the session's encoder
+// writes it on a client stream (in the jabber:client namespace, without
+// the from mellium adds on server streams, attributes in mellium's order, empty
 // elements with an end tag, text escaped as encoding/xml escapes it): a
 // tenth of the cost of encoding its tokens, which was the largest part of
 // Send's own work.

@@ -2,50 +2,76 @@ package xmpptrack
 
 import (
 	"bytes"
+	"context"
 	"encoding/xml"
+	"errors"
+	"io"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
-	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/xmpptrack/xmpptrack/internal/wire"
+	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
-// clientNS puts the first start element (and its end) in jabber:client, as
-// mellium's session encoder does with a stanza that has no namespace.
-type clientNS struct {
-	w     xmlstream.TokenWriter
-	depth int
-}
+// sinkConn is a net.Conn that keeps what is written and reads nothing.
+type sinkConn struct{ bytes.Buffer }
 
-func (c *clientNS) EncodeToken(t xml.Token) error {
-	switch tok := t.(type) {
-	case xml.StartElement:
-		c.depth++
-		if c.depth == 1 && tok.Name.Space == "" {
-			tok.Name.Space = "jabber:client"
-			t = tok
-		}
-	case xml.EndElement:
-		if c.depth == 1 && tok.Name.Space == "" {
-			tok.Name.Space = "jabber:client"
-			t = tok
-		}
-		c.depth--
+func (*sinkConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (*sinkConn) Close() error                     { return nil }
+func (*sinkConn) LocalAddr() net.Addr              { return nil }
+func (*sinkConn) RemoteAddr() net.Addr             { return nil }
+func (*sinkConn) SetDeadline(time.Time) error      { return nil }
+func (*sinkConn) SetReadDeadline(time.Time) error  { return nil }
+func (*sinkConn) SetWriteDeadline(time.Time) error { return nil }
+
+// clientSession returns a mellium session on a client stream (jabber:client
+// both ways, as after a real negotiation) that writes into its sinkConn.
+func clientSession(t testing.TB) (*xmpp.Session, *sinkConn) {
+	conn := &sinkConn{}
+	ready := func(_ context.Context, in, out *stream.Info, _ *xmpp.Session, _ any) (xmpp.SessionState, io.ReadWriter, any, error) {
+		in.XMLNS, out.XMLNS = "jabber:client", "jabber:client"
+		return xmpp.Ready, nil, nil, nil
 	}
-	return c.w.EncodeToken(t)
-}
-
-// encodeTokens encodes messageXML's tokens as the session does.
-func encodeTokens(t testing.TB, id string, m Message) []byte {
-	var buf bytes.Buffer
-	enc := xml.NewEncoder(&buf)
-	if _, err := xmlstream.Copy(&clientNS{w: enc}, messageXML(id, m)); err != nil {
+	s, err := xmpp.NewSession(context.Background(), jid.MustParse("example.org"), jid.MustParse("alice@example.org"), conn, 0, ready)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := enc.Flush(); err != nil {
+	return s, conn
+}
+
+// written returns the bytes wire.Write puts on the session for r.
+func written(t testing.TB, s *xmpp.Session, conn *sinkConn, r xml.TokenReader) []byte {
+	conn.Reset()
+	if _, err := wire.Write(context.Background(), s, r); err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return bytes.Clone(conn.Bytes())
+}
+
+// sameAsEncoder checks that Send's bytes for m are what the session's
+// encoder writes for messageXML's tokens, and one well-formed element.
+func sameAsEncoder(t *testing.T, id string, m Message) {
+	t.Helper()
+	s, conn := clientSession(t)
+	want := written(t, s, conn, messageXML(id, m))
+	got := written(t, s, conn, messageStanza(id, m))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("message %+v id %q:\n got %s\nwant %s", m, id, got, want)
+	}
+	d := xml.NewDecoder(bytes.NewReader(got))
+	if err := d.Decode(new(struct{})); err != nil {
+		t.Fatalf("%s: %v", got, err)
+	}
+	if _, err := d.Token(); err != io.EOF {
+		t.Fatalf("%s: more than one element (%v)", got, err)
+	}
 }
 
 // TestAppendMessage checks that the bytes Send writes for a message without
@@ -64,56 +90,101 @@ func TestAppendMessage(t *testing.T) {
 		{To: to, Body: "none", Type: xstanza.ChatMessage, NoReceipt: true, NoMarkable: true},
 		{To: to, Body: "x", Type: xstanza.HeadlineMessage, NoMarkable: true},
 		{Body: "no to", Type: xstanza.ChatMessage},
+		{To: to, Body: "type", Type: xstanza.MessageType("x&\"<\n\t")},
+		{To: to, Body: strings.Repeat("long ]]> body ", 20000), Type: xstanza.ChatMessage},
 	} {
 		for _, id := range []string{"AAAAAAAAAAAAAAAA", `a&b'c"d<e>` + "\n\xff"} {
-			got := appendMessage(nil, id, m)
-			if want := encodeTokens(t, id, m); !bytes.Equal(got, want) {
-				t.Errorf("message %+v id %q:\n got %s\nwant %s", m, id, got, want)
-			}
+			sameAsEncoder(t, id, m)
 		}
 	}
 }
 
-// FuzzAppendMessage compares appendMessage with the encoder on any text.
+// FuzzAppendMessage compares Send's bytes with the session's encoder on
+// any text, address, type and options.
 func FuzzAppendMessage(f *testing.F) {
-	f.Add("hello", "thread", "id1", "res", false)
-	f.Add("a&b<\n\r\t\xff", "", `"'`, "r&'", true)
-	f.Fuzz(func(t *testing.T, body, thread, id, res string, groupchat bool) {
-		to, err := jid.New("bob", "example.org", res)
-		if err != nil || id == "" {
+	f.Add("hello", "thread", "id1", "bob", "example.org", "res", "chat", false, false)
+	f.Add("a&b<\n\r\t\xff]]>", "", `"'`, "", "example.org", "r&'", "groupchat", true, true)
+	f.Fuzz(func(t *testing.T, body, thread, id, local, domain, res, typ string, noReceipt, noMarkable bool) {
+		if id == "" {
 			return
 		}
-		m := Message{To: to, Body: body, Thread: thread, Type: xstanza.ChatMessage}
-		if groupchat {
-			m.Type = xstanza.GroupChatMessage
+		m := Message{Body: body, Thread: thread, Type: xstanza.MessageType(typ), NoReceipt: noReceipt, NoMarkable: noMarkable}
+		if to, err := jid.New(local, domain, res); err == nil {
+			m.To = to
 		}
-		if got, want := appendMessage(nil, id, m), encodeTokens(t, id, m); !bytes.Equal(got, want) {
-			t.Errorf("\n got %s\nwant %s", got, want)
-		}
+		sameAsEncoder(t, id, m)
 	})
 }
 
-// BenchmarkMessageStanza compares building and encoding a typical message
-// through its tokens (messageXML) with appending its bytes (appendMessage).
+// BenchmarkMessageStanza compares writing a typical message through a
+// session from its tokens (messageXML) and as the bytes Send appends
+// (messageStanza).
 func BenchmarkMessageStanza(b *testing.B) {
 	m := Message{To: jid.MustParse("responder@localhost"), Body: "bench xxxxxxxxxxxxxxxxxxxxxxxxxx 1234", Type: xstanza.ChatMessage}
 	const id = "AAAAAAAAAAAAAAAA"
 	b.Run("tokens", func(b *testing.B) {
-		var buf bytes.Buffer
-		enc := xml.NewEncoder(&buf)
+		s, conn := clientSession(b)
 		b.ReportAllocs()
 		for b.Loop() {
-			buf.Reset()
-			if _, err := xmlstream.Copy(&clientNS{w: enc}, messageXML(id, m)); err != nil {
+			conn.Reset()
+			if _, err := wire.Write(context.Background(), s, messageXML(id, m)); err != nil {
 				b.Fatal(err)
 			}
-			enc.Flush()
 		}
 	})
 	b.Run("bytes", func(b *testing.B) {
+		s, conn := clientSession(b)
 		b.ReportAllocs()
 		for b.Loop() {
-			messageStanza(id, m)
+			conn.Reset()
+			if _, err := wire.Write(context.Background(), s, messageStanza(id, m)); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
+}
+
+// TestEmptyIDUsesEncoder: an empty id is left to the encoder (a random id),
+// never written as a stanza without one.
+func TestEmptyIDUsesEncoder(t *testing.T) {
+	m := Message{To: jid.MustParse("bob@example.org"), Body: "b", Type: xstanza.ChatMessage}
+	if _, raw := messageStanza("", m).(*wire.Raw); raw {
+		t.Fatal("an empty id took the byte path")
+	}
+	s, conn := clientSession(t)
+	if got := written(t, s, conn, messageStanza("", m)); !bytes.Contains(got, []byte(` id="`)) {
+		t.Errorf("wrote %s, want a stanza with an id", got)
+	}
+}
+
+// TestSendRefusesNonXMLText: an id or thread that is not valid UTF-8 or
+// holds characters XML does not allow is refused before anything is
+// tracked (it would go out changed, and no receipt, marker or error could
+// match it).
+func TestSendRefusesNonXMLText(t *testing.T) {
+	c := newTapClient(t, Config{})
+	to := jid.MustParse("bob@example.org")
+	// Refused before anything waits: a done context shows that.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, m := range []Message{
+		{To: to, ID: "a\x00b"},
+		{To: to, ID: "x\xff"},
+		{To: to, ID: "nc\uFFFE"},
+		{To: to, ID: "ok", Thread: "t\x01"},
+		{To: to, ID: "ok2", Thread: "\xc3"},
+	} {
+		tr, err := c.Send(ctx, m)
+		if tr != nil || !errors.Is(err, stanza.ErrInvalidAttr) {
+			t.Errorf("Send(id %q, thread %q) = %v, %v; want no tracker and ErrInvalidAttr", m.ID, m.Thread, tr, err)
+		}
+	}
+	if n := c.reg.Pending(); n != 0 {
+		t.Errorf("%d trackers pending after refused sends", n)
+	}
+	for _, ok := range []string{"", "plain", "emoji 😀", "U+FFFD \uFFFD", "tab\tnl\n"} {
+		if !xmlText(ok) {
+			t.Errorf("xmlText(%q) = false", ok)
+		}
+	}
 }

@@ -83,7 +83,7 @@ func AppendEscaped(b []byte, s string, newline bool) []byte {
 		case '\r':
 			esc = "&#xD;"
 		default:
-			if !inCharacterRange(r) || (r == utf8.RuneError && width == 1) {
+			if !XMLChar(r) || (r == utf8.RuneError && width == 1) {
 				esc = "\uFFFD"
 				break
 			}
@@ -96,8 +96,8 @@ func AppendEscaped(b []byte, s string, newline bool) []byte {
 	return append(b, s[last:]...)
 }
 
-// inCharacterRange reports whether r is a character XML 1.0 allows.
-func inCharacterRange(r rune) bool {
+// XMLChar reports whether r is a character XML 1.0 allows.
+func XMLChar(r rune) bool {
 	return r == 0x09 || r == 0x0A || r == 0x0D ||
 		r >= 0x20 && r <= 0xD7FF ||
 		r >= 0xE000 && r <= 0xFFFD ||
