@@ -11,7 +11,6 @@ import (
 	"io"
 	"math"
 	"time"
-	"unicode/utf8"
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
@@ -22,6 +21,7 @@ import (
 	"github.com/xmpptrack/xmpptrack/internal/route"
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
+	"github.com/xmpptrack/xmpptrack/internal/xmltext"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -151,10 +151,10 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 	}
 	// Text XML cannot carry would go out as U+FFFD, and receipts, markers
 	// and errors echoing the id (markers the thread) would never match it.
-	if !xmlText(m.ID) {
+	if !xmltext.Valid(m.ID) {
 		return nil, fmt.Errorf("xmpptrack: message id %q: not valid UTF-8 or holds characters XML does not allow: %w", m.ID, stanza.ErrInvalidAttr)
 	}
-	if !xmlText(m.Thread) {
+	if !xmltext.Valid(m.Thread) {
 		return nil, fmt.Errorf("xmpptrack: thread %q: not valid UTF-8 or holds characters XML does not allow: %w", m.Thread, stanza.ErrInvalidAttr)
 	}
 	var payload *tokbuf.Buffer
@@ -329,18 +329,6 @@ func readPayload(r xml.TokenReader) (*tokbuf.Buffer, error) {
 			return nil, fmt.Errorf("not well-formed: %w", err)
 		}
 	}
-}
-
-// xmlText reports whether s is valid UTF-8 made of characters XML allows.
-func xmlText(s string) bool {
-	for i := 0; i < len(s); {
-		r, w := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && w == 1 || !wire.XMLChar(r) {
-			return false
-		}
-		i += w
-	}
-	return true
 }
 
 // messageStanza is the message stanza as Send writes it: messageXML, or

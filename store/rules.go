@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/xmpptrack/xmpptrack/internal/trackcore"
+	"github.com/xmpptrack/xmpptrack/internal/xmltext"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -119,7 +120,10 @@ func (m *Message) validate() error {
 	if err := m.Owner.Validate(); err != nil {
 		return err
 	}
-	if err := checkText(m.To, m.Thread, m.Channel); err != nil {
+	if err := checkXML(m.To, m.Thread); err != nil {
+		return err
+	}
+	if err := checkText(m.Channel); err != nil {
 		return err
 	}
 	switch {
@@ -134,7 +138,7 @@ func (m *Message) validate() error {
 }
 
 func checkID(id string) error {
-	if err := checkText(id); err != nil {
+	if err := checkXML(id); err != nil {
 		return err
 	}
 	switch {
@@ -142,6 +146,19 @@ func checkID(id string) error {
 		return fmt.Errorf("%w: empty message id", ErrInvalid)
 	case len(id) > stanza.MaxIDLen:
 		return fmt.Errorf("%w: message id of %d bytes", ErrInvalid, len(id))
+	}
+	return nil
+}
+
+// checkXML refuses what checkText refuses and any other character XML does
+// not allow: ids, recipients and threads are written in stanzas and echoed
+// by receipts, markers and errors, and Send refuses the same (one rule,
+// internal/xmltext).
+func checkXML(ss ...string) error {
+	for _, s := range ss {
+		if !xmltext.Valid(s) {
+			return fmt.Errorf("%w: %q is not valid UTF-8 or holds characters XML does not allow", ErrInvalid, s)
+		}
 	}
 	return nil
 }

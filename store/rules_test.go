@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -73,6 +74,26 @@ func TestValidate(t *testing.T) {
 	b := Batch{Messages: []Message{ok}, Changes: []Change{{ID: "a", State: tracking.DeliveredToServer}}}
 	if err := b.Validate(); err != nil {
 		t.Error(err)
+	}
+	// Ids, recipients and threads go into stanzas: the characters XML
+	// does not allow are refused, as Send refuses them.
+	for _, bad := range []string{"a\x00b", "x\xff", "c\x01", "c\x1f", "nc\uFFFE", "nc\uFFFF", "\xed\xa0\x80"} {
+		for name, b := range map[string]Batch{
+			"id":        {Messages: []Message{func() Message { m := ok; m.ID = bad; return m }()}},
+			"to":        {Messages: []Message{func() Message { m := ok; m.To = bad; return m }()}},
+			"thread":    {Messages: []Message{func() Message { m := ok; m.Thread = bad; return m }()}},
+			"change id": {Changes: []Change{{ID: bad, State: tracking.DeliveredToServer}}},
+			"void id":   {Written: []Written{{ID: bad}}},
+		} {
+			if err := b.Validate(); !errors.Is(err, ErrInvalid) {
+				t.Errorf("%s %q: %v, want ErrInvalid", name, bad, err)
+			}
+		}
+	}
+	tab := ok
+	tab.ID, tab.Thread = "tab\tnl\n\uFFFD 😀", "t\r"
+	if err := (&Batch{Messages: []Message{tab}}).Validate(); err != nil {
+		t.Errorf("an id and thread XML allows: %v", err)
 	}
 	closed := Message{ID: "b", Owner: ok.Owner, To: "c@d", State: tracking.Closed}
 	if err := (&Batch{Messages: []Message{closed}}).Validate(); err != nil {

@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"mellium.im/xmpp"
+
+	"github.com/xmpptrack/xmpptrack/internal/xmltext"
 )
 
 // Raw is one whole top-level element, already encoded, for Write: Write
@@ -83,7 +85,7 @@ func AppendEscaped(b []byte, s string, newline bool) []byte {
 		case '\r':
 			esc = "&#xD;"
 		default:
-			if !XMLChar(r) || (r == utf8.RuneError && width == 1) {
+			if !xmltext.Char(r) || (r == utf8.RuneError && width == 1) {
 				esc = "\uFFFD"
 				break
 			}
@@ -94,12 +96,4 @@ func AppendEscaped(b []byte, s string, newline bool) []byte {
 		last = i
 	}
 	return append(b, s[last:]...)
-}
-
-// XMLChar reports whether r is a character XML 1.0 allows.
-func XMLChar(r rune) bool {
-	return r == 0x09 || r == 0x0A || r == 0x0D ||
-		r >= 0x20 && r <= 0xD7FF ||
-		r >= 0xE000 && r <= 0xFFFD ||
-		r >= 0x10000 && r <= 0x10FFFF
 }

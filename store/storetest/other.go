@@ -415,6 +415,7 @@ func testBadInput(t *testing.T, open Open) {
 		{Messages: []store.Message{msg(alice, "new"), msg(store.Instance{}, "x")}},
 		{Messages: []store.Message{msg(alice, "nul\x00")}},
 		{Messages: []store.Message{msg(alice, "bad\xffutf8")}},
+		{Messages: []store.Message{msg(alice, "ctl\x01")}}, // XML does not allow it
 		{Messages: []store.Message{func() store.Message { m := msg(alice, "noraw"); m.Raw = nil; return m }()}},
 		{Messages: []store.Message{func() store.Message { m := msg(alice, "st"); m.State = 42; return m }()}},
 		{Messages: []store.Message{msg(alice, "new2")}, Changes: []store.Change{{ID: "ok", State: 42}}},
