@@ -67,8 +67,6 @@ type Gateway struct {
 	// accts is the accounts, read by every request without a lock;
 	// AddAccount replaces it under mu.
 	accts atomic.Pointer[accountSet]
-	// lastTo is the last recipient parsed (see parseTo).
-	lastTo atomic.Pointer[parsedJID]
 
 	mu   sync.Mutex
 	live map[string]*liveMsg // sent messages whose tracking may go on; fields written under mu
@@ -192,15 +190,7 @@ func (g *Gateway) routes() http.Handler {
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, newProblem("not-found", r.URL.Path+" is not part of the API"))
 	}))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The route of nearly every request, to the handler the mux
-		// would pick for it, without the mux's pattern matching.
-		if r.Method == http.MethodPost && r.URL.Path == "/v1/messages" {
-			g.postMessage(w, r)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
+	return mux
 }
 
 func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {

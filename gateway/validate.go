@@ -98,8 +98,8 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 	if c.to == "" {
 		return fieldProblem("missing-field", "to", `"to" is required`)
 	}
-	to, norm, ok := g.parseTo(c.to)
-	if !ok {
+	to, err := jid.Parse(c.to)
+	if err != nil || to.Domainpart() == "" {
 		return fieldProblem("invalid-jid", "to", fmt.Sprintf("%q is not a valid XMPP address", c.to))
 	}
 	switch c.typ {
@@ -116,7 +116,7 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 		p.Valid = []string{"chat", "groupchat"}
 		return p
 	}
-	o.msg.To, o.to = to, norm
+	o.msg.To, o.to = to, to.String()
 	if c.channel != "" && !channelRE.MatchString(c.channel) {
 		return fieldProblem("invalid-field", "channel", "a channel is 1 to 64 letters, digits, '.', '_' or '-'")
 	}
@@ -139,31 +139,6 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 	}
 	o.s, o.account = s, name
 	return nil
-}
-
-// parsedJID is a recipient's address as a request gave it, parsed.
-type parsedJID struct {
-	in   string
-	j    jid.JID
-	norm string // j.String()
-}
-
-// parseTo parses a recipient's address; ok is false for an invalid one or
-// one without a domain. The last valid address parsed is kept: most
-// requests of a busy sender go to the few recipients it has, and the
-// parse (normalization, IDNA) costs more than the rest of validating a
-// request.
-func (g *Gateway) parseTo(s string) (_ jid.JID, norm string, ok bool) {
-	if p := g.lastTo.Load(); p != nil && p.in == s {
-		return p.j, p.norm, true
-	}
-	j, err := jid.Parse(s)
-	if err != nil || j.Domainpart() == "" {
-		return j, "", false
-	}
-	p := &parsedJID{in: s, j: j, norm: j.String()}
-	g.lastTo.Store(p)
-	return p.j, p.norm, true
 }
 
 // validText checks that s can travel in XML: valid UTF-8 without control
