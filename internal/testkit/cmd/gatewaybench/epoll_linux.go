@@ -12,6 +12,9 @@ import (
 	"time"
 )
 
+// defaultClient is -client's default.
+const defaultClient = "epoll"
+
 // epollClient is the load client of -client epoll: conc keep-alive
 // connections served by one loop on one epoll set, the way wrk sends, with
 // one request in flight per connection. Per request it costs one write and

@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// defaultClient is -client's default (epoll needs Linux).
+const defaultClient = "raw"
+
 type epollClient struct{}
 
 func dialEpoll(addr, path, token string, body []byte, conc int) (*epollClient, error) {

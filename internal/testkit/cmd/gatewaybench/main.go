@@ -25,12 +25,12 @@
 // throughputs swing with the other processes, the CPU times much less.
 //
 // The HTTP clients run in a child process (this program again), so that
-// their CPU time is measured apart; it still competes for the same cores. By
-// default they are minimal keep-alive connections with a pre-encoded request,
-// served by one epoll loop (one write and one read per request, as load
-// generators such as wrk do; Linux only); -client raw gives each connection
-// a goroutine of its own (about twice the client's CPU per request), and
-// -client net/http uses net/http's client.
+// their CPU time is measured apart; it still competes for the same cores. On
+// Linux they are by default minimal keep-alive connections with a pre-encoded
+// request, served by one epoll loop (one write and one read per request, as
+// load generators such as wrk do); -client raw (the default elsewhere) gives
+// each connection a goroutine of its own (a failed read, a park and a wake-up
+// more per request), and -client net/http uses net/http's client.
 //
 // With -cpuprofile, one more gateway run of n messages follows the rounds,
 // profiled alone, then one more direct run, profiled into the same name with
@@ -78,7 +78,7 @@ func main() {
 	pending := flag.Int("pending", 100000, "pending messages for the memory measurement (0: skip)")
 	rounds := flag.Int("rounds", 2, "direct/gateway rounds")
 	storeKind := flag.String("store", "memory", "the record: memory, sqlite or postgres (the direct client gets the same kind)")
-	client := flag.String("client", "epoll", "the HTTP client: epoll (one loop over all connections, as wrk sends), raw (a goroutine per connection) or net/http")
+	client := flag.String("client", defaultClient, "the HTTP client: epoll (one loop over all connections, as wrk sends; Linux), raw (a goroutine per connection) or net/http")
 	loadAddr := flag.String("load-addr", "", "(internal) run as the HTTP load client of this address")
 	loadBody := flag.String("load-body", "", "(internal) the load client's request body")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of one more gateway run to `file`")
