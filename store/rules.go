@@ -114,6 +114,11 @@ func (b *Batch) Validate() error {
 }
 
 func (m *Message) validate() error {
+	// A new record: its id goes into the stanza (checkID alone stays for
+	// changes and voids, which name records that may predate this rule).
+	if err := checkXML(m.ID); err != nil {
+		return err
+	}
 	if err := checkID(m.ID); err != nil {
 		return err
 	}
@@ -138,7 +143,7 @@ func (m *Message) validate() error {
 }
 
 func checkID(id string) error {
-	if err := checkXML(id); err != nil {
+	if err := checkText(id); err != nil {
 		return err
 	}
 	switch {
@@ -151,9 +156,10 @@ func checkID(id string) error {
 }
 
 // checkXML refuses what checkText refuses and any other character XML does
-// not allow: ids, recipients and threads are written in stanzas and echoed
-// by receipts, markers and errors, and Send refuses the same (one rule,
-// internal/xmltext).
+// not allow: a new message's id, recipient and thread are written in its
+// stanza and echoed by receipts, markers and errors, and Send refuses the
+// same (one rule, internal/xmltext). Changes and voids keep checkText: they
+// name records stored before the rule, which must still settle.
 func checkXML(ss ...string) error {
 	for _, s := range ss {
 		if !xmltext.Valid(s) {
