@@ -116,8 +116,8 @@ func TestRequestAfterStreamClosed(t *testing.T) {
 		st.mu.Lock()
 		requested := st.conn.rSent
 		st.mu.Unlock()
-		if requested != 2 {
-			t.Fatalf("%d <r/> booked, want 2 (the second after the close)", requested)
+		if requested != 1 {
+			t.Fatalf("%d <r/> booked, want 1 (the second, refused after the close, is not awaited)", requested)
 		}
 		select {
 		case <-c.served:

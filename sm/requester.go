@@ -2,6 +2,7 @@ package sm
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -220,6 +221,17 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 		return act, wait, nil
 	}
 	_, err = wire.Write(ctx, s, stanza.AckRequest{}.TokenReader())
+	if errors.Is(err, xmpp.ErrOutputStreamClosed) {
+		// Refused, nothing written (the application closed the stream):
+		// no answer is awaited for it, and the watchdog must not wait for
+		// one.
+		st.mu.Lock()
+		c.rSent--
+		if c.aRecv == c.rSent {
+			c.rWait = 0
+		}
+		st.mu.Unlock()
+	}
 	return act, 0, err
 }
 

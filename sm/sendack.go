@@ -28,7 +28,9 @@ import (
 // and writes nothing. If ctx ends while SendAck waits for the output or
 // writes, the connection is closed, since half an element cannot be taken
 // back, and SendAck returns ctx.Err(); a failed write closes it too.
-// Either way reconnect: the stream is resumed as after any loss.
+// Either way reconnect: the stream is resumed as after any loss. A write
+// refused because the stream was closed already (xmpp.ErrOutputStreamClosed:
+// nothing written) leaves the connection to the closing handshake.
 func (st *State) SendAck(ctx context.Context, s *xmpp.Session) error {
 	return wire.Guard(ctx, s, func() error { return st.writeAck(s) })
 }
