@@ -55,6 +55,7 @@ func (s *tapState) handOff(r xml.TokenReader, start *xml.StartElement, w xmlstre
 	if !c.ev.pushStanza(func() { done <- c.runHandler(app, &st, in) }, c.ctx.Done()) {
 		return nil
 	}
+	c.reg.Release() // the reader waits: nothing it applied is held back
 	select {
 	case out := <-done:
 		out.Rewind()

@@ -194,6 +194,11 @@ func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	if o := c.roomOf(peer.Bare()); o != nil && o.Mark != nil {
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if _, queued := r.markerAt[key]; !queued && len(r.out) >= outboxSize {
+			// Full: leave the room's newest message to mark for later.
+			r.c.log.Debug("xmpptrack: outbox full, room marker not queued", "to", key)
+			return false
+		}
 		id := o.Mark()
 		return id != "" && r.queueLocked(key, answer{to: peer.Bare(), typ: xstanza.GroupChatMessage, ref: id, marker: true})
 	}

@@ -1,6 +1,7 @@
 package xmpptrack
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // checkAnswer checks that w is a bare receipt or marker: addressed to to,
@@ -387,5 +389,59 @@ func TestRecipientMarkEveryMessage(t *testing.T) {
 	got := c.rcp.take(nil)
 	if len(got) != outboxSize || got[len(got)-2].marker || got[len(got)-2].ref != "last" || !got[len(got)-1].marker || got[len(got)-1].ref != "last" {
 		t.Errorf("outbox of %d answers ending with %+v, want %d ending with the receipt and the marker for last", len(got), got[len(got)-2:], outboxSize)
+	}
+}
+
+// TestRecipientRoomMarkFullOutbox: a room's marker refused because the
+// outbox is full leaves the room's newest message to mark later.
+func TestRecipientRoomMarkFullOutbox(t *testing.T) {
+	c := newTapClient(t, Config{})
+	room := jid.MustParse("room@conf.example.org")
+	newest := "g1"
+	c.Observe(Observer{Room: room, Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
+		Mark: func() string { id := newest; newest = ""; return id }})
+	feedTap(t, c, nil, newStanzaStream(outboxSize, func(i int) string {
+		return fmt.Sprintf(`<message from='carol@example.org/x' id='c%d' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`, i)
+	}))
+	if c.MarkDisplayed(room) {
+		t.Fatal("a room marker queued into a full outbox")
+	}
+	c.rcp.take(nil)
+	if !c.MarkDisplayed(room) {
+		t.Errorf("the room's newest message was lost with the full outbox (newest %q)", newest)
+	}
+}
+
+// TestRecipientMarkerIndexes: after bob's marker moves behind his receipt,
+// carol's queued marker, which sat after it, is still replaced in its own
+// place (the indexes of the markers after the moved one shift down).
+func TestRecipientMarkerIndexes(t *testing.T) {
+	c := newTapClient(t, Config{})
+	carol := jid.MustParse("carol@example.org")
+	msg := func(from, id string, receipt bool) io.Reader {
+		req := ""
+		if receipt {
+			req = `<request xmlns='urn:xmpp:receipts'/>`
+		}
+		return strings.NewReader(fmt.Sprintf(`<stream xmlns='jabber:client'><message from='%s' id='%s' type='chat'><body>hi</body>%s<markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`, from, id, req))
+	}
+	feedTap(t, c, nil, msg("bob@example.org/pc", "b1", false))
+	c.MarkDisplayed(bob)
+	feedTap(t, c, nil, msg("carol@example.org/pc", "c1", false))
+	c.MarkDisplayed(carol)
+	feedTap(t, c, nil, msg("bob@example.org/pc", "b2", true))
+	c.MarkDisplayed(bob) // moves behind b2's receipt
+	feedTap(t, c, nil, msg("carol@example.org/pc", "c2", false))
+	c.MarkDisplayed(carol) // replaces c1's marker in its place
+	var got []string
+	for _, a := range c.rcp.take(nil) {
+		k := "r"
+		if a.marker {
+			k = "m"
+		}
+		got = append(got, a.ref+k)
+	}
+	if want := "c2m b2r b2m"; strings.Join(got, " ") != want {
+		t.Errorf("outbox %v, want %s", got, want)
 	}
 }
