@@ -1,11 +1,16 @@
 package xmpptrack
 
 import (
+	"encoding/xml"
 	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
 
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -92,4 +97,40 @@ func TestEventsIdleBeforeWait(t *testing.T) {
 	if idle != 1 {
 		t.Errorf("idle called %d times before waiting, want 1", idle)
 	}
+}
+
+// TestHoldReleasedForIQHandler: a receipt read together with an IQ request
+// for Config.Handler reaches its callback while the reader waits for the
+// Handler's answer, not after the linger tick (the Handler here waits for
+// that callback).
+func TestHoldReleasedForIQHandler(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		called := make(chan struct{}, 2)
+		var waited time.Duration
+		h := xmpp.HandlerFunc(func(_ xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+			if start.Name.Local == "iq" {
+				t0 := time.Now()
+				<-called
+				waited = time.Since(t0)
+			}
+			return nil
+		})
+		c := newTapClient(t, Config{NoReceipts: true, NoMarkers: true})
+		for _, id := range []string{"m0", "m1"} {
+			track(t, c, "bob@example.org", id).OnStateChange(func(tracking.MessageState, tracking.MessageState, *tracking.Response) {
+				called <- struct{}{}
+			})
+		}
+		receipt := func(id string) string {
+			return fmt.Sprintf(`<message from='bob@example.org/pc' type='chat' id='a-%s'><received xmlns='urn:xmpp:receipts' id='%s'/></message>`, id, id)
+		}
+		feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'>`+receipt("m0")+`</stream>`))
+		<-called // the callback goroutine ran and waits for more
+		c.readIdle()
+		feedTap(t, c, h, strings.NewReader(`<stream xmlns='jabber:client'>`+receipt("m1")+
+			`<iq type='get' id='v1' from='bob@example.org/pc'><query xmlns='jabber:iq:version'/></iq></stream>`))
+		if waited != 0 {
+			t.Errorf("the Handler waited %v for the callback of a receipt read before the IQ", waited)
+		}
+	})
 }
