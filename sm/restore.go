@@ -1,10 +1,7 @@
 package sm
 
 import (
-	"bytes"
-	"encoding/xml"
 	"errors"
-	"io"
 	"slices"
 	"time"
 
@@ -92,10 +89,6 @@ var ErrRestore = errors.New("sm: Restore must be called before the first connect
 // written after r.Sent: the first <resumed h> may exceed the restored
 // count by them, and resumes the stream all the same (they are counted as
 // gaps, and every stanza without a recorded number is then covered).
-//
-// A stanza whose Raw is not one whole XML element (a store that damaged
-// it) cannot be written again: it goes to OnLost when Start runs, and its
-// recorded number, if any, is kept as a gap.
 func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -122,39 +115,21 @@ func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	}
 	slices.SortStableFunc(known, func(a, b Stanza) int { return int(int32(a.Seq - b.Seq)) })
 	next := r.Acked
-	var broken []entry
 	push := func(s Stanza, unsure bool) {
-		e := entry{
+		next++
+		st.ord++
+		st.queue.push(entry{
+			seq:    next,
 			kind:   kindOf(s.Name),
 			sent:   s.Sent.UnixNano(),
+			ord:    st.ord,
 			id:     s.ID,
 			to:     s.To,
 			raw:    s.Raw,
 			unsure: unsure,
 			doubt:  unsure && s.Ambiguous,
-		}
-		if s.Raw != nil && !oneElement(s.Raw) {
-			// It cannot be written again (a write of it would fail half
-			// way, on every connection): reported lost; a recorded number
-			// still counts, as a gap.
-			st.ord++
-			e.ord = st.ord
-			broken = append(broken, e)
-			if unsure {
-				return
-			}
-			e = entry{}
-		}
-		next++
-		st.ord++
-		e.seq, e.ord = next, st.ord
-		st.queue.push(e)
+		})
 	}
-	defer func() {
-		for _, e := range broken {
-			st.pushLocked(evLost, e)
-		}
-	}()
 	gap := func(to uint32) {
 		for int32(to-next) > 0 {
 			next++
@@ -181,36 +156,6 @@ func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.outH = next
 	st.loose = true
 	return nil
-}
-
-// oneElement reports whether raw is one whole XML element, as the
-// outbound scanner saved it, with nothing but white space around it.
-func oneElement(raw []byte) bool {
-	d := xml.NewDecoder(bytes.NewReader(raw))
-	depth, seen := 0, false
-	for {
-		tok, err := d.Token()
-		if err == io.EOF {
-			return seen && depth == 0
-		}
-		if err != nil {
-			return false
-		}
-		switch tok := tok.(type) {
-		case xml.StartElement:
-			if depth == 0 && seen {
-				return false
-			}
-			depth++
-			seen = true
-		case xml.EndElement:
-			depth--
-		case xml.CharData:
-			if depth == 0 && len(bytes.TrimSpace(tok)) > 0 {
-				return false
-			}
-		}
-	}
 }
 
 func kindOf(name string) kind {

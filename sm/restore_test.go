@@ -291,36 +291,3 @@ func TestRestoreUnknownCoveredByFailed(t *testing.T) {
 		c.close()
 	})
 }
-
-// A restored stanza whose Raw is not one whole element (a damaged store)
-// cannot be written again: it is reported lost at Start, its number holds
-// as a gap, and the others are retransmitted on the resumed stream, which
-// stays up (a write of it would fail half way and cut every connection).
-func TestRestoreDamagedRaw(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 10, Sent: 14}
-		damaged := restoredMsg(12, "b")
-		damaged.Raw = damaged.Raw[:len(damaged.Raw)-5] // cut short
-		unsure := restoredMsg(0, "y")
-		unsure.Raw = []byte("<message id='y'/><message id='z'/>") // two elements
-		unacked := []Stanza{restoredMsg(11, "a"), damaged, restoredMsg(13, "c"), unsure, restoredMsg(0, "x")}
-		evs, got := restoredResume(t, r, 10, unacked, 5)
-		slices.Sort(evs)
-		if want := []string{"acked:a", "acked:c", "acked:x", "lost:b", "lost:y"}; !slices.Equal(evs, want) {
-			t.Errorf("reports %v, want %v", evs, want)
-		}
-		if !slices.Equal(got, []string{"a", "c", "x"}) {
-			t.Errorf("server got %v, want [a c x]", got)
-		}
-	})
-	for _, raw := range []string{"<message/>", " <message id='a'><body>x</body></message>\n", "<a:message xmlns:a='jabber:client'/>"} {
-		if !oneElement([]byte(raw)) {
-			t.Errorf("oneElement(%q) = false", raw)
-		}
-	}
-	for _, raw := range []string{"", "  ", "<message>", "<message/><iq/>", "x<message/>", "<message/>x", "<message></iq>"} {
-		if oneElement([]byte(raw)) {
-			t.Errorf("oneElement(%q) = true", raw)
-		}
-	}
-}
