@@ -82,7 +82,10 @@
 // The first Open creates the tables (all named xmpptrack_*, in the first
 // schema of the role's search_path) and later versions upgrade them; Open
 // serializes this between instances with an advisory lock. A database of a
-// newer schema is refused with store.ErrNewerSchema. The role needs:
+// newer schema is refused with store.ErrNewerSchema. (Schema versions 3 to
+// 5 existed only on the development branch for an hour on 2026-12-06: a
+// development database stamped with one of them is refused too; drop its
+// xmpptrack_* objects and let Open create them again.) The role needs:
 //
 //   - to create or upgrade the schema: CREATE on the schema (or own the
 //     tables); a deployment can run the first Open with an owner role and

@@ -14,6 +14,10 @@ import (
 
 // migrations[i] upgrades schema version i to i+1. Released entries are
 // never edited: a change to the schema is a new entry.
+//
+// Versions 3 to 5 were on the main branch for an hour on 2026-12-06 and
+// withdrawn before any release (see store/postgres/doc.go): the next
+// migration, 2 → 3, must not assume that no database was ever stamped 3.
 var migrations = [...]string{
 	// 0 → 1: the first release.
 	`

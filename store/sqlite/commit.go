@@ -346,7 +346,7 @@ const (
 		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`
 	sqlExists    = `SELECT 1 FROM messages WHERE id = ?`
-	sqlInsChange = `INSERT INTO changes (cursor, msg, state, settles, at, evidence)
+	sqlInsChange = `INSERT INTO changes (cursor, message, state, settles, at, evidence)
 		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?)`
 	sqlGetMsg = `SELECT n, state, settled FROM messages WHERE id = ?`
 	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`

@@ -40,9 +40,10 @@
 // newer version of this package opens it: an upgrade rewrites the tables in
 // one transaction, which holds the write lock meanwhile (seconds for a
 // million records; other processes' commits wait up to their busy timeout),
-// and the pages of the old tables become free pages of the file; a process
-// still running the older code would then read the new schema wrongly (its
-// LastCursor, for one) and fail to write.
+// and the pages of the old tables become free pages of the file. From
+// schema 4 on, a process still running an older version fails at its next
+// statement on the upgraded file (its statements name a column schema 4
+// renamed) instead of numbering a change wrongly.
 //
 // # Errors of the disk
 //

@@ -57,7 +57,7 @@ func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 		DELETE FROM doomed;
 		INSERT INTO doomed SELECT n FROM messages WHERE settled = 1 AND updated < ?1
 			OR settled = 0 AND state IN (?2, ?3) AND deadline != 0 AND deadline < ?1 LIMIT ?4;
-		DELETE FROM changes WHERE msg IN (SELECT n FROM doomed)`,
+		DELETE FROM changes WHERE message IN (SELECT n FROM doomed)`,
 		before, int64(tracking.DeliveredToRecipient), int64(tracking.Error), pruneChunk)
 	if err != nil {
 		return 0, err
@@ -70,8 +70,8 @@ func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	_, err = tx.ExecContext(ctx, `DELETE FROM changes WHERE msg = 0 AND cursor < ?1;
-		INSERT INTO changes (cursor, msg, state, settles, at) SELECT ?1, 0, 0, 0, 0 WHERE ?1 > `+sqlLastCursor, last)
+	_, err = tx.ExecContext(ctx, `DELETE FROM changes WHERE message = 0 AND cursor < ?1;
+		INSERT INTO changes (cursor, message, state, settles, at) SELECT ?1, 0, 0, 0, 0 WHERE ?1 > `+sqlLastCursor, last)
 	if err != nil {
 		return 0, err
 	}

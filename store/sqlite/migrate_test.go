@@ -89,7 +89,7 @@ func TestMigrateSchema1(t *testing.T) {
 	}
 	db := rawDB(t, p)
 	var tombs []int64
-	rows, err := db.Query(`SELECT cursor FROM changes WHERE msg = 0`)
+	rows, err := db.Query(`SELECT cursor FROM changes WHERE message = 0`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestPruneKeepsLastCursor(t *testing.T) {
 			t.Errorf("round %d: history of %s: %v", round, id, h)
 		}
 		var tombs int
-		if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM changes WHERE msg = 0`).Scan(&tombs); err != nil || tombs != 1 {
+		if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM changes WHERE message = 0`).Scan(&tombs); err != nil || tombs != 1 {
 			t.Errorf("round %d: %d tombstones, %v", round, tombs, err)
 		}
 	}
@@ -253,42 +253,74 @@ func equalInts(a, b []int64) bool {
 	return true
 }
 
-// TestOlderWriterRefused: a change written as an older version of this
-// package writes it (SQLite numbers it after the highest change, at or
-// below the creation of a message a follower may have seen) is refused.
+// TestOlderWriterRefused: the statements of an older version of this
+// package (which number a change after the highest change only, at or
+// below the creation of a message a follower may have seen, and prune
+// without a tombstone for a creation) fail on an upgraded file, also when
+// they were prepared before the upgrade, and write nothing.
 func TestOlderWriterRefused(t *testing.T) {
 	ctx := context.Background()
+	data, err := os.ReadFile("testdata/schema2.db")
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := filepath.Join(t.TempDir(), "s.db")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old, err := sql.Open("sqlite", p+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	conn, err := old.Conn(ctx) // the old process's connection, open across the upgrade
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	oldStmts := []string{
+		`INSERT INTO changes (msg, state, settles, at) VALUES (1, 2, 0, 1)`,
+		`DELETE FROM changes WHERE msg IN (SELECT n FROM messages WHERE settled = 1)`,
+		`SELECT cursor FROM changes WHERE msg = 1`,
+	}
+	var prepared []*sql.Stmt
+	for _, q := range oldStmts {
+		st, err := conn.PrepareContext(ctx, q)
+		if err != nil {
+			t.Fatalf("schema 2: %s: %v", q, err)
+		}
+		defer st.Close()
+		prepared = append(prepared, st)
+	}
 	s, err := OpenConfig(ctx, p, Config{Retention: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	commitT(t, s, &store.Batch{Messages: []store.Message{message("x")}})
-	commitT(t, s, change("x", tracking.DeliveredToServer))
-	commitT(t, s, &store.Batch{Messages: []store.Message{message("y")}})
-	db, err := sql.Open("sqlite", p+"?_busy_timeout=10000")
+	before, err := s.LastCursor(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	for _, q := range []string{
-		`INSERT INTO changes (msg, state, settles, at) VALUES (1, 2, 0, 1)`, // schema 1 and 2
-		`INSERT INTO changes (cursor, msg, state, settles, at) VALUES (3, 1, 2, 0, 1)`,
-	} {
-		if _, err := db.Exec(q); err == nil || !strings.Contains(err.Error(), "older version") {
-			t.Errorf("%s: %v, want refused", q, err)
+	for i, st := range prepared {
+		if _, err := st.ExecContext(ctx); err == nil || !strings.Contains(err.Error(), "msg") {
+			t.Errorf("prepared before the upgrade: %s: %v, want refused", oldStmts[i], err)
+		}
+		if _, err := conn.ExecContext(ctx, oldStmts[i]); err == nil || !strings.Contains(err.Error(), "msg") {
+			t.Errorf("after the upgrade: %s: %v, want refused", oldStmts[i], err)
 		}
 	}
-	if c, err := s.LastCursor(ctx); err != nil || c != 3 {
-		t.Errorf("LastCursor %d, %v; want 3", c, err)
+	if c, err := s.LastCursor(ctx); err != nil || c != before {
+		t.Errorf("LastCursor %d, %v; want %d (nothing written)", c, err, before)
 	}
 	// This version's commits and pruning pass.
-	commitT(t, s, change("y", tracking.Closed))
-	if n, err := s.Prune(ctx, time.Now().Add(time.Hour)); err != nil || n != 1 {
-		t.Errorf("Prune %d, %v", n, err)
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("x")}})
+	commitT(t, s, change("x", tracking.DeliveredToServer))
+	if c, err := s.LastCursor(ctx); err != nil || c != before+2 {
+		t.Errorf("LastCursor %d, %v; want %d", c, err, before+2)
 	}
-	commitT(t, s, change("x", tracking.DeliveredToRecipient))
+	if _, err := s.Prune(ctx, time.Now().Add(time.Hour)); err != nil {
+		t.Errorf("Prune: %v", err)
+	}
 }
 
 // TestMigrateSchema2 opens testdata/schema2.db, written by the schema-2

@@ -14,7 +14,7 @@ import (
 // messageColumns are the columns scanMessage reads. A message's cursor is
 // that of its latest change, or of its creation (n) if it has none.
 const messageColumns = `n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq,
-	state, settled, updated, coalesce((SELECT max(cursor) FROM changes WHERE msg = messages.n), n)`
+	state, settled, updated, coalesce((SELECT max(cursor) FROM changes WHERE message = messages.n), n)`
 
 // scanner is *sql.Row or *sql.Rows.
 type scanner interface{ Scan(...any) error }
@@ -98,7 +98,7 @@ func (s *Store) Message(ctx context.Context, id string) (store.Record, error) {
 // sqlHistory is the history of message n: its creation (settles NULL),
 // then its changes.
 const sqlHistory = `SELECT n, first, NULL, created, NULL FROM messages WHERE n = ?1
-	UNION ALL SELECT cursor, state, settles, at, evidence FROM changes WHERE msg = ?1
+	UNION ALL SELECT cursor, state, settles, at, evidence FROM changes WHERE message = ?1
 	ORDER BY 1`
 
 // fillChange decodes the stored columns of a change, or of a message's
@@ -228,7 +228,7 @@ func (s *Store) Changes(ctx context.Context, q store.FeedQuery) ([]store.Change,
 		FROM messages m WHERE m.n > ?1` + filter.String() + `
 		UNION ALL
 		SELECT c.cursor, m.id, c.state, c.settles, c.at, c.evidence, m.account, m.resource, m.rcpt, m.room, m.channel
-		FROM changes c JOIN messages m ON m.n = c.msg WHERE c.cursor > ?1` + filter.String() + `
+		FROM changes c JOIN messages m ON m.n = c.message WHERE c.cursor > ?1` + filter.String() + `
 		ORDER BY 1 LIMIT ?` + fmt.Sprint(len(args))
 	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
