@@ -127,3 +127,82 @@ func TestRequestAfterStreamClosed(t *testing.T) {
 		c.waitServed()
 	})
 }
+
+// TestRefusedRequestNoFalseRTT: with nothing outstanding, the requester's
+// probe comes after the application closed the stream, and is refused.
+// The server's <a/> that arrives afterwards (unsolicited: a final ack
+// before it closes its side) answers no <r/> of this connection, so it
+// must not be taken for the refused probe's answer and fold a false
+// round trip of the idle time into the smoothed RTT, which scales every
+// later connection's ack timeout.
+func TestRefusedRequestNoFalseRTT(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		srv.rtt = 100 * time.Millisecond
+		st := New(Config{})
+		c := mustDial(t, srv, st, nil)
+		if err := st.WaitEnabled(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		sendMsg(t, st, c.sess, "m1") // the idle rule: an <r/> at once
+		time.Sleep(2 * srv.rtt)      // fake time: its answer is in
+		synctest.Wait()
+		rtt := st.Info().RTT
+		if rtt != srv.rtt {
+			t.Fatalf("RTT %v after the first answer, want %v", rtt, srv.rtt)
+		}
+		// The server never sees the client's closing tag, so it does not
+		// close its side, but what it writes still arrives.
+		c.sc.conn.deafen()
+		if err := c.sess.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(DefaultIdleProbe + time.Second) // fake time: the probe's turn, refused
+		synctest.Wait()
+		st.mu.Lock()
+		sent, recv, rAt, rWait := st.conn.rSent, st.conn.aRecv, st.conn.rAt, st.conn.rWait
+		st.mu.Unlock()
+		if sent != 1 || recv != 1 || rAt != 0 || rWait != 0 {
+			t.Errorf("after the refused probe: rSent %d aRecv %d rAt %d rWait %d, want 1 1 0 0", sent, recv, rAt, rWait)
+		}
+		c.sc.raw(`<a xmlns='urn:xmpp:sm:3' h='1'/>`)
+		synctest.Wait()
+		if got := st.Info().RTT; got != rtt {
+			t.Errorf("RTT %v after an unsolicited <a/>, want %v unchanged", got, rtt)
+		}
+		select {
+		case <-c.served:
+			t.Fatalf("the connection was cut during the closing handshake: Serve returned %v", c.serveEr)
+		default:
+		}
+		c.sc.conn.Close()
+		c.waitServed()
+	})
+}
+
+// TestUnbookKeepsAckCount: an unsolicited <a/> read between the booking of
+// an <r/> and the refusal of its write was counted against it; taking the
+// booking back leaves aRecv at most rSent and nothing awaited.
+func TestUnbookKeepsAckCount(t *testing.T) {
+	for _, tc := range []struct {
+		name                    string
+		sent, recv              uint64
+		wantSent, wantRecv      uint64
+		wantWaiting, wantSample bool
+	}{
+		{"unsolicited ack in between", 2, 2, 1, 1, false, false},
+		{"answer to an earlier request in between", 2, 1, 1, 1, false, false},
+		{"earlier request still outstanding", 2, 0, 1, 0, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &conn{rSent: tc.sent, aRecv: tc.recv, rAt: 5, rWait: 7}
+			c.unbookLocked()
+			if c.rSent != tc.wantSent || c.aRecv != tc.wantRecv {
+				t.Errorf("rSent %d aRecv %d, want %d %d", c.rSent, c.aRecv, tc.wantSent, tc.wantRecv)
+			}
+			if (c.rWait != 0) != tc.wantWaiting || (c.rAt != 0) != tc.wantSample {
+				t.Errorf("rWait %d rAt %d, want waiting %v, sample %v", c.rWait, c.rAt, tc.wantWaiting, tc.wantSample)
+			}
+		})
+	}
+}

@@ -47,6 +47,7 @@ type bufConn struct {
 	once    sync.Once
 	drained bool // close once everything pending is written
 	frozen  bool // bytes stop flowing both ways (a frozen link); guarded by mu
+	deaf    bool // the server stops reading but still writes; guarded by mu
 }
 
 // freeze stops the link without closing it: what the client writes is
@@ -62,6 +63,21 @@ func (b *bufConn) isFrozen() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.frozen
+}
+
+// deafen stops the server's reading only: what the client writes is read
+// and discarded, what the server writes is still delivered (a server that
+// stopped processing its input, or never saw the client's closing tag).
+func (b *bufConn) deafen() {
+	b.mu.Lock()
+	b.deaf = true
+	b.mu.Unlock()
+}
+
+func (b *bufConn) isDeaf() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.frozen || b.deaf
 }
 
 // closeWhenDrained closes the connection after the pending bytes reached
@@ -126,12 +142,12 @@ func (b *bufConn) pump() {
 }
 
 func (b *bufConn) Read(p []byte) (int, error) {
-	if b.isFrozen() {
+	if b.isDeaf() {
 		<-b.closed
 		return 0, net.ErrClosed
 	}
 	n, err := b.Conn.Read(p)
-	if b.isFrozen() {
+	if b.isDeaf() {
 		<-b.closed
 		return 0, net.ErrClosed
 	}

@@ -226,13 +226,26 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 		// no answer is awaited for it, and the watchdog must not wait for
 		// one.
 		st.mu.Lock()
-		c.rSent--
-		if c.aRecv == c.rSent {
-			c.rWait = 0
-		}
+		c.unbookLocked()
 		st.mu.Unlock()
 	}
 	return act, 0, err
+}
+
+// unbookLocked takes back the booking of an <r/> that was never written.
+// An <a/> counted in between (an unsolicited one: a server may send one
+// at any time) was counted against it, so aRecv is capped to keep it at
+// most rSent. With nothing left outstanding, no answer is awaited and the
+// round-trip start the booking set is dropped, lest a later <a/> feed a
+// false round trip into the smoothed RTT.
+func (c *conn) unbookLocked() {
+	c.rSent--
+	if c.aRecv > c.rSent {
+		c.aRecv = c.rSent
+	}
+	if c.aRecv == c.rSent {
+		c.rWait, c.rAt = 0, 0
+	}
 }
 
 // nextRequest decides whether to send an <r/> now and, if not, how long
