@@ -89,6 +89,10 @@ var ErrRestore = errors.New("sm: Restore must be called before the first connect
 // written after r.Sent: the first <resumed h> may exceed the restored
 // count by them, and resumes the stream all the same (they are counted as
 // gaps, and every stanza without a recorded number is then covered).
+//
+// Restore does not parse the stanzas: one whose Raw is not one whole XML
+// element (a damaged store) fails half way when it is written again, which
+// cuts that connection, and the next resumption writes it again.
 func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()

@@ -41,9 +41,15 @@
 // one transaction, which holds the write lock meanwhile (seconds for a
 // million records; other processes' commits wait up to their busy timeout),
 // and the pages of the old tables become free pages of the file. From
-// schema 4 on, a process still running an older version fails at its next
-// statement on the upgraded file (its statements name a column schema 4
-// renamed) instead of numbering a change wrongly.
+// schema 4 on, a process still running an older version can still store
+// new messages (correctly numbered), but every statement of it that names
+// the column schema 4 renamed fails on the upgraded file: its state
+// changes, its reads of a message's history and its Prune. Nothing it
+// writes is numbered wrongly. (A development build of 2026-12-06 between
+// 13:59 and 14:52 UTC stamped files as schema 4 with a trigger instead of
+// the rename; Open fails on such a file with "no such column". Delete it,
+// or run DROP TRIGGER changes_cursor; ALTER TABLE changes RENAME COLUMN
+// msg TO message on it.)
 //
 // # Errors of the disk
 //

@@ -40,7 +40,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 
 // pruneChunk deletes up to pruneChunk messages and their changes. When
 // that deletes the highest cursor (a message's creation or a change), a
-// tombstone change (msg 0: no message has it, so no read sees it) keeps it:
+// tombstone change (message 0: no message has it, so no read sees it) keeps it:
 // a new cursor is the highest in the tables plus one, which must stay above
 // every cursor a follower may have seen. Older tombstones are deleted.
 func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {

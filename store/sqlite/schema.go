@@ -172,10 +172,13 @@ CREATE INDEX changes_msg ON changes (msg);
 	// running on the upgraded file would let SQLite number its changes
 	// after the highest change only, at or below a creation a follower may
 	// have seen, and its Prune would keep no tombstone for a creation; its
-	// statements name msg, so each of them now fails as SQLite prepares it
-	// again for the new schema, and nothing is written wrong. It costs a
-	// commit nothing (a trigger that checked every change's cursor cost
-	// BenchmarkTracked 2.5-10% of its CPU).
+	// statements that name msg (every change, a message's history, Prune)
+	// now fail as SQLite prepares them again for the new schema, and
+	// nothing is numbered wrong (its new messages still get the highest
+	// cursor plus one). It costs a commit nothing (a trigger that checked
+	// every change's cursor cost BenchmarkTracked 2.5-10% of its CPU). The
+	// index keeps its name, changes_msg. A development build of 2026-12-06
+	// stamped files 4 with that trigger instead (see doc.go).
 	//
 	// A migration that rebuilds a table lists its columns by name: files
 	// of schema 3 exist with two physical orders of messages' columns.
