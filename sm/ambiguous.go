@@ -107,6 +107,15 @@ func (st *State) ResolveAmbiguous(ctx context.Context, s *xmpp.Session, received
 			return settled, resent, ErrConnEnded
 		}
 		e := st.held[0]
+		st.mu.Unlock()
+		if st.dropDamaged(&st.held, e) {
+			continue
+		}
+		st.mu.Lock()
+		if len(st.held) == 0 || st.held[0].ord != e.ord {
+			st.mu.Unlock()
+			continue
+		}
 		c.copyHeld = true // writeCopy resets it
 		st.mu.Unlock()
 		written, err := st.writeCopy(ctx, s, c, e, rawReader(e.raw))

@@ -90,9 +90,10 @@ var ErrRestore = errors.New("sm: Restore must be called before the first connect
 // count by them, and resumes the stream all the same (they are counted as
 // gaps, and every stanza without a recorded number is then covered).
 //
-// Restore does not parse the stanzas: one whose Raw is not one whole XML
-// element (a damaged store) fails half way when it is written again, which
-// cuts that connection, and the next resumption writes it again.
+// Restore does not parse the stanzas. One whose Raw is not one whole XML
+// element (a damaged store) is settled by the server's h like any other;
+// when it would be written again it goes to OnLost instead (a write of it
+// would fail half way and cut the connection).
 func (st *State) Restore(r Resumption, unacked []Stanza) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()

@@ -291,3 +291,60 @@ func TestRestoreUnknownCoveredByFailed(t *testing.T) {
 		c.close()
 	})
 }
+
+// A restored stanza whose Raw is not one whole element (a damaged store)
+// is settled by the server's h like any other; above h it is reported lost
+// instead of being written again (a write of it would fail half way and
+// cut the connection), and the stream stays up for the others.
+func TestRestoreDamagedRaw(t *testing.T) {
+	damaged := func(seq uint32, id string) Stanza {
+		s := restoredMsg(seq, id)
+		s.Raw = s.Raw[:len(s.Raw)-5] // cut short
+		return s
+	}
+	synctest.Test(t, func(t *testing.T) {
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 10, Sent: 14}
+		unacked := []Stanza{restoredMsg(11, "a"), damaged(12, "b"), restoredMsg(13, "c"), damaged(14, "d")}
+		// h 12 covers b: acked; d is above it: lost, never written.
+		evs, got := restoredResume(t, r, 12, unacked, 4)
+		slices.Sort(evs)
+		if want := []string{"acked:a", "acked:b", "acked:c", "lost:d"}; !slices.Equal(evs, want) {
+			t.Errorf("reports %v, want %v", evs, want)
+		}
+		if !slices.Equal(got, []string{"c"}) {
+			t.Errorf("server got %v, want [c]", got)
+		}
+	})
+	// After a failed resumption the messages above its h are re-sent on the
+	// new stream: a damaged one is reported lost instead.
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		srv.resumeReply = func(uint32) string {
+			return `<failed xmlns='urn:xmpp:sm:3' h='10'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>`
+		}
+		rec := newRecorder()
+		st := New(rec.config(Config{}))
+		r := Resumption{ID: "sm1", JID: jid.MustParse("me@example.org/r"), Acked: 10, Sent: 12}
+		if err := st.Restore(r, []Stanza{damaged(11, "a"), restoredMsg(12, "b")}); err != nil {
+			t.Fatal(err)
+		}
+		c := mustDial(t, srv, st, nil)
+		c.sc.requestAck()
+		evs := waitEvents(t, rec, 3)
+		synctest.Wait()
+		if !slices.Equal(evs, []string{"lost:a", "resent:b", "acked:b"}) || !slices.Equal(srv.ids(), []string{"b"}) {
+			t.Fatalf("reports %v, server got %v; want [lost:a resent:b acked:b], [b]", evs, srv.ids())
+		}
+		c.close()
+	})
+	for _, raw := range []string{"<message/>", " <message id='a'><body>x</body></message>\n", "<a:message xmlns:a='jabber:client'/>"} {
+		if !oneElement([]byte(raw)) {
+			t.Errorf("oneElement(%q) = false", raw)
+		}
+	}
+	for _, raw := range []string{"", "  ", "<message>", "<message/><iq/>", "x<message/>", "<message/>x", "<message></iq>", "<!-- x --><message/>", "<message/><?pi x?>"} {
+		if oneElement([]byte(raw)) {
+			t.Errorf("oneElement(%q) = true", raw)
+		}
+	}
+}

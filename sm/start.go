@@ -196,6 +196,9 @@ func (st *State) retransmitAll(ctx context.Context, s *xmpp.Session, c *conn) er
 		}
 		e := st.retransmit[0]
 		st.mu.Unlock()
+		if st.dropDamaged(&st.retransmit, e) {
+			continue
+		}
 		written, err := true, error(nil)
 		if e.raw != nil { // else a gap left by Restore: nothing to write
 			written, err = st.writeCopy(ctx, s, c, e, rawReader(e.raw))
@@ -239,6 +242,15 @@ func (st *State) resendOrphans(ctx context.Context, s *xmpp.Session, c *conn, re
 			return n, nil
 		}
 		e := st.orphans[0]
+		st.mu.Unlock()
+		if st.dropDamaged(&st.orphans, e) {
+			continue
+		}
+		st.mu.Lock()
+		if len(st.orphans) == 0 || st.orphans[0].ord != e.ord {
+			st.mu.Unlock()
+			continue
+		}
 		if max > 0 {
 			c.carefulOn = e.ord
 		}
