@@ -445,3 +445,35 @@ func TestRecipientMarkerIndexes(t *testing.T) {
 		t.Errorf("outbox %v, want %s", got, want)
 	}
 }
+
+// TestRecipientRoomMarkerStays: a room's displayed marker is replaced in
+// its place even when a receipt to one of its occupants (a private message
+// from room/nick, whose bare JID is the room) was queued after it: group
+// chat messages ask for no receipts, so that receipt answers no message
+// the marker covers, and moving the marker behind it would only delay it.
+func TestRecipientRoomMarkerStays(t *testing.T) {
+	c := newTapClient(t, Config{})
+	room := jid.MustParse("room@conf.example.org")
+	newest := "g1"
+	c.Observe(Observer{Room: room, Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
+		Mark: func() string { id := newest; newest = ""; return id }})
+	if !c.MarkDisplayed(room) {
+		t.Fatal("the room's marker was not queued")
+	}
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org/carol' id='p1' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message></stream>`))
+	newest = "g2"
+	if !c.MarkDisplayed(room) {
+		t.Fatal("the room's second marker was not queued")
+	}
+	var got []string
+	for _, a := range c.rcp.take(nil) {
+		k := "r"
+		if a.marker {
+			k = "m"
+		}
+		got = append(got, a.to.String()+" "+a.ref+k)
+	}
+	if want := "room@conf.example.org g2m,room@conf.example.org/carol p1r"; strings.Join(got, ",") != want {
+		t.Errorf("outbox %v, want %s", got, want)
+	}
+}
