@@ -112,6 +112,10 @@ func (st *State) ResolveAmbiguous(ctx context.Context, s *xmpp.Session, received
 			continue
 		}
 		st.mu.Lock()
+		if st.conn != c || c.sess != s || !c.smOn || c.ended {
+			st.mu.Unlock()
+			return settled, resent, ErrConnEnded
+		}
 		if len(st.held) == 0 || st.held[0].ord != e.ord {
 			st.mu.Unlock()
 			continue

@@ -376,3 +376,33 @@ func TestAmbiguousReported(t *testing.T) {
 		c.close()
 	})
 }
+
+// A held stanza whose Raw is damaged (see TestRestoreDamagedRaw) is
+// reported lost by ResolveAmbiguous instead of written again; the others
+// are retransmitted and counted as usual.
+func TestAmbiguousHeldDamaged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stanzas := xyz()
+		stanzas[2].Raw = stanzas[2].Raw[:len(stanzas[2].Raw)-5] // y cut short
+		srv, st, rec, _, c := restoreAmbiguous(t, 201, stanzas)
+		if evs := waitEvents(t, rec, 1); !slices.Equal(evs, []string{"acked:a"}) {
+			t.Fatalf("reports %v, want [acked:a]", evs)
+		}
+		settled, resent, err := st.ResolveAmbiguous(context.Background(), c.sess, nil)
+		if err != nil || settled != 0 || resent != 2 {
+			t.Fatalf("ResolveAmbiguous: %d settled, %d resent, %v", settled, resent, err)
+		}
+		c.sc.requestAck()
+		if evs := waitEvents(t, rec, 3); !slices.Equal(evs, []string{"lost:y", "acked:x", "acked:z"}) {
+			t.Fatalf("reports %v, want [lost:y acked:x acked:z]", evs)
+		}
+		synctest.Wait()
+		if got := srv.ids(); !slices.Equal(got, []string{"x", "z"}) {
+			t.Fatalf("server got %v, want [x z]", got)
+		}
+		if info := st.Info(); info.Sent != 203 || info.Acked != 203 || info.Unacked != 0 {
+			t.Fatalf("after: %+v, want Sent = Acked = 203", info)
+		}
+		c.close()
+	})
+}

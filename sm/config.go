@@ -178,8 +178,9 @@ type Config struct {
 
 	// OnLost is called for each unacknowledged stanza that will never be
 	// acknowledged or re-sent: all of them under ReportLost, presence and
-	// IQ stanzas under Resend, and everything still queued when Abandon is
-	// called.
+	// IQ stanzas under Resend, everything still queued when Abandon is
+	// called, and a restored stanza whose Raw is not one whole XML element
+	// when it would be written again (see State.Restore).
 	OnLost func(Stanza)
 
 	// OnRefused is called for a message the server refused by closing the

@@ -10,8 +10,9 @@ import (
 // dropDamaged reports e lost instead of writing it again when its Raw is
 // not one whole XML element (a store that damaged it): a write of it would
 // fail half way and cut the connection, and the next connection would
-// write it again. It takes e off the head of *list (unless Abandon or
-// another connection took it meanwhile). Only stanzas about to be written
+// write it again. It takes e off the head of *list and reports it, unless
+// Abandon or another connection took it meanwhile (which reported or moved
+// it); either way the caller looks at the list again. Only stanzas about to be written
 // again are checked, so that Restore stays cheap and the server's h still
 // settles a damaged stanza it counted.
 func (st *State) dropDamaged(list *[]entry, e entry) bool {
@@ -19,10 +20,12 @@ func (st *State) dropDamaged(list *[]entry, e entry) bool {
 		return false
 	}
 	st.mu.Lock()
-	if len(*list) > 0 && (*list)[0].ord == e.ord {
-		(*list)[0] = entry{}
-		*list = (*list)[1:]
+	if len(*list) == 0 || (*list)[0].ord != e.ord {
+		st.mu.Unlock()
+		return true
 	}
+	(*list)[0] = entry{}
+	*list = (*list)[1:]
 	st.pushLocked(evLost, e)
 	st.spaceLocked()
 	st.mu.Unlock()
