@@ -13,6 +13,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/xmltext"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -141,14 +142,15 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 	return nil
 }
 
-// validText checks that s can travel in XML: valid UTF-8 without control
-// characters other than tab, newline and carriage return.
+// validText checks that s can travel in XML: valid UTF-8 of characters
+// XML allows (internal/xmltext: no control characters other than tab,
+// newline and carriage return, no U+FFFE or U+FFFF).
 func validText(field, s string) *problem {
 	if !utf8.ValidString(s) {
 		return fieldProblem("invalid-field", field, field+" is not valid UTF-8")
 	}
 	for _, r := range s {
-		if (r < 0x20 && r != '\t' && r != '\n' && r != '\r') || r == 0xFFFE || r == 0xFFFF {
+		if !xmltext.Char(r) {
 			return fieldProblem("invalid-field", field, fmt.Sprintf("%s holds the control character U+%04X, which XML cannot carry", field, r))
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/xmpptrack/xmpptrack/internal/xmltext"
 )
 
 const (
@@ -297,16 +299,8 @@ func entity(e []byte) (rune, bool) {
 	} else {
 		n, err = strconv.ParseUint(string(e[1:]), 10, 32)
 	}
-	if err != nil || !isXMLChar(rune(n)) {
+	if err != nil || !xmltext.Char(rune(n)) {
 		return 0, false
 	}
 	return rune(n), true
-}
-
-// isXMLChar reports whether r is a Char of XML 1.0 (§2.2).
-func isXMLChar(r rune) bool {
-	return r == 0x09 || r == 0x0A || r == 0x0D ||
-		r >= 0x20 && r <= 0xD7FF ||
-		r >= 0xE000 && r <= 0xFFFD ||
-		r >= 0x10000 && r <= 0x10FFFF
 }
