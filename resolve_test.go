@@ -54,6 +54,25 @@ func landAndAnswer(t *testing.T, ls *lateStore) {
 	ls.mu.Unlock()
 }
 
+// sentLater sends m through c on ls with its write-ahead left in doubt,
+// lets the write-ahead land, and returns the tracker of the message the
+// client then finds stored and sends (checked on the wire of pc).
+func sentLater(t *testing.T, c *Client, pc *peerConn, ls *lateStore, m Message) *tracking.MessageTracker {
+	t.Helper()
+	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) {
+		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)
+	}
+	landAndAnswer(t, ls)
+	if e := pc.nextMessage(t); e.attr("id") != m.ID {
+		t.Fatalf("the server got %s, want the message found stored", e.String())
+	}
+	tr := c.Tracker(m.ID)
+	if tr == nil {
+		t.Fatal("the message sent after all is not tracked")
+	}
+	return tr
+}
+
 // TestStoreUncertainSentLater: the write-ahead stays in doubt until Send's
 // ctx ends, then lands; the application does not retry. Once the store
 // answers, the client finds the message stored and unsent and sends it, as
@@ -63,17 +82,7 @@ func TestStoreUncertainSentLater(t *testing.T) {
 	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, ID: "later", Body: "hello"}
-	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) {
-		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)
-	}
-	landAndAnswer(t, ls)
-	if e := pc.nextMessage(t); e.attr("id") != "later" {
-		t.Fatalf("the server got %s, want the message found stored", e.String())
-	}
-	tr := c.Tracker("later")
-	if tr == nil {
-		t.Fatal("the message sent after all is not tracked")
-	}
+	tr := sentLater(t, c, pc, ls, m)
 	again, err := c.Send(waitCtx(t), m)
 	if err != nil || again != tr {
 		t.Fatalf("retry of a message the client sent: %v, %v; want its tracker", again, err)

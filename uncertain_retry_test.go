@@ -250,18 +250,7 @@ func (s msStore) Commit(ctx context.Context, b *store.Batch) error {
 func TestStoreInDoubtOwnSettledMillisecondStore(t *testing.T) {
 	ls := &lateStore{Store: msStore{openStore(t)}, late: true}
 	c, _ := newPeer(t, Config{Store: ls})
-	var commits int
-	ls.onCommit = func() {
-		if commits++; commits != 2 {
-			return
-		}
-		ls.mu.Lock()
-		ls.land(waitCtx(t))
-		ls.mu.Unlock()
-		if err := ls.Store.Commit(waitCtx(t), &store.Batch{Changes: []store.Change{{ID: "own", State: tracking.TimedOut}}}); err != nil {
-			t.Error(err)
-		}
-	}
+	settleAtRetry(t, ls, "own")
 	// Created must have sub-millisecond digits for the store to drop some.
 	for time.Now().Nanosecond()%int(time.Millisecond) < 2000 {
 	}
@@ -387,17 +376,7 @@ func TestStoreRetryResolvedReadFails(t *testing.T) {
 	ls := &lateStore{Store: fr, late: true, stuck: true}
 	c, pc := newPeer(t, Config{Store: ls})
 	m := Message{To: bob, ID: "later", Body: "hello"}
-	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) {
-		t.Fatalf("first Send: %v", err)
-	}
-	landAndAnswer(t, ls)
-	if e := pc.nextMessage(t); e.attr("id") != "later" {
-		t.Fatalf("the server got %s, want the message found stored", e.String())
-	}
-	tr := c.Tracker("later")
-	if tr == nil {
-		t.Fatal("the message sent after all is not tracked")
-	}
+	tr := sentLater(t, c, pc, ls, m)
 	tr.Close()
 	<-tr.Done()
 	fr.arm.Store(true)

@@ -292,6 +292,24 @@ func TestInDoubtEndsWithWindow(t *testing.T) {
 	})
 }
 
+// settleAtRetry makes the write-ahead of message id land late on ls: when
+// Send commits it again, the first commit lands and the record is settled
+// TIMED_OUT before Send reads it back.
+func settleAtRetry(t *testing.T, ls *lateStore, id string) {
+	var commits int
+	ls.onCommit = func() {
+		if commits++; commits != 2 {
+			return
+		}
+		ls.mu.Lock()
+		ls.land(waitCtx(t))
+		ls.mu.Unlock()
+		if err := ls.Store.Commit(waitCtx(t), &store.Batch{Changes: []store.Change{{ID: id, State: tracking.TimedOut}}}); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // TestStoreInDoubtFindsOwnSettled: the write-ahead's first commit lands
 // late and its record is settled (TIMED_OUT) before Send reads it back:
 // Send reports ErrRecordSettled, its own record's state, not
@@ -299,19 +317,7 @@ func TestInDoubtEndsWithWindow(t *testing.T) {
 func TestStoreInDoubtFindsOwnSettled(t *testing.T) {
 	ls := &lateStore{Store: openStore(t), late: true}
 	c, pc := newPeer(t, Config{Store: ls})
-	var commits int
-	ls.onCommit = func() {
-		if commits++; commits != 2 {
-			return
-		}
-		// Send commits it again: the first lands now, and is settled.
-		ls.mu.Lock()
-		ls.land(waitCtx(t))
-		ls.mu.Unlock()
-		if err := ls.Store.Commit(waitCtx(t), &store.Batch{Changes: []store.Change{{ID: "own", State: tracking.TimedOut}}}); err != nil {
-			t.Error(err)
-		}
-	}
+	settleAtRetry(t, ls, "own")
 	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "own", Body: "hello"})
 	if tr != nil || !errors.Is(err, ErrRecordSettled) || errors.Is(err, tracking.ErrDuplicateID) {
 		t.Fatalf("Send finding its own record settled: %v, %v; want ErrRecordSettled", tr, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,14 +25,7 @@ import (
 // the pruned ones included.
 func TestMigrateSchema1(t *testing.T) {
 	ctx := context.Background()
-	data, err := os.ReadFile("testdata/schema1.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "s.db")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p := copyTestdata(t, "schema1.db")
 	s, err := OpenConfig(ctx, p, Config{Retention: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +69,7 @@ func TestMigrateSchema1(t *testing.T) {
 	for _, c := range feed(t, s, 0) {
 		got = append(got, c.Cursor)
 	}
-	if want := []int64{1, 2, 4, 6, 7}; !equalInts(got, want) {
+	if want := []int64{1, 2, 4, 6, 7}; !slices.Equal(got, want) {
 		t.Errorf("feed cursors %v, want %v", got, want)
 	}
 	// Pruning the holder of the highest cursor keeps it, in place of the
@@ -99,7 +93,7 @@ func TestMigrateSchema1(t *testing.T) {
 		tombs = append(tombs, c)
 	}
 	rows.Close()
-	if !equalInts(tombs, []int64{8}) {
+	if !slices.Equal(tombs, []int64{8}) {
 		t.Errorf("tombstones %v, want [8]", tombs)
 	}
 	// The file keeps no AUTOINCREMENT: its sqlite_sequence row was the page
@@ -175,14 +169,7 @@ func TestPruneKeepsLastCursor(t *testing.T) {
 // events of the feed share one.
 func TestMigrateMessageWithoutChanges(t *testing.T) {
 	ctx := context.Background()
-	data, err := os.ReadFile("testdata/schema1.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "s.db")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p := copyTestdata(t, "schema1.db")
 	db, err := sql.Open("sqlite", p)
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +209,21 @@ func feed(t *testing.T, s *Store, after int64) []store.Change {
 	return cs
 }
 
+// copyTestdata copies the database file testdata/name to a temporary
+// directory and returns the copy's path: opening a file upgrades it.
+func copyTestdata(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "s.db")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func rawDB(t *testing.T, p string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite", p+"?_query_only=1")
@@ -241,18 +243,6 @@ func userVersion(t *testing.T, p string) int {
 	return v
 }
 
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // TestOlderWriterRefused: the statements of an older version of this
 // package (which number a change after the highest change only, at or
 // below the creation of a message a follower may have seen, and prune
@@ -260,14 +250,7 @@ func equalInts(a, b []int64) bool {
 // they were prepared before the upgrade, and write nothing.
 func TestOlderWriterRefused(t *testing.T) {
 	ctx := context.Background()
-	data, err := os.ReadFile("testdata/schema2.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "s.db")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p := copyTestdata(t, "schema2.db")
 	old, err := sql.Open("sqlite", p+"?_busy_timeout=10000")
 	if err != nil {
 		t.Fatal(err)
@@ -330,18 +313,11 @@ func TestOlderWriterRefused(t *testing.T) {
 // schema-2 code read them (testdata/schema2.json).
 func TestMigrateSchema2(t *testing.T) {
 	ctx := context.Background()
-	data, err := os.ReadFile("testdata/schema2.db")
-	if err != nil {
-		t.Fatal(err)
-	}
 	want, err := os.ReadFile("testdata/schema2.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "s.db")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p := copyTestdata(t, "schema2.db")
 	s, err := OpenConfig(ctx, p, Config{Retention: -1})
 	if err != nil {
 		t.Fatal(err)

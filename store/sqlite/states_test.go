@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ func TestCacheOtherWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.SeenByRecipient}
-	if got := historyOf(t, a, "m"); r.State != tracking.SeenByRecipient || !r.Settled || !equal(got, want) {
+	if got := historyOf(t, a, "m"); r.State != tracking.SeenByRecipient || !r.Settled || !slices.Equal(got, want) {
 		t.Errorf("state %v settled %v history %v, want SEEN_BY_RECIPIENT settled %v", r.State, r.Settled, got, want)
 	}
 }
@@ -93,7 +94,7 @@ func TestCacheRowReused(t *testing.T) {
 		t.Errorf("a change of a pruned message was applied (cursor %d)", late.Changes[0].Cursor)
 	}
 	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToRecipient}
-	if got := historyOf(t, s, "y"); !equal(got, want) {
+	if got := historyOf(t, s, "y"); !slices.Equal(got, want) {
 		t.Errorf("history of y %v, want %v", got, want)
 	}
 	if _, err := s.Message(ctx, "x"); !errors.Is(err, store.ErrNotFound) {
@@ -127,7 +128,7 @@ func TestCacheRolledBack(t *testing.T) {
 	}
 	commitT(t, s, change("m", tracking.DeliveredToServer))
 	want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer}
-	if got := historyOf(t, s, "m"); !equal(got, want) {
+	if got := historyOf(t, s, "m"); !slices.Equal(got, want) {
 		t.Errorf("history %v, want %v", got, want)
 	}
 }
@@ -161,16 +162,4 @@ func TestDuplicateWritesNothing(t *testing.T) {
 	if _, err := s.Session(ctx, owner); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("refused batch saved a session: %v", err)
 	}
-}
-
-func equal(a, b []tracking.MessageState) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
