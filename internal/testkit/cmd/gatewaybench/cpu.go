@@ -29,6 +29,10 @@ func (a cpuUse) add(b cpuUse) cpuUse {
 	return cpuUse{a.self + b.self, a.server + b.server, a.db + b.db, a.load + b.load}
 }
 
+// total is the CPU time of every process measured: what the two cores of a
+// run spent, which bounds its throughput when they are saturated.
+func (a cpuUse) total() time.Duration { return a.self + a.server + a.db + a.load }
+
 // perMsg formats the CPU time per message of n messages.
 func (a cpuUse) perMsg(n int) string {
 	s := fmt.Sprintf("self %s + server %s", perMsg(a.self, n), perMsg(a.server, n))

@@ -16,13 +16,30 @@
 // account's client records in the gateway's store; with -store memory
 // neither records anything.
 //
-// The recipient is logged in (an xmpptrack client that sends no receipts),
-// so messages stay pending for their window. Rounds alternate direct and
-// gateway to spread the noise of a shared machine. Each round also reports
-// the CPU time per message of this process (the library alone, or the
-// gateway with its account's client), of the XMPP server's process tree, of
-// PostgreSQL's, and of the HTTP load client: on a loaded machine the
-// throughputs swing with the other processes, the CPU times much less.
+// The recipient is logged in (an xmpptrack client in this process that
+// sends no receipts), so messages stay pending for their window. Both sides
+// send the same messages to it from the same number of concurrent senders
+// (-c goroutines calling Send, or -c connections with one request in flight
+// on each), each with no pause between one message and the next. The
+// library's sends run under context.Background, the gateway's under its
+// shared SendTimeout deadline (a cost of the gateway's). The gateway is
+// served with the timeouts examples/gateway sets.
+//
+// After an untimed warm-up of both, each round runs both sides, the library
+// first in odd rounds and the gateway first in even ones (-order
+// direct-first: always the library first), so that neither always runs on
+// the machine the other just warmed. A side's run starts only once the
+// recipient got every message of the run before (-settle=false: at once):
+// the server's deliveries of one run no longer slow the next, and a run's
+// CPU time includes its own deliveries. The summary gives the ratio over all
+// rounds, the median of the rounds' ratios, and the ratio of all the CPU
+// time per message (self, server, PostgreSQL, and the gateway's load
+// client): with the cores saturated, the throughput ratio tends to it. Each
+// round reports the CPU time per message of this process (the library
+// alone, or the gateway with its account's client; the recipient's client
+// in both), of the XMPP server's process tree, of PostgreSQL's, and of the
+// HTTP load client: on a loaded machine the throughputs swing with the
+// other processes, the CPU times much less.
 //
 // The HTTP clients run in a child process (this program again), so that
 // their CPU time is measured apart; it still competes for the same cores. On
@@ -36,7 +53,7 @@
 // profiled alone, then one more direct run, profiled into the same name with
 // ".direct" appended.
 //
-//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-cpuprofile f] [-memprofile f]
+//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-order alternate|direct-first] [-settle=false] [-cpuprofile f] [-memprofile f]
 package main
 
 import (
@@ -69,7 +86,11 @@ import (
 
 const token = "bench-token"
 
-var cpuProfile, memProfile string
+var (
+	cpuProfile, memProfile string
+	settleWait             bool
+	order                  string
+)
 
 func main() {
 	server := flag.String("server", "ejabberd", "prosody or ejabberd")
@@ -81,9 +102,15 @@ func main() {
 	client := flag.String("client", defaultClient, "the HTTP client: epoll (one loop over all connections, as wrk sends; Linux), raw (a goroutine per connection) or net/http")
 	loadAddr := flag.String("load-addr", "", "(internal) run as the HTTP load client of this address")
 	loadBody := flag.String("load-body", "", "(internal) the load client's request body")
+	flag.BoolVar(&settleWait, "settle", true, "start each phase once the recipient got every message of the one before")
+	flag.StringVar(&order, "order", "alternate", "alternate (direct first in odd rounds, the gateway first in even ones) or direct-first")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of one more gateway run to `file`")
 	flag.StringVar(&memProfile, "memprofile", "", "write a heap profile taken with the pending messages held to `file`")
 	flag.Parse()
+	if order != "alternate" && order != "direct-first" {
+		fmt.Fprintf(os.Stderr, "gatewaybench: unknown -order %q\n", order)
+		os.Exit(2)
+	}
 	var err error
 	if *loadAddr != "" {
 		err = loadMain(*loadAddr, *client, *c, []byte(*loadBody))
@@ -187,7 +214,11 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		return err
 	}
 	defer srv.Stop()
-	bob, err := dial(ctx, srv, "bob", nil, nil)
+	var got arrivals
+	bob, err := xmpptrack.Dial(ctx, srv.JID("bob"), srv.Password("bob"), &xmpptrack.Config{
+		Addr: srv.Addr(), TLSConfig: srv.TLSConfig(), NoReceipts: true,
+		OnMessage: func(*xmpptrack.Client, *xmpptrack.Incoming) { got.add() },
+	})
 	if err != nil {
 		return err
 	}
@@ -230,7 +261,10 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: g}
+	// Served as examples/gateway serves it (its timeouts cost a deadline
+	// update per read and write).
+	hs := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 	go hs.Serve(ln)
 	defer hs.Close()
 	body := []byte(`{"to":"` + to.String() + `","body":"benchmark message"}`)
@@ -242,43 +276,90 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 
 	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, store %s (direct and gateway), client %s, %d CPUs, %s\n",
 		kind, n, conc, storeKind, client, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
-	var directRates, gwRates []float64
+	var directRates, gwRates, ratios []float64
+	var directTime, gwTime time.Duration
 	var directCPU, gwCPU cpuUse
 	var lat []time.Duration
 	pids := pidSet{server: srv.PID(), db: dbPID, load: load.pid()}
+	// settle waits until the recipient got every message sent so far: the
+	// server has finished the previous phase's deliveries before the next
+	// phase starts, and each phase's CPU includes its own.
+	var sent int64
+	settle := func(k int) {
+		sent += int64(k)
+		if settleWait && !got.wait(sent, 2*time.Minute) {
+			fmt.Printf("warning: the recipient got %d of %d messages\n", got.load(), sent)
+		}
+	}
+	// Warm up both paths (the server's first thousands of messages cost it
+	// more), untimed.
+	if w := min(n, 2000); w > 0 {
+		dc.reset(w)
+		if _, err := runDirect(ctx, direct, to.String(), w, conc, &dc); err != nil {
+			return err
+		}
+		gc.reset(w)
+		if _, _, err := runGateway(load, w, &gc); err != nil {
+			return err
+		}
+		settle(2 * w)
+	}
 	for r := range rounds {
-		dc.reset(n)
-		c0 := cpuNow(pids)
-		d, err := runDirect(ctx, direct, to.String(), n, conc, &dc)
-		if err != nil {
-			return err
+		var d, gd time.Duration
+		var dcpu, gcpu cpuUse
+		var l []time.Duration
+		viaLibrary := func() error {
+			dc.reset(n)
+			c0 := cpuNow(pids)
+			var err error
+			if d, err = runDirect(ctx, direct, to.String(), n, conc, &dc); err != nil {
+				return err
+			}
+			settle(n)
+			dcpu = cpuNow(pids).sub(c0)
+			return nil
 		}
-		c1 := cpuNow(pids)
-		gc.reset(n)
-		gd, l, err := runGateway(load, n, &gc)
-		if err != nil {
-			return err
+		viaGateway := func() error {
+			gc.reset(n)
+			c0 := cpuNow(pids)
+			var err error
+			if gd, l, err = runGateway(load, n, &gc); err != nil {
+				return err
+			}
+			settle(n)
+			gcpu = cpuNow(pids).sub(c0)
+			return nil
 		}
-		c2 := cpuNow(pids)
-		dcpu, gcpu := c1.sub(c0), c2.sub(c1)
+		phases := []func() error{viaLibrary, viaGateway}
+		if !directFirst(order, r) {
+			phases[0], phases[1] = phases[1], phases[0]
+		}
+		for _, p := range phases {
+			if err := p(); err != nil {
+				return err
+			}
+		}
 		directCPU, gwCPU = directCPU.add(dcpu), gwCPU.add(gcpu)
+		directTime, gwTime = directTime+d, gwTime+gd
 		lat = append(lat, l...)
 		directRates = append(directRates, float64(n)/d.Seconds())
 		gwRates = append(gwRates, float64(n)/gd.Seconds())
-		fmt.Printf("round %d: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; CPU per message: direct %s, gateway %s\n", r+1,
-			directRates[r], gwRates[r], gwRates[r]/directRates[r], dcpu.perMsg(n), gcpu.perMsg(n))
-	}
-	dsum, gsum := 0.0, 0.0
-	for i := range directRates {
-		dsum += directRates[i]
-		gsum += gwRates[i]
+		ratios = append(ratios, gwRates[r]/directRates[r])
+		first := "direct first"
+		if !directFirst(order, r) {
+			first = "gateway first"
+		}
+		fmt.Printf("round %d (%s): direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; CPU per message: direct %s, gateway %s\n", r+1, first,
+			directRates[r], gwRates[r], ratios[r], dcpu.perMsg(n), gcpu.perMsg(n))
 	}
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	fmt.Printf("throughput to DELIVERED_TO_SERVER: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f\n",
-		dsum/float64(rounds), gsum/float64(rounds), gsum/dsum)
-	fmt.Printf("CPU per message: direct %s; gateway %s\n", directCPU.perMsg(rounds*n), gwCPU.perMsg(rounds*n))
-	fmt.Printf("  (self: the library alone, or the gateway with its account's client; load: the HTTP client process)\n")
+	fmt.Printf("throughput to DELIVERED_TO_SERVER over all rounds: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; median of the rounds' ratios %.2f (%.2f–%.2f)\n",
+		float64(rounds*n)/directTime.Seconds(), float64(rounds*n)/gwTime.Seconds(), directTime.Seconds()/gwTime.Seconds(),
+		median(ratios), slices.Min(ratios), slices.Max(ratios))
+	fmt.Printf("CPU per message: direct %s; gateway %s; by all of it, direct / gateway (its load client included) %.2f\n",
+		directCPU.perMsg(rounds*n), gwCPU.perMsg(rounds*n), directCPU.total().Seconds()/gwCPU.total().Seconds())
+	fmt.Printf("  (self: the library alone, or the gateway with its account's client; both with the recipient's client; load: the HTTP client process)\n")
 	fmt.Printf("POST /v1/messages latency: p50 %s, p90 %s, p99 %s, max %s (%d requests)\n",
 		pct(.5).Round(10*time.Microsecond), pct(.9).Round(10*time.Microsecond), pct(.99).Round(10*time.Microsecond),
 		lat[len(lat)-1].Round(10*time.Microsecond), len(lat))
@@ -292,6 +373,9 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		c0 := cpuNow(pids)
 		pprof.StartCPUProfile(f)
 		_, _, err = runGateway(load, n, &gc)
+		if err == nil {
+			settle(n)
+		}
 		pprof.StopCPUProfile()
 		f.Close()
 		if err != nil {
@@ -307,6 +391,9 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		c0 = cpuNow(pids)
 		pprof.StartCPUProfile(f)
 		_, err = runDirect(ctx, direct, to.String(), n, conc, &dc)
+		if err == nil {
+			settle(n)
+		}
 		pprof.StopCPUProfile()
 		f.Close()
 		if err != nil {
@@ -320,6 +407,7 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		if _, _, err := runGateway(load, pending, &gc); err != nil {
 			return err
 		}
+		settle(pending)
 		after := heap()
 		if memProfile != "" {
 			f, err := os.Create(memProfile)
@@ -334,6 +422,68 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 			pending, st.Pending, float64(after-before)/(1<<20), float64(after-before)/float64(pending))
 	}
 	return nil
+}
+
+// arrivals counts the messages the recipient got.
+type arrivals struct {
+	mu   sync.Mutex
+	n    int64
+	want int64
+	done chan struct{} // closed when n reaches want
+}
+
+func (a *arrivals) add() {
+	a.mu.Lock()
+	a.n++
+	if a.done != nil && a.n >= a.want {
+		close(a.done)
+		a.done = nil
+	}
+	a.mu.Unlock()
+}
+
+func (a *arrivals) load() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+
+// wait waits until the recipient got n messages in all; false after
+// timeout.
+func (a *arrivals) wait(n int64, timeout time.Duration) bool {
+	a.mu.Lock()
+	if a.n >= n {
+		a.mu.Unlock()
+		return true
+	}
+	done := make(chan struct{})
+	a.want, a.done = n, done
+	a.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		a.mu.Lock()
+		a.done = nil
+		a.mu.Unlock()
+		return false
+	}
+}
+
+// directFirst tells whether round r (from 0) runs the library directly
+// before the gateway: with -order alternate, every other round starts with
+// the gateway, so that neither side always runs first (after the other's
+// run the machine is warmer, its heap larger).
+func directFirst(order string, r int) bool {
+	return order != "alternate" || r%2 == 0
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func perMsg(d time.Duration, n int) time.Duration {
