@@ -1,0 +1,82 @@
+package xmpptrack
+
+import (
+	"bytes"
+	"testing"
+
+	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
+)
+
+// sameStored checks that the stanza stored for a message without payload
+// (Send's byte path) is the one the encoder writes for its tokens.
+func sameStored(t *testing.T, id string, m Message) {
+	t.Helper()
+	want, err := encodeTokens(id, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := encodeMessage(id, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("message %+v id %q:\n got %s\nwant %s", m, id, got, want)
+	}
+}
+
+// TestEncodeMessage checks the stored stanza of messages without payload,
+// with text and addresses that need escaping, invalid UTF-8 and every
+// optional part, against the encoder's.
+func TestEncodeMessage(t *testing.T) {
+	to := jid.MustParse("bob@example.org")
+	odd := jid.MustParse("bob@example.org/r&'<>\"\u00e9")
+	for _, m := range []Message{
+		{To: to, Body: "hello", Type: xstanza.ChatMessage},
+		{To: to, Body: "", Type: xstanza.ChatMessage},
+		{To: odd, Body: "a & b < c > d \" e ' f\tg\nh\ri", Type: xstanza.NormalMessage, Thread: "t&<1\n"},
+		{To: to, Body: "bad \xff\xfe utf-8, \x00 nul, \x1f, \uFFFE, \uFFFD, 😀", Type: xstanza.ChatMessage},
+		{To: to, Body: "room", Type: xstanza.GroupChatMessage},
+		{To: to, Body: "none", Type: xstanza.ChatMessage, NoReceipt: true, NoMarkable: true},
+		{Body: "no address", Type: xstanza.ChatMessage},
+	} {
+		sameStored(t, "id&\"1", m)
+		sameStored(t, "AAAAAAAAAAAAAAAA", m)
+	}
+}
+
+// FuzzEncodeMessage compares the stored stanza with the encoder's on any
+// text, address, type and options.
+func FuzzEncodeMessage(f *testing.F) {
+	f.Add("hello", "thread", "id1", "bob", "example.org", "res", "chat", false, false)
+	f.Add("a&b<\n\r\t\xff]]>", "", `"'`, "", "example.org", "r&'", "groupchat", true, true)
+	f.Fuzz(func(t *testing.T, body, thread, id, local, domain, res, typ string, noReceipt, noMarkable bool) {
+		if id == "" {
+			return
+		}
+		m := Message{Body: body, Thread: thread, Type: xstanza.MessageType(typ), NoReceipt: noReceipt, NoMarkable: noMarkable}
+		if to, err := jid.New(local, domain, res); err == nil {
+			m.To = to
+		}
+		sameStored(t, id, m)
+	})
+}
+
+// BenchmarkEncodeMessage: the stored stanza of a typical message, from
+// Send's bytes and from the encoder.
+func BenchmarkEncodeMessage(b *testing.B) {
+	m := Message{To: jid.MustParse("responder@localhost"), Body: "bench xxxxxxxxxxxxxxxxxxxxxxxxxx 1234", Type: xstanza.ChatMessage}
+	const id = "AAAAAAAAAAAAAAAA"
+	b.Run("bytes", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			encodeMessage(id, m, nil)
+		}
+	})
+	b.Run("tokens", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			encodeTokens(id, m, nil)
+		}
+	})
+}
