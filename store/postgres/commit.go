@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -30,23 +30,7 @@ var errConflict = errors.New("conflict")
 // message exists fails alone: the transaction is tried again without it.
 // Deadlocks and serialization failures are retried too.
 func (s *Store) commitGroup(group []*groupcommit.Request) {
-	errs := make([]error, len(group))
-	// Duplicates within the group: the later batch fails.
-	seen := map[string]bool{}
-	for i, r := range group {
-		ids := map[string]bool{}
-		for _, m := range r.Batch.Messages {
-			if ids[m.ID] || seen[m.ID] {
-				errs[i] = fmt.Errorf("postgres: message %q: %w", m.ID, store.ErrExists)
-			}
-			ids[m.ID] = true
-		}
-		if errs[i] == nil {
-			for id := range ids {
-				seen[id] = true
-			}
-		}
-	}
+	errs := s.duplicates(group)
 	var out []result
 	for attempt := 0; ; attempt++ {
 		var live []int
@@ -131,12 +115,47 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 	}
 }
 
+// duplicates fails each batch of group that holds a new message id that
+// an earlier batch of the group or itself holds too (those the database
+// holds fail in the call).
+func (s *Store) duplicates(group []*groupcommit.Request) []error {
+	errs := make([]error, len(group))
+	// seen maps the ids of the batches taken so far to their batch (plus
+	// one); the committer reuses it.
+	if s.seen == nil {
+		s.seen = map[string]int{}
+	}
+	seen := s.seen
+	defer clear(seen)
+	for i, r := range group {
+		for _, m := range r.Batch.Messages {
+			if seen[m.ID] != 0 {
+				errs[i] = fmt.Errorf("postgres: message %q: %w", m.ID, store.ErrExists)
+				break
+			}
+			seen[m.ID] = i + 1
+		}
+		if errs[i] != nil {
+			for _, m := range r.Batch.Messages {
+				if seen[m.ID] == i+1 {
+					delete(seen, m.ID)
+				}
+			}
+		}
+	}
+	return errs
+}
+
 // unsent reports an error after which the group was certainly not
 // committed, and which fresh connections may not have.
 func unsent(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return transient(err)
+	}
+	var prep *prepareError
+	if errors.As(err, &prep) {
+		return true // a broken connection: the call did not run
 	}
 	var atCommit *commitError
 	return pgconn.SafeToRetry(err) && !errors.As(err, &atCommit)
@@ -186,21 +205,28 @@ var graph = func() []int16 {
 
 const numStates = int(tracking.Error) + 1
 
-// commitCall is the statement of a group commit: one round trip.
+// commitCall is the statement of a group commit: one round trip. It is
+// prepared on each connection as commitStmt.
 const commitCall = `SELECT keys, last FROM xmpptrack_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
 	$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)`
+
+const commitStmt = "xmpptrack_commit"
+
+// binaryFormat: every parameter and result column in binary.
+var binaryFormat = []int16{1}
 
 // args are the arguments of xmpptrack_commit (see the schema): columns of
 // the new messages, the ids to lock, the changes and sequence numbers as
 // positions in the ids to lock, the sessions. Each creation event and
 // change has a key, its rank in the feed: the function returns the keys of
-// the feed rows it wrote, in cursor order.
+// the feed rows it wrote, in cursor order. The committer reuses one args
+// (and its params) from one group commit to the next.
 type args struct {
 	mID, mAccount, mResource, mRcpt, mThread, mChannel []string
 	mRoom, mSettled                                    []bool
 	mRaw                                               [][]byte
 	mCreated                                           []time.Time
-	mDeadline                                          []pgtype.Timestamptz // not Valid: none
+	mDeadline                                          []time.Time // zero: none
 	mState                                             []int16
 	mKey                                               []int32
 
@@ -217,43 +243,85 @@ type args struct {
 	sSMID, sLocation          []string
 	sMax, sIn, sOut, sAcked   []int64
 	sUpdated                  []time.Time
+
+	keys []result               // what each key stands for
+	last map[store.Instance]int // sessions: the last one of each owner
+	sess []store.Session
+	p    params
+	got  []int32 // the keys the call returned
 }
 
-func (a *args) list() []any {
-	return []any{graph, int32(numStates),
-		a.mID, a.mAccount, a.mResource, a.mRcpt, a.mRoom, a.mThread, a.mChannel, a.mRaw, a.mCreated, a.mDeadline,
-		a.mState, a.mSettled, a.mKey,
-		a.lID,
-		a.cLock, a.cState, a.cAt, a.cFrom, a.cSID, a.cCond, a.cText, a.cKey,
-		a.wLock, a.wSeq,
-		a.sAccount, a.sResource, a.sJID, a.sSMID, a.sLocation, a.sMax, a.sIn, a.sOut, a.sAcked, a.sUpdated}
+// reset empties a, dropping its references to the batches.
+func (a *args) reset() {
+	for _, v := range []*[]string{&a.mID, &a.mAccount, &a.mResource, &a.mRcpt, &a.mThread, &a.mChannel, &a.lID,
+		&a.cFrom, &a.cSID, &a.cCond, &a.cText, &a.sAccount, &a.sResource, &a.sJID, &a.sSMID, &a.sLocation} {
+		clear(*v)
+		*v = (*v)[:0]
+	}
+	clear(a.mRaw)
+	clear(a.sess)
+	a.mRaw, a.sess = a.mRaw[:0], a.sess[:0]
+	a.mRoom, a.mSettled = a.mRoom[:0], a.mSettled[:0]
+	a.mCreated, a.mDeadline, a.cAt, a.sUpdated = a.mCreated[:0], a.mDeadline[:0], a.cAt[:0], a.sUpdated[:0]
+	a.mState, a.cState = a.mState[:0], a.cState[:0]
+	a.mKey, a.cLock, a.cKey, a.wLock = a.mKey[:0], a.cLock[:0], a.cKey[:0], a.wLock[:0]
+	a.wSeq, a.sMax, a.sIn, a.sOut, a.sAcked = a.wSeq[:0], a.sMax[:0], a.sIn[:0], a.sOut[:0], a.sAcked[:0]
+	a.keys = a.keys[:0]
+	clear(a.last)
+	a.p.reset()
+	a.got = a.got[:0]
 }
 
-// build fills the arguments for the live batches of group and returns
-// what each key stands for.
-func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []result) {
-	// Sized up front: a group commit may carry thousands of rows.
-	var nm, nc, nw int
-	for _, i := range live {
-		b := group[i].Batch
-		nm, nc, nw = nm+len(b.Messages), nc+len(b.Changes), nw+len(b.Written)
-	}
-	a := &args{
-		mID: make([]string, 0, nm), mAccount: make([]string, 0, nm), mResource: make([]string, 0, nm),
-		mRcpt: make([]string, 0, nm), mThread: make([]string, 0, nm), mChannel: make([]string, 0, nm),
-		mRoom: make([]bool, 0, nm), mSettled: make([]bool, 0, nm), mRaw: make([][]byte, 0, nm),
-		mCreated: make([]time.Time, 0, nm), mDeadline: make([]pgtype.Timestamptz, 0, nm),
-		mState: make([]int16, 0, nm), mKey: make([]int32, 0, nm),
-		lID:   make([]string, 0, nc+nw),
-		cLock: make([]int32, 0, nc), cState: make([]int16, 0, nc), cAt: make([]time.Time, 0, nc),
-		cFrom: make([]string, 0, nc), cSID: make([]string, 0, nc), cCond: make([]string, 0, nc),
-		cText: make([]string, 0, nc), cKey: make([]int32, 0, nc),
-		wLock: make([]int32, 0, nw), wSeq: make([]int64, 0, nw),
-	}
-	keys := make([]result, 0, nm+nc)
+// encode encodes the arguments, in the function's order.
+func (a *args) encode() [][]byte {
+	p := &a.p
+	p.reset()
+	p.int2s(graph)
+	p.int4(int32(numStates))
+	p.texts(a.mID)
+	p.texts(a.mAccount)
+	p.texts(a.mResource)
+	p.texts(a.mRcpt)
+	p.bools(a.mRoom)
+	p.texts(a.mThread)
+	p.texts(a.mChannel)
+	p.byteas(a.mRaw)
+	p.times(a.mCreated, false)
+	p.times(a.mDeadline, true)
+	p.int2s(a.mState)
+	p.bools(a.mSettled)
+	p.int4s(a.mKey)
+	p.texts(a.lID)
+	p.int4s(a.cLock)
+	p.int2s(a.cState)
+	p.times(a.cAt, false)
+	p.texts(a.cFrom)
+	p.texts(a.cSID)
+	p.texts(a.cCond)
+	p.texts(a.cText)
+	p.int4s(a.cKey)
+	p.int4s(a.wLock)
+	p.int8s(a.wSeq)
+	p.texts(a.sAccount)
+	p.texts(a.sResource)
+	p.texts(a.sJID)
+	p.texts(a.sSMID)
+	p.texts(a.sLocation)
+	p.int8s(a.sMax)
+	p.int8s(a.sIn)
+	p.int8s(a.sOut)
+	p.int8s(a.sAcked)
+	p.times(a.sUpdated, false)
+	return p.values()
+}
+
+// build fills a (emptied first) with the arguments for the live batches
+// of group; a.keys says what each key stands for.
+func (a *args) build(group []*groupcommit.Request, live []int, now time.Time) {
+	a.reset()
 	key := func(r result) int32 {
-		keys = append(keys, r)
-		return int32(len(keys) - 1)
+		a.keys = append(a.keys, r)
+		return int32(len(a.keys) - 1)
 	}
 	for _, i := range live {
 		b := group[i].Batch
@@ -267,7 +335,6 @@ func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []re
 			if st {
 				raw = nil
 			}
-			dl := pgtype.Timestamptz{Time: m.Deadline, Valid: !m.Deadline.IsZero()}
 			a.mID = append(a.mID, m.ID)
 			a.mAccount = append(a.mAccount, m.Owner.Account)
 			a.mResource = append(a.mResource, m.Owner.Resource)
@@ -277,7 +344,7 @@ func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []re
 			a.mChannel = append(a.mChannel, m.Channel)
 			a.mRaw = append(a.mRaw, raw)
 			a.mCreated = append(a.mCreated, m.Created)
-			a.mDeadline = append(a.mDeadline, dl)
+			a.mDeadline = append(a.mDeadline, m.Deadline)
 			a.mState = append(a.mState, int16(m.State))
 			a.mSettled = append(a.mSettled, st)
 			a.mKey = append(a.mKey, key(result{batch: i, msg: j, change: -1}))
@@ -296,8 +363,9 @@ func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []re
 		return int32(k + 1)
 	}
 	// Sessions: the last one of each owner.
-	last := map[store.Instance]int{}
-	var sess []store.Session
+	if a.last == nil {
+		a.last = map[store.Instance]int{}
+	}
 	for _, i := range live {
 		b := group[i].Batch
 		for j := range b.Changes {
@@ -319,15 +387,15 @@ func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []re
 			a.wSeq = append(a.wSeq, int64(w.Seq))
 		}
 		for _, ss := range b.Sessions {
-			if k, ok := last[ss.Owner]; ok {
-				sess[k] = ss
+			if k, ok := a.last[ss.Owner]; ok {
+				a.sess[k] = ss
 			} else {
-				last[ss.Owner] = len(sess)
-				sess = append(sess, ss)
+				a.last[ss.Owner] = len(a.sess)
+				a.sess = append(a.sess, ss)
 			}
 		}
 	}
-	for _, ss := range sess {
+	for _, ss := range a.sess {
 		if ss.Updated.IsZero() {
 			ss.Updated = now
 		}
@@ -342,28 +410,33 @@ func build(group []*groupcommit.Request, live []int, now time.Time) (*args, []re
 		a.sAcked = append(a.sAcked, int64(ss.Acked))
 		a.sUpdated = append(a.sUpdated, ss.Updated)
 	}
-	return a, keys
 }
 
 // tryGroup writes the live batches of group with one call of
 // xmpptrack_commit, a transaction of its own (one round trip). It returns
 // the ids that exist already (with errConflict), or the cursors to hand
-// back.
+// back. Only the committer calls it: it uses the committer's args.
 func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, keys := build(group, live, time.Now())
-	var got []int32
-	var last *int64
+	a := &s.args
+	defer a.reset()
+	a.build(group, live, time.Now())
+	vals := a.encode()
+	var last int64
+	var some bool
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	pid := conn.Conn().PgConn().PID()
-	if s.cfg.beforeCommit == nil {
-		err = conn.QueryRow(ctx, commitCall, a.list()...).Scan(&got, &last)
+	sd, err := conn.Conn().Prepare(ctx, commitStmt, commitCall)
+	if err != nil {
+		err = &prepareError{err}
+	} else if s.cfg.beforeCommit == nil {
+		last, some, err = a.call(ctx, conn.Conn().PgConn(), sd, vals)
 	} else {
-		err = s.callInTx(ctx, conn, a, &got, &last)
+		last, some, err = s.callInTx(ctx, conn, sd, vals)
 	}
 	conn.Release()
 	if err != nil && doubtful(err) {
@@ -390,10 +463,14 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 		return nil, nil, err
 	}
 	var out []result
-	if len(got) > 0 && last != nil {
-		base := *last - int64(len(got)) + 1
-		for k, key := range got {
-			r := keys[key]
+	if len(a.got) > 0 && some {
+		base := last - int64(len(a.got)) + 1
+		out = make([]result, 0, len(a.got))
+		for k, key := range a.got {
+			if key < 0 || int(key) >= len(a.keys) {
+				return nil, nil, fmt.Errorf("%w: key %d of %d", errResult, key, len(a.keys))
+			}
+			r := a.keys[key]
 			r.cursor = base + int64(k)
 			out = append(out, r)
 		}
@@ -401,24 +478,61 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 	return out, nil, nil
 }
 
+// call runs the prepared xmpptrack_commit with the encoded arguments
+// vals. It returns the last cursor taken (some: any), and leaves the keys
+// of the feed rows written in a.got.
+func (a *args) call(ctx context.Context, pc *pgconn.PgConn, sd *pgconn.StatementDescription, vals [][]byte) (last int64, some bool, err error) {
+	rr := pc.ExecStatement(ctx, sd, vals, binaryFormat, binaryFormat)
+	rows := 0
+	for rr.NextRow() {
+		rows++
+		v := rr.Values()
+		if len(v) != 2 || (v[1] != nil && len(v[1]) != 8) {
+			err = fmt.Errorf("%w: %d columns", errResult, len(v))
+			continue
+		}
+		if a.got, err = int4Array(a.got[:0], v[0]); err != nil {
+			continue
+		}
+		if v[1] != nil {
+			last, some = int64(binary.BigEndian.Uint64(v[1])), true
+		}
+	}
+	if _, cerr := rr.Close(); cerr != nil {
+		return 0, false, cerr
+	}
+	if err == nil && rows != 1 {
+		err = fmt.Errorf("%w: %d rows", errResult, rows)
+	}
+	return last, some, err
+}
+
 // callInTx is the call in an explicit transaction, with beforeCommit run
 // between the call (which took the cursors) and COMMIT: tests hold commits
 // up there.
-func (s *Store) callInTx(ctx context.Context, conn *pgxpool.Conn, a *args, got *[]int32, last **int64) error {
+func (s *Store) callInTx(ctx context.Context, conn *pgxpool.Conn, sd *pgconn.StatementDescription, vals [][]byte) (int64, bool, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	defer tx.Rollback(ctx)
-	if err := tx.QueryRow(ctx, commitCall, a.list()...).Scan(got, last); err != nil {
-		return err
+	last, some, err := s.args.call(ctx, conn.Conn().PgConn(), sd, vals)
+	if err != nil {
+		return 0, false, err
 	}
 	s.cfg.beforeCommit()
 	if err := tx.Commit(ctx); err != nil {
-		return &commitError{err}
+		return 0, false, &commitError{err}
 	}
-	return nil
+	return last, some, nil
 }
+
+// prepareError is an error of preparing the call on a connection: nothing
+// ran, so it is never in doubt.
+type prepareError struct{ err error }
+
+func (e *prepareError) Error() string { return e.err.Error() }
+func (e *prepareError) Unwrap() error { return e.err }
 
 // commitError is an error of COMMIT itself: the transaction may have been
 // committed, so it is not tried again.
@@ -432,7 +546,8 @@ func (e *commitError) Unwrap() error { return e.err }
 // reached the server. An error the server sent means that it rolled back.
 func doubtful(err error) bool {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	var prep *prepareError
+	if errors.As(err, &pe) || errors.As(err, &prep) {
 		return false
 	}
 	var atCommit *commitError

@@ -59,6 +59,8 @@ type Store struct {
 	connCfg *pgx.ConnConfig // for the listener and leases
 
 	group  *groupcommit.Queue // to the committer
+	args   args               // the committer's arguments, reused (see tryGroup)
+	seen   map[string]int     // the committer's, reused (see commitGroup)
 	pooled *atomic.Bool       // the session ids are not the server's (a connection pooler)
 
 	ctx  context.Context // ends with Close
