@@ -15,23 +15,26 @@ import (
 const clockTick = 10 * time.Millisecond
 
 // cpuUse is the CPU time (user and system) used so far by this process, by
-// the XMPP server's process tree, by PostgreSQL's and by the load client.
-type cpuUse struct{ self, server, db, load time.Duration }
+// the XMPP server's process tree, by PostgreSQL's, by the load client and
+// by the recipient.
+type cpuUse struct{ self, server, db, load, recipient time.Duration }
 
 // pidSet names the processes measured; 0 for none.
-type pidSet struct{ server, db, load int }
+type pidSet struct{ server, db, load, recipient int }
 
 func (a cpuUse) sub(b cpuUse) cpuUse {
-	return cpuUse{a.self - b.self, a.server - b.server, a.db - b.db, a.load - b.load}
+	return cpuUse{a.self - b.self, a.server - b.server, a.db - b.db, a.load - b.load, a.recipient - b.recipient}
 }
 
 func (a cpuUse) add(b cpuUse) cpuUse {
-	return cpuUse{a.self + b.self, a.server + b.server, a.db + b.db, a.load + b.load}
+	return cpuUse{a.self + b.self, a.server + b.server, a.db + b.db, a.load + b.load, a.recipient + b.recipient}
 }
 
 // total is the CPU time of every process measured: what the two cores of a
 // run spent, which bounds its throughput when they are saturated.
-func (a cpuUse) total() time.Duration { return a.self + a.server + a.db + a.load }
+func (a cpuUse) total() time.Duration {
+	return a.self + a.server + a.db + a.load + a.recipient
+}
 
 // perMsg formats the CPU time per message of n messages.
 func (a cpuUse) perMsg(n int) string {
@@ -41,6 +44,9 @@ func (a cpuUse) perMsg(n int) string {
 	}
 	if a.load != 0 {
 		s += fmt.Sprintf(" (load client %s)", perMsg(a.load, n))
+	}
+	if a.recipient != 0 {
+		s += fmt.Sprintf(" (recipient %s)", perMsg(a.recipient, n))
 	}
 	return s
 }
@@ -54,7 +60,7 @@ func cpuNow(p pidSet) cpuUse {
 	for _, m := range []struct {
 		pid int
 		d   *time.Duration
-	}{{p.server, &u.server}, {p.db, &u.db}, {p.load, &u.load}} {
+	}{{p.server, &u.server}, {p.db, &u.db}, {p.load, &u.load}, {p.recipient, &u.recipient}} {
 		if m.pid > 0 {
 			*m.d = treeCPU(m.pid)
 		}

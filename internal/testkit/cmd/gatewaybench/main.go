@@ -16,14 +16,15 @@
 // account's client records in the gateway's store; with -store memory
 // neither records anything.
 //
-// The recipient is logged in (an xmpptrack client in this process that
-// sends no receipts), so messages stay pending for their window. Both sides
-// send the same messages to it from the same number of concurrent senders
-// (-c goroutines calling Send, or -c connections with one request in flight
-// on each), each with no pause between one message and the next. The
-// library's sends run under context.Background, the gateway's under its
-// shared SendTimeout deadline (a cost of the gateway's). The gateway is
-// served with the timeouts examples/gateway sets.
+// The recipient is logged in (an xmpptrack client that sends no receipts,
+// in a child process of its own: reading the messages is neither side's
+// work), so messages stay pending for their window. Both sides send the
+// same messages to it from the same number of concurrent senders (-c
+// goroutines calling Send, or -c connections with one request in flight on
+// each), with no pause between one message and the next. The library's
+// sends run under context.Background, the gateway's under its shared
+// SendTimeout deadline (a cost of the gateway's). The gateway is served
+// with the timeouts examples/gateway sets.
 //
 // After an untimed warm-up of both, each round runs both sides, the library
 // first in odd rounds and the gateway first in even ones (-order
@@ -31,15 +32,15 @@
 // the machine the other just warmed. A side's run starts only once the
 // recipient got every message of the run before (-settle=false: at once):
 // the server's deliveries of one run no longer slow the next, and a run's
-// CPU time includes its own deliveries. The summary gives the ratio over all
-// rounds, the median of the rounds' ratios, and the ratio of all the CPU
-// time per message (self, server, PostgreSQL, and the gateway's load
-// client): with the cores saturated, the throughput ratio tends to it. Each
-// round reports the CPU time per message of this process (the library
-// alone, or the gateway with its account's client; the recipient's client
-// in both), of the XMPP server's process tree, of PostgreSQL's, and of the
-// HTTP load client: on a loaded machine the throughputs swing with the
-// other processes, the CPU times much less.
+// CPU time includes its own deliveries. Each round reports the CPU time per
+// message of this process (the library alone, or the gateway with its
+// account's client), of the XMPP server's process tree, of PostgreSQL's,
+// of the HTTP load client and of the recipient: on a loaded machine the
+// throughputs swing with the other processes, the CPU times much less. The
+// summary gives the ratio over all rounds, the median of the rounds'
+// ratios, and the ratio of all that CPU time per message (the load client
+// counted on the gateway's side): with the cores saturated, the throughput
+// ratio tends to it.
 //
 // The HTTP clients run in a child process (this program again), so that
 // their CPU time is measured apart; it still competes for the same cores. On
@@ -101,6 +102,9 @@ func main() {
 	storeKind := flag.String("store", "memory", "the record: memory, sqlite or postgres (the direct client gets the same kind)")
 	client := flag.String("client", defaultClient, "the HTTP client: epoll (one loop over all connections, as wrk sends; Linux), raw (a goroutine per connection) or net/http")
 	loadAddr := flag.String("load-addr", "", "(internal) run as the HTTP load client of this address")
+	recipientAddr := flag.String("recipient-addr", "", "(internal) run as the recipient, logging in at this address")
+	recipientJID := flag.String("recipient-jid", "", "(internal) the recipient's JID")
+	recipientCA := flag.String("recipient-ca", "", "(internal) the XMPP server's certificate (PEM file)")
 	loadBody := flag.String("load-body", "", "(internal) the load client's request body")
 	flag.BoolVar(&settleWait, "settle", true, "start each phase once the recipient got every message of the one before")
 	flag.StringVar(&order, "order", "alternate", "alternate (direct first in odd rounds, the gateway first in even ones) or direct-first")
@@ -112,9 +116,12 @@ func main() {
 		os.Exit(2)
 	}
 	var err error
-	if *loadAddr != "" {
+	switch {
+	case *loadAddr != "":
 		err = loadMain(*loadAddr, *client, *c, []byte(*loadBody))
-	} else {
+	case *recipientAddr != "":
+		err = recipientMain(*recipientAddr, *recipientJID, *recipientCA)
+	default:
 		err = run(testserver.Kind(*server), *n, *c, *pending, *rounds, *storeKind, *client)
 	}
 	if err != nil {
@@ -214,15 +221,11 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		return err
 	}
 	defer srv.Stop()
-	var got arrivals
-	bob, err := xmpptrack.Dial(ctx, srv.JID("bob"), srv.Password("bob"), &xmpptrack.Config{
-		Addr: srv.Addr(), TLSConfig: srv.TLSConfig(), NoReceipts: true,
-		OnMessage: func(*xmpptrack.Client, *xmpptrack.Incoming) { got.add() },
-	})
+	bob, err := startRecipient(srv, "bob")
 	if err != nil {
 		return err
 	}
-	defer bob.Close()
+	defer bob.close()
 	to := srv.JID("bob")
 
 	dst, gst, dbPID, closeStores, err := openStores(ctx, storeKind)
@@ -280,16 +283,21 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 	var directTime, gwTime time.Duration
 	var directCPU, gwCPU cpuUse
 	var lat []time.Duration
-	pids := pidSet{server: srv.PID(), db: dbPID, load: load.pid()}
+	pids := pidSet{server: srv.PID(), db: dbPID, load: load.pid(), recipient: bob.pid()}
 	// settle waits until the recipient got every message sent so far: the
 	// server has finished the previous phase's deliveries before the next
 	// phase starts, and each phase's CPU includes its own.
 	var sent int64
-	settle := func(k int) {
+	settle := func(k int) error {
 		sent += int64(k)
-		if settleWait && !got.wait(sent, 2*time.Minute) {
-			fmt.Printf("warning: the recipient got %d of %d messages\n", got.load(), sent)
+		if !settleWait {
+			return nil
 		}
+		ok, got, err := bob.wait(sent)
+		if err == nil && !ok {
+			fmt.Printf("warning: the recipient got %d of %d messages\n", got, sent)
+		}
+		return err
 	}
 	// Warm up both paths (the server's first thousands of messages cost it
 	// more), untimed.
@@ -302,7 +310,9 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		if _, _, err := runGateway(load, w, &gc); err != nil {
 			return err
 		}
-		settle(2 * w)
+		if err := settle(2 * w); err != nil {
+			return err
+		}
 	}
 	for r := range rounds {
 		var d, gd time.Duration
@@ -315,7 +325,9 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 			if d, err = runDirect(ctx, direct, to.String(), n, conc, &dc); err != nil {
 				return err
 			}
-			settle(n)
+			if err := settle(n); err != nil {
+				return err
+			}
 			dcpu = cpuNow(pids).sub(c0)
 			return nil
 		}
@@ -326,7 +338,9 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 			if gd, l, err = runGateway(load, n, &gc); err != nil {
 				return err
 			}
-			settle(n)
+			if err := settle(n); err != nil {
+				return err
+			}
 			gcpu = cpuNow(pids).sub(c0)
 			return nil
 		}
@@ -359,7 +373,7 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		median(ratios), slices.Min(ratios), slices.Max(ratios))
 	fmt.Printf("CPU per message: direct %s; gateway %s; by all of it, direct / gateway (its load client included) %.2f\n",
 		directCPU.perMsg(rounds*n), gwCPU.perMsg(rounds*n), directCPU.total().Seconds()/gwCPU.total().Seconds())
-	fmt.Printf("  (self: the library alone, or the gateway with its account's client; both with the recipient's client; load: the HTTP client process)\n")
+	fmt.Printf("  (self: the library alone, or the gateway with its account's client; load: the HTTP client process; recipient: its client's process)\n")
 	fmt.Printf("POST /v1/messages latency: p50 %s, p90 %s, p99 %s, max %s (%d requests)\n",
 		pct(.5).Round(10*time.Microsecond), pct(.9).Round(10*time.Microsecond), pct(.99).Round(10*time.Microsecond),
 		lat[len(lat)-1].Round(10*time.Microsecond), len(lat))
@@ -374,7 +388,7 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		pprof.StartCPUProfile(f)
 		_, _, err = runGateway(load, n, &gc)
 		if err == nil {
-			settle(n)
+			err = settle(n)
 		}
 		pprof.StopCPUProfile()
 		f.Close()
@@ -392,7 +406,7 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		pprof.StartCPUProfile(f)
 		_, err = runDirect(ctx, direct, to.String(), n, conc, &dc)
 		if err == nil {
-			settle(n)
+			err = settle(n)
 		}
 		pprof.StopCPUProfile()
 		f.Close()
@@ -407,7 +421,9 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 		if _, _, err := runGateway(load, pending, &gc); err != nil {
 			return err
 		}
-		settle(pending)
+		if err := settle(pending); err != nil {
+			return err
+		}
 		after := heap()
 		if memProfile != "" {
 			f, err := os.Create(memProfile)

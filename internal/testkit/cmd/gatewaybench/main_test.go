@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -55,5 +58,35 @@ func TestMedian(t *testing.T) {
 		if got := median(c.v); got != c.want {
 			t.Errorf("median(%v) = %v, want %v", c.v, got, c.want)
 		}
+	}
+}
+
+// TestRecipientWait: the parent asks the recipient's process for a count
+// and reads its answer: reached, or not with the count it got.
+func TestRecipientWait(t *testing.T) {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	go func() { // the child's side of the protocol
+		in := bufio.NewScanner(inR)
+		for in.Scan() {
+			switch in.Text() {
+			case "10":
+				fmt.Fprintln(outW, "ok")
+			default:
+				fmt.Fprintln(outW, "timeout 10")
+			}
+		}
+		outW.Close()
+	}()
+	r := &recipient{in: inW, out: bufio.NewReader(outR)}
+	if ok, got, err := r.wait(10); !ok || got != 10 || err != nil {
+		t.Errorf("wait(10): %v %d %v", ok, got, err)
+	}
+	if ok, got, err := r.wait(12); ok || got != 10 || err != nil {
+		t.Errorf("wait(12) with 10 arrived: %v %d %v", ok, got, err)
+	}
+	inW.Close()
+	if _, _, err := r.wait(13); err == nil {
+		t.Error("wait after the child ended: no error")
 	}
 }
