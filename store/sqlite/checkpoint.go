@@ -6,8 +6,6 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"time"
-
-	msqlite "modernc.org/sqlite"
 )
 
 // Checkpoints (copying the pages of the WAL into the database file, so
@@ -60,13 +58,18 @@ func (s *Store) wrote() {
 	}
 	var n int
 	conn.Raw(func(dc any) error {
-		if st, ok := dc.(msqlite.DBStatus); ok {
-			n, _, _ = st.Status(msqlite.DBStatusCacheWrite, true)
-		}
+		n = walPages(dc)
 		return nil
 	})
 	conn.Close()
-	if s.walPages.Add(int64(n)) < int64(s.threshold()) {
+	s.walPages.Add(int64(n))
+	s.checkWAL()
+}
+
+// checkWAL wakes the checkpointer once the pages written to the WAL since
+// the last checkpoint pass the threshold.
+func (s *Store) checkWAL() {
+	if s.walPages.Load() < int64(s.threshold()) {
 		return
 	}
 	select {
@@ -140,8 +143,12 @@ func (s *Store) restart() {
 	s.checkpointOnce(conn, "RESTART")
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", prev)); err != nil {
 		// Never leave the writer with the short timeout: drop the
-		// connection (database/sql opens a new one, with the DSN's).
-		conn.Raw(func(any) error { return driver.ErrBadConn })
+		// connection (database/sql opens a new one, with the DSN's), and
+		// the committer's statements on it first (see wconn.go).
+		conn.Raw(func(dc any) error {
+			s.dropStmts(dc)
+			return driver.ErrBadConn
+		})
 	}
 }
 

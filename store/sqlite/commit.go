@@ -2,7 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
@@ -69,8 +69,8 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 	}
 	if ok {
 		s.wake()
-		s.wrote()
 	}
+	s.checkWAL()
 }
 
 // write runs f in a write transaction and then writes the message rows f
@@ -85,20 +85,45 @@ func (s *Store) write(ctx context.Context, f func(*writer) error) error {
 	return err
 }
 
+// writeOnce runs one transaction on the writer's driver connection (see
+// wconn.go).
 func (s *Store) writeOnce(ctx context.Context, f func(*writer) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+	conn, err := s.w.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	w := &writer{s: s, ctx: ctx, ts: txStmts{ctx: ctx, tx: tx, st: &s.st}, now: time.Now(), rows: map[string]*row{}}
-	if err := f(w); err != nil {
+	defer conn.Close()
+	var pages int
+	err = conn.Raw(func(dc any) error {
+		c, err := s.conn(dc)
+		if err != nil {
+			return err
+		}
+		err = s.tx(c, f)
+		pages = walPages(dc)
+		return err
+	})
+	s.walPages.Add(int64(pages))
+	return err
+}
+
+// tx runs f and flush in a transaction on c, and commits it.
+func (s *Store) tx(c *wconn, f func(*writer) error) error {
+	if _, err := c.exec(begin); err != nil {
 		return err
 	}
-	if err := w.flush(); err != nil {
-		return err
+	w := &writer{s: s, c: c, now: time.Now(), rows: map[string]*row{}}
+	err := f(w)
+	if err == nil {
+		err = w.flush()
 	}
-	if err := tx.Commit(); err != nil {
+	if err == nil {
+		_, err = c.exec(commit)
+	}
+	if err != nil {
+		// Also after a failed COMMIT, which may leave the transaction
+		// open; the error of a ROLLBACK with none open does not matter.
+		c.exec(rollback)
 		return err
 	}
 	for id, r := range w.rows {
@@ -134,8 +159,7 @@ func (s *Store) wake() {
 // at the end of the transaction.
 type writer struct {
 	s    *Store
-	ctx  context.Context
-	ts   txStmts
+	c    *wconn
 	now  time.Time
 	rows map[string]*row // by id: the message rows this transaction read or wrote
 }
@@ -167,20 +191,18 @@ func (w *writer) lookup(id string) (*row, error) {
 		w.rows[id] = r
 		return r, nil
 	}
-	var n, state int64
-	var settled bool
-	err := w.ts.get(getMsg).QueryRowContext(w.ctx, id).Scan(&n, &state, &settled)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
+	v, err := w.c.queryRow(getMsg, id)
+	if v == nil || err != nil {
 		return nil, err
 	}
+	n, _ := v[0].(int64)
+	state, _ := v[1].(int64)
+	settled, _ := v[2].(int64)
 	ms, err := decodeState(state)
 	if err != nil {
 		return nil, err
 	}
-	st := status{state: ms, settled: settled}
+	st := status{state: ms, settled: settled != 0}
 	r := &row{n: n, was: st, cur: st}
 	w.rows[id] = r
 	return r, nil
@@ -206,7 +228,7 @@ func (w *writer) apply(b *store.Batch) error {
 		if settled {
 			raw = nil
 		}
-		res, err := w.ts.get(insMsg).ExecContext(w.ctx,
+		res, err := w.c.exec(insMsg,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
 			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created), int64(m.State))
 		if err != nil {
@@ -244,7 +266,7 @@ func (w *writer) apply(b *store.Batch) error {
 			continue
 		}
 		if to != r.cur.state {
-			res, err := w.ts.get(insChange).ExecContext(w.ctx, r.n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
+			res, err := w.c.exec(insChange, r.n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
 			if err != nil {
 				return err
 			}
@@ -270,7 +292,7 @@ func (w *writer) apply(b *store.Batch) error {
 		if ss.Updated.IsZero() {
 			ss.Updated = w.now
 		}
-		_, err := w.ts.get(upSession).ExecContext(w.ctx,
+		_, err := w.c.exec(upSession,
 			ss.Owner.Account, ss.Owner.Resource, ss.JID, ss.ID, ss.Location, int64(ss.Max/time.Second),
 			int64(ss.Inbound), int64(ss.Outbound), int64(ss.Acked), micros(ss.Updated))
 		if err != nil {
@@ -288,13 +310,12 @@ func (w *writer) check(b *store.Batch) error {
 		if mine[m.ID] {
 			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
 		}
-		var one int
-		err := w.ts.get(exists).QueryRowContext(w.ctx, m.ID).Scan(&one)
-		if err == nil {
-			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
+		v, err := w.c.queryRow(exists, m.ID)
+		if err != nil {
 			return err
+		}
+		if v != nil {
+			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
 		}
 		mine[m.ID] = true
 	}
@@ -315,15 +336,15 @@ func (w *writer) flush() error {
 		}
 		// The cheapest statement that does it: an update that leaves
 		// settled and updated alone touches no index.
-		var res sql.Result
+		var res driver.Result
 		var err error
 		switch {
 		case r.updated == 0:
-			res, err = w.ts.get(setSeq).ExecContext(w.ctx, seq, r.n, id, int64(r.was.state), r.was.settled)
+			res, err = w.c.exec(setSeq, seq, r.n, id, int64(r.was.state), r.was.settled)
 		case !r.cur.settled:
-			res, err = w.ts.get(updMsg).ExecContext(w.ctx, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
+			res, err = w.c.exec(updMsg, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
 		default:
-			res, err = w.ts.get(settleMsg).ExecContext(w.ctx, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
+			res, err = w.c.exec(settleMsg, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
 		}
 		if err != nil {
 			return err
@@ -339,7 +360,8 @@ func (w *writer) flush() error {
 	return nil
 }
 
-// The statements of a commit, prepared once on the writer connection.
+// The statements of a commit, prepared once on the writer's connection (see
+// wconn.go).
 const (
 	sqlInsMsg = `INSERT INTO messages
 		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first)
@@ -375,44 +397,7 @@ const (
 	nStmts
 )
 
-var stmtSQL = [nStmts]string{
+var stmtSQL = [...]string{
 	insMsg: sqlInsMsg, exists: sqlExists, insChange: sqlInsChange, getMsg: sqlGetMsg,
 	setSeq: sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
-}
-
-// stmts are the statements of a commit, prepared once on the writer.
-type stmts [nStmts]*sql.Stmt
-
-func (st *stmts) prepare(ctx context.Context, db *sql.DB) error {
-	for i, q := range stmtSQL {
-		var err error
-		if st[i], err = db.PrepareContext(ctx, q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (st *stmts) close() {
-	for _, s := range st {
-		if s != nil {
-			s.Close()
-		}
-	}
-}
-
-// txStmts binds the statements to one transaction, each when it is first
-// used (a write-ahead uses two of them): the transaction closes them.
-type txStmts struct {
-	ctx   context.Context
-	tx    *sql.Tx
-	st    *stmts
-	bound [nStmts]*sql.Stmt
-}
-
-func (ts *txStmts) get(i int) *sql.Stmt {
-	if ts.bound[i] == nil {
-		ts.bound[i] = ts.tx.StmtContext(ts.ctx, ts.st[i])
-	}
-	return ts.bound[i]
 }

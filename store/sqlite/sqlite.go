@@ -50,7 +50,9 @@ type Store struct {
 	w    *sql.DB // the writer: one connection
 	r    *sql.DB // readers
 	ck   *sql.DB // the checkpointer's connection (see checkpoint.go)
-	st   stmts   // the writer's prepared statements
+	// wc is the writer's driver connection with the committer's prepared
+	// statements (see wconn.go).
+	wc *wconn
 
 	group  *groupcommit.Queue // to the committer
 	ckWake chan struct{}      // capacity 1: the WAL passed the threshold (see wrote)
@@ -123,16 +125,15 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 		w.Close()
 		return nil, openErr(path, err)
 	}
-	if err := s.st.prepare(ctx, w); err != nil {
+	if err := s.prepare(ctx); err != nil {
 		s.stop()
-		s.st.close()
 		w.Close()
 		return nil, openErr(path, err)
 	}
 	r, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_query_only=1")
 	if err != nil {
 		s.stop()
-		s.st.close()
+		s.closeStmts()
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -142,7 +143,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	ck, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_synchronous="+syncMode)
 	if err != nil {
 		s.stop()
-		s.st.close()
+		s.closeStmts()
 		r.Close()
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -156,6 +157,33 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 		s.workers.Go(s.pruner)
 	}
 	return s, nil
+}
+
+// prepare prepares the committer's statements on the writer's connection
+// (see wconn.go), so that a file they do not fit fails at Open.
+func (s *Store) prepare(ctx context.Context) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		_, err := s.conn(dc)
+		return err
+	})
+}
+
+// closeStmts closes the committer's statements, once it stopped.
+func (s *Store) closeStmts() {
+	conn, err := s.w.Conn(context.Background())
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	conn.Raw(func(dc any) error {
+		s.dropStmts(dc)
+		return nil
+	})
 }
 
 // header is the first bytes of every SQLite database file.
@@ -201,7 +229,7 @@ func (s *Store) Close() error {
 	}
 	s.workers.Wait()
 	rerr := errors.Join(s.r.Close(), s.ck.Close())
-	s.st.close()
+	s.closeStmts()
 	// Fold the WAL into the database file, so that the file alone holds
 	// everything (best effort: another process may be reading, and its
 	// readers are waited for at most restartBusy, not the busy timeout; a
