@@ -30,17 +30,20 @@
 // first in odd rounds and the gateway first in even ones (-order
 // direct-first: always the library first), so that neither always runs on
 // the machine the other just warmed. A side's run starts only once the
-// recipient got every message of the run before (-settle=false: at once):
-// the server's deliveries of one run no longer slow the next, and a run's
-// CPU time includes its own deliveries. Each round reports the CPU time per
-// message of this process (the library alone, or the gateway with its
-// account's client), of the XMPP server's process tree, of PostgreSQL's,
-// of the HTTP load client and of the recipient: on a loaded machine the
-// throughputs swing with the other processes, the CPU times much less. The
-// summary gives the ratio over all rounds, the median of the rounds'
-// ratios, and the ratio of all that CPU time per message (the load client
-// counted on the gateway's side): with the cores saturated, the throughput
-// ratio tends to it.
+// recipient got every message of the run before (-settle=false: at once),
+// so that the server's deliveries of one run do not slow the next; a
+// message it never got, or one that failed, makes the run an error. Each
+// round reports the CPU time per message over the timed run of this
+// process (the library alone, or the gateway with its account's client),
+// of the XMPP server's process tree, of PostgreSQL's, of the HTTP load
+// client and of the recipient (the summary adds what they spent after it,
+// until the recipient got everything): on a loaded machine the throughputs
+// swing with the other processes and with the share of the cores the
+// scheduler gives each side, the CPU times much less. The summary gives
+// the ratio over all rounds, the median of the rounds' ratios, and the
+// sender CPU ratio: the library's CPU per message against the gateway
+// process's plus its load client's (the server's and the database's work
+// is the same for both). The load average is printed with the numbers.
 //
 // The HTTP clients run in a child process (this program again), so that
 // their CPU time is measured apart; it still competes for the same cores. On
@@ -69,7 +72,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,7 +100,7 @@ func main() {
 	n := flag.Int("n", 20000, "messages per throughput run")
 	c := flag.Int("c", 1000, "concurrent senders (goroutines, HTTP clients)")
 	pending := flag.Int("pending", 100000, "pending messages for the memory measurement (0: skip)")
-	rounds := flag.Int("rounds", 2, "direct/gateway rounds")
+	rounds := flag.Int("rounds", 2, "direct/gateway rounds (even with -order alternate)")
 	storeKind := flag.String("store", "memory", "the record: memory, sqlite or postgres (the direct client gets the same kind)")
 	client := flag.String("client", defaultClient, "the HTTP client: epoll (one loop over all connections, as wrk sends; Linux), raw (a goroutine per connection) or net/http")
 	loadAddr := flag.String("load-addr", "", "(internal) run as the HTTP load client of this address")
@@ -113,6 +115,10 @@ func main() {
 	flag.Parse()
 	if order != "alternate" && order != "direct-first" {
 		fmt.Fprintf(os.Stderr, "gatewaybench: unknown -order %q\n", order)
+		os.Exit(2)
+	}
+	if order == "alternate" && *rounds%2 != 0 && *loadAddr == "" && *recipientAddr == "" {
+		fmt.Fprintln(os.Stderr, "gatewaybench: -order alternate needs an even -rounds (each side first as often)")
 		os.Exit(2)
 	}
 	var err error
@@ -130,26 +136,33 @@ func main() {
 	}
 }
 
-// counter counts messages that reached DELIVERED_TO_SERVER (or beyond).
+// counter counts messages that left IN_TRANSIT: to DELIVERED_TO_SERVER or
+// beyond, or failed (ABORTED, TIMED_OUT, CLOSED, ERROR).
 type counter struct {
-	n    atomic.Int64
-	want atomic.Int64
-	done chan struct{}
-	once *sync.Once
+	n      atomic.Int64
+	failed atomic.Int64
+	want   atomic.Int64
+	done   chan struct{}
+	once   *sync.Once
 }
 
 func (c *counter) reset(want int) {
 	c.n.Store(0)
+	c.failed.Store(0)
 	c.want.Store(int64(want))
 	c.done = make(chan struct{})
 	c.once = new(sync.Once)
 }
 
 func (c *counter) onChange(_ *tracking.MessageTracker, from, to tracking.MessageState, _ *tracking.Response) {
-	if from == tracking.InTransit && to != tracking.InTransit {
-		if c.n.Add(1) == c.want.Load() {
-			c.once.Do(func() { close(c.done) })
-		}
+	if from != tracking.InTransit || to == tracking.InTransit {
+		return
+	}
+	if to > tracking.SeenByRecipient {
+		c.failed.Add(1)
+	}
+	if c.n.Add(1) == c.want.Load() {
+		c.once.Do(func() { close(c.done) })
 	}
 }
 
@@ -277,151 +290,102 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 	}
 	defer load.close()
 
-	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, store %s (direct and gateway), client %s, %d CPUs, %s\n",
-		kind, n, conc, storeKind, client, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
-	var directRates, gwRates, ratios []float64
-	var directTime, gwTime time.Duration
-	var directCPU, gwCPU cpuUse
-	var lat []time.Duration
+	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, store %s (direct and gateway), client %s, %d CPUs, %s, %s\n",
+		kind, n, conc, storeKind, client, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339), loadavg())
 	pids := pidSet{server: srv.PID(), db: dbPID, load: load.pid(), recipient: bob.pid()}
 	// settle waits until the recipient got every message sent so far: the
-	// server has finished the previous phase's deliveries before the next
-	// phase starts, and each phase's CPU includes its own.
+	// server has finished the previous run's deliveries before the next run
+	// starts. A message missing makes the measurement invalid.
 	var sent int64
-	settle := func(k int) error {
-		sent += int64(k)
-		if !settleWait {
-			return nil
+	settle := func(k int) func() error {
+		return func() error {
+			sent += int64(k)
+			if !settleWait {
+				return nil
+			}
+			ok, got, err := bob.wait(sent)
+			if err == nil && !ok {
+				err = fmt.Errorf("the recipient got %d of %d messages", got, sent)
+			}
+			return err
 		}
-		ok, got, err := bob.wait(sent)
-		if err == nil && !ok {
-			fmt.Printf("warning: the recipient got %d of %d messages\n", got, sent)
+	}
+	viaLibrary := func(k int) func() (time.Duration, []time.Duration, error) {
+		return func() (time.Duration, []time.Duration, error) {
+			dc.reset(k)
+			d, err := runDirect(ctx, direct, to.String(), k, conc, &dc)
+			return d, nil, err
 		}
-		return err
+	}
+	viaGateway := func(k int) func() (time.Duration, []time.Duration, error) {
+		return func() (time.Duration, []time.Duration, error) {
+			gc.reset(k)
+			return runGateway(load, k, &gc)
+		}
 	}
 	// Warm up both paths (the server's first thousands of messages cost it
 	// more), untimed.
 	if w := min(n, 2000); w > 0 {
-		dc.reset(w)
-		if _, err := runDirect(ctx, direct, to.String(), w, conc, &dc); err != nil {
-			return err
-		}
-		gc.reset(w)
-		if _, _, err := runGateway(load, w, &gc); err != nil {
-			return err
-		}
-		if err := settle(2 * w); err != nil {
-			return err
+		for _, send := range []func() (time.Duration, []time.Duration, error){viaLibrary(w), viaGateway(w)} {
+			if _, err := measure(pids, send, settle(w)); err != nil {
+				return err
+			}
 		}
 	}
+	var rs []round
 	for r := range rounds {
-		var d, gd time.Duration
-		var dcpu, gcpu cpuUse
-		var l []time.Duration
-		viaLibrary := func() error {
-			dc.reset(n)
-			c0 := cpuNow(pids)
+		rd := round{directFirst: directFirst(order, r)}
+		sides := []struct {
+			send func() (time.Duration, []time.Duration, error)
+			p    *phase
+		}{{viaLibrary(n), &rd.direct}, {viaGateway(n), &rd.gateway}}
+		if !rd.directFirst {
+			sides[0], sides[1] = sides[1], sides[0]
+		}
+		for _, sd := range sides {
 			var err error
-			if d, err = runDirect(ctx, direct, to.String(), n, conc, &dc); err != nil {
-				return err
-			}
-			if err := settle(n); err != nil {
-				return err
-			}
-			dcpu = cpuNow(pids).sub(c0)
-			return nil
-		}
-		viaGateway := func() error {
-			gc.reset(n)
-			c0 := cpuNow(pids)
-			var err error
-			if gd, l, err = runGateway(load, n, &gc); err != nil {
-				return err
-			}
-			if err := settle(n); err != nil {
-				return err
-			}
-			gcpu = cpuNow(pids).sub(c0)
-			return nil
-		}
-		phases := []func() error{viaLibrary, viaGateway}
-		if !directFirst(order, r) {
-			phases[0], phases[1] = phases[1], phases[0]
-		}
-		for _, p := range phases {
-			if err := p(); err != nil {
+			if *sd.p, err = measure(pids, sd.send, settle(n)); err != nil {
 				return err
 			}
 		}
-		directCPU, gwCPU = directCPU.add(dcpu), gwCPU.add(gcpu)
-		directTime, gwTime = directTime+d, gwTime+gd
-		lat = append(lat, l...)
-		directRates = append(directRates, float64(n)/d.Seconds())
-		gwRates = append(gwRates, float64(n)/gd.Seconds())
-		ratios = append(ratios, gwRates[r]/directRates[r])
+		rs = append(rs, rd)
 		first := "direct first"
-		if !directFirst(order, r) {
+		if !rd.directFirst {
 			first = "gateway first"
 		}
-		fmt.Printf("round %d (%s): direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; CPU per message: direct %s, gateway %s\n", r+1, first,
-			directRates[r], gwRates[r], ratios[r], dcpu.perMsg(n), gcpu.perMsg(n))
+		fmt.Printf("round %d (%s, %s): direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; CPU per message: direct %s, gateway %s\n", r+1, first, loadavg(),
+			float64(n)/rd.direct.d.Seconds(), float64(n)/rd.gateway.d.Seconds(), rd.direct.d.Seconds()/rd.gateway.d.Seconds(),
+			rd.direct.cpu.perMsg(n), rd.gateway.cpu.perMsg(n))
 	}
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	fmt.Printf("throughput to DELIVERED_TO_SERVER over all rounds: direct %.0f msg/s, gateway %.0f msg/s, ratio %.2f; median of the rounds' ratios %.2f (%.2f–%.2f)\n",
-		float64(rounds*n)/directTime.Seconds(), float64(rounds*n)/gwTime.Seconds(), directTime.Seconds()/gwTime.Seconds(),
-		median(ratios), slices.Min(ratios), slices.Max(ratios))
-	fmt.Printf("CPU per message: direct %s; gateway %s; by all of it, direct / gateway (its load client included) %.2f\n",
-		directCPU.perMsg(rounds*n), gwCPU.perMsg(rounds*n), directCPU.total().Seconds()/gwCPU.total().Seconds())
-	fmt.Printf("  (self: the library alone, or the gateway with its account's client; load: the HTTP client process; recipient: its client's process)\n")
-	fmt.Printf("POST /v1/messages latency: p50 %s, p90 %s, p99 %s, max %s (%d requests)\n",
-		pct(.5).Round(10*time.Microsecond), pct(.9).Round(10*time.Microsecond), pct(.99).Round(10*time.Microsecond),
-		lat[len(lat)-1].Round(10*time.Microsecond), len(lat))
+	summarize(n, rs).print(n, rounds)
 
 	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return err
+		// One more run of each side, profiled alone (the recipient's wait
+		// after the profile).
+		for _, p := range []struct {
+			name, file string
+			send       func() (time.Duration, []time.Duration, error)
+		}{{"gateway", cpuProfile, viaGateway(n)}, {"direct", cpuProfile + ".direct", viaLibrary(n)}} {
+			f, err := os.Create(p.file)
+			if err != nil {
+				return err
+			}
+			pprof.StartCPUProfile(f)
+			ph, err := measure(pids, p.send, func() error { return nil })
+			pprof.StopCPUProfile()
+			f.Close()
+			if err == nil {
+				err = settle(n)()
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Printf("profiled %s run (%s): CPU per message %s\n", p.name, p.file, ph.cpu.perMsg(n))
 		}
-		gc.reset(n)
-		c0 := cpuNow(pids)
-		pprof.StartCPUProfile(f)
-		_, _, err = runGateway(load, n, &gc)
-		if err == nil {
-			err = settle(n)
-		}
-		pprof.StopCPUProfile()
-		f.Close()
-		if err != nil {
-			return err
-		}
-		fmt.Printf("profiled gateway run: CPU per message %s\n", cpuNow(pids).sub(c0).perMsg(n))
-		// The library alone, profiled the same way, to hold the gateway's
-		// profile against.
-		if f, err = os.Create(cpuProfile + ".direct"); err != nil {
-			return err
-		}
-		dc.reset(n)
-		c0 = cpuNow(pids)
-		pprof.StartCPUProfile(f)
-		_, err = runDirect(ctx, direct, to.String(), n, conc, &dc)
-		if err == nil {
-			err = settle(n)
-		}
-		pprof.StopCPUProfile()
-		f.Close()
-		if err != nil {
-			return err
-		}
-		fmt.Printf("profiled direct run (%s.direct): CPU per message %s\n", cpuProfile, cpuNow(pids).sub(c0).perMsg(n))
 	}
 	if pending > 0 {
 		before := heap()
-		gc.reset(pending)
-		if _, _, err := runGateway(load, pending, &gc); err != nil {
-			return err
-		}
-		if err := settle(pending); err != nil {
+		if _, err := measure(pids, viaGateway(pending), settle(pending)); err != nil {
 			return err
 		}
 		after := heap()
@@ -438,68 +402,6 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 			pending, st.Pending, float64(after-before)/(1<<20), float64(after-before)/float64(pending))
 	}
 	return nil
-}
-
-// arrivals counts the messages the recipient got.
-type arrivals struct {
-	mu   sync.Mutex
-	n    int64
-	want int64
-	done chan struct{} // closed when n reaches want
-}
-
-func (a *arrivals) add() {
-	a.mu.Lock()
-	a.n++
-	if a.done != nil && a.n >= a.want {
-		close(a.done)
-		a.done = nil
-	}
-	a.mu.Unlock()
-}
-
-func (a *arrivals) load() int64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.n
-}
-
-// wait waits until the recipient got n messages in all; false after
-// timeout.
-func (a *arrivals) wait(n int64, timeout time.Duration) bool {
-	a.mu.Lock()
-	if a.n >= n {
-		a.mu.Unlock()
-		return true
-	}
-	done := make(chan struct{})
-	a.want, a.done = n, done
-	a.mu.Unlock()
-	select {
-	case <-done:
-		return true
-	case <-time.After(timeout):
-		a.mu.Lock()
-		a.done = nil
-		a.mu.Unlock()
-		return false
-	}
-}
-
-// directFirst tells whether round r (from 0) runs the library directly
-// before the gateway: with -order alternate, every other round starts with
-// the gateway, so that neither side always runs first (after the other's
-// run the machine is warmer, its heap larger).
-func directFirst(order string, r int) bool {
-	return order != "alternate" || r%2 == 0
-}
-
-func median(v []float64) float64 {
-	s := slices.Sorted(slices.Values(v))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func perMsg(d time.Duration, n int) time.Duration {
@@ -603,9 +505,14 @@ func runGateway(load *loadClient, n int, cnt *counter) (time.Duration, []time.Du
 	return time.Since(start), lats, nil
 }
 
+// waitCount waits until every message left IN_TRANSIT; any that failed
+// is an error.
 func waitCount(c *counter) error {
 	select {
 	case <-c.done:
+		if f := c.failed.Load(); f > 0 {
+			return fmt.Errorf("%d of %d messages failed", f, c.want.Load())
+		}
 		return nil
 	case <-time.After(5 * time.Minute):
 		return fmt.Errorf("only %d of %d messages acknowledged", c.n.Load(), c.want.Load())
