@@ -63,7 +63,25 @@ type group[R any] struct {
 	// by at most about two linger periods.
 	holding atomic.Bool
 	owed    bool // changes were queued while held: Release hands them over
+
+	// Release paces its hand-overs: under a stream of evidence (the
+	// reading goroutine reads a stanza or two at a time, a few hundred
+	// microseconds apart) each wake-up of the parked dispatcher costs the
+	// process far more than its callbacks (another thread is woken, on a
+	// virtual machine an interrupt between processors). A Release less
+	// than handGap after the previous hand-over does not wake the
+	// dispatcher but sets pace to wake it when handGap has passed, and
+	// the changes of every read until then go with that one wake-up. A
+	// change after a quiet period is handed over at once; under a stream,
+	// callbacks run at most handGap late.
+	handed   time.Time   // when Release last handed changes over
+	deferred bool        // pace is set for a hand-over
+	pace     *time.Timer // wakes the parked dispatcher for a deferred hand-over; made with wake
 }
+
+// handGap is the shortest time between two hand-overs by Release (see
+// group.pace).
+const handGap = 2 * time.Millisecond
 
 // change is one state change waiting for its callbacks.
 type change[R any] struct {
@@ -116,6 +134,20 @@ func (g *group[R]) release() {
 		return
 	}
 	g.owed = false
+	if g.parked && !g.closed && len(g.queue) > 0 {
+		if g.deferred {
+			g.mu.Unlock() // the pace timer wakes the dispatcher
+			return
+		}
+		now := time.Now()
+		if wait := handGap - now.Sub(g.handed); wait > 0 {
+			g.pace.Reset(wait) // set with wake: the dispatcher parked
+			g.deferred = true
+			g.mu.Unlock()
+			return
+		}
+		g.handed = now
+	}
 	g.unlock()
 }
 
@@ -155,6 +187,8 @@ func (g *group[R]) runCallbacks() {
 		if !g.armed {
 			if g.timer == nil {
 				g.wake = make(chan struct{}, 1)
+				g.pace = time.NewTimer(handGap)
+				g.pace.Stop()
 				g.timer = time.AfterFunc(linger, g.tick)
 			} else {
 				g.timer.Reset(linger)
@@ -163,8 +197,36 @@ func (g *group[R]) runCallbacks() {
 		}
 		g.parked = true
 		g.mu.Unlock()
-		<-g.wake
+		g.park()
 		g.mu.Lock()
+		if g.deferred {
+			// Woken before the pace timer: it has nothing left to do.
+			// (Timers of go 1.23 and later deliver nothing after Stop.)
+			g.deferred = false
+			g.pace.Stop()
+		}
+	}
+}
+
+// park waits until the dispatcher is woken: by wake, from whoever cleared
+// parked, or by the pace timer of a deferred hand-over (see group.pace),
+// which clears parked itself unless a waker did first.
+func (g *group[R]) park() {
+	select {
+	case <-g.wake:
+	case <-g.pace.C:
+		g.mu.Lock()
+		if !g.parked {
+			// A waker cleared parked first and sends one wake-up: take
+			// it, or the next one would find wake full.
+			g.mu.Unlock()
+			<-g.wake
+			return
+		}
+		g.parked = false
+		g.handed = time.Now()
+		g.deferred = false
+		g.mu.Unlock()
 	}
 }
 

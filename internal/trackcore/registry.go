@@ -591,7 +591,11 @@ func (r *Registry[R]) stop() {
 func (r *Registry[R]) Hold() { r.g.holding.Store(true) }
 
 // Release ends Hold and wakes the callback goroutine for the changes
-// queued meanwhile. It is cheap when nothing is held.
+// queued meanwhile. It is cheap when nothing is held. Under a stream of
+// evidence it paces the wake-ups: a Release within 2 ms of the previous
+// hand-over leaves the changes to a timer that hands over, with one
+// wake-up, everything the reads until then queued, so callbacks run at
+// most 2 ms late instead of the process waking a thread per read.
 func (r *Registry[R]) Release() {
 	if r.g.holding.Load() {
 		r.g.release()
