@@ -86,7 +86,9 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 	func(t *testing.T) {
 		srv := newFakeServer(t)
 		rec := newRecorder()
-		st := New(rec.config(Config{AckTimeout: 50 * time.Millisecond}))
+		// Real time: a bound of 50 ms sometimes ended the connection
+		// before <enabled/> came on a loaded machine.
+		st := New(rec.config(Config{AckTimeout: 500 * time.Millisecond}))
 		c := mustDial(t, srv, st, nil)
 		if err := st.WaitEnabled(t.Context()); err != nil {
 			t.Fatal(err)
