@@ -220,4 +220,21 @@
 // The gateway learns of changes through Config.OnStateChange: without a
 // store it records them in memory, with one it counts them in its metrics
 // (the client records them).
+//
+// # Cost
+//
+// A message sent through POST /v1/messages costs the sending process what
+// Client.Send costs plus, measured on loopback with 1,000 concurrent
+// keep-alive connections (the bench program
+// internal/testkit/cmd/gatewaybench), about 36 to 40 µs of CPU: net/http's
+// server about 20 (most of it the system calls that read the request and
+// write the answer), the handler about 10 (authentication, decoding,
+// validation, the in-memory record (with a store the client records the
+// message), the answer, the state-change callback) and the garbage
+// collector about 6. The gateway
+// serves whatever protocol its http.Server speaks; HTTP/2 without TLS
+// (http.Server.Protocols) was measured to cost net/http's server more CPU
+// per request than HTTP/1.1 (29 to 32 µs against 19 to 20), so
+// examples/gateway does not enable it: clients that send many messages at
+// once should keep several HTTP/1.1 connections open.
 package gateway

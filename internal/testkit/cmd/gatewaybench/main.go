@@ -370,9 +370,12 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 			if err != nil {
 				return err
 			}
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
 			pprof.StartCPUProfile(f)
 			ph, err := measure(pids, p.send, func() error { return nil })
 			pprof.StopCPUProfile()
+			runtime.ReadMemStats(&m1)
 			f.Close()
 			if err == nil {
 				err = settle(n)()
@@ -380,7 +383,8 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 			if err != nil {
 				return err
 			}
-			fmt.Printf("profiled %s run (%s): CPU per message %s\n", p.name, p.file, ph.cpu.perMsg(n))
+			fmt.Printf("profiled %s run (%s): CPU per message %s; this process allocated %d B in %d objects per message, %d garbage collections\n",
+				p.name, p.file, ph.cpu.perMsg(n), (m1.TotalAlloc-m0.TotalAlloc)/uint64(n), (m1.Mallocs-m0.Mallocs)/uint64(n), m1.NumGC-m0.NumGC)
 		}
 	}
 	if pending > 0 {
