@@ -50,6 +50,36 @@ type fakeSender struct {
 	// beforeCommit, if set, is called (unlocked) before a message is
 	// recorded in the store; an error fails the send before tracking.
 	beforeCommit func() error
+	// handed counts the state changes whose Gateway.OnStateChange
+	// returned; handedCh is closed (and replaced) at each.
+	handed   int
+	handedCh chan struct{}
+}
+
+// waitHanded waits until the gateway's OnStateChange returned for n state
+// changes in all: the trackers' callbacks run on a goroutine of their own,
+// so a change the record shows may not have reached the metrics yet.
+func (f *fakeSender) waitHanded(t testing.TB, n int) {
+	t.Helper()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		f.mu.Lock()
+		got := f.handed
+		if f.handedCh == nil {
+			f.handedCh = make(chan struct{})
+		}
+		ch := f.handedCh
+		f.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout.C:
+			t.Fatalf("%d state changes handed to the gateway, want %d", got, n)
+		}
+	}
 }
 
 func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
@@ -123,6 +153,13 @@ func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.Mes
 			st.Commit(context.Background(), &store.Batch{Changes: []store.Change{c}})
 		}
 		f.g.OnStateChange(t, from, to, resp)
+		f.mu.Lock()
+		f.handed++
+		if f.handedCh != nil {
+			close(f.handedCh)
+		}
+		f.handedCh = make(chan struct{})
+		f.mu.Unlock()
 	})
 	f.sent = append(f.sent, m)
 	f.payloads = append(f.payloads, payload)
