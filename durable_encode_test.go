@@ -2,8 +2,10 @@ package xmpptrack
 
 import (
 	"bytes"
+	"encoding/xml"
 	"testing"
 
+	"mellium.im/xmlstream"
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
 )
@@ -42,6 +44,42 @@ func TestEncodeMessage(t *testing.T) {
 	} {
 		sameStored(t, "id&\"1", m)
 		sameStored(t, "AAAAAAAAAAAAAAAA", m)
+	}
+}
+
+// TestEncodeMessageBytePath: a message without payload is stored from
+// Send's bytes (messageBytes, one allocation), not through the encoder.
+func TestEncodeMessageBytePath(t *testing.T) {
+	m := Message{To: jid.MustParse("bob@example.org"), Body: "hello", Type: xstanza.ChatMessage}
+	const id = "AAAAAAAAAAAAAAAA"
+	got, err := encodeMessage(id, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := messageBytes(id, m, false); !bytes.Equal(got, want) {
+		t.Fatalf("stored %s, want Send's bytes without the namespace %s", got, want)
+	}
+	n := testing.AllocsPerRun(50, func() {
+		if _, err := encodeMessage(id, m, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n > 1 {
+		t.Fatalf("encodeMessage: %v allocations, want 1 (the byte path)", n)
+	}
+}
+
+// TestEncodeMessagePayload: a message whose Payload is set is stored with
+// it, also when no buffered copy of it is passed.
+func TestEncodeMessagePayload(t *testing.T) {
+	m := Message{To: jid.MustParse("bob@example.org"), Body: "hello", Type: xstanza.ChatMessage,
+		Payload: xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: "urn:example", Local: "extra"}})}
+	got, err := encodeMessage("id1", m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(got, []byte(`<extra xmlns="urn:example"></extra>`)) {
+		t.Fatalf("stored %s, want the payload in it", got)
 	}
 }
 

@@ -339,8 +339,13 @@ func messageStanza(id string, m Message) xml.TokenReader {
 	if m.Payload != nil || id == "" {
 		return messageXML(id, m)
 	}
+	return &wire.Raw{B: messageBytes(id, m, true)}
+}
+
+// messageBytes returns appendMessage's bytes in a buffer of their size.
+func messageBytes(id string, m Message, stream bool) []byte {
 	size := 320 + len(m.Body) + len(m.Thread) + 2*len(id) + len(m.To.Localpart()) + len(m.To.Domainpart()) + len(m.To.Resourcepart())
-	return &wire.Raw{B: appendMessage(make([]byte, 0, size), id, m)}
+	return appendMessage(make([]byte, 0, size), id, m, stream)
 }
 
 // appendMessage appends the message stanza messageXML builds for a message
@@ -349,9 +354,15 @@ func messageStanza(id string, m Message) xml.TokenReader {
 // the from mellium adds on server streams, attributes in mellium's order, empty
 // elements with an end tag, text escaped as encoding/xml escapes it): a
 // tenth of the cost of encoding its tokens, which was the largest part of
-// Send's own work.
-func appendMessage(b []byte, id string, m Message) []byte {
-	b = append(b, `<message xmlns="jabber:client" type="`...)
+// Send's own work. Without stream, it leaves the namespace out, as
+// encoding/xml writes the element outside a stream (the stanza the store
+// keeps).
+func appendMessage(b []byte, id string, m Message, stream bool) []byte {
+	b = append(b, `<message`...)
+	if stream {
+		b = append(b, ` xmlns="jabber:client"`...)
+	}
+	b = append(b, ` type="`...)
 	b = wire.AppendEscaped(b, string(m.Type), true)
 	if !m.To.Equal(jid.JID{}) {
 		b = append(b, `" to="`...)

@@ -71,115 +71,34 @@ func commitOne(b *testing.B, s *Store, i int64) {
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 
 // BenchmarkTracked commits what the client commits for each tracked message
-// on a busy stream: 32 goroutines write messages ahead (random ids, a
-// 350-byte stanza), and one recorder commits, as many at a time as are
-// waiting, their sequence numbers and their DELIVERED_TO_SERVER, then
-// DELIVERED_TO_RECIPIENT and SEEN_BY_RECIPIENT changes, each arriving later
-// than the one before, with the stream-management state. It reports the process's CPU per message
+// on a busy stream: 32 goroutines write messages ahead, and one recorder
+// commits, as many at a time as are waiting, what the client records for
+// them (see benchClient). It reports the process's CPU per message
 // (cpu-us/msg) besides the time.
 func BenchmarkTracked(b *testing.B) {
-	s, err := OpenConfig(context.Background(), filepath.Join(b.TempDir(), "b.db"), Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	owner := store.Instance{Account: "a@example.org", Resource: "r"}
-	var (
-		mu    sync.Mutex
-		queue []store.Change
-		seqs  []store.Written
-		seq   uint32
-		wake  = make(chan struct{}, 1)
-		stop  = make(chan struct{})
-		done  = make(chan struct{})
-	)
-	go func() { // the recorder
-		defer close(done)
-		for {
-			select {
-			case <-wake:
-			case <-stop:
-				return
-			}
-			mu.Lock()
-			cs, ws, n := queue, seqs, seq
-			queue, seqs = nil, nil
-			mu.Unlock()
-			bt := &store.Batch{Changes: cs, Written: ws, Sessions: []store.Session{{Owner: owner,
-				JID: "a@example.org/r", ID: "smid", Outbound: n, Acked: n, Inbound: n}}}
-			if err := s.Commit(context.Background(), bt); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	}()
-	raw := make([]byte, 350)
-	var cpu0 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
-	b.SetParallelism(max(1, 32/runtimeProcs()))
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		var rb [16]byte
-		var prev [2]string // the goroutine's previous two messages
-		for pb.Next() {
-			rand.Read(rb[:])
-			id := base64.RawURLEncoding.EncodeToString(rb[:])
-			m := store.Message{ID: id, Owner: owner, To: "b@example.org", Raw: raw, Deadline: time.Now().Add(time.Hour)}
-			if err := s.Commit(context.Background(), &store.Batch{Messages: []store.Message{m}}); err != nil {
-				b.Error(err)
-				return
-			}
-			// Its sequence number now, its ack with the next message, the
-			// receipt and the marker with the one after.
-			mu.Lock()
-			seq++
-			seqs = append(seqs, store.Written{ID: id, Seq: seq})
-			if prev[0] != "" {
-				queue = append(queue, store.Change{ID: prev[0], State: tracking.DeliveredToServer})
-			}
-			if prev[1] != "" {
-				ev := store.Evidence{From: "b@example.org/phone"}
-				queue = append(queue, store.Change{ID: prev[1], State: tracking.DeliveredToRecipient, Evidence: ev},
-					store.Change{ID: prev[1], State: tracking.SeenByRecipient, Evidence: ev})
-			}
-			mu.Unlock()
-			prev[1], prev[0] = prev[0], id
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-		}
-	})
-	close(stop)
-	<-done
-	// The last changes, so that every message's work is counted.
-	mu.Lock()
-	last := &store.Batch{Changes: queue, Written: seqs}
-	mu.Unlock()
-	if err := s.Commit(context.Background(), last); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	var cpu1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
-	us := func(r syscall.Rusage) float64 {
-		return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e3
-	}
-	b.ReportMetric((us(cpu1)-us(cpu0))/float64(b.N), "cpu-us/msg")
+	benchClient(b, 32, 0)
 }
 
 // BenchmarkSequential commits what the client commits for one sequential
 // sender (the bench program's default): each operation writes a message
-// ahead and waits for it, as Send does, while a recorder commits, 5 ms
-// after the first of them was queued (the client's gathering), the
-// sequence numbers and the DELIVERED_TO_SERVER, DELIVERED_TO_RECIPIENT and
-// SEEN_BY_RECIPIENT changes of the earlier messages with the
-// stream-management state. It reports the process's CPU per message
-// (cpu-us/msg), the write-ahead's latency (wa-mean-us, and at the median,
-// the 90th and the 99th percentile: wa-p50-us, wa-p90-us, wa-p99-us), and
-// the recorder's commits: their changes and time (rec-changes, rec-us).
+// ahead and waits for it, as Send does, while the recorder commits what it
+// recorded 5 ms after the first of it (the client's gathering, gather in
+// the root package). Besides the process's CPU per message (cpu-us/msg)
+// it reports the write-ahead's latency over the first 65,536 operations
+// (wa-mean-us, and at the median, the 90th and the 99th percentile:
+// wa-p50-us, wa-p90-us, wa-p99-us), and the recorder's commits: their
+// changes and time (rec-changes, rec-us).
 func BenchmarkSequential(b *testing.B) {
+	benchClient(b, 1, 5*time.Millisecond)
+}
+
+// benchClient runs BenchmarkTracked and BenchmarkSequential: senders
+// goroutines write messages ahead (random ids, a 350-byte stanza), and a
+// recorder commits, gather after it was woken, the sequence numbers and
+// the DELIVERED_TO_SERVER, then DELIVERED_TO_RECIPIENT and
+// SEEN_BY_RECIPIENT changes of the messages (each arriving later than the
+// one before), with the stream-management state.
+func benchClient(b *testing.B, senders int, gather time.Duration) {
 	s, err := OpenConfig(context.Background(), filepath.Join(b.TempDir(), "b.db"), Config{})
 	if err != nil {
 		b.Fatal(err)
@@ -187,17 +106,18 @@ func BenchmarkSequential(b *testing.B) {
 	defer s.Close()
 	owner := store.Instance{Account: "a@example.org", Resource: "r"}
 	var (
-		mu          sync.Mutex
-		queue       []store.Change
-		seqs        []store.Written
-		seq         uint32
-		wake        = make(chan struct{}, 1)
-		stop        = make(chan struct{})
-		done        = make(chan struct{})
-		recN, recCh int
-		recDur      time.Duration
+		mu     sync.Mutex
+		queue  []store.Change
+		seqs   []store.Written
+		seq    uint32
+		wake   = make(chan struct{}, 1)
+		stop   = make(chan struct{})
+		done   = make(chan struct{})
+		recN   int
+		recCh  int
+		recDur time.Duration
 	)
-	go func() { // the recorder, gathering as the client's does
+	go func() { // the recorder
 		defer close(done)
 		t := time.NewTimer(time.Hour)
 		t.Stop()
@@ -207,11 +127,13 @@ func BenchmarkSequential(b *testing.B) {
 			case <-stop:
 				return
 			}
-			t.Reset(5 * time.Millisecond)
-			select {
-			case <-t.C:
-			case <-stop:
-				return
+			if gather > 0 {
+				t.Reset(gather)
+				select {
+				case <-t.C:
+				case <-stop:
+					return
+				}
 			}
 			mu.Lock()
 			cs, ws, n := queue, seqs, seq
@@ -230,23 +152,18 @@ func BenchmarkSequential(b *testing.B) {
 		}
 	}()
 	raw := make([]byte, 350)
-	lat := make([]time.Duration, 0, 1<<16)
-	var cpu0 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
-	b.ReportAllocs()
-	b.ResetTimer()
-	var rb [16]byte
-	var prev [2]string
-	for b.Loop() {
+	// send writes a message ahead and queues what the client records for
+	// it and for the sender's previous two messages: its sequence number
+	// now, its ack with the next message, the receipt and the marker with
+	// the one after.
+	send := func(prev *[2]string) bool {
+		var rb [16]byte
 		rand.Read(rb[:])
 		id := base64.RawURLEncoding.EncodeToString(rb[:])
 		m := store.Message{ID: id, Owner: owner, To: "b@example.org", Raw: raw, Deadline: time.Now().Add(time.Hour)}
-		t0 := time.Now()
 		if err := s.Commit(context.Background(), &store.Batch{Messages: []store.Message{m}}); err != nil {
-			b.Fatal(err)
-		}
-		if len(lat) < cap(lat) {
-			lat = append(lat, time.Since(t0))
+			b.Error(err)
+			return false
 		}
 		mu.Lock()
 		seq++
@@ -265,9 +182,39 @@ func BenchmarkSequential(b *testing.B) {
 		case wake <- struct{}{}:
 		default:
 		}
+		return true
+	}
+	var lat []time.Duration
+	var cpu0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	if senders == 1 {
+		lat = make([]time.Duration, 0, 1<<16)
+		var prev [2]string
+		for b.Loop() {
+			t0 := time.Now()
+			if !send(&prev) {
+				break
+			}
+			if len(lat) < cap(lat) {
+				lat = append(lat, time.Since(t0))
+			}
+		}
+	} else {
+		b.SetParallelism(max(1, senders/runtimeProcs()))
+		b.RunParallel(func(pb *testing.PB) {
+			var prev [2]string
+			for pb.Next() {
+				if !send(&prev) {
+					return
+				}
+			}
+		})
 	}
 	close(stop)
 	<-done
+	// The last changes, so that every message's work is counted.
 	mu.Lock()
 	last := &store.Batch{Changes: queue, Written: seqs}
 	mu.Unlock()
@@ -281,19 +228,22 @@ func BenchmarkSequential(b *testing.B) {
 		return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e3
 	}
 	b.ReportMetric((us(cpu1)-us(cpu0))/float64(b.N), "cpu-us/msg")
+	if senders > 1 {
+		return
+	}
 	if recN > 0 {
 		b.ReportMetric(float64(recDur.Microseconds())/float64(recN), "rec-us")
 		b.ReportMetric(float64(recCh)/float64(recN), "rec-changes")
 	}
 	slices.Sort(lat)
 	if len(lat) > 0 {
-		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "wa-p50-us")
-		b.ReportMetric(float64(lat[len(lat)*9/10].Microseconds()), "wa-p90-us")
-		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "wa-p99-us")
 		var sum time.Duration
 		for _, d := range lat {
 			sum += d
 		}
 		b.ReportMetric(float64(sum.Microseconds())/float64(len(lat)), "wa-mean-us")
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "wa-p50-us")
+		b.ReportMetric(float64(lat[len(lat)*9/10].Microseconds()), "wa-p90-us")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "wa-p99-us")
 	}
 }
