@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -162,6 +163,12 @@ type writer struct {
 	c    *wconn
 	now  time.Time
 	rows map[string]*row // by id: the message rows this transaction read or wrote
+	// last is the highest cursor, once known (see next).
+	last  int64
+	known bool
+	// pend holds the arguments of the change rows to insert, changeCols
+	// per row (see insertChanges).
+	pend []any
 }
 
 // row is a message row as this transaction sees it.
@@ -223,6 +230,10 @@ func (w *writer) apply(b *store.Batch) error {
 		if m.Created.IsZero() {
 			m.Created = w.now
 		}
+		// Its cursor is the highest plus one, changes included.
+		if err := w.insertChanges(); err != nil {
+			return err
+		}
 		settled := store.SettledState(m.State)
 		raw := m.Raw
 		if settled {
@@ -245,6 +256,7 @@ func (w *writer) apply(b *store.Batch) error {
 			return err
 		}
 		m.Cursor = n
+		w.last, w.known = n, true
 		st := status{state: m.State, settled: settled}
 		w.rows[m.ID] = &row{n: n, was: st, cur: st}
 	}
@@ -266,13 +278,10 @@ func (w *writer) apply(b *store.Batch) error {
 			continue
 		}
 		if to != r.cur.state {
-			res, err := w.c.exec(insChange, r.n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
-			if err != nil {
+			if c.Cursor, err = w.next(); err != nil {
 				return err
 			}
-			if c.Cursor, err = res.LastInsertId(); err != nil {
-				return err
-			}
+			w.pend = append(w.pend, c.Cursor, r.n, int64(to), settles, micros(c.At), encodeEvidence(c.Evidence))
 		}
 		r.cur = status{state: to, settled: settles}
 		r.updated = micros(c.At)
@@ -322,10 +331,61 @@ func (w *writer) check(b *store.Batch) error {
 	return nil
 }
 
-// flush writes each changed message row once. The update checks that the
-// row is still the one it was (id, state, settled): if not, the cache was
-// stale and the transaction is refused with errStale.
+// next returns the cursor of the next change: the highest cursor (read
+// once per transaction) plus one. The transaction holds SQLite's write
+// lock, and its changes and messages take their cursors in turn here and
+// in the message insert (which runs after the changes before it are
+// inserted, see insertChanges).
+func (w *writer) next() (int64, error) {
+	if !w.known {
+		v, err := w.c.queryRow(lastCur)
+		if err != nil {
+			return 0, err
+		}
+		if v == nil {
+			return 0, errors.New("sqlite: no last cursor")
+		}
+		w.last, _ = v[0].(int64)
+		w.known = true
+	}
+	w.last++
+	return w.last, nil
+}
+
+// insertChanges inserts the change rows apply queued, as many per
+// statement as the prepared multi-row inserts take: a recorder's
+// transaction holds hundreds, and a statement per row cost twice the CPU.
+func (w *writer) insertChanges() error {
+	rows := w.pend
+	for len(rows) > 0 {
+		k := len(rows) / changeCols
+		st := insChanges1
+		switch {
+		case k >= changeRows[insChanges64-insChanges1]:
+			st, k = insChanges64, changeRows[insChanges64-insChanges1]
+		case k >= changeRows[insChanges8-insChanges1]:
+			st, k = insChanges8, changeRows[insChanges8-insChanges1]
+		default:
+			k = 1
+		}
+		if _, err := w.c.exec(st, rows[:k*changeCols]...); err != nil {
+			return err
+		}
+		rows = rows[k*changeCols:]
+	}
+	clear(w.pend)
+	w.pend = w.pend[:0]
+	return nil
+}
+
+// flush inserts the queued change rows and writes each changed message
+// row once. The update checks that the row is still the one it was (id,
+// state, settled): if not, the cache was stale and the transaction is
+// refused with errStale.
 func (w *writer) flush() error {
+	if err := w.insertChanges(); err != nil {
+		return err
+	}
 	for id, r := range w.rows {
 		if !r.dirty {
 			continue
@@ -367,12 +427,11 @@ const (
 		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first)
 		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`
-	sqlExists    = `SELECT 1 FROM messages WHERE id = ?`
-	sqlInsChange = `INSERT INTO changes (cursor, message, state, settles, at, evidence)
-		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?)`
-	sqlGetMsg = `SELECT n, state, settled FROM messages WHERE id = ?`
-	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
-	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
+	sqlExists  = `SELECT 1 FROM messages WHERE id = ?`
+	sqlLastCur = `SELECT ` + sqlLastCursor
+	sqlGetMsg  = `SELECT n, state, settled FROM messages WHERE id = ?`
+	sqlSetSeq  = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
+	sqlUpdMsg  = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
 	sqlSettleMsg = `UPDATE messages SET state = ?1, settled = 1, updated = ?2, raw = NULL, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
@@ -388,7 +447,10 @@ const (
 const (
 	insMsg = iota
 	exists
-	insChange
+	insChanges1 // three multi-row inserts of changes, see changeRows
+	insChanges8
+	insChanges64
+	lastCur
 	getMsg
 	setSeq
 	updMsg
@@ -397,7 +459,21 @@ const (
 	nStmts
 )
 
+// changeRows are the rows of the statements insChanges1, insChanges8 and
+// insChanges64, each row changeCols arguments.
+var changeRows = [3]int{1, 8, 64}
+
+const changeCols = 6
+
+// sqlInsChanges inserts rows change rows, their cursors given (see next).
+func sqlInsChanges(rows int) string {
+	return `INSERT INTO changes (cursor, message, state, settles, at, evidence) VALUES ` +
+		strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?), `, rows), `, `)
+}
+
 var stmtSQL = [...]string{
-	insMsg: sqlInsMsg, exists: sqlExists, insChange: sqlInsChange, getMsg: sqlGetMsg,
-	setSeq: sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
+	insMsg: sqlInsMsg, exists: sqlExists, getMsg: sqlGetMsg, lastCur: sqlLastCur,
+	insChanges1: sqlInsChanges(changeRows[0]), insChanges8: sqlInsChanges(changeRows[1]),
+	insChanges64: sqlInsChanges(changeRows[2]),
+	setSeq:       sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
 }
