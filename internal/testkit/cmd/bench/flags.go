@@ -68,7 +68,8 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange) and "+sSQLite+
 		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded) and "+sPostgres+
 		" (the same on a PostgreSQL 15 that the run starts) and "+sPostgres2+
-		" (two clients of two accounts on one PostgreSQL, sharing the -n messages: two instances of a service)")
+		" (two clients of two accounts on one PostgreSQL, sharing the -n messages: two instances of a service) and "+oWindowPrefix+
+		"N (xmpptrack with sm.Config.Window N, to compare windows in one run)")
 	fs.IntVar(&o.send.goroutines, "send-goroutines", 1, "xmpptrack senders: goroutines calling Send at once, sharing the messages (1: sequential)")
 	fs.Float64Var(&o.send.rate, "send-rate", 0, "xmpptrack senders: messages per second over all goroutines, open loop, reporting Send latency p50/p99 (0: unpaced)")
 	fs.IntVar(&o.ceilingSenders, "ceiling-senders", 4, "parallel plain sessions of the ceiling senders, sharing the -n messages")
@@ -120,8 +121,8 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		if !slices.Contains(allSenders, s) && !slices.Contains(extraSenders, s) {
-			return nil, fmt.Errorf("bench: unknown sender %q (have %s)", s, strings.Join(append(allSenders, extraSenders...), ", "))
+		if _, ok := windowSender(s); !ok && !slices.Contains(allSenders, s) && !slices.Contains(extraSenders, s) {
+			return nil, fmt.Errorf("bench: unknown sender %q (have %s, and %sN for xmpptrack with a window of N)", s, strings.Join(append(allSenders, extraSenders...), ", "), oWindowPrefix)
 		}
 		o.senders = append(o.senders, s)
 	}
@@ -129,8 +130,8 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		if !slices.Contains(offlineSenders, s) {
-			return nil, fmt.Errorf("bench: unknown offline sender %q (have %s)", s, strings.Join(offlineSenders, ", "))
+		if _, ok := offlineWindow(s, 0); !ok {
+			return nil, fmt.Errorf("bench: unknown offline sender %q (have %s, and %sN for a window of N)", s, strings.Join(offlineSenders, ", "), oWindowPrefix)
 		}
 		o.offlineSenders = append(o.offlineSenders, s)
 	}

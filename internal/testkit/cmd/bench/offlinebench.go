@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
@@ -18,6 +19,31 @@ const (
 )
 
 var offlineSenders = []string{oTracked, oUnpaced, oPlain}
+
+// oWindowPrefix names an xmpptrack sender with a window of its own:
+// "xmpptrack-w64" is sm.Config.Window 64, so that several windows run in
+// one comparison, alternating with plain mellium.
+const oWindowPrefix = oTracked + "-w"
+
+// offlineWindow returns the sm.Config.Window of an offline sender: its
+// -wN suffix, -1 for the unpaced sender, the -window flag for xmpptrack;
+// ok is false for a name that is no offline sender.
+func offlineWindow(sender string, flagWindow int) (w int, ok bool) {
+	switch sender {
+	case oTracked:
+		return flagWindow, true
+	case oUnpaced:
+		return -1, true
+	case oPlain:
+		return 0, true
+	}
+	if rest, found := strings.CutPrefix(sender, oWindowPrefix); found {
+		if n, err := strconv.Atoi(rest); err == nil && n > 0 {
+			return n, true
+		}
+	}
+	return 0, false
+}
 
 // offlineSenderList returns the senders of the comparison, in order.
 func (o *options) offlineSenderList() []string {
@@ -33,6 +59,7 @@ type offlineRun struct {
 	round     int
 	res       result
 	serverCPU float64
+	load      string // the machine's load average after the run
 	err       error
 }
 
@@ -65,11 +92,8 @@ func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 				role = roleOffline
 			}
 			args := append(env.args(role, acc[0]), "-n", strconv.Itoa(o.offlineN), "-timeout", (15 * time.Minute).String())
-			switch {
-			case s == oUnpaced:
-				args = append(args, "-window", "-1")
-			case s == oTracked && o.window != 0:
-				args = append(args, "-window", strconv.Itoa(o.window))
+			if w, _ := offlineWindow(s, o.window); w != 0 {
+				args = append(args, "-window", strconv.Itoa(w))
 			}
 			cpu0 := treeCPU(srv.PID())
 			run := offlineRun{sender: s, round: r}
@@ -79,8 +103,9 @@ func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 			}
 			run.err = err
 			run.serverCPU = treeCPU(srv.PID()) - cpu0
-			b.logf("offline: round %d %-17s %d messages processed by the server in %.1f s (written in %.1f s), server CPU %.1f s, err %v",
-				r, s, o.offlineN, run.res.ToServer, run.res.Written, run.serverCPU, err)
+			run.load = loadavg()
+			b.logf("offline: round %d %-17s %d messages processed by the server in %.1f s (written in %.1f s), server CPU %.1f s, load %s, err %v",
+				r, s, o.offlineN, run.res.ToServer, run.res.Written, run.serverCPU, run.load, err)
 			runs = append(runs, run)
 			if ctx.Err() != nil {
 				return runs, ctx.Err()
@@ -93,7 +118,11 @@ func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 // offlineAccounts returns the sender's and the offline recipient's
 // accounts of one run.
 func offlineAccounts(sender string, round int) []string {
-	p := map[string]string{oTracked: "ot", oUnpaced: "ou", oPlain: "op"}[sender] + strconv.Itoa(round)
+	p, ok := map[string]string{oTracked: "ot", oUnpaced: "ou", oPlain: "op"}[sender]
+	if !ok {
+		p = "ow" + strings.TrimPrefix(sender, oWindowPrefix) + "x"
+	}
+	p += strconv.Itoa(round)
 	return []string{p + "-from", p + "-to"}
 }
 
@@ -119,7 +148,7 @@ func reportOffline(w io.Writer, n int, runs []offlineRun) {
 		if r.err != nil {
 			errText = ", error: " + r.err.Error()
 		}
-		fmt.Fprintf(w, "    round %d %-17s %6.1f s (%.0f msg/s%s), written in %.1f s, server CPU %.1f s, sender CPU %.2f s%s\n",
-			r.round, r.sender, r.res.ToServer, float64(n)/max(r.res.ToServer, 1e-9), ratio, r.res.Written, r.serverCPU, r.res.CPU, errText)
+		fmt.Fprintf(w, "    round %d %-17s %6.1f s (%.0f msg/s%s), written in %.1f s, server CPU %.1f s, sender CPU %.2f s, load %s%s\n",
+			r.round, r.sender, r.res.ToServer, float64(n)/max(r.res.ToServer, 1e-9), ratio, r.res.Written, r.serverCPU, r.res.CPU, r.load, errText)
 	}
 }

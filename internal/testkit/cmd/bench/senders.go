@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
@@ -26,6 +27,10 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		r = b.runAioxmpp(ctx, env, locals[0], n, addr)
 	} else {
 		var args []string
+		if w, ok := windowSender(sender); ok {
+			args = []string{"-role=" + roleTracked, "-window", strconv.Itoa(w)}
+			args = append(args, b.opts.send.args()...)
+		}
 		switch sender {
 		case sXmpptrack, sPolled, sSQLite, sPostgres, sPostgres2:
 			args = []string{"-role=" + roleTracked, "-instances", strconv.Itoa(len(locals))}
@@ -85,6 +90,15 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		r.otherLoad = max(0, busy-r.serverCPU-r.proc.CPU-respCPU-self) / wall
 	}
 	return r
+}
+
+// windowSender returns the window of an xmpptrack sender named
+// xmpptrack-wN; ok is false for other names.
+func windowSender(sender string) (w int, ok bool) {
+	if w, ok = offlineWindow(sender, 0); ok && strings.HasPrefix(sender, oWindowPrefix) {
+		return w, true
+	}
+	return 0, false
 }
 
 // runAioxmpp runs the aioxmpp sender of internal/testkit/interop.

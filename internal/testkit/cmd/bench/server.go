@@ -57,7 +57,11 @@ type pendingResult struct {
 func senderAccounts(sender, label string, k int) []string {
 	prefix := map[string]string{
 		sXmpptrack: "xt", sPolled: "xtpoll", sSQLite: "xtsql", sPostgres: "xtpg", sPostgres2: "xtpg2", sPlain: "plain", sPlainSM: "plainsm", sAioxmpp: "aio", sCeiling: "ceil", sCeilingSM: "ceilsm",
-	}[sender] + "-" + label
+	}[sender]
+	if w, ok := windowSender(sender); ok {
+		prefix = "xtw" + strconv.Itoa(w)
+	}
+	prefix += "-" + label
 	switch sender {
 	case sPostgres2:
 		k = 2
