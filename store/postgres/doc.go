@@ -31,7 +31,12 @@
 // an argument, computed from package tracking, so that the two never
 // disagree), writes the sessions, and takes the cursors last. A new
 // message whose id exists fails the call, which is made again without its
-// batch.
+// batch. The committer encodes the call's arguments itself, in
+// PostgreSQL's binary format into buffers it keeps from one group commit
+// to the next, and runs the call as a statement prepared on each
+// connection (pgx's encoding of the same arrays through its type map
+// cost BenchmarkLifecycle 40.5 instead of 33.5 µs of client CPU and 64
+// instead of 28 allocations per message).
 //
 // Waiting followers are woken by LISTEN/NOTIFY: each commit that moves the
 // feed notifies the channel xmpptrack_feed, and a Store keeps one listening
@@ -83,9 +88,13 @@
 // schema of the role's search_path) and later versions upgrade them; Open
 // serializes this between instances with an advisory lock. A database of a
 // newer schema is refused with store.ErrNewerSchema. (Schema versions 3 to
-// 5 existed only on the development branch for an hour on 2026-12-06: a
-// development database stamped with one of them is refused too; drop its
-// xmpptrack_* objects and let Open create them again.) The role needs:
+// 5 existed only on the development branch for an hour on 2026-12-06 and
+// were withdrawn; the schema went from version 2 to 6. A development
+// database stamped 3, 4 or 5 is refused with store.ErrNewerSchema too:
+// drop its xmpptrack_* objects and let Open create them again.) Version 6
+// makes xmpptrack_commit's statements run with generic plans
+// (plan_cache_mode); instances of version 2 still running during the
+// upgrade keep working, and are refused at their next Open. The role needs:
 //
 //   - to create or upgrade the schema: CREATE on the schema (or own the
 //     tables); a deployment can run the first Open with an owner role and

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,9 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if v, err := s.version(ctx, s.pool); err != nil || v != SchemaVersion {
 		t.Fatalf("version %d, %v; want %d", v, err, SchemaVersion)
 	}
+	if !genericPlans(t, srv, name) {
+		t.Error("xmpptrack_commit does not plan generically")
+	}
 	// The upgrade leaves one xmpptrack_commit: the one the store calls.
 	if out, err := srv.SQL(ctx, name, `SELECT string_agg(pronargs::text, ',' ORDER BY pronargs) FROM pg_proc WHERE proname = 'xmpptrack_commit'`); err != nil || out != "36" {
 		t.Errorf("xmpptrack_commit functions (numbers of arguments): %q, %v", out, err)
@@ -64,5 +68,91 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	}
 	if out, err := srv.SQL(ctx, name, `SELECT count(*) FROM xmpptrack_changes WHERE msg = 1`); err != nil || out != "0" {
 		t.Errorf("history of the pruned message: %q, %v", out, err)
+	}
+}
+
+// genericPlans reports whether xmpptrack_commit runs with
+// plan_cache_mode = force_generic_plan (schema 6).
+func genericPlans(t *testing.T, srv interface {
+	SQL(context.Context, string, string) (string, error)
+}, db string) bool {
+	t.Helper()
+	out, err := srv.SQL(context.Background(), db, `SELECT coalesce(bool_or(c = 'plan_cache_mode=force_generic_plan'), false)
+		FROM pg_proc, unnest(proconfig) AS c WHERE proname = 'xmpptrack_commit'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out == "t"
+}
+
+// TestUpgradeFromVersion2: a database of schema 2 (the last released
+// before 6), with a pending message, is upgraded to 6 by Open: its
+// function plans generically, and the message settles through it.
+func TestUpgradeFromVersion2(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	name := fmt.Sprintf("upgrade2_%d", upgrades.Add(1))
+	dsn, err := srv.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
+		INSERT INTO xmpptrack_schema VALUES ('xmpptrack', 2);`+migrations[0]+migrations[1]); err != nil {
+		t.Fatal(err)
+	}
+	if genericPlans(t, srv, name) {
+		t.Fatal("schema 2 plans generically already")
+	}
+	s, err := OpenConfig(ctx, dsn, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := s.version(ctx, s.pool); err != nil || v != SchemaVersion || SchemaVersion != 6 {
+		t.Fatalf("version %d, %v; want 6 (SchemaVersion %d)", v, err, SchemaVersion)
+	}
+	if !genericPlans(t, srv, name) {
+		t.Error("xmpptrack_commit does not plan generically")
+	}
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{msg("m")}}); err != nil {
+		t.Fatal(err)
+	}
+	b := &store.Batch{Changes: []store.Change{{ID: "m", State: tracking.SeenByRecipient}}}
+	if err := s.Commit(ctx, b); err != nil || b.Changes[0].Cursor != 2 {
+		t.Fatalf("commit after the upgrade: cursor %d, %v", b.Changes[0].Cursor, err)
+	}
+	if rec, err := s.Message(ctx, "m"); err != nil || !rec.Settled || len(rec.History) != 2 {
+		t.Fatalf("m: %+v, %v", rec, err)
+	}
+}
+
+// TestWithdrawnVersions: a database stamped 3, 4 or 5 (schema versions
+// that development builds wrote and withdrew) is refused with
+// store.ErrNewerSchema, untouched.
+func TestWithdrawnVersions(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	for v := 3; v <= 5; v++ {
+		name := fmt.Sprintf("withdrawn%d_%d", v, upgrades.Add(1))
+		dsn, err := srv.CreateDatabase(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
+			INSERT INTO xmpptrack_schema VALUES ('xmpptrack', `+fmt.Sprint(v)+`);`+migrations[0]+migrations[1]); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := Open(ctx, dsn); !errors.Is(err, store.ErrNewerSchema) {
+			if err == nil {
+				s.Close()
+			}
+			t.Errorf("version %d: %v, want ErrNewerSchema", v, err)
+		}
+		if out, err := srv.SQL(ctx, name, `SELECT version FROM xmpptrack_schema`); err != nil || out != fmt.Sprint(v) {
+			t.Errorf("version %d: now %q, %v", v, out, err)
+		}
+		if genericPlans(t, srv, name) {
+			t.Errorf("version %d: upgraded", v)
+		}
 	}
 }
