@@ -61,11 +61,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -450,49 +448,6 @@ func runDirect(ctx context.Context, c *xmpptrack.Client, to string, n, conc int,
 		return 0, err
 	}
 	return time.Since(start), nil
-}
-
-// netHTTPPoster posts with net/http's client.
-func netHTTPPoster(hc *http.Client, url string, body []byte) func(int) (int, []byte, error) {
-	return func(int) (int, []byte, error) {
-		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, b, err
-	}
-}
-
-// rawPoster posts on conc connections of its own, one per worker, opened
-// before the first round.
-func rawPoster(addr string, conc int, body []byte) (func(int) (int, []byte, error), func(), error) {
-	conns := make([]*rawConn, conc)
-	bufs := make([][]byte, conc)
-	closeAll := func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}
-	for i := range conns {
-		c, err := dialRaw(addr, "/v1/messages", token, body)
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		conns[i] = c
-	}
-	return func(w int) (int, []byte, error) {
-		st, b, err := conns[w].post(bufs[w])
-		bufs[w] = b
-		return st, b, err
-	}, closeAll, nil
 }
 
 // runGateway has the load client post n messages and waits until the
