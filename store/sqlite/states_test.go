@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -161,5 +162,86 @@ func TestDuplicateWritesNothing(t *testing.T) {
 	}
 	if _, err := s.Session(ctx, owner); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("refused batch saved a session: %v", err)
+	}
+}
+
+// TestCacheOtherWriterMany: as TestCacheOtherWriter, with a stale message
+// among the 20 of each kind of row update in one transaction (a sequence
+// number, a change that does not settle, one that settles). The
+// transaction is refused and written again with the cache emptied: every
+// other message moves, the stale ones keep the other writer's state and
+// history.
+func TestCacheOtherWriterMany(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	a, err := Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const n = 20
+	ids := func(kind string) []string {
+		var s []string
+		for i := range n {
+			s = append(s, fmt.Sprintf("%s%d", kind, i))
+		}
+		return s
+	}
+	for _, kind := range []string{"q", "u", "s"} {
+		for _, id := range ids(kind) {
+			commitT(t, a, &store.Batch{Messages: []store.Message{message(id)}})
+			if kind != "q" {
+				commitT(t, a, change(id, tracking.DeliveredToServer))
+			}
+		}
+	}
+	// b settles the 13th of each kind behind a's cache.
+	for _, kind := range []string{"q", "u", "s"} {
+		commitT(t, b, change(kind+"13", tracking.SeenByRecipient))
+	}
+	batch := &store.Batch{}
+	for i, id := range ids("q") {
+		batch.Written = append(batch.Written, store.Written{ID: id, Seq: uint32(i + 1)})
+	}
+	for _, id := range ids("u") {
+		batch.Changes = append(batch.Changes, store.Change{ID: id, State: tracking.DeliveredToRecipient})
+	}
+	for _, id := range ids("s") {
+		batch.Changes = append(batch.Changes, store.Change{ID: id, State: tracking.SeenByRecipient})
+	}
+	commitT(t, a, batch)
+	for _, kind := range []string{"q", "u", "s"} {
+		for i, id := range ids(kind) {
+			r, err := a.Message(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]tracking.MessageState{"q": tracking.InTransit, "u": tracking.DeliveredToRecipient,
+				"s": tracking.SeenByRecipient}[kind]
+			settled := kind == "s"
+			if i == 13 {
+				want, settled = tracking.SeenByRecipient, true
+			}
+			if r.State != want || r.Settled != settled {
+				t.Errorf("%s: %v settled %v, want %v settled %v", id, r.State, r.Settled, want, settled)
+			}
+			if kind == "q" && i != 13 && r.Seq != uint32(i+1) {
+				t.Errorf("%s: sequence number %d, want %d", id, r.Seq, i+1)
+			}
+			if i == 13 {
+				want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToServer, tracking.SeenByRecipient}
+				if kind == "q" {
+					want = []tracking.MessageState{tracking.InTransit, tracking.SeenByRecipient}
+				}
+				if got := historyOf(t, a, id); !slices.Equal(got, want) {
+					t.Errorf("%s: history %v, want %v", id, got, want)
+				}
+			}
+		}
 	}
 }
