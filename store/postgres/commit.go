@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -32,6 +33,7 @@ var errConflict = errors.New("conflict")
 func (s *Store) commitGroup(group []*groupcommit.Request) {
 	errs := s.duplicates(group)
 	var out []result
+	stored := false // committed, though the cursors are unknown
 	for attempt := 0; ; attempt++ {
 		var live []int
 		for i := range group {
@@ -71,8 +73,12 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 			s.pool.Reset()
 			continue
 		}
+		var answer *answerError
 		var doubt *inDoubt
-		if errors.As(err, &doubt) {
+		if errors.As(err, &answer) {
+			err = fmt.Errorf("%w: %w", store.ErrCursorsUnknown, err)
+			stored = true
+		} else if errors.As(err, &doubt) {
 			s.pool.Reset()
 			switch s.settle(group, live, doubt.pid) {
 			case notCommitted:
@@ -84,6 +90,7 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 				// The group is one transaction: every batch of it is
 				// stored. Their cursors are lost with the answer.
 				err = fmt.Errorf("%w: %w", store.ErrCursorsUnknown, err)
+				stored = true
 			default:
 				err = fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, err)
 			}
@@ -110,7 +117,7 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 		ok = ok || errs[i] == nil
 		r.Answer(errs[i])
 	}
-	if ok {
+	if ok || stored {
 		s.wake()
 	}
 }
@@ -126,7 +133,13 @@ func (s *Store) duplicates(group []*groupcommit.Request) []error {
 		s.seen = map[string]int{}
 	}
 	seen := s.seen
-	defer clear(seen)
+	defer func() {
+		if len(seen) > maxKeptRows {
+			s.seen = nil // clear would keep its size, and cost as much each time
+		} else {
+			clear(seen)
+		}
+	}()
 	for i, r := range group {
 		for _, m := range r.Batch.Messages {
 			if seen[m.ID] != 0 {
@@ -270,6 +283,24 @@ func (a *args) reset() {
 	clear(a.last)
 	a.p.reset()
 	a.got = a.got[:0]
+}
+
+// maxKept bounds what the committer keeps between group commits: after a
+// group of more rows or bytes its args start afresh (a burst of large
+// stanzas would otherwise hold their size until Close).
+const (
+	maxKeptRows  = 4096
+	maxKeptBytes = 1 << 20
+)
+
+// release empties a after a call, keeping its buffers unless they grew
+// beyond maxKept.
+func (a *args) release() {
+	if len(a.keys) > maxKeptRows || len(a.lID) > maxKeptRows || len(a.sess) > maxKeptRows || cap(a.p.buf) > maxKeptBytes {
+		*a = args{}
+		return
+	}
+	a.reset()
 }
 
 // encode encodes the arguments, in the function's order.
@@ -420,7 +451,7 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	a := &s.args
-	defer a.reset()
+	defer a.release()
 	a.build(group, live, time.Now())
 	vals := a.encode()
 	var last int64
@@ -430,13 +461,14 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 		return nil, nil, err
 	}
 	pid := conn.Conn().PgConn().PID()
-	sd, err := conn.Conn().Prepare(ctx, commitStmt, commitCall)
-	if err != nil {
-		err = &prepareError{err}
-	} else if s.cfg.beforeCommit == nil {
-		last, some, err = a.call(ctx, conn.Conn().PgConn(), sd, vals)
+	if s.cfg.beforeCommit == nil {
+		last, some, err = s.exec(ctx, conn.Conn(), vals)
+		if errors.Is(err, errResult) {
+			// The server answered without an error: it committed.
+			err = &answerError{err}
+		}
 	} else {
-		last, some, err = s.callInTx(ctx, conn, sd, vals)
+		last, some, err = s.callInTx(ctx, conn, vals)
 	}
 	conn.Release()
 	if err != nil && doubtful(err) {
@@ -468,7 +500,7 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 		out = make([]result, 0, len(a.got))
 		for k, key := range a.got {
 			if key < 0 || int(key) >= len(a.keys) {
-				return nil, nil, fmt.Errorf("%w: key %d of %d", errResult, key, len(a.keys))
+				return nil, nil, &answerError{fmt.Errorf("%w: key %d of %d", errResult, key, len(a.keys))}
 			}
 			r := a.keys[key]
 			r.cursor = base + int64(k)
@@ -478,24 +510,60 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 	return out, nil, nil
 }
 
-// call runs the prepared xmpptrack_commit with the encoded arguments
-// vals. It returns the last cursor taken (some: any), and leaves the keys
-// of the feed rows written in a.got.
-func (a *args) call(ctx context.Context, pc *pgconn.PgConn, sd *pgconn.StatementDescription, vals [][]byte) (last int64, some bool, err error) {
-	rr := pc.ExecStatement(ctx, sd, vals, binaryFormat, binaryFormat)
+// exec runs xmpptrack_commit on c with the encoded arguments vals: as the
+// statement prepared on c, unless the DSN asks pgx not to cache statements
+// (default_query_exec_mode, for a pooler that moves a client between
+// server sessions), then as an unnamed statement of its own, parsed again
+// at each call. A prepared statement the server no longer has (DISCARD
+// ALL, such a pooler) or whose plan went stale fails before it runs: it is
+// prepared again and the call made once more.
+func (s *Store) exec(ctx context.Context, c *pgx.Conn, vals [][]byte) (int64, bool, error) {
+	a := &s.args
+	if s.connCfg.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		return a.read(c.PgConn().ExecParams(ctx, commitCall, vals, a.p.oids, binaryFormat, binaryFormat))
+	}
+	for attempt := 0; ; attempt++ {
+		sd, err := c.Prepare(ctx, commitStmt, commitCall)
+		if err != nil {
+			return 0, false, &prepareError{err}
+		}
+		last, some, err := a.read(c.PgConn().ExecStatement(ctx, sd, vals, binaryFormat, binaryFormat))
+		if attempt == 0 && staleStatement(err) {
+			if c.Deallocate(ctx, commitStmt) == nil {
+				continue
+			}
+		}
+		return last, some, err
+	}
+}
+
+// staleStatement reports an error of a prepared statement that the server
+// does not have (26000) or whose result type changed (0A000): it did not
+// run.
+func staleStatement(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "26000" || pe.Code == "0A000")
+}
+
+// read reads the answer of xmpptrack_commit: it returns the last cursor
+// taken (some: any), and leaves the keys of the feed rows written in a.got.
+func (a *args) read(rr *pgconn.ResultReader) (last int64, some bool, err error) {
 	rows := 0
 	for rr.NextRow() {
 		rows++
 		v := rr.Values()
-		if len(v) != 2 || (v[1] != nil && len(v[1]) != 8) {
+		switch {
+		case len(v) != 2:
 			err = fmt.Errorf("%w: %d columns", errResult, len(v))
-			continue
-		}
-		if a.got, err = int4Array(a.got[:0], v[0]); err != nil {
-			continue
-		}
-		if v[1] != nil {
-			last, some = int64(binary.BigEndian.Uint64(v[1])), true
+		case v[1] != nil && len(v[1]) != 8:
+			err = fmt.Errorf("%w: last of %d bytes", errResult, len(v[1]))
+		default:
+			var kerr error
+			if a.got, kerr = int4Array(a.got[:0], v[0]); kerr != nil {
+				err = kerr
+			} else if v[1] != nil {
+				last, some = int64(binary.BigEndian.Uint64(v[1])), true
+			}
 		}
 	}
 	if _, cerr := rr.Close(); cerr != nil {
@@ -510,13 +578,13 @@ func (a *args) call(ctx context.Context, pc *pgconn.PgConn, sd *pgconn.Statement
 // callInTx is the call in an explicit transaction, with beforeCommit run
 // between the call (which took the cursors) and COMMIT: tests hold commits
 // up there.
-func (s *Store) callInTx(ctx context.Context, conn *pgxpool.Conn, sd *pgconn.StatementDescription, vals [][]byte) (int64, bool, error) {
+func (s *Store) callInTx(ctx context.Context, conn *pgxpool.Conn, vals [][]byte) (int64, bool, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return 0, false, err
 	}
 	defer tx.Rollback(ctx)
-	last, some, err := s.args.call(ctx, conn.Conn().PgConn(), sd, vals)
+	last, some, err := s.exec(ctx, conn.Conn(), vals)
 	if err != nil {
 		return 0, false, err
 	}
@@ -526,6 +594,14 @@ func (s *Store) callInTx(ctx context.Context, conn *pgxpool.Conn, sd *pgconn.Sta
 	}
 	return last, some, nil
 }
+
+// answerError is an answer of xmpptrack_commit that the store cannot
+// read, after the server committed the call: the group is stored, its
+// cursors are not known.
+type answerError struct{ err error }
+
+func (e *answerError) Error() string { return e.err.Error() }
+func (e *answerError) Unwrap() error { return e.err }
 
 // prepareError is an error of preparing the call on a connection: nothing
 // ran, so it is never in doubt.
@@ -547,8 +623,8 @@ func (e *commitError) Unwrap() error { return e.err }
 func doubtful(err error) bool {
 	var pe *pgconn.PgError
 	var prep *prepareError
-	if errors.As(err, &pe) || errors.As(err, &prep) {
-		return false
+	if errors.As(err, &pe) || errors.As(err, &prep) || errors.Is(err, errResult) {
+		return false // the server answered; or nothing ran
 	}
 	var atCommit *commitError
 	return errors.As(err, &atCommit) || !pgconn.SafeToRetry(err)

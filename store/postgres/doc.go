@@ -149,7 +149,13 @@
 // whose messages are not all found fails with store.ErrOutcomeUnknown.
 // A pooler that passed the server's session id through while moving
 // transactions between sessions would defeat this check, and is not
-// supported. LISTEN needs a session of its own: the listener must connect
+// supported. Such a pooler also loses the statements prepared on a
+// session (PgBouncer before 1.21, or with max_prepared_statements = 0):
+// set default_query_exec_mode=exec in the DSN, and the store sends its
+// group commit as an unnamed statement parsed at each call (costing the
+// server more CPU), and pgx its other statements likewise. A prepared
+// group commit that the server lost anyway (DISCARD ALL) is prepared
+// again and the call made once more. LISTEN needs a session of its own: the listener must connect
 // to the server, or to a pooler in session mode (see Wait for what happens
 // when it cannot listen).
 //

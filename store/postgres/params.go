@@ -30,12 +30,17 @@ const (
 type params struct {
 	buf   []byte
 	start []int    // where each parameter starts in buf
+	oids  []uint32 // the type of each parameter
 	vals  [][]byte // the parameters, slices of buf
 }
 
 func (p *params) reset() {
-	p.buf, p.start = p.buf[:0], p.start[:0]
+	p.buf, p.start, p.oids = p.buf[:0], p.start[:0], p.oids[:0]
 }
+
+// arrayOf is the array type of each element type.
+var arrayOf = map[uint32]uint32{oidBool: 1000, oidBytea: 1001, oidInt8: 1016, oidInt2: 1005, oidInt4: 1007,
+	oidText: 1009, oidTimestamptz: 1185}
 
 // values returns the parameters encoded since reset.
 func (p *params) values() [][]byte {
@@ -56,6 +61,7 @@ func (p *params) u32(v uint32) { p.buf = binary.BigEndian.AppendUint32(p.buf, v)
 // int4 is a scalar int4 parameter.
 func (p *params) int4(v int32) {
 	p.start = append(p.start, len(p.buf))
+	p.oids = append(p.oids, oidInt4)
 	p.u32(uint32(v))
 }
 
@@ -63,6 +69,7 @@ func (p *params) int4(v int32) {
 // dimension, lower bound 1, also when it is empty, as pgx writes it).
 func (p *params) array(oid uint32, n int, nulls bool) {
 	p.start = append(p.start, len(p.buf))
+	p.oids = append(p.oids, arrayOf[oid])
 	p.u32(1)
 	if nulls {
 		p.u32(1)

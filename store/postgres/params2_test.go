@@ -1,0 +1,200 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// TestParamsRandomAsPgx compares the encoders with pgx's on random values:
+// times over ±150,000 years in zones with odd offsets, NULLs, any bytes,
+// any int8, arrays of up to 20,000 elements.
+func TestParamsRandomAsPgx(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	m := pgtype.NewMap()
+	randTime := func() time.Time {
+		sec := r.Int64N(300000*365*86400) - 150000*365*86400
+		if r.IntN(2) == 0 {
+			sec = r.Int64N(4e9) - 2e9
+		}
+		loc := time.FixedZone("z", (r.IntN(48)-24)*1800+r.IntN(60))
+		return time.Unix(sec, r.Int64N(1e9)).In(loc)
+	}
+	var p params
+	for round := range 300 {
+		n := r.IntN(50)
+		if round%50 == 0 {
+			n = 20000
+		}
+		ts := make([]time.Time, n)
+		tz := make([]pgtype.Timestamptz, n)
+		ss := make([]string, n)
+		bs := make([][]byte, n)
+		i8 := make([]int64, n)
+		for i := range n {
+			ts[i] = randTime()
+			if r.IntN(3) == 0 {
+				ts[i] = time.Time{}
+			}
+			tz[i] = pgtype.Timestamptz{Time: ts[i], Valid: !ts[i].IsZero()}
+			b := make([]byte, r.IntN(20))
+			for j := range b {
+				b[j] = byte(r.IntN(256))
+			}
+			ss[i] = string(b)
+			if r.IntN(4) > 0 {
+				bs[i] = b
+			}
+			i8[i] = int64(r.Uint64())
+		}
+		for _, c := range []struct {
+			oid uint32
+			v   any
+			enc func()
+		}{
+			{pgtype.TimestamptzArrayOID, tz, func() { p.times(ts, true) }},
+			{pgtype.TextArrayOID, ss, func() { p.texts(ss) }},
+			{pgtype.ByteaArrayOID, bs, func() { p.byteas(bs) }},
+			{pgtype.Int8ArrayOID, i8, func() { p.int8s(i8) }},
+		} {
+			p.reset()
+			c.enc()
+			got := p.values()[0]
+			want, err := m.Encode(c.oid, pgtype.BinaryFormatCode, c.v, nil)
+			if err != nil {
+				t.Fatalf("%T: %v", c.v, err)
+			}
+			if !bytes.Equal(got, want) || p.oids[0] != c.oid {
+				t.Fatalf("round %d %T differs (type %d)", round, c.v, p.oids[0])
+			}
+		}
+	}
+}
+
+// testGroup is a group of n batches of every kind.
+func testGroup(n int, prefix string) []*groupcommit.Request {
+	var group []*groupcommit.Request
+	at := time.Date(2026, 12, 6, 16, 0, 0, 0, time.UTC)
+	for i := range n {
+		id := fmt.Sprint(prefix, i)
+		m := msg(id)
+		m.Created, m.Deadline, m.Raw = at, at.Add(time.Hour), []byte(id)
+		group = append(group, &groupcommit.Request{Batch: &store.Batch{
+			Messages: []store.Message{m},
+			Changes:  []store.Change{{ID: id, State: tracking.DeliveredToServer, At: at, Evidence: store.Evidence{From: id}}},
+			Written:  []store.Written{{ID: id, Seq: uint32(i)}},
+			Sessions: []store.Session{{Owner: store.Instance{Account: "a@example.org", Resource: id}, JID: id, Updated: at}},
+		}})
+	}
+	return group
+}
+
+// TestArgsReused: the committer's args, after a large group, encode a
+// small one exactly as fresh args do (no element of the large group left
+// over), and after a very large one it keeps none of its buffers.
+func TestArgsReused(t *testing.T) {
+	encode := func(a *args, group []*groupcommit.Request) ([][]byte, []uint32, []result) {
+		live := make([]int, len(group))
+		for i := range live {
+			live[i] = i
+		}
+		a.build(group, live, time.Now())
+		var vals [][]byte
+		for _, v := range a.encode() {
+			vals = append(vals, bytes.Clone(v))
+		}
+		return vals, slices.Clone(a.p.oids), slices.Clone(a.keys)
+	}
+	var reused args
+	encode(&reused, testGroup(300, "big"))
+	reused.release()
+	small := testGroup(3, "small")
+	got, gotOIDs, gotKeys := encode(&reused, small)
+	want, wantOIDs, wantKeys := encode(new(args), small)
+	if !slices.EqualFunc(got, want, bytes.Equal) || !slices.Equal(gotOIDs, wantOIDs) || !slices.Equal(gotKeys, wantKeys) {
+		t.Fatal("args reused after a large group encode a small one differently")
+	}
+	if len(gotOIDs) != 36 || slices.Contains(gotOIDs, 0) {
+		t.Fatalf("parameter types %v", gotOIDs)
+	}
+	reused.release()
+	encode(&reused, testGroup(maxKeptRows+1, "huge"))
+	reused.release()
+	if reused.p.buf != nil || reused.mID != nil || reused.keys != nil {
+		t.Error("args kept the buffers of a group above maxKeptRows")
+	}
+	s := &Store{}
+	s.duplicates(testGroup(maxKeptRows+1, "ids"))
+	if s.seen != nil {
+		t.Error("the duplicate map of a group above maxKeptRows was kept")
+	}
+}
+
+// TestErrorClasses: a failed Prepare ran nothing (tried again at once on
+// fresh connections, never in doubt); an answer the store cannot read is
+// not in doubt either.
+func TestErrorClasses(t *testing.T) {
+	prep := &prepareError{io.ErrUnexpectedEOF}
+	if !unsent(prep) || doubtful(prep) {
+		t.Errorf("prepare error: unsent %v, doubtful %v", unsent(prep), doubtful(prep))
+	}
+	ans := &answerError{fmt.Errorf("%w: 2 rows", errResult)}
+	if unsent(ans) || doubtful(ans) || doubtful(ans.err) {
+		t.Errorf("answer error: unsent %v, doubtful %v", unsent(ans), doubtful(ans))
+	}
+	if !doubtful(io.ErrUnexpectedEOF) {
+		t.Error("a broken connection during the call is not in doubt")
+	}
+}
+
+// TestStatementGone: a connection whose prepared call the server dropped
+// (DEALLOCATE ALL, as a pooler moving the client between server sessions
+// may) prepares it again, and no commit fails; with a DSN that asks pgx
+// not to cache statements the store prepares none.
+func TestStatementGone(t *testing.T) {
+	for _, mode := range []string{"", "simple_protocol", "exec"} {
+		t.Run("mode="+mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			dsn := database(t, "gone"+mode)
+			if mode != "" {
+				dsn += "&default_query_exec_mode=" + mode
+			}
+			s, err := OpenConfig(ctx, dsn, Config{Retention: -1, MaxConns: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{msg("g0")}}); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE name = $1`, commitStmt).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int{true: 1, false: 0}[mode == ""]; n != want {
+				t.Errorf("prepared statements %q: %d, want %d", commitStmt, n, want)
+			}
+			if _, err := s.pool.Exec(ctx, `DEALLOCATE ALL`); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 3; i++ {
+				b := &store.Batch{Messages: []store.Message{msg(fmt.Sprint("g", i))}}
+				if err := s.Commit(ctx, b); err != nil || b.Messages[0].Cursor != int64(i+1) {
+					t.Errorf("commit %d: cursor %d, %v", i, b.Messages[0].Cursor, err)
+				}
+			}
+		})
+	}
+}
