@@ -50,6 +50,8 @@ type fakeSender struct {
 	// beforeCommit, if set, is called (unlocked) before a message is
 	// recorded in the store; an error fails the send before tracking.
 	beforeCommit func() error
+	// beforeSend, if set, is called (unlocked) at the start of each send.
+	beforeSend func()
 	// handed counts the state changes whose Gateway.OnStateChange
 	// returned; handedCh is closed (and replaced) at each.
 	handed   int
@@ -83,6 +85,9 @@ func (f *fakeSender) waitHanded(t testing.TB, n int) {
 }
 
 func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
+	if f.beforeSend != nil {
+		f.beforeSend()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
