@@ -74,9 +74,10 @@ type group[R any] struct {
 	// the changes of every read until then go with that one wake-up. A
 	// change after a quiet period is handed over at once; under a stream,
 	// callbacks run at most handGap late.
-	handed   time.Time   // when Release last handed changes over
-	deferred bool        // pace is set for a hand-over
-	pace     *time.Timer // wakes the parked dispatcher for a deferred hand-over; made with wake
+	gap      time.Duration // handGap; zero in benchmarks of the unpaced hand-over
+	handed   time.Time     // when Release last handed changes over
+	deferred bool          // pace is set for a hand-over
+	pace     *time.Timer   // wakes the parked dispatcher for a deferred hand-over; made with wake
 }
 
 // handGap is the shortest time between two hand-overs by Release (see
@@ -140,7 +141,7 @@ func (g *group[R]) release() {
 			return
 		}
 		now := time.Now()
-		if wait := handGap - now.Sub(g.handed); wait > 0 {
+		if wait := g.gap - now.Sub(g.handed); wait > 0 {
 			g.pace.Reset(wait) // set with wake: the dispatcher parked
 			g.deferred = true
 			g.mu.Unlock()

@@ -146,6 +146,7 @@ func NewRegistry[R any](cfg Config[R]) *Registry[R] {
 	r.limit, _ = QueueLimit(r.max)
 	r.g.hook = cfg.OnStateChange
 	r.g.reg = r
+	r.g.gap = handGap
 	return r
 }
 
