@@ -115,6 +115,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "gatewaybench: unknown -order %q\n", order)
 		os.Exit(2)
 	}
+	if *rounds < 1 || *n < 1 {
+		fmt.Fprintln(os.Stderr, "gatewaybench: -rounds and -n must be at least 1")
+		os.Exit(2)
+	}
 	if order == "alternate" && *rounds%2 != 0 && *loadAddr == "" && *recipientAddr == "" {
 		fmt.Fprintln(os.Stderr, "gatewaybench: -order alternate needs an even -rounds (each side first as often)")
 		os.Exit(2)
