@@ -52,17 +52,10 @@ const (
 // wrote adds the pages the writer connection wrote to the WAL since the
 // last call, and wakes the checkpointer once they pass the threshold.
 func (s *Store) wrote() {
-	conn, err := s.w.Conn(context.Background())
-	if err != nil {
-		return
-	}
-	var n int
-	conn.Raw(func(dc any) error {
-		n = walPages(dc)
+	s.onWriter(context.Background(), func(c *wconn) error {
+		s.walPages.Add(int64(c.walPages()))
 		return nil
 	})
-	conn.Close()
-	s.walPages.Add(int64(n))
 	s.checkWAL()
 }
 
@@ -143,12 +136,8 @@ func (s *Store) restart() {
 	s.checkpointOnce(conn, "RESTART")
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", prev)); err != nil {
 		// Never leave the writer with the short timeout: drop the
-		// connection (database/sql opens a new one, with the DSN's), and
-		// the committer's statements on it first (see wconn.go).
-		conn.Raw(func(dc any) error {
-			s.dropStmts(dc)
-			return driver.ErrBadConn
-		})
+		// connection (database/sql opens a new one, with the DSN's).
+		conn.Raw(func(any) error { return driver.ErrBadConn })
 	}
 }
 

@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	case "locker":
 		childLocker(os.Getenv("XMPPTRACK_SQLITE_PATH"))
 		os.Exit(0)
+	case "fsize":
+		childFileSize(os.Getenv("XMPPTRACK_SQLITE_PATH"))
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }

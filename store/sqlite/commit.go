@@ -89,32 +89,34 @@ func (s *Store) write(ctx context.Context, f func(*writer) error) error {
 // writeOnce runs one transaction on the writer's driver connection (see
 // wconn.go).
 func (s *Store) writeOnce(ctx context.Context, f func(*writer) error) error {
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+	var err error
 	var pages int
-	err = conn.Raw(func(dc any) error {
-		c, err := s.conn(dc)
-		if err != nil {
-			return err
+	berr := s.onWriter(ctx, func(c *wconn) error {
+		var bad bool
+		err, bad = s.tx(c, f)
+		pages = c.walPages()
+		if bad {
+			// A transaction may still be open: database/sql drops the
+			// connection (and SQLite rolls back) rather than keep it.
+			return driver.ErrBadConn
 		}
-		err = s.tx(c, f)
-		pages = walPages(dc)
 		return err
 	})
 	s.walPages.Add(int64(pages))
+	if err == nil {
+		err = berr
+	}
 	return err
 }
 
-// tx runs f and flush in a transaction on c, and commits it.
-func (s *Store) tx(c *wconn, f func(*writer) error) error {
+// tx runs f and flush in a transaction on c, and commits it. bad reports
+// that it failed and its ROLLBACK failed too.
+func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 	if _, err := c.exec(begin); err != nil {
-		return err
+		return err, false
 	}
 	w := &writer{s: s, c: c, now: time.Now(), rows: map[string]*row{}}
-	err := f(w)
+	err = f(w)
 	if err == nil {
 		err = w.flush()
 	}
@@ -123,9 +125,17 @@ func (s *Store) tx(c *wconn, f func(*writer) error) error {
 	}
 	if err != nil {
 		// Also after a failed COMMIT, which may leave the transaction
-		// open; the error of a ROLLBACK with none open does not matter.
-		c.exec(rollback)
-		return err
+		// open. A ROLLBACK that fails may have left it open too (or
+		// SQLite rolled back already, as it does after some errors: the
+		// connection is dropped anyway, which is rare and cheap), and an
+		// open one would make every later BEGIN fail.
+		if s.cfg.failRollback {
+			return err, true
+		}
+		if _, rerr := c.exec(rollback); rerr != nil {
+			return err, true
+		}
+		return err, false
 	}
 	for id, r := range w.rows {
 		if r.cur.settled {
@@ -134,7 +144,7 @@ func (s *Store) tx(c *wconn, f func(*writer) error) error {
 			s.states.put(id, msgState{n: r.n, state: r.cur.state, settled: false})
 		}
 	}
-	return nil
+	return nil, false
 }
 
 // unset clears the cursors of a batch that was not written.

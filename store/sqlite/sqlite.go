@@ -40,6 +40,9 @@ type Config struct {
 	// checkpointPages, if positive, replaces the checkpoint threshold
 	// checkpointPages (tests).
 	checkpointPages int
+	// failRollback makes the committer's ROLLBACKs fail without running,
+	// the transaction left open (tests).
+	failRollback bool
 }
 
 // Store is a store.Store on an SQLite file.
@@ -50,9 +53,6 @@ type Store struct {
 	w    *sql.DB // the writer: one connection
 	r    *sql.DB // readers
 	ck   *sql.DB // the checkpointer's connection (see checkpoint.go)
-	// wc is the writer's driver connection with the committer's prepared
-	// statements (see wconn.go).
-	wc *wconn
 
 	group  *groupcommit.Queue // to the committer
 	ckWake chan struct{}      // capacity 1: the WAL passed the threshold (see wrote)
@@ -95,7 +95,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	for _, p := range cfg.pragmas {
 		params += "&_pragma=" + p
 	}
-	w, err := sql.Open("sqlite", path+params)
+	w, err := openWriter(path + params)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -133,7 +133,6 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	r, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_query_only=1")
 	if err != nil {
 		s.stop()
-		s.closeStmts()
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -143,7 +142,6 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	ck, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_synchronous="+syncMode)
 	if err != nil {
 		s.stop()
-		s.closeStmts()
 		r.Close()
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -162,28 +160,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 // prepare prepares the committer's statements on the writer's connection
 // (see wconn.go), so that a file they do not fit fails at Open.
 func (s *Store) prepare(ctx context.Context) error {
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		_, err := s.conn(dc)
-		return err
-	})
-}
-
-// closeStmts closes the committer's statements, once it stopped.
-func (s *Store) closeStmts() {
-	conn, err := s.w.Conn(context.Background())
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	conn.Raw(func(dc any) error {
-		s.dropStmts(dc)
-		return nil
-	})
+	return s.onWriter(ctx, func(*wconn) error { return nil })
 }
 
 // header is the first bytes of every SQLite database file.
@@ -229,7 +206,6 @@ func (s *Store) Close() error {
 	}
 	s.workers.Wait()
 	rerr := errors.Join(s.r.Close(), s.ck.Close())
-	s.closeStmts()
 	// Fold the WAL into the database file, so that the file alone holds
 	// everything (best effort: another process may be reading, and its
 	// readers are waited for at most restartBusy, not the busy timeout; a

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -11,18 +12,20 @@ import (
 )
 
 // The committer runs each transaction on the writer's driver connection
-// (database/sql's Conn.Raw) with statements it prepared once on that
-// connection, BEGIN IMMEDIATE and COMMIT included: database/sql's Tx would
-// parse those two again for every transaction, and adds its own work to
-// every statement (taking the connection, converting the arguments,
-// binding the statement to the transaction). A lone sender pays a
-// transaction per message, so this is paid per message.
+// (database/sql's Conn.Raw) with statements prepared once on it: BEGIN
+// IMMEDIATE and COMMIT too, which database/sql's Tx would parse again for
+// every transaction, and without database/sql's work around every
+// statement (taking the connection, converting the arguments, binding the
+// statement to the transaction). A lone sender pays a transaction per
+// message, so this is paid per message.
 //
-// The statements belong to one driver connection. database/sql replaces
-// the writer's connection only when it is broken (a driver.ErrBadConn):
-// the committer then prepares them again on the new one. The only code
-// that breaks it on purpose (restart, in checkpoint.go) closes them first
-// (dropStmts), as does Close.
+// The statements belong to the connection (wconn, which the writer's
+// connector makes): database/sql may close the connection and open
+// another at any time (after a statement a caller's context interrupted,
+// a driver.ErrBadConn, ...), and the connection closes its statements
+// first, so that SQLite really closes it (an SQLite connection closed with
+// statements still prepared stays open, files and memory, until they are
+// finalized). The next transaction prepares them on the new one.
 
 // Statements of the committer's transactions besides those of stmtSQL.
 const (
@@ -38,46 +41,109 @@ func init() {
 	copy(connSQL[:nStmts], stmtSQL[:])
 }
 
-// wconn is the writer's driver connection with the committer's prepared
-// statements. It is used only while the committer (or Close) holds the
-// connection through Conn.Raw, which also orders its uses.
-type wconn struct {
-	dc   any // the driver connection they were prepared on
-	st   [nConnStmts]driver.Stmt
-	args []driver.NamedValue // reused by each statement
-	row  []driver.Value      // reused by each query
+// openWriter opens the writer's database: its connections are wconns.
+func openWriter(dsn string) (*sql.DB, error) {
+	c, err := msqlite.NewConnector(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(writerConnector{c}), nil
 }
 
-// conn returns the prepared statements of driver connection dc, preparing
-// them the first time and when database/sql replaced the connection.
-func (s *Store) conn(dc any) (*wconn, error) {
-	if s.wc != nil && s.wc.dc == dc {
-		return s.wc, nil
+// writerConnector makes the writer's connections.
+type writerConnector struct{ driver.Connector }
+
+func (c writerConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	dc, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
 	}
-	// A replaced connection was closed by database/sql and its driver
-	// state freed, so its statements cannot be closed any more: they are
-	// forgotten (SQLite keeps the closed connection's memory for them, a
-	// leak that only a connection broken by a failure causes).
-	s.wc = nil
-	pc, ok := dc.(driver.ConnPrepareContext)
-	if !ok {
-		return nil, fmt.Errorf("sqlite: the driver's connection %T cannot prepare statements", dc)
+	return &wconn{Conn: dc}, nil
+}
+
+// The driver's interfaces that database/sql and the store use; a wconn
+// passes them on to the driver's connection, which has them all.
+type driverConn interface {
+	driver.Conn
+	driver.ConnPrepareContext
+	driver.ConnBeginTx
+	driver.ExecerContext
+	driver.QueryerContext
+	driver.Pinger
+	driver.SessionResetter
+	driver.Validator
+	msqlite.DBStatus
+}
+
+// wconn is a writer's driver connection with the committer's statements,
+// prepared on first use (stmts) and closed with it. database/sql hands it
+// to one user at a time (Conn.Raw for the committer), which orders its
+// uses.
+type wconn struct {
+	driver.Conn
+	st   [nConnStmts]driver.Stmt // all nil or all prepared
+	args []driver.NamedValue     // reused by each statement
+	row  []driver.Value          // reused by each query
+}
+
+func (c *wconn) conn() driverConn { return c.Conn.(driverConn) }
+
+// Unwrap returns the driver's connection.
+func (c *wconn) Unwrap() driver.Conn { return c.Conn }
+
+func (c *wconn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	return c.conn().PrepareContext(ctx, q)
+}
+
+func (c *wconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	return c.conn().BeginTx(ctx, opts)
+}
+
+func (c *wconn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	return c.conn().ExecContext(ctx, q, args)
+}
+
+func (c *wconn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	return c.conn().QueryContext(ctx, q, args)
+}
+
+func (c *wconn) Ping(ctx context.Context) error { return c.conn().Ping(ctx) }
+
+func (c *wconn) ResetSession(ctx context.Context) error { return c.conn().ResetSession(ctx) }
+
+func (c *wconn) IsValid() bool { return c.conn().IsValid() }
+
+// Status implements msqlite.DBStatus.
+func (c *wconn) Status(op msqlite.DBStatusOp, reset bool) (int, int, error) {
+	return c.conn().Status(op, reset)
+}
+
+// Close closes the committer's statements, then the driver's connection.
+func (c *wconn) Close() error {
+	c.closeStmts()
+	return c.Conn.Close()
+}
+
+// stmts prepares the committer's statements if they are not yet.
+func (c *wconn) stmts() error {
+	if c.st[0] != nil {
+		return nil
 	}
-	c := &wconn{dc: dc}
+	if _, ok := c.Conn.(driverConn); !ok {
+		return fmt.Errorf("sqlite: the driver's connection %T lacks interfaces the store uses", c.Conn)
+	}
 	for i, q := range connSQL {
-		st, err := pc.PrepareContext(context.Background(), q)
+		st, err := c.conn().PrepareContext(context.Background(), q)
 		if err != nil {
-			c.close()
-			return nil, err
+			c.closeStmts()
+			return err
 		}
 		c.st[i] = st
 	}
-	s.wc = c
-	return c, nil
+	return nil
 }
 
-// close closes the prepared statements.
-func (c *wconn) close() {
+func (c *wconn) closeStmts() {
 	for i, st := range c.st {
 		if st != nil {
 			st.Close()
@@ -86,14 +152,24 @@ func (c *wconn) close() {
 	}
 }
 
-// dropStmts closes the committer's statements on driver connection dc, the
-// writer's, which the caller holds (Conn.Raw) and is about to close or
-// break.
-func (s *Store) dropStmts(dc any) {
-	if s.wc != nil && s.wc.dc == dc {
-		s.wc.close()
+// onWriter runs f on the writer's driver connection, its statements
+// prepared.
+func (s *Store) onWriter(ctx context.Context, f func(c *wconn) error) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
 	}
-	s.wc = nil
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(*wconn)
+		if !ok {
+			return fmt.Errorf("sqlite: the writer's connection is a %T", dc)
+		}
+		if err := c.stmts(); err != nil {
+			return err
+		}
+		return f(c)
+	})
 }
 
 // bind fills c.args with args.
@@ -138,10 +214,7 @@ func (c *wconn) queryRow(i int, args ...any) ([]driver.Value, error) {
 }
 
 // walPages returns the pages the connection wrote since the last call.
-func walPages(dc any) int {
-	if st, ok := dc.(msqlite.DBStatus); ok {
-		n, _, _ := st.Status(msqlite.DBStatusCacheWrite, true)
-		return n
-	}
-	return 0
+func (c *wconn) walPages() int {
+	n, _, _ := c.Status(msqlite.DBStatusCacheWrite, true)
+	return n
 }

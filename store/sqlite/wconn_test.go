@@ -3,25 +3,48 @@ package sqlite
 import (
 	"context"
 	"database/sql/driver"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// TestWriterConnReplaced: when database/sql replaces the writer's
-// connection (a driver.ErrBadConn), with the committer's statements closed
-// first (as restart does) or left on the broken connection, the next
-// commits prepare them again on the new connection and succeed, and the
-// records written before and after are there.
+// openFDs counts this process's descriptors of path and the files next to
+// it (the lock file aside, which the ownership locks keep).
+func openFDs(t *testing.T, path string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	n := 0
+	for _, e := range ents {
+		l, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && strings.HasPrefix(l, path) && !strings.HasSuffix(l, "-lock") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestWriterConnReplaced: database/sql replaces the writer's connection
+// when a statement on it returns driver.ErrBadConn (as restart does) and
+// when a caller's context interrupted a statement on it (the driver then
+// reports it invalid). The next commits prepare the committer's statements
+// on the new connection and succeed, the records written before and after
+// are there, and every replaced connection was really closed: after Close
+// no file of the store is open.
 func TestWriterConnReplaced(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(ctx, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	commit := func(id string) {
 		t.Helper()
 		if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message(id)}}); err != nil {
@@ -31,35 +54,43 @@ func TestWriterConnReplaced(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// breakConn makes database/sql drop the writer's connection, and
-	// returns it.
-	breakConn := func(drop bool) any {
+	current := func() any {
 		t.Helper()
-		conn, err := s.w.Conn(ctx)
-		if err != nil {
+		var dc any
+		if err := s.onWriter(ctx, func(c *wconn) error { dc = c; return nil }); err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
-		var old any
-		conn.Raw(func(dc any) error {
-			old = dc
-			if drop {
-				s.dropStmts(dc)
-			}
-			return driver.ErrBadConn
-		})
-		return old
+		return dc
 	}
 	commit("m1")
-	for i, drop := range []bool{true, false} {
-		old := breakConn(drop)
+	ids := []string{"m1"}
+	for i, replace := range []func(){
+		func() { // a driver.ErrBadConn
+			conn, err := s.w.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+			conn.Close()
+		},
+		func() { // a statement its caller's context interrupted
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			defer cancel()
+			if _, err := s.w.ExecContext(cctx, `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c`); err == nil {
+				t.Fatal("an endless query ended")
+			}
+		},
+	} {
+		old := current()
+		replace()
 		id := []string{"m2", "m3"}[i]
 		commit(id)
-		if s.wc == nil || s.wc.dc == old {
-			t.Fatalf("drop %v: the statements were not prepared on a new connection", drop)
+		ids = append(ids, id)
+		if current() == old {
+			t.Fatalf("replacement %d: the writer's connection was not replaced", i)
 		}
 	}
-	for _, id := range []string{"m1", "m2", "m3"} {
+	for _, id := range ids {
 		rec, err := s.Message(ctx, id)
 		if err != nil {
 			t.Fatal(err)
@@ -67,5 +98,41 @@ func TestWriterConnReplaced(t *testing.T) {
 		if rec.State != tracking.DeliveredToServer || len(rec.History) != 2 {
 			t.Errorf("%s: %v with %d changes, want DELIVERED_TO_SERVER with 2", id, rec.State, len(rec.History))
 		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := openFDs(t, p); n != 0 {
+		t.Errorf("after Close, %d descriptors of %s are still open", n, p)
+	}
+}
+
+// TestRollbackFails: a transaction whose ROLLBACK fails (left open) has its
+// connection dropped, so that the next transaction (here the same batch,
+// written again with the cache emptied after a stale row) begins on a new
+// one instead of failing at BEGIN.
+func TestRollbackFails(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	a, err := OpenConfig(ctx, p, Config{failRollback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	commitT(t, a, &store.Batch{Messages: []store.Message{message("m")}})
+	commitT(t, a, change("m", tracking.DeliveredToServer))
+	commitT(t, b, change("m", tracking.DeliveredToRecipient)) // a's cache is stale
+	commitT(t, a, change("m", tracking.SeenByRecipient))
+	r, err := a.Message(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != tracking.SeenByRecipient || !r.Settled {
+		t.Errorf("state %v settled %v, want SEEN_BY_RECIPIENT settled", r.State, r.Settled)
 	}
 }
