@@ -274,5 +274,9 @@ func (c *conversation[R]) sweep() {
 		}
 		clear(c.order[len(kept):])
 		c.order = append([]*Tracker[R](nil), kept...)
+	} else if cap(c.order) > 1024 && len(c.order) < cap(c.order)/4 {
+		// Trimmed from the front, order still holds the array of its
+		// largest burst: copy what is left, as the compaction does.
+		c.order = append([]*Tracker[R](nil), c.order...)
 	}
 }

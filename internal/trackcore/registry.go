@@ -111,6 +111,7 @@ type Registry[R any] struct {
 
 	seed  maphash.Seed
 	index map[uint64]*Tracker[R]      // pending trackers by seeded hash of the id
+	peak  int                         // most entries index held since it was made (shrinkIndex)
 	convs map[string]*conversation[R] // conversations with pending trackers
 	nfull int                         // entries of convs keyed by a full JID
 	dirty []*conversation[R]          // conversations waiting for a sweep
@@ -228,8 +229,25 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 	c.order = append(c.order, t)
 	c.live++
 	r.index[key] = t
+	r.peak = max(r.peak, len(r.index))
 	r.pending++
 	return t, nil
+}
+
+// shrinkIndex replaces the index by a map of its size once it holds fewer
+// than a quarter of its peak: a Go map never gives back the memory of its
+// largest size, so a burst of 1,000,000 pending messages would keep tens
+// of MiB of index for the registry's life after they settled. Copying at a
+// quarter costs each removal O(1) amortized. The caller holds the lock.
+func (r *Registry[R]) shrinkIndex() {
+	if r.peak <= 1024 || len(r.index) >= r.peak/4 {
+		return
+	}
+	m := make(map[uint64]*Tracker[R], len(r.index))
+	for k, t := range r.index {
+		m[k] = t
+	}
+	r.index, r.peak = m, len(m)
 }
 
 // forget removes a tracker that just settled from every index and the timer
@@ -238,6 +256,7 @@ func (r *Registry[R]) forget(t *Tracker[R]) {
 	w := t.word.Load()
 	t.word.Store(w &^ (inRegistry | hasDeadline))
 	delete(r.index, r.key(t.id))
+	r.shrinkIndex()
 	if w&hasDeadline != 0 && t.heapIdx >= 0 {
 		r.remove(t)
 	}

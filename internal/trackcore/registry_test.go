@@ -3,6 +3,7 @@ package trackcore
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strconv"
 	"testing"
 	"testing/synctest"
@@ -316,4 +317,42 @@ func TestDisplayedThreadWalksOnlyNewMessages(t *testing.T) {
 		t.Fatalf("%d thread marks", n)
 	}
 	wantStates(t, []*MessageTracker{other}, DeliveredToRecipient)
+}
+
+// TestIndexShrinksAfterBurst: once a burst of pending trackers settled,
+// the registry gives back the memory of its index (a Go map keeps the
+// buckets of its largest size; 100,000 entries take about 2 MiB).
+func TestIndexShrinksAfterBurst(t *testing.T) {
+	const n = 100_000
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = strconv.Itoa(i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := NewRegistry(Config[Response]{MaxPending: -1})
+	for _, id := range ids {
+		if _, err := r.TryTrack(bob, id, TrackOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids[:n-10] {
+		r.Lost(bob, id)
+	}
+	if got := r.Pending(); got != 10 {
+		t.Fatalf("%d pending, want 10", got)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if kept := int64(after.HeapAlloc) - int64(before.HeapAlloc); kept > 512<<10 {
+		t.Errorf("the registry keeps %d KiB after %d of %d trackers settled, want under 512 KiB", kept>>10, n-10, n)
+	}
+	for _, id := range ids[n-10:] {
+		if r.Lookup(bob, id) == nil {
+			t.Fatalf("pending %s not found after the index shrank", id)
+		}
+	}
+	runtime.KeepAlive(r)
+	runtime.KeepAlive(ids)
 }
