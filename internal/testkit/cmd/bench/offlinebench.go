@@ -148,7 +148,15 @@ func reportOffline(w io.Writer, n int, runs []offlineRun) {
 		if r.err != nil {
 			errText = ", error: " + r.err.Error()
 		}
-		fmt.Fprintf(w, "    round %d %-17s %6.1f s (%.0f msg/s%s), written in %.1f s, server CPU %.1f s, sender CPU %.2f s, load %s%s\n",
-			r.round, r.sender, r.res.ToServer, float64(n)/max(r.res.ToServer, 1e-9), ratio, r.res.Written, r.serverCPU, r.res.CPU, r.load, errText)
+		mem := ""
+		if p := r.res.Pending; p > 0 && r.err == nil {
+			// The tracked senders keep every message pending (the
+			// recipient is offline): the memory of section 3 comes free.
+			mem = fmt.Sprintf(", per pending message: live heap %+.0f B, RSS %+.0f B (%+.0f B after FreeOSMemory)",
+				float64(r.res.HeapAfter-r.res.HeapBefore)/float64(p), float64(r.res.RSSAfter-r.res.RSSBefore)/float64(p),
+				float64(r.res.RSSFreed-r.res.RSSBefore)/float64(p))
+		}
+		fmt.Fprintf(w, "    round %d %-17s %6.1f s (%.0f msg/s%s), written in %.1f s, server CPU %.1f s, sender CPU %.2f s, load %s%s%s\n",
+			r.round, r.sender, r.res.ToServer, float64(n)/max(r.res.ToServer, 1e-9), ratio, r.res.Written, r.serverCPU, r.res.CPU, r.load, mem, errText)
 	}
 }
