@@ -866,7 +866,9 @@ func encodeMessage(id string, m Message, payload *tokbuf.Buffer) ([]byte, error)
 	return encodeTokens(id, m, payload)
 }
 
-// encodeTokens encodes messageXML's tokens, as stored.
+// encodeTokens encodes messageXML's tokens, as stored. Without payload it
+// reads m.Payload, a reader that is then used up: a message sent after it
+// was stored must get its payload from a buffered copy (Send's payload).
 func encodeTokens(id string, m Message, payload *tokbuf.Buffer) ([]byte, error) {
 	if payload != nil {
 		payload.Rewind()

@@ -342,7 +342,8 @@ func messageStanza(id string, m Message) xml.TokenReader {
 	return &wire.Raw{B: messageBytes(id, m, true)}
 }
 
-// messageBytes returns appendMessage's bytes in a buffer of their size.
+// messageBytes returns appendMessage's bytes, in a buffer sized for text
+// that needs no escaping (escaped text makes append grow it).
 func messageBytes(id string, m Message, stream bool) []byte {
 	size := 320 + len(m.Body) + len(m.Thread) + 2*len(id) + len(m.To.Localpart()) + len(m.To.Domainpart()) + len(m.To.Resourcepart())
 	return appendMessage(make([]byte, 0, size), id, m, stream)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -32,8 +33,10 @@ func TestChangesMultiRow(t *testing.T) {
 		created = b.Messages[0].Cursor
 	}
 	acks := &store.Batch{}
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	for i := range n {
-		acks.Changes = append(acks.Changes, store.Change{ID: fmt.Sprintf("m%d", i), State: tracking.DeliveredToServer})
+		acks.Changes = append(acks.Changes, store.Change{ID: fmt.Sprintf("m%d", i), State: tracking.DeliveredToServer,
+			At: at.Add(time.Duration(i) * time.Second), Evidence: store.Evidence{From: fmt.Sprintf("s%d@example.org", i)}})
 	}
 	fresh := &store.Batch{Messages: []store.Message{message("x")}}
 	more := &store.Batch{Changes: []store.Change{{ID: "x", State: tracking.DeliveredToServer}}}
@@ -76,6 +79,21 @@ func TestChangesMultiRow(t *testing.T) {
 	for i, c := range feed {
 		if c.Cursor != want[i] {
 			t.Fatalf("feed entry %d has cursor %d, want %d", i, c.Cursor, want[i])
+		}
+	}
+	// Each row of a multi-row insert keeps its own columns: one in the
+	// middle of the 64-row statement, one in the middle of an 8-row one,
+	// one of the single rows.
+	for _, i := range []int{30, 70, 97} {
+		rec, err := s.Message(ctx, fmt.Sprintf("m%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := rec.History[1]
+		if c.Cursor != acks.Changes[i].Cursor || c.State != tracking.DeliveredToServer ||
+			!c.At.Equal(at.Add(time.Duration(i)*time.Second)) || c.From != fmt.Sprintf("s%d@example.org", i) {
+			t.Errorf("m%d's ack %+v, want cursor %d at %v from s%d@example.org", i, c, acks.Changes[i].Cursor,
+				at.Add(time.Duration(i)*time.Second), i)
 		}
 	}
 	rec, err := s.Message(ctx, "m5")

@@ -226,9 +226,12 @@ func (w *writer) lookup(id string) (*row, error) {
 }
 
 // apply writes one batch, in the order messages, changes, sequence
-// numbers, sessions. A batch with one new message that exists fails with
-// ErrExists having written nothing (the insert is its first statement); a
-// batch with several is checked first, so that it never fails halfway.
+// numbers, sessions (its change rows are inserted later, see
+// insertChanges). A batch with one new message that exists fails with
+// ErrExists having written nothing of its own (its first statement is
+// that insert; the change rows of earlier batches inserted before it are
+// theirs); a batch with several is checked first, so that it never fails
+// halfway.
 func (w *writer) apply(b *store.Batch) error {
 	if len(b.Messages) > 1 {
 		if err := w.check(b); err != nil {
@@ -363,25 +366,17 @@ func (w *writer) next() (int64, error) {
 }
 
 // insertChanges inserts the change rows apply queued, as many per
-// statement as the prepared multi-row inserts take: a recorder's
-// transaction holds hundreds, and a statement per row cost twice the CPU.
+// statement as the prepared multi-row inserts take (insChanges, largest
+// first): a recorder's transaction holds hundreds, and a statement per
+// row cost twice the CPU.
 func (w *writer) insertChanges() error {
 	rows := w.pend
-	for len(rows) > 0 {
-		k := len(rows) / changeCols
-		st := insChanges1
-		switch {
-		case k >= changeRows[insChanges64-insChanges1]:
-			st, k = insChanges64, changeRows[insChanges64-insChanges1]
-		case k >= changeRows[insChanges8-insChanges1]:
-			st, k = insChanges8, changeRows[insChanges8-insChanges1]
-		default:
-			k = 1
+	for _, st := range insChanges {
+		for n := st.rows * changeCols; len(rows) >= n; rows = rows[n:] {
+			if _, err := w.c.exec(st.st, rows[:n]...); err != nil {
+				return err
+			}
 		}
-		if _, err := w.c.exec(st, rows[:k*changeCols]...); err != nil {
-			return err
-		}
-		rows = rows[k*changeCols:]
 	}
 	clear(w.pend)
 	w.pend = w.pend[:0]
@@ -457,7 +452,7 @@ const (
 const (
 	insMsg = iota
 	exists
-	insChanges1 // three multi-row inserts of changes, see changeRows
+	insChanges1 // three multi-row inserts of changes, see insChanges
 	insChanges8
 	insChanges64
 	lastCur
@@ -469,9 +464,9 @@ const (
 	nStmts
 )
 
-// changeRows are the rows of the statements insChanges1, insChanges8 and
-// insChanges64, each row changeCols arguments.
-var changeRows = [3]int{1, 8, 64}
+// insChanges are the multi-row inserts of changes and their rows, largest
+// first; each row takes changeCols arguments.
+var insChanges = [...]struct{ st, rows int }{{insChanges64, 64}, {insChanges8, 8}, {insChanges1, 1}}
 
 const changeCols = 6
 
@@ -483,7 +478,6 @@ func sqlInsChanges(rows int) string {
 
 var stmtSQL = [...]string{
 	insMsg: sqlInsMsg, exists: sqlExists, getMsg: sqlGetMsg, lastCur: sqlLastCur,
-	insChanges1: sqlInsChanges(changeRows[0]), insChanges8: sqlInsChanges(changeRows[1]),
-	insChanges64: sqlInsChanges(changeRows[2]),
-	setSeq:       sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
+	insChanges1: sqlInsChanges(1), insChanges8: sqlInsChanges(8), insChanges64: sqlInsChanges(64),
+	setSeq: sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
 }

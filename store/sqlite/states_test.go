@@ -165,12 +165,13 @@ func TestDuplicateWritesNothing(t *testing.T) {
 	}
 }
 
-// TestCacheOtherWriterMany: as TestCacheOtherWriter, with a stale message
-// among the 20 of each kind of row update in one transaction (a sequence
-// number, a change that does not settle, one that settles). The
-// transaction is refused and written again with the cache emptied: every
-// other message moves, the stale ones keep the other writer's state and
-// history.
+// TestCacheOtherWriterMany: as TestCacheOtherWriter, with a message the
+// other writer settled among the 20 of each kind of row update in one
+// transaction (a sequence number, a change that does not settle, one that
+// settles). The transaction is refused and written again with the cache
+// emptied: every other message moves, the settled ones keep the other
+// writer's state and history (TestCacheOtherWriterUnsettled covers a
+// stale state that is not settled).
 func TestCacheOtherWriterMany(t *testing.T) {
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "s.db")
@@ -243,5 +244,46 @@ func TestCacheOtherWriterMany(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCacheOtherWriterUnsettled: another Store value moves a message
+// forward without settling it (DELIVERED_TO_RECIPIENT) behind this one's
+// cache (IN_TRANSIT). A change through this one is applied to the stored
+// state, not the cached one: an ack does not move it back, and an abort or
+// a timeout is judged against DELIVERED_TO_RECIPIENT (the row updates check
+// the state they replace).
+func TestCacheOtherWriterUnsettled(t *testing.T) {
+	for _, late := range []tracking.MessageState{tracking.DeliveredToServer, tracking.Aborted, tracking.TimedOut} {
+		t.Run(late.String(), func(t *testing.T) {
+			ctx := context.Background()
+			p := filepath.Join(t.TempDir(), "s.db")
+			a, err := Open(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := Open(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			commitT(t, a, &store.Batch{Messages: []store.Message{message("m")}}) // a caches IN_TRANSIT
+			commitT(t, b, change("m", tracking.DeliveredToRecipient))
+			commitT(t, a, change("m", late))
+			r, err := a.Message(ctx, "m")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What a's change gives on b's row, without a cache.
+			to, settles, _ := store.Next(tracking.DeliveredToRecipient, false, late)
+			want := []tracking.MessageState{tracking.InTransit, tracking.DeliveredToRecipient}
+			if to != tracking.DeliveredToRecipient {
+				want = append(want, to)
+			}
+			if got := historyOf(t, a, "m"); r.State != to || r.Settled != settles || !slices.Equal(got, want) {
+				t.Errorf("state %v settled %v history %v, want %v settled %v %v", r.State, r.Settled, got, to, settles, want)
+			}
+		})
 	}
 }
