@@ -91,7 +91,7 @@ func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 			if s == oPlain {
 				role = roleOffline
 			}
-			args := append(env.args(role, acc[0]), "-n", strconv.Itoa(o.offlineN), "-timeout", (15 * time.Minute).String())
+			args := append(env.args(role, acc[0]), "-n", strconv.Itoa(o.offlineN), "-timeout", (40 * time.Minute).String())
 			if w, _ := offlineWindow(s, o.window); w != 0 {
 				args = append(args, "-window", strconv.Itoa(w))
 			}
