@@ -84,78 +84,116 @@ func TestHoldRelease(t *testing.T) {
 	})
 }
 
-// TestReleasePaced: under a stream of evidence, a Release less than
-// handGap after the previous hand-over does not wake the dispatcher: the
-// pace timer hands over what every read meanwhile queued, with one
-// wake-up, handGap after the previous one. A change that is not held
-// (an ack read outside a hold, Close) wakes the dispatcher at once, and
-// the pending pace then does nothing.
+// TestReleasePaced: under a stream of evidence, hand-overs by Release are
+// paced. The first one after a quiet period, and the next, run at once;
+// since the second came within handGap of the first batch, the
+// dispatcher then sleeps handGap
+// instead of parking, and what the reads queue meanwhile runs after the
+// sleep, without waking it. It sleeps again while a sleep gathered
+// changes and parks after one that gathered none: the next Release wakes
+// it at once. Close ends a sleep at once.
 func TestReleasePaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var calls atomic.Int64
 		r := holdRegistry(&calls)
+		var last *MessageTracker
 		for i := range 8 {
-			track(t, r, bob, strconv.Itoa(i), TrackOptions{})
+			last = track(t, r, bob, strconv.Itoa(i), TrackOptions{})
 		}
+		var lastDelivered atomic.Bool
+		last.OnStateChange(func(_, to MessageState, _ *Response) {
+			if to == DeliveredToRecipient {
+				lastDelivered.Store(true)
+			}
+		})
 		r.ServerAck(bob, "0") // starts the dispatcher, which then parks
 		synctest.Wait()
+		time.Sleep(10 * handGap) // a quiet period
 
 		read := func(id string) { // one read of the stream
 			r.Hold()
 			r.Delivered(bob, "", id, nil)
 			r.Release()
 		}
-		read("0") // after a quiet period: at once
-		synctest.Wait()
-		if n := calls.Load(); n != 2 {
-			t.Fatalf("%d callbacks after the first hand-over, want 2", n)
+		want := func(n int64, what string) {
+			t.Helper()
+			synctest.Wait()
+			if got := calls.Load(); got != n {
+				t.Fatalf("%s: %d callbacks, want %d", what, got, n)
+			}
 		}
+		read("0")
+		want(2, "after a quiet period")
 		time.Sleep(handGap / 4)
 		read("1")
+		want(3, "the second hand-over within handGap") // then it sleeps
 		time.Sleep(handGap / 4)
 		read("2")
-		synctest.Wait()
-		if n := calls.Load(); n != 2 {
-			t.Fatalf("%d callbacks within handGap of the last hand-over, want 2", n)
-		}
-		time.Sleep(handGap / 2) // handGap after the first hand-over
-		synctest.Wait()
-		if n := calls.Load(); n != 4 {
-			t.Fatalf("%d callbacks once handGap passed, want 4", n)
-		}
-
-		// Deferred again, then a change outside a hold wakes it first.
-		read("3")
-		synctest.Wait()
-		if n := calls.Load(); n != 4 {
-			t.Fatalf("%d callbacks, want the hand-over deferred", n)
-		}
-		r.ServerAck(bob, "4")
-		synctest.Wait()
-		if n := calls.Load(); n != 6 {
-			t.Fatalf("%d callbacks after a change outside a hold, want 6", n)
-		}
-		time.Sleep(handGap) // the stopped pace timer wakes nobody
-		synctest.Wait()
-		if n := calls.Load(); n != 6 || !dispatcher(r) {
-			t.Fatalf("%d callbacks, dispatcher %v", n, dispatcher(r))
-		}
-		// The wake-up channel is still in order: the next ones work.
-		read("4")
-		synctest.Wait()
-		r.ServerAck(bob, "5")
-		synctest.Wait()
-		if n := calls.Load(); n != 8 {
-			t.Fatalf("%d callbacks, want 8", n)
-		}
-
-		// Close during a deferred hand-over runs the held changes.
 		time.Sleep(handGap / 4)
+		read("3")
+		want(3, "reads during the sleep")
+		time.Sleep(handGap / 2) // the sleep ends
+		want(5, "after the sleep")
+		read("4")
+		want(5, "a read during the second sleep")
+		time.Sleep(handGap)
+		want(6, "after the second sleep")
+		time.Sleep(handGap) // a third sleep gathers nothing: the dispatcher parks
+		want(6, "after an empty sleep")
+		if !dispatcher(r) {
+			t.Fatal("no dispatcher")
+		}
 		read("5")
+		want(7, "after the dispatcher parked")
+
+		// Close during a sleep: the held change runs at once.
+		time.Sleep(handGap / 4)
+		read("6") // runs at once, then the dispatcher sleeps
+		want(8, "the second hand-over within handGap")
+		read("7")
 		r.Close()
-		synctest.Wait()
-		if n := calls.Load(); n < 9 {
-			t.Fatalf("%d callbacks after Close, want the held one run", n)
+		synctest.Wait() // no time passes: the sleep ended at once
+		if !lastDelivered.Load() {
+			t.Fatal("the change read during the sleep did not run at Close")
+		}
+		if dispatcher(r) {
+			t.Fatal("the dispatcher still runs after Close")
 		}
 	})
+}
+
+// TestClosePacedRace: Close at the instant the dispatcher's sleep ends
+// (the timer fired, and Close clears pacing and sends a wake-up the
+// dispatcher must take) runs every change and leaves no wake-up behind,
+// whichever goroutine runs first.
+func TestClosePacedRace(t *testing.T) {
+	for i := range 100 {
+		synctest.Test(t, func(t *testing.T) {
+			var calls atomic.Int64
+			r := holdRegistry(&calls)
+			for k := range 3 {
+				track(t, r, bob, strconv.Itoa(k), TrackOptions{})
+			}
+			r.ServerAck(bob, "0")
+			synctest.Wait()
+			for _, id := range []string{"0", "1"} { // two hand-overs: it sleeps
+				r.Hold()
+				r.Delivered(bob, "", id, nil)
+				r.Release()
+				synctest.Wait()
+			}
+			r.Hold()
+			r.Delivered(bob, "", "2", nil) // gathered by the sleep
+			r.Release()
+			time.Sleep(handGap) // the timer fires now
+			r.Close()
+			synctest.Wait()
+			if n := calls.Load(); n != 4 {
+				t.Fatalf("iteration %d: %d callbacks, want 4", i, n)
+			}
+			if dispatcher(r) {
+				t.Fatalf("iteration %d: the dispatcher still runs after Close", i)
+			}
+		})
+	}
 }

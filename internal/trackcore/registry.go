@@ -612,10 +612,13 @@ func (r *Registry[R]) Hold() { r.g.holding.Store(true) }
 
 // Release ends Hold and wakes the callback goroutine for the changes
 // queued meanwhile. It is cheap when nothing is held. Under a stream of
-// evidence it paces the wake-ups: a Release within 2 ms of the previous
-// hand-over leaves the changes to a timer that hands over, with one
-// wake-up, everything the reads until then queued, so callbacks run at
-// most 2 ms late instead of the process waking a thread per read.
+// evidence the wake-ups are paced: when Release hands changes over within
+// 2 ms of the callback goroutine's previous batch, that goroutine then
+// sleeps 2 ms instead of parking, and runs what the reads queued meanwhile
+// with one wake-up, its timer's, for as long as changes keep coming;
+// callbacks then run about 2 ms late (plus the time the system takes to
+// wake a thread at a timer) instead of the process waking a thread per
+// read.
 func (r *Registry[R]) Release() {
 	if r.g.holding.Load() {
 		r.g.release()
