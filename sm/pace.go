@@ -7,16 +7,18 @@ import (
 
 // DefaultWindow is the default Config.Window: the most stanzas Pace lets
 // wait for the server's ack on a connection. Within it the window adapts
-// to the server: it shrinks while stanzas take more than 50 ms longer from
-// their write to the server's ack than the quickest on the connection, and
-// grows back, while it is full, when acks come sooner. Every stanza in
+// to the server: while it is full, it shrinks when stanzas take more than
+// 50 ms longer from their write to the server's ack than the quickest on
+// the connection, and grows back when acks come sooner. Every stanza in
 // flight is work the server queues before it answers, so the window
-// settles at the server's rate times 50 ms: all 256 for a server that
+// settles near the server's rate times 50 ms: all 256 for a server that
 // handles 5,000 messages a second (ejabberd, which acknowledges later,
-// needs that many on loopback), and 16 to 45 for Prosody 0.12 archiving
-// every message for an offline recipient (300 to 600 a second). A
-// constant delay, a long round trip or a server that always answers late,
-// does not shrink it.
+// needs that many on loopback), and a few dozen for Prosody 0.12 archiving
+// every message for an offline recipient (300 to 600 a second; 17 to 45
+// measured). A delay that shrinking the window does not remove (a long or
+// longer route, jitter, a server that answers late) is learnt once the
+// window is at its floor, and the window grows back. With 2×AckEvery at
+// or above Config.Window there is nothing to adapt.
 //
 // Why a window at all (measured on loopback, docs/benchmarks.md): a
 // sender that writes thousands of messages ahead of the server's acks
@@ -41,9 +43,16 @@ type pacer struct {
 	win     int   // current window; 0: not adapted yet (the maximum)
 	limited bool  // Pace found the window full since the last decision
 	base    int64 // shortest write-to-ack delay on the connection, ns; 0: none yet
+	extra   int64 // delay the window could not remove at its floor (adaptLocked), ns
+	low     int64 // shortest delay of the current round, ns; 0: none yet
+	stuck   int   // late rounds at the floor, less the rounds on time there
 	connAt  int64 // Unix ns when the connection began (Tees)
 	decided int64 // Unix ns of the last decision
 }
+
+// reset starts a new connection's adaptation: maybe another path or
+// server, so from the maximum again.
+func (p *pacer) reset(now int64) { *p = pacer{connAt: now} }
 
 // window returns the window of c: Config.Window or its default; -1 means
 // no window.
@@ -70,15 +79,25 @@ func (st *State) windowLocked() int {
 // adaptLocked adapts the window to an ack whose newest stanza was first
 // written at sent (Unix ns). Its delay, from write to ack, is the time the
 // server took for what was queued before it plus a round trip (and up to
-// AckDelay before an <r/> covered it). Once per round, for a stanza
-// written after the last decision, the window is scaled by how far that
-// delay is from the shortest one on the connection plus paceTarget: by at
-// most half down (one late answer, a pause of this process, does not
-// empty the pipe) and a quarter up, and up only if the window was full
-// meanwhile. It stays between 2×AckEvery, so that an <r/> can be in
-// flight while the next stanzas are written, and the maximum. Stanzas
-// first written on an earlier connection (retransmitted, or restored)
-// tell nothing about this one and are ignored.
+// AckDelay before an <r/> covered it).
+//
+// Once per round (at the first ack of a stanza written after the last
+// decision) the window is scaled by (base + paceTarget + extra) / low:
+// base is the shortest delay on the connection, low the shortest of the
+// round (so that one late ack among several does not count), extra the
+// delay the window could not remove. The factor is held between a half
+// and 1.25, and the window between 2×AckEvery (an <r/> can be in flight
+// while the next stanzas are written) and the maximum. The window changes
+// only after a round in which it was full: a sender that does not fill it
+// does not queue up the server, whatever the delay. A round still late
+// with the window at its floor shows a delay the window does not cause (a
+// longer route, a slower server, jitter): the window stays at its floor
+// for another round, and after two late rounds there (not counting one on
+// time between them) extra is set so that the target lies paceTarget above that delay, and
+// the window grows back; extra shrinks by a 64th per round on time.
+// Stanzas first written on an earlier connection (retransmitted, or
+// restored) tell nothing about this one and are ignored, and so is a delay
+// the wall clock made negative.
 func (st *State) adaptLocked(sent int64) {
 	most := st.cfg.window()
 	p := &st.pace
@@ -86,25 +105,50 @@ func (st *State) adaptLocked(sent int64) {
 		return
 	}
 	now := timeNow()
+	if now < sent {
+		return // the clock stepped back
+	}
 	d := max(now-sent, 1)
 	if p.base == 0 || d < p.base {
 		p.base = d
 	}
+	if p.low == 0 || d < p.low {
+		p.low = d
+	}
 	if sent < p.decided {
 		return // written before the last decision: its effect is not seen yet
 	}
-	p.decided = now
+	low, limited := p.low, p.limited
+	p.decided, p.low, p.limited = now, 0, false
 	w := p.win
 	if w == 0 {
 		w = most
 	}
-	f := float64(p.base+int64(paceTarget)) / float64(d)
-	f = min(max(f, 0.5), 1.25)
-	if f > 1 && !p.limited {
+	floor := max(min(2*st.cfg.AckEvery, most), 1)
+	target := p.base + int64(paceTarget) + p.extra
+	f := float64(target) / float64(low)
+	switch {
+	case !limited || f >= 1 && w > floor:
+		if f >= 1 {
+			p.extra -= p.extra / 64
+		}
+	case f < 1 && float64(w)*max(f, 0.5) >= float64(floor)+0.5:
+		// late, and the window can still come down
+	case f < 1: // late, and the window is at its floor or would go below it
+		w, f = floor, 1
+		if p.stuck++; p.stuck >= 2 {
+			p.stuck = 0
+			p.extra = low - p.base // the delay is learnt: full target above it
+		}
+	case p.stuck > 0: // on time at the floor after a late round: look again
 		f = 1
+		p.stuck--
 	}
-	p.limited = false
-	nw := min(max(int(float64(w)*f+0.5), 2*st.cfg.AckEvery, 1), most)
+	if !limited {
+		return
+	}
+	f = min(max(f, 0.5), 1.25)
+	nw := min(max(int(float64(w)*f+0.5), floor), most)
 	grew := nw > w
 	p.win = nw
 	if grew {

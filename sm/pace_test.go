@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -116,9 +117,9 @@ func paceSender(ctx context.Context, t *testing.T, st *State, c *client) <-chan 
 }
 
 // TestPaceAdapts: answers that come 50 ms or more later than the
-// quickest one shrink the window, by half per answer at most, down to
+// quickest one shrink a full window, by half per round at most, down to
 // 2×AckEvery; quick answers while the window is full grow it back, by a
-// quarter per answer, up to Config.Window.
+// quarter per round, up to Config.Window.
 func TestPaceAdapts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := newFakeServer(t)
@@ -135,14 +136,14 @@ func TestPaceAdapts(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		done := paceSender(ctx, t, st, c)
 		var got []int
-		for range 5 {
+		for range 3 {
 			synctest.Wait() // the window is full, an <r/> waits
 			time.Sleep(200 * time.Millisecond)
 			answerHeld(srv)
 			synctest.Wait()
 			got = append(got, st.Info().Window)
 		}
-		if want := []int{50, 25, 16, 16, 16}; fmt.Sprint(got) != fmt.Sprint(want) {
+		if want := []int{50, 25, 16}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("windows after answers 200 ms late: %v, want %v", got, want)
 		}
 		got = got[:0]
@@ -153,7 +154,8 @@ func TestPaceAdapts(t *testing.T) {
 			synctest.Wait()
 			got = append(got, st.Info().Window)
 		}
-		if want := []int{20, 25, 31, 39, 49, 61, 76, 95, 100, 100, 100, 100}; fmt.Sprint(got) != fmt.Sprint(want) {
+		// The first round on time after one late at the floor looks again.
+		if want := []int{16, 20, 25, 31, 39, 49, 61, 76, 95, 100, 100, 100}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("windows after quick answers with the window full: %v, want %v", got, want)
 		}
 		cancel()
@@ -189,10 +191,10 @@ func TestPaceConstantDelay(t *testing.T) {
 	})
 }
 
-// TestPaceNoGrowthWhenNotFull: quick answers do not grow a window that a
-// slow sender never fills, so that a later burst does not start with a
-// window the server never showed it could take.
-func TestPaceNoGrowthWhenNotFull(t *testing.T) {
+// TestPaceOnlyWhenFull: a sender that does not fill the window queues
+// nothing up at the server, so late acks do not shrink the window (one
+// late ack at a time would ratchet it down) and quick ones do not grow it.
+func TestPaceOnlyWhenFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := newFakeServer(t)
 		holdAcks(srv)
@@ -201,13 +203,34 @@ func TestPaceNoGrowthWhenNotFull(t *testing.T) {
 		sendMsg(t, st, c.sess, "lone")
 		synctest.Wait()
 		answerHeld(srv)
-		sendMsg(t, st, c.sess, "late")
+		for i := range 4 {
+			if err := st.Pace(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			sendMsg(t, st, c.sess, fmt.Sprint("late", i))
+			synctest.Wait()
+			time.Sleep(700 * time.Millisecond)
+			answerHeld(srv)
+			synctest.Wait()
+		}
+		if w := st.Info().Window; w != 64 {
+			t.Fatalf("window %d after late acks of single messages, want 64", w)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := paceSender(ctx, t, st, c)
+		for range 2 {
+			synctest.Wait()
+			time.Sleep(200 * time.Millisecond)
+			answerHeld(srv)
+		}
+		cancel()
 		synctest.Wait()
-		time.Sleep(200 * time.Millisecond)
 		answerHeld(srv)
+		<-done
 		synctest.Wait()
-		if w := st.Info().Window; w != 32 {
-			t.Fatalf("window %d after a late answer, want 32", w)
+		w := st.Info().Window
+		if w >= 64 {
+			t.Fatalf("window %d after late acks of a full window, want it shrunk", w)
 		}
 		for i := range 5 {
 			if err := st.Pace(t.Context()); err != nil {
@@ -218,8 +241,74 @@ func TestPaceNoGrowthWhenNotFull(t *testing.T) {
 			answerHeld(srv)
 			synctest.Wait()
 		}
-		if w := st.Info().Window; w != 32 {
-			t.Fatalf("window %d after quick answers to a sender that never filled it, want 32", w)
+		if got := st.Info().Window; got != w {
+			t.Fatalf("window %d after quick acks to a sender that never filled it, want %d", got, w)
+		}
+		c.close()
+	})
+}
+
+// paceRounds runs a full-window sender for len(delays) rounds, each
+// answered delays[i] late, and returns the window after each.
+func paceRounds(t *testing.T, st *State, srv *fakeServer, c *client, delays []time.Duration) []int {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := paceSender(ctx, t, st, c)
+	var got []int
+	for _, d := range delays {
+		synctest.Wait()
+		time.Sleep(d)
+		answerHeld(srv)
+		synctest.Wait()
+		got = append(got, st.Info().Window)
+	}
+	cancel()
+	srv.releaseR()
+	<-done
+	return got
+}
+
+// TestPaceRouteChange: the round trip rises for good (a longer route, a
+// slower server): the window shrinks to its floor, learns that the delay
+// is not its own, and grows back to the maximum.
+func TestPaceRouteChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		st := New(Config{})
+		c := mustDial(t, srv, st, nil)
+		delays := make([]time.Duration, 60)
+		for i := range delays {
+			delays[i] = 100 * time.Millisecond
+			if i >= 5 {
+				delays[i] = 200 * time.Millisecond
+			}
+		}
+		got := paceRounds(t, st, srv, c, delays)
+		if slices.Min(got) > 2*DefaultAckEvery {
+			t.Errorf("windows %v: want the floor reached once the delay doubled", got)
+		}
+		if last := got[len(got)-1]; last != DefaultWindow {
+			t.Errorf("windows %v: want %d again once the delay is learnt", got, DefaultWindow)
+		}
+		c.close()
+	})
+}
+
+// TestPaceJitter: acks 20, 80 and 140 ms late in turn, whatever is in
+// flight (a jittery link): the window does not stay collapsed.
+func TestPaceJitter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		st := New(Config{})
+		c := mustDial(t, srv, st, nil)
+		var delays []time.Duration
+		for range 30 {
+			delays = append(delays, 20*time.Millisecond, 80*time.Millisecond, 140*time.Millisecond)
+		}
+		got := paceRounds(t, st, srv, c, delays)
+		if tail := got[len(got)-9:]; slices.Min(tail) < DefaultWindow/2 {
+			t.Errorf("windows %v: want the jitter learnt and at least %d at the end", got, DefaultWindow/2)
 		}
 		c.close()
 	})
