@@ -25,6 +25,7 @@ type conversation[R any] struct {
 	g     *group[R]
 	jid   string
 	order []*Tracker[R] // pending trackers by position; settled ones until swept
+	peak  int           // longest order since its array was last copied (sweep)
 	live  int           // entries of order that are not settled
 	next  uint32        // position of the next message, in either direction
 	dirty bool          // settled entries wait in order for a sweep
@@ -274,9 +275,11 @@ func (c *conversation[R]) sweep() {
 		}
 		clear(c.order[len(kept):])
 		c.order = append([]*Tracker[R](nil), kept...)
-	} else if cap(c.order) > 1024 && len(c.order) < cap(c.order)/4 {
+		c.peak = len(c.order)
+	} else if c.peak > 1024 && len(c.order) < c.peak/4 {
 		// Trimmed from the front, order still holds the array of its
 		// largest burst: copy what is left, as the compaction does.
 		c.order = append([]*Tracker[R](nil), c.order...)
+		c.peak = len(c.order)
 	}
 }

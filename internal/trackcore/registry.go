@@ -227,6 +227,7 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 		t.ext().thread = o.Thread
 	}
 	c.order = append(c.order, t)
+	c.peak = max(c.peak, len(c.order))
 	c.live++
 	r.index[key] = t
 	r.peak = max(r.peak, len(r.index))
@@ -234,13 +235,19 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 	return t, nil
 }
 
+// maxIndexCopy bounds the entries shrinkIndex copies in one go, under the
+// lock that Send and the receive path wait for: about a millisecond.
+const maxIndexCopy = 8192
+
 // shrinkIndex replaces the index by a map of its size once it holds fewer
-// than a quarter of its peak: a Go map never gives back the memory of its
-// largest size, so a burst of 1,000,000 pending messages would keep tens
-// of MiB of index for the registry's life after they settled. Copying at a
-// quarter costs each removal O(1) amortized. The caller holds the lock.
+// than a quarter of its peak and at most maxIndexCopy entries: a Go map
+// never gives back the memory of its largest size, so a burst of 1,000,000
+// pending messages would keep tens of MiB of index for the registry's life
+// after they settled. Copying at a quarter costs each removal O(1)
+// amortized; a registry shutting down (Close settles everything) does not
+// copy. The caller holds the lock.
 func (r *Registry[R]) shrinkIndex() {
-	if r.peak <= 1024 || len(r.index) >= r.peak/4 {
+	if r.peak <= 1024 || len(r.index) >= r.peak/4 || len(r.index) > maxIndexCopy || r.shut {
 		return
 	}
 	m := make(map[uint64]*Tracker[R], len(r.index))
@@ -302,7 +309,7 @@ func (r *Registry[R]) tidy() {
 					r.nfull--
 				}
 			}
-			c.order, c.dirty = nil, false
+			c.order, c.dirty, c.peak = nil, false, 0
 			c.mk = nil
 		} else {
 			c.sweep()

@@ -352,7 +352,40 @@ func TestIndexShrinksAfterBurst(t *testing.T) {
 		if r.Lookup(bob, id) == nil {
 			t.Fatalf("pending %s not found after the index shrank", id)
 		}
+		r.Lost(bob, id)
+	}
+	if got := r.Pending(); got != 0 {
+		t.Fatalf("%d pending after the last ones settled, want 0", got)
 	}
 	runtime.KeepAlive(r)
 	runtime.KeepAlive(ids)
+}
+
+// TestOrderShrinksAfterBurst: a conversation whose burst mostly settled
+// (an offline recipient: many receipts never come) gives back the array
+// of the burst, though trimming from the front lowered its capacity.
+func TestOrderShrinksAfterBurst(t *testing.T) {
+	r := NewRegistry(Config[Response]{MaxPending: -1})
+	const n, keep = 110_000, 10_000
+	for i := range n {
+		if _, err := r.TryTrack(bob, strconv.Itoa(i), TrackOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n - keep {
+		r.Lost(bob, strconv.Itoa(i))
+	}
+	r.g.mu.Lock()
+	c := r.convs[bob]
+	l, cp := len(c.order), cap(c.order)
+	r.g.mu.Unlock()
+	if l != keep {
+		t.Fatalf("order holds %d, want %d", l, keep)
+	}
+	// A slice trimmed from the front hides the array before it; what
+	// shows is the capacity after it (19,808 here). A copy's capacity
+	// is close to its length.
+	if cp > keep*3/2 {
+		t.Errorf("order of %d has a capacity of %d: still the burst's array", l, cp)
+	}
 }
