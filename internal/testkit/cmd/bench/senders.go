@@ -30,6 +30,9 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		if w, ok := windowSender(sender); ok {
 			args = []string{"-role=" + roleTracked, "-window", strconv.Itoa(w)}
 			args = append(args, b.opts.send.args()...)
+			if b.opts.noCarbons {
+				args = append(args, "-nocarbons")
+			}
 		}
 		switch sender {
 		case sXmpptrack, sPolled, sSQLite, sPostgres, sPostgres2:
