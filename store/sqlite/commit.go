@@ -46,10 +46,10 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 		return nil
 	})
 	if err != nil && len(group) > 1 {
+		// Each batch again, in order, those refused with ErrExists too:
+		// the batch whose message they met may have been of this group,
+		// and fail on its own now.
 		for i, r := range group {
-			if errors.Is(errs[i], store.ErrExists) {
-				continue
-			}
 			unset(r.Batch)
 			errs[i] = s.write(ctx, func(w *writer) error { return w.apply(r.Batch) })
 		}
@@ -233,6 +233,11 @@ func (w *writer) lookup(id string) (*row, error) {
 // theirs); a batch with several is checked first, so that it never fails
 // halfway.
 func (w *writer) apply(b *store.Batch) error {
+	if f := w.s.cfg.failApply; f != nil {
+		if err := f(b); err != nil {
+			return err
+		}
+	}
 	if len(b.Messages) > 1 {
 		if err := w.check(b); err != nil {
 			return err

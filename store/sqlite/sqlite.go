@@ -43,6 +43,9 @@ type Config struct {
 	// failRollback makes the committer's ROLLBACKs fail without running,
 	// the transaction left open (tests).
 	failRollback bool
+	// failApply, if set, fails the writing of a batch when it returns an
+	// error (tests).
+	failApply func(*store.Batch) error
 }
 
 // Store is a store.Store on an SQLite file.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -285,5 +286,48 @@ func TestCacheOtherWriterUnsettled(t *testing.T) {
 				t.Errorf("state %v settled %v history %v, want %v settled %v %v", r.State, r.Settled, got, to, settles, want)
 			}
 		})
+	}
+}
+
+// TestGroupRetryExists: a group of batches fails (here its third batch),
+// and each is written again on its own. A batch refused in the group
+// because an earlier batch of the group holds its message id is written
+// again too: when that earlier batch fails on its own, the later one
+// stores the message instead of being told it exists.
+func TestGroupRetryExists(t *testing.T) {
+	ctx := context.Background()
+	errFault := errors.New("fault")
+	first, applied := message("x"), 0
+	s, err := OpenConfig(ctx, filepath.Join(t.TempDir(), "s.db"), Config{failApply: func(b *store.Batch) error {
+		switch {
+		case len(b.Messages) == 1 && b.Messages[0].ID == "bad":
+			return errFault
+		case len(b.Messages) == 1 && &b.Messages[0].Raw[0] == &first.Raw[0]:
+			if applied++; applied > 1 {
+				return errFault // the first batch fails on its own
+			}
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	second := message("x")
+	reqs := []*groupcommit.Request{
+		groupcommit.NewRequest(&store.Batch{Messages: []store.Message{first}}),
+		groupcommit.NewRequest(&store.Batch{Messages: []store.Message{second}}),
+		groupcommit.NewRequest(&store.Batch{Messages: []store.Message{message("bad")}}),
+	}
+	s.commitGroup(reqs)
+	var got []error
+	for _, r := range reqs {
+		got = append(got, r.Wait())
+	}
+	if !errors.Is(got[0], errFault) || got[1] != nil || !errors.Is(got[2], errFault) {
+		t.Fatalf("outcomes %v, want the fault, success, the fault", got)
+	}
+	if _, err := s.Message(ctx, "x"); err != nil {
+		t.Errorf("x, stored by the second batch: %v", err)
 	}
 }

@@ -28,6 +28,16 @@ const (
 	cancelled
 )
 
+// NewRequest returns a request for b as Commit queues it, for a caller
+// that hands it to the committer's function itself (tests); Wait returns
+// its outcome.
+func NewRequest(b *store.Batch) *Request {
+	return &Request{Batch: b, done: make(chan error, 1)}
+}
+
+// Wait returns the outcome the committer answered.
+func (r *Request) Wait() error { return <-r.done }
+
 // Answer reports the outcome of the request's batch to its Commit call.
 // The committer calls it once for every request it was handed.
 func (r *Request) Answer(err error) { r.done <- err }
@@ -60,7 +70,7 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 	if len(b.Messages)+len(b.Changes)+len(b.Written)+len(b.Sessions) == 0 {
 		return nil
 	}
-	r := &Request{Batch: b, done: make(chan error, 1)}
+	r := NewRequest(b)
 	select {
 	case q.reqs <- r:
 	case <-ctx.Done():
