@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,27 +52,42 @@ func (a cpuUse) perMsg(n int) string {
 	return s
 }
 
-func cpuNow(p pidSet) cpuUse {
-	var u cpuUse
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		u.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	for _, m := range []struct {
-		pid int
-		d   *time.Duration
-	}{{p.server, &u.server}, {p.db, &u.db}, {p.load, &u.load}, {p.recipient, &u.recipient}} {
-		if m.pid > 0 {
-			*m.d = treeCPU(m.pid)
-		}
-	}
+// cpuStart and cpuEnd sample the CPU times at the start and the end of an
+// interval. Reading /proc takes this process tens of milliseconds, which
+// must not count as the sender's: cpuStart reads this process's own time
+// after the scan, cpuEnd before it.
+func cpuStart(p pidSet) cpuUse {
+	u := others(p)
+	u.self = selfCPU()
 	return u
 }
 
-// treeCPU sums the CPU time of pid and its descendants (ejabberd's VM is a
-// grandchild of the script the harness starts). It reads /proc; elsewhere
-// it returns 0.
-func treeCPU(pid int) time.Duration {
+func cpuEnd(p pidSet) cpuUse {
+	self := selfCPU()
+	u := others(p)
+	u.self = self
+	return u
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// others reads the CPU times of the other processes, in one scan of /proc.
+func others(p pidSet) cpuUse {
+	t := treeCPU(p.server, p.db, p.load, p.recipient)
+	return cpuUse{server: t[0], db: t[1], load: t[2], recipient: t[3]}
+}
+
+// treeCPU sums the CPU time of each root pid and its descendants
+// (ejabberd's VM is a grandchild of the script the harness starts); 0 for
+// a root of 0. It reads /proc; elsewhere it returns zeros.
+func treeCPU(roots ...int) []time.Duration {
+	out := make([]time.Duration, len(roots))
 	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
 	parent := map[int]int{}
 	ticks := map[int]int64{}
@@ -97,14 +113,13 @@ func treeCPU(pid int) time.Duration {
 		parent[id] = pp
 		ticks[id] = ut + st
 	}
-	var sum int64
 	for id, t := range ticks {
 		for p := id; p > 1; p = parent[p] {
-			if p == pid {
-				sum += t
+			if k := slices.Index(roots, p); k >= 0 {
+				out[k] += time.Duration(t) * clockTick
 				break
 			}
 		}
 	}
-	return time.Duration(sum) * clockTick
+	return out
 }

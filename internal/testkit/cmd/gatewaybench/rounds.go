@@ -27,16 +27,17 @@ type round struct {
 // message; then, untimed, settle waits until the recipient got them all.
 // The CPU time over the timed window and over the wait are kept apart.
 func measure(pids pidSet, send func() (time.Duration, []time.Duration, error), settle func() error) (phase, error) {
-	c0 := cpuNow(pids)
+	c0 := cpuStart(pids)
 	d, lats, err := send()
 	if err != nil {
 		return phase{}, err
 	}
-	c1 := cpuNow(pids)
+	c1 := cpuEnd(pids)
+	t0 := cpuStart(pids)
 	if err := settle(); err != nil {
 		return phase{}, err
 	}
-	return phase{d: d, lats: lats, cpu: c1.sub(c0), tail: cpuNow(pids).sub(c1)}, nil
+	return phase{d: d, lats: lats, cpu: c1.sub(c0), tail: cpuEnd(pids).sub(t0)}, nil
 }
 
 // summary is what the rounds add up to.
