@@ -50,11 +50,9 @@ type Config struct {
 	// goroutine of the library, in order, before the tracker's own
 	// callbacks. Changes wait for it in a bounded queue: when it falls 1024 +
 	// 4*MaxPending changes behind, Send waits and TrySend fails until it
-	// catches up (see package tracking, "Callbacks"). Under a stream of
-	// evidence it may run about 2 ms after the change (the callbacks are
-	// woken no more often than that); State and Wait see changes at once.
-	// A panic in it crashes the program. With a Store, a CLOSED whose
-	// Response.Err matches ErrStillPending is not final (see Store).
+	// catches up (see package tracking, "Callbacks"). A panic in it crashes
+	// the program. With a Store, a CLOSED whose Response.Err matches
+	// ErrStillPending is not final (see Store).
 	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
 
 	// Store, if set, keeps a durable record of the messages: each is

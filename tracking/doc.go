@@ -46,14 +46,7 @@
 // that starts with the first callback, stays while callbacks keep coming,
 // and ends within a second once none come, or when the client closes. A
 // tracker from [NewMessageTracker] has a goroutine only while its callbacks
-// are queued. Under a stream of evidence (a receipt every few hundred
-// microseconds) the client may wake that goroutine no more often than
-// every 2 ms, rather than for every read of the stream, and it runs the
-// changes of all the reads meanwhile together: a callback then runs about
-// 2 ms after its change, plus the time the system takes to wake a thread
-// at a timer (milliseconds on a loaded host), while State, Wait and Done
-// see the change at once. A change after a quiet moment is handed over at
-// once.
+// are queued.
 //
 // A panic in a callback is not recovered: the program crashes with the
 // panic and the callback's own stack, as with a panic on any goroutine. The

@@ -3,10 +3,8 @@ package trackcore
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -236,10 +234,6 @@ func BenchmarkBurstDispatch(b *testing.B) {
 				}
 			}})
 			defer r.Close()
-			// Bursts far apart: the ops follow each other at once, which
-			// would have the paced hand-over (BenchmarkTrickleDispatch)
-			// take them for a stream.
-			r.g.gap = 0
 			ids := make([]string, burst)
 			b.ReportAllocs()
 			cpu0 := processCPU()
@@ -270,105 +264,4 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// BenchmarkTrickleDispatch measures evidence that arrives one receipt per
-// read, 250 µs apart, as ejabberd delivers receipts to a sender at a few
-// thousand messages per second. The reader waits for the next read by
-// spinning on its own thread, so that the process's thread switches are
-// the callbacks' wake-ups: it reports them per receipt (all threads'
-// context switches, from /proc), and the process's CPU per receipt beyond
-// the spinning (Linux: the spinning thread's own CPU time is taken out).
-// The spinning reader keeps its processor busy, so each woken callback
-// goroutine is stolen by another thread: that exaggerates what a wake-up
-// costs next to a reader that sleeps in the network poller, so compare
-// the switches more than the CPU.
-// "each" hands every read's change to the callback goroutine at once, as
-// Release did before it was paced; "paced" is Release now, which wakes the
-// callback goroutine at most every handGap. The op waits until every
-// callback ran.
-func BenchmarkTrickleDispatch(b *testing.B) {
-	const reads = 64
-	const apart = 250 * time.Microsecond
-	for _, paced := range []bool{false, true} {
-		name := "each"
-		if paced {
-			name = "paced"
-		}
-		b.Run(name, func(b *testing.B) {
-			var ran atomic.Int64
-			done := make(chan struct{}, 1)
-			r := NewRegistry(Config[Response]{MaxPending: -1, OnStateChange: func(*MessageTracker, MessageState, MessageState, *Response) {
-				if ran.Add(1)%reads == 0 {
-					done <- struct{}{}
-				}
-			}})
-			defer r.Close()
-			if !paced {
-				r.g.gap = 0
-			}
-			ids := make([]string, reads)
-			var spun time.Duration
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			b.ReportAllocs()
-			cpu0, sw0 := processCPU(), contextSwitches()
-			for b.Loop() {
-				for k := range ids {
-					ids[k] = newID()
-					if _, err := r.TryTrack(bob, ids[k], TrackOptions{Window: -1}); err != nil {
-						b.Fatal(err)
-					}
-				}
-				for _, id := range ids {
-					t0, c0 := time.Now(), threadCPU()
-					for time.Since(t0) < apart { // the next read
-					}
-					spun += threadCPU() - c0
-					r.Hold()
-					r.Displayed(bob, "", id, "", nil)
-					r.Release()
-				}
-				<-done
-			}
-			n := float64(b.N * reads)
-			b.ReportMetric(float64((processCPU()-cpu0-spun).Nanoseconds())/n, "cpu-ns/receipt")
-			if sw0 >= 0 {
-				b.ReportMetric(float64(contextSwitches()-sw0)/n, "switches/receipt")
-			}
-		})
-	}
-}
-
-// threadCPU returns the CPU time of the calling thread (Linux), or zero.
-func threadCPU() time.Duration {
-	const rusageThread = 1 // RUSAGE_THREAD
-	var ru syscall.Rusage
-	if syscall.Getrusage(rusageThread, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// contextSwitches returns the context switches of all the process's
-// threads so far, -1 where /proc does not tell them (not Linux).
-func contextSwitches() int {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return -1
-	}
-	n := 0
-	for _, t := range tasks {
-		data, err := os.ReadFile("/proc/self/task/" + t.Name() + "/status")
-		if err != nil {
-			continue // the thread ended
-		}
-		for line := range strings.Lines(string(data)) {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
-				c, _ := strconv.Atoi(strings.TrimSpace(v))
-				n += c
-			}
-		}
-	}
-	return n
 }

@@ -63,33 +63,7 @@ type group[R any] struct {
 	// by at most about two linger periods.
 	holding atomic.Bool
 	owed    bool // changes were queued while held: Release hands them over
-
-	// Hand-overs by Release are paced: under a stream of evidence (the
-	// reading goroutine reads a stanza or two at a time, a few hundred
-	// microseconds apart) each wake-up of the parked dispatcher costs the
-	// process far more than its callbacks (another thread is woken, on a
-	// virtual machine an interrupt between processors). When Release hands
-	// over changes less than handGap after the dispatcher's previous batch,
-	// the dispatcher runs them and then, instead of parking, sleeps for
-	// handGap on its own timer (pacing): wakers leave it alone, and what
-	// every read queued meanwhile runs after the sleep, with one wake-up,
-	// the timer's. It sleeps again while each sleep gathered changes, and
-	// parks once one gathered none. Arming its own timer before it sleeps
-	// costs the reading goroutine nothing (a timer armed by another
-	// goroutine would wake the thread that polls the network). A change
-	// after a quiet period is handed over at once; under a stream,
-	// callbacks run about handGap late (plus the time the system takes to
-	// wake a thread at a timer). Close ends a sleep at once.
-	gap     time.Duration // handGap; zero in benchmarks of the unpaced hand-over
-	handed  bool          // Release woke the dispatcher for the queued changes
-	lastRun time.Time     // when the dispatcher last started a batch (with a gap)
-	pacing  bool          // the dispatcher sleeps on pace
-	pace    *time.Timer   // the dispatcher's sleep; made with wake
 }
-
-// handGap is the shortest time between two wake-ups of the dispatcher by
-// Release under a stream of evidence (see group.pacing).
-const handGap = 2 * time.Millisecond
 
 // change is one state change waiting for its callbacks.
 type change[R any] struct {
@@ -117,8 +91,6 @@ func (g *group[R]) unlock() {
 			g.owed = true // Release wakes it; the linger tick if none comes
 		case g.parked:
 			g.parked, wake = false, true
-		case g.pacing && g.closed:
-			g.pacing, wake = false, true // the sleep ends at once
 		case !g.running && len(g.queue) > 0:
 			g.running, g.expire, start = true, false, true
 		}
@@ -144,9 +116,6 @@ func (g *group[R]) release() {
 		return
 	}
 	g.owed = false
-	if g.parked && len(g.queue) > 0 {
-		g.handed = true // unlock wakes it
-	}
 	g.unlock()
 }
 
@@ -158,16 +127,8 @@ func (g *group[R]) wakeUp() { g.wake <- struct{}{} }
 // is empty and, for a registry, waits for more.
 func (g *group[R]) runCallbacks() {
 	g.mu.Lock()
-	stream := false // the last sleep gathered changes
 	for {
 		if batch := g.queue; len(batch) > 0 {
-			dense := stream
-			stream = false
-			if g.gap > 0 {
-				now := time.Now()
-				dense = dense || g.handed && now.Sub(g.lastRun) < g.gap
-				g.handed, g.lastRun = false, now
-			}
 			g.queue = g.spare[:0]
 			g.worked = true
 			g.mu.Unlock()
@@ -180,9 +141,6 @@ func (g *group[R]) runCallbacks() {
 			g.held -= len(batch)
 			if g.reg != nil {
 				g.reg.wakeTrack()
-			}
-			if dense && g.gap > 0 && !g.closed {
-				stream = g.sleep()
 			}
 			continue
 		}
@@ -208,35 +166,6 @@ func (g *group[R]) runCallbacks() {
 		<-g.wake
 		g.mu.Lock()
 	}
-}
-
-// sleep is pacing (see group.pacing): the dispatcher sleeps for gap
-// while changes gather, and reports whether any did. Called and returns
-// with the lock held.
-func (g *group[R]) sleep() (gathered bool) {
-	if g.pace == nil {
-		g.pace = time.NewTimer(g.gap)
-	} else {
-		g.pace.Reset(g.gap)
-	}
-	g.pacing = true
-	g.mu.Unlock()
-	select {
-	case <-g.pace.C:
-		g.mu.Lock()
-		if !g.pacing {
-			// Close cleared pacing as the timer fired and sends one
-			// wake-up: take it, or the next one would find wake full.
-			g.mu.Unlock()
-			<-g.wake
-			g.mu.Lock()
-		}
-	case <-g.wake: // Close
-		g.mu.Lock()
-		g.pace.Stop() // timers of go 1.23 and later deliver nothing after Stop
-	}
-	g.pacing = false
-	return len(g.queue) > 0
 }
 
 // tick runs once per linger period while a registry's dispatcher exists,

@@ -147,7 +147,6 @@ func NewRegistry[R any](cfg Config[R]) *Registry[R] {
 	r.limit, _ = QueueLimit(r.max)
 	r.g.hook = cfg.OnStateChange
 	r.g.reg = r
-	r.g.gap = handGap
 	return r
 }
 
@@ -618,14 +617,7 @@ func (r *Registry[R]) stop() {
 func (r *Registry[R]) Hold() { r.g.holding.Store(true) }
 
 // Release ends Hold and wakes the callback goroutine for the changes
-// queued meanwhile. It is cheap when nothing is held. Under a stream of
-// evidence the wake-ups are paced: when Release hands changes over within
-// 2 ms of the callback goroutine's previous batch, that goroutine then
-// sleeps 2 ms instead of parking, and runs what the reads queued meanwhile
-// with one wake-up, its timer's, for as long as changes keep coming;
-// callbacks then run about 2 ms late (plus the time the system takes to
-// wake a thread at a timer) instead of the process waking a thread per
-// read.
+// queued meanwhile. It is cheap when nothing is held.
 func (r *Registry[R]) Release() {
 	if r.g.holding.Load() {
 		r.g.release()
