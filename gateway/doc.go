@@ -225,16 +225,16 @@
 //
 // A message sent through POST /v1/messages costs the sending process what
 // Client.Send costs plus, measured on loopback with 1,000 concurrent
-// keep-alive connections (the bench program
-// internal/testkit/cmd/gatewaybench), about 36 to 40 µs of CPU: net/http's
-// server about 20 (most of it the system calls that read the request and
-// write the answer), the handler about 10 (authentication, decoding,
-// validation, the in-memory record (with a store the client records the
-// message), the answer, the state-change callback) and the garbage
-// collector about 6. The gateway
-// serves whatever protocol its http.Server speaks; HTTP/2 without TLS
-// (http.Server.Protocols) was measured to cost net/http's server more CPU
-// per request than HTTP/1.1 (29 to 32 µs against 19 to 20), so
-// examples/gateway does not enable it: clients that send many messages at
-// once should keep several HTTP/1.1 connections open.
+// keep-alive connections on a shared two-core machine (the bench program
+// internal/testkit/cmd/gatewaybench; conditions and numbers on the
+// repository's benchmarks page), about 35 to 40 µs of CPU: net/http's
+// server about half (most of it the system calls that read the request and
+// write the answer), the handler about a quarter (authentication,
+// decoding, validation, the in-memory record (with a store the client
+// records the message), the answer, the state-change callback) and the
+// garbage collector most of the rest. The gateway serves whatever protocol
+// its http.Server speaks; HTTP/2 without TLS (http.Server.Protocols) cost
+// net/http's server more CPU per request than HTTP/1.1 where it was tried,
+// so examples/gateway does not enable it: clients that send many messages
+// at once should keep several HTTP/1.1 connections open.
 package gateway

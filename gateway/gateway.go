@@ -231,11 +231,15 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 
 // OnStateChange records a state change of a message sent through the
 // gateway. Set it as xmpptrack.Config.OnStateChange of every account's
-// client; changes of messages the gateway did not send are ignored.
+// client. Without Config.Store, changes of messages the gateway did not
+// send are ignored.
 //
 // With Config.Store the account's client records its messages itself
 // (xmpptrack.Config.Store set to the same store): OnStateChange then only
-// counts the change in the metrics.
+// counts the change in the metrics, and counts every change the client
+// reports, so that the messages it takes back from the store after a
+// restart are counted: those the application sent through the same client
+// directly too (give such sends a client of their own to keep them out).
 func (g *Gateway) OnStateChange(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
 	g.mu.Lock()
 	var lm liveMsg
