@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,7 +47,11 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 		}
 		var conflicts map[string]bool
 		var err error
-		out, conflicts, err = s.tryGroup(group, live)
+		try := s.tryGroup
+		if s.cfg.try != nil {
+			try = s.cfg.try
+		}
+		out, conflicts, err = try(group, live)
 		if err == nil {
 			break
 		}
@@ -462,7 +467,7 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 	}
 	pid := conn.Conn().PgConn().PID()
 	if s.cfg.beforeCommit == nil {
-		last, some, err = s.exec(ctx, conn.Conn(), vals)
+		last, some, err = s.exec(ctx, conn.Conn(), vals, false)
 		if errors.Is(err, errResult) {
 			// The server answered without an error: it committed.
 			err = &answerError{err}
@@ -516,8 +521,9 @@ func (s *Store) tryGroup(group []*groupcommit.Request, live []int) ([]result, ma
 // server sessions), then as an unnamed statement of its own, parsed again
 // at each call. A prepared statement the server no longer has (DISCARD
 // ALL, such a pooler) or whose plan went stale fails before it runs: it is
-// prepared again and the call made once more.
-func (s *Store) exec(ctx context.Context, c *pgx.Conn, vals [][]byte) (int64, bool, error) {
+// prepared again and the call made once more (not in a transaction, which
+// the error aborted).
+func (s *Store) exec(ctx context.Context, c *pgx.Conn, vals [][]byte, inTx bool) (int64, bool, error) {
 	a := &s.args
 	if s.connCfg.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
 		return a.read(c.PgConn().ExecParams(ctx, commitCall, vals, a.p.oids, binaryFormat, binaryFormat))
@@ -528,7 +534,7 @@ func (s *Store) exec(ctx context.Context, c *pgx.Conn, vals [][]byte) (int64, bo
 			return 0, false, &prepareError{err}
 		}
 		last, some, err := a.read(c.PgConn().ExecStatement(ctx, sd, vals, binaryFormat, binaryFormat))
-		if attempt == 0 && staleStatement(err) {
+		if attempt == 0 && staleStatement(err) && !inTx {
 			if c.Deallocate(ctx, commitStmt) == nil {
 				continue
 			}
@@ -542,7 +548,8 @@ func (s *Store) exec(ctx context.Context, c *pgx.Conn, vals [][]byte) (int64, bo
 // run.
 func staleStatement(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "26000" || pe.Code == "0A000")
+	return errors.As(err, &pe) && (pe.Code == "26000" ||
+		pe.Code == "0A000" && strings.Contains(pe.Message, "cached plan must not change result type"))
 }
 
 // read reads the answer of xmpptrack_commit: it returns the last cursor
@@ -584,7 +591,7 @@ func (s *Store) callInTx(ctx context.Context, conn *pgxpool.Conn, vals [][]byte)
 		return 0, false, err
 	}
 	defer tx.Rollback(ctx)
-	last, some, err := s.exec(ctx, conn.Conn(), vals)
+	last, some, err := s.exec(ctx, conn.Conn(), vals, true) // an error aborted the transaction: no retry
 	if err != nil {
 		return 0, false, err
 	}

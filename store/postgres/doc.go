@@ -87,18 +87,29 @@
 // The first Open creates the tables (all named xmpptrack_*, in the first
 // schema of the role's search_path) and later versions upgrade them; Open
 // serializes this between instances with an advisory lock. A database of a
-// newer schema is refused with store.ErrNewerSchema. (Schema versions 3 to
-// 5 existed only on the development branch for an hour on 2026-12-06 and
-// were withdrawn; the schema went from version 2 to 6. A development
-// database stamped 3, 4 or 5 is refused with store.ErrNewerSchema too:
-// drop its xmpptrack_* objects and let Open create them again.) Version 6
-// makes xmpptrack_commit's statements run with generic plans
-// (plan_cache_mode); instances of version 2 still running during the
-// upgrade keep working, and are refused at their next Open. The role needs:
+// newer schema is refused with store.ErrNewerSchema. The server must be
+// PostgreSQL 12 or later.
 //
-//   - to create or upgrade the schema: CREATE on the schema (or own the
-//     tables); a deployment can run the first Open with an owner role and
-//     the instances with a smaller one;
+// Version 6 makes xmpptrack_commit's statements run with generic plans
+// (plan_cache_mode); instances of version 2 still running during the
+// upgrade keep working, and are refused at their next Open. To go back to
+// a release of version 2, stamp the database 2 again (UPDATE
+// xmpptrack_schema SET version = 2): version 2 ignores the setting.
+// (Schema versions 3 to 5 existed only on the development branch for an
+// hour on 2026-12-06 and were withdrawn; the schema went from version 2 to
+// 6. A development database stamped 3, 4 or 5 is refused with
+// store.ErrNewerSchema too: drop its xmpptrack_* tables and every
+// xmpptrack_commit function (one DROP FUNCTION per overload that \df
+// xmpptrack_commit lists, each with its argument types) and let Open
+// create them again.)
+//
+// The role needs:
+//
+//   - to create the schema: CREATE on the schema; to upgrade it: to own
+//     the xmpptrack_* tables and the function xmpptrack_commit (as the
+//     role that created them does). A deployment can run the first Open,
+//     and the first Open of each new version, with the owner role and the
+//     instances with a smaller one;
 //   - to run: CONNECT on the database, USAGE on the schema, SELECT, INSERT,
 //     UPDATE and DELETE on the tables xmpptrack_*, USAGE on the sequence
 //     xmpptrack_messages_n_seq, and EXECUTE on the function
@@ -153,11 +164,14 @@
 // session (PgBouncer before 1.21, or with max_prepared_statements = 0):
 // set default_query_exec_mode=exec in the DSN, and the store sends its
 // group commit as an unnamed statement parsed at each call (costing the
-// server more CPU), and pgx its other statements likewise. A prepared
-// group commit that the server lost anyway (DISCARD ALL) is prepared
-// again and the call made once more. LISTEN needs a session of its own: the listener must connect
-// to the server, or to a pooler in session mode (see Wait for what happens
-// when it cannot listen).
+// server more CPU), and pgx its other statements likewise. (With any mode
+// but the default the group commit is such an unnamed statement, sent with
+// the extended protocol: a proxy that speaks only the simple protocol is
+// not supported.) A prepared group commit that the server lost anyway
+// (DISCARD ALL) is prepared again and the call made once more. LISTEN
+// needs a session of its own: the listener must connect to the server, or
+// to a pooler in session mode (see Wait for what happens when it cannot
+// listen).
 //
 // # Retention
 //

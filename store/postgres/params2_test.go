@@ -3,10 +3,12 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,6 +136,15 @@ func TestArgsReused(t *testing.T) {
 	if reused.p.buf != nil || reused.mID != nil || reused.keys != nil {
 		t.Error("args kept the buffers of a group above maxKeptRows")
 	}
+	big := testGroup(3, "bytes") // few rows, more than maxKeptBytes
+	for _, r := range big {
+		r.Batch.Messages[0].Raw = make([]byte, maxKeptBytes/2)
+	}
+	encode(&reused, big)
+	reused.release()
+	if reused.p.buf != nil {
+		t.Error("args kept a buffer above maxKeptBytes")
+	}
 	s := &Store{}
 	s.duplicates(testGroup(maxKeptRows+1, "ids"))
 	if s.seen != nil {
@@ -197,4 +208,62 @@ func TestStatementGone(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUpgradeNeedsOwner: a role with CREATE on the schema and the grants
+// an instance needs cannot upgrade a database its owner created (ALTER
+// FUNCTION needs the owner), and Open says that the upgrade must run as
+// the owner, not that CREATE is missing.
+func TestUpgradeNeedsOwner(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	name := dbName(t, "upowner")
+	role := "upowner_" + strings.TrimPrefix(name, "upowner_")
+	if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
+		INSERT INTO xmpptrack_schema VALUES ('xmpptrack', 2);`+migrations[0]+migrations[1]+`
+		CREATE ROLE `+role+` LOGIN; GRANT CREATE, USAGE ON SCHEMA public TO `+role+`;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO `+role+`;
+		GRANT USAGE ON SEQUENCE xmpptrack_messages_n_seq TO `+role); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, srv.DSN(role, name))
+	if err == nil {
+		s.Close()
+		t.Fatal("a role that owns nothing upgraded the schema")
+	}
+	if !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "must run as the owner") ||
+		strings.Contains(err.Error(), "needs the CREATE privilege") {
+		t.Errorf("Open: %v", err)
+	}
+}
+
+// TestAnswerUnreadable: an answer the store cannot read after the server
+// committed the call fails each batch with store.ErrCursorsUnknown (they
+// are stored), not as a call in doubt, and wakes the Store's waiters.
+func TestAnswerUnreadable(t *testing.T) {
+	life, stop := context.WithCancel(context.Background())
+	defer stop()
+	s := &Store{notify: make(chan struct{}), cfg: Config{
+		try: func([]*groupcommit.Request, []int) ([]result, map[string]bool, error) {
+			return nil, nil, &answerError{fmt.Errorf("%w: 2 rows", errResult)}
+		},
+	}}
+	woke := s.notify
+	q := groupcommit.New(life)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		q.Run(s.commitGroup)
+	}()
+	err := q.Commit(context.Background(), &store.Batch{Messages: []store.Message{msg("a")}})
+	if !errors.Is(err, store.ErrCursorsUnknown) || errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Errorf("Commit: %v, want ErrCursorsUnknown", err)
+	}
+	select {
+	case <-woke:
+	default:
+		t.Error("the waiters were not woken")
+	}
+	stop()
+	<-done
 }

@@ -49,6 +49,8 @@ type Config struct {
 	// pooled, if set, makes the store take its connections for a
 	// pooler's (tests).
 	pooled bool
+	// try, if set, replaces tryGroup (tests).
+	try func(group []*groupcommit.Request, live []int) ([]result, map[string]bool, error)
 }
 
 // Store is a store.Store on PostgreSQL.

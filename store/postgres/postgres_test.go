@@ -118,3 +118,16 @@ func TestConformance(t *testing.T) {
 	// messages before its own Prune call counts them.
 	storetest.Run(t, opener(Config{Retention: -1}))
 }
+
+// TestConformanceExecMode runs the suite with the DSN's query mode that
+// the package recommends behind a pooler (default_query_exec_mode=exec):
+// the group commit is then an unnamed statement.
+func TestConformanceExecMode(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, name string) store.Store {
+		s, err := OpenConfig(context.Background(), database(t, name)+"&default_query_exec_mode=exec", Config{Retention: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}

@@ -13,7 +13,10 @@ import (
 )
 
 // migrations[i] upgrades schema version i to i+1. Released entries are
-// never edited: a change to the schema is a new entry.
+// never edited: a change to the schema is a new entry. Nothing stops the
+// instances of the previous version that run while another upgrades the
+// database (they are refused only at their next Open): a migration must
+// leave the previous version's statements working.
 //
 // Versions 3 to 5 were on the main branch for an hour on 2026-12-06 and
 // withdrawn before any release (see withdrawn): their entries are empty,
@@ -388,6 +391,11 @@ func (s *Store) upgrade(ctx context.Context) error {
 
 func migrateErr(err error, from, to int) error {
 	if isPrivilege(err) {
+		if from > 0 {
+			return fmt.Errorf("postgres: upgrading the schema (version %d to %d) must run as the owner of the "+
+				"xmpptrack_* tables and of the function xmpptrack_commit (run one Open as that role): %w",
+				from, to, privilegeErr(err))
+		}
 		return fmt.Errorf("postgres: creating the schema (version %d to %d) needs the CREATE privilege on the schema "+
 			"(or run the first Open as the tables' owner): %w", from, to, privilegeErr(err))
 	}
