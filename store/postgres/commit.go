@@ -32,7 +32,7 @@ var errConflict = errors.New("conflict")
 // message exists fails alone: the transaction is tried again without it.
 // Deadlocks and serialization failures are retried too.
 func (s *Store) commitGroup(group []*groupcommit.Request) {
-	errs := s.duplicates(group)
+	errs, blockedBy := s.duplicates(group)
 	var out []result
 	stored := false // committed, though the cursors are unknown
 	for attempt := 0; ; attempt++ {
@@ -118,20 +118,33 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 		}
 	}
 	ok := false
+	var again []*groupcommit.Request // blocked by a batch that failed
 	for i, r := range group {
+		if k := blockedBy[i]; k >= 0 && errs[k] != nil {
+			again = append(again, r)
+			continue
+		}
 		ok = ok || errs[i] == nil
 		r.Answer(errs[i])
 	}
 	if ok || stored {
 		s.wake()
 	}
+	if len(again) > 0 {
+		s.commitGroup(again)
+	}
 }
 
 // duplicates fails each batch of group that holds a new message id that
 // an earlier batch of the group or itself holds too (those the database
 // holds fail in the call).
-func (s *Store) duplicates(group []*groupcommit.Request) []error {
-	errs := make([]error, len(group))
+//
+// blockedBy[i] is the earlier batch whose id failed batch i (-1: none, or
+// itself): if that batch fails in the end, batch i is written again on its
+// own (the id it met was never stored).
+func (s *Store) duplicates(group []*groupcommit.Request) (errs []error, blockedBy []int) {
+	errs = make([]error, len(group))
+	blockedBy = make([]int, len(group))
 	// seen maps the ids of the batches taken so far to their batch (plus
 	// one); the committer reuses it.
 	if s.seen == nil {
@@ -146,9 +159,13 @@ func (s *Store) duplicates(group []*groupcommit.Request) []error {
 		}
 	}()
 	for i, r := range group {
+		blockedBy[i] = -1
 		for _, m := range r.Batch.Messages {
-			if seen[m.ID] != 0 {
+			if k := seen[m.ID]; k != 0 {
 				errs[i] = fmt.Errorf("postgres: message %q: %w", m.ID, store.ErrExists)
+				if k != i+1 {
+					blockedBy[i] = k - 1
+				}
 				break
 			}
 			seen[m.ID] = i + 1
@@ -161,7 +178,7 @@ func (s *Store) duplicates(group []*groupcommit.Request) []error {
 			}
 		}
 	}
-	return errs
+	return errs, blockedBy
 }
 
 // unsent reports an error after which the group was certainly not

@@ -267,3 +267,34 @@ func TestAnswerUnreadable(t *testing.T) {
 	stop()
 	<-done
 }
+
+// TestGroupBlockedRetried: in one group, batch A holds ids x and y, batch
+// B holds x; y exists, so A fails, and B, refused in the group for x
+// (A's), is written on its own: x was never stored.
+func TestGroupBlockedRetried(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenConfig(ctx, database(t, "blocked"), Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{msg("y")}}); err != nil {
+		t.Fatal(err)
+	}
+	a := groupcommit.NewRequest(&store.Batch{Messages: []store.Message{msg("x"), msg("y")}})
+	b := groupcommit.NewRequest(&store.Batch{Messages: []store.Message{msg("x")}})
+	c := groupcommit.NewRequest(&store.Batch{Messages: []store.Message{msg("z"), msg("z")}}) // itself
+	s.commitGroup([]*groupcommit.Request{a, b, c})
+	if err := a.Wait(); !errors.Is(err, store.ErrExists) {
+		t.Errorf("A: %v, want ErrExists", err)
+	}
+	if err := b.Wait(); err != nil || b.Batch.Messages[0].Cursor == 0 {
+		t.Errorf("B: cursor %d, %v", b.Batch.Messages[0].Cursor, err)
+	}
+	if err := c.Wait(); !errors.Is(err, store.ErrExists) {
+		t.Errorf("C: %v, want ErrExists", err)
+	}
+	if _, err := s.Message(ctx, "x"); err != nil {
+		t.Errorf("x: %v", err)
+	}
+}

@@ -175,7 +175,7 @@ func TestDuplicates(t *testing.T) {
 	}
 	s := &Store{}
 	for round := range 2 { // the map is reused
-		errs := s.duplicates([]*groupcommit.Request{
+		errs, _ := s.duplicates([]*groupcommit.Request{
 			batch("a", "b"),
 			batch("c", "a"), // a: batch 0's
 			batch("c"),      // c: batch 1 failed, so it is free
