@@ -597,7 +597,9 @@ func (c *Client) cut(cn conn) {
 // broke under it), the TCP connection is closed before mellium sees the
 // error. mellium would otherwise write a stream error and close the stream
 // gracefully, which ends the server's session for good; a dropped
-// connection leaves it resumable. Only Close ends a stream gracefully.
+// connection leaves it resumable. Only Close ends a stream gracefully. (A
+// read that fails between stanzas never reaches a handler: the login's
+// connection closes itself then, see login.LostError.)
 func dropOnError(cn conn, h xmpp.Handler) xmpp.Handler {
 	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 		err := h.HandleXMPP(t, start)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 )
 
 // ErrConnect: the server could not be reached or talked to: DNS, TCP, the
@@ -103,19 +104,25 @@ func looksLikeXML(b []byte) bool {
 	return len(b) == 0 || b[0] == '<'
 }
 
-// probeConn is the plaintext connection under the stream. It keeps the
-// first bytes the server sent, to tell a peer that does not speak XMPP from
-// one that broke off, and ends each stream header it writes with a
-// newline: whitespace that an XMPP server ignores, and that makes a
-// line-based server (HTTP, SMTP ...) answer at once instead of waiting for
-// the end of its first line.
+// probeConn is the network connection under the stream, under TLS when
+// there is TLS (direct TLS that Dial sets up itself, or STARTTLS). It
+// calls Config.BeforeRead before each read, and a read error makes it the
+// end of the connection (see lose).
+//
+// Without direct TLS it also keeps the first bytes the server sent, to
+// tell a peer that does not speak XMPP from one that broke off, and ends
+// each stream header it writes with a newline: whitespace that an XMPP
+// server ignores, and that makes a line-based server (HTTP, SMTP ...)
+// answer at once instead of waiting for the end of its first line.
 //
 // first is written only by the goroutine that reads the stream, and read
 // only by Dial after negotiation failed: no lock.
 type probeConn struct {
 	net.Conn
+	probe      bool // keep first and end stream headers with a newline (no direct TLS)
 	first      []byte
 	beforeRead func() // Config.BeforeRead
+	lost       atomic.Pointer[LostError]
 }
 
 const probeLen = 32
@@ -125,19 +132,54 @@ func (p *probeConn) Read(b []byte) (int, error) {
 		p.beforeRead()
 	}
 	n, err := p.Conn.Read(b)
-	if k := probeLen - len(p.first); k > 0 && n > 0 {
+	if k := probeLen - len(p.first); p.probe && k > 0 && n > 0 {
 		p.first = append(p.first, b[:min(k, n)]...)
+	}
+	if err != nil {
+		p.lose(err)
 	}
 	return n, err
 }
 
+// lose ends the connection after a read failed (the peer closed or reset
+// it, a deadline passed, it was closed): it is closed at once, and every
+// later write fails with a *LostError without writing anything.
+//
+// mellium's Session.Serve answers a read error, and the end of the input,
+// by writing a stream error and </stream:stream> on its way out. Written
+// to a connection whose peer has only half-closed it, that close would
+// reach the server, and a server ends a stream management session that
+// was closed cleanly (XEP-0198: such a stream cannot be resumed; Prosody
+// revokes the resumption token on a received </stream:stream> or stream
+// error, ejabberd does not keep the session for resumption), so the next
+// connection could not resume it. A lost connection is therefore dropped,
+// never closed by the protocol. A </stream:stream> the server sent is
+// not a read error: mellium answers it with its own, as it should.
+func (p *probeConn) lose(err error) {
+	if p.lost.CompareAndSwap(nil, &LostError{Err: err}) {
+		p.Conn.Close()
+	}
+}
+
 func (p *probeConn) Write(b []byte) (int, error) {
-	if !isStreamHeader(b) {
+	if e := p.lost.Load(); e != nil {
+		return 0, e
+	}
+	if !p.probe || !isStreamHeader(b) {
 		return p.Conn.Write(b)
 	}
 	n, err := p.Conn.Write(append(b[:len(b):len(b)], '\n'))
 	return min(n, len(b)), err
 }
+
+// LostError is what a write on a connection returns once a read on it
+// failed: nothing was written, and the connection is closed (see
+// probeConn.lose). Err is the read's error.
+type LostError struct{ Err error }
+
+func (e *LostError) Error() string { return "xmpptrack: connection lost: " + e.Err.Error() }
+
+func (e *LostError) Unwrap() error { return e.Err }
 
 // isStreamHeader reports whether b is a stream header as mellium writes it:
 // in one write, from the XML declaration to the '>' of <stream:stream>.

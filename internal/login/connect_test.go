@@ -185,3 +185,42 @@ func TestProbeConnBeforeRead(t *testing.T) {
 		t.Errorf("BeforeRead ran %d times for two reads", calls)
 	}
 }
+
+// TestProbeConnLost: once a read fails (here the peer half-closed the
+// connection and reads on), the connection is closed and a write fails
+// with a *LostError that wraps the read's error, writing nothing.
+func TestProbeConnLost(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		got <- b
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &probeConn{Conn: conn}
+	if _, err := p.Read(make([]byte, 16)); err != io.EOF {
+		t.Fatalf("Read: %v, want io.EOF", err)
+	}
+	_, err = p.Write([]byte("</stream:stream>"))
+	var lost *LostError
+	if !errors.As(err, &lost) || !errors.Is(err, io.EOF) {
+		t.Errorf("Write after the loss: %v, want a *LostError wrapping io.EOF", err)
+	}
+	if b := <-got; len(b) != 0 {
+		t.Errorf("the peer read %q after the loss", b)
+	}
+}

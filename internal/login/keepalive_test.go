@@ -21,12 +21,12 @@ func TestDialKeepAlive(t *testing.T) {
 			c.Close()
 		}
 	}()
-	conn, err := dialConn(t.Context(), &Config{Addr: ln.Addr().String()})
+	_, probe, err := dialConn(t.Context(), &Config{Addr: ln.Addr().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	raw, err := conn.(*net.TCPConn).SyscallConn()
+	defer probe.Close()
+	raw, err := probe.Conn.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}

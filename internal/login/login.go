@@ -58,9 +58,9 @@ type Config struct {
 	// when it ends.
 	WrapBind func(xmpp.StreamFeature) xmpp.StreamFeature
 	// BeforeRead, if set, is called before each read of the network
-	// connection under the stream, on the goroutine that reads: when the
-	// reader has worked through all it read before. It is called only on
-	// connections without DirectTLS (with DirectTLS it is never called).
+	// connection under the stream (under TLS), on the goroutine that
+	// reads: when the reader has worked through all it read before. It is
+	// never called with DirectTLS and no Addr (see dialConn).
 	BeforeRead func()
 
 	// Logger receives debug records about TLS and mechanism choices.
@@ -134,14 +134,9 @@ func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 	if err := c.Check(); err != nil {
 		return nil, err
 	}
-	conn, err := dialConn(ctx, &c)
+	conn, probe, err := dialConn(ctx, &c)
 	if err != nil {
 		return nil, c.classify(ctx, nil, err)
-	}
-	var probe *probeConn
-	if _, direct := conn.(*tls.Conn); !direct {
-		probe = &probeConn{Conn: conn, beforeRead: c.BeforeRead}
-		conn = probe
 	}
 	// ctx bounds negotiation through the connection's deadline, set once
 	// and held. mellium's own watch (given a cancelable context) sets a past
@@ -169,21 +164,46 @@ func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 // management's own probes (sm.Config.IdleProbe) are off.
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 4}
 
-// dialConn opens the transport: plain TCP, or TLS with DirectTLS.
-func dialConn(ctx context.Context, c *Config) (net.Conn, error) {
+// dialConn opens the transport: plain TCP, or TLS with DirectTLS. probe is
+// the connection's probeConn when it runs without TLS from the start, for
+// classify; nil otherwise.
+//
+// The TCP connection is wrapped in a probeConn, under TLS where there is
+// TLS. Only with DirectTLS and no Addr is it not: mellium's dialer
+// returns its TLS connection with the handshake done, so there is nothing
+// to wrap it around (a lost connection then gets mellium's
+// </stream:stream>, see probeConn.lose; BeforeRead is never called).
+func dialConn(ctx context.Context, c *Config) (conn net.Conn, probe *probeConn, err error) {
 	nd := net.Dialer{KeepAliveConfig: keepAlive}
-	if c.Addr == "" {
+	switch {
+	case c.Addr == "":
 		d := dial.Dialer{Dialer: nd, NoTLS: !c.DirectTLS}
 		if c.DirectTLS {
 			d.TLSConfig = c.tlsConfig()
 		}
-		return d.Dial(ctx, "tcp", c.JID)
+		conn, err = d.Dial(ctx, "tcp", c.JID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, direct := conn.(*tls.Conn); direct {
+			return conn, nil, nil
+		}
+	default:
+		conn, err = nd.DialContext(ctx, "tcp", c.Addr)
+		if err != nil {
+			return nil, nil, err
+		}
 	}
-	if !c.DirectTLS {
-		return nd.DialContext(ctx, "tcp", c.Addr)
+	p := &probeConn{Conn: conn, probe: !c.DirectTLS || c.Addr == "", beforeRead: c.BeforeRead}
+	if p.probe {
+		return p, p, nil
 	}
-	td := tls.Dialer{NetDialer: &nd, Config: c.tlsConfig()}
-	return td.DialContext(ctx, "tcp", c.Addr)
+	tc := tls.Client(p, c.tlsConfig())
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return tc, nil, nil
 }
 
 // negotiateSession runs stream negotiation on conn and checks the result.
