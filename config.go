@@ -1,8 +1,10 @@
 package xmpptrack
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"time"
 
 	"mellium.im/xmpp"
@@ -162,6 +164,9 @@ type Config struct {
 	// archiveTimeout, for tests: the bound of the archive check after a
 	// resumed restart (0: archiveTimeout).
 	archiveTimeout time.Duration
+	// dial, for tests: opens the connection instead of TCP to Addr (an
+	// in-memory one, so that a test can run in a synctest bubble).
+	dial func(ctx context.Context) (net.Conn, error)
 }
 
 func (c *Config) backoff() (lo, hi time.Duration) {

@@ -73,5 +73,6 @@ func loginConfig(account jid.JID, password string, cfg *Config) login.Config {
 		AllowPlaintext:        cfg.AllowPlaintext,
 		RequireChannelBinding: cfg.RequireChannelBinding,
 		Logger:                cfg.Logger,
+		DialConn:              cfg.dial,
 	}
 }

@@ -62,6 +62,9 @@ type Config struct {
 	// reads: when the reader has worked through all it read before. It is
 	// never called with DirectTLS and no Addr (see dialConn).
 	BeforeRead func()
+	// DialConn, if set, opens the network connection instead of TCP to
+	// Addr (tests: an in-memory connection); the rest is as with Addr.
+	DialConn func(ctx context.Context) (net.Conn, error)
 
 	// Logger receives debug records about TLS and mechanism choices.
 	// Nil means silent.
@@ -187,6 +190,11 @@ func dialConn(ctx context.Context, c *Config) (conn net.Conn, probe *probeConn, 
 		}
 		if _, direct := conn.(*tls.Conn); direct {
 			return conn, nil, nil
+		}
+	case c.DialConn != nil:
+		conn, err = c.DialConn(ctx)
+		if err != nil {
+			return nil, nil, err
 		}
 	default:
 		conn, err = nd.DialContext(ctx, "tcp", c.Addr)
