@@ -144,6 +144,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		smCfg.Handled = c.dur.handled(smCfg.Handled)
 		smCfg.OnAmbiguous = c.onAmbiguous // see archive.go
 	}
+	smCfg.Handled = c.releaseBeforeAnswer(smCfg.Handled)
 	if smCfg.Logger == nil {
 		smCfg.Logger = c.cfg.Logger
 	}
@@ -493,6 +494,23 @@ func (c *Client) readIdle() {
 	c.reg.Release()
 	if !c.batching.Load() {
 		c.batching.Store(true)
+	}
+}
+
+// releaseBeforeAnswer wraps sm.Config.Handled, which the reader calls when
+// it answers the server's <r/>, just before it writes the <a/>: the state
+// changes it held (see readIdle) go to the callbacks first, since that
+// write may wait, for the output (a sender holds it) or for room in the
+// send buffer (a server slow to read), and they would wait with it, until
+// the registry's linger tick. (The other callers of Handled, rare, only end
+// the hold early.)
+func (c *Client) releaseBeforeAnswer(next func(uint32) uint32) func(uint32) uint32 {
+	return func(received uint32) uint32 {
+		c.reg.Release()
+		if next != nil {
+			return next(received)
+		}
+		return received
 	}
 }
 

@@ -3,8 +3,10 @@ package xmpptrack
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -20,9 +22,25 @@ type asyncConn struct {
 	net.Conn
 	mu      sync.Mutex
 	pending []byte
+	blocked chan struct{} // non-nil: writes wait until it is closed (see block)
 	notify  chan struct{}
 	closed  chan struct{}
 	once    sync.Once
+}
+
+// block makes writes wait, as on a full send buffer of a peer that stopped
+// reading, until unblock is called.
+func (a *asyncConn) block() (unblock func()) {
+	ch := make(chan struct{})
+	a.mu.Lock()
+	a.blocked = ch
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		a.blocked = nil
+		a.mu.Unlock()
+		close(ch)
+	}
 }
 
 func newAsyncConn(c net.Conn) *asyncConn {
@@ -36,6 +54,16 @@ func (a *asyncConn) Write(p []byte) (int, error) {
 	case <-a.closed:
 		return 0, net.ErrClosed
 	default:
+	}
+	a.mu.Lock()
+	blocked := a.blocked
+	a.mu.Unlock()
+	if blocked != nil {
+		select {
+		case <-blocked:
+		case <-a.closed:
+			return 0, net.ErrClosed
+		}
 	}
 	a.mu.Lock()
 	a.pending = append(a.pending, p...)
@@ -100,6 +128,63 @@ func newPipePeer(t *testing.T) (*peerServer, func(context.Context) (net.Conn, er
 	return srv, dial
 }
 
+// pipeClient dials a client to a pipe peer in a synctest bubble; roots
+// and now come from outside the bubble (the certificate is valid now, not
+// at the bubble's epoch). It returns the client's side of the connection
+// too. The client does not reconnect within the test: a new connection's
+// reads would release what it held.
+func pipeClient(t *testing.T, roots *x509.CertPool, now time.Time) (*Client, *peerServer, *peerConn, *asyncConn) {
+	t.Helper()
+	srv, dial := newPipePeer(t)
+	var conn atomic.Pointer[asyncConn]
+	cfg := Config{
+		Addr: "peer", DirectTLS: true, NoCarbons: true, // inbound stanzas: only what the test sends
+		dial: func(ctx context.Context) (net.Conn, error) {
+			c, err := dial(ctx)
+			conn.Store(c.(*asyncConn))
+			return c, err
+		},
+		TLSConfig:  &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
+		MinBackoff: time.Hour, MaxBackoff: time.Hour,
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), testWait)
+	defer cancel()
+	c, err := Dial(ctx, testJID, peerPassword, &cfg)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, srv, srv.next(t), conn.Load()
+}
+
+// stateChange is a callback's call, for the tests of the hold.
+type stateChange struct {
+	id       string
+	to       tracking.MessageState
+	otherDTR bool // the other tracker watched was delivered when the callback ran
+}
+
+// watchChanges reports tr's state changes on ch; other, if not nil, is
+// the tracker whose delivery the callback notes.
+func watchChanges(ch chan<- stateChange, tr, other *tracking.MessageTracker) {
+	tr.OnStateChange(func(_, to tracking.MessageState, _ *tracking.Response) {
+		ch <- stateChange{tr.ID(), to, other != nil && other.State() == tracking.DeliveredToRecipient}
+	})
+}
+
+// startCallbacks has the peer deliver m, whose changes go to ch, and
+// waits for its callback: the callbacks' goroutine then waits for more
+// (parked), so that a held change is not handed over until a release (or
+// the linger tick).
+func startCallbacks(t *testing.T, pc *peerConn, ch <-chan stateChange, m *tracking.MessageTracker) {
+	t.Helper()
+	pc.send(`<message from='bob@example.org/pc' id='r-%s'>%s</message>`, m.ID(), receiptFor(m.ID()))
+	if got := recv(t, ch); got.id != m.ID() || got.to != tracking.DeliveredToRecipient {
+		t.Fatalf("first callback %+v, want %s delivered", got, m.ID())
+	}
+	synctest.Wait()
+}
+
 // TestHoldWiredEndToEnd: the client's connections call its read hook
 // (login.Config.BeforeRead → readIdle), so the state changes of stanzas
 // read together are held and go to the callbacks when the reader asks
@@ -107,55 +192,22 @@ func newPipePeer(t *testing.T) (*peerServer, func(context.Context) (net.Conn, er
 // stanzas of a connection proved, with no further read. Neither waits for
 // the registry's linger tick: no time passes in the bubble.
 func TestHoldWiredEndToEnd(t *testing.T) {
-	roots := testRoots(t) // the certificate is valid now, not at the bubble's epoch
-	now := time.Now()
+	roots, now := testRoots(t), time.Now()
 	synctest.Test(t, func(t *testing.T) {
-		srv, dial := newPipePeer(t)
-		cfg := Config{
-			Addr: "peer", DirectTLS: true, dial: dial,
-			TLSConfig:  &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
-			MinBackoff: time.Hour, MaxBackoff: time.Hour, // no reconnection: its reads would release too
-		}
-		ctx, cancel := context.WithTimeout(t.Context(), testWait)
-		defer cancel()
-		c, err := Dial(ctx, testJID, peerPassword, &cfg)
-		if err != nil {
-			t.Fatalf("Dial: %v", err)
-		}
-		defer c.Close()
-		pc := srv.next(t)
+		c, _, pc, _ := pipeClient(t, roots, now)
 		if !c.batching.Load() {
 			t.Fatal("the connection's reads do not call the client's read hook (login.Config.BeforeRead)")
 		}
-
-		type change struct {
-			id       string
-			to       tracking.MessageState
-			otherDTR bool // the other message of the pair was delivered when the callback ran
-		}
-		changes := make(chan change, 8)
-		watch := func(tr, other *tracking.MessageTracker) {
-			tr.OnStateChange(func(_, to tracking.MessageState, _ *tracking.Response) {
-				changes <- change{tr.ID(), to, other != nil && other.State() == tracking.DeliveredToRecipient}
-			})
-		}
+		changes := make(chan stateChange, 8)
 		m0 := sendAcked(t, c, Message{To: bob})
 		m1 := sendAcked(t, c, Message{To: bob})
 		m2 := sendAcked(t, c, Message{To: bob})
 		m3 := sendAcked(t, c, Message{To: bob})
-		watch(m0, nil)
-		watch(m1, m2)
-		watch(m2, nil)
-		watch(m3, nil)
-
-		// A first receipt starts the callbacks' goroutine, which then waits
-		// for more (parked): from now on, a held change is not handed over
-		// until a release (or the linger tick).
-		pc.send(`<message from='bob@example.org/pc' id='r0'>%s</message>`, receiptFor(m0.ID()))
-		if ch := recv(t, changes); ch.id != m0.ID() || ch.to != tracking.DeliveredToRecipient {
-			t.Fatalf("first callback %+v, want %s delivered", ch, m0.ID())
-		}
-		synctest.Wait()
+		watchChanges(changes, m0, nil)
+		watchChanges(changes, m1, m2)
+		watchChanges(changes, m2, nil)
+		watchChanges(changes, m3, nil)
+		startCallbacks(t, pc, changes, m0)
 
 		// Two receipts read together: one wake-up when the reader reads on,
 		// so m1's callback already sees m2 delivered.
@@ -182,6 +234,37 @@ func TestHoldWiredEndToEnd(t *testing.T) {
 		}
 		if d := time.Since(start); d != 0 {
 			t.Errorf("the callback waited %v (the linger tick) instead of the end of Serve", d)
+		}
+	})
+}
+
+// TestHoldReleasedBeforeAnswer: the reader answering the server's <r/>
+// first releases what it held, so a receipt read just before the <r/>
+// reaches its callback though the answer's write waits (here: for room in
+// the send buffer), not at the registry's linger tick.
+func TestHoldReleasedBeforeAnswer(t *testing.T) {
+	roots, now := testRoots(t), time.Now()
+	synctest.Test(t, func(t *testing.T) {
+		c, srv, pc, conn := pipeClient(t, roots, now)
+		changes := make(chan stateChange, 8)
+		m0 := sendAcked(t, c, Message{To: bob})
+		m1 := sendAcked(t, c, Message{To: bob})
+		watchChanges(changes, m0, nil)
+		watchChanges(changes, m1, nil)
+		startCallbacks(t, pc, changes, m0)
+
+		unblock := conn.block()
+		start := time.Now()
+		pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message><r xmlns='urn:xmpp:sm:3'/>`, receiptFor(m1.ID()))
+		if ch := recv(t, changes); ch.id != m1.ID() || ch.to != tracking.DeliveredToRecipient {
+			t.Errorf("callback %+v, want %s delivered", ch, m1.ID())
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("the callback waited %v (the linger tick) while the reader's answer to <r/> waited", d)
+		}
+		unblock()
+		if h := recv(t, srv.acks); h != 2 {
+			t.Errorf("the answer to <r/> has h=%d, want 2 (the receipts)", h)
 		}
 	})
 }
