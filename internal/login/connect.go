@@ -154,7 +154,11 @@ func (p *probeConn) Read(b []byte) (int, error) {
 // error, ejabberd does not keep the session for resumption), so the next
 // connection could not resume it. A lost connection is therefore dropped,
 // never closed by the protocol. A </stream:stream> the server sent is
-// not a read error: mellium answers it with its own, as it should.
+// not a read error: mellium answers it with its own, as it should. Nor is
+// a TLS close_notify, which ends the input above this connection: a server
+// that ends TLS without </stream:stream> and reads on still gets mellium's
+// close (servers close the connection with TLS; a TCP proxy in front of
+// one passes on a half-close as a FIN, which is a read error here).
 func (p *probeConn) lose(err error) {
 	if p.lost.CompareAndSwap(nil, &LostError{Err: err}) {
 		p.Conn.Close()
