@@ -62,7 +62,13 @@
 // whose write fails (the server never got it whole) is written again, with
 // its id, on the next connection; contexts bound waiting, never a write in
 // progress: one that ends while a write is blocked closes the connection
-// rather than leave half a stanza on it.
+// rather than leave half a stanza on it. A lost connection (the server's
+// side ended, reset, timed out) is dropped, never closed with
+// </stream:stream> or a stream error: Prosody and ejabberd end a stream
+// management session closed that way, and it could not be resumed. The
+// client closes the stream on Close and Shutdown, in answer to the
+// server's close, and when the server breaks stream management (an ack
+// for more than was sent).
 //
 // A connection that freezes (no FIN, no RST: a NAT that dropped its state,
 // a stalled proxy) is noticed: an <r/> unanswered for
