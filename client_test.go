@@ -325,14 +325,9 @@ func waitShutting(t *testing.T, c *Client) {
 // Session and Send wait; the stream is resumed and nothing is lost.
 func TestClientSessionWaitsWhileDisconnected(t *testing.T) {
 	srv := newPeerServer(t)
-	var connected []bool
-	var mu sync.Mutex
+	connected := make(chan bool, 4)
 	c := dialPeer(t, srv, Config{})
-	c.Observe(Observer{Connected: func(resumed bool) {
-		mu.Lock()
-		connected = append(connected, resumed)
-		mu.Unlock()
-	}})
+	c.Observe(Observer{Connected: func(resumed bool) { connected <- resumed }})
 	pc := srv.next(t)
 	srv.waitAccepted(t)
 	old, err := c.Session(waitCtx(t))
@@ -385,10 +380,15 @@ func TestClientSessionWaitsWhileDisconnected(t *testing.T) {
 	pc.send(`<message from='bob@example.org/pc' id='r2'>%s</message>`, receiptFor(m2.ID()))
 	waitState(t, m1, tracking.DeliveredToRecipient)
 	waitState(t, m2, tracking.DeliveredToRecipient)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(connected) != 1 || !connected[0] {
-		t.Errorf("Connected calls %v, want one resumed", connected)
+	// Observers run on the callbacks' goroutine: wait for the call, which
+	// publish queued before the new session was handed out.
+	if resumed := recv(t, connected); !resumed {
+		t.Error("Connected(false), want one call, resumed")
+	}
+	select {
+	case resumed := <-connected:
+		t.Errorf("a second Connected(%v), want one", resumed)
+	default:
 	}
 }
 
