@@ -25,6 +25,16 @@ type Config struct {
 	// with the account's domain as server name. It is cloned.
 	TLSConfig *tls.Config
 	// DirectTLS connects with TLS from the first byte (XEP-0368) instead of STARTTLS.
+	//
+	// Known limits: without Addr (the server found through DNS SRV), mellium
+	// opens the TLS connection itself, so the client cannot watch the
+	// connection under it: a lost connection gets mellium's stream error and
+	// </stream:stream> when its write direction still works, which ends the
+	// server's stream management session (the next connection cannot resume
+	// it), and callbacks are woken per change rather than per read. Set Addr
+	// to avoid both. With or without Addr, a server (or a TLS-terminating
+	// proxy) that ends TLS (close_notify) without </stream:stream> and reads
+	// on gets that close too.
 	DirectTLS bool
 	// AllowPlaintext logs in without TLS (STARTTLS is not attempted): for
 	// loopback tests only. It cannot be combined with TLSConfig, DirectTLS or

@@ -38,10 +38,15 @@ import (
 // the session.
 func (s *tapState) handOff(r xml.TokenReader, start *xml.StartElement, w xmlstream.TokenWriter) error {
 	app := s.app
+	c := s.c
 	if app == nil {
+		if isIQRequest(start) {
+			// mellium answers it on this goroutine when we return, and that
+			// write may wait: nothing applied is held back meanwhile.
+			c.reg.Release()
+		}
 		return nil
 	}
-	c := s.c
 	in := new(tokbuf.Buffer)
 	if _, err := in.ReadFrom(r, math.MaxInt); err != nil {
 		return err

@@ -147,7 +147,9 @@ func pipeClient(t *testing.T, roots *x509.CertPool, now time.Time) (*Client, *pe
 		Addr: "peer", DirectTLS: true, NoCarbons: true, // inbound stanzas: only what the test sends
 		dial: func(ctx context.Context) (net.Conn, error) {
 			c, err := dial(ctx)
-			conn.Store(c.(*asyncConn))
+			if err == nil {
+				conn.Store(c.(*asyncConn))
+			}
 			return c, err
 		},
 		TLSConfig:  &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
@@ -244,33 +246,61 @@ func TestHoldWiredEndToEnd(t *testing.T) {
 	})
 }
 
-// TestHoldReleasedBeforeAnswer: the reader answering the server's <r/>
-// first releases what it held, so a receipt read just before the <r/>
-// reaches its callback though the answer's write waits (here: for room in
-// the send buffer), not at the registry's linger tick.
+// TestHoldReleasedBeforeAnswer: the reader about to answer the server
+// (an <a/> for its <r/>; service-unavailable for an IQ request that no
+// Handler takes, or whose address does not parse) first releases what it
+// held, so a receipt read
+// just before reaches its callback though the answer's write waits (here:
+// for room in the send buffer), not at the registry's linger tick.
 func TestHoldReleasedBeforeAnswer(t *testing.T) {
 	roots, now := testRoots(t), time.Now()
-	synctest.Test(t, func(t *testing.T) {
-		c, srv, pc, conn := pipeClient(t, roots, now)
-		changes := make(chan stateChange, 8)
-		m0 := sendAcked(t, c, Message{To: bob})
-		m1 := sendAcked(t, c, Message{To: bob})
-		watchChanges(changes, m0, nil)
-		watchChanges(changes, m1, nil)
-		startCallbacks(t, pc, changes, m0)
+	for _, tc := range []struct {
+		name, request string
+		answered      func(t *testing.T, srv *peerServer, pc *peerConn)
+	}{
+		{"ack request", `<r xmlns='urn:xmpp:sm:3'/>`, func(t *testing.T, srv *peerServer, _ *peerConn) {
+			if h := recv(t, srv.acks); h != 2 {
+				t.Errorf("the answer to <r/> has h=%d, want 2 (the receipts)", h)
+			}
+		}},
+		{"iq request", `<iq type='get' id='p1' from='example.org'><ping xmlns='urn:xmpp:ping'/></iq>`, iqRefused},
+		{"unparsable iq request", `<iq type='get' id='p1' from='@example.org'><ping xmlns='urn:xmpp:ping'/></iq>`, iqRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				c, srv, pc, conn := pipeClient(t, roots, now)
+				changes := make(chan stateChange, 8)
+				m0 := sendAcked(t, c, Message{To: bob})
+				m1 := sendAcked(t, c, Message{To: bob})
+				watchChanges(changes, m0, nil)
+				watchChanges(changes, m1, nil)
+				startCallbacks(t, pc, changes, m0)
 
-		unblock := conn.block()
-		start := time.Now()
-		pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message><r xmlns='urn:xmpp:sm:3'/>`, receiptFor(m1.ID()))
-		if ch := recv(t, changes); ch.id != m1.ID() || ch.to != tracking.DeliveredToRecipient {
-			t.Errorf("callback %+v, want %s delivered", ch, m1.ID())
-		}
-		if d := time.Since(start); d > releasedWithin {
-			t.Errorf("the callback waited %v (the linger tick) while the reader's answer to <r/> waited", d)
-		}
-		unblock()
-		if h := recv(t, srv.acks); h != 2 {
-			t.Errorf("the answer to <r/> has h=%d, want 2 (the receipts)", h)
-		}
-	})
+				unblock := conn.block()
+				start := time.Now()
+				pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message>%s`, receiptFor(m1.ID()), tc.request)
+				if ch := recv(t, changes); ch.id != m1.ID() || ch.to != tracking.DeliveredToRecipient {
+					t.Errorf("callback %+v, want %s delivered", ch, m1.ID())
+				}
+				if d := time.Since(start); d > releasedWithin {
+					t.Errorf("the callback waited %v (the linger tick) while the reader's answer waited", d)
+				}
+				unblock()
+				tc.answered(t, srv, pc)
+			})
+		})
+	}
+}
+
+// iqRefused checks that the client answered the IQ request p1 with an
+// error.
+func iqRefused(t *testing.T, _ *peerServer, pc *peerConn) {
+	t.Helper()
+	e := pc.next(t)
+	for e.XMLName.Local != "iq" { // the presence and messages written before
+		e = pc.next(t)
+	}
+	if e.attr("id") != "p1" || e.attr("type") != "error" {
+		t.Errorf("the answer to the IQ is %s, want an error for p1", e.String())
+	}
 }

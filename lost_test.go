@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"net"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -31,7 +32,11 @@ func TestLostConnectionNotClosed(t *testing.T) {
 	resumed := make(chan bool, 1)
 	c.Observe(Observer{Connected: func(r bool) { resumed <- r }})
 	pc.halfClose()
-	<-pc.done // the peer read on until the client dropped the connection
+	select {
+	case <-pc.done: // the peer read on until the client dropped the connection
+	case <-time.After(testWait):
+		t.Fatal("the client did not drop the connection")
+	}
 	if n := closes(srv); n != 0 {
 		t.Errorf("the client closed the lost stream %d times instead of dropping the connection", n)
 	}

@@ -199,6 +199,7 @@ func (s *tapState) dropUnparsable(t xmlstream.TokenReadEncoder, start *xml.Start
 	if from != "" {
 		attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "to"}, Value: from})
 	}
+	c.reg.Release() // the answer's write may wait: nothing applied is held back meanwhile
 	_, err := xmlstream.Copy(t, xmlstream.Wrap(
 		xstanza.Error{Type: xstanza.Cancel, Condition: xstanza.ServiceUnavailable}.TokenReader(),
 		xml.StartElement{Name: xml.Name{Local: "iq"}, Attr: attrs}))

@@ -178,7 +178,13 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interv
 // </stream:stream>, see probeConn.lose; BeforeRead is never called).
 func dialConn(ctx context.Context, c *Config) (conn net.Conn, probe *probeConn, err error) {
 	nd := net.Dialer{KeepAliveConfig: keepAlive}
+	plain := !c.DirectTLS // TLS, if any, is yet to come
 	switch {
+	case c.DialConn != nil:
+		conn, err = c.DialConn(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
 	case c.Addr == "":
 		d := dial.Dialer{Dialer: nd, NoTLS: !c.DirectTLS}
 		if c.DirectTLS {
@@ -191,19 +197,15 @@ func dialConn(ctx context.Context, c *Config) (conn net.Conn, probe *probeConn, 
 		if _, direct := conn.(*tls.Conn); direct {
 			return conn, nil, nil
 		}
-	case c.DialConn != nil:
-		conn, err = c.DialConn(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
+		plain = true // with DirectTLS, a STARTTLS address from DNS SRV
 	default:
 		conn, err = nd.DialContext(ctx, "tcp", c.Addr)
 		if err != nil {
 			return nil, nil, err
 		}
 	}
-	p := &probeConn{Conn: conn, probe: !c.DirectTLS || c.Addr == "", beforeRead: c.BeforeRead}
-	if p.probe {
+	p := &probeConn{Conn: conn, probe: plain, beforeRead: c.BeforeRead}
+	if plain {
 		return p, p, nil
 	}
 	tc := tls.Client(p, c.tlsConfig())
