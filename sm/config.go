@@ -146,10 +146,9 @@ type Config struct {
 	// the number of goroutines that passed Reserve at the same time.
 	MaxUnacked int
 	// Window bounds the stanzas in flight on a connection (written, not yet
-	// acknowledged) that Pace lets through. Below it the window adapts to
-	// how fast the server acknowledges; see DefaultWindow for why a burst
-	// should not run far ahead of the server's acks. 0 means DefaultWindow;
-	// a negative value disables the window.
+	// acknowledged) that Pace lets through; see DefaultWindow for why a
+	// burst should not run far ahead of the server's acks. 0 means
+	// DefaultWindow; a negative value disables the window.
 	Window int
 
 	// MaxStanzaSize, MaxWhitespace and MaxStreamErrorSize are the input

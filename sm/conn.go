@@ -100,7 +100,6 @@ func (st *State) Tees() (in, out io.Writer) {
 	old := st.conn
 	st.conn = c
 	st.read = 0
-	st.pace.reset(timeNow())
 	if int32(h-st.toldH) < 0 {
 		h = st.toldH
 	}

@@ -129,18 +129,14 @@
 // # Pacing
 //
 // Pace, called before each application stanza (after Reserve), waits
-// while a window of stanzas written on the connection wait for an ack:
-// at most Config.Window (default 256), less while the server is slow to
-// acknowledge (Info.Window; see DefaultWindow). A sender that writes thousands of stanzas ahead of the
+// while Config.Window stanzas (default 256) written on the connection wait
+// for an ack. A sender that writes thousands of stanzas ahead of the
 // server's acks fills the server's input: the server's answers to our <r/>
 // and its own <r/> wait behind that backlog, and the stanzas it keeps for
 // us until our <a/> pile up. Measured against Prosody 0.12 on loopback,
 // 5,000 messages with their receipts and markers cost the server 2.3 s of
 // CPU unpaced and 0.9–1.1 s paced (0.8–1.0 s for plain mellium without
-// stream management). Prosody 0.12 with its archive on, bulk to an
-// offline account, processes the same messages in half the time or less
-// when no more than a few dozen wait in its input, which the adaptive
-// window keeps to. The window allows Config.Window stanzas per round trip;
+// stream management). The window allows Window stanzas per round trip;
 // raise it on links with a long round trip.
 //
 // # Dead connections

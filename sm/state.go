@@ -41,7 +41,6 @@ type State struct {
 	ord uint64 // stanzas first written, for entry.ord
 
 	srtt    int64    // smoothed <r/> round trip in ns, 0 before the first sample
-	pace    pacer    // the adaptive window (pace.go)
 	careful bool     // the next connection re-sends one message at a time (policy violation)
 	refusal *refusal // a policy violation to pin when the next connection settles
 
@@ -120,10 +119,6 @@ type Info struct {
 	// connection is taken for dead (Config.AckTimeout, scaled by RTT); 0
 	// if disabled.
 	AckBound time.Duration
-	// Window is the number of stanzas Pace lets wait for an ack now: the
-	// adaptive window (see DefaultWindow), at most Config.Window; -1 if the
-	// window is disabled.
-	Window int
 }
 
 // Info returns the current state.
@@ -140,7 +135,6 @@ func (st *State) Info() Info {
 		Handled:   st.inH,
 		RTT:       time.Duration(st.srtt),
 		AckBound:  time.Duration(st.ackBoundLocked()),
-		Window:    st.windowLocked(),
 	}
 	if c := st.conn; c != nil {
 		i.Enabled = c.smOn && !c.ended
@@ -287,10 +281,8 @@ func (st *State) ackLocked(h uint32) (n int, tooHigh bool) {
 	if uint32(d) > st.outH-st.ackedH {
 		return 0, true
 	}
-	var newest int64
 	for n = 0; n < int(d) && st.queue.len() > 0; n++ {
 		e := st.queue.pop()
-		newest = max(newest, e.sent)
 		if e.unsure {
 			// Its number is a guess (State.Restore): kept to be sent again.
 			st.retransmit = append(st.retransmit, e)
@@ -299,7 +291,6 @@ func (st *State) ackLocked(h uint32) (n int, tooHigh bool) {
 		st.pushLocked(evAcked, e)
 	}
 	st.ackedH = h
-	st.adaptLocked(newest)
 	st.spaceLocked()
 	return n, false
 }

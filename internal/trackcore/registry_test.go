@@ -389,3 +389,35 @@ func TestOrderShrinksAfterBurst(t *testing.T) {
 		t.Errorf("order of %d has a capacity of %d: still the burst's array", l, cp)
 	}
 }
+
+// TestIndexCopyBounded: the index is not copied while more than
+// maxIndexCopy trackers are pending (the copy runs under the lock that
+// Send and the receive path wait for), nor while Close settles everything.
+func TestIndexCopyBounded(t *testing.T) {
+	const n = 100_000
+	r := NewRegistry(Config[Response]{MaxPending: -1})
+	for i := range n {
+		if _, err := r.TryTrack(bob, strconv.Itoa(i), TrackOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n - 2*maxIndexCopy {
+		r.Lost(bob, strconv.Itoa(i))
+	}
+	r.g.mu.Lock()
+	peak, left := r.peak, len(r.index)
+	r.g.mu.Unlock()
+	if left != 2*maxIndexCopy || peak != n {
+		t.Fatalf("index of %d, peak %d: want %d and no copy (peak %d) above maxIndexCopy", left, peak, 2*maxIndexCopy, n)
+	}
+	r.Close()
+	r.g.mu.Lock()
+	peak = r.peak
+	r.g.mu.Unlock()
+	if peak != n {
+		t.Fatalf("peak %d after Close: the index was copied while Close settled everything", peak)
+	}
+	if got := r.Pending(); got != 0 {
+		t.Fatalf("%d pending after Close", got)
+	}
+}
