@@ -23,7 +23,9 @@ import (
 // nothing new. Should the WAL still pass walCap thresholds (writes faster
 // than the copy), one checkpoint in RESTART mode holds the writer's
 // connection while it copies the rest and makes the WAL start over: the
-// WAL stays bounded under any write load, at the cost of that one stall.
+// WAL stays bounded under any write load, at the cost of that one stall,
+// as long as the checkpointer's goroutine gets to run (on a machine whose
+// cores are all busy a writer can outrun it by dozens of thresholds first).
 // A RESTART checkpoint also waits for the readers of the WAL to finish;
 // it waits at most restartBusy (not the connections' busy timeout of
 // seconds), so that a long reader (a large Pending or History, another

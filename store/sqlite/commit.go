@@ -126,13 +126,17 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 	if err != nil {
 		// Also after a failed COMMIT, which may leave the transaction
 		// open. A ROLLBACK that fails may have left it open too (or
-		// SQLite rolled back already, as it does after some errors: the
-		// connection is dropped anyway, which is rare and cheap), and an
+		// SQLite rolled back already, as it does after a full disk or an
+		// I/O error: the connection is dropped anyway, a reopen), and an
 		// open one would make every later BEGIN fail.
+		var rerr error
 		if s.cfg.failRollback {
-			return err, true
+			// A ROLLBACK that fails and leaves the transaction open.
+			_, rerr = c.conn().ExecContext(context.Background(), "ROLLBACK TO no_such_savepoint", nil)
+		} else {
+			_, rerr = c.exec(rollback)
 		}
-		if _, rerr := c.exec(rollback); rerr != nil {
+		if rerr != nil {
 			return err, true
 		}
 		return err, false
@@ -440,8 +444,12 @@ const (
 	sqlExists  = `SELECT 1 FROM messages WHERE id = ?`
 	sqlLastCur = `SELECT ` + sqlLastCursor
 	sqlGetMsg  = `SELECT n, state, settled FROM messages WHERE id = ?`
-	sqlSetSeq  = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
-	sqlUpdMsg  = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
+	// sqlSetSeq's state and settled terms only detect a stale cache early
+	// (a sequence number is stored whatever the state); the updates of a
+	// change (sqlUpdMsg, sqlSettleMsg) are what must never apply to a
+	// state other than the one they were computed from.
+	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
+	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
 	sqlSettleMsg = `UPDATE messages SET state = ?1, settled = 1, updated = ?2, raw = NULL, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`

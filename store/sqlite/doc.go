@@ -56,7 +56,9 @@
 // A full disk or a read-only file makes Commit fail with the driver's error
 // ("database or disk is full", "attempt to write a readonly database"): the
 // batch is not written, nothing else is lost, and commits succeed again once
-// there is space.
+// there is space. Each failed transaction also replaces the writer's
+// connection (SQLite rolled it back already, and the store does not keep a
+// connection whose ROLLBACK failed), which costs a reopen.
 //
 // # Ownership
 //

@@ -40,8 +40,8 @@ type Config struct {
 	// checkpointPages, if positive, replaces the checkpoint threshold
 	// checkpointPages (tests).
 	checkpointPages int
-	// failRollback makes the committer's ROLLBACKs fail without running,
-	// the transaction left open (tests).
+	// failRollback makes the committer's ROLLBACKs fail, the transaction
+	// left open (tests).
 	failRollback bool
 	// failApply, if set, fails the writing of a batch when it returns an
 	// error (tests).

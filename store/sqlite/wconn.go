@@ -58,8 +58,15 @@ func (c writerConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := dc.(driverConn); !ok {
+		dc.Close()
+		return nil, fmt.Errorf("sqlite: the driver's connection %T lacks interfaces the store uses", dc)
+	}
 	return &wconn{Conn: dc}, nil
 }
+
+// A wconn passes on every interface of driverConn.
+var _ driverConn = (*wconn)(nil)
 
 // The driver's interfaces that database/sql and the store use; a wconn
 // passes them on to the driver's connection, which has them all.
@@ -128,9 +135,6 @@ func (c *wconn) Close() error {
 func (c *wconn) stmts() error {
 	if c.st[0] != nil {
 		return nil
-	}
-	if _, ok := c.Conn.(driverConn); !ok {
-		return fmt.Errorf("sqlite: the driver's connection %T lacks interfaces the store uses", c.Conn)
 	}
 	for i, q := range connSQL {
 		st, err := c.conn().PrepareContext(context.Background(), q)
