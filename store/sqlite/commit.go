@@ -113,6 +113,11 @@ func (s *Store) writeOnce(ctx context.Context, f func(*writer) error) error {
 // that it failed and its ROLLBACK failed too.
 func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 	if _, err := c.exec(begin); err != nil {
+		// A transaction that other code left open on this connection (a
+		// leak: nothing else uses it meanwhile) would fail every later
+		// BEGIN: it is rolled back. With none open the ROLLBACK fails and
+		// changes nothing.
+		c.exec(rollback)
 		return err, false
 	}
 	w := &writer{s: s, c: c, now: time.Now(), rows: map[string]*row{}}

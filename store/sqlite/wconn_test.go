@@ -140,3 +140,25 @@ func TestRollbackFails(t *testing.T) {
 		t.Errorf("state %v settled %v, want SEEN_BY_RECIPIENT settled", r.State, r.Settled)
 	}
 }
+
+// TestStrayTransaction: code other than the committer left the writer's
+// connection inside a transaction (here a BEGIN through database/sql): the
+// committer's next BEGIN fails, the connection is dropped, and the commits
+// after it succeed.
+func TestStrayTransaction(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.w.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	s.Commit(ctx, &store.Batch{Messages: []store.Message{message("m1")}}) // may fail
+	for _, id := range []string{"m2", "m3"} {
+		if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message(id)}}); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+}
