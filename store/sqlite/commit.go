@@ -115,10 +115,14 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 	if _, err := c.exec(begin); err != nil {
 		// A transaction that other code left open on this connection (a
 		// leak: nothing else uses it meanwhile) would fail every later
-		// BEGIN: it is rolled back. With none open the ROLLBACK fails and
-		// changes nothing.
-		c.exec(rollback)
-		return err, false
+		// BEGIN: it is rolled back, and the BEGIN tried once more. With
+		// none open the ROLLBACK fails and changes nothing.
+		if _, rerr := c.exec(rollback); rerr != nil {
+			return err, false
+		}
+		if _, err := c.exec(begin); err != nil {
+			return err, false
+		}
 	}
 	w := &writer{s: s, c: c, now: time.Now(), rows: map[string]*row{}}
 	err = f(w)
