@@ -86,18 +86,7 @@ func TestEncodeMessagePayload(t *testing.T) {
 // FuzzEncodeMessage compares the stored stanza with the encoder's on any
 // text, address, type and options.
 func FuzzEncodeMessage(f *testing.F) {
-	f.Add("hello", "thread", "id1", "bob", "example.org", "res", "chat", false, false)
-	f.Add("a&b<\n\r\t\xff]]>", "", `"'`, "", "example.org", "r&'", "groupchat", true, true)
-	f.Fuzz(func(t *testing.T, body, thread, id, local, domain, res, typ string, noReceipt, noMarkable bool) {
-		if id == "" {
-			return
-		}
-		m := Message{Body: body, Thread: thread, Type: xstanza.MessageType(typ), NoReceipt: noReceipt, NoMarkable: noMarkable}
-		if to, err := jid.New(local, domain, res); err == nil {
-			m.To = to
-		}
-		sameStored(t, id, m)
-	})
+	fuzzMessages(f, sameStored)
 }
 
 // BenchmarkEncodeMessage: the stored stanza of a typical message, from

@@ -102,6 +102,12 @@ func TestAppendMessage(t *testing.T) {
 // FuzzAppendMessage compares Send's bytes with the session's encoder on
 // any text, address, type and options.
 func FuzzAppendMessage(f *testing.F) {
+	fuzzMessages(f, sameAsEncoder)
+}
+
+// fuzzMessages runs check on messages of any text, address, type and
+// options, with a non-empty id.
+func fuzzMessages(f *testing.F, check func(t *testing.T, id string, m Message)) {
 	f.Add("hello", "thread", "id1", "bob", "example.org", "res", "chat", false, false)
 	f.Add("a&b<\n\r\t\xff]]>", "", `"'`, "", "example.org", "r&'", "groupchat", true, true)
 	f.Fuzz(func(t *testing.T, body, thread, id, local, domain, res, typ string, noReceipt, noMarkable bool) {
@@ -112,7 +118,7 @@ func FuzzAppendMessage(f *testing.F) {
 		if to, err := jid.New(local, domain, res); err == nil {
 			m.To = to
 		}
-		sameAsEncoder(t, id, m)
+		check(t, id, m)
 	})
 }
 

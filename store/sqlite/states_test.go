@@ -38,22 +38,31 @@ func historyOf(t *testing.T, s *Store, id string) []tracking.MessageState {
 	return h
 }
 
+// twoWriters opens two Store values on one new file: a with cfg, b with the
+// defaults. Both are closed when the test ends.
+func twoWriters(t *testing.T, cfg Config) (a, b *Store) {
+	t.Helper()
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	a, err := OpenConfig(ctx, p, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err = Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return a, b
+}
+
 // TestCacheOtherWriter: another Store value on the same file settles a
 // message whose state this one caches. A later change through this one
 // sees the settled row, not its cache, and is refused.
 func TestCacheOtherWriter(t *testing.T) {
 	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "s.db")
-	a, err := Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := twoWriters(t, Config{})
 	commitT(t, a, &store.Batch{Messages: []store.Message{message("m")}})
 	commitT(t, a, change("m", tracking.DeliveredToServer))
 	commitT(t, b, change("m", tracking.SeenByRecipient))
@@ -175,17 +184,7 @@ func TestDuplicateWritesNothing(t *testing.T) {
 // stale state that is not settled).
 func TestCacheOtherWriterMany(t *testing.T) {
 	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "s.db")
-	a, err := Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := twoWriters(t, Config{})
 	const n = 20
 	ids := func(kind string) []string {
 		var s []string
@@ -258,17 +257,7 @@ func TestCacheOtherWriterUnsettled(t *testing.T) {
 	for _, late := range []tracking.MessageState{tracking.DeliveredToServer, tracking.Aborted, tracking.TimedOut} {
 		t.Run(late.String(), func(t *testing.T) {
 			ctx := context.Background()
-			p := filepath.Join(t.TempDir(), "s.db")
-			a, err := Open(ctx, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			b, err := Open(ctx, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
+			a, b := twoWriters(t, Config{})
 			commitT(t, a, &store.Batch{Messages: []store.Message{message("m")}}) // a caches IN_TRANSIT
 			commitT(t, b, change("m", tracking.DeliveredToRecipient))
 			commitT(t, a, change("m", late))

@@ -117,17 +117,7 @@ func TestWriterConnReplaced(t *testing.T) {
 // one instead of failing at BEGIN.
 func TestRollbackFails(t *testing.T) {
 	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "s.db")
-	a, err := OpenConfig(ctx, p, Config{failRollback: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := twoWriters(t, Config{failRollback: true})
 	commitT(t, a, &store.Batch{Messages: []store.Message{message("m")}})
 	commitT(t, a, change("m", tracking.DeliveredToServer))
 	commitT(t, b, change("m", tracking.DeliveredToRecipient)) // a's cache is stale

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,53 +21,25 @@ import (
 // latencies in nanoseconds ("ok 123 456 ...") or "err <text>".
 
 // loadClient is the parent's handle on the child.
-type loadClient struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
-}
+type loadClient struct{ *child }
 
 func startLoad(addr, client string, conc int, body []byte) (*loadClient, error) {
-	exe, err := os.Executable()
+	c, err := startChild("load client", nil, 1<<20,
+		"-load-addr", addr, "-client", client, "-c", strconv.Itoa(conc), "-load-body", string(body))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "-load-addr", addr, "-client", client, "-c", strconv.Itoa(conc), "-load-body", string(body))
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	l := &loadClient{cmd: cmd, in: in, out: bufio.NewReaderSize(out, 1<<20)}
-	line, err := l.out.ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
-		l.close()
-		return nil, fmt.Errorf("load client: %q %v", line, err)
-	}
-	return l, nil
+	return &loadClient{c}, nil
 }
-
-func (l *loadClient) pid() int { return l.cmd.Process.Pid }
 
 // post has the child send n requests and returns their latencies.
 func (l *loadClient) post(n int) ([]time.Duration, error) {
-	if _, err := fmt.Fprintln(l.in, n); err != nil {
-		return nil, err
-	}
-	line, err := l.out.ReadString('\n')
+	f, err := l.ask(int64(n))
 	if err != nil {
 		return nil, err
 	}
-	f := strings.Fields(line)
 	if len(f) == 0 || f[0] != "ok" {
-		return nil, fmt.Errorf("load client: %s", strings.TrimSpace(line))
+		return nil, fmt.Errorf("load client: %s", strings.Join(f, " "))
 	}
 	lats := make([]time.Duration, 0, len(f)-1)
 	for _, s := range f[1:] {
@@ -76,11 +47,6 @@ func (l *loadClient) post(n int) ([]time.Duration, error) {
 		lats = append(lats, time.Duration(v))
 	}
 	return lats, nil
-}
-
-func (l *loadClient) close() {
-	l.in.Close()
-	l.cmd.Wait()
 }
 
 // loadMain is the child: it keeps conc connections (or net/http's client

@@ -141,7 +141,7 @@ func TestRecipientWait(t *testing.T) {
 		}
 		outW.Close()
 	}()
-	r := &recipient{in: inW, out: bufio.NewReader(outR)}
+	r := &recipient{&child{name: "recipient", in: inW, out: bufio.NewReader(outR)}}
 	if ok, got, err := r.wait(10); !ok || got != 10 || err != nil {
 		t.Errorf("wait(10): %v %d %v", ok, got, err)
 	}

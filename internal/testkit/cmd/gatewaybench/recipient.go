@@ -7,9 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -29,17 +27,9 @@ import (
 const recipientEnv = "GATEWAYBENCH_RECIPIENT_PASSWORD"
 
 // recipient is the parent's handle on the child.
-type recipient struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
-}
+type recipient struct{ *child }
 
 func startRecipient(srv *testserver.Server, local string) (*recipient, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	ca, err := os.CreateTemp("", "gatewaybench-ca-*.pem")
 	if err != nil {
 		return nil, err
@@ -50,41 +40,21 @@ func startRecipient(srv *testserver.Server, local string) (*recipient, error) {
 		return nil, err
 	}
 	ca.Close()
-	cmd := exec.Command(exe, "-recipient-addr", srv.Addr(), "-recipient-jid", srv.JID(local).String(), "-recipient-ca", ca.Name())
-	cmd.Env = append(os.Environ(), recipientEnv+"="+srv.Password(local))
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	c, err := startChild("recipient", []string{recipientEnv + "=" + srv.Password(local)}, 4096,
+		"-recipient-addr", srv.Addr(), "-recipient-jid", srv.JID(local).String(), "-recipient-ca", ca.Name())
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	r := &recipient{cmd: cmd, in: in, out: bufio.NewReader(out)}
-	if line, err := r.out.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
-		r.close()
-		return nil, fmt.Errorf("recipient: %q %v", line, err)
-	}
-	return r, nil
+	return &recipient{c}, nil
 }
-
-func (r *recipient) pid() int { return r.cmd.Process.Pid }
 
 // wait waits until the recipient got n messages in all; false (with the
 // number it got) if they did not all come within its timeout.
 func (r *recipient) wait(n int64) (bool, int64, error) {
-	if _, err := fmt.Fprintln(r.in, n); err != nil {
-		return false, 0, err
-	}
-	line, err := r.out.ReadString('\n')
+	f, err := r.ask(n)
 	if err != nil {
 		return false, 0, err
 	}
-	f := strings.Fields(line)
 	switch {
 	case len(f) == 1 && f[0] == "ok":
 		return true, n, nil
@@ -92,12 +62,7 @@ func (r *recipient) wait(n int64) (bool, int64, error) {
 		got, _ := strconv.ParseInt(f[1], 10, 64)
 		return false, got, nil
 	}
-	return false, 0, fmt.Errorf("recipient: %q", line)
-}
-
-func (r *recipient) close() {
-	r.in.Close()
-	r.cmd.Wait()
+	return false, 0, fmt.Errorf("recipient: %q", strings.Join(f, " "))
 }
 
 // recipientMain is the child: it logs in as jid, sends no receipts, and
