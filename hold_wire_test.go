@@ -101,24 +101,7 @@ func (a *asyncConn) Close() error {
 // synctest bubble: the client reaches it through the returned dial
 // (Config.dial).
 func newPipePeer(t *testing.T) (*peerServer, func(context.Context) (net.Conn, error)) {
-	srv := &peerServer{
-		t:        t,
-		conns:    make(chan *peerConn, 16),
-		accepted: make(chan struct{}, 16),
-		closed:   make(chan struct{}),
-		stalled:  make(chan struct{}, 16),
-		acks:     make(chan uint32, 64),
-	}
-	t.Cleanup(func() {
-		close(srv.closed)
-		srv.mu.Lock()
-		live := srv.live
-		srv.mu.Unlock()
-		for _, pc := range live {
-			pc.conn.Close()
-		}
-		srv.wg.Wait()
-	})
+	srv := newIdlePeer(t, nil)
 	dial := func(context.Context) (net.Conn, error) {
 		a, b := net.Pipe()
 		client, server := newAsyncConn(a), newAsyncConn(b)

@@ -166,6 +166,16 @@ func newPeerServer(t *testing.T) *peerServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv := newIdlePeer(t, l)
+	srv.wg.Add(1)
+	go srv.acceptLoop()
+	return srv
+}
+
+// newIdlePeer returns a peer server without connections yet, stopped when the
+// test ends: its listener l (if any) closed, its live connections closed and
+// its goroutines waited for.
+func newIdlePeer(t *testing.T, l net.Listener) *peerServer {
 	srv := &peerServer{
 		t: t, l: l,
 		conns:    make(chan *peerConn, 16),
@@ -174,11 +184,11 @@ func newPeerServer(t *testing.T) *peerServer {
 		stalled:  make(chan struct{}, 16),
 		acks:     make(chan uint32, 64),
 	}
-	srv.wg.Add(1)
-	go srv.acceptLoop()
 	t.Cleanup(func() {
 		close(srv.closed)
-		l.Close()
+		if l != nil {
+			l.Close()
+		}
 		srv.mu.Lock()
 		live := srv.live
 		srv.mu.Unlock()
