@@ -25,12 +25,22 @@
 //
 // # Processes
 //
-// A server is started in the foreground in its own process group ("prosody
-// -F", "ejabberdctl foreground") and stopped by its PID: SIGTERM, then
-// SIGKILL to the process group after a grace period, then the process is
-// reaped and the directory removed. Nothing outside the temporary directory
-// is written and only 127.0.0.1 is bound (ejabberd also binds its Erlang
-// distribution port on 127.0.0.1; no epmd is started).
+// A server is started in the foreground ("prosody -F", "ejabberdctl
+// foreground" run as the ejabberd user, "postgres -D") and stopped by its PID:
+// SIGTERM (SIGINT for PostgreSQL), then SIGKILL to its process group after a
+// grace period, then the process is reaped and the directory removed. Nothing
+// outside the temporary directory is written and only 127.0.0.1 is bound
+// (ejabberd also binds its Erlang distribution port on 127.0.0.1; no epmd is
+// started).
+//
+// Servers die with the process that started them, however it ends (SIGKILL,
+// a panic, a test timeout): each server process is started into a new process
+// group led by a small /bin/sh "reaper" that waits on a pipe only the
+// harness's process writes to. When that process dies the kernel closes the
+// pipe, and the reaper kills the group (the Erlang VM included, which
+// ejabberdctl keeps as a child) and then removes the server's directory.
+// PostgreSQL's children leave the group but exit when the postmaster dies.
+// Stop ends the reaper too, after killing any straggler of the group.
 //
 // Port numbers are reserved by binding port 0 and closing the listener, which
 // is racy: after start-up the harness checks (through /proc) that the

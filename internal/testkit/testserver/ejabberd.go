@@ -255,8 +255,13 @@ func (e *ejabberd) release() {
 	}
 }
 
+// command runs "ejabberdctl foreground". Run as root, it runs as the
+// ejabberd user from the start: ejabberdctl would otherwise start the VM
+// through "su -c", which puts it in a session, and so a process group, of
+// its own, out of reach of the reaper's group kill (see reaper). As that user
+// ejabberdctl runs erl directly, as its child.
 func (e *ejabberd) command(s *Server, bin string) *exec.Cmd {
-	return exec.Command(bin,
+	cmd := exec.Command(bin,
 		"--config-dir", s.dir,
 		"--config", filepath.Join(s.dir, "ejabberd.yml"),
 		"--ctl-config", filepath.Join(s.dir, "ejabberdctl.cfg"),
@@ -264,6 +269,17 @@ func (e *ejabberd) command(s *Server, bin string) *exec.Cmd {
 		"--spool", filepath.Join(s.dir, "db"),
 		"--node", e.node,
 		"foreground")
+	if os.Geteuid() == 0 {
+		if u, err := user.Lookup("ejabberd"); err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+			// What su would set; HOME is the server's directory, so that
+			// nothing is read from or written to the ejabberd user's home.
+			cmd.Env = append(os.Environ(), "HOME="+s.dir, "USER=ejabberd", "LOGNAME=ejabberd", "SHELL=/bin/sh")
+		}
+	}
+	return cmd
 }
 
 func (*ejabberd) preRegister(*Server, map[string]string) error { return nil }
@@ -295,16 +311,16 @@ func (*ejabberd) register(ctx context.Context, s *Server, local, password string
 	return registerInBand(ctx, s.Addr(), s.Domain(), local, password)
 }
 
-// termTarget is the Erlang VM: ejabberdctl (bash) waits for su, which waits
-// for beam.smp. SIGTERM to the VM stops ejabberd cleanly; SIGTERM to the whole
-// group would also hit erl_child_setup and crash the VM.
-func (*ejabberd) termTarget(pid int) int {
+// termTarget is the Erlang VM: ejabberdctl (bash) waits for beam.smp.
+// SIGTERM to the VM stops ejabberd cleanly; SIGTERM to the whole group would
+// also hit erl_child_setup and crash the VM. Before the VM runs, the group.
+func (*ejabberd) termTarget(pid, pgid int) int {
 	for _, p := range descendants(pid) {
 		if processName(p) == "beam.smp" {
 			return p
 		}
 	}
-	return -pid
+	return -pgid
 }
 
 func (*ejabberd) signal() syscall.Signal { return syscall.SIGTERM }

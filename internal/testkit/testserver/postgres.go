@@ -202,20 +202,17 @@ func (p *Postgres) dataDir() string { return filepath.Join(p.dir, "data") }
 func (p *Postgres) start(ctx context.Context) error {
 	cmd := exec.Command(filepath.Join(p.bin, "postgres"), "-D", p.dataDir(), "-p", strconv.Itoa(p.port))
 	cmd.Dir = p.dir
-	pr := &process{cmd: cmd, done: make(chan struct{}), out: &tail{max: 64 << 10}}
-	cmd.Stdout, cmd.Stderr = pr.out, pr.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.cred}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	// In the process group of a reaper (see reaper). The postmaster's
+	// children change their group, but exit when they see it die.
+	pr, err := startGuarded(cmd, p.dir)
+	if err != nil {
 		return fmt.Errorf("testserver: starting postgres: %w", err)
 	}
-	go func() {
-		pr.err = cmd.Wait()
-		close(pr.done)
-	}()
 	p.mu.Lock()
 	p.proc = pr
 	p.mu.Unlock()
-	err := waitPort(ctx, p.Addr(), pr.done)
+	err = waitPort(ctx, p.Addr(), pr.done)
 	if err == nil && !listenerOwned(p.port, cmd.Process.Pid) {
 		err = errPortTaken
 	}
@@ -359,6 +356,7 @@ func (p *Postgres) stopProcess() error {
 	if pr == nil {
 		return nil
 	}
+	defer pr.reaper.sweep()
 	select {
 	case <-pr.done:
 		return nil
@@ -374,7 +372,7 @@ func (p *Postgres) stopProcess() error {
 	case <-timer.C:
 	}
 	p.log("testserver: postgres (pid %d) ignored SIGINT, killing its process group", pid)
-	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := syscall.Kill(-pr.reaper.pgid(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("testserver: killing postgres (pid %d): %w", pid, err)
 	}
 	timer.Reset(10 * time.Second)

@@ -2,6 +2,8 @@ package testserver
 
 import (
 	"context"
+	"errors"
+	"syscall"
 	"testing"
 )
 
@@ -25,9 +27,12 @@ func TestPostgres(t *testing.T) {
 	if out, err := p.SQL(ctx, "app", "SELECT 1"); err != nil || out != "1" {
 		t.Fatalf("after restart: %q, %v", out, err)
 	}
-	pid := p.PID()
+	pid, group := p.PID(), p.proc.reaper.pgid()
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
+	}
+	if err := syscall.Kill(-group, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("process group %d (reaper and server) not empty after Stop: %v", group, err)
 	}
 	if err := p.Stop(); err != nil {
 		t.Errorf("second Stop: %v", err)

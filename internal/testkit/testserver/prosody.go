@@ -209,7 +209,7 @@ func prosodyEncode(s string) string {
 func (prosody) postRegister(context.Context, *Server, map[string]string) error { return nil }
 
 // termTarget: prosody is a Lua script run in place of the started process.
-func (prosody) termTarget(pid int) int { return pid }
+func (prosody) termTarget(pid, _ int) int { return pid }
 
 func (prosody) signal() syscall.Signal { return syscall.SIGTERM }
 

@@ -107,7 +107,9 @@ type flavor interface {
 	preRegister(*Server, map[string]string) error
 	postRegister(context.Context, *Server, map[string]string) error
 	register(ctx context.Context, s *Server, local, password string) error
-	termTarget(pid int) int
+	// termTarget is the PID to send signal() to for a clean stop, or
+	// -pgid for the whole process group.
+	termTarget(pid, pgid int) int
 	signal() syscall.Signal
 	grace() time.Duration
 	logFiles(*Server) []string
@@ -267,25 +269,17 @@ func (s *Server) setup() error {
 func (s *Server) startProcess(ctx context.Context) error {
 	cmd := s.flavor.command(s, s.bin)
 	cmd.Dir = s.dir
-	p := &process{cmd: cmd, done: make(chan struct{}), out: &tail{max: 64 << 10}}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	// Own process group: the whole tree can be killed if SIGTERM is ignored.
-	// Pdeathsig kills the started process if this one dies without cleaning
-	// up (a test binary killed on timeout); for ejabberd that is only the
-	// ejabberdctl script, and the Erlang VM outlives it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// In a process group of its own, led by a reaper that kills the group if
+	// this process dies without stopping the server (see reaper).
+	p, err := startGuarded(cmd, s.dir)
+	if err != nil {
 		return fmt.Errorf("testserver: starting %s: %w", s.kind, err)
 	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	s.mu.Lock()
 	s.proc = p
 	s.mu.Unlock()
 
-	err := waitPort(ctx, s.Addr(), p.done)
+	err = waitPort(ctx, s.Addr(), p.done)
 	if err == nil && !listenerOwned(s.port, cmd.Process.Pid) {
 		err = errPortTaken
 	}
@@ -368,13 +362,15 @@ func (s *Server) stopProcess() error {
 	if p == nil {
 		return nil
 	}
+	// Once the server is reaped, its reaper kills any straggler of its group.
+	defer p.reaper.sweep()
 	select {
 	case <-p.done:
 		return nil
 	default:
 	}
 	pid := p.cmd.Process.Pid
-	target := s.flavor.termTarget(pid)
+	target := s.flavor.termTarget(pid, p.reaper.pgid())
 	began := time.Now()
 	syscall.Kill(target, s.flavor.signal())
 	timer := time.NewTimer(s.flavor.grace())
@@ -385,9 +381,10 @@ func (s *Server) stopProcess() error {
 		return nil
 	case <-timer.C:
 	}
-	// The group leader has not exited, so the group is still ours.
+	// The group's leader, the reaper, is not reaped yet, so the group is
+	// still ours.
 	s.logf("testserver: %s (pid %d) ignored SIGTERM for %v, killing its process group", s.kind, pid, s.flavor.grace())
-	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := syscall.Kill(-p.reaper.pgid(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("testserver: killing %s (pid %d): %w", s.kind, pid, err)
 	}
 	timer.Reset(10 * time.Second)
@@ -553,10 +550,11 @@ func newPassword() string {
 
 // process is one run of the server.
 type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once reaped
-	err  error         // Wait's result, valid once done is closed
-	out  *tail
+	cmd    *exec.Cmd
+	done   chan struct{} // closed once reaped
+	err    error         // Wait's result, valid once done is closed
+	out    *tail
+	reaper *reaper // leads the process group; sweep once done is closed
 }
 
 // tail keeps the last max bytes written to it.

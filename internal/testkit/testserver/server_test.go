@@ -95,7 +95,7 @@ func TestServers(t *testing.T) {
 				}
 			}
 
-			dir, pid := s.Dir(), s.PID()
+			dir, pid, group := s.Dir(), s.PID(), s.proc.reaper.pgid()
 			if err := s.Stop(); err != nil {
 				t.Fatalf("Stop: %v", err)
 			}
@@ -107,6 +107,9 @@ func TestServers(t *testing.T) {
 			}
 			if processAlive(pid) {
 				t.Errorf("pid %d still alive", pid)
+			}
+			if err := syscall.Kill(-group, 0); !errors.Is(err, syscall.ESRCH) {
+				t.Errorf("process group %d (reaper and server) not empty after Stop: %v", group, err)
 			}
 			if c, err := net.Dial("tcp", addr); err == nil {
 				c.Close()
