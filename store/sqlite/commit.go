@@ -150,6 +150,11 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 		}
 		return err, false
 	}
+	if w.swept {
+		s.unlisted = 0
+	} else {
+		s.unlisted += w.inserted
+	}
 	for id, r := range w.rows {
 		if r.cur.settled {
 			s.states.remove(id) // it never changes again
@@ -192,6 +197,10 @@ type writer struct {
 	// pend holds the arguments of the change rows to insert, changeCols
 	// per row (see insertChanges).
 	pend []any
+	// inserted counts the messages inserted; sweep says that flush lists
+	// them (see listing), swept that it did.
+	inserted     int
+	sweep, swept bool
 }
 
 // row is a message row as this transaction sees it.
@@ -256,6 +265,9 @@ func (w *writer) apply(b *store.Batch) error {
 			return err
 		}
 	}
+	if len(b.Changes)+len(b.Written)+len(b.Sessions) > 0 {
+		w.sweep = true
+	}
 	for i := range b.Messages {
 		m := &b.Messages[i]
 		if m.Created.IsZero() {
@@ -288,6 +300,7 @@ func (w *writer) apply(b *store.Batch) error {
 		}
 		m.Cursor = n
 		w.last, w.known = n, true
+		w.inserted++
 		st := status{state: m.State, settled: settled}
 		w.rows[m.ID] = &row{n: n, was: st, cur: st}
 	}
@@ -440,15 +453,39 @@ func (w *writer) flush() error {
 			return errStale
 		}
 	}
+	if w.sweep || w.s.unlisted+w.inserted >= sweepEvery {
+		if _, err := w.c.exec(list); err != nil {
+			return err
+		}
+		if _, err := w.c.exec(listed); err != nil {
+			return err
+		}
+		w.swept = true
+	}
 	return nil
 }
+
+// Listing: a message is written ahead unlisted, so that a lone sender's
+// write-ahead writes two pages (the message row and its id index entry),
+// not also an entry of the pending index, messages_pending. The
+// transactions that carry state changes, sequence numbers or sessions (a
+// recorder's, shared by the messages of many write-aheads) sweep: they
+// list every unsettled message above listing.upto (setSeq and updMsg list
+// the rows they update already) and raise upto to the highest n. A message
+// that settled before the sweep never enters the index, and every
+// unsettled message is listed or above upto, which Pending reads both of.
+// A committer that wrote sweepEvery messages ahead without a sweep sweeps
+// in its next transaction, so that the range above upto stays short also
+// when nothing else is committed.
+const sweepEvery = 1000
 
 // The statements of a commit, prepared once on the writer's connection (see
 // wconn.go).
 const (
+	// sqlInsMsg inserts a message unlisted (see listing).
 	sqlInsMsg = `INSERT INTO messages
-		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first)
-		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)
+		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first, listed)
+		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 0)
 		ON CONFLICT (id) DO NOTHING`
 	sqlExists  = `SELECT 1 FROM messages WHERE id = ?`
 	sqlLastCur = `SELECT ` + sqlLastCursor
@@ -457,8 +494,10 @@ const (
 	// (a sequence number is stored whatever the state); the updates of a
 	// change (sqlUpdMsg, sqlSettleMsg) are what must never apply to a
 	// state other than the one they were computed from.
-	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
-	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
+	// Both also list the message (see listing), which the transaction's
+	// sweep would do otherwise, with a second update of the row.
+	sqlSetSeq = `UPDATE messages SET seq = ?1, listed = 1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
+	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq), listed = 1
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
 	sqlSettleMsg = `UPDATE messages SET state = ?1, settled = 1, updated = ?2, raw = NULL, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
@@ -468,6 +507,9 @@ const (
 		ON CONFLICT (account, resource) DO UPDATE SET jid = excluded.jid, smid = excluded.smid,
 		location = excluded.location, max = excluded.max, inbound = excluded.inbound,
 		outbound = excluded.outbound, acked = excluded.acked, updated = excluded.updated`
+	// sqlList and sqlListed are the sweep (see listing).
+	sqlList   = `UPDATE messages SET listed = 1 WHERE n > (SELECT upto FROM listing) AND settled = 0 AND listed = 0`
+	sqlListed = `UPDATE listing SET upto = (SELECT max(n) FROM messages) WHERE upto < (SELECT max(n) FROM messages)`
 )
 
 // The statements of a commit, by index into stmts.
@@ -483,6 +525,8 @@ const (
 	updMsg
 	settleMsg
 	upSession
+	list
+	listed
 	nStmts
 )
 
@@ -502,4 +546,5 @@ var stmtSQL = [...]string{
 	insMsg: sqlInsMsg, exists: sqlExists, getMsg: sqlGetMsg, lastCur: sqlLastCur,
 	insChanges1: sqlInsChanges(1), insChanges8: sqlInsChanges(8), insChanges64: sqlInsChanges(64),
 	setSeq: sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
+	list: sqlList, listed: sqlListed,
 }

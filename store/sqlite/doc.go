@@ -49,7 +49,12 @@
 // 13:59 and 14:52 UTC stamped files as schema 4 with a trigger instead of
 // the rename; Open fails on such a file with "no such column". Delete it,
 // or run DROP TRIGGER changes_cursor; ALTER TABLE changes RENAME COLUMN
-// msg TO message on it.)
+// msg TO message on it.) Schema 5 adds a column and a table in place, no
+// rewrite: a message is written ahead without its entry in the index of
+// unsettled messages, which a later commit of state changes adds (see
+// listing in commit.go); a process still running schema-4 code on the
+// upgraded file keeps working, and reads its pending messages by scanning
+// the table instead of that index.
 //
 // # Errors of the disk
 //

@@ -119,6 +119,16 @@ func fillChange(c *store.Change, state int64, settles sql.NullBool, at int64, ev
 	return nil
 }
 
+// sqlPending reads the unsettled messages of an owner after n ?3: the
+// listed ones from the pending index, and the unlisted ones, which are
+// numbered above listing.upto, from that range of the table (see listing
+// in commit.go).
+const sqlPending = `SELECT ` + messageColumns + ` FROM messages
+		WHERE account = ?1 AND resource = ?2 AND settled = 0 AND listed = 1 AND n > ?3
+	UNION ALL SELECT ` + messageColumns + ` FROM messages
+		WHERE n > max(?3, (SELECT upto FROM listing)) AND settled = 0 AND listed = 0 AND account = ?1 AND resource = ?2
+	ORDER BY n LIMIT ?4`
+
 // pendingChunk is how many messages Pending reads per query.
 const pendingChunk = 1000
 
@@ -134,9 +144,7 @@ func (s *Store) Pending(ctx context.Context, owner store.Instance, fn func(store
 	var after int64
 	for {
 		var chunk []store.Message
-		rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM messages
-			WHERE account = ? AND resource = ? AND settled = 0 AND n > ? ORDER BY n LIMIT ?`,
-			owner.Account, owner.Resource, after, pendingChunk)
+		rows, err := s.r.QueryContext(ctx, sqlPending, owner.Account, owner.Resource, after, pendingChunk)
 		if err != nil {
 			return readErr(err)
 		}

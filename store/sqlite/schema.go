@@ -185,6 +185,25 @@ CREATE INDEX changes_msg ON changes (msg);
 	`
 ALTER TABLE changes RENAME COLUMN msg TO message;
 `,
+	// 4 → 5: a write-ahead no longer writes the pending index. A message
+	// is inserted unlisted (listed 0: not in messages_pending); the
+	// committer lists it (listed 1) in a later transaction that carries
+	// state changes, sequence numbers or sessions (a recorder's, shared by
+	// many messages), unless it settled meanwhile, and then raises
+	// listing.upto to the highest n. So every unsettled message is listed
+	// or numbered above listing.upto, and Pending reads both: the index,
+	// and the messages above upto (a range of the table, short: what was
+	// written ahead since the last such transaction). A lone sender's
+	// write-ahead writes two pages instead of three. Rows written before
+	// (and by an older version, which does not know the column) are
+	// listed.
+	`
+ALTER TABLE messages ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
+DROP INDEX messages_pending;
+CREATE INDEX messages_pending ON messages (account, resource, n) WHERE settled = 0 AND listed = 1;
+CREATE TABLE listing (upto INTEGER NOT NULL);
+INSERT INTO listing (upto) SELECT coalesce(max(n), 0) FROM messages;
+`,
 }
 
 // sqlLastCursor is the highest cursor ever assigned: the highest message
@@ -266,7 +285,7 @@ func (s *Store) migrate(ctx context.Context) error {
 }
 
 // tables are the tables of the current schema.
-var tables = []string{"messages", "changes", "sessions", "keys", "jobs"}
+var tables = []string{"messages", "changes", "sessions", "keys", "jobs", "listing"}
 
 // querier is *sql.DB, *sql.Conn or *sql.Tx.
 type querier interface {

@@ -63,6 +63,9 @@ type Store struct {
 	// checkpoint (see wrote).
 	walPages atomic.Int64
 	states   states // the committer's cache of message states
+	// unlisted counts the messages the committer wrote ahead since its
+	// last sweep (see listing); only the committer uses it.
+	unlisted int
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc

@@ -1,0 +1,220 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// pendingIDs returns the ids Pending reports for owner, in its order.
+func pendingIDs(t *testing.T, s *Store, owner store.Instance) []string {
+	t.Helper()
+	var ids []string
+	if err := s.Pending(context.Background(), owner, func(m store.Message) error {
+		ids = append(ids, m.ID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// listingOf returns listing.upto and how many unsettled messages are at or
+// below it unlisted (the sweep's invariant: none).
+func listingOf(t *testing.T, p string) (upto, strays int64) {
+	t.Helper()
+	db := rawDB(t, p)
+	if err := db.QueryRow(`SELECT upto FROM listing`).Scan(&upto); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM messages WHERE n <= ? AND settled = 0 AND listed = 0`, upto).Scan(&strays); err != nil {
+		t.Fatal(err)
+	}
+	return upto, strays
+}
+
+// TestPendingUnlisted: messages written ahead and never touched since
+// (unlisted, above listing.upto: a process killed before its recorder
+// committed) are pending, in order with the listed ones, across Pending's
+// chunks and after a reopen; a message that settled never is.
+func TestPendingUnlisted(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := message("x").Owner
+	other := store.Instance{Account: "c@example.org", Resource: "r"}
+	var want []string
+	// 2,500 messages: every third settles, every fifth gets a sequence
+	// number (listed by that commit), a few belong to another owner; the
+	// rest stay as written ahead.
+	for i := range 2500 {
+		id := fmt.Sprintf("m%05d", i)
+		m := message(id)
+		if i%97 == 0 {
+			m.Owner = other
+		}
+		commitT(t, s, &store.Batch{Messages: []store.Message{m}})
+		switch {
+		case i%3 == 0:
+			commitT(t, s, change(id, tracking.Aborted))
+		case i%5 == 0:
+			commitT(t, s, &store.Batch{Written: []store.Written{{ID: id, Seq: uint32(i)}}})
+			fallthrough
+		default:
+			if m.Owner == owner {
+				want = append(want, id)
+			}
+		}
+	}
+	// The last 40 written ahead, nothing committed after them.
+	for i := 2500; i < 2540; i++ {
+		id := fmt.Sprintf("m%05d", i)
+		commitT(t, s, &store.Batch{Messages: []store.Message{message(id)}})
+		want = append(want, id)
+	}
+	upto, strays := listingOf(t, p)
+	if strays != 0 {
+		t.Errorf("%d unsettled messages unlisted at or below listing.upto %d", strays, upto)
+	}
+	if got := pendingIDs(t, s, owner); !slices.Equal(got, want) {
+		t.Errorf("Pending: %d messages, want %d\ngot  %v\nwant %v", len(got), len(want), got, want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := pendingIDs(t, s, owner); !slices.Equal(got, want) {
+		t.Errorf("Pending after reopening: %d messages, want %d", len(got), len(want))
+	}
+	if got := pendingIDs(t, s, other); len(got) == 0 {
+		t.Error("Pending of the other owner: none")
+	}
+}
+
+// TestSweep: a transaction that carries state changes lists the messages
+// written ahead before it and raises listing.upto to the highest message;
+// lone write-aheads leave them unlisted until sweepEvery of them.
+func TestSweep(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	unlisted := func() (n int64) {
+		t.Helper()
+		if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM messages WHERE listed = 0`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for i := range 10 {
+		commitT(t, s, &store.Batch{Messages: []store.Message{message(fmt.Sprintf("a%d", i))}})
+	}
+	if n := unlisted(); n != 10 {
+		t.Errorf("%d messages unlisted after 10 write-aheads, want 10", n)
+	}
+	// A change of one of them: the other nine are listed too.
+	commitT(t, s, change("a3", tracking.DeliveredToServer))
+	if n := unlisted(); n != 0 {
+		t.Errorf("%d messages unlisted after a change, want 0", n)
+	}
+	last, err := s.LastCursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if upto, strays := listingOf(t, p); upto != 10 || strays != 0 {
+		t.Errorf("listing.upto %d with %d strays, want 10 (the last message; last cursor %d) and 0", upto, strays, last)
+	}
+	// A message that settles before any sweep is never listed.
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}})
+	commitT(t, s, change("b", tracking.Aborted))
+	var listed int64
+	if err := rawDB(t, p).QueryRow(`SELECT listed FROM messages WHERE id = 'b'`).Scan(&listed); err != nil || listed != 0 {
+		t.Errorf("settled message b: listed %d (%v), want 0", listed, err)
+	}
+	// sweepEvery write-aheads alone: the next one sweeps.
+	for i := range sweepEvery + 1 {
+		commitT(t, s, &store.Batch{Messages: []store.Message{message(fmt.Sprintf("c%d", i))}})
+	}
+	if n := unlisted(); n > 2 { // b, and at most the one after the sweep
+		t.Errorf("%d messages unlisted after %d write-aheads, want at most 2", n, sweepEvery+1)
+	}
+	if _, strays := listingOf(t, p); strays != 0 {
+		t.Errorf("%d strays", strays)
+	}
+}
+
+// testdata/schema4.db was written by the schema-4 code (before migration
+// 4 → 5): messages p1 (n 1, written, DELIVERED_TO_SERVER), s1 (n 2,
+// SEEN_BY_RECIPIENT, settled), p2 (n 5), p3 (n 7) of a@example.org and o1
+// (n 6) of c@example.org/x, unsettled.
+
+// TestMigrateSchema4: a schema-4 file is upgraded: its unsettled messages
+// are listed and pending as before, listing.upto is its highest message,
+// and a message written ahead after the upgrade is pending, unlisted, until
+// a change lists it.
+func TestMigrateSchema4(t *testing.T) {
+	ctx := context.Background()
+	p := copyTestdata(t, "schema4.db")
+	if v := userVersion(t, p); v != 4 {
+		t.Fatalf("testdata/schema4.db has user_version %d", v)
+	}
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v := userVersion(t, p); v != SchemaVersion {
+		t.Errorf("user_version %d, want %d", v, SchemaVersion)
+	}
+	a, c := store.Instance{Account: "a@example.org"}, store.Instance{Account: "c@example.org", Resource: "x"}
+	if got := pendingIDs(t, s, a); !slices.Equal(got, []string{"p1", "p2", "p3"}) {
+		t.Errorf("Pending of a: %v, want [p1 p2 p3]", got)
+	}
+	if got := pendingIDs(t, s, c); !slices.Equal(got, []string{"o1"}) {
+		t.Errorf("Pending of c: %v, want [o1]", got)
+	}
+	var unlisted int64
+	if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM messages WHERE listed = 0`).Scan(&unlisted); err != nil || unlisted != 0 {
+		t.Errorf("%d messages unlisted after the upgrade (%v), want 0", unlisted, err)
+	}
+	if upto, strays := listingOf(t, p); upto != 7 || strays != 0 {
+		t.Errorf("listing.upto %d with %d strays, want 7 and 0", upto, strays)
+	}
+	r, err := s.Message(ctx, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != tracking.DeliveredToServer || r.Seq != 1 || len(r.History) != 2 {
+		t.Errorf("p1 after the upgrade: %+v", r)
+	}
+	b := &store.Batch{Messages: []store.Message{message("new")}}
+	commitT(t, s, b)
+	if b.Messages[0].Cursor != 8 {
+		t.Errorf("new message's cursor %d, want 8", b.Messages[0].Cursor)
+	}
+	if got := pendingIDs(t, s, a); !slices.Equal(got, []string{"p1", "p2", "p3", "new"}) {
+		t.Errorf("Pending of a with a message written ahead: %v, want [p1 p2 p3 new]", got)
+	}
+	commitT(t, s, change("p2", tracking.Aborted))
+	if got := pendingIDs(t, s, a); !slices.Equal(got, []string{"p1", "p3", "new"}) {
+		t.Errorf("Pending of a after p2 aborted: %v, want [p1 p3 new]", got)
+	}
+	if upto, strays := listingOf(t, p); upto != 8 || strays != 0 {
+		t.Errorf("listing.upto %d with %d strays, want 8 and 0", upto, strays)
+	}
+}
