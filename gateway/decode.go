@@ -74,26 +74,41 @@ func (s State) String() string { return tracking.MessageState(s).String() }
 // decodeBody reads one JSON object from the request into v, refusing
 // unknown fields, trailing data and bodies over the limit.
 func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *problem {
+	buf, p := readBody(w, r, limit)
+	if p != nil {
+		return p
+	}
+	defer putBody(buf)
+	return decodeJSON(buf.Bytes(), v)
+}
+
+// readBody reads the request's body, which must be JSON, into a pooled
+// buffer, to give back with putBody.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*bytes.Buffer, *problem) {
 	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return newProblem("unsupported-media", "Content-Type is "+ct)
+			return nil, newProblem("unsupported-media", "Content-Type is "+ct)
 		}
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
 	buf := bodyPool.Get().(*bytes.Buffer)
-	defer putBody(buf)
-	_, err := buf.ReadFrom(body)
-	data := buf.Bytes()
-	if err != nil {
+	if _, err := buf.ReadFrom(body); err != nil {
+		putBody(buf)
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
 			p := newProblem("body-too-large", fmt.Sprintf("the body is limited to %d bytes", limit))
 			p.Limit = fmt.Sprint(limit)
-			return p
+			return nil, p
 		}
-		return newProblem("malformed-json", "reading the body failed")
+		return nil, newProblem("malformed-json", "reading the body failed")
 	}
+	return buf, nil
+}
+
+// decodeJSON decodes data, one JSON object, into v, refusing unknown fields
+// and trailing data.
+func decodeJSON(data []byte, v any) *problem {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -70,8 +70,8 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 func (g *Gateway) postMessage(w http.ResponseWriter, r *http.Request) {
-	var req sendRequest
-	if p := decodeBody(w, r, g.cfg.MaxBody, &req); p != nil {
+	req, p := decodeSend(w, r, g.cfg.MaxBody)
+	if p != nil {
 		writeProblem(w, p)
 		return
 	}
@@ -80,7 +80,7 @@ func (g *Gateway) postMessage(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	g.submit(w, r, &o, func() [32]byte { return requestHash("messages", &req) })
+	g.submit(w, r, &o, func() [32]byte { c := req; return requestHash("messages", &c) })
 }
 
 func (g *Gateway) validateMessage(req *sendRequest, o *outgoing) *problem {
@@ -198,7 +198,20 @@ func (g *Gateway) schedule(ctx context.Context, o *outgoing, st *Status) error {
 		}
 		st.Cursor = h
 	}
-	return g.sched.add(ctx, o)
+	// The scheduler keeps a copy: o itself stays on its request's stack.
+	oc := *o
+	return g.sched.add(ctx, &oc)
+}
+
+// historyRoom is the capacity of a new message's history: in memory, room
+// for the server's ack without growing (most messages have at least two
+// changes); with a store, whose record is the store's, its first change
+// alone.
+func historyRoom(durable bool) int {
+	if durable {
+		return 1
+	}
+	return 2
 }
 
 // create stores a new message in IN_TRANSIT (in the in-memory record; with
@@ -210,9 +223,7 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 	st := &Status{
 		ID: o.msg.ID, To: o.to, From: o.account, Type: string(o.msg.Type),
 		Channel: o.channel, Thread: o.msg.Thread, Created: now,
-		// Room for the server's ack without growing: most messages have
-		// at least two changes.
-		History: append(make([]Change, 0, 2), Change{State: State(tracking.InTransit), At: now}),
+		History: append(make([]Change, 0, historyRoom(g.cfg.Store != nil)), Change{State: State(tracking.InTransit), At: now}),
 	}
 	if !o.sendAt.IsZero() {
 		t := o.sendAt
