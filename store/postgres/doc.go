@@ -91,10 +91,13 @@
 // PostgreSQL 12 or later.
 //
 // Version 6 makes xmpptrack_commit's statements run with generic plans
-// (plan_cache_mode); instances of version 2 still running during the
+// (plan_cache_mode); version 7 replaces the function's body by one that
+// does the same with fewer PL/pgSQL statements per row (same arguments
+// and results). Instances of versions 2 and 6 still running during the
 // upgrade keep working, and are refused at their next Open. To go back to
-// a release of version 2, stamp the database 2 again (UPDATE
-// xmpptrack_schema SET version = 2): version 2 ignores the setting.
+// a release of version 2 or 6, stamp the database with that version again
+// (UPDATE xmpptrack_schema SET version = 2): those versions call the same
+// function and ignore the setting.
 // (Schema versions 3 to 5 existed only on the development branch for an
 // hour on 2026-12-06 and were withdrawn; the schema went from version 2 to
 // 6. A development database stamped 3, 4 or 5 is refused with

@@ -108,8 +108,8 @@ func TestUpgradeFromVersion2(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if v, err := s.version(ctx, s.pool); err != nil || v != SchemaVersion || SchemaVersion != 6 {
-		t.Fatalf("version %d, %v; want 6 (SchemaVersion %d)", v, err, SchemaVersion)
+	if v, err := s.version(ctx, s.pool); err != nil || v != SchemaVersion || SchemaVersion != 7 {
+		t.Fatalf("version %d, %v; want 7 (SchemaVersion %d)", v, err, SchemaVersion)
 	}
 	if !genericPlans(t, srv, name) {
 		t.Error("xmpptrack_commit does not plan generically")
@@ -123,6 +123,63 @@ func TestUpgradeFromVersion2(t *testing.T) {
 	}
 	if rec, err := s.Message(ctx, "m"); err != nil || !rec.Settled || len(rec.History) != 2 {
 		t.Fatalf("m: %+v, %v", rec, err)
+	}
+}
+
+// TestUpgradeFromVersion6: a database of schema 6 with a pending message
+// is upgraded to 7 by Open: one xmpptrack_commit, of the same arguments,
+// with schema 7's body and still planning generically without sequential
+// scans, through which the message settles and the feed goes on from its
+// last cursor.
+func TestUpgradeFromVersion6(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	name := fmt.Sprintf("upgrade6_%d", upgrades.Add(1))
+	dsn, err := srv.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
+		INSERT INTO xmpptrack_schema VALUES ('xmpptrack', 6);`+migrations[0]+migrations[1]+migrations[5]+`
+		INSERT INTO xmpptrack_messages (id, account, resource, rcpt, room, thread, channel, raw, created, state, settled, updated)
+		VALUES ('live', 'a@example.org', 'r', 'b@example.org', false, '', '', '<message id="live"/>', now(), 0, false, now());
+		INSERT INTO xmpptrack_changes (cursor, msg, state, settles, at) VALUES (5, 1, 0, false, now());
+		UPDATE xmpptrack_feed SET last = 5;`); err != nil {
+		t.Fatal(err)
+	}
+	body := func() string {
+		out, err := srv.SQL(ctx, name, `SELECT count(*), bool_and(prosrc LIKE '%r_k int4[]%'),
+			bool_and(pronargs = 36), bool_and('enable_seqscan=off' = ANY (proconfig))
+			FROM pg_proc WHERE proname = 'xmpptrack_commit'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if b := body(); b != "1|f|t|t" {
+		t.Fatalf("schema 6's function: %q", b)
+	}
+	s, err := OpenConfig(ctx, dsn, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := s.version(ctx, s.pool); err != nil || v != 7 {
+		t.Fatalf("version %d, %v; want 7", v, err)
+	}
+	if b := body(); b != "1|t|t|t" {
+		t.Errorf("after the upgrade (functions, schema 7's body, 36 arguments, no sequential scans): %q", b)
+	}
+	if !genericPlans(t, srv, name) {
+		t.Error("xmpptrack_commit does not plan generically")
+	}
+	b := &store.Batch{Messages: []store.Message{msg("new")}, Changes: []store.Change{
+		{ID: "live", State: tracking.DeliveredToServer}, {ID: "live", State: tracking.SeenByRecipient}}}
+	if err := s.Commit(ctx, b); err != nil || b.Messages[0].Cursor != 6 || b.Changes[0].Cursor != 7 || b.Changes[1].Cursor != 8 {
+		t.Fatalf("commit after the upgrade: %+v, %v", b, err)
+	}
+	if rec, err := s.Message(ctx, "live"); err != nil || !rec.Settled || len(rec.History) != 3 {
+		t.Fatalf("live: %+v, %v", rec, err)
 	}
 }
 
