@@ -108,6 +108,12 @@ func StartPostgres(t testing.TB, opts PostgresOptions) *Postgres {
 // LaunchPostgres creates a cluster and starts PostgreSQL; it returns once
 // the server answers queries. The caller must call Stop.
 func LaunchPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) {
+	return launchPostgres(ctx, opts, reservePort)
+}
+
+// launchPostgres is LaunchPostgres with the port reservation given (tests
+// hand out taken ports with it).
+func launchPostgres(ctx context.Context, opts PostgresOptions, reserve func() (int, error)) (*Postgres, error) {
 	bin, err := postgresBin()
 	if err != nil {
 		return nil, err
@@ -124,11 +130,11 @@ func LaunchPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
-		if p.port, err = reservePort(); err != nil {
+		if p.port, err = reserve(); err != nil {
 			break
 		}
 		err = p.start(ctx)
-		if err == nil || !errors.Is(err, errPortTaken) || attempt == 3 {
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == portAttempts {
 			break
 		}
 		releasePort(p.port)
@@ -212,12 +218,19 @@ func (p *Postgres) start(ctx context.Context) error {
 	p.mu.Lock()
 	p.proc = pr
 	p.mu.Unlock()
-	err = waitPort(ctx, p.Addr(), pr.done)
+	// The postmaster exits when it cannot bind its port ("could not bind
+	// IPv4 address ...: Address already in use").
+	bindFailed := func() bool { return strings.Contains(string(pr.out.bytes()), "could not bind") }
+	err = waitPort(ctx, p.Addr(), pr.done, nil)
 	if err == nil && !listenerOwned(p.port, cmd.Process.Pid) {
 		err = errPortTaken
 	}
-	if err == nil && strings.Contains(string(pr.out.bytes()), "could not bind") {
-		err = errPortTaken
+	if bindFailed() && !errors.Is(err, errPortTaken) {
+		if err == nil {
+			err = errPortTaken
+		} else {
+			err = fmt.Errorf("%w: %w", errPortTaken, err)
+		}
 	}
 	for err == nil {
 		// The port accepts before the server is ready ("starting up").

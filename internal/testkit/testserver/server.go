@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -167,9 +168,19 @@ func Start(t testing.TB, kind Kind, opts Options) *Server {
 	return s
 }
 
+// portAttempts is how many ports Launch tries when the server finds its port
+// taken (see reservePort).
+const portAttempts = 5
+
 // Launch starts a server and returns once its port accepts connections and
 // its accounts exist. The caller must call Stop. ctx bounds start-up only.
 func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
+	return launch(ctx, kind, opts, reservePort)
+}
+
+// launch is Launch with the reservation of the client and HTTP ports given
+// (tests hand out taken ports with it).
+func launch(ctx context.Context, kind Kind, opts Options, reserve func() (int, error)) (*Server, error) {
 	f, err := newFlavor(kind)
 	if err != nil {
 		return nil, err
@@ -201,11 +212,11 @@ func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
 	for attempt := 1; ; attempt++ {
 		if opts.Port != 0 {
 			s.port = opts.Port
-		} else if s.port, err = reservePort(); err != nil {
+		} else if s.port, err = reserve(); err != nil {
 			break
 		}
 		if opts.HTTPUpload {
-			if s.httpPort, err = reservePort(); err != nil {
+			if s.httpPort, err = reserve(); err != nil {
 				break
 			}
 		}
@@ -213,7 +224,7 @@ func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
 			break
 		}
 		err = s.startProcess(ctx)
-		if err == nil || !errors.Is(err, errPortTaken) || attempt == 3 || opts.Port != 0 {
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == portAttempts || opts.Port != 0 {
 			break
 		}
 		s.logf("testserver: %s: port %d was taken, retrying on another port", kind, s.port)
@@ -267,6 +278,7 @@ func (s *Server) setup() error {
 // startProcess starts the server and waits for its port. On failure the
 // process is stopped; errPortTaken means another process holds the port.
 func (s *Server) startProcess(ctx context.Context) error {
+	marks := s.logMarks()
 	cmd := s.flavor.command(s, s.bin)
 	cmd.Dir = s.dir
 	// In a process group of its own, led by a reaper that kills the group if
@@ -279,12 +291,22 @@ func (s *Server) startProcess(ctx context.Context) error {
 	s.proc = p
 	s.mu.Unlock()
 
-	err = waitPort(ctx, s.Addr(), p.done)
+	// A server that could not bind its port may keep running without it
+	// (Prosody does): its log says so at once, so that is checked while
+	// waiting, in what this run wrote only: the log files are kept across
+	// runs, and an earlier run's failure said nothing about this one.
+	taken := func() error {
+		if s.flavor.portTaken(s.logsSince(marks)) {
+			return errPortTaken
+		}
+		return nil
+	}
+	err = waitPort(ctx, s.Addr(), p.done, taken)
 	if err == nil && !listenerOwned(s.port, cmd.Process.Pid) {
 		err = errPortTaken
 	}
 	if err != nil {
-		if !errors.Is(err, errPortTaken) && s.flavor.portTaken(s.Logs()) {
+		if !errors.Is(err, errPortTaken) && taken() != nil {
 			err = fmt.Errorf("%w: %w", errPortTaken, err)
 		}
 		s.stopProcess()
@@ -528,6 +550,36 @@ func (s *Server) Logs() string {
 	return string(b)
 }
 
+// logMarks returns the size of each log file, for logsSince.
+func (s *Server) logMarks() map[string]int64 {
+	marks := make(map[string]int64)
+	for _, name := range s.flavor.logFiles(s) {
+		if st, err := os.Stat(name); err == nil {
+			marks[name] = st.Size()
+		}
+	}
+	return marks
+}
+
+// logsSince returns what the log files gained since marks (up to 64 KiB of
+// each) and the current process's output.
+func (s *Server) logsSince(marks map[string]int64) string {
+	var b []byte
+	for _, name := range s.flavor.logFiles(s) {
+		data, err := readFrom(name, marks[name], 64<<10)
+		if err == nil {
+			b = append(b, data...)
+		}
+	}
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p != nil {
+		b = append(b, p.out.bytes()...)
+	}
+	return string(b)
+}
+
 func (s *Server) logf(format string, args ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf(format, args...)
@@ -578,6 +630,21 @@ func (t *tail) bytes() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Clone(t.buf)
+}
+
+// readFrom returns up to n bytes of a file from offset off.
+func readFrom(name string, off, n int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	k, err := f.ReadAt(buf, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return buf[:k], err
 }
 
 // readTail returns up to the last n bytes of a file.

@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -19,16 +21,35 @@ import (
 var errPortTaken = errors.New("testserver: port taken by another process")
 
 // ports remembers the ports this process handed out, so that two servers
-// started at the same time never get the same one (the kernel may hand out a
-// port again once its probe listener is closed).
+// started at the same time never get the same one, with the lock file that
+// keeps other processes using this package from handing them out (nil where
+// no lock could be taken).
 var ports struct {
 	sync.Mutex
-	used map[int]bool
+	used map[int]*os.File
 }
 
-// reservePort returns a free TCP port on 127.0.0.1. The port is free when
-// returned but not held: see the package documentation.
+// reservePort returns a free TCP port on 127.0.0.1 for a server to bind.
+//
+// It picks at random below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), where neither another program's
+// "listen on port 0" nor any outgoing connection's source port can take it
+// between this check and the server's bind: under a heavy loopback load
+// (thousands of connections from other tests) a port handed out by the
+// kernel, free when checked, was taken before Prosody bound it. Other
+// processes that use this package skip the port while this one holds it:
+// each reservation holds an flock on a file named after the port in
+// os.TempDir()/xmpptrack-ports, which the kernel releases if this process
+// dies. A port is kept only if 127.0.0.1:port can be bound. Without a range
+// below the ephemeral one it falls back to the kernel's choice (port 0).
 func reservePort() (int, error) {
+	if lo, hi := portRange(); hi > lo {
+		for range 200 {
+			if port := lo + rand.IntN(hi-lo); claimPort(port) {
+				return port, nil
+			}
+		}
+	}
 	for range 20 {
 		l, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
@@ -38,10 +59,12 @@ func reservePort() (int, error) {
 		l.Close()
 		ports.Lock()
 		if ports.used == nil {
-			ports.used = make(map[int]bool)
+			ports.used = make(map[int]*os.File)
 		}
-		taken := ports.used[port]
-		ports.used[port] = true
+		_, taken := ports.used[port]
+		if !taken {
+			ports.used[port] = nil
+		}
 		ports.Unlock()
 		if !taken {
 			return port, nil
@@ -50,17 +73,85 @@ func reservePort() (int, error) {
 	return 0, errors.New("testserver: no free port found")
 }
 
-// releasePort lets the port be handed out again.
+// portRange returns the range [lo, hi) the harness picks ports from: up to
+// 12,000 ports below the ephemeral range, above 10,000.
+func portRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	hi, err = strconv.Atoi(f[0])
+	if err != nil {
+		return 0, 0
+	}
+	return max(hi-12000, 10000), hi
+}
+
+// claimPort takes port for this process if no other reservation holds it
+// and 127.0.0.1:port can be bound.
+func claimPort(port int) bool {
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.used == nil {
+		ports.used = make(map[int]*os.File)
+	}
+	if _, taken := ports.used[port]; taken {
+		return false
+	}
+	lock, ok := lockPort(port)
+	if !ok {
+		return false
+	}
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return false
+	}
+	l.Close()
+	ports.used[port] = lock
+	return true
+}
+
+// lockPort takes the cross-process lock of port. ok is false if another
+// process (or another reservation in this one) holds it; lock is nil if no
+// lock file can be used here, which leaves only the bind check.
+func lockPort(port int) (lock *os.File, ok bool) {
+	dir := filepath.Join(os.TempDir(), "xmpptrack-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return nil, true
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, true
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, !errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	return f, true
+}
+
+// releasePort lets the port be handed out again, here and elsewhere.
 func releasePort(port int) {
 	ports.Lock()
+	if lock := ports.used[port]; lock != nil {
+		lock.Close()
+	}
 	delete(ports.used, port)
 	ports.Unlock()
 }
 
 // waitPort returns when addr accepts a TCP connection, when exited is closed
-// (the server process ended), or when ctx ends. There is no event to wait for,
-// so it polls with a short delay.
-func waitPort(ctx context.Context, addr string, exited <-chan struct{}) error {
+// (the server process ended), when failed (if not nil) reports an error
+// before a connection attempt, or when ctx ends. There is no event to wait
+// for, so it polls with a short delay.
+func waitPort(ctx context.Context, addr string, exited <-chan struct{}, failed func() error) error {
 	var d net.Dialer
 	delay := 2 * time.Millisecond
 	timer := time.NewTimer(0)
@@ -72,6 +163,11 @@ func waitPort(ctx context.Context, addr string, exited <-chan struct{}) error {
 		case <-exited:
 			return errors.New("testserver: server exited during start-up")
 		case <-timer.C:
+		}
+		if failed != nil {
+			if err := failed(); err != nil {
+				return err
+			}
 		}
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
 		c, err := d.DialContext(dctx, "tcp", addr)
