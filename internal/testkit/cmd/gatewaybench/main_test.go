@@ -76,7 +76,7 @@ func TestSummarize(t *testing.T) {
 			direct:  phase{d: 1000 * ms, cpu: cpuUse{self: 100 * ms, server: 500 * ms, recipient: 90 * ms}, tail: cpuUse{server: 10 * ms}},
 			gateway: phase{d: 2000 * ms, cpu: cpuUse{self: 300 * ms, server: 400 * ms, load: 100 * ms, recipient: 90 * ms}, lats: []time.Duration{3 * ms, 1 * ms}}},
 		{directFirst: false,
-			direct:  phase{d: 1000 * ms, cpu: cpuUse{self: 100 * ms, server: 500 * ms, db: 50 * ms}},
+			direct:  phase{d: 1000 * ms, cpu: cpuUse{self: 100 * ms, server: 500 * ms, db: 50 * ms}, io: ioUse{selfR: 1, selfW: 2}},
 			gateway: phase{d: 1000 * ms, cpu: cpuUse{self: 300 * ms, server: 400 * ms, load: 100 * ms, db: 50 * ms}, lats: []time.Duration{2 * ms}}},
 	}
 	s := summarize(1000, rs)
@@ -91,6 +91,9 @@ func TestSummarize(t *testing.T) {
 	}
 	if s.directCPU.self != 200*ms || s.gatewayCPU.load != 200*ms || s.directTail.server != 10*ms {
 		t.Errorf("CPU sums %+v %+v tail %+v", s.directCPU, s.gatewayCPU, s.directTail)
+	}
+	if s.directIO != (ioUse{selfR: 1, selfW: 2}) || s.gatewayIO != (ioUse{}) {
+		t.Errorf("system call sums %+v %+v", s.directIO, s.gatewayIO)
 	}
 	if !slices.Equal(s.lats, []time.Duration{1 * ms, 2 * ms, 3 * ms}) {
 		t.Errorf("latencies %v, want sorted 1 2 3 ms", s.lats)
@@ -151,5 +154,16 @@ func TestRecipientWait(t *testing.T) {
 	inW.Close()
 	if _, _, err := r.wait(13); err == nil {
 		t.Error("wait after the child ended: no error")
+	}
+}
+
+// TestParseIO reads the system call counts of /proc/PID/io.
+func TestParseIO(t *testing.T) {
+	r, w := parseIO("rchar: 1915\nwchar: 12\nsyscr: 7\nsyscw: 3\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n")
+	if r != 7 || w != 3 {
+		t.Errorf("syscr %d, syscw %d, want 7 and 3", r, w)
+	}
+	if got := (ioUse{selfR: 30, selfW: 15, loadR: 10, loadW: 10}).perMsg(10); got != "self 3.00 / 1.50 (load client 1.00 / 1.00)" {
+		t.Errorf("perMsg %q", got)
 	}
 }

@@ -15,6 +15,7 @@ type phase struct {
 	lats []time.Duration // the POST latencies (the gateway's)
 	cpu  cpuUse          // over d
 	tail cpuUse          // after d, until the recipient got every message
+	io   ioUse           // system calls over d
 }
 
 // round is one round: both sides' runs of n messages.
@@ -28,16 +29,20 @@ type round struct {
 // The CPU time over the timed window and over the wait are kept apart.
 func measure(pids pidSet, send func() (time.Duration, []time.Duration, error), settle func() error) (phase, error) {
 	c0 := cpuStart(pids)
+	// The system calls are counted inside the CPU samples, so that the
+	// /proc scans of the samples do not count.
+	io0 := ioNow(pids.load)
 	d, lats, err := send()
 	if err != nil {
 		return phase{}, err
 	}
+	io1 := ioNow(pids.load)
 	c1 := cpuEnd(pids)
 	t0 := cpuStart(pids)
 	if err := settle(); err != nil {
 		return phase{}, err
 	}
-	return phase{d: d, lats: lats, cpu: c1.sub(c0), tail: cpuEnd(pids).sub(t0)}, nil
+	return phase{d: d, lats: lats, cpu: c1.sub(c0), tail: cpuEnd(pids).sub(t0), io: io1.sub(io0)}, nil
 }
 
 // summary is what the rounds add up to.
@@ -47,6 +52,7 @@ type summary struct {
 	median, lo, hi          float64 // the rounds' ratios
 	directCPU, gatewayCPU   cpuUse  // over the timed windows, all rounds
 	directTail, gatewayTail cpuUse  // after them
+	directIO, gatewayIO     ioUse   // system calls over the timed windows
 	// senderRatio is the library's CPU per message against the gateway
 	// process's and its load client's: what the HTTP side costs, apart
 	// from the server's and the database's work (the same for both).
@@ -64,6 +70,7 @@ func summarize(n int, rs []round) summary {
 		ratios = append(ratios, r.direct.d.Seconds()/r.gateway.d.Seconds())
 		s.directCPU, s.gatewayCPU = s.directCPU.add(r.direct.cpu), s.gatewayCPU.add(r.gateway.cpu)
 		s.directTail, s.gatewayTail = s.directTail.add(r.direct.tail), s.gatewayTail.add(r.gateway.tail)
+		s.directIO, s.gatewayIO = s.directIO.add(r.direct.io), s.gatewayIO.add(r.gateway.io)
 		s.lats = append(s.lats, r.gateway.lats...)
 	}
 	total := float64(n * len(rs))
@@ -89,6 +96,7 @@ func (s summary) print(n, rounds int) {
 	fmt.Printf("  after the timed runs, until the recipient got them: direct %s; gateway %s\n", s.directTail.perMsg(m), s.gatewayTail.perMsg(m))
 	fmt.Printf("  (self: the library alone, or the gateway with its account's client; load: the HTTP client process; recipient: its client's process)\n")
 	fmt.Printf("sender CPU, library / (gateway process + load client): %.2f\n", s.senderRatio)
+	fmt.Printf("system calls per message, read / write family: direct %s; gateway %s\n", s.directIO.perMsg(m), s.gatewayIO.perMsg(m))
 	fmt.Printf("POST /v1/messages latency: p50 %s, p90 %s, p99 %s, max %s (%d requests)\n",
 		pct(s.lats, .5).Round(10*time.Microsecond), pct(s.lats, .9).Round(10*time.Microsecond), pct(s.lats, .99).Round(10*time.Microsecond),
 		s.lats[len(s.lats)-1].Round(10*time.Microsecond), len(s.lats))
