@@ -454,11 +454,18 @@ func (w *writer) flush() error {
 		}
 	}
 	if w.sweep || w.s.unlisted+w.inserted >= sweepEvery {
-		if _, err := w.c.exec(list); err != nil {
+		v, err := w.c.queryRow(maxN)
+		if err != nil {
 			return err
 		}
-		if _, err := w.c.exec(listed); err != nil {
-			return err
+		top, _ := v[0].(int64) // NULL (no message): 0
+		if to := top - w.s.listLag(); to > 0 {
+			if _, err := w.c.exec(list, to); err != nil {
+				return err
+			}
+			if _, err := w.c.exec(listed, to); err != nil {
+				return err
+			}
 		}
 		w.swept = true
 	}
@@ -467,17 +474,32 @@ func (w *writer) flush() error {
 
 // Listing: a message is written ahead unlisted, so that a lone sender's
 // write-ahead writes two pages (the message row and its id index entry),
-// not also an entry of the pending index, messages_pending. The
-// transactions that carry state changes, sequence numbers or sessions (a
-// recorder's, shared by the messages of many write-aheads) sweep: they
-// list every unsettled message above listing.upto (setSeq and updMsg list
-// the rows they update already) and raise upto to the highest n. A message
-// that settled before the sweep never enters the index, and every
-// unsettled message is listed or above upto, which Pending reads both of.
-// A committer that wrote sweepEvery messages ahead without a sweep sweeps
-// in its next transaction, so that the range above upto stays short also
-// when nothing else is committed.
-const sweepEvery = 1000
+// not also an entry of the pending index, messages_pending, which its
+// settling would then delete again. The transactions that carry state
+// changes, sequence numbers or sessions (a recorder's, shared by the
+// messages of many write-aheads) sweep: they list every unsettled message
+// above listing.upto and at most listLag below the highest n (cursors:
+// the creations and changes of about 4,000 messages), and raise upto to
+// that bound. A message that settles before it falls that far behind
+// never enters the index (on a busy stream, nearly all: a row update and
+// two index writes less per message), and every unsettled message is
+// listed or above upto, which Pending reads both of: the range above upto
+// holds at most the messages of the last listLag cursors and of the
+// sweepEvery write-aheads of a committer that has not swept (a committer
+// that wrote that many ahead without a sweep sweeps in its next
+// transaction).
+const (
+	listLag    = 16384
+	sweepEvery = 1000
+)
+
+// listLag is the lag of listing (see listing), Config.listLag in tests.
+func (s *Store) listLag() int64 {
+	if s.cfg.listLag > 0 {
+		return s.cfg.listLag
+	}
+	return listLag
+}
 
 // The statements of a commit, prepared once on the writer's connection (see
 // wconn.go).
@@ -494,10 +516,8 @@ const (
 	// (a sequence number is stored whatever the state); the updates of a
 	// change (sqlUpdMsg, sqlSettleMsg) are what must never apply to a
 	// state other than the one they were computed from.
-	// Both also list the message (see listing), which the transaction's
-	// sweep would do otherwise, with a second update of the row.
-	sqlSetSeq = `UPDATE messages SET seq = ?1, listed = 1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
-	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq), listed = 1
+	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
+	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
 	sqlSettleMsg = `UPDATE messages SET state = ?1, settled = 1, updated = ?2, raw = NULL, seq = coalesce(?3, seq)
 		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
@@ -507,9 +527,10 @@ const (
 		ON CONFLICT (account, resource) DO UPDATE SET jid = excluded.jid, smid = excluded.smid,
 		location = excluded.location, max = excluded.max, inbound = excluded.inbound,
 		outbound = excluded.outbound, acked = excluded.acked, updated = excluded.updated`
-	// sqlList and sqlListed are the sweep (see listing).
-	sqlList   = `UPDATE messages SET listed = 1 WHERE n > (SELECT upto FROM listing) AND settled = 0 AND listed = 0`
-	sqlListed = `UPDATE listing SET upto = (SELECT max(n) FROM messages) WHERE upto < (SELECT max(n) FROM messages)`
+	// sqlMaxN, sqlList and sqlListed are the sweep (see listing).
+	sqlMaxN   = `SELECT max(n) FROM messages`
+	sqlList   = `UPDATE messages SET listed = 1 WHERE n > (SELECT upto FROM listing) AND n <= ?1 AND settled = 0 AND listed = 0`
+	sqlListed = `UPDATE listing SET upto = ?1 WHERE upto < ?1`
 )
 
 // The statements of a commit, by index into stmts.
@@ -525,6 +546,7 @@ const (
 	updMsg
 	settleMsg
 	upSession
+	maxN
 	list
 	listed
 	nStmts
@@ -546,5 +568,5 @@ var stmtSQL = [...]string{
 	insMsg: sqlInsMsg, exists: sqlExists, getMsg: sqlGetMsg, lastCur: sqlLastCur,
 	insChanges1: sqlInsChanges(1), insChanges8: sqlInsChanges(8), insChanges64: sqlInsChanges(64),
 	setSeq: sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
-	list: sqlList, listed: sqlListed,
+	maxN: sqlMaxN, list: sqlList, listed: sqlListed,
 }

@@ -45,7 +45,7 @@ func listingOf(t *testing.T, p string) (upto, strays int64) {
 func TestPendingUnlisted(t *testing.T) {
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "s.db")
-	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	s, err := OpenConfig(ctx, p, Config{Retention: -1, listLag: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestPendingUnlisted(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = OpenConfig(ctx, p, Config{Retention: -1})
+	s, err = OpenConfig(ctx, p, Config{Retention: -1, listLag: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,13 +103,15 @@ func TestPendingUnlisted(t *testing.T) {
 	}
 }
 
-// TestSweep: a transaction that carries state changes lists the messages
-// written ahead before it and raises listing.upto to the highest message;
-// lone write-aheads leave them unlisted until sweepEvery of them.
+// TestSweep: a transaction that carries state changes lists the unsettled
+// messages more than listLag cursors behind the highest message and raises
+// listing.upto to that bound; lone write-aheads leave them unlisted until
+// sweepEvery of them; a message that settles within the lag is never
+// listed.
 func TestSweep(t *testing.T) {
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "s.db")
-	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	s, err := OpenConfig(ctx, p, Config{Retention: -1, listLag: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,37 +123,41 @@ func TestSweep(t *testing.T) {
 		}
 		return n
 	}
-	for i := range 10 {
+	for i := range 10 { // n 1 to 10
 		commitT(t, s, &store.Batch{Messages: []store.Message{message(fmt.Sprintf("a%d", i))}})
 	}
 	if n := unlisted(); n != 10 {
 		t.Errorf("%d messages unlisted after 10 write-aheads, want 10", n)
 	}
-	// A change of one of them: the other nine are listed too.
+	// A change (cursor 11): the messages up to n 10-5 are listed.
 	commitT(t, s, change("a3", tracking.DeliveredToServer))
-	if n := unlisted(); n != 0 {
-		t.Errorf("%d messages unlisted after a change, want 0", n)
+	if n := unlisted(); n != 5 {
+		t.Errorf("%d messages unlisted after a change, want 5 (n 6 to 10)", n)
 	}
-	last, err := s.LastCursor(ctx)
-	if err != nil {
-		t.Fatal(err)
+	if upto, strays := listingOf(t, p); upto != 5 || strays != 0 {
+		t.Errorf("listing.upto %d with %d strays, want 5 and 0", upto, strays)
 	}
-	if upto, strays := listingOf(t, p); upto != 10 || strays != 0 {
-		t.Errorf("listing.upto %d with %d strays, want 10 (the last message; last cursor %d) and 0", upto, strays, last)
-	}
-	// A message that settles before any sweep is never listed.
+	// b (n 12) settles (cursor 13) within the lag: never listed; the sweep
+	// lists n 6 and 7.
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}})
 	commitT(t, s, change("b", tracking.Aborted))
 	var listed int64
 	if err := rawDB(t, p).QueryRow(`SELECT listed FROM messages WHERE id = 'b'`).Scan(&listed); err != nil || listed != 0 {
 		t.Errorf("settled message b: listed %d (%v), want 0", listed, err)
 	}
-	// sweepEvery write-aheads alone: the next one sweeps.
+	if upto, strays := listingOf(t, p); upto != 7 || strays != 0 {
+		t.Errorf("listing.upto %d with %d strays, want 7 and 0", upto, strays)
+	}
+	if got := pendingIDs(t, s, message("x").Owner); len(got) != 10 {
+		t.Errorf("Pending: %v, want a0 to a9", got)
+	}
+	// sweepEvery write-aheads alone: the one that reaches it sweeps.
 	for i := range sweepEvery + 1 {
 		commitT(t, s, &store.Batch{Messages: []store.Message{message(fmt.Sprintf("c%d", i))}})
 	}
-	if n := unlisted(); n > 2 { // b, and at most the one after the sweep
-		t.Errorf("%d messages unlisted after %d write-aheads, want at most 2", n, sweepEvery+1)
+	// Left unlisted: b, the 5 within the lag of that sweep, the one after.
+	if n := unlisted(); n > 7 {
+		t.Errorf("%d messages unlisted after %d write-aheads, want at most 7", n, sweepEvery+1)
 	}
 	if _, strays := listingOf(t, p); strays != 0 {
 		t.Errorf("%d strays", strays)
@@ -214,7 +220,7 @@ func TestMigrateSchema4(t *testing.T) {
 	if got := pendingIDs(t, s, a); !slices.Equal(got, []string{"p1", "p3", "new"}) {
 		t.Errorf("Pending of a after p2 aborted: %v, want [p1 p3 new]", got)
 	}
-	if upto, strays := listingOf(t, p); upto != 8 || strays != 0 {
-		t.Errorf("listing.upto %d with %d strays, want 8 and 0", upto, strays)
+	if upto, strays := listingOf(t, p); upto != 7 || strays != 0 {
+		t.Errorf("listing.upto %d with %d strays, want 7 (new is within the lag) and 0", upto, strays)
 	}
 }

@@ -189,14 +189,14 @@ ALTER TABLE changes RENAME COLUMN msg TO message;
 	// is inserted unlisted (listed 0: not in messages_pending); the
 	// committer lists it (listed 1) in a later transaction that carries
 	// state changes, sequence numbers or sessions (a recorder's, shared by
-	// many messages), unless it settled meanwhile, and then raises
-	// listing.upto to the highest n. So every unsettled message is listed
-	// or numbered above listing.upto, and Pending reads both: the index,
-	// and the messages above upto (a range of the table, short: what was
-	// written ahead since the last such transaction). A lone sender's
-	// write-ahead writes two pages instead of three. Rows written before
-	// (and by an older version, which does not know the column) are
-	// listed.
+	// many messages) once it is some way behind the newest message, unless
+	// it settled meanwhile, and raises listing.upto to that point (see
+	// listing in commit.go). So every unsettled message is listed or
+	// numbered above listing.upto, and Pending reads both: the index, and
+	// the messages above upto (a range of the table, short: the latest
+	// ones). A lone sender's write-ahead writes two pages instead of
+	// three. Rows written before (and by an older version, which does not
+	// know the column) are listed.
 	`
 ALTER TABLE messages ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
 DROP INDEX messages_pending;

@@ -46,6 +46,8 @@ type Config struct {
 	// failApply, if set, fails the writing of a batch when it returns an
 	// error (tests).
 	failApply func(*store.Batch) error
+	// listLag, if positive, replaces the lag of listing listLag (tests).
+	listLag int64
 }
 
 // Store is a store.Store on an SQLite file.
