@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -222,5 +223,58 @@ func TestMigrateSchema4(t *testing.T) {
 	}
 	if upto, strays := listingOf(t, p); upto != 7 || strays != 0 {
 		t.Errorf("listing.upto %d with %d strays, want 7 (new is within the lag) and 0", upto, strays)
+	}
+}
+
+// TestSchema4WriterOnSchema5: a process still running the schema-4 code
+// on an upgraded file keeps working with this version's writes: its
+// message inserts (which do not know listed) are listed, so this version's
+// Pending finds them, and its Pending query (settled = 0, no listed) finds
+// the messages this version wrote ahead unlisted.
+func TestSchema4WriterOnSchema5(t *testing.T) {
+	ctx := context.Background()
+	p := copyTestdata(t, "schema4.db")
+	old, err := sql.Open("sqlite", p+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("new")}})
+	// The schema-4 code's message insert and its Pending query.
+	if _, err := old.ExecContext(ctx, `INSERT INTO messages
+		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first)
+		VALUES (`+sqlLastCursor+` + 1, 'older', 'a@example.org', '', 'b@example.org', 0, '', '', x'00', 1, 0, NULL, 0, 0, 1, 0)
+		ON CONFLICT (id) DO NOTHING`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := old.QueryContext(ctx, `SELECT id FROM messages
+		WHERE account = ? AND resource = ? AND settled = 0 AND n > ? ORDER BY n LIMIT ?`, "a@example.org", "", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, id)
+	}
+	rows.Close()
+	want := []string{"p1", "p2", "p3", "new", "older"}
+	if !slices.Equal(got, want) {
+		t.Errorf("the schema-4 Pending query: %v, want %v", got, want)
+	}
+	if got := pendingIDs(t, s, store.Instance{Account: "a@example.org"}); !slices.Equal(got, want) {
+		t.Errorf("Pending: %v, want %v", got, want)
+	}
+	var listed int64
+	if err := rawDB(t, p).QueryRow(`SELECT listed FROM messages WHERE id = 'older'`).Scan(&listed); err != nil || listed != 1 {
+		t.Errorf("the schema-4 code's message: listed %d (%v), want 1", listed, err)
 	}
 }
