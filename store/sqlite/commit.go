@@ -529,7 +529,7 @@ const (
 		outbound = excluded.outbound, acked = excluded.acked, updated = excluded.updated`
 	// sqlMaxN, sqlList and sqlListed are the sweep (see listing).
 	sqlMaxN   = `SELECT max(n) FROM messages`
-	sqlList   = `UPDATE messages SET listed = 1 WHERE n > (SELECT upto FROM listing) AND n <= ?1 AND settled = 0 AND listed = 0`
+	sqlList   = `UPDATE messages SET listed = 1 WHERE n > coalesce((SELECT upto FROM listing), 0) AND n <= ?1 AND settled = 0 AND listed = 0`
 	sqlListed = `UPDATE listing SET upto = ?1 WHERE upto < ?1`
 )
 

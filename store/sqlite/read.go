@@ -122,11 +122,12 @@ func fillChange(c *store.Change, state int64, settles sql.NullBool, at int64, ev
 // sqlPending reads the unsettled messages of an owner after n ?3: the
 // listed ones from the pending index, and the unlisted ones, which are
 // numbered above listing.upto, from that range of the table (see listing
-// in commit.go).
+// in commit.go; a listing table without its row, in a damaged file, reads
+// as upto 0: the whole table).
 const sqlPending = `SELECT ` + messageColumns + ` FROM messages
 		WHERE account = ?1 AND resource = ?2 AND settled = 0 AND listed = 1 AND n > ?3
 	UNION ALL SELECT ` + messageColumns + ` FROM messages
-		WHERE n > max(?3, (SELECT upto FROM listing)) AND settled = 0 AND listed = 0 AND account = ?1 AND resource = ?2
+		WHERE n > max(?3, coalesce((SELECT upto FROM listing), 0)) AND settled = 0 AND listed = 0 AND account = ?1 AND resource = ?2
 	ORDER BY n LIMIT ?4`
 
 // pendingChunk is how many messages Pending reads per query.
