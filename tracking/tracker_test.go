@@ -11,6 +11,11 @@ import (
 
 var errReply = errors.New("service-unavailable")
 
+// TestWait: a waiter blocked in Wait sees each step (the test lets it run
+// after every one), unless the case's steps come before the wait (before).
+// Without a synctest.Wait after each step, whether the waiter saw an Error
+// that the next step lifted depended on scheduling: "error lifted" failed
+// under load with Wait = ERROR.
 func TestWait(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -18,18 +23,20 @@ func TestWait(t *testing.T) {
 		target  MessageState
 		want    MessageState
 		wantErr error
+		before  bool // the steps are taken before Wait is called
 	}{
-		{"reached", []MessageState{DeliveredToServer}, DeliveredToServer, DeliveredToServer, nil},
-		{"passed", []MessageState{SeenByRecipient}, DeliveredToServer, SeenByRecipient, nil},
-		{"aborted", []MessageState{Aborted}, DeliveredToServer, Aborted, ErrAborted},
-		{"timed out", []MessageState{DeliveredToServer, TimedOut}, DeliveredToRecipient, TimedOut, ErrTimedOut},
-		{"closed", []MessageState{Closed}, DeliveredToRecipient, Closed, ErrClosed},
-		{"error", []MessageState{Error}, DeliveredToRecipient, Error, ErrFailed},
-		{"error unwraps reply", []MessageState{Error}, DeliveredToRecipient, Error, errReply},
-		{"ended short in DTR by timeout", []MessageState{DeliveredToRecipient, TimedOut}, SeenByRecipient, DeliveredToRecipient, ErrTimedOut},
-		{"ended short in DTR by close", []MessageState{DeliveredToRecipient, Closed}, SeenByRecipient, DeliveredToRecipient, ErrClosed},
-		{"error lifted", []MessageState{Error, DeliveredToRecipient}, DeliveredToRecipient, DeliveredToRecipient, nil},
-		{"invalid target", nil, Error, InTransit, ErrInvalidTarget},
+		{"reached", []MessageState{DeliveredToServer}, DeliveredToServer, DeliveredToServer, nil, false},
+		{"passed", []MessageState{SeenByRecipient}, DeliveredToServer, SeenByRecipient, nil, false},
+		{"aborted", []MessageState{Aborted}, DeliveredToServer, Aborted, ErrAborted, false},
+		{"timed out", []MessageState{DeliveredToServer, TimedOut}, DeliveredToRecipient, TimedOut, ErrTimedOut, false},
+		{"closed", []MessageState{Closed}, DeliveredToRecipient, Closed, ErrClosed, false},
+		{"error", []MessageState{Error}, DeliveredToRecipient, Error, ErrFailed, false},
+		{"error unwraps reply", []MessageState{Error}, DeliveredToRecipient, Error, errReply, false},
+		{"ended short in DTR by timeout", []MessageState{DeliveredToRecipient, TimedOut}, SeenByRecipient, DeliveredToRecipient, ErrTimedOut, false},
+		{"ended short in DTR by close", []MessageState{DeliveredToRecipient, Closed}, SeenByRecipient, DeliveredToRecipient, ErrClosed, false},
+		{"error returns before it is lifted", []MessageState{Error, DeliveredToRecipient}, DeliveredToRecipient, Error, ErrFailed, false},
+		{"error lifted", []MessageState{Error, DeliveredToRecipient}, DeliveredToRecipient, DeliveredToRecipient, nil, true},
+		{"invalid target", nil, Error, InTransit, ErrInvalidTarget, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,15 +47,23 @@ func TestWait(t *testing.T) {
 					err error
 				}
 				res := make(chan result, 1)
+				steps := func() {
+					for _, s := range tc.steps {
+						tr.Advance(s, &Response{Err: errReply})
+						synctest.Wait()
+					}
+				}
+				if tc.before {
+					steps()
+				}
 				go func() {
 					st, err := tr.Wait(context.Background(), tc.target)
 					res <- result{st, err}
 				}()
 				synctest.Wait()
-				for _, s := range tc.steps {
-					tr.Advance(s, &Response{Err: errReply})
+				if !tc.before {
+					steps()
 				}
-				synctest.Wait()
 				select {
 				case r := <-res:
 					if r.st != tc.want || !errors.Is(r.err, tc.wantErr) || (tc.wantErr == nil) != (r.err == nil) {
