@@ -212,8 +212,11 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	// Start only wrote <enable/>: the loop's Serve processes the answer,
 	// then publish hands the session out.
 	err = c.sm.WaitEnabled(ctx)
+	if c.cfg.afterEnabled != nil {
+		c.cfg.afterEnabled(c)
+	}
 	if err == nil || errors.Is(err, sm.ErrNotEnabled) {
-		_, err = c.waitSession(ctx, nil, false)
+		err = c.waitPublished(ctx)
 	}
 	if err == nil {
 		// Messages a resumption held back are looked up in the archive
@@ -703,6 +706,34 @@ func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining 
 			return nil, c.closedError()
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %w", stanza.ErrDisconnected, ctx.Err())
+		}
+	}
+}
+
+// waitPublished waits until a connection was handed out to senders
+// (publish), for Dial. One that was handed out and lost since counts: that
+// loss is a later one, which the loop handles by reconnecting. Waiting for a
+// live session instead made Dial's outcome depend on how soon its goroutine
+// looked after the first connection was handed out: if the connection was
+// lost in between, Dial waited for the next one, and failed when ctx ended
+// first.
+func (c *Client) waitPublished(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		n, up, closing := c.connections, c.up, c.closing || c.shutting
+		c.mu.Unlock()
+		switch {
+		case closing:
+			return c.closedError()
+		case n > 0:
+			return nil
+		}
+		select {
+		case <-up:
+		case <-c.done:
+			return c.closedError()
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, ctx.Err())
 		}
 	}
 }
