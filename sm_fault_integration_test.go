@@ -574,24 +574,28 @@ func faultFreeze(t *testing.T, f *faultScenario) {
 	if len(frozeAt) == 0 {
 		t.Fatal("the proxy froze nothing")
 	}
-	// Each freeze ends the connection within the client's bound
-	// (AckTimeout plus four smoothed round trips, which under a burst
-	// include the server's backlog) after the first unanswered <r/>,
-	// which goes out within AckDelay of the next message. Allow a second
-	// of scheduling on a loaded machine.
+	// Each freeze ends the connection by the client's ack bound
+	// (sm.ErrAckTimeout): AckTimeout plus four smoothed round trips after
+	// the first unanswered <r/>. That the bound is kept to the millisecond
+	// is sm's TestDeadConnectionDetected (synctest); here, on a real server
+	// and a shared machine, the time is only logged. It was asserted with
+	// a second's allowance, but what is measured also holds the scheduling
+	// of the sender's goroutines (the next message, its <r/>, the watchdog,
+	// the loop taking the connection back) and of the Disconnected callback,
+	// queued behind the callbacks before it, where the time is taken: on a
+	// shared machine at load 17, under -race, that is not bounded by a
+	// second (flaky once).
 	var detect []time.Duration
-	for i, at := range frozeAt {
-		bound := bounds[i] + sm.DefaultAckDelay + time.Second
+	for _, at := range frozeAt {
 		j := slices.IndexFunc(l.aliceDown, func(d faultDown) bool { return d.at.After(at) })
 		if j < 0 {
 			t.Errorf("the connection frozen at %v never ended", at.Sub(began))
 			continue
 		}
 		down := l.aliceDown[j]
-		took := down.at.Sub(at)
-		detect = append(detect, took.Round(time.Millisecond))
-		if !errors.Is(down.err, sm.ErrAckTimeout) || took > bound {
-			t.Errorf("frozen connection ended after %v with %v, want sm.ErrAckTimeout within %v", took, down.err, bound)
+		detect = append(detect, down.at.Sub(at).Round(time.Millisecond))
+		if !errors.Is(down.err, sm.ErrAckTimeout) {
+			t.Errorf("frozen connection ended after %v with %v, want sm.ErrAckTimeout", down.at.Sub(at), down.err)
 		}
 	}
 	d := f.checkResumed(t, audit, info)
