@@ -117,18 +117,24 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 			b.Changes[o.change].Cursor = o.cursor
 		}
 	}
+	// blocked: batch i was refused for an id of a batch that failed.
+	blocked := func(i int) bool { k := blockedBy[i]; return k >= 0 && errs[k] != nil }
 	ok := false
-	var again []*groupcommit.Request // blocked by a batch that failed
+	for i := range group {
+		ok = ok || (!blocked(i) && errs[i] == nil)
+	}
+	// This Store's waiters are woken before the Commit calls return, so
+	// that a Commit that returned has woken them.
+	if ok || stored {
+		s.wake()
+	}
+	var again []*groupcommit.Request
 	for i, r := range group {
-		if k := blockedBy[i]; k >= 0 && errs[k] != nil {
+		if blocked(i) {
 			again = append(again, r)
 			continue
 		}
-		ok = ok || errs[i] == nil
 		r.Answer(errs[i])
-	}
-	if ok || stored {
-		s.wake()
 	}
 	if len(again) > 0 {
 		s.commitGroup(again)

@@ -96,8 +96,12 @@
 // and results). Instances of versions 2 and 6 still running during the
 // upgrade keep working, and are refused at their next Open. To go back to
 // a release of version 2 or 6, stamp the database with that version again
-// (UPDATE xmpptrack_schema SET version = 2): those versions call the same
-// function and ignore the setting.
+// (UPDATE xmpptrack_schema SET version = 6, or 2): the function keeps
+// version 7's body, which both call with the same arguments and which
+// writes what theirs wrote (version 2 ignores plan_cache_mode); the next
+// Open of a version-7 release replaces the body again, harmlessly.
+// Upgrades run in the schema that holds the tables, whatever the role's
+// search_path puts first.
 // (Schema versions 3 to 5 existed only on the development branch for an
 // hour on 2026-12-06 and were withdrawn; the schema went from version 2 to
 // 6. A development database stamped 3, 4 or 5 is refused with

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,8 +29,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
-		INSERT INTO xmpptrack_schema VALUES ('xmpptrack', 1);`+migrations[0]+`
+	if _, err := srv.SQL(ctx, name, stampSQL(1)+migrations[0]+`
 		INSERT INTO xmpptrack_messages (id, account, resource, rcpt, room, thread, channel, raw, created, state, settled, updated)
 		VALUES ('old', 'a@example.org', 'r', 'b@example.org', false, '', '', NULL, now() - interval '30 days', 3, true, now() - interval '20 days'),
 			('live', 'a@example.org', 'r', 'b@example.org', false, '', '', '<message id="live"/>', now(), 0, false, now());
@@ -86,8 +87,9 @@ func genericPlans(t *testing.T, srv interface {
 }
 
 // TestUpgradeFromVersion2: a database of schema 2 (the last released
-// before 6), with a pending message, is upgraded to 6 by Open: its
-// function plans generically, and the message settles through it.
+// before 6), with a pending message, is upgraded to the current schema by
+// Open: its function plans generically, and the message settles through
+// it.
 func TestUpgradeFromVersion2(t *testing.T) {
 	ctx := context.Background()
 	srv := server(t)
@@ -96,8 +98,7 @@ func TestUpgradeFromVersion2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
-		INSERT INTO xmpptrack_schema VALUES ('xmpptrack', 2);`+migrations[0]+migrations[1]); err != nil {
+	if _, err := srv.SQL(ctx, name, stampSQL(2)+migrations[0]+migrations[1]); err != nil {
 		t.Fatal(err)
 	}
 	if genericPlans(t, srv, name) {
@@ -139,8 +140,7 @@ func TestUpgradeFromVersion6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
-		INSERT INTO xmpptrack_schema VALUES ('xmpptrack', 6);`+migrations[0]+migrations[1]+migrations[5]+`
+	if _, err := srv.SQL(ctx, name, stampSQL(6)+migrations[0]+migrations[1]+migrations[5]+`
 		INSERT INTO xmpptrack_messages (id, account, resource, rcpt, room, thread, channel, raw, created, state, settled, updated)
 		VALUES ('live', 'a@example.org', 'r', 'b@example.org', false, '', '', '<message id="live"/>', now(), 0, false, now());
 		INSERT INTO xmpptrack_changes (cursor, msg, state, settles, at) VALUES (5, 1, 0, false, now());
@@ -148,7 +148,7 @@ func TestUpgradeFromVersion6(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := func() string {
-		out, err := srv.SQL(ctx, name, `SELECT count(*), bool_and(prosrc LIKE '%r_k int4[]%'),
+		out, err := srv.SQL(ctx, name, `SELECT count(*), bool_and(prosrc = `+dollarQuoted(commitBody(migrations[6]))+`),
 			bool_and(pronargs = 36), bool_and('enable_seqscan=off' = ANY (proconfig))
 			FROM pg_proc WHERE proname = 'xmpptrack_commit'`)
 		if err != nil {
@@ -195,8 +195,7 @@ func TestWithdrawnVersions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := srv.SQL(ctx, name, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
-			INSERT INTO xmpptrack_schema VALUES ('xmpptrack', `+fmt.Sprint(v)+`);`+migrations[0]+migrations[1]); err != nil {
+		if _, err := srv.SQL(ctx, name, stampSQL(v)+migrations[0]+migrations[1]); err != nil {
 			t.Fatal(err)
 		}
 		if s, err := Open(ctx, dsn); !errors.Is(err, store.ErrNewerSchema) {
@@ -211,5 +210,133 @@ func TestWithdrawnVersions(t *testing.T) {
 		if genericPlans(t, srv, name) {
 			t.Errorf("version %d: upgraded", v)
 		}
+	}
+}
+
+// stampSQL creates xmpptrack_schema with the given version, for a database
+// a test builds from migrations itself.
+func stampSQL(version int) string {
+	return fmt.Sprintf(`CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
+		INSERT INTO xmpptrack_schema VALUES ('xmpptrack', %d);`, version)
+}
+
+// commitBody is the body of the xmpptrack_commit that a migration creates.
+func commitBody(migration string) string {
+	_, rest, _ := strings.Cut(migration, "$fn$")
+	body, _, _ := strings.Cut(rest, "$fn$")
+	return body
+}
+
+func dollarQuoted(s string) string { return "$q$" + s + "$q$" }
+
+// TestUpgradeInTablesSchema: a database of schema 6 in the schema app,
+// opened by a role whose search_path puts the schema other first, is
+// upgraded in app: one xmpptrack_commit, app's, with schema 7's body.
+func TestUpgradeInTablesSchema(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	name := fmt.Sprintf("upgradeschema_%d", upgrades.Add(1))
+	dsn, err := srv.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SQL(ctx, name, `CREATE SCHEMA app; CREATE SCHEMA other; SET search_path = app;`+
+		stampSQL(6)+migrations[0]+migrations[1]+migrations[5]); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenConfig(ctx, dsn+"&search_path=other,app", Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := srv.SQL(ctx, name, `SELECT string_agg(n.nspname || ' ' || (p.prosrc = `+dollarQuoted(commitBody(migrations[6]))+`), ',')
+		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = 'xmpptrack_commit'`)
+	if err != nil || out != "app true" {
+		t.Errorf("xmpptrack_commit functions (schema, schema 7's body): %q, %v; want \"app true\"", out, err)
+	}
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{msg("m")}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpgradeWhileCommitting: a store whose sessions call schema 6's
+// function (prepared and compiled) goes on committing, with no failure,
+// while another session runs migration 6 → 7 under the migration lock;
+// the feed has no hole (as many rows as the last cursor).
+func TestUpgradeWhileCommitting(t *testing.T) {
+	ctx := context.Background()
+	srv := server(t)
+	name := dbName(t, "upgradelive")
+	// Schema 6's function in a database stamped current: Open leaves it.
+	if _, err := srv.SQL(ctx, name, stampSQL(SchemaVersion)+migrations[0]+migrations[1]+migrations[5]); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenConfig(ctx, srv.DSN("", name), Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	progress := make(chan struct{}, 1<<16) // a lifecycle committed
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("w%d-%d", w, i)
+				for _, b := range []*store.Batch{{Messages: []store.Message{msg(id)}},
+					{Changes: []store.Change{{ID: id, State: tracking.DeliveredToServer}}, Written: []store.Written{{ID: id, Seq: uint32(i)}}},
+					{Changes: []store.Change{{ID: id, State: tracking.SeenByRecipient}}}} {
+					if err := s.Commit(ctx, b); err != nil {
+						errs <- fmt.Errorf("%s: %w", id, err)
+						return
+					}
+				}
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}
+	wait := func(n int) {
+		for range n {
+			select {
+			case <-progress:
+			case err := <-errs:
+				close(stop)
+				wg.Wait()
+				t.Fatal(err)
+			}
+		}
+	}
+	wait(40)
+	if _, err := srv.SQL(ctx, name, fmt.Sprintf(`BEGIN; SELECT pg_advisory_xact_lock(%d); %s; COMMIT;`,
+		int64(migrationLock), migrations[6])); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := srv.SQL(ctx, name, `SELECT prosrc = `+dollarQuoted(commitBody(migrations[6]))+
+		` FROM pg_proc WHERE proname = 'xmpptrack_commit'`); err != nil || out != "t" {
+		t.Fatalf("after migration 6: schema 7's body %q, %v", out, err)
+	}
+	wait(len(progress) + 40) // 40 lifecycles committed after the upgrade
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	last, err := s.LastCursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := srv.SQL(ctx, name, `SELECT count(*) FROM xmpptrack_changes`); err != nil || out != fmt.Sprint(last) || last < 240 {
+		t.Fatalf("feed rows %q, last cursor %d, %v", out, last, err)
 	}
 }

@@ -271,8 +271,8 @@ ALTER FUNCTION xmpptrack_commit(int2[], int4, text[], text[], text[], text[], bo
 	SET plan_cache_mode = force_generic_plan;
 `,
 	// 6 → 7: the same function, with fewer PL/pgSQL statements per row
-	// (each costs the server as much as a row of an SQL statement): the
-	// loop over the changes notes which changes move a state (2 array
+	// (less of the server's CPU per message in grouped commits; see
+	// docs/benchmarks.md): the loop over the changes notes which changes move a state (2 array
 	// appends instead of 9), the feed rows of new messages and of those
 	// changes are built by one SQL statement from the arguments, and the
 	// messages are updated from the lock's arrays without a loop. Same
@@ -502,6 +502,16 @@ func (s *Store) upgrade(ctx context.Context) error {
 	}
 	if version > SchemaVersion || withdrawn(version) {
 		return refuse(version)
+	}
+	if version > 0 {
+		// The migrations create and replace objects in the first schema of
+		// the search_path: for an upgrade, the schema that holds the tables
+		// (else a schema put before it since the first Open would get a
+		// second xmpptrack_commit beside the one the instances call).
+		if _, err := tx.Exec(ctx, `SELECT set_config('search_path', quote_ident(n.nspname), true)
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass('xmpptrack_schema')`); err != nil {
+			return fmt.Errorf("postgres: %w", err)
+		}
 	}
 	if version == 0 {
 		if _, err := tx.Exec(ctx, `CREATE TABLE xmpptrack_schema (app text NOT NULL, version integer NOT NULL);
