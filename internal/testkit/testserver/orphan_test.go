@@ -207,3 +207,51 @@ func waitPidfd(ctx context.Context, fd int) error {
 		}
 	}
 }
+
+// groupGone requires every process of process group pgid (a server's, led by
+// its reaper) to exit soon after Stop: Stop has killed the group's
+// stragglers, which may still be exiting. Zombies count as gone (their
+// parent, init after the reaper, reaps them).
+func groupGone(t *testing.T, pgid int) {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || processGroup(pid) != pgid {
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if processGroup(pid) == pgid { // still that process (checked after the pidfd)
+			if err := waitPidfd(ctx, fd); err != nil {
+				t.Errorf("%s (pid %d) of process group %d still runs after Stop: %v", processName(pid), pid, pgid, err)
+			}
+		}
+		unix.Close(fd)
+	}
+}
+
+// processGroup returns the process group of pid from /proc, or 0.
+func processGroup(pid int) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 {
+		return 0
+	}
+	g, _ := strconv.Atoi(f[2])
+	return g
+}

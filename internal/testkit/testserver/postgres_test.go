@@ -2,8 +2,6 @@ package testserver
 
 import (
 	"context"
-	"errors"
-	"syscall"
 	"testing"
 )
 
@@ -31,9 +29,7 @@ func TestPostgres(t *testing.T) {
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(-group, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("process group %d (reaper and server) not empty after Stop: %v", group, err)
-	}
+	groupGone(t, group)
 	if err := p.Stop(); err != nil {
 		t.Errorf("second Stop: %v", err)
 	}

@@ -108,9 +108,7 @@ func TestServers(t *testing.T) {
 			if processAlive(pid) {
 				t.Errorf("pid %d still alive", pid)
 			}
-			if err := syscall.Kill(-group, 0); !errors.Is(err, syscall.ESRCH) {
-				t.Errorf("process group %d (reaper and server) not empty after Stop: %v", group, err)
-			}
+			groupGone(t, group)
 			if c, err := net.Dial("tcp", addr); err == nil {
 				c.Close()
 				t.Errorf("%s still accepts after Stop", addr)
