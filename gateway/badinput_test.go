@@ -52,6 +52,7 @@ func testBadInput(t *testing.T, rc Config) {
 		{"unknown wait", "POST", "/v1/messages", msg(`,"wait":"read"`), nil, 422, "invalid-field"},
 		{"wait too long", "POST", "/v1/messages", msg(`,"wait":"seen","wait_timeout":"2h"`), nil, 400, "wait-too-long"},
 		{"wait_timeout without wait", "POST", "/v1/messages", msg(`,"wait_timeout":"5s"`), nil, 422, "invalid-field"},
+		{"invalid UTF-8", "POST", "/v1/messages", "{\"to\":\"bob@example.org\",\"body\":\"a\xffb\"}", nil, 400, "malformed-json"},
 		{"control character", "POST", "/v1/messages", `{"to":"bob@example.org","body":"a\u0001b"}`, nil, 422, "invalid-field"},
 		{"thread too long", "POST", "/v1/messages", msg(`,"thread":"` + strings.Repeat("t", 300) + `"`), nil, 422, "invalid-field"},
 		{"oversized body", "POST", "/v1/messages", `{"to":"bob@example.org","body":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, "body-too-large"},

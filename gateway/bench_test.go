@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -74,9 +77,23 @@ func (w *nopWriter) WriteHeader(s int)           { w.status = s }
 // BenchmarkPostHandler measures the gateway's own work for POST
 // /v1/messages, without the network and with an account that costs
 // nothing (the fake's tracker included): authentication, decoding,
-// validation, the in-memory record, the answer.
+// validation, the record, the answer. In memory the record is the
+// gateway's; with SQLite the fake account records the message in the
+// store, as a client does (its commits included).
 func BenchmarkPostHandler(b *testing.B) {
-	f := newFixture(b, Config{})
+	b.Run("memory", func(b *testing.B) { benchmarkPostHandler(b, Config{}) })
+	b.Run("sqlite", func(b *testing.B) {
+		st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "gw.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		benchmarkPostHandler(b, Config{Store: st})
+	})
+}
+
+func benchmarkPostHandler(b *testing.B, cfg Config) {
+	f := newFixture(b, cfg)
 	body := `{"to":"bob@example.org","body":"benchmark message"}`
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -82,8 +83,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *pro
 	return decodeJSON(buf.Bytes(), v)
 }
 
-// readBody reads the request's body, which must be JSON, into a pooled
-// buffer, to give back with putBody.
+// readBody reads the request's body, which must be JSON and therefore
+// UTF-8, into a pooled buffer, to give back with putBody.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*bytes.Buffer, *problem) {
 	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -102,6 +103,12 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*bytes.Buffe
 			return nil, p
 		}
 		return nil, newProblem("malformed-json", "reading the body failed")
+	}
+	if !utf8.Valid(buf.Bytes()) {
+		// JSON is UTF-8 (RFC 8259, section 8.1); encoding/json would
+		// replace each bad byte with U+FFFD and send altered text.
+		putBody(buf)
+		return nil, newProblem("malformed-json", "the body is not valid UTF-8")
 	}
 	return buf, nil
 }

@@ -34,7 +34,8 @@
 //
 // JSON in and out; durations are strings in Go's syntax ("30s", "5m"), times
 // RFC 3339, states the tracker's names ("SEEN_BY_RECIPIENT"), cursors strings
-// of decimal digits.
+// of decimal digits. A request body that is not valid UTF-8 is refused
+// (400 malformed-json) rather than sent with its bad bytes replaced.
 //
 // # Sending
 //

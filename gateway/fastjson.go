@@ -23,16 +23,17 @@ func decodeSend(w http.ResponseWriter, r *http.Request, limit int64) (req sendRe
 	return *slow, p
 }
 
-// decodeFast decodes data, the usual form of a POST /v1/messages body, and
-// reports whether it did; when it did not, req is left zero. The usual form
-// is one JSON
-// object whose members are among to, body, type, from, thread, channel and
-// wait, each at most once, spelled in lower case without escapes, each
-// value a string without escape sequences, of valid UTF-8. Anything else
-// (a window, send_at or wait_timeout, a null, a number, an escape, a
+// decodeFast decodes data if it is the usual form of a POST /v1/messages
+// body, and reports whether it did; when it did not, req is left zero.
+//
+// The usual form is one JSON object whose members are among to, body,
+// type, from, thread, channel and wait, each at most once, their names in
+// lower case without escapes, each value a string without escape sequences
+// or control characters, of valid UTF-8. Anything else (a window, send_at
+// or wait_timeout, a null, a number, an escape, a control character, a
 // duplicate or unknown member, malformed JSON, trailing data) is left to
-// encoding/json, which also gives every error. It accepts only what
-// encoding/json decodes without error, to the same value (FuzzDecodeFast
+// decodeJSON, which also gives every error. decodeFast accepts only what
+// decodeJSON decodes without error, to the same value (FuzzDecodeFast
 // compares the two), for a tenth of its CPU and without its decoder's
 // allocations (BenchmarkDecodeBody).
 func (req *sendRequest) decodeFast(data []byte) bool {
@@ -43,6 +44,8 @@ func (req *sendRequest) decodeFast(data []byte) bool {
 	return true
 }
 
+// decodeFastFields is decodeFast without the reset: when it reports false,
+// it may have set some of req's fields.
 func (req *sendRequest) decodeFastFields(data []byte) bool {
 	i := skipSpace(data, 0)
 	if i == len(data) || data[i] != '{' {

@@ -1,30 +1,13 @@
 package gateway
 
 import (
-	"bytes"
-	"encoding/json"
-	"io"
 	"reflect"
 	"testing"
 )
 
-// decodeSendJSON decodes a POST /v1/messages body as decodeBody does with
-// encoding/json.
-func decodeSendJSON(data []byte) (sendRequest, error) {
-	var req sendRequest
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return sendRequest{}, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return sendRequest{}, io.ErrUnexpectedEOF // trailing data
-	}
-	return req, nil
-}
-
-// checkFast fails t if decodeFast accepts data and encoding/json does not,
-// or decodes it otherwise, or leaves a value behind when it refuses.
+// checkFast fails t if decodeFast accepts data and decodeJSON (the slow
+// path of decodeSend) does not, or decodes it otherwise, or if decodeFast
+// leaves a value behind when it refuses.
 func checkFast(t *testing.T, data []byte) (accepted bool) {
 	t.Helper()
 	var fast sendRequest
@@ -34,9 +17,9 @@ func checkFast(t *testing.T, data []byte) (accepted bool) {
 		}
 		return false
 	}
-	want, err := decodeSendJSON(data)
-	if err != nil {
-		t.Errorf("%q: accepted, but encoding/json says %v", data, err)
+	var want sendRequest
+	if p := decodeJSON(data, &want); p != nil {
+		t.Errorf("%q: accepted, but decodeJSON says %s: %s", data, p.Type, p.Detail)
 		return true
 	}
 	if !reflect.DeepEqual(fast, want) {
@@ -95,7 +78,7 @@ var fastSeeds = []struct {
 }
 
 // TestDecodeFast: the usual bodies are decoded without encoding/json, to
-// what encoding/json gives; the others are left to it untouched.
+// what decodeJSON gives; the others are left to it untouched.
 func TestDecodeFast(t *testing.T) {
 	for _, c := range fastSeeds {
 		if got := checkFast(t, []byte(c.body)); got != c.fast {
@@ -104,7 +87,7 @@ func TestDecodeFast(t *testing.T) {
 	}
 }
 
-// FuzzDecodeFast: whatever decodeFast accepts, encoding/json decodes to the
+// FuzzDecodeFast: whatever decodeFast accepts, decodeJSON decodes to the
 // same value.
 func FuzzDecodeFast(f *testing.F) {
 	for _, c := range fastSeeds {
@@ -131,8 +114,9 @@ func BenchmarkDecodeBody(b *testing.B) {
 	b.Run("encoding-json", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := decodeSendJSON(body); err != nil {
-				b.Fatal(err)
+			var req sendRequest
+			if p := decodeJSON(body, &req); p != nil {
+				b.Fatal(p.Detail)
 			}
 		}
 	})

@@ -36,7 +36,7 @@ type jobScheduler struct {
 	s store.Store
 }
 
-func (j *jobScheduler) add(ctx context.Context, o *outgoing) error {
+func (j *jobScheduler) add(ctx context.Context, o outgoing) error {
 	raw := o.rawOf()
 	raw.Created = o.created
 	data, err := json.Marshal(raw)

@@ -198,9 +198,7 @@ func (g *Gateway) schedule(ctx context.Context, o *outgoing, st *Status) error {
 		}
 		st.Cursor = h
 	}
-	// The scheduler keeps a copy: o itself stays on its request's stack.
-	oc := *o
-	return g.sched.add(ctx, &oc)
+	return g.sched.add(ctx, *o)
 }
 
 // historyRoom is the capacity of a new message's history: in memory, room

@@ -12,7 +12,10 @@ const sweepEvery = time.Minute
 
 // sendScheduler sends messages at their send_at time.
 type sendScheduler interface {
-	add(ctx context.Context, o *outgoing) error
+	// add schedules a message. It takes a copy: the caller's stays on its
+	// request's stack (a pointer through this interface would move it to
+	// the heap for every request).
+	add(ctx context.Context, o outgoing) error
 	// cancel removes a message not sent yet and reports whether it did.
 	cancel(ctx context.Context, st *Status) (bool, error)
 	run(ctx context.Context)
@@ -34,10 +37,10 @@ func newScheduler(g *Gateway) *scheduler {
 	return &scheduler{g: g, byID: make(map[string]*outgoing), wake: make(chan struct{}, 1)}
 }
 
-func (s *scheduler) add(_ context.Context, o *outgoing) error {
+func (s *scheduler) add(_ context.Context, o outgoing) error {
 	s.mu.Lock()
-	s.byID[o.msg.ID] = o
-	heap.Push(&s.queue, o)
+	s.byID[o.msg.ID] = &o
+	heap.Push(&s.queue, &o)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
