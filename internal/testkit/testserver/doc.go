@@ -42,12 +42,14 @@
 // PostgreSQL's children leave the group but exit when the postmaster dies.
 // Stop ends the reaper too, after killing any straggler of the group.
 //
-// Ports are picked at random below the kernel's ephemeral port range, so that
-// neither another program's listener on port 0 nor an outgoing connection's
-// source port can take them between their choice and the server's bind (under
-// a heavy loopback load both did). Processes that use this package keep off
-// each other's ports through an flock per port in
-// os.TempDir()/xmpptrack-ports. A port is still free only until the server
+// Ports are picked at random outside the kernel's ephemeral port range, so
+// that neither another program's listener on port 0 nor an outgoing
+// connection's source port can take them between their choice and the
+// server's bind (under a heavy loopback load both did). Processes that use
+// this package keep off each other's ports through an flock per port in
+// /tmp/xmpptrack-ports (a sticky, world-writable directory; its files are
+// never removed, since removing a lock file another process is opening would
+// break the exclusion). A port is still free only until the server
 // binds it: after start-up the harness checks (through /proc) that the
 // listening socket belongs to the server it started, watches the server's log
 // of this start for a failed bind while it waits (Prosody runs on without its

@@ -122,6 +122,9 @@ func launchPostgres(ctx context.Context, opts PostgresOptions, reserve func() (i
 	defer cancel()
 	began := time.Now()
 	p := &Postgres{bin: bin, logf: opts.Logf}
+	if msg := portFallback(); msg != "" {
+		p.log("%s", msg)
+	}
 	if p.dir, err = os.MkdirTemp("", "xmpptrack-postgres-"); err != nil {
 		return nil, fmt.Errorf("testserver: %w", err)
 	}
@@ -134,9 +137,10 @@ func launchPostgres(ctx context.Context, opts PostgresOptions, reserve func() (i
 			break
 		}
 		err = p.start(ctx)
-		if err == nil || !errors.Is(err, errPortTaken) || attempt == portAttempts {
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == portAttempts || ctx.Err() != nil {
 			break
 		}
+		p.log("testserver: postgres: port %d was taken, retrying on another port", p.port)
 		releasePort(p.port)
 	}
 	if err != nil {

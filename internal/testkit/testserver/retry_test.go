@@ -2,32 +2,57 @@ package testserver
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// TestReservePortRange: ports come from below the ephemeral range, where no
-// other program's port-0 listener or outgoing connection can take them, and
-// another process's reservation (an flock on the port's file, taken here
-// through a second open file) keeps them from being handed out twice.
+// TestReservePortRange: ports come from outside the ephemeral range, where
+// no other program's port-0 listener or outgoing connection can take them,
+// each held by a lock that another process (an flock through a second open
+// file, as another process would take it) cannot take, and that keeps the
+// port from being handed out while it is held. Where the range leaves too
+// few ports, the fallback (the kernel's choice) is checked instead.
 func TestReservePortRange(t *testing.T) {
-	lo, hi := portRange()
-	if hi <= lo {
-		t.Skip("no port range below the ephemeral one here")
-	}
+	ranges, ok := portRanges()
 	port, err := reservePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if port < lo || port >= hi {
-		t.Errorf("port %d outside [%d, %d)", port, lo, hi)
+	ports.Lock()
+	lock, held := ports.used[port]
+	ports.Unlock()
+	if !held {
+		t.Fatalf("port %d is not recorded as reserved", port)
 	}
-	name := filepath.Join(os.TempDir(), "xmpptrack-ports", strconv.Itoa(port))
-	other, err := os.Open(name)
+	if !ok {
+		t.Logf("fallback: %s", portFallback())
+		if lock != nil {
+			t.Errorf("port %d from the kernel has a lock file", port)
+		}
+		if c, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err != nil {
+			t.Errorf("port %d from the kernel cannot be bound: %v", port, err)
+		} else {
+			c.Close()
+		}
+		releasePort(port)
+		return
+	}
+	if !slices.ContainsFunc(ranges, func(r [2]int) bool { return port >= r[0] && port < r[1] }) {
+		t.Errorf("port %d outside %v", port, ranges)
+	}
+	if lock == nil {
+		t.Fatalf("port %d is reserved without its lock", port)
+	}
+	if st, err := os.Lstat(portLockDir); err != nil || st.Mode().Perm() != 0o777 || st.Mode()&os.ModeSticky == 0 {
+		t.Errorf("%s: %v, %v; want a sticky world-writable directory", portLockDir, st.Mode(), err)
+	}
+	other, err := os.Open(filepath.Join(portLockDir, strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,21 +60,16 @@ func TestReservePortRange(t *testing.T) {
 	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); !errors.Is(err, syscall.EWOULDBLOCK) {
 		t.Errorf("another process could lock reserved port %d: %v", port, err)
 	}
-	if claimPort(port) {
-		t.Errorf("port %d claimed twice", port)
+	if ok, err := claimPort(port); ok || err != nil {
+		t.Errorf("port %d claimed twice (%v)", port, err)
 	}
 	releasePort(port)
 	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		t.Errorf("released port %d is still locked: %v", port, err)
 	}
-	syscall.Flock(int(other.Fd()), syscall.LOCK_UN)
-
-	// A port held by "another process" is skipped.
-	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		t.Fatal(err)
-	}
-	if claimPort(port) {
-		t.Errorf("port %d locked elsewhere was claimed", port)
+	// Held by "another process" now: skipped, without an error.
+	if ok, err := claimPort(port); ok || err != nil {
+		t.Errorf("port %d locked elsewhere: claimed %v, %v", port, ok, err)
 	}
 }
 
@@ -85,15 +105,7 @@ func TestLaunchRetriesTakenPort(t *testing.T) {
 			t.Parallel()
 			requireKind(t, string(kind))
 			taken := boundPort(t)
-			first := true
-			reserve := func() (int, error) {
-				if first {
-					first = false
-					return taken, nil
-				}
-				return reservePort()
-			}
-			s, err := launch(t.Context(), kind, Options{Logf: t.Logf, StartTimeout: 20 * time.Second, Accounts: []string{"a"}}, reserve)
+			s, err := launch(t.Context(), kind, Options{Logf: t.Logf, StartTimeout: 20 * time.Second, Accounts: []string{"a"}}, takenFirst(taken))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,20 +122,25 @@ func TestLaunchRetriesTakenPort(t *testing.T) {
 func TestLaunchPostgresRetriesTakenPort(t *testing.T) {
 	requireKind(t, "postgres")
 	taken := boundPort(t)
-	first := true
-	reserve := func() (int, error) {
-		if first {
-			first = false
-			return taken, nil
-		}
-		return reservePort()
-	}
-	p, err := launchPostgres(t.Context(), PostgresOptions{NoFsync: true, Logf: t.Logf}, reserve)
+	p, err := launchPostgres(t.Context(), PostgresOptions{NoFsync: true, Logf: t.Logf}, takenFirst(taken))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Stop()
 	if p.port == taken {
 		t.Fatalf("started on the taken port %d", taken)
+	}
+}
+
+// takenFirst returns a port reservation that hands out taken first, then
+// reserves as Launch does.
+func takenFirst(taken int) func() (int, error) {
+	first := true
+	return func() (int, error) {
+		if first {
+			first = false
+			return taken, nil
+		}
+		return reservePort()
 	}
 }

@@ -205,6 +205,9 @@ func launch(ctx context.Context, kind Kind, opts Options, reserve func() (int, e
 
 	began := time.Now()
 	s := &Server{kind: kind, opts: opts, flavor: f, bin: bin, accounts: accounts}
+	if msg := portFallback(); msg != "" && opts.Port == 0 {
+		s.logf("%s", msg)
+	}
 	if err := s.setup(); err != nil {
 		s.removeDir()
 		return nil, err
@@ -224,7 +227,7 @@ func launch(ctx context.Context, kind Kind, opts Options, reserve func() (int, e
 			break
 		}
 		err = s.startProcess(ctx)
-		if err == nil || !errors.Is(err, errPortTaken) || attempt == portAttempts || opts.Port != 0 {
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == portAttempts || opts.Port != 0 || ctx.Err() != nil {
 			break
 		}
 		s.logf("testserver: %s: port %d was taken, retrying on another port", kind, s.port)

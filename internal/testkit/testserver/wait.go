@@ -31,7 +31,7 @@ var ports struct {
 
 // reservePort returns a free TCP port on 127.0.0.1 for a server to bind.
 //
-// It picks at random below the kernel's ephemeral range
+// It picks at random outside the kernel's ephemeral range
 // (net.ipv4.ip_local_port_range), where neither another program's
 // "listen on port 0" nor any outgoing connection's source port can take it
 // between this check and the server's bind: under a heavy loopback load
@@ -39,16 +39,38 @@ var ports struct {
 // kernel, free when checked, was taken before Prosody bound it. Other
 // processes that use this package skip the port while this one holds it:
 // each reservation holds an flock on a file named after the port in
-// os.TempDir()/xmpptrack-ports, which the kernel releases if this process
-// dies. A port is kept only if 127.0.0.1:port can be bound. Without a range
-// below the ephemeral one it falls back to the kernel's choice (port 0).
+// /tmp/xmpptrack-ports (see lockPort), which the kernel releases if this
+// process dies. A port is kept only if 127.0.0.1:port can be bound.
+// Without ports outside the ephemeral range (see portRanges) it falls back
+// to the kernel's choice (port 0), which Launch logs.
 func reservePort() (int, error) {
-	if lo, hi := portRange(); hi > lo {
+	var lockErr error
+	if ranges, ok := portRanges(); ok {
+		total := 0
+		for _, r := range ranges {
+			total += r[1] - r[0]
+		}
 		for range 200 {
-			if port := lo + rand.IntN(hi-lo); claimPort(port) {
+			port := rand.IntN(total)
+			for _, r := range ranges {
+				if port < r[1]-r[0] {
+					port += r[0]
+					break
+				}
+				port -= r[1] - r[0]
+			}
+			ok, err := claimPort(port)
+			if ok {
 				return port, nil
 			}
+			if err != nil {
+				lockErr = err
+			}
 		}
+		if lockErr != nil {
+			return 0, fmt.Errorf("testserver: no port could be reserved; last lock error: %w", lockErr)
+		}
+		return 0, errors.New("testserver: no free port found")
 	}
 	for range 20 {
 		l, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -73,68 +95,131 @@ func reservePort() (int, error) {
 	return 0, errors.New("testserver: no free port found")
 }
 
-// portRange returns the range [lo, hi) the harness picks ports from: up to
-// 12,000 ports below the ephemeral range, above 10,000.
-func portRange() (lo, hi int) {
+// portRanges returns the ranges [lo, hi) the harness picks ports from:
+// above 10,000 and below the ephemeral range (at most 12,000 ports), and
+// above the ephemeral range. ok is false when there are fewer than 1,000
+// such ports or the range cannot be read.
+func portRanges() (ranges [][2]int, ok bool) {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		return 0, 0
+		return nil, false
 	}
 	f := strings.Fields(string(b))
 	if len(f) != 2 {
-		return 0, 0
+		return nil, false
 	}
-	hi, err = strconv.Atoi(f[0])
-	if err != nil {
-		return 0, 0
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return nil, false
 	}
-	return max(hi-12000, 10000), hi
+	total := 0
+	if from := max(lo-12000, 10000); from < lo {
+		ranges = append(ranges, [2]int{from, lo})
+		total += lo - from
+	}
+	if hi+1 < 65536 {
+		ranges = append(ranges, [2]int{hi + 1, 65536})
+		total += 65535 - hi
+	}
+	return ranges, total >= 1000
+}
+
+// portFallback is what Launch logs when reservePort falls back to the
+// kernel's choice, or "".
+func portFallback() string {
+	if _, ok := portRanges(); ok {
+		return ""
+	}
+	return "testserver: fewer than 1,000 ports outside the ephemeral range (net.ipv4.ip_local_port_range): ports come from the kernel, and another socket may take one before the server binds it"
 }
 
 // claimPort takes port for this process if no other reservation holds it
-// and 127.0.0.1:port can be bound.
-func claimPort(port int) bool {
+// and 127.0.0.1:port can be bound. err reports a lock that could not be
+// used (the port is then not taken).
+func claimPort(port int) (bool, error) {
 	ports.Lock()
 	defer ports.Unlock()
 	if ports.used == nil {
 		ports.used = make(map[int]*os.File)
 	}
 	if _, taken := ports.used[port]; taken {
-		return false
+		return false, nil
 	}
-	lock, ok := lockPort(port)
-	if !ok {
-		return false
+	lock, err := lockPort(port)
+	if lock == nil {
+		return false, err
 	}
 	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
-		if lock != nil {
-			lock.Close()
-		}
-		return false
+		lock.Close()
+		return false, nil
 	}
 	l.Close()
 	ports.used[port] = lock
-	return true
+	return true, nil
 }
 
-// lockPort takes the cross-process lock of port. ok is false if another
-// process (or another reservation in this one) holds it; lock is nil if no
-// lock file can be used here, which leaves only the bind check.
-func lockPort(port int) (lock *os.File, ok bool) {
-	dir := filepath.Join(os.TempDir(), "xmpptrack-ports")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return nil, true
+// portLockDir holds one lock file per port. It is a fixed path, not under
+// $TMPDIR, so that processes with different TMPDIRs see each other's locks.
+// Its files are never removed: unlinking a lock file while another process
+// opens it would let two processes hold "the" lock of one port.
+const portLockDir = "/tmp/xmpptrack-ports"
+
+// lockPort takes the cross-process lock of port: an flock on its file in
+// portLockDir. It returns nil and no error if another process (or another
+// reservation here) holds it, and an error if the lock cannot be used: the
+// directory is world-writable and sticky (01777), so that every user's runs
+// share it, and is refused if it is a symbolic link or belongs to neither
+// root nor this user; lock files are opened without following symbolic
+// links, read-only once they exist (flock needs no more), and created
+// readable by everyone.
+func lockPort(port int) (*os.File, error) {
+	if err := os.Mkdir(portLockDir, 0o700); err == nil {
+		if err := os.Chmod(portLockDir, 0o777|os.ModeSticky); err != nil {
+			return nil, fmt.Errorf("testserver: port locks: %w", err)
+		}
 	}
-	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	st, err := os.Lstat(portLockDir)
 	if err != nil {
-		return nil, true
+		return nil, fmt.Errorf("testserver: port locks: %w", err)
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	switch {
+	case !st.IsDir():
+		return nil, fmt.Errorf("testserver: port locks: %s is not a directory", portLockDir)
+	case sys == nil || sys.Uid != 0 && int(sys.Uid) != os.Geteuid():
+		return nil, fmt.Errorf("testserver: port locks: %s belongs to another user", portLockDir)
+	case st.Mode().Perm() != 0o777 || st.Mode()&os.ModeSticky == 0:
+		// Made by an older harness under a umask: its owner opens it up.
+		if err := os.Chmod(portLockDir, 0o777|os.ModeSticky); err != nil {
+			return nil, fmt.Errorf("testserver: port locks: %s is not world-writable and sticky: %w", portLockDir, err)
+		}
+	}
+	name := filepath.Join(portLockDir, strconv.Itoa(port))
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = os.OpenFile(name, os.O_RDONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o444)
+		if errors.Is(err, os.ErrExist) { // created meanwhile by another process
+			f, err = os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		} else if err == nil {
+			err = f.Chmod(0o444) // whatever the umask
+		}
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return nil, fmt.Errorf("testserver: port lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return nil, !errors.Is(err, syscall.EWOULDBLOCK)
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("testserver: port lock %s: %w", name, err)
 	}
-	return f, true
+	return f, nil
 }
 
 // releasePort lets the port be handed out again, here and elsewhere.
