@@ -178,8 +178,8 @@ func (*ejabberd) binary() (string, error) {
 	return debian, nil
 }
 
-// prepareDir creates the directories and hands the tree to the ejabberd user:
-// Debian's ejabberdctl always su's to it when called as root.
+// prepareDir creates the directories and hands the tree to the ejabberd user,
+// whose credentials ejabberdctl runs with (see command).
 func (*ejabberd) prepareDir(s *Server) error {
 	for _, d := range []string{"logs", "db", "upload"} {
 		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o700); err != nil {

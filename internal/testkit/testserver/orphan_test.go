@@ -96,16 +96,7 @@ func TestServersDieWithParent(t *testing.T) {
 				}
 			}
 			// The directory goes too, once its processes are gone.
-			for ctx.Err() == nil {
-				if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-					break
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			if err := waitRemoved(ctx, dir); err != nil {
 				t.Errorf("directory %s left behind: %v", dir, err)
 				if strings.HasPrefix(filepath.Base(dir), "xmpptrack-") {
 					os.RemoveAll(dir)
@@ -188,7 +179,8 @@ func startTime(pid int) string {
 	return f[19]
 }
 
-// waitPidfd waits until the process of a pidfd has exited.
+// waitPidfd waits until the process of a pidfd has exited (or any file
+// descriptor is readable).
 func waitPidfd(ctx context.Context, fd int) error {
 	for {
 		ms := 100

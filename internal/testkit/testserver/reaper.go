@@ -17,24 +17,26 @@ import (
 //     the directory to the harness (a restart reuses it);
 //   - end of file without a line means the harness's process died without
 //     stopping the server (SIGKILL, a panic, os.Exit, a test timeout): the
-//     reaper becomes, through setsid, a process in a session of its own,
-//     which kills the group, waits until the group is empty (at most 60 s)
-//     and deletes the directory. The group is killed only after the setsid
-//     call, by the process that made it: a remover forked first and killed
-//     with the group before it left it would leave the directory behind.
-//     Without setsid the reaper just kills the group, itself included.
+//     reaper starts a remover through setsid, in a session (and so a group)
+//     of its own, which answers once it runs there, then kills the group,
+//     itself included. The remover waits until the group is empty (at most
+//     60 s) and deletes the directory. The reaper kills the group only after
+//     the remover's answer, or the remover would die with it; and it kills
+//     it itself, as its leader, so that the group's number cannot have been
+//     reused by then. Without setsid it just kills the group.
 //
 // It ignores the signals a terminal or a stopping harness may send to the
 // group, so that only SIGKILL ends it early.
 const reaperScript = `trap '' HUP INT TERM QUIT PIPE
 if read -r _; then kill -s KILL 0; exit 0; fi
 if [ -n "$1" ] && command -v setsid >/dev/null 2>&1; then
-	exec setsid -f /bin/sh -c '
+	ready=$(setsid -f /bin/sh -c '
 		trap "" HUP INT TERM QUIT PIPE
-		kill -s KILL -- "-$1"
+		echo ready
+		exec </dev/null >/dev/null 2>&1
 		i=0
 		while kill -0 -- "-$1" 2>/dev/null && [ "$i" -lt 600 ]; do sleep 0.1; i=$((i+1)); done
-		rm -rf -- "$2"' xmpptrack-reaper "$$" "$1" </dev/null >/dev/null 2>&1
+		rm -rf -- "$2"' xmpptrack-reaper "$$" "$1" </dev/null 2>/dev/null)
 fi
 kill -s KILL 0
 `
@@ -103,7 +105,9 @@ func startGuarded(cmd *exec.Cmd, dir string) (*process, error) {
 	attr.Setpgid, attr.Pgid, attr.Pdeathsig = true, r.pgid(), syscall.SIGKILL
 	cmd.SysProcAttr = attr
 	p := &process{cmd: cmd, done: make(chan struct{}), out: &tail{max: 64 << 10}, reaper: r}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if cmd.Stdout == nil && cmd.Stderr == nil { // tests set their own
+		cmd.Stdout, cmd.Stderr = p.out, p.out
+	}
 	if err := cmd.Start(); err != nil {
 		r.sweep()
 		return nil, err

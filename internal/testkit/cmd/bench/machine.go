@@ -77,9 +77,9 @@ func cpuTicks() (busy, total int64) {
 }
 
 // treeCPU returns the user+system CPU seconds of process pid and all its
-// live descendants (a server and, for ejabberd, the Erlang VM that su
-// starts in a process group of its own), read from /proc/<pid>/stat. It
-// only reads: nothing is signalled.
+// live descendants (a server and, for ejabberd, the Erlang VM that
+// ejabberdctl starts), read from /proc/<pid>/stat. It only reads: nothing
+// is signalled.
 func treeCPU(pid int) float64 {
 	if pid <= 0 {
 		return 0
