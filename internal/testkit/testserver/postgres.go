@@ -380,7 +380,7 @@ func (p *Postgres) stopProcess() error {
 	default:
 	}
 	pid := pr.cmd.Process.Pid
-	syscall.Kill(pid, syscall.SIGINT)
+	pr.signal(pid, syscall.SIGINT)
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()
 	select {

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"mellium.im/xmpp/jid"
 )
 
@@ -281,7 +281,7 @@ func (s *Server) setup() error {
 // startProcess starts the server and waits for its port. On failure the
 // process is stopped; errPortTaken means another process holds the port.
 func (s *Server) startProcess(ctx context.Context) error {
-	marks := s.logMarks()
+	logs := s.watchLogs()
 	cmd := s.flavor.command(s, s.bin)
 	cmd.Dir = s.dir
 	// In a process group of its own, led by a reaper that kills the group if
@@ -299,7 +299,7 @@ func (s *Server) startProcess(ctx context.Context) error {
 	// waiting, in what this run wrote only: the log files are kept across
 	// runs, and an earlier run's failure said nothing about this one.
 	taken := func() error {
-		if s.flavor.portTaken(s.logsSince(marks)) {
+		if logs.bindFailed(p) {
 			return errPortTaken
 		}
 		return nil
@@ -397,7 +397,7 @@ func (s *Server) stopProcess() error {
 	pid := p.cmd.Process.Pid
 	target := s.flavor.termTarget(pid, p.reaper.pgid())
 	began := time.Now()
-	syscall.Kill(target, s.flavor.signal())
+	p.signal(target, s.flavor.signal())
 	timer := time.NewTimer(s.flavor.grace())
 	defer timer.Stop()
 	select {
@@ -553,36 +553,6 @@ func (s *Server) Logs() string {
 	return string(b)
 }
 
-// logMarks returns the size of each log file, for logsSince.
-func (s *Server) logMarks() map[string]int64 {
-	marks := make(map[string]int64)
-	for _, name := range s.flavor.logFiles(s) {
-		if st, err := os.Stat(name); err == nil {
-			marks[name] = st.Size()
-		}
-	}
-	return marks
-}
-
-// logsSince returns what the log files gained since marks (up to 64 KiB of
-// each) and the current process's output.
-func (s *Server) logsSince(marks map[string]int64) string {
-	var b []byte
-	for _, name := range s.flavor.logFiles(s) {
-		data, err := readFrom(name, marks[name], 64<<10)
-		if err == nil {
-			b = append(b, data...)
-		}
-	}
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if p != nil {
-		b = append(b, p.out.bytes()...)
-	}
-	return string(b)
-}
-
 func (s *Server) logf(format string, args ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf(format, args...)
@@ -612,16 +582,48 @@ type process struct {
 	reaper *reaper // leads the process group; sweep once done is closed
 }
 
+// signal sends sig to target: the started process itself, one of its
+// descendants, or (negative) the reaper's process group. The started
+// process is signalled through its pidfd (os.Process), and a descendant
+// through one opened and then checked to be still a child of the started
+// process, so that a PID freed meanwhile and reused by another process is
+// never signalled. The group is the reaper's, which is not reaped before
+// the process is: its number is ours.
+func (p *process) signal(target int, sig syscall.Signal) {
+	pid := p.cmd.Process.Pid
+	switch {
+	case target == pid:
+		p.cmd.Process.Signal(sig)
+	case target < 0:
+		syscall.Kill(target, sig)
+	default:
+		fd, err := unix.PidfdOpen(target, 0)
+		if err != nil {
+			return // gone
+		}
+		defer unix.Close(fd)
+		if pp, ok := parentPID(target); ok && pp == pid {
+			select {
+			case <-p.done: // reaped: pid may belong to another process now
+			default:
+				unix.PidfdSendSignal(fd, sig, nil, 0)
+			}
+		}
+	}
+}
+
 // tail keeps the last max bytes written to it.
 type tail struct {
 	mu  sync.Mutex
 	max int
 	buf []byte
+	n   int64 // bytes written in all
 }
 
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.n += int64(len(p))
 	t.buf = append(t.buf, p...)
 	if over := len(t.buf) - t.max; over > 0 {
 		t.buf = append(t.buf[:0], t.buf[over:]...)
@@ -629,25 +631,17 @@ func (t *tail) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// written returns how many bytes were written in all.
+func (t *tail) written() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
+}
+
 func (t *tail) bytes() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Clone(t.buf)
-}
-
-// readFrom returns up to n bytes of a file from offset off.
-func readFrom(name string, off, n int64) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, n)
-	k, err := f.ReadAt(buf, off)
-	if errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return buf[:k], err
 }
 
 // readTail returns up to the last n bytes of a file.

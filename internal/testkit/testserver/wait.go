@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -375,4 +377,73 @@ func processName(p int) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// logWatch reads what one run of a server adds to its log files and output,
+// for the check, while waiting for its port, that its bind failed. Each call
+// reads only what was added since the last one; the end of what was read is
+// kept, so that a line written in two pieces is matched too.
+type logWatch struct {
+	s      *Server
+	off    map[string]int64 // where the run's text starts, then where to read on
+	carry  []byte           // the end of what was read, with each new read
+	outLen int64            // the process output's length at the last check
+	failed bool
+}
+
+// watchLogs starts a logWatch at the current end of the log files: they are
+// kept across runs, and an earlier run's failure says nothing about the next.
+func (s *Server) watchLogs() *logWatch {
+	w := &logWatch{s: s, off: make(map[string]int64)}
+	for _, name := range s.flavor.logFiles(s) {
+		if st, err := os.Stat(name); err == nil {
+			w.off[name] = st.Size()
+		}
+	}
+	return w
+}
+
+// bindFailed reports whether the run's logs or the output of its process p
+// so far say that the server could not bind its port.
+func (w *logWatch) bindFailed(p *process) bool {
+	if w.failed {
+		return true
+	}
+	for _, name := range w.s.flavor.logFiles(w.s) {
+		data, err := readFrom(name, w.off[name])
+		if err != nil || len(data) == 0 {
+			continue
+		}
+		w.off[name] += int64(len(data))
+		text := append(w.carry, data...)
+		if w.s.flavor.portTaken(string(text)) {
+			w.failed = true
+			return true
+		}
+		w.carry = slices.Clone(text[max(len(text)-512, 0):])
+	}
+	if n := p.out.written(); n != w.outLen {
+		w.outLen = n
+		w.failed = w.s.flavor.portTaken(string(p.out.bytes()))
+	}
+	return w.failed
+}
+
+// readFrom returns what a file holds from offset off on.
+func readFrom(name string, off int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() <= off {
+		return nil, err
+	}
+	buf := make([]byte, st.Size()-off)
+	k, err := f.ReadAt(buf, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return buf[:k], err
 }
