@@ -118,7 +118,21 @@ func TestKillDurability(t *testing.T) {
 			t.Fatalf("acknowledged message %s lost: %v", id, err)
 		}
 	}
-	t.Logf("%d acknowledged messages survived 3 kills", len(acked))
+	// And each is pending (written ahead unlisted, never swept: what a
+	// restart's reload reads).
+	pending := map[string]bool{}
+	for _, id := range pendingIDs(t, s, message("x").Owner) {
+		if pending[id] {
+			t.Fatalf("Pending reports %s twice", id)
+		}
+		pending[id] = true
+	}
+	for _, id := range acked {
+		if !pending[id] {
+			t.Fatalf("acknowledged message %s not pending after the kills", id)
+		}
+	}
+	t.Logf("%d acknowledged messages survived 3 kills, %d pending", len(acked), len(pending))
 }
 
 // TestLockAcrossProcesses: another process's lock refuses ours while it

@@ -485,9 +485,9 @@ func (w *writer) flush() error {
 // two index writes less per message), and every unsettled message is
 // listed or above upto, which Pending reads both of: the range above upto
 // holds at most the messages of the last listLag cursors and of the
-// sweepEvery write-aheads of a committer that has not swept (a committer
-// that wrote that many ahead without a sweep sweeps in its next
-// transaction).
+// sweepEvery write-aheads of a committer that has not swept (the
+// transaction that brings a committer's write-aheads since its last sweep
+// to sweepEvery sweeps).
 const (
 	listLag    = 16384
 	sweepEvery = 1000

@@ -49,12 +49,18 @@
 // 13:59 and 14:52 UTC stamped files as schema 4 with a trigger instead of
 // the rename; Open fails on such a file with "no such column". Delete it,
 // or run DROP TRIGGER changes_cursor; ALTER TABLE changes RENAME COLUMN
-// msg TO message on it.) Schema 5 adds a column and a table in place, no
-// rewrite: a message is written ahead without its entry in the index of
-// unsettled messages, which a later commit of state changes adds (see
-// listing in commit.go); a process still running schema-4 code on the
-// upgraded file keeps working, and reads its pending messages by scanning
-// the table instead of that index.
+// msg TO message on it.) Schema 5 adds a column and a table without
+// rewriting the tables, but rebuilds the index of unsettled messages, which
+// reads the whole messages table under the write lock. From schema 5 on, a
+// message is written ahead without its entry in that index: a later commit
+// of state changes adds it once the message is about 4,000 messages behind
+// the newest and still unsettled, and raises a mark (listing.upto) to
+// that point, so that every unsettled message is in the index or numbered
+// above the mark, where the reload after a restart reads the table itself.
+// A process still running schema-4 code on the upgraded file keeps
+// working, and reads its pending messages by scanning the table instead of
+// that index. A file whose listing table does not hold exactly one row is
+// refused as damaged (store.ErrForeign).
 //
 // # Errors of the disk
 //

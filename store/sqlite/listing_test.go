@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -42,21 +43,24 @@ func listingOf(t *testing.T, p string) (upto, strays int64) {
 // TestPendingUnlisted: messages written ahead and never touched since
 // (unlisted, above listing.upto: a process killed before its recorder
 // committed) are pending, in order with the listed ones, across Pending's
-// chunks and after a reopen; a message that settled never is.
+// chunks and after a reopen; a message that settled never is. More than a
+// chunk of them are unlisted, interleaved with listed ones (as an older
+// version's inserts are) and with another owner's.
 func TestPendingUnlisted(t *testing.T) {
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "s.db")
-	s, err := OpenConfig(ctx, p, Config{Retention: -1, listLag: 100})
+	cfg := Config{Retention: -1, listLag: 2500}
+	s, err := OpenConfig(ctx, p, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	owner := message("x").Owner
 	other := store.Instance{Account: "c@example.org", Resource: "r"}
 	var want []string
-	// 2,500 messages: every third settles, every fifth gets a sequence
-	// number (listed by that commit), a few belong to another owner; the
-	// rest stay as written ahead.
-	for i := range 2500 {
+	// 4,000 messages: every third settles, every fifth gets a sequence
+	// number, one in 97 belongs to another owner; the rest stay as
+	// written ahead.
+	for i := range 4000 {
 		id := fmt.Sprintf("m%05d", i)
 		m := message(id)
 		if i%97 == 0 {
@@ -76,7 +80,7 @@ func TestPendingUnlisted(t *testing.T) {
 		}
 	}
 	// The last 40 written ahead, nothing committed after them.
-	for i := 2500; i < 2540; i++ {
+	for i := 4000; i < 4040; i++ {
 		id := fmt.Sprintf("m%05d", i)
 		commitT(t, s, &store.Batch{Messages: []store.Message{message(id)}})
 		want = append(want, id)
@@ -85,13 +89,26 @@ func TestPendingUnlisted(t *testing.T) {
 	if strays != 0 {
 		t.Errorf("%d unsettled messages unlisted at or below listing.upto %d", strays, upto)
 	}
+	// Some above upto listed, as an older version inserts them.
+	if _, err := s.w.ExecContext(ctx, `UPDATE messages SET listed = 1 WHERE n > ? AND n % 7 = 0`, upto); err != nil {
+		t.Fatal(err)
+	}
+	var listedAbove, unlisted int64
+	if err := rawDB(t, p).QueryRow(`SELECT count(*) FILTER (WHERE listed = 1), count(*) FILTER (WHERE listed = 0)
+		FROM messages WHERE n > ? AND settled = 0 AND account = ? AND resource = ?`, upto, owner.Account, owner.Resource).
+		Scan(&listedAbove, &unlisted); err != nil {
+		t.Fatal(err)
+	}
+	if unlisted <= pendingChunk || listedAbove == 0 || int(upto) < pendingChunk {
+		t.Fatalf("above upto %d: %d unlisted, %d listed; want more than %d unlisted, some listed", upto, unlisted, listedAbove, pendingChunk)
+	}
 	if got := pendingIDs(t, s, owner); !slices.Equal(got, want) {
 		t.Errorf("Pending: %d messages, want %d\ngot  %v\nwant %v", len(got), len(want), got, want)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = OpenConfig(ctx, p, Config{Retention: -1, listLag: 100})
+	s, err = OpenConfig(ctx, p, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,8 +297,9 @@ func TestSchema4WriterOnSchema5(t *testing.T) {
 }
 
 // TestListingRowMissing: a file whose listing table lost its row (damaged
-// by hand) still reports every unsettled message pending: the messages
-// written ahead unlisted are read from the whole table.
+// by hand) still reports every unsettled message pending while it is open
+// (the messages written ahead unlisted are read from the whole table), and
+// Open refuses it, as it does a listing table with two rows.
 func TestListingRowMissing(t *testing.T) {
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "s.db")
@@ -304,5 +322,30 @@ func TestListingRowMissing(t *testing.T) {
 	want := []string{"a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8"}
 	if got := pendingIDs(t, s, message("x").Owner); !slices.Equal(got, want) {
 		t.Errorf("Pending: %v, want %v", got, want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, rows := range []int{0, 2} {
+		db, err := sql.Open("sqlite", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.Exec(`DELETE FROM listing`)
+		for range rows {
+			if err == nil {
+				_, err = db.Exec(`INSERT INTO listing (upto) VALUES (0)`)
+			}
+		}
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, err := OpenConfig(ctx, p, Config{Retention: -1}); !errors.Is(err, store.ErrForeign) {
+			if err == nil {
+				s.Close()
+			}
+			t.Errorf("Open with %d listing rows: %v, want ErrForeign", rows, err)
+		}
 	}
 }

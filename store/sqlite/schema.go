@@ -301,6 +301,11 @@ func (s *Store) checkTables(ctx context.Context, q querier) error {
 			return fmt.Errorf("sqlite: %s: damaged schema (table %s: %v): %w", s.path, t, err, store.ErrForeign)
 		}
 	}
+	// listing holds one row (see listing in commit.go).
+	var n int64
+	if err := q.QueryRowContext(ctx, "SELECT count(*) FROM listing").Scan(&n); err != nil || n != 1 {
+		return fmt.Errorf("sqlite: %s: damaged schema (table listing has %d rows, want 1; %v): %w", s.path, n, err, store.ErrForeign)
+	}
 	return nil
 }
 
