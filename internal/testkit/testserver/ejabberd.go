@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -200,17 +199,15 @@ func chownEjabberd(dir string) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	u, err := user.Lookup("ejabberd")
+	cred, err := credentialOf("ejabberd")
 	if err != nil {
 		return err
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	return filepath.WalkDir(dir, func(path string, _ os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(path, uid, gid)
+		return os.Lchown(path, int(cred.Uid), int(cred.Gid))
 	})
 }
 
@@ -270,10 +267,9 @@ func (e *ejabberd) command(s *Server, bin string) *exec.Cmd {
 		"--node", e.node,
 		"foreground")
 	if os.Geteuid() == 0 {
-		if u, err := user.Lookup("ejabberd"); err == nil {
-			uid, _ := strconv.Atoi(u.Uid)
-			gid, _ := strconv.Atoi(u.Gid)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		// binary() checked that the user exists.
+		if cred, err := credentialOf("ejabberd"); err == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 			// What su would set; HOME is the server's directory, so that
 			// nothing is read from or written to the ejabberd user's home.
 			cmd.Env = append(os.Environ(), "HOME="+s.dir, "USER=ejabberd", "LOGNAME=ejabberd", "SHELL=/bin/sh")

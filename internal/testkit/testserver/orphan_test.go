@@ -146,19 +146,11 @@ func orphanChild(t *testing.T, kind string) {
 // requireKind skips or fails (under CI=true) without the server kind.
 func requireKind(t *testing.T, kind string) {
 	t.Helper()
-	var err error
 	if kind == "postgres" {
-		err = PostgresAvailable()
+		require(t, "PostgreSQL", PostgresAvailable())
 	} else {
-		err = Available(Kind(kind))
+		require(t, kind, Available(Kind(kind)))
 	}
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required under CI=true: %v", kind, err)
-	}
-	t.Skipf("%s not available: %v", kind, err)
 }
 
 // startTime returns the start time of process pid (field 22 of its stat, in

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -81,12 +80,7 @@ func PostgresAvailable() error {
 // variable CI is "true": then it fails.
 func StartPostgres(t testing.TB, opts PostgresOptions) *Postgres {
 	t.Helper()
-	if err := PostgresAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("testserver: PostgreSQL is required under CI=true: %v", err)
-		}
-		t.Skipf("testserver: PostgreSQL not available: %v", err)
-	}
+	require(t, "PostgreSQL", PostgresAvailable())
 	if opts.Logf == nil {
 		opts.Logf = t.Logf
 	}
@@ -155,20 +149,16 @@ func launchPostgres(ctx context.Context, opts PostgresOptions, reserve func() (i
 // setup runs initdb as the unprivileged user and writes the configuration.
 func (p *Postgres) setup(ctx context.Context, opts PostgresOptions) error {
 	if os.Geteuid() == 0 {
-		var u *user.User
 		var err error
 		for _, name := range []string{"postgres", "nobody"} {
-			if u, err = user.Lookup(name); err == nil {
+			if p.cred, err = credentialOf(name); err == nil {
 				break
 			}
 		}
 		if err != nil {
 			return fmt.Errorf("testserver: no unprivileged user to run PostgreSQL: %w", err)
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		p.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(p.dir, uid, gid); err != nil {
+		if err := os.Chown(p.dir, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
 			return fmt.Errorf("testserver: %w", err)
 		}
 	}
@@ -229,13 +219,7 @@ func (p *Postgres) start(ctx context.Context) error {
 	if err == nil && !listenerOwned(p.port, cmd.Process.Pid) {
 		err = errPortTaken
 	}
-	if bindFailed() && !errors.Is(err, errPortTaken) {
-		if err == nil {
-			err = errPortTaken
-		} else {
-			err = fmt.Errorf("%w: %w", errPortTaken, err)
-		}
-	}
+	err = portTakenIf(err, bindFailed())
 	for err == nil {
 		// The port accepts before the server is ready ("starting up").
 		if _, qerr := p.SQL(ctx, "postgres", "SELECT 1"); qerr == nil {

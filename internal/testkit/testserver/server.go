@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -144,12 +145,7 @@ func Available(kind Kind) error {
 // fails.
 func Start(t testing.TB, kind Kind, opts Options) *Server {
 	t.Helper()
-	if err := Available(kind); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("testserver: %s is required under CI=true: %v", kind, err)
-		}
-		t.Skipf("testserver: %s not available: %v", kind, err)
-	}
+	require(t, string(kind), Available(kind))
 	if opts.Logf == nil {
 		opts.Logf = t.Logf
 	}
@@ -171,6 +167,34 @@ func Start(t testing.TB, kind Kind, opts Options) *Server {
 // portAttempts is how many ports Launch tries when the server finds its port
 // taken (see reservePort).
 const portAttempts = 5
+
+// require skips t when err says why what cannot be started here, or fails it
+// when the environment variable CI is "true".
+func require(t testing.TB, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("testserver: %s is required under CI=true: %v", what, err)
+	}
+	t.Skipf("testserver: %s not available: %v", what, err)
+}
+
+// credentialOf returns the user and group IDs of a local user, for
+// SysProcAttr.Credential.
+func credentialOf(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("testserver: user %s: %w", name, err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
 
 // Launch starts a server and returns once its port accepts connections and
 // its accounts exist. The caller must call Stop. ctx bounds start-up only.
@@ -309,9 +333,7 @@ func (s *Server) startProcess(ctx context.Context) error {
 		err = errPortTaken
 	}
 	if err != nil {
-		if !errors.Is(err, errPortTaken) && taken() != nil {
-			err = fmt.Errorf("%w: %w", errPortTaken, err)
-		}
+		err = portTakenIf(err, logs.bindFailed(p))
 		s.stopProcess()
 		return fmt.Errorf("testserver: %s on port %d: %w", s.kind, s.port, err)
 	}

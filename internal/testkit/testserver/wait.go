@@ -22,6 +22,18 @@ import (
 // between its reservation and the server's start-up. Launch retries on it.
 var errPortTaken = errors.New("testserver: port taken by another process")
 
+// portTakenIf returns err marked as errPortTaken when bindFailed (the
+// server's log or output said so), errPortTaken if err is nil then.
+func portTakenIf(err error, bindFailed bool) error {
+	switch {
+	case !bindFailed || errors.Is(err, errPortTaken):
+		return err
+	case err == nil:
+		return errPortTaken
+	}
+	return fmt.Errorf("%w: %w", errPortTaken, err)
+}
+
 // ports remembers the ports this process handed out, so that two servers
 // started at the same time never get the same one, with the lock file that
 // keeps other processes using this package from handing them out (nil where
