@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -347,5 +348,49 @@ func TestListingRowMissing(t *testing.T) {
 			}
 			t.Errorf("Open with %d listing rows: %v, want ErrForeign", rows, err)
 		}
+	}
+}
+
+// testdata/schema4-killed.db and its -wal are what the schema-4 code left
+// when killed: the schema in the file, and in the WAL 30 messages k0-0 to
+// k2-9 written ahead in three batches, then every third seen (settled) and
+// every other acked.
+
+// TestMigrateSchema4KilledWAL: Open folds the WAL a killed schema-4
+// process left, then upgrades the file: its 20 unsettled messages are
+// pending, in order, and listed.
+func TestMigrateSchema4KilledWAL(t *testing.T) {
+	ctx := context.Background()
+	p := copyTestdata(t, "schema4-killed.db")
+	wal, err := os.ReadFile(filepath.Join("testdata", "schema4-killed.db-wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p+"-wal", wal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v := userVersion(t, p); v != SchemaVersion {
+		t.Errorf("user_version %d, want %d", v, SchemaVersion)
+	}
+	var want []string
+	for i := range 30 {
+		if i%3 != 0 {
+			want = append(want, fmt.Sprintf("k%d-%d", i/10, i%10))
+		}
+	}
+	if got := pendingIDs(t, s, message("x").Owner); !slices.Equal(got, want) {
+		t.Errorf("Pending: %v, want %v", got, want)
+	}
+	if upto, strays := listingOf(t, p); upto != 30 || strays != 0 {
+		t.Errorf("listing.upto %d with %d strays, want 30 and 0", upto, strays)
+	}
+	r, err := s.Message(ctx, "k0-2")
+	if err != nil || r.State != tracking.DeliveredToServer {
+		t.Errorf("k0-2: %+v, %v; want DELIVERED_TO_SERVER", r, err)
 	}
 }
