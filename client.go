@@ -92,16 +92,21 @@ type Client struct {
 	connections, resumptions int
 }
 
-// Dial logs in to the account with the password and returns a Client whose
-// connection is up, stream management enabled (Dial waits for the server's
-// <enabled/>, unless the server does not offer stream management or
-// refuses it), carbons enabled and initial presence sent. Errors from this
-// first connection are returned: an authentication failure matches ErrAuth,
-// a server we cannot reach or talk to (including one that hangs up before
-// <enabled/>) matches ErrConnect, with the cause reachable. ctx bounds
-// every step: if it ends first, Dial returns an error matching its error
-// (and ErrConnect for a deadline), after closing what it opened. Later
-// connection losses are handled by reconnecting. cfg may be nil.
+// Dial logs in to the account with the password and returns a Client once
+// its first connection was handed to senders: stream management enabled
+// (Dial waits for the server's <enabled/>, unless the server does not offer
+// stream management or refuses it), initial presence sent, carbons
+// requested. Errors from this first connection are returned: an
+// authentication failure matches ErrAuth, a server we cannot reach or talk
+// to (including one that hangs up before <enabled/>) matches ErrConnect,
+// with the cause reachable. ctx bounds every step: if it ends first, Dial
+// returns an error matching its error (and ErrConnect for a deadline), after
+// closing what it opened. Later connection losses are handled by
+// reconnecting; the first connection may have been lost already when Dial
+// returns: the client is then reconnecting (Stats().Connected is false, and
+// Send and Session wait for the next connection), or, if that failed for
+// good (a changed password), stopped, as Done and Err report. cfg may be
+// nil.
 //
 // With Config.Store holding a previous process's stream, Dial resumes it,
 // and returns only once the messages its resumption held back were looked
@@ -211,13 +216,10 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.workers.Go(func() { c.loop(conn) })
 	// Start only wrote <enable/>: the loop's Serve processes the answer,
 	// then publish hands the session out.
-	err = c.sm.WaitEnabled(ctx)
-	if c.cfg.afterEnabled != nil {
-		c.cfg.afterEnabled(c)
+	if c.cfg.beforeWait != nil {
+		c.cfg.beforeWait(c)
 	}
-	if err == nil || errors.Is(err, sm.ErrNotEnabled) {
-		err = c.waitPublished(ctx)
-	}
+	err = c.waitFirst(ctx)
 	if err == nil {
 		// Messages a resumption held back are looked up in the archive
 		// first, so that those written again precede anything new. Only
@@ -249,10 +251,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		}
 		cancel()
 	}
-	switch {
-	case errors.Is(err, sm.ErrConnEnded):
-		err = fmt.Errorf("%w: %w", err, <-c.firstLoss)
-	case err != nil && ctx.Err() != nil:
+	if err != nil && !errors.Is(err, sm.ErrConnEnded) && ctx.Err() != nil {
 		err = fmt.Errorf("the session was not ready in time: %w", ctx.Err())
 	}
 	if err != nil {
@@ -538,11 +537,13 @@ func (c *Client) loop(cn conn) {
 		err := c.sm.Serve(cn.s, dropOnError(cn, handler))
 		c.reg.Release() // the reader is done with this connection
 		stop()
+		cn.cancel()
+		// After cancel: once Dial has this, publish can no longer hand
+		// the first connection out (see waitFirst).
 		select {
 		case c.firstLoss <- err:
 		default:
 		}
-		cn.cancel()
 		c.mu.Lock()
 		if c.session != nil { // published
 			c.session = nil
@@ -710,26 +711,36 @@ func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining 
 	}
 }
 
-// waitPublished waits until a connection was handed out to senders
-// (publish), for Dial. One that was handed out and lost since counts: that
-// loss is a later one, which the loop handles by reconnecting. Waiting for a
-// live session instead made Dial's outcome depend on how soon its goroutine
-// looked after the first connection was handed out: if the connection was
-// lost in between, Dial waited for the next one, and failed when ctx ended
-// first.
-func (c *Client) waitPublished(ctx context.Context) error {
+// waitFirst waits, for Dial, until the first connection was handed out to
+// senders (publish), and returns nil then, also if it was lost since or the
+// client stopped since: that loss is a later one, which the loop handles by
+// reconnecting, and Done and Err report a permanent failure. If the first
+// connection ended before it was handed out, the error matches
+// sm.ErrConnEnded and wraps why it ended. Dial's outcome so depends on the
+// first connection only, not on how soon Dial's goroutine looks: waiting
+// for a live session (or for the current connection's <enabled/>) made Dial
+// wait for a reconnection, and fail when ctx ended first, when the first
+// connection was lost before that goroutine looked.
+func (c *Client) waitFirst(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		n, up, closing := c.connections, c.up, c.closing || c.shutting
+		n, up := c.connections, c.up
 		c.mu.Unlock()
-		switch {
-		case closing:
-			return c.closedError()
-		case n > 0:
+		if n > 0 {
 			return nil
 		}
 		select {
 		case <-up:
+		case lossErr := <-c.firstLoss:
+			// The first connection is cancelled: publish has counted it
+			// by now, or never will.
+			c.mu.Lock()
+			n := c.connections
+			c.mu.Unlock()
+			if n > 0 {
+				return nil
+			}
+			return fmt.Errorf("%w: %w", sm.ErrConnEnded, lossErr)
 		case <-c.done:
 			return c.closedError()
 		case <-ctx.Done():

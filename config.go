@@ -177,9 +177,9 @@ type Config struct {
 	// dial, for tests: opens the connection instead of TCP to Addr (an
 	// in-memory one, so that a test can run in a synctest bubble).
 	dial func(ctx context.Context) (net.Conn, error)
-	// afterEnabled, for tests: Dial calls it once the first connection's
-	// stream is enabled, before it waits for a connection to be handed out.
-	afterEnabled func(*Client)
+	// beforeWait, for tests: Dial calls it once the connection loop runs,
+	// before it waits for the first connection to be handed out.
+	beforeWait func(*Client)
 }
 
 func (c *Config) backoff() (lo, hi time.Duration) {
