@@ -524,11 +524,11 @@ func TestSendWritesAgainAfterFailedWrite(t *testing.T) {
 	srv := newPeerServer(t)
 	// The scripted server reads the megabytes before it answers the <r/>
 	// behind them: under the race detector on a loaded machine that took
-	// longer than the default ack bound (5 s plus four round trips), the
-	// client took the connection for dead and wrote the probe below on a
-	// third one (the client wrote nothing, on this one, after 30 s; with
-	// AckTimeout 20 ms every run fails so). Dead links are not what this
-	// test is about.
+	// longer than the default ack bound (5 s plus the lesser of four round
+	// trips and 5 s), the client took the connection for dead and wrote the
+	// probe below on a third one (the client wrote nothing, on this one,
+	// after 30 s; with AckTimeout 20 ms every run fails so). Dead links are
+	// not what this test is about.
 	c := dialPeer(t, srv, Config{Logger: slog.New(logs), StreamManagement: sm.Config{AckTimeout: testWait}})
 	pc := srv.next(t)
 	cutUnderNextWrite(t, c, srv, pc)

@@ -49,7 +49,9 @@ func TestWait(t *testing.T) {
 				res := make(chan result, 1)
 				steps := func() {
 					for _, s := range tc.steps {
-						tr.Advance(s, &Response{Err: errReply})
+						if err := tr.Advance(s, &Response{Err: errReply}); err != nil {
+							t.Fatalf("Advance(%v): %v", s, err)
+						}
 						synctest.Wait()
 					}
 				}
