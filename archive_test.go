@@ -84,21 +84,40 @@ func resumeFindsM2(t *testing.T, st store.Store) *Client {
 // check, which the test answers meanwhile.
 func dialAsync(t *testing.T, srv *peerServer, cfg Config) <-chan *Client {
 	t.Helper()
+	r := dialResult(t, srv, cfg)
+	ch := make(chan *Client, 1)
+	go func() {
+		o := <-r
+		if o.err != nil {
+			t.Errorf("Dial: %v", o.err)
+			close(ch)
+			return
+		}
+		ch <- o.c
+	}()
+	return ch
+}
+
+// dialOutcome is what Dial returned.
+type dialOutcome struct {
+	c   *Client
+	err error
+}
+
+// dialResult dials srv as dialAsync does and reports Dial's result, error
+// included.
+func dialResult(t *testing.T, srv *peerServer, cfg Config) <-chan dialOutcome {
+	t.Helper()
 	cfg.Addr = srv.l.Addr().String()
 	cfg.DirectTLS = true
 	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
 	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 10*time.Millisecond
-	ch := make(chan *Client, 1)
+	ch := make(chan dialOutcome, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testWait)
 		defer cancel()
 		c, err := Dial(ctx, testJID, peerPassword, &cfg)
-		if err != nil {
-			t.Errorf("Dial: %v", err)
-			close(ch)
-			return
-		}
-		ch <- c
+		ch <- dialOutcome{c, err}
 	}()
 	return ch
 }

@@ -90,13 +90,16 @@ type Client struct {
 	downSince, upSince time.Time
 	// Counters for Stats.
 	connections, resumptions int
+	// firstUp: the connection Dial opened was handed out (see waitFirst).
+	firstUp bool
 }
 
 // Dial logs in to the account with the password and returns a Client once
 // its first connection was handed to senders: stream management enabled
 // (Dial waits for the server's <enabled/>, unless the server does not offer
-// stream management or refuses it), initial presence sent, carbons
-// requested. Errors from this first connection are returned: an
+// stream management or refuses it) and initial presence sent; carbons are
+// requested right after. Errors from this first connection are returned
+// (and only from it, whatever a reconnection did meanwhile): an
 // authentication failure matches ErrAuth, a server we cannot reach or talk
 // to (including one that hangs up before <enabled/>) matches ErrConnect,
 // with the cause reachable. ctx bounds every step: if it ends first, Dial
@@ -213,6 +216,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	}
 	go c.ev.run() // not a worker: Close may be called from a callback
 	c.workers.Go(c.rcp.run)
+	conn.first = true
 	c.workers.Go(func() { c.loop(conn) })
 	// Start only wrote <enable/>: the loop's Serve processes the answer,
 	// then publish hands the session out.
@@ -369,6 +373,7 @@ type conn struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	resumed bool
+	first   bool // the connection Dial opened
 }
 
 // connect opens one session: dial, TLS, SASL, resume or bind, then stream
@@ -444,6 +449,7 @@ func (c *Client) publish(cn conn) {
 		c.mu.Unlock()
 		return
 	}
+	c.firstUp = c.firstUp || cn.first
 	resumed := cn.resumed && !c.fresh
 	c.fresh = false
 	c.connections++
@@ -724,27 +730,37 @@ func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining 
 func (c *Client) waitFirst(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		n, up := c.connections, c.up
+		first, up := c.firstUp, c.up
 		c.mu.Unlock()
-		if n > 0 {
+		if first {
 			return nil
 		}
+		// No case for c.done: the loop tells firstLoss before it can end,
+		// so the first connection's own end is always there to report.
 		select {
 		case <-up:
+			// Handed out: the first connection, or else a reconnection,
+			// and then the first one ended before its hand-out.
 		case lossErr := <-c.firstLoss:
-			// The first connection is cancelled: publish has counted it
-			// by now, or never will.
+			// The first connection is cancelled: publish has handed it
+			// out by now, or never will.
 			c.mu.Lock()
-			n := c.connections
+			first := c.firstUp
 			c.mu.Unlock()
-			if n > 0 {
+			if first {
 				return nil
 			}
 			return fmt.Errorf("%w: %w", sm.ErrConnEnded, lossErr)
-		case <-c.done:
-			return c.closedError()
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, ctx.Err())
+		}
+		c.mu.Lock()
+		first = c.firstUp
+		c.mu.Unlock()
+		if !first {
+			// A reconnection was handed out, so the first connection's
+			// end is in firstLoss already.
+			return fmt.Errorf("%w: %w", sm.ErrConnEnded, <-c.firstLoss)
 		}
 	}
 }

@@ -2,14 +2,21 @@ package xmpptrack
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/xmpptrack/xmpptrack/sm"
 )
 
 // pauseDial returns a Config.beforeWait hook that waits until the first
 // connection was handed out (publish), then reports the client on paused
-// and waits for release, each wait bounded by testWait.
+// and waits for release, each wait bounded by testWait. The test's cleanup
+// releases it too, so that a test that failed early leaves no Dial behind
+// to report after it ended.
 func pauseDial(t *testing.T, paused chan<- *Client, release <-chan struct{}) func(*Client) {
+	ended := make(chan struct{})
+	t.Cleanup(func() { close(ended) })
 	return func(c *Client) {
 		c.mu.Lock()
 		up := c.up
@@ -22,6 +29,7 @@ func pauseDial(t *testing.T, paused chan<- *Client, release <-chan struct{}) fun
 		paused <- c
 		select {
 		case <-release:
+		case <-ended:
 		case <-time.After(testWait):
 			t.Error("the test did not release Dial")
 		}
@@ -104,5 +112,88 @@ func TestDialFirstConnectionLostThenAuthFails(t *testing.T) {
 	defer c.Close()
 	if err := c.Err(); !errors.Is(err, ErrAuth) {
 		t.Errorf("Err() = %v, want ErrAuth", err)
+	}
+}
+
+// pauseBeforeWait returns a Config.beforeWait hook that reports the client
+// on paused and waits until release is called (at the latest by the test's
+// cleanup).
+func pauseBeforeWait(t *testing.T) (hook func(*Client), paused chan *Client, release func()) {
+	paused = make(chan *Client, 1)
+	rel := make(chan struct{})
+	release = sync.OnceFunc(func() { close(rel) })
+	t.Cleanup(release)
+	return func(c *Client) {
+		paused <- c
+		<-rel
+	}, paused, release
+}
+
+// TestDialFirstEndsThenReconnectionUp: the first connection ends before its
+// <enabled/> (it was never handed out) and a reconnection is handed out
+// before Dial's goroutine looks. Dial reports the first connection's end,
+// as when it looks early (TestDialConnectionEnds). Before, it counted the
+// reconnection's hand-out as its own and returned a client.
+func TestDialFirstEndsThenReconnectionUp(t *testing.T) {
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.stall = "enable" })
+	hook, paused, release := pauseBeforeWait(t)
+	dialed := dialResult(t, srv, Config{beforeWait: hook})
+	pc := srv.next(t)
+	<-srv.stalled // the first connection's <enable/> is unanswered
+	cl := pausedClient(t, paused)
+	srv.set(func(srv *peerServer) { srv.stall = "" })
+	pc.conn.Close()
+	srv.next(t) // the reconnection logs in
+	cl.mu.Lock()
+	up := cl.up // not replaced: the first connection was never handed out
+	cl.mu.Unlock()
+	select {
+	case <-up:
+	case <-time.After(testWait):
+		t.Fatal("the reconnection was not handed out")
+	}
+	release()
+	r := <-dialed
+	if r.c != nil {
+		r.c.Close()
+		t.Fatalf("Dial returned a client, though its first connection ended before it was handed out")
+	}
+	if !errors.Is(r.err, sm.ErrConnEnded) || !errors.Is(r.err, ErrConnect) {
+		t.Errorf("Dial: %v, want ErrConnEnded and ErrConnect", r.err)
+	}
+}
+
+// TestDialFirstEndsThenReconnectionFails: the first connection ends before
+// its <enabled/>, and the reconnection fails for good (not-authorized)
+// before Dial's goroutine looks. Dial reports the first connection's end,
+// not the reconnection's failure. Before, its select had both ready and
+// picked one at random (run with -count 20 to see it fail without the fix).
+func TestDialFirstEndsThenReconnectionFails(t *testing.T) {
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.stall = "enable" })
+	hook, paused, release := pauseBeforeWait(t)
+	dialed := dialResult(t, srv, Config{beforeWait: hook})
+	pc := srv.next(t)
+	<-srv.stalled
+	cl := pausedClient(t, paused)
+	srv.set(func(srv *peerServer) {
+		srv.stall = ""
+		srv.authFail = []string{"not-authorized"}
+	})
+	pc.conn.Close()
+	select {
+	case <-cl.Done():
+	case <-time.After(testWait):
+		t.Fatal("the client did not stop on the failed login")
+	}
+	release()
+	r := <-dialed
+	if r.c != nil {
+		r.c.Close()
+		t.Fatal("Dial returned a client")
+	}
+	if !errors.Is(r.err, sm.ErrConnEnded) || errors.Is(r.err, ErrClientClosed) {
+		t.Errorf("Dial: %v, want the first connection's end (ErrConnEnded), not the reconnection's failure", r.err)
 	}
 }
