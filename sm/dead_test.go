@@ -50,6 +50,14 @@ func TestDeadConnectionDetected(t *testing.T) {
 				if srtt != rtt {
 					t.Fatalf("smoothed rtt %v, want %v", srtt, rtt)
 				}
+				// The server waits in a read, which takes the next write
+				// (the frozen message with its <r/>). Without this the
+				// server could reach its read only after the freeze, read
+				// nothing, and leave that write blocked on the pipe while
+				// the requester waits for mellium's output lock: synctest
+				// does not advance time while a goroutine waits for a
+				// mutex, so the test hung (CI at 20:17, TestDeadConnectionDetected/0s).
+				synctest.Wait()
 				c.sc.conn.freeze()
 				start := time.Now()
 				sendMsg(t, st, c.sess, "frozen1")

@@ -50,9 +50,10 @@ type bufConn struct {
 	deaf    bool // the server stops reading but still writes; guarded by mu
 }
 
-// freeze stops the link without closing it: what the client writes is
-// read and discarded (a pipe has no buffer to fill), what the server
-// writes is never delivered.
+// freeze stops the link without closing it: a read of the server's under
+// way takes one more write of the client's, which is discarded; after it
+// the server reads nothing, so the client's next write blocks (a pipe has
+// no buffer to fill); what the server writes is never delivered.
 func (b *bufConn) freeze() {
 	b.mu.Lock()
 	b.frozen = true
@@ -65,8 +66,8 @@ func (b *bufConn) isFrozen() bool {
 	return b.frozen
 }
 
-// deafen stops the server's reading only: what the client writes is read
-// and discarded, what the server writes is still delivered (a server that
+// deafen stops the server's reading only (as freeze does for reads: one
+// read under way completes and is discarded), what the server writes is still delivered (a server that
 // stopped processing its input, or never saw the client's closing tag).
 func (b *bufConn) deafen() {
 	b.mu.Lock()
