@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -750,7 +751,7 @@ func (c *Client) waitFirst(ctx context.Context) error {
 			if first {
 				return nil
 			}
-			return fmt.Errorf("%w: %w", sm.ErrConnEnded, lossErr)
+			return firstEnded(lossErr)
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, ctx.Err())
 		}
@@ -760,9 +761,19 @@ func (c *Client) waitFirst(ctx context.Context) error {
 		if !first {
 			// A reconnection was handed out, so the first connection's
 			// end is in firstLoss already.
-			return fmt.Errorf("%w: %w", sm.ErrConnEnded, <-c.firstLoss)
+			return firstEnded(<-c.firstLoss)
 		}
 	}
+}
+
+// firstEnded is Dial's error for a first connection that ended before it
+// was handed out, with why it ended: Serve returns nil for a stream the
+// server ended cleanly, which reads as the end of the input.
+func firstEnded(err error) error {
+	if err == nil {
+		err = io.EOF
+	}
+	return fmt.Errorf("%w: %w", sm.ErrConnEnded, err)
 }
 
 // closedError is ErrClientClosed, with the reason when a permanent

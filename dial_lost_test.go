@@ -2,6 +2,8 @@ package xmpptrack
 
 import (
 	"errors"
+	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,5 +197,27 @@ func TestDialFirstEndsThenReconnectionFails(t *testing.T) {
 	}
 	if !errors.Is(r.err, sm.ErrConnEnded) || errors.Is(r.err, ErrClientClosed) {
 		t.Errorf("Dial: %v, want the first connection's end (ErrConnEnded), not the reconnection's failure", r.err)
+	}
+}
+
+// TestDialFirstStreamEndsBeforeEnabled: the server ends the stream cleanly
+// (</stream:stream>) before <enabled/>, so the first connection's Serve
+// returns nil. Dial's error names the end of the input instead of a nil
+// cause ("%!w(<nil>)" before).
+func TestDialFirstStreamEndsBeforeEnabled(t *testing.T) {
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.stall = "enable" })
+	dialed := dialResult(t, srv, Config{})
+	pc := srv.next(t)
+	<-srv.stalled
+	srv.set(func(srv *peerServer) { srv.hold = make(chan struct{}) })
+	pc.send(`</stream:stream>`)
+	r := <-dialed
+	if r.c != nil {
+		r.c.Close()
+		t.Fatal("Dial returned a client")
+	}
+	if !errors.Is(r.err, sm.ErrConnEnded) || !errors.Is(r.err, io.EOF) || strings.Contains(r.err.Error(), "%!") {
+		t.Errorf("Dial: %v, want ErrConnEnded wrapping io.EOF", r.err)
 	}
 }

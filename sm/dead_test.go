@@ -51,12 +51,14 @@ func TestDeadConnectionDetected(t *testing.T) {
 					t.Fatalf("smoothed rtt %v, want %v", srtt, rtt)
 				}
 				// The server waits in a read, which takes the next write
-				// (the frozen message with its <r/>). Without this the
-				// server could reach its read only after the freeze, read
-				// nothing, and leave that write blocked on the pipe while
-				// the requester waits for mellium's output lock: synctest
-				// does not advance time while a goroutine waits for a
-				// mutex, so the test hung (CI at 20:17, TestDeadConnectionDetected/0s).
+				// (the frozen message); the <r/> the requester writes
+				// after it then blocks on the pipe, a durable block, and
+				// fake time goes on. Without this the server could reach
+				// its read only after the freeze and read nothing: the
+				// message's write blocked on the pipe while the requester
+				// waited for mellium's output lock, and synctest does not
+				// advance time while a goroutine waits for a mutex, so the
+				// test hung (CI at 20:17, TestDeadConnectionDetected/0s).
 				synctest.Wait()
 				c.sc.conn.freeze()
 				start := time.Now()
