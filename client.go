@@ -729,41 +729,40 @@ func (c *Client) waitSession(ctx context.Context, stale *xmpp.Session, draining 
 // wait for a reconnection, and fail when ctx ended first, when the first
 // connection was lost before that goroutine looked.
 func (c *Client) waitFirst(ctx context.Context) error {
-	for {
-		c.mu.Lock()
-		first, up := c.firstUp, c.up
-		c.mu.Unlock()
-		if first {
+	c.mu.Lock()
+	first, up := c.firstUp, c.up
+	c.mu.Unlock()
+	if first {
+		return nil
+	}
+	// No case for c.done: the loop tells firstLoss before it can end, so
+	// the first connection's own end is always there to report.
+	select {
+	case <-up:
+		// Handed out: the first connection, or else a reconnection, and
+		// then the first one ended before its hand-out and told firstLoss.
+		if c.firstHandedOut() {
 			return nil
 		}
-		// No case for c.done: the loop tells firstLoss before it can end,
-		// so the first connection's own end is always there to report.
-		select {
-		case <-up:
-			// Handed out: the first connection, or else a reconnection,
-			// and then the first one ended before its hand-out.
-		case lossErr := <-c.firstLoss:
-			// The first connection is cancelled: publish has handed it
-			// out by now, or never will.
-			c.mu.Lock()
-			first := c.firstUp
-			c.mu.Unlock()
-			if first {
-				return nil
-			}
-			return firstEnded(lossErr)
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, ctx.Err())
+		return firstEnded(<-c.firstLoss)
+	case lossErr := <-c.firstLoss:
+		// The first connection is cancelled: publish has handed it out
+		// by now, or never will.
+		if c.firstHandedOut() {
+			return nil
 		}
-		c.mu.Lock()
-		first = c.firstUp
-		c.mu.Unlock()
-		if !first {
-			// A reconnection was handed out, so the first connection's
-			// end is in firstLoss already.
-			return firstEnded(<-c.firstLoss)
-		}
+		return firstEnded(lossErr)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", stanza.ErrDisconnected, ctx.Err())
 	}
+}
+
+// firstHandedOut reports whether publish handed out the connection Dial
+// opened.
+func (c *Client) firstHandedOut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.firstUp
 }
 
 // firstEnded is Dial's error for a first connection that ended before it

@@ -11,14 +11,11 @@ import (
 	"github.com/xmpptrack/xmpptrack/sm"
 )
 
-// pauseDial returns a Config.beforeWait hook that waits until the first
-// connection was handed out (publish), then reports the client on paused
-// and waits for release, each wait bounded by testWait. The test's cleanup
-// releases it too, so that a test that failed early leaves no Dial behind
-// to report after it ended.
-func pauseDial(t *testing.T, paused chan<- *Client, release <-chan struct{}) func(*Client) {
-	ended := make(chan struct{})
-	t.Cleanup(func() { close(ended) })
+// pauseDial returns a Config.beforeWait hook that waits (at most testWait)
+// until the first connection was handed out (publish), then pauses as
+// pauseBeforeWait's does.
+func pauseDial(t *testing.T) (hook func(*Client), paused chan *Client, release func()) {
+	pause, paused, release := pauseBeforeWait(t)
 	return func(c *Client) {
 		c.mu.Lock()
 		up := c.up
@@ -28,17 +25,11 @@ func pauseDial(t *testing.T, paused chan<- *Client, release <-chan struct{}) fun
 		case <-time.After(testWait):
 			t.Error("the first connection was not handed out")
 		}
-		paused <- c
-		select {
-		case <-release:
-		case <-ended:
-		case <-time.After(testWait):
-			t.Error("the test did not release Dial")
-		}
-	}
+		pause(c)
+	}, paused, release
 }
 
-// pausedClient waits for the hook of pauseDial.
+// pausedClient waits for the hook of pauseDial or pauseBeforeWait.
 func pausedClient(t *testing.T, paused <-chan *Client) *Client {
 	t.Helper()
 	select {
@@ -62,8 +53,8 @@ func pausedClient(t *testing.T, paused <-chan *Client) *Client {
 // after testWait.
 func TestDialFirstConnectionLostAfterPublish(t *testing.T) {
 	srv := newPeerServer(t)
-	paused, release := make(chan *Client, 1), make(chan struct{})
-	dialed := dialAsync(t, srv, Config{beforeWait: pauseDial(t, paused, release)})
+	hook, paused, release := pauseDial(t)
+	dialed := dialAsync(t, srv, Config{beforeWait: hook})
 	pc := srv.next(t)
 	srv.waitAccepted(t) // the first connection's
 	pausedClient(t, paused)
@@ -71,7 +62,7 @@ func TestDialFirstConnectionLostAfterPublish(t *testing.T) {
 	srv.set(func(srv *peerServer) { srv.hold = hold })
 	pc.conn.Close()
 	srv.waitAccepted(t) // the reconnection: the loss was taken in
-	close(release)
+	release()
 	c := <-dialed
 	close(hold)
 	if c == nil {
@@ -95,8 +86,8 @@ func TestDialFirstConnectionLostAfterPublish(t *testing.T) {
 // outcome does not depend on when it looked.
 func TestDialFirstConnectionLostThenAuthFails(t *testing.T) {
 	srv := newPeerServer(t)
-	paused, release := make(chan *Client, 1), make(chan struct{})
-	dialed := dialAsync(t, srv, Config{beforeWait: pauseDial(t, paused, release)})
+	hook, paused, release := pauseDial(t)
+	dialed := dialAsync(t, srv, Config{beforeWait: hook})
 	pc := srv.next(t)
 	cl := pausedClient(t, paused)
 	srv.set(func(srv *peerServer) { srv.authFail = []string{"not-authorized"} })
@@ -106,7 +97,7 @@ func TestDialFirstConnectionLostThenAuthFails(t *testing.T) {
 	case <-time.After(testWait):
 		t.Fatal("the client did not stop on the failed login")
 	}
-	close(release)
+	release()
 	c := <-dialed
 	if c == nil {
 		t.Fatal("Dial failed")
@@ -131,6 +122,28 @@ func pauseBeforeWait(t *testing.T) (hook func(*Client), paused chan *Client, rel
 	}, paused, release
 }
 
+// dialStalledAtEnable dials srv, whose first connection leaves <enable/>
+// unanswered, with Dial paused before it waits (pauseBeforeWait): it
+// returns the client, the first connection, Dial's result and the release.
+func dialStalledAtEnable(t *testing.T, srv *peerServer) (*Client, *peerConn, <-chan dialOutcome, func()) {
+	t.Helper()
+	srv.set(func(srv *peerServer) { srv.stall = "enable" })
+	hook, paused, release := pauseBeforeWait(t)
+	dialed := dialResult(t, srv, Config{beforeWait: hook})
+	pc := srv.next(t)
+	<-srv.stalled // the first connection's <enable/> is unanswered
+	return pausedClient(t, paused), pc, dialed, release
+}
+
+// wantNoClient fails the test if Dial returned a client (closing it).
+func wantNoClient(t *testing.T, r dialOutcome, why string) {
+	t.Helper()
+	if r.c != nil {
+		r.c.Close()
+		t.Fatalf("Dial returned a client %s", why)
+	}
+}
+
 // TestDialFirstEndsThenReconnectionUp: the first connection ends before its
 // <enabled/> (it was never handed out) and a reconnection is handed out
 // before Dial's goroutine looks. Dial reports the first connection's end,
@@ -138,12 +151,7 @@ func pauseBeforeWait(t *testing.T) (hook func(*Client), paused chan *Client, rel
 // reconnection's hand-out as its own and returned a client.
 func TestDialFirstEndsThenReconnectionUp(t *testing.T) {
 	srv := newPeerServer(t)
-	srv.set(func(srv *peerServer) { srv.stall = "enable" })
-	hook, paused, release := pauseBeforeWait(t)
-	dialed := dialResult(t, srv, Config{beforeWait: hook})
-	pc := srv.next(t)
-	<-srv.stalled // the first connection's <enable/> is unanswered
-	cl := pausedClient(t, paused)
+	cl, pc, dialed, release := dialStalledAtEnable(t, srv)
 	srv.set(func(srv *peerServer) { srv.stall = "" })
 	pc.conn.Close()
 	srv.next(t) // the reconnection logs in
@@ -157,10 +165,7 @@ func TestDialFirstEndsThenReconnectionUp(t *testing.T) {
 	}
 	release()
 	r := <-dialed
-	if r.c != nil {
-		r.c.Close()
-		t.Fatalf("Dial returned a client, though its first connection ended before it was handed out")
-	}
+	wantNoClient(t, r, "though its first connection ended before it was handed out")
 	if !errors.Is(r.err, sm.ErrConnEnded) || !errors.Is(r.err, ErrConnect) {
 		t.Errorf("Dial: %v, want ErrConnEnded and ErrConnect", r.err)
 	}
@@ -173,12 +178,7 @@ func TestDialFirstEndsThenReconnectionUp(t *testing.T) {
 // picked one at random (run with -count 20 to see it fail without the fix).
 func TestDialFirstEndsThenReconnectionFails(t *testing.T) {
 	srv := newPeerServer(t)
-	srv.set(func(srv *peerServer) { srv.stall = "enable" })
-	hook, paused, release := pauseBeforeWait(t)
-	dialed := dialResult(t, srv, Config{beforeWait: hook})
-	pc := srv.next(t)
-	<-srv.stalled
-	cl := pausedClient(t, paused)
+	cl, pc, dialed, release := dialStalledAtEnable(t, srv)
 	srv.set(func(srv *peerServer) {
 		srv.stall = ""
 		srv.authFail = []string{"not-authorized"}
@@ -191,10 +191,7 @@ func TestDialFirstEndsThenReconnectionFails(t *testing.T) {
 	}
 	release()
 	r := <-dialed
-	if r.c != nil {
-		r.c.Close()
-		t.Fatal("Dial returned a client")
-	}
+	wantNoClient(t, r, "")
 	if !errors.Is(r.err, sm.ErrConnEnded) || errors.Is(r.err, ErrClientClosed) {
 		t.Errorf("Dial: %v, want the first connection's end (ErrConnEnded), not the reconnection's failure", r.err)
 	}
@@ -213,10 +210,7 @@ func TestDialFirstStreamEndsBeforeEnabled(t *testing.T) {
 	srv.set(func(srv *peerServer) { srv.hold = make(chan struct{}) })
 	pc.send(`</stream:stream>`)
 	r := <-dialed
-	if r.c != nil {
-		r.c.Close()
-		t.Fatal("Dial returned a client")
-	}
+	wantNoClient(t, r, "")
 	if !errors.Is(r.err, sm.ErrConnEnded) || !errors.Is(r.err, io.EOF) || strings.Contains(r.err.Error(), "%!") {
 		t.Errorf("Dial: %v, want ErrConnEnded wrapping io.EOF", r.err)
 	}

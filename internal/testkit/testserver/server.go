@@ -558,7 +558,7 @@ func (s *Server) StartupTime() time.Duration { return s.startup }
 func (s *Server) Logs() string {
 	var b []byte
 	for _, name := range s.flavor.logFiles(s) {
-		data, err := readTail(name, 16<<10)
+		data, err := readFrom(name, -16<<10)
 		if err != nil || len(data) == 0 {
 			continue
 		}
@@ -664,21 +664,4 @@ func (t *tail) bytes() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Clone(t.buf)
-}
-
-// readTail returns up to the last n bytes of a file.
-func readTail(name string, n int64) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	off := max(st.Size()-n, 0)
-	buf := make([]byte, st.Size()-off)
-	_, err = f.ReadAt(buf, off)
-	return buf, err
 }

@@ -441,7 +441,8 @@ func (w *logWatch) bindFailed(p *process) bool {
 	return w.failed
 }
 
-// readFrom returns what a file holds from offset off on.
+// readFrom returns what a file holds from offset off on; a negative off
+// counts from the end (at most the last -off bytes).
 func readFrom(name string, off int64) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
@@ -449,8 +450,14 @@ func readFrom(name string, off int64) ([]byte, error) {
 	}
 	defer f.Close()
 	st, err := f.Stat()
-	if err != nil || st.Size() <= off {
+	if err != nil {
 		return nil, err
+	}
+	if off < 0 {
+		off = max(st.Size()+off, 0)
+	}
+	if st.Size() <= off {
+		return nil, nil
 	}
 	buf := make([]byte, st.Size()-off)
 	k, err := f.ReadAt(buf, off)
