@@ -220,10 +220,13 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
-	if err := c.sm.Pace(ctx); err != nil {
+	// The slot in the window is the message's until it is written, or not.
+	slot, err := c.sm.Pace(ctx)
+	if err != nil {
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
+	defer slot.Release()
 	if c.dur != nil {
 		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window), h); err != nil {
 			// Nothing was sent: the tracker goes, unreported, unless its

@@ -152,3 +152,22 @@ func BenchmarkOutboundStanza(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPace measures Pace and Slot.Release for a sender that finds
+// room in the window, as a sequential sender mostly does.
+func BenchmarkPace(b *testing.B) {
+	st := New(Config{})
+	st.Tees()
+	st.mu.Lock()
+	st.conn.smOn = true
+	st.mu.Unlock()
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := st.Pace(ctx)
+		if err != nil || s == (Slot{}) {
+			b.Fatal(s, err)
+		}
+		s.Release()
+	}
+}

@@ -139,6 +139,14 @@
 // stream management). The window allows Window stanzas per round trip;
 // raise it on links with a long round trip.
 //
+// Pace returns a Slot, released after the write. The window counts the
+// stanzas written and not acknowledged plus the slots out, so it holds for
+// any number of concurrent senders (an HTTP gateway's, for one): an ack
+// that makes room for k stanzas lets k waiting callers through, in the
+// order they came, not all of them. A slot whose caller does not write (its
+// ctx ended, the write failed, it changed its mind) goes back to the
+// window when released; a caller whose ctx ends while it waits takes none.
+//
 // # Dead connections
 //
 // A connection can freeze without ending: a NAT or firewall drops its

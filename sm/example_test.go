@@ -75,7 +75,8 @@ func Example_connect() {
 		log.Fatal(err)
 	}
 	// The application may send on s from now on, calling st.Reserve(ctx)
-	// and st.Pace(ctx) before each send.
+	// and st.Pace(ctx) before each send, and releasing Pace's Slot after
+	// it.
 	err = st.Serve(s, nil)
 	conn.Close()
 	log.Printf("connection ended (%v); resumable: %v", err, st.Info().Resumable)

@@ -1,6 +1,9 @@
 package sm
 
-import "context"
+import (
+	"context"
+	"slices"
+)
 
 // DefaultWindow is the default Config.Window. Measured against Prosody
 // 0.12 on loopback (the README's benchmark section): a sender that writes
@@ -28,47 +31,132 @@ func (c Config) window() int {
 	return min(c.Window, maxMaxUnacked)
 }
 
-// Pace waits while Config.Window stanzas written on the current connection
-// wait for the server's ack, or until ctx ends. Call it before writing an
-// application stanza, after Reserve: Reserve bounds what is kept for
-// re-sending, Pace bounds what is in flight, so that a burst does not run
-// ahead of the server (see DefaultWindow). It returns at once when stream
-// management is not enabled on the connection (yet), when the connection
-// ended (re-sending after a reconnection is Reserve's business), and when
-// the window is disabled. Goroutines that wait together proceed together
-// when an ack makes room, so the window may be exceeded by their number.
-func (st *State) Pace(ctx context.Context) error {
-	w := st.cfg.window()
-	if w < 0 {
-		return nil
-	}
-	for {
-		st.mu.Lock()
-		c := st.conn
-		if c == nil || !c.smOn || c.ended || st.queue.len() < w {
-			st.mu.Unlock()
-			return nil
-		}
-		if st.paced == nil {
-			st.paced = make(chan struct{})
-		}
-		ch := st.paced
-		st.mu.Unlock()
-		select {
-		case <-ch:
-		case <-c.done:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+// pacing is the state of Pace, guarded by st.mu: the slots it handed out
+// and the callers waiting for one.
+type pacing struct {
+	// admitted counts the slots handed out and not released: callers that
+	// may be about to write a stanza the queue does not hold yet.
+	admitted int
+	// waiting holds the channels of the callers that wait for a slot, first
+	// come first served from head on; a channel is closed when its caller
+	// is handed a slot. The array is reused once every waiter is served.
+	waiting []chan struct{}
+	head    int
 }
 
-// paceLocked wakes Pace callers when the window has room; spaceLocked
-// calls it whenever stanzas leave the queue.
+// A Slot is a place in the window that Pace gave its caller. Release it
+// once the stanza it was for is written (the queue then holds the stanza),
+// when the write failed, or when the caller decides not to write: until
+// then the window counts it as in flight. The zero Slot, which Pace
+// returns when the window does not apply, holds nothing.
+type Slot struct{ st *State }
+
+// Release gives the slot back to the window. Calling it again through the
+// same variable, or on the zero Slot, does nothing.
+func (s *Slot) Release() {
+	st := s.st
+	if st == nil {
+		return
+	}
+	s.st = nil
+	st.mu.Lock()
+	st.pace.admitted--
+	st.paceLocked()
+	st.mu.Unlock()
+}
+
+// Pace waits until the window of the current connection has room for one
+// more stanza, or until ctx ends, and returns the Slot it gave the caller.
+// Call it before writing an application stanza, after Reserve, and
+// release the Slot after the write (typically with defer): Reserve bounds
+// what is kept for re-sending, Pace bounds what is in flight, so that a
+// burst does not run ahead of the server (see DefaultWindow).
+//
+// The window holds for any number of concurrent callers: Pace admits a
+// caller only while the stanzas written and not acknowledged, plus the
+// slots handed out and not released, are fewer than Config.Window.
+// Callers that wait are admitted one at a time in the order they came, as
+// acks and released slots make room. A stanza written and not yet
+// released is counted twice for that moment, which errs on the side of
+// the server's input. A caller that never releases its slot shrinks the
+// window for good.
+//
+// Pace returns at once, with the zero Slot, when stream management is not
+// enabled on the connection (yet), when the connection ended (re-sending
+// after a reconnection is Reserve's business), and when the window is
+// disabled; a caller waiting when the connection ends returns then, also
+// with the zero Slot. When ctx ends first, Pace returns its error and no
+// slot: one handed to the caller at that moment goes to the next waiter.
+func (st *State) Pace(ctx context.Context) (Slot, error) {
+	w := st.cfg.window()
+	if w < 0 {
+		return Slot{}, nil
+	}
+	st.mu.Lock()
+	c := st.conn
+	if c == nil || !c.smOn || c.ended {
+		st.mu.Unlock()
+		return Slot{}, nil
+	}
+	p := &st.pace
+	if p.head == len(p.waiting) && st.queue.len()+p.admitted < w {
+		p.admitted++
+		st.mu.Unlock()
+		return Slot{st}, nil
+	}
+	ch := make(chan struct{})
+	p.waiting = append(p.waiting, ch)
+	st.mu.Unlock()
+	var err error
+	select {
+	case <-ch:
+		return Slot{st}, nil
+	case <-c.done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.leavePaceLocked(ch, err)
+}
+
+// leavePaceLocked ends the wait on ch of a Pace caller that the end of its
+// connection (err nil) or of its ctx (err) woke. A slot handed to it
+// meanwhile is kept in the first case, and goes to the next waiter in the
+// second.
+func (st *State) leavePaceLocked(ch chan struct{}, err error) (Slot, error) {
+	p := &st.pace
+	if i := slices.Index(p.waiting[p.head:], ch); i >= 0 {
+		p.waiting = slices.Delete(p.waiting, p.head+i, p.head+i+1)
+		if p.head == len(p.waiting) {
+			p.waiting, p.head = p.waiting[:0], 0
+		}
+		return Slot{}, err
+	}
+	if err == nil {
+		return Slot{st}, nil // the caller writes on the next connection
+	}
+	p.admitted--
+	st.paceLocked()
+	return Slot{}, err
+}
+
+// paceLocked hands slots to the callers waiting in Pace, in order, while
+// the window has room; spaceLocked calls it whenever stanzas leave the
+// queue, and Slot.Release when a slot comes back.
 func (st *State) paceLocked() {
-	if st.paced != nil && st.queue.len() < st.cfg.window() {
-		close(st.paced)
-		st.paced = nil
+	p := &st.pace
+	if p.head == len(p.waiting) {
+		return
+	}
+	w := st.cfg.window()
+	for p.head < len(p.waiting) && st.queue.len()+p.admitted < w {
+		close(p.waiting[p.head])
+		p.waiting[p.head] = nil
+		p.head++
+		p.admitted++
+	}
+	if p.head == len(p.waiting) {
+		p.waiting, p.head = p.waiting[:0], 0
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -18,21 +20,26 @@ func TestPaceWaitsForWindow(t *testing.T) {
 		for i := range 2 {
 			sendMsg(t, st, c.sess, fmt.Sprint("m", i))
 		}
-		if err := st.Pace(t.Context()); err != nil {
+		slot, err := st.Pace(t.Context())
+		if err != nil {
 			t.Fatalf("Pace with room in the window: %v", err)
 		}
 		sendMsg(t, st, c.sess, "m2")
+		slot.Release()
 		synctest.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if err := st.Pace(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := st.Pace(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Pace on a full window: %v", err)
 		}
 		if err := st.Reserve(t.Context()); err != nil {
 			t.Fatalf("Reserve is bounded by MaxUnacked, not the window: %v", err)
 		}
 		done := make(chan error, 1)
-		go func() { done <- st.Pace(context.Background()) }()
+		go func() {
+			_, err := st.Pace(context.Background())
+			done <- err
+		}()
 		synctest.Wait()
 		select {
 		case err := <-done:
@@ -56,8 +63,8 @@ func TestPaceDisabled(t *testing.T) {
 		for i := range DefaultWindow + 1 {
 			sendMsg(t, st, c.sess, fmt.Sprint("m", i))
 		}
-		if err := st.Pace(t.Context()); err != nil {
-			t.Fatalf("Pace without a window: %v", err)
+		if slot, err := st.Pace(t.Context()); err != nil || slot != (Slot{}) {
+			t.Fatalf("Pace without a window: %v, %v", slot, err)
 		}
 		c.close()
 	})
@@ -72,7 +79,10 @@ func TestPaceReturnsWhenConnectionEnds(t *testing.T) {
 		sendMsg(t, st, c.sess, "m0")
 		synctest.Wait() // <enabled/> processed: the window applies
 		done := make(chan error, 1)
-		go func() { done <- st.Pace(context.Background()) }()
+		go func() {
+			_, err := st.Pace(context.Background())
+			done <- err
+		}()
 		synctest.Wait()
 		select {
 		case err := <-done:
@@ -84,4 +94,180 @@ func TestPaceReturnsWhenConnectionEnds(t *testing.T) {
 			t.Fatalf("Pace after the connection ended: %v", err)
 		}
 	})
+}
+
+// ackHeld answers the <r/>s the server holds with its current count, and
+// keeps holding later ones.
+func ackHeld(srv *fakeServer) {
+	srv.mu.Lock()
+	n := srv.held
+	srv.held = 0
+	h := srv.inH
+	sc := srv.cur
+	srv.mu.Unlock()
+	for range n {
+		sc.raw(fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='%d'/>`, h))
+	}
+}
+
+// TestPaceWindowHoldsForManyWaiters: goroutines waiting in Pace together
+// are let through only as far as an ack makes room, not all at once.
+func TestPaceWindowHoldsForManyWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		const w, senders = 4, 30
+		st := New(Config{Window: w})
+		c := mustDial(t, srv, st, nil)
+		for i := range w {
+			sendMsg(t, st, c.sess, fmt.Sprint("m", i))
+		}
+		synctest.Wait()
+		var sent atomic.Int32
+		var wg sync.WaitGroup
+		for i := range senders {
+			wg.Go(func() {
+				slot, err := st.Pace(context.Background())
+				if err != nil {
+					t.Errorf("Pace: %v", err)
+					return
+				}
+				defer slot.Release()
+				sendMsg(t, st, c.sess, fmt.Sprint("s", i))
+				sent.Add(1)
+			})
+		}
+		synctest.Wait()
+		if n := sent.Load(); n != 0 {
+			t.Fatalf("%d senders went through a full window", n)
+		}
+		for rounds := 0; sent.Load() < senders; rounds++ {
+			if rounds > 4*senders {
+				t.Fatalf("stuck after %d of %d senders", sent.Load(), senders)
+			}
+			before := sent.Load()
+			ackHeld(srv)
+			synctest.Wait()
+			if u := st.Info().Unacked; u > w {
+				t.Fatalf("%d stanzas in flight after an ack, window %d (%d senders through)", u, w, sent.Load())
+			}
+			if sent.Load() == before {
+				time.Sleep(time.Second) // the requester asks for an ack on its timer
+				synctest.Wait()
+			}
+		}
+		wg.Wait()
+		st.mu.Lock()
+		admitted, waiting := st.pace.admitted, len(st.pace.waiting)
+		st.mu.Unlock()
+		if admitted != 0 || waiting != 0 {
+			t.Errorf("after all senders: %d slots out, %d waiting", admitted, waiting)
+		}
+		c.close()
+	})
+}
+
+// TestPaceSlotAbandoned: a slot given back without a write, and a waiter
+// whose ctx ends, leave the window as it was.
+func TestPaceSlotAbandoned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		st := New(Config{Window: 2})
+		c := mustDial(t, srv, st, nil)
+		sendMsg(t, st, c.sess, "m0")
+		synctest.Wait()
+		a, err := st.Pace(t.Context())
+		if err != nil || a == (Slot{}) {
+			t.Fatalf("Pace with room: %v, %v", a, err)
+		}
+		// The window is full: one in flight, one slot out.
+		ctx, cancel := context.WithCancel(t.Context())
+		gaveUp := make(chan error, 1)
+		go func() {
+			_, err := st.Pace(ctx)
+			gaveUp <- err
+		}()
+		got := make(chan Slot, 1)
+		go func() {
+			s, err := st.Pace(t.Context())
+			if err != nil {
+				t.Errorf("Pace: %v", err)
+			}
+			got <- s
+		}()
+		synctest.Wait()
+		select {
+		case <-got:
+			t.Fatal("Pace went through a full window")
+		case err := <-gaveUp:
+			t.Fatalf("Pace returned on a full window: %v", err)
+		default:
+		}
+		cancel()
+		if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Pace after its ctx ended: %v", err)
+		}
+		synctest.Wait()
+		select {
+		case <-got:
+			t.Fatal("a waiter whose ctx ended made room")
+		default:
+		}
+		a.Release() // never written
+		a.Release() // again: nothing
+		b := <-got
+		if _, err := st.Pace(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Pace with an ended ctx on a full window: %v", err)
+		}
+		b.Release()
+		c2, err := st.Pace(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.mu.Lock()
+		admitted, waiting := st.pace.admitted, len(st.pace.waiting)
+		st.mu.Unlock()
+		if admitted != 1 || waiting != 0 {
+			t.Errorf("%d slots out, %d waiting; want 1, 0", admitted, waiting)
+		}
+		c2.Release()
+		c.close()
+	})
+}
+
+// TestPaceSlotHandedOverAsCtxEnds: a slot handed to a waiter whose ctx
+// ended at the same moment goes to the next waiter; one handed to a
+// waiter whose connection ended is kept.
+func TestPaceSlotHandedOverAsCtxEnds(t *testing.T) {
+	st := New(Config{Window: 1})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.pace.admitted = 1 // the window is full
+	first, second := make(chan struct{}), make(chan struct{})
+	st.pace.waiting = append(st.pace.waiting, first, second)
+	st.pace.admitted--
+	st.paceLocked() // a slot comes back: first is handed it
+	select {
+	case <-first:
+	default:
+		t.Fatal("the first waiter was not handed the slot")
+	}
+	if s, err := st.leavePaceLocked(first, context.Canceled); err != context.Canceled || s != (Slot{}) {
+		t.Fatalf("leaving with an ended ctx: %v, %v", s, err)
+	}
+	select {
+	case <-second:
+	default:
+		t.Fatal("the slot the first waiter left did not go to the second")
+	}
+	if st.pace.admitted != 1 {
+		t.Fatalf("%d slots out, want 1", st.pace.admitted)
+	}
+	if s, err := st.leavePaceLocked(second, nil); err != nil || s.st != st {
+		t.Fatalf("leaving as the connection ended: %v, %v; want the slot", s, err)
+	}
+	if st.pace.admitted != 1 || st.pace.head != len(st.pace.waiting) {
+		t.Fatalf("%d slots out, %d waiting; want 1, 0", st.pace.admitted, len(st.pace.waiting)-st.pace.head)
+	}
 }

@@ -62,7 +62,7 @@ type State struct {
 	events     []event       // callbacks to run, in order
 	delivering bool          // a goroutine is running callbacks (deliver)
 	space      chan struct{} // closed when Reserve may proceed
-	paced      chan struct{} // closed when Pace may proceed
+	pace       pacing        // Pace's slots and waiters
 }
 
 type evKind uint8
