@@ -58,6 +58,9 @@ func TestQuick(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+	if !strings.Contains(progress.String(), "xmpptrack  100 msgs") || !strings.Contains(progress.String(), "machine busy") {
+		t.Errorf("the rounds' lines lack the machine's busy cores:\n%s", progress.String())
+	}
 	if strings.Contains(report, "failure:") {
 		t.Errorf("a run failed:\n%s\n%s", report, progress.String())
 	}

@@ -135,6 +135,10 @@ type result struct {
 	// DBStats are the database's counters over the workload and the
 	// stores' closing (see dbStatsQuery).
 	DBStats map[string]float64 `json:"db_stats,omitempty"`
+	// Busy is the cores of the whole machine busy during the workload
+	// (every process's, from /proc/stat; xmpptrack senders): near the
+	// number of CPUs, the run was bound by the CPUs, not by waits.
+	Busy float64 `json:"busy_cores,omitempty"`
 
 	// xmpptrack paced (-rate): seconds per Send call.
 	SendP50 float64 `json:"send_p50_s,omitempty"`

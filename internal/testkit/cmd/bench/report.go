@@ -129,6 +129,9 @@ func (r run) summary() string {
 	if r.err != nil && r.res.LastRecip > 0 {
 		s += fmt.Sprintf(", %d receipts by %.2fs (%.0f msg/s)", r.res.CntRecip, r.res.LastRecip, r.received())
 	}
+	if r.res.Busy > 0 {
+		s += fmt.Sprintf(", machine busy %.2f cores", r.res.Busy)
+	}
 	if r.res.DBCPU > 0 {
 		s += fmt.Sprintf(", database CPU %.3fs", r.res.DBCPU)
 		if d := dbStatsPerMessage(r.res.DBStats, r.res.N); d != "" {

@@ -286,6 +286,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	stopProfile := profile(a.cpuprofile)
 	cpu0 := cpuNow()
 	db0 := treeCPU(dbPID)
+	busy0, _ := cpuTicks()
 	t0 := time.Now()
 	m.t0.Store(t0.UnixNano())
 	if trackers != nil {
@@ -307,6 +308,9 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	cpu := cpuNow()
 	if res.Error == "" {
 		cpu = waitQuiet(ctx, m.done, m.progress)
+		if busy1, _ := cpuTicks(); busy1 > busy0 {
+			res.Busy = float64(busy1-busy0) / clockTicks / time.Since(t0).Seconds()
+		}
 	}
 	res.CPU = seconds(cpu - cpu0)
 	if dbPID > 0 {
