@@ -65,6 +65,9 @@ type Client struct {
 	// publishHook, when set by a test, runs at the start of every publish
 	// goroutine, before it looks at its connection.
 	publishHook atomic.Pointer[func()]
+	// closeHook, when set by a test, runs in Close once it has looked at
+	// the session, before it ends the connection loop.
+	closeHook atomic.Pointer[func()]
 
 	ctx     context.Context // ends with Close
 	cancel  context.CancelFunc
@@ -446,7 +449,11 @@ func (c *Client) publish(cn conn) {
 		return
 	}
 	c.mu.Lock()
-	if cn.ctx.Err() != nil { // the loop is done with it (it cancels, then locks)
+	// Not when the loop is done with it (it cancels, then locks), nor once
+	// Close looked for a session to close gracefully and found none: cut
+	// then drops this one at once, instead of bounding it by closeGrace
+	// with nobody closing its stream.
+	if cn.ctx.Err() != nil || c.closing {
 		c.mu.Unlock()
 		return
 	}
@@ -605,19 +612,15 @@ func permanent(err error) bool {
 }
 
 // cut bounds the end of a connection once Close was called. Close closes a
-// published session gracefully within closeGrace; one that never was
-// (stream management not answered yet, say) is dropped at once: Serve
-// would otherwise wait in a read that nothing bounds.
+// published session gracefully within closeGrace (it set the deadline);
+// one that never was (stream management not answered yet, say) is dropped
+// at once: Serve would otherwise wait in a read that nothing bounds. No
+// connection is published once Close looked (see publish).
 func (c *Client) cut(cn conn) {
 	c.mu.Lock()
-	published, graceful := c.session == cn.s, c.graceful == cn.s
+	graceful := c.graceful == cn.s
 	c.mu.Unlock()
-	switch {
-	case graceful: // closeGracefully set its deadline
-	case published:
-		// Published just after Close looked: bound it the same way.
-		cn.s.Conn().SetDeadline(time.Now().Add(closeGrace))
-	default:
+	if !graceful {
 		cn.s.Conn().Close()
 	}
 }
@@ -808,13 +811,19 @@ func (c *Client) wasDown(at time.Time) bool {
 // stanzas the store saved as finished (Close saves every stanza finished
 // before it first, waiting at most half of its 2 s grace for the store):
 // the server keeps the others for this account as undelivered (offline
-// storage or its archive, depending on the server).
+// storage or its archive, depending on the server). A reconnection not yet
+// handed out to senders when Close is called is dropped at once, its
+// stream not closed: the server keeps that session until it times out, as
+// after a lost connection.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
 	s := c.session
 	c.graceful = s
 	c.mu.Unlock()
+	if hook := c.closeHook.Load(); hook != nil {
+		(*hook)()
+	}
 	c.reg.Close()
 	if s != nil {
 		c.closeGracefully(s)
