@@ -233,7 +233,14 @@
 // write the answer), the handler about a fifth (authentication,
 // decoding, validation, the in-memory record (with a store the client
 // records the message), the answer, the state-change callback) and the
-// garbage collector most of the rest. The usual body of POST /v1/messages
+// garbage collector most of the rest. With a store, a POST costs the store
+// what a direct Send does, the client's write-ahead of the message, and
+// nothing of the gateway's own: an Idempotency-Key adds one write (its
+// claim), send_at a job and a key. net/http reads three times per request
+// (the request; its background read, which detects a client that went
+// away, and its wait for the next request, which both find nothing):
+// reading the body without reaching its end does not avoid the background
+// read (net/http then starts it after the answer). The usual body of POST /v1/messages
 // (string members without escape sequences) is decoded without
 // encoding/json, at a tenth of its cost; any other body is decoded by
 // encoding/json, which gives every error. The gateway serves whatever protocol

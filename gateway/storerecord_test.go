@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -260,5 +261,68 @@ func TestStoreRecordCursorsLost(t *testing.T) {
 	}
 	if ev, err := r.change(ctx, "p1", Change{State: State(tracking.DeliveredToServer), At: time.Now()}); err != errNotApplied {
 		t.Fatalf("a state another writer recorded first: %+v, %v; want errNotApplied", ev, err)
+	}
+}
+
+// writeCounter counts the writes a store is asked for, by kind.
+type writeCounter struct {
+	store.Store
+	mu                   sync.Mutex
+	batches, msgs, other int // Commit calls, messages in them, other items in them
+	keys, jobs           int // ClaimKey, PutJob calls
+}
+
+func (s *writeCounter) Commit(ctx context.Context, b *store.Batch) error {
+	s.mu.Lock()
+	s.batches++
+	s.msgs += len(b.Messages)
+	s.other += len(b.Changes) + len(b.Written) + len(b.Sessions)
+	s.mu.Unlock()
+	return s.Store.Commit(ctx, b)
+}
+
+func (s *writeCounter) ClaimKey(ctx context.Context, k store.Key) (string, bool, error) {
+	s.mu.Lock()
+	s.keys++
+	s.mu.Unlock()
+	return s.Store.ClaimKey(ctx, k)
+}
+
+func (s *writeCounter) PutJob(ctx context.Context, j store.Job) error {
+	s.mu.Lock()
+	s.jobs++
+	s.mu.Unlock()
+	return s.Store.PutJob(ctx, j)
+}
+
+// TestPlainPostWritesNothingOfItsOwn: with a store, a POST without an
+// Idempotency-Key or send_at costs the store one transaction, the client's
+// write-ahead of the message (through ClientStore); the gateway adds
+// nothing of its own (no key, no job, no record), so that it costs a
+// durable store no more than the library sending directly. An
+// Idempotency-Key adds one write, its claim.
+func TestPlainPostWritesNothingOfItsOwn(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	wc := &writeCounter{Store: st}
+	f := newFixture(t, Config{Store: wc})
+	for range 3 {
+		f.send(`{"to":"bob@example.org","body":"plain"}`)
+	}
+	wc.mu.Lock()
+	got := [5]int{wc.batches, wc.msgs, wc.other, wc.keys, wc.jobs}
+	wc.mu.Unlock()
+	if want := [5]int{3, 3, 0, 0, 0}; got != want {
+		t.Fatalf("3 plain POSTs: commits, messages, other items, keys, jobs = %v, want %v", got, want)
+	}
+	f.send(`{"to":"bob@example.org","body":"keyed"}`, "Idempotency-Key", "k1")
+	wc.mu.Lock()
+	got = [5]int{wc.batches, wc.msgs, wc.other, wc.keys, wc.jobs}
+	wc.mu.Unlock()
+	if want := [5]int{4, 4, 0, 1, 0}; got != want {
+		t.Fatalf("and one with a key: %v, want %v", got, want)
 	}
 }
