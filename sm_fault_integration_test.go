@@ -585,7 +585,7 @@ func faultFreeze(t *testing.T, f *faultScenario) {
 	// queued behind the callbacks before it, where the time is taken: on a
 	// shared machine at load 17, under -race, that is not bounded by a
 	// second (flaky once).
-	var detect []time.Duration
+	var detect, enforced []time.Duration
 	for _, at := range frozeAt {
 		j := slices.IndexFunc(l.aliceDown, func(d faultDown) bool { return d.at.After(at) })
 		if j < 0 {
@@ -594,15 +594,25 @@ func faultFreeze(t *testing.T, f *faultScenario) {
 		}
 		down := l.aliceDown[j]
 		detect = append(detect, down.at.Sub(at).Round(time.Millisecond))
-		if !errors.Is(down.err, sm.ErrAckTimeout) {
-			t.Errorf("frozen connection ended after %v with %v, want sm.ErrAckTimeout", down.at.Sub(at), down.err)
+		var ae *sm.AckTimeoutError
+		if !errors.As(down.err, &ae) || !errors.Is(down.err, sm.ErrAckTimeout) {
+			t.Errorf("frozen connection ended after %v with %v, want an *sm.AckTimeoutError (sm.ErrAckTimeout)", down.at.Sub(at), down.err)
+			continue
 		}
+		// The bound it enforced, with no timing: AckTimeout plus four
+		// smoothed round trips, at most AckTimeout again, and not given
+		// up on before it ran out (its lateness is the machine's).
+		if ae.Bound < sm.DefaultAckTimeout || ae.Bound > 2*sm.DefaultAckTimeout || ae.Waited < ae.Bound {
+			t.Errorf("frozen connection ended with bound %v after %v of waiting; want a bound in [%v, %v], waited at least that",
+				ae.Bound, ae.Waited, sm.DefaultAckTimeout, 2*sm.DefaultAckTimeout)
+		}
+		enforced = append(enforced, ae.Bound)
 	}
 	d := f.checkResumed(t, audit, info)
-	t.Logf("%s freeze: %d messages + 1 barrier in %v (all acked and received after %v); %d freezes detected after %v (bounds %v: AckTimeout + 4 RTT); "+
+	t.Logf("%s freeze: %d messages + 1 barrier in %v (all acked and received after %v); %d freezes detected after %v (bounds %v at the freeze, %v enforced: AckTimeout + 4 RTT); "+
 		"%d connections; sender resumed %d times, bound %d new sessions (re-sending %d messages); retransmitted %d stanzas; "+
 		"recipient got %d ids twice (%d re-sent, %d by the server)",
-		f.srv.Kind(), f.n, sentIn.Round(time.Millisecond), done.Round(time.Millisecond), stats.Frozen, detect, bounds,
+		f.srv.Kind(), f.n, sentIn.Round(time.Millisecond), done.Round(time.Millisecond), stats.Frozen, detect, bounds, enforced,
 		stats.Accepted, l.aliceResumed, l.aliceFresh, d.resent, audit.retransmit,
 		d.resentTwice+d.serverTwice+d.notCounted, d.resentTwice, d.serverTwice+d.notCounted)
 }

@@ -38,10 +38,11 @@ var (
 	// the messages held for re-sending wait for the next connection.
 	ErrConnEnded = errors.New("sm: connection ended before stream management was enabled")
 
-	// ErrAckTimeout is returned by Serve when the connection was taken for
-	// dead: an <r/> (or <enable/>) stayed unanswered beyond
-	// Config.AckTimeout. The State expired the connection's deadlines and
-	// closed it; reconnect. The stream is resumed, unless
+	// ErrAckTimeout is matched (errors.Is) by the *AckTimeoutError Serve
+	// returns when the connection was taken for dead: an <r/> (or
+	// <enable/>) stayed unanswered beyond Config.AckTimeout. The State
+	// expired the connection's deadlines and closed it; reconnect. The
+	// stream is resumed, unless
 	// the connection had resumed it and the server acknowledged nothing
 	// since (see the package documentation, "Failed resumptions").
 	ErrAckTimeout = errors.New("sm: the server did not answer an ack request in time; connection dead")

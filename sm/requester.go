@@ -163,7 +163,7 @@ func (st *State) dead(c *conn) {
 	st.mu.Lock()
 	s := c.sess
 	if c.fatal == nil {
-		c.fatal = ErrAckTimeout
+		c.fatal = c.ackTimeoutLocked()
 	}
 	failedResume := c.resumed && !c.gotAck
 	if failedResume {

@@ -1,0 +1,38 @@
+package sm
+
+import (
+	"fmt"
+	"time"
+)
+
+// AckTimeoutError is what Serve returns when the connection was taken for
+// dead (see "Dead connections" in the package documentation); it matches
+// ErrAckTimeout (errors.Is).
+type AckTimeoutError struct {
+	// Bound is the bound the State enforced: Config.AckTimeout plus four
+	// smoothed round trips (at most AckTimeout again), as Info.AckBound
+	// reported it then.
+	Bound time.Duration
+	// Waited is how long the answer had been awaited when the State gave
+	// up: at least Bound. How much more is the watchdog timer's lateness.
+	Waited time.Duration
+}
+
+// Error implements error.
+func (e *AckTimeoutError) Error() string {
+	return fmt.Sprintf("%v (no answer for %v, bound %v)", ErrAckTimeout, e.Waited, e.Bound)
+}
+
+// Is reports whether target is ErrAckTimeout.
+func (e *AckTimeoutError) Is(target error) bool { return target == ErrAckTimeout }
+
+// ackTimeoutLocked returns the error that ends c now that the watchdog
+// found its awaited answer overdue. The caller holds st.mu.
+func (c *conn) ackTimeoutLocked() *AckTimeoutError {
+	bound := c.st.ackBoundLocked()
+	e := &AckTimeoutError{Bound: time.Duration(bound)}
+	if dl := c.deadlineLocked(); dl != 0 {
+		e.Waited = time.Duration(timeNow() - (dl - bound))
+	}
+	return e
+}
