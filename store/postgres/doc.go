@@ -76,11 +76,18 @@
 //
 // What a message costs the server is mostly per transaction (the flush,
 // the call's set-up): a group commit's transaction carries the Commit
-// calls that queued while the previous one ran. Several instances commit
-// their groups independently; a server that several busy instances share
-// can flush their commits together with commit_delay (a server setting,
-// in microseconds, for example 200, with commit_siblings at 2 or more),
-// which costs each commit up to that delay in latency and loses nothing.
+// calls that queued while the previous one ran. A Store has one group
+// commit in flight: a second one, on a connection of its own, would
+// overlap a group's row work with the previous group's flush, but it
+// splits the waiting Commit calls between two smaller groups, and
+// measured it cost the server half again as much CPU per message (see
+// docs/benchmarks.md), which a busy machine cannot spare. Several
+// instances commit their groups independently, and the transactions that
+// take cursors (of all instances) flush one after the other, each
+// holding the feed's counter row through its flush: PostgreSQL cannot
+// flush them together, and commit_delay would only lengthen that hold.
+// On a server whose flush takes 0.7 ms that is at most about 1,100 to
+// 1,300 such transactions a second for all instances together.
 //
 // # Setting up a database
 //
