@@ -90,38 +90,211 @@ func TestDeadConnectionDetected(t *testing.T) {
 
 // TestDeadWhileWriterBlocked: the link freezes under a burst, so the
 // requester itself is stuck writing (behind a blocked writer holding
-// mellium's output lock); the watchdog still ends the connection. Real
-// time: synctest does not advance while a goroutine waits for a mutex.
+// mellium's output lock); the watchdog still ends the connection, and the
+// blocked writer fails. Real time: synctest does not advance while a
+// goroutine waits for a mutex (TestDeadReservedNotWritten is the
+// uncounted case in fake time).
+//
+//   - counted: the frozen server's read under way takes the burst's first
+//     stanza, which is counted; the <r/> it calls for is booked, then
+//     waits for mellium's output behind the second stanza, blocked on the
+//     pipe. The bound runs from that booking.
+//   - uncounted: bytes outside any stanza take that read, so the burst's
+//     very first write blocks and nothing is ever counted: no request rule
+//     fires, and without the probe of a stanza that Reserve let through
+//     (probeAtLocked) the connection is never found dead (IdleProbe is an
+//     hour here).
+//
+// Each waits for the server's read to be under way before the freeze, so
+// that the case is the one named. (The stress run that "hung after 89
+// passes" with -count 300 -cpu 1,2,4 -timeout 45s had only run out of
+// time: 89 runs of 0.5 s, the bound this test then used.)
 func TestDeadWhileWriterBlocked(t *testing.T) {
-	func(t *testing.T) {
-		srv := newFakeServer(t)
-		rec := newRecorder()
-		// Real time: a bound of 50 ms sometimes ended the connection
-		// before <enabled/> came on a loaded machine.
-		st := New(rec.config(Config{AckTimeout: 500 * time.Millisecond}))
-		c := mustDial(t, srv, st, nil)
-		if err := st.WaitEnabled(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		c.sc.conn.freeze()
-		sent := make(chan error, 1)
-		go func() {
-			var err error
-			for i := 0; err == nil; i++ {
-				if err = st.Reserve(t.Context()); err == nil {
-					err = c.sess.Send(t.Context(), msgReader(fmt.Sprint("b", i)))
+	for _, counted := range []bool{true, false} {
+		name := map[bool]string{true: "counted", false: "uncounted"}[counted]
+		t.Run(name, func(t *testing.T) {
+			// Real time, and a short bound (the test runs thousands of
+			// times under stress): on a loaded machine it may end the
+			// connection before <enabled/> comes, which is a dead
+			// connection too; then the test starts over.
+			var st *State
+			var c *client
+			for {
+				st = New(Config{AckTimeout: 50 * time.Millisecond, IdleProbe: time.Hour})
+				c = mustDial(t, newFakeServer(t), st, nil)
+				err := st.WaitEnabled(t.Context())
+				if err == nil {
+					break
+				}
+				if err := c.waitServed(); !errors.Is(err, ErrAckTimeout) {
+					t.Fatalf("WaitEnabled failed, Serve: %v", err)
 				}
 			}
-			sent <- err
-		}()
+			c.sc.conn.waitInRead()
+			c.sc.conn.freeze()
+			if !counted {
+				// Taken by the read under way, and discarded; not seen by
+				// the tees.
+				if _, err := c.conn.Write([]byte(" ")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sent := make(chan error, 1)
+			go func() {
+				var err error
+				for i := 0; err == nil; i++ {
+					if err = st.Reserve(t.Context()); err == nil {
+						err = c.sess.Send(t.Context(), msgReader(fmt.Sprint("b", i)))
+					}
+				}
+				sent <- err
+			}()
+			select {
+			case <-c.served:
+			case <-time.After(30 * time.Second): // a guard, not a measure: the bound is 0.1 s
+				st.mu.Lock()
+				info := fmt.Sprintf("outH %d rSent %d aRecv %d rWait %d wantAt %d probe %v watchArmed %v",
+					st.outH, st.conn.rSent, st.conn.aRecv, st.conn.rWait, st.conn.wantAt, st.conn.probe, st.conn.watchArmed)
+				st.mu.Unlock()
+				c.sc.conn.Close()
+				c.conn.Close()
+				t.Fatalf("the frozen connection was not found dead: %s", info)
+			}
+			err := c.waitServed()
+			if !errors.Is(err, ErrAckTimeout) {
+				t.Fatalf("Serve: %v", err)
+			}
+			if err := <-sent; err == nil {
+				t.Fatal("the blocked writer did not fail")
+			}
+			st.mu.Lock()
+			outH := st.outH
+			st.mu.Unlock()
+			if want := map[bool]uint32{true: 1, false: 0}[counted]; outH != want {
+				t.Errorf("%d stanzas counted, want %d", outH, want)
+			}
+		})
+	}
+}
+
+// TestDeadReservedNotWritten: the link freezes and the application's
+// next stanza, let through by Reserve, is never written (its write is
+// stuck before any of it was counted; here it is never made, which the
+// State cannot tell apart). AckTimeout after Reserve returned the
+// requester sends an <r/>, and the connection is dead the bound after
+// that: AckTimeout + (AckTimeout + 4 RTT). Without the probe nothing
+// would be requested before IdleProbe (an hour here).
+func TestDeadReservedNotWritten(t *testing.T) {
+	for _, rtt := range []time.Duration{0, 200 * time.Millisecond} {
+		t.Run(rtt.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := newFakeServer(t)
+				srv.rtt = rtt
+				rec := newRecorder()
+				st := New(rec.config(Config{AckTimeout: 2 * time.Second, IdleProbe: time.Hour}))
+				c := mustDial(t, srv, st, nil)
+				synctest.Wait()
+				sendMsg(t, st, c.sess, "m0")
+				rec.next(t)
+				// The server waits in a read: it takes the <r/> (the
+				// requester's write completes; in the real case it waits
+				// for mellium's output behind the stuck stanza, see
+				// TestDeadWhileWriterBlocked/uncounted).
+				synctest.Wait()
+				c.sc.conn.freeze()
+				start := time.Now()
+				if err := st.Reserve(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				err := c.waitServed()
+				if !errors.Is(err, ErrAckTimeout) {
+					t.Fatalf("Serve: %v, want ErrAckTimeout", err)
+				}
+				if d, want := time.Since(start), 2*time.Second+2*time.Second+4*rtt; d != want {
+					t.Errorf("detected after %v, want %v", d, want)
+				}
+			})
+		})
+	}
+}
+
+// TestReservedNotWrittenAlive: on a live link, a Reserve not followed by
+// a write costs one <r/>, AckTimeout later, which is answered: the
+// connection stays, and nothing more is requested until IdleProbe.
+func TestReservedNotWrittenAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		st := New(Config{AckTimeout: 2 * time.Second, IdleProbe: time.Hour})
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		if err := st.Reserve(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2*time.Second - 1)
+		synctest.Wait()
+		if _, rs, _, _ := srv.snapshot(); rs != 0 {
+			t.Fatalf("%d <r/> before AckTimeout", rs)
+		}
+		time.Sleep(1)
+		synctest.Wait()
+		if _, rs, _, _ := srv.snapshot(); rs != 1 {
+			t.Fatalf("%d <r/> at AckTimeout, want 1", rs)
+		}
+		time.Sleep(30 * time.Minute)
+		synctest.Wait()
+		if _, rs, _, _ := srv.snapshot(); rs != 1 {
+			t.Fatalf("%d <r/> after 30 min, want 1", rs)
+		}
+		select {
+		case <-c.served:
+			t.Fatalf("connection ended: %v", c.serveEr)
+		default:
+		}
+		// A Reserve whose stanza is written costs nothing more.
+		sendMsg(t, st, c.sess, "m0")
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if _, rs, _, _ := srv.snapshot(); rs != 2 {
+			t.Fatalf("%d <r/> after a message, want 2", rs)
+		}
+		c.close()
+	})
+}
+
+// TestDeadWhileResendBlocked: the link freezes after <enabled/> while the
+// requester re-sends the messages of a lost stream, and its first re-send
+// blocks before any of it was counted. No rule can request anything while
+// the requester is stuck in that write, so the bound runs from the
+// write's start: the connection is dead AckTimeout later.
+func TestDeadWhileResendBlocked(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		rec := newRecorder()
+		st := New(rec.config(Config{AckTimeout: 2 * time.Second, IdleProbe: time.Hour}))
+		loseStream(t, srv, st, "m0", "m1")
+		srv.mu.Lock()
+		srv.holdEnabled = true
+		srv.mu.Unlock()
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait() // the server waits in a read, after <enable/>
+		c.sc.conn.deafen()
+		// Taken by that read, and discarded: the re-send's write blocks.
+		if _, err := c.conn.Write([]byte(" ")); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		srv.releaseEnabled()
 		err := c.waitServed()
 		if !errors.Is(err, ErrAckTimeout) {
-			t.Fatalf("Serve: %v", err)
+			t.Fatalf("Serve: %v, want ErrAckTimeout", err)
 		}
-		if err := <-sent; err == nil {
-			t.Fatal("the blocked writer did not fail")
+		if d := time.Since(start); d != 2*time.Second {
+			t.Errorf("detected after %v, want 2s", d)
 		}
-	}(t)
+		if evs := drain(rec); !slices.Equal(evs, []string{"resent:m0"}) {
+			t.Errorf("callbacks %v", evs)
+		}
+	})
 }
 
 // TestAckProgressKeepsConnection: a slow server that answers each <r/>

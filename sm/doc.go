@@ -166,6 +166,22 @@
 // may wait up to 5 s for room to send close_notify). Reconnect as after any
 // loss; the stream is resumed as usual.
 //
+// A stanza is counted, and can call for an <r/>, only once its write
+// returned (mellium copies what it wrote to the tees after the write). On
+// a frozen link the first write after an idle spell may block at once, so
+// nothing is counted and no request rule fires; two rules cover that.
+// First, Reserve's caller is about to write: if, AckTimeout after Reserve
+// returned, no stanza was counted since and no <r/> is awaited, the
+// requester sends an <r/> (it waits for mellium's output behind the stuck
+// write), and the bound runs from that request: such a connection is dead
+// after 2×AckTimeout plus four round trips. A Reserve whose caller then
+// writes nothing costs that one <r/> on a live link. Second, a re-send or
+// retransmission that the State writes itself (after <enabled/> or
+// <resumed/>) keeps the requester, or Start, from requesting anything
+// while it is stuck: the bound runs from the start of that write (an <a/>
+// received meanwhile starts it again). Stanzas written without Reserve,
+// other than these, are covered only once counted, or by the idle probe.
+//
 // An idle connection is probed: when no <r/> was sent and no <a/>
 // received for Config.IdleProbe (default 30 s), the requester sends an
 // <r/>, so a dead link is found (within IdleProbe plus the bound) before

@@ -48,6 +48,23 @@ type bufConn struct {
 	drained bool // close once everything pending is written
 	frozen  bool // bytes stop flowing both ways (a frozen link); guarded by mu
 	deaf    bool // the server stops reading but still writes; guarded by mu
+	inRead  int  // reads past the freeze check, taking the next write; guarded by mu
+	readIn  chan struct{}
+}
+
+// waitInRead waits until a read of the server's is under way (one that
+// takes the next write of the client's even after a freeze), for tests
+// that run in real time.
+func (b *bufConn) waitInRead() {
+	for {
+		b.mu.Lock()
+		n := b.inRead
+		b.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		<-b.readIn
+	}
 }
 
 // freeze stops the link without closing it: a read of the server's under
@@ -94,7 +111,7 @@ func (b *bufConn) closeWhenDrained() {
 }
 
 func newBufConn(c net.Conn) *bufConn {
-	b := &bufConn{Conn: c, notify: make(chan struct{}, 1), closed: make(chan struct{})}
+	b := &bufConn{Conn: c, notify: make(chan struct{}, 1), closed: make(chan struct{}), readIn: make(chan struct{}, 1)}
 	go b.pump()
 	return b
 }
@@ -147,7 +164,17 @@ func (b *bufConn) Read(p []byte) (int, error) {
 		<-b.closed
 		return 0, net.ErrClosed
 	}
+	b.mu.Lock()
+	b.inRead++
+	b.mu.Unlock()
+	select {
+	case b.readIn <- struct{}{}:
+	default:
+	}
 	n, err := b.Conn.Read(p)
+	b.mu.Lock()
+	b.inRead--
+	b.mu.Unlock()
 	if b.isDeaf() {
 		<-b.closed
 		return 0, net.ErrClosed
