@@ -240,7 +240,8 @@
 // (the request; its background read, which detects a client that went
 // away, and its wait for the next request, which both find nothing):
 // reading the body without reaching its end does not avoid the background
-// read (net/http then starts it after the answer). The usual body of POST /v1/messages
+// read (net/http then reads the rest when the answer's header is written,
+// and starts it there). The usual body of POST /v1/messages
 // (string members without escape sequences) is decoded without
 // encoding/json, at a tenth of its cost; any other body is decoded by
 // encoding/json, which gives every error. The gateway serves whatever protocol
