@@ -73,7 +73,8 @@ const crashMessages = 2000
 // recorded it, "done", and waits to be killed.
 func crashChild() error {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, os.Getenv("XMPPTRACK_CRASH_STORE"))
+	// Shared: the test reads the store while this process has it open.
+	st, err := sqlite.OpenConfig(ctx, os.Getenv("XMPPTRACK_CRASH_STORE"), sqlite.Config{Shared: true})
 	if err != nil {
 		return err
 	}
@@ -464,7 +465,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		t.Logf("%d unexplained duplicates, %d of messages re-sent as not in the archive, %d re-sent after a dropped session, %d re-sent after a failed resumption within a run",
 			dupsResumed, dupsAmbiguous, sum(dupsDropped), dupsResent)
 		t.Logf("held messages after the restarts on %s: %d settled by the archive, %d by their receipt, %d re-sent (not found)", srv.Kind(), totalArchived, totalProved, totalResent)
-		st, err := sqlite.Open(context.Background(), path)
+		st, err := sqlite.OpenConfig(context.Background(), path, sqlite.Config{Shared: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -522,7 +523,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // unackedIDs returns the ids of the messages of the store that our server
 // never acknowledged: those a restart re-sends.
 func unackedIDs(path string) (map[string]bool, error) {
-	st, err := sqlite.Open(context.Background(), path)
+	st, err := sqlite.OpenConfig(context.Background(), path, sqlite.Config{Shared: true})
 	if err != nil {
 		return nil, err
 	}
@@ -566,7 +567,7 @@ func crashServers(t *testing.T, f func(t *testing.T, srv *testserver.Server)) {
 // dumpCrashStore logs the stored stream-management state and the
 // unacknowledged messages with their numbers.
 func dumpCrashStore(t *testing.T, path string) {
-	st, err := sqlite.Open(context.Background(), path)
+	st, err := sqlite.OpenConfig(context.Background(), path, sqlite.Config{Shared: true})
 	if err != nil {
 		t.Fatal(err)
 	}

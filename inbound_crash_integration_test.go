@@ -28,7 +28,8 @@ import (
 // "blocked ID at R" (R: the stanzas received by then).
 func inboundChild() error {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, os.Getenv("XMPPTRACK_CRASH_STORE"))
+	// Shared, as the crash test's child (the tests' processes share it).
+	st, err := sqlite.OpenConfig(ctx, os.Getenv("XMPPTRACK_CRASH_STORE"), sqlite.Config{Shared: true})
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,8 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "locker":
 		childLocker(os.Getenv("XMPPTRACK_SQLITE_PATH"))
+	case "opener":
+		childOpener(os.Getenv("XMPPTRACK_SQLITE_PATH"), os.Getenv("XMPPTRACK_SQLITE_PREFIX") == "shared")
 		os.Exit(0)
 	case "fsize":
 		childFileSize(os.Getenv("XMPPTRACK_SQLITE_PATH"))
@@ -62,9 +64,11 @@ func childWriter(path, prefix string) {
 	wg.Wait()
 }
 
-// childLocker takes owner's lock, says so, and waits to be killed.
+// childLocker takes owner's lock, says so, and waits to be killed. It
+// opens the store with Config.Shared, as TestLockAcrossProcesses's parent
+// does.
 func childLocker(path string) {
-	s, err := Open(context.Background(), path)
+	s, err := OpenConfig(context.Background(), path, Config{Shared: true})
 	if err != nil {
 		fmt.Println("error", err)
 		return
@@ -75,6 +79,21 @@ func childLocker(path string) {
 	}
 	fmt.Println("locked")
 	select {}
+}
+
+// childOpener opens the store (with Config.Shared if shared), closes it
+// and says how that went: "ok", "locked" (store.ErrLocked) or the error.
+func childOpener(path string, shared bool) {
+	s, err := OpenConfig(context.Background(), path, Config{Shared: shared})
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		fmt.Println("locked")
+	case err != nil:
+		fmt.Println("error", err)
+	default:
+		s.Close()
+		fmt.Println("ok")
+	}
 }
 
 func child(t *testing.T, kind, path, prefix string) (*exec.Cmd, *bufio.Scanner) {
@@ -139,7 +158,7 @@ func TestKillDurability(t *testing.T) {
 // lives, and its death (SIGKILL) releases it at once.
 func TestLockAcrossProcesses(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
-	s, err := Open(context.Background(), path)
+	s, err := OpenConfig(context.Background(), path, Config{Shared: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,4 +181,60 @@ func TestLockAcrossProcesses(t *testing.T) {
 		t.Fatalf("after the holder died: %v", err)
 	}
 	l.Release()
+}
+
+// TestOneProcess: by default a store takes its file for its process: while
+// it is open, another process's Open fails with store.ErrLocked, with
+// Config.Shared or without, and its wal-index is in the process's memory
+// (no path-shm). Once it is closed the other process opens the file. With
+// Config.Shared, other processes open it with Config.Shared, not without.
+func TestOneProcess(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	opens := func(shared bool) string {
+		t.Helper()
+		prefix := ""
+		if shared {
+			prefix = "shared"
+		}
+		cmd, sc := child(t, "opener", path, prefix)
+		defer cmd.Wait()
+		if !sc.Scan() {
+			t.Fatal("the child said nothing")
+		}
+		return sc.Text()
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
+	if _, err := os.Stat(path + "-shm"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("path-shm of a store with its file to itself: %v, want none", err)
+	}
+	for _, shared := range []bool{false, true} {
+		if got := opens(shared); got != "locked" {
+			t.Errorf("another process's Open (Shared %v) while the store is open: %s, want locked", shared, got)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := opens(false); got != "ok" {
+		t.Errorf("another process's Open after Close: %s, want ok", got)
+	}
+	s, err = OpenConfig(ctx, path, Config{Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Message(ctx, "a"); err != nil {
+		t.Errorf("the message committed before: %v", err)
+	}
+	if got := opens(true); got != "ok" {
+		t.Errorf("another process's shared Open while a shared store is open: %s, want ok", got)
+	}
+	if got := opens(false); got != "locked" {
+		t.Errorf("another process's Open without Shared while a shared store is open: %s, want locked", got)
+	}
 }

@@ -14,7 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
@@ -30,6 +31,13 @@ type Config struct {
 	Retention time.Duration
 	// Logger receives pruning failures; nil discards them.
 	Logger *slog.Logger
+	// Shared lets other processes open the file while this store has it
+	// open (a follower in another process, another account's client, a
+	// command-line look at the file). Without it the store takes the file
+	// for this process alone (see "One process" in the package
+	// documentation), which spares SQLite's file locks on every
+	// transaction.
+	Shared bool
 
 	// pragmas are extra connection pragmas for the writer (tests).
 	pragmas []string
@@ -99,10 +107,22 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if cfg.Sync {
 		syncMode = "FULL"
 	}
-	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)"
+	// vfs names SQLite's file system layer: "unix-excl" holds one lock on
+	// the file for the process instead of taking and releasing locks for
+	// each transaction (see "One process" in doc.go).
+	vfs := "&vfs=unix-excl"
+	if cfg.Shared {
+		vfs = ""
+	}
+	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)" + vfs
 	for _, p := range cfg.pragmas {
 		params += "&_pragma=" + p
 	}
+	probe, err := claim(ctx, path, vfs, cfg.Shared)
+	if err != nil {
+		return nil, err
+	}
+	defer probe.Close()
 	w, err := openWriter(path + params)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -122,6 +142,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.group = groupcommit.New(s.ctx)
+	s.group.Inline(s.commitGroup)
 	if err := s.migrate(ctx); err != nil {
 		s.stop()
 		w.Close()
@@ -138,7 +159,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 		w.Close()
 		return nil, openErr(path, err)
 	}
-	r, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_query_only=1")
+	r, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_query_only=1"+vfs)
 	if err != nil {
 		s.stop()
 		w.Close()
@@ -147,7 +168,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s.r = r
-	ck, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_synchronous="+syncMode)
+	ck, err := sql.Open("sqlite", path+"?_busy_timeout=10000&_synchronous="+syncMode+vfs)
 	if err != nil {
 		s.stop()
 		r.Close()
@@ -169,6 +190,42 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 // (see wconn.go), so that a file they do not fit fails at Open.
 func (s *Store) prepare(ctx context.Context) error {
 	return s.onWriter(ctx, func(*wconn) error { return nil })
+}
+
+// claimWait bounds Open's wait for the file's lock: longer than another
+// Store of this process holds it exclusively (rare: recovering a WAL), far
+// shorter than the busy timeout another process's hold would exhaust.
+const claimWait = 200 * time.Millisecond
+
+// claim takes the file's lock for this process (with vfs "unix-excl"; a
+// shared one with the default vfs) on a connection of its own, with a
+// short busy timeout, so that a file another process holds fails Open at
+// once with store.ErrLocked, instead of the writer's first statement
+// failing with SQLITE_BUSY after the busy timeout. The caller closes the
+// connection once the writer holds the lock too (a store's connections
+// share the process's lock).
+func claim(ctx context.Context, path, vfs string, shared bool) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", fmt.Sprintf("%s?_busy_timeout=%d%s", path, claimWait.Milliseconds(), vfs))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	var id int
+	err = db.QueryRowContext(ctx, "PRAGMA application_id").Scan(&id)
+	var se *sqlite.Error
+	switch {
+	case errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY && shared:
+		err = fmt.Errorf("sqlite: %s is held by another process for itself (a store without Config.Shared): %w", path, store.ErrLocked)
+	case errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY:
+		err = fmt.Errorf("sqlite: %s is open in another process (a store takes its file for one process unless Config.Shared): %w", path, store.ErrLocked)
+	case err != nil:
+		err = openErr(path, err)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
 // header is the first bytes of every SQLite database file.
@@ -212,6 +269,7 @@ func (s *Store) Close() error {
 	for _, l := range leases {
 		l.release()
 	}
+	s.group.Stop() // a Commit committing on its own goroutine (see Commit)
 	s.workers.Wait()
 	rerr := errors.Join(s.r.Close(), s.ck.Close())
 	// Fold the WAL into the database file, so that the file alone holds

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -46,6 +47,37 @@ func (r *Request) Answer(err error) { r.done <- err }
 type Queue struct {
 	life context.Context // the store's: ends with Close
 	reqs chan *Request
+
+	// busy is held by whoever runs the commit function: the committer
+	// goroutine (Run) or a Commit call that commits its batch itself
+	// (see Inline). It orders their uses of the store's writer.
+	busy sync.Mutex
+	// held counts the groups Run took and has not committed yet: while
+	// there is one, Commit queues (a caller never overtakes them).
+	held atomic.Int32
+	// inline, if set (see Inline), is the commit function that a Commit
+	// call finding the queue empty and the committer idle runs itself.
+	inline func(group []*Request)
+}
+
+// Inline makes a Commit call that finds no batch queued and the committer
+// idle run commit on its own goroutine, with its batch alone, instead of
+// handing the batch to the committer goroutine and waiting for its answer:
+// a lone caller (a sequential sender) then pays no switch to the committer
+// and back, two goroutine wake-ups per commit. A call that finds the
+// committer busy or batches queued queues its batch as before, so
+// concurrent callers still share transactions. commit must be the function
+// Run gets; they never run at the same time. Call Inline before the first
+// Commit.
+func (q *Queue) Inline(commit func(group []*Request)) { q.inline = commit }
+
+// Stop waits for a Commit call running the commit function itself (see
+// Inline) to finish. Call it once the store's life ended, before the
+// store closes what commit uses: later calls find the life ended and
+// commit nothing.
+func (q *Queue) Stop() {
+	q.busy.Lock()
+	q.busy.Unlock()
 }
 
 // New returns a queue for a store whose life ends with ctx.
@@ -71,6 +103,20 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 		return nil
 	}
 	r := NewRequest(b)
+	if q.inline != nil && len(q.reqs) == 0 && q.held.Load() == 0 && q.busy.TryLock() {
+		if q.life.Err() != nil { // Stop is waiting, or has returned
+			q.busy.Unlock()
+			return store.ErrClosed
+		}
+		if err := ctx.Err(); err != nil { // refused before anything happened
+			q.busy.Unlock()
+			return err
+		}
+		r.state.Store(taken)
+		q.inline([]*Request{r})
+		q.busy.Unlock()
+		return <-r.done
+	}
 	select {
 	case q.reqs <- r:
 	case <-ctx.Done():
@@ -104,6 +150,7 @@ func (q *Queue) Run(commit func(group []*Request)) {
 			return
 		case r := <-q.reqs:
 			group = append(group[:0], r)
+			q.held.Add(1)
 		}
 		// Let the goroutines that are ready to run (callers about to
 		// commit, typically) run first: on a busy process the group then
@@ -126,8 +173,11 @@ func (q *Queue) Run(commit func(group []*Request)) {
 			}
 		}
 		if len(live) > 0 {
+			q.busy.Lock()
 			commit(live)
+			q.busy.Unlock()
 		}
+		q.held.Add(-1)
 		clear(group)
 	}
 }

@@ -1,0 +1,160 @@
+package groupcommit
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+func batch(id string) *store.Batch {
+	return &store.Batch{Changes: []store.Change{{ID: id, State: tracking.DeliveredToServer}}}
+}
+
+// TestInlineLone: with Inline, a Commit that finds the queue idle commits
+// its batch itself: it is answered although no committer goroutine runs.
+func TestInlineLone(t *testing.T) {
+	life, stop := context.WithCancel(context.Background())
+	defer stop()
+	q := New(life)
+	mine := errors.New("the commit function's answer")
+	var got []string
+	q.Inline(func(group []*Request) {
+		for _, r := range group {
+			got = append(got, r.Batch.Changes[0].ID)
+			r.Answer(mine)
+		}
+	})
+	// Bounded only against a hang (no committer runs): without Inline the
+	// Commit ends with the context's error.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, id := range []string{"a", "b"} {
+		if err := q.Commit(ctx, batch(id)); !errors.Is(err, mine) {
+			t.Fatalf("Commit %s: %v, want the commit function's answer", id, err)
+		}
+	}
+	if len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Errorf("committed %v, want [a b]", got)
+	}
+	cancel()
+	if err := q.Commit(ctx, batch("c")); !errors.Is(err, context.Canceled) {
+		t.Errorf("Commit with an ended context: %v, want context.Canceled", err)
+	}
+	if len(got) != 2 {
+		t.Errorf("a batch whose context had ended was committed: %v", got)
+	}
+}
+
+// TestInlineExclusive: a Commit that finds the commit function running (a
+// caller's own commit) queues its batch; the committer goroutine commits it
+// once that commit returned, never at the same time.
+func TestInlineExclusive(t *testing.T) {
+	life, stop := context.WithCancel(context.Background())
+	defer stop()
+	q := New(life)
+	var running, overlaps atomic.Int32
+	entered := make(chan string, 2)
+	release := make(chan struct{})
+	commit := func(group []*Request) {
+		if running.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		for _, r := range group {
+			entered <- r.Batch.Changes[0].ID
+			if r.Batch.Changes[0].ID == "first" {
+				<-release
+			}
+		}
+		running.Add(-1)
+		for _, r := range group {
+			r.Answer(nil)
+		}
+	}
+	q.Inline(commit)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { q.Run(commit) })
+	defer stop()
+	errs := make(chan error, 2)
+	go func() { errs <- q.Commit(context.Background(), batch("first")) }()
+	if id := <-entered; id != "first" {
+		t.Fatalf("committed %s first", id)
+	}
+	go func() { errs <- q.Commit(context.Background(), batch("second")) }()
+	// "second" cannot enter the commit function while "first" holds it:
+	// release "first" only once "second" waits (queued or held by Run).
+	for len(q.reqs) == 0 && q.held.Load() == 0 {
+		select {
+		case id := <-entered:
+			t.Fatalf("%s entered the commit function while first was in it", id)
+		default:
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	if id := <-entered; id != "second" {
+		t.Fatalf("then committed %s", id)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := overlaps.Load(); n != 0 {
+		t.Errorf("the commit function ran %d times while it was running", n)
+	}
+}
+
+// TestStopWaitsForInline: Stop returns only once a Commit committing its
+// batch itself is done, and Commits after the store's life ended are
+// refused with ErrClosed, committing nothing.
+func TestStopWaitsForInline(t *testing.T) {
+	life, stop := context.WithCancel(context.Background())
+	q := New(life)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var commits atomic.Int32
+	q.Inline(func(group []*Request) {
+		if commits.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+		for _, r := range group {
+			r.Answer(nil)
+		}
+	})
+	committed := make(chan error, 1)
+	go func() { committed <- q.Commit(context.Background(), batch("a")) }()
+	<-entered
+	stop()
+	stopped := make(chan struct{})
+	go func() { q.Stop(); close(stopped) }()
+	for range 100 { // give Stop the chance to return early
+		runtime.Gosched()
+	}
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while a Commit was committing")
+	case err := <-committed:
+		t.Fatalf("the Commit returned (%v) before its commit did", err)
+	default:
+	}
+	close(release)
+	<-stopped
+	if err := <-committed; err != nil {
+		t.Errorf("the Commit that was committing: %v", err)
+	}
+	if err := q.Commit(context.Background(), batch("b")); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Commit after the end: %v, want ErrClosed", err)
+	}
+	if n := commits.Load(); n != 1 {
+		t.Errorf("%d commits, want 1", n)
+	}
+}
