@@ -68,9 +68,9 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange) and "+sSQLite+
 		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded) and "+sPostgres+
 		" (the same on a PostgreSQL 15 that the run starts) and "+sPostgres2+
-		" (two clients of two accounts on one PostgreSQL, sharing the -n messages: two instances of a service) and "+oWindowPrefix+
+		" (two clients of two accounts on one PostgreSQL, each with -send-goroutines, sharing the -n messages: two instances of a service) and "+oWindowPrefix+
 		"N (xmpptrack with sm.Config.Window N, to compare windows in one run)")
-	fs.IntVar(&o.send.goroutines, "send-goroutines", 1, "xmpptrack senders: goroutines calling Send at once, sharing the messages (1: sequential)")
+	fs.IntVar(&o.send.goroutines, "send-goroutines", 1, "xmpptrack senders: goroutines calling Send at once, sharing the messages (1: sequential); per instance for "+sPostgres2)
 	fs.Float64Var(&o.send.rate, "send-rate", 0, "xmpptrack senders: messages per second over all goroutines, open loop, reporting Send latency p50/p99 (0: unpaced)")
 	fs.IntVar(&o.ceilingSenders, "ceiling-senders", 4, "parallel plain sessions of the ceiling senders, sharing the -n messages")
 	fs.BoolVar(&o.warmup, "warmup", true, "run every sender once with n/10 messages before the first round, unrecorded")

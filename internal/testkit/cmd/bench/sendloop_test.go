@@ -58,3 +58,17 @@ func TestFillLatency(t *testing.T) {
 		t.Error("latency without samples")
 	}
 }
+
+// TestInstancesPattern: each of two instances sends from as many
+// goroutines as one instance does.
+func TestInstancesPattern(t *testing.T) {
+	if p := instancesPattern(32, 2, 0); p.goroutines != 64 {
+		t.Errorf("two instances of 32 goroutines: %d goroutines", p.goroutines)
+	}
+	if p := instancesPattern(32, 1, 500); p.goroutines != 32 || p.rate != 500 {
+		t.Errorf("one instance: %+v", p)
+	}
+	if p := instancesPattern(1, 0, 0); p.goroutines != 1 {
+		t.Errorf("no instance count: %+v", p)
+	}
+}

@@ -299,7 +299,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			sent.Store(int64(i + 1))
 		}
 	}
-	out := sendAll(ctx, clients, to, a.n, sendPattern{goroutines: a.goroutines, rate: a.rate}, keep)
+	out := sendAll(ctx, clients, to, a.n, instancesPattern(a.goroutines, k, a.rate), keep)
 	if out.err != nil {
 		res.Error = out.err.Error()
 	}
@@ -338,4 +338,13 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			res.CntServer, res.CntRecip, res.CntSeen, res.Failed, res.N)
 	}
 	return res
+}
+
+// instancesPattern is the send pattern of k instances: each instance has
+// as many goroutines calling Send as one instance has (k instances are k
+// copies of the one-instance service, sharing the messages; with the
+// goroutines shared instead, each instance's group commits would be 1/k
+// as large). The rate, if any, is over all of them.
+func instancesPattern(goroutines, k int, rate float64) sendPattern {
+	return sendPattern{goroutines: goroutines * max(k, 1), rate: rate}
 }
