@@ -238,3 +238,36 @@ func TestOneProcess(t *testing.T) {
 		t.Errorf("another process's Open without Shared while a shared store is open: %s, want locked", got)
 	}
 }
+
+// TestSecondStoreKeepsLock: a second Store of the same process on the file
+// (opened and closed while the first stays open) leaves the process's lock
+// on the file in place: another process's Open is still refused. (Open
+// used to read the file's header through a descriptor of its own, whose
+// close dropped every POSIX lock of the process on the file, SQLite's
+// included.)
+func TestSecondStoreKeepsLock(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
+	s2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Message(ctx, "a"); err != nil {
+		t.Errorf("the second store reads the first one's message: %v", err)
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd, sc := child(t, "opener", path, "")
+	defer cmd.Wait()
+	if !sc.Scan() || sc.Text() != "locked" {
+		t.Errorf("another process's Open while the first store is open: %q, want locked", sc.Text())
+	}
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}})
+}

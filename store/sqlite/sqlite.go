@@ -1,14 +1,11 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,9 +96,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite: invalid path %q", path)
-	}
-	if err := checkHeader(path); err != nil {
-		return nil, err
 	}
 	syncMode := "NORMAL"
 	if cfg.Sync {
@@ -226,31 +220,6 @@ func claim(ctx context.Context, path, vfs string, shared bool) (*sql.DB, error) 
 		return nil, err
 	}
 	return db, nil
-}
-
-// header is the first bytes of every SQLite database file.
-var header = []byte("SQLite format 3\x00")
-
-// checkHeader refuses an existing, non-empty file that is not an SQLite
-// database before the driver touches it.
-func checkHeader(path string) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("sqlite: %w", err)
-	}
-	defer f.Close()
-	buf := make([]byte, 100)
-	n, err := io.ReadFull(f, buf)
-	if n == 0 {
-		return nil // empty: a new database
-	}
-	if err != nil || !bytes.Equal(buf[:len(header)], header) {
-		return fmt.Errorf("sqlite: %s is not an SQLite database: %w", path, store.ErrForeign)
-	}
-	return nil
 }
 
 // Close stops the committer and the pruner, releases every lease and closes
