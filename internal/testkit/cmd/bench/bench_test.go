@@ -58,8 +58,9 @@ func TestQuick(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
-	if !strings.Contains(progress.String(), "xmpptrack  100 msgs") || !strings.Contains(progress.String(), "machine busy") {
-		t.Errorf("the rounds' lines lack the machine's busy cores:\n%s", progress.String())
+	if !strings.Contains(progress.String(), "xmpptrack  100 msgs") || !strings.Contains(progress.String(), "machine busy") ||
+		!strings.Contains(progress.String(), "system calls per message: read") {
+		t.Errorf("the rounds' lines lack the machine's busy cores or the system calls:\n%s", progress.String())
 	}
 	if strings.Contains(report, "failure:") {
 		t.Errorf("a run failed:\n%s\n%s", report, progress.String())

@@ -139,6 +139,11 @@ type result struct {
 	// (every process's, from /proc/stat; xmpptrack senders): near the
 	// number of CPUs, the run was bound by the CPUs, not by waits.
 	Busy float64 `json:"busy_cores,omitempty"`
+	// SysReads and SysWrites are the sender process's read-family and
+	// write-family system calls during the workload (xmpptrack senders:
+	// the XMPP stream's and the database's).
+	SysReads  int64 `json:"sys_reads,omitempty"`
+	SysWrites int64 `json:"sys_writes,omitempty"`
 
 	// xmpptrack paced (-rate): seconds per Send call.
 	SendP50 float64 `json:"send_p50_s,omitempty"`

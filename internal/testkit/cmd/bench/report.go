@@ -132,6 +132,10 @@ func (r run) summary() string {
 	if r.res.Busy > 0 {
 		s += fmt.Sprintf(", machine busy %.2f cores", r.res.Busy)
 	}
+	if r.res.SysWrites > 0 && r.res.N > 0 {
+		s += fmt.Sprintf(", system calls per message: read %.2f write %.2f",
+			float64(r.res.SysReads)/float64(r.res.N), float64(r.res.SysWrites)/float64(r.res.N))
+	}
 	if r.res.DBCPU > 0 {
 		s += fmt.Sprintf(", database CPU %.3fs", r.res.DBCPU)
 		if d := dbStatsPerMessage(r.res.DBStats, r.res.N); d != "" {

@@ -287,6 +287,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	cpu0 := cpuNow()
 	db0 := treeCPU(dbPID)
 	busy0, _ := cpuTicks()
+	reads0, writes0 := syscalls()
 	t0 := time.Now()
 	m.t0.Store(t0.UnixNano())
 	if trackers != nil {
@@ -311,6 +312,8 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		if busy1, _ := cpuTicks(); busy1 > busy0 {
 			res.Busy = float64(busy1-busy0) / clockTicks / time.Since(t0).Seconds()
 		}
+		reads1, writes1 := syscalls()
+		res.SysReads, res.SysWrites = reads1-reads0, writes1-writes0
 	}
 	res.CPU = seconds(cpu - cpu0)
 	if dbPID > 0 {
