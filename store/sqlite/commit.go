@@ -33,8 +33,9 @@ var errStale = errors.New("sqlite: cached message state is stale")
 // say), each batch is tried again in a transaction of its own, so that a
 // batch fails only for its own reasons.
 //
-// It runs on the committer goroutine only, which owns s.states. Its
-// statements get a context that is never cancelled: the driver would start
+// It runs on the committer goroutine or on a Commit call's own (see
+// Commit), one at a time (the queue holds its lock around each run): that
+// run owns s.states and the committer's other fields. Its statements get a context that is never cancelled: the driver would start
 // a goroutine per statement to watch one, and waits for SQLite's lock are
 // bounded by the busy timeout anyway.
 func (s *Store) commitGroup(group []*groupcommit.Request) {
