@@ -220,13 +220,6 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
-	// The slot in the window is the message's until it is written, or not.
-	slot, err := c.sm.Pace(ctx)
-	if err != nil {
-		c.reg.Lost(conv, t.ID())
-		return t, err
-	}
-	defer slot.Release()
 	if c.dur != nil {
 		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window), h); err != nil {
 			// Nothing was sent: the tracker goes, unreported, unless its
@@ -259,7 +252,18 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 			c.dur.resolved(h.e)
 		}
 	}
-	if err := c.writeMessage(ctx, t.ID(), m, payload); err != nil {
+	// A place in the send window, held through the write only: concurrent
+	// senders reach the write-ahead together, and the store commits them
+	// together (held through the write-ahead too, the window cut a group
+	// commit of 1,000 senders from about 200 messages to about 40). Nothing
+	// was written if ctx ends meanwhile, as when writeMessage waits for a
+	// connection.
+	slot, err := c.sm.Pace(ctx)
+	if err == nil {
+		err = c.writeMessage(ctx, t.ID(), m, payload)
+		slot.Release()
+	}
+	if err != nil {
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
