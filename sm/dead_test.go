@@ -120,7 +120,7 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 			var st *State
 			var c *client
 			for {
-				st = New(Config{AckTimeout: 50 * time.Millisecond, IdleProbe: time.Hour})
+				st = New(Config{AckTimeout: 10 * time.Millisecond, IdleProbe: time.Hour})
 				c = mustDial(t, newFakeServer(t), st, nil)
 				err := st.WaitEnabled(t.Context())
 				if err == nil {
@@ -129,6 +129,7 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 				if err := c.waitServed(); !errors.Is(err, ErrAckTimeout) {
 					t.Fatalf("WaitEnabled failed, Serve: %v", err)
 				}
+				t.Log("the connection was taken for dead before <enabled/>; starting over")
 			}
 			c.sc.conn.waitInRead()
 			c.sc.conn.freeze()
@@ -151,7 +152,7 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 			}()
 			select {
 			case <-c.served:
-			case <-time.After(30 * time.Second): // a guard, not a measure: the bound is 0.1 s
+			case <-time.After(30 * time.Second): // a guard, not a measure: the bound is 20 ms
 				st.mu.Lock()
 				info := fmt.Sprintf("outH %d rSent %d aRecv %d rWait %d wantAt %d probe %v watchArmed %v",
 					st.outH, st.conn.rSent, st.conn.aRecv, st.conn.rWait, st.conn.wantAt, st.conn.probe, st.conn.watchArmed)
