@@ -95,10 +95,11 @@ func TestDeadConnectionDetected(t *testing.T) {
 // goroutine waits for a mutex (TestDeadReservedNotWritten is the
 // uncounted case in fake time).
 //
-//   - counted: the frozen server's read under way takes the burst's first
-//     stanza, which is counted; the <r/> it calls for is booked, then
-//     waits for mellium's output behind the second stanza, blocked on the
-//     pipe. The bound runs from that booking.
+//   - counted: the frozen server's read under way takes a first stanza,
+//     which is counted; the <r/> it calls for is booked, then waits for
+//     mellium's output behind the burst's first stanza, blocked on the
+//     pipe (or blocks on the pipe itself). The bound runs from that
+//     booking.
 //   - uncounted: bytes outside any stanza take that read, so the burst's
 //     very first write blocks and nothing is ever counted: no request rule
 //     fires, and without the probe of a stanza that Reserve let through
@@ -115,15 +116,22 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			// Real time, and a short bound (the test runs thousands of
 			// times under stress): on a loaded machine it may end the
-			// connection before <enabled/> comes, which is a dead
-			// connection too; then the test starts over.
+			// connection before <enabled/> comes (Start's write of
+			// <enable/> included), which is a dead connection too; then
+			// the test starts over.
 			var st *State
 			var c *client
-			for {
+			for attempt := 1; ; attempt++ {
+				if attempt > 20 {
+					t.Fatal("20 connections were taken for dead before <enabled/>")
+				}
 				st = New(Config{AckTimeout: 10 * time.Millisecond, IdleProbe: time.Hour})
-				c = mustDial(t, newFakeServer(t), st, nil)
-				err := st.WaitEnabled(t.Context())
-				if err == nil {
+				var err error
+				if c, err = dial(t, newFakeServer(t), st, nil); err != nil {
+					t.Logf("dial: %v; starting over", err)
+					continue
+				}
+				if err = st.WaitEnabled(t.Context()); err == nil {
 					break
 				}
 				if err := c.waitServed(); !errors.Is(err, ErrAckTimeout) {
@@ -133,7 +141,14 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 			}
 			c.sc.conn.waitInRead()
 			c.sc.conn.freeze()
-			if !counted {
+			if counted {
+				// Taken by the read under way, and counted. (Written here
+				// rather than by the burst: AckTimeout after the burst's
+				// Reserve, the probe could be written first.)
+				if err := c.sess.Send(t.Context(), msgReader("first")); err != nil {
+					t.Fatal(err)
+				}
+			} else {
 				// Taken by the read under way, and discarded; not seen by
 				// the tees.
 				if _, err := c.conn.Write([]byte(" ")); err != nil {
