@@ -2,10 +2,13 @@ package xmpptrack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/sm"
@@ -106,4 +109,109 @@ func TestSendWritesAheadBeforePacing(t *testing.T) {
 			t.Errorf("Send held back by the window, its ctx cancelled: %v", err)
 		}
 	}
+}
+
+// TestSendPacesAgainAfterReconnection: senders waiting for the send window
+// when the connection is lost wait for the next connection and pace there;
+// they are not all let through at once. The stream is resumed, and
+// <resumed/> acknowledges what the window held.
+func TestSendPacesAgainAfterReconnection(t *testing.T) {
+	const window, waiting = 2, 6
+	roots, now := testRoots(t), time.Now()
+	synctest.Test(t, func(t *testing.T) {
+		srv, dial := newPipePeer(t)
+		cfg := Config{
+			Addr: "peer", DirectTLS: true, NoCarbons: true, dial: dial,
+			TLSConfig:        &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
+			MinBackoff:       time.Second,
+			MaxBackoff:       time.Second,
+			StreamManagement: sm.Config{Window: window, AckTimeout: -1},
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), testWait)
+		defer cancel()
+		c, err := Dial(ctx, testJID, peerPassword, &cfg)
+		if err != nil {
+			t.Fatalf("Dial: %v", err)
+		}
+		defer c.Close()
+		pc := srv.next(t)
+		sendAcked(t, c, Message{To: bob}) // the presence acknowledged too
+		srv.set(func(srv *peerServer) { srv.noAcks = true })
+		for range window {
+			if _, err := c.Send(ctx, Message{To: bob}); err != nil {
+				t.Fatalf("Send within the window: %v", err)
+			}
+		}
+		var sent atomic.Int32
+		for range waiting {
+			go func() {
+				if _, err := c.Send(ctx, Message{To: bob}); err == nil {
+					sent.Add(1)
+				}
+			}()
+		}
+		synctest.Wait()
+		if n := sent.Load(); n != 0 {
+			t.Fatalf("%d senders went through a full window", n)
+		}
+		pc.conn.Close()
+		srv.next(t) // resumed: <resumed/> acknowledges the two in flight
+		synctest.Wait()
+		if n, st := sent.Load(), c.Stats(); n != window || st.Unacked > window {
+			t.Errorf("after the reconnection %d senders went through, %d stanzas in flight; want %d, at most %d", n, st.Unacked, window, window)
+		}
+	})
+}
+
+// failAhead fails the write-ahead of the message with id fail.
+type failAhead struct {
+	store.Store
+	fail string
+}
+
+func (s failAhead) Commit(ctx context.Context, b *store.Batch) error {
+	for _, m := range b.Messages {
+		if m.ID == s.fail {
+			return errors.New("test: write-ahead refused")
+		}
+	}
+	return s.Store.Commit(ctx, b)
+}
+
+// TestSendLeavesNoSlot: whatever becomes of a Send (sent, its write-ahead
+// failed, its ctx ended while it waited for the window), it leaves no
+// place in the send window taken: with a window of one and nothing in
+// flight, the next caller gets the place at once.
+func TestSendLeavesNoSlot(t *testing.T) {
+	srv := newPeerServer(t)
+	c := dialPeer(t, srv, Config{Store: failAhead{openStore(t), "fail"}, StreamManagement: sm.Config{Window: 1, AckTimeout: -1}, NoCarbons: true})
+	defer c.Close()
+	srv.next(t)
+	free := func(after string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(waitCtx(t), 100*time.Millisecond)
+		defer cancel()
+		s, err := c.sm.Pace(ctx)
+		if err != nil || !s.Held() {
+			t.Fatalf("after %s, the window's place is taken: %v, %v", after, s, err)
+		}
+		s.Release()
+	}
+	sendAcked(t, c, Message{To: bob})
+	free("a message sent and acknowledged")
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "fail"}); err == nil {
+		t.Fatal("Send with a failing write-ahead succeeded")
+	}
+	free("a failed write-ahead")
+	held, err := c.sm.Pace(waitCtx(t)) // the window is full
+	if err != nil || !held.Held() {
+		t.Fatal(held, err)
+	}
+	ctx, cancel := context.WithTimeout(waitCtx(t), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Send(ctx, Message{To: bob}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send on a full window: %v, want context.DeadlineExceeded", err)
+	}
+	held.Release()
+	free("a Send whose ctx ended while it waited for the window")
 }

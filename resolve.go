@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
-	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -160,13 +159,8 @@ func (c *Client) resolve(e *doubt) (send func(), ok bool) {
 func (c *Client) sendStored(t *tracking.MessageTracker, m Message, payload *tokbuf.Buffer) {
 	conv := c.convs.Conv(m.To)
 	err := c.sm.Reserve(c.ctx)
-	var slot sm.Slot
-	if err == nil {
-		slot, err = c.sm.Pace(c.ctx)
-	}
 	if err == nil {
 		err = c.writeMessage(c.ctx, t.ID(), m, payload)
-		slot.Release()
 	}
 	if err != nil {
 		c.log.Debug("xmpptrack: a message in doubt found stored was not sent", "id", t.ID(), "err", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/internal/xmltext"
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -252,18 +253,7 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 			c.dur.resolved(h.e)
 		}
 	}
-	// A place in the send window, held through the write only: concurrent
-	// senders reach the write-ahead together, and the store commits them
-	// together (held through the write-ahead too, the window cut a group
-	// commit of 1,000 senders from about 200 messages to about 40). Nothing
-	// was written if ctx ends meanwhile, as when writeMessage waits for a
-	// connection.
-	slot, err := c.sm.Pace(ctx)
-	if err == nil {
-		err = c.writeMessage(ctx, t.ID(), m, payload)
-		slot.Release()
-	}
-	if err != nil {
+	if err := c.writeMessage(ctx, t.ID(), m, payload); err != nil {
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
@@ -273,12 +263,33 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 // writeMessage writes the message, again on the next connection when a
 // write fails (see Send). It keeps working during Shutdown: the message is
 // tracked, and Shutdown waits for it.
+//
+// It takes a place in the send window (sm.State.Pace) on the connection it
+// writes to, and holds it through the write only: concurrent senders reach
+// the write-ahead together, and the store commits them together (held
+// through the write-ahead too, the window cut a group commit of 1,000
+// senders from about 200 messages to about 40). A sender whose connection
+// ended while it waited for a place waits for the next connection and
+// paces there, so a reconnection does not let every waiting sender through
+// at once. Nothing was written if ctx ends while it waits.
 func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload *tokbuf.Buffer) error {
 	var stale *xmpp.Session
-	for attempt := 1; ; attempt++ {
+	var slot sm.Slot
+	defer slot.Release()
+	for attempt := 1; ; {
 		s, err := c.waitSession(ctx, stale, true)
 		if err != nil {
 			return err
+		}
+		if !slot.Held() {
+			slot, err = c.sm.Pace(ctx)
+			if errors.Is(err, sm.ErrConnEnded) {
+				stale = s // no write attempt: wait for the next one
+				continue
+			}
+			if err != nil {
+				return err
+			}
 		}
 		if payload != nil {
 			payload.Rewind()
@@ -302,6 +313,7 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 		c.log.Debug("xmpptrack: write failed; writing the message again on the next connection",
 			"id", id, "attempt", attempt, "err", err)
 		stale = s
+		attempt++
 	}
 }
 

@@ -129,8 +129,9 @@
 // # Pacing
 //
 // Pace, called before each application stanza (after Reserve), waits
-// while Config.Window stanzas (default 256) written on the connection wait
-// for an ack. A sender that writes thousands of stanzas ahead of the
+// while Config.Window places (default 256) are taken on the connection:
+// by stanzas written and not yet acknowledged, and by the Slots it handed
+// out and that were not released yet. A sender that writes thousands of stanzas ahead of the
 // server's acks fills the server's input: the server's answers to our <r/>
 // and its own <r/> wait behind that backlog, and the stanzas it keeps for
 // us until our <a/> pile up. Measured against Prosody 0.12 on loopback,
@@ -141,11 +142,13 @@
 //
 // Pace returns a Slot, released after the write. The window counts the
 // stanzas written and not acknowledged plus the slots out, so it holds for
-// any number of concurrent senders (an HTTP gateway's, for one): an ack
-// that makes room for k stanzas lets k waiting callers through, in the
-// order they came, not all of them. A slot whose caller does not write (its
-// ctx ended, the write failed, it changed its mind) goes back to the
-// window when released; a caller whose ctx ends while it waits takes none.
+// any number of concurrent senders on a connection (an HTTP gateway's, for
+// one): an ack that makes room for k stanzas lets k waiting callers
+// through, in the order they came, not all of them. A slot whose caller
+// does not write (its ctx ended, the write failed, it changed its mind)
+// goes back to the window when released; a caller whose ctx ends while it
+// waits takes none. A caller whose connection ends while it waits gets
+// ErrConnEnded, and paces again on the next connection.
 //
 // # Dead connections
 //

@@ -35,7 +35,9 @@ var (
 
 	// ErrConnEnded is returned by WaitEnabled when the connection ended,
 	// or Start failed, before stream management was enabled. Reconnect;
-	// the messages held for re-sending wait for the next connection.
+	// the messages held for re-sending wait for the next connection. Pace
+	// returns it when the connection ended before the caller got a place
+	// in the window: pace again on the next connection.
 	ErrConnEnded = errors.New("sm: connection ended before stream management was enabled")
 
 	// ErrAckTimeout is matched (errors.Is) by the *AckTimeoutError Serve

@@ -2,7 +2,7 @@ package sm
 
 import (
 	"context"
-	"slices"
+	"log/slog"
 )
 
 // DefaultWindow is the default Config.Window. Measured against Prosody
@@ -37,19 +37,53 @@ type pacing struct {
 	// admitted counts the slots handed out and not released: callers that
 	// may be about to write a stanza the queue does not hold yet.
 	admitted int
-	// waiting holds the channels of the callers that wait for a slot, first
-	// come first served from head on; a channel is closed when its caller
-	// is handed a slot. The array is reused once every waiter is served.
-	waiting []chan struct{}
+	// waiting holds the callers that wait for a slot, first come first
+	// served from head on, with those that left (skipped when their turn
+	// comes); live counts the others. The served prefix is reclaimed as
+	// the list grows, and the whole list once nobody waits.
+	waiting []*paceWaiter
 	head    int
+	live    int
+}
+
+// paceWaiter is a caller waiting in Pace.
+type paceWaiter struct {
+	ch   chan struct{} // closed when the caller is handed a slot
+	left bool          // the caller left without one
+}
+
+// push adds w at the end of the list, first reclaiming the served prefix
+// when it is at least half the list (so each entry is copied at most once
+// on average).
+func (p *pacing) push(w *paceWaiter) {
+	if p.head > 0 && p.head >= len(p.waiting)/2 {
+		n := copy(p.waiting, p.waiting[p.head:])
+		clear(p.waiting[n:])
+		p.waiting, p.head = p.waiting[:n], 0
+	}
+	p.waiting = append(p.waiting, w)
+	p.live++
+}
+
+// resetIfIdle empties the list once nobody waits.
+func (p *pacing) resetIfIdle() {
+	if p.live == 0 {
+		clear(p.waiting)
+		p.waiting, p.head = p.waiting[:0], 0
+	}
 }
 
 // A Slot is a place in the window that Pace gave its caller. Release it
 // once the stanza it was for is written (the queue then holds the stanza),
 // when the write failed, or when the caller decides not to write: until
-// then the window counts it as in flight. The zero Slot, which Pace
-// returns when the window does not apply, holds nothing.
+// then the window counts it as in flight. Release it once: keep it in one
+// variable and release through that (Release clears it); releasing a copy
+// as well would give the window a place it does not have. The zero Slot,
+// which Pace returns when the window does not apply, holds nothing.
 type Slot struct{ st *State }
+
+// Held reports whether s holds a place in the window.
+func (s Slot) Held() bool { return s.st != nil }
 
 // Release gives the slot back to the window. Calling it again through the
 // same variable, or on the zero Slot, does nothing.
@@ -61,32 +95,43 @@ func (s *Slot) Release() {
 	s.st = nil
 	st.mu.Lock()
 	st.pace.admitted--
+	under := st.pace.admitted < 0
+	if under {
+		st.pace.admitted = 0
+	}
 	st.paceLocked()
 	st.mu.Unlock()
+	if under {
+		st.logAt(slog.LevelError, "sm: a Slot was released twice (a copy of it?); the window let one stanza too many through")
+	}
 }
 
 // Pace waits until the window of the current connection has room for one
 // more stanza, or until ctx ends, and returns the Slot it gave the caller.
 // Call it before writing an application stanza, after Reserve, and
-// release the Slot after the write (typically with defer): Reserve bounds
-// what is kept for re-sending, Pace bounds what is in flight, so that a
-// burst does not run ahead of the server (see DefaultWindow).
+// release the Slot after the write: Reserve bounds what is kept for
+// re-sending, Pace bounds what is in flight, so that a burst does not run
+// ahead of the server (see DefaultWindow).
 //
-// The window holds for any number of concurrent callers: Pace admits a
-// caller only while the stanzas written and not acknowledged, plus the
-// slots handed out and not released, are fewer than Config.Window.
-// Callers that wait are admitted one at a time in the order they came, as
-// acks and released slots make room. A stanza written and not yet
-// released is counted twice for that moment, which errs on the side of
-// the server's input. A caller that never releases its slot shrinks the
-// window for good.
+// The window holds for any number of concurrent callers on a connection:
+// Pace admits a caller only while the stanzas written and not
+// acknowledged, plus the slots handed out and not released, are fewer
+// than Config.Window. Callers that wait are admitted one at a time in the
+// order they came, as acks and released slots make room. A stanza written
+// and not yet released is counted twice for that moment, which errs on
+// the side of the server's input. A caller that never releases its slot
+// shrinks the window for good.
 //
-// Pace returns at once, with the zero Slot, when stream management is not
-// enabled on the connection (yet), when the connection ended (re-sending
-// after a reconnection is Reserve's business), and when the window is
-// disabled; a caller waiting when the connection ends returns then, also
-// with the zero Slot. When ctx ends first, Pace returns its error and no
-// slot: one handed to the caller at that moment goes to the next waiter.
+// When the connection ended, or ends while the caller waits, Pace returns
+// ErrConnEnded and no slot: write on the next connection, calling Pace
+// again there once it is up (re-sending what was written on the lost one
+// is the State's business, bounded by Reserve). A slot handed to the
+// caller just before stays the caller's, and counts on the next
+// connection. Pace returns the zero Slot and nil at once when stream
+// management is not enabled on the connection (yet; never, on a server
+// without it) and when the window is disabled. When ctx ends first, Pace
+// returns its error and no slot: one handed to the caller at that moment
+// goes to the next waiter.
 func (st *State) Pace(ctx context.Context) (Slot, error) {
 	w := st.cfg.window()
 	if w < 0 {
@@ -94,69 +139,77 @@ func (st *State) Pace(ctx context.Context) (Slot, error) {
 	}
 	st.mu.Lock()
 	c := st.conn
-	if c == nil || !c.smOn || c.ended {
+	switch {
+	case c == nil || !c.smOn:
 		st.mu.Unlock()
 		return Slot{}, nil
+	case c.ended:
+		st.mu.Unlock()
+		return Slot{}, ErrConnEnded
 	}
 	p := &st.pace
-	if p.head == len(p.waiting) && st.queue.len()+p.admitted < w {
+	if p.live == 0 && st.queue.len()+p.admitted < w {
 		p.admitted++
 		st.mu.Unlock()
 		return Slot{st}, nil
 	}
-	ch := make(chan struct{})
-	p.waiting = append(p.waiting, ch)
+	pw := &paceWaiter{ch: make(chan struct{})}
+	p.push(pw)
 	st.mu.Unlock()
 	var err error
 	select {
-	case <-ch:
+	case <-pw.ch:
 		return Slot{st}, nil
 	case <-c.done:
+		err = ErrConnEnded
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.leavePaceLocked(ch, err)
+	return st.leavePaceLocked(pw, err)
 }
 
-// leavePaceLocked ends the wait on ch of a Pace caller that the end of its
-// connection (err nil) or of its ctx (err) woke. A slot handed to it
+// leavePaceLocked ends the wait of a Pace caller that the end of its
+// connection (ErrConnEnded) or of its ctx woke. A slot handed to it
 // meanwhile is kept in the first case, and goes to the next waiter in the
 // second.
-func (st *State) leavePaceLocked(ch chan struct{}, err error) (Slot, error) {
+func (st *State) leavePaceLocked(pw *paceWaiter, err error) (Slot, error) {
 	p := &st.pace
-	if i := slices.Index(p.waiting[p.head:], ch); i >= 0 {
-		p.waiting = slices.Delete(p.waiting, p.head+i, p.head+i+1)
-		if p.head == len(p.waiting) {
-			p.waiting, p.head = p.waiting[:0], 0
+	select {
+	case <-pw.ch: // handed a slot (under st.mu, which the caller holds)
+		if err == ErrConnEnded {
+			return Slot{st}, nil // written on the next connection
 		}
-		return Slot{}, err
+		p.admitted--
+	default:
+		pw.left = true
+		p.live--
+		p.resetIfIdle()
 	}
-	if err == nil {
-		return Slot{st}, nil // the caller writes on the next connection
-	}
-	p.admitted--
-	st.paceLocked()
+	st.paceLocked() // whatever changed, room goes to whoever waits
 	return Slot{}, err
 }
 
 // paceLocked hands slots to the callers waiting in Pace, in order, while
 // the window has room; spaceLocked calls it whenever stanzas leave the
-// queue, and Slot.Release when a slot comes back.
+// queue, Slot.Release when a slot comes back, and a caller that leaves.
 func (st *State) paceLocked() {
 	p := &st.pace
-	if p.head == len(p.waiting) {
+	if p.live == 0 {
 		return
 	}
 	w := st.cfg.window()
-	for p.head < len(p.waiting) && st.queue.len()+p.admitted < w {
-		close(p.waiting[p.head])
+	for p.live > 0 && st.queue.len()+p.admitted < w {
+		pw := p.waiting[p.head]
 		p.waiting[p.head] = nil
 		p.head++
+		if pw.left {
+			continue
+		}
+		close(pw.ch)
+		p.live--
 		p.admitted++
 	}
-	if p.head == len(p.waiting) {
-		p.waiting, p.head = p.waiting[:0], 0
-	}
+	p.resetIfIdle()
 }

@@ -90,8 +90,11 @@ func TestPaceReturnsWhenConnectionEnds(t *testing.T) {
 		default:
 		}
 		c.drop()
-		if err := <-done; err != nil {
-			t.Fatalf("Pace after the connection ended: %v", err)
+		if err := <-done; !errors.Is(err, ErrConnEnded) {
+			t.Fatalf("Pace after the connection ended: %v, want ErrConnEnded", err)
+		}
+		if s, err := st.Pace(t.Context()); !errors.Is(err, ErrConnEnded) || s.Held() {
+			t.Fatalf("Pace on an ended connection: %v, %v; want ErrConnEnded and no slot", s, err)
 		}
 	})
 }
@@ -148,8 +151,11 @@ func TestPaceWindowHoldsForManyWaiters(t *testing.T) {
 			before := sent.Load()
 			ackHeld(srv)
 			synctest.Wait()
-			if u := st.Info().Unacked; u > w {
-				t.Fatalf("%d stanzas in flight after an ack, window %d (%d senders through)", u, w, sent.Load())
+			st.mu.Lock()
+			inFlight, out := st.queue.len(), st.pace.admitted
+			st.mu.Unlock()
+			if inFlight+out > w {
+				t.Fatalf("%d stanzas in flight and %d slots out after an ack, window %d (%d senders through)", inFlight, out, w, sent.Load())
 			}
 			if sent.Load() == before {
 				time.Sleep(time.Second) // the requester asks for an ack on its timer
@@ -158,7 +164,7 @@ func TestPaceWindowHoldsForManyWaiters(t *testing.T) {
 		}
 		wg.Wait()
 		st.mu.Lock()
-		admitted, waiting := st.pace.admitted, len(st.pace.waiting)
+		admitted, waiting := st.pace.admitted, st.pace.live
 		st.mu.Unlock()
 		if admitted != 0 || waiting != 0 {
 			t.Errorf("after all senders: %d slots out, %d waiting", admitted, waiting)
@@ -226,7 +232,7 @@ func TestPaceSlotAbandoned(t *testing.T) {
 			t.Fatal(err)
 		}
 		st.mu.Lock()
-		admitted, waiting := st.pace.admitted, len(st.pace.waiting)
+		admitted, waiting := st.pace.admitted, st.pace.live
 		st.mu.Unlock()
 		if admitted != 1 || waiting != 0 {
 			t.Errorf("%d slots out, %d waiting; want 1, 0", admitted, waiting)
@@ -243,31 +249,152 @@ func TestPaceSlotHandedOverAsCtxEnds(t *testing.T) {
 	st := New(Config{Window: 1})
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.pace.admitted = 1 // the window is full
-	first, second := make(chan struct{}), make(chan struct{})
-	st.pace.waiting = append(st.pace.waiting, first, second)
-	st.pace.admitted--
+	p := &st.pace
+	p.admitted = 1 // the window is full
+	first, second := &paceWaiter{ch: make(chan struct{})}, &paceWaiter{ch: make(chan struct{})}
+	p.push(first)
+	p.push(second)
+	p.admitted--
 	st.paceLocked() // a slot comes back: first is handed it
 	select {
-	case <-first:
+	case <-first.ch:
 	default:
 		t.Fatal("the first waiter was not handed the slot")
 	}
-	if s, err := st.leavePaceLocked(first, context.Canceled); err != context.Canceled || s != (Slot{}) {
+	if s, err := st.leavePaceLocked(first, context.Canceled); err != context.Canceled || s.Held() {
 		t.Fatalf("leaving with an ended ctx: %v, %v", s, err)
 	}
 	select {
-	case <-second:
+	case <-second.ch:
 	default:
 		t.Fatal("the slot the first waiter left did not go to the second")
 	}
-	if st.pace.admitted != 1 {
-		t.Fatalf("%d slots out, want 1", st.pace.admitted)
+	if p.admitted != 1 {
+		t.Fatalf("%d slots out, want 1", p.admitted)
 	}
-	if s, err := st.leavePaceLocked(second, nil); err != nil || s.st != st {
+	if s, err := st.leavePaceLocked(second, ErrConnEnded); err != nil || s.st != st {
 		t.Fatalf("leaving as the connection ended: %v, %v; want the slot", s, err)
 	}
-	if st.pace.admitted != 1 || st.pace.head != len(st.pace.waiting) {
-		t.Fatalf("%d slots out, %d waiting; want 1, 0", st.pace.admitted, len(st.pace.waiting)-st.pace.head)
+	if p.admitted != 1 || p.live != 0 {
+		t.Fatalf("%d slots out, %d waiting; want 1, 0", p.admitted, p.live)
 	}
+}
+
+// TestPaceLeaveHandsRoom: a waiter that leaves without a slot hands the
+// room there is to the waiters behind it. (Room that came without a call
+// of paceLocked, as when a resumption moves the queue to the
+// retransmissions, must not wait for the next ack: with nothing in
+// flight there is none.)
+func TestPaceLeaveHandsRoom(t *testing.T) {
+	st := New(Config{Window: 1})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	p := &st.pace
+	stale, next := &paceWaiter{ch: make(chan struct{})}, &paceWaiter{ch: make(chan struct{})}
+	p.push(stale)
+	p.push(next)
+	if s, err := st.leavePaceLocked(stale, ErrConnEnded); err != ErrConnEnded || s.Held() {
+		t.Fatalf("leaving: %v, %v", s, err)
+	}
+	select {
+	case <-next.ch:
+	default:
+		t.Fatal("the room went to nobody")
+	}
+	if p.admitted != 1 || p.live != 0 || len(p.waiting) != 0 {
+		t.Fatalf("%d slots out, %d waiting, list of %d; want 1, 0, 0", p.admitted, p.live, len(p.waiting))
+	}
+}
+
+// TestPaceWaitingBounded: under sustained saturation (always a waiter)
+// the list of waiters does not grow with the number of waits.
+func TestPaceWaitingBounded(t *testing.T) {
+	st := New(Config{Window: 1})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	p := &st.pace
+	p.admitted = 1
+	prev := &paceWaiter{ch: make(chan struct{})}
+	p.push(prev)
+	for range 10000 {
+		w := &paceWaiter{ch: make(chan struct{})}
+		p.push(w)
+		p.admitted-- // the slot out comes back: prev is handed it
+		st.paceLocked()
+		select {
+		case <-prev.ch:
+		default:
+			t.Fatal("the waiter first in line was not served")
+		}
+		prev = w
+	}
+	if p.live != 1 || cap(p.waiting) > 8 {
+		t.Fatalf("%d waiting in a list of capacity %d after 10,000 waits with at most 2 waiting", p.live, cap(p.waiting))
+	}
+}
+
+// TestPaceFIFO: callers waiting in Pace are admitted in the order they
+// came.
+func TestPaceFIFO(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		st := New(Config{Window: 1})
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait() // <enabled/> processed: the window applies
+		first, err := st.Pace(t.Context())
+		if err != nil || !first.Held() {
+			t.Fatalf("Pace with room: %v, %v", first, err)
+		}
+		const n = 20
+		order := make(chan int, n)
+		for i := range n {
+			go func() {
+				s, err := st.Pace(t.Context())
+				if err != nil {
+					t.Errorf("Pace: %v", err)
+				}
+				order <- i
+				s.Release()
+			}()
+			synctest.Wait() // waiting: the next one comes after it
+		}
+		first.Release()
+		for want := range n {
+			if got := <-order; got != want {
+				t.Fatalf("waiter %d admitted in place %d", got, want)
+			}
+		}
+		c.close()
+	})
+}
+
+// TestPaceSlotCopyReleasedTwice: releasing a copy of a released slot does
+// not widen the window.
+func TestPaceSlotCopyReleasedTwice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		holdAcks(srv)
+		st := New(Config{Window: 1})
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		s, err := st.Pace(t.Context())
+		if err != nil || !s.Held() {
+			t.Fatal(s, err)
+		}
+		cp := s
+		s.Release()
+		cp.Release() // a misuse, logged
+		a, err := st.Pace(t.Context())
+		if err != nil || !a.Held() {
+			t.Fatal(a, err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		if b, err := st.Pace(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a second slot in a window of 1: %v, %v", b, err)
+		}
+		a.Release()
+		c.close()
+	})
 }
