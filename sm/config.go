@@ -128,10 +128,8 @@ type Config struct {
 	// the total), with no <a/> received meanwhile, the connection is dead
 	// (frozen: no FIN, no RST, bytes stop flowing). The State then expires
 	// the connection's deadlines, so that Serve returns ErrAckTimeout at
-	// once, and closes the connection; reconnect: the stream is resumed.
-	// A write that blocks before anything could be requested is covered
-	// too (see "Dead connections" in the package documentation). 0 means
-	// DefaultAckTimeout; a negative value disables the bound.
+	// once, and closes the connection; reconnect: the stream is resumed. 0 means DefaultAckTimeout; a
+	// negative value disables the bound.
 	AckTimeout time.Duration
 
 	// IdleProbe is how long a connection may go without an <r/> sent or an

@@ -49,16 +49,12 @@ type conn struct {
 	rAt          int64         // Unix ns of an <r/> sent with none outstanding, until its answer (RTT sample)
 	rWait        int64         // Unix ns since when an answer is awaited with no <a/> received; 0: none outstanding
 	enableAt     int64         // Unix ns when <enable/> was written
-	wantAt       int64         // Unix ns when Reserve returned with no stanza counted since; 0: none (probeAtLocked)
-	probe        bool          // the watchdog asks the requester for an <r/>: a reserved stanza was not written in time
-	copyAt       int64         // Unix ns since when writeCopy has been writing, or of the last <a/> since; 0: not writing
 	lastAct      int64         // Unix ns of the last <r/> sent or <a/> received (idle probe)
 	gotAck       bool          // an <a/> arrived on this connection
 	failedResume bool          // a stream error right after resuming: the session was dropped
 	sess         *xmpp.Session // set by Start; the watchdog expires its deadlines
 	watch        *time.Timer   // the watchdog (armLocked); created stopped, never replaced
 	watchArmed   bool
-	watchAt      int64  // Unix ns the armed watchdog fires at
 	careful      bool   // re-send the held messages one at a time (after a policy violation)
 	carefulOn    uint64 // ord of the held message last re-sent carefully
 	fatal        error  // stream management error that ends the connection
@@ -283,7 +279,6 @@ func (s *outSink) element(e *element) {
 			st.cfg.OnWritten(ent.stanza())
 		}
 		c.sinceReq++
-		c.wantAt = 0 // a write went through: the request rules take over
 		if c.sinceReq == 1 {
 			c.uncovered = now
 			c.lone = idle

@@ -169,21 +169,22 @@
 // may wait up to 5 s for room to send close_notify). Reconnect as after any
 // loss; the stream is resumed as usual.
 //
-// A stanza is counted, and can call for an <r/>, only once its write
-// returned (mellium copies what it wrote to the tees after the write). On
-// a frozen link the first write after an idle spell may block at once, so
-// nothing is counted and no request rule fires; two rules cover that.
-// First, Reserve's caller is about to write: if, AckTimeout after Reserve
-// returned, no stanza was counted since and no <r/> is awaited, the
-// requester sends an <r/> (it waits for mellium's output behind the stuck
-// write), and the bound runs from that request: such a connection is dead
-// after 2×AckTimeout plus four round trips. A Reserve whose caller then
-// writes nothing costs that one <r/> on a live link. Second, a re-send or
-// retransmission that the State writes itself (after <enabled/> or
-// <resumed/>) keeps the requester, or Start, from requesting anything
-// while it is stuck: the bound runs from the start of that write (an <a/>
-// received meanwhile starts it again). Stanzas written without Reserve,
-// other than these, are covered only once counted, or by the idle probe.
+// What the State cannot see: a stanza is counted, and can call for an
+// <r/>, only once its write returned (mellium copies what it wrote to the
+// tees after each write), and it cannot tell a write that is stuck on a
+// frozen link from one that is slow (a large stanza on a slow link). So no
+// bound starts at a write, lest a slow but working link be cut in the
+// middle of a stanza. If the link freezes while idle and the next write
+// blocks at once, nothing is counted and no request rule fires: the idle
+// probe finds the connection dead, IdleProbe plus the bound after the last
+// exchange (never with IdleProbe disabled). While the requester is itself
+// blocked re-sending the messages of a lost stream after <enabled/>, or
+// Start retransmits after <resumed/>, no <r/> can be sent at all: such a
+// write ends only with the connection (Start's ctx ending, the application
+// closing it, or the operating system's own TCP timeout). An <r/> booked
+// before a write, though, waits behind it and its bound runs: a write that
+// blocks for longer than the bound after an <r/> was booked ends the
+// connection, slow or stuck.
 //
 // An idle connection is probed: when no <r/> was sent and no <a/>
 // received for Config.IdleProbe (default 30 s), the requester sends an

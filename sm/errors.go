@@ -42,8 +42,7 @@ var (
 
 	// ErrAckTimeout is matched (errors.Is) by the *AckTimeoutError Serve
 	// returns when the connection was taken for dead: an <r/> (or
-	// <enable/>, or a re-send the State was writing) stayed unanswered
-	// beyond Config.AckTimeout. The State
+	// <enable/>) stayed unanswered beyond Config.AckTimeout. The State
 	// expired the connection's deadlines and closed it; reconnect. The
 	// stream is resumed, unless
 	// the connection had resumed it and the server acknowledged nothing

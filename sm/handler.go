@@ -164,9 +164,6 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	} else {
 		c.rWait = 0
 	}
-	if c.copyAt != 0 {
-		c.copyAt = now // progress too
-	}
 	n, tooHigh := st.ackLocked(a.H)
 	if tooHigh {
 		sent := st.outH

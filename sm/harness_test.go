@@ -573,8 +573,11 @@ func (sc *srvConn) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElem
 	inBody := false
 	for {
 		tok, err := t.Token()
-		if err != nil {
+		if err == io.EOF {
 			break
+		}
+		if err != nil {
+			return err // cut in the middle: not handled, not counted
 		}
 		switch tok := tok.(type) {
 		case xml.StartElement:
@@ -748,7 +751,17 @@ type client struct {
 // dial connects st to srv, runs Start and starts Serve with inner.
 func dial(t testing.TB, srv *fakeServer, st *State, inner xmpp.Handler) (*client, error) {
 	t.Helper()
+	return dialVia(t, srv, st, inner, nil)
+}
+
+// dialVia is dial with the server's end of the link wrapped by wrap (nil:
+// not wrapped).
+func dialVia(t testing.TB, srv *fakeServer, st *State, inner xmpp.Handler, wrap func(net.Conn) net.Conn) (*client, error) {
+	t.Helper()
 	cc, sconn := net.Pipe()
+	if wrap != nil {
+		sconn = wrap(sconn)
+	}
 	sc := srv.accept(sconn)
 	in, out := st.Tees()
 	ctx, cancel := context.WithCancel(context.Background())

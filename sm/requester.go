@@ -102,10 +102,7 @@ func (st *State) unackedMessageLocked() bool {
 
 // deadlineLocked returns when the connection is dead if no <a/> (or answer
 // to <enable/>) arrives until then; 0 if no answer is awaited or there is
-// no bound. An answer is awaited from the booking of an <r/> (rWait), from
-// the write of <enable/>, and from the start of a re-send or
-// retransmission that is still writing (copyAt: the requester, or Start,
-// cannot request anything while it is stuck in that write).
+// no bound.
 func (c *conn) deadlineLocked() int64 {
 	bound := c.st.ackBoundLocked()
 	if bound <= 0 {
@@ -115,51 +112,29 @@ func (c *conn) deadlineLocked() int64 {
 	if since == 0 && !c.smOn && !c.refused && c.enableAt != 0 {
 		since = c.enableAt
 	}
-	if c.copyAt != 0 && c.smOn && (since == 0 || c.copyAt < since) {
-		since = c.copyAt
-	}
 	if since == 0 {
 		return 0
 	}
 	return since + bound
 }
 
-// probeAtLocked returns when the requester is to send an <r/> because a
-// stanza that Reserve let through was not written: AckTimeout after
-// Reserve returned, if no stanza was counted since and no <r/> is
-// awaited. A write blocked on a frozen link, before any byte of it
-// reached the tee, is seen by nothing else: its stanza is not counted, so
-// no rule requests an ack for it. The <r/> then waits for mellium's
-// output behind it, and the bound runs from the <r/>'s booking. (A caller
-// that reserved and then did not write costs one <r/>.) 0: none due.
-func (c *conn) probeAtLocked() int64 {
-	if c.wantAt == 0 || c.probe || !c.smOn || c.aRecv != c.rSent || c.sinceReq != 0 || c.st.ackBoundLocked() <= 0 {
-		return 0
-	}
-	return c.wantAt + int64(c.st.cfg.AckTimeout)
-}
-
-// armLocked starts the watchdog when an answer is awaited or a probe is
-// due. The watchdog is a timer, not the requester: the requester may be
-// blocked in a write to the very connection that froze.
+// armLocked starts the watchdog when an answer is awaited. The watchdog
+// is a timer, not the requester: the requester may be blocked in a write
+// to the very connection that froze.
 func (c *conn) armLocked() {
-	if c.watch == nil {
+	if c.watchArmed || c.watch == nil {
 		return
 	}
-	at := c.deadlineLocked()
-	if p := c.probeAtLocked(); p != 0 && (at == 0 || p < at) {
-		at = p
+	dl := c.deadlineLocked()
+	if dl == 0 {
+		return
 	}
-	if at == 0 || c.watchArmed && c.watchAt <= at {
-		return // armed early enough: the watchdog looks again then
-	}
-	c.watchArmed, c.watchAt = true, at
-	c.watch.Reset(time.Duration(max(at-timeNow(), 1)))
+	c.watchArmed = true
+	c.watch.Reset(time.Duration(max(dl-timeNow(), 1)))
 }
 
-// watchdog runs when the awaited answer may be overdue or a probe due: it
-// ends the connection if the answer is overdue, asks the requester for
-// the probe if it is due, and re-arms for what is left.
+// watchdog runs when the awaited answer may be overdue: it re-arms if an
+// <a/> moved the deadline, and ends the connection if not.
 func (c *conn) watchdog() {
 	st := c.st
 	select {
@@ -169,30 +144,24 @@ func (c *conn) watchdog() {
 	}
 	st.mu.Lock()
 	c.watchArmed = false
-	now := timeNow()
-	if dl := c.deadlineLocked(); dl != 0 && now >= dl {
+	dl := c.deadlineLocked()
+	if now := timeNow(); dl == 0 || now < dl {
+		c.armLocked()
 		st.mu.Unlock()
-		st.dead(c)
 		return
 	}
-	probe := false
-	if p := c.probeAtLocked(); p != 0 && now >= p {
-		c.probe, probe = true, true
-	}
-	c.armLocked()
-	st.mu.Unlock()
-	if probe {
-		c.signal()
-	}
+	// Under the same lock as the decision: an <a/> handled in between
+	// would otherwise end a connection that just answered, with an
+	// AckTimeoutError whose Waited is about 0.
+	st.deadLocked(c)
 }
 
-// dead ends a connection whose server stopped answering: it expires the
-// connection's deadlines so that Serve returns (with ErrAckTimeout), and
-// closes it. A resumed connection on which the server
-// acknowledged nothing is a failed resumption: the next connection starts
-// a new session.
-func (st *State) dead(c *conn) {
-	st.mu.Lock()
+// deadLocked ends a connection whose server stopped answering: it expires
+// the connection's deadlines so that Serve returns (with ErrAckTimeout),
+// and closes it. A resumed connection on which the server acknowledged
+// nothing is a failed resumption: the next connection starts a new
+// session. The caller holds st.mu, which deadLocked releases.
+func (st *State) deadLocked(c *conn) {
 	s := c.sess
 	if c.fatal == nil {
 		c.fatal = c.ackTimeoutLocked()
@@ -244,7 +213,6 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 			c.rAt, c.rWait = now, now
 			c.armLocked()
 		}
-		c.probe, c.wantAt = false, 0
 		c.lastAct = now
 		c.rSent++
 		c.sinceReq, c.uncovered, c.lone = 0, 0, false
@@ -299,9 +267,7 @@ func (c *conn) unbookLocked() {
 //     AckDelay, request even if an <r/> is unanswered, so that every
 //     stanza is covered within AckDelay;
 //   - probe rule: once no <r/> was sent and no <a/> received for
-//     IdleProbe, and none is unanswered, request (a probe); and when the
-//     watchdog asks for one (probeAtLocked: a stanza that Reserve let
-//     through was not written within AckTimeout).
+//     IdleProbe, and none is unanswered, request (a probe).
 //
 // Whether the connection is dead is the watchdog's business (armLocked).
 func (c *conn) nextRequest(now int64, cfg Config) (int, time.Duration) {
@@ -313,9 +279,6 @@ func (c *conn) nextRequest(now int64, cfg Config) (int, time.Duration) {
 	}
 	if !c.smOn {
 		return actWait, wait(due, now)
-	}
-	if c.probe && c.aRecv == c.rSent {
-		return actRequest, 0
 	}
 	if c.sinceReq > 0 {
 		if c.lone || c.sinceReq >= cfg.AckEvery && c.aRecv == c.rSent {

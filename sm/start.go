@@ -291,16 +291,11 @@ func (st *State) resendOrphans(ctx context.Context, s *xmpp.Session, c *conn, re
 func (st *State) writeCopy(ctx context.Context, s *xmpp.Session, c *conn, e entry, r xml.TokenReader) (written bool, err error) {
 	st.mu.Lock()
 	c.copying, c.copySeen, c.copyOf = true, false, e
-	// No rule can request an ack while this write is stuck: the bound
-	// runs from here (deadlineLocked).
-	c.copyAt = timeNow()
-	c.armLocked()
 	st.mu.Unlock()
 	_, err = wire.Write(ctx, s, r)
 	st.mu.Lock()
 	written = err == nil || c.copySeen
 	c.copying, c.copySeen, c.copyOf, c.copyOrphan, c.copyHeld = false, false, entry{}, false, false
-	c.copyAt = 0
 	st.mu.Unlock()
 	return written, err
 }

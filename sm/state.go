@@ -204,20 +204,11 @@ func (st *State) WaitEnabled(ctx context.Context) error {
 // application stanza so that a sender that outruns the server, or keeps
 // sending while disconnected, blocks instead of growing the queue without
 // limit. It returns at once when there is room, including when stream
-// management is off. A stanza not written within AckTimeout after
-// Reserve returned (its write stuck on a frozen link) makes the State
-// request an ack (see "Dead connections" in the package documentation).
+// management is off.
 func (st *State) Reserve(ctx context.Context) error {
 	for {
 		st.mu.Lock()
 		if st.pendingLocked() < st.cfg.MaxUnacked {
-			if c := st.conn; c != nil && c.wantAt == 0 && c.smOn && !c.ended {
-				// The caller's stanza is to be written now: if it is not
-				// (its write is stuck on a frozen link before it could
-				// be counted), the watchdog has the requester probe.
-				c.wantAt = timeNow()
-				c.armLocked()
-			}
 			st.mu.Unlock()
 			return nil
 		}

@@ -1,0 +1,165 @@
+package sm
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// Regression tests from the review of 69dc363, which bounded writes that
+// nothing had counted yet (a probe AckTimeout after Reserve, and a bound
+// from the start of each re-send): a slow but working link was then cut
+// in the middle of a large stanza. They run in real time: the requester
+// would wait for mellium's output lock, on which synctest does not
+// advance.
+
+// slowConn is the server's end of a slow link: once free bytes were read,
+// it reads at most chunk bytes per pause. Bytes keep flowing; the server
+// is alive.
+type slowConn struct {
+	net.Conn
+	mu    sync.Mutex
+	free  int
+	chunk int
+	pause time.Duration
+}
+
+func (s *slowConn) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	slow := s.free <= 0
+	s.mu.Unlock()
+	if slow {
+		time.Sleep(s.pause)
+		p = p[:min(len(p), s.chunk)]
+	}
+	n, err := s.Conn.Read(p)
+	s.mu.Lock()
+	s.free -= n
+	s.mu.Unlock()
+	return n, err
+}
+
+const (
+	slowAckTimeout = 200 * time.Millisecond
+	slowBody       = 64 << 10 // read 1 KiB per 20 ms: about 1.3 s, six bounds
+)
+
+func slowLink(c net.Conn) net.Conn {
+	return &slowConn{Conn: c, free: 4096, chunk: 1024, pause: 20 * time.Millisecond}
+}
+
+func bigMsg(id string) string {
+	return fmt.Sprintf(`<message xmlns='jabber:client' to='peer@example.org' id='%s' type='chat'><body>%s</body></message>`, id, strings.Repeat("x", slowBody))
+}
+
+// enabledVia dials until a connection gets <enabled/> (a loaded machine
+// may miss the bound of <enable/>: that connection is dead, and the next
+// one is tried).
+func enabledVia(t *testing.T, srv *fakeServer, cfg Config, wrap func(net.Conn) net.Conn) (*State, *client) {
+	t.Helper()
+	for range 20 {
+		st := New(cfg)
+		c, err := dialVia(t, srv, st, nil, wrap)
+		if err != nil {
+			continue
+		}
+		if st.WaitEnabled(t.Context()) == nil {
+			return st, c
+		}
+		c.waitServed()
+	}
+	t.Fatal("20 connections were taken for dead before <enabled/>")
+	return nil, nil
+}
+
+// TestSlowWriteAlive: a large stanza written after an idle spell over a
+// slow link, bytes flowing all along, is acknowledged: no bound runs
+// while it is being written.
+func TestSlowWriteAlive(t *testing.T) {
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), slowLink)
+	if err := st.Reserve(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
+		t.Fatalf("the slow link was taken for dead mid-write: Send: %v; Serve: %v", err, c.waitServed())
+	}
+	if ev := rec.next(t); ev != "acked:big" {
+		t.Fatalf("got %s", ev)
+	}
+	c.close()
+}
+
+// TestSlowRetransmitResumes: a resumption over a slow link retransmits a
+// large stanza in Start; no bound runs while it is being written (no <a/>
+// could restart one: Serve does not run during Start), and the resumption
+// stands.
+func TestSlowRetransmitResumes(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.lose = func(id string) bool { return id == "big" }
+	rec := newRecorder()
+	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), nil)
+	if err := st.Reserve(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
+		t.Fatal(err)
+	}
+	c.drop()
+	srv.mu.Lock()
+	srv.lose = nil
+	srv.mu.Unlock()
+	c, err := dialVia(t, srv, st, nil, slowLink)
+	if err != nil {
+		t.Fatalf("taken for dead while retransmitting over a slow link: %v; resumable %v", err, st.Info().Resumable)
+	}
+	if !st.Resumed() {
+		t.Fatal("not resumed")
+	}
+	if ev := rec.next(t); ev != "acked:big" {
+		t.Fatalf("got %s", ev)
+	}
+	c.close()
+}
+
+// TestNoProgressNotPolled: a server that lost a stanza answers <r/> with
+// an h that does not cover it, so the window stays full and senders wait
+// in Pace; such a server is not polled (handleAck: an answer without
+// progress does not ask again), however many senders arrive and Reserve.
+func TestNoProgressNotPolled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		srv.lose = func(id string) bool { return id == "lost" }
+		st := New(Config{AckTimeout: 2 * time.Second, IdleProbe: time.Hour, Window: 1})
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		sendMsg(t, st, c.sess, "lost")
+		synctest.Wait()
+		_, rs0, _, _ := srv.snapshot()
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Go(func() {
+				if st.Reserve(ctx) == nil {
+					if slot, err := st.Pace(ctx); err == nil {
+						slot.Release()
+					}
+				}
+			})
+			time.Sleep(10 * time.Second)
+			synctest.Wait()
+		}
+		if _, rs, _, _ := srv.snapshot(); rs != rs0 {
+			t.Errorf("%d more <r/> to a server that makes no progress", rs-rs0)
+		}
+		cancel()
+		wg.Wait()
+		c.close()
+	})
+}
