@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -573,11 +574,11 @@ func (sc *srvConn) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElem
 	inBody := false
 	for {
 		tok, err := t.Token()
-		if err == io.EOF {
-			break
+		if err != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.ErrUnexpectedEOF)) {
+			return err // cut in the middle: not handled, not counted
 		}
 		if err != nil {
-			return err // cut in the middle: not handled, not counted
+			break
 		}
 		switch tok := tok.(type) {
 		case xml.StartElement:
