@@ -592,7 +592,13 @@ func (c *Client) loop(cn conn) {
 			if err == nil {
 				break
 			}
-			if permanent(err) || c.ctx.Err() != nil {
+			if c.ctx.Err() != nil {
+				// Close cut the attempt short: not a failure of the
+				// account (Err stays nil, the stream stays resumable for
+				// a store to save).
+				return
+			}
+			if permanent(err) {
 				c.fail(err)
 				return
 			}
@@ -754,6 +760,12 @@ func (c *Client) waitFirst(ctx context.Context) error {
 		if c.firstHandedOut() {
 			return nil
 		}
+		if c.ctx.Err() != nil {
+			// Close began first (only a test's hook can call it before
+			// Dial returns): publish refused the connection for that. (A
+			// permanent failure of a reconnection does not end c.ctx.)
+			return ErrClientClosed
+		}
 		return firstEnded(lossErr)
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", stanza.ErrDisconnected, ctx.Err())
@@ -814,7 +826,9 @@ func (c *Client) wasDown(at time.Time) bool {
 // storage or its archive, depending on the server). A reconnection not yet
 // handed out to senders when Close is called is dropped at once, its
 // stream not closed: the server keeps that session until it times out, as
-// after a lost connection.
+// after a lost connection, and what the client read on it (a resumed
+// stream's re-sent stanzas, say) is not acknowledged, so the server may
+// deliver it again.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
