@@ -125,7 +125,7 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 				}
 				probe := time.Hour
 				if !counted {
-					probe = 20 * time.Millisecond
+					probe = 5 * time.Millisecond
 				}
 				st = New(Config{AckTimeout: 10 * time.Millisecond, IdleProbe: probe})
 				var err error

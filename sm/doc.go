@@ -175,13 +175,15 @@
 // frozen link from one that is slow (a large stanza on a slow link). So no
 // bound starts at a write, lest a slow but working link be cut in the
 // middle of a stanza. If the link freezes while idle and the next write
-// blocks at once, nothing is counted and no request rule fires: the idle
-// probe finds the connection dead, IdleProbe plus the bound after the last
+// blocks at once (one write larger than the room left in the socket
+// buffer), nothing is counted and no request rule fires: the idle probe
+// finds the connection dead, IdleProbe plus the bound after the last
 // exchange (never with IdleProbe disabled). While the requester is itself
 // blocked re-sending the messages of a lost stream after <enabled/>, or
 // Start retransmits after <resumed/>, no <r/> can be sent at all: such a
-// write ends only with the connection (Start's ctx ending, the application
-// closing it, or the operating system's own TCP timeout). An <r/> booked
+// write ends only when the connection is closed (as when Start's ctx
+// ends; a session's Close would wait for the same output) or the
+// operating system's own TCP timeout fails it. An <r/> booked
 // before a write, though, waits behind it and its bound runs: a write that
 // blocks for longer than the bound after an <r/> was booked ends the
 // connection, slow or stuck.
