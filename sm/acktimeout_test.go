@@ -42,3 +42,47 @@ func TestAckTimeoutErrorCarriesBound(t *testing.T) {
 		}
 	})
 }
+
+// TestAnswerAtDeadline: an <a/> that arrives while the watchdog is ending
+// the connection is handled after it: the watchdog decides and records
+// the death under one lock, so the error still carries how long the
+// answer had been awaited (at least the bound), not the nothing the
+// handled <a/> would leave. Real time: the handler waits for the State's
+// mutex, on which synctest does not advance.
+func TestAnswerAtDeadline(t *testing.T) {
+	srv := newFakeServer(t)
+	holdAcks(srv)
+	var st *State
+	var c *client
+	for attempt := 1; ; attempt++ {
+		if attempt > 20 {
+			t.Fatal("20 connections were taken for dead before <enabled/>")
+		}
+		st = New(Config{AckTimeout: 50 * time.Millisecond, IdleProbe: time.Hour})
+		var err error
+		if c, err = dial(t, srv, st, nil); err != nil {
+			continue
+		}
+		if st.WaitEnabled(t.Context()) == nil {
+			break
+		}
+		c.waitServed()
+	}
+	st.mu.Lock()
+	st.overdueHook = func() {
+		// The answer comes now; the pause gives the reader every chance
+		// to handle it before the connection is ended, if it could.
+		go c.sc.raw(`<a xmlns='urn:xmpp:sm:3' h='1'/>`)
+		time.Sleep(50 * time.Millisecond)
+	}
+	st.mu.Unlock()
+	sendMsg(t, st, c.sess, "m0")
+	err := c.waitServed()
+	var ae *AckTimeoutError
+	if !errors.As(err, &ae) {
+		t.Fatalf("Serve: %v, want an *AckTimeoutError", err)
+	}
+	if ae.Waited < ae.Bound {
+		t.Errorf("waited %v, less than the bound %v", ae.Waited, ae.Bound)
+	}
+}

@@ -153,6 +153,9 @@ func (c *conn) watchdog() {
 	// Under the same lock as the decision: an <a/> handled in between
 	// would otherwise end a connection that just answered, with an
 	// AckTimeoutError whose Waited is about 0.
+	if st.overdueHook != nil {
+		st.overdueHook()
+	}
 	st.deadLocked(c)
 }
 

@@ -28,8 +28,12 @@ type State struct {
 	ackMu sync.Mutex
 
 	mu   sync.Mutex
-	conn *conn  // connection of the last Tees call
-	base uint32 // counters restart here; tests set values near 2^32
+	conn *conn // connection of the last Tees call
+
+	// overdueHook, set by tests, runs when the watchdog found an answer
+	// overdue, before the connection is ended, with mu held.
+	overdueHook func()
+	base        uint32 // counters restart here; tests set values near 2^32
 
 	// The stream management session, which resumption carries over.
 	id        string // SM-ID; a credential, never logged above debug level
