@@ -294,12 +294,14 @@ func TestCheckpointRestartSparesWriter(t *testing.T) {
 func TestCloseSparesReader(t *testing.T) {
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "s.db")
-	s, err := OpenConfig(ctx, p, Config{checkpointPages: 1 << 30, pragmas: []string{"busy_timeout(3600000)"}})
+	// Shared: the file as another process may read it.
+	s, err := OpenConfig(ctx, p, Config{Shared: true, checkpointPages: 1 << 30, pragmas: []string{"busy_timeout(3600000)"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	commitPages(t, s, "a", 20, nil)
-	// Another process's reader, on the WAL until the end.
+	// Another process's reader (a connection with SQLite's ordinary
+	// locking), on the WAL until the end.
 	other, err := sql.Open("sqlite", p+"?_pragma=query_only(1)")
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,10 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "locker":
 		childLocker(os.Getenv("XMPPTRACK_SQLITE_PATH"))
+		os.Exit(0)
+	case "stray":
+		childStray(os.Getenv("XMPPTRACK_SQLITE_PATH"))
+		os.Exit(0)
 	case "opener":
 		childOpener(os.Getenv("XMPPTRACK_SQLITE_PATH"), os.Getenv("XMPPTRACK_SQLITE_PREFIX") == "shared")
 		os.Exit(0)
@@ -181,93 +185,4 @@ func TestLockAcrossProcesses(t *testing.T) {
 		t.Fatalf("after the holder died: %v", err)
 	}
 	l.Release()
-}
-
-// TestOneProcess: by default a store takes its file for its process: while
-// it is open, another process's Open fails with store.ErrLocked, with
-// Config.Shared or without, and its wal-index is in the process's memory
-// (no path-shm). Once it is closed the other process opens the file. With
-// Config.Shared, other processes open it with Config.Shared, not without.
-func TestOneProcess(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "s.db")
-	opens := func(shared bool) string {
-		t.Helper()
-		prefix := ""
-		if shared {
-			prefix = "shared"
-		}
-		cmd, sc := child(t, "opener", path, prefix)
-		defer cmd.Wait()
-		if !sc.Scan() {
-			t.Fatal("the child said nothing")
-		}
-		return sc.Text()
-	}
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
-	if _, err := os.Stat(path + "-shm"); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("path-shm of a store with its file to itself: %v, want none", err)
-	}
-	for _, shared := range []bool{false, true} {
-		if got := opens(shared); got != "locked" {
-			t.Errorf("another process's Open (Shared %v) while the store is open: %s, want locked", shared, got)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if got := opens(false); got != "ok" {
-		t.Errorf("another process's Open after Close: %s, want ok", got)
-	}
-	s, err = OpenConfig(ctx, path, Config{Shared: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Message(ctx, "a"); err != nil {
-		t.Errorf("the message committed before: %v", err)
-	}
-	if got := opens(true); got != "ok" {
-		t.Errorf("another process's shared Open while a shared store is open: %s, want ok", got)
-	}
-	if got := opens(false); got != "locked" {
-		t.Errorf("another process's Open without Shared while a shared store is open: %s, want locked", got)
-	}
-}
-
-// TestSecondStoreKeepsLock: a second Store of the same process on the file
-// (opened and closed while the first stays open) leaves the process's lock
-// on the file in place: another process's Open is still refused. (Open
-// used to read the file's header through a descriptor of its own, whose
-// close dropped every POSIX lock of the process on the file, SQLite's
-// included.)
-func TestSecondStoreKeepsLock(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "s.db")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
-	s2, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s2.Message(ctx, "a"); err != nil {
-		t.Errorf("the second store reads the first one's message: %v", err)
-	}
-	if err := s2.Close(); err != nil {
-		t.Fatal(err)
-	}
-	cmd, sc := child(t, "opener", path, "")
-	defer cmd.Wait()
-	if !sc.Scan() || sc.Text() != "locked" {
-		t.Errorf("another process's Open while the first store is open: %q, want locked", sc.Text())
-	}
-	commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}})
 }

@@ -77,27 +77,36 @@
 //
 // # One process
 //
-// By default a store takes its file for its process: SQLite's "unix-excl"
-// file system layer takes one lock on the file when the process first
-// opens it and holds it until the process's last connection to it closes,
-// and keeps the WAL's index (path-shm) in the process's memory. A
-// transaction then takes and releases its locks (SQLite's WAL read mark
-// and write lock) inside the process, without the six fcntl system calls
-// a transaction otherwise costs. The store's own connections (its writer,
-// readers and checkpointer) and other Store values of the same process
-// share the file as before. Another process's Open fails at once with
-// store.ErrLocked while the file is open, and succeeds once it is closed
-// or its process died (the kernel releases the lock). Config.Shared keeps
-// SQLite's ordinary locking instead: several processes then open the file
-// (each with Config.Shared), for instance a follower in another process or
-// clients of different accounts, and the ownership locks below keep one
-// owner to one process. The process's lock is a POSIX record lock, which
-// the kernel drops when the process closes any descriptor of the file: code
-// of the process must not open and close the database file itself while a
-// store has it open (Open reads a file's header through SQLite only, so
-// that a second Store of the process keeps the lock in place). Measured
-// (BenchmarkSequential, alternated runs):
-// the default costs about 13% less CPU per message than Config.Shared.
+// On Linux, by default, a store takes its file for its process. Open
+// takes an open-file-description lock on a byte of path-lock that no
+// owner's lock uses (a write lock; a read lock with Config.Shared), held
+// by the process's stores on the file together until the last of them is
+// closed: another process's Open then fails at once with store.ErrLocked,
+// with Config.Shared or without, and succeeds once the file is closed or
+// its process died (the kernel releases the lock). Nothing but the close
+// of that lock's own descriptor releases it, so code of the process that
+// opens and closes the database file (a backup, a checksum) does not let
+// another process in. (SQLite's own locks are POSIX record locks, which
+// the kernel drops at any close of any descriptor of the file in the
+// process; Open reads a file's header through SQLite only.) Behind that
+// lock SQLite's "unix-excl" file system layer takes one lock on the file
+// for the process and keeps the WAL's index (path-shm) in the process's
+// memory: a transaction takes and releases its locks (SQLite's WAL read
+// mark and write lock) inside the process, without the six fcntl system
+// calls a transaction otherwise costs. The store's own connections (its
+// writer, readers and checkpointer) and other Store values of the same
+// process share the file as before.
+//
+// Config.Shared keeps SQLite's ordinary locking: several processes then
+// open the file (each with Config.Shared), for instance a follower in
+// another process or clients of different accounts, and the ownership
+// locks below keep one owner to one process. Within a process the first
+// store to open a file sets SQLite's locking for it; a store without
+// Config.Shared opened after a shared one still keeps other processes out
+// (its lock on path-lock) until it is closed. On other systems a store
+// always shares its file, as with Config.Shared. Measured
+// (BenchmarkSequential, alternated runs): the default costs about 13% less
+// CPU per message than Config.Shared.
 //
 // # Ownership
 //

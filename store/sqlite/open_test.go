@@ -6,9 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -209,5 +211,49 @@ func TestReadOnly(t *testing.T) {
 	}
 	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("m2")}}); err != nil {
 		t.Fatalf("after the database became writable: %v", err)
+	}
+}
+
+// TestPrunerAtOpen: the pruner Open starts prunes, at once, the messages
+// settled longer ago than Config.Retention and keeps the others.
+func TestPrunerAtOpen(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := OpenConfig(ctx, p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, recent := message("old"), message("recent")
+	old.State, old.Created = tracking.Closed, time.Now().Add(-2*time.Hour)
+	recent.State, recent.Created = tracking.Closed, time.Now().Add(-time.Minute)
+	commitT(t, s, &store.Batch{Messages: []store.Message{old, recent, message("pending")}})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenConfig(ctx, p, Config{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Polled until the pruner's first pass removed "old"; the deadline
+	// only guards against a hang.
+	guard := time.Now().Add(time.Minute)
+	for {
+		_, err := s.Message(ctx, "old")
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(guard) {
+			t.Fatal("the settled message older than Retention is still there")
+		}
+		runtime.Gosched()
+	}
+	for _, id := range []string{"recent", "pending"} {
+		if _, err := s.Message(ctx, id); err != nil {
+			t.Errorf("%s: %v", id, err)
+		}
 	}
 }

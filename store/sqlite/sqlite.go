@@ -76,6 +76,9 @@ type Store struct {
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc
+	// release lets go of this store's part of the process's lock on the
+	// file (see processLock).
+	release func()
 
 	mu      sync.Mutex
 	closed  bool
@@ -97,6 +100,24 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite: invalid path %q", path)
 	}
+	// The file for this process alone, where the system offers the lock
+	// that keeps other processes out (see "One process" in doc.go).
+	shared := cfg.Shared || exclusiveVFS == ""
+	release, err := processLock(path, shared)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(ctx, path, cfg, shared)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	s.release = release
+	return s, nil
+}
+
+// open opens the store at path once this process holds its lock.
+func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, error) {
 	syncMode := "NORMAL"
 	if cfg.Sync {
 		syncMode = "FULL"
@@ -104,15 +125,15 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	// vfs names SQLite's file system layer: "unix-excl" holds one lock on
 	// the file for the process instead of taking and releasing locks for
 	// each transaction (see "One process" in doc.go).
-	vfs := "&vfs=unix-excl"
-	if cfg.Shared {
-		vfs = ""
+	vfs := ""
+	if !shared {
+		vfs = "&vfs=" + exclusiveVFS
 	}
 	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)" + vfs
 	for _, p := range cfg.pragmas {
 		params += "&_pragma=" + p
 	}
-	probe, err := claim(ctx, path, vfs, cfg.Shared)
+	probe, err := claim(ctx, path, vfs, shared)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +220,14 @@ const claimWait = 200 * time.Millisecond
 // connection once the writer holds the lock too (a store's connections
 // share the process's lock).
 func claim(ctx context.Context, path, vfs string, shared bool) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", fmt.Sprintf("%s?_busy_timeout=%d%s", path, claimWait.Milliseconds(), vfs))
+	wait := claimWait
+	if shared {
+		// A process holding the file for itself is refused by
+		// processLock already; what is left is SQLite's own waits (a
+		// WAL another process recovers, another program's write).
+		wait = 10 * time.Second
+	}
+	db, err := sql.Open("sqlite", fmt.Sprintf("%s?_busy_timeout=%d%s", path, wait.Milliseconds(), vfs))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -209,9 +237,9 @@ func claim(ctx context.Context, path, vfs string, shared bool) (*sql.DB, error) 
 	var se *sqlite.Error
 	switch {
 	case errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY && shared:
-		err = fmt.Errorf("sqlite: %s is held by another process for itself (a store without Config.Shared): %w", path, store.ErrLocked)
+		err = fmt.Errorf("sqlite: %s is busy or held by another program: %w", path, store.ErrLocked)
 	case errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY:
-		err = fmt.Errorf("sqlite: %s is open in another process (a store takes its file for one process unless Config.Shared): %w", path, store.ErrLocked)
+		err = fmt.Errorf("sqlite: %s is busy or open in another program (a store takes its file for one process unless Config.Shared): %w", path, store.ErrLocked)
 	case err != nil:
 		err = openErr(path, err)
 	}
@@ -248,6 +276,7 @@ func (s *Store) Close() error {
 	s.w.Exec(fmt.Sprintf("PRAGMA busy_timeout = %d", restartBusy.Milliseconds()))
 	s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	err := errors.Join(rerr, s.w.Close())
+	s.release() // the process's lock, once SQLite's connections are closed
 	if err != nil {
 		return fmt.Errorf("sqlite: close: %w", err)
 	}

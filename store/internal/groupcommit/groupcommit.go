@@ -52,9 +52,10 @@ type Queue struct {
 	// goroutine (Run) or a Commit call that commits its batch itself
 	// (see Inline). It orders their uses of the store's writer.
 	busy sync.Mutex
-	// held counts the groups Run took and has not committed yet: while
-	// there is one, Commit queues (a caller never overtakes them).
-	held atomic.Int32
+	// pending counts the requests queued (from before they enter reqs)
+	// that Run has not finished with: while there is one, Commit queues
+	// too, so that a caller never overtakes a batch queued before it.
+	pending atomic.Int32
 	// inline, if set (see Inline), is the commit function that a Commit
 	// call finding the queue empty and the committer idle runs itself.
 	inline func(group []*Request)
@@ -103,7 +104,7 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 		return nil
 	}
 	r := NewRequest(b)
-	if q.inline != nil && len(q.reqs) == 0 && q.held.Load() == 0 && q.busy.TryLock() {
+	if q.inline != nil && q.pending.Load() == 0 && q.busy.TryLock() {
 		if q.life.Err() != nil { // Stop is waiting, or has returned
 			q.busy.Unlock()
 			return store.ErrClosed
@@ -113,15 +114,22 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 			return err
 		}
 		r.state.Store(taken)
-		q.inline([]*Request{r})
-		q.busy.Unlock()
+		func() {
+			// A panic of the commit function goes on to the caller (which
+			// may recover it) without leaving the queue locked.
+			defer q.busy.Unlock()
+			q.inline([]*Request{r})
+		}()
 		return <-r.done
 	}
+	q.pending.Add(1)
 	select {
 	case q.reqs <- r:
 	case <-ctx.Done():
+		q.pending.Add(-1)
 		return ctx.Err()
 	case <-q.life.Done():
+		q.pending.Add(-1)
 		return store.ErrClosed
 	}
 	select {
@@ -150,7 +158,6 @@ func (q *Queue) Run(commit func(group []*Request)) {
 			return
 		case r := <-q.reqs:
 			group = append(group[:0], r)
-			q.held.Add(1)
 		}
 		// Let the goroutines that are ready to run (callers about to
 		// commit, typically) run first: on a busy process the group then
@@ -177,7 +184,7 @@ func (q *Queue) Run(commit func(group []*Request)) {
 			commit(live)
 			q.busy.Unlock()
 		}
-		q.held.Add(-1)
+		q.pending.Add(-int32(len(group)))
 		clear(group)
 	}
 }

@@ -90,7 +90,7 @@ func TestInlineExclusive(t *testing.T) {
 	go func() { errs <- q.Commit(context.Background(), batch("second")) }()
 	// "second" cannot enter the commit function while "first" holds it:
 	// release "first" only once "second" waits (queued or held by Run).
-	for len(q.reqs) == 0 && q.held.Load() == 0 {
+	for q.pending.Load() == 0 {
 		select {
 		case id := <-entered:
 			t.Fatalf("%s entered the commit function while first was in it", id)
@@ -156,5 +156,107 @@ func TestStopWaitsForInline(t *testing.T) {
 	}
 	if n := commits.Load(); n != 1 {
 		t.Errorf("%d commits, want 1", n)
+	}
+}
+
+// TestInlinePanicUnlocks: a commit function that panics on a caller's
+// goroutine, whose panic the caller recovers (as net/http does for a
+// handler), leaves the queue usable: the next Commit is committed, and Stop
+// returns.
+func TestInlinePanicUnlocks(t *testing.T) {
+	life, stop := context.WithCancel(context.Background())
+	defer stop()
+	q := New(life)
+	first := true
+	commit := func(group []*Request) {
+		if first {
+			first = false
+			panic("a bug in the commit function")
+		}
+		for _, r := range group {
+			r.Answer(nil)
+		}
+	}
+	q.Inline(commit)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { q.Run(commit) })
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the commit function's panic did not reach the caller")
+			}
+		}()
+		q.Commit(context.Background(), batch("a"))
+	}()
+	// Bounded only against a hang: without the unlock the Commit waits
+	// for ever behind the queue's lock, and ends with the deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := q.Commit(ctx, batch("b")); err != nil {
+		t.Errorf("the Commit after the panic: %v", err)
+	}
+	stop()
+	q.Stop()
+}
+
+// TestNoOvertaking: a Commit never commits its batch on its own goroutine
+// while a batch queued before it waits for the committer goroutine.
+func TestNoOvertaking(t *testing.T) {
+	life, stop := context.WithCancel(context.Background())
+	defer stop()
+	q := New(life)
+	var order []string
+	var mu sync.Mutex
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	commit := func(group []*Request) {
+		for _, r := range group {
+			id := r.Batch.Changes[0].ID
+			mu.Lock()
+			order = append(order, id)
+			mu.Unlock()
+			if id == "first" {
+				close(entered)
+				<-release
+			}
+			r.Answer(nil)
+		}
+	}
+	q.Inline(commit)
+	errs := make(chan error, 3)
+	go func() { errs <- q.Commit(context.Background(), batch("first")) }() // inline, held
+	<-entered
+	go func() { errs <- q.Commit(context.Background(), batch("queued")) }()
+	for q.pending.Load() == 0 { // "queued" is counted before it enters the queue
+		runtime.Gosched()
+	}
+	close(release)
+	<-errs // "first"
+	// No committer goroutine runs yet: a Commit now must queue behind
+	// "queued" instead of committing before it.
+	third := make(chan error, 1)
+	go func() { third <- q.Commit(context.Background(), batch("third")) }()
+	for q.pending.Load() < 2 {
+		select {
+		case err := <-third:
+			t.Fatalf("the third Commit returned (%v) while a batch queued before it waited", err)
+		default:
+		}
+		runtime.Gosched()
+	}
+	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
+	wg.Go(func() { q.Run(commit) })
+	if err := <-errs; err != nil {
+		t.Error(err)
+	}
+	if err := <-third; err != nil {
+		t.Error(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(order) != 3 || order[0] != "first" || order[1] != "queued" || order[2] != "third" {
+		t.Errorf("committed %v, want [first queued third]", order)
 	}
 }

@@ -1,0 +1,245 @@
+//go:build linux
+
+package sqlite
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xmpptrack/xmpptrack/store"
+)
+
+// The tests of a store's file for its process: only Linux has the lock
+// that keeps other processes out (elsewhere a store shares its file).
+
+// TestOneProcess: by default a store takes its file for its process: while
+// it is open, another process's Open fails with store.ErrLocked, with
+// Config.Shared or without, and its wal-index is in the process's memory
+// (no path-shm). Once it is closed the other process opens the file. With
+// Config.Shared, other processes open it with Config.Shared, not without.
+func TestOneProcess(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	opens := func(shared bool) string {
+		t.Helper()
+		prefix := ""
+		if shared {
+			prefix = "shared"
+		}
+		cmd, sc := child(t, "opener", path, prefix)
+		defer cmd.Wait()
+		if !sc.Scan() {
+			t.Fatal("the child said nothing")
+		}
+		return sc.Text()
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
+	if _, err := os.Stat(path + "-shm"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("path-shm of a store with its file to itself: %v, want none", err)
+	}
+	for _, shared := range []bool{false, true} {
+		if got := opens(shared); got != "locked" {
+			t.Errorf("another process's Open (Shared %v) while the store is open: %s, want locked", shared, got)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := opens(false); got != "ok" {
+		t.Errorf("another process's Open after Close: %s, want ok", got)
+	}
+	s, err = OpenConfig(ctx, path, Config{Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Message(ctx, "a"); err != nil {
+		t.Errorf("the message committed before: %v", err)
+	}
+	if got := opens(true); got != "ok" {
+		t.Errorf("another process's shared Open while a shared store is open: %s, want ok", got)
+	}
+	if got := opens(false); got != "locked" {
+		t.Errorf("another process's Open without Shared while a shared store is open: %s, want locked", got)
+	}
+}
+
+// TestSecondStoreKeepsLock: a second Store of the same process on the file
+// (opened and closed while the first stays open) leaves the process's lock
+// on the file in place: another process's Open is still refused. (Open
+// used to read the file's header through a descriptor of its own, whose
+// close dropped every POSIX lock of the process on the file, SQLite's
+// included.)
+func TestSecondStoreKeepsLock(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
+	s2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Message(ctx, "a"); err != nil {
+		t.Errorf("the second store reads the first one's message: %v", err)
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd, sc := child(t, "opener", path, "")
+	defer cmd.Wait()
+	if !sc.Scan() || sc.Text() != "locked" {
+		t.Errorf("another process's Open while the first store is open: %q, want locked", sc.Text())
+	}
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}})
+}
+
+// childStray opens the store (its file for this process), commits a-0..9,
+// then opens and closes a descriptor of the file of its own, as any code of
+// the process reading the file may (a backup, a checksum), says "ready",
+// waits for a line on its standard input, commits b-0..9, printing "ok id"
+// after each commit, says "done" and waits to be killed.
+func childStray(path string) {
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	commit := func(prefix string) bool {
+		for i := range 10 {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message(id)}}); err != nil {
+				fmt.Println("error", err)
+				return false
+			}
+			fmt.Println("ok", id)
+		}
+		return true
+	}
+	if !commit("a") {
+		return
+	}
+	if f, err := os.Open(path); err == nil {
+		f.Close() // drops every POSIX lock of the process on the file
+	}
+	fmt.Println("ready")
+	bufio.NewScanner(os.Stdin).Scan()
+	if !commit("b") {
+		return
+	}
+	fmt.Println("done")
+	select {}
+}
+
+// TestStrayCloseKeepsLock: a close of a descriptor of the database file
+// elsewhere in the process (which drops SQLite's POSIX locks) does not let
+// another process open the file while the store has it: that process's
+// Open is refused, and every commit the store acknowledged survives its
+// SIGKILL. (With SQLite's lock alone, the other process opened the file,
+// built an index of the WAL of its own and deleted the WAL at its Close;
+// the store's later commits went to the deleted WAL and were lost.)
+func TestStrayCloseKeepsLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "XMPPTRACK_SQLITE_CHILD=stray", "XMPPTRACK_SQLITE_PATH="+path)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	sc := bufio.NewScanner(out)
+	var acked []string
+	read := func(until string) {
+		for sc.Scan() && sc.Text() != until {
+			id, ok := strings.CutPrefix(sc.Text(), "ok ")
+			if !ok {
+				t.Fatalf("child: %s", sc.Text())
+			}
+			acked = append(acked, id)
+		}
+	}
+	read("ready")
+	o, osc := child(t, "opener", path, "")
+	osc.Scan()
+	got := osc.Text()
+	o.Wait()
+	if got != "locked" {
+		t.Errorf("another process's Open after a stray close in the store's process: %q, want locked", got)
+	}
+	fmt.Fprintln(in, "go")
+	read("done")
+	cmd.Process.Kill() // SIGKILL
+	cmd.Wait()
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var lost []string
+	for _, id := range acked {
+		if _, err := s.Message(context.Background(), id); err != nil {
+			lost = append(lost, id)
+		}
+	}
+	if len(acked) != 20 || len(lost) > 0 {
+		t.Errorf("%d acknowledged commits, lost after SIGKILL: %v", len(acked), lost)
+	}
+}
+
+// TestMixedModesKeepOthersOut: a store without Config.Shared opened after
+// one with it in the same process (whose first store set SQLite's sharing
+// for the file) still keeps other processes out, shared or not, until it
+// is closed; then the shared store shares again.
+func TestMixedModesKeepOthersOut(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	shared, err := OpenConfig(ctx, path, Config{Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	own, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitT(t, own, &store.Batch{Messages: []store.Message{message("a")}})
+	opens := func(prefix string) string {
+		t.Helper()
+		cmd, sc := child(t, "opener", path, prefix)
+		defer cmd.Wait()
+		sc.Scan()
+		return sc.Text()
+	}
+	if got := opens("shared"); got != "locked" {
+		t.Errorf("another process's shared Open while a store of this one has the file to itself: %s, want locked", got)
+	}
+	if err := own.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := opens("shared"); got != "ok" {
+		t.Errorf("another process's shared Open once only a shared store is open: %s, want ok", got)
+	}
+}
