@@ -28,8 +28,7 @@ import (
 // "blocked ID at R" (R: the stanzas received by then).
 func inboundChild() error {
 	ctx := context.Background()
-	// Shared, as the crash test's child (the tests' processes share it).
-	st, err := sqlite.OpenConfig(ctx, os.Getenv("XMPPTRACK_CRASH_STORE"), sqlite.Config{Shared: true})
+	st, err := sqlite.Open(ctx, os.Getenv("XMPPTRACK_CRASH_STORE"))
 	if err != nil {
 		return err
 	}
