@@ -110,9 +110,8 @@
 //
 // # Ownership
 //
-// Lock takes an operating-system lock on one byte of path-lock chosen by the
-// owner's hash (the file itself belongs to one process unless
-// Config.Shared, see above) (Linux open-file-description locks, F_OFD_SETLK): it conflicts
+// Lock takes an operating-system lock (Linux open-file-description locks,
+// F_OFD_SETLK) on one byte of path-lock chosen by the owner's hash: it conflicts
 // with any other Lock of that owner, in this process or another, and the
 // kernel releases it when its holder closes the store or dies, so that a
 // restarted process takes its state back at once. On other systems the lock
