@@ -70,8 +70,11 @@ func TestAnswerAtDeadline(t *testing.T) {
 	}
 	st.mu.Lock()
 	st.overdueHook = func() {
-		// The answer comes now; the pause gives the reader every chance
-		// to handle it before the connection is ended, if it could.
+		// The answer comes now. The pause is only a margin, not a wait
+		// for an event: with the decision and the death under one lock
+		// the outcome does not depend on it (the reader waits for the
+		// lock); with two, it gives the reader the time to handle the
+		// <a/> in between.
 		go c.sc.raw(`<a xmlns='urn:xmpp:sm:3' h='1'/>`)
 		time.Sleep(50 * time.Millisecond)
 	}

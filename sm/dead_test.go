@@ -114,9 +114,9 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			// Real time, and a short bound (the test runs thousands of
 			// times under stress): on a loaded machine it may end the
-			// connection before <enabled/> comes (Start's write of
-			// <enable/> included), which is a dead connection too; then
-			// the test starts over.
+			// connection before the freeze (Start's write of <enable/>
+			// included), which is a dead connection too; then the test
+			// starts over.
 			var st *State
 			var c *client
 			for attempt := 1; ; attempt++ {
@@ -133,15 +133,14 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 					t.Logf("dial: %v; starting over", err)
 					continue
 				}
-				if err = st.WaitEnabled(t.Context()); err == nil {
+				if err = st.WaitEnabled(t.Context()); err == nil && c.sc.conn.waitInRead(c.served) {
 					break
 				}
 				if err := c.waitServed(); !errors.Is(err, ErrAckTimeout) {
-					t.Fatalf("WaitEnabled failed, Serve: %v", err)
+					t.Fatalf("WaitEnabled or the server's read failed, Serve: %v", err)
 				}
-				t.Log("the connection was taken for dead before <enabled/>; starting over")
+				t.Log("the connection was taken for dead before the freeze; starting over")
 			}
-			c.sc.conn.waitInRead()
 			c.sc.conn.freeze()
 			if counted {
 				// Taken by the read under way, and counted. (Written here
@@ -493,24 +492,73 @@ func TestCallbacksMayCallState(t *testing.T) {
 
 // TestFakeServerIgnoresCutStanza: the scripted server neither handles
 // nor counts a stanza whose bytes end in the middle (a connection cut
-// mid-write), as a real server does not: its h would otherwise claim a
-// stanza the client never finished writing.
+// mid-write, from either side), as a real server does not: its h would
+// otherwise claim a stanza the client never finished writing.
 func TestFakeServerIgnoresCutStanza(t *testing.T) {
+	for _, clientFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "server closes", true: "client closes"}[clientFirst], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := newFakeServer(t)
+				st := New(Config{})
+				c := mustDial(t, srv, st, nil)
+				synctest.Wait()
+				sendMsg(t, st, c.sess, "whole")
+				synctest.Wait()
+				c.conn.Write([]byte(`<message xmlns='jabber:client' to='peer@example.org' id='cut' type='chat'><body>hal`))
+				synctest.Wait()
+				if clientFirst {
+					c.conn.Close()
+					synctest.Wait()
+				}
+				c.drop()
+				srv.mu.Lock()
+				inH := srv.inH
+				srv.mu.Unlock()
+				if ids := srv.ids(); !slices.Equal(ids, []string{"whole"}) || inH != 1 {
+					t.Fatalf("the server handled %v (h %d), want [whole] (h 1)", ids, inH)
+				}
+			})
+		})
+	}
+}
+
+// TestResumedStuckRequestNotFailedResumption: a resumed connection dies
+// with its <r/> stuck in the write (the link froze before any of it went
+// out): the server never had a request to answer, so this is no failed
+// resumption, and the next connection resumes the stream. (A resumed
+// connection whose written <r/> stays unanswered is one:
+// TestNoAckAfterResumption.)
+func TestResumedStuckRequestNotFailedResumption(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := newFakeServer(t)
-		st := New(Config{})
+		rec := newRecorder()
+		st := New(rec.config(Config{AckTimeout: 2 * time.Second, IdleProbe: 10 * time.Second}))
 		c := mustDial(t, srv, st, nil)
 		synctest.Wait()
-		sendMsg(t, st, c.sess, "whole")
-		synctest.Wait()
-		c.conn.Write([]byte(`<message xmlns='jabber:client' to='peer@example.org' id='cut' type='chat'><body>hal`))
-		synctest.Wait()
+		sendMsg(t, st, c.sess, "m0")
+		rec.next(t)
 		c.drop()
-		srv.mu.Lock()
-		inH := srv.inH
-		srv.mu.Unlock()
-		if ids := srv.ids(); !slices.Equal(ids, []string{"whole"}) || inH != 1 {
-			t.Fatalf("the server handled %v (h %d), want [whole] (h 1)", ids, inH)
+		c = mustDial(t, srv, st, nil)
+		if !st.Resumed() {
+			t.Fatal("not resumed")
 		}
+		synctest.Wait() // the server waits in a read
+		c.sc.conn.freeze()
+		// Taken by that read, and discarded: the idle probe's <r/> then
+		// blocks on the pipe, before any of it went out.
+		if _, err := c.conn.Write([]byte(" ")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.waitServed(); !errors.Is(err, ErrAckTimeout) {
+			t.Fatalf("Serve: %v, want ErrAckTimeout", err)
+		}
+		if !st.Info().Resumable {
+			t.Fatal("taken for a failed resumption: the stream is no longer resumable")
+		}
+		c = mustDial(t, srv, st, nil)
+		if !st.Resumed() {
+			t.Fatal("the next connection did not resume")
+		}
+		c.close()
 	})
 }

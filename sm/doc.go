@@ -171,22 +171,34 @@
 //
 // What the State cannot see: a stanza is counted, and can call for an
 // <r/>, only once its write returned (mellium copies what it wrote to the
-// tees after each write), and it cannot tell a write that is stuck on a
-// frozen link from one that is slow (a large stanza on a slow link). So no
-// bound starts at a write, lest a slow but working link be cut in the
-// middle of a stanza. If the link freezes while idle and the next write
-// blocks at once (one write larger than the room left in the socket
-// buffer), nothing is counted and no request rule fires: the idle probe
-// finds the connection dead, IdleProbe plus the bound after the last
-// exchange (never with IdleProbe disabled). While the requester is itself
-// blocked re-sending the messages of a lost stream after <enabled/>, or
-// Start retransmits after <resumed/>, no <r/> can be sent at all: such a
-// write ends only when the connection is closed (as when Start's ctx
-// ends; a session's Close would wait for the same output) or the
-// operating system's own TCP timeout fails it. An <r/> booked
-// before a write, though, waits behind it and its bound runs: a write that
-// blocks for longer than the bound after an <r/> was booked ends the
-// connection, slow or stuck.
+// tees after each write of the connection; a large text is one write, so
+// its bytes are seen only once all left), and it cannot tell a write that
+// is stuck on a frozen link from one that is slow (a large stanza on a
+// slow link). Two consequences:
+//
+//   - A write that blocks before any <r/> is booked starts no bound. If
+//     the link freezes while idle and the next write blocks at once (one
+//     write larger than the room left in the socket buffer), nothing is
+//     counted and no request rule fires: the idle probe finds the
+//     connection dead, IdleProbe plus the bound after the last exchange
+//     (never with IdleProbe disabled). While the requester is itself
+//     blocked re-sending the messages of a lost stream after <enabled/>,
+//     or Start retransmits after <resumed/>, no <r/> can be sent at all:
+//     such a write ends only when the connection is closed (as when
+//     Start's ctx ends; a session's Close would wait for the same output)
+//     or the operating system's own TCP timeout fails it (about 15 minutes
+//     on Linux by default).
+//   - An <r/> booked while a write is under way waits for mellium's
+//     output behind it, and its bound runs: a write still under way when
+//     the bound of an <r/> booked meanwhile runs out is cut, slow or
+//     stuck. The idle probe books one IdleProbe after the last exchange,
+//     whether or not a write is under way, and a stanza's <r/> is booked
+//     when its write returned, often while the next stanza's write holds
+//     the output. So a single write that takes longer than the bound (at
+//     the defaults 5 s plus up to 5 s: 256 KiB at under about 200 kbit/s)
+//     may be cut on a working link. Such a death on a resumed connection
+//     is not taken for a failed resumption as long as no <r/> went out
+//     whole on it (see "Failed resumptions").
 //
 // An idle connection is probed: when no <r/> was sent and no <a/>
 // received for Config.IdleProbe (default 30 s), the requester sends an
@@ -202,8 +214,9 @@
 // again or dies with not-well-formed, policy-violation or stanza-too-big.
 // Resuming once more would hit the same parser. So a resumed connection
 // that ends, before the server acknowledged anything on it (no <a/>), with
-// ErrAckTimeout or with one of those three stream errors is a failed
-// resumption: the State forgets the stream, the next connection binds a
+// ErrAckTimeout (once an <r/> of ours went out whole on it: one stuck
+// behind a write never reached the server) or with one of those three
+// stream errors is a failed resumption: the State forgets the stream, the next connection binds a
 // new session, and the unacknowledged stanzas go to the Policy as after
 // <failed/> (messages are re-sent by default). The recipient may get a
 // message twice (the id is the same); it never misses one.

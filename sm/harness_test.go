@@ -55,16 +55,20 @@ type bufConn struct {
 
 // waitInRead waits until a read of the server's is under way (one that
 // takes the next write of the client's even after a freeze), for tests
-// that run in real time.
-func (b *bufConn) waitInRead() {
+// that run in real time; false if stop was closed first.
+func (b *bufConn) waitInRead(stop <-chan struct{}) bool {
 	for {
 		b.mu.Lock()
 		n := b.inRead
 		b.mu.Unlock()
 		if n > 0 {
-			return
+			return true
 		}
-		<-b.readIn
+		select {
+		case <-b.readIn:
+		case <-stop:
+			return false
+		}
 	}
 }
 
@@ -505,6 +509,14 @@ func (srv *fakeServer) releaseR() {
 	}
 }
 
+// cutErr reports whether err, met inside a stanza, means the link was cut
+// there (by either side) rather than that the XML was refused.
+func cutErr(err error) bool {
+	var se *xml.SyntaxError
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &se) && strings.HasPrefix(se.Msg, "unexpected EOF")
+}
+
 // HandleXMPP is the server's handler.
 func (sc *srvConn) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 	srv := sc.srv
@@ -574,7 +586,7 @@ func (sc *srvConn) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElem
 	inBody := false
 	for {
 		tok, err := t.Token()
-		if err != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		if err != nil && cutErr(err) {
 			return err // cut in the middle: not handled, not counted
 		}
 		if err != nil {

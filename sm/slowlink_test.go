@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -162,4 +163,40 @@ func TestNoProgressNotPolled(t *testing.T) {
 		wg.Wait()
 		c.close()
 	})
+}
+
+// TestSlowResendAlive: after a failed resumption, the requester re-sends
+// a large message of the lost stream over a slow link once <enabled/>
+// came; no bound runs while it is being written (69dc363 bounded the
+// requester's own re-sends from their start), and it is acknowledged.
+func TestSlowResendAlive(t *testing.T) {
+	srv := newFakeServer(t)
+	holdAcks(srv)
+	rec := newRecorder()
+	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), nil)
+	if err := st.Reserve(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
+		t.Fatal(err)
+	}
+	c.drop()
+	srv.mu.Lock()
+	srv.holdR = false
+	srv.resumeReply = func(uint32) string {
+		return `<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>`
+	}
+	srv.mu.Unlock()
+	c, err := dialVia(t, srv, st, nil, slowLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.WaitEnabled(t.Context()); err != nil {
+		t.Fatalf("WaitEnabled: %v; Serve: %v", err, c.waitServed())
+	}
+	want := []string{"resent:big", "acked:big"}
+	if evs := waitEvents(t, rec, 2); !slices.Equal(evs, want) {
+		t.Fatalf("got %v, want %v", evs, want)
+	}
+	c.close()
 }
