@@ -6,10 +6,13 @@ import (
 	"net"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestDialKeepAlive: the connection has TCP keepalive on, with the
-// package's idle time, interval and probe count.
+// package's idle time, interval and probe count, and TCP_USER_TIMEOUT set
+// to userTimeout.
 func TestDialKeepAlive(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,6 +42,7 @@ func TestDialKeepAlive(t *testing.T) {
 		{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15},
 		{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 5},
 		{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 4},
+		{"TCP_USER_TIMEOUT", syscall.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout.Milliseconds())},
 	}
 	raw.Control(func(fd uintptr) {
 		for _, o := range opts {

@@ -167,6 +167,16 @@ func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 // management's own probes (sm.Config.IdleProbe) are off.
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 4}
 
+// userTimeout is TCP_USER_TIMEOUT on every connection (Linux only): data
+// written and not acknowledged by the peer's TCP for this long ends the
+// connection. Keepalive sends no probe while data waits to be
+// acknowledged, so without it a write stuck on a frozen link would wait
+// for the kernel's retransmission limit (about 15 minutes); stream
+// management cannot tell such a write from a slow one (see "Dead
+// connections" in package sm), the kernel can: a slow link's peer
+// acknowledges bytes, however slowly.
+const userTimeout = 35 * time.Second
+
 // dialConn opens the transport: plain TCP, or TLS with DirectTLS. probe is
 // the connection's probeConn when it runs without TLS from the start, for
 // classify; nil otherwise.
@@ -177,7 +187,7 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interv
 // to wrap it around (a lost connection then gets mellium's
 // </stream:stream>, see probeConn.lose; BeforeRead is never called).
 func dialConn(ctx context.Context, c *Config) (conn net.Conn, probe *probeConn, err error) {
-	nd := net.Dialer{KeepAliveConfig: keepAlive}
+	nd := net.Dialer{KeepAliveConfig: keepAlive, Control: setUserTimeout}
 	plain := !c.DirectTLS // TLS, if any, is yet to come
 	switch {
 	case c.DialConn != nil:
