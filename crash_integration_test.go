@@ -359,13 +359,25 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				// after the recipient already has it. None may stay
 				// IN_TRANSIT while the process lives: the child checks its
 				// own store (which it holds for its process) and says so.
-				for sc.Scan() && sc.Text() != "recorded" {
-					if u, ok := strings.CutPrefix(sc.Text(), "unrecorded "); ok {
+				recorded := false
+				for !recorded && sc.Scan() {
+					line := sc.Text()
+					if u, ok := strings.CutPrefix(line, "unrecorded "); ok {
 						t.Fatalf("the store did not record the server's ack of %s within a minute", u)
 					}
-					if strings.HasPrefix(sc.Text(), "error") {
-						t.Fatalf("run %d: child: %s", run, sc.Text())
+					if strings.HasPrefix(line, "error") {
+						t.Fatalf("run %d: child: %s", run, line)
 					}
+					if fate(line) {
+						continue
+					}
+					if how, ok := strings.CutPrefix(line, "dropped "); ok {
+						dropped += fmt.Sprintf(" %s (after %d sends)", how, lines)
+					}
+					recorded = line == "recorded"
+				}
+				if !recorded {
+					t.Fatalf("run %d: the child ended before it said its store recorded every ack", run)
 				}
 			}
 			cmd.Process.Kill() // SIGKILL

@@ -101,6 +101,11 @@ type durable struct {
 type restoredState struct {
 	to     tracking.MessageState
 	report bool
+	// n counts the moves announced and not seen yet: two Send calls with
+	// one id may each announce the ABORTED of a tracker of theirs before
+	// the first change reaches the hook (state changes are reported on
+	// another goroutine).
+	n int
 }
 
 // ErrStillPending is the Err of the Response that Config.OnStateChange gets
@@ -277,7 +282,11 @@ func (d *durable) restoring(id string, st tracking.MessageState, report bool) {
 	if d.restored == nil {
 		d.restored = map[string]restoredState{}
 	}
-	d.restored[id] = restoredState{to: st, report: report}
+	r := restoredState{to: st, report: report, n: 1}
+	if prev, ok := d.restored[id]; ok && prev.to == st && prev.report == report {
+		r.n = prev.n + 1
+	}
+	d.restored[id] = r
 	d.mu.Unlock()
 }
 
@@ -287,13 +296,23 @@ func (d *durable) wasRestored(id string, to tracking.MessageState) (ok, report b
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if st, ok := d.restored[id]; ok && st.to == to {
-		delete(d.restored, id)
-		if len(d.restored) == 0 {
-			d.restored = nil // let the map's memory go
-		}
+		d.unrestore(id)
 		return true, st.report
 	}
 	return false, false
+}
+
+// unrestore takes one announced move of id off d.restored (under d.mu).
+func (d *durable) unrestore(id string) {
+	r := d.restored[id]
+	if r.n--; r.n > 0 {
+		d.restored[id] = r
+		return
+	}
+	delete(d.restored, id)
+	if len(d.restored) == 0 {
+		d.restored = nil // let the map's memory go
+	}
 }
 
 // changeOf turns a tracker's state change into a store change.

@@ -481,10 +481,7 @@ func (d *durable) gaveUp(t *tracking.MessageTracker) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if r, ok := d.restored[t.ID()]; ok && r.to == tracking.Aborted {
-		delete(d.restored, t.ID())
-		if len(d.restored) == 0 {
-			d.restored = nil
-		}
+		d.unrestore(t.ID())
 	}
 	if e := d.unsure[t.ID()]; e != nil && st == tracking.TimedOut {
 		e.heard = true

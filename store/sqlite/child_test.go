@@ -26,9 +26,6 @@ func TestMain(m *testing.M) {
 	case "locker":
 		childLocker(os.Getenv("XMPPTRACK_SQLITE_PATH"))
 		os.Exit(0)
-	case "stray":
-		childStray(os.Getenv("XMPPTRACK_SQLITE_PATH"))
-		os.Exit(0)
 	case "opener":
 		childOpener(os.Getenv("XMPPTRACK_SQLITE_PATH"), os.Getenv("XMPPTRACK_SQLITE_PREFIX") == "shared")
 		os.Exit(0)
@@ -36,8 +33,16 @@ func TestMain(m *testing.M) {
 		childFileSize(os.Getenv("XMPPTRACK_SQLITE_PATH"))
 		os.Exit(0)
 	}
+	if f := systemChildren[os.Getenv("XMPPTRACK_SQLITE_CHILD")]; f != nil {
+		f(os.Getenv("XMPPTRACK_SQLITE_PATH"))
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
+
+// systemChildren are the children of the tests of one system (a file with a
+// build tag registers them at init).
+var systemChildren = map[string]func(path string){}
 
 var owner = store.Instance{Account: "a@example.org", Resource: "r"}
 

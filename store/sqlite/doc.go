@@ -25,9 +25,14 @@
 //
 // # Files
 //
-// Besides the database file, SQLite keeps path-wal and path-shm next to it,
-// and the ownership locks use path-lock (see below). Copy the database only
-// while no process has it open, or with SQLite's backup tools.
+// Besides the database file, SQLite keeps path-wal and path-shm next to it
+// (no path-shm while a store has the file for its process, see "One
+// process"), and Open creates path-lock for its locks and the ownership
+// locks: it stays after Close (an Open that fails removes one it created),
+// holds no data, and must not be deleted while a store has the file open.
+// Copy the database only while no process has it open, or, with
+// Config.Shared, with SQLite's backup tools: without it a store keeps
+// every other SQLite program out of its file, backup tools included.
 //
 // # Schema and bad files
 //
@@ -78,35 +83,38 @@
 // # One process
 //
 // On Linux, by default, a store takes its file for its process. Open
-// takes an open-file-description lock on a byte of path-lock that no
-// owner's lock uses (a write lock; a read lock with Config.Shared), held
-// by the process's stores on the file together until the last of them is
-// closed: another process's Open then fails at once with store.ErrLocked,
-// with Config.Shared or without, and succeeds once the file is closed or
-// its process died (the kernel releases the lock). Nothing but the close
-// of that lock's own descriptor releases it, so code of the process that
-// opens and closes the database file (a backup, a checksum) does not let
-// another process in. (SQLite's own locks are POSIX record locks, which
-// the kernel drops at any close of any descriptor of the file in the
-// process; Open reads a file's header through SQLite only.) Behind that
-// lock SQLite's "unix-excl" file system layer takes one lock on the file
-// for the process and keeps the WAL's index (path-shm) in the process's
-// memory: a transaction takes and releases its locks (SQLite's WAL read
-// mark and write lock) inside the process, without the six fcntl system
-// calls a transaction otherwise costs. The store's own connections (its
-// writer, readers and checkpointer) and other Store values of the same
-// process share the file as before.
+// takes open-file-description locks, held by the process's stores on the
+// file together until the last of them is closed: a write lock on a byte
+// of path-lock that no owner's lock uses (a read lock with Config.Shared),
+// which another process of this package takes too, and a write lock on
+// the database file's PENDING byte, which every SQLite connection with
+// ordinary locking needs to read the file, under any of its names. Another
+// process's Open then fails at once with store.ErrLocked, with
+// Config.Shared or without, and so does any other SQLite program (the
+// sqlite3 tool, its backups included: "database is locked"), until the
+// file is closed or its process died (the kernel releases the locks).
+// Nothing but the close of those locks' own descriptors releases them, so
+// code of the process that opens and closes the database file (a
+// checksum) does not let another program in. (SQLite's own locks are POSIX
+// record locks, which the kernel drops at any close of any descriptor of
+// the file in the process; Open reads a file's header through SQLite
+// only.) All stores of a process on one file have the same Config.Shared:
+// one with the other fails with store.ErrLocked. Behind those locks
+// SQLite's "unix-excl" file system layer takes one lock on the file for the
+// process and keeps the WAL's index (path-shm) in the process's memory: a
+// transaction takes and releases its locks (SQLite's WAL read mark and
+// write lock) inside the process, without the six fcntl system calls a
+// transaction otherwise costs. The store's own connections (its writer,
+// readers and checkpointer) and other Store values of the same process
+// share the file as before.
 //
 // Config.Shared keeps SQLite's ordinary locking: several processes then
 // open the file (each with Config.Shared), for instance a follower in
 // another process or clients of different accounts, and the ownership
-// locks below keep one owner to one process. Within a process the first
-// store to open a file sets SQLite's locking for it; a store without
-// Config.Shared opened after a shared one still keeps other processes out
-// (its lock on path-lock) until it is closed. On other systems a store
-// always shares its file, as with Config.Shared. Measured
-// (BenchmarkSequential, alternated runs): the default costs about 13% less
-// CPU per message than Config.Shared.
+// locks below keep one owner to one process. On other systems a store
+// always shares its file, as with Config.Shared, and Lock covers only the
+// Store that holds it. Measured (BenchmarkSequential, alternated runs):
+// the default costs about 13% less CPU per message than Config.Shared.
 //
 // # Ownership
 //

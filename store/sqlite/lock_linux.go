@@ -41,15 +41,22 @@ const exclusiveVFS = "unix-excl"
 // have the file open: owners' bytes (offset) are below 2^62.
 const procOffset = 1 << 62
 
-// procLocks are the locks on procOffset that this process holds, one per
-// file (by the identity of its path-lock), shared by the process's stores
-// on it. The lock is an OFD lock, owned by its own open file: unlike
-// SQLite's POSIX locks, which the kernel drops at any close of any
-// descriptor of the database file in the process, nothing but its own
-// close releases it. It is a write lock while a store of the process has
-// the file to itself (not Config.Shared), a read lock while all of them
-// share it: a process's stores without Config.Shared keep every other
-// process out, stores with it keep out only those.
+// pendingByte is SQLite's PENDING byte of a database file: every SQLite
+// connection with ordinary locking takes a read lock on it before it reads
+// the file; SQLite's "unix-excl" layer never locks it.
+const pendingByte = 0x40000000
+
+// procLocks are the locks of this process's stores, one set per file (by
+// the identity of its path-lock), shared by the process's stores on it.
+// They are OFD locks, owned by their own open files: unlike SQLite's POSIX
+// locks, which the kernel drops at any close of any descriptor of the
+// database file in the process, nothing but their own close releases them.
+// A lock on procOffset of path-lock, a write lock when the stores have the
+// file to themselves (not Config.Shared), a read lock when they share it,
+// keeps out the other processes of this package; a write lock on the
+// database file's PENDING byte (not Config.Shared) keeps out every other
+// SQLite connection, under any name of the file. All stores of a process
+// on one file have the same Config.Shared.
 var procLocks = struct {
 	sync.Mutex
 	m map[fileKey]*procLock
@@ -58,23 +65,29 @@ var procLocks = struct {
 type fileKey struct{ dev, ino uint64 }
 
 type procLock struct {
-	f    *os.File
-	n    int // the stores holding it
-	excl int // of them, those without Config.Shared
+	f      *os.File // path-lock
+	db     *os.File // the database file, holding its PENDING byte; nil if shared
+	n      int      // the stores holding them
+	shared bool
 }
 
-// processLock takes this process's lock on the file at path for one more
-// store (shared: with Config.Shared) and returns its release; another
-// process's conflicting lock refuses it with store.ErrLocked.
-func processLock(path string, shared bool) (release func(), err error) {
+// processLock takes this process's locks on the file at path for one more
+// store (shared: with Config.Shared) and returns their release; another
+// process's conflicting lock refuses it with store.ErrLocked, and so does
+// a store of this process with the other Config.Shared. created reports
+// that it created path-lock.
+func processLock(path string, shared bool) (release func(), created bool, err error) {
+	if _, err := os.Stat(path + "-lock"); errors.Is(err, os.ErrNotExist) {
+		created = true
+	}
 	f, err := os.OpenFile(path+"-lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: %w", err)
+		return nil, false, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("sqlite: %w", err)
+		return nil, created, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	key := fileKey{uint64(st.Dev), st.Ino}
 	procLocks.Lock()
@@ -82,56 +95,62 @@ func processLock(path string, shared bool) (release func(), err error) {
 	l := procLocks.m[key]
 	if l != nil {
 		f.Close() // an OFD lock is not dropped by the close of another open
-		if !shared && l.excl == 0 {
-			if err := setProcLock(l.f, syscall.F_WRLCK); err != nil {
-				return nil, lockedBy(path, err)
-			}
+		if l.shared != shared {
+			return nil, created, fmt.Errorf("sqlite: %s is open in this process with Config.Shared %v (all its stores on a file share it or none): %w", path, l.shared, store.ErrLocked)
 		}
 	} else {
 		typ := int16(syscall.F_WRLCK)
 		if shared {
 			typ = syscall.F_RDLCK
 		}
-		if err := setProcLock(f, typ); err != nil {
+		if err := setLock(f, typ, procOffset); err != nil {
 			f.Close()
-			return nil, lockedBy(path, err)
+			return nil, created, lockedBy(path, err)
 		}
-		l = &procLock{f: f}
+		l = &procLock{f: f, shared: shared}
+		if !shared {
+			db, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				f.Close()
+				return nil, created, fmt.Errorf("sqlite: open %s: %w", path, err)
+			}
+			if err := setLock(db, syscall.F_WRLCK, pendingByte); err != nil {
+				db.Close()
+				f.Close()
+				return nil, created, lockedBy(path, err)
+			}
+			l.db = db
+		}
 		procLocks.m[key] = l
 	}
 	l.n++
-	if !shared {
-		l.excl++
-	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			procLocks.Lock()
 			defer procLocks.Unlock()
-			l.n--
-			if !shared {
-				l.excl--
-			}
-			switch {
-			case l.n == 0:
+			if l.n--; l.n == 0 {
 				delete(procLocks.m, key)
+				if l.db != nil {
+					// SQLite's connections are closed: the POSIX locks
+					// this close drops are none of theirs.
+					l.db.Close()
+				}
 				l.f.Close()
-			case l.excl == 0 && !shared:
-				setProcLock(l.f, syscall.F_RDLCK) // a downgrade never conflicts
 			}
 		})
-	}, nil
+	}, created, nil
 }
 
-func setProcLock(f *os.File, typ int16) error {
-	lk := syscall.Flock_t{Type: typ, Whence: io.SeekStart, Start: procOffset, Len: 1}
+func setLock(f *os.File, typ int16, off int64) error {
+	lk := syscall.Flock_t{Type: typ, Whence: io.SeekStart, Start: off, Len: 1}
 	return syscall.FcntlFlock(f.Fd(), fOFDSetlk, &lk)
 }
 
-// lockedBy is the error of a conflicting process lock.
+// lockedBy is the error of a conflicting lock.
 func lockedBy(path string, err error) error {
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("sqlite: %s is open in another process (a store takes its file for one process unless Config.Shared, and one with Config.Shared shares it only with others that have it): %w", path, store.ErrLocked)
+		return fmt.Errorf("sqlite: %s is open in another process or program (a store takes its file for one process unless Config.Shared, and one with Config.Shared shares it only with others that have it): %w", path, store.ErrLocked)
 	}
-	return fmt.Errorf("sqlite: lock %s-lock: %w", path, err)
+	return fmt.Errorf("sqlite: lock %s: %w", path, err)
 }

@@ -13,4 +13,4 @@ func lockFile(string, int64) (*os.File, error) { return nil, nil }
 const exclusiveVFS = ""
 
 // processLock takes no lock on this system.
-func processLock(string, bool) (func(), error) { return func() {}, nil }
+func processLock(string, bool) (func(), bool, error) { return func() {}, false, nil }

@@ -5,6 +5,7 @@ package sqlite
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -108,6 +109,8 @@ func TestSecondStoreKeepsLock(t *testing.T) {
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}})
 }
 
+func init() { systemChildren["stray"] = childStray }
+
 // childStray opens the store (its file for this process), commits a-0..9,
 // then opens and closes a descriptor of the file of its own, as any code of
 // the process reading the file may (a backup, a checksum), says "ready",
@@ -182,12 +185,31 @@ func TestStrayCloseKeepsLock(t *testing.T) {
 		}
 	}
 	read("ready")
-	o, osc := child(t, "opener", path, "")
-	osc.Scan()
-	got := osc.Text()
-	o.Wait()
-	if got != "locked" {
-		t.Errorf("another process's Open after a stray close in the store's process: %q, want locked", got)
+	link := filepath.Join(filepath.Dir(path), "link.db")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, link} {
+		o, osc := child(t, "opener", p, "")
+		osc.Scan()
+		got := osc.Text()
+		o.Wait()
+		if got != "locked" {
+			t.Errorf("another process's Open of %s after a stray close in the store's process: %q, want locked", filepath.Base(p), got)
+		}
+	}
+	// Another SQLite program (this test's process, with SQLite's ordinary
+	// locking): refused too; had it read the file, its close would have
+	// folded and deleted the WAL the store appends to.
+	db, err := sql.Open("sqlite", path+"?_busy_timeout=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	err = db.QueryRow("SELECT count(*) FROM messages").Scan(&n)
+	db.Close()
+	if err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Errorf("another SQLite program's read after a stray close in the store's process: %d messages, %v; want database is locked", n, err)
 	}
 	fmt.Fprintln(in, "go")
 	read("done")
@@ -209,37 +231,26 @@ func TestStrayCloseKeepsLock(t *testing.T) {
 	}
 }
 
-// TestMixedModesKeepOthersOut: a store without Config.Shared opened after
-// one with it in the same process (whose first store set SQLite's sharing
-// for the file) still keeps other processes out, shared or not, until it
-// is closed; then the shared store shares again.
-func TestMixedModesKeepOthersOut(t *testing.T) {
+// TestMixedModesRefused: the stores of a process on one file all have the
+// same Config.Shared: one with the other is refused with store.ErrLocked,
+// at once, and the first keeps working.
+func TestMixedModesRefused(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "s.db")
-	shared, err := OpenConfig(ctx, path, Config{Shared: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shared.Close()
-	own, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	commitT(t, own, &store.Batch{Messages: []store.Message{message("a")}})
-	opens := func(prefix string) string {
-		t.Helper()
-		cmd, sc := child(t, "opener", path, prefix)
-		defer cmd.Wait()
-		sc.Scan()
-		return sc.Text()
-	}
-	if got := opens("shared"); got != "locked" {
-		t.Errorf("another process's shared Open while a store of this one has the file to itself: %s, want locked", got)
-	}
-	if err := own.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if got := opens("shared"); got != "ok" {
-		t.Errorf("another process's shared Open once only a shared store is open: %s, want ok", got)
+	for _, first := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "s.db")
+		s, err := OpenConfig(ctx, path, Config{Shared: first})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other, err := OpenConfig(ctx, path, Config{Shared: !first}); !errors.Is(err, store.ErrLocked) {
+			if err == nil {
+				other.Close()
+			}
+			t.Errorf("Shared %v after Shared %v in one process: %v, want ErrLocked", !first, first, err)
+		}
+		commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,13 +104,19 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	// The file for this process alone, where the system offers the lock
 	// that keeps other processes out (see "One process" in doc.go).
 	shared := cfg.Shared || exclusiveVFS == ""
-	release, err := processLock(path, shared)
+	release, created, err := processLock(path, shared)
 	if err != nil {
+		if created {
+			os.Remove(path + "-lock")
+		}
 		return nil, err
 	}
 	s, err := open(ctx, path, cfg, shared)
 	if err != nil {
 		release()
+		if created {
+			os.Remove(path + "-lock") // left by no store (a foreign file, say)
+		}
 		return nil, err
 	}
 	s.release = release
