@@ -215,3 +215,85 @@ func TestSendLeavesNoSlot(t *testing.T) {
 	held.Release()
 	free("a Send whose ctx ended while it waited for the window")
 }
+
+// TestSendWaitingSurvivesConnEnds: a connection that ends while a Send
+// waits for room in the window is no write attempt of its own: the sender
+// waits across more losses than it has write attempts (maxWrites), and
+// sends once the window has room.
+func TestSendWaitingSurvivesConnEnds(t *testing.T) {
+	roots, now := testRoots(t), time.Now()
+	synctest.Test(t, func(t *testing.T) {
+		srv, dial := newPipePeer(t)
+		cfg := Config{
+			Addr: "peer", DirectTLS: true, NoCarbons: true, dial: dial,
+			TLSConfig:        &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
+			MinBackoff:       time.Second,
+			MaxBackoff:       time.Second,
+			StreamManagement: sm.Config{Window: 1, AckTimeout: -1},
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), testWait)
+		defer cancel()
+		c, err := Dial(ctx, testJID, peerPassword, &cfg)
+		if err != nil {
+			t.Fatalf("Dial: %v", err)
+		}
+		defer c.Close()
+		pc := srv.next(t)
+		sendAcked(t, c, Message{To: bob})
+		held, err := c.sm.Pace(ctx) // the window's one place, kept across connections
+		if err != nil || !held.Held() {
+			t.Fatal(held, err)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Send(ctx, Message{To: bob, ID: "waiter"})
+			errc <- err
+		}()
+		synctest.Wait()
+		for range maxWrites + 1 {
+			pc.conn.Close()
+			pc = srv.next(t)
+			synctest.Wait()
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("Send returned while the window was full: %v", err)
+		default:
+		}
+		held.Release()
+		if err := <-errc; err != nil {
+			t.Fatalf("Send after %d connection losses while it waited for the window: %v", maxWrites+1, err)
+		}
+	})
+}
+
+// TestCloseDuringReconnectStore: Close while a reconnection's <resume/>
+// is unanswered leaves the store's saved session resumable (its id kept).
+func TestCloseDuringReconnectStore(t *testing.T) {
+	srv := newPeerServer(t)
+	st := openStore(t)
+	c := dialPeer(t, srv, Config{Store: st, NoCarbons: true})
+	pc := srv.next(t)
+	sendAcked(t, c, Message{To: bob})
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "unacked"}); err != nil {
+		t.Fatal(err)
+	}
+	pc.nextMessage(t)
+	pc.nextMessage(t)
+	srv.set(func(srv *peerServer) { srv.stall = "resume"; srv.noAcks = false })
+	pc.conn.Close()
+	select {
+	case <-srv.stalled:
+	case <-waitCtx(t).Done():
+		t.Fatal("no reconnection")
+	}
+	c.Close()
+	sess, err := st.Session(t.Context(), c.dur.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.ID == "" {
+		t.Errorf("the saved session has no resumption id: %+v", sess)
+	}
+}

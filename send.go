@@ -88,7 +88,8 @@ type Message struct {
 // registered before the message is written.
 //
 // Send waits while the client reconnects, while the pending-tracker bound is
-// reached, and while the stream-management queue is full. A write that fails
+// reached, while the stream-management queue is full, and while the send
+// window (StreamManagement.Window) has no room. A write that fails
 // never reached the server whole and stream management has not counted it,
 // so Send closes that connection, waits for the next one and writes the
 // message again, with the same id: a connection that breaks under Send costs
@@ -108,8 +109,9 @@ type Message struct {
 // sends it once it finds it there: retry with the same id, see there).
 // Once the message is tracked, an error
 // comes with its tracker in a final state: Aborted when ctx ended first
-// (waiting for room in the stream-management queue, or while the client
-// reconnects), when the client is closed under it (Closed after Close), or
+// (waiting for room in the stream-management queue or in the send window,
+// or while the client reconnects), when the client is closed under it
+// (Closed after Close), or
 // when the write failed on three connections in a row (a message that makes
 // the server drop the connection, one over its size limit say, must not
 // make the client reconnect for ever). If ctx ends while the write itself
@@ -120,6 +122,12 @@ type Message struct {
 // Errors that come from the connection match stanza.ErrDisconnected: ctx
 // ended while the client had no connection (with ctx's error), or the
 // write failed on three connections.
+//
+// With Config.Store, the message is written ahead before Send waits for a
+// connection or for room in the send window: a Send whose ctx ends while
+// it waits there has stored the message, and its ABORTED state is
+// recorded shortly after Send returns. A process that dies in between
+// finds the message pending when it restarts, and sends it.
 func (c *Client) Send(ctx context.Context, m Message) (*tracking.MessageTracker, error) {
 	return c.send(ctx, m, false)
 }
@@ -265,10 +273,14 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 // tracked, and Shutdown waits for it.
 //
 // It takes a place in the send window (sm.State.Pace) on the connection it
-// writes to, and holds it through the write only: concurrent senders reach
-// the write-ahead together, and the store commits them together (held
+// writes to, and holds it through the write only, so that senders the
+// window holds back can have their write-aheads committed meanwhile. (Held
 // through the write-ahead too, the window cut a group commit of 1,000
-// senders from about 200 messages to about 40). A sender whose connection
+// senders from about 200 messages to about 40; taken here, the senders'
+// write system calls per message fell from 3.74 to 3.20, against 2.58
+// with no window, and their CPU did not change measurably: each sender's
+// next write-ahead still waits for its previous turn in the window.) A
+// sender whose connection
 // ended while it waited for a place waits for the next connection and
 // paces there, so a reconnection does not let every waiting sender through
 // at once. Nothing was written if ctx ends while it waits.

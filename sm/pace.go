@@ -2,6 +2,7 @@ package sm
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 )
 
@@ -52,14 +53,21 @@ type paceWaiter struct {
 	left bool          // the caller left without one
 }
 
-// push adds w at the end of the list, first reclaiming the served prefix
-// when it is at least half the list (so each entry is copied at most once
-// on average).
+// push adds w at the end of the list, first reclaiming the entries that
+// are no longer waiting (the served prefix and those that left) when they
+// are at least half the list, so each entry is copied at most once on
+// average.
 func (p *pacing) push(w *paceWaiter) {
-	if p.head > 0 && p.head >= len(p.waiting)/2 {
-		n := copy(p.waiting, p.waiting[p.head:])
-		clear(p.waiting[n:])
-		p.waiting, p.head = p.waiting[:n], 0
+	if n := len(p.waiting); n > 0 && n-p.live >= n/2 {
+		k := 0
+		for _, pw := range p.waiting[p.head:] {
+			if !pw.left {
+				p.waiting[k] = pw
+				k++
+			}
+		}
+		clear(p.waiting[k:])
+		p.waiting, p.head = p.waiting[:k], 0
 	}
 	p.waiting = append(p.waiting, w)
 	p.live++
@@ -77,9 +85,11 @@ func (p *pacing) resetIfIdle() {
 // once the stanza it was for is written (the queue then holds the stanza),
 // when the write failed, or when the caller decides not to write: until
 // then the window counts it as in flight. Release it once: keep it in one
-// variable and release through that (Release clears it); releasing a copy
-// as well would give the window a place it does not have. The zero Slot,
-// which Pace returns when the window does not apply, holds nothing.
+// variable and release through that (Release clears it). Releasing a copy
+// as well widens the window by one while other slots are out; it is only
+// noticed (logged at error level) when the count would go below zero. The
+// zero Slot, which Pace returns when the window does not apply, holds
+// nothing.
 type Slot struct{ st *State }
 
 // Held reports whether s holds a place in the window.
@@ -102,7 +112,7 @@ func (s *Slot) Release() {
 	st.paceLocked()
 	st.mu.Unlock()
 	if under {
-		st.logAt(slog.LevelError, "sm: a Slot was released twice (a copy of it?); the window let one stanza too many through")
+		st.logAt(slog.LevelError, "sm: more Slots released than handed out (a copy released too?): the window was wider by one until now, and this caller may not be the one at fault")
 	}
 }
 
@@ -145,7 +155,7 @@ func (st *State) Pace(ctx context.Context) (Slot, error) {
 		return Slot{}, nil
 	case c.ended:
 		st.mu.Unlock()
-		return Slot{}, ErrConnEnded
+		return Slot{}, errPaceConnEnded
 	}
 	p := &st.pace
 	if p.live == 0 && st.queue.len()+p.admitted < w {
@@ -161,7 +171,7 @@ func (st *State) Pace(ctx context.Context) (Slot, error) {
 	case <-pw.ch:
 		return Slot{st}, nil
 	case <-c.done:
-		err = ErrConnEnded
+		err = errPaceConnEnded
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -170,15 +180,20 @@ func (st *State) Pace(ctx context.Context) (Slot, error) {
 	return st.leavePaceLocked(pw, err)
 }
 
+// errPaceConnEnded is Pace's error for an ended connection: ErrConnEnded,
+// whose own text is about a connection that ended before stream
+// management was enabled.
+var errPaceConnEnded = fmt.Errorf("sm: the connection ended while waiting for room in the window: %w", ErrConnEnded)
+
 // leavePaceLocked ends the wait of a Pace caller that the end of its
-// connection (ErrConnEnded) or of its ctx woke. A slot handed to it
+// connection (errPaceConnEnded) or of its ctx woke. A slot handed to it
 // meanwhile is kept in the first case, and goes to the next waiter in the
 // second.
 func (st *State) leavePaceLocked(pw *paceWaiter, err error) (Slot, error) {
 	p := &st.pace
 	select {
 	case <-pw.ch: // handed a slot (under st.mu, which the caller holds)
-		if err == ErrConnEnded {
+		if err == errPaceConnEnded {
 			return Slot{st}, nil // written on the next connection
 		}
 		p.admitted--

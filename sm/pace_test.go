@@ -272,7 +272,7 @@ func TestPaceSlotHandedOverAsCtxEnds(t *testing.T) {
 	if p.admitted != 1 {
 		t.Fatalf("%d slots out, want 1", p.admitted)
 	}
-	if s, err := st.leavePaceLocked(second, ErrConnEnded); err != nil || s.st != st {
+	if s, err := st.leavePaceLocked(second, errPaceConnEnded); err != nil || s.st != st {
 		t.Fatalf("leaving as the connection ended: %v, %v; want the slot", s, err)
 	}
 	if p.admitted != 1 || p.live != 0 {
@@ -293,7 +293,7 @@ func TestPaceLeaveHandsRoom(t *testing.T) {
 	stale, next := &paceWaiter{ch: make(chan struct{})}, &paceWaiter{ch: make(chan struct{})}
 	p.push(stale)
 	p.push(next)
-	if s, err := st.leavePaceLocked(stale, ErrConnEnded); err != ErrConnEnded || s.Held() {
+	if s, err := st.leavePaceLocked(stale, errPaceConnEnded); err != errPaceConnEnded || s.Held() {
 		t.Fatalf("leaving: %v, %v", s, err)
 	}
 	select {
@@ -397,4 +397,24 @@ func TestPaceSlotCopyReleasedTwice(t *testing.T) {
 		a.Release()
 		c.close()
 	})
+}
+
+// TestPaceLeftWaitersReclaimed: callers that leave (their ctx ended)
+// behind one that still waits, with no room coming, do not make the list
+// grow with their number.
+func TestPaceLeftWaitersReclaimed(t *testing.T) {
+	st := New(Config{Window: 1})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	p := &st.pace
+	p.admitted = 1
+	p.push(&paceWaiter{ch: make(chan struct{})}) // waits on
+	for range 10000 {
+		w := &paceWaiter{ch: make(chan struct{})}
+		p.push(w)
+		st.leavePaceLocked(w, context.DeadlineExceeded)
+	}
+	if p.live != 1 || cap(p.waiting) > 64 {
+		t.Errorf("%d waiting in a list of %d entries (capacity %d)", p.live, len(p.waiting), cap(p.waiting))
+	}
 }
