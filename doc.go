@@ -75,8 +75,9 @@
 // StreamManagement.AckTimeout (5 s, plus four round trips) drops it, and
 // idle connections are probed every 30 s; a write stuck on it, which
 // stream management cannot tell from a slow one, is ended by the kernel
-// (TCP_USER_TIMEOUT, 35 s without the peer acknowledging any byte, on the
-// connections the client dials on Linux). The client then reconnects and
+// (TCP_USER_TIMEOUT: 35 s in which the peer's TCP acknowledges no byte or
+// takes none, on the connections the client dials on Linux; a negative
+// AckTimeout does not lift it). The client then reconnects and
 // resumes. A resumption the server accepted but then breaks (Prosody 0.12
 // after a connection cut inside a stanza: no ack ever again, or a
 // not-well-formed, policy-violation or stanza-too-big stream error before

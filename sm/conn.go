@@ -51,7 +51,6 @@ type conn struct {
 	enableAt     int64         // Unix ns when <enable/> was written
 	lastAct      int64         // Unix ns of the last <r/> sent or <a/> received (idle probe)
 	gotAck       bool          // an <a/> arrived on this connection
-	rOut         bool          // an <r/> of ours was written whole on this connection (the out tee saw it)
 	failedResume bool          // a stream error right after resuming: the session was dropped
 	sess         *xmpp.Session // set by Start; the watchdog expires its deadlines
 	watch        *time.Timer   // the watchdog (armLocked); created stopped, never replaced
@@ -300,10 +299,6 @@ func (s *outSink) element(e *element) {
 	case kindStreamStart:
 		st.mu.Lock()
 		c.outSeen = true
-		st.mu.Unlock()
-	case kindR:
-		st.mu.Lock()
-		c.rOut = true
 		st.mu.Unlock()
 	}
 }

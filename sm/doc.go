@@ -189,7 +189,8 @@
 //     or the operating system's own TCP timeout fails it (about 15 minutes
 //     on Linux by default; the xmpptrack client's dialer sets
 //     TCP_USER_TIMEOUT to 35 s, which ends such a write once the peer's
-//     TCP acknowledged nothing for that long).
+//     TCP acknowledged no byte, or took none (a full receive window), for
+//     that long).
 //   - An <r/> booked while a write is under way waits for mellium's
 //     output behind it, and its bound runs: a write still under way when
 //     the bound of an <r/> booked meanwhile runs out is cut, slow or
@@ -199,8 +200,9 @@
 //     the output. So a single write that takes longer than the bound (at
 //     the defaults 5 s plus up to 5 s: 256 KiB at under about 200 kbit/s)
 //     may be cut on a working link. Such a death on a resumed connection
-//     is not taken for a failed resumption as long as no <r/> went out
-//     whole on it (see "Failed resumptions").
+//     before any <a/> is taken for a failed resumption (see "Failed
+//     resumptions"): the stanzas are re-sent on a new session, so the
+//     recipient may get one twice.
 //
 // An idle connection is probed: when no <r/> was sent and no <a/>
 // received for Config.IdleProbe (default 30 s), the requester sends an
@@ -216,9 +218,8 @@
 // again or dies with not-well-formed, policy-violation or stanza-too-big.
 // Resuming once more would hit the same parser. So a resumed connection
 // that ends, before the server acknowledged anything on it (no <a/>), with
-// ErrAckTimeout (once an <r/> of ours went out whole on it: one stuck
-// behind a write never reached the server) or with one of those three
-// stream errors is a failed resumption: the State forgets the stream, the next connection binds a
+// ErrAckTimeout or with one of those three stream errors is a failed
+// resumption: the State forgets the stream, the next connection binds a
 // new session, and the unacknowledged stanzas go to the Policy as after
 // <failed/> (messages are re-sent by default). The recipient may get a
 // message twice (the id is the same); it never misses one.

@@ -162,17 +162,14 @@ func (c *conn) watchdog() {
 // deadLocked ends a connection whose server stopped answering: it expires
 // the connection's deadlines so that Serve returns (with ErrAckTimeout),
 // and closes it. A resumed connection on which the server acknowledged
-// nothing, though an <r/> of ours was written, is a failed resumption:
-// the next connection starts a new session. The caller holds st.mu, which deadLocked releases.
+// nothing is a failed resumption: the next connection starts a new
+// session. The caller holds st.mu, which deadLocked releases.
 func (st *State) deadLocked(c *conn) {
 	s := c.sess
 	if c.fatal == nil {
 		c.fatal = c.ackTimeoutLocked()
 	}
-	// Only if the server could have answered: an <r/> of ours went out
-	// whole. One stuck behind a write (slow or frozen) says nothing about
-	// the resumption.
-	failedResume := c.resumed && !c.gotAck && c.rOut
+	failedResume := c.resumed && !c.gotAck
 	if failedResume {
 		c.failedResume = true
 		st.dropSessionLocked()

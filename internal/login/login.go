@@ -167,9 +167,11 @@ func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 // management's own probes (sm.Config.IdleProbe) are off.
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 4}
 
-// userTimeout is TCP_USER_TIMEOUT on every connection (Linux only): data
-// written and not acknowledged by the peer's TCP for this long ends the
-// connection. Keepalive sends no probe while data waits to be
+// userTimeout is TCP_USER_TIMEOUT on every connection (Linux only, where
+// the kernel allows it): data written and not acknowledged by the peer's
+// TCP for this long ends the connection, and so does a full receive
+// window for this long (a server that takes no byte), even with
+// sm.Config.AckTimeout disabled. Keepalive sends no probe while data waits to be
 // acknowledged, so without it a write stuck on a frozen link would wait
 // for the kernel's retransmission limit (about 15 minutes); stream
 // management cannot tell such a write from a slow one (see "Dead

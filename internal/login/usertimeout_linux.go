@@ -11,11 +11,9 @@ import (
 // setUserTimeout is the net.Dialer's Control: it sets TCP_USER_TIMEOUT
 // (see userTimeout) on the socket before it connects.
 func setUserTimeout(_, _ string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout.Milliseconds()))
-	}); err != nil {
-		return err
-	}
-	return serr
+	// Best effort: a kernel without the option (ENOPROTOOPT, EINVAL)
+	// still connects, without it.
+	return c.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout.Milliseconds()))
+	})
 }
