@@ -28,8 +28,10 @@
 // Besides the database file, SQLite keeps path-wal and path-shm next to it
 // (no path-shm while a store has the file for its process, see "One
 // process"), and Open creates path-lock for its locks and the ownership
-// locks: it stays after Close (an Open that fails removes one it created),
-// holds no data, and must not be deleted while a store has the file open.
+// locks: it stays after Close (also after an Open that failed), holds no
+// data, and must not be deleted while a store has the file open. Open a
+// store's file under one name in a process (the process's locks are kept
+// by the name of path-lock).
 // Copy the database only while no process has it open, or, with
 // Config.Shared, with SQLite's backup tools: without it a store keeps
 // every other SQLite program out of its file, backup tools included.

@@ -109,7 +109,7 @@ func processLock(path string, shared bool) (release func(), created bool, err er
 		}
 		l = &procLock{f: f, shared: shared}
 		if !shared {
-			db, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			db, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) // SQLite's mode, less the umask
 			if err != nil {
 				f.Close()
 				return nil, created, fmt.Errorf("sqlite: open %s: %w", path, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,18 +105,21 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	// The file for this process alone, where the system offers the lock
 	// that keeps other processes out (see "One process" in doc.go).
 	shared := cfg.Shared || exclusiveVFS == ""
-	release, created, err := processLock(path, shared)
+	// path-lock is never removed: another process may hold locks on it.
+	if _, err := os.Stat(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	_, serr := os.Stat(path)
+	newFile := errors.Is(serr, os.ErrNotExist)
+	release, _, err := processLock(path, shared)
 	if err != nil {
-		if created {
-			os.Remove(path + "-lock")
-		}
 		return nil, err
 	}
 	s, err := open(ctx, path, cfg, shared)
 	if err != nil {
 		release()
-		if created {
-			os.Remove(path + "-lock") // left by no store (a foreign file, say)
+		if fi, serr := os.Stat(path); newFile && serr == nil && fi.Size() == 0 {
+			os.Remove(path) // the empty file this Open created
 		}
 		return nil, err
 	}
