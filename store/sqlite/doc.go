@@ -28,7 +28,8 @@
 // Besides the database file, SQLite keeps path-wal and path-shm next to it
 // (no path-shm while a store has the file for its process, see "One
 // process"), and Open creates path-lock for its locks and the ownership
-// locks: it stays after Close (also after an Open that failed), holds no
+// locks: it stays after Close (also after an Open that failed, as does a
+// new, empty database file such an Open created), holds no
 // data, and must not be deleted while a store has the file open. Open a
 // store's file under one name in a process (the process's locks are kept
 // by the name of path-lock).
@@ -99,8 +100,9 @@
 // code of the process that opens and closes the database file (a
 // checksum) does not let another program in. (SQLite's own locks are POSIX
 // record locks, which the kernel drops at any close of any descriptor of
-// the file in the process; Open reads a file's header through SQLite
-// only.) All stores of a process on one file have the same Config.Shared:
+// the file in the process; Open reads the file only through SQLite, and
+// the descriptor that holds the PENDING lock stays open until the
+// process's last store on the file is closed.) All stores of a process on one file have the same Config.Shared:
 // one with the other fails with store.ErrLocked. Behind those locks
 // SQLite's "unix-excl" file system layer takes one lock on the file for the
 // process and keeps the WAL's index (path-shm) in the process's memory: a

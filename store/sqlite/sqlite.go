@@ -109,8 +109,9 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if _, err := os.Stat(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	_, serr := os.Stat(path)
-	newFile := errors.Is(serr, os.ErrNotExist)
+	// Nor is the database file, even an empty one this Open created: by
+	// the time Open fails, another Open (of this process or another) may
+	// hold it, and an empty file is a valid new database.
 	release, _, err := processLock(path, shared)
 	if err != nil {
 		return nil, err
@@ -118,9 +119,6 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	s, err := open(ctx, path, cfg, shared)
 	if err != nil {
 		release()
-		if fi, serr := os.Stat(path); newFile && serr == nil && fi.Size() == 0 {
-			os.Remove(path) // the empty file this Open created
-		}
 		return nil, err
 	}
 	s.release = release
