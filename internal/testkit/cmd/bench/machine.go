@@ -125,30 +125,3 @@ func treeCPU(pid int) float64 {
 
 // clockTicks is USER_HZ, 100 on Linux.
 const clockTicks = 100
-
-// syscalls returns this process's read-family and write-family system
-// calls so far (syscr and syscw of /proc/self/io: read, recvfrom ... and
-// write, sendto ..., every thread's); zeros where there is no /proc.
-func syscalls() (reads, writes int64) {
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch k {
-		case "syscr":
-			reads = n
-		case "syscw":
-			writes = n
-		}
-	}
-	return reads, writes
-}

@@ -12,6 +12,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store/postgres"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
@@ -287,7 +288,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	cpu0 := cpuNow()
 	db0 := treeCPU(dbPID)
 	busy0, _ := cpuTicks()
-	reads0, writes0 := syscalls()
+	reads0, writes0 := procio.Syscalls("self")
 	t0 := time.Now()
 	m.t0.Store(t0.UnixNano())
 	if trackers != nil {
@@ -312,7 +313,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		if busy1, _ := cpuTicks(); busy1 > busy0 {
 			res.Busy = float64(busy1-busy0) / clockTicks / time.Since(t0).Seconds()
 		}
-		reads1, writes1 := syscalls()
+		reads1, writes1 := procio.Syscalls("self")
 		res.SysReads, res.SysWrites = reads1-reads0, writes1-writes0
 	}
 	res.CPU = seconds(cpu - cpu0)

@@ -157,12 +157,8 @@ func TestRecipientWait(t *testing.T) {
 	}
 }
 
-// TestParseIO reads the system call counts of /proc/PID/io.
-func TestParseIO(t *testing.T) {
-	r, w := parseIO("rchar: 1915\nwchar: 12\nsyscr: 7\nsyscw: 3\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n")
-	if r != 7 || w != 3 {
-		t.Errorf("syscr %d, syscw %d, want 7 and 3", r, w)
-	}
+// TestIOPerMsg formats system calls per message.
+func TestIOPerMsg(t *testing.T) {
 	if got := (ioUse{selfR: 30, selfW: 15, loadR: 10, loadW: 10}).perMsg(10); got != "self 3.00 / 1.50 (load client 1.00 / 1.00)" {
 		t.Errorf("perMsg %q", got)
 	}

@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
+
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 )
 
 // ioUse counts the read-family and write-family system calls (syscr and
@@ -36,38 +36,9 @@ func (a ioUse) perMsg(n int) string {
 // none); zeros where /proc/PID/io cannot be read.
 func ioNow(load int) ioUse {
 	var u ioUse
-	u.selfR, u.selfW = readIO("self")
+	u.selfR, u.selfW = procio.Syscalls("self")
 	if load != 0 {
-		u.loadR, u.loadW = readIO(strconv.Itoa(load))
+		u.loadR, u.loadW = procio.Syscalls(strconv.Itoa(load))
 	}
 	return u
-}
-
-func readIO(pid string) (reads, writes int64) {
-	b, err := os.ReadFile("/proc/" + pid + "/io")
-	if err != nil {
-		return 0, 0
-	}
-	return parseIO(string(b))
-}
-
-// parseIO reads syscr and syscw from the text of /proc/PID/io.
-func parseIO(s string) (reads, writes int64) {
-	for _, line := range strings.Split(s, "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch k {
-		case "syscr":
-			reads = n
-		case "syscw":
-			writes = n
-		}
-	}
-	return reads, writes
 }
