@@ -29,10 +29,16 @@
 // (no path-shm while a store has the file for its process, see "One
 // process"), and Open creates path-lock for its locks and the ownership
 // locks: it stays after Close (also after an Open that failed, as does a
-// new, empty database file such an Open created), holds no
-// data, and must not be deleted while a store has the file open. Open a
-// store's file under one name in a process (the process's locks are kept
-// by the name of path-lock).
+// new, empty database file such an Open created), holds no data, and must
+// not be deleted while a store has the file open. On Linux a process's
+// locks on a file are kept by the file's identity (device and inode), so
+// its stores share them, and the ownership locks (in the path-lock of the
+// name the first of them opened), under every name of the file: through a
+// symlink they share one set; a hard link of a file open in the process is
+// refused with store.ErrLocked (SQLite keeps a WAL per name, symlinks
+// resolved). Different processes should open the file under one name:
+// another process's ownership locks are in the path-lock of the name it
+// opened.
 // Copy the database only while no process has it open, or, with
 // Config.Shared, with SQLite's backup tools: without it a store keeps
 // every other SQLite program out of its file, backup tools included.
@@ -101,9 +107,11 @@
 // checksum) does not let another program in. (SQLite's own locks are POSIX
 // record locks, which the kernel drops at any close of any descriptor of
 // the file in the process; Open reads the file only through SQLite, and
-// the descriptor that holds the PENDING lock stays open until the
-// process's last store on the file is closed.) All stores of a process on one file have the same Config.Shared:
-// one with the other fails with store.ErrLocked. Behind those locks
+// its own descriptor of the file, opened for the first store of the
+// process on it (holding the PENDING lock), stays open until the last of
+// them is closed.) All stores of a process on one file, under any of its
+// names, have the same Config.Shared: one with the other fails with
+// store.ErrLocked. Behind those locks
 // SQLite's "unix-excl" file system layer takes one lock on the file for the
 // process and keeps the WAL's index (path-shm) in the process's memory: a
 // transaction takes and releases its locks (SQLite's WAL read mark and

@@ -66,7 +66,7 @@ func (s *Store) Lock(ctx context.Context, owner store.Instance) (store.Lease, er
 	if _, ok := s.leases[owner]; ok {
 		return nil, &store.LockedError{Owner: owner, By: "another client of this store"}
 	}
-	f, err := lockFile(s.path+"-lock", offset(owner))
+	f, err := lockFile(s.lockPath, offset(owner))
 	if errors.Is(err, store.ErrLocked) {
 		return nil, &store.LockedError{Owner: owner, By: "another process (or another sqlite.Store on the same file)"}
 	}

@@ -254,3 +254,105 @@ func TestMixedModesRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherNamesShareLock: the process's locks on a file are the file's,
+// not a name's. Under another name of the file (a symlink, a hard link), a
+// store with Config.Shared is refused (store.ErrLocked) while a default
+// store has the file, and the other way round; a second default store
+// through a symlink shares the first one's locks: it reads the first one's
+// messages, an owner's lock held by the one refuses the other, and once
+// it is closed another process's Open is still refused.
+// Through a hard link (SQLite would keep another WAL) it is refused. (The locks used to be kept by the name of path-lock: the Shared
+// store was accepted, and the second default store was refused at the
+// PENDING lock, whose close dropped the first one's SQLite locks.)
+func TestOtherNamesShareLock(t *testing.T) {
+	for _, kind := range []string{"symlink", "hardlink"} {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			path := filepath.Join(dir, "s.db")
+			link := filepath.Join(dir, "link.db")
+			s, err := Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
+			if kind == "symlink" {
+				err = os.Symlink("s.db", link)
+			} else {
+				err = os.Link(path, link)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sh, err := OpenConfig(ctx, link, Config{Shared: true}); !errors.Is(err, store.ErrLocked) {
+				if err == nil {
+					sh.Close()
+				}
+				t.Fatalf("a Shared Open of %s while a default store has %s: %v, want ErrLocked", kind, path, err)
+			}
+			s2, err := Open(ctx, link)
+			if kind == "hardlink" {
+				// SQLite keeps a WAL per name, symlinks resolved: a hard
+				// link of a file open in the process is refused.
+				if !errors.Is(err, store.ErrLocked) {
+					if err == nil {
+						s2.Close()
+					}
+					t.Fatalf("a default Open through the hard link: %v, want ErrLocked", err)
+				}
+				commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}})
+			} else {
+				if err != nil {
+					t.Fatalf("a second default Open through the %s: %v", kind, err)
+				}
+				if _, err := s2.Message(ctx, "a"); err != nil {
+					t.Errorf("the second store reads the first one's message: %v", err)
+				}
+				commitT(t, s2, &store.Batch{Messages: []store.Message{message("b")}})
+				// The ownership locks are the file's too.
+				l, err := s.Lock(ctx, owner)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s2.Lock(ctx, owner); !errors.Is(err, store.ErrLocked) {
+					t.Errorf("Lock through the %s while the first store holds it: %v, want ErrLocked", kind, err)
+				}
+				l.Release()
+				if err := s2.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, name := range []string{path, link} {
+				cmd, sc := child(t, "opener", name, "")
+				if !sc.Scan() || sc.Text() != "locked" {
+					t.Errorf("another process's Open of %s after the second store's Close: %q, want locked", name, sc.Text())
+				}
+				cmd.Wait()
+			}
+			commitT(t, s, &store.Batch{Messages: []store.Message{message("c")}})
+			if _, err := s.Message(ctx, "b"); err != nil {
+				t.Errorf("the first store reads the second one's message: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// And the other way round: a Shared store first.
+			sh, err := OpenConfig(ctx, path, Config{Shared: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sh.Close()
+			if d, err := Open(ctx, link); !errors.Is(err, store.ErrLocked) {
+				if err == nil {
+					d.Close()
+				}
+				t.Fatalf("a default Open of the %s while a Shared store has %s: %v, want ErrLocked", kind, path, err)
+			}
+			if _, err := sh.Message(ctx, "c"); err != nil {
+				t.Errorf("the Shared store after the refused Open: %v", err)
+			}
+		})
+	}
+}

@@ -81,6 +81,9 @@ type Store struct {
 	// release lets go of this store's part of the process's lock on the
 	// file (see processLock).
 	release func()
+	// lockPath is the path-lock that holds the ownership locks (see
+	// processLock).
+	lockPath string
 
 	mu      sync.Mutex
 	closed  bool
@@ -112,7 +115,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	// Nor is the database file, even an empty one this Open created: by
 	// the time Open fails, another Open (of this process or another) may
 	// hold it, and an empty file is a valid new database.
-	release, _, err := processLock(path, shared)
+	release, lockPath, err := processLock(path, shared)
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +125,7 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.release = release
+	s.lockPath = lockPath
 	return s, nil
 }
 
