@@ -1,3 +1,5 @@
+//go:build linux
+
 package testserver
 
 import (
@@ -140,16 +142,6 @@ func orphanChild(t *testing.T, kind string) {
 	fmt.Println("ready")
 	for {
 		time.Sleep(time.Hour) // until the parent kills this process
-	}
-}
-
-// requireKind skips or fails (under CI=true) without the server kind.
-func requireKind(t *testing.T, kind string) {
-	t.Helper()
-	if kind == "postgres" {
-		require(t, "PostgreSQL", PostgresAvailable())
-	} else {
-		require(t, kind, Available(Kind(kind)))
 	}
 }
 

@@ -44,7 +44,7 @@ kill -s KILL 0
 // reaper makes a server process die with the harness's process, whatever
 // kills the latter, and takes its whole process tree with it.
 //
-// Pdeathsig alone is not enough: it reaches only the started process, and
+// Linux's Pdeathsig (see setDeathSignal) alone is not enough: it reaches only the started process, and
 // ejabberdctl (a shell script) keeps the Erlang VM as a child rather than
 // exec'ing it, so the VM outlived a killed test binary. A reaper is a /bin/sh
 // started first, as the leader of a new process group; the server is started
@@ -100,9 +100,8 @@ func startGuarded(cmd *exec.Cmd, dir string) (*process, error) {
 	if attr == nil {
 		attr = &syscall.SysProcAttr{}
 	}
-	// Pdeathsig as well: it kills the started process itself at once if this
-	// one dies, before the reaper sees its pipe close.
-	attr.Setpgid, attr.Pgid, attr.Pdeathsig = true, r.pgid(), syscall.SIGKILL
+	attr.Setpgid, attr.Pgid = true, r.pgid()
+	setDeathSignal(attr) // on Linux: the kernel kills it too when we die
 	cmd.SysProcAttr = attr
 	p := &process{cmd: cmd, done: make(chan struct{}), out: &tail{max: 64 << 10}, reaper: r}
 	if cmd.Stdout == nil && cmd.Stderr == nil { // tests set their own

@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"mellium.im/xmpp/jid"
 )
 
@@ -606,31 +605,18 @@ type process struct {
 
 // signal sends sig to target: the started process itself, one of its
 // descendants, or (negative) the reaper's process group. The started
-// process is signalled through its pidfd (os.Process), and a descendant
-// through one opened and then checked to be still a child of the started
-// process, so that a PID freed meanwhile and reused by another process is
-// never signalled. The group is the reaper's, which is not reaped before
+// process is signalled through os.Process (a pidfd on Linux), a descendant
+// only while it is still a child of the started process (see
+// signalDescendant). The group is the reaper's, which is not reaped before
 // the process is: its number is ours.
 func (p *process) signal(target int, sig syscall.Signal) {
-	pid := p.cmd.Process.Pid
 	switch {
-	case target == pid:
+	case target == p.cmd.Process.Pid:
 		p.cmd.Process.Signal(sig)
 	case target < 0:
 		syscall.Kill(target, sig)
 	default:
-		fd, err := unix.PidfdOpen(target, 0)
-		if err != nil {
-			return // gone
-		}
-		defer unix.Close(fd)
-		if pp, ok := parentPID(target); ok && pp == pid {
-			select {
-			case <-p.done: // reaped: pid may belong to another process now
-			default:
-				unix.PidfdSendSignal(fd, sig, nil, 0)
-			}
-		}
+		p.signalDescendant(target, sig)
 	}
 }
 

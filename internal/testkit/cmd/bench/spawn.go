@@ -32,8 +32,9 @@ func startChild(ctx context.Context, args []string, passwords []string) (*child,
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Env = append(os.Environ(), passwordEnv+"="+strings.Join(passwords, ","))
 	cmd.Stderr = os.Stderr
-	// The child dies with this process; on ctx's end it gets SIGTERM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// On Linux the child dies with this process (see dieWithParent); on
+	// ctx's end it gets SIGTERM.
+	cmd.SysProcAttr = dieWithParent()
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second
 	stdout, err := cmd.StdoutPipe()
