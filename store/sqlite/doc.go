@@ -36,9 +36,11 @@
 // name the first of them opened), under every name of the file: through a
 // symlink they share one set; a hard link of a file open in the process is
 // refused with store.ErrLocked (SQLite keeps a WAL per name, symlinks
-// resolved). Different processes should open the file under one name:
-// another process's ownership locks are in the path-lock of the name it
-// opened.
+// resolved). Different processes must open the file under one name (its
+// resolved name, best): another process's ownership locks are in the
+// path-lock of the name it opened, and two processes with Config.Shared on
+// two hard links of one file would keep two WALs of it. Open makes a
+// relative path absolute first.
 // Copy the database only while no process has it open, or, with
 // Config.Shared, with SQLite's backup tools: without it a store keeps
 // every other SQLite program out of its file, backup tools included.

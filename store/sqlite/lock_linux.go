@@ -117,6 +117,7 @@ func processLock(path string, shared bool) (release func(), lockPath string, err
 	// locks.
 	var st syscall.Stat_t
 	var l *procLock
+	name := "" // path's resolved name, once: a symlink may be repointed meanwhile
 	key := fileKey{}
 	if err := syscall.Stat(path, &st); err == nil {
 		key = keyOf(&st)
@@ -158,7 +159,8 @@ func processLock(path string, shared bool) (release func(), lockPath string, err
 					return nil, "", lockedBy(path, err)
 				}
 			}
-			l = &procLock{f: f, db: db, shared: shared, name: realName(path)}
+			name = realName(path)
+			l = &procLock{f: f, db: db, shared: shared, name: name}
 			procLocks.m[key] = l
 		}
 	}
@@ -168,7 +170,10 @@ func processLock(path string, shared bool) (release func(), lockPath string, err
 	if l.shared != shared {
 		return nil, "", fmt.Errorf("sqlite: %s is open in this process with Config.Shared %v, under this name or another (all its stores on a file share it or none): %w", path, l.shared, store.ErrLocked)
 	}
-	if name := realName(path); name != l.name {
+	if name == "" {
+		name = realName(path)
+	}
+	if name != l.name {
 		// A hard link (or a rename): SQLite would keep another WAL for it.
 		return nil, "", fmt.Errorf("sqlite: %s is open in this process as %s, another name of it (a hard link, or its name before a rename): SQLite keeps a WAL per name, symlinks resolved: %w", path, l.name, store.ErrLocked)
 	}

@@ -105,6 +105,14 @@ func OpenConfig(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite: invalid path %q", path)
 	}
+	// An absolute path: the readers, the checkpointer and the ownership
+	// locks open their files later, and a relative one would name another
+	// file after the process changed its working directory.
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	path = abs
 	// The file for this process alone, where the system offers the lock
 	// that keeps other processes out (see "One process" in doc.go).
 	shared := cfg.Shared || exclusiveVFS == ""
