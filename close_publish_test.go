@@ -2,7 +2,6 @@ package xmpptrack
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -19,11 +18,7 @@ func TestCloseDuringPublish(t *testing.T) {
 	roots, now := testRoots(t), time.Now()
 	synctest.Test(t, func(t *testing.T) {
 		srv, dial := newPipePeer(t)
-		cfg := Config{
-			Addr: "peer", DirectTLS: true, NoCarbons: true, dial: dial,
-			TLSConfig:  &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
-			MinBackoff: time.Second, MaxBackoff: time.Second,
-		}
+		cfg := pipePeerConfig(roots, now, dial)
 		ctx, cancel := context.WithTimeout(t.Context(), testWait)
 		defer cancel()
 		c, err := Dial(ctx, testJID, peerPassword, &cfg)
@@ -101,11 +96,7 @@ func TestDialRacingClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, dial := newPipePeer(t)
 		srv.set(func(srv *peerServer) { srv.stall = "enable" })
-		cfg := Config{
-			Addr: "peer", DirectTLS: true, NoCarbons: true, dial: dial,
-			TLSConfig:  &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
-			MinBackoff: time.Second, MaxBackoff: time.Second,
-		}
+		cfg := pipePeerConfig(roots, now, dial)
 		cfg.beforeWait = func(c *Client) {
 			pc := srv.next(t)
 			<-srv.stalled

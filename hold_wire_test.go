@@ -111,6 +111,17 @@ func newPipePeer(t *testing.T) (*peerServer, func(context.Context) (net.Conn, er
 	return srv, dial
 }
 
+// pipePeerConfig is the Config of a client that reaches a pipe peer
+// through dial (newPipePeer), without carbons and reconnecting after 1 s;
+// roots and now come from outside the synctest bubble (see pipeClient).
+func pipePeerConfig(roots *x509.CertPool, now time.Time, dial func(context.Context) (net.Conn, error)) Config {
+	return Config{
+		Addr: "peer", DirectTLS: true, NoCarbons: true, dial: dial,
+		TLSConfig:  &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
+		MinBackoff: time.Second, MaxBackoff: time.Second,
+	}
+}
+
 // pipeClient dials a client to a pipe peer in a synctest bubble; roots
 // and now come from outside the bubble (the certificate is valid now, not
 // at the bubble's epoch). It returns the client's side of the connection

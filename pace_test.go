@@ -2,7 +2,6 @@ package xmpptrack
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -120,13 +119,8 @@ func TestSendPacesAgainAfterReconnection(t *testing.T) {
 	roots, now := testRoots(t), time.Now()
 	synctest.Test(t, func(t *testing.T) {
 		srv, dial := newPipePeer(t)
-		cfg := Config{
-			Addr: "peer", DirectTLS: true, NoCarbons: true, dial: dial,
-			TLSConfig:        &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
-			MinBackoff:       time.Second,
-			MaxBackoff:       time.Second,
-			StreamManagement: sm.Config{Window: window, AckTimeout: -1},
-		}
+		cfg := pipePeerConfig(roots, now, dial)
+		cfg.StreamManagement = sm.Config{Window: window, AckTimeout: -1}
 		ctx, cancel := context.WithTimeout(t.Context(), testWait)
 		defer cancel()
 		c, err := Dial(ctx, testJID, peerPassword, &cfg)
@@ -224,13 +218,8 @@ func TestSendWaitingSurvivesConnEnds(t *testing.T) {
 	roots, now := testRoots(t), time.Now()
 	synctest.Test(t, func(t *testing.T) {
 		srv, dial := newPipePeer(t)
-		cfg := Config{
-			Addr: "peer", DirectTLS: true, NoCarbons: true, dial: dial,
-			TLSConfig:        &tls.Config{RootCAs: roots, Time: func() time.Time { return now }},
-			MinBackoff:       time.Second,
-			MaxBackoff:       time.Second,
-			StreamManagement: sm.Config{Window: 1, AckTimeout: -1},
-		}
+		cfg := pipePeerConfig(roots, now, dial)
+		cfg.StreamManagement = sm.Config{Window: 1, AckTimeout: -1}
 		ctx, cancel := context.WithTimeout(t.Context(), testWait)
 		defer cancel()
 		c, err := Dial(ctx, testJID, peerPassword, &cfg)

@@ -42,14 +42,7 @@ func TestRelativeAndAbsoluteNames(t *testing.T) {
 // "s.db-lock" of the new one, a relative first name resolved at Lock time).
 func TestOwnerLockAfterChdir(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	other := t.TempDir()
-	t.Chdir(dir)
-	s, err := Open(ctx, "s.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	_, dir, other := openRelative(t)                 // the first store, by its relative name
 	s2, err := Open(ctx, filepath.Join(dir, "s.db")) // absolute name, second store
 	if err != nil {
 		t.Fatal(err)
@@ -78,14 +71,7 @@ func TestOwnerLockAfterChdir(t *testing.T) {
 // checkpointer) open its file, not "s.db" in a new working directory.
 func TestReadAfterChdir(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	other := t.TempDir()
-	t.Chdir(dir)
-	s, err := Open(ctx, "s.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _, other := openRelative(t)
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
 	os.Chdir(other)
 	if _, err := s.Message(ctx, "a"); err != nil {
@@ -94,4 +80,17 @@ func TestReadAfterChdir(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(other, "s.db")); err == nil {
 		t.Errorf("a file s.db appeared in the new cwd")
 	}
+}
+
+// openRelative opens "s.db" in a new working directory dir, and returns
+// another directory to change to.
+func openRelative(t *testing.T) (s *Store, dir, other string) {
+	dir, other = t.TempDir(), t.TempDir()
+	t.Chdir(dir)
+	s, err := Open(t.Context(), "s.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir, other
 }
