@@ -18,7 +18,9 @@ type OnceOptions struct {
 	// Config configures the connection as for Dial (Addr, TLSConfig,
 	// AllowPlaintext, Logger, ...); Config.OnMessage receives the messages
 	// that arrive while SendOnce is connected (replies, offline messages
-	// delivered at login), as for a Client. One default differs from Dial's: a zero
+	// delivered at login), as for a Client; SendOnce returns once those read
+	// before its wait ended were handed to it (waiting at most 2 s for a
+	// callback that does not return). One default differs from Dial's: a zero
 	// StreamManagement.AckEvery means 1, so the server is asked at once to
 	// acknowledge the message. The tracking window is Message.Window, else
 	// Config.Window, else 5 minutes.
@@ -107,7 +109,27 @@ func SendOnce(ctx context.Context, account jid.JID, password string, m Message, 
 		return m.ID, tracking.Aborted, err
 	}
 	defer c.Close()
-	return c.SendAndWait(ctx, m, target)
+	id, st, err = c.SendAndWait(ctx, m, target)
+	// A reply read before the marker or receipt that ended the wait is
+	// queued for Config.OnMessage; Close would drop it.
+	c.runQueuedCallbacks(ctx)
+	return id, st, err
+}
+
+// runQueuedCallbacks waits until the callbacks queued so far have run, or
+// ctx ends, or closeGrace passed (a callback that does not return).
+func (c *Client) runQueuedCallbacks(ctx context.Context) {
+	done := make(chan struct{})
+	if !c.ev.push(func() { close(done) }) {
+		return
+	}
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // SendAndWait sends a tracked message with the client and waits until it

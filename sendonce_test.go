@@ -173,6 +173,10 @@ func TestSendOnce(t *testing.T) {
 		var got []string
 		opts := onceOptions(srv, tracking.SeenByRecipient)
 		opts.Config.OnMessage = func(_ *xmpptrack.Client, m *xmpptrack.Incoming) {
+			// Still running when the marker ends SendOnce's wait (bob
+			// marks right after the reply): SendOnce hands it the reply
+			// all the same before it closes. Not a wait for an event.
+			time.Sleep(300 * time.Millisecond)
 			mu.Lock()
 			got = append(got, m.From.Bare().String()+": "+m.Body)
 			mu.Unlock()
