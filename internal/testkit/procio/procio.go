@@ -1,7 +1,8 @@
-// Package procio reads a process's system call counts from Linux's
-// /proc/PID/io, for the benchmark programs: on loopback most of a
-// message's CPU outside the server goes to such calls, so what one sender
-// makes more per message tells where its extra CPU goes.
+// Package procio reads a process's I/O counters from Linux's /proc/PID/io,
+// for the benchmark programs: on loopback most of a message's CPU outside
+// the server goes to system calls, so what one sender makes more per
+// message tells where its extra CPU goes, and the bytes a server reads and
+// writes per message tell what a session costs it.
 package procio
 
 import (
@@ -10,20 +11,60 @@ import (
 	"strings"
 )
 
-// Syscalls returns the read-family and write-family system calls (syscr
-// and syscw: read, recvfrom, readv ... and write, sendto, pwrite64 ...,
-// every thread's) that the process pid ("self" for this one) made so far;
-// zeros where /proc/PID/io cannot be read.
-func Syscalls(pid string) (reads, writes int64) {
+// Counters are the fields of /proc/PID/io (every thread's).
+type Counters struct {
+	RChar, WChar int64 // bytes passed to read-family and write-family calls (sockets included)
+	SyscR, SyscW int64 // read-family (read, recvfrom, readv …) and write-family (write, sendto, pwrite64 …) calls
+	// ReadBytes and WriteBytes are what the process caused to be fetched
+	// from and sent to the storage layer (page-cache writes count when
+	// dirtied, whether or not writeback happens before the file is deleted).
+	ReadBytes, WriteBytes int64
+}
+
+// Sub returns c minus d, field by field.
+func (c Counters) Sub(d Counters) Counters {
+	return Counters{c.RChar - d.RChar, c.WChar - d.WChar, c.SyscR - d.SyscR, c.SyscW - d.SyscW,
+		c.ReadBytes - d.ReadBytes, c.WriteBytes - d.WriteBytes}
+}
+
+// Add returns c plus d, field by field.
+func (c Counters) Add(d Counters) Counters {
+	return Counters{c.RChar + d.RChar, c.WChar + d.WChar, c.SyscR + d.SyscR, c.SyscW + d.SyscW,
+		c.ReadBytes + d.ReadBytes, c.WriteBytes + d.WriteBytes}
+}
+
+// Read returns the counters of process pid ("self" for this one); zeros
+// where /proc/PID/io cannot be read.
+func Read(pid string) Counters {
 	b, err := os.ReadFile("/proc/" + pid + "/io")
 	if err != nil {
-		return 0, 0
+		return Counters{}
 	}
-	return Parse(string(b))
+	return ParseCounters(string(b))
+}
+
+// Syscalls returns the read-family and write-family system calls (syscr
+// and syscw) that the process pid ("self" for this one) made so far;
+// zeros where /proc/PID/io cannot be read.
+func Syscalls(pid string) (reads, writes int64) {
+	c := Read(pid)
+	return c.SyscR, c.SyscW
 }
 
 // Parse reads syscr and syscw from the text of /proc/PID/io.
 func Parse(s string) (reads, writes int64) {
+	c := ParseCounters(s)
+	return c.SyscR, c.SyscW
+}
+
+// ParseCounters reads the text of /proc/PID/io; fields it cannot read stay
+// zero.
+func ParseCounters(s string) Counters {
+	var c Counters
+	fields := map[string]*int64{
+		"rchar": &c.RChar, "wchar": &c.WChar, "syscr": &c.SyscR, "syscw": &c.SyscW,
+		"read_bytes": &c.ReadBytes, "write_bytes": &c.WriteBytes,
+	}
 	for _, line := range strings.Split(s, "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
@@ -33,12 +74,9 @@ func Parse(s string) (reads, writes int64) {
 		if err != nil {
 			continue
 		}
-		switch k {
-		case "syscr":
-			reads = n
-		case "syscw":
-			writes = n
+		if p := fields[k]; p != nil {
+			*p = n
 		}
 	}
-	return reads, writes
+	return c
 }

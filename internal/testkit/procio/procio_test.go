@@ -11,3 +11,17 @@ func TestParse(t *testing.T) {
 		t.Errorf("unparsable text: %d, %d, want zeros", r, w)
 	}
 }
+
+func TestParseCounters(t *testing.T) {
+	c := ParseCounters("rchar: 1915\nwchar: 12\nsyscr: 7\nsyscw: 3\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n")
+	want := Counters{RChar: 1915, WChar: 12, SyscR: 7, SyscW: 3, ReadBytes: 4096, WriteBytes: 8192}
+	if c != want {
+		t.Errorf("ParseCounters = %+v, want %+v", c, want)
+	}
+	if d := c.Sub(Counters{RChar: 15, SyscW: 1, WriteBytes: 192}); d != (Counters{RChar: 1900, WChar: 12, SyscR: 7, SyscW: 2, ReadBytes: 4096, WriteBytes: 8000}) {
+		t.Errorf("Sub = %+v", d)
+	}
+	if a := c.Add(c); a != (Counters{RChar: 3830, WChar: 24, SyscR: 14, SyscW: 6, ReadBytes: 8192, WriteBytes: 16384}) {
+		t.Errorf("Add = %+v", a)
+	}
+}

@@ -39,6 +39,7 @@ func TestQuick(t *testing.T) {
 		"-server", "prosody", "-quick", "-n", "100", "-ceiling-senders", "2",
 		"-senders", "xmpptrack,plain-sm,aioxmpp,ceiling",
 		"-latency-samples", "3", "-pending-n", "300", "-run-timeout", "1m",
+		"-offline-n", "200", "-offline-senders", "xmpptrack,plain",
 	}, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -53,14 +54,15 @@ func TestQuick(t *testing.T) {
 	for _, want := range []string{
 		"prosody|     xmpptrack|", "prosody|      plain-sm|", "prosody|  ceiling (2×)|",
 		"xmpptrack / plain-sm", "<r/> per 8 stanzas", "lone message DTS", "pending: 1,000,000 trackers",
+		"round 1 xmpptrack", "round 1 plain", "× plain), written in",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
 	if !strings.Contains(progress.String(), "xmpptrack  100 msgs") || !strings.Contains(progress.String(), "machine busy") ||
-		!strings.Contains(progress.String(), "system calls per message: read") {
-		t.Errorf("the rounds' lines lack the machine's busy cores or the system calls:\n%s", progress.String())
+		!strings.Contains(progress.String(), "system calls per message: read") || !strings.Contains(progress.String(), "server per message: read") {
+		t.Errorf("the rounds' lines lack the machine's busy cores, the system calls or the server's I/O:\n%s", progress.String())
 	}
 	if strings.Contains(report, "failure:") {
 		t.Errorf("a run failed:\n%s\n%s", report, progress.String())
@@ -108,5 +110,26 @@ func TestQuantile(t *testing.T) {
 		if got := quantile(tc.v, tc.q); got != tc.want {
 			t.Errorf("quantile(%v, %v) = %v, want %v", tc.v, tc.q, got, tc.want)
 		}
+	}
+}
+
+// TestOfflineOrder: every sender of the bulk-to-offline comparison runs
+// first equally often (a fixed order always ran plain mellium second).
+func TestOfflineOrder(t *testing.T) {
+	s := []string{"xmpptrack", "plain"}
+	var got []string
+	for r := 1; r <= 4; r++ {
+		got = append(got, strings.Join(offlineOrder(s, r), ","))
+	}
+	want := "xmpptrack,plain plain,xmpptrack xmpptrack,plain plain,xmpptrack"
+	if strings.Join(got, " ") != want {
+		t.Errorf("orders of rounds 1-4: %q, want %q", got, want)
+	}
+	three := offlineOrder([]string{"a", "b", "c"}, 3)
+	if strings.Join(three, "") != "cab" {
+		t.Errorf("round 3 of three senders: %v, want c a b", three)
+	}
+	if s[0] != "xmpptrack" {
+		t.Errorf("offlineOrder changed its argument: %v", s)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 )
 
 // machine describes where the benchmark ran.
@@ -81,8 +83,29 @@ func cpuTicks() (busy, total int64) {
 // ejabberdctl starts), read from /proc/<pid>/stat. It only reads: nothing
 // is signalled.
 func treeCPU(pid int) float64 {
+	var ticks int64
+	for _, t := range tree(pid) {
+		ticks += t
+	}
+	return float64(ticks) / clockTicks
+}
+
+// treeIO returns the sum of the /proc/PID/io counters of process pid and
+// all its live descendants.
+func treeIO(pid int) procio.Counters {
+	var c procio.Counters
+	for p := range tree(pid) {
+		d := procio.Read(strconv.Itoa(p))
+		c = c.Add(d)
+	}
+	return c
+}
+
+// tree returns process pid and its live descendants, each with its
+// user+system CPU ticks, from /proc/<pid>/stat (nil for pid <= 0).
+func tree(pid int) map[int]int64 {
 	if pid <= 0 {
-		return 0
+		return nil
 	}
 	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
 	type entry struct {
@@ -111,16 +134,16 @@ func treeCPU(pid int) float64 {
 		s, _ := strconv.ParseInt(f[12], 10, 64)
 		procs[p] = entry{ppid, u + s}
 	}
-	var ticks int64
+	out := map[int]int64{}
 	for p, e := range procs {
 		for q, hops := p, 0; q > 1 && hops < 64; q, hops = procs[q].ppid, hops+1 {
 			if q == pid {
-				ticks += e.ticks
+				out[p] = e.ticks
 				break
 			}
 		}
 	}
-	return float64(ticks) / clockTicks
+	return out
 }
 
 // clockTicks is USER_HZ, 100 on Linux.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
@@ -59,53 +60,33 @@ type offlineRun struct {
 	round     int
 	res       result
 	serverCPU float64
-	load      string // the machine's load average after the run
+	serverIO  procio.Counters // Prosody's /proc/PID/io during the run
+	diskW     int64           // bytes the machine's disks wrote during the run (everyone's)
+	dirty     [2]int64        // the machine's dirty and writeback KiB before and after settleDisk
+	otherLoad float64         // cores other processes took during the run
+	load      string          // the machine's load average after the run
 	err       error
 }
 
 // runOfflineCompare sends o.offlineN messages to an offline account
 // through a Prosody with its archive on, from each sender of
-// offlineSenders in turn, for o.offlineRounds rounds: how the sending pace
-// affects a server that archives every message. Every run has accounts of
-// its own, so that no archive grows across runs.
+// offlineSenders, for o.offlineRounds rounds: how the sending pace
+// affects a server that archives every message. The runs start alike:
+// every run has a Prosody of its own (a fresh process on an empty data
+// directory, removed after the run, so that no archive, cache or Lua heap
+// carries over), the machine's dirty pages are written back first
+// (settleDisk), and the order of the senders rotates from round to round
+// (offlineOrder).
 func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 	o := b.opts
-	var accounts []string
-	for r := 1; r <= o.offlineRounds; r++ {
-		for _, s := range o.offlineSenderList() {
-			accounts = append(accounts, offlineAccounts(s, r)...)
-		}
-	}
-	b.logf("starting prosody (archive on) for %d messages to an offline account per run", o.offlineN)
-	srv, err := testserver.Launch(ctx, testserver.Prosody, testserver.Options{Accounts: accounts})
-	if err != nil {
-		return nil, err
-	}
-	defer srv.Stop()
+	b.logf("bulk to an offline account: a Prosody (archive on) per run, %d messages per run", o.offlineN)
 	var runs []offlineRun
 	for r := 1; r <= o.offlineRounds; r++ {
-		for _, s := range o.offlineSenderList() {
-			acc := offlineAccounts(s, r)
-			env := &serverEnv{srv: srv, addr: srv.Addr(), to: srv.JID(acc[1]).String()}
-			role := rolePending
-			if s == oPlain {
-				role = roleOffline
-			}
-			args := append(env.args(role, acc[0]), "-n", strconv.Itoa(o.offlineN), "-timeout", (40 * time.Minute).String())
-			if w, _ := offlineWindow(s, o.window); w != 0 {
-				args = append(args, "-window", strconv.Itoa(w))
-			}
-			cpu0 := treeCPU(srv.PID())
-			run := offlineRun{sender: s, round: r}
-			c, err := startChild(ctx, args, env.passwords(acc[0]))
-			if err == nil {
-				run.res, _, err = c.wait()
-			}
-			run.err = err
-			run.serverCPU = treeCPU(srv.PID()) - cpu0
-			run.load = loadavg()
-			b.logf("offline: round %d %-17s %d messages processed by the server in %.1f s (written in %.1f s), server CPU %.1f s, load %s, err %v",
-				r, s, o.offlineN, run.res.ToServer, run.res.Written, run.serverCPU, run.load, err)
+		for _, s := range offlineOrder(o.offlineSenderList(), r) {
+			run := b.runOfflineOne(ctx, s, r)
+			b.logf("offline: round %d %-17s %d messages processed by the server in %.1f s (written in %.1f s), server CPU %.1f s (%.0f%% of the time), other load %.2f cores, load %s; Prosody read %.0f B and wrote %.0f B to disk per message, machine's disks %.1f MB, dirty %d→%d MB; err %v",
+				r, s, o.offlineN, run.res.ToServer, run.res.Written, run.serverCPU, 100*run.serverCPU/max(run.res.ToServer, 1e-9), run.otherLoad, run.load,
+				float64(run.serverIO.RChar)/float64(o.offlineN), float64(run.serverIO.WriteBytes)/float64(o.offlineN), float64(run.diskW)/1e6, run.dirty[0]>>10, run.dirty[1]>>10, run.err)
 			runs = append(runs, run)
 			if ctx.Err() != nil {
 				return runs, ctx.Err()
@@ -113,6 +94,47 @@ func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 		}
 	}
 	return runs, nil
+}
+
+// runOfflineOne runs sender once in round r, on a Prosody of its own.
+func (b *bench) runOfflineOne(ctx context.Context, s string, r int) offlineRun {
+	o := b.opts
+	run := offlineRun{sender: s, round: r}
+	acc := offlineAccounts(s, r)
+	srv, err := testserver.Launch(ctx, testserver.Prosody, testserver.Options{Accounts: acc})
+	if err != nil {
+		run.err = err
+		return run
+	}
+	defer srv.Stop()
+	env := &serverEnv{srv: srv, addr: srv.Addr(), to: srv.JID(acc[1]).String()}
+	role := rolePending
+	if s == oPlain {
+		role = roleOffline
+	}
+	args := append(env.args(role, acc[0]), "-n", strconv.Itoa(o.offlineN), "-timeout", (40 * time.Minute).String())
+	if w, _ := offlineWindow(s, o.window); w != 0 {
+		args = append(args, "-window", strconv.Itoa(w))
+	}
+	run.dirty[0], run.dirty[1] = settleDisk()
+	cpu0, io0, disk0 := treeCPU(srv.PID()), treeIO(srv.PID()), diskWrittenBytes()
+	busy0, total0 := cpuTicks()
+	began := time.Now()
+	c, err := startChild(ctx, args, env.passwords(acc[0]))
+	var p proc
+	if err == nil {
+		run.res, p, err = c.wait()
+	}
+	run.err = err
+	run.serverCPU = treeCPU(srv.PID()) - cpu0
+	run.serverIO = treeIO(srv.PID()).Sub(io0)
+	run.diskW = diskWrittenBytes() - disk0
+	if busy1, total1 := cpuTicks(); total1 > total0 {
+		wall := time.Since(began).Seconds()
+		run.otherLoad = max(0, float64(busy1-busy0)/clockTicks-run.serverCPU-p.CPU) / wall
+	}
+	run.load = loadavg()
+	return run
 }
 
 // offlineAccounts returns the sender's and the offline recipient's
@@ -156,7 +178,8 @@ func reportOffline(w io.Writer, n int, runs []offlineRun) {
 				float64(r.res.HeapAfter-r.res.HeapBefore)/float64(p), float64(r.res.RSSAfter-r.res.RSSBefore)/float64(p),
 				float64(r.res.RSSFreed-r.res.RSSBefore)/float64(p))
 		}
-		fmt.Fprintf(w, "    round %d %-17s %6.1f s (%.0f msg/s%s), written in %.1f s, server CPU %.1f s, sender CPU %.2f s, load %s%s%s\n",
-			r.round, r.sender, r.res.ToServer, float64(n)/max(r.res.ToServer, 1e-9), ratio, r.res.Written, r.serverCPU, r.res.CPU, r.load, mem, errText)
+		fmt.Fprintf(w, "    round %d %-17s %6.1f s (%.0f msg/s%s), written in %.1f s, server CPU %.1f s (%.0f%% of the time), sender CPU %.2f s, other load %.2f cores, load %s%s%s\n",
+			r.round, r.sender, r.res.ToServer, float64(n)/max(r.res.ToServer, 1e-9), ratio, r.res.Written, r.serverCPU,
+			100*r.serverCPU/max(r.res.ToServer, 1e-9), r.res.CPU, r.otherLoad, r.load, mem, errText)
 	}
 }

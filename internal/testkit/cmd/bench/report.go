@@ -136,6 +136,11 @@ func (r run) summary() string {
 		s += fmt.Sprintf(", system calls per message: read %.2f write %.2f",
 			float64(r.res.SysReads)/float64(r.res.N), float64(r.res.SysWrites)/float64(r.res.N))
 	}
+	if io := r.serverIO; io.SyscR > 0 && r.res.N > 0 {
+		n := float64(r.res.N)
+		s += fmt.Sprintf(", server per message: read %.0f B in %.2f calls, wrote %.0f B in %.2f calls",
+			float64(io.RChar)/n, float64(io.SyscR)/n, float64(io.WChar)/n, float64(io.SyscW)/n)
+	}
 	if r.res.DBCPU > 0 {
 		s += fmt.Sprintf(", database CPU %.3fs", r.res.DBCPU)
 		if d := dbStatsPerMessage(r.res.DBStats, r.res.N); d != "" {

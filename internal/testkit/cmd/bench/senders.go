@@ -18,7 +18,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	if env.resp != nil {
 		before, _ = env.resp.stats(ctx)
 	}
-	cpu0, self0 := treeCPU(pg), cpuNow()
+	cpu0, self0, io0 := treeCPU(pg), cpuNow(), treeIO(pg)
 	busy0, total0 := cpuTicks()
 	began := time.Now()
 	var r run
@@ -76,6 +76,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		}
 	}
 	r.serverCPU = treeCPU(pg) - cpu0
+	r.serverIO = treeIO(pg).Sub(io0)
 	self := (cpuNow() - self0).Seconds()
 	busy1, total1 := cpuTicks()
 	wall := time.Since(began).Seconds()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
+
 	"context"
 	"fmt"
 	"os"
@@ -29,9 +31,10 @@ type serverResults struct {
 type run struct {
 	res       result
 	proc      proc
-	serverCPU float64 // seconds of the server's CPU during the run
-	dropped   int     // answers the responder dropped during the run
-	otherLoad float64 // cores busy with processes not of this benchmark, on average
+	serverCPU float64         // seconds of the server's CPU during the run
+	serverIO  procio.Counters // the server's /proc/PID/io during the run (every session's traffic, the responder's too)
+	dropped   int             // answers the responder dropped during the run
+	otherLoad float64         // cores busy with processes not of this benchmark, on average
 	err       error
 }
 
