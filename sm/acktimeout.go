@@ -11,10 +11,12 @@ import (
 type AckTimeoutError struct {
 	// Bound is the bound the State enforced: Config.AckTimeout plus four
 	// smoothed round trips (at most AckTimeout again), as Info.AckBound
-	// reported it then.
+	// reported it then; or, when a request could not get out, the write
+	// bound (Info.WriteBound).
 	Bound time.Duration
-	// Waited is how long the answer had been awaited when the State gave
-	// up: at least Bound. How much more is the watchdog timer's lateness.
+	// Waited is how long the answer had been awaited (or the request had
+	// waited to get out) when the State gave up: at least Bound. How much
+	// more is the watchdog timer's lateness.
 	Waited time.Duration
 }
 
@@ -29,10 +31,9 @@ func (e *AckTimeoutError) Is(target error) bool { return target == ErrAckTimeout
 // ackTimeoutLocked returns the error that ends c now that the watchdog
 // found its awaited answer overdue. The caller holds st.mu.
 func (c *conn) ackTimeoutLocked() *AckTimeoutError {
-	bound := c.st.ackBoundLocked()
-	e := &AckTimeoutError{Bound: time.Duration(bound)}
-	if dl := c.deadlineLocked(); dl != 0 {
-		e.Waited = time.Duration(timeNow() - (dl - bound))
+	dl, bound := c.deadlineLocked()
+	if dl == 0 {
+		return &AckTimeoutError{Bound: time.Duration(c.st.ackBoundLocked())}
 	}
-	return e
+	return &AckTimeoutError{Bound: time.Duration(bound), Waited: time.Duration(timeNow() - (dl - bound))}
 }

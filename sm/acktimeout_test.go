@@ -2,7 +2,6 @@ package sm
 
 import (
 	"errors"
-	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,22 +14,13 @@ import (
 func TestAckTimeoutErrorCarriesBound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const rtt = 200 * time.Millisecond
-		srv := newFakeServer(t)
-		srv.rtt = rtt
-		rec := newRecorder()
-		st := New(rec.config(Config{AckTimeout: 2 * time.Second}))
-		c := mustDial(t, srv, st, nil)
-		synctest.Wait()
-		for i := range 3 {
-			sendMsg(t, st, c.sess, fmt.Sprint("m", i))
-			rec.next(t)
-		}
+		_, _, st, c := measured(t, rtt)
 		want := 2*time.Second + 4*rtt
 		if b := st.Info().AckBound; b != want {
 			t.Fatalf("Info.AckBound %v, want %v", b, want)
 		}
 		synctest.Wait() // the server waits in a read (see TestDeadConnectionDetected)
-		c.sc.conn.freeze()
+		c.sc.conn.swallowAll()
 		sendMsg(t, st, c.sess, "frozen")
 		err := c.waitServed()
 		var ae *AckTimeoutError

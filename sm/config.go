@@ -122,14 +122,17 @@ type Config struct {
 	AckDelay time.Duration
 
 	// AckTimeout bounds the wait for the server's answer to an <r/> or to
-	// <enable/>: once a request has stayed unanswered for AckTimeout plus
-	// four times the smoothed round trip (measured from earlier <r/> to
-	// their <a/>; this part at most AckTimeout again, Info.AckBound says
-	// the total), with no <a/> received meanwhile, the connection is dead
-	// (frozen: no FIN, no RST, bytes stop flowing). The State then expires
+	// <enable/>: once a request has been written and stayed unanswered for
+	// AckTimeout plus four times the smoothed round trip (measured from
+	// earlier <r/> to their <a/>; this part at most AckTimeout again,
+	// Info.AckBound says the total), with no <a/> received meanwhile, the
+	// connection is dead (frozen: no FIN, no RST, bytes stop flowing). A
+	// request that cannot get out (behind a stuck write) is bounded by the
+	// kernel's TCP_USER_TIMEOUT where set, else by 24 times AckTimeout
+	// (Info.WriteBound; see "Dead connections"). The State then expires
 	// the connection's deadlines, so that Serve returns ErrAckTimeout at
-	// once, and closes the connection; reconnect: the stream is resumed. 0 means DefaultAckTimeout; a
-	// negative value disables the bound.
+	// once, and closes the connection; reconnect: the stream is resumed. 0
+	// means DefaultAckTimeout; a negative value disables both bounds.
 	AckTimeout time.Duration
 
 	// IdleProbe is how long a connection may go without an <r/> sent or an

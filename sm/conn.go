@@ -44,17 +44,21 @@ type conn struct {
 	sinceReq     int           // stanzas written since the last <r/>
 	lone         bool          // the first of them found nothing unacknowledged in flight: request at once
 	uncovered    int64         // Unix ns when the oldest of them was written
-	rSent        uint64        // <r/> sent by the requester
+	rSent        uint64        // <r/> booked by the requester (rOut of them written, the rest being written)
+	rOut         uint64        // <r/> written: their bytes handed to the connection
 	aRecv        uint64        // <a/> received, at most rSent
-	rAt          int64         // Unix ns of an <r/> sent with none outstanding, until its answer (RTT sample)
-	rWait        int64         // Unix ns since when an answer is awaited with no <a/> received; 0: none outstanding
+	rAt          int64         // Unix ns when an <r/> was written with no other written one unanswered, until its answer (RTT sample)
+	rWait        int64         // Unix ns since when an answer to a written <r/> is awaited with no <a/> received; 0: none
+	bookAt       int64         // Unix ns when the request (<r/> or <enable/>) being written was booked; 0: none
+	writeBound   int64         // how long a booked request may take to get out (stuckWriteBound); 0: no bound here
 	enableAt     int64         // Unix ns when <enable/> was written
 	lastAct      int64         // Unix ns of the last <r/> sent or <a/> received (idle probe)
 	gotAck       bool          // an <a/> arrived on this connection
-	failedResume bool          // a stream error right after resuming: the session was dropped
+	failedResume bool          // a failed resumption (see "Failed resumptions"): the session was dropped
 	sess         *xmpp.Session // set by Start; the watchdog expires its deadlines
 	watch        *time.Timer   // the watchdog (armLocked); created stopped, never replaced
 	watchArmed   bool
+	watchAt      int64  // Unix ns the armed watchdog fires
 	careful      bool   // re-send the held messages one at a time (after a policy violation)
 	carefulOn    uint64 // ord of the held message last re-sent carefully
 	fatal        error  // stream management error that ends the connection

@@ -195,7 +195,7 @@ func TestUnbookKeepsAckCount(t *testing.T) {
 		{"earlier request still outstanding", 2, 0, 1, 0, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &conn{rSent: tc.sent, aRecv: tc.recv, rAt: 5, rWait: 7}
+			c := &conn{rSent: tc.sent, rOut: tc.sent - 1, aRecv: tc.recv, rAt: 5, rWait: 7}
 			c.unbookLocked()
 			if c.rSent != tc.wantSent || c.aRecv != tc.wantRecv {
 				t.Errorf("rSent %d aRecv %d, want %d %d", c.rSent, c.aRecv, tc.wantSent, tc.wantRecv)

@@ -25,80 +25,109 @@ func (c *client) waitServed() error {
 }
 
 // TestDeadConnectionDetected: the link freezes (no FIN, no RST) while an
-// <r/> is in flight; the connection is declared dead exactly when the
-// request has been unanswered for AckTimeout plus four smoothed round
-// trips, Serve returns ErrAckTimeout, and the next connection resumes the
-// stream and retransmits what was not acknowledged.
+// <r/> is on its way; the connection is declared dead exactly when it is
+// overdue, Serve returns ErrAckTimeout, and the next connection resumes
+// the stream and retransmits what was not acknowledged.
+//
+//   - swallowed: the server's end takes every byte and answers nothing
+//     (the <r/> fits in the send buffer of a frozen TCP link): dead once
+//     the written <r/> has been unanswered for AckTimeout plus four
+//     smoothed round trips;
+//   - stuck: the server's end takes nothing more, so the <r/> never gets
+//     out (a full send buffer): dead once it has waited for the write
+//     bound, stuckWriteFactor times AckTimeout (a connection with
+//     TCP_USER_TIMEOUT leaves that to the kernel; a pipe has none).
 func TestDeadConnectionDetected(t *testing.T) {
-	for _, rtt := range []time.Duration{0, 200 * time.Millisecond} {
-		t.Run(rtt.String(), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				srv := newFakeServer(t)
-				srv.rtt = rtt
-				rec := newRecorder()
-				st := New(rec.config(Config{AckTimeout: 2 * time.Second}))
-				c := mustDial(t, srv, st, nil)
-				synctest.Wait()
-				// A few round trips to measure.
-				for i := range 3 {
-					sendMsg(t, st, c.sess, fmt.Sprint("m", i))
-					rec.next(t)
-				}
-				st.mu.Lock()
-				srtt := time.Duration(st.srtt)
-				st.mu.Unlock()
-				if srtt != rtt {
-					t.Fatalf("smoothed rtt %v, want %v", srtt, rtt)
-				}
-				// The server waits in a read, which takes the next write
-				// (the frozen message); the <r/> the requester writes
-				// after it then blocks on the pipe, a durable block, and
-				// fake time goes on. Without this the server could reach
-				// its read only after the freeze and read nothing: the
-				// message's write blocked on the pipe while the requester
-				// waited for mellium's output lock, and synctest does not
-				// advance time while a goroutine waits for a mutex, so the
-				// test hung (CI at 20:17, TestDeadConnectionDetected/0s).
-				synctest.Wait()
-				c.sc.conn.freeze()
-				start := time.Now()
-				sendMsg(t, st, c.sess, "frozen1")
-				err := c.waitServed()
-				if !errors.Is(err, ErrAckTimeout) {
-					t.Fatalf("Serve: %v, want ErrAckTimeout", err)
-				}
-				// The <r/> goes out with the stanza (the link was idle).
-				want := 2*time.Second + 4*rtt
-				if d := time.Since(start); d != want {
-					t.Errorf("detected after %v, want %v", d, want)
-				}
-				if !st.Info().Resumable {
-					t.Fatal("a dead connection must stay resumable")
-				}
-				c = mustDial(t, srv, st, nil)
-				if !st.Resumed() {
-					t.Fatal("not resumed")
-				}
-				if ev := rec.next(t); ev != "acked:frozen1" {
-					t.Fatalf("got %s, want acked:frozen1", ev)
-				}
-				c.close()
+	for _, stuck := range []bool{false, true} {
+		for _, rtt := range []time.Duration{0, 200 * time.Millisecond} {
+			name := map[bool]string{false: "swallowed", true: "stuck"}[stuck] + "/" + rtt.String()
+			t.Run(name, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					testDeadConnection(t, stuck, rtt)
+				})
 			})
-		})
+		}
 	}
+}
+
+// measured dials a State with an AckTimeout of 2 s to a server that
+// answers <r/> after rtt, and exchanges a few round trips for the State
+// to measure (in a synctest bubble).
+func measured(t *testing.T, rtt time.Duration) (*fakeServer, *recorder, *State, *client) {
+	t.Helper()
+	srv := newFakeServer(t)
+	srv.rtt = rtt
+	rec := newRecorder()
+	st := New(rec.config(Config{AckTimeout: 2 * time.Second}))
+	c := mustDial(t, srv, st, nil)
+	synctest.Wait()
+	for i := range 3 {
+		sendMsg(t, st, c.sess, fmt.Sprint("m", i))
+		rec.next(t)
+	}
+	return srv, rec, st, c
+}
+
+func testDeadConnection(t *testing.T, stuck bool, rtt time.Duration) {
+	srv, rec, st, c := measured(t, rtt)
+	st.mu.Lock()
+	srtt := time.Duration(st.srtt)
+	st.mu.Unlock()
+	if srtt != rtt {
+		t.Fatalf("smoothed rtt %v, want %v", srtt, rtt)
+	}
+	// The server waits in a read, which takes the next write (the frozen
+	// message); when stuck, the <r/> the requester writes after it then
+	// blocks on the pipe, a durable block, and fake time goes on. Without
+	// this the server could reach its read only after the freeze and read
+	// nothing: the message's write blocked on the pipe while the requester
+	// waited for mellium's output lock, and synctest does not advance time
+	// while a goroutine waits for a mutex, so the test hung (CI at 20:17,
+	// TestDeadConnectionDetected/0s).
+	synctest.Wait()
+	want := 2*time.Second + 4*rtt
+	if stuck {
+		c.sc.conn.freeze()
+		want = stuckWriteFactor * 2 * time.Second
+	} else {
+		c.sc.conn.swallowAll()
+	}
+	start := time.Now()
+	sendMsg(t, st, c.sess, "frozen1")
+	err := c.waitServed()
+	var ae *AckTimeoutError
+	if !errors.As(err, &ae) {
+		t.Fatalf("Serve: %v, want an *AckTimeoutError", err)
+	}
+	// The <r/> is booked with the stanza (the link was idle).
+	if d := time.Since(start); d != want || ae.Bound != want || ae.Waited != want {
+		t.Errorf("detected after %v, error %v; want %v", d, ae, want)
+	}
+	if !st.Info().Resumable {
+		t.Fatal("a dead connection must stay resumable")
+	}
+	c = mustDial(t, srv, st, nil)
+	if !st.Resumed() {
+		t.Fatal("not resumed")
+	}
+	if ev := rec.next(t); ev != "acked:frozen1" {
+		t.Fatalf("got %s, want acked:frozen1", ev)
+	}
+	c.close()
 }
 
 // TestDeadWhileWriterBlocked: the link freezes under a burst, so the
 // requester itself is stuck writing (behind a blocked writer holding
-// mellium's output lock); the watchdog still ends the connection, and the
-// blocked writer fails. Real time: synctest does not advance while a
-// goroutine waits for a mutex.
+// mellium's output lock); the watchdog still ends the connection, by the
+// write bound (a pipe has no TCP_USER_TIMEOUT), and the blocked writer
+// fails. Real time: synctest does not advance while a goroutine waits for
+// a mutex.
 //
 //   - counted: the frozen server's read under way takes a first stanza,
 //     which is counted; the <r/> it calls for is booked, then waits for
 //     mellium's output behind the burst's first stanza, blocked on the
-//     pipe (or blocks on the pipe itself). The bound runs from that
-//     booking.
+//     pipe (or blocks on the pipe itself). It never gets out: the write
+//     bound runs from that booking.
 //   - uncounted: bytes outside any stanza take that read, so the burst's
 //     very first write blocks and nothing is ever counted: no request rule
 //     fires, and only the idle probe finds the connection dead (see "Dead
@@ -168,7 +197,7 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 			}()
 			select {
 			case <-c.served:
-			case <-time.After(30 * time.Second): // a guard, not a measure: the bounds are 30 ms at most
+			case <-time.After(30 * time.Second): // a guard, not a measure: the bounds are 0.25 s at most
 				st.mu.Lock()
 				info := fmt.Sprintf("outH %d rSent %d aRecv %d rWait %d watchArmed %v",
 					st.outH, st.conn.rSent, st.conn.aRecv, st.conn.rWait, st.conn.watchArmed)

@@ -156,53 +156,68 @@
 // state, a proxy stalls, a server stops reading. No FIN or RST arrives,
 // writes fill the socket buffer and block, and nothing would ever be
 // acknowledged again. The State notices: once an <r/> (or the <enable/>
-// it wrote) has stayed unanswered for Config.AckTimeout (default 5 s) plus
-// four times the smoothed round trip of earlier <r/> (at most AckTimeout
-// again; Info.RTT and Info.AckBound report both), with no <a/> at all
-// received meanwhile, the connection is dead. A slow server that answers
-// late but answers (under a burst, each <a/> restarts the bound) is not.
-// A timer watches this, not the ack requester, which may itself be
-// blocked writing to the frozen connection. The State then expires the
-// connection's deadlines (net.Conn.SetDeadline in the past), so reads and
-// writes in progress fail at once and Serve returns ErrAckTimeout, and
-// closes the connection (on a goroutine that Wait waits for: a TLS close
-// may wait up to 5 s for room to send close_notify). Reconnect as after any
-// loss; the stream is resumed as usual.
+// it wrote) has been written and stayed unanswered for Config.AckTimeout
+// (default 5 s) plus four times the smoothed round trip of earlier <r/>
+// (at most AckTimeout again; Info.RTT and Info.AckBound report both),
+// with no <a/> at all received meanwhile, the connection is dead. A slow
+// server that answers late but answers (under a burst, each <a/> restarts
+// the bound) is not. A timer watches this, not the ack requester, which
+// may itself be blocked writing to the frozen connection. The State then
+// expires the connection's deadlines (net.Conn.SetDeadline in the past),
+// so reads and writes in progress fail at once and Serve returns an
+// *AckTimeoutError (matching ErrAckTimeout), and closes the connection (on
+// a goroutine that Wait waits for: a TLS close may wait up to 5 s for room
+// to send close_notify). Reconnect as after any loss; the stream is
+// resumed as usual.
 //
-// What the State cannot see: a stanza is counted, and can call for an
-// <r/>, only once its write returned (mellium copies what it wrote to the
-// tees after each write of the connection; a large text is one write, so
-// its bytes are seen only once all left), and it cannot tell a write that
-// is stuck on a frozen link from one that is slow (a large stanza on a
-// slow link). Two consequences:
+// The ack bound of an <r/> starts when its write returned (its bytes were
+// handed to the connection), not when the requester decided to send it:
+// the <r/> may wait for mellium's output behind a large stanza (the idle
+// probe is due, or the previous stanza's write returned and the next one
+// holds the output), and a slow but working link takes as long as it
+// takes to carry that stanza. The State cannot tell such a write from one
+// stuck on a frozen link (mellium writes a large text in one write, and
+// copies it to the tees only once all of it left), so a stuck write is
+// bounded by what can tell:
 //
-//   - A write that blocks before any <r/> is booked starts no bound. If
-//     the link freezes while idle and the next write blocks at once (one
-//     write larger than the room left in the socket buffer), nothing is
-//     counted and no request rule fires: the idle probe finds the
-//     connection dead, IdleProbe plus the bound after the last exchange
-//     (never with IdleProbe disabled). While the requester is itself
-//     blocked re-sending the messages of a lost stream after <enabled/>,
-//     or Start retransmits after <resumed/>, no <r/> can be sent at all:
-//     such a write ends only when the connection is closed (as when
-//     Start's ctx ends; a session's Close would wait for the same output)
-//     or the operating system's own TCP timeout fails it (about 15 minutes
-//     on Linux by default; the xmpptrack client's dialer sets
-//     TCP_USER_TIMEOUT to 35 s, which ends such a write once the peer's
+//   - on Linux, the kernel, when the connection is a TCP socket (or TLS
+//     over one) with TCP_USER_TIMEOUT set: a write ends once the peer's
 //     TCP acknowledged no byte, or took none (a full receive window), for
-//     that long).
-//   - An <r/> booked while a write is under way waits for mellium's
-//     output behind it, and its bound runs: a write still under way when
-//     the bound of an <r/> booked meanwhile runs out is cut, slow or
-//     stuck. The idle probe books one IdleProbe after the last exchange,
-//     whether or not a write is under way, and a stanza's <r/> is booked
-//     when its write returned, often while the next stanza's write holds
-//     the output. So a single write that takes longer than the bound (at
-//     the defaults 5 s plus up to 5 s: 256 KiB at under about 200 kbit/s)
-//     may be cut on a working link. Such a death on a resumed connection
-//     before any <a/> is taken for a failed resumption (see "Failed
-//     resumptions"): the stanzas are re-sent on a new session, so the
-//     recipient may get one twice.
+//     that long. The xmpptrack client's dialer sets it to 35 s. The State
+//     reads the option when Start runs, through *tls.Conn and wrappers
+//     that embed the net.Conn (mellium's tees), and sets no bound of its
+//     own then (Info.WriteBound is 0).
+//   - otherwise (other systems, or no TCP_USER_TIMEOUT), the write bound:
+//     an <r/> or <enable/> that the State decided to send and that has
+//     not got out after 24 times AckTimeout (2 minutes at the default) ends
+//     the connection as above; the AckTimeoutError's Bound is then that
+//     write bound. A single write that takes longer than that on a slow
+//     but working link is cut (1 MiB at under about 70 kbit/s at the
+//     default). A write deadline that the application sets on the
+//     connection bounds a write too.
+//
+// Bytes that a write handed to the kernel may still wait in the socket's
+// send buffer, behind which the <r/> waits too: on a link slow enough
+// that the buffer takes longer than the ack bound to drain, the bound can
+// still run out on a working link. The buffer holds what the kernel's
+// autotuning allows for the link's round trip and rate, which keeps this
+// rare; AckTimeout is the knob.
+//
+// A write that blocks before any <r/> is booked starts no bound at all:
+// if the link freezes while idle and the next write blocks at once (one
+// write larger than the room left in the socket buffer), nothing is
+// counted and no request rule fires until the idle probe books one,
+// IdleProbe after the last exchange (never with IdleProbe disabled), which
+// then gets the write bound (or the kernel's). While the requester is
+// itself blocked re-sending the messages of a lost stream after
+// <enabled/>, or Start retransmits after <resumed/>, no <r/> can be booked
+// at all: such a write ends only when the connection is closed (as when
+// Start's ctx ends; a session's Close would wait for the same output) or
+// the kernel fails it (TCP_USER_TIMEOUT, or the operating system's own
+// TCP timeout: about 15 minutes on Linux by default). A resumed
+// connection that dies of the write bound, or of TCP_USER_TIMEOUT, before
+// any <a/> is a failed resumption (see "Failed resumptions"), as one that
+// dies of the ack bound.
 //
 // An idle connection is probed: when no <r/> was sent and no <a/>
 // received for Config.IdleProbe (default 30 s), the requester sends an
@@ -218,8 +233,9 @@
 // again or dies with not-well-formed, policy-violation or stanza-too-big.
 // Resuming once more would hit the same parser. So a resumed connection
 // that ends, before the server acknowledged anything on it (no <a/>), with
-// ErrAckTimeout or with one of those three stream errors is a failed
-// resumption: the State forgets the stream, the next connection binds a
+// ErrAckTimeout, with the kernel's ETIMEDOUT (TCP_USER_TIMEOUT ended a
+// stuck write, see "Dead connections") or with one of those three stream
+// errors is a failed resumption: the State forgets the stream, the next connection binds a
 // new session, and the unacknowledged stanzas go to the Policy as after
 // <failed/> (messages are re-sent by default). The recipient may get a
 // message twice (the id is the same); it never misses one.

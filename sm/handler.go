@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"log/slog"
+	"syscall"
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
@@ -32,11 +33,17 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 			err = c.fatal
 		case c.peerErr != nil:
 			err = c.peerErr
+		case c.resumed && !c.gotAck && errors.Is(err, syscall.ETIMEDOUT):
+			// The kernel gave up on a write (TCP_USER_TIMEOUT), where the
+			// write bound would have ended it with ErrAckTimeout: a
+			// failed resumption all the same (see deadLocked).
+			c.failedResume = true
+			st.dropSessionLocked()
 		}
 		failedResume := c.failedResume
 		st.mu.Unlock()
 		if failedResume {
-			st.logAt(slog.LevelWarn, "sm: stream error right after resuming; the next connection starts a new session", "error", err)
+			st.logAt(slog.LevelWarn, "sm: resumed connection lost before any ack; the next connection starts a new session", "error", err)
 		}
 	}
 	return err
@@ -159,7 +166,7 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 		st.sampleRTTLocked(now - c.rAt)
 		c.rAt = 0
 	}
-	if c.aRecv < c.rSent {
+	if c.aRecv < c.rOut {
 		c.rWait = now // progress: the bound starts again
 	} else {
 		c.rWait = 0

@@ -49,6 +49,7 @@ type bufConn struct {
 	drained bool // close once everything pending is written
 	frozen  bool // bytes stop flowing both ways (a frozen link); guarded by mu
 	deaf    bool // the server stops reading but still writes; guarded by mu
+	swallow bool // with frozen: the server's end reads on and discards; guarded by mu
 	inRead  int  // reads past the freeze check, taking the next write; guarded by mu
 	readIn  chan struct{}
 }
@@ -79,6 +80,16 @@ func (b *bufConn) waitInRead(stop <-chan struct{}) bool {
 func (b *bufConn) freeze() {
 	b.mu.Lock()
 	b.frozen = true
+	b.mu.Unlock()
+}
+
+// swallowAll freezes the link as freeze does, except that the server's
+// end goes on reading and discards what it reads: the client's writes
+// complete, as writes into a TCP send buffer with room do, and nothing
+// comes back (a server that accepts bytes and never answers).
+func (b *bufConn) swallowAll() {
+	b.mu.Lock()
+	b.frozen, b.swallow = true, true
 	b.mu.Unlock()
 }
 
@@ -166,8 +177,7 @@ func (b *bufConn) pump() {
 
 func (b *bufConn) Read(p []byte) (int, error) {
 	if b.isDeaf() {
-		<-b.closed
-		return 0, net.ErrClosed
+		return b.stall()
 	}
 	b.mu.Lock()
 	b.inRead++
@@ -181,13 +191,26 @@ func (b *bufConn) Read(p []byte) (int, error) {
 	b.inRead--
 	b.mu.Unlock()
 	if b.isDeaf() {
-		<-b.closed
-		return 0, net.ErrClosed
+		return b.stall()
 	}
 	b.mu.Lock()
 	b.read.Write(p[:n])
 	b.mu.Unlock()
 	return n, err
+}
+
+// stall is a read of a frozen or deaf link: it returns only once the
+// connection is closed, reading on and discarding meanwhile if the link
+// swallows.
+func (b *bufConn) stall() (int, error) {
+	b.mu.Lock()
+	swallow := b.swallow
+	b.mu.Unlock()
+	if swallow {
+		io.Copy(io.Discard, b.Conn)
+	}
+	<-b.closed
+	return 0, net.ErrClosed
 }
 
 func (b *bufConn) Close() error {
@@ -215,19 +238,20 @@ type fakeServer struct {
 
 	// Script; set before dialling.
 	offerSM      bool
-	base         uint32                // counters start here (wrap-around tests)
-	enableFails  bool                  // answer <enable/> with <failed/>
-	enabledAttrs string                // attributes of <enabled/>; "" = default
-	resumeReply  func(h uint32) string // raw answer to <resume/>; nil = default
-	rReply       func(h uint32) string // raw answer to <r/>; nil = correct <a/>
-	lose         func(id string) bool  // stanzas dropped without counting
-	holdR        bool                  // do not answer <r/> until releaseR
-	dieOnResume  bool                  // cut the connection after <resumed/>
-	tls          *tls.Config           // require STARTTLS with this config
-	rtt          time.Duration         // delay of the answers to <r/>
-	holdEnabled  bool                  // keep the answer to <enable/> until releaseEnabled
-	cutAfter     func(g got) bool      // cut the connection after handling g
-	refuse       func(g got) bool      // close the stream with policy-violation on g, unhandled
+	base         uint32                  // counters start here (wrap-around tests)
+	enableFails  bool                    // answer <enable/> with <failed/>
+	enabledAttrs string                  // attributes of <enabled/>; "" = default
+	resumeReply  func(h uint32) string   // raw answer to <resume/>; nil = default
+	rReply       func(h uint32) string   // raw answer to <r/>; nil = correct <a/>
+	lose         func(id string) bool    // stanzas dropped without counting
+	holdR        bool                    // do not answer <r/> until releaseR
+	dieOnResume  bool                    // cut the connection after <resumed/>
+	tls          *tls.Config             // require STARTTLS with this config
+	rtt          time.Duration           // delay of the answers to <r/>
+	holdEnabled  bool                    // keep the answer to <enable/> until releaseEnabled
+	cutAfter     func(g got) bool        // cut the connection after handling g
+	refuse       func(g got) bool        // close the stream with policy-violation on g, unhandled
+	clientWrap   func(net.Conn) net.Conn // wraps the client's end of a link; nil = not wrapped
 
 	wmu sync.Mutex // orders the server's writes with its outbound counter
 
@@ -774,6 +798,9 @@ func dialVia(t testing.TB, srv *fakeServer, st *State, inner xmpp.Handler, wrap 
 	cc, sconn := net.Pipe()
 	if wrap != nil {
 		sconn = wrap(sconn)
+	}
+	if srv.clientWrap != nil {
+		cc = srv.clientWrap(cc)
 	}
 	sc := srv.accept(sconn)
 	in, out := st.Tees()

@@ -100,36 +100,44 @@ func (st *State) unackedMessageLocked() bool {
 	return false
 }
 
-// deadlineLocked returns when the connection is dead if no <a/> (or answer
-// to <enable/>) arrives until then; 0 if no answer is awaited or there is
-// no bound.
-func (c *conn) deadlineLocked() int64 {
-	bound := c.st.ackBoundLocked()
-	if bound <= 0 {
-		return 0
+// deadlineLocked returns when the connection is dead if nothing moves
+// until then, and the bound that set that time: the ack bound once an
+// answer to a written <r/> (or to <enable/>) is awaited with no <a/>
+// since, or the write bound (c.writeBound) once a request was booked and
+// has not got out. dl is 0 if neither applies.
+func (c *conn) deadlineLocked() (dl, bound int64) {
+	ack := c.st.ackBoundLocked()
+	if ack <= 0 {
+		return 0, 0
 	}
 	since := c.rWait
 	if since == 0 && !c.smOn && !c.refused && c.enableAt != 0 {
 		since = c.enableAt
 	}
-	if since == 0 {
-		return 0
+	if since != 0 {
+		dl, bound = since+ack, ack
 	}
-	return since + bound
+	if c.bookAt != 0 && c.writeBound > 0 {
+		if d := c.bookAt + c.writeBound; dl == 0 || d < dl {
+			dl, bound = d, c.writeBound
+		}
+	}
+	return dl, bound
 }
 
-// armLocked starts the watchdog when an answer is awaited. The watchdog
-// is a timer, not the requester: the requester may be blocked in a write
-// to the very connection that froze.
+// armLocked starts the watchdog when an answer is awaited or a request is
+// being written, or brings it forward to an earlier deadline. The
+// watchdog is a timer, not the requester: the requester may be blocked
+// in a write to the very connection that froze.
 func (c *conn) armLocked() {
-	if c.watchArmed || c.watch == nil {
+	if c.watch == nil {
 		return
 	}
-	dl := c.deadlineLocked()
-	if dl == 0 {
+	dl, _ := c.deadlineLocked()
+	if dl == 0 || c.watchArmed && dl >= c.watchAt {
 		return
 	}
-	c.watchArmed = true
+	c.watchArmed, c.watchAt = true, dl
 	c.watch.Reset(time.Duration(max(dl-timeNow(), 1)))
 }
 
@@ -144,7 +152,7 @@ func (c *conn) watchdog() {
 	}
 	st.mu.Lock()
 	c.watchArmed = false
-	dl := c.deadlineLocked()
+	dl, _ := c.deadlineLocked()
 	if now := timeNow(); dl == 0 || now < dl {
 		c.armLocked()
 		st.mu.Unlock()
@@ -211,11 +219,12 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 		// Book the request before writing it: its answer can be
 		// processed before the write returns. A stanza written in
 		// between is covered too but counted as not covered, which at
-		// worst costs one extra <r/>.
-		if c.aRecv == c.rSent {
-			c.rAt, c.rWait = now, now
-			c.armLocked()
-		}
+		// worst costs one extra <r/>. The ack bound starts only once it
+		// is written (wrote): until then it may wait for mellium's output
+		// behind a large write on a slow link, which the write bound
+		// alone bounds (see "Dead connections").
+		c.bookAt = now
+		c.armLocked()
 		c.lastAct = now
 		c.rSent++
 		c.sinceReq, c.uncovered, c.lone = 0, 0, false
@@ -225,29 +234,50 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 		return act, wait, nil
 	}
 	_, err = wire.Write(ctx, s, stanza.AckRequest{}.TokenReader())
-	if errors.Is(err, xmpp.ErrOutputStreamClosed) {
+	st.mu.Lock()
+	switch {
+	case err == nil:
+		c.wroteLocked()
+	case errors.Is(err, xmpp.ErrOutputStreamClosed):
 		// Refused, nothing written (the application closed the stream):
 		// no answer is awaited for it, and the watchdog must not wait for
 		// one.
-		st.mu.Lock()
 		c.unbookLocked()
-		st.mu.Unlock()
 	}
+	st.mu.Unlock()
 	return act, 0, err
+}
+
+// wroteLocked records that the <r/> booked last got out: its answer is
+// awaited from now on (unless it came already), within the ack bound.
+func (c *conn) wroteLocked() {
+	now := timeNow()
+	c.bookAt = 0
+	c.rOut++
+	if c.aRecv < c.rOut {
+		if c.rWait == 0 {
+			c.rWait = now
+		}
+		if c.aRecv == c.rOut-1 && c.rAt == 0 {
+			c.rAt = now // the only one unanswered: a round-trip sample
+		}
+	}
+	c.armLocked()
 }
 
 // unbookLocked takes back the booking of an <r/> that was never written.
 // An <a/> counted in between (an unsolicited one: a server may send one
 // at any time) was counted against it, so aRecv is capped to keep it at
-// most rSent. With nothing left outstanding, no answer is awaited and the
-// round-trip start the booking set is dropped, lest a later <a/> feed a
-// false round trip into the smoothed RTT.
+// most rSent. With no written <r/> left unanswered, no answer is awaited
+// and the round-trip start is dropped, lest a later <a/> feed a false
+// round trip into the smoothed RTT.
 func (c *conn) unbookLocked() {
 	c.rSent--
+	c.bookAt = 0
 	if c.aRecv > c.rSent {
 		c.aRecv = c.rSent
 	}
-	if c.aRecv == c.rSent {
+	if c.aRecv >= c.rOut {
 		c.rWait, c.rAt = 0, 0
 	}
 }

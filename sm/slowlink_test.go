@@ -85,6 +85,14 @@ func TestSlowWriteAlive(t *testing.T) {
 	srv := newFakeServer(t)
 	rec := newRecorder()
 	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), slowLink)
+	sendBigAcked(t, st, c, rec)
+	c.close()
+}
+
+// sendBigAcked writes bigMsg("big") and waits for its ack, failing if the
+// connection was cut mid-write.
+func sendBigAcked(t *testing.T, st *State, c *client, rec *recorder) {
+	t.Helper()
 	if err := st.Reserve(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +102,6 @@ func TestSlowWriteAlive(t *testing.T) {
 	if ev := rec.next(t); ev != "acked:big" {
 		t.Fatalf("got %s", ev)
 	}
-	c.close()
 }
 
 // TestSlowRetransmitResumes: a resumption over a slow link retransmits a
@@ -199,4 +206,55 @@ func TestSlowResendAlive(t *testing.T) {
 		t.Fatalf("got %v, want %v", evs, want)
 	}
 	c.close()
+}
+
+// TestProbeDuringSlowWrite: the idle probe's <r/> is booked while a large
+// stanza is being written over a slow link, bytes flowing all along, and
+// waits for mellium's output behind it. Its ack bound starts only once it
+// got out: the write outlasts the bound (about 1.3 s against at most
+// 0.4 s) and the connection stands, the stanza is acknowledged, and on a
+// connection that has just resumed the stream (nothing acknowledged on it
+// yet) the resumption stands too: no new session, nothing sent twice. On
+// a State that armed the bound at the booking, the write was cut, and
+// the resumption taken for failed.
+func TestProbeDuringSlowWrite(t *testing.T) {
+	for _, resumed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "fresh", true: "resumed"}[resumed], func(t *testing.T) {
+			srv := newFakeServer(t)
+			rec := newRecorder()
+			cfg := rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: 50 * time.Millisecond})
+			var st *State
+			var c *client
+			if resumed {
+				st, c = enabledVia(t, srv, cfg, nil)
+				sendMsg(t, st, c.sess, "m0")
+				if ev := rec.next(t); ev != "acked:m0" {
+					t.Fatalf("got %s", ev)
+				}
+				c.drop()
+				var err error
+				if c, err = dialVia(t, srv, st, nil, slowLink); err != nil {
+					t.Fatal(err)
+				}
+				if !st.Resumed() {
+					t.Fatal("not resumed")
+				}
+			} else {
+				st, c = enabledVia(t, srv, cfg, slowLink)
+			}
+			sendBigAcked(t, st, c, rec)
+			select {
+			case <-c.served:
+				t.Fatalf("the connection ended after the slow write: %v", c.serveEr)
+			default:
+			}
+			if info := st.Info(); resumed && (!info.Resumed || !info.Resumable) {
+				t.Fatalf("the resumption did not stand: resumed %v, resumable %v", info.Resumed, info.Resumable)
+			}
+			if n := strings.Count(strings.Join(srv.ids(), " "), "big"); n != 1 {
+				t.Errorf("the server got big %d times", n)
+			}
+			c.close()
+		})
+	}
 }

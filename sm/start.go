@@ -75,6 +75,7 @@ func (st *State) Start(ctx context.Context, s *xmpp.Session) error {
 	}
 	c.started = true
 	c.sess = s
+	c.writeBound = st.stuckWriteBound(s.Conn()) // a getsockopt at most
 	resumed := c.resumed
 	_, offered := s.Feature(NS)
 	lost, held := 0, 0
@@ -158,13 +159,18 @@ func (st *State) startConn(ctx context.Context, s *xmpp.Session, c *conn, resume
 		}
 	case offered:
 		st.mu.Lock()
-		c.enableAt = timeNow() // the answer is awaited from here (AckTimeout)
+		c.bookAt = timeNow() // bounded by the write bound until written
 		c.armLocked()
 		st.mu.Unlock()
 		en := stanza.Enable{Resume: !st.cfg.NoResume, Max: st.cfg.Max}
 		if _, err := wire.Write(ctx, s, en.TokenReader()); err != nil {
 			return err
 		}
+		st.mu.Lock()
+		c.bookAt = 0
+		c.enableAt = timeNow() // the answer is awaited from here (AckTimeout)
+		c.armLocked()
+		st.mu.Unlock()
 	default:
 		st.logAt(slog.LevelInfo, "sm: server does not offer stream management")
 		if _, err := st.resendOrphans(ctx, s, c, false, 0); err != nil {
