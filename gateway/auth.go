@@ -48,7 +48,7 @@ func (s tokenSet) check(token string) ([32]byte, bool) {
 // find returns the token's hash and its index among the valid tokens, or
 // -1.
 func (s tokenSet) find(token string) ([32]byte, int) {
-	h := sha256.Sum256([]byte(token))
+	h := hashToken(token)
 	found := -1
 	for i := range s.hashes {
 		eq := subtle.ConstantTimeCompare(h[:], s.hashes[i][:])
@@ -58,6 +58,18 @@ func (s tokenSet) find(token string) ([32]byte, int) {
 		return h, -1
 	}
 	return h, found
+}
+
+// hashToken returns the SHA-256 of token, hashed from a copy on the stack
+// when it has at most 128 bytes: []byte(token) is on the stack only up to
+// 32 bytes, and API tokens are often longer (a 43-byte token cost every
+// request an allocation).
+func hashToken(token string) [32]byte {
+	var b [128]byte
+	if len(token) <= len(b) {
+		return sha256.Sum256(append(b[:0], token...))
+	}
+	return sha256.Sum256([]byte(token))
 }
 
 // id returns the id of the token with hash h found at index i (see find).

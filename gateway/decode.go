@@ -92,16 +92,30 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*bytes.Buffe
 			return nil, newProblem("unsupported-media", "Content-Type is "+ct)
 		}
 	}
-	body := http.MaxBytesReader(w, r.Body, limit)
 	buf := bodyPool.Get().(*bytes.Buffer)
-	if _, err := buf.ReadFrom(body); err != nil {
-		putBody(buf)
+	var err error
+	tooLarge := false
+	if r.ContentLength >= 0 && r.ContentLength <= limit {
+		// The usual case: net/http's body ends at its Content-Length,
+		// within the limit. Read without http.MaxBytesReader (an
+		// allocation per request), still bounded in case a server that
+		// is not net/http's lets a body run past its Content-Length.
+		tooLarge, err = readLimited(buf, r.Body, limit)
+	} else {
+		// Unknown or declared too long: http.MaxBytesReader also tells
+		// net/http to close the connection rather than read the rest.
+		_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			p := newProblem("body-too-large", fmt.Sprintf("the body is limited to %d bytes", limit))
-			p.Limit = fmt.Sprint(limit)
-			return nil, p
-		}
+		tooLarge = errors.As(err, &mb)
+	}
+	if tooLarge {
+		putBody(buf)
+		p := newProblem("body-too-large", fmt.Sprintf("the body is limited to %d bytes", limit))
+		p.Limit = fmt.Sprint(limit)
+		return nil, p
+	}
+	if err != nil {
+		putBody(buf)
 		return nil, newProblem("malformed-json", "reading the body failed")
 	}
 	if !utf8.Valid(buf.Bytes()) {
@@ -111,6 +125,33 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*bytes.Buffe
 		return nil, newProblem("malformed-json", "the body is not valid UTF-8")
 	}
 	return buf, nil
+}
+
+// readLimited reads body to its end into buf, at most limit+1 bytes, and
+// reports whether it holds more than limit. It reads straight into buf's
+// free space: no reader wrapped around body, nothing allocated once buf
+// has grown to the usual size (buf comes from bodyPool).
+func readLimited(buf *bytes.Buffer, body io.Reader, limit int64) (tooLarge bool, err error) {
+	for int64(buf.Len()) <= limit {
+		if buf.Available() < bytes.MinRead {
+			buf.Grow(bytes.MinRead)
+		}
+		p := buf.AvailableBuffer()
+		if room := limit - int64(buf.Len()); room < int64(cap(p)) {
+			p = p[:room+1] // one byte past the limit tells it was passed
+		} else {
+			p = p[:cap(p)]
+		}
+		n, err := body.Read(p)
+		buf.Write(p[:n]) // where it already is: Write only extends buf
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	return int64(buf.Len()) > limit, nil
 }
 
 // decodeJSON decodes data, one JSON object, into v, refusing unknown fields

@@ -142,10 +142,12 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 		cur, dup, p := g.dispatch(o)
 		if dup && key != "" {
 			// A concurrent request with the same key is sending it.
-			if st, p = g.replay(r.Context(), o.msg.ID); p != nil {
+			rst, p := g.replay(r.Context(), o.msg.ID)
+			if p != nil {
 				writeProblem(w, p)
 				return
 			}
+			st = *rst
 			w.Header().Set("Idempotent-Replayed", "true")
 		} else if p != nil {
 			writeProblem(w, p)
@@ -155,10 +157,10 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 		} else if g.cfg.Store != nil {
 			// Its client recorded it: the record has its cursor.
 			if rec, err := g.rec.status(r.Context(), o.msg.ID); err == nil {
-				st = rec
+				st = *rec
 			}
 		}
-	} else if err := g.schedule(r.Context(), o, st); err != nil {
+	} else if err := g.schedule(r.Context(), o, &st); err != nil {
 		// Never to be sent: say so in the record (a retry under the same
 		// Idempotency-Key finds it ABORTED).
 		g.log.Warn("gateway: scheduling failed", "id", o.msg.ID, "err", err)
@@ -201,27 +203,16 @@ func (g *Gateway) schedule(ctx context.Context, o *outgoing, st *Status) error {
 	return g.sched.add(ctx, *o)
 }
 
-// historyRoom is the capacity of a new message's history: in memory, room
-// for the server's ack without growing (most messages have at least two
-// changes); with a store, whose record is the store's, its first change
-// alone.
-func historyRoom(durable bool) int {
-	if durable {
-		return 1
-	}
-	return 2
-}
-
 // create stores a new message in IN_TRANSIT (in the in-memory record; with
-// a store, its client records it when it sends it).
-func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]byte) (*Status, bool, *problem) {
+// a store, its client records it when it sends it). The status is a value:
+// with a store nothing keeps it, and a plain POST allocates none.
+func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]byte) (Status, bool, *problem) {
 	now := g.now().UTC()
 	o.msg.ID = xmpptrack.NewID()
 	o.created = now
-	st := &Status{
+	st := Status{
 		ID: o.msg.ID, To: o.to, From: o.account, Type: string(o.msg.Type),
-		Channel: o.channel, Thread: o.msg.Thread, Created: now,
-		History: append(make([]Change, 0, historyRoom(g.cfg.Store != nil)), Change{State: State(tracking.InTransit), At: now}),
+		Channel: o.channel, Thread: o.msg.Thread, State: State(tracking.InTransit), Created: now,
 	}
 	if !o.sendAt.IsZero() {
 		t := o.sendAt
@@ -230,14 +221,14 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 	out, created, err := g.rec.create(ctx, st, key, hash)
 	switch {
 	case errors.Is(err, errIdemMismatch):
-		return nil, false, newProblem("idempotency-mismatch", "this Idempotency-Key was used for a different request")
+		return Status{}, false, newProblem("idempotency-mismatch", "this Idempotency-Key was used for a different request")
 	case err != nil:
 		g.log.Warn("gateway: recording a message failed", "err", err)
-		return nil, false, newProblem("unavailable", "the record is not available")
+		return Status{}, false, newProblem("unavailable", "the record is not available")
 	}
 	o.msg.ID = out.ID // a retry may take over the id of its first attempt
 	if created {
-		g.metrics.observe(Event{ID: out.ID, Change: out.History[0]}, now)
+		g.metrics.observe(Event{ID: out.ID, Change: Change{State: State(tracking.InTransit), At: now}}, now)
 	}
 	return out, created, nil
 }

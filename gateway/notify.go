@@ -137,7 +137,7 @@ func (g *Gateway) test(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	cur, reached := g.waitState(ctx, st.ID, tracking.DeliveredToRecipient)
 	if cur == nil {
-		cur = st
+		cur = &st
 	}
 	if reached {
 		writeJSON(w, http.StatusOK, testResponse{ID: cur.ID, State: cur.State, Cursor: cur.Cursor, Elapsed: Duration(g.now().Sub(start))})

@@ -21,11 +21,14 @@ var (
 // the feed of changes with cursors, and idempotency keys. The in-memory
 // record below is the default; a durable one sits on a store.
 type record interface {
-	// create stores a new message with its first change; it may keep st,
-	// which the caller must not use afterwards. With a non-empty
-	// key already used by the same scope, it returns the message stored then
-	// and created false (errIdemMismatch if the request hash differs).
-	create(ctx context.Context, st *Status, key string, hash [32]byte) (out *Status, created bool, err error)
+	// create stores a new message, st, in IN_TRANSIT since st.Created (its
+	// History is left empty: the record adds that first change). With a
+	// non-empty key already used by the same scope, it returns the message
+	// stored then and created false (errIdemMismatch if the request hash
+	// differs). st and out are values, so that a record that keeps nothing
+	// (the store's, whose clients record their messages) costs the caller
+	// no allocation.
+	create(ctx context.Context, st Status, key string, hash [32]byte) (out Status, created bool, err error)
 	// change appends a change to a message's history and to the feed.
 	change(ctx context.Context, id string, c Change) (Event, error)
 	// settle records the final change of a message that no client tracks
@@ -93,38 +96,40 @@ func newMemRecord(maxMsgs, maxEvents int) *memRecord {
 	}
 }
 
-func (m *memRecord) create(_ context.Context, st *Status, key string, hash [32]byte) (*Status, bool, error) {
+func (m *memRecord) create(_ context.Context, st Status, key string, hash [32]byte) (Status, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if key != "" {
 		if k, ok := m.keys[key]; ok && m.now().Sub(k.at) < m.keyTTL {
 			if k.hash != hash {
-				return nil, false, errIdemMismatch
+				return Status{}, false, errIdemMismatch
 			}
 			if old, ok := m.msgs[k.id]; ok {
-				return copyStatus(old), false, nil
+				return *copyStatus(old), false, nil
 			}
 		}
 	}
 	if _, dup := m.msgs[st.ID]; dup {
-		return nil, false, tracking.ErrDuplicateID
+		return Status{}, false, tracking.ErrDuplicateID
 	}
-	s := st // owned from here on (see record.create)
+	s := new(Status)
+	*s = st
 	s.raw = nil
+	// Room for the server's ack without growing: most messages have at
+	// least two changes.
+	s.History = make([]Change, 0, 2)
 	m.msgs[s.ID] = s
 	m.order = append(m.order, s.ID)
 	if key != "" {
 		m.keys[key] = idem{id: s.ID, hash: hash, at: m.now()}
 	}
-	c := s.History[0]
-	s.History = s.History[:0]
-	m.appendLocked(s, c)
+	m.appendLocked(s, Change{State: State(tracking.InTransit), At: st.Created})
 	m.pruneLocked()
 	// A shallow copy: the first change of a history never changes, and
 	// the caller reads only that.
 	out := *s
 	out.History = s.History[:1:1]
-	return &out, true, nil
+	return out, true, nil
 }
 
 func (m *memRecord) appendLocked(s *Status, c Change) Event {

@@ -82,46 +82,46 @@ type rawRequest struct {
 	Priority *int       `json:"priority,omitempty"`
 }
 
-func (r *storeRecord) create(ctx context.Context, st *Status, key string, hash [32]byte) (*Status, bool, error) {
+func (r *storeRecord) create(ctx context.Context, st Status, key string, hash [32]byte) (Status, bool, error) {
 	if key != "" {
 		scope, name, _ := strings.Cut(key, ":")
 		val, claimed, err := r.s.ClaimKey(ctx, store.Key{Scope: keyScope + scope, Name: name,
 			Value: st.ID + " " + hex.EncodeToString(hash[:]), Expires: r.now().Add(24 * time.Hour)})
 		if err != nil {
-			return nil, false, err
+			return Status{}, false, err
 		}
 		if !claimed {
 			id, h, _ := strings.Cut(val, " ")
 			if h != hex.EncodeToString(hash[:]) {
-				return nil, false, errIdemMismatch
+				return Status{}, false, errIdemMismatch
 			}
 			// The head first: a scheduled message not sent yet has no
 			// cursor, and its changes come after this one.
 			head, err := r.s.LastCursor(ctx)
 			if err != nil {
-				return nil, false, err
+				return Status{}, false, err
 			}
 			old, err := r.status(ctx, id)
 			if err == nil && old.Cursor == 0 {
 				old.Cursor = Cursor(head)
 			}
+			if err == nil {
+				return *old, false, nil
+			}
 			if !errors.Is(err, errNotFound) {
-				return old, false, err
+				return Status{}, false, err
 			}
 			// The request that claimed the key recorded nothing: it failed
 			// before sending (or is sending right now). Send under the
 			// key's id: the store takes the id once, so of two concurrent
 			// sends one fails with a duplicate id and replays the other.
-			again := *st
-			again.ID = id
-			st = &again
+			st.ID = id
 		}
 	}
 	// Nothing is written here: the account's client records the message
 	// when it sends it (write-ahead, xmpptrack.Config.Store), a scheduled
 	// message is a job (see jobScheduler), and a message that fails before
-	// either is recorded settled (settle). Nothing keeps st: it is the
-	// caller's again.
+	// either is recorded settled (settle).
 	return st, true, nil
 }
 

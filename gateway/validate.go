@@ -117,7 +117,7 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 		p.Valid = []string{"chat", "groupchat"}
 		return p
 	}
-	o.msg.To, o.to = to, to.String()
+	o.msg.To, o.to = to, jidString(c.to, to)
 	if c.channel != "" && !channelRE.MatchString(c.channel) {
 		return fieldProblem("invalid-field", "channel", "a channel is 1 to 64 letters, digits, '.', '_' or '-'")
 	}
@@ -140,6 +140,33 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 	}
 	o.s, o.account = s, name
 	return nil
+}
+
+// jidString returns j.String() for j parsed from s: s itself when s is
+// already the normalized form (the usual case), which costs no allocation
+// (j.String() costs two), else j.String().
+func jidString(s string, j jid.JID) string {
+	// Parts of up to 32 bytes that do not escape are converted on the
+	// stack.
+	l, d, r := j.Localpart(), j.Domainpart(), j.Resourcepart()
+	rest := s
+	if l != "" {
+		if len(rest) <= len(l) || rest[:len(l)] != l || rest[len(l)] != '@' {
+			return j.String()
+		}
+		rest = rest[len(l)+1:]
+	}
+	if len(rest) < len(d) || rest[:len(d)] != d {
+		return j.String()
+	}
+	rest = rest[len(d):]
+	if r == "" && rest == "" {
+		return s
+	}
+	if r != "" && len(rest) == len(r)+1 && rest[0] == '/' && rest[1:] == r {
+		return s
+	}
+	return j.String()
 }
 
 // validText checks that s can travel in XML: valid UTF-8 of characters

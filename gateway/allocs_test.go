@@ -1,0 +1,172 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
+	"github.com/xmpptrack/xmpptrack/tracking"
+)
+
+// nopSender is an account that costs nothing: every send gets one shared
+// tracker and, as from a client recording through ClientStore, a cursor.
+type nopSender struct {
+	g *Gateway
+	t *tracking.MessageTracker
+}
+
+func (s *nopSender) send(_ context.Context, m xmpptrack.Message) (*tracking.MessageTracker, error) {
+	s.g.mu.Lock()
+	if lm := s.g.live[m.ID]; lm != nil {
+		lm.cursor = 1
+	}
+	s.g.mu.Unlock()
+	return s.t, nil
+}
+func (s *nopSender) seenBy(*tracking.MessageTracker) []string { return nil }
+func (s *nopSender) ready(context.Context) error              { return nil }
+func (s *nopSender) health() health                           { return health{connected: true} }
+
+// rewindBody is a request body read again for each request.
+type rewindBody struct{ strings.Reader }
+
+func (*rewindBody) Close() error { return nil }
+
+// TestPostAllocations: the gateway's own allocations for a plain POST
+// /v1/messages with a store (net/http's and the account client's aside)
+// are only those that keep something: the decoded fields, the recipient's
+// JID (jid.Parse), the message id and the live tracker entry; 9, 10 for a
+// recipient with a resource. There used to be 5 more, and another for a
+// token longer than 32 bytes: the recipient's normalized form built again
+// (2), the record's status and history (2), a reader limiting the body
+// (1) and the token's bytes to hash.
+func TestPostAllocations(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	const token = "a-token-of-43-bytes-as-base64-of-32-bytes-x"
+	g, err := New(Config{Tokens: []string{token}, RateLimit: -1, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	if err := g.addSender("alice@example.org", &nopSender{g: g, t: tracking.NewMessageTracker("x")}); err != nil {
+		t.Fatal(err)
+	}
+	for to, most := range map[string]float64{"bob@example.org": 9, "bob@example.org/phone": 10, "example.org": 9} {
+		body := `{"to":"` + to + `","body":"hello"}`
+		req := httptest.NewRequest("POST", "/v1/messages", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		req.ContentLength = int64(len(body))
+		rb := new(rewindBody)
+		w := &nopWriter{h: make(http.Header)}
+		post := func() {
+			rb.Reset(body)
+			req.Body = rb
+			clear(w.h)
+			g.ServeHTTP(w, req)
+			if w.status != http.StatusAccepted {
+				t.Fatalf("status %d", w.status)
+			}
+			g.mu.Lock()
+			clear(g.live) // keeps its room: no growth counted
+			g.mu.Unlock()
+		}
+		post()
+		// The least of three runs: the gateway's own goroutines (the job
+		// scheduler polling the store) may allocate meanwhile.
+		n := testing.AllocsPerRun(100, post)
+		for range 2 {
+			n = min(n, testing.AllocsPerRun(100, post))
+		}
+		// The answer's headers cost nothing here (the nopWriter's map,
+		// cleared above, keeps its room); in net/http they cost its
+		// header map and the copy WriteHeader takes of it.
+		if raceEnabled {
+			most += 4 // the body's and the answer's pooled buffers, each time
+		}
+		if n > most {
+			t.Errorf("to %s: %v allocations per POST, want at most %v", to, n, most)
+		}
+	}
+}
+
+// TestJIDString: jidString is the normalized form of what it parsed,
+// whether or not that was normalized already.
+func TestJIDString(t *testing.T) {
+	for _, s := range []string{
+		"bob@example.org", "Bob@Example.org", "bob@EXAMPLE.org", "example.org",
+		"Example.org", "bob@example.org/Phone", "Bob@example.org/Phone",
+		"bob@example.org/a/b", "bob@example.org/a@b", "bob@[::1]", "bob@127.0.0.1",
+		"bob@example.org.", "ǅ@example.org", "ß@example.org", "bob@éxample.org",
+		"bob@xn--xample-9ua.org", "x@" + strings.Repeat("d", 40) + ".org/" + strings.Repeat("r", 40),
+		strings.Repeat("l", 40) + "@example.org",
+	} {
+		j, err := jid.Parse(s)
+		if err != nil {
+			t.Logf("%q: %v", s, err)
+			continue
+		}
+		if got, want := jidString(s, j), j.String(); got != want {
+			t.Errorf("jidString(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
+
+// TestReadLimited: a body is read whole up to the limit, and one byte past
+// it is told apart, however the reader splits it; a request whose body
+// runs past its Content-Length (a server that is not net/http's) is still
+// refused past the limit.
+func TestReadLimited(t *testing.T) {
+	const limit = 1000
+	for _, n := range []int{0, 1, 511, 512, 513, limit - 1, limit, limit + 1, 3 * limit} {
+		for _, chunk := range []int{1, 7, 512, 4096} {
+			buf := new(bytes.Buffer)
+			body := strings.Repeat("x", n)
+			tooLarge, err := readLimited(buf, iotest.HalfReader(&chunkReader{s: body, n: chunk}), limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tooLarge != (n > limit) || (!tooLarge && buf.String() != body) || buf.Len() > limit+1 {
+				t.Errorf("%d bytes in chunks of %d: too large %v, read %d", n, chunk, tooLarge, buf.Len())
+			}
+		}
+	}
+	f := newFixture(t, Config{MaxBody: limit})
+	req := httptest.NewRequest("POST", "/v1/messages", strings.NewReader(`{"to":"bob@example.org","body":"`+strings.Repeat("x", 2*limit)+`"}`))
+	req.ContentLength = 40
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	w := httptest.NewRecorder()
+	f.g.ServeHTTP(w, req)
+	if p := problemOf(t, w.Header(), w.Body.Bytes()); w.Code != http.StatusRequestEntityTooLarge || p.Type != ProblemTypePrefix+"body-too-large" || f.fake.count() != 0 {
+		t.Errorf("%d %s, %d sent", w.Code, w.Body, f.fake.count())
+	}
+}
+
+// chunkReader returns s at most n bytes at a time.
+type chunkReader struct {
+	s string
+	n int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if r.s == "" {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), r.n)], r.s)
+	r.s = r.s[k:]
+	return k, nil
+}
