@@ -51,12 +51,6 @@ func Syscalls(pid string) (reads, writes int64) {
 	return c.SyscR, c.SyscW
 }
 
-// Parse reads syscr and syscw from the text of /proc/PID/io.
-func Parse(s string) (reads, writes int64) {
-	c := ParseCounters(s)
-	return c.SyscR, c.SyscW
-}
-
 // ParseCounters reads the text of /proc/PID/io; fields it cannot read stay
 // zero.
 func ParseCounters(s string) Counters {

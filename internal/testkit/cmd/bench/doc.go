@@ -34,6 +34,18 @@
 // comparison runs with message archiving (MAM) off: archiving costs the
 // servers far more than anything a client does.
 //
+// With -offline-n it also sends that many messages to an offline account
+// through a Prosody with its archive on, from each -offline-senders sender
+// (xmpptrack, xmpptrack-wN with a window of N, plain mellium timed by an IQ
+// ping after its last message): how the sending pace affects a server that
+// archives. These runs start alike: each has a Prosody of its own on an
+// empty data directory, removed after it, and the senders' order changes
+// from round to round. Each run reports Prosody's CPU and its share of the
+// run's time: Prosody 0.12
+// pauses its reading, for as long as it just spent processing, while more
+// than one read (8 KiB) waits in its input, so a pace that keeps a deeper
+// backlog shows as a lower share, whatever the load.
+//
 // Per-sender CPU seconds and peak RSS come from the child's rusage
 // (os.ProcessState): the whole process, and the workload alone (from the
 // first send to the last marker, measured by the child). Everything shares

@@ -90,15 +90,26 @@ func treeCPU(pid int) float64 {
 	return float64(ticks) / clockTicks
 }
 
-// treeIO returns the sum of the /proc/PID/io counters of process pid and
-// all its live descendants.
-func treeIO(pid int) procio.Counters {
-	var c procio.Counters
-	for p := range tree(pid) {
-		d := procio.Read(strconv.Itoa(p))
-		c = c.Add(d)
+// treeUsage returns treeCPU and the sum of the /proc/PID/io counters of
+// the same processes, from one scan of /proc.
+func treeUsage(pid int) (cpu float64, io procio.Counters) {
+	var ticks int64
+	for p, t := range tree(pid) {
+		ticks += t
+		io = io.Add(procio.Read(strconv.Itoa(p)))
 	}
-	return c
+	return float64(ticks) / clockTicks, io
+}
+
+// otherCores returns the cores that processes other than the given ones
+// (own: their CPU seconds) kept busy on average over wall seconds since
+// the machine's cpuTicks were busy0 and total0.
+func otherCores(busy0, total0 int64, wall, own float64) float64 {
+	busy1, total1 := cpuTicks()
+	if total1 <= total0 || wall <= 0 {
+		return 0
+	}
+	return max(0, float64(busy1-busy0)/clockTicks-own) / wall
 }
 
 // tree returns process pid and its live descendants, each with its

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -59,13 +60,28 @@ type offlineRun struct {
 	sender    string
 	round     int
 	res       result
-	serverCPU float64
-	serverIO  procio.Counters // Prosody's /proc/PID/io during the run
-	diskW     int64           // bytes the machine's disks wrote during the run (everyone's)
-	dirty     [2]int64        // the machine's dirty and writeback KiB before and after settleDisk
+	serverCPU float64         // Prosody's CPU seconds during the child's whole run
+	wall      float64         // seconds of the child's whole run (start-up and log-in included)
+	serverIO  procio.Counters // Prosody's /proc/PID/io during the child's run
+	diskW     int64           // bytes the machine's physical disks wrote during the run (everyone's)
+	dirty     int64           // the machine's dirty and writeback KiB when the run started (everyone's)
 	otherLoad float64         // cores other processes took during the run
 	load      string          // the machine's load average after the run
 	err       error
+}
+
+// busyShare is Prosody's CPU over the child's whole run, as a share of
+// that run's time: Prosody pausing its reads (see the package
+// documentation) lowers it, and so does other load. Both cover the
+// child's start-up and log-in (about 0.07 s of Prosody's CPU), which
+// weigh little only with thousands of messages.
+func (r offlineRun) busyShare() float64 { return r.serverCPU / max(r.wall, 1e-9) }
+
+// ioLine describes Prosody's file and disk traffic per message.
+func (r offlineRun) ioLine(n int) string {
+	m := float64(max(n, 1))
+	return fmt.Sprintf("Prosody per message: read calls %.0f B (sockets and cached files), storage reads %.0f B, page cache dirtied %.0f B; machine's physical disks wrote %.1f MB, %d MiB dirty at the start",
+		float64(r.serverIO.RChar)/m, float64(r.serverIO.ReadBytes)/m, float64(r.serverIO.WriteBytes)/m, float64(r.diskW)/1e6, r.dirty>>10)
 }
 
 // runOfflineCompare sends o.offlineN messages to an offline account
@@ -74,8 +90,8 @@ type offlineRun struct {
 // affects a server that archives every message. The runs start alike:
 // every run has a Prosody of its own (a fresh process on an empty data
 // directory, removed after the run, so that no archive, cache or Lua heap
-// carries over), the machine's dirty pages are written back first
-// (settleDisk), and the order of the senders rotates from round to round
+// carries over, and the run's files, deleted, leave no writeback to the
+// next run), and the order of the senders changes from round to round
 // (offlineOrder).
 func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 	o := b.opts
@@ -84,9 +100,8 @@ func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 	for r := 1; r <= o.offlineRounds; r++ {
 		for _, s := range offlineOrder(o.offlineSenderList(), r) {
 			run := b.runOfflineOne(ctx, s, r)
-			b.logf("offline: round %d %-17s %d messages processed by the server in %.1f s (written in %.1f s), server CPU %.1f s (%.0f%% of the time), other load %.2f cores, load %s; Prosody read %.0f B and wrote %.0f B to disk per message, machine's disks %.1f MB, dirty %d→%d MB; err %v",
-				r, s, o.offlineN, run.res.ToServer, run.res.Written, run.serverCPU, 100*run.serverCPU/max(run.res.ToServer, 1e-9), run.otherLoad, run.load,
-				float64(run.serverIO.RChar)/float64(o.offlineN), float64(run.serverIO.WriteBytes)/float64(o.offlineN), float64(run.diskW)/1e6, run.dirty[0]>>10, run.dirty[1]>>10, run.err)
+			b.logf("offline: round %d %-17s %d messages processed by the server in %.1f s (written in %.1f s), server CPU %.1f s (%.0f%% of the run), other load %.2f cores, load %s; %s; err %v",
+				r, s, o.offlineN, run.res.ToServer, run.res.Written, run.serverCPU, 100*run.busyShare(), run.otherLoad, run.load, run.ioLine(o.offlineN), run.err)
 			runs = append(runs, run)
 			if ctx.Err() != nil {
 				return runs, ctx.Err()
@@ -97,16 +112,20 @@ func (b *bench) runOfflineCompare(ctx context.Context) ([]offlineRun, error) {
 }
 
 // runOfflineOne runs sender once in round r, on a Prosody of its own.
-func (b *bench) runOfflineOne(ctx context.Context, s string, r int) offlineRun {
+func (b *bench) runOfflineOne(ctx context.Context, s string, r int) (run offlineRun) {
 	o := b.opts
-	run := offlineRun{sender: s, round: r}
+	run = offlineRun{sender: s, round: r}
 	acc := offlineAccounts(s, r)
 	srv, err := testserver.Launch(ctx, testserver.Prosody, testserver.Options{Accounts: acc})
 	if err != nil {
 		run.err = err
 		return run
 	}
-	defer srv.Stop()
+	defer func() {
+		if err := srv.Stop(); err != nil {
+			run.err = errors.Join(run.err, fmt.Errorf("stopping prosody: %w", err))
+		}
+	}()
 	env := &serverEnv{srv: srv, addr: srv.Addr(), to: srv.JID(acc[1]).String()}
 	role := rolePending
 	if s == oPlain {
@@ -116,23 +135,22 @@ func (b *bench) runOfflineOne(ctx context.Context, s string, r int) offlineRun {
 	if w, _ := offlineWindow(s, o.window); w != 0 {
 		args = append(args, "-window", strconv.Itoa(w))
 	}
-	run.dirty[0], run.dirty[1] = settleDisk()
-	cpu0, io0, disk0 := treeCPU(srv.PID()), treeIO(srv.PID()), diskWrittenBytes()
+	run.dirty = dirtyKiB()
+	cpu0, io0 := treeUsage(srv.PID())
+	disk0 := diskWrittenBytes()
 	busy0, total0 := cpuTicks()
-	began := time.Now()
+	self0, began := cpuNow(), time.Now()
 	c, err := startChild(ctx, args, env.passwords(acc[0]))
 	var p proc
 	if err == nil {
 		run.res, p, err = c.wait()
 	}
+	run.wall = time.Since(began).Seconds()
 	run.err = err
-	run.serverCPU = treeCPU(srv.PID()) - cpu0
-	run.serverIO = treeIO(srv.PID()).Sub(io0)
+	cpu1, io1 := treeUsage(srv.PID())
+	run.serverCPU, run.serverIO = cpu1-cpu0, io1.Sub(io0)
 	run.diskW = diskWrittenBytes() - disk0
-	if busy1, total1 := cpuTicks(); total1 > total0 {
-		wall := time.Since(began).Seconds()
-		run.otherLoad = max(0, float64(busy1-busy0)/clockTicks-run.serverCPU-p.CPU) / wall
-	}
+	run.otherLoad = otherCores(busy0, total0, run.wall, run.serverCPU+p.CPU+(cpuNow()-self0).Seconds())
 	run.load = loadavg()
 	return run
 }
@@ -178,8 +196,8 @@ func reportOffline(w io.Writer, n int, runs []offlineRun) {
 				float64(r.res.HeapAfter-r.res.HeapBefore)/float64(p), float64(r.res.RSSAfter-r.res.RSSBefore)/float64(p),
 				float64(r.res.RSSFreed-r.res.RSSBefore)/float64(p))
 		}
-		fmt.Fprintf(w, "    round %d %-17s %6.1f s (%.0f msg/s%s), written in %.1f s, server CPU %.1f s (%.0f%% of the time), sender CPU %.2f s, other load %.2f cores, load %s%s%s\n",
+		fmt.Fprintf(w, "    round %d %-17s %6.1f s (%.0f msg/s%s), written in %.1f s, server CPU %.1f s (%.0f%% of the run), sender CPU %.2f s, other load %.2f cores, load %s; %s%s%s\n",
 			r.round, r.sender, r.res.ToServer, float64(n)/max(r.res.ToServer, 1e-9), ratio, r.res.Written, r.serverCPU,
-			100*r.serverCPU/max(r.res.ToServer, 1e-9), r.res.CPU, r.otherLoad, r.load, mem, errText)
+			100*r.busyShare(), r.res.CPU, r.otherLoad, r.load, r.ioLine(n), mem, errText)
 	}
 }

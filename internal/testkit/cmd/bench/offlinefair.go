@@ -2,51 +2,53 @@ package main
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // offlineOrder returns the senders of round r (from 1) in the order they
-// run: the list rotated by r-1, so that every sender runs first equally
-// often (with two senders the order alternates: AB, BA, AB …). With a
-// fixed order the same sender always ran right after the other, on the
-// machine as the other left it (its files being written back, the page
-// cache, the load it drew).
+// run. Round pairs take the list rotated by one more place each pair, the
+// second round of a pair in reverse: with two senders AB, BA, BA, AB …,
+// with three all six orders in six rounds, so that over 2n rounds (n
+// senders) every sender runs first equally often and right after each
+// other sender equally often. With a fixed order the same sender always ran
+// right after the same other one, on the machine as that one left it (the
+// page cache, the load it drew).
 func offlineOrder(senders []string, round int) []string {
-	if len(senders) == 0 {
+	n := len(senders)
+	if n == 0 {
 		return nil
 	}
-	k := (round - 1) % len(senders)
-	return append(append([]string(nil), senders[k:]...), senders[:k]...)
-}
-
-// settleDisk writes back every dirty page of the machine (sync(2), which
-// returns once they are written) and returns the machine's dirty and
-// writeback memory before and after it, in KiB: a run then does not pay for
-// the writeback of the runs before it (Prosody appends its archive without
-// fsync, so a run's files are written back while later runs go on).
-func settleDisk() (before, after int64) {
-	before = dirtyKiB()
-	syscall.Sync()
-	return before, dirtyKiB()
+	r := max(round, 1) - 1
+	k := (r / 2) % n
+	o := append(append([]string(nil), senders[k:]...), senders[:k]...)
+	if r%2 == 1 {
+		slices.Reverse(o)
+	}
+	return o
 }
 
 // dirtyKiB returns Dirty plus Writeback of /proc/meminfo, in KiB (0 if
-// unreadable).
+// unreadable): the machine's data waiting for writeback when a run starts.
 func dirtyKiB() int64 {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0
 	}
+	return parseDirty(string(b))
+}
+
+// parseDirty returns Dirty plus Writeback, in KiB, from the text of
+// /proc/meminfo.
+func parseDirty(meminfo string) int64 {
 	var n int64
-	for line := range strings.Lines(string(b)) {
+	for line := range strings.Lines(meminfo) {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok || (k != "Dirty" && k != "Writeback") {
 			continue
 		}
-		f := strings.Fields(v)
-		if len(f) > 0 {
+		if f := strings.Fields(v); len(f) > 0 {
 			x, _ := strconv.ParseInt(f[0], 10, 64)
 			n += x
 		}
@@ -54,30 +56,41 @@ func dirtyKiB() int64 {
 	return n
 }
 
-// diskWrittenBytes returns the bytes written to the machine's whole disks
-// so far (/proc/diskstats, sectors of 512 bytes; partitions, loop and ram
-// devices left out), 0 if unreadable.
+// diskWrittenBytes returns the bytes written so far to the machine's
+// physical disks (/proc/diskstats), 0 if unreadable.
 func diskWrittenBytes() int64 {
 	b, err := os.ReadFile("/proc/diskstats")
 	if err != nil {
 		return 0
 	}
+	return parseDiskWritten(string(b), physicalDisk)
+}
+
+// parseDiskWritten sums the sectors written (512 bytes each, field 10 of
+// /proc/diskstats) of the devices that disk accepts.
+func parseDiskWritten(diskstats string, disk func(name string) bool) int64 {
 	var sectors int64
-	for line := range strings.Lines(string(b)) {
+	for line := range strings.Lines(diskstats) {
 		f := strings.Fields(line)
-		if len(f) < 10 {
-			continue
-		}
-		name := f[2]
-		if strings.HasPrefix(name, "loop") || strings.HasPrefix(name, "ram") {
-			continue
-		}
-		// A whole disk has /sys/block/<name>; a partition does not.
-		if _, err := os.Stat("/sys/block/" + strings.ReplaceAll(name, "/", "!")); err != nil {
+		if len(f) < 10 || !disk(f[2]) {
 			continue
 		}
 		n, _ := strconv.ParseInt(f[9], 10, 64)
 		sectors += n
 	}
 	return sectors * 512
+}
+
+// physicalDisk reports whether the block device name is a whole physical
+// disk: listed in /sys/block (not a partition), not virtual (loop, ram,
+// zram, device-mapper and md devices live under /sys/devices/virtual) and
+// not stacked on other devices (its writes would count twice).
+func physicalDisk(name string) bool {
+	dir := "/sys/block/" + strings.ReplaceAll(name, "/", "!")
+	target, err := os.Readlink(dir)
+	if err != nil || strings.Contains(target, "/virtual/") {
+		return false
+	}
+	slaves, _ := os.ReadDir(dir + "/slaves")
+	return len(slaves) == 0
 }

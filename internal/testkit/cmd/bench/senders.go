@@ -18,7 +18,8 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	if env.resp != nil {
 		before, _ = env.resp.stats(ctx)
 	}
-	cpu0, self0, io0 := treeCPU(pg), cpuNow(), treeIO(pg)
+	cpu0, io0 := treeUsage(pg)
+	self0 := cpuNow()
 	busy0, total0 := cpuTicks()
 	began := time.Now()
 	var r run
@@ -75,11 +76,8 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 			r.res, r.proc, r.err = c.wait()
 		}
 	}
-	r.serverCPU = treeCPU(pg) - cpu0
-	r.serverIO = treeIO(pg).Sub(io0)
-	self := (cpuNow() - self0).Seconds()
-	busy1, total1 := cpuTicks()
-	wall := time.Since(began).Seconds()
+	cpu1, io1 := treeUsage(pg)
+	r.serverCPU, r.serverIO = cpu1-cpu0, io1.Sub(io0)
 	var respCPU float64
 	if env.resp != nil {
 		if after, err := env.resp.stats(ctx); err == nil {
@@ -87,12 +85,10 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 			respCPU = after.CPU - before.CPU
 		}
 	}
-	if total1 > total0 && wall > 0 {
-		// Busy CPU time of the whole machine, minus ours: what other
-		// processes took during the run, in cores.
-		busy := float64(busy1-busy0) / clockTicks
-		r.otherLoad = max(0, busy-r.serverCPU-r.proc.CPU-respCPU-self) / wall
-	}
+	// Busy CPU time of the whole machine, minus ours (server, sender,
+	// responder, this program): what other processes took during the run.
+	self := (cpuNow() - self0).Seconds()
+	r.otherLoad = otherCores(busy0, total0, time.Since(began).Seconds(), r.serverCPU+r.proc.CPU+respCPU+self)
 	return r
 }
 

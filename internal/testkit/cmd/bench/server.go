@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
-
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
