@@ -140,6 +140,17 @@
 // stream management). The window allows Window stanzas per round trip;
 // raise it on links with a long round trip.
 //
+// Lower it for bulk sending through a Prosody 0.12 that archives every
+// message: 256 stanzas of about 300 bytes are ten times the 8 KiB that
+// Prosody reads at once, and while more than one read waits in its input
+// it pauses its reads for as long as it spent processing the last one, so
+// it runs at most half the time, as for a sender without a window. With
+// Window 32 it does not pause, and 20,000 messages to an offline account
+// took 0.24–0.70 of plain mellium's time in loaded runs (0.37–0.94 with
+// 256). It is not the default: where the server is quick a window of 32
+// costs the sender about a quarter more CPU per message (an <r/> every
+// 12–16 stanzas instead of every 100 or more, and a wake-up per <a/>).
+//
 // Pace returns a Slot, released after the write. The window counts the
 // stanzas written and not acknowledged plus the slots out, so it holds for
 // any number of concurrent senders on a connection (an HTTP gateway's, for
