@@ -55,6 +55,9 @@ type Config struct {
 	failApply func(*store.Batch) error
 	// listLag, if positive, replaces the lag of listing listLag (tests).
 	listLag int64
+	// noBatch makes the writer write the WAL as SQLite does, two writes
+	// per frame (tests, benchmarks; see walbatch.go).
+	noBatch bool
 }
 
 // Store is a store.Store on an SQLite file.
@@ -150,7 +153,7 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 	if !shared {
 		vfs = "&vfs=" + exclusiveVFS
 	}
-	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)" + vfs
+	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)"
 	for _, p := range cfg.pragmas {
 		params += "&_pragma=" + p
 	}
@@ -159,7 +162,16 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 		return nil, err
 	}
 	defer probe.Close()
-	w, err := openWriter(path + params)
+	// The writer's WAL writes are batched (see walbatch.go).
+	wvfs := vfs
+	if !cfg.noBatch {
+		name, err := batchVFS(strings.TrimPrefix(vfs, "&vfs="))
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		}
+		wvfs = "&vfs=" + name
+	}
+	w, err := openWriter(path + params + wvfs)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
