@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,10 +17,7 @@ import (
 // before it, and the feed and the histories read them back so.
 func TestChangesMultiRow(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTemp(t)
 	defer s.Close()
 	const n = 100
 	var created int64 // the cursor of the last message's creation
@@ -43,7 +39,7 @@ func TestChangesMultiRow(t *testing.T) {
 	for i := range 10 {
 		more.Changes = append(more.Changes, store.Change{ID: fmt.Sprintf("m%d", i), State: tracking.DeliveredToRecipient})
 	}
-	err = s.write(ctx, func(w *writer) error {
+	err := s.write(ctx, func(w *writer) error {
 		for _, b := range []*store.Batch{acks, fresh, more} {
 			if err := w.apply(b); err != nil {
 				return err

@@ -21,6 +21,16 @@ func message(id string) store.Message {
 		Raw: []byte(`<message id="` + id + `"/>`)}
 }
 
+// openTemp opens a store on a new file in a temporary directory.
+func openTemp(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestOpenBadFiles opens files that are not stores: each gives a clear
 // error at Open, never a panic, and the file is left as it was.
 func TestOpenBadFiles(t *testing.T) {
@@ -186,10 +196,7 @@ func TestDiskFull(t *testing.T) {
 // again once the database is writable.
 func TestReadOnly(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTemp(t)
 	defer s.Close()
 	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("m1")}}); err != nil {
 		t.Fatal(err)

@@ -117,15 +117,12 @@ func TestCacheRowReused(t *testing.T) {
 // leaves neither the change nor a trace of it in the cache.
 func TestCacheRolledBack(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTemp(t)
 	defer s.Close()
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("m")}})
 	boom := errors.New("boom")
 	// The committer is idle between commits; the test stands in for it.
-	err = s.write(ctx, func(w *writer) error {
+	err := s.write(ctx, func(w *writer) error {
 		if err := w.apply(change("m", tracking.SeenByRecipient)); err != nil {
 			return err
 		}
@@ -149,10 +146,7 @@ func TestCacheRolledBack(t *testing.T) {
 // sessions, alone and in a group with other batches.
 func TestDuplicateWritesNothing(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTemp(t)
 	defer s.Close()
 	owner := store.Instance{Account: "a@example.org"}
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("m"), message("other")}})

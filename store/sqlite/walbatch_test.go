@@ -28,10 +28,7 @@ func walWrites() int {
 // and a commit of many state changes alike.
 func TestWALOneWritePerCommit(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTemp(t)
 	defer s.Close()
 	commit := func(b *store.Batch) int {
 		t.Helper()

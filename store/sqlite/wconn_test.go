@@ -137,10 +137,7 @@ func TestRollbackFails(t *testing.T) {
 // same connection, and that commit and the ones after it succeed.
 func TestStrayTransaction(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTemp(t)
 	defer s.Close()
 	if _, err := s.w.ExecContext(ctx, "BEGIN"); err != nil {
 		t.Fatal(err)
