@@ -288,7 +288,7 @@ func (w *writer) apply(b *store.Batch) error {
 		}
 		res, err := w.c.exec(insMsg,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
-			micros(m.Created), micros(m.Deadline), int64(m.State), settled, micros(m.Created), int64(m.State))
+			micros(m.Created), micros(m.Deadline), int64(m.State), settled)
 		if err != nil {
 			return err
 		}
@@ -419,14 +419,16 @@ func (w *writer) insertChanges() error {
 }
 
 // flush inserts the queued change rows and writes each changed message
-// row once. The update checks that the row is still the one it was (id,
+// row once. The update checks that the row is still the one it was (n,
 // state, settled): if not, the cache was stale and the transaction is
-// refused with errStale.
+// refused with errStale. The row's n, the cursor of the message's
+// creation, is never given to another message (cursors are never reused,
+// see Prune), so it needs no id check besides.
 func (w *writer) flush() error {
 	if err := w.insertChanges(); err != nil {
 		return err
 	}
-	for id, r := range w.rows {
+	for _, r := range w.rows {
 		if !r.dirty {
 			continue
 		}
@@ -440,11 +442,11 @@ func (w *writer) flush() error {
 		var err error
 		switch {
 		case r.updated == 0:
-			res, err = w.c.exec(setSeq, seq, r.n, id, int64(r.was.state), r.was.settled)
+			res, err = w.c.exec(setSeq, seq, r.n, int64(r.was.state), r.was.settled)
 		case !r.cur.settled:
-			res, err = w.c.exec(updMsg, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
+			res, err = w.c.exec(updMsg, int64(r.cur.state), r.updated, seq, r.n, int64(r.was.state))
 		default:
-			res, err = w.c.exec(settleMsg, int64(r.cur.state), r.updated, seq, r.n, id, int64(r.was.state))
+			res, err = w.c.exec(settleMsg, int64(r.cur.state), r.updated, seq, r.n, int64(r.was.state))
 		}
 		if err != nil {
 			return err
@@ -511,7 +513,7 @@ const (
 	// sqlInsMsg inserts a message unlisted (see listing).
 	sqlInsMsg = `INSERT INTO messages
 		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first, listed)
-		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 0)
+		VALUES (` + sqlLastCursor + ` + 1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12, ?9, ?11, 0)
 		ON CONFLICT (id) DO NOTHING`
 	sqlExists  = `SELECT 1 FROM messages WHERE id = ?`
 	sqlLastCur = `SELECT ` + sqlLastCursor
@@ -520,11 +522,11 @@ const (
 	// (a sequence number is stored whatever the state); the updates of a
 	// change (sqlUpdMsg, sqlSettleMsg) are what must never apply to a
 	// state other than the one they were computed from.
-	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND id = ?3 AND state = ?4 AND settled = ?5`
+	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND state = ?3 AND settled = ?4`
 	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
-		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
+		WHERE n = ?4 AND state = ?5 AND settled = 0`
 	sqlSettleMsg = `UPDATE messages SET state = ?1, settled = 1, updated = ?2, raw = NULL, seq = coalesce(?3, seq)
-		WHERE n = ?4 AND id = ?5 AND state = ?6 AND settled = 0`
+		WHERE n = ?4 AND state = ?5 AND settled = 0`
 	sqlUpSession = `INSERT INTO sessions
 		(account, resource, jid, smid, location, max, inbound, outbound, acked, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
