@@ -76,7 +76,18 @@
 //
 // What a message costs the server is mostly per transaction (the flush,
 // the call's set-up): a group commit's transaction carries the Commit
-// calls that queued while the previous one ran. A Store has one group
+// calls that queued while the previous one ran, and the committer waits
+// for the callers that the previous transaction answered to come back
+// with their next batch (groupcommit's Refill): a service sending from
+// many goroutines, each writing ahead, sending and writing ahead again,
+// then shares one transaction per round instead of two alternating
+// halves. It waits only after a group of 4 or more batches, at most half
+// the previous transaction's duration and never more than 2 ms: a
+// sequential sender never waits, and a lone Commit after a burst waits
+// once. Measured on the bench (ejabberd, 32 sending goroutines) it took
+// the transactions per message from about 0.062 to 0.042 and cut the
+// server's and the sender's CPU per message (see docs/benchmarks.md,
+// "Waiting for the answered callers"). A Store has one group
 // commit in flight: a second one, on a connection of its own, would
 // overlap a group's row work with the previous group's flush, but it
 // splits the waiting Commit calls between two smaller groups, and

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 )
@@ -59,7 +60,28 @@ type Queue struct {
 	// inline, if set (see Inline), is the commit function that a Commit
 	// call finding the queue empty and the committer idle runs itself.
 	inline func(group []*Request)
+	// refill: see Refill.
+	refill bool
 }
+
+// Refill makes the committer wait, before a group commit, for the callers
+// that the previous one answered: a loop of concurrent senders (each
+// Commit call followed by the next) then shares one transaction per round
+// instead of splitting into two halves that alternate, the callers queued
+// while a commit ran and those it answered. It waits only after a group
+// of at least refillMin requests, for as many requests as the previous
+// group and those queued meanwhile, and at most half the previous
+// commit's duration (at most refillMax): a sequential caller never waits,
+// and a lone caller after a burst waits once. Worth it where a
+// transaction's fixed cost is large against the callers' time between two
+// commits (a database server's round trip, flush and call set-up); call
+// Refill before Run.
+func (q *Queue) Refill() { q.refill = true }
+
+const (
+	refillMin = 4
+	refillMax = 2 * time.Millisecond
+)
 
 // Inline makes a Commit call that finds no batch queued and the committer
 // idle run commit on its own goroutine, with its batch alone, instead of
@@ -152,6 +174,9 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 // it is given; requests whose caller gave up are left out.
 func (q *Queue) Run(commit func(group []*Request)) {
 	group := make([]*Request, 0, MaxGroup)
+	target := 0 // with Refill: the requests expected in the next group
+	var took time.Duration
+	var timer *time.Timer
 	for {
 		select {
 		case <-q.life.Done():
@@ -173,6 +198,9 @@ func (q *Queue) Run(commit func(group []*Request)) {
 				break more
 			}
 		}
+		if len(group) < target {
+			group = q.fill(group, target, min(took/2, refillMax), &timer)
+		}
 		live := group[:0]
 		for _, r := range group {
 			if r.state.CompareAndSwap(queued, taken) {
@@ -181,10 +209,38 @@ func (q *Queue) Run(commit func(group []*Request)) {
 		}
 		if len(live) > 0 {
 			q.busy.Lock()
+			began := time.Now()
 			commit(live)
+			took = time.Since(began)
 			q.busy.Unlock()
+		}
+		target = 0
+		if q.refill && len(live) >= refillMin {
+			target = min(len(q.reqs)+len(live), MaxGroup)
 		}
 		q.pending.Add(-int32(len(group)))
 		clear(group)
 	}
+}
+
+// fill adds requests to group as they come, until it holds target or wait
+// has passed (see Refill). *timer is the committer's, made on first use.
+func (q *Queue) fill(group []*Request, target int, wait time.Duration, timer **time.Timer) []*Request {
+	if *timer == nil {
+		*timer = time.NewTimer(wait)
+	} else {
+		(*timer).Reset(wait)
+	}
+	defer (*timer).Stop()
+	for len(group) < target {
+		select {
+		case r := <-q.reqs:
+			group = append(group, r)
+		case <-(*timer).C:
+			return group
+		case <-q.life.Done():
+			return group
+		}
+	}
+	return group
 }

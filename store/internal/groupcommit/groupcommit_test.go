@@ -3,10 +3,12 @@ package groupcommit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -258,5 +260,97 @@ func TestNoOvertaking(t *testing.T) {
 	defer mu.Unlock()
 	if len(order) != 3 || order[0] != "first" || order[1] != "queued" || order[2] != "third" {
 		t.Errorf("committed %v, want [first queued third]", order)
+	}
+}
+
+// runSleeping runs q's committer with a commit function that takes d (a
+// transaction) and answers every request; it returns the size of each
+// group it was handed, safe to read once the callers' Commits returned.
+func runSleeping(q *Queue, d time.Duration) *[]int {
+	var sizes []int
+	go q.Run(func(group []*Request) {
+		sizes = append(sizes, len(group))
+		time.Sleep(d)
+		for _, r := range group {
+			r.Answer(nil)
+		}
+	})
+	return &sizes
+}
+
+// TestRefill: with Refill, callers committing in a loop share one group
+// per round once the first two groups are past. Without it they split
+// into the callers queued while a commit ran and those it answered.
+func TestRefill(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		life, stop := context.WithCancel(context.Background())
+		defer stop()
+		q := New(life)
+		q.Refill()
+		sizes := runSleeping(q, time.Millisecond)
+		const callers, rounds = 8, 20
+		var wg sync.WaitGroup
+		for c := range callers {
+			wg.Go(func() {
+				for i := range rounds {
+					if err := q.Commit(context.Background(), batch(fmt.Sprint(c, "-", i))); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		got := *sizes
+		if len(got) > rounds+2 {
+			t.Errorf("%d groups for %d rounds of %d callers: %v", len(got), rounds, callers, got)
+		}
+		for i, n := range got[2 : len(got)-1] {
+			if n != callers {
+				t.Errorf("group %d holds %d requests, want all %d callers: %v", i+2, n, callers, got)
+				break
+			}
+		}
+	})
+}
+
+// TestRefillBounded: after a burst, a lone caller's group waits at most
+// half the previous commit's duration, capped at refillMax, and only
+// once; a sequential caller never waits.
+func TestRefillBounded(t *testing.T) {
+	for _, d := range []time.Duration{time.Millisecond, 10 * time.Millisecond} {
+		synctest.Test(t, func(t *testing.T) {
+			life, stop := context.WithCancel(context.Background())
+			defer stop()
+			q := New(life)
+			q.Refill()
+			runSleeping(q, d)
+			took := func(id string) time.Duration {
+				began := time.Now()
+				if err := q.Commit(context.Background(), batch(id)); err != nil {
+					t.Fatal(err)
+				}
+				return time.Since(began)
+			}
+			for i := range 3 { // sequential
+				if got := took(fmt.Sprint("s", i)); got != d {
+					t.Errorf("commit %d of a sequential caller took %v, want %v", i, got, d)
+				}
+			}
+			// A burst: 8 callers queue while a commit runs, and share
+			// the next group.
+			var wg sync.WaitGroup
+			wg.Go(func() { took("first") })
+			synctest.Wait()
+			for c := range 8 {
+				wg.Go(func() { took(fmt.Sprint("b", c)) })
+			}
+			wg.Wait()
+			if got, want := took("lone"), d+min(d/2, refillMax); got != want {
+				t.Errorf("a lone commit after a burst took %v, want %v", got, want)
+			}
+			if got := took("next"); got != d {
+				t.Errorf("the next lone commit took %v, want %v", got, d)
+			}
+		})
 	}
 }
