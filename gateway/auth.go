@@ -31,7 +31,7 @@ func newTokenSet(tokens []string) tokenSet {
 	var s tokenSet
 	for _, t := range tokens {
 		if t = strings.TrimSpace(t); t != "" {
-			h := sha256.Sum256([]byte(t))
+			h := hashToken(t)
 			s.hashes = append(s.hashes, h)
 			s.ids = append(s.ids, idOf(h))
 		}

@@ -92,17 +92,26 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*bytes.Buffe
 			return nil, newProblem("unsupported-media", "Content-Type is "+ct)
 		}
 	}
+	if r.ContentLength > limit {
+		// Refused unread: no "100 Continue" that invites the client to
+		// send it, and on HTTP/1.x the connection closes after the
+		// answer rather than net/http reading the rest.
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		return nil, bodyTooLarge(limit)
+	}
 	buf := bodyPool.Get().(*bytes.Buffer)
 	var err error
 	tooLarge := false
-	if r.ContentLength >= 0 && r.ContentLength <= limit {
+	if r.ContentLength >= 0 {
 		// The usual case: net/http's body ends at its Content-Length,
 		// within the limit. Read without http.MaxBytesReader (an
 		// allocation per request), still bounded in case a server that
 		// is not net/http's lets a body run past its Content-Length.
 		tooLarge, err = readLimited(buf, r.Body, limit)
 	} else {
-		// Unknown or declared too long: http.MaxBytesReader also tells
+		// Of unknown length (chunked): http.MaxBytesReader also tells
 		// net/http to close the connection rather than read the rest.
 		_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 		var mb *http.MaxBytesError
@@ -110,9 +119,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*bytes.Buffe
 	}
 	if tooLarge {
 		putBody(buf)
-		p := newProblem("body-too-large", fmt.Sprintf("the body is limited to %d bytes", limit))
-		p.Limit = fmt.Sprint(limit)
-		return nil, p
+		return nil, bodyTooLarge(limit)
 	}
 	if err != nil {
 		putBody(buf)
@@ -125,6 +132,12 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*bytes.Buffe
 		return nil, newProblem("malformed-json", "the body is not valid UTF-8")
 	}
 	return buf, nil
+}
+
+func bodyTooLarge(limit int64) *problem {
+	p := newProblem("body-too-large", fmt.Sprintf("the body is limited to %d bytes", limit))
+	p.Limit = fmt.Sprint(limit)
+	return p
 }
 
 // readLimited reads body to its end into buf, at most limit+1 bytes, and

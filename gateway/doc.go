@@ -244,16 +244,19 @@
 // and starts it there). The usual body of POST /v1/messages
 // (string members without escape sequences) is decoded without
 // encoding/json, at a tenth of its cost; any other body is decoded by
-// encoding/json, which gives every error. Apart from net/http's own, a
-// plain POST allocates only what it keeps (the decoded fields, the
-// recipient's parsed JID, the message id and the live tracker entry: 9
-// objects, 10 for a recipient with a resource, TestPostAllocations): a body within its Content-Length is read
-// into a pooled buffer without a limiting reader (http.MaxBytesReader only
-// when the length is unknown or over the limit), a recipient already in
-// normalized form is kept as given, the token is hashed from a copy on the
-// stack, and with a store the record's status is a value. The answer has
-// two headers, which net/http copies once the status is written, and no
-// Content-Length of ours: written whole before the handler returns, it
+// encoding/json, which gives every error. With a Store, and apart from
+// what net/http and the account's XMPP client allocate, a plain POST
+// allocates only what it keeps: the decoded fields, the recipient's parsed
+// JID, the message id and the live tracker entry (9 objects, 10 for a
+// recipient with a resource; the in-memory record adds the message's
+// status and history). A body within its Content-Length is read into a
+// pooled buffer without a limiting reader (http.MaxBytesReader only for a
+// body of unknown length; one declared over the limit is refused unread,
+// without "100 Continue", and on HTTP/1.x the connection closes after the
+// answer), a recipient already in normalized form is kept as given, and the
+// token is hashed from a copy on the stack. The answer has two headers,
+// which net/http copies once the status is written, and no Content-Length
+// of ours: written whole before the handler returns, it
 // gets net/http's. The gateway serves whatever protocol
 // its http.Server speaks; HTTP/2 without TLS (http.Server.Protocols) cost
 // net/http's server more CPU per request than HTTP/1.1 where it was tried,

@@ -21,13 +21,13 @@ var (
 // the feed of changes with cursors, and idempotency keys. The in-memory
 // record below is the default; a durable one sits on a store.
 type record interface {
-	// create stores a new message, st, in IN_TRANSIT since st.Created (its
-	// History is left empty: the record adds that first change). With a
-	// non-empty key already used by the same scope, it returns the message
-	// stored then and created false (errIdemMismatch if the request hash
-	// differs). st and out are values, so that a record that keeps nothing
-	// (the store's, whose clients record their messages) costs the caller
-	// no allocation.
+	// create stores a new message, st (its History empty), in IN_TRANSIT
+	// since st.Created: the in-memory record keeps it with that first
+	// change; the store's keeps nothing (its clients record their
+	// messages). With a non-empty key already used by the same scope, it
+	// returns the message stored then and created false (errIdemMismatch
+	// if the request hash differs). st and out are values, so that the
+	// store's record costs the caller no allocation.
 	create(ctx context.Context, st Status, key string, hash [32]byte) (out Status, created bool, err error)
 	// change appends a change to a message's history and to the feed.
 	change(ctx context.Context, id string, c Change) (Event, error)
@@ -105,7 +105,7 @@ func (m *memRecord) create(_ context.Context, st Status, key string, hash [32]by
 				return Status{}, false, errIdemMismatch
 			}
 			if old, ok := m.msgs[k.id]; ok {
-				return *copyStatus(old), false, nil
+				return copyStatusValue(old), false, nil
 			}
 		}
 	}
@@ -125,8 +125,8 @@ func (m *memRecord) create(_ context.Context, st Status, key string, hash [32]by
 	}
 	m.appendLocked(s, Change{State: State(tracking.InTransit), At: st.Created})
 	m.pruneLocked()
-	// A shallow copy: the first change of a history never changes, and
-	// the caller reads only that.
+	// A shallow copy whose history is its first change, which never
+	// changes (callers read none of it).
 	out := *s
 	out.History = s.History[:1:1]
 	return out, true, nil
@@ -256,11 +256,17 @@ func (m *memRecord) wait(ctx context.Context, after Cursor) error {
 func (m *memRecord) ping(context.Context) error { return nil }
 
 func copyStatus(s *Status) *Status {
+	c := copyStatusValue(s)
+	return &c
+}
+
+// copyStatusValue is copyStatus as a value.
+func copyStatusValue(s *Status) Status {
 	c := *s
 	c.History = slices.Clone(s.History)
 	if s.SendAt != nil {
 		t := *s.SendAt
 		c.SendAt = &t
 	}
-	return &c
+	return c
 }

@@ -143,11 +143,16 @@ func (g *Gateway) validateCommon(c common, o *outgoing) *problem {
 }
 
 // jidString returns j.String() for j parsed from s: s itself when s is
-// already the normalized form (the usual case), which costs no allocation
-// (j.String() costs two), else j.String().
+// already the normalized form with no part over 32 bytes (the usual case),
+// which costs no allocation (j.String() costs two), else j.String().
 func jidString(s string, j jid.JID) string {
-	// Parts of up to 32 bytes that do not escape are converted on the
-	// stack.
+	// Below, parts of up to 32 bytes are converted on the stack; a longer
+	// one would be copied to the heap, and j.String() costs less then.
+	if len(s) > 32 {
+		if l, d, r, err := jid.SplitString(s); err != nil || len(l) > 32 || len(d) > 32 || len(r) > 32 {
+			return j.String()
+		}
+	}
 	l, d, r := j.Localpart(), j.Domainpart(), j.Resourcepart()
 	rest := s
 	if l != "" {
