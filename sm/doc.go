@@ -146,10 +146,11 @@
 // it pauses its reads for as long as it spent processing the last one, so
 // it runs at most half the time, as for a sender without a window. With
 // Window 32 it does not pause, and 20,000 messages to an offline account
-// took 0.24–0.70 of plain mellium's time in loaded runs (0.37–0.94 with
-// 256). It is not the default: where the server is quick a window of 32
-// costs the sender about a quarter more CPU per message (an <r/> every
-// 12–16 stanzas instead of every 100 or more, and a wake-up per <a/>).
+// took 0.20–0.70 of plain mellium's time in five loaded rounds (0.37–2.37
+// with 256). It is not the default: where the server is quick a window of 32
+// costs the sender about a quarter more CPU per message: the stream is
+// choppier, and Prosody and we each request acks five to seven times as
+// often (a wake-up and a write per <r/> and <a/>).
 //
 // Pace returns a Slot, released after the write. The window counts the
 // stanzas written and not acknowledged plus the slots out, so it holds for
