@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"syscall"
 	"testing"
 	"time"
 
@@ -60,7 +59,7 @@ func TestIntegrationKilledRecipientMarkers(t *testing.T) {
 		if proxy.Freeze() != 1 {
 			t.Fatal("bob's connection was not frozen")
 		}
-		if err := syscall.Kill(bob1.PID(), syscall.SIGKILL); err != nil {
+		if err := bob1.Kill(); err != nil {
 			t.Fatal(err)
 		}
 		<-bob1.Done()

@@ -6,9 +6,10 @@ import (
 	"runtime"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 )
 
 // newID returns a 16-character id, the shape the client generates.
@@ -260,8 +261,4 @@ func BenchmarkBurstDispatch(b *testing.B) {
 }
 
 // processCPU returns the CPU time (user and system) of the process so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func processCPU() time.Duration { return procio.SelfCPU() }

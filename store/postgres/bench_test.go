@@ -11,10 +11,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -150,13 +150,7 @@ func (c cpuMeter) report(b *testing.B, msgs int64) {
 	b.ReportMetric(float64((treeCPU(c.pid)-c.db).Microseconds())/float64(msgs), "db-µs/msg")
 }
 
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func selfCPU() time.Duration { return procio.SelfCPU() }
 
 // treeCPU is the user+system CPU of pid and its live children.
 func treeCPU(pid int) time.Duration {

@@ -11,10 +11,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -205,8 +205,7 @@ func benchClient(b *testing.B, senders int, gather time.Duration, ackLag, rcptLa
 		return true
 	}
 	var lat []time.Duration
-	var cpu0 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+	cpu0 := procio.SelfCPU()
 	b.ReportAllocs()
 	b.ResetTimer()
 	if senders == 1 {
@@ -242,12 +241,8 @@ func benchClient(b *testing.B, senders int, gather time.Duration, ackLag, rcptLa
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	var cpu1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
-	us := func(r syscall.Rusage) float64 {
-		return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e3
-	}
-	b.ReportMetric((us(cpu1)-us(cpu0))/float64(b.N), "cpu-us/msg")
+	cpu := procio.SelfCPU() - cpu0
+	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-us/msg")
 	if senders > 1 {
 		return
 	}

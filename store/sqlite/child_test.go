@@ -29,9 +29,6 @@ func TestMain(m *testing.M) {
 	case "opener":
 		childOpener(os.Getenv("XMPPTRACK_SQLITE_PATH"), os.Getenv("XMPPTRACK_SQLITE_PREFIX") == "shared")
 		os.Exit(0)
-	case "fsize":
-		childFileSize(os.Getenv("XMPPTRACK_SQLITE_PATH"))
-		os.Exit(0)
 	}
 	if f := systemChildren[os.Getenv("XMPPTRACK_SQLITE_CHILD")]; f != nil {
 		f(os.Getenv("XMPPTRACK_SQLITE_PATH"))

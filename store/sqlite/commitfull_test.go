@@ -1,3 +1,5 @@
+//go:build unix
+
 package sqlite
 
 import (
@@ -13,6 +15,8 @@ import (
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
+
+func init() { systemChildren["fsize"] = childFileSize }
 
 // childFileSize runs TestCommitTimeFull's steps in a process of its own
 // (the file size limit is the whole process's), printing "error ..." for
@@ -42,7 +46,7 @@ func childFileSize(p string) {
 	var old syscall.Rlimit
 	syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old)
 	lim := old
-	lim.Cur = uint64(fi.Size()) // the WAL cannot grow: the next frames fail at COMMIT
+	setLimit(&lim.Cur, fi.Size()) // the WAL cannot grow: the next frames fail at COMMIT
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
 		fmt.Println("error", err)
 		return
@@ -100,3 +104,7 @@ func TestCommitTimeFull(t *testing.T) {
 		t.Fatal("the child ended early")
 	}
 }
+
+// setLimit sets a resource limit's value, whose type is uint64 on Linux and
+// int64 on FreeBSD.
+func setLimit[T int64 | uint64](limit *T, v int64) { *limit = T(v) }

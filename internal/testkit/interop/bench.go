@@ -135,7 +135,7 @@ func RunAioxmppBench(ctx context.Context, opts BenchOptions) (BenchResult, error
 	cmd := exec.CommandContext(ctx, Python, args...)
 	cmd.Dir = dir
 	cmd.Env = pythonEnv([]string{"XT_PASSWORD=" + opts.Password})
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	newGroup(cmd)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = stopGrace
 	var stdout bytes.Buffer

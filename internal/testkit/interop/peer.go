@@ -227,7 +227,7 @@ func startProcess(kind Kind, dir, script string, args, extraEnv []string) (*Peer
 	cmd := exec.Command(Python, append([]string{filepath.Join(dir, script)}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = pythonEnv(extraEnv)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	newGroup(cmd)
 	p := &Peer{
 		kind:    kind,
 		dir:     dir,
@@ -350,6 +350,11 @@ func (p *Peer) Ready() Event {
 // PID returns the Python process ID.
 func (p *Peer) PID() int { return p.cmd.Process.Pid }
 
+// Kill ends the peer's process at once (SIGKILL on Unix), as a crash would:
+// it leaves without closing its stream. Stop still removes its directory.
+// A peer already reaped is not signalled.
+func (p *Peer) Kill() error { return p.cmd.Process.Kill() }
+
 // Done is closed once the process has exited and been reaped.
 func (p *Peer) Done() <-chan struct{} { return p.done }
 
@@ -393,7 +398,7 @@ func (p *Peer) stop() error {
 		case <-timer.C:
 			errs = append(errs, fmt.Errorf("interop: %s peer (pid %d) ignored SIGTERM for %v; killed", p.kind, p.PID(), stopGrace))
 			// The group leader is not reaped yet, so the group is still ours.
-			syscall.Kill(-p.PID(), syscall.SIGKILL)
+			killGroup(p.cmd.Process)
 			timer.Reset(10 * time.Second)
 			select {
 			case <-p.done:

@@ -1,6 +1,9 @@
 package procio
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestParseCounters(t *testing.T) {
 	c := ParseCounters("rchar: 1915\nwchar: 12\nsyscr: 7\nsyscw: 3\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n")
@@ -16,5 +19,20 @@ func TestParseCounters(t *testing.T) {
 	}
 	if a := c.Add(c); a != (Counters{RChar: 3830, WChar: 24, SyscR: 14, SyscW: 6, ReadBytes: 8192, WriteBytes: 16384}) {
 		t.Errorf("Add = %+v", a)
+	}
+}
+
+// TestSelfCPU: the process's CPU time is read (not 0) and grows with work.
+func TestSelfCPU(t *testing.T) {
+	c0 := SelfCPU()
+	deadline := time.Now().Add(10 * time.Second)
+	x := 0
+	for SelfCPU() <= c0 {
+		for i := range 1 << 20 {
+			x += i
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SelfCPU stayed at %v through 10 s of work (%d)", c0, x)
+		}
 	}
 }

@@ -55,6 +55,20 @@
 // of this start for a failed bind while it waits (Prosody runs on without its
 // port), and launches again on a new port, up to five times.
 //
+// # Systems
+//
+// The harness runs servers on Unix systems: it needs process groups, signals,
+// setuid credentials (as root) and flock. Linux adds pidfds (no signal to a
+// reused PID), Pdeathsig and /proc (the listener's owner, the Erlang VM's
+// PID); elsewhere a descendant is signalled by PID after the same parent
+// check where /proc exists, and only the reaper kills a server's group when
+// the harness dies. On other systems (Windows) the package compiles, but
+// [Available], [PostgresAvailable], [Launch] and [LaunchPostgres] return an
+// error wrapping [errors.ErrUnsupported] that says why, so [Start] and
+// [StartPostgres] skip the test with that reason (or fail it under CI=true),
+// like a missing binary. The harness's own tests of process groups, port
+// locks and orphaned servers are built on Unix (or Linux) only.
+//
 // # Server differences
 //
 // With NoMAM, Prosody still attaches XEP-0359 stanza-ids to group chat

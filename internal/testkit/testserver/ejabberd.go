@@ -207,7 +207,7 @@ func chownEjabberd(dir string) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(path, int(cred.Uid), int(cred.Gid))
+		return os.Lchown(path, int(cred.uid), int(cred.gid))
 	})
 }
 
@@ -269,7 +269,7 @@ func (e *ejabberd) command(s *Server, bin string) *exec.Cmd {
 	if os.Geteuid() == 0 {
 		// binary() checked that the user exists.
 		if cred, err := credentialOf("ejabberd"); err == nil {
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+			runAs(cmd, cred)
 			// What su would set; HOME is the server's directory, so that
 			// nothing is read from or written to the ejabberd user's home.
 			cmd.Env = append(os.Environ(), "HOME="+s.dir, "USER=ejabberd", "LOGNAME=ejabberd", "SHELL=/bin/sh")

@@ -28,7 +28,7 @@ type Postgres struct {
 	dir  string // the temporary directory; data in dir/data
 	bin  string // directory of initdb, postgres and psql
 	port int
-	cred *syscall.Credential // nil: run as ourselves
+	cred *credential // nil: run as ourselves
 	logf func(format string, args ...any)
 
 	life    sync.Mutex // serializes Stop and Restart
@@ -71,6 +71,9 @@ func postgresBin() (string, error) {
 
 // PostgresAvailable reports why PostgreSQL cannot be started here, or nil.
 func PostgresAvailable() error {
+	if err := supported(); err != nil {
+		return err
+	}
 	_, err := postgresBin()
 	return err
 }
@@ -108,6 +111,9 @@ func LaunchPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error
 // launchPostgres is LaunchPostgres with the port reservation given (tests
 // hand out taken ports with it).
 func launchPostgres(ctx context.Context, opts PostgresOptions, reserve func() (int, error)) (*Postgres, error) {
+	if err := supported(); err != nil {
+		return nil, err
+	}
 	bin, err := postgresBin()
 	if err != nil {
 		return nil, err
@@ -158,7 +164,7 @@ func (p *Postgres) setup(ctx context.Context, opts PostgresOptions) error {
 		if err != nil {
 			return fmt.Errorf("testserver: no unprivileged user to run PostgreSQL: %w", err)
 		}
-		if err := os.Chown(p.dir, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+		if err := os.Chown(p.dir, int(p.cred.uid), int(p.cred.gid)); err != nil {
 			return fmt.Errorf("testserver: %w", err)
 		}
 	}
@@ -167,7 +173,7 @@ func (p *Postgres) setup(ctx context.Context, opts PostgresOptions) error {
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(p.bin, "initdb"), "-D", p.dataDir(), "-U", "postgres",
 		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	runAs(cmd, p.cred)
 	cmd.Dir = p.dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("testserver: initdb: %v\n%s", err, out)
@@ -202,7 +208,7 @@ func (p *Postgres) dataDir() string { return filepath.Join(p.dir, "data") }
 func (p *Postgres) start(ctx context.Context) error {
 	cmd := exec.Command(filepath.Join(p.bin, "postgres"), "-D", p.dataDir(), "-p", strconv.Itoa(p.port))
 	cmd.Dir = p.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	runAs(cmd, p.cred)
 	// In the process group of a reaper (see reaper). The postmaster's
 	// children change their group, but exit when they see it die.
 	pr, err := startGuarded(cmd, p.dir)
@@ -373,7 +379,7 @@ func (p *Postgres) stopProcess() error {
 	case <-timer.C:
 	}
 	p.log("testserver: postgres (pid %d) ignored SIGINT, killing its process group", pid)
-	if err := syscall.Kill(-pr.reaper.pgid(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := signalGroup(pr.reaper.pgid(), syscall.SIGKILL); err != nil {
 		return fmt.Errorf("testserver: killing postgres (pid %d): %w", pid, err)
 	}
 	timer.Reset(10 * time.Second)

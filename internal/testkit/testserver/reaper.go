@@ -5,7 +5,6 @@ import (
 	"io"
 	"os/exec"
 	"sync"
-	"syscall"
 )
 
 // reaperScript is the program of a reaper (run by /bin/sh, $1 the server's
@@ -62,7 +61,7 @@ type reaper struct {
 // startReaper starts a reaper for a server whose directory is dir.
 func startReaper(dir string) (*reaper, error) {
 	cmd := exec.Command("/bin/sh", "-c", reaperScript, "xmpptrack-reaper", dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	newGroup(cmd)
 	w, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("testserver: reaper: %w", err)
@@ -89,20 +88,14 @@ func (r *reaper) sweep() {
 
 // startGuarded starts cmd, with the process attributes the harness needs,
 // in the process group of a new reaper (see reaper), and returns it as a
-// process whose done channel closes once it is reaped. cmd.SysProcAttr may
-// carry a Credential.
+// process whose done channel closes once it is reaped. cmd may have been
+// given a user to run as (runAs).
 func startGuarded(cmd *exec.Cmd, dir string) (*process, error) {
 	r, err := startReaper(dir)
 	if err != nil {
 		return nil, err
 	}
-	attr := cmd.SysProcAttr
-	if attr == nil {
-		attr = &syscall.SysProcAttr{}
-	}
-	attr.Setpgid, attr.Pgid = true, r.pgid()
-	setDeathSignal(attr) // on Linux: the kernel kills it too when we die
-	cmd.SysProcAttr = attr
+	joinGroup(cmd, r.pgid())
 	p := &process{cmd: cmd, done: make(chan struct{}), out: &tail{max: 64 << 10}, reaper: r}
 	if cmd.Stdout == nil && cmd.Stderr == nil { // tests set their own
 		cmd.Stdout, cmd.Stderr = p.out, p.out

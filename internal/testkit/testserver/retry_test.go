@@ -1,3 +1,5 @@
+//go:build unix
+
 package testserver
 
 import (
@@ -147,39 +149,5 @@ func takenFirst(taken int) func() (int, error) {
 			return taken, nil
 		}
 		return reservePort()
-	}
-}
-
-// TestLogWatch: the check for a failed bind reads only what the current run
-// added to the log, and matches a line written in two pieces.
-func TestLogWatch(t *testing.T) {
-	s := &Server{kind: Prosody, flavor: prosody{}, dir: t.TempDir()}
-	name := filepath.Join(s.dir, "prosody.log")
-	write := func(text string) {
-		f, err := os.OpenFile(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.WriteString(text)
-		f.Close()
-	}
-	write("portmanager error Failed to open server port 1 on 127.0.0.1, this port is in use by another application\n")
-	p := &process{out: &tail{max: 1 << 10}}
-	w := s.watchLogs()
-	if w.bindFailed(p) {
-		t.Fatal("an earlier run's failure counted")
-	}
-	write("startup info Hello\nportmanager error Failed to open ser")
-	if w.bindFailed(p) {
-		t.Fatal("half a line matched")
-	}
-	write("ver port 2 on 127.0.0.1\n")
-	if !w.bindFailed(p) {
-		t.Fatal("a failure written in two pieces was not seen")
-	}
-	w = s.watchLogs()
-	p.out.Write([]byte("Address already in use\n"))
-	if !w.bindFailed(p) {
-		t.Fatal("a failure in the process's output was not seen")
 	}
 }

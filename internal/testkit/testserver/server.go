@@ -130,6 +130,9 @@ func newFlavor(kind Kind) (flavor, error) {
 
 // Available reports why kind cannot be started here, or nil if it can.
 func Available(kind Kind) error {
+	if err := supported(); err != nil {
+		return err
+	}
 	f, err := newFlavor(kind)
 	if err != nil {
 		return err
@@ -180,9 +183,11 @@ func require(t testing.TB, what string, err error) {
 	t.Skipf("testserver: %s not available: %v", what, err)
 }
 
-// credentialOf returns the user and group IDs of a local user, for
-// SysProcAttr.Credential.
-func credentialOf(name string) (*syscall.Credential, error) {
+// credential is a local user's user and group IDs (see runAs).
+type credential struct{ uid, gid uint32 }
+
+// credentialOf returns the user and group IDs of a local user.
+func credentialOf(name string) (*credential, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
 		return nil, err
@@ -192,7 +197,7 @@ func credentialOf(name string) (*syscall.Credential, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("testserver: user %s: %w", name, err)
 	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+	return &credential{uid: uint32(uid), gid: uint32(gid)}, nil
 }
 
 // Launch starts a server and returns once its port accepts connections and
@@ -204,6 +209,9 @@ func Launch(ctx context.Context, kind Kind, opts Options) (*Server, error) {
 // launch is Launch with the reservation of the client and HTTP ports given
 // (tests hand out taken ports with it).
 func launch(ctx context.Context, kind Kind, opts Options, reserve func() (int, error)) (*Server, error) {
+	if err := supported(); err != nil {
+		return nil, err
+	}
 	f, err := newFlavor(kind)
 	if err != nil {
 		return nil, err
@@ -430,7 +438,7 @@ func (s *Server) stopProcess() error {
 	// The group's leader, the reaper, is not reaped yet, so the group is
 	// still ours.
 	s.logf("testserver: %s (pid %d) ignored SIGTERM for %v, killing its process group", s.kind, pid, s.flavor.grace())
-	if err := syscall.Kill(-p.reaper.pgid(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := signalGroup(p.reaper.pgid(), syscall.SIGKILL); err != nil {
 		return fmt.Errorf("testserver: killing %s (pid %d): %w", s.kind, pid, err)
 	}
 	timer.Reset(10 * time.Second)
@@ -614,7 +622,7 @@ func (p *process) signal(target int, sig syscall.Signal) {
 	case target == p.cmd.Process.Pid:
 		p.cmd.Process.Signal(sig)
 	case target < 0:
-		syscall.Kill(target, sig)
+		signalGroup(-target, sig)
 	default:
 		p.signalDescendant(target, sig)
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 )
 
 // Roles of the child processes (the -role flag).
@@ -213,13 +215,7 @@ func childMain(args []string) int {
 }
 
 // cpuNow returns the user+system CPU time of this process.
-func cpuNow() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuNow() time.Duration { return procio.SelfCPU() }
 
 // rssNow returns this process's resident set in bytes (VmRSS).
 func rssNow() int64 {

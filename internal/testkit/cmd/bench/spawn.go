@@ -124,9 +124,7 @@ func (c *child) wait() (result, proc, error) {
 	p.Wall = time.Since(c.start).Seconds()
 	if st := c.cmd.ProcessState; st != nil {
 		p.CPU = (st.UserTime() + st.SystemTime()).Seconds()
-		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-			p.MaxRSS = ru.Maxrss << 10 // KiB on Linux
-		}
+		p.MaxRSS = maxRSS(st)
 	}
 	switch {
 	case !got:

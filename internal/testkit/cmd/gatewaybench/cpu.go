@@ -7,8 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 )
 
 // clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ, 100 on
@@ -69,13 +70,7 @@ func cpuEnd(p pidSet) cpuUse {
 	return u
 }
 
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func selfCPU() time.Duration { return procio.SelfCPU() }
 
 // others reads the CPU times of the other processes, in one scan of /proc.
 func others(p pidSet) cpuUse {
