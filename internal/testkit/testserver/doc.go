@@ -28,7 +28,10 @@
 // A server is started in the foreground ("prosody -F", "ejabberdctl
 // foreground" run as the ejabberd user, "postgres -D") and stopped by its PID:
 // SIGTERM (SIGINT for PostgreSQL), then SIGKILL to its process group after a
-// grace period, then the process is reaped and the directory removed. Nothing
+// grace period, then the process is reaped and the directory removed. A start
+// that fails is stopped so too, but within the start-up bound
+// ([Options].StartTimeout, 60 s for PostgreSQL): its group gets SIGKILL when
+// the bound ends, so Launch returns once the kernel has reaped it. Nothing
 // outside the temporary directory is written and only 127.0.0.1 is bound
 // (ejabberd also binds its Erlang distribution port on 127.0.0.1; no epmd is
 // started).

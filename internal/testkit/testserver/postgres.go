@@ -145,7 +145,7 @@ func launchPostgres(ctx context.Context, opts PostgresOptions, reserve func() (i
 	}
 	if err != nil {
 		logs := p.Logs()
-		p.Stop()
+		p.stop(ctx) // within the start-up bound
 		return nil, fmt.Errorf("%w\n--- postgres log tail ---\n%s", err, logs)
 	}
 	p.log("testserver: postgres on %s (pid %d, dir %s) ready in %v", p.Addr(), p.PID(), p.dir, time.Since(began).Round(time.Millisecond))
@@ -241,7 +241,7 @@ func (p *Postgres) start(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		p.stopProcess()
+		p.stopProcess(ctx) // within the start-up bound
 		return fmt.Errorf("testserver: postgres on port %d: %w", p.port, err)
 	}
 	return nil
@@ -317,7 +317,7 @@ func (p *Postgres) Restart(ctx context.Context) error {
 func (p *Postgres) Halt() error {
 	p.life.Lock()
 	defer p.life.Unlock()
-	return p.stopProcess()
+	return p.stopProcess(context.Background())
 }
 
 // Resume starts a halted server again.
@@ -334,7 +334,10 @@ func (p *Postgres) Resume(ctx context.Context) error {
 }
 
 // Stop stops the server and removes its directory. It is idempotent.
-func (p *Postgres) Stop() error {
+func (p *Postgres) Stop() error { return p.stop(context.Background()) }
+
+// stop is Stop, with SIGKILL at the latest when ctx ends.
+func (p *Postgres) stop(ctx context.Context) error {
 	p.life.Lock()
 	defer p.life.Unlock()
 	p.mu.Lock()
@@ -344,7 +347,7 @@ func (p *Postgres) Stop() error {
 	}
 	p.stopped = true
 	p.mu.Unlock()
-	err := p.stopProcess()
+	err := p.stopProcess(ctx)
 	if p.port != 0 {
 		releasePort(p.port)
 	}
@@ -355,40 +358,16 @@ func (p *Postgres) Stop() error {
 }
 
 // stopProcess asks for a fast shutdown (SIGINT), then kills the process
-// group after 10 s, and reaps the postmaster.
-func (p *Postgres) stopProcess() error {
+// group after 10 s, or when ctx ends if that is earlier, and reaps the
+// postmaster.
+func (p *Postgres) stopProcess(ctx context.Context) error {
 	p.mu.Lock()
 	pr := p.proc
 	p.mu.Unlock()
 	if pr == nil {
 		return nil
 	}
-	defer pr.reaper.sweep()
-	select {
-	case <-pr.done:
-		return nil
-	default:
-	}
-	pid := pr.cmd.Process.Pid
-	pr.signal(pid, syscall.SIGINT)
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-pr.done:
-		return nil
-	case <-timer.C:
-	}
-	p.log("testserver: postgres (pid %d) ignored SIGINT, killing its process group", pid)
-	if err := signalGroup(pr.reaper.pgid(), syscall.SIGKILL); err != nil {
-		return fmt.Errorf("testserver: killing postgres (pid %d): %w", pid, err)
-	}
-	timer.Reset(10 * time.Second)
-	select {
-	case <-pr.done:
-		return nil
-	case <-timer.C:
-		return fmt.Errorf("testserver: postgres (pid %d) did not exit after SIGKILL", pid)
-	}
+	return pr.stop(ctx, "postgres", pr.cmd.Process.Pid, syscall.SIGINT, 10*time.Second, p.log)
 }
 
 func (p *Postgres) log(format string, args ...any) {

@@ -68,8 +68,9 @@ type Options struct {
 	// Debug raises the server's log level to debug.
 	Debug bool
 
-	// StartTimeout bounds start-up, account creation included.
-	// Zero means 30 s.
+	// StartTimeout bounds start-up, account creation included, and the
+	// stop of a start that failed: a server still running when it ends
+	// gets SIGKILL, whatever its grace period. Zero means 30 s.
 	StartTimeout time.Duration
 
 	// Logf receives progress messages of the harness (not the server's log).
@@ -216,6 +217,12 @@ func launch(ctx context.Context, kind Kind, opts Options, reserve func() (int, e
 	if err != nil {
 		return nil, err
 	}
+	return launchFlavor(ctx, kind, f, opts, reserve)
+}
+
+// launchFlavor is launch with the flavor given (tests start fake servers
+// with it).
+func launchFlavor(ctx context.Context, kind Kind, f flavor, opts Options, reserve func() (int, error)) (*Server, error) {
 	bin, err := f.binary()
 	if err != nil {
 		return nil, fmt.Errorf("testserver: %s not available: %w", kind, err)
@@ -276,7 +283,7 @@ func launch(ctx context.Context, kind Kind, opts Options, reserve func() (int, e
 	}
 	if err != nil {
 		logs := s.Logs()
-		s.Stop()
+		s.stop(ctx) // within the start-up bound
 		return nil, fmt.Errorf("%w\n--- %s log tail ---\n%s", err, kind, logs)
 	}
 	s.startup = time.Since(began)
@@ -341,7 +348,7 @@ func (s *Server) startProcess(ctx context.Context) error {
 	}
 	if err != nil {
 		err = portTakenIf(err, logs.bindFailed(p))
-		s.stopProcess()
+		s.stopProcess(ctx) // within the start-up bound
 		return fmt.Errorf("testserver: %s on port %d: %w", s.kind, s.port, err)
 	}
 	return nil
@@ -349,7 +356,10 @@ func (s *Server) startProcess(ctx context.Context) error {
 
 // Stop stops the server (SIGTERM, then SIGKILL to its process group after a
 // grace period), reaps it and removes its directory. It is idempotent.
-func (s *Server) Stop() error {
+func (s *Server) Stop() error { return s.stop(context.Background()) }
+
+// stop is Stop, with SIGKILL at the latest when ctx ends.
+func (s *Server) stop(ctx context.Context) error {
 	s.life.Lock()
 	defer s.life.Unlock()
 	s.mu.Lock()
@@ -359,7 +369,7 @@ func (s *Server) Stop() error {
 	}
 	s.stopped = true
 	s.mu.Unlock()
-	err := s.stopProcess()
+	err := s.stopProcess(ctx)
 	s.flavor.release()
 	if s.port != 0 {
 		releasePort(s.port)
@@ -392,7 +402,7 @@ func (s *Server) Restart(ctx context.Context) error {
 	if stopped {
 		return errors.New("testserver: Restart after Stop")
 	}
-	if err := s.stopProcess(); err != nil {
+	if err := s.stopProcess(context.Background()); err != nil {
 		return err
 	}
 	if err := s.flavor.configure(s); err != nil {
@@ -408,46 +418,18 @@ func (s *Server) Restart(ctx context.Context) error {
 	return nil
 }
 
-// stopProcess stops the current process, if any, and waits until it is reaped.
-func (s *Server) stopProcess() error {
+// stopProcess stops the current process, if any, and waits until it is
+// reaped. SIGKILL comes after the flavor's grace period, or when ctx ends
+// if that is earlier (see process.stop).
+func (s *Server) stopProcess(ctx context.Context) error {
 	s.mu.Lock()
 	p := s.proc
 	s.mu.Unlock()
 	if p == nil {
 		return nil
 	}
-	// Once the server is reaped, its reaper kills any straggler of its group.
-	defer p.reaper.sweep()
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	pid := p.cmd.Process.Pid
-	target := s.flavor.termTarget(pid, p.reaper.pgid())
-	began := time.Now()
-	p.signal(target, s.flavor.signal())
-	timer := time.NewTimer(s.flavor.grace())
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		s.logf("testserver: %s (pid %d) stopped in %v", s.kind, pid, time.Since(began).Round(time.Millisecond))
-		return nil
-	case <-timer.C:
-	}
-	// The group's leader, the reaper, is not reaped yet, so the group is
-	// still ours.
-	s.logf("testserver: %s (pid %d) ignored SIGTERM for %v, killing its process group", s.kind, pid, s.flavor.grace())
-	if err := signalGroup(p.reaper.pgid(), syscall.SIGKILL); err != nil {
-		return fmt.Errorf("testserver: killing %s (pid %d): %w", s.kind, pid, err)
-	}
-	timer.Reset(10 * time.Second)
-	select {
-	case <-p.done:
-		return nil
-	case <-timer.C:
-		return fmt.Errorf("testserver: %s (pid %d) did not exit after SIGKILL", s.kind, pid)
-	}
+	target := s.flavor.termTarget(p.cmd.Process.Pid, p.reaper.pgid())
+	return p.stop(ctx, string(s.kind), target, s.flavor.signal(), s.flavor.grace(), s.logf)
 }
 
 // RegisterAccount creates another account on the running server. An empty
@@ -625,6 +607,50 @@ func (p *process) signal(target int, sig syscall.Signal) {
 		signalGroup(-target, sig)
 	default:
 		p.signalDescendant(target, sig)
+	}
+}
+
+// killWait bounds the wait for a process to be reaped after SIGKILL.
+const killWait = 10 * time.Second
+
+// stop ends the process, named name in messages, and waits until it is
+// reaped: sig to target (see signal), then SIGKILL to its process group
+// after grace, or as soon as ctx ends if that comes first (a failed start
+// is stopped within its start-up bound, however long the grace), then at
+// most killWait for the end. Once it is reaped, its reaper kills any
+// straggler of the group.
+func (p *process) stop(ctx context.Context, name string, target int, sig syscall.Signal, grace time.Duration, logf func(string, ...any)) error {
+	defer p.reaper.sweep()
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	pid := p.cmd.Process.Pid
+	began := time.Now()
+	p.signal(target, sig)
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		logf("testserver: %s (pid %d) stopped in %v", name, pid, time.Since(began).Round(time.Millisecond))
+		return nil
+	case <-timer.C:
+		logf("testserver: %s (pid %d) ignored its stop signal (%v) for %v, killing its process group", name, pid, sig, grace)
+	case <-ctx.Done():
+		logf("testserver: %s (pid %d) still ran after its stop signal (%v) when its start-up bound ended, killing its process group", name, pid, sig)
+	}
+	// The group's leader, the reaper, is not reaped yet, so the group is
+	// still ours.
+	if err := signalGroup(p.reaper.pgid(), syscall.SIGKILL); err != nil {
+		return fmt.Errorf("testserver: killing %s (pid %d): %w", name, pid, err)
+	}
+	timer.Reset(killWait)
+	select {
+	case <-p.done:
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("testserver: %s (pid %d) did not exit after SIGKILL", name, pid)
 	}
 }
 
