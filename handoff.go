@@ -12,6 +12,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
+	"github.com/xmpptrack/xmpptrack/sm"
 )
 
 // handOff hands a stanza to the application's Handler, which runs on the
@@ -109,21 +110,26 @@ func (c *Client) writeOut(b *tokbuf.Buffer) {
 	defer c.waitEnd()
 	for len(elems) > 0 {
 		n := min(len(elems), max(c.unackedRoom(), 0))
+		var slot sm.Slot
 		if n == 0 {
-			if c.sm.Reserve(c.ctx) != nil {
+			var err error
+			if slot, err = c.sm.Reserve(c.ctx); err != nil {
 				return
 			}
 			n = 1
 		}
 		s, err := c.waitSession(c.ctx, nil, true)
 		if err != nil {
+			slot.Release()
 			return
 		}
 		rs := make([]xml.TokenReader, n)
 		for i := range rs {
 			rs[i] = &tokenSlice{toks: elems[i]}
 		}
-		if _, err := wire.Write(c.ctx, s, rs...); err != nil {
+		_, err = wire.Write(c.ctx, s, rs...)
+		slot.Release()
+		if err != nil {
 			c.log.Debug("xmpptrack: Config.Handler's output not written", "err", err)
 			return
 		}

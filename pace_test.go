@@ -187,7 +187,7 @@ func TestSendLeavesNoSlot(t *testing.T) {
 		defer cancel()
 		s, err := c.sm.Pace(ctx)
 		if err != nil || !s.Held() {
-			t.Fatalf("after %s, the window's place is taken: %v, %v", after, s, err)
+			t.Fatalf("after %s, the window's place is taken: %v, %v", after, s.Held(), err)
 		}
 		s.Release()
 	}
@@ -199,7 +199,7 @@ func TestSendLeavesNoSlot(t *testing.T) {
 	free("a failed write-ahead")
 	held, err := c.sm.Pace(waitCtx(t)) // the window is full
 	if err != nil || !held.Held() {
-		t.Fatal(held, err)
+		t.Fatal(held.Held(), err)
 	}
 	ctx, cancel := context.WithTimeout(waitCtx(t), 50*time.Millisecond)
 	defer cancel()
@@ -231,7 +231,7 @@ func TestSendWaitingSurvivesConnEnds(t *testing.T) {
 		sendAcked(t, c, Message{To: bob})
 		held, err := c.sm.Pace(ctx) // the window's one place, kept across connections
 		if err != nil || !held.Held() {
-			t.Fatal(held, err)
+			t.Fatal(held.Held(), err)
 		}
 		errc := make(chan error, 1)
 		go func() {

@@ -255,8 +255,9 @@ func (r *recipient) run() {
 			// StreamManagement.MaxUnacked, so a peer's requests cannot grow
 			// the queue of unacknowledged stanzas past it.
 			room := r.c.unackedRoom()
+			var slot sm.Slot
 			if room <= 0 {
-				if r.c.sm.Reserve(r.c.ctx) != nil {
+				if slot, err = r.c.sm.Reserve(r.c.ctx); err != nil {
 					return
 				}
 				room = 1
@@ -266,6 +267,7 @@ func (r *recipient) run() {
 				rs = append(rs, a.stanza())
 			}
 			n, err := wire.Write(r.c.ctx, s, rs...)
+			slot.Release()
 			next += n
 			if err != nil {
 				r.c.log.Debug("xmpptrack: answers not written; writing them on the next connection",

@@ -158,9 +158,10 @@ func (c *Client) resolve(e *doubt) (send func(), ok bool) {
 // as Send would have: a failure ends its tracker ABORTED.
 func (c *Client) sendStored(t *tracking.MessageTracker, m Message, payload *tokbuf.Buffer) {
 	conv := c.convs.Conv(m.To)
-	err := c.sm.Reserve(c.ctx)
+	room, err := c.sm.Reserve(c.ctx)
 	if err == nil {
 		err = c.writeMessage(c.ctx, t.ID(), m, payload)
+		room.Release()
 	}
 	if err != nil {
 		c.log.Debug("xmpptrack: a message in doubt found stored was not sent", "id", t.ID(), "err", err)

@@ -225,10 +225,14 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 	if err != nil {
 		return nil, err
 	}
-	if err := c.sm.Reserve(ctx); err != nil {
+	room, err := c.sm.Reserve(ctx)
+	if err != nil {
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
+	// Given back once the message is written (the queue holds it then)
+	// or will not be.
+	defer room.Release()
 	if c.dur != nil {
 		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window), h); err != nil {
 			// Nothing was sent: the tracker goes, unreported, unless its

@@ -271,11 +271,15 @@ func TestReserveBlocksWhenFull(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if err := st.Reserve(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := st.Reserve(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Reserve on a full queue: %v", err)
 		}
 		done := make(chan error, 1)
-		go func() { done <- st.Reserve(context.Background()) }()
+		go func() {
+			slot, err := st.Reserve(context.Background())
+			slot.Release()
+			done <- err
+		}()
 		synctest.Wait()
 		select {
 		case err := <-done:

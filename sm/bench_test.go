@@ -165,8 +165,24 @@ func BenchmarkPace(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s, err := st.Pace(ctx)
-		if err != nil || s == (Slot{}) {
-			b.Fatal(s, err)
+		if err != nil || !s.Held() {
+			b.Fatal(s.Held(), err)
+		}
+		s.Release()
+	}
+}
+
+// BenchmarkReserve measures Reserve and Slot.Release for a sender that
+// finds room in the queue (MaxUnacked), as a sequential sender mostly
+// does.
+func BenchmarkReserve(b *testing.B) {
+	st := New(Config{})
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := st.Reserve(ctx)
+		if err != nil || !s.Held() {
+			b.Fatal(s.Held(), err)
 		}
 		s.Release()
 	}

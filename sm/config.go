@@ -143,10 +143,10 @@ type Config struct {
 	IdleProbe time.Duration
 
 	// MaxUnacked bounds the stanzas kept for re-sending: Reserve blocks
-	// while this many stanzas wait for an ack. 0 means DefaultMaxUnacked.
-	// Stanzas written without Reserve (mellium's own replies, other
-	// packages) are still kept, so the queue may exceed it by those and by
-	// the number of goroutines that passed Reserve at the same time.
+	// while this many stanzas wait for an ack or were reserved (Slots out).
+	// 0 means DefaultMaxUnacked. Stanzas written without Reserve (mellium's
+	// own replies, other packages) are still kept, so the queue may exceed
+	// it by those.
 	MaxUnacked int
 	// Window bounds the stanzas in flight on a connection (written, not yet
 	// acknowledged) that Pace lets through; see DefaultWindow for why a

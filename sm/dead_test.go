@@ -189,8 +189,10 @@ func TestDeadWhileWriterBlocked(t *testing.T) {
 			go func() {
 				var err error
 				for i := 0; err == nil; i++ {
-					if err = st.Reserve(t.Context()); err == nil {
+					var slot Slot
+					if slot, err = st.Reserve(t.Context()); err == nil {
 						err = c.sess.Send(t.Context(), msgReader(fmt.Sprint("b", i)))
+						slot.Release()
 					}
 				}
 				sent <- err

@@ -48,9 +48,9 @@
 //	}()
 //	// 5. Optionally wait for that answer (and the re-sends it releases).
 //	err = st.WaitEnabled(ctx)
-//	// 6. Only now may the application send on s (st.Reserve before each
-//	//    send). When Serve has returned, reconnect (with backoff) and
-//	//    start again at 1.
+//	// 6. Only now may the application send on s (st.Reserve and st.Pace
+//	//    before each send, releasing their Slots after it). When Serve
+//	//    has returned, reconnect (with backoff) and start again at 1.
 //
 // If NewSession or Start fails, close the connection and reconnect: nothing
 // is lost, the state keeps every unacknowledged stanza. Start must run
@@ -161,6 +161,14 @@
 // goes back to the window when released; a caller whose ctx ends while it
 // waits takes none. A caller whose connection ends while it waits gets
 // ErrConnEnded, and paces again on the next connection.
+//
+// Reserve hands out places in the queue of stanzas kept for re-sending
+// (Config.MaxUnacked) the same way, across connections: its Slot is
+// released after the write too, an ack lets through as many waiting
+// callers as it made room for, in the order they came, and MaxUnacked
+// holds for any number of concurrent senders. A Slot is released once: it
+// must not be copied (go vet reports copies), and a copy released after
+// the original is caught and ignored.
 //
 // # Dead connections
 //
@@ -390,7 +398,7 @@
 // When the connection breaks, Serve returns and sends on the old session
 // fail. The stanzas written before stay queued: no callback fires for them
 // while disconnected, Info().Unacked counts them, and Reserve blocks once
-// MaxUnacked are waiting. The client reconnects with backoff; the server
+// MaxUnacked are waiting or reserved. The client reconnects with backoff; the server
 // keeps the stream resumable for Info().Max after the loss (reconnect well
 // within it, to Info().Location if set and trusted). After a successful
 // resumption, Start reports the stanzas <resumed/> acknowledged and

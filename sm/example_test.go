@@ -75,7 +75,7 @@ func Example_connect() {
 		log.Fatal(err)
 	}
 	// The application may send on s from now on, calling st.Reserve(ctx)
-	// and st.Pace(ctx) before each send, and releasing Pace's Slot after
+	// and st.Pace(ctx) before each send, and releasing their Slots after
 	// it.
 	err = st.Serve(s, nil)
 	conn.Close()

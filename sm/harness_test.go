@@ -875,9 +875,11 @@ func mustDial(t testing.TB, srv *fakeServer, st *State, inner xmpp.Handler) *cli
 func sendMsg(t testing.TB, st *State, s *xmpp.Session, id string) {
 	t.Helper()
 	ctx := context.Background()
-	if err := st.Reserve(ctx); err != nil {
+	slot, err := st.Reserve(ctx)
+	if err != nil {
 		t.Fatalf("reserve: %v", err)
 	}
+	defer slot.Release()
 	raw := fmt.Sprintf(`<message xmlns='jabber:client' to='peer@example.org' id='%s' type='chat'><body>hi %s</body></message>`, id, id)
 	if err := s.Send(ctx, xml.NewDecoder(strings.NewReader(raw))); err != nil {
 		t.Fatalf("send %s: %v", id, err)

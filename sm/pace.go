@@ -3,7 +3,6 @@ package sm
 import (
 	"context"
 	"fmt"
-	"log/slog"
 )
 
 // DefaultWindow is the default Config.Window. Measured against Prosody
@@ -30,90 +29,6 @@ func (c Config) window() int {
 		return -1
 	}
 	return min(c.Window, maxMaxUnacked)
-}
-
-// pacing is the state of Pace, guarded by st.mu: the slots it handed out
-// and the callers waiting for one.
-type pacing struct {
-	// admitted counts the slots handed out and not released: callers that
-	// may be about to write a stanza the queue does not hold yet.
-	admitted int
-	// waiting holds the callers that wait for a slot, first come first
-	// served from head on, with those that left (skipped when their turn
-	// comes); live counts the others. The served prefix is reclaimed as
-	// the list grows, and the whole list once nobody waits.
-	waiting []*paceWaiter
-	head    int
-	live    int
-}
-
-// paceWaiter is a caller waiting in Pace.
-type paceWaiter struct {
-	ch   chan struct{} // closed when the caller is handed a slot
-	left bool          // the caller left without one
-}
-
-// push adds w at the end of the list, first reclaiming the entries that
-// are no longer waiting (the served prefix and those that left) when they
-// are at least half the list, so each entry is copied at most once on
-// average.
-func (p *pacing) push(w *paceWaiter) {
-	if n := len(p.waiting); n > 0 && n-p.live >= n/2 {
-		k := 0
-		for _, pw := range p.waiting[p.head:] {
-			if !pw.left {
-				p.waiting[k] = pw
-				k++
-			}
-		}
-		clear(p.waiting[k:])
-		p.waiting, p.head = p.waiting[:k], 0
-	}
-	p.waiting = append(p.waiting, w)
-	p.live++
-}
-
-// resetIfIdle empties the list once nobody waits.
-func (p *pacing) resetIfIdle() {
-	if p.live == 0 {
-		clear(p.waiting)
-		p.waiting, p.head = p.waiting[:0], 0
-	}
-}
-
-// A Slot is a place in the window that Pace gave its caller. Release it
-// once the stanza it was for is written (the queue then holds the stanza),
-// when the write failed, or when the caller decides not to write: until
-// then the window counts it as in flight. Release it once: keep it in one
-// variable and release through that (Release clears it). Releasing a copy
-// as well widens the window by one while other slots are out; it is only
-// noticed (logged at error level) when the count would go below zero. The
-// zero Slot, which Pace returns when the window does not apply, holds
-// nothing.
-type Slot struct{ st *State }
-
-// Held reports whether s holds a place in the window.
-func (s Slot) Held() bool { return s.st != nil }
-
-// Release gives the slot back to the window. Calling it again through the
-// same variable, or on the zero Slot, does nothing.
-func (s *Slot) Release() {
-	st := s.st
-	if st == nil {
-		return
-	}
-	s.st = nil
-	st.mu.Lock()
-	st.pace.admitted--
-	under := st.pace.admitted < 0
-	if under {
-		st.pace.admitted = 0
-	}
-	st.paceLocked()
-	st.mu.Unlock()
-	if under {
-		st.logAt(slog.LevelError, "sm: more Slots released than handed out (a copy released too?): the window was wider by one until now, and this caller may not be the one at fault")
-	}
 }
 
 // Pace waits until the window of the current connection has room for one
@@ -160,16 +75,16 @@ func (st *State) Pace(ctx context.Context) (Slot, error) {
 	p := &st.pace
 	if p.live == 0 && st.queue.len()+p.admitted < w {
 		p.admitted++
-		st.mu.Unlock()
-		return Slot{st}, nil
+		defer st.mu.Unlock()
+		return st.slotLocked(p), nil
 	}
-	pw := &paceWaiter{ch: make(chan struct{})}
+	pw := &waiter{ch: make(chan struct{})}
 	p.push(pw)
 	st.mu.Unlock()
 	var err error
 	select {
 	case <-pw.ch:
-		return Slot{st}, nil
+		return newSlot(st, p), nil
 	case <-c.done:
 		err = errPaceConnEnded
 	case <-ctx.Done():
@@ -189,18 +104,13 @@ var errPaceConnEnded = fmt.Errorf("sm: the connection ended while waiting for ro
 // connection (errPaceConnEnded) or of its ctx woke. A slot handed to it
 // meanwhile is kept in the first case, and goes to the next waiter in the
 // second.
-func (st *State) leavePaceLocked(pw *paceWaiter, err error) (Slot, error) {
+func (st *State) leavePaceLocked(pw *waiter, err error) (Slot, error) {
 	p := &st.pace
-	select {
-	case <-pw.ch: // handed a slot (under st.mu, which the caller holds)
+	if p.leave(pw) {
 		if err == errPaceConnEnded {
-			return Slot{st}, nil // written on the next connection
+			return st.slotLocked(p), nil // written on the next connection
 		}
 		p.admitted--
-	default:
-		pw.left = true
-		p.live--
-		p.resetIfIdle()
 	}
 	st.paceLocked() // whatever changed, room goes to whoever waits
 	return Slot{}, err
@@ -208,23 +118,11 @@ func (st *State) leavePaceLocked(pw *paceWaiter, err error) (Slot, error) {
 
 // paceLocked hands slots to the callers waiting in Pace, in order, while
 // the window has room; spaceLocked calls it whenever stanzas leave the
-// queue, Slot.Release when a slot comes back, and a caller that leaves.
+// queue or a slot comes back, and a caller that leaves does.
 func (st *State) paceLocked() {
 	p := &st.pace
 	if p.live == 0 {
 		return
 	}
-	w := st.cfg.window()
-	for p.live > 0 && st.queue.len()+p.admitted < w {
-		pw := p.waiting[p.head]
-		p.waiting[p.head] = nil
-		p.head++
-		if pw.left {
-			continue
-		}
-		close(pw.ch)
-		p.live--
-		p.admitted++
-	}
-	p.resetIfIdle()
+	p.hand(st.cfg.window() - st.queue.len() - p.admitted)
 }

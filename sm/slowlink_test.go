@@ -93,9 +93,11 @@ func TestSlowWriteAlive(t *testing.T) {
 // connection was cut mid-write.
 func sendBigAcked(t *testing.T, st *State, c *client, rec *recorder) {
 	t.Helper()
-	if err := st.Reserve(t.Context()); err != nil {
+	r, err := st.Reserve(t.Context())
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Release()
 	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
 		t.Fatalf("the slow link was taken for dead mid-write: Send: %v; Serve: %v", err, c.waitServed())
 	}
@@ -113,9 +115,11 @@ func TestSlowRetransmitResumes(t *testing.T) {
 	srv.lose = func(id string) bool { return id == "big" }
 	rec := newRecorder()
 	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), nil)
-	if err := st.Reserve(t.Context()); err != nil {
+	r, err := st.Reserve(t.Context())
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Release()
 	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +127,7 @@ func TestSlowRetransmitResumes(t *testing.T) {
 	srv.mu.Lock()
 	srv.lose = nil
 	srv.mu.Unlock()
-	c, err := dialVia(t, srv, st, nil, slowLink)
+	c, err = dialVia(t, srv, st, nil, slowLink)
 	if err != nil {
 		t.Fatalf("taken for dead while retransmitting over a slow link: %v; resumable %v", err, st.Info().Resumable)
 	}
@@ -154,10 +158,11 @@ func TestNoProgressNotPolled(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 6 {
 			wg.Go(func() {
-				if st.Reserve(ctx) == nil {
+				if r, err := st.Reserve(ctx); err == nil {
 					if slot, err := st.Pace(ctx); err == nil {
 						slot.Release()
 					}
+					r.Release()
 				}
 			})
 			time.Sleep(10 * time.Second)
@@ -181,9 +186,11 @@ func TestSlowResendAlive(t *testing.T) {
 	holdAcks(srv)
 	rec := newRecorder()
 	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), nil)
-	if err := st.Reserve(t.Context()); err != nil {
+	r, err := st.Reserve(t.Context())
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Release()
 	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +201,7 @@ func TestSlowResendAlive(t *testing.T) {
 		return `<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>`
 	}
 	srv.mu.Unlock()
-	c, err := dialVia(t, srv, st, nil, slowLink)
+	c, err = dialVia(t, srv, st, nil, slowLink)
 	if err != nil {
 		t.Fatal(err)
 	}

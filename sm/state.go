@@ -64,10 +64,11 @@ type State struct {
 	held       []entry // ambiguous, held back for Config.OnAmbiguous; not counted on the stream
 	orphans    []entry // of a stream that cannot be resumed; for the Policy
 
-	events     []event       // callbacks to run, in order
-	delivering bool          // a goroutine is running callbacks (deliver)
-	space      chan struct{} // closed when Reserve may proceed
-	pace       pacing        // Pace's slots and waiters
+	events     []event      // callbacks to run, in order
+	delivering bool         // a goroutine is running callbacks (deliver)
+	pace       turnstile    // Pace's slots and waiters
+	reserve    turnstile    // Reserve's slots and waiters
+	places     []*slotPlace // places of released Slots, for reuse
 }
 
 type evKind uint8
@@ -211,32 +212,6 @@ func (st *State) WaitEnabled(ctx context.Context) error {
 	}
 }
 
-// Reserve waits until the queue of unacknowledged stanzas has room
-// (Config.MaxUnacked) or ctx ends. Call it before each Session.Send of an
-// application stanza so that a sender that outruns the server, or keeps
-// sending while disconnected, blocks instead of growing the queue without
-// limit. It returns at once when there is room, including when stream
-// management is off.
-func (st *State) Reserve(ctx context.Context) error {
-	for {
-		st.mu.Lock()
-		if st.pendingLocked() < st.cfg.MaxUnacked {
-			st.mu.Unlock()
-			return nil
-		}
-		if st.space == nil {
-			st.space = make(chan struct{})
-		}
-		ch := st.space
-		st.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
 // Abandon gives up on every stanza that waits for an ack or a re-send:
 // each is reported to OnLost, and the stream becomes non-resumable. Call it
 // when the account is shut down for good, after its last session ended.
@@ -263,13 +238,11 @@ func (st *State) pendingLocked() int {
 	return st.queue.len() + len(st.retransmit) + len(st.orphans) + len(st.held)
 }
 
-// spaceLocked wakes Reserve callers when there is room.
+// spaceLocked hands the room there is to the callers waiting in Pace and
+// Reserve; called whenever stanzas leave the queue or a Slot comes back.
 func (st *State) spaceLocked() {
 	st.paceLocked()
-	if st.space != nil && st.pendingLocked() < st.cfg.MaxUnacked {
-		close(st.space)
-		st.space = nil
-	}
+	st.reserveLocked()
 }
 
 // dropSessionLocked forgets the stream management session: it can no

@@ -156,9 +156,12 @@ func (p *plainSession) handle(t xmlstream.TokenReadEncoder, start *xml.StartElem
 // client writes (id, body, receipt request, markable, origin-id).
 func (p *plainSession) send(ctx context.Context, to jid.JID, i int) error {
 	if p.st != nil {
-		if err := p.st.Reserve(ctx); err != nil {
+		room, err := p.st.Reserve(ctx)
+		if err != nil {
 			return err
 		}
+		defer room.Release() // after the write
+
 	}
 	id := randomID()
 	if int64(i) == p.n-1 {

@@ -1,0 +1,228 @@
+package sm
+
+import (
+	"context"
+	"log/slog"
+)
+
+// turnstile hands out places, one per caller, in the order the callers
+// came: Pace's places in the window and Reserve's in the queue. What
+// bounds the places (and so how many a moment's room admits) is its
+// user's business (paceLocked, reserveLocked). Guarded by st.mu.
+type turnstile struct {
+	// admitted counts the places handed out and not given back (Slots
+	// out): callers that may be about to write a stanza the queue does
+	// not hold yet.
+	admitted int
+	// waiting holds the callers that wait for a place, first come first
+	// served from head on, with those that left (skipped when their turn
+	// comes); live counts the others. The served prefix is reclaimed as
+	// the list grows, and the whole list once nobody waits.
+	waiting []*waiter
+	head    int
+	live    int
+}
+
+// waiter is a caller waiting at a turnstile.
+type waiter struct {
+	ch   chan struct{} // closed when the caller is handed a place
+	left bool          // the caller left without one
+}
+
+// push adds w at the end of the list, first reclaiming the entries that
+// are no longer waiting (the served prefix and those that left) when they
+// are at least half the list, so each entry is copied at most once on
+// average.
+func (p *turnstile) push(w *waiter) {
+	if n := len(p.waiting); n > 0 && n-p.live >= n/2 {
+		k := 0
+		for _, pw := range p.waiting[p.head:] {
+			if !pw.left {
+				p.waiting[k] = pw
+				k++
+			}
+		}
+		clear(p.waiting[k:])
+		p.waiting, p.head = p.waiting[:k], 0
+	}
+	p.waiting = append(p.waiting, w)
+	p.live++
+}
+
+// hand admits up to room waiting callers, in order.
+func (p *turnstile) hand(room int) {
+	for p.live > 0 && room > 0 {
+		w := p.waiting[p.head]
+		p.waiting[p.head] = nil
+		p.head++
+		if w.left {
+			continue
+		}
+		close(w.ch)
+		p.live--
+		p.admitted++
+		room--
+	}
+	p.resetIfIdle()
+}
+
+// leave ends the wait of w, whose caller gives up (its ctx ended, or its
+// connection): it reports whether w was handed a place meanwhile, which
+// its caller then keeps or gives back (admitted--, and room to hand).
+func (p *turnstile) leave(w *waiter) (handed bool) {
+	select {
+	case <-w.ch: // handed a place (under st.mu, which the caller holds)
+		return true
+	default:
+	}
+	w.left = true
+	p.live--
+	p.resetIfIdle()
+	return false
+}
+
+// resetIfIdle empties the list once nobody waits.
+func (p *turnstile) resetIfIdle() {
+	if p.live == 0 {
+		clear(p.waiting)
+		p.waiting, p.head = p.waiting[:0], 0
+	}
+}
+
+// A Slot is a place that Pace (in the window) or Reserve (in the queue)
+// gave its caller. Release it once the stanza it was for is written (the
+// queue then holds the stanza), when the write failed, or when the caller
+// decides not to write: until then the place counts as taken.
+//
+// Release a slot once, through the variable Pace or Reserve returned it
+// in. A Slot must not be copied (go vet's copylocks check reports copies);
+// a copy shares the place, and releasing it after the original is a
+// misuse that is caught and ignored (logged at error level): a place is
+// given back once, whatever the number of copies released. The zero Slot,
+// which Pace returns when the window does not apply, holds nothing.
+type Slot struct {
+	_   noCopy
+	p   *slotPlace
+	gen uint64 // p.gen when handed out
+}
+
+// slotPlace is what a Slot and its copies share. Its generation moves on
+// when the slot is released, so a copy released after the original is
+// told apart however often the place was handed out again since: the
+// State reuses places given back (st.places), so that a sender that finds
+// room allocates nothing.
+type slotPlace struct {
+	st  *State
+	t   *turnstile // guarded by st.mu
+	gen uint64     // guarded by st.mu
+}
+
+// maxFreePlaces bounds the places kept for reuse.
+const maxFreePlaces = 256
+
+// noCopy makes go vet's copylocks check report copies of a Slot.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
+
+// slotLocked returns a Slot on a place of t that the caller was admitted
+// to, reusing a place given back. The caller holds st.mu.
+func (st *State) slotLocked(t *turnstile) Slot {
+	var p *slotPlace
+	if n := len(st.places); n > 0 {
+		p = st.places[n-1]
+		st.places[n-1] = nil
+		st.places = st.places[:n-1]
+	} else {
+		p = &slotPlace{st: st}
+	}
+	p.t = t
+	return Slot{p: p, gen: p.gen}
+}
+
+// newSlot is slotLocked for a caller that does not hold st.mu (a waiter,
+// which allocated anyway).
+func newSlot(st *State, t *turnstile) Slot {
+	return Slot{p: &slotPlace{st: st, t: t}}
+}
+
+// Held reports whether s holds a place (it was handed one and was not
+// released through s).
+func (s *Slot) Held() bool { return s.p != nil }
+
+// Release gives the place back. Calling it again through the same
+// variable, or on the zero Slot, does nothing; through a copy, it is
+// logged and ignored.
+func (s *Slot) Release() {
+	p := s.p
+	if p == nil {
+		return
+	}
+	s.p = nil
+	st := p.st
+	st.mu.Lock()
+	twice := p.gen != s.gen
+	if !twice {
+		p.gen++
+		p.t.admitted--
+		if len(st.places) < maxFreePlaces {
+			st.places = append(st.places, p)
+		}
+		st.spaceLocked()
+	}
+	st.mu.Unlock()
+	if twice {
+		st.logAt(slog.LevelError, "sm: a Slot released twice (a copy released too?); the second release is ignored")
+	}
+}
+
+// Reserve waits until the queue of unacknowledged stanzas has room for
+// one more (Config.MaxUnacked) or ctx ends, and returns the Slot it gave
+// the caller. Call it before each Session.Send of an application stanza,
+// and release the Slot after the write, so that a sender that outruns the
+// server, or keeps sending while disconnected, blocks instead of growing
+// the queue without limit.
+//
+// The queue's room holds for any number of concurrent callers: Reserve
+// admits a caller only while the stanzas waiting for an ack or a re-send,
+// plus the slots Reserve handed out and that were not released, are fewer
+// than MaxUnacked; callers that wait are admitted one at a time, in the
+// order they came, as acks and released slots make room. A caller that
+// never releases its slot shrinks the room for good. Reserve returns at
+// once when there is room, including when stream management is off. When
+// ctx ends first, it returns ctx's error and no slot.
+func (st *State) Reserve(ctx context.Context) (Slot, error) {
+	st.mu.Lock()
+	r := &st.reserve
+	if r.live == 0 && st.pendingLocked()+r.admitted < st.cfg.MaxUnacked {
+		r.admitted++
+		defer st.mu.Unlock()
+		return st.slotLocked(r), nil
+	}
+	w := &waiter{ch: make(chan struct{})}
+	r.push(w)
+	st.mu.Unlock()
+	select {
+	case <-w.ch:
+		return newSlot(st, r), nil
+	case <-ctx.Done():
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if r.leave(w) {
+		r.admitted-- // handed a place as ctx ended: the next waiter's
+	}
+	st.reserveLocked()
+	return Slot{}, ctx.Err()
+}
+
+// reserveLocked hands places in the queue to the callers waiting in
+// Reserve, in order, while there is room.
+func (st *State) reserveLocked() {
+	r := &st.reserve
+	if r.live == 0 {
+		return
+	}
+	r.hand(st.cfg.MaxUnacked - st.pendingLocked() - r.admitted)
+}
