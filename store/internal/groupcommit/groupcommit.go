@@ -170,7 +170,8 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 }
 
 // Run hands commit the queued batches, as many as are waiting (at most
-// MaxGroup), until the store's life ends. commit must Answer every request
+// MaxGroup; with Refill, once as many have come as it expects, or its
+// wait ended), until the store's life ends. commit must Answer every request
 // it is given; requests whose caller gave up are left out.
 func (q *Queue) Run(commit func(group []*Request)) {
 	group := make([]*Request, 0, MaxGroup)
