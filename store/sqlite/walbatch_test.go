@@ -59,12 +59,24 @@ func TestWALOneWritePerCommit(t *testing.T) {
 // committed message and change, for lone write-aheads, for a transaction
 // larger than the write batch and the page cache (SQLite spills pages to
 // the WAL and rewrites them in place before the commit), and for the
-// commits after a checkpoint started the WAL over.
+// commits after a checkpoint started the WAL over; with the default
+// configuration, with Shared (SQLite's "unix" layer under the batching
+// one) and with Sync (a sync of the WAL at every commit).
 func TestWALBatchSnapshots(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{{"default", Config{}}, {"shared", Config{Shared: true}}, {"sync", Config{Sync: true}}} {
+		t.Run(c.name, func(t *testing.T) { walBatchSnapshots(t, c.cfg) })
+	}
+}
+
+func walBatchSnapshots(t *testing.T, cfg Config) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "s.db")
-	s, err := OpenConfig(ctx, p, Config{checkpointPages: 50, Retention: -1})
+	cfg.checkpointPages, cfg.Retention = 50, -1
+	s, err := OpenConfig(ctx, p, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +95,7 @@ func TestWALBatchSnapshots(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		c, err := OpenConfig(ctx, cp, Config{Retention: -1})
+		c, err := OpenConfig(ctx, cp, Config{Retention: -1, Shared: cfg.Shared})
 		if err != nil {
 			t.Fatalf("%s: the copy: %v", step, err)
 		}
