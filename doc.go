@@ -78,9 +78,9 @@
 // stuck on it, which stream management cannot tell from a slow one, is
 // ended by the kernel (TCP_USER_TIMEOUT: 35 s in which the peer's TCP
 // acknowledges no byte or takes none, on the connections the client dials
-// on Linux; a negative AckTimeout does not lift it), elsewhere once an
-// <r/> has waited 24 times AckTimeout (2 minutes) to get out. The client
-// then reconnects and
+// on Linux; a negative AckTimeout does not lift it), and in any case once
+// an <r/> has waited 24 times AckTimeout (2 minutes) to get out. The
+// client then reconnects and
 // resumes. A resumption the server accepted but then breaks (Prosody 0.12
 // after a connection cut inside a stanza: no ack ever again, or a
 // not-well-formed, policy-violation or stanza-too-big stream error before

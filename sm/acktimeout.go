@@ -12,7 +12,7 @@ type AckTimeoutError struct {
 	// Bound is the bound the State enforced: Config.AckTimeout plus four
 	// smoothed round trips (at most AckTimeout again), as Info.AckBound
 	// reported it then; or, when a request could not get out, the write
-	// bound (Info.WriteBound).
+	// bound (24 times AckTimeout; see "Dead connections").
 	Bound time.Duration
 	// Waited is how long the answer had been awaited (or the request had
 	// waited to get out) when the State gave up: at least Bound. How much

@@ -128,8 +128,8 @@ type Config struct {
 	// Info.AckBound says the total), with no <a/> received meanwhile, the
 	// connection is dead (frozen: no FIN, no RST, bytes stop flowing). A
 	// request that cannot get out (behind a stuck write) is bounded by the
-	// kernel's TCP_USER_TIMEOUT where set, else by 24 times AckTimeout
-	// (Info.WriteBound; see "Dead connections"). The State then expires
+	// kernel's TCP_USER_TIMEOUT where set, and by 24 times AckTimeout in
+	// any case (see "Dead connections"). The State then expires
 	// the connection's deadlines, so that Serve returns ErrAckTimeout at
 	// once, and closes the connection; reconnect: the stream is resumed. 0
 	// means DefaultAckTimeout; a negative value disables both bounds.

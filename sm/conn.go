@@ -50,7 +50,6 @@ type conn struct {
 	rAt          int64         // Unix ns when an <r/> was written with no other written one unanswered, until its answer (RTT sample)
 	rWait        int64         // Unix ns since when an answer to a written <r/> is awaited with no <a/> received; 0: none
 	bookAt       int64         // Unix ns when the request (<r/> or <enable/>) being written was booked; 0: none
-	writeBound   int64         // how long a booked request may take to get out (stuckWriteBound); 0: no bound here
 	enableAt     int64         // Unix ns when <enable/> was written
 	lastAct      int64         // Unix ns of the last <r/> sent or <a/> received (idle probe)
 	gotAck       bool          // an <a/> arrived on this connection

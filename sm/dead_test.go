@@ -35,8 +35,9 @@ func (c *client) waitServed() error {
 //     smoothed round trips;
 //   - stuck: the server's end takes nothing more, so the <r/> never gets
 //     out (a full send buffer): dead once it has waited for the write
-//     bound, stuckWriteFactor times AckTimeout (a connection with
-//     TCP_USER_TIMEOUT leaves that to the kernel; a pipe has none).
+//     bound, stuckWriteFactor times AckTimeout (where the kernel has
+//     TCP_USER_TIMEOUT, it usually ends such a write sooner; a pipe has
+//     none).
 func TestDeadConnectionDetected(t *testing.T) {
 	for _, stuck := range []bool{false, true} {
 		for _, rtt := range []time.Duration{0, 200 * time.Millisecond} {

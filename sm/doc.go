@@ -194,34 +194,40 @@
 // handed to the connection), not when the requester decided to send it:
 // the <r/> may wait for mellium's output behind a large stanza (the idle
 // probe is due, or the previous stanza's write returned and the next one
-// holds the output), and a slow but working link takes as long as it
-// takes to carry that stanza. The State cannot tell such a write from one
-// stuck on a frozen link (mellium writes a large text in one write, and
-// copies it to the tees only once all of it left), so a stuck write is
-// bounded by what can tell:
+// holds the output), or behind every writer queued for the output before
+// it, and a slow but working link takes as long as it takes to carry
+// them. The State cannot tell such a write from one stuck on a frozen
+// link (mellium writes a large text in one write, and copies it to the
+// tees only once all of it left), so a stuck write is bounded twice:
 //
-//   - on Linux, the kernel, when the connection is a TCP socket (or TLS
-//     over one) with TCP_USER_TIMEOUT set: a write ends once the peer's
-//     TCP acknowledged no byte, or took none (a full receive window), for
-//     that long. The xmpptrack client's dialer sets it to 35 s. The State
-//     reads the option when Start runs, through *tls.Conn and wrappers
-//     that embed the net.Conn (mellium's tees), and sets no bound of its
-//     own then (Info.WriteBound is 0).
-//   - otherwise (other systems, or no TCP_USER_TIMEOUT), the write bound:
-//     an <r/> or <enable/> that the State decided to send and that has
-//     not got out after 24 times AckTimeout (2 minutes at the default) ends
-//     the connection as above; the AckTimeoutError's Bound is then that
-//     write bound. A single write that takes longer than that on a slow
-//     but working link is cut (1 MiB at under about 70 kbit/s at the
-//     default). A write deadline that the application sets on the
-//     connection bounds a write too.
+//   - by the kernel, where the connection has TCP_USER_TIMEOUT (Linux): a
+//     write ends once the peer's TCP acknowledged no byte, or took none (a
+//     full receive window), for that long. The xmpptrack client's dialer
+//     sets it to 35 s.
+//   - by the State's write bound, everywhere, as a backstop (a wrapper
+//     that holds writes in user space, a kernel whose TCP_USER_TIMEOUT
+//     misses zero-window probes, another system, a connection without the
+//     option): an <r/> or <enable/> that the State decided to send and
+//     that has not got out after 24 times AckTimeout (2 minutes at the
+//     default) ends the connection as above; the AckTimeoutError's Bound
+//     is then that write bound. Writes that take longer than that, together,
+//     on a slow but working link are cut (a single 1 MiB stanza at under
+//     about 70 kbit/s at the default). A write deadline that the
+//     application sets on the connection bounds a write too.
+//
+// So a frozen link is found within the ack bound (5 to 10 s at the
+// defaults) when an <r/> got out before the freeze or fits in the socket's
+// send buffer after it, but only within 35 s (TCP_USER_TIMEOUT) or the
+// write bound when the <r/> cannot get out: a stanza larger than the room
+// left in the send buffer, or a burst that fills it before the next <r/>.
+// Before the bound waited for the <r/> to get out, both cases took the
+// ack bound, and slow links were cut.
 //
 // Bytes that a write handed to the kernel may still wait in the socket's
 // send buffer, behind which the <r/> waits too: on a link slow enough
 // that the buffer takes longer than the ack bound to drain, the bound can
-// still run out on a working link. The buffer holds what the kernel's
-// autotuning allows for the link's round trip and rate, which keeps this
-// rare; AckTimeout is the knob.
+// still run out on a working link. How often that happens is not
+// measured; AckTimeout is the knob.
 //
 // A write that blocks before any <r/> is booked starts no bound at all:
 // if the link freezes while idle and the next write blocks at once (one
@@ -235,9 +241,11 @@
 // Start's ctx ends; a session's Close would wait for the same output) or
 // the kernel fails it (TCP_USER_TIMEOUT, or the operating system's own
 // TCP timeout: about 15 minutes on Linux by default). A resumed
-// connection that dies of the write bound, or of TCP_USER_TIMEOUT, before
-// any <a/> is a failed resumption (see "Failed resumptions"), as one that
-// dies of the ack bound.
+// connection that dies of the write bound before any <a/> is a failed
+// resumption (see "Failed resumptions"), as one that dies of the ack
+// bound; so is one that ends otherwise (the kernel's ETIMEDOUT, or any
+// loss) while a request of ours had waited longer than the ack bound to
+// get out.
 //
 // An idle connection is probed: when no <r/> was sent and no <a/>
 // received for Config.IdleProbe (default 30 s), the requester sends an
@@ -254,8 +262,9 @@
 // Resuming once more would hit the same parser. So a resumed connection
 // that ends, before the server acknowledged anything on it (no <a/>), with
 // ErrAckTimeout, with the kernel's ETIMEDOUT (TCP_USER_TIMEOUT ended a
-// stuck write, see "Dead connections") or with one of those three stream
-// errors is a failed resumption: the State forgets the stream, the next connection binds a
+// stuck write), while a request of ours had waited longer than the ack
+// bound to get out (see "Dead connections"), or with one of those three
+// stream errors is a failed resumption: the State forgets the stream, the next connection binds a
 // new session, and the unacknowledged stanzas go to the Policy as after
 // <failed/> (messages are re-sent by default). The recipient may get a
 // message twice (the id is the same); it never misses one.

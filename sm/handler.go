@@ -33,10 +33,13 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 			err = c.fatal
 		case c.peerErr != nil:
 			err = c.peerErr
-		case c.resumed && !c.gotAck && errors.Is(err, syscall.ETIMEDOUT):
-			// The kernel gave up on a write (TCP_USER_TIMEOUT), where the
-			// write bound would have ended it with ErrAckTimeout: a
-			// failed resumption all the same (see deadLocked).
+		case c.resumed && !c.gotAck && (c.stuckLocked() || errors.Is(err, syscall.ETIMEDOUT)):
+			// The connection ended while the server had taken no request
+			// of ours for longer than the ack bound, or the kernel gave up
+			// on it (TCP_USER_TIMEOUT: no byte of ours taken for 35 s),
+			// before the write bound would have ended it with
+			// ErrAckTimeout: a failed resumption all the same (see
+			// deadLocked).
 			c.failedResume = true
 			st.dropSessionLocked()
 		}

@@ -103,7 +103,7 @@ func (st *State) unackedMessageLocked() bool {
 // deadlineLocked returns when the connection is dead if nothing moves
 // until then, and the bound that set that time: the ack bound once an
 // answer to a written <r/> (or to <enable/>) is awaited with no <a/>
-// since, or the write bound (c.writeBound) once a request was booked and
+// since, or the write bound (writeBoundLocked) once a request was booked and
 // has not got out. dl is 0 if neither applies.
 func (c *conn) deadlineLocked() (dl, bound int64) {
 	ack := c.st.ackBoundLocked()
@@ -117,12 +117,21 @@ func (c *conn) deadlineLocked() (dl, bound int64) {
 	if since != 0 {
 		dl, bound = since+ack, ack
 	}
-	if c.bookAt != 0 && c.writeBound > 0 {
-		if d := c.bookAt + c.writeBound; dl == 0 || d < dl {
-			dl, bound = d, c.writeBound
+	if wb := c.st.writeBoundLocked(); c.bookAt != 0 && wb > 0 {
+		if d := c.bookAt + wb; dl == 0 || d < dl {
+			dl, bound = d, wb
 		}
 	}
 	return dl, bound
+}
+
+// stuckLocked reports whether a request has waited to get out for longer
+// than the ack bound: the server took none of our bytes for that long
+// (or something held the output: a failed resumption is decided on it
+// only for a connection that ended meanwhile, see Serve).
+func (c *conn) stuckLocked() bool {
+	ack := c.st.ackBoundLocked()
+	return c.bookAt != 0 && ack > 0 && timeNow()-c.bookAt >= ack
 }
 
 // armLocked starts the watchdog when an answer is awaited or a request is

@@ -2,9 +2,10 @@ package sm
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -59,69 +60,94 @@ func TestFrozenAfterResumedFallsBack(t *testing.T) {
 	})
 }
 
-// kernelTimeout is the client's end of a link on which the kernel gives
-// up (TCP_USER_TIMEOUT): once expired, reads and writes fail with
-// ETIMEDOUT.
-type kernelTimeout struct {
+// failingLink is the client's end of a link that fails at once when cut:
+// reads with readErr, writes with writeErr (the kernel's ETIMEDOUT of
+// TCP_USER_TIMEOUT reaches the blocked write, and the read sees the end
+// of the input).
+type failingLink struct {
 	net.Conn
-	expired atomic.Bool
+	mu                sync.Mutex
+	readErr, writeErr error
 }
 
-func (k *kernelTimeout) expire() {
-	k.expired.Store(true)
-	k.Conn.SetDeadline(time.Unix(1, 0))
+func (f *failingLink) cut(readErr, writeErr error) {
+	f.mu.Lock()
+	f.readErr, f.writeErr = readErr, writeErr
+	f.mu.Unlock()
+	f.Conn.SetDeadline(time.Unix(1, 0))
 }
 
-func (k *kernelTimeout) err(op string, err error) error {
-	if err != nil && k.expired.Load() {
-		return &net.OpError{Op: op, Net: "tcp", Err: os.NewSyscallError(op, syscall.ETIMEDOUT)}
+func (f *failingLink) fail(err error, cutErr *error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil && *cutErr != nil {
+		return *cutErr
 	}
 	return err
 }
 
-func (k *kernelTimeout) Read(p []byte) (int, error) {
-	n, err := k.Conn.Read(p)
-	return n, k.err("read", err)
+func (f *failingLink) Read(p []byte) (int, error) {
+	n, err := f.Conn.Read(p)
+	return n, f.fail(err, &f.readErr)
 }
 
-func (k *kernelTimeout) Write(p []byte) (int, error) {
-	n, err := k.Conn.Write(p)
-	return n, k.err("write", err)
+func (f *failingLink) Write(p []byte) (int, error) {
+	n, err := f.Conn.Write(p)
+	return n, f.fail(err, &f.writeErr)
 }
 
-// TestKernelTimeoutAfterResumed: where the kernel bounds stuck writes
-// (TCP_USER_TIMEOUT), the State sets no write bound of its own, so a
-// resumed connection whose server takes nothing ends with ETIMEDOUT
-// rather than ErrAckTimeout. Before any <a/> that is a failed resumption
-// too (the next connection starts a new session); after one, an ordinary
-// loss (the stream stays resumable).
-func TestKernelTimeoutAfterResumed(t *testing.T) {
-	for _, acked := range []bool{false, true} {
-		t.Run(map[bool]string{false: "before an ack", true: "after an ack"}[acked], func(t *testing.T) {
+// TestStuckAfterResumedFallsBack: a resumed connection whose server takes
+// no byte of ours any more, so that our <r/> cannot get out, ends before
+// the write bound when the kernel gives up on it (TCP_USER_TIMEOUT). If
+// the request had waited longer than the ack bound and nothing was
+// acknowledged on the connection, that is a failed resumption (the next
+// connection starts a new session), as a death by the ack bound is; a
+// connection cut sooner, or after an <a/>, is an ordinary loss (the
+// stream stays resumable).
+func TestStuckAfterResumedFallsBack(t *testing.T) {
+	timedOut := &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.ETIMEDOUT)}
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	for _, tc := range []struct {
+		name              string
+		acked             bool
+		after             time.Duration // from the stuck request to the end
+		readErr, writeErr error
+		resumable         bool
+	}{
+		{"kernel timeout", false, DefaultAckTimeout + time.Second, io.EOF, timedOut, false},
+		{"kernel timeout after an ack", true, DefaultAckTimeout + time.Second, io.EOF, timedOut, true},
+		// As the xmpptrack client's connection reports it: after a failed
+		// read, writes fail without reaching the socket.
+		{"stuck past the ack bound, then lost", false, DefaultAckTimeout + time.Second, io.EOF, net.ErrClosed, false},
+		{"reset within the ack bound", false, time.Second, reset, reset, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				srv, rec, st := lostAfterAck(t, Config{})
-				var kt *kernelTimeout
+				var link *failingLink
 				srv.clientWrap = func(c net.Conn) net.Conn {
-					kt = &kernelTimeout{Conn: c}
-					return kt
+					link = &failingLink{Conn: c}
+					return link
 				}
 				c := mustDial(t, srv, st, nil)
 				if !st.Resumed() {
 					t.Fatal("not resumed")
 				}
-				if acked {
+				if tc.acked {
 					sendMsg(t, st, c.sess, "m1")
 					if ev := rec.next(t); ev != "acked:m1" {
 						t.Fatalf("got %s", ev)
 					}
 				}
+				synctest.Wait() // the server waits in a read, which takes the next write
+				c.sc.conn.freeze()
+				sendMsg(t, st, c.sess, "m2") // its <r/> cannot get out
 				synctest.Wait()
-				kt.expire()
-				if err := c.waitServed(); !errors.Is(err, syscall.ETIMEDOUT) {
-					t.Fatalf("Serve: %v, want ETIMEDOUT", err)
-				}
-				if r := st.Info().Resumable; r != acked {
-					t.Errorf("resumable %v after the kernel's timeout, want %v", r, acked)
+				time.Sleep(tc.after)
+				link.cut(tc.readErr, tc.writeErr)
+				err := c.waitServed()
+				if r := st.Info().Resumable; r != tc.resumable {
+					t.Errorf("resumable %v after the connection ended (%v), want %v", r, err, tc.resumable)
 				}
 			})
 		})

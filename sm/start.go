@@ -75,7 +75,6 @@ func (st *State) Start(ctx context.Context, s *xmpp.Session) error {
 	}
 	c.started = true
 	c.sess = s
-	c.writeBound = st.stuckWriteBound(s.Conn()) // a getsockopt at most
 	resumed := c.resumed
 	_, offered := s.Feature(NS)
 	lost, held := 0, 0

@@ -3,7 +3,6 @@ package sm
 import (
 	"context"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -125,12 +124,6 @@ type Info struct {
 	// connection is taken for dead (Config.AckTimeout, scaled by RTT); 0
 	// if disabled.
 	AckBound time.Duration
-	// WriteBound is how long an <r/> (or <enable/>) that the State decided
-	// to send may take to get out on the current connection before the
-	// connection is taken for dead (see "Dead connections"); 0 when the
-	// kernel bounds a stuck write (TCP_USER_TIMEOUT on Linux), when
-	// AckTimeout is negative, or before Start.
-	WriteBound time.Duration
 }
 
 // Info returns the current state.
@@ -151,7 +144,6 @@ func (st *State) Info() Info {
 	if c := st.conn; c != nil {
 		i.Enabled = c.smOn && !c.ended
 		i.Resumed = c.resumed
-		i.WriteBound = time.Duration(c.writeBound)
 	}
 	return i
 }
@@ -340,15 +332,13 @@ func (st *State) ackBoundLocked() int64 {
 }
 
 // stuckWriteFactor times Config.AckTimeout is the write bound: how long
-// a request (<r/> or <enable/>) may take to get out on a connection whose
-// kernel does not bound a stuck write (2 minutes at the default).
+// a request (<r/> or <enable/>) may take to get out (2 minutes at the
+// default). See "Dead connections".
 const stuckWriteFactor = 24
 
-// stuckWriteBound is the write bound for a connection (see "Dead
-// connections"): 0 where the kernel ends a stuck write itself
-// (TCP_USER_TIMEOUT, Linux) or AckTimeout is negative.
-func (st *State) stuckWriteBound(c net.Conn) int64 {
-	if st.cfg.AckTimeout < 0 || kernelBoundsWrites(c) {
+// writeBoundLocked is the write bound; 0: none (AckTimeout negative).
+func (st *State) writeBoundLocked() int64 {
+	if st.cfg.AckTimeout < 0 {
 		return 0
 	}
 	return stuckWriteFactor * int64(st.cfg.AckTimeout)
