@@ -19,22 +19,19 @@ import (
 // answered and markers available.
 type Config struct {
 	// Addr is the server's host:port. Empty means looking up the account's
-	// domain (DNS SRV, then the domain on port 5222).
+	// domain (DNS SRV, then the domain on port 5222; with DirectTLS the
+	// xmpps-client records first, and port 5223 last).
 	Addr string
 	// TLSConfig is used for STARTTLS or direct TLS. Nil means the system roots
 	// with the account's domain as server name. It is cloned.
 	TLSConfig *tls.Config
 	// DirectTLS connects with TLS from the first byte (XEP-0368) instead of STARTTLS.
 	//
-	// Known limits: without Addr (the server found through DNS SRV), mellium
-	// opens the TLS connection itself, so the client cannot watch the
-	// connection under it: a lost connection gets mellium's stream error and
-	// </stream:stream> when its write direction still works, which ends the
-	// server's stream management session (the next connection cannot resume
-	// it), and callbacks are woken per change rather than per read. Set Addr
-	// to avoid both. With or without Addr, a server (or a TLS-terminating
-	// proxy) that ends TLS (close_notify) without </stream:stream> and reads
-	// on gets that close too.
+	// Known limit: a server (or a TLS-terminating proxy) that ends TLS
+	// (close_notify) without </stream:stream> and reads on gets mellium's
+	// stream error and </stream:stream>, which ends its stream management
+	// session (the next connection cannot resume it). A connection lost
+	// under TLS (a reset, a FIN) is dropped, never closed so.
 	DirectTLS bool
 	// AllowPlaintext logs in without TLS (STARTTLS is not attempted): for
 	// loopback tests only. It cannot be combined with TLSConfig, DirectTLS or

@@ -1,7 +1,9 @@
-// Package login opens an authenticated, bound XMPP client session: TCP (or
-// DNS SRV through mellium's dialer), STARTTLS or direct TLS, SASL with
-// SCRAM (channel binding where it is known to work) or PLAIN over TLS, then
-// resource binding or, through Config.WrapBind, stream resumption.
+// Package login opens an authenticated, bound XMPP client session: TCP (to
+// an address, or to the domain's DNS SRV targets, which it looks up and
+// dials itself so that the connection under TLS is always its own),
+// STARTTLS or direct TLS, SASL with SCRAM (channel binding where it is
+// known to work) or PLAIN over TLS, then resource binding or, through
+// Config.WrapBind, stream resumption.
 //
 // It is the client's login stack, kept apart from the client so that its
 // one Config is the only place the connection settings live. Its errors are

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"mellium.im/xmpp"
-	"mellium.im/xmpp/dial"
 	"mellium.im/xmpp/jid"
 )
 
@@ -24,8 +23,8 @@ type Config struct {
 	JID      jid.JID
 	Password string
 
-	// Addr is host:port. Empty means the JID's domain through
-	// mellium.im/xmpp/dial (DNS SRV, then the domain on the standard ports).
+	// Addr is host:port. Empty means the JID's domain: its DNS SRV
+	// records, then the domain on the standard ports (see targets).
 	Addr string
 
 	// TLSConfig verifies the server. Nil means the system roots with
@@ -59,8 +58,7 @@ type Config struct {
 	WrapBind func(xmpp.StreamFeature) xmpp.StreamFeature
 	// BeforeRead, if set, is called before each read of the network
 	// connection under the stream (under TLS), on the goroutine that
-	// reads: when the reader has worked through all it read before. It is
-	// never called with DirectTLS and no Addr (see dialConn).
+	// reads: when the reader has worked through all it read before.
 	BeforeRead func()
 	// DialConn, if set, opens the network connection instead of TCP to
 	// Addr (tests: an in-memory connection); the rest is as with Addr.
@@ -69,6 +67,10 @@ type Config struct {
 	// Logger receives debug records about TLS and mechanism choices.
 	// Nil means silent.
 	Logger *slog.Logger
+
+	// resolver looks up DNS SRV records without Addr (tests); nil means
+	// the system's.
+	resolver *net.Resolver
 }
 
 // Check reports contradictory or incomplete configurations.
@@ -110,7 +112,7 @@ func (c *Config) tlsConfig() *tls.Config {
 // as c says. On success the caller owns the session and its connection
 // (Session.Conn): closing the session does not close the connection.
 //
-// Transport: TCP to c.Addr, or the JID's domain through mellium's dialer;
+// Transport: TCP to c.Addr, or to the JID's domain's addresses (targets);
 // then STARTTLS, or direct TLS with DirectTLS, or nothing with
 // AllowPlaintext. The certificate is always verified.
 //
@@ -183,41 +185,52 @@ const userTimeout = 35 * time.Second
 // the connection's probeConn when it runs without TLS from the start, for
 // classify; nil otherwise.
 //
-// The TCP connection is wrapped in a probeConn, under TLS where there is
-// TLS. Only with DirectTLS and no Addr is it not: mellium's dialer
-// returns its TLS connection with the handshake done, so there is nothing
-// to wrap it around (a lost connection then gets mellium's
-// </stream:stream>, see probeConn.lose; BeforeRead is never called).
+// The TCP connection is always wrapped in a probeConn, under TLS where
+// there is TLS, also without Addr: the client looks the domain's
+// addresses up and dials them itself (see targets).
 func dialConn(ctx context.Context, c *Config) (conn net.Conn, probe *probeConn, err error) {
-	nd := net.Dialer{KeepAliveConfig: keepAlive, Control: setUserTimeout}
-	plain := !c.DirectTLS // TLS, if any, is yet to come
+	nd := net.Dialer{KeepAliveConfig: keepAlive, Control: setUserTimeout, Resolver: c.resolver}
 	switch {
 	case c.DialConn != nil:
 		conn, err = c.DialConn(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
 	case c.Addr == "":
-		d := dial.Dialer{Dialer: nd, NoTLS: !c.DirectTLS}
-		if c.DirectTLS {
-			d.TLSConfig = c.tlsConfig()
-		}
-		conn, err = d.Dial(ctx, "tcp", c.JID)
-		if err != nil {
-			return nil, nil, err
-		}
-		if _, direct := conn.(*tls.Conn); direct {
-			return conn, nil, nil
-		}
-		plain = true // with DirectTLS, a STARTTLS address from DNS SRV
+		return c.dialDomain(ctx, &nd)
 	default:
 		conn, err = nd.DialContext(ctx, "tcp", c.Addr)
-		if err != nil {
-			return nil, nil, err
-		}
 	}
-	p := &probeConn{Conn: conn, probe: plain, beforeRead: c.BeforeRead}
-	if plain {
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.wrap(ctx, conn, c.DirectTLS)
+}
+
+// dialDomain dials the addresses of the JID's domain in turn (see
+// targets) and returns the first connection that opens, and with direct
+// TLS completes its handshake; else the last error.
+func (c *Config) dialDomain(ctx context.Context, nd *net.Dialer) (net.Conn, *probeConn, error) {
+	ts, err := targets(ctx, nd.Resolver, c.JID.Domainpart(), c.DirectTLS)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, t := range ts {
+		var conn net.Conn
+		if conn, err = nd.DialContext(ctx, "tcp", t.addr); err != nil {
+			continue
+		}
+		tc, probe, werr := c.wrap(ctx, conn, t.tls)
+		if werr == nil {
+			return tc, probe, nil
+		}
+		err = werr
+	}
+	return nil, nil, err
+}
+
+// wrap puts conn under a probeConn, and with tlsFirst under TLS too once
+// its handshake is done (closing conn if it fails).
+func (c *Config) wrap(ctx context.Context, conn net.Conn, tlsFirst bool) (net.Conn, *probeConn, error) {
+	p := &probeConn{Conn: conn, probe: !tlsFirst, beforeRead: c.BeforeRead}
+	if !tlsFirst {
 		return p, p, nil
 	}
 	tc := tls.Client(p, c.tlsConfig())

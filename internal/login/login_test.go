@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -526,15 +527,22 @@ func TestDialContext(t *testing.T) {
 }
 
 // TestDialDirectTLS logs in over XEP-0368 direct TLS against a mellium server
-// (PLAIN over TLS), through a wrapped bind and the tees.
+// (PLAIN over TLS), through a wrapped bind and the tees: at Addr, or at the
+// address of the domain's xmpps-client SRV record without Addr. Either way
+// the TCP connection under TLS is the client's own (a probeConn), so that
+// BeforeRead runs before its reads and a lost connection is dropped, not
+// closed by mellium (mellium's dialer, used without Addr before, returned
+// its TLS connection over a TCP connection of its own).
 func TestDialDirectTLS(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		password string
+		srv      bool
 		wantErr  error
 	}{
-		{"success", "secret", nil},
-		{"wrong password", "wrong", ErrAuth},
+		{"success", "secret", false, nil},
+		{"wrong password", "wrong", false, ErrAuth},
+		{"through SRV", "secret", true, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -566,7 +574,8 @@ func TestDialDirectTLS(t *testing.T) {
 			})
 			var in, out bytes.Buffer
 			var wrapped bool
-			s, err := Dial(ctx, Config{
+			reads := 0
+			cfg := Config{
 				JID: testJID, Password: tc.password, Addr: addr, DirectTLS: true,
 				TLSConfig: &tls.Config{RootCAs: testRoots(t)},
 				TeeIn:     &in, TeeOut: &out,
@@ -578,7 +587,18 @@ func TestDialDirectTLS(t *testing.T) {
 					}
 					return f
 				},
-			})
+				BeforeRead: func() { reads++ },
+			}
+			if tc.srv {
+				_, port, _ := net.SplitHostPort(addr)
+				p, _ := strconv.Atoi(port)
+				cfg.Addr = ""
+				cfg.resolver = fakeDNS{
+					srv:  map[string][]net.SRV{"_xmpps-client._tcp.localhost.": {{Target: "xmpp.example.net.", Port: uint16(p)}}},
+					host: map[string][4]byte{"xmpp.example.net.": {127, 0, 0, 1}},
+				}.resolver()
+			}
+			s, err := Dial(ctx, cfg)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("error %v, want %v", err, tc.wantErr)
@@ -601,6 +621,9 @@ func TestDialDirectTLS(t *testing.T) {
 			}
 			if !strings.Contains(out.String(), `mechanism="PLAIN"`) || !strings.Contains(in.String(), "<success") {
 				t.Errorf("tees missed the SASL exchange:\nout: %s\nin: %s", out.String(), in.String())
+			}
+			if reads == 0 { // only a probeConn calls it, under TLS
+				t.Error("BeforeRead never ran")
 			}
 		})
 	}
