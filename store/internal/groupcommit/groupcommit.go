@@ -72,16 +72,51 @@ type Queue struct {
 // of at least refillMin requests, for as many requests as the previous
 // group and those queued meanwhile, and at most half the previous
 // commit's duration (at most refillMax): a sequential caller never waits,
-// and a lone caller after a burst waits once. Worth it where a
-// transaction's fixed cost is large against the callers' time between two
-// commits (a database server's round trip, flush and call set-up); call
-// Refill before Run.
+// and a lone caller after a burst waits once.
+//
+// Callers that do not come back (each sends once: requests of a web
+// service, say) never fill such a wait: in half a commit's time, requests
+// that merely arrive fill at most half of what it waits for. So after a
+// wait that gathered less than half, the committer waits not at all for
+// the next round, then 2, 4 and at most refillPause rounds after each
+// further such wait, and starts over after a wait that paid: such callers
+// pay for about one round in refillPause+1.
+//
+// Worth it where a transaction's fixed cost is large against the callers'
+// time between two commits (a database server's round trip, flush and
+// call set-up); call Refill before Run.
 func (q *Queue) Refill() { q.refill = true }
 
+// Refilling reports whether Refill was called.
+func (q *Queue) Refilling() bool { return q.refill }
+
 const (
-	refillMin = 4
-	refillMax = 2 * time.Millisecond
+	refillMin   = 4
+	refillMax   = 2 * time.Millisecond
+	refillPause = 8
 )
+
+// refiller is the committer's state for Refill.
+type refiller struct {
+	target int           // the requests expected in the next group; 0: do not wait
+	took   time.Duration // the last commit's duration
+	skip   int           // rounds left without waiting
+	pause  int           // the rounds of the last pause
+	timer  *time.Timer   // made on first use
+}
+
+// next sets the target of the next group after a commit of answered
+// requests, with queued requests waiting.
+func (rf *refiller) next(queued, answered int) {
+	rf.target = 0
+	if rf.skip > 0 {
+		rf.skip--
+		return
+	}
+	if answered >= refillMin {
+		rf.target = min(queued+answered, MaxGroup)
+	}
+}
 
 // Inline makes a Commit call that finds no batch queued and the committer
 // idle run commit on its own goroutine, with its batch alone, instead of
@@ -175,9 +210,7 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 // it is given; requests whose caller gave up are left out.
 func (q *Queue) Run(commit func(group []*Request)) {
 	group := make([]*Request, 0, MaxGroup)
-	target := 0 // with Refill: the requests expected in the next group
-	var took time.Duration
-	var timer *time.Timer
+	var rf refiller
 	for {
 		select {
 		case <-q.life.Done():
@@ -199,8 +232,11 @@ func (q *Queue) Run(commit func(group []*Request)) {
 				break more
 			}
 		}
-		if len(group) < target {
-			group = q.fill(group, target, min(took/2, refillMax), &timer)
+		if len(group) < rf.target {
+			group = q.fill(group, &rf)
+			if q.life.Err() != nil {
+				return // closed while waiting: the callers return ErrClosed
+			}
 		}
 		live := group[:0]
 		for _, r := range group {
@@ -210,34 +246,50 @@ func (q *Queue) Run(commit func(group []*Request)) {
 		}
 		if len(live) > 0 {
 			q.busy.Lock()
-			began := time.Now()
+			var began time.Time
+			if q.refill {
+				began = time.Now()
+			}
 			commit(live)
-			took = time.Since(began)
+			if q.refill {
+				rf.took = time.Since(began)
+			}
 			q.busy.Unlock()
 		}
-		target = 0
-		if q.refill && len(live) >= refillMin {
-			target = min(len(q.reqs)+len(live), MaxGroup)
+		if q.refill {
+			rf.next(len(q.reqs), len(live))
 		}
 		q.pending.Add(-int32(len(group)))
 		clear(group)
 	}
 }
 
-// fill adds requests to group as they come, until it holds target or wait
-// has passed (see Refill). *timer is the committer's, made on first use.
-func (q *Queue) fill(group []*Request, target int, wait time.Duration, timer **time.Timer) []*Request {
-	if *timer == nil {
-		*timer = time.NewTimer(wait)
+// fill adds requests to group as they come, until it holds rf.target, or
+// half the last commit's duration (at most refillMax) has passed, or the
+// queue's life ended; a wait that gathered less than half of what it
+// waited for starts a pause (see Refill).
+func (q *Queue) fill(group []*Request, rf *refiller) []*Request {
+	wait := min(rf.took/2, refillMax)
+	if rf.timer == nil {
+		rf.timer = time.NewTimer(wait)
 	} else {
-		(*timer).Reset(wait)
+		rf.timer.Reset(wait)
 	}
-	defer (*timer).Stop()
-	for len(group) < target {
+	defer rf.timer.Stop()
+	before := len(group)
+	defer func() {
+		if 2*(len(group)-before) <= rf.target-before {
+			rf.pause = min(max(2*rf.pause, 1), refillPause)
+			rf.skip = rf.pause
+		} else {
+			rf.pause = 0
+		}
+	}()
+	for len(group) < rf.target {
 		select {
 		case r := <-q.reqs:
 			group = append(group, r)
-		case <-(*timer).C:
+		case <-rf.timer.C:
 			return group
 		case <-q.life.Done():
 			return group
