@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -111,13 +110,8 @@ func BenchmarkSequentialLagged(b *testing.B) {
 // SEEN_BY_RECIPIENT changes of the messages, with the stream-management
 // state. A sender queues the ack of its message ackLag messages back and
 // the receipt and marker of the one rcptLag back (rcptLag > ackLag > 0).
-//
-// With SQLITE_BENCH_NOBATCH set in the environment the store writes its
-// WAL as SQLite does (two writes per page, see walbatch.go), for
-// comparisons in one binary.
 func benchClient(b *testing.B, senders int, gather time.Duration, ackLag, rcptLag int) {
-	s, err := OpenConfig(context.Background(), filepath.Join(b.TempDir(), "b.db"),
-		Config{noBatch: os.Getenv("SQLITE_BENCH_NOBATCH") != ""})
+	s, err := OpenConfig(context.Background(), filepath.Join(b.TempDir(), "b.db"), Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,11 +14,6 @@
 // one sync, so writing each message ahead costs a fraction of a sync. A
 // Commit that finds no other waiting writes its batch on its own
 // goroutine, which spares a lone sender two goroutine switches per commit.
-// The store's writer reaches the file through a thin layer over SQLite's
-// file system layer that writes a transaction's WAL frames with one system
-// call, where SQLite makes two per page (a frame's header and its page):
-// what Commit returned is in the operating system as before, and a killed
-// process leaves a prefix of SQLite's writes, in its order.
 // Checkpoints (copying the WAL into the database file, with its sync) run
 // on a goroutine and connection of their own, passive, each time the
 // writer has added 1,000 pages (SQLite's automatic threshold), never inside

@@ -55,9 +55,6 @@ type Config struct {
 	failApply func(*store.Batch) error
 	// listLag, if positive, replaces the lag of listing listLag (tests).
 	listLag int64
-	// noBatch makes the writer write the WAL as SQLite does, two writes
-	// per frame (tests, benchmarks; see walbatch.go).
-	noBatch bool
 }
 
 // Store is a store.Store on an SQLite file.
@@ -153,7 +150,7 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 	if !shared {
 		vfs = "&vfs=" + exclusiveVFS
 	}
-	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)"
+	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)" + vfs
 	for _, p := range cfg.pragmas {
 		params += "&_pragma=" + p
 	}
@@ -162,16 +159,7 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 		return nil, err
 	}
 	defer probe.Close()
-	// The writer's WAL writes are batched (see walbatch.go).
-	wvfs := vfs
-	if !cfg.noBatch {
-		name, err := batchVFS(strings.TrimPrefix(vfs, "&vfs="))
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
-		}
-		wvfs = "&vfs=" + name
-	}
-	w, err := openWriter(path + params + wvfs)
+	w, err := openWriter(path + params)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
