@@ -22,6 +22,7 @@ type Request struct {
 	Batch *store.Batch
 	state atomic.Int32 // queued, taken (the committer answers), cancelled
 	done  chan error
+	q     *Queue // the queue that Commit put it in; nil for NewRequest's
 }
 
 const (
@@ -42,7 +43,12 @@ func (r *Request) Wait() error { return <-r.done }
 
 // Answer reports the outcome of the request's batch to its Commit call.
 // The committer calls it once for every request it was handed.
-func (r *Request) Answer(err error) { r.done <- err }
+func (r *Request) Answer(err error) {
+	if r.q != nil {
+		r.q.answering()
+	}
+	r.done <- err
+}
 
 // Queue is the queue between Commit calls and the committer of one store.
 type Queue struct {
@@ -62,6 +68,19 @@ type Queue struct {
 	inline func(group []*Request)
 	// refill: see Refill.
 	refill bool
+	// answered is set by a group's first answer (Run clears it before
+	// the commit), which notes in waiting how many requests were queued
+	// then: those that came while the commit ran. The callers it answers
+	// queue their next batches only later.
+	answered atomic.Bool
+	waiting  atomic.Int32
+}
+
+// answering notes, at a group's first answer, the requests queued.
+func (q *Queue) answering() {
+	if q.refill && q.answered.CompareAndSwap(false, true) {
+		q.waiting.Store(int32(len(q.reqs)))
+	}
 }
 
 // Refill makes the committer wait, before a group commit, for the callers
@@ -70,7 +89,9 @@ type Queue struct {
 // instead of splitting into two halves that alternate, the callers queued
 // while a commit ran and those it answered. It waits only after a group
 // of at least refillMin requests, for as many requests as the previous
-// group and those queued meanwhile, and at most half the previous
+// group and those that queued while it was committed (counted at its
+// first answer, before the callers it answers can queue again), and at
+// most half the previous
 // commit's duration (at most refillMax): a sequential caller never waits,
 // and a lone caller after a burst waits once.
 //
@@ -161,6 +182,7 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 		return nil
 	}
 	r := NewRequest(b)
+	r.q = q
 	if q.inline != nil && q.pending.Load() == 0 && q.busy.TryLock() {
 		if q.life.Err() != nil { // Stop is waiting, or has returned
 			q.busy.Unlock()
@@ -249,6 +271,8 @@ func (q *Queue) Run(commit func(group []*Request)) {
 			var began time.Time
 			if q.refill {
 				began = time.Now()
+				q.answered.Store(false)
+				q.waiting.Store(int32(len(q.reqs))) // if nothing is answered
 			}
 			commit(live)
 			if q.refill {
@@ -257,7 +281,7 @@ func (q *Queue) Run(commit func(group []*Request)) {
 			q.busy.Unlock()
 		}
 		if q.refill {
-			rf.next(len(q.reqs), len(live))
+			rf.next(int(q.waiting.Load()), len(live))
 		}
 		q.pending.Add(-int32(len(group)))
 		clear(group)

@@ -267,13 +267,22 @@ func TestNoOvertaking(t *testing.T) {
 // runSleeping runs q's committer with a commit function that takes d (a
 // transaction) and answers every request; it returns the size of each
 // group it was handed, safe to read once the callers' Commits returned.
-func runSleeping(q *Queue, d time.Duration) *[]int {
+func runSleeping(q *Queue, d time.Duration) *[]int { return runAnswering(q, d, false) }
+
+// runAnswering is runSleeping; with settle, the commit function returns
+// only once the callers it answered are blocked again (in a synctest
+// bubble: they queued their next batches, as on a machine with idle
+// cores).
+func runAnswering(q *Queue, d time.Duration, settle bool) *[]int {
 	var sizes []int
 	go q.Run(func(group []*Request) {
 		sizes = append(sizes, len(group))
 		time.Sleep(d)
 		for _, r := range group {
 			r.Answer(nil)
+		}
+		if settle {
+			synctest.Wait()
 		}
 	})
 	return &sizes
@@ -448,6 +457,36 @@ func TestRefillClose(t *testing.T) {
 			if slices.Contains(committed, id) {
 				t.Errorf("%s, gathered during the wait, was committed after the life ended", id)
 			}
+		}
+	})
+}
+
+// TestRefillCountsOnce: the callers a commit answered and that queued
+// their next batches before the committer looked are not counted twice
+// (once as answered, once as queued): the committer expects 8 of 8
+// callers, not 16, and never waits for callers that do not exist.
+func TestRefillCountsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		life, stop := context.WithCancel(context.Background())
+		defer stop()
+		q := New(life)
+		q.Refill()
+		runAnswering(q, time.Millisecond, true)
+		const callers, rounds = 8, 100
+		began := time.Now()
+		var wg sync.WaitGroup
+		for c := range callers {
+			wg.Go(func() {
+				for i := range rounds {
+					if err := q.Commit(context.Background(), batch(fmt.Sprint(c, "-", i))); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if took, most := time.Since(began), (rounds+3)*time.Millisecond; took > most {
+			t.Errorf("%d rounds of 1 ms took %v, more than %v: the committer waited", rounds, took, most)
 		}
 	})
 }
