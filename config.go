@@ -26,12 +26,6 @@ type Config struct {
 	// with the account's domain as server name. It is cloned.
 	TLSConfig *tls.Config
 	// DirectTLS connects with TLS from the first byte (XEP-0368) instead of STARTTLS.
-	//
-	// Known limit: a server (or a TLS-terminating proxy) that ends TLS
-	// (close_notify) without </stream:stream> and reads on gets mellium's
-	// stream error and </stream:stream>, which ends its stream management
-	// session (the next connection cannot resume it). A connection lost
-	// under TLS (a reset, a FIN) is dropped, never closed so.
 	DirectTLS bool
 	// AllowPlaintext logs in without TLS (STARTTLS is not attempted): for
 	// loopback tests only. It cannot be combined with TLSConfig, DirectTLS or

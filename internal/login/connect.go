@@ -123,6 +123,7 @@ type probeConn struct {
 	first      []byte
 	beforeRead func() // Config.BeforeRead
 	lost       atomic.Pointer[LostError]
+	plain      atomic.Pointer[tees] // copies the stream while no TLS runs over it
 }
 
 const probeLen = 32
@@ -137,6 +138,9 @@ func (p *probeConn) Read(b []byte) (int, error) {
 	}
 	if err != nil {
 		p.lose(err)
+	}
+	if t := p.plain.Load(); t != nil {
+		return t.read(b, n, err)
 	}
 	return n, err
 }
@@ -154,11 +158,10 @@ func (p *probeConn) Read(b []byte) (int, error) {
 // error, ejabberd does not keep the session for resumption), so the next
 // connection could not resume it. A lost connection is therefore dropped,
 // never closed by the protocol. A </stream:stream> the server sent is
-// not a read error: mellium answers it with its own, as it should. Nor is
-// a TLS close_notify, which ends the input above this connection: a server
-// that ends TLS without </stream:stream> and reads on still gets mellium's
-// close (servers close the connection with TLS; a TCP proxy in front of
-// one passes on a half-close as a FIN, which is a read error here).
+// not a read error: mellium answers it with its own, as it should. The end
+// of the input above TLS (a close_notify without </stream:stream>, as a
+// TLS-terminating proxy passes on a half-close) is lost the same way, by
+// the tlsInput over this connection.
 func (p *probeConn) lose(err error) {
 	if p.lost.CompareAndSwap(nil, &LostError{Err: err}) {
 		p.Conn.Close()
@@ -169,11 +172,18 @@ func (p *probeConn) Write(b []byte) (int, error) {
 	if e := p.lost.Load(); e != nil {
 		return 0, e
 	}
+	var n int
+	var err error
 	if !p.probe || !isStreamHeader(b) {
-		return p.Conn.Write(b)
+		n, err = p.Conn.Write(b)
+	} else {
+		n, err = p.Conn.Write(append(b[:len(b):len(b)], '\n'))
+		n = min(n, len(b))
 	}
-	n, err := p.Conn.Write(append(b[:len(b):len(b)], '\n'))
-	return min(n, len(b)), err
+	if t := p.plain.Load(); t != nil {
+		return t.wrote(b, n, err)
+	}
+	return n, err
 }
 
 // LostError is what a write on a connection returns once a read on it

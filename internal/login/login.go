@@ -149,7 +149,7 @@ func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {
 	// and would race with this one; negotiateSession hides ctx's
 	// cancellation from mellium for that reason.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	s, err := negotiateSession(ctx, conn, &c)
+	s, err := negotiateSession(ctx, conn, probe, &c)
 	if !stop() && err == nil {
 		// The context ended during negotiation: report it, whatever the
 		// negotiation returned.
@@ -227,10 +227,12 @@ func (c *Config) dialDomain(ctx context.Context, nd *net.Dialer) (net.Conn, *pro
 }
 
 // wrap puts conn under a probeConn, and with tlsFirst under TLS too once
-// its handshake is done (closing conn if it fails).
+// its handshake is done (closing conn if it fails; see tlsInput).
 func (c *Config) wrap(ctx context.Context, conn net.Conn, tlsFirst bool) (net.Conn, *probeConn, error) {
+	t := tees{in: c.TeeIn, out: c.TeeOut}
 	p := &probeConn{Conn: conn, probe: !tlsFirst, beforeRead: c.BeforeRead}
 	if !tlsFirst {
+		p.plain.Store(&t) // until STARTTLS (see startTLS)
 		return p, p, nil
 	}
 	tc := tls.Client(p, c.tlsConfig())
@@ -238,22 +240,107 @@ func (c *Config) wrap(ctx context.Context, conn net.Conn, tlsFirst bool) (net.Co
 		conn.Close()
 		return nil, nil, err
 	}
-	return tc, nil, nil
+	return tlsInput{tc, p, t}, nil, nil
+}
+
+// tlsInput is a session's TLS connection over its probeConn. The end of
+// its input (a close_notify) or any other error reading it ends the
+// connection as a failed read of the probeConn does (see probeConn.lose):
+// mellium would answer it with a stream error and </stream:stream>, and a
+// server (or a TLS-terminating proxy) that ended TLS without
+// </stream:stream> and reads on would end its stream management session.
+// A </stream:stream> the server sent before is read first, and answered.
+// It copies the stream to the tees.
+type tlsInput struct {
+	*tls.Conn
+	probe *probeConn
+	tees  tees
+}
+
+func (c tlsInput) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.probe.lose(err)
+	}
+	return c.tees.read(b, n, err)
+}
+
+func (c tlsInput) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	return c.tees.wrote(b, n, err)
+}
+
+// tees are Config.TeeIn and TeeOut. The client copies the stream itself,
+// in its probeConn while no TLS runs over it and then in its tlsInput,
+// rather than through mellium's StreamConfig.TeeIn and TeeOut: mellium's
+// tee connection reports the TLS state (ConnectionState, which the TLS
+// check and channel binding read) of a *tls.Conn only, so it would hide a
+// tlsInput's. They see what mellium's would: every byte of the stream
+// above TLS as read and written (a write only once it succeeded), none of
+// the TLS handshake. As with mellium's (io.TeeReader, io.MultiWriter), a
+// tee's error is the read's or the write's (package sm's input limits end
+// a connection so).
+type tees struct{ in, out io.Writer }
+
+// read copies what a read of b returned (n, err) to in.
+func (t *tees) read(b []byte, n int, err error) (int, error) {
+	if t.in != nil && n > 0 {
+		if _, werr := t.in.Write(b[:n]); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
+}
+
+// wrote copies b to out once a write of it succeeded (n, err).
+func (t *tees) wrote(b []byte, n int, err error) (int, error) {
+	if t.out == nil || err != nil {
+		return n, err
+	}
+	if _, werr := t.out.Write(b); werr != nil {
+		return n, werr
+	}
+	return n, nil
+}
+
+// startTLS is mellium's STARTTLS feature, with its TLS connection read
+// through a tlsInput.
+func startTLS(cfg *tls.Config, probe *probeConn) xmpp.StreamFeature {
+	f := xmpp.StartTLS(cfg)
+	inner := f.Negotiate
+	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
+		mask, rw, err := inner(ctx, s, data)
+		if tc, ok := rw.(*tls.Conn); ok && probe != nil {
+			// TLS starts with the next write: from here the stream is
+			// copied above it.
+			var t tees
+			if plain := probe.plain.Swap(nil); plain != nil {
+				t = *plain
+			}
+			rw = tlsInput{tc, probe, t}
+		}
+		return mask, rw, err
+	}
+	return f
 }
 
 // negotiateSession runs stream negotiation on conn and checks the result.
-func negotiateSession(ctx context.Context, conn net.Conn, c *Config) (*xmpp.Session, error) {
+// probe is conn, or nil if conn runs TLS from the start.
+func negotiateSession(ctx context.Context, conn net.Conn, probe *probeConn, c *Config) (*xmpp.Session, error) {
 	var state xmpp.SessionState
 	var features []xmpp.StreamFeature
-	_, directTLS := conn.(*tls.Conn)
+	_, directTLS := conn.(tlsInput)
 	switch {
 	case c.AllowPlaintext:
 		// mellium only runs SASL on a session marked Secure; marking it is how
 		// plaintext is allowed. It also keeps StartTLS from being attempted
 		// (Prosody offers it again after authentication).
 		state |= xmpp.Secure
-	case !directTLS:
-		features = append(features, xmpp.StartTLS(c.tlsConfig()))
+	case directTLS:
+		// mellium marks only a *tls.Conn Secure itself.
+		state |= xmpp.Secure
+	default:
+		features = append(features, startTLS(c.tlsConfig(), probe))
 	}
 	a := &authenticator{
 		ctx:       ctx,
@@ -271,7 +358,8 @@ func negotiateSession(ctx context.Context, conn net.Conn, c *Config) (*xmpp.Sess
 	origin := c.JID.Bare()
 	s, err := xmpp.NewSession(context.WithoutCancel(ctx), origin.Domain(), origin, conn, state, xmpp.NewNegotiator(
 		func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {
-			return xmpp.StreamConfig{Features: features, TeeIn: c.TeeIn, TeeOut: c.TeeOut}
+			// The tees are the client's own (see tees), not mellium's.
+			return xmpp.StreamConfig{Features: features}
 		}))
 	if err != nil {
 		if errors.Is(err, ErrAuth) || errors.Is(err, ErrNoChannelBinding) {
