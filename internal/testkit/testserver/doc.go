@@ -29,9 +29,11 @@
 // foreground" run as the ejabberd user, "postgres -D") and stopped by its PID:
 // SIGTERM (SIGINT for PostgreSQL), then SIGKILL to its process group after a
 // grace period, then the process is reaped and the directory removed. A start
-// that fails is stopped so too, but within the start-up bound
-// ([Options].StartTimeout, 60 s for PostgreSQL): its group gets SIGKILL when
-// the bound ends, so Launch returns once the kernel has reaped it. Nothing
+// that fails is stopped so too, but its group gets SIGKILL when the start-up
+// bound ([Options].StartTimeout, 60 s for PostgreSQL) ends, or 2 s after
+// SIGTERM (SIGINT) where the bound had ended before (a failed start most
+// often ends with it): Launch returns within the bound, plus those 2 s, plus
+// the moment the kernel takes to reap a killed process. Nothing
 // outside the temporary directory is written and only 127.0.0.1 is bound
 // (ejabberd also binds its Erlang distribution port on 127.0.0.1; no epmd is
 // started).
@@ -70,7 +72,9 @@
 // error wrapping [errors.ErrUnsupported] that says why, so [Start] and
 // [StartPostgres] skip the test with that reason (or fail it under CI=true),
 // like a missing binary. The harness's own tests of process groups, port
-// locks and orphaned servers are built on Unix (or Linux) only.
+// locks, stops and orphaned servers are built on Unix (or Linux) only; the
+// test of a stop after a port taken by another process is skipped where
+// there is no /proc to see that.
 //
 // # Server differences
 //

@@ -70,7 +70,8 @@ type Options struct {
 
 	// StartTimeout bounds start-up, account creation included, and the
 	// stop of a start that failed: a server still running when it ends
-	// gets SIGKILL, whatever its grace period. Zero means 30 s.
+	// gets SIGKILL, whatever its grace period, but not before 2 s after its
+	// stop signal. Zero means 30 s.
 	StartTimeout time.Duration
 
 	// Logf receives progress messages of the harness (not the server's log).
@@ -613,11 +614,16 @@ func (p *process) signal(target int, sig syscall.Signal) {
 // killWait bounds the wait for a process to be reaped after SIGKILL.
 const killWait = 10 * time.Second
 
+// stopFloor is the least time a failed start's stop signal gets (or its
+// grace, if shorter), even when the start-up bound has already ended.
+const stopFloor = 2 * time.Second
+
 // stop ends the process, named name in messages, and waits until it is
 // reaped: sig to target (see signal), then SIGKILL to its process group
-// after grace, or as soon as ctx ends if that comes first (a failed start
-// is stopped within its start-up bound, however long the grace), then at
-// most killWait for the end. Once it is reaped, its reaper kills any
+// after grace, or when ctx ends if that comes first, but not before
+// stopFloor (or grace) has passed since sig (a failed start is stopped
+// within its start-up bound plus stopFloor, however long the grace), then
+// at most killWait for the end. Once it is reaped, its reaper kills any
 // straggler of the group.
 func (p *process) stop(ctx context.Context, name string, target int, sig syscall.Signal, grace time.Duration, logf func(string, ...any)) error {
 	defer p.reaper.sweep()
@@ -631,14 +637,23 @@ func (p *process) stop(ctx context.Context, name string, target int, sig syscall
 	p.signal(target, sig)
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
+	floor := time.NewTimer(min(grace, stopFloor))
+	defer floor.Stop()
 	select {
 	case <-p.done:
 		logf("testserver: %s (pid %d) stopped in %v", name, pid, time.Since(began).Round(time.Millisecond))
 		return nil
 	case <-timer.C:
-		logf("testserver: %s (pid %d) ignored its stop signal (%v) for %v, killing its process group", name, pid, sig, grace)
+		logf("testserver: %s (pid %d) ignored %s for %v, killing its process group", name, pid, signalName(sig), grace)
 	case <-ctx.Done():
-		logf("testserver: %s (pid %d) still ran after its stop signal (%v) when its start-up bound ended, killing its process group", name, pid, sig)
+		select {
+		case <-p.done:
+			logf("testserver: %s (pid %d) stopped in %v", name, pid, time.Since(began).Round(time.Millisecond))
+			return nil
+		case <-floor.C:
+		}
+		logf("testserver: %s (pid %d) still ran %v after %s, at the end of its start-up bound, killing its process group",
+			name, pid, time.Since(began).Round(time.Millisecond), signalName(sig))
 	}
 	// The group's leader, the reaper, is not reaped yet, so the group is
 	// still ours.
@@ -652,6 +667,17 @@ func (p *process) stop(ctx context.Context, name string, target int, sig syscall
 	case <-timer.C:
 		return fmt.Errorf("testserver: %s (pid %d) did not exit after SIGKILL", name, pid)
 	}
+}
+
+// signalName names the stop signals in messages.
+func signalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	}
+	return sig.String()
 }
 
 // tail keeps the last max bytes written to it.

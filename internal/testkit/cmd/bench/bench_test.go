@@ -112,3 +112,14 @@ func TestQuantile(t *testing.T) {
 		}
 	}
 }
+
+// TestPeakMB: a peak resident set that was not read (0, off Linux) prints
+// as n/a, not as 0.0 MB.
+func TestPeakMB(t *testing.T) {
+	if got := peakMB(0); got != "n/a" {
+		t.Errorf("peakMB(0) = %q, want n/a", got)
+	}
+	if got := peakMB(2_000_000); got != "2.0 MB" {
+		t.Errorf("peakMB(2e6) = %q, want 2.0 MB", got)
+	}
+}

@@ -48,6 +48,15 @@ func ms(s float64) string {
 
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
 
+// peakMB formats a child's peak resident set, "n/a" where it is not read
+// (see maxRSS).
+func peakMB(b int64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return mb(b)
+}
+
 // spread formats the median and range of v with format f.
 func spread(v []float64, f string) string {
 	if len(v) == 0 {
@@ -125,7 +134,7 @@ func (r run) procCPUPer1k() float64 {
 
 func (r run) summary() string {
 	s := fmt.Sprintf("%d msgs: DTS %.2fs DTR %.2fs SEEN %.2fs (%.0f msg/s), CPU %.3fs (process %.3fs), RSS %s, server CPU %.2fs, other load %.2f",
-		r.res.N, r.res.ToServer, r.res.ToRecipient, r.res.Seen, r.throughput(), r.res.CPU, r.proc.CPU, mb(r.proc.MaxRSS), r.serverCPU, r.otherLoad)
+		r.res.N, r.res.ToServer, r.res.ToRecipient, r.res.Seen, r.throughput(), r.res.CPU, r.proc.CPU, peakMB(r.proc.MaxRSS), r.serverCPU, r.otherLoad)
 	if r.err != nil && r.res.LastRecip > 0 {
 		s += fmt.Sprintf(", %d receipts by %.2fs (%.0f msg/s)", r.res.CntRecip, r.res.LastRecip, r.received())
 	}
@@ -315,7 +324,7 @@ func (b *bench) report(w io.Writer) {
 		}
 		if r := sr.responder; r != nil {
 			fmt.Fprintf(w, "  %s: responder queued %d displayed markers, refused %d answers (outbox full); its CPU %.1f s, peak RSS %s\n",
-				sr.kind, r.Received, r.Dropped, sr.respProc.CPU, mb(sr.respProc.MaxRSS))
+				sr.kind, r.Received, r.Dropped, sr.respProc.CPU, peakMB(sr.respProc.MaxRSS))
 		}
 	}
 	if p := b.pending; p != nil && p.res.Pending > 0 {
@@ -326,7 +335,7 @@ func (b *bench) report(w io.Writer) {
 			r.Pending, r.ToServer, mb(r.HeapAfter-r.HeapBefore), heapPer)
 		fmt.Fprintf(w, "    RSS %s before, %s after (+%s, %.0f B per tracker; GC headroom included), %s after debug.FreeOSMemory (+%.0f B per tracker); peak RSS %s\n",
 			mb(r.RSSBefore), mb(r.RSSAfter), mb(r.RSSAfter-r.RSSBefore), rssPer, mb(r.RSSFreed),
-			float64(r.RSSFreed-r.RSSBefore)/float64(r.Pending), mb(p.proc.MaxRSS))
+			float64(r.RSSFreed-r.RSSBefore)/float64(r.Pending), peakMB(p.proc.MaxRSS))
 	}
 	reportOffline(w, b.opts.offlineN, b.offline)
 	fmt.Fprintln(w, "  Go benchmark of the same budget: go test -run '^$' -bench BenchmarkPendingMemory -benchtime=1000000x ./tracking/")
