@@ -5,16 +5,21 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"slices"
+	"strings"
 
 	"golang.org/x/net/dns/dnsmessage"
 )
 
 // fakeDNS is a resolver whose DNS server is this map: SRV records by
 // service name, and an IPv4 address by host name (such a host has no
-// IPv6 address). Every other name does not exist. Names end with a dot.
+// IPv6 address). A query for a name that starts with one in fail gets a
+// server failure (SERVFAIL); every other name does not exist. Names end
+// with a dot.
 type fakeDNS struct {
 	srv  map[string][]net.SRV
 	host map[string][4]byte
+	fail []string
 }
 
 // resolver returns a Go resolver that asks d. Its connections are pipes,
@@ -61,7 +66,10 @@ func (d fakeDNS) answer(query []byte) ([]byte, error) {
 	srvs, isService := d.srv[name]
 	ip, isHost := d.host[name]
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
-	if !isService && !isHost {
+	switch {
+	case slices.ContainsFunc(d.fail, func(f string) bool { return strings.HasPrefix(name, f) }):
+		rh.RCode = dnsmessage.RCodeServerFailure
+	case !isService && !isHost:
 		rh.RCode = dnsmessage.RCodeNameError
 	}
 	b := dnsmessage.NewBuilder(nil, rh)

@@ -204,26 +204,52 @@ func dialConn(ctx context.Context, c *Config) (conn net.Conn, probe *probeConn, 
 	return c.wrap(ctx, conn, c.DirectTLS)
 }
 
+// perTarget bounds an attempt (dial and, with direct TLS, handshake) at
+// one of a domain's addresses while others remain, so that one that takes
+// no packet or never answers leaves time for the next.
+const perTarget = 10 * time.Second
+
 // dialDomain dials the addresses of the JID's domain in turn (see
 // targets) and returns the first connection that opens, and with direct
-// TLS completes its handshake; else the last error.
+// TLS completes its handshake. An attempt with others after it gets
+// perTarget at most, and no more than its share of ctx's time left. It
+// stops when ctx ends. Its error joins every attempt's, each with its
+// address.
 func (c *Config) dialDomain(ctx context.Context, nd *net.Dialer) (net.Conn, *probeConn, error) {
 	ts, err := targets(ctx, nd.Resolver, c.JID.Domainpart(), c.DirectTLS)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, t := range ts {
-		var conn net.Conn
-		if conn, err = nd.DialContext(ctx, "tcp", t.addr); err != nil {
-			continue
+	var errs []error
+	for i, t := range ts {
+		tctx, cancel := ctx, context.CancelFunc(func() {})
+		if left := len(ts) - i; left > 1 {
+			bound := perTarget
+			if d, ok := ctx.Deadline(); ok {
+				bound = min(bound, time.Until(d)/time.Duration(left))
+			}
+			tctx, cancel = context.WithTimeout(ctx, bound)
 		}
-		tc, probe, werr := c.wrap(ctx, conn, t.tls)
-		if werr == nil {
-			return tc, probe, nil
+		conn, probe, err := c.dialTarget(tctx, nd, t)
+		cancel()
+		if err == nil {
+			return conn, probe, nil
 		}
-		err = werr
+		errs = append(errs, fmt.Errorf("%s: %w", t.addr, err))
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return nil, nil, err
+	return nil, nil, errors.Join(errs...)
+}
+
+// dialTarget dials one of a domain's addresses.
+func (c *Config) dialTarget(ctx context.Context, nd *net.Dialer, t target) (net.Conn, *probeConn, error) {
+	conn, err := nd.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.wrap(ctx, conn, t.tls)
 }
 
 // wrap puts conn under a probeConn, and with tlsFirst under TLS too once

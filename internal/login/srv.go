@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 )
 
@@ -20,43 +21,57 @@ type target struct {
 // resolver sorts them (priority, then weight); then, for a service without
 // records, its standard port on the domain itself (5222, then 5223 with
 // directTLS). A service whose only record's target is "." is decidedly not
-// offered (RFC 2782). A failed lookup counts as no records; only when both
-// failed with directTLS is it an error.
+// offered (RFC 2782); where that is xmpps-client, the domain's own
+// addresses are not tried either (XEP-0368: no A/AAAA fallback). A failed
+// lookup counts as no records; only when both failed with directTLS is it
+// an error.
 //
 // The client dials these itself, rather than through mellium's dialer, so
 // that a direct TLS connection runs over its own probeConn (see dialConn).
 func targets(ctx context.Context, r *net.Resolver, domain string, directTLS bool) ([]target, error) {
-	services := []string{"xmpp-client"}
-	if directTLS {
-		services = append(services, "xmpps-client")
+	type service struct {
+		name      string
+		port      int
+		tls       bool
+		srvs      []*net.SRV
+		withdrawn bool
 	}
-	var found [2][]target
-	var fallback []target
+	services := []*service{{name: "xmpp-client", port: 5222}}
+	if directTLS {
+		services = append(services, &service{name: "xmpps-client", port: 5223, tls: true})
+	}
 	var errs []error
-	for i, service := range services {
-		tls, port := service == "xmpps-client", 5222+i
-		_, srvs, err := r.LookupSRV(ctx, service, "tcp", domain)
+	for _, s := range services {
+		_, srvs, err := r.LookupSRV(ctx, s.name, "tcp", domain)
 		var dnsErr *net.DNSError
-		if err != nil {
-			srvs = nil // as mellium: what came with an error is not used
+		switch {
+		case err != nil:
+			// As mellium: what came with an error is not used.
 			if !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
 				errs = append(errs, err)
 			}
-		}
-		switch {
 		case len(srvs) == 1 && srvs[0].Target == ".":
-			continue // decidedly not offered
-		case len(srvs) == 0:
-			fallback = append(fallback, target{net.JoinHostPort(domain, strconv.Itoa(port)), tls})
-		}
-		for _, s := range srvs {
-			found[i] = append(found[i], target{net.JoinHostPort(s.Target, strconv.Itoa(int(s.Port))), tls})
+			s.withdrawn = true
+		default:
+			s.srvs = srvs
 		}
 	}
 	if len(errs) == 2 {
 		return nil, errors.Join(errs...)
 	}
-	all := append(append(found[1], found[0]...), fallback...)
+	var all, fallback []target
+	noFallback := directTLS && services[1].withdrawn
+	for _, s := range slices.Backward(services) { // xmpps-client first
+		for _, srv := range s.srvs {
+			all = append(all, target{net.JoinHostPort(srv.Target, strconv.Itoa(int(srv.Port))), s.tls})
+		}
+	}
+	for _, s := range services {
+		if len(s.srvs) == 0 && !s.withdrawn && !noFallback {
+			fallback = append(fallback, target{net.JoinHostPort(domain, strconv.Itoa(s.port)), s.tls})
+		}
+	}
+	all = append(all, fallback...)
 	if len(all) == 0 {
 		return nil, fmt.Errorf("no xmpp service found at address %s", domain)
 	}
