@@ -73,15 +73,15 @@
 // A connection that freezes (no FIN, no RST: a NAT that dropped its state,
 // a stalled proxy) is noticed: an <r/> unanswered for
 // StreamManagement.AckTimeout (5 s, plus four round trips, counted from
-// when the <r/> got out, so a slow link carrying a large stanza is not
-// cut) drops it, and idle connections are probed every 30 s; a write
-// stuck on it, which stream management cannot tell from a slow one, is
-// ended by the kernel (TCP_USER_TIMEOUT: 35 s in which the peer's TCP
-// acknowledges no byte or takes none, on the connections the client dials
-// on Linux; a negative AckTimeout does not lift it), and in any case once
-// an <r/> has waited 24 times AckTimeout (2 minutes) to get out. The
-// client then reconnects and
-// resumes. A resumption the server accepted but then breaks (Prosody 0.12
+// when the <r/> got out, and on Linux only while the TCP socket shows no
+// progress, so a slow link carrying a large stanza is not cut) drops it,
+// and idle connections are probed every 30 s; a write stuck on it is
+// found by the socket's lack of progress on Linux, ended by the kernel
+// (TCP_USER_TIMEOUT: 35 s in which the peer's TCP acknowledges no byte or
+// takes none, on the connections the client dials on Linux; a negative
+// AckTimeout does not lift it), and in any case once an <r/> has waited
+// 24 times AckTimeout (2 minutes) to get out. The client then reconnects
+// and resumes. A resumption the server accepted but then breaks (Prosody 0.12
 // after a connection cut inside a stanza: no ack ever again, or a
 // not-well-formed, policy-violation or stanza-too-big stream error before
 // any ack) is treated as a failed one: the next connection starts a new

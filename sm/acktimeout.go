@@ -31,7 +31,7 @@ func (e *AckTimeoutError) Is(target error) bool { return target == ErrAckTimeout
 // ackTimeoutLocked returns the error that ends c now that the watchdog
 // found its awaited answer overdue. The caller holds st.mu.
 func (c *conn) ackTimeoutLocked() *AckTimeoutError {
-	dl, bound := c.deadlineLocked()
+	dl, bound, _ := c.deadlineLocked()
 	if dl == 0 {
 		return &AckTimeoutError{Bound: time.Duration(c.st.ackBoundLocked())}
 	}

@@ -127,9 +127,10 @@ type Config struct {
 	// earlier <r/> to their <a/>; this part at most AckTimeout again,
 	// Info.AckBound says the total), with no <a/> received meanwhile, the
 	// connection is dead (frozen: no FIN, no RST, bytes stop flowing). A
-	// request that cannot get out (behind a stuck write) is bounded by the
-	// kernel's TCP_USER_TIMEOUT where set, and by 24 times AckTimeout in
-	// any case (see "Dead connections"). The State then expires
+	// request that cannot get out (behind a stuck write) is found by the
+	// TCP socket's lack of progress (Linux), the kernel's TCP_USER_TIMEOUT
+	// where set, and by 24 times AckTimeout in any case (see "Dead
+	// connections"). The State then expires
 	// the connection's deadlines, so that Serve returns ErrAckTimeout at
 	// once, and closes the connection; reconnect: the stream is resumed. 0
 	// means DefaultAckTimeout; a negative value disables both bounds.

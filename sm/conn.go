@@ -7,6 +7,7 @@ import (
 	"mellium.im/xmpp"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -41,21 +42,26 @@ type conn struct {
 	copyOf       entry
 	snaps        []uint32
 	snapHead     int
-	sinceReq     int           // stanzas written since the last <r/>
-	lone         bool          // the first of them found nothing unacknowledged in flight: request at once
-	uncovered    int64         // Unix ns when the oldest of them was written
-	rSent        uint64        // <r/> booked by the requester (rOut of them written, the rest being written)
-	rOut         uint64        // <r/> written: their bytes handed to the connection
-	aRecv        uint64        // <a/> received, at most rSent
-	rAt          int64         // Unix ns when an <r/> was written with no other written one unanswered, until its answer (RTT sample)
-	rWait        int64         // Unix ns since when an answer to a written <r/> is awaited with no <a/> received; 0: none
-	bookAt       int64         // Unix ns when the request (<r/> or <enable/>) being written was booked; 0: none
-	enableAt     int64         // Unix ns when <enable/> was written
-	lastAct      int64         // Unix ns of the last <r/> sent or <a/> received (idle probe)
-	gotAck       bool          // an <a/> arrived on this connection
-	failedResume bool          // a failed resumption (see "Failed resumptions"): the session was dropped
-	sess         *xmpp.Session // set by Start; the watchdog expires its deadlines
-	watch        *time.Timer   // the watchdog (armLocked); created stopped, never replaced
+	sinceReq     int             // stanzas written since the last <r/>
+	lone         bool            // the first of them found nothing unacknowledged in flight: request at once
+	uncovered    int64           // Unix ns when the oldest of them was written
+	rSent        uint64          // <r/> booked by the requester (rOut of them written, the rest being written)
+	rOut         uint64          // <r/> written: their bytes handed to the connection
+	aRecv        uint64          // <a/> received, at most rSent
+	rAt          int64           // Unix ns when an <r/> was written with no other written one unanswered, until its answer (RTT sample)
+	rWait        int64           // Unix ns since when an answer to a written <r/> is awaited with no <a/> received; 0: none
+	bookAt       int64           // Unix ns when the request (<r/> or <enable/>) being written was booked; 0: none
+	sock         syscall.RawConn // the TCP socket under the session, for progressLocked; nil: none known
+	progOK       bool            // progAcked and progAt are set for the request being written
+	progAcked    uint64          // the socket's bytes acknowledged by the peer at progAt
+	progAt       int64           // Unix ns of the last look that found progress
+	lookAt       int64           // Unix ns of the last look
+	enableAt     int64           // Unix ns when <enable/> was written
+	lastAct      int64           // Unix ns of the last <r/> sent or <a/> received (idle probe)
+	gotAck       bool            // an <a/> arrived on this connection
+	failedResume bool            // a failed resumption (see "Failed resumptions"): the session was dropped
+	sess         *xmpp.Session   // set by Start; the watchdog expires its deadlines
+	watch        *time.Timer     // the watchdog (armLocked); created stopped, never replaced
 	watchArmed   bool
 	watchAt      int64  // Unix ns the armed watchdog fires
 	careful      bool   // re-send the held messages one at a time (after a policy violation)

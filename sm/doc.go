@@ -197,52 +197,63 @@
 // probe is due, or the previous stanza's write returned and the next one
 // holds the output), or behind every writer queued for the output before
 // it, and a slow but working link takes as long as it takes to carry
-// them. The State cannot tell such a write from one stuck on a frozen
-// link (mellium writes a large text in one write, and copies it to the
-// tees only once all of it left), so a stuck write is bounded twice:
+// them. Once written, it may still wait in the socket's send buffer
+// behind the bytes before it. mellium writes a large text in one write,
+// and copies it to the tees only once all of it left, so the State cannot
+// tell from the writes alone a link that is slow from one that is stuck.
+// Three things tell:
 //
-//   - by the kernel, where the connection has TCP_USER_TIMEOUT (Linux): a
+//   - the TCP socket, on Linux, where the State finds it under the
+//     session's connection (through *tls.Conn and wrappers that embed the
+//     net.Conn, as mellium's tees and the xmpptrack client's own do):
+//     from half an ack bound after a request was booked or written
+//     without an answer, the State looks at the socket's TCP_INFO every
+//     half ack bound. While the kernel holds bytes of ours, the link is
+//     dead only once the peer acknowledged none of them for an ack bound
+//     (slow links go on; a stuck one is found within about one and a half
+//     ack bounds); once it holds none, a written request unanswered for an
+//     ack bound is dead as above (the server's TCP took it), and one not
+//     written yet is held above the kernel and left to the write bound.
+//   - the kernel, where the connection has TCP_USER_TIMEOUT (Linux): a
 //     write ends once the peer's TCP acknowledged no byte, or took none (a
 //     full receive window), for that long. The xmpptrack client's dialer
 //     sets it to 35 s.
-//   - by the State's write bound, everywhere, as a backstop (a wrapper
-//     that holds writes in user space, a kernel whose TCP_USER_TIMEOUT
-//     misses zero-window probes, another system, a connection without the
-//     option): an <r/> or <enable/> that the State decided to send and
-//     that has not got out after 24 times AckTimeout (2 minutes at the
-//     default) ends the connection as above; the AckTimeoutError's Bound
-//     is then that write bound. Writes that take longer than that, together,
-//     on a slow but working link are cut (a single 1 MiB stanza at under
-//     about 70 kbit/s at the default). A write deadline that the
-//     application sets on the connection bounds a write too.
+//   - the State's write bound, everywhere, as a backstop (a wrapper that
+//     holds writes in user space, another system, a connection whose
+//     socket is not found): an <r/> or <enable/> that the State decided
+//     to send and that has not got out after 24 times AckTimeout (2
+//     minutes at the default) ends the connection as above; the
+//     AckTimeoutError's Bound is then that write bound. Writes that take
+//     longer than that, together, on a slow but working link are cut (a
+//     single 1 MiB stanza at under about 70 kbit/s at the default). A
+//     write deadline that the application sets on the connection bounds a
+//     write too.
 //
-// So a frozen link is found within the ack bound (5 to 10 s at the
-// defaults) when an <r/> got out before the freeze or fits in the socket's
-// send buffer after it, but only within 35 s (TCP_USER_TIMEOUT) or the
-// write bound when the <r/> cannot get out: a stanza larger than the room
-// left in the send buffer, or a burst that fills it before the next <r/>.
-// Before the bound waited for the <r/> to get out, both cases took the
-// ack bound, and slow links were cut.
-//
-// Bytes that a write handed to the kernel may still wait in the socket's
-// send buffer, behind which the <r/> waits too: on a link slow enough
-// that the buffer takes longer than the ack bound to drain, the bound can
-// still run out on a working link. How often that happens is not
-// measured; AckTimeout is the knob.
+// So on Linux over TCP a frozen link is found within the ack bound (5 to
+// 10 s at the defaults), or about one and a half of it when our bytes
+// wait in the send buffer. Elsewhere, or where the socket is not found,
+// the written <r/>'s ack bound applies as is (a link slow enough that the
+// send buffer takes longer than the bound to drain is then cut; how often
+// that happens is not measured, AckTimeout is the knob), and a request
+// that cannot get out (a stanza larger than the room left in the send
+// buffer, or a burst that fills it before the next <r/>) is found only
+// by the write bound.
 //
 // A write that blocks before any <r/> is booked starts no bound at all:
 // if the link freezes while idle and the next write blocks at once (one
 // write larger than the room left in the socket buffer), nothing is
 // counted and no request rule fires until the idle probe books one,
 // IdleProbe after the last exchange (never with IdleProbe disabled), which
-// then gets the write bound (or the kernel's). While the requester is
+// then gets the bounds above (on Linux over TCP, the socket's progress
+// finds it within about one and a half ack bounds). While the requester is
 // itself blocked re-sending the messages of a lost stream after
 // <enabled/>, or Start retransmits after <resumed/>, no <r/> can be booked
 // at all: such a write ends only when the connection is closed (as when
 // Start's ctx ends; a session's Close would wait for the same output) or
 // the kernel fails it (TCP_USER_TIMEOUT, or the operating system's own
 // TCP timeout: about 15 minutes on Linux by default). A resumed
-// connection that dies of the write bound before any <a/> is a failed
+// connection that dies of the write bound, or of the socket's lack of
+// progress, before any <a/> is a failed
 // resumption (see "Failed resumptions"), as one that dies of the ack
 // bound; so is one that ends otherwise (the kernel's ETIMEDOUT, or any
 // loss) while a request of ours had waited longer than the ack bound to

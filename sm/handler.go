@@ -169,6 +169,7 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 		st.sampleRTTLocked(now - c.rAt)
 		c.rAt = 0
 	}
+	c.progOK = false // what the socket showed before is moot
 	if c.aRecv < c.rOut {
 		c.rWait = now // progress: the bound starts again
 	} else {

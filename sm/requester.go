@@ -105,24 +105,81 @@ func (st *State) unackedMessageLocked() bool {
 // answer to a written <r/> (or to <enable/>) is awaited with no <a/>
 // since, or the write bound (writeBoundLocked) once a request was booked and
 // has not got out. dl is 0 if neither applies.
-func (c *conn) deadlineLocked() (dl, bound int64) {
+//
+// Where the State can see the TCP socket (c.sock), the ack bound is
+// decided by looking at it instead (check: dl is when to look, see
+// progressLocked): every half ack bound from half an ack bound after the
+// request was booked or written.
+func (c *conn) deadlineLocked() (dl, bound int64, check bool) {
 	ack := c.st.ackBoundLocked()
 	if ack <= 0 {
-		return 0, 0
+		return 0, 0, false
 	}
-	since := c.rWait
-	if since == 0 && !c.smOn && !c.refused && c.enableAt != 0 {
-		since = c.enableAt
-	}
+	since := c.sinceLocked()
 	if since != 0 {
 		dl, bound = since+ack, ack
 	}
+	if start := min(since, c.bookAt); c.sock != nil && (since != 0 || c.bookAt != 0) {
+		if start == 0 {
+			start = max(since, c.bookAt)
+		}
+		d := start + ack/2
+		if c.progOK {
+			d = c.lookAt + ack/2
+		}
+		dl, bound, check = d, ack, true
+	}
 	if wb := c.st.writeBoundLocked(); c.bookAt != 0 && wb > 0 {
 		if d := c.bookAt + wb; dl == 0 || d < dl {
-			dl, bound = d, wb
+			dl, bound, check = d, wb, false
 		}
 	}
-	return dl, bound
+	return dl, bound, check
+}
+
+// sinceLocked is since when an answer to a written request is awaited
+// with no <a/> received; 0: none.
+func (c *conn) sinceLocked() int64 {
+	if c.rWait == 0 && !c.smOn && !c.refused {
+		return c.enableAt
+	}
+	return c.rWait
+}
+
+// progressLocked looks at the socket when an answer or a request's write
+// has taken half an ack bound: at the bytes of ours the peer's TCP
+// acknowledged, and whether the kernel holds any not yet acknowledged. It
+// reports false, with c.fatal set, when the connection is dead: bytes are
+// pending and none was acknowledged for an ack bound (the link is stuck,
+// not slow: our <r/> may be among them), or none is pending and a written
+// request has been unanswered for an ack bound (the server's TCP took it
+// all). A request still held above the kernel (nothing pending) is left
+// to the write bound; a socket that cannot tell, to the plain bounds.
+func (c *conn) progressLocked(now int64) bool {
+	acked, pending, ok := sendProgress(c.sock)
+	if !ok {
+		c.sock = nil
+		return true
+	}
+	ack := c.st.ackBoundLocked()
+	if !c.progOK || acked != c.progAcked {
+		c.progOK, c.progAcked, c.progAt = true, acked, now
+	}
+	c.lookAt = now
+	since := c.sinceLocked()
+	var waited int64
+	switch {
+	case pending && now-c.progAt >= ack:
+		waited = now - c.progAt
+	case !pending && since != 0 && now-since >= ack:
+		waited = now - since
+	default:
+		return true
+	}
+	if c.fatal == nil {
+		c.fatal = &AckTimeoutError{Bound: time.Duration(ack), Waited: time.Duration(waited)}
+	}
+	return false
 }
 
 // stuckLocked reports whether a request has waited to get out for longer
@@ -142,7 +199,7 @@ func (c *conn) armLocked() {
 	if c.watch == nil {
 		return
 	}
-	dl, _ := c.deadlineLocked()
+	dl, _, _ := c.deadlineLocked()
 	if dl == 0 || c.watchArmed && dl >= c.watchAt {
 		return
 	}
@@ -161,8 +218,9 @@ func (c *conn) watchdog() {
 	}
 	st.mu.Lock()
 	c.watchArmed = false
-	dl, _ := c.deadlineLocked()
-	if now := timeNow(); dl == 0 || now < dl {
+	dl, _, check := c.deadlineLocked()
+	now := timeNow()
+	if dl == 0 || now < dl || check && c.progressLocked(now) {
 		c.armLocked()
 		st.mu.Unlock()
 		return
@@ -232,7 +290,7 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 		// is written (wrote): until then it may wait for mellium's output
 		// behind a large write on a slow link, which the write bound
 		// alone bounds (see "Dead connections").
-		c.bookAt = now
+		c.bookAt, c.progOK = now, false
 		c.armLocked()
 		c.lastAct = now
 		c.rSent++
@@ -261,7 +319,7 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 // awaited from now on (unless it came already), within the ack bound.
 func (c *conn) wroteLocked() {
 	now := timeNow()
-	c.bookAt = 0
+	c.bookAt, c.progOK = 0, false
 	c.rOut++
 	if c.aRecv < c.rOut {
 		if c.rWait == 0 {
@@ -282,7 +340,7 @@ func (c *conn) wroteLocked() {
 // round trip into the smoothed RTT.
 func (c *conn) unbookLocked() {
 	c.rSent--
-	c.bookAt = 0
+	c.bookAt, c.progOK = 0, false
 	if c.aRecv > c.rSent {
 		c.aRecv = c.rSent
 	}

@@ -75,6 +75,7 @@ func (st *State) Start(ctx context.Context, s *xmpp.Session) error {
 	}
 	c.started = true
 	c.sess = s
+	c.sock = socketOf(s.Conn())
 	resumed := c.resumed
 	_, offered := s.Feature(NS)
 	lost, held := 0, 0
@@ -158,7 +159,7 @@ func (st *State) startConn(ctx context.Context, s *xmpp.Session, c *conn, resume
 		}
 	case offered:
 		st.mu.Lock()
-		c.bookAt = timeNow() // bounded by the write bound until written
+		c.bookAt, c.progOK = timeNow(), false // bounded until written (see deadlineLocked)
 		c.armLocked()
 		st.mu.Unlock()
 		en := stanza.Enable{Resume: !st.cfg.NoResume, Max: st.cfg.Max}
@@ -166,7 +167,7 @@ func (st *State) startConn(ctx context.Context, s *xmpp.Session, c *conn, resume
 			return err
 		}
 		st.mu.Lock()
-		c.bookAt = 0
+		c.bookAt, c.progOK = 0, false
 		c.enableAt = timeNow() // the answer is awaited from here (AckTimeout)
 		c.armLocked()
 		st.mu.Unlock()

@@ -1,0 +1,75 @@
+//go:build linux
+
+package sm
+
+import (
+	"net"
+	"reflect"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketOf returns the TCP socket under c, through *tls.Conn's NetConn
+// and wrappers that embed the connection (mellium's tees, the xmpptrack
+// client's own), or nil if none is found.
+func socketOf(c net.Conn) syscall.RawConn {
+	for range 8 { // a few layers of wrapping at most
+		if tc, ok := c.(*net.TCPConn); ok {
+			raw, err := tc.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return raw
+		}
+		if c = wrapped(c); c == nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+var netConnType = reflect.TypeFor[net.Conn]()
+
+// wrapped returns the connection c wraps, nil if none is known: the one
+// its NetConn method returns (*tls.Conn), or else its embedded net.Conn
+// field. A wrapper may hold writes of its own (in user space); the
+// progress check tells that apart by the socket's empty send queue.
+func wrapped(c net.Conn) net.Conn {
+	if w, ok := c.(interface{ NetConn() net.Conn }); ok {
+		return w.NetConn()
+	}
+	v := reflect.ValueOf(c)
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return nil
+	}
+	f, ok := v.Type().FieldByName("Conn")
+	if !ok || !f.Anonymous || len(f.Index) != 1 || f.Type != netConnType {
+		return nil
+	}
+	inner, _ := v.FieldByIndex(f.Index).Interface().(net.Conn)
+	return inner
+}
+
+// sendProgress reads the socket's count of bytes the peer acknowledged,
+// and whether the kernel holds bytes of ours not yet acknowledged (sent or
+// not); ok is false if it cannot tell (the socket is gone, or a kernel
+// older than 4.6 lacks the counts).
+func sendProgress(raw syscall.RawConn) (acked uint64, pending, ok bool) {
+	var info *unix.TCPInfo
+	var err error
+	if raw.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}) != nil || err != nil || info.Bytes_acked == 0 {
+		// Bytes_acked is never 0 on a kernel that counts it: the stream's
+		// negotiation was acknowledged.
+		return 0, false, false
+	}
+	return info.Bytes_acked, info.Unacked > 0 || info.Notsent_bytes > 0, true
+}

@@ -1,0 +1,230 @@
+//go:build linux
+
+package sm
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// tcpLink puts a real loopback TCP connection, with small buffers, between
+// the client and its end of the pipe to the scripted server: the client's
+// socket sees the peer's acknowledgements as a real link makes them. The
+// far end forwards what it reads to the server, at most chunk bytes per
+// pause (0: as it comes), and stops reading once frozen (a server that
+// takes no byte more, its TCP alive: the window fills, then the client's
+// writes block in the kernel).
+type tcpLink struct {
+	frozen atomic.Bool
+	chunk  int
+	pause  time.Duration
+	outer  func(net.Conn) net.Conn // wraps the client's socket; nil: none
+	// userTimeout sets TCP_USER_TIMEOUT (35 s) on the client's socket, as
+	// the xmpptrack client's dialer does.
+	userTimeout bool
+	// sndbuf and rcvbuf are the client's send and the far end's receive
+	// buffer sizes (0: 4096; the kernel doubles them).
+	sndbuf, rcvbuf int
+}
+
+func (lk *tcpLink) wrap(t *testing.T) func(net.Conn) net.Conn {
+	return func(pipe net.Conn) net.Conn {
+		// Small buffers from the start (the window is set at the handshake).
+		small := func(opt, n int) func(string, string, syscall.RawConn) error {
+			if n == 0 {
+				n = 4096
+			}
+			return func(_, _ string, raw syscall.RawConn) error {
+				return raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, n) })
+			}
+		}
+		l, err := (&net.ListenConfig{Control: small(unix.SO_RCVBUF, lk.rcvbuf)}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, _ := l.Accept()
+			accepted <- c
+		}()
+		near, err := (&net.Dialer{Control: small(unix.SO_SNDBUF, lk.sndbuf)}).Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		far := <-accepted
+		if lk.userTimeout {
+			raw, _ := near.(*net.TCPConn).SyscallConn()
+			raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 35000) })
+		}
+		stop := make(chan struct{})
+		var once sync.Once
+		closeAll := func() { once.Do(func() { close(stop); near.Close(); far.Close(); pipe.Close() }) }
+		t.Cleanup(closeAll)
+		go func() { // client to server
+			buf := make([]byte, 32<<10)
+			for {
+				if lk.frozen.Load() {
+					<-stop
+					return
+				}
+				p := buf
+				if lk.chunk > 0 {
+					time.Sleep(lk.pause)
+					p = buf[:lk.chunk]
+				}
+				n, err := far.Read(p)
+				if n > 0 && !lk.frozen.Load() {
+					pipe.Write(p[:n])
+				}
+				if err != nil {
+					closeAll()
+					return
+				}
+			}
+		}()
+		go func() { // server to client
+			io.Copy(far, pipe)
+			closeAll()
+		}()
+		if lk.outer != nil {
+			return lk.outer(near)
+		}
+		return near
+	}
+}
+
+// tcpEnabled dials srv through lk until a connection is enabled.
+func tcpEnabled(t *testing.T, srv *fakeServer, cfg Config, lk *tcpLink) (*State, *client) {
+	t.Helper()
+	srv.clientWrap = lk.wrap(t)
+	return enabledVia(t, srv, cfg, nil)
+}
+
+// TestStuckSocketFound: the server's TCP takes no byte more while a large
+// stanza is being written, and the idle probe's <r/> waits behind it,
+// never getting out. The socket shows no progress (its peer acknowledges
+// nothing), so the connection is found dead about an ack bound after the
+// probe, not after the write bound (stuckWriteFactor times AckTimeout),
+// which alone bounded it before the socket's progress was looked at.
+func TestStuckSocketFound(t *testing.T) {
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	lk := &tcpLink{}
+	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: 200 * time.Millisecond, IdleProbe: 300 * time.Millisecond}), lk)
+	sendMsg(t, st, c.sess, "m0")
+	if ev := rec.next(t); ev != "acked:m0" {
+		t.Fatalf("got %s", ev)
+	}
+	lk.frozen.Store(true)
+	sent := make(chan error, 1)
+	go func() {
+		big := `<message xmlns='jabber:client' to='peer@example.org' id='big' type='chat'><body>` + strings.Repeat("x", 1<<20) + `</body></message>`
+		sent <- c.sess.Send(t.Context(), rawReader([]byte(big)))
+	}()
+	select {
+	case <-c.served:
+	case <-time.After(30 * time.Second): // a guard, not a measure: the write bound is 4.8 s
+		t.Fatal("the stuck connection was not ended")
+	}
+	var ae *AckTimeoutError
+	if err := c.waitServed(); !errors.As(err, &ae) {
+		t.Fatalf("Serve: %v, want an *AckTimeoutError", err)
+	}
+	if wb := stuckWriteFactor * 200 * time.Millisecond; ae.Bound >= wb {
+		t.Errorf("ended by the write bound (%v), not by the socket's lack of progress", ae)
+	}
+	if err := <-sent; err == nil {
+		t.Error("the stuck write succeeded")
+	}
+}
+
+// TestSlowSocketNotCut: a stanza written over a slow TCP link (1 KiB per
+// 60 ms), with a send buffer that takes it whole: the <r/> written after
+// it waits in the socket's send queue behind its 16 KiB, about 1 s, more
+// than the ack bound (0.4 s at most). The peer acknowledges bytes all
+// along (a small receive buffer), so the socket shows progress at each
+// look, the link stays up and the stanza is acknowledged; before the
+// State looked at the socket, the written <r/>'s ack bound cut it.
+func TestSlowSocketNotCut(t *testing.T) {
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	lk := &tcpLink{chunk: 1024, pause: 60 * time.Millisecond, sndbuf: 64 << 10, rcvbuf: 1024}
+	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: 50 * time.Millisecond}), lk)
+	r, err := st.Reserve(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := `<message xmlns='jabber:client' to='peer@example.org' id='big' type='chat'><body>` + strings.Repeat("x", 16<<10) + `</body></message>`
+	if err := c.sess.Send(t.Context(), rawReader([]byte(msg))); err != nil {
+		t.Fatalf("the slow link was taken for dead mid-write: Send: %v; Serve: %v", err, c.waitServed())
+	}
+	r.Release()
+	select {
+	case ev := <-rec.ch:
+		if ev != "acked:big" {
+			t.Fatalf("got %s", ev)
+		}
+	case <-c.served:
+		t.Fatalf("the connection ended after the slow write: %v", c.serveEr)
+	}
+	c.close()
+}
+
+// heldConn holds every write in user space once shut, above the socket
+// it embeds (a wrapper that stalls): the kernel has nothing to send.
+type heldConn struct {
+	net.Conn
+	shut   atomic.Bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (h *heldConn) Write(p []byte) (int, error) {
+	if h.shut.Load() {
+		<-h.closed
+		return 0, net.ErrClosed
+	}
+	return h.Conn.Write(p)
+}
+
+func (h *heldConn) Close() error {
+	h.once.Do(func() { close(h.closed) })
+	return h.Conn.Close()
+}
+
+// TestHeldAboveSocketBounded: a write held in a wrapper above a socket
+// with TCP_USER_TIMEOUT (the kernel has nothing pending, so neither its
+// progress nor its timeout can tell) is ended by the write bound (a53ba1a
+// left it unbounded where it found TCP_USER_TIMEOUT).
+func TestHeldAboveSocketBounded(t *testing.T) {
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	var h *heldConn
+	lk := &tcpLink{userTimeout: true, outer: func(c net.Conn) net.Conn {
+		h = &heldConn{Conn: c, closed: make(chan struct{})}
+		return h
+	}}
+	const ackTimeout = 20 * time.Millisecond
+	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: ackTimeout, IdleProbe: 50 * time.Millisecond}), lk)
+	h.shut.Store(true)
+	select {
+	case <-c.served:
+	case <-time.After(30 * time.Second): // a guard, not a measure: the write bound is 0.48 s
+		t.Fatal("the held write was not ended")
+	}
+	var ae *AckTimeoutError
+	if err := c.waitServed(); !errors.As(err, &ae) || ae.Bound != stuckWriteFactor*ackTimeout {
+		t.Fatalf("Serve: %v, want an *AckTimeoutError of the write bound", err)
+	}
+	_ = st
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package sm
+
+import (
+	"net"
+	"syscall"
+)
+
+// socketOf returns nil: the progress check reads Linux's TCP_INFO, and
+// elsewhere the write bound alone bounds a request that cannot get out.
+func socketOf(net.Conn) syscall.RawConn { return nil }
+
+func sendProgress(syscall.RawConn) (acked uint64, pending, ok bool) { return 0, false, false }
