@@ -12,7 +12,6 @@ import (
 
 	"github.com/xmpptrack/xmpptrack/internal/tokbuf"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
-	"github.com/xmpptrack/xmpptrack/sm"
 )
 
 // handOff hands a stanza to the application's Handler, which runs on the
@@ -21,8 +20,9 @@ import (
 //
 // The stanza is copied whole (Handler gets a reader of the copy, and start
 // with its own attributes). What Handler writes to its encoder is collected
-// and written once Handler returns, each top-level element counting
-// against StreamManagement.MaxUnacked like any other stanza.
+// and written once Handler returns, each top-level element counted in the
+// queue of unacknowledged stanzas like any other, without waiting for
+// room in it (see writeOut).
 //
 // An IQ request (get or set) is the one case where the reader waits for
 // Handler: mellium answers an IQ request that its handler left unanswered
@@ -101,6 +101,13 @@ func (c *Client) runHandler(app xmpp.Handler, start *xml.StartElement, in *tokbu
 // writeOut writes the elements that a Handler wrote, on the current
 // session (waiting while the client reconnects). An element that cannot be
 // written is dropped and logged at debug level.
+//
+// It never waits for room in StreamManagement.MaxUnacked: it runs on the
+// callbacks goroutine, which an IQ request makes the reader wait for, so
+// waiting there for an ack that only the reader can read stalled the
+// client until Close. The elements are counted in the queue like any
+// stanza, so senders wait for them; the queue may exceed MaxUnacked by a
+// Handler's output.
 func (c *Client) writeOut(b *tokbuf.Buffer) {
 	elems := splitElements(b.Tokens())
 	if len(elems) == 0 {
@@ -108,32 +115,16 @@ func (c *Client) writeOut(b *tokbuf.Buffer) {
 	}
 	c.waitBegin()
 	defer c.waitEnd()
-	for len(elems) > 0 {
-		n := min(len(elems), max(c.unackedRoom(), 0))
-		var slot sm.Slot
-		if n == 0 {
-			var err error
-			if slot, err = c.sm.Reserve(c.ctx); err != nil {
-				return
-			}
-			n = 1
-		}
-		s, err := c.waitSession(c.ctx, nil, true)
-		if err != nil {
-			slot.Release()
-			return
-		}
-		rs := make([]xml.TokenReader, n)
-		for i := range rs {
-			rs[i] = &tokenSlice{toks: elems[i]}
-		}
-		_, err = wire.Write(c.ctx, s, rs...)
-		slot.Release()
-		if err != nil {
-			c.log.Debug("xmpptrack: Config.Handler's output not written", "err", err)
-			return
-		}
-		elems = elems[n:]
+	s, err := c.waitSession(c.ctx, nil, true)
+	if err != nil {
+		return
+	}
+	rs := make([]xml.TokenReader, len(elems))
+	for i := range rs {
+		rs[i] = &tokenSlice{toks: elems[i]}
+	}
+	if _, err := wire.Write(c.ctx, s, rs...); err != nil {
+		c.log.Debug("xmpptrack: Config.Handler's output not written", "err", err)
 	}
 }
 

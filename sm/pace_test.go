@@ -280,6 +280,25 @@ func TestPaceSlotAbandoned(t *testing.T) {
 	})
 }
 
+// handFirstOfTwo fills the pool p of one place, queues two waiters, and
+// gives the place back (hand: paceLocked or reserveLocked), which the
+// first waiter must be handed. The caller holds st.mu.
+func handFirstOfTwo(t *testing.T, p *turnstile, hand func()) (first, second *waiter) {
+	t.Helper()
+	p.admitted = 1 // full
+	first, second = &waiter{ch: make(chan struct{})}, &waiter{ch: make(chan struct{})}
+	p.push(first)
+	p.push(second)
+	p.admitted--
+	hand()
+	select {
+	case <-first.ch:
+	default:
+		t.Fatal("the first waiter was not handed the place")
+	}
+	return first, second
+}
+
 // TestPaceSlotHandedOverAsCtxEnds: a slot handed to a waiter whose ctx
 // ended at the same moment goes to the next waiter; one handed to a
 // waiter whose connection ended is kept.
@@ -288,17 +307,7 @@ func TestPaceSlotHandedOverAsCtxEnds(t *testing.T) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	p := &st.pace
-	p.admitted = 1 // the window is full
-	first, second := &waiter{ch: make(chan struct{})}, &waiter{ch: make(chan struct{})}
-	p.push(first)
-	p.push(second)
-	p.admitted--
-	st.paceLocked() // a slot comes back: first is handed it
-	select {
-	case <-first.ch:
-	default:
-		t.Fatal("the first waiter was not handed the slot")
-	}
+	first, second := handFirstOfTwo(t, p, st.paceLocked)
 	if s, err := st.leavePaceLocked(first, context.Canceled); err != context.Canceled || s.Held() {
 		t.Fatalf("leaving with an ended ctx: %v, %v", s.Held(), err)
 	}
@@ -315,6 +324,25 @@ func TestPaceSlotHandedOverAsCtxEnds(t *testing.T) {
 	}
 	if p.admitted != 1 || p.live != 0 {
 		t.Fatalf("%d slots out, %d waiting; want 1, 0", p.admitted, p.live)
+	}
+}
+
+// TestReserveSlotHandedOverAsCtxEnds: a place handed to a Reserve waiter
+// whose ctx ended at the same moment goes to the next waiter.
+func TestReserveSlotHandedOverAsCtxEnds(t *testing.T) {
+	st := New(Config{MaxUnacked: 1})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r := &st.reserve
+	first, second := handFirstOfTwo(t, r, st.reserveLocked)
+	st.leaveReserveLocked(first)
+	select {
+	case <-second.ch:
+	default:
+		t.Fatal("the place the first waiter left did not go to the second")
+	}
+	if r.admitted != 1 || r.live != 0 {
+		t.Fatalf("%d places out, %d waiting; want 1, 0", r.admitted, r.live)
 	}
 }
 

@@ -96,9 +96,12 @@ func (p *turnstile) resetIfIdle() {
 //
 // Release a slot once, through the variable Pace or Reserve returned it
 // in. A Slot must not be copied (go vet's copylocks check reports copies);
-// a copy shares the place, and releasing it after the original is a
-// misuse that is caught and ignored (logged at error level): a place is
-// given back once, whatever the number of copies released. The zero Slot,
+// a copy shares the place, and releasing it after the original (or the
+// original after it) is a misuse that is caught and ignored (logged at
+// error level): a place is given back once, whatever the number of
+// copies released. The log names the second release, which may be the
+// original's; Held reports only whether the Slot was released through
+// that variable. The zero Slot,
 // which Pace returns when the window does not apply, holds nothing.
 type Slot struct {
 	_   noCopy
@@ -179,10 +182,12 @@ func (s *Slot) Release() {
 
 // Reserve waits until the queue of unacknowledged stanzas has room for
 // one more (Config.MaxUnacked) or ctx ends, and returns the Slot it gave
-// the caller. Call it before each Session.Send of an application stanza,
-// and release the Slot after the write, so that a sender that outruns the
-// server, or keeps sending while disconnected, blocks instead of growing
-// the queue without limit.
+// the caller, which the caller must release: a Slot dropped unreleased
+// keeps its place for good, and MaxUnacked of them block Reserve forever.
+// Call it before each Session.Send of an application stanza, and release
+// the Slot after the write, so that a sender that outruns the server, or
+// keeps sending while disconnected, blocks instead of growing the queue
+// without limit.
 //
 // The queue's room holds for any number of concurrent callers: Reserve
 // admits a caller only while the stanzas waiting for an ack or a re-send,
@@ -210,11 +215,18 @@ func (st *State) Reserve(ctx context.Context) (Slot, error) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.leaveReserveLocked(w)
+	return Slot{}, ctx.Err()
+}
+
+// leaveReserveLocked ends the wait of a Reserve caller whose ctx ended: a
+// place handed to it meanwhile goes to the next waiter.
+func (st *State) leaveReserveLocked(w *waiter) {
+	r := &st.reserve
 	if r.leave(w) {
-		r.admitted-- // handed a place as ctx ended: the next waiter's
+		r.admitted--
 	}
 	st.reserveLocked()
-	return Slot{}, ctx.Err()
 }
 
 // reserveLocked hands places in the queue to the callers waiting in

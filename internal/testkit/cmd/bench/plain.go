@@ -161,7 +161,6 @@ func (p *plainSession) send(ctx context.Context, to jid.JID, i int) error {
 			return err
 		}
 		defer room.Release() // after the write
-
 	}
 	id := randomID()
 	if int64(i) == p.n-1 {

@@ -1,0 +1,87 @@
+package xmpptrack
+
+import (
+	"context"
+	"encoding/xml"
+	"testing"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack/sm"
+)
+
+// fullQueue dials a client with MaxUnacked 1 whose one place is taken by a
+// message the server does not acknowledge (it holds its acks).
+func fullQueue(t *testing.T, cfg Config) (*Client, *peerServer, *peerConn) {
+	t.Helper()
+	srv := newPeerServer(t)
+	cfg.StreamManagement = sm.Config{MaxUnacked: 1}
+	c := dialPeer(t, srv, cfg)
+	pc := srv.next(t)
+	sendAcked(t, c, Message{To: bob})
+	pc.nextMessage(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	if _, err := c.Send(waitCtx(t), Message{To: bob}); err != nil {
+		t.Fatal(err)
+	}
+	pc.nextMessage(t)
+	return c, srv, pc
+}
+
+// replyHandler writes a message for every message it gets.
+var replyHandler = xmpp.HandlerFunc(func(rw xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	if start.Name.Local != "message" {
+		return nil
+	}
+	_, err := xmlstream.Copy(rw, xstanza.Message{To: bob, Type: xstanza.ChatMessage}.Wrap(nil))
+	return err
+})
+
+// TestHandlerOutputThenIQ: Handler output while the queue of
+// unacknowledged stanzas is full, then an IQ request. The output used to
+// wait for room (Reserve) on the callbacks goroutine, and the IQ made the
+// reader wait for that goroutine, so no ack was read that could make room:
+// the IQ was never answered and the client was stuck until Close. The
+// output is written at once now, and the IQ answered. (From the review of
+// e0998ab.)
+func TestHandlerOutputThenIQ(t *testing.T) {
+	_, _, pc := fullQueue(t, Config{Handler: replyHandler, NoReceipts: true})
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='q1'><body>hi</body></message>`)
+	pc.send(`<iq from='bob@example.org/pc' type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	got := make(chan string, 2)
+	go func() {
+		for range 2 {
+			got <- pc.next(t).XMLName.Local
+		}
+	}()
+	for _, want := range []string{"message", "iq"} {
+		select {
+		case name := <-got:
+			if name != want {
+				t.Fatalf("got <%s/>, want <%s/>", name, want)
+			}
+		case <-time.After(15 * time.Second): // a guard, not a measure
+			t.Fatalf("no <%s/> in 15 s: the reader waits for a Handler stuck waiting for room", want)
+		}
+	}
+}
+
+// TestSendReleasesReserve: Send gives its place in MaxUnacked back after
+// the write; a leaked place would block the third of ten sequential
+// sends with MaxUnacked 2.
+func TestSendReleasesReserve(t *testing.T) {
+	srv := newPeerServer(t)
+	c := dialPeer(t, srv, Config{StreamManagement: sm.Config{MaxUnacked: 2}})
+	srv.next(t)
+	for range 10 {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // a guard
+		if _, err := c.Send(ctx, Message{To: bob}); err != nil {
+			cancel()
+			t.Fatalf("Send: %v (a place in MaxUnacked leaked?)", err)
+		}
+		cancel()
+	}
+}
