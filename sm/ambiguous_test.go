@@ -399,8 +399,12 @@ func TestAmbiguousHeldDamaged(t *testing.T) {
 			t.Fatalf("ResolveAmbiguous: %d settled, %d resent, %v", settled, resent, err)
 		}
 		c.sc.requestAck()
-		if evs := waitEvents(t, rec, 3); !slices.Equal(evs, []string{"lost:y", "acked:x", "acked:z"}) {
-			t.Fatalf("reports %v, want [lost:y acked:x acked:z]", evs)
+		// x's ack may come before y is found damaged (the requester asks
+		// for it as soon as x is written): the order of lost:y among the
+		// acks is not fixed, that of the acks is.
+		evs := waitEvents(t, rec, 3)
+		if acks := slices.DeleteFunc(slices.Clone(evs), func(e string) bool { return e == "lost:y" }); len(acks) != 2 || !slices.Equal(acks, []string{"acked:x", "acked:z"}) {
+			t.Fatalf("reports %v, want lost:y, acked:x and acked:z, the acks in that order", evs)
 		}
 		synctest.Wait()
 		if got := srv.ids(); !slices.Equal(got, []string{"x", "z"}) {
