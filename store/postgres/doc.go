@@ -96,8 +96,8 @@
 // half a transaction's duration. On the bench (ejabberd, 32 sending
 // goroutines) it took the transactions per message from about 0.06 to
 // 0.044; it cut the server's and the sender's CPU per message clearly
-// under heavy other load, within the noise at moderate load (see
-// docs/benchmarks.md, "Waiting for the answered callers").
+// under heavy other load, and within the noise at moderate or no other
+// load (see docs/benchmarks.md, "Waiting for the answered callers").
 // A Store has one group
 // commit in flight: a second one, on a connection of its own, would
 // overlap a group's row work with the previous group's flush, but it
