@@ -19,8 +19,12 @@ import (
 // answered and markers available.
 type Config struct {
 	// Addr is the server's host:port. Empty means looking up the account's
-	// domain (DNS SRV, then the domain on port 5222; with DirectTLS the
-	// xmpps-client records first, and port 5223 last).
+	// domain: its xmpp-client DNS SRV records, or the domain on port 5222
+	// where it has none. With DirectTLS every xmpps-client record comes
+	// first, whatever the priorities, and port 5223 last; an xmpps-client
+	// record "." rules out the domain's own ports. The next address is
+	// tried when one refuses the connection or, with direct TLS, does not
+	// complete the handshake in its share of the time.
 	Addr string
 	// TLSConfig is used for STARTTLS or direct TLS. Nil means the system roots
 	// with the account's domain as server name. It is cloned.

@@ -21,16 +21,29 @@ import (
 // of the TLS input is the end of the connection, dropped like a FIN or a
 // reset under TLS, not answered by mellium's stream error and
 // </stream:stream>, which would end the server's stream management session
-// (the next connection could not resume it). Direct TLS and STARTTLS.
+// (the next connection could not resume it). Direct TLS and STARTTLS. A
+// clean close (</stream:stream>, then close_notify, in one TCP segment,
+// which TLS 1.2 reads together) is still answered with </stream:stream>.
 func TestCloseNotifyDropped(t *testing.T) {
-	for _, direct := range []bool{true, false} {
-		t.Run(map[bool]string{true: "direct TLS", false: "STARTTLS"}[direct], func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		direct   bool
+		clean    bool // the server closes its stream first (TLS 1.2)
+		wantRead string
+	}{
+		{"direct TLS", true, false, ""},
+		{"STARTTLS", false, false, ""},
+		{"clean close, TLS 1.2", true, true, "</stream:stream>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			cert := testCertificate(t)
-			after := make(chan []byte, 1)
-			addr := scripted(t, func(conn net.Conn, d *xml.Decoder) error {
-				if !direct { // STARTTLS by hand, then mellium's server over TLS
+			after := make(chan string, 1)
+			addr := scripted(t, func(conn net.Conn, d *xml.Decoder) (err error) {
+				var b []byte
+				defer func() { after <- fmt.Sprintf("%s (%v)", b, err) }() // never leaves the test waiting
+				if !tc.direct {                                            // STARTTLS by hand, then mellium's server over TLS
 					if err := openStream(conn, d, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"); err != nil {
 						return err
 					}
@@ -41,8 +54,9 @@ func TestCloseNotifyDropped(t *testing.T) {
 						return err
 					}
 				}
-				tc := tls.Server(conn, cert)
-				if _, err := xmpp.ReceiveSession(ctx, tc, 0, xmpp.NewNegotiator(func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {
+				held := &heldConn{Conn: conn}
+				srv := tls.Server(held, cert)
+				if _, err := xmpp.ReceiveSession(ctx, srv, 0, xmpp.NewNegotiator(func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {
 					return xmpp.StreamConfig{Features: []xmpp.StreamFeature{
 						xmpp.SASLServer(func(n *sasl.Negotiator) bool {
 							user, pass, _ := n.Credentials()
@@ -53,24 +67,63 @@ func TestCloseNotifyDropped(t *testing.T) {
 				})); err != nil {
 					return err
 				}
-				if err := tc.CloseWrite(); err != nil { // close_notify, no </stream:stream>
+				held.hold = true
+				if tc.clean {
+					io.WriteString(srv, "</stream:stream>")
+				}
+				if err := srv.CloseWrite(); err != nil { // close_notify
 					return err
 				}
-				b, _ := io.ReadAll(tc) // until the client drops or closes
-				after <- b
+				if err := held.flush(); err != nil {
+					return err
+				}
+				b, _ = io.ReadAll(srv) // until the client drops or closes
 				return nil
 			})
-			s, err := Dial(ctx, Config{JID: testJID, Password: "secret", Addr: addr, DirectTLS: direct,
-				TLSConfig: &tls.Config{RootCAs: testRoots(t)}})
+			cfg := &tls.Config{RootCAs: testRoots(t)}
+			if tc.clean {
+				cfg.MaxVersion = tls.VersionTLS12
+			}
+			s, err := Dial(ctx, Config{JID: testJID, Password: "secret", Addr: addr, DirectTLS: tc.direct, TLSConfig: cfg})
 			if err != nil {
 				t.Fatalf("Dial: %v", err)
 			}
 			err = s.Serve(xmpp.HandlerFunc(func(xmlstream.TokenReadEncoder, *xml.StartElement) error { return nil }))
-			t.Logf("Serve: %v", err)
+			if tc.clean && err != nil {
+				t.Errorf("Serve after a clean close: %v, want nil", err)
+			}
 			s.Conn().Close()
-			if b := <-after; len(b) != 0 {
-				t.Errorf("after its close_notify the server read %q", b)
+			select {
+			case got := <-after:
+				if want := tc.wantRead + " (<nil>)"; got != want {
+					t.Errorf("after its close_notify the server read %q, want %q", got, want)
+				}
+			case <-ctx.Done():
+				t.Fatal("the fake server did not finish")
 			}
 		})
 	}
+}
+
+// heldConn keeps what is written to it while hold is set, until flush
+// writes it in one write (one TCP segment on loopback).
+type heldConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (c *heldConn) Write(b []byte) (int, error) {
+	if c.hold {
+		c.buf = append(c.buf, b...)
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *heldConn) flush() error {
+	c.Conn.SetWriteDeadline(time.Time{}) // tls's CloseWrite leaves it at its end
+	_, err := c.Conn.Write(c.buf)
+	c.buf = nil
+	return err
 }

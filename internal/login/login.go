@@ -120,11 +120,11 @@ func (c *Config) tlsConfig() *tls.Config {
 // preference: SCRAM-SHA-256-PLUS, SCRAM-SHA-1-PLUS, SCRAM-SHA-256,
 // SCRAM-SHA-1, PLAIN (PLAIN and the -PLUS variants only over TLS).
 //
-// Fail-closed: configuring a tee makes mellium skip its RFC 7590 "STARTTLS
-// even if not advertised" attempt, so the result is checked instead: a
-// session that is not encrypted (without AllowPlaintext), not authenticated
-// or not bound is closed and reported as an error, whatever the server
-// advertised.
+// Fail-closed: the result is checked (mellium tries STARTTLS even if not
+// advertised, RFC 7590, but skips that with tees of its own, and the
+// client's tees once were): a session that is not encrypted (without
+// AllowPlaintext), not authenticated or not bound is closed and reported
+// as an error, whatever the server advertised.
 //
 // Errors start with "xmpptrack: " and keep their causes reachable with
 // errors.Is/As. A failure to reach or talk to the server matches ErrConnect
@@ -206,7 +206,10 @@ func dialConn(ctx context.Context, c *Config) (conn net.Conn, probe *probeConn, 
 
 // perTarget bounds an attempt (dial and, with direct TLS, handshake) at
 // one of a domain's addresses while others remain, so that one that takes
-// no packet or never answers leaves time for the next.
+// no packet or never answers leaves time for the next. Only these fail
+// over: a STARTTLS target that takes the connection and then says nothing
+// keeps the rest of Dial's time (RFC 6120 asks fallback for connection
+// failures only).
 const perTarget = 10 * time.Second
 
 // dialDomain dials the addresses of the JID's domain in turn (see
@@ -223,24 +226,53 @@ func (c *Config) dialDomain(ctx context.Context, nd *net.Dialer) (net.Conn, *pro
 	var errs []error
 	for i, t := range ts {
 		tctx, cancel := ctx, context.CancelFunc(func() {})
+		var bound time.Duration
 		if left := len(ts) - i; left > 1 {
-			bound := perTarget
+			bound = perTarget
 			if d, ok := ctx.Deadline(); ok {
 				bound = min(bound, time.Until(d)/time.Duration(left))
 			}
 			tctx, cancel = context.WithTimeout(ctx, bound)
 		}
 		conn, probe, err := c.dialTarget(tctx, nd, t)
+		bounded := tctx.Err() != nil && ctx.Err() == nil
 		cancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			return conn, probe, nil
+		case bounded: // not ctx's end: no context error to match
+			errs = append(errs, fmt.Errorf("%s: no answer within %v (%v)", t.addr, bound.Round(time.Millisecond), err))
+		default:
+			errs = append(errs, fmt.Errorf("%s: %w", t.addr, err))
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", t.addr, err))
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, nil, errors.Join(errs...)
+	return nil, nil, joinAttempts(errs)
+}
+
+// joinAttempts joins the attempts' errors. Where only some say the peer
+// does not speak TLS (a tls.RecordHeaderError), those are kept as text, so
+// that the whole is not taken for a server that does not speak XMPP
+// (ConnectError.NotXMPP).
+func joinAttempts(errs []error) error {
+	notTLS := 0
+	for _, err := range errs {
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) {
+			notTLS++
+		}
+	}
+	if notTLS > 0 && notTLS < len(errs) {
+		for i, err := range errs {
+			var rh tls.RecordHeaderError
+			if errors.As(err, &rh) {
+				errs[i] = errors.New(err.Error())
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // dialTarget dials one of a domain's addresses.
@@ -285,7 +317,13 @@ type tlsInput struct {
 
 func (c tlsInput) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if err != nil {
+	switch {
+	case err != nil && n > 0:
+		// Data and the end together (TLS 1.2 reads a waiting close_notify
+		// ahead): the data first, so that a </stream:stream> in it is
+		// answered; TLS's error is sticky, the next read gets it.
+		err = nil
+	case err != nil:
 		c.probe.lose(err)
 	}
 	return c.tees.read(b, n, err)
@@ -336,14 +374,14 @@ func startTLS(cfg *tls.Config, probe *probeConn) xmpp.StreamFeature {
 	inner := f.Negotiate
 	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
 		mask, rw, err := inner(ctx, s, data)
-		if tc, ok := rw.(*tls.Conn); ok && probe != nil {
+		if tc, ok := rw.(*tls.Conn); ok {
+			plain := probe.plain.Swap(nil)
+			if plain == nil { // never: wrap gives a plain probeConn its tees
+				return 0, nil, errors.New("xmpptrack: STARTTLS on a connection without its tees")
+			}
 			// TLS starts with the next write: from here the stream is
 			// copied above it.
-			var t tees
-			if plain := probe.plain.Swap(nil); plain != nil {
-				t = *plain
-			}
-			rw = tlsInput{tc, probe, t}
+			rw = tlsInput{tc, probe, *plain}
 		}
 		return mask, rw, err
 	}

@@ -23,8 +23,9 @@ type target struct {
 // directTLS). A service whose only record's target is "." is decidedly not
 // offered (RFC 2782); where that is xmpps-client, the domain's own
 // addresses are not tried either (XEP-0368: no A/AAAA fallback). A failed
-// lookup counts as no records; only when both failed with directTLS is it
-// an error.
+// lookup counts as no records, and records that came with an error are
+// not used (as mellium); only when both failed with directTLS is it an
+// error. The two lookups run one after the other.
 //
 // The client dials these itself, rather than through mellium's dialer, so
 // that a direct TLS connection runs over its own probeConn (see dialConn).

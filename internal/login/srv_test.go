@@ -126,14 +126,33 @@ func TestDialSilentTargetBounded(t *testing.T) {
 	}
 }
 
+// TestDialBoundedAttemptNotDeadline: an attempt cut by its share of the
+// time is not the end of Dial's ctx: while ctx runs, Dial's error does not
+// match context.DeadlineExceeded (which says the caller's time ran out).
+func TestDialBoundedAttemptNotDeadline(t *testing.T) {
+	silent := listen(t)
+	go func() {
+		if c, err := silent.Accept(); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+	defer cancel()
+	_, err := Dial(ctx, Config{JID: jid.MustParse("alice@example.net"), Password: "pw", DirectTLS: true,
+		resolver: twoTargets(t, silent.Addr().String(), closedPort(t))})
+	if err == nil || errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		t.Errorf("Dial: %v, want an error that does not match context.DeadlineExceeded while ctx runs", err)
+	}
+}
+
 // TestDialTargetErrorsKept: Dial's error keeps every target's, each with
 // its address: the first one's certificate error is not lost behind the
 // second one's refused connection.
 func TestDialTargetErrorsKept(t *testing.T) {
-	tlsAddr := listen(t)
+	tlsAddr, serverCert := listen(t), testCertificate(t)
 	go func() {
 		if c, err := tlsAddr.Accept(); err == nil {
-			tls.Server(c, testCertificate(t)).Handshake()
+			tls.Server(c, serverCert).Handshake()
 			c.Close()
 		}
 	}()
