@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -176,4 +177,22 @@ func listen(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// TestDialNotXMPPOnlyIfAll: one target that does not speak TLS (here it
+// answers in plain text) does not make Dial report ErrNotXMPP when another
+// target failed otherwise (refused); every target's error stays in the text.
+func TestDialNotXMPPOnlyIfAll(t *testing.T) {
+	plain := listen(t)
+	go func() {
+		if c, err := plain.Accept(); err == nil {
+			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n\r\n")
+			c.Close()
+		}
+	}()
+	_, err := Dial(t.Context(), Config{JID: jid.MustParse("alice@example.net"), Password: "pw", DirectTLS: true,
+		resolver: twoTargets(t, plain.Addr().String(), closedPort(t))})
+	if !errors.Is(err, ErrConnect) || errors.Is(err, ErrNotXMPP) || !strings.Contains(err.Error(), "one.example.net.:") {
+		t.Errorf("Dial: %v, want ErrConnect, not ErrNotXMPP, naming the first target", err)
+	}
 }
