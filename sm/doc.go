@@ -208,12 +208,19 @@
 //     net.Conn, as mellium's tees and the xmpptrack client's own do):
 //     from half an ack bound after a request was booked or written
 //     without an answer, the State looks at the socket's TCP_INFO every
-//     half ack bound. While the kernel holds bytes of ours, the link is
-//     dead only once the peer acknowledged none of them for an ack bound
-//     (slow links go on; a stuck one is found within about one and a half
-//     ack bounds); once it holds none, a written request unanswered for an
-//     ack bound is dead as above (the server's TCP took it), and one not
-//     written yet is held above the kernel and left to the write bound.
+//     half ack bound. At the first look for an awaited answer it notes
+//     the bytes acknowledged plus those the kernel holds: a point at or
+//     past the request's end. Once the peer's TCP acknowledged that point,
+//     the server holds the request, and an answer missing an ack bound
+//     later ends the connection, however the bytes written after it move
+//     (a server that reads and never answers is found while the
+//     application keeps writing). Before that, while the kernel holds
+//     bytes of ours, the link is dead only once the peer acknowledged none
+//     of them for an ack bound (slow links go on; a stuck one is found
+//     within about one and a half ack bounds); once it holds none, a
+//     written request unanswered for an ack bound is dead as above, and
+//     one not written yet is held above the kernel and left to the write
+//     bound.
 //   - the kernel, where the connection has TCP_USER_TIMEOUT (Linux): a
 //     write ends once the peer's TCP acknowledged no byte, or took none (a
 //     full receive window), for that long. The xmpptrack client's dialer

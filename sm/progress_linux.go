@@ -58,18 +58,20 @@ func wrapped(c net.Conn) net.Conn {
 }
 
 // sendProgress reads the socket's count of bytes the peer acknowledged,
-// and whether the kernel holds bytes of ours not yet acknowledged (sent or
+// and the bytes of ours the kernel holds not yet acknowledged (sent or
 // not); ok is false if it cannot tell (the socket is gone, or a kernel
-// older than 4.6 lacks the counts).
-func sendProgress(raw syscall.RawConn) (acked uint64, pending, ok bool) {
+// older than 4.1 lacks the count).
+func sendProgress(raw syscall.RawConn) (acked, queued uint64, ok bool) {
 	var info *unix.TCPInfo
-	var err error
+	var err, qerr error
+	var q int
 	if raw.Control(func(fd uintptr) {
 		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}) != nil || err != nil || info.Bytes_acked == 0 {
+		q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+	}) != nil || err != nil || qerr != nil || info.Bytes_acked == 0 || q < 0 {
 		// Bytes_acked is never 0 on a kernel that counts it: the stream's
 		// negotiation was acknowledged.
-		return 0, false, false
+		return 0, 0, false
 	}
-	return info.Bytes_acked, info.Unacked > 0 || info.Notsent_bytes > 0, true
+	return info.Bytes_acked, uint64(q), true
 }

@@ -4,6 +4,7 @@ package sm
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -227,4 +228,43 @@ func TestHeldAboveSocketBounded(t *testing.T) {
 		t.Fatalf("Serve: %v, want an *AckTimeoutError of the write bound", err)
 	}
 	_ = st
+}
+
+// TestSilentServerBusyLink: the server's TCP takes our bytes but the
+// server never answers a request, while the application keeps writing,
+// so the socket always holds bytes of ours and shows progress. The
+// connection is ended about an ack bound after the peer's TCP took the
+// request's bytes; counting any progress as life kept it up for as long as
+// the writes went on.
+func TestSilentServerBusyLink(t *testing.T) {
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	lk := &tcpLink{chunk: 1024, pause: 20 * time.Millisecond, sndbuf: 64 << 10, rcvbuf: 1024}
+	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: 200 * time.Millisecond, IdleProbe: time.Hour}), lk)
+	holdAcks(srv)
+	sendMsg(t, st, c.sess, "m0")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			raw := fmt.Sprintf(`<message xmlns='jabber:client' to='peer@example.org' id='b%d' type='chat'><body>%s</body></message>`, i, strings.Repeat("x", 2048))
+			if c.sess.Send(t.Context(), rawReader([]byte(raw))) != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-c.served:
+	case <-time.After(10 * time.Second): // a guard, not a measure: 50 ack bounds
+		t.Fatal("a server that answers no request stays connected while the link moves other bytes")
+	}
+	var ae *AckTimeoutError
+	if err := c.waitServed(); !errors.As(err, &ae) || ae.Bound != 200*time.Millisecond {
+		t.Fatalf("Serve: %v, want an *AckTimeoutError of the ack bound", err)
+	}
 }

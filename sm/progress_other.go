@@ -11,4 +11,4 @@ import (
 // elsewhere the write bound alone bounds a request that cannot get out.
 func socketOf(net.Conn) syscall.RawConn { return nil }
 
-func sendProgress(syscall.RawConn) (acked uint64, pending, ok bool) { return 0, false, false }
+func sendProgress(syscall.RawConn) (acked, queued uint64, ok bool) { return 0, 0, false }

@@ -148,27 +148,46 @@ func (c *conn) sinceLocked() int64 {
 
 // progressLocked looks at the socket when an answer or a request's write
 // has taken half an ack bound: at the bytes of ours the peer's TCP
-// acknowledged, and whether the kernel holds any not yet acknowledged. It
-// reports false, with c.fatal set, when the connection is dead: bytes are
-// pending and none was acknowledged for an ack bound (the link is stuck,
-// not slow: our <r/> may be among them), or none is pending and a written
-// request has been unanswered for an ack bound (the server's TCP took it
-// all). A request still held above the kernel (nothing pending) is left
-// to the write bound; a socket that cannot tell, to the plain bounds.
+// acknowledged, and those the kernel holds not yet acknowledged. It
+// reports false, with c.fatal set, when the connection is dead:
+//   - an answer is awaited, and the peer's TCP acknowledged the request's
+//     bytes an ack bound ago or more (at the first look for an awaited
+//     answer the State notes the acknowledged bytes plus those the kernel
+//     held, a point at or past the request's end; once that point is
+//     acknowledged the server holds the request, and bytes written after
+//     it, however they move, do not excuse the missing answer);
+//   - bytes are pending and none was acknowledged for an ack bound (the
+//     link is stuck, not slow: our request may be among them);
+//   - none is pending and a written request has been unanswered for an ack
+//     bound (the server's TCP took it all).
+//
+// A request still held above the kernel (nothing pending) is left to the
+// write bound; a socket that cannot tell, to the plain bounds.
 func (c *conn) progressLocked(now int64) bool {
-	acked, pending, ok := sendProgress(c.sock)
+	acked, queued, ok := sendProgress(c.sock)
 	if !ok {
 		c.sock = nil
 		return true
 	}
+	pending := queued > 0
 	ack := c.st.ackBoundLocked()
 	if !c.progOK || acked != c.progAcked {
 		c.progOK, c.progAcked, c.progAt = true, acked, now
 	}
 	c.lookAt = now
 	since := c.sinceLocked()
+	if since != 0 {
+		if c.markFor != since {
+			c.markFor, c.mark, c.markAt = since, acked+queued, 0
+		}
+		if c.markAt == 0 && acked >= c.mark {
+			c.markAt = now
+		}
+	}
 	var waited int64
 	switch {
+	case since != 0 && c.markAt != 0 && now-c.markAt >= ack:
+		waited = now - since
 	case pending && now-c.progAt >= ack:
 		waited = now - c.progAt
 	case !pending && since != 0 && now-since >= ack:
