@@ -146,7 +146,16 @@ type Config struct {
 	// returns. An IQ request is answered by Handler or, if Handler writes
 	// no answer, with service-unavailable; the client stops reading until
 	// Handler returns from an IQ request, so answer it before waiting for
-	// anything. An error returned by Handler is logged, never fatal. A
+	// anything. That wait also covers the callbacks queued before the IQ:
+	// with a Handler set, a callback that waits for the stream (Send
+	// finding the stream-management queue full, SendAndWait) while an IQ
+	// request arrives waits until its context ends, since the ack it needs
+	// is read only after the IQ is answered; give such calls a deadline,
+	// or make them from a goroutine of your own. What Handler writes is
+	// written without waiting for room in the stream-management queue, so
+	// it may exceed StreamManagement.MaxUnacked by that output (it is
+	// still kept and re-sent after a resumption). An error returned by
+	// Handler is logged, never fatal. A
 	// panic in any callback is not recovered: the program crashes with the
 	// callback's stack, as it would without the library.
 	Handler xmpp.Handler

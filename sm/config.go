@@ -146,8 +146,8 @@ type Config struct {
 	// MaxUnacked bounds the stanzas kept for re-sending: Reserve blocks
 	// while this many stanzas wait for an ack or were reserved (Slots out).
 	// 0 means DefaultMaxUnacked. Stanzas written without Reserve (mellium's
-	// own replies, other packages) are still kept, so the queue may exceed
-	// it by those.
+	// own replies, other packages, the xmpptrack client's Handler output)
+	// are still kept, so the queue may exceed it by those.
 	MaxUnacked int
 	// Window bounds the stanzas in flight on a connection (written, not yet
 	// acknowledged) that Pace lets through; see DefaultWindow for why a

@@ -150,22 +150,23 @@ func TestStuckSocketFound(t *testing.T) {
 }
 
 // TestSlowSocketNotCut: a stanza written over a slow TCP link (1 KiB per
-// 60 ms), with a send buffer that takes it whole: the <r/> written after
-// it waits in the socket's send queue behind its 16 KiB, about 1 s, more
-// than the ack bound (0.4 s at most). The peer acknowledges bytes all
+// 20 ms), with a send buffer that takes it whole: the <r/> written after
+// it waits in the socket's send queue behind its 64 KiB, about 1.3 s, more
+// than the ack bound (1 s; the link would have to stall for that long to
+// be cut, a margin for a loaded machine). The peer acknowledges bytes all
 // along (a small receive buffer), so the socket shows progress at each
 // look, the link stays up and the stanza is acknowledged; before the
 // State looked at the socket, the written <r/>'s ack bound cut it.
 func TestSlowSocketNotCut(t *testing.T) {
 	srv := newFakeServer(t)
 	rec := newRecorder()
-	lk := &tcpLink{chunk: 1024, pause: 60 * time.Millisecond, sndbuf: 64 << 10, rcvbuf: 1024}
-	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: 50 * time.Millisecond}), lk)
+	lk := &tcpLink{chunk: 1024, pause: 20 * time.Millisecond, sndbuf: 128 << 10, rcvbuf: 1024}
+	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: time.Second, IdleProbe: 50 * time.Millisecond}), lk)
 	r, err := st.Reserve(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := `<message xmlns='jabber:client' to='peer@example.org' id='big' type='chat'><body>` + strings.Repeat("x", 16<<10) + `</body></message>`
+	msg := `<message xmlns='jabber:client' to='peer@example.org' id='big' type='chat'><body>` + strings.Repeat("x", 64<<10) + `</body></message>`
 	if err := c.sess.Send(t.Context(), rawReader([]byte(msg))); err != nil {
 		t.Fatalf("the slow link was taken for dead mid-write: Send: %v; Serve: %v", err, c.waitServed())
 	}
@@ -216,7 +217,7 @@ func TestHeldAboveSocketBounded(t *testing.T) {
 		return h
 	}}
 	const ackTimeout = 20 * time.Millisecond
-	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: ackTimeout, IdleProbe: 50 * time.Millisecond}), lk)
+	_, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: ackTimeout, IdleProbe: 50 * time.Millisecond}), lk)
 	h.shut.Store(true)
 	select {
 	case <-c.served:
@@ -227,7 +228,6 @@ func TestHeldAboveSocketBounded(t *testing.T) {
 	if err := c.waitServed(); !errors.As(err, &ae) || ae.Bound != stuckWriteFactor*ackTimeout {
 		t.Fatalf("Serve: %v, want an *AckTimeoutError of the write bound", err)
 	}
-	_ = st
 }
 
 // TestSilentServerBusyLink: the server's TCP takes our bytes but the
