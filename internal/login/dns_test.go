@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/net/dns/dnsmessage"
 )
@@ -20,6 +21,28 @@ type fakeDNS struct {
 	srv  map[string][]net.SRV
 	host map[string][4]byte
 	fail []string
+	// together, if set, holds every SRV answer until queries for two
+	// different names have come (lookups made one after the other then
+	// get no answer).
+	together *barrier
+}
+
+// barrier is released by the second distinct name it sees.
+type barrier struct {
+	mu    sync.Mutex
+	names map[string]bool
+	all   chan struct{}
+}
+
+func newBarrier() *barrier { return &barrier{names: map[string]bool{}, all: make(chan struct{})} }
+
+func (b *barrier) wait(name string) {
+	b.mu.Lock()
+	if b.names[name] = true; len(b.names) == 2 {
+		close(b.all)
+	}
+	b.mu.Unlock()
+	<-b.all
 }
 
 // resolver returns a Go resolver that asks d. Its connections are pipes,
@@ -63,6 +86,9 @@ func (d fakeDNS) answer(query []byte) ([]byte, error) {
 		return nil, err
 	}
 	name := q.Name.String()
+	if d.together != nil && q.Type == dnsmessage.TypeSRV {
+		d.together.wait(name)
+	}
 	srvs, isService := d.srv[name]
 	ip, isHost := d.host[name]
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 )
 
 // target is an address to try for a domain without Config.Addr.
@@ -23,9 +24,9 @@ type target struct {
 // directTLS). A service whose only record's target is "." is decidedly not
 // offered (RFC 2782); where that is xmpps-client, the domain's own
 // addresses are not tried either (XEP-0368: no A/AAAA fallback). A failed
-// lookup counts as no records, and records that came with an error are
-// not used (as mellium); only when both failed with directTLS is it an
-// error. The two lookups run one after the other.
+// lookup counts as no records, but the valid records that came with an
+// error (the resolver drops those with invalid names) are used; only when
+// both failed with directTLS is it an error. The two lookups run at once.
 //
 // The client dials these itself, rather than through mellium's dialer, so
 // that a direct TLS connection runs over its own probeConn (see dialConn).
@@ -41,20 +42,22 @@ func targets(ctx context.Context, r *net.Resolver, domain string, directTLS bool
 	if directTLS {
 		services = append(services, &service{name: "xmpps-client", port: 5223, tls: true})
 	}
+	lookupErrs := make([]error, len(services))
+	var wg sync.WaitGroup
+	for i, s := range services {
+		wg.Go(func() { _, s.srvs, lookupErrs[i] = r.LookupSRV(ctx, s.name, "tcp", domain) })
+	}
+	wg.Wait()
 	var errs []error
-	for _, s := range services {
-		_, srvs, err := r.LookupSRV(ctx, s.name, "tcp", domain)
+	for i, s := range services {
 		var dnsErr *net.DNSError
-		switch {
-		case err != nil:
-			// As mellium: what came with an error is not used.
+		switch err := lookupErrs[i]; {
+		case err != nil && len(s.srvs) == 0:
 			if !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
 				errs = append(errs, err)
 			}
-		case len(srvs) == 1 && srvs[0].Target == ".":
-			s.withdrawn = true
-		default:
-			s.srvs = srvs
+		case len(s.srvs) == 1 && s.srvs[0].Target == ".":
+			s.srvs, s.withdrawn = nil, true
 		}
 	}
 	if len(errs) == 2 {

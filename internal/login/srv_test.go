@@ -71,6 +71,15 @@ func TestTargets(t *testing.T) {
 			}
 		})
 	}
+	invalid := fakeDNS{srv: map[string][]net.SRV{starttls: {srv("a.example.net.", 5222, 0), srv("bad!name.example.net.", 5222, 1)}}}
+	if got, err := targets(t.Context(), invalid.resolver(), "example.net", false); !slices.Equal(got, []target{{"a.example.net.:5222", false}}) {
+		t.Errorf("a record with an invalid name beside a valid one: %v, %v, want the valid one", got, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if got, err := targets(ctx, fakeDNS{together: newBarrier()}.resolver(), "example.net", true); err != nil || len(got) != 2 {
+		t.Errorf("lookups that are answered only together: %v, %v, want both fallbacks", got, err)
+	}
 	_, err := targets(t.Context(), fakeDNS{fail: []string{starttls, direct}}.resolver(), "example.net", true)
 	var dnsErr *net.DNSError
 	if !errors.As(err, &dnsErr) {
