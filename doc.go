@@ -73,8 +73,9 @@
 // A connection that freezes (no FIN, no RST: a NAT that dropped its state,
 // a stalled proxy) is noticed: an <r/> unanswered for
 // StreamManagement.AckTimeout (5 s, plus four round trips, counted from
-// when the <r/> got out; on Linux from when the server's TCP acknowledged
-// it, so a slow link carrying a large stanza is not cut) drops it,
+// when the <r/> got out; on Linux, while our bytes are still on their way,
+// from when the server's TCP acknowledged it, so a slow link carrying a
+// large stanza is not cut) drops it,
 // and idle connections are probed every 30 s; a write stuck on it is
 // found by the socket's lack of progress on Linux, ended by the kernel
 // (TCP_USER_TIMEOUT: 35 s in which the peer's TCP acknowledges no byte or

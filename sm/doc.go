@@ -208,9 +208,10 @@
 //     net.Conn, as mellium's tees and the xmpptrack client's own do):
 //     from half an ack bound after a request was booked or written
 //     without an answer, the State looks at the socket's TCP_INFO every
-//     half ack bound. At the first look for an awaited answer it notes
-//     the bytes acknowledged plus those the kernel holds: a point at or
-//     past the request's end. Once the peer's TCP acknowledged that point,
+//     half ack bound. When it writes an <r/> (or, for an answer still
+//     awaited after an <a/>, at its first look) it notes the bytes
+//     acknowledged plus those the kernel holds: a point at or past the
+//     request's end. Once the peer's TCP acknowledged that point,
 //     the server holds the request, and an answer missing an ack bound
 //     later ends the connection, however the bytes written after it move
 //     (a server that reads and never answers is found while the

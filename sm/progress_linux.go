@@ -33,8 +33,12 @@ var netConnType = reflect.TypeFor[net.Conn]()
 
 // wrapped returns the connection c wraps, nil if none is known: the one
 // its NetConn method returns (*tls.Conn), or else its embedded net.Conn
-// field. A wrapper may hold writes of its own (in user space); the
-// progress check tells that apart by the socket's empty send queue.
+// field. A wrapper's Write must have handed the bytes to the kernel when
+// it returns (those on the client's stack do): a wrapper that holds writes
+// in user space is told apart only while the socket's send queue is
+// empty, and one that buffers while the queue holds other bytes leaves
+// its <r/> outside the mark of progressLocked, which may then end a
+// working connection.
 func wrapped(c net.Conn) net.Conn {
 	if w, ok := c.(interface{ NetConn() net.Conn }); ok {
 		return w.NetConn()
@@ -65,9 +69,12 @@ func sendProgress(raw syscall.RawConn) (acked, queued uint64, ok bool) {
 	var info *unix.TCPInfo
 	var err, qerr error
 	var q int
+	// The queue first: an acknowledgement arriving between the two reads
+	// then counts in both (the sum overshoots, which only makes a mark
+	// later), never in neither (a mark short of what was written).
 	if raw.Control(func(fd uintptr) {
-		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 		q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	}) != nil || err != nil || qerr != nil || info.Bytes_acked == 0 || q < 0 {
 		// Bytes_acked is never 0 on a kernel that counts it: the stream's
 		// negotiation was acknowledged.

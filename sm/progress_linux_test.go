@@ -234,8 +234,10 @@ func TestHeldAboveSocketBounded(t *testing.T) {
 // server never answers a request, while the application keeps writing,
 // so the socket always holds bytes of ours and shows progress. The
 // connection is ended about an ack bound after the peer's TCP took the
-// request's bytes; counting any progress as life kept it up for as long as
-// the writes went on.
+// request's bytes (Waited at least one and a half bounds: the rule that
+// fired is that one, not a stall of the link, which ends it after one);
+// counting any progress as life kept it up for as long as the writes went
+// on.
 func TestSilentServerBusyLink(t *testing.T) {
 	srv := newFakeServer(t)
 	rec := newRecorder()
@@ -266,5 +268,67 @@ func TestSilentServerBusyLink(t *testing.T) {
 	var ae *AckTimeoutError
 	if err := c.waitServed(); !errors.As(err, &ae) || ae.Bound != 200*time.Millisecond {
 		t.Fatalf("Serve: %v, want an *AckTimeoutError of the ack bound", err)
+	}
+	if ae.Waited < 3*ae.Bound/2 {
+		t.Fatalf("%v: ended by a stall of the link, not by the unanswered request", ae)
+	}
+}
+
+// TestMarkNotShort: with the writer stopped, the bytes acknowledged plus
+// those queued (sendProgress) never fall short of everything written,
+// while the peer reads and acknowledges: a mark short of the request's end
+// could be taken as reached before the server's TCP held the request.
+func TestMarkNotShort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	acc := make(chan net.Conn, 1)
+	go func() { c, _ := l.Accept(); acc <- c }()
+	near, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer near.Close()
+	far := <-acc
+	defer far.Close()
+	raw := socketOf(near)
+	a0, q0, ok := sendProgress(raw)
+	if !ok || q0 != 0 {
+		t.Fatalf("sendProgress: acked %d, queued %d, ok %v", a0, q0, ok)
+	}
+	const chunk = 256 << 10
+	buf := make([]byte, chunk)
+	for round := range 20 {
+		done := make(chan struct{})
+		go func() { // the peer reads it all, in small pieces
+			defer close(done)
+			p := make([]byte, 4096)
+			for n := 0; n < chunk; {
+				m, err := far.Read(p)
+				if err != nil {
+					return
+				}
+				n += m
+			}
+		}()
+		if _, err := near.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		want := a0 + uint64(round+1)*chunk
+		for {
+			a, q, ok := sendProgress(raw)
+			if !ok {
+				t.Fatal("sendProgress: the socket cannot tell")
+			}
+			if a+q < want {
+				t.Fatalf("round %d: acked %d + queued %d = %d, short of the %d written", round, a-a0, q, a+q-a0, want-a0)
+			}
+			if q == 0 {
+				break
+			}
+		}
+		<-done
 	}
 }

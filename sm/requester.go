@@ -151,11 +151,13 @@ func (c *conn) sinceLocked() int64 {
 // acknowledged, and those the kernel holds not yet acknowledged. It
 // reports false, with c.fatal set, when the connection is dead:
 //   - an answer is awaited, and the peer's TCP acknowledged the request's
-//     bytes an ack bound ago or more (at the first look for an awaited
-//     answer the State notes the acknowledged bytes plus those the kernel
-//     held, a point at or past the request's end; once that point is
-//     acknowledged the server holds the request, and bytes written after
-//     it, however they move, do not excuse the missing answer);
+//     bytes an ack bound ago or more: the State notes the acknowledged
+//     bytes plus those the kernel holds, a point at or past the request's
+//     end, when the <r/> is written (markLocked), or at the first look for
+//     an answer still awaited after an <a/> (then past what was written
+//     until that look); once that point is acknowledged the server holds
+//     the request, and bytes written after it, however they move, do not
+//     excuse the missing answer;
 //   - bytes are pending and none was acknowledged for an ack bound (the
 //     link is stuck, not slow: our request may be among them);
 //   - none is pending and a written request has been unanswered for an ack
@@ -343,12 +345,28 @@ func (c *conn) wroteLocked() {
 	if c.aRecv < c.rOut {
 		if c.rWait == 0 {
 			c.rWait = now
+			c.markLocked(now)
 		}
 		if c.aRecv == c.rOut-1 && c.rAt == 0 {
 			c.rAt = now // the only one unanswered: a round-trip sample
 		}
 	}
 	c.armLocked()
+}
+
+// markLocked notes, for the answer awaited since now, the point of our
+// byte stream that the peer's TCP must acknowledge before the server
+// holds the <r/> just written (see progressLocked): taken at the write,
+// it is the request's end plus only what other goroutines wrote since.
+// Without a socket it leaves the mark to the first look.
+func (c *conn) markLocked(now int64) {
+	c.markFor, c.markAt = 0, 0
+	if c.sock == nil {
+		return
+	}
+	if acked, queued, ok := sendProgress(c.sock); ok {
+		c.markFor, c.mark = now, acked+queued
+	}
 }
 
 // unbookLocked takes back the booking of an <r/> that was never written.
