@@ -292,6 +292,22 @@ func runAnswering(q *Queue, d time.Duration, settle bool) *[]int {
 // TestRefill: with Refill, callers committing in a loop share one group
 // per round once the first two groups are past. Without it they split
 // into the callers queued while a commit ran and those it answered.
+// commitRounds has callers goroutines commit rounds batches each, one
+// after the other, and returns when all were answered.
+func commitRounds(t *testing.T, q *Queue, callers, rounds int) {
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			for i := range rounds {
+				if err := q.Commit(context.Background(), batch(fmt.Sprint(c, "-", i))); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
 func TestRefill(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		life, stop := context.WithCancel(context.Background())
@@ -300,17 +316,7 @@ func TestRefill(t *testing.T) {
 		q.Refill()
 		sizes := runSleeping(q, time.Millisecond)
 		const callers, rounds = 8, 20
-		var wg sync.WaitGroup
-		for c := range callers {
-			wg.Go(func() {
-				for i := range rounds {
-					if err := q.Commit(context.Background(), batch(fmt.Sprint(c, "-", i))); err != nil {
-						t.Error(err)
-					}
-				}
-			})
-		}
-		wg.Wait()
+		commitRounds(t, q, callers, rounds)
 		got := *sizes
 		if len(got) < 3 {
 			t.Fatalf("%d groups: %v", len(got), got)
@@ -493,17 +499,7 @@ func TestRefillCountsOnce(t *testing.T) {
 		runAnswering(q, time.Millisecond, true)
 		const callers, rounds = 8, 100
 		began := time.Now()
-		var wg sync.WaitGroup
-		for c := range callers {
-			wg.Go(func() {
-				for i := range rounds {
-					if err := q.Commit(context.Background(), batch(fmt.Sprint(c, "-", i))); err != nil {
-						t.Error(err)
-					}
-				}
-			})
-		}
-		wg.Wait()
+		commitRounds(t, q, callers, rounds)
 		if took, most := time.Since(began), (rounds+3)*time.Millisecond; took > most {
 			t.Errorf("%d rounds of 1 ms took %v, more than %v: the committer waited", rounds, took, most)
 		}
