@@ -23,8 +23,10 @@ type Config struct {
 	// where it has none. With DirectTLS every xmpps-client record comes
 	// first, whatever the priorities, and port 5223 last; an xmpps-client
 	// record "." rules out the domain's own ports. The next address is
-	// tried when one refuses the connection or, with direct TLS, does not
-	// complete the handshake in its share of the time.
+	// tried after any failure to connect to one (or, with direct TLS, to
+	// complete the handshake) within its share of the time; a STARTTLS
+	// address that connects and then stays silent keeps the rest of
+	// Dial's time.
 	Addr string
 	// TLSConfig is used for STARTTLS or direct TLS. Nil means the system roots
 	// with the account's domain as server name. It is cloned.

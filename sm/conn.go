@@ -59,6 +59,8 @@ type conn struct {
 	markFor      int64           // the sinceLocked value mark belongs to; 0: none
 	mark         uint64          // at the first look for markFor: bytes acknowledged plus those the kernel held (the awaited request's bytes end at or before it)
 	markAt       int64           // Unix ns of the first look that found mark acknowledged: the server's TCP holds the request; 0: not yet
+	rMark        uint64          // bytes acknowledged plus those the kernel held right after the last <r/> was written
+	rMarkOK      bool            // rMark was read
 	enableAt     int64           // Unix ns when <enable/> was written
 	lastAct      int64           // Unix ns of the last <r/> sent or <a/> received (idle probe)
 	gotAck       bool            // an <a/> arrived on this connection

@@ -172,6 +172,7 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	c.progOK = false // what the socket showed before is moot
 	if c.aRecv < c.rOut {
 		c.rWait = now // progress: the bound starts again
+		c.markLocked(now)
 	} else {
 		c.rWait = 0
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -302,12 +303,14 @@ func TestMarkNotShort(t *testing.T) {
 	buf := make([]byte, chunk)
 	for round := range 20 {
 		done := make(chan struct{})
+		var readErr error
 		go func() { // the peer reads it all, in small pieces
 			defer close(done)
 			p := make([]byte, 4096)
 			for n := 0; n < chunk; {
 				m, err := far.Read(p)
 				if err != nil {
+					readErr = err
 					return
 				}
 				n += m
@@ -328,7 +331,45 @@ func TestMarkNotShort(t *testing.T) {
 			if q == 0 {
 				break
 			}
+			select {
+			case <-done:
+				if readErr != nil { // nobody drains the socket any more
+					t.Fatalf("round %d: the peer's read: %v", round, readErr)
+				}
+			default:
+			}
 		}
 		<-done
+	}
+}
+
+// TestMarkTakenAtWrite: the point the server's TCP must acknowledge
+// before an unanswered request counts against the ack bound is read as
+// soon as the <r/> is written, not at the first look half an ack bound
+// later, when it would also cover everything written meanwhile (a silent
+// server on a busy link was then found only after the send queue drained).
+func TestMarkTakenAtWrite(t *testing.T) {
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	lk := &tcpLink{}
+	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: time.Hour, IdleProbe: time.Hour}), lk)
+	holdAcks(srv)
+	sendMsg(t, st, c.sess, "m0")
+	for { // the requester writes the <r/> on its own goroutine
+		st.mu.Lock()
+		cn := st.conn
+		out, markFor, rWait, ok := cn.rOut, cn.markFor, cn.rWait, cn.sock != nil
+		st.mu.Unlock()
+		if !ok {
+			t.Fatal("no socket found under the connection")
+		}
+		if out == 0 {
+			runtime.Gosched()
+			continue
+		}
+		if markFor == 0 || markFor != rWait {
+			t.Fatalf("after the <r/> was written: mark for %d, awaited since %d", markFor, rWait)
+		}
+		return
 	}
 }

@@ -153,9 +153,10 @@ func (c *conn) sinceLocked() int64 {
 //   - an answer is awaited, and the peer's TCP acknowledged the request's
 //     bytes an ack bound ago or more: the State notes the acknowledged
 //     bytes plus those the kernel holds, a point at or past the request's
-//     end, when the <r/> is written (markLocked), or at the first look for
-//     an answer still awaited after an <a/> (then past what was written
-//     until that look); once that point is acknowledged the server holds
+//     end, right after each <r/> is written (noteRLocked; an answer still
+//     awaited after an <a/> is for requests written at or before the last
+//     one, so that point covers them too); once it is acknowledged the
+//     server holds
 //     the request, and bytes written after it, however they move, do not
 //     excuse the missing answer;
 //   - bytes are pending and none was acknowledged for an ack bound (the
@@ -343,6 +344,7 @@ func (c *conn) wroteLocked() {
 	c.bookAt, c.progOK = 0, false
 	c.rOut++
 	if c.aRecv < c.rOut {
+		c.noteRLocked()
 		if c.rWait == 0 {
 			c.rWait = now
 			c.markLocked(now)
@@ -354,18 +356,28 @@ func (c *conn) wroteLocked() {
 	c.armLocked()
 }
 
-// markLocked notes, for the answer awaited since now, the point of our
-// byte stream that the peer's TCP must acknowledge before the server
-// holds the <r/> just written (see progressLocked): taken at the write,
-// it is the request's end plus only what other goroutines wrote since.
-// Without a socket it leaves the mark to the first look.
-func (c *conn) markLocked(now int64) {
-	c.markFor, c.markAt = 0, 0
+// noteRLocked reads, right after an <r/> was written, the point of our
+// byte stream at or past its end (the bytes acknowledged plus those the
+// kernel holds): every request still unanswered was written at or before
+// it, so it marks them all.
+func (c *conn) noteRLocked() {
+	c.rMarkOK = false
 	if c.sock == nil {
 		return
 	}
 	if acked, queued, ok := sendProgress(c.sock); ok {
-		c.markFor, c.mark = now, acked+queued
+		c.rMark, c.rMarkOK = acked+queued, true
+	}
+}
+
+// markLocked starts the wait for an answer awaited since now (see
+// progressLocked) at the point noted after the last <r/> (noteRLocked):
+// the request's end plus only what was written before that reading.
+// Without one it leaves the mark to the first look.
+func (c *conn) markLocked(now int64) {
+	c.markFor, c.markAt = 0, 0
+	if c.rMarkOK {
+		c.markFor, c.mark = now, c.rMark
 	}
 }
 

@@ -132,7 +132,10 @@ func (c *Config) tlsConfig() *tls.Config {
 // error (*net.OpError, *net.DNSError), the TLS or certificate error
 // (*tls.CertificateVerificationError, x509 errors, tls.RecordHeaderError),
 // the XML or stream error, and, when ctx's deadline passed, the context's
-// error. ErrAuth (an *AuthError), ErrNoTLS and ErrNoChannelBinding do not
+// error. When several addresses were tried, the error joins each one's,
+// with its address; an attempt ended by its own share of the time, and a
+// "not TLS" answer beside other failures, are kept as text only (neither
+// is the whole Dial's cause). ErrAuth (an *AuthError), ErrNoTLS and ErrNoChannelBinding do not
 // match ErrConnect, nor do no SASL mechanism in common, configuration
 // mistakes (Check) and a canceled ctx (which matches context.Canceled).
 func Dial(ctx context.Context, c Config) (*xmpp.Session, error) {

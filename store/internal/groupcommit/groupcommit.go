@@ -103,7 +103,7 @@ func (q *Queue) answering() {
 // further such wait; a wait that paid halves the next pause. How often
 // such callers still wait depends on how they arrive (random arrivals
 // fill some waits by chance): their mean Commit latency rose about 4% in
-// a model of even and of random arrivals (TestRefillOpenLoop), and in the rounds that wait
+// a model of even and of random arrivals, and in the rounds that wait
 // each of them pays the whole wait, so that their p99 and maximum
 // latency rise by up to half a commit.
 //

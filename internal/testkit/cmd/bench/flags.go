@@ -83,7 +83,7 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	fs.BoolVar(&o.noCarbons, "nocarbons", false, "xmpptrack sender with Config.NoCarbons (default: carbons on, the library's default)")
 	fs.IntVar(&o.window, "window", 0, "xmpptrack sender's sm.Config.Window (0: the default, -1: no window)")
 	fs.IntVar(&o.offlineN, "offline-n", 0, "messages to an offline account through Prosody with its archive on, from xmpptrack, xmpptrack without a window and plain mellium, alternating; 0 skips it")
-	fs.IntVar(&o.offlineRounds, "offline-rounds", 1, "rounds of the -offline-n comparison (the senders' order changes every round; 2 × the number of senders rounds run each first, and right after each other, equally often)")
+	fs.IntVar(&o.offlineRounds, "offline-rounds", 1, "rounds of the -offline-n comparison (the senders' order changes every round; with two or three senders, 2 × their number of rounds run each first, and right after each other, equally often)")
 	offSenders := fs.String("offline-senders", strings.Join(offlineSenders, ","), "senders of the -offline-n comparison (xmpptrack follows -window)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the Go senders' workloads (one file per run)")
 	fs.Usage = func() {

@@ -10,9 +10,10 @@ import (
 // offlineOrder returns the senders of round r (from 1) in the order they
 // run. Round pairs take the list rotated by one more place each pair, the
 // second round of a pair in reverse: with two senders AB, BA, BA, AB …,
-// with three all six orders in six rounds, so that over 2n rounds (n
-// senders) every sender runs first equally often and right after each
-// other sender equally often. With a fixed order the same sender always ran
+// with three all six orders in six rounds, so that over 2n rounds (two or
+// three senders) every sender runs first equally often and right after
+// each other sender equally often; with four or more, senders not next to
+// each other in the list never run back to back. With a fixed order the same sender always ran
 // right after the same other one, on the machine as that one left it (the
 // page cache, the load it drew).
 func offlineOrder(senders []string, round int) []string {
