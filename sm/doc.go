@@ -287,7 +287,12 @@
 // stream errors is a failed resumption: the State forgets the stream, the next connection binds a
 // new session, and the unacknowledged stanzas go to the Policy as after
 // <failed/> (messages are re-sent by default). The recipient may get a
-// message twice (the id is the same); it never misses one.
+// message twice (the id is the same); it never misses one. The rule on a
+// request that waited to get out cannot tell a stuck output from a slow
+// one: a resumed connection on a slow link, whose <r/> waits behind a
+// large stanza, that then ends for another reason (a reset, a NAT
+// dropping it) starts a new session instead of resuming once more, which
+// costs possible duplicates, never a loss.
 //
 // # Policy violations
 //

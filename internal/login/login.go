@@ -252,14 +252,16 @@ func (c *Config) dialDomain(ctx context.Context, nd *net.Dialer) (net.Conn, *pro
 			break
 		}
 	}
-	return nil, nil, joinAttempts(errs)
+	return nil, nil, joinAttempts(errs, len(ts))
 }
 
-// joinAttempts joins the attempts' errors. Where only some say the peer
-// does not speak TLS (a tls.RecordHeaderError), those are kept as text, so
-// that the whole is not taken for a server that does not speak XMPP
-// (ConnectError.NotXMPP).
-func joinAttempts(errs []error) error {
+// joinAttempts joins the errors of the attempts made at the domain's
+// targets addresses. Unless every target was tried and said the peer does
+// not speak TLS (a tls.RecordHeaderError), those are kept as text, so that
+// the whole is not taken for a server that does not speak XMPP
+// (ConnectError.NotXMPP) while another address failed otherwise or was
+// never tried (ctx ended first).
+func joinAttempts(errs []error, targets int) error {
 	notTLS := 0
 	for _, err := range errs {
 		var rh tls.RecordHeaderError
@@ -267,7 +269,7 @@ func joinAttempts(errs []error) error {
 			notTLS++
 		}
 	}
-	if notTLS > 0 && notTLS < len(errs) {
+	if notTLS > 0 && notTLS < targets {
 		for i, err := range errs {
 			var rh tls.RecordHeaderError
 			if errors.As(err, &rh) {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -203,5 +204,20 @@ func TestDialNotXMPPOnlyIfAll(t *testing.T) {
 		resolver: twoTargets(t, plain.Addr().String(), closedPort(t))})
 	if !errors.Is(err, ErrConnect) || errors.Is(err, ErrNotXMPP) || !strings.Contains(err.Error(), "one.example.net.:") {
 		t.Errorf("Dial: %v, want ErrConnect, not ErrNotXMPP, naming the first target", err)
+	}
+}
+
+// TestJoinAttemptsNotXMPPOnlyIfAllTried: one target that answered in plain
+// text is "not TLS" only when it was the domain's only target; with
+// others never tried (ctx ended first) the whole is no proof that the
+// server does not speak XMPP.
+func TestJoinAttemptsNotXMPPOnlyIfAllTried(t *testing.T) {
+	notTLS := fmt.Errorf("one.example.net:5223: %w", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"})
+	var rh tls.RecordHeaderError
+	if err := joinAttempts([]error{notTLS}, 1); !errors.As(err, &rh) {
+		t.Errorf("the only target: %v, want a tls.RecordHeaderError", err)
+	}
+	if err := joinAttempts([]error{notTLS}, 2); errors.As(err, &rh) {
+		t.Errorf("one of two targets tried: %v matches tls.RecordHeaderError", err)
 	}
 }
