@@ -2,6 +2,7 @@ package xmpptrack
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -110,6 +111,24 @@ func TestSendWritesAheadBeforePacing(t *testing.T) {
 	}
 }
 
+// dialPaced dials a scripted peer with a send window of window stanzas
+// and no ack bound; the client is closed, and ctx (bounded by testWait)
+// cancelled, when the test ends.
+func dialPaced(t *testing.T, roots *x509.CertPool, now time.Time, window int) (*peerServer, *Client, *peerConn, context.Context) {
+	t.Helper()
+	srv, dial := newPipePeer(t)
+	cfg := pipePeerConfig(roots, now, dial)
+	cfg.StreamManagement = sm.Config{Window: window, AckTimeout: -1}
+	ctx, cancel := context.WithTimeout(t.Context(), testWait)
+	t.Cleanup(cancel)
+	c, err := Dial(ctx, testJID, peerPassword, &cfg)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return srv, c, srv.next(t), ctx
+}
+
 // TestSendPacesAgainAfterReconnection: senders waiting for the send window
 // when the connection is lost wait for the next connection and pace there;
 // they are not all let through at once. The stream is resumed, and
@@ -118,17 +137,7 @@ func TestSendPacesAgainAfterReconnection(t *testing.T) {
 	const window, waiting = 2, 6
 	roots, now := testRoots(t), time.Now()
 	synctest.Test(t, func(t *testing.T) {
-		srv, dial := newPipePeer(t)
-		cfg := pipePeerConfig(roots, now, dial)
-		cfg.StreamManagement = sm.Config{Window: window, AckTimeout: -1}
-		ctx, cancel := context.WithTimeout(t.Context(), testWait)
-		defer cancel()
-		c, err := Dial(ctx, testJID, peerPassword, &cfg)
-		if err != nil {
-			t.Fatalf("Dial: %v", err)
-		}
-		defer c.Close()
-		pc := srv.next(t)
+		srv, c, pc, ctx := dialPaced(t, roots, now, window)
 		sendAcked(t, c, Message{To: bob}) // the presence acknowledged too
 		srv.set(func(srv *peerServer) { srv.noAcks = true })
 		for range window {
@@ -217,17 +226,7 @@ func TestSendLeavesNoSlot(t *testing.T) {
 func TestSendWaitingSurvivesConnEnds(t *testing.T) {
 	roots, now := testRoots(t), time.Now()
 	synctest.Test(t, func(t *testing.T) {
-		srv, dial := newPipePeer(t)
-		cfg := pipePeerConfig(roots, now, dial)
-		cfg.StreamManagement = sm.Config{Window: 1, AckTimeout: -1}
-		ctx, cancel := context.WithTimeout(t.Context(), testWait)
-		defer cancel()
-		c, err := Dial(ctx, testJID, peerPassword, &cfg)
-		if err != nil {
-			t.Fatalf("Dial: %v", err)
-		}
-		defer c.Close()
-		pc := srv.next(t)
+		srv, c, pc, ctx := dialPaced(t, roots, now, 1)
 		sendAcked(t, c, Message{To: bob})
 		held, err := c.sm.Pace(ctx) // the window's one place, kept across connections
 		if err != nil || !held.Held() {

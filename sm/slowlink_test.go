@@ -106,6 +106,24 @@ func sendBigAcked(t *testing.T, st *State, c *client, rec *recorder) {
 	}
 }
 
+// sendBigThenDrop enables a State on srv, writes the large message "big"
+// on it (its Reserve slot released when the test ends) and drops the
+// connection without closing the stream.
+func sendBigThenDrop(t *testing.T, srv *fakeServer, rec *recorder) *State {
+	t.Helper()
+	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), nil)
+	r, err := st.Reserve(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Release)
+	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
+		t.Fatal(err)
+	}
+	c.drop()
+	return st
+}
+
 // TestSlowRetransmitResumes: a resumption over a slow link retransmits a
 // large stanza in Start; no bound runs while it is being written (no <a/>
 // could restart one: Serve does not run during Start), and the resumption
@@ -114,20 +132,11 @@ func TestSlowRetransmitResumes(t *testing.T) {
 	srv := newFakeServer(t)
 	srv.lose = func(id string) bool { return id == "big" }
 	rec := newRecorder()
-	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), nil)
-	r, err := st.Reserve(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Release()
-	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
-		t.Fatal(err)
-	}
-	c.drop()
+	st := sendBigThenDrop(t, srv, rec)
 	srv.mu.Lock()
 	srv.lose = nil
 	srv.mu.Unlock()
-	c, err = dialVia(t, srv, st, nil, slowLink)
+	c, err := dialVia(t, srv, st, nil, slowLink)
 	if err != nil {
 		t.Fatalf("taken for dead while retransmitting over a slow link: %v; resumable %v", err, st.Info().Resumable)
 	}
@@ -185,23 +194,14 @@ func TestSlowResendAlive(t *testing.T) {
 	srv := newFakeServer(t)
 	holdAcks(srv)
 	rec := newRecorder()
-	st, c := enabledVia(t, srv, rec.config(Config{AckTimeout: slowAckTimeout, IdleProbe: time.Hour}), nil)
-	r, err := st.Reserve(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Release()
-	if err := c.sess.Send(t.Context(), rawReader([]byte(bigMsg("big")))); err != nil {
-		t.Fatal(err)
-	}
-	c.drop()
+	st := sendBigThenDrop(t, srv, rec)
 	srv.mu.Lock()
 	srv.holdR = false
 	srv.resumeReply = func(uint32) string {
 		return `<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>`
 	}
 	srv.mu.Unlock()
-	c, err = dialVia(t, srv, st, nil, slowLink)
+	c, err := dialVia(t, srv, st, nil, slowLink)
 	if err != nil {
 		t.Fatal(err)
 	}
