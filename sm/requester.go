@@ -156,9 +156,8 @@ func (c *conn) sinceLocked() int64 {
 //     end, right after each <r/> is written (noteRLocked; an answer still
 //     awaited after an <a/> is for requests written at or before the last
 //     one, so that point covers them too); once it is acknowledged the
-//     server holds
-//     the request, and bytes written after it, however they move, do not
-//     excuse the missing answer;
+//     server holds the request, and bytes written after it, however they
+//     move, do not excuse the missing answer;
 //   - bytes are pending and none was acknowledged for an ack bound (the
 //     link is stuck, not slow: our request may be among them);
 //   - none is pending and a written request has been unanswered for an ack
