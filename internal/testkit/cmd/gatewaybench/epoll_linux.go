@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -15,46 +16,69 @@ import (
 // defaultClient is -client's default.
 const defaultClient = "epoll"
 
-// epollClient is the load client of -client epoll: conc keep-alive
-// connections served by one loop on one epoll set, the way wrk sends, with
-// one request in flight per connection. Per request it costs one write and
-// one read system call and its share of an epoll_wait; the raw client's
-// goroutine per connection costs a failed read, a park and a wake-up more,
-// which on a machine whose cores the gateway shares would be taken from it.
+// epollClient is the load client of -client epoll: keep-alive connections
+// served by one loop on one epoll set, the way wrk sends. Each connection
+// has up to depth requests in flight: with depth 1 (the default) a request
+// is sent once the answer to the one before arrived; with more, the
+// connection pipelines them as HTTP/1.1 allows (RFC 9112, section 9.3.2:
+// the requests are written back to back, the answers come in their order),
+// those it can send written together in one system call. Per request it
+// costs at most one write and one read system call and its share of an
+// epoll_wait; the raw client's goroutine per connection costs a failed
+// read, a park and a wake-up more, which on a machine whose cores the
+// gateway shares would be taken from it.
 type epollClient struct {
 	ep    int
+	depth int
 	conns []*epollConn
 	byFD  map[int32]*epollConn
 }
 
 type epollConn struct {
 	fd   int
-	req  []byte
-	buf  []byte // what was read of the response so far
-	sent time.Time
+	req  []byte      // one request
+	out  []byte      // the requests written in one system call
+	buf  []byte      // what was read of the answers so far
+	sent []time.Time // when each request in flight was sent, oldest first
 }
 
-func dialEpoll(addr, path, token string, body []byte, conc int) (*epollClient, error) {
-	ap, err := net.ResolveTCPAddr("tcp4", addr)
-	if err != nil {
-		return nil, err
+// dialEpoll opens conc/depth connections (conc a multiple of depth), each
+// to carry depth requests at a time.
+func dialEpoll(addr, path, token string, body []byte, conc, depth int) (*epollClient, error) {
+	if depth < 1 || conc%depth != 0 {
+		return nil, fmt.Errorf("%d requests in flight do not make whole connections of %d", conc, depth)
+	}
+	// addr is host:port on TCP, or a Unix socket's path (starting with
+	// "/"), whose requests name localhost as their host.
+	var sa syscall.Sockaddr
+	family, host := syscall.AF_INET, addr
+	if strings.HasPrefix(addr, "/") {
+		family, host = syscall.AF_UNIX, "localhost"
+		sa = &syscall.SockaddrUnix{Name: addr}
+	} else {
+		ap, err := net.ResolveTCPAddr("tcp4", addr)
+		if err != nil {
+			return nil, err
+		}
+		in4 := &syscall.SockaddrInet4{Port: ap.Port}
+		copy(in4.Addr[:], ap.IP.To4())
+		sa = in4
 	}
 	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
-	c := &epollClient{ep: ep, byFD: make(map[int32]*epollConn, conc)}
-	sa := &syscall.SockaddrInet4{Port: ap.Port}
-	copy(sa.Addr[:], ap.IP.To4())
+	c := &epollClient{ep: ep, depth: depth, byFD: make(map[int32]*epollConn, conc/depth)}
 	req := fmt.Appendf(nil, "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-		path, addr, token, len(body), body)
-	for range conc {
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		path, host, token, len(body), body)
+	for range conc / depth {
+		fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 		if err != nil {
 			c.close()
 			return nil, err
 		}
-		ec := &epollConn{fd: fd, req: req, buf: make([]byte, 0, 4096)}
+		ec := &epollConn{fd: fd, req: req, buf: make([]byte, 0, 4096*depth),
+			out: make([]byte, 0, len(req)*depth), sent: make([]time.Time, 0, depth)}
 		c.conns = append(c.conns, ec)
 		c.byFD[int32(fd)] = ec
 		// Connected blocking, then non-blocking; no delay, as net.Dial
@@ -63,9 +87,11 @@ func dialEpoll(addr, path, token string, body []byte, conc int) (*epollClient, e
 			c.close()
 			return nil, err
 		}
-		if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
-			c.close()
-			return nil, err
+		if family == syscall.AF_INET {
+			if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
+				c.close()
+				return nil, err
+			}
 		}
 		if err := syscall.SetNonblock(fd, true); err != nil {
 			c.close()
@@ -87,11 +113,18 @@ func (c *epollClient) close() {
 	syscall.Close(c.ep)
 }
 
-// send writes a connection's request.
-func (ec *epollConn) send() error {
-	ec.sent = time.Now()
-	for off := 0; off < len(ec.req); {
-		n, err := syscall.Write(ec.fd, ec.req[off:])
+// send writes k more requests on the connection, back to back in one
+// write (the socket's buffer takes them: at most depth requests of a few
+// hundred bytes).
+func (ec *epollConn) send(k int) error {
+	ec.out = ec.out[:0]
+	now := time.Now()
+	for range k {
+		ec.out = append(ec.out, ec.req...)
+		ec.sent = append(ec.sent, now)
+	}
+	for off := 0; off < len(ec.out); {
+		n, err := syscall.Write(ec.fd, ec.out[off:])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -103,19 +136,20 @@ func (ec *epollConn) send() error {
 	return nil
 }
 
-// postAll sends n requests, at most one in flight per connection, and
+// postAll sends n requests, at most depth in flight per connection, and
 // returns their latencies.
 func (c *epollClient) postAll(n int) ([]time.Duration, error) {
 	lats := make([]time.Duration, 0, n)
 	started := 0
 	for _, ec := range c.conns {
-		if started == n {
+		k := min(c.depth, n-started)
+		if k == 0 {
 			break
 		}
-		if err := ec.send(); err != nil {
+		if err := ec.send(k); err != nil {
 			return nil, err
 		}
-		started++
+		started += k
 	}
 	events := make([]syscall.EpollEvent, len(c.conns))
 	for len(lats) < n {
@@ -131,60 +165,66 @@ func (c *epollClient) postAll(n int) ([]time.Duration, error) {
 		}
 		for _, ev := range events[:k] {
 			ec := c.byFD[ev.Fd]
-			done, err := ec.read()
-			if err != nil {
+			if lats, err = ec.read(lats); err != nil {
 				return nil, err
 			}
-			if !done {
-				continue
-			}
-			lats = append(lats, time.Since(ec.sent))
-			if started < n {
-				if err := ec.send(); err != nil {
+			if m := min(c.depth-len(ec.sent), n-started); m > 0 {
+				if err := ec.send(m); err != nil {
 					return nil, err
 				}
-				started++
+				started += m
 			}
 		}
 	}
 	return lats, nil
 }
 
-// read reads what is there of the response; done reports a whole one read
-// (and accepted: any other status is an error).
-func (ec *epollConn) read() (done bool, _ error) {
+// read reads what is there of the answers and appends the latency of each
+// whole one to lats (each must be 202 Accepted: any other status is an
+// error, and so is an answer to no request).
+func (ec *epollConn) read(lats []time.Duration) ([]time.Duration, error) {
 	for {
 		if len(ec.buf) == cap(ec.buf) {
-			return false, errors.New("response over 4 KiB")
+			return lats, fmt.Errorf("answers over %d bytes", cap(ec.buf))
 		}
 		m, err := syscall.Read(ec.fd, ec.buf[len(ec.buf):cap(ec.buf)])
 		if err == syscall.EINTR {
 			continue
 		}
 		if err == syscall.EAGAIN {
-			return false, nil
+			return lats, nil
 		}
 		if err != nil {
-			return false, fmt.Errorf("read: %w", err)
+			return lats, fmt.Errorf("read: %w", err)
 		}
 		if m == 0 {
-			return false, errors.New("connection closed by the gateway")
+			return lats, errors.New("connection closed by the gateway")
 		}
 		ec.buf = ec.buf[:len(ec.buf)+m]
 		break
 	}
-	status, size, ok, err := parseResponse(ec.buf)
-	if err != nil || !ok {
-		return false, err
+	now := time.Now()
+	b := ec.buf
+	for len(b) > 0 {
+		status, size, ok, err := parseResponse(b)
+		if err != nil {
+			return lats, err
+		}
+		if !ok {
+			break
+		}
+		if status != 202 {
+			return lats, fmt.Errorf("POST: %d %s", status, bytes.TrimSpace(b[:size]))
+		}
+		if len(ec.sent) == 0 {
+			return lats, fmt.Errorf("%d bytes after the last answer awaited", len(b))
+		}
+		lats = append(lats, now.Sub(ec.sent[0]))
+		ec.sent = append(ec.sent[:0], ec.sent[1:]...)
+		b = b[size:]
 	}
-	if size != len(ec.buf) {
-		return false, fmt.Errorf("%d bytes after a response of %d", len(ec.buf)-size, size)
-	}
-	if status != 202 {
-		return false, fmt.Errorf("POST: %d %s", status, bytes.TrimSpace(ec.buf))
-	}
-	ec.buf = ec.buf[:0]
-	return true, nil
+	ec.buf = ec.buf[:copy(ec.buf, b)]
+	return lats, nil
 }
 
 // parseResponse reads the status and the length of the response at the

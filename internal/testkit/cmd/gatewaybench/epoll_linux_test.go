@@ -3,11 +3,15 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -53,7 +57,7 @@ func TestEpollClient(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
-	c, err := dialEpoll(addr, "/v1/messages", token, []byte(`{"x":1}`), 8)
+	c, err := dialEpoll(addr, "/v1/messages", token, []byte(`{"x":1}`), 8, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +90,7 @@ func TestEpollClientStatus(t *testing.T) {
 		io.WriteString(w, "slow down")
 	}))
 	defer srv.Close()
-	c, err := dialEpoll(strings.TrimPrefix(srv.URL, "http://"), "/v1/messages", token, []byte(`{}`), 2)
+	c, err := dialEpoll(strings.TrimPrefix(srv.URL, "http://"), "/v1/messages", token, []byte(`{}`), 2, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,5 +119,129 @@ func TestParseResponse(t *testing.T) {
 		if (err != nil) != c.wantErr || !c.wantErr && (status != c.status || size != c.size || ok != c.ok) {
 			t.Errorf("%q: status %d size %d ok %v err %v", c.in, status, size, ok, err)
 		}
+	}
+}
+
+// TestEpollClientPipelined: with a depth of 4, 8 requests in flight go on
+// 2 connections, 4 at a time on each: the peer answers only once it holds
+// 4 unanswered requests on a connection (a client that waited for each
+// answer before the next request would get none), all 4 answers in one
+// write, the last one split across two.
+func TestEpollClientPipelined(t *testing.T) {
+	const depth = 4
+	body := []byte(`{"x":1}`)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	req := "POST /v1/messages HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + token +
+		"\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n" + string(body)
+	answer := "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"id\":\"x\"}\n"
+	var conns, reqs atomic.Int64
+	errc := make(chan error, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				var got []byte
+				buf := make([]byte, 4096)
+				for {
+					m, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					got = append(got, buf[:m]...)
+					for len(got) >= depth*len(req) {
+						if string(got[:depth*len(req)]) != strings.Repeat(req, depth) {
+							errc <- fmt.Errorf("requests %q", got)
+							return
+						}
+						got = got[depth*len(req):]
+						reqs.Add(depth)
+						all := strings.Repeat(answer, depth)
+						cut := len(all) - 10
+						if _, err := io.WriteString(c, all[:cut]); err != nil {
+							return
+						}
+						if _, err := io.WriteString(c, all[cut:]); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	c, err := dialEpoll(addr, "/v1/messages", token, body, 2*depth, depth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	for _, n := range []int{8, 48} {
+		lats, err := c.postAll(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lats) != n {
+			t.Fatalf("%d latencies for %d requests", len(lats), n)
+		}
+	}
+	select {
+	case err := <-errc:
+		t.Fatal(err)
+	default:
+	}
+	if reqs.Load() != 56 || conns.Load() != 2 {
+		t.Errorf("%d requests on %d connections", reqs.Load(), conns.Load())
+	}
+	if _, err := dialEpoll(addr, "/v1/messages", token, body, 6, depth); err == nil {
+		t.Error("6 requests in flight on connections of 4: no error")
+	}
+}
+
+// TestEpollClientUnix: on a Unix socket's path the client connects there
+// and names localhost as the host.
+func TestEpollClientUnix(t *testing.T) {
+	ln, err := listen("unix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts sync.Map
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		hosts.Store(r.Host, true)
+		w.WriteHeader(http.StatusAccepted)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := dialEpoll(ln.Addr().String(), "/v1/messages", token, []byte(`{}`), 4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	if lats, err := c.postAll(10); err != nil || len(lats) != 10 {
+		t.Fatalf("%d latencies, %v", len(lats), err)
+	}
+	n := 0
+	hosts.Range(func(k, _ any) bool {
+		n++
+		if k != "localhost" {
+			t.Errorf("host %q", k)
+		}
+		return true
+	})
+	if n != 1 {
+		t.Errorf("%d hosts", n)
+	}
+	dir := filepath.Dir(ln.Addr().String())
+	srv.Close()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the socket's directory left behind: %v", err)
 	}
 }

@@ -12,7 +12,7 @@ const defaultClient = "raw"
 
 type epollClient struct{}
 
-func dialEpoll(addr, path, token string, body []byte, conc int) (*epollClient, error) {
+func dialEpoll(addr, path, token string, body []byte, conc, depth int) (*epollClient, error) {
 	return nil, errors.New("-client epoll needs Linux: use -client raw")
 }
 

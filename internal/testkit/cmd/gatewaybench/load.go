@@ -23,9 +23,12 @@ import (
 // loadClient is the parent's handle on the child.
 type loadClient struct{ *child }
 
-func startLoad(addr, client string, conc int, body []byte) (*loadClient, error) {
+func startLoad(addr, client string, conc, depth int, body []byte) (*loadClient, error) {
+	if depth != 1 && client != "epoll" {
+		return nil, fmt.Errorf("-pipeline %d needs -client epoll", depth)
+	}
 	c, err := startChild("load client", nil, 1<<20,
-		"-load-addr", addr, "-client", client, "-c", strconv.Itoa(conc), "-load-body", string(body))
+		"-load-addr", addr, "-client", client, "-c", strconv.Itoa(conc), "-pipeline", strconv.Itoa(depth), "-load-body", string(body))
 	if err != nil {
 		return nil, err
 	}
@@ -52,12 +55,12 @@ func (l *loadClient) post(n int) ([]time.Duration, error) {
 // loadMain is the child: it keeps conc connections (or net/http's client
 // with as many) and posts the pre-encoded body, one request in flight on
 // each.
-func loadMain(addr, client string, conc int, body []byte) error {
+func loadMain(addr, client string, conc, depth int, body []byte) error {
 	var post func(w int) (int, []byte, error)
 	var postN func(n int) ([]time.Duration, error)
 	switch client {
 	case "epoll":
-		c, err := dialEpoll(addr, "/v1/messages", token, body, conc)
+		c, err := dialEpoll(addr, "/v1/messages", token, body, conc, depth)
 		if err != nil {
 			return err
 		}

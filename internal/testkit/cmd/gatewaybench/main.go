@@ -51,13 +51,19 @@
 // request, served by one epoll loop (one write and one read per request, as
 // load generators such as wrk do); -client raw (the default elsewhere) gives
 // each connection a goroutine of its own (a failed read, a park and a wake-up
-// more per request), and -client net/http uses net/http's client.
+// more per request), and -client net/http uses net/http's client. With
+// -pipeline D the epoll client keeps the -c requests in flight on -c/D
+// connections, D at a time on each, written back to back before the first
+// answer (HTTP/1.1 pipelining, as Node's undici does with its pipelining
+// option); net/http's server answers a connection's requests one after the
+// other, so only -c/D of them are in the gateway at once. With -network
+// unix the gateway listens on a Unix socket instead of 127.0.0.1.
 //
 // With -cpuprofile, one more gateway run of n messages follows the rounds,
 // profiled alone, then one more direct run, profiled into the same name with
 // ".direct" appended.
 //
-//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-order alternate|direct-first] [-settle=false] [-cpuprofile f] [-memprofile f]
+//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-pipeline 1] [-network tcp|unix] [-order alternate|direct-first] [-settle=false] [-cpuprofile f] [-memprofile f]
 package main
 
 import (
@@ -100,6 +106,8 @@ func main() {
 	pending := flag.Int("pending", 100000, "pending messages for the memory measurement (0: skip)")
 	rounds := flag.Int("rounds", 2, "direct/gateway rounds (even with -order alternate)")
 	storeKind := flag.String("store", "memory", "the record: memory, sqlite or postgres (the direct client gets the same kind)")
+	network := flag.String("network", "tcp", "how the load client reaches the gateway: tcp (127.0.0.1) or unix (a Unix socket; -client epoll)")
+	pipeline := flag.Int("pipeline", 1, "requests in flight per connection of -client epoll (HTTP/1.1 pipelining; -c/pipeline connections)")
 	client := flag.String("client", defaultClient, "the HTTP client: epoll (one loop over all connections, as wrk sends; Linux), raw (a goroutine per connection) or net/http")
 	loadAddr := flag.String("load-addr", "", "(internal) run as the HTTP load client of this address")
 	recipientAddr := flag.String("recipient-addr", "", "(internal) run as the recipient, logging in at this address")
@@ -126,11 +134,11 @@ func main() {
 	var err error
 	switch {
 	case *loadAddr != "":
-		err = loadMain(*loadAddr, *client, *c, []byte(*loadBody))
+		err = loadMain(*loadAddr, *client, *c, *pipeline, []byte(*loadBody))
 	case *recipientAddr != "":
 		err = recipientMain(*recipientAddr, *recipientJID, *recipientCA)
 	default:
-		err = run(testserver.Kind(*server), *n, *c, *pending, *rounds, *storeKind, *client)
+		err = run(testserver.Kind(*server), *n, *c, *pipeline, *pending, *rounds, *storeKind, *client, *network)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gatewaybench:", err)
@@ -229,7 +237,7 @@ func openStores(ctx context.Context, kind string) (direct, gw store.Store, dbPID
 	return nil, nil, 0, cleanup, fmt.Errorf("unknown -store %q", kind)
 }
 
-func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client string) error {
+func run(kind testserver.Kind, n, conc, depth, pending, rounds int, storeKind, client, network string) error {
 	ctx := context.Background()
 	srv, err := testserver.Launch(ctx, kind, testserver.Options{Accounts: []string{"direct", "gw", "bob"}, NoMAM: true})
 	if err != nil {
@@ -275,10 +283,14 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 	if err := g.AddAccount(gateway.Account{JID: srv.JID("gw"), Client: gwc}); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if network != "tcp" && client != "epoll" {
+		return fmt.Errorf("-network %s needs -client epoll", network)
+	}
+	ln, err := listen(network)
 	if err != nil {
 		return err
 	}
+	defer ln.Close()
 	// Served as examples/gateway serves it (its timeouts cost a deadline
 	// update per read and write).
 	hs := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
@@ -286,14 +298,14 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 	go hs.Serve(ln)
 	defer hs.Close()
 	body := []byte(`{"to":"` + to.String() + `","body":"benchmark message"}`)
-	load, err := startLoad(ln.Addr().String(), client, conc, body)
+	load, err := startLoad(ln.Addr().String(), client, conc, depth, body)
 	if err != nil {
 		return err
 	}
 	defer load.close()
 
-	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, store %s (direct and gateway), client %s, %d CPUs, %s, %s\n",
-		kind, n, conc, storeKind, client, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339), loadavg())
+	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, store %s (direct and gateway), client %s (%d connections over %s), %d CPUs, %s, %s\n",
+		kind, n, conc, storeKind, client, conc/depth, network, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339), loadavg())
 	pids := pidSet{server: srv.PID(), db: dbPID, load: load.pid(), recipient: bob.pid()}
 	// settle waits until the recipient got every message sent so far: the
 	// server has finished the previous run's deliveries before the next run
@@ -408,6 +420,39 @@ func run(kind testserver.Kind, n, conc, pending, rounds int, storeKind, client s
 			pending, st.Pending, float64(after-before)/(1<<20), float64(after-before)/float64(pending))
 	}
 	return nil
+}
+
+// listen listens on 127.0.0.1 or, for network "unix", on a Unix socket in
+// a temporary directory of its own (removed when the listener closes).
+func listen(network string) (net.Listener, error) {
+	switch network {
+	case "tcp":
+		return net.Listen("tcp", "127.0.0.1:0")
+	case "unix":
+		dir, err := os.MkdirTemp("", "gatewaybench-")
+		if err != nil {
+			return nil, err
+		}
+		ln, err := net.Listen("unix", filepath.Join(dir, "gateway.sock"))
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		return dirListener{ln, dir}, nil
+	}
+	return nil, fmt.Errorf("unknown -network %q", network)
+}
+
+// dirListener removes its directory once closed.
+type dirListener struct {
+	net.Listener
+	dir string
+}
+
+func (l dirListener) Close() error {
+	err := l.Listener.Close()
+	os.RemoveAll(l.dir)
+	return err
 }
 
 func perMsg(d time.Duration, n int) time.Duration {
