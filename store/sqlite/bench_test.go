@@ -84,7 +84,8 @@ func BenchmarkTracked(b *testing.B) {
 // ahead and waits for it, as Send does, while the recorder commits what it
 // recorded 5 ms after the first of it (the client's gathering, gather in
 // the root package). Besides the process's CPU per message (cpu-us/msg)
-// it reports the write-ahead's latency over the first 65,536 operations
+// it reports the pages written to the WAL per message (pages/msg), the
+// write-ahead's latency over the first 65,536 operations
 // (wa-mean-us, and at the median, the 90th and the 99th percentile:
 // wa-p50-us, wa-p90-us, wa-p99-us), and the recorder's commits: their
 // changes and time (rec-changes, rec-us).
@@ -200,6 +201,7 @@ func benchClient(b *testing.B, senders int, gather time.Duration, ackLag, rcptLa
 	}
 	var lat []time.Duration
 	cpu0 := procio.SelfCPU()
+	pages0 := s.written.Load()
 	b.ReportAllocs()
 	b.ResetTimer()
 	if senders == 1 {
@@ -237,6 +239,7 @@ func benchClient(b *testing.B, senders int, gather time.Duration, ackLag, rcptLa
 	b.StopTimer()
 	cpu := procio.SelfCPU() - cpu0
 	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-us/msg")
+	b.ReportMetric(float64(s.written.Load()-pages0)/float64(b.N), "pages/msg")
 	if senders > 1 {
 		return
 	}

@@ -107,6 +107,7 @@ func (s *Store) writeOnce(ctx context.Context, f func(*writer) error) error {
 		return err
 	})
 	s.walPages.Add(int64(pages))
+	s.written.Add(int64(pages))
 	if err == nil {
 		err = berr
 	}
@@ -286,9 +287,10 @@ func (w *writer) apply(b *store.Batch) error {
 		if settled {
 			raw = nil
 		}
+		created, state := micros(m.Created), int64(m.State)
 		res, err := w.c.exec(insMsg,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
-			micros(m.Created), micros(m.Deadline), int64(m.State), settled)
+			created, micros(m.Deadline), state, settled, created, state)
 		if err != nil {
 			return err
 		}
@@ -510,10 +512,14 @@ func (s *Store) listLag() int64 {
 // The statements of a commit, prepared once on the writer's connection (see
 // wconn.go).
 const (
-	// sqlInsMsg inserts a message unlisted (see listing).
+	// sqlInsMsg inserts a message unlisted (see listing). Its updated and
+	// first are bound again (its created and state), so that its
+	// parameters are nameless: the driver looks up each parameter's name
+	// at every execution, and a name (?9) costs a Go string each time.
+	// The row updates below are nameless for the same reason.
 	sqlInsMsg = `INSERT INTO messages
 		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first, listed)
-		VALUES (` + sqlLastCursor + ` + 1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12, ?9, ?11, 0)
+		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 0)
 		ON CONFLICT (id) DO NOTHING`
 	sqlExists  = `SELECT 1 FROM messages WHERE id = ?`
 	sqlLastCur = `SELECT ` + sqlLastCursor
@@ -522,11 +528,11 @@ const (
 	// (a sequence number is stored whatever the state); the updates of a
 	// change (sqlUpdMsg, sqlSettleMsg) are what must never apply to a
 	// state other than the one they were computed from.
-	sqlSetSeq = `UPDATE messages SET seq = ?1 WHERE n = ?2 AND state = ?3 AND settled = ?4`
-	sqlUpdMsg = `UPDATE messages SET state = ?1, updated = ?2, seq = coalesce(?3, seq)
-		WHERE n = ?4 AND state = ?5 AND settled = 0`
-	sqlSettleMsg = `UPDATE messages SET state = ?1, settled = 1, updated = ?2, raw = NULL, seq = coalesce(?3, seq)
-		WHERE n = ?4 AND state = ?5 AND settled = 0`
+	sqlSetSeq = `UPDATE messages SET seq = ? WHERE n = ? AND state = ? AND settled = ?`
+	sqlUpdMsg = `UPDATE messages SET state = ?, updated = ?, seq = coalesce(?, seq)
+		WHERE n = ? AND state = ? AND settled = 0`
+	sqlSettleMsg = `UPDATE messages SET state = ?, settled = 1, updated = ?, raw = NULL, seq = coalesce(?, seq)
+		WHERE n = ? AND state = ? AND settled = 0`
 	sqlUpSession = `INSERT INTO sessions
 		(account, resource, jid, smid, location, max, inbound, outbound, acked, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -71,7 +71,10 @@ type Store struct {
 	// walPages counts the pages written to the WAL since the last
 	// checkpoint (see wrote).
 	walPages atomic.Int64
-	states   states // the committer's cache of message states
+	// written counts the pages the committer wrote to the WAL since Open
+	// (the benchmarks report them per message).
+	written atomic.Int64
+	states  states // the committer's cache of message states
 	// unlisted counts the messages the committer wrote ahead since its
 	// last sweep (see listing); only the committer uses it.
 	unlisted int
