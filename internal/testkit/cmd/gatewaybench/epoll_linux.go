@@ -40,6 +40,26 @@ type epollConn struct {
 	out  []byte      // the requests written in one system call
 	buf  []byte      // what was read of the answers so far
 	sent []time.Time // when each request in flight was sent, oldest first
+	// keys, with -keys, counts the Idempotency-Keys given so far; the
+	// key's digits are at keyAt in req.
+	keys  *uint64
+	keyAt int
+}
+
+// keyHeader is the Idempotency-Key of -keys: a number of fixed width,
+// counted over the client's life, so that every request of a bench run has
+// a key of its own (each run has a store of its own).
+const keyHeader = "Idempotency-Key: bench-0000000000000000\r\n"
+
+// useKeys gives every request from now on an Idempotency-Key of its own.
+func (c *epollClient) useKeys() {
+	var n uint64
+	for _, ec := range c.conns {
+		i := bytes.Index(ec.req, []byte("\r\n\r\n")) + 2
+		ec.req = append(append(append([]byte(nil), ec.req[:i]...), keyHeader...), ec.req[i:]...)
+		ec.keyAt = i + len(keyHeader) - len("0000000000000000\r\n")
+		ec.keys = &n
+	}
 }
 
 // dialEpoll opens conc/depth connections (conc a multiple of depth), each
@@ -120,7 +140,15 @@ func (ec *epollConn) send(k int) error {
 	ec.out = ec.out[:0]
 	now := time.Now()
 	for range k {
+		start := len(ec.out)
 		ec.out = append(ec.out, ec.req...)
+		if ec.keys != nil {
+			*ec.keys++
+			digits := ec.out[start+ec.keyAt : start+ec.keyAt+16]
+			for i, v := len(digits)-1, *ec.keys; i >= 0; i, v = i-1, v/10 {
+				digits[i] = byte('0' + v%10)
+			}
+		}
 		ec.sent = append(ec.sent, now)
 	}
 	for off := 0; off < len(ec.out); {

@@ -245,3 +245,40 @@ func TestEpollClientUnix(t *testing.T) {
 		t.Errorf("the socket's directory left behind: %v", err)
 	}
 }
+
+// TestEpollClientKeys: with useKeys every request, pipelined or not, has an
+// Idempotency-Key of its own, across batches, and the same body.
+func TestEpollClientKeys(t *testing.T) {
+	var mu sync.Mutex
+	keys := map[string]bool{}
+	var dup, bad atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		k := r.Header.Get("Idempotency-Key")
+		mu.Lock()
+		if keys[k] {
+			dup.Add(1)
+		}
+		keys[k] = true
+		mu.Unlock()
+		if len(k) != len("bench-0000000000000000") || !strings.HasPrefix(k, "bench-") || string(b) != `{"x":1}` {
+			bad.Add(1)
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	c, err := dialEpoll(strings.TrimPrefix(srv.URL, "http://"), "/v1/messages", token, []byte(`{"x":1}`), 6, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	c.useKeys()
+	for _, n := range []int{7, 30} {
+		if lats, err := c.postAll(n); err != nil || len(lats) != n {
+			t.Fatalf("%d latencies for %d, %v", len(lats), n, err)
+		}
+	}
+	if len(keys) != 37 || dup.Load() != 0 || bad.Load() != 0 {
+		t.Errorf("%d keys for 37 requests, %d repeated, %d malformed", len(keys), dup.Load(), bad.Load())
+	}
+}

@@ -18,4 +18,6 @@ func dialEpoll(addr, path, token string, body []byte, conc, depth int) (*epollCl
 
 func (c *epollClient) close() {}
 
+func (c *epollClient) useKeys() {}
+
 func (c *epollClient) postAll(n int) ([]time.Duration, error) { return nil, errors.New("unreachable") }

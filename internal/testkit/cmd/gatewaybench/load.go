@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,12 +24,13 @@ import (
 // loadClient is the parent's handle on the child.
 type loadClient struct{ *child }
 
-func startLoad(addr, client string, conc, depth int, body []byte) (*loadClient, error) {
-	if depth != 1 && client != "epoll" {
-		return nil, fmt.Errorf("-pipeline %d needs -client epoll", depth)
+func startLoad(addr, client string, conc, depth int, keys bool, body []byte) (*loadClient, error) {
+	if (depth != 1 || keys) && client != "epoll" {
+		return nil, errors.New("-pipeline and -keys need -client epoll")
 	}
 	c, err := startChild("load client", nil, 1<<20,
-		"-load-addr", addr, "-client", client, "-c", strconv.Itoa(conc), "-pipeline", strconv.Itoa(depth), "-load-body", string(body))
+		"-load-addr", addr, "-client", client, "-c", strconv.Itoa(conc), "-pipeline", strconv.Itoa(depth),
+		"-keys="+strconv.FormatBool(keys), "-load-body", string(body))
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +57,7 @@ func (l *loadClient) post(n int) ([]time.Duration, error) {
 // loadMain is the child: it keeps conc connections (or net/http's client
 // with as many) and posts the pre-encoded body, one request in flight on
 // each.
-func loadMain(addr, client string, conc, depth int, body []byte) error {
+func loadMain(addr, client string, conc, depth int, keys bool, body []byte) error {
 	var post func(w int) (int, []byte, error)
 	var postN func(n int) ([]time.Duration, error)
 	switch client {
@@ -65,6 +67,9 @@ func loadMain(addr, client string, conc, depth int, body []byte) error {
 			return err
 		}
 		defer c.close()
+		if keys {
+			c.useKeys()
+		}
 		postN = c.postAll
 	case "raw":
 		p, closeAll, err := rawPoster(addr, conc, body)

@@ -57,13 +57,15 @@
 // answer (HTTP/1.1 pipelining, as Node's undici does with its pipelining
 // option); net/http's server answers a connection's requests one after the
 // other, so only -c/D of them are in the gateway at once. With -network
-// unix the gateway listens on a Unix socket instead of 127.0.0.1.
+// unix the gateway listens on a Unix socket instead of 127.0.0.1. With -keys
+// every request has an Idempotency-Key of its own (the gateway then claims
+// each key in its record: what a client that retries safely costs).
 //
 // With -cpuprofile, one more gateway run of n messages follows the rounds,
 // profiled alone, then one more direct run, profiled into the same name with
 // ".direct" appended.
 //
-//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-pipeline 1] [-network tcp|unix] [-order alternate|direct-first] [-settle=false] [-cpuprofile f] [-memprofile f]
+//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-pipeline 1] [-network tcp|unix] [-keys] [-order alternate|direct-first] [-settle=false] [-cpuprofile f] [-memprofile f]
 package main
 
 import (
@@ -107,6 +109,7 @@ func main() {
 	rounds := flag.Int("rounds", 2, "direct/gateway rounds (even with -order alternate)")
 	storeKind := flag.String("store", "memory", "the record: memory, sqlite or postgres (the direct client gets the same kind)")
 	network := flag.String("network", "tcp", "how the load client reaches the gateway: tcp (127.0.0.1) or unix (a Unix socket; -client epoll)")
+	keys := flag.Bool("keys", false, "give every request an Idempotency-Key of its own (-client epoll)")
 	pipeline := flag.Int("pipeline", 1, "requests in flight per connection of -client epoll (HTTP/1.1 pipelining; -c/pipeline connections)")
 	client := flag.String("client", defaultClient, "the HTTP client: epoll (one loop over all connections, as wrk sends; Linux), raw (a goroutine per connection) or net/http")
 	loadAddr := flag.String("load-addr", "", "(internal) run as the HTTP load client of this address")
@@ -134,11 +137,11 @@ func main() {
 	var err error
 	switch {
 	case *loadAddr != "":
-		err = loadMain(*loadAddr, *client, *c, *pipeline, []byte(*loadBody))
+		err = loadMain(*loadAddr, *client, *c, *pipeline, *keys, []byte(*loadBody))
 	case *recipientAddr != "":
 		err = recipientMain(*recipientAddr, *recipientJID, *recipientCA)
 	default:
-		err = run(testserver.Kind(*server), *n, *c, *pipeline, *pending, *rounds, *storeKind, *client, *network)
+		err = run(testserver.Kind(*server), *n, *c, *pipeline, *pending, *rounds, *storeKind, *client, *network, *keys)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gatewaybench:", err)
@@ -237,7 +240,7 @@ func openStores(ctx context.Context, kind string) (direct, gw store.Store, dbPID
 	return nil, nil, 0, cleanup, fmt.Errorf("unknown -store %q", kind)
 }
 
-func run(kind testserver.Kind, n, conc, depth, pending, rounds int, storeKind, client, network string) error {
+func run(kind testserver.Kind, n, conc, depth, pending, rounds int, storeKind, client, network string, keys bool) error {
 	ctx := context.Background()
 	srv, err := testserver.Launch(ctx, kind, testserver.Options{Accounts: []string{"direct", "gw", "bob"}, NoMAM: true})
 	if err != nil {
@@ -298,14 +301,14 @@ func run(kind testserver.Kind, n, conc, depth, pending, rounds int, storeKind, c
 	go hs.Serve(ln)
 	defer hs.Close()
 	body := []byte(`{"to":"` + to.String() + `","body":"benchmark message"}`)
-	load, err := startLoad(ln.Addr().String(), client, conc, depth, body)
+	load, err := startLoad(ln.Addr().String(), client, conc, depth, keys, body)
 	if err != nil {
 		return err
 	}
 	defer load.close()
 
-	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, store %s (direct and gateway), client %s (%d connections over %s), %d CPUs, %s, %s\n",
-		kind, n, conc, storeKind, client, conc/depth, network, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339), loadavg())
+	fmt.Printf("gatewaybench: %s, %d messages per run, %d concurrent, store %s (direct and gateway), client %s (%d connections over %s, Idempotency-Keys %v), %d CPUs, %s, %s\n",
+		kind, n, conc, storeKind, client, conc/depth, network, keys, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339), loadavg())
 	pids := pidSet{server: srv.PID(), db: dbPID, load: load.pid(), recipient: bob.pid()}
 	// settle waits until the recipient got every message sent so far: the
 	// server has finished the previous run's deliveries before the next run
