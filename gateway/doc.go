@@ -267,13 +267,13 @@
 // at once should keep several HTTP/1.1 connections open.
 //
 // HTTP/1.1 clients may pipeline requests (write several before the first
-// answer, as Node's undici does with its pipelining option): net/http
+// answer, as Node's undici can with its pipelining option): net/http
 // answers a connection's requests in their order, one at a time, so a POST
 // with "wait" holds the requests behind it, and a connection has one
 // request in the gateway at a time. Pipelining spares the server most of
 // its reads, but the same number of requests in flight then keeps fewer in
 // the gateway at once, and with a store the sends' write-aheads gather into
-// smaller transactions, which cost the store more than the reads saved. POST
+// smaller transactions, which cost at least what the reads saved. POST
 // is not idempotent: a client that pipelines POSTs should give each an
 // Idempotency-Key, so that after a connection breaks it can send again the
 // requests not answered without sending any message twice (RFC 9112,
