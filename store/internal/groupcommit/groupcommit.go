@@ -1,6 +1,7 @@
 // Package groupcommit is the group commit that the store implementations
-// share: concurrent Commit calls queue their batches, and one committer
-// goroutine writes as many as are waiting in one transaction.
+// share: concurrent Commit calls queue their batches (and ClaimKey calls
+// their keys, see Queue.Claim), and one committer goroutine writes as many
+// as are waiting in one transaction.
 package groupcommit
 
 import (
@@ -17,9 +18,17 @@ import (
 // MaxGroup bounds the batches of one group commit.
 const MaxGroup = 512
 
-// Request is a batch waiting for the committer.
+// Request is a batch, or a key to claim, waiting for the committer.
 type Request struct {
+	// Batch is the batch to commit; nil for a claim.
 	Batch *store.Batch
+	// Key is the key to claim (see Queue.Claim); nil for a batch. Before it
+	// answers a claim without an error, the committer sets Value and
+	// Claimed: ClaimKey's results.
+	Key     *store.Key
+	Value   string
+	Claimed bool
+
 	state atomic.Int32 // queued, taken (the committer answers), cancelled
 	done  chan error
 	q     *Queue // the queue that Commit put it in; nil for NewRequest's
@@ -36,6 +45,12 @@ const (
 // its outcome.
 func NewRequest(b *store.Batch) *Request {
 	return &Request{Batch: b, done: make(chan error, 1)}
+}
+
+// NewClaim returns a request for claiming k as Claim queues it, for a
+// caller that hands it to the committer's function itself (tests).
+func NewClaim(k store.Key) *Request {
+	return &Request{Key: &k, done: make(chan error, 1)}
 }
 
 // Wait returns the outcome the committer answered.
@@ -182,7 +197,31 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 	if len(b.Messages)+len(b.Changes)+len(b.Written)+len(b.Sessions) == 0 {
 		return nil
 	}
-	r := NewRequest(b)
+	return q.submit(ctx, NewRequest(b))
+}
+
+// Claim implements store.Store.ClaimKey on top of the queue: the claim is
+// an item of a group like a batch, in the same transactions as the
+// batches queued with it (one for the claims of concurrent requests, not
+// one each), answered with its result. Like a batch, once the committer
+// took it, Claim returns its real outcome even if ctx ends.
+func (q *Queue) Claim(ctx context.Context, k store.Key) (value string, claimed bool, err error) {
+	if err := k.Validate(); err != nil {
+		return "", false, err
+	}
+	if q.life.Err() != nil {
+		return "", false, store.ErrClosed
+	}
+	r := NewClaim(k)
+	if err := q.submit(ctx, r); err != nil {
+		return "", false, err
+	}
+	return r.Value, r.Claimed, nil
+}
+
+// submit hands r to the commit function (Inline) or to the committer, and
+// returns its outcome.
+func (q *Queue) submit(ctx context.Context, r *Request) error {
 	r.q = q
 	if q.inline != nil && q.pending.Load() == 0 && q.busy.TryLock() {
 		if q.life.Err() != nil { // Stop is waiting, or has returned
@@ -230,7 +269,9 @@ func (q *Queue) Commit(ctx context.Context, b *store.Batch) error {
 // Run hands commit the queued batches, as many as are waiting (at most
 // MaxGroup; with Refill, once as many have come as it expects, or its
 // wait ended), until the store's life ends. commit must Answer every request
-// it is given; requests whose caller gave up are left out.
+// it is given; requests whose caller gave up are left out. A group holds
+// batches and, from a store that calls Claim, claims (Key set), in the
+// order they were queued.
 func (q *Queue) Run(commit func(group []*Request)) {
 	group := make([]*Request, 0, MaxGroup)
 	var rf refiller
