@@ -43,6 +43,7 @@ type Client struct {
 
 	reg   *registry.Registry
 	convs registry.ConvCache // Send's conversation keys
+	raws  rawPool            // the buffers of Send's stanzas
 	dur   *durable           // Config.Store; nil without one
 	sm    *sm.State
 	rcp   *recipient

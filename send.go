@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 	"time"
 
 	"mellium.im/xmlstream"
@@ -292,6 +293,13 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 	var stale *xmpp.Session
 	var slot sm.Slot
 	defer slot.Release()
+	var raw *wire.Raw // the stanza's bytes, built once for every attempt
+	if payload == nil && rawMessage(id, m) {
+		// The conversation key is m.To's string (registry.Conv), and its
+		// cache formats the address once for a stream of messages.
+		raw = c.raws.get(id, c.convs.Conv(m.To), m)
+		defer c.raws.put(raw)
+	}
 	for attempt := 1; ; {
 		s, err := c.waitSession(ctx, stale, true)
 		if err != nil {
@@ -307,11 +315,15 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 				return err
 			}
 		}
-		if payload != nil {
-			payload.Rewind()
-			m.Payload = payload
+		var r xml.TokenReader = raw
+		if raw == nil {
+			if payload != nil {
+				payload.Rewind()
+				m.Payload = payload
+			}
+			r = messageStanza(id, m)
 		}
-		_, err = wire.Write(ctx, s, messageStanza(id, m))
+		_, err = wire.Write(ctx, s, r)
 		switch {
 		case err == nil:
 			return nil
@@ -367,21 +379,57 @@ func readPayload(r xml.TokenReader) (*tokbuf.Buffer, error) {
 }
 
 // messageStanza is the message stanza as Send writes it: messageXML, or
-// for a message without payload (the usual case) the same element's bytes,
-// built directly (see appendMessage). An empty id (Send never writes one)
-// goes through the encoder, which gives the stanza a random id.
+// for a message without payload (the usual case, rawMessage) the same
+// element's bytes, built directly (see appendMessage). An empty id (Send
+// never writes one) goes through the encoder, which gives the stanza a
+// random id.
 func messageStanza(id string, m Message) xml.TokenReader {
-	if m.Payload != nil || id == "" {
+	if !rawMessage(id, m) {
 		return messageXML(id, m)
 	}
 	return &wire.Raw{B: messageBytes(id, m, true)}
 }
 
+// rawMessage reports whether the message's stanza is written as bytes
+// built directly (appendMessage) rather than through the encoder.
+func rawMessage(id string, m Message) bool { return m.Payload == nil && id != "" }
+
 // messageBytes returns appendMessage's bytes, in a buffer sized for text
 // that needs no escaping (escaped text makes append grow it).
 func messageBytes(id string, m Message, stream bool) []byte {
 	size := 320 + len(m.Body) + len(m.Thread) + 2*len(id) + len(m.To.Localpart()) + len(m.To.Domainpart()) + len(m.To.Resourcepart())
-	return appendMessage(make([]byte, 0, size), id, m, stream)
+	return appendMessage(make([]byte, 0, size), id, m.To.String(), m, stream)
+}
+
+// maxPooledRaw bounds the buffers rawPool keeps: a rare huge message does
+// not stay in memory after it was written.
+const maxPooledRaw = 16 << 10
+
+// rawPool keeps the buffers of the stanzas Send builds (rawMessage), so
+// that a message costs no buffer of its own: what is written is copied on
+// the way (stream management keeps its own copy of every stanza it may
+// have to write again, and the kernel or TLS take theirs), so a buffer is
+// free again once Write returned. The zero value is ready.
+type rawPool struct{ p sync.Pool }
+
+// get returns the stanza of a message for which rawMessage holds; to is
+// m.To.String().
+func (rp *rawPool) get(id, to string, m Message) *wire.Raw {
+	r, _ := rp.p.Get().(*wire.Raw)
+	if r == nil {
+		r = new(wire.Raw)
+	}
+	r.B = appendMessage(r.B[:0], id, to, m, true)
+	return r
+}
+
+// put gives back a stanza of get once it is no longer used.
+func (rp *rawPool) put(r *wire.Raw) {
+	if cap(r.B) > maxPooledRaw {
+		return
+	}
+	*r = wire.Raw{B: r.B[:0]}
+	rp.p.Put(r)
 }
 
 // appendMessage appends the message stanza messageXML builds for a message
@@ -392,17 +440,18 @@ func messageBytes(id string, m Message, stream bool) []byte {
 // tenth of the cost of encoding its tokens, which was the largest part of
 // Send's own work. Without stream, it leaves the namespace out, as
 // encoding/xml writes the element outside a stream (the stanza the store
-// keeps).
-func appendMessage(b []byte, id string, m Message, stream bool) []byte {
+// keeps). to is m.To.String() (the caller may have it already: a
+// conversation key is that string, registry.Conv).
+func appendMessage(b []byte, id, to string, m Message, stream bool) []byte {
 	b = append(b, `<message`...)
 	if stream {
 		b = append(b, ` xmlns="jabber:client"`...)
 	}
 	b = append(b, ` type="`...)
 	b = wire.AppendEscaped(b, string(m.Type), true)
-	if !m.To.Equal(jid.JID{}) {
+	if to != "" {
 		b = append(b, `" to="`...)
-		b = wire.AppendEscaped(b, m.To.String(), true)
+		b = wire.AppendEscaped(b, to, true)
 	}
 	if id != "" {
 		b = append(b, `" id="`...)

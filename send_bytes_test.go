@@ -16,6 +16,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
+	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/wire"
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
@@ -55,6 +56,10 @@ func written(t testing.TB, s *xmpp.Session, conn *sinkConn, r xml.TokenReader) [
 	return bytes.Clone(conn.Bytes())
 }
 
+// sendRaws is the buffer pool of sameAsEncoder's checks, shared by them
+// so that each writes into a buffer an earlier message left.
+var sendRaws rawPool
+
 // sameAsEncoder checks that Send's bytes for m are what the session's
 // encoder writes for messageXML's tokens, and one well-formed element.
 func sameAsEncoder(t *testing.T, id string, m Message) {
@@ -64,6 +69,14 @@ func sameAsEncoder(t *testing.T, id string, m Message) {
 	got := written(t, s, conn, messageStanza(id, m))
 	if !bytes.Equal(got, want) {
 		t.Fatalf("message %+v id %q:\n got %s\nwant %s", m, id, got, want)
+	}
+	// Send's own path: a buffer of the pool, which earlier checks filled
+	// with other messages, and the conversation key as the address.
+	r := sendRaws.get(id, registry.Conv(m.To), m)
+	pooled := written(t, s, conn, r)
+	sendRaws.put(r)
+	if !bytes.Equal(pooled, want) {
+		t.Fatalf("message %+v id %q, pooled:\n got %s\nwant %s", m, id, pooled, want)
 	}
 	d := xml.NewDecoder(bytes.NewReader(got))
 	if err := d.Decode(new(struct{})); err != nil {
@@ -123,8 +136,9 @@ func fuzzMessages(f *testing.F, check func(t *testing.T, id string, m Message)) 
 }
 
 // BenchmarkMessageStanza compares writing a typical message through a
-// session from its tokens (messageXML) and as the bytes Send appends
-// (messageStanza).
+// session from its tokens (messageXML), as the bytes Send appended into a
+// buffer of their own (messageStanza) and as Send writes them now, into a
+// buffer of its pool with the address its conversation key holds.
 func BenchmarkMessageStanza(b *testing.B) {
 	m := Message{To: jid.MustParse("responder@localhost"), Body: "bench xxxxxxxxxxxxxxxxxxxxxxxxxx 1234", Type: xstanza.ChatMessage}
 	const id = "AAAAAAAAAAAAAAAA"
@@ -146,6 +160,20 @@ func BenchmarkMessageStanza(b *testing.B) {
 			if _, err := wire.Write(context.Background(), s, messageStanza(id, m)); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	b.Run("pooled", func(b *testing.B) {
+		s, conn := clientSession(b)
+		var rp rawPool
+		var convs registry.ConvCache
+		b.ReportAllocs()
+		for b.Loop() {
+			conn.Reset()
+			r := rp.get(id, convs.Conv(m.To), m)
+			if _, err := wire.Write(context.Background(), s, r); err != nil {
+				b.Fatal(err)
+			}
+			rp.put(r)
 		}
 	})
 }
