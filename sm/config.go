@@ -151,8 +151,12 @@ type Config struct {
 	MaxUnacked int
 	// Window bounds the stanzas in flight on a connection (written, not yet
 	// acknowledged) that Pace lets through; see DefaultWindow for why a
-	// burst should not run far ahead of the server's acks. 0 means
-	// DefaultWindow; a negative value disables the window.
+	// burst should not run far ahead of the server's acks. 0 means the
+	// default window: DefaultWindow while the server answers promptly,
+	// down to MinWindow while it queues what we send (see "Pacing" in the
+	// package documentation). A positive value is a fixed window (256:
+	// the default before it followed the server); a negative value
+	// disables the window.
 	Window int
 
 	// MaxStanzaSize, MaxWhitespace and MaxStreamErrorSize are the input

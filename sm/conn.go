@@ -49,6 +49,9 @@ type conn struct {
 	rOut         uint64          // <r/> written: their bytes handed to the connection
 	aRecv        uint64          // <a/> received, at most rSent
 	rAt          int64           // Unix ns when an <r/> was written with no other written one unanswered, until its answer (RTT sample)
+	tOrd         uint64          // the <r/> (its rOut) timed for the default window: written while no other was timed; 0: none
+	tAt          int64           // Unix ns when it was written
+	tN           int             // stanzas in flight then
 	rWait        int64           // Unix ns since when an answer to a written <r/> is awaited with no <a/> received; 0: none
 	bookAt       int64           // Unix ns when the request (<r/> or <enable/>) being written was booked; 0: none
 	sock         syscall.RawConn // the TCP socket under the session, for progressLocked; nil: none known
@@ -114,6 +117,7 @@ func (st *State) Tees() (in, out io.Writer) {
 	old := st.conn
 	st.conn = c
 	st.read = 0
+	st.win.newConn()
 	if int32(h-st.toldH) < 0 {
 		h = st.toldH
 	}

@@ -129,29 +129,45 @@
 // # Pacing
 //
 // Pace, called before each application stanza (after Reserve), waits
-// while Config.Window places (default 256) are taken on the connection:
-// by stanzas written and not yet acknowledged, and by the Slots it handed
-// out and that were not released yet. A sender that writes thousands of stanzas ahead of the
-// server's acks fills the server's input: the server's answers to our <r/>
-// and its own <r/> wait behind that backlog, and the stanzas it keeps for
-// us until our <a/> pile up. Measured against Prosody 0.12 on loopback,
-// 5,000 messages with their receipts and markers cost the server 2.3 s of
-// CPU unpaced and 0.9–1.1 s paced (0.8–1.0 s for plain mellium without
-// stream management). The window allows Window stanzas per round trip;
-// raise it on links with a long round trip.
+// while the window's places are taken on the connection: by stanzas
+// written and not yet acknowledged, and by the Slots it handed out and
+// that were not released yet. A sender that writes thousands of stanzas
+// ahead of the server's acks fills the server's input: the server's
+// answers to our <r/> and its own <r/> wait behind that backlog, and the
+// stanzas it keeps for us until our <a/> pile up. Measured against Prosody
+// 0.12 on loopback, 5,000 messages with their receipts and markers cost
+// the server 2.3 s of CPU unpaced and 0.9–1.1 s paced (0.8–1.0 s for
+// plain mellium without stream management).
 //
-// Lower it for bulk sending through a Prosody 0.12 that archives every
-// message: 256 stanzas of about 300 bytes are ten times the 8 KiB that
-// Prosody reads at once, and while more than one read waits in its input
-// it pauses its reads for as long as it spent processing the last one, so
-// it runs at most half the time, as for a sender without a window; once
-// paused, it lets the backlog grow to the whole window and stays paused.
-// With Window 32 it does not pause, and 20,000 messages to an offline
-// account took 0.20–0.70 of plain mellium's time in nine loaded rounds
-// (0.35–2.37 with 256). It is not the default: where the server is quick a window of 32
-// costs the sender about a quarter more CPU per message: the stream is
+// The default window (Config.Window 0) follows the server's queue, from
+// the round trips of the <r/> it already sends (one timed at a time): it
+// is DefaultWindow (256) while the server answers within about 10 ms of
+// the route's own round trip, and shrinks toward MinWindow (32) once two
+// answers in a row took 30 ms longer than that, so that it holds about
+// 20 ms of the server's work; it grows back by a quarter per answer that
+// came within 10 ms. The route's round trip is the least one measured
+// with at most two stanzas in flight (a lone message's, say); while the
+// window is below 256 and that measure is 10 s old, the window is one
+// stanza until it is taken again, so that a route that got longer is not
+// taken for a queue for good (it is, until then). Answers to lone
+// stanzas, however late, do not move the window, and a lone message is
+// still requested at once. Info.Window reports the current size.
+//
+// This is for a Prosody 0.12 that archives every message: 256 stanzas of
+// about 300 bytes are ten times the 8 KiB that Prosody reads at once, and
+// while more than one read waits in its input it pauses its reads for as
+// long as it spent processing the last one, so it runs at most half the
+// time, as for a sender without a window; once paused, it lets the
+// backlog grow to the whole window and stays paused. With 32 it does not
+// pause (20,000 messages to an offline account took 0.20–0.70 of plain
+// mellium's time in nine loaded rounds with a fixed window of 32,
+// 0.35–2.37 with 256), while where the server is quick a fixed window of
+// 32 costs the sender about a quarter more CPU per message (the stream is
 // choppier, and Prosody and we each request acks five to seven times as
-// often (a wake-up and a write per <r/> and <a/>).
+// often), which the default window does not pay there. A positive
+// Config.Window is a fixed window, as before; a negative one disables it.
+// The window allows its size in stanzas per round trip: on a link whose
+// route takes 100 ms, 256 allow 2,560 messages a second.
 //
 // Pace returns a Slot, released after the write. The window counts the
 // stanzas written and not acknowledged plus the slots out, so it holds for

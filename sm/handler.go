@@ -169,6 +169,12 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 		st.sampleRTTLocked(now - c.rAt)
 		c.rAt = 0
 	}
+	if c.tOrd != 0 && c.aRecv >= c.tOrd {
+		if st.cfg.Window == 0 && st.win.sample(now, c.tAt, now-c.tAt, c.tN) {
+			st.paceLocked()
+		}
+		c.tOrd = 0
+	}
 	c.progOK = false // what the socket showed before is moot
 	if c.aRecv < c.rOut {
 		c.rWait = now // progress: the bound starts again

@@ -238,20 +238,21 @@ type fakeServer struct {
 
 	// Script; set before dialling.
 	offerSM      bool
-	base         uint32                  // counters start here (wrap-around tests)
-	enableFails  bool                    // answer <enable/> with <failed/>
-	enabledAttrs string                  // attributes of <enabled/>; "" = default
-	resumeReply  func(h uint32) string   // raw answer to <resume/>; nil = default
-	rReply       func(h uint32) string   // raw answer to <r/>; nil = correct <a/>
-	lose         func(id string) bool    // stanzas dropped without counting
-	holdR        bool                    // do not answer <r/> until releaseR
-	dieOnResume  bool                    // cut the connection after <resumed/>
-	tls          *tls.Config             // require STARTTLS with this config
-	rtt          time.Duration           // delay of the answers to <r/>
-	holdEnabled  bool                    // keep the answer to <enable/> until releaseEnabled
-	cutAfter     func(g got) bool        // cut the connection after handling g
-	refuse       func(g got) bool        // close the stream with policy-violation on g, unhandled
-	clientWrap   func(net.Conn) net.Conn // wraps the client's end of a link; nil = not wrapped
+	base         uint32                       // counters start here (wrap-around tests)
+	enableFails  bool                         // answer <enable/> with <failed/>
+	enabledAttrs string                       // attributes of <enabled/>; "" = default
+	resumeReply  func(h uint32) string        // raw answer to <resume/>; nil = default
+	rReply       func(h uint32) string        // raw answer to <r/>; nil = correct <a/>
+	lose         func(id string) bool         // stanzas dropped without counting
+	holdR        bool                         // do not answer <r/> until releaseR
+	dieOnResume  bool                         // cut the connection after <resumed/>
+	tls          *tls.Config                  // require STARTTLS with this config
+	rtt          time.Duration                // delay of the answers to <r/>
+	rDelay       func(h uint32) time.Duration // delay of the answer to an <r/> that found h stanzas; nil = rtt
+	holdEnabled  bool                         // keep the answer to <enable/> until releaseEnabled
+	cutAfter     func(g got) bool             // cut the connection after handling g
+	refuse       func(g got) bool             // close the stream with policy-violation on g, unhandled
+	clientWrap   func(net.Conn) net.Conn      // wraps the client's end of a link; nil = not wrapped
 
 	wmu sync.Mutex // orders the server's writes with its outbound counter
 
@@ -568,8 +569,12 @@ func (sc *srvConn) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElem
 			if srv.rReply != nil {
 				reply = srv.rReply(h)
 			}
-			if srv.rtt > 0 { // the answer travels back later
-				time.AfterFunc(srv.rtt, func() { sc.raw(reply) })
+			delay := srv.rtt
+			if srv.rDelay != nil {
+				delay = srv.rDelay(h)
+			}
+			if delay > 0 { // the answer travels back later
+				time.AfterFunc(delay, func() { sc.raw(reply) })
 				return nil
 			}
 			sc.raw(reply)

@@ -5,8 +5,10 @@ import (
 	"fmt"
 )
 
-// DefaultWindow is the default Config.Window. Measured against Prosody
-// 0.12 on loopback (the README's benchmark section): a sender that writes
+// DefaultWindow is the cap of the default window (Config.Window 0), which
+// shrinks toward MinWindow while the server queues what we send (see
+// "Pacing" in the package documentation). Measured against Prosody 0.12
+// on loopback (the README's benchmark section): a sender that writes
 // thousands of messages ahead of the server's acks fills the server's
 // input, the server's answers to our <r/> and our answers to its <r/> wait
 // behind that backlog, and the stanzas the server keeps for us until our
@@ -15,20 +17,21 @@ import (
 // With 256 stanzas in flight the server's CPU per run stays about 1.2× a
 // plain session's there, and ejabberd's throughput is not held back (64
 // was as good for Prosody but slowed ejabberd, which acknowledges later).
-// The window allows 256 messages per round trip (2,560 per second at
-// 100 ms); raise it on links with a longer round trip.
+// 256 allow 256 messages per round trip (2,560 per second at 100 ms); set
+// a larger fixed Config.Window on links with a longer round trip.
 const DefaultWindow = 256
 
-// window returns the window of c: Config.Window or its default; -1 means
-// no window.
-func (c Config) window() int {
-	switch {
-	case c.Window == 0:
-		return DefaultWindow
-	case c.Window < 0:
+// windowLocked returns the window Pace applies now: Config.Window, or the
+// default window's current size (see MinWindow); -1 means no window.
+func (st *State) windowLocked() int {
+	switch w := st.cfg.Window; {
+	case w == 0:
+		return st.win.size()
+	case w < 0:
 		return -1
+	default:
+		return min(w, maxMaxUnacked)
 	}
-	return min(c.Window, maxMaxUnacked)
 }
 
 // Pace waits until the window of the current connection has room for one
@@ -58,14 +61,11 @@ func (c Config) window() int {
 // returns its error and no slot: one handed to the caller at that moment
 // goes to the next waiter.
 func (st *State) Pace(ctx context.Context) (Slot, error) {
-	w := st.cfg.window()
-	if w < 0 {
-		return Slot{}, nil
-	}
 	st.mu.Lock()
+	w := st.windowLocked()
 	c := st.conn
 	switch {
-	case c == nil || !c.smOn:
+	case w < 0 || c == nil || !c.smOn:
 		st.mu.Unlock()
 		return Slot{}, nil
 	case c.ended:
@@ -124,5 +124,5 @@ func (st *State) paceLocked() {
 	if p.live == 0 {
 		return
 	}
-	p.hand(st.cfg.window() - st.queue.len() - p.admitted)
+	p.hand(st.windowLocked() - st.queue.len() - p.admitted)
 }

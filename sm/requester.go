@@ -351,6 +351,9 @@ func (c *conn) wroteLocked() {
 		if c.aRecv == c.rOut-1 && c.rAt == 0 {
 			c.rAt = now // the only one unanswered: a round-trip sample
 		}
+		if c.tOrd == 0 {
+			c.tOrd, c.tAt, c.tN = c.rOut, now, c.st.queue.len()
+		}
 	}
 	c.armLocked()
 }
@@ -393,7 +396,7 @@ func (c *conn) unbookLocked() {
 		c.aRecv = c.rSent
 	}
 	if c.aRecv >= c.rOut {
-		c.rWait, c.rAt = 0, 0
+		c.rWait, c.rAt, c.tOrd = 0, 0, 0
 	}
 }
 

@@ -66,6 +66,7 @@ type State struct {
 	events     []event      // callbacks to run, in order
 	delivering bool         // a goroutine is running callbacks (deliver)
 	pace       turnstile    // Pace's slots and waiters
+	win        adaptive     // the default window (Config.Window 0)
 	reserve    turnstile    // Reserve's slots and waiters
 	places     []*slotPlace // places of released Slots, for reuse
 }
@@ -124,6 +125,11 @@ type Info struct {
 	// connection is taken for dead (Config.AckTimeout, scaled by RTT); 0
 	// if disabled.
 	AckBound time.Duration
+	// Window is the number of stanzas in flight Pace lets through now:
+	// Config.Window, or the default window's current size (between
+	// MinWindow and DefaultWindow; 1 while it measures the route again);
+	// -1 if disabled.
+	Window int
 }
 
 // Info returns the current state.
@@ -140,6 +146,7 @@ func (st *State) Info() Info {
 		Handled:   st.inH,
 		RTT:       time.Duration(st.srtt),
 		AckBound:  time.Duration(st.ackBoundLocked()),
+		Window:    st.windowLocked(),
 	}
 	if c := st.conn; c != nil {
 		i.Enabled = c.smOn && !c.ended

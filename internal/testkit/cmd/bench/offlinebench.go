@@ -15,7 +15,7 @@ import (
 
 // Senders of the bulk-to-offline comparison.
 const (
-	oTracked = "xmpptrack"         // the library's default pace (sm.DefaultWindow)
+	oTracked = "xmpptrack"         // the library's default pace (the default window, sm.MinWindow to sm.DefaultWindow)
 	oUnpaced = "xmpptrack-unpaced" // sm.Config.Window -1: writes as fast as it can
 	oPlain   = "plain"             // bare mellium, no stream management
 )
