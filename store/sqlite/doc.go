@@ -80,7 +80,10 @@
 // A process still running schema-4 code on the upgraded file keeps
 // working, and reads its pending messages by scanning the table instead of
 // that index. A file whose listing table does not hold exactly one row is
-// refused as damaged (store.ErrForeign).
+// refused as damaged (store.ErrForeign). Schema 6 drops the index of
+// settled messages by time, which no statement used (Prune reads the
+// table): a settling no longer writes an entry of it. A process still
+// running schema-5 code on the upgraded file keeps working.
 //
 // # Errors of the disk
 //

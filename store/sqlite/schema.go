@@ -204,6 +204,15 @@ CREATE INDEX messages_pending ON messages (account, resource, n) WHERE settled =
 CREATE TABLE listing (upto INTEGER NOT NULL);
 INSERT INTO listing (upto) SELECT coalesce(max(n), 0) FROM messages;
 `,
+	// 5 → 6: the index of settled messages by time is dropped. No
+	// statement used it (Prune's query, one condition for settled
+	// messages or another for expired unsettled ones, scans the table),
+	// and each settling wrote an entry of it: an index insert and often
+	// a page more in the recorder's transaction. An older version still
+	// running on the upgraded file names no index and keeps working.
+	`
+DROP INDEX messages_settled;
+`,
 }
 
 // sqlLastCursor is the highest cursor ever assigned: the highest message
