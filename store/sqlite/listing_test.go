@@ -194,18 +194,7 @@ func TestSweep(t *testing.T) {
 // a change lists it.
 func TestMigrateSchema4(t *testing.T) {
 	ctx := context.Background()
-	p := copyTestdata(t, "schema4.db")
-	if v := userVersion(t, p); v != 4 {
-		t.Fatalf("testdata/schema4.db has user_version %d", v)
-	}
-	s, err := OpenConfig(ctx, p, Config{Retention: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if v := userVersion(t, p); v != SchemaVersion {
-		t.Errorf("user_version %d, want %d", v, SchemaVersion)
-	}
+	s, p := openUpgraded(t, "schema4.db", 4)
 	a, c := store.Instance{Account: "a@example.org"}, store.Instance{Account: "c@example.org", Resource: "x"}
 	if got := pendingIDs(t, s, a); !slices.Equal(got, []string{"p1", "p2", "p3"}) {
 		t.Errorf("Pending of a: %v, want [p1 p2 p3]", got)
@@ -251,17 +240,8 @@ func TestMigrateSchema4(t *testing.T) {
 // the messages this version wrote ahead unlisted.
 func TestSchema4WriterOnSchema5(t *testing.T) {
 	ctx := context.Background()
-	p := copyTestdata(t, "schema4.db")
-	old, err := sql.Open("sqlite", p+"?_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
-	s, err := OpenConfig(ctx, p, Config{Retention: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, p := openUpgraded(t, "schema4.db", 4)
+	old := olderWriter(t, p)
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("new")}})
 	// The schema-4 code's message insert and its Pending query.
 	if _, err := old.ExecContext(ctx, `INSERT INTO messages

@@ -25,15 +25,7 @@ import (
 // the pruned ones included.
 func TestMigrateSchema1(t *testing.T) {
 	ctx := context.Background()
-	p := copyTestdata(t, "schema1.db")
-	s, err := OpenConfig(ctx, p, Config{Retention: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if v := userVersion(t, p); v != SchemaVersion {
-		t.Errorf("user_version %d, want %d", v, SchemaVersion)
-	}
+	s, p := openUpgraded(t, "schema1.db", 1)
 	if c, err := s.LastCursor(ctx); err != nil || c != 5 {
 		t.Errorf("LastCursor %d, %v; want 5", c, err)
 	}
@@ -222,6 +214,40 @@ func copyTestdata(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// openUpgraded opens a copy of the database file testdata/name, which
+// has schema version from, with Retention -1 (nothing pruned at Open),
+// and checks that Open upgraded it. The store is closed at the test's
+// end.
+func openUpgraded(t *testing.T, name string, from int) (*Store, string) {
+	t.Helper()
+	p := copyTestdata(t, name)
+	if v := userVersion(t, p); v != from {
+		t.Fatalf("testdata/%s has user_version %d, want %d", name, v, from)
+	}
+	s, err := OpenConfig(context.Background(), p, Config{Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if v := userVersion(t, p); v != SchemaVersion {
+		t.Errorf("user_version %d after Open, want %d", v, SchemaVersion)
+	}
+	return s, p
+}
+
+// olderWriter opens the database file p as another version of this
+// package would, on its own connections (of this process, so that the
+// store's hold on the file lets them in).
+func olderWriter(t *testing.T, p string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", p+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func rawDB(t *testing.T, p string) *sql.DB {

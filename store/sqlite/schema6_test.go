@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"slices"
 	"testing"
 	"time"
@@ -21,18 +20,7 @@ import (
 // what it deleted before, and a new message takes the next cursor.
 func TestMigrateSchema5(t *testing.T) {
 	ctx := context.Background()
-	p := copyTestdata(t, "schema5.db")
-	if v := userVersion(t, p); v != 5 {
-		t.Fatalf("testdata/schema5.db has user_version %d", v)
-	}
-	s, err := OpenConfig(ctx, p, Config{Retention: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if v := userVersion(t, p); v != SchemaVersion {
-		t.Errorf("user_version %d, want %d", v, SchemaVersion)
-	}
+	s, p := openUpgraded(t, "schema5.db", 5)
 	var n int
 	if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = 'messages_settled'`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("messages_settled: %d in sqlite_schema (%v), want 0", n, err)
@@ -80,17 +68,8 @@ func TestMigrateSchema5(t *testing.T) {
 // they wrote.
 func TestSchema5WriterOnSchema6(t *testing.T) {
 	ctx := context.Background()
-	p := copyTestdata(t, "schema5.db")
-	old, err := sql.Open("sqlite", p+"?_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
-	s, err := OpenConfig(ctx, p, Config{Retention: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, p := openUpgraded(t, "schema5.db", 5)
+	old := olderWriter(t, p)
 	// The schema-5 code's settling of p1 (a change row, then the row).
 	if _, err := old.ExecContext(ctx, `INSERT INTO changes (cursor, message, state, settles, at, evidence) VALUES (12, 3, ?1, 1, 5, NULL);
 		UPDATE messages SET state = ?1, settled = 1, updated = 5, raw = NULL, seq = coalesce(NULL, seq)
