@@ -50,6 +50,7 @@ func Tests() []Test {
 		{"Lock", testLock},
 		{"Keys", testKeys},
 		{"KeyRead", testKeyRead},
+		{"KeysWithCommits", testKeysWithCommits},
 		{"Jobs", testJobs},
 		{"GroupCommitIsolation", testGroupCommit},
 		{"BadInput", testBadInput},
