@@ -43,7 +43,7 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 	errs := make([]error, len(group))
 	err := s.write(ctx, func(w *writer) error {
 		for i, r := range group {
-			if errs[i] = w.apply(r.Batch); errs[i] != nil && !errors.Is(errs[i], store.ErrExists) {
+			if errs[i] = w.do(r); errs[i] != nil && !errors.Is(errs[i], store.ErrExists) {
 				return errs[i]
 			}
 		}
@@ -55,7 +55,7 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 		// and fail on its own now.
 		for i, r := range group {
 			unset(r.Batch)
-			errs[i] = s.write(ctx, func(w *writer) error { return w.apply(r.Batch) })
+			errs[i] = s.write(ctx, func(w *writer) error { return w.do(r) })
 		}
 	} else if err != nil {
 		errs[0] = err
@@ -68,7 +68,7 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 				errs[i] = fmt.Errorf("sqlite: commit: %w", errs[i])
 			}
 		} else {
-			ok = true
+			ok = ok || r.Batch != nil // a claim changes no feed
 		}
 		r.Answer(errs[i])
 	}
@@ -170,8 +170,11 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 	return nil, false
 }
 
-// unset clears the cursors of a batch that was not written.
+// unset clears the cursors of a batch that was not written (nil: a claim).
 func unset(b *store.Batch) {
+	if b == nil {
+		return
+	}
 	for i := range b.Messages {
 		b.Messages[i].Cursor = 0
 	}

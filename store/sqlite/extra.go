@@ -78,41 +78,6 @@ func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 	return int(n), tx.Commit()
 }
 
-// ClaimKey implements store.Store. A zero Expires never expires.
-func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error) {
-	if s.isClosed() {
-		return "", false, store.ErrClosed
-	}
-	defer s.wrote()
-	if err := k.Validate(); err != nil {
-		return "", false, err
-	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return "", false, fmt.Errorf("sqlite: %w", err)
-	}
-	defer tx.Rollback()
-	var value string
-	var expires int64
-	err = tx.QueryRowContext(ctx, `SELECT value, expires FROM keys WHERE scope = ? AND name = ?`, k.Scope, k.Name).Scan(&value, &expires)
-	switch {
-	case err == nil && (expires == 0 || expires >= micros(time.Now())):
-		return value, false, nil
-	case err != nil && !errors.Is(err, sql.ErrNoRows):
-		return "", false, fmt.Errorf("sqlite: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO keys (scope, name, value, expires) VALUES (?, ?, ?, ?)
-		ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value, expires = excluded.expires`,
-		k.Scope, k.Name, k.Value, micros(k.Expires))
-	if err == nil {
-		err = tx.Commit()
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("sqlite: %w", err)
-	}
-	return k.Value, true, nil
-}
-
 // Key implements store.Store.
 func (s *Store) Key(ctx context.Context, scope, name string) (string, bool, error) {
 	if s.isClosed() {

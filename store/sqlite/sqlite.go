@@ -53,6 +53,9 @@ type Config struct {
 	// failApply, if set, fails the writing of a batch when it returns an
 	// error (tests).
 	failApply func(*store.Batch) error
+	// failClaim, if set, fails the claim of a key when it returns an
+	// error, after the claim wrote it (tests).
+	failClaim func(store.Key) error
 	// listLag, if positive, replaces the lag of listing listLag (tests).
 	listLag int64
 }

@@ -32,10 +32,13 @@ const (
 	begin = nStmts + iota
 	commit
 	rollback
+	getKey // a claim's (see claim.go)
+	putKey
 	nConnStmts
 )
 
-var connSQL = [nConnStmts]string{begin: "BEGIN IMMEDIATE", commit: "COMMIT", rollback: "ROLLBACK"}
+var connSQL = [nConnStmts]string{begin: "BEGIN IMMEDIATE", commit: "COMMIT", rollback: "ROLLBACK",
+	getKey: sqlGetKey, putKey: sqlPutKey}
 
 func init() {
 	copy(connSQL[:nStmts], stmtSQL[:])
