@@ -35,6 +35,12 @@
 // returns nil, the batch is durable as the implementation's durability
 // setting promises.
 //
+// Both implementations group concurrent [Store.ClaimKey] calls too (the
+// gateway claims an idempotency key per request): store/sqlite in the
+// transactions of the batches queued with them, store/postgres in a
+// statement of their own per group. A claim after another of the same key
+// in one group sees it, and each claim succeeds or fails on its own.
+//
 // # State changes are conditional and monotonic
 //
 // A change is applied only if the transition graph of package tracking

@@ -81,43 +81,6 @@ func (s *Store) pruneChunk(ctx context.Context, before time.Time) (int, error) {
 	return len(ns), tx.Commit(ctx)
 }
 
-// ClaimKey implements store.Store. A zero Expires never expires.
-func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error) {
-	if s.isClosed() {
-		return "", false, store.ErrClosed
-	}
-	if err := k.Validate(); err != nil {
-		return "", false, err
-	}
-	var exp *time.Time
-	if !k.Expires.IsZero() {
-		exp = &k.Expires
-	}
-	for range 10 {
-		var v string
-		// Insert, or replace an expired key; a live key is left alone.
-		err := s.pool.QueryRow(ctx, `INSERT INTO xmpptrack_keys (scope, name, value, expires) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (scope, name) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires
-			WHERE xmpptrack_keys.expires IS NOT NULL AND xmpptrack_keys.expires < $5
-			RETURNING value`, k.Scope, k.Name, k.Value, exp, time.Now()).Scan(&v)
-		if err == nil {
-			return v, true, nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return "", false, fmt.Errorf("postgres: %w", err)
-		}
-		err = s.pool.QueryRow(ctx, `SELECT value FROM xmpptrack_keys WHERE scope = $1 AND name = $2`, k.Scope, k.Name).Scan(&v)
-		if err == nil {
-			return v, false, nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return "", false, fmt.Errorf("postgres: %w", err)
-		}
-		// Pruned in between: try again.
-	}
-	return "", false, fmt.Errorf("postgres: key %s/%s keeps changing", k.Scope, k.Name)
-}
-
 // Key implements store.Store.
 func (s *Store) Key(ctx context.Context, scope, name string) (string, bool, error) {
 	if s.isClosed() {

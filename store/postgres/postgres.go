@@ -61,6 +61,7 @@ type Store struct {
 	connCfg *pgx.ConnConfig // for the listener and leases
 
 	group  *groupcommit.Queue // to the committer
+	claims *groupcommit.Queue // to the claimer (see ClaimKey)
 	args   args               // the committer's arguments, reused (see tryGroup)
 	seen   map[string]int     // the committer's, reused (see commitGroup)
 	pooled *atomic.Bool       // the session ids are not the server's (a connection pooler)
@@ -155,6 +156,9 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.workers.Go(func() { s.group.Run(s.commitGroup) })
+	s.claims = groupcommit.New(s.ctx)
+	s.claims.Inline(s.claimGroup)
+	s.workers.Go(func() { s.claims.Run(s.claimGroup) })
 	if cfg.Retention >= 0 {
 		s.workers.Go(s.pruner)
 	}
@@ -179,6 +183,7 @@ func (s *Store) Close() error {
 	}
 	s.stop()
 	s.workers.Wait()
+	s.claims.Stop() // a ClaimKey claiming on its own goroutine
 	s.pool.Close()
 	return errors.Join(errs...)
 }
