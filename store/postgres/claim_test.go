@@ -2,6 +2,9 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+	"github.com/xmpptrack/xmpptrack/store/storetest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,5 +54,33 @@ func TestClaimGroup(t *testing.T) {
 	}
 	if v, ok, err := s.Key(ctx, "s", "expired"); err != nil || !ok || v != "d" {
 		t.Errorf("replaced key: %q %v %v", v, ok, err)
+	}
+}
+
+// BenchmarkPost measures what a gateway POST costs the store from 64
+// goroutines (storetest.Post): the write-ahead alone, and with an
+// Idempotency-Key's claim before it. It reports the client's and the
+// database server's CPU per message.
+func BenchmarkPost(b *testing.B) {
+	for _, keyed := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "keyed"}[keyed], func(b *testing.B) {
+			s, err := OpenConfig(context.Background(), benchDSN(b), Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			var n atomic.Int64
+			cpu := startCPU()
+			b.SetParallelism(64)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := storetest.Post(context.Background(), s, fmt.Sprintf("m%012d", n.Add(1)), keyed); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			cpu.report(b, n.Load())
+		})
 	}
 }

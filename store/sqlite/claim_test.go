@@ -3,7 +3,11 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
+	"github.com/xmpptrack/xmpptrack/store/storetest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -83,5 +87,33 @@ func TestGroupClaims(t *testing.T) {
 		if _, err := s.Message(ctx, id); err != nil {
 			t.Errorf("message %s: %v", id, err)
 		}
+	}
+}
+
+// BenchmarkPost measures what a gateway POST costs the store from 64
+// goroutines (storetest.Post): the write-ahead alone, and with an
+// Idempotency-Key's claim before it. It reports the process's CPU per
+// message.
+func BenchmarkPost(b *testing.B) {
+	for _, keyed := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "keyed"}[keyed], func(b *testing.B) {
+			s, err := OpenConfig(context.Background(), filepath.Join(b.TempDir(), "b.db"), Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			var n atomic.Int64
+			cpu := procio.SelfCPU()
+			b.SetParallelism(max(1, 64/runtimeProcs()))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := storetest.Post(context.Background(), s, fmt.Sprintf("m%012d", n.Add(1)), keyed); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64((procio.SelfCPU()-cpu).Microseconds())/float64(n.Load()), "cpu-µs/msg")
+		})
 	}
 }
