@@ -142,10 +142,10 @@
 // The default window (Config.Window 0) follows the server's queue, from
 // the round trips of the <r/> it already sends (one timed at a time): it
 // is DefaultWindow (256) while the server answers within about 10 ms of
-// the route's own round trip, and shrinks toward MinWindow (32) once two
+// the route's own round trip, and shrinks toward MinWindow (32) once three
 // answers in a row took 30 ms longer than that, so that it holds about
-// 20 ms of the server's work; it grows back by a quarter per answer that
-// came within 10 ms. The route's round trip is the least one measured
+// 20 ms of the server's work; it grows back by half per answer that came
+// within 10 ms. The route's round trip is the least one measured
 // with at most two stanzas in flight (a lone message's, say); while the
 // window is below 256 and that measure is 10 s old, the window is one
 // stanza until it is taken again, so that a route that got longer is not

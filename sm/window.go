@@ -23,11 +23,12 @@ const (
 	// server's work.
 	winTarget = 20 * time.Millisecond
 	// winHigh and winLow are the queueing delays above which the window
-	// shrinks (after winHighRun samples in a row) and below which it
-	// grows, by a quarter per sample.
+	// shrinks (after winHighRun samples in a row: a server kept off the
+	// CPU for a moment is not a queue) and below which it grows, by half
+	// per sample.
 	winHigh    = 30 * time.Millisecond
 	winLow     = 10 * time.Millisecond
-	winHighRun = 2
+	winHighRun = 3
 	// winCleanN is the most stanzas in flight, the request included, for a
 	// sample to measure the route: nothing queued ahead of it.
 	winCleanN = 2
@@ -110,8 +111,8 @@ func (a *adaptive) sample(now, wrote, d int64, n int) (grew bool) {
 
 // decide moves the window on a sample taken with the window in use: down
 // toward holding winTarget of queueing once winHighRun samples in a row
-// queued for longer than winHigh, up by a quarter on one that queued for
-// less than winLow. Without a base the whole round trip counts as
+// queued for longer than winHigh, up by half on one that queued for less
+// than winLow. Without a base the whole round trip counts as
 // queueing (it errs on the server's side; a probe follows).
 func (a *adaptive) decide(now, d int64) {
 	q := d - a.base
@@ -123,7 +124,7 @@ func (a *adaptive) decide(now, d int64) {
 		w := int64(a.w) * (a.base + int64(winTarget)) / d
 		a.set(now, int(max(w, MinWindow)))
 	case q < int64(winLow):
-		a.set(now, min(a.w+max(a.w/4, 1), DefaultWindow))
+		a.set(now, min(a.w+a.w/2, DefaultWindow))
 	default:
 		a.high = 0
 	}
