@@ -10,7 +10,6 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/internal/wire"
-	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 )
 
@@ -251,19 +250,16 @@ func (r *recipient) run() {
 			return
 		}
 		for next < len(pending) {
-			// Answers are stanzas like any other: they count against
-			// StreamManagement.MaxUnacked, so a peer's requests cannot grow
-			// the queue of unacknowledged stanzas past it.
-			room := r.c.unackedRoom()
-			var slot sm.Slot
-			if room <= 0 {
-				if slot, err = r.c.sm.Reserve(r.c.ctx); err != nil {
-					return
-				}
-				room = 1
+			// Answers are stanzas like any other: they take places in
+			// StreamManagement.MaxUnacked, with the places the
+			// application's senders hold, so a peer's requests cannot
+			// grow the queue of unacknowledged stanzas past it.
+			slot, err := r.c.sm.ReserveAnswers(r.c.ctx, min(answerBatch, len(pending)-next))
+			if err != nil {
+				return
 			}
 			rs = rs[:0]
-			for _, a := range pending[next:min(len(pending), next+min(answerBatch, room))] {
+			for _, a := range pending[next : next+slot.Places()] {
 				rs = append(rs, a.stanza())
 			}
 			n, err := wire.Write(r.c.ctx, s, rs...)
@@ -295,14 +291,4 @@ func (a answer) stanza() xml.TokenReader {
 		typ = xstanza.NormalMessage
 	}
 	return xstanza.Message{To: a.to, Type: typ, ID: NewID()}.Wrap(payload)
-}
-
-// unackedRoom returns how many more stanzas may be written before the queue
-// of unacknowledged stanzas reaches StreamManagement.MaxUnacked.
-func (c *Client) unackedRoom() int {
-	max := c.cfg.StreamManagement.MaxUnacked
-	if max <= 0 {
-		max = sm.DefaultMaxUnacked
-	}
-	return max - c.sm.Info().Unacked
 }

@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"context"
 	"encoding/xml"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/sm"
+	"github.com/xmpptrack/xmpptrack/store"
 )
 
 // fullQueue dials a client with MaxUnacked 1 whose one place is taken by a
@@ -83,5 +85,80 @@ func TestSendReleasesReserve(t *testing.T) {
 			t.Fatalf("Send: %v (a place in MaxUnacked leaked?)", err)
 		}
 		cancel()
+	}
+}
+
+// gateStore wraps a store: while hold is set, a commit of new messages (a
+// write-ahead) reports on entered, if there is room, and waits for gate to
+// be closed.
+type gateStore struct {
+	store.Store
+	hold    atomic.Bool
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func newGateStore(t *testing.T) *gateStore {
+	return &gateStore{Store: openStore(t), entered: make(chan struct{}, 1), gate: make(chan struct{})}
+}
+
+func (g *gateStore) Commit(ctx context.Context, b *store.Batch) error {
+	if len(b.Messages) > 0 && g.hold.Load() {
+		select {
+		case g.entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.Store.Commit(ctx, b)
+}
+
+// TestAnswersCountReservedPlaces: receipts take their places in
+// StreamManagement.MaxUnacked with the places senders hold (a Send holds
+// its place through the store's write-ahead). They were counted against
+// the stanzas written only, so a sender that had its place and wrote after
+// them took the queue past MaxUnacked: 4 receipts and the message with
+// MaxUnacked 4.
+func TestAnswersCountReservedPlaces(t *testing.T) {
+	const limit = 4
+	gs := newGateStore(t)
+	srv := newPeerServer(t)
+	c := dialPeer(t, srv, Config{Store: gs, StreamManagement: sm.Config{MaxUnacked: limit, Window: -1}})
+	pc := srv.next(t)
+	sendAcked(t, c, Message{To: bob}) // presence and carbons acknowledged too
+	pc.nextMessage(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	gs.hold.Store(true)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Send(waitCtx(t), Message{To: bob, Body: "held"})
+		sent <- err
+	}()
+	<-gs.entered // its place is taken: Reserve comes before the write-ahead
+	if got := c.sm.Info().Reserved; got != 1 {
+		t.Fatalf("%d places reserved during the write-ahead, want 1", got)
+	}
+	for i := range 10 {
+		pc.send(`<message from='bob@example.org/pc' type='chat' id='q%d'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`, i)
+	}
+	receipts := 0
+	for receipts < limit-1 {
+		if e := pc.nextMessage(t); e.child("urn:xmpp:receipts", "received") != nil {
+			receipts++
+		}
+	}
+	close(gs.gate)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	for e := pc.nextMessage(t); e.child("urn:xmpp:receipts", "received") != nil; e = pc.nextMessage(t) {
+		receipts++
+	}
+	if info := c.sm.Info(); receipts >= limit || info.Unacked > limit {
+		t.Fatalf("%d receipts and %d stanzas unacknowledged with MaxUnacked %d and one place reserved", receipts, info.Unacked, limit)
 	}
 }

@@ -25,8 +25,12 @@ type turnstile struct {
 
 // waiter is a caller waiting at a turnstile.
 type waiter struct {
-	ch   chan struct{} // closed when the caller is handed a place
+	ch   chan struct{} // closed when the caller is handed its places
 	left bool          // the caller left without one
+	// more is how many places the caller asks for beyond the first
+	// (ReserveAnswers), and once handed, how many it got: one and up to
+	// that many more, as the room allows.
+	more int
 }
 
 // push adds w at the end of the list, first reclaiming the entries that
@@ -49,7 +53,8 @@ func (p *turnstile) push(w *waiter) {
 	p.live++
 }
 
-// hand admits up to room waiting callers, in order.
+// hand admits waiting callers, in order, while there is room: each takes
+// one place and up to w.more more.
 func (p *turnstile) hand(room int) {
 	for p.live > 0 && room > 0 {
 		w := p.waiting[p.head]
@@ -58,17 +63,19 @@ func (p *turnstile) hand(room int) {
 		if w.left {
 			continue
 		}
+		w.more = min(w.more, room-1)
 		close(w.ch)
 		p.live--
-		p.admitted++
-		room--
+		p.admitted += 1 + w.more
+		room -= 1 + w.more
 	}
 	p.resetIfIdle()
 }
 
 // leave ends the wait of w, whose caller gives up (its ctx ended, or its
-// connection): it reports whether w was handed a place meanwhile, which
-// its caller then keeps or gives back (admitted--, and room to hand).
+// connection): it reports whether w was handed its places meanwhile (one
+// and w.more), which its caller then keeps or gives back (admitted, and
+// room to hand).
 func (p *turnstile) leave(w *waiter) (handed bool) {
 	select {
 	case <-w.ch: // handed a place (under st.mu, which the caller holds)
@@ -118,6 +125,7 @@ type slotPlace struct {
 	st  *State
 	t   *turnstile // guarded by st.mu
 	gen uint64     // guarded by st.mu
+	n   int        // the places held: 1, or more from ReserveAnswers
 }
 
 // maxFreePlaces bounds the places kept for reuse.
@@ -131,7 +139,10 @@ func (*noCopy) Unlock() {}
 
 // slotLocked returns a Slot on a place of t that the caller was admitted
 // to, reusing a place given back. The caller holds st.mu.
-func (st *State) slotLocked(t *turnstile) Slot {
+func (st *State) slotLocked(t *turnstile) Slot { return st.slotsLocked(t, 1) }
+
+// slotsLocked is slotLocked for n places, released together.
+func (st *State) slotsLocked(t *turnstile, n int) Slot {
 	var p *slotPlace
 	if n := len(st.places); n > 0 {
 		p = st.places[n-1]
@@ -140,21 +151,35 @@ func (st *State) slotLocked(t *turnstile) Slot {
 	} else {
 		p = &slotPlace{st: st}
 	}
-	p.t = t
+	p.t, p.n = t, n
 	return Slot{p: p, gen: p.gen}
 }
 
 // newSlot is slotLocked for a caller that does not hold st.mu (a waiter,
 // which allocated anyway).
-func newSlot(st *State, t *turnstile) Slot {
-	return Slot{p: &slotPlace{st: st, t: t}}
+func newSlot(st *State, t *turnstile) Slot { return newSlots(st, t, 1) }
+
+// newSlots is newSlot for n places.
+func newSlots(st *State, t *turnstile, n int) Slot {
+	return Slot{p: &slotPlace{st: st, t: t, n: n}}
 }
 
 // Held reports whether s holds a place (it was handed one and was not
 // released through s).
 func (s *Slot) Held() bool { return s.p != nil }
 
-// Release gives the place back. Calling it again through the same
+// Places reports how many places s holds: 1, or up to the number asked
+// for from ReserveAnswers; 0 once released through s, and for the zero
+// Slot.
+func (s *Slot) Places() int {
+	if s.p == nil {
+		return 0
+	}
+	return s.p.n
+}
+
+// Release gives the place back (every place, for a Slot of
+// ReserveAnswers). Calling it again through the same
 // variable, or on the zero Slot, does nothing; through a copy, it is
 // logged and ignored.
 func (s *Slot) Release() {
@@ -168,7 +193,7 @@ func (s *Slot) Release() {
 	twice := p.gen != s.gen
 	if !twice {
 		p.gen++
-		p.t.admitted--
+		p.t.admitted -= p.n
 		if len(st.places) < maxFreePlaces {
 			st.places = append(st.places, p)
 		}
@@ -191,26 +216,42 @@ func (s *Slot) Release() {
 //
 // The queue's room holds for any number of concurrent callers: Reserve
 // admits a caller only while the stanzas waiting for an ack or a re-send,
-// plus the slots Reserve handed out and that were not released, are fewer
-// than MaxUnacked; callers that wait are admitted one at a time, in the
-// order they came, as acks and released slots make room. A caller that
-// never releases its slot shrinks the room for good. Reserve returns at
-// once when there is room, including when stream management is off. When
-// ctx ends first, it returns ctx's error and no slot.
+// plus the places Reserve and ReserveAnswers handed out and that were not
+// released, are fewer than MaxUnacked; callers that wait are admitted one
+// at a time, in the order they came, as acks and released slots make
+// room. A caller that never releases its slot shrinks the room for good.
+// Reserve returns at once when there is room, including when stream
+// management is off. When ctx ends first, it returns ctx's error and no
+// slot.
 func (st *State) Reserve(ctx context.Context) (Slot, error) {
+	return st.reserveN(ctx, 1)
+}
+
+// ReserveAnswers is Reserve for a writer of answers to the peer (receipts
+// and markers) that has n of them to write: it waits as Reserve does for
+// room for one, then takes as many places as there is room for, up to n,
+// in one Slot that gives them all back when released. Slot.Places tells
+// how many it holds: write at most that many stanzas before releasing it.
+func (st *State) ReserveAnswers(ctx context.Context, n int) (Slot, error) {
+	return st.reserveN(ctx, max(n, 1))
+}
+
+// reserveN is Reserve for up to n places (n >= 1).
+func (st *State) reserveN(ctx context.Context, n int) (Slot, error) {
 	st.mu.Lock()
 	r := &st.reserve
-	if r.live == 0 && st.pendingLocked()+r.admitted < st.cfg.MaxUnacked {
-		r.admitted++
+	if room := st.reserveRoomLocked(); r.live == 0 && room > 0 {
+		k := min(n, room)
+		r.admitted += k
 		defer st.mu.Unlock()
-		return st.slotLocked(r), nil
+		return st.slotsLocked(r, k), nil
 	}
-	w := &waiter{ch: make(chan struct{})}
+	w := &waiter{ch: make(chan struct{}), more: n - 1}
 	r.push(w)
 	st.mu.Unlock()
 	select {
 	case <-w.ch:
-		return newSlot(st, r), nil
+		return newSlots(st, r, 1+w.more), nil
 	case <-ctx.Done():
 	}
 	st.mu.Lock()
@@ -219,14 +260,19 @@ func (st *State) Reserve(ctx context.Context) (Slot, error) {
 	return Slot{}, ctx.Err()
 }
 
-// leaveReserveLocked ends the wait of a Reserve caller whose ctx ended: a
-// place handed to it meanwhile goes to the next waiter.
+// leaveReserveLocked ends the wait of a Reserve caller whose ctx ended:
+// places handed to it meanwhile go to the next waiter.
 func (st *State) leaveReserveLocked(w *waiter) {
 	r := &st.reserve
 	if r.leave(w) {
-		r.admitted--
+		r.admitted -= 1 + w.more
 	}
 	st.reserveLocked()
+}
+
+// reserveRoomLocked is how many more places Reserve may hand out.
+func (st *State) reserveRoomLocked() int {
+	return st.cfg.MaxUnacked - st.pendingLocked() - st.reserve.admitted
 }
 
 // reserveLocked hands places in the queue to the callers waiting in
@@ -236,5 +282,5 @@ func (st *State) reserveLocked() {
 	if r.live == 0 {
 		return
 	}
-	r.hand(st.cfg.MaxUnacked - st.pendingLocked() - r.admitted)
+	r.hand(st.reserveRoomLocked())
 }

@@ -114,6 +114,10 @@ type Info struct {
 	Location string
 	// Unacked counts the stanzas that wait for an ack or for re-sending.
 	Unacked int
+	// Reserved counts the places in the queue that Reserve and
+	// ReserveAnswers handed out and that were not released: Reserve admits
+	// a caller while Unacked plus Reserved is below Config.MaxUnacked.
+	Reserved int
 	// Sent, Acked and Handled are the outbound counter, the last h the
 	// server acknowledged, and the inbound counter, all modulo 2^32.
 	Sent, Acked, Handled uint32
@@ -141,6 +145,7 @@ func (st *State) Info() Info {
 		Max:       time.Duration(st.max) * time.Second,
 		Location:  st.location,
 		Unacked:   st.pendingLocked(),
+		Reserved:  st.reserve.admitted,
 		Sent:      st.outH,
 		Acked:     st.ackedH,
 		Handled:   st.inH,
