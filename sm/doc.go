@@ -183,9 +183,12 @@
 // (Config.MaxUnacked) the same way, across connections: its Slot is
 // released after the write too, an ack lets through as many waiting
 // callers as it made room for, in the order they came, and MaxUnacked
-// holds for any number of concurrent senders. A Slot is released once: it
-// must not be copied (go vet reports copies), and a copy released after
-// the original is caught and ignored.
+// holds for any number of concurrent senders. ReserveAnswers is Reserve
+// for answers to the peer (receipts, markers): it takes several places in
+// one Slot, and goes ahead of the callers waiting in Reserve (taking at
+// most half the room while they wait). A Slot is released once: it must
+// not be copied (go vet reports copies), and a copy released after the
+// original is caught and ignored.
 //
 // # Dead connections
 //

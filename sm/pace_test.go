@@ -335,7 +335,7 @@ func TestReserveSlotHandedOverAsCtxEnds(t *testing.T) {
 	defer st.mu.Unlock()
 	r := &st.reserve
 	first, second := handFirstOfTwo(t, r, st.reserveLocked)
-	st.leaveReserveLocked(first)
+	st.leaveReserveLocked(r, first)
 	select {
 	case <-second.ch:
 	default:

@@ -219,68 +219,92 @@ func (s *Slot) Release() {
 // plus the places Reserve and ReserveAnswers handed out and that were not
 // released, are fewer than MaxUnacked; callers that wait are admitted one
 // at a time, in the order they came, as acks and released slots make
-// room. A caller that never releases its slot shrinks the room for good.
-// Reserve returns at once when there is room, including when stream
-// management is off. When ctx ends first, it returns ctx's error and no
-// slot.
+// room, after a caller waiting in ReserveAnswers. A caller that never
+// releases its slot shrinks the room for good. Reserve returns at once
+// when there is room, including when stream management is off. When ctx
+// ends first, it returns ctx's error and no slot.
 func (st *State) Reserve(ctx context.Context) (Slot, error) {
-	return st.reserveN(ctx, 1)
+	return st.reserveN(ctx, &st.reserve, 1)
 }
 
 // ReserveAnswers is Reserve for a writer of answers to the peer (receipts
-// and markers) that has n of them to write: it waits as Reserve does for
-// room for one, then takes as many places as there is room for, up to n,
-// in one Slot that gives them all back when released. Slot.Places tells
-// how many it holds: write at most that many stanzas before releasing it.
+// and markers) that has n of them to write. It waits for room for one
+// ahead of the callers waiting in Reserve: an answer is the peer's proof,
+// it should not wait for the application's senders (it still waits for
+// acks when the queue is full). It then takes as many places as there is
+// room for, up to n, but at most half of that room (and at least one)
+// while callers wait in Reserve, so that answers coming in faster than
+// the acks cannot keep the application's senders waiting for good. The
+// places come in one Slot that gives them all back when released;
+// Slot.Places tells how many it holds: write at most that many stanzas
+// before releasing it.
 func (st *State) ReserveAnswers(ctx context.Context, n int) (Slot, error) {
-	return st.reserveN(ctx, max(n, 1))
+	return st.reserveN(ctx, &st.answers, max(n, 1))
 }
 
-// reserveN is Reserve for up to n places (n >= 1).
-func (st *State) reserveN(ctx context.Context, n int) (Slot, error) {
+// reserveN is Reserve for up to n places (n >= 1) from t, st.reserve or
+// st.answers.
+func (st *State) reserveN(ctx context.Context, t *turnstile, n int) (Slot, error) {
 	st.mu.Lock()
-	r := &st.reserve
-	if room := st.reserveRoomLocked(); r.live == 0 && room > 0 {
+	room := st.reserveRoomLocked()
+	if t == &st.answers {
+		room = st.answersShareLocked(room)
+	} else if st.answers.live > 0 {
+		room = 0 // an answer waits: its turn first
+	}
+	if t.live == 0 && room > 0 {
 		k := min(n, room)
-		r.admitted += k
+		t.admitted += k
 		defer st.mu.Unlock()
-		return st.slotsLocked(r, k), nil
+		return st.slotsLocked(t, k), nil
 	}
 	w := &waiter{ch: make(chan struct{}), more: n - 1}
-	r.push(w)
+	t.push(w)
 	st.mu.Unlock()
 	select {
 	case <-w.ch:
-		return newSlots(st, r, 1+w.more), nil
+		return newSlots(st, t, 1+w.more), nil
 	case <-ctx.Done():
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.leaveReserveLocked(w)
+	st.leaveReserveLocked(t, w)
 	return Slot{}, ctx.Err()
 }
 
-// leaveReserveLocked ends the wait of a Reserve caller whose ctx ended:
-// places handed to it meanwhile go to the next waiter.
-func (st *State) leaveReserveLocked(w *waiter) {
-	r := &st.reserve
-	if r.leave(w) {
-		r.admitted -= 1 + w.more
+// leaveReserveLocked ends the wait of a Reserve or ReserveAnswers caller
+// (of t) whose ctx ended: places handed to it meanwhile go to the next
+// waiter.
+func (st *State) leaveReserveLocked(t *turnstile, w *waiter) {
+	if t.leave(w) {
+		t.admitted -= 1 + w.more
 	}
 	st.reserveLocked()
 }
 
-// reserveRoomLocked is how many more places Reserve may hand out.
+// reserveRoomLocked is how many more places Reserve and ReserveAnswers
+// may hand out together.
 func (st *State) reserveRoomLocked() int {
-	return st.cfg.MaxUnacked - st.pendingLocked() - st.reserve.admitted
+	return st.cfg.MaxUnacked - st.pendingLocked() - st.reserve.admitted - st.answers.admitted
+}
+
+// answersShareLocked is how much of room ReserveAnswers may take: all of
+// it, or half of it (at least one place) while callers wait in Reserve.
+func (st *State) answersShareLocked(room int) int {
+	if st.reserve.live > 0 && room > 0 {
+		return max(1, room/2)
+	}
+	return room
 }
 
 // reserveLocked hands places in the queue to the callers waiting in
-// Reserve, in order, while there is room.
+// ReserveAnswers first, then to those waiting in Reserve, in order, while
+// there is room.
 func (st *State) reserveLocked() {
-	r := &st.reserve
-	if r.live == 0 {
-		return
+	if a := &st.answers; a.live > 0 {
+		a.hand(st.answersShareLocked(st.reserveRoomLocked()))
 	}
-	r.hand(st.reserveRoomLocked())
+	if r := &st.reserve; r.live > 0 {
+		r.hand(st.reserveRoomLocked())
+	}
 }

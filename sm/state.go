@@ -68,6 +68,7 @@ type State struct {
 	pace       turnstile    // Pace's slots and waiters
 	win        adaptive     // the default window (Config.Window 0)
 	reserve    turnstile    // Reserve's slots and waiters
+	answers    turnstile    // ReserveAnswers' slots and waiters, served first
 	places     []*slotPlace // places of released Slots, for reuse
 }
 
@@ -145,7 +146,7 @@ func (st *State) Info() Info {
 		Max:       time.Duration(st.max) * time.Second,
 		Location:  st.location,
 		Unacked:   st.pendingLocked(),
-		Reserved:  st.reserve.admitted,
+		Reserved:  st.reserve.admitted + st.answers.admitted,
 		Sent:      st.outH,
 		Acked:     st.ackedH,
 		Handled:   st.inH,
