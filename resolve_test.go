@@ -99,6 +99,7 @@ func TestStoreUncertainSentLater(t *testing.T) {
 	if e == nil || !e.resolved {
 		t.Fatalf("the message in doubt: %+v; want it kept as resolved", e)
 	}
+	closeNoPlacesOut(t, c) // the message found stored gave its place back
 }
 
 // TestStoreUncertainWindowEnded: the write-ahead stays in doubt past the
