@@ -303,7 +303,15 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			archived := 0    // found in the archive
 			proved := 0      // their receipt came during the check
 			dropped := ""    // how the stored stream was not resumed
-			fate := func(line string) bool {
+			// known takes the lines that every read of the child's output
+			// takes alike: a message's fate, and how the stored stream was
+			// not resumed (at says when, for the log). It reports whether
+			// line was one of them.
+			known := func(line, at string) bool {
+				if how, ok := strings.CutPrefix(line, "dropped "); ok {
+					dropped += fmt.Sprintf(" %s (%s)", how, at)
+					return true
+				}
 				if id, ok := strings.CutPrefix(line, "ambiguous "); ok {
 					amb = append(amb, id)
 					return true
@@ -333,11 +341,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				if strings.HasPrefix(line, "error") {
 					t.Fatalf("run %d: child: %s", run, line)
 				}
-				if fate(line) {
-					continue
-				}
-				if how, ok := strings.CutPrefix(line, "dropped "); ok {
-					dropped += fmt.Sprintf(" %s (after %d sends)", how, lines)
+				if known(line, fmt.Sprintf("after %d sends", lines)) {
 					continue
 				}
 				if line == "up" && killAfter == 0 || lines == killAfter || line == "done" {
@@ -368,11 +372,8 @@ func TestIntegrationStoreCrash(t *testing.T) {
 					if strings.HasPrefix(line, "error") {
 						t.Fatalf("run %d: child: %s", run, line)
 					}
-					if fate(line) {
+					if known(line, fmt.Sprintf("after %d sends", lines)) {
 						continue
-					}
-					if how, ok := strings.CutPrefix(line, "dropped "); ok {
-						dropped += fmt.Sprintf(" %s (after %d sends)", how, lines)
 					}
 					recorded = line == "recorded"
 				}
@@ -384,12 +385,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			for sc.Scan() {
 				// What the child printed before it died: a stream it bound
 				// after the kill point still re-sent, before the kill.
-				if fate(sc.Text()) {
-					continue
-				}
-				if how, ok := strings.CutPrefix(sc.Text(), "dropped "); ok {
-					dropped += fmt.Sprintf(" %s (after the kill point)", how)
-				}
+				known(sc.Text(), "after the kill point")
 			}
 			cmd.Wait()
 			// Judge this restart by what happened to its stored stream: one
