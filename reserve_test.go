@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,5 +161,43 @@ func TestAnswersCountReservedPlaces(t *testing.T) {
 	}
 	if info := c.sm.Info(); receipts >= limit || info.Unacked > limit {
 		t.Fatalf("%d receipts and %d stanzas unacknowledged with MaxUnacked %d and one place reserved", receipts, info.Unacked, limit)
+	}
+}
+
+// TestSendNoRoomStoresNothing: Send takes its place in MaxUnacked before
+// the store's write-ahead (see sm.Config.MaxUnacked), so one that finds no
+// room waits with nothing stored, and leaves no record when its ctx ends;
+// the write-aheads in flight are bounded by MaxUnacked.
+func TestSendNoRoomStoresNothing(t *testing.T) {
+	gs := newGateStore(t)
+	c, _ := newPeer(t, Config{Store: gs, StreamManagement: sm.Config{MaxUnacked: 1, Window: -1}})
+	gs.hold.Store(true)
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Send(waitCtx(t), Message{To: bob, ID: "first"})
+		first <- err
+	}()
+	<-gs.entered // the first holds the one place through its write-ahead
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	second := make(chan error, 1)
+	go func() {
+		_, err := c.Send(ctx, Message{To: bob, ID: "second"})
+		second <- err
+	}()
+	cancel() // waiting for room, or about to: either way it gets no place
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Send with no room in MaxUnacked: %v; want context.Canceled", err)
+	}
+	select {
+	case <-gs.entered:
+		t.Fatal("a Send with no room in MaxUnacked wrote ahead")
+	default:
+	}
+	close(gs.gate)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Status(waitCtx(t), "second"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the record of a Send that had no room: %v; want store.ErrNotFound", err)
 	}
 }

@@ -148,6 +148,16 @@ type Config struct {
 	// 0 means DefaultMaxUnacked. Stanzas written without Reserve (mellium's
 	// own replies, other packages, the xmpptrack client's Handler output)
 	// are still kept, so the queue may exceed it by those.
+	//
+	// The xmpptrack client's Send takes its place before it writes the
+	// message ahead to its store and holds it through the write: the place
+	// must be held until the queue holds the stanza, and taken before the
+	// write-ahead, a Send that finds no room (a full queue, a long
+	// disconnection) waits with nothing stored and, when its ctx ends,
+	// leaves no record behind. So MaxUnacked also bounds the Sends between
+	// their write-ahead and their write, and with it the messages one of
+	// the store's group commits gathers: set it at least as high as the
+	// number of concurrent senders whose commits should be gathered.
 	MaxUnacked int
 	// Window bounds the stanzas in flight on a connection (written, not yet
 	// acknowledged) that Pace lets through; see DefaultWindow for why a
