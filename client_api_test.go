@@ -197,9 +197,9 @@ func TestCarbonsAnswerNotPassedOn(t *testing.T) {
 func TestAnswersBoundedByMaxUnacked(t *testing.T) {
 	const limit = 4
 	srv := newPeerServer(t)
-	c := dialPeer(t, srv, Config{StreamManagement: sm.Config{MaxUnacked: limit}})
+	c := dialPeer(t, srv, Config{NoCarbons: noLateCarbons, StreamManagement: sm.Config{MaxUnacked: limit}})
 	pc := srv.next(t)
-	sendAcked(t, c, Message{To: bob}) // presence and carbons acknowledged too
+	sendAcked(t, c, Message{To: bob}) // presence acknowledged too
 	pc.nextMessage(t)
 	srv.set(func(srv *peerServer) { srv.noAcks = true })
 	for i := range 20 {

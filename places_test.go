@@ -71,12 +71,12 @@ func TestAnswersGivePlacesBack(t *testing.T) {
 func TestStoredInDoubtGivesPlaceBack(t *testing.T) {
 	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
 	srv := newPeerServer(t)
-	c := dialPeer(t, srv, Config{Store: ls, StreamManagement: sm.Config{MaxUnacked: 1}})
+	c := dialPeer(t, srv, Config{Store: ls, NoCarbons: noLateCarbons, StreamManagement: sm.Config{MaxUnacked: 1}})
 	pc := srv.next(t)
 	if _, err := sendInDoubt(t, c, ls, Message{To: bob, ID: "later"}); !errors.Is(err, ErrRecordUncertain) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)
 	}
-	sendAcked(t, c, Message{To: bob}) // presence and carbons acknowledged too
+	sendAcked(t, c, Message{To: bob}) // presence acknowledged too
 	pc.nextMessage(t)
 	srv.set(func(srv *peerServer) { srv.noAcks = true })
 	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "fill"}); err != nil {
