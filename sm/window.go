@@ -80,8 +80,12 @@ func (a *adaptive) newConn() {
 
 // sample takes the round trip d of an <r/> written at wrote, when n
 // stanzas (the request's included) were in flight, answered at now. It
-// reports whether the window grew (room to hand to the waiters).
+// reports whether the window grew (room to hand to the waiters). A round
+// trip that is not positive (the wall clock stepped back) is ignored.
 func (a *adaptive) sample(now, wrote, d int64, n int) (grew bool) {
+	if d <= 0 {
+		return false
+	}
 	if a.w == 0 {
 		a.w = DefaultWindow
 	}

@@ -308,3 +308,23 @@ func TestDefaultWindowFollowsTheServer(t *testing.T) {
 		c.close()
 	})
 }
+
+// TestWindowIgnoresClockSteps: a round trip that is not positive (the
+// wall clock stepped back between the <r/> and its answer) is no route
+// measure: taken as one, a negative base made every later round trip
+// look queued.
+func TestWindowIgnoresClockSteps(t *testing.T) {
+	l := newWinLink(t, time.Millisecond, 10*time.Microsecond)
+	base := l.a.base
+	l.a.sample(l.now, l.now+int64(time.Second), -int64(time.Second), 1)
+	l.a.sample(l.now, l.now, 0, 1)
+	if l.a.base != base {
+		t.Fatalf("base %v after samples of -1 s and 0, want %v", time.Duration(l.a.base), time.Duration(base))
+	}
+	for range 10 {
+		l.round()
+	}
+	if l.a.w != DefaultWindow {
+		t.Fatalf("window %d, want %d", l.a.w, DefaultWindow)
+	}
+}
