@@ -27,8 +27,11 @@ import (
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// The test binary doubles as the crash test's sending process.
+// The test binary doubles as the crash test's sending process. Every
+// client of the package's tests, the crash children's included, poisons the
+// stanza buffers it gives back (poisonPooled).
 func TestMain(m *testing.M) {
+	poisonPooled = true
 	if os.Getenv("XMPPTRACK_INBOUND_CHILD") != "" {
 		if err := inboundChild(); err != nil {
 			fmt.Println("error", err)

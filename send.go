@@ -266,7 +266,7 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 			c.dur.resolved(h.e)
 		}
 	}
-	if err := c.writeMessage(ctx, t.ID(), m, payload); err != nil {
+	if err := c.writeMessageTo(ctx, t.ID(), conv, m, payload); err != nil {
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
@@ -290,16 +290,16 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 // paces there, so a reconnection does not let every waiting sender through
 // at once. Nothing was written if ctx ends while it waits.
 func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload *tokbuf.Buffer) error {
+	return c.writeMessageTo(ctx, id, c.convs.Conv(m.To), m, payload)
+}
+
+// writeMessageTo is writeMessage for a caller that has the message's
+// conversation key, conv (registry.Conv of m.To, which is m.To's string).
+func (c *Client) writeMessageTo(ctx context.Context, id, conv string, m Message, payload *tokbuf.Buffer) error {
 	var stale *xmpp.Session
 	var slot sm.Slot
 	defer slot.Release()
-	var raw *wire.Raw // the stanza's bytes, built once for every attempt
-	if payload == nil && rawMessage(id, m) {
-		// The conversation key is m.To's string (registry.Conv), and its
-		// cache formats the address once for a stream of messages.
-		raw = c.raws.get(id, c.convs.Conv(m.To), m)
-		defer c.raws.put(raw)
-	}
+	var raw *wire.Raw // the stanza's bytes, built at the first write, kept for the others
 	for attempt := 1; ; {
 		s, err := c.waitSession(ctx, stale, true)
 		if err != nil {
@@ -315,13 +315,22 @@ func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload
 				return err
 			}
 		}
-		var r xml.TokenReader = raw
-		if raw == nil {
+		var r xml.TokenReader
+		switch {
+		case raw != nil:
+			r = raw
+		case payload == nil && rawMessage(id, m):
+			// Built once a place in the window is held: a sender waiting
+			// for a connection or a place holds no buffer.
+			raw = c.raws.get(id, conv, m)
+			defer c.raws.put(raw)
+			r = raw
+		default:
 			if payload != nil {
 				payload.Rewind()
 				m.Payload = payload
 			}
-			r = messageStanza(id, m)
+			r = messageXML(id, m)
 		}
 		_, err = wire.Write(ctx, s, r)
 		switch {
@@ -378,20 +387,11 @@ func readPayload(r xml.TokenReader) (*tokbuf.Buffer, error) {
 	}
 }
 
-// messageStanza is the message stanza as Send writes it: messageXML, or
-// for a message without payload (the usual case, rawMessage) the same
-// element's bytes, built directly (see appendMessage). An empty id (Send
-// never writes one) goes through the encoder, which gives the stanza a
+// rawMessage reports whether Send writes the message's stanza as bytes it
+// builds itself (appendMessage, rawPool) rather than through the encoder
+// (messageXML): a message without payload, with an id. An empty id (Send
+// never writes one) is left to the encoder, which gives the stanza a
 // random id.
-func messageStanza(id string, m Message) xml.TokenReader {
-	if !rawMessage(id, m) {
-		return messageXML(id, m)
-	}
-	return &wire.Raw{B: messageBytes(id, m, true)}
-}
-
-// rawMessage reports whether the message's stanza is written as bytes
-// built directly (appendMessage) rather than through the encoder.
 func rawMessage(id string, m Message) bool { return m.Payload == nil && id != "" }
 
 // messageBytes returns appendMessage's bytes, in a buffer sized for text
@@ -408,9 +408,16 @@ const maxPooledRaw = 16 << 10
 // rawPool keeps the buffers of the stanzas Send builds (rawMessage), so
 // that a message costs no buffer of its own: what is written is copied on
 // the way (stream management keeps its own copy of every stanza it may
-// have to write again, and the kernel or TLS take theirs), so a buffer is
-// free again once Write returned. The zero value is ready.
+// have to write again, and the kernel or TLS take theirs; wire.Write keeps
+// no reference to a Raw's bytes once it returns), so a buffer is free
+// again once Write returned. The zero value is ready.
 type rawPool struct{ p sync.Pool }
+
+// poisonPooled makes rawPool.put overwrite a buffer's bytes before the
+// buffer can be reused. Only the package's tests set it (TestMain, before
+// anything runs): a layer that kept written bytes after Write returned
+// would then retransmit garbage in every resumption and resend test.
+var poisonPooled bool
 
 // get returns the stanza of a message for which rawMessage holds; to is
 // m.To.String().
@@ -427,6 +434,11 @@ func (rp *rawPool) get(id, to string, m Message) *wire.Raw {
 func (rp *rawPool) put(r *wire.Raw) {
 	if cap(r.B) > maxPooledRaw {
 		return
+	}
+	if poisonPooled {
+		for i := range r.B {
+			r.B[i] = 'X'
+		}
 	}
 	*r = wire.Raw{B: r.B[:0]}
 	rp.p.Put(r)

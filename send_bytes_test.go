@@ -66,17 +66,13 @@ func sameAsEncoder(t *testing.T, id string, m Message) {
 	t.Helper()
 	s, conn := clientSession(t)
 	want := written(t, s, conn, messageXML(id, m))
-	got := written(t, s, conn, messageStanza(id, m))
+	// Send's path: a buffer of the pool, which earlier checks filled with
+	// other messages, and the conversation key as the address.
+	r := sendRaws.get(id, registry.Conv(m.To), m)
+	got := written(t, s, conn, r)
+	sendRaws.put(r)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("message %+v id %q:\n got %s\nwant %s", m, id, got, want)
-	}
-	// Send's own path: a buffer of the pool, which earlier checks filled
-	// with other messages, and the conversation key as the address.
-	r := sendRaws.get(id, registry.Conv(m.To), m)
-	pooled := written(t, s, conn, r)
-	sendRaws.put(r)
-	if !bytes.Equal(pooled, want) {
-		t.Fatalf("message %+v id %q, pooled:\n got %s\nwant %s", m, id, pooled, want)
 	}
 	d := xml.NewDecoder(bytes.NewReader(got))
 	if err := d.Decode(new(struct{})); err != nil {
@@ -137,7 +133,7 @@ func fuzzMessages(f *testing.F, check func(t *testing.T, id string, m Message)) 
 
 // BenchmarkMessageStanza compares writing a typical message through a
 // session from its tokens (messageXML), as the bytes Send appended into a
-// buffer of their own (messageStanza) and as Send writes them now, into a
+// buffer of their own (as Send did before 4fa7df8) and as Send writes them now, into a
 // buffer of its pool with the address its conversation key holds.
 func BenchmarkMessageStanza(b *testing.B) {
 	m := Message{To: jid.MustParse("responder@localhost"), Body: "bench xxxxxxxxxxxxxxxxxxxxxxxxxx 1234", Type: xstanza.ChatMessage}
@@ -157,7 +153,7 @@ func BenchmarkMessageStanza(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			conn.Reset()
-			if _, err := wire.Write(context.Background(), s, messageStanza(id, m)); err != nil {
+			if _, err := wire.Write(context.Background(), s, &wire.Raw{B: messageBytes(id, m, true)}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -182,12 +178,30 @@ func BenchmarkMessageStanza(b *testing.B) {
 // never written as a stanza without one.
 func TestEmptyIDUsesEncoder(t *testing.T) {
 	m := Message{To: jid.MustParse("bob@example.org"), Body: "b", Type: xstanza.ChatMessage}
-	if _, raw := messageStanza("", m).(*wire.Raw); raw {
+	if rawMessage("", m) {
 		t.Fatal("an empty id took the byte path")
 	}
 	s, conn := clientSession(t)
-	if got := written(t, s, conn, messageStanza("", m)); !bytes.Contains(got, []byte(` id="`)) {
+	if got := written(t, s, conn, messageXML("", m)); !bytes.Contains(got, []byte(` id="`)) {
 		t.Errorf("wrote %s, want a stanza with an id", got)
+	}
+}
+
+// TestSendAddress: the to attribute Send writes is the recipient's whole
+// address as mellium formats it, resource included, for bare and full JIDs
+// and a resource that needs escaping, one after the other so that the
+// pool's buffers and the conversation keys' cache are reused.
+func TestSendAddress(t *testing.T) {
+	c, pc := newPeer(t, Config{})
+	for _, to := range []string{"bob@example.org", "bob@example.org/r&'<>\"\u00e9", "ops@conference.example.org/dave", "bob@example.org"} {
+		m := Message{To: jid.MustParse(to), Body: "b"}
+		if _, err := c.Send(waitCtx(t), m); err != nil {
+			t.Fatalf("Send to %s: %v", to, err)
+		}
+		e := pc.nextMessage(t)
+		if got := e.attr("to"); got != m.To.String() {
+			t.Errorf("sent to %q: the stanza's to is %q", m.To.String(), got)
+		}
 	}
 }
 

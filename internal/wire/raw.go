@@ -21,6 +21,11 @@ import (
 // namespace, as the session's encoder would write it: stream management
 // reads the written bytes to count and keep stanzas.
 //
+// Write keeps no reference to B once it returns, whatever its result, so
+// a caller may reuse the buffer then (Send does). Anything between Write
+// and the connection (the client's tees, stream management's scanners)
+// must copy what it keeps.
+//
 // Token decodes the bytes, for a reader other than Write.
 type Raw struct {
 	B []byte
