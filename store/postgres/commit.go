@@ -271,6 +271,9 @@ type args struct {
 	mState                                             []int16
 	mKey                                               []int32
 
+	// lID is sorted and holds each id once: with an id twice, the
+	// function's UPDATE would get two rows for one message, and the plan
+	// would pick the one it keeps.
 	lID []string
 
 	cLock                     []int32

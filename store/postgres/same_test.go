@@ -190,11 +190,13 @@ func testSeed(t *testing.T) uint64 {
 // TestFunctionSameAsVersion6 calls schema 6's and the current
 // xmpptrack_commit with the same random arguments, built here rather than
 // by the committer: the keys of new messages and changes interleaved, ids
-// to lock duplicated and unsorted, new ids repeated in one call or
-// existing, changes on messages of the same call and on unknown ids, in
-// every state, sequence numbers and sessions. After each call the answers
-// (the result, or SQLSTATE, message and DETAIL) and every column of every
-// row of the tables are the same. XMPPTRACK_SEED replays a run.
+// to lock unsorted (each once, as the committer sends them), new ids
+// repeated in one call or existing, changes on messages of the same call
+// and on unknown ids, in every state, sequence numbers and sessions. One
+// database and then the other is analyzed part way, so that the two
+// functions run with different plans for a while. After each call the
+// answers (the result, or SQLSTATE, message and DETAIL) and every column
+// of every row of the tables are the same. XMPPTRACK_SEED replays a run.
 func TestFunctionSameAsVersion6(t *testing.T) {
 	ctx := context.Background()
 	srv := server(t)
@@ -217,6 +219,14 @@ func TestFunctionSameAsVersion6(t *testing.T) {
 	ok, failed := 0, 0
 	for call := range 300 {
 		a := randomArgs(rng, &ids, call)
+		if call%50 == 25 {
+			// Statistics for one database only, as autovacuum may gather
+			// them: the two functions' plans differ from here on, and
+			// must not change an answer.
+			if _, err := conns[call/50%2].Exec(ctx, "ANALYZE"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		vals := a.encode()
 		var answers, dumps [2]string
 		for k, c := range conns {
@@ -309,11 +319,16 @@ func randomArgs(rng *rand.Rand, ids *[]string, call int) *args {
 		a.mSettled = append(a.mSettled, settled)
 		a.mKey = append(a.mKey, int32(keys[i]))
 	}
+	// The ids to lock are unsorted but each there once, as the committer
+	// sends them: with an id twice, the function's UPDATE has two rows for
+	// one message and the plan picks the one it keeps.
 	for range rng.IntN(7) {
+		id := pick()
 		if nm > 0 && rng.IntN(3) == 0 {
-			a.lID = append(a.lID, a.mID[rng.IntN(nm)]) // created by this call
-		} else {
-			a.lID = append(a.lID, pick())
+			id = a.mID[rng.IntN(nm)] // created by this call
+		}
+		if !slices.Contains(a.lID, id) {
+			a.lID = append(a.lID, id)
 		}
 	}
 	if len(a.lID) == 0 {
