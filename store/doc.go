@@ -38,8 +38,13 @@
 // Both implementations group concurrent [Store.ClaimKey] calls too (the
 // gateway claims an idempotency key per request): store/sqlite in the
 // transactions of the batches queued with them, store/postgres in a
-// statement of their own per group. A claim after another of the same key
-// in one group sees it, and each claim succeeds or fails on its own.
+// transaction of their own per group. A claim after another of the same
+// key in one group sees it. A claim that fails for its own reasons (the
+// database refuses it) fails alone: the others are answered as without it.
+// A failure of the database or the connection fails every claim of the
+// group (with [ErrOutcomeUnknown] when the group may have been stored). A
+// claim reports claimed=true exactly when it stored its key, and a claim
+// that fails with another error stored nothing.
 //
 // # State changes are conditional and monotonic
 //

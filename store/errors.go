@@ -29,7 +29,8 @@ var (
 	// the store could not find out afterwards). It may be stored, whole,
 	// or not at all; its cursors are unknown. Reading it back (Message)
 	// finds it if it was stored; not finding it proves nothing (the server
-	// may not have finished the commit).
+	// may not have finished the commit). ClaimKey returns it when it cannot
+	// tell whether it stored the key.
 	ErrOutcomeUnknown = errors.New("store: the commit's outcome is unknown")
 	// ErrCursorsUnknown: Commit wrote the batch, whole, but cannot hand
 	// back its cursors (the connection to a database server broke while it

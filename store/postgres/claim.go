@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/xmpptrack/xmpptrack/store"
@@ -17,10 +18,13 @@ import (
 // ClaimKey implements store.Store. A zero Expires never expires.
 //
 // Claims have a group commit of their own (a groupcommit queue beside the
-// committer's): the claims of concurrent callers are written by one
-// statement, one transaction, where each was a transaction of its own
-// (a keyed POST of the gateway cost about twice a plain one). A claim
-// after another of the same key in one group gets the first one's value.
+// committer's): the claims of concurrent callers are stored and read back
+// by one transaction, sent in one round trip, where each was a transaction
+// of its own (a keyed POST of the gateway cost about twice a plain one). A
+// claim after another of the same key in one group gets the first one's
+// value. A claim the server refuses fails alone (the group is made again
+// claim by claim); a broken connection fails the whole group, with
+// store.ErrOutcomeUnknown when the transaction may have committed.
 func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error) {
 	if s.isClosed() {
 		return "", false, store.ErrClosed
@@ -28,13 +32,14 @@ func (s *Store) ClaimKey(ctx context.Context, k store.Key) (string, bool, error)
 	return s.claims.Claim(ctx, k)
 }
 
-// The statements of a group of claims: insert the keys, or replace
-// expired ones (a live key is left alone), returning those written; then,
-// in a statement of its own (a snapshot that sees the keys other
-// transactions committed while the insert waited for them), read the
-// others.
+// The statements of a group of claims, one READ COMMITTED transaction:
+// insert the keys, or replace expired ones (a live key is left alone),
+// returning those written; then read all of the group's keys, in a
+// statement of its own (a snapshot that sees the keys other transactions
+// committed while the insert waited for them).
 const (
-	sqlClaimKeys = `INSERT INTO xmpptrack_keys (scope, name, value, expires)
+	sqlClaimBegin = `BEGIN ISOLATION LEVEL READ COMMITTED`
+	sqlClaimKeys  = `INSERT INTO xmpptrack_keys (scope, name, value, expires)
 		SELECT scope, name, value, CASE WHEN forever THEN NULL ELSE expires END
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[]) AS k(scope, name, value, expires, forever)
 		ON CONFLICT (scope, name) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires
@@ -44,20 +49,32 @@ const (
 		JOIN xmpptrack_keys x ON x.scope = k.scope AND x.name = k.name`
 )
 
+// claimTimeout bounds the attempts of one group of claims together: the
+// time a caller that has gone, or Close, waits for a claim already taken.
+// A group is a few small statements, its only waits the row locks of
+// other groups' claims, as short.
+const claimTimeout = 10 * time.Second
+
 // claimGroup claims the keys of group and answers each claim. If the
-// server refuses the statement (which then wrote nothing), each claim is
-// made again on its own, so that a claim fails only for its own reasons.
+// server refuses the transaction (which then stored nothing), each claim
+// is made again on its own, so that a claim fails only for its own
+// reasons. A claim answered without an error was stored (Claimed) or found
+// live, in one transaction: a caller is told Claimed exactly when its
+// claim stored its key.
 func (s *Store) claimGroup(group []*groupcommit.Request) {
-	err := s.claimAll(group)
+	failed, err := s.claimAll(group)
 	var pe *pgconn.PgError
-	if err != nil && len(group) > 1 && errors.As(err, &pe) {
-		for _, r := range group {
-			r.Answer(s.claimAll([]*groupcommit.Request{r}))
-		}
-		return
-	}
+	alone := err != nil && len(group) > 1 && errors.As(err, &pe)
 	for _, r := range group {
-		r.Answer(err)
+		switch {
+		case !failed[r]:
+			r.Answer(nil) // stored or found by a transaction that committed
+		case alone:
+			_, err := s.claimAll([]*groupcommit.Request{r})
+			r.Answer(err)
+		default:
+			r.Answer(err)
+		}
 	}
 }
 
@@ -66,13 +83,18 @@ type keyName struct{ scope, name string }
 
 // claimAll claims the keys of group, setting each request's Value and
 // Claimed: the first claim of each key in the group is written, a later
-// one gets its outcome as a repeat.
-func (s *Store) claimAll(group []*groupcommit.Request) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+// one gets its outcome as a repeat. Like commitGroup, it tries again on
+// fresh connections after a broken one that did not send the transaction.
+// On an error it returns the claims that failed with it: those a
+// committed transaction answered (before keys pruned meanwhile were tried
+// again) keep their answers.
+func (s *Store) claimAll(group []*groupcommit.Request) (map[*groupcommit.Request]bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
 	defer cancel()
 	first := make(map[keyName]*groupcommit.Request, len(group))
 	var todo []*groupcommit.Request
 	for _, r := range group {
+		r.Value, r.Claimed = "", false
 		kn := keyName{r.Key.Scope, r.Key.Name}
 		if first[kn] == nil {
 			first[kn] = r
@@ -84,34 +106,62 @@ func (s *Store) claimAll(group []*groupcommit.Request) error {
 	slices.SortFunc(todo, func(a, b *groupcommit.Request) int {
 		return cmp.Or(cmp.Compare(a.Key.Scope, b.Key.Scope), cmp.Compare(a.Key.Name, b.Key.Name))
 	})
+	resets := 0
 	for attempt := 0; len(todo) > 0; attempt++ {
 		if attempt == 10 {
-			return fmt.Errorf("postgres: claim: keys keep changing (%s/%s ...)", todo[0].Key.Scope, todo[0].Key.Name)
+			return failing(group, first, todo), fmt.Errorf("postgres: claim: keys keep changing (%s/%s ...)", todo[0].Key.Scope, todo[0].Key.Name)
 		}
 		left, err := s.claimOnce(ctx, todo)
-		if retryable(err) && attempt < 5 {
+		switch {
+		case err == nil:
+			todo = left // pruned after the insert found them: again
+			continue
+		case retryable(err) && attempt < 5:
+			continue
+		case unsent(err) && resets < 2:
+			resets++
+			s.pool.Reset()
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("postgres: claim: %w", err)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) && !pgconn.SafeToRetry(err) {
+			// The transaction may have reached the server, and its
+			// COMMIT with it.
+			return failing(group, first, todo), fmt.Errorf("postgres: claim: %w: %w", store.ErrOutcomeUnknown, err)
 		}
-		todo = left // pruned between the two statements: again
+		return failing(group, first, todo), fmt.Errorf("postgres: claim: %w", err)
 	}
 	for _, r := range group {
 		if f := first[keyName{r.Key.Scope, r.Key.Name}]; f != r {
 			r.Value, r.Claimed = f.Value, false
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-// claimOnce runs the two statements for todo (sorted, one claim per key),
-// and returns the claims whose key it found neither written nor there.
+// failing returns the claims of group that fail with the claims todo:
+// those, and the later claims of their keys.
+func failing(group []*groupcommit.Request, first map[keyName]*groupcommit.Request, todo []*groupcommit.Request) map[*groupcommit.Request]bool {
+	failed := make(map[*groupcommit.Request]bool, len(todo))
+	for _, r := range todo {
+		failed[r] = true
+	}
+	for _, r := range group {
+		if failed[first[keyName{r.Key.Scope, r.Key.Name}]] {
+			failed[r] = true
+		}
+	}
+	return failed
+}
+
+// claimOnce runs the transaction for todo (sorted, one claim per key), in
+// one round trip, and sets the Value and Claimed of the claims it answers
+// (only if it committed). It returns the claims whose key it found neither
+// written nor there.
 func (s *Store) claimOnce(ctx context.Context, todo []*groupcommit.Request) ([]*groupcommit.Request, error) {
 	n := len(todo)
 	scopes, names, values := make([]string, n), make([]string, n), make([]string, n)
 	expires, forever := make([]time.Time, n), make([]bool, n)
-	at := make(map[keyName]*groupcommit.Request, n)
 	for i, r := range todo {
 		k := r.Key
 		scopes[i], names[i], values[i] = k.Scope, k.Name, k.Value
@@ -119,61 +169,69 @@ func (s *Store) claimOnce(ctx context.Context, todo []*groupcommit.Request) ([]*
 		if forever[i] {
 			expires[i] = time.Unix(0, 0)
 		}
-		at[keyName{k.Scope, k.Name}] = r
-		r.Value, r.Claimed = "", false
 	}
-	rows, err := s.pool.Query(ctx, sqlClaimKeys, scopes, names, values, expires, forever, time.Now())
+	read := sqlReadKeys
+	if s.cfg.claimRead != nil {
+		read = s.cfg.claimRead()
+	}
+	var b pgx.Batch
+	b.Queue(sqlClaimBegin)
+	b.Queue(sqlClaimKeys, scopes, names, values, expires, forever, time.Now())
+	b.Queue(read, scopes, names)
+	b.Queue("COMMIT")
+	br := s.pool.SendBatch(ctx, &b)
+	stored, live, err := claimResults(br)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
-		return nil, err
-	}
-	var kn keyName
-	for rows.Next() {
-		if err := rows.Scan(&kn.scope, &kn.name); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if r := at[kn]; r != nil {
-			r.Value, r.Claimed = r.Key.Value, true
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	scopes, names = scopes[:0], names[:0]
-	for _, r := range todo {
-		if !r.Claimed {
-			scopes, names = append(scopes, r.Key.Scope), append(names, r.Key.Name)
-		}
-	}
-	if len(scopes) == 0 {
-		return nil, nil
-	}
-	found := make(map[*groupcommit.Request]bool, len(scopes))
-	rows, err = s.pool.Query(ctx, sqlReadKeys, scopes, names)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&kn.scope, &kn.name, &v); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if r := at[kn]; r != nil && !r.Claimed {
-			r.Value = v
-			found[r] = true
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	var left []*groupcommit.Request
 	for _, r := range todo {
-		if !r.Claimed && !found[r] {
+		kn := keyName{r.Key.Scope, r.Key.Name}
+		if v, ok := live[kn]; stored[kn] {
+			r.Value, r.Claimed = r.Key.Value, true
+		} else if ok {
+			r.Value = v
+		} else {
 			left = append(left, r)
 		}
 	}
 	return left, nil
+}
+
+// claimResults reads the answers of claimOnce's transaction: the keys the
+// insert stored, and the values of the group's keys there after it.
+func claimResults(br pgx.BatchResults) (stored map[keyName]bool, live map[keyName]string, err error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, err
+	}
+	stored, live = map[keyName]bool{}, map[keyName]string{}
+	var kn keyName
+	var v string
+	rows, _ := br.Query()
+	_, err = pgx.ForEachRow(rows, []any{&kn.scope, &kn.name}, func() error {
+		stored[kn] = true
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, _ = br.Query()
+	_, err = pgx.ForEachRow(rows, []any{&kn.scope, &kn.name, &v}, func() error {
+		live[kn] = v
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	tag, err := br.Exec()
+	if err != nil {
+		return nil, nil, err
+	}
+	if tag.String() != "COMMIT" {
+		return nil, nil, fmt.Errorf("COMMIT answered %q", tag.String())
+	}
+	return stored, live, nil
 }

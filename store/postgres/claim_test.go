@@ -84,3 +84,84 @@ func BenchmarkPost(b *testing.B) {
 		})
 	}
 }
+
+// TestClaimReadFails: the server fails the statement that reads a group's
+// keys after storing some of them. A caller is told claimed=true exactly
+// when its claim stored its key: here the group is tried again, claim by
+// claim, and each new key is reported claimed by its own caller. (Before
+// the group's claims were one transaction, the keys stayed stored and
+// every caller was told claimed=false.)
+func TestClaimReadFails(t *testing.T) {
+	ctx := context.Background()
+	var fail atomic.Bool
+	var reads atomic.Int32
+	s := opener(Config{Retention: -1, claimRead: func() string {
+		reads.Add(1)
+		if fail.CompareAndSwap(true, false) {
+			return `SELECT 'x', 'y', 'z' FROM unnest($1::text[], $2::text[]) WHERE 1/0 = 1`
+		}
+		return sqlReadKeys
+	}})(t, "claimread")
+	defer s.Close()
+	ps := s.(*Store)
+	later := time.Now().Add(time.Hour)
+	if _, ok, err := s.ClaimKey(ctx, store.Key{Scope: "s", Name: "live", Value: "old", Expires: later}); err != nil || !ok {
+		t.Fatalf("claim live: %v %v", ok, err)
+	}
+	reads.Store(0)
+	fail.Store(true)
+	reqs := []*groupcommit.Request{
+		groupcommit.NewClaim(store.Key{Scope: "s", Name: "a", Value: "va", Expires: later}),
+		groupcommit.NewClaim(store.Key{Scope: "s", Name: "live", Value: "vl", Expires: later}),
+		groupcommit.NewClaim(store.Key{Scope: "s", Name: "b", Value: "vb", Expires: later}),
+	}
+	ps.claimGroup(reqs)
+	if reads.Load() < 2 {
+		t.Fatalf("the failing read ran %d times, want it to fail once and the claims to be made again", reads.Load())
+	}
+	checkClaims(t, s, reqs, map[string]bool{"a": true, "b": true}, map[string]string{"a": "va", "live": "old", "b": "vb"})
+}
+
+// checkClaims checks the answers of the claims reqs: claimed[name] is
+// whether the first claim of that key must say it stored it (a repeat
+// never does), stored[name] the
+// value each must get, and the value stored in s. A claim that failed must
+// have stored nothing (stored has no value for it).
+func checkClaims(t *testing.T, s store.Store, reqs []*groupcommit.Request, claimed map[string]bool, stored map[string]string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for i, r := range reqs {
+		err := r.Wait()
+		first := !seen[r.Key.Name]
+		seen[r.Key.Name] = true
+		want, ok := stored[r.Key.Name]
+		if !ok {
+			if err == nil {
+				t.Errorf("claim %d (%s): no error, want one", i, r.Key.Name)
+			}
+		} else if err != nil || r.Value != want || r.Claimed != (first && claimed[r.Key.Name]) {
+			t.Errorf("claim %d (%s): %q claimed %v err %v, want %q claimed %v", i, r.Key.Name, r.Value, r.Claimed, err, want, first && claimed[r.Key.Name])
+		}
+		v, found, err := s.Key(context.Background(), r.Key.Scope, r.Key.Name)
+		if err != nil || found != ok || v != want {
+			t.Errorf("stored %s: %q %v %v, want %q %v", r.Key.Name, v, found, err, want, ok)
+		}
+	}
+}
+
+// TestClaimFailsAlone: a claim the server refuses (a value PostgreSQL
+// cannot store) among good ones fails alone and stores nothing; the
+// others are answered as if it were not there.
+func TestClaimFailsAlone(t *testing.T) {
+	s := opener(Config{Retention: -1})(t, "claimalone")
+	defer s.Close()
+	later := time.Now().Add(time.Hour)
+	reqs := []*groupcommit.Request{
+		groupcommit.NewClaim(store.Key{Scope: "s", Name: "a", Value: "va", Expires: later}),
+		groupcommit.NewClaim(store.Key{Scope: "s", Name: "bad", Value: "nul\x00", Expires: later}),
+		groupcommit.NewClaim(store.Key{Scope: "s", Name: "b", Value: "vb", Expires: later}),
+		groupcommit.NewClaim(store.Key{Scope: "s", Name: "a", Value: "va2", Expires: later}),
+	}
+	s.(*Store).claimGroup(reqs)
+	checkClaims(t, s, reqs, map[string]bool{"a": true, "b": true}, map[string]string{"a": "va", "b": "vb"})
+}

@@ -51,6 +51,9 @@ type Config struct {
 	pooled bool
 	// try, if set, replaces tryGroup (tests).
 	try func(group []*groupcommit.Request, live []int) ([]result, map[string]bool, error)
+	// claimRead, if set, returns the statement that reads a group's keys
+	// after its insert (tests make it fail).
+	claimRead func() string
 }
 
 // Store is a store.Store on PostgreSQL.
