@@ -515,6 +515,9 @@ func testClosed(t *testing.T, open Open) {
 	if _, err := s.AddJob(ctx, store.Job{Queue: "q", Name: "j"}); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("AddJob after Close: %v", err)
 	}
+	if _, _, err := s.ClaimKey(ctx, store.Key{Scope: "a", Name: "k", Value: "v"}); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("ClaimKey after Close: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}

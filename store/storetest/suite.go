@@ -51,6 +51,7 @@ func Tests() []Test {
 		{"Keys", testKeys},
 		{"KeyRead", testKeyRead},
 		{"KeysWithCommits", testKeysWithCommits},
+		{"KeysAcrossClose", testKeysAcrossClose},
 		{"Jobs", testJobs},
 		{"GroupCommitIsolation", testGroupCommit},
 		{"BadInput", testBadInput},
