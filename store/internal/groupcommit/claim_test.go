@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 )
@@ -48,10 +49,20 @@ func TestClaimInGroup(t *testing.T) {
 	cw.Go(func() { q.Commit(ctx, batch("b0")) })
 	<-entered
 	// queued waits until n requests are pending: the held one and those
-	// queued after it, one at a time so that their order is known.
+	// queued after it, one at a time so that their order is known. A
+	// request lost (or one too many) fails the test instead of spinning
+	// for ever; the bound only ends a hang, it times nothing.
 	queued := func(n int32) {
-		for q.pending.Load() != n {
-			runtime.Gosched()
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; runtime.Gosched() {
+			switch p := q.pending.Load(); {
+			case p == n:
+				return
+			case p > n:
+				t.Fatalf("%d requests pending, want %d", p, n)
+			case time.Now().After(deadline):
+				t.Fatalf("%d requests pending after a minute, want %d", p, n)
+			}
 		}
 	}
 	type claimOut struct {

@@ -15,7 +15,7 @@ import (
 	"github.com/xmpptrack/xmpptrack/store"
 )
 
-// MaxGroup bounds the batches of one group commit.
+// MaxGroup bounds the requests (batches and claims) of one group commit.
 const MaxGroup = 512
 
 // Request is a batch, or a key to claim, waiting for the committer.
@@ -266,7 +266,7 @@ func (q *Queue) submit(ctx context.Context, r *Request) error {
 	return <-r.done
 }
 
-// Run hands commit the queued batches, as many as are waiting (at most
+// Run hands commit the queued requests, as many as are waiting (at most
 // MaxGroup; with Refill, once as many have come as it expects, or its
 // wait ended), until the store's life ends. commit must Answer every request
 // it is given; requests whose caller gave up are left out. A group holds
