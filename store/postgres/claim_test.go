@@ -2,14 +2,13 @@ package postgres
 
 import (
 	"context"
-	"fmt"
-	"github.com/xmpptrack/xmpptrack/store/storetest"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
+	"github.com/xmpptrack/xmpptrack/store/storetest"
 )
 
 // TestClaimGroup: one group of claims, written by one statement: two
@@ -57,32 +56,18 @@ func TestClaimGroup(t *testing.T) {
 	}
 }
 
-// BenchmarkPost measures what a gateway POST costs the store from 64
-// goroutines (storetest.Post): the write-ahead alone, and with an
+// BenchmarkPost measures what a gateway POST costs the store
+// (storetest.BenchPost): the write-ahead alone, and with an
 // Idempotency-Key's claim before it. It reports the client's and the
 // database server's CPU per message.
 func BenchmarkPost(b *testing.B) {
-	for _, keyed := range []bool{false, true} {
-		b.Run(map[bool]string{false: "plain", true: "keyed"}[keyed], func(b *testing.B) {
-			s, err := OpenConfig(context.Background(), benchDSN(b), Config{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			var n atomic.Int64
-			cpu := startCPU()
-			b.SetParallelism(64)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := storetest.Post(context.Background(), s, fmt.Sprintf("m%012d", n.Add(1)), keyed); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			cpu.report(b, n.Load())
-		})
-	}
+	storetest.BenchPost(b, func(b *testing.B) store.Store {
+		s, err := OpenConfig(context.Background(), benchDSN(b), Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}, func() func(*testing.B, int64) { return startCPU().report })
 }
 
 // TestClaimReadFails: the server fails the statement that reads a group's

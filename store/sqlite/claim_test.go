@@ -3,15 +3,13 @@ package sqlite
 import (
 	"context"
 	"errors"
-	"fmt"
-	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
-	"github.com/xmpptrack/xmpptrack/store/storetest"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
+	"github.com/xmpptrack/xmpptrack/store/storetest"
 )
 
 // TestGroupClaims: claims in a group with batches. Two claims of one key
@@ -90,30 +88,21 @@ func TestGroupClaims(t *testing.T) {
 	}
 }
 
-// BenchmarkPost measures what a gateway POST costs the store from 64
-// goroutines (storetest.Post): the write-ahead alone, and with an
+// BenchmarkPost measures what a gateway POST costs the store
+// (storetest.BenchPost): the write-ahead alone, and with an
 // Idempotency-Key's claim before it. It reports the process's CPU per
 // message.
 func BenchmarkPost(b *testing.B) {
-	for _, keyed := range []bool{false, true} {
-		b.Run(map[bool]string{false: "plain", true: "keyed"}[keyed], func(b *testing.B) {
-			s, err := OpenConfig(context.Background(), filepath.Join(b.TempDir(), "b.db"), Config{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			var n atomic.Int64
-			cpu := procio.SelfCPU()
-			b.SetParallelism(max(1, 64/runtimeProcs()))
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := storetest.Post(context.Background(), s, fmt.Sprintf("m%012d", n.Add(1)), keyed); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64((procio.SelfCPU()-cpu).Microseconds())/float64(n.Load()), "cpu-µs/msg")
-		})
-	}
+	storetest.BenchPost(b, func(b *testing.B) store.Store {
+		s, err := OpenConfig(context.Background(), filepath.Join(b.TempDir(), "b.db"), Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}, func() func(*testing.B, int64) {
+		cpu := procio.SelfCPU()
+		return func(b *testing.B, msgs int64) {
+			b.ReportMetric(float64((procio.SelfCPU()-cpu).Microseconds())/float64(max(msgs, 1)), "cpu-µs/msg")
+		}
+	})
 }
