@@ -67,9 +67,10 @@
 // changes, its reads of a message's history and its Prune. Nothing it
 // writes is numbered wrongly. (A development build of 2026-12-06 between
 // 13:59 and 14:52 UTC stamped files as schema 4 with a trigger instead of
-// the rename; Open fails on such a file with "no such column". Delete it,
-// or run DROP TRIGGER changes_cursor; ALTER TABLE changes RENAME COLUMN
-// msg TO message on it.) Schema 5 adds a column and a table without
+// the rename; Open refuses such a file with store.ErrForeign ("table
+// changes has no column named message") and leaves it as it was. Delete
+// it, or run DROP TRIGGER changes_cursor; ALTER TABLE changes RENAME
+// COLUMN msg TO message on it.) Schema 5 adds a column and a table without
 // rewriting the tables, but rebuilds the index of unsettled messages, which
 // reads the whole messages table under the write lock. From schema 5 on, a
 // message is written ahead without its entry in that index: a later commit
@@ -83,7 +84,10 @@
 // refused as damaged (store.ErrForeign). Schema 6 drops the index of
 // settled messages by time, which no statement used (Prune reads the
 // table): a settling no longer writes an entry of it. A process still
-// running schema-5 code on the upgraded file keeps working.
+// running schema-5 code on the upgraded file keeps working, but a
+// schema-5 binary started again refuses it (store.ErrNewerSchema); to go
+// back, run CREATE INDEX messages_settled ON messages (updated) WHERE
+// settled = 1; PRAGMA user_version = 5 on it first.
 //
 // # Errors of the disk
 //

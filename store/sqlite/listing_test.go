@@ -233,12 +233,12 @@ func TestMigrateSchema4(t *testing.T) {
 	}
 }
 
-// TestSchema4WriterOnSchema5: a process still running the schema-4 code
+// TestSchema4WriterOnUpgraded: a process still running the schema-4 code
 // on an upgraded file keeps working with this version's writes: its
 // message inserts (which do not know listed) are listed, so this version's
 // Pending finds them, and its Pending query (settled = 0, no listed) finds
 // the messages this version wrote ahead unlisted.
-func TestSchema4WriterOnSchema5(t *testing.T) {
+func TestSchema4WriterOnUpgraded(t *testing.T) {
 	ctx := context.Background()
 	s, p := openUpgraded(t, "schema4.db", 4)
 	old := olderWriter(t, p)

@@ -209,7 +209,9 @@ INSERT INTO listing (upto) SELECT coalesce(max(n), 0) FROM messages;
 	// messages or another for expired unsettled ones, scans the table),
 	// and each settling wrote an entry of it: an index insert and often
 	// a page more in the recorder's transaction. An older version still
-	// running on the upgraded file names no index and keeps working.
+	// running on the upgraded file names no index and keeps working. A
+	// Prune driven by indexes instead of that scan would need an index of
+	// settled messages again (and one for the expired unsettled ones).
 	`
 DROP INDEX messages_settled;
 `,
@@ -284,11 +286,33 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("sqlite: %s: migrating schema %d to %d: %w", s.path, v, v+1, err)
 		}
 	}
+	if err := usable(ctx, tx); err != nil {
+		// Rolled back: the file stays as it was.
+		return fmt.Errorf("sqlite: %s: schema %d upgraded to %d does not fit this version's statements (%v): %w",
+			s.path, version, SchemaVersion, err, store.ErrForeign)
+	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id=%d; PRAGMA user_version=%d", appID, SchemaVersion)); err != nil {
 		return openErr(s.path, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return openErr(s.path, err)
+	}
+	return nil
+}
+
+// usable prepares the statements of the commits, of Pending and of a
+// message's history in the upgrade's transaction, so that a file whose
+// schema only looked like its version (a development build of 2026-12-06
+// stamped files 4 without the rename of changes.msg, see doc.go) is
+// refused before anything is committed, not stamped with the new version
+// and refused later.
+func usable(ctx context.Context, tx *sql.Tx) error {
+	for _, q := range append(stmtSQL[:], sqlPending, sqlHistory) {
+		st, err := tx.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		st.Close()
 	}
 	return nil
 }

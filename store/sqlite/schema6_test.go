@@ -2,7 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +106,44 @@ func TestSchema5WriterOnSchema6(t *testing.T) {
 	}
 	if got := pendingIDs(t, s, message("x").Owner); !slices.Equal(got, []string{"p2"}) {
 		t.Errorf("Pending: %v, want [p2]", got)
+	}
+}
+
+// TestDevSchema4Refused: a file the development build of 2026-12-06
+// stamped 4 (the trigger instead of the rename of changes.msg) is refused
+// with ErrForeign and left as it was: not upgraded and stamped with the
+// current version, to fail only later.
+func TestDevSchema4Refused(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "s.db")
+	db, err := sql.Open("sqlite", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{migrations[0], migrations[1], migrations[2],
+		`CREATE TRIGGER changes_cursor BEFORE INSERT ON changes
+			WHEN NEW.cursor IS NULL OR NEW.cursor <= coalesce((SELECT max(n) FROM messages), 0)
+			BEGIN SELECT RAISE(ABORT, 'an older version'); END`,
+		fmt.Sprintf("PRAGMA application_id=%d; PRAGMA user_version=4; PRAGMA journal_mode=WAL", appID),
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s, err := Open(ctx, p)
+	if err == nil {
+		s.Close()
+		t.Fatal("Open succeeded")
+	}
+	if !errors.Is(err, store.ErrForeign) || !strings.Contains(err.Error(), "no column named message") {
+		t.Errorf("Open: %v, want ErrForeign naming the missing column", err)
+	}
+	if v := userVersion(t, p); v != 4 {
+		t.Errorf("user_version %d after the refused Open, want 4", v)
+	}
+	var n int
+	if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name IN ('changes_cursor', 'messages_settled', 'listing')`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("%d of the trigger, messages_settled and listing (%v), want 2: the file changed", n, err)
 	}
 }
