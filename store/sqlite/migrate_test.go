@@ -234,7 +234,36 @@ func openUpgraded(t *testing.T, name string, from int) (*Store, string) {
 	if v := userVersion(t, p); v != SchemaVersion {
 		t.Errorf("user_version %d after Open, want %d", v, SchemaVersion)
 	}
+	fresh := openTemp(t)
+	fresh.Close()
+	if got, want := indexesOf(t, p), indexesOf(t, fresh.path); !slices.Equal(got, want) {
+		t.Errorf("indexes and triggers of the upgraded file:\n%q\nof a new file:\n%q", got, want)
+	}
 	return s, p
+}
+
+// indexesOf lists the indexes and triggers of the database file p, with
+// their SQL.
+func indexesOf(t *testing.T, p string) []string {
+	t.Helper()
+	rows, err := rawDB(t, p).Query(`SELECT type, name, coalesce(sql, '') FROM sqlite_schema
+		WHERE type IN ('index', 'trigger') ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var l []string
+	for rows.Next() {
+		var typ, name, q string
+		if err := rows.Scan(&typ, &name, &q); err != nil {
+			t.Fatal(err)
+		}
+		l = append(l, typ+" "+name+": "+q)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // olderWriter opens the database file p as another version of this
