@@ -238,8 +238,9 @@
 // nothing of the gateway's own: an Idempotency-Key adds one write (its
 // claim, which the store gathers with the claims of concurrent requests,
 // and with SQLite with their write-aheads: where measured, a keyed POST
-// cost the gateway's process 1.05 to 1.3 times a plain one with SQLite or
-// PostgreSQL, and PostgreSQL 1.15 to 1.5 times its work for a plain one),
+// cost the gateway's process 1.15 to 1.3 times a plain one with SQLite,
+// 1.07 to 1.28 with PostgreSQL, and PostgreSQL 1.15 to 1.39 times its work
+// for a plain one, in runs as noisy as those differences),
 // send_at a job and a key. net/http reads three times per request
 // (the request; its background read, which detects a client that went
 // away, and its wait for the next request, which both find nothing):
