@@ -150,3 +150,23 @@ func TestClaimFailsAlone(t *testing.T) {
 	s.(*Store).claimGroup(reqs)
 	checkClaims(t, s, reqs, map[string]bool{"a": true, "b": true}, map[string]string{"a": "va", "b": "vb"})
 }
+
+// TestClaimAfterRestart: the server ended every session of the store's
+// pool (as a restart does); the next claim is made on fresh connections,
+// as a commit is, instead of failing.
+func TestClaimAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	s := opener(Config{Retention: -1, MaxConns: 2})(t, "claimrestart")
+	defer s.Close()
+	later := time.Now().Add(time.Hour)
+	if _, ok, err := s.ClaimKey(ctx, store.Key{Scope: "s", Name: "before", Value: "v", Expires: later}); err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	if _, err := server(t).SQL(ctx, dbName(t, "claimrestart"), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := s.ClaimKey(ctx, store.Key{Scope: "s", Name: "after", Value: "v", Expires: later}); err != nil || !ok || v != "v" {
+		t.Errorf("claim after the sessions ended: %q %v %v", v, ok, err)
+	}
+}
