@@ -251,9 +251,10 @@ func (r *recipient) run() {
 		}
 		for next < len(pending) {
 			// Answers are stanzas like any other: they take places in
-			// StreamManagement.MaxUnacked, with the places the
-			// application's senders hold, so a peer's requests cannot
-			// grow the queue of unacknowledged stanzas past it.
+			// StreamManagement.MaxUnacked, so a peer's requests cannot
+			// grow the queue of unacknowledged stanzas past it; they do
+			// not wait for the places Sends hold through their
+			// write-ahead, so a stalled store holds back no receipt.
 			slot, err := r.c.sm.ReserveAnswers(r.c.ctx, min(answerBatch, len(pending)-next))
 			if err != nil {
 				return

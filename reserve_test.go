@@ -126,13 +126,14 @@ func (g *gateStore) Commit(ctx context.Context, b *store.Batch) error {
 	return g.Store.Commit(ctx, b)
 }
 
-// TestAnswersCountReservedPlaces: receipts take their places in
-// StreamManagement.MaxUnacked with the places senders hold (a Send holds
-// its place through the store's write-ahead). They were counted against
-// the stanzas written only, so a sender that had its place and wrote after
-// them took the queue past MaxUnacked: 4 receipts and the message with
-// MaxUnacked 4.
-func TestAnswersCountReservedPlaces(t *testing.T) {
+// TestAnswersBoundWithReservedPlaces: receipts take their places in
+// StreamManagement.MaxUnacked with the stanzas unacknowledged, not with
+// the places senders hold (a Send holds its place through the store's
+// write-ahead): with MaxUnacked 4 and a Send held there, 4 receipts go out,
+// and the queue exceeds MaxUnacked by that Send's place only once it is
+// written (see sm.Config.MaxUnacked). Counted with every place, only 3
+// went out while the store held the Send.
+func TestAnswersBoundWithReservedPlaces(t *testing.T) {
 	const limit = 4
 	gs := newGateStore(t)
 	srv := newPeerServer(t)
@@ -155,7 +156,7 @@ func TestAnswersCountReservedPlaces(t *testing.T) {
 		pc.send(`<message from='bob@example.org/pc' type='chat' id='q%d'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`, i)
 	}
 	receipts := 0
-	for receipts < limit-1 {
+	for receipts < limit { // while the store holds the Send
 		if e := pc.nextMessage(t); e.child("urn:xmpp:receipts", "received") != nil {
 			receipts++
 		}
@@ -167,8 +168,33 @@ func TestAnswersCountReservedPlaces(t *testing.T) {
 	for e := pc.nextMessage(t); e.child("urn:xmpp:receipts", "received") != nil; e = pc.nextMessage(t) {
 		receipts++
 	}
-	if info := c.sm.Info(); receipts >= limit || info.Unacked > limit {
-		t.Fatalf("%d receipts and %d stanzas unacknowledged with MaxUnacked %d and one place reserved", receipts, info.Unacked, limit)
+	if info := c.sm.Info(); receipts != limit || info.Unacked > limit+1 {
+		t.Fatalf("%d receipts and %d stanzas unacknowledged with MaxUnacked %d and one place reserved; want %d and at most %d",
+			receipts, info.Unacked, limit, limit, limit+1)
+	}
+}
+
+// TestReceiptsNotHeldByStore: a receipt goes out while the only place in
+// MaxUnacked is held by a Send in the store's write-ahead (the server
+// acknowledged everything): a stalled store must not hold back, and once
+// the outbox is full drop, the peer's proofs.
+func TestReceiptsNotHeldByStore(t *testing.T) {
+	gs := newGateStore(t)
+	c, pc := newPeer(t, Config{Store: gs, NoCarbons: noLateCarbons, StreamManagement: sm.Config{MaxUnacked: 1, Window: -1}})
+	gs.hold.Store(true)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Send(waitCtx(t), Message{To: bob, Body: "held"})
+		sent <- err
+	}()
+	<-gs.entered
+	pc.send(`<message from='bob@example.org/pc' type='chat' id='q1'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`)
+	if e := pc.nextMessage(t); e.child("urn:xmpp:receipts", "received") == nil {
+		t.Fatalf("the client wrote %v before the receipt, with the Send held in the write-ahead", e.XMLName)
+	}
+	close(gs.gate)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
 	}
 }
 

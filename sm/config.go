@@ -158,6 +158,13 @@ type Config struct {
 	// their write-ahead and their write, and with it the messages one of
 	// the store's group commits gathers: set it at least as high as the
 	// number of concurrent senders whose commits should be gathered.
+	//
+	// Receipts and markers (ReserveAnswers) count the stanzas unacknowledged
+	// and the places other answers hold, not the places senders hold: a
+	// stalled store's write-aheads must not hold back the peer's proofs.
+	// So the queue may exceed MaxUnacked by at most the places senders
+	// hold (MaxUnacked at most), besides the stanzas written without
+	// Reserve.
 	MaxUnacked int
 	// Window bounds the stanzas in flight on a connection (written, not yet
 	// acknowledged) that Pace lets through; see DefaultWindow for why a

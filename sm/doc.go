@@ -185,8 +185,9 @@
 // callers as it made room for, in the order they came, and MaxUnacked
 // holds for any number of concurrent senders. ReserveAnswers is Reserve
 // for answers to the peer (receipts, markers): it takes several places in
-// one Slot, and goes ahead of the callers waiting in Reserve (taking at
-// most half the room while they wait). A Slot is released once: it must
+// one Slot, and does not wait for the places Reserve's callers hold (so
+// the queue may exceed MaxUnacked by those), while Reserve's waiters are
+// served first when room comes back. A Slot is released once: it must
 // not be copied (go vet reports copies), and a copy released after the
 // original is caught and ignored.
 //

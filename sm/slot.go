@@ -219,25 +219,29 @@ func (s *Slot) Release() {
 // plus the places Reserve and ReserveAnswers handed out and that were not
 // released, are fewer than MaxUnacked; callers that wait are admitted one
 // at a time, in the order they came, as acks and released slots make
-// room, after a caller waiting in ReserveAnswers. A caller that never
-// releases its slot shrinks the room for good. Reserve returns at once
-// when there is room, including when stream management is off. When ctx
-// ends first, it returns ctx's error and no slot.
+// room, ahead of the callers waiting in ReserveAnswers (whose room does
+// not count Reserve's places, so going first takes nothing from them). A
+// caller that never releases its slot shrinks the room for good. Reserve
+// returns at once when there is room, including when stream management
+// is off. When ctx ends first, it returns ctx's error and no slot.
 func (st *State) Reserve(ctx context.Context) (Slot, error) {
 	return st.reserveN(ctx, &st.reserve, 1)
 }
 
 // ReserveAnswers is Reserve for a writer of answers to the peer (receipts
-// and markers) that has n of them to write. It waits for room for one
-// ahead of the callers waiting in Reserve: an answer is the peer's proof,
-// it should not wait for the application's senders (it still waits for
-// acks when the queue is full). It then takes as many places as there is
-// room for, up to n, but at most half of that room (and at least one)
-// while callers wait in Reserve, so that answers coming in faster than
-// the acks cannot keep the application's senders waiting for good. The
-// places come in one Slot that gives them all back when released;
-// Slot.Places tells how many it holds: write at most that many stanzas
-// before releasing it.
+// and markers) that has n of them to write. An answer is the peer's proof:
+// it waits for acks when the queue is full, but not for the places that
+// Reserve's callers hold and have not written yet (a sender may hold its
+// place through a slow store's write). So ReserveAnswers admits a caller
+// while the stanzas waiting for an ack or a re-send, plus the places
+// ReserveAnswers handed out and that were not released, are fewer than
+// MaxUnacked, and the queue may exceed MaxUnacked by at most the places
+// Reserve's callers hold. It takes as many places as there is room for,
+// up to n. When room comes back, the callers waiting in Reserve are
+// served first: each ack gives room to both, so a flood of answers cannot
+// keep the senders waiting, nor the senders the answers. The places come
+// in one Slot that gives them all back when released; Slot.Places tells
+// how many it holds: write at most that many stanzas before releasing it.
 func (st *State) ReserveAnswers(ctx context.Context, n int) (Slot, error) {
 	return st.reserveN(ctx, &st.answers, max(n, 1))
 }
@@ -248,9 +252,7 @@ func (st *State) reserveN(ctx context.Context, t *turnstile, n int) (Slot, error
 	st.mu.Lock()
 	room := st.reserveRoomLocked()
 	if t == &st.answers {
-		room = st.answersShareLocked(room)
-	} else if st.answers.live > 0 {
-		room = 0 // an answer waits: its turn first
+		room = st.answersRoomLocked()
 	}
 	if t.live == 0 && room > 0 {
 		k := min(n, room)
@@ -282,29 +284,28 @@ func (st *State) leaveReserveLocked(t *turnstile, w *waiter) {
 	st.reserveLocked()
 }
 
-// reserveRoomLocked is how many more places Reserve and ReserveAnswers
-// may hand out together.
-func (st *State) reserveRoomLocked() int {
-	return st.cfg.MaxUnacked - st.pendingLocked() - st.reserve.admitted - st.answers.admitted
+// answersRoomLocked is how many more places ReserveAnswers may hand out:
+// the places Reserve's callers hold do not count.
+func (st *State) answersRoomLocked() int {
+	return st.cfg.MaxUnacked - st.pendingLocked() - st.answers.admitted
 }
 
-// answersShareLocked is how much of room ReserveAnswers may take: all of
-// it, or half of it (at least one place) while callers wait in Reserve.
-func (st *State) answersShareLocked(room int) int {
-	if st.reserve.live > 0 && room > 0 {
-		return max(1, room/2)
-	}
-	return room
+// reserveRoomLocked is how many more places Reserve may hand out: every
+// place counts.
+func (st *State) reserveRoomLocked() int {
+	return st.answersRoomLocked() - st.reserve.admitted
 }
 
 // reserveLocked hands places in the queue to the callers waiting in
-// ReserveAnswers first, then to those waiting in Reserve, in order, while
-// there is room.
+// Reserve first, then to those waiting in ReserveAnswers, in order, while
+// there is room. The order matters to the senders only: their places do
+// not count in the answers' room, while the answers' places count in
+// theirs.
 func (st *State) reserveLocked() {
-	if a := &st.answers; a.live > 0 {
-		a.hand(st.answersShareLocked(st.reserveRoomLocked()))
-	}
 	if r := &st.reserve; r.live > 0 {
 		r.hand(st.reserveRoomLocked())
+	}
+	if a := &st.answers; a.live > 0 {
+		a.hand(st.answersRoomLocked())
 	}
 }

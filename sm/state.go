@@ -68,7 +68,7 @@ type State struct {
 	pace       turnstile    // Pace's slots and waiters
 	win        adaptive     // the default window (Config.Window 0)
 	reserve    turnstile    // Reserve's slots and waiters
-	answers    turnstile    // ReserveAnswers' slots and waiters, served first
+	answers    turnstile    // ReserveAnswers' slots and waiters
 	places     []*slotPlace // places of released Slots, for reuse
 }
 
@@ -117,7 +117,9 @@ type Info struct {
 	Unacked int
 	// Reserved counts the places in the queue that Reserve and
 	// ReserveAnswers handed out and that were not released: Reserve admits
-	// a caller while Unacked plus Reserved is below Config.MaxUnacked.
+	// a caller while Unacked plus Reserved is below Config.MaxUnacked;
+	// ReserveAnswers does not count the places Reserve handed out, so
+	// Unacked plus Reserved may exceed MaxUnacked by at most those.
 	Reserved int
 	// Sent, Acked and Handled are the outbound counter, the last h the
 	// server acknowledged, and the inbound counter, all modulo 2^32.
