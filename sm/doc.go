@@ -145,11 +145,19 @@
 // the route's own round trip, and shrinks toward MinWindow (32) once three
 // answers in a row took 30 ms longer than that, so that it holds about
 // 20 ms of the server's work; it grows back by half per answer that came
-// within 10 ms. The route's round trip is the least one measured
-// with at most two stanzas in flight (a lone message's, say); while the
-// window is below 256 and that measure is 10 s old, the window is one
-// stanza until it is taken again, so that a route that got longer is not
-// taken for a queue for good (it is, until then). Answers to lone
+// within 10 ms; it never goes below MinWindow, so nothing in it holds
+// Pace longer than a fixed window of the same size would. The route's
+// round trip is the least one measured with nothing queued ahead: the
+// <enable/> exchange, or an <r/> written with at most two stanzas in
+// flight (a lone message's, say); a lower round trip, whatever was in
+// flight, lowers it. It is a windowed minimum over the clean samples of
+// the last 10 to 20 s, so a route that got longer is learned from the
+// first clean samples that come by themselves once the load pauses (until
+// then it is taken for a queue, and the window stays at or above
+// MinWindow); under load without a pause the last measure stands. Each
+// connection starts at 256 with no measure, and without one (a resumed
+// connection: until its first clean sample) the window does not shrink,
+// so a long route is never taken for a queue at the start. Answers to lone
 // stanzas, however late, do not move the window, and a lone message is
 // still requested at once. Info.Window reports the current size.
 //

@@ -170,7 +170,7 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 		c.rAt = 0
 	}
 	if c.tOrd != 0 && c.aRecv >= c.tOrd {
-		if st.cfg.Window == 0 && st.win.sample(now, c.tAt, now-c.tAt, c.tN) {
+		if st.cfg.Window == 0 && st.conn == c && st.win.sample(now, c.tAt, now-c.tAt, c.tN) {
 			st.paceLocked()
 		}
 		c.tOrd = 0
@@ -213,6 +213,10 @@ func (c *conn) handleEnabled(t xml.TokenReader, start *xml.StartElement) {
 	st.mu.Lock()
 	c.smOn = true
 	c.lastAct = timeNow()
+	if st.cfg.Window == 0 && st.conn == c && c.enableAt != 0 {
+		// Nothing was in flight: the route's first measure.
+		st.win.sample(c.lastAct, c.enableAt, c.lastAct-c.enableAt, 0)
+	}
 	if err != nil {
 		st.dropSessionLocked()
 		st.max, st.location = 0, ""

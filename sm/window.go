@@ -6,9 +6,10 @@ import "time"
 // DefaultWindow while the server answers our <r/> within a few
 // milliseconds of the route's own round trip, and shrinks toward
 // MinWindow while what we have in flight waits in the server's queue for
-// longer. The rule works on the round-trip samples the State already
-// takes (an <r/> written with no other one unanswered, to its <a/>), so
-// it costs no timer and nothing per stanza.
+// longer. It times one <r/> at a time (tOrd in conn), so it costs no
+// timer and nothing per stanza, and it never sets the window below
+// MinWindow: nothing here can hold Pace longer than a fixed window of the
+// same size would.
 const (
 	// MinWindow is the floor of the default window. Measured against
 	// Prosody 0.12 archiving every message for an offline account
@@ -32,27 +33,23 @@ const (
 	// winCleanN is the most stanzas in flight, the request included, for a
 	// sample to measure the route: nothing queued ahead of it.
 	winCleanN = 2
-	// winProbeEvery is how long a route measure is trusted while the
-	// window is below its cap: then the window drops to one stanza until
-	// a fresh one is taken (at most winProbeSamples samples).
-	winProbeEvery   = 10 * time.Second
-	winProbeSamples = 4
+	// winRouteAge is the period of the route's windowed minimum: the
+	// measure is the least clean sample of the current period and the one
+	// before, so a route that got longer is learned from the clean samples
+	// of up to two periods later (none: the last measure stands).
+	winRouteAge = 10 * time.Second
 )
 
 // adaptive is the state of the default window. Guarded by st.mu.
 type adaptive struct {
-	w int // the window; 0: DefaultWindow (the State's first connection)
+	w int // the window; 0: DefaultWindow (no route measure yet)
 
-	// base is the route's round trip: the least sample with at most
-	// winCleanN stanzas in flight, or lower since (a sample lower than it
-	// proves a shorter route, whatever was in flight); 0: none yet on the
-	// connection. baseAt is when a clean sample last set it.
-	base, baseAt int64
-
-	// probing: the window is one stanza until a clean sample comes (or
-	// probeN samples came), so that a stale base is measured again.
-	probing bool
-	probeN  int
+	// base is the route's round trip: the least of prev and cur, the
+	// least clean samples (at most winCleanN stanzas in flight, or lower
+	// than base whatever was in flight) of the previous period of
+	// winRouteAge and of the current one, begun at curAt; 0: none yet on
+	// the connection, and the window does not shrink.
+	base, prev, cur, curAt int64
 
 	// adjAt is when w last changed: a sample of an <r/> written before it
 	// says nothing of the new window. high counts the samples in a row
@@ -63,72 +60,71 @@ type adaptive struct {
 
 // size returns the window that Pace applies now.
 func (a *adaptive) size() int {
-	switch {
-	case a.probing:
-		return 1
-	case a.w == 0:
+	if a.w == 0 {
 		return DefaultWindow
 	}
 	return a.w
 }
 
 // newConn forgets what was measured on the previous connection (its
-// route may differ), keeping the window.
+// route may differ): without a route measure the window is at its cap.
 func (a *adaptive) newConn() {
-	a.base, a.baseAt, a.probing, a.probeN, a.adjAt, a.high = 0, 0, false, 0, 0, 0
+	*a = adaptive{}
 }
 
-// sample takes the round trip d of an <r/> written at wrote, when n
-// stanzas (the request's included) were in flight, answered at now. It
-// reports whether the window grew (room to hand to the waiters). A round
-// trip that is not positive (the wall clock stepped back) is ignored.
+// sample takes the round trip d of an <r/> (or of <enable/>: n 0) written
+// at wrote, when n stanzas (the request's included) were in flight,
+// answered at now. It reports whether the window grew (room to hand to
+// the waiters). A round trip that is not positive (the wall clock stepped
+// back) is ignored.
 func (a *adaptive) sample(now, wrote, d int64, n int) (grew bool) {
 	if d <= 0 {
 		return false
 	}
-	if a.w == 0 {
-		a.w = DefaultWindow
+	if n <= winCleanN || (a.base != 0 && d < a.base) {
+		a.route(now, d)
+	}
+	if a.base == 0 || wrote < a.adjAt || n < a.size()/2 {
+		return false
 	}
 	before := a.size()
-	stale := now-a.baseAt >= int64(winProbeEvery)
-	switch {
-	case n <= winCleanN && (a.base == 0 || d < a.base || stale || a.probing):
-		a.base, a.baseAt = d, now
-		a.probing = false
-	case a.base != 0 && d < a.base:
-		a.base = d
-	}
-	if a.probing {
-		if a.probeN++; a.probeN >= winProbeSamples {
-			a.probing, a.baseAt = false, now // try again later
-		}
-		return a.size() > before
-	}
-	if wrote >= a.adjAt && n >= a.w/2 {
-		a.decide(now, d)
-	}
-	if a.w < DefaultWindow && (a.base == 0 || now-a.baseAt >= int64(winProbeEvery)) {
-		a.probing, a.probeN = true, 0
-	}
+	a.decide(now, d)
 	return a.size() > before
+}
+
+// route takes a clean sample d into the windowed minimum.
+func (a *adaptive) route(now, d int64) {
+	if age := now - a.curAt; a.curAt == 0 || age >= int64(winRouteAge) {
+		a.prev = a.cur
+		if age >= 2*int64(winRouteAge) {
+			a.prev = 0 // the current period ended long ago
+		}
+		a.cur, a.curAt = 0, now
+	}
+	if a.cur == 0 || d < a.cur {
+		a.cur = d
+	}
+	a.base = a.cur
+	if a.prev != 0 && a.prev < a.base {
+		a.base = a.prev
+	}
 }
 
 // decide moves the window on a sample taken with the window in use: down
 // toward holding winTarget of queueing once winHighRun samples in a row
 // queued for longer than winHigh, up by half on one that queued for less
-// than winLow. Without a base the whole round trip counts as
-// queueing (it errs on the server's side; a probe follows).
+// than winLow.
 func (a *adaptive) decide(now, d int64) {
+	w := a.size()
 	q := d - a.base
 	switch {
 	case q > int64(winHigh):
 		if a.high++; a.high < winHighRun {
 			return
 		}
-		w := int64(a.w) * (a.base + int64(winTarget)) / d
-		a.set(now, int(max(w, MinWindow)))
+		a.set(now, int(max(int64(w)*(a.base+int64(winTarget))/d, MinWindow)))
 	case q < int64(winLow):
-		a.set(now, min(a.w+a.w/2, DefaultWindow))
+		a.set(now, min(w+w/2, DefaultWindow))
 	default:
 		a.high = 0
 	}
@@ -137,7 +133,7 @@ func (a *adaptive) decide(now, d int64) {
 // set changes the window to w.
 func (a *adaptive) set(now int64, w int) {
 	a.high = 0
-	if w != a.w {
+	if w != a.size() {
 		a.w, a.adjAt = w, now
 	}
 }
