@@ -11,6 +11,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/xmpptrack/xmpptrack/sm"
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -264,17 +265,35 @@ func TestRecipientBounds(t *testing.T) {
 // receipt once, or the dropped ones are logged. It logs how many were
 // dropped (none is expected: the outbox absorbs the writer's scheduling
 // delays, and the writer writes answers in batches).
+//
+// The scripted server writes the burst (594 kB) in one write, and its <a/>
+// to our <r/> waits behind it, as a server's would behind its backlog.
+// Under the race detector on a loaded machine (load 7-13, six copies of
+// the test) the client took more than the default ack bound (5 s) to read
+// it, took the connection for dead, and resumed on a new one; the script
+// does not send again what the client had not counted (a server does), so
+// the rest of the burst never came (the application had 1,325 to 3,999 of
+// the 5,000, the count h of the <resume/>, and no goroutine was busy).
+// Dead links are not what this test is about: the ack bound is testWait,
+// the wait fails only when the application gets nothing for testWait, and
+// the test checks that the connection was never replaced.
 func TestRecipientBurst(t *testing.T) {
 	const n = 5000
 	logs := &logRecorder{}
 	app := newAppLog()
-	_, pc := newPeer(t, Config{Handler: app, Logger: slog.New(logs)})
+	_, pc := newPeer(t, Config{Handler: app, Logger: slog.New(logs), StreamManagement: sm.Config{AckTimeout: testWait}})
 	var b strings.Builder
 	for i := range n {
 		fmt.Fprintf(&b, `<message from='bob@example.org/pc' id='q%d' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`, i)
 	}
 	pc.write(b.String())
-	app.waitFor(t, fmt.Sprintf("q%d", n-1)) // every request was seen: drops are logged by now
+	app.waitForMoving(t, fmt.Sprintf("q%d", n-1)) // every request was seen: drops are logged by now
+	pc.srv.mu.Lock()
+	conns := len(pc.srv.live)
+	pc.srv.mu.Unlock()
+	if conns != 1 {
+		t.Fatalf("the client used %d connections, want 1 (it lost the first: %q)", conns, logs.all())
+	}
 	dropped := logs.count("outbox full")
 	seen := make(map[string]bool, n)
 	for range n - dropped {

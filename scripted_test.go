@@ -613,6 +613,29 @@ func (l *appLog) waitFor(t *testing.T, id string) {
 	}
 }
 
+// waitForMoving waits until the application got the message with the id,
+// as long as it gets a message at least every testWait: for a burst whose
+// whole length depends on the machine's load.
+func (l *appLog) waitForMoving(t *testing.T, id string) {
+	t.Helper()
+	timeout := time.NewTimer(testWait)
+	defer timeout.Stop()
+	for {
+		l.mu.Lock()
+		ok, got, changed := slices.Contains(l.ids, id), len(l.ids), l.changed
+		l.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+			timeout.Reset(testWait)
+		case <-timeout.C:
+			t.Fatalf("the application never got message %q: it got %d, none in the last %v", id, got, testWait)
+		}
+	}
+}
+
 // newTapClient returns a Client without a connection, set up as Dial sets
 // it up.
 func newTapClient(t testing.TB, cfg Config) *Client {
@@ -733,6 +756,13 @@ func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
 
 func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
 func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+// all returns the messages of the records so far.
+func (l *logRecorder) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.msgs)
+}
 
 // count returns how many records contained substr.
 func (l *logRecorder) count(substr string) int {
