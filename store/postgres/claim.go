@@ -89,7 +89,11 @@ type keyName struct{ scope, name string }
 // committed transaction answered (before keys pruned meanwhile were tried
 // again) keep their answers.
 func (s *Store) claimAll(group []*groupcommit.Request) (map[*groupcommit.Request]bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+	bound := claimTimeout
+	if s.cfg.claimTimeout > 0 {
+		bound = s.cfg.claimTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	first := make(map[keyName]*groupcommit.Request, len(group))
 	var todo []*groupcommit.Request

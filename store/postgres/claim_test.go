@@ -2,9 +2,12 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
@@ -168,5 +171,35 @@ func TestClaimAfterRestart(t *testing.T) {
 	}
 	if v, ok, err := s.ClaimKey(ctx, store.Key{Scope: "s", Name: "after", Value: "v", Expires: later}); err != nil || !ok || v != "v" {
 		t.Errorf("claim after the sessions ended: %q %v %v", v, ok, err)
+	}
+}
+
+// TestClaimBounded: a claim whose key another transaction holds locked
+// for ever ends with the claims' bound (shortened here), reporting that
+// its outcome is unknown, instead of keeping its caller and Close waiting.
+func TestClaimBounded(t *testing.T) {
+	ctx := context.Background()
+	dsn := database(t, "claimbound")
+	s, err := OpenConfig(ctx, dsn, Config{Retention: -1, claimTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO xmpptrack_keys (scope, name, value) VALUES ('s', 'x', 'held')`); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.ClaimKey(ctx, store.Key{Scope: "s", Name: "x", Value: "v"})
+	if !errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Errorf("claim of a key locked for ever: %v, want ErrOutcomeUnknown", err)
 	}
 }

@@ -54,6 +54,8 @@ type Config struct {
 	// claimRead, if set, returns the statement that reads a group's keys
 	// after its insert (tests make it fail).
 	claimRead func() string
+	// claimTimeout, if set, replaces the package's claimTimeout (tests).
+	claimTimeout time.Duration
 }
 
 // Store is a store.Store on PostgreSQL.
