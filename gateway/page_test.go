@@ -38,6 +38,9 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.UserDataDir(t.TempDir()),
+		// Chromium keeps its shared-memory files in TMPDIR when
+		// /dev/shm is off, and leaves their directory behind.
+		chromedp.Env("TMPDIR=" + t.TempDir()),
 		chromedp.WindowSize(390, 844),
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
