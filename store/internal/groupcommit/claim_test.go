@@ -3,6 +3,7 @@ package groupcommit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"testing"
@@ -105,5 +106,32 @@ func TestClaimInGroup(t *testing.T) {
 	stop()
 	if _, _, err := q.Claim(ctx, store.Key{Scope: "s", Name: "late"}); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("claim after the life ended: %v, want ErrClosed", err)
+	}
+}
+
+// TestEndedContextRefused: a claim whose ctx has already ended is refused
+// with ctx's error and never reaches the commit function, though the
+// committer is ready to take it (the queue's select would otherwise pick
+// the queued case about half the time).
+func TestEndedContextRefused(t *testing.T) {
+	life, stop := context.WithCancel(context.Background())
+	q := New(life)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	wg.Go(func() {
+		q.Run(func(group []*Request) {
+			for _, r := range group {
+				t.Errorf("request reached the commit function: %+v", r.Key)
+				r.Answer(nil)
+			}
+		})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 2000 {
+		if _, ok, err := q.Claim(ctx, store.Key{Scope: "s", Name: fmt.Sprint("k", i), Value: "v"}); !errors.Is(err, context.Canceled) || ok {
+			t.Fatalf("claim %d with an ended ctx: claimed %v, err %v", i, ok, err)
+		}
 	}
 }

@@ -241,6 +241,11 @@ func (q *Queue) submit(ctx context.Context, r *Request) error {
 		}()
 		return <-r.done
 	}
+	// A ctx already ended is refused here, as on the inline path: the
+	// select below picks at random among ready cases and could queue it.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	q.pending.Add(1)
 	select {
 	case q.reqs <- r:
