@@ -238,8 +238,11 @@ func (st *State) Reserve(ctx context.Context) (Slot, error) {
 // MaxUnacked, and the queue may exceed MaxUnacked by at most the places
 // Reserve's callers hold. It takes as many places as there is room for,
 // up to n. When room comes back, the callers waiting in Reserve are
-// served first: each ack gives room to both, so a flood of answers cannot
-// keep the senders waiting, nor the senders the answers. The places come
+// served first: while no Reserve caller holds a place, each ack gives room
+// to both, so a flood of answers cannot keep the senders waiting, nor the
+// senders the answers. While one holds a place (a Send in the store's
+// write-ahead), acks of one stanza each go to the answers until that Send
+// has written: a wait, not a stall. The places come
 // in one Slot that gives them all back when released; Slot.Places tells
 // how many it holds: write at most that many stanzas before releasing it.
 func (st *State) ReserveAnswers(ctx context.Context, n int) (Slot, error) {
