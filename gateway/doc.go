@@ -235,13 +235,15 @@
 // records the message), the answer, the state-change callback) and the
 // garbage collector most of the rest. With a store, a POST costs the store
 // what a direct Send does, the client's write-ahead of the message, and
-// nothing of the gateway's own: an Idempotency-Key adds one write (its
-// claim, which the store gathers with the claims of concurrent requests,
-// and with SQLite with their write-aheads: where measured, a keyed POST
-// cost the gateway's process 1.15 to 1.3 times a plain one with SQLite,
-// 1.07 to 1.28 with PostgreSQL, and PostgreSQL 1.15 to 1.39 times its work
-// for a plain one, in runs as noisy as those differences),
-// send_at a job and a key. net/http reads three times per request
+// nothing of the gateway's own. An Idempotency-Key adds one write, its
+// claim, which the store gathers with the claims of concurrent requests
+// (with SQLite, in the same transaction as their write-aheads); send_at
+// adds a job and a key. Where measured, a keyed POST cost the gateway's
+// process 1.15 to 1.3 times a plain one with SQLite. With PostgreSQL it
+// cost 1.07 to 1.28 times, and PostgreSQL 1.15 to 1.39 times its work for a
+// plain one, before a group's claims went into one transaction of their
+// own (which costs PostgreSQL 1.4 to 1.8 times that claim work again, in
+// the store's benchmark); these runs were as noisy as the differences. net/http reads three times per request
 // (the request; its background read, which detects a client that went
 // away, and its wait for the next request, which both find nothing):
 // reading the body without reaching its end does not avoid the background

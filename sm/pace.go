@@ -17,8 +17,10 @@ import (
 // With 256 stanzas in flight the server's CPU per run stays about 1.2× a
 // plain session's there, and ejabberd's throughput is not held back (64
 // was as good for Prosody but slowed ejabberd, which acknowledges later).
-// 256 allow 256 messages per round trip (2,560 per second at 100 ms); set
-// a larger fixed Config.Window on links with a longer round trip.
+// 256 allow 256 messages per round trip (2,560 per second at 100 ms). The
+// default window (Config.Window 0) is at most this, and smaller while the
+// server queues what we send; on a link with a longer round trip, or to a
+// server slow per stanza behind a long route, set a fixed Config.Window.
 const DefaultWindow = 256
 
 // windowLocked returns the window Pace applies now: Config.Window, or the

@@ -133,9 +133,8 @@ type Info struct {
 	// if disabled.
 	AckBound time.Duration
 	// Window is the number of stanzas in flight Pace lets through now:
-	// Config.Window, or the default window's current size (between
-	// MinWindow and DefaultWindow; 1 while it measures the route again);
-	// -1 if disabled.
+	// Config.Window, or the default window's current size (from
+	// MinWindow to DefaultWindow); -1 if disabled.
 	Window int
 }
 
