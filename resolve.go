@@ -160,7 +160,7 @@ func (c *Client) sendStored(t *tracking.MessageTracker, m Message, payload *tokb
 	conv := c.convs.Conv(m.To)
 	room, err := c.sm.Reserve(c.ctx)
 	if err == nil {
-		err = c.writeMessage(c.ctx, t.ID(), m, payload)
+		err = c.writeMessage(c.ctx, t.ID(), conv, m, payload)
 		room.Release()
 	}
 	if err != nil {

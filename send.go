@@ -266,7 +266,7 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 			c.dur.resolved(h.e)
 		}
 	}
-	if err := c.writeMessageTo(ctx, t.ID(), conv, m, payload); err != nil {
+	if err := c.writeMessage(ctx, t.ID(), conv, m, payload); err != nil {
 		c.reg.Lost(conv, t.ID())
 		return t, err
 	}
@@ -288,14 +288,10 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 // sender whose connection
 // ended while it waited for a place waits for the next connection and
 // paces there, so a reconnection does not let every waiting sender through
-// at once. Nothing was written if ctx ends while it waits.
-func (c *Client) writeMessage(ctx context.Context, id string, m Message, payload *tokbuf.Buffer) error {
-	return c.writeMessageTo(ctx, id, c.convs.Conv(m.To), m, payload)
-}
-
-// writeMessageTo is writeMessage for a caller that has the message's
-// conversation key, conv (registry.Conv of m.To, which is m.To's string).
-func (c *Client) writeMessageTo(ctx context.Context, id, conv string, m Message, payload *tokbuf.Buffer) error {
+// at once. Nothing was written if ctx ends while it waits. conv is the
+// message's conversation key (registry.Conv of m.To, which is m.To's
+// string), which every caller already holds.
+func (c *Client) writeMessage(ctx context.Context, id, conv string, m Message, payload *tokbuf.Buffer) error {
 	var stale *xmpp.Session
 	var slot sm.Slot
 	defer slot.Release()
