@@ -40,11 +40,12 @@
 //
 // The client dials the server (the account's domain, or Config.Addr), starts
 // TLS (STARTTLS, or direct TLS), verifies the certificate, and logs in with
-// SCRAM (the -PLUS variants with channel binding where the server supports
-// them) or PLAIN over TLS. Login without TLS needs Config.AllowPlaintext and is
-// meant for loopback tests. Stream management is enabled with resumption,
-// carbons are enabled, and initial presence is sent, so that markers sent to
-// our bare JID reach us.
+// SCRAM (the -PLUS variants with channel binding where the server offers
+// them and the binding they would use is known to work) or PLAIN over TLS.
+// Login without TLS needs Config.AllowPlaintext and is meant for loopback
+// tests. Stream management is enabled with resumption, carbons are enabled
+// (unless Config.NoCarbons), and initial presence is sent, so that markers
+// sent to our bare JID reach us.
 //
 // # Reconnecting
 //
@@ -125,6 +126,16 @@
 // per element; 64 KiB of whitespace between elements; 64 KiB per stream
 // error): more ends the connection with a policy-violation stream error of
 // ours, and the client reconnects.
+//
+// # Durable record
+//
+// With Config.Store (package store: store/sqlite or store/postgres), every
+// message is committed to the store, with its stanza, before its first
+// byte goes to the wire (Send fails and writes nothing when the store
+// cannot take it), and every state change is recorded, in order.
+// [Client.Status] answers for pending and settled messages, and a process
+// restarted on the store takes its unsettled messages back at Dial (see
+// Reconnecting). Without a store, trackers live in memory only.
 //
 // # Sending once
 //

@@ -21,8 +21,9 @@
 //
 // # Delivery errors
 //
-// Classify maps the condition of a stanza error to one of the sentinel
-// errors:
+// Classify wraps a stanza error in a *DeliveryError whose Kind is one of
+// the sentinel errors, chosen by the error's condition, so that
+// errors.Is(err, ErrOffline) (or another kind) tests it:
 //
 //	condition                                   Kind
 //	recipient-unavailable                       ErrOffline
@@ -38,7 +39,7 @@
 //	remote-server-timeout                       ErrNetwork
 //	bad-request, conflict, not-acceptable,
 //	unexpected-request, undefined-condition,
-//	anything unknown                            nil
+//	anything unknown                            nil (no kind matches)
 //
 // ErrDisconnected is never produced by Classify: the client uses it when the
 // connection is lost.

@@ -21,7 +21,8 @@
 // checkpoint holds the writer while it lets the WAL start over. Open folds
 // a WAL left by a killed process into the file before it returns, and
 // Close folds the WAL into the file.
-// Measured costs are in the repository's README (BenchmarkCommit).
+// Measured costs (BenchmarkCommit and the client's bench) are in the
+// repository's docs/benchmarks.md.
 //
 // # Files
 //
