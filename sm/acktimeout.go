@@ -11,12 +11,14 @@ import (
 type AckTimeoutError struct {
 	// Bound is the bound the State enforced: Config.AckTimeout plus four
 	// smoothed round trips (at most AckTimeout again), as Info.AckBound
-	// reported it then; or, when a request could not get out, the write
-	// bound (24 times AckTimeout; see "Dead connections").
+	// reported it then; or, when a request could not get out, or the
+	// server sent stanzas but no answer for that long, 24 times AckTimeout
+	// (see "Dead connections").
 	Bound time.Duration
-	// Waited is how long the answer had been awaited (or the request had
-	// waited to get out) when the State gave up: at least Bound. How much
-	// more is the watchdog timer's lateness.
+	// Waited is how long the answer had been awaited since the request was
+	// written or the last <a/> (or the request had waited to get out) when
+	// the State gave up: at least Bound; more when stanzas read from the
+	// server put the end off, or by the watchdog timer's lateness.
 	Waited time.Duration
 }
 
@@ -31,9 +33,9 @@ func (e *AckTimeoutError) Is(target error) bool { return target == ErrAckTimeout
 // ackTimeoutLocked returns the error that ends c now that the watchdog
 // found its awaited answer overdue. The caller holds st.mu.
 func (c *conn) ackTimeoutLocked() *AckTimeoutError {
-	dl, bound, _ := c.deadlineLocked()
+	dl, bound, from, _ := c.deadlineLocked()
 	if dl == 0 {
 		return &AckTimeoutError{Bound: time.Duration(c.st.ackBoundLocked())}
 	}
-	return &AckTimeoutError{Bound: time.Duration(bound), Waited: time.Duration(timeNow() - (dl - bound))}
+	return &AckTimeoutError{Bound: time.Duration(bound), Waited: time.Duration(timeNow() - from)}
 }

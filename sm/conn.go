@@ -53,6 +53,7 @@ type conn struct {
 	tAt          int64           // Unix ns when it was written
 	tN           int             // stanzas in flight then
 	rWait        int64           // Unix ns since when an answer to a written <r/> is awaited with no <a/> received; 0: none
+	inAt         int64           // Unix ns when the inbound scanner last read a stanza (a sign of life, see deadlineLocked); 0: none
 	bookAt       int64           // Unix ns when the request (<r/> or <enable/>) being written was booked; 0: none
 	sock         syscall.RawConn // the TCP socket under the session, for progressLocked; nil: none known
 	progOK       bool            // progAcked and progAt are set for the request being written
@@ -166,11 +167,13 @@ func (s *inSink) element(e *element) {
 	st := c.st
 	switch {
 	case e.kind.isStanza():
+		now := timeNow()
 		st.mu.Lock()
 		if c.inActive {
 			st.inH++
 			st.read++
 		}
+		c.inAt = now
 		st.mu.Unlock()
 	case e.kind == kindR:
 		// The handler answers with the count at this point of the stream,

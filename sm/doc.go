@@ -215,7 +215,25 @@
 // (at most AckTimeout again; Info.RTT and Info.AckBound report both),
 // with no <a/> at all received meanwhile, the connection is dead. A slow
 // server that answers late but answers (under a burst, each <a/> restarts
-// the bound) is not. A timer watches this, not the ack requester, which
+// the bound) is not.
+//
+// Nor is a client slow to read: a server writes its answer behind
+// everything it wrote before (a backlog of thousands of stanzas after a
+// reconnection, a busy room), which a loaded client may take longer than
+// the bound to read, and after a resumption the server writes that
+// backlog again ahead of its answer. So every stanza read from the server
+// is progress too: the bound runs from the later of the request's write
+// (or the last <a/>) and the last stanza read. It has a cap: an answer
+// awaited, with no <a/>, for 24 times AckTimeout (2 minutes at the
+// default, the write bound below) ends the connection however many
+// stanzas came meanwhile, so a server that streams and never answers is
+// still found (the AckTimeoutError's Bound is then the cap); so is a
+// backlog that takes longer than the cap to read (on a resumed connection
+// with nothing acknowledged yet, that is a failed resumption, see below).
+// Only stanzas count: whitespace keepalives and a server's own <r/> say
+// nothing of its progress toward our answer.
+//
+// A timer watches this, not the ack requester, which
 // may itself be blocked writing to the frozen connection. The State then
 // expires the connection's deadlines (net.Conn.SetDeadline in the past),
 // so reads and writes in progress fail at once and Serve returns an
@@ -254,7 +272,10 @@
 //     within about one and a half ack bounds); once it holds none, a
 //     written request unanswered for an ack bound is dead as above, and
 //     one not written yet is held above the kernel and left to the write
-//     bound.
+//     bound. In each case a stanza read from the server within the ack
+//     bound is progress, as above, up to the same cap (a server blocked
+//     writing to a client slow to read may take none of its bytes until
+//     the client reads on).
 //   - the kernel, where the connection has TCP_USER_TIMEOUT (Linux): a
 //     write ends once the peer's TCP acknowledged no byte, or took none (a
 //     full receive window), for that long. The xmpptrack client's dialer

@@ -280,20 +280,7 @@ func TestSilentServerBusyLink(t *testing.T) {
 // while the peer reads and acknowledges: a mark short of the request's end
 // could be taken as reached before the server's TCP held the request.
 func TestMarkNotShort(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	acc := make(chan net.Conn, 1)
-	go func() { c, _ := l.Accept(); acc <- c }()
-	near, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer near.Close()
-	far := <-acc
-	defer far.Close()
+	near, far := loopbackPair(t)
 	raw := socketOf(near)
 	a0, q0, ok := sendProgress(raw)
 	if !ok || q0 != 0 {
@@ -372,4 +359,90 @@ func TestMarkTakenAtWrite(t *testing.T) {
 		}
 		return
 	}
+}
+
+// TestSocketInboundProgress: where the State looks at the socket, a stanza
+// read from the server is progress too: an answer awaited for an ack
+// bound, its request held by the server's TCP, is not overdue while
+// stanzas came within the bound, and is overdue an ack bound after the
+// last one; the read cap ends the wait whatever comes in. The decisions
+// are taken at given instants, on a real socket whose bytes were all
+// acknowledged.
+func TestSocketInboundProgress(t *testing.T) {
+	near, far := loopbackPair(t)
+	if _, err := near.Write([]byte("<r/>")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(far, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	raw := socketOf(near)
+	for { // until the kernel holds none of our bytes
+		_, q, ok := sendProgress(raw)
+		if !ok {
+			t.Fatal("sendProgress: the socket cannot tell")
+		}
+		if q == 0 {
+			break
+		}
+		runtime.Gosched()
+	}
+	const ack = int64(time.Second)
+	st := New(Config{AckTimeout: time.Second})
+	c := &conn{st: st, sock: raw, smOn: true}
+	t0 := int64(1e15)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c.rWait = t0
+	for _, step := range []struct {
+		at, inAt int64 // the look, and the last stanza read (0: none)
+		alive    bool
+	}{
+		{at: ack / 2, alive: true}, // the first look: the mark is acknowledged
+		{at: ack - ack/10, inAt: ack - ack/5, alive: true},
+		{at: 3 * ack / 2, alive: true},       // 0.7 bound after the last stanza
+		{at: 2*ack - ack/5, alive: false},    // a bound after it
+		{at: 2*ack - ack/5 - 1, alive: true}, // just before
+		{at: 10 * ack, inAt: 10*ack - 1, alive: true},
+	} {
+		if step.inAt != 0 {
+			c.inAt = t0 + step.inAt
+		}
+		c.fatal = nil
+		if alive := c.progressLocked(t0 + step.at); alive != step.alive {
+			t.Fatalf("at %v, last stanza at %v: alive %v, want %v (%v)",
+				time.Duration(step.at), time.Duration(c.inAt-t0), alive, step.alive, c.fatal)
+		}
+	}
+	// The read cap: due at stuckWriteFactor AckTimeouts, not a look.
+	c.lookAt, c.inAt = t0+23*ack+ack/2+ack/4, t0+23*ack+ack/2+ack/4
+	dl, bound, from, check := c.deadlineLocked()
+	if want := t0 + stuckWriteFactor*ack; dl != want || bound != stuckWriteFactor*ack || from != t0 || check {
+		t.Fatalf("deadline %v, bound %v, from %v, check %v; want the read cap at %v",
+			time.Duration(dl-t0), time.Duration(bound), time.Duration(from-t0), check, time.Duration(want-t0))
+	}
+}
+
+// loopbackPair returns the two ends of a loopback TCP connection, closed
+// when the test ends.
+func loopbackPair(t *testing.T) (near, far net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	acc := make(chan net.Conn, 1)
+	go func() { c, _ := l.Accept(); acc <- c }()
+	near, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { near.Close() })
+	far = <-acc
+	if far == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { far.Close() })
+	return near, far
 }

@@ -101,23 +101,33 @@ func (st *State) unackedMessageLocked() bool {
 }
 
 // deadlineLocked returns when the connection is dead if nothing moves
-// until then, and the bound that set that time: the ack bound once an
-// answer to a written <r/> (or to <enable/>) is awaited with no <a/>
-// since, or the write bound (writeBoundLocked) once a request was booked and
-// has not got out. dl is 0 if neither applies.
+// until then, the bound that set that time, and since when the wait it
+// bounds runs (from): the ack bound once an answer to a written <r/> (or
+// to <enable/>) is awaited with no <a/> since, or the write bound
+// (writeBoundLocked) once a request was booked and has not got out. dl is
+// 0 if neither applies.
+//
+// A stanza read from the server is progress too (c.inAt): the server is
+// working through what it wrote ahead of its answer, which a client slow
+// to read (a backlog of thousands of stanzas) may take longer than the
+// ack bound to reach. So the ack bound runs from the later of the wait's
+// start and the last stanza read, but an answer awaited for the read cap
+// (the write bound's length, stuckWriteFactor times AckTimeout) is dead
+// however many stanzas came meanwhile: a server that streams and never
+// answers is still found.
 //
 // Where the State can see the TCP socket (c.sock), the ack bound is
 // decided by looking at it instead (check: dl is when to look, see
 // progressLocked): every half ack bound from half an ack bound after the
 // request was booked or written.
-func (c *conn) deadlineLocked() (dl, bound int64, check bool) {
+func (c *conn) deadlineLocked() (dl, bound, from int64, check bool) {
 	ack := c.st.ackBoundLocked()
 	if ack <= 0 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	since := c.sinceLocked()
 	if since != 0 {
-		dl, bound = since+ack, ack
+		dl, bound, from = max(since, c.inAt)+ack, ack, since
 	}
 	if start := min(since, c.bookAt); c.sock != nil && (since != 0 || c.bookAt != 0) {
 		if start == 0 {
@@ -127,14 +137,23 @@ func (c *conn) deadlineLocked() (dl, bound int64, check bool) {
 		if c.progOK {
 			d = c.lookAt + ack/2
 		}
-		dl, bound, check = d, ack, true
+		dl, bound, from, check = d, ack, start, true
 	}
-	if wb := c.st.writeBoundLocked(); c.bookAt != 0 && wb > 0 {
-		if d := c.bookAt + wb; dl == 0 || d < dl {
-			dl, bound, check = d, wb, false
+	wb := c.st.writeBoundLocked()
+	if wb <= 0 {
+		return dl, bound, from, check
+	}
+	if since != 0 { // the read cap
+		if d := since + wb; d < dl {
+			dl, bound, from, check = d, wb, since, false
 		}
 	}
-	return dl, bound, check
+	if c.bookAt != 0 {
+		if d := c.bookAt + wb; dl == 0 || d < dl {
+			dl, bound, from, check = d, wb, c.bookAt, false
+		}
+	}
+	return dl, bound, from, check
 }
 
 // sinceLocked is since when an answer to a written request is awaited
@@ -163,8 +182,12 @@ func (c *conn) sinceLocked() int64 {
 //   - none is pending and a written request has been unanswered for an ack
 //     bound (the server's TCP took it all).
 //
-// A request still held above the kernel (nothing pending) is left to the
-// write bound; a socket that cannot tell, to the plain bounds.
+// In each, a stanza read from the server within the ack bound is progress
+// as in deadlineLocked (the server works through what it wrote ahead of
+// its answer, or waits for us to read it before it reads on), up to the
+// read cap that deadlineLocked enforces. A request still held above the
+// kernel (nothing pending) is left to the write bound; a socket that
+// cannot tell, to the plain bounds.
 func (c *conn) progressLocked(now int64) bool {
 	acked, queued, ok := sendProgress(c.sock)
 	if !ok {
@@ -187,12 +210,13 @@ func (c *conn) progressLocked(now int64) bool {
 		}
 	}
 	var waited int64
+	in := c.inAt
 	switch {
-	case since != 0 && c.markAt != 0 && now-c.markAt >= ack:
+	case since != 0 && c.markAt != 0 && now-max(c.markAt, in) >= ack:
 		waited = now - since
-	case pending && now-c.progAt >= ack:
+	case pending && now-max(c.progAt, in) >= ack:
 		waited = now - c.progAt
-	case !pending && since != 0 && now-since >= ack:
+	case !pending && since != 0 && now-max(since, in) >= ack:
 		waited = now - since
 	default:
 		return true
@@ -220,7 +244,7 @@ func (c *conn) armLocked() {
 	if c.watch == nil {
 		return
 	}
-	dl, _, _ := c.deadlineLocked()
+	dl, _, _, _ := c.deadlineLocked()
 	if dl == 0 || c.watchArmed && dl >= c.watchAt {
 		return
 	}
@@ -239,7 +263,7 @@ func (c *conn) watchdog() {
 	}
 	st.mu.Lock()
 	c.watchArmed = false
-	dl, _, check := c.deadlineLocked()
+	dl, _, _, check := c.deadlineLocked()
 	now := timeNow()
 	if dl == 0 || now < dl || check && c.progressLocked(now) {
 		c.armLocked()

@@ -128,9 +128,9 @@ type Info struct {
 	// trip plus the server's time to process what was written before the
 	// <r/>); 0 before the first answer.
 	RTT time.Duration
-	// AckBound is how long an <r/> may stay unanswered before the
-	// connection is taken for dead (Config.AckTimeout, scaled by RTT); 0
-	// if disabled.
+	// AckBound is how long an <r/> may stay unanswered, with no stanza
+	// read from the server either, before the connection is taken for dead
+	// (Config.AckTimeout, scaled by RTT); 0 if disabled.
 	AckBound time.Duration
 	// Window is the number of stanzas in flight Pace lets through now:
 	// Config.Window, or the default window's current size (from
