@@ -85,7 +85,12 @@ type conn struct {
 // stream into them, above TLS, including across stream restarts. They count
 // stanzas and capture outbound stanzas for re-sending; they never block,
 // and only the inbound one fails, once the server exceeds an input limit
-// (see Config.MaxStanzaSize).
+// (see Config.MaxStanzaSize). They use the bytes given to Write only
+// during the call, copying what they keep (a stanza for re-sending, the
+// start of an element split across writes), so the caller may reuse its
+// buffer once Write returns; an application tee combined with them must
+// do the same, since the bytes are only valid during the call (mellium
+// and this module's client reuse their buffers).
 //
 // Call Tees once per connection, before NewSession and after the previous
 // connection's Serve returned, and give the same pair to every call of the

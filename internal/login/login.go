@@ -47,7 +47,10 @@ type Config struct {
 	RequireChannelBinding bool
 
 	// TeeIn and TeeOut receive a copy of the stream as read and written,
-	// above TLS (nil = none). They see the SASL exchange.
+	// above TLS (nil = none). They see the SASL exchange. The bytes passed
+	// to their Write are only valid during the call (the connection's
+	// buffers, and the callers' buffers for writes, are reused once it
+	// returns): a tee copies what it keeps and never retains the slice.
 	TeeIn, TeeOut io.Writer
 
 	// WrapBind replaces resource binding (stream management passes
@@ -348,7 +351,8 @@ func (c tlsInput) Write(b []byte) (int, error) {
 // above TLS as read and written (a write only once it succeeded), none of
 // the TLS handshake. As with mellium's (io.TeeReader, io.MultiWriter), a
 // tee's error is the read's or the write's (package sm's input limits end
-// a connection so).
+// a connection so). A tee gets the very slice read into or written from,
+// valid only during its Write (see Config.TeeIn).
 type tees struct{ in, out io.Writer }
 
 // read copies what a read of b returned (n, err) to in.
