@@ -218,8 +218,8 @@ func copyTestdata(t *testing.T, name string) string {
 
 // openUpgraded opens a copy of the database file testdata/name, which
 // has schema version from, with Retention -1 (nothing pruned at Open),
-// and checks that Open upgraded it. The store is closed at the test's
-// end.
+// and checks that Open upgraded it to the golden schema (see
+// TestSchemaGolden). The store is closed at the test's end.
 func openUpgraded(t *testing.T, name string, from int) (*Store, string) {
 	t.Helper()
 	p := copyTestdata(t, name)
@@ -234,36 +234,8 @@ func openUpgraded(t *testing.T, name string, from int) (*Store, string) {
 	if v := userVersion(t, p); v != SchemaVersion {
 		t.Errorf("user_version %d after Open, want %d", v, SchemaVersion)
 	}
-	fresh := openTemp(t)
-	fresh.Close()
-	if got, want := indexesOf(t, p), indexesOf(t, fresh.path); !slices.Equal(got, want) {
-		t.Errorf("indexes and triggers of the upgraded file:\n%q\nof a new file:\n%q", got, want)
-	}
+	checkGolden(t, p)
 	return s, p
-}
-
-// indexesOf lists the indexes and triggers of the database file p, with
-// their SQL.
-func indexesOf(t *testing.T, p string) []string {
-	t.Helper()
-	rows, err := rawDB(t, p).Query(`SELECT type, name, coalesce(sql, '') FROM sqlite_schema
-		WHERE type IN ('index', 'trigger') ORDER BY name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var l []string
-	for rows.Next() {
-		var typ, name, q string
-		if err := rows.Scan(&typ, &name, &q); err != nil {
-			t.Fatal(err)
-		}
-		l = append(l, typ+" "+name+": "+q)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return l
 }
 
 // olderWriter opens the database file p as another version of this
