@@ -55,7 +55,10 @@
 // in its header or schema (store.ErrForeign), an SQLite database of another
 // application (store.ErrForeign), and a schema newer than this library
 // (store.ErrNewerSchema). Corruption deeper in the file is reported by the
-// operation that reads it. Stop every process that uses the file before a
+// operation that reads it. A failure that says nothing of the file (Open's
+// context ended, an I/O error, the file busy) is reported as it is, never
+// as store.ErrForeign, also while Open checks that an upgraded schema
+// fits this version's statements. Stop every process that uses the file before a
 // newer version of this package opens it: an upgrade rewrites the tables in
 // one transaction, which holds the write lock meanwhile (seconds for a
 // million records; other processes' commits wait up to their busy timeout),

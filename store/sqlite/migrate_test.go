@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -373,5 +374,38 @@ func TestMigrateSchema2(t *testing.T) {
 	commitT(t, s, b)
 	if b.Messages[0].Cursor != 11 {
 		t.Errorf("new message's cursor %d, want 11", b.Messages[0].Cursor)
+	}
+}
+
+// TestSchemaCheckFailsAsItIs: when Open's check that the schema fits this
+// version's statements fails for another reason than the schema (here the
+// context ends), Open reports that reason, not ErrForeign (the file may be
+// fine), for a file it upgrades (which stays as it was) and for a file of
+// this version.
+func TestSchemaCheckFailsAsItIs(t *testing.T) {
+	current := newFile(t)
+	for _, f := range []struct {
+		name, path string
+		version    int
+	}{{"upgrade", copyTestdata(t, "schema5.db"), 5}, {"current", current, SchemaVersion}} {
+		t.Run(f.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			checked := false
+			s, err := OpenConfig(ctx, f.path, Config{checkingSchema: func() { checked = true; cancel() }})
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !checked {
+				t.Fatalf("Open failed before the check: %v", err)
+			}
+			if !errors.Is(err, context.Canceled) || errors.Is(err, store.ErrForeign) {
+				t.Errorf("Open: %v; want context.Canceled, not ErrForeign", err)
+			}
+			if v := userVersion(t, f.path); v != f.version {
+				t.Errorf("user_version %d, want %d", v, f.version)
+			}
+		})
 	}
 }

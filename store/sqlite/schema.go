@@ -286,8 +286,14 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("sqlite: %s: migrating schema %d to %d: %w", s.path, v, v+1, err)
 		}
 	}
+	if f := s.cfg.checkingSchema; f != nil {
+		f()
+	}
 	if err := usable(ctx, tx); err != nil {
 		// Rolled back: the file stays as it was.
+		if !wrongSchema(err) {
+			return openErr(s.path, err)
+		}
 		return fmt.Errorf("sqlite: %s: schema %d upgraded to %d does not fit this version's statements (%v): %w",
 			s.path, version, SchemaVersion, err, store.ErrForeign)
 	}
@@ -328,18 +334,36 @@ type querier interface {
 // checkTables checks that a database of the current version has its tables
 // and that they can be read.
 func (s *Store) checkTables(ctx context.Context, q querier) error {
+	if f := s.cfg.checkingSchema; f != nil {
+		f()
+	}
 	for _, t := range tables {
 		var n int64
 		if err := q.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+t+" LIMIT 1)").Scan(&n); err != nil {
+			if !wrongSchema(err) {
+				return openErr(s.path, err)
+			}
 			return fmt.Errorf("sqlite: %s: damaged schema (table %s: %v): %w", s.path, t, err, store.ErrForeign)
 		}
 	}
 	// listing holds one row (see listing in commit.go).
 	var n int64
-	if err := q.QueryRowContext(ctx, "SELECT count(*) FROM listing").Scan(&n); err != nil || n != 1 {
+	if err := q.QueryRowContext(ctx, "SELECT count(*) FROM listing").Scan(&n); err != nil && !wrongSchema(err) {
+		return openErr(s.path, err)
+	} else if err != nil || n != 1 {
 		return fmt.Errorf("sqlite: %s: damaged schema (table listing has %d rows, want 1; %v): %w", s.path, n, err, store.ErrForeign)
 	}
 	return nil
+}
+
+// wrongSchema reports whether err is SQLite's refusal of a statement
+// (SQLITE_ERROR: no such table or column, say), which says that the
+// schema does not fit it. Any other failure (the context's end, an I/O
+// error, a file busy or locked, memory) says nothing of the schema: it is
+// reported as it is, not as ErrForeign.
+func wrongSchema(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_ERROR
 }
 
 // openErr turns the driver's complaints about a bad file into ErrForeign.

@@ -58,6 +58,9 @@ type Config struct {
 	failClaim func(store.Key) error
 	// listLag, if positive, replaces the lag of listing listLag (tests).
 	listLag int64
+	// checkingSchema, if set, runs right before Open checks that the
+	// file's schema fits this version's statements (tests).
+	checkingSchema func()
 }
 
 // Store is a store.Store on an SQLite file.
