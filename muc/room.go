@@ -17,8 +17,6 @@ import (
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/internal/registry"
 	"github.com/xmpptrack/xmpptrack/internal/route"
-	"github.com/xmpptrack/xmpptrack/internal/wire"
-	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
@@ -341,21 +339,26 @@ func (r *Room) SeenBy(t *tracking.MessageTracker) []Occupant {
 // MarkDisplayed sends a displayed marker (XEP-0333) for the newest message
 // another occupant sent to the room, which covers every earlier one. It
 // references the room's stanza-id where the room announces XEP-0359, else the
-// message id. It reports whether there was something new to mark. ctx bounds
-// the wait for a connection; if it ends while the write is blocked, the
-// connection is closed (see Client.Send), and the marker is not sent again.
+// message id. It is xmpptrack.Client.MarkDisplayed of the room: the marker
+// is queued with the client's receipts and markers, and the client's answer
+// writer writes it, taking its place in the queue of unacknowledged stanzas
+// as every answer does (sm.State.ReserveAnswers, within
+// StreamManagement.MaxUnacked), and writing it again on the next connection
+// if its write fails. It never blocks.
+//
+// It reports whether a marker was queued: false when there is nothing new
+// to mark, when the client's Config.NoMarkers is set, once the room was left
+// or the client closed, or when the client's outbox is full (the newest
+// message then stays the one to mark, and a later call may send it). If ctx
+// has ended, it queues nothing and returns ctx's error.
 func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
-	id := r.takeNewest()
-	if id == "" {
-		return false, nil
-	}
-	s, err := r.c.Session(ctx)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	msg := xstanza.Message{To: r.roomJID, Type: xstanza.GroupChatMessage, ID: xmpptrack.NewID()}
-	_, err = wire.Write(ctx, s, msg.Wrap(stanza.Marker{Type: stanza.MarkerDisplayed, ID: id}.TokenReader()))
-	return true, err
+	if r.c == nil {
+		return false, nil
+	}
+	return r.c.MarkDisplayed(r.roomJID), nil
 }
 
 // takeNewest returns the id to mark for the newest message another
