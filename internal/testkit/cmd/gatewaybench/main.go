@@ -61,11 +61,20 @@
 // every request has an Idempotency-Key of its own (the gateway then claims
 // each key in its record: what a client that retries safely costs).
 //
+// With -floor, after the rounds, -rounds runs of n requests from a load
+// client of their own measure the HTTP exchange alone: the same requests to
+// a bare net/http handler (served with the same settings, in a child
+// process of its own) that reads the body, holds the request until it is
+// released at the gateway's throughput over the rounds, and answers as the
+// gateway does. It prints their CPU per request, the gateway process's CPU
+// beyond the library's against it, and the throughput ratio that the CPU
+// allows a gateway that added only the HTTP exchange to the library's work.
+//
 // With -cpuprofile, one more gateway run of n messages follows the rounds,
 // profiled alone, then one more direct run, profiled into the same name with
 // ".direct" appended.
 //
-//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-pipeline 1] [-network tcp|unix] [-keys] [-order alternate|direct-first] [-settle=false] [-cpuprofile f] [-memprofile f]
+//	go run ./internal/testkit/cmd/gatewaybench [-server ejabberd] [-n 20000] [-c 1000] [-pending 100000] [-rounds 2] [-store memory|sqlite|postgres] [-client epoll|raw|net/http] [-pipeline 1] [-network tcp|unix] [-keys] [-order alternate|direct-first] [-settle=false] [-floor] [-cpuprofile f] [-memprofile f]
 package main
 
 import (
@@ -97,7 +106,7 @@ const token = "bench-token"
 
 var (
 	cpuProfile, memProfile string
-	settleWait             bool
+	settleWait, floor      bool
 	order                  string
 )
 
@@ -117,8 +126,11 @@ func main() {
 	recipientJID := flag.String("recipient-jid", "", "(internal) the recipient's JID")
 	recipientCA := flag.String("recipient-ca", "", "(internal) the XMPP server's certificate (PEM file)")
 	loadBody := flag.String("load-body", "", "(internal) the load client's request body")
+	floorAt := flag.String("floor-addr", "", "(internal) serve the floor's bare handler at this address")
+	floorRate := flag.Float64("floor-rate", 0, "(internal) the floor's releases per second")
 	flag.BoolVar(&settleWait, "settle", true, "start each phase once the recipient got every message of the one before")
 	flag.StringVar(&order, "order", "alternate", "alternate (direct first in odd rounds, the gateway first in even ones) or direct-first")
+	flag.BoolVar(&floor, "floor", false, "after the rounds, measure the HTTP exchange alone: the same load against a bare net/http handler")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of one more gateway run to `file`")
 	flag.StringVar(&memProfile, "memprofile", "", "write a heap profile taken with the pending messages held to `file`")
 	flag.Parse()
@@ -130,7 +142,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "gatewaybench: -rounds and -n must be at least 1")
 		os.Exit(2)
 	}
-	if order == "alternate" && *rounds%2 != 0 && *loadAddr == "" && *recipientAddr == "" {
+	if order == "alternate" && *rounds%2 != 0 && *loadAddr == "" && *recipientAddr == "" && *floorAt == "" {
 		fmt.Fprintln(os.Stderr, "gatewaybench: -order alternate needs an even -rounds (each side first as often)")
 		os.Exit(2)
 	}
@@ -138,6 +150,8 @@ func main() {
 	switch {
 	case *loadAddr != "":
 		err = loadMain(*loadAddr, *client, *c, *pipeline, *keys, []byte(*loadBody))
+	case *floorAt != "":
+		err = floorMain(*network, *floorAt, *c, *floorRate)
 	case *recipientAddr != "":
 		err = recipientMain(*recipientAddr, *recipientJID, *recipientCA)
 	default:
@@ -294,10 +308,7 @@ func run(kind testserver.Kind, n, conc, depth, pending, rounds int, storeKind, c
 		return err
 	}
 	defer ln.Close()
-	// Served as examples/gateway serves it (its timeouts cost a deadline
-	// update per read and write).
-	hs := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
+	hs := httpServer(g)
 	go hs.Serve(ln)
 	defer hs.Close()
 	body := []byte(`{"to":"` + to.String() + `","body":"benchmark message"}`)
@@ -374,7 +385,13 @@ func run(kind testserver.Kind, n, conc, depth, pending, rounds int, storeKind, c
 			float64(n)/rd.direct.d.Seconds(), float64(n)/rd.gateway.d.Seconds(), rd.direct.d.Seconds()/rd.gateway.d.Seconds(),
 			rd.direct.cpu.perMsg(n), rd.gateway.cpu.perMsg(n))
 	}
-	summarize(n, rs).print(n, rounds)
+	sum := summarize(n, rs)
+	sum.print(n, rounds)
+	if floor {
+		if err := runFloor(network, client, conc, depth, n, rounds, sum.gatewayRate, body, sum); err != nil {
+			return err
+		}
+	}
 
 	if cpuProfile != "" {
 		// One more run of each side, profiled alone (the recipient's wait
@@ -423,6 +440,13 @@ func run(kind testserver.Kind, n, conc, depth, pending, rounds int, storeKind, c
 			pending, st.Pending, float64(after-before)/(1<<20), float64(after-before)/float64(pending))
 	}
 	return nil
+}
+
+// httpServer serves h as examples/gateway serves the gateway (its timeouts
+// cost a deadline update per read and write).
+func httpServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 }
 
 // listen listens on 127.0.0.1 or, for network "unix", on a Unix socket in
