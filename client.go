@@ -102,8 +102,8 @@ type Client struct {
 // Dial logs in to the account with the password and returns a Client once
 // its first connection was handed to senders: stream management enabled
 // (Dial waits for the server's <enabled/>, unless the server does not offer
-// stream management or refuses it) and initial presence sent; carbons are
-// requested right after. Errors from this first connection are returned
+// stream management or refuses it), initial presence sent, and carbons
+// requested (the IQ written, its answer not awaited). Errors from this first connection are returned
 // (and only from it, whatever a reconnection did meanwhile): an
 // authentication failure matches ErrAuth, a server we cannot reach or talk
 // to (including one that hangs up before <enabled/>) matches ErrConnect,
@@ -450,6 +450,19 @@ func (c *Client) publish(cn conn) {
 		return
 	}
 	c.mu.Lock()
+	fresh := !cn.resumed || c.fresh // as resumed below: c.fresh is this connection's until it ends
+	gone := cn.ctx.Err() != nil || c.closing
+	c.mu.Unlock()
+	if gone {
+		return
+	}
+	if fresh && !c.cfg.NoCarbons {
+		// Before the session goes to senders: Dial returns, and the
+		// application writes, after it (so its place in the queue of
+		// unacknowledged stanzas is taken before any of theirs).
+		c.enableCarbons(cn)
+	}
+	c.mu.Lock()
 	// Not when the loop is done with it (it cancels, then locks), nor once
 	// Close looked for a session to close gracefully and found none: cut
 	// then drops this one at once, instead of bounding it by closeGrace
@@ -483,13 +496,11 @@ func (c *Client) publish(cn conn) {
 	c.gone = make(chan struct{})
 	close(c.up)
 	c.mu.Unlock()
-	if !resumed && !c.cfg.NoCarbons {
-		c.enableCarbons(cn)
-	}
 	c.log.Debug("xmpptrack: connected", "jid", cn.s.LocalAddr().String(), "resumed", resumed)
 }
 
-// enableCarbons turns on XEP-0280 for a fresh session. It writes the IQ
+// enableCarbons turns on XEP-0280 for a fresh session; publish calls it
+// before it hands the session to senders. It writes the IQ
 // itself (never handing mellium a context, see internal/wire) and does not
 // wait for the answer, which the tap takes out of the stream: nothing is
 // left waiting once the connection ends.

@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"encoding/xml"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,6 +162,30 @@ func TestCarbonsLeaveNothingWaiting(t *testing.T) {
 	}
 }
 
+// TestCarbonsWrittenBeforeDialReturns: the carbons IQ of a fresh session
+// is written before the session goes to senders, so when Dial returns it
+// was written (counted by stream management), and what the application
+// sends next follows it: a test counts the queue's places exactly.
+func TestCarbonsWrittenBeforeDialReturns(t *testing.T) {
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.noCarbons = true }) // handed to the test
+	c := dialPeer(t, srv, Config{})
+	if sent := c.sm.Info().Sent; sent != 2 {
+		t.Fatalf("%d stanzas written when Dial returned, want 2 (presence, carbons IQ)", sent)
+	}
+	if _, err := c.Send(waitCtx(t), Message{To: bob, Body: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	pc := srv.next(t)
+	var got []string
+	for len(got) < 3 {
+		got = append(got, pc.next(t).XMLName.Local)
+	}
+	if want := []string{"presence", "iq", "message"}; !slices.Equal(got, want) {
+		t.Fatalf("the server read %v, want %v", got, want)
+	}
+}
+
 // TestCarbonsAnswerNotPassedOn: the server's answer to the carbons IQ is
 // the client's own business.
 func TestCarbonsAnswerNotPassedOn(t *testing.T) {
@@ -197,7 +222,7 @@ func TestCarbonsAnswerNotPassedOn(t *testing.T) {
 func TestAnswersBoundedByMaxUnacked(t *testing.T) {
 	const limit = 4
 	srv := newPeerServer(t)
-	c := dialPeer(t, srv, Config{NoCarbons: noLateCarbons, StreamManagement: sm.Config{MaxUnacked: limit}})
+	c := dialPeer(t, srv, Config{StreamManagement: sm.Config{MaxUnacked: limit}})
 	pc := srv.next(t)
 	sendAcked(t, c, Message{To: bob}) // presence acknowledged too
 	pc.nextMessage(t)

@@ -71,7 +71,7 @@ func TestAnswersGivePlacesBack(t *testing.T) {
 func TestStoredInDoubtGivesPlaceBack(t *testing.T) {
 	ls := &lateStore{Store: openStore(t), late: true, stuck: true}
 	srv := newPeerServer(t)
-	c := dialPeer(t, srv, Config{Store: ls, NoCarbons: noLateCarbons, StreamManagement: sm.Config{MaxUnacked: 1}})
+	c := dialPeer(t, srv, Config{Store: ls, StreamManagement: sm.Config{MaxUnacked: 1}})
 	pc := srv.next(t)
 	if _, err := sendInDoubt(t, c, ls, Message{To: bob, ID: "later"}); !errors.Is(err, ErrRecordUncertain) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)

@@ -16,20 +16,12 @@ import (
 	"github.com/xmpptrack/xmpptrack/store"
 )
 
-// noLateCarbons: the tests that fill the queue of unacknowledged stanzas
-// behind an acknowledged message set Config.NoCarbons, since the carbons
-// IQ of a fresh session is written after Dial returns (see
-// Client.enableCarbons), sometimes after that message: it then stays
-// unacknowledged and takes a place the test counts on.
-const noLateCarbons = true
-
 // fullQueue dials a client with MaxUnacked 1 whose one place is taken by a
 // message the server does not acknowledge (it holds its acks).
 func fullQueue(t *testing.T, cfg Config) (*Client, *peerServer, *peerConn) {
 	t.Helper()
 	srv := newPeerServer(t)
 	cfg.StreamManagement = sm.Config{MaxUnacked: 1}
-	cfg.NoCarbons = noLateCarbons
 	c := dialPeer(t, srv, cfg)
 	pc := srv.next(t)
 	sendAcked(t, c, Message{To: bob})
@@ -137,7 +129,7 @@ func TestAnswersBoundWithReservedPlaces(t *testing.T) {
 	const limit = 4
 	gs := newGateStore(t)
 	srv := newPeerServer(t)
-	c := dialPeer(t, srv, Config{Store: gs, NoCarbons: noLateCarbons, StreamManagement: sm.Config{MaxUnacked: limit, Window: -1}})
+	c := dialPeer(t, srv, Config{Store: gs, StreamManagement: sm.Config{MaxUnacked: limit, Window: -1}})
 	pc := srv.next(t)
 	sendAcked(t, c, Message{To: bob}) // presence acknowledged too
 	pc.nextMessage(t)
@@ -180,7 +172,7 @@ func TestAnswersBoundWithReservedPlaces(t *testing.T) {
 // the outbox is full drop, the peer's proofs.
 func TestReceiptsNotHeldByStore(t *testing.T) {
 	gs := newGateStore(t)
-	c, pc := newPeer(t, Config{Store: gs, NoCarbons: noLateCarbons, StreamManagement: sm.Config{MaxUnacked: 1, Window: -1}})
+	c, pc := newPeer(t, Config{Store: gs, StreamManagement: sm.Config{MaxUnacked: 1, Window: -1}})
 	gs.hold.Store(true)
 	sent := make(chan error, 1)
 	go func() {
