@@ -62,6 +62,9 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 	}
 	ok := false
 	for i, r := range group {
+		if errs[i] == nil {
+			s.items.Add(1)
+		}
 		if errs[i] != nil {
 			unset(r.Batch)
 			if !errors.Is(errs[i], store.ErrExists) {
@@ -110,6 +113,9 @@ func (s *Store) writeOnce(ctx context.Context, f func(*writer) error) error {
 	s.written.Add(int64(pages))
 	if err == nil {
 		err = berr
+	}
+	if err == nil {
+		s.txs.Add(1)
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -33,20 +34,28 @@ func TestPagesPerCommit(t *testing.T) {
 	}
 }
 
-// pagesPerCommit returns the median pages of a write-ahead, its ack and
-// its receipt, with listing lag lag (0: listLag).
-func pagesPerCommit(t *testing.T, lag int64) (ahead, ack, receipt int64) {
-	ctx := context.Background()
+// openNoCheckpoints opens a store in a new file whose WAL is never
+// checkpointed, with listing lag lag (0: listLag), and returns its path
+// and page size. The store is closed at the test's end.
+func openNoCheckpoints(t *testing.T, lag int64) (*Store, string, int64) {
+	t.Helper()
 	p := filepath.Join(t.TempDir(), "s.db")
-	s, err := OpenConfig(ctx, p, Config{Retention: -1, checkpointPages: 1 << 30, listLag: lag})
+	s, err := OpenConfig(context.Background(), p, Config{Retention: -1, checkpointPages: 1 << 30, listLag: lag})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	var pageSize int64
-	if err := s.w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
+	if err := s.w.QueryRow("PRAGMA page_size").Scan(&pageSize); err != nil {
 		t.Fatal(err)
 	}
+	return s, p, pageSize
+}
+
+// pagesPerCommit returns the median pages of a write-ahead, its ack and
+// its receipt, with listing lag lag (0: listLag).
+func pagesPerCommit(t *testing.T, lag int64) (ahead, ack, receipt int64) {
+	s, p, pageSize := openNoCheckpoints(t, lag)
 	frames := func() int64 { return walSize(t, p) / (pageSize + 24) } // the header is smaller than a frame
 	var aheads, acks, receipts []int64
 	for i := range 300 {
@@ -68,4 +77,33 @@ func pagesPerCommit(t *testing.T, lag int64) (ahead, ack, receipt int64) {
 		return v[len(v)/2]
 	}
 	return median(aheads), median(acks), median(receipts)
+}
+
+// TestStats: Stats counts the transactions and the batches committed and
+// the WAL pages they wrote, as the WAL file grew (checkpoints held off,
+// and past the frames of Open's transactions, which the WAL started over
+// from). A write-ahead refused as a duplicate is no batch committed, in a
+// transaction that wrote nothing.
+func TestStats(t *testing.T) {
+	ctx := context.Background()
+	s, p, pageSize := openNoCheckpoints(t, 0)
+	for i := range 20 {
+		commitT(t, s, &store.Batch{Messages: []store.Message{message(fmt.Sprintf("w%d", i))}})
+	}
+	st0, wal0 := s.Stats(), walSize(t, p)
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}, Changes: []store.Change{{ID: "a", State: tracking.DeliveredToServer}}})
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("a")}}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("a again: %v, want ErrExists", err)
+	}
+	st := s.Stats()
+	if d := (Stats{st.Transactions - st0.Transactions, st.Batches - st0.Batches, st.WALPages - st0.WALPages}); d.Transactions != 3 || d.Batches != 2 ||
+		d.WALPages == 0 || d.WALPages*(pageSize+24) != walSize(t, p)-wal0 {
+		t.Errorf("Stats moved by %+v for a WAL grown from %d to %d bytes (pages of %d); want 3 transactions, 2 batches and the pages",
+			d, wal0, walSize(t, p), pageSize)
+	}
+	s.Close()
+	if s.Stats() != st {
+		t.Errorf("Stats after Close %+v, want %+v", s.Stats(), st)
+	}
 }

@@ -78,9 +78,13 @@ type Store struct {
 	// checkpoint (see wrote).
 	walPages atomic.Int64
 	// written counts the pages the committer wrote to the WAL since Open
-	// (the benchmarks report them per message).
+	// (the benchmarks report them per message, see Stats).
 	written atomic.Int64
-	states  states // the committer's cache of message states
+	// txs and items count the committer's transactions committed since
+	// Open and the batches and claims they answered without an error
+	// (see Stats).
+	txs, items atomic.Int64
+	states     states // the committer's cache of message states
 	// unlisted counts the messages the committer wrote ahead since its
 	// last sweep (see listing); only the committer uses it.
 	unlisted int
