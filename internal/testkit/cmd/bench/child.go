@@ -135,7 +135,8 @@ type result struct {
 	// (PostgreSQL and its backends) during the workload.
 	DBCPU float64 `json:"db_cpu_s,omitempty"`
 	// DBStats are the database's counters over the workload and the
-	// stores' closing (see dbStatsQuery).
+	// stores' closing (see dbStatsQuery), or for SQLite senders the
+	// stores' counters over the workload (see liteStats).
 	DBStats map[string]float64 `json:"db_stats,omitempty"`
 	// Busy is the cores of the whole machine busy during the workload
 	// (every process's, from /proc/stat; xmpptrack senders): near the

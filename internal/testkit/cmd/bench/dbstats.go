@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
+	"github.com/xmpptrack/xmpptrack/store/sqlite"
 )
 
 // dbStatsQuery reads the database's cumulative counters, in the order of
@@ -56,4 +57,27 @@ func dbStatsPerMessage(d map[string]float64, n int) string {
 	per := func(k string) float64 { return d[k] / float64(n) }
 	return fmt.Sprintf("per message: %.3f transactions, messages %.2f inserted %.2f updated (%.2f HOT), changes %.2f inserted, feed %.3f updated, sessions %.3f written, WAL %.0f bytes, %.3f WAL flushes",
 		per("xact"), per("msg_ins"), per("msg_upd"), per("msg_hot"), per("changes"), per("feed_upd"), per("sessions"), per("wal_bytes"), per("wal_syncs"))
+}
+
+// liteStats sums the counters of the SQLite stores (sqlite.Store.Stats),
+// under keys that dbStatsQuery's names never take.
+func liteStats(stores []*sqlite.Store) map[string]float64 {
+	st := map[string]float64{}
+	for _, s := range stores {
+		c := s.Stats()
+		st["sqlite_tx"] += float64(c.Transactions)
+		st["sqlite_batches"] += float64(c.Batches)
+		st["sqlite_wal_pages"] += float64(c.WALPages)
+	}
+	return st
+}
+
+// liteStatsPerMessage formats the difference of two readings of liteStats
+// per message; "" for a run without them.
+func liteStatsPerMessage(d map[string]float64, n int) string {
+	if _, ok := d["sqlite_tx"]; !ok || n == 0 {
+		return ""
+	}
+	per := func(k string) float64 { return d[k] / float64(n) }
+	return fmt.Sprintf("%.3f transactions, %.3f batches, %.2f WAL pages", per("sqlite_tx"), per("sqlite_batches"), per("sqlite_wal_pages"))
 }

@@ -155,6 +155,8 @@ func (r run) summary() string {
 		if d := dbStatsPerMessage(r.res.DBStats, r.res.N); d != "" {
 			s += "; database " + d
 		}
+	} else if d := liteStatsPerMessage(r.res.DBStats, r.res.N); d != "" {
+		s += ", SQLite store per message: " + d
 	}
 	if r.res.SendP50 > 0 {
 		s += fmt.Sprintf(", Send latency p50 %s p99 %s max %s", ms(r.res.SendP50), ms(r.res.SendP99), ms(r.res.SendMax))

@@ -236,6 +236,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	}
 	clients := make([]*xmpptrack.Client, k)
 	var stores []*postgres.Store
+	var lites []*sqlite.Store
 	for i := range k {
 		cfg := cfg
 		switch a.store {
@@ -256,6 +257,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 				return res
 			}
 			defer st.Close()
+			lites = append(lites, st)
 			cfg.Store = st
 		}
 		one := *a
@@ -284,6 +286,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			return res
 		}
 	}
+	lite0 := liteStats(lites)
 	stopProfile := profile(a.cpuprofile)
 	cpu0 := cpuNow()
 	db0 := treeCPU(dbPID)
@@ -315,6 +318,12 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		}
 		reads1, writes1 := procio.Syscalls("self")
 		res.SysReads, res.SysWrites = reads1-reads0, writes1-writes0
+		if len(lites) > 0 {
+			res.DBStats = map[string]float64{}
+			for k, v := range liteStats(lites) {
+				res.DBStats[k] = v - lite0[k]
+			}
+		}
 	}
 	res.CPU = seconds(cpu - cpu0)
 	if dbPID > 0 {
