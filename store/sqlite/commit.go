@@ -62,15 +62,13 @@ func (s *Store) commitGroup(group []*groupcommit.Request) {
 	}
 	ok := false
 	for i, r := range group {
-		if errs[i] == nil {
-			s.items.Add(1)
-		}
 		if errs[i] != nil {
 			unset(r.Batch)
 			if !errors.Is(errs[i], store.ErrExists) {
 				errs[i] = fmt.Errorf("sqlite: commit: %w", errs[i])
 			}
 		} else {
+			s.items.Add(1)
 			ok = ok || r.Batch != nil // a claim changes no feed
 		}
 		r.Answer(errs[i])
