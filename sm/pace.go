@@ -8,9 +8,10 @@ import (
 // DefaultWindow is the cap of the default window (Config.Window 0), which
 // shrinks toward MinWindow while the server queues what we send (see
 // "Pacing" in the package documentation). Measured against Prosody 0.12
-// on loopback (the README's benchmark section): a sender that writes
-// thousands of messages ahead of the server's acks fills the server's
-// input, the server's answers to our <r/> and our answers to its <r/> wait
+// on loopback (docs/benchmarks.md, "What a burst costs the server, and
+// pacing"): a sender that writes thousands of messages ahead of the
+// server's acks fills the server's input, the server's answers to our
+// <r/> and our answers to its <r/> wait
 // behind that backlog, and the stanzas the server keeps for us until our
 // <a/> pile up; the server then spends twice the CPU per message (2.3 s
 // instead of 0.9 s for 5,000 messages with their receipts and markers).
