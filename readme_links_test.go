@@ -66,33 +66,50 @@ type mdLink struct {
 	target string
 }
 
-var mdLinkRE = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+var (
+	mdLinkRE = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	mdCodeRE = regexp.MustCompile("`[^`]*`")
+)
+
+// mdProse calls f with each line of a Markdown text that is outside fenced
+// code blocks (``` or ~~~, indented by up to three spaces; a block ends at
+// a fence of its own kind and at least its length), numbered from 1.
+func mdProse(text string, f func(n int, line string)) {
+	fence := ""
+	for i, line := range strings.Split(text, "\n") {
+		t := strings.TrimLeft(line, " ")
+		marker := ""
+		if len(line)-len(t) <= 3 && (strings.HasPrefix(t, "```") || strings.HasPrefix(t, "~~~")) {
+			marker = t[:len(t)-len(strings.TrimLeft(t, t[:1]))]
+		}
+		switch {
+		case fence == "" && marker != "":
+			fence = marker
+		case fence != "" && strings.HasPrefix(marker, fence) && strings.TrimSpace(t[len(marker):]) == "":
+			fence = ""
+		case fence == "":
+			f(i+1, line)
+		}
+	}
+}
 
 // mdLinks returns the relative link targets of a Markdown text, outside
-// fenced code blocks.
+// fenced code blocks and inline code.
 func mdLinks(text string) []mdLink {
 	var links []mdLink
-	fenced := false
-	for i, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(line, "```") {
-			fenced = !fenced
-			continue
-		}
-		if fenced {
-			continue
-		}
-		for _, m := range mdLinkRE.FindAllStringSubmatch(line, -1) {
+	mdProse(text, func(n int, line string) {
+		for _, m := range mdLinkRE.FindAllStringSubmatch(mdCodeRE.ReplaceAllString(line, ""), -1) {
 			if strings.Contains(m[1], "://") || strings.HasPrefix(m[1], "mailto:") {
 				continue
 			}
-			links = append(links, mdLink{line: i + 1, target: m[1]})
+			links = append(links, mdLink{line: n, target: m[1]})
 		}
-	}
+	})
 	return links
 }
 
 var (
-	mdHeadingRE = regexp.MustCompile(`^#{1,6}\s+(.*)$`)
+	mdHeadingRE = regexp.MustCompile(`^ {0,3}#{1,6}\s+(.*?)(?:\s+#+)?\s*$`)
 	mdInlineRE  = regexp.MustCompile(`\[([^\]]*)\]\([^)]*\)`)
 )
 
@@ -100,15 +117,10 @@ var (
 func mdAnchors(text string) map[string]bool {
 	anchors := map[string]bool{}
 	seen := map[string]int{}
-	fenced := false
-	for _, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(line, "```") {
-			fenced = !fenced
-			continue
-		}
+	mdProse(text, func(_ int, line string) {
 		m := mdHeadingRE.FindStringSubmatch(line)
-		if fenced || m == nil {
-			continue
+		if m == nil {
+			return
 		}
 		h := mdInlineRE.ReplaceAllString(m[1], "$1")
 		var b strings.Builder
@@ -127,6 +139,32 @@ func mdAnchors(text string) map[string]bool {
 			anchors[s] = true
 		}
 		seen[s]++
-	}
+	})
 	return anchors
+}
+
+// TestDocLinksMarkdown checks the Markdown rules TestDocLinks relies on:
+// no heading or link inside a fenced block of either kind or in inline
+// code, closing #s and link text dropped from headings, repeats numbered.
+func TestDocLinksMarkdown(t *testing.T) {
+	const text = "# Top ##\n" +
+		"~~~sh\n# fake heading\n```\n[a](#in-tilde-fence)\n~~~\n" +
+		"  ```\n[b](#in-indented-fence)\n  ```\n" +
+		"## A [linked](x.md) `code` heading\n" +
+		"## Top\n" +
+		"see `[c](#in-code)` and [d](#top-1)\n"
+	got := mdAnchors(text)
+	want := map[string]bool{"top": true, "a-linked-code-heading": true, "top-1": true}
+	if len(got) != len(want) {
+		t.Errorf("anchors %v, want %v", got, want)
+	}
+	for a := range want {
+		if !got[a] {
+			t.Errorf("anchors %v, want %v", got, want)
+		}
+	}
+	links := mdLinks(text)
+	if len(links) != 2 || links[0].target != "x.md" || links[1].target != "#top-1" || links[1].line != 12 {
+		t.Errorf("links %+v, want x.md (line 10) and #top-1 (line 12)", links)
+	}
 }
