@@ -78,6 +78,7 @@ type conn struct {
 	fatal        error  // stream management error that ends the connection
 	peerErr      error  // the <stream:error/> the server sent, a stream.Error
 	ended        bool   // State.Serve returned
+	nagle        bool   // Nagle's algorithm is on for sock (see coalesceLocked)
 }
 
 // Tees returns fresh writers for the StreamConfig.TeeIn and TeeOut of the
@@ -305,6 +306,7 @@ func (s *outSink) element(e *element) {
 			st.cfg.OnWritten(ent.stanza())
 		}
 		c.sinceReq++
+		c.coalesceLocked(st.queue.len())
 		if c.sinceReq == 1 {
 			c.uncovered = now
 			c.lone = idle

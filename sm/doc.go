@@ -182,6 +182,19 @@
 // 100 ms route: 319 messages a second against 962 with a fixed 256); set
 // Window to 256 for such a link.
 //
+// While the window holds a burst, the stanzas are coalesced on Linux:
+// once one is written with MinWindow or more unacknowledged, Nagle's
+// algorithm is turned on for the TCP socket under the session (Go turns it
+// off), so that a write while bytes are in flight only queues and the
+// queue goes out with the server's next TCP acknowledgement, instead of
+// every stanza paying for its own segment and the server's wake-up. Each
+// <r/> is written with TCP_NODELAY set again first (which sends what was
+// held), and so is it set when Pace has to wait for room, so a request
+// never waits for the server's delayed acknowledgement and a stanza held
+// is sent at the latest with the request that covers it, within AckDelay;
+// a stanza written with fewer in flight, a lone message first, goes out
+// at once as before.
+//
 // Pace returns a Slot, released after the write. The window counts the
 // stanzas written and not acknowledged plus the slots out, so it holds for
 // any number of concurrent senders on a connection (an HTTP gateway's, for

@@ -246,6 +246,7 @@ func (c *conn) handleFailed(t xml.TokenReader, start *xml.StartElement) {
 	_ = decodeSM(t, start, &f) // the condition is informative only
 	st.mu.Lock()
 	c.smOn, c.refused = false, true
+	c.flushLocked()
 	c.outActive.Store(false)
 	st.dropSessionLocked()
 	dropped := st.queue.len()

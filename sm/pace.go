@@ -83,6 +83,9 @@ func (st *State) Pace(ctx context.Context) (Slot, error) {
 	}
 	pw := &waiter{ch: make(chan struct{})}
 	p.push(pw)
+	// Nothing more is written until an ack makes room: what Nagle's
+	// algorithm holds goes out now (see coalesceLocked).
+	c.flushLocked()
 	st.mu.Unlock()
 	var err error
 	select {

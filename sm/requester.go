@@ -340,6 +340,7 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 		c.lastAct = now
 		c.rSent++
 		c.sinceReq, c.uncovered, c.lone = 0, 0, false
+		c.flushLocked()
 	}
 	st.mu.Unlock()
 	if act != actRequest {

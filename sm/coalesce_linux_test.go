@@ -1,0 +1,198 @@
+//go:build linux
+
+package sm
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// noDelayConn records, for each write to the client's socket, whether
+// TCP_NODELAY was set when the write began.
+type noDelayConn struct {
+	net.Conn
+	rs     chan struct{} // a value per <r/> written
+	mu     sync.Mutex
+	writes []noDelayWrite
+}
+
+type noDelayWrite struct {
+	b       string
+	noDelay bool
+}
+
+func (c *noDelayConn) Write(p []byte) (int, error) {
+	v := -1
+	if raw, err := c.Conn.(*net.TCPConn).SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { v, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY) })
+	}
+	c.mu.Lock()
+	c.writes = append(c.writes, noDelayWrite{string(p), v != 0})
+	c.mu.Unlock()
+	n, err := c.Conn.Write(p)
+	if bytes.HasPrefix(p, []byte("<r ")) {
+		c.rs <- struct{}{}
+	}
+	return n, err
+}
+
+// find returns the recorded write that contains s.
+func (c *noDelayConn) find(t *testing.T, s string) noDelayWrite {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.writes {
+		if strings.Contains(w.b, s) {
+			return w
+		}
+	}
+	t.Fatalf("no write of %q", s)
+	return noDelayWrite{}
+}
+
+// requests returns the recorded writes of <r/> from the write from on.
+func (c *noDelayConn) requests(from int) []noDelayWrite {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var rs []noDelayWrite
+	for _, w := range c.writes[from:] {
+		if strings.HasPrefix(w.b, "<r ") {
+			rs = append(rs, w)
+		}
+	}
+	return rs
+}
+
+// noDelayNow reports whether TCP_NODELAY is set now.
+func (c *noDelayConn) noDelayNow(t *testing.T) bool {
+	t.Helper()
+	v := -1
+	raw, err := c.Conn.(*net.TCPConn).SyscallConn()
+	if err == nil {
+		err = raw.Control(func(fd uintptr) { v, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v != 0
+}
+
+// last returns the last recorded write.
+func (c *noDelayConn) last() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes[len(c.writes)-1].b
+}
+
+func (c *noDelayConn) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.writes)
+}
+
+// TestCoalesceInBursts: a lone message and the stanzas written while fewer
+// than coalesceAt are unacknowledged go out with TCP_NODELAY, as Go sets
+// it; once a burst has coalesceAt in flight, the stanzas after it are
+// written with Nagle's algorithm on, and every <r/> is written with
+// TCP_NODELAY set again (it sends what Nagle held, and the request does
+// not wait for the server's delayed acknowledgement), as is a Pace that
+// has to wait for room; after the burst a lone message goes out with
+// TCP_NODELAY again.
+func TestCoalesceInBursts(t *testing.T) {
+	const n = coalesceAt + 8
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	var nd *noDelayConn
+	lk := &tcpLink{sndbuf: 1 << 20, rcvbuf: 1 << 20, outer: func(c net.Conn) net.Conn {
+		nd = &noDelayConn{Conn: c, rs: make(chan struct{}, 100)}
+		return nd
+	}}
+	// No time rule in the test's span: the burst's <r/> come from the
+	// count rule once the held one is answered.
+	st, c := tcpEnabled(t, srv, rec.config(Config{AckDelay: time.Hour, IdleProbe: time.Hour, Window: n + 8}), lk)
+	sendMsg(t, st, c.sess, "lone0")
+	<-nd.rs
+	if ev := rec.next(t); ev != "acked:lone0" {
+		t.Fatalf("got %s", ev)
+	}
+	if w := nd.find(t, `id="lone0"`); !w.noDelay {
+		t.Error("a lone message was written with Nagle's algorithm on")
+	}
+
+	srv.mu.Lock()
+	srv.holdR = true // the burst's <r/> are answered by releaseR
+	srv.mu.Unlock()
+	from := nd.count()
+	for i := 1; i <= n; i++ {
+		sendMsg(t, st, c.sess, fmt.Sprintf("b%d", i))
+		if i == 1 {
+			<-nd.rs // its <r/>, at once: the link was idle
+		}
+	}
+	for i := 1; i <= n; i++ {
+		w := nd.find(t, fmt.Sprintf(`id="b%d"`, i))
+		// Nagle is turned on after the write that makes coalesceAt
+		// unacknowledged.
+		if want := i <= coalesceAt; w.noDelay != want {
+			t.Errorf("b%d written with TCP_NODELAY %v, want %v", i, w.noDelay, want)
+		}
+	}
+
+	// A request booked now (as the time rule would) is written with
+	// TCP_NODELAY set again.
+	st.mu.Lock()
+	cn := st.conn
+	st.mu.Unlock()
+	if _, _, err := st.request(t.Context(), c.sess, cn, true); err != nil {
+		t.Fatal(err)
+	}
+	// The first message's <r/> comes from the requester, at some point of
+	// the burst; the forced one is the last write.
+	rs := nd.requests(from)
+	if len(rs) != 2 || !strings.HasPrefix(nd.last(), "<r ") {
+		t.Fatalf("%d <r/> written for the burst, want 2, the forced one last", len(rs))
+	}
+	for i, r := range rs {
+		if !r.noDelay {
+			t.Errorf("<r/> %d of the burst written with Nagle's algorithm on", i+1)
+		}
+	}
+	// More of the burst turns it on again; a Pace that finds the window
+	// full turns it off.
+	for i := n + 1; i <= n+8; i++ {
+		sendMsg(t, st, c.sess, fmt.Sprintf("b%d", i))
+	}
+	if w := nd.find(t, fmt.Sprintf(`id="b%d"`, n+8)); w.noDelay {
+		t.Errorf("b%d written with TCP_NODELAY after the <r/>", n+8)
+	}
+	ended, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := st.Pace(ended); err == nil {
+		t.Fatal("Pace found room in a full window")
+	}
+	if !nd.noDelayNow(t) {
+		t.Error("Pace waits for room with Nagle's algorithm on")
+	}
+	srv.releaseR()
+	for i := 1; i <= n+8; i++ {
+		if ev := rec.next(t); ev != fmt.Sprintf("acked:b%d", i) {
+			t.Fatalf("got %s, want acked:b%d", ev, i)
+		}
+	}
+
+	// (Whether it is lone for the requester depends on when the second
+	// <a/> is read; its write does not.)
+	sendMsg(t, st, c.sess, "lone1")
+	if w := nd.find(t, `id="lone1"`); !w.noDelay {
+		t.Error("a lone message after the burst was written with Nagle's algorithm on")
+	}
+	c.close()
+}
