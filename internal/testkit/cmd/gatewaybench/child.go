@@ -23,12 +23,19 @@ type child struct {
 // startChild starts this program with args and extra environment, and waits
 // for its "ready". outSize is the buffer for its answers.
 func startChild(name string, env []string, outSize int, args ...string) (*child, error) {
+	return startChildFiles(name, env, nil, outSize, args...)
+}
+
+// startChildFiles is startChild with files handed to the child from file
+// descriptor 3 on.
+func startChildFiles(name string, env []string, files []*os.File, outSize int, args ...string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.ExtraFiles = files
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

@@ -99,10 +99,13 @@ func floorOf(direct cpuUse, directMsgs int, server, load time.Duration, requests
 }
 
 // floorMain is the floor's server, a child process (this program with
-// -floor-addr): it serves the bare handler at addr, releasing requests at
-// rate per second, until its standard input ends.
-func floorMain(network, addr string, conc int, rate float64) error {
-	ln, err := net.Listen(network, addr)
+// -floor-server): it serves the bare handler on the listener its parent hands it
+// as file descriptor 3, releasing requests at rate per second, until its
+// standard input ends.
+func floorMain(conc int, rate float64) error {
+	f := os.NewFile(3, "floor listener")
+	ln, err := net.FileListener(f)
+	f.Close()
 	if err != nil {
 		return err
 	}
@@ -122,18 +125,23 @@ func floorMain(network, addr string, conc int, rate float64) error {
 // rounds runs of n requests released at rate per second, and prints what
 // each cost.
 func runFloor(network, client string, conc, depth, n, rounds int, rate float64, body []byte, s summary) error {
-	addr, cleanup, err := floorAddr(network)
+	ln, err := listen(network)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	srv, err := startChild("floor server", nil, 4096, "-floor-addr", addr, "-network", network,
+	defer ln.Close()
+	lf, err := listenerFile(ln)
+	if err != nil {
+		return err
+	}
+	srv, err := startChildFiles("floor server", nil, []*os.File{lf}, 4096, "-floor-server",
 		"-c", strconv.Itoa(conc), "-floor-rate", strconv.FormatFloat(rate, 'f', 0, 64))
+	lf.Close() // the child has its own
 	if err != nil {
 		return err
 	}
 	defer srv.close()
-	load, err := startLoad(addr, client, conc, depth, false, body)
+	load, err := startLoad(ln.Addr().String(), client, conc, depth, false, body)
 	if err != nil {
 		return err
 	}
@@ -162,19 +170,14 @@ func runFloor(network, client string, conc, depth, n, rounds int, rate float64, 
 	return nil
 }
 
-// floorAddr picks an address for the floor's server: a free port on
-// 127.0.0.1, or a socket path in a directory of its own (removed by
-// cleanup).
-func floorAddr(network string) (addr string, cleanup func(), err error) {
-	ln, err := listen(network)
-	if err != nil {
-		return "", nil, err
-	}
-	addr = ln.Addr().String()
+// listenerFile returns a copy of ln's file, to hand to a child.
+func listenerFile(ln net.Listener) (*os.File, error) {
 	if dl, ok := ln.(dirListener); ok {
-		dl.Listener.Close() // the directory stays for the child's socket
-		return addr, func() { os.RemoveAll(dl.dir) }, nil
+		ln = dl.Listener
 	}
-	ln.Close()
-	return addr, func() {}, nil
+	fl, ok := ln.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("a %T cannot be handed to a child", ln)
+	}
+	return fl.File()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -105,5 +106,38 @@ func TestFloorOf(t *testing.T) {
 	}
 	if math.Abs(f.bound-0.75) > 1e-9 {
 		t.Errorf("bound %v, want 150 / (150 + 50) = 0.75", f.bound)
+	}
+}
+
+// TestListenerFile: the copy of a listener's file handed to the floor's
+// server accepts the connections made to the listener's address, on TCP
+// and on a Unix socket.
+func TestListenerFile(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		ln, err := listen(network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := listenerFile(ln)
+		if err != nil {
+			t.Fatalf("%s: %v", network, err)
+		}
+		child, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", network, err)
+		}
+		c, err := net.Dial(ln.Addr().Network(), ln.Addr().String())
+		if err != nil {
+			t.Fatalf("%s: %v", network, err)
+		}
+		a, err := child.Accept()
+		if err != nil {
+			t.Fatalf("%s: accept: %v", network, err)
+		}
+		a.Close()
+		c.Close()
+		child.Close()
+		ln.Close()
 	}
 }

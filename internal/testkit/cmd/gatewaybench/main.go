@@ -126,7 +126,7 @@ func main() {
 	recipientJID := flag.String("recipient-jid", "", "(internal) the recipient's JID")
 	recipientCA := flag.String("recipient-ca", "", "(internal) the XMPP server's certificate (PEM file)")
 	loadBody := flag.String("load-body", "", "(internal) the load client's request body")
-	floorAt := flag.String("floor-addr", "", "(internal) serve the floor's bare handler at this address")
+	floorServer := flag.Bool("floor-server", false, "(internal) serve the floor's bare handler on the listener of file descriptor 3")
 	floorRate := flag.Float64("floor-rate", 0, "(internal) the floor's releases per second")
 	flag.BoolVar(&settleWait, "settle", true, "start each phase once the recipient got every message of the one before")
 	flag.StringVar(&order, "order", "alternate", "alternate (direct first in odd rounds, the gateway first in even ones) or direct-first")
@@ -142,7 +142,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "gatewaybench: -rounds and -n must be at least 1")
 		os.Exit(2)
 	}
-	if order == "alternate" && *rounds%2 != 0 && *loadAddr == "" && *recipientAddr == "" && *floorAt == "" {
+	if order == "alternate" && *rounds%2 != 0 && *loadAddr == "" && *recipientAddr == "" && !*floorServer {
 		fmt.Fprintln(os.Stderr, "gatewaybench: -order alternate needs an even -rounds (each side first as often)")
 		os.Exit(2)
 	}
@@ -150,8 +150,8 @@ func main() {
 	switch {
 	case *loadAddr != "":
 		err = loadMain(*loadAddr, *client, *c, *pipeline, *keys, []byte(*loadBody))
-	case *floorAt != "":
-		err = floorMain(*network, *floorAt, *c, *floorRate)
+	case *floorServer:
+		err = floorMain(*c, *floorRate)
 	case *recipientAddr != "":
 		err = recipientMain(*recipientAddr, *recipientJID, *recipientCA)
 	default:
