@@ -107,13 +107,13 @@ func (s *Store) writeOnce(ctx context.Context, f func(*writer) error) error {
 		}
 		return err
 	})
-	s.walPages.Add(int64(pages))
-	s.written.Add(int64(pages))
+	s.walPages.Add(int64(pages)) // the checkpoint's threshold: every page written
 	if err == nil {
 		err = berr
 	}
 	if err == nil {
 		s.txs.Add(1)
+		s.written.Add(int64(pages))
 	}
 	return err
 }

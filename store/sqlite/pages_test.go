@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/xmpptrack/xmpptrack/internal/storestats"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
@@ -34,13 +35,14 @@ func TestPagesPerCommit(t *testing.T) {
 	}
 }
 
-// openNoCheckpoints opens a store in a new file whose WAL is never
-// checkpointed, with listing lag lag (0: listLag), and returns its path
-// and page size. The store is closed at the test's end.
-func openNoCheckpoints(t *testing.T, lag int64) (*Store, string, int64) {
+// openNoCheckpoints opens a store with cfg in a new file whose WAL is
+// never checkpointed (and nothing pruned), and returns its path and page
+// size. The store is closed at the test's end.
+func openNoCheckpoints(t *testing.T, cfg Config) (*Store, string, int64) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "s.db")
-	s, err := OpenConfig(context.Background(), p, Config{Retention: -1, checkpointPages: 1 << 30, listLag: lag})
+	cfg.Retention, cfg.checkpointPages = -1, 1<<30
+	s, err := OpenConfig(context.Background(), p, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +57,7 @@ func openNoCheckpoints(t *testing.T, lag int64) (*Store, string, int64) {
 // pagesPerCommit returns the median pages of a write-ahead, its ack and
 // its receipt, with listing lag lag (0: listLag).
 func pagesPerCommit(t *testing.T, lag int64) (ahead, ack, receipt int64) {
-	s, p, pageSize := openNoCheckpoints(t, lag)
+	s, p, pageSize := openNoCheckpoints(t, Config{listLag: lag})
 	frames := func() int64 { return walSize(t, p) / (pageSize + 24) } // the header is smaller than a frame
 	var aheads, acks, receipts []int64
 	for i := range 300 {
@@ -79,31 +81,52 @@ func pagesPerCommit(t *testing.T, lag int64) (ahead, ack, receipt int64) {
 	return median(aheads), median(acks), median(receipts)
 }
 
-// TestStats: Stats counts the transactions and the batches committed and
-// the WAL pages they wrote, as the WAL file grew (checkpoints held off,
-// and past the frames of Open's transactions, which the WAL started over
-// from). A write-ahead refused as a duplicate is no batch committed, in a
-// transaction that wrote nothing.
+// TestStats: the counters of package storestats count the transactions
+// and the requests committed and the WAL pages they wrote, as the WAL file
+// grew (checkpoints held off, and past the frames of Open's transactions,
+// which the WAL started over from). A write-ahead refused as a duplicate is
+// no request committed, in a transaction that wrote nothing; a batch that
+// fails rolls its transaction back and counts nothing.
 func TestStats(t *testing.T) {
 	ctx := context.Background()
-	s, p, pageSize := openNoCheckpoints(t, 0)
+	s, p, pageSize := openNoCheckpoints(t, Config{failApply: func(b *store.Batch) error {
+		if len(b.Messages) > 0 && b.Messages[0].ID == "refused" {
+			return errors.New("refused")
+		}
+		return nil
+	}})
+	stats := func() storestats.Stats {
+		t.Helper()
+		st, ok := storestats.SQLite(s)
+		if !ok {
+			t.Fatal("storestats.SQLite does not take a *Store")
+		}
+		return st
+	}
 	for i := range 20 {
 		commitT(t, s, &store.Batch{Messages: []store.Message{message(fmt.Sprintf("w%d", i))}})
 	}
-	st0, wal0 := s.Stats(), walSize(t, p)
+	st0, wal0 := stats(), walSize(t, p)
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("a")}})
 	commitT(t, s, &store.Batch{Messages: []store.Message{message("b")}, Changes: []store.Change{{ID: "a", State: tracking.DeliveredToServer}}})
 	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("a")}}); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("a again: %v, want ErrExists", err)
 	}
-	st := s.Stats()
-	if d := (Stats{st.Transactions - st0.Transactions, st.Batches - st0.Batches, st.WALPages - st0.WALPages}); d.Transactions != 3 || d.Batches != 2 ||
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{message("refused")}}); err == nil {
+		t.Fatal("the refused batch was committed")
+	}
+	st := stats()
+	if d := (storestats.Stats{Transactions: st.Transactions - st0.Transactions, Requests: st.Requests - st0.Requests,
+		WALPages: st.WALPages - st0.WALPages}); d.Transactions != 3 || d.Requests != 2 ||
 		d.WALPages == 0 || d.WALPages*(pageSize+24) != walSize(t, p)-wal0 {
-		t.Errorf("Stats moved by %+v for a WAL grown from %d to %d bytes (pages of %d); want 3 transactions, 2 batches and the pages",
+		t.Errorf("counters moved by %+v for a WAL grown from %d to %d bytes (pages of %d); want 3 transactions, 2 requests and the pages",
 			d, wal0, walSize(t, p), pageSize)
 	}
 	s.Close()
-	if s.Stats() != st {
-		t.Errorf("Stats after Close %+v, want %+v", s.Stats(), st)
+	if got := stats(); got != st {
+		t.Errorf("counters after Close %+v, want %+v", got, st)
+	}
+	if _, ok := storestats.SQLite(42); ok {
+		t.Error("storestats.SQLite takes an int")
 	}
 }

@@ -77,12 +77,12 @@ type Store struct {
 	// walPages counts the pages written to the WAL since the last
 	// checkpoint (see wrote).
 	walPages atomic.Int64
-	// written counts the pages the committer wrote to the WAL since Open
-	// (the benchmarks report them per message, see Stats).
+	// written counts the pages the committer's committed transactions
+	// wrote to the WAL since Open (the benchmarks report them per message,
+	// see stats).
 	written atomic.Int64
 	// txs and items count the committer's transactions committed since
-	// Open and the batches and claims they answered without an error
-	// (see Stats).
+	// Open and the batches and claims they committed (see stats).
 	txs, items atomic.Int64
 	states     states // the committer's cache of message states
 	// unlisted counts the messages the committer wrote ahead since its

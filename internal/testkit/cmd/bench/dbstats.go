@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/xmpptrack/xmpptrack/internal/storestats"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 )
@@ -59,14 +60,17 @@ func dbStatsPerMessage(d map[string]float64, n int) string {
 		per("xact"), per("msg_ins"), per("msg_upd"), per("msg_hot"), per("changes"), per("feed_upd"), per("sessions"), per("wal_bytes"), per("wal_syncs"))
 }
 
-// liteStats sums the counters of the SQLite stores (sqlite.Store.Stats),
+// liteStats sums the counters of the SQLite stores (package storestats),
 // under keys that dbStatsQuery's names never take.
 func liteStats(stores []*sqlite.Store) map[string]float64 {
 	st := map[string]float64{}
 	for _, s := range stores {
-		c := s.Stats()
+		c, ok := storestats.SQLite(s)
+		if !ok {
+			continue
+		}
 		st["sqlite_tx"] += float64(c.Transactions)
-		st["sqlite_batches"] += float64(c.Batches)
+		st["sqlite_requests"] += float64(c.Requests)
 		st["sqlite_wal_pages"] += float64(c.WALPages)
 	}
 	return st
@@ -79,5 +83,5 @@ func liteStatsPerMessage(d map[string]float64, n int) string {
 		return ""
 	}
 	per := func(k string) float64 { return d[k] / float64(n) }
-	return fmt.Sprintf("%.3f transactions, %.3f batches, %.2f WAL pages", per("sqlite_tx"), per("sqlite_batches"), per("sqlite_wal_pages"))
+	return fmt.Sprintf("%.3f transactions, %.3f requests, %.2f WAL pages", per("sqlite_tx"), per("sqlite_requests"), per("sqlite_wal_pages"))
 }
