@@ -264,3 +264,40 @@ func TestPrunerAtOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingTableForeign: a file of this version that lacks one of its
+// tables, or whose listing table does not hold one row, is refused with
+// ErrForeign (SQLite's "no such table" is a schema that does not fit; any
+// other failure of the check is reported as it is, see
+// TestSchemaCheckFailsAsItIs), and left as it was.
+func TestMissingTableForeign(t *testing.T) {
+	damage := map[string]string{"listing with two rows": `INSERT INTO listing (upto) VALUES (0)`}
+	for _, tb := range tables {
+		damage["no "+tb] = "DROP TABLE " + tb
+	}
+	for name, q := range damage {
+		t.Run(name, func(t *testing.T) {
+			p := newFile(t)
+			db, err := sql.Open("sqlite", p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = db.Exec(q)
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(context.Background(), p)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !errors.Is(err, store.ErrForeign) {
+				t.Errorf("Open: %v, want ErrForeign", err)
+			}
+			if v := userVersion(t, p); v != SchemaVersion {
+				t.Errorf("user_version %d, want %d", v, SchemaVersion)
+			}
+		})
+	}
+}
