@@ -27,7 +27,7 @@ func goldenPath() string {
 // upgraded one both run migrations, so that comparing them with each other
 // cannot see a migration that is wrong for both (an index left out, a
 // column of the wrong type): the golden file is the schema as it was
-// meant, written down once.
+// meant, written down once, as far as schemaOf describes it.
 func TestSchemaGolden(t *testing.T) {
 	got := strings.Join(schemaOf(t, newFile(t)), "\n") + "\n"
 	if *updateGolden {
@@ -79,11 +79,14 @@ func checkGolden(t *testing.T, p string) {
 
 // schemaOf describes the schema of the database file p, one line per
 // fact, in an order that does not depend on how the file got it: its
-// version; each table's kind and columns (by name: files of schema 3 exist
-// with two physical orders of messages' columns), foreign keys and
-// indexes (those of constraints included, with their columns and any
-// partial index's condition); and each trigger and view's SQL, its white
-// space collapsed.
+// version; whether it has sqlite_sequence (made by the first table with
+// AUTOINCREMENT, and kept); each table's kind, AUTOINCREMENT and columns (by name: files of schema 3 exist with two
+// physical orders of messages' columns), foreign keys and indexes (those
+// of constraints included, with their columns and any partial index's
+// condition; an index on expressions by its SQL); and each trigger and
+// view's SQL, its white space collapsed. Not compared: CHECK constraints
+// and columns' collations, which only a table's SQL holds (its column
+// order differs between files); the schema has neither.
 func schemaOf(t *testing.T, p string) []string {
 	t.Helper()
 	db := rawDB(t, p)
@@ -111,15 +114,22 @@ func schemaOf(t *testing.T, p string) []string {
 		}
 	}
 	var tables, kinds []string
-	each(`SELECT name, type, wr, strict FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' ORDER BY name`,
+	var seq int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_sequence'`).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	add("sqlite_sequence %d", seq)
+	each(`SELECT l.name, l.type, l.wr, l.strict, instr(upper(coalesce(s.sql, '')), 'AUTOINCREMENT') > 0
+		FROM pragma_table_list l LEFT JOIN sqlite_schema s ON s.name = l.name
+		WHERE l.schema = 'main' AND l.name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY l.name`,
 		func(r *sql.Rows) error {
 			var name, typ string
-			var wr, strict int
-			if err := r.Scan(&name, &typ, &wr, &strict); err != nil {
+			var wr, strict, autoinc int
+			if err := r.Scan(&name, &typ, &wr, &strict, &autoinc); err != nil {
 				return err
 			}
 			tables = append(tables, name)
-			kinds = append(kinds, fmt.Sprintf("%s %s without_rowid=%d strict=%d", typ, name, wr, strict))
+			kinds = append(kinds, fmt.Sprintf("%s %s without_rowid=%d strict=%d autoincrement=%d", typ, name, wr, strict, autoinc))
 			return nil
 		})
 	for i, tb := range tables {
@@ -176,7 +186,9 @@ func schemaOf(t *testing.T, p string) []string {
 			if err := db.QueryRow(`SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?`, name).Scan(&q); err != nil && err != sql.ErrNoRows {
 				t.Fatal(err)
 			}
-			if q := squeeze(q.String); strings.Contains(strings.ToUpper(q), " WHERE ") {
+			if q := squeeze(q.String); strings.Contains(strings.Join(cols, ","), "<expr>") {
+				add("    sql %s", q) // the expressions are only in its text
+			} else if strings.Contains(strings.ToUpper(q), " WHERE ") {
 				add("    where %s", q[strings.LastIndex(strings.ToUpper(q), " WHERE ")+len(" WHERE "):])
 			}
 		}
