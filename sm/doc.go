@@ -283,9 +283,11 @@
 //     bytes of ours, the link is dead only once the peer acknowledged none
 //     of them for an ack bound (slow links go on; a stuck one is found
 //     within about one and a half ack bounds); once it holds none, a
-//     written request unanswered for an ack bound is dead as above, and
-//     one not written yet is held above the kernel and left to the write
-//     bound. In each case a stanza read from the server within the ack
+//     written request unanswered for an ack bound is dead as above (if
+//     bytes of ours were seen waiting during that wait, the bound runs
+//     from the look that found them all acknowledged, so a slow link is
+//     not cut as soon as its queue drains), and one not written yet is
+//     held above the kernel and left to the write bound. In each case a stanza read from the server within the ack
 //     bound is progress, as above, up to the same cap (a server blocked
 //     writing to a client slow to read may take none of its bytes until
 //     the client reads on).

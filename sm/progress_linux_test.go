@@ -280,7 +280,7 @@ func TestSilentServerBusyLink(t *testing.T) {
 // while the peer reads and acknowledges: a mark short of the request's end
 // could be taken as reached before the server's TCP held the request.
 func TestMarkNotShort(t *testing.T) {
-	near, far := loopbackPair(t)
+	near, far := loopbackPair(t, 0)
 	raw := socketOf(near)
 	a0, q0, ok := sendProgress(raw)
 	if !ok || q0 != 0 {
@@ -369,7 +369,7 @@ func TestMarkTakenAtWrite(t *testing.T) {
 // are taken at given instants, on a real socket whose bytes were all
 // acknowledged.
 func TestSocketInboundProgress(t *testing.T) {
-	near, far := loopbackPair(t)
+	near, far := loopbackPair(t, 0)
 	if _, err := near.Write([]byte("<r/>")); err != nil {
 		t.Fatal(err)
 	}
@@ -377,23 +377,9 @@ func TestSocketInboundProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := socketOf(near)
-	for { // until the kernel holds none of our bytes
-		_, q, ok := sendProgress(raw)
-		if !ok {
-			t.Fatal("sendProgress: the socket cannot tell")
-		}
-		if q == 0 {
-			break
-		}
-		runtime.Gosched()
-	}
+	waitQueue(t, raw, false)
 	const ack = int64(time.Second)
-	st := New(Config{AckTimeout: time.Second})
-	c := &conn{st: st, sock: raw, smOn: true}
-	t0 := int64(1e15)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	c.rWait = t0
+	c, t0 := awaiting(t, raw)
 	for _, step := range []struct {
 		at, inAt int64 // the look, and the last stanza read (0: none)
 		alive    bool
@@ -424,10 +410,17 @@ func TestSocketInboundProgress(t *testing.T) {
 }
 
 // loopbackPair returns the two ends of a loopback TCP connection, closed
-// when the test ends.
-func loopbackPair(t *testing.T) (near, far net.Conn) {
+// when the test ends; the far end's receive buffer is rcvbuf bytes (0:
+// the system's).
+func loopbackPair(t *testing.T, rcvbuf int) (near, far net.Conn) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	if rcvbuf > 0 {
+		lc.Control = func(_, _ string, raw syscall.RawConn) error {
+			return raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf) })
+		}
+	}
+	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,4 +438,74 @@ func loopbackPair(t *testing.T) (near, far net.Conn) {
 	}
 	t.Cleanup(func() { far.Close() })
 	return near, far
+}
+
+// TestSocketDrainedNotCut: a request written behind bytes that take longer
+// than the ack bound to drain (a slow link) is not taken for dead at the
+// first look that finds the send queue empty: its answer gets a whole
+// bound from that look (the server's TCP took the request only then).
+// Before, the rule for an empty queue counted from the request's write,
+// and cut the link at that look unless the answer had already come (the
+// flake of TestSlowSocketNotCut on a loaded machine). Decisions at given
+// instants, on a real socket whose peer reads nothing, then everything.
+func TestSocketDrainedNotCut(t *testing.T) {
+	near, far := loopbackPair(t, 4096)
+	const size = 256 << 10
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := near.Write(make([]byte, size))
+		wrote <- err
+	}()
+	raw := socketOf(near)
+	waitQueue(t, raw, true)
+	const ack = int64(time.Second)
+	c, t0 := awaiting(t, raw) // written behind the bytes pending
+	look := func(at int64, alive bool) {
+		t.Helper()
+		c.fatal = nil
+		if got := c.progressLocked(t0 + at); got != alive {
+			t.Fatalf("look at %v: alive %v, want %v (%v)", time.Duration(at), got, alive, c.fatal)
+		}
+	}
+	look(ack/2, true) // bytes pending, moving or not: within the bound
+	if _, err := io.ReadFull(far, make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	waitQueue(t, raw, false)
+	look(ack+ack/5, true)     // drained, a bound after the write: the request is taken now
+	look(2*ack+ack/5-1, true) // just under a bound after that look
+	look(2*ack+ack/5, false)  // a bound after it, unanswered
+}
+
+// waitQueue waits until the kernel holds bytes of ours on raw (pending)
+// or none, as the socket tells.
+func waitQueue(t *testing.T, raw syscall.RawConn, pending bool) {
+	t.Helper()
+	guard := time.Now().Add(10 * time.Second) // a guard, not a measure: no byte acknowledged yet reads as !ok
+	for {
+		_, q, ok := sendProgress(raw)
+		if !ok && time.Now().After(guard) {
+			t.Fatal("sendProgress: the socket cannot tell")
+		}
+		if ok && (q > 0) == pending {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// awaiting returns a connection on raw, with an AckTimeout of 1 s, whose
+// answer is awaited since t0; its State's lock is held until the test
+// ends, for the tests to call its Locked methods.
+func awaiting(t *testing.T, raw syscall.RawConn) (c *conn, t0 int64) {
+	st := New(Config{AckTimeout: time.Second})
+	c = &conn{st: st, sock: raw, smOn: true}
+	t0 = int64(1e15)
+	st.mu.Lock()
+	t.Cleanup(st.mu.Unlock)
+	c.rWait = t0
+	return c, t0
 }

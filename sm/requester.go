@@ -180,7 +180,12 @@ func (c *conn) sinceLocked() int64 {
 //   - bytes are pending and none was acknowledged for an ack bound (the
 //     link is stuck, not slow: our request may be among them);
 //   - none is pending and a written request has been unanswered for an ack
-//     bound (the server's TCP took it all).
+//     bound (the server's TCP took it all), unless bytes of ours were seen
+//     pending during that wait: the server's TCP may have taken the
+//     request only now, after a slow drain longer than the bound, and the
+//     first rule then gives its answer a whole bound from the look that
+//     found it taken (this rule cut a slow link at the first look after
+//     its send queue drained, before the answer could come back).
 //
 // In each, a stanza read from the server within the ack bound is progress
 // as in deadlineLocked (the server works through what it wrote ahead of
@@ -208,6 +213,9 @@ func (c *conn) progressLocked(now int64) bool {
 		if c.markAt == 0 && acked >= c.mark {
 			c.markAt = now
 		}
+		if pending {
+			c.pendFor = since
+		}
 	}
 	var waited int64
 	in := c.inAt
@@ -216,7 +224,7 @@ func (c *conn) progressLocked(now int64) bool {
 		waited = now - since
 	case pending && now-max(c.progAt, in) >= ack:
 		waited = now - c.progAt
-	case !pending && since != 0 && now-max(since, in) >= ack:
+	case !pending && since != 0 && c.pendFor != since && now-max(since, in) >= ack:
 		waited = now - since
 	default:
 		return true
@@ -393,7 +401,7 @@ func (c *conn) noteRLocked() {
 		return
 	}
 	if acked, queued, ok := sendProgress(c.sock); ok {
-		c.rMark, c.rMarkOK = acked+queued, true
+		c.rMark, c.rMarkOK, c.rPend = acked+queued, true, queued > 0
 	}
 }
 
@@ -405,6 +413,9 @@ func (c *conn) markLocked(now int64) {
 	c.markFor, c.markAt = 0, 0
 	if c.rMarkOK {
 		c.markFor, c.mark = now, c.rMark
+		if c.rPend {
+			c.pendFor = now
+		}
 	}
 }
 
