@@ -361,7 +361,11 @@
 // one: a resumed connection on a slow link, whose <r/> waits behind a
 // large stanza, that then ends for another reason (a reset, a NAT
 // dropping it) starts a new session instead of resuming once more, which
-// costs possible duplicates, never a loss.
+// costs possible duplicates, never a loss. Stanzas read from the server
+// put off the ack bound (see "Dead connections"): a broken resumed stream
+// on which the server still routes stanzas to us, one at least every ack
+// bound, and acknowledges nothing, is found only at the cap, 24 times
+// AckTimeout; our stanzas wait unacknowledged until then (none is lost).
 //
 // # Policy violations
 //
