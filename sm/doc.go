@@ -236,15 +236,29 @@
 // the bound to read, and after a resumption the server writes that
 // backlog again ahead of its answer. So every stanza read from the server
 // is progress too: the bound runs from the later of the request's write
-// (or the last <a/>) and the last stanza read. It has a cap: an answer
-// awaited, with no <a/>, for 24 times AckTimeout (2 minutes at the
-// default, the write bound below) ends the connection however many
-// stanzas came meanwhile, so a server that streams and never answers is
-// still found (the AckTimeoutError's Bound is then the cap); so is a
-// backlog that takes longer than the cap to read (on a resumed connection
-// with nothing acknowledged yet, that is a failed resumption, see below).
-// Only stanzas count: whitespace keepalives and a server's own <r/> say
-// nothing of its progress toward our answer.
+// (or the last <a/>) and the last stanza read. Stanzas read excuse no
+// more than a cap: once an answer has been awaited, with no <a/>, for 24
+// times AckTimeout (2 minutes at the default, the write bound below),
+// stanzas no longer put the end off, so a server that streams and never
+// answers is still found (without a socket to look at, the
+// AckTimeoutError's Bound is then the cap); so is a backlog that takes
+// longer than the cap to read (on a resumed connection with nothing
+// acknowledged yet, that is a failed resumption, see below). The cap
+// limits only what stanzas excuse: a slow link whose socket shows
+// progress (below) goes on past it. Only stanzas count: whitespace
+// keepalives and a server's own <r/> say nothing of its progress toward
+// our answer.
+//
+// What counts is reading, not handling: a reader that the application
+// stops reads nothing (a handler that blocks on Serve's goroutine; the
+// xmpptrack client's reader waits while 256 stanzas wait for its
+// callbacks, so a callback that blocks stops it), and a connection whose
+// answer waits behind what it does not read is taken for dead after the
+// ack bound, as a frozen one is, and resumed; if the stall outlasts the
+// resumed connection's bound too, with nothing acknowledged on it, that
+// is a failed resumption, and the server's queue for the old session is
+// its business. Callbacks must not block (see the xmpptrack client's
+// Config.OnMessage).
 //
 // A timer watches this, not the ack requester, which
 // may itself be blocked writing to the frozen connection. The State then

@@ -400,12 +400,68 @@ func TestSocketInboundProgress(t *testing.T) {
 				time.Duration(step.at), time.Duration(c.inAt-t0), alive, step.alive, c.fatal)
 		}
 	}
-	// The read cap: due at stuckWriteFactor AckTimeouts, not a look.
-	c.lookAt, c.inAt = t0+23*ack+ack/2+ack/4, t0+23*ack+ack/2+ack/4
-	dl, bound, from, check := c.deadlineLocked()
-	if want := t0 + stuckWriteFactor*ack; dl != want || bound != stuckWriteFactor*ack || from != t0 || check {
-		t.Fatalf("deadline %v, bound %v, from %v, check %v; want the read cap at %v",
-			time.Duration(dl-t0), time.Duration(bound), time.Duration(from-t0), check, time.Duration(want-t0))
+	// The read cap: a look is due there, and stanzas excuse the wait no
+	// longer (nothing pending: the written request is overdue).
+	c.progOK, c.lookAt, c.inAt = true, t0+23*ack+ack/2+ack/4, t0+23*ack+ack/2+ack/4
+	dl, _, _, check := c.deadlineLocked()
+	if want := t0 + stuckWriteFactor*ack; dl != want || !check {
+		t.Fatalf("deadline %v, check %v; want a look at the read cap, %v", time.Duration(dl-t0), check, time.Duration(want-t0))
+	}
+	if c.aliveLocked(t0 + stuckWriteFactor*ack) {
+		t.Fatal("alive at the read cap, stanzas read but no answer")
+	}
+}
+
+// TestSocketPendingPastCap: with bytes of ours pending, the read cap
+// limits only what stanzas read excuse. The peer's TCP takes nothing for
+// an ack bound while stanzas come in: alive (the server may wait for us to
+// read before it reads on), until the cap. The peer's TCP takes a little
+// at every look and nothing comes in: alive past the cap (a slow link;
+// before, the cap cut it). Decisions at given instants, on a real socket.
+func TestSocketPendingPastCap(t *testing.T) {
+	near, far := loopbackPair(t, 4096)
+	const size = 256 << 10
+	go near.Write(make([]byte, size)) // ends when the test closes near
+	raw := socketOf(near)
+	waitQueue(t, raw, true)
+	const ack = int64(time.Second)
+	const cap = stuckWriteFactor * ack
+	for _, inbound := range []bool{true, false} {
+		c, t0 := awaiting(t, raw)
+		buf := make([]byte, 4096)
+		for at := ack / 2; at <= cap+5*ack; at += ack / 2 {
+			now := t0 + at
+			if inbound {
+				c.inAt = now - ack/4
+			} else if _, err := io.ReadFull(far, buf); err != nil { // the peer takes a little
+				t.Fatal(err)
+			} else {
+				waitAcked(t, raw, c.progAcked)
+			}
+			want := !inbound || at < cap
+			if got := c.aliveLocked(now); got != want {
+				t.Fatalf("inbound %v, at %v: alive %v, want %v (%v)", inbound, time.Duration(at), got, want, c.fatal)
+			}
+			if !want {
+				break
+			}
+		}
+	}
+}
+
+// waitAcked waits until the peer's TCP acknowledged more than acked bytes
+// of ours on raw.
+func waitAcked(t *testing.T, raw syscall.RawConn, acked uint64) {
+	t.Helper()
+	guard := time.Now().Add(10 * time.Second) // a guard, not a measure
+	for {
+		if a, _, ok := sendProgress(raw); ok && a > acked {
+			return
+		}
+		if time.Now().After(guard) {
+			t.Fatal("the peer's reads are not acknowledged")
+		}
+		runtime.Gosched()
 	}
 }
 

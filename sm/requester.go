@@ -111,10 +111,12 @@ func (st *State) unackedMessageLocked() bool {
 // working through what it wrote ahead of its answer, which a client slow
 // to read (a backlog of thousands of stanzas) may take longer than the
 // ack bound to reach. So the ack bound runs from the later of the wait's
-// start and the last stanza read, but an answer awaited for the read cap
-// (the write bound's length, stuckWriteFactor times AckTimeout) is dead
-// however many stanzas came meanwhile: a server that streams and never
-// answers is still found.
+// start and the last stanza read, but stanzas read excuse no more than
+// the read cap (the write bound's length, stuckWriteFactor times
+// AckTimeout) from the wait's start: a server that streams and never
+// answers is still found. The cap limits only what they excuse: on the
+// socket path it is one more look (see progressLocked), so a slow link
+// whose socket shows progress is not cut by it.
 //
 // Where the State can see the TCP socket (c.sock), the ack bound is
 // decided by looking at it instead (check: dl is when to look, see
@@ -125,9 +127,16 @@ func (c *conn) deadlineLocked() (dl, bound, from int64, check bool) {
 	if ack <= 0 {
 		return 0, 0, 0, false
 	}
+	wb := c.st.writeBoundLocked()
 	since := c.sinceLocked()
 	if since != 0 {
-		dl, bound, from = max(since, c.inAt)+ack, ack, since
+		dl, bound, from = since+ack, ack, since
+		if c.inAt > since {
+			dl = max(dl, c.inAt+ack)
+			if rc := since + wb; wb > 0 && dl > rc {
+				dl, bound = max(rc, since+ack), wb // the read cap
+			}
+		}
 	}
 	if start := min(since, c.bookAt); c.sock != nil && (since != 0 || c.bookAt != 0) {
 		if start == 0 {
@@ -137,18 +146,12 @@ func (c *conn) deadlineLocked() (dl, bound, from int64, check bool) {
 		if c.progOK {
 			d = c.lookAt + ack/2
 		}
+		if rc := since + wb; since != 0 && wb > 0 && c.inAt > since && c.lookAt < rc && rc < d {
+			d = rc // look at the read cap, when stanzas stop excusing the wait
+		}
 		dl, bound, from, check = d, ack, start, true
 	}
-	wb := c.st.writeBoundLocked()
-	if wb <= 0 {
-		return dl, bound, from, check
-	}
-	if since != 0 { // the read cap
-		if d := since + wb; d < dl {
-			dl, bound, from, check = d, wb, since, false
-		}
-	}
-	if c.bookAt != 0 {
+	if wb > 0 && c.bookAt != 0 {
 		if d := c.bookAt + wb; dl == 0 || d < dl {
 			dl, bound, from, check = d, wb, c.bookAt, false
 		}
@@ -189,8 +192,9 @@ func (c *conn) sinceLocked() int64 {
 //
 // In each, a stanza read from the server within the ack bound is progress
 // as in deadlineLocked (the server works through what it wrote ahead of
-// its answer, or waits for us to read it before it reads on), up to the
-// read cap that deadlineLocked enforces. A request still held above the
+// its answer, or waits for us to read it before it reads on), until the
+// answer has been awaited for the read cap; after it, only the socket's
+// own progress counts. A request still held above the
 // kernel (nothing pending) is left to the write bound; a socket that
 // cannot tell, to the plain bounds.
 func (c *conn) progressLocked(now int64) bool {
@@ -219,6 +223,9 @@ func (c *conn) progressLocked(now int64) bool {
 	}
 	var waited int64
 	in := c.inAt
+	if wb := c.st.writeBoundLocked(); since != 0 && wb > 0 && now-since >= wb {
+		in = 0 // the read cap: stanzas read excuse the wait no longer
+	}
 	switch {
 	case since != 0 && c.markAt != 0 && now-max(c.markAt, in) >= ack:
 		waited = now - since
@@ -271,9 +278,7 @@ func (c *conn) watchdog() {
 	}
 	st.mu.Lock()
 	c.watchArmed = false
-	dl, _, _, check := c.deadlineLocked()
-	now := timeNow()
-	if dl == 0 || now < dl || check && c.progressLocked(now) {
+	if c.aliveLocked(timeNow()) {
 		c.armLocked()
 		st.mu.Unlock()
 		return
@@ -285,6 +290,13 @@ func (c *conn) watchdog() {
 		st.overdueHook()
 	}
 	st.deadLocked(c)
+}
+
+// aliveLocked is the watchdog's decision at now: false if the connection
+// is dead (overdue, and the socket, if looked at, shows it).
+func (c *conn) aliveLocked(now int64) bool {
+	dl, _, _, check := c.deadlineLocked()
+	return dl == 0 || now < dl || check && c.progressLocked(now)
 }
 
 // deadLocked ends a connection whose server stopped answering: it expires
