@@ -95,7 +95,6 @@ func (c *Client) Observe(obs Observer) (remove func()) {
 	c.obs.mu.Unlock()
 	return func() {
 		c.obs.mu.Lock()
-		defer c.obs.mu.Unlock()
 		kept := make([]*Observer, 0, len(c.obs.list))
 		for _, q := range c.obs.list {
 			if q != p {
@@ -103,5 +102,13 @@ func (c *Client) Observe(obs Observer) (remove func()) {
 			}
 		}
 		c.obs.list = kept
+		c.obs.mu.Unlock()
+		if p.Mark != nil && c.rcp != nil {
+			// The room is no longer one: a private message from one of its
+			// occupants, remembered under its bare JID, must not be marked
+			// as the room's (MarkDisplayed of the room now takes it for a
+			// one-to-one peer).
+			c.rcp.forget(p.Room.Bare().String())
+		}
 	}
 }

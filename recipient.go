@@ -211,6 +211,14 @@ func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	return true
 }
 
+// forget drops the newest markable message remembered for peer (a bare
+// JID), if any.
+func (r *recipient) forget(peer string) {
+	r.mu.Lock()
+	delete(r.markable, peer)
+	r.mu.Unlock()
+}
+
 // take moves the outbox's answers to the end of dst.
 func (r *recipient) take(dst []answer) []answer {
 	r.mu.Lock()

@@ -494,3 +494,26 @@ func TestRecipientRoomMarkerStays(t *testing.T) {
 		t.Errorf("outbox %v, want %s", got, want)
 	}
 }
+
+// TestRoomGoneNoPrivateMarker: once a room's observer is removed (what
+// muc's Leave, or a kick, does), MarkDisplayed of the room finds nothing
+// to mark: a private message from one of its occupants, remembered under
+// the room's bare JID, is not marked as if the room were a one-to-one peer
+// (before, a chat marker for it went to the room).
+func TestRoomGoneNoPrivateMarker(t *testing.T) {
+	c := newTapClient(t, Config{}) // nobody drains its outbox
+	room := jid.MustParse("room@conf.example.org")
+	remove := c.Observe(Observer{
+		Room:  room,
+		Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
+		Mark:  func() string { return "" },
+	})
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org/carol' id='p1' type='chat'><body>psst</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
+	remove()
+	if c.MarkDisplayed(room) {
+		t.Error("MarkDisplayed of a room that is gone queued a marker")
+	}
+	if got := c.rcp.take(nil); len(got) != 0 {
+		t.Errorf("queued %+v, want nothing", got)
+	}
+}

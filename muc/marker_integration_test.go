@@ -14,11 +14,12 @@ import (
 )
 
 // TestIntegrationRoomMarkerIsClientAnswer: Room.MarkDisplayed is the
-// client's MarkDisplayed of the room, so its marker is one of the client's
-// answers (queued, written within the answers' places in
-// StreamManagement.MaxUnacked): with Config.NoMarkers nothing is queued,
-// and it used to be written regardless; an ended ctx queues nothing; a
-// marker queued by one client reaches the sender's tracker.
+// client's MarkDisplayed of the room: with Config.NoMarkers nothing is
+// queued (it used to be written regardless), an ended ctx queues nothing,
+// a marker queued by one client reaches the sender's tracker, and once
+// the room was left nothing is queued. (That the marker then takes its
+// place among the client's answers, and is written again after a failed
+// write, is the client's answer path, tested in package xmpptrack.)
 func TestIntegrationRoomMarkerIsClientAnswer(t *testing.T) {
 	forEachServer(t, []string{"alice", "bob", "carol"}, func(t *testing.T, srv *testserver.Server) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -63,6 +64,20 @@ func TestIntegrationRoomMarkerIsClientAnswer(t *testing.T) {
 		}
 		if seen := ra.SeenBy(tr); len(seen) != 1 || seen[0].Nick != "bob" {
 			t.Fatalf("seen by %+v, want bob alone", seen)
+		}
+		if _, err := ra.Send(ctx, "one more"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-bobSees:
+		case <-ctx.Done():
+			t.Fatal("bob never saw the second message")
+		}
+		if err := rb.Leave(ctx, ""); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := rb.MarkDisplayed(ctx); ok || err != nil {
+			t.Fatalf("MarkDisplayed after Leave: %v, %v; want false, nil", ok, err)
 		}
 	})
 }

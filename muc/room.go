@@ -348,14 +348,21 @@ func (r *Room) SeenBy(t *tracking.MessageTracker) []Occupant {
 //
 // It reports whether a marker was queued: false when there is nothing new
 // to mark, when the client's Config.NoMarkers is set, once the room was left
-// or the client closed, or when the client's outbox is full (the newest
+// (Leave, or the room removed us) or the client closed, or when the
+// client's outbox is full (the newest
 // message then stays the one to mark, and a later call may send it). If ctx
 // has ended, it queues nothing and returns ctx's error.
 func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	if r.c == nil {
+	r.mu.Lock()
+	gone := r.left || r.leaving
+	r.mu.Unlock()
+	if gone || r.c == nil {
+		// The room's observer is gone: the client would take the room
+		// for a one-to-one peer (a private message from an occupant is
+		// remembered under the room's bare JID).
 		return false, nil
 	}
 	return r.c.MarkDisplayed(r.roomJID), nil
