@@ -87,7 +87,10 @@ type Client struct {
 	// published; a later resumption resumes that session, whose state
 	// (carbons, room membership) was never set up.
 	fresh bool
-	err   error // why the connection loop ended
+	// carbonsSent: the carbons IQ was written on the current stream (it
+	// is retransmitted with it on resumption, so not written again).
+	carbonsSent bool
+	err         error // why the connection loop ended
 	// graceful is the session Close closes gracefully, within closeGrace.
 	graceful *xmpp.Session
 	// downSince and upSince: when the last published session dropped,
@@ -103,13 +106,13 @@ type Client struct {
 // its first connection was handed to senders: stream management enabled
 // (Dial waits for the server's <enabled/>, unless the server does not offer
 // stream management or refuses it), initial presence sent, and carbons
-// requested (the IQ written, its answer not awaited). Errors from this first connection are returned
-// (and only from it, whatever a reconnection did meanwhile): an
-// authentication failure matches ErrAuth, a server we cannot reach or talk
-// to (including one that hangs up before <enabled/>) matches ErrConnect,
-// with the cause reachable. ctx bounds every step: if it ends first, Dial
-// returns an error matching its error (and ErrConnect for a deadline), after
-// closing what it opened. Later connection losses are handled by
+// requested (the IQ written, its answer not awaited). Errors from this
+// first connection are returned (and only from it, whatever a
+// reconnection did meanwhile): an authentication failure matches ErrAuth,
+// a server we cannot reach or talk to (including one that hangs up before
+// <enabled/>) matches ErrConnect, with the cause reachable. ctx bounds
+// every step: if it ends first, Dial returns an error matching its error
+// (and ErrConnect for a deadline), after closing what it opened. Later connection losses are handled by
 // reconnecting; the first connection may have been lost already when Dial
 // returns: the client is then reconnecting (Stats().Connected is false, and
 // Send and Session wait for the next connection), or, if that failed for
@@ -426,7 +429,7 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 	}
 	if !resumed {
 		c.mu.Lock()
-		c.fresh = true
+		c.fresh, c.carbonsSent = true, false
 		c.mu.Unlock()
 		// A fresh session: be available, so that markers and receipts sent
 		// to our bare JID reach us.
@@ -450,17 +453,23 @@ func (c *Client) publish(cn conn) {
 		return
 	}
 	c.mu.Lock()
-	fresh := !cn.resumed || c.fresh // as resumed below: c.fresh is this connection's until it ends
+	// As resumed below: c.fresh is this connection's until it ends. A
+	// fresh stream whose connection ended before its hand-out, and that
+	// the next connection resumed, has its IQ already (carbonsSent): a
+	// second one would leave the first one's answer unrecognised.
+	carbons := (!cn.resumed || c.fresh) && !c.carbonsSent && !c.cfg.NoCarbons
 	gone := cn.ctx.Err() != nil || c.closing
 	c.mu.Unlock()
 	if gone {
 		return
 	}
-	if fresh && !c.cfg.NoCarbons {
+	if carbons && c.enableCarbons(cn) {
 		// Before the session goes to senders: Dial returns, and the
 		// application writes, after it (so its place in the queue of
 		// unacknowledged stanzas is taken before any of theirs).
-		c.enableCarbons(cn)
+		c.mu.Lock()
+		c.carbonsSent = true
+		c.mu.Unlock()
 	}
 	c.mu.Lock()
 	// Not when the loop is done with it (it cancels, then locks), nor once
@@ -499,19 +508,22 @@ func (c *Client) publish(cn conn) {
 	c.log.Debug("xmpptrack: connected", "jid", cn.s.LocalAddr().String(), "resumed", resumed)
 }
 
-// enableCarbons turns on XEP-0280 for a fresh session; publish calls it
-// before it hands the session to senders. It writes the IQ
+// enableCarbons turns on XEP-0280 for a fresh session, and reports
+// whether the IQ was written; publish calls it before it hands the
+// session to senders. It writes the IQ
 // itself (never handing mellium a context, see internal/wire) and does not
 // wait for the answer, which the tap takes out of the stream: nothing is
 // left waiting once the connection ends.
-func (c *Client) enableCarbons(cn conn) {
+func (c *Client) enableCarbons(cn conn) (written bool) {
 	id := NewID()
 	c.carbonsID.Store(&id)
 	iq := xstanza.IQ{ID: id, Type: xstanza.SetIQ}.Wrap(xmlstream.Wrap(nil,
 		xml.StartElement{Name: xml.Name{Space: carbons.NS, Local: "enable"}}))
-	if _, err := wire.Write(cn.ctx, cn.s, iq); err != nil {
+	n, err := wire.Write(cn.ctx, cn.s, iq)
+	if err != nil {
 		c.log.Debug("xmpptrack: carbons not enabled", "err", err)
 	}
+	return n == 1
 }
 
 // readIdle is the read hook of a connection (login.Config.BeforeRead): the
