@@ -9,7 +9,7 @@ package sm
 // spends beyond an unpaced one (docs/benchmarks.md, "Where the tracked
 // sender's CPU goes"). So once a stanza is written with at least
 // coalesceAt stanzas unacknowledged, the State turns Nagle's algorithm on
-// for the socket under the session (c.sock, Linux only): a write while
+// for the socket under the session (c.nd, Linux only): a write while
 // bytes are in flight then only queues, and the queue goes out with the
 // peer's next acknowledgement, coalesced. Every <r/> is booked with
 // TCP_NODELAY set again, before it is written (setting it sends what the
@@ -32,10 +32,12 @@ const coalesceAt = MinWindow
 // with n stanzas unacknowledged (its own included), if n is a burst and
 // no request is being written.
 func (c *conn) coalesceLocked(n int) {
-	if c.nagle || n < coalesceAt || c.sock == nil || !c.smOn || c.bookAt != 0 {
+	if c.nagle || n < coalesceAt || c.nd == nil || !c.smOn || c.bookAt != 0 {
 		return
 	}
-	c.nagle = setNoDelay(c.sock, false)
+	if c.nagle = setNoDelay(c.nd, false); !c.nagle {
+		c.nd = nil // the socket is gone: coalescing ends
+	}
 }
 
 // flushLocked sets TCP_NODELAY again, which sends what Nagle's algorithm
@@ -45,8 +47,9 @@ func (c *conn) flushLocked() {
 		return
 	}
 	c.nagle = false
-	if !setNoDelay(c.sock, true) {
-		// The socket is gone (the connection ended): nothing to send.
-		c.sock = nil
+	if !setNoDelay(c.nd, true) {
+		// The socket is gone (the connection ended): nothing to send,
+		// and coalescing ends.
+		c.nd = nil
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,16 +107,9 @@ func (c *noDelayConn) count() int {
 // TCP_NODELAY again.
 func TestCoalesceInBursts(t *testing.T) {
 	const n = coalesceAt + 8
-	srv := newFakeServer(t)
-	rec := newRecorder()
-	var nd *noDelayConn
-	lk := &tcpLink{sndbuf: 1 << 20, rcvbuf: 1 << 20, outer: func(c net.Conn) net.Conn {
-		nd = &noDelayConn{Conn: c, rs: make(chan struct{}, 100)}
-		return nd
-	}}
 	// No time rule in the test's span: the burst's <r/> come from the
 	// count rule once the held one is answered.
-	st, c := tcpEnabled(t, srv, rec.config(Config{AckDelay: time.Hour, IdleProbe: time.Hour, Window: n + 8}), lk)
+	srv, rec, nd, st, c := coalesceSession(t, n)
 	sendMsg(t, st, c.sess, "lone0")
 	<-nd.rs
 	if ev := rec.next(t); ev != "acked:lone0" {

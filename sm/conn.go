@@ -74,13 +74,14 @@ type conn struct {
 	sess         *xmpp.Session   // set by Start; the watchdog expires its deadlines
 	watch        *time.Timer     // the watchdog (armLocked); created stopped, never replaced
 	watchArmed   bool
-	watchAt      int64  // Unix ns the armed watchdog fires
-	careful      bool   // re-send the held messages one at a time (after a policy violation)
-	carefulOn    uint64 // ord of the held message last re-sent carefully
-	fatal        error  // stream management error that ends the connection
-	peerErr      error  // the <stream:error/> the server sent, a stream.Error
-	ended        bool   // State.Serve returned
-	nagle        bool   // Nagle's algorithm is on for sock (see coalesceLocked)
+	watchAt      int64           // Unix ns the armed watchdog fires
+	careful      bool            // re-send the held messages one at a time (after a policy violation)
+	carefulOn    uint64          // ord of the held message last re-sent carefully
+	fatal        error           // stream management error that ends the connection
+	peerErr      error           // the <stream:error/> the server sent, a stream.Error
+	ended        bool            // State.Serve returned
+	nd           syscall.RawConn // the socket coalescing sets TCP_NODELAY on; nil: none, or setting it failed (see coalesceLocked)
+	nagle        bool            // Nagle's algorithm is on for nd; never true with nd nil
 }
 
 // Tees returns fresh writers for the StreamConfig.TeeIn and TeeOut of the

@@ -76,6 +76,7 @@ func (st *State) Start(ctx context.Context, s *xmpp.Session) error {
 	c.started = true
 	c.sess = s
 	c.sock = socketOf(s.Conn())
+	c.nd = c.sock
 	resumed := c.resumed
 	_, offered := s.Feature(NS)
 	lost, held := 0, 0

@@ -1,0 +1,121 @@
+//go:build linux
+
+package sm
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+// goneRaw is a socket whose every use fails, as a closed one's does.
+type goneRaw struct{}
+
+var errGone = errors.New("socket gone")
+
+func (goneRaw) Control(func(uintptr)) error    { return errGone }
+func (goneRaw) Read(func(uintptr) bool) error  { return errGone }
+func (goneRaw) Write(func(uintptr) bool) error { return errGone }
+
+// coalesceSession starts a session over TCP whose client socket records
+// TCP_NODELAY at each write, with a window of n+8 and no time rule.
+func coalesceSession(t *testing.T, n int) (*fakeServer, *recorder, *noDelayConn, *State, *client) {
+	t.Helper()
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	var nd *noDelayConn
+	lk := &tcpLink{sndbuf: 1 << 20, rcvbuf: 1 << 20, outer: func(c net.Conn) net.Conn {
+		nd = &noDelayConn{Conn: c, rs: make(chan struct{}, 100)}
+		return nd
+	}}
+	st, c := tcpEnabled(t, srv, rec.config(Config{AckDelay: time.Hour, IdleProbe: time.Hour, Window: n + 8}), lk)
+	return srv, rec, nd, st, c
+}
+
+// burstNagle starts a coalesceSession whose <r/> the server holds, and
+// writes a burst of coalesceAt+8 stanzas, which turns Nagle's algorithm
+// on.
+func burstNagle(t *testing.T) (*fakeServer, *recorder, *noDelayConn, *State, *client, *conn) {
+	t.Helper()
+	const n = coalesceAt + 8
+	srv, rec, nd, st, c := coalesceSession(t, n)
+	srv.mu.Lock()
+	srv.holdR = true
+	srv.mu.Unlock()
+	for i := 1; i <= n; i++ {
+		sendMsg(t, st, c.sess, fmt.Sprintf("b%d", i))
+		if i == 1 {
+			<-nd.rs // its <r/>, at once: the link was idle
+		}
+	}
+	if nd.noDelayNow(t) {
+		t.Fatal("a burst did not turn Nagle's algorithm on")
+	}
+	st.mu.Lock()
+	cn := st.conn
+	st.mu.Unlock()
+	return srv, rec, nd, st, c, cn
+}
+
+// TestCoalesceProgressSockLost: a progress check that cannot read the
+// socket (a kernel without the acknowledged count, or a socket closing
+// under a current connection) stops looking at it while Nagle's algorithm
+// is on; a request booked next must still set TCP_NODELAY again (it once
+// called setNoDelay on the dropped socket and panicked) and be written
+// with it.
+func TestCoalesceProgressSockLost(t *testing.T) {
+	srv, rec, nd, st, c, cn := burstNagle(t)
+	st.mu.Lock()
+	cn.sock = goneRaw{}
+	cn.progressLocked(timeNow())
+	lost := cn.sock == nil
+	st.mu.Unlock()
+	if !lost {
+		t.Fatal("the progress check kept a socket it cannot read")
+	}
+	from := nd.count()
+	if _, _, err := st.request(t.Context(), c.sess, cn, true); err != nil {
+		t.Fatal(err)
+	}
+	if !nd.noDelayNow(t) {
+		t.Error("Nagle's algorithm still on after a request was booked")
+	}
+	rs := nd.requests(from)
+	if len(rs) != 1 || !rs[0].noDelay {
+		t.Errorf("the <r/> after the socket was lost: %v, want one written with TCP_NODELAY", rs)
+	}
+	srv.releaseR()
+	for i := 1; i <= coalesceAt+8; i++ {
+		if ev := rec.next(t); ev != fmt.Sprintf("acked:b%d", i) {
+			t.Fatalf("got %s, want acked:b%d", ev, i)
+		}
+	}
+	c.close()
+}
+
+// TestCoalesceNoDelayLost: once setting TCP_NODELAY fails (the socket is
+// gone), Nagle's algorithm is off for the State and coalescing ends: no
+// later flush uses the socket, and no later burst turns it on.
+func TestCoalesceNoDelayLost(t *testing.T) {
+	srv, _, _, st, c, cn := burstNagle(t)
+	st.mu.Lock()
+	real := cn.nd
+	cn.nd = goneRaw{}
+	cn.flushLocked()
+	if cn.nagle || cn.nd != nil {
+		t.Errorf("after a failed flush: nagle %v, socket kept %v", cn.nagle, cn.nd != nil)
+	}
+	cn.flushLocked()
+	cn.coalesceLocked(coalesceAt + 8)
+	if cn.nagle {
+		t.Error("a burst turned Nagle's algorithm on for a lost socket")
+	}
+	// Set the real socket back to TCP_NODELAY for the rest of the session.
+	cn.nd, cn.nagle = real, true
+	cn.flushLocked()
+	st.mu.Unlock()
+	srv.releaseR()
+	c.close()
+}
