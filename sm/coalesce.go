@@ -15,9 +15,10 @@ package sm
 // TCP_NODELAY set again, before it is written (setting it sends what the
 // kernel held), so a request never waits for the peer's delayed
 // acknowledgement (Nagle left on for good held a lone message's <r/> for
-// about 40 ms); so does a Pace that has to wait for room, since nothing
-// more is written until an ack, which needs what is held. A stanza written with fewer in flight, a lone message
-// first, is written with TCP_NODELAY as before: Nagle is turned on only
+// about 40 ms); so is it set when a sender has to wait for room (Pace,
+// Reserve, ReserveAnswers), since nothing more is written until an ack,
+// which needs what is held. A lone message, written with nothing in
+// flight, goes out with TCP_NODELAY as before: Nagle is turned on only
 // after a write and off whenever a request is booked, and a stanza
 // written with Nagle on is covered by a request within AckDelay (the time
 // rule), which sends it if the peer's acknowledgement did not.
@@ -41,7 +42,8 @@ func (c *conn) coalesceLocked(n int) {
 }
 
 // flushLocked sets TCP_NODELAY again, which sends what Nagle's algorithm
-// held: before a request is written, and when Pace has to wait.
+// held: before a request is written, and when a sender has to wait for
+// room.
 func (c *conn) flushLocked() {
 	if !c.nagle {
 		return

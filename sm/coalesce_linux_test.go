@@ -109,7 +109,7 @@ func TestCoalesceInBursts(t *testing.T) {
 	const n = coalesceAt + 8
 	// No time rule in the test's span: the burst's <r/> come from the
 	// count rule once the held one is answered.
-	srv, rec, nd, st, c := coalesceSession(t, n)
+	srv, rec, nd, st, c := coalesceSession(t, Config{Window: n + 8})
 	sendMsg(t, st, c.sess, "lone0")
 	<-nd.rs
 	if ev := rec.next(t); ev != "acked:lone0" {

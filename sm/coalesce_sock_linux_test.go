@@ -3,6 +3,7 @@
 package sm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -20,9 +21,10 @@ func (goneRaw) Read(func(uintptr) bool) error  { return errGone }
 func (goneRaw) Write(func(uintptr) bool) error { return errGone }
 
 // coalesceSession starts a session over TCP whose client socket records
-// TCP_NODELAY at each write, with a window of n+8 and no time rule.
-func coalesceSession(t *testing.T, n int) (*fakeServer, *recorder, *noDelayConn, *State, *client) {
+// TCP_NODELAY at each write, with cfg and no time rule.
+func coalesceSession(t *testing.T, cfg Config) (*fakeServer, *recorder, *noDelayConn, *State, *client) {
 	t.Helper()
+	cfg.AckDelay, cfg.IdleProbe = time.Hour, time.Hour
 	srv := newFakeServer(t)
 	rec := newRecorder()
 	var nd *noDelayConn
@@ -30,17 +32,20 @@ func coalesceSession(t *testing.T, n int) (*fakeServer, *recorder, *noDelayConn,
 		nd = &noDelayConn{Conn: c, rs: make(chan struct{}, 100)}
 		return nd
 	}}
-	st, c := tcpEnabled(t, srv, rec.config(Config{AckDelay: time.Hour, IdleProbe: time.Hour, Window: n + 8}), lk)
+	st, c := tcpEnabled(t, srv, rec.config(cfg), lk)
 	return srv, rec, nd, st, c
 }
 
-// burstNagle starts a coalesceSession whose <r/> the server holds, and
-// writes a burst of coalesceAt+8 stanzas, which turns Nagle's algorithm
-// on.
-func burstNagle(t *testing.T) (*fakeServer, *recorder, *noDelayConn, *State, *client, *conn) {
+// burstNagle starts a coalesceSession (with a window of n+8 unless cfg
+// sets one) whose <r/> the server holds, and writes a burst of
+// n = coalesceAt+8 stanzas, which turns Nagle's algorithm on.
+func burstNagle(t *testing.T, cfg Config) (*fakeServer, *recorder, *noDelayConn, *State, *client, *conn) {
 	t.Helper()
 	const n = coalesceAt + 8
-	srv, rec, nd, st, c := coalesceSession(t, n)
+	if cfg.Window == 0 {
+		cfg.Window = n + 8
+	}
+	srv, rec, nd, st, c := coalesceSession(t, cfg)
 	srv.mu.Lock()
 	srv.holdR = true
 	srv.mu.Unlock()
@@ -66,7 +71,7 @@ func burstNagle(t *testing.T) (*fakeServer, *recorder, *noDelayConn, *State, *cl
 // called setNoDelay on the dropped socket and panicked) and be written
 // with it.
 func TestCoalesceProgressSockLost(t *testing.T) {
-	srv, rec, nd, st, c, cn := burstNagle(t)
+	srv, rec, nd, st, c, cn := burstNagle(t, Config{})
 	st.mu.Lock()
 	cn.sock = goneRaw{}
 	cn.progressLocked(timeNow())
@@ -99,7 +104,7 @@ func TestCoalesceProgressSockLost(t *testing.T) {
 // gone), Nagle's algorithm is off for the State and coalescing ends: no
 // later flush uses the socket, and no later burst turns it on.
 func TestCoalesceNoDelayLost(t *testing.T) {
-	srv, _, _, st, c, cn := burstNagle(t)
+	srv, _, _, st, c, cn := burstNagle(t, Config{})
 	st.mu.Lock()
 	real := cn.nd
 	cn.nd = goneRaw{}
@@ -118,4 +123,37 @@ func TestCoalesceNoDelayLost(t *testing.T) {
 	st.mu.Unlock()
 	srv.releaseR()
 	c.close()
+}
+
+// TestCoalesceReserveWaits: a sender that has to wait in Reserve or
+// ReserveAnswers for room in a full queue (MaxUnacked, here with the
+// window off) waits for an ack, which needs what Nagle's algorithm holds:
+// TCP_NODELAY is set again before it waits.
+func TestCoalesceReserveWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		reserve func(*State, context.Context) (Slot, error)
+	}{
+		{"Reserve", (*State).Reserve},
+		{"ReserveAnswers", func(st *State, ctx context.Context) (Slot, error) { return st.ReserveAnswers(ctx, 1) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, rec, nd, st, c, _ := burstNagle(t, Config{Window: -1, MaxUnacked: coalesceAt + 8})
+			ended, cancel := context.WithCancel(t.Context())
+			cancel()
+			if _, err := tc.reserve(st, ended); err == nil {
+				t.Fatal("found room in a full queue")
+			}
+			if !nd.noDelayNow(t) {
+				t.Errorf("%s waits for room with Nagle's algorithm on", tc.name)
+			}
+			srv.releaseR()
+			for i := 1; i <= coalesceAt+8; i++ {
+				if ev := rec.next(t); ev != fmt.Sprintf("acked:b%d", i) {
+					t.Fatalf("got %s, want acked:b%d", ev, i)
+				}
+			}
+			c.close()
+		})
+	}
 }

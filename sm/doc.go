@@ -189,9 +189,10 @@
 // queue goes out with the server's next TCP acknowledgement, instead of
 // every stanza paying for its own segment and the server's wake-up. Each
 // <r/> is written with TCP_NODELAY set again first (which sends what was
-// held), and so is it set when Pace has to wait for room, so a request
-// never waits for the server's delayed acknowledgement and a stanza held
-// is sent at the latest with the request that covers it, within AckDelay;
+// held), and so is it set when a sender has to wait for room (Pace,
+// Reserve, ReserveAnswers), so a request never waits for the server's
+// delayed acknowledgement and a stanza held is sent at the latest with
+// the request that covers it, within AckDelay;
 // a stanza written with fewer in flight, a lone message first, goes out
 // at once as before.
 //

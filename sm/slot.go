@@ -265,6 +265,11 @@ func (st *State) reserveN(ctx context.Context, t *turnstile, n int) (Slot, error
 	}
 	w := &waiter{ch: make(chan struct{}), more: n - 1}
 	t.push(w)
+	if st.conn != nil {
+		// As in Pace: room comes with an ack, which needs what Nagle's
+		// algorithm holds (see coalesceLocked).
+		st.conn.flushLocked()
+	}
 	st.mu.Unlock()
 	select {
 	case <-w.ch:
