@@ -4,9 +4,11 @@ package sm
 
 import (
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,6 +22,15 @@ func (goneRaw) Control(func(uintptr)) error    { return errGone }
 func (goneRaw) Read(func(uintptr) bool) error  { return errGone }
 func (goneRaw) Write(func(uintptr) bool) error { return errGone }
 
+// noDelayLink is a TCP link whose client end, a noDelayConn, is stored in
+// *nd when dialled.
+func noDelayLink(nd **noDelayConn) *tcpLink {
+	return &tcpLink{sndbuf: 1 << 20, rcvbuf: 1 << 20, outer: func(c net.Conn) net.Conn {
+		*nd = &noDelayConn{Conn: c, rs: make(chan struct{}, 100)}
+		return *nd
+	}}
+}
+
 // coalesceSession starts a session over TCP whose client socket records
 // TCP_NODELAY at each write, with cfg and no time rule.
 func coalesceSession(t *testing.T, cfg Config) (*fakeServer, *recorder, *noDelayConn, *State, *client) {
@@ -28,10 +39,7 @@ func coalesceSession(t *testing.T, cfg Config) (*fakeServer, *recorder, *noDelay
 	srv := newFakeServer(t)
 	rec := newRecorder()
 	var nd *noDelayConn
-	lk := &tcpLink{sndbuf: 1 << 20, rcvbuf: 1 << 20, outer: func(c net.Conn) net.Conn {
-		nd = &noDelayConn{Conn: c, rs: make(chan struct{}, 100)}
-		return nd
-	}}
+	lk := noDelayLink(&nd)
 	st, c := tcpEnabled(t, srv, rec.config(cfg), lk)
 	return srv, rec, nd, st, c
 }
@@ -49,18 +57,20 @@ func burstNagle(t *testing.T, cfg Config) (*fakeServer, *recorder, *noDelayConn,
 	srv.mu.Lock()
 	srv.holdR = true
 	srv.mu.Unlock()
+	st.mu.Lock()
+	cn := st.conn
+	st.mu.Unlock()
+	// A request held unanswered first: no rule books another during the
+	// burst, whose writes could then not turn Nagle's algorithm on.
+	if _, _, err := st.request(t.Context(), c.sess, cn, true); err != nil {
+		t.Fatal(err)
+	}
 	for i := 1; i <= n; i++ {
 		sendMsg(t, st, c.sess, fmt.Sprintf("b%d", i))
-		if i == 1 {
-			<-nd.rs // its <r/>, at once: the link was idle
-		}
 	}
 	if nd.noDelayNow(t) {
 		t.Fatal("a burst did not turn Nagle's algorithm on")
 	}
-	st.mu.Lock()
-	cn := st.conn
-	st.mu.Unlock()
 	return srv, rec, nd, st, c, cn
 }
 
@@ -91,12 +101,7 @@ func TestCoalesceProgressSockLost(t *testing.T) {
 	if len(rs) != 1 || !rs[0].noDelay {
 		t.Errorf("the <r/> after the socket was lost: %v, want one written with TCP_NODELAY", rs)
 	}
-	srv.releaseR()
-	for i := 1; i <= coalesceAt+8; i++ {
-		if ev := rec.next(t); ev != fmt.Sprintf("acked:b%d", i) {
-			t.Fatalf("got %s, want acked:b%d", ev, i)
-		}
-	}
+	drainBurst(t, srv, rec, st, c, cn, coalesceAt+8)
 	c.close()
 }
 
@@ -138,7 +143,7 @@ func TestCoalesceReserveWaits(t *testing.T) {
 		{"ReserveAnswers", func(st *State, ctx context.Context) (Slot, error) { return st.ReserveAnswers(ctx, 1) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, rec, nd, st, c, _ := burstNagle(t, Config{Window: -1, MaxUnacked: coalesceAt + 8})
+			srv, rec, nd, st, c, cn := burstNagle(t, Config{Window: -1, MaxUnacked: coalesceAt + 8})
 			ended, cancel := context.WithCancel(t.Context())
 			cancel()
 			if _, err := tc.reserve(st, ended); err == nil {
@@ -147,13 +152,99 @@ func TestCoalesceReserveWaits(t *testing.T) {
 			if !nd.noDelayNow(t) {
 				t.Errorf("%s waits for room with Nagle's algorithm on", tc.name)
 			}
-			srv.releaseR()
-			for i := 1; i <= coalesceAt+8; i++ {
-				if ev := rec.next(t); ev != fmt.Sprintf("acked:b%d", i) {
-					t.Fatalf("got %s, want acked:b%d", ev, i)
-				}
-			}
+			drainBurst(t, srv, rec, st, c, cn, coalesceAt+8)
 			c.close()
 		})
 	}
+}
+
+// drainBurst requests an ack, answers the held <r/> (the server has read
+// the stanzas before them), and expects the burst b1..bn acked.
+func drainBurst(t *testing.T, srv *fakeServer, rec *recorder, st *State, c *client, cn *conn, n int) {
+	t.Helper()
+	if _, _, err := st.request(t.Context(), c.sess, cn, true); err != nil {
+		t.Fatal(err)
+	}
+	srv.releaseR()
+	for i := 1; i <= n; i++ {
+		if ev := rec.next(t); ev != fmt.Sprintf("acked:b%d", i) {
+			t.Fatalf("got %s, want acked:b%d", ev, i)
+		}
+	}
+}
+
+// TestCoalesceNotWhileBooked: a stanza written by another sender between
+// the booking of an <r/> (which sets TCP_NODELAY again) and its write
+// must not turn Nagle's algorithm back on, or the request would wait
+// behind it for the server's delayed acknowledgement.
+func TestCoalesceNotWhileBooked(t *testing.T) {
+	srv, rec, nd, st, c, cn := burstNagle(t, Config{})
+	st.mu.Lock()
+	cn.bookLocked(timeNow())
+	st.mu.Unlock()
+	sendMsg(t, st, c.sess, fmt.Sprintf("b%d", coalesceAt+9))
+	if !nd.noDelayNow(t) {
+		// Fatal: the <a/> would not count what Nagle holds.
+		t.Fatal("a stanza written while an <r/> was booked turned Nagle's algorithm on")
+	}
+	st.mu.Lock()
+	cn.unbookLocked() // as a refused write of the <r/>
+	st.mu.Unlock()
+	drainBurst(t, srv, rec, st, c, cn, coalesceAt+9)
+	c.close()
+}
+
+// TestCoalesceNotBeforeEnabled: stanzas written before the server enabled
+// stream management are not coalesced, however many: no <r/> would
+// follow to send what Nagle's algorithm held, and none ever if the server
+// refuses.
+func TestCoalesceNotBeforeEnabled(t *testing.T) {
+	srv := newFakeServer(t)
+	rec := newRecorder()
+	var nd *noDelayConn
+	lk := noDelayLink(&nd)
+	srv.clientWrap = lk.wrap(t)
+	srv.holdEnabled = true
+	st := New(rec.config(Config{AckDelay: time.Hour, IdleProbe: time.Hour}))
+	c := mustDial(t, srv, st, nil)
+	const n = coalesceAt + 8
+	for i := 1; i <= n; i++ {
+		sendMsg(t, st, c.sess, fmt.Sprintf("b%d", i))
+	}
+	if info := st.Info(); info.Enabled || info.Unacked != n {
+		t.Fatalf("before <enabled/>: %+v", info)
+	}
+	for i := 1; i <= n; i++ {
+		if w := nd.find(t, fmt.Sprintf(`id="b%d"`, i)); !w.noDelay {
+			t.Errorf("b%d, written before <enabled/>, with Nagle's algorithm on", i)
+		}
+	}
+	if !nd.noDelayNow(t) {
+		t.Error("Nagle's algorithm on before <enabled/>")
+	}
+	srv.releaseEnabled()
+	for i := 1; i <= n; i++ {
+		if ev := rec.next(t); ev != fmt.Sprintf("acked:b%d", i) {
+			t.Fatalf("got %s, want acked:b%d", ev, i)
+		}
+	}
+	c.close()
+}
+
+// TestCoalesceFailedFlushes: a <failed/> that ends stream management while
+// Nagle's algorithm is on sets TCP_NODELAY again: no <r/> follows on the
+// connection to do it, and everything written after would be held.
+func TestCoalesceFailedFlushes(t *testing.T) {
+	_, _, nd, _, c, cn := burstNagle(t, Config{})
+	d := xml.NewDecoder(strings.NewReader(`<failed xmlns='urn:xmpp:sm:3'/>`))
+	tok, err := d.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := tok.(xml.StartElement)
+	cn.handleFailed(d, &start) // as the reading goroutine does
+	if !nd.noDelayNow(t) {
+		t.Error("Nagle's algorithm still on after <failed/>")
+	}
+	c.close()
 }

@@ -355,12 +355,7 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 		// is written (wrote): until then it may wait for mellium's output
 		// behind a large write on a slow link, which the write bound
 		// alone bounds (see "Dead connections").
-		c.bookAt, c.progOK = now, false
-		c.armLocked()
-		c.lastAct = now
-		c.rSent++
-		c.sinceReq, c.uncovered, c.lone = 0, 0, false
-		c.flushLocked()
+		c.bookLocked(now)
 	}
 	st.mu.Unlock()
 	if act != actRequest {
@@ -401,6 +396,18 @@ func (c *conn) wroteLocked() {
 		}
 	}
 	c.armLocked()
+}
+
+// bookLocked books a request about to be written: it covers every
+// stanza written so far, and TCP_NODELAY is set again so that it does not
+// wait behind what Nagle's algorithm holds (see coalesceLocked).
+func (c *conn) bookLocked(now int64) {
+	c.bookAt, c.progOK = now, false
+	c.armLocked()
+	c.lastAct = now
+	c.rSent++
+	c.sinceReq, c.uncovered, c.lone = 0, 0, false
+	c.flushLocked()
 }
 
 // noteRLocked reads, right after an <r/> was written, the point of our
