@@ -18,15 +18,23 @@ package sm
 // about 40 ms); so is it set when a sender has to wait for room (Pace,
 // Reserve, ReserveAnswers), since nothing more is written until an ack,
 // which needs what is held. A lone message, written with nothing in
-// flight, goes out with TCP_NODELAY as before: Nagle is turned on only
-// after a write and off whenever a request is booked, and a stanza
-// written with Nagle on is covered by a request within AckDelay (the time
-// rule), which sends it if the peer's acknowledgement did not.
+// flight, goes out with TCP_NODELAY as before.
+//
+// What it costs: Nagle is turned on only after a write and off only when
+// a request is booked, a sender waits for room, or <failed/> ends stream
+// management. So a stanza written with Nagle on, the last ones of a burst
+// and any written after acks brought the count below coalesceAt (a
+// receipt, an IQ result) alike, can reach the server later: at most
+// AckDelay later, when the time rule's <r/> sends it, or sooner with the
+// server's next acknowledgement (its delayed ACK: about 40 ms on Linux,
+// up to 200 ms elsewhere). The <r/> itself is never held, so the server's
+// <a/> is not later; delivery to the recipient can be.
 //
 // coalesceAt is MinWindow: with that many in flight the server has a
 // backlog to work through, and a stanza held until its next
 // acknowledgement (which rides on what the server sends back meanwhile)
-// would have waited in that backlog anyway.
+// would mostly have waited in that backlog anyway; not at the end of a
+// burst, when the backlog drains: that is the bounded hold above.
 const coalesceAt = MinWindow
 
 // coalesceLocked turns Nagle's algorithm on after a stanza was written

@@ -118,6 +118,11 @@ type Config struct {
 	// AckDelay is the longest time a written stanza waits before an <r/>
 	// covering it is sent. When it expires an <r/> is sent even if another
 	// one is unanswered: that is the only case with two <r/> in flight.
+	// It also bounds how long a stanza coalesced during a burst (see
+	// "Pacing" in the package documentation) may wait in the kernel: the
+	// last stanzas of a burst may reach the server up to AckDelay later
+	// (or at its delayed TCP acknowledgement, if sooner), though never
+	// the <r/> that covers them.
 	// 0 (or a negative value) means DefaultAckDelay.
 	AckDelay time.Duration
 

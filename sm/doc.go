@@ -192,9 +192,11 @@
 // held), and so is it set when a sender has to wait for room (Pace,
 // Reserve, ReserveAnswers), so a request never waits for the server's
 // delayed acknowledgement and a stanza held is sent at the latest with
-// the request that covers it, within AckDelay;
-// a stanza written with fewer in flight, a lone message first, goes out
-// at once as before.
+// the request that covers it, within AckDelay. A lone message goes out
+// at once as before; a stanza written while Nagle is on (the end of a
+// burst, an answer written as acks come back) may reach the server up to
+// AckDelay later, or at the server's delayed TCP acknowledgement if that
+// comes first.
 //
 // Pace returns a Slot, released after the write. The window counts the
 // stanzas written and not acknowledged plus the slots out, so it holds for
