@@ -26,15 +26,25 @@ type noDelayConn struct {
 type noDelayWrite struct {
 	b       string
 	noDelay bool
+	err     error // reading TCP_NODELAY failed: noDelay means nothing
+}
+
+// readNoDelay reads the socket's TCP_NODELAY.
+func (c *noDelayConn) readNoDelay() (bool, error) {
+	v := -1
+	raw, err := c.Conn.(*net.TCPConn).SyscallConn()
+	if err == nil {
+		if cerr := raw.Control(func(fd uintptr) { v, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY) }); cerr != nil {
+			err = cerr
+		}
+	}
+	return v != 0, err
 }
 
 func (c *noDelayConn) Write(p []byte) (int, error) {
-	v := -1
-	if raw, err := c.Conn.(*net.TCPConn).SyscallConn(); err == nil {
-		raw.Control(func(fd uintptr) { v, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY) })
-	}
+	on, err := c.readNoDelay()
 	c.mu.Lock()
-	c.writes = append(c.writes, noDelayWrite{string(p), v != 0})
+	c.writes = append(c.writes, noDelayWrite{string(p), on, err})
 	c.mu.Unlock()
 	n, err := c.Conn.Write(p)
 	if bytes.HasPrefix(p, []byte("<r ")) {
@@ -50,6 +60,9 @@ func (c *noDelayConn) find(t *testing.T, s string) noDelayWrite {
 	defer c.mu.Unlock()
 	for _, w := range c.writes {
 		if strings.Contains(w.b, s) {
+			if w.err != nil {
+				t.Fatalf("TCP_NODELAY at the write of %q: %v", s, w.err)
+			}
 			return w
 		}
 	}
@@ -58,12 +71,16 @@ func (c *noDelayConn) find(t *testing.T, s string) noDelayWrite {
 }
 
 // requests returns the recorded writes of <r/> from the write from on.
-func (c *noDelayConn) requests(from int) []noDelayWrite {
+func (c *noDelayConn) requests(t *testing.T, from int) []noDelayWrite {
+	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var rs []noDelayWrite
 	for _, w := range c.writes[from:] {
 		if strings.HasPrefix(w.b, "<r ") {
+			if w.err != nil {
+				t.Fatalf("TCP_NODELAY at the write of an <r/>: %v", w.err)
+			}
 			rs = append(rs, w)
 		}
 	}
@@ -73,15 +90,11 @@ func (c *noDelayConn) requests(from int) []noDelayWrite {
 // noDelayNow reports whether TCP_NODELAY is set now.
 func (c *noDelayConn) noDelayNow(t *testing.T) bool {
 	t.Helper()
-	v := -1
-	raw, err := c.Conn.(*net.TCPConn).SyscallConn()
-	if err == nil {
-		err = raw.Control(func(fd uintptr) { v, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY) })
-	}
+	on, err := c.readNoDelay()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v != 0
+	return on
 }
 
 // last returns the last recorded write.
@@ -148,7 +161,7 @@ func TestCoalesceInBursts(t *testing.T) {
 	}
 	// The first message's <r/> comes from the requester, at some point of
 	// the burst; the forced one is the last write.
-	rs := nd.requests(from)
+	rs := nd.requests(t, from)
 	if len(rs) != 2 || !strings.HasPrefix(nd.last(), "<r ") {
 		t.Fatalf("%d <r/> written for the burst, want 2, the forced one last", len(rs))
 	}

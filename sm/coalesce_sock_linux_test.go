@@ -97,7 +97,7 @@ func TestCoalesceProgressSockLost(t *testing.T) {
 	if !nd.noDelayNow(t) {
 		t.Error("Nagle's algorithm still on after a request was booked")
 	}
-	rs := nd.requests(from)
+	rs := nd.requests(t, from)
 	if len(rs) != 1 || !rs[0].noDelay {
 		t.Errorf("the <r/> after the socket was lost: %v, want one written with TCP_NODELAY", rs)
 	}
