@@ -300,14 +300,16 @@
 //     bytes of ours, the link is dead only once the peer acknowledged none
 //     of them for an ack bound (slow links go on; a stuck one is found
 //     within about one and a half ack bounds); once it holds none, a
-//     written request unanswered for an ack bound is dead as above (if
-//     bytes of ours were seen waiting during that wait, the bound runs
+//     written request unanswered for an ack bound is dead as above (if a
+//     look during that wait found bytes of ours waiting, the bound runs
 //     from the look that found them all acknowledged, so a slow link is
-//     not cut as soon as its queue drains), and one not written yet is
-//     held above the kernel and left to the write bound. In each case a stanza read from the server within the ack
-//     bound is progress, as above, up to the same cap (a server blocked
-//     writing to a client slow to read may take none of its bytes until
-//     the client reads on).
+//     not cut as soon as its queue drains; bytes held right after the
+//     <r/>'s write, as they nearly always are, do not count), and one not
+//     written yet is held above the kernel and left to the write bound.
+//     In each case a stanza read from the server within the ack bound is
+//     progress, as above, up to the same cap (a server blocked writing to
+//     a client slow to read may take none of its bytes until the client
+//     reads on).
 //   - the kernel, where the connection has TCP_USER_TIMEOUT (Linux): a
 //     write ends once the peer's TCP acknowledged no byte, or took none (a
 //     full receive window), for that long. The xmpptrack client's dialer

@@ -420,7 +420,7 @@ func (c *conn) noteRLocked() {
 		return
 	}
 	if acked, queued, ok := sendProgress(c.sock); ok {
-		c.rMark, c.rMarkOK, c.rPend = acked+queued, true, queued > 0
+		c.rMark, c.rMarkOK = acked+queued, true
 	}
 }
 
@@ -432,9 +432,6 @@ func (c *conn) markLocked(now int64) {
 	c.markFor, c.markAt = 0, 0
 	if c.rMarkOK {
 		c.markFor, c.mark = now, c.rMark
-		if c.rPend {
-			c.pendFor = now
-		}
 	}
 }
 
