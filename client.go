@@ -112,12 +112,12 @@ type Client struct {
 // a server we cannot reach or talk to (including one that hangs up before
 // <enabled/>) matches ErrConnect, with the cause reachable. ctx bounds
 // every step: if it ends first, Dial returns an error matching its error
-// (and ErrConnect for a deadline), after closing what it opened. Later connection losses are handled by
-// reconnecting; the first connection may have been lost already when Dial
-// returns: the client is then reconnecting (Stats().Connected is false, and
-// Send and Session wait for the next connection), or, if that failed for
-// good (a changed password), stopped, as Done and Err report. cfg may be
-// nil.
+// (and ErrConnect for a deadline), after closing what it opened. Later
+// connection losses are handled by reconnecting; the first connection may
+// have been lost already when Dial returns: the client is then
+// reconnecting (Stats().Connected is false, and Send and Session wait for
+// the next connection), or, if that failed for good (a changed password),
+// stopped, as Done and Err report. cfg may be nil.
 //
 // With Config.Store holding a previous process's stream, Dial resumes it,
 // and returns only once the messages its resumption held back were looked

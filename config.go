@@ -136,7 +136,14 @@ type Config struct {
 	// client, Close included. Up to 256 incoming stanzas wait for them;
 	// beyond that the client stops reading until they catch up, so a slow
 	// application slows the stream down (the server buffers) instead of
-	// growing memory. Evidence for our own messages is applied before a
+	// growing memory. But a callback that blocks longer than the ack bound
+	// (StreamManagement.AckTimeout) while 256 stanzas wait gets the
+	// connection dropped: the answer to our ack request waits unread
+	// behind them, and the client reconnects and resumes. One that blocks
+	// through the next connection's bound as well makes the resumption
+	// fail: the session ends at the server, which bounces or stores
+	// offline what it held for it. See the sm package's "Dead connections"
+	// and "Failed resumptions". Evidence for our own messages is applied before a
 	// stanza waits, so trackers keep moving meanwhile. While a call into
 	// the client waits for what the stream brings (Send waiting for a
 	// MaxPending slot or for room in the stream-management queue,
