@@ -142,9 +142,9 @@ type Config struct {
 	// behind them, and the client reconnects and resumes. One that blocks
 	// through the next connection's bound as well makes the resumption
 	// fail: the session ends at the server, which bounces or stores
-	// offline what it held for it. See the sm package's "Dead connections"
-	// and "Failed resumptions". Evidence for our own messages is applied before a
-	// stanza waits, so trackers keep moving meanwhile. While a call into
+	// offline what it held for it. See the sm package's "Dead
+	// connections" and "Failed resumptions". Evidence for our own messages
+	// is applied before a stanza waits, so trackers keep moving meanwhile. While a call into
 	// the client waits for what the stream brings (Send waiting for a
 	// MaxPending slot or for room in the stream-management queue,
 	// SendAndWait, Shutdown), the bound is 2,048 instead, so that such a

@@ -65,7 +65,7 @@ type conn struct {
 	markAt       int64           // Unix ns of the first look that found mark acknowledged: the server's TCP holds the request; 0: not yet
 	rMark        uint64          // bytes acknowledged plus those the kernel held right after the last <r/> was written
 	rMarkOK      bool            // rMark was read
-	pendFor      int64           // the sinceLocked value for which bytes of ours were seen held by the kernel; 0: none
+	pendFor      int64           // the sinceLocked value for which a periodic look (never the write itself) saw bytes of ours held by the kernel; 0: none
 	enableAt     int64           // Unix ns when <enable/> was written
 	lastAct      int64           // Unix ns of the last <r/> sent or <a/> received (idle probe)
 	gotAck       bool            // an <a/> arrived on this connection

@@ -182,10 +182,10 @@
 // 100 ms route: 319 messages a second against 962 with a fixed 256); set
 // Window to 256 for such a link.
 //
-// While the window holds a burst, the stanzas are coalesced on Linux:
-// once one is written with MinWindow or more unacknowledged, Nagle's
-// algorithm is turned on for the TCP socket under the session (Go turns it
-// off), so that a write while bytes are in flight only queues and the
+// During a burst the stanzas are coalesced on Linux (with or without a
+// window): once one is written with MinWindow or more unacknowledged,
+// Nagle's algorithm is turned on for the TCP socket under the session (Go
+// turns it off), so that a write while bytes are in flight only queues and the
 // queue goes out with the server's next TCP acknowledgement, instead of
 // every stanza paying for its own segment and the server's wake-up. Each
 // <r/> is written with TCP_NODELAY set again first (which sends what was
