@@ -11,9 +11,11 @@ import (
 type AckTimeoutError struct {
 	// Bound is the bound the State enforced: Config.AckTimeout plus four
 	// smoothed round trips (at most AckTimeout again), as Info.AckBound
-	// reported it then; or, when a request could not get out, or the
-	// server sent stanzas but no answer for that long, 24 times AckTimeout
-	// (see "Dead connections").
+	// reported it then; or 24 times AckTimeout when a request could not
+	// get out for that long, or the server sent stanzas but no answer for
+	// that long. When a look at the socket's progress (Linux) ends the
+	// wait, Bound is the ack bound whatever stretched the wait, and Waited
+	// says how long it lasted (see "Dead connections").
 	Bound time.Duration
 	// Waited is how long the answer had been awaited since the request was
 	// written or the last <a/> (or the request had waited to get out, or,

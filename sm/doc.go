@@ -185,18 +185,18 @@
 // During a burst the stanzas are coalesced on Linux (with or without a
 // window): once one is written with MinWindow or more unacknowledged,
 // Nagle's algorithm is turned on for the TCP socket under the session (Go
-// turns it off), so that a write while bytes are in flight only queues and the
-// queue goes out with the server's next TCP acknowledgement, instead of
+// turns it off), so that a write while bytes are in flight only queues
+// and the queue goes out with the server's next TCP acknowledgement, instead of
 // every stanza paying for its own segment and the server's wake-up. Each
 // <r/> is written with TCP_NODELAY set again first (which sends what was
 // held), and so is it set when a sender has to wait for room (Pace,
 // Reserve, ReserveAnswers), so a request never waits for the server's
 // delayed acknowledgement and a stanza held is sent at the latest with
 // the request that covers it, within AckDelay. A lone message goes out
-// at once as before; a stanza written while Nagle is on (the end of a
-// burst, an answer written as acks come back) may reach the server up to
-// AckDelay later, or at the server's delayed TCP acknowledgement if that
-// comes first.
+// at once as before; anything written while Nagle is on (the end of a
+// burst, a receipt or marker, our own <a/> answering the server's <r/>)
+// may reach the server up to AckDelay later, or at the server's delayed
+// TCP acknowledgement if that comes first.
 //
 // Pace returns a Slot, released after the write. The window counts the
 // stanzas written and not acknowledged plus the slots out, so it holds for
