@@ -55,7 +55,9 @@ type Observer struct {
 	// and is not handed to the application. Client.MarkDisplayed of the
 	// room, or of one of its occupants, queues a displayed marker for the id
 	// that Mark returns, sent to the room as a group chat message; Mark
-	// returns "" when there is nothing new to mark. Mark runs under the
+	// returns "" when there is nothing new to mark. Client.MarkRoom does the
+	// same without ever falling back to the one-to-one path once the
+	// observer is removed. Mark runs under the
 	// client's lock: it must not block or call the client.
 	Room  jid.JID
 	Route func(ctx context.Context, m Message) (*tracking.MessageTracker, error)

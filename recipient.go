@@ -188,19 +188,11 @@ func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	if c.cfg.NoMarkers || c.ctx.Err() != nil {
 		return false
 	}
+	if o := c.roomOf(peer.Bare()); o != nil && o.Mark != nil {
+		return c.MarkRoom(peer.Bare())
+	}
 	r := c.rcp
 	key := peer.Bare().String()
-	if o := c.roomOf(peer.Bare()); o != nil && o.Mark != nil {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if _, queued := r.markerAt[key]; !queued && len(r.out) >= outboxSize {
-			// Full: leave the room's newest message to mark for later.
-			r.c.log.Debug("xmpptrack: outbox full, room marker not queued", "to", key)
-			return false
-		}
-		id := o.Mark()
-		return id != "" && r.queueLocked(key, answer{to: peer.Bare(), typ: xstanza.GroupChatMessage, ref: id, marker: true})
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a, ok := r.markable[key]
@@ -209,6 +201,35 @@ func (c *Client) MarkDisplayed(peer jid.JID) bool {
 	}
 	delete(r.markable, key)
 	return true
+}
+
+// MarkRoom is MarkDisplayed for a room that an Observer took over
+// (Observer.Room, Route and Mark), for extensions such as package muc: it
+// queues a displayed marker, sent to room as a group chat message, for the
+// id that the observer's Mark returns. Unlike MarkDisplayed it never takes
+// the one-to-one path: it returns false when no observer takes over room
+// (the room was left, or was never joined), so that a private message from
+// an occupant, remembered under the room's bare JID, is never marked as the
+// room's. Otherwise it reports what MarkDisplayed reports.
+func (c *Client) MarkRoom(room jid.JID) bool {
+	if c.cfg.NoMarkers || c.ctx.Err() != nil {
+		return false
+	}
+	r := c.rcp
+	key := room.Bare().String()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o := c.roomOf(room.Bare())
+	if o == nil || o.Mark == nil {
+		return false
+	}
+	if _, queued := r.markerAt[key]; !queued && len(r.out) >= outboxSize {
+		// Full: leave the room's newest message to mark for later.
+		r.c.log.Debug("xmpptrack: outbox full, room marker not queued", "to", key)
+		return false
+	}
+	id := o.Mark()
+	return id != "" && r.queueLocked(key, answer{to: room.Bare(), typ: xstanza.GroupChatMessage, ref: id, marker: true})
 }
 
 // forget drops the newest markable message remembered for peer (a bare

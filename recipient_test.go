@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -515,5 +516,49 @@ func TestRoomGoneNoPrivateMarker(t *testing.T) {
 	}
 	if got := c.rcp.take(nil); len(got) != 0 {
 		t.Errorf("queued %+v, want nothing", got)
+	}
+}
+
+// TestMarkRoomNeverOneToOne: the room's own way to mark (what
+// muc.Room.MarkDisplayed calls) never falls back to the one-to-one path.
+// The order is the window left by a check of the room's state before the
+// call: the observer is removed (Leave), then a private message from an
+// occupant, sent before the room processed our leaving, is remembered
+// under the room's bare JID, then the call runs. MarkDisplayed, which the
+// room called before, queues a chat marker for that message to the room.
+func TestMarkRoomNeverOneToOne(t *testing.T) {
+	c := newTapClient(t, Config{}) // nobody drains its outbox
+	room := jid.MustParse("room@conf.example.org")
+	remove := c.Observe(Observer{
+		Room:  room,
+		Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
+		Mark:  func() string { return "g1" },
+	})
+	remove()
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org/carol' id='p1' type='chat'><body>psst</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
+	if c.MarkRoom(room) {
+		t.Error("MarkRoom of a room no observer takes over queued a marker")
+	}
+	if got := c.rcp.take(nil); len(got) != 0 {
+		t.Errorf("queued %+v, want nothing", got)
+	}
+}
+
+// TestMarkRoomQueuesRoomMarker: while the observer takes over the room,
+// MarkRoom queues its Mark as a group chat marker to the room.
+func TestMarkRoomQueuesRoomMarker(t *testing.T) {
+	c := newTapClient(t, Config{})
+	room := jid.MustParse("room@conf.example.org")
+	c.Observe(Observer{
+		Room:  room,
+		Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
+		Mark:  func() string { return "g1" },
+	})
+	if !c.MarkRoom(room) {
+		t.Fatal("MarkRoom queued nothing")
+	}
+	got := c.rcp.take(nil)
+	if len(got) != 1 || !got[0].to.Equal(room) || got[0].typ != xstanza.GroupChatMessage || got[0].ref != "g1" || !got[0].marker {
+		t.Errorf("queued %+v, want one group chat marker of g1 to the room", got)
 	}
 }

@@ -356,23 +356,25 @@ func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	r.mu.Lock()
-	gone := r.left || r.leaving
-	r.mu.Unlock()
-	if gone || r.c == nil {
-		// The room's observer is gone: the client would take the room
-		// for a one-to-one peer (a private message from an occupant is
-		// remembered under the room's bare JID).
+	if r.c == nil {
 		return false, nil
 	}
-	return r.c.MarkDisplayed(r.roomJID), nil
+	// MarkRoom, not MarkDisplayed: once the room's observer is gone, the
+	// client would take the room for a one-to-one peer (a private message
+	// from an occupant is remembered under the room's bare JID), and this
+	// call may have started before Leave or settle removed it.
+	return r.c.MarkRoom(r.roomJID), nil
 }
 
 // takeNewest returns the id to mark for the newest message another
-// occupant sent, "" if there is none since the last call.
+// occupant sent, "" if there is none since the last call or once the room
+// is being left.
 func (r *Room) takeNewest() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.left || r.leaving {
+		return ""
+	}
 	id := r.newest
 	r.newest = ""
 	return id

@@ -249,6 +249,25 @@ func TestMarkerCoversEarlierAndSeenBy(t *testing.T) {
 	}
 }
 
+// TestNoMarkOnceLeaving: the room's Mark gives nothing once Leave started
+// or the room removed us, so that a Room.MarkDisplayed that found the
+// observer just before Leave removed it queues no marker for a room we
+// are leaving.
+func TestNoMarkOnceLeaving(t *testing.T) {
+	for _, how := range []string{"leaving", "left"} {
+		r := scriptedRoom(false, false)
+		feed(t, r, groupchat("bob", "m1", `<body>hi</body>`))
+		if how == "leaving" {
+			r.leaving = true
+		} else {
+			r.left = true
+		}
+		if id := r.takeNewest(); id != "" {
+			t.Errorf("%s: Mark gave %q, want nothing", how, id)
+		}
+	}
+}
+
 func TestEarlyReflection(t *testing.T) {
 	r := scriptedRoom(false, false)
 	e := &entry{id: "m1", body: "a"}
