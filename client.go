@@ -87,10 +87,15 @@ type Client struct {
 	// published; a later resumption resumes that session, whose state
 	// (carbons, room membership) was never set up.
 	fresh bool
-	// carbonsSent: the carbons IQ was written on the current stream (it
-	// is retransmitted with it on resumption, so not written again).
-	carbonsSent bool
-	err         error // why the connection loop ended
+	// stream numbers the streams this client bound: each fresh bind
+	// starts the next (0 is a stream resumed from the store, whose carbons
+	// its own process enabled). carbonsOn is the stream on which the
+	// carbons IQ was written (it is retransmitted with it on resumption,
+	// so not written again). A connection carries its stream (conn.stream),
+	// so that a publish that outlived its connection cannot mark a newer
+	// stream.
+	stream, carbonsOn uint64
+	err               error // why the connection loop ended
 	// graceful is the session Close closes gracefully, within closeGrace.
 	graceful *xmpp.Session
 	// downSince and upSince: when the last published session dropped,
@@ -381,7 +386,8 @@ type conn struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	resumed bool
-	first   bool // the connection Dial opened
+	first   bool   // the connection Dial opened
+	stream  uint64 // the stream it serves (see Client.stream)
 }
 
 // connect opens one session: dial, TLS, SASL, resume or bind, then stream
@@ -427,10 +433,8 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 			return fail(err)
 		}
 	}
+	stream := c.streamFor(resumed)
 	if !resumed {
-		c.mu.Lock()
-		c.fresh, c.carbonsSent = true, false
-		c.mu.Unlock()
 		// A fresh session: be available, so that markers and receipts sent
 		// to our bare JID reach us.
 		if _, err := wire.Write(ctx, s, xstanza.Presence{}.Wrap(nil)); err != nil {
@@ -440,7 +444,40 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 	if !stop() {
 		return fail(ctx.Err())
 	}
-	return conn{s: s, ctx: connCtx, cancel: cancel, resumed: resumed}, nil
+	return conn{s: s, ctx: connCtx, cancel: cancel, resumed: resumed, stream: stream}, nil
+}
+
+// streamFor returns the stream a new connection serves: a fresh bind
+// starts the next one, a resumption serves the current one.
+func (c *Client) streamFor(resumed bool) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !resumed {
+		c.fresh = true
+		c.stream++
+	}
+	return c.stream
+}
+
+// carbonsDueLocked reports whether publish of cn writes the carbons IQ:
+// cn's stream is the current one, one this client bound, and its IQ was
+// not written yet (a fresh stream whose connection ended before its
+// hand-out, and that the next connection resumed, has it already: a
+// second one would leave the first one's answer unrecognised). c.mu is
+// held.
+func (c *Client) carbonsDueLocked(cn conn) bool {
+	return !c.cfg.NoCarbons && cn.stream != 0 && cn.stream == c.stream && c.carbonsOn != cn.stream
+}
+
+// carbonsWritten records that cn wrote the carbons IQ, unless a newer
+// stream was bound meanwhile (publish may outlive its connection: the loop
+// does not wait for it before it connects again).
+func (c *Client) carbonsWritten(cn conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cn.stream == c.stream {
+		c.carbonsOn = cn.stream
+	}
 }
 
 // publish hands the connection to senders once the server answered
@@ -453,11 +490,7 @@ func (c *Client) publish(cn conn) {
 		return
 	}
 	c.mu.Lock()
-	// As resumed below: c.fresh is this connection's until it ends. A
-	// fresh stream whose connection ended before its hand-out, and that
-	// the next connection resumed, has its IQ already (carbonsSent): a
-	// second one would leave the first one's answer unrecognised.
-	carbons := (!cn.resumed || c.fresh) && !c.carbonsSent && !c.cfg.NoCarbons
+	carbons := c.carbonsDueLocked(cn)
 	gone := cn.ctx.Err() != nil || c.closing
 	c.mu.Unlock()
 	if gone {
@@ -467,9 +500,7 @@ func (c *Client) publish(cn conn) {
 		// Before the session goes to senders: Dial returns, and the
 		// application writes, after it (so its place in the queue of
 		// unacknowledged stanzas is taken before any of theirs).
-		c.mu.Lock()
-		c.carbonsSent = true
-		c.mu.Unlock()
+		c.carbonsWritten(cn)
 	}
 	c.mu.Lock()
 	// Not when the loop is done with it (it cancels, then locks), nor once
@@ -563,9 +594,21 @@ func (c *Client) loop(cn conn) {
 	if c.dur != nil {
 		handler = c.dur.inbound(handler)
 	}
+	var prev chan struct{} // closed once the previous connection's publish returned
 	for {
 		cur := cn // the publish goroutine must not see the next connection
+		// One publish at a time, in connection order: a resumed stream's
+		// publish decides on the carbons IQ once the previous one knows
+		// whether its write of it went through. The wait is short: the
+		// previous connection was cancelled, which ends its waits and
+		// writes.
+		before, done := prev, make(chan struct{})
+		prev = done
 		c.workers.Go(func() {
+			defer close(done)
+			if before != nil {
+				<-before
+			}
 			if hook := c.publishHook.Load(); hook != nil {
 				(*hook)()
 			}

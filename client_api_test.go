@@ -191,6 +191,38 @@ func TestCarbonsWrittenBeforeDialReturns(t *testing.T) {
 	}
 }
 
+// TestCarbonsStaleWriterMarksNoNewStream: publish may outlive its
+// connection (the loop does not wait for it before it connects again). A
+// publish that wrote the carbons IQ on stream 1 and records it only after
+// the next connection bound stream 2 must not mark stream 2 as having it:
+// stream 2's publish writes its own. A later resumption of stream 2, once
+// its IQ was written, writes none. The steps are the connection's and
+// publish's own, in the order of that race.
+func TestCarbonsStaleWriterMarksNoNewStream(t *testing.T) {
+	c := newTapClient(t, Config{})
+	due := func(cn conn) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.carbonsDueLocked(cn)
+	}
+	cn1 := conn{stream: c.streamFor(false)}
+	if !due(cn1) {
+		t.Fatal("a fresh stream's publish would not write the carbons IQ")
+	}
+	cn2 := conn{stream: c.streamFor(false)} // bound while publish(cn1) writes
+	c.carbonsWritten(cn1)                   // publish(cn1) records its write late
+	if !due(cn2) {
+		t.Fatal("stream 2's publish would not write the carbons IQ: stream 1's late record marked it")
+	}
+	c.carbonsWritten(cn2)
+	if cn3 := (conn{stream: c.streamFor(true), resumed: true}); due(cn3) {
+		t.Error("a resumption of stream 2 would write its carbons IQ again")
+	}
+	if stored := (conn{resumed: true}); due(stored) {
+		t.Error("a stream resumed from the store would get a carbons IQ")
+	}
+}
+
 // TestCarbonsAnswerNotPassedOn: the server's answer to the carbons IQ is
 // the client's own business.
 func TestCarbonsAnswerNotPassedOn(t *testing.T) {
