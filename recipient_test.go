@@ -504,11 +504,7 @@ func TestRecipientRoomMarkerStays(t *testing.T) {
 func TestRoomGoneNoPrivateMarker(t *testing.T) {
 	c := newTapClient(t, Config{}) // nobody drains its outbox
 	room := jid.MustParse("room@conf.example.org")
-	remove := c.Observe(Observer{
-		Room:  room,
-		Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
-		Mark:  func() string { return "" },
-	})
+	remove := c.Observe(roomObserver(room, ""))
 	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org/carol' id='p1' type='chat'><body>psst</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
 	remove()
 	if c.MarkDisplayed(room) {
@@ -529,11 +525,7 @@ func TestRoomGoneNoPrivateMarker(t *testing.T) {
 func TestMarkRoomNeverOneToOne(t *testing.T) {
 	c := newTapClient(t, Config{}) // nobody drains its outbox
 	room := jid.MustParse("room@conf.example.org")
-	remove := c.Observe(Observer{
-		Room:  room,
-		Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
-		Mark:  func() string { return "g1" },
-	})
+	remove := c.Observe(roomObserver(room, "g1"))
 	remove()
 	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org/carol' id='p1' type='chat'><body>psst</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
 	if c.MarkRoom(room) {
@@ -549,16 +541,22 @@ func TestMarkRoomNeverOneToOne(t *testing.T) {
 func TestMarkRoomQueuesRoomMarker(t *testing.T) {
 	c := newTapClient(t, Config{})
 	room := jid.MustParse("room@conf.example.org")
-	c.Observe(Observer{
-		Room:  room,
-		Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
-		Mark:  func() string { return "g1" },
-	})
+	c.Observe(roomObserver(room, "g1"))
 	if !c.MarkRoom(room) {
 		t.Fatal("MarkRoom queued nothing")
 	}
 	got := c.rcp.take(nil)
 	if len(got) != 1 || !got[0].to.Equal(room) || got[0].typ != xstanza.GroupChatMessage || got[0].ref != "g1" || !got[0].marker {
 		t.Errorf("queued %+v, want one group chat marker of g1 to the room", got)
+	}
+}
+
+// roomObserver is an observer taking over room, as package muc's, whose
+// Mark gives mark.
+func roomObserver(room jid.JID, mark string) Observer {
+	return Observer{
+		Room:  room,
+		Route: func(context.Context, Message) (*tracking.MessageTracker, error) { return nil, nil },
+		Mark:  func() string { return mark },
 	}
 }
