@@ -210,11 +210,15 @@ func TestCarbonsStaleWriterMarksNoNewStream(t *testing.T) {
 		t.Fatal("a fresh stream's publish would not write the carbons IQ")
 	}
 	cn2 := conn{stream: c.streamFor(false)} // bound while publish(cn1) writes
-	c.carbonsWritten(cn1)                   // publish(cn1) records its write late
+	if due(cn1) {
+		t.Error("stream 1's late publish would write the carbons IQ on a stream that is no longer current")
+	}
+	c.carbonsWritten(cn1) // publish(cn1) records its write late
 	if !due(cn2) {
 		t.Fatal("stream 2's publish would not write the carbons IQ: stream 1's late record marked it")
 	}
 	c.carbonsWritten(cn2)
+	c.carbonsWritten(cn1) // a stale record after stream 2's must not undo it
 	if cn3 := (conn{stream: c.streamFor(true), resumed: true}); due(cn3) {
 		t.Error("a resumption of stream 2 would write its carbons IQ again")
 	}
