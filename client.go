@@ -88,8 +88,10 @@ type Client struct {
 	// (carbons, room membership) was never set up.
 	fresh bool
 	// stream numbers the streams this client bound: each fresh bind
-	// starts the next (0 is a stream resumed from the store, whose carbons
-	// its own process enabled). carbonsOn is the stream on which the
+	// starts the next (0 is a stream resumed from the store, taken to have
+	// carbons enabled by its own process: one killed between storing the
+	// new stream and writing the IQ leaves it without, until a fresh
+	// bind). carbonsOn is the stream on which the
 	// carbons IQ was written (it is retransmitted with it on resumption,
 	// so not written again). A connection carries its stream (conn.stream),
 	// so that a publish that outlived its connection cannot mark a newer

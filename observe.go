@@ -57,8 +57,9 @@ type Observer struct {
 	// that Mark returns, sent to the room as a group chat message; Mark
 	// returns "" when there is nothing new to mark. Client.MarkRoom does the
 	// same without ever falling back to the one-to-one path once the
-	// observer is removed. Mark runs under the
-	// client's lock: it must not block or call the client.
+	// observer is removed. Mark runs under the client's lock: it must not
+	// block or call the client. Mark may be called once more after the
+	// function Observe returned has run: return "" once removal began.
 	Room  jid.JID
 	Route func(ctx context.Context, m Message) (*tracking.MessageTracker, error)
 	Mark  func() (id string)

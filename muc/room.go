@@ -339,10 +339,11 @@ func (r *Room) SeenBy(t *tracking.MessageTracker) []Occupant {
 // MarkDisplayed sends a displayed marker (XEP-0333) for the newest message
 // another occupant sent to the room, which covers every earlier one. It
 // references the room's stanza-id where the room announces XEP-0359, else the
-// message id. It is xmpptrack.Client.MarkDisplayed of the room: the marker
-// is queued with the client's receipts and markers, and the client's answer
-// writer writes it, taking its place in the queue of unacknowledged stanzas
-// as every answer does (sm.State.ReserveAnswers, within
+// message id. It is xmpptrack.Client.MarkRoom, what Client.MarkDisplayed
+// of the room does while the room is joined (after Leave it queues
+// nothing): the marker is queued with the client's receipts and markers,
+// and the client's answer writer writes it, taking its place in the queue
+// of unacknowledged stanzas as every answer does (sm.State.ReserveAnswers, within
 // StreamManagement.MaxUnacked), and writing it again on the next connection
 // if its write fails. It never blocks.
 //
