@@ -184,24 +184,7 @@ func (r *recipient) removeLocked(i int) {
 // running with: the room's marker is cumulative and its reader does not wait
 // for the application. Group chat messages of rooms not joined through
 // package muc are never marked.
-func (c *Client) MarkDisplayed(peer jid.JID) bool {
-	if c.cfg.NoMarkers || c.ctx.Err() != nil {
-		return false
-	}
-	if o := c.roomOf(peer.Bare()); o != nil && o.Mark != nil {
-		return c.MarkRoom(peer.Bare())
-	}
-	r := c.rcp
-	key := peer.Bare().String()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	a, ok := r.markable[key]
-	if !ok || !r.queueLocked(key, a) {
-		return false
-	}
-	delete(r.markable, key)
-	return true
-}
+func (c *Client) MarkDisplayed(peer jid.JID) bool { return c.mark(peer.Bare(), true) }
 
 // MarkRoom is MarkDisplayed for a room that an Observer took over
 // (Observer.Room, Route and Mark), for extensions such as package muc: it
@@ -211,25 +194,38 @@ func (c *Client) MarkDisplayed(peer jid.JID) bool {
 // (the room was left, or was never joined), so that a private message from
 // an occupant, remembered under the room's bare JID, is never marked as the
 // room's. Otherwise it reports what MarkDisplayed reports.
-func (c *Client) MarkRoom(room jid.JID) bool {
+func (c *Client) MarkRoom(room jid.JID) bool { return c.mark(room.Bare(), false) }
+
+// mark queues a displayed marker for peer (a bare JID): to the room, when an
+// observer takes it over, else, if oneToOne, for the newest markable message
+// remembered for peer. The observer is looked up under the recipient's lock,
+// so a room being removed is either marked as the room or not at all.
+func (c *Client) mark(peer jid.JID, oneToOne bool) bool {
 	if c.cfg.NoMarkers || c.ctx.Err() != nil {
 		return false
 	}
 	r := c.rcp
-	key := room.Bare().String()
+	key := peer.String()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	o := c.roomOf(room.Bare())
-	if o == nil || o.Mark == nil {
+	if o := c.roomOf(peer); o != nil && o.Mark != nil {
+		if _, queued := r.markerAt[key]; !queued && len(r.out) >= outboxSize {
+			// Full: leave the room's newest message to mark for later.
+			r.c.log.Debug("xmpptrack: outbox full, room marker not queued", "to", key)
+			return false
+		}
+		id := o.Mark()
+		return id != "" && r.queueLocked(key, answer{to: peer, typ: xstanza.GroupChatMessage, ref: id, marker: true})
+	}
+	if !oneToOne {
 		return false
 	}
-	if _, queued := r.markerAt[key]; !queued && len(r.out) >= outboxSize {
-		// Full: leave the room's newest message to mark for later.
-		r.c.log.Debug("xmpptrack: outbox full, room marker not queued", "to", key)
+	a, ok := r.markable[key]
+	if !ok || !r.queueLocked(key, a) {
 		return false
 	}
-	id := o.Mark()
-	return id != "" && r.queueLocked(key, answer{to: room.Bare(), typ: xstanza.GroupChatMessage, ref: id, marker: true})
+	delete(r.markable, key)
+	return true
 }
 
 // forget drops the newest markable message remembered for peer (a bare
