@@ -55,6 +55,7 @@ type childArgs struct {
 	goroutines int     // xmpptrack: goroutines calling Send
 	rate       float64 // xmpptrack: messages per second, 0 = unpaced
 	instances  int     // xmpptrack: clients (one per account of -jid), each with its own store handle
+	watch      []int   // xmpptrack: processes whose CPU during the workload is PeersCPU (the server, the responder)
 }
 
 func parseChildArgs(args []string) (*childArgs, error) {
@@ -80,8 +81,16 @@ func parseChildArgs(args []string) (*childArgs, error) {
 	fs.IntVar(&a.goroutines, "goroutines", 1, "")
 	fs.Float64Var(&a.rate, "rate", 0, "")
 	fs.IntVar(&a.instances, "instances", 1, "")
+	watch := fs.String("watch", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	for _, f := range strings.FieldsFunc(*watch, func(r rune) bool { return r == ',' }) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("bench: -watch %q: %w", *watch, err)
+		}
+		a.watch = append(a.watch, pid)
 	}
 	a.jids = strings.Split(jids, ",")
 	a.passwords = strings.Split(os.Getenv(passwordEnv), ",")
@@ -134,6 +143,10 @@ type result struct {
 	// DBCPU is the user+system of the database server the sender started
 	// (PostgreSQL and its backends) during the workload.
 	DBCPU float64 `json:"db_cpu_s,omitempty"`
+	// WatchCPU is the user+system of each process of -watch with its
+	// descendants (the XMPP server, the responder) during the workload:
+	// with CPU and DBCPU, every process the run's messages cost.
+	WatchCPU []float64 `json:"watch_cpu_s,omitempty"`
 	// DBStats are the database's counters over the workload and the
 	// stores' closing (see dbStatsQuery), or for SQLite senders the
 	// stores' counters over the workload (see liteStats).

@@ -159,3 +159,12 @@ func tree(pid int) map[int]int64 {
 
 // clockTicks is USER_HZ, 100 on Linux.
 const clockTicks = 100
+
+// watchedCPU returns treeCPU of each of pids.
+func watchedCPU(pids []int) []float64 {
+	var c []float64
+	for _, p := range pids {
+		c = append(c, treeCPU(p))
+	}
+	return c
+}

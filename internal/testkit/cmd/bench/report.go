@@ -160,6 +160,9 @@ func (r run) summary() string {
 	} else if d := liteStatsPerMessage(r.res.DBStats, r.res.N); d != "" {
 		s += ", SQLite store per message: " + d
 	}
+	if w := r.res.WatchCPU; len(w) == 2 {
+		s += fmt.Sprintf(", during the workload XMPP server CPU %.3fs, responder CPU %.3fs", w[0], w[1])
+	}
 	if r.res.SendP50 > 0 {
 		s += fmt.Sprintf(", Send latency p50 %s p99 %s max %s", ms(r.res.SendP50), ms(r.res.SendP99), ms(r.res.SendMax))
 	}
@@ -291,6 +294,7 @@ func (b *bench) report(w io.Writer) {
 		}
 	}
 	tw.Flush()
+	b.reportBound(w)
 
 	fmt.Fprintln(w, "\nother measurements:")
 	for _, sr := range b.servers {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,9 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 			}
 			if b.opts.window != 0 {
 				args = append(args, "-window", strconv.Itoa(b.opts.window))
+			}
+			if env.resp != nil {
+				args = append(args, "-watch", fmt.Sprintf("%d,%d", pg, env.resp.cmd.Process.Pid))
 			}
 			if b.opts.noCarbons {
 				args = append(args, "-nocarbons")

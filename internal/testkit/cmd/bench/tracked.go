@@ -290,6 +290,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	stopProfile := profile(a.cpuprofile)
 	cpu0 := cpuNow()
 	db0 := treeCPU(dbPID)
+	watch0 := watchedCPU(a.watch)
 	busy0, _ := cpuTicks()
 	reads0, writes0 := procio.Syscalls("self")
 	t0 := time.Now()
@@ -328,6 +329,9 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	res.CPU = seconds(cpu - cpu0)
 	if dbPID > 0 {
 		res.DBCPU = treeCPU(dbPID) - db0
+	}
+	for i, c := range watchedCPU(a.watch) {
+		res.WatchCPU = append(res.WatchCPU, c-watch0[i])
 	}
 	stopProfile()
 	stopPoll()

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+)
+
+// boundTarget is the throughput ratio, durable store / in-memory, that the
+// PostgreSQL issue asks for; reportBound says what database CPU per
+// message would allow it.
+const boundTarget = 0.7
+
+// peersPer1k is the CPU seconds per 1,000 messages of the XMPP server and
+// the responder during the workload (-watch), NaN if the run was not
+// usable or they were not watched.
+func (r run) peersPer1k() float64 {
+	if !r.usable() || len(r.res.WatchCPU) != 2 {
+		return math.NaN()
+	}
+	return (r.res.WatchCPU[0] + r.res.WatchCPU[1]) / float64(r.res.N) * 1000
+}
+
+// allCPUPer1k is the CPU seconds per 1,000 messages of every process the
+// run's messages cost during the workload: the sender (its store's client
+// work included), its database server, the XMPP server and the
+// responder.
+func (r run) allCPUPer1k() float64 { return r.cpuPer1k() + r.dbCPUPer1k() + r.peersPer1k() }
+
+// busy is the cores of the machine busy during the run's workload.
+func (r run) busy() float64 {
+	if !r.usable() || r.res.Busy <= 0 {
+		return math.NaN()
+	}
+	return r.res.Busy
+}
+
+// bound is what the cores allow a durable sender d against the in-memory
+// sender m of the same round, if both rounds keep the cores equally busy:
+// the ratio of every process's CPU per message, m's over d's.
+//
+// dbFor is the database CPU per message (seconds per 1,000) at which that
+// ratio would reach target, everything else costing what it cost in d's
+// round; dbForAtRate the same with the XMPP server and the responder
+// costing per message what they cost in m's round (they spend less per
+// message at m's higher rate, as more stanzas share each read and
+// wake-up). Negative: out of reach even with a database that costs
+// nothing.
+type bound struct {
+	ratio, dbFor, dbForAtRate float64
+}
+
+func cpuBound(m, d run, target float64) bound {
+	cm, cd := m.allCPUPer1k(), d.allCPUPer1k()
+	if math.IsNaN(cm) || math.IsNaN(cd) || cd <= 0 {
+		return bound{math.NaN(), math.NaN(), math.NaN()}
+	}
+	return bound{
+		ratio:       cm / cd,
+		dbFor:       cm/target - (cd - d.dbCPUPer1k()),
+		dbForAtRate: cm/target - d.cpuPer1k() - m.peersPer1k(),
+	}
+}
+
+// reportBound prints, for each durable sender, every process's CPU per
+// message against the in-memory sender's in the same round, the ratio
+// the cores allow at that cost, and the database CPU per message that
+// boundTarget needs.
+func (b *bench) reportBound(w io.Writer) {
+	header := false
+	for _, sr := range b.servers {
+		xt := sr.runs[sXmpptrack]
+		for _, durable := range []string{sSQLite, sPostgres} {
+			st := sr.runs[durable]
+			if st == nil || xt == nil {
+				continue
+			}
+			var ratio, dbFor, dbForAtRate []float64
+			for i := range min(len(xt), len(st)) {
+				if bd := cpuBound(xt[i], st[i], boundTarget); !math.IsNaN(bd.ratio) {
+					ratio, dbFor, dbForAtRate = append(ratio, bd.ratio), append(dbFor, bd.dbFor), append(dbForAtRate, bd.dbForAtRate)
+				}
+			}
+			if len(ratio) == 0 {
+				continue
+			}
+			if !header {
+				fmt.Fprintln(w, "\nwhat the two cores allow a durable store (every process's CPU during the workload, per round against xmpptrack in the same round; ms per message, median (range)):")
+				header = true
+			}
+			for _, s := range []struct {
+				name string
+				runs []run
+			}{{durable, st}, {sXmpptrack, xt}} {
+				fmt.Fprintf(w, "  %s: %s: all %s = sender %s + database %s + XMPP server and responder %s; busy cores %s\n", sr.kind, s.name,
+					spread(values(s.runs, run.allCPUPer1k), "%.3f"), spread(values(s.runs, run.cpuPer1k), "%.3f"),
+					spread(values(s.runs, run.dbCPUPer1k), "%.3f"), spread(values(s.runs, run.peersPer1k), "%.3f"),
+					spread(values(s.runs, run.busy), "%.2f"))
+			}
+			fmt.Fprintf(w, "  %s: %s / xmpptrack: throughput the cores allow at these costs %s, measured %s\n", sr.kind, durable,
+				spread(ratio, "%.2f"), spread(ratios(st, xt, run.throughput), "%.2f"))
+			fmt.Fprintf(w, "  %s: %s: database CPU for %.1f×: %s with the rest at these costs, %s with the XMPP server and responder at xmpptrack's (negative: out of reach)\n",
+				sr.kind, durable, boundTarget, spread(dbFor, "%.3f"), spread(dbForAtRate, "%.3f"))
+		}
+	}
+}
