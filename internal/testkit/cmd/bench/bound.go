@@ -62,22 +62,22 @@ func cpuBound(m, d run, target float64) bound {
 	}
 }
 
-// reportBound prints, for each durable sender, every process's CPU per
-// message against the in-memory sender's in the same round, the ratio
-// the cores allow at that cost, and the database CPU per message that
-// boundTarget needs.
+// reportBound prints, for each durable sender against the in-memory one
+// and for two PostgreSQL instances against one, every process's CPU per
+// message in the same round, the ratio the cores allow at those costs,
+// and (durable senders) the database CPU per message that boundTarget
+// needs.
 func (b *bench) reportBound(w io.Writer) {
 	header := false
 	for _, sr := range b.servers {
-		xt := sr.runs[sXmpptrack]
-		for _, durable := range []string{sSQLite, sPostgres} {
-			st := sr.runs[durable]
-			if st == nil || xt == nil {
+		for _, p := range [][2]string{{sSQLite, sXmpptrack}, {sPostgres, sXmpptrack}, {sPostgres2, sPostgres}} {
+			st, base := sr.runs[p[0]], sr.runs[p[1]]
+			if st == nil || base == nil {
 				continue
 			}
 			var ratio, dbFor, dbForAtRate []float64
-			for i := range min(len(xt), len(st)) {
-				if bd := cpuBound(xt[i], st[i], boundTarget); !math.IsNaN(bd.ratio) {
+			for i := range min(len(base), len(st)) {
+				if bd := cpuBound(base[i], st[i], boundTarget); !math.IsNaN(bd.ratio) {
 					ratio, dbFor, dbForAtRate = append(ratio, bd.ratio), append(dbFor, bd.dbFor), append(dbForAtRate, bd.dbForAtRate)
 				}
 			}
@@ -85,22 +85,24 @@ func (b *bench) reportBound(w io.Writer) {
 				continue
 			}
 			if !header {
-				fmt.Fprintln(w, "\nwhat the two cores allow a durable store (every process's CPU during the workload, per round against xmpptrack in the same round; ms per message, median (range)):")
+				fmt.Fprintln(w, "\nwhat the two cores allow a durable store (every process's CPU during the workload, per round against the other sender in the same round; ms per message, median (range)):")
 				header = true
 			}
 			for _, s := range []struct {
 				name string
 				runs []run
-			}{{durable, st}, {sXmpptrack, xt}} {
+			}{{p[0], st}, {p[1], base}} {
 				fmt.Fprintf(w, "  %s: %s: all %s = sender %s + database %s + XMPP server and responder %s; busy cores %s\n", sr.kind, s.name,
 					spread(values(s.runs, run.allCPUPer1k), "%.3f"), spread(values(s.runs, run.cpuPer1k), "%.3f"),
 					spread(values(s.runs, run.dbCPUPer1k), "%.3f"), spread(values(s.runs, run.peersPer1k), "%.3f"),
 					spread(values(s.runs, run.busy), "%.2f"))
 			}
-			fmt.Fprintf(w, "  %s: %s / xmpptrack: throughput the cores allow at these costs %s, measured %s\n", sr.kind, durable,
-				spread(ratio, "%.2f"), spread(ratios(st, xt, run.throughput), "%.2f"))
-			fmt.Fprintf(w, "  %s: %s: database CPU for %.1f×: %s with the rest at these costs, %s with the XMPP server and responder at xmpptrack's (negative: out of reach)\n",
-				sr.kind, durable, boundTarget, spread(dbFor, "%.3f"), spread(dbForAtRate, "%.3f"))
+			fmt.Fprintf(w, "  %s: %s / %s: throughput the cores allow at these costs %s, measured %s\n", sr.kind, p[0], p[1],
+				spread(ratio, "%.2f"), spread(ratios(st, base, run.throughput), "%.2f"))
+			if p[1] == sXmpptrack {
+				fmt.Fprintf(w, "  %s: %s: database CPU for %.1f×: %s with the rest at these costs, %s with the XMPP server and responder at xmpptrack's (negative: out of reach)\n",
+					sr.kind, p[0], boundTarget, spread(dbFor, "%.3f"), spread(dbForAtRate, "%.3f"))
+			}
 		}
 	}
 }
