@@ -149,8 +149,18 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	return o, nil
 }
 
+// rcountSenders are the senders of the <r/> count runs: xmpptrack, and
+// xmpptrack-postgres when it runs (its waits for the group commits make
+// its stream stop and go, which changes what stream management sends).
+func (o *options) rcountSenders() []string {
+	if slices.Contains(o.senders, sPostgres) {
+		return []string{sXmpptrack, sPostgres}
+	}
+	return []string{sXmpptrack}
+}
+
 // runLabels are the labels of the runs of one sender: warm-up, rounds,
-// and for xmpptrack the <r/> count runs.
+// and for the senders of rcountSenders the <r/> count runs.
 func (o *options) runLabels(sender string) []string {
 	var l []string
 	if o.warmup {
@@ -159,7 +169,7 @@ func (o *options) runLabels(sender string) []string {
 	for r := 1; r <= o.rounds; r++ {
 		l = append(l, strconv.Itoa(r))
 	}
-	if sender == sXmpptrack {
+	if slices.Contains(o.rcountSenders(), sender) {
 		for i := 1; i <= o.rcountRuns; i++ {
 			l = append(l, "c"+strconv.Itoa(i))
 		}

@@ -298,12 +298,17 @@ func (b *bench) report(w io.Writer) {
 
 	fmt.Fprintln(w, "\nother measurements:")
 	for _, sr := range b.servers {
-		if len(sr.rcount) > 0 {
+		for _, sender := range o.rcountSenders() {
 			var per []string
 			for _, rc := range sr.rcount {
-				per = append(per, fmt.Sprintf("%d <r/> / %d stanzas (1 per %.1f; server's <r/> to the sender: %d)", rc.r, rc.stanzas, float64(rc.stanzas)/float64(max(rc.r, 1)), rc.serverR))
+				if rc.sender == sender {
+					per = append(per, fmt.Sprintf("%d <r/> / %d stanzas (1 per %.1f; server's <r/> to the sender: %d, answered with %d <a/>)",
+						rc.r, rc.stanzas, float64(rc.stanzas)/float64(max(rc.r, 1)), rc.serverR, rc.clientA))
+				}
 			}
-			fmt.Fprintf(w, "  %s: tracked %d-message bursts through a counting relay: %s\n", sr.kind, o.n, strings.Join(per, "; "))
+			if len(per) > 0 {
+				fmt.Fprintf(w, "  %s: %s, %d-message bursts through a counting relay: %s\n", sr.kind, sender, o.n, strings.Join(per, "; "))
+			}
 		}
 		if pr := sr.runs[sPlainSM]; pr != nil {
 			var per []string
@@ -401,11 +406,7 @@ func (b *bench) targets(w io.Writer) {
 			fmt.Fprintf(w, "  %s %s: peak RSS of the %d-message tracked run < %s (target for 5,000): max %.1f MB\n",
 				v, sr.kind, b.opts.n, mb(maxPeakRSS), slices.Max(values(xt, rss)))
 		}
-		if len(sr.rcount) > 0 {
-			worst := 0.0
-			for _, rc := range sr.rcount {
-				worst = max(worst, float64(rc.r)/float64(max(rc.stanzas, 1)))
-			}
+		if worst, ok := worstR(sr.rcount, sXmpptrack); ok {
 			fmt.Fprintf(w, "  %s %s: at most one <r/> per 8 stanzas under the %d-message burst: worst run 1 per %.1f\n",
 				verdict(worst <= maxRPerStanza), sr.kind, b.opts.n, 1/worst)
 		}
@@ -428,6 +429,17 @@ func (b *bench) targets(w io.Writer) {
 		fmt.Fprintf(w, "  %s pending: 1,000,000 trackers <= 128 MiB of heap: %.0f MiB per million by live heap (%d pending); by RSS growth %.0f MiB per million (%.0f after FreeOSMemory)\n",
 			v, perMillion/(1<<20), r.Pending, rssMillion/(1<<20), freedMillion/(1<<20))
 	}
+}
+
+// worstR is the most <r/> per stanza of sender's <r/> count runs (the
+// target is the in-memory sender's); ok is false without such runs.
+func worstR(runs []rcountRun, sender string) (worst float64, ok bool) {
+	for _, rc := range runs {
+		if rc.sender == sender {
+			worst, ok = max(worst, float64(rc.r)/float64(max(rc.stanzas, 1))), true
+		}
+	}
+	return worst, ok
 }
 
 func dropped(runs []run) int {

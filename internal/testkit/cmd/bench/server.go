@@ -39,6 +39,7 @@ type run struct {
 
 // rcountRun is a tracked run through the counting relay.
 type rcountRun struct {
+	sender          string
 	res             run
 	r, stanzas, msg int64
 	a               int64 // acks the server sent
@@ -165,14 +166,16 @@ func (b *bench) runServer(ctx context.Context, kind testserver.Kind) (*serverRes
 		if err != nil {
 			return nil, err
 		}
-		for i := 0; i < o.rcountRuns; i++ {
-			up, down := rl.reset()
-			r := b.runSender(ctx, env, sXmpptrack, "c"+strconv.Itoa(i+1), o.n, rl.Addr(), "")
-			rc := rcountRun{res: r, r: up.r.Load(), stanzas: up.stanzas(), msg: up.message.Load(), a: down.a.Load(),
-				serverR: down.r.Load(), clientA: up.a.Load()}
-			b.logf("%s: <r/> count run %d: %d <r/> for %d stanzas (%d messages), %d <a/> back; the server sent %d <r/>, answered with %d <a/>; %s",
-				kind, i+1, rc.r, rc.stanzas, rc.msg, rc.a, rc.serverR, rc.clientA, r.summary())
-			sr.rcount = append(sr.rcount, rc)
+		for _, sender := range o.rcountSenders() {
+			for i := 0; i < o.rcountRuns; i++ {
+				up, down := rl.reset()
+				r := b.runSender(ctx, env, sender, "c"+strconv.Itoa(i+1), o.n, rl.Addr(), "")
+				rc := rcountRun{sender: sender, res: r, r: up.r.Load(), stanzas: up.stanzas(), msg: up.message.Load(), a: down.a.Load(),
+					serverR: down.r.Load(), clientA: up.a.Load()}
+				b.logf("%s: %s <r/> count run %d: %d <r/> for %d stanzas (%d messages), %d <a/> back; the server sent %d <r/>, answered with %d <a/>; %s",
+					kind, sender, i+1, rc.r, rc.stanzas, rc.msg, rc.a, rc.serverR, rc.clientA, r.summary())
+				sr.rcount = append(sr.rcount, rc)
+			}
 		}
 		rl.Close()
 	}
