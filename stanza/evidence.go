@@ -84,4 +84,9 @@ type Evidence struct {
 	ReceiptRequested bool
 	// Markable reports a XEP-0333 <markable/>.
 	Markable bool
+	// MUCUser reports a XEP-0045 <x xmlns='http://jabber.org/protocol/muc#user'/>:
+	// in a message that is not a group chat message, it says that the
+	// sender (room@service/nick) is a room occupant writing in private.
+	// Any sender can add it: it is the sender's word about itself.
+	MUCUser bool
 }

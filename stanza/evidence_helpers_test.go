@@ -33,6 +33,7 @@ type evView struct {
 	Forwarded        *evView
 	ReceiptRequested bool
 	Markable         bool
+	MUCUser          bool
 }
 
 type errView struct {
@@ -58,7 +59,7 @@ func view(ev *stanza.Evidence) *evView {
 		Receipt: ev.Receipt, Marker: ev.Marker, Thread: ev.Thread, OriginID: ev.OriginID,
 		StanzaIDs: ev.StanzaIDs, OccupantID: ev.OccupantID, Body: ev.Body, HasDelay: ev.HasDelay,
 		Carbon: ev.Carbon, Forwarded: view(ev.Forwarded),
-		ReceiptRequested: ev.ReceiptRequested, Markable: ev.Markable,
+		ReceiptRequested: ev.ReceiptRequested, Markable: ev.Markable, MUCUser: ev.MUCUser,
 	}
 	if ev.Error != nil {
 		v.Error = &errView{Type: ev.Error.Type, By: jidString(ev.Error.By), Condition: ev.Error.Condition, Text: ev.Error.Text}
@@ -175,6 +176,9 @@ func writeEvidence(e *xml.Encoder, ev *stanza.Evidence, space string) {
 	}
 	if ev.Markable {
 		writeLeaf(e, el(stanza.NSMarkers, "markable"), "")
+	}
+	if ev.MUCUser {
+		writeLeaf(e, el(stanza.NSMUCUser, "x"), "")
 	}
 	if ev.Marker.Type != 0 {
 		_, err := ev.Marker.WriteXML(e)

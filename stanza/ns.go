@@ -18,6 +18,10 @@ const (
 	NSForward = "urn:xmpp:forward:0"
 	// NSOccupantID is XEP-0421 Occupant identifiers for MUC.
 	NSOccupantID = "urn:xmpp:occupant-id:0"
+	// NSMUCUser is the XEP-0045 namespace of the <x/> that a room adds to
+	// an occupant's private message (and that the sending client should
+	// add, §7.5).
+	NSMUCUser = "http://jabber.org/protocol/muc#user"
 	// NSHints is XEP-0334 Message Processing Hints (e.g. <store/>).
 	NSHints = "urn:xmpp:hints"
 

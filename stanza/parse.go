@@ -163,6 +163,9 @@ func parseMessage(t *tokens, start xml.StartElement, ev *Evidence, nested bool) 
 				ev.OccupantID = optionalID(child, "id", report)
 			}
 			err = t.skip()
+		case name.Space == NSMUCUser && name.Local == "x":
+			ev.MUCUser = true
+			err = t.skip()
 		case name.Space == NSDelay && name.Local == "delay":
 			ev.HasDelay = true
 			err = t.skip()

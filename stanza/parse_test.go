@@ -100,6 +100,13 @@ var parseCases = []parseCase{
 	{"malformed extensions are ignored", `<message type='chat'><received ` + ns.rcpt + `/><displayed ` + ns.mark + ` id=''/><origin-id ` + ns.sid + `/><stanza-id ` + ns.sid + ` id='s'/><stanza-id ` + ns.sid + ` by='b'/><received ` + ns.rcpt + ` id='r'/><markable ` + ns.mark + `/><displayed ` + ns.mark + ` id='d'/><unknown-marker ` + ns.mark + ` id='u'/></message>`, evView{
 		Type: xstanza.ChatMessage, Receipt: "r", Markable: true, Marker: stanza.Marker{Type: stanza.MarkerDisplayed, ID: "d"},
 	}},
+	{"private message from a room occupant", `<message type='chat' from='test@conference.localhost/carol' to='alice@localhost/smoke' id='pm1'><body>psst</body><markable ` + ns.mark + `/><x xmlns='http://jabber.org/protocol/muc#user'><item/></x></message>`, evView{
+		From: "test@conference.localhost/carol", To: "alice@localhost/smoke", ID: "pm1", Type: xstanza.ChatMessage,
+		Body: "psst", Markable: true, MUCUser: true,
+	}},
+	{"muc#user only as a child of the message", `<message type='chat'><x xmlns='http://jabber.org/protocol/muc'/><body>hi<x xmlns='http://jabber.org/protocol/muc#user'/></body><y xmlns='http://jabber.org/protocol/muc#user'/></message>`, evView{
+		Type: xstanza.ChatMessage, Body: "hi",
+	}},
 	{"unknown and wrong-namespace children", `<message type='bogus'><body xmlns='urn:other'>no</body><x xmlns='jabber:x:oob'><body>deep</body><received ` + ns.rcpt + ` id='deep'/></x><request xmlns='urn:other'/><body>yes</body></message>`, evView{
 		Type: xstanza.NormalMessage, Body: "yes",
 	}},
