@@ -152,7 +152,7 @@
 //
 // Config.OnMessage receives each incoming message with content as a parsed
 // [Incoming], in order, with the client to answer with ([Incoming.Reply],
-// [Client.MarkDisplayed]); Config.Handler receives every other stanza
+// [Client.MarkDisplayed], [Client.MarkConversation]); Config.Handler receives every other stanza
 // unchanged. Both run on a goroutine of the library, never on the one that
 // reads the stream, behind a bounded queue (see Config.Handler). The client
 // answers receipt requests itself (unless Config.NoReceipts) and sends
@@ -168,8 +168,12 @@
 // room's reflection (DELIVERED_TO_RECIPIENT), and that reflection is
 // consumed, so a bot that answers what it reads never answers itself; and
 // [Client.MarkDisplayed] of the room or of an occupant marks the room's
-// newest message. A message to a room not joined through package muc is
-// sent as is (the room refuses it: we are not an occupant).
+// newest message. A private message from an occupant (room@service/nick,
+// not of type groupchat) is a conversation with that occupant's full JID,
+// which [Client.MarkConversation] marks: it tells a private message from a
+// group chat message of the same occupant by its type. A message to a room
+// not joined through package muc is sent as is (the room refuses it: we are
+// not an occupant).
 //
 // # Security
 //
@@ -182,7 +186,12 @@
 // resource, and the domain). That is what protects a private message to a
 // room occupant (room@service/nick) from the other occupants, who share the
 // room's bare JID; for a person, send to the bare JID to accept evidence
-// from any of their devices. Carbons count only when the wrapper comes
+// from any of their devices. The other way, an incoming private message
+// from an occupant is marked displayed with a marker to the occupant's full
+// JID, never to the room's bare JID; it is told from a person's message by
+// the room being joined with package muc, or by the XEP-0045 muc#user <x/>
+// that rooms add, which any sender may add too: it then only makes the
+// sender's own messages a conversation of its full JID. Carbons count only when the wrapper comes
 // from our own account (a forged carbon is dropped whole, also for the
 // application's handler), and a carbon of our own other device's receipt or
 // marker is never evidence. Error replies count only from the recipient, its

@@ -27,7 +27,9 @@ const nsOOB = "jabber:x:oob"
 // muc.Room.Send or with Client.Send to the room (see Reply).
 type Incoming struct {
 	// From and To are the sender and the recipient (our full or bare JID).
-	// For a group chat message, From is room@service/nick.
+	// For a group chat message, From is room@service/nick, and so it is
+	// for an occupant's private message (of type chat): mark either with
+	// Client.MarkConversation, which tells them apart.
 	From, To jid.JID
 	// ID is the message's id attribute ("" if it had none).
 	ID string
@@ -56,7 +58,8 @@ type Incoming struct {
 	// message carries, in document order.
 	Attachments []Attachment
 
-	markable bool // it asked for XEP-0333 markers
+	markable bool       // it asked for XEP-0333 markers
+	sender   senderKind // whose conversation it belongs to, when markable
 }
 
 // Attachment is one out-of-band URL of an incoming message (XEP-0066).

@@ -53,11 +53,14 @@ type Observer struct {
 	// Client.TrySend of any message whose To is Room (a bare JID) call Route
 	// instead, so that the room tracks it: the room's reflection proves it
 	// and is not handed to the application. Client.MarkDisplayed of the
-	// room, or of one of its occupants, queues a displayed marker for the id
+	// room, or of one of its occupants, and Client.MarkConversation of a
+	// group chat message from the room queue a displayed marker for the id
 	// that Mark returns, sent to the room as a group chat message; Mark
-	// returns "" when there is nothing new to mark. Client.MarkRoom does the
-	// same without ever falling back to the one-to-one path once the
-	// observer is removed. Mark runs under the client's lock: it must not
+	// returns "" when there is nothing new to mark. Once the observer is
+	// removed, MarkConversation of a group chat message queues nothing.
+	// While the observer is there, messages from the room's occupants that
+	// are not group chat messages are private conversations, each with its
+	// occupant's full JID (see Client.MarkDisplayed). Mark runs under the client's lock: it must not
 	// block or call the client. Mark may be called once more after the
 	// function Observe returned has run: return "" once removal began.
 	Room  jid.JID
@@ -107,11 +110,12 @@ func (c *Client) Observe(obs Observer) (remove func()) {
 		c.obs.list = kept
 		c.obs.mu.Unlock()
 		if p.Mark != nil && c.rcp != nil {
-			// The room is no longer one: a private message from one of its
-			// occupants, remembered under its bare JID, must not be marked
-			// as the room's (MarkDisplayed of the room now takes it for a
-			// one-to-one peer).
-			c.rcp.forget(p.Room.Bare().String())
+			// The room is no longer one: its occupants' private messages
+			// cannot be marked (the room refuses a non-occupant's), and a
+			// message remembered under its bare JID (one that came from an
+			// occupant before the room was known, without XEP-0045's <x/>)
+			// must not be marked as if it were a one-to-one peer's.
+			c.rcp.forgetRoom(p.Room.Bare().String())
 		}
 	}
 }

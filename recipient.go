@@ -40,8 +40,8 @@ type recipient struct {
 
 	mu       sync.Mutex
 	out      []answer          // the outbox, oldest first
-	markerAt map[string]int    // peer (bare JID) -> index in out of its queued displayed marker
-	markable map[string]answer // newest markable message per peer (bare JID)
+	markerAt map[string]int    // conversation -> index in out of its queued displayed marker
+	markable map[string]answer // newest markable message per conversation (see remember)
 }
 
 // answer is a receipt or a marker to send.
@@ -73,20 +73,34 @@ func (r *recipient) received(ev *stanza.Evidence) {
 		r.queueLocked("", answer{to: ev.From, typ: ev.Type, ref: ev.ID})
 		r.mu.Unlock()
 	}
-	if ev.Markable && r.c.cfg.OnMessage == nil {
-		r.remember(ev.From, ev.Type, ev.ID, ev.Thread)
+	if ev.Markable && r.c.cfg.OnMessage == nil && !r.c.cfg.NoMarkers {
+		r.remember(ev.From, r.c.senderOf(ev), ev.Type, ev.ID, ev.Thread)
 	}
 }
 
-// remember remembers the newest markable message of a peer, for
-// MarkDisplayed.
-func (r *recipient) remember(from jid.JID, typ xstanza.MessageType, id, thread string) {
+// remember remembers the newest markable message of a conversation, for
+// MarkDisplayed: under the sender's bare JID (a person's messages are one
+// conversation whatever their device), or under its full JID for a room
+// occupant writing in private, whose bare JID is the room's and is shared
+// by every occupant. A private message from an occupant of a room an
+// observer took over is not remembered once the room is left: that is
+// checked under the lock that forgetRoom takes after the observer's
+// removal, so the message is either forgotten with the room's or never
+// remembered.
+func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageType, id, thread string) {
 	if r.c.cfg.NoMarkers {
 		return
 	}
-	peer := from.Bare().String()
+	to := from
+	if kind == senderAccount {
+		to = from.Bare()
+	}
+	peer := to.String()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if kind == senderRoomOccupant && r.c.roomOf(from.Bare()) == nil {
+		return // the room was left since the message arrived
+	}
 	if _, ok := r.markable[peer]; !ok && len(r.markable) >= maxMarkable {
 		// Full (peers the application never marks, or a flood of
 		// senders): forget an arbitrary one rather than stop
@@ -96,7 +110,7 @@ func (r *recipient) remember(from jid.JID, typ xstanza.MessageType, id, thread s
 			break
 		}
 	}
-	r.markable[peer] = answer{to: from.Bare(), typ: typ, ref: id, thread: thread, marker: true}
+	r.markable[peer] = answer{to: to, typ: typ, ref: id, thread: thread, marker: true}
 }
 
 // queueLocked adds an answer to the outbox and reports whether it is there.
@@ -163,77 +177,6 @@ func (r *recipient) removeLocked(i int) {
 			r.markerAt[k] = j - 1
 		}
 	}
-}
-
-// MarkDisplayed sends an XEP-0333 displayed marker for the newest markable
-// message received from peer, which tells the sender that it and every
-// earlier message were displayed. A marker for peer that is still waiting
-// to be written is replaced by the new one. It reports whether a marker was
-// queued: false when there is nothing new to mark, when Config.NoMarkers is
-// set, after Close, or when the outbox is full (then the message stays the
-// one to mark, and a later call may send the marker). It never blocks.
-//
-// With Config.OnMessage set, the newest markable message is the newest one
-// OnMessage has been called with: a callback that marks its message marks
-// that one, never one the reader has read ahead of the application.
-//
-// For a room joined with package muc, peer may be the room or any of its
-// occupants (Incoming.From of a group chat message): the marker goes to the
-// room, for the newest message another occupant sent there (see
-// muc.Room.MarkDisplayed), which may be newer than the one OnMessage is
-// running with: the room's marker is cumulative and its reader does not wait
-// for the application. Group chat messages of rooms not joined through
-// package muc are never marked.
-func (c *Client) MarkDisplayed(peer jid.JID) bool { return c.mark(peer.Bare(), true) }
-
-// MarkRoom is MarkDisplayed for a room that an Observer took over
-// (Observer.Room, Route and Mark), for extensions such as package muc: it
-// queues a displayed marker, sent to room as a group chat message, for the
-// id that the observer's Mark returns. Unlike MarkDisplayed it never takes
-// the one-to-one path: it returns false when no observer takes over room
-// (the room was left, or was never joined), so that a private message from
-// an occupant, remembered under the room's bare JID, is never marked as the
-// room's. Otherwise it reports what MarkDisplayed reports.
-func (c *Client) MarkRoom(room jid.JID) bool { return c.mark(room.Bare(), false) }
-
-// mark queues a displayed marker for peer (a bare JID): to the room, when an
-// observer takes it over, else, if oneToOne, for the newest markable message
-// remembered for peer. The observer is looked up under the recipient's lock,
-// so a room being removed is either marked as the room or not at all.
-func (c *Client) mark(peer jid.JID, oneToOne bool) bool {
-	if c.cfg.NoMarkers || c.ctx.Err() != nil {
-		return false
-	}
-	r := c.rcp
-	key := peer.String()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if o := c.roomOf(peer); o != nil && o.Mark != nil {
-		if _, queued := r.markerAt[key]; !queued && len(r.out) >= outboxSize {
-			// Full: leave the room's newest message to mark for later.
-			r.c.log.Debug("xmpptrack: outbox full, room marker not queued", "to", key)
-			return false
-		}
-		id := o.Mark()
-		return id != "" && r.queueLocked(key, answer{to: peer, typ: xstanza.GroupChatMessage, ref: id, marker: true})
-	}
-	if !oneToOne {
-		return false
-	}
-	a, ok := r.markable[key]
-	if !ok || !r.queueLocked(key, a) {
-		return false
-	}
-	delete(r.markable, key)
-	return true
-}
-
-// forget drops the newest markable message remembered for peer (a bare
-// JID), if any.
-func (r *recipient) forget(peer string) {
-	r.mu.Lock()
-	delete(r.markable, peer)
-	r.mu.Unlock()
 }
 
 // take moves the outbox's answers to the end of dst.

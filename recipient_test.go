@@ -178,6 +178,7 @@ func TestRecipientNeverMarks(t *testing.T) {
 	inner := func(from, to string) string {
 		return fmt.Sprintf(`<message from='%s' to='%s' id='inner' type='chat'><body>hi</body>%s</message>`, from, to, markable)
 	}
+	privateInner := `<message from='room@conference.example.org/nick' to='alice@localhost' id='inner' type='chat'><body>hi</body>` + markable + mucUserX + `</message>`
 	tests := []struct {
 		name, peer, raw string
 	}{
@@ -186,6 +187,9 @@ func TestRecipientNeverMarks(t *testing.T) {
 		{"received carbon", "bob@example.org", carbon("alice@localhost", "received", "x", inner("bob@example.org/pc", "alice@localhost"))},
 		{"sent carbon", "bob@example.org", carbon("alice@localhost", "sent", "x", inner("alice@localhost/laptop", "bob@example.org"))},
 		{"groupchat", "room@conference.example.org", `<message from='room@conference.example.org/nick' id='x' type='groupchat'><body>hi</body>` + markable + `</message>`},
+		{"received carbon of an occupant's private message", "room@conference.example.org/nick", carbon("alice@localhost", "received", "x", privateInner)},
+		{"received carbon of an occupant's private message, the room", "room@conference.example.org", carbon("alice@localhost", "received", "x", privateInner)},
+		{"sent carbon of a private message to an occupant", "room@conference.example.org/nick", carbon("alice@localhost", "sent", "x", `<message from='alice@localhost/laptop' to='room@conference.example.org/nick' id='inner' type='chat'><body>hi</body>`+markable+mucUserX+`</message>`)},
 		{"receipt", "bob@example.org", `<message from='bob@example.org/pc' id='x' type='chat'>` + receiptFor("m") + markable + `</message>`},
 		{"marker for a marker", "bob@example.org", `<message from='bob@example.org/pc' id='x' type='chat'>` + displayedFor("m") + markable + `</message>`},
 		{"not markable", "bob@example.org", `<message from='bob@example.org/pc' id='x' type='chat'><body>hi</body></message>`},
@@ -516,11 +520,12 @@ func TestRoomGoneNoPrivateMarker(t *testing.T) {
 }
 
 // TestMarkRoomNeverOneToOne: the room's own way to mark (what
-// muc.Room.MarkDisplayed calls) never falls back to the one-to-one path.
-// The order is the window left by a check of the room's state before the
-// call: the observer is removed (Leave), then a private message from an
-// occupant, sent before the room processed our leaving, is remembered
-// under the room's bare JID, then the call runs. MarkDisplayed, which the
+// muc.Room.MarkDisplayed calls: MarkConversation of a group chat message of
+// the room) never falls back to the one-to-one path. The order is the
+// window left by a check of the room's state before the call: the observer
+// is removed (Leave), then a private message from an occupant, sent before
+// the room processed our leaving, is remembered under the room's bare JID
+// (it has no muc#user <x/>), then the call runs. MarkDisplayed, which the
 // room called before, queues a chat marker for that message to the room.
 func TestMarkRoomNeverOneToOne(t *testing.T) {
 	c := newTapClient(t, Config{}) // nobody drains its outbox
@@ -528,8 +533,8 @@ func TestMarkRoomNeverOneToOne(t *testing.T) {
 	remove := c.Observe(roomObserver(room, "g1"))
 	remove()
 	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org/carol' id='p1' type='chat'><body>psst</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
-	if c.MarkRoom(room) {
-		t.Error("MarkRoom of a room no observer takes over queued a marker")
+	if c.MarkConversation(&Incoming{Type: xstanza.GroupChatMessage, Room: room}) {
+		t.Error("MarkConversation of a group chat message of a room no observer takes over queued a marker")
 	}
 	if got := c.rcp.take(nil); len(got) != 0 {
 		t.Errorf("queued %+v, want nothing", got)
@@ -537,13 +542,14 @@ func TestMarkRoomNeverOneToOne(t *testing.T) {
 }
 
 // TestMarkRoomQueuesRoomMarker: while the observer takes over the room,
-// MarkRoom queues its Mark as a group chat marker to the room.
+// MarkConversation of a group chat message of the room queues its Mark as
+// a group chat marker to the room.
 func TestMarkRoomQueuesRoomMarker(t *testing.T) {
 	c := newTapClient(t, Config{})
 	room := jid.MustParse("room@conf.example.org")
 	c.Observe(roomObserver(room, "g1"))
-	if !c.MarkRoom(room) {
-		t.Fatal("MarkRoom queued nothing")
+	if !c.MarkConversation(&Incoming{Type: xstanza.GroupChatMessage, Room: room}) {
+		t.Fatal("MarkConversation queued nothing")
 	}
 	got := c.rcp.take(nil)
 	if len(got) != 1 || !got[0].to.Equal(room) || got[0].typ != xstanza.GroupChatMessage || got[0].ref != "g1" || !got[0].marker {

@@ -255,6 +255,9 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 	if on := c.cfg.OnMessage; on != nil && ev.Type != xstanza.ErrorMessage && ev.Carbon == stanza.CarbonNone {
 		b.Rewind()
 		if m := newIncoming(ev, b); m.hasContent() {
+			if m.markable && !c.cfg.NoMarkers {
+				m.sender = c.senderOf(ev) // as the rooms are now, not when OnMessage runs
+			}
 			c.ev.pushStanza(func() { c.deliver(on, m) }, c.ctx.Done())
 			return nil
 		}
@@ -268,7 +271,7 @@ func (c *Client) deliver(on func(*Client, *Incoming), m *Incoming) {
 	if m.markable && m.Type != xstanza.GroupChatMessage && m.From.Bare().String() != c.self {
 		// MarkDisplayed marks what the application has seen, not what the
 		// reader has read ahead of it.
-		c.rcp.remember(m.From, m.Type, m.ID, m.Thread)
+		c.rcp.remember(m.From, m.sender, m.Type, m.ID, m.Thread)
 	}
 	on(c, m)
 }

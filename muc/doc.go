@@ -43,7 +43,10 @@
 // xmpptrack.Client.Send of any message to it (a reply built by
 // xmpptrack.Incoming.Reply, say) is Room.SendMessage, and
 // xmpptrack.Client.MarkDisplayed of the room or of an occupant is
-// Room.MarkDisplayed (queued by the client, never blocking). Reflections of
+// Room.MarkDisplayed (queued by the client, never blocking). An occupant's
+// private message is not the room's: xmpptrack.Client.MarkConversation of
+// it marks that occupant's conversation, with a marker to its occupant JID
+// (room@service/nick), until the room is left. Reflections of
 // the messages a Room sent are consumed: neither the client's OnMessage nor
 // its Handler sees its own messages echoed, which spares bots from
 // answering themselves. Set Config.PassReflections to see

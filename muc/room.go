@@ -339,9 +339,10 @@ func (r *Room) SeenBy(t *tracking.MessageTracker) []Occupant {
 // MarkDisplayed sends a displayed marker (XEP-0333) for the newest message
 // another occupant sent to the room, which covers every earlier one. It
 // references the room's stanza-id where the room announces XEP-0359, else the
-// message id. It is xmpptrack.Client.MarkRoom, what Client.MarkDisplayed
-// of the room does while the room is joined (after Leave it queues
-// nothing): the marker is queued with the client's receipts and markers,
+// message id. It is what xmpptrack.Client.MarkDisplayed of the room does
+// while the room is joined, and xmpptrack.Client.MarkConversation of a
+// group chat message from the room (after Leave it queues nothing): the
+// marker is queued with the client's receipts and markers,
 // and the client's answer writer writes it, taking its place in the queue
 // of unacknowledged stanzas as every answer does (sm.State.ReserveAnswers, within
 // StreamManagement.MaxUnacked), and writing it again on the next connection
@@ -353,6 +354,9 @@ func (r *Room) SeenBy(t *tracking.MessageTracker) []Occupant {
 // client's outbox is full (the newest
 // message then stays the one to mark, and a later call may send it). If ctx
 // has ended, it queues nothing and returns ctx's error.
+//
+// A private message from an occupant is not the room's: mark it with
+// xmpptrack.Client.MarkConversation of that message.
 func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -360,11 +364,11 @@ func (r *Room) MarkDisplayed(ctx context.Context) (bool, error) {
 	if r.c == nil {
 		return false, nil
 	}
-	// MarkRoom, not MarkDisplayed: once the room's observer is gone, the
-	// client would take the room for a one-to-one peer (a private message
-	// from an occupant is remembered under the room's bare JID), and this
-	// call may have started before Leave or settle removed it.
-	return r.c.MarkRoom(r.roomJID), nil
+	// The room's conversation, told by a group chat message of it: never the
+	// one-to-one path, even if this call started before Leave or settle
+	// removed the room's observer (the client would then take the room's
+	// bare JID for a peer's).
+	return r.c.MarkConversation(&xmpptrack.Incoming{Type: xstanza.GroupChatMessage, Room: r.roomJID}), nil
 }
 
 // takeNewest returns the id to mark for the newest message another

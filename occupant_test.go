@@ -1,0 +1,194 @@
+package xmpptrack
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
+
+	"github.com/xmpptrack/xmpptrack/stanza"
+)
+
+// A room occupant writing in private (room@service/nick, type chat) is a
+// conversation of its own: its markable messages are remembered under its
+// full JID and its markers go there, never to the room's bare JID, which
+// every occupant shares.
+
+const mucUserX = `<x xmlns='` + stanza.NSMUCUser + `'/>`
+
+// chatFrom is one markable chat message from from, in a stream of its own
+// for feedTap; extra is added to its children.
+func chatFrom(from, id, extra string) *strings.Reader {
+	return strings.NewReader(fmt.Sprintf(`<stream xmlns='jabber:client'><message from='%s' to='alice@localhost/phone' id='%s' type='chat'><body>psst</body><markable xmlns='%s'/>%s</message></stream>`,
+		from, id, stanza.NSMarkers, extra))
+}
+
+// queued takes the client's outbox as "to type ref" lines, markers only.
+func queued(t *testing.T, c *Client) []string {
+	t.Helper()
+	var got []string
+	for _, a := range c.rcp.take(nil) {
+		if a.marker {
+			got = append(got, a.to.String()+" "+string(a.typ)+" "+a.ref)
+		}
+	}
+	return got
+}
+
+func wantQueued(t *testing.T, c *Client, want ...string) {
+	t.Helper()
+	if got := queued(t, c); !slices.Equal(got, want) {
+		t.Errorf("markers queued %q, want %q", got, want)
+	}
+}
+
+// TestOccupantMarkedWhileJoined: while a room is joined with package muc,
+// MarkConversation of an occupant's private message marks that occupant's
+// conversation with a chat marker to its full JID, with or without the
+// muc#user <x/> (the room is known), one occupant apart from another, and
+// never the message remembered under the room's bare JID before the room
+// was joined;
+// MarkConversation of a group chat message, and MarkDisplayed of the room
+// or of an occupant, mark the room. Before, the private message was
+// remembered under the room's bare JID, which the room's observer takes
+// over: it could not be marked at all.
+func TestOccupantMarkedWhileJoined(t *testing.T) {
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
+	room := jid.MustParse("room@conf.example.org")
+	// Before the room is known, a private message without the <x/> is
+	// taken for an account's, remembered under the room's bare JID: no
+	// occupant's conversation falls back to it once the room is joined.
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/erin", "e0", ""))
+	<-got
+	c.Observe(roomObserver(room, "g1"))
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", ""))
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/dave", "d1", mucUserX))
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org/carol' id='g9' type='groupchat'><body>to all</body></message></stream>`))
+	carol, dave, group := <-got, <-got, <-got
+
+	if !c.MarkConversation(dave) {
+		t.Fatal("dave's private message: nothing to mark")
+	}
+	if !c.MarkConversation(carol) {
+		t.Fatal("carol's private message: nothing to mark")
+	}
+	wantQueued(t, c, "room@conf.example.org/dave chat d1", "room@conf.example.org/carol chat p1")
+	if c.MarkConversation(carol) {
+		t.Error("carol's private message marked twice")
+	}
+	if !c.MarkConversation(group) {
+		t.Fatal("the group chat message: nothing to mark")
+	}
+	wantQueued(t, c, "room@conf.example.org groupchat g1")
+	// MarkDisplayed of an occupant (Incoming.From of a group chat message)
+	// is the room's, as before.
+	if !c.MarkDisplayed(carol.From) {
+		t.Fatal("MarkDisplayed of an occupant: nothing to mark")
+	}
+	wantQueued(t, c, "room@conf.example.org groupchat g1")
+}
+
+// TestOccupantsNotJoined: in a room not joined with package muc, the
+// muc#user <x/> that the room adds to private messages keeps two
+// occupants' messages apart, and MarkDisplayed(Incoming.From) sends each
+// marker to its occupant, as a chat message, on the wire. Before, both were
+// remembered under the room's bare JID: the second overwrote the first,
+// and MarkDisplayed of either sent the second's marker to the room.
+func TestOccupantsNotJoined(t *testing.T) {
+	e := newBadInputEnv(t, Config{})
+	const room = "room@conference.example.org"
+	markable := `<markable xmlns='` + stanza.NSMarkers + `'/>`
+	e.inject(`<message from='%s/carol' id='p1' type='chat'><body>1</body>%s%s</message>`, room, markable, mucUserX)
+	e.inject(`<message from='%s/dave' id='d1' type='chat'><body>2</body>%s%s</message>`, room, markable, mucUserX)
+	e.barrier()
+	if !e.c.MarkDisplayed(jid.MustParse(room + "/carol")) {
+		t.Fatal("carol's private message: nothing to mark")
+	}
+	checkAnswer(t, nextAnswer(t, e), room+"/carol", "chat", "p1", true)
+	if e.c.MarkDisplayed(jid.MustParse(room)) {
+		t.Error("MarkDisplayed of the room's bare JID queued a marker")
+	}
+	if !e.c.MarkConversation(&Incoming{From: jid.MustParse(room + "/dave"), Type: xstanza.ChatMessage}) {
+		t.Fatal("dave's private message: nothing to mark")
+	}
+	checkAnswer(t, nextAnswer(t, e), room+"/dave", "chat", "d1", true)
+	e.noAnswer()
+	e.finish()
+}
+
+// TestOccupantsAfterLeave: once the room's observer is removed (what muc's
+// Leave, or a kick, does), its occupants' private messages are not marked:
+// the one remembered before, and the one OnMessage gets only after the
+// removal (the callbacks run behind the reader), which is checked against
+// the room under the recipient's lock. A private message that arrives
+// after the removal with the muc#user <x/> is its occupant's conversation,
+// as in a room never joined: its marker goes to the occupant, never to the
+// room's bare JID. Before, the late messages were remembered under the
+// room's bare JID and MarkDisplayed of the occupant sent a chat marker to
+// the room.
+func TestOccupantsAfterLeave(t *testing.T) {
+	got := make(chan *Incoming, 8)
+	release := make(chan struct{})
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) {
+		got <- m
+		if m.ID == "p1" {
+			<-release // the callbacks fall behind the reader
+		}
+	}})
+	room := jid.MustParse("room@conf.example.org")
+	remove := c.Observe(roomObserver(room, "g1"))
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", ""))
+	carol := <-got // remembered; its callback holds the next one back
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/dave", "d1", ""))
+	remove()
+	close(release)
+	dave := <-got // remembered, or not, before OnMessage ran
+
+	for _, m := range []*Incoming{carol, dave} {
+		if c.MarkConversation(m) || c.MarkDisplayed(m.From) {
+			t.Errorf("%s's private message was marked after the room was left", m.From)
+		}
+	}
+	if c.MarkDisplayed(room) || c.MarkConversation(&Incoming{Type: xstanza.GroupChatMessage, Room: room}) {
+		t.Error("the room was marked after it was left")
+	}
+	wantQueued(t, c)
+
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/erin", "e1", mucUserX))
+	erin := <-got
+	if !c.MarkDisplayed(erin.From) {
+		t.Fatal("erin's private message: nothing to mark")
+	}
+	wantQueued(t, c, "room@conf.example.org/erin chat e1")
+}
+
+// TestForgedOccupant: a contact that adds a muc#user <x/> to its message
+// only has that message remembered under its own full JID, where the
+// marker goes; its other messages, and other peers', are untouched. Before,
+// the <x/> was ignored and every message was remembered under the bare JID.
+func TestForgedOccupant(t *testing.T) {
+	e := newBadInputEnv(t, Config{})
+	markable := `<markable xmlns='` + stanza.NSMarkers + `'/>`
+	e.inject(`<message from='bob@example.org/pc' id='b0' type='chat'><body>0</body>%s</message>`, markable)
+	e.inject(`<message from='carol@example.org/pc' id='c1' type='chat'><body>1</body>%s</message>`, markable)
+	e.inject(`<message from='bob@example.org/pc' id='b1' type='chat'><body>1</body>%s%s</message>`, markable, mucUserX)
+	e.barrier()
+	if !e.c.MarkDisplayed(jid.MustParse("bob@example.org/pc")) {
+		t.Fatal("bob's message with the <x/>: nothing to mark")
+	}
+	checkAnswer(t, nextAnswer(t, e), "bob@example.org/pc", "chat", "b1", true)
+	if !e.c.MarkDisplayed(bob) {
+		t.Fatal("bob's message without the <x/>: nothing to mark")
+	}
+	checkAnswer(t, nextAnswer(t, e), "bob@example.org", "chat", "b0", true)
+	if !e.c.MarkDisplayed(jid.MustParse("carol@example.org")) {
+		t.Fatal("carol's message: nothing to mark")
+	}
+	checkAnswer(t, nextAnswer(t, e), "carol@example.org", "chat", "c1", true)
+	e.noAnswer()
+	e.finish()
+}
