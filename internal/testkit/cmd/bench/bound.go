@@ -102,7 +102,36 @@ func (b *bench) reportBound(w io.Writer) {
 			if p[1] == sXmpptrack {
 				fmt.Fprintf(w, "  %s: %s: database CPU for %.1f×: %s with the rest at these costs, %s with the XMPP server and responder at xmpptrack's (negative: out of reach)\n",
 					sr.kind, p[0], boundTarget, spread(dbFor, "%.3f"), spread(dbForAtRate, "%.3f"))
+				b.reportPaced(w, sr, p[0])
 			}
 		}
+	}
+}
+
+// reportPaced prints, for each paced in-memory sender (pacedPrefix) of
+// the run, every process's CPU per message, and the database CPU per
+// message at which durable would reach boundTarget with the XMPP server
+// and the responder costing what they cost at that pace: the sender's
+// pace changes what the other processes spend per message (fewer
+// stanzas per read and wake-up at a lower one).
+func (b *bench) reportPaced(w io.Writer, sr *serverResults, durable string) {
+	xt, st := sr.runs[sXmpptrack], sr.runs[durable]
+	for _, s := range b.opts.senders {
+		rate, ok := pacedSender(s)
+		pr := sr.runs[s]
+		if !ok || pr == nil {
+			continue
+		}
+		var dbFor []float64
+		for i := range min(len(xt), len(st), len(pr)) {
+			if v := xt[i].allCPUPer1k()/boundTarget - st[i].cpuPer1k() - pr[i].peersPer1k(); !math.IsNaN(v) {
+				dbFor = append(dbFor, v)
+			}
+		}
+		fmt.Fprintf(w, "  %s: %s (xmpptrack paced at %.0f msg/s; measured %s msg/s): all %s = sender %s + XMPP server and responder %s; busy cores %s\n",
+			sr.kind, s, rate, spread(values(pr, run.throughput), "%.0f"), spread(values(pr, run.allCPUPer1k), "%.3f"),
+			spread(values(pr, run.cpuPer1k), "%.3f"), spread(values(pr, run.peersPer1k), "%.3f"), spread(values(pr, run.busy), "%.2f"))
+		fmt.Fprintf(w, "  %s: %s: database CPU for %.1f× with the XMPP server and responder at their cost at %.0f msg/s: %s\n",
+			sr.kind, durable, boundTarget, rate, spread(dbFor, "%.3f"))
 	}
 }

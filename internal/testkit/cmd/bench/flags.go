@@ -69,7 +69,8 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded) and "+sPostgres+
 		" (the same on a PostgreSQL 15 that the run starts) and "+sPostgres2+
 		" (two clients of two accounts on one PostgreSQL, each with -send-goroutines, sharing the -n messages: two instances of a service) and "+oWindowPrefix+
-		"N (xmpptrack with sm.Config.Window N, to compare windows in one run)")
+		"N (xmpptrack with sm.Config.Window N, to compare windows in one run) and "+pacedPrefix+
+		"N (xmpptrack paced at N msg/s whatever -send-rate says: what the other processes cost at a durable sender's pace)")
 	fs.IntVar(&o.send.goroutines, "send-goroutines", 1, "xmpptrack senders: goroutines calling Send at once, sharing the messages (1: sequential); per instance for "+sPostgres2)
 	fs.Float64Var(&o.send.rate, "send-rate", 0, "xmpptrack senders: messages per second over all goroutines, open loop, reporting Send latency p50/p99 (0: unpaced)")
 	fs.IntVar(&o.ceilingSenders, "ceiling-senders", 4, "parallel plain sessions of the ceiling senders, sharing the -n messages")
@@ -121,8 +122,11 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		if _, ok := windowSender(s); !ok && !slices.Contains(allSenders, s) && !slices.Contains(extraSenders, s) {
-			return nil, fmt.Errorf("bench: unknown sender %q (have %s, and %sN for xmpptrack with a window of N)", s, strings.Join(append(allSenders, extraSenders...), ", "), oWindowPrefix)
+		_, windowed := windowSender(s)
+		_, paced := pacedSender(s)
+		if !windowed && !paced && !slices.Contains(allSenders, s) && !slices.Contains(extraSenders, s) {
+			return nil, fmt.Errorf("bench: unknown sender %q (have %s, %sN for xmpptrack with a window of N, and %sN for xmpptrack paced at N msg/s)",
+				s, strings.Join(append(allSenders, extraSenders...), ", "), oWindowPrefix, pacedPrefix)
 		}
 		o.senders = append(o.senders, s)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,10 +37,15 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 				args = append(args, "-nocarbons")
 			}
 		}
-		switch sender {
-		case sXmpptrack, sPolled, sSQLite, sPostgres, sPostgres2:
+		rate, paced := pacedSender(sender)
+		switch {
+		case paced || slices.Contains([]string{sXmpptrack, sPolled, sSQLite, sPostgres, sPostgres2}, sender):
+			p := b.opts.send
+			if paced {
+				p.rate = rate
+			}
 			args = []string{"-role=" + roleTracked, "-instances", strconv.Itoa(len(locals))}
-			args = append(args, b.opts.send.args()...)
+			args = append(args, p.args()...)
 			if sender == sPolled {
 				args = append(args, "-observe", observePoll)
 			}
@@ -58,9 +64,9 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 			if b.opts.noCarbons {
 				args = append(args, "-nocarbons")
 			}
-		case sPlain, sCeiling:
+		case sender == sPlain || sender == sCeiling:
 			args = []string{"-role=" + rolePlain}
-		case sPlainSM, sCeilingSM:
+		case sender == sPlainSM || sender == sCeilingSM:
 			args = []string{"-role=" + rolePlain, "-sm"}
 		}
 		if sender == sCeiling || sender == sCeilingSM {
@@ -94,6 +100,24 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	self := (cpuNow() - self0).Seconds()
 	r.otherLoad = otherCores(busy0, total0, time.Since(began).Seconds(), r.serverCPU+r.proc.CPU+respCPU+self)
 	return r
+}
+
+// pacedPrefix names an xmpptrack sender paced at a rate of its own:
+// "xmpptrack-r3000" sends 3,000 messages per second (open loop, from
+// -send-goroutines goroutines), whatever -send-rate says. Run beside a
+// durable sender, it tells what the XMPP server and the responder cost
+// per message at a durable sender's pace (see reportBound).
+const pacedPrefix = sXmpptrack + "-r"
+
+// pacedSender returns the rate of an xmpptrack sender named
+// xmpptrack-rN; ok is false for other names.
+func pacedSender(sender string) (rate float64, ok bool) {
+	if rest, found := strings.CutPrefix(sender, pacedPrefix); found {
+		if n, err := strconv.Atoi(rest); err == nil && n > 0 {
+			return float64(n), true
+		}
+	}
+	return 0, false
 }
 
 // windowSender returns the window of an xmpptrack sender named

@@ -64,6 +64,9 @@ func senderAccounts(sender, label string, k int) []string {
 	if w, ok := windowSender(sender); ok {
 		prefix = "xtw" + strconv.Itoa(w)
 	}
+	if r, ok := pacedSender(sender); ok {
+		prefix = "xtr" + strconv.Itoa(int(r))
+	}
 	prefix += "-" + label
 	switch sender {
 	case sPostgres2:
