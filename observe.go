@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"sync"
+	"sync/atomic"
 
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
@@ -81,34 +82,43 @@ func (c *Client) roomOf(addr jid.JID) *Observer {
 	return nil
 }
 
-// observers is the client's copy-on-write list of observers.
+// observers is the client's copy-on-write list of observers: readers (every
+// incoming stanza, every Send) load it without a lock; writers, one at a
+// time under mu, store a new list.
 type observers struct {
 	mu   sync.Mutex
-	list []*Observer
+	list atomic.Pointer[[]*Observer]
 }
 
 func (o *observers) get() []*Observer {
+	if l := o.list.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// set stores the list that f makes of the current one.
+func (o *observers) set(f func(old []*Observer) []*Observer) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.list
+	l := f(o.get())
+	o.list.Store(&l)
 }
 
 // Observe adds an observer and returns a function that removes it.
 func (c *Client) Observe(obs Observer) (remove func()) {
 	p := &obs
-	c.obs.mu.Lock()
-	c.obs.list = append(c.obs.list[:len(c.obs.list):len(c.obs.list)], p)
-	c.obs.mu.Unlock()
+	c.obs.set(func(old []*Observer) []*Observer { return append(old[:len(old):len(old)], p) })
 	return func() {
-		c.obs.mu.Lock()
-		kept := make([]*Observer, 0, len(c.obs.list))
-		for _, q := range c.obs.list {
-			if q != p {
-				kept = append(kept, q)
+		c.obs.set(func(old []*Observer) []*Observer {
+			kept := make([]*Observer, 0, len(old))
+			for _, q := range old {
+				if q != p {
+					kept = append(kept, q)
+				}
 			}
-		}
-		c.obs.list = kept
-		c.obs.mu.Unlock()
+			return kept
+		})
 		if p.Mark != nil && c.rcp != nil {
 			// The room is no longer one: its occupants' private messages
 			// cannot be marked (the room refuses a non-occupant's), and a
