@@ -519,7 +519,7 @@ func TestRoomGoneNoPrivateMarker(t *testing.T) {
 	}
 }
 
-// TestMarkRoomNeverOneToOne: the room's own way to mark (what
+// TestGroupChatMarkNeverOneToOne: the room's own way to mark (what
 // muc.Room.MarkDisplayed calls: MarkConversation of a group chat message of
 // the room) never falls back to the one-to-one path. The order is the
 // window left by a check of the room's state before the call: the observer
@@ -527,7 +527,7 @@ func TestRoomGoneNoPrivateMarker(t *testing.T) {
 // the room processed our leaving, is remembered under the room's bare JID
 // (it has no muc#user <x/>), then the call runs. MarkDisplayed, which the
 // room called before, queues a chat marker for that message to the room.
-func TestMarkRoomNeverOneToOne(t *testing.T) {
+func TestGroupChatMarkNeverOneToOne(t *testing.T) {
 	c := newTapClient(t, Config{}) // nobody drains its outbox
 	room := jid.MustParse("room@conf.example.org")
 	remove := c.Observe(roomObserver(room, "g1"))
@@ -541,10 +541,10 @@ func TestMarkRoomNeverOneToOne(t *testing.T) {
 	}
 }
 
-// TestMarkRoomQueuesRoomMarker: while the observer takes over the room,
+// TestGroupChatMarkQueuesRoomMarker: while the observer takes over the room,
 // MarkConversation of a group chat message of the room queues its Mark as
 // a group chat marker to the room.
-func TestMarkRoomQueuesRoomMarker(t *testing.T) {
+func TestGroupChatMarkQueuesRoomMarker(t *testing.T) {
 	c := newTapClient(t, Config{})
 	room := jid.MustParse("room@conf.example.org")
 	c.Observe(roomObserver(room, "g1"))
