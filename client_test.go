@@ -71,8 +71,8 @@ func TestSendMessageXML(t *testing.T) {
 			if tc.wantID != "" && id != tc.wantID {
 				t.Errorf("id %q, want %q", id, tc.wantID)
 			}
-			if tc.wantID == "" && len(id) != 16 {
-				t.Errorf("fresh id %q is not 16 characters", id)
+			if tc.wantID == "" && len(id) != 22 {
+				t.Errorf("fresh id %q is not 22 characters (the registry's own ids)", id)
 			}
 			if o := e.child(stanza.NSSID, "origin-id"); o == nil || o.attr("id") != id {
 				t.Errorf("origin-id %v, want id %q", o, id)

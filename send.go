@@ -30,8 +30,9 @@ import (
 
 // Message is one message to send.
 type Message struct {
-	// ID is the message's id. Empty means a fresh random one (the usual
-	// choice); a caller-chosen id must be unique among pending messages
+	// ID is the message's id. Empty means a fresh one that the client
+	// makes (the usual choice, and the cheapest: see tracking's doc on
+	// memory); a caller-chosen id must be unique among pending messages
 	// (else Send fails with tracking.ErrDuplicateID), at most
 	// stanza.MaxIDLen bytes long (else Send fails with stanza.ErrIDTooLong)
 	// and valid UTF-8 made of characters XML allows (else Send fails with
@@ -204,21 +205,14 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, try bool, h *hold) (*tracking.MessageTracker, error) {
 	conv := c.convs.Conv(m.To)
 	opts := registry.TrackOptions{Window: m.Window, Thread: m.Thread, Room: m.Type == xstanza.GroupChatMessage}
+	// Without an id, the registry makes one (see registry.Registry.Track):
+	// its trackers then hold no id string and need no map entry.
 	var t *tracking.MessageTracker
 	var err error
-	for range 3 { // a fresh id only collides with a pending one by hash, ~2^-64
-		id := m.ID
-		if id == "" {
-			id = NewID()
-		}
-		if try {
-			t, err = c.reg.TryTrack(conv, id, opts)
-		} else {
-			t, err = c.reg.Track(ctx, conv, id, opts)
-		}
-		if !errors.Is(err, tracking.ErrDuplicateID) || m.ID != "" {
-			break
-		}
+	if try {
+		t, err = c.reg.TryTrack(conv, m.ID, opts)
+	} else {
+		t, err = c.reg.Track(ctx, conv, m.ID, opts)
 	}
 	if errors.Is(err, registry.ErrShutdown) {
 		return nil, ErrClientClosed
@@ -226,16 +220,17 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 	if err != nil {
 		return nil, err
 	}
+	id := t.ID() // formatted on each call: once here
 	room, err := c.sm.Reserve(ctx)
 	if err != nil {
-		c.reg.Lost(conv, t.ID())
+		c.reg.Lost(conv, id)
 		return t, err
 	}
 	// Given back once the message is written (the queue holds it then)
 	// or will not be.
 	defer room.Release()
 	if c.dur != nil {
-		if err := c.dur.writeAhead(ctx, t.ID(), m, payload, c.deadline(m.Window), h); err != nil {
+		if err := c.dur.writeAhead(ctx, id, m, payload, c.deadline(m.Window), h); err != nil {
 			// Nothing was sent: the tracker goes, unreported, unless its
 			// window ended. The store may hold the message after
 			// ErrRecordUncertain (see there).
@@ -244,8 +239,8 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 				// message's does, recorded and reported.
 				<-t.Done()
 			} else {
-				c.dur.restoring(t.ID(), tracking.Aborted, false)
-				c.reg.Lost(conv, t.ID())
+				c.dur.restoring(id, tracking.Aborted, false)
+				c.reg.Lost(conv, id)
 			}
 			c.dur.gaveUp(t)
 			if h.e != nil && h.tok != nil {
@@ -256,18 +251,19 @@ func (c *Client) track(ctx context.Context, m Message, payload *tokbuf.Buffer, t
 		if h.adopted != nil {
 			// An earlier write-ahead landed: tracked for the rest of its
 			// window, as the store has it, not for a new one.
-			c.dur.restoring(t.ID(), tracking.Aborted, false)
-			c.reg.Lost(conv, t.ID())
+			c.dur.restoring(id, tracking.Aborted, false)
+			c.reg.Lost(conv, id)
 			if t, err = c.trackAdopted(ctx, *h.adopted); err != nil {
 				// The record stays pending and unsent, in doubt: the
 				// client sends it (see ErrRecordUncertain).
 				return nil, &UncertainError{ID: h.id, Err: err}
 			}
+			id = t.ID()
 			c.dur.resolved(h.e)
 		}
 	}
-	if err := c.writeMessage(ctx, t.ID(), conv, m, payload); err != nil {
-		c.reg.Lost(conv, t.ID())
+	if err := c.writeMessage(ctx, id, conv, m, payload); err != nil {
+		c.reg.Lost(conv, id)
 		return t, err
 	}
 	return t, nil

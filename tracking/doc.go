@@ -94,7 +94,23 @@
 // conversations, duplicates and late evidence is ignored in O(1). It bounds
 // the number of pending trackers, ends windows with one timer for all
 // trackers, and keeps memory per pending tracker under 128 bytes, index and
-// timer slot included.
+// timer slot included: about 51 bytes for a message sent without an id.
+//
+// # Ids
+//
+// A message sent without an id gets one the client makes: its tracker's
+// number in the client, encrypted (AES) under a key drawn at random for
+// each client, 22 URL-safe characters. The client reads the number back
+// from evidence, so the tracker holds no id and no map holds the tracker:
+// ID formats the id on each call. Such ids are as unpredictable as random
+// ones (XEP-0359 asks that ids be unpredictable): another party cannot tell
+// the next one, nor how many messages the client sent between two it saw,
+// and a string the client did not make names none of its messages but by a
+// 2^-64 chance. That unpredictability is not what protects the trackers,
+// though: evidence counts only from the message's conversation, as above,
+// and only for a message still pending. An id the caller gives (or one
+// reloaded from a store, made by another process) is kept with the tracker,
+// at about 120 bytes more per pending message.
 //
 // Decisions where the protocols leave room:
 //   - A displayed marker lifts the message it names, and an earlier pending

@@ -99,24 +99,30 @@ type TrackOptions struct {
 // Beyond that the call waits until its context ends.
 //
 // Evidence methods take the conversation as a bare JID string ("bob@example.org"
-// or "room@conference.example.org") and ignore, in O(1), evidence for unknown
-// ids, for ids of another conversation, duplicates and late evidence. Message
-// ids are unique among pending trackers; lookups always check the conversation
-// too, so evidence never crosses conversations.
+// or "room@conference.example.org") and ignore evidence for unknown ids, for
+// ids of another conversation, duplicates and late evidence: in O(1), or in
+// O(log n) of the pending trackers for an id the registry made (see
+// nums.find), the only ids that parse. Message ids are unique among pending
+// trackers; lookups always check the conversation too, so evidence never
+// crosses conversations.
 type Registry[R any] struct {
 	g      group[R]
 	max    int
 	window time.Duration
 	epoch  time.Time
 
+	ids   ownIDs  // makes and reads the ids the registry makes itself
+	count uint64  // registration number of the next tracker
+	byNum nums[R] // every pending tracker, by registration number
+
 	seed  maphash.Seed
-	index map[uint64]*Tracker[R]      // pending trackers by seeded hash of the id
+	index map[uint64]*Tracker[R]      // pending trackers with a foreign id, by seeded hash of the id
 	peak  int                         // most entries index held since it was made (shrinkIndex)
 	convs map[string]*conversation[R] // conversations with pending trackers
 	nfull int                         // entries of convs keyed by a full JID
 	dirty []*conversation[R]          // conversations waiting for a sweep
 
-	heap    []*Tracker[R] // by deadline
+	timers  timers[R]
 	timer   *time.Timer
 	armed   bool
 	armedAt uint32
@@ -134,6 +140,7 @@ func NewRegistry[R any](cfg Config[R]) *Registry[R] {
 		max:    cfg.MaxPending,
 		window: cfg.Window,
 		epoch:  time.Now(),
+		ids:    newOwnIDs(),
 		seed:   maphash.MakeSeed(),
 		index:  make(map[uint64]*Tracker[R]),
 		convs:  make(map[string]*conversation[R]),
@@ -144,6 +151,9 @@ func NewRegistry[R any](cfg Config[R]) *Registry[R] {
 	if r.window == 0 {
 		r.window = DefaultWindow
 	}
+	if r.window > 0 {
+		r.timers.def = uint32(min(r.window, maxWindow).Milliseconds())
+	}
 	r.limit, _ = QueueLimit(r.max)
 	r.g.hook = cfg.OnStateChange
 	r.g.reg = r
@@ -151,7 +161,8 @@ func NewRegistry[R any](cfg Config[R]) *Registry[R] {
 }
 
 // Track registers a new pending message with the given id to the conversation
-// to (a bare JID). It waits while MaxPending trackers are pending or the
+// to (a bare JID); an empty id asks the registry for a fresh one of its own
+// (see ownIDs), which the tracker's ID returns. It waits while MaxPending trackers are pending or the
 // callbacks lag by the queue limit, until that changes or ctx ends. Register a message before writing it, so that no
 // evidence can arrive before its tracker.
 func (r *Registry[R]) Track(ctx context.Context, to, id string, o TrackOptions) (*Tracker[R], error) {
@@ -194,9 +205,12 @@ func (r *Registry[R]) TryTrack(to, id string, o TrackOptions) (*Tracker[R], erro
 }
 
 func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error) {
-	key := r.key(id)
-	if _, dup := r.index[key]; dup {
-		return nil, ErrDuplicateID
+	var key uint64
+	if id != "" {
+		key = r.key(id)
+		if _, dup := r.index[key]; dup || r.byID(id) != nil {
+			return nil, ErrDuplicateID
+		}
 	}
 	c := r.convs[to]
 	if c == nil {
@@ -207,30 +221,35 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 		}
 	}
 	c.room = c.room || o.Room
-	t := &Tracker[R]{c: c, id: id, seq: c.next, heapIdx: -1}
+	t := &Tracker[R]{c: c, seq: c.next, num: r.count}
+	r.count++
 	c.next++
 	w := uint32(inRegistry)
+	if id != "" {
+		w |= foreignID
+		t.x = &extra[R]{id: id}
+		r.index[key] = t
+		r.peak = max(r.peak, len(r.index))
+	}
+	if o.Thread != "" {
+		t.ext().thread = o.Thread
+	}
 	window := o.Window
 	if window == 0 {
 		window = r.window
 	}
 	if window > 0 {
-		window = min(window, maxWindow)
-		t.deadline = r.now() + uint32(window.Milliseconds())
-		w |= hasDeadline
-		r.push(t)
-		r.arm()
+		w |= r.timers.add(t, uint32(min(window, maxWindow).Milliseconds()), r.now())
 	}
 	t.word.Store(w)
-	if o.Thread != "" {
-		t.ext().thread = o.Thread
-	}
 	c.order = append(c.order, t)
 	c.peak = max(c.peak, len(c.order))
 	c.live++
-	r.index[key] = t
-	r.peak = max(r.peak, len(r.index))
+	r.byNum.add(t)
 	r.pending++
+	if window > 0 {
+		r.arm()
+	}
 	return t, nil
 }
 
@@ -261,11 +280,14 @@ func (r *Registry[R]) shrinkIndex() {
 func (r *Registry[R]) forget(t *Tracker[R]) {
 	w := t.word.Load()
 	t.word.Store(w &^ (inRegistry | hasDeadline))
-	delete(r.index, r.key(t.id))
-	r.shrinkIndex()
-	if w&hasDeadline != 0 && t.heapIdx >= 0 {
-		r.remove(t)
+	if w&foreignID != 0 {
+		delete(r.index, r.key(t.x.id))
+		r.shrinkIndex()
 	}
+	if w&hasDeadline != 0 {
+		r.timers.gone(w&ownWindow != 0)
+	}
+	r.byNum.dead++
 	c := t.c
 	c.live--
 	if !c.dirty {
@@ -316,19 +338,34 @@ func (r *Registry[R]) tidy() {
 		r.dirty[i] = nil
 	}
 	r.dirty = r.dirty[:0]
-	if len(r.heap) == 0 && r.armed {
+	if r.byNum.dead > 0 {
+		r.sweepNums()
+	}
+	r.timers.tidy()
+	if r.timers.live == 0 && r.armed {
 		r.arm()
 	}
 }
 
-// key hashes an id for the index. The seed is random per registry, so peers
-// cannot aim ids at one bucket; the 8-byte key instead of the id string saves
-// 16 bytes per pending tracker.
+// key hashes a foreign id for the index. The seed is random per registry,
+// so peers cannot aim ids at one bucket; the 8-byte key instead of the id
+// string saves 16 bytes per entry.
 func (r *Registry[R]) key(id string) uint64 { return maphash.String(r.seed, id) }
 
-// byID returns the pending tracker with the id, or nil.
+// byID returns the pending tracker with the id, or nil: one of the
+// registry's own ids is found by its number, any other id in the index.
 func (r *Registry[R]) byID(id string) *Tracker[R] {
-	if t := r.index[r.key(id)]; t != nil && t.id == id {
+	if n, ok := r.ids.parse(id); ok {
+		// A caller may give an own id again (a retry of Send): the tracker
+		// it was made for is then gone, and the new one is in the index.
+		if t := r.byNum.find(n); t != nil && t.word.Load()&(inRegistry|foreignID) == inRegistry {
+			return t
+		}
+	}
+	if len(r.index) == 0 {
+		return nil
+	}
+	if t := r.index[r.key(id)]; t != nil && t.x.id == id {
 		return t
 	}
 	return nil
@@ -456,11 +493,12 @@ func (r *Registry[R]) Delivered(bare, full, id string, resp *R) {
 // for a group-chat conversation (see TrackOptions.Room).
 func (r *Registry[R]) Displayed(bare, full, id, thread string, resp *R) {
 	r.g.mu.Lock()
+	found := r.byID(id)
 	for _, c := range r.peerConvs(bare, full) {
 		if c == nil || c.room {
 			continue
 		}
-		named := r.byID(id)
+		named := found
 		if named != nil && named.c != c {
 			named = nil
 		}
@@ -569,7 +607,7 @@ func errorFromPeer[R any](from jid.JID, c *conversation[R]) bool {
 func (r *Registry[R]) Close() {
 	r.g.mu.Lock()
 	r.stop()
-	for _, t := range r.index {
+	for _, t := range r.byNum.ts {
 		t.transition(Closed, nil)
 	}
 	r.g.closed = true // the callback goroutine ends once these callbacks ran

@@ -56,8 +56,8 @@ func TestRegistryEvidence(t *testing.T) {
 	}
 	r.Displayed(bob, "", "m1", "", nil)
 	wantStates(t, []*MessageTracker{m}, SeenByRecipient)
-	if !m.Settled() || r.Pending() != 0 || r.Lookup(bob, "m1") != nil || len(r.convs) != 0 || len(r.heap) != 0 {
-		t.Fatalf("settled tracker still held: pending=%d convs=%d heap=%d", r.Pending(), len(r.convs), len(r.heap))
+	if !m.Settled() || r.Pending() != 0 || r.Lookup(bob, "m1") != nil || len(r.convs) != 0 || r.timers.live != 0 {
+		t.Fatalf("settled tracker still held: pending=%d convs=%d heap=%d", r.Pending(), len(r.convs), r.timers.live)
 	}
 }
 
@@ -194,8 +194,8 @@ func TestWindow(t *testing.T) {
 		}
 		r.Close()
 		synctest.Wait()
-		if none.State() != Closed || len(r.heap) != 0 {
-			t.Fatalf("after Close: %v, heap %d", none.State(), len(r.heap))
+		if none.State() != Closed || r.timers.live != 0 {
+			t.Fatalf("after Close: %v, heap %d", none.State(), r.timers.live)
 		}
 	})
 }

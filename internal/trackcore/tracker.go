@@ -8,11 +8,13 @@ import (
 // Bits of Tracker.word below the state.
 const (
 	stateMask   = 0x0f
-	settledBit  = 1 << 4 // tracking has ended; nothing changes any more
-	byTimeout   = 1 << 5 // tracking ended by the window (with settledBit)
-	byClose     = 1 << 6 // tracking ended by Close (with settledBit)
-	inRegistry  = 1 << 7 // held by a Registry's index
-	hasDeadline = 1 << 8 // deadline is set and the tracker is in the timer heap
+	settledBit  = 1 << 4  // tracking has ended; nothing changes any more
+	byTimeout   = 1 << 5  // tracking ended by the window (with settledBit)
+	byClose     = 1 << 6  // tracking ended by Close (with settledBit)
+	inRegistry  = 1 << 7  // pending in a Registry (Registry.byNum, and the foreign index)
+	hasDeadline = 1 << 8  // has a window: in the registry's FIFO of windows, or in its heap with ownWindow
+	ownWindow   = 1 << 9  // with hasDeadline: a window other than the registry's, in its heap
+	foreignID   = 1 << 10 // the id is one the registry did not make: kept in extra.id
 )
 
 // Tracker follows one outgoing message; R is the evidence type
@@ -20,14 +22,16 @@ const (
 // is defined as Tracker[tracking.Response] and exposes only the reading
 // methods; the driving ones (Advance, and the Registry's evidence methods)
 // are reachable only inside this module.
+//
+// A pending tracker takes 32 bytes: no id (see ownIDs; an id the registry did
+// not make is kept in extra), no deadline (see Registry.marks) and no index
+// in a heap.
 type Tracker[R any] struct {
-	c        *conversation[R] // the conversation, and through it the lock
-	id       string
-	x        *extra[R]     // rarely needed data, allocated on first use; guarded by the lock
-	word     atomic.Uint32 // state and flag bits; written under the lock, read without it
-	seq      uint32        // position in the conversation, for "displayed up to here"
-	deadline uint32        // end of the window, in ms since the registry epoch (wrapping)
-	heapIdx  int32         // index in the registry's timer heap
+	c    *conversation[R] // the conversation, and through it the lock
+	x    *extra[R]        // rarely needed data, allocated on first use; guarded by the lock, except id
+	word atomic.Uint32    // state and flag bits; written under the lock, read without it
+	seq  uint32           // position in the conversation, for "displayed up to here"
+	num  uint64           // registration number in the registry: its own id, its place in byNum
 }
 
 // Callback is a per-tracker state-change callback.
@@ -40,20 +44,29 @@ type extra[R any] struct {
 	done    chan struct{} // closed when tracking ends; nil until asked for
 	cbs     []Callback[R]
 	thread  string
+	id      string // the id, with foreignID; set before the tracker is shared and never changed
 }
 
 // NewStandalone returns a tracker in InTransit that belongs to no registry:
 // driven only by Advance, with no window.
 func NewStandalone[R any](id string) *Tracker[R] {
 	g := &group[R]{}
-	return &Tracker[R]{c: &conversation[R]{g: g}, id: id, heapIdx: -1}
+	t := &Tracker[R]{c: &conversation[R]{g: g}, x: &extra[R]{id: id}}
+	t.word.Store(foreignID)
+	return t
 }
 
 // Standalone reports whether t belongs to no registry (NewStandalone).
 func (t *Tracker[R]) Standalone() bool { return t.c.g.reg == nil }
 
-// ID returns the message's id.
-func (t *Tracker[R]) ID() string { return t.id }
+// ID returns the message's id. An id the registry made (Track with an empty
+// id) is formatted anew on each call.
+func (t *Tracker[R]) ID() string {
+	if t.word.Load()&foreignID != 0 {
+		return t.x.id
+	}
+	return t.c.g.reg.ids.format(t.num)
+}
 
 // To returns the conversation key; empty for standalone trackers.
 func (t *Tracker[R]) To() string { return t.c.jid }
