@@ -145,6 +145,9 @@ func TestWrapAround(t *testing.T) {
 						t.Fatalf("events %v", evs)
 					}
 				}
+				// The last <a/> may have come before the last stanza the
+				// server sent: wait until that one was read too.
+				synctest.Wait()
 				if info := st.Info(); info.Sent != base+6 || info.Acked != base+6 || info.Handled != base+6 {
 					t.Fatalf("info %+v", info)
 				}
