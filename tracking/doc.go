@@ -110,7 +110,7 @@
 // though: evidence counts only from the message's conversation, as above,
 // and only for a message still pending. An id the caller gives (or one
 // reloaded from a store, made by another process) is kept with the tracker,
-// at about 120 bytes more per pending message.
+// at about 100 bytes more per pending message.
 //
 // Decisions where the protocols leave room:
 //   - A displayed marker lifts the message it names, and an earlier pending

@@ -99,9 +99,10 @@ func BenchmarkTransition(b *testing.B) {
 // states on a standalone tracker: the table step alone.
 func BenchmarkAdvance(b *testing.B) {
 	tr := NewStandalone[Response]("m")
+	w0 := tr.word.Load()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		tr.word.Store(uint32(InTransit))
+		tr.word.Store(w0)
 		if _, ok := tr.Advance(DeliveredToServer, nil); !ok {
 			b.Fatal("refused")
 		}

@@ -111,7 +111,7 @@ func (c *conversation[R]) displayed(named *Tracker[R], id string, upTo uint32, t
 		c.mk = &markState[R]{}
 	}
 	c.mk.rememberMark(id, upTo)
-	if named != nil && (thread == "" || named.x != nil && named.x.thread == thread) {
+	if named != nil && (thread == "" || named.thread() == thread) {
 		named.transition(SeenByRecipient, resp) // its own marker: direct proof
 	}
 	c.liftLate(upTo, thread, resp)
@@ -123,7 +123,7 @@ func (c *conversation[R]) displayed(named *Tracker[R], id string, upTo uint32, t
 		if !before(t.seq, upTo) {
 			break
 		}
-		if thread != "" && (t.x == nil || t.x.thread != thread) {
+		if thread != "" && t.thread() != thread {
 			continue
 		}
 		if t.State() == DeliveredToRecipient {
@@ -155,7 +155,7 @@ func (c *conversation[R]) liftLate(upTo uint32, thread string, resp *R) {
 		if t.Settled() {
 			continue
 		}
-		if before(t.seq, upTo) && (thread == "" || t.x != nil && t.x.thread == thread) && t.State() == DeliveredToRecipient {
+		if before(t.seq, upTo) && (thread == "" || t.thread() == thread) && t.State() == DeliveredToRecipient {
 			t.transition(SeenByRecipient, resp)
 			continue
 		}
@@ -176,10 +176,14 @@ func (c *conversation[R]) covered(t *Tracker[R]) bool {
 	if m.marked && before(t.seq, m.mark) {
 		return true
 	}
-	if m.marks == nil || t.x == nil || t.x.thread == "" {
+	if m.marks == nil {
 		return false
 	}
-	pos, ok := m.marks[t.x.thread]
+	th := t.thread()
+	if th == "" {
+		return false
+	}
+	pos, ok := m.marks[th]
 	return ok && before(t.seq, pos)
 }
 

@@ -276,3 +276,28 @@ func TestOwnIDMemory(t *testing.T) {
 	}
 	runtime.KeepAlive(r)
 }
+
+// TestForeignIDAndThread: a foreign id and the thread share one string in
+// the tracker's extra; each reads back as given, with or without the other.
+func TestForeignIDAndThread(t *testing.T) {
+	r := NewRegistry(Config[Response]{})
+	both := track(t, r, bob, "m1", TrackOptions{Thread: "t1"})
+	idOnly := track(t, r, bob, "m2", TrackOptions{})
+	threadOnly := trackOwn(t, r, bob, TrackOptions{Thread: "t3"})
+	r.g.mu.Lock()
+	got := [][2]string{{both.ID(), both.thread()}, {idOnly.ID(), idOnly.thread()}, {"", threadOnly.thread()}}
+	r.g.mu.Unlock()
+	want := [][2]string{{"m1", "t1"}, {"m2", ""}, {"", "t3"}}
+	if got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("(id, thread) %q, want %q", got, want)
+	}
+	if len(threadOnly.ID()) != ownIDLen {
+		t.Fatalf("own id %q beside a thread", threadOnly.ID())
+	}
+	if s := NewStandalone[Response]("solo"); s.ID() != "solo" || s.thread() != "" {
+		t.Fatalf("standalone: id %q, thread %q", s.ID(), s.thread())
+	}
+	if _, err := r.TryTrack(bob, strings.Repeat("x", maxIDLen+1), TrackOptions{}); !errors.Is(err, ErrIDTooLong) {
+		t.Fatalf("an id of %d bytes: %v", maxIDLen+1, err)
+	}
+}

@@ -35,7 +35,7 @@ func trackerIn(from MessageState) *MessageTracker {
 	if from.IsFinal() {
 		w |= settledBit
 	}
-	t.word.Store(w)
+	t.word.Store(t.word.Load()&^stateMask | w) // the id's bits stay
 	return t
 }
 

@@ -207,6 +207,9 @@ func (r *Registry[R]) TryTrack(to, id string, o TrackOptions) (*Tracker[R], erro
 func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error) {
 	var key uint64
 	if id != "" {
+		if len(id) > maxIDLen {
+			return nil, ErrIDTooLong
+		}
 		key = r.key(id)
 		if _, dup := r.index[key]; dup || r.byID(id) != nil {
 			return nil, ErrDuplicateID
@@ -226,13 +229,12 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 	c.next++
 	w := uint32(inRegistry)
 	if id != "" {
-		w |= foreignID
-		t.x = &extra[R]{id: id}
+		w |= foreignID | uint32(len(id))<<idShift
 		r.index[key] = t
 		r.peak = max(r.peak, len(r.index))
 	}
-	if o.Thread != "" {
-		t.ext().thread = o.Thread
+	if id != "" || o.Thread != "" {
+		t.x = &extra[R]{names: id + o.Thread}
 	}
 	window := o.Window
 	if window == 0 {
@@ -275,13 +277,14 @@ func (r *Registry[R]) shrinkIndex() {
 	r.index, r.peak = m, len(m)
 }
 
-// forget removes a tracker that just settled from every index and the timer
-// heap. The caller holds the lock; the conversation is swept on unlock.
+// forget removes a tracker that just settled from the index of foreign ids
+// and counts it out of byNum and the timers, which drop it when swept. The
+// caller holds the lock; byNum and the conversation are swept on unlock.
 func (r *Registry[R]) forget(t *Tracker[R]) {
 	w := t.word.Load()
 	t.word.Store(w &^ (inRegistry | hasDeadline))
 	if w&foreignID != 0 {
-		delete(r.index, r.key(t.x.id))
+		delete(r.index, r.key(t.foreignID(w)))
 		r.shrinkIndex()
 	}
 	if w&hasDeadline != 0 {
@@ -365,7 +368,7 @@ func (r *Registry[R]) byID(id string) *Tracker[R] {
 	if len(r.index) == 0 {
 		return nil
 	}
-	if t := r.index[r.key(id)]; t != nil && t.x.id == id {
+	if t := r.index[r.key(id)]; t != nil && t.foreignID(t.word.Load()) == id {
 		return t
 	}
 	return nil

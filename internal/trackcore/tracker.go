@@ -14,7 +14,14 @@ const (
 	inRegistry  = 1 << 7  // pending in a Registry (Registry.byNum, and the foreign index)
 	hasDeadline = 1 << 8  // has a window: in the registry's FIFO of windows, or in its heap with ownWindow
 	ownWindow   = 1 << 9  // with hasDeadline: a window other than the registry's, in its heap
-	foreignID   = 1 << 10 // the id is one the registry did not make: kept in extra.id
+	foreignID   = 1 << 10 // the id is one the registry did not make: kept in extra.names
+
+	// idShift is where the length of a foreign id starts in the word: the
+	// id is names[:length], the thread names[length:].
+	idShift = 11
+	// maxIDLen is the longest id a registry takes from its caller (the
+	// client takes ids of at most stanza.MaxIDLen, 4,000 bytes).
+	maxIDLen = 1<<(32-idShift) - 1
 )
 
 // Tracker follows one outgoing message; R is the evidence type
@@ -43,16 +50,18 @@ type extra[R any] struct {
 	changed chan struct{} // closed on the next change, then replaced; nil without waiters
 	done    chan struct{} // closed when tracking ends; nil until asked for
 	cbs     []Callback[R]
-	thread  string
-	id      string // the id, with foreignID; set before the tracker is shared and never changed
+	// names is the foreign id, if any, then the thread, if any (see
+	// idShift): set before the tracker is shared and never changed, so ID
+	// reads it without the lock.
+	names string
 }
 
 // NewStandalone returns a tracker in InTransit that belongs to no registry:
 // driven only by Advance, with no window.
 func NewStandalone[R any](id string) *Tracker[R] {
 	g := &group[R]{}
-	t := &Tracker[R]{c: &conversation[R]{g: g}, x: &extra[R]{id: id}}
-	t.word.Store(foreignID)
+	t := &Tracker[R]{c: &conversation[R]{g: g}, x: &extra[R]{names: id}}
+	t.word.Store(foreignID | uint32(min(len(id), maxIDLen))<<idShift)
 	return t
 }
 
@@ -62,10 +71,21 @@ func (t *Tracker[R]) Standalone() bool { return t.c.g.reg == nil }
 // ID returns the message's id. An id the registry made (Track with an empty
 // id) is formatted anew on each call.
 func (t *Tracker[R]) ID() string {
-	if t.word.Load()&foreignID != 0 {
-		return t.x.id
+	if w := t.word.Load(); w&foreignID != 0 {
+		return t.foreignID(w)
 	}
 	return t.c.g.reg.ids.format(t.num)
+}
+
+// foreignID returns the id of a tracker with foreignID set in its word w.
+func (t *Tracker[R]) foreignID(w uint32) string { return t.x.names[:w>>idShift] }
+
+// thread returns the message's thread, if any.
+func (t *Tracker[R]) thread() string {
+	if t.x == nil {
+		return ""
+	}
+	return t.x.names[t.word.Load()>>idShift:]
 }
 
 // To returns the conversation key; empty for standalone trackers.
