@@ -35,14 +35,29 @@ package sm
 // acknowledgement (which rides on what the server sends back meanwhile)
 // would mostly have waited in that backlog anyway; not at the end of a
 // burst, when the backlog drains: that is the bounded hold above.
+//
+// Nor is it turned on by a write that fills the window: the next sender
+// waits in Pace, which turns it off again with nothing held in between
+// (at the default window's floor, MinWindow, every window-full would
+// otherwise cost two system calls for nothing).
+//
+// The environment variable XMPPTRACK_SM_NOCOALESCE=1, read by New, turns
+// coalescing off for the State (State.noCoalesce): a hook for the bench's
+// same-binary comparisons (docs/benchmarks.md), not an interface.
 const coalesceAt = MinWindow
 
+// noCoalesceEnv names the environment variable that turns coalescing off.
+const noCoalesceEnv = "XMPPTRACK_SM_NOCOALESCE"
+
 // coalesceLocked turns Nagle's algorithm on after a stanza was written
-// with n stanzas unacknowledged (its own included), if n is a burst and
-// no request is being written.
+// with n stanzas unacknowledged (its own included), if n is a burst, the
+// window leaves room for more and no request is being written.
 func (c *conn) coalesceLocked(n int) {
-	if c.nagle || n < coalesceAt || c.nd == nil || !c.smOn || c.bookAt != 0 {
+	if c.nagle || n < coalesceAt || c.nd == nil || !c.smOn || c.bookAt != 0 || c.st.noCoalesce {
 		return
+	}
+	if w := c.st.windowLocked(); w >= 0 && n >= w {
+		return // the window is full: Pace would turn it off at once
 	}
 	if c.nagle = setNoDelay(c.nd, false); !c.nagle {
 		c.nd = nil // the socket is gone: coalescing ends

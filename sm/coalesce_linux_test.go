@@ -201,3 +201,61 @@ func TestCoalesceInBursts(t *testing.T) {
 	}
 	c.close()
 }
+
+// checkNoDelay checks that the stanzas b1 to bn were written with
+// TCP_NODELAY set, and that it is still set; when says when they were.
+func (c *noDelayConn) checkNoDelay(t *testing.T, n int, when string) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if w := c.find(t, fmt.Sprintf(`id="b%d"`, i)); !w.noDelay {
+			t.Errorf("b%d, written %s, with Nagle's algorithm on", i, when)
+		}
+	}
+	if !c.noDelayNow(t) {
+		t.Errorf("Nagle's algorithm on %s", when)
+	}
+}
+
+// ackedBurst waits for the acks of b1 to bn, in order.
+func (r *recorder) ackedBurst(t *testing.T, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if ev := r.next(t); ev != fmt.Sprintf("acked:b%d", i) {
+			t.Fatalf("got %s, want acked:b%d", ev, i)
+		}
+	}
+}
+
+// TestNoCoalesceWithoutRoom: at a window of coalesceAt (the default
+// window's floor), the write that makes coalesceAt unacknowledged fills
+// the window, and the next sender waits in Pace, which turns Nagle's
+// algorithm off again with nothing held: so that write does not turn it
+// on (before, every window-full cost two system calls for nothing). With
+// XMPPTRACK_SM_NOCOALESCE=1 a burst with room in the window does not
+// turn it on either (the bench's same-binary comparison).
+func TestNoCoalesceWithoutRoom(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		window int
+		off    bool
+	}{
+		{"window full", coalesceAt, false},
+		{"switched off", coalesceAt + 16, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.off {
+				t.Setenv(noCoalesceEnv, "1")
+			}
+			srv, rec, nd, st, c := coalesceSession(t, Config{Window: tc.window})
+			holdRequest(t, srv, st, c)
+			n := min(tc.window, coalesceAt+8)
+			for i := 1; i <= n; i++ {
+				sendMsg(t, st, c.sess, fmt.Sprintf("b%d", i))
+			}
+			nd.checkNoDelay(t, n, "in the burst")
+			srv.releaseR()
+			rec.ackedBurst(t, n)
+			c.close()
+		})
+	}
+}

@@ -44,6 +44,24 @@ func coalesceSession(t *testing.T, cfg Config) (*fakeServer, *recorder, *noDelay
 	return srv, rec, nd, st, c
 }
 
+// holdRequest has srv hold its answers to <r/> and writes a request that
+// stays unanswered: no rule books another during a burst that follows,
+// whose writes could then not turn Nagle's algorithm on. It returns the
+// current connection.
+func holdRequest(t *testing.T, srv *fakeServer, st *State, c *client) *conn {
+	t.Helper()
+	srv.mu.Lock()
+	srv.holdR = true
+	srv.mu.Unlock()
+	st.mu.Lock()
+	cn := st.conn
+	st.mu.Unlock()
+	if _, _, err := st.request(t.Context(), c.sess, cn, true); err != nil {
+		t.Fatal(err)
+	}
+	return cn
+}
+
 // burstNagle starts a coalesceSession (with a window of n+8 unless cfg
 // sets one) whose <r/> the server holds, and writes a burst of
 // n = coalesceAt+8 stanzas, which turns Nagle's algorithm on.
@@ -54,17 +72,7 @@ func burstNagle(t *testing.T, cfg Config) (*fakeServer, *recorder, *noDelayConn,
 		cfg.Window = n + 8
 	}
 	srv, rec, nd, st, c := coalesceSession(t, cfg)
-	srv.mu.Lock()
-	srv.holdR = true
-	srv.mu.Unlock()
-	st.mu.Lock()
-	cn := st.conn
-	st.mu.Unlock()
-	// A request held unanswered first: no rule books another during the
-	// burst, whose writes could then not turn Nagle's algorithm on.
-	if _, _, err := st.request(t.Context(), c.sess, cn, true); err != nil {
-		t.Fatal(err)
-	}
+	cn := holdRequest(t, srv, st, c)
 	for i := 1; i <= n; i++ {
 		sendMsg(t, st, c.sess, fmt.Sprintf("b%d", i))
 	}
@@ -214,20 +222,9 @@ func TestCoalesceNotBeforeEnabled(t *testing.T) {
 	if info := st.Info(); info.Enabled || info.Unacked != n {
 		t.Fatalf("before <enabled/>: %+v", info)
 	}
-	for i := 1; i <= n; i++ {
-		if w := nd.find(t, fmt.Sprintf(`id="b%d"`, i)); !w.noDelay {
-			t.Errorf("b%d, written before <enabled/>, with Nagle's algorithm on", i)
-		}
-	}
-	if !nd.noDelayNow(t) {
-		t.Error("Nagle's algorithm on before <enabled/>")
-	}
+	nd.checkNoDelay(t, n, "before <enabled/>")
 	srv.releaseEnabled()
-	for i := 1; i <= n; i++ {
-		if ev := rec.next(t); ev != fmt.Sprintf("acked:b%d", i) {
-			t.Fatalf("got %s, want acked:b%d", ev, i)
-		}
-	}
+	rec.ackedBurst(t, n)
 	c.close()
 }
 

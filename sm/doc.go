@@ -183,11 +183,12 @@
 // Window to 256 for such a link.
 //
 // During a burst the stanzas are coalesced on Linux (with or without a
-// window): once one is written with MinWindow or more unacknowledged,
-// Nagle's algorithm is turned on for the TCP socket under the session (Go
-// turns it off), so that a write while bytes are in flight only queues
-// and the queue goes out with the server's next TCP acknowledgement, instead of
-// every stanza paying for its own segment and the server's wake-up. Each
+// window): once one is written with MinWindow or more unacknowledged and
+// room left in the window, Nagle's algorithm is turned on for the TCP
+// socket under the session (Go turns it off), so that a write while
+// bytes are in flight only queues and the queue goes out with the
+// server's next TCP acknowledgement, instead of every stanza paying for
+// its own segment and the server's wake-up. Each
 // <r/> is written with TCP_NODELAY set again first (which sends what was
 // held), and so is it set when a sender has to wait for room (Pace,
 // Reserve, ReserveAnswers), so a request never waits for the server's

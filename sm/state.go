@@ -3,6 +3,7 @@ package sm
 import (
 	"context"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -34,6 +35,7 @@ type State struct {
 	// overdue, before the connection is ended, with mu held.
 	overdueHook func()
 	base        uint32 // counters restart here; tests set values near 2^32
+	noCoalesce  bool   // coalescing is off (see coalesceAt); set by New from the environment, or by tests
 
 	// The stream management session, which resumption carries over.
 	id        string // SM-ID; a credential, never logged above debug level
@@ -90,7 +92,7 @@ type event struct {
 // New returns a State for one account.
 func New(cfg Config) *State {
 	cfg = cfg.withDefaults()
-	return &State{cfg: cfg, log: cfg.Logger}
+	return &State{cfg: cfg, log: cfg.Logger, noCoalesce: os.Getenv(noCoalesceEnv) == "1"}
 }
 
 // Info describes the stream management state at one point in time.

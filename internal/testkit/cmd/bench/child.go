@@ -75,6 +75,7 @@ func parseChildArgs(args []string) (*childArgs, error) {
 	fs.StringVar(&a.cpuprofile, "cpuprofile", "", "")
 	fs.StringVar(&a.markers, "markers", markEach, "")
 	fs.BoolVar(&a.noCarbons, "nocarbons", false, "")
+	noCoalesce := fs.Bool("nocoalesce", false, "")
 	fs.StringVar(&a.observe, "observe", observeHook, "")
 	fs.StringVar(&a.store, "store", "", "")
 	fs.IntVar(&a.window, "window", 0, "")
@@ -91,6 +92,11 @@ func parseChildArgs(args []string) (*childArgs, error) {
 			return nil, fmt.Errorf("bench: -watch %q: %w", *watch, err)
 		}
 		a.watch = append(a.watch, pid)
+	}
+	if *noCoalesce {
+		// sm's hook for same-binary comparisons, read by sm.New (see
+		// sm's coalesce.go).
+		os.Setenv("XMPPTRACK_SM_NOCOALESCE", "1")
 	}
 	a.jids = strings.Split(jids, ",")
 	a.passwords = strings.Split(os.Getenv(passwordEnv), ",")

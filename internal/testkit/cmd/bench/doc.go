@@ -24,7 +24,10 @@
 // latest marks only the newest message of each peer every 2 ms, as
 // XEP-0333 allows). The xmpptrack sender observes its trackers through
 // Config.OnStateChange; the optional sender xmpptrack-poll reads their
-// states every 2 ms instead, to tell what observing costs.
+// states every 2 ms instead, to tell what observing costs, and the
+// optional sender xmpptrack-nocoalesce is xmpptrack with sm's coalescing
+// during bursts turned off (XMPPTRACK_SM_NOCOALESCE=1 in its process), to
+// compare coalescing on and off in the same binary and the same rounds.
 //
 // It then measures the <r/> rate of a tracked burst (through a counting
 // relay, in separate runs), the time a lone message takes to

@@ -39,15 +39,18 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		}
 		rate, paced := pacedSender(sender)
 		switch {
-		case paced || slices.Contains([]string{sXmpptrack, sPolled, sSQLite, sPostgres, sPostgres2}, sender):
+		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sPostgres, sPostgres2}, sender):
 			p := b.opts.send
 			if paced {
 				p.rate = rate
 			}
 			args = []string{"-role=" + roleTracked, "-instances", strconv.Itoa(len(locals))}
 			args = append(args, p.args()...)
-			if sender == sPolled {
+			switch sender {
+			case sPolled:
 				args = append(args, "-observe", observePoll)
+			case sNoCoalesce:
+				args = append(args, "-nocoalesce")
 			}
 			switch sender {
 			case sSQLite:
