@@ -66,6 +66,9 @@ type Client struct {
 	// publishHook, when set by a test, runs at the start of every publish
 	// goroutine, before it looks at its connection.
 	publishHook atomic.Pointer[func()]
+	// carbonsHook, when set by a test, runs in publish between the write
+	// of the carbons IQ and its record (carbonsWritten).
+	carbonsHook atomic.Pointer[func()]
 	// closeHook, when set by a test, runs in Close once it has looked at
 	// the session, before it ends the connection loop.
 	closeHook atomic.Pointer[func()]
@@ -502,6 +505,9 @@ func (c *Client) publish(cn conn) {
 		// Before the session goes to senders: Dial returns, and the
 		// application writes, after it (so its place in the queue of
 		// unacknowledged stanzas is taken before any of theirs).
+		if hook := c.carbonsHook.Load(); hook != nil {
+			(*hook)()
+		}
 		c.carbonsWritten(cn)
 	}
 	c.mu.Lock()

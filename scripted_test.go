@@ -146,6 +146,7 @@ type peerServer struct {
 	inH       uint32        // stanzas received on the SM session
 	acks      chan uint32   // the h of each <a/> the client wrote
 	resumedAt []uint32      // the h of each <resume/> the client wrote
+	carbons   []string      // the SM session of each carbons <enable/> IQ the client wrote ("": none)
 	live      []*peerConn
 }
 
@@ -422,10 +423,14 @@ func (srv *peerServer) loop(pc *peerConn, d *xml.Decoder) {
 			srv.fail("unexpected %s", e.String())
 			continue
 		}
+		isCarbons := e.XMLName.Local == "iq" && e.child("urn:xmpp:carbons:2", "enable") != nil
 		srv.mu.Lock()
 		noCarbons := srv.noCarbons
+		if isCarbons {
+			srv.carbons = append(srv.carbons, srv.smID)
+		}
 		srv.mu.Unlock()
-		if e.XMLName.Local == "iq" && e.child("urn:xmpp:carbons:2", "enable") != nil && !noCarbons {
+		if isCarbons && !noCarbons {
 			pc.write(fmt.Sprintf(`<iq type='result' id='%s' to='%s'/>`, e.attr("id"), peerFullJID))
 			continue
 		}
