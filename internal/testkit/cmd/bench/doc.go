@@ -55,6 +55,16 @@
 // the machine's cores, so the report also shows the server's CPU and the
 // CPU that processes outside the benchmark took during each run.
 //
+// Each tracked sender also reads the CPU of the XMPP server and of the
+// responder over its workload. With a durable sender (xmpptrack-sqlite,
+// xmpptrack-postgres) the report then bounds it: every process's CPU per
+// message against the in-memory sender's of the same round, the
+// throughput ratio the two cores allow at those costs, and the database
+// CPU per message a ratio of 0.7 would need; xmpptrack-rN (xmpptrack paced
+// at N messages per second) shows what the other processes cost per
+// message at a slower pace. xmpptrack-postgres-x2 is bounded against
+// xmpptrack-postgres the same way.
+//
 // # Use
 //
 //	go run ./internal/testkit/cmd/bench                  # both servers, N=5000, 5 rounds
