@@ -113,7 +113,7 @@ func ExampleConfig_onMessage() {
 				log.Printf("reply to %s: %v", m.From, err)
 			}
 		}
-		c.MarkDisplayed(m.From)
+		c.MarkConversation(m) // the sender's, the room's, or a room occupant's
 	}}
 	c, err := xmpptrack.Dial(ctx, jid.MustParse("echo@example.org"), "secret", cfg)
 	if err != nil {

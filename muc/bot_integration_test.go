@@ -14,7 +14,7 @@ import (
 
 // TestIntegrationRoomBotPattern runs the README's bot pattern in a room: a
 // bot that answers every message it reads with Client.Send(m.Reply(...)) and
-// marks it with Client.MarkDisplayed(m.From) answers another occupant's
+// marks it with Client.MarkConversation(m) answers another occupant's
 // message exactly once (its reply's reflection never reaches OnMessage),
 // the reply is proven by the room's reflection, and the marker reaches the
 // sender.
@@ -35,7 +35,7 @@ func TestIntegrationRoomBotPattern(t *testing.T) {
 				return
 			}
 			tr, err := c.Send(ctx, m.Reply("you said: "+m.Body))
-			got <- answered{in: m, t: tr, err: err, marked: c.MarkDisplayed(m.From)}
+			got <- answered{in: m, t: tr, err: err, marked: c.MarkConversation(m)}
 		}})
 		bob := dial(t, srv, "bob", xmpptrack.Config{})
 		join(t, ctx, alice, withNick(room, "bot"))
@@ -66,7 +66,7 @@ func TestIntegrationRoomBotPattern(t *testing.T) {
 			t.Fatalf("the reply's proof: %+v", r)
 		}
 		if !a.marked {
-			t.Fatal("MarkDisplayed of a room message queued no marker")
+			t.Fatal("MarkConversation of a room message queued no marker")
 		}
 		if st, err := hello.Wait(ctx, tracking.SeenByRecipient); err != nil {
 			t.Fatalf("bob's message stopped at %s: %v", st, err)

@@ -321,7 +321,10 @@ func (d *demo) bobReads(t xmlstream.TokenReadEncoder, start *xml.StartElement) e
 		}
 		return nil
 	}
-	time.AfterFunc(readingTime, func() { d.bob.MarkDisplayed(from) })
+	// The conversation the message belongs to: an occupant's private
+	// message is marked to the occupant, never as the room's.
+	m := &xmpptrack.Incoming{From: from, Type: ev.Type}
+	time.AfterFunc(readingTime, func() { d.bob.MarkConversation(m) })
 	return nil
 }
 

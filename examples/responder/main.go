@@ -260,8 +260,10 @@ func (b *bot) onMessage(c *xmpptrack.Client, m *xmpptrack.Incoming) {
 		b.after(func() { r.MarkDisplayed(b.ctx) })
 		return
 	}
-	from := m.From
-	b.after(func() { c.MarkDisplayed(from) })
+	// The conversation of m: its sender's, or, for a private message from a
+	// room's occupant, that occupant's (MarkDisplayed(m.From) would mark
+	// the room, which shares the occupant's address).
+	b.after(func() { c.MarkConversation(m) })
 }
 
 // after runs f after the display delay on its own goroutine.
