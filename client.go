@@ -525,6 +525,8 @@ func (c *Client) publish(cn conn) {
 	c.connections++
 	if resumed {
 		c.resumptions++
+	} else if c.rcp != nil {
+		c.rcp.forgetOccupants() // out of every room meanwhile: nicks may have changed hands
 	}
 	// Observers first, in order with the disconnection that the loop
 	// queues once it has taken the session back.

@@ -154,14 +154,15 @@
 //
 // Config.OnMessage receives each incoming message with content as a parsed
 // [Incoming], in order, with the client to answer with ([Incoming.Reply],
-// [Client.MarkDisplayed], [Client.MarkConversation]); Config.Handler receives every other stanza
-// unchanged. Both run on a goroutine of the library, never on the one that
-// reads the stream, behind a bounded queue (see Config.Handler). The client
-// answers receipt requests itself (unless Config.NoReceipts) and sends
-// displayed markers when the application calls [Client.MarkDisplayed]. It
-// never answers its own messages, error messages, carbons, group-chat
-// messages, receipts or markers. A stanza whose address does not parse is
-// dropped and counted ([Stats]); it never ends the session.
+// [Client.MarkDisplayed], [Client.MarkConversation]); Config.Handler
+// receives every other stanza unchanged. Both run on a goroutine of the
+// library, never on the one that reads the stream, behind a bounded queue
+// (see Config.Handler). The client answers receipt requests itself (unless
+// Config.NoReceipts) and sends displayed markers when the application calls
+// [Client.MarkDisplayed]. It never answers its own messages, error messages,
+// carbons, group-chat messages, receipts or markers. A stanza whose address
+// does not parse is dropped and counted ([Stats]); it never ends the
+// session.
 //
 // Once a room is joined with package muc, the room owns the client's traffic
 // to it: [Client.Send] of any message to the room's bare JID (a reply built
@@ -188,17 +189,18 @@
 // resource, and the domain). That is what protects a private message to a
 // room occupant (room@service/nick) from the other occupants, who share the
 // room's bare JID; for a person, send to the bare JID to accept evidence
-// from any of their devices. The other way, an incoming private message
-// from an occupant is marked displayed with a marker to the occupant's full
-// JID, never to the room's bare JID; it is told from a person's message by
-// the room being joined with package muc, or by the XEP-0045 muc#user <x/>
-// that rooms add, which any sender may add too: it then only makes the
-// sender's own messages a conversation of its full JID. Carbons count only when the wrapper comes
-// from our own account (a forged carbon is dropped whole, also for the
-// application's handler), and a carbon of our own other device's receipt or
-// marker is never evidence. Error replies count only from the recipient, its
-// domain, or our own server. Peers' unknown ids, duplicates and late evidence
-// are ignored in constant time with bounded memory. Receipts are answered to
-// any sender by default: a bot usually talks to accounts that are not in its
-// roster. Set Config.NoReceipts where that leaks presence.
+// from any of their devices. The other way, an incoming private message from
+// an occupant is marked displayed with a marker to the occupant's full JID,
+// never to the room's bare JID; it is told from a person's message by the
+// room being joined with package muc, or by the XEP-0045 muc#user <x/> that
+// rooms add, which any sender may add too: it then only makes the sender's
+// own messages conversations of its full JIDs, its bare JID taken for a
+// room's. Carbons count only when the wrapper comes from our own account (a
+// forged carbon is dropped whole, also for the application's handler), and a
+// carbon of our own other device's receipt or marker is never evidence.
+// Error replies count only from the recipient, its domain, or our own
+// server. Peers' unknown ids, duplicates and late evidence are ignored in
+// constant time with bounded memory. Receipts are answered to any sender by
+// default: a bot usually talks to accounts that are not in its roster. Set
+// Config.NoReceipts where that leaks presence.
 package xmpptrack // import "github.com/xmpptrack/xmpptrack"

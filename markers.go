@@ -1,7 +1,7 @@
 package xmpptrack
 
 import (
-	"strings"
+	"encoding/xml"
 
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
@@ -39,8 +39,9 @@ const (
 // The <x/> is the sender's word, and taking it costs nobody else anything:
 // the message is remembered under the sender's own full JID (an address its
 // server vouches for), where no other sender's message is, and its marker
-// goes back to that address. A contact that adds it only has its own
-// messages marked per resource.
+// goes back to that address. A contact that adds it has its bare JID taken
+// for a room's: its own messages are then marked per resource, and nothing
+// under its bare JID.
 func (c *Client) senderOf(ev *stanza.Evidence) senderKind {
 	switch {
 	case ev.Type == xstanza.GroupChatMessage || ev.From.Resourcepart() == "":
@@ -69,10 +70,19 @@ func (c *Client) senderOf(ev *stanza.Evidence) senderKind {
 // be the bare JID or any full JID of the account, and the marker goes to the
 // bare JID. A room occupant writing in private (a message that is not a
 // group chat message from room@service/nick, of a room joined with package
-// muc or carrying XEP-0045's muc#user <x/>) is a conversation of its own:
+// muc, or carrying XEP-0045's muc#user <x/>, or from a room known by an
+// earlier such message or an earlier join) is a conversation of its own:
 // MarkDisplayed of room@service/nick marks it, with a marker to that
-// occupant JID (never to the room, and never for another occupant's
-// message), except while the room is joined with package muc.
+// occupant JID, never to the room's bare JID and never for another
+// occupant's message, except while the room is joined with package muc.
+// Only a message from a room that nothing made known (not joined, no <x/>
+// seen: rooms such as Prosody's and ejabberd's add it) is taken for a
+// person's. An occupant's message is forgotten when the occupant leaves or
+// changes nick, when we leave the room, and on a new stream that was not
+// resumed (each nick may be somebody else's by then).
+//
+// In Config.OnMessage, MarkConversation(m) marks the conversation of m
+// whatever it is.
 //
 // For a room joined with package muc, peer may be the room or any of its
 // occupants (Incoming.From of a group chat message): the marker goes to the
@@ -99,18 +109,23 @@ func (c *Client) MarkDisplayed(peer jid.JID) bool { return c.mark(peer.Bare(), p
 // Private messages from the occupants of a room joined with package muc
 // are not marked once the room is left (Leave, a kick): the room refuses
 // a non-occupant's private messages (XEP-0045 §7.5). One that arrives after
-// that is taken by its muc#user <x/> alone, as in a room not joined with
-// package muc.
+// that is its occupant's conversation, as in a room not joined with package
+// muc: the room stays known as one, and its bare JID never gets a marker.
 //
-// Only m's Type, From and Room are read, so an application that reads
-// messages with Config.Handler may pass an Incoming with just those. It
-// reports what MarkDisplayed reports, and false for a nil m.
+// Only m's Type, From and Room are read (Room, when zero, is From's bare
+// JID), so an application that reads messages with Config.Handler may pass
+// an Incoming with just those. It reports what MarkDisplayed reports, and
+// false for a nil m.
 func (c *Client) MarkConversation(m *Incoming) bool {
 	switch {
 	case m == nil:
 		return false
 	case m.Type == xstanza.GroupChatMessage:
-		return c.mark(m.Room, jid.JID{})
+		room := m.Room
+		if room.Domainpart() == "" {
+			room = m.From.Bare()
+		}
+		return c.mark(room, jid.JID{})
 	default:
 		return c.mark(jid.JID{}, m.From)
 	}
@@ -119,9 +134,9 @@ func (c *Client) MarkConversation(m *Incoming) bool {
 // mark queues a displayed marker: to room (a bare JID, the zero JID for
 // none) as a group chat message when an observer takes it over, else for
 // the newest markable message remembered for the conversation with from
-// (the zero JID for none): under from itself, where an occupant's private
-// messages are, then, unless from's bare JID is a room an observer takes
-// over, under its bare JID, where an account's are. The observers are
+// (the zero JID for none): from's own, an occupant's, when from is a full
+// JID, else its account's (under its bare JID) unless that bare JID is a
+// room, known as one or taken over by an observer. The observers are
 // looked up under the recipient's lock, so a room being removed is either
 // marked as the room or not at all.
 func (c *Client) mark(room, from jid.JID) bool {
@@ -146,31 +161,80 @@ func (c *Client) mark(room, from jid.JID) bool {
 	if from.Domainpart() == "" {
 		return false
 	}
-	key := from.String()
-	a, ok := r.markable[key]
-	if !ok && from.Resourcepart() != "" && c.roomOf(from.Bare()) == nil {
-		key = from.Bare().String()
-		a, ok = r.markable[key]
+	bare := from.Bare()
+	account := bare.String()
+	if from.Resourcepart() != "" {
+		full := from.String()
+		if a, ok := r.marks.occupants[account][full]; ok {
+			if !r.queueLocked(full, a) {
+				return false
+			}
+			r.marks.dropOccupant(account, full)
+			return true
+		}
+		if r.marks.isRoom(account) || c.roomOf(bare) != nil {
+			return false // never an occupant's conversation as a room's
+		}
 	}
-	if !ok || !r.queueLocked(key, a) {
+	a, ok := r.marks.accounts[account]
+	if !ok || !r.queueLocked(account, a) {
 		return false
 	}
-	delete(r.markable, key)
+	delete(r.marks.accounts, account)
 	return true
 }
 
-// forgetRoom drops the markable messages remembered for room (a bare JID)
-// and for its occupants: once we are no longer in the room, the room
-// refuses our private messages to its occupants, and its bare JID is no
-// longer a room of ours.
+// forgetRoom drops the markable messages of room's occupants (room is a
+// bare JID) once we are no longer in the room: the room refuses our
+// private messages to its occupants. The room stays known as a room.
 func (r *recipient) forgetRoom(room string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.markable, room)
-	prefix := room + "/"
-	for k := range r.markable {
-		if strings.HasPrefix(k, prefix) {
-			delete(r.markable, k)
+	r.marks.learnRoom(room)
+	r.marks.forgetOccupants(room)
+}
+
+// forgetOccupant drops the markable message of occupant (room@service/nick)
+// once it left the room or changed nick: the nick may be somebody else's
+// next, and our marker, with the message's id and thread, theirs.
+func (r *recipient) forgetOccupant(occupant jid.JID) {
+	room := occupant.Bare().String()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.marks.occupants[room] != nil {
+		r.marks.dropOccupant(room, occupant.String())
+	}
+}
+
+// forgetOccupants drops every occupant's markable message, on a stream
+// that was not resumed: we were out of every room for a while, and each
+// nick may be somebody else's now.
+func (r *recipient) forgetOccupants() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.marks.forgetOccupants("")
+}
+
+// occupantGone forgets the markable private message of the sender of
+// start, a presence, when it is an unavailable one from a full JID: an
+// occupant that left its room or changed nick (see forgetOccupant). Only
+// such presences cost a parse.
+func (r *recipient) occupantGone(start *xml.StartElement) {
+	var from string
+	unavailable := false
+	for _, a := range start.Attr {
+		switch {
+		case a.Name.Space != "":
+		case a.Name.Local == "type":
+			unavailable = a.Value == string(xstanza.UnavailablePresence)
+		case a.Name.Local == "from":
+			from = a.Value
 		}
+	}
+	if !unavailable || from == "" {
+		return
+	}
+	if j, err := jid.Parse(from); err == nil && j.Resourcepart() != "" {
+		r.forgetOccupant(j)
 	}
 }

@@ -61,9 +61,10 @@ type Observer struct {
 	// removed, MarkConversation of a group chat message queues nothing.
 	// While the observer is there, messages from the room's occupants that
 	// are not group chat messages are private conversations, each with its
-	// occupant's full JID (see Client.MarkDisplayed). Mark runs under the client's lock: it must not
-	// block or call the client. Mark may be called once more after the
-	// function Observe returned has run: return "" once removal began.
+	// occupant's full JID (see Client.MarkConversation); once it is
+	// removed, they are forgotten. Mark runs under the client's lock: it
+	// must not block or call the client. Mark may be called once more after
+	// the function Observe returned has run: return "" once removal began.
 	Room  jid.JID
 	Route func(ctx context.Context, m Message) (*tracking.MessageTracker, error)
 	Mark  func() (id string)
@@ -119,12 +120,11 @@ func (c *Client) Observe(obs Observer) (remove func()) {
 			}
 			return kept
 		})
-		if p.Mark != nil && c.rcp != nil {
-			// The room is no longer one: its occupants' private messages
-			// cannot be marked (the room refuses a non-occupant's), and a
-			// message remembered under its bare JID (one that came from an
-			// occupant before the room was known, without XEP-0045's <x/>)
-			// must not be marked as if it were a one-to-one peer's.
+		if p.Route != nil && c.rcp != nil {
+			// We are out of the room: its occupants' private messages
+			// cannot be marked (the room refuses a non-occupant's). The
+			// room stays known as one, so that nothing is marked to its
+			// bare JID.
 			c.rcp.forgetRoom(p.Room.Bare().String())
 		}
 	}

@@ -167,9 +167,13 @@ func TestOccupantsAfterLeave(t *testing.T) {
 }
 
 // TestForgedOccupant: a contact that adds a muc#user <x/> to its message
-// only has that message remembered under its own full JID, where the
-// marker goes; its other messages, and other peers', are untouched. Before,
-// the <x/> was ignored and every message was remembered under the bare JID.
+// is taken for a room's occupant, and its bare JID for a room: that message,
+// and its later ones, are remembered under its own full JID, where the
+// markers go, and what was remembered under its bare JID is forgotten (a
+// room's bare JID gets no marker). Other peers' conversations are
+// untouched, and no marker goes anywhere but to the sender's own address.
+// Before, the <x/> was ignored and every message was remembered under the
+// bare JID.
 func TestForgedOccupant(t *testing.T) {
 	e := newBadInputEnv(t, Config{})
 	markable := `<markable xmlns='` + stanza.NSMarkers + `'/>`
@@ -181,14 +185,150 @@ func TestForgedOccupant(t *testing.T) {
 		t.Fatal("bob's message with the <x/>: nothing to mark")
 	}
 	checkAnswer(t, nextAnswer(t, e), "bob@example.org/pc", "chat", "b1", true)
-	if !e.c.MarkDisplayed(bob) {
-		t.Fatal("bob's message without the <x/>: nothing to mark")
+	if e.c.MarkDisplayed(bob) || e.c.MarkDisplayed(jid.MustParse("bob@example.org/laptop")) {
+		t.Error("bob's bare JID, taken for a room's, was marked")
 	}
-	checkAnswer(t, nextAnswer(t, e), "bob@example.org", "chat", "b0", true)
+	e.inject(`<message from='bob@example.org/laptop' id='b2' type='chat'><body>2</body>%s</message>`, markable)
+	e.barrier()
+	if !e.c.MarkDisplayed(jid.MustParse("bob@example.org/laptop")) {
+		t.Fatal("bob's next message: nothing to mark")
+	}
+	checkAnswer(t, nextAnswer(t, e), "bob@example.org/laptop", "chat", "b2", true)
 	if !e.c.MarkDisplayed(jid.MustParse("carol@example.org")) {
 		t.Fatal("carol's message: nothing to mark")
 	}
 	checkAnswer(t, nextAnswer(t, e), "carol@example.org", "chat", "c1", true)
+	e.noAnswer()
+	e.finish()
+}
+
+// TestOccupantNeverFallsBackToRoom: a private message that came without
+// the <x/> before anything said its sender's bare JID is a room is taken for
+// a person's; once an occupant's <x/> says it is a room, that entry is
+// forgotten and no occupant's conversation falls back to the room's bare
+// JID: nothing is ever marked there, for another occupant's message. Later
+// messages without the <x/> are their occupants' own. Before (review
+// rv-priv S1), dave's second MarkConversation sent carol's marker to the
+// room's bare JID.
+func TestOccupantNeverFallsBackToRoom(t *testing.T) {
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", "")) // no <x/>
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/dave", "d1", mucUserX))
+	carol, dave := <-got, <-got
+	if !c.MarkConversation(dave) {
+		t.Fatal("dave's private message: nothing to mark")
+	}
+	wantQueued(t, c, "room@conf.example.org/dave chat d1")
+	if c.MarkConversation(dave) || c.MarkDisplayed(dave.From) || c.MarkConversation(carol) ||
+		c.MarkDisplayed(carol.From) || c.MarkDisplayed(carol.From.Bare()) {
+		t.Error("a conversation of the room fell back to its bare JID")
+	}
+	wantQueued(t, c)
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/erin", "e1", "")) // no <x/>, the room known
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org' id='r1' type='normal'><body>the room</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
+	erin, own := <-got, <-got
+	if !c.MarkConversation(erin) || c.MarkConversation(own) {
+		t.Error("erin's message not marked, or the room's own was")
+	}
+	wantQueued(t, c, "room@conf.example.org/erin chat e1")
+}
+
+// TestOccupantGroupChatNeverPrivate: MarkConversation of a group chat
+// message, as OnMessage got it (From room@service/nick), never marks that
+// occupant's private conversation, before or after the room is left
+// (review rv-priv N1: only a zero From was tested).
+func TestOccupantGroupChatNeverPrivate(t *testing.T) {
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
+	room := jid.MustParse("room@conf.example.org")
+	remove := c.Observe(roomObserver(room, ""))
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org/erin' id='g1' type='groupchat'><body>to all</body></message></stream>`))
+	group := <-got
+	remove()
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/erin", "e1", mucUserX))
+	<-got
+	if c.MarkConversation(group) || c.MarkConversation(&Incoming{Type: xstanza.GroupChatMessage, From: group.From}) {
+		t.Error("a group chat message marked a private conversation")
+	}
+	wantQueued(t, c)
+}
+
+// TestOccupantFloodBounded: one occupant changing nick for every private
+// message fills its room's share (maxRoomMarkable), never other peers'
+// conversations; when all conversations are taken, occupants' go first
+// (review rv-priv S3: the arbitrary eviction dropped contacts' entries).
+func TestOccupantFloodBounded(t *testing.T) {
+	c := newTapClient(t, Config{})
+	c.Observe(roomObserver(jid.MustParse("room@conf.example.org"), ""))
+	flood := func(n int) {
+		feedTap(t, c, nil, newStanzaStream(n, func(i int) string {
+			return fmt.Sprintf(`<message from='room@conf.example.org/nick%d' id='n%d' type='chat'><body>hi</body><markable xmlns='%s'/></message>`, i, i, stanza.NSMarkers)
+		}))
+	}
+	flood(maxRoomMarkable + 50)
+	c.rcp.mu.Lock()
+	n := c.rcp.marks.count()
+	c.rcp.mu.Unlock()
+	if n != maxRoomMarkable {
+		t.Errorf("%d conversations remembered, want the room's share %d", n, maxRoomMarkable)
+	}
+	newest := jid.MustParse(fmt.Sprintf("room@conf.example.org/nick%d", maxRoomMarkable+49))
+	if !c.MarkConversation(&Incoming{From: newest, Type: xstanza.ChatMessage}) {
+		t.Error("the newest occupant cannot be marked")
+	}
+
+	accounts := maxMarkable - 10
+	feedTap(t, c, nil, newStanzaStream(accounts, func(i int) string {
+		return fmt.Sprintf(`<message from='peer%d@example.org/x' id='m%d' type='chat'><body>hi</body><markable xmlns='%s'/></message>`, i, i, stanza.NSMarkers)
+	}))
+	flood(maxRoomMarkable + 50)
+	c.rcp.mu.Lock()
+	n, acc := c.rcp.marks.count(), len(c.rcp.marks.accounts)
+	c.rcp.mu.Unlock()
+	if n != maxMarkable || acc != accounts {
+		t.Errorf("%d conversations, %d of accounts; want %d, all %d accounts'", n, acc, maxMarkable, accounts)
+	}
+}
+
+// TestOccupantGoneForgotten: an occupant's private message is forgotten
+// when its unavailable presence comes (it left, or changed nick: the nick
+// may be somebody else's next), and every occupant's on a stream that was
+// not resumed; a resumed one keeps them (review rv-priv N4).
+func TestOccupantGoneForgotten(t *testing.T) {
+	e := newBadInputEnv(t, Config{})
+	const room = "room@conference.example.org"
+	markable := `<markable xmlns='` + stanza.NSMarkers + `'/>`
+	pm := func(nick, id string) {
+		e.inject(`<message from='%s/%s' id='%s' type='chat'><body>1</body>%s%s</message>`, room, nick, id, markable, mucUserX)
+	}
+	pm("carol", "p1")
+	pm("dave", "d1")
+	e.inject(`<presence from='%s/carol' type='unavailable'><x xmlns='%s'><item role='none'/></x></presence>`, room, stanza.NSMUCUser)
+	e.inject(`<presence from='bob@example.org/pc' type='unavailable'/>`)
+	e.barrier()
+	if e.c.MarkDisplayed(jid.MustParse(room + "/carol")) {
+		t.Error("carol's message was marked after she left")
+	}
+	if !e.c.MarkDisplayed(jid.MustParse(room + "/dave")) {
+		t.Fatal("dave's message: nothing to mark")
+	}
+	checkAnswer(t, nextAnswer(t, e), room+"/dave", "chat", "d1", true)
+
+	pm("erin", "e1")
+	e.barrier()
+	e.pc.kill("not-well-formed") // resumed: erin's stays
+	e.pc = e.srv.next(t)
+	e.send(Message{}) // the new stream is the client's
+	pm("frank", "f1")
+	e.barrier()
+	e.srv.set(func(srv *peerServer) { srv.noResume = true })
+	e.pc.kill("not-well-formed") // not resumed: both go
+	e.pc = e.srv.next(t)
+	e.send(Message{})
+	if e.c.MarkDisplayed(jid.MustParse(room+"/erin")) || e.c.MarkDisplayed(jid.MustParse(room+"/frank")) {
+		t.Error("an occupant's message was marked on a stream that was not resumed")
+	}
 	e.noAnswer()
 	e.finish()
 }

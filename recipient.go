@@ -2,6 +2,7 @@ package xmpptrack
 
 import (
 	"encoding/xml"
+	"strings"
 	"sync"
 
 	"mellium.im/xmlstream"
@@ -22,8 +23,7 @@ const (
 	// them, or while it is down (TestRecipientBurst logs what a burst of
 	// 5,000 requests drops). An answer that does not fit is dropped and
 	// logged at debug level: the reading goroutine never waits for the writer.
-	outboxSize  = 4096
-	maxMarkable = 10_000 // conversations whose newest markable message we remember
+	outboxSize = 4096
 	// answerBatch is how many answers are written per hold of the session's
 	// output (each flushed on its own, see wire.Write): a burst of answers
 	// costs one acquisition of the output, not one per answer, and a
@@ -39,9 +39,9 @@ type recipient struct {
 	ready chan struct{} // holds a value when answers were queued since the writer last looked
 
 	mu       sync.Mutex
-	out      []answer          // the outbox, oldest first
-	markerAt map[string]int    // conversation -> index in out of its queued displayed marker
-	markable map[string]answer // newest markable message per conversation (see remember)
+	out      []answer       // the outbox, oldest first
+	markerAt map[string]int // conversation -> index in out of its queued displayed marker
+	marks    markables      // newest markable message per conversation (see remember)
 }
 
 // answer is a receipt or a marker to send.
@@ -58,7 +58,7 @@ func newRecipient(c *Client) *recipient {
 		c:        c,
 		ready:    make(chan struct{}, 1),
 		markerAt: make(map[string]int),
-		markable: make(map[string]answer),
+		marks:    newMarkables(),
 	}
 }
 
@@ -82,7 +82,10 @@ func (r *recipient) received(ev *stanza.Evidence) {
 // MarkDisplayed: under the sender's bare JID (a person's messages are one
 // conversation whatever their device), or under its full JID for a room
 // occupant writing in private, whose bare JID is the room's and is shared
-// by every occupant. A private message from an occupant of a room an
+// by every occupant. A message from a full JID whose bare JID is known to
+// be a room (by an earlier occupant's <x/>, or a room joined before) is an
+// occupant's even without the <x/>; a room's own message (its bare JID) is
+// never remembered. A private message from an occupant of a room an
 // observer took over is not remembered once the room is left: that is
 // checked under the lock that forgetRoom takes after the observer's
 // removal, so the message is either forgotten with the room's or never
@@ -91,26 +94,31 @@ func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageT
 	if r.c.cfg.NoMarkers {
 		return
 	}
-	to := from
-	if kind == senderAccount {
-		to = from.Bare()
+	full := from.String()
+	room := full // the bare JID's string, the full one's up to its resource
+	if i := strings.IndexByte(full, '/'); i >= 0 {
+		room = full[:i]
 	}
-	peer := to.String()
+	bare := from.Bare()
+	a := answer{to: from, typ: typ, ref: id, thread: thread, marker: true}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if kind == senderRoomOccupant && r.c.roomOf(from.Bare()) == nil {
+	if kind == senderRoomOccupant && r.c.roomOf(bare) == nil {
 		return // the room was left since the message arrived
 	}
-	if _, ok := r.markable[peer]; !ok && len(r.markable) >= maxMarkable {
-		// Full (peers the application never marks, or a flood of
-		// senders): forget an arbitrary one rather than stop
-		// remembering new peers for good.
-		for k := range r.markable {
-			delete(r.markable, k)
-			break
+	if kind == senderAccount && r.marks.isRoom(room) {
+		if from.Resourcepart() == "" {
+			return // the room's own
 		}
+		kind = senderOccupant
 	}
-	r.markable[peer] = answer{to: to, typ: typ, ref: id, thread: thread, marker: true}
+	if kind == senderAccount {
+		a.to = bare
+		r.marks.putAccount(room, a)
+		return
+	}
+	r.marks.learnRoom(room)
+	r.marks.putOccupant(room, full, a)
 }
 
 // queueLocked adds an answer to the outbox and reports whether it is there.

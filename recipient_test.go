@@ -255,7 +255,7 @@ func TestRecipientBounds(t *testing.T) {
 		return fmt.Sprintf(`<message from='peer%d@example.org/x' id='m%d' type='chat'><body>hi</body><markable xmlns='%s'/></message>`, i, i, stanza.NSMarkers)
 	}))
 	c.rcp.mu.Lock()
-	n := len(c.rcp.markable)
+	n := c.rcp.marks.count()
 	c.rcp.mu.Unlock()
 	if n != maxMarkable {
 		t.Errorf("markable map holds %d, want %d", n, maxMarkable)

@@ -730,7 +730,7 @@ func testFlood(t *testing.T) {
 		t.Errorf("outbox holds %d, want the bound %d", q, outboxSize)
 	}
 	c.rcp.mu.Lock()
-	marks := len(c.rcp.markable)
+	marks := c.rcp.marks.count()
 	c.rcp.mu.Unlock()
 	if marks != maxMarkable {
 		t.Errorf("markable map holds %d, want the bound %d", marks, maxMarkable)

@@ -294,6 +294,7 @@ func (s *tapState) observe(ev *stanza.Evidence) (consumed bool) {
 // presence shows a presence to the observers that want presences, then
 // hands it to the application's Handler.
 func (s *tapState) presence(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	s.c.rcp.occupantGone(start)
 	obs := s.c.obs.get()
 	want := false
 	for _, o := range obs {
