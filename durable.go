@@ -248,7 +248,8 @@ func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog
 func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response),
 	closing func() bool) func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response) {
 	return func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
-		if ok, report := d.wasRestored(t.ID(), to); ok {
+		id := t.ID() // formatted on each call (see MessageTracker.ID): once here
+		if ok, report := d.wasRestored(id, to); ok {
 			// The store has it; the application saw it before the
 			// restart, unless report says it did not.
 			if report && next != nil {
@@ -265,7 +266,7 @@ func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState
 			r.Err = ErrStillPending
 			resp = &r
 		} else {
-			d.record(changeOf(t.ID(), to, resp))
+			d.record(changeOf(id, to, resp))
 		}
 		if next != nil {
 			next(t, from, to, resp)

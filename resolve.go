@@ -157,14 +157,14 @@ func (c *Client) resolve(e *doubt) (send func(), ok bool) {
 // sendStored sends a message in doubt that the store turned out to hold,
 // as Send would have: a failure ends its tracker ABORTED.
 func (c *Client) sendStored(t *tracking.MessageTracker, m Message, payload *tokbuf.Buffer) {
-	conv := c.convs.Conv(m.To)
+	conv, id := c.convs.Conv(m.To), t.ID()
 	room, err := c.sm.Reserve(c.ctx)
 	if err == nil {
-		err = c.writeMessage(c.ctx, t.ID(), conv, m, payload)
+		err = c.writeMessage(c.ctx, id, conv, m, payload)
 		room.Release()
 	}
 	if err != nil {
-		c.log.Debug("xmpptrack: a message in doubt found stored was not sent", "id", t.ID(), "err", err)
-		c.reg.Lost(conv, t.ID())
+		c.log.Debug("xmpptrack: a message in doubt found stored was not sent", "id", id, "err", err)
+		c.reg.Lost(conv, id)
 	}
 }

@@ -478,12 +478,13 @@ func (d *durable) gaveUp(t *tracking.MessageTracker) {
 	if st == tracking.Aborted {
 		return
 	}
+	id := t.ID()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if r, ok := d.restored[t.ID()]; ok && r.to == tracking.Aborted {
-		d.unrestore(t.ID())
+	if r, ok := d.restored[id]; ok && r.to == tracking.Aborted {
+		d.unrestore(id)
 	}
-	if e := d.unsure[t.ID()]; e != nil && st == tracking.TimedOut {
+	if e := d.unsure[id]; e != nil && st == tracking.TimedOut {
 		e.heard = true
 	}
 }

@@ -301,3 +301,36 @@ func TestForeignIDAndThread(t *testing.T) {
 		t.Fatalf("an id of %d bytes: %v", maxIDLen+1, err)
 	}
 }
+
+// TestMarksFollowPending: one message that stays pending does not keep a
+// registration mark for every millisecond in which messages that settled
+// since were registered (review rv-mem S1: 100,000 marks for 1 pending).
+func TestMarksFollowPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := NewRegistry(Config[Response]{MaxPending: -1})
+		stuck := trackOwn(t, r, bob, TrackOptions{})
+		var late *MessageTracker
+		for i := range 20_000 {
+			tr := trackOwn(t, r, bob, TrackOptions{})
+			if i == 10_000 {
+				late = tr // pending too, from the middle
+				continue
+			}
+			r.Delivered(bob, "", tr.ID(), nil)
+			r.Displayed(bob, "", tr.ID(), "", nil)
+			time.Sleep(time.Millisecond)
+		}
+		r.g.mu.Lock()
+		marks, pending := len(r.timers.marks), r.pending
+		r.g.mu.Unlock()
+		if pending != 2 || marks > 2*pending+16 {
+			t.Fatalf("%d marks for %d pending", marks, pending)
+		}
+		time.Sleep(DefaultWindow - 19*time.Second) // at 301 s: stuck's window ended, late's (310 s) not
+		synctest.Wait()
+		wantStates(t, []*MessageTracker{stuck, late}, TimedOut, InTransit)
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		wantStates(t, []*MessageTracker{late}, TimedOut)
+	})
+}

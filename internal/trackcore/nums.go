@@ -11,7 +11,11 @@ import "sort"
 // Settled trackers stay in ts until swept (Registry.sweepNums): from the
 // front at once, from inside when they outnumber the pending ones, so
 // memory follows the number of pending trackers, at amortized O(1) per
-// settled tracker, as for a conversation's order.
+// settled tracker, as for a conversation's order. Until then a settled
+// tracker stays reachable, with its extra. A sweep from inside copies the
+// pending trackers in one go under the lock (a few milliseconds at
+// 1,000,000 pending), as a conversation's compaction does; unlike the
+// index of foreign ids (maxIndexCopy) it is not bounded.
 type nums[R any] struct {
 	ts   []*Tracker[R] // by num, ascending; settled ones until swept
 	dead int           // settled entries of ts
@@ -80,4 +84,34 @@ func (r *Registry[R]) sweepNums() {
 		bound = ts[r.timers.pos].num
 	}
 	r.timers.trimMarks(bound)
+	if len(r.timers.marks) > 2*r.pending+16 {
+		r.timers.compactMarks(ts[r.timers.pos:])
+	}
+}
+
+// compactMarks keeps only the marks that pending trackers with the
+// registry's window in ts (byNum from pos on) need: one message that stays
+// pending must not keep a mark for every millisecond in which messages
+// that settled since were registered. Run when marks outnumber twice the
+// pending trackers, it leaves at most one per pending tracker, so its
+// O(len(ts)) walk is amortized over as many new marks.
+func (tm *timers[R]) compactMarks(ts []*Tracker[R]) {
+	m := tm.marks
+	kept := make([]mark, 0, min(len(m), len(ts)))
+	j := 0
+	for _, t := range ts {
+		if t.word.Load()&(inRegistry|hasDeadline|ownWindow) != inRegistry|hasDeadline {
+			continue
+		}
+		for j+1 < len(m) && m[j+1].num <= t.num {
+			j++
+		}
+		if n := len(kept); n == 0 || kept[n-1] != m[j] {
+			kept = append(kept, m[j])
+		}
+	}
+	if len(kept) == 0 && len(m) > 0 {
+		kept = append(kept, m[len(m)-1]) // the next registration may share its millisecond
+	}
+	tm.marks, tm.mpeak = kept, len(kept)
 }

@@ -31,7 +31,7 @@ const (
 // are reachable only inside this module.
 //
 // A pending tracker takes 32 bytes: no id (see ownIDs; an id the registry did
-// not make is kept in extra), no deadline (see Registry.marks) and no index
+// not make is kept in extra), no deadline (see timers.marks) and no index
 // in a heap.
 type Tracker[R any] struct {
 	c    *conversation[R] // the conversation, and through it the lock
