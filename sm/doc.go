@@ -247,10 +247,10 @@
 // (presence, a room's traffic, in bursts or not) is found in one ack
 // bound. The State tells what is unread from the TCP socket's receive
 // queue on Linux (SIOCINQ, one look per read while an answer is awaited);
-// elsewhere, or where the socket is not found, every stanza read is taken
-// as behind, so the bound runs from the last one (a server that stopped
-// answering is then found only once it sends no stanza for an ack bound,
-// or at the cap below). Bytes still on their way are not seen: a backlog
+// elsewhere, or where the socket is not found, every read is taken as
+// behind, so the bound runs from the last one (a server that stopped
+// answering is then found only once it sends nothing for an ack bound, or
+// at the cap below). Bytes still on their way are not seen: a backlog
 // that a link slower than the server brings no faster than the client
 // reads it is not excused, and if the answer waits behind it for longer
 // than the bound, the connection is taken for dead. Stanzas excuse no
@@ -269,10 +269,10 @@
 // goroutine; the xmpptrack client's reader waits while 256 stanzas wait
 // for its callbacks, so a callback that blocks stops it), and a
 // connection whose answer waits behind what it does not read is taken for
-// dead after the ack bound, as a frozen one is, and resumed; if the stall
-// outlasts the resumed connection's bound too, with nothing acknowledged
-// on it, that is a failed resumption, and the server's queue for the old
-// session is its business. Callbacks must not block (see the xmpptrack client's
+// dead after the ack bound, as a frozen one is, and resumed; if the stall outlasts the
+// resumed connection's bound too, with nothing acknowledged on it, that
+// is a failed resumption, and the server's queue for the old session is
+// its business. Callbacks must not block (see the xmpptrack client's
 // Config.OnMessage).
 //
 // A timer watches this, not the ack requester, which
@@ -532,7 +532,7 @@
 // must not block and must not send on the session (the Serve goroutine may
 // hold the session's output lock): hand work to another goroutine. The
 // tees run inside mellium's Read and Write, under its locks: they only
-// count, queue, signal and look at the socket, and never call user code.
+// count, queue and signal, and never call user code.
 //
 // # What the application observes while reconnecting
 //
