@@ -76,12 +76,10 @@
 // StreamManagement.AckTimeout (5 s, plus four round trips, counted from
 // when the <r/> got out; on Linux, while our bytes are still on their way,
 // from when the server's TCP acknowledged it, so a slow link carrying a
-// large stanza is not cut; the time the client spends behind the
-// server's output meanwhile puts it off, for at most 24 times AckTimeout
-// with no answer, so a client that reads the server's backlog slowly is
-// not cut either, while on Linux one that keeps up with a server that
-// routes but stopped answering finds it in one bound; one whose reading
-// stops, behind a callback that blocks, is cut) drops it,
+// large stanza is not cut; stanzas read from the server meanwhile put it
+// off, for at most 24 times AckTimeout with no answer, so a client that
+// reads the server's backlog slowly is not cut either; one whose reading
+// stops, behind a callback that blocks, is) drops it,
 // and idle connections are probed every 30 s; a write stuck on it is
 // found by the socket's lack of progress on Linux, ended by the kernel
 // (TCP_USER_TIMEOUT: 35 s in which the peer's TCP acknowledges no byte or

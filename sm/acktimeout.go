@@ -21,8 +21,8 @@ type AckTimeoutError struct {
 	// written or the last <a/> (or the request had waited to get out, or,
 	// for a link whose socket showed no progress, since the peer's TCP
 	// last acknowledged a byte of ours) when the State gave up: at least
-	// Bound; more when the time the client spent behind the server's
-	// output put the end off, or by the watchdog timer's lateness.
+	// Bound; more when stanzas read from the server put the end off, or by
+	// the watchdog timer's lateness.
 	Waited time.Duration
 }
 

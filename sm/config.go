@@ -130,11 +130,10 @@ type Config struct {
 	// <enable/>: once a request has been written and stayed unanswered for
 	// AckTimeout plus four times the smoothed round trip (measured from
 	// earlier <r/> to their <a/>; this part at most AckTimeout again,
-	// Info.AckBound says the total), with no <a/> received meanwhile,
-	// the connection is dead (frozen: no FIN, no RST, bytes stop
-	// flowing); the time the client spends behind the server's output
-	// (reading a backlog) puts that off, for at most 24 times AckTimeout
-	// with no <a/> (see "Dead connections"). A
+	// Info.AckBound says the total), with no <a/> and no stanza received
+	// meanwhile, the connection is dead (frozen: no FIN, no RST, bytes
+	// stop flowing); stanzas read from the server put that off for at
+	// most 24 times AckTimeout with no <a/> (see "Dead connections"). A
 	// request that cannot get out (behind a stuck write) is found by the
 	// TCP socket's lack of progress (Linux), the kernel's TCP_USER_TIMEOUT
 	// where set, and by 24 times AckTimeout in any case (see "Dead

@@ -53,24 +53,16 @@ type conn struct {
 	tAt          int64           // Unix ns when it was written
 	tN           int             // stanzas in flight then
 	rWait        int64           // Unix ns since when an answer to a written <r/> is awaited with no <a/> received; 0: none
-	inChk        int64           // Unix ns of the last read from the server (of a stanza, where nothing tells what is unread), or of the last element handled since (see behind.go)
-	inBehind     bool            // bytes from the server still waited unread at the last read (see readLocked)
-	handling     atomic.Bool     // the handler is handling an element (set on Serve's goroutine)
-	inEx         int64           // ns spent behind the server's output, summed over the connection: what stanzas read excuse (see behind.go)
-	waitEx       int64           // exAtLocked when the wait sinceLocked reports began
-	unread       unreadConn      // tells whether bytes from the server wait unread; nil: cannot tell (see behind.go)
-	noneAt       int64           // Unix ns of the last look at unread that found none; 0: none since one found some
+	inAt         int64           // Unix ns when the inbound scanner last read a stanza (a sign of life, see deadlineLocked); 0: none
 	bookAt       int64           // Unix ns when the request (<r/> or <enable/>) being written was booked; 0: none
 	sock         syscall.RawConn // the TCP socket under the session, for progressLocked; nil: none known
 	progOK       bool            // progAcked and progAt are set for the request being written
 	progAcked    uint64          // the socket's bytes acknowledged by the peer at progAt
 	progAt       int64           // Unix ns of the last look that found progress
-	progEx       int64           // exAtLocked at progAt
 	lookAt       int64           // Unix ns of the last look
 	markFor      int64           // the sinceLocked value mark belongs to; 0: none
 	mark         uint64          // at the first look for markFor: bytes acknowledged plus those the kernel held (the awaited request's bytes end at or before it)
 	markAt       int64           // Unix ns of the first look that found mark acknowledged: the server's TCP holds the request; 0: not yet
-	markEx       int64           // exAtLocked at markAt
 	rMark        uint64          // bytes acknowledged plus those the kernel held right after the last <r/> was written
 	rMarkOK      bool            // rMark was read
 	pendFor      int64           // the sinceLocked value for which a periodic look (never the write itself) saw bytes of ours held by the kernel; 0: none
@@ -145,7 +137,7 @@ func (st *State) Tees() (in, out io.Writer) {
 	if old != nil {
 		old.stop()
 	}
-	return (*inTee)(c), c.out
+	return c.in, c.out
 }
 
 // stop ends the connection's ack requester.
@@ -183,14 +175,13 @@ func (s *inSink) element(e *element) {
 	st := c.st
 	switch {
 	case e.kind.isStanza():
+		now := timeNow()
 		st.mu.Lock()
 		if c.inActive {
 			st.inH++
 			st.read++
 		}
-		if c.unread == nil {
-			c.readLocked(timeNow()) // nothing tells what is unread: stanzas only (see inTee)
-		}
+		c.inAt = now
 		st.mu.Unlock()
 	case e.kind == kindR:
 		// The handler answers with the count at this point of the stream,

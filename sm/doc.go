@@ -238,38 +238,27 @@
 // everything it wrote before (a backlog of thousands of stanzas after a
 // reconnection, a busy room), which a loaded client may take longer than
 // the bound to read, and after a resumption the server writes that
-// backlog again ahead of its answer. So the time the client spends behind
-// the server's output puts the end off by as much: the time from a read
-// that left bytes from the server unread to the next read, and the time
-// spent handling what a read brought. The time it waits for more, having
-// read and handled everything there was, does not: a server that stopped
-// answering but still routes stanzas to a client that keeps up with them
-// (presence, a room's traffic, in bursts or not) is found in one ack
-// bound. The State tells what is unread from the TCP socket's receive
-// queue on Linux (SIOCINQ, one look per read while an answer is awaited);
-// elsewhere, or where the socket is not found, every read is taken as
-// behind, so the bound runs from the last one (a server that stopped
-// answering is then found only once it sends nothing for an ack bound, or
-// at the cap below). Bytes still on their way are not seen: a backlog
-// that a link slower than the server brings no faster than the client
-// reads it is not excused, and if the answer waits behind it for longer
-// than the bound, the connection is taken for dead. Stanzas excuse no
+// backlog again ahead of its answer. So every stanza read from the server
+// is progress too: the bound runs from the later of the request's write
+// (or the last <a/>) and the last stanza read. Stanzas read excuse no
 // more than a cap: once an answer has been awaited, with no <a/>, for 24
 // times AckTimeout (2 minutes at the default, the write bound below),
-// the time spent behind no longer puts the end off, so a server that
-// streams faster than the client reads and never answers is still found
-// (without a socket to look at, the AckTimeoutError's Bound is then the
-// cap); so is a backlog that takes longer than the cap to read (on a
-// resumed connection with nothing acknowledged yet, that is a failed
-// resumption, see below). The cap limits only what stanzas excuse: a slow
-// link whose socket shows progress (below) goes on past it.
+// stanzas no longer put the end off, so a server that streams and never
+// answers is still found (without a socket to look at, the
+// AckTimeoutError's Bound is then the cap); so is a backlog that takes
+// longer than the cap to read (on a resumed connection with nothing
+// acknowledged yet, that is a failed resumption, see below). The cap
+// limits only what stanzas excuse: a slow link whose socket shows
+// progress (below) goes on past it. Only stanzas count: whitespace
+// keepalives and a server's own <r/> say nothing of its progress toward
+// our answer.
 //
-// Time a handler spends counts only once it returns: a reader that the
-// application stops reads nothing (a handler that blocks on Serve's
-// goroutine; the xmpptrack client's reader waits while 256 stanzas wait
-// for its callbacks, so a callback that blocks stops it), and a
-// connection whose answer waits behind what it does not read is taken for
-// dead after the ack bound, as a frozen one is, and resumed; if the stall outlasts the
+// What counts is reading, not handling: a reader that the application
+// stops reads nothing (a handler that blocks on Serve's goroutine; the
+// xmpptrack client's reader waits while 256 stanzas wait for its
+// callbacks, so a callback that blocks stops it), and a connection whose
+// answer waits behind what it does not read is taken for dead after the
+// ack bound, as a frozen one is, and resumed; if the stall outlasts the
 // resumed connection's bound too, with nothing acknowledged on it, that
 // is a failed resumption, and the server's queue for the old session is
 // its business. Callbacks must not block (see the xmpptrack client's
@@ -318,10 +307,10 @@
 //     not cut as soon as its queue drains; bytes held right after the
 //     <r/>'s write, as they nearly always are, do not count), and one not
 //     written yet is held above the kernel and left to the write bound.
-//     In each case the time the client spent behind the server's output
-//     puts the end off, as above, up to the same cap (a server blocked
-//     writing to a client slow to read may take none of its bytes until
-//     the client reads on).
+//     In each case a stanza read from the server within the ack bound is
+//     progress, as above, up to the same cap (a server blocked writing to
+//     a client slow to read may take none of its bytes until the client
+//     reads on).
 //   - the kernel, where the connection has TCP_USER_TIMEOUT (Linux): a
 //     write ends once the peer's TCP acknowledged no byte, or took none (a
 //     full receive window), for that long. The xmpptrack client's dialer
@@ -392,14 +381,11 @@
 // one: a resumed connection on a slow link, whose <r/> waits behind a
 // large stanza, that then ends for another reason (a reset, a NAT
 // dropping it) starts a new session instead of resuming once more, which
-// costs possible duplicates, never a loss. The time the client spends
-// behind the server's output puts off the ack bound (see "Dead
-// connections"): a broken resumed stream that acknowledges nothing while
-// the server sends us more than we read is found only at the cap, 24
-// times AckTimeout, and so, where the State cannot tell what is unread
-// (not Linux), is one on which the server still routes stanzas to us, one
-// at least every ack bound; our stanzas wait unacknowledged until then
-// (none is lost).
+// costs possible duplicates, never a loss. Stanzas read from the server
+// put off the ack bound (see "Dead connections"): a broken resumed stream
+// on which the server still routes stanzas to us, one at least every ack
+// bound, and acknowledges nothing, is found only at the cap, 24 times
+// AckTimeout; our stanzas wait unacknowledged until then (none is lost).
 //
 // # Policy violations
 //

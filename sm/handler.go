@@ -89,10 +89,6 @@ type handler struct {
 }
 
 func (h handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-	if h.c != nil {
-		h.c.handling.Store(true)
-		defer h.c.doneHandling()
-	}
 	if start.Name.Space != NS || h.c == nil {
 		if h.inner == nil {
 			return nil
@@ -181,7 +177,7 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	}
 	c.progOK = false // what the socket showed before is moot
 	if c.aRecv < c.rOut {
-		c.rWait, c.waitEx = now, c.exAtLocked(now) // progress: the bound starts again
+		c.rWait = now // progress: the bound starts again
 		c.markLocked(now)
 	} else {
 		c.rWait = 0

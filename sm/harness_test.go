@@ -17,7 +17,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +52,6 @@ type bufConn struct {
 	swallow bool // with frozen: the server's end reads on and discards; guarded by mu
 	inRead  int  // reads past the freeze check, taking the next write; guarded by mu
 	readIn  chan struct{}
-	out     atomic.Int64 // bytes written to the peer, less those a frozen link dropped
 }
 
 // waitInRead waits until a read of the server's is under way (one that
@@ -142,7 +140,6 @@ func (b *bufConn) Write(p []byte) (int, error) {
 	}
 	b.mu.Lock()
 	b.pending = append(b.pending, p...)
-	b.out.Add(int64(len(p)))
 	b.mu.Unlock()
 	select {
 	case b.notify <- struct{}{}:
@@ -167,8 +164,6 @@ func (b *bufConn) pump() {
 			if _, err := b.Conn.Write(p); err != nil {
 				return
 			}
-		} else {
-			b.out.Add(-int64(len(p)))
 		}
 		b.mu.Lock()
 		done := b.drained && len(b.pending) == 0
@@ -229,29 +224,6 @@ func (b *bufConn) received() string {
 	return b.read.String()
 }
 
-// readEnd is the client's end of a link to the scripted server: it tells
-// the State how many bytes the server wrote that the client has not read
-// yet, as SIOCINQ tells for a TCP socket on Linux (see behind.go).
-type readEnd struct {
-	net.Conn
-	peer *bufConn
-	max  int // at most this many bytes per read; 0: no limit
-	got  atomic.Int64
-}
-
-func (r *readEnd) Read(p []byte) (int, error) {
-	if r.max > 0 && len(p) > r.max {
-		p = p[:r.max]
-	}
-	n, err := r.Conn.Read(p)
-	r.got.Add(int64(n))
-	return n, err
-}
-
-func (r *readEnd) unreadIn() (int, bool) {
-	return int(r.peer.out.Load() - r.got.Load()), true
-}
-
 // got is a stanza the server handled.
 type got struct {
 	name, id, typ string
@@ -281,8 +253,6 @@ type fakeServer struct {
 	cutAfter     func(g got) bool             // cut the connection after handling g
 	refuse       func(g got) bool             // close the stream with policy-violation on g, unhandled
 	clientWrap   func(net.Conn) net.Conn      // wraps the client's end of a link; nil = not wrapped
-	opaque       bool                         // the client's end does not tell the bytes it has not read (see readEnd)
-	readMax      int                          // the client's end reads at most this many bytes at a time; 0: no limit
 
 	wmu sync.Mutex // orders the server's writes with its outbound counter
 
@@ -834,13 +804,10 @@ func dialVia(t testing.TB, srv *fakeServer, st *State, inner xmpp.Handler, wrap 
 	if wrap != nil {
 		sconn = wrap(sconn)
 	}
-	sc := srv.accept(sconn)
-	if !srv.opaque {
-		cc = &readEnd{Conn: cc, peer: sc.conn, max: srv.readMax}
-	}
 	if srv.clientWrap != nil {
 		cc = srv.clientWrap(cc)
 	}
+	sc := srv.accept(sconn)
 	in, out := st.Tees()
 	ctx, cancel := context.WithCancel(context.Background())
 	features := []xmpp.StreamFeature{testAuth(), st.BindOrResume(xmpp.BindResource())}

@@ -4,6 +4,7 @@ package sm
 
 import (
 	"net"
+	"reflect"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,38 @@ func socketOf(c net.Conn) syscall.RawConn {
 	return nil
 }
 
+var netConnType = reflect.TypeFor[net.Conn]()
+
+// wrapped returns the connection c wraps, nil if none is known: the one
+// its NetConn method returns (*tls.Conn), or else its embedded net.Conn
+// field. A wrapper's Write must have handed the bytes to the kernel when
+// it returns (those on the client's stack do): a wrapper that holds writes
+// in user space is told apart only while the socket's send queue is
+// empty, and one that buffers while the queue holds other bytes leaves
+// its <r/> outside the mark of progressLocked, which may then end a
+// working connection.
+func wrapped(c net.Conn) net.Conn {
+	if w, ok := c.(interface{ NetConn() net.Conn }); ok {
+		return w.NetConn()
+	}
+	v := reflect.ValueOf(c)
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return nil
+	}
+	f, ok := v.Type().FieldByName("Conn")
+	if !ok || !f.Anonymous || len(f.Index) != 1 || f.Type != netConnType {
+		return nil
+	}
+	inner, _ := v.FieldByIndex(f.Index).Interface().(net.Conn)
+	return inner
+}
+
 // sendProgress reads the socket's count of bytes the peer acknowledged,
 // and the bytes of ours the kernel holds not yet acknowledged (sent or
 // not); ok is false if it cannot tell (the socket is gone, or a kernel
@@ -48,27 +81,4 @@ func sendProgress(raw syscall.RawConn) (acked, queued uint64, ok bool) {
 		return 0, 0, false
 	}
 	return info.Bytes_acked, uint64(q), true
-}
-
-// inqLook reads the socket's receive queue (SIOCINQ): the bytes from the
-// peer not read yet. A connection has one, used under the State's lock;
-// it keeps its closure, so a look allocates nothing.
-type inqLook struct {
-	raw  syscall.RawConn
-	look func(fd uintptr)
-	n    int
-	err  error
-}
-
-func newInqLook(raw syscall.RawConn) unreadConn {
-	l := &inqLook{raw: raw}
-	l.look = func(fd uintptr) { l.n, l.err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }
-	return l
-}
-
-func (l *inqLook) unreadIn() (int, bool) {
-	if l.raw.Control(l.look) != nil || l.err != nil || l.n < 0 {
-		return 0, false
-	}
-	return l.n, true
 }

@@ -361,15 +361,13 @@ func TestMarkTakenAtWrite(t *testing.T) {
 	}
 }
 
-// TestSocketInboundProgress: where the State looks at the socket, the time
-// the client spent behind the server's output is progress too: an answer
-// awaited, its request held by the server's TCP, is put off by the time
-// between a stanza read with bytes still unread and the next stanza, not
-// by stanzas read with nothing left to read (a server that routes and
-// never answers); where the client cannot tell, by the time up to the last
-// stanza read, as before; the read cap ends the wait whatever comes in.
-// The decisions are taken at given instants, on a real socket whose bytes
-// were all acknowledged, with the unread bytes told by a stub.
+// TestSocketInboundProgress: where the State looks at the socket, a stanza
+// read from the server is progress too: an answer awaited for an ack
+// bound, its request held by the server's TCP, is not overdue while
+// stanzas came within the bound, and is overdue an ack bound after the
+// last one; the read cap ends the wait whatever comes in. The decisions
+// are taken at given instants, on a real socket whose bytes were all
+// acknowledged.
 func TestSocketInboundProgress(t *testing.T) {
 	near, far := loopbackPair(t, 0)
 	if _, err := near.Write([]byte("<r/>")); err != nil {
@@ -381,79 +379,30 @@ func TestSocketInboundProgress(t *testing.T) {
 	raw := socketOf(near)
 	waitQueue(t, raw, false)
 	const ack = int64(time.Second)
-	type step struct {
-		at     int64 // a stanza read (unread >= 0) or a look (unread < 0)
-		unread int   // bytes from the server left unread after it
-		alive  bool  // for a look
-	}
-	const look = -1
-	for _, tc := range []struct {
-		name  string
-		tells bool
-		steps []step
+	c, t0 := awaiting(t, raw)
+	for _, step := range []struct {
+		at, inAt int64 // the look, and the last stanza read (0: none)
+		alive    bool
 	}{
-		{"caught up", true, []step{
-			{at: ack / 2, unread: look, alive: true}, // the first look: the mark is acknowledged
-			{at: 6 * ack / 10}, {at: 7 * ack / 10}, {at: 8 * ack / 10},
-			{at: 9 * ack / 10},
-			{at: ack - 1, unread: look, alive: true},
-			{at: ack, unread: look, alive: false}, // a bound after the write: stanzas excuse nothing
-		}},
-		{"behind", true, []step{
-			{at: ack / 2, unread: look, alive: true},
-			{at: 6 * ack / 10, unread: 100}, // behind until the next stanza read: 0.2 bound
-			{at: 8 * ack / 10},
-			{at: 9 * ack / 10}, // caught up: nothing more
-			{at: ack + ack/5 - 1, unread: look, alive: true},
-			{at: ack + ack/5, unread: look, alive: false},
-		}},
-		{"no look soon after one that found none", true, []step{
-			{at: ack / 2},                     // nothing unread: no look until a sixteenth of the bound later
-			{at: ack/2 + ack/20, unread: 100}, // not looked at
-			{at: 6 * ack / 10, unread: 100},   // looked at: behind until the next read
-			{at: 8 * ack / 10},
-			{at: ack + ack/5 - 1, unread: look, alive: true},
-			{at: ack + ack/5, unread: look, alive: false},
-		}},
-		{"cannot tell", false, []step{
-			{at: ack / 4}, // a stanza before the first look
-			{at: ack / 2, unread: look, alive: true},
-			{at: ack - ack/5},
-			{at: 3 * ack / 2, unread: look, alive: true}, // 0.7 bound after the last stanza
-			{at: 2*ack - ack/5 - 1, unread: look, alive: true},
-			{at: 2*ack - ack/5, unread: look, alive: false}, // a bound after it
-		}},
+		{at: ack / 2, alive: true}, // the first look: the mark is acknowledged
+		{at: ack - ack/10, inAt: ack - ack/5, alive: true},
+		{at: 3 * ack / 2, alive: true},       // 0.7 bound after the last stanza
+		{at: 2*ack - ack/5, alive: false},    // a bound after it
+		{at: 2*ack - ack/5 - 1, alive: true}, // just before
+		{at: 10 * ack, inAt: 10*ack - 1, alive: true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c, t0 := awaiting(t, raw)
-			var u *stubUnread
-			if tc.tells {
-				u = &stubUnread{}
-				c.unread = u
-				c.startReadsLocked(t0)
-			}
-			for _, st := range tc.steps {
-				if st.unread == look {
-					c.fatal = nil
-					if alive := c.progressLocked(t0 + st.at); alive != st.alive {
-						t.Fatalf("look at %v: alive %v, want %v (%v)", time.Duration(st.at), alive, st.alive, c.fatal)
-					}
-					continue
-				}
-				if u != nil {
-					u.n = st.unread
-				}
-				c.readLocked(t0 + st.at)
-			}
-		})
+		if step.inAt != 0 {
+			c.inAt = t0 + step.inAt
+		}
+		c.fatal = nil
+		if alive := c.progressLocked(t0 + step.at); alive != step.alive {
+			t.Fatalf("at %v, last stanza at %v: alive %v, want %v (%v)",
+				time.Duration(step.at), time.Duration(c.inAt-t0), alive, step.alive, c.fatal)
+		}
 	}
 	// The read cap: a look is due there, and stanzas excuse the wait no
 	// longer (nothing pending: the written request is overdue).
-	c, t0 := awaiting(t, raw)
-	for at := ack / 4; at < stuckWriteFactor*ack; at += ack / 4 {
-		c.readLocked(t0 + at) // cannot tell: every stanza read is behind
-	}
-	c.progOK, c.lookAt = true, t0+23*ack+ack/2+ack/4
+	c.progOK, c.lookAt, c.inAt = true, t0+23*ack+ack/2+ack/4, t0+23*ack+ack/2+ack/4
 	dl, _, _, check := c.deadlineLocked()
 	if want := t0 + stuckWriteFactor*ack; dl != want || !check {
 		t.Fatalf("deadline %v, check %v; want a look at the read cap, %v", time.Duration(dl-t0), check, time.Duration(want-t0))
@@ -462,53 +411,6 @@ func TestSocketInboundProgress(t *testing.T) {
 		t.Fatal("alive at the read cap, stanzas read but no answer")
 	}
 }
-
-// TestSocketUnreadTold: on Linux the bytes unread are the TCP socket's
-// receive queue, found under wrappers. A read that leaves bytes there
-// makes the time to the next read count as spent behind; one that leaves
-// none does not. Decisions at given instants, on a real socket.
-func TestSocketUnreadTold(t *testing.T) {
-	near, far := loopbackPair(t, 0)
-	raw := socketOf(near)
-	c, t0 := awaiting(t, raw)
-	c.unread = unreadOf(&wrapper{Conn: near}, raw)
-	if _, ok := c.unread.(*inqLook); !ok {
-		t.Fatalf("unread told by %T, want the socket", c.unread)
-	}
-	c.startReadsLocked(t0)
-	const ack = int64(time.Second)
-	const n = 100
-	if _, err := far.Write(make([]byte, n)); err != nil {
-		t.Fatal(err)
-	}
-	guard := time.Now().Add(10 * time.Second) // a guard, not a measure
-	for u, _ := c.unread.unreadIn(); u < n; u, _ = c.unread.unreadIn() {
-		if time.Now().After(guard) {
-			t.Fatalf("%d bytes unread, want %d", u, n)
-		}
-		runtime.Gosched()
-	}
-	c.readLocked(t0 + ack/10) // bytes left unread: behind until the next read
-	if _, err := io.ReadFull(near, make([]byte, n)); err != nil {
-		t.Fatal(err)
-	}
-	c.readLocked(t0 + ack/2) // none left
-	c.readLocked(t0 + 9*ack/10)
-	if ex := c.excusedLocked(0); ex != 4*ack/10 {
-		t.Fatalf("%v spent behind, want %v", time.Duration(ex), time.Duration(4*ack/10))
-	}
-	look := looker(t, c, t0)
-	look(ack+4*ack/10-1, true)
-	look(ack+4*ack/10, false)
-}
-
-// wrapper embeds a connection, as the xmpptrack client's does.
-type wrapper struct{ net.Conn }
-
-// stubUnread tells n bytes unread.
-type stubUnread struct{ n int }
-
-func (u *stubUnread) unreadIn() (int, bool) { return u.n, true }
 
 // TestSocketPendingPastCap: with bytes of ours pending, the read cap
 // limits only what stanzas read excuse. The peer's TCP takes nothing for
@@ -530,7 +432,7 @@ func TestSocketPendingPastCap(t *testing.T) {
 		for at := ack / 2; at <= cap+5*ack; at += ack / 2 {
 			now := t0 + at
 			if inbound {
-				c.readLocked(now - ack/4) // cannot tell: read behind
+				c.inAt = now - ack/4
 			} else if _, err := io.ReadFull(far, buf); err != nil { // the peer takes a little
 				t.Fatal(err)
 			} else {
@@ -566,7 +468,7 @@ func waitAcked(t *testing.T, raw syscall.RawConn, acked uint64) {
 // loopbackPair returns the two ends of a loopback TCP connection, closed
 // when the test ends; the far end's receive buffer is rcvbuf bytes (0:
 // the system's).
-func loopbackPair(t testing.TB, rcvbuf int) (near, far net.Conn) {
+func loopbackPair(t *testing.T, rcvbuf int) (near, far net.Conn) {
 	t.Helper()
 	var lc net.ListenConfig
 	if rcvbuf > 0 {
@@ -641,7 +543,6 @@ func awaiting(t *testing.T, raw syscall.RawConn) (c *conn, t0 int64) {
 	st.mu.Lock()
 	t.Cleanup(st.mu.Unlock)
 	c.rWait = t0
-	c.startReadsLocked(t0)
 	return c, t0
 }
 

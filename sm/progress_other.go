@@ -12,6 +12,3 @@ import (
 func socketOf(net.Conn) syscall.RawConn { return nil }
 
 func sendProgress(syscall.RawConn) (acked, queued uint64, ok bool) { return 0, 0, false }
-
-// newInqLook is never called: socketOf finds no socket.
-func newInqLook(syscall.RawConn) unreadConn { return nil }

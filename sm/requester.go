@@ -107,16 +107,14 @@ func (st *State) unackedMessageLocked() bool {
 // (writeBoundLocked) once a request was booked and has not got out. dl is
 // 0 if neither applies.
 //
-// Stanzas read while the client is behind the server's output are
-// progress too (see behind.go): the server wrote its answer behind them,
-// and a client slow to read (a backlog of thousands of stanzas) may take
-// longer than the ack bound to reach it. So the ack bound is put off by
-// the time the client spent behind during the wait (excusedLocked; where
-// the State cannot tell, by the time up to the last stanza read), but
-// stanzas read excuse no more than the read cap (the write bound's
-// length, stuckWriteFactor times AckTimeout) from the wait's start: a
-// server that streams faster than the client reads and never answers is
-// still found. The cap limits only what they excuse: on the
+// A stanza read from the server is progress too (c.inAt): the server is
+// working through what it wrote ahead of its answer, which a client slow
+// to read (a backlog of thousands of stanzas) may take longer than the
+// ack bound to reach. So the ack bound runs from the later of the wait's
+// start and the last stanza read, but stanzas read excuse no more than
+// the read cap (the write bound's length, stuckWriteFactor times
+// AckTimeout) from the wait's start: a server that streams and never
+// answers is still found. The cap limits only what they excuse: on the
 // socket path it is one more look (see progressLocked), so a slow link
 // whose socket shows progress is not cut by it.
 //
@@ -133,8 +131,8 @@ func (c *conn) deadlineLocked() (dl, bound, from int64, check bool) {
 	since := c.sinceLocked()
 	if since != 0 {
 		dl, bound, from = since+ack, ack, since
-		if ex := c.excusedLocked(c.waitEx); ex > 0 {
-			dl += ex
+		if c.inAt > since {
+			dl = max(dl, c.inAt+ack)
 			if rc := since + wb; wb > 0 && dl > rc {
 				dl, bound = max(rc, since+ack), wb // the read cap
 			}
@@ -148,7 +146,7 @@ func (c *conn) deadlineLocked() (dl, bound, from int64, check bool) {
 		if c.progOK {
 			d = c.lookAt + ack/2
 		}
-		if rc := since + wb; since != 0 && wb > 0 && c.excusedLocked(c.waitEx) > 0 && c.lookAt < rc && rc < d {
+		if rc := since + wb; since != 0 && wb > 0 && c.inAt > since && c.lookAt < rc && rc < d {
 			d = rc // look at the read cap, when stanzas stop excusing the wait
 		}
 		dl, bound, from, check = d, ack, start, true
@@ -192,13 +190,13 @@ func (c *conn) sinceLocked() int64 {
 //     found it taken (this rule cut a slow link at the first look after
 //     its send queue drained, before the answer could come back).
 //
-// In each, the time the client spent behind the server's output since
-// the rule's start puts the end off as in deadlineLocked (the server
-// works through what it wrote ahead of its answer, or waits for us to
-// read it before it reads on), until the answer has been awaited for the
-// read cap; after it, only the socket's own progress counts. A request
-// still held above the kernel (nothing pending) is left to the write
-// bound; a socket that cannot tell, to the plain bounds.
+// In each, a stanza read from the server within the ack bound is progress
+// as in deadlineLocked (the server works through what it wrote ahead of
+// its answer, or waits for us to read it before it reads on), until the
+// answer has been awaited for the read cap; after it, only the socket's
+// own progress counts. A request still held above the
+// kernel (nothing pending) is left to the write bound; a socket that
+// cannot tell, to the plain bounds.
 func (c *conn) progressLocked(now int64) bool {
 	acked, queued, ok := sendProgress(c.sock)
 	if !ok {
@@ -208,7 +206,7 @@ func (c *conn) progressLocked(now int64) bool {
 	pending := queued > 0
 	ack := c.st.ackBoundLocked()
 	if !c.progOK || acked != c.progAcked {
-		c.progOK, c.progAcked, c.progAt, c.progEx = true, acked, now, c.exAtLocked(now)
+		c.progOK, c.progAcked, c.progAt = true, acked, now
 	}
 	c.lookAt = now
 	since := c.sinceLocked()
@@ -217,29 +215,23 @@ func (c *conn) progressLocked(now int64) bool {
 			c.markFor, c.mark, c.markAt = since, acked+queued, 0
 		}
 		if c.markAt == 0 && acked >= c.mark {
-			c.markAt, c.markEx = now, c.exAtLocked(now)
+			c.markAt = now
 		}
 		if pending {
 			c.pendFor = since
 		}
 	}
 	var waited int64
-	capped := false
+	in := c.inAt
 	if wb := c.st.writeBoundLocked(); since != 0 && wb > 0 && now-since >= wb {
-		capped = true // the read cap: the time behind excuses the wait no longer
-	}
-	ex := func(ref int64) int64 {
-		if capped {
-			return 0
-		}
-		return c.excusedLocked(ref)
+		in = 0 // the read cap: stanzas read excuse the wait no longer
 	}
 	switch {
-	case since != 0 && c.markAt != 0 && now-c.markAt-ex(c.markEx) >= ack:
+	case since != 0 && c.markAt != 0 && now-max(c.markAt, in) >= ack:
 		waited = now - since
-	case pending && now-c.progAt-ex(c.progEx) >= ack:
+	case pending && now-max(c.progAt, in) >= ack:
 		waited = now - c.progAt
-	case !pending && since != 0 && c.pendFor != since && now-since-ex(c.waitEx) >= ack:
+	case !pending && since != 0 && c.pendFor != since && now-max(since, in) >= ack:
 		waited = now - since
 	default:
 		return true
@@ -393,7 +385,7 @@ func (c *conn) wroteLocked() {
 	if c.aRecv < c.rOut {
 		c.noteRLocked()
 		if c.rWait == 0 {
-			c.rWait, c.waitEx = now, c.exAtLocked(now)
+			c.rWait = now
 			c.markLocked(now)
 		}
 		if c.aRecv == c.rOut-1 && c.rAt == 0 {

@@ -77,8 +77,6 @@ func (st *State) Start(ctx context.Context, s *xmpp.Session) error {
 	c.sess = s
 	c.sock = socketOf(s.Conn())
 	c.nd = c.sock
-	c.unread = unreadOf(s.Conn(), c.sock)
-	c.startReadsLocked(timeNow())
 	resumed := c.resumed
 	_, offered := s.Feature(NS)
 	lost, held := 0, 0
@@ -172,7 +170,6 @@ func (st *State) startConn(ctx context.Context, s *xmpp.Session, c *conn, resume
 		st.mu.Lock()
 		c.bookAt, c.progOK = 0, false
 		c.enableAt = timeNow() // the answer is awaited from here (AckTimeout)
-		c.waitEx = c.exAtLocked(c.enableAt)
 		c.armLocked()
 		st.mu.Unlock()
 	default:
