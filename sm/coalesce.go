@@ -41,13 +41,10 @@ package sm
 // (at the default window's floor, MinWindow, every window-full would
 // otherwise cost two system calls for nothing).
 //
-// The environment variable XMPPTRACK_SM_NOCOALESCE=1, read by New, turns
-// coalescing off for the State (State.noCoalesce): a hook for the bench's
-// same-binary comparisons (docs/benchmarks.md), not an interface.
+// internal/smhook.NoCoalesce, read by New, turns coalescing off for the
+// State (State.noCoalesce): a switch that only this module's bench sets,
+// for same-binary comparisons (docs/benchmarks.md), not an interface.
 const coalesceAt = MinWindow
-
-// noCoalesceEnv names the environment variable that turns coalescing off.
-const noCoalesceEnv = "XMPPTRACK_SM_NOCOALESCE"
 
 // coalesceLocked turns Nagle's algorithm on after a stanza was written
 // with n stanzas unacknowledged (its own included), if n is a burst, the

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xmpptrack/xmpptrack/internal/smhook"
 )
 
 // noDelayConn records, for each write to the client's socket, whether
@@ -231,8 +233,8 @@ func (r *recorder) ackedBurst(t *testing.T, n int) {
 // the window, and the next sender waits in Pace, which turns Nagle's
 // algorithm off again with nothing held: so that write does not turn it
 // on (before, every window-full cost two system calls for nothing). With
-// XMPPTRACK_SM_NOCOALESCE=1 a burst with room in the window does not
-// turn it on either (the bench's same-binary comparison).
+// the State's switch off (internal/smhook.NoCoalesce, which the bench
+// sets) a burst with room in the window does not turn it on either.
 func TestNoCoalesceWithoutRoom(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -243,10 +245,10 @@ func TestNoCoalesceWithoutRoom(t *testing.T) {
 		{"switched off", coalesceAt + 16, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.off {
-				t.Setenv(noCoalesceEnv, "1")
-			}
 			srv, rec, nd, st, c := coalesceSession(t, Config{Window: tc.window})
+			st.mu.Lock()
+			st.noCoalesce = tc.off
+			st.mu.Unlock()
 			holdRequest(t, srv, st, c)
 			n := min(tc.window, coalesceAt+8)
 			for i := 1; i <= n; i++ {
@@ -257,5 +259,18 @@ func TestNoCoalesceWithoutRoom(t *testing.T) {
 			rec.ackedBurst(t, n)
 			c.close()
 		})
+	}
+}
+
+// TestNoCoalesceHook: internal/smhook.NoCoalesce reaches the States
+// created after it was set.
+func TestNoCoalesceHook(t *testing.T) {
+	if New(Config{}).noCoalesce {
+		t.Fatal("coalescing off by default")
+	}
+	smhook.NoCoalesce.Store(true)
+	defer smhook.NoCoalesce.Store(false)
+	if !New(Config{}).noCoalesce {
+		t.Error("smhook.NoCoalesce did not turn coalescing off")
 	}
 }

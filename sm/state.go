@@ -3,11 +3,12 @@ package sm
 import (
 	"context"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"github.com/xmpptrack/xmpptrack/internal/smhook"
 )
 
 // State is the stream management state of one account. It outlives
@@ -35,7 +36,7 @@ type State struct {
 	// overdue, before the connection is ended, with mu held.
 	overdueHook func()
 	base        uint32 // counters restart here; tests set values near 2^32
-	noCoalesce  bool   // coalescing is off (see coalesceAt); set by New from the environment, or by tests
+	noCoalesce  bool   // coalescing is off (see coalesceAt): internal/smhook.NoCoalesce at New, or set by tests
 
 	// The stream management session, which resumption carries over.
 	id        string // SM-ID; a credential, never logged above debug level
@@ -92,7 +93,7 @@ type event struct {
 // New returns a State for one account.
 func New(cfg Config) *State {
 	cfg = cfg.withDefaults()
-	return &State{cfg: cfg, log: cfg.Logger, noCoalesce: os.Getenv(noCoalesceEnv) == "1"}
+	return &State{cfg: cfg, log: cfg.Logger, noCoalesce: smhook.NoCoalesce.Load()}
 }
 
 // Info describes the stream management state at one point in time.

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/smhook"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 )
 
@@ -94,9 +95,7 @@ func parseChildArgs(args []string) (*childArgs, error) {
 		a.watch = append(a.watch, pid)
 	}
 	if *noCoalesce {
-		// sm's hook for same-binary comparisons, read by sm.New (see
-		// sm's coalesce.go).
-		os.Setenv("XMPPTRACK_SM_NOCOALESCE", "1")
+		smhook.NoCoalesce.Store(true) // read by sm.New
 	}
 	a.jids = strings.Split(jids, ",")
 	a.passwords = strings.Split(os.Getenv(passwordEnv), ",")

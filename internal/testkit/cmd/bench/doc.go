@@ -26,7 +26,7 @@
 // Config.OnStateChange; the optional sender xmpptrack-poll reads their
 // states every 2 ms instead, to tell what observing costs, and the
 // optional sender xmpptrack-nocoalesce is xmpptrack with sm's coalescing
-// during bursts turned off (XMPPTRACK_SM_NOCOALESCE=1 in its process), to
+// during bursts turned off (internal/smhook.NoCoalesce in its process), to
 // compare coalescing on and off in the same binary and the same rounds.
 //
 // It then measures the <r/> rate of a tracked burst (through a counting

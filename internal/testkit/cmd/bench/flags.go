@@ -18,7 +18,7 @@ import (
 const (
 	sXmpptrack  = "xmpptrack"
 	sPolled     = "xmpptrack-poll"        // observing by polling instead of OnStateChange
-	sNoCoalesce = "xmpptrack-nocoalesce"  // with sm's coalescing during bursts off (XMPPTRACK_SM_NOCOALESCE=1)
+	sNoCoalesce = "xmpptrack-nocoalesce"  // with sm's coalescing during bursts off (internal/smhook.NoCoalesce)
 	sSQLite     = "xmpptrack-sqlite"      // with Config.Store on an SQLite file
 	sPostgres   = "xmpptrack-postgres"    // with Config.Store on a throwaway PostgreSQL
 	sPostgres2  = "xmpptrack-postgres-x2" // two clients (two accounts), each with its own store handle, on one PostgreSQL
