@@ -251,7 +251,14 @@
 // limits only what stanzas excuse: a slow link whose socket shows
 // progress (below) goes on past it. Only stanzas count: whitespace
 // keepalives and a server's own <r/> say nothing of its progress toward
-// our answer.
+// our answer. The known cost: a server that stopped answering but still
+// routes stanzas to us, one at least every ack bound (presence, a room's
+// traffic), is found only at the cap, even when the client has read
+// everything. The client cannot tell it from a link slower than the
+// server that brings a backlog ahead of the answer as fast as the client
+// reads it (bytes still in the server's queue or on the wire show in no
+// socket of ours), and cutting that one would make a resumed connection
+// a failed resumption.
 //
 // What counts is reading, not handling: a reader that the application
 // stops reads nothing (a handler that blocks on Serve's goroutine; the
