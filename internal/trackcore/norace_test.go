@@ -1,0 +1,5 @@
+//go:build !race
+
+package trackcore
+
+const raceEnabled = false
