@@ -93,7 +93,9 @@ func ExampleSendOnce_errors() {
 	// fix the password
 }
 
-// Message ids are random, URL-safe and 16 characters long. The id is the
+// NewID's ids are random (96 bits), URL-safe and 16 characters long. (The
+// ids Send makes for a message without one are 22 characters, an encrypted
+// counter.) The id is the
 // message's id attribute and its XEP-0359 origin-id, and the token that
 // SendOnce returns.
 func ExampleNewID() {

@@ -94,6 +94,9 @@
 // # Identity
 //
 // A message id is unique in a store for as long as its record is kept (the
-// client's ids are random: 96 bits), across owners: any instance can answer
-// for any id.
+// client's own ids, those it makes for a message sent without one, encrypt
+// the client's registration counter with a key it draws at random, so they
+// differ across instances and restarts as random 128-bit strings do;
+// NewID's are 96 random bits), across owners: any instance can answer for
+// any id.
 package store

@@ -23,6 +23,8 @@ func (t *MessageTracker) core() *trackcore.Tracker[Response] {
 // NewMessageTracker returns a tracker in InTransit that is driven only by
 // [MessageTracker.Advance]: the building block for tracking implementations
 // other than this module's client. It has no tracking window of its own.
+// An id longer than 2 MiB less one byte is kept, and returned by
+// [MessageTracker.ID], cut to that length.
 func NewMessageTracker(id string) *MessageTracker {
 	return (*MessageTracker)(trackcore.NewStandalone[Response](id))
 }

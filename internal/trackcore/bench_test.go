@@ -12,7 +12,8 @@ import (
 	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 )
 
-// newID returns a 16-character id, the shape the client generates.
+// newID returns a 16-character id, the shape NewID makes (SendOnce, package
+// muc and the gateway use it; Send's own ids are the registry's).
 func newID() string {
 	var b [12]byte
 	rand.Read(b[:])

@@ -15,7 +15,11 @@ import "sort"
 // tracker stays reachable, with its extra. A sweep from inside copies the
 // pending trackers in one go under the lock (a few milliseconds at
 // 1,000,000 pending), as a conversation's compaction does; unlike the
-// index of foreign ids (maxIndexCopy) it is not bounded.
+// index of foreign ids (maxIndexCopy) it is not bounded. The same unlock
+// may also walk the pending trackers to compact the registration marks
+// (timers.compactMarks): one read of each tracker's word, amortized over as
+// many new marks, and since a mark needs a millisecond of its own, at most
+// once every pending-count milliseconds (about 17 minutes at 1,000,000).
 type nums[R any] struct {
 	ts   []*Tracker[R] // by num, ascending; settled ones until swept
 	dead int           // settled entries of ts

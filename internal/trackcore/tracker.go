@@ -57,7 +57,8 @@ type extra[R any] struct {
 }
 
 // NewStandalone returns a tracker in InTransit that belongs to no registry:
-// driven only by Advance, with no window.
+// driven only by Advance, with no window. Its id is kept up to maxIDLen
+// bytes (2 MiB less one): ID returns a longer one cut to that length.
 func NewStandalone[R any](id string) *Tracker[R] {
 	g := &group[R]{}
 	t := &Tracker[R]{c: &conversation[R]{g: g}, x: &extra[R]{names: id}}

@@ -351,7 +351,7 @@ func (b *bench) report(w io.Writer) {
 			float64(r.RSSFreed-r.RSSBefore)/float64(r.Pending), peakMB(p.proc.MaxRSS))
 	}
 	reportOffline(w, b.opts.offlineN, b.offline)
-	fmt.Fprintln(w, "  Go benchmark of the same budget: go test -run '^$' -bench BenchmarkPendingMemory -benchtime=1000000x ./tracking/")
+	fmt.Fprintln(w, "  Go benchmark of the same budget: go test -run '^$' -bench BenchmarkPendingMemory -benchtime=1000000x ./internal/trackcore/")
 
 	b.reportRounds(w)
 	b.targets(w)
