@@ -79,7 +79,8 @@ func (c *Client) senderOf(ev *stanza.Evidence) senderKind {
 // seen: rooms such as Prosody's and ejabberd's add it) is taken for a
 // person's. An occupant's message is forgotten when the occupant leaves or
 // changes nick, when we leave the room, and on a new stream that was not
-// resumed (each nick may be somebody else's by then).
+// resumed (each nick may be somebody else's by then), including one read
+// before that but still waiting for Config.OnMessage.
 //
 // In Config.OnMessage, MarkConversation(m) marks the conversation of m
 // whatever it is.
@@ -201,8 +202,10 @@ func (r *recipient) forgetOccupant(occupant jid.JID) {
 	room := occupant.Bare().String()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	full := occupant.String()
+	r.goneLocked(full)
 	if r.marks.occupants[room] != nil {
-		r.marks.dropOccupant(room, occupant.String())
+		r.marks.dropOccupant(room, full)
 	}
 }
 
@@ -212,6 +215,7 @@ func (r *recipient) forgetOccupant(occupant jid.JID) {
 func (r *recipient) forgetOccupants() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.allGoneLocked()
 	r.marks.forgetOccupants("")
 }
 

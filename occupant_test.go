@@ -10,6 +10,7 @@ import (
 	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // A room occupant writing in private (room@service/nick, type chat) is a
@@ -328,6 +329,87 @@ func TestOccupantGoneForgotten(t *testing.T) {
 	e.send(Message{})
 	if e.c.MarkDisplayed(jid.MustParse(room+"/erin")) || e.c.MarkDisplayed(jid.MustParse(room+"/frank")) {
 		t.Error("an occupant's message was marked on a stream that was not resumed")
+	}
+	e.noAnswer()
+	e.finish()
+}
+
+// TestOccupantGoneBeforeDelivered: with OnMessage, a message is remembered
+// only when its callback runs, behind the reader. An occupant's private
+// message whose callback runs after the occupant's unavailable presence
+// was read is not remembered: whoever takes the nick next would get its
+// marker. A message from the nick's next holder, read after the presence,
+// is; and a contact's message is remembered whenever its device goes
+// offline. Before, carol's message was remembered once its callback ran,
+// after she had left, and MarkConversation sent its marker to the nick
+// (review rv-priv2 S1).
+func TestOccupantGoneBeforeDelivered(t *testing.T) {
+	release := make(chan struct{})
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) {
+		if m.ID == "slow" {
+			<-release
+		}
+		got <- m
+	}})
+	gone := func(from string) {
+		feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><presence from='`+from+`' type='unavailable'><x xmlns='`+stanza.NSMUCUser+`'><item role='none'/></x></presence></stream>`))
+	}
+	feedTap(t, c, nil, chatFrom("bob@example.org/pc", "slow", ""))
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", mucUserX))
+	gone("room@conf.example.org/carol")
+	gone("bob@example.org/pc")
+	close(release)
+	bob, carol := <-got, <-got
+	if c.MarkConversation(carol) {
+		t.Errorf("carol's message marked after she left: %q", queued(t, c))
+	}
+	if !c.MarkConversation(bob) {
+		t.Error("bob's message: nothing to mark")
+	}
+	wantQueued(t, c, "bob@example.org chat slow")
+
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "m1", mucUserX))
+	if next := <-got; !c.MarkConversation(next) {
+		t.Error("the nick's next holder's message: nothing to mark")
+	}
+	wantQueued(t, c, "room@conf.example.org/carol chat m1")
+	if n := len(c.rcp.pending); n != 0 {
+		t.Errorf("%d senders still pending after every callback ran", n)
+	}
+}
+
+// TestOccupantNewStreamBeforeDelivered: with OnMessage, an occupant's
+// private message whose callback runs only after a new stream that was not
+// resumed is published is not remembered (every nick may be somebody
+// else's by then). Before, it was remembered once its callback ran, after
+// the new stream had forgotten the occupants (review rv-priv2 S1).
+func TestOccupantNewStreamBeforeDelivered(t *testing.T) {
+	release := make(chan struct{})
+	got := make(chan *Incoming, 8)
+	e := newBadInputEnv(t, Config{OnMessage: func(_ *Client, m *Incoming) {
+		if m.ID == "slow" {
+			<-release
+		}
+		got <- m
+	}})
+	const room = "room@conference.example.org"
+	markable := `<markable xmlns='` + stanza.NSMarkers + `'/>`
+	e.inject(`<message from='bob@example.org/pc' id='slow' type='chat'><body>1</body>%s</message>`, markable)
+	e.inject(`<message from='%s/carol' id='p1' type='chat'><body>1</body>%s%s</message>`, room, markable, mucUserX)
+	// The reader is past both (the callbacks wait): a receipt read after
+	// them moved a tracker.
+	tr := e.send(Message{To: jid.MustParse("zed@example.org")})
+	e.inject(`<message from='zed@example.org/x' id='r1' type='chat'>%s</message>`, receiptFor(tr.ID()))
+	waitState(t, tr, tracking.DeliveredToRecipient)
+	e.srv.set(func(srv *peerServer) { srv.noResume = true })
+	e.pc.kill("not-well-formed")
+	e.pc = e.srv.next(t)
+	e.send(Message{}) // the new stream is the client's
+	close(release)
+	<-got
+	if carol := <-got; e.c.MarkConversation(carol) {
+		t.Error("carol's message marked after a stream that was not resumed")
 	}
 	e.noAnswer()
 	e.finish()

@@ -39,9 +39,10 @@ type recipient struct {
 	ready chan struct{} // holds a value when answers were queued since the writer last looked
 
 	mu       sync.Mutex
-	out      []answer       // the outbox, oldest first
-	markerAt map[string]int // conversation -> index in out of its queued displayed marker
-	marks    markables      // newest markable message per conversation (see remember)
+	out      []answer            // the outbox, oldest first
+	markerAt map[string]int      // conversation -> index in out of its queued displayed marker
+	marks    markables           // newest markable message per conversation (see remember)
+	pending  map[string]arrivals // full JID -> its markable messages waiting for OnMessage
 }
 
 // answer is a receipt or a marker to send.
@@ -59,6 +60,7 @@ func newRecipient(c *Client) *recipient {
 		ready:    make(chan struct{}, 1),
 		markerAt: make(map[string]int),
 		marks:    newMarkables(),
+		pending:  make(map[string]arrivals),
 	}
 }
 
@@ -74,7 +76,7 @@ func (r *recipient) received(ev *stanza.Evidence) {
 		r.mu.Unlock()
 	}
 	if ev.Markable && r.c.cfg.OnMessage == nil && !r.c.cfg.NoMarkers {
-		r.remember(ev.From, r.c.senderOf(ev), ev.Type, ev.ID, ev.Thread)
+		r.remember(ev.From, r.c.senderOf(ev), ev.Type, ev.ID, ev.Thread, 0)
 	}
 }
 
@@ -89,8 +91,10 @@ func (r *recipient) received(ev *stanza.Evidence) {
 // observer took over is not remembered once the room is left: that is
 // checked under the lock that forgetRoom takes after the observer's
 // removal, so the message is either forgotten with the room's or never
-// remembered.
-func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageType, id, thread string) {
+// remembered. n is the message's number from arrived, 0 when it was not
+// numbered: one whose sender went after it arrived is not remembered as an
+// occupant's.
+func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageType, id, thread string, n uint64) {
 	if r.c.cfg.NoMarkers {
 		return
 	}
@@ -103,6 +107,7 @@ func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageT
 	a := answer{to: from, typ: typ, ref: id, thread: thread, marker: true}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	gone := n != 0 && r.settleLocked(full, n)
 	if kind == senderRoomOccupant && r.c.roomOf(bare) == nil {
 		return // the room was left since the message arrived
 	}
@@ -111,6 +116,9 @@ func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageT
 			return // the room's own
 		}
 		kind = senderOccupant
+	}
+	if kind != senderAccount && gone {
+		return // the occupant left, or changed nick, since
 	}
 	if kind == senderAccount {
 		a.to = bare

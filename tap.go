@@ -257,8 +257,13 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 		if m := newIncoming(ev, b); m.hasContent() {
 			if m.markable && !c.cfg.NoMarkers {
 				m.sender = c.senderOf(ev) // as the rooms are now, not when OnMessage runs
+				if m.remembered(c) && m.From.Resourcepart() != "" {
+					m.arrival = c.rcp.arrived(m.From.String())
+				}
 			}
-			c.ev.pushStanza(func() { c.deliver(on, m) }, c.ctx.Done())
+			if !c.ev.pushStanza(func() { c.deliver(on, m) }, c.ctx.Done()) && m.arrival != 0 {
+				c.rcp.settle(m.From.String(), m.arrival)
+			}
 			return nil
 		}
 	}
@@ -268,12 +273,17 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 
 // deliver runs OnMessage for m, on the goroutine of the callbacks.
 func (c *Client) deliver(on func(*Client, *Incoming), m *Incoming) {
-	if m.markable && m.Type != xstanza.GroupChatMessage && m.From.Bare().String() != c.self {
+	if m.remembered(c) {
 		// MarkDisplayed marks what the application has seen, not what the
 		// reader has read ahead of it.
-		c.rcp.remember(m.From, m.sender, m.Type, m.ID, m.Thread)
+		c.rcp.remember(m.From, m.sender, m.Type, m.ID, m.Thread, m.arrival)
 	}
 	on(c, m)
+}
+
+// remembered reports whether deliver remembers m as markable.
+func (m *Incoming) remembered(c *Client) bool {
+	return m.markable && m.Type != xstanza.GroupChatMessage && m.From.Bare().String() != c.self
 }
 
 // observe feeds a parsed message to tracking and to the observers. It
