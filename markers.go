@@ -173,9 +173,9 @@ func (c *Client) mark(room, from jid.JID) bool {
 			r.marks.dropOccupant(account, full)
 			return true
 		}
-		if r.marks.isRoom(account) || c.roomOf(bare) != nil {
-			return false // never an occupant's conversation as a room's
-		}
+	}
+	if r.marks.isRoom(account) || c.roomOf(bare) != nil {
+		return false // never an occupant's conversation as a room's, nor a room's own
 	}
 	a, ok := r.marks.accounts[account]
 	if !ok || !r.queueLocked(account, a) {

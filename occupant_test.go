@@ -414,3 +414,43 @@ func TestOccupantNewStreamBeforeDelivered(t *testing.T) {
 	e.noAnswer()
 	e.finish()
 }
+
+// TestOccupantJoinedRoomOwnMessage: a markable message from the bare JID of
+// a room joined with package muc (no occupant wrote in private yet, so the
+// room is known only by its observer) is not remembered, and MarkDisplayed
+// of the room's bare JID queues nothing when the observer does not mark.
+// Before, it was remembered under the room's bare JID and
+// MarkConversation sent a normal marker there (review rv-priv2 N1).
+func TestOccupantJoinedRoomOwnMessage(t *testing.T) {
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
+	room := jid.MustParse("room@conf.example.org")
+	c.Observe(roomObserver(room, ""))
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org' id='r1' type='normal'><body>the room</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
+	if own := <-got; c.MarkConversation(own) {
+		t.Errorf("the room's own message marked: %q", queued(t, c))
+	}
+	if c.MarkDisplayed(room) {
+		t.Errorf("MarkDisplayed of the room marked: %q", queued(t, c))
+	}
+}
+
+// TestOccupantNoFallbackToRoomEntry: a message from a room's bare JID
+// remembered before the room was joined (nothing knew it for a room) is
+// never what an occupant's conversation marks once the room is joined: an
+// occupant with no message of its own marks nothing. Without the guard in
+// Client.mark, the marker went to the room's bare JID (review rv-priv2 N4).
+func TestOccupantNoFallbackToRoomEntry(t *testing.T) {
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
+	room := jid.MustParse("room@conf.example.org")
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org' id='r1' type='normal'><body>the room</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
+	<-got
+	c.Observe(roomObserver(room, ""))
+	if c.MarkConversation(&Incoming{Type: xstanza.ChatMessage, From: jid.MustParse("room@conf.example.org/dave")}) {
+		t.Errorf("an occupant with no message marked: %q", queued(t, c))
+	}
+	if c.MarkDisplayed(room) {
+		t.Errorf("MarkDisplayed of the room marked: %q", queued(t, c))
+	}
+}

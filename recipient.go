@@ -83,17 +83,17 @@ func (r *recipient) received(ev *stanza.Evidence) {
 // remember remembers the newest markable message of a conversation, for
 // MarkDisplayed: under the sender's bare JID (a person's messages are one
 // conversation whatever their device), or under its full JID for a room
-// occupant writing in private, whose bare JID is the room's and is shared
-// by every occupant. A message from a full JID whose bare JID is known to
-// be a room (by an earlier occupant's <x/>, or a room joined before) is an
-// occupant's even without the <x/>; a room's own message (its bare JID) is
-// never remembered. A private message from an occupant of a room an
-// observer took over is not remembered once the room is left: that is
-// checked under the lock that forgetRoom takes after the observer's
-// removal, so the message is either forgotten with the room's or never
-// remembered. n is the message's number from arrived, 0 when it was not
-// numbered: one whose sender went after it arrived is not remembered as an
-// occupant's.
+// occupant writing in private, whose bare JID is the room's and is shared by
+// every occupant. A message from a full JID whose bare JID is known to be a
+// room (by an earlier occupant's <x/>, or a room joined before) or whose
+// room is joined is an occupant's even without the <x/>; a known or joined
+// room's own message (its bare JID) is never remembered. A private message
+// from an occupant of a room an observer took over is not remembered once
+// the room is left: that is checked under the lock that forgetRoom takes
+// after the observer's removal, so the message is either forgotten with the
+// room's or never remembered. n is the message's number from arrived, 0 when
+// it was not numbered: one whose sender went after it arrived is not
+// remembered as an occupant's.
 func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageType, id, thread string, n uint64) {
 	if r.c.cfg.NoMarkers {
 		return
@@ -111,7 +111,7 @@ func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageT
 	if kind == senderRoomOccupant && r.c.roomOf(bare) == nil {
 		return // the room was left since the message arrived
 	}
-	if kind == senderAccount && r.marks.isRoom(room) {
+	if kind == senderAccount && (r.marks.isRoom(room) || r.c.roomOf(bare) != nil) {
 		if from.Resourcepart() == "" {
 			return // the room's own
 		}
