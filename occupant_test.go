@@ -454,3 +454,33 @@ func TestOccupantNoFallbackToRoomEntry(t *testing.T) {
 		t.Errorf("MarkDisplayed of the room marked: %q", queued(t, c))
 	}
 }
+
+// TestOccupantGroupChatZeroRoom: MarkConversation of a group chat message
+// whose Room is zero (an Incoming the application built, as its doc
+// allows) marks the room of its From while the room is joined (review
+// rv-priv N2, rv-priv2 N4).
+func TestOccupantGroupChatZeroRoom(t *testing.T) {
+	c := newTapClient(t, Config{})
+	c.Observe(roomObserver(jid.MustParse("room@conf.example.org"), "g1"))
+	if !c.MarkConversation(&Incoming{Type: xstanza.GroupChatMessage, From: jid.MustParse("room@conf.example.org/carol")}) {
+		t.Fatal("a group chat message with no Room: nothing to mark")
+	}
+	wantQueued(t, c, "room@conf.example.org groupchat g1")
+}
+
+// TestOccupantLeftNoMark: removing a room's observer that routes but does
+// not mark (Observer.Mark nil) forgets its occupants' private messages as
+// well (review rv-priv N5, rv-priv2 N4).
+func TestOccupantLeftNoMark(t *testing.T) {
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
+	o := roomObserver(jid.MustParse("room@conf.example.org"), "")
+	o.Mark = nil
+	remove := c.Observe(o)
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", ""))
+	carol := <-got
+	remove()
+	if c.MarkConversation(carol) {
+		t.Errorf("carol's message marked after the room was left: %q", queued(t, c))
+	}
+}
