@@ -2,6 +2,7 @@ package xmpptrack
 
 import (
 	"encoding/xml"
+	"strings"
 
 	"mellium.im/xmpp/jid"
 	xstanza "mellium.im/xmpp/stanza"
@@ -193,6 +194,14 @@ func (r *recipient) forgetRoom(room string) {
 	defer r.mu.Unlock()
 	r.marks.learnRoom(room)
 	r.marks.forgetOccupants(room)
+	// And those still waiting for OnMessage: we may be back in the room
+	// by the time their callbacks run, the nicks somebody else's.
+	prefix := room + "/"
+	for full := range r.pending {
+		if strings.HasPrefix(full, prefix) {
+			r.goneLocked(full)
+		}
+	}
 }
 
 // forgetOccupant drops the markable message of occupant (room@service/nick)

@@ -484,3 +484,30 @@ func TestOccupantLeftNoMark(t *testing.T) {
 		t.Errorf("carol's message marked after the room was left: %q", queued(t, c))
 	}
 }
+
+// TestOccupantRejoinBeforeDelivered: with OnMessage, an occupant's private
+// message still waiting for its callback when we leave the room is not
+// remembered once the callback runs, even if we have joined the room again
+// by then (the nick may be somebody else's). Before, leaving marked only
+// the remembered messages as gone, not the waiting ones (review rv-last S1).
+func TestOccupantRejoinBeforeDelivered(t *testing.T) {
+	release := make(chan struct{})
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) {
+		if m.ID == "slow" {
+			<-release
+		}
+		got <- m
+	}})
+	room := jid.MustParse("room@conf.example.org")
+	remove := c.Observe(roomObserver(room, "g1"))
+	feedTap(t, c, nil, chatFrom("bob@example.org/pc", "slow", ""))
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", ""))
+	remove()
+	defer c.Observe(roomObserver(room, "g2"))() // joined again before the callbacks run
+	close(release)
+	<-got
+	if carol := <-got; c.MarkConversation(carol) {
+		t.Errorf("carol's message marked after the room was left and joined again: %q", queued(t, c))
+	}
+}
