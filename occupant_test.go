@@ -344,14 +344,8 @@ func TestOccupantGoneForgotten(t *testing.T) {
 // after she had left, and MarkConversation sent its marker to the nick
 // (review rv-priv2 S1).
 func TestOccupantGoneBeforeDelivered(t *testing.T) {
-	release := make(chan struct{})
-	got := make(chan *Incoming, 8)
-	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) {
-		if m.ID == "slow" {
-			<-release
-		}
-		got <- m
-	}})
+	cfg, release, got := heldAtSlow()
+	c := newTapClient(t, cfg)
 	gone := func(from string) {
 		feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><presence from='`+from+`' type='unavailable'><x xmlns='`+stanza.NSMUCUser+`'><item role='none'/></x></presence></stream>`))
 	}
@@ -385,14 +379,8 @@ func TestOccupantGoneBeforeDelivered(t *testing.T) {
 // else's by then). Before, it was remembered once its callback ran, after
 // the new stream had forgotten the occupants (review rv-priv2 S1).
 func TestOccupantNewStreamBeforeDelivered(t *testing.T) {
-	release := make(chan struct{})
-	got := make(chan *Incoming, 8)
-	e := newBadInputEnv(t, Config{OnMessage: func(_ *Client, m *Incoming) {
-		if m.ID == "slow" {
-			<-release
-		}
-		got <- m
-	}})
+	cfg, release, got := heldAtSlow()
+	e := newBadInputEnv(t, cfg)
 	const room = "room@conference.example.org"
 	markable := `<markable xmlns='` + stanza.NSMarkers + `'/>`
 	e.inject(`<message from='bob@example.org/pc' id='slow' type='chat'><body>1</body>%s</message>`, markable)
@@ -491,14 +479,8 @@ func TestOccupantLeftNoMark(t *testing.T) {
 // by then (the nick may be somebody else's). Before, leaving marked only
 // the remembered messages as gone, not the waiting ones (review rv-last S1).
 func TestOccupantRejoinBeforeDelivered(t *testing.T) {
-	release := make(chan struct{})
-	got := make(chan *Incoming, 8)
-	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) {
-		if m.ID == "slow" {
-			<-release
-		}
-		got <- m
-	}})
+	cfg, release, got := heldAtSlow()
+	c := newTapClient(t, cfg)
 	room := jid.MustParse("room@conf.example.org")
 	remove := c.Observe(roomObserver(room, "g1"))
 	feedTap(t, c, nil, chatFrom("bob@example.org/pc", "slow", ""))
@@ -510,4 +492,18 @@ func TestOccupantRejoinBeforeDelivered(t *testing.T) {
 	if carol := <-got; c.MarkConversation(carol) {
 		t.Errorf("carol's message marked after the room was left and joined again: %q", queued(t, c))
 	}
+}
+
+// heldAtSlow returns a Config whose OnMessage passes each message to got,
+// holding the one with id "slow" (and so every callback after it) until
+// release is closed: the callbacks fall behind the reader.
+func heldAtSlow() (cfg Config, release chan struct{}, got chan *Incoming) {
+	release, got = make(chan struct{}), make(chan *Incoming, 8)
+	cfg.OnMessage = func(_ *Client, m *Incoming) {
+		if m.ID == "slow" {
+			<-release
+		}
+		got <- m
+	}
+	return cfg, release, got
 }
