@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/xmpptrack/xmpptrack/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/store"
-	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 

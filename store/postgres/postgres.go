@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/xmpptrack/xmpptrack/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/store"
-	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 )
 
 // Config configures a store. The zero value is ready to use.

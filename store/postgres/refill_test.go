@@ -6,8 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/xmpptrack/xmpptrack/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/store"
-	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 )
 
 // TestStoreRefills: an opened Store's group commit waits for the callers

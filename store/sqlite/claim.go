@@ -3,8 +3,8 @@ package sqlite
 import (
 	"context"
 
+	"github.com/xmpptrack/xmpptrack/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/store"
-	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 )
 
 // ClaimKey implements store.Store. A zero Expires never expires. The claim

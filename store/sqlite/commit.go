@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/store"
-	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 

@@ -16,8 +16,8 @@ import (
 	"modernc.org/sqlite" // also the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/xmpptrack/xmpptrack/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/store"
-	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 )
 
 // Config configures a store. The zero value is ready to use.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/store"
-	"github.com/xmpptrack/xmpptrack/store/internal/groupcommit"
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
