@@ -62,15 +62,16 @@ func cpuBound(m, d run, target float64) bound {
 	}
 }
 
-// reportBound prints, for each durable sender against the in-memory one
-// and for two PostgreSQL instances against one, every process's CPU per
+// reportBound prints, for each durable sender against the in-memory one,
+// for the SQLite store against its floor (package sqlitefloor) and for two
+// PostgreSQL instances against one, every process's CPU per
 // message in the same round, the ratio the cores allow at those costs,
 // and (durable senders) the database CPU per message that boundTarget
 // needs.
 func (b *bench) reportBound(w io.Writer) {
 	header := false
 	for _, sr := range b.servers {
-		for _, p := range [][2]string{{sSQLite, sXmpptrack}, {sPostgres, sXmpptrack}, {sPostgres2, sPostgres}} {
+		for _, p := range [][2]string{{sSQLite, sXmpptrack}, {sSQLiteFloor, sXmpptrack}, {sSQLite, sSQLiteFloor}, {sPostgres, sXmpptrack}, {sPostgres2, sPostgres}} {
 			st, base := sr.runs[p[0]], sr.runs[p[1]]
 			if st == nil || base == nil {
 				continue
@@ -99,7 +100,7 @@ func (b *bench) reportBound(w io.Writer) {
 			}
 			fmt.Fprintf(w, "  %s: %s / %s: throughput the cores allow at these costs %s, measured %s\n", sr.kind, p[0], p[1],
 				spread(ratio, "%.2f"), spread(ratios(st, base, run.throughput), "%.2f"))
-			if p[1] == sXmpptrack {
+			if p[1] == sXmpptrack && p[0] != sSQLiteFloor {
 				fmt.Fprintf(w, "  %s: %s: database CPU for %.1f×: %s with the rest at these costs, %s with the XMPP server and responder at xmpptrack's (negative: out of reach)\n",
 					sr.kind, p[0], boundTarget, spread(dbFor, "%.3f"), spread(dbForAtRate, "%.3f"))
 				b.reportPaced(w, sr, p[0])

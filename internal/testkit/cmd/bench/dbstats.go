@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"github.com/xmpptrack/xmpptrack/internal/storestats"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/sqlitefloor"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
-	"github.com/xmpptrack/xmpptrack/store/sqlite"
 )
 
 // dbStatsQuery reads the database's cumulative counters, in the order of
@@ -60,12 +60,16 @@ func dbStatsPerMessage(d map[string]float64, n int) string {
 		per("xact"), per("msg_ins"), per("msg_upd"), per("msg_hot"), per("changes"), per("feed_upd"), per("sessions"), per("wal_bytes"), per("wal_syncs"))
 }
 
-// liteStats sums the counters of the SQLite stores (package storestats),
-// under keys that dbStatsQuery's names never take.
-func liteStats(stores []*sqlite.Store) map[string]float64 {
+// liteStats sums the counters of the SQLite stores (package storestats;
+// the floor instrument's of its own), under keys that dbStatsQuery's names
+// never take.
+func liteStats(stores []any) map[string]float64 {
 	st := map[string]float64{}
 	for _, s := range stores {
 		c, ok := storestats.SQLite(s)
+		if f, floor := s.(*sqlitefloor.Store); floor {
+			c, ok = f.Stats(), true
+		}
 		if !ok {
 			continue
 		}

@@ -39,7 +39,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		}
 		rate, paced := pacedSender(sender)
 		switch {
-		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sPostgres, sPostgres2}, sender):
+		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sPostgres, sPostgres2}, sender):
 			p := b.opts.send
 			if paced {
 				p.rate = rate
@@ -55,6 +55,8 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 			switch sender {
 			case sSQLite:
 				args = append(args, "-store", storeSQLite)
+			case sSQLiteFloor:
+				args = append(args, "-store", storeSQLiteFloor)
 			case sPostgres, sPostgres2:
 				args = append(args, "-store", storePostgres)
 			}

@@ -13,7 +13,9 @@ import (
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/sqlitefloor"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
+	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/postgres"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -31,6 +33,10 @@ const (
 // storeSQLite is the -store value for Config.Store on an SQLite file in a
 // temporary directory (default durability: it survives kill -9).
 const storeSQLite = "sqlite"
+
+// storeSQLiteFloor is the -store value for Config.Store on the floor
+// instrument of internal/testkit/sqlitefloor, in a temporary directory.
+const storeSQLiteFloor = "sqlite-floor"
 
 // storePostgres is the -store value for Config.Store on a PostgreSQL 15
 // started for the run (fsync on, the default durability).
@@ -227,7 +233,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			return res
 		}
 	}
-	if a.store == storeSQLite {
+	if a.store == storeSQLite || a.store == storeSQLiteFloor {
 		if dir, err = os.MkdirTemp("", "xmpptrack-bench-"); err != nil {
 			res.Error = err.Error()
 			return res
@@ -236,7 +242,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	}
 	clients := make([]*xmpptrack.Client, k)
 	var stores []*postgres.Store
-	var lites []*sqlite.Store
+	var lites []any // the SQLite stores, real or floor (see liteStats)
 	for i := range k {
 		cfg := cfg
 		switch a.store {
@@ -249,9 +255,9 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			defer st.Close()
 			stores = append(stores, st)
 			cfg.Store = st
-		case storeSQLite:
+		case storeSQLite, storeSQLiteFloor:
 			// A file per instance: an SQLite file has one writer process.
-			st, err := sqlite.Open(ctx, filepath.Join(dir, fmt.Sprintf("bench%d.db", i)))
+			st, err := openLite(ctx, a.store, filepath.Join(dir, fmt.Sprintf("bench%d.db", i)))
 			if err != nil {
 				res.Error = err.Error()
 				return res
@@ -355,6 +361,15 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			res.CntServer, res.CntRecip, res.CntSeen, res.Failed, res.N)
 	}
 	return res
+}
+
+// openLite opens the SQLite store of kind (storeSQLite or
+// storeSQLiteFloor) at path.
+func openLite(ctx context.Context, kind, path string) (store.Store, error) {
+	if kind == storeSQLiteFloor {
+		return sqlitefloor.Open(ctx, path, sqlitefloor.Config{})
+	}
+	return sqlite.Open(ctx, path)
 }
 
 // instancesPattern is the send pattern of k instances: each instance has
