@@ -65,6 +65,11 @@ func TestOwnIDFormat(t *testing.T) {
 		if _, ok := newOwnIDs().parse(id); ok {
 			t.Fatalf("another key parsed %q", id)
 		}
+		for _, bad := range []string{id[:20] + "\r\n", id[:10] + "\n" + id[11:]} { // base64 skips line breaks
+			if got, ok := k.parse(bad); ok {
+				t.Fatalf("parse(%q) = %d", bad, got)
+			}
+		}
 	}
 	for _, id := range []string{"", "m1", "AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAA=A", "AAAAAAAAAAAAAAAAAAAA\xffA", "AAAAAAAAAAAAAAAAAAAAAAA"} {
 		if n, ok := k.parse(id); ok {
