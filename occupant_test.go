@@ -227,7 +227,7 @@ func TestOccupantNeverFallsBackToRoom(t *testing.T) {
 	}
 	wantQueued(t, c)
 	feedTap(t, c, nil, chatFrom("room@conf.example.org/erin", "e1", "")) // no <x/>, the room known
-	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org' id='r1' type='normal'><body>the room</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
+	feedTap(t, c, nil, roomOwnMessage(carol.From.Bare()))
 	erin, own := <-got, <-got
 	if !c.MarkConversation(erin) || c.MarkConversation(own) {
 		t.Error("erin's message not marked, or the room's own was")
@@ -408,39 +408,68 @@ func TestOccupantNewStreamBeforeDelivered(t *testing.T) {
 // room is known only by its observer) is not remembered, and MarkDisplayed
 // of the room's bare JID queues nothing when the observer does not mark.
 // Before, it was remembered under the room's bare JID and
-// MarkConversation sent a normal marker there (review rv-priv2 N1).
+// MarkConversation sent a normal marker there (review rv-priv2 N1). The
+// check on what is remembered fails with remember's joined-room test
+// reverted alone (review rv-last S2: Client.mark's guard hid it).
 func TestOccupantJoinedRoomOwnMessage(t *testing.T) {
 	got := make(chan *Incoming, 8)
 	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
 	room := jid.MustParse("room@conf.example.org")
-	c.Observe(roomObserver(room, ""))
-	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org' id='r1' type='normal'><body>the room</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
+	c.Observe(routingObserver(room))
+	feedTap(t, c, nil, roomOwnMessage(room))
 	if own := <-got; c.MarkConversation(own) {
 		t.Errorf("the room's own message marked: %q", queued(t, c))
 	}
 	if c.MarkDisplayed(room) {
 		t.Errorf("MarkDisplayed of the room marked: %q", queued(t, c))
 	}
+	c.rcp.mu.Lock()
+	_, kept := c.rcp.marks.accounts[room.String()]
+	c.rcp.mu.Unlock()
+	if kept {
+		t.Error("the room's own message was remembered under its bare JID")
+	}
 }
 
 // TestOccupantNoFallbackToRoomEntry: a message from a room's bare JID
 // remembered before the room was joined (nothing knew it for a room) is
-// never what an occupant's conversation marks once the room is joined: an
-// occupant with no message of its own marks nothing. Without the guard in
-// Client.mark, the marker went to the room's bare JID (review rv-priv2 N4).
+// never what an occupant's conversation, the room's own message or the
+// room's bare JID marks once the room is joined, when its observer does not
+// mark: nothing is marked. Without the guard in Client.mark, the marker
+// went to the room's bare JID (review rv-priv2 N4); without it for a bare
+// JID (only for an occupant's), MarkConversation of that message and
+// MarkDisplayed of the room sent a normal marker there (review rv-last S2).
 func TestOccupantNoFallbackToRoomEntry(t *testing.T) {
 	got := make(chan *Incoming, 8)
 	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
 	room := jid.MustParse("room@conf.example.org")
-	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><message from='room@conf.example.org' id='r1' type='normal'><body>the room</body><markable xmlns='urn:xmpp:chat-markers:0'/></message></stream>`))
-	<-got
-	c.Observe(roomObserver(room, ""))
+	feedTap(t, c, nil, roomOwnMessage(room))
+	own := <-got
+	c.Observe(routingObserver(room))
 	if c.MarkConversation(&Incoming{Type: xstanza.ChatMessage, From: jid.MustParse("room@conf.example.org/dave")}) {
 		t.Errorf("an occupant with no message marked: %q", queued(t, c))
+	}
+	if c.MarkConversation(own) {
+		t.Errorf("the room's own message marked once the room was joined: %q", queued(t, c))
 	}
 	if c.MarkDisplayed(room) {
 		t.Errorf("MarkDisplayed of the room marked: %q", queued(t, c))
 	}
+}
+
+// routingObserver is roomObserver for room with no Mark: the room's group
+// chat messages are never marked, so Client.mark goes past the room's
+// branch to the conversations it remembers.
+func routingObserver(room jid.JID) Observer {
+	o := roomObserver(room, "")
+	o.Mark = nil
+	return o
+}
+
+// roomOwnMessage is one markable message from room's bare JID, not group
+// chat, in a stream of its own for feedTap.
+func roomOwnMessage(room jid.JID) *strings.Reader {
+	return strings.NewReader(`<stream xmlns='jabber:client'><message from='` + room.String() + `' id='r1' type='normal'><body>the room</body><markable xmlns='` + stanza.NSMarkers + `'/></message></stream>`)
 }
 
 // TestOccupantGroupChatZeroRoom: MarkConversation of a group chat message
@@ -462,9 +491,7 @@ func TestOccupantGroupChatZeroRoom(t *testing.T) {
 func TestOccupantLeftNoMark(t *testing.T) {
 	got := make(chan *Incoming, 8)
 	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
-	o := roomObserver(jid.MustParse("room@conf.example.org"), "")
-	o.Mark = nil
-	remove := c.Observe(o)
+	remove := c.Observe(routingObserver(jid.MustParse("room@conf.example.org")))
 	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", ""))
 	carol := <-got
 	remove()
