@@ -38,7 +38,7 @@ func TestQuick(t *testing.T) {
 		// management, two sessions), few runs: each child takes about a
 		// second under -race.
 		"-server", "prosody", "-quick", "-n", "100", "-ceiling-senders", "2",
-		"-senders", "xmpptrack,xmpptrack-sqlite,xmpptrack-sqlite-floor,xmpptrack-r2000,plain-sm,aioxmpp,ceiling",
+		"-senders", "xmpptrack,xmpptrack-sqlite,xmpptrack-sqlite-floor,xmpptrack-store-discard,xmpptrack-r2000,plain-sm,aioxmpp,ceiling",
 		"-latency-samples", "3", "-pending-n", "300", "-run-timeout", "1m",
 		"-offline-n", "200", "-offline-senders", "xmpptrack,plain", "-offline-rounds", "2",
 	}, os.Stderr)
@@ -60,6 +60,7 @@ func TestQuick(t *testing.T) {
 		"round 1 xmpptrack", "round 2 plain", "× plain), written in", "page cache dirtied",
 		"what the two cores allow", "xmpptrack-sqlite / xmpptrack: throughput the cores allow",
 		"prosody| xmpptrack-sqlite-floor|", "xmpptrack-sqlite / xmpptrack-sqlite-floor: throughput the cores allow",
+		"xmpptrack-sqlite-floor / xmpptrack-store-discard: throughput the cores allow",
 		"xmpptrack-r2000 (xmpptrack paced at 2000 msg/s", "with the XMPP server and responder at their cost at 2000 msg/s",
 	} {
 		if !strings.Contains(squeezed, want) {

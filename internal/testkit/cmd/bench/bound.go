@@ -71,7 +71,7 @@ func cpuBound(m, d run, target float64) bound {
 func (b *bench) reportBound(w io.Writer) {
 	header := false
 	for _, sr := range b.servers {
-		for _, p := range [][2]string{{sSQLite, sXmpptrack}, {sSQLiteFloor, sXmpptrack}, {sSQLite, sSQLiteFloor}, {sPostgres, sXmpptrack}, {sPostgres2, sPostgres}} {
+		for _, p := range [][2]string{{sSQLite, sXmpptrack}, {sSQLiteFloor, sXmpptrack}, {sSQLite, sSQLiteFloor}, {sDiscard, sXmpptrack}, {sSQLiteFloor, sDiscard}, {sPostgres, sXmpptrack}, {sPostgres2, sPostgres}} {
 			st, base := sr.runs[p[0]], sr.runs[p[1]]
 			if st == nil || base == nil {
 				continue
@@ -100,7 +100,7 @@ func (b *bench) reportBound(w io.Writer) {
 			}
 			fmt.Fprintf(w, "  %s: %s / %s: throughput the cores allow at these costs %s, measured %s\n", sr.kind, p[0], p[1],
 				spread(ratio, "%.2f"), spread(ratios(st, base, run.throughput), "%.2f"))
-			if p[1] == sXmpptrack && p[0] != sSQLiteFloor {
+			if p[1] == sXmpptrack && p[0] != sSQLiteFloor && p[0] != sDiscard {
 				fmt.Fprintf(w, "  %s: %s: database CPU for %.1f×: %s with the rest at these costs, %s with the XMPP server and responder at xmpptrack's (negative: out of reach)\n",
 					sr.kind, p[0], boundTarget, spread(dbFor, "%.3f"), spread(dbForAtRate, "%.3f"))
 				b.reportPaced(w, sr, p[0])

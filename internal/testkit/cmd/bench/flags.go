@@ -17,12 +17,13 @@ import (
 // Senders, in the order each round runs them.
 const (
 	sXmpptrack   = "xmpptrack"
-	sPolled      = "xmpptrack-poll"         // observing by polling instead of OnStateChange
-	sNoCoalesce  = "xmpptrack-nocoalesce"   // with sm's coalescing during bursts off (internal/smhook.NoCoalesce)
-	sSQLite      = "xmpptrack-sqlite"       // with Config.Store on an SQLite file
-	sSQLiteFloor = "xmpptrack-sqlite-floor" // with the floor instrument internal/testkit/sqlitefloor: the least durable work on SQLite
-	sPostgres    = "xmpptrack-postgres"     // with Config.Store on a throwaway PostgreSQL
-	sPostgres2   = "xmpptrack-postgres-x2"  // two clients (two accounts), each with its own store handle, on one PostgreSQL
+	sPolled      = "xmpptrack-poll"          // observing by polling instead of OnStateChange
+	sNoCoalesce  = "xmpptrack-nocoalesce"    // with sm's coalescing during bursts off (internal/smhook.NoCoalesce)
+	sSQLite      = "xmpptrack-sqlite"        // with Config.Store on an SQLite file
+	sSQLiteFloor = "xmpptrack-sqlite-floor"  // with the floor instrument internal/testkit/sqlitefloor: the least durable work on SQLite
+	sDiscard     = "xmpptrack-store-discard" // with that instrument's Discard: the client's durable path, no database work
+	sPostgres    = "xmpptrack-postgres"      // with Config.Store on a throwaway PostgreSQL
+	sPostgres2   = "xmpptrack-postgres-x2"   // two clients (two accounts), each with its own store handle, on one PostgreSQL
 	sPlain       = "plain"
 	sPlainSM     = "plain-sm"
 	sAioxmpp     = "aioxmpp"
@@ -33,7 +34,7 @@ const (
 var allSenders = []string{sXmpptrack, sPlain, sPlainSM, sAioxmpp, sCeiling, sCeilingSM}
 
 // extraSenders may be named in -senders but do not run by default.
-var extraSenders = []string{sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sPostgres, sPostgres2}
+var extraSenders = []string{sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2}
 
 // options are the parent's flags.
 type options struct {
@@ -70,7 +71,8 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange) and "+sNoCoalesce+
 		" (xmpptrack with sm's coalescing during bursts off, for a same-binary comparison) and "+sSQLite+
 		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded) and "+sSQLiteFloor+
-		" (the same with the floor instrument internal/testkit/sqlitefloor: only the least durable work the issue requires) and "+sPostgres+
+		" (the same with the floor instrument internal/testkit/sqlitefloor: only the least durable work the issue requires) and "+sDiscard+
+		" (the same instrument writing nothing: the client's durable path alone) and "+sPostgres+
 		" (the same on a PostgreSQL 15 that the run starts) and "+sPostgres2+
 		" (two clients of two accounts on one PostgreSQL, each with -send-goroutines, sharing the -n messages: two instances of a service) and "+oWindowPrefix+
 		"N (xmpptrack with sm.Config.Window N, to compare windows in one run) and "+pacedPrefix+

@@ -39,7 +39,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		}
 		rate, paced := pacedSender(sender)
 		switch {
-		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sPostgres, sPostgres2}, sender):
+		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2}, sender):
 			p := b.opts.send
 			if paced {
 				p.rate = rate
@@ -57,6 +57,8 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 				args = append(args, "-store", storeSQLite)
 			case sSQLiteFloor:
 				args = append(args, "-store", storeSQLiteFloor)
+			case sDiscard:
+				args = append(args, "-store", storeDiscard)
 			case sPostgres, sPostgres2:
 				args = append(args, "-store", storePostgres)
 			}

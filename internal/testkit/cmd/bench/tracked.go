@@ -38,6 +38,10 @@ const storeSQLite = "sqlite"
 // instrument of internal/testkit/sqlitefloor, in a temporary directory.
 const storeSQLiteFloor = "sqlite-floor"
 
+// storeDiscard is the -store value for that instrument with Discard: it
+// writes nothing.
+const storeDiscard = "discard"
+
 // storePostgres is the -store value for Config.Store on a PostgreSQL 15
 // started for the run (fsync on, the default durability).
 const storePostgres = "postgres"
@@ -233,7 +237,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			return res
 		}
 	}
-	if a.store == storeSQLite || a.store == storeSQLiteFloor {
+	if a.store == storeSQLite || a.store == storeSQLiteFloor || a.store == storeDiscard {
 		if dir, err = os.MkdirTemp("", "xmpptrack-bench-"); err != nil {
 			res.Error = err.Error()
 			return res
@@ -255,7 +259,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			defer st.Close()
 			stores = append(stores, st)
 			cfg.Store = st
-		case storeSQLite, storeSQLiteFloor:
+		case storeSQLite, storeSQLiteFloor, storeDiscard:
 			// A file per instance: an SQLite file has one writer process.
 			st, err := openLite(ctx, a.store, filepath.Join(dir, fmt.Sprintf("bench%d.db", i)))
 			if err != nil {
@@ -363,13 +367,13 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	return res
 }
 
-// openLite opens the SQLite store of kind (storeSQLite or
-// storeSQLiteFloor) at path.
+// openLite opens the SQLite store of kind (storeSQLite, storeSQLiteFloor
+// or storeDiscard) at path.
 func openLite(ctx context.Context, kind, path string) (store.Store, error) {
-	if kind == storeSQLiteFloor {
-		return sqlitefloor.Open(ctx, path, sqlitefloor.Config{})
+	if kind == storeSQLite {
+		return sqlite.Open(ctx, path)
 	}
-	return sqlite.Open(ctx, path)
+	return sqlitefloor.Open(ctx, path, sqlitefloor.Config{Discard: kind == storeDiscard})
 }
 
 // instancesPattern is the send pattern of k instances: each instance has
