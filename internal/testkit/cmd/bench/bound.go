@@ -62,16 +62,24 @@ func cpuBound(m, d run, target float64) bound {
 	}
 }
 
-// reportBound prints, for each durable sender against the in-memory one,
-// for the SQLite store against its floor (package sqlitefloor) and for two
-// PostgreSQL instances against one, every process's CPU per
-// message in the same round, the ratio the cores allow at those costs,
-// and (durable senders) the database CPU per message that boundTarget
-// needs.
+// boundPairs are the senders reportBound compares, each against the
+// second: the durable ones against the in-memory client, the SQLite store
+// against its floor (package sqlitefloor), two PostgreSQL instances
+// against one, the real PostgreSQL store against its floors (package
+// pgfloor: what is between them).
+var boundPairs = [][2]string{{sSQLite, sXmpptrack}, {sSQLiteFloor, sXmpptrack}, {sSQLite, sSQLiteFloor}, {sDiscard, sXmpptrack},
+	{sSQLiteFloor, sDiscard}, {sPostgres, sXmpptrack}, {sPgRows, sXmpptrack}, {sPgTrip, sXmpptrack},
+	{sPostgres2, sPostgres}, {sPostgres, sPgRows}, {sPostgres, sPgTrip}}
+
+// reportBound prints, for each pair of boundPairs, every process's CPU
+// per message in the same round (once per sender), the ratio the cores
+// allow at those costs, and (against the in-memory sender) the database
+// CPU per message that boundTarget needs.
 func (b *bench) reportBound(w io.Writer) {
 	header := false
+	printed := map[string]bool{} // the senders whose CPU was printed, by server
 	for _, sr := range b.servers {
-		for _, p := range [][2]string{{sSQLite, sXmpptrack}, {sSQLiteFloor, sXmpptrack}, {sSQLite, sSQLiteFloor}, {sDiscard, sXmpptrack}, {sSQLiteFloor, sDiscard}, {sPostgres, sXmpptrack}, {sPostgres2, sPostgres}} {
+		for _, p := range boundPairs {
 			st, base := sr.runs[p[0]], sr.runs[p[1]]
 			if st == nil || base == nil {
 				continue
@@ -93,6 +101,10 @@ func (b *bench) reportBound(w io.Writer) {
 				name string
 				runs []run
 			}{{p[0], st}, {p[1], base}} {
+				if printed[string(sr.kind)+" "+s.name] {
+					continue
+				}
+				printed[string(sr.kind)+" "+s.name] = true
 				fmt.Fprintf(w, "  %s: %s: all %s = sender %s + database %s + XMPP server and responder %s; busy cores %s\n", sr.kind, s.name,
 					spread(values(s.runs, run.allCPUPer1k), "%.3f"), spread(values(s.runs, run.cpuPer1k), "%.3f"),
 					spread(values(s.runs, run.dbCPUPer1k), "%.3f"), spread(values(s.runs, run.peersPer1k), "%.3f"),

@@ -63,7 +63,12 @@
 // CPU per message a ratio of 0.7 would need; xmpptrack-rN (xmpptrack paced
 // at N messages per second) shows what the other processes cost per
 // message at a slower pace. xmpptrack-postgres-x2 is bounded against
-// xmpptrack-postgres the same way.
+// xmpptrack-postgres the same way. xmpptrack-postgres-floor and
+// xmpptrack-postgres-trip are xmpptrack-postgres on a database that does
+// only the least durable work, or only a round trip and an empty commit's
+// flush per group commit (internal/testkit/pgfloor): bounded against the
+// in-memory sender, and xmpptrack-postgres against them, they say what
+// the two cores allow any PostgreSQL store.
 //
 // # Use
 //

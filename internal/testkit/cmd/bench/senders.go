@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/pgfloor"
 )
 
 // runSender runs one sender once with n messages (shared by the ceiling's
@@ -39,7 +40,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		}
 		rate, paced := pacedSender(sender)
 		switch {
-		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2}, sender):
+		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip}, sender):
 			p := b.opts.send
 			if paced {
 				p.rate = rate
@@ -61,6 +62,10 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 				args = append(args, "-store", storeDiscard)
 			case sPostgres, sPostgres2:
 				args = append(args, "-store", storePostgres)
+			case sPgRows:
+				args = append(args, "-store", storePostgres+"-"+string(pgfloor.Rows))
+			case sPgTrip:
+				args = append(args, "-store", storePostgres+"-"+string(pgfloor.Trip))
 			}
 			if b.opts.window != 0 {
 				args = append(args, "-window", strconv.Itoa(b.opts.window))

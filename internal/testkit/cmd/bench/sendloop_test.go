@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/testkit/pgfloor"
 )
 
 func TestSendPatternFlags(t *testing.T) {
@@ -39,6 +41,27 @@ func TestSenderAccountsTwoInstances(t *testing.T) {
 	}
 	if got := senderAccounts(sPostgres, "1", 4); len(got) != 1 {
 		t.Errorf("accounts %q, want one", got)
+	}
+}
+
+// TestPostgresFloors: every PostgreSQL sender has accounts of its own, and
+// its -store value names the real store or the floor it runs on.
+func TestPostgresFloors(t *testing.T) {
+	prefixes := map[string]string{}
+	for _, s := range []string{sPostgres, sPostgres2, sPgRows, sPgTrip} {
+		p := senderAccounts(s, "1", 1)[0]
+		if other, dup := prefixes[p]; dup {
+			t.Errorf("%s and %s share account %q", s, other, p)
+		}
+		prefixes[p] = s
+	}
+	for v, want := range map[string]pgfloor.Kind{"postgres": "", "postgres-rows": pgfloor.Rows, "postgres-trip": pgfloor.Trip} {
+		if k, ok := postgresStore(v); !ok || k != want {
+			t.Errorf("postgresStore(%q) = %q, %v; want %q", v, k, ok, want)
+		}
+	}
+	if _, ok := postgresStore(storeSQLite); ok {
+		t.Errorf("postgresStore(%q): on PostgreSQL", storeSQLite)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/pgfloor"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/sqlitefloor"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
@@ -43,8 +44,19 @@ const storeSQLiteFloor = "sqlite-floor"
 const storeDiscard = "discard"
 
 // storePostgres is the -store value for Config.Store on a PostgreSQL 15
-// started for the run (fsync on, the default durability).
+// started for the run (fsync on, the default durability); followed by "-"
+// and a pgfloor.Kind, on that floor.
 const storePostgres = "postgres"
+
+// postgresStore reports a -store value on PostgreSQL, and its floor (""
+// for the real store).
+func postgresStore(v string) (floor pgfloor.Kind, ok bool) {
+	if v == storePostgres {
+		return "", true
+	}
+	k, ok := strings.CutPrefix(v, storePostgres+"-")
+	return pgfloor.Kind(k), ok
+}
 
 // milestones counts, through Config.OnStateChange (no memory per
 // message), how many messages reached each milestone or a later one, and
@@ -223,7 +235,8 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	var dsn, dir string
 	dbPID := 0
 	var pg *testserver.Postgres
-	if a.store == storePostgres {
+	floor, onPostgres := postgresStore(a.store)
+	if onPostgres {
 		// One PostgreSQL for all instances, as for services sharing it.
 		pg, err = testserver.LaunchPostgres(ctx, testserver.PostgresOptions{})
 		if err != nil {
@@ -249,17 +262,21 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	var lites []any // the SQLite stores, real or floor (see liteStats)
 	for i := range k {
 		cfg := cfg
-		switch a.store {
-		case storePostgres:
+		switch {
+		case onPostgres:
 			st, err := postgres.Open(ctx, dsn)
 			if err != nil {
 				res.Error = err.Error()
 				return res
 			}
 			defer st.Close()
+			if err := installFloor(ctx, pg, floor, i); err != nil {
+				res.Error = err.Error()
+				return res
+			}
 			stores = append(stores, st)
 			cfg.Store = st
-		case storeSQLite, storeSQLiteFloor, storeDiscard:
+		case a.store == storeSQLite, a.store == storeSQLiteFloor, a.store == storeDiscard:
 			// A file per instance: an SQLite file has one writer process.
 			st, err := openLite(ctx, a.store, filepath.Join(dir, fmt.Sprintf("bench%d.db", i)))
 			if err != nil {
@@ -272,7 +289,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		}
 		one := *a
 		one.jids, one.passwords = a.jids[i:i+1], a.passwords[i:i+1]
-		if k > 1 && a.store == storePostgres && !strings.Contains(one.jids[0], "/") {
+		if k > 1 && onPostgres && !strings.Contains(one.jids[0], "/") {
 			// Instances sharing a store: a resource each (an instance is
 			// an account and a resource; a store's slot for a resource
 			// belongs to one account).
@@ -374,6 +391,20 @@ func openLite(ctx context.Context, kind, path string) (store.Store, error) {
 		return sqlite.Open(ctx, path)
 	}
 	return sqlitefloor.Open(ctx, path, sqlitefloor.Config{Discard: kind == storeDiscard})
+}
+
+// installFloor installs floor k (none if empty) in the bench database,
+// once (before the first instance's first commit).
+func installFloor(ctx context.Context, pg *testserver.Postgres, k pgfloor.Kind, instance int) error {
+	if k == "" || instance > 0 {
+		return nil
+	}
+	sql, err := pgfloor.Install(k)
+	if err != nil {
+		return err
+	}
+	_, err = pg.SQL(ctx, "bench", sql)
+	return err
 }
 
 // instancesPattern is the send pattern of k instances: each instance has
