@@ -534,3 +534,36 @@ func heldAtSlow() (cfg Config, release chan struct{}, got chan *Incoming) {
 	}
 	return cfg, release, got
 }
+
+// TestOccupantNotQueuedSettled: a markable message numbered for OnMessage
+// (see arrived) that the reader cannot queue after all, because the client
+// closes while the reader waits for room behind a full queue, is settled:
+// no number is left waiting for a callback that never runs (review rv-last
+// nit N3: the branch was run by no test). Before, without the settle, the
+// sender's entry stayed in the pending map.
+func TestOccupantNotQueuedSettled(t *testing.T) {
+	release := make(chan struct{})
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) {
+		if m.ID == "slow" {
+			<-release
+		}
+	}})
+	t.Cleanup(func() { close(release) })
+	feedTap(t, c, nil, chatFrom("bob@example.org/pc", "slow", ""))
+	// The callbacks are held: dave's messages fill the queue.
+	feedTap(t, c, nil, newStanzaStream(maxQueuedStanzas, func(i int) string {
+		return fmt.Sprintf(`<message from='room@conf.example.org/dave' id='d%d' type='chat'><body>hi</body><markable xmlns='%s'/>%s</message>`, i, stanza.NSMarkers, mucUserX)
+	}))
+	// The reader waits for room with carol's message numbered: the client
+	// closes then.
+	c.ev.idle = c.cancel
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", mucUserX))
+	c.rcp.mu.Lock()
+	defer c.rcp.mu.Unlock()
+	if a, ok := c.rcp.pending["room@conf.example.org/carol"]; ok {
+		t.Errorf("carol's message not queued, still pending: %+v", a)
+	}
+	if a := c.rcp.pending["room@conf.example.org/dave"]; a.queued != maxQueuedStanzas || a.delivered != 0 {
+		t.Errorf("dave's messages waiting for their callbacks: %+v, want %d queued", a, maxQueuedStanzas)
+	}
+}
