@@ -172,9 +172,12 @@
 // newest message. A private message from an occupant (room@service/nick,
 // not of type groupchat) is a conversation with that occupant's full JID,
 // which [Client.MarkConversation] marks: it tells a private message from a
-// group chat message of the same occupant by its type. A message to a room
-// not joined through package muc is sent as is (the room refuses it: we are
-// not an occupant).
+// group chat message of the same occupant by its type. What the client
+// writes to an occupant in private (a message [Client.Send] sends to
+// room@service/nick of a room joined with package muc, a receipt or a
+// marker to an occupant) carries XEP-0045's muc#user <x/>, as §7.5 asks. A
+// message to a room not joined through package muc is sent as is (the room
+// refuses it: we are not an occupant).
 //
 // # Security
 //

@@ -1,10 +1,14 @@
 package xmpptrack
 
 import (
+	"encoding/xml"
 	"errors"
+	"fmt"
 	"testing"
 
+	"mellium.im/xmlstream"
 	"mellium.im/xmpp/jid"
+	xstanza "mellium.im/xmpp/stanza"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -69,4 +73,70 @@ func TestPrivateMessageToOccupant(t *testing.T) {
 			e.finish()
 		})
 	}
+}
+
+// mucUsers counts w's muc#user <x/> children.
+func mucUsers(w element) int {
+	n := 0
+	for _, c := range w.Children {
+		if c.XMLName.Space == stanza.NSMUCUser && c.XMLName.Local == "x" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPrivateMessageMUCUser: what we write to a room's occupant in private
+// carries XEP-0045's muc#user <x/> once (§7.5): a message Send writes to an
+// occupant of a room joined with package muc (one <x/> when the payload has
+// one already), a receipt and a displayed marker to an occupant, whether
+// its room is joined, known by an earlier <x/>, or said by the message's
+// own <x/>. Nothing to a person, nor a message to a room left. Before,
+// nothing carried it.
+func TestPrivateMessageMUCUser(t *testing.T) {
+	e := newBadInputEnv(t, Config{})
+	room := jid.MustParse("ops@conference.example.org")
+	dave := jid.MustParse("ops@conference.example.org/dave")
+	remove := e.c.Observe(roomObserver(room, ""))
+	sent := func(m Message, want int) {
+		t.Helper()
+		tr := sendAcked(t, e.c, m)
+		if w := e.written(func(w element) bool { return w.attr("id") == tr.ID() }); mucUsers(w) != want {
+			t.Errorf("message to %s: %s, want %d muc#user <x/>", m.To, w.String(), want)
+		}
+	}
+	sent(Message{To: dave, Body: "psst"}, 1)
+	x := xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: stanza.NSMUCUser, Local: "x"}})
+	sent(Message{To: dave, Body: "psst", Payload: x}, 1)
+	sent(Message{To: bob, Body: "hi"}, 0)
+
+	answered := func(from, extra string, marker bool, want int) {
+		t.Helper()
+		id := fmt.Sprintf("m%d", e.n)
+		e.inject(`<message from='%s' id='%s' type='chat'><body>hi</body><request xmlns='%s'/><markable xmlns='%s'/>%s</message>`,
+			from, id, stanza.NSReceipts, stanza.NSMarkers, extra)
+		w := nextAnswer(t, e)
+		checkAnswer(t, w, from, "chat", id, false)
+		if mucUsers(w) != want {
+			t.Errorf("receipt to %s: %s, want %d muc#user <x/>", from, w.String(), want)
+		}
+		if !marker {
+			return
+		}
+		if !e.c.MarkConversation(&Incoming{From: jid.MustParse(from), Type: xstanza.ChatMessage}) {
+			t.Fatalf("%s's message: nothing to mark", from)
+		}
+		w = nextAnswer(t, e)
+		checkAnswer(t, w, from, "chat", id, true)
+		if mucUsers(w) != want {
+			t.Errorf("marker to %s: %s, want %d muc#user <x/>", from, w.String(), want)
+		}
+	}
+	answered(dave.String(), "", true, 1)                           // the room joined
+	answered("bob@example.org/pc", "", false, 0)                   // a person
+	answered("dev@conference.example.org/erin", mucUserX, true, 1) // its own <x/>
+	answered("dev@conference.example.org/frank", "", true, 1)      // the room known
+	remove()
+	sent(Message{To: dave, Body: "psst"}, 0) // the room is left
+	e.finish()
 }

@@ -52,6 +52,9 @@ type answer struct {
 	ref    string // id of the message it refers to
 	thread string
 	marker bool // a displayed marker instead of a receipt
+	// occupant: to is a room's occupant, written to in private; the
+	// answer carries the muc#user <x/> (see private.go).
+	occupant bool
 }
 
 func newRecipient(c *Client) *recipient {
@@ -71,13 +74,29 @@ func newRecipient(c *Client) *recipient {
 // OnMessage is called with it (see Client.deliver).
 func (r *recipient) received(ev *stanza.Evidence) {
 	if ev.ReceiptRequested && !r.c.cfg.NoReceipts {
+		a := answer{to: ev.From, typ: ev.Type, ref: ev.ID}
 		r.mu.Lock()
-		r.queueLocked("", answer{to: ev.From, typ: ev.Type, ref: ev.ID})
+		a.occupant = r.occupantLocked(ev)
+		r.queueLocked("", a)
 		r.mu.Unlock()
 	}
 	if ev.Markable && r.c.cfg.OnMessage == nil && !r.c.cfg.NoMarkers {
 		r.remember(ev.From, r.c.senderOf(ev), ev.Type, ev.ID, ev.Thread, 0)
 	}
+}
+
+// occupantLocked reports whether ev's sender is a room's occupant writing
+// in private: ev.From is a full JID and ev carries the muc#user <x/>, or its
+// bare JID is a room, taken over by an observer or known as one. The caller
+// holds r.mu.
+func (r *recipient) occupantLocked(ev *stanza.Evidence) bool {
+	switch {
+	case ev.From.Resourcepart() == "":
+		return false
+	case ev.MUCUser || r.c.roomOf(ev.From.Bare()) != nil:
+		return true
+	}
+	return len(r.marks.rooms) != 0 && r.marks.isRoom(ev.From.Bare().String())
 }
 
 // remember remembers the newest markable message of a conversation, for
@@ -125,6 +144,7 @@ func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageT
 		r.marks.putAccount(room, a)
 		return
 	}
+	a.occupant = true
 	r.marks.learnRoom(room)
 	r.marks.putOccupant(room, full, a)
 }
@@ -270,6 +290,9 @@ func (a answer) stanza() xml.TokenReader {
 		}
 	} else {
 		payload = stanza.Receipt{ID: a.ref}.TokenReader()
+	}
+	if a.occupant {
+		payload = xmlstream.MultiReader(payload, mucUser())
 	}
 	typ := a.typ
 	if typ == "" {

@@ -80,7 +80,9 @@ type Message struct {
 // A message to the bare JID of a room joined with package muc goes through
 // the room (muc.Room.SendMessage): as a group chat message without a
 // receipt request, proven by the room's reflection, which the application
-// does not see again. A room that was not joined that way takes us for a
+// does not see again. One to an occupant of such a room (room@service/nick,
+// not of type groupchat) is a private message: it gets XEP-0045's muc#user
+// <x/> (§7.5), unless m.Payload has one. A room that was not joined that way takes us for a
 // stranger: it answers with an error reply (ERROR, typically
 // service-unavailable or not-acceptable, matching stanza.ErrNotAvailable or
 // nothing definite); join it with muc.Join first.
@@ -174,6 +176,9 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		if payload, err = readPayload(m.Payload); err != nil {
 			return nil, fmt.Errorf("xmpptrack: message payload: %w", err)
 		}
+	}
+	if c.toOccupant(m.To, m.Type) {
+		payload = withMUCUser(payload) // written ahead with it: sent again the same
 	}
 	c.waitBegin() // a callback may wait here for what the reader reads
 	defer c.waitEnd()
