@@ -81,7 +81,14 @@ func (c *Client) senderOf(ev *stanza.Evidence) senderKind {
 // person's. An occupant's message is forgotten when the occupant leaves or
 // changes nick, when we leave the room, and on a new stream that was not
 // resumed (each nick may be somebody else's by then), including one read
-// before that but still waiting for Config.OnMessage.
+// before that but still waiting for Config.OnMessage. A nick change
+// (XEP-0045 §7.6: an unavailable presence with status 303) is not followed:
+// the message is not moved to the new nick, and its marker is not sent.
+// Moved, it would still be out of reach of MarkConversation of the message,
+// whose From names the old nick (which somebody else may take next), and
+// following it would mean reading every such presence's children on the
+// reading goroutine; the occupant's next private message is remembered
+// under the new nick.
 //
 // In Config.OnMessage, MarkConversation(m) marks the conversation of m
 // whatever it is.

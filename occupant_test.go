@@ -567,3 +567,21 @@ func TestOccupantNotQueuedSettled(t *testing.T) {
 		t.Errorf("dave's messages waiting for their callbacks: %+v, want %d queued", a, maxQueuedStanzas)
 	}
 }
+
+// TestOccupantNickChangeForgotten: a nick change (an unavailable presence
+// with status 303 and the new nick) forgets the occupant's private message,
+// as its leaving does: nothing is marked under the old nick, which somebody
+// else may take next, nor moved to the new one (documented at
+// Client.MarkDisplayed). It passes before this test too: it pins the
+// documented behaviour.
+func TestOccupantNickChangeForgotten(t *testing.T) {
+	got := make(chan *Incoming, 8)
+	c := newTapClient(t, Config{OnMessage: func(_ *Client, m *Incoming) { got <- m }})
+	c.Observe(roomObserver(jid.MustParse("room@conf.example.org"), ""))
+	feedTap(t, c, nil, chatFrom("room@conf.example.org/carol", "p1", mucUserX))
+	carol := <-got
+	feedTap(t, c, nil, strings.NewReader(`<stream xmlns='jabber:client'><presence from='room@conf.example.org/carol' type='unavailable'><x xmlns='`+stanza.NSMUCUser+`'><item nick='carol2' role='participant'/><status code='303'/></x></presence></stream>`))
+	if c.MarkConversation(carol) || c.MarkDisplayed(jid.MustParse("room@conf.example.org/carol2")) {
+		t.Errorf("a message marked after its occupant changed nick: %q", queued(t, c))
+	}
+}

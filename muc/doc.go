@@ -46,7 +46,9 @@
 // Room.MarkDisplayed (queued by the client, never blocking). An occupant's
 // private message is not the room's: xmpptrack.Client.MarkConversation of
 // it marks that occupant's conversation, with a marker to its occupant JID
-// (room@service/nick), until the room is left. Reflections of
+// (room@service/nick), until the occupant leaves or changes nick (the
+// message is then forgotten, not moved to the new nick: see
+// xmpptrack.Client.MarkDisplayed) or the room is left. Reflections of
 // the messages a Room sent are consumed: neither the client's OnMessage nor
 // its Handler sees its own messages echoed, which spares bots from
 // answering themselves. Set Config.PassReflections to see
