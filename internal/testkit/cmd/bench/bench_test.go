@@ -58,10 +58,10 @@ func TestQuick(t *testing.T) {
 		"prosody| xmpptrack|", "prosody| xmpptrack-sqlite|", "prosody| plain-sm|", "prosody| ceiling (2×)|",
 		"xmpptrack / plain-sm", "<r/> per 8 stanzas", "lone message DTS", "pending: 1,000,000 trackers",
 		"round 1 xmpptrack", "round 2 plain", "× plain), written in", "page cache dirtied",
-		"what the two cores allow", "xmpptrack-sqlite / xmpptrack: throughput the cores allow",
-		"prosody| xmpptrack-sqlite-floor|", "xmpptrack-sqlite / xmpptrack-sqlite-floor: throughput the cores allow",
-		"xmpptrack-sqlite-floor / xmpptrack-store-discard: throughput the cores allow",
-		"xmpptrack-r2000 (xmpptrack paced at 2000 msg/s", "with the XMPP server and responder at their cost at 2000 msg/s",
+		"what the two cores allow a durable store, estimated", "xmpptrack-sqlite / xmpptrack: throughput ratio the cores allow at these costs if both rounds keep equally many busy",
+		"prosody| xmpptrack-sqlite-floor|", "xmpptrack-sqlite / xmpptrack-sqlite-floor: throughput ratio the cores allow",
+		"xmpptrack-sqlite-floor / xmpptrack-store-discard: throughput ratio the cores allow",
+		"xmpptrack-r2000 (xmpptrack paced, target 2000 msg/s, made ", "with the XMPP server and responder at their cost at the ", "msg/s xmpptrack-r2000 made (target 2000):",
 	} {
 		if !strings.Contains(squeezed, want) {
 			t.Errorf("report lacks %q", want)

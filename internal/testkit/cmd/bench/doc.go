@@ -59,7 +59,9 @@
 // responder over its workload. With a durable sender (xmpptrack-sqlite,
 // xmpptrack-postgres) the report then bounds it: every process's CPU per
 // message against the in-memory sender's of the same round, the
-// throughput ratio the two cores allow at those costs, and the database
+// throughput ratio the two cores allow at those costs (an estimate, which
+// assumes both rounds keep equally many cores busy: measured ratios can
+// exceed it), and the database
 // CPU per message a ratio of 0.7 would need; xmpptrack-rN (xmpptrack paced
 // at N messages per second) shows what the other processes cost per
 // message at a slower pace. xmpptrack-postgres-x2 is bounded against
