@@ -59,27 +59,27 @@ CREATE TABLE IF NOT EXISTS sessions (account TEXT NOT NULL, resource TEXT NOT NU
 
 // Open opens the real store at path and the floor's file at path+"-floor".
 func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
-	real, err := sqlite.OpenConfig(ctx, path, sqlite.Config{Sync: cfg.Sync})
+	rs, err := sqlite.OpenConfig(ctx, path, sqlite.Config{Sync: cfg.Sync})
 	if err != nil {
 		return nil, err
 	}
 	s, err := open(ctx, path+"-floor", cfg)
 	if err != nil {
-		real.Close()
+		rs.Close()
 		return nil, err
 	}
-	s.Store = real
+	s.Store = rs
 	s.discard = cfg.Discard
 	return s, nil
 }
 
 // open opens the floor's own file.
 func open(ctx context.Context, path string, cfg Config) (*Store, error) {
-	sync := "NORMAL"
+	syncMode := "NORMAL"
 	if cfg.Sync {
-		sync = "FULL"
+		syncMode = "FULL"
 	}
-	dsn := path + "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + sync + "&_pragma=journal_mode(WAL)"
+	dsn := path + "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=journal_mode(WAL)"
 	if runtime.GOOS == "linux" {
 		dsn += "&vfs=unix-excl" // as the real store's (see its "One process")
 	}
