@@ -60,6 +60,7 @@ type Incoming struct {
 
 	markable bool       // it asked for XEP-0333 markers
 	sender   senderKind // whose conversation it belongs to, when markable
+	key      string     // From's string when deliver remembers it as markable, else ""
 	arrival  uint64     // its number among its sender's (see recipient.arrived), 0 for none
 }
 

@@ -81,7 +81,7 @@ func (r *recipient) received(ev *stanza.Evidence) {
 		r.mu.Unlock()
 	}
 	if ev.Markable && r.c.cfg.OnMessage == nil && !r.c.cfg.NoMarkers {
-		r.remember(ev.From, r.c.senderOf(ev), ev.Type, ev.ID, ev.Thread, 0)
+		r.remember(ev.From, ev.From.String(), r.c.senderOf(ev), ev.Type, ev.ID, ev.Thread, 0)
 	}
 }
 
@@ -110,18 +110,14 @@ func (r *recipient) occupantLocked(ev *stanza.Evidence) bool {
 // from an occupant of a room an observer took over is not remembered once
 // the room is left: that is checked under the lock that forgetRoom takes
 // after the observer's removal, so the message is either forgotten with the
-// room's or never remembered. n is the message's number from arrived, 0 when
-// it was not numbered: one whose sender went after it arrived is not
-// remembered as an occupant's.
-func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageType, id, thread string, n uint64) {
+// room's or never remembered. full is from's string. n is the message's
+// number from arrived, 0 when it was not numbered: one whose sender went
+// after it arrived is not remembered as an occupant's.
+func (r *recipient) remember(from jid.JID, full string, kind senderKind, typ xstanza.MessageType, id, thread string, n uint64) {
 	if r.c.cfg.NoMarkers {
 		return
 	}
-	full := from.String()
-	room := full // the bare JID's string, the full one's up to its resource
-	if i := strings.IndexByte(full, '/'); i >= 0 {
-		room = full[:i]
-	}
+	room := bareOf(full)
 	bare := from.Bare()
 	a := answer{to: from, typ: typ, ref: id, thread: thread, marker: true}
 	r.mu.Lock()
@@ -147,6 +143,15 @@ func (r *recipient) remember(from jid.JID, kind senderKind, typ xstanza.MessageT
 	a.occupant = true
 	r.marks.learnRoom(room)
 	r.marks.putOccupant(room, full, a)
+}
+
+// bareOf returns the bare JID's string of the JID whose string is full:
+// full up to its resource (a localpart or domainpart holds no '/').
+func bareOf(full string) string {
+	if i := strings.IndexByte(full, '/'); i >= 0 {
+		return full[:i]
+	}
+	return full
 }
 
 // queueLocked adds an answer to the outbox and reports whether it is there.

@@ -256,13 +256,10 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 		b.Rewind()
 		if m := newIncoming(ev, b); m.hasContent() {
 			if m.markable && !c.cfg.NoMarkers {
-				m.sender = c.senderOf(ev) // as the rooms are now, not when OnMessage runs
-				if m.remembered(c) && m.From.Resourcepart() != "" {
-					m.arrival = c.rcp.arrived(m.From.String())
-				}
+				c.toRemember(ev, m)
 			}
 			if !c.ev.pushStanza(func() { c.deliver(on, m) }, c.ctx.Done()) && m.arrival != 0 {
-				c.rcp.settle(m.From.String(), m.arrival)
+				c.rcp.settle(m.key, m.arrival)
 			}
 			return nil
 		}
@@ -273,17 +270,32 @@ func (s *tapState) message(t xmlstream.TokenReadEncoder, start *xml.StartElement
 
 // deliver runs OnMessage for m, on the goroutine of the callbacks.
 func (c *Client) deliver(on func(*Client, *Incoming), m *Incoming) {
-	if m.remembered(c) {
+	if m.key != "" {
 		// MarkDisplayed marks what the application has seen, not what the
 		// reader has read ahead of it.
-		c.rcp.remember(m.From, m.sender, m.Type, m.ID, m.Thread, m.arrival)
+		c.rcp.remember(m.From, m.key, m.sender, m.Type, m.ID, m.Thread, m.arrival)
 	}
 	on(c, m)
 }
 
-// remembered reports whether deliver remembers m as markable.
-func (m *Incoming) remembered(c *Client) bool {
-	return m.markable && m.Type != xstanza.GroupChatMessage && m.From.Bare().String() != c.self
+// toRemember prepares m, a markable message parsed as ev, to be remembered
+// by deliver, on the reading goroutine: its sender's kind as the rooms are
+// now, not when OnMessage runs, its key (From's string, made once here),
+// and, from a full JID, its number (see recipient.arrived). A group chat
+// message, ours, or one with no sender is not remembered (key stays "").
+func (c *Client) toRemember(ev *stanza.Evidence, m *Incoming) {
+	if m.Type == xstanza.GroupChatMessage {
+		return
+	}
+	full := m.From.String()
+	bare := bareOf(full)
+	if full == "" || bare == c.self {
+		return
+	}
+	m.key, m.sender = full, c.senderOf(ev)
+	if len(bare) < len(full) { // a full JID
+		m.arrival = c.rcp.arrived(full)
+	}
 }
 
 // observe feeds a parsed message to tracking and to the observers. It
