@@ -78,7 +78,12 @@ func (c *Client) senderOf(ev *stanza.Evidence) senderKind {
 // occupant's message, except while the room is joined with package muc.
 // Only a message from a room that nothing made known (not joined, no <x/>
 // seen: rooms such as Prosody's and ejabberd's add it) is taken for a
-// person's. An occupant's message is forgotten when the occupant leaves or
+// person's. At most 1,024 rooms are known at once, whatever senders claim
+// with the <x/>: past that, an arbitrary one is forgotten (a joined room
+// stays known by its join) and taken for a person's again until an
+// occupant's <x/> says otherwise (with a room that does not add the <x/>, a
+// flood of forged ones can so bring back a marker to its bare JID). An
+// occupant's message is forgotten when the occupant leaves or
 // changes nick, when we leave the room, and on a new stream that was not
 // resumed (each nick may be somebody else's by then), including one read
 // before that but still waiting for Config.OnMessage. A nick change
