@@ -56,7 +56,7 @@ func TestQuick(t *testing.T) {
 	squeezed := strings.Join(strings.Fields(report), " ")
 	for _, want := range []string{
 		"prosody| xmpptrack|", "prosody| xmpptrack-sqlite|", "prosody| plain-sm|", "prosody| ceiling (2×)|",
-		"xmpptrack / plain-sm", "<r/> per 8 stanzas", "lone message DTS", "pending: 1,000,000 trackers",
+		"xmpptrack / plain-sm", "<r/> per 8 stanzas", "lone message DTS", "pending: 1,000,000 trackers", "while sending: peak heap in use",
 		"round 1 xmpptrack", "round 2 plain", "× plain), written in", "page cache dirtied",
 		"what the two cores allow a durable store, estimated", "xmpptrack-sqlite / xmpptrack: throughput ratio the cores allow at these costs if both rounds keep equally many busy",
 		"prosody| xmpptrack-sqlite-floor|", "xmpptrack-sqlite / xmpptrack-sqlite-floor: throughput ratio the cores allow",

@@ -185,6 +185,9 @@ type result struct {
 	RSSFreed   int64 `json:"rss_freed,omitempty"` // after debug.FreeOSMemory
 	HeapBefore int64 `json:"heap_before,omitempty"`
 	HeapAfter  int64 `json:"heap_after,omitempty"`
+	PeakHeap   int64 `json:"peak_heap,omitempty"`    // the most heap in use while sending (objects, runtime/metrics)
+	PeakGoal   int64 `json:"peak_goal,omitempty"`    // the highest heap goal meanwhile
+	PeakOwnRSS int64 `json:"peak_own_rss,omitempty"` // VmHWM once all were acknowledged, before Close
 	Pending    int   `json:"pending,omitempty"`
 
 	// responder
@@ -237,19 +240,7 @@ func childMain(args []string) int {
 func cpuNow() time.Duration { return procio.SelfCPU() }
 
 // rssNow returns this process's resident set in bytes (VmRSS).
-func rssNow() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func rssNow() int64 { return statusKB("VmRSS:") }
 
 // profile starts a CPU profile if a path was given; stop ends it.
 func profile(path string) (stop func()) {

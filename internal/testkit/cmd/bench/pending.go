@@ -18,7 +18,10 @@ import (
 // (a.to, through a server that archives them instead of bouncing them),
 // waits until the server acknowledged all of them, and reports the growth
 // of the resident set and of the live heap while all a.n trackers are
-// pending (DELIVERED_TO_SERVER, waiting for a receipt).
+// pending (DELIVERED_TO_SERVER, waiting for a receipt), with the most heap
+// in use while sending and the process's own peak resident set until then
+// (Close, which follows, turns every tracker CLOSED and queues as many
+// changes for OnStateChange: the kernel's peak for the child includes it).
 func runPending(ctx context.Context, a *childArgs) result {
 	res := result{N: a.n}
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
@@ -51,6 +54,8 @@ func runPending(ctx context.Context, a *childArgs) result {
 	cpu0 := cpuNow()
 	t0 := time.Now()
 	m.t0.Store(t0.UnixNano())
+	peak := startHeapPeak(20 * time.Millisecond)
+	defer peak.stop()
 	for i := range a.n {
 		if _, err := c.Send(ctx, xmpptrack.Message{To: to, Body: body(i)}); err != nil {
 			res.Error = fmt.Sprintf("send %d: %v", i, err)
@@ -68,10 +73,12 @@ func runPending(ctx context.Context, a *childArgs) result {
 		res.Error = fmt.Sprintf("only %d of %d acknowledged: %v", m.count[msServer].Load(), a.n, ctx.Err())
 	}
 	res.CPU = seconds(cpuNow() - cpu0)
+	res.PeakHeap, res.PeakGoal = peak.stop()
 	m.fill(&res)
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	res.HeapAfter, res.RSSAfter = int64(ms.HeapAlloc), rssNow()
+	res.PeakOwnRSS = hwmNow()
 	debug.FreeOSMemory() // what remains is what the live heap needs
 	res.RSSFreed = rssNow()
 	res.Pending = res.CntServer - res.CntRecip - res.Failed
