@@ -38,9 +38,10 @@ const linger = 500 * time.Millisecond
 // goroutine does. The library never swallows one.
 type group[R any] struct {
 	mu      sync.Mutex
-	queue   []change[R] // state changes whose callbacks have not run, oldest first
+	queue   changes[R]  // state changes whose callbacks have not run, oldest first
 	held    int         // changes in queue or in the batch being run
-	spare   []change[R] // the previous queue's storage, reused
+	spare   changes[R]  // the previous queue's list of blocks, reused
+	free    []change[R] // an empty block, reused (see changes.recycle)
 	running bool        // the dispatcher exists
 	parked  bool        // the dispatcher waits on wake; whoever clears it sends one wake-up
 	closed  bool        // the registry is closed: the dispatcher ends once the queue is empty
@@ -132,13 +133,10 @@ func (g *group[R]) runCallbacks() {
 			g.queue = g.spare[:0]
 			g.worked = true
 			g.mu.Unlock()
-			for i := range batch {
-				g.call(&batch[i])
-				batch[i] = change[R]{}
-			}
+			n := batch.run(g.call)
 			g.mu.Lock()
-			g.spare = batch[:0]
-			g.held -= len(batch)
+			g.spare = batch.recycle(&g.free)
+			g.held -= n
 			if g.reg != nil {
 				g.reg.wakeTrack()
 			}

@@ -278,7 +278,7 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 			x.resp = nil
 		}
 		if x != nil && len(x.cbs) > 0 || g.hook != nil {
-			g.queue = append(g.queue, change[R]{t: t, from: from, to: dst, resp: resp, cbs: cbsOf(x)})
+			g.queue.push(change[R]{t: t, from: from, to: dst, resp: resp, cbs: cbsOf(x)}, &g.free)
 			g.held++
 		}
 	}
