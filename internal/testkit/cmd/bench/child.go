@@ -188,6 +188,8 @@ type result struct {
 	PeakHeap   int64 `json:"peak_heap,omitempty"`    // the most heap in use while sending (objects, runtime/metrics)
 	PeakGoal   int64 `json:"peak_goal,omitempty"`    // the highest heap goal meanwhile
 	PeakOwnRSS int64 `json:"peak_own_rss,omitempty"` // VmHWM once all were acknowledged, before Close
+	FileBefore int64 `json:"file_before,omitempty"`  // RssFile (the program's pages read from its file) at RSSBefore
+	FileAfter  int64 `json:"file_after,omitempty"`   // RssFile at RSSAfter
 	Pending    int   `json:"pending,omitempty"`
 
 	// responder

@@ -47,7 +47,7 @@ func runPending(ctx context.Context, a *childArgs) result {
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	res.HeapBefore, res.RSSBefore = int64(ms.HeapAlloc), rssNow()
+	res.HeapBefore, res.RSSBefore, res.FileBefore = int64(ms.HeapAlloc), rssNow(), statusKB("RssFile:")
 
 	stopProfile := profile(a.cpuprofile)
 	defer stopProfile()
@@ -77,7 +77,7 @@ func runPending(ctx context.Context, a *childArgs) result {
 	m.fill(&res)
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	res.HeapAfter, res.RSSAfter = int64(ms.HeapAlloc), rssNow()
+	res.HeapAfter, res.RSSAfter, res.FileAfter = int64(ms.HeapAlloc), rssNow(), statusKB("RssFile:")
 	res.PeakOwnRSS = hwmNow()
 	debug.FreeOSMemory() // what remains is what the live heap needs
 	res.RSSFreed = rssNow()

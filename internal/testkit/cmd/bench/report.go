@@ -346,8 +346,8 @@ func (b *bench) report(w io.Writer) {
 		rssPer := float64(r.RSSAfter-r.RSSBefore) / float64(r.Pending)
 		fmt.Fprintf(w, "  pending: %d trackers pending to an offline account (Prosody, archive on; all acknowledged after %.1f s): live heap +%s (%.0f B per tracker);\n",
 			r.Pending, r.ToServer, mb(r.HeapAfter-r.HeapBefore), heapPer)
-		fmt.Fprintf(w, "    RSS %s before, %s after (+%s, %.0f B per tracker; GC headroom included), %s after debug.FreeOSMemory (+%.0f B per tracker)\n",
-			mb(r.RSSBefore), mb(r.RSSAfter), mb(r.RSSAfter-r.RSSBefore), rssPer, mb(r.RSSFreed),
+		fmt.Fprintf(w, "    RSS %s before, %s after (+%s, %.0f B per tracker; GC headroom included; of it +%s of the binary's own pages, code run for the first time), %s after debug.FreeOSMemory (+%.0f B per tracker)\n",
+			mb(r.RSSBefore), mb(r.RSSAfter), mb(r.RSSAfter-r.RSSBefore), rssPer, mb(r.FileAfter-r.FileBefore), mb(r.RSSFreed),
 			float64(r.RSSFreed-r.RSSBefore)/float64(r.Pending))
 		fmt.Fprintf(w, "    while sending: peak heap in use %s (runtime/metrics every 20 ms; heap goal at most %s); peak RSS %s until all were acknowledged, %s over the whole process (the kernel's figure: Close's CLOSED changes included)\n",
 			mb(r.PeakHeap), mb(r.PeakGoal), mb(r.PeakOwnRSS), peakMB(p.proc.MaxRSS))
