@@ -76,7 +76,7 @@ func dbForWithPeers(m, d, peers run, target float64) float64 {
 // against one, the real PostgreSQL store against its floors (package
 // pgfloor: what is between them).
 var boundPairs = [][2]string{{sSQLite, sXmpptrack}, {sSQLiteFloor, sXmpptrack}, {sSQLite, sSQLiteFloor}, {sDiscard, sXmpptrack},
-	{sSQLiteFloor, sDiscard}, {sPostgres, sXmpptrack}, {sPgRows, sXmpptrack}, {sPgTrip, sXmpptrack},
+	{sSQLiteFloor, sDiscard}, {sPostgres, sXmpptrack}, {sPgRows, sXmpptrack}, {sPgTrip, sXmpptrack}, {sPgNoSync, sXmpptrack},
 	{sPostgres2, sPostgres}, {sPostgres, sPgRows}, {sPostgres, sPgTrip}}
 
 // reportBound prints, for each pair of boundPairs, every process's CPU

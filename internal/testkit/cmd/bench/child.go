@@ -51,7 +51,7 @@ type childArgs struct {
 	markers    string  // responder: markEach or markLatest
 	noCarbons  bool    // xmpptrack: Config.NoCarbons
 	observe    string  // xmpptrack: observeHook or observePoll
-	store      string  // xmpptrack: "", storeSQLite, storeSQLiteFloor, storeDiscard or storePostgres (or a floor of it: see postgresStore)
+	store      string  // xmpptrack: "", storeSQLite, storeSQLiteFloor, storeDiscard or storePostgres (or a floor or NoSync: see postgresStore)
 	window     int     // xmpptrack, pending: StreamManagement.Window (0: default)
 	goroutines int     // xmpptrack: goroutines calling Send
 	rate       float64 // xmpptrack: messages per second, 0 = unpaced

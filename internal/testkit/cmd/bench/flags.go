@@ -17,15 +17,16 @@ import (
 // Senders, in the order each round runs them.
 const (
 	sXmpptrack   = "xmpptrack"
-	sPolled      = "xmpptrack-poll"           // observing by polling instead of OnStateChange
-	sNoCoalesce  = "xmpptrack-nocoalesce"     // with sm's coalescing during bursts off (internal/smhook.NoCoalesce)
-	sSQLite      = "xmpptrack-sqlite"         // with Config.Store on an SQLite file
-	sSQLiteFloor = "xmpptrack-sqlite-floor"   // with the floor instrument internal/testkit/sqlitefloor: the least durable work on SQLite
-	sDiscard     = "xmpptrack-store-discard"  // with that instrument's Discard: the client's durable path, no database work
-	sPostgres    = "xmpptrack-postgres"       // with Config.Store on a throwaway PostgreSQL
-	sPostgres2   = "xmpptrack-postgres-x2"    // two clients (two accounts), each with its own store handle, on one PostgreSQL
-	sPgRows      = "xmpptrack-postgres-floor" // xmpptrack-postgres on pgfloor.Rows: the least durable work
-	sPgTrip      = "xmpptrack-postgres-trip"  // xmpptrack-postgres on pgfloor.Trip: a round trip and a flush per group commit
+	sPolled      = "xmpptrack-poll"            // observing by polling instead of OnStateChange
+	sNoCoalesce  = "xmpptrack-nocoalesce"      // with sm's coalescing during bursts off (internal/smhook.NoCoalesce)
+	sSQLite      = "xmpptrack-sqlite"          // with Config.Store on an SQLite file
+	sSQLiteFloor = "xmpptrack-sqlite-floor"    // with the floor instrument internal/testkit/sqlitefloor: the least durable work on SQLite
+	sDiscard     = "xmpptrack-store-discard"   // with that instrument's Discard: the client's durable path, no database work
+	sPostgres    = "xmpptrack-postgres"        // with Config.Store on a throwaway PostgreSQL
+	sPostgres2   = "xmpptrack-postgres-x2"     // two clients (two accounts), each with its own store handle, on one PostgreSQL
+	sPgRows      = "xmpptrack-postgres-floor"  // xmpptrack-postgres on pgfloor.Rows: the least durable work
+	sPgTrip      = "xmpptrack-postgres-trip"   // xmpptrack-postgres on pgfloor.Trip: a round trip and a flush per group commit
+	sPgNoSync    = "xmpptrack-postgres-nosync" // xmpptrack-postgres with postgres.Config.NoSync: commits not waiting for their flush
 	sPlain       = "plain"
 	sPlainSM     = "plain-sm"
 	sAioxmpp     = "aioxmpp"
@@ -36,7 +37,7 @@ const (
 var allSenders = []string{sXmpptrack, sPlain, sPlainSM, sAioxmpp, sCeiling, sCeilingSM}
 
 // extraSenders may be named in -senders but do not run by default.
-var extraSenders = []string{sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip}
+var extraSenders = []string{sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync}
 
 // options are the parent's flags.
 type options struct {
@@ -77,7 +78,8 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		" (the same instrument writing nothing: the client's durable path alone) and "+sPostgres+
 		" (the same on a PostgreSQL 15 that the run starts) and "+sPostgres2+
 		" (two clients of two accounts on one PostgreSQL, each with -send-goroutines, sharing the -n messages: two instances of a service) and "+sPgRows+
-		" and "+sPgTrip+" (floors: "+sPostgres+" on a database doing only the least durable work, or one round trip and an empty commit per group; see internal/testkit/pgfloor) and "+oWindowPrefix+
+		" and "+sPgTrip+" (floors: "+sPostgres+" on a database doing only the least durable work, or one round trip and an empty commit per group; see internal/testkit/pgfloor) and "+sPgNoSync+
+		" (the real store with Config.NoSync: its commits do not wait for their flush) and "+oWindowPrefix+
 		"N (xmpptrack with sm.Config.Window N, to compare windows in one run) and "+pacedPrefix+
 		"N (xmpptrack paced at N msg/s whatever -send-rate says: what the other processes cost at a durable sender's pace)")
 	fs.IntVar(&o.send.goroutines, "send-goroutines", 1, "xmpptrack senders: goroutines calling Send at once, sharing the messages (1: sequential); per instance for "+sPostgres2)

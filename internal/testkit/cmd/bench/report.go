@@ -270,7 +270,7 @@ func (b *bench) report(w io.Writer) {
 			fmt.Fprintf(tw, "%s\tplain-sm / plain\tthroughput %s\tCPU per message %s\t(what stream management alone costs)\n", sr.kind,
 				spread(ratios(ps, p, run.throughput), "%.2f"), spread(ratios(ps, p, run.cpuPer1k), "%.2f"))
 		}
-		for _, durable := range []string{sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPgRows, sPgTrip} {
+		for _, durable := range []string{sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPgRows, sPgTrip, sPgNoSync} {
 			if st := sr.runs[durable]; st != nil && xt != nil {
 				fmt.Fprintf(tw, "%s\t%s / xmpptrack\tthroughput %s\tCPU per message %s\t(what the durable record costs)\t\n", sr.kind, durable,
 					spread(ratios(st, xt, run.throughput), "%.2f"), spread(ratios(st, xt, run.cpuPer1k), "%.2f"))

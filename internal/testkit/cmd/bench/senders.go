@@ -40,7 +40,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		}
 		rate, paced := pacedSender(sender)
 		switch {
-		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip}, sender):
+		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync}, sender):
 			p := b.opts.send
 			if paced {
 				p.rate = rate
@@ -66,6 +66,8 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 				args = append(args, "-store", storePostgres+"-"+string(pgfloor.Rows))
 			case sPgTrip:
 				args = append(args, "-store", storePostgres+"-"+string(pgfloor.Trip))
+			case sPgNoSync:
+				args = append(args, "-store", storePostgresNoSync)
 			}
 			if b.opts.window != 0 {
 				args = append(args, "-window", strconv.Itoa(b.opts.window))

@@ -48,14 +48,14 @@ func TestSenderAccountsTwoInstances(t *testing.T) {
 // its -store value names the real store or the floor it runs on.
 func TestPostgresFloors(t *testing.T) {
 	prefixes := map[string]string{}
-	for _, s := range []string{sPostgres, sPostgres2, sPgRows, sPgTrip} {
+	for _, s := range []string{sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync} {
 		p := senderAccounts(s, "1", 1)[0]
 		if other, dup := prefixes[p]; dup {
 			t.Errorf("%s and %s share account %q", s, other, p)
 		}
 		prefixes[p] = s
 	}
-	for v, want := range map[string]pgfloor.Kind{"postgres": "", "postgres-rows": pgfloor.Rows, "postgres-trip": pgfloor.Trip} {
+	for v, want := range map[string]pgfloor.Kind{"postgres": "", "postgres-nosync": "", "postgres-rows": pgfloor.Rows, "postgres-trip": pgfloor.Trip} {
 		if k, ok := postgresStore(v); !ok || k != want {
 			t.Errorf("postgresStore(%q) = %q, %v; want %q", v, k, ok, want)
 		}

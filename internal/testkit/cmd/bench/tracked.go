@@ -48,10 +48,13 @@ const storeDiscard = "discard"
 // and a pgfloor.Kind, on that floor.
 const storePostgres = "postgres"
 
+// storePostgresNoSync is storePostgres with postgres.Config.NoSync.
+const storePostgresNoSync = storePostgres + "-nosync"
+
 // postgresStore reports a -store value on PostgreSQL, and its floor (""
 // for the real store).
 func postgresStore(v string) (floor pgfloor.Kind, ok bool) {
-	if v == storePostgres {
+	if v == storePostgres || v == storePostgresNoSync {
 		return "", true
 	}
 	k, ok := strings.CutPrefix(v, storePostgres+"-")
@@ -264,7 +267,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 		cfg := cfg
 		switch {
 		case onPostgres:
-			st, err := postgres.Open(ctx, dsn)
+			st, err := postgres.OpenConfig(ctx, dsn, postgres.Config{NoSync: a.store == storePostgresNoSync})
 			if err != nil {
 				res.Error = err.Error()
 				return res
