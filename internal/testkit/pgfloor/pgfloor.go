@@ -40,7 +40,10 @@
 // floor is for a throwaway database of one benchmark run.
 package pgfloor
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Kind is a floor.
 type Kind string
@@ -86,16 +89,7 @@ $do$;`, nil
 }
 
 // quote is s as an SQL string literal.
-func quote(s string) string {
-	q := "'"
-	for _, r := range s {
-		if r == '\'' {
-			q += "'"
-		}
-		q += string(r)
-	}
-	return q + "'"
-}
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 const tables = `
 CREATE TABLE ` + WALTable + ` (id text PRIMARY KEY, raw bytea);
