@@ -123,6 +123,7 @@ func TestPrivateMessageMUCUser(t *testing.T) {
 		if !marker {
 			return
 		}
+		e.app.waitFor(t, id) // the reader remembers it before the application gets it
 		if !e.c.MarkConversation(&Incoming{From: jid.MustParse(from), Type: xstanza.ChatMessage}) {
 			t.Fatalf("%s's message: nothing to mark", from)
 		}
