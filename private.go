@@ -30,6 +30,23 @@ func (c *Client) toOccupant(to jid.JID, typ xstanza.MessageType) bool {
 	return typ != xstanza.GroupChatMessage && to.Resourcepart() != "" && c.roomOf(to.Bare()) != nil
 }
 
+// addsMUCUser reports whether Send adds the muc#user <x/> to m, which h
+// holds if it is a retry of a message in doubt (see durable.claim). A
+// retry is recognised by the bytes of the stanza written ahead, so it gets
+// the <x/> exactly when the first call added it, whatever the room did
+// since (joined, left, or its observer removed): deciding from the room
+// now would make the retry another stanza under the id (ErrDuplicateID),
+// while the client sends the first one itself. Any other message gets it
+// when it is to an occupant (see toOccupant).
+func (c *Client) addsMUCUser(m Message, h *hold) bool {
+	if h.e == nil {
+		return c.toOccupant(m.To, m.Type)
+	}
+	c.dur.mu.Lock()
+	defer c.dur.mu.Unlock()
+	return h.e.mucUser
+}
+
 // withMUCUser returns payload with the muc#user <x/> added at its end,
 // unless it has one already (at its top level); payload may be nil.
 func withMUCUser(payload *tokbuf.Buffer) *tokbuf.Buffer {

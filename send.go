@@ -82,8 +82,10 @@ type Message struct {
 // receipt request, proven by the room's reflection, which the application
 // does not see again. One to an occupant of such a room (room@service/nick,
 // not of type groupchat) is a private message: it gets XEP-0045's muc#user
-// <x/> (§7.5), unless m.Payload has one. A room that was not joined that way takes us for a
-// stranger: it answers with an error reply (ERROR, typically
+// <x/> (§7.5), unless m.Payload has one; a retry of a message Send reported
+// ErrRecordUncertain for gets it exactly when the first call added it,
+// whatever the room did since. A room that was not joined that way takes
+// us for a stranger: it answers with an error reply (ERROR, typically
 // service-unavailable or not-acceptable, matching stanza.ErrNotAvailable or
 // nothing definite); join it with muc.Join first.
 //
@@ -177,9 +179,6 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 			return nil, fmt.Errorf("xmpptrack: message payload: %w", err)
 		}
 	}
-	if c.toOccupant(m.To, m.Type) {
-		payload = withMUCUser(payload) // written ahead with it: sent again the same
-	}
 	c.waitBegin() // a callback may wait here for what the reader reads
 	defer c.waitEnd()
 	// Refuse after Close and during Shutdown; track only once connected.
@@ -197,9 +196,12 @@ func (c *Client) send(ctx context.Context, m Message, try bool) (*tracking.Messa
 		if err := c.dur.claim(ctx, h); err != nil {
 			return nil, err
 		}
-		if h.e != nil && c.dur.isResolved(h.e) {
-			return c.retryResolved(ctx, h.e, m, payload)
-		}
+	}
+	if h.mucUser = c.addsMUCUser(m, h); h.mucUser {
+		payload = withMUCUser(payload) // written ahead with it: sent again the same
+	}
+	if h.e != nil && c.dur.isResolved(h.e) {
+		return c.retryResolved(ctx, h.e, m, payload)
 	}
 	return c.track(ctx, m, payload, try, h)
 }

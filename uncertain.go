@@ -41,6 +41,7 @@ type doubt struct {
 	created []time.Time    // the Created of each write-ahead in doubt: any one may land
 	msg     Message        // what Send was given, to send it (see resolveDoubts)
 	payload *tokbuf.Buffer // its payload
+	mucUser bool           // Send added the muc#user <x/> to it (see Client.addsMUCUser)
 	until   time.Time      // when the client forgets it
 	// resolved: the client sent it, or found its record settled; a retry
 	// gets its tracker or ErrRecordSettled.
@@ -70,6 +71,8 @@ type hold struct {
 	// the retry found stored and unsent: it is tracked for the rest of the
 	// record's window.
 	adopted *store.Message
+	// mucUser: this Send adds the muc#user <x/> (see Client.addsMUCUser).
+	mucUser bool
 }
 
 // inDoubt settles a write-ahead whose commit failed with
@@ -167,7 +170,7 @@ func (d *durable) doubted(m store.Message, msg Message, payload *tokbuf.Buffer, 
 	case e.busy != h.tok:
 		return // someone else works on it
 	}
-	e.sm, e.msg, e.payload = m, msg, payload
+	e.sm, e.msg, e.payload, e.mucUser = m, msg, payload, h.mucUser
 	e.resolved = false
 }
 
