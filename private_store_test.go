@@ -83,3 +83,30 @@ func TestPrivateRetryAfterRoomChanged(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivateMessageRestart: a private message to an occupant that the
+// server never acknowledged, sent again by the next process from the
+// store, carries the muc#user <x/> it was written ahead with, though the
+// next process has not joined the room: the store keeps the stanza as
+// written.
+func TestPrivateMessageRestart(t *testing.T) {
+	st := openStore(t)
+	srv := newPeerServer(t)
+	c1 := dialPeer(t, srv, Config{Store: st})
+	pc := srv.next(t)
+	c1.Observe(roomObserver(jid.MustParse("ops@conference.example.org"), ""))
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	tr, err := c1.Send(waitCtx(t), Message{To: jid.MustParse("ops@conference.example.org/dave"), Body: "psst"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := pc.nextMessage(t); mucUsers(w) != 1 {
+		t.Fatalf("sent %s, want one muc#user <x/>", w.String())
+	}
+	c1.Close()
+	srv.set(func(srv *peerServer) { srv.noResume = true })
+	dialPeer(t, srv, Config{Store: st})
+	if w := srv.next(t).nextMessage(t); w.attr("id") != tr.ID() || mucUsers(w) != 1 {
+		t.Fatalf("sent again after the restart: %s, want %s with one muc#user <x/>", w.String(), tr.ID())
+	}
+}
