@@ -61,6 +61,9 @@ type durable struct {
 	// finishHook, when set by a test, runs in finish between the reading
 	// of the connection and the count.
 	finishHook atomic.Pointer[func()]
+	// fin holds the inbound stanzas whose handling returned until the
+	// state changes they made were recorded (see inbound).
+	fin finishing
 	// resolveHook, when set by a test, runs at the end of each round of
 	// resolveDoubts.
 	resolveHook atomic.Pointer[func()]
@@ -248,6 +251,9 @@ func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog
 func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response),
 	closing func() bool) func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response) {
 	return func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
+		// Counted once recorded and reported, whichever way (see
+		// finishing): every change the registry queues comes here.
+		defer d.hooked()
 		id := t.ID() // formatted on each call (see MessageTracker.ID): once here
 		if ok, report := d.wasRestored(id, to); ok {
 			// The store has it; the application saw it before the
@@ -403,6 +409,9 @@ func (d *durable) run() {
 			d.maybeResolve() // see resolve.go
 			if woke || !first {
 				d.gather(linger)
+			}
+			if c := d.client.Load(); c != nil {
+				d.finishIdle(c) // before the session is read (take)
 			}
 			// The session first: its outbound count covers only numbers
 			// already reported to onWritten (sm reports a number before
@@ -719,26 +728,126 @@ func (d *durable) finish(gen uint64) {
 }
 
 // inbound wraps the Serve handler: a stanza counts as finished once its
-// handling returned and every callback queued for it ran (a marker queued
-// behind them on the callbacks' goroutine counts it). A stanza whose
-// callback had not returned when the process died is thus not covered by
-// the saved inbound count, nor by any ack we sent (see handled), and the
-// server sends it again on resumption. Only the stanzas in the stream's
-// inbound count count: those after <enabled/> or <resumed/>, which this
-// goroutine handled before them (Enabled says so).
+// handling returned, every callback queued for it ran (a marker queued
+// behind them on the callbacks' goroutine counts it), and every state
+// change it made was recorded and reported to Config.OnStateChange (see
+// finishing). A stanza whose callbacks had not returned when the process
+// died is thus not covered by the saved inbound count, nor by any ack we
+// sent (see handled), and the server sends it again on resumption; nor is
+// a receipt or marker whose state change was not yet recorded. Only the
+// stanzas in the stream's inbound count count: those after <enabled/> or
+// <resumed/>, which this goroutine handled before them (Enabled says so).
+//
+// Callbacks are queued for a stanza only by Config.OnMessage and
+// Config.Handler (tap, handOff): without either, the marker would run
+// after nothing, and the stanza goes to finishing from this goroutine,
+// without a wake-up of the callbacks' goroutine per stanza.
 func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 		err := h.HandleXMPP(t, start)
 		switch start.Name.Local {
 		case "message", "presence", "iq":
-			if !d.client.Load().sm.Enabled() {
+			c := d.client.Load()
+			if !c.sm.Enabled() {
 				break
 			}
 			gen, _ := d.counts()
-			d.client.Load().ev.push(func() { d.finish(gen) })
+			if c.cfg.OnMessage == nil && c.cfg.Handler == nil {
+				d.handledAll(c, gen)
+				break
+			}
+			c.ev.push(func() { d.handledAll(c, gen) })
 		}
 		return err
 	})
+}
+
+// finishing orders the inbound stanzas whose handling and callbacks
+// returned behind the state changes they made: those are queued in the
+// registry while the stanza is handled, and recorded (hook) on the
+// registry's callback goroutine, in the order they were made, later. A
+// stanza counted as finished before its change was recorded would let the
+// saved inbound count, and so our acks, cover a receipt or marker whose
+// change a process killed then never stored: the server would not send it
+// again. Counting changes, not stanzas: the registry's Queued (changes
+// whose callbacks have not finished) plus the changes hooked so far, read
+// together, is at least the number of changes made so far; once as many
+// were hooked, every change the stanza made was. A registry seen with no
+// change queued has hooked every change made before: what waits then
+// finishes at once (handledAll; the recorder looks every round, so that
+// waits end when the changes stop coming).
+type finishing struct {
+	mu     sync.Mutex
+	hooked uint64       // state changes the hook recorded and reported so far
+	waits  []finishWait // stanzas waiting for hooked to reach their target, oldest first
+}
+
+// finishWait is a stanza of connection gen that finishes once target
+// changes were hooked.
+type finishWait struct {
+	gen    uint64
+	target uint64
+}
+
+// handledAll notes that an inbound stanza of connection gen was handled
+// and its callbacks ran: it finishes once the state changes made so far
+// were recorded (see finishing).
+func (d *durable) handledAll(c *Client, gen uint64) {
+	f := &d.fin
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Under f.mu, hooked does not move: the sum is read at one time.
+	n, _ := c.reg.Queued()
+	if n == 0 {
+		d.finishWaits(len(f.waits))
+		d.finish(gen)
+		return
+	}
+	f.waits = append(f.waits, finishWait{gen: gen, target: f.hooked + uint64(n)})
+}
+
+// hooked counts a state change the hook recorded and reported, and
+// finishes the stanzas that waited for it.
+func (d *durable) hooked() {
+	f := &d.fin
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hooked++
+	i := 0
+	for i < len(f.waits) && f.waits[i].target <= f.hooked {
+		i++
+	}
+	d.finishWaits(i)
+}
+
+// finishIdle finishes every waiting stanza when the registry has no
+// change queued: each was made, and so hooked, before. The recorder calls
+// it every round.
+func (d *durable) finishIdle(c *Client) {
+	f := &d.fin
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.waits) == 0 {
+		return
+	}
+	if n, _ := c.reg.Queued(); n == 0 {
+		d.finishWaits(len(f.waits))
+	}
+}
+
+// finishWaits finishes the oldest n waiting stanzas (under d.fin.mu).
+func (d *durable) finishWaits(n int) {
+	if n == 0 {
+		return
+	}
+	f := &d.fin
+	for _, w := range f.waits[:n] {
+		d.finish(w.gen)
+	}
+	f.waits = f.waits[n:]
+	if len(f.waits) == 0 {
+		f.waits = nil // let a past backlog's array go
+	}
 }
 
 // commit commits a batch, trying again while the store fails. committed
