@@ -83,10 +83,11 @@ func (c *Client) senderOf(ev *stanza.Evidence) senderKind {
 // stays known by its join) and taken for a person's again until an
 // occupant's <x/> says otherwise (with a room that does not add the <x/>, a
 // flood of forged ones can so bring back a marker to its bare JID). An
-// occupant's message is forgotten when the occupant leaves or
-// changes nick, when we leave the room, and on a new stream that was not
-// resumed (each nick may be somebody else's by then), including one read
-// before that but still waiting for Config.OnMessage. A nick change
+// occupant's message is forgotten when the occupant leaves or changes
+// nick, when we leave the room, when package muc joins it again after the
+// room's error said we were probably out of it, and on a new stream that
+// was not resumed (each nick may be somebody else's by then), including
+// one read before that but still waiting for Config.OnMessage. A nick change
 // (XEP-0045 §7.6: an unavailable presence with status 303) is not followed:
 // the message is not moved to the new nick, and its marker is not sent.
 // Moved, it would still be out of reach of MarkConversation of the message,

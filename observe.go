@@ -62,9 +62,12 @@ type Observer struct {
 	// While the observer is there, messages from the room's occupants that
 	// are not group chat messages are private conversations, each with its
 	// occupant's full JID (see Client.MarkConversation); once it is
-	// removed, they are forgotten. Mark runs under the client's lock: it
-	// must not block or call the client. Mark may be called once more after
-	// the function Observe returned has run: return "" once removal began.
+	// removed, they are forgotten, even while another observer of the room
+	// stays (package muc adds and removes a twin of its observer, with
+	// Room, Route and Mark only, when it joins the room again after an
+	// error). Mark runs under the client's lock: it must not block or call
+	// the client. Mark may be called once more after the function Observe
+	// returned has run: return "" once removal began.
 	Room  jid.JID
 	Route func(ctx context.Context, m Message) (*tracking.MessageTracker, error)
 	Mark  func() (id string)

@@ -48,7 +48,9 @@
 // it marks that occupant's conversation, with a marker to its occupant JID
 // (room@service/nick), until the occupant leaves or changes nick (the
 // message is then forgotten, not moved to the new nick: see
-// xmpptrack.Client.MarkDisplayed) or the room is left. Reflections of
+// xmpptrack.Client.MarkDisplayed), the room is left, or the room's error
+// makes us join it again (see below: we were probably out of the room,
+// and a nick may be somebody else's by then). Reflections of
 // the messages a Room sent are consumed: neither the client's OnMessage nor
 // its Handler sees its own messages echoed, which spares bots from
 // answering themselves. Set Config.PassReflections to see

@@ -337,7 +337,8 @@ func (r *Room) errorReply(ev *stanza.Evidence) {
 	}
 	r.mu.Lock()
 	_, ours := r.byID[ev.ID]
-	if ours && !r.left && !r.leaving && !r.rejoining {
+	suspect := ours && !r.left && !r.leaving && !r.rejoining
+	if suspect {
 		r.log.Debug("muc: membership suspect; joining again", "room", r.room, "condition", ev.Error.Condition)
 		r.rejoinLocked()
 		if f := r.cfg.OnSuspect; f != nil {
@@ -345,4 +346,9 @@ func (r *Room) errorReply(ev *stanza.Evidence) {
 		}
 	}
 	r.mu.Unlock()
+	if suspect {
+		// Outside r.mu: the client's lock comes first (see takeNewest).
+		// Still on the reading goroutine, so before the rejoin's answers.
+		r.forgetPrivate()
+	}
 }

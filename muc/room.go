@@ -111,6 +111,7 @@ type Room struct {
 	nextJoin  time.Time                   // no rejoin before this
 	backoff   time.Duration               // the wait after the next rejoin
 	joinAgain func(context.Context) error // tests' stand-in for join; nil in use
+	forgot    func()                      // tests' stand-in for forgetPrivate's client; nil in use
 }
 
 // reader is where an occupant read up to, and who it was then.
@@ -171,6 +172,24 @@ func Join(ctx context.Context, c *xmpptrack.Client, room jid.JID, cfg *Config) (
 		return nil, err
 	}
 	return r, nil
+}
+
+// forgetPrivate makes the client forget its occupants' private messages
+// that wait for a marker (remembered, or still waiting for OnMessage), as
+// leaving the room does: we were probably out of the room, and by the
+// time we are back a nick may be somebody else's, our marker theirs. The
+// client forgets them when an observer of the room is removed; the
+// room's own observer stays (it reads the rejoin's answers and routes
+// our messages), so a twin of it that reads nothing is added and removed.
+func (r *Room) forgetPrivate() {
+	if r.forgot != nil {
+		r.forgot()
+		return
+	}
+	if r.c == nil {
+		return
+	}
+	r.c.Observe(xmpptrack.Observer{Room: r.roomJID, Route: r.SendMessage, Mark: r.takeNewest})()
 }
 
 func newRoom(room jid.JID, cfg *Config) *Room {

@@ -26,13 +26,18 @@ func errorFrom(from, id, condition string) string {
 func errorFromRoom(id, condition string) string { return errorFrom(roomJID, id, condition) }
 
 // TestSuspectMembership: an error from the room for one of our room
-// messages that suggests a ghost membership makes the room join again and
-// tells the application, once per rejoin; other errors, and errors for ids
-// we did not send, do neither.
+// messages that suggests a ghost membership makes the room join again,
+// tells the application, and makes the client forget the occupants'
+// private messages waiting for a marker (before the rejoin's answers are
+// read: on the reading goroutine), once per rejoin; other errors, and
+// errors for ids we did not send, do none of it. Before, the client kept
+// them, and a marker could reach whoever held a nick after the rejoin.
 func TestSuspectMembership(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := scriptedRoom(true, false)
 		r.log = slog.New(slog.DiscardHandler)
+		forgets := 0
+		r.forgot = func() { forgets++ }
 		joins := make(chan struct{}, 8)
 		release := make(chan struct{})
 		r.joinAgain = func(context.Context) error {
@@ -48,10 +53,13 @@ func TestSuspectMembership(t *testing.T) {
 		feed(t, r, errorFromRoom("m1", "forbidden"))           // a refusal, not a ghost
 		feed(t, r, errorFromRoom("unknown", "not-acceptable")) // not our message
 		synctest.Wait()
-		if len(joins)+len(suspects) != 0 {
+		if len(joins)+len(suspects)+forgets != 0 {
 			t.Fatal("rejoined on an unrelated error")
 		}
 		feed(t, r, errorFromRoom("m1", "not-acceptable"))
+		if forgets != 1 {
+			t.Errorf("the client was told to forget %d times when feed returned; want 1", forgets)
+		}
 		synctest.Wait()
 		if len(joins) != 1 || len(suspects) != 1 {
 			t.Fatalf("%d joins, %d signals; want 1, 1", len(joins), len(suspects))
@@ -63,8 +71,8 @@ func TestSuspectMembership(t *testing.T) {
 		// While the rejoin runs, a second error starts no other one.
 		feed(t, r, errorFromRoom("m2", "item-not-found"))
 		synctest.Wait()
-		if len(joins) != 1 || len(suspects) != 0 {
-			t.Fatalf("during the rejoin: %d joins, %d signals; want 1, 0", len(joins), len(suspects))
+		if len(joins) != 1 || len(suspects) != 0 || forgets != 1 {
+			t.Fatalf("during the rejoin: %d joins, %d signals, %d forgets; want 1, 0, 1", len(joins), len(suspects), forgets)
 		}
 		close(release)
 		synctest.Wait()
