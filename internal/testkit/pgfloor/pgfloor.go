@@ -6,11 +6,16 @@
 // with Refill, its synchronous_commit, the encoding and the one round trip
 // of its call; Lock, Session, Pending and every read) on a database where
 // Install replaced the server-side function that each group commit calls,
-// xmpptrack_commit, by one that does less. The sender, its waits for the
-// group commits and its stream are the real store's, so that a bench run
-// through a floor costs what a store doing only the floor's database work
-// would cost every process (the store's client side, pgx and the encoding
-// of the call, took about 3% of the sender's CPU in earlier profiles).
+// xmpptrack_commit, by one that does less (its arguments and results, not
+// its SET clauses: the real function's plan and JIT settings are gone).
+// The sender, its waits for the group commits and its stream are the real
+// store's and this client's, so that a bench run through a floor costs
+// what a store doing only the floor's database work would cost every
+// process with this client's group commit (Refill) and its stream pattern
+// (the stanzas written after each group commit, sm's coalescing): a floor
+// does not vary those, and does not bound what another send path would
+// cost (the store's client side, pgx and the encoding of the call, took
+// about 3% of the sender's CPU in earlier profiles).
 //
 // Rows is the least durable work the record needs: in one transaction per
 // group commit (the call's own), the write-ahead rows (id, stanza) into a
@@ -18,22 +23,27 @@
 // sequence numbers appended as (id, state, time) and (id, seq) rows into
 // one table without any index, and the stream-management state upserted
 // by its owner. It omits what the real function does beyond that: the
-// message's other columns (owner, recipient, deadline, ...), the lock of
+// message's other columns (owner, recipient, room, thread, channel,
+// created, deadline, state), the changes' evidence (from, stanza id, error
+// condition and text), the lock of
 // the messages a change is about, the transition graph (every change is
 // appended: a repeat or a step back is not refused), the update of the
 // message's state, the feed (its counter row held through the flush, its
 // rows and their indexes, the NOTIFY) and the indexes that Pending,
 // Message and Prune use. Its cursors mean nothing (1 to n in every
-// group); the client ignores them.
+// group); the client ignores them. A duplicate message id fails the whole
+// group commit with a unique violation, not its batch with
+// store.ErrExists (the bench sends none).
 //
 // Trip writes no row: one round trip per group commit whose transaction
 // writes one empty transactional record to the write-ahead log
 // (pg_logical_emit_message), so that its commit waits for its flush as a
 // commit that wrote rows does (a transaction that only took a transaction
 // id would not wait: PostgreSQL flushes such a commit in the background).
-// It is what any write-ahead to a remote database costs the sender and the
-// machine (the call, the flush, the wake-ups, the stream stopping while
-// the group commits), with no row at all.
+// It is what a write-ahead to a remote database costs the sender and the
+// machine with this client's group commit and stream pattern (the call,
+// the flush, the wake-ups, the stream stopping while the group commits),
+// with no row at all.
 //
 // The messages a floor takes never reach xmpptrack_messages: Pending and
 // Message find none of them (Session finds the sessions Rows saved). A

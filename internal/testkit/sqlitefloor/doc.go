@@ -27,8 +27,9 @@
 //   - each stream-management sequence number as an appended row (id, seq);
 //   - each session, replacing its owner's row.
 //
-// What it leaves out, and a real store cannot: a cursor for a message's
-// creation, the check of each change against the transition graph (it
+// What it leaves out, and a real store cannot: the message's other
+// columns (owner, recipient, room, thread, channel, created, deadline,
+// state), a cursor for a message's creation, the check of each change against the transition graph (it
 // stores repeats and refused changes too), a message's current state kept
 // anywhere but in its changes (reading it is a search), dropping the stanza
 // at settling, the listing of pending messages, pruning its own rows,
@@ -37,7 +38,9 @@
 // Its checkpoints are SQLite's automatic ones (every 1,000 pages, on the
 // committing connection) instead of the real store's checkpointer
 // goroutine. A duplicate message id fails its batch with store.ErrExists,
-// as the interface asks.
+// as the interface asks. The sequence numbers have a table of their own
+// (package pgfloor appends them to its changes' table): a transaction
+// carrying both dirties one more page, in the floor's disfavour.
 //
 // With Config.Discard, Commit writes nothing at all and returns at once:
 // what the client's own durable path (encoding the stored stanza, the

@@ -149,6 +149,7 @@ func TestCPUBound(t *testing.T) {
 	near("ratio", b.ratio, 0.164/0.283)
 	near("dbFor", b.dbFor, 0.164/0.7-0.211)
 	near("dbForAtRate", b.dbForAtRate, 0.164/0.7-0.059-0.136)
+	near("ratioAtRate", b.ratioAtRate, 0.164/(0.059+0.072+0.136))
 	d.res.WatchCPU = nil
 	if b := cpuBound(m, d, 0.7); !math.IsNaN(b.ratio) {
 		t.Errorf("ratio without the watched processes = %v, want NaN", b.ratio)

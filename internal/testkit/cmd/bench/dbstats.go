@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/xmpptrack/xmpptrack/internal/storestats"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/pgfloor"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/sqlitefloor"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
@@ -23,9 +24,10 @@ const dbStatsQuery = `SELECT
 	(SELECT coalesce(sum(n_tup_upd), 0) FROM pg_stat_user_tables WHERE relname = 'xmpptrack_feed'),
 	(SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0) FROM pg_stat_user_tables WHERE relname = 'xmpptrack_sessions'),
 	pg_current_wal_lsn() - '0/0'::pg_lsn,
-	(SELECT wal_sync FROM pg_stat_wal)`
+	(SELECT wal_sync FROM pg_stat_wal),
+	(SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname IN ('` + pgfloor.WALTable + `', '` + pgfloor.LogTable + `'))`
 
-var dbStatNames = []string{"xact", "msg_ins", "msg_upd", "msg_hot", "changes", "feed_upd", "sessions", "wal_bytes", "wal_syncs"}
+var dbStatNames = []string{"xact", "msg_ins", "msg_upd", "msg_hot", "changes", "feed_upd", "sessions", "wal_bytes", "wal_syncs", "floor_ins"}
 
 // dbStats reads the counters of dbStatsQuery. Backends report their
 // counters when idle (at most once a second) and when they end: read the
@@ -56,8 +58,8 @@ func dbStatsPerMessage(d map[string]float64, n int) string {
 		return ""
 	}
 	per := func(k string) float64 { return d[k] / float64(n) }
-	return fmt.Sprintf("per message: %.3f transactions, messages %.2f inserted %.2f updated (%.2f HOT), changes %.2f inserted, feed %.3f updated, sessions %.3f written, WAL %.0f bytes, %.3f WAL flushes",
-		per("xact"), per("msg_ins"), per("msg_upd"), per("msg_hot"), per("changes"), per("feed_upd"), per("sessions"), per("wal_bytes"), per("wal_syncs"))
+	return fmt.Sprintf("per message: %.3f transactions, messages %.2f inserted %.2f updated (%.2f HOT), changes %.2f inserted, feed %.3f updated, sessions %.3f written, WAL %.0f bytes, %.3f WAL flushes, floor rows (pgfloor's tables) %.2f inserted",
+		per("xact"), per("msg_ins"), per("msg_upd"), per("msg_hot"), per("changes"), per("feed_upd"), per("sessions"), per("wal_bytes"), per("wal_syncs"), per("floor_ins"))
 }
 
 // liteStats sums the counters of the SQLite stores (package storestats;

@@ -70,7 +70,8 @@
 // only the least durable work, or only a round trip and an empty commit's
 // flush per group commit (internal/testkit/pgfloor): bounded against the
 // in-memory sender, and xmpptrack-postgres against them, they say what
-// the two cores allow any PostgreSQL store.
+// the two cores allow a PostgreSQL store with this client's group commit
+// and stream pattern (which they do not vary).
 //
 // # Use
 //
