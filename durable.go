@@ -84,19 +84,34 @@ type durable struct {
 	resolveAt time.Time
 	// doubtsFull: maxDoubts was reached (logged once until below).
 	doubtsFull bool
-	queue      []store.Change
-	seqs       []numbered    // sequence numbers to record
-	last       store.Session // the stream-management state last saved (recorder only)
-	queued     uint64        // changes handed to record so far
-	written    uint64        // of those, committed (or given up on)
-	asked      uint64        // saveSessionNow calls so far
-	answered   uint64        // of those, answered: a session taken after them was committed (or given up on)
-	progress   chan struct{} // closed and replaced when written moves
-	wake       chan struct{} // capacity 1: the queue is not empty
-	hurry      chan struct{} // capacity 1: flush waits, commit without gathering
-	stop       chan struct{} // closed by close: the recorder ends
-	done       chan struct{} // closed when the recorder ended
+	queue      []queuedChange // changes to record, oldest first
+	spare      []queuedChange // the array of the queue the recorder took last, empty: the next queue's
+	seqs       []numbered     // sequence numbers to record
+	last       store.Session  // the stream-management state last saved (recorder only)
+	queued     uint64         // changes handed to record so far
+	written    uint64         // of those, committed (or given up on)
+	asked      uint64         // saveSessionNow calls so far
+	answered   uint64         // of those, answered: a session taken after them was committed (or given up on)
+	progress   chan struct{}  // closed and replaced when written moves
+	wake       chan struct{}  // capacity 1: the queue is not empty
+	hurry      chan struct{}  // capacity 1: flush waits, commit without gathering
+	stop       chan struct{}  // closed by close: the recorder ends
+	done       chan struct{}  // closed when the recorder ended
 	once       sync.Once
+	// changes is the array of the changes the recorder committed last,
+	// used again for the next batch (recorder only; see run).
+	changes []store.Change
+}
+
+// queuedChange is a state change on its way to the recorder, which turns
+// it into the store's (changeOf) when it commits it: a quarter of a
+// store.Change's size, and the evidence's strings are made off the
+// goroutine of the callbacks.
+type queuedChange struct {
+	id   string
+	to   tracking.MessageState
+	at   time.Time
+	resp *tracking.Response // immutable once handed to the tracker (see tracking.Response)
 }
 
 // restoredState is the stored state a re-loaded tracker is moved to, and
@@ -272,7 +287,7 @@ func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState
 			r.Err = ErrStillPending
 			resp = &r
 		} else {
-			d.record(changeOf(id, to, resp))
+			d.record(id, to, time.Now(), resp)
 		}
 		if next != nil {
 			next(t, from, to, resp)
@@ -323,8 +338,9 @@ func (d *durable) unrestore(id string) {
 }
 
 // changeOf turns a tracker's state change into a store change.
-func changeOf(id string, to tracking.MessageState, resp *tracking.Response) store.Change {
-	c := store.Change{ID: id, State: to, At: time.Now()}
+func changeOf(q *queuedChange) store.Change {
+	c := store.Change{ID: q.id, State: q.to, At: q.at}
+	resp := q.resp
 	if resp == nil {
 		return c
 	}
@@ -357,10 +373,14 @@ func errorText(e xstanza.Error) string {
 	return ""
 }
 
-// record queues a change for the recorder. It never blocks.
-func (d *durable) record(c store.Change) {
+// record queues a change for the recorder, with its evidence if any. It
+// never blocks.
+func (d *durable) record(id string, to tracking.MessageState, at time.Time, resp *tracking.Response) {
 	d.mu.Lock()
-	d.queue = append(d.queue, c)
+	if d.queue == nil {
+		d.queue, d.spare = d.spare, nil
+	}
+	d.queue = append(d.queue, queuedChange{id: id, to: to, at: at, resp: resp})
 	d.queued++
 	d.mu.Unlock()
 	select {
@@ -422,11 +442,8 @@ func (d *durable) run() {
 			asked := d.asked // answered by the session taken now
 			d.mu.Unlock()
 			sess, changed, written := d.take()
-			d.mu.Lock()
-			batch := d.queue
-			d.queue = nil
-			d.mu.Unlock()
-			b := &store.Batch{Changes: batch, Written: written}
+			b := &store.Batch{Changes: d.takeChanges(), Written: written}
+			batch := b.Changes
 			if len(batch)+len(b.Written) == 0 && !changed {
 				d.mu.Lock()
 				d.answer(asked)
@@ -436,12 +453,18 @@ func (d *durable) run() {
 			if changed {
 				b.Sessions = []store.Session{sess}
 			}
-			committed, running := d.commit(b)
+			committed, first, running := d.commit(b)
 			if !running {
 				return
 			}
 			if committed {
 				d.nums.committed(b)
+			}
+			if first {
+				// The store returned from the batch's only Commit: nothing
+				// holds its changes' array any more.
+				clear(batch)
+				d.changes = batch[:0]
 			}
 			if len(b.Sessions) > 0 {
 				d.last = sess
@@ -461,6 +484,28 @@ func (d *durable) run() {
 			d.mu.Unlock()
 		}
 	}
+}
+
+// takeChanges takes the queued changes as the store's, in the array of the
+// last committed batch; the queue's array goes back for the next queue.
+func (d *durable) takeChanges() []store.Change {
+	d.mu.Lock()
+	q := d.queue
+	d.queue = nil
+	d.mu.Unlock()
+	if len(q) == 0 {
+		return nil
+	}
+	changes := d.changes[:0]
+	d.changes = nil
+	for i := range q {
+		changes = append(changes, changeOf(&q[i]))
+	}
+	clear(q) // its ids and evidence are in changes now
+	d.mu.Lock()
+	d.spare = q[:0]
+	d.mu.Unlock()
+	return changes
 }
 
 // answer notes (under d.mu) that the session taken after asked calls of
@@ -853,10 +898,12 @@ func (d *durable) finishWaits(n int) {
 // commit commits a batch, trying again while the store fails. committed
 // reports whether the store took the batch: false when it refused it for
 // good (store.ErrInvalid, store.ErrClosed: the recorder gives up on it) or
-// when the recorder was stopped meanwhile, which running reports.
-func (d *durable) commit(b *store.Batch) (committed, running bool) {
+// when the recorder was stopped meanwhile, which running reports. first
+// reports that the store took it at the first Commit: no earlier attempt,
+// one that ended with its context say, may still be working on it.
+func (d *durable) commit(b *store.Batch) (committed, first, running bool) {
 	wait := 50 * time.Millisecond
-	for {
+	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := d.st.Commit(ctx, b)
 		cancel()
@@ -866,15 +913,15 @@ func (d *durable) commit(b *store.Batch) (committed, running bool) {
 		d.failed(err)
 		switch {
 		case err == nil:
-			return true, true
+			return true, attempt == 1, true
 		case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrClosed):
 			d.warn("xmpptrack: state changes not recorded", "count", len(b.Changes), "err", err)
-			return false, true
+			return false, false, true
 		}
 		d.warn("xmpptrack: recording state changes failed; trying again", "count", len(b.Changes), "err", err)
 		select {
 		case <-d.stop:
-			return false, false
+			return false, false, false
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, recorderRetry)

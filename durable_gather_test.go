@@ -72,15 +72,15 @@ func TestRecorderGathers(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer d.close()
-		d.record(store.Change{ID: "m1", State: tracking.DeliveredToServer})
+		d.record("m1", tracking.DeliveredToServer, time.Now(), nil)
 		synctest.Wait()
-		d.record(store.Change{ID: "m2", State: tracking.DeliveredToServer})
+		d.record("m2", tracking.DeliveredToServer, time.Now(), nil)
 		time.Sleep(gather)
 		synctest.Wait()
 		if got := bs.committed(); len(got) != 1 || len(got[0]) != 2 {
 			t.Errorf("batches %v, want one with m1 and m2", got)
 		}
-		d.record(store.Change{ID: "m3", State: tracking.DeliveredToServer})
+		d.record("m3", tracking.DeliveredToServer, time.Now(), nil)
 		start := time.Now()
 		if err := d.flush(context.Background()); err != nil {
 			t.Fatal(err)
@@ -110,7 +110,7 @@ func TestRecorderSavesNow(t *testing.T) {
 			t.Fatal(err)
 		}
 		d.client.Store(c)
-		d.record(store.Change{ID: "m1", State: tracking.DeliveredToServer})
+		d.record("m1", tracking.DeliveredToServer, time.Now(), nil)
 		time.Sleep(gather)
 		synctest.Wait() // m1 committed with the session; the recorder gathers again
 		if got := bs.saved(); len(got) != 1 || got[0].ID != "s1" {

@@ -318,7 +318,7 @@ func TestResolveOnBusyStream(t *testing.T) {
 		stop := make(chan struct{})
 		go func() {
 			for {
-				d.record(store.Change{ID: "busy", State: tracking.DeliveredToServer})
+				d.record("busy", tracking.DeliveredToServer, time.Now(), nil)
 				select {
 				case <-stop:
 					return

@@ -443,7 +443,7 @@ func (d *durable) resolvedAs(e *doubt, m store.Message) {
 // the deadline, and owes the application that report unless it heard it
 // (see reportOwed).
 func (d *durable) timedOut(e *doubt, m store.Message) {
-	d.record(store.Change{ID: m.ID, State: tracking.TimedOut, At: m.Deadline})
+	d.record(m.ID, tracking.TimedOut, m.Deadline, nil)
 	d.mu.Lock()
 	if !e.heard {
 		e.owed = &m
