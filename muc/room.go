@@ -108,10 +108,10 @@ type Room struct {
 	left      bool
 	done      chan struct{}
 	rejoining bool
-	nextJoin  time.Time                   // no rejoin before this
-	backoff   time.Duration               // the wait after the next rejoin
-	joinAgain func(context.Context) error // tests' stand-in for join; nil in use
-	forgot    func()                      // tests' stand-in for forgetPrivate's client; nil in use
+	nextJoin  time.Time                       // no rejoin before this
+	backoff   time.Duration                   // the wait after the next rejoin
+	joinAgain func(context.Context) error     // tests' stand-in for join; nil in use
+	observe   func(xmpptrack.Observer) func() // tests' stand-in for forgetPrivate's c.Observe; nil in use
 }
 
 // reader is where an occupant read up to, and who it was then.
@@ -182,14 +182,14 @@ func Join(ctx context.Context, c *xmpptrack.Client, room jid.JID, cfg *Config) (
 // room's own observer stays (it reads the rejoin's answers and routes
 // our messages), so a twin of it that reads nothing is added and removed.
 func (r *Room) forgetPrivate() {
-	if r.forgot != nil {
-		r.forgot()
-		return
+	observe := r.observe
+	if observe == nil {
+		if r.c == nil {
+			return
+		}
+		observe = r.c.Observe
 	}
-	if r.c == nil {
-		return
-	}
-	r.c.Observe(xmpptrack.Observer{Room: r.roomJID, Route: r.SendMessage, Mark: r.takeNewest})()
+	observe(xmpptrack.Observer{Room: r.roomJID, Route: r.SendMessage, Mark: r.takeNewest})()
 }
 
 func newRoom(room jid.JID, cfg *Config) *Room {

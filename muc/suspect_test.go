@@ -36,8 +36,20 @@ func TestSuspectMembership(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := scriptedRoom(true, false)
 		r.log = slog.New(slog.DiscardHandler)
-		forgets := 0
-		r.forgot = func() { forgets++ }
+		// The client forgets a room's private messages when an observer
+		// with that Room and a Route is removed (TestOccupantsForgottenWhileJoined
+		// pins that side): the twin must be one, and read nothing.
+		observes, forgets := 0, 0
+		r.observe = func(o xmpptrack.Observer) func() {
+			observes++
+			if !o.Room.Equal(r.roomJID) || o.Room.Resourcepart() != "" || o.Route == nil {
+				t.Errorf("the twin observes %q with Route %v; want the room %s with a Route", o.Room, o.Route != nil, roomJID)
+			}
+			if o.Message != nil || o.Presence != nil || o.Connected != nil {
+				t.Error("the twin reads stanzas or connections")
+			}
+			return func() { forgets++ }
+		}
 		joins := make(chan struct{}, 8)
 		release := make(chan struct{})
 		r.joinAgain = func(context.Context) error {
@@ -57,8 +69,8 @@ func TestSuspectMembership(t *testing.T) {
 			t.Fatal("rejoined on an unrelated error")
 		}
 		feed(t, r, errorFromRoom("m1", "not-acceptable"))
-		if forgets != 1 {
-			t.Errorf("the client was told to forget %d times when feed returned; want 1", forgets)
+		if observes != 1 || forgets != 1 {
+			t.Errorf("when feed returned, the twin was added %d times, removed %d times; want 1, 1", observes, forgets)
 		}
 		synctest.Wait()
 		if len(joins) != 1 || len(suspects) != 1 {
