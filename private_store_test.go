@@ -48,7 +48,11 @@ func TestPrivateRetryAfterRoomChanged(t *testing.T) {
 					ls.stuck = false // the retry's commit lands the first
 					ls.mu.Unlock()
 				} else {
-					sent = sentLater(t, c, pc, ls, m)
+					var w element
+					sent, w = sentLaterWire(t, c, pc, ls, m)
+					if mucUsers(w) != want {
+						t.Fatalf("the client found the message stored and sent %s, want %d muc#user <x/>", w.String(), want)
+					}
 				}
 				if joined {
 					leave()

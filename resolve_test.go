@@ -59,18 +59,26 @@ func landAndAnswer(t *testing.T, ls *lateStore) {
 // client then finds stored and sends (checked on the wire of pc).
 func sentLater(t *testing.T, c *Client, pc *peerConn, ls *lateStore, m Message) *tracking.MessageTracker {
 	t.Helper()
+	tr, _ := sentLaterWire(t, c, pc, ls, m)
+	return tr
+}
+
+// sentLaterWire is sentLater that also returns the stanza the server got.
+func sentLaterWire(t *testing.T, c *Client, pc *peerConn, ls *lateStore, m Message) (*tracking.MessageTracker, element) {
+	t.Helper()
 	if _, err := sendInDoubt(t, c, ls, m); !errors.Is(err, ErrRecordUncertain) {
 		t.Fatalf("Send whose write-ahead stayed in doubt: %v; want ErrRecordUncertain", err)
 	}
 	landAndAnswer(t, ls)
-	if e := pc.nextMessage(t); e.attr("id") != m.ID {
+	e := pc.nextMessage(t)
+	if e.attr("id") != m.ID {
 		t.Fatalf("the server got %s, want the message found stored", e.String())
 	}
 	tr := c.Tracker(m.ID)
 	if tr == nil {
 		t.Fatal("the message sent after all is not tracked")
 	}
-	return tr
+	return tr, e
 }
 
 // TestStoreUncertainSentLater: the write-ahead stays in doubt until Send's
