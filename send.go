@@ -82,9 +82,12 @@ type Message struct {
 // receipt request, proven by the room's reflection, which the application
 // does not see again. One to an occupant of such a room (room@service/nick,
 // not of type groupchat) is a private message: it gets XEP-0045's muc#user
-// <x/> (§7.5), unless m.Payload has one; a retry of a message Send reported
+// <x/> (§7.5), unless m.Payload has one. A retry of a message Send reported
 // ErrRecordUncertain for gets it exactly when the first call added it,
-// whatever the room did since. A room that was not joined that way takes
+// whatever the room did since, while the client keeps the message in doubt
+// (a few minutes, and at most 10,000 such messages: see
+// ErrRecordUncertain); after that the retry is an ordinary Send, which
+// decides it from the room again. A room that was not joined that way takes
 // us for a stranger: it answers with an error reply (ERROR, typically
 // service-unavailable or not-acceptable, matching stanza.ErrNotAvailable or
 // nothing definite); join it with muc.Join first.
