@@ -101,6 +101,24 @@ type durable struct {
 	// changes is the array of the changes the recorder committed last,
 	// used again for the next batch (recorder only; see run).
 	changes []store.Change
+	// from is the evidence's sender of the last change taken, as a string
+	// (recorder only): a conversation's receipts and markers come from
+	// one address, made into a string once (see changeOf).
+	from fromString
+}
+
+// fromString keeps an address and its string.
+type fromString struct {
+	j jid.JID
+	s string
+}
+
+// of returns j's string, made again only when j is not the last one.
+func (f *fromString) of(j jid.JID) string {
+	if f.s == "" || !f.j.Equal(j) {
+		f.j, f.s = j, j.String()
+	}
+	return f.s
 }
 
 // queuedChange is a state change on its way to the recorder, which turns
@@ -337,14 +355,15 @@ func (d *durable) unrestore(id string) {
 	}
 }
 
-// changeOf turns a tracker's state change into a store change.
-func changeOf(q *queuedChange) store.Change {
+// changeOf turns a tracker's state change into a store change; from
+// makes the sender's string.
+func changeOf(q *queuedChange, from *fromString) store.Change {
 	c := store.Change{ID: q.id, State: q.to, At: q.at}
 	resp := q.resp
 	if resp == nil {
 		return c
 	}
-	c.From = resp.From.String()
+	c.From = from.of(resp.From)
 	c.StanzaID = resp.StanzaID
 	if resp.Err != nil {
 		var de *stanza.DeliveryError
@@ -499,7 +518,7 @@ func (d *durable) takeChanges() []store.Change {
 	changes := d.changes[:0]
 	d.changes = nil
 	for i := range q {
-		changes = append(changes, changeOf(&q[i]))
+		changes = append(changes, changeOf(&q[i], &d.from))
 	}
 	clear(q) // its ids and evidence are in changes now
 	d.mu.Lock()
