@@ -406,11 +406,10 @@ func (c *Client) connect(ctx context.Context) (conn, error) {
 	c.ambiguous.Store(nil) // this connection's resumption says what it holds back
 	lc.WrapBind = c.sm.BindOrResume
 	c.batching.Store(false)
-	if c.dur == nil {
-		// With a store, the reader may wait for the recorder, which
-		// follows the callbacks: their wake-ups are not held.
-		lc.BeforeRead = c.readIdle
-	}
+	// With a store too: an inbound stanza counts as finished only once the
+	// changes it made were recorded (durable.inbound), so holding their
+	// callbacks holds the stanza's count, never more.
+	lc.BeforeRead = c.readIdle
 	s, err := login.Dial(ctx, lc)
 	if err != nil {
 		return conn{}, err
