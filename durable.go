@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -563,23 +564,32 @@ func (d *durable) gather(t *time.Timer) {
 	t.Stop()
 }
 
-// saveSession commits the stream-management state if it changed, with the
-// message numbers its outbound count covers (see run).
+// saveSession is the recorder's last word: it commits the
+// stream-management state if it changed, with the message numbers its
+// outbound count covers and, as every round does, the changes queued
+// after it was read (see run): its inbound count covers stanzas whose
+// changes were queued before they finished (see finishing), so the
+// changes go with it.
 func (d *durable) saveSession() {
 	sess, changed, written := d.take()
-	if !changed {
+	b := &store.Batch{Changes: d.takeChanges(), Written: written}
+	if !changed && len(b.Changes)+len(b.Written) == 0 {
 		return
+	}
+	if changed {
+		b.Sessions = []store.Session{sess}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
 	defer cancel()
-	b := &store.Batch{Sessions: []store.Session{sess}, Written: written}
 	if err := d.st.Commit(ctx, b); err != nil && !errors.Is(err, store.ErrCursorsUnknown) {
 		d.warn("xmpptrack: the stream-management state was not saved", "err", err)
 		return
 	}
 	d.nums.committed(b)
-	d.last = sess
-	d.saved.Store(&sess)
+	if changed {
+		d.last = sess
+		d.saved.Store(&sess)
+	}
 }
 
 // handled bounds the inbound count of the acks we send
@@ -776,7 +786,11 @@ func (d *durable) counts() (gen uint64, finished uint32) {
 
 // finish counts an inbound stanza of connection gen as finished, unless
 // a newer connection started.
-func (d *durable) finish(gen uint64) {
+func (d *durable) finish(gen uint64) { d.finishN(gen, 1) }
+
+// finishN counts n inbound stanzas of connection gen as finished, unless a
+// newer connection started.
+func (d *durable) finishN(gen uint64, n uint32) {
 	for {
 		v := d.conn.Load()
 		if v>>32 != gen {
@@ -785,7 +799,7 @@ func (d *durable) finish(gen uint64) {
 		if hook := d.finishHook.Load(); hook != nil {
 			(*hook)()
 		}
-		if d.conn.CompareAndSwap(v, v>>32<<32|uint64(uint32(v)+1)) {
+		if d.conn.CompareAndSwap(v, v>>32<<32|uint64(uint32(v)+n)) {
 			return
 		}
 	}
@@ -794,8 +808,8 @@ func (d *durable) finish(gen uint64) {
 // inbound wraps the Serve handler: a stanza counts as finished once its
 // handling returned, every callback queued for it ran (a marker queued
 // behind them on the callbacks' goroutine counts it), and every state
-// change it made was recorded and reported to Config.OnStateChange (see
-// finishing). A stanza whose callbacks had not returned when the process
+// change made before it was recorded and reported to Config.OnStateChange
+// (see finishing; the trackers' own callbacks may be waited for too). A stanza whose callbacks had not returned when the process
 // died is thus not covered by the saved inbound count, nor by any ack we
 // sent (see handled), and the server sends it again on resumption; nor is
 // a receipt or marker whose state change was not yet recorded. Only the
@@ -836,21 +850,34 @@ func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 // again. Counting changes, not stanzas: the registry's Queued (changes
 // whose callbacks have not finished) plus the changes hooked so far, read
 // together, is at least the number of changes made so far; once as many
-// were hooked, every change the stanza made was. A registry seen with no
-// change queued has hooked every change made before: what waits then
-// finishes at once (handledAll; the recorder looks every round, so that
-// waits end when the changes stop coming).
+// were hooked, every change the stanza made was. The sum can exceed the
+// changes ever made (Queued counts a batch of callbacks until the whole
+// batch ran, hooked counts those of it that ran), so a target may never be
+// reached: a registry seen with no change queued has hooked every change
+// made before, and what waits then finishes at once (handledAll, and the
+// recorder, which looks every round, so that waits end when the changes
+// stop coming).
+//
+// The count is one for the stream: a callback that does not return
+// (Config.OnStateChange, a tracker's) holds back every later stanza's
+// count, and so our acks. Waits with one target are kept as one entry,
+// so the backlog is bounded by the changes queued, not by the stanzas.
+//
+// Not covered: evidence package muc parks for a message Room.Send has
+// not registered yet (a reflection or marker that comes first) is applied
+// by Send later, after its stanza finished.
 type finishing struct {
 	mu     sync.Mutex
 	hooked uint64       // state changes the hook recorded and reported so far
 	waits  []finishWait // stanzas waiting for hooked to reach their target, oldest first
 }
 
-// finishWait is a stanza of connection gen that finishes once target
+// finishWait is n stanzas of connection gen that finish once target
 // changes were hooked.
 type finishWait struct {
 	gen    uint64
 	target uint64
+	n      uint32
 }
 
 // handledAll notes that an inbound stanza of connection gen was handled
@@ -867,7 +894,12 @@ func (d *durable) handledAll(c *Client, gen uint64) {
 		d.finish(gen)
 		return
 	}
-	f.waits = append(f.waits, finishWait{gen: gen, target: f.hooked + uint64(n)})
+	target := f.hooked + uint64(n)
+	if k := len(f.waits); k > 0 && f.waits[k-1].gen == gen && f.waits[k-1].target >= target && f.waits[k-1].n < math.MaxUint32 {
+		f.waits[k-1].n++ // finishes with the last one, no earlier
+		return
+	}
+	f.waits = append(f.waits, finishWait{gen: gen, target: target, n: 1})
 }
 
 // hooked counts a state change the hook recorded and reported, and
@@ -906,7 +938,7 @@ func (d *durable) finishWaits(n int) {
 	}
 	f := &d.fin
 	for _, w := range f.waits[:n] {
-		d.finish(w.gen)
+		d.finishN(w.gen, w.n)
 	}
 	f.waits = f.waits[n:]
 	if len(f.waits) == 0 {
