@@ -100,7 +100,8 @@ type durable struct {
 	done       chan struct{}  // closed when the recorder ended
 	once       sync.Once
 	// changes is the array of the changes the recorder committed last,
-	// used again for the next batch (recorder only; see run).
+	// used again for the next batch unless it held more than
+	// maxKeptChanges (recorder only; see run).
 	changes []store.Change
 	// from is the evidence's sender of the last change taken, as a string
 	// (recorder only): a conversation's receipts and markers come from
@@ -480,7 +481,7 @@ func (d *durable) run() {
 			if committed {
 				d.nums.committed(b)
 			}
-			if first {
+			if first && cap(batch) <= maxKeptChanges {
 				// The store returned from the batch's only Commit: nothing
 				// holds its changes' array any more.
 				clear(batch)
@@ -507,7 +508,8 @@ func (d *durable) run() {
 }
 
 // takeChanges takes the queued changes as the store's, in the array of the
-// last committed batch; the queue's array goes back for the next queue.
+// last committed batch; the queue's array goes back for the next queue
+// unless it holds more than maxKeptChanges.
 func (d *durable) takeChanges() []store.Change {
 	d.mu.Lock()
 	q := d.queue
@@ -521,12 +523,20 @@ func (d *durable) takeChanges() []store.Change {
 	for i := range q {
 		changes = append(changes, changeOf(&q[i], &d.from))
 	}
+	if cap(q) > maxKeptChanges {
+		return changes
+	}
 	clear(q) // its ids and evidence are in changes now
 	d.mu.Lock()
 	d.spare = q[:0]
 	d.mu.Unlock()
 	return changes
 }
+
+// maxKeptChanges bounds the arrays the recorder keeps for its next round
+// (the queue's and the batch's changes): a burst, such as the changes queued
+// while the store was down, would otherwise hold its size until Close.
+const maxKeptChanges = 4096
 
 // answer notes (under d.mu) that the session taken after asked calls of
 // saveSessionNow is as saved as it will be.

@@ -2,6 +2,7 @@ package xmpptrack
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -123,6 +124,43 @@ func TestRecorderSavesNow(t *testing.T) {
 		synctest.Wait()
 		if got := bs.saved(); len(got) != 2 || got[1].ID != "s2" {
 			t.Errorf("sessions saved %+v, want s1 then s2 at once", got)
+		}
+	})
+}
+
+// TestRecorderDropsBurstArrays: after a round of more than maxKeptChanges
+// changes (a burst, as while the store was down) the recorder does not keep
+// the queue's array nor the batch's for its next rounds.
+func TestRecorderDropsBurstArrays(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bs := &batchStore{}
+		d, err := openDurable(context.Background(), bs, jid.MustParse("a@example.org/r"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.close()
+		for i := range 2 * maxKeptChanges {
+			d.record(fmt.Sprint("m", i), tracking.DeliveredToServer, time.Now(), nil)
+		}
+		if err := d.flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"a", "b"} {
+			d.record(id, tracking.DeliveredToServer, time.Now(), nil)
+			if err := d.flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		synctest.Wait()
+		if got := bs.committed(); len(got) != 3 || len(got[0]) != 2*maxKeptChanges {
+			t.Fatalf("%d batches, want the burst in one and two single changes", len(got))
+		}
+		d.mu.Lock()
+		spare := cap(d.spare) + cap(d.queue)
+		d.mu.Unlock()
+		if spare > maxKeptChanges || cap(d.changes) > maxKeptChanges {
+			t.Errorf("after the burst the recorder keeps arrays of %d queued and %d store changes; want at most %d each",
+				spare, cap(d.changes), maxKeptChanges)
 		}
 	})
 }
