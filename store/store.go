@@ -20,7 +20,9 @@ type Store interface {
 	// each change that was applied (0 for one that was not: refused by the
 	// transition graph, a repeat, or for an unknown or settled message). A
 	// new message whose id exists fails the batch with ErrExists; invalid
-	// input fails it with ErrInvalid, before anything is written.
+	// input fails it with ErrInvalid, before anything is written. Commit
+	// must not retain b or its slices after it returns: the caller may
+	// reuse them.
 	Commit(ctx context.Context, b *Batch) error
 
 	// Message returns a message with its history, oldest change first. It
