@@ -819,9 +819,9 @@ func (d *durable) finishN(gen uint64, n uint32) {
 // handling returned, every callback queued for it ran (a marker queued
 // behind them on the callbacks' goroutine counts it), and every state
 // change made before it was recorded and reported to Config.OnStateChange
-// (see finishing; the trackers' own callbacks may be waited for too). A stanza whose callbacks had not returned when the process
-// died is thus not covered by the saved inbound count, nor by any ack we
-// sent (see handled), and the server sends it again on resumption; nor is
+// (see finishing; the trackers' own callbacks may be waited for too). A
+// stanza whose callbacks had not returned when the process died is thus
+// not covered by the saved inbound count, nor by any ack we sent (see handled), and the server sends it again on resumption; nor is
 // a receipt or marker whose state change was not yet recorded. Only the
 // stanzas in the stream's inbound count count: those after <enabled/> or
 // <resumed/>, which this goroutine handled before them (Enabled says so).
@@ -870,8 +870,10 @@ func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 //
 // The count is one for the stream: a callback that does not return
 // (Config.OnStateChange, a tracker's) holds back every later stanza's
-// count, and so our acks. Waits with one target are kept as one entry,
-// so the backlog is bounded by the changes queued, not by the stanzas.
+// count, and so our acks. A stanza whose target is not above the last
+// wait's joins that wait and finishes with it (never earlier than its
+// own target), so the backlog is bounded by the changes queued, not by
+// the stanzas.
 //
 // Not covered: evidence package muc parks for a message Room.Send has
 // not registered yet (a reflection or marker that comes first) is applied

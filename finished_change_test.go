@@ -23,16 +23,26 @@ func drainCallbacks(t *testing.T, c *Client) {
 
 // waitSaved makes the recorder save the stream-management state until its
 // inbound count is n (a count may wait for a batch of callbacks to end,
-// then for the recorder's next round).
+// then for the recorder's next round). Between attempts it waits for the
+// recorder's next commit (its sessionEvery tick commits a count that
+// moved) instead of asking again at once: a round with nothing to commit
+// answers at once, and asking in a loop would spin.
 func waitSaved(t *testing.T, c *Client, n uint32) {
 	t.Helper()
 	ctx := waitCtx(t)
 	for {
 		c.dur.saveSessionNow(ctx)
+		// Taken after our own ask was answered: what closes it next is a
+		// commit, which stores the session it saved before.
+		c.dur.mu.Lock()
+		progress := c.dur.progress
+		c.dur.mu.Unlock()
 		if s := c.dur.saved.Load(); s != nil && s.Inbound == n {
 			return
 		}
-		if ctx.Err() != nil {
+		select {
+		case <-progress:
+		case <-ctx.Done():
 			t.Fatalf("saved inbound state %+v, want the count %d", c.dur.saved.Load(), n)
 		}
 	}

@@ -6,9 +6,10 @@ import (
 )
 
 // TestStoreHoldsCallbacks: with Config.Store too, the connection's read
-// hook holds the callbacks' wake-ups while the reader works through what
-// it read (readIdle): a stanza's count waits for its changes' callbacks
-// (durable.inbound), so holding them cannot let the count run ahead.
+// hook that holds the callbacks' wake-ups while the reader works through
+// what it read (readIdle) is installed. That the count never runs ahead
+// under the hold is checked by the finishing tests (finished_change_test.go),
+// which all run with it.
 func TestStoreHoldsCallbacks(t *testing.T) {
 	srv := newPeerServer(t)
 	c := dialPeer(t, srv, Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoCarbons: true})
