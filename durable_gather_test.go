@@ -62,16 +62,23 @@ func (l nopLease) Owner() store.Instance { return l.owner }
 func (l nopLease) Lost() <-chan struct{} { return nil }
 func (l nopLease) Release() error        { return nil }
 
+// openBatchDurable opens a recorder on a batchStore.
+func openBatchDurable(t *testing.T) (*batchStore, *durable) {
+	t.Helper()
+	bs := &batchStore{}
+	d, err := openDurable(context.Background(), bs, jid.MustParse("a@example.org/r"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bs, d
+}
+
 // TestRecorderGathers: the recorder lets changes that come within gather of
 // each other accumulate and commits them together; flush (Client.Status,
 // Close) does not wait for that.
 func TestRecorderGathers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		bs := &batchStore{}
-		d, err := openDurable(context.Background(), bs, jid.MustParse("a@example.org/r"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		bs, d := openBatchDurable(t)
 		defer d.close()
 		d.record("m1", tracking.DeliveredToServer, time.Now(), nil)
 		synctest.Wait()
@@ -100,11 +107,7 @@ func TestRecorderGathers(t *testing.T) {
 // gathers after a commit and no change follows.
 func TestRecorderSavesNow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		bs := &batchStore{}
-		d, err := openDurable(context.Background(), bs, jid.MustParse("a@example.org/r"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		bs, d := openBatchDurable(t)
 		defer d.close()
 		c := &Client{sm: sm.New(sm.Config{})}
 		if err := c.sm.Restore(sm.Resumption{ID: "s1", JID: jid.MustParse("a@example.org/r")}, nil); err != nil {
@@ -133,11 +136,7 @@ func TestRecorderSavesNow(t *testing.T) {
 // the queue's array nor the batch's for its next rounds.
 func TestRecorderDropsBurstArrays(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		bs := &batchStore{}
-		d, err := openDurable(context.Background(), bs, jid.MustParse("a@example.org/r"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		bs, d := openBatchDurable(t)
 		defer d.close()
 		for i := range 2 * maxKeptChanges {
 			d.record(fmt.Sprint("m", i), tracking.DeliveredToServer, time.Now(), nil)
