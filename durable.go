@@ -821,8 +821,9 @@ func (d *durable) finishN(gen uint64, n uint32) {
 // change made before it was recorded and reported to Config.OnStateChange
 // (see finishing; the trackers' own callbacks may be waited for too). A
 // stanza whose callbacks had not returned when the process died is thus
-// not covered by the saved inbound count, nor by any ack we sent (see handled), and the server sends it again on resumption; nor is
-// a receipt or marker whose state change was not yet recorded. Only the
+// not covered by the saved inbound count, nor by any ack we sent (see
+// handled), and the server sends it again on resumption; nor is a receipt
+// or marker whose state change was not yet recorded. Only the
 // stanzas in the stream's inbound count count: those after <enabled/> or
 // <resumed/>, which this goroutine handled before them (Enabled says so).
 //

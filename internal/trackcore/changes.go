@@ -16,18 +16,47 @@ const changeBlock = 128
 // the last. It is empty exactly when it holds no block.
 type changes[R any] [][]change[R]
 
-// push appends c. When the last block is full it starts a new one: free,
-// else a block of changeBlock (the first block of an empty queue may start
-// small and grow). The caller holds the group's lock.
-func (q *changes[R]) push(c change[R], free *[]change[R]) {
+// blocks is a group's store of empty blocks for its two lists of blocks
+// (the queue and the batch the dispatcher runs): two, so that changes
+// queued while a batch runs take a block without allocating, and no more
+// than two, so that a backlog's storage is not kept.
+type blocks[R any] [2][]change[R]
+
+// take returns the larger kept block, emptied, and forgets it; nil if none
+// is kept.
+func (f *blocks[R]) take() []change[R] {
+	i := 0
+	if cap(f[1]) > cap(f[0]) {
+		i = 1
+	}
+	b := f[i][:0]
+	f[i] = nil
+	return b
+}
+
+// keep stores b emptied in a free place, or in place of a smaller block.
+func (f *blocks[R]) keep(b []change[R]) {
+	i := 0
+	if cap(f[1]) < cap(f[0]) {
+		i = 1
+	}
+	if cap(b) > cap(f[i]) {
+		f[i] = b[:0]
+	}
+}
+
+// push appends c. When the last block is full it starts a new one: a kept
+// block, else a block of changeBlock (the first block of an empty queue
+// may start small and grow). The caller holds the group's lock.
+func (q *changes[R]) push(c change[R], free *blocks[R]) {
 	n := len(*q)
 	if n == 0 || len((*q)[n-1]) >= changeBlock {
-		b := (*free)[:0]
+		b := free.take()
 		if n > 0 && cap(b) < changeBlock {
+			free.keep(b)
 			b = make([]change[R], 0, changeBlock)
 		}
 		*q = append(*q, b)
-		*free = nil
 		n++
 	}
 	(*q)[n-1] = append((*q)[n-1], c)
@@ -47,13 +76,11 @@ func (q changes[R]) run(call func(*change[R])) int {
 	return n
 }
 
-// recycle keeps one block of a batch that ran as free, if free holds none
-// or a smaller one, and returns the batch's list emptied for reuse: after
-// a backlog the group keeps one block, not the backlog's storage.
-func (q changes[R]) recycle(free *[]change[R]) changes[R] {
-	if b := q[0]; cap(b) > cap(*free) {
-		*free = b[:0]
-	}
+// recycle keeps the first block of a batch that ran (see blocks.keep) and
+// returns the batch's list emptied for reuse: after a backlog the group
+// keeps two blocks, not the backlog's storage.
+func (q changes[R]) recycle(free *blocks[R]) changes[R] {
+	free.keep(q[0])
 	clear(q)
 	if cap(q) > changeBlock { // the list of a long backlog's blocks
 		return nil

@@ -38,16 +38,16 @@ const linger = 500 * time.Millisecond
 // goroutine does. The library never swallows one.
 type group[R any] struct {
 	mu      sync.Mutex
-	queue   changes[R]  // state changes whose callbacks have not run, oldest first
-	held    int         // changes in queue or in the batch being run
-	spare   changes[R]  // the previous queue's list of blocks, reused
-	free    []change[R] // an empty block, reused (see changes.recycle)
-	running bool        // the dispatcher exists
-	parked  bool        // the dispatcher waits on wake; whoever clears it sends one wake-up
-	closed  bool        // the registry is closed: the dispatcher ends once the queue is empty
-	worked  bool        // the dispatcher took callbacks since the last linger tick
-	expire  bool        // a linger period passed without callbacks: the dispatcher ends
-	armed   bool        // timer is pending, or a tick is on its way
+	queue   changes[R] // state changes whose callbacks have not run, oldest first
+	held    int        // changes in queue or in the batch being run
+	spare   changes[R] // the previous queue's list of blocks, reused
+	free    blocks[R]  // empty blocks, reused (see changes.recycle)
+	running bool       // the dispatcher exists
+	parked  bool       // the dispatcher waits on wake; whoever clears it sends one wake-up
+	closed  bool       // the registry is closed: the dispatcher ends once the queue is empty
+	worked  bool       // the dispatcher took callbacks since the last linger tick
+	expire  bool       // a linger period passed without callbacks: the dispatcher ends
+	armed   bool       // timer is pending, or a tick is on its way
 	wake    chan struct{}
 	timer   *time.Timer // linger ticks (time.AfterFunc); nil until needed
 	hook    Hook[R]
