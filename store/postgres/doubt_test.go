@@ -63,7 +63,7 @@ func TestCommitInDoubt(t *testing.T) {
 	const name = "in_doubt"
 	dsn := database(t, name)
 	f := &freezer{}
-	p, err := faultproxy.Listen(faultproxy.Config{Target: srv.Addr(), Tap: func(int) (io.Writer, io.Writer) { return f, nil }})
+	p, err := faultproxy.Listen(faultproxy.Config{Target: srv.Addr(), TapUpFirst: true, Tap: func(int) (io.Writer, io.Writer) { return f, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,6 +62,13 @@ type Config struct {
 	// nothing more will be written.
 	Tap func(conn int) (up, down io.Writer)
 
+	// TapUpFirst makes the up writer receive each piece of the client's
+	// bytes before it is forwarded instead of after, so that a tap that
+	// freezes the connection when it sees a request lets the request
+	// through but not the target's answer (after, the answer can pass
+	// before the tap runs).
+	TapUpFirst bool
+
 	// DialTimeout bounds the connection to Target. Zero means 5 s.
 	DialTimeout time.Duration
 
@@ -509,13 +516,17 @@ func (l *link) forward(dst *net.TCPConn, b []byte, up bool) bool {
 	allowed, exhausted := l.take(len(b), up)
 	var werr error
 	if allowed > 0 {
-		var n int
-		n, werr = dst.Write(b[:allowed])
 		tap := l.downTap
 		if up {
 			tap = l.upTap
 		}
-		if tap != nil && n > 0 {
+		first := up && l.p.cfg.TapUpFirst
+		if tap != nil && first {
+			tap.Write(b[:allowed])
+		}
+		var n int
+		n, werr = dst.Write(b[:allowed])
+		if tap != nil && !first && n > 0 {
 			tap.Write(b[:n])
 		}
 	}
