@@ -2,7 +2,9 @@ package trackcore
 
 import (
 	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -13,9 +15,10 @@ import (
 // registry must not keep the backlog's storage.
 func TestCloseBacklogMemory(t *testing.T) {
 	const n = 50_000
-	ran, done := 0, make(chan struct{})
+	var ran atomic.Int64
+	done := make(chan struct{})
 	r := NewRegistry(Config[Response]{MaxPending: -1, Window: -1, OnStateChange: func(*MessageTracker, MessageState, MessageState, *Response) {
-		if ran++; ran == n {
+		if ran.Add(1) == n {
 			close(done)
 		}
 	}})
@@ -33,9 +36,21 @@ func TestCloseBacklogMemory(t *testing.T) {
 	r.Close()
 	runtime.ReadMemStats(&ms)
 	closing := ms.TotalAlloc - before
-	<-done
+	// A lost change would leave done open: fail with the count, not at
+	// go test's timeout.
+	deadline := time.After(2 * time.Minute)
+	select {
+	case <-done:
+	case <-deadline:
+		t.Fatalf("OnStateChange ran %d of %d CLOSED changes", ran.Load(), n)
+	}
 	for held(r) > 0 { // the dispatcher still holds the batch it ran
-		runtime.Gosched()
+		select {
+		case <-deadline:
+			t.Fatalf("the dispatcher still holds %d changes after running them all", held(r))
+		default:
+			runtime.Gosched()
+		}
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
