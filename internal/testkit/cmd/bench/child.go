@@ -50,6 +50,7 @@ type childArgs struct {
 	cpuprofile string
 	markers    string  // responder: markEach or markLatest
 	noCarbons  bool    // xmpptrack: Config.NoCarbons
+	ownIDs     bool    // xmpptrack: Send with ids of 16 characters the sender makes (xmpptrack.NewID), as plain mellium's
 	observe    string  // xmpptrack: observeHook or observePoll
 	store      string  // xmpptrack: "", storeSQLite, storeSQLiteFloor, storeDiscard or storePostgres (or a floor or NoSync: see postgresStore)
 	window     int     // xmpptrack, pending: StreamManagement.Window (0: default)
@@ -76,6 +77,7 @@ func parseChildArgs(args []string) (*childArgs, error) {
 	fs.StringVar(&a.cpuprofile, "cpuprofile", "", "")
 	fs.StringVar(&a.markers, "markers", markEach, "")
 	fs.BoolVar(&a.noCarbons, "nocarbons", false, "")
+	fs.BoolVar(&a.ownIDs, "ownids", false, "")
 	noCoalesce := fs.Bool("nocoalesce", false, "")
 	fs.StringVar(&a.observe, "observe", observeHook, "")
 	fs.StringVar(&a.store, "store", "", "")

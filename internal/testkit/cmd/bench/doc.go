@@ -28,6 +28,12 @@
 // optional sender xmpptrack-nocoalesce is xmpptrack with sm's coalescing
 // during bursts turned off (internal/smhook.NoCoalesce in its process), to
 // compare coalescing on and off in the same binary and the same rounds.
+// Likewise xmpptrack-nocarbons is xmpptrack with Config.NoCarbons, and
+// xmpptrack-id16 sends with ids of 16 characters it makes itself
+// (xmpptrack.NewID, as the plain senders' ids) instead of the client's own
+// 22-character ids: what carbons and the ids' length cost the server.
+// -server-syscalls counts the server's system calls in each run (perf
+// stat on its tracepoints), per message.
 //
 // It then measures the <r/> rate of a tracked burst (through a counting
 // relay, in separate runs), the time a lone message takes to

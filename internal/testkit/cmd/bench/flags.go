@@ -27,6 +27,8 @@ const (
 	sPgRows      = "xmpptrack-postgres-floor"  // xmpptrack-postgres on pgfloor.Rows: the least durable work
 	sPgTrip      = "xmpptrack-postgres-trip"   // xmpptrack-postgres on pgfloor.Trip: a round trip and a flush per group commit
 	sPgNoSync    = "xmpptrack-postgres-nosync" // xmpptrack-postgres with postgres.Config.NoSync: commits not waiting for their flush
+	sNoCarbons   = "xmpptrack-nocarbons"       // with Config.NoCarbons
+	sOwnIDs      = "xmpptrack-id16"            // Send with ids of 16 characters (xmpptrack.NewID), as plain mellium's here
 	sPlain       = "plain"
 	sPlainSM     = "plain-sm"
 	sAioxmpp     = "aioxmpp"
@@ -37,7 +39,7 @@ const (
 var allSenders = []string{sXmpptrack, sPlain, sPlainSM, sAioxmpp, sCeiling, sCeilingSM}
 
 // extraSenders may be named in -senders but do not run by default.
-var extraSenders = []string{sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync}
+var extraSenders = []string{sPolled, sNoCoalesce, sNoCarbons, sOwnIDs, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync}
 
 // options are the parent's flags.
 type options struct {
@@ -56,6 +58,7 @@ type options struct {
 	markers        string
 	noCarbons      bool
 	window         int
+	serverSyscalls bool
 	offlineN       int
 	offlineRounds  int
 	offlineSenders []string
@@ -72,7 +75,9 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	quick := fs.Bool("quick", false, "smoke run: 1 round, no warm-up, 10 latency samples, 1 <r/> count run, 10,000 pending (flags given explicitly win)")
 	senders := fs.String("senders", strings.Join(allSenders, ","), "senders to compare, comma-separated; also "+sPolled+
 		" (xmpptrack observed by reading tracker states every 2 ms instead of through Config.OnStateChange) and "+sNoCoalesce+
-		" (xmpptrack with sm's coalescing during bursts off, for a same-binary comparison) and "+sSQLite+
+		" (xmpptrack with sm's coalescing during bursts off, for a same-binary comparison) and "+sNoCarbons+
+		" (xmpptrack with Config.NoCarbons) and "+sOwnIDs+
+		" (xmpptrack sending with ids of 16 characters, as the plain senders', instead of the client's own 22) and "+sSQLite+
 		" (xmpptrack with Config.Store on an SQLite file: write-ahead and every state change recorded) and "+sSQLiteFloor+
 		" (the same with the floor instrument internal/testkit/sqlitefloor: only the least durable work the issue requires) and "+sDiscard+
 		" (the same instrument writing nothing: the client's durable path alone) and "+sPostgres+
@@ -93,6 +98,7 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.runTimeout, "run-timeout", 3*time.Minute, "limit of one sender run")
 	fs.StringVar(&o.markers, "markers", markEach, "responder's displayed markers: each (every message, from its handler) or latest (the newest message of each peer every 2 ms; a marker covers every earlier message)")
 	fs.BoolVar(&o.noCarbons, "nocarbons", false, "xmpptrack sender with Config.NoCarbons (default: carbons on, the library's default)")
+	fs.BoolVar(&o.serverSyscalls, "server-syscalls", false, "count the server's system calls in each run with perf stat (tracepoints), per message")
 	fs.IntVar(&o.window, "window", 0, "xmpptrack sender's sm.Config.Window (0: the default, -1: no window)")
 	fs.IntVar(&o.offlineN, "offline-n", 0, "messages to an offline account through Prosody with its archive on, from xmpptrack, xmpptrack without a window and plain mellium, alternating; 0 skips it")
 	fs.IntVar(&o.offlineRounds, "offline-rounds", 1, "rounds of the -offline-n comparison (the senders' order changes every round; with two or three senders, 2 × their number of rounds run each first, and right after each other, equally often)")

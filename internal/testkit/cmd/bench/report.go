@@ -152,6 +152,7 @@ func (r run) summary() string {
 		s += fmt.Sprintf(", server per message: read %.0f B in %.2f calls, wrote %.0f B in %.2f calls",
 			float64(io.RChar)/n, float64(io.SyscR)/n, float64(io.WChar)/n, float64(io.SyscW)/n)
 	}
+	s += syscallLine(r.syscalls, r.res.N)
 	if r.res.DBCPU > 0 {
 		s += fmt.Sprintf(", database CPU %.3fs", r.res.DBCPU)
 		if d := dbStatsPerMessage(r.res.DBStats, r.res.N); d != "" {

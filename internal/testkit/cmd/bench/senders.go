@@ -21,6 +21,10 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	if env.resp != nil {
 		before, _ = env.resp.stats(ctx)
 	}
+	var sc *syscallCount
+	if b.opts.serverSyscalls {
+		sc = startSyscallCount(pg)
+	}
 	cpu0, io0 := treeUsage(pg)
 	self0 := cpuNow()
 	busy0, total0 := cpuTicks()
@@ -40,7 +44,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		}
 		rate, paced := pacedSender(sender)
 		switch {
-		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync}, sender):
+		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sNoCarbons, sOwnIDs, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync}, sender):
 			p := b.opts.send
 			if paced {
 				p.rate = rate
@@ -52,6 +56,10 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 				args = append(args, "-observe", observePoll)
 			case sNoCoalesce:
 				args = append(args, "-nocoalesce")
+			case sNoCarbons:
+				args = append(args, "-nocarbons")
+			case sOwnIDs:
+				args = append(args, "-ownids")
 			}
 			switch sender {
 			case sSQLite:
@@ -102,6 +110,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	}
 	cpu1, io1 := treeUsage(pg)
 	r.serverCPU, r.serverIO = cpu1-cpu0, io1.Sub(io0)
+	r.syscalls = sc.stop()
 	var respCPU float64
 	if env.resp != nil {
 		if after, err := env.resp.stats(ctx); err == nil {

@@ -28,6 +28,10 @@ type sendPattern struct {
 	// (0: as fast as Send returns). Paced, each Send's latency is
 	// recorded.
 	rate float64
+	// ownIDs gives every message an id of xmpptrack.NewID (16
+	// characters, as plain mellium's in this bench) instead of the
+	// registry's.
+	ownIDs bool
 }
 
 // sendOutcome is what sendAll measured.
@@ -65,7 +69,11 @@ func sendAll(ctx context.Context, clients []*xmpptrack.Client, to jid.JID, n int
 					}
 				}
 				t0 := time.Now()
-				t, err := clients[i%len(clients)].Send(ctx, xmpptrack.Message{To: to, Body: body(i)})
+				m := xmpptrack.Message{To: to, Body: body(i)}
+				if p.ownIDs {
+					m.ID = xmpptrack.NewID()
+				}
+				t, err := clients[i%len(clients)].Send(ctx, m)
 				if err != nil {
 					err = fmt.Errorf("send %d: %w", i, err)
 					firstErr.CompareAndSwap(nil, &err)

@@ -30,10 +30,11 @@ type serverResults struct {
 type run struct {
 	res       result
 	proc      proc
-	serverCPU float64         // seconds of the server's CPU during the run
-	serverIO  procio.Counters // the server's /proc/PID/io during the run (every session's traffic, the responder's too)
-	dropped   int             // answers the responder dropped during the run
-	otherLoad float64         // cores busy with processes not of this benchmark, on average
+	serverCPU float64          // seconds of the server's CPU during the run
+	serverIO  procio.Counters  // the server's /proc/PID/io during the run (every session's traffic, the responder's too)
+	dropped   int              // answers the responder dropped during the run
+	syscalls  map[string]int64 // the server's system calls during the run (-server-syscalls)
+	otherLoad float64          // cores busy with processes not of this benchmark, on average
 	err       error
 }
 
