@@ -58,7 +58,7 @@
 // stops taking new messages (Send waits, TrySend fails with
 // [ErrTooManyPending]) until the callbacks catch up. A tracker makes at most
 // 4 changes, so a callback that never returns holds at most 1023 +
-// 8×MaxPending changes (about 48 bytes each, plus the trackers they name),
+// 8×MaxPending changes (about 32 bytes each, plus the trackers they name),
 // however many sends are attempted: with MaxPending = 10, 1,103 changes and
 // about 1.5 MiB of heap in 200,000 attempted sends (the test
 // TestStuckCallbackBoundsMemory measures it). Closing the client queues a
@@ -98,11 +98,11 @@
 // conversations, duplicates and late evidence is ignored in O(1) (O(log n)
 // for an id the client made, once trackers settled out of order). It bounds
 // the number of pending trackers and ends windows with one timer for all
-// trackers. A pending message sent without an id takes about 51 bytes of
-// heap when messages are sent in bursts, and up to about 70 when they are
+// trackers. A pending message sent without an id takes about 43 bytes of
+// heap when messages are sent in bursts, and up to about 62 when they are
 // sent a millisecond or more apart (a 16-byte registration mark for each
 // millisecond in which one was sent); one with an id given by the caller
-// (or reloaded from a store) about 155, id included (see Ids). Memory follows
+// (or reloaded from a store) about 147, id included (see Ids). Memory follows
 // the pending trackers: settled ones are dropped in amortized O(1) each,
 // and may be held until then, up to about as many as are pending.
 //

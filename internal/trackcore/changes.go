@@ -1,7 +1,7 @@
 package trackcore
 
 // changeBlock is how many state changes one block of a group's callback
-// queue holds (48 bytes each). The queue grows by blocks, not by copying
+// queue holds (32 bytes each). The queue grows by blocks, not by copying
 // into an array twice its size, so a backlog costs its changes and no
 // more. Close queues a CLOSED change for every pending tracker at once:
 // as one slice, the arrays it outgrew made 5.7 times the changes' size in

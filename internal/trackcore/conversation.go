@@ -1,6 +1,9 @@
 package trackcore
 
-import "sort"
+import (
+	"sort"
+	"strings"
+)
 
 // recentIncoming is how many incoming message ids a conversation remembers, so
 // that a marker naming one of them covers our messages sent before it.
@@ -38,6 +41,17 @@ type conversation[R any] struct {
 	// mk is the displayed-marker state, allocated by the first marker:
 	// most conversations never get one.
 	mk *markState[R]
+
+	// shared is the extra of the trackers that have none of their own
+	// (see Tracker): c is the conversation itself, the rest stays zero.
+	shared extra[R]
+}
+
+// newConversation returns an empty conversation of group g with key jid.
+func newConversation[R any](g *group[R], jid string) *conversation[R] {
+	c := &conversation[R]{g: g, jid: jid, full: strings.IndexByte(jid, '/') >= 0}
+	c.shared.c = c
+	return c
 }
 
 // markState is what a conversation remembers of displayed markers.
@@ -83,7 +97,7 @@ func before(a, b uint32) bool { return int32(a-b) <= 0 }
 // position returns the position of the message with the given id in the
 // conversation: one of our pending trackers, or a recent incoming message.
 func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
-	if t != nil && t.c == c {
+	if t != nil && t.conv() == c {
 		return t.seq, true
 	}
 	for i := range c.recent {

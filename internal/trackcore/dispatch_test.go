@@ -99,7 +99,7 @@ func TestRegistryCallbacksConcurrentEvidence(t *testing.T) {
 				close(done)
 			}
 		}
-		if r := tr.c.g.reg; r != nil {
+		if r := tr.conv().g.reg; r != nil {
 			r.Pending() // re-entering the registry must not deadlock
 		}
 	}})

@@ -71,7 +71,7 @@ type change[R any] struct {
 	t        *Tracker[R]
 	from, to State
 	resp     *R
-	cbs      []Callback[R]
+	cbs      *callbacks[R] // the tracker's callbacks when the change was queued
 }
 
 // Hook is a registry-wide state-change callback.
@@ -193,7 +193,5 @@ func (g *group[R]) call(c *change[R]) {
 	if g.hook != nil {
 		g.hook(c.t, c.from, c.to, c.resp)
 	}
-	for _, f := range c.cbs {
-		f(c.from, c.to, c.resp)
-	}
+	c.cbs.run(c.from, c.to, c.resp)
 }

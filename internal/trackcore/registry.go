@@ -3,7 +3,6 @@ package trackcore
 import (
 	"context"
 	"hash/maphash"
-	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -217,14 +216,14 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 	}
 	c := r.convs[to]
 	if c == nil {
-		c = &conversation[R]{g: &r.g, jid: to, full: strings.IndexByte(to, '/') >= 0}
+		c = newConversation(&r.g, to)
 		r.convs[to] = c
 		if c.full {
 			r.nfull++
 		}
 	}
 	c.room = c.room || o.Room
-	t := &Tracker[R]{c: c, seq: c.next, num: r.count}
+	t := &Tracker[R]{seq: c.next, num: r.count}
 	r.count++
 	c.next++
 	w := uint32(inRegistry)
@@ -234,7 +233,9 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 		r.peak = max(r.peak, len(r.index))
 	}
 	if id != "" || o.Thread != "" {
-		t.x = &extra[R]{names: id + o.Thread}
+		t.x.Store(&extra[R]{c: c, names: id + o.Thread})
+	} else {
+		t.x.Store(&c.shared)
 	}
 	window := o.Window
 	if window == 0 {
@@ -291,7 +292,7 @@ func (r *Registry[R]) forget(t *Tracker[R]) {
 		r.timers.gone(w&ownWindow != 0)
 	}
 	r.byNum.dead++
-	c := t.c
+	c := t.conv()
 	c.live--
 	if !c.dirty {
 		c.dirty = true
@@ -377,7 +378,7 @@ func (r *Registry[R]) byID(id string) *Tracker[R] {
 // lookup returns the pending tracker with the id in conversation conv, or nil.
 func (r *Registry[R]) lookup(conv, id string) *Tracker[R] {
 	t := r.byID(id)
-	if t == nil || t.c.jid != conv {
+	if t == nil || t.conv().jid != conv {
 		return nil
 	}
 	return t
@@ -435,7 +436,7 @@ func (r *Registry[R]) ServerAck(conv, id string) { r.advance(conv, id, Delivered
 // calls conv, which parses the address.
 func (r *Registry[R]) lookupAddr(addr, id string, conv func(string) string) *Tracker[R] {
 	t := r.byID(id)
-	if t == nil || t.c.jid != addr && t.c.jid != conv(addr) {
+	if t == nil || t.conv().jid != addr && t.conv().jid != conv(addr) {
 		return nil
 	}
 	return t
@@ -456,8 +457,8 @@ func (r *Registry[R]) ServerAckAddr(addr, id string, conv func(string) string) {
 // was written with (see ServerAckAddr).
 func (r *Registry[R]) WrittenAddr(addr, id string, conv func(string) string) {
 	r.g.mu.Lock()
-	if t := r.lookupAddr(addr, id, conv); t != nil && !t.c.room {
-		t.c.written(t)
+	if t := r.lookupAddr(addr, id, conv); t != nil && !t.conv().room {
+		t.conv().written(t)
 	}
 	r.g.mu.Unlock()
 }
@@ -475,7 +476,7 @@ func (r *Registry[R]) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) 
 // TrackOptions.Room).
 func (r *Registry[R]) Delivered(bare, full, id string, resp *R) {
 	r.g.mu.Lock()
-	if t := r.byID(id); t != nil && !t.c.room && t.c.from(bare, full) {
+	if t := r.byID(id); t != nil && !t.conv().room && t.conv().from(bare, full) {
 		t.transition(DeliveredToRecipient, resp)
 	}
 	r.unlock()
@@ -502,7 +503,7 @@ func (r *Registry[R]) Displayed(bare, full, id, thread string, resp *R) {
 			continue
 		}
 		named := found
-		if named != nil && named.c != c {
+		if named != nil && named.conv() != c {
 			named = nil
 		}
 		if upTo, ok := c.position(named, id); ok {
@@ -556,8 +557,8 @@ func (r *Registry[R]) Incoming(bare, full, id string) {
 // queues no callback: it may run inside the writer's output lock.
 func (r *Registry[R]) Written(conv, id string) {
 	r.g.mu.Lock()
-	if t := r.lookup(conv, id); t != nil && !t.c.room {
-		t.c.written(t)
+	if t := r.lookup(conv, id); t != nil && !t.conv().room {
+		t.conv().written(t)
 	}
 	r.g.mu.Unlock()
 }
@@ -569,7 +570,7 @@ func (r *Registry[R]) Written(conv, id string) {
 // reports our own bare JID as empty too.
 func (r *Registry[R]) ErrorReply(from jid.JID, id string, resp *R) {
 	r.g.mu.Lock()
-	if t := r.byID(id); t != nil && errorFromPeer(from, t.c) {
+	if t := r.byID(id); t != nil && errorFromPeer(from, t.conv()) {
 		t.transition(Error, resp)
 	}
 	r.unlock()

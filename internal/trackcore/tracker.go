@@ -30,26 +30,42 @@ const (
 // methods; the driving ones (Advance, and the Registry's evidence methods)
 // are reachable only inside this module.
 //
-// A pending tracker takes 32 bytes: no id (see ownIDs; an id the registry did
-// not make is kept in extra), no deadline (see timers.marks) and no index
-// in a heap.
+// A pending tracker takes 24 bytes: no id (see ownIDs; an id the registry did
+// not make is kept in extra), no deadline (see timers.marks), no index in a
+// heap, and one pointer for its conversation and its extra. That pointer is
+// the tracker's own extra once it has one, else its conversation's shared
+// extra, which holds nothing but the conversation: every extra names its
+// conversation, so the lock is found through either. It is atomic because
+// ext replaces the shared extra under the lock while ID, To and the lock's
+// callers read it without; both lead to the same conversation, and an
+// extra with a foreign id is set before the tracker is shared, so ID needs
+// no lock. The other layouts considered: the state with a 53-bit number in
+// one 64-bit word, leaving no room for seq, which cannot be derived from
+// the number (Written gives every message a new position in wire order,
+// which differs from registration order with concurrent senders, after a
+// reconnection, or with a message received between registration and
+// write); and the extras in a side table, which would need the lock to
+// read a foreign id and a map entry for every message that gets a receipt.
 type Tracker[R any] struct {
-	c    *conversation[R] // the conversation, and through it the lock
-	x    *extra[R]        // rarely needed data, allocated on first use; guarded by the lock, except id
-	word atomic.Uint32    // state and flag bits; written under the lock, read without it
-	seq  uint32           // position in the conversation, for "displayed up to here"
-	num  uint64           // registration number in the registry: its own id, its place in byNum
+	x    atomic.Pointer[extra[R]] // own extra, or the conversation's shared one: never nil
+	num  uint64                   // registration number in the registry: its own id, its place in byNum
+	word atomic.Uint32            // state and flag bits; written under the lock, read without it
+	seq  uint32                   // position in the conversation, for "displayed up to here"
 }
 
 // Callback is a per-tracker state-change callback.
 type Callback[R any] func(from, to State, resp *R)
 
-// extra holds what only some trackers need, so a pending tracker stays small.
+// extra holds what only some trackers need, so a pending tracker stays small
+// (56 bytes, in the size class of 64). A conversation's shared extra
+// (conversation.shared) stands for the trackers without one: every field
+// but c stays zero, and only ext, which replaces it, writes an extra.
 type extra[R any] struct {
+	c       *conversation[R] // the conversation, and through it the lock
 	resp    *R
 	changed chan struct{} // closed on the next change, then replaced; nil without waiters
 	done    chan struct{} // closed when tracking ends; nil until asked for
-	cbs     []Callback[R]
+	cbs     *callbacks[R] // guarded by the lock; a list is never changed once made
 	// names is the foreign id, if any, then the thread, if any (see
 	// idShift): set before the tracker is shared and never changed, so ID
 	// reads it without the lock.
@@ -60,14 +76,18 @@ type extra[R any] struct {
 // driven only by Advance, with no window. Its id is kept up to maxIDLen
 // bytes (2 MiB less one): ID returns a longer one cut to that length.
 func NewStandalone[R any](id string) *Tracker[R] {
-	g := &group[R]{}
-	t := &Tracker[R]{c: &conversation[R]{g: g}, x: &extra[R]{names: id}}
+	c := newConversation(&group[R]{}, "")
+	t := &Tracker[R]{}
+	t.x.Store(&extra[R]{c: c, names: id})
 	t.word.Store(foreignID | uint32(min(len(id), maxIDLen))<<idShift)
 	return t
 }
 
 // Standalone reports whether t belongs to no registry (NewStandalone).
-func (t *Tracker[R]) Standalone() bool { return t.c.g.reg == nil }
+func (t *Tracker[R]) Standalone() bool { return t.conv().g.reg == nil }
+
+// conv returns the tracker's conversation.
+func (t *Tracker[R]) conv() *conversation[R] { return t.x.Load().c }
 
 // ID returns the message's id. An id the registry made (Track with an empty
 // id) is formatted anew on each call.
@@ -75,22 +95,19 @@ func (t *Tracker[R]) ID() string {
 	if w := t.word.Load(); w&foreignID != 0 {
 		return t.foreignID(w)
 	}
-	return t.c.g.reg.ids.format(t.num)
+	return t.conv().g.reg.ids.format(t.num)
 }
 
 // foreignID returns the id of a tracker with foreignID set in its word w.
-func (t *Tracker[R]) foreignID(w uint32) string { return t.x.names[:w>>idShift] }
+func (t *Tracker[R]) foreignID(w uint32) string { return t.x.Load().names[:w>>idShift] }
 
 // thread returns the message's thread, if any.
 func (t *Tracker[R]) thread() string {
-	if t.x == nil {
-		return ""
-	}
-	return t.x.names[t.word.Load()>>idShift:]
+	return t.x.Load().names[t.word.Load()>>idShift:]
 }
 
 // To returns the conversation key; empty for standalone trackers.
-func (t *Tracker[R]) To() string { return t.c.jid }
+func (t *Tracker[R]) To() string { return t.conv().jid }
 
 // State returns the current state.
 func (t *Tracker[R]) State() State {
@@ -99,13 +116,10 @@ func (t *Tracker[R]) State() State {
 
 // Response returns the evidence for the last state change, or nil.
 func (t *Tracker[R]) Response() *R {
-	g := t.c.g
+	g := t.conv().g
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if t.x == nil {
-		return nil
-	}
-	return t.x.resp
+	return t.x.Load().resp
 }
 
 // OnStateChange registers f for each later state change of t.
@@ -113,17 +127,17 @@ func (t *Tracker[R]) OnStateChange(f Callback[R]) {
 	if f == nil {
 		return
 	}
-	g := t.c.g
+	g := t.conv().g
 	g.mu.Lock()
 	x := t.ext()
-	// Copy on write: queued changes keep the slice they were queued with.
-	x.cbs = append(x.cbs[:len(x.cbs):len(x.cbs)], f)
+	// A new head: queued changes keep the list they were queued with.
+	x.cbs = &callbacks[R]{f: f, prev: x.cbs}
 	g.mu.Unlock()
 }
 
 // Done returns a channel that is closed when tracking ends.
 func (t *Tracker[R]) Done() <-chan struct{} {
-	g := t.c.g
+	g := t.conv().g
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	x := t.ext()
@@ -141,7 +155,7 @@ func (t *Tracker[R]) Settled() bool { return t.word.Load()&settledBit != 0 }
 
 // Close stops tracking: Closed, or DeliveredToRecipient and Error kept.
 func (t *Tracker[R]) Close() {
-	g := t.c.g
+	g := t.conv().g
 	g.mu.Lock()
 	t.transition(Closed, nil)
 	g.unlock()
@@ -154,7 +168,7 @@ func (t *Tracker[R]) Advance(to State, resp *R) (State, bool) {
 	if to >= NumStates {
 		return t.State(), false
 	}
-	g := t.c.g
+	g := t.conv().g
 	g.mu.Lock()
 	from := t.State()
 	ok := t.transition(to, resp)
@@ -178,7 +192,7 @@ const (
 // evidence. When ctx ends first it returns the state, Going, nil and ctx.Err().
 func (t *Tracker[R]) Wait(ctx context.Context, target State) (State, Stop, *R, error) {
 	want, _ := target.Progress()
-	g := t.c.g
+	g := t.conv().g
 	for {
 		g.mu.Lock()
 		w := t.word.Load()
@@ -189,8 +203,8 @@ func (t *Tracker[R]) Wait(ctx context.Context, target State) (State, Stop, *R, e
 		}
 		if stop := blocked(w); stop != Going {
 			var resp *R
-			if stop == Failed && t.x != nil {
-				resp = t.x.resp
+			if stop == Failed {
+				resp = t.x.Load().resp
 			}
 			g.mu.Unlock()
 			return st, stop, resp, nil
@@ -228,12 +242,15 @@ func blocked(w uint32) Stop {
 	return Going
 }
 
-// ext returns the tracker's extra data, allocating it. The caller holds the lock.
+// ext returns the tracker's own extra data, allocating it in place of the
+// conversation's shared one. The caller holds the lock.
 func (t *Tracker[R]) ext() *extra[R] {
-	if t.x == nil {
-		t.x = &extra[R]{}
+	x := t.x.Load()
+	if x == &x.c.shared {
+		x = &extra[R]{c: x.c}
+		t.x.Store(x)
 	}
-	return t.x
+	return x
 }
 
 // transition applies a request for state to. It reports whether the request
@@ -265,29 +282,30 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 		}
 	}
 	t.word.Store(nw)
-	g := t.c.g
-	if dst == DeliveredToRecipient && w&inRegistry != 0 && t.c.covered(t) {
-		t.c.mk.late = append(t.c.mk.late, t)
+	x := t.x.Load()
+	c := x.c
+	g := c.g
+	if dst == DeliveredToRecipient && w&inRegistry != 0 && c.covered(t) {
+		c.mk.late = append(c.mk.late, t)
 	}
-	x := t.x
 	if dst != from {
 		if resp != nil {
 			x = t.ext()
 			x.resp = resp
-		} else if x != nil {
+		} else if x.resp != nil {
 			x.resp = nil
 		}
-		if x != nil && len(x.cbs) > 0 || g.hook != nil {
-			g.queue.push(change[R]{t: t, from: from, to: dst, resp: resp, cbs: cbsOf(x)}, &g.free)
+		if x.cbs != nil || g.hook != nil {
+			g.queue.push(change[R]{t: t, from: from, to: dst, resp: resp, cbs: x.cbs}, &g.free)
 			g.held++
 		}
 	}
-	if x != nil && x.changed != nil {
+	if x.changed != nil {
 		close(x.changed)
 		x.changed = nil
 	}
 	if ends {
-		if x != nil && x.done != nil {
+		if x.done != nil {
 			close(x.done)
 		}
 		if w&inRegistry != 0 {
@@ -297,9 +315,17 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 	return true
 }
 
-func cbsOf[R any](x *extra[R]) []Callback[R] {
-	if x == nil {
-		return nil
+// callbacks is a tracker's list of callbacks, newest first.
+type callbacks[R any] struct {
+	f    Callback[R]
+	prev *callbacks[R]
+}
+
+// run calls the callbacks of the list in the order they were added.
+func (l *callbacks[R]) run(from, to State, resp *R) {
+	if l == nil {
+		return
 	}
-	return x.cbs
+	l.prev.run(from, to, resp)
+	l.f(from, to, resp)
 }
