@@ -57,7 +57,7 @@ type childArgs struct {
 	goroutines int     // xmpptrack: goroutines calling Send
 	rate       float64 // xmpptrack: messages per second, 0 = unpaced
 	instances  int     // xmpptrack: clients (one per account of -jid), each with its own store handle
-	watch      []int   // xmpptrack: processes whose CPU during the workload is WatchCPU (the server, the responder)
+	watch      []int   // xmpptrack and plain senders: processes whose CPU during the workload is WatchCPU (the server, the responder)
 }
 
 func parseChildArgs(args []string) (*childArgs, error) {

@@ -249,6 +249,7 @@ func runPlain(ctx context.Context, a *childArgs) result {
 	}
 
 	stopProfile := profile(a.cpuprofile)
+	watch0 := watchedCPU(a.watch) // before cpu0: it scans /proc
 	cpu0 := cpuNow()
 	t0 := time.Now()
 	pr.t0.Store(t0.UnixNano())
@@ -301,6 +302,9 @@ func runPlain(ctx context.Context, a *childArgs) result {
 	}
 
 	res.CPU = seconds(cpu)
+	for i, c := range watchedCPU(a.watch) {
+		res.WatchCPU = append(res.WatchCPU, c-watch0[i])
+	}
 	res.Written = seconds(time.Duration(written.Load()))
 	res.ToServer = seconds(time.Duration(toServer.Load()))
 	res.ToRecipient = seconds(time.Duration(toRecip.Load()))

@@ -38,13 +38,28 @@ func (b *bench) reportRounds(w io.Writer) {
 			return r.serverCPU
 		}
 		tp, sc, cp := ratios(xt, pl, run.throughput), ratios(xt, pl, serverCPU), ratios(xt, pl, run.cpuPer1k)
+		wc := ratios(xt, pl, run.workloadServerCPU)
 		minTP := minEjabberdThroughput
 		if sr.kind == "prosody" {
 			minTP = minProsodyThroughput
 		}
-		fmt.Fprintf(w, "  %s: throughput %s (median %.2f, target >= %.2f); server CPU s %s, ratio %s (median %.2f, target <= %.1f on Prosody); sender CPU per message %s (median %.2f, target <= %.1f)\n",
+		fmt.Fprintf(w, "  %s: throughput %s (median %.2f, target >= %.2f); server CPU s %s, ratio %s (median %.2f, target <= %.1f on Prosody); sender CPU per message %s (median %.2f, target <= %.1f)",
 			sr.kind, list(tp), median(tp), minTP, strings.Join(cpu, ", "), list(sc), median(sc), maxServerCPURatio, list(cp), median(cp), maxSenderCPURatio)
+		if len(wc) > 0 {
+			fmt.Fprintf(w, "; server CPU during the workload alone (log-in and log-out left out), ratio %s (median %.2f)", list(wc), median(wc))
+		}
+		fmt.Fprintln(w)
 	}
+}
+
+// workloadServerCPU is the server's CPU seconds from the run's first
+// send to its last marker (result.WatchCPU), NaN if the child did not
+// read it or the run is not usable.
+func (r run) workloadServerCPU() float64 {
+	if !r.usable() || len(r.res.WatchCPU) == 0 {
+		return math.NaN()
+	}
+	return r.res.WatchCPU[0]
 }
 
 func list(v []float64) string {

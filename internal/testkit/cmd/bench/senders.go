@@ -38,6 +38,9 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		if w, ok := windowSender(sender); ok {
 			args = []string{"-role=" + roleTracked, "-window", strconv.Itoa(w)}
 			args = append(args, b.opts.send.args()...)
+			if env.resp != nil {
+				args = append(args, "-watch", fmt.Sprintf("%d,%d", pg, env.resp.cmd.Process.Pid))
+			}
 			if b.opts.noCarbons {
 				args = append(args, "-nocarbons")
 			}
@@ -90,6 +93,11 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 			args = []string{"-role=" + rolePlain}
 		case sender == sPlainSM || sender == sCeilingSM:
 			args = []string{"-role=" + rolePlain, "-sm"}
+		}
+		if (sender == sPlain || sender == sPlainSM) && env.resp != nil {
+			// The server's CPU over the workload alone, as the tracked
+			// senders read it: log-in and log-out differ between them.
+			args = append(args, "-watch", fmt.Sprintf("%d,%d", pg, env.resp.cmd.Process.Pid))
 		}
 		if sender == sCeiling || sender == sCeilingSM {
 			n = max(n/len(locals), 1) // the ceiling's sessions share the n messages
