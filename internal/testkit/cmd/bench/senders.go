@@ -38,9 +38,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		if w, ok := windowSender(sender); ok {
 			args = []string{"-role=" + roleTracked, "-window", strconv.Itoa(w)}
 			args = append(args, b.opts.send.args()...)
-			if env.resp != nil {
-				args = append(args, "-watch", fmt.Sprintf("%d,%d", pg, env.resp.cmd.Process.Pid))
-			}
+			args = append(args, env.watchArgs(pg)...)
 			if b.opts.noCarbons {
 				args = append(args, "-nocarbons")
 			}
@@ -83,9 +81,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 			if b.opts.window != 0 {
 				args = append(args, "-window", strconv.Itoa(b.opts.window))
 			}
-			if env.resp != nil {
-				args = append(args, "-watch", fmt.Sprintf("%d,%d", pg, env.resp.cmd.Process.Pid))
-			}
+			args = append(args, env.watchArgs(pg)...)
 			if b.opts.noCarbons {
 				args = append(args, "-nocarbons")
 			}
@@ -94,10 +90,10 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		case sender == sPlainSM || sender == sCeilingSM:
 			args = []string{"-role=" + rolePlain, "-sm"}
 		}
-		if (sender == sPlain || sender == sPlainSM) && env.resp != nil {
+		if sender == sPlain || sender == sPlainSM {
 			// The server's CPU over the workload alone, as the tracked
 			// senders read it: log-in and log-out differ between them.
-			args = append(args, "-watch", fmt.Sprintf("%d,%d", pg, env.resp.cmd.Process.Pid))
+			args = append(args, env.watchArgs(pg)...)
 		}
 		if sender == sCeiling || sender == sCeilingSM {
 			n = max(n/len(locals), 1) // the ceiling's sessions share the n messages
@@ -182,4 +178,14 @@ func (b *bench) runAioxmpp(ctx context.Context, env *serverEnv, local string, n 
 	}
 	r.proc = proc{CPU: ar.CPUTotal.Seconds(), MaxRSS: ar.PeakRSS, Wall: time.Since(start).Seconds()}
 	return r
+}
+
+// watchArgs asks a sender's child to read the CPU of the server (pid
+// pg) and of the responder over its workload (-watch); none without a
+// responder.
+func (env *serverEnv) watchArgs(pg int) []string {
+	if env.resp == nil {
+		return nil
+	}
+	return []string{"-watch", fmt.Sprintf("%d,%d", pg, env.resp.cmd.Process.Pid)}
 }
