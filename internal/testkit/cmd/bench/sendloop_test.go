@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +94,21 @@ func TestInstancesPattern(t *testing.T) {
 	}
 	if p := instancesPattern(1, 0, 0); p.goroutines != 1 {
 		t.Errorf("no instance count: %+v", p)
+	}
+}
+
+// TestSenderAccountsDistinct: every sender that can be named has accounts
+// of its own, so that two senders of one round never share an account.
+func TestSenderAccountsDistinct(t *testing.T) {
+	seen := map[string]string{}
+	for _, s := range append(append([]string{oWindowPrefix + "64", pacedPrefix + "3000"}, allSenders...), extraSenders...) {
+		a := senderAccounts(s, "1", 1)[0]
+		if strings.HasPrefix(a, "-") {
+			t.Errorf("%s: account %q has no prefix of its own", s, a)
+		}
+		if other, dup := seen[a]; dup {
+			t.Errorf("%s and %s share account %q", s, other, a)
+		}
+		seen[a] = s
 	}
 }

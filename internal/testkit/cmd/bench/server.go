@@ -60,7 +60,7 @@ type pendingResult struct {
 // run.
 func senderAccounts(sender, label string, k int) []string {
 	prefix := map[string]string{
-		sXmpptrack: "xt", sPolled: "xtpoll", sNoCoalesce: "xtnonagle", sSQLite: "xtsql", sSQLiteFloor: "xtsqlf", sDiscard: "xtdisc", sPostgres: "xtpg", sPostgres2: "xtpg2", sPgRows: "xtpgf", sPgTrip: "xtpgt", sPgNoSync: "xtpgns", sPlain: "plain", sPlainSM: "plainsm", sAioxmpp: "aio", sCeiling: "ceil", sCeilingSM: "ceilsm",
+		sXmpptrack: "xt", sPolled: "xtpoll", sNoCoalesce: "xtnonagle", sNoCarbons: "xtnocarb", sOwnIDs: "xtid16", sSQLite: "xtsql", sSQLiteFloor: "xtsqlf", sDiscard: "xtdisc", sPostgres: "xtpg", sPostgres2: "xtpg2", sPgRows: "xtpgf", sPgTrip: "xtpgt", sPgNoSync: "xtpgns", sPlain: "plain", sPlainSM: "plainsm", sAioxmpp: "aio", sCeiling: "ceil", sCeilingSM: "ceilsm",
 	}[sender]
 	if w, ok := windowSender(sender); ok {
 		prefix = "xtw" + strconv.Itoa(w)
