@@ -134,6 +134,7 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 		}
 	}
 	w := &writer{s: s, c: c, now: time.Now(), rows: map[string]*row{}}
+	w.last, w.known = c.lastCursor()
 	err = f(w)
 	if err == nil {
 		err = w.flush()
@@ -158,6 +159,9 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 			return err, true
 		}
 		return err, false
+	}
+	if w.known {
+		c.committed(w.last)
 	}
 	if w.swept {
 		s.unlisted = 0
@@ -285,8 +289,10 @@ func (w *writer) apply(b *store.Batch) error {
 		if m.Created.IsZero() {
 			m.Created = w.now
 		}
-		// Its cursor is the highest plus one, changes included.
-		if err := w.insertChanges(); err != nil {
+		// Its row is the first entry of its history: its n is its cursor,
+		// the highest plus one, changes included.
+		n, err := w.peek()
+		if err != nil {
 			return err
 		}
 		settled := store.SettledState(m.State)
@@ -295,7 +301,7 @@ func (w *writer) apply(b *store.Batch) error {
 			raw = nil
 		}
 		created, state := micros(m.Created), int64(m.State)
-		res, err := w.c.exec(insMsg,
+		res, err := w.c.exec(insMsg, n,
 			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
 			created, micros(m.Deadline), state, settled, created, state)
 		if err != nil {
@@ -306,13 +312,8 @@ func (w *writer) apply(b *store.Batch) error {
 		} else if k == 0 {
 			return fmt.Errorf("sqlite: message %q: %w", m.ID, store.ErrExists)
 		}
-		// Its row is the first entry of its history: n is its cursor.
-		n, err := res.LastInsertId()
-		if err != nil {
-			return err
-		}
 		m.Cursor = n
-		w.last, w.known = n, true
+		w.last = n
 		w.inserted++
 		st := status{state: m.State, settled: settled}
 		w.rows[m.ID] = &row{n: n, was: st, cur: st}
@@ -388,12 +389,23 @@ func (w *writer) check(b *store.Batch) error {
 	return nil
 }
 
-// next returns the cursor of the next change: the highest cursor (read
-// once per transaction) plus one. The transaction holds SQLite's write
-// lock, and its changes and messages take their cursors in turn here and
-// in the message insert (which runs after the changes before it are
-// inserted, see insertChanges).
+// next returns the cursor of the next change and takes it: the highest
+// cursor plus one. The transaction holds SQLite's write lock, and its
+// changes and messages take their cursors in turn, here and in the message
+// insert (see peek).
 func (w *writer) next() (int64, error) {
+	n, err := w.peek()
+	if err != nil {
+		return 0, err
+	}
+	w.last = n
+	return n, nil
+}
+
+// peek returns the next cursor without taking it. The highest cursor is
+// read once per transaction, or not at all while the committer's last
+// transaction on the connection left it known (see wconn.lastCursor).
+func (w *writer) peek() (int64, error) {
 	if !w.known {
 		v, err := w.c.queryRow(lastCur)
 		if err != nil {
@@ -405,8 +417,7 @@ func (w *writer) next() (int64, error) {
 		w.last, _ = v[0].(int64)
 		w.known = true
 	}
-	w.last++
-	return w.last, nil
+	return w.last + 1, nil
 }
 
 // insertChanges inserts the change rows apply queued, as many per
@@ -519,14 +530,14 @@ func (s *Store) listLag() int64 {
 // The statements of a commit, prepared once on the writer's connection (see
 // wconn.go).
 const (
-	// sqlInsMsg inserts a message unlisted (see listing). Its updated and
-	// first are bound again (its created and state), so that its
-	// parameters are nameless: the driver looks up each parameter's name
+	// sqlInsMsg inserts a message unlisted (see listing), its n (its
+	// cursor) given (see peek). Its updated and first are bound again
+	// (its created and state), so that its parameters are nameless: the driver looks up each parameter's name
 	// at every execution, and a name (?9) costs a Go string each time.
 	// The row updates below are nameless for the same reason.
 	sqlInsMsg = `INSERT INTO messages
 		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first, listed)
-		VALUES (` + sqlLastCursor + ` + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 0)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 0)
 		ON CONFLICT (id) DO NOTHING`
 	sqlExists  = `SELECT 1 FROM messages WHERE id = ?`
 	sqlLastCur = `SELECT ` + sqlLastCursor

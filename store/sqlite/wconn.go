@@ -94,6 +94,12 @@ type wconn struct {
 	st   [nConnStmts]driver.Stmt // all nil or all prepared
 	args []driver.NamedValue     // reused by each statement
 	row  []driver.Value          // reused by each query
+	// last is the highest cursor as this connection's last transaction
+	// of the committer left it, valid while the file's data version is
+	// still version (see lastCursor).
+	last    int64
+	version uint32
+	valid   bool
 }
 
 func (c *wconn) conn() driverConn { return c.Conn.(driverConn) }
@@ -218,6 +224,42 @@ func (c *wconn) queryRow(i int, args ...any) ([]driver.Value, error) {
 		return nil, err
 	}
 	return c.row, cerr
+}
+
+// lastCursor returns the highest cursor as the committer's last
+// transaction on c committed it, if nothing else changed the file since:
+// c's transaction must be open, so that SQLite has read the file's state.
+// The file's data version (SQLite's SQLITE_FCNTL_DATA_VERSION) changes at
+// every commit of this connection and whenever a transaction of it finds
+// that another connection (of this process or another) committed; then
+// ok is false and the cursor must be read from the tables. It spares every
+// write-ahead the two subqueries of sqlLastCursor.
+func (c *wconn) lastCursor() (last int64, ok bool) {
+	if !c.valid {
+		return 0, false
+	}
+	c.valid = false // until the transaction commits (see committed)
+	v, err := c.dataVersion()
+	if err != nil || v != c.version {
+		return 0, false
+	}
+	return c.last, true
+}
+
+// committed notes the highest cursor of the transaction just committed
+// on c, for the next one (see lastCursor).
+func (c *wconn) committed(last int64) {
+	v, err := c.dataVersion()
+	c.last, c.version, c.valid = last, v, err == nil
+}
+
+// dataVersion returns the file's data version (see lastCursor).
+func (c *wconn) dataVersion() (uint32, error) {
+	fc, ok := c.Conn.(msqlite.FileControl)
+	if !ok {
+		return 0, fmt.Errorf("sqlite: the driver's connection %T cannot tell the file's data version", c.Conn)
+	}
+	return fc.FileControlDataVersion("main")
 }
 
 // walPages returns the pages the connection wrote since the last call.
