@@ -178,6 +178,16 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 	return nil, false
 }
 
+// orNull is v, or nil (SQL NULL) if v is empty: the driver copies every
+// string it binds into memory it allocates and frees (two calls of
+// SQLite's allocator), a NULL costs neither.
+func orNull(v string) any {
+	if v == "" {
+		return nil
+	}
+	return v
+}
+
 // unset clears the cursors of a batch that was not written (nil: a claim).
 func unset(b *store.Batch) {
 	if b == nil {
@@ -302,7 +312,7 @@ func (w *writer) apply(b *store.Batch) error {
 		}
 		created, state := micros(m.Created), int64(m.State)
 		res, err := w.c.exec(insMsg, n,
-			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, m.Thread, m.Channel, raw,
+			m.ID, m.Owner.Account, m.Owner.Resource, m.To, m.Room, orNull(m.Thread), orNull(m.Channel), raw,
 			created, micros(m.Deadline), state, settled, created, state)
 		if err != nil {
 			return err
@@ -534,10 +544,11 @@ const (
 	// cursor) given (see peek). Its updated and first are bound again
 	// (its created and state), so that its parameters are nameless: the driver looks up each parameter's name
 	// at every execution, and a name (?9) costs a Go string each time.
-	// The row updates below are nameless for the same reason.
+	// The row updates below are nameless for the same reason. An empty
+	// thread or channel (most messages) is bound as NULL (see orNull).
 	sqlInsMsg = `INSERT INTO messages
 		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first, listed)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 0)
+		VALUES (?, ?, ?, ?, ?, ?, coalesce(?, ''), coalesce(?, ''), ?, ?, ?, NULL, ?, ?, ?, ?, 0)
 		ON CONFLICT (id) DO NOTHING`
 	sqlExists  = `SELECT 1 FROM messages WHERE id = ?`
 	sqlLastCur = `SELECT ` + sqlLastCursor
