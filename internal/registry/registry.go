@@ -68,6 +68,10 @@ type Config struct {
 	// tracker of the registry, under the same rules as
 	// MessageTracker.OnStateChange and before the tracker's own callbacks.
 	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
+	// OnMade, if set, is called for every state change as it is made,
+	// under the registry's lock, in the order made, whatever the callbacks
+	// do (see trackcore.Config.OnMade): it must only take note.
+	OnMade func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
 }
 
 // Registry holds the pending trackers of one account and turns evidence into
@@ -83,12 +87,19 @@ func public(t *trackcore.Tracker[tracking.Response]) *tracking.MessageTracker {
 // New returns an empty registry.
 func New(cfg Config) *Registry {
 	c := trackcore.Config[tracking.Response]{MaxPending: cfg.MaxPending, Window: cfg.Window}
-	if f := cfg.OnStateChange; f != nil {
-		c.OnStateChange = func(t *trackcore.Tracker[tracking.Response], from, to trackcore.State, resp *tracking.Response) {
-			f(public(t), tracking.MessageState(from), tracking.MessageState(to), resp)
-		}
-	}
+	c.OnStateChange = hook(cfg.OnStateChange)
+	c.OnMade = hook(cfg.OnMade)
 	return (*Registry)(trackcore.NewRegistry(c))
+}
+
+// hook adapts a hook on public trackers to the core's; nil stays nil.
+func hook(f func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)) trackcore.Hook[tracking.Response] {
+	if f == nil {
+		return nil
+	}
+	return func(t *trackcore.Tracker[tracking.Response], from, to trackcore.State, resp *tracking.Response) {
+		f(public(t), tracking.MessageState(from), tracking.MessageState(to), resp)
+	}
 }
 
 // Track registers a new pending message with the given id to the

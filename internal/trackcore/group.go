@@ -51,6 +51,7 @@ type group[R any] struct {
 	wake    chan struct{}
 	timer   *time.Timer // linger ticks (time.AfterFunc); nil until needed
 	hook    Hook[R]
+	made    Hook[R]      // Config.OnMade: called under mu as each change is made
 	reg     *Registry[R] // nil for standalone trackers
 
 	// holding is set while the goroutine that reads the stream works through

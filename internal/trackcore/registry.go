@@ -30,6 +30,15 @@ type Config[R any] struct {
 	// of the registry, under the same rules as Tracker.OnStateChange and
 	// before the tracker's own callbacks.
 	OnStateChange Hook[R]
+	// OnMade, if set, is called for every state change of every tracker of
+	// the registry as it is made: under the registry's lock, on the
+	// goroutine that made it (the one that reported the evidence, Track's
+	// caller, the timer's), in the order the changes are made, before the
+	// new state shows (Tracker.State) and before the change is queued for
+	// the callbacks. It must only take note: never block, never call the
+	// registry or its trackers (except their ID), never run application
+	// code. What it notes is thus never behind a callback.
+	OnMade Hook[R]
 }
 
 // maxChanges is the most state changes one tracker makes in its life:
@@ -155,6 +164,7 @@ func NewRegistry[R any](cfg Config[R]) *Registry[R] {
 	}
 	r.limit, _ = QueueLimit(r.max)
 	r.g.hook = cfg.OnStateChange
+	r.g.made = cfg.OnMade
 	r.g.reg = r
 	return r
 }

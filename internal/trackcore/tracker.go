@@ -281,10 +281,13 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 			nw |= byClose
 		}
 	}
-	t.word.Store(nw)
 	x := t.x.Load()
 	c := x.c
 	g := c.g
+	if dst != from && g.made != nil {
+		g.made(t, from, dst, resp) // before the state shows: see Config.OnMade
+	}
+	t.word.Store(nw)
 	if dst == DeliveredToRecipient && w&inRegistry != 0 && c.covered(t) {
 		c.mk.late = append(c.mk.late, t)
 	}
