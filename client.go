@@ -148,18 +148,20 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	c.firstLoss = make(chan error, 1)
 	c.up = make(chan struct{})
 	onChange := c.cfg.OnStateChange
+	var onMade func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response)
 	if c.cfg.Store != nil {
 		var err error
 		if c.dur, err = openDurable(ctx, c.cfg.Store, account, c.cfg.Logger); err != nil {
 			c.cancel()
 			return nil, err
 		}
-		onChange = c.dur.hook(onChange, c.closingNow)
+		onMade, onChange = c.dur.hooks(onChange)
 	}
 	c.reg = registry.New(registry.Config{
 		MaxPending:    c.cfg.MaxPending,
 		Window:        c.cfg.Window,
 		OnStateChange: onChange,
+		OnMade:        onMade,
 	})
 	smCfg := c.cfg.StreamManagement
 	smCfg.OnWritten = c.written(smCfg.OnWritten)
@@ -730,7 +732,7 @@ func (c *Client) fail(err error) {
 	c.log.Warn("xmpptrack: giving up reconnecting", "err", err)
 	c.mu.Lock()
 	c.err = err
-	c.closing = true
+	c.setClosing()
 	c.mu.Unlock()
 	c.sm.Abandon() // unacknowledged messages become Aborted through OnLost
 	c.reg.Close()
@@ -907,7 +909,7 @@ func (c *Client) wasDown(at time.Time) bool {
 // deliver it again.
 func (c *Client) Close() error {
 	c.mu.Lock()
-	c.closing = true
+	c.setClosing()
 	s := c.session
 	c.graceful = s
 	c.mu.Unlock()
@@ -932,12 +934,14 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// closingNow reports whether Close (or a permanent failure) is closing the
-// client.
-func (c *Client) closingNow() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closing
+// setClosing notes that Close (or a permanent failure) is closing the
+// client (under c.mu): with a store, the CLOSED changes made from now on
+// are not recorded (see durable.made).
+func (c *Client) setClosing() {
+	c.closing = true
+	if c.dur != nil {
+		c.dur.closing.Store(true)
+	}
 }
 
 // closeGrace bounds a graceful close: a peer that stops reading or never

@@ -61,12 +61,11 @@ type Config struct {
 	// 4*MaxPending changes behind, Send waits and TrySend fails until it
 	// catches up (see package tracking, "Callbacks"). A panic in it crashes
 	// the program. With a Store, a CLOSED whose Response.Err matches
-	// ErrStillPending is not final (see Store), and the acks the client
-	// sends wait for it: an incoming stanza counts as handled only once the
-	// callbacks of every change made before it returned (see Store), so a
-	// callback that does not return holds back the acks of everything
-	// received after it, and the server ends the stream at its own bound
-	// (ejabberd's max_ack_queue, Prosody's smacks_max_queue_size).
+	// ErrStillPending is not final (see Store); the store records each
+	// change as it is made, not when its callbacks run, so neither the
+	// record nor the acks the client sends wait for OnStateChange or the
+	// trackers' callbacks: one that does not return holds back only the
+	// callbacks after it and, through the bounded queue, Send.
 	OnStateChange func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
 
 	// Store, if set, keeps a durable record of the messages: each is
@@ -95,13 +94,17 @@ type Config struct {
 	// that is already settled), and resumes the
 	// previous stream while the server still holds it (the server's
 	// <resumed h> settles what it got; the rest is written again with the
-	// same ids; the server replays every incoming stanza whose callbacks
-	// had not returned, or whose state changes (and those made before
-	// them, with their OnStateChange and trackers' callbacks) had not been
-	// recorded: with a store, the acks the client sends cover only
-	// the stanzas the store saved as finished, and so does the h of a
-	// resumption, also within the process after a lost connection, so an
-	// incoming stanza may be delivered twice, never lost). When the stream cannot be resumed, the messages the server
+	// same ids; the server replays every incoming stanza whose OnMessage
+	// or Handler call had not returned, or whose state changes (and those
+	// made before them) had not been committed: with a store, the acks the
+	// client sends cover only the stanzas the store saved as finished, and
+	// so does the h of a resumption, also within the process after a lost
+	// connection, so an incoming stanza may be delivered twice, never
+	// lost). OnMessage and Handler calls that do not return hold back the
+	// acks of everything received after them, until the server ends the
+	// stream at its bound (ejabberd's max_ack_queue, Prosody's
+	// smacks_max_queue_size); OnStateChange and the trackers' callbacks do
+	// not. When the stream cannot be resumed, the messages the server
 	// never acknowledged are re-sent with their ids (or reported ABORTED
 	// under sm.ReportLost), so a message the server had taken without
 	// acknowledging it yet reaches the recipient twice. A message id stays

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,9 +61,16 @@ type durable struct {
 	// finishHook, when set by a test, runs in finish between the reading
 	// of the connection and the count.
 	finishHook atomic.Pointer[func()]
-	// fin holds the inbound stanzas whose handling returned until the
-	// state changes they made were recorded (see inbound).
-	fin finishing
+	// closing is set when Client.Close (or a permanent failure) starts
+	// closing the client: the CLOSED changes made from then on are not
+	// recorded (see made).
+	closing atomic.Bool
+	// reporting: Config.OnStateChange is set, and hears of the changes
+	// through the hook that hooks returns (set before the registry
+	// exists), which takes the notes.
+	reporting bool
+	// noted counts the entries of notes, read without d.mu by that hook.
+	noted atomic.Int64
 	// resolveHook, when set by a test, runs at the end of each round of
 	// resolveDoubts.
 	resolveHook atomic.Pointer[func()]
@@ -80,6 +86,9 @@ type durable struct {
 	restored map[string]restoredState // re-loaded trackers on their way to their stored state
 	unsure   map[string]*doubt        // messages Send reported ErrRecordUncertain for (see uncertain.go)
 	voided   map[string]bool          // held messages whose stored numbers void committed (see numbers.go)
+	// notes are the changes made (and not recorded) that Config.OnStateChange
+	// hears of otherwise, or not at all, oldest first (see note).
+	notes []note
 	// resolveAt is when the recorder next starts resolveDoubts; resolving
 	// is set while it runs.
 	resolveAt time.Time
@@ -89,7 +98,7 @@ type durable struct {
 	spare      []queuedChange // the array of the queue the recorder took last, empty: the next queue's
 	seqs       []numbered     // sequence numbers to record
 	last       store.Session  // the stream-management state last saved (recorder only)
-	queued     uint64         // changes handed to record so far
+	queued     uint64         // changes queued for the recorder so far
 	written    uint64         // of those, committed (or given up on)
 	asked      uint64         // saveSessionNow calls so far
 	answered   uint64         // of those, answered: a session taken after them was committed (or given up on)
@@ -124,25 +133,46 @@ func (f *fromString) of(j jid.JID) string {
 }
 
 // queuedChange is a state change on its way to the recorder, which turns
-// it into the store's (changeOf) when it commits it: a quarter of a
-// store.Change's size, and the evidence's strings are made off the
-// goroutine of the callbacks.
+// it into the store's (changeOf) when it commits it: a third of a
+// store.Change's size, and the id's and the evidence's strings are made
+// on the recorder's goroutine, not under the registry's lock (see made).
 type queuedChange struct {
+	t    *tracking.MessageTracker // whose ID it is; nil when id is set
 	id   string
 	to   tracking.MessageState
 	at   time.Time
 	resp *tracking.Response // immutable once handed to the tracker (see tracking.Response)
 }
 
+// note is a change made and not recorded that Config.OnStateChange hears
+// of otherwise (stillPending) or not at all (silent). A tracker enters
+// each state at most once, so t and to name one change.
+type note struct {
+	t    *tracking.MessageTracker
+	to   tracking.MessageState
+	kind noteKind
+}
+
+// noteKind says how a noted change is reported.
+type noteKind uint8
+
+const (
+	reported     noteKind = iota // as made: not noted
+	silent                       // not at all: the application heard of it before a restart
+	stillPending                 // with a Response whose Err is ErrStillPending
+)
+
+// stateHook is the registry's hook on state changes.
+type stateHook = func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response)
+
 // restoredState is the stored state a re-loaded tracker is moved to, and
 // whether Config.OnStateChange hears of that move.
 type restoredState struct {
 	to     tracking.MessageState
 	report bool
-	// n counts the moves announced and not seen yet: two Send calls with
+	// n counts the moves announced and not made yet: two Send calls with
 	// one id may each announce the ABORTED of a tracker of theirs before
-	// the first change reaches the hook (state changes are reported on
-	// another goroutine).
+	// either makes it.
 	n int
 }
 
@@ -279,46 +309,105 @@ func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog
 	return d, nil
 }
 
-// hook wraps the registry's OnStateChange: each change is recorded, then
-// next runs. closing reports whether the client is being closed: the
-// CLOSED changes that closing the client makes are not recorded, since the
-// messages are still to be delivered, by the next process on this store.
-func (d *durable) hook(next func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response),
-	closing func() bool) func(*tracking.MessageTracker, tracking.MessageState, tracking.MessageState, *tracking.Response) {
-	return func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
-		// Counted once recorded and reported, whichever way (see
-		// finishing): every change the registry queues comes here.
-		defer d.hooked()
-		id := t.ID() // formatted on each call (see MessageTracker.ID): once here
-		if ok, report := d.wasRestored(id, to); ok {
+// hooks returns the registry's hooks with a store: made
+// (registry.Config.OnMade), which records each change as it is made, and
+// the OnStateChange that reports the changes to next, nil when next is
+// (the registry then queues changes only for the trackers' own
+// callbacks). Called before the registry exists.
+func (d *durable) hooks(next stateHook) (made, report stateHook) {
+	if next == nil {
+		return d.made, nil
+	}
+	d.reporting = true
+	return d.made, func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
+		if d.noted.Load() > 0 {
+			switch d.unnote(t, to) {
+			case silent:
+				return
+			case stillPending:
+				r := tracking.Response{}
+				if resp != nil {
+					r = *resp
+				}
+				r.Err = ErrStillPending
+				resp = &r
+			}
+		}
+		next(t, from, to, resp)
+	}
+}
+
+// made records a state change as the registry makes it
+// (registry.Config.OnMade): under the registry's lock, on the goroutine
+// that made it (the stream's reader, for evidence), in the order the
+// changes are made. It only queues, whatever the callbacks do: the record
+// of a change never waits for Config.OnStateChange or a tracker's
+// callback, and an inbound stanza, counted as finished once its handling
+// returned (see inbound), comes after the changes it made in the queue.
+//
+// Not recorded: a re-loaded tracker's move to its stored state (see
+// restoring), and the CLOSED changes that closing the client makes (the
+// messages stay pending in the store, for the next process on it); the
+// hook that reports to Config.OnStateChange learns of those through
+// notes.
+func (d *durable) made(t *tracking.MessageTracker, _, to tracking.MessageState, resp *tracking.Response) {
+	at := time.Now()
+	d.mu.Lock()
+	if d.restored != nil {
+		if ok, report := d.wasRestored(t.ID(), to); ok {
 			// The store has it; the application saw it before the
 			// restart, unless report says it did not.
-			if report && next != nil {
-				next(t, from, to, resp)
+			if !report {
+				d.note(t, to, silent)
 			}
+			d.mu.Unlock()
 			return
 		}
-		if to == tracking.Closed && closing() {
-			// Not final for the record: the store keeps it pending.
-			r := tracking.Response{}
-			if resp != nil {
-				r = *resp
-			}
-			r.Err = ErrStillPending
-			resp = &r
-		} else {
-			d.record(id, to, time.Now(), resp)
-		}
-		if next != nil {
-			next(t, from, to, resp)
-		}
 	}
+	if to == tracking.Closed && d.closing.Load() {
+		// Not final for the record: the store keeps it pending.
+		d.note(t, to, stillPending)
+		d.mu.Unlock()
+		return
+	}
+	d.enqueue(queuedChange{t: t, to: to, at: at, resp: resp})
+	d.mu.Unlock()
+	d.kick()
+}
+
+// note notes how a change made is reported, for the hook that reports to
+// Config.OnStateChange (under d.mu).
+func (d *durable) note(t *tracking.MessageTracker, to tracking.MessageState, kind noteKind) {
+	if !d.reporting {
+		return
+	}
+	d.notes = append(d.notes, note{t: t, to: to, kind: kind})
+	d.noted.Add(1)
+}
+
+// unnote returns how the change of t to the state to is reported, and
+// takes its note. Changes reach the callbacks in the order made, so its
+// note, if any, is the oldest.
+func (d *durable) unnote(t *tracking.MessageTracker, to tracking.MessageState) noteKind {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.notes) == 0 || d.notes[0].t != t || d.notes[0].to != to {
+		return reported
+	}
+	kind := d.notes[0].kind
+	d.notes[0] = note{}
+	d.notes = d.notes[1:]
+	if len(d.notes) == 0 {
+		d.notes = nil // let a past burst's array go (Close notes every pending tracker)
+	}
+	d.noted.Add(-1)
+	return kind
 }
 
 // restoring notes that a re-loaded tracker is about to be moved to its
 // stored state, a change that is not recorded again, and reported to
 // Config.OnStateChange only if report is set (the application has not seen
-// it: a window that ended while no process ran).
+// it: a window that ended while no process ran). Call it before the move.
 func (d *durable) restoring(id string, st tracking.MessageState, report bool) {
 	d.mu.Lock()
 	if d.restored == nil {
@@ -333,10 +422,8 @@ func (d *durable) restoring(id string, st tracking.MessageState, report bool) {
 }
 
 // wasRestored reports (once) whether a change is a re-loaded tracker's
-// move to its stored state, and whether to report it.
+// move to its stored state, and whether to report it (under d.mu).
 func (d *durable) wasRestored(id string, to tracking.MessageState) (ok, report bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	if st, ok := d.restored[id]; ok && st.to == to {
 		d.unrestore(id)
 		return true, st.report
@@ -360,7 +447,11 @@ func (d *durable) unrestore(id string) {
 // changeOf turns a tracker's state change into a store change; from
 // makes the sender's string.
 func changeOf(q *queuedChange, from *fromString) store.Change {
-	c := store.Change{ID: q.id, State: q.to, At: q.at}
+	id := q.id
+	if q.t != nil {
+		id = q.t.ID() // formatted on each call (see MessageTracker.ID)
+	}
+	c := store.Change{ID: id, State: q.to, At: q.at}
 	resp := q.resp
 	if resp == nil {
 		return c
@@ -394,20 +485,22 @@ func errorText(e xstanza.Error) string {
 	return ""
 }
 
-// record queues a change for the recorder, with its evidence if any. It
-// never blocks.
+// record queues a change of the message id for the recorder, with its
+// evidence if any, as made does for a tracker's. It never blocks.
 func (d *durable) record(id string, to tracking.MessageState, at time.Time, resp *tracking.Response) {
 	d.mu.Lock()
+	d.enqueue(queuedChange{id: id, to: to, at: at, resp: resp})
+	d.mu.Unlock()
+	d.kick()
+}
+
+// enqueue queues a change for the recorder (under d.mu).
+func (d *durable) enqueue(q queuedChange) {
 	if d.queue == nil {
 		d.queue, d.spare = d.spare, nil
 	}
-	d.queue = append(d.queue, queuedChange{id: id, to: to, at: at, resp: resp})
+	d.queue = append(d.queue, q)
 	d.queued++
-	d.mu.Unlock()
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
 }
 
 // sessionEvery is how often the recorder saves the stream-management state
@@ -450,9 +543,6 @@ func (d *durable) run() {
 			d.maybeResolve() // see resolve.go
 			if woke || !first {
 				d.gather(linger)
-			}
-			if c := d.client.Load(); c != nil {
-				d.finishIdle(c) // before the session is read (take)
 			}
 			// The session first: its outbound count covers only numbers
 			// already reported to onWritten (sm reports a number before
@@ -578,7 +668,7 @@ func (d *durable) gather(t *time.Timer) {
 // stream-management state if it changed, with the message numbers its
 // outbound count covers and, as every round does, the changes queued
 // after it was read (see run): its inbound count covers stanzas whose
-// changes were queued before they finished (see finishing), so the
+// changes were queued before they finished (see inbound), so the
 // changes go with it.
 func (d *durable) saveSession() {
 	sess, changed, written := d.take()
@@ -796,11 +886,7 @@ func (d *durable) counts() (gen uint64, finished uint32) {
 
 // finish counts an inbound stanza of connection gen as finished, unless
 // a newer connection started.
-func (d *durable) finish(gen uint64) { d.finishN(gen, 1) }
-
-// finishN counts n inbound stanzas of connection gen as finished, unless a
-// newer connection started.
-func (d *durable) finishN(gen uint64, n uint32) {
+func (d *durable) finish(gen uint64) {
 	for {
 		v := d.conn.Load()
 		if v>>32 != gen {
@@ -809,28 +895,36 @@ func (d *durable) finishN(gen uint64, n uint32) {
 		if hook := d.finishHook.Load(); hook != nil {
 			(*hook)()
 		}
-		if d.conn.CompareAndSwap(v, v>>32<<32|uint64(uint32(v)+n)) {
+		if d.conn.CompareAndSwap(v, v>>32<<32|uint64(uint32(v)+1)) {
 			return
 		}
 	}
 }
 
 // inbound wraps the Serve handler: a stanza counts as finished once its
-// handling returned, every callback queued for it ran (a marker queued
-// behind them on the callbacks' goroutine counts it), and every state
-// change made before it was recorded and reported to Config.OnStateChange
-// (see finishing; the trackers' own callbacks may be waited for too). A
-// stanza whose callbacks had not returned when the process died is thus
-// not covered by the saved inbound count, nor by any ack we sent (see
-// handled), and the server sends it again on resumption; nor is a receipt
-// or marker whose state change was not yet recorded. Only the
-// stanzas in the stream's inbound count count: those after <enabled/> or
+// handling returned and every callback queued for it ran (a marker queued
+// behind them on the callbacks' goroutine counts it). A stanza whose
+// callbacks had not returned when the process died is thus not covered by
+// the saved inbound count, nor by any ack we sent (see handled), and the
+// server sends it again on resumption. The state changes a stanza made
+// (a receipt's, a marker's), and every change made before them, were
+// queued for the recorder as they were made (see made), before the stanza
+// finished; the recorder reads the inbound count before it takes the
+// queue, so they are committed with the count that covers the stanza, or
+// before: a receipt or marker is never acknowledged to the server while
+// its change is not stored. Config.OnStateChange and the trackers' own
+// callbacks do not hold back the count, nor our acks. Only the stanzas in
+// the stream's inbound count count: those after <enabled/> or
 // <resumed/>, which this goroutine handled before them (Enabled says so).
 //
 // Callbacks are queued for a stanza only by Config.OnMessage and
 // Config.Handler (tap, handOff): without either, the marker would run
-// after nothing, and the stanza goes to finishing from this goroutine,
-// without a wake-up of the callbacks' goroutine per stanza.
+// after nothing, and the stanza is counted on this goroutine, without a
+// wake-up of the callbacks' goroutine per stanza.
+//
+// Not covered: evidence package muc parks for a message Room.Send has
+// not registered yet (a reflection or marker that comes first) is applied
+// by Send later, after its stanza finished.
 func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 	return xmpp.HandlerFunc(func(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 		err := h.HandleXMPP(t, start)
@@ -842,121 +936,13 @@ func (d *durable) inbound(h xmpp.Handler) xmpp.Handler {
 			}
 			gen, _ := d.counts()
 			if c.cfg.OnMessage == nil && c.cfg.Handler == nil {
-				d.handledAll(c, gen)
+				d.finish(gen)
 				break
 			}
-			c.ev.push(func() { d.handledAll(c, gen) })
+			c.ev.push(func() { d.finish(gen) })
 		}
 		return err
 	})
-}
-
-// finishing orders the inbound stanzas whose handling and callbacks
-// returned behind the state changes they made: those are queued in the
-// registry while the stanza is handled, and recorded (hook) on the
-// registry's callback goroutine, in the order they were made, later. A
-// stanza counted as finished before its change was recorded would let the
-// saved inbound count, and so our acks, cover a receipt or marker whose
-// change a process killed then never stored: the server would not send it
-// again. Counting changes, not stanzas: the registry's Queued (changes
-// whose callbacks have not finished) plus the changes hooked so far, read
-// together, is at least the number of changes made so far; once as many
-// were hooked, every change the stanza made was. The sum can exceed the
-// changes ever made (Queued counts a batch of callbacks until the whole
-// batch ran, hooked counts those of it that ran), so a target may never be
-// reached: a registry seen with no change queued has hooked every change
-// made before, and what waits then finishes at once (handledAll, and the
-// recorder, which looks every round, so that waits end when the changes
-// stop coming).
-//
-// The count is one for the stream: a callback that does not return
-// (Config.OnStateChange, a tracker's) holds back every later stanza's
-// count, and so our acks. A stanza whose target is not above the last
-// wait's joins that wait and finishes with it (never earlier than its
-// own target), so the backlog is bounded by the changes queued, not by
-// the stanzas.
-//
-// Not covered: evidence package muc parks for a message Room.Send has
-// not registered yet (a reflection or marker that comes first) is applied
-// by Send later, after its stanza finished.
-type finishing struct {
-	mu     sync.Mutex
-	hooked uint64       // state changes the hook recorded and reported so far
-	waits  []finishWait // stanzas waiting for hooked to reach their target, oldest first
-}
-
-// finishWait is n stanzas of connection gen that finish once target
-// changes were hooked.
-type finishWait struct {
-	gen    uint64
-	target uint64
-	n      uint32
-}
-
-// handledAll notes that an inbound stanza of connection gen was handled
-// and its callbacks ran: it finishes once the state changes made so far
-// were recorded (see finishing).
-func (d *durable) handledAll(c *Client, gen uint64) {
-	f := &d.fin
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	// Under f.mu, hooked does not move: the sum is read at one time.
-	n, _ := c.reg.Queued()
-	if n == 0 {
-		d.finishWaits(len(f.waits))
-		d.finish(gen)
-		return
-	}
-	target := f.hooked + uint64(n)
-	if k := len(f.waits); k > 0 && f.waits[k-1].gen == gen && f.waits[k-1].target >= target && f.waits[k-1].n < math.MaxUint32 {
-		f.waits[k-1].n++ // finishes with the last one, no earlier
-		return
-	}
-	f.waits = append(f.waits, finishWait{gen: gen, target: target, n: 1})
-}
-
-// hooked counts a state change the hook recorded and reported, and
-// finishes the stanzas that waited for it.
-func (d *durable) hooked() {
-	f := &d.fin
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.hooked++
-	i := 0
-	for i < len(f.waits) && f.waits[i].target <= f.hooked {
-		i++
-	}
-	d.finishWaits(i)
-}
-
-// finishIdle finishes every waiting stanza when the registry has no
-// change queued: each was made, and so hooked, before. The recorder calls
-// it every round.
-func (d *durable) finishIdle(c *Client) {
-	f := &d.fin
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.waits) == 0 {
-		return
-	}
-	if n, _ := c.reg.Queued(); n == 0 {
-		d.finishWaits(len(f.waits))
-	}
-}
-
-// finishWaits finishes the oldest n waiting stanzas (under d.fin.mu).
-func (d *durable) finishWaits(n int) {
-	if n == 0 {
-		return
-	}
-	f := &d.fin
-	for _, w := range f.waits[:n] {
-		d.finishN(w.gen, w.n)
-	}
-	f.waits = f.waits[n:]
-	if len(f.waits) == 0 {
-		f.waits = nil // let a past backlog's array go
-	}
 }
 
 // commit commits a batch, trying again while the store fails. committed
@@ -1164,9 +1150,8 @@ type Status struct {
 // Status returns a message's state and history, whether it is pending or
 // settled, from this client's trackers and Config.Store (which holds every
 // instance's messages). It reads its own writes: the history holds every
-// change of this client's trackers whose callbacks had started before the
-// call (the store records a change right before the callbacks of
-// Config.OnStateChange and of the tracker run). Without a store it answers
+// change of this client's trackers made before the call, whether or not
+// its callbacks ran (the store records a change as it is made). Without a store it answers
 // for pending messages only. An unknown id gives an error matching
 // store.ErrNotFound.
 func (c *Client) Status(ctx context.Context, id string) (Status, error) {

@@ -17,10 +17,10 @@ import (
 // BenchmarkDurablePath measures what Config.Store adds to one message of
 // a sender before any database work, with a store whose Commit writes
 // nothing (sqlitefloor's Discard): the write-ahead (the stored stanza and
-// its batch), the sequence number handed to the recorder, and the hook on
-// its three state changes (DELIVERED_TO_SERVER, DELIVERED_TO_RECIPIENT and
-// SEEN_BY_RECIPIENT with their evidence), with the recorder committing
-// them on its own goroutine. No connection: the wake-ups of the stream's
+// its batch), the sequence number handed to the recorder, and the
+// registry's hook as its three state changes are made (made:
+// DELIVERED_TO_SERVER, DELIVERED_TO_RECIPIENT and SEEN_BY_RECIPIENT with
+// their evidence), with the recorder committing them on its own goroutine. No connection: the wake-ups of the stream's
 // goroutines are not in it.
 func BenchmarkDurablePath(b *testing.B) {
 	ctx := context.Background()
@@ -34,7 +34,7 @@ func BenchmarkDurablePath(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer d.close()
-	hook := d.hook(nil, func() bool { return false })
+	made, _ := d.hooks(nil)
 	reg := registry.New(registry.Config{MaxPending: -1, Window: -1})
 	defer reg.Close()
 	to := jid.MustParse("bob@example.org")
@@ -54,10 +54,10 @@ func BenchmarkDurablePath(b *testing.B) {
 		}
 		seq++
 		d.onWritten(sm.Stanza{Seq: seq, Name: "message", ID: id, To: to.String()})
-		hook(tr, tracking.InTransit, tracking.DeliveredToServer, nil)
+		made(tr, tracking.InTransit, tracking.DeliveredToServer, nil)
 		resp := &tracking.Response{From: from, ID: "r1"}
-		hook(tr, tracking.DeliveredToServer, tracking.DeliveredToRecipient, resp)
-		hook(tr, tracking.DeliveredToRecipient, tracking.SeenByRecipient, resp)
+		made(tr, tracking.DeliveredToServer, tracking.DeliveredToRecipient, resp)
+		made(tr, tracking.DeliveredToRecipient, tracking.SeenByRecipient, resp)
 		reg.Lost(to.String(), id)
 	}
 }

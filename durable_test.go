@@ -394,22 +394,62 @@ func TestStatusWithoutStore(t *testing.T) {
 // TestStoreCloseIsNotFinal: with a store, the CLOSED change that closing
 // the client makes reaches OnStateChange marked as not final
 // (ErrStillPending) and is not recorded; a tracker the application closes
-// is final and recorded.
+// is final and recorded, also when its callback runs once Close started
+// (the change was made before).
 func TestStoreCloseIsNotFinal(t *testing.T) {
-	c, _ := newPeer(t, Config{Store: openStore(t)})
-	tr, err := c.Send(waitCtx(t), Message{To: bob})
+	st := openStore(t)
+	type closed struct {
+		id   string
+		resp *tracking.Response
+	}
+	got := make(chan closed, 2)
+	release, blocked := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	c, _ := newPeer(t, Config{Store: st, OnStateChange: func(tr *tracking.MessageTracker, _, to tracking.MessageState, resp *tracking.Response) {
+		if to == tracking.Closed {
+			once.Do(func() {
+				close(blocked)
+				<-release
+			})
+			got <- closed{tr.ID(), resp}
+		}
+	}})
+	a, err := c.Send(waitCtx(t), Message{To: bob, Body: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got *tracking.Response
-	next := func(_ *tracking.MessageTracker, _, _ tracking.MessageState, resp *tracking.Response) { got = resp }
-	c.dur.hook(next, func() bool { return true })(tr, tracking.InTransit, tracking.Closed, nil)
-	if got == nil || !errors.Is(got.Err, ErrStillPending) {
-		t.Fatalf("CLOSED by closing the client: response %+v, want Err matching ErrStillPending", got)
+	b, err := c.Send(waitCtx(t), Message{To: bob, Body: "b"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	got = nil
-	c.dur.hook(next, func() bool { return false })(tr, tracking.InTransit, tracking.Closed, nil)
-	if got != nil {
-		t.Fatalf("CLOSED by the application: response %+v, want nil", got)
+	a.Close() // its callback holds the others
+	<-blocked
+	ended := make(chan struct{})
+	go func() {
+		c.Close()
+		close(ended)
+	}()
+	<-b.Done() // closed by Close, while a's callback still runs
+	close(release)
+	for _, want := range []struct {
+		id    string
+		final bool
+	}{{a.ID(), true}, {b.ID(), false}} {
+		g := <-got
+		switch {
+		case g.id != want.id:
+			t.Fatalf("CLOSED of %s, want %s", g.id, want.id)
+		case want.final && g.resp != nil:
+			t.Errorf("CLOSED by the application: response %+v, want nil", g.resp)
+		case !want.final && (g.resp == nil || !errors.Is(g.resp.Err, ErrStillPending)):
+			t.Errorf("CLOSED by closing the client: response %+v, want Err matching ErrStillPending", g.resp)
+		}
+	}
+	<-ended
+	if got := stateIn(t, st, a.ID()); got != tracking.Closed {
+		t.Errorf("the store has a %v, want CLOSED", got)
+	}
+	if got := stateIn(t, st, b.ID()); got == tracking.Closed {
+		t.Error("the store has b CLOSED by closing the client, want it pending")
 	}
 }

@@ -12,15 +12,6 @@ import (
 	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
-// drainCallbacks waits until what the callbacks' goroutine had queued
-// (a finish marker) ran.
-func drainCallbacks(t *testing.T, c *Client) {
-	t.Helper()
-	probe := make(chan struct{})
-	c.ev.push(func() { close(probe) })
-	waitClosed(t, probe)
-}
-
 // waitSaved makes the recorder save the stream-management state until its
 // inbound count is n (a count may wait for a batch of callbacks to end,
 // then for the recorder's next round). Between attempts it waits for the
@@ -70,29 +61,55 @@ func stateIn(t *testing.T, st store.Store, id string) tracking.MessageState {
 	return rec.State
 }
 
-// TestStoreFinishedAfterChangeRecorded: with Config.Store, a receipt is
-// not saved as finished while the state change it made is not recorded:
-// a process killed then would never store the change, and the server,
-// told it has the receipt, would not send it again. Message b's receipt
-// comes while the callbacks of a's change are running, so b's change
-// waits in the registry's queue, unrecorded. With and without
-// Config.OnMessage (a marker on the callbacks' goroutine, or none).
-func TestStoreFinishedAfterChangeRecorded(t *testing.T) {
-	for _, onMessage := range []bool{false, true} {
-		t.Run(fmt.Sprintf("OnMessage=%v", onMessage), func(t *testing.T) {
+// TestStoreAcksPassBlockedCallbacks: with Config.Store, a state-change
+// callback that does not return (Config.OnStateChange, or a tracker's
+// own) holds back neither the record of later changes nor the acks of
+// later stanzas: the server sees an <a h/> that covers them, while the
+// store holds every change of the stanzas it covers (message b's receipt
+// comes while a's callback blocks). With and without Config.OnMessage (a
+// marker on the callbacks' goroutine, or none). An OnMessage that does not
+// return holds back the acks of its stanza and of everything after it.
+func TestStoreAcksPassBlockedCallbacks(t *testing.T) {
+	for _, tc := range []struct {
+		block     string // what does not return
+		onMessage bool
+	}{
+		{"OnStateChange", false},
+		{"OnStateChange", true},
+		{"tracker", false},
+		{"tracker", true},
+		{"OnMessage", true},
+	} {
+		t.Run(fmt.Sprintf("%s/OnMessage=%v", tc.block, tc.onMessage), func(t *testing.T) {
 			srv := newPeerServer(t)
 			st := openStorePath(t, filepath.Join(t.TempDir(), "track.db"))
 			release, blocked := make(chan struct{}), make(chan struct{})
+			t.Cleanup(func() {
+				select {
+				case <-release:
+				default:
+					close(release)
+				}
+			})
+			block := func() {
+				close(blocked)
+				<-release
+			}
 			var a atomic.Pointer[tracking.MessageTracker]
-			cfg := Config{Store: st, NoCarbons: true,
-				OnStateChange: func(tr *tracking.MessageTracker, _, to tracking.MessageState, _ *tracking.Response) {
+			cfg := Config{Store: st, NoCarbons: true, NoReceipts: true}
+			if tc.block == "OnStateChange" {
+				cfg.OnStateChange = func(tr *tracking.MessageTracker, _, to tracking.MessageState, _ *tracking.Response) {
 					if tr == a.Load() && to == tracking.DeliveredToRecipient {
-						close(blocked)
-						<-release
+						block()
 					}
-				}}
-			if onMessage {
-				cfg.OnMessage = func(*Client, *Incoming) {}
+				}
+			}
+			if tc.onMessage {
+				cfg.OnMessage = func(_ *Client, m *Incoming) {
+					if tc.block == "OnMessage" && m.ID == "in1" {
+						block()
+					}
+				}
 			}
 			c := dialPeer(t, srv, cfg)
 			pc := srv.next(t)
@@ -100,88 +117,70 @@ func TestStoreFinishedAfterChangeRecorded(t *testing.T) {
 			b := sendAcked(t, c, Message{To: bob, Body: "b"})
 			pc.nextMessage(t)
 			pc.nextMessage(t)
-			ran := callbackRan(b, tracking.DeliveredToRecipient)
-			pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message>`, receiptFor(a.Load().ID()))
+			if tc.block == "tracker" {
+				a.Load().OnStateChange(func(_, to tracking.MessageState, _ *tracking.Response) {
+					if to == tracking.DeliveredToRecipient {
+						block()
+					}
+				})
+			}
+			if tc.block == "OnMessage" {
+				pc.send(`<message from='bob@example.org/pc' type='chat' id='in1'><body>1</body></message>`)
+			} else {
+				pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message>`, receiptFor(a.Load().ID()))
+			}
 			<-blocked
+			k := c.sm.Info().Handled // the stanza whose callback blocks
 			pc.send(`<message from='bob@example.org/pc' id='r2'>%s</message>`, receiptFor(b.ID()))
-			if st, err := b.Wait(waitCtx(t), tracking.DeliveredToRecipient); st != tracking.DeliveredToRecipient {
-				t.Fatalf("b: %v, %v", st, err)
+			for i := range 3 {
+				pc.send(`<presence from='bob@example.org/pc' id='p%d'/>`, i)
 			}
-			n := c.sm.Info().Handled // b's receipt is the last stanza counted
-			drainCallbacks(t, c)
-			c.dur.saveSessionNow(waitCtx(t))
-			if s := c.dur.saved.Load(); s != nil && s.Inbound >= n {
-				t.Fatalf("saved inbound count %d covers b's receipt (stanza %d); the store has b %v", s.Inbound, n, stateIn(t, st, b.ID()))
+			syncReader(t, pc, "sync1")
+			n := c.sm.Info().Handled // the answered IQ is the last stanza counted
+
+			if tc.block == "OnMessage" {
+				// Saved as far as it goes: in1 stays out, so do the
+				// stanzas after it, and so does every ack.
+				c.dur.saveSessionNow(waitCtx(t))
+				if s := c.dur.saved.Load(); s != nil && s.Inbound >= k {
+					t.Fatalf("saved inbound count %d covers in1 (stanza %d), whose OnMessage has not returned", s.Inbound, k)
+				}
+				pc.send(`<r xmlns='urn:xmpp:sm:3'/>`)
+				for h := uint32(0); h != k-1; {
+					h = nextAck(t, srv, k)
+					if h >= k {
+						t.Fatalf("<a h='%d'/> covers in1 (stanza %d), whose OnMessage has not returned", h, k)
+					}
+				}
+				close(release)
+				waitSaved(t, c, n)
+				return
 			}
-			close(release)
-			waitClosed(t, ran)
-			waitSaved(t, c, n)
-			if got := stateIn(t, st, b.ID()); got != tracking.DeliveredToRecipient {
-				t.Errorf("the store has b %v once its receipt is saved as finished", got)
+			for h := uint32(0); h != n; { // unsolicited, once the store saved them
+				if h = nextAck(t, srv, n); h > n {
+					t.Fatalf("<a h='%d'/>, more than the %d stanzas received", h, n)
+				}
+			}
+			for _, tr := range []*tracking.MessageTracker{a.Load(), b} {
+				if got := stateIn(t, st, tr.ID()); got != tracking.DeliveredToRecipient {
+					t.Errorf("<a h='%d'/> covers the receipt of %s, which the store has %v", n, tr.ID(), got)
+				}
 			}
 		})
 	}
 }
 
-// TestStoreFinishedWhenIdle: a stanza whose count waits for more changes
-// than will ever be recorded (a tracker's callback held the batch of
-// callbacks whose change was already recorded) finishes once the
-// registry has nothing queued: the recorder looks every round.
-func TestStoreFinishedWhenIdle(t *testing.T) {
-	srv := newPeerServer(t)
-	c := dialPeer(t, srv, Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoCarbons: true})
-	pc := srv.next(t)
-	tr := sendAcked(t, c, Message{To: bob, Body: "hi"})
-	pc.nextMessage(t)
-	release, blocked := make(chan struct{}), make(chan struct{})
-	tr.OnStateChange(func(_, to tracking.MessageState, _ *tracking.Response) {
-		if to == tracking.DeliveredToRecipient {
-			close(blocked)
-			<-release
-		}
-	})
-	ran := callbackRan(tr, tracking.DeliveredToRecipient)
-	pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message>`, receiptFor(tr.ID()))
-	<-blocked
-	pc.send(`<presence from='bob@example.org/pc'/>`)
-	syncReader(t, pc, "sync1")
-	n := c.sm.Info().Handled
-	close(release)
-	waitClosed(t, ran)
-	waitSaved(t, c, n)
-}
-
-// TestStoreFinishWaitsBounded: while a callback does not return, every
-// later stanza's count waits (and so do our acks), but the waiting
-// stanzas are kept as one entry per target, not one per stanza.
-func TestStoreFinishWaitsBounded(t *testing.T) {
-	srv := newPeerServer(t)
-	release, blocked := make(chan struct{}), make(chan struct{})
-	c := dialPeer(t, srv, Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoCarbons: true,
-		OnStateChange: func(_ *tracking.MessageTracker, _, to tracking.MessageState, _ *tracking.Response) {
-			if to == tracking.DeliveredToRecipient {
-				close(blocked)
-				<-release
-			}
-		}})
-	pc := srv.next(t)
-	tr := sendAcked(t, c, Message{To: bob, Body: "hi"})
-	pc.nextMessage(t)
-	pc.send(`<message from='bob@example.org/pc' id='r1'>%s</message>`, receiptFor(tr.ID()))
-	<-blocked
-	for i := range 300 {
-		pc.send(`<presence from='bob@example.org/pc' id='p%d'/>`, i)
+// nextAck returns the h of the next <a/> the client writes; want is what
+// the test waits for, for the failure's message.
+func nextAck(t *testing.T, srv *peerServer, want uint32) uint32 {
+	t.Helper()
+	select {
+	case h := <-srv.acks:
+		return h
+	case <-time.After(testWait):
+		t.Fatalf("no <a h='%d'/> while a callback does not return", want)
+		return 0
 	}
-	syncReader(t, pc, "sync1")
-	n := c.sm.Info().Handled
-	c.dur.fin.mu.Lock()
-	waits := len(c.dur.fin.waits)
-	c.dur.fin.mu.Unlock()
-	if waits > 2 {
-		t.Errorf("%d entries wait for a blocked callback, want at most 2", waits)
-	}
-	close(release)
-	waitSaved(t, c, n)
 }
 
 // TestStoreLastWordCommitsChanges: the recorder's last word (saveSession,

@@ -7,9 +7,9 @@ import (
 
 // TestStoreHoldsCallbacks: with Config.Store too, the connection's read
 // hook that holds the callbacks' wake-ups while the reader works through
-// what it read (readIdle) is installed. That the count never runs ahead
-// under the hold is checked by the finishing tests (finished_change_test.go),
-// which all run with it.
+// what it read (readIdle) is installed. The hold delays only the
+// callbacks: the store records each change as it is made (durable.made),
+// which the finishing tests (finished_change_test.go) check with it.
 func TestStoreHoldsCallbacks(t *testing.T) {
 	srv := newPeerServer(t)
 	c := dialPeer(t, srv, Config{Store: openStorePath(t, filepath.Join(t.TempDir(), "track.db")), NoCarbons: true})
