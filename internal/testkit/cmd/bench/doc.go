@@ -32,8 +32,13 @@
 // xmpptrack-id16 sends with ids of 16 characters it makes itself
 // (xmpptrack.NewID, as the plain senders' ids) instead of the client's own
 // 22-character ids: what carbons and the ids' length cost the server.
-// -server-syscalls counts the server's system calls in each run (perf
-// stat on its tracepoints), per message.
+// xmpptrack-id16's own CPU does not tell the ids' length: with an id of
+// the caller's, the client's registry keeps a map entry it otherwise
+// does without. -server-syscalls counts the server's system calls in
+// each run (perf stat on its tracepoints), per message, over the whole
+// run; the tracepoints add a little to the server's CPU in such runs.
+// One table (senderKinds) gives each sender its accounts, its child's
+// role and its flags.
 //
 // It then measures the <r/> rate of a tracked burst (through a counting
 // relay, in separate runs), the time a lone message takes to
@@ -61,8 +66,12 @@
 // the machine's cores, so the report also shows the server's CPU and the
 // CPU that processes outside the benchmark took during each run.
 //
-// Each tracked sender also reads the CPU of the XMPP server and of the
-// responder over its workload. With a durable sender (xmpptrack-sqlite,
+// Each tracked sender, plain and plain-sm also read the CPU of the XMPP
+// server and of the responder over their workload (-watch), each before
+// and after its own CPU reading, so that the /proc scans it takes are
+// not counted as the sender's. The per-round report gives the server's
+// CPU over the whole run and over the workload alone (log-in and log-out
+// left out), xmpptrack against plain. With a durable sender (xmpptrack-sqlite,
 // xmpptrack-postgres) the report then bounds it: every process's CPU per
 // message against the in-memory sender's of the same round, the
 // throughput ratio the two cores allow at those costs (an estimate, which

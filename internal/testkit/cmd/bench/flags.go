@@ -14,7 +14,8 @@ import (
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
-// Senders, in the order each round runs them.
+// Senders, in the order each round runs them (senderKinds says what each
+// runs).
 const (
 	sXmpptrack   = "xmpptrack"
 	sPolled      = "xmpptrack-poll"            // observing by polling instead of OnStateChange
@@ -35,11 +36,6 @@ const (
 	sCeiling     = "ceiling"
 	sCeilingSM   = "ceiling-sm"
 )
-
-var allSenders = []string{sXmpptrack, sPlain, sPlainSM, sAioxmpp, sCeiling, sCeilingSM}
-
-// extraSenders may be named in -senders but do not run by default.
-var extraSenders = []string{sPolled, sNoCoalesce, sNoCarbons, sOwnIDs, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync}
 
 // options are the parent's flags.
 type options struct {
@@ -98,7 +94,7 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.runTimeout, "run-timeout", 3*time.Minute, "limit of one sender run")
 	fs.StringVar(&o.markers, "markers", markEach, "responder's displayed markers: each (every message, from its handler) or latest (the newest message of each peer every 2 ms; a marker covers every earlier message)")
 	fs.BoolVar(&o.noCarbons, "nocarbons", false, "xmpptrack sender with Config.NoCarbons (default: carbons on, the library's default)")
-	fs.BoolVar(&o.serverSyscalls, "server-syscalls", false, "count the server's system calls in each run with perf stat (tracepoints), per message")
+	fs.BoolVar(&o.serverSyscalls, "server-syscalls", false, "count the server's system calls in each run with perf stat (tracepoints), per message; the tracepoints add a little to the server's CPU, and the counts cover the whole run, log-in and log-out included")
 	fs.IntVar(&o.window, "window", 0, "xmpptrack sender's sm.Config.Window (0: the default, -1: no window)")
 	fs.IntVar(&o.offlineN, "offline-n", 0, "messages to an offline account through Prosody with its archive on, from xmpptrack, xmpptrack without a window and plain mellium, alternating; 0 skips it")
 	fs.IntVar(&o.offlineRounds, "offline-rounds", 1, "rounds of the -offline-n comparison (the senders' order changes every round; with two or three senders, 2 × their number of rounds run each first, and right after each other, equally often)")
@@ -139,9 +135,7 @@ func parseOptions(args []string, usage io.Writer) (*options, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		_, windowed := windowSender(s)
-		_, paced := pacedSender(s)
-		if !windowed && !paced && !slices.Contains(allSenders, s) && !slices.Contains(extraSenders, s) {
+		if _, ok := lookupSender(s); !ok {
 			return nil, fmt.Errorf("bench: unknown sender %q (have %s, %sN for xmpptrack with a window of N, and %sN for xmpptrack paced at N msg/s)",
 				s, strings.Join(append(allSenders, extraSenders...), ", "), oWindowPrefix, pacedPrefix)
 		}

@@ -168,3 +168,13 @@ func watchedCPU(pids []int) []float64 {
 	}
 	return c
 }
+
+// watchedSince returns the CPU each of pids took since watchedCPU gave
+// before.
+func watchedSince(pids []int, before []float64) []float64 {
+	var d []float64
+	for i, c := range watchedCPU(pids) {
+		d = append(d, c-before[i])
+	}
+	return d
+}

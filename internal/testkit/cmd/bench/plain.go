@@ -302,9 +302,7 @@ func runPlain(ctx context.Context, a *childArgs) result {
 	}
 
 	res.CPU = seconds(cpu)
-	for i, c := range watchedCPU(a.watch) {
-		res.WatchCPU = append(res.WatchCPU, c-watch0[i])
-	}
+	res.WatchCPU = watchedSince(a.watch, watch0)
 	res.Written = seconds(time.Duration(written.Load()))
 	res.ToServer = seconds(time.Duration(toServer.Load()))
 	res.ToRecipient = seconds(time.Duration(toRecip.Load()))

@@ -153,6 +153,9 @@ func (r run) summary() string {
 			float64(io.RChar)/n, float64(io.SyscR)/n, float64(io.WChar)/n, float64(io.SyscW)/n)
 	}
 	s += syscallLine(r.syscalls, r.res.N)
+	if r.syscallsErr != "" {
+		s += ", " + r.syscallsErr
+	}
 	if r.res.DBCPU > 0 {
 		s += fmt.Sprintf(", database CPU %.3fs", r.res.DBCPU)
 		if d := dbStatsPerMessage(r.res.DBStats, r.res.N); d != "" {

@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/internal/testkit/interop"
-	"github.com/xmpptrack/xmpptrack/internal/testkit/pgfloor"
 )
 
 // runSender runs one sender once with n messages (shared by the ceiling's
@@ -22,8 +20,9 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 		before, _ = env.resp.stats(ctx)
 	}
 	var sc *syscallCount
+	var scErr error
 	if b.opts.serverSyscalls {
-		sc = startSyscallCount(pg)
+		sc, scErr = startSyscallCount(ctx, pg)
 	}
 	cpu0, io0 := treeUsage(pg)
 	self0 := cpuNow()
@@ -34,67 +33,7 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	if sender == sAioxmpp {
 		r = b.runAioxmpp(ctx, env, locals[0], n, addr)
 	} else {
-		var args []string
-		if w, ok := windowSender(sender); ok {
-			args = []string{"-role=" + roleTracked, "-window", strconv.Itoa(w)}
-			args = append(args, b.opts.send.args()...)
-			args = append(args, env.watchArgs(pg)...)
-			if b.opts.noCarbons {
-				args = append(args, "-nocarbons")
-			}
-		}
-		rate, paced := pacedSender(sender)
-		switch {
-		case paced || slices.Contains([]string{sXmpptrack, sPolled, sNoCoalesce, sNoCarbons, sOwnIDs, sSQLite, sSQLiteFloor, sDiscard, sPostgres, sPostgres2, sPgRows, sPgTrip, sPgNoSync}, sender):
-			p := b.opts.send
-			if paced {
-				p.rate = rate
-			}
-			args = []string{"-role=" + roleTracked, "-instances", strconv.Itoa(len(locals))}
-			args = append(args, p.args()...)
-			switch sender {
-			case sPolled:
-				args = append(args, "-observe", observePoll)
-			case sNoCoalesce:
-				args = append(args, "-nocoalesce")
-			case sNoCarbons:
-				args = append(args, "-nocarbons")
-			case sOwnIDs:
-				args = append(args, "-ownids")
-			}
-			switch sender {
-			case sSQLite:
-				args = append(args, "-store", storeSQLite)
-			case sSQLiteFloor:
-				args = append(args, "-store", storeSQLiteFloor)
-			case sDiscard:
-				args = append(args, "-store", storeDiscard)
-			case sPostgres, sPostgres2:
-				args = append(args, "-store", storePostgres)
-			case sPgRows:
-				args = append(args, "-store", storePostgres+"-"+string(pgfloor.Rows))
-			case sPgTrip:
-				args = append(args, "-store", storePostgres+"-"+string(pgfloor.Trip))
-			case sPgNoSync:
-				args = append(args, "-store", storePostgresNoSync)
-			}
-			if b.opts.window != 0 {
-				args = append(args, "-window", strconv.Itoa(b.opts.window))
-			}
-			args = append(args, env.watchArgs(pg)...)
-			if b.opts.noCarbons {
-				args = append(args, "-nocarbons")
-			}
-		case sender == sPlain || sender == sCeiling:
-			args = []string{"-role=" + rolePlain}
-		case sender == sPlainSM || sender == sCeilingSM:
-			args = []string{"-role=" + rolePlain, "-sm"}
-		}
-		if sender == sPlain || sender == sPlainSM {
-			// The server's CPU over the workload alone, as the tracked
-			// senders read it: log-in and log-out differ between them.
-			args = append(args, env.watchArgs(pg)...)
-		}
+		args := b.opts.senderFlags(sender, len(locals), env.watchArgs(pg))
 		if sender == sCeiling || sender == sCeilingSM {
 			n = max(n/len(locals), 1) // the ceiling's sessions share the n messages
 		}
@@ -114,7 +53,14 @@ func (b *bench) runSender(ctx context.Context, env *serverEnv, sender, label str
 	}
 	cpu1, io1 := treeUsage(pg)
 	r.serverCPU, r.serverIO = cpu1-cpu0, io1.Sub(io0)
-	r.syscalls = sc.stop()
+	if m, err := sc.stop(); err != nil {
+		scErr = err
+	} else {
+		r.syscalls = m
+	}
+	if scErr != nil {
+		r.syscallsErr = "server system calls not counted: " + scErr.Error()
+	}
 	var respCPU float64
 	if env.resp != nil {
 		if after, err := env.resp.stats(ctx); err == nil {

@@ -69,11 +69,7 @@ func sendAll(ctx context.Context, clients []*xmpptrack.Client, to jid.JID, n int
 					}
 				}
 				t0 := time.Now()
-				m := xmpptrack.Message{To: to, Body: body(i)}
-				if p.ownIDs {
-					m.ID = xmpptrack.NewID()
-				}
-				t, err := clients[i%len(clients)].Send(ctx, m)
+				t, err := clients[i%len(clients)].Send(ctx, p.message(to, i))
 				if err != nil {
 					err = fmt.Errorf("send %d: %w", i, err)
 					firstErr.CompareAndSwap(nil, &err)
@@ -97,6 +93,16 @@ func sendAll(ctx context.Context, clients []*xmpptrack.Client, to jid.JID, n int
 		out.latencies = append(out.latencies, l...)
 	}
 	return out
+}
+
+// message is the i-th message to to: with an id of xmpptrack.NewID if
+// p.ownIDs, else without one (the registry makes it).
+func (p sendPattern) message(to jid.JID, i int) xmpptrack.Message {
+	m := xmpptrack.Message{To: to, Body: body(i)}
+	if p.ownIDs {
+		m.ID = xmpptrack.NewID()
+	}
+	return m
 }
 
 // fillLatency sets the Send latency quantiles of res from l.

@@ -34,8 +34,10 @@ type run struct {
 	serverIO  procio.Counters  // the server's /proc/PID/io during the run (every session's traffic, the responder's too)
 	dropped   int              // answers the responder dropped during the run
 	syscalls  map[string]int64 // the server's system calls during the run (-server-syscalls)
-	otherLoad float64          // cores busy with processes not of this benchmark, on average
-	err       error
+	// syscallsErr says why -server-syscalls counted none in this run.
+	syscallsErr string
+	otherLoad   float64 // cores busy with processes not of this benchmark, on average
+	err         error
 }
 
 // rcountRun is a tracked run through the counting relay.
@@ -59,15 +61,8 @@ type pendingResult struct {
 // (stanzas it re-routes to the account, offline storage) reaches another
 // run.
 func senderAccounts(sender, label string, k int) []string {
-	prefix := map[string]string{
-		sXmpptrack: "xt", sPolled: "xtpoll", sNoCoalesce: "xtnonagle", sNoCarbons: "xtnocarb", sOwnIDs: "xtid16", sSQLite: "xtsql", sSQLiteFloor: "xtsqlf", sDiscard: "xtdisc", sPostgres: "xtpg", sPostgres2: "xtpg2", sPgRows: "xtpgf", sPgTrip: "xtpgt", sPgNoSync: "xtpgns", sPlain: "plain", sPlainSM: "plainsm", sAioxmpp: "aio", sCeiling: "ceil", sCeilingSM: "ceilsm",
-	}[sender]
-	if w, ok := windowSender(sender); ok {
-		prefix = "xtw" + strconv.Itoa(w)
-	}
-	if r, ok := pacedSender(sender); ok {
-		prefix = "xtr" + strconv.Itoa(int(r))
-	}
+	kind, _ := lookupSender(sender)
+	prefix := kind.prefix
 	prefix += "-" + label
 	switch sender {
 	case sPostgres2:

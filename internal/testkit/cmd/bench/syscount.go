@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // serverSyscalls are the server's system calls that -server-syscalls
@@ -17,43 +19,75 @@ var serverSyscalls = []string{"recvfrom", "read", "writev", "sendto", "epoll_wai
 
 // syscallCount counts system calls of the server's processes during one
 // run with perf's tracepoints (perf stat -p), which cost the server far
-// less than strace would. Nil if perf could not be started.
+// less than strace would, though not nothing: a run counted shows a
+// slightly higher server CPU. Nil if perf could not be started.
 type syscallCount struct {
-	cmd *exec.Cmd
-	out bytes.Buffer
+	cmd    *exec.Cmd
+	cancel context.CancelFunc
+	out    bytes.Buffer
 }
 
+// perfStopWait bounds how long stop waits for perf to print its counts
+// after SIGINT before it kills perf.
+const perfStopWait = 2 * time.Second
+
 // startSyscallCount starts counting the system calls of the server
-// process pid and its descendants; nil if that fails (no perf, no
-// permission): the run then reports none.
-func startSyscallCount(pid int) *syscallCount {
+// process pid and its descendants; nil and why if that fails (no perf):
+// the run then reports none.
+func startSyscallCount(ctx context.Context, pid int) (*syscallCount, error) {
 	var pids []string
 	for p := range tree(pid) {
 		pids = append(pids, strconv.Itoa(p))
 	}
 	if len(pids) == 0 {
-		return nil
+		return nil, fmt.Errorf("no process %d", pid)
 	}
 	args := []string{"stat", "-x", ",", "-p", strings.Join(pids, ",")}
 	for _, s := range serverSyscalls {
 		args = append(args, "-e", "syscalls:sys_enter_"+s)
 	}
-	sc := &syscallCount{cmd: exec.Command("perf", args...)}
-	sc.cmd.Stderr = &sc.out // perf stat reports on stderr
-	if err := sc.cmd.Start(); err != nil {
-		return nil
-	}
-	return sc
+	return startCounter(ctx, perfStopWait, "perf", args...)
 }
 
-// stop ends the count and returns the calls of each name.
-func (sc *syscallCount) stop() map[string]int64 {
-	if sc == nil {
-		return nil
+// startCounter starts a counting command that prints its counts on
+// standard error when it gets SIGINT; stop kills it if it has not ended
+// within wait of that.
+func startCounter(ctx context.Context, wait time.Duration, name string, args ...string) (*syscallCount, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	sc := &syscallCount{cmd: exec.CommandContext(ctx, name, args...), cancel: cancel}
+	sc.cmd.Cancel = func() error { return sc.cmd.Process.Signal(syscall.SIGINT) }
+	sc.cmd.WaitDelay = wait
+	sc.cmd.Stderr = &sc.out // perf stat reports on stderr
+	if err := sc.cmd.Start(); err != nil {
+		cancel()
+		return nil, err
 	}
-	sc.cmd.Process.Signal(syscall.SIGINT)
-	sc.cmd.Wait()
-	return parsePerfStat(sc.out.String())
+	return sc, nil
+}
+
+// stop ends the count and returns the calls of each name, or an error
+// with what perf said if it counted none (a tracepoint it could not
+// open: perf_event_paranoid, no tracefs).
+func (sc *syscallCount) stop() (map[string]int64, error) {
+	if sc == nil {
+		return nil, nil
+	}
+	sc.cancel()
+	return sc.counts()
+}
+
+// counts waits for the counter to end and returns what it counted.
+func (sc *syscallCount) counts() (map[string]int64, error) {
+	err := sc.cmd.Wait()
+	m := parsePerfStat(sc.out.String())
+	if len(m) > 0 {
+		return m, nil
+	}
+	said := strings.Join(strings.Fields(sc.out.String()), " ")
+	if len(said) > 200 {
+		said = said[:200] + "…"
+	}
+	return nil, fmt.Errorf("%s counted nothing (%v): %s", sc.cmd.Path, err, said)
 }
 
 // parsePerfStat reads the counts of perf stat -x , output (count, unit,

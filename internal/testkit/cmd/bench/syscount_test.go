@@ -2,7 +2,9 @@ package main
 
 import (
 	"maps"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParsePerfStat(t *testing.T) {
@@ -18,5 +20,20 @@ func TestParsePerfStat(t *testing.T) {
 	}
 	if s := syscallLine(want, 1000); s != ", server system calls per message: recvfrom 2.10 writev 10.65" {
 		t.Errorf("syscallLine = %q", s)
+	}
+}
+
+// TestCounterSaysWhy: a counter that counted nothing (perf unable to open
+// its tracepoints, ending at once) returns what it printed.
+func TestCounterSaysWhy(t *testing.T) {
+	sc, err := startCounter(t.Context(), time.Minute, "sh", "-c", "echo 'event syntax error: no tracefs' >&2; exit 129")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := sc.counts(); err == nil || !strings.Contains(err.Error(), "event syntax error: no tracefs") {
+		t.Errorf("counts = %v, %v; want perf's error", m, err)
+	}
+	if _, err := startCounter(t.Context(), time.Minute, "/nonexistent/perf"); err == nil {
+		t.Error("a counter without its program started")
 	}
 }

@@ -338,9 +338,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 			sent.Store(int64(i + 1))
 		}
 	}
-	pat := instancesPattern(a.goroutines, k, a.rate)
-	pat.ownIDs = a.ownIDs
-	out := sendAll(ctx, clients, to, a.n, pat, keep)
+	out := sendAll(ctx, clients, to, a.n, a.sendPattern(k), keep)
 	if out.err != nil {
 		res.Error = out.err.Error()
 	}
@@ -365,9 +363,7 @@ func runTracked(ctx context.Context, a *childArgs) result {
 	if dbPID > 0 {
 		res.DBCPU = treeCPU(dbPID) - db0
 	}
-	for i, c := range watchedCPU(a.watch) {
-		res.WatchCPU = append(res.WatchCPU, c-watch0[i])
-	}
+	res.WatchCPU = watchedSince(a.watch, watch0)
 	stopProfile()
 	stopPoll()
 	m.fill(&res)
@@ -422,4 +418,12 @@ func installFloor(ctx context.Context, pg *testserver.Postgres, k pgfloor.Kind, 
 // as large). The rate, if any, is over all of them.
 func instancesPattern(goroutines, k int, rate float64) sendPattern {
 	return sendPattern{goroutines: goroutines * max(k, 1), rate: rate}
+}
+
+// sendPattern is the child's pattern over its k instances (-goroutines,
+// -rate, -ownids).
+func (a *childArgs) sendPattern(k int) sendPattern {
+	p := instancesPattern(a.goroutines, k, a.rate)
+	p.ownIDs = a.ownIDs
+	return p
 }
