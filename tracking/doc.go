@@ -102,7 +102,9 @@
 // heap when messages are sent in bursts, and up to about 62 when they are
 // sent a millisecond or more apart (a 16-byte registration mark for each
 // millisecond in which one was sent); one with an id given by the caller
-// (or reloaded from a store) about 147, id included (see Ids). Memory follows
+// (or reloaded from a store) about 147, id included (see Ids). Each peer
+// with messages pending adds about 300 bytes (its conversation): with one
+// message pending per peer, about 350 bytes per message. Memory follows
 // the pending trackers: settled ones are dropped in amortized O(1) each,
 // and may be held until then, up to about as many as are pending.
 //

@@ -16,7 +16,9 @@
 // registry made (see Track) when messages are registered in bursts, up to
 // about 62 when they are registered a millisecond or more apart (a 16-byte
 // registration mark for each millisecond in which one was), and about 147
-// with an id given by the caller. The implementation is in internal/trackcore.
+// with an id given by the caller. Each peer with messages pending adds its
+// conversation, about 300 bytes: with one message pending per peer, about
+// 350 bytes per pending message. The implementation is in internal/trackcore.
 package registry
 
 import (

@@ -21,15 +21,20 @@ func newID() string {
 }
 
 // BenchmarkPendingMemory reports the heap held per pending tracker, with
-// b.N trackers pending at once to one peer and spread over 100 peers:
-// with the registry's own ids (what Client.Send gives a message without an
-// id) and the registry's window, and with ids given by the caller
-// ("foreign", 16 characters as NewID makes them, their strings counted).
-// Run with -benchtime=100000x (what the README's per-message figure is
-// measured at) or 1000000x.
+// b.N trackers pending at once to one peer and spread over 100 peers, and
+// with one and two pending per peer (b.N and b.N/2 peers: a conversation's
+// own memory then counts, 288 B each): with the registry's own ids (what
+// Client.Send gives a message without an id) and the registry's window,
+// and with ids given by the caller ("foreign", 16 characters as NewID
+// makes them, their strings counted). The peers' address strings are made
+// before and not counted. Run with -benchtime=100000x (what the README's
+// per-message figure is measured at) or 1000000x.
 func BenchmarkPendingMemory(b *testing.B) {
 	for _, peers := range []int{1, 100} {
 		b.Run(strconv.Itoa(peers)+"peers", func(b *testing.B) { pendingMemory(b, peers, false) })
+	}
+	for _, per := range []int{1, 2} {
+		b.Run(strconv.Itoa(per)+"perpeer", func(b *testing.B) { pendingMemory(b, max(1, b.N/per), false) })
 	}
 	b.Run("foreign", func(b *testing.B) { pendingMemory(b, 1, true) })
 }

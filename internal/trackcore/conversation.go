@@ -24,19 +24,26 @@ const maxThreadMarks = 8
 // stream (Registry.Written): with concurrent senders, registration order is
 // not wire order, and a marker covers what the peer received before the
 // marked message. order stays sorted by position.
+//
+// The fields are laid out for the 288-byte size class, which the shared
+// extra must not push the conversation out of (TestConversationLayout):
+// many peers with a message or two pending each is a usual shape.
 type conversation[R any] struct {
 	g     *group[R]
 	jid   string
 	order []*Tracker[R] // pending trackers by position; settled ones until swept
-	peak  int           // longest order since its array was last copied (sweep)
-	live  int           // entries of order that are not settled
+	peak  uint32        // longest order since its array was last copied (sweep)
+	live  uint32        // entries of order that are not settled; below maxConvLive
 	next  uint32        // position of the next message, in either direction
+	rnext uint8         // next slot of recentIDs
 	dirty bool          // settled entries wait in order for a sweep
 	room  bool          // a group chat: no one-to-one evidence (TrackOptions.Room)
 	full  bool          // jid is a full JID: a private conversation with one resource or occupant
 
-	recent [recentIncoming]incoming // ring of recent incoming message ids
-	rnext  uint8
+	// recentIDs and recentSeqs are a ring of recent incoming message ids
+	// and their positions (two arrays: 32 bytes less than one of pairs).
+	recentIDs  [recentIncoming]string
+	recentSeqs [recentIncoming]uint32
 
 	// mk is the displayed-marker state, allocated by the first marker:
 	// most conversations never get one.
@@ -46,6 +53,13 @@ type conversation[R any] struct {
 	// (see Tracker): c is the conversation itself, the rest stays zero.
 	shared extra[R]
 }
+
+// maxConvLive bounds the pending trackers of one conversation: positions
+// are compared modulo 2^32 (before), so fewer than 2^31 may be pending in
+// one conversation, and live, peak and len(order) (at most about twice
+// live between sweeps) fit in 32 bits. At 24 bytes a tracker, the bound
+// is about 50 GB of trackers in one conversation.
+const maxConvLive = 1<<31 - 1
 
 // newConversation returns an empty conversation of group g with key jid.
 func newConversation[R any](g *group[R], jid string) *conversation[R] {
@@ -100,9 +114,9 @@ func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
 	if t != nil && t.conv() == c {
 		return t.seq, true
 	}
-	for i := range c.recent {
-		if in := &c.recent[i]; in.id != "" && in.id == id {
-			return in.seq, true
+	for i, rid := range c.recentIDs {
+		if rid != "" && rid == id {
+			return c.recentSeqs[i], true
 		}
 	}
 	if c.mk != nil {
@@ -266,7 +280,8 @@ func (c *conversation[R]) written(t *Tracker[R]) {
 
 // remember records an incoming message id at the current position.
 func (c *conversation[R]) remember(id string) {
-	c.recent[c.rnext%recentIncoming] = incoming{id: id, seq: c.next}
+	c.recentIDs[c.rnext%recentIncoming] = id
+	c.recentSeqs[c.rnext%recentIncoming] = c.next
 	c.rnext++
 	c.next++
 }
@@ -284,7 +299,7 @@ func (c *conversation[R]) sweep() {
 	if i > 0 {
 		c.order = c.order[i:]
 	}
-	if dead := len(c.order) - c.live; dead > 16 && dead > c.live {
+	if dead, live := len(c.order)-int(c.live), int(c.live); dead > 16 && dead > live {
 		kept := c.order[:0]
 		for _, t := range c.order {
 			if !t.Settled() {
@@ -293,11 +308,11 @@ func (c *conversation[R]) sweep() {
 		}
 		clear(c.order[len(kept):])
 		c.order = append([]*Tracker[R](nil), kept...)
-		c.peak = len(c.order)
-	} else if c.peak > 1024 && len(c.order) < c.peak/4 {
+		c.peak = uint32(len(c.order))
+	} else if c.peak > 1024 && len(c.order) < int(c.peak/4) {
 		// Trimmed from the front, order still holds the array of its
 		// largest burst: copy what is left, as the compaction does.
 		c.order = append([]*Tracker[R](nil), c.order...)
-		c.peak = len(c.order)
+		c.peak = uint32(len(c.order))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -265,22 +266,44 @@ func TestWindowsAfterSweeps(t *testing.T) {
 // takes 24 bytes (its size class), and the registry about 19 more per pending
 // tracker (byNum, the conversation's order, their slack).
 func TestOwnIDMemory(t *testing.T) {
-	const n = 100_000
+	if per := heapPerTracker(t, 100_000, func(int) string { return bob }); per > 48 {
+		t.Errorf("%d B of heap per pending tracker, want at most 48", per)
+	}
+}
+
+// TestOnePerPeerMemory: with one message pending per peer, the peer's
+// conversation counts: about 350 B per pending message, the conversation
+// in the 288-byte class (412 B when the shared extra took it to 352: review
+// rv-tr24 S1).
+func TestOnePerPeerMemory(t *testing.T) {
+	const n = 20_000
+	peers := make([]string, n)
+	for i := range peers {
+		peers[i] = "peer" + strconv.Itoa(i) + "@example.org"
+	}
+	if per := heapPerTracker(t, n, func(i int) string { return peers[i] }); per > 380 {
+		t.Errorf("%d B of heap per pending tracker with one per peer, want at most 380", per)
+	}
+}
+
+// heapPerTracker returns the heap, in bytes per tracker, that a registry
+// with an hour's window holds after n trackers with its own ids were
+// registered, the ith to conversation to(i).
+func heapPerTracker(t *testing.T, n int, to func(int) string) int64 {
+	t.Helper()
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	r := NewRegistry(Config[Response]{MaxPending: -1, Window: time.Hour})
-	for range n {
-		if _, err := r.TryTrack(bob, "", TrackOptions{}); err != nil {
+	for i := range n {
+		if _, err := r.TryTrack(to(i), "", TrackOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	if per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n; per > 48 {
-		t.Errorf("%d B of heap per pending tracker, want at most 48", per)
-	}
 	runtime.KeepAlive(r)
+	return (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / int64(n)
 }
 
 // TestForeignIDAndThread: a foreign id and the thread share one string in

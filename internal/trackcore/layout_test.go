@@ -4,47 +4,71 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 )
 
 // TestTrackerLayout: a tracker fits the 24-byte size class, its extra the
-// 64-byte one, and a queued change takes 32 bytes.
+// 64-byte one, a queued change takes 32 bytes, and a conversation, with
+// the shared extra in it, stays in the 288-byte class (review rv-tr24 S1:
+// 336 B, the 352-byte class, cost a peer with one message pending 56 B).
 func TestTrackerLayout(t *testing.T) {
 	tr, x, c := unsafe.Sizeof(Tracker[Response]{}), unsafe.Sizeof(extra[Response]{}), unsafe.Sizeof(change[Response]{})
 	if tr > 24 || x > 64 || c > 32 {
 		t.Fatalf("tracker %d B (want 24), extra %d B (want at most 64), change %d B (want 32)", tr, x, c)
+	}
+	if conv := unsafe.Sizeof(conversation[Response]{}); conv > 288 {
+		t.Fatalf("conversation %d B, want at most 288", conv)
 	}
 }
 
 // TestSharedExtra: trackers without data of their own share their
 // conversation's extra, which stays empty while others of the conversation
 // get evidence, callbacks, Done and waiters; each of those gets an extra of
-// its own, and callbacks run in the order they were added.
+// its own, and callbacks run in the order they were added (more of them
+// than run's buffer holds).
 func TestSharedExtra(t *testing.T) {
+	const ncb = 10
 	r := NewRegistry(Config[Response]{})
 	plain := trackOwn(t, r, bob, TrackOptions{})
 	receipt := trackOwn(t, r, bob, TrackOptions{})
 	called := trackOwn(t, r, bob, TrackOptions{})
 	named := track(t, r, bob, "m1", TrackOptions{Thread: "t1"})
+	waited := trackOwn(t, r, bob, TrackOptions{})
 	var order []int
 	done := make(chan struct{})
-	for i := range 3 {
+	for i := range ncb {
 		called.OnStateChange(func(_, to State, _ *Response) {
 			order = append(order, i)
-			if i == 2 && to == DeliveredToServer {
+			if i == ncb-1 && to == DeliveredToServer {
 				close(done)
 			}
 		})
 	}
 	ch := receipt.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, _, err := waited.Wait(ctx, DeliveredToServer); err == nil {
+		t.Fatal("Wait with an ended context returned no error")
+	}
 	r.Delivered(bob, "", receipt.ID(), &Response{ID: "r"})
 	r.ServerAck(bob, called.ID())
-	<-done
+	r.ServerAck(bob, waited.ID()) // closes the channel the Wait left
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the callbacks did not run")
+	}
 	if got := receipt.Response(); got == nil || got.ID != "r" {
 		t.Fatalf("receipt's response %+v", got)
 	}
-	if len(order) != 3 || order[0] != 0 || order[1] != 1 || order[2] != 2 {
-		t.Fatalf("callbacks ran in order %v, want [0 1 2]", order)
+	for i, n := range order {
+		if i != n {
+			t.Fatalf("callbacks ran in order %v, want 0 to %d", order, ncb-1)
+		}
+	}
+	if len(order) != ncb {
+		t.Fatalf("%d callbacks ran, want %d", len(order), ncb)
 	}
 	select {
 	case <-ch:
@@ -54,7 +78,7 @@ func TestSharedExtra(t *testing.T) {
 	r.g.mu.Lock()
 	c := plain.conv()
 	shared := c.shared
-	own := []*MessageTracker{receipt, called, named}
+	own := []*MessageTracker{receipt, called, named, waited}
 	for _, tr := range own {
 		if tr.x.Load() == &c.shared || tr.conv() != c {
 			t.Errorf("tracker %s: own extra %t, conversation %p (want %p)", tr.ID(), tr.x.Load() != &c.shared, tr.conv(), c)

@@ -225,6 +225,9 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 		}
 	}
 	c := r.convs[to]
+	if c != nil && c.live >= maxConvLive { // about 50 GB of trackers to one peer
+		return nil, ErrTooManyPending
+	}
 	if c == nil {
 		c = newConversation(&r.g, to)
 		r.convs[to] = c
@@ -256,7 +259,7 @@ func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error)
 	}
 	t.word.Store(w)
 	c.order = append(c.order, t)
-	c.peak = max(c.peak, len(c.order))
+	c.peak = max(c.peak, uint32(len(c.order)))
 	c.live++
 	r.byNum.add(t)
 	r.pending++
@@ -446,7 +449,10 @@ func (r *Registry[R]) ServerAck(conv, id string) { r.advance(conv, id, Delivered
 // calls conv, which parses the address.
 func (r *Registry[R]) lookupAddr(addr, id string, conv func(string) string) *Tracker[R] {
 	t := r.byID(id)
-	if t == nil || t.conv().jid != addr && t.conv().jid != conv(addr) {
+	if t == nil {
+		return nil
+	}
+	if key := t.conv().jid; key != addr && key != conv(addr) {
 		return nil
 	}
 	return t
@@ -467,8 +473,10 @@ func (r *Registry[R]) ServerAckAddr(addr, id string, conv func(string) string) {
 // was written with (see ServerAckAddr).
 func (r *Registry[R]) WrittenAddr(addr, id string, conv func(string) string) {
 	r.g.mu.Lock()
-	if t := r.lookupAddr(addr, id, conv); t != nil && !t.conv().room {
-		t.conv().written(t)
+	if t := r.lookupAddr(addr, id, conv); t != nil {
+		if c := t.conv(); !c.room {
+			c.written(t)
+		}
 	}
 	r.g.mu.Unlock()
 }
@@ -486,8 +494,10 @@ func (r *Registry[R]) Lost(conv, id string) { r.advance(conv, id, Aborted, nil) 
 // TrackOptions.Room).
 func (r *Registry[R]) Delivered(bare, full, id string, resp *R) {
 	r.g.mu.Lock()
-	if t := r.byID(id); t != nil && !t.conv().room && t.conv().from(bare, full) {
-		t.transition(DeliveredToRecipient, resp)
+	if t := r.byID(id); t != nil {
+		if c := t.conv(); !c.room && c.from(bare, full) {
+			t.transition(DeliveredToRecipient, resp)
+		}
 	}
 	r.unlock()
 }
@@ -567,8 +577,10 @@ func (r *Registry[R]) Incoming(bare, full, id string) {
 // queues no callback: it may run inside the writer's output lock.
 func (r *Registry[R]) Written(conv, id string) {
 	r.g.mu.Lock()
-	if t := r.lookup(conv, id); t != nil && !t.conv().room {
-		t.conv().written(t)
+	if t := r.lookup(conv, id); t != nil {
+		if c := t.conv(); !c.room {
+			c.written(t)
+		}
 	}
 	r.g.mu.Unlock()
 }

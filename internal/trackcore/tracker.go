@@ -253,6 +253,16 @@ func (t *Tracker[R]) ext() *extra[R] {
 	return x
 }
 
+// own returns the tracker's own extra data, or nil while it shares its
+// conversation's: what writes an extra gets it here or from ext, never
+// the shared one, which every tracker of the conversation reads.
+func (t *Tracker[R]) own() *extra[R] {
+	if x := t.x.Load(); x != &x.c.shared {
+		return x
+	}
+	return nil
+}
+
 // transition applies a request for state to. It reports whether the request
 // was allowed (a same-state request is allowed and changes nothing). The
 // caller holds the lock and calls g.unlock afterwards.
@@ -281,8 +291,8 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 			nw |= byClose
 		}
 	}
-	x := t.x.Load()
-	c := x.c
+	x := t.own() // nil while t shares its conversation's extra, which stays zero
+	c := t.conv()
 	g := c.g
 	if dst != from && g.made != nil {
 		g.made(t, from, dst, resp) // before the state shows: see Config.OnMade
@@ -292,23 +302,24 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 		c.mk.late = append(c.mk.late, t)
 	}
 	if dst != from {
-		if resp != nil {
+		if resp != nil && x == nil {
 			x = t.ext()
-			x.resp = resp
-		} else if x.resp != nil {
-			x.resp = nil
 		}
-		if x.cbs != nil || g.hook != nil {
-			g.queue.push(change[R]{t: t, from: from, to: dst, resp: resp, cbs: x.cbs}, &g.free)
+		var cbs *callbacks[R]
+		if x != nil {
+			x.resp, cbs = resp, x.cbs
+		}
+		if cbs != nil || g.hook != nil {
+			g.queue.push(change[R]{t: t, from: from, to: dst, resp: resp, cbs: cbs}, &g.free)
 			g.held++
 		}
 	}
-	if x.changed != nil {
+	if x != nil && x.changed != nil {
 		close(x.changed)
 		x.changed = nil
 	}
 	if ends {
-		if x.done != nil {
+		if x != nil && x.done != nil {
 			close(x.done)
 		}
 		if w&inRegistry != 0 {
@@ -324,11 +335,16 @@ type callbacks[R any] struct {
 	prev *callbacks[R]
 }
 
-// run calls the callbacks of the list in the order they were added.
+// run calls the callbacks of the list in the order they were added: the
+// list is read into a buffer (on the stack for up to 8 callbacks, the
+// usual 1 or 2 included), then called from its end.
 func (l *callbacks[R]) run(from, to State, resp *R) {
-	if l == nil {
-		return
+	var buf [8]Callback[R]
+	fs := buf[:0]
+	for ; l != nil; l = l.prev {
+		fs = append(fs, l.f)
 	}
-	l.prev.run(from, to, resp)
-	l.f(from, to, resp)
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i](from, to, resp)
+	}
 }
