@@ -332,3 +332,45 @@ func testSession(t *testing.T, open Open) {
 		t.Errorf("another resource's session: %v", err)
 	}
 }
+
+// testEmptyThreadChannel: a message without a thread or a channel (most
+// messages) reads back with both empty, through Message, Pending and the
+// feed, and the feed's channel filter finds it under the empty channel
+// and not under another.
+func testEmptyThreadChannel(t *testing.T, open Open) {
+	s, _ := fresh(t, open)
+	withCh := msg(alice, "e0")
+	withCh.Thread, withCh.Channel = "th", "alerts"
+	insert(t, s, withCh, msg(alice, "e1"))
+	record(t, s, "e1", tracking.DeliveredToServer, store.Evidence{})
+	if r := get(t, s, "e1"); r.Thread != "" || r.Channel != "" {
+		t.Errorf("Message: thread %q channel %q, want both empty", r.Thread, r.Channel)
+	}
+	var pending []string
+	if err := s.Pending(ctxT(t), alice, func(m store.Message) error {
+		pending = append(pending, fmt.Sprintf("%s:%q:%q", m.ID, m.Thread, m.Channel))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`e0:"th":"alerts"`, `e1:"":""`}; !slices.Equal(pending, want) {
+		t.Errorf("Pending: %v, want %v", pending, want)
+	}
+	feed := func(q store.FeedQuery) (out []string) {
+		cs, err := s.Changes(ctxT(t), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			out = append(out, fmt.Sprintf("%s/%v:%q", c.ID, c.State, c.Channel))
+		}
+		return out
+	}
+	e1 := []string{`e1/IN_TRANSIT:""`, `e1/DELIVERED_TO_SERVER:""`}
+	if got := feed(store.FeedQuery{Channels: []string{""}}); !slices.Equal(got, e1) {
+		t.Errorf("feed of channel \"\": %v, want %v", got, e1)
+	}
+	if got, want := feed(store.FeedQuery{Channels: []string{"alerts"}}), []string{`e0/IN_TRANSIT:"alerts"`}; !slices.Equal(got, want) {
+		t.Errorf("feed of channel alerts: %v, want %v", got, want)
+	}
+}

@@ -35,6 +35,7 @@ type Test struct {
 func Tests() []Test {
 	return []Test{
 		{"RoundTrip", testRoundTrip},
+		{"EmptyThreadChannel", testEmptyThreadChannel},
 		{"Duplicate", testDuplicate},
 		{"Monotonic", testMonotonic},
 		{"SettleDropsStanza", testSettle},
