@@ -281,9 +281,8 @@ func (w *writer) lookup(id string) (*row, error) {
 // numbers, sessions (its change rows are inserted later, see
 // insertChanges). A batch with one new message that exists fails with
 // ErrExists having written nothing of its own (its first statement is
-// that insert; the change rows of earlier batches inserted before it are
-// theirs); a batch with several is checked first, so that it never fails
-// halfway.
+// that insert; the change rows of every batch are inserted at flush); a
+// batch with several is checked first, so that it never fails halfway.
 func (w *writer) apply(b *store.Batch) error {
 	if f := w.s.cfg.failApply; f != nil {
 		if err := f(b); err != nil {
@@ -430,6 +429,7 @@ func (w *writer) peek() (int64, error) {
 		}
 		w.last, _ = v[0].(int64)
 		w.known = true
+		w.s.cursorReads.Add(1)
 	}
 	return w.last + 1, nil
 }
@@ -552,10 +552,11 @@ func (s *Store) listLag() int64 {
 const (
 	// sqlInsMsg inserts a message unlisted (see listing), its n (its
 	// cursor) given (see peek). Its updated and first are bound again
-	// (its created and state), so that its parameters are nameless: the driver looks up each parameter's name
-	// at every execution, and a name (?9) costs a Go string each time.
-	// The row updates below are nameless for the same reason. An empty
-	// thread or channel (most messages) is bound as NULL (see orNull).
+	// (its created and state), so that its parameters are nameless: the
+	// driver looks up each parameter's name at every execution, and a
+	// name (?9) costs a Go string each time. The row updates below are
+	// nameless for the same reason. An empty thread or channel (most
+	// messages) is bound as NULL (see orNull).
 	sqlInsMsg = `INSERT INTO messages
 		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, state, settled, updated, first, listed)
 		VALUES (?, ?, ?, ?, ?, ?, coalesce(?, ''), coalesce(?, ''), ?, ?, ?, ?, ?, ?, ?, 0)

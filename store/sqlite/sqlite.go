@@ -84,7 +84,10 @@ type Store struct {
 	// txs and items count the committer's transactions committed since
 	// Open and the batches and claims they committed (see stats).
 	txs, items atomic.Int64
-	states     states // the committer's cache of message states
+	// cursorReads counts the committer's reads of the highest cursor
+	// from the tables (see wconn.begun; tests).
+	cursorReads atomic.Int64
+	states      states // the committer's cache of message states
 	// unlisted counts the messages the committer wrote ahead since its
 	// last sweep (see listing); only the committer uses it.
 	unlisted int

@@ -83,6 +83,7 @@ type driverConn interface {
 	driver.SessionResetter
 	driver.Validator
 	msqlite.DBStatus
+	msqlite.FileControl // the data version (see begun)
 }
 
 // wconn is a writer's driver connection with the committer's statements,
@@ -132,6 +133,16 @@ func (c *wconn) IsValid() bool { return c.conn().IsValid() }
 // Status implements msqlite.DBStatus.
 func (c *wconn) Status(op msqlite.DBStatusOp, reset bool) (int, int, error) {
 	return c.conn().Status(op, reset)
+}
+
+// FileControlPersistWAL implements msqlite.FileControl.
+func (c *wconn) FileControlPersistWAL(db string, mode int) (int, error) {
+	return c.conn().FileControlPersistWAL(db, mode)
+}
+
+// FileControlDataVersion implements msqlite.FileControl.
+func (c *wconn) FileControlDataVersion(db string) (uint32, error) {
+	return c.conn().FileControlDataVersion(db)
 }
 
 // Close closes the committer's statements, then the driver's connection.
@@ -259,11 +270,7 @@ func (c *wconn) committed(last int64, known bool) {
 
 // dataVersion returns the file's data version (see begun).
 func (c *wconn) dataVersion() (uint32, error) {
-	fc, ok := c.Conn.(msqlite.FileControl)
-	if !ok {
-		return 0, fmt.Errorf("sqlite: the driver's connection %T cannot tell the file's data version", c.Conn)
-	}
-	return fc.FileControlDataVersion("main")
+	return c.conn().FileControlDataVersion("main")
 }
 
 // walPages returns the pages the connection wrote since the last call.
