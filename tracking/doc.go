@@ -103,8 +103,9 @@
 // sent a millisecond or more apart (a 16-byte registration mark for each
 // millisecond in which one was sent); one with an id given by the caller
 // (or reloaded from a store) about 147, id included (see Ids). Each peer
-// with messages pending adds about 300 bytes (its conversation): with one
-// message pending per peer, about 350 bytes per message. Memory follows
+// with messages pending adds about 160 bytes (its conversation), and 160
+// more once it sent a message while ours were pending: with one message
+// pending per peer, about 205 to 365 bytes per message. Memory follows
 // the pending trackers: settled ones are dropped in amortized O(1) each,
 // and may be held until then, up to about as many as are pending.
 //

@@ -17,8 +17,9 @@
 // about 62 when they are registered a millisecond or more apart (a 16-byte
 // registration mark for each millisecond in which one was), and about 147
 // with an id given by the caller. Each peer with messages pending adds its
-// conversation, about 300 bytes: with one message pending per peer, about
-// 350 bytes per pending message. The implementation is in internal/trackcore.
+// conversation, about 160 bytes, and 160 more once it sent a message while
+// ours were pending: with one message pending per peer, about 205 to 365
+// bytes per pending message. The implementation is in internal/trackcore.
 package registry
 
 import (

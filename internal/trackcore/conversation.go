@@ -25,9 +25,10 @@ const maxThreadMarks = 8
 // not wire order, and a marker covers what the peer received before the
 // marked message. order stays sorted by position.
 //
-// The fields are laid out for the 288-byte size class, which the shared
-// extra must not push the conversation out of (TestConversationLayout):
-// many peers with a message or two pending each is a usual shape.
+// A conversation takes 136 bytes, in the 144-byte class
+// (TestTrackerLayout), and the ring of incoming ids 160 more once the peer
+// sent one: many peers with a message or two pending each, and nothing
+// received from most of them, is a usual shape.
 type conversation[R any] struct {
 	g     *group[R]
 	jid   string
@@ -35,15 +36,14 @@ type conversation[R any] struct {
 	peak  uint32        // longest order since its array was last copied (sweep)
 	live  uint32        // entries of order that are not settled; below maxConvLive
 	next  uint32        // position of the next message, in either direction
-	rnext uint8         // next slot of recentIDs
+	rnext uint8         // next slot of recent
 	dirty bool          // settled entries wait in order for a sweep
 	room  bool          // a group chat: no one-to-one evidence (TrackOptions.Room)
 	full  bool          // jid is a full JID: a private conversation with one resource or occupant
 
-	// recentIDs and recentSeqs are a ring of recent incoming message ids
-	// and their positions (two arrays: 32 bytes less than one of pairs).
-	recentIDs  [recentIncoming]string
-	recentSeqs [recentIncoming]uint32
+	// recent holds the ids of the last messages the peer sent us, allocated
+	// by the first one (remember).
+	recent *recentIn
 
 	// mk is the displayed-marker state, allocated by the first marker:
 	// most conversations never get one.
@@ -52,6 +52,13 @@ type conversation[R any] struct {
 	// shared is the extra of the trackers that have none of their own
 	// (see Tracker): c is the conversation itself, the rest stays zero.
 	shared extra[R]
+}
+
+// recentIn is a ring of recent incoming message ids and their positions
+// (two arrays: 160 bytes, 32 less than one of pairs).
+type recentIn struct {
+	ids  [recentIncoming]string
+	seqs [recentIncoming]uint32
 }
 
 // maxConvLive bounds the pending trackers of one conversation: positions
@@ -114,9 +121,11 @@ func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
 	if t != nil && t.conv() == c {
 		return t.seq, true
 	}
-	for i, rid := range c.recentIDs {
-		if rid != "" && rid == id {
-			return c.recentSeqs[i], true
+	if in := c.recent; in != nil {
+		for i, rid := range in.ids {
+			if rid != "" && rid == id {
+				return in.seqs[i], true
+			}
 		}
 	}
 	if c.mk != nil {
@@ -280,8 +289,11 @@ func (c *conversation[R]) written(t *Tracker[R]) {
 
 // remember records an incoming message id at the current position.
 func (c *conversation[R]) remember(id string) {
-	c.recentIDs[c.rnext%recentIncoming] = id
-	c.recentSeqs[c.rnext%recentIncoming] = c.next
+	if c.recent == nil {
+		c.recent = &recentIn{}
+	}
+	c.recent.ids[c.rnext%recentIncoming] = id
+	c.recent.seqs[c.rnext%recentIncoming] = c.next
 	c.rnext++
 	c.next++
 }

@@ -10,15 +10,17 @@ import (
 
 // TestTrackerLayout: a tracker fits the 24-byte size class, its extra the
 // 64-byte one, a queued change takes 32 bytes, and a conversation, with
-// the shared extra in it, stays in the 288-byte class (review rv-tr24 S1:
-// 336 B, the 352-byte class, cost a peer with one message pending 56 B).
+// the shared extra in it, fits the 144-byte class (review rv-tr24 S1: at
+// 336 B, the 352-byte class, a peer with one message pending cost 56 B
+// more than before the shared extra; the ring of incoming ids is now
+// allocated by the first one).
 func TestTrackerLayout(t *testing.T) {
 	tr, x, c := unsafe.Sizeof(Tracker[Response]{}), unsafe.Sizeof(extra[Response]{}), unsafe.Sizeof(change[Response]{})
 	if tr > 24 || x > 64 || c > 32 {
 		t.Fatalf("tracker %d B (want 24), extra %d B (want at most 64), change %d B (want 32)", tr, x, c)
 	}
-	if conv := unsafe.Sizeof(conversation[Response]{}); conv > 288 {
-		t.Fatalf("conversation %d B, want at most 288", conv)
+	if conv, in := unsafe.Sizeof(conversation[Response]{}), unsafe.Sizeof(recentIn{}); conv > 144 || in > 160 {
+		t.Fatalf("conversation %d B, want at most 144; ring of incoming ids %d B, want 160", conv, in)
 	}
 }
 
