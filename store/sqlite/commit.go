@@ -133,14 +133,8 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 			return err, false
 		}
 	}
-	last, known, fresh := c.begun()
-	if !fresh {
-		// Another writer may have changed or pruned a cached message: a
-		// sequence number is stored without a check of its row (see
-		// flush), which would leave one for a pruned message.
-		s.states.clear()
-	}
-	w := &writer{s: s, c: c, now: time.Now(), rows: map[string]*row{}, last: last, known: known}
+	w := &writer{s: s, c: c, now: time.Now(), rows: map[string]*row{}}
+	w.last, w.known = c.lastCursor()
 	err = f(w)
 	if err == nil {
 		err = w.flush()
@@ -166,7 +160,9 @@ func (s *Store) tx(c *wconn, f func(*writer) error) (err error, bad bool) {
 		}
 		return err, false
 	}
-	c.committed(w.last, w.known)
+	if w.known {
+		c.committed(w.last)
+	}
 	if w.swept {
 		s.unlisted = 0
 	} else {
@@ -224,9 +220,9 @@ type writer struct {
 	// last is the highest cursor, once known (see next).
 	last  int64
 	known bool
-	// pend holds the arguments of the change rows to insert (see
-	// insertChanges), seqs those of the sequence numbers (see flush).
-	pend, seqs []any
+	// pend holds the arguments of the change rows to insert, changeCols
+	// per row (see insertChanges).
+	pend []any
 	// inserted counts the messages inserted; sweep says that flush lists
 	// them (see listing), swept that it did.
 	inserted     int
@@ -239,8 +235,8 @@ type row struct {
 	was, cur status // in the database before the transaction (as inserted for a new one), and now
 	updated  int64  // Unix microseconds of the latest change; 0: unchanged
 	seq      int64
-	hasSeq   bool // flush must write seq (to table seqs)
-	dirty    bool // flush must write cur and updated
+	hasSeq   bool
+	dirty    bool // flush must write cur, updated and seq
 }
 
 type status struct {
@@ -366,7 +362,7 @@ func (w *writer) apply(b *store.Batch) error {
 		if r == nil {
 			continue
 		}
-		r.seq, r.hasSeq = int64(wr.Seq), true
+		r.seq, r.hasSeq, r.dirty = int64(wr.Seq), true, true
 	}
 	for _, ss := range b.Sessions {
 		if ss.Updated.IsZero() {
@@ -417,7 +413,7 @@ func (w *writer) next() (int64, error) {
 
 // peek returns the next cursor without taking it. The highest cursor is
 // read once per transaction, or not at all while the committer's last
-// transaction on the connection left it known (see wconn.begun).
+// transaction on the connection left it known (see wconn.lastCursor).
 func (w *writer) peek() (int64, error) {
 	if !w.known {
 		v, err := w.c.queryRow(lastCur)
@@ -434,56 +430,53 @@ func (w *writer) peek() (int64, error) {
 	return w.last + 1, nil
 }
 
-// insertChanges inserts the change rows apply queued.
+// insertChanges inserts the change rows apply queued, as many per
+// statement as the prepared multi-row inserts take (insChanges, largest
+// first): a recorder's transaction holds hundreds, and a statement per
+// row cost twice the CPU.
 func (w *writer) insertChanges() error {
-	return w.insertRows(changeRows, &w.pend)
-}
-
-// insertRows inserts the rows whose arguments args holds, as many per
-// statement as the prepared multi-row inserts of m take (largest first): a
-// recorder's transaction holds hundreds, and a statement per row cost
-// twice the CPU. It empties args.
-func (w *writer) insertRows(m multiRow, args *[]any) error {
-	rows := *args
-	for i, k := range multiRows {
-		for n := k * m.cols; len(rows) >= n; rows = rows[n:] {
-			if _, err := w.c.exec(m.st+i, rows[:n]...); err != nil {
+	rows := w.pend
+	for _, st := range insChanges {
+		for n := st.rows * changeCols; len(rows) >= n; rows = rows[n:] {
+			if _, err := w.c.exec(st.st, rows[:n]...); err != nil {
 				return err
 			}
 		}
 	}
-	clear(*args)
-	*args = (*args)[:0]
+	clear(w.pend)
+	w.pend = w.pend[:0]
 	return nil
 }
 
-// flush inserts the queued change rows, writes the sequence numbers into
-// table seqs, and writes each message row a change moved once. The update
-// checks that the row is still the one it was (n, state, settled): if not,
-// the cache was stale and the transaction is refused with errStale. The
-// row's n, the cursor of the message's creation, is never given to another
-// message (cursors are never reused, see Prune), so it needs no id check
-// besides. A sequence number is stored whatever the row's state, in a
-// narrow row of its own: written into the message row, it cost an update
-// of the whole row (its stanza included) for most messages, whose number
-// and first change land in different transactions.
+// flush inserts the queued change rows and writes each changed message
+// row once. The update checks that the row is still the one it was (n,
+// state, settled): if not, the cache was stale and the transaction is
+// refused with errStale. The row's n, the cursor of the message's
+// creation, is never given to another message (cursors are never reused,
+// see Prune), so it needs no id check besides.
 func (w *writer) flush() error {
 	if err := w.insertChanges(); err != nil {
 		return err
 	}
 	for _, r := range w.rows {
-		if r.hasSeq {
-			w.seqs = append(w.seqs, r.n, r.seq)
-		}
 		if !r.dirty {
 			continue
 		}
+		var seq any
+		if r.hasSeq {
+			seq = r.seq
+		}
+		// The cheapest statement that does it: an update that leaves
+		// settled and updated alone touches no index.
 		var res driver.Result
 		var err error
-		if !r.cur.settled {
-			res, err = w.c.exec(updMsg, int64(r.cur.state), r.updated, r.n, int64(r.was.state))
-		} else {
-			res, err = w.c.exec(settleMsg, int64(r.cur.state), r.updated, r.n, int64(r.was.state))
+		switch {
+		case r.updated == 0:
+			res, err = w.c.exec(setSeq, seq, r.n, int64(r.was.state), r.was.settled)
+		case !r.cur.settled:
+			res, err = w.c.exec(updMsg, int64(r.cur.state), r.updated, seq, r.n, int64(r.was.state))
+		default:
+			res, err = w.c.exec(settleMsg, int64(r.cur.state), r.updated, seq, r.n, int64(r.was.state))
 		}
 		if err != nil {
 			return err
@@ -495,9 +488,6 @@ func (w *writer) flush() error {
 		if k != 1 {
 			return errStale
 		}
-	}
-	if err := w.insertRows(seqRows, &w.seqs); err != nil {
-		return err
 	}
 	if w.sweep || w.s.unlisted+w.inserted >= sweepEvery {
 		v, err := w.c.queryRow(maxN)
@@ -558,16 +548,20 @@ const (
 	// nameless for the same reason. An empty thread or channel (most
 	// messages) is bound as NULL (see orNull).
 	sqlInsMsg = `INSERT INTO messages
-		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, state, settled, updated, first, listed)
-		VALUES (?, ?, ?, ?, ?, ?, coalesce(?, ''), coalesce(?, ''), ?, ?, ?, ?, ?, ?, ?, 0)
+		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first, listed)
+		VALUES (?, ?, ?, ?, ?, ?, coalesce(?, ''), coalesce(?, ''), ?, ?, ?, NULL, ?, ?, ?, ?, 0)
 		ON CONFLICT (id) DO NOTHING`
 	sqlExists  = `SELECT 1 FROM messages WHERE id = ?`
 	sqlLastCur = `SELECT ` + sqlLastCursor
 	sqlGetMsg  = `SELECT n, state, settled FROM messages WHERE id = ?`
-	// The updates of a change must never apply to a state other than the
-	// one they were computed from.
-	sqlUpdMsg    = `UPDATE messages SET state = ?, updated = ? WHERE n = ? AND state = ? AND settled = 0`
-	sqlSettleMsg = `UPDATE messages SET state = ?, settled = 1, updated = ?, raw = NULL
+	// sqlSetSeq's state and settled terms only detect a stale cache early
+	// (a sequence number is stored whatever the state); the updates of a
+	// change (sqlUpdMsg, sqlSettleMsg) are what must never apply to a
+	// state other than the one they were computed from.
+	sqlSetSeq = `UPDATE messages SET seq = ? WHERE n = ? AND state = ? AND settled = ?`
+	sqlUpdMsg = `UPDATE messages SET state = ?, updated = ?, seq = coalesce(?, seq)
+		WHERE n = ? AND state = ? AND settled = 0`
+	sqlSettleMsg = `UPDATE messages SET state = ?, settled = 1, updated = ?, raw = NULL, seq = coalesce(?, seq)
 		WHERE n = ? AND state = ? AND settled = 0`
 	sqlUpSession = `INSERT INTO sessions
 		(account, resource, jid, smid, location, max, inbound, outbound, acked, updated)
@@ -585,14 +579,12 @@ const (
 const (
 	insMsg = iota
 	exists
-	insChanges // the multi-row inserts of changes, see multiRows
-	_
-	_
-	insSeqs // and of sequence numbers
-	_
-	_
+	insChanges1 // three multi-row inserts of changes, see insChanges
+	insChanges8
+	insChanges64
 	lastCur
 	getMsg
+	setSeq
 	updMsg
 	settleMsg
 	upSession
@@ -602,39 +594,21 @@ const (
 	nStmts
 )
 
-// multiRows are the rows of a table's multi-row inserts, largest first:
-// statements st, st+1 and st+2 of a multiRow.
-var multiRows = [...]int{64, 8, 1}
+// insChanges are the multi-row inserts of changes and their rows, largest
+// first; each row takes changeCols arguments.
+var insChanges = [...]struct{ st, rows int }{{insChanges64, 64}, {insChanges8, 8}, {insChanges1, 1}}
 
-// multiRow is a table's multi-row inserts: its first statement and the
-// arguments per row.
-type multiRow struct{ st, cols int }
+const changeCols = 6
 
-var (
-	changeRows = multiRow{insChanges, 6}
-	seqRows    = multiRow{insSeqs, 2}
-)
-
-// sqlMultiRow is an insert of rows rows of cols values each, between head
-// and tail.
-func sqlMultiRow(head string, cols, rows int, tail string) string {
-	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
-	return head + strings.TrimSuffix(strings.Repeat(row+", ", rows), ", ") + tail
+// sqlInsChanges inserts rows change rows, their cursors given (see next).
+func sqlInsChanges(rows int) string {
+	return `INSERT INTO changes (cursor, message, state, settles, at, evidence) VALUES ` +
+		strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?), `, rows), `, `)
 }
 
-var stmtSQL = func() [nStmts]string {
-	q := [nStmts]string{
-		insMsg: sqlInsMsg, exists: sqlExists, getMsg: sqlGetMsg, lastCur: sqlLastCur,
-		updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
-		maxN: sqlMaxN, list: sqlList, listed: sqlListed,
-	}
-	for i, rows := range multiRows {
-		// Change rows, their cursors given (see next).
-		q[changeRows.st+i] = sqlMultiRow(`INSERT INTO changes (cursor, message, state, settles, at, evidence) VALUES `,
-			changeRows.cols, rows, ``)
-		// A message's sequence number, which replaces an earlier one.
-		q[seqRows.st+i] = sqlMultiRow(`INSERT INTO seqs (n, seq) VALUES `, seqRows.cols, rows,
-			` ON CONFLICT (n) DO UPDATE SET seq = excluded.seq`)
-	}
-	return q
-}()
+var stmtSQL = [...]string{
+	insMsg: sqlInsMsg, exists: sqlExists, getMsg: sqlGetMsg, lastCur: sqlLastCur,
+	insChanges1: sqlInsChanges(1), insChanges8: sqlInsChanges(8), insChanges64: sqlInsChanges(64),
+	setSeq: sqlSetSeq, updMsg: sqlUpdMsg, settleMsg: sqlSettleMsg, upSession: sqlUpSession,
+	maxN: sqlMaxN, list: sqlList, listed: sqlListed,
+}

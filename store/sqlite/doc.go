@@ -91,14 +91,7 @@
 // running schema-5 code on the upgraded file keeps working, but a
 // schema-5 binary started again refuses it (store.ErrNewerSchema); to go
 // back, run CREATE INDEX messages_settled ON messages (updated) WHERE
-// settled = 1; PRAGMA user_version = 5 on it first. Schema 7 moves the
-// messages' stream-management sequence numbers out of their rows into a
-// table of their own (seqs), and rewrites the messages table to drop the
-// column (under the write lock, like the upgrade to schema 3). A process
-// still running schema-6 code (or older) on the upgraded file fails at
-// every statement that names that column: its write-aheads, its state
-// changes and its reads of messages; nothing it writes is lost to this
-// version's reads.
+// settled = 1; PRAGMA user_version = 5 on it first.
 //
 // # Errors of the disk
 //

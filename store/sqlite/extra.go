@@ -57,8 +57,7 @@ func (s *Store) pruneChunk(ctx context.Context, before int64) (int, error) {
 		DELETE FROM doomed;
 		INSERT INTO doomed SELECT n FROM messages WHERE settled = 1 AND updated < ?1
 			OR settled = 0 AND state IN (?2, ?3) AND deadline != 0 AND deadline < ?1 LIMIT ?4;
-		DELETE FROM changes WHERE message IN (SELECT n FROM doomed);
-		DELETE FROM seqs WHERE n IN (SELECT n FROM doomed)`,
+		DELETE FROM changes WHERE message IN (SELECT n FROM doomed)`,
 		before, int64(tracking.DeliveredToRecipient), int64(tracking.Error), pruneChunk)
 	if err != nil {
 		return 0, err

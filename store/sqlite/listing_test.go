@@ -233,6 +233,50 @@ func TestMigrateSchema4(t *testing.T) {
 	}
 }
 
+// TestSchema4WriterOnUpgraded: a process still running the schema-4 code
+// on an upgraded file keeps working with this version's writes: its
+// message inserts (which do not know listed) are listed, so this version's
+// Pending finds them, and its Pending query (settled = 0, no listed) finds
+// the messages this version wrote ahead unlisted.
+func TestSchema4WriterOnUpgraded(t *testing.T) {
+	ctx := context.Background()
+	s, p := openUpgraded(t, "schema4.db", 4)
+	old := olderWriter(t, p)
+	commitT(t, s, &store.Batch{Messages: []store.Message{message("new")}})
+	// The schema-4 code's message insert and its Pending query.
+	if _, err := old.ExecContext(ctx, `INSERT INTO messages
+		(n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq, state, settled, updated, first)
+		VALUES (`+sqlLastCursor+` + 1, 'older', 'a@example.org', '', 'b@example.org', 0, '', '', x'00', 1, 0, NULL, 0, 0, 1, 0)
+		ON CONFLICT (id) DO NOTHING`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := old.QueryContext(ctx, `SELECT id FROM messages
+		WHERE account = ? AND resource = ? AND settled = 0 AND n > ? ORDER BY n LIMIT ?`, "a@example.org", "", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, id)
+	}
+	rows.Close()
+	want := []string{"p1", "p2", "p3", "new", "older"}
+	if !slices.Equal(got, want) {
+		t.Errorf("the schema-4 Pending query: %v, want %v", got, want)
+	}
+	if got := pendingIDs(t, s, store.Instance{Account: "a@example.org"}); !slices.Equal(got, want) {
+		t.Errorf("Pending: %v, want %v", got, want)
+	}
+	var listed int64
+	if err := rawDB(t, p).QueryRow(`SELECT listed FROM messages WHERE id = 'older'`).Scan(&listed); err != nil || listed != 1 {
+		t.Errorf("the schema-4 code's message: listed %d (%v), want 1", listed, err)
+	}
+}
+
 // TestListingRowMissing: a file whose listing table lost its row (damaged
 // by hand) still reports every unsettled message pending while it is open
 // (the messages written ahead unlisted are read from the whole table), and

@@ -12,10 +12,8 @@ import (
 )
 
 // messageColumns are the columns scanMessage reads. A message's cursor is
-// that of its latest change, or of its creation (n) if it has none; its
-// sequence number is in seqs.
-const messageColumns = `n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline,
-	(SELECT seq FROM seqs WHERE seqs.n = messages.n),
+// that of its latest change, or of its creation (n) if it has none.
+const messageColumns = `n, id, account, resource, rcpt, room, thread, channel, raw, created, deadline, seq,
 	state, settled, updated, coalesce((SELECT max(cursor) FROM changes WHERE message = messages.n), n)`
 
 // scanner is *sql.Row or *sql.Rows.

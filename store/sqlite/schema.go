@@ -215,25 +215,6 @@ INSERT INTO listing (upto) SELECT coalesce(max(n), 0) FROM messages;
 	`
 DROP INDEX messages_settled;
 `,
-	// 6 → 7: a message's stream-management sequence number moves from
-	// its row to a narrow table of its own, seqs (no row: not written),
-	// where the committer upserts the numbers of a transaction with
-	// multi-row statements. Stored in the message row, a number cost an
-	// update of the whole row, its stanza included, for most messages
-	// (their number and their first change are recorded in different
-	// transactions). A number stays until Prune deletes its message. An
-	// older version still running on the upgraded file fails at every
-	// statement that names messages.seq (its write-aheads, its row
-	// updates, its reads of messages), so that none of its numbers is
-	// stored where this version does not read it.
-	`
-CREATE TABLE seqs (
-	n   INTEGER PRIMARY KEY, -- messages.n
-	seq INTEGER NOT NULL
-);
-INSERT INTO seqs (n, seq) SELECT n, seq FROM messages WHERE seq IS NOT NULL;
-ALTER TABLE messages DROP COLUMN seq;
-`,
 }
 
 // sqlLastCursor is the highest cursor ever assigned: the highest message
@@ -343,7 +324,7 @@ func usable(ctx context.Context, tx *sql.Tx) error {
 }
 
 // tables are the tables of the current schema.
-var tables = []string{"messages", "changes", "sessions", "keys", "jobs", "listing", "seqs"}
+var tables = []string{"messages", "changes", "sessions", "keys", "jobs", "listing"}
 
 // querier is *sql.DB, *sql.Conn or *sql.Tx.
 type querier interface {

@@ -85,7 +85,7 @@ type Store struct {
 	// Open and the batches and claims they committed (see stats).
 	txs, items atomic.Int64
 	// cursorReads counts the committer's reads of the highest cursor
-	// from the tables (see wconn.begun; tests).
+	// from the tables (see wconn.lastCursor; tests).
 	cursorReads atomic.Int64
 	states      states // the committer's cache of message states
 	// unlisted counts the messages the committer wrote ahead since its

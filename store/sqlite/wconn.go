@@ -83,7 +83,7 @@ type driverConn interface {
 	driver.SessionResetter
 	driver.Validator
 	msqlite.DBStatus
-	msqlite.FileControl // the data version (see begun)
+	msqlite.FileControl // the data version (see lastCursor)
 }
 
 // wconn is a writer's driver connection with the committer's statements,
@@ -95,12 +95,12 @@ type wconn struct {
 	st   [nConnStmts]driver.Stmt // all nil or all prepared
 	args []driver.NamedValue     // reused by each statement
 	row  []driver.Value          // reused by each query
-	// version is the file's data version after the committer's last
-	// transaction on this connection committed, if valid; last is the
-	// highest cursor it left, if lastOK (see begun).
-	version       uint32
-	last          int64
-	valid, lastOK bool
+	// last is the highest cursor as this connection's last transaction
+	// of the committer left it, valid while the file's data version is
+	// still version (see lastCursor).
+	last    int64
+	version uint32
+	valid   bool
 }
 
 func (c *wconn) conn() driverConn { return c.Conn.(driverConn) }
@@ -237,38 +237,34 @@ func (c *wconn) queryRow(i int, args ...any) ([]driver.Value, error) {
 	return c.row, cerr
 }
 
-// begun tells, right after the committer's BEGIN IMMEDIATE on c (SQLite
-// has read the file's state then), whether nothing but the committer's own
-// transactions on c changed the file since the last of them committed
-// (fresh), and the highest cursor that one left, if known. The file's data
-// version (SQLite's SQLITE_FCNTL_DATA_VERSION) changes at every commit of
-// this connection and whenever a transaction of it finds that another
-// connection (of this process or another, Prune's included) committed. A
-// fresh transaction may trust the committer's cache of message states and
-// its cursor; any other reads them from the tables. It spares every
+// lastCursor returns the highest cursor as the committer's last
+// transaction on c committed it, if nothing else changed the file since:
+// c's transaction must be open, so that SQLite has read the file's state.
+// The file's data version (SQLite's SQLITE_FCNTL_DATA_VERSION) changes at
+// every commit of this connection and whenever a transaction of it finds
+// that another connection (of this process or another) committed; then
+// ok is false and the cursor must be read from the tables. It spares every
 // write-ahead the two subqueries of sqlLastCursor.
-func (c *wconn) begun() (last int64, known, fresh bool) {
+func (c *wconn) lastCursor() (last int64, ok bool) {
 	if !c.valid {
-		return 0, false, false
+		return 0, false
 	}
 	c.valid = false // until the transaction commits (see committed)
 	v, err := c.dataVersion()
 	if err != nil || v != c.version {
-		return 0, false, false
+		return 0, false
 	}
-	return c.last, c.lastOK, true
+	return c.last, true
 }
 
-// committed notes the file's data version after the committer's
-// transaction on c committed, and the highest cursor it left if known
-// (see begun).
-func (c *wconn) committed(last int64, known bool) {
+// committed notes the highest cursor of the transaction just committed
+// on c, for the next one (see lastCursor).
+func (c *wconn) committed(last int64) {
 	v, err := c.dataVersion()
-	c.version, c.valid = v, err == nil
-	c.last, c.lastOK = last, known
+	c.last, c.version, c.valid = last, v, err == nil
 }
 
-// dataVersion returns the file's data version (see begun).
+// dataVersion returns the file's data version (see lastCursor).
 func (c *wconn) dataVersion() (uint32, error) {
 	return c.conn().FileControlDataVersion("main")
 }
