@@ -75,11 +75,14 @@ type Config struct {
 	// and every state change
 	// is recorded with its evidence (in order, committed in the background;
 	// while the store fails, tracking goes on and the changes are written
-	// once it is back), as are each message's stream-management number and
-	// the stream's resumption state. Dial takes the store's lease of this
-	// account and resource (store.ErrLocked while another process or
-	// client holds it) and refuses a store whose slot for the resource
-	// belongs to another account (ErrStoreAccount); Close waits (at most
+	// once it is back: they wait in memory, each keeping its tracker until
+	// it is committed, bounded by the pending messages, since a Send whose
+	// commit fails makes no tracker), as are each message's
+	// stream-management number and the stream's resumption state. Dial
+	// takes the store's lease of this account and resource
+	// (store.ErrLocked while another process or client holds it) and
+	// refuses a store whose slot for the resource belongs to another
+	// account (ErrStoreAccount); Close waits (at most
 	// 5 s) for the recorded changes to be committed, then releases it.
 	// Closing the client does not record its pending messages as CLOSED:
 	// they stay pending in the store. Their trackers in this process still

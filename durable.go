@@ -58,6 +58,9 @@ type durable struct {
 	// readHook, when set by a test, runs right after the recorder read the
 	// stream-management state, before it drains the message numbers.
 	readHook atomic.Pointer[func()]
+	// takenHook, when set by a test, runs right after the recorder took the
+	// queued changes, before it turns them into the store's.
+	takenHook atomic.Pointer[func()]
 	// finishHook, when set by a test, runs in finish between the reading
 	// of the connection and the count.
 	finishHook atomic.Pointer[func()]
@@ -71,6 +74,9 @@ type durable struct {
 	reporting bool
 	// noted counts the entries of notes, read without d.mu by that hook.
 	noted atomic.Int64
+	// heard counts the changes that hook was called for: the ordinal of
+	// each, to match a note's (see unnote).
+	heard atomic.Uint64
 	// resolveHook, when set by a test, runs at the end of each round of
 	// resolveDoubts.
 	resolveHook atomic.Pointer[func()]
@@ -89,25 +95,36 @@ type durable struct {
 	// notes are the changes made (and not recorded) that Config.OnStateChange
 	// hears of otherwise, or not at all, oldest first (see note).
 	notes []note
+	// madeN counts the changes made while reporting: the ordinal of the
+	// last one (see note).
+	madeN uint64
 	// resolveAt is when the recorder next starts resolveDoubts; resolving
 	// is set while it runs.
 	resolveAt time.Time
 	// doubtsFull: maxDoubts was reached (logged once until below).
 	doubtsFull bool
-	queue      []queuedChange // changes to record, oldest first
-	spare      []queuedChange // the array of the queue the recorder took last, empty: the next queue's
-	seqs       []numbered     // sequence numbers to record
-	last       store.Session  // the stream-management state last saved (recorder only)
-	queued     uint64         // changes queued for the recorder so far
-	written    uint64         // of those, committed (or given up on)
-	asked      uint64         // saveSessionNow calls so far
-	answered   uint64         // of those, answered: a session taken after them was committed (or given up on)
-	progress   chan struct{}  // closed and replaced when written moves
-	wake       chan struct{}  // capacity 1: the queue is not empty
-	hurry      chan struct{}  // capacity 1: flush waits, commit without gathering
-	stop       chan struct{}  // closed by close: the recorder ends
-	done       chan struct{}  // closed when the recorder ended
-	once       sync.Once
+	// queue holds the changes to record, oldest first; each keeps its
+	// tracker until committed. Never waited for, it is bounded by what
+	// makes changes: while the store is down writeAhead fails and no new
+	// tracker is made (at most the pending trackers' changes queue, and
+	// record's of the messages in doubt, at most maxDoubts), and a callback
+	// that does not return stops new tracking at the registry's bound. Only
+	// a store that takes write-aheads and refuses batches lets it grow
+	// with the send rate.
+	queue    []queuedChange
+	spare    []queuedChange // the array of the queue the recorder took last, empty: the next queue's
+	seqs     []numbered     // sequence numbers to record
+	last     store.Session  // the stream-management state last saved (recorder only)
+	queued   uint64         // changes queued for the recorder so far
+	written  uint64         // of those, committed (or given up on)
+	asked    uint64         // saveSessionNow calls so far
+	answered uint64         // of those, answered: a session taken after them was committed (or given up on)
+	progress chan struct{}  // closed and replaced when written moves
+	wake     chan struct{}  // capacity 1: the queue is not empty
+	hurry    chan struct{}  // capacity 1: flush waits, commit without gathering
+	stop     chan struct{}  // closed by close: the recorder ends
+	done     chan struct{}  // closed when the recorder ended
+	once     sync.Once
 	// changes is the array of the changes the recorder committed last,
 	// used again for the next batch unless it held more than
 	// maxKeptChanges (recorder only; see run).
@@ -146,11 +163,14 @@ type queuedChange struct {
 
 // note is a change made and not recorded that Config.OnStateChange hears
 // of otherwise (stillPending) or not at all (silent). A tracker enters
-// each state at most once, so t and to name one change.
+// each state at most once, so t and to name one change; n is its ordinal
+// among the changes made, which the reporting hook counts as it hears of
+// them, to tell a note whose change it missed (see unnote).
 type note struct {
 	t    *tracking.MessageTracker
 	to   tracking.MessageState
 	kind noteKind
+	n    uint64
 }
 
 // noteKind says how a noted change is reported.
@@ -320,8 +340,14 @@ func (d *durable) hooks(next stateHook) (made, report stateHook) {
 	}
 	d.reporting = true
 	return d.made, func(t *tracking.MessageTracker, from, to tracking.MessageState, resp *tracking.Response) {
+		n := d.heard.Add(1)
 		if d.noted.Load() > 0 {
-			switch d.unnote(t, to) {
+			kind, missed, first := d.unnote(t, to, n)
+			if missed > 0 {
+				d.warn("xmpptrack: state changes noted were not reported in order; reported as not final unless noted",
+					"id", t.ID(), "state", to, "missed", missed, "first_id", first.t.ID(), "first_state", first.to)
+			}
+			switch kind {
 			case silent:
 				return
 			case stillPending:
@@ -353,6 +379,9 @@ func (d *durable) hooks(next stateHook) (made, report stateHook) {
 func (d *durable) made(t *tracking.MessageTracker, _, to tracking.MessageState, resp *tracking.Response) {
 	at := time.Now()
 	d.mu.Lock()
+	if d.reporting {
+		d.madeN++
+	}
 	if d.restored != nil {
 		if ok, report := d.wasRestored(t.ID(), to); ok {
 			// The store has it; the application saw it before the
@@ -381,27 +410,44 @@ func (d *durable) note(t *tracking.MessageTracker, to tracking.MessageState, kin
 	if !d.reporting {
 		return
 	}
-	d.notes = append(d.notes, note{t: t, to: to, kind: kind})
+	d.notes = append(d.notes, note{t: t, to: to, kind: kind, n: d.madeN})
 	d.noted.Add(1)
 }
 
-// unnote returns how the change of t to the state to is reported, and
-// takes its note. Changes reach the callbacks in the order made, so its
-// note, if any, is the oldest.
-func (d *durable) unnote(t *tracking.MessageTracker, to tracking.MessageState) noteKind {
+// unnote returns how the change of t to the state to, the hook's nth, is
+// reported, and takes its note. Changes reach the hook in the order made,
+// so its note, if any, is the oldest. A note before it that is due by n
+// and not the change's (the hook missed its change, or hears of the
+// changes out of order: never, unless the registry's order broke) is taken
+// and counted in missed (first is the first of them), and the change, if
+// no note of its own follows them, is reported as not final
+// (stillPending): the safe reading, rather than a claim without proof.
+func (d *durable) unnote(t *tracking.MessageTracker, to tracking.MessageState, n uint64) (kind noteKind, missed int, first note) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.notes) == 0 || d.notes[0].t != t || d.notes[0].to != to {
-		return reported
+	kind = reported
+	for len(d.notes) > 0 {
+		head := d.notes[0]
+		own := head.t == t && head.to == to
+		if !own && head.n > n {
+			break // a later change's
+		}
+		d.notes[0] = note{}
+		d.notes = d.notes[1:]
+		d.noted.Add(-1)
+		if own {
+			kind = head.kind
+			break
+		}
+		if missed++; missed == 1 {
+			first = head
+		}
+		kind = stillPending
 	}
-	kind := d.notes[0].kind
-	d.notes[0] = note{}
-	d.notes = d.notes[1:]
 	if len(d.notes) == 0 {
 		d.notes = nil // let a past burst's array go (Close notes every pending tracker)
 	}
-	d.noted.Add(-1)
-	return kind
+	return kind, missed, first
 }
 
 // restoring notes that a re-loaded tracker is about to be moved to its
@@ -605,6 +651,9 @@ func (d *durable) takeChanges() []store.Change {
 	q := d.queue
 	d.queue = nil
 	d.mu.Unlock()
+	if hook := d.takenHook.Load(); hook != nil {
+		(*hook)()
+	}
 	if len(q) == 0 {
 		return nil
 	}
