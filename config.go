@@ -76,8 +76,10 @@ type Config struct {
 	// is recorded with its evidence (in order, committed in the background;
 	// while the store fails, tracking goes on and the changes are written
 	// once it is back: they wait in memory, each keeping its tracker until
-	// it is committed, bounded by the pending messages, since a Send whose
-	// commit fails makes no tracker), as are each message's
+	// it is committed; while the store is down that is bounded by the
+	// pending messages, since a Send whose commit fails makes no tracker,
+	// but a store that takes write-aheads and keeps failing the recorder's
+	// commits lets it grow with the send rate), as are each message's
 	// stream-management number and the stream's resumption state. Dial
 	// takes the store's lease of this account and resource
 	// (store.ErrLocked while another process or client holds it) and

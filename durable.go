@@ -344,7 +344,7 @@ func (d *durable) hooks(next stateHook) (made, report stateHook) {
 		if d.noted.Load() > 0 {
 			kind, missed, first := d.unnote(t, to, n)
 			if missed > 0 {
-				d.warn("xmpptrack: state changes noted were not reported in order; reported as not final unless noted",
+				d.warn("xmpptrack: state changes noted were not reported in order; a CLOSED is reported as not final unless noted",
 					"id", t.ID(), "state", to, "missed", missed, "first_id", first.t.ID(), "first_state", first.to)
 			}
 			switch kind {
@@ -417,11 +417,13 @@ func (d *durable) note(t *tracking.MessageTracker, to tracking.MessageState, kin
 // unnote returns how the change of t to the state to, the hook's nth, is
 // reported, and takes its note. Changes reach the hook in the order made,
 // so its note, if any, is the oldest. A note before it that is due by n
-// and not the change's (the hook missed its change, or hears of the
-// changes out of order: never, unless the registry's order broke) is taken
-// and counted in missed (first is the first of them), and the change, if
-// no note of its own follows them, is reported as not final
-// (stillPending): the safe reading, rather than a claim without proof.
+// and not the change's (the hook missed its change: never, unless the
+// registry's order broke) is taken and counted in missed (first is the
+// first of them), and a CLOSED with no note of its own after them is
+// reported as not final (stillPending), the safe reading of the one state
+// a note can make final; any other change is reported as made. The check
+// only detects a broken order: a change heard after a later one finds its
+// note taken and is reported as made, with the warning logged before.
 func (d *durable) unnote(t *tracking.MessageTracker, to tracking.MessageState, n uint64) (kind noteKind, missed int, first note) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -442,7 +444,9 @@ func (d *durable) unnote(t *tracking.MessageTracker, to tracking.MessageState, n
 		if missed++; missed == 1 {
 			first = head
 		}
-		kind = stillPending
+		if to == tracking.Closed {
+			kind = stillPending
+		}
 	}
 	if len(d.notes) == 0 {
 		d.notes = nil // let a past burst's array go (Close notes every pending tracker)

@@ -108,21 +108,24 @@ func TestStoreCountReadBeforeChanges(t *testing.T) {
 
 // TestStoreNoteMismatchNotFinal: a change that reaches the reporting hook
 // while an older note is due and not its own (the hook missed the noted
-// change, or hears of the changes out of order) is logged, and reported as
-// its own note says if one follows, else as not final (ErrStillPending);
-// the missed notes are taken.
+// change) is logged, and reported as its own note says if one follows,
+// else, a CLOSED, as not final (ErrStillPending), and any other state as
+// made; the missed notes are taken.
 func TestStoreNoteMismatchNotFinal(t *testing.T) {
 	t1, t2, t3 := tracking.NewMessageTracker("m1"), tracking.NewMessageTracker("m2"), tracking.NewMessageTracker("m3")
 	for _, tc := range []struct {
 		name  string
-		noted []bool // of t1, t2, t3 (a CLOSED made while closing, or a change recorded)
+		noted []bool                // of t1, t2, t3 (a CLOSED made while closing, or a change recorded)
+		later tracking.MessageState // the change of t2 and t3 (t1's is a CLOSED)
 		heard []*tracking.MessageTracker
 		want  []error
 	}{
 		// t1's change never reaches the hook; t2 finds its own note after it.
-		{"own note follows", []bool{true, true, false}, []*tracking.MessageTracker{t2, t3}, []error{ErrStillPending, nil}},
+		{"own note follows", []bool{true, true, false}, tracking.Closed, []*tracking.MessageTracker{t2, t3}, []error{ErrStillPending, nil}},
 		// t1's change never reaches the hook; t2 has no note: not final.
-		{"no own note", []bool{true, false, false}, []*tracking.MessageTracker{t2, t3}, []error{ErrStillPending, nil}},
+		{"no own note", []bool{true, false, false}, tracking.Closed, []*tracking.MessageTracker{t2, t3}, []error{ErrStillPending, nil}},
+		// t1's change never reaches the hook; t2's is not a CLOSED: as made.
+		{"not a CLOSED", []bool{true, false, false}, tracking.DeliveredToServer, []*tracking.MessageTracker{t2, t3}, []error{nil, nil}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &logRecorder{}
@@ -140,11 +143,15 @@ func TestStoreNoteMismatchNotFinal(t *testing.T) {
 				got = append(got, err)
 			})
 			for i, tr := range []*tracking.MessageTracker{t1, t2, t3} {
+				to := tc.later
+				if i == 0 {
+					to = tracking.Closed
+				}
 				d.closing.Store(tc.noted[i])
-				made(tr, tracking.InTransit, tracking.Closed, nil)
+				made(tr, tracking.InTransit, to, nil)
 			}
 			for _, tr := range tc.heard {
-				report(tr, tracking.InTransit, tracking.Closed, nil)
+				report(tr, tracking.InTransit, tc.later, nil)
 			}
 			if len(got) != len(tc.want) {
 				t.Fatalf("reported with %v, want %v", got, tc.want)

@@ -23,7 +23,7 @@ func newID() string {
 // BenchmarkPendingMemory reports the heap held per pending tracker, with
 // b.N trackers pending at once to one peer and spread over 100 peers, and
 // with one and two pending per peer (b.N and b.N/2 peers: a conversation's
-// own memory then counts, 288 B each): with the registry's own ids (what
+// own memory then counts, 144 B each): with the registry's own ids (what
 // Client.Send gives a message without an id) and the registry's window,
 // and with ids given by the caller ("foreign", 16 characters as NewID
 // makes them, their strings counted). The peers' address strings are made
