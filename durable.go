@@ -602,17 +602,13 @@ func (d *durable) run() {
 			d.mu.Lock()
 			asked := d.asked // answered by the session taken now
 			d.mu.Unlock()
-			sess, changed, written := d.take()
-			b := &store.Batch{Changes: d.takeChanges(), Written: written}
+			b, sess := d.nextBatch()
 			batch := b.Changes
-			if len(batch)+len(b.Written) == 0 && !changed {
+			if len(batch)+len(b.Written)+len(b.Sessions) == 0 {
 				d.mu.Lock()
 				d.answer(asked)
 				d.mu.Unlock()
 				break
-			}
-			if changed {
-				b.Sessions = []store.Session{sess}
 			}
 			committed, first, running := d.commit(b)
 			if !running {
@@ -645,6 +641,21 @@ func (d *durable) run() {
 			d.mu.Unlock()
 		}
 	}
+}
+
+// nextBatch returns the recorder's next batch: the stream-management state
+// if it changed (sess, in b.Sessions then), the message numbers its
+// outbound count covers, and the changes queued. In that order: the
+// session's inbound count covers only stanzas whose changes were queued
+// before it was read (see inbound), so the changes taken after it include
+// them.
+func (d *durable) nextBatch() (b *store.Batch, sess store.Session) {
+	sess, changed, written := d.take()
+	b = &store.Batch{Changes: d.takeChanges(), Written: written}
+	if changed {
+		b.Sessions = []store.Session{sess}
+	}
+	return b, sess
 }
 
 // takeChanges takes the queued changes as the store's, in the array of the
@@ -724,13 +735,9 @@ func (d *durable) gather(t *time.Timer) {
 // changes were queued before they finished (see inbound), so the
 // changes go with it.
 func (d *durable) saveSession() {
-	sess, changed, written := d.take()
-	b := &store.Batch{Changes: d.takeChanges(), Written: written}
-	if !changed && len(b.Changes)+len(b.Written) == 0 {
+	b, sess := d.nextBatch()
+	if len(b.Changes)+len(b.Written)+len(b.Sessions) == 0 {
 		return
-	}
-	if changed {
-		b.Sessions = []store.Session{sess}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
 	defer cancel()
@@ -739,7 +746,7 @@ func (d *durable) saveSession() {
 		return
 	}
 	d.nums.committed(b)
-	if changed {
+	if len(b.Sessions) > 0 {
 		d.last = sess
 		d.saved.Store(&sess)
 	}
