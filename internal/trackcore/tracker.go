@@ -245,11 +245,11 @@ func blocked(w uint32) Stop {
 // ext returns the tracker's own extra data, allocating it in place of the
 // conversation's shared one. The caller holds the lock.
 func (t *Tracker[R]) ext() *extra[R] {
-	x := t.x.Load()
-	if x == &x.c.shared {
-		x = &extra[R]{c: x.c}
-		t.x.Store(x)
+	if x := t.own(); x != nil {
+		return x
 	}
+	x := &extra[R]{c: t.conv()}
+	t.x.Store(x)
 	return x
 }
 
