@@ -76,3 +76,19 @@ func ParseCounters(s string) Counters {
 	}
 	return c
 }
+
+// SelfStatus returns a field of this process's /proc/self/status given in
+// kB (such as "VmRSS:" or "VmHWM:"), in bytes; 0 if it cannot be read.
+func SelfStatus(field string) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

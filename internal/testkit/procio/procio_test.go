@@ -1,6 +1,7 @@
 package procio
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -34,5 +35,23 @@ func TestSelfCPU(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("SelfCPU stayed at %v through 10 s of work (%d)", c0, x)
 		}
+	}
+}
+
+// TestSelfStatus: the resident set and its peak read from /proc/self/status
+// in bytes (Linux; elsewhere there is no such file and both read 0).
+func TestSelfStatus(t *testing.T) {
+	rss, hwm := SelfStatus("VmRSS:"), SelfStatus("VmHWM:")
+	if runtime.GOOS != "linux" {
+		if rss != 0 || hwm != 0 {
+			t.Errorf("VmRSS %d, VmHWM %d without /proc; want 0, 0", rss, hwm)
+		}
+		return
+	}
+	if rss < 1<<20 || hwm < rss || rss%1024 != 0 {
+		t.Errorf("VmRSS %d B, VmHWM %d B; want at least 1 MiB, the peak at least the resident set, whole kB", rss, hwm)
+	}
+	if v := SelfStatus("NoSuchField:"); v != 0 {
+		t.Errorf("an unknown field read %d, want 0", v)
 	}
 }

@@ -244,7 +244,7 @@ func childMain(args []string) int {
 func cpuNow() time.Duration { return procio.SelfCPU() }
 
 // rssNow returns this process's resident set in bytes (VmRSS).
-func rssNow() int64 { return statusKB("VmRSS:") }
+func rssNow() int64 { return procio.SelfStatus("VmRSS:") }
 
 // profile starts a CPU profile if a path was given; stop ends it.
 func profile(path string) (stop func()) {

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"os"
 	"runtime/metrics"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 )
 
 // heapPeak samples the heap in use (runtime/metrics, live and not yet
@@ -55,19 +54,4 @@ func (p *heapPeak) stop() (objects, goal int64) {
 // figure for a child also counts the memory of the parent it was started
 // from (os/exec starts children from the parent's address space) and
 // whatever the child did after this call.
-func hwmNow() int64 { return statusKB("VmHWM:") }
-
-// statusKB returns a field of /proc/self/status given in kB, in bytes, or 0.
-func statusKB(field string) int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, field); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func hwmNow() int64 { return procio.SelfStatus("VmHWM:") }

@@ -11,6 +11,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/xmpptrack/xmpptrack"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/sm"
 )
 
@@ -47,7 +48,7 @@ func runPending(ctx context.Context, a *childArgs) result {
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	res.HeapBefore, res.RSSBefore, res.FileBefore = int64(ms.HeapAlloc), rssNow(), statusKB("RssFile:")
+	res.HeapBefore, res.RSSBefore, res.FileBefore = int64(ms.HeapAlloc), rssNow(), procio.SelfStatus("RssFile:")
 
 	stopProfile := profile(a.cpuprofile)
 	defer stopProfile()
@@ -77,7 +78,7 @@ func runPending(ctx context.Context, a *childArgs) result {
 	m.fill(&res)
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	res.HeapAfter, res.RSSAfter, res.FileAfter = int64(ms.HeapAlloc), rssNow(), statusKB("RssFile:")
+	res.HeapAfter, res.RSSAfter, res.FileAfter = int64(ms.HeapAlloc), rssNow(), procio.SelfStatus("RssFile:")
 	res.PeakOwnRSS = hwmNow()
 	debug.FreeOSMemory() // what remains is what the live heap needs
 	res.RSSFreed = rssNow()

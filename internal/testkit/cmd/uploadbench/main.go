@@ -29,6 +29,7 @@ import (
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/attach"
+	"github.com/xmpptrack/xmpptrack/internal/testkit/procio"
 	"github.com/xmpptrack/xmpptrack/internal/testkit/testserver"
 )
 
@@ -212,17 +213,11 @@ func child(args []string) int {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
 	}
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "child:", err)
+	hwm := procio.SelfStatus("VmHWM:")
+	if hwm == 0 {
+		fmt.Fprintln(os.Stderr, "child: no VmHWM in /proc/self/status")
 		return 1
 	}
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			fmt.Printf("VmHWM %s\n", strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			return 0
-		}
-	}
-	fmt.Fprintln(os.Stderr, "child: no VmHWM")
-	return 1
+	fmt.Printf("VmHWM %d\n", hwm>>10)
+	return 0
 }
