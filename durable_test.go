@@ -200,6 +200,9 @@ func TestStoreWriteAhead(t *testing.T) {
 func TestStoreWriteAheadFails(t *testing.T) {
 	fs := &faultyStore{Store: openStore(t)}
 	c, pc := newPeer(t, Config{Store: fs})
+	// The recorder's first success (saving the new stream) would clear
+	// Stats().StoreErr if it came after the failed Send: let it come first.
+	c.dur.saveSessionNow(waitCtx(t))
 	fs.failMessages.Store(true)
 	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "lost"})
 	if !errors.Is(err, errDiskFull) || !errors.Is(err, ErrNotRecorded) {
