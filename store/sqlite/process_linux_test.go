@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,17 +150,12 @@ func childStray(path string) {
 	select {}
 }
 
-// TestStrayCloseKeepsLock: a close of a descriptor of the database file
-// elsewhere in the process (which drops SQLite's POSIX locks) does not let
-// another process open the file while the store has it: that process's
-// Open is refused, and every commit the store acknowledged survives its
-// SIGKILL. (With SQLite's lock alone, the other process opened the file,
-// built an index of the WAL of its own and deleted the WAL at its Close;
-// the store's later commits went to the deleted WAL and were lost.)
-func TestStrayCloseKeepsLock(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.db")
+// childIn starts the child of kind on path, as child does, with a pipe to
+// its standard input: it is killed and waited for when the test ends.
+func childIn(t *testing.T, kind, path string) (*exec.Cmd, io.Writer, *bufio.Scanner) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "XMPPTRACK_SQLITE_CHILD=stray", "XMPPTRACK_SQLITE_PATH="+path)
+	cmd.Env = append(os.Environ(), "XMPPTRACK_SQLITE_CHILD="+kind, "XMPPTRACK_SQLITE_PATH="+path)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -172,8 +168,20 @@ func TestStrayCloseKeepsLock(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	sc := bufio.NewScanner(out)
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, in, bufio.NewScanner(out)
+}
+
+// TestStrayCloseKeepsLock: a close of a descriptor of the database file
+// elsewhere in the process (which drops SQLite's POSIX locks) does not let
+// another process open the file while the store has it: that process's
+// Open is refused, and every commit the store acknowledged survives its
+// SIGKILL. (With SQLite's lock alone, the other process opened the file,
+// built an index of the WAL of its own and deleted the WAL at its Close;
+// the store's later commits went to the deleted WAL and were lost.)
+func TestStrayCloseKeepsLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	cmd, in, sc := childIn(t, "stray", path)
 	var acked []string
 	read := func(until string) {
 		for sc.Scan() && sc.Text() != until {

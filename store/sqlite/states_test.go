@@ -39,7 +39,8 @@ func historyOf(t *testing.T, s *Store, id string) []tracking.MessageState {
 }
 
 // twoWriters opens two Store values on one new file: a with cfg, b with the
-// defaults. Both are closed when the test ends.
+// defaults but cfg's Retention (a pruner of its own would prune at a moment
+// of its own). Both are closed when the test ends.
 func twoWriters(t *testing.T, cfg Config) (a, b *Store) {
 	t.Helper()
 	ctx := context.Background()
@@ -49,7 +50,7 @@ func twoWriters(t *testing.T, cfg Config) (a, b *Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	b, err = Open(ctx, p)
+	b, err = OpenConfig(ctx, p, Config{Retention: cfg.Retention})
 	if err != nil {
 		t.Fatal(err)
 	}
