@@ -113,19 +113,24 @@ func TestStoreCountReadBeforeChanges(t *testing.T) {
 // made; the missed notes are taken.
 func TestStoreNoteMismatchNotFinal(t *testing.T) {
 	t1, t2, t3 := tracking.NewMessageTracker("m1"), tracking.NewMessageTracker("m2"), tracking.NewMessageTracker("m3")
+	type reportedAs struct {
+		id  string
+		err error
+	}
 	for _, tc := range []struct {
 		name  string
 		noted []bool                // of t1, t2, t3 (a CLOSED made while closing, or a change recorded)
+		quiet bool                  // t2's change is a re-loaded tracker's move the application saw: its note is silent
 		later tracking.MessageState // the change of t2 and t3 (t1's is a CLOSED)
-		heard []*tracking.MessageTracker
-		want  []error
+		want  []reportedAs          // what the hook reports, hearing of t2 and t3 in turn
 	}{
-		// t1's change never reaches the hook; t2 finds its own note after it.
-		{"own note follows", []bool{true, true, false}, tracking.Closed, []*tracking.MessageTracker{t2, t3}, []error{ErrStillPending, nil}},
+		// t1's change never reaches the hook; t2 finds its own note after
+		// it, silent (not reported), where a CLOSED without one is not final.
+		{"own note follows", []bool{true, false, false}, true, tracking.Closed, []reportedAs{{"m3", nil}}},
 		// t1's change never reaches the hook; t2 has no note: not final.
-		{"no own note", []bool{true, false, false}, tracking.Closed, []*tracking.MessageTracker{t2, t3}, []error{ErrStillPending, nil}},
+		{"no own note", []bool{true, false, false}, false, tracking.Closed, []reportedAs{{"m2", ErrStillPending}, {"m3", nil}}},
 		// t1's change never reaches the hook; t2's is not a CLOSED: as made.
-		{"not a CLOSED", []bool{true, false, false}, tracking.DeliveredToServer, []*tracking.MessageTracker{t2, t3}, []error{nil, nil}},
+		{"not a CLOSED", []bool{true, false, false}, false, tracking.DeliveredToServer, []reportedAs{{"m2", nil}, {"m3", nil}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &logRecorder{}
@@ -134,31 +139,34 @@ func TestStoreNoteMismatchNotFinal(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer d.close()
-			var got []error
-			made, report := d.hooks(func(_ *tracking.MessageTracker, _, _ tracking.MessageState, resp *tracking.Response) {
+			var got []reportedAs
+			made, report := d.hooks(func(tr *tracking.MessageTracker, _, _ tracking.MessageState, resp *tracking.Response) {
 				var err error
 				if resp != nil {
 					err = resp.Err
 				}
-				got = append(got, err)
+				got = append(got, reportedAs{tr.ID(), err})
 			})
 			for i, tr := range []*tracking.MessageTracker{t1, t2, t3} {
 				to := tc.later
 				if i == 0 {
 					to = tracking.Closed
 				}
+				if i == 1 && tc.quiet {
+					d.restoring(tr.ID(), to, false)
+				}
 				d.closing.Store(tc.noted[i])
 				made(tr, tracking.InTransit, to, nil)
 			}
-			for _, tr := range tc.heard {
+			for _, tr := range []*tracking.MessageTracker{t2, t3} {
 				report(tr, tracking.InTransit, tc.later, nil)
 			}
 			if len(got) != len(tc.want) {
-				t.Fatalf("reported with %v, want %v", got, tc.want)
+				t.Fatalf("reported %v, want %v", got, tc.want)
 			}
 			for i := range got {
-				if !errors.Is(got[i], tc.want[i]) {
-					t.Errorf("change %d reported with %v, want %v", i, got[i], tc.want[i])
+				if got[i].id != tc.want[i].id || !errors.Is(got[i].err, tc.want[i].err) {
+					t.Errorf("report %d: %v, want %v", i, got[i], tc.want[i])
 				}
 			}
 			if n := logs.count("not reported in order"); n != 1 {
