@@ -266,7 +266,7 @@ func TestWindowsAfterSweeps(t *testing.T) {
 // takes 24 bytes (its size class), and the registry about 19 more per pending
 // tracker (byNum, the conversation's order, their slack).
 func TestOwnIDMemory(t *testing.T) {
-	if per := heapPerTracker(t, 100_000, func(int) string { return bob }); per > 48 {
+	if per := heapPerTracker(t, 100_000, func(int) string { return bob }, false); per > 48 {
 		t.Errorf("%d B of heap per pending tracker, want at most 48", per)
 	}
 }
@@ -282,15 +282,32 @@ func TestOnePerPeerMemory(t *testing.T) {
 	for i := range peers {
 		peers[i] = "peer" + strconv.Itoa(i) + "@example.org"
 	}
-	if per := heapPerTracker(t, n, func(i int) string { return peers[i] }); per > 240 {
+	if per := heapPerTracker(t, n, func(i int) string { return peers[i] }, false); per > 240 {
 		t.Errorf("%d B of heap per pending tracker with one per peer, want at most 240", per)
+	}
+}
+
+// TestOnePerPeerIncomingMemory: with one message pending per peer and one
+// received from each, the conversation's ring of incoming ids counts too:
+// about 370 B per pending message, 160 more than without (the ring's
+// size class).
+func TestOnePerPeerIncomingMemory(t *testing.T) {
+	const n = 20_000
+	peers := make([]string, n)
+	for i := range peers {
+		peers[i] = "peer" + strconv.Itoa(i) + "@example.org"
+	}
+	per := heapPerTracker(t, n, func(i int) string { return peers[i] }, true)
+	if per > 400 {
+		t.Errorf("%d B of heap per pending tracker with one per peer and one incoming message from each, want at most 400", per)
 	}
 }
 
 // heapPerTracker returns the heap, in bytes per tracker, that a registry
 // with an hour's window holds after n trackers with its own ids were
-// registered, the ith to conversation to(i).
-func heapPerTracker(t *testing.T, n int, to func(int) string) int64 {
+// registered, the ith to conversation to(i), and, if incoming, a message
+// (id "x", not allocated) was received from to(i) after each.
+func heapPerTracker(t *testing.T, n int, to func(int) string, incoming bool) int64 {
 	t.Helper()
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -299,6 +316,9 @@ func heapPerTracker(t *testing.T, n int, to func(int) string) int64 {
 	for i := range n {
 		if _, err := r.TryTrack(to(i), "", TrackOptions{}); err != nil {
 			t.Fatal(err)
+		}
+		if incoming {
+			r.Incoming(to(i), "", "x")
 		}
 	}
 	runtime.GC()
