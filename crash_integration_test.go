@@ -109,11 +109,20 @@ func crashChild() error {
 			continue
 		}
 		<-tick.C
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		// The bound only ends a hang: at a load of 20 to 35 on two cores
+		// (two whole suites at once) a Send once waited 30 s. A slow one
+		// is told, with the client's state, without failing the test.
+		start := time.Now()
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		_, err := c.Send(sctx, Message{To: to, ID: id, Body: id})
 		cancel()
+		if d := time.Since(start); d > 10*time.Second {
+			fmt.Fprintf(os.Stderr, "slow Send %s: %v (%+v)\n", id, d.Round(time.Millisecond), c.Stats())
+		}
 		if err != nil {
-			return fmt.Errorf("Send %s: %w", id, err)
+			// The client's state says what Send waited for (the store,
+			// the window's acks, a connection) if it ran out of time.
+			return fmt.Errorf("Send %s: %w (%+v)", id, err, c.Stats())
 		}
 		fmt.Println("sent", id)
 	}
@@ -121,6 +130,9 @@ func crashChild() error {
 	// that the last kill leaves the store agreeing with the recipient.
 	for deadline := time.Now().Add(30 * time.Second); c.Stats().Unacked > 0 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
+	}
+	if st := c.Stats(); st.Unacked > 0 {
+		fmt.Fprintf(os.Stderr, "unacknowledged after 30 s: %+v\n", st)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
 	err = c.dur.flush(fctx)
@@ -267,6 +279,18 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			}
 			return n
 		}
+		// missingIDs lists the messages the recipient does not have.
+		missingIDs := func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			var b strings.Builder
+			for i := range crashMessages {
+				if id := fmt.Sprintf("m%04d", i); got[id] == 0 {
+					b.WriteString(" " + id)
+				}
+			}
+			return b.String()
+		}
 		path := filepath.Join(t.TempDir(), "crash.db")
 		child := func() (*exec.Cmd, *bufio.Scanner) {
 			var stderr io.Writer
@@ -358,8 +382,23 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			if killAfter < 0 {
 				select {
 				case <-all:
-				case <-time.After(2 * time.Minute):
-					t.Fatalf("the recipient got %d of %d messages", received(), crashMessages)
+				case <-time.After(4 * time.Minute):
+					cmd.Process.Kill()
+					cmd.Wait()
+					dumpCrashStore(t, path)
+					missing := missingIDs()
+					if st, err := sqlite.Open(context.Background(), path); err == nil {
+						for _, id := range strings.Fields(missing) {
+							m, err := st.Message(context.Background(), id)
+							var hist []string
+							for _, ch := range m.History {
+								hist = append(hist, ch.State.String()+"@"+ch.At.Format("15:04:05.000"))
+							}
+							t.Logf("missing %s: stored %s seq %d written %v, history %v (%v)", id, m.State, m.Seq, m.Written, hist, err)
+						}
+						st.Close()
+					}
+					t.Fatalf("the recipient got %d of %d messages; missing:%s", received(), crashMessages, missing)
 				}
 				// The child's record catches up with the recipient: a
 				// message's ack, and its state change, may be committed
