@@ -194,15 +194,41 @@ func TestStoreWriteAhead(t *testing.T) {
 	}
 }
 
+// holdRecorder holds c's recorder at its next round, after it took the
+// stream-management state and before it commits (takenHook, at most
+// sessionEvery away), until release is called (or the test ends). A
+// success of the recorder clears Stats().StoreErr, and the state keeps
+// changing after Dial (the carbons IQ's result, an <a/>): the tests that
+// check StoreErr after a failed write hold it from before the store
+// fails until after the check.
+func holdRecorder(t *testing.T, c *Client) (release func()) {
+	t.Helper()
+	held, free := make(chan struct{}), make(chan struct{})
+	var hold, done sync.Once
+	hook := func() {
+		hold.Do(func() {
+			close(held)
+			<-free
+		})
+	}
+	c.dur.takenHook.Store(&hook)
+	release = func() { done.Do(func() { close(free) }) }
+	t.Cleanup(release)
+	select {
+	case <-held:
+	case <-waitCtx(t).Done():
+		t.Fatal("the recorder did not start a round")
+	}
+	return release
+}
+
 // TestStoreWriteAheadFails: when the store cannot take the message (a full
 // disk), Send fails and writes nothing; once the store works again, Send
 // works again.
 func TestStoreWriteAheadFails(t *testing.T) {
 	fs := &faultyStore{Store: openStore(t)}
 	c, pc := newPeer(t, Config{Store: fs})
-	// The recorder's first success (saving the new stream) would clear
-	// Stats().StoreErr if it came after the failed Send: let it come first.
-	c.dur.saveSessionNow(waitCtx(t))
+	release := holdRecorder(t, c)
 	fs.failMessages.Store(true)
 	tr, err := c.Send(waitCtx(t), Message{To: bob, ID: "lost"})
 	if !errors.Is(err, errDiskFull) || !errors.Is(err, ErrNotRecorded) {
@@ -217,6 +243,7 @@ func TestStoreWriteAheadFails(t *testing.T) {
 	if err := c.Stats().StoreErr; !errors.Is(err, errDiskFull) {
 		t.Fatalf("Stats().StoreErr = %v", err)
 	}
+	release()
 	fs.failMessages.Store(false)
 	if _, err := c.Send(waitCtx(t), Message{To: bob, ID: "kept"}); err != nil {
 		t.Fatal(err)
@@ -237,9 +264,7 @@ func TestStoreWriteAheadFails(t *testing.T) {
 func TestStoreWriteAheadInDoubt(t *testing.T) {
 	fs := &faultyStore{Store: openStore(t)}
 	c, pc := newPeer(t, Config{Store: fs})
-	// The recorder's next success would clear Stats().StoreErr: let it
-	// save the new stream first.
-	c.dur.saveSessionNow(waitCtx(t))
+	release := holdRecorder(t, c)
 	// Send tries again while ctx allows: ctx ends at its second try (this
 	// store never answers anything definite).
 	ctx, cancel := context.WithCancel(waitCtx(t))
@@ -253,6 +278,7 @@ func TestStoreWriteAheadInDoubt(t *testing.T) {
 	if err := c.Stats().StoreErr; !errors.Is(err, store.ErrOutcomeUnknown) {
 		t.Fatalf("Stats().StoreErr = %v", err)
 	}
+	release()
 	fs.doubt.Store(doubtStored)
 	tr, err = c.Send(waitCtx(t), Message{To: bob, ID: "stored"})
 	if err != nil || tr == nil {
