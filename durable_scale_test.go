@@ -48,7 +48,10 @@ func TestStoreDialStored100k(t *testing.T) {
 	}
 	srv := newPeerServer(t)
 	began := time.Now()
-	c := dialPeer(t, srv, Config{Store: st})
+	// Dial reads and tracks every stored message: under -race on a loaded
+	// machine (eight copies of the package's tests at once) that took
+	// more than testWait, 30 s.
+	c := dialPeerWithin(t, srv, Config{Store: st}, 5*time.Minute)
 	t.Logf("Dial with %d stored unsettled messages took %v", n, time.Since(began).Round(time.Millisecond))
 	if p := c.Stats().Pending; p != n {
 		t.Fatalf("%d pending after Dial, want %d", p, n)

@@ -285,6 +285,14 @@ func TestRecipientBurst(t *testing.T) {
 	logs := &logRecorder{}
 	app := newAppLog()
 	_, pc := newPeer(t, Config{Handler: app, Logger: slog.New(logs)})
+	t.Cleanup(func() {
+		if t.Failed() { // what the client did meanwhile (a lost connection?)
+			pc.srv.mu.Lock()
+			conns := len(pc.srv.live)
+			pc.srv.mu.Unlock()
+			t.Logf("connections %d; logs %q", conns, logs.all())
+		}
+	})
 	var b strings.Builder
 	for i := range n {
 		fmt.Fprintf(&b, `<message from='bob@example.org/pc' id='q%d' type='chat'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>`, i)

@@ -504,13 +504,21 @@ func (pc *peerConn) nextMessage(t *testing.T) element {
 // dialPeer dials srv with cfg and closes the client when the test ends.
 func dialPeer(t *testing.T, srv *peerServer, cfg Config) *Client {
 	t.Helper()
+	return dialPeerWithin(t, srv, cfg, testWait)
+}
+
+// dialPeerWithin is dialPeer with Dial bounded by guard instead of
+// testWait, for a Dial whose work grows with the machine's load (a guard,
+// not a measure).
+func dialPeerWithin(t *testing.T, srv *peerServer, cfg Config, guard time.Duration) *Client {
+	t.Helper()
 	cfg.Addr = srv.l.Addr().String()
 	cfg.DirectTLS = true
 	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 10*time.Millisecond
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), testWait)
+	ctx, cancel := context.WithTimeout(t.Context(), guard)
 	defer cancel()
 	c, err := Dial(ctx, testJID, peerPassword, &cfg)
 	if err != nil {
