@@ -71,7 +71,8 @@ type Config struct {
 	// Store, if set, keeps a durable record of the messages: each is
 	// committed to it, with its stanza, before its first byte is written
 	// (if that fails, Send writes nothing and returns a nil tracker and an
-	// error matching ErrNotRecorded; Stats.StoreErr keeps the failure),
+	// error matching ErrNotRecorded; Stats.StoreErr holds the failure until a
+	// later commit, of a message or of recorded changes, succeeds),
 	// and every state change
 	// is recorded with its evidence (in order, committed in the background;
 	// while the store fails, tracking goes on and the changes are written

@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -117,7 +118,7 @@ func crashChild() error {
 		_, err := c.Send(sctx, Message{To: to, ID: id, Body: id})
 		cancel()
 		if d := time.Since(start); d > 10*time.Second {
-			fmt.Fprintf(os.Stderr, "slow Send %s: %v (%+v)\n", id, d.Round(time.Millisecond), c.Stats())
+			fmt.Printf("note %s slow Send %s: %v (%+v)\n", time.Now().Format("15:04:05.000"), id, d.Round(time.Millisecond), c.Stats())
 		}
 		if err != nil {
 			// The client's state says what Send waited for (the store,
@@ -132,7 +133,7 @@ func crashChild() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if st := c.Stats(); st.Unacked > 0 {
-		fmt.Fprintf(os.Stderr, "unacknowledged after 30 s: %+v\n", st)
+		fmt.Printf("note %s unacknowledged after 30 s: %+v\n", time.Now().Format("15:04:05.000"), st)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
 	err = c.dur.flush(fctx)
@@ -335,6 +336,10 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			// not resumed (at says when, for the log). It reports whether
 			// line was one of them.
 			known := func(line, at string) bool {
+				if note, ok := strings.CutPrefix(line, "note "); ok {
+					t.Logf("run %d: child: %s", run, note)
+					return true
+				}
 				if how, ok := strings.CutPrefix(line, "dropped "); ok {
 					dropped += fmt.Sprintf(" %s (%s)", how, at)
 					return true
@@ -477,7 +482,17 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				// sent (the recipient's count stops moving), so that the
 				// restart loses nothing on the recipient's side; then
 				// restart it: every stream-management session is gone.
+				// First every message the store records as acknowledged:
+				// the server has it, and its restart would lose one it had
+				// not yet passed on (a busy server can pause for longer than
+				// quiet's second).
+				acked, err := ackedIDs(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				untilReceived(t, acked, missingIDs)
 				quiet(t, received)
+				t.Logf("restarting the server at %s; the recipient has %d messages (%+v)", time.Now().Format("15:04:05.000"), received(), bob.Stats())
 				was := bob.Stats().Reconnections
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				if err := srv.Restart(ctx); err != nil {
@@ -604,6 +619,54 @@ func unackedIDs(path string) (map[string]bool, error) {
 	}
 	defer st.Close()
 	return unackedIn(st)
+}
+
+// ackedIDs returns the ids of the messages of the store that our server
+// acknowledged (their state is past IN_TRANSIT).
+func ackedIDs(path string) ([]string, error) {
+	st, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	var ids []string
+	for i := range crashMessages {
+		id := fmt.Sprintf("m%04d", i)
+		m, err := st.Message(context.Background(), id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m.State != tracking.InTransit {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// untilReceived waits, for at most two minutes, until the recipient has
+// every message of ids (missing lists those it lacks of all).
+func untilReceived(t *testing.T, ids []string, missing func() string) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	var lacking []string
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		lacking = lacking[:0]
+		for _, id := range strings.Fields(missing()) {
+			if want[id] {
+				lacking = append(lacking, id)
+			}
+		}
+		if len(lacking) == 0 {
+			return
+		}
+	}
+	t.Fatalf("%s: the server acknowledged %d messages the recipient did not get in two minutes: %v", time.Now().Format("15:04:05.000"), len(lacking), lacking)
 }
 
 // unackedIn is unackedIDs on an open store.

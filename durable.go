@@ -205,7 +205,8 @@ var ErrStillPending = errors.New("xmpptrack: closed in this process only; the me
 
 // ErrNotRecorded: Send could not write the message ahead to Config.Store;
 // the error wraps the store's. Nothing was sent and nothing is tracked (Send
-// returns a nil tracker); Stats.StoreErr keeps the failure.
+// returns a nil tracker); Stats.StoreErr holds the failure until a later
+// commit, of a message or of the recorder's changes, succeeds.
 var ErrNotRecorded = errors.New("xmpptrack: the store could not record the message, so it was not sent")
 
 // ErrRecordUncertain: Send cannot tell whether Config.Store recorded the
