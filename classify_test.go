@@ -35,6 +35,7 @@ func TestSendWhileDisconnected(t *testing.T) {
 		srv := newPeerServer(t)
 		c := dialPeer(t, srv, Config{})
 		pc := srv.next(t)
+		srv.waitAccepted(t) // Dial's connection: the next one is the reconnection
 		hold := make(chan struct{})
 		defer close(hold)
 		srv.set(func(srv *peerServer) { srv.hold = hold })

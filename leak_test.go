@@ -23,6 +23,15 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Close does not wait for a callback running when it was called (an
+	// inbound stanza handed to the application, say): Close may be called
+	// from that callback (see events.wait). The callbacks' goroutine then
+	// ends as soon as it returns: wait for that, and for nothing else.
+	select {
+	case <-c.ev.done:
+	case <-waitCtx(t).Done():
+		t.Fatal("the callbacks' goroutine did not end")
+	}
 	for _, g := range libraryGoroutines() {
 		t.Errorf("left running after Close:\n%s", g)
 	}
