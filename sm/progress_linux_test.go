@@ -40,38 +40,60 @@ type tcpLink struct {
 	sndbuf, rcvbuf int
 
 	mu       sync.Mutex
-	watching bool          // the far end's reads are being timed (watchGaps)
-	lastRead time.Time     // the far end's last read, while watching
-	maxGap   time.Duration // the longest time between two of its reads, while watching
+	sock     syscall.RawConn // the client's socket of the latest link
+	watching bool            // the far end's reads are being timed (watchGaps)
+	lastRead time.Time       // the far end's last read, while watching
+	wanted   bool            // bytes of ours waited in the client's socket then
+	maxGap   time.Duration   // the longest time bytes waited without a read, while watching
 }
 
 // watchGaps starts timing the far end's reads: a link that moves bytes
-// all along reads at least every pause, and a longer gap (a loaded
-// machine that did not run the forwarding goroutine, or the server's
-// reader behind it) is a stall of the link that the State, rightly,
-// may take for a dead one.
+// all along reads at least every pause, and a longer gap while bytes of
+// ours wait (a loaded machine that did not run the forwarding goroutine,
+// or the server's reader behind it) is a stall of the link that the
+// State, rightly, may take for a dead one. Time with nothing to carry
+// does not count, nor time after the link was cut.
 func (lk *tcpLink) watchGaps() {
 	lk.mu.Lock()
 	lk.watching, lk.lastRead, lk.maxGap = true, time.Now(), 0
+	lk.wanted = lk.pendingLocked()
 	lk.mu.Unlock()
 }
 
-// read notes a read of the far end.
-func (lk *tcpLink) read() {
-	lk.mu.Lock()
-	if lk.watching {
-		now := time.Now()
-		lk.maxGap, lk.lastRead = max(lk.maxGap, now.Sub(lk.lastRead)), now
+// pendingLocked reports whether the client's socket holds bytes of ours
+// not yet acknowledged. The caller holds lk.mu.
+func (lk *tcpLink) pendingLocked() bool {
+	if lk.sock == nil {
+		return false
 	}
-	lk.mu.Unlock()
+	_, q, ok := sendProgress(lk.sock)
+	return ok && q > 0
 }
 
-// gap returns the longest time the far end went without a read since
-// watchGaps, the current wait included.
+// read notes a read of the far end (ended: it failed, the link is cut;
+// the watch stops there).
+func (lk *tcpLink) read(ended bool) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if !lk.watching {
+		return
+	}
+	now := time.Now()
+	if lk.wanted {
+		lk.maxGap = max(lk.maxGap, now.Sub(lk.lastRead))
+	}
+	lk.lastRead, lk.wanted, lk.watching = now, lk.pendingLocked(), !ended
+}
+
+// gap returns the longest time bytes of ours waited without a read of
+// the far end since watchGaps, the current wait included.
 func (lk *tcpLink) gap() time.Duration {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
-	return max(lk.maxGap, time.Since(lk.lastRead))
+	if lk.watching && lk.wanted {
+		return max(lk.maxGap, time.Since(lk.lastRead))
+	}
+	return lk.maxGap
 }
 
 func (lk *tcpLink) wrap(t *testing.T) func(net.Conn) net.Conn {
@@ -100,6 +122,9 @@ func (lk *tcpLink) wrap(t *testing.T) func(net.Conn) net.Conn {
 			t.Fatal(err)
 		}
 		far := <-accepted
+		lk.mu.Lock()
+		lk.sock = socketOf(near)
+		lk.mu.Unlock()
 		if lk.userTimeout {
 			raw, _ := near.(*net.TCPConn).SyscallConn()
 			raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 35000) })
@@ -121,8 +146,8 @@ func (lk *tcpLink) wrap(t *testing.T) func(net.Conn) net.Conn {
 					p = buf[:lk.chunk]
 				}
 				n, err := far.Read(p)
-				if n > 0 {
-					lk.read()
+				if n > 0 || err != nil {
+					lk.read(err != nil)
 				}
 				if n > 0 && !lk.frozen.Load() {
 					pipe.Write(p[:n])
@@ -265,18 +290,22 @@ func slowSocketNotCut(t *testing.T, ack time.Duration) (time.Duration, error) {
 // moved all along fails the test.
 func untilLinkMoved(t *testing.T, ack time.Duration, attempt func(*testing.T, time.Duration) (time.Duration, error)) {
 	t.Helper()
-	for n := 1; ; n++ {
+	var stalled []string
+	fail := func() string {
+		return fmt.Sprintf("the link stalled in every attempt (the machine is loaded, or the stalls are the link's own):\n%s", strings.Join(stalled, "\n"))
+	}
+	retry(t, 5, fail, func() bool {
 		gap, err := attempt(t, ack)
 		switch {
 		case err == nil:
-			return
+			return true
 		case gap < ack/2:
-			t.Fatalf("%v (the link's far end read at least every %v)", err, gap)
-		case n == 5:
-			t.Fatalf("%v: the link stalled (%v without a read) in %d attempts: the machine is too loaded for the test", err, gap, n)
+			t.Fatalf("%v (the link's far end read at least every %v while bytes waited)", err, gap)
 		}
-		t.Logf("attempt %d: %v, after the link stalled (%v without a read): trying again", n, err, gap)
-	}
+		stalled = append(stalled, fmt.Sprintf("%v, after %v without a read while bytes waited", err, gap))
+		t.Logf("attempt %d: %s: trying again", len(stalled), stalled[len(stalled)-1])
+		return false
+	})
 }
 
 // heldConn holds every write in user space once shut, above the socket
@@ -351,8 +380,8 @@ func silentServerBusyLink(t *testing.T, ack time.Duration) (time.Duration, error
 	lk := &tcpLink{chunk: 1024, pause: 20 * time.Millisecond, sndbuf: 64 << 10, rcvbuf: 1024}
 	st, c := tcpEnabled(t, srv, rec.config(Config{AckTimeout: ack, IdleProbe: time.Hour}), lk)
 	holdAcks(srv)
-	lk.watchGaps()
 	sendMsg(t, st, c.sess, "m0")
+	lk.watchGaps()
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -564,10 +593,12 @@ func TestSocketPendingPastCap(t *testing.T) {
 // fixed read could wait forever (the flake of this test under load).
 func takeLittle(t *testing.T, far net.Conn, raw syscall.RawConn, acked uint64) {
 	t.Helper()
+	guard := time.Now().Add(10 * time.Second) // a guard, not a measure: ends a hang only
+	far.SetReadDeadline(guard)
 	buf := make([]byte, 1024)
 	for {
-		if _, err := io.ReadFull(far, buf); err != nil {
-			t.Fatal(err)
+		if _, err := io.ReadFull(far, buf); err != nil || time.Now().After(guard) {
+			t.Fatalf("the peer's reads are not acknowledged (%v)", err)
 		}
 		for range 100 { // the acknowledgement's way back, before reading on
 			if a, _, ok := sendProgress(raw); ok && a > acked {

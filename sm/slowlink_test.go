@@ -94,22 +94,39 @@ func bigMsg(id string) string {
 // enabledVia dials until a connection gets <enabled/> (a loaded machine
 // may miss the bound of <enable/>: that connection is dead, and the next
 // one is tried).
-func enabledVia(t *testing.T, srv *fakeServer, cfg Config, wrap func(net.Conn) net.Conn) (*State, *client) {
+func enabledVia(t *testing.T, srv *fakeServer, cfg Config, wrap func(net.Conn) net.Conn) (st *State, c *client) {
 	t.Helper()
-	for range 20 {
-		st := New(cfg)
-		c, err := dialVia(t, srv, st, nil, wrap)
-		if err != nil {
-			continue
+	retry(t, 20, notEnabled, func() bool {
+		st = New(cfg)
+		var err error
+		if c, err = dialVia(t, srv, st, nil, wrap); err != nil {
+			return false
 		}
 		if st.WaitEnabled(t.Context()) == nil {
-			return st, c
+			return true
 		}
 		c.waitServed()
-	}
-	t.Fatal("20 connections were taken for dead before <enabled/>")
-	return nil, nil
+		return false
+	})
+	return st, c
 }
+
+// retry runs attempt until it reports success, at most n times, for the
+// tests that run in real time and whose attempt a loaded machine can
+// void; then it fails the test with what fail says.
+func retry(t *testing.T, n int, fail func() string, attempt func() bool) {
+	t.Helper()
+	for range n {
+		if attempt() {
+			return
+		}
+	}
+	t.Fatal(fail())
+}
+
+// notEnabled is retry's failure for attempts voided by a missed bound of
+// <enable/>.
+func notEnabled() string { return "20 connections were taken for dead before <enabled/>" }
 
 // TestSlowWriteAlive: a large stanza written after an idle spell over a
 // slow link, bytes flowing all along, is acknowledged: no bound runs
@@ -227,11 +244,7 @@ func TestNoProgressNotPolled(t *testing.T) {
 // connection is dead before the re-send, and the whole scenario is tried
 // again.
 func TestSlowResendAlive(t *testing.T) {
-	for attempt := 1; !slowResendAlive(t); attempt++ {
-		if attempt == 20 {
-			t.Fatal("20 connections were taken for dead before <enabled/>")
-		}
-	}
+	retry(t, 20, notEnabled, func() bool { return slowResendAlive(t) })
 }
 
 // slowResendAlive is one attempt of TestSlowResendAlive; false if the
