@@ -46,6 +46,7 @@ type events struct {
 	running bool          // a callback is running now
 	stopped bool          // stop was called: no callback starts any more
 	done    chan struct{} // closed when run returned
+	left    bool          // wait returned with a callback running (see wait)
 	waiting func() bool   // reports a call into the client that may wait for the stream
 	idle    func()        // called before pushStanza waits for room (Client.readIdle's Release)
 }
@@ -190,6 +191,7 @@ func (e *events) stop() (dropped int) {
 func (e *events) wait() {
 	e.mu.Lock()
 	running := e.running
+	e.left = running
 	e.mu.Unlock()
 	if !running {
 		<-e.done
