@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -92,5 +93,22 @@ func TestWasDown(t *testing.T) {
 	}
 	if c.wasDown(time.Now()) || c.wasDown(before) {
 		t.Error("down while connected")
+	}
+}
+
+// TestEndedWriteError: when ctx ended by the time a write failed, Send's
+// error matches ctx's; when the write failed on its own (the connection
+// reset, say), it matches stanza.ErrDisconnected too, as Send's doc says
+// of errors from the connection; when ctx cut the write, it does not.
+func TestEndedWriteError(t *testing.T) {
+	reset := errors.New("write: connection reset by peer")
+	err := endedWrite(context.DeadlineExceeded, reset)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, stanza.ErrDisconnected) || !errors.Is(err, reset) {
+		t.Errorf("ctx ended while the write failed on its own: %v; want ctx's error, stanza.ErrDisconnected and the write's", err)
+	}
+	cut := fmt.Errorf("wire: %w", context.Canceled)
+	err = endedWrite(context.Canceled, cut)
+	if err != cut || errors.Is(err, stanza.ErrDisconnected) {
+		t.Errorf("ctx cut the write: %v; want the write's error as it is", err)
 	}
 }

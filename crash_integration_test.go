@@ -429,6 +429,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				}
 			}
 			cmd.Process.Kill() // SIGKILL
+			killedAt := time.Now()
 			for sc.Scan() {
 				// What the child printed before it died: a stream it bound
 				// after the kill point still re-sent, before the kill.
@@ -473,7 +474,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			unackedAt = append(unackedAt, unacked)
-			t.Logf("run %d killed after %d sends (last %q), %d unacknowledged", run, lines, last, len(unacked))
+			t.Logf("run %d killed at %s after %d sends (last %q), %d unacknowledged", run, killedAt.Format("15:04:05.000"), lines, last, len(unacked))
 			if crashLogs != "" {
 				dumpCrashStore(t, path)
 			}
@@ -622,7 +623,8 @@ func unackedIDs(path string) (map[string]bool, error) {
 }
 
 // ackedIDs returns the ids of the messages of the store that our server
-// acknowledged (their state is past IN_TRANSIT).
+// acknowledged: those whose state proves it (DELIVERED_TO_SERVER or
+// later).
 func ackedIDs(path string) ([]string, error) {
 	st, err := sqlite.Open(context.Background(), path)
 	if err != nil {
@@ -639,7 +641,8 @@ func ackedIDs(path string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if m.State != tracking.InTransit {
+		switch m.State {
+		case tracking.DeliveredToServer, tracking.DeliveredToRecipient, tracking.SeenByRecipient:
 			ids = append(ids, id)
 		}
 	}

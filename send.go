@@ -129,8 +129,8 @@ type Message struct {
 // stream. Send returns a nil error once the message is written.
 //
 // Errors that come from the connection match stanza.ErrDisconnected: ctx
-// ended while the client had no connection (with ctx's error), or the
-// write failed on three connections.
+// ended while the client had no connection or while a write failed (with
+// ctx's error), or the write failed on three connections.
 //
 // With Config.Store, the message is written ahead before Send waits for a
 // connection or for room in the send window: a Send whose ctx ends while
@@ -339,13 +339,7 @@ func (c *Client) writeMessage(ctx context.Context, id, conv string, m Message, p
 		case err == nil:
 			return nil
 		case ctx.Err() != nil:
-			// ctx cut a write the server did not take, or ended while a
-			// write failed on its own: either way ctx ended first for the
-			// caller, and its error says so.
-			if !errors.Is(err, ctx.Err()) {
-				err = fmt.Errorf("%w (the write failed too: %w)", ctx.Err(), err)
-			}
-			return err
+			return endedWrite(ctx.Err(), err)
 		case attempt == maxWrites:
 			return fmt.Errorf("%w: %w", stanza.ErrDisconnected, err)
 		}
@@ -354,6 +348,18 @@ func (c *Client) writeMessage(ctx context.Context, id, conv string, m Message, p
 		stale = s
 		attempt++
 	}
+}
+
+// endedWrite is writeMessage's error when ctx ended (ctxErr) by the time
+// a write failed with err: ctx cut a write the server did not take (err is
+// ctx's), or ctx ended while the write failed on its own. Either way ctx
+// ended first for the caller, and the error matches ctx's; in the second
+// the connection failed as well, and it matches stanza.ErrDisconnected too.
+func endedWrite(ctxErr, err error) error {
+	if errors.Is(err, ctxErr) {
+		return err
+	}
+	return fmt.Errorf("%w (the write failed too: %w: %w)", ctxErr, stanza.ErrDisconnected, err)
 }
 
 // readPayload reads Message.Payload into memory, so that the message can be
