@@ -285,12 +285,14 @@ func TestRecipientBurst(t *testing.T) {
 	logs := &logRecorder{}
 	app := newAppLog()
 	_, pc := newPeer(t, Config{Handler: app, Logger: slog.New(logs)})
+	conns := func() int {
+		pc.srv.mu.Lock()
+		defer pc.srv.mu.Unlock()
+		return len(pc.srv.live)
+	}
 	t.Cleanup(func() {
 		if t.Failed() { // what the client did meanwhile (a lost connection?)
-			pc.srv.mu.Lock()
-			conns := len(pc.srv.live)
-			pc.srv.mu.Unlock()
-			t.Logf("connections %d; logs %q", conns, logs.all())
+			t.Logf("connections %d; logs %q", conns(), logs.all())
 		}
 	})
 	var b strings.Builder
@@ -299,11 +301,8 @@ func TestRecipientBurst(t *testing.T) {
 	}
 	pc.write(b.String())
 	app.waitForMoving(t, fmt.Sprintf("q%d", n-1)) // every request was seen: drops are logged by now
-	pc.srv.mu.Lock()
-	conns := len(pc.srv.live)
-	pc.srv.mu.Unlock()
-	if conns != 1 {
-		t.Fatalf("the client used %d connections, want 1 (it lost the first: %q)", conns, logs.all())
+	if used := conns(); used != 1 {
+		t.Fatalf("the client used %d connections, want 1 (it lost the first: %q)", used, logs.all())
 	}
 	dropped := logs.count("outbox full")
 	seen := make(map[string]bool, n)

@@ -70,17 +70,23 @@ func (lk *tcpLink) pendingLocked() bool {
 	return ok && q > 0
 }
 
-// read notes a read of the far end (ended: it failed, the link is cut;
-// the watch stops there).
-func (lk *tcpLink) read(ended bool) {
+// read notes a read of the far end that began at began (ended: it failed,
+// the link is cut; the watch stops there). waiting says bytes were there
+// when it began: then the time since the last read counts too, though the
+// last read left the client's socket empty (the client wrote after it,
+// and the far end was late to read them).
+func (lk *tcpLink) read(ended, waiting bool, began time.Time) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
 	if !lk.watching {
 		return
 	}
 	now := time.Now()
-	if lk.wanted {
+	switch {
+	case lk.wanted:
 		lk.maxGap = max(lk.maxGap, now.Sub(lk.lastRead))
+	case waiting:
+		lk.maxGap = max(lk.maxGap, began.Sub(lk.lastRead))
 	}
 	lk.lastRead, lk.wanted, lk.watching = now, lk.pendingLocked(), !ended
 }
@@ -145,9 +151,11 @@ func (lk *tcpLink) wrap(t *testing.T) func(net.Conn) net.Conn {
 					time.Sleep(lk.pause)
 					p = buf[:lk.chunk]
 				}
+				began := time.Now()
 				n, err := far.Read(p)
 				if n > 0 || err != nil {
-					lk.read(err != nil)
+					// Bytes taken at once were there before the read began.
+					lk.read(err != nil, n > 0 && time.Since(began) < time.Millisecond, began)
 				}
 				if n > 0 && !lk.frozen.Load() {
 					pipe.Write(p[:n])
