@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,5 +113,69 @@ func TestEndedWriteError(t *testing.T) {
 	err = endedWrite(context.Canceled, cut)
 	if err != cut || errors.Is(err, stanza.ErrDisconnected) {
 		t.Errorf("ctx cut the write: %v; want the write's error as it is", err)
+	}
+}
+
+// endedCtx is a context whose Err reports DeadlineExceeded once ended is
+// set, and whose Done never closes: nothing can cut a write with it.
+type endedCtx struct {
+	context.Context
+	ended atomic.Bool
+}
+
+func (c *endedCtx) Err() error {
+	if c.ended.Load() {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// resetConn fails every write once armed, ending ctx at that moment: the
+// connection broke under the write while ctx ended.
+type resetConn struct {
+	net.Conn
+	armed *atomic.Bool
+	ctx   *endedCtx
+}
+
+func (c resetConn) Write(p []byte) (int, error) {
+	if c.armed.Load() {
+		c.ctx.ended.Store(true)
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}
+	}
+	return c.Conn.Write(p)
+}
+
+// TestSendEndedWhileWriteFailed: Send's ctx ends while its write fails on
+// its own (the connection reset). Its error matches ctx's and
+// stanza.ErrDisconnected, and the message is ABORTED (it did not go out).
+func TestSendEndedWhileWriteFailed(t *testing.T) {
+	srv := newPeerServer(t)
+	var armed atomic.Bool
+	ctx := &endedCtx{Context: context.Background()}
+	c := dialPeer(t, srv, Config{dial: func(dctx context.Context) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", srv.l.Addr().String())
+		if err != nil {
+			return nil, err
+		}
+		return resetConn{Conn: conn, armed: &armed, ctx: ctx}, nil
+	}})
+	srv.next(t)
+	armed.Store(true)
+	tr, err := c.Send(ctx, Message{To: jid.MustParse("bob@localhost"), ID: "m1"})
+	armed.Store(false)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, stanza.ErrDisconnected) {
+		t.Fatalf("Send: %v; want the context's error and stanza.ErrDisconnected", err)
+	}
+	if tr == nil {
+		t.Fatal("Send returned no tracker")
+	}
+	select {
+	case <-tr.Done():
+	case <-waitCtx(t).Done():
+		t.Fatal("the message's tracking did not end")
+	}
+	if tr.State() != tracking.Aborted {
+		t.Errorf("the message ended %s, want ABORTED", tr.State())
 	}
 }

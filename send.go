@@ -129,8 +129,9 @@ type Message struct {
 // stream. Send returns a nil error once the message is written.
 //
 // Errors that come from the connection match stanza.ErrDisconnected: ctx
-// ended while the client had no connection or while a write failed (with
-// ctx's error), or the write failed on three connections.
+// ended while the client had no connection, or while a write failed on its
+// own (the connection broke; with ctx's error), or the write failed on
+// three connections. A write that ctx itself cut returns ctx's error only.
 //
 // With Config.Store, the message is written ahead before Send waits for a
 // connection or for room in the send window: a Send whose ctx ends while

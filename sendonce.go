@@ -70,7 +70,10 @@ type OnceOptions struct {
 //	tracking window ended short of Until   tracking.ErrTimedOut
 //	connection lost, client closed         stanza.ErrDisconnected, with tracking.ErrAborted or
 //	                                       tracking.ErrClosed (cause: the connection error,
-//	                                       ErrClientClosed, or ErrAuth when re-login failed)
+//	                                       ErrClientClosed, or ErrAuth when re-login failed);
+//	                                       before the message was written (no connection
+//	                                       until ctx ended, a write that failed), with the
+//	                                       connection's or ctx's error instead
 //
 // A connection that drops while waiting is re-established and the stream
 // resumed, as for any Client: the message is not lost and tracking goes on.

@@ -70,11 +70,19 @@ func (lk *tcpLink) pendingLocked() bool {
 	return ok && q > 0
 }
 
+// beginRead returns the time a read of the far end begins and whether
+// bytes of ours wait in the client's socket then (see read).
+func (lk *tcpLink) beginRead() (time.Time, bool) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	return time.Now(), lk.watching && lk.pendingLocked()
+}
+
 // read notes a read of the far end that began at began (ended: it failed,
-// the link is cut; the watch stops there). waiting says bytes were there
-// when it began: then the time since the last read counts too, though the
-// last read left the client's socket empty (the client wrote after it,
-// and the far end was late to read them).
+// the link is cut; the watch stops there). waiting says bytes of ours
+// waited in the client's socket when it began: then the time since the
+// last read counts too, though the last read left the socket empty (the
+// client wrote after it, and the far end was late to read).
 func (lk *tcpLink) read(ended, waiting bool, began time.Time) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
@@ -151,11 +159,10 @@ func (lk *tcpLink) wrap(t *testing.T) func(net.Conn) net.Conn {
 					time.Sleep(lk.pause)
 					p = buf[:lk.chunk]
 				}
-				began := time.Now()
+				began, waiting := lk.beginRead()
 				n, err := far.Read(p)
 				if n > 0 || err != nil {
-					// Bytes taken at once were there before the read began.
-					lk.read(err != nil, n > 0 && time.Since(began) < time.Millisecond, began)
+					lk.read(err != nil, waiting, began)
 				}
 				if n > 0 && !lk.frozen.Load() {
 					pipe.Write(p[:n])
