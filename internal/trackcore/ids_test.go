@@ -278,10 +278,7 @@ func TestOwnIDMemory(t *testing.T) {
 // review rv-tr24 S1).
 func TestOnePerPeerMemory(t *testing.T) {
 	const n = 20_000
-	peers := make([]string, n)
-	for i := range peers {
-		peers[i] = "peer" + strconv.Itoa(i) + "@example.org"
-	}
+	peers := peerJIDs(n)
 	if per := heapPerTracker(t, n, func(i int) string { return peers[i] }, false); per > 240 {
 		t.Errorf("%d B of heap per pending tracker with one per peer, want at most 240", per)
 	}
@@ -293,14 +290,20 @@ func TestOnePerPeerMemory(t *testing.T) {
 // size class).
 func TestOnePerPeerIncomingMemory(t *testing.T) {
 	const n = 20_000
-	peers := make([]string, n)
-	for i := range peers {
-		peers[i] = "peer" + strconv.Itoa(i) + "@example.org"
-	}
+	peers := peerJIDs(n)
 	per := heapPerTracker(t, n, func(i int) string { return peers[i] }, true)
 	if per > 400 {
 		t.Errorf("%d B of heap per pending tracker with one per peer and one incoming message from each, want at most 400", per)
 	}
+}
+
+// peerJIDs returns n distinct peers' bare JIDs.
+func peerJIDs(n int) []string {
+	peers := make([]string, n)
+	for i := range peers {
+		peers[i] = "peer" + strconv.Itoa(i) + "@example.org"
+	}
+	return peers
 }
 
 // heapPerTracker returns the heap, in bytes per tracker, that a registry
