@@ -129,10 +129,12 @@ type Client struct {
 // the next connection), or, if that failed for good (a changed password),
 // stopped, as Done and Err report. cfg may be nil.
 //
-// With Config.Store holding a previous process's stream, Dial resumes it,
-// and returns only once the messages its resumption held back were looked
-// up in the account's archive (at most 10 s) and what the connection
-// settled was recorded (at most 1 s more); see the package documentation.
+// With Config.Store, Dial returns once the stream's state (what a
+// successor needs to resume it) is recorded (at most 1 s). With a store
+// holding a previous process's stream, Dial resumes it, and returns only
+// once the messages its resumption held back were looked up in the
+// account's archive (at most 10 s) and what the connection settled was
+// recorded too; see the package documentation.
 // If ctx ends during the lookup, Dial returns the client all the same (its
 // stream is resumed; failing would end it): the lookup goes on, and a held
 // message written again may then follow messages sent meanwhile.
@@ -262,16 +264,18 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 			}
 		}
 	}
-	if err == nil && stored {
-		// What the first connection settled (the messages the server's h
-		// acknowledged, those the archive check settled) is committed
-		// before Dial returns: a process killed right after it would
-		// otherwise leave them IN_TRANSIT, and a successor that cannot
-		// resume the stream (Prosody drops a session whose resumed stream
-		// failed) would send them all again.
+	if err == nil && c.dur != nil {
+		// The stream's state, and what the first connection settled (the
+		// messages the server's h acknowledged, those the archive check
+		// settled), are committed before Dial returns. A process killed
+		// right after it would otherwise leave a successor without the
+		// stream to resume (the server keeps what it sent to that stream
+		// until the stream times out) and the settled messages
+		// IN_TRANSIT, to be sent again when the stream cannot be resumed
+		// (Prosody drops a session whose resumed stream failed).
 		fctx, cancel := context.WithTimeout(ctx, dialFlush)
-		if ferr := c.dur.flush(fctx); ferr != nil {
-			c.log.Debug("xmpptrack: what the resumption settled is not recorded yet", "err", ferr)
+		if ferr := c.dur.saveSessionNow(fctx); ferr != nil {
+			c.log.Debug("xmpptrack: the new stream's state is not recorded yet", "err", ferr)
 		}
 		cancel()
 	}

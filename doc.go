@@ -138,7 +138,11 @@
 // cannot take it), and every state change is recorded, in order.
 // [Client.Status] answers for pending and settled messages, and a process
 // restarted on the store takes its unsettled messages back at Dial (see
-// Reconnecting). Without a store, trackers live in memory only.
+// Reconnecting). Dial returns once the stream's state is committed, so a
+// process killed at any time after it leaves its successor a stream to
+// resume (the new stream of a reconnection that could not resume is
+// committed at once too, without Dial's wait). Without a store, trackers
+// live in memory only.
 //
 // # Sending once
 //

@@ -706,14 +706,15 @@ func (d *durable) answer(asked uint64) {
 // saveSessionNow makes the recorder save the stream-management state as it
 // is now, without gathering, and waits until it did (or gave up, or ctx
 // ended): the inbound count then covers every stanza the application
-// finished before the call, and so may the acks we send (see handled).
-// Client.Close calls it before its final <a/>.
-func (d *durable) saveSessionNow(ctx context.Context) {
+// finished before the call, and so may the acks we send (see handled), and
+// so do the changes queued before it. Dial calls it before it returns,
+// Client.Close before its final <a/>.
+func (d *durable) saveSessionNow(ctx context.Context) error {
 	d.mu.Lock()
 	d.asked++
 	target := d.asked
 	d.mu.Unlock()
-	d.hurryUntil(ctx, func() bool { return d.answered >= target })
+	return d.hurryUntil(ctx, func() bool { return d.answered >= target })
 }
 
 // gather waits for more changes to queue: gather long, or until flush

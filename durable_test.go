@@ -370,6 +370,21 @@ func TestStoreLease(t *testing.T) {
 	dialPeer(t, srv, Config{Store: st})
 }
 
+// TestStoreDialSavesStream: when Dial returns, the store holds the new
+// stream's state, so a process killed at once leaves its successor a
+// stream to resume.
+func TestStoreDialSavesStream(t *testing.T) {
+	st := openStore(t)
+	c, _ := newPeer(t, Config{Store: st})
+	sess, err := st.Session(waitCtx(t), c.dur.owner)
+	if err != nil {
+		t.Fatalf("stored stream after Dial: %v", err)
+	}
+	if r := c.sm.Resumption(); r.ID == "" || sess.ID != r.ID || sess.JID != r.JID.String() {
+		t.Errorf("stored stream %q of %q after Dial, want %q of %q", sess.ID, sess.JID, r.ID, r.JID)
+	}
+}
+
 // TestStoreCloseKeepsPending: closing the client leaves its unacknowledged
 // messages pending in the store (for the next process), while a tracker
 // the application closed is recorded CLOSED.
