@@ -93,7 +93,7 @@ func BenchmarkBurst(b *testing.B) {
 	const n = 5000
 	rs := 0
 	for b.Loop() {
-		rs += burst(b, n)
+		rs += burst(b, n, 0, 0)
 	}
 	b.ReportMetric(float64(rs)/float64(n*b.N), "r/stanza")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*b.N), "ns/stanza")
