@@ -130,7 +130,8 @@ type Client struct {
 // stopped, as Done and Err report. cfg may be nil.
 //
 // With Config.Store, Dial returns once the stream's state (what a
-// successor needs to resume it) is recorded (at most 1 s). With a store
+// successor needs to resume it) is recorded, or after 1 s, logging at Warn
+// that it is not (a store that is slow, down or refuses it). With a store
 // holding a previous process's stream, Dial resumes it, and returns only
 // once the messages its resumption held back were looked up in the
 // account's archive (at most 10 s) and what the connection settled was
@@ -272,12 +273,19 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		// stream to resume (the server keeps what it sent to that stream
 		// until the stream times out) and the settled messages
 		// IN_TRANSIT, to be sent again when the stream cannot be resumed
-		// (Prosody drops a session whose resumed stream failed).
-		fctx, cancel := context.WithTimeout(ctx, dialFlush)
-		if ferr := c.dur.saveSessionNow(fctx); ferr != nil {
-			c.log.Debug("xmpptrack: the new stream's state is not recorded yet", "err", ferr)
-		}
+		// (Prosody drops a session whose resumed stream failed). The wait
+		// has its own bound: Dial returns the client even when ctx ended
+		// during the archive check.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dialFlush)
+		c.dur.saveSessionNow(fctx)
 		cancel()
+		if !c.dur.streamSaved() {
+			args := []any{"wait", dialFlush}
+			if p := c.dur.failure.Load(); p != nil {
+				args = append(args, "err", *p)
+			}
+			c.log.Warn("xmpptrack: the stream's state is not recorded yet; a process killed before the store takes it leaves no stream to resume", args...)
+		}
 	}
 	if err != nil && !errors.Is(err, sm.ErrConnEnded) && ctx.Err() != nil {
 		err = fmt.Errorf("the session was not ready in time: %w", ctx.Err())
@@ -311,8 +319,8 @@ const (
 	recentSave      = 10 * time.Second
 )
 
-// dialFlush bounds how long Dial waits for the store to record what the
-// resumption of a stored stream settled (see Dial).
+// dialFlush bounds how long Dial waits for the store to record the
+// stream's state and what the first connection settled (see Dial).
 const dialFlush = time.Second
 
 // resumeRetries and resumeBackoff: how often, and after what first wait

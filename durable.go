@@ -717,6 +717,19 @@ func (d *durable) saveSessionNow(ctx context.Context) error {
 	return d.hurryUntil(ctx, func() bool { return d.answered >= target })
 }
 
+// streamSaved reports whether the store holds the current stream's state
+// as committed by this process or loaded at Dial (a stream that cannot be
+// resumed has none to hold).
+func (d *durable) streamSaved() bool {
+	c := d.client.Load()
+	if c == nil {
+		return true
+	}
+	id := c.sm.Resumption().ID
+	s := d.saved.Load()
+	return id == "" || s != nil && s.ID == id
+}
+
 // gather waits for more changes to queue: gather long, or until flush
 // hurries it or close stops the recorder.
 func (d *durable) gather(t *time.Timer) {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/xmpptrack/xmpptrack/stanza"
 	"github.com/xmpptrack/xmpptrack/store"
@@ -372,10 +373,10 @@ func TestStoreLease(t *testing.T) {
 
 // TestStoreDialSavesStream: when Dial returns, the store holds the new
 // stream's state, so a process killed at once leaves its successor a
-// stream to resume.
+// stream to resume; Dial waits for a slow commit of it.
 func TestStoreDialSavesStream(t *testing.T) {
 	st := openStore(t)
-	c, _ := newPeer(t, Config{Store: st})
+	c, _ := newPeer(t, Config{Store: slowSessions{st}})
 	sess, err := st.Session(waitCtx(t), c.dur.owner)
 	if err != nil {
 		t.Fatalf("stored stream after Dial: %v", err)
@@ -383,6 +384,17 @@ func TestStoreDialSavesStream(t *testing.T) {
 	if r := c.sm.Resumption(); r.ID == "" || sess.ID != r.ID || sess.JID != r.JID.String() {
 		t.Errorf("stored stream %q of %q after Dial, want %q of %q", sess.ID, sess.JID, r.ID, r.JID)
 	}
+}
+
+// slowSessions is a store whose commits of stream-management state take
+// 20 ms longer (a busy disk).
+type slowSessions struct{ store.Store }
+
+func (s slowSessions) Commit(ctx context.Context, b *store.Batch) error {
+	if len(b.Sessions) > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s.Store.Commit(ctx, b)
 }
 
 // TestStoreCloseKeepsPending: closing the client leaves its unacknowledged
