@@ -232,7 +232,10 @@ func TestNoOvertaking(t *testing.T) {
 	go func() { errs <- q.Commit(context.Background(), batch("first")) }() // inline, held
 	<-entered
 	go func() { errs <- q.Commit(context.Background(), batch("queued")) }()
-	for q.pending.Load() == 0 { // "queued" is counted before it enters the queue
+	// Until "queued" is in the queue, not only counted (pending counts a
+	// request before it enters reqs): a Commit between the two would
+	// queue ahead of it, an order no caller could see.
+	for len(q.reqs) == 0 {
 		runtime.Gosched()
 	}
 	close(release)
