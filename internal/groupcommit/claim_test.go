@@ -50,14 +50,17 @@ func TestClaimInGroup(t *testing.T) {
 	cw.Go(func() { q.Commit(ctx, batch("b0")) })
 	<-entered
 	// queued waits until n requests are pending: the held one and those
-	// queued after it, one at a time so that their order is known. A
+	// queued after it, one at a time so that their order is known. Each
+	// must be in the queue, not only counted (pending counts a request
+	// before it enters reqs): the next one could enter first, or the
+	// committer, released, could take the group without the last. A
 	// request lost (or one too many) fails the test instead of spinning
 	// for ever; the bound only ends a hang, it times nothing.
 	queued := func(n int32) {
 		t.Helper()
 		for deadline := time.Now().Add(time.Minute); ; runtime.Gosched() {
 			switch p := q.pending.Load(); {
-			case p == n:
+			case p == n && len(q.reqs) == int(n)-1: // the held one is out
 				return
 			case p > n:
 				t.Fatalf("%d requests pending, want %d", p, n)
