@@ -709,12 +709,12 @@ func (d *durable) answer(asked uint64) {
 // finished before the call, and so may the acks we send (see handled), and
 // so do the changes queued before it. Dial calls it before it returns,
 // Client.Close before its final <a/>.
-func (d *durable) saveSessionNow(ctx context.Context) error {
+func (d *durable) saveSessionNow(ctx context.Context) {
 	d.mu.Lock()
 	d.asked++
 	target := d.asked
 	d.mu.Unlock()
-	return d.hurryUntil(ctx, func() bool { return d.answered >= target })
+	d.hurryUntil(ctx, func() bool { return d.answered >= target })
 }
 
 // streamSaved reports whether the store holds the current stream's state
