@@ -101,6 +101,9 @@ func crashChild() error {
 	if err != nil {
 		return err
 	}
+	if err := streamStored(ctx, c); err != nil {
+		return err
+	}
 	fmt.Println("up")
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
@@ -584,6 +587,33 @@ func TestIntegrationStoreCrash(t *testing.T) {
 		}
 		t.Logf("%d of %d stored as DELIVERED_TO_RECIPIENT or later (the others wait for receipts that may still come)", delivered, crashMessages)
 	})
+}
+
+// streamStored returns once the store holds the state of c's current
+// stream, so that a kill from then on leaves the next process a stream to
+// resume. Dial waits for that commit only 1 s (it logs at Warn and
+// returns), which a loaded machine can exceed: the crash children say
+// "up" only after this, and the parent kills only after "up". It prints a
+// note when Dial returned before the store took it.
+func streamStored(ctx context.Context, c *Client) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	start, waited := time.Now(), false
+	for !c.dur.streamSaved() {
+		waited = true
+		c.dur.saveSessionNow(ctx)
+		select {
+		case <-c.Done():
+			return fmt.Errorf("the client stopped before the store took its stream's state: %w", c.Err())
+		case <-ctx.Done():
+			return fmt.Errorf("the stream's state was not stored within a minute: %w (%+v)", ctx.Err(), c.Stats())
+		default:
+		}
+	}
+	if waited {
+		fmt.Printf("note the stream's state was stored %v after Dial returned\n", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
 // quiet waits until count stops moving for a second (at most a minute).

@@ -52,6 +52,9 @@ func inboundChild() error {
 	if err != nil {
 		return err
 	}
+	if err := streamStored(ctx, c); err != nil {
+		return err
+	}
 	fmt.Println("up", c.Stats().Resumptions)
 	select {}
 }

@@ -45,6 +45,9 @@ func pgKillChild() error {
 	if err != nil {
 		return err
 	}
+	if err := streamStored(ctx, c); err != nil {
+		return err
+	}
 	fmt.Println("up")
 	to := jid.MustParse(os.Getenv("XMPPTRACK_PGKILL_TO"))
 	var mu sync.Mutex
