@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -112,6 +113,41 @@ func (c *noDelayConn) count() int {
 	return len(c.writes)
 }
 
+// requestsWritten returns a wait until every <r/> booked on st's current
+// connection was written and the requester cleared its booking: a stanza
+// written while a request is booked does not turn Nagle's algorithm on,
+// and the requester may clear it some time after the request's bytes
+// reached the socket.
+func requestsWritten(st *State) func(*testing.T) {
+	wrote := make(chan struct{}, 1)
+	st.mu.Lock()
+	st.wroteHook = func() {
+		select {
+		case wrote <- struct{}{}:
+		default:
+		}
+	}
+	st.mu.Unlock()
+	return func(t *testing.T) {
+		t.Helper()
+		guard := time.After(30 * time.Second) // a guard, not a measure
+		for {
+			st.mu.Lock()
+			cn := st.conn
+			done := cn.bookAt == 0 && cn.rOut == cn.rSent
+			st.mu.Unlock()
+			if done {
+				return
+			}
+			select {
+			case <-wrote:
+			case <-guard:
+				t.Fatal("a booked <r/> was not written")
+			}
+		}
+	}
+}
+
 // TestCoalesceInBursts: a lone message and the stanzas written while fewer
 // than coalesceAt are unacknowledged go out with TCP_NODELAY, as Go sets
 // it; once a burst has coalesceAt in flight, the stanzas after it are
@@ -137,11 +173,13 @@ func TestCoalesceInBursts(t *testing.T) {
 	srv.mu.Lock()
 	srv.holdR = true // the burst's <r/> are answered by releaseR
 	srv.mu.Unlock()
+	wrote := requestsWritten(st)
 	from := nd.count()
 	for i := 1; i <= n; i++ {
 		sendMsg(t, st, c.sess, fmt.Sprintf("b%d", i))
 		if i == 1 {
 			<-nd.rs // its <r/>, at once: the link was idle
+			wrote(t)
 		}
 	}
 	for i := 1; i <= n; i++ {

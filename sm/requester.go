@@ -396,6 +396,9 @@ func (c *conn) wroteLocked() {
 		}
 	}
 	c.armLocked()
+	if h := c.st.wroteHook; h != nil {
+		h()
+	}
 }
 
 // bookLocked books a request about to be written: it covers every

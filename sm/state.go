@@ -35,8 +35,11 @@ type State struct {
 	// overdueHook, set by tests, runs when the watchdog found an answer
 	// overdue, before the connection is ended, with mu held.
 	overdueHook func()
-	base        uint32 // counters restart here; tests set values near 2^32
-	noCoalesce  bool   // coalescing is off (see coalesceAt): internal/smhook.NoCoalesce at New, or set by tests
+	// wroteHook, set by tests, runs when a booked <r/> was written and
+	// its booking cleared, with mu held.
+	wroteHook  func()
+	base       uint32 // counters restart here; tests set values near 2^32
+	noCoalesce bool   // coalescing is off (see coalesceAt): internal/smhook.NoCoalesce at New, or set by tests
 
 	// The stream management session, which resumption carries over.
 	id        string // SM-ID; a credential, never logged above debug level
