@@ -607,7 +607,7 @@ func streamStored(ctx context.Context, c *Client) error {
 			return fmt.Errorf("the client stopped before the store took its stream's state: %w", c.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("the stream's state was not stored within a minute: %w (%+v)", ctx.Err(), c.Stats())
-		default:
+		case <-time.After(10 * time.Millisecond): // a store that refused it: ask again, not in a spin
 		}
 	}
 	if waited {

@@ -138,10 +138,10 @@
 // cannot take it), and every state change is recorded, in order.
 // [Client.Status] answers for pending and settled messages, and a process
 // restarted on the store takes its unsettled messages back at Dial (see
-// Reconnecting). Dial returns once the stream's state is committed (it
-// waits at most 1 s, and logs at Warn if the store has not taken it), so
-// a process killed after Dial returns leaves its successor a stream to
-// resume. The stream of a reconnection that could not resume is committed
+// Reconnecting). Dial returns once the stream's state is committed, so a
+// process killed after Dial returns leaves its successor a stream to
+// resume; Dial waits for that at most 1 s, and logs at Warn when it
+// returns before the store took it (a slow, failing or refusing store). The stream of a reconnection that could not resume is committed
 // as soon as it is bound, without a wait. A process killed before either
 // commit (Dial not returned yet, or milliseconds after a reconnection)
 // leaves a stream nobody resumes: our acks never cover the stanzas of a

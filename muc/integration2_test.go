@@ -58,7 +58,7 @@ func TestIntegrationRoomDuplicateID(t *testing.T) {
 
 // TestIntegrationRoomOccupantErrorStorm: another occupant sends us 1,500
 // error messages carrying the id of our room message (the room forwards
-// them from room@service/carol), rejoining after each. None makes us
+// them from room@service/carol), carol rejoining after each. None makes us
 // rejoin, none moves our message to Error. (Before the fix, 6,000 such
 // errors made us rejoin 2,772 times on Prosody: one rejoin is a failure
 // here. With 6,000 the test took a minute alone under -race and more than

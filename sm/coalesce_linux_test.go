@@ -199,8 +199,8 @@ func TestCoalesceInBursts(t *testing.T) {
 	if _, _, err := st.request(t.Context(), c.sess, cn, true); err != nil {
 		t.Fatal(err)
 	}
-	// The first message's <r/> comes from the requester, at some point of
-	// the burst; the forced one is the last write.
+	// The first message's <r/> came from the requester, written before the
+	// rest of the burst; the forced one is the last write.
 	rs := nd.requests(t, from)
 	if len(rs) != 2 || !strings.HasPrefix(nd.last(), "<r ") {
 		t.Fatalf("%d <r/> written for the burst, want 2, the forced one last", len(rs))

@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,9 +47,10 @@ func TestServersDieWithParent(t *testing.T) {
 				fd   int
 			}
 			var (
-				procs []watched
-				dir   string
-				ready bool
+				procs  []watched
+				listed = map[string]bool{} // the names of the processes listed
+				dir    string
+				ready  bool
 			)
 			for !ready && out.Scan() {
 				f := strings.Fields(out.Text())
@@ -55,6 +58,7 @@ func TestServersDieWithParent(t *testing.T) {
 				case len(f) == 2 && f[0] == "dir":
 					dir = f[1]
 				case len(f) == 4 && f[0] == "pid":
+					listed[f[3]] = true
 					// A process that exited since the child listed it (a
 					// PostgreSQL backend of the child's psql, which ends
 					// after its client) has nothing left to outlive the
@@ -73,7 +77,7 @@ func TestServersDieWithParent(t *testing.T) {
 					// it refers to the process the child reported;
 					// otherwise that one exited and its PID was reused.
 					if startTime(pid) != f[2] {
-						t.Logf("%s (%d) exited before it was watched (its PID was reused)", f[3], pid)
+						t.Logf("%s (%d) exited before it was watched (its PID was taken again)", f[3], pid)
 						continue
 					}
 					procs = append(procs, watched{pid, f[3], fd})
@@ -86,6 +90,15 @@ func TestServersDieWithParent(t *testing.T) {
 			}
 			if dir == "" || len(procs) == 0 {
 				t.Fatalf("the child reported dir %q and %d processes", dir, len(procs))
+			}
+			// Only a passing process may be gone before it is watched (a
+			// backend): each program listed has one watched, the server's
+			// main process among them.
+			for _, p := range procs {
+				delete(listed, p.name)
+			}
+			if len(listed) > 0 {
+				t.Fatalf("no process of %v was left to watch: the server died at its start", slices.Sorted(maps.Keys(listed)))
 			}
 			var names []string
 			for _, p := range procs {
@@ -132,7 +145,8 @@ func orphanChild(t *testing.T, kind string) {
 			t.Fatal(err)
 		}
 		dir = p.Dir()
-		// Backends are started on demand: have one running.
+		// Backends are started on demand: start one (it ends with its
+		// client, so it may be gone before the parent watches it).
 		if _, err := p.SQL(ctx, "postgres", "SELECT 1"); err != nil {
 			t.Fatal(err)
 		}
