@@ -235,8 +235,10 @@ func TestNoOvertaking(t *testing.T) {
 	// Until "queued" is in the queue, not only counted (pending counts a
 	// request before it enters reqs): a Commit between the two would
 	// queue ahead of it, an order no caller could see.
-	for len(q.reqs) == 0 {
-		runtime.Gosched()
+	for deadline := time.Now().Add(time.Minute); len(q.reqs) == 0; runtime.Gosched() {
+		if time.Now().After(deadline) { // only a hang reaches it
+			t.Fatal(`"queued" never entered the queue`)
+		}
 	}
 	close(release)
 	<-errs // "first"
