@@ -284,16 +284,16 @@ func TestIntegrationStoreCrash(t *testing.T) {
 			return n
 		}
 		// missingIDs lists the messages the recipient does not have.
-		missingIDs := func() string {
+		missingIDs := func() []string {
 			mu.Lock()
 			defer mu.Unlock()
-			var b strings.Builder
+			var ids []string
 			for i := range crashMessages {
 				if id := fmt.Sprintf("m%04d", i); got[id] == 0 {
-					b.WriteString(" " + id)
+					ids = append(ids, id)
 				}
 			}
-			return b.String()
+			return ids
 		}
 		path := filepath.Join(t.TempDir(), "crash.db")
 		child := func() (*exec.Cmd, *bufio.Scanner) {
@@ -396,7 +396,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 					dumpCrashStore(t, path)
 					missing := missingIDs()
 					if st, err := sqlite.Open(context.Background(), path); err == nil {
-						for _, id := range strings.Fields(missing) {
+						for _, id := range missing {
 							m, err := st.Message(context.Background(), id)
 							var hist []string
 							for _, ch := range m.History {
@@ -406,7 +406,7 @@ func TestIntegrationStoreCrash(t *testing.T) {
 						}
 						st.Close()
 					}
-					t.Fatalf("the recipient got %d of %d messages; missing:%s", received(), crashMessages, missing)
+					t.Fatalf("the recipient got %d of %d messages; missing: %s", received(), crashMessages, strings.Join(missing, " "))
 				}
 				// The child's record catches up with the recipient: a
 				// message's ack, and its state change, may be committed
@@ -681,7 +681,7 @@ func ackedIDs(path string) ([]string, error) {
 
 // untilReceived waits, for at most two minutes, until the recipient has
 // every message of ids (missing lists those it lacks of all).
-func untilReceived(t *testing.T, ids []string, missing func() string) {
+func untilReceived(t *testing.T, ids []string, missing func() []string) {
 	t.Helper()
 	want := map[string]bool{}
 	for _, id := range ids {
@@ -690,7 +690,7 @@ func untilReceived(t *testing.T, ids []string, missing func() string) {
 	var lacking []string
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		lacking = lacking[:0]
-		for _, id := range strings.Fields(missing()) {
+		for _, id := range missing() {
 			if want[id] {
 				lacking = append(lacking, id)
 			}
