@@ -61,6 +61,9 @@ type Config struct {
 	// checkingSchema, if set, runs right before Open checks that the
 	// file's schema fits this version's statements (tests).
 	checkingSchema func()
+	// noPairs makes the writer write its WAL frames as SQLite does, two
+	// writes each (tests, benchmarks; see walpair.go).
+	noPairs bool
 }
 
 // Store is a store.Store on an SQLite file.
@@ -166,7 +169,7 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 	if !shared {
 		vfs = "&vfs=" + exclusiveVFS
 	}
-	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)" + vfs
+	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)"
 	for _, p := range cfg.pragmas {
 		params += "&_pragma=" + p
 	}
@@ -175,7 +178,17 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 		return nil, err
 	}
 	defer probe.Close()
-	w, err := openWriter(path + params)
+	// The writer's WAL frames go to the file with one write each (see
+	// walpair.go); the other connections never write the WAL.
+	wvfs := vfs
+	if !cfg.noPairs {
+		v, err := pairsOver(strings.TrimPrefix(vfs, "&vfs="))
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		}
+		wvfs = "&vfs=" + v.name
+	}
+	w, err := openWriter(path + params + wvfs)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
