@@ -179,7 +179,7 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 	}
 	defer probe.Close()
 	// The writer's WAL frames go to the file with one write each (see
-	// walpair.go); the other connections never write the WAL.
+	// walpair.go); the other connections never append to the WAL.
 	wvfs := vfs
 	if !cfg.noPairs {
 		v, err := pairsOver(strings.TrimPrefix(vfs, "&vfs="))

@@ -156,6 +156,7 @@ func registerPairsLocked(base, prefix string) (*pairVFS, error) {
 	}
 	p := sqlite3.Xsqlite3_malloc64(tls, uint64(unsafe.Sizeof(sqlite3.Tsqlite3_vfs{})))
 	if p == 0 {
+		libc.Xfree(tls, zName)
 		return nil, fmt.Errorf("sqlite: registering %s: out of memory", v.name)
 	}
 	ours := (*sqlite3.Tsqlite3_vfs)(cmem(p))
@@ -166,6 +167,9 @@ func registerPairsLocked(base, prefix string) (*pairVFS, error) {
 	ours.FxOpen = cfunc(v.fns.open)
 	pairLayers.all = append(pairLayers.all, v) // before SQLite can call it
 	if rc := sqlite3.Xsqlite3_vfs_register(tls, p, 0); rc != sqlite3.SQLITE_OK {
+		pairLayers.all = pairLayers.all[:len(pairLayers.all)-1]
+		sqlite3.Xsqlite3_free(tls, p)
+		libc.Xfree(tls, zName)
 		return nil, fmt.Errorf("sqlite: registering %s: code %d", v.name, rc)
 	}
 	return v, nil
@@ -273,8 +277,9 @@ func (v *pairVFS) xWrite(tls *libc.TLS, pFile, buf uintptr, n int32, off int64) 
 	}
 	if n == frameHeader && off >= walHeader {
 		if off >= f.high {
-			// An array's assignment, not copy: go1.26's compiler fails
-			// on a copy of a constant size from C memory here.
+			// An array's assignment, not copy: with copy here go1.26.8's
+			// compiler stops with an internal compiler error
+			// ("disjointTypes: one of arguments is not a pointer").
 			f.hdr = *(*[frameHeader]byte)(cmem(buf))
 			f.held = off
 			f.high = off + frameHeader
@@ -303,6 +308,7 @@ func (v *pairVFS) writePair(tls *libc.TLS, pFile, buf uintptr, n int32) int32 {
 			if rc := v.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 				return rc
 			}
+			f.high = max(f.high, off+total)
 			return call[rwFn](f.base().FxWrite)(tls, pFile, buf, n, off+frameHeader)
 		}
 		f.scratch, f.size = p, total

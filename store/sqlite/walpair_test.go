@@ -79,10 +79,12 @@ func onDisk(t *testing.T, path string) (rows, sum int64) {
 }
 
 // TestWALPairs: every frame of lone transactions reaches the WAL with one
-// write of its header and page, and the file holds every commit.
+// write of its header and page, and the file holds every commit (with
+// synchronous=NORMAL, the store's default: no sync after a commit writes
+// what a layer might still hold).
 func TestWALPairs(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
-	db, v := pairDB(t, path)
+	db, v := pairDB(t, path, "synchronous(NORMAL)")
 	var pageSize int64
 	if err := db.QueryRow("PRAGMA page_size").Scan(&pageSize); err != nil {
 		t.Fatal(err)
@@ -175,6 +177,21 @@ func TestWALPairsOnDisk(t *testing.T) {
 			big(3000, 5000, false)
 			lone(5001)
 			check("a lone commit after a rolled back transaction that spilled")
+			big(5100, 5500, false)
+			// Another writer of the file (another process with
+			// Config.Shared, another Store of the process) commits where
+			// the rolled back transaction had spilled its frames.
+			other, err := sql.Open("sqlite", path+"?_pragma=synchronous("+sync+")")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close()
+			mustExec(t, other, "INSERT INTO t VALUES (5600, randomblob(5000))")
+			rows++
+			sum += 5600
+			check("another writer's commit after a rolled back transaction that spilled")
+			lone(5601)
+			check("a lone commit after another writer's")
 			mustExec(t, db, "PRAGMA wal_checkpoint(RESTART)")
 			pairs := v.pairs.Load()
 			lone(5002)
