@@ -158,15 +158,7 @@ func TestOpenFoldsLeftOverWAL(t *testing.T) {
 	// ref is the same, its WAL folded by SQLite.
 	q, ref := filepath.Join(dir, "killed.db"), filepath.Join(dir, "ref.db")
 	for _, to := range []string{q, ref} {
-		for _, suffix := range []string{"", "-wal"} {
-			b, err := os.ReadFile(p + suffix)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(to+suffix, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
+		copyWithWAL(t, p, to)
 	}
 	fileSize := func(p string) int64 {
 		fi, err := os.Stat(p)

@@ -165,9 +165,9 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 	// vfs names SQLite's file system layer: "unix-excl" holds one lock on
 	// the file for the process instead of taking and releasing locks for
 	// each transaction (see "One process" in doc.go).
-	vfs := ""
+	base, vfs := "", ""
 	if !shared {
-		vfs = "&vfs=" + exclusiveVFS
+		base, vfs = exclusiveVFS, "&vfs="+exclusiveVFS
 	}
 	params := "?_busy_timeout=10000&_txlock=immediate&_synchronous=" + syncMode + "&_pragma=wal_autocheckpoint(0)"
 	for _, p := range cfg.pragmas {
@@ -182,7 +182,7 @@ func open(ctx context.Context, path string, cfg Config, shared bool) (*Store, er
 	// walpair.go); the other connections never append to the WAL.
 	wvfs := vfs
 	if !cfg.noPairs {
-		v, err := pairsOver(strings.TrimPrefix(vfs, "&vfs="))
+		v, err := pairsOver(base)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 		}

@@ -52,17 +52,8 @@ func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
 // layer, after its integrity check.
 func onDisk(t *testing.T, path string) (rows, sum int64) {
 	t.Helper()
-	dir := t.TempDir()
-	cp := filepath.Join(dir, "copy.db")
-	for _, suffix := range []string{"", "-wal"} {
-		b, err := os.ReadFile(path + suffix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(cp+suffix, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cp := filepath.Join(t.TempDir(), "copy.db")
+	copyWithWAL(t, path, cp)
 	db, err := sql.Open("sqlite", cp)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +67,21 @@ func onDisk(t *testing.T, path string) (rows, sum int64) {
 		t.Fatal(err)
 	}
 	return rows, sum
+}
+
+// copyWithWAL copies the database file at from and its WAL to to, as the
+// operating system has them (what a process killed now leaves).
+func copyWithWAL(t *testing.T, from, to string) {
+	t.Helper()
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(from + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestWALPairs: every frame of lone transactions reaches the WAL with one
