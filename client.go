@@ -86,6 +86,10 @@ type Client struct {
 	gone     chan struct{} // closed when the current session drops
 	closing  bool
 	shutting bool
+	// leaseGone: the store's lease was lost (see leaseLost): nothing
+	// closes the stream gracefully any more, so that the process that
+	// owns the account now can resume it.
+	leaseGone bool
 	// fresh: a connection bound a new session since the last one that was
 	// published; a later resumption resumes that session, whose state
 	// (carbons, room membership) was never set up.
@@ -195,6 +199,12 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		}
 		prev = c.dur.last // before the recorder may change it
 		c.dur.client.Store(c)
+		if c.dur.lostLease() {
+			c.cancel()
+			c.reg.Close()
+			c.dur.close()
+			return nil, ErrLeaseLost
+		}
 	}
 
 	// Whether a stored stream is to be resumed, asked before connecting: a
@@ -233,6 +243,9 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		c.cancel()
 		c.reg.Close()
 		if c.dur != nil {
+			if c.dur.lostLease() {
+				err = ErrLeaseLost // the connection was cut for it
+			}
 			c.dur.close()
 		}
 		return nil, err
@@ -286,6 +299,13 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 			}
 			c.log.Warn("xmpptrack: the stream's state is not recorded yet; a process killed before the store takes it leaves no stream to resume", args...)
 		}
+	}
+	if c.dur != nil && c.dur.lostLease() {
+		// Lost before the recorder knew the client (see durable.leaseLost),
+		// or after (the connection then ended for it): either way not a
+		// client to hand out, and the reason whatever else failed.
+		c.leaseLost()
+		err = ErrLeaseLost
 	}
 	if err != nil && !errors.Is(err, sm.ErrConnEnded) && ctx.Err() != nil {
 		err = fmt.Errorf("the session was not ready in time: %w", ctx.Err())
@@ -750,6 +770,32 @@ func (c *Client) fail(err error) {
 	c.reg.Close()
 }
 
+// leaseLost stops the client when the store's lease was lost (see
+// Config.Store): the store already refuses its commits. The connection is
+// dropped, not closed with </stream:stream>, which would end the server's
+// session for the process that owns the account now; the loop does not
+// reconnect, and the pending trackers end CLOSED, as at Close, so that the
+// store keeps them pending. Close, called later, finds the client stopped.
+func (c *Client) leaseLost() {
+	c.mu.Lock()
+	if c.leaseGone {
+		c.mu.Unlock()
+		return
+	}
+	c.leaseGone = true
+	closing := c.closing
+	if !closing {
+		c.err = ErrLeaseLost
+		c.setClosing()
+	}
+	c.mu.Unlock()
+	c.log.Error("xmpptrack: the store's lease of this account was lost; stopping the client", "account", c.self)
+	if !closing {
+		c.reg.Close()
+	}
+	c.cancel()
+}
+
 // jitter spreads reconnection attempts by up to a quarter of d.
 func jitter(d time.Duration) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d)/4+1))
@@ -923,6 +969,9 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	c.setClosing()
 	s := c.session
+	if c.leaseGone {
+		s = nil // dropped, not closed: see leaseLost
+	}
 	c.graceful = s
 	c.mu.Unlock()
 	if hook := c.closeHook.Load(); hook != nil {

@@ -87,6 +87,15 @@ type Config struct {
 	// refuses a store whose slot for the resource belongs to another
 	// account (ErrStoreAccount); Close waits (at most
 	// 5 s) for the recorded changes to be committed, then releases it.
+	// A lease can be lost while the client runs (store.Lease.Lost: the
+	// PostgreSQL connection that holds it broke): another process may own
+	// the account's record and stream then, so the client stops at once.
+	// It commits nothing more, drops the connection without closing the
+	// stream (the new owner resumes it), does not reconnect, and ends its
+	// pending trackers CLOSED as Close does (the store keeps them pending
+	// for the new owner); Done is closed, Err returns ErrLeaseLost, and
+	// Send fails with ErrClientClosed wrapping it. Dial again to take the
+	// account back once the other process is gone.
 	// Closing the client does not record its pending messages as CLOSED:
 	// they stay pending in the store. Their trackers in this process still
 	// end CLOSED (tracking stops here), but the CLOSED change that

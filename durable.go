@@ -203,6 +203,30 @@ type restoredState struct {
 // the store takes it back.
 var ErrStillPending = errors.New("xmpptrack: closed in this process only; the message stays pending in the store for the next Dial")
 
+// ErrLeaseLost is Client.Err (and wrapped by ErrClientClosed) when the
+// store's lease of the account was lost while the client ran: another
+// process may own the account's record and stream now, so the client
+// stopped (see Config.Store).
+var ErrLeaseLost = errors.New("xmpptrack: the store's lease of this account was lost; another process may own it now")
+
+// fenced is the store as the client writes to it: once the lease is lost,
+// every Commit fails with ErrLeaseLost, whichever goroutine makes it (Send's
+// write-ahead, the recorder, a retry), since another process may be the
+// owner now.
+type fenced struct {
+	store.Store
+	lost <-chan struct{}
+}
+
+func (f fenced) Commit(ctx context.Context, b *store.Batch) error {
+	select {
+	case <-f.lost:
+		return ErrLeaseLost
+	default:
+	}
+	return f.Store.Commit(ctx, b)
+}
+
 // ErrNotRecorded: Send could not write the message ahead to Config.Store;
 // the error wraps the store's. Nothing was sent and nothing is tracked (Send
 // returns a nil tracker); Stats.StoreErr holds the failure until a later
@@ -319,7 +343,7 @@ func openDurable(ctx context.Context, st store.Store, account jid.JID, log *slog
 		return nil, fmt.Errorf("xmpptrack: the store's record of %v: %w", owner, err)
 	}
 	d := &durable{
-		st: st, owner: owner, lease: lease, log: log,
+		st: fenced{Store: st, lost: lease.Lost()}, owner: owner, lease: lease, log: log,
 		progress: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		hurry:    make(chan struct{}, 1),
@@ -584,6 +608,9 @@ func (d *durable) run() {
 			woke = true
 		case <-d.hurry:
 		case <-tick.C:
+		case <-d.lease.Lost():
+			d.leaseLost()
+			return
 		case <-d.stop:
 			d.saveSession() // the last word, best effort
 			return
@@ -613,6 +640,9 @@ func (d *durable) run() {
 			}
 			committed, first, running := d.commit(b)
 			if !running {
+				if d.lostLease() {
+					d.leaseLost()
+				}
 				return
 			}
 			if committed {
@@ -1039,6 +1069,8 @@ func (d *durable) commit(b *store.Batch) (committed, first, running bool) {
 		switch {
 		case err == nil:
 			return true, attempt == 1, true
+		case errors.Is(err, ErrLeaseLost):
+			return false, false, false
 		case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrClosed):
 			d.warn("xmpptrack: state changes not recorded", "count", len(b.Changes), "err", err)
 			return false, false, true
@@ -1046,6 +1078,8 @@ func (d *durable) commit(b *store.Batch) (committed, first, running bool) {
 		d.warn("xmpptrack: recording state changes failed; trying again", "count", len(b.Changes), "err", err)
 		select {
 		case <-d.stop:
+			return false, false, false
+		case <-d.lease.Lost():
 			return false, false, false
 		case <-time.After(wait):
 		}
@@ -1086,12 +1120,33 @@ func (d *durable) hurryUntil(ctx context.Context, reached func() bool) error {
 	}
 }
 
+// lostLease reports whether the store's lease was lost.
+func (d *durable) lostLease() bool {
+	select {
+	case <-d.lease.Lost():
+		return true
+	default:
+		return false
+	}
+}
+
+// leaseLost stops the client once the lease was lost (the recorder calls
+// it as it stops): nothing is committed any more (see fenced). A client
+// not handed to the recorder yet is Dial's to stop (see Dial).
+func (d *durable) leaseLost() {
+	if c := d.client.Load(); c != nil {
+		c.leaseLost()
+	}
+}
+
 // close commits what was recorded (waiting at most closeFlush), stops the
 // recorder and releases the lease.
 func (d *durable) close() {
 	d.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), closeFlush)
-		if err := d.flush(ctx); err != nil {
+		if d.lostLease() {
+			d.warn("xmpptrack: closing with the store's lease lost: state changes since then not recorded")
+		} else if err := d.flush(ctx); err != nil {
 			d.warn("xmpptrack: closing with state changes not recorded", "err", err)
 		}
 		cancel()

@@ -161,3 +161,78 @@ func TestIntegrationPostgresDown(t *testing.T) {
 		}
 	})
 }
+
+// TestIntegrationPostgresLeaseCut cuts the connection that holds alice's
+// lease while her client runs, and a second process's store asks for the
+// lease at once: one of them owns alice, never both. Either the second
+// takes it, and the first client stops (ErrLeaseLost, Send refused) while
+// the second resumes the stream and sends; or the first takes it again,
+// the second is refused, and the first goes on sending (review hunt-dur 1).
+func TestIntegrationPostgresLeaseCut(t *testing.T) {
+	forEachServer(t, []string{"alice", "bob"}, func(t *testing.T, srv *testserver.Server) {
+		pg := testserver.StartPostgres(t, testserver.PostgresOptions{NoFsync: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		dsn, err := pg.CreateDatabase(ctx, "leasecut")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st1, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st1.Close()
+		st2, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st2.Close()
+		to := srv.JID("bob")
+		dialTest(t, srv, "bob", Config{AllowPlaintext: true})
+		first := dialTest(t, srv, "alice", Config{AllowPlaintext: true, Store: st1})
+		if tr, err := first.Send(ctx, Message{To: to, Body: "before"}); err != nil {
+			t.Fatal(err)
+		} else if s, err := tr.Wait(ctx, tracking.DeliveredToRecipient); s != tracking.DeliveredToRecipient {
+			t.Fatalf("before the cut: %v, %v", s, err)
+		}
+
+		if _, err := pg.SQL(ctx, "leasecut", `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`); err != nil {
+			t.Fatal(err)
+		}
+		var second *Client
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			second, err = Dial(ctx, srv.JID("alice"), srv.Password("alice"), &Config{Addr: srv.Addr(), AllowPlaintext: true, Store: st2})
+			if !errors.Is(err, store.ErrLocked) {
+				break
+			}
+		}
+		owner := first
+		if errors.Is(err, store.ErrLocked) {
+			t.Log("the first client took its lease again; the second was refused")
+		} else if err != nil {
+			t.Fatal(err)
+		} else {
+			t.Log("the second client took the lease")
+			defer second.Close()
+			select {
+			case <-first.Done():
+			case <-ctx.Done():
+				t.Fatal("the first client did not stop when the second took its lease")
+			}
+			if err := first.Err(); !errors.Is(err, ErrLeaseLost) {
+				t.Errorf("the first client's Err: %v, want ErrLeaseLost", err)
+			}
+			if _, err := first.Send(ctx, Message{To: to, Body: "from the old owner"}); !errors.Is(err, ErrLeaseLost) {
+				t.Errorf("the first client's Send: %v, want ErrLeaseLost", err)
+			}
+			owner = second
+		}
+		tr, err := owner.Send(ctx, Message{To: to, Body: "after"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, err := tr.Wait(ctx, tracking.DeliveredToRecipient); s != tracking.DeliveredToRecipient {
+			t.Fatalf("the owner's message after the cut: %v, %v", s, err)
+		}
+	})
+}

@@ -22,6 +22,9 @@ import (
 // Commit implements store.Store: batches of concurrent callers are written
 // in one transaction by the committer goroutine (see package groupcommit).
 func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
+	if s.suspended.Load() > 0 {
+		return errLeaseSuspended
+	}
 	return s.group.Commit(ctx, b)
 }
 

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -166,38 +167,140 @@ func TestLeaseEndsWithItsHolder(t *testing.T) {
 	l.Release()
 }
 
-// TestLeaseLost: when the lease's connection is cut, Lost says so and
-// another holder can take it.
-func TestLeaseLost(t *testing.T) {
+// cutLease terminates the connections of the database name that hold an
+// advisory lock: the lease's, as a restart or a network cut would end it.
+func cutLease(t *testing.T, name string) {
+	t.Helper()
+	if _, err := server(t).SQL(context.Background(), dbName(t, name), `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// heldRetake is a Config whose leases' attempts to be taken again wait
+// for release; entered gets a value at each attempt.
+func heldRetake() (cfg Config, entered chan struct{}, release func()) {
+	entered, free := make(chan struct{}, 64), make(chan struct{})
+	cfg.beforeRetake = func() {
+		entered <- struct{}{}
+		<-free
+	}
+	return cfg, entered, sync.OnceFunc(func() { close(free) })
+}
+
+// TestLeaseTakenAgain: when the lease's connection is cut and nobody else
+// takes the lock, the lease is taken again on a new connection: not lost,
+// another holder is refused, and commits, refused meanwhile, go on.
+func TestLeaseTakenAgain(t *testing.T) {
 	ctx := context.Background()
-	dsn := database(t, "leaselost")
-	s, err := Open(ctx, dsn)
+	dsn := database(t, "leaseagain")
+	cfg, entered, release := heldRetake()
+	s, err := OpenConfig(ctx, dsn, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	defer release()
 	l, err := s.Lock(ctx, msg("").Owner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := server(t).SQL(ctx, dbName(t, "leaselost"), `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`); err != nil {
-		t.Fatal(err)
-	}
+	cutLease(t, "leaseagain")
 	select {
-	case <-l.Lost():
+	case <-entered:
 	case <-time.After(30 * time.Second):
-		t.Fatal("Lost not closed after the connection was cut")
+		t.Fatal("the cut lease was not taken again")
 	}
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{msg("meanwhile")}}); !errors.Is(err, errLeaseSuspended) {
+		t.Fatalf("Commit while the lease is being taken again: %v, want errLeaseSuspended", err)
+	}
+	release()
 	other, err := Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	if _, err := other.Lock(ctx, msg("").Owner); err != nil {
-		t.Fatalf("after the lease was lost: %v", err)
+	for deadline := time.Now().Add(30 * time.Second); s.suspended.Load() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease was not taken again")
+		}
+	}
+	select {
+	case <-l.Lost():
+		t.Fatal("Lost closed, though nobody else took the lease")
+	default:
+	}
+	if _, err := other.Lock(ctx, msg("").Owner); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("another holder after the lease was taken again: %v, want ErrLocked", err)
+	}
+	if err := s.Commit(ctx, &store.Batch{Messages: []store.Message{msg("after")}}); err != nil {
+		t.Fatalf("Commit once the lease was taken again: %v", err)
 	}
 	if err := l.Release(); err != nil {
-		t.Errorf("releasing a lost lease: %v", err)
+		t.Errorf("Release: %v", err)
+	}
+}
+
+// TestLeaseLost: when the lease's connection is cut and another holder
+// takes the lock before it is taken again, or takes it and releases it
+// meanwhile, Lost says so, and the other holder's Lock waits for the
+// previous one (its row left behind) before it returns.
+func TestLeaseLost(t *testing.T) {
+	for _, released := range []bool{false, true} {
+		name := map[bool]string{false: "held", true: "released"}[released]
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			db := "leaselost" + name
+			dsn := database(t, db)
+			cfg, entered, release := heldRetake()
+			s, err := OpenConfig(ctx, dsn, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			defer release()
+			l, err := s.Lock(ctx, msg("").Owner)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cutLease(t, db)
+			select {
+			case <-entered:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the cut lease was not taken again")
+			}
+			other, err := OpenConfig(ctx, dsn, Config{takeover: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close()
+			var ol store.Lease
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				start := time.Now()
+				if ol, err = other.Lock(ctx, msg("").Owner); err == nil {
+					if d := time.Since(start); d < 50*time.Millisecond {
+						t.Errorf("Lock of a lease its holder did not release returned after %v, before the takeover wait", d)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("another holder after the cut: %v", err)
+				}
+			}
+			if released {
+				if err := ol.Release(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			release()
+			select {
+			case <-l.Lost():
+			case <-time.After(30 * time.Second):
+				t.Fatal("Lost not closed after another holder took the lease")
+			}
+			if err := l.Release(); err != nil {
+				t.Errorf("releasing a lost lease: %v", err)
+			}
+		})
 	}
 }
 

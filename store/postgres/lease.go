@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -18,20 +19,43 @@ import (
 // the holder's process dying (the kernel closes its socket, the server
 // notices at once), or, for a host that vanishes without closing its
 // sockets, when TCP keepalives give up on it.
+//
+// When that connection breaks while the holder lives (the database
+// restarted, the connection was terminated or cut), the lock is gone on
+// the server, but nobody else may have taken it: the lease is taken again
+// on a new connection, and is lost (Lost closed) only when another holder
+// has the lock, or had it meanwhile (its row in xmpptrack_owners is not
+// this lease's any more). Until it is taken again, Commit fails on this
+// Store (errLeaseSuspended), so that nothing is written as an owner that
+// may not be one.
 type lease struct {
-	s     *Store
-	owner store.Instance
-	key   int64
-	conn  *pgx.Conn
-	lost  chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
-	err   error
+	s      *Store
+	owner  store.Instance
+	key    int64
+	holder string    // this lease's row in xmpptrack_owners: holder,
+	since  time.Time // and since
+	conn   *pgx.Conn // the watcher's while it runs, then release's
+	lost   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	err    error
 }
 
 // leaseCheck is how often a lease's connection is checked.
 const leaseCheck = time.Second
+
+// takeover is how long Lock waits after taking a lock that its previous
+// holder did not release (its row in xmpptrack_owners is still there: a
+// process that died, or one whose lease connection broke), before it
+// returns: a holder that lives learns of the loss within leaseCheck and a
+// failed attempt to take the lease again, and stops writing (see lease),
+// before the new holder starts.
+const takeover = 3 * leaseCheck
+
+// errLeaseSuspended: Commit while a lease of this Store is being taken
+// again (see lease).
+var errLeaseSuspended = errors.New("postgres: a lease's connection broke; commits wait until it is taken again")
 
 func (l *lease) Owner() store.Instance { return l.owner }
 func (l *lease) Lost() <-chan struct{} { return l.lost }
@@ -67,7 +91,8 @@ func (l *lease) release() error {
 	return l.err
 }
 
-// watch checks the connection; when it breaks, the lock is gone.
+// watch checks the connection; when it breaks, the lock is gone on the
+// server, and watch takes it again or finds it lost (see lease).
 func (l *lease) watch() {
 	defer close(l.done)
 	t := time.NewTicker(leaseCheck)
@@ -81,13 +106,70 @@ func (l *lease) watch() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := l.conn.Ping(ctx)
 		cancel()
-		if err != nil {
-			close(l.lost)
-			if l.s.log != nil {
-				l.s.log.Warn("postgres: lease lost", "owner", l.owner.String(), "err", err)
-			}
-			return
+		if err == nil {
+			continue
 		}
+		l.s.suspended.Add(1)
+		l.warn("postgres: lease connection broke; taking the lease again", "err", err)
+		for {
+			ok, lost := l.retake()
+			if ok || lost {
+				if lost {
+					close(l.lost) // before commits resume: the holder sees it first
+					l.warn("postgres: lease lost: another holder took it")
+				} else {
+					l.warn("postgres: lease taken again")
+				}
+				l.s.suspended.Add(-1)
+				if lost {
+					return
+				}
+				break
+			}
+			select {
+			case <-l.stop:
+				l.s.suspended.Add(-1)
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// retake takes the lock again on a new connection: ok if this lease holds
+// it again, lost if another holder has it or had it meanwhile, neither if
+// the database cannot tell now (try again).
+func (l *lease) retake() (ok, lost bool) {
+	if f := l.s.cfg.beforeRetake; f != nil {
+		f()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, l.s.connCfg)
+	if err != nil {
+		return false, false
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, l.key).Scan(&got); err != nil || !got {
+		conn.Close(context.Background())
+		return false, err == nil
+	}
+	var holder string
+	var since time.Time
+	err = conn.QueryRow(ctx, `SELECT holder, since FROM xmpptrack_owners WHERE account = $1 AND resource = $2`,
+		l.owner.Account, l.owner.Resource).Scan(&holder, &since)
+	if err != nil || holder != l.holder || !since.Equal(l.since) {
+		conn.Close(context.Background()) // unlocks
+		return false, err == nil || errors.Is(err, pgx.ErrNoRows)
+	}
+	l.conn.Close(context.Background())
+	l.conn = conn
+	return true, false
+}
+
+func (l *lease) warn(msg string, args ...any) {
+	if l.s.log != nil {
+		l.s.log.Warn(msg, append([]any{"owner", l.owner.String()}, args...)...)
 	}
 }
 
@@ -138,14 +220,33 @@ func (s *Store) Lock(ctx context.Context, owner store.Instance) (store.Lease, er
 		}
 		return nil, &store.LockedError{Owner: owner}
 	}
-	host, _ := os.Hostname()
-	if _, err := conn.Exec(ctx, `INSERT INTO xmpptrack_owners (account, resource, holder, since) VALUES ($1, $2, $3, now())
-		ON CONFLICT (account, resource) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since`,
-		owner.Account, owner.Resource, fmt.Sprintf("%s pid %d", host, os.Getpid())); err != nil {
+	var unreleased bool // a row left by a holder that did not release
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM xmpptrack_owners WHERE account = $1 AND resource = $2)`,
+		owner.Account, owner.Resource).Scan(&unreleased); err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("postgres: lease: %w", err)
 	}
-	l := &lease{s: s, owner: owner, key: key, conn: conn, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	host, _ := os.Hostname()
+	holder := fmt.Sprintf("%s pid %d", host, os.Getpid())
+	var since time.Time
+	if err := conn.QueryRow(ctx, `INSERT INTO xmpptrack_owners (account, resource, holder, since) VALUES ($1, $2, $3, now())
+		ON CONFLICT (account, resource) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING since`,
+		owner.Account, owner.Resource, holder).Scan(&since); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("postgres: lease: %w", err)
+	}
+	if unreleased {
+		t := time.NewTimer(s.takeoverWait())
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			conn.Close(context.Background())
+			return nil, fmt.Errorf("postgres: lease: waiting for the previous holder to stop: %w", ctx.Err())
+		}
+	}
+	l := &lease{s: s, owner: owner, key: key, holder: holder, since: since, conn: conn,
+		lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed || s.leases[owner] != nil {
 		closed := s.closed

@@ -49,6 +49,11 @@ type Config struct {
 	// pooled, if set, makes the store take its connections for a
 	// pooler's (tests).
 	pooled bool
+	// takeover, if set, replaces the constant takeover (tests).
+	takeover time.Duration
+	// beforeRetake, if set, runs before each attempt to take a lease
+	// again (tests hold the attempt).
+	beforeRetake func()
 	// try, if set, replaces tryGroup (tests).
 	try func(group []*groupcommit.Request, live []int) ([]result, map[string]bool, error)
 	// claimRead, if set, returns the statement that reads a group's keys
@@ -81,6 +86,8 @@ type Store struct {
 	heard     bool          // the listener listens now
 	leases    map[store.Instance]*lease
 	workers   sync.WaitGroup
+
+	suspended atomic.Int32 // leases being taken again: Commit fails (see lease)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -191,6 +198,14 @@ func (s *Store) Close() error {
 	s.claims.Stop() // a ClaimKey claiming on its own goroutine
 	s.pool.Close()
 	return errors.Join(errs...)
+}
+
+// takeoverWait is takeover, or Config.takeover in tests.
+func (s *Store) takeoverWait() time.Duration {
+	if s.cfg.takeover > 0 {
+		return s.cfg.takeover
+	}
+	return takeover
 }
 
 func (s *Store) isClosed() bool { return s.ctx.Err() != nil }
