@@ -48,7 +48,9 @@ type Config struct {
 	// bound and TrySend fails with ErrTooManyPending. It also bounds the
 	// state changes waiting for OnStateChange and the trackers' callbacks
 	// (1024 + 4*MaxPending). Zero means 100,000; a negative value means no
-	// bound on either.
+	// bound on either. The bound admits new messages: Dial tracks every
+	// unsettled message a Store kept whatever their number (Send then waits
+	// until the pending ones fall below it).
 	MaxPending int
 	// Window is the default tracking window: when it ends, a message without
 	// proof of delivery to the recipient becomes TIMED_OUT, and one in

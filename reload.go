@@ -81,10 +81,15 @@ func (c *Client) reload(ctx context.Context) error {
 			}
 			return nil
 		}
+		// Tracked whatever Config.MaxPending (see trackStored). One that
+		// cannot be tracked all the same (nothing but a broken store
+		// makes that happen) still takes its place on the stream below:
+		// dropped, its stored number would be given to the next stanza,
+		// and an ack of that one would later read as the server's ack of
+		// this message.
 		t, err := c.trackStored(m, now)
 		if err != nil {
-			c.log.Warn("xmpptrack: a stored message cannot be tracked again", "id", m.ID, "err", err)
-			return nil
+			c.log.Error("xmpptrack: a stored message cannot be tracked again; it is sent again untracked", "id", m.ID, "err", err)
 		}
 		state := m.State
 		if state == tracking.InTransit && res.ID != "" && m.Written && int32(m.Seq-res.Acked) <= 0 {
@@ -110,9 +115,15 @@ func (c *Client) reload(ctx context.Context) error {
 			}
 			unacked = append(unacked, s)
 		case tracking.Error:
+			if t == nil {
+				return nil
+			}
 			c.dur.restoring(m.ID, state, false)
 			registry.Advance(t, state, &tracking.Response{Err: errRecordedError})
 		default:
+			if t == nil {
+				return nil
+			}
 			if state == m.State { // else new: the server's ack, to record
 				c.dur.restoring(m.ID, state, false)
 			}
@@ -130,7 +141,7 @@ func (c *Client) reload(ctx context.Context) error {
 		}
 	}
 	for _, m := range expired {
-		if err := c.expire(m); err != nil {
+		if err := c.expire(m, true); err != nil {
 			c.log.Warn("xmpptrack: the TIMED_OUT of a stored message cannot be reported", "id", m.ID, "err", err)
 		}
 	}
@@ -148,13 +159,16 @@ func windowEnded(m store.Message, now time.Time) bool {
 }
 
 // trackStored tracks a stored message again, in IN_TRANSIT, for the rest
-// of its window.
+// of its window, whatever Config.MaxPending: the bound admits new messages,
+// and one already on its way must be followed (its evidence, its window, its
+// place on the stream). Send waits while the re-loaded messages keep the
+// pending ones at or above the bound.
 func (c *Client) trackStored(m store.Message, now time.Time) (*tracking.MessageTracker, error) {
 	window := time.Duration(-1)
 	if !m.Deadline.IsZero() {
 		window = m.Deadline.Sub(now)
 	}
-	return c.reg.TryTrack(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: window, Thread: m.Thread, Room: m.Room})
+	return c.reg.Reinstate(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: window, Thread: m.Thread, Room: m.Room})
 }
 
 // expire tells Config.OnStateChange that a stored message whose window
@@ -162,9 +176,14 @@ func (c *Client) trackStored(m store.Message, now time.Time) (*tracking.MessageT
 // not heard of: a tracker that ends at once (the store has the change,
 // stamped with the deadline, committed by the caller). It needs a pending
 // slot for that moment: at the MaxPending bound it fails with
-// tracking.ErrTooManyPending.
-func (c *Client) expire(m store.Message) error {
-	t, err := c.reg.TryTrack(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: -1, Thread: m.Thread, Room: m.Room})
+// tracking.ErrTooManyPending, unless anyway (Dial's re-load, which has no
+// later round to report it in; see trackStored).
+func (c *Client) expire(m store.Message, anyway bool) error {
+	track := c.reg.TryTrack
+	if anyway {
+		track = c.reg.Reinstate
+	}
+	t, err := track(registry.ConvOf(m.To), m.ID, registry.TrackOptions{Window: -1, Thread: m.Thread, Room: m.Room})
 	if err != nil {
 		return err
 	}

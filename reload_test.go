@@ -332,3 +332,82 @@ func TestStoreRestartResumeRetried(t *testing.T) {
 	default:
 	}
 }
+
+// TestStoreRestartAboveMaxPending: Dial tracks every unsettled message
+// the store kept, also more than Config.MaxPending: each message the server
+// never got is written again on the resumed stream and tracked. Before,
+// the messages above the bound were neither tracked nor written again, and
+// the resumed stream gave their stored numbers to later stanzas, whose
+// acks then read as the server's acks of them at the next restart (review
+// hunt-dur 2).
+func TestStoreRestartAboveMaxPending(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "track.db")
+	srv := newPeerServer(t)
+	srv.set(func(srv *peerServer) { srv.noAcks = true })
+	c1 := dialPeer(t, srv, Config{Store: openStorePath(t, path), NoCarbons: true})
+	pc := srv.next(t)
+	var ids []string
+	for range 3 {
+		tr, err := c1.Send(waitCtx(t), Message{To: bob, Body: "hi"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tr.ID())
+		if e := pc.nextMessage(t); e.attr("id") != tr.ID() {
+			t.Fatalf("server got %s, want %s", e.attr("id"), tr.ID())
+		}
+	}
+	c1.Close()
+	// The server got the first of the three only.
+	srv.set(func(srv *peerServer) { srv.inH -= 2; srv.noAcks = false })
+
+	c2 := dialPeer(t, srv, Config{Store: openStorePath(t, path), NoCarbons: true, MaxPending: 1})
+	defer c2.Close()
+	pc = srv.next(t)
+	if !pc.resumed {
+		t.Fatal("the restarted client did not resume the stream")
+	}
+	for _, id := range ids[1:] {
+		if e := pc.nextMessage(t); e.attr("id") != id {
+			t.Fatalf("written again: %s, want %s", e.attr("id"), id)
+		}
+	}
+	for i, id := range ids {
+		tr := c2.Tracker(id)
+		if tr == nil {
+			t.Fatalf("message %d of 3 not tracked after the restart", i+1)
+		}
+		waitState(t, tr, tracking.DeliveredToServer)
+	}
+	if _, err := c2.TrySend(waitCtx(t), Message{To: bob, Body: "new"}); !errors.Is(err, tracking.ErrTooManyPending) {
+		t.Errorf("TrySend with 3 re-loaded messages pending, MaxPending 1: %v, want ErrTooManyPending", err)
+	}
+}
+
+// TestStoreRestartWindowsEndedAboveMaxPending: Dial tells the application
+// of every TIMED_OUT of a window that ended while no process ran, also
+// when the pending messages it re-loaded fill Config.MaxPending: Dial has no
+// later round to tell it in.
+func TestStoreRestartWindowsEndedAboveMaxPending(t *testing.T) {
+	st := openStore(t)
+	ended := time.Now().Add(-time.Hour)
+	owner := store.Instance{Account: testJID.Bare().String(), Resource: testJID.Resourcepart()}
+	b := &store.Batch{Messages: []store.Message{
+		{ID: "open", Owner: owner, To: bob.String(), Raw: []byte(`<message id="open"/>`), Deadline: time.Now().Add(time.Hour)},
+		{ID: "late1", Owner: owner, To: bob.String(), Raw: []byte(`<message id="late1"/>`), Deadline: ended},
+		{ID: "late2", Owner: owner, To: bob.String(), Raw: []byte(`<message id="late2"/>`), Deadline: ended},
+	}}
+	if err := st.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	var log stateLog
+	c, _ := newPeer(t, Config{Store: st, MaxPending: 1, OnStateChange: log.hook})
+	if c.Tracker("open") == nil {
+		t.Fatal("the open message is not tracked again")
+	}
+	for _, id := range []string{"late1", "late2"} {
+		if got := waitLog(waitCtx(t), &log, id, tracking.TimedOut); len(got) != 1 || got[0] != tracking.TimedOut {
+			t.Errorf("%s: OnStateChange got %v, want [TIMED_OUT]", id, got)
+		}
+	}
+}

@@ -464,7 +464,7 @@ func (c *Client) reportOwed(e *doubt) {
 	if m == nil {
 		return
 	}
-	if err := c.expire(*m); err != nil && !errors.Is(err, registry.ErrShutdown) {
+	if err := c.expire(*m, false); err != nil && !errors.Is(err, registry.ErrShutdown) {
 		c.log.Debug("xmpptrack: the TIMED_OUT of a message in doubt cannot be reported yet", "id", m.ID, "err", err)
 		d.mu.Lock()
 		e.owed = m

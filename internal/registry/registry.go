@@ -123,6 +123,13 @@ func (r *Registry) TryTrack(to, id string, o TrackOptions) (*tracking.MessageTra
 	return public(t), err
 }
 
+// Reinstate is TryTrack for a message already on its way (see
+// trackcore.Registry.Reinstate): it is tracked whatever the bound.
+func (r *Registry) Reinstate(to, id string, o TrackOptions) (*tracking.MessageTracker, error) {
+	t, err := r.core().Reinstate(to, id, o)
+	return public(t), err
+}
+
 // Lookup returns the pending tracker of the message with the given id in the
 // conversation conv, or nil.
 func (r *Registry) Lookup(conv, id string) *tracking.MessageTracker {

@@ -213,6 +213,20 @@ func (r *Registry[R]) TryTrack(to, id string, o TrackOptions) (*Tracker[R], erro
 	return r.insert(to, id, o)
 }
 
+// Reinstate is TryTrack for a message already on its way, such as one
+// that a store kept from an earlier process: it is tracked whatever
+// MaxPending and the callbacks' lag, which bound the admission of new
+// messages only (Track and TryTrack then wait or fail until the pending
+// trackers fall below the bound again).
+func (r *Registry[R]) Reinstate(to, id string, o TrackOptions) (*Tracker[R], error) {
+	r.g.mu.Lock()
+	defer r.unlock()
+	if r.shut {
+		return nil, ErrShutdown
+	}
+	return r.insert(to, id, o)
+}
+
 func (r *Registry[R]) insert(to, id string, o TrackOptions) (*Tracker[R], error) {
 	var key uint64
 	if id != "" {
