@@ -3,6 +3,7 @@ package xmpptrack
 import (
 	"encoding/xml"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -248,4 +249,42 @@ func recv[T any](t *testing.T, ch <-chan T) T {
 		var zero T
 		return zero
 	}
+}
+
+// TestForeignAttributesStripped: attributes of another namespace named
+// like a stanza's own (a:from, a:to, a:id, a:type), which servers relay
+// from any sender, are removed before mellium or the application sees the
+// stanza: mellium read a:from='@@bad@@' as the address of an IQ it
+// answered, refused it and ended the session (review hunt-corr 2). The
+// IQ is answered to its real sender, the application sees the stanza
+// without them, and the session goes on.
+func TestForeignAttributesStripped(t *testing.T) {
+	got := make(chan []xml.Attr, 8)
+	seen := xmpp.HandlerFunc(func(_ xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+		if start.Name.Local == "presence" {
+			got <- slices.Clone(start.Attr)
+		}
+		return nil
+	})
+	c, pc := newPeer(t, Config{Handler: seen})
+	sendAcked(t, c, Message{To: bob})
+	pc.send(`<iq xmlns:a='urn:example:x' a:from='@@bad@@' a:type='result' from='bob@example.org/pc' type='get' id='iq1'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	e := pc.next(t)
+	for e.XMLName.Local != "iq" {
+		e = pc.next(t)
+	}
+	if e.attr("type") != "error" || e.attr("id") != "iq1" || e.attr("to") != "bob@example.org/pc" {
+		t.Errorf("answer to the IQ: %s", e.String())
+	}
+	pc.send(`<presence xmlns:a='urn:example:x' a:from='carol@example.org/x' from='bob@example.org/pc' a:id='x' id='p1'/>`)
+	attrs := recv(t, got)
+	for _, a := range attrs {
+		if a.Name.Space != "" && a.Name.Space != "xmlns" {
+			t.Errorf("the application got the foreign attribute %v=%q", a.Name, a.Value)
+		}
+	}
+	if st := c.Stats(); st.Reconnections != 0 || !st.Connected || st.Dropped != 0 {
+		t.Errorf("Stats %+v, want the first connection, nothing dropped", st)
+	}
+	sendAcked(t, c, Message{To: bob, ID: "after"})
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"slices"
 	"sync/atomic"
 
 	"mellium.im/xmlstream"
@@ -52,6 +53,7 @@ func (c *Client) tap(app xmpp.Handler) xmpp.Handler {
 		}
 		defer s.busy.Store(false)
 		if isStanza(start.Name) {
+			stripForeign(start)
 			if bad := s.badAddress(start); bad != "" {
 				return s.dropUnparsable(t, start, bad)
 			}
@@ -133,6 +135,41 @@ func (pc *peerCache) of(from jid.JID) registry.Peer {
 
 func isStanza(n xml.Name) bool {
 	return (n.Local == "message" || n.Local == "presence" || n.Local == "iq") && isClient(n.Space)
+}
+
+// stripForeign removes from a stanza's start element the attributes of
+// other namespaces named like its own: from, to, id, type. They are no
+// address, id or type of the stanza, yet mellium reads each of these by
+// local name alone (the first one wins: a:from='@@' before from made it
+// refuse the address of an IQ it answered, and end the session), and so
+// would an application that does the same. Servers relay such attributes
+// from any sender. Nothing the stanza means is lost.
+func stripForeign(start *xml.StartElement) {
+	for i, a := range start.Attr {
+		if foreignNamed(a) {
+			kept := slices.Clone(start.Attr[:i])
+			for _, a := range start.Attr[i+1:] {
+				if !foreignNamed(a) {
+					kept = append(kept, a)
+				}
+			}
+			start.Attr = kept
+			return
+		}
+	}
+}
+
+// foreignNamed reports an attribute of another namespace named like a
+// stanza's own (see stripForeign). Namespace declarations stay.
+func foreignNamed(a xml.Attr) bool {
+	if a.Name.Space == "" || a.Name.Space == "xmlns" {
+		return false
+	}
+	switch a.Name.Local {
+	case "from", "to", "id", "type":
+		return true
+	}
+	return false
 }
 
 // badAddress returns the from or to attribute of a stanza that jid.Parse
