@@ -62,6 +62,14 @@
 // A room's stanza-ids and occupant-ids are trusted only when the room
 // announces urn:xmpp:sid:0 and urn:xmpp:occupant-id:0 in its disco#info; a
 // message carrying two stanza-ids from the room is trusted for neither.
+// What a presence says about its occupant is read only where XEP-0045 and
+// XEP-0421 put it: the occupant-id among the presence's own children, the
+// status codes and the item (role, real JID, new nick) among the children
+// of the room's muc#user <x/>. Rooms relay an occupant's own extension
+// elements as they came, so a status code nested deeper is the occupant's
+// word, not the room's, and never makes its presence ours; a presence
+// carrying two muc#user <x/> gives neither's status codes nor item. A
+// message's ids and body are likewise read among its own children only.
 //
 // Leaving the room, being kicked or banned, or the room being destroyed
 // settles the room's pending trackers: those without proof become CLOSED.

@@ -295,22 +295,51 @@ type presenceInfo struct {
 	jid, role  string // the item's real JID (when revealed) and role
 }
 
-// scanPresence reads a presence's occupant-id, item and status codes.
+// scanPresence reads a presence's occupant-id, item and status codes where
+// XEP-0421 and XEP-0045 put them, toks being the presence's children: the
+// occupant-id among the presence's own children, the item and the status
+// codes among the children of its muc#user <x/>, which the room writes
+// (rooms strip the <x/> an occupant puts there). Anything nested deeper is
+// the occupant's own extension content, relayed as it came: an occupant
+// could nest a status 110 there and pass for us. A presence with two
+// muc#user <x/> gives no item and no status codes: which one is the
+// room's cannot be told. The first occupant-id and the first item count,
+// as the first of a message's ids do.
 func scanPresence(toks []xml.Token) (s presenceInfo) {
+	var x presenceInfo // what the muc#user <x/> says
+	depth := 0         // of the next token: 0 for the presence's children
+	xs := 0            // muc#user <x/> among the presence's children
+	inX := false       // within one of them
+	haveItem := false
 	for _, t := range toks {
-		start, ok := t.(xml.StartElement)
-		if !ok {
-			continue
+		switch t := t.(type) {
+		case xml.StartElement:
+			switch {
+			case depth == 0 && t.Name.Space == stanza.NSOccupantID && t.Name.Local == "occupant-id":
+				if s.occupantID == "" {
+					s.occupantID = attr(t, "id")
+				}
+			case depth == 0 && t.Name.Space == mmuc.NSUser && t.Name.Local == "x":
+				xs++
+				inX = true
+			case depth == 1 && inX && t.Name.Space == mmuc.NSUser && t.Name.Local == "status":
+				x.status110 = x.status110 || attr(t, "code") == "110"
+				x.status303 = x.status303 || attr(t, "code") == "303"
+			case depth == 1 && inX && t.Name.Space == mmuc.NSUser && t.Name.Local == "item" && !haveItem:
+				haveItem = true
+				x.newNick, x.jid, x.role = attr(t, "nick"), attr(t, "jid"), attr(t, "role")
+			}
+			depth++
+		case xml.EndElement:
+			depth--
+			if depth == 0 {
+				inX = false
+			}
 		}
-		switch {
-		case start.Name.Space == stanza.NSOccupantID && start.Name.Local == "occupant-id":
-			s.occupantID = attr(start, "id")
-		case start.Name.Space == mmuc.NSUser && start.Name.Local == "status":
-			s.status110 = s.status110 || attr(start, "code") == "110"
-			s.status303 = s.status303 || attr(start, "code") == "303"
-		case start.Name.Space == mmuc.NSUser && start.Name.Local == "item":
-			s.newNick, s.jid, s.role = attr(start, "nick"), attr(start, "jid"), attr(start, "role")
-		}
+	}
+	if xs == 1 {
+		x.occupantID = s.occupantID
+		s = x
 	}
 	return s
 }

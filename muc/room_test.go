@@ -420,3 +420,22 @@ func TestBodyIndexBounded(t *testing.T) {
 		t.Fatalf("%d bodies, %d entries remembered", len(r.byBody), len(r.entries))
 	}
 }
+
+// TestNestedIDsInMessage (review hunt-corr 1): a group chat message's ids
+// count only among its own children, as stanza.ParseMessage reads them: an
+// occupant that nests our origin-id, occupant-id or a stanza-id of the
+// room's in an extension element neither passes for us nor names our
+// message. (A guard: this path never read deeper.)
+func TestNestedIDsInMessage(t *testing.T) {
+	r := scriptedRoom(true, true)
+	m := r.sent("m1", "a")
+	nested := `<evil xmlns='urn:example:evil'>` + originID("m1") + occupantID("occ-alice") + sidOf("s-forged", roomJID) + `</evil>`
+	if feed(t, r, groupchat("mallory", "x1", `<body>a</body>`+nested+occupantID("occ-mallory"))) || m.State() != tracking.InTransit {
+		t.Fatalf("nested ids proved our message: %v", m.State())
+	}
+	feed(t, r, groupchat("alice", "m1", `<body>a</body>`+originID("m1")+occupantID("occ-alice")+sidOf("s-1", roomJID)+
+		`<evil xmlns='urn:example:evil'>`+sidOf("s-forged", roomJID)+`</evil>`))
+	if m.State() != tracking.DeliveredToRecipient || m.Response().StanzaID != "s-1" {
+		t.Fatalf("state %v, stanza-id %q", m.State(), m.Response().StanzaID)
+	}
+}

@@ -3,6 +3,7 @@ package muc
 import (
 	"context"
 	"encoding/xml"
+	"slices"
 	"strings"
 	"testing"
 
@@ -160,4 +161,95 @@ func TestStaleDepartureDuringJoin(t *testing.T) {
 	default:
 		t.Fatal("a kick after the join did not end the room")
 	}
+}
+
+// nested110 is a status code 110 ("this presence is yours") that another
+// occupant nests in an extension element of its own presence. Rooms strip
+// a client's top-level muc#user <x/> and relay its other children as they
+// are; the room's own <x/> follows, without 110.
+const nested110 = `<evil xmlns='urn:example:evil'><x xmlns='http://jabber.org/protocol/muc#user'><status code='110'/></x></evil>`
+
+// TestNestedStatusIsNotOurs (review hunt-corr 1): status codes, items and
+// occupant-ids count only where XEP-0045 and XEP-0421 put them (the room's
+// top-level muc#user <x/>, the presence's own children), so that another
+// occupant cannot nest a 110 in its presence and pass for us: take our
+// nick and occupant-id, have its messages prove ours, end our room by
+// leaving.
+func TestNestedStatusIsNotOurs(t *testing.T) {
+	t.Run("departure", func(t *testing.T) {
+		r := scriptedRoom(true, true)
+		m := r.sent("m1", "a")
+		presenceFrom(t, r, `<presence xmlns='jabber:client' type='unavailable' from='`+roomJID+`/mallory' to='alice@example.org/x'>`+
+			nested110+`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='none'/></x></presence>`)
+		select {
+		case <-r.Done():
+			t.Fatal("another occupant's departure ended our room")
+		default:
+		}
+		if m.State() != tracking.InTransit {
+			t.Fatalf("another occupant's departure moved our message to %v", m.State())
+		}
+	})
+	t.Run("takes_our_nick", func(t *testing.T) {
+		r := scriptedRoom(true, true)
+		presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/mallory' to='alice@example.org/x'>`+
+			nested110+`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/></x>`+occupantID("occ-mallory")+`</presence>`)
+		if got := r.Addr().Resourcepart(); got != "alice" {
+			t.Fatalf("our nick is now %q", got)
+		}
+		if got := who(r.Occupants()); !slices.Equal(got, []string{"mallory/occ-mallory"}) {
+			t.Fatalf("occupants %v", got)
+		}
+		m := r.sent("m1", "a")
+		feed(t, r, groupchat("alice", "m1", `<body>a</body>`+originID("m1")+occupantID("occ-alice")+sidOf("s-1", roomJID)))
+		if m.State() != tracking.DeliveredToRecipient {
+			t.Fatalf("our own reflection did not prove our message: %v", m.State())
+		}
+		m2 := r.sent("m2", "b")
+		feed(t, r, groupchat("mallory", "x1", `<body>b</body>`+occupantID("occ-mallory")))
+		if m2.State() != tracking.InTransit {
+			t.Fatalf("another occupant's message proved ours: %v", m2.State())
+		}
+		presenceFrom(t, r, unavailable("mallory", ``))
+		select {
+		case <-r.Done():
+			t.Fatal("another occupant's plain departure ended our room")
+		default:
+		}
+		if m2.State() != tracking.InTransit {
+			t.Fatalf("another occupant's departure moved our message to %v", m2.State())
+		}
+	})
+	t.Run("nested_item_and_occupant_id", func(t *testing.T) {
+		// The room's item and occupant-id come first; mallory's nested ones
+		// after them name somebody else.
+		r := scriptedRoom(true, true)
+		presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/mallory' to='alice@example.org/x'>`+
+			`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='visitor'/></x>`+occupantID("occ-mallory")+
+			`<evil xmlns='urn:example:evil'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='owner' role='moderator' jid='boss@example.org/desk'/></x>`+
+			occupantID("occ-boss")+`</evil></presence>`)
+		occ := r.Occupants()
+		if got := who(occ); !slices.Equal(got, []string{"mallory/occ-mallory"}) || occ[0].Role != "visitor" {
+			t.Fatalf("occupants %v %+v", got, occ)
+		}
+	})
+	t.Run("two_top_level_x", func(t *testing.T) {
+		// A room that relays a client's own <x/>: which one is the room's
+		// cannot be told, so neither counts.
+		r := scriptedRoom(true, true)
+		r.in = false
+		answer := make(chan error, 1)
+		r.joinWait = answer
+		presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/mallory' to='alice@example.org/x'>`+
+			`<x xmlns='http://jabber.org/protocol/muc#user'><status code='110'/></x>`+
+			`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/></x></presence>`)
+		select {
+		case err := <-answer:
+			t.Fatalf("another occupant's presence answered our join: %v", err)
+		default:
+		}
+		if got := r.Addr().Resourcepart(); got != "alice" {
+			t.Fatalf("our nick is now %q", got)
+		}
+	})
 }
