@@ -68,8 +68,14 @@
 // of the room's muc#user <x/>. Rooms relay an occupant's own extension
 // elements as they came, so a status code nested deeper is the occupant's
 // word, not the room's, and never makes its presence ours; a presence
-// carrying two muc#user <x/> gives neither's status codes nor item. A
-// message's ids and body are likewise read among its own children only.
+// carrying two muc#user <x/> gives neither's status codes nor item. Our
+// own presence is the one from our current nick; a status 110 from another
+// nick is believed only in the room's answer to a join of ours (a nick the
+// room assigned or modified, status 210). Once we are in, our nick changes
+// only by a nick change (status 303, the new nick in its item) announced
+// from our current nick, and a 110 from another nick is another occupant's
+// presence. A message's ids and body are likewise read among its own
+// children only.
 //
 // Leaving the room, being kicked or banned, or the room being destroyed
 // settles the room's pending trackers: those without proof become CLOSED.

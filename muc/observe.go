@@ -227,7 +227,12 @@ func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 	info := scanPresence(b.Tokens())
 	unavailable := p.Type == xstanza.UnavailablePresence
 	r.mu.Lock()
-	ours := nick == r.nick || info.status110
+	// Ours: the presence from our nick. A status 110 from another nick is
+	// believed only in the answer to a join of ours (a nick the room
+	// assigned or modified, status 210); once we are in, our nick changes
+	// only by a 303 from our current nick (below), and a 110 from another
+	// nick would be an occupant's own <x/> that the room relayed.
+	ours := nick == r.nick || info.status110 && !unavailable && r.joinWait != nil
 	switch {
 	case nick == "":
 		// From the room itself (ejabberd announces a new room so): nobody.
@@ -240,9 +245,7 @@ func (r *Room) presence(p xstanza.Presence, rd xml.TokenReader) {
 			r.nick = info.newNick
 		}
 	case !unavailable:
-		if info.status110 {
-			r.nick = nick // also a nick the room assigned (status 210)
-		}
+		r.nick = nick // also a nick the room assigned at join (status 210)
 		if info.occupantID != "" {
 			r.ourOcc = info.occupantID
 		}

@@ -80,8 +80,8 @@ func TestRemovalSettles(t *testing.T) {
 
 // TestOurNickChanges covers row 19's "after our nick changed": a nick
 // change (status 303) does not count as leaving, and from then on only the
-// new nick's reflections are ours; a nick the room assigns (status 210 on
-// our self-presence) is followed the same way.
+// new nick's reflections are ours; a nick the room assigns when we join
+// (status 210 on our self-presence) is followed the same way.
 func TestOurNickChanges(t *testing.T) {
 	r := scriptedRoom(false, false)
 	m1 := r.sent("m1", "a")
@@ -103,10 +103,16 @@ func TestOurNickChanges(t *testing.T) {
 	if got := r.Addr().Resourcepart(); got != "alice2" {
 		t.Fatalf("Addr nick %q", got)
 	}
-	// The room renames us (status 210 with our self-presence).
+	// Joining again, the room assigns us a nick (status 210 with our
+	// self-presence, which answers the join).
 	m2 := r.sent("m2", "b")
+	answer := make(chan error, 1)
+	r.joinWait = answer
 	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/Alice (2)' to='alice@example.org/x'>`+
 		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/><status code='110'/><status code='210'/></x></presence>`)
+	if err := <-answer; err != nil {
+		t.Fatalf("join: %v", err)
+	}
 	if !feed(t, r, groupchat("Alice (2)", "m2", `<body>b</body>`)) || m2.State() != tracking.DeliveredToRecipient {
 		t.Fatalf("reflection under the assigned nick: %v", m2.State())
 	}
@@ -252,4 +258,41 @@ func TestNestedStatusIsNotOurs(t *testing.T) {
 			t.Fatalf("our nick is now %q", got)
 		}
 	})
+}
+
+// TestStatus110FromAnotherNick (review hunt-corr 1): once we are in, our
+// presence is the one from our nick; a status 110 from another nick is
+// believed only in the answer to a join of ours (a nick the room assigned,
+// status 210), since afterwards our nick changes only by a 303 from our
+// current nick. A room that relayed an occupant's own <x/> would otherwise
+// let it pass for us.
+func TestStatus110FromAnotherNick(t *testing.T) {
+	r := scriptedRoom(true, true)
+	m := r.sent("m1", "a")
+	presenceFrom(t, r, `<presence xmlns='jabber:client' from='`+roomJID+`/mallory' to='alice@example.org/x'>`+
+		`<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/><status code='110'/></x>`+occupantID("occ-mallory")+`</presence>`)
+	if got := r.Addr().Resourcepart(); got != "alice" {
+		t.Fatalf("our nick is now %q", got)
+	}
+	if got := who(r.Occupants()); !slices.Equal(got, []string{"mallory/occ-mallory"}) {
+		t.Fatalf("occupants %v", got)
+	}
+	feed(t, r, groupchat("mallory", "x1", `<body>a</body>`+occupantID("occ-mallory")))
+	if m.State() != tracking.InTransit {
+		t.Fatalf("another occupant's message proved ours: %v", m.State())
+	}
+	presenceFrom(t, r, unavailable("mallory", `<status code='110'/>`))
+	select {
+	case <-r.Done():
+		t.Fatal("another occupant's departure ended our room")
+	default:
+	}
+	if m.State() != tracking.InTransit {
+		t.Fatalf("another occupant's departure moved our message to %v", m.State())
+	}
+	// Our own reflection still proves it.
+	feed(t, r, groupchat("alice", "m1", `<body>a</body>`+originID("m1")+occupantID("occ-alice")))
+	if m.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("our reflection: %v", m.State())
+	}
 }
