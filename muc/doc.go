@@ -12,7 +12,9 @@
 //     tracker's Response, so a caller can see whether the room rewrote the
 //     body. A reflection is matched by its XEP-0359 origin-id, then its id,
 //     then, for rooms that rewrite both, by our own occupant and the same
-//     body, oldest first. Only a reflection from our own occupant counts (our
+//     body, oldest first; a message without a body (our own displayed marker
+//     reflected, our other devices' chat states) is matched by its ids only.
+//     Only a reflection from our own occupant counts (our
 //     current nick, following a nick change or a nick the room assigned, or
 //     our XEP-0421 occupant-id where the room announces them):
 //     another occupant reusing our id changes nothing. A room where we are

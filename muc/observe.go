@@ -92,7 +92,10 @@ func (r *Room) reflected(ev *stanza.Evidence) bool {
 
 // match finds the unreflected message a reflection belongs to: by origin-id,
 // then id, then the same body, oldest first (for rooms that rewrite ids and
-// strip origin-ids). The caller holds r.mu.
+// strip origin-ids). A message without a body is matched by its ids only:
+// bodyless messages from our nick (the reflection of our own displayed
+// marker, our other devices' chat states) are not the reflection of a
+// payload-only message of ours. The caller holds r.mu.
 func (r *Room) match(ev *stanza.Evidence) *entry {
 	for _, id := range [2]string{ev.OriginID, ev.ID} {
 		if e := r.byID[id]; id != "" && e != nil && !e.reflected {
@@ -107,6 +110,9 @@ func (r *Room) match(ev *stanza.Evidence) *entry {
 	}
 	if r.byID[ev.ID] != nil {
 		return nil // our id, already matched: a copy, not a rewrite
+	}
+	if ev.Body == "" {
+		return nil // nothing to match by
 	}
 	if q := r.byBody[ev.Body]; len(q) > 0 {
 		return q[0]

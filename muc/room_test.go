@@ -439,3 +439,24 @@ func TestNestedIDsInMessage(t *testing.T) {
 		t.Fatalf("state %v, stanza-id %q", m.State(), m.Response().StanzaID)
 	}
 }
+
+// TestBodylessNotMatchedByBody (review hunt-corr 5): a message with no body
+// is matched only by its ids. The room's reflection of our own displayed
+// marker (Room.MarkDisplayed) or of our other devices' chat states comes
+// from our nick with a fresh id and no body: it does not prove a pending
+// message whose body is empty (all payload).
+func TestBodylessNotMatchedByBody(t *testing.T) {
+	r := scriptedRoom(false, false)
+	m := r.sent("m1", "")
+	if feed(t, r, groupchat("alice", "our-marker-id", displayed("someone-elses-id"))) {
+		t.Fatal("the reflection of our own marker consumed")
+	}
+	feed(t, r, groupchat("alice", "state-1", `<composing xmlns='http://jabber.org/protocol/chatstates'/>`))
+	if m.State() != tracking.InTransit {
+		t.Fatalf("a bodyless message from our nick proved a message the room never reflected: %v", m.State())
+	}
+	// Its own reflection, by id, still does.
+	if !feed(t, r, groupchat("alice", "m1", ``)) || m.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("reflection by id: %v", m.State())
+	}
+}
