@@ -13,13 +13,19 @@
 //     body. A reflection is matched by its XEP-0359 origin-id, then its id,
 //     then, for rooms that rewrite both, by our own occupant and the same
 //     body, oldest first; a message without a body (our own displayed marker
-//     reflected, our other devices' chat states) is matched by its ids only.
-//     Only a reflection from our own occupant counts (our
-//     current nick, following a nick change or a nick the room assigned, or
-//     our XEP-0421 occupant-id where the room announces them):
-//     another occupant reusing our id changes nothing. A room where we are
-//     alone reflects too: DELIVERED_TO_RECIPIENT then means distributed to
-//     nobody. [Room.Occupants] tells who else is there.
+//     reflected, our other devices' chat states) is matched by its ids only,
+//     and so is a delayed one (XEP-0203): the history a room replays at
+//     (re)join may hold an earlier message of ours, or of whoever had our
+//     nick, with the same text. In a room that rewrites ids and strips
+//     origin-ids, a reflection that reaches us delayed (a server may stamp
+//     the stanzas it re-sends after a resumed stream) therefore proves
+//     nothing, and its message keeps its state. Only a reflection from our
+//     own occupant counts (our current nick, following a nick change or a
+//     nick the room assigned at join, or our XEP-0421 occupant-id where the
+//     room announces them): another occupant reusing our id changes
+//     nothing. A room where we are alone reflects too:
+//     DELIVERED_TO_RECIPIENT then means distributed to nobody.
+//     [Room.Occupants] tells who else is there.
 //   - SEEN_BY_RECIPIENT: another occupant sent a displayed marker (XEP-0333)
 //     for the message, or for a later one when the room reflected this one:
 //     a marker proves nothing about a message the room may never have
@@ -81,7 +87,8 @@
 //
 // Leaving the room, being kicked or banned, or the room being destroyed
 // settles the room's pending trackers: those without proof become CLOSED.
-// History replayed on (re)join is handled like any other evidence: it can only
+// History replayed on (re)join is handled like any other evidence, except
+// that its body proves nothing (only our message's own ids do): it can only
 // move trackers forward, never duplicate or revive them; it reaches the
 // application as anybody's messages do, with its XEP-0203 delay. After a
 // connection that could not be resumed, the room is joined again

@@ -95,7 +95,12 @@ func (r *Room) reflected(ev *stanza.Evidence) bool {
 // strip origin-ids). A message without a body is matched by its ids only:
 // bodyless messages from our nick (the reflection of our own displayed
 // marker, our other devices' chat states) are not the reflection of a
-// payload-only message of ours. The caller holds r.mu.
+// payload-only message of ours. Nor is a delayed one (XEP-0203) matched by
+// its body: the history a room replays at (re)join is what the room had
+// before, possibly long before we sent the message, and the same text then
+// proves nothing (Evidence carries no stamp to compare, and the room's
+// clock is not ours). Ids stay: a delayed copy with our message's own id is
+// that message. The caller holds r.mu.
 func (r *Room) match(ev *stanza.Evidence) *entry {
 	for _, id := range [2]string{ev.OriginID, ev.ID} {
 		if e := r.byID[id]; id != "" && e != nil && !e.reflected {
@@ -111,8 +116,8 @@ func (r *Room) match(ev *stanza.Evidence) *entry {
 	if r.byID[ev.ID] != nil {
 		return nil // our id, already matched: a copy, not a rewrite
 	}
-	if ev.Body == "" {
-		return nil // nothing to match by
+	if ev.Body == "" || ev.HasDelay {
+		return nil // nothing to match by, or history
 	}
 	if q := r.byBody[ev.Body]; len(q) > 0 {
 		return q[0]

@@ -460,3 +460,30 @@ func TestBodylessNotMatchedByBody(t *testing.T) {
 		t.Fatalf("reflection by id: %v", m.State())
 	}
 }
+
+// TestHistoryNotMatchedByBody (review hunt-corr 5): the history a room
+// replays at (re)join carries a XEP-0203 delay: it is what the room had
+// before, possibly long before we sent our message. A delayed stanza from
+// our nick with the same body, a room-chosen id and no origin-id (an
+// earlier "ok" of ours, or of whoever had our nick) does not prove a
+// pending message; it reaches the application as history. A delayed copy
+// that carries our message's own id still does (the room had that very
+// message: the connection lost its reflection).
+func TestHistoryNotMatchedByBody(t *testing.T) {
+	r := scriptedRoom(false, false)
+	m := r.sent("m1", "ok")
+	delay := `<delay xmlns='urn:xmpp:delay' from='` + roomJID + `' stamp='2026-11-22T06:00:00Z'/>`
+	if feed(t, r, groupchat("alice", "room-chose-this", `<body>ok</body>`+delay)) {
+		t.Fatal("history consumed as a reflection")
+	}
+	if m.State() != tracking.InTransit {
+		t.Fatalf("history with the same body proved a pending message: %v", m.State())
+	}
+	if !feed(t, r, groupchat("alice", "room-chose-that", `<body>ok</body>`)) || m.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("the reflection: %v", m.State())
+	}
+	lost := r.sent("m2", "lost")
+	if !feed(t, r, groupchat("alice", "m2", `<body>lost</body>`+delay)) || lost.State() != tracking.DeliveredToRecipient {
+		t.Fatalf("a delayed copy with our id: %v", lost.State())
+	}
+}
