@@ -206,6 +206,33 @@ func BenchmarkRepeatedThreadMarker(b *testing.B) {
 	}
 }
 
+// BenchmarkStaleMarker is a peer repeating a marker of its oldest message
+// while 10,000 later ones wait in late (their receipts came after a marker
+// of the newest walked past them): each repeat must cost O(1), not a walk
+// over them.
+func BenchmarkStaleMarker(b *testing.B) {
+	r := NewRegistry(Config[Response]{})
+	const n = 10_001
+	for i := range n {
+		if _, err := r.TryTrack("bob@example.org", "o"+strconv.Itoa(i), TrackOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := r.TryTrack("bob@example.org", "newest", TrackOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	r.Delivered("bob@example.org", "", "newest", nil)
+	r.Displayed("bob@example.org", "", "newest", "", nil)
+	for i := 1; i < n; i++ {
+		r.Delivered("bob@example.org", "", "o"+strconv.Itoa(i), nil) // late
+	}
+	r.Displayed("bob@example.org", "", "o0", "", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Displayed("bob@example.org", "", "o0", "", nil)
+	}
+}
+
 // BenchmarkSteadyFlow measures a registry under a steady stream of
 // messages, as a sender with a window of 256 keeps it: each op registers
 // a message and settles the oldest of the 256 pending (the one whose

@@ -93,8 +93,19 @@ type markState[R any] struct {
 
 	// late holds pending trackers that reached DeliveredToRecipient after
 	// a marker had covered their position: that marker did not lift them
-	// (they had no proof then), the next one may. Usually empty.
-	late []*Tracker[R]
+	// (they had no proof then), the next one may. Usually empty. lateMin
+	// is the lowest position among them (valid while late is not empty):
+	// a marker below it lifts none, and returns without walking them.
+	late    []*Tracker[R]
+	lateMin uint32
+}
+
+// addLate adds t to late.
+func (m *markState[R]) addLate(t *Tracker[R]) {
+	if len(m.late) == 0 || before(t.seq, m.lateMin) {
+		m.lateMin = t.seq
+	}
+	m.late = append(m.late, t)
 }
 
 type incoming struct {
@@ -141,8 +152,9 @@ func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
 // displayed applies a displayed marker at position upTo (see
 // Registry.Displayed): the named tracker, if any, and every earlier pending
 // tracker in DeliveredToRecipient become SeenByRecipient; with a thread, only
-// trackers of that thread. A repeated marker costs O(late + log n): the walk over
-// order starts after the last marker's position.
+// trackers of that thread. A repeated marker costs O(log n): the walk over
+// order starts after the last marker's position, and late is walked only
+// when the marker covers one of its trackers (see liftLate).
 func (c *conversation[R]) displayed(named *Tracker[R], id string, upTo uint32, thread string, resp *R) {
 	if c.mk == nil {
 		c.mk = &markState[R]{}
@@ -182,9 +194,12 @@ func (m *markState[R]) rememberMark(id string, pos uint32) {
 
 // liftLate lifts the late trackers the marker covers and forgets those that
 // settled.
+// A marker below every late tracker's position (a stale or repeated one)
+// returns at once: a recipient repeating old markers costs O(1) each, not
+// O(late). Settled trackers wait in late until a marker walks it.
 func (c *conversation[R]) liftLate(upTo uint32, thread string, resp *R) {
 	m := c.mk
-	if len(m.late) == 0 {
+	if len(m.late) == 0 || !before(m.lateMin, upTo) {
 		return
 	}
 	kept := m.late[:0]
@@ -195,6 +210,9 @@ func (c *conversation[R]) liftLate(upTo uint32, thread string, resp *R) {
 		if before(t.seq, upTo) && (thread == "" || t.thread() == thread) && t.State() == DeliveredToRecipient {
 			t.transition(SeenByRecipient, resp)
 			continue
+		}
+		if len(kept) == 0 || before(t.seq, m.lateMin) {
+			m.lateMin = t.seq
 		}
 		kept = append(kept, t)
 	}

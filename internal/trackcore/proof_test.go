@@ -89,3 +89,38 @@ func TestLateReceiptThreaded(t *testing.T) {
 	r.Displayed(bob, "", "b", "t1", nil)
 	wantStates(t, []*MessageTracker{a}, SeenByRecipient)
 }
+
+// TestLateLiftedInParts: late trackers (receipts after a marker walked
+// past them) are lifted by later markers each up to its position, in any
+// order of their receipts; a marker below all of them (a stale repeat,
+// which returns without walking them: review hunt-corr 4) lifts none and
+// loses none.
+func TestLateLiftedInParts(t *testing.T) {
+	r := NewRegistry(Config[Response]{})
+	var ms []*MessageTracker
+	for _, id := range []string{"m0", "m1", "m2", "m3", "m4", "m5"} {
+		ms = append(ms, track(t, r, bob, id, TrackOptions{}))
+	}
+	r.Delivered(bob, "", "m5", nil)
+	r.Displayed(bob, "", "m5", "", nil) // walks past m0..m4, all without proof
+	for _, id := range []string{"m3", "m1", "m4", "m2"} {
+		r.Delivered(bob, "", id, nil) // late, in this order
+	}
+	pending := track(t, r, bob, "m6", TrackOptions{}) // keeps the conversation
+	r.Incoming(bob, "", "their-0")
+	wantStates(t, ms[1:5], DeliveredToRecipient, DeliveredToRecipient, DeliveredToRecipient, DeliveredToRecipient)
+	r.Displayed(bob, "", "m0", "", nil) // below every late one: only its own
+	wantStates(t, ms[:5], SeenByRecipient, DeliveredToRecipient, DeliveredToRecipient, DeliveredToRecipient, DeliveredToRecipient)
+	r.Displayed(bob, "", "m0", "", nil) // repeated
+	r.Displayed(bob, "", "m2", "", nil) // lifts m1, m2
+	wantStates(t, ms[1:5], SeenByRecipient, SeenByRecipient, DeliveredToRecipient, DeliveredToRecipient)
+	r.Displayed(bob, "", "m1", "", nil) // stale again
+	wantStates(t, ms[3:5], DeliveredToRecipient, DeliveredToRecipient)
+	r.Displayed(bob, "", "m3", "", nil) // lifts m3 only
+	wantStates(t, ms[3:5], SeenByRecipient, DeliveredToRecipient)
+	r.Displayed(bob, "", "their-0", "", nil) // after every message of ours
+	wantStates(t, []*MessageTracker{ms[4], pending}, SeenByRecipient, InTransit)
+	if n := len(r.convs[bob].mk.late); n != 0 {
+		t.Fatalf("%d trackers left waiting for a marker", n)
+	}
+}

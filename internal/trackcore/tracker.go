@@ -299,7 +299,7 @@ func (t *Tracker[R]) transition(to State, resp *R) bool {
 	}
 	t.word.Store(nw)
 	if dst == DeliveredToRecipient && w&inRegistry != 0 && c.covered(t) {
-		c.mk.late = append(c.mk.late, t)
+		c.mk.addLate(t)
 	}
 	if dst != from {
 		if resp != nil && x == nil {
