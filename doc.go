@@ -199,7 +199,14 @@
 // resource, and the domain). That is what protects a private message to a
 // room occupant (room@service/nick) from the other occupants, who share the
 // room's bare JID; for a person, send to the bare JID to accept evidence
-// from any of their devices. The other way, an incoming private message from
+// from any of their devices. Addresses are compared as mellium prepares
+// them (RFC 7622's PRECIS profiles), byte for byte; a server that prepares
+// localparts with the older stringprep folds some letters that PRECIS keeps
+// (straße becomes strasse on Prosody and ejabberd), and evidence from the
+// folded address does not count for a message sent to the unfolded one:
+// address messages as the recipient's server writes the account. (Folding
+// on our side would let a distinct account strasse@ on a PRECIS server
+// prove messages to straße@.) The other way, an incoming private message from
 // an occupant is marked displayed with a marker to the occupant's full JID,
 // never to the room's bare JID; it is told from a person's message by the
 // room being joined with package muc, or by the XEP-0045 muc#user <x/> that
