@@ -119,6 +119,8 @@
 // HMAC-SHA256 over id.timestamp.body>", see Sign). A change is retried with
 // exponential backoff (1 s doubling to 10 minutes) until the receiver answers
 // 2xx or 24 hours have passed; later changes wait for it (order first).
+// Redirects are not followed: a 3xx answer is a failed attempt, retried and
+// logged like a 5xx (a receiver that moved needs its new URL configured).
 //
 // The outbox is the feed itself plus a cursor per webhook. With a store the
 // cursor is saved in it after every delivery, and one gateway at a time

@@ -31,6 +31,9 @@ type Webhook struct {
 	// Empty means all.
 	Channels []string
 	// Client sends the requests. Nil means a client with a 10 s timeout.
+	// Redirects are never followed, whatever the client's CheckRedirect
+	// (the gateway sends through a copy without it): a 3xx answer is a
+	// failed attempt, retried like any other.
 	Client *http.Client
 	// RetryFor is how long one change is retried before it is given up.
 	// Zero means 24 hours.
@@ -92,6 +95,7 @@ func newWebhookWorker(g *Gateway, h Webhook) (*webhookWorker, error) {
 	if h.Client == nil {
 		h.Client = &http.Client{Timeout: 10 * time.Second}
 	}
+	h.Client = noRedirects(h.Client)
 	if h.RetryFor <= 0 {
 		h.RetryFor = 24 * time.Hour
 	}
@@ -111,6 +115,17 @@ func newWebhookWorker(g *Gateway, h Webhook) (*webhookWorker, error) {
 		w.out = &outbox{s: g.cfg.Store, name: hex.EncodeToString(sum[:8]), now: g.now}
 	}
 	return w, nil
+}
+
+// noRedirects returns a copy of c that does not follow redirects. Followed,
+// a 301, 302 or 303 turns the POST into a GET without the body, whose 2xx
+// would count a change as delivered that the receiver never got; a 307 or
+// 308 would send the signed change to another URL than the one configured.
+// Unfollowed, a redirect is a status other than 2xx: a failed attempt.
+func noRedirects(c *http.Client) *http.Client {
+	cp := *c
+	cp.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &cp
 }
 
 // redactURL drops user info and query, which may hold credentials.
@@ -252,6 +267,9 @@ func (w *webhookWorker) attempt(ctx context.Context, id string, body []byte) err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	if resp.StatusCode/100 == 3 {
+		return fmt.Errorf("status %d, a redirect to %s (not followed)", resp.StatusCode, redactURL(resp.Header.Get("Location")))
+	}
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}

@@ -327,3 +327,54 @@ func TestWebhookOutboxGap(t *testing.T) {
 		t.Fatal("the webhook never started after the restart")
 	}
 }
+
+// TestWebhookRedirectFails: a receiver that answers a redirect did not take
+// the change. Followed, a 301 turns the POST into a GET without the body,
+// whose 200 would count the change as delivered; the gateway follows no
+// redirect, even with a Client of its own that would, and retries the
+// change.
+func TestWebhookRedirectFails(t *testing.T) {
+	for _, client := range []*http.Client{nil, {}} {
+		var mu sync.Mutex
+		var moved, landed int
+		retried, followed := make(chan struct{}), make(chan struct{})
+		mux := http.NewServeMux()
+		mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			moved++
+			if moved == 2 {
+				close(retried)
+			}
+			mu.Unlock()
+			http.Redirect(w, r, "/new", http.StatusMovedPermanently)
+		})
+		mux.HandleFunc("/new", func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			landed++
+			if landed == 1 {
+				close(followed)
+			}
+			mu.Unlock()
+		})
+		srv := httptest.NewServer(mux)
+		f := newFixture(t, Config{Webhooks: []Webhook{{URL: srv.URL + "/old", Secret: "k",
+			Client: client, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}}})
+		f.send(`{"to":"bob@example.org","body":"x"}`)
+		select {
+		case <-retried:
+		case <-followed:
+			t.Fatalf("client %v: the redirect was followed", client)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the redirected change was never retried")
+		}
+		_, _, m := f.do("GET", "/metrics", "")
+		if ok := `xmpptrack_gateway_webhook_deliveries_total{webhook="` + srv.URL + `/old"}`; strings.Contains(string(m), ok) {
+			t.Errorf("client %v: changes counted as delivered: %v", client, metricValue(t, m, ok))
+		}
+		if v := metricValue(t, m, `xmpptrack_gateway_webhook_failures_total{webhook="`+srv.URL+`/old"}`); v < 1 {
+			t.Errorf("client %v: %v failures counted", client, v)
+		}
+		f.g.Close()
+		srv.Close()
+	}
+}
