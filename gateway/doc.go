@@ -61,8 +61,10 @@
 // request is refused (idempotency-mismatch). Keys belong to a token. The
 // outcome is replayed as it is: a message whose send failed (502
 // send-failed, ABORTED) is answered ABORTED again; only a send that nothing
-// recorded (503 unavailable, see Record) is sent by a retry; to send a
-// failed message again, use a new key.
+// recorded (503 unavailable, see Record) is sent by a retry, and one whose
+// outcome is unknown (503 send-uncertain, see Record) is sent by a retry
+// only if it was not recorded; to send a failed message again, use a new
+// key.
 //
 // "send_at" (RFC 3339) schedules the message (one not in the future is sent
 // at once); until then it is IN_TRANSIT with "send_at" in its status, which
@@ -161,7 +163,7 @@
 //	415 unsupported-media       429 rate-limited
 //	422 missing-field, invalid-field, invalid-jid, invalid-duration,
 //	    invalid-time, unknown-account, idempotency-mismatch
-//	502 send-failed, test-failed                       503 unavailable
+//	502 send-failed, test-failed       503 unavailable, send-uncertain
 //	504 test-timeout            500 internal
 //
 // Problems about a field name it in "field"; problems about a message carry
@@ -197,7 +199,19 @@
 // instances. A send that its client could not record (the store failed)
 // was not sent either: the answer is 503 unavailable with the message's id,
 // which is in no record (GET answers not-found), and a retry under the same
-// Idempotency-Key sends it, under that id.
+// Idempotency-Key sends it, under that id. A send its client could not
+// tell it recorded (xmpptrack.ErrRecordUncertain: the store failed during
+// the write) is decided by the gateway's record of it ABORTED, which the
+// store takes only if the client's record did not land: the answer is
+// then 502 send-failed, or, when the client's record holds the id, 202 with
+// the message pending (its client sends it once it finds the record).
+// When the store refuses that record too, the outcome is unknown and the
+// answer says so: 503 send-uncertain with the message's id, never
+// send-failed. The message is then sent if its record landed; GET
+// /v1/messages/{id} (not-found while nothing readable holds it) and the
+// feed show it if so, and a retry under the same Idempotency-Key answers
+// with that record, or sends the message under that id if there is none,
+// so it is never sent twice.
 //
 // A scheduled message is a job of the store, due at send_at, and a key
 // holding its request (which GET /v1/messages/{id} reads until it is sent):

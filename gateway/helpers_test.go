@@ -50,6 +50,10 @@ type fakeSender struct {
 	// beforeCommit, if set, is called (unlocked) before a message is
 	// recorded in the store; an error fails the send before tracking.
 	beforeCommit func() error
+	// afterCommit, if set, is called (unlocked) after a message is
+	// recorded in the store and before it is tracked; an error fails the
+	// send then, with the message recorded and untracked.
+	afterCommit func(id string) error
 	// beforeSend, if set, is called (unlocked) at the start of each send.
 	beforeSend func()
 	// handed counts the state changes whose Gateway.OnStateChange
@@ -132,6 +136,14 @@ func (f *fakeSender) send(_ context.Context, m xmpptrack.Message) (*tracking.Mes
 			return nil, fmt.Errorf("fake: %w", tracking.ErrDuplicateID)
 		case err != nil:
 			return nil, fmt.Errorf("%w: %w", xmpptrack.ErrNotRecorded, err)
+		}
+		if h := f.afterCommit; h != nil {
+			f.mu.Unlock()
+			err := h(m.ID)
+			f.mu.Lock()
+			if err != nil {
+				return nil, err
+			}
 		}
 		if h := f.hold; h != nil {
 			f.hold = nil

@@ -299,15 +299,21 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 		return 0, false, p
 	}
 	if t == nil {
-		// Never tracked: record why.
+		// Never tracked: record why. For a message its client could not
+		// tell it recorded, this decides it: the store takes the id once,
+		// so either the client's record has it (ErrExists: the client
+		// sends it) or the ABORTED one does (the client never sends it).
 		ev, rerr := g.rec.settle(g.ctx, o.status(), Change{State: State(tracking.Aborted), At: g.now().UTC(),
 			Evidence: Evidence{Error: &ErrorInfo{Condition: "send-failed", Text: err.Error()}}})
 		if errors.Is(rerr, store.ErrExists) {
-			// A concurrent request with the same Idempotency-Key sent it.
+			// A concurrent request with the same Idempotency-Key sent it,
+			// or its client's record landed.
 			return 0, true, nil
 		}
 		if rerr == nil {
 			g.metrics.observe(ev, created)
+		} else if errors.Is(err, xmpptrack.ErrRecordUncertain) {
+			return 0, false, uncertainProblem(id)
 		}
 	}
 	p := newProblem("send-failed", err.Error())
@@ -316,6 +322,20 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 		p.State = st.State.String()
 	}
 	return cur, false, p
+}
+
+// uncertainProblem answers a send whose outcome is unknown: its client
+// could not tell whether the store recorded the message
+// (xmpptrack.ErrRecordUncertain), and the gateway could not record it
+// ABORTED either. If the record landed, the client sends the message once
+// it finds it; if not, it is never sent. Not send-failed: a caller that
+// believed that and sent the message again could deliver it twice.
+func uncertainProblem(id string) *problem {
+	p := newProblem("send-uncertain", "the record could not tell whether the message was recorded; "+
+		"if it was, it is sent: follow it by its id (GET /v1/messages/{id}, the feed), "+
+		"or retry with the same Idempotency-Key, which never sends it twice")
+	p.ID = id
+	return p
 }
 
 // waitState waits until the message reached target, or can no longer reach

@@ -61,6 +61,7 @@ var problemTitles = map[string]struct {
 	"test-failed":          {http.StatusBadGateway, "The test message did not reach the recipient"},
 	"test-timeout":         {http.StatusGatewayTimeout, "The test message was not delivered in time"},
 	"unavailable":          {http.StatusServiceUnavailable, "Not ready"},
+	"send-uncertain":       {http.StatusServiceUnavailable, "Whether the message was recorded, and will be sent, is unknown"},
 	"internal":             {http.StatusInternalServerError, "Internal error"},
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/store"
 	"github.com/xmpptrack/xmpptrack/store/sqlite"
 	"github.com/xmpptrack/xmpptrack/tracking"
@@ -324,5 +326,98 @@ func TestPlainPostWritesNothingOfItsOwn(t *testing.T) {
 	wc.mu.Unlock()
 	if want := [5]int{4, 4, 0, 1, 0}; got != want {
 		t.Fatalf("and one with a key: %v, want %v", got, want)
+	}
+}
+
+// failOwnCommits is a store that refuses the gateway's own records (those
+// of messages no client tracks) while down is set; the clients' records
+// pass.
+type failOwnCommits struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (s *failOwnCommits) Commit(ctx context.Context, b *store.Batch) error {
+	if s.down.Load() && len(b.Messages) > 0 && b.Messages[0].Owner.Resource == ownerResource {
+		return errors.New("connection refused")
+	}
+	return s.Store.Commit(ctx, b)
+}
+
+// TestSendUncertain: a client that cannot tell whether the store recorded
+// its message (xmpptrack.ErrRecordUncertain) sends it once it finds the
+// record. The gateway records it ABORTED, which decides it, when it can:
+// then the answer is what the record holds. When it cannot either, the
+// outcome is unknown, and the answer says so (503 send-uncertain with the
+// id), not send-failed: a caller that believed a failure and sent again
+// would deliver the message twice.
+func TestSendUncertain(t *testing.T) {
+	uncertain := func(id string) error { return &xmpptrack.UncertainError{ID: id, Err: store.ErrOutcomeUnknown} }
+	for _, tc := range []struct {
+		name            string
+		landed, ownDown bool
+		code            int
+		problem, state  string
+	}{
+		// The client's record landed, the gateway cannot write its own:
+		// the message is pending, and its client will send it.
+		{"unknown", true, true, 503, "send-uncertain", ""},
+		// The client's record landed: the gateway's is refused (the id is
+		// taken), and the message is accepted, pending.
+		{"recorded", true, false, 202, "", "IN_TRANSIT"},
+		// Nothing landed: the gateway's ABORTED decides it.
+		{"aborted", false, false, 502, "send-failed", "ABORTED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			fs := &failOwnCommits{Store: st}
+			fs.down.Store(tc.ownDown)
+			f := newFixture(t, Config{Store: fs})
+			if tc.landed {
+				f.fake.afterCommit = uncertain
+			} else {
+				f.fake.err = uncertain("ignored")
+			}
+			req := `{"to":"bob@example.org","body":"hi"}`
+			code, h, b := f.do("POST", "/v1/messages", req, "Idempotency-Key", "k")
+			if code != tc.code {
+				t.Fatalf("answered %d %s, want %d", code, b, tc.code)
+			}
+			var id string
+			if tc.problem != "" {
+				p := problemOf(t, h, b)
+				if p.Type != ProblemTypePrefix+tc.problem || p.ID == "" || p.State != tc.state {
+					t.Fatalf("problem %s", b)
+				}
+				id = p.ID
+			} else {
+				var r sendResponse
+				mustJSON(t, b, &r)
+				if r.ID == "" || r.State.String() != tc.state || r.Settled {
+					t.Fatalf("answer %s", b)
+				}
+				id = r.ID
+			}
+			rec, err := st.Message(context.Background(), id)
+			if err != nil {
+				t.Fatalf("the message's record: %v", err)
+			}
+			if want := tc.state == "ABORTED"; rec.Settled != want {
+				t.Fatalf("the record is %v, settled %v: the answer %s", rec.State, rec.Settled, b)
+			}
+			// A retry under the key answers with the record and sends
+			// nothing.
+			f.fake.afterCommit, f.fake.err = nil, nil
+			code, h, b = f.do("POST", "/v1/messages", req, "Idempotency-Key", "k")
+			var r sendResponse
+			mustJSON(t, b, &r)
+			if h.Get("Idempotent-Replayed") != "true" || r.ID != id || r.State != State(rec.State) || f.fake.count() != 0 {
+				t.Fatalf("the retry: %d %s, %d sent", code, b, f.fake.count())
+			}
+		})
 	}
 }
