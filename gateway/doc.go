@@ -159,7 +159,8 @@
 //	400 malformed-json, unknown-field, wrong-type, invalid-cursor,
 //	    wait-too-long, invalid-query, invalid-idempotency
 //	401 unauthorized            404 not-found          405 method-not-allowed
-//	409 not-cancellable         410 cursor-expired     413 body-too-large
+//	409 not-cancellable         410 cursor-expired, idempotency-gone
+//	413 body-too-large
 //	415 unsupported-media       429 rate-limited
 //	422 missing-field, invalid-field, invalid-jid, invalid-duration,
 //	    invalid-time, unknown-account, idempotency-mismatch
@@ -173,7 +174,11 @@
 //
 // Without a store the gateway keeps its record in memory: the newest
 // Config.MaxMessages messages and Config.MaxEvents changes, lost with the
-// process; scheduled messages are kept in memory too.
+// process; scheduled messages are kept in memory too. Its idempotency keys
+// last their 24 hours however many messages follow: a retry under a key
+// whose message the record no longer keeps sends nothing and is answered
+// 410 idempotency-gone with the message's id (a replay would have no
+// state to tell, and sending it again could deliver it twice).
 //
 // With Config.Store (store/sqlite, or a shared PostgreSQL store for several
 // gateways) the record is durable, and it is the accounts' clients' record:

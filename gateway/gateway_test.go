@@ -105,6 +105,34 @@ func testIdempotency(t *testing.T, rc Config) {
 	}
 }
 
+// TestIdempotencyAfterPrune: the in-memory record keeps a key for 24 hours
+// but its message only among the newest MaxMessages. A retry under a key
+// whose message was dropped sends nothing: it is refused (410
+// idempotency-gone, with the message's id), again and again.
+func TestIdempotencyAfterPrune(t *testing.T) {
+	f := newFixture(t, Config{MaxMessages: 8})
+	body := `{"to":"bob@example.org","body":"pay invoice 42"}`
+	first := f.send(body, "Idempotency-Key", "invoice-42")
+	for i := range 8 {
+		f.send(fmt.Sprintf(`{"to":"bob@example.org","body":"other %d"}`, i))
+	}
+	if code, _, _ := f.do("GET", "/v1/messages/"+first.ID, ""); code != 404 {
+		t.Fatalf("the first message is still kept (%d): the test prunes nothing", code)
+	}
+	for range 2 {
+		code, h, b := f.do("POST", "/v1/messages", body, "Idempotency-Key", "invoice-42")
+		p := problemOf(t, h, b)
+		if code != 410 || p.Type != ProblemTypePrefix+"idempotency-gone" || p.ID != first.ID || f.fake.count() != 9 {
+			t.Fatalf("retry under the key: %d %s; %d sends", code, b, f.fake.count())
+		}
+	}
+	// Another request under the key is still a mismatch.
+	code, h, b := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"other"}`, "Idempotency-Key", "invoice-42")
+	if code != 422 || problemOf(t, h, b).Type != ProblemTypePrefix+"idempotency-mismatch" {
+		t.Fatalf("mismatch: %d %s", code, b)
+	}
+}
+
 func TestWait(t *testing.T) { records(t, testWait) }
 
 func testWait(t *testing.T, rc Config) {

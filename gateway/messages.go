@@ -222,6 +222,11 @@ func (g *Gateway) create(ctx context.Context, o *outgoing, key string, hash [32]
 	switch {
 	case errors.Is(err, errIdemMismatch):
 		return Status{}, false, newProblem("idempotency-mismatch", "this Idempotency-Key was used for a different request")
+	case errors.Is(err, errKeyGone):
+		p := newProblem("idempotency-gone", "the message sent under this Idempotency-Key is no longer kept "+
+			"(the in-memory record keeps the newest messages only); nothing was sent")
+		p.ID = out.ID
+		return Status{}, false, p
 	case err != nil:
 		g.log.Warn("gateway: recording a message failed", "err", err)
 		return Status{}, false, newProblem("unavailable", "the record is not available")

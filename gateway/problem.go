@@ -56,6 +56,7 @@ var problemTitles = map[string]struct {
 	"invalid-query":        {http.StatusBadRequest, "Invalid query parameter"},
 	"idempotency-mismatch": {http.StatusUnprocessableEntity, "Idempotency-Key reused with a different request"},
 	"invalid-idempotency":  {http.StatusBadRequest, "Invalid Idempotency-Key header"},
+	"idempotency-gone":     {http.StatusGone, "The message of this Idempotency-Key is no longer kept"},
 	"not-cancellable":      {http.StatusConflict, "The message was already sent"},
 	"send-failed":          {http.StatusBadGateway, "The message could not be sent"},
 	"test-failed":          {http.StatusBadGateway, "The test message did not reach the recipient"},

@@ -15,6 +15,12 @@ var (
 	errCursorFuture  = errors.New("gateway: cursor from the future")
 	errCursorExpired = errors.New("gateway: cursor older than the changes kept")
 	errIdemMismatch  = errors.New("gateway: idempotency key reused with another request")
+	// errKeyGone: the in-memory record keeps an idempotency key for its
+	// whole lifetime but its message only among the newest MaxMessages; a
+	// retry under a key whose message was dropped is refused, since
+	// sending it again could send it twice, and a replay has nothing
+	// true to answer with.
+	errKeyGone = errors.New("gateway: the message of this idempotency key is no longer kept")
 )
 
 // record is what the gateway keeps about messages: their status and history,
@@ -26,7 +32,8 @@ type record interface {
 	// change; the store's keeps nothing (its clients record their
 	// messages). With a non-empty key already used by the same scope, it
 	// returns the message stored then and created false (errIdemMismatch
-	// if the request hash differs). st and out are values, so that the
+	// if the request hash differs; errKeyGone, with out.ID the key's
+	// message, if the record no longer keeps it). st and out are values, so that the
 	// store's record costs the caller no allocation.
 	create(ctx context.Context, st Status, key string, hash [32]byte) (out Status, created bool, err error)
 	// change appends a change to a message's history and to the feed.
@@ -104,9 +111,11 @@ func (m *memRecord) create(_ context.Context, st Status, key string, hash [32]by
 			if k.hash != hash {
 				return Status{}, false, errIdemMismatch
 			}
-			if old, ok := m.msgs[k.id]; ok {
-				return copyStatusValue(old), false, nil
+			old, ok := m.msgs[k.id]
+			if !ok {
+				return Status{ID: k.id}, false, errKeyGone
 			}
+			return copyStatusValue(old), false, nil
 		}
 	}
 	if _, dup := m.msgs[st.ID]; dup {
