@@ -103,3 +103,42 @@ func testBadInput(t *testing.T, rc Config) {
 		t.Errorf("scheduled message is %s", st.State)
 	}
 }
+
+// TestMemberNames: member names are matched exactly and at most once, as
+// openapi.json describes the bodies (no other member): encoding/json alone
+// takes "TO" for "to" and lets the last of two members win, so that a body
+// a validator of the document reads as a message to bob would go to
+// mallory. Bodies of the usual form and bodies encoding/json decodes
+// (with a window, an escape) alike; every route with a body.
+func TestMemberNames(t *testing.T) {
+	f := newFixture(t, Config{})
+	rows := []struct {
+		path, body, typ, field string
+	}{
+		{"/v1/messages", `{"to":"bob@example.org","body":"x","TO":"mallory@example.org"}`, "unknown-field", "TO"},
+		{"/v1/messages", `{"To":"mallory@example.org","body":"x"}`, "unknown-field", "To"},
+		{"/v1/messages", `{"to":"bob@example.org","body":"x","window":"1m","Body":"y"}`, "unknown-field", "Body"},
+		{"/v1/messages", `{"to":"bob@example.org","body":"a\"b","TO":"mallory@example.org"}`, "unknown-field", "TO"},
+		{"/v1/messages", `{"to":"bob@example.org","body":"x","to":"mallory@example.org"}`, "malformed-json", "to"},
+		{"/v1/messages", `{"to":"bob@example.org","body":"x","window":"1m","window":"2m"}`, "malformed-json", "window"},
+		{"/v1/messages", `{"to":"bob@example.org","body":"x","t\u006f":"mallory@example.org"}`, "malformed-json", "to"},
+		{"/v1/notify", `{"to":"bob@example.org","title":"t","TITLE":"u"}`, "unknown-field", "TITLE"},
+		{"/v1/notify", `{"to":"bob@example.org","title":"t","priority":1,"priority":3}`, "malformed-json", "priority"},
+		{"/v1/test", `{"to":"bob@example.org","Timeout":"1s"}`, "unknown-field", "Timeout"},
+	}
+	for _, r := range rows {
+		code, h, b := f.do("POST", r.path, r.body)
+		if code != 400 {
+			t.Errorf("%s %s: %d %s", r.path, r.body, code, b)
+			continue
+		}
+		if p := problemOf(t, h, b); p.Type != ProblemTypePrefix+r.typ || p.Field != r.field {
+			t.Errorf("%s %s: %s", r.path, r.body, b)
+		}
+	}
+	if n := f.fake.count(); n != 0 {
+		t.Errorf("%d messages sent", n)
+	}
+	// An escaped name that is exactly a member's is that member.
+	f.send(`{"t\u006f":"bob@example.org","body":"x"}`)
+}

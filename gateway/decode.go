@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,8 +170,12 @@ func readLimited(buf *bytes.Buffer, body io.Reader, limit int64) (tooLarge bool,
 }
 
 // decodeJSON decodes data, one JSON object, into v, refusing unknown fields
-// and trailing data.
+// and trailing data. Member names are matched exactly, as openapi.json
+// spells them, and each at most once (see checkNames).
 func decodeJSON(data []byte, v any) *problem {
+	if p := checkNames(data, v); p != nil {
+		return p
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -179,6 +185,66 @@ func decodeJSON(data []byte, v any) *problem {
 		return newProblem("malformed-json", "trailing data after the JSON object")
 	}
 	return nil
+}
+
+// checkNames refuses a member of the JSON object in data whose name is not
+// exactly one of v's JSON names (unknown-field), or that appears twice
+// (malformed-json, naming it: RFC 8259 leaves what a repeated name means to
+// each parser). encoding/json alone matches names case-insensitively and
+// lets the last of two members win, so that {"to":A,"TO":B} would be sent
+// to B while a reader of the body against openapi.json (which allows no
+// other member) sees a message to A. Anything but one valid JSON object is
+// left to encoding/json, whose errors say more. v points to a struct.
+func checkNames(data []byte, v any) *problem {
+	if !json.Valid(data) {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, _ := dec.Token(); t != json.Delim('{') {
+		return nil
+	}
+	names := jsonNames(reflect.TypeOf(v).Elem())
+	var seen []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := t.(string)
+		if !slices.Contains(names, name) {
+			detail := fmt.Sprintf("field %q is not part of the API", name)
+			if i := slices.IndexFunc(names, func(n string) bool { return strings.EqualFold(n, name) }); i >= 0 {
+				detail += fmt.Sprintf(" (names are case-sensitive: %q)", names[i])
+			}
+			return fieldProblem("unknown-field", name, detail)
+		}
+		if slices.Contains(seen, name) {
+			return fieldProblem("malformed-json", name, fmt.Sprintf("field %q appears more than once", name))
+		}
+		seen = append(seen, name)
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// jsonNames returns the JSON member names of a struct type's fields.
+func jsonNames(t reflect.Type) []string {
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		names = append(names, name)
+	}
+	return names
 }
 
 // bodyPool holds the buffers request bodies are read into (the decoder
