@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -121,4 +122,26 @@ func benchmarkPostHandler(b *testing.B, cfg Config) {
 		}
 	}
 	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkFilteredFeedPage measures one read of the in-memory feed whose
+// channel filter matches nothing, from its oldest change, with the record
+// full (Config.MaxEvents' default, a million changes): the time one call
+// holds the record's lock, which every send and state change needs.
+func BenchmarkFilteredFeedPage(b *testing.B) {
+	m := newMemRecord(200_000, 1_000_000)
+	ctx := context.Background()
+	for i := range 200_000 {
+		id := strconv.Itoa(i)
+		m.create(ctx, Status{ID: id, To: "bob@example.org", State: State(tracking.InTransit)}, "", [32]byte{})
+		for _, s := range []tracking.MessageState{tracking.DeliveredToServer, tracking.DeliveredToRecipient, tracking.SeenByRecipient, tracking.Closed} {
+			m.change(ctx, id, Change{State: State(s)})
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, _, err := m.changes(ctx, 0, []string{"nomatch"}, defaultLimit); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

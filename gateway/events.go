@@ -105,13 +105,20 @@ func (g *Gateway) events(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(g.ctx, cancel)
 	defer stop()
 	after := q.after
-	for {
+	// A page the record cut short (see record.changes) is read on, also
+	// once the wait ended, so that an empty answer still means the head.
+	for r.Context().Err() == nil {
 		evs, next, err := g.rec.changes(r.Context(), after, q.channels, q.limit)
 		if err != nil {
 			g.feedProblem(w, err)
 			return
 		}
 		after = next
+		if len(evs) == 0 && q.wait == 0 {
+			if h, err := g.rec.head(r.Context()); err == nil && h > next {
+				continue
+			}
+		}
 		if len(evs) > 0 || q.wait == 0 {
 			writeJSON(w, http.StatusOK, eventsResponse{Events: nonNil(evs), Cursor: next})
 			return

@@ -197,6 +197,44 @@ func testSendFailed(t *testing.T, rc Config) {
 	}
 }
 
+// TestFilteredFeedBounded: one read of the in-memory feed visits at most
+// maxScan changes (under the record's lock), however few match its channel
+// filter; GET /v1/events reads on from where it stopped, so that its
+// answer is the same: the matching change, or an empty page at the head.
+func TestFilteredFeedBounded(t *testing.T) {
+	f := newFixture(t, Config{})
+	ctx := context.Background()
+	for i := range 2*maxScan + 10 {
+		f.g.rec.create(ctx, Status{ID: fmt.Sprint("filler-", i), To: "bob@example.org", Channel: "other",
+			State: State(tracking.InTransit)}, "", [32]byte{})
+	}
+	ops := f.send(`{"to":"bob@example.org","body":"x","channel":"ops"}`)
+	evs, next, err := f.g.rec.changes(ctx, 0, []string{"ops"}, 10)
+	if err != nil || len(evs) != 0 || next != maxScan {
+		t.Fatalf("one read: %d events, next %d, %v; want none, next %d", len(evs), next, err, maxScan)
+	}
+	for _, wait := range []string{"0s", "10s"} {
+		var er eventsResponse
+		_, _, b := f.do("GET", "/v1/events?after=0&channels=ops&wait="+wait, "")
+		mustJSON(t, b, &er)
+		if len(er.Events) != 1 || er.Events[0].ID != ops.ID || er.Cursor != ops.Cursor {
+			t.Fatalf("wait %s: %s, want the change at %d", wait, b, ops.Cursor)
+		}
+	}
+	var er eventsResponse
+	_, _, b := f.do("GET", "/v1/events?after=0&channels=none&wait=0s", "")
+	mustJSON(t, b, &er)
+	if len(er.Events) != 0 || er.Cursor != ops.Cursor {
+		t.Fatalf("no match: %s, want an empty page at %d", b, ops.Cursor)
+	}
+	// An unfiltered page is never cut short.
+	_, _, b = f.do("GET", fmt.Sprintf("/v1/events?after=0&limit=%d&wait=0s", maxLimit), "")
+	mustJSON(t, b, &er)
+	if len(er.Events) != maxLimit {
+		t.Fatalf("unfiltered: %d events", len(er.Events))
+	}
+}
+
 func TestEventsLongPoll(t *testing.T) { records(t, testEventsLongPoll) }
 
 func testEventsLongPoll(t *testing.T, rc Config) {
