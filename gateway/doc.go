@@ -54,8 +54,9 @@
 // DELIVERED_TO_RECIPIENT, SEEN_BY_RECIPIENT) the request is held until that
 // state, or a state from which it cannot be reached (ERROR, ABORTED,
 // TIMED_OUT, CLOSED), or "wait_timeout" (default 30 s, at most
-// Config.MaxWait). The answer is 200 with "reached": true when the state was
-// reached, else 202 with "reached": false and the state it is in.
+// Config.MaxWait), or Gateway.Close. The answer is 200 with "reached": true
+// when the state was reached, else 202 with "reached": false and the state
+// it is in.
 //
 // An Idempotency-Key header (1 to 255 printable ASCII characters) makes a
 // retry safe: the same key with the same request, from the same token, within

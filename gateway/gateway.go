@@ -152,7 +152,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Close stops the gateway's scheduler and webhook deliveries and ends
-// long polls and event streams. It does not close the accounts' clients.
+// long polls and event streams, and the waits of requests with "wait" (and
+// of POST /v1/test) as their timeout would: a message accepted is answered
+// 202 with "reached": false and its id, so that an http.Server's Shutdown
+// after Close has no request left waiting. It does not close the
+// accounts' clients.
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.cancel()

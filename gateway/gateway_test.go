@@ -181,6 +181,54 @@ func testWait(t *testing.T, rc Config) {
 	}
 }
 
+// TestCloseEndsWaits: Close ends a POST's wait as its timeout would, so
+// that a server shut down after it (as examples/gateway does) answers the
+// request: 202, not reached, with the id of the message that was sent. A
+// POST /v1/test's wait ends too (test-timeout, with the id).
+func TestCloseEndsWaits(t *testing.T) { records(t, testCloseEndsWaits) }
+
+func testCloseEndsWaits(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
+	f.fake.sentCh = make(chan string, 2)
+	type answer struct {
+		code int
+		body []byte
+	}
+	post := func(path, body string) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			code, _, b := f.do("POST", path, body)
+			ch <- answer{code, b}
+		}()
+		return ch
+	}
+	msg := post("/v1/messages", `{"to":"bob@example.org","body":"hi","wait":"delivered","wait_timeout":"60s"}`)
+	msgID := <-f.fake.sentCh
+	test := post("/v1/test", `{"to":"bob@example.org","timeout":"60s"}`)
+	testID := <-f.fake.sentCh
+	f.g.Close()
+	for _, c := range []struct {
+		ch   <-chan answer
+		id   string
+		code int
+	}{{msg, msgID, 202}, {test, testID, 504}} {
+		select {
+		case a := <-c.ch:
+			var r struct {
+				ID      string `json:"id"`
+				State   string `json:"state"`
+				Reached *bool  `json:"reached"`
+			}
+			mustJSON(t, a.body, &r)
+			if a.code != c.code || r.ID != c.id || r.State != "IN_TRANSIT" || (c.code == 202 && (r.Reached == nil || *r.Reached)) {
+				t.Errorf("answered %d %s, want %d for %s", a.code, a.body, c.code, c.id)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Close left the wait for %s going", c.id)
+		}
+	}
+}
+
 func TestSendFailed(t *testing.T) { records(t, testSendFailed) }
 
 func testSendFailed(t *testing.T, rc Config) {

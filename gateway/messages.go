@@ -173,8 +173,12 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request, o *outgoing, ha
 	}
 	resp := sendResponse{ID: st.ID, State: st.State, Cursor: st.Cursor, Settled: st.Settled}
 	if o.waitFor > 0 {
+		// Close ends the wait as its timeout would: the message is
+		// accepted, and the caller gets its id before the server stops.
 		ctx, cancel := context.WithTimeout(r.Context(), o.waitFor)
 		defer cancel()
+		stop := context.AfterFunc(g.ctx, cancel)
+		defer stop()
 		cur, reached := g.waitState(ctx, st.ID, o.wait)
 		if cur != nil {
 			resp = sendResponse{ID: cur.ID, State: cur.State, Cursor: cur.Cursor, Settled: cur.Settled}

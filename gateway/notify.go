@@ -135,6 +135,8 @@ func (g *Gateway) test(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), o.waitFor)
 	defer cancel()
+	stop := context.AfterFunc(g.ctx, cancel) // Close ends the wait as its timeout would
+	defer stop()
 	cur, reached := g.waitState(ctx, st.ID, tracking.DeliveredToRecipient)
 	if cur == nil {
 		cur = &st

@@ -312,7 +312,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	g.Close() // ends long polls and event streams first
+	g.Close() // ends long polls, event streams and waiting POSTs (answered) first
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
 	}
