@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -22,9 +23,22 @@ import (
 // that one that died between the two steps leaves nothing undone: the next
 // gateway to start creates the job, and the webhook gets every change since
 // the first gateway was created.
+//
+// The store cannot tell a gateway whether it still holds the claim (a job
+// is read only by claiming it), so a gateway counts on its claim only
+// while it can prove it: until hookMargin before the due time of its last
+// claim or save that the store took (no other gateway claims the job
+// before then). A save the store refuses, or one that would come later,
+// ends its deliveries at once, and each attempt is cut at that time: the
+// gateway then goes back to claiming the job like any other, from the
+// cursor last saved, and writes nothing meanwhile (a late save would
+// overwrite another gateway's claim and cursor). So two gateways never
+// deliver at the same time, provided their clocks differ by less than
+// hookMargin (less the store's latency).
 const (
 	hookLease  = time.Minute
 	renewEvery = 20 * time.Second
+	hookMargin = 10 * time.Second
 	hookScope  = "gateway-webhook"
 )
 
@@ -34,7 +48,17 @@ type outbox struct {
 	now  func() time.Time
 	// made is set once the job exists.
 	made bool
+	// until is when the claim this gateway holds ends: the due time of
+	// its last claim or save that the store took.
+	until time.Time
 }
+
+// holds reports whether the claim is this gateway's for sure: up to
+// hookMargin before it ends.
+func (o *outbox) holds() bool { return o.now().Before(o.deadline()) }
+
+// deadline is when the gateway stops counting on its claim.
+func (o *outbox) deadline() time.Time { return o.until.Add(-hookMargin) }
 
 func (o *outbox) queue() string { return hookScope + ":" + o.name }
 
@@ -57,8 +81,10 @@ func (o *outbox) acquire(ctx context.Context, w *webhookWorker) (Cursor, error) 
 		}
 		if err == nil {
 			var jobs []store.Job
-			jobs, err = o.s.ClaimJobs(ctx, o.queue(), o.now(), hookLease, 1)
+			now := o.now()
+			jobs, err = o.s.ClaimJobs(ctx, o.queue(), now, hookLease, 1)
 			if err == nil && len(jobs) == 1 {
+				o.until = now.Add(hookLease)
 				c, perr := parseCursor(string(jobs[0].Data))
 				if perr == nil {
 					return c, nil
@@ -77,15 +103,37 @@ func (o *outbox) acquire(ctx context.Context, w *webhookWorker) (Cursor, error) 
 	}
 }
 
-// save stores the cursor and renews the claim.
-func (o *outbox) save(ctx context.Context, c Cursor) {
-	o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: o.now().Add(hookLease),
-		Data: []byte(c.String())})
+// errClaimRanOut: the webhook's claim is no longer this gateway's for sure.
+var errClaimRanOut = errors.New("gateway: the webhook's claim ran out")
+
+// save stores the cursor and renews the claim. An error means that the
+// claim is no longer this gateway's for sure: it ran out
+// (errClaimRanOut), or the store did not take the save (another gateway
+// may claim the job once the last save's lease ends); it writes nothing
+// more then.
+func (o *outbox) save(ctx context.Context, c Cursor) error {
+	if !o.holds() {
+		return errClaimRanOut
+	}
+	ctx, cancel := context.WithDeadline(ctx, o.deadline())
+	defer cancel()
+	due := o.now().Add(hookLease)
+	if err := o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: due, Data: []byte(c.String())}); err != nil {
+		o.until = time.Time{}
+		return err
+	}
+	o.until = due
+	return nil
 }
 
-// release stores the cursor and gives the claim up at once.
+// release stores the cursor and gives the claim up at once, if it is still
+// this gateway's.
 func (o *outbox) release(c Cursor) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if !o.holds() {
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), o.deadline())
 	defer cancel()
 	o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: o.now(), Data: []byte(c.String())})
+	o.until = time.Time{}
 }

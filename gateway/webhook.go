@@ -161,21 +161,38 @@ func (w *webhookWorker) run(ctx context.Context) {
 		}
 		w.after = after
 		w.follow(ctx)
-		w.out.release(w.after)
 		if ctx.Err() != nil {
+			w.out.release(w.after)
 			return
 		}
+		// The claim is no longer certainly ours: claim it again, as
+		// another gateway would (see outbox).
+		w.g.log.Warn("gateway: webhook stopped delivering: its claim could not be renewed", "webhook", w.name)
 	}
 }
 
 // checkpoint saves the cursor in the durable outbox (renewing its lease).
-func (w *webhookWorker) checkpoint(ctx context.Context) {
-	if w.out != nil {
-		w.out.save(ctx, w.after)
+// It reports whether the worker may go on delivering: false once the
+// outbox's claim is no longer certainly this gateway's.
+func (w *webhookWorker) checkpoint(ctx context.Context) bool {
+	if w.out == nil {
+		return true
 	}
+	if err := w.out.save(ctx, w.after); err != nil {
+		if ctx.Err() == nil {
+			w.g.log.Debug("gateway: saving a webhook's cursor failed", "webhook", w.name, "err", err)
+		}
+		return false
+	}
+	return true
 }
 
-// follow delivers the feed from w.after until ctx ends.
+// holds reports whether the worker may deliver: always without a store,
+// with one while it holds the webhook's claim.
+func (w *webhookWorker) holds() bool { return w.out == nil || w.out.holds() }
+
+// follow delivers the feed from w.after until ctx ends or, with a store,
+// the claim is no longer certainly this gateway's.
 func (w *webhookWorker) follow(ctx context.Context) {
 	for ctx.Err() == nil {
 		evs, next, err := w.g.rec.changes(ctx, w.after, w.h.Channels, 100)
@@ -195,11 +212,15 @@ func (w *webhookWorker) follow(ctx context.Context) {
 				return
 			}
 			w.after = ev.Cursor
-			w.checkpoint(ctx)
+			if !w.checkpoint(ctx) {
+				return
+			}
 		}
 		if w.after != next {
 			w.after = next
-			w.checkpoint(ctx)
+			if !w.checkpoint(ctx) {
+				return
+			}
 		}
 		if len(evs) == 0 {
 			wctx, cancel := context.WithTimeout(ctx, renewEvery)
@@ -208,28 +229,32 @@ func (w *webhookWorker) follow(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if err != nil {
-				w.checkpoint(ctx) // renew the lease while idle
+			if err != nil && !w.checkpoint(ctx) { // renew the lease while idle
+				return
 			}
 		}
 	}
 }
 
 // deliver sends one change until it is accepted or given up; it returns
-// false only when ctx ended.
+// false only when ctx ended or the claim is no longer certainly this
+// gateway's (the change is not delivered then).
 func (w *webhookWorker) deliver(ctx context.Context, ev Event) bool {
 	body, _ := json.Marshal(WebhookPayload{Type: "message.state", Timestamp: ev.At, Data: ev})
 	id := "evt_" + ev.Cursor.String()
 	start := w.g.now()
 	backoff := w.h.MinBackoff
 	for {
-		err := w.attempt(ctx, id, body)
+		if !w.holds() {
+			return false
+		}
+		err := w.attemptHeld(ctx, id, body)
 		if err == nil {
 			w.g.metrics.hookOK.WithLabelValues(w.name).Inc()
-			return true
+			return true // its save tells whether the claim still holds
 		}
-		if ctx.Err() != nil {
-			return false
+		if ctx.Err() != nil || !w.holds() {
+			return false // cut at the claim's end, say: another gateway takes over
 		}
 		w.g.metrics.hookFail.WithLabelValues(w.name).Inc()
 		if w.g.now().Sub(start)+backoff > w.h.RetryFor {
@@ -238,13 +263,23 @@ func (w *webhookWorker) deliver(ctx context.Context, ev Event) bool {
 		}
 		w.g.log.Debug("gateway: webhook failed, retrying", "webhook", w.name, "event", id, "in", backoff, "err", err)
 		for left := backoff; left > 0; left -= renewEvery {
-			if w.sleep(ctx, min(left, renewEvery)) != nil {
+			if w.sleep(ctx, min(left, renewEvery)) != nil || !w.checkpoint(ctx) {
 				return false
 			}
-			w.checkpoint(ctx)
 		}
 		backoff = min(2*backoff, w.h.MaxBackoff)
 	}
+}
+
+// attemptHeld is attempt, cut when the claim, if any, is no longer
+// certainly this gateway's.
+func (w *webhookWorker) attemptHeld(ctx context.Context, id string, body []byte) error {
+	if w.out == nil {
+		return w.attempt(ctx, id, body)
+	}
+	actx, cancel := context.WithDeadline(ctx, w.out.deadline())
+	defer cancel()
+	return w.attempt(actx, id, body)
 }
 
 func (w *webhookWorker) attempt(ctx context.Context, id string, body []byte) error {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -376,5 +378,163 @@ func TestWebhookRedirectFails(t *testing.T) {
 		}
 		f.g.Close()
 		srv.Close()
+	}
+}
+
+// lostClaimStore is the store of a gateway that loses its connection to
+// the database: while down, saves of a webhook's cursor fail; the first
+// claim of a webhook's job after that is reported on reclaim. The cursors
+// saved are sent on saved, if it has room.
+type lostClaimStore struct {
+	store.Store
+	down    atomic.Bool
+	once    sync.Once
+	reclaim chan struct{}
+	saved   chan string
+}
+
+func (s *lostClaimStore) PutJob(ctx context.Context, j store.Job) error {
+	if !strings.HasPrefix(j.Queue, hookScope) {
+		return s.Store.PutJob(ctx, j)
+	}
+	if s.down.Load() {
+		return errTest
+	}
+	err := s.Store.PutJob(ctx, j)
+	if err == nil {
+		select {
+		case s.saved <- string(j.Data):
+		default:
+		}
+	}
+	return err
+}
+
+func (s *lostClaimStore) ClaimJobs(ctx context.Context, q string, now time.Time, lease time.Duration, n int) ([]store.Job, error) {
+	if s.down.Load() && strings.HasPrefix(q, hookScope) {
+		s.once.Do(func() { close(s.reclaim) })
+	}
+	return s.Store.ClaimJobs(ctx, q, now, lease, n)
+}
+
+// leaseEndedStore claims a webhook's job as a gateway does once the lease
+// of the last save it could see ended (its clock is two leases on, which
+// stands for waiting them out).
+type leaseEndedStore struct{ store.Store }
+
+func (s leaseEndedStore) ClaimJobs(ctx context.Context, q string, now time.Time, lease time.Duration, n int) ([]store.Job, error) {
+	if strings.HasPrefix(q, hookScope) {
+		now = now.Add(2 * hookLease)
+	}
+	return s.Store.ClaimJobs(ctx, q, now, lease, n)
+}
+
+// taggedTransport marks the requests of one gateway.
+type taggedTransport string
+
+func (t taggedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-Test-Gateway", string(t))
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestWebhookLostClaimStops: a gateway whose save of a webhook's cursor
+// fails can no longer prove that it holds the webhook's claim (once its
+// lease ends, another gateway may claim it): it stops delivering at once
+// and claims the job again like any other gateway. Another gateway that
+// claimed it meanwhile delivers from the cursor last saved, alone, even
+// after the first one's store is back.
+func TestWebhookLostClaimStops(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	type delivery struct{ gw, id string }
+	got := make(chan delivery, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- delivery{r.Header.Get("X-Test-Gateway"), r.Header.Get("webhook-id")}
+	}))
+	defer srv.Close()
+	hook := func(gw string) Webhook {
+		return Webhook{URL: srv.URL, Secret: "k", MinBackoff: time.Millisecond,
+			Client: &http.Client{Transport: taggedTransport(gw)}}
+	}
+	next := func(want delivery) {
+		t.Helper()
+		select {
+		case d := <-got:
+			if d != want {
+				t.Fatalf("delivered %v, want %v", d, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v never delivered", want)
+		}
+	}
+	ls := &lostClaimStore{Store: st, reclaim: make(chan struct{}), saved: make(chan string, 100)}
+	a := newFixture(t, Config{Store: ls, Webhooks: []Webhook{hook("a")}})
+	c1 := a.send(`{"to":"bob@example.org","body":"1"}`)
+	next(delivery{"a", "evt_" + c1.Cursor.String()})
+	for c := ""; c != c1.Cursor.String(); { // its cursor saved
+		select {
+		case c = <-ls.saved:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the delivery was never saved")
+		}
+	}
+
+	ls.down.Store(true)
+	c2 := a.send(`{"to":"bob@example.org","body":"2"}`)
+	next(delivery{"a", "evt_" + c2.Cursor.String()}) // delivered, but not saved
+	select {
+	case <-ls.reclaim:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway whose save failed never went back to claiming the webhook")
+	}
+	ls.down.Store(false) // its database is back
+	c3 := a.send(`{"to":"bob@example.org","body":"3"}`)
+
+	b, err := New(Config{Store: leaseEndedStore{st}, Tokens: []string{testToken}, Webhooks: []Webhook{hook("b")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	next(delivery{"b", "evt_" + c2.Cursor.String()}) // from the cursor saved last
+	next(delivery{"b", "evt_" + c3.Cursor.String()})
+	a.g.Close()
+	b.Close()
+	close(got)
+	for d := range got {
+		t.Errorf("also delivered: %v", d)
+	}
+}
+
+// TestWebhookClaimRunsOut: a gateway counts on its claim only until
+// hookMargin before its lease ends: past that, it neither saves nor
+// releases (either would overwrite the claim of a gateway that took over).
+func TestWebhookClaimRunsOut(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	o := &outbox{s: st, name: "n", now: func() time.Time { return now }, until: now.Add(hookLease)}
+	if !o.holds() || o.save(context.Background(), 7) != nil {
+		t.Fatal("a fresh claim does not hold")
+	}
+	saved := now
+	now = now.Add(hookLease - hookMargin - time.Second) // past the claim, within the save's lease
+	if !o.holds() {
+		t.Fatal("the save did not renew the claim")
+	}
+	now = saved.Add(hookLease - hookMargin)
+	if o.holds() || !errors.Is(o.save(context.Background(), 8), errClaimRanOut) {
+		t.Fatal("a claim past its lease's end still holds")
+	}
+	o.release(9)
+	js, err := st.ClaimJobs(context.Background(), o.queue(), now.Add(2*hookLease), hookLease, 1)
+	if err != nil || len(js) != 1 || string(js[0].Data) != "7" {
+		t.Fatalf("the job after the claim ran out: %+v %v (want the cursor 7 saved last)", js, err)
 	}
 }
