@@ -53,6 +53,8 @@ func testBadInput(t *testing.T, rc Config) {
 		{"wait too long", "POST", "/v1/messages", msg(`,"wait":"seen","wait_timeout":"2h"`), nil, 400, "wait-too-long"},
 		{"wait_timeout without wait", "POST", "/v1/messages", msg(`,"wait_timeout":"5s"`), nil, 422, "invalid-field"},
 		{"invalid UTF-8", "POST", "/v1/messages", "{\"to\":\"bob@example.org\",\"body\":\"a\xffb\"}", nil, 400, "malformed-json"},
+		{"lone surrogate", "POST", "/v1/messages", `{"to":"bob@example.org","body":"pay \ud800 now"}`, nil, 400, "malformed-json"},
+		{"reversed surrogates", "POST", "/v1/notify", `{"to":"bob@example.org","title":"\ude00\ud83d"}`, nil, 400, "malformed-json"},
 		{"control character", "POST", "/v1/messages", `{"to":"bob@example.org","body":"a\u0001b"}`, nil, 422, "invalid-field"},
 		{"thread too long", "POST", "/v1/messages", msg(`,"thread":"` + strings.Repeat("t", 300) + `"`), nil, 422, "invalid-field"},
 		{"oversized body", "POST", "/v1/messages", `{"to":"bob@example.org","body":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, "body-too-large"},
@@ -141,4 +143,31 @@ func TestMemberNames(t *testing.T) {
 	}
 	// An escaped name that is exactly a member's is that member.
 	f.send(`{"t\u006f":"bob@example.org","body":"x"}`)
+}
+
+// TestLoneSurrogate: a \u escape of half a UTF-16 surrogate pair is no
+// character; a whole pair is one, and an escaped backslash before "u" is
+// no escape.
+func TestLoneSurrogate(t *testing.T) {
+	for body, lone := range map[string]bool{
+		`{"body":"\ud83d\ude00"}`:        false,
+		`{"body":"\uD83D\uDE00 \u00e9"}`: false,
+		`{"body":"\\ud800"}`:             false,
+		`{"body":"\ud800"}`:              true,
+		`{"body":"\ud800x"}`:             true,
+		`{"body":"\ud800\u0041"}`:        true,
+		`{"body":"\udc00"}`:              true,
+		`{"body":"\ud83d\ude00\udfff"}`:  true,
+	} {
+		if got := loneSurrogate([]byte(body)); got != lone {
+			t.Errorf("%s: lone %v, want %v", body, got, lone)
+		}
+	}
+	f := newFixture(t, Config{})
+	f.send(`{"to":"bob@example.org","body":"\ud83d\ude00"}`)
+	f.fake.mu.Lock()
+	defer f.fake.mu.Unlock()
+	if b := f.fake.sent[0].Body; b != "\U0001F600" {
+		t.Errorf("sent %q", b)
+	}
 }

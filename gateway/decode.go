@@ -193,11 +193,17 @@ func decodeJSON(data []byte, v any) *problem {
 // each parser). encoding/json alone matches names case-insensitively and
 // lets the last of two members win, so that {"to":A,"TO":B} would be sent
 // to B while a reader of the body against openapi.json (which allows no
-// other member) sees a message to A. Anything but one valid JSON object is
-// left to encoding/json, whose errors say more. v points to a struct.
+// other member) sees a message to A. It also refuses a lone UTF-16
+// surrogate escape ("\ud800"), which encoding/json would replace with
+// U+FFFD: text sent altered. Anything but one valid JSON object is left to
+// encoding/json, whose errors say more. v points to a struct.
 func checkNames(data []byte, v any) *problem {
 	if !json.Valid(data) {
 		return nil
+	}
+	if loneSurrogate(data) {
+		// encoding/json would replace it with U+FFFD: altered text.
+		return newProblem("malformed-json", `the body holds a lone UTF-16 surrogate escape (such as "\ud800"), which is no character`)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if t, _ := dec.Token(); t != json.Delim('{') {
@@ -228,6 +234,56 @@ func checkNames(data []byte, v any) *problem {
 		}
 	}
 	return nil
+}
+
+// loneSurrogate reports whether valid JSON data holds a \u escape of a
+// UTF-16 surrogate that is not the first half of a pair followed by its
+// second half.
+func loneSurrogate(data []byte) bool {
+	inString := false
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '"':
+			inString = !inString
+		case c == '\\' && inString:
+			i++ // valid JSON: an escape is whole
+			if data[i] != 'u' {
+				continue
+			}
+			r := hex4(data[i+1 : i+5])
+			i += 4
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return true // a second half first
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+6 >= len(data) || data[i+1] != '\\' || data[i+2] != 'u' {
+					return true
+				}
+				if r2 := hex4(data[i+3 : i+7]); r2 < 0xDC00 || r2 > 0xDFFF {
+					return true
+				}
+				i += 6
+			}
+		}
+	}
+	return false
+}
+
+// hex4 reads four hex digits (valid JSON's).
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c-'a') + 10
+		default:
+			r |= rune(c-'A') + 10
+		}
+	}
+	return r
 }
 
 // jsonNames returns the JSON member names of a struct type's fields.

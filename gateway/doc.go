@@ -34,8 +34,9 @@
 //
 // JSON in and out; durations are strings in Go's syntax ("30s", "5m"), times
 // RFC 3339, states the tracker's names ("SEEN_BY_RECIPIENT"), cursors strings
-// of decimal digits. A request body that is not valid UTF-8 is refused
-// (400 malformed-json) rather than sent with its bad bytes replaced. Member
+// of decimal digits. A request body that is not valid UTF-8, or that
+// escapes half a UTF-16 surrogate pair ("\ud800"), is refused (400
+// malformed-json) rather than sent with U+FFFD in its place. Member
 // names are matched exactly, each at most once, as openapi.json has them:
 // any other name, a case variant ("TO") too, is unknown-field, and a name
 // given twice is malformed-json, both naming it in "field".
