@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -30,7 +31,12 @@ const sseKeepAlive = 15 * time.Second
 
 func (g *Gateway) parseFeedQuery(r *http.Request) (feedQuery, *problem) {
 	q := feedQuery{limit: defaultLimit, wait: min(30*time.Second, g.cfg.MaxWait)}
-	vals := r.URL.Query()
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// URL.Query drops what does not parse (a ';' in a pair, say): a
+		// channels filter would silently become all channels.
+		return q, newProblem("invalid-query", fmt.Sprintf("the query does not parse: %v", err))
+	}
 	for k, v := range vals {
 		switch k {
 		case "after", "channels", "limit", "wait":
@@ -60,8 +66,12 @@ func (g *Gateway) parseFeedQuery(r *http.Request) (feedQuery, *problem) {
 		}
 		q.after = c
 	}
-	if v := vals.Get("channels"); v != "" {
-		q.channels = trimList(v)
+	if v, ok := vals["channels"]; ok {
+		q.channels = trimList(v[0])
+		if len(q.channels) == 0 {
+			// Not all channels: a filter that names none is a mistake.
+			return q, fieldProblem("invalid-query", "channels", "channels names no channel")
+		}
 		for _, c := range q.channels {
 			if !channelRE.MatchString(c) {
 				return q, fieldProblem("invalid-query", "channels", fmt.Sprintf("%q is not a channel name", c))
