@@ -176,3 +176,16 @@ func TestLoneSurrogate(t *testing.T) {
 		t.Errorf("sent %q", b)
 	}
 }
+
+// TestThreadLengthInCharacters: thread's limit counts characters, as
+// openapi.json's maxLength does: 256 two-byte characters are taken, 257
+// refused (review hunt-gw 8a).
+func TestThreadLengthInCharacters(t *testing.T) {
+	f := newFixture(t, Config{})
+	if code, _, b := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"x","thread":"`+strings.Repeat("é", 256)+`"}`); code != 202 {
+		t.Errorf("a thread of 256 characters: %d %s, want 202", code, b)
+	}
+	if code, _, b := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"x","thread":"`+strings.Repeat("é", 257)+`"}`); code != 422 {
+		t.Errorf("a thread of 257 characters: %d %s, want 422", code, b)
+	}
+}

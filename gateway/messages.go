@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/xmpptrack/xmpptrack"
 	"github.com/xmpptrack/xmpptrack/store"
@@ -97,8 +98,9 @@ func (g *Gateway) validateMessage(req *sendRequest, o *outgoing) *problem {
 		return p
 	}
 	o.msg.Body = *req.Body
-	if len(req.Thread) > maxThread {
-		return fieldProblem("invalid-field", "thread", "thread is at most 256 bytes")
+	if len(req.Thread) > maxThread && utf8.RuneCountInString(req.Thread) > maxThread {
+		// Characters, as openapi.json's maxLength counts them.
+		return fieldProblem("invalid-field", "thread", "thread is at most 256 characters")
 	}
 	if p := validText("thread", req.Thread); p != nil {
 		return p
