@@ -47,6 +47,8 @@ func testBadInput(t *testing.T, rc Config) {
 		{"window too long", "POST", "/v1/messages", msg(`,"window":"1000h"`), nil, 422, "invalid-duration"},
 		{"not a duration", "POST", "/v1/messages", msg(`,"window":"soon"`), nil, 422, "invalid-duration"},
 		{"send_at not RFC 3339", "POST", "/v1/messages", msg(`,"send_at":"tomorrow"`), nil, 422, "invalid-time"},
+		{"send_at a number", "POST", "/v1/messages", msg(`,"send_at":5`), nil, 400, "wrong-type"},
+		{"send_at an object", "POST", "/v1/messages", msg(`,"send_at":{}`), nil, 400, "wrong-type"},
 		{"send_at too far", "POST", "/v1/messages", msg(`,"send_at":"2999-01-01T00:00:00Z"`), nil, 422, "invalid-time"},
 		{"bad channel", "POST", "/v1/messages", msg(`,"channel":"a b"`), nil, 422, "invalid-field"},
 		{"unknown wait", "POST", "/v1/messages", msg(`,"wait":"read"`), nil, 422, "invalid-field"},
@@ -187,5 +189,18 @@ func TestThreadLengthInCharacters(t *testing.T) {
 	}
 	if code, _, b := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"x","thread":"`+strings.Repeat("é", 257)+`"}`); code != 422 {
 		t.Errorf("a thread of 257 characters: %d %s, want 422", code, b)
+	}
+}
+
+// TestSendAtWrongType: send_at of another JSON type than a string is
+// wrong-type naming the field, as for every other field (review hunt-gw
+// 8d: it was malformed-json with time.Time's own message and no field).
+func TestSendAtWrongType(t *testing.T) {
+	f := newFixture(t, Config{})
+	code, _, b := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"x","send_at":5}`)
+	var p problem
+	mustJSON(t, b, &p)
+	if code != 400 || p.Field != "send_at" || !strings.HasSuffix(p.Type, "wrong-type") {
+		t.Errorf("send_at 5: %d %s, want 400 wrong-type for field send_at", code, b)
 	}
 }

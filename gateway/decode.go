@@ -48,6 +48,19 @@ func (e errBadDuration) Error() string {
 	return fmt.Sprintf("%q is not a Go duration such as \"30s\" or \"5m\"", e.s)
 }
 
+// jsonTime is a time in a request body: a JSON string in RFC 3339, as
+// time.Time reads it. A value of another JSON type is refused as a
+// json.UnmarshalTypeError, which names the field (wrong-type), where
+// time.Time's own error names none.
+type jsonTime time.Time
+
+func (t *jsonTime) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '"' {
+		return &json.UnmarshalTypeError{Value: "non-string", Type: reflect.TypeFor[string]()}
+	}
+	return (*time.Time)(t).UnmarshalJSON(b)
+}
+
 // State is a tracking.MessageState written in JSON by name
 // ("SEEN_BY_RECIPIENT").
 type State tracking.MessageState

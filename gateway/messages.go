@@ -16,16 +16,16 @@ import (
 
 // sendRequest is the body of POST /v1/messages.
 type sendRequest struct {
-	To          string     `json:"to"`
-	Body        *string    `json:"body"`
-	Type        string     `json:"type,omitempty"`
-	From        string     `json:"from,omitempty"`
-	Thread      string     `json:"thread,omitempty"`
-	Window      *Duration  `json:"window,omitempty"`
-	SendAt      *time.Time `json:"send_at,omitempty"`
-	Channel     string     `json:"channel,omitempty"`
-	Wait        string     `json:"wait,omitempty"`
-	WaitTimeout *Duration  `json:"wait_timeout,omitempty"`
+	To          string    `json:"to"`
+	Body        *string   `json:"body"`
+	Type        string    `json:"type,omitempty"`
+	From        string    `json:"from,omitempty"`
+	Thread      string    `json:"thread,omitempty"`
+	Window      *Duration `json:"window,omitempty"`
+	SendAt      *jsonTime `json:"send_at,omitempty"`
+	Channel     string    `json:"channel,omitempty"`
+	Wait        string    `json:"wait,omitempty"`
+	WaitTimeout *Duration `json:"wait_timeout,omitempty"`
 }
 
 // sendResponse answers POST /v1/messages and /v1/notify.
@@ -109,7 +109,7 @@ func (g *Gateway) validateMessage(req *sendRequest, o *outgoing) *problem {
 	if p := validateWindow(req.Window, o); p != nil {
 		return p
 	}
-	if p := g.validateSendAt(req.SendAt, o); p != nil {
+	if p := g.validateSendAt((*time.Time)(req.SendAt), o); p != nil {
 		return p
 	}
 	return g.validateWait(req.Wait, req.WaitTimeout, o)
