@@ -64,8 +64,16 @@
 // the connection ends, which it notices at once when the holder's process
 // dies on a live host (the kernel closes the socket) and, when the holder's
 // host vanishes, once TCP keepalives give up (tcp_keepalives_* settings of
-// the server). The holder checks its connection every second; Lease.Lost is
-// closed if it breaks, since another instance may then take the lease.
+// the server). The holder checks its connection every second. When it
+// broke (the database restarted, the connection was cut or terminated),
+// the lock is gone on the server; the lease takes it again on a new
+// connection, and is lost (Lease.Lost closed) only when another holder has
+// it or had it meanwhile, which its row in xmpptrack_owners tells. Until
+// it is taken again, Commit fails on that Store, so that nothing is written
+// as an owner that may not be one. A Lock that finds the previous holder's
+// row (a holder that died, or whose connection broke) waits 3 s before it
+// returns, so that a holder still running learns of the loss and stops
+// before the new one starts.
 //
 // # Durability
 //
