@@ -192,17 +192,13 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	if c.dur != nil {
 		// Before the first connection: it resumes the stored stream.
 		if err := c.reload(ctx); err != nil {
-			c.cancel()
-			c.reg.Close()
-			c.dur.close()
+			c.abandon()
 			return nil, err
 		}
 		prev = c.dur.last // before the recorder may change it
 		c.dur.client.Store(c)
 		if c.dur.lostLease() {
-			c.cancel()
-			c.reg.Close()
-			c.dur.close()
+			c.abandon()
 			return nil, ErrLeaseLost
 		}
 	}
@@ -240,14 +236,10 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		conn, err = c.connect(ctx)
 	}
 	if err != nil {
-		c.cancel()
-		c.reg.Close()
-		if c.dur != nil {
-			if c.dur.lostLease() {
-				err = ErrLeaseLost // the connection was cut for it
-			}
-			c.dur.close()
+		if c.dur != nil && c.dur.lostLease() {
+			err = ErrLeaseLost // the connection was cut for it
 		}
+		c.abandon()
 		return nil, err
 	}
 	go c.ev.run() // not a worker: Close may be called from a callback
@@ -315,6 +307,22 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		return nil, c.login.Failed(ctx, err)
 	}
 	return c, nil
+}
+
+// abandon ends a client whose Dial fails before its connection loop
+// started: as Close does, the trackers it made end CLOSED in this process
+// only (with a store, the re-loaded messages stay pending in the record
+// for the next Dial, not settled CLOSED), and the store's lease is
+// released.
+func (c *Client) abandon() {
+	c.cancel()
+	c.mu.Lock()
+	c.setClosing()
+	c.mu.Unlock()
+	c.reg.Close()
+	if c.dur != nil {
+		c.dur.close()
+	}
 }
 
 // resumeSettle is how long Dial waits before it resumes the stream of a

@@ -1,14 +1,18 @@
 package xmpptrack
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/xmpptrack/xmpptrack/sm"
+	"github.com/xmpptrack/xmpptrack/store"
+	"github.com/xmpptrack/xmpptrack/tracking"
 )
 
 // pauseDial returns a Config.beforeWait hook that waits (at most testWait)
@@ -213,5 +217,38 @@ func TestDialFirstStreamEndsBeforeEnabled(t *testing.T) {
 	wantNoClient(t, r, "")
 	if !errors.Is(r.err, sm.ErrConnEnded) || !errors.Is(r.err, io.EOF) || strings.Contains(r.err.Error(), "%!") {
 		t.Errorf("Dial: %v, want ErrConnEnded wrapping io.EOF", r.err)
+	}
+}
+
+// TestStoreDialFailKeepsPending: a Dial that cannot connect (the server
+// down at a restart) leaves the stored unsettled messages pending for the
+// next Dial; it settled them CLOSED in the store, never to be sent again
+// (review rv-core 1).
+func TestStoreDialFailKeepsPending(t *testing.T) {
+	st := openStore(t)
+	owner := store.Instance{Account: testJID.Bare().String(), Resource: testJID.Resourcepart()}
+	b := &store.Batch{Messages: []store.Message{
+		{ID: "open", Owner: owner, To: bob.String(), Raw: []byte(`<message id="open"/>`), Deadline: time.Now().Add(time.Hour)},
+	}}
+	if err := st.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nobody listens: the connection is refused
+	c, err := Dial(waitCtx(t), testJID, peerPassword, &Config{Store: st, Addr: addr, DirectTLS: true})
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial succeeded with nobody listening")
+	}
+	rec, err := st.Message(context.Background(), "open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Settled || rec.State != tracking.InTransit {
+		t.Errorf("after a failed Dial the stored message is %v (settled %v), want IN_TRANSIT, pending", rec.State, rec.Settled)
 	}
 }
