@@ -163,6 +163,19 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 			return nil, err
 		}
 		onMade, onChange = c.dur.hooks(onChange)
+		// A lease lost while Dial runs ends its waits and its login at
+		// once: a resumption from here could take the stream from the
+		// new owner.
+		lctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-c.dur.lease.Lost():
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
+		ctx = lctx
 	}
 	c.reg = registry.New(registry.Config{
 		MaxPending:    c.cfg.MaxPending,
@@ -192,6 +205,9 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 	if c.dur != nil {
 		// Before the first connection: it resumes the stored stream.
 		if err := c.reload(ctx); err != nil {
+			if c.dur.lostLease() {
+				err = ErrLeaseLost // its end cut the reading short
+			}
 			c.abandon()
 			return nil, err
 		}

@@ -89,9 +89,11 @@ type Config struct {
 	// refuses a store whose slot for the resource belongs to another
 	// account (ErrStoreAccount); Close waits (at most
 	// 5 s) for the recorded changes to be committed, then releases it.
-	// A lease can be lost while the client runs (store.Lease.Lost: the
-	// PostgreSQL connection that holds it broke): another process may own
-	// the account's record and stream then, so the client stops at once.
+	// A lease can be lost while the client runs (store.Lease.Lost; with
+	// store/postgres, another instance took it after the connection that
+	// held it broke, or the database stayed out of reach): another process
+	// may own the account's record and stream then, so the client stops at
+	// once.
 	// It commits nothing more, drops the connection without closing the
 	// stream (the new owner resumes it), does not reconnect, and ends its
 	// pending trackers CLOSED as Close does (the store keeps them pending

@@ -276,9 +276,10 @@ type Job struct {
 type Lease interface {
 	// Owner is the instance it is for.
 	Owner() Instance
-	// Lost is closed when the lock was lost without Release (the
-	// connection holding it broke): another holder may take it now, so the
-	// holder must stop writing as owner.
+	// Lost is closed when the lock was lost without Release: another
+	// holder may have it now (a store that can take a lock again after a
+	// fault closes it only when it cannot), so the holder must stop
+	// writing as owner.
 	Lost() <-chan struct{}
 	// Release gives the lock back. Releasing twice is a no-op.
 	Release() error

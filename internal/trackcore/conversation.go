@@ -154,7 +154,8 @@ func (c *conversation[R]) position(t *Tracker[R], id string) (uint32, bool) {
 // tracker in DeliveredToRecipient become SeenByRecipient; with a thread, only
 // trackers of that thread. A repeated marker costs O(log n): the walk over
 // order starts after the last marker's position, and late is walked only
-// when the marker covers one of its trackers (see liftLate).
+// when the marker reaches the lowest position in it, of whatever thread
+// (see liftLate).
 func (c *conversation[R]) displayed(named *Tracker[R], id string, upTo uint32, thread string, resp *R) {
 	if c.mk == nil {
 		c.mk = &markState[R]{}

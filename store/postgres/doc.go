@@ -65,15 +65,22 @@
 // dies on a live host (the kernel closes the socket) and, when the holder's
 // host vanishes, once TCP keepalives give up (tcp_keepalives_* settings of
 // the server). The holder checks its connection every second. When it
-// broke (the database restarted, the connection was cut or terminated),
-// the lock is gone on the server; the lease takes it again on a new
-// connection, and is lost (Lease.Lost closed) only when another holder has
-// it or had it meanwhile, which its row in xmpptrack_owners tells. Until
-// it is taken again, Commit fails on that Store, so that nothing is written
-// as an owner that may not be one. A Lock that finds the previous holder's
-// row (a holder that died, or whose connection broke) waits 3 s before it
-// returns, so that a holder still running learns of the loss and stops
-// before the new one starts.
+// broke (the database restarted, the connection was cut, terminated or
+// stalled), the lease takes the lock again on a new connection (a stalled
+// backend of its own that still holds it, told by its process id and start
+// time, is terminated first), and is lost (Lease.Lost closed) only when
+// another holder has it or had it meanwhile, which its row in
+// xmpptrack_owners tells, or when it cannot be taken again within 30 s (the
+// database out of reach: meanwhile the server may drop the connection and
+// let another instance in). Until it is taken again, Commit fails on that
+// Store, so that nothing is written as an owner that may not be one. A Lock
+// that finds the previous holder's row (a holder that died, or whose
+// connection broke) holds the lock 3 s before it writes its own row and
+// returns, so that a holder still running fails to take the lease again
+// and stops first; Lock's context must leave it that time. A server set to
+// drop dead connections sooner than 30 s (tcp_keepalives_*,
+// tcp_user_timeout) lets another instance in while a holder cut off from
+// the database may still run.
 //
 // # Durability
 //

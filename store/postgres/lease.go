@@ -27,19 +27,40 @@ import (
 // has the lock, or had it meanwhile (its row in xmpptrack_owners is not
 // this lease's any more). Until it is taken again, Commit fails on this
 // Store (errLeaseSuspended), so that nothing is written as an owner that
-// may not be one.
+// may not be one. The server may not have noticed yet that the broken
+// connection is gone (a stalled network): its backend, still holding the
+// lock, is told apart from another holder's by its process id and start
+// time, and terminated. A lease that cannot be taken again within
+// maxSuspended (the database out of reach) is lost too: meanwhile the
+// server may drop the connection and let another instance in, and the
+// holder must stop before that (see maxSuspended).
 type lease struct {
-	s      *Store
-	owner  store.Instance
-	key    int64
-	holder string    // this lease's row in xmpptrack_owners: holder,
-	since  time.Time // and since
-	conn   *pgx.Conn // the watcher's while it runs, then release's
-	lost   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
-	err    error
+	s       *Store
+	owner   store.Instance
+	key     int64
+	holder  string    // this lease's row in xmpptrack_owners: holder,
+	since   time.Time // and since
+	conn    *pgx.Conn // the watcher's while it runs, then release's
+	backend backend   // conn's server process
+	lost    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	err     error
+}
+
+// backend is a server process: its id, and when it started (ids are
+// reused).
+type backend struct {
+	pid   int32
+	start time.Time
+}
+
+// backendOf returns conn's server process.
+func backendOf(ctx context.Context, conn *pgx.Conn) (backend, error) {
+	var b backend
+	err := conn.QueryRow(ctx, `SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&b.pid, &b.start)
+	return b, err
 }
 
 // leaseCheck is how often a lease's connection is checked.
@@ -53,9 +74,18 @@ const leaseCheck = time.Second
 // before the new holder starts.
 const takeover = 3 * leaseCheck
 
+// maxSuspended bounds how long a lease whose connection broke is being
+// taken again before it counts as lost. Another instance gets the lock
+// only once the server dropped the broken connection (at once when it is
+// closed or terminated; for a host that vanished or a network cut, when
+// TCP keepalives or tcp_user_timeout give up on it: two hours by default)
+// and then waits takeover: a server set to drop dead connections in less
+// than maxSuspended lets another instance in while this one may still run.
+const maxSuspended = 30 * time.Second
+
 // errLeaseSuspended: Commit while a lease of this Store is being taken
 // again (see lease).
-var errLeaseSuspended = errors.New("postgres: a lease's connection broke; commits wait until it is taken again")
+var errLeaseSuspended = errors.New("postgres: a lease's connection broke; commits fail until it is taken again")
 
 func (l *lease) Owner() store.Instance { return l.owner }
 func (l *lease) Lost() <-chan struct{} { return l.lost }
@@ -81,10 +111,13 @@ func (l *lease) release() error {
 		select {
 		case <-l.lost:
 		default:
+			// The row first, and only ours: once unlocked, the next
+			// holder may write its own.
+			l.conn.Exec(ctx, `DELETE FROM xmpptrack_owners WHERE account = $1 AND resource = $2 AND holder = $3 AND since = $4`,
+				l.owner.Account, l.owner.Resource, l.holder, l.since)
 			if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, l.key); err != nil {
 				l.err = fmt.Errorf("postgres: releasing the lease of %v: %w", l.owner, err)
 			}
-			l.conn.Exec(ctx, `DELETE FROM xmpptrack_owners WHERE account = $1 AND resource = $2`, l.owner.Account, l.owner.Resource)
 		}
 		l.conn.Close(ctx)
 	})
@@ -111,12 +144,17 @@ func (l *lease) watch() {
 		}
 		l.s.suspended.Add(1)
 		l.warn("postgres: lease connection broke; taking the lease again", "err", err)
+		broke := time.Now()
 		for {
 			ok, lost := l.retake()
+			if !ok && !lost && time.Since(broke) >= l.s.maxSuspendedFor() {
+				lost = true
+				l.warn("postgres: lease lost: not taken again in time", "wait", l.s.maxSuspendedFor())
+			}
 			if ok || lost {
 				if lost {
 					close(l.lost) // before commits resume: the holder sees it first
-					l.warn("postgres: lease lost: another holder took it")
+					l.warn("postgres: lease lost")
 				} else {
 					l.warn("postgres: lease taken again")
 				}
@@ -149,21 +187,51 @@ func (l *lease) retake() (ok, lost bool) {
 	if err != nil {
 		return false, false
 	}
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, l.key).Scan(&got); err != nil || !got {
-		conn.Close(context.Background())
-		return false, err == nil
-	}
+	defer func() {
+		if !ok {
+			conn.Close(context.Background()) // unlocks, if it locked
+		}
+	}()
 	var holder string
 	var since time.Time
 	err = conn.QueryRow(ctx, `SELECT holder, since FROM xmpptrack_owners WHERE account = $1 AND resource = $2`,
 		l.owner.Account, l.owner.Resource).Scan(&holder, &since)
-	if err != nil || holder != l.holder || !since.Equal(l.since) {
-		conn.Close(context.Background()) // unlocks
-		return false, err == nil || errors.Is(err, pgx.ErrNoRows)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, true // another holder took it and released it
+	case err != nil:
+		return false, false
+	case holder != l.holder || !since.Equal(l.since):
+		return false, true
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, l.key).Scan(&got); err != nil {
+		return false, false
+	}
+	if !got {
+		// Held: by our old backend, which the server has not seen die
+		// yet (terminated, it lets go), or by another holder, whose row
+		// is not written until its takeover wait ended.
+		var b backend
+		err := conn.QueryRow(ctx, `SELECT a.pid, a.backend_start FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
+			WHERE k.locktype = 'advisory' AND k.granted AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND k.classid = $1 AND k.objid = $2 AND k.objsubid = 1`,
+			uint32(uint64(l.key)>>32), uint32(uint64(l.key))).Scan(&b.pid, &b.start)
+		if err != nil {
+			return false, false // released meanwhile, say: the next round tells
+		}
+		if b.pid != l.backend.pid || !b.start.Equal(l.backend.start) {
+			return false, true
+		}
+		conn.Exec(ctx, `SELECT pg_terminate_backend($1)`, b.pid)
+		return false, false // the next round takes it
+	}
+	b, err := backendOf(ctx, conn)
+	if err != nil {
+		return false, false
 	}
 	l.conn.Close(context.Background())
-	l.conn = conn
+	l.conn, l.backend = conn, b
 	return true, false
 }
 
@@ -226,16 +294,11 @@ func (s *Store) Lock(ctx context.Context, owner store.Instance) (store.Lease, er
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("postgres: lease: %w", err)
 	}
-	host, _ := os.Hostname()
-	holder := fmt.Sprintf("%s pid %d", host, os.Getpid())
-	var since time.Time
-	if err := conn.QueryRow(ctx, `INSERT INTO xmpptrack_owners (account, resource, holder, since) VALUES ($1, $2, $3, now())
-		ON CONFLICT (account, resource) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING since`,
-		owner.Account, owner.Resource, holder).Scan(&since); err != nil {
-		conn.Close(context.Background())
-		return nil, fmt.Errorf("postgres: lease: %w", err)
-	}
 	if unreleased {
+		// Holding the lock, with the previous holder's row left as it is:
+		// a previous holder still running fails to take the lease again
+		// and stops (see lease). A Lock given up meanwhile leaves the row,
+		// and the next one waits again.
 		t := time.NewTimer(s.takeoverWait())
 		select {
 		case <-t.C:
@@ -245,7 +308,21 @@ func (s *Store) Lock(ctx context.Context, owner store.Instance) (store.Lease, er
 			return nil, fmt.Errorf("postgres: lease: waiting for the previous holder to stop: %w", ctx.Err())
 		}
 	}
-	l := &lease{s: s, owner: owner, key: key, holder: holder, since: since, conn: conn,
+	host, _ := os.Hostname()
+	holder := fmt.Sprintf("%s pid %d", host, os.Getpid())
+	var since time.Time
+	if err := conn.QueryRow(ctx, `INSERT INTO xmpptrack_owners (account, resource, holder, since) VALUES ($1, $2, $3, now())
+		ON CONFLICT (account, resource) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING since`,
+		owner.Account, owner.Resource, holder).Scan(&since); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("postgres: lease: %w", err)
+	}
+	b, err := backendOf(ctx, conn)
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("postgres: lease: %w", err)
+	}
+	l := &lease{s: s, owner: owner, key: key, holder: holder, since: since, conn: conn, backend: b,
 		lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed || s.leases[owner] != nil {

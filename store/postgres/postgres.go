@@ -54,6 +54,8 @@ type Config struct {
 	// beforeRetake, if set, runs before each attempt to take a lease
 	// again (tests hold the attempt).
 	beforeRetake func()
+	// maxSuspended, if set, replaces the constant maxSuspended (tests).
+	maxSuspended time.Duration
 	// try, if set, replaces tryGroup (tests).
 	try func(group []*groupcommit.Request, live []int) ([]result, map[string]bool, error)
 	// claimRead, if set, returns the statement that reads a group's keys
@@ -206,6 +208,14 @@ func (s *Store) takeoverWait() time.Duration {
 		return s.cfg.takeover
 	}
 	return takeover
+}
+
+// maxSuspendedFor is maxSuspended, or Config.maxSuspended in tests.
+func (s *Store) maxSuspendedFor() time.Duration {
+	if s.cfg.maxSuspended > 0 {
+		return s.cfg.maxSuspended
+	}
+	return maxSuspended
 }
 
 func (s *Store) isClosed() bool { return s.ctx.Err() != nil }
