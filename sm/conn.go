@@ -30,6 +30,11 @@ type conn struct {
 	started      bool // Start was called
 	resumed      bool // the connection resumed the stream
 	inActive     bool // inbound stanzas are counted
+	enableOut    bool // <enable/> was written or is being written (see answerLocked)
+	resumeOut    bool // <resume/> was written or is being written
+	enableIn     bool // the inbound scanner saw the answer to <enable/>
+	resumeIn     bool // the inbound scanner saw the answer to <resume/>
+	enabling     bool // <enable/> was written or is being written, and the handler has not processed its answer
 	smOn         bool // <enabled/> or <resumed/> arrived: acks may be requested
 	refused      bool // the server answered <enable/> with <failed/>
 	held         bool // Start left st.orphans to re-send for the answer to <enable/>
@@ -194,17 +199,21 @@ func (s *inSink) element(e *element) {
 		st.mu.Unlock()
 	case e.kind == kindEnabled:
 		st.mu.Lock()
+		c.answerLocked(e.kind)
 		c.inActive = true
 		st.inH = st.base
 		st.toldH = st.base
 		st.mu.Unlock()
 	case e.kind == kindResumed:
 		st.mu.Lock()
+		c.answerLocked(e.kind)
 		c.inActive = true
 		st.mu.Unlock()
 	case e.kind == kindFailed:
 		st.mu.Lock()
-		c.inActive = false
+		if c.answerLocked(e.kind) {
+			c.inActive = false
+		}
 		st.mu.Unlock()
 	case e.kind == kindStreamError:
 		err := parseStreamError(e.raw)
@@ -215,6 +224,26 @@ func (s *inSink) element(e *element) {
 	case e.kind == kindStreamEnd:
 		c.stop()
 	}
+}
+
+// answerLocked reports whether an inbound <enabled/>, <resumed/> or
+// <failed/> (k) is the answer to our <resume/> or <enable/>, and records
+// that the answer came: only that one element may start or stop the
+// inbound count. One that answers nothing (none was written, or its answer
+// came already) changes nothing; the handler logs and ignores it too. The
+// request is marked written before its write (the answer may be read
+// before the outbound scanner saw the request) and again by the outbound
+// scanner (tees fed by hand). The caller holds st.mu.
+func (c *conn) answerLocked(k kind) bool {
+	switch {
+	case c.resumeOut && !c.resumeIn && (k == kindResumed || k == kindFailed):
+		c.resumeIn = true
+		return true
+	case c.enableOut && !c.enableIn && (k == kindEnabled || k == kindFailed):
+		c.enableIn = true
+		return true
+	}
+	return false
 }
 
 // limit records an input limit breach as the reason the connection ends.
@@ -325,6 +354,11 @@ func (s *outSink) element(e *element) {
 		st.loose = false
 		c.sinceReq, c.uncovered = 0, 0
 		c.outActive.Store(true)
+		c.enableOut = true
+		st.mu.Unlock()
+	case kindResume:
+		st.mu.Lock()
+		c.resumeOut = true
 		st.mu.Unlock()
 	case kindStreamStart:
 		st.mu.Lock()

@@ -505,6 +505,14 @@
 // without a callback, since no ack can ever cover them (they were written
 // to a live stream; rely on receipts).
 //
+// A <failed/> that answers nothing (no <enable/> awaits its answer: the
+// answer came already, or the stream was resumed) changes nothing: it is
+// logged at Warn and ignored, stream management stays on, both counts go
+// on, and every unacknowledged stanza still waits for an ack, a
+// retransmission or the Policy. A server that did drop stream management
+// stops answering <r/>, and the ack bound ends the connection (see "Dead
+// connections"); the next one resumes, or the Policy takes the stanzas.
+//
 // # Ordering
 //
 // Retransmissions after <resumed/> go out before Start returns, so before

@@ -68,7 +68,9 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 //     this connection. Stanzas written since <enable/> are dropped from
 //     the queue without a callback: they were written to a live stream,
 //     but no ack can ever cover them (rely on receipts instead). The
-//     messages Start held are re-sent without stream management.
+//     messages Start held are re-sent without stream management. A
+//     <failed/> that answers nothing (the answer came already, or the
+//     stream was resumed) is logged and ignored.
 //
 // When the server acknowledges more stanzas than were sent, or sends an
 // <a/> without a valid h, the handler writes the corresponding stream error
@@ -211,6 +213,7 @@ func (c *conn) handleEnabled(t xml.TokenReader, start *xml.StartElement) {
 	var en stanza.Enabled
 	err := decodeSM(t, start, &en)
 	st.mu.Lock()
+	c.enabling = false
 	c.smOn = true
 	c.lastAct = timeNow()
 	if st.cfg.Window == 0 && st.conn == c && c.enableAt != 0 {
@@ -245,6 +248,18 @@ func (c *conn) handleFailed(t xml.TokenReader, start *xml.StartElement) {
 	var f stanza.Failed
 	_ = decodeSM(t, start, &f) // the condition is informative only
 	st.mu.Lock()
+	if !c.enabling {
+		// It answers nothing: no <enable/> awaits its answer (it came
+		// already, the stream was resumed, or none was sent). Stream
+		// management stays as it is, and so does every stanza queued for
+		// an ack; a server that did stop stream management stops
+		// answering <r/>, and the ack bound ends the connection.
+		st.mu.Unlock()
+		st.logAt(slog.LevelWarn, "sm: ignoring a <failed/> that answers no request of ours",
+			"condition", string(f.Condition))
+		return
+	}
+	c.enabling = false
 	c.smOn, c.refused = false, true
 	c.flushLocked()
 	c.outActive.Store(false)

@@ -90,6 +90,9 @@ func (st *State) claim() uint32 {
 // resume sends <resume/> and processes the answer. ok reports a resumed
 // stream; false with a nil error means "bind instead".
 func (st *State) resume(s *xmpp.Session, c *conn, prev string, h uint32) (ok bool, err error) {
+	st.mu.Lock()
+	c.resumeOut = true // its answer may be read before the write returns
+	st.mu.Unlock()
 	w := s.TokenWriter()
 	_, err = stanza.Resume{PrevID: prev, H: h}.WriteXML(w)
 	if err == nil {

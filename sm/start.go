@@ -162,6 +162,7 @@ func (st *State) startConn(ctx context.Context, s *xmpp.Session, c *conn, resume
 		st.mu.Lock()
 		c.bookAt, c.progOK = timeNow(), false // bounded until written (see deadlineLocked)
 		c.armLocked()
+		c.enableOut, c.enabling = true, true // its answer may be read before the write returns
 		st.mu.Unlock()
 		en := stanza.Enable{Resume: !st.cfg.NoResume, Max: st.cfg.Max}
 		if _, err := wire.Write(ctx, s, en.TokenReader()); err != nil {
