@@ -199,15 +199,17 @@ func (s *inSink) element(e *element) {
 		st.mu.Unlock()
 	case e.kind == kindEnabled:
 		st.mu.Lock()
-		c.answerLocked(e.kind)
-		c.inActive = true
-		st.inH = st.base
-		st.toldH = st.base
+		if c.answerLocked(e.kind) {
+			c.inActive = true
+			st.inH = st.base
+			st.toldH = st.base
+		}
 		st.mu.Unlock()
 	case e.kind == kindResumed:
 		st.mu.Lock()
-		c.answerLocked(e.kind)
-		c.inActive = true
+		if c.answerLocked(e.kind) {
+			c.inActive = true
+		}
 		st.mu.Unlock()
 	case e.kind == kindFailed:
 		st.mu.Lock()

@@ -65,8 +65,10 @@
 // # Counting
 //
 // Only <message/>, <presence/> and <iq/> count. The outbound count starts
-// at 0 when <enable/> is written and the inbound count when </enabled>
-// is read (XEP-0198 §4); after <resumed/> both continue. Counters are
+// at 0 when <enable/> is written and the inbound count when the
+// </enabled> answering it is read (XEP-0198 §4); after <resumed/> both
+// continue. Only the answer to our request moves them (see "Streams that
+// cannot be resumed" for one that answers nothing). Counters are
 // uint32 and wrap from 2^32-1 to 0; every comparison is modulo 2^32.
 //
 // # Acknowledgements
@@ -509,7 +511,9 @@
 // answer came already, or the stream was resumed) changes nothing: it is
 // logged at Warn and ignored, stream management stays on, both counts go
 // on, and every unacknowledged stanza still waits for an ack, a
-// retransmission or the Policy. A server that did drop stream management
+// retransmission or the Policy. So does an <enabled/> or <resumed/> that
+// answers nothing: the SM-ID and the counts stay (an inbound count taken
+// back to 0 would ack below an h sent before). A server that did drop stream management
 // stops answering <r/>, and the ack bound ends the connection (see "Dead
 // connections"); the next one resumes, or the Policy takes the stanzas.
 //

@@ -62,8 +62,9 @@ func (st *State) Serve(s *xmpp.Session, inner xmpp.Handler) error {
 //     (bounded by Config.Handled);
 //   - <a h/>: releases the acknowledged stanzas and calls OnAcked for each,
 //     in order, on the Serve goroutine;
-//   - <enabled/>: records the SM-ID, resume, max and location, and lets
-//     the ack requester re-send the messages Start held (see Start);
+//   - <enabled/> (the answer to <enable/>): records the SM-ID, resume, max
+//     and location, and lets the ack requester re-send the messages Start
+//     held (see Start); one that answers nothing is logged and ignored;
 //   - <failed/> (the answer to <enable/>): stream management is off for
 //     this connection. Stanzas written since <enable/> are dropped from
 //     the queue without a callback: they were written to a live stream,
@@ -213,6 +214,14 @@ func (c *conn) handleEnabled(t xml.TokenReader, start *xml.StartElement) {
 	var en stanza.Enabled
 	err := decodeSM(t, start, &en)
 	st.mu.Lock()
+	if !c.enabling {
+		// It answers nothing (see handleFailed): the SM-ID, the counts
+		// and the acks told stay as they are; an inbound count taken
+		// back would ack below an h sent before.
+		st.mu.Unlock()
+		st.logAt(slog.LevelWarn, "sm: ignoring an <enabled/> that answers no request of ours")
+		return
+	}
 	c.enabling = false
 	c.smOn = true
 	c.lastAct = timeNow()
