@@ -18,7 +18,7 @@ type AckTimeoutError struct {
 	// says how long it lasted (see "Dead connections").
 	Bound time.Duration
 	// Waited is how long the answer had been awaited since the request was
-	// written or the last <a/> (or the request had waited to get out, or,
+	// written or the last <a/> that made progress (or the request had waited to get out, or,
 	// for a link whose socket showed no progress, since the peer's TCP
 	// last acknowledged a byte of ours) when the State gave up: at least
 	// Bound; more when stanzas read from the server put the end off, or by

@@ -57,7 +57,9 @@ type conn struct {
 	tOrd         uint64          // the <r/> (its rOut) timed for the default window: written while no other was timed; 0: none
 	tAt          int64           // Unix ns when it was written
 	tN           int             // stanzas in flight then
-	rWait        int64           // Unix ns since when an answer to a written <r/> is awaited with no <a/> received; 0: none
+	rWait        int64           // Unix ns since when an answer to a written <r/> is awaited with no <a/> that made progress (see handleAck); 0: none
+	need         uint32          // stanzas written before our last <r/>, which its answer covers (see needLocked)
+	needOK       bool            // need is set
 	inAt         int64           // Unix ns when the inbound scanner last read a stanza (a sign of life, see deadlineLocked); 0: none
 	bookAt       int64           // Unix ns when the request (<r/> or <enable/>) being written was booked; 0: none
 	sock         syscall.RawConn // the TCP socket under the session, for progressLocked; nil: none known
@@ -73,7 +75,7 @@ type conn struct {
 	pendFor      int64           // the sinceLocked value for which a periodic look (never the write itself) saw bytes of ours held by the kernel; 0: none
 	enableAt     int64           // Unix ns when <enable/> was written
 	lastAct      int64           // Unix ns of the last <r/> sent or <a/> received (idle probe)
-	gotAck       bool            // an <a/> arrived on this connection
+	gotAck       bool            // an <a/> that made progress (not stale, see handleAck) arrived on this connection
 	failedResume bool            // a failed resumption (see "Failed resumptions"): the session was dropped
 	sess         *xmpp.Session   // set by Start; the watchdog expires its deadlines
 	watch        *time.Timer     // the watchdog (armLocked); created stopped, never replaced
@@ -361,6 +363,18 @@ func (s *outSink) element(e *element) {
 	case kindResume:
 		st.mu.Lock()
 		c.resumeOut = true
+		st.mu.Unlock()
+	case kindR:
+		// Every stanza written before this <r/> is counted (one element
+		// is written at a time, and this scanner sees each after its
+		// bytes), and none after it: its answer covers this count. The
+		// answer may be read before this runs, so the request's booking
+		// set a lower bound already (see needLocked).
+		if !c.outActive.Load() {
+			return
+		}
+		st.mu.Lock()
+		c.needLocked(st.outH)
 		st.mu.Unlock()
 	case kindStreamStart:
 		st.mu.Lock()

@@ -90,7 +90,8 @@
 // The server's <a h/> releases the stanzas it covers and calls
 // OnAcked for each, in order: the tracking layer turns that into
 // DELIVERED_TO_SERVER. An h that does not advance (repeated, older,
-// unsolicited) is a no-op, except in <resumed/>: a server cannot unhandle
+// unsolicited) is a no-op (and no answer while stanzas written before
+// our last <r/> wait: see "Dead connections"), except in <resumed/>: a server cannot unhandle
 // what it acknowledged, so a <resumed h> below an earlier h is a protocol
 // error (bind anew; the Policy takes the unacknowledged stanzas). An h
 // above what was sent ends the stream with
@@ -237,9 +238,30 @@
 // it wrote) has been written and stayed unanswered for Config.AckTimeout
 // (default 5 s) plus four times the smoothed round trip of earlier <r/>
 // (at most AckTimeout again; Info.RTT and Info.AckBound report both),
-// with no <a/> at all received meanwhile, the connection is dead. A slow
-// server that answers late but answers (under a burst, each <a/> restarts
-// the bound) is not.
+// with no <a/> that made progress (below) received meanwhile, the
+// connection is dead. A slow server that answers late but answers (under
+// a burst, each <a/> restarts the bound) is not.
+//
+// An <a/> restarts the bound only if it makes progress: it acknowledges
+// stanzas not acknowledged before, or covers every stanza written before
+// our last <r/>. A server answers an <r/> with the count of stanzas it
+// handled before it, so a correct answer covers every stanza written
+// before that <r/>, never one written after it (the server had not read
+// it yet). The State takes that count when it books the <r/> (stanzas
+// counted then were all written before it: a write holds mellium's output,
+// which the <r/> waits for) and again when the outbound tee sees the <r/>
+// (exact, but possibly after the answer was read). An answer that
+// acknowledges nothing new while such stanzas wait is stale: a server that
+// lost them, or whose parser swallowed them, and answers every <r/> with
+// the same h, or an unsolicited <a/> repeating an old h. The wait goes on
+// from where it was, so a server whose answers stop short is found within
+// the ack bound of its last progress, as one that does not answer is, and
+// the connection ends with ErrAckTimeout. The next connection resumes, and
+// <resumed h> settles what the server has (the rest is retransmitted). A
+// stale answer is no ack either for a resumed connection, which, if it
+// gets nothing else, is a failed resumption (see below): the Policy takes
+// the stanzas on a new session. An answer that acknowledges some of them
+// is progress, and the bound starts again for the rest.
 //
 // Nor is a client slow to read: a server writes its answer behind
 // everything it wrote before (a backlog of thousands of stanzas after a
@@ -383,7 +405,8 @@
 // swallows what follows, and the stream either never acknowledges anything
 // again or dies with not-well-formed, policy-violation or stanza-too-big.
 // Resuming once more would hit the same parser. So a resumed connection
-// that ends, before the server acknowledged anything on it (no <a/>), with
+// that ends, before the server acknowledged anything on it (no <a/> that
+// made progress, see "Dead connections"), with
 // ErrAckTimeout, with the kernel's ETIMEDOUT (TCP_USER_TIMEOUT ended a
 // stuck write), while a request of ours had waited longer than the ack
 // bound to get out (see "Dead connections"), or with one of those three

@@ -164,27 +164,6 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	}
 	now := timeNow()
 	st.mu.Lock()
-	if c.aRecv < c.rSent {
-		c.aRecv++
-	}
-	c.gotAck, c.lastAct = true, now
-	if c.rAt != 0 {
-		st.sampleRTTLocked(now - c.rAt)
-		c.rAt = 0
-	}
-	if c.tOrd != 0 && c.aRecv >= c.tOrd {
-		if st.cfg.Window == 0 && st.conn == c && st.win.sample(now, c.tAt, now-c.tAt, c.tN) {
-			st.paceLocked()
-		}
-		c.tOrd = 0
-	}
-	c.progOK = false // what the socket showed before is moot
-	if c.aRecv < c.rOut {
-		c.rWait = now // progress: the bound starts again
-		c.markLocked(now)
-	} else {
-		c.rWait = 0
-	}
 	n, tooHigh := st.ackLocked(a.H)
 	if tooHigh {
 		sent := st.outH
@@ -195,18 +174,67 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 			"h", a.H, "sent", sent)
 		return c.fail(t, &HandledCountTooHighError{H: a.H, SendCount: sent})
 	}
+	// A stale answer acknowledges nothing new while stanzas written before
+	// our last <r/> wait for an ack: it is no progress (see "Dead
+	// connections"), so the wait for an answer that covers them goes on
+	// from where it was, and it is neither the server's first ack on the
+	// connection nor a round-trip sample.
+	covered := c.coveredLocked()
+	stale := n == 0 && !covered
+	if c.aRecv < c.rSent {
+		c.aRecv++
+	}
+	c.lastAct = now
+	if !stale {
+		c.gotAck = true
+		if c.rAt != 0 {
+			st.sampleRTTLocked(now - c.rAt)
+			c.rAt = 0
+		}
+		if c.tOrd != 0 && c.aRecv >= c.tOrd {
+			if st.cfg.Window == 0 && st.conn == c && st.win.sample(now, c.tAt, now-c.tAt, c.tN) {
+				st.paceLocked()
+			}
+			c.tOrd = 0
+		}
+		c.progOK = false // what the socket showed before is moot
+	}
+	switch {
+	case stale:
+		if c.rWait == 0 {
+			c.rWait = now // an answer that covers them is awaited from now
+			c.markLocked(now)
+			c.armLocked()
+		}
+	case c.aRecv < c.rOut || !covered:
+		// Progress: the bound starts again, for the requests still
+		// unanswered or for what the answers did not cover yet.
+		c.rWait = now
+		c.markLocked(now)
+		c.armLocked()
+	default:
+		c.rWait = 0
+	}
 	if n > 0 && c.aRecv == c.rSent && c.sinceReq == 0 && st.queue.len() > 0 {
 		// Every <r/> is answered, the server makes progress, but stanzas
 		// the requests covered are still unacknowledged: ask once more
 		// after AckDelay. (An answer without progress does not re-arm, so
-		// a server that lost stanzas is not polled forever; they are
-		// retransmitted on resumption.)
+		// a server that lost stanzas is not polled forever: its stale
+		// answers leave the ack bound running, the connection ends, and
+		// they are retransmitted on resumption.)
 		c.sinceReq, c.uncovered = 1, timeNow()
 	}
 	st.mu.Unlock()
 	c.signal() // the rules' timers moved (idle probe, re-arm)
 	st.deliver()
 	return nil
+}
+
+// coveredLocked reports whether the server acknowledged every stanza
+// written before our last <r/> (c.need, see needLocked). The caller holds
+// st.mu.
+func (c *conn) coveredLocked() bool {
+	return !c.needOK || int32(c.st.ackedH-c.need) >= 0
 }
 
 func (c *conn) handleEnabled(t xml.TokenReader, start *xml.StartElement) {

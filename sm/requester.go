@@ -409,8 +409,26 @@ func (c *conn) bookLocked(now int64) {
 	c.armLocked()
 	c.lastAct = now
 	c.rSent++
+	c.needLocked(c.st.outH)
 	c.sinceReq, c.uncovered, c.lone = 0, 0, false
 	c.flushLocked()
+}
+
+// needLocked raises c.need, the count of stanzas written before our last
+// <r/> that a correct answer covers (see coveredLocked), to h. It is
+// called twice per <r/>: when the request is booked, with the stanzas
+// counted then, all written before it (a stanza being written holds
+// mellium's output, which the <r/> waits for), so that an answer read
+// before the write returns finds it; and when the outbound scanner sees
+// the <r/>, with the exact count, which may come after the answer was
+// read (mellium copies the bytes to the tee after the connection took
+// them). A correct answer covers both, so raising need after it was read
+// never makes it stale. A booking whose write is refused (the stream was
+// closed) leaves need raised: nothing more is awaited on that stream.
+func (c *conn) needLocked(h uint32) {
+	if !c.needOK || int32(h-c.need) > 0 {
+		c.need, c.needOK = h, true
+	}
 }
 
 // noteRLocked reads, right after an <r/> was written, the point of our
