@@ -149,9 +149,9 @@ func TestInvalidAck(t *testing.T) {
 		{`<a xmlns='urn:xmpp:sm:3'/>`, stanza.ErrMissingAttr},
 		{`<a xmlns='urn:xmpp:sm:3' h=''/>`, stanza.ErrMissingAttr},
 		{`<a xmlns='urn:xmpp:sm:3' h='-1'/>`, stanza.ErrInvalidH},
-		{`<a xmlns='urn:xmpp:sm:3' h='+1'/>`, stanza.ErrInvalidH},
+		{`<a xmlns='urn:xmpp:sm:3' h='+-1'/>`, stanza.ErrInvalidH},
 		{`<a xmlns='urn:xmpp:sm:3' h='abc'/>`, stanza.ErrInvalidH},
-		{`<a xmlns='urn:xmpp:sm:3' h=' 1'/>`, stanza.ErrInvalidH},
+		{`<a xmlns='urn:xmpp:sm:3' h='1 1'/>`, stanza.ErrInvalidH},
 		{`<a xmlns='urn:xmpp:sm:3' h='4294967296'/>`, stanza.ErrInvalidH},
 	}
 	for _, tc := range tests {
@@ -413,5 +413,36 @@ func TestErrors(t *testing.T) {
 	}
 	if ReportLost.String() != "report-lost" || Resend.String() != "resend" || Policy(9).String() != "unknown" {
 		t.Error("Policy.String")
+	}
+}
+
+// TestAckHLexicalForms: XEP-0198's schema types h as xs:unsignedInt, whose
+// lexical space allows a '+' sign (a '-' one on 0) and surrounding white
+// space: an ack in such a form acknowledges as usual, and does not end the
+// stream with bad-format.
+func TestAckHLexicalForms(t *testing.T) {
+	for _, form := range []string{"+%d", " %d ", "%d\n", "\t+000%d"} {
+		t.Run(fmt.Sprintf("%q", form), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := newFakeServer(t)
+				srv.rReply = func(h uint32) string {
+					return fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='`+form+`'/>`, h)
+				}
+				rec := newRecorder()
+				st := New(rec.config(Config{}))
+				c := mustDial(t, srv, st, nil)
+				synctest.Wait()
+				sendMsg(t, st, c.sess, "m0")
+				if ev := rec.next(t); ev != "acked:m0" {
+					t.Fatalf("event %s", ev)
+				}
+				select {
+				case <-c.served:
+					t.Fatalf("the stream ended: %v", c.serveEr)
+				default:
+				}
+				c.close()
+			})
+		})
 	}
 }

@@ -96,7 +96,9 @@
 // error (bind anew; the Policy takes the unacknowledged stanzas). An h
 // above what was sent ends the stream with
 // the handled-count-too-high stream error (XEP-0198 §6); an h that is
-// missing or not an unsignedInt ends it with bad-format. Such a stream is
+// missing or not an unsignedInt ends it with bad-format (every form of the
+// type's lexical space is one, "+7" and " 7 " too: see stanza.ParseH).
+// Such a stream is
 // never resumed; its unacknowledged stanzas go to the Policy on the next
 // connection. The one exception is the first answer (<resumed h> or
 // <failed h>) to the resumption of a stream restored from a store

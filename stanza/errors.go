@@ -8,8 +8,9 @@ import (
 // Decode errors. Decoders return them wrapped in a *FieldError that names
 // the element and attribute at fault; test for them with errors.Is.
 var (
-	// ErrInvalidH means an h attribute is not an xs:unsignedInt: it is empty,
-	// has a sign, spaces or other non-digits, or exceeds 4294967295.
+	// ErrInvalidH means an h attribute is not an xs:unsignedInt (see
+	// ParseH): it is empty, has spaces inside or other non-digits, is
+	// negative, or exceeds 4294967295.
 	ErrInvalidH = errors.New("stanza: h is not an unsignedInt")
 
 	// ErrIDTooLong means an identifier is longer than MaxIDLen bytes.

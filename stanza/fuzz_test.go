@@ -112,7 +112,7 @@ func FuzzStanzaID(f *testing.F) {
 }
 
 func FuzzParseH(f *testing.F) {
-	for _, s := range append(badH, "0", "7", "0042", "4294967295", "4294967294") {
+	for _, s := range append(badH, "0", "7", "0042", "4294967295", "4294967294", "+7", " 7\n", "-0") {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -123,7 +123,8 @@ func FuzzParseH(f *testing.F) {
 			}
 			return
 		}
-		if strings.TrimLeft(in, "0123456789") != "" {
+		// Only digits, after an optional sign, within XML white space.
+		if d := strings.TrimLeft(strings.Trim(in, " \t\r\n"), "+-"); d == "" || strings.TrimLeft(d, "0123456789") != "" {
 			t.Fatalf("ParseH(%q) accepted non-digits", in)
 		}
 		// The canonical form parses to the same value.

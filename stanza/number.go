@@ -3,22 +3,44 @@ package stanza
 import (
 	"math"
 	"strconv"
+	"strings"
 )
 
-// ParseH parses the value of an XEP-0198 h attribute, an xs:unsignedInt.
-// Only ASCII digits are accepted (leading zeros included); an empty string, a
-// sign (even "+"), white space, any other character, or a value above
-// 4294967295 yields a *FieldError with Attr "h" wrapping ErrInvalidH.
-// The element decoders of this package fill in FieldError.Element.
+// ParseH parses the value of an XEP-0198 h attribute, an xs:unsignedInt,
+// in any form of that type's lexical space: ASCII digits (leading zeros
+// included), optionally after a '+' sign (or a '-' sign when the value is
+// 0), with leading and trailing XML white space (space, tab, CR, LF)
+// ignored, as the type's whiteSpace facet (collapse) ignores it. So
+// "+42", " 42 " and "0042" are 42, and "-0" is 0. An empty value, a sign
+// alone or twice, white space inside, any other character (non-ASCII
+// digits and spaces included), a negative value, or a value above
+// 4294967295 yields a *FieldError with Attr "h" wrapping ErrInvalidH. The
+// element decoders of this package fill in FieldError.Element.
 func ParseH(s string) (uint32, error) {
-	n, ok := parseUint32(s)
+	n, ok := parseH(s)
 	if !ok {
 		return 0, fieldErr("", "h", ErrInvalidH)
 	}
 	return n, nil
 }
 
-// parseUint32 accepts 1 or more ASCII digits with a value that fits 32 bits.
+// parseH is ParseH without the error value.
+func parseH(s string) (uint32, bool) {
+	s = strings.Trim(s, " \t\r\n")
+	neg := false
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		neg = s[0] == '-'
+		s = s[1:]
+	}
+	n, ok := parseUint32(s)
+	if !ok || neg && n != 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+// parseUint32 accepts 1 or more ASCII digits with a value that fits 32
+// bits, and nothing else (the max attribute; h goes through parseH).
 func parseUint32(s string) (uint32, bool) {
 	if s == "" {
 		return 0, false

@@ -102,7 +102,7 @@ func requiredH(start xml.StartElement) (uint32, error) {
 	if !ok {
 		return 0, fieldErr(start.Name.Local, "h", ErrMissingAttr)
 	}
-	h, ok := parseUint32(s)
+	h, ok := parseH(s)
 	if !ok {
 		return 0, fieldErr(start.Name.Local, "h", ErrInvalidH)
 	}
@@ -159,7 +159,7 @@ func (v *Failed) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
 	if verr == nil {
 		if s, ok := attr(start, "h"); ok {
 			out.HasH = true
-			if out.H, ok = parseUint32(s); !ok {
+			if out.H, ok = parseH(s); !ok {
 				verr = fieldErr("failed", "h", ErrInvalidH)
 			}
 		}

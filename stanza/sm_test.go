@@ -98,14 +98,18 @@ func TestAckRoundTrip(t *testing.T) {
 	roundTrip(t, `<r xmlns='urn:xmpp:sm:3'/>`, stanza.AckRequest{}, `<r xmlns="urn:xmpp:sm:3"></r>`)
 }
 
-var badH = []string{"", " ", "-1", "+1", "+0", " 1", "1 ", "1.0", "1e3", "0x10", "abc", "4294967296",
-	"99999999999999999999", "١", "１", "1_000", "\t1", "1\n"}
+var badH = []string{"", " ", "-1", "-01", "+", "-", "++1", "+-0", "-+0", "+ 1", "1 2", "1.0", "1e3", "0x10",
+	"abc", "4294967296", "+4294967296", "99999999999999999999", "١", "１", "1_000", "\u00a01", "1\u3000"}
 
 func TestParseH(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want uint32
-	}{{"0", 0}, {"1", 1}, {"00", 0}, {"0042", 42}, {"4294967295", 4294967295}, {"0004294967295", 4294967295}} {
+	}{{"0", 0}, {"1", 1}, {"00", 0}, {"0042", 42}, {"4294967295", 4294967295}, {"0004294967295", 4294967295},
+		// The rest of xs:unsignedInt's lexical space: a '+' sign, a '-'
+		// sign on zero, surrounding XML white space (whiteSpace collapse).
+		{"+1", 1}, {"+0", 0}, {"+0042", 42}, {"+4294967295", 4294967295}, {"-0", 0}, {"-000", 0},
+		{" 1", 1}, {"1 ", 1}, {"\t1", 1}, {"1\n", 1}, {"\r\n +7\t ", 7}} {
 		got, err := stanza.ParseH(tc.in)
 		if err != nil || got != tc.want {
 			t.Errorf("ParseH(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
