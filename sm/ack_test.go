@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -445,4 +447,71 @@ func TestAckHLexicalForms(t *testing.T) {
 			})
 		})
 	}
+}
+
+// teeLagConn is the client's end of a link whose Write, for a write that
+// holds marker, returns only once release is closed, after the bytes
+// reached the server: mellium copies what it wrote to TeeOut only once the
+// connection's Write returned, so this stands for the writer being
+// preempted between the two (a GC pause, loaded cores).
+type teeLagConn struct {
+	net.Conn
+	marker  string
+	release chan struct{}
+}
+
+func (c teeLagConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if strings.Contains(string(p), c.marker) {
+		<-c.release
+	}
+	return n, err
+}
+
+// TestUnsolicitedAckBeforeTeeCounted: an unsolicited <a/> (XEP-0198 allows
+// one at any time) that counts a stanza the server read before the
+// outbound tee counted it is a correct ack, not handled-count-too-high:
+// its h is judged again once the write under way is counted. (The stream
+// was ended with handled-count-too-high h=1, send-count 0.)
+func TestUnsolicitedAckBeforeTeeCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		release := make(chan struct{})
+		var once sync.Once
+		free := func() { once.Do(func() { close(release) }) }
+		srv.clientWrap = func(c net.Conn) net.Conn {
+			return teeLagConn{Conn: c, marker: "</message>", release: release}
+		}
+		srv.cutAfter = func(g got) bool { // srv.mu is held
+			if g.id == "m1" {
+				go srv.cur.raw(fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='%d'/>`, srv.inH))
+			}
+			return false
+		}
+		rec := newRecorder()
+		st := New(rec.config(Config{}))
+		st.settleHook = free // the <a/> waits for the write: let it end
+		c := mustDial(t, srv, st, nil)
+		if err := st.WaitEnabled(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		st.mu.Lock()
+		cn := st.conn
+		st.mu.Unlock()
+		go func() {
+			<-cn.done // without the wait, the stream ends with the write held
+			free()
+		}()
+		sendMsg(t, st, c.sess, "m1")
+		if ev := rec.next(t); ev != "acked:m1" {
+			t.Fatalf("event %s", ev)
+		}
+		synctest.Wait()
+		select {
+		case <-c.served:
+			t.Fatalf("the stream ended: %v", c.serveEr)
+		default:
+		}
+		c.close()
+	})
 }

@@ -87,18 +87,22 @@
 // never ends and bounds the write with the connection's deadline, as this
 // module's client does.
 //
-// The server's <a h/> releases the stanzas it covers and calls
-// OnAcked for each, in order: the tracking layer turns that into
-// DELIVERED_TO_SERVER. An h that does not advance (repeated, older,
-// unsolicited) is a no-op (and no answer while stanzas written before
-// our last <r/> wait: see "Dead connections"), except in <resumed/>: a server cannot unhandle
-// what it acknowledged, so a <resumed h> below an earlier h is a protocol
-// error (bind anew; the Policy takes the unacknowledged stanzas). An h
-// above what was sent ends the stream with
-// the handled-count-too-high stream error (XEP-0198 §6); an h that is
-// missing or not an unsignedInt ends it with bad-format (every form of the
-// type's lexical space is one, "+7" and " 7 " too: see stanza.ParseH).
-// Such a stream is
+// The server's <a h/> releases the stanzas it covers and calls OnAcked for
+// each, in order: the tracking layer turns that into DELIVERED_TO_SERVER.
+// An h that does not advance (repeated, older, unsolicited) is a no-op
+// (and no answer while stanzas written before our last <r/> wait: see
+// "Dead connections"), except in <resumed/>: a server cannot unhandle what
+// it acknowledged, so a <resumed h> below an earlier h is a protocol error
+// (bind anew; the Policy takes the unacknowledged stanzas). An h above
+// what was sent ends the stream with the handled-count-too-high stream
+// error (XEP-0198 §6), once the writes under way are counted: mellium
+// hands a stanza to the connection before it copies it to the tee, so an
+// unsolicited <a/> may count a stanza the tee has not seen yet, and the
+// handler waits for mellium's output (the lock our <r/> takes before its
+// write, so that answers to our own requests never run ahead of the count)
+// before it judges such an h again; an h that is missing or not an
+// unsignedInt ends it with bad-format (every form of the type's lexical
+// space is one, "+7" and " 7 " too: see stanza.ParseH). Such a stream is
 // never resumed; its unacknowledged stanzas go to the Policy on the next
 // connection. The one exception is the first answer (<resumed h> or
 // <failed h>) to the resumption of a stream restored from a store

@@ -165,8 +165,29 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	now := timeNow()
 	st.mu.Lock()
 	n, tooHigh := st.ackLocked(a.H)
+	sent := st.outH
 	if tooHigh {
-		sent := st.outH
+		// Maybe not: see settleWrites. Judged again once the writes
+		// under way are counted, against the count then: a stanza
+		// written after the server sent this <a/> must not make a wrong
+		// h pass.
+		s, hook := c.sess, st.settleHook
+		st.mu.Unlock()
+		if hook != nil {
+			hook()
+		}
+		settled, ok := st.settleWrites(s)
+		st.mu.Lock()
+		if ok {
+			sent = settled
+		}
+		if !exceeds(a.H, st.ackedH, sent) {
+			if n, tooHigh = st.ackLocked(a.H); tooHigh {
+				sent = st.outH
+			}
+		}
+	}
+	if tooHigh {
 		st.dropSessionLocked()
 		st.mu.Unlock()
 		c.stop()
@@ -228,6 +249,39 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	c.signal() // the rules' timers moved (idle probe, re-arm)
 	st.deliver()
 	return nil
+}
+
+// settleWrites returns the outbound count once every stanza whose bytes
+// reached s's connection is counted (ok false: no session). mellium
+// copies what it writes to the outbound tee only after the connection
+// took it (TeeOut is a MultiWriter behind the connection), all under its
+// output lock: between the two, the server may read a stanza and
+// acknowledge it (XEP-0198 lets it send an <a/> at any time) before outH
+// counts it. Holding that lock, as our <r/> does before its write (so the
+// answers to our own requests never run ahead of the count), no write is
+// under way: the count is read then. It runs on the reading goroutine, as
+// the answer to the server's <r/> takes the same lock there: a writer
+// that cannot finish (a stuck connection) holds it until the ack bound or
+// the write bound expires the connection's deadlines, and the connection
+// ends as dead either way. The lock order, mellium's output then st.mu,
+// is the tees'.
+func (st *State) settleWrites(s *xmpp.Session) (sent uint32, ok bool) {
+	if s == nil {
+		return 0, false // no Start: nothing was written through the tees
+	}
+	w := s.TokenWriter() // mellium's output lock, held by any write under way
+	st.mu.Lock()
+	sent = st.outH
+	st.mu.Unlock()
+	w.Close()
+	return sent, true
+}
+
+// exceeds reports whether h acknowledges more than sent, counting
+// from acked (modulo 2^32, as ackLocked does).
+func exceeds(h, acked, sent uint32) bool {
+	d := int32(h - acked)
+	return d > 0 && uint32(d) > sent-acked
 }
 
 // coveredLocked reports whether the server acknowledged every stanza

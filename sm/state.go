@@ -37,7 +37,11 @@ type State struct {
 	overdueHook func()
 	// wroteHook, set by tests, runs when a booked <r/> was written and
 	// its booking cleared, with mu held.
-	wroteHook  func()
+	wroteHook func()
+	// settleHook, set by tests, runs when an <a/> whose h exceeds the
+	// outbound count waits for the writes under way (settleWrites), before
+	// it takes mellium's output lock, with no lock held.
+	settleHook func()
 	base       uint32 // counters restart here; tests set values near 2^32
 	noCoalesce bool   // coalescing is off (see coalesceAt): internal/smhook.NoCoalesce at New, or set by tests
 
@@ -275,7 +279,7 @@ func (st *State) ackLocked(h uint32) (n int, tooHigh bool) {
 	if d <= 0 {
 		return 0, false
 	}
-	if uint32(d) > st.outH-st.ackedH {
+	if exceeds(h, st.ackedH, st.outH) {
 		return 0, true
 	}
 	for n = 0; n < int(d) && st.queue.len() > 0; n++ {
