@@ -155,8 +155,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // long polls and event streams, and the waits of requests with "wait" (and
 // of POST /v1/test) as their timeout would: a message accepted is answered
 // 202 with "reached": false and its id, so that an http.Server's Shutdown
-// after Close has no request left waiting. It does not close the
-// accounts' clients.
+// after Close has no request left waiting. With a store, it gives up
+// each webhook's claim (saving its cursor), waiting up to 5 s for the
+// store. It does not close the accounts' clients.
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.cancel()

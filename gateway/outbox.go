@@ -40,6 +40,10 @@ const (
 	renewEvery = 20 * time.Second
 	hookMargin = 10 * time.Second
 	hookScope  = "gateway-webhook"
+	// releaseWait bounds the release at Close: a store that does not
+	// answer holds Close up that long at most (the claim then ends with
+	// its lease).
+	releaseWait = 5 * time.Second
 )
 
 type outbox struct {
@@ -110,16 +114,21 @@ var errClaimRanOut = errors.New("gateway: the webhook's claim ran out")
 // claim is no longer this gateway's for sure: it ran out
 // (errClaimRanOut), or the store did not take the save (another gateway
 // may claim the job once the last save's lease ends); it writes nothing
-// more then.
+// more then. A save cut short only because ctx ended (Close) leaves the
+// claim as it was: whether or not the write landed, the claim is this
+// gateway's until the end of the one before, so release can still give
+// it up.
 func (o *outbox) save(ctx context.Context, c Cursor) error {
 	if !o.holds() {
 		return errClaimRanOut
 	}
-	ctx, cancel := context.WithDeadline(ctx, o.deadline())
+	sctx, cancel := context.WithDeadline(ctx, o.deadline())
 	defer cancel()
 	due := o.now().Add(hookLease)
-	if err := o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: due, Data: []byte(c.String())}); err != nil {
-		o.until = time.Time{}
+	if err := o.s.PutJob(sctx, store.Job{Queue: o.queue(), Name: "cursor", Due: due, Data: []byte(c.String())}); err != nil {
+		if ctx.Err() == nil {
+			o.until = time.Time{}
+		}
 		return err
 	}
 	o.until = due
@@ -127,12 +136,17 @@ func (o *outbox) save(ctx context.Context, c Cursor) error {
 }
 
 // release stores the cursor and gives the claim up at once, if it is still
-// this gateway's.
+// this gateway's. It waits for the store up to releaseWait, and never past
+// the claim's deadline.
 func (o *outbox) release(c Cursor) {
 	if !o.holds() {
 		return
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), o.deadline())
+	end := o.now().Add(releaseWait)
+	if d := o.deadline(); d.Before(end) {
+		end = d
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), end)
 	defer cancel()
 	o.s.PutJob(ctx, store.Job{Queue: o.queue(), Name: "cursor", Due: o.now(), Data: []byte(c.String())})
 	o.until = time.Time{}

@@ -538,3 +538,91 @@ func TestWebhookClaimRunsOut(t *testing.T) {
 		t.Fatalf("the job after the claim ran out: %+v %v (want the cursor 7 saved last)", js, err)
 	}
 }
+
+// deadlineStore records when the context of each write of a webhook's
+// cursor ends.
+type deadlineStore struct {
+	store.Store
+	deadlines []time.Time
+}
+
+func (s *deadlineStore) PutJob(ctx context.Context, j store.Job) error {
+	d, _ := ctx.Deadline()
+	s.deadlines = append(s.deadlines, d)
+	return s.Store.PutJob(ctx, j)
+}
+
+// TestWebhookReleaseBounded: the release of a webhook's claim at Close
+// waits for the store at most releaseWait, and never past the claim's
+// deadline: Close returns within that even when the store does not
+// answer (it waits for the release), rather than holding on until the
+// claim's deadline, up to 50 s away.
+func TestWebhookReleaseBounded(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, left := range []time.Duration{hookLease, hookMargin + time.Second} {
+		ds := &deadlineStore{Store: st}
+		o := &outbox{s: ds, name: "n", now: time.Now, until: time.Now().Add(left)}
+		end := o.deadline()
+		o.release(7)
+		after := time.Now()
+		if len(ds.deadlines) != 1 {
+			t.Fatalf("claim with %v left: %d writes at release, want 1", left, len(ds.deadlines))
+		}
+		if d := ds.deadlines[0]; d.IsZero() || d.Sub(after) > releaseWait || d.After(end) {
+			t.Errorf("claim with %v left: the release waits for the store until %v after it returned, want at most %v and not past the claim's deadline",
+				left, d.Sub(after).Round(time.Millisecond), releaseWait)
+		}
+	}
+}
+
+// closeInSaveStore is a store whose saves of a webhook's cursor (renewals:
+// due a lease from now) block, once hang is set, until their context ends;
+// saving is closed when the first one blocks. Other writes, the release
+// among them, pass.
+type closeInSaveStore struct {
+	store.Store
+	hang   atomic.Bool
+	once   sync.Once
+	saving chan struct{}
+}
+
+func (s *closeInSaveStore) PutJob(ctx context.Context, j store.Job) error {
+	if strings.HasPrefix(j.Queue, hookScope) && s.hang.Load() && j.Due.After(time.Now().Add(hookMargin)) {
+		s.once.Do(func() { close(s.saving) })
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.Store.PutJob(ctx, j)
+}
+
+// TestWebhookCloseDuringSave: a save of the cursor that Close cuts short
+// leaves the claim this gateway's, so Close still releases it, with the
+// cursor of the change delivered: another gateway claims the webhook at
+// once rather than after the one-minute lease.
+func TestWebhookCloseDuringSave(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	cs := &closeInSaveStore{Store: st, saving: make(chan struct{})}
+	f := newFixture(t, Config{Store: cs, Webhooks: []Webhook{{URL: srv.URL, Secret: "k"}}})
+	cs.hang.Store(true)
+	r := f.send(`{"to":"bob@example.org","body":"hi"}`)
+	select {
+	case <-cs.saving:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delivery was never saved")
+	}
+	f.g.Close()
+	js, err := st.ClaimJobs(context.Background(), f.g.hooks[0].out.queue(), time.Now(), hookLease, 1)
+	if err != nil || len(js) != 1 || string(js[0].Data) != r.Cursor.String() {
+		t.Fatalf("claiming the webhook after Close: %+v %v, want its job with the cursor %s (released)", js, err, r.Cursor)
+	}
+}
