@@ -152,10 +152,46 @@ func TestMemberNames(t *testing.T) {
 	f.send(`{"t\u006f":"bob@example.org","body":"x"}`)
 }
 
+// TestCheckNames: only the names of the top-level object's members are
+// checked (not those of nested objects, nor strings in arrays or values
+// that look like names), the first refused wins, and a body that is not
+// valid JSON, or not an object, is left to encoding/json.
+func TestCheckNames(t *testing.T) {
+	for _, c := range []struct{ body, typ, field string }{
+		{`{"to":"x","body":"y"}`, "", ""},
+		{`{"to":"x","body":"{\"TO\":1,\"to\":2}"}`, "", ""},
+		{`{"to":"x","window":{"TO":1,"to":2,"to":3}}`, "", ""},
+		{`{"to":"x","window":["TO","to",{"to":1}],"body":"y"}`, "", ""},
+		{`{"to":"x","window":[{"a":1},"b"],"TO":"y"}`, "unknown-field", "TO"},
+		{` {"Body":"x","to":"y","to":"z"} `, "unknown-field", "Body"},
+		{`{"to":"x","to":"y","Body":"z"}`, "malformed-json", "to"},
+		{`{"body":"x","\u0062ody":"y"}`, "malformed-json", "body"},
+		{`{"to":"x","TO":"y"`, "", ""},
+		{`{"to":"x","TO":"y"}}`, "", ""},
+		{`{"to":"x","TO":"y"} {}`, "", ""},
+		{`{"to":"x","TO":"y",}`, "", ""},
+		{`["to","TO"]`, "", ""},
+	} {
+		p := checkNames([]byte(c.body), new(sendRequest))
+		if c.typ == "" {
+			if p != nil {
+				t.Errorf("%s: %s %q, want nothing refused", c.body, p.Type, p.Field)
+			}
+			continue
+		}
+		if p == nil || p.Type != ProblemTypePrefix+c.typ || p.Field != c.field {
+			t.Errorf("%s: %+v, want %s for %q", c.body, p, c.typ, c.field)
+		}
+	}
+}
+
 // TestLoneSurrogate: a \u escape of half a UTF-16 surrogate pair is no
 // character; a whole pair is one, and an escaped backslash before "u" is
-// no escape.
+// no escape. It is refused wherever it is in a valid body (a member's
+// name, a nested value), before a member name is; a body that is not
+// valid JSON gets encoding/json's error instead.
 func TestLoneSurrogate(t *testing.T) {
+	const refused = "the body holds a lone UTF-16 surrogate escape"
 	for body, lone := range map[string]bool{
 		`{"body":"\ud83d\ude00"}`:        false,
 		`{"body":"\uD83D\uDE00 \u00e9"}`: false,
@@ -165,9 +201,17 @@ func TestLoneSurrogate(t *testing.T) {
 		`{"body":"\ud800\u0041"}`:        true,
 		`{"body":"\udc00"}`:              true,
 		`{"body":"\ud83d\ude00\udfff"}`:  true,
+		`{"b\udc00":"x"}`:                true,
+		`{"TO":"x","body":"\ud800"}`:     true,
+		`{"window":["\ud800"]}`:          true,
+		`"\ud800"`:                       true,
+		`{"body":"\ud800",}`:             false,
+		`{"body":"\ud800"`:               false,
+		`{"body":"\ud8`:                  false,
 	} {
-		if got := loneSurrogate([]byte(body)); got != lone {
-			t.Errorf("%s: lone %v, want %v", body, got, lone)
+		p := decodeJSON([]byte(body), new(sendRequest))
+		if got := p != nil && strings.HasPrefix(p.Detail, refused); got != lone {
+			t.Errorf("%s: lone %v (%+v), want %v", body, got, p, lone)
 		}
 	}
 	f := newFixture(t, Config{})

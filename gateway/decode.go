@@ -207,82 +207,147 @@ func decodeJSON(data []byte, v any) *problem {
 // lets the last of two members win, so that {"to":A,"TO":B} would be sent
 // to B while a reader of the body against openapi.json (which allows no
 // other member) sees a message to A. It also refuses a lone UTF-16
-// surrogate escape ("\ud800"), which encoding/json would replace with
-// U+FFFD: text sent altered. Anything but one valid JSON object is left to
-// encoding/json, whose errors say more. v points to a struct.
+// surrogate escape ("\ud800") anywhere in data, which encoding/json would
+// replace with U+FFFD: text sent altered. Anything but valid JSON is left
+// to encoding/json, whose errors say more. v points to a struct.
+//
+// It reads data once, allocating nothing unless it refuses it or a member
+// name holds an escape: it follows strings and nesting only (the object's
+// members are those at depth 1), and makes sure data is valid JSON
+// (json.Valid) only when it found something to refuse.
 func checkNames(data []byte, v any) *problem {
-	if !json.Valid(data) {
-		return nil
+	var names []string
+	if i := skipSpace(data, 0); i < len(data) && data[i] == '{' {
+		names = namesOf(reflect.TypeOf(v).Elem())
 	}
-	if loneSurrogate(data) {
-		// encoding/json would replace it with U+FFFD: altered text.
-		return newProblem("malformed-json", `the body holds a lone UTF-16 surrogate escape (such as "\ud800"), which is no character`)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if t, _ := dec.Token(); t != json.Delim('{') {
-		return nil
-	}
-	names := jsonNames(reflect.TypeOf(v).Elem())
-	var seen []string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil
-		}
-		name, _ := t.(string)
-		if !slices.Contains(names, name) {
-			detail := fmt.Sprintf("field %q is not part of the API", name)
-			if i := slices.IndexFunc(names, func(n string) bool { return strings.EqualFold(n, name) }); i >= 0 {
-				detail += fmt.Sprintf(" (names are case-sensitive: %q)", names[i])
+	var (
+		bad   *problem // for the first member name refused
+		seen  uint64   // names[i] was seen: bit i
+		depth int
+		key   bool // the next string is a member name of the object
+	)
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '{':
+			depth++
+			key = depth == 1 && names != nil
+		case '[':
+			depth++
+			key = false
+		case '}', ']':
+			depth--
+		case ',':
+			key = depth == 1 && names != nil
+		case '"':
+			end, escaped, lone := scanString(data, i)
+			if end < 0 {
+				return nil // cut short: encoding/json says so
 			}
-			return fieldProblem("unknown-field", name, detail)
-		}
-		if slices.Contains(seen, name) {
-			return fieldProblem("malformed-json", name, fmt.Sprintf("field %q appears more than once", name))
-		}
-		seen = append(seen, name)
-		var skip json.RawMessage
-		if dec.Decode(&skip) != nil {
-			return nil
+			if lone {
+				if !json.Valid(data) {
+					return nil
+				}
+				return newProblem("malformed-json", `the body holds a lone UTF-16 surrogate escape (such as "\ud800"), which is no character`)
+			}
+			if key && bad == nil {
+				bad = checkName(names, data[i:end], escaped, &seen)
+			}
+			key = false
+			i = end - 1
 		}
 	}
-	return nil
+	if bad != nil && !json.Valid(data) {
+		return nil
+	}
+	return bad
 }
 
-// loneSurrogate reports whether valid JSON data holds a \u escape of a
+// checkName checks one member name, quoted as in the body, against names,
+// and marks it seen.
+func checkName(names []string, quoted []byte, escaped bool, seen *uint64) *problem {
+	raw := quoted[1 : len(quoted)-1]
+	var name string
+	if escaped {
+		var ok bool
+		if name, ok = unquote(quoted); !ok {
+			return nil // not valid JSON: encoding/json says so
+		}
+	}
+	i := 0
+	for ; i < len(names); i++ {
+		if (!escaped && string(raw) == names[i]) || (escaped && name == names[i]) {
+			break
+		}
+	}
+	if i < len(names) && *seen&(1<<i) == 0 {
+		*seen |= 1 << i
+		return nil
+	}
+	if !escaped {
+		name = string(raw)
+		if !utf8.Valid(raw) {
+			name, _ = unquote(quoted) // each bad byte U+FFFD, as encoding/json has it
+		}
+	}
+	if i < len(names) {
+		return fieldProblem("malformed-json", name, fmt.Sprintf("field %q appears more than once", name))
+	}
+	detail := fmt.Sprintf("field %q is not part of the API", name)
+	if i := slices.IndexFunc(names, func(n string) bool { return strings.EqualFold(n, name) }); i >= 0 {
+		detail += fmt.Sprintf(" (names are case-sensitive: %q)", names[i])
+	}
+	return fieldProblem("unknown-field", name, detail)
+}
+
+// unquote decodes a quoted JSON string with escapes as encoding/json
+// decodes it ("t\u006f" is "to"). Rare: a function of its own, so that
+// checkName allocates nothing for the usual names.
+func unquote(quoted []byte) (string, bool) {
+	var s string
+	err := json.Unmarshal(quoted, &s)
+	return s, err == nil
+}
+
+// scanString reads the JSON string whose opening quote is data[i]. It
+// returns the index just past its closing quote (-1 if data ends first)
+// and whether the string holds escapes; at the first \\u escape of a
 // UTF-16 surrogate that is not the first half of a pair followed by its
-// second half.
-func loneSurrogate(data []byte) bool {
-	inString := false
-	for i := 0; i < len(data); i++ {
-		switch c := data[i]; {
-		case c == '"':
-			inString = !inString
-		case c == '\\' && inString:
-			i++ // valid JSON: an escape is whole
-			if data[i] != 'u' {
+// second half, it stops and reports lone (end is then not the string's).
+func scanString(data []byte, i int) (end int, escaped, lone bool) {
+	for i++; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			return i + 1, escaped, false
+		case '\\':
+			escaped = true
+			i++ // an escape is whole, or the JSON is not valid
+			if i >= len(data) || data[i] != 'u' {
 				continue
+			}
+			if i+4 >= len(data) {
+				return -1, escaped, false
 			}
 			r := hex4(data[i+1 : i+5])
 			i += 4
 			switch {
 			case r >= 0xDC00 && r <= 0xDFFF:
-				return true // a second half first
+				return i + 1, true, true // a second half first
 			case r >= 0xD800 && r <= 0xDBFF:
 				if i+6 >= len(data) || data[i+1] != '\\' || data[i+2] != 'u' {
-					return true
+					return i + 1, true, true
 				}
 				if r2 := hex4(data[i+3 : i+7]); r2 < 0xDC00 || r2 > 0xDFFF {
-					return true
+					return i + 1, true, true
 				}
 				i += 6
 			}
 		}
 	}
-	return false
+	return -1, escaped, false
 }
 
-// hex4 reads four hex digits (valid JSON's).
+// hex4 reads four hex digits (valid JSON's; anything else reads as some
+// value, the JSON being refused anyway).
 func hex4(b []byte) rune {
 	var r rune
 	for _, c := range b {
@@ -297,6 +362,24 @@ func hex4(b []byte) rune {
 		}
 	}
 	return r
+}
+
+// memberNames holds the JSON member names of the request types:
+// reflect.Type to []string, filled once per type.
+var memberNames sync.Map
+
+// namesOf returns the JSON member names of a struct type's fields,
+// computed once per type.
+func namesOf(t reflect.Type) []string {
+	if n, ok := memberNames.Load(t); ok {
+		return n.([]string)
+	}
+	n := jsonNames(t)
+	if len(n) > 64 {
+		panic("gateway: a request type has more than 64 members") // seen's bits in checkNames
+	}
+	memberNames.Store(t, n)
+	return n
 }
 
 // jsonNames returns the JSON member names of a struct type's fields.

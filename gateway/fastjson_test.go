@@ -121,3 +121,39 @@ func BenchmarkDecodeBody(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDecodeSlow measures decoding bodies that decodeFast leaves to
+// decodeJSON (a POST /v1/messages with wait_timeout, a POST /v1/notify),
+// and checkNames alone, which reads them once more before encoding/json
+// does and allocates nothing (TestCheckNamesAllocations).
+func BenchmarkDecodeSlow(b *testing.B) {
+	send := []byte(`{"to":"bob@example.org","body":"hi","wait":"server","wait_timeout":"5s"}`)
+	notify := []byte(`{"to":"bob@example.org","title":"disk full","body":"on host a","priority":2}`)
+	b.Run("send-wait_timeout", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var req sendRequest
+			if p := decodeJSON(send, &req); p != nil {
+				b.Fatal(p.Detail)
+			}
+		}
+	})
+	b.Run("notify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var req notifyRequest
+			if p := decodeJSON(notify, &req); p != nil {
+				b.Fatal(p.Detail)
+			}
+		}
+	})
+	b.Run("checkNames-notify", func(b *testing.B) {
+		b.ReportAllocs()
+		var req notifyRequest
+		for b.Loop() {
+			if p := checkNames(notify, &req); p != nil {
+				b.Fatal(p.Detail)
+			}
+		}
+	})
+}
