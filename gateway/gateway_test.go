@@ -183,8 +183,10 @@ func testWait(t *testing.T, rc Config) {
 
 // TestCloseEndsWaits: Close ends a POST's wait as its timeout would, so
 // that a server shut down after it (as examples/gateway does) answers the
-// request: 202, not reached, with the id of the message that was sent. A
-// POST /v1/test's wait ends too (test-timeout, with the id).
+// request: 202, not reached, with the id of the message that was sent and
+// the state it is in, which is not the state at acceptance (with a store,
+// that state is read after the request's context ended). A POST
+// /v1/test's wait ends too (test-timeout, with the id and state).
 func TestCloseEndsWaits(t *testing.T) { records(t, testCloseEndsWaits) }
 
 func testCloseEndsWaits(t *testing.T, rc Config) {
@@ -206,6 +208,11 @@ func testCloseEndsWaits(t *testing.T, rc Config) {
 	msgID := <-f.fake.sentCh
 	test := post("/v1/test", `{"to":"bob@example.org","timeout":"60s"}`)
 	testID := <-f.fake.sentCh
+	// Past IN_TRANSIT, short of what they wait for: the answers say so.
+	for _, id := range []string{msgID, testID} {
+		f.fake.tracker(id).Advance(tracking.DeliveredToServer, nil)
+		f.waitState(id, tracking.DeliveredToServer)
+	}
 	f.g.Close()
 	for _, c := range []struct {
 		ch   <-chan answer
@@ -220,11 +227,34 @@ func testCloseEndsWaits(t *testing.T, rc Config) {
 				Reached *bool  `json:"reached"`
 			}
 			mustJSON(t, a.body, &r)
-			if a.code != c.code || r.ID != c.id || r.State != "IN_TRANSIT" || (c.code == 202 && (r.Reached == nil || *r.Reached)) {
+			if a.code != c.code || r.ID != c.id || r.State != "DELIVERED_TO_SERVER" || (c.code == 202 && (r.Reached == nil || *r.Reached)) {
 				t.Errorf("answered %d %s, want %d for %s", a.code, a.body, c.code, c.id)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("Close left the wait for %s going", c.id)
+		}
+	}
+}
+
+// TestWaitEndedReadsState: a wait whose context ended (its wait_timeout,
+// Close) answers the state the message is in, read under a context of its
+// own: with a store, a read under the ended context fails, and the answer
+// was the state at acceptance.
+func TestWaitEndedReadsState(t *testing.T) { records(t, testWaitEndedReadsState) }
+
+func testWaitEndedReadsState(t *testing.T, rc Config) {
+	f := newFixture(t, with(rc, Config{}))
+	f.fake.sentCh = make(chan string, 1)
+	f.send(`{"to":"bob@example.org","body":"hi"}`)
+	id := <-f.fake.sentCh
+	f.fake.tracker(id).Advance(tracking.DeliveredToServer, nil)
+	f.waitState(id, tracking.DeliveredToServer)
+	ctx, cancel := context.WithTimeout(context.Background(), -time.Second)
+	defer cancel()
+	for target, want := range map[tracking.MessageState]bool{tracking.SeenByRecipient: false, tracking.DeliveredToServer: true} {
+		st, reached := f.g.waitState(ctx, id, target)
+		if st == nil || st.State.String() != "DELIVERED_TO_SERVER" || reached != want {
+			t.Errorf("wait for %s with its context ended: %+v, reached %v; want DELIVERED_TO_SERVER, reached %v", target, st, reached, want)
 		}
 	}
 }

@@ -349,9 +349,15 @@ func uncertainProblem(id string) *problem {
 	return p
 }
 
+// lastReadWait bounds the read of a message's state once its wait ended.
+const lastReadWait = 2 * time.Second
+
 // waitState waits until the message reached target, or can no longer reach
 // it, or ctx ends. It returns the last status read and whether target was
-// reached.
+// reached. When ctx ended (the wait's timeout, Close), the status is read
+// once more, under a context of its own: a store's read under ctx would
+// fail, and the answer would be the state at acceptance rather than the
+// one the message is in.
 func (g *Gateway) waitState(ctx context.Context, id string, target tracking.MessageState) (*Status, bool) {
 	// A message sent here: wait on its tracker first, which costs no read of
 	// the record; then until the record caught up.
@@ -368,11 +374,11 @@ func (g *Gateway) waitState(ctx context.Context, id string, target tracking.Mess
 	for {
 		h, err := g.rec.head(ctx)
 		if err != nil {
-			return last, false
+			break
 		}
 		st, err := g.statusOf(ctx, id)
 		if err != nil {
-			return last, false
+			break
 		}
 		last = st
 		s := tracking.MessageState(st.State)
@@ -383,9 +389,20 @@ func (g *Gateway) waitState(ctx context.Context, id string, target tracking.Mess
 			return st, false
 		}
 		if err := g.rec.wait(ctx, h); err != nil {
-			return last, false
+			break
 		}
 	}
+	if ctx.Err() == nil {
+		return last, false // the record failed: the last state read stands
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastReadWait)
+	defer cancel()
+	st, err := g.statusOf(rctx, id)
+	if err != nil {
+		return last, false
+	}
+	s := tracking.MessageState(st.State)
+	return st, s <= tracking.SeenByRecipient && s >= target
 }
 
 // statusOf reads a message's record; settled also covers trackers whose
