@@ -287,6 +287,9 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 	// the sweep (see sweepLive). The entry may have gone meanwhile (its
 	// tracker settled): what is written to it then is not read again.
 	lm.sends--
+	// Another request with the same Idempotency-Key is sending it, or
+	// sent it (the entry is shared).
+	others := lm.sends > 0 || (t == nil && lm.t != nil)
 	if t != nil {
 		lm.t = t
 		cur = lm.cursor
@@ -317,9 +320,11 @@ func (g *Gateway) dispatch(o *outgoing) (cur Cursor, dup bool, _ *problem) {
 		ev, rerr := g.rec.settle(g.ctx, o.status(), Change{State: State(tracking.Aborted), At: g.now().UTC(),
 			Evidence: Evidence{Error: &ErrorInfo{Condition: "send-failed", Text: err.Error()}}})
 		if errors.Is(rerr, store.ErrExists) {
-			// A concurrent request with the same Idempotency-Key sent it,
-			// or its client's record landed.
-			return 0, true, nil
+			// A concurrent request with the same Idempotency-Key sent it
+			// (answered as a replay), or else this request's client's
+			// record landed: the client sends it, and the request is
+			// answered as the one that sent it, not as a replay.
+			return 0, others, nil
 		}
 		if rerr == nil {
 			g.metrics.observe(ev, created)

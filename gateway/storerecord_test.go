@@ -387,6 +387,11 @@ func TestSendUncertain(t *testing.T) {
 			if code != tc.code {
 				t.Fatalf("answered %d %s, want %d", code, b, tc.code)
 			}
+			// The first and only request with its key is no replay,
+			// whichever record decided it.
+			if v := h.Get("Idempotent-Replayed"); v != "" {
+				t.Errorf("answered %d %s with Idempotent-Replayed: %q", code, b, v)
+			}
 			var id string
 			if tc.problem != "" {
 				p := problemOf(t, h, b)
