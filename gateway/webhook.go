@@ -82,6 +82,18 @@ type webhookWorker struct {
 	after Cursor
 	sleep func(ctx context.Context, d time.Duration) error
 	out   *outbox // nil: the cursor lives in memory
+	// retry is the change whose delivery stopped unfinished when the
+	// claim was no longer certainly this gateway's: when it claims the
+	// webhook again, the change's RetryFor and backoff go on from there.
+	retry retryState
+	// stopped says why follow last stopped, for the log.
+	stopped string
+}
+
+type retryState struct {
+	cursor  Cursor
+	start   time.Time // zero: none
+	backoff time.Duration
 }
 
 func newWebhookWorker(g *Gateway, h Webhook) (*webhookWorker, error) {
@@ -160,6 +172,7 @@ func (w *webhookWorker) run(ctx context.Context) {
 			return
 		}
 		w.after = after
+		w.stopped = "its claim ran out"
 		w.follow(ctx)
 		if ctx.Err() != nil {
 			w.out.release(w.after)
@@ -167,7 +180,7 @@ func (w *webhookWorker) run(ctx context.Context) {
 		}
 		// The claim is no longer certainly ours: claim it again, as
 		// another gateway would (see outbox).
-		w.g.log.Warn("gateway: webhook stopped delivering: its claim could not be renewed", "webhook", w.name)
+		w.g.log.Warn("gateway: webhook stopped delivering until it claims the webhook again", "webhook", w.name, "reason", w.stopped)
 	}
 }
 
@@ -181,6 +194,9 @@ func (w *webhookWorker) checkpoint(ctx context.Context) bool {
 	if err := w.out.save(ctx, w.after); err != nil {
 		if ctx.Err() == nil {
 			w.g.log.Debug("gateway: saving a webhook's cursor failed", "webhook", w.name, "err", err)
+			if !errors.Is(err, errClaimRanOut) {
+				w.stopped = "its claim could not be renewed"
+			}
 		}
 		return false
 	}
@@ -238,12 +254,30 @@ func (w *webhookWorker) follow(ctx context.Context) {
 
 // deliver sends one change until it is accepted or given up; it returns
 // false only when ctx ended or the claim is no longer certainly this
-// gateway's (the change is not delivered then).
-func (w *webhookWorker) deliver(ctx context.Context, ev Event) bool {
+// gateway's (the change is not delivered then). A change whose delivery
+// stopped so is retried when the gateway claims the webhook again, from
+// where it stopped: RetryFor counts from its first attempt in this
+// process.
+func (w *webhookWorker) deliver(ctx context.Context, ev Event) (ok bool) {
 	body, _ := json.Marshal(WebhookPayload{Type: "message.state", Timestamp: ev.At, Data: ev})
 	id := "evt_" + ev.Cursor.String()
 	start := w.g.now()
 	backoff := w.h.MinBackoff
+	if r := w.retry; !r.start.IsZero() && r.cursor == ev.Cursor {
+		start, backoff = r.start, r.backoff
+		if w.g.now().Sub(start) > w.h.RetryFor {
+			w.retry = retryState{}
+			w.g.log.Warn("gateway: webhook gave up on a change", "webhook", w.name, "event", id, "err", "still failing after RetryFor, across claims")
+			return true
+		}
+	}
+	defer func() {
+		if !ok {
+			w.retry = retryState{cursor: ev.Cursor, start: start, backoff: backoff}
+		} else if w.retry.cursor == ev.Cursor {
+			w.retry = retryState{}
+		}
+	}()
 	for {
 		if !w.holds() {
 			return false
@@ -253,10 +287,20 @@ func (w *webhookWorker) deliver(ctx context.Context, ev Event) bool {
 			w.g.metrics.hookOK.WithLabelValues(w.name).Inc()
 			return true // its save tells whether the claim still holds
 		}
-		if ctx.Err() != nil || !w.holds() {
-			return false // cut at the claim's end, say: another gateway takes over
+		if ctx.Err() != nil {
+			return false
 		}
 		w.g.metrics.hookFail.WithLabelValues(w.name).Inc()
+		if !w.holds() {
+			// Cut at the claim's deadline (a receiver slower than the
+			// claim's remaining time, with a client's timeout over
+			// 30 s): a failed attempt, retried once the gateway claims
+			// the webhook again (another gateway may take over).
+			w.g.log.Warn("gateway: webhook attempt cut: the gateway's claim ran out during it; retrying once claimed again",
+				"webhook", w.name, "event", id, "err", err)
+			w.stopped = "an attempt outlasted its claim"
+			return false
+		}
 		if w.g.now().Sub(start)+backoff > w.h.RetryFor {
 			w.g.log.Warn("gateway: webhook gave up on a change", "webhook", w.name, "event", id, "err", err)
 			return true

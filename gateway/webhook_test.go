@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -624,5 +625,65 @@ func TestWebhookCloseDuringSave(t *testing.T) {
 	js, err := st.ClaimJobs(context.Background(), f.g.hooks[0].out.queue(), time.Now(), hookLease, 1)
 	if err != nil || len(js) != 1 || string(js[0].Data) != r.Cursor.String() {
 		t.Fatalf("claiming the webhook after Close: %+v %v, want its job with the cursor %s (released)", js, err, r.Cursor)
+	}
+}
+
+// TestWebhookAttemptCut: an attempt cut at the claim's deadline (a
+// receiver that answers later than the claim lasts, with a client whose
+// timeout is longer) is a failed attempt: counted, logged as what it is,
+// and retried once the gateway claims the webhook again with RetryFor
+// counted from the first attempt, so that a receiver that always hangs
+// is given up on after RetryFor rather than retried for ever.
+func TestWebhookAttemptCut(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		io.ReadAll(r.Body)   // then net/http sees the client go away
+		<-r.Context().Done() // answers after any claim's end
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // before srv.Close: ends a request still hanging
+	logs := &logSink{}
+	f := newFixture(t, Config{Store: st, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	w, err := newWebhookWorker(f.g, Webhook{URL: srv.URL, Secret: "k", Client: &http.Client{}, RetryFor: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := Event{ID: "m", To: "bob@example.org", Change: Change{State: State(tracking.InTransit), At: time.Now(), Cursor: 7}}
+	deliver := func() bool {
+		t.Helper()
+		done := make(chan bool, 1)
+		go func() { done <- w.deliver(ctx, ev) }()
+		select {
+		case ok := <-done:
+			return ok
+		case <-time.After(10 * time.Second):
+			t.Fatal("the delivery hangs on")
+			return false
+		}
+	}
+	w.out.until = time.Now().Add(hookMargin + time.Second) // a claim with 1 s left
+	if deliver() {
+		t.Fatal("a change was given up or delivered after the claim ran out")
+	}
+	_, _, m := f.do("GET", "/metrics", "")
+	if v := metricValue(t, m, `xmpptrack_gateway_webhook_failures_total{webhook="`+srv.URL+`"}`); v != 1 || requests.Load() != 1 {
+		t.Errorf("%v failures counted for %d attempts, want 1 for 1", v, requests.Load())
+	}
+	if out := logs.String(); !strings.Contains(out, "webhook attempt cut") {
+		t.Errorf("the cut attempt is not logged as such:\n%s", out)
+	}
+	w.out.until = time.Now().Add(hookLease) // claimed again
+	if !deliver() {
+		t.Fatal("a change retried past RetryFor, across claims, was not given up")
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d attempts, want 1: RetryFor had passed when the gateway claimed the webhook again", n)
 	}
 }
