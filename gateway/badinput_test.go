@@ -77,8 +77,8 @@ func testBadInput(t *testing.T, rc Config) {
 		{"events limit 0", "GET", "/v1/events?limit=0", ``, nil, 400, "invalid-query"},
 		{"events unknown parameter", "GET", "/v1/events?since=1", ``, nil, 400, "invalid-query"},
 		{"events bad channel", "GET", "/v1/events?channels=a,b%20c", ``, nil, 400, "invalid-query"},
-		// Not all channels (review hunt-gw 8c): URL.Query dropped a pair
-		// with a ';', and a list of no names read as no filter.
+		// Refused, not read as all channels: url.ParseQuery drops a pair
+		// with a ';', and a list naming no channel would filter nothing.
 		{"events channels with a semicolon", "GET", "/v1/events?channels=ops;billing", ``, nil, 400, "invalid-query"},
 		{"events channels naming none", "GET", "/v1/events?channels=,", ``, nil, 400, "invalid-query"},
 		{"events channels empty", "GET", "/v1/events?channels=", ``, nil, 400, "invalid-query"},
@@ -224,8 +224,8 @@ func TestLoneSurrogate(t *testing.T) {
 }
 
 // TestThreadLengthInCharacters: thread's limit counts characters, as
-// openapi.json's maxLength does: 256 two-byte characters are taken, 257
-// refused (review hunt-gw 8a).
+// openapi.json's maxLength does, not bytes: 256 two-byte characters are
+// taken, 257 refused.
 func TestThreadLengthInCharacters(t *testing.T) {
 	f := newFixture(t, Config{})
 	if code, _, b := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"x","thread":"`+strings.Repeat("é", 256)+`"}`); code != 202 {
@@ -237,8 +237,8 @@ func TestThreadLengthInCharacters(t *testing.T) {
 }
 
 // TestSendAtWrongType: send_at of another JSON type than a string is
-// wrong-type naming the field, as for every other field (review hunt-gw
-// 8d: it was malformed-json with time.Time's own message and no field).
+// wrong-type naming the field, as for every other field, not
+// malformed-json with time.Time's own message and no field.
 func TestSendAtWrongType(t *testing.T) {
 	f := newFixture(t, Config{})
 	code, _, b := f.do("POST", "/v1/messages", `{"to":"bob@example.org","body":"x","send_at":5}`)

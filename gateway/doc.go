@@ -133,12 +133,15 @@
 // cursor is saved in it after every delivery, and one gateway at a time
 // delivers to a webhook (it holds the cursor job's claim, a one-minute lease
 // renewed while it works): a restarted gateway, or another one on the same
-// store, goes on from the saved cursor, so a restart loses no delivery (one
-// delivered just before a crash may come twice). A gateway delivers only
-// while it can count on the claim: a save the store refuses stops it at
-// once, and it never delivers, nor writes the cursor, within 10 s of its
-// lease's end; it then claims the job again like any other gateway (so
-// their clocks should agree within those 10 s). Without a store the cursor
+// store, goes on from the saved cursor, so a restart loses no delivery. A
+// change may come twice: one delivered just before a crash, or before a
+// save of its cursor that the store refused, is delivered again from the
+// cursor saved last. A gateway delivers only while it can count on the
+// claim: a save the store refuses stops it at once, and it never
+// delivers, nor writes the cursor, within 10 s of its lease's end (an
+// attempt still going then is cut, a failed attempt); it then claims the
+// job again like any other gateway (so their clocks should agree within
+// those 10 s). Without a store the cursor
 // is in memory and a restart starts from the newest change.
 //
 // # Security

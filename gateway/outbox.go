@@ -16,7 +16,8 @@ import (
 // works), so that of several gateways on one store one delivers, in feed
 // order; a restarted or surviving gateway takes over from the saved cursor.
 // A change delivered just before a crash, whose cursor was not saved yet, is
-// delivered again (at least once). Where a webhook starts is fixed once, by
+// delivered again (at least once), as is one delivered before a save the
+// store refused (see below). Where a webhook starts is fixed once, by
 // the first gateway ever: it claims a key whose value is its newest change
 // when it was created. Every gateway then adds the job from that value if it
 // is missing (store.Store.AddJob, which leaves an existing job alone), so
