@@ -99,8 +99,10 @@
 // hands a stanza to the connection before it copies it to the tee, so an
 // unsolicited <a/> may count a stanza the tee has not seen yet, and the
 // handler waits for mellium's output (the lock our <r/> takes before its
-// write, so that answers to our own requests never run ahead of the count)
-// before it judges such an h again; an h that is missing or not an
+// write) before it judges such an h again, whether the <a/> answers a
+// request of ours or not (Prosody counts a stanza when it parses it and
+// may answer an <r/> later, with a count that includes stanzas written
+// after that <r/>); an h that is missing or not an
 // unsignedInt ends it with bad-format (every form of the type's lexical
 // space is one, "+7" and " 7 " too: see stanza.ParseH). Such a stream is
 // never resumed; its unacknowledged stanzas go to the Policy on the next
@@ -540,9 +542,10 @@
 // answer came already, or the stream was resumed) changes nothing: it is
 // logged at Warn and ignored, stream management stays on, both counts go
 // on, and every unacknowledged stanza still waits for an ack, a
-// retransmission or the Policy. So does an <enabled/> or <resumed/> that
-// answers nothing: the SM-ID and the counts stay (an inbound count taken
-// back to 0 would ack below an h sent before). A server that did drop stream management
+// retransmission or the Policy. So does an <enabled/> (logged at Warn) or
+// a <resumed/> (logged at debug level) that answers nothing: the SM-ID and
+// the counts stay (an inbound count taken back to 0 would ack below an h
+// sent before). A server that did drop stream management
 // stops answering <r/>, and the ack bound ends the connection (see "Dead
 // connections"); the next one resumes, or the Policy takes the stanzas.
 //

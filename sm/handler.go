@@ -220,14 +220,18 @@ func (c *conn) handleAck(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 		}
 		c.progOK = false // what the socket showed before is moot
 	}
+	// What is not covered is awaited from a written <r/> only: one booked
+	// and still waiting for mellium's output (behind a large write on a
+	// slow link) starts the bound when it is written (wroteLocked).
+	fromWritten := c.bookAt == 0
 	switch {
 	case stale:
-		if c.rWait == 0 {
+		if c.rWait == 0 && fromWritten {
 			c.rWait = now // an answer that covers them is awaited from now
 			c.markLocked(now)
 			c.armLocked()
 		}
-	case c.aRecv < c.rOut || !covered:
+	case c.aRecv < c.rOut || !covered && fromWritten:
 		// Progress: the bound starts again, for the requests still
 		// unanswered or for what the answers did not cover yet.
 		c.rWait = now

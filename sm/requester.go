@@ -394,6 +394,12 @@ func (c *conn) wroteLocked() {
 		if c.tOrd == 0 {
 			c.tOrd, c.tAt, c.tN = c.rOut, now, c.st.queue.len()
 		}
+	} else if !c.coveredLocked() && c.rWait == 0 {
+		// An <a/> read while it waited to get out was taken as its
+		// answer but did not cover what was written before it: the
+		// answer that does is awaited from now.
+		c.rWait = now
+		c.markLocked(now)
 	}
 	c.armLocked()
 	if h := c.st.wroteHook; h != nil {
