@@ -361,6 +361,9 @@ func (st *State) request(ctx context.Context, s *xmpp.Session, c *conn, force bo
 	if act != actRequest {
 		return act, wait, nil
 	}
+	if h := st.bookedHook; h != nil {
+		h()
+	}
 	_, err = wire.Write(ctx, s, stanza.AckRequest{}.TokenReader())
 	st.mu.Lock()
 	switch {

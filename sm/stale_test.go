@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -180,6 +181,95 @@ func TestUnsolicitedStaleAckKeepsBound(t *testing.T) {
 		}
 		if d := time.Since(start); d != bound {
 			t.Errorf("ended after %v, want the ack bound %v", d, bound)
+		}
+	})
+}
+
+// TestStaleAckBeforeRequestWritten: a stale <a/> read while our <r/> is
+// booked but not written yet (it waits for mellium's output behind a
+// large write on a slow link) starts no ack bound: the bound of that
+// request starts when it is written. It started at the <a/>, and as the
+// <a/> used up the booking in the answer count, the write did not restart
+// it: a slow but working link was cut one bound later.
+func TestStaleAckBeforeRequestWritten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		rec := newRecorder()
+		st := New(rec.config(Config{AckTimeout: time.Second}))
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		sendMsg(t, st, c.sess, "m0")
+		if ev := rec.next(t); ev != "acked:m0" {
+			t.Fatalf("event %s", ev)
+		}
+		booked, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		st.bookedHook = func() {
+			once.Do(func() {
+				close(booked)
+				<-release
+			})
+		}
+		sendMsg(t, st, c.sess, "m1")
+		<-booked                                     // m1's <r/> is booked, not written
+		c.sc.raw(`<a xmlns='urn:xmpp:sm:3' h='1'/>`) // unsolicited, the last h again
+		synctest.Wait()
+		time.Sleep(3 * st.Info().AckBound) // the request still waits to get out
+		synctest.Wait()
+		select {
+		case <-c.served:
+			t.Fatalf("the connection ended before its <r/> was written: %v", c.serveEr)
+		default:
+		}
+		close(release)
+		if ev := rec.next(t); ev != "acked:m1" {
+			t.Fatalf("event %s", ev)
+		}
+		select {
+		case <-c.served:
+			t.Fatalf("the connection ended: %v", c.serveEr)
+		default:
+		}
+		c.close()
+	})
+}
+
+// TestStaleAckBeforeRequestWrittenUnanswered: the same, with the server
+// answering nothing once the <r/> is written: the bound starts at the
+// write, and the connection ends one bound after it.
+func TestStaleAckBeforeRequestWrittenUnanswered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(t)
+		rec := newRecorder()
+		st := New(rec.config(Config{AckTimeout: time.Second}))
+		c := mustDial(t, srv, st, nil)
+		synctest.Wait()
+		sendMsg(t, st, c.sess, "m0")
+		if ev := rec.next(t); ev != "acked:m0" {
+			t.Fatalf("event %s", ev)
+		}
+		holdAcks(srv)
+		booked, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		st.bookedHook = func() {
+			once.Do(func() {
+				close(booked)
+				<-release
+			})
+		}
+		sendMsg(t, st, c.sess, "m1")
+		<-booked
+		c.sc.raw(`<a xmlns='urn:xmpp:sm:3' h='1'/>`)
+		synctest.Wait()
+		time.Sleep(2 * time.Second)
+		bound := st.Info().AckBound
+		written := time.Now()
+		close(release)
+		if err := c.servedSoon(t); !errors.Is(err, ErrAckTimeout) {
+			t.Fatalf("Serve: %v, want ErrAckTimeout", err)
+		}
+		if d := time.Since(written); d != bound {
+			t.Errorf("ended %v after the <r/> was written, want the ack bound %v", d, bound)
 		}
 	})
 }

@@ -35,6 +35,9 @@ type State struct {
 	// overdueHook, set by tests, runs when the watchdog found an answer
 	// overdue, before the connection is ended, with mu held.
 	overdueHook func()
+	// bookedHook, set by tests, runs when an <r/> was booked, before its
+	// write, with no lock held.
+	bookedHook func()
 	// wroteHook, set by tests, runs when a booked <r/> was written and
 	// its booking cleared, with mu held.
 	wroteHook func()
