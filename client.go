@@ -315,7 +315,7 @@ func Dial(ctx context.Context, account jid.JID, password string, cfg *Config) (*
 		c.leaseLost()
 		err = ErrLeaseLost
 	}
-	if err != nil && !errors.Is(err, sm.ErrConnEnded) && ctx.Err() != nil {
+	if err != nil && !errors.Is(err, sm.ErrConnEnded) && !errors.Is(err, ErrLeaseLost) && ctx.Err() != nil {
 		err = fmt.Errorf("the session was not ready in time: %w", ctx.Err())
 	}
 	if err != nil {

@@ -163,3 +163,26 @@ func waitDone(t *testing.T, c *Client) {
 		t.Fatal("the client did not stop")
 	}
 }
+
+// TestStoreLeaseLostWhileDialWaits: a lease lost once the first
+// connection is up, while Dial waits for it to be handed out, fails Dial
+// with ErrLeaseLost, not with the end of its waits that the loss caused.
+func TestStoreLeaseLostWhileDialWaits(t *testing.T) {
+	srv := newPeerServer(t)
+	ls := newLosingStore(t)
+	cfg := Config{Store: ls, NoCarbons: true, beforeWait: func(*Client) { close(ls.lost) }}
+	cfg.Addr = srv.l.Addr().String()
+	cfg.DirectTLS = true
+	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
+	c, err := Dial(waitCtx(t), testJID, peerPassword, &cfg)
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial handed out a client whose lease was lost")
+	}
+	if !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Dial: %v, want ErrLeaseLost", err)
+	}
+	if n := closes(srv); n != 0 {
+		t.Errorf("%d streams ended with </stream:stream>: the new owner could not resume it", n)
+	}
+}
