@@ -108,9 +108,7 @@ type dialOutcome struct {
 // included.
 func dialResult(t *testing.T, srv *peerServer, cfg Config) <-chan dialOutcome {
 	t.Helper()
-	cfg.Addr = srv.l.Addr().String()
-	cfg.DirectTLS = true
-	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
+	atPeer(t, srv, &cfg)
 	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 10*time.Millisecond
 	ch := make(chan dialOutcome, 1)
 	go func() {

@@ -2,7 +2,6 @@ package xmpptrack
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"path/filepath"
 	"sync/atomic"
@@ -124,9 +123,7 @@ func TestStoreLeaseLostBeforeDial(t *testing.T) {
 	ls := newLosingStore(t)
 	close(ls.lost)
 	cfg := Config{Store: ls, NoCarbons: true}
-	cfg.Addr = srv.l.Addr().String()
-	cfg.DirectTLS = true
-	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
+	atPeer(t, srv, &cfg)
 	c, err := Dial(waitCtx(t), testJID, peerPassword, &cfg)
 	if err == nil {
 		c.Close()
@@ -171,9 +168,7 @@ func TestStoreLeaseLostWhileDialWaits(t *testing.T) {
 	srv := newPeerServer(t)
 	ls := newLosingStore(t)
 	cfg := Config{Store: ls, NoCarbons: true, beforeWait: func(*Client) { close(ls.lost) }}
-	cfg.Addr = srv.l.Addr().String()
-	cfg.DirectTLS = true
-	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
+	atPeer(t, srv, &cfg)
 	c, err := Dial(waitCtx(t), testJID, peerPassword, &cfg)
 	if err == nil {
 		c.Close()

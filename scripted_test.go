@@ -512,9 +512,7 @@ func dialPeer(t *testing.T, srv *peerServer, cfg Config) *Client {
 // not a measure).
 func dialPeerWithin(t *testing.T, srv *peerServer, cfg Config, guard time.Duration) *Client {
 	t.Helper()
-	cfg.Addr = srv.l.Addr().String()
-	cfg.DirectTLS = true
-	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
+	atPeer(t, srv, &cfg)
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 10*time.Millisecond
 	}
@@ -526,6 +524,14 @@ func dialPeerWithin(t *testing.T, srv *peerServer, cfg Config, guard time.Durati
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// atPeer points cfg at the scripted server srv (direct TLS with the test
+// certificates).
+func atPeer(t *testing.T, srv *peerServer, cfg *Config) {
+	cfg.Addr = srv.l.Addr().String()
+	cfg.DirectTLS = true
+	cfg.TLSConfig = &tls.Config{RootCAs: testRoots(t)}
 }
 
 // newPeer starts a scripted server and a client logged in to it.

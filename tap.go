@@ -145,17 +145,8 @@ func isStanza(n xml.Name) bool {
 // would an application that does the same. Servers relay such attributes
 // from any sender. Nothing the stanza means is lost.
 func stripForeign(start *xml.StartElement) {
-	for i, a := range start.Attr {
-		if foreignNamed(a) {
-			kept := slices.Clone(start.Attr[:i])
-			for _, a := range start.Attr[i+1:] {
-				if !foreignNamed(a) {
-					kept = append(kept, a)
-				}
-			}
-			start.Attr = kept
-			return
-		}
+	if slices.ContainsFunc(start.Attr, foreignNamed) {
+		start.Attr = slices.DeleteFunc(slices.Clone(start.Attr), foreignNamed) // the decoder's slice stays
 	}
 }
 

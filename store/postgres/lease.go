@@ -142,34 +142,40 @@ func (l *lease) watch() {
 		if err == nil {
 			continue
 		}
-		l.s.suspended.Add(1)
-		l.warn("postgres: lease connection broke; taking the lease again", "err", err)
-		broke := time.Now()
-		for {
-			ok, lost := l.retake()
-			if !ok && !lost && time.Since(broke) >= l.s.maxSuspendedFor() {
-				lost = true
-				l.warn("postgres: lease lost: not taken again in time", "wait", l.s.maxSuspendedFor())
-			}
-			if ok || lost {
-				if lost {
-					close(l.lost) // before commits resume: the holder sees it first
-					l.warn("postgres: lease lost")
-				} else {
-					l.warn("postgres: lease taken again")
-				}
-				l.s.suspended.Add(-1)
-				if lost {
-					return
-				}
-				break
-			}
-			select {
-			case <-l.stop:
-				l.s.suspended.Add(-1)
-				return
-			case <-t.C:
-			}
+		if l.takeAgain(t.C, err) {
+			return
+		}
+	}
+}
+
+// takeAgain takes the lock again after the lease's connection broke
+// (cause), once per tick, and reports whether watching ends: the lease was
+// lost, or released meanwhile. Commits of the Store fail until it returns;
+// Lost is closed before they resume, so that the holder sees it first.
+func (l *lease) takeAgain(tick <-chan time.Time, cause error) (end bool) {
+	l.s.suspended.Add(1)
+	defer l.s.suspended.Add(-1)
+	l.warn("postgres: lease connection broke; taking the lease again", "err", cause)
+	broke := time.Now()
+	for {
+		ok, lost := l.retake()
+		switch {
+		case ok:
+			l.warn("postgres: lease taken again")
+			return false
+		case lost:
+			close(l.lost)
+			l.warn("postgres: lease lost: another holder has it or had it")
+			return true
+		case time.Since(broke) >= l.s.maxSuspendedFor():
+			close(l.lost)
+			l.warn("postgres: lease lost: not taken again in time", "wait", l.s.maxSuspendedFor())
+			return true
+		}
+		select {
+		case <-l.stop:
+			return true
+		case <-tick:
 		}
 	}
 }
